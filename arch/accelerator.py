@@ -1,0 +1,225 @@
+"""The accelerator: components built from the architecture YAML, wired as a networkx graph,
+and the tile pipeline that replays the mapper's event table.
+
+Structure (the graph): DRAM feeds the global buffer (GLB); the GLB (through the selector, when
+there is one) attaches to one router of the NoC; a PE cluster attaches to every router.
+
+Behaviour (five processes, one per pipeline stage, joined by two-deep FIFOs, the double
+buffers of real hardware):
+
+    fetch -> distribute -> compute -> collect -> writeback
+    DRAM->GLB  GLB->selector->NoC->clusters  PEs  clusters->NoC->GLB  GLB->DRAM
+
+Each stage takes one tile at a time, one simulation event per transfer or computation. Layers
+run one after the other: the next layer's first fetch waits until the previous layer's last
+result is in DRAM (its outputs are the next layer's inputs). Within a stage the transfers that
+stream into each other (DRAM into the GLB, the GLB onto the NoC) overlap.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+
+import networkx as nx
+import numpy as np
+
+from arch.config import ArchConfig
+from arch.dram import DramController
+from arch.energy import ELEMENT_BYTES, EnergyTable
+from arch.noc import Noc, attach, build_noc, check_connected
+from arch.pe import PeArray
+from arch.selector import Selector
+from arch.sram import GlobalBuffer
+from desim.channels import Fifo
+from desim.clock import Clock
+from desim.errors import ConfigError
+from desim.events import TILE_DTYPE
+from desim.module import Module, Simulator
+from mappings.target import HardwareView
+
+COLUMNS = {name: i for i, name in enumerate(TILE_DTYPE.names)}
+
+
+@dataclass
+class PhaseRecord:
+    """What one layer-phase took: its time span and every module's actions during it."""
+
+    layer: int
+    phase: int
+    start_ps: int
+    end_ps: int
+    actions: dict[str, Counter] = field(default_factory=dict)
+
+
+def build_graph(cfg: ArchConfig) -> nx.DiGraph:
+    """The system graph: the NoC's routers, a cluster at each, the GLB and DRAM attached."""
+    graph = build_noc(cfg.noc)
+    routers = sorted(n for n, d in graph.nodes(data=True) if d["kind"] == "router")
+    if cfg.global_buffer_router not in graph:
+        raise ConfigError(f"global_buffer_router {cfg.global_buffer_router!r} is not a router "
+                          f"of the NoC; routers: {', '.join(routers)}", key="global_buffer_router")
+    bw, lat = cfg.noc.link_bandwidth_bytes_per_cycle, cfg.noc.hop_latency_cycles
+    for router in routers:
+        attach(graph, f"cluster_{router}", "pe_cluster", router, bw, lat)
+    port = "selector" if cfg.selector else "glb"
+    attach(graph, port, "selector" if cfg.selector else "sram", cfg.global_buffer_router, bw, lat)
+    if cfg.selector:
+        graph.add_node("glb", kind="sram", pos=_beside(graph, "selector"))
+        graph.add_edge("glb", "selector", bandwidth_bytes_per_cycle=bw, latency_cycles=0,
+                       kind="port")
+    graph.add_node("dram", kind="dram", pos=_beside(graph, "glb"))
+    graph.add_edge("dram", "glb", kind="port", latency_cycles=0,
+                   bandwidth_bytes_per_cycle=float("nan"))  # timed by the DRAM model
+    check_connected(graph, ["dram", "glb", *[f"cluster_{r}" for r in routers]])
+    return graph
+
+
+def _beside(graph: nx.DiGraph, node: str) -> tuple[float, float]:
+    x, y = graph.nodes[node].get("pos", (0.0, 0.0))
+    return (x - 0.6, y - 0.6)
+
+
+class Accelerator(Module):
+    """The whole processor as a module tree, ready to replay event tables."""
+
+    def __init__(self, sim: Simulator, cfg: ArchConfig, name: str = "top") -> None:
+        super().__init__(name, sim)
+        self.cfg = cfg
+        self.clock = Clock.from_mhz(cfg.core_clock_mhz, "core")
+        self.graph = build_graph(cfg)
+        self.clusters = sorted(n for n, d in self.graph.nodes(data=True)
+                               if d["kind"] == "pe_cluster")
+        self.port = "selector" if cfg.selector else "glb"
+        self.dram = DramController("dram", self, cfg.dram)
+        self.glb = GlobalBuffer("glb", self, cfg.global_buffer, self.clock)
+        self.selector = (Selector("selector", self, cfg.selector, self.clock)
+                         if cfg.selector else None)
+        self.noc = Noc("noc", self, self.graph, cfg.noc.routing, self.clock,
+                       src=self.port, clusters=self._clusters_by_distance())
+        self.pes = PeArray("pe_array", self, cfg.pe_cluster, len(self.clusters), self.clock)
+        self.queues = [Fifo(f"q{i}", self, capacity=2) for i in range(4)]
+        self.records: list[PhaseRecord] = []
+
+    def _clusters_by_distance(self) -> list[str]:
+        """Clusters in the order tiles fill them: nearest the GLB port first."""
+        hops = nx.single_source_shortest_path_length(self.graph, self.port)
+        return sorted(self.clusters, key=lambda c: (hops[c], c))
+
+    def hardware_view(self) -> HardwareView:
+        s = self.cfg.sparsity
+        return HardwareView(
+            clusters=len(self.clusters), pes_per_cluster=self.cfg.pe_cluster.pes,
+            buffer_bytes=self.glb.capacity_bytes // 2,
+            element_bytes=ELEMENT_BYTES[self.cfg.pe_cluster.precision],
+            skip_zero_weights=s.skip_zero_weights, skip_zero_activations=s.skip_zero_activations,
+            skip_zero_gradients=s.skip_zero_gradients,
+            skip_pruned_weight_gradients=s.skip_pruned_weight_gradients,
+            channel_compaction=s.channel_compaction, weight_format=s.weight_format,
+            activation_format=s.activation_format, selector_scans=self.selector is not None)
+
+    # -- simulation ------------------------------------------------------------------------
+
+    def replay(self, tables: Sequence[np.ndarray]) -> None:
+        """Declare the pipeline's processes for these layer-phase tables (in order)."""
+        rows = [t.tolist() for t in tables]
+        fetched, ready, done, out = self.queues
+        self.add_process(self._fetch, rows, fetched)
+        self.add_process(self._distribute, fetched, ready)
+        self.add_process(self._compute, ready, done)
+        self.add_process(self._collect, done, out)
+        self.add_process(self._writeback, rows, out)
+
+    def _fetch(self, tables: list[list[tuple]], q_out: Fifo) -> Generator:
+        col = COLUMNS
+        for rows in tables:
+            self._phase_done = self.env.event()
+            start = int(self.env.now)
+            for row in rows:
+                nbytes = row[col["dram_read_bytes"]]
+                fill = self.env.process(self.glb.access(nbytes, "write"))
+                yield from self.dram.transfer(nbytes, is_write=False)
+                yield fill
+                yield from q_out.put(row)
+            if rows:
+                yield self._phase_done
+            layer, phase = (rows[0][col["layer"]], rows[0][col["phase"]]) if rows else (-1, -1)
+            self._record(layer, phase, start)
+
+    def _distribute(self, q_in: Fifo, q_out: Fifo) -> Generator:
+        col = COLUMNS
+        while True:
+            row = yield from q_in.get()
+            if self.selector is not None:
+                yield from self.selector.scan(row[col["selector_entries"]])
+            read = self.env.process(self.glb.access(row[col["glb_read_bytes"]], "read"))
+            yield from self.noc.distribute(row[col["multicast_bytes"]], row[col["unicast_bytes"]],
+                                           row[col["active_clusters"]])
+            yield read
+            yield from q_out.put(row)
+
+    def _compute(self, q_in: Fifo, q_out: Fifo) -> Generator:
+        col = COLUMNS
+        while True:
+            row = yield from q_in.get()
+            received = (row[col["multicast_bytes"]] * row[col["active_clusters"]]
+                        + row[col["unicast_bytes"]])
+            self.pes.count("local_buffer_write_bytes", received)
+            yield from self.pes.compute(row[col["busiest_pe_macs"]], row[col["processed_macs"]],
+                                        received)
+            yield from q_out.put(row)
+
+    def _collect(self, q_in: Fifo, q_out: Fifo) -> Generator:
+        col = COLUMNS
+        while True:
+            row = yield from q_in.get()
+            nbytes = row[col["gather_bytes"]]
+            write = self.env.process(self.glb.access(nbytes, "write"))
+            yield from self.noc.gather(nbytes, row[col["active_clusters"]])
+            yield write
+            yield from q_out.put(row)
+
+    def _writeback(self, tables: list[list[tuple]], q_in: Fifo) -> Generator:
+        col = COLUMNS
+        for rows in tables:
+            for _ in rows:
+                row = yield from q_in.get()
+                nbytes = row[col["dram_write_bytes"]]
+                drain = self.env.process(self.glb.access(nbytes, "read"))
+                yield from self.dram.transfer(nbytes, is_write=True)
+                yield drain
+            if rows:
+                self._phase_done.succeed()
+
+    def _record(self, layer: int, phase: int, start: int) -> None:
+        """Close a layer-phase: its span and the actions since the previous one."""
+        now = {m.path: Counter(m.actions) for m in self.walk()}
+        before = getattr(self, "_snapshot", {})
+        delta = {path: c - before.get(path, Counter()) for path, c in now.items()}
+        self._snapshot = now
+        self.records.append(PhaseRecord(layer, phase, start, int(self.env.now), delta))
+
+    # -- energy ------------------------------------------------------------------------------
+
+    def energy_pj(self, actions: dict[str, Counter], elapsed_ps: int) -> dict[str, float]:
+        """Price a set of actions (by module path) and the time they took, per component."""
+        table = EnergyTable(self.cfg.technology)
+        cfg, p = self.cfg, self.path
+        noc_bytes = sum(c["bytes"] for path, c in actions.items()
+                        if path.startswith(f"{p}.noc."))
+        glb = actions.get(f"{p}.glb", Counter())
+        pes = actions.get(f"{p}.pe_array", Counter())
+        local = pes["local_buffer_write_bytes"] + pes["local_buffer_read_bytes"]
+        energy = {
+            "dram": self.dram.energy_pj(actions.get(f"{p}.dram", Counter()), elapsed_ps),
+            "global_buffer": (glb["read_bytes"] + glb["write_bytes"])
+            * table.sram_pj_per_byte(self.glb.bank_bytes),
+            "noc": noc_bytes * table.noc_pj_per_byte_hop(),
+            "local_buffers": local * table.sram_pj_per_byte(cfg.pe_cluster.local_buffer_kib * 1024),
+            "macs": pes["macs"] * table.mac_pj(cfg.pe_cluster.precision),
+        }
+        if self.selector is not None:
+            sel = actions.get(f"{p}.selector", Counter())
+            energy["selector"] = sel["entries"] * table.selector_pj_per_entry()
+        return energy

@@ -1,0 +1,69 @@
+"""The architecture YAML, validated: what an architect writes to describe a processor.
+
+Each section is one component; the NoC section is `arch.noc.NocSpec`. A PE cluster sits at
+every router of the NoC; the global buffer attaches to `global_buffer_router`, and DRAM feeds
+the global buffer. See configs/arch/*.yaml for commented examples.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PositiveInt
+
+from arch.noc import NocSpec
+from desim.configio import Strict
+
+Precision = Literal["fp32", "fp16", "fp8", "int8", "int32", "ternary"]
+
+
+class DramConfig(Strict):
+    preset: Literal["DDR4-2400", "LPDDR4-3200", "HBM2"]
+    channels: PositiveInt | None = None  # default: the preset's
+
+
+class BufferConfig(Strict):
+    capacity_kib: PositiveInt
+    banks: PositiveInt
+    bank_width_bytes: PositiveInt
+    latency_cycles: int = Field(1, ge=0)
+
+
+class PeClusterConfig(Strict):
+    pes: PositiveInt
+    macs_per_pe_per_cycle: PositiveInt = 1
+    precision: Precision = "fp16"
+    local_buffer_kib: PositiveInt = 16
+    pipeline_cycles: int = Field(4, ge=0)  # fill and drain of a PE's datapath, per tile
+
+
+class SelectorConfig(Strict):
+    """HPPU's active data selector: scans non-zero maps, `entries_per_cycle` at a time."""
+
+    entries_per_cycle: PositiveInt
+    levels: Literal[1, 2] = 2
+
+
+class SparsityConfig(Strict):
+    """Which zeros the datapath skips, and how operands are stored."""
+
+    skip_zero_weights: bool = False
+    skip_zero_activations: bool = False
+    skip_zero_gradients: bool = False
+    skip_pruned_weight_gradients: bool = False
+    channel_compaction: bool = False
+    weight_format: Literal["dense", "bitmap", "line_bitmap"] = "dense"
+    activation_format: Literal["dense", "bitmap"] = "dense"
+
+
+class ArchConfig(Strict):
+    name: str
+    technology: Literal["45nm", "28nm"] = "45nm"
+    core_clock_mhz: float = Field(1000.0, gt=0)
+    dram: DramConfig
+    global_buffer: BufferConfig
+    noc: NocSpec
+    global_buffer_router: str
+    pe_cluster: PeClusterConfig
+    selector: SelectorConfig | None = None
+    sparsity: SparsityConfig = SparsityConfig()

@@ -1,0 +1,89 @@
+"""Energy tables: the price of each action, per technology node (Accelergy's idea).
+
+Components count actions; this module prices them. Every figure names its source.
+
+45 nm (M. Horowitz, "Computing's energy problem (and what we can do about it)", ISSCC 2014):
+- arithmetic: 8-bit int add 0.03 pJ, mult 0.2; 32-bit int add 0.1, mult 3.1; fp16 add 0.4,
+  mult 1.1; fp32 add 0.9, mult 3.7. A MAC is one multiply plus one add.
+- SRAM, 64-bit read: 8 KB 10 pJ, 32 KB 20 pJ, 1 MB 100 pJ; between and beyond these points
+  the energy is interpolated on a log-log scale of the bank's capacity. A write is priced as
+  a read (assumption: Horowitz gives reads only).
+Not in Horowitz, stated assumptions:
+- fp8 MAC: the multiplier scales with the square of the significand width (E4M3: 4 bits
+  against fp16's 11, so 1.1 * (4/11)^2 = 0.145 pJ) and the adder halves from fp16 (0.2 pJ).
+- ternary ("add-only") MAC: a weight in {-1, 0, +1} turns the MAC into one 8-bit add or
+  subtract of the activation: 0.03 pJ.
+- NoC: 0.5 pJ per bit per hop: a 1 mm link at 0.1 pJ/bit/mm (full-swing repeated wire;
+  Park et al., DATE 2013, measure 40.4 fJ/bit/mm for a low-swing 45 nm mesh datapath) plus
+  0.4 pJ/bit for the router's buffer, crossbar and arbitration (assumption).
+- selector: scanning one entry of a non-zero map (a bit test and a priority-encoder step)
+  is priced as an 8-bit add, 0.03 pJ (assumption).
+- the cluster's local buffer: an SRAM of its configured capacity, priced as above.
+
+Other nodes are derived from 45 nm by one rule, kept here: dynamic energy ~ C V^2 with C
+proportional to the feature size, at the nominal supply of each node (45 nm: 1.0 V, as the
+figures Horowitz quotes; 28 nm: 0.9 V). So E28 = E45 * (28/45) * (0.9/1.0)^2 = 0.504 E45.
+DRAM energy does not scale with the logic node: it comes from the DRAM's own IDD currents.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+# Horowitz ISSCC 2014, 45 nm, pJ.
+MAC_PJ_45NM = {
+    "fp32": 3.7 + 0.9,
+    "fp16": 1.1 + 0.4,
+    "fp8": 1.1 * (4 / 11) ** 2 + 0.4 / 2,
+    "int8": 0.2 + 0.03,
+    "int32": 3.1 + 0.1,
+    "ternary": 0.03,
+}
+SRAM_64BIT_READ_PJ_45NM = ((8 * 1024, 10.0), (32 * 1024, 20.0), (1024 * 1024, 100.0))
+NOC_PJ_PER_BIT_HOP_45NM = 0.5
+SELECTOR_PJ_PER_ENTRY_45NM = 0.03
+
+NODES = {"45nm": (45, 1.0), "28nm": (28, 0.9)}  # feature size (nm), nominal supply (V)
+ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "fp8": 1, "int8": 1, "int32": 4, "ternary": 1}
+
+
+def node_scale(technology: str) -> float:
+    """Dynamic-energy factor of `technology` relative to 45 nm (C V^2, C ~ feature size)."""
+    size, vdd = NODES[technology]
+    size45, vdd45 = NODES["45nm"]
+    return (size / size45) * (vdd / vdd45) ** 2
+
+
+def sram_pj_per_64bit(capacity_bytes: int) -> float:
+    """45 nm energy of one 64-bit access to an SRAM of `capacity_bytes`, log-log interpolated."""
+    points = SRAM_64BIT_READ_PJ_45NM
+    x = math.log(max(capacity_bytes, 1))
+    for (c0, e0), (c1, e1) in zip(points, points[1:], strict=False):
+        if capacity_bytes <= c1 or (c1, e1) == points[-1]:
+            slope = (math.log(e1) - math.log(e0)) / (math.log(c1) - math.log(c0))
+            return math.exp(math.log(e0) + slope * (x - math.log(c0)))
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class EnergyTable:
+    """pJ per action at one technology node."""
+
+    technology: str
+
+    @property
+    def scale(self) -> float:
+        return node_scale(self.technology)
+
+    def mac_pj(self, precision: str) -> float:
+        return MAC_PJ_45NM[precision] * self.scale
+
+    def sram_pj_per_byte(self, capacity_bytes: int) -> float:
+        return sram_pj_per_64bit(capacity_bytes) / 8 * self.scale
+
+    def noc_pj_per_byte_hop(self) -> float:
+        return NOC_PJ_PER_BIT_HOP_45NM * 8 * self.scale
+
+    def selector_pj_per_entry(self) -> float:
+        return SELECTOR_PJ_PER_ENTRY_45NM * self.scale

@@ -1,0 +1,3 @@
+from desim.cli import app
+
+app()

@@ -1,0 +1,74 @@
+"""The `desim` command line.
+
+Bad input (a `ConfigError`) prints one line naming the file, the key and what was expected,
+and exits with code 2; a deadlock exits with code 3. Never a traceback for the user's mistakes.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from desim.errors import ConfigError, DeadlockError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="desim: transaction-level simulation of sparse DNN training accelerators.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(code: int, message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="experiment YAML (configs/experiments/...)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="results folder")] = Path("results"),
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override key.path=value")] = None,
+) -> None:
+    """Simulate one training iteration of an experiment's workload on each architecture."""
+    from desim.runner import run_file
+
+    started = time.perf_counter()
+    try:
+        with console.status("starting") as status:
+            summary = run_file(config, out, set_ or [], progress=status.update)
+    except ConfigError as err:
+        _fail(2, str(err))
+    except DeadlockError as err:
+        _fail(3, str(err))
+    print_summary(summary)
+    console.print(f"results in {out}/ (summary.json, layers.csv, config.json); "
+                  f"{time.perf_counter() - started:.1f} s")
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    table = Table(title=f"{summary['experiment']}: one training iteration")
+    for col in ("run", "phase", "cycles", "energy (mJ)", "MACs", "effectual", "DRAM (MB)"):
+        table.add_column(col, justify="left" if col in ("run", "phase") else "right")
+    for name, r in summary["runs"].items():
+        for phase, p in r["phases"].items():
+            table.add_row(name, phase, f"{p['cycles']:,}", f"{p['energy_j'] * 1e3:.3f}",
+                          f"{p['macs']:,}", f"{p['effectual_macs']:,}",
+                          f"{p['dram_bytes'] / 1e6:.2f}")
+        table.add_row(name, "total", f"{r['cycles']:,}", f"{r['energy_j'] * 1e3:.3f}",
+                      f"{r['macs']:,}", f"{r['effectual_macs']:,}", f"{r['dram_bytes'] / 1e6:.2f}",
+                      style="bold", end_section=True)
+    console.print(table)
+    base = summary["baseline"]
+    for name, c in summary["comparison"].items():
+        if name != base:
+            console.print(f"{name} vs {base}: speedup {c['speedup']:.2f}x, "
+                          f"energy {c['energy_ratio']:.2f}x less")
+
+
+def main() -> None:  # pragma: no cover - console entry for `python -m desim`
+    sys.exit(app())

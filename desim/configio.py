@@ -1,0 +1,77 @@
+"""Reading YAML configs with errors a user can act on.
+
+A typo or a wrong type becomes one `ConfigError` naming the file, the key path and what was
+expected, never a traceback: `configs/arch/x.yaml: pe_cluster.pes: Input should be greater
+than 0 (got -4)`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from desim.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Strict(BaseModel):
+    """Base of every config section: unknown keys are errors, values are not coerced."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("no such file", file=str(path))
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(f"{where}not valid YAML ({getattr(err, 'problem', err)})",
+                          file=str(path)) from None
+    if not isinstance(data, dict):
+        raise ConfigError("expected a mapping of keys at the top level", file=str(path))
+    return data
+
+
+def validate(model: type[M], data: Any, file: str | Path, prefix: str = "") -> M:
+    """`model` built from `data`; the first validation error becomes a ConfigError."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        parts = (prefix.split(".") if prefix else []) + [str(p) for p in first["loc"]]
+        key = ".".join(parts)
+        message = first["msg"]
+        if first["type"] == "extra_forbidden":
+            allowed = ", ".join(sorted(_fields_at(model, first["loc"][:-1])))
+            message = f"unknown key; expected one of: {allowed}"
+        elif first["type"] != "missing":
+            message += f" (got {first.get('input')!r})"
+        more = len(err.errors()) - 1
+        if more:
+            message += f" [and {more} more error{'s' if more > 1 else ''}]"
+        raise ConfigError(message, file=str(file), key=key or "(top level)") from None
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names of the section at `loc`, for 'expected one of' hints."""
+    current: Any = model
+    for part in loc:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        for arg in (annotation, *getattr(annotation, "__args__", ())):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                current = arg
+                break
+        else:
+            return []
+    return list(getattr(current, "model_fields", {}))

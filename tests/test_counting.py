@@ -1,0 +1,145 @@
+"""Closed-form checks of capture, counting and tiling on small real layers."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from desim.errors import ConfigError
+from mappings.capture import capture
+from mappings.counting import BP, FF, WG, SkipPolicy
+from mappings.target import HardwareView
+from mappings.tiling import tile_phase
+
+N, C, K, H, R = 2, 3, 8, 10, 3
+DENSE_HW = HardwareView(clusters=4, pes_per_cluster=4, buffer_bytes=64 * 1024, element_bytes=2)
+SPARSE_HW = HardwareView(clusters=4, pes_per_cluster=4, buffer_bytes=64 * 1024, element_bytes=2,
+                         skip_zero_weights=True, skip_zero_activations=True,
+                         skip_zero_gradients=True, skip_pruned_weight_gradients=True,
+                         channel_compaction=True, weight_format="bitmap",
+                         activation_format="bitmap", selector_scans=True)
+SKIP_ALL = SkipPolicy(True, True, True, True)
+
+
+def dense_capture(conv: nn.Conv2d, n: int = N, h: int = H):
+    """A conv layer with every X, W and dY non-zero (positive input, dense loss weights)."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        conv.weight.copy_(torch.rand_like(conv.weight) + 0.1)
+    x = torch.rand(n, conv.in_channels, h, h) + 0.1
+    x.requires_grad_(True)
+    out_shape = conv(x).shape
+    weights = torch.rand(out_shape) + 0.1
+    (layer,) = capture(conv, x, weights, loss_fn=lambda out, t: (out * t).sum())
+    return layer
+
+
+@pytest.mark.parametrize("phase", [FF, BP, WG])
+def test_dense_layer_effectual_macs_equal_nkcrspq(phase):
+    layer = dense_capture(nn.Conv2d(C, K, R, bias=False))
+    p = H - R + 1
+    table, totals = tile_phase(layer, 0, phase, DENSE_HW, SkipPolicy(), static_mask=True)
+    expected = N * K * C * R * R * p * p
+    assert totals["macs"] == totals["effectual_macs"] == totals["processed_macs"] == expected
+    assert table["effectual_macs"].sum() == expected == table["macs"].sum()
+
+
+def test_padding_counts_only_in_bounds_pairs_the_same_in_every_phase():
+    layer = dense_capture(nn.Conv2d(C, K, R, padding=1, bias=False))
+    in_bounds = N * K * C * (3 * H - 2) ** 2  # per axis: sum over r of (H - |r - 1|)
+    for phase in (FF, BP, WG):
+        _, totals = tile_phase(layer, 0, phase, DENSE_HW, SkipPolicy(), static_mask=True)
+        assert totals["macs"] == totals["effectual_macs"] == in_bounds
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_strided_layer_phases_agree(stride):
+    layer = dense_capture(nn.Conv2d(C, K, R, stride=stride, bias=False), h=11)
+    p = (11 - R) // stride + 1
+    for phase in (FF, BP, WG):
+        table, totals = tile_phase(layer, 0, phase, SPARSE_HW, SKIP_ALL, static_mask=True)
+        assert totals["effectual_macs"] == N * K * C * R * R * p * p
+        assert table["effectual_macs"].sum() == totals["effectual_macs"]
+
+
+def test_pruning_whole_channels_removes_exactly_their_macs():
+    conv = nn.Conv2d(C * 2, K, R, bias=False)
+    layer = dense_capture(conv)
+    full = N * K * 2 * C * R * R * (H - R + 1) ** 2
+    layer.w_nz[:, :2] = False      # two of six input channels
+    layer.w_nz[:3] = False         # three of eight output channels (filters)
+    _, totals = tile_phase(layer, 0, FF, SPARSE_HW, SKIP_ALL, static_mask=True)
+    assert totals["effectual_macs"] == full * (4 / 6) * (5 / 8)
+    assert totals["processed_macs"] == totals["effectual_macs"]
+    for phase in (BP, WG):
+        table, totals = tile_phase(layer, 0, phase, SPARSE_HW, SKIP_ALL, static_mask=True)
+        assert totals["effectual_macs"] == full * (4 / 6) * (5 / 8)
+        assert table["effectual_macs"].sum() == totals["effectual_macs"]
+
+
+@pytest.mark.parametrize("hw", [DENSE_HW, SPARSE_HW], ids=["dense", "sparse"])
+def test_per_tile_counts_sum_to_the_layer_total_on_a_sparse_network(hw):
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(16, 24, 3, stride=2, padding=1), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(24 * 6 * 6, 10))
+    x, y = torch.randn(4, 3, 12, 12), torch.randint(0, 10, (4,))
+    with torch.no_grad():
+        model[2].weight[torch.rand_like(model[2].weight) < 0.6] = 0
+    layers = capture(model, x, y)
+    policy = SkipPolicy() if hw is DENSE_HW else SKIP_ALL
+    for i, layer in enumerate(layers):
+        for phase in (FF, BP, WG):
+            table, totals = tile_phase(layer, i, phase, hw, policy, static_mask=True)
+            assert table["effectual_macs"].sum() == totals["effectual_macs"]
+            assert table["processed_macs"].sum() == totals["processed_macs"]
+            assert totals["effectual_macs"] <= totals["processed_macs"] <= totals["macs"]
+            assert (table["busiest_pe_macs"] * hw.pes >= table["processed_macs"]).all()
+
+
+def test_dense_tile_time_is_the_busiest_pe_in_closed_form():
+    # K=8 over 4 clusters: 2 channels a cluster; 1 image of 8x8 outputs = 64 positions,
+    # dealt to 4 PEs: 16 positions each, per channel: 2 * 16 * C*R*R MACs on every PE.
+    layer = dense_capture(nn.Conv2d(C, K, R, bias=False), n=1)
+    hw = HardwareView(clusters=4, pes_per_cluster=4, buffer_bytes=64 * 1024, element_bytes=2)
+    table, _ = tile_phase(layer, 0, FF, hw, SkipPolicy(), static_mask=True)
+    assert len(table) == 1
+    assert table["busiest_pe_macs"][0] == 2 * 16 * C * R * R
+    assert table["active_clusters"][0] == 4
+
+
+def test_dense_traffic_in_closed_form():
+    layer = dense_capture(nn.Conv2d(C, K, R, bias=False), n=1)
+    table, _ = tile_phase(layer, 0, FF, DENSE_HW, SkipPolicy(), static_mask=True)
+    eb = 2
+    weights, inputs, outputs = K * C * R * R * eb, C * H * H * eb, K * (H - R + 1) ** 2 * eb
+    assert table["dram_read_bytes"].sum() == weights + inputs
+    assert table["dram_write_bytes"].sum() == outputs
+
+
+def test_channel_compaction_balances_what_pruning_leaves():
+    layer = dense_capture(nn.Conv2d(C, K, R, bias=False), n=1)
+    layer.w_nz[:4] = False  # first half of the filters: without compaction 2 clusters idle
+    loose = HardwareView(**{**SPARSE_HW.__dict__, "channel_compaction": False})
+    t_loose, _ = tile_phase(layer, 0, FF, loose, SKIP_ALL, static_mask=True)
+    t_tight, _ = tile_phase(layer, 0, FF, SPARSE_HW, SKIP_ALL, static_mask=True)
+    assert t_tight["processed_macs"].sum() == t_loose["processed_macs"].sum()
+    assert t_tight["busiest_pe_macs"].sum() * 2 == t_loose["busiest_pe_macs"].sum()
+
+
+def test_a_tile_larger_than_the_buffer_is_a_config_error():
+    layer = dense_capture(nn.Conv2d(C, K, R, bias=False))
+    tiny = HardwareView(clusters=4, pes_per_cluster=4, buffer_bytes=64, element_bytes=2)
+    with pytest.raises(ConfigError, match="global buffer"):
+        tile_phase(layer, 0, FF, tiny, SkipPolicy(), static_mask=True)
+
+
+def test_wg_splits_the_batch_when_one_chunk_does_not_fit():
+    layer = dense_capture(nn.Conv2d(C, K, R, bias=False), n=4)
+    small = HardwareView(clusters=4, pes_per_cluster=4, buffer_bytes=2600, element_bytes=2)
+    table, totals = tile_phase(layer, 0, WG, small, SkipPolicy(), static_mask=True)
+    assert totals["effectual_macs"] == 4 * K * C * R * R * (H - R + 1) ** 2
+    assert table["effectual_macs"].sum() == totals["effectual_macs"]
+    # dW leaves once, after the last chunk
+    assert table["dram_write_bytes"].sum() == K * C * R * R * 2
+    assert np.count_nonzero(table["dram_write_bytes"]) < len(table)

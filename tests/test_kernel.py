@@ -1,0 +1,128 @@
+"""Closed-form checks of the kernel: clocks, links, FIFOs."""
+
+import pytest
+
+from desim.channels import Fifo, Link, hold_links
+from desim.clock import Clock, transfer_ps
+from desim.errors import ConfigError
+from desim.module import Module, Simulator
+
+GB_PER_S = 10**9
+
+
+def test_clock_periods_on_the_picosecond_grid():
+    assert Clock.from_mhz(500).period_ps == 2000
+    assert Clock.from_mhz(1000).cycles(7) == 7000
+    with pytest.raises(ConfigError, match="not a whole number of picoseconds"):
+        Clock.from_mhz(1200)  # 833.33 ps
+
+
+def test_transfer_time_rounds_up_to_the_picosecond():
+    assert transfer_ps(1000, 16 * GB_PER_S) == 62_500
+    assert transfer_ps(1, 3 * 10**12) == 1  # a third of a ps rounds up
+    assert transfer_ps(0, GB_PER_S) == 0
+
+
+def _link_system(bandwidth: float, latency: int):
+    sim = Simulator()
+    top = Module("top", sim)
+    return sim, top, Link("link", top, bandwidth, latency)
+
+
+def test_free_link_takes_latency_plus_bytes_over_bandwidth():
+    sim, top, link = _link_system(8 * GB_PER_S, latency=5_000)
+    finished = []
+
+    def sender():
+        yield from link.transfer(4096)
+        finished.append(sim.now_ps)
+
+    top.add_process(sender)
+    sim.run()
+    assert finished == [5_000 + 4096 * 1000 // 8]  # 5 ns + 512 ns
+    assert link.actions["bytes"] == 4096 and link.actions["transfers"] == 1
+
+
+def test_two_transfers_sharing_a_link_take_twice_as_long():
+    sim, top, link = _link_system(8 * GB_PER_S, latency=0)
+    finished = []
+
+    def sender():
+        yield from link.transfer(4096)
+        finished.append(sim.now_ps)
+
+    top.add_process(sender)
+    top.add_process(sender)
+    sim.run()
+    assert finished == [512_000, 1_024_000]
+    assert link.busy_ps == 1_024_000
+
+
+def test_latency_is_pipelined_behind_serialization():
+    sim, top, link = _link_system(8 * GB_PER_S, latency=10_000)
+    finished = []
+
+    def sender():
+        yield from link.transfer(800)
+        finished.append(sim.now_ps)
+
+    top.add_process(sender)
+    top.add_process(sender)
+    sim.run()
+    assert finished == [10_000 + 100_000, 10_000 + 200_000]
+
+
+def test_a_route_holds_every_link_for_its_longest_serialization():
+    sim = Simulator()
+    top = Module("top", sim)
+    a, b = Link("a", top, 8 * GB_PER_S, 0), Link("b", top, 4 * GB_PER_S, 0)
+    done = []
+
+    def route():
+        yield from hold_links([a, b], [800, 800])
+        done.append(sim.now_ps)
+
+    top.add_process(route)
+    top.add_process(route)
+    sim.run()
+    assert done == [200_000, 400_000]  # the slower link sets the pace for both
+
+
+def test_bounded_fifo_blocks_the_producer_until_the_consumer_takes_one():
+    sim = Simulator()
+    top = Module("top", sim)
+    fifo = Fifo("fifo", top, capacity=2)
+    put_times = []
+
+    def producer():
+        for i in range(3):
+            yield from fifo.put(i)
+            put_times.append(sim.now_ps)
+
+    def consumer():
+        yield sim.env.timeout(1_000)
+        item = yield from fifo.get()
+        assert item == 0
+
+    top.add_process(producer)
+    top.add_process(consumer)
+    sim.run()
+    assert put_times == [0, 0, 1_000]  # the third put waited for the get at 1 ns
+    assert fifo.actions["put"] == 3 and fifo.actions["get"] == 1
+    assert fifo.depth_time_ps[2] == 1_000  # full from 0 to 1 ns
+
+
+def test_module_paths_are_dotted():
+    sim = Simulator()
+    top = Module("top", sim)
+    child = Module("cluster3", top)
+    assert Module("pe", child).path == "top.cluster3.pe"
+    assert [m.path for m in sim.modules()] == ["top", "top.cluster3", "top.cluster3.pe"]
+
+
+def test_an_unbound_port_stops_elaboration_with_its_path():
+    sim = Simulator()
+    top = Module("top", sim)
+    Module("dma", top).add_port("dram")
+    with pytest.raises(ConfigError, match="top.dma.dram"):
+        sim.elaborate()
