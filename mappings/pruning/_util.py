@@ -1,0 +1,55 @@
+"""Shared helpers: argument checks, target counts and the one ranking rule every method uses.
+
+Ranking rule: units are sorted by score with a stable ascending sort, so among equal scores the
+unit with the lower flat index is pruned first. The number of units pruned is always
+`pruned_count(sparsity, units) = round(sparsity * units)` (Python's round, half to even).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from desim.errors import ConfigError
+
+
+def check_sparsity(sparsity: float) -> float:
+    """Return `sparsity` as a float, or raise ConfigError unless 0 <= sparsity < 1."""
+    sparsity = float(sparsity)
+    if not 0.0 <= sparsity < 1.0:
+        raise ConfigError(f"sparsity must be in [0, 1), got {sparsity}", key="sparsity")
+    return sparsity
+
+
+def pruned_count(sparsity: float, units: int) -> int:
+    """How many of `units` a method prunes at `sparsity`: round(sparsity * units)."""
+    return int(round(check_sparsity(sparsity) * units))
+
+
+def as_4d(weight: Tensor) -> Tensor:
+    """View a Conv2d weight (K, C, R, S) as is and a Linear weight (K, C) as (K, C, 1, 1)."""
+    if weight.dim() == 4:
+        return weight
+    if weight.dim() == 2:
+        return weight[:, :, None, None]
+    raise ConfigError(f"expected a (K, C) or (K, C, R, S) weight, got shape {tuple(weight.shape)}")
+
+
+def as_matrix(weight: Tensor) -> Tensor:
+    """The (K, C*R*S) matrix view of a conv or linear weight."""
+    return as_4d(weight).reshape(weight.shape[0], -1)
+
+
+def keep_top(scores: Tensor, n_prune: int, dim: int = -1) -> Tensor:
+    """Bool tensor shaped like `scores`: False for the `n_prune` lowest scores along `dim`.
+
+    Ties go by index (stable sort): the lower index is pruned first.
+    """
+    order = torch.sort(scores, dim=dim, stable=True).indices
+    ranks = torch.argsort(order, dim=dim)  # inverse permutation: rank of each element
+    return ranks >= n_prune
+
+
+def require_divisible(value: int, by: int, what: str) -> None:
+    if by <= 0 or value % by:
+        raise ConfigError(f"{what} = {value} must be divisible by {by}")

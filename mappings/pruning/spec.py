@@ -1,0 +1,162 @@
+"""Config-driven front: a `PruningSpec` and `prune_model`, which prunes a model in place."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from torch import Tensor, nn
+
+from mappings.pruning._util import keep_top
+from mappings.pruning.compression import block_circulant, permuted_diagonal, ternarize
+from mappings.pruning.schedules import dynamic_prune
+from mappings.pruning.structured import (
+    block_prune,
+    channel_prune,
+    filter_prune,
+    hybrid_prune,
+    line_prune,
+    n_m,
+    pe_wise_prune,
+)
+from mappings.pruning.unstructured import magnitude
+
+Method = Literal[
+    "dense",
+    "magnitude",
+    "dynamic",
+    "n_m",
+    "filter",
+    "channel",
+    "line",
+    "hybrid",
+    "block",
+    "pe_wise",
+    "permuted_diagonal",
+    "block_circulant",
+    "ternarize",
+    "dropback",
+]
+
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    "n_m": ("n", "m"),
+    "block": ("block",),
+    "pe_wise": ("pe_rows", "pe_cols"),
+    "permuted_diagonal": ("p",),
+    "block_circulant": ("b",),
+    "dropback": ("k",),
+}
+
+
+class PruningSpec(BaseModel):
+    """Which pruning method to apply, with its parameters (only those the method uses)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Method
+    sparsity: float = Field(0.0, ge=0.0, lt=1.0)
+    n: int | None = Field(None, ge=0)
+    m: PositiveInt | None = None
+    channel_share: float = Field(0.5, ge=0.0, le=1.0)
+    block: tuple[PositiveInt, PositiveInt] | None = None
+    pe_rows: PositiveInt | None = None
+    pe_cols: PositiveInt | None = None
+    p: PositiveInt | None = None
+    b: PositiveInt | None = None
+    k: int | None = Field(None, ge=0)
+    threshold_ratio: float = Field(0.7, ge=0.0)
+    seed: int = 0
+    skip_first_conv: bool = True
+    skip_last_linear: bool = True
+
+    @model_validator(mode="after")
+    def _method_params(self) -> PruningSpec:
+        missing = [f for f in _REQUIRED.get(self.method, ()) if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"method {self.method!r} needs {', '.join(missing)}")
+        if self.method == "n_m" and self.n > self.m:  # type: ignore[operator]
+            raise ValueError(f"n_m needs n <= m, got n={self.n}, m={self.m}")
+        return self
+
+
+def prunable_layers(model: nn.Module, spec: PruningSpec) -> list[tuple[str, nn.Module]]:
+    """The nn.Conv2d and nn.Linear modules `spec` prunes, in `named_modules()` order.
+
+    The first Conv2d and the last Linear in that (registration) order are left out when
+    `skip_first_conv` / `skip_last_linear` are set.
+    """
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    skip: set[str] = set()
+    convs = [n for n, m in layers if isinstance(m, nn.Conv2d)]
+    linears = [n for n, m in layers if isinstance(m, nn.Linear)]
+    if spec.skip_first_conv and convs:
+        skip.add(convs[0])
+    if spec.skip_last_linear and linears:
+        skip.add(linears[-1])
+    return [(n, m) for n, m in layers if n not in skip]
+
+
+def _layer_mask(weight: Tensor, spec: PruningSpec) -> tuple[Tensor, Tensor | None]:
+    """(mask, replacement weight or None) for one layer."""
+    s = spec.sparsity
+    match spec.method:
+        case "magnitude":
+            return magnitude(weight, s), None
+        case "dynamic":
+            return dynamic_prune(weight, s), None
+        case "n_m":
+            return n_m(weight, spec.n, spec.m), None  # type: ignore[arg-type]
+        case "filter":
+            return filter_prune(weight, s), None
+        case "channel":
+            return channel_prune(weight, s), None
+        case "line":
+            return line_prune(weight, s), None
+        case "hybrid":
+            return hybrid_prune(weight, s, spec.channel_share), None
+        case "block":
+            return block_prune(weight, s, spec.block), None  # type: ignore[arg-type]
+        case "pe_wise":
+            return pe_wise_prune(weight, s, spec.pe_rows, spec.pe_cols), None  # type: ignore[arg-type]
+        case "permuted_diagonal":
+            return permuted_diagonal(weight, spec.p, spec.seed), None  # type: ignore[arg-type]
+        case "block_circulant":
+            projected = block_circulant(weight, spec.b)  # type: ignore[arg-type]
+            return projected != 0, projected
+        case "ternarize":
+            ternary, scale = ternarize(weight, spec.threshold_ratio)
+            return ternary != 0, scale * ternary.to(weight.dtype)
+    raise AssertionError(spec.method)  # pragma: no cover
+
+
+def prune_model(model: nn.Module, spec: PruningSpec) -> dict[str, Tensor]:
+    """Prune `model`'s Conv2d and Linear weights in place; return {module name: bool mask}.
+
+    Skipped layers (see `prunable_layers`) are omitted from the result and left untouched;
+    "dense" returns {}. Weights are multiplied by their mask, except that "ternarize" replaces
+    a weight by scale * ternary and "block_circulant" by its projection (mask = non-zeros).
+    "dropback" has no training history here, so it keeps the k weights of largest |w| over all
+    pruned layers together (use `DropBack` during training). Biases are not touched.
+    """
+    if spec.method == "dense":
+        return {}
+    layers = prunable_layers(model, spec)
+    masks: dict[str, Tensor] = {}
+    with torch.no_grad():
+        if spec.method == "dropback":
+            flat = torch.cat([m.weight.detach().abs().flatten() for _, m in layers])
+            keep = keep_top(flat, max(flat.numel() - spec.k, 0))  # type: ignore[operator]
+            parts = torch.split(keep, [m.weight.numel() for _, m in layers])
+            for (name, module), part in zip(layers, parts, strict=True):
+                masks[name] = part.view(module.weight.shape)
+                module.weight.mul_(masks[name])
+            return masks
+        for name, module in layers:
+            mask, replacement = _layer_mask(module.weight, spec)
+            if replacement is None:
+                module.weight.mul_(mask)
+            else:
+                module.weight.copy_(replacement)
+            masks[name] = mask
+    return masks
