@@ -1,0 +1,750 @@
+"""Transaction-level DRAM timing and energy: one call times a whole transaction of many bursts.
+
+What is modelled
+----------------
+* One channel (`DramChannelModel`) of one rank: per-bank open-row state, the time each bank
+  may next be activated or precharged, the command/data bus, and the activation window. A
+  transaction (a contiguous byte range) is cut into bursts of `bytes_per_burst`; the bursts are
+  decoded by an `AddressMapping` and timed in one call, without per-burst events:
+    - column commands (CAS) issue in order, one every tCCD_S (next burst in another bank group)
+      or tCCD_L (same bank group), but never faster than the data bus, BL/2 tCK a burst (DDR);
+    - a burst whose row is not open needs an ACT, tRCD before its CAS; a different open row in
+      that bank needs a PRE first, tRP before the ACT, no earlier than tRAS after the bank's last
+      ACT, after its last read CAS, and tWR after its last write data (write recovery);
+    - ACTs issue in stream order, tRRD_S/tRRD_L apart (other/same bank group), at most four in
+      any tFAW window, as early as the bank and those limits allow (ideal look-ahead within the
+      transaction and over the queue of earlier transactions), never before the request arrives;
+    - CL (reads) or CWL (writes) is paid once at the start of a pipelined stream: the transaction
+      ends when the last data beat of its last burst is on the bus;
+    - between transactions: tCCD/bus spacing for the same direction, tWTR_S/L from the last write
+      data to a read CAS, and a 2 tCK bus turnaround from read data to write data.
+  The only Python loop is over row visits (one per ACT), never over bursts or bytes; the burst
+  arithmetic (decode, CAS spacing as a prefix sum, the in-order max-plus recurrence) is numpy.
+  A 1 MiB sequential transaction takes 0.2-0.6 ms (more ACTs, more time).
+* Page policy "open" (rows stay open between transactions; row hits are reused) or "closed"
+  (every bank the transaction opened is precharged after its last burst).
+* Refresh as an average overhead, not as windows: each transaction's busy time on the channel
+  (from max(arrival, previous data end) to its last data beat) is stretched by the refresh
+  fraction, stall = busy * tRFC / (tREFI - tRFC) (integer floor), i.e. refresh takes tRFC of
+  every tREFI of busy time and hides in idle time. Refresh energy is priced per elapsed time.
+* `DramSystem`: several channels; a transaction is split over them by the mapping and the
+  results combined (end = the latest channel's end).
+* Energy from IDD currents by Micron's DDR4 method (TN-40-07): see `DramEnergy`.
+
+What is not modelled
+--------------------
+No command-level scheduler or command bus contention (one command a cycle is assumed free), no
+FR-FCFS reordering within a transaction beyond open-row reuse (ACTs issue in stream order), no
+request queue limits, no ranks, no tRTP (read-to-precharge; hidden behind tRAS for these
+presets), no power-down or self refresh, no per-bank refresh, no I/O or termination energy
+(IDD core currents only), and for LPDDR4 only the VDD2 rail (VDD1 and VDDQ are left out).
+
+Sources
+-------
+* DDR4-2400: DRAMsim3 configs/DDR4_8Gb_x8_2400.ini (Micron MT40A1G8PM-083E, JEDEC JESD79-4).
+* LPDDR4-3200: tRCD/tRP 18 ns and tRAS 42 ns (JESD209-4) converted with ceil at tCK 0.625 ns;
+  the other timings from Ramulator's LPDDR4_3200 preset (src/LPDDR4.h, 8Gb x16 die in
+  src/LPDDR4.cpp); currents from DRAMSys configs/memspec/JEDEC_8Gb_LPDDR4-3200_16bit.json.
+* HBM2: DRAMsim3 configs/HBM2_8Gb_x128.ini.
+* Energy: Micron TN-40-07, "Calculating Memory Power for DDR4 SDRAM".
+
+Time is integer picoseconds everywhere; currents are mA, voltages V, energy pJ (mA*V*ns = pJ).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, NamedTuple
+
+import numpy as np
+import simpy
+
+from desim.errors import ConfigError
+from desim.module import Module
+
+if TYPE_CHECKING:
+    from arch.config import DramConfig
+
+PS_PER_NS = 1_000
+PS_PER_S = 1_000_000_000_000
+_NEVER = -(1 << 60)  # "long ago": a time before any constraint
+
+
+@dataclass(frozen=True)
+class DramTiming:
+    """Timing, organisation and currents of one DRAM channel (one rank).
+
+    Timings are in tCK cycles; `tck_ps` is the clock period on the picosecond grid. Geometry is
+    per channel: `bus_width_bits` wide, made of `bus_width_bits // device_width_bits` chips
+    (the IDD currents are per chip, as in data sheets). `idd5ab` is the burst refresh current
+    (IDD5B in Micron data sheets; DRAMsim3 calls it IDD5AB).
+    """
+
+    name: str
+    tck_ps: int
+    cl: int
+    cwl: int
+    trcd: int
+    trp: int
+    tras: int
+    trfc: int
+    trefi: int
+    trrd_s: int
+    trrd_l: int
+    twtr_s: int
+    twtr_l: int
+    tfaw: int
+    twr: int
+    tccd_s: int
+    tccd_l: int
+    burst_length: int
+    bus_width_bits: int
+    device_width_bits: int
+    bank_groups: int
+    banks_per_group: int
+    rows: int
+    columns: int
+    channels: int = 1
+    vdd: float | None = None
+    idd0: float | None = None
+    idd2n: float | None = None
+    idd3n: float | None = None
+    idd4r: float | None = None
+    idd4w: float | None = None
+    idd5ab: float | None = None
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tck_ps, int) or self.tck_ps <= 0:
+            raise ConfigError(f"DRAM {self.name!r}: tck_ps must be a positive int of picoseconds")
+        for name in ("bank_groups", "banks_per_group", "rows", "channels"):
+            if not _is_pow2(getattr(self, name)):
+                raise ConfigError(f"DRAM {self.name!r}: {name} must be a power of two")
+        if self.burst_length % 2 or not _is_pow2(self.columns // self.burst_length):
+            raise ConfigError(f"DRAM {self.name!r}: columns/burst_length must be a power of two "
+                              "and the burst length even (double data rate)")
+        if self.bus_width_bits % self.device_width_bits:
+            raise ConfigError(f"DRAM {self.name!r}: bus width is not a multiple of chip width")
+        if not _is_pow2(self.bytes_per_burst):
+            raise ConfigError(f"DRAM {self.name!r}: bytes per burst must be a power of two")
+        if self.trfc >= self.trefi:
+            raise ConfigError(f"DRAM {self.name!r}: tRFC must be shorter than tREFI")
+
+    @property
+    def banks(self) -> int:
+        return self.bank_groups * self.banks_per_group
+
+    @property
+    def chips_per_rank(self) -> int:
+        return self.bus_width_bits // self.device_width_bits
+
+    @property
+    def bytes_per_burst(self) -> int:
+        return self.burst_length * self.bus_width_bits // 8
+
+    @property
+    def burst_cycles(self) -> int:
+        """Data-bus cycles a burst occupies: BL/2 (two beats a clock)."""
+        return self.burst_length // 2
+
+    @property
+    def burst_ps(self) -> int:
+        return self.burst_cycles * self.tck_ps
+
+    @property
+    def trc(self) -> int:
+        return self.tras + self.trp
+
+    @property
+    def peak_bandwidth_bytes_per_s(self) -> float:
+        """Peak data-bus bandwidth of one channel, from the integer-ps tCK."""
+        return self.bytes_per_burst * PS_PER_S / self.burst_ps
+
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one row across the channel (the row-buffer size of a rank)."""
+        return self.columns * self.bus_width_bits // 8
+
+    @property
+    def bursts_per_row(self) -> int:
+        return self.columns // self.burst_length
+
+    @property
+    def channel_bytes(self) -> int:
+        return self.banks * self.rows * self.row_bytes
+
+    def ps(self, cycles: int) -> int:
+        """`cycles` tCK in picoseconds."""
+        return cycles * self.tck_ps
+
+
+def _is_pow2(x: int) -> bool:
+    return isinstance(x, int) and x > 0 and x & (x - 1) == 0
+
+
+def _ns_to_ck(ns: float, tck_ps: int) -> int:
+    """ns to whole clock cycles, rounded up (ceil), on the picosecond grid."""
+    return -(-round(ns * PS_PER_NS) // tck_ps)
+
+
+_LP4_TCK = 625
+PRESETS: dict[str, DramTiming] = {
+    "DDR4-2400": DramTiming(
+        name="DDR4-2400",
+        # 1200 MHz: the data sheet's 0.833 ns (0.8333... ns) rounded to 833 ps on the ps grid, so
+        # this channel runs 0.04 % fast: peak 19.208 GB/s instead of 19.2 GB/s.
+        tck_ps=833,
+        cl=16, cwl=16, trcd=16, trp=16, tras=39, trfc=420, trefi=9364,
+        trrd_s=4, trrd_l=6, twtr_s=3, twtr_l=9, tfaw=26, twr=19, tccd_s=4, tccd_l=6,
+        burst_length=8, bus_width_bits=64, device_width_bits=8,
+        bank_groups=4, banks_per_group=4, rows=65536, columns=1024, channels=1,
+        vdd=1.2, idd0=48, idd2n=34, idd3n=43, idd4r=135, idd4w=123, idd5ab=250,
+        source="DRAMsim3 configs/DDR4_8Gb_x8_2400.ini (Micron MT40A1G8PM-083E 8Gb x8, JESD79-4);"
+               " a 64-bit rank of 8 chips",
+    ),
+    "LPDDR4-3200": DramTiming(
+        name="LPDDR4-3200",
+        tck_ps=_LP4_TCK,  # 1600 MHz, exactly 0.625 ns
+        cl=32, cwl=18,
+        trcd=_ns_to_ck(18, _LP4_TCK), trp=_ns_to_ck(18, _LP4_TCK), tras=_ns_to_ck(42, _LP4_TCK),
+        trfc=288, trefi=6247,  # tRFCab 180 ns (8Gb die), tREFI 3.9 us
+        trrd_s=16, trrd_l=16, twtr_s=16, twtr_l=16, tfaw=64, twr=28, tccd_s=8, tccd_l=8,
+        burst_length=16, bus_width_bits=16, device_width_bits=16,
+        bank_groups=1, banks_per_group=8, rows=32768, columns=1024, channels=2,
+        # VDD2 rail only (VDD1 1.8 V and VDDQ ignored); idd5ab is the refresh burst current IDD52.
+        vdd=1.1, idd0=45, idd2n=27, idd3n=30, idd4r=275, idd4w=210, idd5ab=90,
+        source="tRCD/tRP 18 ns, tRAS 42 ns (JESD209-4, ceil at 0.625 ns); other timings and the"
+               " 8Gb x16 organisation (two 16-bit channels a die) from Ramulator's LPDDR4_3200"
+               " preset (src/LPDDR4.h, src/LPDDR4.cpp); VDD2 currents from DRAMSys"
+               " configs/memspec/JEDEC_8Gb_LPDDR4-3200_16bit.json",
+    ),
+    "HBM2": DramTiming(
+        name="HBM2",
+        tck_ps=1000,
+        cl=14, cwl=4, trcd=14, trp=14, tras=34, trfc=260, trefi=3900,
+        trrd_s=4, trrd_l=6, twtr_s=6, twtr_l=8, tfaw=30, twr=16, tccd_s=1, tccd_l=2,
+        burst_length=4, bus_width_bits=128, device_width_bits=128,
+        bank_groups=4, banks_per_group=4, rows=32768, columns=64, channels=8,
+        vdd=1.2, idd0=65, idd2n=40, idd3n=55, idd4r=390, idd4w=500, idd5ab=250,
+        source="DRAMsim3 configs/HBM2_8Gb_x128.ini (8 legacy 128-bit channels a stack; tWTR,"
+               " IDD2N and IDD5AB also from that file); currents per channel",
+    ),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Address mapping
+# ---------------------------------------------------------------------------------------------
+
+class DramCoord(NamedTuple):
+    """Where a burst lives. `column` is the device column of the burst's first beat (a multiple
+    of the burst length)."""
+
+    channel: int
+    bankgroup: int
+    bank: int
+    row: int
+    column: int
+
+
+DEFAULT_SCHEME = "ro:ba:co:bg:ch"
+_FIELDS = ("ro", "ba", "bg", "co", "ch")
+
+
+class AddressMapping:
+    """Byte address -> (channel, bank group, bank, row, column), by bit fields.
+
+    `scheme` lists the fields most significant first, e.g. "ro:ba:co:bg:ch" (the default):
+    below all of them sit the byte-offset bits of one burst. Field widths are log2 of channels,
+    bank groups, banks a group, rows, and bursts a row (columns / burst length); a field of size
+    one has no bits. The default puts the channel and then the bank group just above the burst
+    offset, so a sequential stream spreads over channels at burst granularity and, within a
+    channel, alternates bank groups burst by burst (tCCD_S applies, not tCCD_L); a row of each
+    bank group is streamed before the next bank, and rows change last.
+    """
+
+    def __init__(self, timing: DramTiming, scheme: str = DEFAULT_SCHEME,
+                 channels: int | None = None):
+        self.timing = timing
+        self.channels = timing.channels if channels is None else channels
+        if not _is_pow2(self.channels):
+            raise ConfigError(f"address mapping: channels must be a power of two, got {channels}")
+        fields = tuple(f.strip().lower() for f in scheme.split(":"))
+        if sorted(fields) != sorted(_FIELDS):
+            raise ConfigError(f"address mapping {scheme!r}: must name each of "
+                              f"{', '.join(_FIELDS)} exactly once, separated by ':'")
+        self.scheme = scheme
+        self.fields = fields
+        sizes = {"ch": self.channels, "bg": timing.bank_groups, "ba": timing.banks_per_group,
+                 "ro": timing.rows, "co": timing.bursts_per_row}
+        self.bits = {name: size.bit_length() - 1 for name, size in sizes.items()}
+        self.offset_bits = timing.bytes_per_burst.bit_length() - 1
+        self.shift: dict[str, int] = {}
+        shift = self.offset_bits
+        for name in reversed(fields):  # least significant first
+            self.shift[name] = shift
+            shift += self.bits[name]
+        self.address_bits = shift
+
+    @property
+    def capacity_bytes(self) -> int:
+        return 1 << self.address_bits
+
+    def _field(self, address, name: str):
+        return (address >> self.shift[name]) & ((1 << self.bits[name]) - 1)
+
+    def decode(self, address: int) -> DramCoord:
+        if not 0 <= address < self.capacity_bytes:
+            raise ValueError(f"address {address:#x} outside 0..{self.capacity_bytes:#x}")
+        return DramCoord(
+            channel=self._field(address, "ch"), bankgroup=self._field(address, "bg"),
+            bank=self._field(address, "ba"), row=self._field(address, "ro"),
+            column=self._field(address, "co") * self.timing.burst_length)
+
+    def encode(self, coord: DramCoord) -> int:
+        """The byte address of the first byte of the burst at `coord`."""
+        bl = self.timing.burst_length
+        if coord.column % bl:
+            raise ValueError(f"column {coord.column} is not a multiple of the burst length {bl}")
+        values = {"ch": coord.channel, "bg": coord.bankgroup, "ba": coord.bank, "ro": coord.row,
+                  "co": coord.column // bl}
+        address = 0
+        for name, value in values.items():
+            if not 0 <= value < 1 << self.bits[name]:
+                raise ValueError(f"{name} = {value} out of range for {self.timing.name}")
+            address |= value << self.shift[name]
+        return address
+
+    def decode_bursts(self, address: int, nbytes: int) -> dict[str, np.ndarray]:
+        """Channel, flat bank (bank group * banks a group + bank), bank group and row of every
+        burst touched by bytes [address, address + nbytes), as int64 arrays in address order."""
+        if nbytes <= 0 or address < 0 or address + nbytes > self.capacity_bytes:
+            raise ValueError(f"bytes [{address:#x}, {address + nbytes:#x}) are not a non-empty "
+                             f"range inside the {self.capacity_bytes:#x}-byte address space")
+        first = address >> self.offset_bits
+        last = (address + nbytes - 1) >> self.offset_bits
+        addr = np.arange(first, last + 1, dtype=np.int64) << self.offset_bits
+        bg = self._field(addr, "bg")
+        return {"ch": self._field(addr, "ch"),
+                "bank": bg * self.timing.banks_per_group + self._field(addr, "ba"),
+                "bg": bg, "row": self._field(addr, "ro")}
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DramAccess:
+    """The outcome of one transaction. `row_misses` counts bursts that needed an ACT (empty bank
+    or another row open), so row_hits + row_misses == bursts; `activates` counts ACT commands
+    (equal to row_misses) and `precharges` PRE commands (row conflicts, plus in closed-page mode
+    the precharge of every bank the transaction opened)."""
+
+    start_ps: int
+    end_ps: int
+    bursts: int
+    bytes: int
+    is_write: bool
+    row_hits: int
+    row_misses: int
+    activates: int
+    precharges: int
+
+    @property
+    def elapsed_ps(self) -> int:
+        return self.end_ps - self.start_ps
+
+    @property
+    def bandwidth_bytes_per_s(self) -> float:
+        return self.bytes * PS_PER_S / self.elapsed_ps if self.elapsed_ps else 0.0
+
+    @property
+    def actions(self) -> dict[str, int]:
+        """Counts for `DramEnergy.price`."""
+        return {"activates": self.activates, "precharges": self.precharges,
+                "read_bursts": 0 if self.is_write else self.bursts,
+                "write_bursts": self.bursts if self.is_write else 0}
+
+
+PagePolicy = Literal["open", "closed"]
+
+
+@dataclass
+class _Bus:
+    last_cas_ps: int | None = None
+    last_cas_bg: int = -1
+    last_write: bool = False
+    data_end_ps: int = _NEVER
+    last_act_ps: int = _NEVER
+    last_act_bg: int = -1
+    acts: deque[int] = field(default_factory=lambda: deque(maxlen=4))
+
+
+class DramChannelModel:
+    """One DRAM channel: times whole transactions (see the module docstring for the rules).
+
+    Transactions are served in call order; a transaction whose `start_ps` comes before the
+    channel is free queues behind the earlier ones (its ACTs may still issue early).
+    """
+
+    def __init__(self, timing: DramTiming, mapping: AddressMapping | None = None,
+                 page_policy: PagePolicy = "open", refresh: bool = True):
+        if page_policy not in ("open", "closed"):
+            raise ConfigError(f"page_policy must be 'open' or 'closed', got {page_policy!r}")
+        self.timing = timing
+        self.mapping = mapping if mapping is not None else AddressMapping(timing, channels=1)
+        self.page_policy = page_policy
+        self.refresh = refresh
+        # Per bank: open row (-1: closed), last ACT, earliest PRE (tRAS, last read CAS, write
+        # recovery), earliest ACT while closed (PRE + tRP). Plain lists: the ACT loop is hot.
+        self._open_row = [-1] * timing.banks
+        self._act_ps = [_NEVER] * timing.banks
+        self._pre_ready_ps = [_NEVER] * timing.banks
+        self._act_ready_ps = [_NEVER] * timing.banks
+        self._bus = _Bus()
+        t = timing
+        self._tb = t.burst_ps
+        self._gap_s = max(t.ps(t.tccd_s), self._tb)  # CAS to CAS, other bank group
+        self._gap_l = max(t.ps(t.tccd_l), self._tb)  # CAS to CAS, same bank group
+
+    @property
+    def busy_until_ps(self) -> int:
+        """When the last data beat of the transactions so far leaves the bus."""
+        return max(self._bus.data_end_ps, 0)
+
+    def access(self, start_ps: int, address: int, nbytes: int, is_write: bool) -> DramAccess:
+        """Time a read or write of bytes [address, address + nbytes) arriving at `start_ps`."""
+        if nbytes == 0:
+            return DramAccess(start_ps, start_ps, 0, 0, is_write, 0, 0, 0, 0)
+        coords = self.mapping.decode_bursts(address, nbytes)
+        ch = coords["ch"]
+        if self.mapping.channels > 1 and ch.min() != ch.max():
+            raise ValueError("this transaction spans several channels of the mapping; "
+                             "use DramSystem")
+        return self._access_bursts(start_ps, coords["bank"], coords["bg"], coords["row"],
+                                   nbytes, is_write)
+
+    def _write_recovery_ps(self, is_write: bool) -> int:
+        """From a CAS to the earliest PRE of its bank (tRTP not modelled: 0 for reads)."""
+        t = self.timing
+        return t.ps(t.cwl) + self._tb + t.ps(t.twr) if is_write else 0
+
+    def _first_cas_ps(self, start_ps: int, bg0: int, is_write: bool) -> int:
+        """Earliest CAS of a transaction's first burst, from the previous transaction."""
+        t, bus = self.timing, self._bus
+        if bus.last_cas_ps is None:
+            return start_ps
+        same_bg = bg0 == bus.last_cas_bg
+        if bus.last_write == is_write:
+            earliest = bus.last_cas_ps + (self._gap_l if same_bg else self._gap_s)
+        elif is_write:  # read -> write: write data 2 tCK after the read data (bus turnaround)
+            earliest = bus.data_end_ps + t.ps(2) - t.ps(t.cwl)
+        else:  # write -> read: tWTR from the end of the write data
+            earliest = bus.data_end_ps + t.ps(t.twtr_l if same_bg else t.twtr_s)
+        return max(earliest, start_ps)
+
+    def _access_bursts(self, start_ps: int, bank: np.ndarray, bg: np.ndarray, row: np.ndarray,
+                       nbytes: int, is_write: bool) -> DramAccess:
+        """Time bursts (flat bank, bank group, row; in issue order) of one transaction."""
+        t, bus = self.timing, self._bus
+        n = len(bank)
+        # CAS spacing: prefix sum G of the gaps; CAS_i = max(CAS_{i-1} + gap_i, ready_i), i.e.
+        # CAS_i = G_i + max over k <= i of (ready_k - G_k), with ready only at ACTed bursts.
+        gaps = np.zeros(n, dtype=np.int64)
+        gaps[1:] = np.where(bg[1:] == bg[:-1], self._gap_l, self._gap_s)
+        G = np.cumsum(gaps)
+
+        # Row visits: group the bursts by bank (stable, so issue order is kept inside a bank).
+        order = np.argsort(bank.astype(np.uint16), kind="stable")
+        sb, sr = bank[order], row[order]
+        first_of_bank = np.ones(n, dtype=bool)
+        first_of_bank[1:] = sb[1:] != sb[:-1]
+        new_row = first_of_bank.copy()
+        new_row[1:] |= sr[1:] != sr[:-1]
+        # A burst opening a new row visit needs an ACT unless it is the first of its bank here and
+        # the bank already has its row open (a hit on a row left open by an earlier transaction).
+        pos = np.flatnonzero(new_row)
+        first_here = first_of_bank[pos]
+        still_open = np.array(self._open_row, dtype=np.int64)[sb[pos]]
+        needs_act = ~first_here | (still_open != sr[pos])
+        pos = pos[needs_act]
+        prev = np.where(first_of_bank[pos], -1, order[np.maximum(pos - 1, 0)])
+        idx = order[pos]
+        by_issue = np.argsort(idx, kind="stable")
+        idx, prev = idx[by_issue], prev[by_issue]
+
+        ev_idx = [0]  # burst indices carrying a readiness bound, and the running max of
+        ev_max = [self._first_cas_ps(start_ps, int(bg[0]), is_write)]  # (ready_k - G_k) there
+
+        def cas_ps(i: int, g_i: int) -> int:
+            return g_i + ev_max[bisect.bisect_right(ev_idx, i) - 1]
+
+        rec = self._write_recovery_ps(is_write)
+        tras, trp, trcd, tfaw = t.ps(t.tras), t.ps(t.trp), t.ps(t.trcd), t.ps(t.tfaw)
+        trrd_s, trrd_l = t.ps(t.trrd_s), t.ps(t.trrd_l)
+        open_row, act_at = self._open_row, self._act_ps
+        pre_ready, act_ready = self._pre_ready_ps, self._act_ready_ps
+        acts, last_act, last_bg = bus.acts, bus.last_act_ps, bus.last_act_bg
+        bisect_right = bisect.bisect_right
+        run_max, precharges = ev_max[0], 0
+        # One iteration per ACT (row visit); plain comparisons instead of max() keep it ~1 us.
+        for j, p, b, g, r, g_j, g_p in zip(
+                idx.tolist(), prev.tolist(), bank[idx].tolist(), bg[idx].tolist(),
+                row[idx].tolist(), G[idx].tolist(), G[np.maximum(prev, 0)].tolist(), strict=True):
+            if p >= 0:  # another row of this bank was used earlier in this transaction: PRE
+                pre = act_at[b] + tras
+                cas_rec = g_p + ev_max[bisect_right(ev_idx, p) - 1] + rec
+                act = (pre if pre > cas_rec else cas_rec) + trp
+                precharges += 1
+            elif open_row[b] >= 0:  # another row left open by an earlier transaction: PRE
+                pre = pre_ready[b]
+                act = (pre if pre > start_ps else start_ps) + trp
+                precharges += 1
+            else:  # bank closed
+                act = act_ready[b] if act_ready[b] > start_ps else start_ps
+            rrd = last_act + (trrd_l if g == last_bg else trrd_s)
+            if rrd > act:
+                act = rrd
+            if len(acts) == 4 and acts[0] + tfaw > act:
+                act = acts[0] + tfaw
+            acts.append(act)
+            last_act, last_bg = act, g
+            act_at[b], open_row[b] = act, r
+            ready = act + trcd - g_j
+            if ready > run_max:
+                run_max = ready
+            ev_idx.append(j)
+            ev_max.append(run_max)
+        bus.last_act_ps, bus.last_act_bg = last_act, last_bg
+
+        last_cas = cas_ps(n - 1, int(G[-1]))
+        data_end = last_cas + t.ps(t.cwl if is_write else t.cl) + self._tb
+
+        # Bank state after the transaction: earliest PRE from the last CAS to each bank.
+        last_of_bank = np.ones(n, dtype=bool)
+        last_of_bank[:-1] = sb[1:] != sb[:-1]
+        last_idx = order[last_of_bank]
+        touched = sb[last_of_bank].tolist()
+        for b, i, g_i in zip(touched, last_idx.tolist(), G[last_idx].tolist(), strict=True):
+            pre_ready[b] = max(act_at[b] + tras, cas_ps(i, g_i) + rec)
+        if self.page_policy == "closed":
+            for b in touched:
+                act_ready[b] = pre_ready[b] + trp
+                open_row[b] = -1
+            precharges += len(touched)
+
+        stall = 0
+        if self.refresh:
+            busy = data_end - max(start_ps, bus.data_end_ps)
+            stall = busy * t.trfc // (t.trefi - t.trfc)
+            for b in touched:  # refresh pushes this transaction's bank state later too
+                pre_ready[b] += stall
+                act_ready[b] += stall
+            for b in set(bank[idx].tolist()):
+                act_at[b] += stall
+            for k in range(max(0, len(acts) - len(idx)), len(acts)):
+                acts[k] += stall
+            if len(idx):
+                bus.last_act_ps += stall
+        bus.last_cas_ps, bus.last_cas_bg = last_cas + stall, int(bg[-1])
+        bus.last_write, bus.data_end_ps = is_write, data_end + stall
+
+        misses = len(idx)
+        return DramAccess(start_ps=start_ps, end_ps=data_end + stall, bursts=n, bytes=nbytes,
+                          is_write=is_write, row_hits=n - misses, row_misses=misses,
+                          activates=misses, precharges=precharges)
+
+
+class DramSystem:
+    """Several channels behind one address space: a transaction is split over the channels by
+    the mapping, each part timed by its channel, and the parts combined (start = arrival, end =
+    the latest channel's end, counts summed)."""
+
+    def __init__(self, timing: DramTiming, channels: int | None = None,
+                 mapping: AddressMapping | None = None, page_policy: PagePolicy = "open",
+                 refresh: bool = True):
+        self.timing = timing
+        self.channels = timing.channels if channels is None else channels
+        self.mapping = mapping if mapping is not None else AddressMapping(timing,
+                                                                          channels=self.channels)
+        if self.mapping.channels != self.channels:
+            raise ConfigError(f"mapping has {self.mapping.channels} channels, system has "
+                              f"{self.channels}")
+        self.channel_models = [DramChannelModel(timing, self.mapping, page_policy, refresh)
+                               for _ in range(self.channels)]
+
+    @property
+    def peak_bandwidth_bytes_per_s(self) -> float:
+        return self.channels * self.timing.peak_bandwidth_bytes_per_s
+
+    def access(self, start_ps: int, address: int, nbytes: int, is_write: bool) -> DramAccess:
+        if nbytes == 0:
+            return DramAccess(start_ps, start_ps, 0, 0, is_write, 0, 0, 0, 0)
+        coords = self.mapping.decode_bursts(address, nbytes)
+        ch = coords["ch"]
+        order = np.argsort(ch.astype(np.uint16), kind="stable")
+        counts = np.bincount(ch, minlength=self.channels)
+        parts = []
+        lo = 0
+        for c, count in enumerate(counts.tolist()):
+            if count:
+                sel = order[lo:lo + count]
+                lo += count
+                share = count * self.timing.bytes_per_burst
+                parts.append(self.channel_models[c]._access_bursts(
+                    start_ps, coords["bank"][sel], coords["bg"][sel], coords["row"][sel],
+                    share, is_write))
+        return DramAccess(
+            start_ps=start_ps, end_ps=max(p.end_ps for p in parts),
+            bursts=sum(p.bursts for p in parts), bytes=nbytes, is_write=is_write,
+            row_hits=sum(p.row_hits for p in parts), row_misses=sum(p.row_misses for p in parts),
+            activates=sum(p.activates for p in parts),
+            precharges=sum(p.precharges for p in parts))
+
+
+# ---------------------------------------------------------------------------------------------
+# Energy
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DramEnergy:
+    """Energy per DRAM action from IDD currents (Micron TN-40-07), per channel (all its chips).
+
+    * activate + precharge pair: VDD * (IDD0*tRC - (IDD3N*tRAS + IDD2N*tRP))
+    * read (write) burst:        VDD * (IDD4R (IDD4W) - IDD3N) * BL/2 tCK
+    * refresh:                   VDD * (IDD5B - IDD3N) * tRFC, once every tREFI
+    * background:                VDD * IDD3N (active standby, the default: open-page keeps rows
+                                 open) or VDD * IDD2N (precharge standby)
+    each times the chips of a rank (bus width / chip width). I/O and termination energy are not
+    included. With the presets (core energy only, background excluded):
+
+    =========== ============== ============================= ===========================
+    preset      pJ/bit read,   pJ/bit read, random (one ACT  background + refresh, mW
+                streaming      per burst)
+    =========== ============== ============================= ===========================
+    DDR4-2400   5.8            12.3                          502
+    LPDDR4-3200 5.3            9.4                           36
+    HBM2        1.7            3.2                           82
+    =========== ============== ============================= ===========================
+    """
+
+    pj_per_activate: float
+    pj_per_read_burst: float
+    pj_per_write_burst: float
+    pj_per_refresh: float
+    background_mw: float
+    trefi_ps: int
+    bits_per_burst: int
+    bursts_per_row: int
+
+    @classmethod
+    def from_timing(cls, timing: DramTiming,
+                    standby: Literal["active", "precharged"] = "active") -> DramEnergy:
+        t = timing
+        missing = [n for n in ("vdd", "idd0", "idd2n", "idd3n", "idd4r", "idd4w", "idd5ab")
+                   if getattr(t, n) is None]
+        if missing:
+            raise ConfigError(f"DRAM {t.name!r}: no {', '.join(missing)} for the energy model")
+        if standby not in ("active", "precharged"):
+            raise ConfigError(f"standby must be 'active' or 'precharged', got {standby!r}")
+        scale = t.vdd * t.chips_per_rank * t.tck_ps / PS_PER_NS  # mA * cycles -> pJ
+        act = t.idd0 * t.trc - (t.idd3n * t.tras + t.idd2n * t.trp)
+        return cls(
+            pj_per_activate=scale * act,
+            pj_per_read_burst=scale * (t.idd4r - t.idd3n) * t.burst_cycles,
+            pj_per_write_burst=scale * (t.idd4w - t.idd3n) * t.burst_cycles,
+            pj_per_refresh=scale * (t.idd5ab - t.idd3n) * t.trfc,
+            background_mw=t.vdd * t.chips_per_rank * (t.idd3n if standby == "active"
+                                                      else t.idd2n),
+            trefi_ps=t.ps(t.trefi),
+            bits_per_burst=8 * t.bytes_per_burst,
+            bursts_per_row=t.bursts_per_row,
+        )
+
+    @property
+    def refresh_mw(self) -> float:
+        """Average refresh power: one refresh every tREFI (pJ/ns = mW)."""
+        return self.pj_per_refresh * PS_PER_NS / self.trefi_ps
+
+    @property
+    def pj_per_bit_read(self) -> float:
+        """Streaming read: burst energy plus one activation amortised over a whole row."""
+        return (self.pj_per_read_burst + self.pj_per_activate / self.bursts_per_row) \
+            / self.bits_per_burst
+
+    @property
+    def pj_per_bit_read_random(self) -> float:
+        """Random read: one activation per burst."""
+        return (self.pj_per_read_burst + self.pj_per_activate) / self.bits_per_burst
+
+    def price(self, actions: Mapping[str, int], elapsed_ps: int) -> float:
+        """Picojoules for the action counts (activates, precharges, read_bursts, write_bursts;
+        precharges cost nothing apart: they are in the activate+precharge pair) plus background
+        and refresh power over `elapsed_ps`."""
+        unknown = set(actions) - {"activates", "precharges", "read_bursts", "write_bursts"}
+        if unknown:
+            raise KeyError(f"unknown DRAM actions: {sorted(unknown)}")
+        return (actions.get("activates", 0) * self.pj_per_activate
+                + actions.get("read_bursts", 0) * self.pj_per_read_burst
+                + actions.get("write_bursts", 0) * self.pj_per_write_burst
+                + (self.background_mw + self.refresh_mw) * elapsed_ps / PS_PER_NS)
+
+
+DRAM_ACTIONS = ("activates", "precharges", "read_bursts", "write_bursts")
+
+
+class DramController(Module):
+    """The DRAM as a simulation module: one SimPy event per transaction, timed by the model.
+
+    Transactions are served one at a time, in arrival order (the controller's queue); each is
+    timed in one call of `DramSystem.access` from the banks' open rows and the timing rules.
+    Tiles stream through two address regions, reads from the bottom half and writes from the
+    top half, each advancing sequentially (operands are laid out in the order tiles use them).
+    Actions: `read_bytes`, `write_bytes`, `activates`, `precharges`, `read_bursts`,
+    `write_bursts`, `row_hits`, `row_misses`.
+    """
+
+    def __init__(self, name: str, parent: Module, cfg: DramConfig) -> None:
+        super().__init__(name, parent)
+        if cfg.preset not in PRESETS:
+            raise ConfigError(f"unknown DRAM preset {cfg.preset!r}; expected one of "
+                              f"{', '.join(PRESETS)}", key="dram.preset")
+        self.timing = PRESETS[cfg.preset]
+        self.system = DramSystem(self.timing, channels=cfg.channels)
+        self.energy = DramEnergy.from_timing(self.timing)
+        self.channels = cfg.channels or self.timing.channels
+        self.queue = simpy.Resource(self.env, capacity=1)
+        capacity = self.timing.channel_bytes * self.channels
+        self._region = capacity // 2
+        self._next = {False: 0, True: self._region}
+
+    def transfer(self, nbytes: int, is_write: bool) -> Generator:
+        """Read or write `nbytes` as one transaction."""
+        if nbytes <= 0:
+            return
+        with self.queue.request() as req:
+            yield req
+            base = 0 if not is_write else self._region
+            address = self._next[is_write]
+            if address + nbytes > base + self._region:
+                address = base  # wrap around the region
+            self._next[is_write] = address + nbytes
+            now = int(self.env.now)
+            access = self.system.access(now, address, nbytes, is_write)
+            yield self.env.timeout(access.end_ps - now)
+            self.busy_ps += access.end_ps - now
+        self.count("write_bytes" if is_write else "read_bytes", nbytes)
+        for action, n in access.actions.items():
+            self.count(action, n)
+        self.count("row_hits", access.row_hits)
+        self.count("row_misses", access.row_misses)
+
+    def energy_pj(self, actions: Mapping[str, int], elapsed_ps: int) -> float:
+        """Activations and bursts from the IDD currents, plus every channel's background and
+        refresh power over `elapsed_ps`."""
+        counts = {k: actions.get(k, 0) for k in DRAM_ACTIONS}
+        return self.energy.price(counts, 0) + self.energy.price({}, elapsed_ps) * self.channels

@@ -1,0 +1,119 @@
+"""The command line end to end: bad input exits 2 with one clear line; the quickstart runs."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "configs" / "experiments" / "quickstart.yaml"
+
+
+def desim(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "desim", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=600)
+
+
+def copy_configs(tmp_path: Path) -> Path:
+    shutil.copytree(ROOT / "configs", tmp_path / "configs")
+    return tmp_path / "configs"
+
+
+def edit_yaml(path: Path, change) -> None:
+    data = yaml.safe_load(path.read_text())
+    change(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def assert_config_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    message = " ".join(result.stderr.split())  # rich may wrap long lines
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_mistyped_arch_key_names_file_key_and_expectation(tmp_path):
+    configs = copy_configs(tmp_path)
+    edit_yaml(configs / "arch" / "hppu_like.yaml",
+              lambda d: d["pe_cluster"].update({"macs_per_pe_per_cycel": 4}))
+    result = desim("run", str(configs / "experiments" / "quickstart.yaml"), "--out",
+                   str(tmp_path / "out"))
+    assert_config_error(result, "hppu_like.yaml", "pe_cluster.macs_per_pe_per_cycel",
+                        "unknown key", "macs_per_pe_per_cycle")
+
+
+def test_wrong_type_names_the_key_and_value(tmp_path):
+    configs = copy_configs(tmp_path)
+    edit_yaml(configs / "arch" / "dense.yaml", lambda d: d["global_buffer"].update(banks="many"))
+    result = desim("run", str(configs / "experiments" / "quickstart.yaml"))
+    assert_config_error(result, "dense.yaml", "global_buffer.banks", "'many'")
+
+
+def test_impossible_value_is_refused(tmp_path):
+    configs = copy_configs(tmp_path)
+    edit_yaml(configs / "arch" / "dense.yaml", lambda d: d["pe_cluster"].update(pes=0))
+    result = desim("run", str(configs / "experiments" / "quickstart.yaml"))
+    assert_config_error(result, "dense.yaml", "pe_cluster.pes", "greater than 0")
+
+
+def test_unknown_model_and_missing_file(tmp_path):
+    result = desim("run", str(QUICKSTART), "--set", "workload.model=resnet19")
+    assert_config_error(result, "resnet19")
+    assert_config_error(desim("run", str(tmp_path / "nope.yaml")), "nope.yaml", "no such file")
+
+
+def test_tile_larger_than_buffer_is_refused_before_simulating(tmp_path):
+    configs = copy_configs(tmp_path)
+    edit_yaml(configs / "arch" / "dense.yaml", lambda d: d["global_buffer"].update(capacity_kib=8))
+    result = desim("run", str(configs / "experiments" / "quickstart.yaml"))
+    assert_config_error(result, "global buffer")
+
+
+@pytest.fixture(scope="module")
+def quickstart_twice(tmp_path_factory):
+    outs = [tmp_path_factory.mktemp(f"quickstart{i}") for i in range(2)]
+    results = [desim("run", str(QUICKSTART), "--out", str(out)) for out in outs]
+    for r in results:
+        assert r.returncode == 0, r.stderr
+    return outs, results
+
+
+def test_quickstart_sparse_run_is_faster_and_uses_less_energy(quickstart_twice):
+    outs, results = quickstart_twice
+    summary = json.loads((outs[0] / "summary.json").read_text())
+    dense, hppu = summary["runs"]["dense"], summary["runs"]["hppu"]
+    assert hppu["cycles"] < dense["cycles"]
+    assert hppu["energy_j"] < dense["energy_j"]
+    assert summary["comparison"]["hppu"]["speedup"] > 1
+    assert summary["comparison"]["hppu"]["energy_ratio"] > 1
+    # a dense processor performs every MAC; the same training step has the same MACs
+    assert dense["phases"]["FF"]["processed_macs"] == dense["phases"]["FF"]["macs"]
+    assert hppu["macs"] == dense["macs"]
+    assert hppu["effectual_macs"] < dense["effectual_macs"]
+    assert "speedup" in results[0].stdout
+
+
+def test_quickstart_is_deterministic(quickstart_twice):
+    outs, _ = quickstart_twice
+    for name in ("summary.json", "layers.csv", "config.json"):
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+
+
+def test_quickstart_layers_csv_has_every_layer_and_phase(quickstart_twice):
+    import pandas as pd
+    outs, _ = quickstart_twice
+    layers = pd.read_csv(outs[0] / "layers.csv")
+    assert list(layers.columns[:8]) == ["arch", "layer", "phase", "macs", "effectual_macs",
+                                        "processed_macs", "cycles", "energy_j"]
+    summary = json.loads((outs[0] / "summary.json").read_text())
+    for run, r in summary["runs"].items():
+        rows = layers[layers["arch"] == run]
+        assert rows["macs"].sum() == r["macs"]
+        assert set(rows["phase"]) == {"FF", "BP", "WG"}
+        # 21 conv/linear layers: 21 FF, 20 BP (not the first), 21 WG
+        assert len(rows) == 21 + 20 + 21
