@@ -126,9 +126,9 @@ class Accelerator(Module):
         rows = [t.tolist() for t in tables]
         fetched, ready, done, out = self.queues
         self.add_process(self._fetch, rows, fetched)
-        self.add_process(self._distribute, fetched, ready)
-        self.add_process(self._compute, ready, done)
-        self.add_process(self._collect, done, out)
+        self.add_process(self._distribute, fetched, ready, daemon=True)
+        self.add_process(self._compute, ready, done, daemon=True)
+        self.add_process(self._collect, done, out, daemon=True)
         self.add_process(self._writeback, rows, out)
 
     def _fetch(self, tables: list[list[tuple]], q_out: Fifo) -> Generator:

@@ -737,6 +737,8 @@ class DramController(Module):
             access = self.system.access(now, address, nbytes, is_write)
             yield self.env.timeout(access.end_ps - now)
             self.busy_ps += access.end_ps - now
+            self.traced("write" if is_write else "read", now, access.end_ps,
+                        args={"bytes": nbytes})
         self.count("write_bytes" if is_write else "read_bytes", nbytes)
         for action, n in access.actions.items():
             self.count(action, n)

@@ -30,10 +30,11 @@ class PeArray(Module):
         return -(-busiest_pe_macs // self.cfg.macs_per_pe_per_cycle) + self.cfg.pipeline_cycles
 
     def compute(self, busiest_pe_macs: int, processed_macs: int, operand_bytes: int) -> Generator:
-        duration = self.clock.cycles(self.tile_cycles(busiest_pe_macs))
+        start, duration = int(self.env.now), self.clock.cycles(self.tile_cycles(busiest_pe_macs))
         if duration:
             yield self.env.timeout(duration)
         self.busy_ps += duration
+        self.traced("tile", start, start + duration)
         self.count("macs", processed_macs)
         self.count("local_buffer_read_bytes", operand_bytes)
 

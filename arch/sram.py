@@ -25,7 +25,7 @@ class GlobalBuffer(Module):
         self.capacity_bytes = cfg.capacity_kib * 1024
         self.bank_bytes = self.capacity_bytes // cfg.banks
         self.bytes_per_cycle = cfg.banks * cfg.bank_width_bytes
-        self.ports = {"read": simpy.Resource(self.env, 1), "write": simpy.Resource(self.env, 1)}
+        self.port_queues = {kind: simpy.Resource(self.env, 1) for kind in ("read", "write")}
 
     def access_ps(self, nbytes: int) -> int:
         if nbytes <= 0:
@@ -36,9 +36,10 @@ class GlobalBuffer(Module):
         """Read or write `nbytes` through the `kind` port ("read" or "write")."""
         if nbytes <= 0:
             return
-        with self.ports[kind].request() as req:
+        with self.port_queues[kind].request() as req:
             yield req
-            duration = self.access_ps(nbytes)
+            start, duration = int(self.env.now), self.access_ps(nbytes)
             yield self.env.timeout(duration)
             self.busy_ps += duration
+            self.traced(kind, start, start + duration, track=kind)
         self.count(f"{kind}_bytes", nbytes)

@@ -7,6 +7,9 @@ A link's timing is that of a pipelined wire: a transfer of B bytes occupies the 
 B / bandwidth (serialization, during which no other transfer may use it), and its last byte
 arrives `latency` after that. So one transfer over a free link takes latency + B / bandwidth,
 and two transfers started together finish at latency + 2 B / bandwidth.
+
+Tracing hooks (off unless `Simulator.enable_tracing`): a link records one slice per transfer
+(its serialization, the time it is held), a FIFO records each change of its depth.
 """
 
 from __future__ import annotations
@@ -49,6 +52,14 @@ class Fifo(Module):
         now = int(self.env.now)
         self.depth_time_ps[self.depth] += now - self._depth_since
         self._depth_since, self.depth = now, depth
+        if self.tracer:
+            self.tracer.depth(self, depth, now)
+
+    def depth_histogram_ps(self) -> list[int]:
+        """Time spent at each depth up to now (`depth_time_ps` plus the current stretch)."""
+        hist = list(self.depth_time_ps)
+        hist[self.depth] += int(self.env.now) - self._depth_since
+        return hist
 
     def __len__(self) -> int:
         return len(self.store.items)
@@ -79,21 +90,30 @@ def hold_links(links: Sequence[Link], nbytes: Sequence[int]) -> Generator:
     together (acquired in name order, so two transfers can never deadlock on each other) and
     released together; link i carries nbytes[i]. Latency is the caller's to add.
     """
-    order = sorted(range(len(links)), key=lambda i: links[i].path)
+    if len(links) != len(nbytes):
+        raise ValueError(f"hold_links: {len(links)} links but {len(nbytes)} byte counts")
+    order: Sequence[int] = range(len(links))  # one link, the common case, needs no sorting
+    if len(links) > 1:
+        order = sorted(order, key=lambda i: links[i].path)
     requests = []
     for i in order:
         request = links[i].resource.request()
-        requests.append((links[i], request))
+        requests.append(request)
         yield request
-    hold = max((transfer_ps(b, link.bytes_per_s) for link, b in zip(links, nbytes, strict=True)),
-               default=0)
+    hold = 0
+    for link, b in zip(links, nbytes, strict=True):
+        hold = max(hold, transfer_ps(b, link.bytes_per_s))
     if hold:
         yield links[order[0]].env.timeout(hold)
-    for (link, request), i in zip(requests, order, strict=True):
+    for request, i in zip(requests, order, strict=True):
+        link = links[i]
         link.resource.release(request)
         link.busy_ps += hold
         link.count("bytes", int(nbytes[i]))
         link.count("transfers")
+        if link.tracer:
+            now = int(link.env.now)
+            link.tracer.slice(link, "transfer", now - hold, now, None, {"bytes": int(nbytes[i])})
 
 
 class Pool(Module):

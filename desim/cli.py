@@ -70,5 +70,14 @@ def print_summary(summary: dict[str, Any]) -> None:
                           f"energy {c['energy_ratio']:.2f}x less")
 
 
+def _register_commands() -> None:
+    from desim.bench import register as register_bench
+
+    register_bench(app)
+
+
+_register_commands()
+
+
 def main() -> None:  # pragma: no cover - console entry for `python -m desim`
     sys.exit(app())

@@ -8,18 +8,29 @@ counts into joules afterwards (Accelergy's idea).
 
 Elaboration and simulation are separate: build the tree, bind every port, then
 `Simulator.elaborate()` checks the design and starts the processes, and `Simulator.run()`
-advances time.
+advances time. If the event queue empties while a declared, non-daemon process still waits,
+`run()` raises a `DeadlockError` naming who waits for what (see `desim.deadlock`); a process
+that is *meant* to wait forever (a pipeline stage looping on its input queue) is declared with
+`daemon=True`.
+
+Observability is opt-in: `Simulator.enable_tracing()` gives every module a `tracer`; until then
+`tracer` is None and each hook costs one attribute test (`if self.tracer:`).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import simpy
 
+from desim.deadlock import raise_if_deadlocked
 from desim.errors import ConfigError
+
+if TYPE_CHECKING:
+    from desim.trace import Tracer
 
 
 class Simulator:
@@ -29,6 +40,7 @@ class Simulator:
         self.env = simpy.Environment()
         self.roots: list[Module] = []
         self.elaborated = False
+        self.tracer: Tracer | None = None
 
     @property
     def now_ps(self) -> int:
@@ -47,15 +59,52 @@ class Simulator:
         for module in self.modules():
             module.elaborate()
         for module in self.modules():
-            for fn, args in module._pending_processes:
-                module.processes.append(self.env.process(fn(*args)))
+            for fn, args, daemon in module._pending_processes:
+                process = self.env.process(fn(*args))
+                module.processes.append(process)
+                if daemon:
+                    module.daemon_processes.add(process)
             module._pending_processes.clear()
         self.elaborated = True
 
     def run(self, until: int | simpy.Event | None = None) -> None:
+        """Advance time; raise `DeadlockError` if the queue empties while work remains.
+
+        The check runs once, after SimPy stops, so it costs nothing per event. With a numeric
+        `until` the caller chose a horizon, so stopping there with processes waiting is not an
+        error; with `until=None` (run to completion) or an event that never fires it is.
+        """
         if not self.elaborated:
             self.elaborate()
-        self.env.run(until=until)
+        try:
+            self.env.run(until=until)
+        except RuntimeError:
+            # SimPy's "No scheduled events left but 'until' event was not triggered"
+            if isinstance(until, simpy.Event) and not until.triggered:
+                raise_if_deadlocked(self)
+            raise
+        if until is None:
+            raise_if_deadlocked(self)
+
+    def enable_tracing(self, trace_path: str | Path | None = None,
+                       vcd_path: str | Path | None = None) -> Tracer:
+        """Record transactions (Chrome/Perfetto JSON) and/or busy and depth signals (VCD).
+
+        Call after building the module tree and before `run()`; modules built later inherit
+        the tracer too. `finish_tracing()` writes the files.
+        """
+        from desim.trace import Tracer
+
+        self.tracer = Tracer(self, trace_path, vcd_path)
+        for module in self.modules():
+            module.tracer = self.tracer
+        return self.tracer
+
+    def finish_tracing(self) -> list[Path]:
+        """Write the trace and VCD files asked for in `enable_tracing`; return their paths."""
+        if self.tracer is None:
+            return []
+        return self.tracer.write(self.now_ps)
 
 
 class Port:
@@ -89,13 +138,19 @@ class Module:
         self.children: list[Module] = []
         self.ports: list[Port] = []
         self.processes: list[simpy.Process] = []
-        self._pending_processes: list[tuple[Callable[..., Generator], tuple]] = []
+        self.daemon_processes: set[simpy.Process] = set()
+        self._pending_processes: list[tuple[Callable[..., Generator], tuple, bool]] = []
         self.actions: Counter[str] = Counter()
         self.busy_ps = 0
+        self.tracer: Tracer | None = self.sim.tracer
 
-    def add_process(self, fn: Callable[..., Generator], *args: Any) -> None:
-        """Declare a process; it starts when the simulator elaborates."""
-        self._pending_processes.append((fn, args))
+    def add_process(self, fn: Callable[..., Generator], *args: Any, daemon: bool = False) -> None:
+        """Declare a process; it starts when the simulator elaborates.
+
+        `daemon=True` marks a process that may legitimately wait forever (a stage looping on
+        its input queue once all work is done): deadlock detection ignores it.
+        """
+        self._pending_processes.append((fn, args, daemon))
 
     def add_port(self, name: str) -> Port:
         port = Port(self, name)
@@ -104,6 +159,17 @@ class Module:
 
     def count(self, action: str, n: int = 1) -> None:
         self.actions[action] += n
+
+    def traced(self, name: str, start_ps: int, end_ps: int, track: str | None = None,
+               args: dict[str, Any] | None = None) -> None:
+        """Record one transaction of this module, [start_ps, end_ps), if tracing is on.
+
+        Concurrent transactions of one module (a buffer's read and write ports) go on
+        separate sub-tracks (`track="read"` shows as `path.read`); slices on one track must
+        not overlap, and the tracer moves any that do onto extra lanes.
+        """
+        if self.tracer:
+            self.tracer.slice(self, name, start_ps, end_ps, track, args)
 
     def elaborate(self) -> None:
         """Hook for subclasses: checks that need the whole tree built."""

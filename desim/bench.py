@@ -1,0 +1,144 @@
+"""`desim bench`: how fast and how lean the kernel is, as ratios to plain SimPy.
+
+Absolute rates depend on the machine; ratios measured side by side in one process do not (much).
+So every case runs in this process, interleaved (repeat 1 of every case, then repeat 2, ...,
+with the order rotated each time) and the best time of each is kept: a burst of noise from
+another program then slows one repeat of every case alike, instead of all repeats of one case.
+
+Reported (cases in `benchmarks/kernel_cases.py`):
+- transactions per second of plain SimPy and of desim on the same pipeline, and their ratio
+  (target: desim >= 0.5 of SimPy);
+- the cost of the tracing hooks when tracing is off: desim as shipped against a copy with the
+  hooks cut out (target: <= 3 % slower);
+- tracing on against off (recording, and writing the trace and VCD files);
+- bytes per pending transaction (tracemalloc peak): items queued in a Store/Fifo, and
+  producers blocked on a full one.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.util
+import platform
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Annotated, Any
+
+import simpy
+import typer
+from rich.console import Console
+from rich.table import Table
+
+TARGET_DESIM_VS_SIMPY = 0.5
+TARGET_HOOK_OVERHEAD = 0.03
+
+
+def load_cases() -> ModuleType:
+    """`benchmarks/kernel_cases.py` beside the `desim` package (the source checkout); the
+    benchmarks are not part of the installed distribution."""
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "kernel_cases.py"
+    if not path.exists():
+        import benchmarks.kernel_cases as cases  # an installed or on-path copy
+
+        return cases
+    name = "_desim_benchmarks_kernel_cases"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_bench(json_path: Path | None = None, *, items: int = 10_000, stages: int = 4,
+              repeats: int = 5, memory_items: int = 10_000) -> dict[str, Any]:
+    """Run every case; return (and write to `json_path`, if given) the rates and ratios."""
+    cases = load_cases()
+    timed: dict[str, Any] = cases.TIMED_CASES
+    names = list(timed)
+    best = {name: float("inf") for name in names}
+    transactions = {}
+    for r in range(repeats):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            gc.collect()
+            started = time.perf_counter()
+            transactions[name] = timed[name](items, stages)
+            best[name] = min(best[name], time.perf_counter() - started)
+    if len(set(transactions.values())) != 1:
+        raise RuntimeError(f"cases disagree on the work done: {transactions}")
+    n = transactions[names[0]]
+    tps = {name: n / best[name] for name in names}
+    hooks_off = tps["desim"] / tps["desim_unhooked"]
+    memory = {name: round(fn(memory_items), 1) for name, fn in cases.MEMORY_CASES.items()}
+    result = {
+        "config": {"items": items, "stages": stages, "repeats": repeats,
+                   "transactions": n, "memory_items": memory_items,
+                   "python": platform.python_version(), "simpy": simpy.__version__},
+        "best_seconds": best,
+        "transactions_per_s": tps,
+        "ratios": {
+            "desim_vs_simpy": tps["desim"] / tps["simpy"],
+            "hooks_off_vs_unhooked": hooks_off,
+            "traced_vs_off": tps["desim_traced"] / tps["desim"],
+        },
+        "hook_overhead_off": 1 / hooks_off - 1,   # extra time the idle hooks cost
+        "memory_bytes_per_pending": memory,
+        "targets": {"desim_vs_simpy_min": TARGET_DESIM_VS_SIMPY,
+                    "hook_overhead_off_max": TARGET_HOOK_OVERHEAD},
+    }
+    if json_path is not None:
+        from desim.results import write_json
+
+        write_json(Path(json_path), result)
+    return result
+
+
+def print_bench(result: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    cfg = result["config"]
+    table = Table(title=f"kernel pipeline: {cfg['items']:,} items x {cfg['stages']} stages "
+                        f"= {cfg['transactions']:,} transactions, best of {cfg['repeats']}")
+    for col in ("case", "transactions/s", "best (s)", "vs simpy"):
+        table.add_column(col, justify="left" if col == "case" else "right")
+    simpy_tps = result["transactions_per_s"]["simpy"]
+    for name, tps in result["transactions_per_s"].items():
+        table.add_row(name, f"{tps:,.0f}", f"{result['best_seconds'][name]:.3f}",
+                      f"{tps / simpy_tps:.2f}")
+    console.print(table)
+    ratios, targets = result["ratios"], result["targets"]
+    ok = ratios["desim_vs_simpy"] >= targets["desim_vs_simpy_min"]
+    console.print(f"desim / simpy: {ratios['desim_vs_simpy']:.2f} "
+                  f"(target >= {targets['desim_vs_simpy_min']}) {'ok' if ok else 'BELOW TARGET'}")
+    overhead = result["hook_overhead_off"]
+    ok = overhead <= targets["hook_overhead_off_max"]
+    console.print(f"tracing hooks, off: {overhead * 100:+.1f} % time vs no hooks "
+                  f"(target <= {targets['hook_overhead_off_max'] * 100:.0f} %) "
+                  f"{'ok' if ok else 'ABOVE TARGET'}")
+    console.print(f"tracing on / off (with writing trace + VCD): {ratios['traced_vs_off']:.2f}")
+    mem = Table(title=f"bytes per pending transaction ({cfg['memory_items']:,} at once)")
+    for col in ("kernel", "queued item", "blocked producer"):
+        mem.add_column(col, justify="left" if col == "kernel" else "right")
+    m = result["memory_bytes_per_pending"]
+    for kernel in ("simpy", "desim"):
+        mem.add_row(kernel, f"{m[f'{kernel}_queued']:,.1f}", f"{m[f'{kernel}_blocked']:,.1f}")
+    console.print(mem)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `bench` command to the command line (called from `desim.cli`)."""
+
+    @app.command("bench")
+    def bench(
+        json_out: Annotated[Path | None, typer.Option("--json", help="also write the results "
+                                                      "as JSON to this file")] = None,
+        items: Annotated[int, typer.Option(help="items through the pipeline")] = 10_000,
+        stages: Annotated[int, typer.Option(help="pipeline stages")] = 4,
+        repeats: Annotated[int, typer.Option(help="repeats per case (best kept)")] = 5,
+    ) -> None:
+        """Kernel speed and memory: desim against plain SimPy, tracing off and on."""
+        print_bench(run_bench(json_out, items=items, stages=stages, repeats=repeats))

@@ -1,0 +1,310 @@
+"""The kernel's observability: queueing laws, deadlock reports, traces, waveforms, statistics,
+and the bench, all on small systems that run in well under a second each."""
+
+import io
+import json
+import random
+import time
+from collections import defaultdict
+from collections.abc import Generator
+from pathlib import Path
+
+import pytest
+from vcd.reader import TokenKind, tokenize
+
+from desim.bench import run_bench
+from desim.channels import Fifo, Link, hold_links
+from desim.errors import DeadlockError
+from desim.module import Module, Simulator
+from desim.stats import collect_stats, write_stats
+
+GB_PER_S = 10**9
+
+
+# -- queueing ---------------------------------------------------------------------------------
+
+def test_littles_law_on_an_md1_queue():
+    """Poisson arrivals, deterministic service: the FIFO's time-weighted depth must equal
+    arrival rate x mean wait (Little), and match Pollaczek-Khinchine for M/D/1."""
+    mean_gap_ps, service_ps, customers = 10_000, 6_000, 20_000
+    rng = random.Random(1)
+    sim = Simulator()
+    top = Module("top", sim)
+    queue = Fifo("queue", top, capacity=1_000)  # never full: arrivals are never blocked
+    server = Module("server", top)
+    waits: list[int] = []
+
+    def arrivals() -> Generator:
+        for _ in range(customers):
+            yield sim.env.timeout(round(rng.expovariate(1 / mean_gap_ps)))
+            yield from queue.put(sim.now_ps)
+
+    def serve() -> Generator:
+        while True:
+            arrived = yield from queue.get()
+            waits.append(sim.now_ps - arrived)
+            yield sim.env.timeout(service_ps)
+            server.busy_ps += service_ps
+
+    top.add_process(arrivals)
+    server.add_process(serve, daemon=True)
+    sim.run()
+    assert len(waits) == customers and queue.depth == 0
+    stats = collect_stats(sim)["modules"]
+    total_ps = sim.now_ps
+    arrival_rate = customers / total_ps
+    wait_q = sum(waits) / customers
+    l_q = stats["top.queue"]["depth_mean"]
+    assert l_q == pytest.approx(arrival_rate * wait_q, rel=0.02)
+    # whole system: queue + server, each customer staying wait + service
+    l_system = l_q + stats["top.server"]["utilization"]
+    assert l_system == pytest.approx(arrival_rate * (wait_q + service_ps), rel=0.02)
+    rho = service_ps / mean_gap_ps
+    assert l_q == pytest.approx(rho**2 / (2 * (1 - rho)), rel=0.10)  # M/D/1: 0.45
+
+
+def test_bounded_fifo_blocks_then_resumes_and_keeps_a_depth_histogram():
+    sim = Simulator()
+    top = Module("top", sim)
+    fifo = Fifo("fifo", top, capacity=2)
+    put_times = []
+
+    def producer() -> Generator:
+        for i in range(3):
+            yield from fifo.put(i)
+            put_times.append(sim.now_ps)
+
+    def consumer() -> Generator:
+        for wait_ps in (1_000, 2_000, 3_000):
+            yield sim.env.timeout(wait_ps)
+            yield from fifo.get()
+
+    top.add_process(producer)
+    top.add_process(consumer)
+    sim.run()
+    assert put_times == [0, 0, 1_000]  # the third put waited for the get at 1 ns
+    stats = collect_stats(sim)["modules"]["top.fifo"]
+    # full from 0 to 3 ns (a get and the blocked put at 1 ns), one item until 6 ns
+    assert stats["depth_hist_ps"] == [0, 3_000, 3_000]
+    assert stats["depth_mean"] == 1.5 and stats["depth_max"] == 2
+    assert stats["actions"] == {"get": 3, "put": 3}
+
+
+# -- deadlock ---------------------------------------------------------------------------------
+
+def _ping_pong() -> Simulator:
+    """Each process waits to get from the other's FIFO before putting: a cycle."""
+    sim = Simulator()
+    top = Module("top", sim)
+    to_ping, to_pong = Fifo("to_ping", top, 1), Fifo("to_pong", top, 1)
+
+    def ping() -> Generator:
+        item = yield from to_ping.get()
+        yield from to_pong.put(item)
+
+    def pong() -> Generator:
+        item = yield from to_pong.get()
+        yield from to_ping.put(item)
+
+    Module("a", top).add_process(ping)
+    Module("b", top).add_process(pong)
+    return sim
+
+
+def test_a_cycle_of_waits_is_reported_as_a_deadlock_naming_both_processes():
+    sim = _ping_pong()
+    started = time.perf_counter()
+    with pytest.raises(DeadlockError) as caught:
+        sim.run()
+    assert time.perf_counter() - started < 1.0
+    message = str(caught.value)
+    assert "top.a: process 'ping' waits for Fifo top.to_ping get" in message
+    assert "top.b: process 'pong' waits for Fifo top.to_pong get" in message
+    assert caught.value.blocked == [("top.a", "ping"), ("top.b", "pong")]
+
+
+def test_run_until_an_event_that_never_comes_reports_the_deadlock_too():
+    sim = _ping_pong()
+    with pytest.raises(DeadlockError, match="ping"):
+        sim.run(until=sim.env.event())
+
+
+def _source_and_stage(daemon: bool) -> Simulator:
+    sim = Simulator()
+    top = Module("top", sim)
+    q = Fifo("q", top, 2)
+
+    def source() -> Generator:
+        for i in range(3):
+            yield from q.put(i)
+
+    def stage() -> Generator:
+        while True:
+            yield from q.get()
+            yield sim.env.timeout(10)
+
+    top.add_process(source)
+    top.add_process(stage, daemon=daemon)
+    return sim
+
+
+def test_daemons_waiting_on_an_empty_queue_are_not_a_deadlock():
+    sim = _source_and_stage(daemon=True)
+    sim.run()  # no error: the stage is meant to wait forever once the work is done
+    assert sim.now_ps == 30
+    with pytest.raises(DeadlockError, match="process 'stage' waits for Fifo top.q get"):
+        _source_and_stage(daemon=False).run()  # the same loop, not marked: it counts
+
+
+def test_a_blocked_resource_request_names_the_link_and_its_holder():
+    sim = Simulator()
+    top = Module("top", sim)
+    link = Link("l0", top, GB_PER_S, 0)
+    top.never = sim.env.event()
+
+    def hog() -> Generator:
+        with link.resource.request() as request:
+            yield request
+            yield top.never
+
+    def sender() -> Generator:
+        yield from link.transfer(64)
+
+    top.add_process(hog)
+    top.add_process(sender)
+    with pytest.raises(DeadlockError) as caught:
+        sim.run()
+    message = str(caught.value)
+    assert "process 'hog' waits for event top.never" in message
+    assert "process 'sender' waits for Resource request on top.l0 (held by top: 'hog')" in message
+
+
+# -- tracing ----------------------------------------------------------------------------------
+
+class _Buffer(Module):
+    """A module with two ports whose accesses overlap: traced on sub-tracks."""
+
+    def access(self, port: str, duration_ps: int) -> Generator:
+        start = int(self.env.now)
+        yield self.env.timeout(duration_ps)
+        self.busy_ps += duration_ps
+        self.traced(port, start, start + duration_ps, track=port)
+
+
+def _traced_system(tmp: Path | None) -> Simulator:
+    sim = Simulator()
+    top = Module("top", sim)
+    a, b = Link("a", top, 8 * GB_PER_S, 1_000), Link("b", top, 4 * GB_PER_S, 0)
+    q = Fifo("q", top, 2)
+    buf = _Buffer("buf", top)
+
+    def producer() -> Generator:
+        for i in range(6):
+            yield from hold_links([a, b], [800, 400 * (i % 2)])
+            yield from q.put(i)
+
+    def consumer() -> Generator:
+        for _ in range(6):
+            yield from q.get()
+            yield from a.transfer(1_600)
+            # two overlapping reads on one port: the tracer must split them into lanes
+            yield sim.env.all_of([sim.env.process(buf.access("read", 300)),
+                                  sim.env.process(buf.access("read", 200)),
+                                  sim.env.process(buf.access("write", 250))])
+
+    top.add_process(producer)
+    top.add_process(consumer)
+    if tmp is not None:
+        sim.enable_tracing(tmp / "trace.json", tmp / "waves.vcd")
+    return sim
+
+
+def test_tracing_is_off_by_default_and_writes_nothing():
+    sim = _traced_system(None)
+    sim.run()
+    assert all(m.tracer is None for m in sim.modules())
+    assert sim.finish_tracing() == []
+
+
+def test_the_trace_is_valid_json_without_overlapping_slices(tmp_path: Path):
+    sim = _traced_system(tmp_path)
+    sim.run()
+    assert sim.finish_tracing() == [tmp_path / "trace.json", tmp_path / "waves.vcd"]
+    events = json.loads((tmp_path / "trace.json").read_text())["traceEvents"]
+    names = {e["tid"]: e["args"]["name"] for e in events
+             if e["ph"] == "M" and e["name"] == "thread_name"}
+    tracks: dict[tuple[int, int], list[dict]] = defaultdict(list)
+    for e in events:
+        if e["ph"] == "X":
+            assert isinstance(e["ts"], float) and e["dur"] > 0
+            tracks[e["pid"], e["tid"]].append(e)
+    assert {names[tid] for _, tid in tracks} == {
+        "top.a", "top.b", "top.buf.read", "top.buf.read#2", "top.buf.write"}
+    for slices in tracks.values():
+        slices.sort(key=lambda e: e["ts"])
+        for first, second in zip(slices, slices[1:], strict=False):
+            assert first["ts"] + first["dur"] <= second["ts"]
+    link_a = [e for e in tracks[0, [t for t, n in names.items() if n == "top.a"][0]]]
+    assert len(link_a) == 12  # 6 routed transfers + 6 direct ones
+    assert any(e["ph"] == "C" and e["name"] == "top.q.depth" for e in events)
+
+
+def test_the_vcd_parses_back_with_monotonic_times(tmp_path: Path):
+    sim = _traced_system(tmp_path)
+    sim.run()
+    sim.finish_tracing()
+    tokens = list(tokenize(io.BytesIO((tmp_path / "waves.vcd").read_bytes())))
+    timescale = next(t.timescale for t in tokens if t.kind is TokenKind.TIMESCALE)
+    assert (int(timescale.magnitude), timescale.unit.value) == (1, "ps")
+    scope: list[str] = []
+    signals = {}  # "top.a.busy" -> id code
+    for t in tokens:
+        if t.kind is TokenKind.SCOPE:
+            scope.append(t.scope.ident)
+        elif t.kind is TokenKind.UPSCOPE:
+            scope.pop()
+        elif t.kind is TokenKind.VAR:
+            signals[".".join([*scope, t.var.reference])] = t.var.id_code
+    assert sorted(signals) == ["top.a.busy", "top.b.busy", "top.buf.busy", "top.busy",
+                               "top.q.depth"]
+    times = [t.time_change for t in tokens if t.kind is TokenKind.CHANGE_TIME]
+    assert times == sorted(set(times)) and times[-1] == sim.now_ps
+    busy_a = [t.scalar_change.value for t in tokens if t.kind is TokenKind.CHANGE_SCALAR
+              and t.scalar_change.id_code == signals["top.a.busy"]]
+    assert busy_a[:2] == ["1", "0"] and busy_a[-1] == "0"  # busy from 0 ps, idle at the end
+    depths = {int(t.vector_change.value) for t in tokens if t.kind is TokenKind.CHANGE_VECTOR
+              and t.vector_change.id_code == signals["top.q.depth"]}
+    assert depths <= {0, 1, 2} and 1 in depths
+
+
+# -- statistics -------------------------------------------------------------------------------
+
+def test_two_runs_give_byte_identical_stats(tmp_path: Path):
+    for run in ("one", "two"):
+        sim = _traced_system(None)
+        sim.run()
+        write_stats(collect_stats(sim), tmp_path / run)
+    first = (tmp_path / "one" / "stats.json").read_bytes()
+    assert first == (tmp_path / "two" / "stats.json").read_bytes()
+    assert (tmp_path / "one" / "stats.txt").read_bytes() == \
+        (tmp_path / "two" / "stats.txt").read_bytes()
+    stats = json.loads(first)
+    link = stats["modules"]["top.a"]
+    assert link["transfers"] == 12 and isinstance(link["busy_ps"], int)
+    assert 0 < link["utilization"] <= 1
+    lines = (tmp_path / "one" / "stats.txt").read_text().splitlines()[1:-1]
+    names = [line.split()[0] for line in lines]
+    assert names == sorted(names) and "top.q.depth_hist_ps::2" in names
+    assert len({line.index("#") for line in lines}) == 1  # aligned
+
+
+# -- bench ------------------------------------------------------------------------------------
+
+def test_run_bench_reports_rates_and_ratios(tmp_path: Path):
+    result = run_bench(tmp_path / "bench.json", items=40, stages=2, repeats=1, memory_items=50)
+    assert json.loads((tmp_path / "bench.json").read_text())["config"]["transactions"] == 80
+    assert set(result["transactions_per_s"]) == {"simpy", "desim", "desim_unhooked",
+                                                 "desim_traced"}
+    assert all(rate > 0 for rate in result["transactions_per_s"].values())
+    assert set(result["ratios"]) == {"desim_vs_simpy", "hooks_off_vs_unhooked", "traced_vs_off"}
+    assert all(v > 0 for v in result["memory_bytes_per_pending"].values())
