@@ -15,6 +15,8 @@ The dataflow (one for now, "channel-parallel, output-stationary"):
   WG: X[:, c]) goes to every active cluster (multicast).
 - Reuse: a block stays in the global buffer while consecutive tiles use it; a tile reads from
   DRAM only the blocks the previous tile did not hold. Outputs go to DRAM once, final.
+- Tile size and loop order (channel blocks outside row blocks, or the reverse) are chosen per
+  layer and phase by a small search: the shape that fits and moves the fewest DRAM bytes.
 - With channel compaction (HPPU's level-1 selector), output channels with no work are removed
   before tiling, so the remaining work is dealt out evenly; without it a pruned channel keeps
   its PE slot and that PE idles.
@@ -124,6 +126,7 @@ class TileShape:
     ka: int            # output channels per tile
     images: int        # images per row block (>= 1 when rows == all rows)
     rows: int          # rows per block (== all rows when images > 1)
+    rows_outer: bool = False  # loop order: row blocks outside channel blocks
 
 
 def _blocks(shape: TileShape, n_img: int, n_rows: int) -> tuple[np.ndarray, ...]:
@@ -158,9 +161,11 @@ def _per_tile_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView
     pes = hw.pes_per_cluster
     pos = c.shape[2]
     c = torch.nn.functional.pad(c, (0, -(-pos // pes) * pes - pos))
-    per_pe = c.reshape(na * ka, c.shape[1], -1, pes).sum(2)           # (A', nB, pes)
+    per_pe = c.reshape(na, ka, c.shape[1], -1, pes).sum(3)           # (nA, ka, nB, pes)
     clusters = min(hw.clusters, ka)
-    per_pe = per_pe.reshape(na, clusters, ka // clusters, per_pe.shape[1], pes).sum(2)
+    per_cluster = -(-ka // clusters)                                  # channels a cluster
+    per_pe = torch.nn.functional.pad(per_pe, (0, 0, 0, 0, 0, clusters * per_cluster - ka))
+    per_pe = per_pe.reshape(na, clusters, per_cluster, per_pe.shape[2], pes).sum(2)
     busiest = per_pe.amax(dim=(1, 3))
     total = per_pe.sum(dim=(1, 3))
     return busiest.numpy(), total.numpy()
@@ -179,25 +184,43 @@ def _fits(shape: TileShape, ps: PhaseShape, win: _Window, out_rows_len: tuple[in
 
 def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, length: int,
                 hw: HardwareView, where: str) -> TileShape:
-    """The largest row block that fits with one channel per cluster, then the most channels."""
+    """The tile shape and loop order that move the fewest DRAM bytes (a small mapper search).
+
+    Candidates: channel blocks of clusters * 2^i channels (or all of them) and row blocks of
+    whole images or runs of rows, halving; each in both loop orders. The block held across
+    the inner loop is read once; the other is re-read once per outer iteration. Ties go to
+    fewer tiles, then to more channels per tile.
+    """
     a_elems = int(ps.channel_operand.elems[0]) if len(ps.channel_operand.elems) else 0
+    eb = hw.element_bytes
+    ka_options = sorted({min(a, hw.clusters * 2**i) for i in range(16)} | {a})
+    blocks = [(m, n_rows) for m in sorted(set(_halvings(n_img)), reverse=True)]
+    blocks += [(1, r) for r in sorted(set(_halvings(n_rows)), reverse=True) if r < n_rows]
+    channel_bytes = a * a_elems * eb
+    best, best_key = None, None
+    for images, rows in blocks:
+        i0, i1, r0, r1 = _blocks(TileShape(1, images, rows), n_img, n_rows)
+        h0, h1 = win(r0, r1)
+        stream_bytes = int(((i1 - i0) * (h1 - h0)).sum()) * ps.stream_row_elems * eb
+        nb = len(i0)
+        for ka in ka_options:
+            shape = TileShape(ka, images, rows)
+            if not _fits(shape, ps, win, (n_rows, length), a_elems, eb, hw.buffer_bytes):
+                continue
+            na = -(-a // ka)
+            channels_outer = channel_bytes + stream_bytes * (na if nb > 1 else 1)
+            rows_outer = stream_bytes + channel_bytes * (nb if na > 1 else 1)
+            for traffic, outer in ((channels_outer, False), (rows_outer, True)):
+                key = (traffic, na * nb, -ka, outer)
+                if best_key is None or key < best_key:
+                    best_key, best = key, TileShape(ka, images, rows, outer)
+    if best is not None:
+        return best
     ka0 = max(1, min(a, hw.clusters))
-    candidates = [TileShape(ka0, m, n_rows) for m in sorted({n_img, *_halvings(n_img)},
-                                                             reverse=True)]
-    candidates += [TileShape(ka0, 1, r) for r in sorted(set(_halvings(n_rows)), reverse=True)
-                   if r < n_rows]
-    for shape in candidates:
-        if _fits(shape, ps, win, (n_rows, length), a_elems, hw.element_bytes, hw.buffer_bytes):
-            while (shape.ka * 2 <= a and shape.ka >= hw.clusters
-                   and _fits(TileShape(shape.ka * 2, shape.images, shape.rows), ps, win,
-                             (n_rows, length), a_elems, hw.element_bytes, hw.buffer_bytes)):
-                shape = TileShape(shape.ka * 2, shape.images, shape.rows)
-            return shape
-    smallest = candidates[-1]
     h0, h1 = win(np.array([0]), np.array([1]))
     need = (ka0 * a_elems + int(h1[0] - h0[0]) * ps.stream_row_elems + ka0 * length)
-    raise ConfigError(f"{where}: the smallest tile ({smallest.ka} channels x 1 row) needs "
-                      f"{need * hw.element_bytes} bytes but the global buffer gives a tile "
+    raise ConfigError(f"{where}: the smallest tile ({ka0} channels x 1 row) needs "
+                      f"{need * eb} bytes but the global buffer gives a tile "
                       f"{hw.buffer_bytes} bytes; enlarge the buffer or shrink the batch")
 
 
@@ -319,10 +342,11 @@ def _tile_part(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
         out_bytes = _wg_out_bytes(layer, channels, shape, hw, na, nb)
     else:
         out_bytes = np.outer(channels_in_block, (i1 - i0) * (r1 - r0) * length) * eb
-    out_bytes = out_bytes.reshape(-1)
-
-    ia = np.repeat(np.arange(na), nb)
-    ib = np.tile(np.arange(nb), na)
+    if shape.rows_outer:
+        ia, ib = np.tile(np.arange(na), nb), np.repeat(np.arange(nb), na)
+    else:
+        ia, ib = np.repeat(np.arange(na), nb), np.tile(np.arange(nb), na)
+    out_bytes = out_bytes[ia, ib]
     a_tile = a_bytes[ia]
     s_tile = np.round(s_bytes[ib] * groups_frac[ia]).astype(np.int64)
     dram_read = a_tile * _changed(ia) + s_tile * _changed(ib)
@@ -339,10 +363,10 @@ def _tile_part(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     table["active_clusters"] = np.minimum(channels_in_block, hw.clusters)[ia]
     if hw.selector_scans:
         table["selector_entries"] = a_lines[ia] + s_elems[ib]
-    table["busiest_pe_macs"] = busiest.reshape(-1)
-    table["processed_macs"] = work.reshape(-1)
-    table["effectual_macs"] = eff.reshape(-1)
-    table["macs"] = nom.reshape(-1)
+    table["busiest_pe_macs"] = busiest[ia, ib]
+    table["processed_macs"] = work[ia, ib]
+    table["effectual_macs"] = eff[ia, ib]
+    table["macs"] = nom[ia, ib]
     return table
 
 

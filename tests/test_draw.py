@@ -1,0 +1,91 @@
+"""Drawing the hardware graph: PNG, SVG and DOT files, utilization colouring, bad input."""
+
+import re
+
+import pytest
+
+from arch.draw import _layout, draw_topology, to_dot
+from arch.noc import attach, from_edges, mesh, ring
+from desim.errors import ConfigError
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def system():
+    """A 3 x 2 mesh with a cluster at each router, the GLB, and DRAM on a one-way link of
+    no fixed bandwidth (as the accelerator builds it)."""
+    g = mesh(3, 2, 32.0, 1)
+    for r in sorted(g):
+        attach(g, f"cluster_{r}", "pe_cluster", r, 32.0, 1)
+    attach(g, "glb", "sram", "r0_0", 64.0, 1)
+    g.add_node("dram", kind="dram", pos=(-1.0, -1.0))
+    g.add_edge("dram", "glb", kind="port", latency_cycles=0,
+               bandwidth_bytes_per_cycle=float("nan"))
+    return g
+
+
+@pytest.mark.parametrize("suffix,magic", [(".png", PNG_MAGIC), (".svg", b"<?xml")])
+def test_png_and_svg_are_written_with_their_magic_bytes(tmp_path, suffix, magic):
+    out = draw_topology(system(), tmp_path / "sub" / f"noc{suffix}")
+    assert out == tmp_path / "sub" / f"noc{suffix}"
+    data = out.read_bytes()
+    assert len(data) > 1000 and data.startswith(magic)
+    if suffix == ".svg":
+        assert b"<svg" in data
+
+
+def test_dot_text_has_every_node_and_edge(tmp_path):
+    g = system()
+    text = draw_topology(g, tmp_path / "noc.dot").read_text()
+    assert text.startswith('digraph "mesh" {') and text.rstrip().endswith("}")
+    for node in g:
+        assert re.search(rf'^  "{node}" \[label="{node}\\n', text, re.M), node
+    for u, v in g.edges:
+        assert f'  "{u}" -> "{v}" [' in text
+    assert text.count(" -> ") == g.number_of_edges()
+    assert '"r0_0" -> "r1_0" [label="32 B/cycle"]' in text
+    assert '"dram" -> "glb" [label=""]' in text          # no fixed bandwidth, no label
+    assert 'fillcolor="#4c72b0", shape=box, pos="72,0!"' in text  # r1_0 is a router at (1, 0)
+
+
+def test_dot_quotes_odd_names():
+    g = from_edges([('a "quoted" router', "b\\c")], 1.0, 0)
+    text = to_dot(g)
+    assert '"a \\"quoted\\" router" -> "b\\\\c"' in text
+
+
+def test_utilization_colours_links_and_nodes(tmp_path):
+    g = system()
+    utilization = {"nodes": {"r0_0": 0.9, "cluster_r2_1": 0.25, "dram": 1.0},
+                   "links": {"r0_0->r1_0": 1.0, "r1_0->r0_0": 0.1, "glb->r0_0": 0.5}}
+    for suffix in (".png", ".svg"):
+        out = draw_topology(g, tmp_path / f"util{suffix}", utilization)
+        assert out.stat().st_size > 1000
+    text = draw_topology(g, tmp_path / "util.dot", utilization).read_text()
+    assert '"r0_0" -> "r1_0" [label="32 B/cycle 100%"]' in text
+    assert "r0_0\\nrouter\\n90%" in text
+
+
+def test_utilization_naming_what_is_not_there_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="r9_9, r0_0->r2_0"):
+        draw_topology(system(), tmp_path / "x.png",
+                      {"nodes": {"r9_9": 0.5}, "links": {"r0_0->r2_0": 0.5}})
+    with pytest.raises(ConfigError, match="unknown key\\(s\\) link"):
+        draw_topology(system(), tmp_path / "x.png", {"link": {}})
+
+
+def test_graphs_without_positions_get_the_same_layout_every_time(tmp_path):
+    g = from_edges([("a", "b"), ("b", "c"), ("c", "a"), ("c", "d")], 8.0, 1)
+    first = _layout(g)
+    assert set(first) == set(g)
+    assert {n: tuple(p) for n, p in _layout(g).items()} == {n: tuple(p)
+                                                            for n, p in first.items()}
+    assert draw_topology(g, tmp_path / "edges.png").read_bytes().startswith(PNG_MAGIC)
+    assert _layout(ring(4, 1.0, 0))["r0"] == (0.0, 1.0)  # positions kept when all have one
+
+
+def test_unknown_suffix_names_it_and_the_expected_ones(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown suffix '\.jpg'; expected one of "
+                                          r"\.png, \.svg, \.dot"):
+        draw_topology(system(), tmp_path / "noc.jpg")
+    assert not (tmp_path / "noc.jpg").exists()

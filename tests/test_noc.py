@@ -1,0 +1,428 @@
+"""The NoC graph: generator sizes in closed form, XY and shortest routes, multicast trees,
+bisection bandwidth, and the errors bad topologies raise."""
+
+import random
+
+import networkx as nx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from arch.noc import (
+    NocSpec,
+    RouteTable,
+    attach,
+    bisection_bandwidth_bytes_per_cycle,
+    build_noc,
+    check_connected,
+    crossbar,
+    from_edges,
+    mesh,
+    multicast_tree,
+    ring,
+    route,
+    torus,
+    tree,
+)
+from desim.configio import validate
+from desim.errors import ConfigError
+
+BW, LAT = 32.0, 1
+FAST = settings(max_examples=60, deadline=None)
+
+
+def with_clusters(graph: nx.DiGraph, glb_router: str = "r0_0") -> nx.DiGraph:
+    """A cluster at every router and the global buffer at `glb_router`, as the accelerator."""
+    for r in sorted(graph):
+        attach(graph, f"cluster_{r}", "pe_cluster", r, BW, LAT)
+    attach(graph, "glb", "sram", glb_router, BW, LAT)
+    return graph
+
+
+def nodes_of(links) -> list[str]:
+    """The node sequence of a route, checking that its links follow on from each other."""
+    nodes = [links[0][0]]
+    for u, v in links:
+        assert u == nodes[-1]
+        nodes.append(v)
+    return nodes
+
+
+def assert_route_is_a_walk(graph: nx.DiGraph, links, src: str, dst: str) -> None:
+    if src == dst:
+        assert links == ()
+        return
+    assert all(graph.has_edge(u, v) for u, v in links)
+    nodes = nodes_of(links)
+    assert nodes[0] == src and nodes[-1] == dst
+    assert len(set(nodes)) == len(nodes)  # no node visited twice
+
+
+# --- generators ----------------------------------------------------------------------------
+
+def wrap_links(k: int) -> int:
+    """Undirected links around one ring of k routers (2 routers share one link, 1 has none)."""
+    return k if k > 2 else k - 1
+
+
+@pytest.mark.parametrize("cols,rows", [(1, 1), (1, 5), (4, 3), (8, 8)])
+def test_mesh_has_cols_times_rows_routers_and_2_2crr_c_r_links(cols, rows):
+    g = mesh(cols, rows, BW, LAT)
+    assert g.number_of_nodes() == cols * rows
+    assert g.number_of_edges() == 2 * (2 * cols * rows - cols - rows)
+    assert g.nodes[f"r{cols - 1}_{rows - 1}"] == {"kind": "router",
+                                                  "pos": (cols - 1.0, rows - 1.0)}
+    assert g.graph["shape"] == (cols, rows)
+
+
+@pytest.mark.parametrize("cols,rows", [(3, 3), (4, 5), (8, 8), (2, 4), (1, 6)])
+def test_torus_has_4_cols_rows_links_when_both_sides_exceed_2(cols, rows):
+    g = torus(cols, rows, BW, LAT)
+    assert g.number_of_nodes() == cols * rows
+    assert g.number_of_edges() == 2 * (rows * wrap_links(cols) + cols * wrap_links(rows))
+    if cols > 2 and rows > 2:
+        assert g.number_of_edges() == 4 * cols * rows
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 8])
+def test_ring_has_2n_links(n):
+    g = ring(n, BW, LAT)
+    assert sorted(g) == sorted(f"r{i}" for i in range(n))
+    assert g.number_of_edges() == 2 * wrap_links(n)
+    if n > 2:
+        assert g.number_of_edges() == 2 * n
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 16])
+def test_crossbar_links_every_pair_one_hop(n):
+    g = crossbar(n, BW, LAT)
+    assert g.number_of_nodes() == n and g.number_of_edges() == n * (n - 1)
+    if n > 1:
+        assert len(route(g, "r0", f"r{n - 1}", "shortest")) == 1
+
+
+@pytest.mark.parametrize("fanout,depth", [(1, 0), (1, 3), (2, 3), (4, 2), (3, 1)])
+def test_tree_has_sum_of_powers_routers_and_two_links_per_child(fanout, depth):
+    g = tree(fanout, depth, BW, LAT)
+    n = sum(fanout**k for k in range(depth + 1))
+    assert g.number_of_nodes() == n
+    assert g.number_of_edges() == 2 * (n - 1)
+    assert nx.is_tree(g.to_undirected())
+    if depth:
+        assert set(g.successors("r0")) == {f"r{i}" for i in range(1, fanout + 1)}
+
+
+@pytest.mark.parametrize("graph", [mesh(3, 2, BW, LAT), torus(3, 3, BW, LAT), ring(5, BW, LAT),
+                                   crossbar(4, BW, LAT), tree(2, 2, BW, LAT),
+                                   from_edges([("a", "b"), ("b", "c")], BW, LAT)],
+                         ids=lambda g: g.graph["topology"])
+def test_every_link_goes_both_ways_with_its_attributes(graph):
+    for u, v, data in graph.edges(data=True):
+        assert graph.has_edge(v, u)
+        assert data == {"bandwidth_bytes_per_cycle": BW, "latency_cycles": LAT, "kind": "noc"}
+        assert isinstance(data["latency_cycles"], int)
+    assert all(d["kind"] == "router" for _, d in graph.nodes(data=True))
+
+
+def test_from_edges_takes_pairs_or_dicts_with_their_own_bandwidth():
+    g = from_edges([{"u": "a", "v": "b", "bandwidth_bytes_per_cycle": 8, "latency_cycles": 3},
+                    {"u": "b", "v": "c"}], BW, LAT)
+    assert g.edges["b", "a"]["bandwidth_bytes_per_cycle"] == 8.0
+    assert g.edges["b", "a"]["latency_cycles"] == 3
+    assert g.edges["c", "b"]["bandwidth_bytes_per_cycle"] == BW
+    assert "pos" not in g.nodes["a"]
+
+
+@pytest.mark.parametrize("edges,fragment", [
+    ([], "empty"),
+    ([("a", "a")], "'a' is linked to itself"),
+    ([("a", "b"), ("b", "a")], "edges[1]: 'b' - 'a' is listed twice"),
+    ([("a", "b", "c")], "edges[0]: expected a pair"),
+    ([{"u": "a", "w": "b"}], "edges[0]: expected keys u, v"),
+])
+def test_from_edges_rejects_bad_lists_naming_the_entry(edges, fragment):
+    with pytest.raises(ConfigError) as err:
+        from_edges(edges, BW, LAT)
+    assert fragment in str(err.value)
+
+
+def test_generators_reject_impossible_sizes_and_links():
+    with pytest.raises(ConfigError, match="cols=0"):
+        mesh(0, 4, BW, LAT)
+    with pytest.raises(ConfigError, match="bandwidth"):
+        ring(4, 0, LAT)
+    with pytest.raises(ConfigError, match="latency"):
+        torus(3, 3, BW, -1)
+    with pytest.raises(ConfigError, match="depth"):
+        tree(2, -1, BW, LAT)
+
+
+# --- the YAML section ----------------------------------------------------------------------
+
+def spec(**fields) -> NocSpec:
+    data = {"link_bandwidth_bytes_per_cycle": BW, "hop_latency_cycles": LAT, **fields}
+    return validate(NocSpec, data, "arch.yaml", prefix="noc")
+
+
+@pytest.mark.parametrize("fields,expected", [
+    ({"topology": "mesh", "shape": [4, 3]}, mesh(4, 3, BW, LAT)),
+    ({"topology": "torus", "shape": [3, 3]}, torus(3, 3, BW, LAT)),
+    ({"topology": "ring", "shape": [6]}, ring(6, BW, LAT)),
+    ({"topology": "crossbar", "shape": [4]}, crossbar(4, BW, LAT)),
+    ({"topology": "tree", "shape": [2, 3]}, tree(2, 3, BW, LAT)),
+    ({"topology": "edges", "edges": [["a", "b"], ["b", "c"]]},
+     from_edges([("a", "b"), ("b", "c")], BW, LAT)),
+], ids=lambda x: x["topology"] if isinstance(x, dict) else "")
+def test_build_noc_gives_the_generators_graph(fields, expected):
+    g = build_noc(spec(**fields))
+    assert nx.utils.graphs_equal(g, expected)
+
+
+def test_routing_defaults_to_xy_on_grids_and_shortest_elsewhere():
+    assert spec(topology="mesh", shape=[2, 2]).routing == "xy"
+    assert spec(topology="torus", shape=[3, 3]).routing == "xy"
+    assert spec(topology="ring", shape=[4]).routing == "shortest"
+    assert spec(topology="mesh", shape=[2, 2], routing="shortest").routing == "shortest"
+
+
+def test_xy_routing_on_a_ring_is_a_config_error():
+    with pytest.raises(ConfigError) as err:
+        spec(topology="ring", shape=[8], routing="xy")
+    assert str(err.value).startswith("arch.yaml: noc: ")
+    assert "routing 'xy'" in str(err.value) and "ring" in str(err.value)
+    with pytest.raises(ConfigError, match="routing 'xy'.*not a ring"):
+        RouteTable(ring(8, BW, LAT), "xy")
+    with pytest.raises(ConfigError, match="routing 'xy'"):
+        route(from_edges([("a", "b")], BW, LAT), "a", "b", "xy")
+
+
+@pytest.mark.parametrize("fields,fragment", [
+    ({"topology": "mesh"}, "needs shape: [cols, rows]"),
+    ({"topology": "mesh", "shape": [4]}, "needs shape: [cols, rows]"),
+    ({"topology": "ring", "shape": [0]}, "must be >= 1"),
+    ({"topology": "tree", "shape": [0, 2]}, "fanout >= 1"),
+    ({"topology": "edges"}, "needs a non-empty `edges`"),
+    ({"topology": "mesh", "shape": [2, 2], "edges": [["a", "b"]]}, "only for topology 'edges'"),
+    ({"topology": "mesh", "shape": [2, 2], "hops": 1}, "unknown key"),
+])
+def test_bad_noc_sections_name_the_problem(fields, fragment):
+    with pytest.raises(ConfigError) as err:
+        spec(**fields)
+    assert fragment in str(err.value)
+
+
+# --- endpoints and connectivity ------------------------------------------------------------
+
+def test_attach_links_the_endpoint_both_ways_as_a_port():
+    g = mesh(2, 2, BW, LAT)
+    attach(g, "glb", "sram", "r1_0", 64, 2)
+    assert g.nodes["glb"]["kind"] == "sram" and "pos" in g.nodes["glb"]
+    for u, v in (("glb", "r1_0"), ("r1_0", "glb")):
+        assert g.edges[u, v] == {"bandwidth_bytes_per_cycle": 64.0, "latency_cycles": 2,
+                                 "kind": "port"}
+
+
+def test_attach_to_a_missing_router_names_it():
+    g = mesh(2, 2, BW, LAT)
+    with pytest.raises(ConfigError, match="router 'r5_5' does not exist; routers: r0_0, r0_1"):
+        attach(g, "glb", "sram", "r5_5", BW, LAT)
+    attach(g, "glb", "sram", "r0_0", BW, LAT)
+    with pytest.raises(ConfigError, match="'glb' is already a node"):
+        attach(g, "glb", "sram", "r1_1", BW, LAT)
+    with pytest.raises(ConfigError, match="router 'glb' is not a router"):
+        attach(g, "x", "sram", "glb", BW, LAT)
+    with pytest.raises(ConfigError, match="kind 'router' is not one of"):
+        attach(g, "x", "router", "r1_1", BW, LAT)
+
+
+def test_a_disconnected_graph_names_the_nodes_cut_off():
+    g = with_clusters(mesh(3, 3, BW, LAT))
+    check_connected(g, ["glb", "cluster_r2_2"])
+    g.add_edge("island_a", "island_b")
+    g.add_node("lonely", kind="router")
+    with pytest.raises(ConfigError) as err:
+        check_connected(g, ["glb"])
+    message = str(err.value)
+    assert "not connected: island_a, island_b, lonely cannot reach the rest" in message
+    assert "3 pieces" in message and "{lonely}" in message
+
+
+def test_a_missing_required_node_is_named():
+    with pytest.raises(ConfigError, match="no node\\(s\\) 'dram'"):
+        check_connected(mesh(2, 2, BW, LAT), ["r0_0", "dram"])
+
+
+# --- routes --------------------------------------------------------------------------------
+
+@FAST
+@given(st.data(), st.integers(1, 8), st.integers(1, 8))
+def test_xy_hops_equal_manhattan_distance_and_go_x_first(data, cols, rows):
+    g = mesh(cols, rows, BW, LAT)
+    x0, x1 = data.draw(st.integers(0, cols - 1)), data.draw(st.integers(0, cols - 1))
+    y0, y1 = data.draw(st.integers(0, rows - 1)), data.draw(st.integers(0, rows - 1))
+    src, dst = f"r{x0}_{y0}", f"r{x1}_{y1}"
+    links = route(g, src, dst, "xy")
+    assert len(links) == abs(x1 - x0) + abs(y1 - y0)
+    assert_route_is_a_walk(g, links, src, dst)
+    moves = ["x" if g.nodes[u]["pos"][1] == g.nodes[v]["pos"][1] else "y" for u, v in links]
+    assert moves == sorted(moves)  # every x step before every y step
+
+
+def test_xy_goes_along_x_then_y_with_the_ports_at_both_ends():
+    g = with_clusters(mesh(3, 3, BW, LAT))
+    links = route(g, "glb", "cluster_r2_1", "xy")
+    assert nodes_of(links) == ["glb", "r0_0", "r1_0", "r2_0", "r2_1", "cluster_r2_1"]
+    assert [g.edges[e]["kind"] for e in links] == ["port", "noc", "noc", "noc", "port"]
+    back = route(g, "cluster_r2_1", "glb", "xy")
+    assert nodes_of(back) == ["cluster_r2_1", "r2_1", "r1_1", "r0_1", "r0_0", "glb"]
+
+
+def test_xy_reaches_the_noc_through_a_chain_of_endpoints():
+    """The accelerator's front end: glb -> selector -> router (the glb link is one-way)."""
+    g = mesh(2, 2, BW, LAT)
+    attach(g, "cluster_r1_1", "pe_cluster", "r1_1", BW, LAT)
+    attach(g, "selector", "selector", "r0_0", BW, LAT)
+    g.add_node("glb", kind="sram")
+    g.add_edge("glb", "selector", bandwidth_bytes_per_cycle=BW, latency_cycles=0, kind="port")
+    assert nodes_of(route(g, "glb", "cluster_r1_1", "xy")) == [
+        "glb", "selector", "r0_0", "r1_0", "r1_1", "cluster_r1_1"]
+    assert route(g, "glb", "selector", "xy") == (("glb", "selector"),)
+    assert route(g, "glb", "glb", "xy") == ()
+
+
+@FAST
+@given(st.data(), st.integers(1, 7), st.integers(1, 7))
+def test_torus_xy_takes_the_shorter_way_round_each_dimension(data, cols, rows):
+    g = torus(cols, rows, BW, LAT)
+    x0, x1 = data.draw(st.integers(0, cols - 1)), data.draw(st.integers(0, cols - 1))
+    y0, y1 = data.draw(st.integers(0, rows - 1)), data.draw(st.integers(0, rows - 1))
+    links = route(g, f"r{x0}_{y0}", f"r{x1}_{y1}", "xy")
+    dx, dy = (x1 - x0) % cols, (y1 - y0) % rows
+    assert len(links) == min(dx, cols - dx) + min(dy, rows - dy)
+    assert_route_is_a_walk(g, links, f"r{x0}_{y0}", f"r{x1}_{y1}")
+    assert len(links) == nx.shortest_path_length(g, f"r{x0}_{y0}", f"r{x1}_{y1}")
+
+
+def test_torus_wraps_and_breaks_ties_the_positive_way():
+    g = torus(5, 4, BW, LAT)
+    assert nodes_of(route(g, "r0_0", "r4_0", "xy")) == ["r0_0", "r4_0"]          # wraps
+    assert nodes_of(route(g, "r0_0", "r3_3", "xy")) == ["r0_0", "r4_0", "r3_0", "r3_3"]
+    assert nodes_of(route(g, "r0_0", "r0_2", "xy")) == ["r0_0", "r0_1", "r0_2"]  # 2 either way
+    assert nodes_of(route(g, "r0_2", "r0_0", "xy")) == ["r0_2", "r0_3", "r0_0"]
+
+
+@st.composite
+def connected_edge_lists(draw):
+    """A random connected graph as an edge list: a random tree plus a few chords."""
+    n = draw(st.integers(2, 12))
+    names = [f"n{i}" for i in range(n)]
+    edges = {tuple(sorted((names[i], names[draw(st.integers(0, i - 1))])))
+             for i in range(1, n)}
+    for _ in range(draw(st.integers(0, n))):
+        a, b = draw(st.sampled_from(names)), draw(st.sampled_from(names))
+        if a != b:
+            edges.add(tuple(sorted((a, b))))
+    return sorted(edges)
+
+
+@FAST
+@given(connected_edge_lists(), st.data())
+def test_shortest_routes_are_shortest_and_the_smallest_of_them(edges, data):
+    g = from_edges(edges, BW, LAT)
+    src, dst = data.draw(st.sampled_from(sorted(g))), data.draw(st.sampled_from(sorted(g)))
+    links = route(g, src, dst, "shortest")
+    assert len(links) == nx.shortest_path_length(g, src, dst)
+    assert_route_is_a_walk(g, links, src, dst)
+    if src != dst:
+        assert nodes_of(links) == min(nx.all_shortest_paths(g, src, dst))
+    # The tie-break does not depend on the order the links were listed in.
+    shuffled = list(edges)
+    random.Random(0).shuffle(shuffled)
+    assert route(from_edges(shuffled, BW, LAT), src, dst, "shortest") == links
+
+
+@pytest.mark.parametrize("graph", [ring(7, BW, LAT), tree(3, 2, BW, LAT),
+                                   torus(4, 3, BW, LAT), with_clusters(mesh(3, 3, BW, LAT))],
+                         ids=lambda g: g.graph["topology"])
+def test_shortest_route_lengths_equal_networkx_path_lengths(graph):
+    table = RouteTable(graph, "shortest")
+    lengths = dict(nx.all_pairs_shortest_path_length(graph))
+    for src in graph:
+        for dst in graph:
+            assert len(table.route(src, dst)) == lengths[src][dst]
+
+
+def test_a_route_to_a_missing_node_names_it():
+    g = with_clusters(mesh(2, 2, BW, LAT))
+    for routing in ("xy", "shortest"):
+        with pytest.raises(ConfigError, match="no node 'cluster_r9_9'"):
+            route(g, "glb", "cluster_r9_9", routing)
+        with pytest.raises(ConfigError, match="no node 'dram'"):
+            route(g, "dram", "glb", routing)
+
+
+def test_unreachable_destination_and_unknown_routing_are_errors():
+    g = mesh(2, 1, BW, LAT)
+    g.add_node("r9", kind="router")
+    with pytest.raises(ConfigError, match="'r0_0' -> 'r9': no path"):
+        route(g, "r0_0", "r9", "shortest")
+    with pytest.raises(ConfigError, match="unknown routing 'west_first'"):
+        RouteTable(g, "west_first")
+
+
+def test_route_table_computes_each_route_once():
+    table = RouteTable(with_clusters(mesh(4, 4, BW, LAT)), "xy")
+    first = table.route("glb", "cluster_r3_3")
+    assert table.route("glb", "cluster_r3_3") is first
+    assert first == route(table.graph, "glb", "cluster_r3_3", "xy")
+
+
+# --- multicast -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cols,rows", [(1, 1), (4, 4), (6, 3)])
+def test_row_broadcast_sends_once_per_link_of_its_tree(cols, rows):
+    g = with_clusters(mesh(cols, rows, BW, LAT))
+    row = [f"cluster_r{x}_0" for x in range(cols)]
+    tree_links = multicast_tree(g, "glb", row, "xy")
+    # The glb's port, the cols - 1 links along row 0, one port into each cluster.
+    assert len(tree_links) == 1 + (cols - 1) + cols == 2 * cols
+    unicast = sum(len(route(g, "glb", c, "xy")) for c in row)
+    assert unicast == sum(2 + x for x in range(cols))  # what cols separate sends would cost
+
+
+@pytest.mark.parametrize("cols,rows", [(4, 4), (5, 2)])
+def test_broadcast_to_every_cluster_is_an_xy_spanning_tree(cols, rows):
+    g = with_clusters(mesh(cols, rows, BW, LAT))
+    clusters = sorted(n for n, d in g.nodes(data=True) if d["kind"] == "pe_cluster")
+    links = multicast_tree(g, "glb", clusters, "xy")
+    # Port out, row 0, every column, a port into every cluster.
+    assert len(links) == 1 + (cols - 1) + cols * (rows - 1) + cols * rows
+    assert nx.is_arborescence(nx.DiGraph(list(links)))
+
+
+# --- bisection -----------------------------------------------------------------------------
+
+def crossing_links(graph: nx.DiGraph, axis: int, size: int) -> int:
+    """Directed links from the lower half to the upper half of a straight cut."""
+    def half(n):
+        return graph.nodes[n]["pos"][axis] < size // 2
+    return sum(1 for u, v in graph.edges if half(u) and not half(v))
+
+
+@pytest.mark.parametrize("make,cols,rows,links", [
+    (mesh, 4, 4, 4), (mesh, 8, 2, 2), (mesh, 1, 6, 1), (mesh, 3, 5, 3),
+    (torus, 4, 4, 8), (torus, 6, 4, 8), (torus, 2, 8, 4), (torus, 2, 2, 2),
+])
+def test_bisection_bandwidth_in_closed_form(make, cols, rows, links):
+    g = make(cols, rows, BW, LAT)
+    assert bisection_bandwidth_bytes_per_cycle(g) == links * BW
+    if cols % 2 == 0 and rows % 2 == 0:  # even sides: count the links crossing each cut
+        counted = min(crossing_links(g, 0, cols), crossing_links(g, 1, rows))
+        assert counted == links
+
+
+def test_bisection_needs_a_mesh_or_torus_of_two_routers_or_more():
+    with pytest.raises(ConfigError, match="mesh or torus only, not a ring"):
+        bisection_bandwidth_bytes_per_cycle(ring(4, BW, LAT))
+    with pytest.raises(ConfigError, match="single router"):
+        bisection_bandwidth_bytes_per_cycle(mesh(1, 1, BW, LAT))
