@@ -112,6 +112,10 @@ class Accelerator(Module):
         return HardwareView(
             clusters=len(self.clusters), pes_per_cluster=self.cfg.pe_cluster.pes,
             buffer_bytes=self.glb.capacity_bytes // 2,
+            local_buffer_bytes=self.cfg.pe_cluster.local_buffer_kib * 1024,
+            dram_bytes_per_cycle=self.dram.system.peak_bandwidth_bytes_per_s
+            / self.clock.frequency_hz,
+            noc_port_bytes_per_cycle=self.cfg.noc.link_bandwidth_bytes_per_cycle,
             element_bytes=ELEMENT_BYTES[self.cfg.pe_cluster.precision],
             skip_zero_weights=s.skip_zero_weights, skip_zero_activations=s.skip_zero_activations,
             skip_zero_gradients=s.skip_zero_gradients,

@@ -33,35 +33,42 @@ def run(
     config: Annotated[Path, typer.Argument(help="experiment YAML (configs/experiments/...)")],
     out: Annotated[Path, typer.Option("--out", "-o", help="results folder")] = Path("results"),
     set_: Annotated[list[str] | None, typer.Option("--set", help="override key.path=value")] = None,
+    trace: Annotated[bool, typer.Option("--trace", help="write DIR/trace.json (Perfetto)")] = False,
+    vcd: Annotated[bool, typer.Option("--vcd", help="write DIR/waves_<run>.vcd")] = False,
 ) -> None:
     """Simulate one training iteration of an experiment's workload on each architecture."""
     from desim.runner import run_file
 
+    overrides = list(set_ or [])
+    overrides += ["observe.trace=true"] if trace else []
+    overrides += ["observe.vcd=true"] if vcd else []
     started = time.perf_counter()
     try:
         with console.status("starting") as status:
-            summary = run_file(config, out, set_ or [], progress=status.update)
+            summary = run_file(config, out, overrides, progress=status.update)
     except ConfigError as err:
         _fail(2, str(err))
     except DeadlockError as err:
         _fail(3, str(err))
     print_summary(summary)
-    console.print(f"results in {out}/ (summary.json, layers.csv, config.json); "
+    console.print(f"results in {out}/ (summary.json, layers.csv, stats.txt, config.json); "
                   f"{time.perf_counter() - started:.1f} s")
 
 
 def print_summary(summary: dict[str, Any]) -> None:
     table = Table(title=f"{summary['experiment']}: one training iteration")
-    for col in ("run", "phase", "cycles", "energy (mJ)", "MACs", "effectual", "DRAM (MB)"):
-        table.add_column(col, justify="left" if col in ("run", "phase") else "right")
+    for col in ("run", "phase", "cycles", "energy (mJ)", "GMACs", "effectual", "DRAM (MB)"):
+        table.add_column(col, justify="left" if col in ("run", "phase") else "right",
+                         no_wrap=True)
+
+    def cells(p: dict[str, Any]) -> tuple[str, ...]:
+        return (f"{p['cycles']:,}", f"{p['energy_j'] * 1e3:.3f}", f"{p['macs'] / 1e9:.3f}",
+                f"{p['effectual_macs'] / 1e9:.3f}", f"{p['dram_bytes'] / 1e6:.2f}")
+
     for name, r in summary["runs"].items():
         for phase, p in r["phases"].items():
-            table.add_row(name, phase, f"{p['cycles']:,}", f"{p['energy_j'] * 1e3:.3f}",
-                          f"{p['macs']:,}", f"{p['effectual_macs']:,}",
-                          f"{p['dram_bytes'] / 1e6:.2f}")
-        table.add_row(name, "total", f"{r['cycles']:,}", f"{r['energy_j'] * 1e3:.3f}",
-                      f"{r['macs']:,}", f"{r['effectual_macs']:,}", f"{r['dram_bytes'] / 1e6:.2f}",
-                      style="bold", end_section=True)
+            table.add_row(name, phase, *cells(p))
+        table.add_row(name, "total", *cells(r), style="bold", end_section=True)
     console.print(table)
     base = summary["baseline"]
     for name, c in summary["comparison"].items():

@@ -29,14 +29,22 @@ from mappings.workload import WorkloadSpec
 
 
 class RunSpec(Strict):
-    name: str
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")  # also the root of its module tree
     arch: str
     pruning: PruningSpec = PruningSpec(method="dense")
+
+
+class ObserveSpec(Strict):
+    """Observability, off by default (`--trace`, `--vcd` switch it on too)."""
+
+    trace: bool = False  # DIR/trace.json: Chrome/Perfetto, one slice per transaction
+    vcd: bool = False    # DIR/waves_<run>.vcd: busy signals and FIFO depths (GTKWave)
 
 
 class ExperimentSpec(Strict):
     name: str
     description: str = ""
+    observe: ObserveSpec = ObserveSpec()
     workload: WorkloadSpec
     runs: list[RunSpec] = Field(min_length=1)
     baseline: str

@@ -20,9 +20,10 @@ from arch.accelerator import Accelerator
 from arch.config import ArchConfig
 from desim.clock import PS_PER_S
 from desim.events import PHASES
-from desim.experiment import Experiment, load_experiment
+from desim.experiment import Experiment, ObserveSpec, load_experiment
 from desim.module import Simulator
-from desim.results import write_csv, write_json
+from desim.results import write_atomic, write_csv, write_json
+from desim.stats import collect_stats, stats_text
 from mappings.mapper import map_workload
 from mappings.workload import Workload, capture_workload
 
@@ -40,6 +41,8 @@ class RunResult:
     period_ps: int
     workload_stats: dict[str, float]
     events: int
+    stats: dict[str, Any]           # per module, gem5-like (desim.stats)
+    trace: dict[str, Any] | None = None  # Chrome/Perfetto events, when traced
 
     @property
     def cycles(self) -> int:
@@ -77,13 +80,20 @@ class RunResult:
         }
 
 
-def simulate(name: str, arch: ArchConfig, workload: Workload) -> RunResult:
-    """One training iteration of `workload` on `arch`."""
+def simulate(name: str, arch: ArchConfig, workload: Workload,
+             observe: ObserveSpec = ObserveSpec(), out: Path | None = None) -> RunResult:
+    """One training iteration of `workload` on `arch`; its module tree is rooted at `name`."""
     sim = Simulator()
-    acc = Accelerator(sim, arch)
+    acc = Accelerator(sim, arch, name=name)
     work = map_workload(workload, acc.hardware_view())
     acc.replay([w.table for w in work])
+    tracer = None
+    if observe.trace or observe.vcd:
+        vcd = out / f"waves_{name}.vcd" if observe.vcd and out is not None else None
+        tracer = sim.enable_tracing(vcd_path=vcd)
     sim.run()
+    if tracer is not None:
+        sim.finish_tracing()
     period = acc.clock.period_ps
     rows, by_component = [], Counter()
     for w, rec in zip(work, acc.records, strict=True):
@@ -102,7 +112,8 @@ def simulate(name: str, arch: ArchConfig, workload: Workload) -> RunResult:
         })
     return RunResult(name, arch, pd.DataFrame(rows, columns=LAYER_COLUMNS),
                      {k: v * 1e-12 for k, v in sorted(by_component.items())},
-                     int(sim.env.now), period, workload.stats, _event_count(sim))
+                     int(sim.env.now), period, workload.stats, _event_count(sim),
+                     collect_stats(sim), tracer.chrome_trace() if observe.trace else None)
 
 
 def _event_count(sim: Simulator) -> int:
@@ -111,8 +122,8 @@ def _event_count(sim: Simulator) -> int:
     return next(sim.env._eid)
 
 
-def run(experiment: Experiment, progress: Callable[[str], None] | None = None
-        ) -> dict[str, RunResult]:
+def run(experiment: Experiment, progress: Callable[[str], None] | None = None,
+        out: Path | None = None) -> dict[str, RunResult]:
     """Every run of an experiment; a (workload, pruning) pair is captured once."""
     torch.set_num_threads(1)  # faster than two on a shared 2-core machine, and deterministic
     spec = experiment.spec
@@ -127,7 +138,7 @@ def run(experiment: Experiment, progress: Callable[[str], None] | None = None
         if progress:
             progress(f"simulating {run_spec.name} on {experiment.archs[run_spec.name].name}")
         results[run_spec.name] = simulate(run_spec.name, experiment.archs[run_spec.name],
-                                          captured[key])
+                                          captured[key], spec.observe, out)
     return results
 
 
@@ -155,11 +166,29 @@ def write_results(out: Path, experiment: Experiment, results: dict[str, RunResul
         "experiment": experiment.spec.model_dump(mode="json"),
         "architectures": {n: a.model_dump(mode="json") for n, a in experiment.archs.items()},
     })
+    write_json(out / "stats.json", {name: r.stats for name, r in results.items()})
+    write_atomic(out / "stats.txt", "".join(f"# run {name}\n{stats_text(r.stats)}\n"
+                                            for name, r in results.items()))
+    traces = {name: r.trace for name, r in results.items() if r.trace is not None}
+    if traces:
+        write_json(out / "trace.json", merge_traces(traces))
     return summary
+
+
+def merge_traces(traces: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One Perfetto trace of several runs: each run is a process (pid), its modules threads."""
+    events = []
+    for pid, (name, trace) in enumerate(traces.items()):
+        for event in trace["traceEvents"]:
+            event = {**event, "pid": pid}
+            if event.get("name") == "process_name":
+                event["args"] = {"name": name}
+            events.append(event)
+    return {"traceEvents": events, "displayTimeUnit": "ns"}
 
 
 def run_file(path: str | Path, out: str | Path, overrides: list[str] | None = None,
              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     experiment = load_experiment(path, overrides)
-    results = run(experiment, progress)
+    results = run(experiment, progress, Path(out))
     return write_results(Path(out), experiment, results)

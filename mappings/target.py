@@ -15,6 +15,9 @@ class HardwareView:
     pes_per_cluster: int
     buffer_bytes: int               # global buffer space a tile may use (half, double buffered)
     element_bytes: int              # bytes per operand element at the datapath precision
+    local_buffer_bytes: int = 0     # each cluster's own buffer (keeps blocks between tiles)
+    dram_bytes_per_cycle: float = 1.0   # peak DRAM bandwidth, for the tiler's time estimate
+    noc_port_bytes_per_cycle: float = 1.0  # the global buffer's link into the NoC, likewise
     skip_zero_weights: bool = False      # PEs skip MACs whose weight is zero
     skip_zero_activations: bool = False  # ... whose activation X is zero (FF, WG)
     skip_zero_gradients: bool = False    # ... whose output gradient dY is zero (BP, WG)

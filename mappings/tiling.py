@@ -184,15 +184,20 @@ def _fits(shape: TileShape, ps: PhaseShape, win: _Window, out_rows_len: tuple[in
 
 def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, length: int,
                 hw: HardwareView, where: str) -> TileShape:
-    """The tile shape and loop order that move the fewest DRAM bytes (a small mapper search).
+    """The tile shape and loop order that should run fastest (a small mapper search).
 
     Candidates: channel blocks of clusters * 2^i channels (or all of them) and row blocks of
-    whole images or runs of rows, halving; each in both loop orders. The block held across
-    the inner loop is read once; the other is re-read once per outer iteration. Ties go to
-    fewer tiles, then to more channels per tile.
+    whole images or runs of rows, halving; each in both loop orders. For each, the bytes it
+    moves are estimated (dense, an upper bound): from DRAM, the block held across the inner
+    loop is read once and the other once per outer iteration; to the clusters, a block is
+    sent again on every tile unless it is unchanged and its share fits in half a cluster's
+    local buffer. The estimate of time is the larger of the DRAM time and the time on the
+    global buffer's NoC port; ties go to fewer DRAM bytes, then fewer tiles, then more
+    channels per tile.
     """
     a_elems = int(ps.channel_operand.elems[0]) if len(ps.channel_operand.elems) else 0
     eb = hw.element_bytes
+    half_local = hw.local_buffer_bytes // 2
     ka_options = sorted({min(a, hw.clusters * 2**i) for i in range(16)} | {a})
     blocks = [(m, n_rows) for m in sorted(set(_halvings(n_img)), reverse=True)]
     blocks += [(1, r) for r in sorted(set(_halvings(n_rows)), reverse=True) if r < n_rows]
@@ -203,15 +208,24 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
         h0, h1 = win(r0, r1)
         stream_bytes = int(((i1 - i0) * (h1 - h0)).sum()) * ps.stream_row_elems * eb
         nb = len(i0)
+        stream_kept = stream_bytes / nb <= half_local
         for ka in ka_options:
             shape = TileShape(ka, images, rows)
             if not _fits(shape, ps, win, (n_rows, length), a_elems, eb, hw.buffer_bytes):
                 continue
             na = -(-a // ka)
-            channels_outer = channel_bytes + stream_bytes * (na if nb > 1 else 1)
-            rows_outer = stream_bytes + channel_bytes * (nb if na > 1 else 1)
-            for traffic, outer in ((channels_outer, False), (rows_outer, True)):
-                key = (traffic, na * nb, -ka, outer)
+            channel_kept = ka * a_elems * eb / min(ka, hw.clusters) <= half_local
+            for outer in (False, True):
+                if outer:   # rows outside: channel blocks change every tile
+                    dram = stream_bytes + channel_bytes * (nb if na > 1 else 1)
+                    sent = (stream_bytes * (1 if stream_kept or na == 1 else na)
+                            + channel_bytes * (nb if na > 1 or not channel_kept else 1))
+                else:       # channels outside: row blocks change every tile
+                    dram = channel_bytes + stream_bytes * (na if nb > 1 else 1)
+                    sent = (channel_bytes * (1 if channel_kept or nb == 1 else nb)
+                            + stream_bytes * (na if nb > 1 or not stream_kept else 1))
+                time = max(dram / hw.dram_bytes_per_cycle, sent / hw.noc_port_bytes_per_cycle)
+                key = (time, dram, na * nb, -ka, outer)
                 if best_key is None or key < best_key:
                     best_key, best = key, TileShape(ka, images, rows, outer)
     if best is not None:
@@ -271,16 +285,14 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     _, n_img, n_rows, length = maps[0][2].shape
     shape = choose_tile(ps, win, len(channels), n_img, n_rows, length, hw, where)
     tables = [_tile_part(part, layer_index, phase, hw, policy, m, channels, shape,
-                         static_mask=static_mask, last=i == len(parts) - 1)
+                         static_mask=static_mask, last=i == len(parts) - 1,
+                         reuse=len(parts) == 1)
               for i, (part, m) in enumerate(zip(parts, maps, strict=True))]
     if len(tables) == 1:
         return tables[0], totals
     # Reduction innermost: (tile 0 chunk 0, tile 0 chunk 1, ..., tile 1 chunk 0, ...). Every
-    # tile then holds new blocks of both operands: it reads them all from DRAM.
-    table = np.stack(tables, axis=1).reshape(-1)
-    table["dram_read_bytes"] = table["unicast_bytes"] + table["multicast_bytes"]
-    table["glb_write_bytes"] = table["dram_read_bytes"] + table["gather_bytes"]
-    return table, totals
+    # tile then holds new blocks of both operands (built with reuse=False).
+    return np.stack(tables, axis=1).reshape(-1), totals
 
 
 def _wg_chunks(layer: LayerCapture, hw: HardwareView) -> list[LayerCapture]:
@@ -304,8 +316,9 @@ def _slice(layer: LayerCapture, n0: int, n1: int) -> LayerCapture:
 
 def _tile_part(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareView,
                policy: SkipPolicy, maps: tuple[torch.Tensor, ...], channels: torch.Tensor,
-               shape: TileShape, *, static_mask: bool, last: bool) -> np.ndarray:
-    """Event rows of one (chunk of a) phase, given its count maps and the kept channels."""
+               shape: TileShape, *, static_mask: bool, last: bool, reuse: bool) -> np.ndarray:
+    """Event rows of one (chunk of a) phase, given its count maps and the kept channels.
+    `reuse`: consecutive tiles may keep a block (False when chunks interleave)."""
     nominal, effectual, processed = (m[channels] for m in maps)
     ps, win = phase_shape(layer, phase, hw)
     chan = ps.channel_operand
@@ -349,20 +362,27 @@ def _tile_part(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     out_bytes = out_bytes[ia, ib]
     a_tile = a_bytes[ia]
     s_tile = np.round(s_bytes[ib] * groups_frac[ia]).astype(np.int64)
-    dram_read = a_tile * _changed(ia) + s_tile * _changed(ib)
+    a_new, s_new = (_changed(ia), _changed(ib)) if reuse else (np.ones(len(ia), bool),) * 2
+    dram_read = a_tile * a_new + s_tile * s_new
+    # The clusters keep a block between tiles when their share of it fits in half their
+    # local buffer: an unchanged block is then neither sent nor scanned again.
+    active = np.minimum(channels_in_block, hw.clusters)[ia]
+    half_local = hw.local_buffer_bytes // 2
+    a_sent = np.where(a_new | (a_tile > half_local * active), a_tile, 0)
+    s_sent = np.where(s_new | (s_tile > half_local), s_tile, 0)
     table = empty_table(na * nb)
     table["layer"] = layer_index
     table["phase"] = phase
     table["dram_read_bytes"] = dram_read
-    table["multicast_bytes"] = s_tile
-    table["unicast_bytes"] = a_tile
+    table["multicast_bytes"] = s_sent
+    table["unicast_bytes"] = a_sent
     table["gather_bytes"] = out_bytes
     table["dram_write_bytes"] = out_bytes
-    table["glb_read_bytes"] = s_tile + a_tile
+    table["glb_read_bytes"] = s_sent + a_sent
     table["glb_write_bytes"] = dram_read + out_bytes
-    table["active_clusters"] = np.minimum(channels_in_block, hw.clusters)[ia]
+    table["active_clusters"] = active
     if hw.selector_scans:
-        table["selector_entries"] = a_lines[ia] + s_elems[ib]
+        table["selector_entries"] = a_lines[ia] * (a_sent > 0) + s_elems[ib] * (s_sent > 0)
     table["busiest_pe_macs"] = busiest[ia, ib]
     table["processed_macs"] = work[ia, ib]
     table["effectual_macs"] = eff[ia, ib]
