@@ -77,6 +77,60 @@ def print_summary(summary: dict[str, Any]) -> None:
                           f"energy {c['energy_ratio']:.2f}x less")
 
 
+@app.command()
+def topology(
+    arch: Annotated[Path, typer.Argument(help="architecture YAML (configs/arch/...)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="FILE.png, FILE.svg or FILE.dot")],
+    stats: Annotated[Path | None, typer.Option("--stats", help="a results folder: colour "
+                                               "links and nodes by utilization")] = None,
+    run_name: Annotated[str | None, typer.Option("--run", help="which run of --stats "
+                                                 "(default: the one using this arch)")] = None,
+) -> None:
+    """Draw the architecture's graph: nodes by kind, links by bandwidth (or utilization)."""
+    from arch.accelerator import build_graph
+    from arch.draw import draw_topology
+    from desim.experiment import load_arch
+
+    try:
+        cfg = load_arch(arch)
+        graph = build_graph(cfg)
+        utilization = _utilization(stats, run_name, cfg.name, graph) if stats else None
+        path = draw_topology(graph, out, utilization)
+    except ConfigError as err:
+        _fail(2, str(err))
+    console.print(f"wrote {path} ({graph.number_of_nodes()} nodes, "
+                  f"{graph.number_of_edges()} links)")
+
+
+def _utilization(stats_dir: Path, run_name: str | None, arch_name: str, graph: Any) -> dict:
+    """Utilization of links and nodes from a results folder's stats.json and summary.json."""
+    import json
+
+    try:
+        stats = json.loads((stats_dir / "stats.json").read_text())
+        summary = json.loads((stats_dir / "summary.json").read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"cannot read stats.json and summary.json: {err}",
+                          file=str(stats_dir)) from None
+    if run_name is None:
+        matching = [n for n, r in summary["runs"].items() if r["arch"] == arch_name]
+        run_name = matching[0] if matching else next(iter(stats))
+    if run_name not in stats:
+        raise ConfigError(f"no run {run_name!r}; runs: {', '.join(stats)}", file=str(stats_dir))
+    modules = stats[run_name]["modules"]
+    links = {}
+    for u, v in graph.edges:
+        entry = modules.get(f"{run_name}.noc.{u}->{v}")
+        links[f"{u}->{v}"] = entry["utilization"] if entry else 0.0
+    nodes = {}
+    for node, data in graph.nodes(data=True):
+        module = {"pe_cluster": "pe_array"}.get(data["kind"], node)
+        entry = modules.get(f"{run_name}.{module}")
+        if entry is not None and data["kind"] != "router":
+            nodes[node] = min(1.0, entry["utilization"])
+    return {"nodes": nodes, "links": links}
+
+
 def _register_commands() -> None:
     from desim.bench import register as register_bench
 

@@ -117,3 +117,22 @@ def test_quickstart_layers_csv_has_every_layer_and_phase(quickstart_twice):
         assert set(rows["phase"]) == {"FF", "BP", "WG"}
         # 21 conv/linear layers: 21 FF, 20 BP (not the first), 21 WG
         assert len(rows) == 21 + 20 + 21
+
+
+@pytest.mark.parametrize("arch", sorted((ROOT / "configs" / "arch").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_topology_writes_a_png_for_every_arch_config(arch, tmp_path):
+    out = tmp_path / f"{arch.stem}.png"
+    result = desim("topology", str(arch), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert out.stat().st_size > 10_000
+
+
+def test_topology_colours_by_utilization_from_a_run(quickstart_twice, tmp_path):
+    outs, _ = quickstart_twice
+    out = tmp_path / "util.svg"
+    result = desim("topology", str(ROOT / "configs" / "arch" / "hppu_like.yaml"), "-o", str(out),
+                   "--stats", str(outs[0]))
+    assert result.returncode == 0, result.stderr
+    assert "utilization" in out.read_text()
