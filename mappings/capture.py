@@ -36,6 +36,9 @@ class LayerCapture:
     dilation: int = 1
     groups: int = 1
     needs_input_grad: bool = True  # False for the first layer: no gradient for the data
+    # For a slice of rows of a layer, X comes padded explicitly (padding = 0) and x_valid
+    # marks the positions inside the image, so counting still skips the padding.
+    x_valid: torch.Tensor | None = None
 
     @property
     def macs(self) -> int:

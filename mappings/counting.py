@@ -71,6 +71,8 @@ def count_map(layer: LayerCapture, phase: int, *, x_nz: bool, w_nz: bool, dy_nz:
         return nz.to(torch.float32) if use else torch.ones(nz.shape, dtype=torch.float32)
 
     x = operand(layer.x_nz, x_nz)
+    if not x_nz and layer.x_valid is not None:
+        x = layer.x_valid.to(torch.float32)
     w = operand(layer.w_nz, w_nz)
     dy = operand(layer.dy_nz, dy_nz)
     counts = _maps(layer, phase, x, w, dy)

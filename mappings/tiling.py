@@ -26,7 +26,7 @@ Every count is computed for all tiles at once with tensor reshapes; no loop over
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -118,6 +118,8 @@ def phase_shape(layer: LayerCapture, phase: int, hw: HardwareView) -> tuple[Phas
         n, c, h, w_ = x.shape
         stream_nnz = x.reshape(n, g, cg, h * w_).sum((0, 1, 3), dtype=torch.int64)[None, :]
         row_elems = n * g * h * w_
+        if layer.x_valid is not None:  # a row slice: its explicit padding is not data
+            row_elems = g * int(layer.x_valid[:, 0].sum())
     return PhaseShape(chan, stream_nnz, row_elems, act_fmt, g), _Window(phase, layer)
 
 
@@ -296,22 +298,43 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
 
 
 def _wg_chunks(layer: LayerCapture, hw: HardwareView) -> list[LayerCapture]:
-    """WG split into image chunks, as few as fit (one chunk when the whole batch fits)."""
-    n = layer.x_nz.shape[0]
+    """WG's reduction (over images, then over output rows) split into as few chunks as fit:
+    one chunk when the whole batch fits, else groups of images, else runs of output rows of
+    one image."""
+    n, _, p, _ = layer.dy_nz.shape
     k, cg, r, s = layer.w_nz.shape
-    for m in sorted(set(_halvings(n)), reverse=True):
-        ps, win = phase_shape(_slice(layer, 0, m), WG, hw)
+
+    def fits(part: LayerCapture) -> bool:
+        ps, win = phase_shape(part, WG, hw)
         shape = TileShape(max(1, min(k, hw.clusters)), 1, 1)
-        if _fits(shape, ps, win, (cg, r * s), int(ps.channel_operand.elems[0]),
-                 hw.element_bytes, hw.buffer_bytes):
+        return _fits(shape, ps, win, (cg, r * s), int(ps.channel_operand.elems[0]),
+                     hw.element_bytes, hw.buffer_bytes)
+
+    for m in sorted(set(_halvings(n)), reverse=True):
+        if fits(_slice(layer, 0, m)):
             return [_slice(layer, i, min(i + m, n)) for i in range(0, n, m)]
+    for rows in sorted(set(_halvings(p)), reverse=True):
+        if fits(_slice_rows(layer, 0, 0, rows)):
+            return [_slice_rows(layer, i, p0, min(p0 + rows, p))
+                    for i in range(n) for p0 in range(0, p, rows)]
     return [layer]  # choose_tile reports the misfit
 
 
 def _slice(layer: LayerCapture, n0: int, n1: int) -> LayerCapture:
-    return LayerCapture(layer.name, layer.kind, layer.x_nz[n0:n1], layer.w_nz,
-                        layer.dy_nz[n0:n1], layer.stride, layer.padding, layer.dilation,
-                        layer.groups)
+    return replace(layer, x_nz=layer.x_nz[n0:n1], dy_nz=layer.dy_nz[n0:n1],
+                   x_valid=None if layer.x_valid is None else layer.x_valid[n0:n1])
+
+
+def _slice_rows(layer: LayerCapture, n: int, p0: int, p1: int) -> LayerCapture:
+    """Output rows [p0, p1) of image n, with the input rows they need, padded explicitly."""
+    pad, st = layer.padding, layer.stride
+    reach = (layer.w_nz.shape[2] - 1) * layer.dilation
+    h0, h1 = p0 * st, (p1 - 1) * st + reach + 1          # in padded coordinates
+    x = torch.nn.functional.pad(layer.x_nz[n:n + 1].to(torch.uint8), (pad,) * 4)
+    valid = torch.nn.functional.pad(torch.ones_like(layer.x_nz[n:n + 1], dtype=torch.uint8),
+                                    (pad,) * 4)
+    return replace(layer, x_nz=x[:, :, h0:h1].bool(), dy_nz=layer.dy_nz[n:n + 1, :, p0:p1],
+                   padding=0, x_valid=valid[:, :, h0:h1].bool())
 
 
 def _tile_part(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareView,

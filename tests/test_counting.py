@@ -143,3 +143,22 @@ def test_wg_splits_the_batch_when_one_chunk_does_not_fit():
     # dW leaves once, after the last chunk
     assert table["dram_write_bytes"].sum() == K * C * R * R * 2
     assert np.count_nonzero(table["dram_write_bytes"]) < len(table)
+
+
+def test_wg_row_chunks_count_exactly_what_the_whole_layer_counts():
+    # one image's operands do not fit: WG is split into runs of output rows, padded explicitly
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1))
+    x, w = torch.randn(2, 3, 16, 16), torch.randn(2, 8, 16, 16)
+    layers = capture(model, x, w, loss_fn=lambda out, t: (out * t).sum())
+    layer = layers[1]
+    big = HardwareView(clusters=4, pes_per_cluster=4, buffer_bytes=1 << 20, element_bytes=2)
+    small = HardwareView(clusters=4, pes_per_cluster=4, buffer_bytes=1500, element_bytes=2)
+    whole, t_whole = tile_phase(layer, 1, WG, big, SkipPolicy(), static_mask=True)
+    rows, t_rows = tile_phase(layer, 1, WG, small, SkipPolicy(), static_mask=True)
+    assert len(rows) > len(whole)
+    assert t_rows == t_whole
+    assert t_whole["macs"] == 2 * 8 * 8 * (3 * 16 - 2) ** 2  # in-bounds pairs, padding 1
+    assert rows["effectual_macs"].sum() == t_whole["effectual_macs"]
+    assert rows["macs"].sum() == t_whole["macs"]
+    assert rows["dram_write_bytes"].sum() == whole["dram_write_bytes"].sum() == 8 * 8 * 9 * 2
