@@ -33,17 +33,17 @@ from rich.table import Table
 
 TARGET_DESIM_VS_SIMPY = 0.5
 TARGET_HOOK_OVERHEAD = 0.03
+FRONTEND_TARGETS = {"capture_count_s_max": 1.0, "peak_rss_mib_max": 1024.0,
+                    "run_batch1_s_max": 5.0, "run_batch8_s_max": 10.0}
 
 
-def load_cases() -> ModuleType:
-    """`benchmarks/kernel_cases.py` beside the `desim` package (the source checkout); the
+def load_cases(module: str = "kernel_cases") -> ModuleType:
+    """`benchmarks/<module>.py` beside the `desim` package (the source checkout); the
     benchmarks are not part of the installed distribution."""
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "kernel_cases.py"
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{module}.py"
     if not path.exists():
-        import benchmarks.kernel_cases as cases  # an installed or on-path copy
-
-        return cases
-    name = "_desim_benchmarks_kernel_cases"
+        return importlib.import_module(f"benchmarks.{module}")  # an installed or on-path copy
+    name = f"_desim_benchmarks_{module}"
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
@@ -55,7 +55,8 @@ def load_cases() -> ModuleType:
 
 
 def run_bench(json_path: Path | None = None, *, items: int = 10_000, stages: int = 4,
-              repeats: int = 5, memory_items: int = 10_000) -> dict[str, Any]:
+              repeats: int = 5, memory_items: int = 10_000,
+              frontend: bool = False) -> dict[str, Any]:
     """Run every case; return (and write to `json_path`, if given) the rates and ratios."""
     cases = load_cases()
     timed: dict[str, Any] = cases.TIMED_CASES
@@ -91,6 +92,9 @@ def run_bench(json_path: Path | None = None, *, items: int = 10_000, stages: int
         "targets": {"desim_vs_simpy_min": TARGET_DESIM_VS_SIMPY,
                     "hook_overhead_off_max": TARGET_HOOK_OVERHEAD},
     }
+    if frontend:
+        result["frontend"] = load_cases("frontend_cases").frontend_bench()
+        result["targets"].update(FRONTEND_TARGETS)
     if json_path is not None:
         from desim.results import write_json
 
@@ -127,6 +131,21 @@ def print_bench(result: dict[str, Any], console: Console | None = None) -> None:
     for kernel in ("simpy", "desim"):
         mem.add_row(kernel, f"{m[f'{kernel}_queued']:,.1f}", f"{m[f'{kernel}_blocked']:,.1f}")
     console.print(mem)
+    if "frontend" in result:
+        f, t = result["frontend"], result["targets"]
+        front = Table(title="front end: ResNet-18 ImageNet 224x224, 70% hybrid pruning "
+                            f"({f['macs_per_phase'] / 1e9:.2f} GMACs a phase)")
+        for col in ("figure", "measured", "target"):
+            front.add_column(col, justify="left" if col == "figure" else "right")
+        front.add_row("capture + count FF/BP/WG, batch 1 (s)", f"{f['capture_count_s']:.3f}",
+                      f"< {t['capture_count_s_max']}")
+        front.add_row("peak memory of that process (MiB)", f"{f['peak_rss_mib']:.0f}",
+                      f"< {t['peak_rss_mib_max']:.0f}")
+        front.add_row("desim run, batch 1, end to end (s)", f"{f['run_batch1_s']:.2f}",
+                      f"< {t['run_batch1_s_max']}")
+        front.add_row("desim run, batch 8, end to end (s)", f"{f['run_batch8_s']:.2f}",
+                      f"< {t['run_batch8_s_max']}")
+        console.print(front)
 
 
 def register(app: typer.Typer) -> None:
@@ -139,6 +158,10 @@ def register(app: typer.Typer) -> None:
         items: Annotated[int, typer.Option(help="items through the pipeline")] = 10_000,
         stages: Annotated[int, typer.Option(help="pipeline stages")] = 4,
         repeats: Annotated[int, typer.Option(help="repeats per case (best kept)")] = 5,
+        frontend: Annotated[bool, typer.Option(help="also time capture, counting and "
+                                               "whole runs of ResNet-18 ImageNet")] = True,
     ) -> None:
-        """Kernel speed and memory: desim against plain SimPy, tracing off and on."""
-        print_bench(run_bench(json_out, items=items, stages=stages, repeats=repeats))
+        """Speed and memory: the kernel against plain SimPy, tracing off and on, and the
+        front end on ResNet-18 ImageNet."""
+        print_bench(run_bench(json_out, items=items, stages=stages, repeats=repeats,
+                              frontend=frontend))

@@ -1,0 +1,92 @@
+"""Front-end speed and memory: capture and counting of ResNet-18 ImageNet, and whole runs.
+
+Each case runs in a fresh Python process so that its peak memory (max RSS) is its own and the
+end-to-end time includes what a user waits for. Targets (issue "Sparse-training front end"):
+capture + counting of FF, BP and WG at 224x224, batch 1: under 1 s after import and under
+1 GiB; a whole `desim run` of that iteration on the HPPU-like processor: under 5 s (batch 8:
+under 10 s).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CAPTURE_AND_COUNT = """
+import json, resource, time, torch
+torch.set_num_threads(1)
+from mappings.capture import capture
+from mappings.counting import SkipPolicy, effectual_map, nominal_map, processed_map
+from mappings.models import build_model
+from mappings.pruning import PruningSpec, prune_model
+torch.manual_seed(0)
+model = build_model("resnet18")
+prune_model(model, PruningSpec(method="hybrid", sparsity=0.7))
+x, y = torch.randn({batch}, 3, 224, 224), torch.randint(0, 1000, ({batch},))
+policy = SkipPolicy(True, True, True, True)
+start = time.perf_counter()
+layers = capture(model, x, y)
+captured = time.perf_counter()
+macs = 0
+for layer in layers:
+    for phase in (0, 1, 2):
+        macs += int(nominal_map(layer, phase).sum())
+        effectual_map(layer, phase, static_mask=True)
+        processed_map(layer, phase, policy, static_mask=True)
+done = time.perf_counter()
+print(json.dumps({{"capture_s": captured - start, "count_s": done - captured,
+                  "total_s": done - start, "macs": macs,
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+
+RUN_YAML = """
+name: bench_resnet18_imagenet
+workload: {{model: resnet18, num_classes: 1000, batch: {batch}, input_shape: [3, 224, 224],
+           data: random}}
+runs:
+  - {{name: hppu, arch: {arch}, pruning: {{method: hybrid, sparsity: 0.7}}}}
+baseline: hppu
+"""
+
+
+def capture_and_count(batch: int = 1) -> dict[str, float]:
+    out = subprocess.run([sys.executable, "-c", CAPTURE_AND_COUNT.format(batch=batch)],
+                         cwd=ROOT, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def whole_run(batch: int) -> float:
+    """Wall seconds of `desim run` (a new process: imports included) at this batch."""
+    arch = ROOT / "configs" / "arch" / "hppu_like.yaml"
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "run.yaml"
+        config.write_text(RUN_YAML.format(batch=batch, arch=arch))
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "desim", "run", str(config), "--out",
+                        str(Path(tmp) / "out")], cwd=ROOT, capture_output=True, check=True)
+        return time.perf_counter() - start
+
+
+def frontend_bench(repeats: int = 2) -> dict[str, float]:
+    """Best of `repeats` for each figure (noise only ever slows a run down)."""
+    counts = [capture_and_count(1) for _ in range(repeats)]
+    best = min(counts, key=lambda c: c["total_s"])
+    return {
+        "capture_count_s": round(best["total_s"], 3),
+        "capture_s": round(best["capture_s"], 3),
+        "count_s": round(best["count_s"], 3),
+        "peak_rss_mib": round(max(c["peak_rss_mib"] for c in counts), 1),
+        "macs_per_phase": best["macs"] // 3,
+        "run_batch1_s": round(min(whole_run(1) for _ in range(repeats)), 2),
+        "run_batch8_s": round(min(whole_run(8) for _ in range(repeats)), 2),
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(frontend_bench(), indent=2))
