@@ -121,7 +121,8 @@ class Accelerator(Module):
             skip_zero_gradients=s.skip_zero_gradients,
             skip_pruned_weight_gradients=s.skip_pruned_weight_gradients,
             channel_compaction=s.channel_compaction, weight_format=s.weight_format,
-            activation_format=s.activation_format, selector_scans=self.selector is not None)
+            activation_format=s.activation_format, selector_scans=self.selector is not None,
+            dataflow=self.cfg.mapping.dataflow)
 
     # -- simulation ------------------------------------------------------------------------
 

@@ -56,6 +56,20 @@ class SparsityConfig(Strict):
     activation_format: Literal["dense", "bitmap"] = "dense"
 
 
+class MappingConfig(Strict):
+    """How layers are laid onto the hardware.
+
+    Every tile keeps its partial sums until its outputs are final (output stationary within
+    the tile). Across tiles, `dataflow` picks which operand stays put while the other
+    streams: `weight_stationary` holds the channel operand (W in FF/BP, dY in WG) across the
+    inner loop, `input_stationary` holds the stream operand (X in FF and WG, dY in BP), and
+    `auto` chooses per layer and phase whichever is fastest (Trainer's sparsity-adaptive
+    dataflow does this per layer).
+    """
+
+    dataflow: Literal["auto", "weight_stationary", "input_stationary"] = "auto"
+
+
 class ArchConfig(Strict):
     name: str
     technology: Literal["45nm", "28nm"] = "45nm"
@@ -67,3 +81,4 @@ class ArchConfig(Strict):
     pe_cluster: PeClusterConfig
     selector: SelectorConfig | None = None
     sparsity: SparsityConfig = SparsityConfig()
+    mapping: MappingConfig = MappingConfig()

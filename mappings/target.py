@@ -26,6 +26,7 @@ class HardwareView:
     weight_format: str = "dense"         # dense | bitmap | line_bitmap
     activation_format: str = "dense"     # dense | bitmap
     selector_scans: bool = False         # a selector scans the operands' non-zero maps
+    dataflow: str = "auto"               # auto | weight_stationary | input_stationary
 
     @property
     def pes(self) -> int:

@@ -15,8 +15,10 @@ The dataflow (one for now, "channel-parallel, output-stationary"):
   WG: X[:, c]) goes to every active cluster (multicast).
 - Reuse: a block stays in the global buffer while consecutive tiles use it; a tile reads from
   DRAM only the blocks the previous tile did not hold. Outputs go to DRAM once, final.
-- Tile size and loop order (channel blocks outside row blocks, or the reverse) are chosen per
-  layer and phase by a small search: the shape that fits and moves the fewest DRAM bytes.
+- Tile size and loop order are chosen per layer and phase by a small search (the shape that
+  fits and should run fastest). Channel blocks outside row blocks keep the channel operand
+  stationary (weight stationary in FF and BP); the reverse keeps the stream operand
+  (input stationary); `HardwareView.dataflow` may force one of the two.
 - With channel compaction (HPPU's level-1 selector), output channels with no work are removed
   before tiling, so the remaining work is dealt out evenly; without it a pruned channel keeps
   its PE slot and that PE idles.
@@ -217,7 +219,9 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                 continue
             na = -(-a // ka)
             channel_kept = ka * a_elems * eb / min(ka, hw.clusters) <= half_local
-            for outer in (False, True):
+            orders = {"auto": (False, True), "weight_stationary": (False,),
+                      "input_stationary": (True,)}[hw.dataflow]
+            for outer in orders:
                 if outer:   # rows outside: channel blocks change every tile
                     dram = stream_bytes + channel_bytes * (nb if na > 1 else 1)
                     sent = (stream_bytes * (1 if stream_kept or na == 1 else na)
