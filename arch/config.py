@@ -52,8 +52,8 @@ class SparsityConfig(Strict):
     skip_zero_gradients: bool = False
     skip_pruned_weight_gradients: bool = False
     channel_compaction: bool = False
-    weight_format: Literal["dense", "bitmap", "line_bitmap"] = "dense"
-    activation_format: Literal["dense", "bitmap"] = "dense"
+    weight_format: Literal["dense", "bitmap", "line_bitmap", "csr", "csc", "coo", "rle"] = "dense"
+    activation_format: Literal["dense", "bitmap", "csr", "csc", "coo", "rle"] = "dense"
 
 
 class MappingConfig(Strict):

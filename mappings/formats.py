@@ -1,29 +1,81 @@
 """Compressed formats: the bytes an operand block takes in DRAM and on the network.
 
+A block is seen as a matrix of `lines` rows of `line_len` elements (a kernel row for weights,
+a feature-map row for activations); its bytes, metadata included:
+
 - dense: every element.
-- bitmap: the non-zero values plus one bit per element (a presence map).
-- line_bitmap: HPPU's hybrid-pruned weights: the values of the kept kernel lines (a line is a
-  1xS row of a kernel, stored whole) plus one bit per line. Channel-pruned channels are lines
-  too, all absent.
-Metadata bits are rounded up to whole bytes per block.
+- bitmap: the non-zero values plus one presence bit per element.
+- line_bitmap: HPPU's hybrid-pruned weights: the values of the kept lines (stored whole) plus
+  one bit per line. A channel-pruned channel is lines too, all absent.
+- csr: non-zero values with a column index each, plus a pointer per row (+1).
+- csc: the same by columns: an index per value, a pointer per column (+1).
+- coo: every non-zero with its row and column index.
+- rle: run-length coding as in EIE (Han et al., ISCA 2016): each non-zero carries the count
+  of zeros before it in a 4-bit field; a run longer than 15 needs a padding entry (a stored
+  zero) for every 16 zeros. Runs restart at each unit (a channel's data, a feature-map row).
+
+Index and pointer widths are fixed here (16-bit indices, 32-bit pointers); metadata bits are
+rounded up to whole bytes per block.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+import torch
 
-FORMATS = ("dense", "bitmap", "line_bitmap")
+FORMATS = ("dense", "bitmap", "line_bitmap", "csr", "csc", "coo", "rle")
+INDEX_BYTES = 2
+POINTER_BYTES = 4
+RLE_RUN_BITS = 4
 
 
-def operand_bytes(fmt: str, elems: np.ndarray, nnz: np.ndarray, lines: np.ndarray,
-                  nz_lines: np.ndarray, line_len: int, element_bytes: int) -> np.ndarray:
-    """Bytes of each block (arrays of per-block counts) in format `fmt`."""
-    elems, nnz = np.asarray(elems, np.int64), np.asarray(nnz, np.int64)
+@dataclass
+class BlockStats:
+    """Per-block counts (arrays, one entry per block) that every format's size derives from."""
+
+    elems: np.ndarray
+    nnz: np.ndarray
+    lines: np.ndarray
+    nz_lines: np.ndarray
+    line_len: int
+    rle_padding: np.ndarray  # padding entries run-length coding needs
+
+
+def operand_bytes(fmt: str, b: BlockStats, element_bytes: int) -> np.ndarray:
+    """Bytes of each block in format `fmt`."""
+    nnz = np.asarray(b.nnz, np.int64)
     if fmt == "dense":
-        return elems * element_bytes
+        return np.asarray(b.elems, np.int64) * element_bytes
     if fmt == "bitmap":
-        return nnz * element_bytes + -(-elems // 8)
+        return nnz * element_bytes + -(-np.asarray(b.elems, np.int64) // 8)
     if fmt == "line_bitmap":
-        lines, nz_lines = np.asarray(lines, np.int64), np.asarray(nz_lines, np.int64)
-        return nz_lines * line_len * element_bytes + -(-lines // 8)
+        return (np.asarray(b.nz_lines, np.int64) * b.line_len * element_bytes
+                + -(-np.asarray(b.lines, np.int64) // 8))
+    if fmt == "csr":
+        return nnz * (element_bytes + INDEX_BYTES) + (np.asarray(b.lines) + 1) * POINTER_BYTES
+    if fmt == "csc":
+        return nnz * (element_bytes + INDEX_BYTES) + (b.line_len + 1) * POINTER_BYTES
+    if fmt == "coo":
+        return nnz * (element_bytes + 2 * INDEX_BYTES)
+    if fmt == "rle":
+        entries = nnz + np.asarray(b.rle_padding, np.int64)
+        return -(-entries * (8 * element_bytes + RLE_RUN_BITS) // 8)
     raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
+
+
+def rle_padding(nz: torch.Tensor) -> torch.Tensor:
+    """Padding entries per unit (first dim) for run-length coding of `nz` (units, length).
+
+    A non-zero at position i after the previous one at j (or the unit's start, j = -1)
+    follows i - j - 1 zeros, which need floor(zeros / 16) padding entries. Trailing zeros are
+    not stored. Vectorized: the previous non-zero comes from a running maximum.
+    """
+    units, length = nz.shape
+    pos = torch.arange(length).expand(units, length)
+    last = torch.where(nz, pos, torch.full_like(pos, -1)).cummax(dim=1).values
+    previous = torch.cat([torch.full((units, 1), -1, dtype=last.dtype), last[:, :-1]], dim=1)
+    zeros_before = pos - previous - 1
+    max_run = 2**RLE_RUN_BITS
+    return torch.where(nz, zeros_before // max_run, 0).sum(1)

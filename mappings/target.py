@@ -23,8 +23,8 @@ class HardwareView:
     skip_zero_gradients: bool = False    # ... whose output gradient dY is zero (BP, WG)
     skip_pruned_weight_gradients: bool = False  # WG computes only kept weights' gradients
     channel_compaction: bool = False     # inactive output channels are removed before tiling
-    weight_format: str = "dense"         # dense | bitmap | line_bitmap
-    activation_format: str = "dense"     # dense | bitmap
+    weight_format: str = "dense"         # any of mappings.formats.FORMATS
+    activation_format: str = "dense"     # any of them but line_bitmap
     selector_scans: bool = False         # a selector scans the operands' non-zero maps
     dataflow: str = "auto"               # auto | weight_stationary | input_stationary
 

@@ -37,7 +37,7 @@ from desim.errors import ConfigError
 from desim.events import empty_table
 from mappings.capture import LayerCapture
 from mappings.counting import BP, FF, WG, SkipPolicy, effectual_map, nominal_map, processed_map
-from mappings.formats import operand_bytes
+from mappings.formats import BlockStats, operand_bytes, rle_padding
 from mappings.target import HardwareView
 
 
@@ -51,6 +51,17 @@ class Operand:
     nz_lines: torch.Tensor
     line_len: int
     fmt: str
+    rle_padding: torch.Tensor  # run-length coding's padding entries, per unit
+
+    def select(self, units: torch.Tensor) -> Operand:
+        return Operand(self.elems[units], self.nnz[units], self.lines[units],
+                       self.nz_lines[units], self.line_len, self.fmt, self.rle_padding[units])
+
+    def block_stats(self, size: int) -> BlockStats:
+        """Sums over consecutive blocks of `size` units."""
+        return BlockStats(_block_sums(self.elems, size), _block_sums(self.nnz, size),
+                          _block_sums(self.lines, size), _block_sums(self.nz_lines, size),
+                          self.line_len, _block_sums(self.rle_padding, size))
 
 
 def _unit_stats(nz: torch.Tensor, line_len: int, fmt: str) -> Operand:
@@ -61,7 +72,13 @@ def _unit_stats(nz: torch.Tensor, line_len: int, fmt: str) -> Operand:
     lines_nz = nz.reshape(n, -1, line_len).any(-1)
     return Operand(elems, flat.sum(1, dtype=torch.int64),
                    torch.full((n,), lines_nz.shape[1], dtype=torch.int64),
-                   lines_nz.sum(1, dtype=torch.int64), line_len, fmt)
+                   lines_nz.sum(1, dtype=torch.int64), line_len, fmt, rle_padding(flat))
+
+
+def _row_rle(t: torch.Tensor) -> torch.Tensor:
+    """Run-length padding entries per (image, row) of a (N, C, H, W) map, lines of W."""
+    n, c, h, w = t.shape
+    return rle_padding(t.permute(0, 2, 1, 3).reshape(-1, w)).reshape(n, h, c).sum(2)
 
 
 @dataclass
@@ -73,6 +90,8 @@ class PhaseShape:
     stream_row_elems: int           # dense elements in one input row
     stream_fmt: str
     groups: int
+    stream_rle: torch.Tensor        # (images, input rows) run-length padding entries
+    stream_line_len: int            # elements in one feature-map line (a row of W)
 
 
 class _Window:
@@ -106,6 +125,7 @@ def phase_shape(layer: LayerCapture, phase: int, hw: HardwareView) -> tuple[Phas
         x = layer.x_nz
         stream_nnz = x.sum((1, 3), dtype=torch.int64)
         row_elems = x.shape[1] * x.shape[3]
+        stream_rle, line_len = _row_rle(x), x.shape[3]
     elif phase == BP:
         # W[:, c] for input channel c = group*cg + j: (K/g, R, S) weights of that group.
         w = layer.w_nz.reshape(g, k // g, cg, r, s).permute(0, 2, 1, 3, 4).reshape(g * cg, -1, s)
@@ -113,6 +133,7 @@ def phase_shape(layer: LayerCapture, phase: int, hw: HardwareView) -> tuple[Phas
         dy = layer.dy_nz
         stream_nnz = dy.sum((1, 3), dtype=torch.int64)
         row_elems = dy.shape[1] * dy.shape[3]
+        stream_rle, line_len = _row_rle(dy), dy.shape[3]
     else:
         dy = layer.dy_nz.transpose(0, 1)
         chan = _unit_stats(dy, dy.shape[-1], act_fmt)
@@ -122,7 +143,10 @@ def phase_shape(layer: LayerCapture, phase: int, hw: HardwareView) -> tuple[Phas
         row_elems = n * g * h * w_
         if layer.x_valid is not None:  # a row slice: its explicit padding is not data
             row_elems = g * int(layer.x_valid[:, 0].sum())
-    return PhaseShape(chan, stream_nnz, row_elems, act_fmt, g), _Window(phase, layer)
+        per_line = rle_padding(x.permute(1, 0, 2, 3).reshape(-1, w_)).reshape(g, cg, n * h)
+        stream_rle, line_len = per_line.sum((0, 2))[None, :], w_
+    return (PhaseShape(chan, stream_nnz, row_elems, act_fmt, g, stream_rle, line_len),
+            _Window(phase, layer))
 
 
 @dataclass
@@ -348,9 +372,7 @@ def _tile_part(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     `reuse`: consecutive tiles may keep a block (False when chunks interleave)."""
     nominal, effectual, processed = (m[channels] for m in maps)
     ps, win = phase_shape(layer, phase, hw)
-    chan = ps.channel_operand
-    chan = Operand(chan.elems[channels], chan.nnz[channels], chan.lines[channels],
-                   chan.nz_lines[channels], chan.line_len, chan.fmt)
+    chan = ps.channel_operand.select(channels)
     a, n_img, n_rows, length = processed.shape
     busiest, work = _per_tile_pe(processed, shape, hw)
     _, eff = _per_tile_pe(effectual, shape, hw)
@@ -359,20 +381,19 @@ def _tile_part(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     eb, ka = hw.element_bytes, shape.ka
 
     # Channel operand, per channel block.
-    a_bytes = operand_bytes(chan.fmt, _block_sums(chan.elems, ka), _block_sums(chan.nnz, ka),
-                            _block_sums(chan.lines, ka), _block_sums(chan.nz_lines, ka),
-                            chan.line_len, eb)
+    a_bytes = operand_bytes(chan.fmt, chan.block_stats(ka), eb)
     a_lines = _block_sums(chan.lines, ka)
     channels_in_block = _block_sums(torch.ones(a, dtype=torch.int64), ka)
 
     # Stream operand, per row block, with its halo: 2-D prefix sums over (image, input row).
     i0, i1, r0, r1 = _blocks(shape, n_img, n_rows)
     h0, h1 = win(r0, r1)
-    prefix = np.zeros((ps.stream_nnz.shape[0] + 1, ps.stream_nnz.shape[1] + 1), np.int64)
-    prefix[1:, 1:] = ps.stream_nnz.cumsum(0).cumsum(1).numpy()
-    s_nnz = prefix[i1, h1] - prefix[i0, h1] - prefix[i1, h0] + prefix[i0, h0]
+    s_nnz = _window_sums(ps.stream_nnz, i0, i1, h0, h1)
     s_elems = (i1 - i0) * (h1 - h0) * ps.stream_row_elems
-    s_bytes = operand_bytes(ps.stream_fmt, s_elems, s_nnz, s_elems, s_nnz, 1, eb)
+    s_lines = s_elems // ps.stream_line_len
+    s_bytes = operand_bytes(ps.stream_fmt, BlockStats(
+        s_elems, s_nnz, s_lines, s_lines, ps.stream_line_len,
+        _window_sums(ps.stream_rle, i0, i1, h0, h1)), eb)
     groups_frac = _groups_touched(layer, phase, channels, ka, na, ps.groups)
 
     # Outputs: every output final in its tile (after the last chunk, for WG).
@@ -430,6 +451,14 @@ def _groups_touched(layer: LayerCapture, phase: int, channels: torch.Tensor, ka:
     return hit[:, 1:].sum(1).numpy() / groups
 
 
+def _window_sums(per_row: torch.Tensor, i0: np.ndarray, i1: np.ndarray, h0: np.ndarray,
+                 h1: np.ndarray) -> np.ndarray:
+    """Sums of a (images, rows) array over [i0, i1) x [h0, h1), by 2-D prefix sums."""
+    prefix = np.zeros((per_row.shape[0] + 1, per_row.shape[1] + 1), np.int64)
+    prefix[1:, 1:] = per_row.cumsum(0).cumsum(1).numpy()
+    return prefix[i1, h1] - prefix[i0, h1] - prefix[i1, h0] + prefix[i0, h0]
+
+
 def _wg_out_bytes(layer: LayerCapture, channels: torch.Tensor, shape: TileShape,
                   hw: HardwareView, na: int, nb: int) -> np.ndarray:
     """Bytes of the kept weights' gradients of each tile, in the weight format."""
@@ -441,4 +470,6 @@ def _wg_out_bytes(layer: LayerCapture, channels: torch.Tensor, shape: TileShape,
     elems = real.reshape(mask.shape).sum((1, 3, 4, 5)).numpy()
     nnz = mask.sum((1, 3, 4, 5)).numpy()
     nz_lines = mask.any(-1).sum((1, 3, 4)).numpy()
-    return operand_bytes(hw.weight_format, elems, nnz, elems // s, nz_lines, s, hw.element_bytes)
+    rle = rle_padding(mask.reshape(-1, r * s)).reshape(na, shape.ka, nb, rows).sum((1, 3))
+    return operand_bytes(hw.weight_format, BlockStats(elems, nnz, elems // s, nz_lines, s,
+                                                      rle.numpy()), hw.element_bytes)

@@ -1,0 +1,78 @@
+"""Format byte counts equal their closed forms on known patterns."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mappings.capture import capture
+from mappings.counting import FF, SkipPolicy
+from mappings.formats import BlockStats, operand_bytes, rle_padding
+from mappings.target import HardwareView
+from mappings.tiling import tile_phase
+
+
+def stats_of(nz: torch.Tensor) -> BlockStats:
+    """One block made of nz's rows (lines)."""
+    lines, length = nz.shape
+    return BlockStats(np.array([nz.numel()]), np.array([int(nz.sum())]), np.array([lines]),
+                      np.array([int(nz.any(1).sum())]), length,
+                      np.array([int(rle_padding(nz).sum())]))
+
+
+def test_one_sparse_line_in_every_format():
+    line = torch.zeros(1, 64, dtype=torch.bool)
+    line[0, [0, 20, 63]] = True        # zero runs before them: 0, 19, 42
+    b, eb = stats_of(line), 2
+    assert rle_padding(line).tolist() == [0 + 19 // 16 + 42 // 16]  # 3 padding entries
+    expected = {
+        "dense": 64 * 2,
+        "bitmap": 3 * 2 + 64 // 8,
+        "line_bitmap": 1 * 64 * 2 + 1,         # the one line is kept whole, plus its bit
+        "csr": 3 * (2 + 2) + (1 + 1) * 4,
+        "csc": 3 * (2 + 2) + (64 + 1) * 4,
+        "coo": 3 * (2 + 2 * 2),
+        "rle": -(-(3 + 3) * (16 + 4) // 8),    # 6 entries of 20 bits
+    }
+    for fmt, size in expected.items():
+        assert operand_bytes(fmt, b, eb)[0] == size, fmt
+
+
+def test_identity_matrix_csr_and_rle():
+    eye = torch.eye(8, dtype=torch.bool)
+    b = stats_of(eye)
+    assert operand_bytes("csr", b, 1)[0] == 8 * 3 + 9 * 4
+    assert rle_padding(eye).sum() == 0      # no run reaches 16
+    assert operand_bytes("rle", b, 1)[0] == -(-8 * 12 // 8)
+    assert operand_bytes("line_bitmap", b, 1)[0] == 8 * 8 + 1
+
+
+def test_long_zero_runs_need_one_padding_entry_per_sixteen_zeros():
+    row = torch.zeros(1, 100, dtype=torch.bool)
+    row[0, 99] = True
+    assert rle_padding(row).tolist() == [99 // 16]
+    assert rle_padding(torch.zeros(2, 50, dtype=torch.bool)).tolist() == [0, 0]  # trailing
+
+
+def test_unknown_format_is_refused():
+    with pytest.raises(ValueError, match="unknown format"):
+        operand_bytes("zip", stats_of(torch.ones(1, 4, dtype=torch.bool)), 2)
+
+
+def test_weight_traffic_of_a_tile_in_each_format():
+    conv = nn.Conv2d(2, 4, 3, bias=False)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[:, :, 1, :] = 1.0       # every kernel keeps only its middle line
+    x = torch.rand(1, 2, 5, 5) + 0.1
+    (layer,) = capture(conv, x, torch.rand(1, 4, 3, 3), loss_fn=lambda o, t: (o * t).sum())
+    inputs = 2 * 5 * 5 * 2                  # dense stream operand: X, read once
+    kernels, lines, nnz = 4 * 2, 4 * 2 * 3, 4 * 2 * 3
+    expected = {"dense": 4 * 2 * 9 * 2, "bitmap": nnz * 2 + -(-4 * 2 * 9 // 8),
+                "line_bitmap": kernels * 3 * 2 + -(-lines // 8),
+                "csr": nnz * 4 + (lines + 1) * 4, "coo": nnz * 6}
+    for fmt, weights in expected.items():
+        hw = HardwareView(clusters=4, pes_per_cluster=2, buffer_bytes=1 << 16, element_bytes=2,
+                          weight_format=fmt)
+        table, _ = tile_phase(layer, 0, FF, hw, SkipPolicy(), static_mask=True)
+        assert table["dram_read_bytes"].sum() == weights + inputs, fmt
