@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import networkx as nx
 import numpy as np
@@ -36,7 +37,7 @@ from desim.channels import Fifo
 from desim.clock import Clock
 from desim.errors import ConfigError
 from desim.events import TILE_DTYPE
-from desim.module import Module, Simulator
+from desim.module import Module, Port, Simulator
 from mappings.target import HardwareView
 
 COLUMNS = {name: i for i, name in enumerate(TILE_DTYPE.names)}
@@ -99,7 +100,15 @@ class Accelerator(Module):
         self.noc = Noc("noc", self, self.graph, cfg.noc.routing, self.clock,
                        src=self.port, clusters=self._clusters_by_distance())
         self.pes = PeArray("pe_array", self, cfg.pe_cluster, len(self.clusters), self.clock)
-        self.queues = [Fifo(f"q{i}", self, capacity=2) for i in range(4)]
+        # The pipeline's stages talk through ports bound to two-deep FIFOs.
+        stages = ("fetch", "distribute", "compute", "collect", "writeback")
+        self.queues = [Fifo(f"{a}_to_{b}", self, capacity=2) for a, b in pairwise(stages)]
+        self.stage_ports = {}
+        for (a, b), fifo in zip(pairwise(stages), self.queues, strict=True):
+            self.stage_ports[f"{a}_out"] = self.add_port(f"{a}_out", "out")
+            self.stage_ports[f"{b}_in"] = self.add_port(f"{b}_in", "in")
+            self.stage_ports[f"{a}_out"].bind(fifo)
+            self.stage_ports[f"{b}_in"].bind(fifo)
         self.records: list[PhaseRecord] = []
 
     def _clusters_by_distance(self) -> list[str]:
@@ -129,14 +138,14 @@ class Accelerator(Module):
     def replay(self, tables: Sequence[np.ndarray]) -> None:
         """Declare the pipeline's processes for these layer-phase tables (in order)."""
         rows = [t.tolist() for t in tables]
-        fetched, ready, done, out = self.queues
-        self.add_process(self._fetch, rows, fetched)
-        self.add_process(self._distribute, fetched, ready, daemon=True)
-        self.add_process(self._compute, ready, done, daemon=True)
-        self.add_process(self._collect, done, out, daemon=True)
-        self.add_process(self._writeback, rows, out)
+        p = self.stage_ports
+        self.add_process(self._fetch, rows, p["fetch_out"])
+        self.add_process(self._distribute, p["distribute_in"], p["distribute_out"], daemon=True)
+        self.add_process(self._compute, p["compute_in"], p["compute_out"], daemon=True)
+        self.add_process(self._collect, p["collect_in"], p["collect_out"], daemon=True)
+        self.add_process(self._writeback, rows, p["writeback_in"])
 
-    def _fetch(self, tables: list[list[tuple]], q_out: Fifo) -> Generator:
+    def _fetch(self, tables: list[list[tuple]], q_out: Port) -> Generator:
         col = COLUMNS
         for rows in tables:
             self._phase_done = self.env.event()
@@ -152,7 +161,7 @@ class Accelerator(Module):
             layer, phase = (rows[0][col["layer"]], rows[0][col["phase"]]) if rows else (-1, -1)
             self._record(layer, phase, start)
 
-    def _distribute(self, q_in: Fifo, q_out: Fifo) -> Generator:
+    def _distribute(self, q_in: Port, q_out: Port) -> Generator:
         col = COLUMNS
         while True:
             row = yield from q_in.get()
@@ -164,7 +173,7 @@ class Accelerator(Module):
             yield read
             yield from q_out.put(row)
 
-    def _compute(self, q_in: Fifo, q_out: Fifo) -> Generator:
+    def _compute(self, q_in: Port, q_out: Port) -> Generator:
         col = COLUMNS
         while True:
             row = yield from q_in.get()
@@ -175,7 +184,7 @@ class Accelerator(Module):
                                         received)
             yield from q_out.put(row)
 
-    def _collect(self, q_in: Fifo, q_out: Fifo) -> Generator:
+    def _collect(self, q_in: Port, q_out: Port) -> Generator:
         col = COLUMNS
         while True:
             row = yield from q_in.get()
@@ -185,7 +194,7 @@ class Accelerator(Module):
             yield write
             yield from q_out.put(row)
 
-    def _writeback(self, tables: list[list[tuple]], q_in: Fifo) -> Generator:
+    def _writeback(self, tables: list[list[tuple]], q_in: Port) -> Generator:
         col = COLUMNS
         for rows in tables:
             for _ in rows:

@@ -56,6 +56,7 @@ class Simulator:
                    if port.channel is None]
         if unbound:
             raise ConfigError("unbound port(s): " + ", ".join(unbound))
+        self._check_channels()
         for module in self.modules():
             module.elaborate()
         for module in self.modules():
@@ -66,6 +67,22 @@ class Simulator:
                     module.daemon_processes.add(process)
             module._pending_processes.clear()
         self.elaborated = True
+
+    def _check_channels(self) -> None:
+        """Every channel bound to ports needs a driver (an out port) and a reader (an in)."""
+        bound: dict[int, list[Port]] = {}
+        for module in self.modules():
+            for port in module.ports:
+                bound.setdefault(id(port.channel), []).append(port)
+        for ports in bound.values():
+            directions = {p.direction for p in ports}
+            name = getattr(ports[0].channel, "path", repr(ports[0].channel))
+            if "out" not in directions:
+                raise ConfigError(f"channel {name} has no driver (read by "
+                                  f"{', '.join(p.path for p in ports)})")
+            if "in" not in directions:
+                raise ConfigError(f"channel {name} has no reader (driven by "
+                                  f"{', '.join(p.path for p in ports)})")
 
     def run(self, until: int | simpy.Event | None = None) -> None:
         """Advance time; raise `DeadlockError` if the queue empties while work remains.
@@ -108,12 +125,25 @@ class Simulator:
 
 
 class Port:
-    """A named connection point of a module, bound to a channel before simulation."""
+    """A named connection point of a module, bound to a channel before simulation.
 
-    def __init__(self, owner: Module, name: str) -> None:
+    An "out" port drives its channel (puts), an "in" port reads it (gets); elaboration checks
+    that every channel bound to ports has both a driver and a reader, as SystemC does.
+    """
+
+    def __init__(self, owner: Module, name: str, direction: str = "in") -> None:
+        if direction not in ("in", "out"):
+            raise ValueError(f"port direction must be 'in' or 'out', got {direction!r}")
         self.owner = owner
         self.name = name
+        self.direction = direction
         self.channel: Any = None
+
+    def put(self, item: Any) -> Any:
+        return self.channel.put(item)
+
+    def get(self) -> Any:
+        return self.channel.get()
 
     @property
     def path(self) -> str:
@@ -152,8 +182,8 @@ class Module:
         """
         self._pending_processes.append((fn, args, daemon))
 
-    def add_port(self, name: str) -> Port:
-        port = Port(self, name)
+    def add_port(self, name: str, direction: str = "in") -> Port:
+        port = Port(self, name, direction)
         self.ports.append(port)
         return port
 

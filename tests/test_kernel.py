@@ -126,3 +126,35 @@ def test_an_unbound_port_stops_elaboration_with_its_path():
     Module("dma", top).add_port("dram")
     with pytest.raises(ConfigError, match="top.dma.dram"):
         sim.elaborate()
+
+
+def test_a_channel_with_no_driver_stops_elaboration_naming_it():
+    sim = Simulator()
+    top = Module("top", sim)
+    fifo = Fifo("q", top, capacity=1)
+    top.add_port("inp", "in").bind(fifo)
+    with pytest.raises(ConfigError, match=r"channel top\.q has no driver \(read by top\.inp\)"):
+        sim.elaborate()
+
+
+def test_ports_carry_items_between_processes():
+    sim = Simulator()
+    top = Module("top", sim)
+    fifo = Fifo("q", top, capacity=1)
+    out, inp = top.add_port("out", "out"), top.add_port("inp", "in")
+    out.bind(fifo)
+    inp.bind(fifo)
+    got = []
+
+    def producer():
+        for i in range(3):
+            yield from out.put(i)
+
+    def consumer():
+        for _ in range(3):
+            got.append((yield from inp.get()))
+
+    top.add_process(producer)
+    top.add_process(consumer)
+    sim.run()
+    assert got == [0, 1, 2]
