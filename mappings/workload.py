@@ -20,6 +20,7 @@ from mappings.capture import LayerCapture, capture
 from mappings.datasets import Dataset, batch
 from mappings.models import build_model, default_input_shape
 from mappings.pruning import PruningSpec, prune_model
+from mappings.training import TrainingSpec, train_and_capture
 
 # Methods whose pruned weights still need their gradients (they may come back).
 DYNAMIC_METHODS = {"dropback", "set", "rigl", "dynamic"}
@@ -33,6 +34,7 @@ class WorkloadSpec(Strict):
     num_classes: PositiveInt = 10
     data: Dataset = "digits"
     seed: int = 0
+    training: TrainingSpec | None = None  # train first, then capture a chosen iteration
 
 
 @dataclass
@@ -52,11 +54,16 @@ def capture_workload(spec: WorkloadSpec, pruning: PruningSpec) -> Workload:
     model = build_model(spec.model, **args)
     shape = tuple(spec.input_shape or default_input_shape(spec.model))
     gen = torch.Generator().manual_seed(spec.seed)
+    static = pruning.method not in DYNAMIC_METHODS
+    if spec.training is not None:
+        layers, masks, trained = train_and_capture(model, pruning, spec.training, spec.data,
+                                                   spec.batch, shape, args["num_classes"],
+                                                   spec.seed)
+        return Workload(spec, pruning, layers, static, {**_stats(layers, masks), **trained})
     inputs, targets = batch(spec.data, spec.batch, shape, args["num_classes"], generator=gen)
     masks = prune_model(model, pruning)
     layers = capture(model, inputs, targets)
-    return Workload(spec, pruning, layers, pruning.method not in DYNAMIC_METHODS,
-                    _stats(layers, masks))
+    return Workload(spec, pruning, layers, static, _stats(layers, masks))
 
 
 def _stats(layers: list[LayerCapture], masks: dict[str, torch.Tensor]) -> dict[str, float]:

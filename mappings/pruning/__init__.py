@@ -15,7 +15,7 @@ from mappings.pruning.compression import (
 )
 from mappings.pruning.dropback import DropBack, regenerate
 from mappings.pruning.schedules import cubic_sparsity, dynamic_prune, rigl_regrow, set_regrow
-from mappings.pruning.spec import Method, PruningSpec, prunable_layers, prune_model
+from mappings.pruning.spec import Method, PruningSpec, dropback_k, prunable_layers, prune_model
 from mappings.pruning.structured import (
     block_prune,
     channel_prune,
@@ -36,6 +36,7 @@ __all__ = [
     "block_prune",
     "channel_prune",
     "cubic_sparsity",
+    "dropback_k",
     "dynamic_prune",
     "filter_prune",
     "hybrid_channel_count",

