@@ -11,13 +11,18 @@ element; never float copies). From those the three training phases follow:
 
 A linear layer is captured as a 1x1 convolution over a 1x1 image, with every leading dimension
 of its input (batch, sequence) folded into the batch, so one counting path serves both.
+
+At rest (`capture(..., packed=True)`, what workloads keep) the maps are bit-packed, one bit an
+element, packed inside the hooks as the pass runs; the mapper unpacks one layer at a time.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -48,9 +53,64 @@ class LayerCapture:
         return n * k * cg * r * s * p * q
 
 
-def _as_nchw(t: torch.Tensor) -> torch.Tensor:
-    """A linear layer's (..., C) tensor as (N', C, 1, 1)."""
-    return t.reshape(-1, t.shape[-1], 1, 1)
+class BitMap:
+    """A bool tensor kept one bit an element (numpy's packbits); `unpack()` restores it."""
+
+    __slots__ = ("bits", "nnz", "shape")
+
+    def __init__(self, t: torch.Tensor) -> None:
+        self.shape = tuple(t.shape)
+        flat = t.reshape(-1).numpy()
+        self.bits = np.packbits(flat)
+        self.nnz = int(np.count_nonzero(flat))
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    def reshape(self, *shape: int) -> BitMap:
+        out = object.__new__(BitMap)
+        out.bits, out.nnz, out.shape = self.bits, self.nnz, shape
+        return out
+
+    def unpack(self) -> torch.Tensor:
+        flat = np.unpackbits(self.bits, count=self.numel).astype(bool)
+        return torch.from_numpy(flat).reshape(self.shape)
+
+
+@dataclass
+class PackedLayer:
+    """A `LayerCapture` at rest: the same fields, its three maps as `BitMap`s."""
+
+    name: str
+    kind: str
+    x_nz: BitMap
+    w_nz: BitMap
+    dy_nz: BitMap
+    stride: int = 1
+    padding: int = 0
+    dilation: int = 1
+    groups: int = 1
+    needs_input_grad: bool = True
+
+    def unpack(self) -> LayerCapture:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key in ("x_nz", "w_nz", "dy_nz"):
+            values[key] = values[key].unpack()
+        return LayerCapture(**values)
+
+    @property
+    def macs(self) -> int:
+        n, k, p, q = self.dy_nz.shape
+        _, cg, r, s = self.w_nz.shape
+        return n * k * cg * r * s * p * q
+
+
+def _as_4d(t: torch.Tensor, module: nn.Module) -> torch.Tensor:
+    """A linear layer's (..., C) tensor (or (K, C) weight) as (N', C, 1, 1); convs as they are."""
+    if isinstance(module, nn.Linear):
+        return t.reshape(-1, t.shape[-1], 1, 1)
+    return t
 
 
 def _square(v: int | tuple[int, ...], what: str, name: str) -> int:
@@ -62,12 +122,15 @@ def _square(v: int | tuple[int, ...], what: str, name: str) -> int:
 
 
 def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
-            loss_fn: nn.Module | None = None) -> list[LayerCapture]:
+            loss_fn: nn.Module | None = None, packed: bool = False
+            ) -> list[LayerCapture] | list[PackedLayer]:
     """Run one forward and backward pass and return every conv/linear layer's capture.
 
     Layers come in forward order. The model's weights are used as they are (apply pruning
     before calling). Gradients are left in `.grad` of the parameters for the caller's use.
+    With `packed`, maps are bit-packed as soon as the hooks see them (bounded memory).
     """
+    keep = BitMap if packed else (lambda t: t)
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     records: dict[str, dict] = {}
     order: list[str] = []
@@ -77,12 +140,13 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
         def hook(_m, args, _out):
             x = args[0].detach()
             order.append(name)
-            records[name] = {"x_nz": x != 0, "needs_input_grad": args[0].requires_grad}
+            records[name] = {"x_nz": keep(_as_4d(x != 0, module)),
+                             "needs_input_grad": args[0].requires_grad}
         return hook
 
     def on_backward(name: str):
         def hook(_m, _grad_in, grad_out):
-            records[name]["dy_nz"] = grad_out[0].detach() != 0
+            records[name]["dy_nz"] = keep(_as_4d(grad_out[0].detach() != 0, _m))
         return hook
 
     for name, module in model.named_modules():
@@ -105,16 +169,16 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
         module, rec = modules[name], records[name]
         if "dy_nz" not in rec:  # layer not on the loss's path
             continue
-        w_nz = module.weight.detach() != 0
+        make = PackedLayer if packed else LayerCapture
+        w_nz = _as_4d(module.weight.detach() != 0, module)
         if isinstance(module, nn.Linear):
-            layers.append(LayerCapture(name, "linear", _as_nchw(rec["x_nz"]),
-                                       w_nz.reshape(*w_nz.shape, 1, 1), _as_nchw(rec["dy_nz"]),
-                                       needs_input_grad=rec["needs_input_grad"]))
+            layers.append(make(name, "linear", rec["x_nz"], keep(w_nz), rec["dy_nz"],
+                               needs_input_grad=rec["needs_input_grad"]))
         else:
             if module.padding_mode != "zeros" or isinstance(module.padding, str):
                 raise NotImplementedError(f"{name}: only numeric zero padding is supported")
-            layers.append(LayerCapture(
-                name, "conv", rec["x_nz"], w_nz, rec["dy_nz"],
+            layers.append(make(
+                name, "conv", rec["x_nz"], keep(w_nz), rec["dy_nz"],
                 stride=_square(module.stride, "stride", name),
                 padding=_square(module.padding, "padding", name),
                 dilation=_square(module.dilation, "dilation", name),

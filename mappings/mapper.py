@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mappings.capture import LayerCapture, PackedLayer
 from mappings.counting import BP, FF, WG, SkipPolicy
 from mappings.target import HardwareView
 from mappings.tiling import tile_phase
@@ -41,8 +42,12 @@ def map_workload(workload: Workload, hw: HardwareView) -> list[PhaseWork]:
                         gradients=hw.skip_zero_gradients,
                         pruned_weight_gradients=hw.skip_pruned_weight_gradients)
     work = []
+    unpacked: tuple[int, LayerCapture] | None = None  # BP and WG of a layer come together
     for layer_index, phase in training_order(workload):
-        table, totals = tile_phase(workload.layers[layer_index], layer_index, phase, hw,
+        if unpacked is None or unpacked[0] != layer_index:
+            layer = workload.layers[layer_index]
+            unpacked = (layer_index, layer.unpack() if isinstance(layer, PackedLayer) else layer)
+        table, totals = tile_phase(unpacked[1], layer_index, phase, hw,
                                    policy, static_mask=workload.static_mask)
         work.append(PhaseWork(layer_index, phase, table, **totals))
     return work

@@ -29,7 +29,7 @@ from pydantic import Field, PositiveInt
 from torch import nn
 
 from desim.configio import Strict
-from mappings.capture import LayerCapture, capture
+from mappings.capture import LayerCapture, PackedLayer, capture
 from mappings.datasets import Dataset, batch, held_out
 from mappings.pruning import (
     DropBack,
@@ -54,10 +54,11 @@ class TrainingSpec(Strict):
 
 def train_and_capture(model: nn.Module, pruning: PruningSpec, spec: TrainingSpec,
                       data: Dataset, batch_size: int, input_shape: tuple[int, ...],
-                      num_classes: int, seed: int
-                      ) -> tuple[list[LayerCapture], dict[str, torch.Tensor], dict[str, float]]:
-    """Train for `spec.iterations`, capture the chosen iteration; return its layers, the
-    masks in force then, and the training statistics (loss, accuracy, sparsity)."""
+                      num_classes: int, seed: int, packed: bool = False
+                      ) -> tuple[list[LayerCapture] | list[PackedLayer], dict[str, torch.Tensor],
+                                 dict[str, float]]:
+    """Train for `spec.iterations`, capture the chosen iteration; return its layers (bit-packed
+    with `packed`), the masks in force then, and the training statistics."""
     last = spec.iterations - 1
     at = last if spec.capture_iteration is None else spec.capture_iteration
     if not 0 <= at <= last:
@@ -73,7 +74,7 @@ def train_and_capture(model: nn.Module, pruning: PruningSpec, spec: TrainingSpec
                                 offset=it * batch_size, generator=gen)
         masks = step.before(it)
         if it == at:
-            layers = capture(model, inputs, targets)  # also leaves the gradients in .grad
+            layers = capture(model, inputs, targets, packed=packed)  # leaves the gradients
             loss = None
         else:
             model.zero_grad(set_to_none=True)

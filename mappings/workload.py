@@ -16,7 +16,7 @@ import torch
 from pydantic import Field, PositiveInt
 
 from desim.configio import Strict
-from mappings.capture import LayerCapture, capture
+from mappings.capture import BitMap, PackedLayer, capture
 from mappings.datasets import Dataset, batch
 from mappings.models import build_model, default_input_shape
 from mappings.pruning import PruningSpec, prune_model
@@ -43,7 +43,7 @@ class Workload:
 
     spec: WorkloadSpec
     pruning: PruningSpec
-    layers: list[LayerCapture]
+    layers: list[PackedLayer]  # bit-packed at rest; the mapper unpacks one at a time
     static_mask: bool
     stats: dict[str, float] = field(default_factory=dict)
 
@@ -58,19 +58,20 @@ def capture_workload(spec: WorkloadSpec, pruning: PruningSpec) -> Workload:
     if spec.training is not None:
         layers, masks, trained = train_and_capture(model, pruning, spec.training, spec.data,
                                                    spec.batch, shape, args["num_classes"],
-                                                   spec.seed)
+                                                   spec.seed, packed=True)
         return Workload(spec, pruning, layers, static, {**_stats(layers, masks), **trained})
     inputs, targets = batch(spec.data, spec.batch, shape, args["num_classes"], generator=gen)
     masks = prune_model(model, pruning)
-    layers = capture(model, inputs, targets)
+    layers = capture(model, inputs, targets, packed=True)
     return Workload(spec, pruning, layers, static, _stats(layers, masks))
 
 
-def _stats(layers: list[LayerCapture], masks: dict[str, torch.Tensor]) -> dict[str, float]:
+def _stats(layers: list[PackedLayer], masks: dict[str, torch.Tensor]) -> dict[str, float]:
     """Sparsity of the weights (pruned layers), activations and gradients, in one place."""
-    def density(ts: list[torch.Tensor]) -> float:
-        total = sum(t.numel() for t in ts)
-        return sum(int(t.sum()) for t in ts) / total if total else 1.0
+    def density(maps: list[BitMap] | list[torch.Tensor]) -> float:
+        total = sum(m.numel if isinstance(m, BitMap) else m.numel() for m in maps)
+        nnz = sum(m.nnz if isinstance(m, BitMap) else int(m.sum()) for m in maps)
+        return nnz / total if total else 1.0
 
     out = {
         "activation_sparsity": 1 - density([layer.x_nz for layer in layers[1:]]),

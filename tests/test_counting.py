@@ -162,3 +162,20 @@ def test_wg_row_chunks_count_exactly_what_the_whole_layer_counts():
     assert rows["effectual_macs"].sum() == t_whole["effectual_macs"]
     assert rows["macs"].sum() == t_whole["macs"]
     assert rows["dram_write_bytes"].sum() == whole["dram_write_bytes"].sum() == 8 * 8 * 9 * 2
+
+
+def test_packed_capture_keeps_one_bit_an_element_and_round_trips():
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(8 * 9 * 9, 10))
+    x, y = torch.randn(3, 3, 9, 9), torch.randint(0, 10, (3,))
+    plain = capture(model, x, y)
+    packed = capture(model, x, y, packed=True)
+    for a, b in zip(plain, packed, strict=True):
+        restored = b.unpack()
+        for key in ("x_nz", "w_nz", "dy_nz"):
+            assert torch.equal(getattr(a, key), getattr(restored, key)), key
+            bitmap = getattr(b, key)
+            assert bitmap.bits.nbytes == -(-bitmap.numel // 8)   # one bit an element
+            assert bitmap.nnz == int(getattr(a, key).sum())
+        assert (restored.stride, restored.padding, restored.kind) == (a.stride, a.padding, a.kind)
