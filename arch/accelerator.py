@@ -33,6 +33,7 @@ from arch.noc import Noc, attach, build_noc, check_connected
 from arch.pe import PeArray
 from arch.selector import Selector
 from arch.sram import GlobalBuffer
+from arch.vector import VectorUnit
 from desim.channels import Fifo
 from desim.clock import Clock
 from desim.errors import ConfigError
@@ -100,6 +101,8 @@ class Accelerator(Module):
         self.noc = Noc("noc", self, self.graph, cfg.noc.routing, self.clock,
                        src=self.port, clusters=self._clusters_by_distance())
         self.pes = PeArray("pe_array", self, cfg.pe_cluster, len(self.clusters), self.clock)
+        self.vector = (VectorUnit("vector_unit", self, cfg.vector_unit, self.clock)
+                       if cfg.vector_unit else None)
         # The pipeline's stages talk through ports bound to two-deep FIFOs.
         stages = ("fetch", "distribute", "compute", "collect", "writeback")
         self.queues = [Fifo(f"{a}_to_{b}", self, capacity=2) for a, b in pairwise(stages)]
@@ -131,7 +134,12 @@ class Accelerator(Module):
             skip_pruned_weight_gradients=s.skip_pruned_weight_gradients,
             channel_compaction=s.channel_compaction, weight_format=s.weight_format,
             activation_format=s.activation_format, selector_scans=self.selector is not None,
-            dataflow=self.cfg.mapping.dataflow)
+            dataflow=self.cfg.mapping.dataflow,
+            skip_relu_masked_gradients=s.skip_relu_masked_gradients,
+            load_balance=self.cfg.mapping.load_balance,
+            vector_lanes=self.cfg.vector_unit.lanes if self.cfg.vector_unit else 0,
+            fused_relu=self.cfg.vector_unit.fused_relu if self.cfg.vector_unit else True,
+            fused_batchnorm=bool(self.cfg.vector_unit and self.cfg.vector_unit.fused_batchnorm))
 
     # -- simulation ------------------------------------------------------------------------
 
@@ -177,6 +185,10 @@ class Accelerator(Module):
         col = COLUMNS
         while True:
             row = yield from q_in.get()
+            if row[col["vector_ops"]]:
+                yield from self.vector.process(row[col["vector_ops"]])
+                yield from q_out.put(row)
+                continue
             received = (row[col["multicast_bytes"]] * row[col["active_clusters"]]
                         + row[col["unicast_bytes"]])
             self.pes.count("local_buffer_write_bytes", received)
@@ -236,4 +248,7 @@ class Accelerator(Module):
         if self.selector is not None:
             sel = actions.get(f"{p}.selector", Counter())
             energy["selector"] = sel["entries"] * table.selector_pj_per_entry()
+        if self.vector is not None:
+            ops = actions.get(f"{p}.vector_unit", Counter())["ops"]
+            energy["vector_unit"] = ops * table.mac_pj(cfg.pe_cluster.precision)
         return energy

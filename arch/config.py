@@ -52,8 +52,20 @@ class SparsityConfig(Strict):
     skip_zero_gradients: bool = False
     skip_pruned_weight_gradients: bool = False
     channel_compaction: bool = False
+    # BP computes dX only where the layer's input X is non-zero: where X is zero the ReLU that
+    # produced it zeroes that gradient anyway (Trainer's speculation, the part that is exact).
+    # Valid when every layer's input comes from a ReLU, directly or through pooling.
+    skip_relu_masked_gradients: bool = False
     weight_format: Literal["dense", "bitmap", "line_bitmap", "csr", "csc", "coo", "rle"] = "dense"
     activation_format: Literal["dense", "bitmap", "csr", "csc", "coo", "rle"] = "dense"
+
+
+class VectorUnitConfig(Strict):
+    """Element-wise work of training: batch norm, activations, pooling (mappings/vector.py)."""
+
+    lanes: PositiveInt = 64          # vector operations a cycle
+    fused_relu: bool = True          # activations applied on the producing layer's output
+    fused_batchnorm: bool = False    # Trainer's decoupled BN unit: one data pass a phase
 
 
 class MappingConfig(Strict):
@@ -68,6 +80,10 @@ class MappingConfig(Strict):
     """
 
     dataflow: Literal["auto", "weight_stationary", "input_stationary"] = "auto"
+    # Spread each tile's work evenly over its active PEs (ideal balancing: the bound that
+    # Procrustes' load balancing of unstructured sparse work approaches). Off: a PE does the
+    # outputs dealt to it and the tile lasts as long as the busiest PE.
+    load_balance: bool = False
 
 
 class ArchConfig(Strict):
@@ -82,3 +98,4 @@ class ArchConfig(Strict):
     selector: SelectorConfig | None = None
     sparsity: SparsityConfig = SparsityConfig()
     mapping: MappingConfig = MappingConfig()
+    vector_unit: VectorUnitConfig | None = None  # None: vector layers are not simulated

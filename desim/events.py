@@ -28,6 +28,8 @@ TILE_DTYPE = np.dtype([
     ("processed_macs", np.int64),    # MACs the PEs perform (energy)
     ("effectual_macs", np.int64),    # MACs with every operand non-zero (both needed)
     ("macs", np.int64),              # nominal MACs of the tile
+    ("vector_ops", np.int64),        # element-wise work (batch norm, pooling...) on the
+                                     # vector unit; a tile has vector ops or MACs, not both
 ])
 
 

@@ -102,7 +102,7 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
         by_component.update(energy)
         dram = rec.actions.get(f"{acc.path}.dram", Counter())
         rows.append({
-            "arch": name, "layer": workload.layers[w.layer].name, "phase": PHASES[w.phase],
+            "arch": name, "layer": w.name, "phase": PHASES[w.phase],
             "macs": w.macs, "effectual_macs": w.effectual_macs,
             "processed_macs": w.processed_macs,
             "cycles": math.ceil(span / period), "energy_j": sum(energy.values()) * 1e-12,

@@ -106,6 +106,26 @@ class PackedLayer:
         return n * k * cg * r * s * p * q
 
 
+VECTOR_KINDS: dict[type, str] = {
+    nn.BatchNorm1d: "batchnorm", nn.BatchNorm2d: "batchnorm", nn.LayerNorm: "batchnorm",
+    nn.ReLU: "relu", nn.ReLU6: "relu", nn.GELU: "relu",
+    nn.MaxPool2d: "pool", nn.AvgPool2d: "pool", nn.AdaptiveAvgPool2d: "pool",
+}
+
+
+@dataclass
+class VectorCapture:
+    """An element-wise or reduction layer (batch norm, activation, pooling): no MACs, but
+    data passes and vector operations. `after` is the index of the conv/linear layer it
+    follows in forward order (-1: before the first)."""
+
+    name: str
+    kind: str  # batchnorm | relu | pool
+    in_elems: int
+    out_elems: int
+    after: int
+
+
 def _as_4d(t: torch.Tensor, module: nn.Module) -> torch.Tensor:
     """A linear layer's (..., C) tensor (or (K, C) weight) as (N', C, 1, 1); convs as they are."""
     if isinstance(module, nn.Linear):
@@ -122,13 +142,15 @@ def _square(v: int | tuple[int, ...], what: str, name: str) -> int:
 
 
 def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
-            loss_fn: nn.Module | None = None, packed: bool = False
+            loss_fn: nn.Module | None = None, packed: bool = False,
+            vectors: list[VectorCapture] | None = None
             ) -> list[LayerCapture] | list[PackedLayer]:
     """Run one forward and backward pass and return every conv/linear layer's capture.
 
     Layers come in forward order. The model's weights are used as they are (apply pruning
     before calling). Gradients are left in `.grad` of the parameters for the caller's use.
     With `packed`, maps are bit-packed as soon as the hooks see them (bounded memory).
+    Given a `vectors` list, batch norm, activation and pooling layers are appended to it.
     """
     keep = BitMap if packed else (lambda t: t)
     loss_fn = loss_fn or nn.CrossEntropyLoss()
@@ -149,7 +171,16 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
             records[name]["dy_nz"] = keep(_as_4d(grad_out[0].detach() != 0, _m))
         return hook
 
+    def on_vector(name: str, kind: str):
+        def hook(_m, args, out):
+            vectors.append(VectorCapture(name, kind, args[0].numel(), out.numel(),
+                                         len(order) - 1))
+        return hook
+
     for name, module in model.named_modules():
+        kind = VECTOR_KINDS.get(type(module))
+        if vectors is not None and kind is not None:
+            handles.append(module.register_forward_hook(on_vector(name, kind)))
         if isinstance(module, nn.Conv2d | nn.Linear):
             handles.append(module.register_forward_hook(on_forward(name, module)))
             handles.append(module.register_full_backward_hook(on_backward(name)))

@@ -1,7 +1,9 @@
 """The mapper: a captured workload on a hardware view, as an event table per layer-phase.
 
 Phases run in training order: FF of every layer front to back, then for every layer back to
-front its BP (skipped for the first layer, whose input needs no gradient) and its WG.
+front its BP (skipped for the first layer, whose input needs no gradient) and its WG. Vector
+layers (batch norm, activations, pooling) sit where they ran: FF after the conv/linear layer
+they follow, BP before its BP.
 """
 
 from __future__ import annotations
@@ -14,26 +16,36 @@ from mappings.capture import LayerCapture, PackedLayer
 from mappings.counting import BP, FF, WG, SkipPolicy
 from mappings.target import HardwareView
 from mappings.tiling import tile_phase
+from mappings.vector import vector_tiles
 from mappings.workload import Workload
 
 
 @dataclass
 class PhaseWork:
-    layer: int
+    name: str          # the layer's module name
+    layer: int         # its id in the event table: conv/linear >= 0, vector layers < 0
     phase: int
     table: np.ndarray
-    macs: int
-    effectual_macs: int
-    processed_macs: int
+    macs: int = 0
+    effectual_macs: int = 0
+    processed_macs: int = 0
 
 
 def training_order(workload: Workload) -> list[tuple[int, int]]:
+    """(layer id, phase) in the order they run; vector layer v has id -1 - v."""
     n = len(workload.layers)
-    order = [(i, FF) for i in range(n)]
+    following: dict[int, list[int]] = {}
+    for v, vector in enumerate(workload.vectors):
+        following.setdefault(vector.after, []).append(-1 - v)
+    order = [(v, FF) for v in following.get(-1, [])]
+    for i in range(n):
+        order += [(i, FF)] + [(v, FF) for v in following.get(i, [])]
     for i in reversed(range(n)):
+        order += [(v, BP) for v in reversed(following.get(i, []))]
         if workload.layers[i].needs_input_grad:
             order.append((i, BP))
         order.append((i, WG))
+    order += [(v, BP) for v in reversed(following.get(-1, []))]
     return order
 
 
@@ -43,11 +55,17 @@ def map_workload(workload: Workload, hw: HardwareView) -> list[PhaseWork]:
                         pruned_weight_gradients=hw.skip_pruned_weight_gradients)
     work = []
     unpacked: tuple[int, LayerCapture] | None = None  # BP and WG of a layer come together
-    for layer_index, phase in training_order(workload):
-        if unpacked is None or unpacked[0] != layer_index:
-            layer = workload.layers[layer_index]
-            unpacked = (layer_index, layer.unpack() if isinstance(layer, PackedLayer) else layer)
-        table, totals = tile_phase(unpacked[1], layer_index, phase, hw,
+    for layer_id, phase in training_order(workload):
+        if layer_id < 0:
+            vector = workload.vectors[-1 - layer_id]
+            table = vector_tiles(vector, layer_id, phase, hw)
+            if len(table):
+                work.append(PhaseWork(vector.name, layer_id, phase, table))
+            continue
+        if unpacked is None or unpacked[0] != layer_id:
+            layer = workload.layers[layer_id]
+            unpacked = (layer_id, layer.unpack() if isinstance(layer, PackedLayer) else layer)
+        table, totals = tile_phase(unpacked[1], layer_id, phase, hw,
                                    policy, static_mask=workload.static_mask)
-        work.append(PhaseWork(layer_index, phase, table, **totals))
+        work.append(PhaseWork(unpacked[1].name, layer_id, phase, table, **totals))
     return work

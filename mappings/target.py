@@ -23,10 +23,15 @@ class HardwareView:
     skip_zero_gradients: bool = False    # ... whose output gradient dY is zero (BP, WG)
     skip_pruned_weight_gradients: bool = False  # WG computes only kept weights' gradients
     channel_compaction: bool = False     # inactive output channels are removed before tiling
+    skip_relu_masked_gradients: bool = False  # BP skips dX where X is zero (ReLU masks it)
+    load_balance: bool = False           # a tile's work spread evenly over its active PEs
     weight_format: str = "dense"         # any of mappings.formats.FORMATS
     activation_format: str = "dense"     # any of them but line_bitmap
     selector_scans: bool = False         # a selector scans the operands' non-zero maps
     dataflow: str = "auto"               # auto | weight_stationary | input_stationary
+    vector_lanes: int = 0                # 0: no vector unit, vector layers not simulated
+    fused_relu: bool = True              # activations applied on the producer's output
+    fused_batchnorm: bool = False        # one pass per phase (Trainer's BN unit)
 
     @property
     def pes(self) -> int:

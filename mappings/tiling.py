@@ -196,6 +196,8 @@ def _per_tile_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView
     per_pe = per_pe.reshape(na, clusters, per_cluster, per_pe.shape[2], pes).sum(2)
     busiest = per_pe.amax(dim=(1, 3))
     total = per_pe.sum(dim=(1, 3))
+    if hw.load_balance:  # ideal balancing: the tile's work shared by its active PEs
+        busiest = -(-total // (clusters * pes))
     return busiest.numpy(), total.numpy()
 
 
@@ -302,6 +304,8 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
         effectual = effectual_map(part, phase, static_mask=static_mask)
         processed = (nominal if policy.dense
                      else processed_map(part, phase, policy, static_mask=static_mask))
+        if hw.skip_relu_masked_gradients and phase == BP:  # dX where X is zero is discarded
+            processed = processed * part.x_nz.transpose(0, 1)
         maps.append((nominal, effectual, processed))
     totals = {"macs": sum(int(m[0].sum()) for m in maps),
               "effectual_macs": sum(int(m[1].sum()) for m in maps),

@@ -29,7 +29,7 @@ from pydantic import Field, PositiveInt
 from torch import nn
 
 from desim.configio import Strict
-from mappings.capture import LayerCapture, PackedLayer, capture
+from mappings.capture import LayerCapture, PackedLayer, VectorCapture, capture
 from mappings.datasets import Dataset, batch, held_out
 from mappings.pruning import (
     DropBack,
@@ -54,7 +54,8 @@ class TrainingSpec(Strict):
 
 def train_and_capture(model: nn.Module, pruning: PruningSpec, spec: TrainingSpec,
                       data: Dataset, batch_size: int, input_shape: tuple[int, ...],
-                      num_classes: int, seed: int, packed: bool = False
+                      num_classes: int, seed: int, packed: bool = False,
+                      vectors: list[VectorCapture] | None = None
                       ) -> tuple[list[LayerCapture] | list[PackedLayer], dict[str, torch.Tensor],
                                  dict[str, float]]:
     """Train for `spec.iterations`, capture the chosen iteration; return its layers (bit-packed
@@ -74,7 +75,7 @@ def train_and_capture(model: nn.Module, pruning: PruningSpec, spec: TrainingSpec
                                 offset=it * batch_size, generator=gen)
         masks = step.before(it)
         if it == at:
-            layers = capture(model, inputs, targets, packed=packed)  # leaves the gradients
+            layers = capture(model, inputs, targets, packed=packed, vectors=vectors)
             loss = None
         else:
             model.zero_grad(set_to_none=True)

@@ -16,7 +16,7 @@ import torch
 from pydantic import Field, PositiveInt
 
 from desim.configio import Strict
-from mappings.capture import BitMap, PackedLayer, capture
+from mappings.capture import BitMap, PackedLayer, VectorCapture, capture
 from mappings.datasets import Dataset, batch
 from mappings.models import build_model, default_input_shape
 from mappings.pruning import PruningSpec, prune_model
@@ -46,6 +46,7 @@ class Workload:
     layers: list[PackedLayer]  # bit-packed at rest; the mapper unpacks one at a time
     static_mask: bool
     stats: dict[str, float] = field(default_factory=dict)
+    vectors: list[VectorCapture] = field(default_factory=list)  # batch norm, ReLU, pooling
 
 
 def capture_workload(spec: WorkloadSpec, pruning: PruningSpec) -> Workload:
@@ -55,15 +56,17 @@ def capture_workload(spec: WorkloadSpec, pruning: PruningSpec) -> Workload:
     shape = tuple(spec.input_shape or default_input_shape(spec.model))
     gen = torch.Generator().manual_seed(spec.seed)
     static = pruning.method not in DYNAMIC_METHODS
+    vectors: list[VectorCapture] = []
     if spec.training is not None:
         layers, masks, trained = train_and_capture(model, pruning, spec.training, spec.data,
                                                    spec.batch, shape, args["num_classes"],
-                                                   spec.seed, packed=True)
-        return Workload(spec, pruning, layers, static, {**_stats(layers, masks), **trained})
+                                                   spec.seed, packed=True, vectors=vectors)
+        return Workload(spec, pruning, layers, static, {**_stats(layers, masks), **trained},
+                        vectors)
     inputs, targets = batch(spec.data, spec.batch, shape, args["num_classes"], generator=gen)
     masks = prune_model(model, pruning)
-    layers = capture(model, inputs, targets, packed=True)
-    return Workload(spec, pruning, layers, static, _stats(layers, masks))
+    layers = capture(model, inputs, targets, packed=True, vectors=vectors)
+    return Workload(spec, pruning, layers, static, _stats(layers, masks), vectors)
 
 
 def _stats(layers: list[PackedLayer], masks: dict[str, torch.Tensor]) -> dict[str, float]:

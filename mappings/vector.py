@@ -1,0 +1,62 @@
+"""Vector layers (batch norm, activations, pooling) as tiles: data passes and vector ops.
+
+They have no MACs, but in training they move data: a plain batch norm reads its input twice
+in FF (statistics, then normalization) and its input and output gradient twice in BP (the
+sums for dgamma and dbeta, then dX), unless the data fits on chip, when the second pass reads
+the global buffer. Trainer's decoupled BN unit (`fused_batchnorm`) gathers the statistics as
+the producing layer writes its outputs, so each phase makes one pass. A ReLU is usually fused
+into the layer that produces its input (`fused_relu`): its comparison happens on the output
+stream and it costs no tile of its own.
+
+Operations per element (stated assumptions, counted as fused multiply-adds on the vector
+unit): batch norm FF 4 (sum, sum of squares, scale, shift), BP 7 (two sums, then dX);
+activation 1 each way; pooling 1 per input element each way. Max pooling's BP and the ReLU's
+BP read one bit an element (the argmax / sign map) besides dY.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from desim.events import empty_table
+from mappings.capture import VectorCapture
+from mappings.counting import BP, FF
+from mappings.target import HardwareView
+
+OPS_PER_ELEMENT = {("batchnorm", FF): 4, ("batchnorm", BP): 7, ("relu", FF): 1, ("relu", BP): 1,
+                   ("pool", FF): 1, ("pool", BP): 1}
+
+
+def vector_traffic(v: VectorCapture, phase: int, hw: HardwareView) -> tuple[int, int, int]:
+    """(DRAM bytes read, DRAM bytes written, vector ops) of one phase of a vector layer."""
+    eb = hw.element_bytes
+    x, y = v.in_elems * eb, v.out_elems * eb
+    ops = OPS_PER_ELEMENT[(v.kind, phase)] * v.in_elems
+    if v.kind == "batchnorm":
+        operands = x if phase == FF else x + y          # BP reads X and dY
+        one_pass = hw.fused_batchnorm or operands <= hw.buffer_bytes
+        return operands * (1 if one_pass else 2), (y if phase == FF else x), ops
+    if phase == FF:
+        return x, y, ops
+    return y + -(-v.in_elems // 8), x, ops             # dY plus a sign/argmax bit each
+
+
+def vector_tiles(v: VectorCapture, layer_id: int, phase: int, hw: HardwareView) -> np.ndarray:
+    """The layer-phase cut into tiles whose data fits the tile's share of the buffer."""
+    if hw.vector_lanes == 0 or (v.kind == "relu" and hw.fused_relu):
+        return empty_table(0)
+    read, write, ops = vector_traffic(v, phase, hw)
+    n = max(1, -(-(read + write) // hw.buffer_bytes))
+    table = empty_table(n)
+    table["layer"], table["phase"] = layer_id, phase
+    table["dram_read_bytes"] = _split(read, n)
+    table["dram_write_bytes"] = _split(write, n)
+    table["glb_write_bytes"] = table["dram_read_bytes"] + table["dram_write_bytes"]
+    table["glb_read_bytes"] = table["glb_write_bytes"]
+    table["vector_ops"] = _split(ops, n)
+    return table
+
+
+def _split(total: int, n: int) -> np.ndarray:
+    """`total` in `n` near-equal integer parts (the first ones one larger)."""
+    return total // n + (np.arange(n) < total % n)

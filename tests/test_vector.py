@@ -1,0 +1,56 @@
+"""Vector layers: batch norm, activations and pooling as data passes and vector ops."""
+
+from torch import nn
+
+from mappings.capture import VectorCapture, capture
+from mappings.counting import BP, FF
+from mappings.target import HardwareView
+from mappings.vector import vector_tiles, vector_traffic
+
+HW = HardwareView(clusters=4, pes_per_cluster=4, buffer_bytes=1000, element_bytes=2,
+                  vector_lanes=8)
+
+
+def test_plain_batchnorm_makes_two_passes_unless_it_fits():
+    bn = VectorCapture("bn", "batchnorm", 1000, 1000, 0)
+    assert vector_traffic(bn, FF, HW) == (2 * 2000, 2000, 4 * 1000)   # 2 KB > 1 KB buffer
+    assert vector_traffic(bn, BP, HW) == (2 * 4000, 2000, 7 * 1000)   # X and dY, twice
+    small = VectorCapture("bn", "batchnorm", 100, 100, 0)
+    assert vector_traffic(small, FF, HW) == (200, 200, 400)           # fits: one pass
+
+
+def test_decoupled_batchnorm_unit_makes_one_pass():
+    fused = HardwareView(**{**HW.__dict__, "fused_batchnorm": True})
+    bn = VectorCapture("bn", "batchnorm", 1000, 1000, 0)
+    assert vector_traffic(bn, FF, fused) == (2000, 2000, 4000)
+    assert vector_traffic(bn, BP, fused) == (4000, 2000, 7000)
+
+
+def test_pooling_and_unfused_relu_traffic():
+    pool = VectorCapture("pool", "pool", 400, 100, 0)
+    assert vector_traffic(pool, FF, HW) == (800, 200, 400)
+    assert vector_traffic(pool, BP, HW) == (200 + 50, 800, 400)       # dY + argmax bits
+    relu = VectorCapture("relu", "relu", 64, 64, 0)
+    unfused = HardwareView(**{**HW.__dict__, "fused_relu": False})
+    assert len(vector_tiles(relu, -1, FF, HW)) == 0                   # fused: no tile
+    assert vector_tiles(relu, -1, FF, unfused)["vector_ops"].sum() == 64
+
+
+def test_tiles_fit_the_buffer_and_sum_to_the_layer():
+    bn = VectorCapture("bn", "batchnorm", 1000, 1000, 0)
+    table = vector_tiles(bn, -3, BP, HW)
+    assert len(table) == -(-(8000 + 2000) // 1000)
+    assert (table["dram_read_bytes"] + table["dram_write_bytes"] <= 1000).all()
+    assert table["dram_read_bytes"].sum() == 8000 and table["vector_ops"].sum() == 7000
+    assert (table["layer"] == -3).all() and table["macs"].sum() == 0
+
+
+def test_capture_records_vector_layers_in_forward_order():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Linear(4 * 3 * 3, 10))
+    import torch
+    vectors: list[VectorCapture] = []
+    capture(model, torch.randn(2, 3, 8, 8), torch.randint(0, 10, (2,)), vectors=vectors)
+    assert [(v.kind, v.in_elems, v.out_elems, v.after) for v in vectors] == [
+        ("batchnorm", 2 * 4 * 36, 2 * 4 * 36, 0), ("relu", 288, 288, 0),
+        ("pool", 288, 2 * 4 * 9, 0)]
