@@ -10,7 +10,10 @@ element; never float copies). From those the three training phases follow:
 - WG: dW = X * dY     (weight gradient)
 
 A linear layer is captured as a 1x1 convolution over a 1x1 image, with every leading dimension
-of its input (batch, sequence) folded into the batch, so one counting path serves both.
+of its input (batch, sequence) folded into the batch, so one counting path serves both. A
+batched matrix product A @ B (a `MatMul` module: attention's Q K^T and attention x V) is a
+grouped 1x1 convolution: one group per batch matrix, A's rows as images, B as the "weight";
+B is an activation, so its gradient (WG) is never masked by a pruning mask.
 
 At rest (`capture(..., packed=True)`, what workloads keep) the maps are bit-packed, one bit an
 element, packed inside the hooks as the pass runs; the mapper unpacks one layer at a time.
@@ -25,6 +28,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 from torch import nn
+
+from mappings.models.common import MatMul
 
 
 @dataclass
@@ -41,6 +46,7 @@ class LayerCapture:
     dilation: int = 1
     groups: int = 1
     needs_input_grad: bool = True  # False for the first layer: no gradient for the data
+    weight_is_parameter: bool = True  # False for a matmul, whose "weight" is an activation
     # For a slice of rows of a layer, X comes padded explicitly (padding = 0) and x_valid
     # marks the positions inside the image, so counting still skips the padding.
     x_valid: torch.Tensor | None = None
@@ -92,6 +98,7 @@ class PackedLayer:
     dilation: int = 1
     groups: int = 1
     needs_input_grad: bool = True
+    weight_is_parameter: bool = True
 
     def unpack(self) -> LayerCapture:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -166,6 +173,29 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                              "needs_input_grad": args[0].requires_grad}
         return hook
 
+    def on_matmul(name: str):
+        def hook(_m, args, _out):
+            a, b = args
+            batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+            a, b = a.detach().expand(*batch, *a.shape[-2:]), b.detach().expand(*batch,
+                                                                                *b.shape[-2:])
+            m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+            groups = math.prod(batch)
+            x = (a != 0).reshape(groups, m, k).transpose(0, 1).reshape(m, groups * k, 1, 1)
+            w = (b != 0).reshape(groups, k, n).transpose(1, 2).reshape(groups * n, k, 1, 1)
+            order.append(name)
+            records[name] = {"x_nz": keep(x), "w_nz": keep(w), "groups": groups,
+                             "needs_input_grad": args[0].requires_grad}
+        return hook
+
+    def on_matmul_backward(name: str):
+        def hook(_m, _grad_in, grad_out):
+            g = grad_out[0].detach() != 0
+            m, n = g.shape[-2], g.shape[-1]
+            g = g.reshape(-1, m, n).transpose(0, 1).reshape(m, -1, 1, 1)
+            records[name]["dy_nz"] = keep(g)
+        return hook
+
     def on_backward(name: str):
         def hook(_m, _grad_in, grad_out):
             records[name]["dy_nz"] = keep(_as_4d(grad_out[0].detach() != 0, _m))
@@ -181,6 +211,9 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
         kind = VECTOR_KINDS.get(type(module))
         if vectors is not None and kind is not None:
             handles.append(module.register_forward_hook(on_vector(name, kind)))
+        if isinstance(module, MatMul):
+            handles.append(module.register_forward_hook(on_matmul(name)))
+            handles.append(module.register_full_backward_hook(on_matmul_backward(name)))
         if isinstance(module, nn.Conv2d | nn.Linear):
             handles.append(module.register_forward_hook(on_forward(name, module)))
             handles.append(module.register_full_backward_hook(on_backward(name)))
@@ -201,6 +234,11 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
         if "dy_nz" not in rec:  # layer not on the loss's path
             continue
         make = PackedLayer if packed else LayerCapture
+        if isinstance(module, MatMul):
+            layers.append(make(name, "matmul", rec["x_nz"], rec["w_nz"], rec["dy_nz"],
+                               groups=rec["groups"], needs_input_grad=rec["needs_input_grad"],
+                               weight_is_parameter=False))
+            continue
         w_nz = _as_4d(module.weight.detach() != 0, module)
         if isinstance(module, nn.Linear):
             layers.append(make(name, "linear", rec["x_nz"], keep(w_nz), rec["dy_nz"],

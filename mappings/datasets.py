@@ -61,6 +61,9 @@ def _shaped(name: str, idx: np.ndarray, input_shape: tuple[int, ...], num_classe
     n = len(idx)
     x = torch.from_numpy(images[idx])[:, None]                    # (n, 1, h, w)
     y = torch.from_numpy(labels[idx]) % num_classes
+    if len(input_shape) == 2:                  # (sequence, dim): image rows as tokens
+        x = F.interpolate(x, size=input_shape, mode="bilinear", align_corners=False)
+        return x[:, 0].contiguous(), y
     if len(input_shape) == 1:                                     # flat input (MLPs)
         side = int(round(input_shape[0] ** 0.5))
         x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)

@@ -297,6 +297,7 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
                policy: SkipPolicy, *, static_mask: bool) -> tuple[np.ndarray, dict]:
     """The event-table rows of one phase of one layer, and the layer-phase totals."""
     where = f"layer {layer.name} {('FF', 'BP', 'WG')[phase]}"
+    static_mask = static_mask and layer.weight_is_parameter
     parts = _wg_chunks(layer, hw) if phase == WG else [layer]
     maps = []
     for part in parts:

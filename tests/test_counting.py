@@ -179,3 +179,33 @@ def test_packed_capture_keeps_one_bit_an_element_and_round_trips():
             assert bitmap.bits.nbytes == -(-bitmap.numel // 8)   # one bit an element
             assert bitmap.nnz == int(getattr(a, key).sum())
         assert (restored.stride, restored.padding, restored.kind) == (a.stride, a.padding, a.kind)
+
+
+def test_attention_matmul_is_captured_and_counted_exactly():
+    from mappings.models.common import MatMul
+
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scores = MatMul()
+
+        def forward(self, qk):
+            return self.scores(qk[0], qk[1].transpose(-2, -1))
+
+    torch.manual_seed(5)
+    q = torch.relu(torch.randn(2, 3, 5, 4))                    # (batch, heads, seq, dim)
+    k = torch.relu(torch.randn(2, 3, 5, 4))
+    g = torch.randn(2, 3, 5, 5)
+    qk = torch.stack([q, k]).requires_grad_()
+    (layer,) = capture(Attn(), qk, g, loss_fn=lambda out, t: (out * t).sum())
+    assert layer.kind == "matmul" and layer.groups == 6 and not layer.weight_is_parameter
+    assert layer.macs == 6 * 5 * 5 * 4                        # groups x M x N x K
+    qn, kn = (q != 0).float(), (k != 0).float()
+    ff = int((qn @ kn.transpose(-2, -1)).sum())               # pairs of non-zeros
+    dq = int(((g != 0).float() @ kn).sum())                      # BP: dQ = dS K
+    dk = int(((g != 0).float().transpose(-2, -1) @ qn).sum())    # WG: dK = dS^T Q
+    for phase, expected in ((FF, ff), (BP, dq), (WG, dk)):
+        table, totals = tile_phase(layer, 0, phase, DENSE_HW, SkipPolicy(), static_mask=True)
+        assert totals["effectual_macs"] == expected
+        assert totals["macs"] == 6 * 5 * 5 * 4
+        assert table["effectual_macs"].sum() == expected

@@ -1,0 +1,48 @@
+"""A transformer encoder block (Vaswani et al. 2017; pre-norm, as in ViT), written so every
+matrix product is a layer: the q, k, v and output projections and the two MLP linears are
+`nn.Linear`, and the two attention products (Q K^T and attention x V) are `MatMul` modules.
+
+Parameters: attention 4 d^2 + 4 d (four d x d projections with bias), MLP 2 r d^2 + (r + 1) d,
+two layer norms 4 d; with d = 256, r = 4: 789,760.
+A classification head (mean over the sequence, then a Linear) makes it trainable alone.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor, nn
+
+from mappings.models.common import MatMul
+
+
+class TransformerEncoderBlock(nn.Module):
+    def __init__(self, dim: int = 256, heads: int = 4, mlp_ratio: int = 4,
+                 num_classes: int | None = None) -> None:
+        super().__init__()
+        self.heads, self.dim = heads, dim
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.q, self.k, self.v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, dim)
+        self.scores, self.mix = MatMul(), MatMul()
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(),
+                                 nn.Linear(mlp_ratio * dim, dim))
+        self.head = nn.Linear(dim, num_classes) if num_classes else None
+
+    def _split(self, t: Tensor) -> Tensor:
+        b, s, _ = t.shape
+        return t.reshape(b, s, self.heads, self.dim // self.heads).transpose(1, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.norm1(x)
+        q, k, v = self._split(self.q(h)), self._split(self.k(h)), self._split(self.v(h))
+        attn = (self.scores(q, k.transpose(-2, -1)) / math.sqrt(self.dim // self.heads))
+        mixed = self.mix(attn.softmax(-1), v).transpose(1, 2).reshape(x.shape)
+        x = x + self.out(mixed)
+        x = x + self.mlp(self.norm2(x))
+        return self.head(x.mean(1)) if self.head is not None else x
+
+
+def transformer_block(num_classes: int = 10, dim: int = 256, heads: int = 4,
+                      mlp_ratio: int = 4) -> TransformerEncoderBlock:
+    return TransformerEncoderBlock(dim, heads, mlp_ratio, num_classes)
