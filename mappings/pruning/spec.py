@@ -37,6 +37,8 @@ Method = Literal[
     "block_circulant",
     "ternarize",
     "dropback",
+    "set",
+    "rigl",
 ]
 
 _REQUIRED: dict[str, tuple[str, ...]] = {
@@ -66,6 +68,8 @@ class PruningSpec(BaseModel):
     k: int | None = Field(None, ge=0)
     threshold_ratio: float = Field(0.7, ge=0.0)
     seed: int = 0
+    regrow_fraction: float = Field(0.3, ge=0.0, le=1.0)  # SET / RigL: share dropped and regrown
+    update_every: PositiveInt = 10                       # SET / RigL: iterations between updates
     skip_first_conv: bool = True
     skip_last_linear: bool = True
 
@@ -102,7 +106,7 @@ def _layer_mask(weight: Tensor, spec: PruningSpec) -> tuple[Tensor, Tensor | Non
     """(mask, replacement weight or None) for one layer."""
     s = spec.sparsity
     match spec.method:
-        case "magnitude":
+        case "magnitude" | "set" | "rigl":  # SET and RigL start from magnitude masks
             return magnitude(weight, s), None
         case "dynamic":
             return dynamic_prune(weight, s), None
