@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from desim.errors import ConfigError
 from mappings.models.common import MatMul
 
 
@@ -144,7 +145,9 @@ def _square(v: int | tuple[int, ...], what: str, name: str) -> int:
     if isinstance(v, int):
         return v
     if len(set(v)) != 1:
-        raise NotImplementedError(f"{name}: non-square {what} {v} is not supported yet")
+        raise ConfigError(f"layer {name}: non-square {what} {tuple(v)} is not supported "
+                          "(desim counts square kernels, strides, paddings and dilations)",
+                          key="workload.model")
     return int(v[0])
 
 
@@ -245,7 +248,9 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                                needs_input_grad=rec["needs_input_grad"]))
         else:
             if module.padding_mode != "zeros" or isinstance(module.padding, str):
-                raise NotImplementedError(f"{name}: only numeric zero padding is supported")
+                raise ConfigError(f"layer {name}: padding {module.padding!r} in mode "
+                                  f"{module.padding_mode!r} is not supported (numeric zero "
+                                  "padding only)", key="workload.model")
             layers.append(make(
                 name, "conv", rec["x_nz"], keep(w_nz), rec["dy_nz"],
                 stride=_square(module.stride, "stride", name),

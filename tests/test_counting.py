@@ -209,3 +209,23 @@ def test_attention_matmul_is_captured_and_counted_exactly():
         assert totals["effectual_macs"] == expected
         assert totals["macs"] == 6 * 5 * 5 * 4
         assert table["effectual_macs"].sum() == expected
+
+
+def test_unsupported_layers_are_config_errors_naming_the_layer():
+    x, y = torch.randn(1, 3, 8, 8), torch.randint(0, 4, (1,))
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, stride=(2, 1)), nn.Flatten(), nn.LazyLinear(4))
+    model(x)
+    with pytest.raises(ConfigError, match=r"layer 0: non-square stride \(2, 1\)"):
+        capture(model, x, y)
+    same = nn.Sequential(nn.Conv2d(3, 4, 3, padding="same"), nn.Flatten(), nn.LazyLinear(4))
+    same(x)
+    with pytest.raises(ConfigError, match="layer 0: padding 'same'"):
+        capture(same, x, y)
+
+
+def test_non_square_kernels_count_exactly():
+    layer = dense_capture(nn.Conv2d(C, K, (3, 1), bias=False))
+    expected = N * K * C * 3 * 1 * (H - 3 + 1) * H
+    for phase in (FF, BP, WG):
+        table, totals = tile_phase(layer, 0, phase, DENSE_HW, SkipPolicy(), static_mask=True)
+        assert totals["effectual_macs"] == expected == table["effectual_macs"].sum()
