@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -17,6 +18,7 @@ from rich.table import Table
 
 from desim.errors import ConfigError, DeadlockError
 
+T = TypeVar("T")
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="desim: transaction-level simulation of sparse DNN training accelerators.")
 console = Console()
@@ -25,7 +27,20 @@ err_console = Console(stderr=True)
 
 def _fail(code: int, message: str) -> None:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+    raise SystemExit(code)
+
+
+EXIT_CODES = {ConfigError: 2, DeadlockError: 3}
+
+
+def guarded(action: Callable[[], T]) -> T:
+    """Run `action`; the user's errors become one line and an exit code, never a traceback:
+    bad input (ConfigError) exits 2, a deadlocked simulation (DeadlockError) exits 3."""
+    try:
+        return action()
+    except (ConfigError, DeadlockError) as err:
+        _fail(EXIT_CODES[type(err)], str(err))
+        raise  # unreachable: _fail exits
 
 
 @app.command()
@@ -43,13 +58,8 @@ def run(
     overrides += ["observe.trace=true"] if trace else []
     overrides += ["observe.vcd=true"] if vcd else []
     started = time.perf_counter()
-    try:
-        with console.status("starting") as status:
-            summary = run_file(config, out, overrides, progress=status.update)
-    except ConfigError as err:
-        _fail(2, str(err))
-    except DeadlockError as err:
-        _fail(3, str(err))
+    with console.status("starting") as status:
+        summary = guarded(lambda: run_file(config, out, overrides, progress=status.update))
     print_summary(summary)
     console.print(f"results in {out}/ (summary.json, layers.csv, stats.txt, config.json); "
                   f"{time.perf_counter() - started:.1f} s")
@@ -91,13 +101,13 @@ def topology(
     from arch.draw import draw_topology
     from desim.experiment import load_arch
 
-    try:
+    def draw() -> tuple[Path, Any]:
         cfg = load_arch(arch)
         graph = build_graph(cfg)
         utilization = _utilization(stats, run_name, cfg.name, graph) if stats else None
-        path = draw_topology(graph, out, utilization)
-    except ConfigError as err:
-        _fail(2, str(err))
+        return draw_topology(graph, out, utilization), graph
+
+    path, graph = guarded(draw)
     console.print(f"wrote {path} ({graph.number_of_nodes()} nodes, "
                   f"{graph.number_of_edges()} links)")
 

@@ -139,3 +139,37 @@ def test_topology_colours_by_utilization_from_a_run(quickstart_twice, tmp_path):
                    "--stats", str(outs[0]))
     assert result.returncode == 0, result.stderr
     assert "utilization" in out.read_text()
+
+
+DEADLOCK = """
+from desim.channels import Fifo
+from desim.cli import guarded
+from desim.module import Module, Simulator
+
+sim = Simulator()
+top = Module("top", sim)
+to_ping, to_pong = Fifo("to_ping", top, 1), Fifo("to_pong", top, 1)
+
+def ping():
+    yield from to_ping.get()
+    yield from to_pong.put("ball")
+
+def pong():
+    yield from to_pong.get()
+    yield from to_ping.put("ball")
+
+top.add_process(ping)
+top.add_process(pong)
+guarded(sim.run)
+"""
+
+
+def test_a_deadlock_exits_3_within_seconds_naming_both_processes():
+    import time
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", DEADLOCK], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 3, result.stderr
+    message = " ".join(result.stderr.split())
+    assert "ping" in message and "pong" in message and "Traceback" not in message
+    assert time.perf_counter() - started < 20
