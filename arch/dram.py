@@ -735,10 +735,8 @@ class DramController(Module):
             self._next[is_write] = address + nbytes
             now = int(self.env.now)
             access = self.system.access(now, address, nbytes, is_write)
-            yield self.env.timeout(access.end_ps - now)
-            self.busy_ps += access.end_ps - now
-            self.traced("write" if is_write else "read", now, access.end_ps,
-                        args={"bytes": nbytes})
+            yield from self.busy_for(access.end_ps - now, "write" if is_write else "read",
+                                     args={"bytes": nbytes})
         self.count("write_bytes" if is_write else "read_bytes", nbytes)
         for action, n in access.actions.items():
             self.count(action, n)

@@ -30,11 +30,7 @@ class PeArray(Module):
         return -(-busiest_pe_macs // self.cfg.macs_per_pe_per_cycle) + self.cfg.pipeline_cycles
 
     def compute(self, busiest_pe_macs: int, processed_macs: int, operand_bytes: int) -> Generator:
-        start, duration = int(self.env.now), self.clock.cycles(self.tile_cycles(busiest_pe_macs))
-        if duration:
-            yield self.env.timeout(duration)
-        self.busy_ps += duration
-        self.traced("tile", start, start + duration)
+        yield from self.busy_for(self.clock.cycles(self.tile_cycles(busiest_pe_macs)), "tile")
         self.count("macs", processed_macs)
         self.count("local_buffer_read_bytes", operand_bytes)
 

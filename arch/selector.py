@@ -23,9 +23,6 @@ class Selector(Module):
     def scan(self, entries: int) -> Generator:
         if entries <= 0:
             return
-        start = int(self.env.now)
-        duration = self.clock.cycles(-(-entries // self.cfg.entries_per_cycle))
-        yield self.env.timeout(duration)
-        self.busy_ps += duration
-        self.traced("scan", start, start + duration)
+        yield from self.busy_for(self.clock.cycles(-(-entries // self.cfg.entries_per_cycle)),
+                                 "scan")
         self.count("entries", entries)

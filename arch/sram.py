@@ -38,8 +38,5 @@ class GlobalBuffer(Module):
             return
         with self.port_queues[kind].request() as req:
             yield req
-            start, duration = int(self.env.now), self.access_ps(nbytes)
-            yield self.env.timeout(duration)
-            self.busy_ps += duration
-            self.traced(kind, start, start + duration, track=kind)
+            yield from self.busy_for(self.access_ps(nbytes), kind, track=kind)
         self.count(f"{kind}_bytes", nbytes)

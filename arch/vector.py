@@ -22,8 +22,5 @@ class VectorUnit(Module):
     def process(self, ops: int) -> Generator:
         if ops <= 0:
             return
-        start, duration = int(self.env.now), self.clock.cycles(-(-ops // self.cfg.lanes))
-        yield self.env.timeout(duration)
-        self.busy_ps += duration
+        yield from self.busy_for(self.clock.cycles(-(-ops // self.cfg.lanes)), "ops")
         self.count("ops", ops)
-        self.traced("ops", start, start + duration)

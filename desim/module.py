@@ -201,6 +201,17 @@ class Module:
         if self.tracer:
             self.tracer.slice(self, name, start_ps, end_ps, track, args)
 
+    def busy_for(self, duration_ps: int, name: str, track: str | None = None,
+                 args: dict[str, Any] | None = None) -> Generator:
+        """Spend `duration_ps` on one transaction: wait it out, count it as busy time and
+        record it for the trace. The common body of every timed component."""
+        if duration_ps <= 0:
+            return
+        start = int(self.env.now)
+        yield self.env.timeout(duration_ps)
+        self.busy_ps += duration_ps
+        self.traced(name, start, start + duration_ps, track, args)
+
     def elaborate(self) -> None:
         """Hook for subclasses: checks that need the whole tree built."""
 
