@@ -28,7 +28,7 @@ import numpy as np
 
 from arch.config import ArchConfig
 from arch.dram import DramController
-from arch.energy import ELEMENT_BYTES, EnergyTable
+from arch.energy import EnergyTable
 from arch.noc import Noc, attach, build_noc, check_connected
 from arch.pe import PeArray
 from arch.selector import Selector
@@ -39,7 +39,6 @@ from desim.clock import Clock
 from desim.errors import ConfigError
 from desim.events import TILE_DTYPE
 from desim.module import Module, Port, Simulator
-from mappings.target import HardwareView
 
 COLUMNS = {name: i for i, name in enumerate(TILE_DTYPE.names)}
 
@@ -118,28 +117,6 @@ class Accelerator(Module):
         """Clusters in the order tiles fill them: nearest the GLB port first."""
         hops = nx.single_source_shortest_path_length(self.graph, self.port)
         return sorted(self.clusters, key=lambda c: (hops[c], c))
-
-    def hardware_view(self) -> HardwareView:
-        s = self.cfg.sparsity
-        return HardwareView(
-            clusters=len(self.clusters), pes_per_cluster=self.cfg.pe_cluster.pes,
-            buffer_bytes=self.glb.capacity_bytes // 2,
-            local_buffer_bytes=self.cfg.pe_cluster.local_buffer_kib * 1024,
-            dram_bytes_per_cycle=self.dram.system.peak_bandwidth_bytes_per_s
-            / self.clock.frequency_hz,
-            noc_port_bytes_per_cycle=self.cfg.noc.link_bandwidth_bytes_per_cycle,
-            element_bytes=ELEMENT_BYTES[self.cfg.pe_cluster.precision],
-            skip_zero_weights=s.skip_zero_weights, skip_zero_activations=s.skip_zero_activations,
-            skip_zero_gradients=s.skip_zero_gradients,
-            skip_pruned_weight_gradients=s.skip_pruned_weight_gradients,
-            channel_compaction=s.channel_compaction, weight_format=s.weight_format,
-            activation_format=s.activation_format, selector_scans=self.selector is not None,
-            dataflow=self.cfg.mapping.dataflow,
-            skip_relu_masked_gradients=s.skip_relu_masked_gradients,
-            load_balance=self.cfg.mapping.load_balance,
-            vector_lanes=self.cfg.vector_unit.lanes if self.cfg.vector_unit else 0,
-            fused_relu=self.cfg.vector_unit.fused_relu if self.cfg.vector_unit else True,
-            fused_batchnorm=bool(self.cfg.vector_unit and self.cfg.vector_unit.fused_batchnorm))
 
     # -- simulation ------------------------------------------------------------------------
 

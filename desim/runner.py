@@ -18,6 +18,7 @@ import torch
 
 from arch.accelerator import Accelerator
 from arch.config import ArchConfig
+from arch.energy import ELEMENT_BYTES
 from desim.clock import PS_PER_S
 from desim.events import PHASES
 from desim.experiment import Experiment, ObserveSpec, load_experiment
@@ -25,6 +26,7 @@ from desim.module import Simulator
 from desim.results import write_atomic, write_csv, write_json
 from desim.stats import collect_stats, stats_text
 from mappings.mapper import map_workload
+from mappings.target import HardwareView
 from mappings.workload import Workload, capture_workload
 
 LAYER_COLUMNS = ["arch", "layer", "phase", "macs", "effectual_macs", "processed_macs",
@@ -80,12 +82,37 @@ class RunResult:
         }
 
 
+def hardware_view(acc: Accelerator) -> HardwareView:
+    """What the mapper needs to know of an assembled accelerator (the top joins the two:
+    `arch` does not import `mappings`)."""
+    s = acc.cfg.sparsity
+    return HardwareView(
+        clusters=len(acc.clusters), pes_per_cluster=acc.cfg.pe_cluster.pes,
+        buffer_bytes=acc.glb.capacity_bytes // 2,
+        local_buffer_bytes=acc.cfg.pe_cluster.local_buffer_kib * 1024,
+        dram_bytes_per_cycle=acc.dram.system.peak_bandwidth_bytes_per_s
+        / acc.clock.frequency_hz,
+        noc_port_bytes_per_cycle=acc.cfg.noc.link_bandwidth_bytes_per_cycle,
+        element_bytes=ELEMENT_BYTES[acc.cfg.pe_cluster.precision],
+        skip_zero_weights=s.skip_zero_weights, skip_zero_activations=s.skip_zero_activations,
+        skip_zero_gradients=s.skip_zero_gradients,
+        skip_pruned_weight_gradients=s.skip_pruned_weight_gradients,
+        channel_compaction=s.channel_compaction, weight_format=s.weight_format,
+        activation_format=s.activation_format, selector_scans=acc.selector is not None,
+        dataflow=acc.cfg.mapping.dataflow,
+        skip_relu_masked_gradients=s.skip_relu_masked_gradients,
+        load_balance=acc.cfg.mapping.load_balance,
+        vector_lanes=acc.cfg.vector_unit.lanes if acc.cfg.vector_unit else 0,
+        fused_relu=acc.cfg.vector_unit.fused_relu if acc.cfg.vector_unit else True,
+        fused_batchnorm=bool(acc.cfg.vector_unit and acc.cfg.vector_unit.fused_batchnorm))
+
+
 def simulate(name: str, arch: ArchConfig, workload: Workload,
              observe: ObserveSpec = ObserveSpec(), out: Path | None = None) -> RunResult:
     """One training iteration of `workload` on `arch`; its module tree is rooted at `name`."""
     sim = Simulator()
     acc = Accelerator(sim, arch, name=name)
-    work = map_workload(workload, acc.hardware_view())
+    work = map_workload(workload, hardware_view(acc))
     acc.replay([w.table for w in work])
     tracer = None
     if observe.trace or observe.vcd:
@@ -123,8 +150,10 @@ def _event_count(sim: Simulator) -> int:
 
 
 def run(experiment: Experiment, progress: Callable[[str], None] | None = None,
-        out: Path | None = None) -> dict[str, RunResult]:
-    """Every run of an experiment; a (workload, pruning) pair is captured once."""
+        out: Path | None = None, capture: Callable[..., Workload] | None = None
+        ) -> dict[str, RunResult]:
+    """Every run of an experiment; a (workload, pruning) pair is captured once, by `capture`
+    (workload spec, pruning spec) -> Workload if given (a sweep's shared cache), else here."""
     torch.set_num_threads(1)  # faster than two on a shared 2-core machine, and deterministic
     spec = experiment.spec
     captured: dict[str, Workload] = {}
@@ -134,7 +163,7 @@ def run(experiment: Experiment, progress: Callable[[str], None] | None = None,
         if key not in captured:
             if progress:
                 progress(f"capturing {spec.workload.model} with {run_spec.pruning.method} pruning")
-            captured[key] = capture_workload(spec.workload, run_spec.pruning)
+            captured[key] = (capture or capture_workload)(spec.workload, run_spec.pruning)
         if progress:
             progress(f"simulating {run_spec.name} on {experiment.archs[run_spec.name].name}")
         results[run_spec.name] = simulate(run_spec.name, experiment.archs[run_spec.name],
