@@ -88,7 +88,7 @@ class Accelerator(Module):
     def __init__(self, sim: Simulator, cfg: ArchConfig, name: str = "top") -> None:
         super().__init__(name, sim)
         self.cfg = cfg
-        self.clock = Clock.from_mhz(cfg.core_clock_mhz, "core")
+        self.clock = Clock.from_mhz(cfg.core_clock_mhz, f"{self.path}.clock (core_clock_mhz)")
         self.graph = build_graph(cfg)
         self.clusters = sorted(n for n, d in self.graph.nodes(data=True)
                                if d["kind"] == "pe_cluster")

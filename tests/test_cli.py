@@ -173,3 +173,10 @@ def test_a_deadlock_exits_3_within_seconds_naming_both_processes():
     message = " ".join(result.stderr.split())
     assert "ping" in message and "pong" in message and "Traceback" not in message
     assert time.perf_counter() - started < 20
+
+
+def test_a_clock_off_the_picosecond_grid_is_refused_naming_the_module(tmp_path):
+    configs = copy_configs(tmp_path)
+    edit_yaml(configs / "arch" / "hppu_like.yaml", lambda d: d.update(core_clock_mhz=1200))
+    result = desim("run", str(configs / "experiments" / "quickstart.yaml"))
+    assert_config_error(result, "hppu.clock", "core_clock_mhz", "833.3333 ps")
