@@ -206,26 +206,31 @@ class Accelerator(Module):
     # -- energy ------------------------------------------------------------------------------
 
     def energy_pj(self, actions: dict[str, Counter], elapsed_ps: int) -> dict[str, float]:
-        """Price a set of actions (by module path) and the time they took, per component."""
+        """Price a set of actions (by module path) and the time they took: picojoules per
+        component and action, keyed "component.action" (`dram.activates`, `noc.byte_hops`)."""
         table = EnergyTable(self.cfg.technology)
-        cfg, p = self.cfg, self.path
-        noc_bytes = sum(c["bytes"] for path, c in actions.items()
-                        if path.startswith(f"{p}.noc."))
-        glb = actions.get(f"{p}.glb", Counter())
-        pes = actions.get(f"{p}.pe_array", Counter())
-        local = pes["local_buffer_write_bytes"] + pes["local_buffer_read_bytes"]
-        energy = {
-            "dram": self.dram.energy_pj(actions.get(f"{p}.dram", Counter()), elapsed_ps),
-            "global_buffer": (glb["read_bytes"] + glb["write_bytes"])
-            * table.sram_pj_per_byte(self.glb.bank_bytes),
-            "noc": noc_bytes * table.noc_pj_per_byte_hop(),
-            "local_buffers": local * table.sram_pj_per_byte(cfg.pe_cluster.local_buffer_kib * 1024),
-            "macs": pes["macs"] * table.mac_pj(cfg.pe_cluster.precision),
-        }
+        cfg = self.cfg
+
+        def of(module: str) -> Counter:
+            return actions.get(f"{self.path}.{module}", Counter())
+
+        glb, pes = of("glb"), of("pe_array")
+        glb_pj = table.sram_pj_per_byte(self.glb.bank_bytes)
+        local_pj = table.sram_pj_per_byte(cfg.pe_cluster.local_buffer_kib * 1024)
+        mac_pj = table.mac_pj(cfg.pe_cluster.precision)
+        energy = {f"dram.{action}": pj
+                  for action, pj in self.dram.energy_pj(of("dram"), elapsed_ps).items()}
+        energy.update({
+            "global_buffer.read_bytes": glb["read_bytes"] * glb_pj,
+            "global_buffer.write_bytes": glb["write_bytes"] * glb_pj,
+            "noc.byte_hops": table.noc_pj_per_byte_hop() * sum(
+                c["bytes"] for path, c in actions.items() if path.startswith(f"{self.path}.noc.")),
+            "local_buffers.write_bytes": pes["local_buffer_write_bytes"] * local_pj,
+            "local_buffers.read_bytes": pes["local_buffer_read_bytes"] * local_pj,
+            "macs.macs": pes["macs"] * mac_pj,
+        })
         if self.selector is not None:
-            sel = actions.get(f"{p}.selector", Counter())
-            energy["selector"] = sel["entries"] * table.selector_pj_per_entry()
+            energy["selector.entries"] = of("selector")["entries"] * table.selector_pj_per_entry()
         if self.vector is not None:
-            ops = actions.get(f"{p}.vector_unit", Counter())["ops"]
-            energy["vector_unit"] = ops * table.mac_pj(cfg.pe_cluster.precision)
+            energy["vector_unit.ops"] = of("vector_unit")["ops"] * mac_pj
         return energy

@@ -694,7 +694,6 @@ class DramEnergy:
                 + (self.background_mw + self.refresh_mw) * elapsed_ps / PS_PER_NS)
 
 
-DRAM_ACTIONS = ("activates", "precharges", "read_bursts", "write_bursts")
 
 
 class DramController(Module):
@@ -743,8 +742,13 @@ class DramController(Module):
         self.count("row_hits", access.row_hits)
         self.count("row_misses", access.row_misses)
 
-    def energy_pj(self, actions: Mapping[str, int], elapsed_ps: int) -> float:
-        """Activations and bursts from the IDD currents, plus every channel's background and
-        refresh power over `elapsed_ps`."""
-        counts = {k: actions.get(k, 0) for k in DRAM_ACTIONS}
-        return self.energy.price(counts, 0) + self.energy.price({}, elapsed_ps) * self.channels
+    def energy_pj(self, actions: Mapping[str, int], elapsed_ps: int) -> dict[str, float]:
+        """Per action: activations and bursts from the IDD currents, and every channel's
+        background and refresh power over `elapsed_ps` (`standby`)."""
+        e = self.energy
+        return {
+            "activates": actions.get("activates", 0) * e.pj_per_activate,
+            "read_bursts": actions.get("read_bursts", 0) * e.pj_per_read_burst,
+            "write_bursts": actions.get("write_bursts", 0) * e.pj_per_write_burst,
+            "standby": e.price({}, elapsed_ps) * self.channels,
+        }

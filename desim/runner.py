@@ -38,7 +38,7 @@ class RunResult:
     name: str
     arch: ArchConfig
     layers: pd.DataFrame           # one row per layer-phase
-    energy_by_component_j: dict[str, float]
+    energy_by_action_j: dict[str, float]    # "component.action" -> J
     total_ps: int
     period_ps: int
     workload_stats: dict[str, float]
@@ -51,8 +51,16 @@ class RunResult:
         return math.ceil(self.total_ps / self.period_ps)
 
     @property
+    def energy_by_component_j(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for key, joules in self.energy_by_action_j.items():
+            component = key.split(".")[0]
+            out[component] = out.get(component, 0.0) + joules
+        return out
+
+    @property
     def energy_j(self) -> float:
-        return sum(self.energy_by_component_j.values())
+        return sum(self.energy_by_action_j.values())
 
     def summary(self) -> dict[str, Any]:
         phases = {}
@@ -78,6 +86,7 @@ class RunResult:
             "simulation_events": self.events,
             "phases": phases,
             "energy_by_component_j": self.energy_by_component_j,
+            "energy_by_action_j": self.energy_by_action_j,
             "workload": self.workload_stats,
         }
 

@@ -180,3 +180,16 @@ def test_a_clock_off_the_picosecond_grid_is_refused_naming_the_module(tmp_path):
     edit_yaml(configs / "arch" / "hppu_like.yaml", lambda d: d.update(core_clock_mhz=1200))
     result = desim("run", str(configs / "experiments" / "quickstart.yaml"))
     assert_config_error(result, "hppu.clock", "core_clock_mhz", "833.3333 ps")
+
+
+def test_energy_per_action_adds_up_to_components_and_total(quickstart_twice):
+    outs, _ = quickstart_twice
+    summary = json.loads((outs[0] / "summary.json").read_text())
+    for r in summary["runs"].values():
+        actions, components = r["energy_by_action_j"], r["energy_by_component_j"]
+        assert sum(actions.values()) == pytest.approx(r["energy_j"], rel=1e-12)
+        for component, joules in components.items():
+            parts = [v for k, v in actions.items() if k.split(".")[0] == component]
+            assert sum(parts) == pytest.approx(joules, rel=1e-12)
+        assert actions["dram.standby"] > 0 and actions["macs.macs"] > 0
+    assert "selector.entries" in summary["runs"]["hppu"]["energy_by_action_j"]
