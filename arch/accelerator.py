@@ -170,7 +170,7 @@ class Accelerator(Module):
                         + row[col["unicast_bytes"]])
             self.pes.count("local_buffer_write_bytes", received)
             yield from self.pes.compute(row[col["busiest_pe_macs"]], row[col["processed_macs"]],
-                                        received)
+                                        received, row[col["compute_cycles"]])
             yield from q_out.put(row)
 
     def _collect(self, q_in: Port, q_out: Port) -> Generator:

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, PositiveInt
 
 from arch.noc import NocSpec
+from arch.systolic import SystolicConfig
 from desim.configio import Strict
 
 Precision = Literal["fp32", "fp16", "fp8", "int8", "int32", "ternary"]
@@ -35,6 +36,10 @@ class PeClusterConfig(Strict):
     precision: Precision = "fp16"
     local_buffer_kib: PositiveInt = 16
     pipeline_cycles: int = Field(4, ge=0)  # fill and drain of a PE's datapath, per tile
+    # The PEs as one rows x cols systolic array (SCALE-Sim's model, arch/systolic.py): a
+    # layer-phase computes for SCALE-Sim's cycles of its GEMM view, fill and drain included,
+    # instead of its busiest PE's. None: the busiest-PE model.
+    systolic: SystolicConfig | None = None
 
 
 class SelectorConfig(Strict):
@@ -56,8 +61,23 @@ class SparsityConfig(Strict):
     # produced it zeroes that gradient anyway (Trainer's speculation, the part that is exact).
     # Valid when every layer's input comes from a ReLU, directly or through pooling.
     skip_relu_masked_gradients: bool = False
-    weight_format: Literal["dense", "bitmap", "line_bitmap", "csr", "csc", "coo", "rle"] = "dense"
+    weight_format: Literal["dense", "bitmap", "line_bitmap", "csr", "csc", "coo", "rle",
+                           "values_only"] = "dense"
     activation_format: Literal["dense", "bitmap", "csr", "csc", "coo", "rle"] = "dense"
+    # Bits a stored weight value takes in DRAM, the buffers and the NoC (2: ternary codes,
+    # Yang et al., AAAI 2020). None: the datapath precision's element width. Gradients and
+    # activations keep the element width.
+    weight_bits: PositiveInt | None = None
+    # The weights' "line" (line_bitmap's line, csr's row): None, a kernel row (1 x S, HPPU's
+    # line); n, every run of n consecutive weights of an output channel's (C*R*S) row: the
+    # group of PE-wise pruning when n = pe_cols (a short last run is stored whole); n at
+    # least C*R*S, the whole row (csr then has a pointer per output channel).
+    weight_group: PositiveInt | None = None
+    # CirCNN (Ding et al., MICRO 2017): layers the run prunes block-circulant (method
+    # block_circulant, block b) keep each b x b block's first row only (b-fold fewer weight
+    # bytes) and multiply in the FFT domain: their MACs become the closed-form effective
+    # MACs of `mappings.circulant`. No effect on other layers or other pruning methods.
+    circulant_fft: bool = False
 
 
 class VectorUnitConfig(Strict):

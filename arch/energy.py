@@ -46,6 +46,17 @@ SELECTOR_PJ_PER_ENTRY_45NM = 0.03
 
 NODES = {"45nm": (45, 1.0), "28nm": (28, 0.9)}  # feature size (nm), nominal supply (V)
 ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "fp8": 1, "int8": 1, "int32": 4, "ternary": 1}
+# Bits a stored weight takes, where it differs from the datapath's element: a ternary code
+# {-1, 0, +1} in 2 bits (Yang, He, Fan, AAAI 2020); its activations stay 8-bit (ELEMENT_BYTES).
+WEIGHT_BITS = {"ternary": 2}
+
+
+def weight_bits(precision: str, configured: int | None = None) -> int:
+    """Bits of one stored weight: `configured` (sparsity.weight_bits) when given, else
+    WEIGHT_BITS' figure for `precision`, else its element width."""
+    if configured:
+        return configured
+    return WEIGHT_BITS.get(precision, 8 * ELEMENT_BYTES[precision])
 
 
 def node_scale(technology: str) -> float:

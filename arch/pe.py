@@ -4,6 +4,8 @@ The array of C clusters of P PEs works on one tile at a time, all PEs in step: a
 as long as its busiest PE, `ceil(busiest_pe_macs / macs_per_pe_per_cycle)` cycles, plus the
 datapath's fill and drain (`pipeline_cycles`). The mapper has already counted the busiest
 PE's MACs exactly, so load imbalance from sparsity shows up here as time.
+In systolic mode (`PeClusterConfig.systolic`) a tile instead takes the `compute_cycles` the
+top gave it: its share of SCALE-Sim's cycles for the layer-phase (arch/systolic.py).
 Actions: `macs` (performed), `local_buffer_write_bytes` (operands arriving),
 `local_buffer_read_bytes` (operands read once into the PEs' registers; reuse inside the
 register file is folded into the MAC energy).
@@ -29,8 +31,11 @@ class PeArray(Module):
             return 0
         return -(-busiest_pe_macs // self.cfg.macs_per_pe_per_cycle) + self.cfg.pipeline_cycles
 
-    def compute(self, busiest_pe_macs: int, processed_macs: int, operand_bytes: int) -> Generator:
-        yield from self.busy_for(self.clock.cycles(self.tile_cycles(busiest_pe_macs)), "tile")
+    def compute(self, busiest_pe_macs: int, processed_macs: int, operand_bytes: int,
+                systolic_cycles: int = 0) -> Generator:
+        cycles = (systolic_cycles if self.cfg.systolic is not None
+                  else self.tile_cycles(busiest_pe_macs))
+        yield from self.busy_for(self.clock.cycles(cycles), "tile")
         self.count("macs", processed_macs)
         self.count("local_buffer_read_bytes", operand_bytes)
 

@@ -143,8 +143,12 @@ def _utilization(stats_dir: Path, run_name: str | None, arch_name: str, graph: A
 
 def _register_commands() -> None:
     from desim.bench import register as register_bench
+    from desim.report import register as register_report
+    from desim.sweep import register as register_sweep
 
     register_bench(app)
+    register_report(app)
+    register_sweep(app)
 
 
 _register_commands()

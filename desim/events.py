@@ -30,6 +30,8 @@ TILE_DTYPE = np.dtype([
     ("macs", np.int64),              # nominal MACs of the tile
     ("vector_ops", np.int64),        # element-wise work (batch norm, pooling...) on the
                                      # vector unit; a tile has vector ops or MACs, not both
+    ("compute_cycles", np.int64),    # the tile's compute time when the PEs form a systolic
+                                     # array (arch/systolic.py); unused otherwise
 ])
 
 

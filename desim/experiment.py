@@ -16,7 +16,7 @@ validation (`--set workload.batch=4`, `--set runs.1.pruning.sparsity=0.5`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, model_validator
@@ -24,6 +24,7 @@ from pydantic import Field, model_validator
 from arch.config import ArchConfig
 from desim.configio import Strict, load_yaml, validate
 from desim.errors import ConfigError
+from desim.sweep_spec import SweepSpec
 from mappings.pruning import PruningSpec
 from mappings.workload import WorkloadSpec
 
@@ -41,13 +42,37 @@ class ObserveSpec(Strict):
     vcd: bool = False    # DIR/waves_<run>.vcd: busy signals and FIFO depths (GTKWave)
 
 
+class Claim(Strict):
+    """A paper's figure and the result value that should reproduce it (`desim report` checks).
+
+    `metric` is a dotted path into summary.json (`comparison.hppu.speedup`,
+    `runs.hppu.workload.accuracy`) or a derived metric of `desim.report`
+    (`comparison.hppu.on_chip_energy_ratio`); with `over`, the value is metric / over.
+    `compare`: "approx" passes when |value - paper| <= tolerance, "at_least" when
+    value >= paper - tolerance, "at_most" when value <= paper + tolerance. `expect: outside`
+    records a known gap (explained in `note`), so a report flags it without failing.
+    """
+
+    metric: str
+    over: str | None = None
+    paper: float
+    tolerance: float = Field(ge=0)
+    compare: Literal["approx", "at_least", "at_most"] = "approx"
+    expect: Literal["within", "outside"] = "within"
+    source: str = ""
+    note: str = ""
+
+
 class ExperimentSpec(Strict):
     name: str
     description: str = ""
+    notes: list[str] = Field(default_factory=list)  # assumptions, shown by `desim report`
+    claims: list[Claim] = Field(default_factory=list)
     observe: ObserveSpec = ObserveSpec()
     workload: WorkloadSpec
     runs: list[RunSpec] = Field(min_length=1)
     baseline: str
+    sweep: SweepSpec | None = None  # `desim sweep`: the parameters to vary (desim.sweep)
 
     @model_validator(mode="after")
     def _baseline_is_a_run(self) -> ExperimentSpec:
@@ -56,6 +81,12 @@ class ExperimentSpec(Strict):
             raise ValueError(f"run names must be unique, got {names}")
         if self.baseline not in names:
             raise ValueError(f"baseline {self.baseline!r} is not one of the runs {names}")
+        for claim in self.claims:  # a typo in a claim's run name fails before simulating
+            for path in (claim.metric, claim.over):
+                parts = (path or "").split(".")
+                if parts[0] in ("runs", "comparison") and (len(parts) < 3
+                                                            or parts[1] not in names):
+                    raise ValueError(f"claim metric {path!r} names no run of {names}")
         return self
 
 
@@ -95,6 +126,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], file: str) -> di
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Experiment:
     path = Path(path)
     raw = apply_overrides(load_yaml(path), overrides or [], str(path))
+    workload = raw.get("workload")
+    if isinstance(workload, dict) and isinstance(workload.get("scalesim_topology"), str):
+        # A SCALE-Sim topology CSV, relative to the experiment file like the arch files.
+        workload["scalesim_topology"] = str((path.parent / workload["scalesim_topology"])
+                                            .resolve())
     spec = validate(ExperimentSpec, raw, path)
     archs = {}
     for i, run in enumerate(spec.runs):

@@ -18,19 +18,22 @@ import torch
 
 from arch.accelerator import Accelerator
 from arch.config import ArchConfig
-from arch.energy import ELEMENT_BYTES
+from arch.energy import ELEMENT_BYTES, WEIGHT_BITS
+from arch.systolic import SystolicConfig, apportion, layer_cycles
 from desim.clock import PS_PER_S
 from desim.events import PHASES
 from desim.experiment import Experiment, ObserveSpec, load_experiment
 from desim.module import Simulator
 from desim.results import write_atomic, write_csv, write_json
 from desim.stats import collect_stats, stats_text
-from mappings.mapper import map_workload
+from mappings.mapper import PhaseWork, map_workload
+from mappings.scalesim import gemm_view
 from mappings.target import HardwareView
 from mappings.workload import Workload, capture_workload
 
 LAYER_COLUMNS = ["arch", "layer", "phase", "macs", "effectual_macs", "processed_macs",
-                 "cycles", "energy_j", "dram_bytes", "start_cycle", "end_cycle", "tiles"]
+                 "cycles", "energy_j", "dram_bytes", "start_cycle", "end_cycle", "tiles",
+                 "weight_dram_bytes"]
 
 
 @dataclass
@@ -113,7 +116,11 @@ def hardware_view(acc: Accelerator) -> HardwareView:
         load_balance=acc.cfg.mapping.load_balance,
         vector_lanes=acc.cfg.vector_unit.lanes if acc.cfg.vector_unit else 0,
         fused_relu=acc.cfg.vector_unit.fused_relu if acc.cfg.vector_unit else True,
-        fused_batchnorm=bool(acc.cfg.vector_unit and acc.cfg.vector_unit.fused_batchnorm))
+        fused_batchnorm=bool(acc.cfg.vector_unit and acc.cfg.vector_unit.fused_batchnorm),
+        # a ternary datapath stores 2-bit weights unless the config says otherwise
+        weight_bits=s.weight_bits or WEIGHT_BITS.get(acc.cfg.pe_cluster.precision, 0),
+        weight_group=s.weight_group or 0,
+        circulant_fft=s.circulant_fft)
 
 
 def simulate(name: str, arch: ArchConfig, workload: Workload,
@@ -122,6 +129,8 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
     sim = Simulator()
     acc = Accelerator(sim, arch, name=name)
     work = map_workload(workload, hardware_view(acc))
+    if arch.pe_cluster.systolic is not None:
+        systolic_compute(work, workload, arch.pe_cluster.systolic)
     acc.replay([w.table for w in work])
     tracer = None
     if observe.trace or observe.vcd:
@@ -145,11 +154,24 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
             "dram_bytes": dram["read_bytes"] + dram["write_bytes"],
             "start_cycle": rec.start_ps // period, "end_cycle": math.ceil(rec.end_ps / period),
             "tiles": len(w.table),
+            "weight_dram_bytes": w.weight_dram_bytes,  # the weights read (FF, BP)
         })
     return RunResult(name, arch, pd.DataFrame(rows, columns=LAYER_COLUMNS),
                      {k: v * 1e-12 for k, v in sorted(by_component.items())},
                      int(sim.env.now), period, workload.stats, _event_count(sim),
                      collect_stats(sim), tracer.chrome_trace() if observe.trace else None)
+
+
+def systolic_compute(work: list[PhaseWork], workload: Workload, cfg: SystolicConfig) -> None:
+    """Systolic mode: each conv/linear layer-phase computes for SCALE-Sim's cycles of its
+    GEMM view (`arch.systolic.layer_cycles` of `mappings.scalesim.gemm_view`), shared out
+    over its tiles in proportion to their MACs (`compute_cycles` of the event table)."""
+    for w in work:
+        if w.layer < 0 or not len(w.table):
+            continue
+        m, n, k, groups = gemm_view(workload.layers[w.layer], w.phase)
+        w.table["compute_cycles"] = apportion(w.table["macs"],
+                                              layer_cycles(cfg, m, n, k, groups))
 
 
 def _event_count(sim: Simulator) -> int:
@@ -171,7 +193,8 @@ def run(experiment: Experiment, progress: Callable[[str], None] | None = None,
         key = run_spec.pruning.model_dump_json()
         if key not in captured:
             if progress:
-                progress(f"capturing {spec.workload.model} with {run_spec.pruning.method} pruning")
+                source = spec.workload.model or spec.workload.scalesim_topology
+                progress(f"capturing {source} with {run_spec.pruning.method} pruning")
             captured[key] = (capture or capture_workload)(spec.workload, run_spec.pruning)
         if progress:
             progress(f"simulating {run_spec.name} on {experiment.archs[run_spec.name].name}")

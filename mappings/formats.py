@@ -13,9 +13,15 @@ a feature-map row for activations); its bytes, metadata included:
 - rle: run-length coding as in EIE (Han et al., ISCA 2016): each non-zero carries the count
   of zeros before it in a 4-bit field; a run longer than 15 needs a padding entry (a stored
   zero) for every 16 zeros. Runs restart at each unit (a channel's data, a feature-map row).
+- values_only: the non-zero values and nothing else, for weights whose positions follow from
+  their structure: PermDNN's permuted-diagonal blocks (Deng et al., MICRO 2018) keep one
+  weight per row and column of a p x p block at a known offset, so no index is stored. (The
+  offset itself, log2(p) bits per p x p block, is left out.)
 
 Index and pointer widths are fixed here (16-bit indices, 32-bit pointers); metadata bits are
-rounded up to whole bytes per block.
+rounded up to whole bytes per block. A value takes `element_bytes` bytes unless `value_bits`
+says otherwise (2 for ternary codes): the values of a block then take ceil(values * bits / 8)
+bytes, so dense ternary weights take ceil(2 n / 8) bytes.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-FORMATS = ("dense", "bitmap", "line_bitmap", "csr", "csc", "coo", "rle")
+FORMATS = ("dense", "bitmap", "line_bitmap", "csr", "csc", "coo", "rle", "values_only")
 INDEX_BYTES = 2
 POINTER_BYTES = 4
 RLE_RUN_BITS = 4
@@ -43,25 +49,34 @@ class BlockStats:
     rle_padding: np.ndarray  # padding entries run-length coding needs
 
 
-def operand_bytes(fmt: str, b: BlockStats, element_bytes: int) -> np.ndarray:
-    """Bytes of each block in format `fmt`."""
+def operand_bytes(fmt: str, b: BlockStats, element_bytes: int,
+                  value_bits: int | None = None) -> np.ndarray:
+    """Bytes of each block in format `fmt`; a value takes `value_bits` bits (default: the
+    element's 8 * element_bytes), metadata as above."""
+    bits = 8 * element_bytes if value_bits is None else value_bits
+
+    def values(count: np.ndarray) -> np.ndarray:  # bytes of `count` values, rounded up
+        return -(-np.asarray(count, np.int64) * bits // 8)
+
     nnz = np.asarray(b.nnz, np.int64)
     if fmt == "dense":
-        return np.asarray(b.elems, np.int64) * element_bytes
+        return values(b.elems)
     if fmt == "bitmap":
-        return nnz * element_bytes + -(-np.asarray(b.elems, np.int64) // 8)
+        return values(nnz) + -(-np.asarray(b.elems, np.int64) // 8)
     if fmt == "line_bitmap":
-        return (np.asarray(b.nz_lines, np.int64) * b.line_len * element_bytes
+        return (values(np.asarray(b.nz_lines, np.int64) * b.line_len)
                 + -(-np.asarray(b.lines, np.int64) // 8))
     if fmt == "csr":
-        return nnz * (element_bytes + INDEX_BYTES) + (np.asarray(b.lines) + 1) * POINTER_BYTES
+        return values(nnz) + nnz * INDEX_BYTES + (np.asarray(b.lines) + 1) * POINTER_BYTES
     if fmt == "csc":
-        return nnz * (element_bytes + INDEX_BYTES) + (b.line_len + 1) * POINTER_BYTES
+        return values(nnz) + nnz * INDEX_BYTES + (b.line_len + 1) * POINTER_BYTES
     if fmt == "coo":
-        return nnz * (element_bytes + 2 * INDEX_BYTES)
+        return values(nnz) + nnz * 2 * INDEX_BYTES
     if fmt == "rle":
         entries = nnz + np.asarray(b.rle_padding, np.int64)
-        return -(-entries * (8 * element_bytes + RLE_RUN_BITS) // 8)
+        return -(-entries * (bits + RLE_RUN_BITS) // 8)
+    if fmt == "values_only":
+        return values(nnz)
     raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
 
 

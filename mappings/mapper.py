@@ -29,6 +29,7 @@ class PhaseWork:
     macs: int = 0
     effectual_macs: int = 0
     processed_macs: int = 0
+    weight_dram_bytes: int = 0  # bytes of weights read from DRAM (FF and BP of weight layers)
 
 
 def training_order(workload: Workload) -> list[tuple[int, int]]:
@@ -46,6 +47,8 @@ def training_order(workload: Workload) -> list[tuple[int, int]]:
             order.append((i, BP))
         order.append((i, WG))
     order += [(v, BP) for v in reversed(following.get(-1, []))]
+    if workload.spec.inference:
+        order = [(layer, phase) for layer, phase in order if phase == FF]
     return order
 
 
@@ -55,6 +58,10 @@ def map_workload(workload: Workload, hw: HardwareView) -> list[PhaseWork]:
                         pruned_weight_gradients=hw.skip_pruned_weight_gradients)
     work = []
     unpacked: tuple[int, LayerCapture] | None = None  # BP and WG of a layer come together
+    # CirCNN: the layers the run pruned block-circulant run by FFT on such hardware.
+    circulant = workload.pruning.b if (hw.circulant_fft and workload.pruning.method
+                                       == "block_circulant") else 0
+    pruned = set(getattr(workload, "pruned_layers", ()))
     for layer_id, phase in training_order(workload):
         if layer_id < 0:
             vector = workload.vectors[-1 - layer_id]
@@ -65,7 +72,8 @@ def map_workload(workload: Workload, hw: HardwareView) -> list[PhaseWork]:
         if unpacked is None or unpacked[0] != layer_id:
             layer = workload.layers[layer_id]
             unpacked = (layer_id, layer.unpack() if isinstance(layer, PackedLayer) else layer)
-        table, totals = tile_phase(unpacked[1], layer_id, phase, hw,
-                                   policy, static_mask=workload.static_mask)
+        table, totals = tile_phase(
+            unpacked[1], layer_id, phase, hw, policy, static_mask=workload.static_mask,
+            circulant_block=circulant if unpacked[1].name in pruned else 0)
         work.append(PhaseWork(unpacked[1].name, layer_id, phase, table, **totals))
     return work

@@ -36,6 +36,7 @@ import torch
 from desim.errors import ConfigError
 from desim.events import empty_table
 from mappings.capture import LayerCapture
+from mappings.circulant import fft_mac_ratio
 from mappings.counting import BP, FF, WG, SkipPolicy, effectual_map, nominal_map, processed_map
 from mappings.formats import BlockStats, operand_bytes, rle_padding
 from mappings.target import HardwareView
@@ -65,11 +66,16 @@ class Operand:
 
 
 def _unit_stats(nz: torch.Tensor, line_len: int, fmt: str) -> Operand:
-    """Statistics of an operand whose units are nz's first dim and lines its last dim."""
+    """Statistics of an operand whose units are nz's first dim and lines runs of `line_len`
+    consecutive elements of a unit (its last dim when line_len is that dim; a short last run
+    when line_len does not divide the unit)."""
     n = nz.shape[0]
     flat = nz.reshape(n, -1)
     elems = torch.full((n,), flat.shape[1], dtype=torch.int64)
-    lines_nz = nz.reshape(n, -1, line_len).any(-1)
+    line_len = max(1, min(line_len, flat.shape[1]))  # a line longer than the unit: the unit
+    short = -flat.shape[1] % line_len
+    padded = torch.cat([flat, flat.new_zeros(n, short)], 1) if short else flat
+    lines_nz = padded.reshape(n, -1, line_len).any(-1)
     return Operand(elems, flat.sum(1, dtype=torch.int64),
                    torch.full((n,), lines_nz.shape[1], dtype=torch.int64),
                    lines_nz.sum(1, dtype=torch.int64), line_len, fmt, rle_padding(flat))
@@ -121,7 +127,7 @@ def phase_shape(layer: LayerCapture, phase: int, hw: HardwareView) -> tuple[Phas
     g = layer.groups
     act_fmt = hw.activation_format
     if phase == FF:
-        chan = _unit_stats(layer.w_nz, s, hw.weight_format)
+        chan = _unit_stats(layer.w_nz, hw.weight_group or s, hw.weight_format)
         x = layer.x_nz
         stream_nnz = x.sum((1, 3), dtype=torch.int64)
         row_elems = x.shape[1] * x.shape[3]
@@ -129,7 +135,7 @@ def phase_shape(layer: LayerCapture, phase: int, hw: HardwareView) -> tuple[Phas
     elif phase == BP:
         # W[:, c] for input channel c = group*cg + j: (K/g, R, S) weights of that group.
         w = layer.w_nz.reshape(g, k // g, cg, r, s).permute(0, 2, 1, 3, 4).reshape(g * cg, -1, s)
-        chan = _unit_stats(w, s, hw.weight_format)
+        chan = _unit_stats(w, hw.weight_group or s, hw.weight_format)
         dy = layer.dy_nz
         stream_nnz = dy.sum((1, 3), dtype=torch.int64)
         row_elems = dy.shape[1] * dy.shape[3]
@@ -294,8 +300,14 @@ def _changed(index: np.ndarray) -> np.ndarray:
 
 
 def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareView,
-               policy: SkipPolicy, *, static_mask: bool) -> tuple[np.ndarray, dict]:
-    """The event-table rows of one phase of one layer, and the layer-phase totals."""
+               policy: SkipPolicy, *, static_mask: bool, circulant_block: int = 0
+               ) -> tuple[np.ndarray, dict]:
+    """The event-table rows of one phase of one layer, and the layer-phase totals.
+
+    `circulant_block` b > 0: the layer's weights are b x b circulant blocks run by FFT
+    (CirCNN, `HardwareView.circulant_fft`): each tile's MACs are scaled by
+    `mappings.circulant.fft_mac_ratio` and the weights take b-fold fewer bytes.
+    """
     where = f"layer {layer.name} {('FF', 'BP', 'WG')[phase]}"
     static_mask = static_mask and layer.weight_is_parameter
     parts = _wg_chunks(layer, hw) if phase == WG else [layer]
@@ -310,7 +322,10 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
         maps.append((nominal, effectual, processed))
     totals = {"macs": sum(int(m[0].sum()) for m in maps),
               "effectual_macs": sum(int(m[1].sum()) for m in maps),
-              "processed_macs": sum(int(m[2].sum()) for m in maps)}
+              "processed_macs": sum(int(m[2].sum()) for m in maps),
+              "weight_dram_bytes": 0}
+    if circulant_block and not layer.weight_is_parameter:
+        circulant_block = 0
     channels = torch.arange(maps[0][2].shape[0])
     if hw.channel_compaction:  # drop output channels with no work in any chunk
         channels = channels[sum(m[2].sum((1, 2, 3)) for m in maps) > 0]
@@ -319,15 +334,18 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     ps, win = phase_shape(parts[0], phase, hw)
     _, n_img, n_rows, length = maps[0][2].shape
     shape = choose_tile(ps, win, len(channels), n_img, n_rows, length, hw, where)
-    tables = [_tile_part(part, layer_index, phase, hw, policy, m, channels, shape,
-                         static_mask=static_mask, last=i == len(parts) - 1,
-                         reuse=len(parts) == 1)
-              for i, (part, m) in enumerate(zip(parts, maps, strict=True))]
-    if len(tables) == 1:
-        return tables[0], totals
+    tables, weight_bytes = zip(*[
+        _tile_part(part, layer_index, phase, hw, policy, m, channels, shape,
+                   static_mask=static_mask, last=i == len(parts) - 1, reuse=len(parts) == 1,
+                   circulant_block=circulant_block)
+        for i, (part, m) in enumerate(zip(parts, maps, strict=True))], strict=True)
+    totals["weight_dram_bytes"] = int(sum(weight_bytes))
     # Reduction innermost: (tile 0 chunk 0, tile 0 chunk 1, ..., tile 1 chunk 0, ...). Every
     # tile then holds new blocks of both operands (built with reuse=False).
-    return np.stack(tables, axis=1).reshape(-1), totals
+    table = tables[0] if len(tables) == 1 else np.stack(tables, axis=1).reshape(-1)
+    if circulant_block:
+        totals["processed_macs"] = int(table["processed_macs"].sum())
+    return table, totals
 
 
 def _wg_chunks(layer: LayerCapture, hw: HardwareView) -> list[LayerCapture]:
@@ -372,8 +390,10 @@ def _slice_rows(layer: LayerCapture, n: int, p0: int, p1: int) -> LayerCapture:
 
 def _tile_part(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareView,
                policy: SkipPolicy, maps: tuple[torch.Tensor, ...], channels: torch.Tensor,
-               shape: TileShape, *, static_mask: bool, last: bool, reuse: bool) -> np.ndarray:
-    """Event rows of one (chunk of a) phase, given its count maps and the kept channels.
+               shape: TileShape, *, static_mask: bool, last: bool, reuse: bool,
+               circulant_block: int = 0) -> tuple[np.ndarray, int]:
+    """Event rows of one (chunk of a) phase, given its count maps and the kept channels,
+    and the weight bytes they read from DRAM.
     `reuse`: consecutive tiles may keep a block (False when chunks interleave)."""
     nominal, effectual, processed = (m[channels] for m in maps)
     ps, win = phase_shape(layer, phase, hw)
@@ -384,9 +404,20 @@ def _tile_part(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     _, nom = _per_tile_pe(nominal, shape, hw)
     na, nb = busiest.shape
     eb, ka = hw.element_bytes, shape.ka
+    weights = phase != WG and layer.weight_is_parameter  # the channel operand is W
+    b = circulant_block
+    if b:  # FFT-domain work: every PE's MACs scale alike (mappings.circulant)
+        k, cg = layer.w_nz.shape[:2]
+        ratio = fft_mac_ratio(b, k, cg * layer.groups)
+        busiest = np.ceil(busiest * ratio).astype(np.int64)
+        work = np.ceil(work * ratio).astype(np.int64)
 
     # Channel operand, per channel block.
-    a_bytes = operand_bytes(chan.fmt, chan.block_stats(ka), eb)
+    if b and weights:  # each b x b block kept as its first row, stored dense
+        a_bytes = -(-operand_bytes("dense", chan.block_stats(ka), eb) // b)
+    else:
+        a_bytes = operand_bytes(chan.fmt, chan.block_stats(ka), eb,
+                                value_bits=(hw.weight_bits or None) if weights else None)
     a_lines = _block_sums(chan.lines, ka)
     channels_in_block = _block_sums(torch.ones(a, dtype=torch.int64), ka)
 
@@ -408,6 +439,8 @@ def _tile_part(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
         out_bytes = _wg_out_bytes(layer, channels, shape, hw, na, nb)
     else:
         out_bytes = np.outer(channels_in_block, (i1 - i0) * (r1 - r0) * length) * eb
+    if b and phase == WG:  # the gradient of each block's first row only
+        out_bytes = -(-out_bytes // b)
     if shape.rows_outer:
         ia, ib = np.tile(np.arange(na), nb), np.repeat(np.arange(nb), na)
     else:
@@ -440,7 +473,7 @@ def _tile_part(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     table["processed_macs"] = work[ia, ib]
     table["effectual_macs"] = eff[ia, ib]
     table["macs"] = nom[ia, ib]
-    return table
+    return table, int((a_tile * a_new).sum()) if weights else 0
 
 
 def _groups_touched(layer: LayerCapture, phase: int, channels: torch.Tensor, ka: int, na: int,

@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, model_validator
 
 from desim.configio import Strict
 from mappings.capture import BitMap, PackedLayer, VectorCapture, capture
 from mappings.datasets import Dataset, batch
 from mappings.models import build_model, default_input_shape
 from mappings.pruning import PruningSpec, prune_model
+from mappings.scalesim import read_topology
 from mappings.training import TrainingSpec, train_and_capture
 
 # Methods whose pruned weights still need their gradients (they may come back).
@@ -27,7 +28,10 @@ DYNAMIC_METHODS = {"dropback", "set", "rigl", "dynamic"}
 
 
 class WorkloadSpec(Strict):
-    model: str
+    model: str | None = None  # a model of mappings.models, or else:
+    # a SCALE-Sim topology CSV (mappings/scalesim.py): dense layers, batch 1, inference;
+    # a path relative to the experiment file. Exactly one of `model` and this.
+    scalesim_topology: str | None = None
     model_args: dict[str, Any] = Field(default_factory=dict)
     batch: PositiveInt = 8
     input_shape: list[PositiveInt] | None = None  # default: the model's
@@ -35,6 +39,15 @@ class WorkloadSpec(Strict):
     data: Dataset = "digits"
     seed: int = 0
     training: TrainingSpec | None = None  # train first, then capture a chosen iteration
+    # Simulate the forward pass (FF) only: an inference, as the inference engines of
+    # PermDNN, CirCNN, EIE and ADMM-NN run. The capture still takes a full training step.
+    inference: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> WorkloadSpec:
+        if (self.model is None) == (self.scalesim_topology is None):
+            raise ValueError("give exactly one of `model` and `scalesim_topology`")
+        return self
 
 
 @dataclass
@@ -47,9 +60,14 @@ class Workload:
     static_mask: bool
     stats: dict[str, float] = field(default_factory=dict)
     vectors: list[VectorCapture] = field(default_factory=list)  # batch norm, ReLU, pooling
+    pruned_layers: tuple[str, ...] = ()  # names of the layers the pruning touched
 
 
 def capture_workload(spec: WorkloadSpec, pruning: PruningSpec) -> Workload:
+    if spec.scalesim_topology is not None:
+        # Dense layers as SCALE-Sim reads them; the run's pruning does not apply.
+        layers = read_topology(spec.scalesim_topology, packed=True)
+        return Workload(spec, pruning, layers, True, _stats(layers, {}))
     torch.manual_seed(spec.seed)
     args = {"num_classes": spec.num_classes, **spec.model_args}
     model = build_model(spec.model, **args)
@@ -62,11 +80,11 @@ def capture_workload(spec: WorkloadSpec, pruning: PruningSpec) -> Workload:
                                                    spec.batch, shape, args["num_classes"],
                                                    spec.seed, packed=True, vectors=vectors)
         return Workload(spec, pruning, layers, static, {**_stats(layers, masks), **trained},
-                        vectors)
+                        vectors, tuple(masks))
     inputs, targets = batch(spec.data, spec.batch, shape, args["num_classes"], generator=gen)
     masks = prune_model(model, pruning)
     layers = capture(model, inputs, targets, packed=True, vectors=vectors)
-    return Workload(spec, pruning, layers, static, _stats(layers, masks), vectors)
+    return Workload(spec, pruning, layers, static, _stats(layers, masks), vectors, tuple(masks))
 
 
 def _stats(layers: list[PackedLayer], masks: dict[str, torch.Tensor]) -> dict[str, float]:

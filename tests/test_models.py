@@ -4,12 +4,21 @@ import pytest
 import torch
 
 from desim.errors import ConfigError
-from mappings.models import build_model, default_input_shape
+from mappings.models import MODELS, build_model, default_input_shape
 from mappings.models.common import MatMul
+from mappings.models.transformer import TransformerEncoderBlock
 
 
 def count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def block_params(d: int, r: int) -> int:
+    """The bare encoder block in closed form."""
+    attention = 4 * d * d + 4 * d        # q, k, v, out: d x d weights and d biases each
+    mlp = 2 * r * d * d + (r + 1) * d    # d -> r d -> d, biases r d and d
+    norms = 2 * 2 * d                    # two LayerNorms, weight and bias
+    return attention + mlp + norms
 
 
 @pytest.mark.parametrize(("name", "kwargs", "params"), [
@@ -21,16 +30,27 @@ def count(model: torch.nn.Module) -> int:
     ("resnet18", {"cifar": True, "num_classes": 10}, 11_173_962),
     ("resnet50", {}, 25_557_032),
     ("mobilenet_v2", {}, 3_504_872),
-    ("transformer_block", {"num_classes": None}, 4 * 256**2 + 4 * 256        # attention
-     + 2 * 4 * 256**2 + 5 * 256 + 4 * 256),                                 # MLP, norms
+    ("transformer_block", {"num_classes": None}, 789_760),
+    ("transformer_block", {"num_classes": 10}, 789_760 + 256 * 10 + 10),
 ])
 def test_parameter_counts(name, kwargs, params):
     assert count(build_model(name, **kwargs)) == params
 
 
+@pytest.mark.parametrize(("d", "heads", "r"), [(256, 4, 4), (64, 8, 2), (96, 3, 3)])
+def test_transformer_block_count_in_closed_form(d, heads, r):
+    block = TransformerEncoderBlock(d, heads, r)
+    assert count(block) == block_params(d, r)
+    projections = [block.q, block.k, block.v, block.out]
+    assert sum(count(m) for m in projections) == 4 * d * d + 4 * d
+    assert count(block.mlp) == 2 * r * d * d + (r + 1) * d
+
+
 @pytest.mark.parametrize(("name", "shape", "kwargs"), [
     ("lenet300", (784,), {}), ("lenet5", (1, 28, 28), {}),
     ("resnet18", (3, 32, 32), {"cifar": True, "num_classes": 10}),
+    ("resnet18", (3, 64, 64), {"num_classes": 10}),
+    ("resnet50", (3, 32, 32), {"cifar": True, "num_classes": 10}),
     ("vgg16", (3, 32, 32), {"cifar": True, "num_classes": 10}),
     ("mobilenet_v2", (3, 64, 64), {"num_classes": 10}),
     ("transformer_block", (16, 256), {"num_classes": 10}),
@@ -44,14 +64,36 @@ def test_forward_backward_shapes(name, shape, kwargs):
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
+def test_bare_transformer_block_keeps_its_input_shape():
+    block = build_model("transformer_block", num_classes=None, dim=64, heads=4)
+    x = torch.randn(3, 10, 64, requires_grad=True)
+    out = block(x)
+    assert out.shape == x.shape
+    out.sum().backward()
+    assert x.grad is not None and x.grad.shape == x.shape
+
+
 def test_transformer_matmuls_are_layers():
     block = build_model("transformer_block", num_classes=10)
     assert [n for n, m in block.named_modules() if isinstance(m, MatMul)] == ["scores", "mix"]
     assert default_input_shape("transformer_block") == (64, 256)
+    a, b = torch.randn(2, 3, 4), torch.randn(2, 4, 5)
+    assert torch.equal(MatMul()(a, b), torch.matmul(a, b))
+
+
+def test_every_model_has_a_default_input_shape():
+    shapes = {name: default_input_shape(name) for name in MODELS}
+    assert shapes["lenet300"] == (784,) and shapes["lenet5"] == (1, 28, 28)
+    assert all(shapes[n] == (3, 224, 224) for n in ("vgg16", "resnet18", "resnet50",
+                                                     "mobilenet_v2"))
 
 
 def test_unknown_model_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown model 'alexnet'; expected one of"):
         build_model("alexnet")
+    with pytest.raises(ConfigError, match="unknown model 'alexnet'"):
+        default_input_shape("alexnet")
     with pytest.raises(ConfigError, match="model_args"):
         build_model("lenet5", depth=3)
+    with pytest.raises(ConfigError, match="not a multiple of heads"):
+        build_model("transformer_block", dim=100, heads=3)

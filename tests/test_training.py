@@ -69,3 +69,10 @@ def test_set_and_rigl_move_their_masks_at_constant_sparsity():
             assert not torch.equal(masks[name], first[name])          # masks moved
         assert int(layers[1].w_nz.sum()) <= int(masks["2"].sum())     # pruned stay zero
         assert stats["accuracy"] > 0.3, method
+
+
+def test_mnist_training_batches_and_held_out_set_mix_all_classes():
+    from mappings.datasets import batch, held_out
+    _, y = batch("mnist", 200, (784,), 10)
+    _, y_test = held_out("mnist", 200, (784,), 10)
+    assert len(set(y.tolist())) == 10 and len(set(y_test.tolist())) == 10

@@ -1,7 +1,9 @@
-"""DNN models written in plain torch (torchvision does not import beside our torch).
+"""DNN models written in plain torch (torchvision is not a dependency).
 
-`build_model(name, **kwargs)` builds one by name; `default_input_shape(name)` gives the input
-it expects (C, H, W), (features,) for an MLP, or (sequence, dim) for the transformer.
+`build_model(name, **kwargs)` builds one by name (kwargs go to the builder: `num_classes`,
+`cifar` for VGG-16 and the ResNets, `dim`/`heads`/`mlp_ratio`/`seq_len` for the transformer);
+`default_input_shape(name)` gives the input it expects without the batch: (C, H, W), (784,)
+for the MLP, or (sequence, dim) for the transformer.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from desim.errors import ConfigError
 from mappings.models.lenet import lenet5, lenet300
 from mappings.models.mobilenet import mobilenet_v2
 from mappings.models.resnet import resnet18, resnet50
-from mappings.models.transformer import transformer_block
+from mappings.models.transformer import DIM, SEQ_LEN, transformer_block
 from mappings.models.vgg import vgg16
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -26,6 +28,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "mobilenet_v2": mobilenet_v2,
     "transformer_block": transformer_block,
 }
+# ImageNet sizes; the CIFAR variants (`cifar=True`) take (3, 32, 32), given as input_shape.
 INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "lenet300": (784,),
     "lenet5": (1, 28, 28),
@@ -33,19 +36,26 @@ INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "resnet18": (3, 224, 224),
     "resnet50": (3, 224, 224),
     "mobilenet_v2": (3, 224, 224),
-    "transformer_block": (64, 256),  # (sequence, model dimension)
+    "transformer_block": (SEQ_LEN, DIM),
 }
 
 
-def build_model(name: str, **kwargs: object) -> nn.Module:
+def _check(name: str) -> None:
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; expected one of {', '.join(sorted(MODELS))}",
                           key="workload.model")
+
+
+def build_model(name: str, **kwargs: object) -> nn.Module:
+    """The model `name`, built by its registered builder with `kwargs`."""
+    _check(name)
     try:
         return MODELS[name](**kwargs)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:  # an argument it does not take, or a bad value
         raise ConfigError(f"model {name!r}: {err}", key="workload.model_args") from None
 
 
 def default_input_shape(name: str) -> tuple[int, ...]:
+    """The input `name` expects at its defaults, without the batch dimension."""
+    _check(name)
     return INPUT_SHAPES[name]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 
 class MatMul(nn.Module):
-    """`a @ b` as a module, so that capture sees attention's matmuls as layers."""
+    """`torch.matmul(a, b)` as a module, so that capture hooks see attention's products as
+    layers (they have no weight: both operands are activations)."""
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
-        return a @ b
+        return torch.matmul(a, b)

@@ -34,6 +34,7 @@ class InvertedResidual(nn.Module):
 
 
 def mobilenet_v2(num_classes: int = 1000) -> nn.Module:
+    """MobileNetV2, width 1.0 (every channel count already a multiple of 8)."""
     layers: list[nn.Module] = _conv_bn(3, 32, 3, 2)
     cin = 32
     for t, c, n, s in SETTINGS:

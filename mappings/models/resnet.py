@@ -68,8 +68,10 @@ class ResNet(nn.Module):
 
 
 def resnet18(num_classes: int = 1000, cifar: bool = False) -> ResNet:
+    """ResNet-18: BasicBlocks [2, 2, 2, 2]."""
     return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, cifar)
 
 
 def resnet50(num_classes: int = 1000, cifar: bool = False) -> ResNet:
+    """ResNet-50: Bottlenecks [3, 4, 6, 3], expansion 4."""
     return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, cifar)

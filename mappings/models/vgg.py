@@ -1,8 +1,8 @@
 """VGG-16 (Simonyan & Zisserman 2015).
 
-- ImageNet: thirteen 3x3 convs (no batch norm), three max pools... as torchvision's `vgg16`
-  (adaptive 7x7 average pool, classifier 25088-4096-4096-1000 with dropout): 138,357,544
-  parameters.
+- ImageNet, as torchvision's `vgg16`: thirteen 3x3 convs with ReLU (no batch norm), five
+  max pools, adaptive 7x7 average pool, classifier 25088-4096-4096-1000 with dropout:
+  138,357,544 parameters.
 - CIFAR: the same convs with batch norm after each and a single Linear(512, classes)
   classifier (the common CIFAR VGG-16): 14,728,266 parameters at 10 classes.
 """
@@ -31,6 +31,8 @@ def _features(batch_norm: bool) -> list[nn.Module]:
 
 
 def vgg16(num_classes: int = 1000, cifar: bool = False) -> nn.Module:
+    """VGG-16 for ImageNet (224x224 input), or with `cifar=True` the batch-norm CIFAR variant
+    (32x32 input)."""
     if cifar:
         return nn.Sequential(*_features(True), nn.Flatten(), nn.Linear(512, num_classes))
     return nn.Sequential(*_features(False), nn.AdaptiveAvgPool2d(7), nn.Flatten(),

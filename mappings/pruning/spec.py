@@ -50,6 +50,11 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
 }
 
 
+# Methods `ternary` does not combine with: no mask (dense), already ternary, values replaced
+# (block_circulant) or masks that move during training.
+TERNARY_EXCLUDED = {"dense", "ternarize", "block_circulant", "dropback", "set", "rigl", "dynamic"}
+
+
 class PruningSpec(BaseModel):
     """Which pruning method to apply, with its parameters (only those the method uses)."""
 
@@ -72,6 +77,10 @@ class PruningSpec(BaseModel):
     update_every: PositiveInt = 10                       # SET / RigL: iterations between updates
     skip_first_conv: bool = True
     skip_last_linear: bool = True
+    # Ternarize the weights the method keeps (TWN thresholding over the kept weights, with
+    # `threshold_ratio`): structured pruning + ternarization as in Yang, He, Fan, "Harmonious
+    # Coexistence of Structured Weight Pruning and Ternarization", AAAI 2020 (pe_wise + this).
+    ternary: bool = False
 
     @model_validator(mode="after")
     def _method_params(self) -> PruningSpec:
@@ -82,6 +91,8 @@ class PruningSpec(BaseModel):
             raise ValueError("method 'dropback' needs k (weights tracked) or a sparsity > 0")
         if self.method == "n_m" and self.n > self.m:  # type: ignore[operator]
             raise ValueError(f"n_m needs n <= m, got n={self.n}, m={self.m}")
+        if self.ternary and self.method in TERNARY_EXCLUDED:
+            raise ValueError(f"ternary applies to a static mask; not to {self.method!r}")
         return self
 
 
@@ -148,7 +159,9 @@ def prune_model(model: nn.Module, spec: PruningSpec) -> dict[str, Tensor]:
     "dense" returns {}. Weights are multiplied by their mask, except that "ternarize" replaces
     a weight by scale * ternary and "block_circulant" by its projection (mask = non-zeros).
     "dropback" has no training history here, so it keeps the k weights of largest |w| over all
-    pruned layers together (use `DropBack` during training). Biases are not touched.
+    pruned layers together (use `DropBack` during training). With `ternary`, the kept weights
+    are then ternarized (`ternarize_kept`); the mask stays the method's. Biases are not
+    touched.
     """
     if spec.method == "dense":
         return {}
@@ -170,5 +183,20 @@ def prune_model(model: nn.Module, spec: PruningSpec) -> dict[str, Tensor]:
                 module.weight.mul_(mask)
             else:
                 module.weight.copy_(replacement)
+            if spec.ternary:
+                module.weight.copy_(ternarize_kept(module.weight, mask, spec.threshold_ratio))
             masks[name] = mask
     return masks
+
+
+def ternarize_kept(weight: Tensor, mask: Tensor, threshold_ratio: float = 0.7) -> Tensor:
+    """`weight` with its kept entries (mask True) replaced by alpha * t, t in {-1, 0, +1}, the
+    TWN ternarization (`ternarize`) of the kept entries alone; pruned entries stay 0. Kept
+    weights below the threshold become 0 too: ternary zeros, stored as a 2-bit code like the
+    others, unlike the pruned groups."""
+    kept = weight[mask]
+    out = torch.zeros_like(weight)
+    if kept.numel():
+        ternary, scale = ternarize(kept, threshold_ratio)
+        out[mask] = scale * ternary.to(weight.dtype)
+    return out

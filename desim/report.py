@@ -1,0 +1,524 @@
+"""`desim report DIR... [--out FILE.md]`: results folders as one Markdown and HTML report.
+
+Why: a study's numbers mean little away from what they should reproduce and from what was
+assumed to get them. For every results folder (`desim run ... --out DIR`) the report shows:
+
+- each claim of the experiment file (`claims:`): the paper's figure, desim's value, the
+  tolerance the file states and whether the value is within it. A claim the file marks as a
+  known gap (`expect: outside`) is flagged as such, never hidden; a claim that lands where
+  its file does not expect it is flagged loudly (and `--check` exits 1);
+- the assumptions: the experiment's `description` and `notes` (YAML comments do not survive
+  into config.json, so anything a reader must know lives there);
+- the runs side by side, energy per component (a stacked bar plot) and, per run, a timeline
+  of its layers (start and end cycle of each layer-phase from layers.csv).
+
+Markdown and HTML carry the same content: both are rendered from one list of blocks. The
+HTML is a minimal template, no dependency beyond the standard library. Plots are PNG files
+written next to the report.
+
+Claims may name, besides any number in summary.json, these derived metrics:
+- `runs.<run>.on_chip_energy_j`: the run's energy without the DRAM's share (a synthesized
+  processor's power figures, and so its TFLOPS/W, cover the chip only);
+- `comparison.<run>.on_chip_energy_ratio`: baseline on-chip energy / the run's;
+- `runs.<run>.tflops_per_w`: 2 x nominal MACs / energy / 1e12 (dense-equivalent FLOPs per
+  joule, the convention of the papers' TFLOPS/W figures).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+import typer
+
+from desim.errors import ConfigError
+from desim.experiment import Claim
+
+PHASE_COLORS = {"FF": "#4c72b0", "BP": "#dd8452", "WG": "#55a868"}
+
+
+# -- claims ---------------------------------------------------------------------------------
+
+
+def resolve(summary: dict[str, Any], path: str) -> float:
+    """The number at dotted `path` of a summary.json, or a derived metric (module doc).
+
+    Raises KeyError naming the path when there is no such number.
+    """
+    node: Any = summary
+    try:
+        for part in path.split("."):
+            node = node[part]
+        return float(node)
+    except (KeyError, TypeError, ValueError):
+        pass
+    parts = path.split(".")
+    if len(parts) == 3 and parts[1] in summary.get("runs", {}):
+        group, run, name = parts
+        if group == "runs" and name in DERIVED_RUN:
+            return DERIVED_RUN[name](summary["runs"][run])
+        if group == "comparison" and name == "on_chip_energy_ratio":
+            base = summary["runs"][summary["baseline"]]
+            return _on_chip(base) / _on_chip(summary["runs"][run])
+    raise KeyError(f"no metric {path!r} in summary.json (nor a derived one)")
+
+
+def _on_chip(run: dict[str, Any]) -> float:
+    return float(run["energy_j"]) - float(run["energy_by_component_j"].get("dram", 0.0))
+
+
+DERIVED_RUN = {
+    "on_chip_energy_j": _on_chip,
+    "tflops_per_w": lambda run: 2 * run["macs"] / run["energy_j"] / 1e12,
+}
+
+
+@dataclass
+class ClaimCheck:
+    """One claim against one results folder."""
+
+    claim: Claim
+    value: float | None       # None: the metric is missing from the results
+    error: str = ""
+
+    @property
+    def low(self) -> float:
+        return -math.inf if self.claim.compare == "at_most" else (
+            self.claim.paper - self.claim.tolerance)
+
+    @property
+    def high(self) -> float:
+        return math.inf if self.claim.compare == "at_least" else (
+            self.claim.paper + self.claim.tolerance)
+
+    @property
+    def within(self) -> bool | None:
+        if self.value is None:
+            return None
+        return self.low <= self.value <= self.high
+
+    @property
+    def as_expected(self) -> bool:
+        """True when the value lies where the experiment file says it should."""
+        return self.within is not None and self.within == (self.claim.expect == "within")
+
+    @property
+    def verdict(self) -> str:
+        if self.within is None:
+            return "MISSING"
+        if self.within:
+            return "within" if self.as_expected else "within (file expects a gap: update it)"
+        return "outside (known gap)" if self.as_expected else "OUTSIDE (unexpected)"
+
+    @property
+    def range_text(self) -> str:
+        c = self.claim
+        if c.compare == "at_least":
+            return f">= {_fmt(self.low)}"
+        if c.compare == "at_most":
+            return f"<= {_fmt(self.high)}"
+        return f"{_fmt(self.low)} to {_fmt(self.high)}"
+
+    @property
+    def metric_text(self) -> str:
+        return self.claim.metric + (f" / {self.claim.over}" if self.claim.over else "")
+
+
+def check_claim(summary: dict[str, Any], claim: Claim) -> ClaimCheck:
+    """The claim's value from a summary (metric, or metric / over) and where it lies."""
+    try:
+        value = resolve(summary, claim.metric)
+        if claim.over is not None:
+            value /= resolve(summary, claim.over)
+    except (KeyError, ZeroDivisionError) as err:
+        return ClaimCheck(claim, None, str(err).strip("'\""))
+    return ClaimCheck(claim, value)
+
+
+# -- results folders --------------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    """What one results folder holds, read back."""
+
+    path: Path
+    summary: dict[str, Any]
+    config: dict[str, Any]
+    layers: pd.DataFrame
+    checks: list[ClaimCheck] = field(default_factory=list)
+
+    @property
+    def experiment(self) -> dict[str, Any]:
+        return self.config.get("experiment", {})
+
+    @property
+    def name(self) -> str:
+        return str(self.summary.get("experiment", self.path.name))
+
+
+def load_results(path: Path) -> Results:
+    """Read summary.json, config.json and layers.csv of a results folder; check its claims."""
+    files = {}
+    for name in ("summary.json", "config.json"):
+        try:
+            files[name] = json.loads((path / name).read_text())
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"not a results folder: cannot read {name} ({err})",
+                              file=str(path)) from None
+    try:
+        layers = pd.read_csv(path / "layers.csv", dtype={"arch": str, "layer": str})
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"not a results folder: cannot read layers.csv ({err})",
+                          file=str(path)) from None
+    results = Results(path, files["summary.json"], files["config.json"], layers)
+    claims = [Claim.model_validate(c) for c in results.experiment.get("claims", [])]
+    results.checks = [check_claim(results.summary, c) for c in claims]
+    return results
+
+
+# -- plots ------------------------------------------------------------------------------------
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_energy(results: Results, path: Path) -> Path:
+    """Stacked bars: each run's energy (mJ), one segment per component."""
+    plt = _pyplot()
+    runs = results.summary["runs"]
+    components = sorted({c for r in runs.values() for c in r["energy_by_component_j"]})
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(runs) + 2.5), 4.0))
+    bottom = [0.0] * len(runs)
+    cmap = plt.get_cmap("tab10")
+    for i, comp in enumerate(components):
+        values = [r["energy_by_component_j"].get(comp, 0.0) * 1e3 for r in runs.values()]
+        ax.bar(list(runs), values, bottom=bottom, label=comp, color=cmap(i % 10))
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    ax.set_ylabel("energy (mJ)")
+    ax.set_title(f"{results.name}: energy per component")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_timeline(results: Results, run: str, path: Path) -> Path:
+    """Horizontal bars: when each layer-phase of `run` ran (cycles), coloured by phase."""
+    plt = _pyplot()
+    rows = results.layers[results.layers["arch"] == run]
+    names = list(dict.fromkeys(rows["layer"]))  # first appearance: forward order
+    y = {name: i for i, name in enumerate(names)}
+    fig, ax = plt.subplots(figsize=(9.0, max(3.0, 0.16 * len(names) + 1.2)))
+    for phase, color in PHASE_COLORS.items():
+        part = rows[rows["phase"] == phase]
+        if len(part):
+            ax.barh([y[n] for n in part["layer"]], part["end_cycle"] - part["start_cycle"],
+                    left=part["start_cycle"], height=0.8, color=color, label=phase)
+    ax.set_yticks(range(len(names)), names, fontsize=max(4, min(8, 400 // max(len(names), 1))))
+    ax.invert_yaxis()
+    ax.set_xlabel("cycle")
+    ax.set_title(f"{results.name}: {run}, layer timeline")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# -- document blocks, rendered to Markdown and to HTML ------------------------------------------
+
+
+@dataclass
+class Heading:
+    level: int
+    text: str
+
+
+@dataclass
+class Para:
+    text: str
+
+
+@dataclass
+class Bullets:
+    items: list[str]
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[str]]
+    numeric: set[int] = field(default_factory=set)   # right-aligned columns
+    status: int | None = None                         # column whose text sets a row's class
+
+
+@dataclass
+class Image:
+    alt: str
+    src: str
+
+
+Block = Heading | Para | Bullets | Table | Image
+
+
+def to_markdown(blocks: list[Block]) -> str:
+    out: list[str] = []
+    for b in blocks:
+        if isinstance(b, Heading):
+            out.append(f"{'#' * b.level} {b.text}")
+        elif isinstance(b, Para):
+            out.append(b.text)
+        elif isinstance(b, Bullets):
+            out.append("\n".join(f"- {item}" for item in b.items))
+        elif isinstance(b, Table):
+            cell = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+            lines = ["| " + " | ".join(cell(h) for h in b.header) + " |",
+                     "|" + "|".join("---:" if i in b.numeric else "---"
+                                    for i in range(len(b.header))) + "|"]
+            lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in b.rows]
+            out.append("\n".join(lines))
+        else:
+            out.append(f"![{b.alt}]({b.src})")
+    return "\n\n".join(out) + "\n"
+
+
+HTML_TEMPLATE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+<style>
+body {{ font-family: sans-serif; max-width: 80em; margin: 2em auto; padding: 0 1em; }}
+table {{ border-collapse: collapse; margin: 1em 0; font-size: 90%; }}
+th, td {{ border: 1px solid #ccc; padding: 0.2em 0.5em; vertical-align: top; }}
+td.num {{ text-align: right; }}
+tr.ok td {{ background: #eef8ee; }}
+tr.gap td {{ background: #fdf5e6; }}
+tr.bad td {{ background: #fbe9e9; font-weight: bold; }}
+img {{ max-width: 100%; }}
+code {{ background: #f4f4f4; }}
+</style>
+</head>
+<body>
+{body}
+</body>
+</html>
+"""
+
+
+def _inline_html(text: str) -> str:
+    """Escape, then turn `code` spans (the only inline markup the report uses) into <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+
+
+def _row_class(text: str) -> str:
+    if text.startswith("within") and "update" not in text:
+        return "ok"
+    if text.startswith("outside (known"):
+        return "gap"
+    return "bad"
+
+
+def to_html(blocks: list[Block], title: str) -> str:
+    out: list[str] = []
+    for b in blocks:
+        if isinstance(b, Heading):
+            out.append(f"<h{b.level}>{_inline_html(b.text)}</h{b.level}>")
+        elif isinstance(b, Para):
+            out.append(f"<p>{_inline_html(b.text)}</p>")
+        elif isinstance(b, Bullets):
+            out.append("<ul>\n" + "\n".join(f"<li>{_inline_html(i)}</li>" for i in b.items)
+                       + "\n</ul>")
+        elif isinstance(b, Table):
+            head = "".join(f"<th>{_inline_html(h)}</th>" for h in b.header)
+            rows = []
+            for row in b.rows:
+                cls = f' class="{_row_class(row[b.status])}"' if b.status is not None else ""
+                cells = "".join(
+                    f'<td class="num">{_inline_html(c)}</td>' if i in b.numeric
+                    else f"<td>{_inline_html(c)}</td>" for i, c in enumerate(row))
+                rows.append(f"<tr{cls}>{cells}</tr>")
+            out.append(f"<table>\n<tr>{head}</tr>\n" + "\n".join(rows) + "\n</table>")
+        else:
+            out.append(f'<p><img src="{html.escape(b.src)}" alt="{html.escape(b.alt)}"></p>')
+    return HTML_TEMPLATE.format(title=html.escape(title), body="\n".join(out))
+
+
+# -- the report ---------------------------------------------------------------------------------
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "-"
+    if math.isinf(v) or math.isnan(v):
+        return str(v)
+    if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
+        return f"{v:.4g}"
+    return f"{v:,.4g}" if abs(v) >= 1e4 else f"{v:.4g}"
+
+
+CLAIM_HEADER = ["experiment", "claim (metric)", "paper", "desim", "accepted range", "verdict",
+                "source"]
+
+
+def _claim_rows(results: Results) -> list[list[str]]:
+    return [[results.name, c.metric_text, _fmt(c.claim.paper), _fmt(c.value), c.range_text,
+             c.verdict, c.claim.source] for c in results.checks]
+
+
+def _tally(checks: list[ClaimCheck], where: str = "this experiment file") -> str:
+    if not checks:
+        return f"No claims in {where}."
+    within = sum(1 for c in checks if c.within)
+    gaps = sum(1 for c in checks if c.within is False and c.as_expected)
+    bad = sum(1 for c in checks if not c.as_expected)
+    text = (f"{len(checks)} claim{'s' if len(checks) != 1 else ''}: {within} within tolerance, "
+            f"{gaps} outside as a known gap (explained below)")
+    return text + (f", **{bad} not where the experiment file expects them**." if bad else ".")
+
+
+def _experiment_blocks(results: Results, slug: str, out_dir: Path) -> list[Block]:
+    exp, summary = results.experiment, results.summary
+    blocks: list[Block] = [Heading(2, f"Experiment `{results.name}`")]
+    if exp.get("description"):
+        blocks.append(Para(exp["description"]))
+    blocks.append(Para(f"Results folder: `{results.path}`; baseline run: "
+                       f"`{summary['baseline']}`."))
+    blocks.append(Heading(3, "Claims"))
+    blocks.append(Para(_tally(results.checks)))
+    if results.checks:
+        blocks.append(Table(CLAIM_HEADER[1:], [r[1:] for r in _claim_rows(results)],
+                            numeric={1, 2}, status=4))
+        notes = [f"`{c.metric_text}`: {c.claim.note}" + (f" ({c.error})" if c.error else "")
+                 for c in results.checks if c.claim.note or c.error]
+        if notes:
+            blocks.append(Bullets(notes))
+    blocks.append(Heading(3, "Assumptions"))
+    workload = exp.get("workload", {})
+    assumptions = [f"Workload: `{workload.get('model', '?')}` "
+                   f"{json.dumps(workload.get('model_args', {}))}, batch "
+                   f"{workload.get('batch', '?')}, input {workload.get('input_shape')}, data "
+                   f"`{workload.get('data', '?')}`"
+                   + (", trained first" if workload.get("training") else "")]
+    assumptions += list(exp.get("notes", []))
+    blocks.append(Bullets(assumptions))
+    blocks.append(Heading(3, "Runs"))
+    blocks.append(_runs_table(results))
+    blocks.append(Heading(3, "Energy by component"))
+    energy_png = plot_energy(results, out_dir / f"{slug}_energy.png")
+    blocks.append(Image(f"{results.name}: energy per component", energy_png.name))
+    blocks.append(_energy_table(results))
+    blocks.append(Heading(3, "Layer timelines"))
+    for run in summary["runs"]:
+        png = plot_timeline(results, run, out_dir / f"{slug}_{run}_timeline.png")
+        blocks.append(Image(f"{results.name}: {run} timeline", png.name))
+    return blocks
+
+
+def _runs_table(results: Results) -> Table:
+    summary = results.summary
+    pruning = {r["name"]: r.get("pruning", {}) for r in results.experiment.get("runs", [])}
+    base = summary["runs"][summary["baseline"]]
+    header = ["run", "arch", "pruning", "cycles", "time (ms)", "energy (mJ)", "on-chip (mJ)",
+              "speedup", "energy ratio", "on-chip ratio", "sparsity W / X / dY"]
+    rows = []
+    for name, run in summary["runs"].items():
+        p = pruning.get(name, {})
+        method = p.get("method", "?") + (f" {p['sparsity']:g}" if p.get("sparsity") else "")
+        w = run.get("workload", {})
+        sparsity = " / ".join(f"{w.get(k, float('nan')):.2f}" for k in
+                              ("weight_sparsity", "activation_sparsity", "gradient_sparsity"))
+        comp = summary["comparison"][name]
+        rows.append([name, run["arch"], method, f"{run['cycles']:,}",
+                     _fmt(run["seconds"] * 1e3), _fmt(run["energy_j"] * 1e3),
+                     _fmt(_on_chip(run) * 1e3), f"{comp['speedup']:.2f}",
+                     f"{comp['energy_ratio']:.2f}", f"{_on_chip(base) / _on_chip(run):.2f}",
+                     sparsity])
+    return Table(header, rows, numeric=set(range(3, 10)))
+
+
+def _energy_table(results: Results) -> Table:
+    runs = results.summary["runs"]
+    components = sorted({c for r in runs.values() for c in r["energy_by_component_j"]})
+    rows = [[comp] + [_fmt(r["energy_by_component_j"].get(comp, 0.0) * 1e3)
+                      for r in runs.values()] for comp in components]
+    rows.append(["total"] + [_fmt(r["energy_j"] * 1e3) for r in runs.values()])
+    return Table(["component (mJ)", *runs], rows, numeric=set(range(1, len(runs) + 1)))
+
+
+def build_report(dirs: list[Path], out: Path) -> tuple[Path, Path, list[Results]]:
+    """Write `out` (Markdown), the same content as HTML beside it, and the plots; return the
+    two paths and the results read (with their claim checks)."""
+    out_dir = out.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    all_results = [load_results(Path(d)) for d in dirs]
+    blocks: list[Block] = [Heading(1, "desim report")]
+    blocks.append(Para("Paper figures against desim's, for every claim of the experiments "
+                       "below; then each experiment's assumptions, runs, energy and timelines. "
+                       "Tolerances and the reasons for any known gap are stated in the "
+                       "experiment files and in docs/PAPERS.md."))
+    rows = [row for r in all_results for row in _claim_rows(r)]
+    blocks.append(Para(_tally([c for r in all_results for c in r.checks],
+                              "these experiment files")))
+    if rows:
+        blocks.append(Table(CLAIM_HEADER, rows, numeric={2, 3}, status=5))
+    used: dict[str, int] = {}
+    for results in all_results:
+        slug = re.sub(r"[^A-Za-z0-9_-]+", "_", results.name) or "experiment"
+        used[slug] = used.get(slug, 0) + 1
+        if used[slug] > 1:
+            slug = f"{slug}_{used[slug]}"
+        blocks += _experiment_blocks(results, slug, out_dir)
+    html_path = out.with_suffix(".html")
+    out.write_text(to_markdown(blocks))
+    html_path.write_text(to_html(blocks, "desim report: " + ", ".join(r.name for r in
+                                                                        all_results)))
+    return out, html_path, all_results
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `report` command to the `desim` command line."""
+
+    @app.command("report")
+    def report(
+        dirs: Annotated[list[Path], typer.Argument(help="results folders (desim run --out DIR)")],
+        out: Annotated[Path | None, typer.Option(
+            "--out", "-o", help="FILE.md; FILE.html and the plots go beside it "
+                                "(default: FIRST_DIR/report.md)")] = None,
+        check: Annotated[bool, typer.Option(
+            "--check", help="exit 1 when a claim is not where its experiment file expects "
+                            "it (or its metric is missing)")] = False,
+    ) -> None:
+        """Markdown and HTML report of results folders: claims vs paper, energy, timelines."""
+        from rich.console import Console
+
+        console, err = Console(), Console(stderr=True)
+        try:
+            md, page, all_results = build_report(dirs, out or dirs[0] / "report.md")
+        except ConfigError as error:
+            err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        surprises = 0
+        for results in all_results:
+            for c in results.checks:
+                surprises += not c.as_expected
+                console.print(f"{results.name}: {c.metric_text} paper {_fmt(c.claim.paper)} "
+                              f"desim {_fmt(c.value)} ({c.range_text}): {c.verdict}",
+                              highlight=False, soft_wrap=True)
+        console.print(f"wrote {md} and {page} (plots beside them)")
+        if check and surprises:
+            raise typer.Exit(1)

@@ -1,0 +1,795 @@
+"""`desim sweep`: a design-space sweep, one Dask task per point, resumable after any kill.
+
+An experiment file with a `sweep:` section (schema in `desim.sweep_spec`) names axes: key
+paths as `--set` takes them (`workload.batch`, `runs.1.pruning.sparsity`) or
+`arch.<run name>.<key.path>`, which overrides that run's architecture YAML only (see
+`load_point`). A point is one value per axis; its id is a hash of those overrides, so the
+same point has the same id in every run of the sweep.
+
+Why it is built this way:
+- The client (this process) resolves every point's configuration first: a point whose values
+  are invalid fails at once, recorded with its error, and the others go on. Workers receive
+  the resolved `Experiment`, so they need neither the YAML files nor the results folder; a
+  remote `--scheduler` works as a local cluster does.
+- Captures are tasks of their own, keyed by (workload, pruning): a point depends on the
+  captures of its runs, Dask computes each once and hands it to every point that needs it,
+  and a worker that can see `DIR/cache` keeps it there for a resumed sweep
+  (`desim.workload_cache`).
+- Only the client writes `DIR/points/<point_id>.json`, atomically, as each point finishes.
+  A point is done exactly when its file exists: kill the sweep at any moment, start it again,
+  and it computes only the points without a file. `DIR/sweep.json` records what the folder
+  is a sweep of; a resumed sweep whose experiment or architecture files changed is refused
+  rather than mixing old and new numbers.
+- At the end (and on every resume) the point files are gathered into `DIR/results.parquet`,
+  one row per point, run and phase (and phase "total"), and `DIR/pareto.png` is drawn.
+- Failed points are not retried on resume (their file records the error); `--retry-failed`
+  (`retry_failed=True`) does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import json
+import logging
+import os
+import re
+import socket
+import tempfile
+import time
+import traceback
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+import yaml
+
+from desim.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from distributed import Client
+
+    from desim.experiment import Experiment
+    from desim.sweep_spec import SweepSpec
+    from mappings.workload import Workload
+
+# Columns of results.parquet besides the axes (which come right after point_id).
+METRIC_COLUMNS = ["cycles", "energy_j", "macs", "effectual_macs", "processed_macs",
+                  "dram_bytes"]
+TOTAL_COLUMNS = ["seconds", "speedup", "energy_ratio", "pareto"]  # set on "total" rows only
+FIXED_COLUMNS = ["point_id", "run", "arch", "phase", *METRIC_COLUMNS, *TOTAL_COLUMNS,
+                 "status", "error", "elapsed_s"]
+TRACEBACK_FRAMES = 8  # the innermost frames kept in a failed point's file
+
+
+# --- points -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Point:
+    """One design point: a value per axis."""
+
+    point_id: str
+    values: dict[str, Any]  # axis key path -> value, in the sweep's axis order
+
+    @property
+    def overrides(self) -> list[str]:
+        """The same point as `desim run --set` arguments."""
+        return [f"{key}={yaml_text(value)}" for key, value in self.values.items()]
+
+
+def yaml_text(value: Any) -> str:
+    """`value` as YAML text that `--set` parses back to the same value (1e-05 stays a float:
+    PyYAML reads a bare `1e-05` as a string, so JSON would not do)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=1 << 30)
+    return text.removesuffix("\n...\n").strip()
+
+
+def point_id(values: dict[str, Any]) -> str:
+    """A hash of the overrides alone (sorted keys): stable across runs, processes, machines."""
+    text = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def plan_points(spec: SweepSpec) -> list[Point]:
+    """Every point of a grid (axis order, last axis fastest), or `budget` distinct random
+    points drawn with `seed`. Random points come from one generator in sequence, so a larger
+    budget keeps the points of a smaller one (a sweep extended by budget resumes)."""
+    from desim.sweep_spec import RangeAxis
+
+    keys = list(spec.axes)
+    if spec.mode == "grid":
+        combos: Iterator[tuple[Any, ...]] = itertools.product(*(spec.axes[k] for k in keys))
+        return _distinct(dict(zip(keys, combo, strict=True)) for combo in combos)
+
+    import numpy as np
+
+    rng = np.random.default_rng(spec.seed)
+
+    def draw(axis: list[Any] | RangeAxis) -> Any:
+        if isinstance(axis, list):
+            return axis[int(rng.integers(len(axis)))]
+        if axis.log:
+            value = float(np.exp(rng.uniform(np.log(axis.low), np.log(axis.high))))
+            return min(max(round(value), axis.low), axis.high) if axis.integer else value
+        if axis.integer:
+            return int(rng.integers(axis.low, axis.high + 1))
+        return float(rng.uniform(axis.low, axis.high))
+
+    assert spec.budget is not None  # SweepSpec checks it
+    points: dict[str, Point] = {}
+    for _ in range(spec.budget * 100):  # a small discrete space may hold fewer points
+        values = {key: draw(spec.axes[key]) for key in keys}
+        points.setdefault(point_id(values), Point(point_id(values), values))
+        if len(points) == spec.budget:
+            break
+    return list(points.values())
+
+
+def _distinct(all_values: Iterator[dict[str, Any]]) -> list[Point]:
+    points: dict[str, Point] = {}
+    for values in all_values:
+        points.setdefault(point_id(values), Point(point_id(values), values))
+    return list(points.values())
+
+
+def load_sweep_spec(path: Path, overrides: Sequence[str] = ()) -> SweepSpec:
+    """The experiment's `sweep:` section (after `--set` overrides), validated."""
+    from desim.configio import load_yaml, validate
+    from desim.experiment import apply_overrides
+    from desim.sweep_spec import SweepSpec
+
+    experiment_sets, _ = _split_overrides(overrides, path)
+    raw = apply_overrides(load_yaml(path), experiment_sets, str(path))
+    if raw.get("sweep") is None:
+        raise ConfigError("no sweep: section (mode, axes; see desim/sweep_spec.py)",
+                          file=str(path), key="sweep")
+    return validate(SweepSpec, raw["sweep"], path, prefix="sweep")
+
+
+def load_point(path: str | Path, overrides: Sequence[str]) -> Experiment:
+    """`load_experiment` with `--set` overrides, plus `arch.<run>.<key.path>=value` ones.
+
+    An arch override is applied to the raw YAML of that run's architecture file before
+    validation, exactly as `--set` is applied to the experiment file, so a bad value is a
+    `ConfigError` naming the arch file and key. It changes that run only, even when several
+    runs share the file. (No temporary YAML files: the validated `ArchConfig` replaces the
+    run's entry in `Experiment.archs`.) `desim run` could accept the same form by calling
+    this instead of `load_experiment`."""
+    from arch.config import ArchConfig
+    from desim.configio import load_yaml, validate
+    from desim.experiment import apply_overrides, load_experiment
+
+    path = Path(path)
+    experiment_sets, arch_sets = _split_overrides(overrides, path)
+    experiment = load_experiment(path, experiment_sets)
+    runs = {run.name: run for run in experiment.spec.runs}
+    for run_name, sets in arch_sets.items():
+        if run_name not in runs:
+            raise ConfigError(f"no run {run_name!r}; runs: {', '.join(runs)}", file=str(path),
+                              key=f"arch.{run_name}")
+        arch_path = (path.parent / runs[run_name].arch).resolve()
+        raw = apply_overrides(load_yaml(arch_path), sets, str(arch_path))
+        experiment.archs[run_name] = validate(ArchConfig, raw, arch_path)
+    return experiment
+
+
+def _split_overrides(overrides: Sequence[str], path: Path
+                     ) -> tuple[list[str], dict[str, list[str]]]:
+    """Experiment overrides, and arch overrides by run name (with `arch.<run>.` removed)."""
+    experiment_sets: list[str] = []
+    arch_sets: dict[str, list[str]] = {}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if key.startswith("arch."):
+            run_name, _, arch_key = key.removeprefix("arch.").partition(".")
+            if not sep or not run_name or not arch_key:
+                raise ConfigError(f"expected arch.<run>.<key.path>=value, got {item!r}",
+                                  file=str(path), key=key)
+            arch_sets.setdefault(run_name, []).append(f"{arch_key}={text}")
+        else:
+            experiment_sets.append(item)
+    return experiment_sets, arch_sets
+
+
+def fingerprint(path: Path, overrides: Sequence[str]) -> str:
+    """What a sweep folder's points depend on besides their own overrides: the experiment
+    file (less its sweep section), the `--set` overrides and the architecture files' text."""
+    from desim.configio import load_yaml
+    from desim.experiment import apply_overrides
+
+    kept = [item for item in overrides if item.partition("=")[0].split(".")[0] != "sweep"]
+    experiment_sets, _ = _split_overrides(kept, path)
+    raw = apply_overrides(load_yaml(path), experiment_sets, str(path))
+    raw.pop("sweep", None)
+    archs = {}
+    for run in raw.get("runs") or []:
+        if isinstance(run, dict) and isinstance(run.get("arch"), str):
+            arch_path = path.parent / run["arch"]
+            archs[str(run.get("name"))] = arch_path.read_text() if arch_path.is_file() else None
+    text = json.dumps({"experiment": raw, "overrides": kept, "archs": archs},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# --- tasks (run on the workers) -------------------------------------------------------------
+
+_MALLOC_TUNED = False
+
+
+def _tune_malloc() -> None:
+    """Undo the Dask nanny's `MALLOC_TRIM_THRESHOLD_=65536` in this worker process.
+
+    With that variable set, glibc also freezes its mmap threshold at 128 KiB, so every
+    numpy array the mapper and the kernel allocate is a fresh mmap, page-faulted and zeroed:
+    a point took twice as long in a worker as in `desim run` (more system than user time).
+    Generous thresholds, set here rather than in the cluster's environment, hold on remote
+    workers too. Other C libraries: nothing to do."""
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED:
+        return
+    _MALLOC_TUNED = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-1, 128 << 20)  # M_TRIM_THRESHOLD: keep up to 128 MiB freed memory
+        libc.mallopt(-3, 32 << 20)   # M_MMAP_THRESHOLD: heap, not mmap, below 32 MiB
+    except (OSError, AttributeError):
+        pass
+
+
+@dataclass(frozen=True)
+class CaptureFailed:
+    """A capture's error, handed to the points that needed it: they record it as theirs
+    (returned rather than raised, so Dask neither logs it per point nor retries)."""
+
+    failure: dict[str, Any]
+
+
+def _capture_task(workload: Any, pruning: Any, cache_dir: str | None
+                  ) -> Workload | CaptureFailed:
+    """One capture, shared by every point whose runs need it (Dask passes the result on)."""
+    from desim.workload_cache import load_or_capture
+
+    _tune_malloc()
+    try:
+        return load_or_capture(workload, pruning, cache_dir)
+    except Exception as err:  # noqa: BLE001 - recorded in each dependent point's file
+        return CaptureFailed(_failure(err, err.__traceback__))
+
+
+def _point_task(experiment: Experiment, captures: dict[str, Workload | CaptureFailed]
+                ) -> dict[str, Any]:
+    """Simulate every run of one point. A failure is a result too (status "failed", the
+    error and the innermost frames), so one bad point never stops the sweep."""
+    from desim.runner import run, summarize
+    from desim.workload_cache import cache_key
+
+    _tune_malloc()
+    started = time.perf_counter()
+    worker = {"host": socket.gethostname(), "pid": os.getpid()}
+    for captured in captures.values():
+        if isinstance(captured, CaptureFailed):
+            return {**captured.failure, "elapsed_s": 0.0, "worker": worker}
+    try:
+        results = run(experiment, capture=lambda w, p: captures[cache_key(w, p)])
+        summary = summarize(experiment, results)
+    except Exception as err:  # noqa: BLE001 - recorded in the point's file
+        return {**_failure(err, err.__traceback__), "elapsed_s": time.perf_counter() - started,
+                "worker": worker}
+    return {"status": "ok", "error": None, "error_type": None, "traceback": None,
+            "runs": summary["runs"], "comparison": summary["comparison"],
+            "elapsed_s": time.perf_counter() - started, "worker": worker}
+
+
+def _failure(err: BaseException, tb: Any) -> dict[str, Any]:
+    lines = traceback.format_exception(type(err), err, tb, limit=-TRACEBACK_FRAMES)
+    return {"status": "failed", "error": str(err) or type(err).__name__,
+            "error_type": type(err).__name__, "traceback": "".join(lines),
+            "runs": None, "comparison": None}
+
+
+# --- the sweep ------------------------------------------------------------------------------
+
+def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, workers: int = 2,
+          *, overrides: Sequence[str] = (), retry_failed: bool = False,
+          progress: bool = False, plots: Sequence[tuple[str, str]] = ()) -> pd.DataFrame:
+    """Run (or resume) the sweep declared in the experiment file `path`; results in `out`.
+
+    `scheduler`: address of a running Dask scheduler (`tcp://host:8786`); default a local
+    cluster of `workers` processes with one thread each (the simulator is single-threaded
+    Python: processes, not threads, run points in parallel). `overrides`: `--set` items
+    applied to every point before its own. Returns results.parquet's table (see `gather`).
+    """
+    path, out = Path(path), Path(out)
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    base = list(overrides)
+    spec = load_sweep_spec(path, base)
+    for metric, axis in plots:
+        _check_plot(metric, axis, list(spec.axes))
+    points = plan_points(spec)
+    _check_manifest(out, path, base, spec, points)
+
+    done = {}
+    for point in points:
+        record = read_point(out, point.point_id)
+        if record is not None and not (retry_failed and record["status"] != "ok"):
+            done[point.point_id] = record["status"]
+    todo = [p for p in points if p.point_id not in done]
+    failed_before = sum(status != "ok" for status in done.values())
+    log = _Log(out / "sweep.log")
+    log(f"start: {len(points)} points, {len(done)} already done, {len(todo)} to compute "
+        f"({'scheduler ' + scheduler if scheduler else f'local cluster, {workers} workers'})")
+    with _progress_bar(progress, len(points), len(done), failed_before) as bar:
+        _compute(path, out, base, todo, scheduler, workers, log, bar)
+    frame = gather(out, points, spec)
+    _write_parquet(out / "results.parquet", frame)
+    plot_pareto(frame, spec.objectives, out / "pareto.png")
+    for metric, axis in plots:
+        plot_metric(frame, metric, axis, plot_path(out, metric, axis))
+    totals = frame.drop_duplicates("point_id")
+    log(f"end: {int((totals['status'] == 'ok').sum())} ok, "
+        f"{int((totals['status'] == 'failed').sum())} failed")
+    return frame
+
+
+def _compute(path: Path, out: Path, base: list[str], todo: list[Point], scheduler: str | None,
+             workers: int, log: _Log, bar: _Bar) -> None:
+    """Resolve each point here, run the valid ones on Dask, write each file as it finishes."""
+    from desim.workload_cache import cache_key
+
+    ready: list[tuple[Point, Experiment, list[str]]] = []
+    for point in todo:
+        sets = base + point.overrides
+        try:
+            experiment = load_point(path, sets)
+        except Exception as err:  # noqa: BLE001 - a ConfigError, mostly: the point's values
+            tb = None if isinstance(err, ConfigError) else err.__traceback__
+            _finish(out, point, sets, None, {**_failure(err, tb), "elapsed_s": 0.0,
+                                             "worker": None}, log, bar)
+            continue
+        keys = [cache_key(experiment.spec.workload, run.pruning) for run in experiment.spec.runs]
+        ready.append((point, experiment, keys))
+    if not ready:
+        return
+    # Points sharing captures run together, so a capture's memory is freed early.
+    ready.sort(key=lambda item: item[2])
+    from distributed import as_completed
+
+    session = uuid.uuid4().hex[:8]  # two sweeps on one scheduler never share a point's key
+    with _client(scheduler, workers) as client:
+        captures: dict[str, Any] = {}
+        futures = {}
+        for point, experiment, keys in ready:
+            needed = {}
+            for run, key in zip(experiment.spec.runs, keys, strict=True):
+                if key not in captures:
+                    captures[key] = client.submit(
+                        _capture_task, experiment.spec.workload, run.pruning,
+                        str((out / "cache").resolve()), key=f"capture-{key}")
+                needed[key] = captures[key]
+            future = client.submit(_point_task, experiment, needed,
+                                   key=f"point-{point.point_id}-{session}")
+            futures[future] = (point, experiment)
+        captures.clear()  # Dask keeps each capture while a point still needs it
+        for future in as_completed(futures):
+            point, experiment = futures.pop(future)
+            if future.status == "cancelled":  # the scheduler went away: not the point's fault
+                log(f"point {point.point_id} cancelled; it runs when the sweep is resumed")
+                continue
+            if future.status == "finished":
+                result = future.result()
+            else:  # its worker died again and again (KilledWorker: out of memory, a crash)
+                result = {**_failure(future.exception(), future.traceback()),
+                          "elapsed_s": None, "worker": None}
+            future.release()
+            _finish(out, point, base + point.overrides, experiment, result, log, bar)
+
+
+def _finish(out: Path, point: Point, sets: list[str], experiment: Experiment | None,
+            result: dict[str, Any], log: _Log, bar: _Bar) -> None:
+    """Write the point's file (atomically: the point is done exactly when it exists)."""
+    from desim.results import write_json
+
+    config = None
+    if experiment is not None:
+        config = {"experiment": experiment.spec.model_dump(mode="json"),
+                  "architectures": {n: a.model_dump(mode="json")
+                                    for n, a in experiment.archs.items()}}
+    record = {"point_id": point.point_id, "overrides": point.values, "set": sets,
+              **result, "config": config,
+              "finished": datetime.now(UTC).isoformat(timespec="seconds")}
+    write_json(out / "points" / f"{point.point_id}.json", record)
+    if result["status"] == "ok":
+        log(f"point {point.point_id} ok in {result['elapsed_s']:.2f} s {point.values}")
+    else:
+        log(f"point {point.point_id} failed {point.values}: {result['error']}")
+    bar.advance(result["status"] != "ok", point, result)
+
+
+@contextlib.contextmanager
+def _client(scheduler: str | None, workers: int) -> Iterator[Client]:
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        with Client(scheduler) as client:
+            yield client
+        return
+    saved = dict(os.environ)  # the nanny sets its workers' variables in our environment
+    try:
+        with (LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                           dashboard_address=None, silence_logs=logging.ERROR) as cluster,
+              Client(cluster) as client):
+            yield client
+    finally:
+        for key in set(os.environ) - set(saved):
+            del os.environ[key]
+        os.environ.update(saved)
+
+
+def read_point(out: Path, pid: str) -> dict[str, Any] | None:
+    """A point's record, or None if it has no (readable) file: then it is computed again."""
+    try:
+        record = json.loads((out / "points" / f"{pid}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and "status" in record else None
+
+
+def _check_manifest(out: Path, path: Path, base: list[str], spec: SweepSpec,
+                    points: list[Point]) -> None:
+    """Refuse to resume into a folder whose points were computed from other inputs."""
+    from desim.results import write_json
+
+    current = fingerprint(path, base)
+    manifest = out / "sweep.json"
+    if manifest.is_file():
+        try:
+            previous = json.loads(manifest.read_text()).get("fingerprint")
+        except ValueError:
+            previous = None
+        if previous is not None and previous != current:
+            raise ConfigError("this folder holds a sweep of other inputs (the experiment, its "
+                              "--set overrides or an architecture file changed since); use "
+                              "another --out, or delete the folder to start over",
+                              file=str(out))
+    for stale in (out / "points").glob(".*.tmp"):  # a write cut short by a kill
+        stale.unlink(missing_ok=True)
+    write_json(manifest, {"experiment": str(path.resolve()), "fingerprint": current,
+                          "overrides": base, "sweep": spec.model_dump(mode="json"),
+                          "points": [{"point_id": p.point_id, "overrides": p.values}
+                                     for p in points]})
+
+
+class _Log:
+    """DIR/sweep.log, appended line by line: what each (re)start computed, point by point."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, message: str) -> None:
+        stamp = datetime.now().isoformat(sep=" ", timespec="seconds")
+        with self.path.open("a") as f:
+            f.write(f"{stamp} {message}\n")
+
+
+class _Bar:
+    """The progress bar (rich), or nothing: points done, failed, time left."""
+
+    def __init__(self, progress: Any, task: Any) -> None:
+        self.progress, self.task, self.failed = progress, task, 0
+
+    def advance(self, failed: bool, point: Point, result: dict[str, Any]) -> None:
+        if self.progress is None:
+            return
+        if failed:
+            self.progress.console.print(f"[red]point {point.point_id} failed[/] "
+                                        f"{point.values}: {result['error']}", highlight=False)
+        self.failed += failed
+        self.progress.update(self.task, advance=1, failed=self.failed)
+
+
+@contextlib.contextmanager
+def _progress_bar(show: bool, total: int, done: int, failed: int) -> Iterator[_Bar]:
+    if not show:
+        yield _Bar(None, None)
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("[red]{task.fields[failed]} failed"), TimeElapsedColumn(),
+               TextColumn("left"), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True)) as progress:
+        task = progress.add_task("sweep", total=total, completed=done, failed=failed)
+        bar = _Bar(progress, task)
+        bar.failed = failed
+        yield bar
+
+
+# --- results --------------------------------------------------------------------------------
+
+def gather(out: Path, points: list[Point], spec: SweepSpec) -> pd.DataFrame:
+    """One row per point, run and phase (FF, BP, WG, total) from the point files, in plan
+    order; a failed point is one row (run and phase empty, its error), a point without a
+    file one row with status "pending". `pareto` marks the total rows on the front of the
+    sweep's two objectives, over all points and runs."""
+    import pandas as pd
+
+    axes = list(spec.axes)
+    rows = []
+    for point in points:
+        record = read_point(out, point.point_id)
+        head = {"point_id": point.point_id, **point.values}
+        if record is None or record["status"] != "ok":
+            rows.append({**head, "status": "pending" if record is None else record["status"],
+                         "error": None if record is None else record["error"],
+                         "elapsed_s": None if record is None else record.get("elapsed_s")})
+            continue
+        for run_name, run in record["runs"].items():
+            common = {**head, "run": run_name, "arch": run["arch"], "status": "ok",
+                      "error": None, "elapsed_s": record.get("elapsed_s")}
+            for phase, metrics in run["phases"].items():
+                rows.append({**common, "phase": phase,
+                             **{m: metrics[m] for m in METRIC_COLUMNS}})
+            comparison = (record.get("comparison") or {}).get(run_name, {})
+            rows.append({**common, "phase": "total", **{m: run[m] for m in METRIC_COLUMNS
+                                                         if m in run},
+                         "processed_macs": sum(p["processed_macs"]
+                                               for p in run["phases"].values()),
+                         "seconds": run["seconds"], "speedup": comparison.get("speedup"),
+                         "energy_ratio": comparison.get("energy_ratio")})
+    frame = pd.DataFrame(rows)
+    for column in FIXED_COLUMNS:
+        if column not in frame:
+            frame[column] = None
+    frame = frame[["point_id", *axes, *[c for c in FIXED_COLUMNS if c != "point_id"]]]
+    for column in ("cycles", "macs", "effectual_macs", "processed_macs", "dram_bytes"):
+        frame[column] = frame[column].astype("Int64")
+    for column in ("energy_j", "seconds", "speedup", "energy_ratio", "elapsed_s"):
+        frame[column] = frame[column].astype("float64")
+    for column in ("point_id", "run", "arch", "phase", "status", "error"):
+        frame[column] = frame[column].astype("string")
+    for axis in axes:
+        frame[axis] = _axis_column(frame[axis])
+    frame["pareto"] = pareto_mask(frame, spec.objectives).astype("boolean")
+    return frame
+
+
+def _axis_column(column: pd.Series) -> pd.Series:
+    """One Parquet type per axis: numbers, booleans or strings as they are; anything mixed
+    or nested (lists, mappings) as its YAML text, the way `--set` would write it."""
+    values = [v for v in column if v is not None]
+    if all(isinstance(v, bool) for v in values):
+        return column.astype("boolean")
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return column.astype("Int64")
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return column.astype("float64")
+    if all(isinstance(v, str) for v in values):
+        return column.astype("string")
+    return column.map(yaml_text).astype("string")
+
+
+def pareto_mask(frame: pd.DataFrame, objectives: Sequence[str]) -> pd.Series:
+    """Total rows not dominated in both objectives (both minimized) by any other total row;
+    of identical designs only the first is marked."""
+    import pandas as pd
+
+    mask = pd.Series(False, index=frame.index)
+    totals = frame[(frame["phase"] == "total") & (frame["status"] == "ok")]
+    y, x = objectives
+    best = float("inf")
+    for index, row in totals.sort_values([x, y], kind="stable").iterrows():
+        if float(row[y]) < best:
+            best = float(row[y])
+            mask[index] = True
+    return mask
+
+
+def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --- plots (matplotlib's object API: the Agg canvas, no pyplot state) ------------------------
+
+LABELS = {"cycles": "cycles", "energy_j": "energy (J)", "macs": "MACs",
+          "effectual_macs": "effectual MACs", "processed_macs": "processed MACs",
+          "dram_bytes": "DRAM bytes", "seconds": "time (s)", "speedup": "speedup",
+          "energy_ratio": "energy ratio (baseline / run)", "elapsed_s": "wall time (s)"}
+PLOTTABLE = [*METRIC_COLUMNS, "seconds", "speedup", "energy_ratio", "elapsed_s"]
+
+
+def plot_pareto(frame: pd.DataFrame, objectives: Sequence[str], out: Path) -> Path:
+    """`objectives[0]` against `objectives[1]` (energy against cycles by default), a series
+    per run, the Pareto front drawn as a step line through its ringed points."""
+    from matplotlib.figure import Figure
+
+    y, x = objectives
+    totals = frame[(frame["phase"] == "total") & (frame["status"] == "ok")]
+    fig = Figure(figsize=(7, 5), layout="constrained")
+    ax = fig.add_subplot()
+    for run_name, rows in totals.groupby("run", sort=False):
+        ax.scatter(rows[x].astype(float), rows[y].astype(float), s=24, alpha=0.8,
+                   label=str(run_name))
+    front = totals[totals["pareto"].fillna(False).astype(bool)].sort_values(x)
+    if len(front):
+        ax.step(front[x].astype(float), front[y].astype(float), where="post", color="black",
+                linewidth=1, zorder=1)
+        ax.scatter(front[x].astype(float), front[y].astype(float), s=90, facecolors="none",
+                   edgecolors="black", linewidths=1.2, label=f"Pareto front ({len(front)})",
+                   zorder=3)
+    failed = frame.drop_duplicates("point_id")["status"].ne("ok").sum()
+    ax.set_title(f"{LABELS.get(y, y)} against {LABELS.get(x, x)}: "
+                 f"{totals['point_id'].nunique()} points"
+                 + (f" ({failed} failed)" if failed else ""))
+    ax.set_xlabel(LABELS.get(x, x))
+    ax.set_ylabel(LABELS.get(y, y))
+    ax.grid(alpha=0.3)
+    if len(totals):
+        ax.legend(fontsize="small")
+    fig.savefig(out, dpi=120)
+    return out
+
+
+def plot_metric(frame: pd.DataFrame, metric: str, axis: str, out: str | Path,
+                phase: str = "total") -> Path:
+    """Any metric against any axis: a line per run and combination of the other axes (a
+    scatter per run when there would be more than 12 lines)."""
+    from matplotlib.figure import Figure
+
+    axes = [c for c in frame.columns if c not in FIXED_COLUMNS]
+    _check_plot(metric, axis, axes)
+    rows = frame[(frame["phase"] == phase) & (frame["status"] == "ok")]
+    others = [a for a in axes if a != axis]
+    keys = ["run", *others]
+    groups = list(rows.groupby(keys, sort=False, dropna=False)) if len(rows) else []
+    fig = Figure(figsize=(7, 5), layout="constrained")
+    ax = fig.add_subplot()
+    numeric = rows[axis].dtype.kind in "iuf" or str(rows[axis].dtype) in ("Int64", "Float64")
+    if len(groups) > 12:
+        for run_name, group in rows.groupby("run", sort=False):
+            ax.scatter(_xs(group[axis], numeric), group[metric].astype(float), s=18,
+                       alpha=0.7, label=str(run_name))
+    else:
+        for key, group in groups:
+            key = key if isinstance(key, tuple) else (key,)
+            label = str(key[0]) + "".join(f", {o.split('.')[-1]}={v}"
+                                          for o, v in zip(others, key[1:], strict=True))
+            group = group.sort_values(axis) if numeric else group
+            ax.plot(_xs(group[axis], numeric), group[metric].astype(float), marker="o",
+                    label=label)
+    ax.set_xlabel(axis)
+    ax.set_ylabel(LABELS.get(metric, metric) + ("" if phase == "total" else f", {phase}"))
+    ax.grid(alpha=0.3)
+    if len(rows):
+        ax.legend(fontsize="small")
+    out = Path(out)
+    fig.savefig(out, dpi=120)
+    return out
+
+
+def _xs(column: pd.Series, numeric: bool) -> list[Any]:
+    return column.astype(float).tolist() if numeric else column.astype(str).tolist()
+
+
+def plot_path(out: Path, metric: str, axis: str) -> Path:
+    return out / f"{metric}_vs_{re.sub(r'[^A-Za-z0-9_.-]', '_', axis)}.png"
+
+
+def _check_plot(metric: str, axis: str, axes: list[str]) -> None:
+    if metric not in PLOTTABLE:
+        raise ConfigError(f"--plot: unknown metric {metric!r}; expected one of "
+                          f"{', '.join(PLOTTABLE)}")
+    if axis not in axes:
+        raise ConfigError(f"--plot: {axis!r} is not an axis of the sweep; axes: "
+                          f"{', '.join(axes)}")
+
+
+def parse_plot(text: str) -> tuple[str, str]:
+    """`metric:axis` (the axis may itself hold colons only after the first one)."""
+    metric, sep, axis = text.partition(":")
+    if not sep or not metric or not axis:
+        raise ConfigError(f"--plot expects metric:axis, got {text!r}")
+    return metric, axis
+
+
+# --- command line -----------------------------------------------------------------------------
+
+def register(app: typer.Typer) -> None:
+    """Add the `sweep` command to the command line (called from `desim.cli`)."""
+
+    @app.command("sweep")
+    def sweep_command(
+        config: Annotated[Path, typer.Argument(help="experiment YAML with a sweep: section")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="sweep folder: points/, "
+                                          "results.parquet, pareto.png, sweep.log")],
+        scheduler: Annotated[str | None, typer.Option(
+            "--scheduler", help="address of a running Dask scheduler (tcp://host:8786); "
+            "default: a local cluster")] = None,
+        workers: Annotated[int, typer.Option("--workers", "-j", help="local cluster: worker "
+                                             "processes (one thread each)")] = 2,
+        set_: Annotated[list[str] | None, typer.Option(
+            "--set", help="override key.path=value (or arch.<run>.<key.path>=value) for "
+            "every point")] = None,
+        plot: Annotated[list[str] | None, typer.Option(
+            "--plot", help="metric:axis, e.g. energy_j:runs.1.pruning.sparsity; writes "
+            "DIR/<metric>_vs_<axis>.png")] = None,
+        retry_failed: Annotated[bool, typer.Option(
+            "--retry-failed", help="compute failed points again")] = False,
+    ) -> None:
+        """Run a grid or random sweep over an experiment's parameters on Dask; resumable:
+        run it again after any interruption and only the missing points are computed."""
+        from rich.console import Console
+
+        console, errors = Console(), Console(stderr=True)
+        started = time.perf_counter()
+        try:
+            plots = [parse_plot(p) for p in plot or []]
+            frame = sweep(config, out, scheduler, workers, overrides=set_ or [],
+                          retry_failed=retry_failed, progress=True, plots=plots)
+        except ConfigError as err:
+            errors.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            errors.print(f"interrupted: finished points are in {out}/points; run the same "
+                         "command again to compute the others", highlight=False)
+            raise typer.Exit(130) from None
+        print_sweep(console, frame)
+        console.print(f"results in {out}/ (results.parquet, pareto.png, points/, sweep.log); "
+                      f"{time.perf_counter() - started:.1f} s")
+
+
+def print_sweep(console: Any, frame: pd.DataFrame) -> None:
+    """Counts, the Pareto designs, and the first errors."""
+    from rich.table import Table
+
+    per_point = frame.drop_duplicates("point_id")
+    count = per_point["status"].value_counts()
+    console.print(f"{len(per_point)} points: {count.get('ok', 0)} ok, "
+                  f"{count.get('failed', 0)} failed"
+                  + (f", {count['pending']} pending (run the sweep again to compute them)"
+                     if count.get("pending") else ""))
+    axes = [c for c in frame.columns if c not in FIXED_COLUMNS]
+    front = frame[frame["pareto"].fillna(False).astype(bool)]
+    if len(front):
+        table = Table(title="Pareto front")
+        for column in ("point", "run", *(a.split(".")[-1] for a in axes), "cycles",
+                       "energy (mJ)"):
+            table.add_column(column)
+        for _, row in front.iterrows():
+            table.add_row(str(row["point_id"])[:8], str(row["run"]), *(str(row[a]) for a in axes),
+                          f"{int(row['cycles']):,}", f"{row['energy_j'] * 1e3:.3f}")
+        console.print(table)
+    for _, row in per_point[per_point["status"] == "failed"].head(5).iterrows():
+        console.print(f"[red]failed[/] {row['point_id']}: {row['error']}", highlight=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`desim sweep` on its own (`python -c "from desim.sweep import main; main()" ...`),
+    before or without the main command line."""
+    app = typer.Typer(add_completion=False)
+    register(app)
+    app(args=argv, prog_name="desim sweep")

@@ -1,0 +1,79 @@
+"""The `sweep:` section of an experiment file: which parameters to vary and how.
+
+```yaml
+sweep:
+  mode: grid                      # every combination of the axes' values
+  axes:
+    runs.1.pruning.sparsity: [0.5, 0.7, 0.9]
+    arch.hppu.pe_cluster.pes: [8, 16]     # arch.<run name>.<key.path>: that run's arch YAML
+  objectives: [energy_j, cycles]  # the two metrics of the Pareto plot, both minimized
+```
+or `mode: random` with `budget: N` points drawn with `seed`; an axis is then a list (a value is
+picked uniformly) or a range `{low, high, log}` (uniform, or log-uniform with `log: true`;
+integers when both ends are integers).
+
+It lives in its own small module, apart from `desim.sweep`, because `desim.experiment` imports
+it to validate experiment files, while `desim.sweep` imports `desim.experiment` to run points:
+keeping the schema here avoids an import cycle. A model-based search (Optuna) is not offered:
+optuna is not a dependency, and a grid or a seeded random search keeps every point
+reproducible and resumable by its overrides alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, get_args
+
+from pydantic import Field, PositiveInt, model_validator
+
+from desim.configio import Strict
+
+# Metrics of a run (total or per phase) that a sweep records and can optimize or plot.
+Metric = Literal["cycles", "energy_j", "macs", "effectual_macs", "processed_macs", "dram_bytes"]
+METRICS: tuple[str, ...] = get_args(Metric)
+
+
+class RangeAxis(Strict):
+    """A continuous (or integer) axis of a random search."""
+
+    low: int | float
+    high: int | float
+    log: bool = False  # log-uniform: as many draws between 1 and 10 as between 10 and 100
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RangeAxis:
+        if not self.low < self.high:
+            raise ValueError(f"low must be less than high (got {self.low}, {self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0 (got {self.low})")
+        return self
+
+    @property
+    def integer(self) -> bool:
+        """Both ends written as integers: draw integers (batch sizes, PE counts...)."""
+        return isinstance(self.low, int) and isinstance(self.high, int)
+
+
+class SweepSpec(Strict):
+    mode: Literal["grid", "random"] = "grid"
+    # key path (as `--set` accepts, or arch.<run>.<key.path>) -> values, or a range (random)
+    axes: dict[str, list[Any] | RangeAxis] = Field(min_length=1)
+    budget: PositiveInt | None = None  # random: how many distinct points
+    seed: int = 0                      # random: the draws; same seed, same points
+    objectives: list[Metric] = Field(default_factory=lambda: ["energy_j", "cycles"],
+                                     min_length=2, max_length=2)  # plotted y against x
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SweepSpec:
+        for key, values in self.axes.items():
+            if not key or "=" in key or key.split(".")[0] == "sweep":
+                raise ValueError(f"axis {key!r}: expected a key path such as workload.batch")
+            if isinstance(values, list) and not values:
+                raise ValueError(f"axis {key!r} has no values")
+            if self.mode == "grid" and isinstance(values, RangeAxis):
+                raise ValueError(f"axis {key!r}: a grid needs a list of values, not a range "
+                                 "(ranges are for mode: random)")
+        if self.mode == "random" and self.budget is None:
+            raise ValueError("mode: random needs a budget (the number of points)")
+        if self.mode == "grid" and self.budget is not None:
+            raise ValueError("budget applies to mode: random only")
+        return self

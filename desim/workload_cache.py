@@ -1,0 +1,66 @@
+"""A disk cache of captured workloads, so that a sweep captures each one once.
+
+Capturing (build the model, prune it, run a real forward and backward pass, pack the non-zero
+maps) costs as much as simulating, and most sweep axes (architecture keys, a second run's
+pruning) leave a run's (workload, pruning) pair unchanged. A capture depends on nothing else,
+so its key is a hash of those two specs; the file `DIR/cache/<key>.pt` holds the whole
+`Workload` (bit-packed layers, vector captures, statistics), written with `torch.save` to a
+temporary name and renamed, so a killed sweep never leaves half a file and a resumed one loads
+instead of recomputing. The files are trusted pickles of our own making (`weights_only=False`):
+do not load a cache folder from someone else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from mappings.pruning import PruningSpec
+from mappings.workload import Workload, WorkloadSpec, capture_workload
+
+# Bump when Workload's layout or the capture itself changes: old cache files are then ignored.
+CACHE_VERSION = 1
+
+
+def cache_key(workload: WorkloadSpec, pruning: PruningSpec) -> str:
+    """Stable across processes and machines: a hash of the two specs' JSON (keys sorted)."""
+    text = json.dumps({"version": CACHE_VERSION, "workload": workload.model_dump(mode="json"),
+                       "pruning": pruning.model_dump(mode="json")}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def load_or_capture(workload: WorkloadSpec, pruning: PruningSpec,
+                    cache_dir: Path | str | None) -> Workload:
+    """The cached capture if `cache_dir` has it, else a fresh one (then cached)."""
+    torch.set_num_threads(1)  # as desim.runner.run: the same numbers as a single run
+    if cache_dir is None:
+        return capture_workload(workload, pruning)
+    path = Path(cache_dir) / f"{cache_key(workload, pruning)}.pt"
+    if path.is_file():
+        try:
+            return torch.load(path, weights_only=False)
+        except Exception:  # noqa: BLE001 - unreadable (another torch, a full disk): recompute
+            pass
+    captured = capture_workload(workload, pruning)
+    try:
+        _save_atomic(path, captured)
+    except OSError:
+        pass  # a read-only or worker-local folder: the cache only saves time
+    return captured
+
+
+def _save_atomic(path: Path, workload: Workload) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(workload, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

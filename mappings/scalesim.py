@@ -1,0 +1,111 @@
+"""SCALE-Sim compatibility: its topology CSV as a workload, and the GEMM view of a layer.
+
+A SCALE-Sim topology CSV (scalesim 3.0.0, `scalesim/topology_utils.py`,
+`topologies.load_arrays`) has a header row, then one layer a row: layer name, IFMAP height,
+IFMAP width, filter height, filter width, channels, number of filters, stride, and a
+trailing comma (the reader drops the last field). There is no padding field: the ifmap sizes
+include the padding. The output size is `ceil((H - R + stride) / stride)`
+(`topologies.topo_calc_hyperparams`); one stride serves both directions. An optional
+ninth field "N:M" gives a structured-sparsity ratio; it is read and ignored here (dense layers).
+
+`read_topology` turns each row into a dense `LayerCapture`: all-ones non-zero maps, batch 1,
+padding 0, the given stride, so the whole pipeline (tiling, counting, simulation) runs on it.
+When `(H - R) % stride != 0` SCALE-Sim's ceil counts one more (partial) output than a
+convolution of the given input would; the input is then grown to `(P - 1) * stride + R` so
+that the layer has exactly SCALE-Sim's P x Q outputs and MACs.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import torch
+
+from desim.errors import ConfigError
+from mappings.capture import BitMap, LayerCapture, PackedLayer
+from mappings.counting import BP, FF, WG
+
+COLUMNS = ("Layer name", "IFMAP Height", "IFMAP Width", "Filter Height", "Filter Width",
+           "Channels", "Num Filter", "Strides")
+
+
+def read_topology_rows(path: str | Path) -> list[tuple[str, int, int, int, int, int, int, int]]:
+    """(name, H, W, R, S, C, K, stride) of every layer of a SCALE-Sim topology CSV."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("SCALE-Sim topology file not found", file=str(path))
+    rows = []
+    with path.open(newline="") as f:
+        lines = [row for row in csv.reader(f) if any(cell.strip() for cell in row)]
+    for i, row in enumerate(lines[1:], start=2):
+        cells = [c.strip() for c in row]
+        if cells and cells[-1] == "":
+            cells = cells[:-1]  # the trailing comma SCALE-Sim's rows end with
+        if len(cells) < len(COLUMNS):
+            raise ConfigError(f"line {i}: expected {len(COLUMNS)} fields "
+                              f"({', '.join(COLUMNS)}), got {len(cells)}", file=str(path))
+        try:
+            values = [int(c) for c in cells[1:len(COLUMNS)]]
+        except ValueError:
+            raise ConfigError(f"line {i}: the fields after the layer name must be integers, "
+                              f"got {cells[1:len(COLUMNS)]}", file=str(path)) from None
+        h, w, r, s, c, k, stride = values
+        if min(values) <= 0 or r > h or s > w:
+            raise ConfigError(f"line {i}: sizes must be positive and the filter no larger "
+                              f"than the ifmap, got {values}", file=str(path))
+        rows.append((cells[0], h, w, r, s, c, k, stride))
+    if not rows:
+        raise ConfigError("no layers in the SCALE-Sim topology", file=str(path))
+    return rows
+
+
+def ofmap_size(ifmap: int, filt: int, stride: int) -> int:
+    """SCALE-Sim's output size, `ceil((H - R + stride) / stride)`
+    (`topologies.topo_calc_hyperparams`)."""
+    return math.ceil((ifmap - filt + stride) / stride)
+
+
+def read_topology(path: str | Path, packed: bool = False
+                  ) -> list[LayerCapture] | list[PackedLayer]:
+    """Dense `LayerCapture`s (batch 1, padding 0) of a SCALE-Sim topology CSV's layers;
+    bit-packed (`PackedLayer`, what workloads keep) when `packed`."""
+    layers: list = []
+    for i, (name, h, w, r, s, c, k, stride) in enumerate(read_topology_rows(path)):
+        p, q = ofmap_size(h, r, stride), ofmap_size(w, s, stride)
+        h_in, w_in = (p - 1) * stride + r, (q - 1) * stride + s
+        layers.append(LayerCapture(
+            name=name, kind="conv",
+            x_nz=torch.ones(1, c, h_in, w_in, dtype=torch.bool),
+            w_nz=torch.ones(k, c, r, s, dtype=torch.bool),
+            dy_nz=torch.ones(1, k, p, q, dtype=torch.bool),
+            stride=stride, padding=0, needs_input_grad=i > 0))
+    if packed:
+        return [PackedLayer(layer.name, layer.kind, BitMap(layer.x_nz), BitMap(layer.w_nz),
+                            BitMap(layer.dy_nz), layer.stride, layer.padding, layer.dilation,
+                            layer.groups, layer.needs_input_grad, layer.weight_is_parameter)
+                for layer in layers]
+    return layers
+
+
+def gemm_view(layer: LayerCapture, phase: int) -> tuple[int, int, int, int]:
+    """(M, N, K, groups) of a layer-phase as a GEMM, per group: M x N outputs, reduction K.
+
+    FF (SCALE-Sim's view, `scalesim/compute/operand_matrix.py`): M = batch * P * Q output
+    pixels, N = K filters, K = R * S * C/groups (the convolution window). BP (dX = W^T dY):
+    M = batch * H * W input pixels, N = C/groups, K = R * S * K/groups. WG (dW = X dY):
+    M = C/groups * R * S, N = K/groups, K = batch * P * Q.
+    """
+    n_img, k_out, p, q = layer.dy_nz.shape
+    _, cg, r, s = layer.w_nz.shape
+    _, _, h, w = layer.x_nz.shape
+    g = layer.groups
+    kg = k_out // g
+    if phase == FF:
+        return n_img * p * q, kg, r * s * cg, g
+    if phase == BP:
+        return n_img * h * w, cg, r * s * kg, g
+    if phase == WG:
+        return cg * r * s, kg, n_img * p * q, g
+    raise ValueError(f"unknown phase {phase}")

@@ -1,0 +1,147 @@
+"""`desim report`: claims checked against results, Markdown and HTML with the same content,
+plots beside the report, exit codes of the command."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from desim.errors import ConfigError
+from desim.experiment import Claim, load_experiment
+from desim.report import build_report, check_claim, register, resolve
+from desim.runner import run_file
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "configs" / "experiments" / "quickstart.yaml"
+PNG = b"\x89PNG\r\n\x1a\n"
+# One claim reproduced, one known gap, one surprise (a paper figure nothing could reach).
+CLAIMS = ("claims=["
+          "{metric: comparison.hppu.speedup, paper: 2.0, tolerance: 100, source: test},"
+          "{metric: comparison.hppu.on_chip_energy_ratio, paper: 1000, tolerance: 1,"
+          " expect: outside, source: test, note: known gap for the test},"
+          "{metric: runs.hppu.energy_j, over: runs.dense.energy_j, paper: 1000, tolerance: 1,"
+          " source: test}]")
+
+
+def test_report_on_a_quickstart_result(tmp_path):
+    """One quickstart run (batch 2, to stay fast) with three claims added, reported four
+    ways: the Markdown, the HTML, the command's exit codes, and as an older folder whose
+    config.json has no claims."""
+    results = tmp_path / "quickstart"
+    run_file(QUICKSTART, results, ["workload.batch=2", CLAIMS,
+                                   "notes=[an assumption the reader must see]"])
+    md, html = check_markdown(results, tmp_path / "rep" / "report.md")
+    check_same_content(md, html)
+    check_exit_codes(results, tmp_path / "cli")
+    check_folder_without_claims(results, tmp_path / "old")
+
+
+def check_markdown(results_dir: Path, out: Path) -> tuple[Path, Path]:
+    md, html, (results,) = build_report([results_dir], out)
+    text = md.read_text()
+    assert "| experiment | claim (metric) | paper | desim | accepted range | verdict |" in text
+    assert "| comparison.hppu.speedup | 2 |" in text
+    assert "| within |" in text and "outside (known gap)" in text
+    assert "OUTSIDE (unexpected)" in text
+    assert "not where the experiment file expects them" in text
+    assert "an assumption the reader must see" in text
+    assert "| component (mJ) | dense | hppu |" in text and "| dram |" in text
+    images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
+    assert len(images) == 1 + len(results.summary["runs"])  # energy + a timeline per run
+    for name in images:
+        png = md.parent / name
+        assert png.read_bytes()[:8] == PNG and png.stat().st_size > 5000
+    assert {"quickstart_energy.png", "quickstart_dense_timeline.png",
+            "quickstart_hppu_timeline.png"} <= set(images)
+    assert html.suffix == ".html" and html.parent == md.parent
+    return md, html
+
+
+def check_same_content(md: Path, html: Path) -> None:
+    page = html.read_text()
+    assert page.startswith("<!doctype html>")
+    cells = [c.strip() for line in md.read_text().splitlines() if line.startswith("| ")
+             for c in line.strip("|").split(" | ")]
+    assert len(cells) > 50
+    for cell in cells:
+        escaped = cell.replace("\\|", "|").replace("&", "&amp;").replace("<", "&lt;")
+        escaped = escaped.replace(">", "&gt;").replace('"', "&quot;").replace("'", "&#x27;")
+        assert re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped) in page, cell
+    assert page.count("<img ") == md.read_text().count("![")
+    assert 'class="gap"' in page and 'class="bad"' in page and 'class="ok"' in page
+
+
+def check_exit_codes(results: Path, out: Path) -> None:
+    app = typer.Typer()
+    register(app)
+    app.command("noop")(lambda: None)  # a second command keeps `report` a subcommand
+    runner = CliRunner()
+    ok = runner.invoke(app, ["report", str(results), "--out", str(out / "a.md")])
+    assert ok.exit_code == 0, ok.output
+    assert "OUTSIDE (unexpected)" in ok.output and (out / "a.html").is_file()
+    strict = runner.invoke(app, ["report", str(results), "--out", str(out / "b.md"), "--check"])
+    assert strict.exit_code == 1
+    bad = runner.invoke(app, ["report", str(out), "--out", str(out / "c.md")])
+    assert bad.exit_code == 2 and "not a results folder" in bad.output
+
+
+def check_folder_without_claims(results: Path, old: Path) -> None:
+    """Results written before claims existed have none in config.json: the report says so."""
+    old.mkdir()
+    for name in ("summary.json", "layers.csv"):
+        (old / name).write_bytes((results / name).read_bytes())
+    config = json.loads((results / "config.json").read_text())
+    del config["experiment"]["claims"]
+    (old / "config.json").write_text(json.dumps(config))
+    md, _, _ = build_report([old], old / "r.md")
+    assert "No claims in this experiment file." in md.read_text()
+
+
+SUMMARY = {
+    "baseline": "base",
+    "runs": {"base": {"energy_j": 10.0, "macs": 100, "energy_by_component_j": {"dram": 6.0},
+                      "workload": {"accuracy": 0.8}},
+             "fast": {"energy_j": 4.0, "macs": 100, "energy_by_component_j": {"dram": 3.0},
+                      "workload": {"accuracy": 0.9}}},
+    "comparison": {"base": {"speedup": 1.0}, "fast": {"speedup": 2.5}},
+}
+
+
+def test_resolve_reads_paths_and_derived_metrics():
+    assert resolve(SUMMARY, "comparison.fast.speedup") == 2.5
+    assert resolve(SUMMARY, "runs.fast.on_chip_energy_j") == 1.0
+    assert resolve(SUMMARY, "comparison.fast.on_chip_energy_ratio") == 4.0  # (10-6)/(4-3)
+    assert resolve(SUMMARY, "runs.base.tflops_per_w") == pytest.approx(2 * 100 / 10 / 1e12)
+    with pytest.raises(KeyError, match="no metric"):
+        resolve(SUMMARY, "comparison.fast.nonsense")
+
+
+@pytest.mark.parametrize(("compare", "paper", "within"), [
+    ("approx", 1.1, True), ("approx", 1.3, False), ("at_least", 1.2, True),
+    ("at_least", 1.3, False), ("at_most", 1.1, True), ("at_most", 1.0, False)])
+def test_claim_comparisons(compare, paper, within):
+    """Accuracy ratio 0.9 / 0.8 = 1.125 against a paper figure, tolerance 0.1."""
+    claim = Claim(metric="runs.fast.workload.accuracy", over="runs.base.workload.accuracy",
+                  paper=paper, tolerance=0.1, compare=compare)
+    check = check_claim(SUMMARY, claim)
+    assert check.value == pytest.approx(1.125)
+    assert check.within is within
+
+
+def test_missing_metric_is_flagged_not_fatal():
+    check = check_claim(SUMMARY, Claim(metric="runs.fast.workload.nothing", paper=1,
+                                       tolerance=1))
+    assert check.value is None and check.verdict == "MISSING" and not check.as_expected
+
+
+def test_claim_naming_an_unknown_run_is_a_config_error(tmp_path):
+    text = QUICKSTART.read_text().replace("../arch/", str(ROOT / "configs" / "arch") + "/")
+    path = tmp_path / "exp.yaml"
+    path.write_text(text + "claims: [{metric: comparison.hpu.speedup, paper: 1, tolerance: 1}]\n")
+    with pytest.raises(ConfigError, match="claims"):
+        load_experiment(path)

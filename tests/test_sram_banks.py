@@ -1,0 +1,121 @@
+"""Global buffer bank conflicts (arch/sram.py), SRAM energy by capacity (arch/energy.py,
+Horowitz ISSCC 2014) and the ternary add-only PE (price per add, 2-bit weights), in closed
+form."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from pathlib import Path
+
+import pytest
+
+from arch.config import BufferConfig
+from arch.energy import MAC_PJ_45NM, EnergyTable, sram_pj_per_64bit, weight_bits
+from arch.sram import GlobalBuffer
+from desim.clock import Clock
+from desim.module import Simulator
+
+CFG = BufferConfig(capacity_kib=64, banks=8, bank_width_bytes=16, latency_cycles=2)
+PERIOD = 1000  # ps, 1 GHz
+
+
+def run_accesses(*accesses: dict) -> tuple[int, GlobalBuffer]:
+    """Start every access at time 0; the time (cycles) when the last one ends."""
+    sim = Simulator()
+    glb = GlobalBuffer("glb", sim, CFG, Clock.from_mhz(1000.0, "clock"))
+
+    def one(kw: dict) -> Generator:
+        yield from glb.access(**kw)
+
+    for kw in accesses:
+        glb.add_process(one, kw)
+    sim.run()
+    return sim.now_ps // PERIOD, glb
+
+
+def test_striped_default_is_unchanged() -> None:
+    n = 1000  # ceil(1000 / (8 * 16)) = 8 cycles + latency 2
+    cycles, glb = run_accesses({"nbytes": n, "kind": "read"})
+    assert cycles == 2 + -(-n // (8 * 16)) == 10
+    assert glb.access_ps(n) == glb.access_ps(n, banks_touched=8) == 10 * PERIOD
+    # Read and write ports run together when no banks are named (dual-ported, as before).
+    cycles, _ = run_accesses({"nbytes": n, "kind": "read"}, {"nbytes": n, "kind": "write"})
+    assert cycles == 10
+
+
+def test_one_bank_access() -> None:
+    n = 1000  # latency + ceil(n / bank_width) = 2 + 63
+    cycles, glb = run_accesses({"nbytes": n, "kind": "read", "bank": 3, "banks_touched": 1})
+    assert cycles == 2 + -(-n // 16) == 65
+    assert glb.actions["read_bytes"] == n
+
+
+def test_same_bank_serializes_other_banks_overlap() -> None:
+    n = 160  # 2 + 10 cycles in one bank
+    same, _ = run_accesses({"nbytes": n, "kind": "read", "bank": 5, "banks_touched": 1},
+                           {"nbytes": n, "kind": "write", "bank": 5, "banks_touched": 1})
+    assert same == 2 * 12
+    apart, _ = run_accesses({"nbytes": n, "kind": "read", "bank": 5, "banks_touched": 1},
+                            {"nbytes": n, "kind": "write", "bank": 6, "banks_touched": 1})
+    assert apart == 12
+    # Two banks each from 7 (7, 0) and from 0 (0, 1): they share bank 0 (wrap-around).
+    wrap, _ = run_accesses({"nbytes": n, "kind": "read", "bank": 7, "banks_touched": 2},
+                           {"nbytes": n, "kind": "write", "bank": 0, "banks_touched": 2})
+    assert wrap == 2 * (2 + 5)
+
+
+def test_sram_energy_grows_with_capacity() -> None:
+    # Horowitz's table: a 64-bit read of an 8 KB bank 10 pJ, of a 1 MB bank 100 pJ: 10x.
+    small, large = sram_pj_per_64bit(8 * 1024), sram_pj_per_64bit(1024 * 1024)
+    assert small == pytest.approx(10.0) and large == pytest.approx(100.0)
+    assert large / small == pytest.approx(10.0)
+    assert sram_pj_per_64bit(32 * 1024) == pytest.approx(20.0)
+    table = EnergyTable("45nm")
+    assert table.sram_pj_per_byte(1024 * 1024) == pytest.approx(10 * table.sram_pj_per_byte(
+        8 * 1024))
+
+
+def test_ternary_pe_prices_an_add_and_stores_two_bits() -> None:
+    # Add-only: a weight in {-1, 0, +1} adds or subtracts the 8-bit activation, one int8 add
+    # (Horowitz: 0.03 pJ at 45 nm), against int8's multiply + add (0.2 + 0.03).
+    assert MAC_PJ_45NM["ternary"] == pytest.approx(0.03)
+    assert MAC_PJ_45NM["int8"] - MAC_PJ_45NM["ternary"] == pytest.approx(0.2)
+    assert EnergyTable("45nm").mac_pj("ternary") * 1_000_000 == pytest.approx(30_000)
+    # 28 nm: the C V^2 rule, 0.504 of 45 nm.
+    assert EnergyTable("28nm").mac_pj("ternary") == pytest.approx(0.03 * 28 / 45 * 0.81)
+    # Weight storage: 2 bits for a ternary datapath, the element width otherwise; a
+    # configured weight_bits wins.
+    assert weight_bits("ternary") == 2
+    assert weight_bits("int8") == 8 and weight_bits("fp16") == 16
+    assert weight_bits("fp16", 4) == 4
+
+
+def test_ternary_pipeline_closed_form(tmp_path) -> None:
+    """A dense 3x3 conv (K 8, C 16) on a ternary arch: its FF reads its 1,152 weights once,
+    at 2 bits, 288 bytes (an int8 arch: 1,152); every MAC is priced as one add."""
+    from arch.accelerator import Accelerator
+    from desim.experiment import load_arch
+    from desim.runner import hardware_view, simulate
+    from mappings.pruning import PruningSpec
+    from mappings.workload import WorkloadSpec, capture_workload
+
+    topo = tmp_path / "one.csv"
+    topo.write_text("Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, "
+                    "Channels, Num Filter, Strides,\nc, 10, 10, 3, 3, 16, 8, 1,\n")
+    workload = capture_workload(WorkloadSpec(scalesim_topology=str(topo), inference=True),
+                                PruningSpec(method="dense"))
+    root = Path(__file__).resolve().parents[1] / "configs" / "arch"
+    ternary = load_arch(root / "ternary_pe_wise.yaml")
+    ternary = ternary.model_copy(update={"sparsity": ternary.sparsity.model_copy(
+        update={"weight_bits": None, "weight_format": "dense", "skip_zero_weights": False})})
+    assert hardware_view(Accelerator(Simulator(), ternary)).weight_bits == 2
+    int8 = load_arch(root / "int8_dense.yaml")
+    assert hardware_view(Accelerator(Simulator(), int8)).weight_bits == 0  # element width
+    res = simulate("t", ternary, workload)
+    ff = res.layers.iloc[0]
+    assert ff["weight_dram_bytes"] == 8 * 16 * 9 * 2 // 8 == 288
+    assert simulate("i", int8, workload).layers.iloc[0]["weight_dram_bytes"] == 1152
+    macs = 8 * 16 * 9 * 8 * 8
+    assert ff["macs"] == macs
+    assert res.energy_by_action_j["macs.macs"] == pytest.approx(
+        macs * EnergyTable(ternary.technology).mac_pj("ternary") * 1e-12)

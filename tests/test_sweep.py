@@ -1,0 +1,320 @@
+"""`desim sweep`: a sweep gives the numbers of single runs, survives SIGKILL without losing or
+repeating a point, records failing points and goes on; planning, ids, Pareto and plots.
+
+The simulated tests use the quickstart study at batch 2 (a few seconds a point) on a local
+Dask cluster of two worker processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+from desim.errors import ConfigError
+from desim.experiment import load_experiment
+from desim.runner import run, summarize
+from desim.sweep import (
+    Point,
+    _check_manifest,
+    gather,
+    load_point,
+    load_sweep_spec,
+    pareto_mask,
+    plan_points,
+    plot_metric,
+    plot_pareto,
+    point_id,
+    sweep,
+    yaml_text,
+)
+from desim.sweep_spec import SweepSpec
+from mappings.workload import capture_workload
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "configs" / "experiments" / "quickstart.yaml"
+ARCH = ROOT / "configs" / "arch"
+PHASES = ["FF", "BP", "WG", "total"]
+
+
+def write_experiment(folder: Path, axes: dict[str, Any], *, single_run: bool = False,
+                     **sweep_keys: Any) -> Path:
+    """The quickstart study at batch 2 with a sweep section, written to `folder` (arch paths
+    absolute); `single_run` keeps only the HPPU-like run (the baseline then), half the work."""
+    data = yaml.safe_load(QUICKSTART.read_text())
+    data["workload"]["batch"] = 2
+    for run_spec in data["runs"]:
+        run_spec["arch"] = str((QUICKSTART.parent / run_spec["arch"]).resolve())
+    if single_run:
+        data["runs"] = data["runs"][1:]
+        data["baseline"] = data["runs"][0]["name"]
+    data["sweep"] = {"mode": "grid", "axes": axes, **sweep_keys}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "experiment.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def totals(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[frame["phase"] == "total"]
+
+
+# --- planning, ids, overrides (no simulation) -------------------------------------------------
+
+def test_grid_plans_every_combination_with_stable_ids():
+    spec = SweepSpec(axes={"workload.batch": [1, 2, 2], "runs.1.pruning.sparsity": [0.5, 0.7]})
+    points = plan_points(spec)
+    assert [p.values for p in points] == [
+        {"workload.batch": b, "runs.1.pruning.sparsity": s} for b in (1, 2) for s in (0.5, 0.7)]
+    # the id hashes the overrides alone: the same in every process, on every machine
+    assert point_id({"workload.batch": 1}) == point_id({"workload.batch": 1})
+    assert point_id({"a": 1, "b": 2}) == point_id({"b": 2, "a": 1})
+    assert point_id({"workload.batch": 1}) == "7a0cfeb97e15ae65"  # sha256 of sorted JSON, 16 hex
+    assert len({p.point_id for p in points}) == 4
+    assert points[0].overrides == ["workload.batch=1", "runs.1.pruning.sparsity=0.5"]
+
+
+def test_random_plan_is_seeded_in_bounds_and_extends():
+    axes = {"runs.1.pruning.sparsity": {"low": 0.3, "high": 0.95},
+            "arch.hppu.global_buffer.capacity_kib": {"low": 64, "high": 1024, "log": True},
+            "arch.hppu.pe_cluster.pes": [4, 8, 16]}
+    small = plan_points(SweepSpec(mode="random", axes=axes, budget=5, seed=3))
+    large = plan_points(SweepSpec(mode="random", axes=axes, budget=12, seed=3))
+    other = plan_points(SweepSpec(mode="random", axes=axes, budget=5, seed=4))
+    assert len(small) == 5 and len(large) == 12
+    assert large[:5] == small  # a larger budget keeps the points already computed
+    assert [p.point_id for p in other] != [p.point_id for p in small]
+    for p in large:
+        assert 0.3 <= p.values["runs.1.pruning.sparsity"] <= 0.95
+        kib = p.values["arch.hppu.global_buffer.capacity_kib"]
+        assert isinstance(kib, int) and 64 <= kib <= 1024  # integer ends: integer draws
+        assert p.values["arch.hppu.pe_cluster.pes"] in (4, 8, 16)
+    # a discrete space smaller than the budget: every point once, no endless drawing
+    tiny = plan_points(SweepSpec(mode="random", axes={"workload.batch": [1, 2]}, budget=9))
+    assert sorted(p.values["workload.batch"] for p in tiny) == [1, 2]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"mode": "grid", "axes": {"workload.batch": {"low": 1, "high": 4}}}, "grid needs a list"),
+    ({"mode": "random", "axes": {"workload.batch": [1, 2]}}, "needs a budget"),
+    ({"mode": "optuna", "axes": {"workload.batch": [1, 2]}}, "sweep.mode"),
+    ({"axes": {"workload.batch": []}}, "has no values"),
+    ({"axes": {"workload.batch": [1]}, "objectives": ["joules", "cycles"]}, "objectives"),
+])
+def test_bad_sweep_sections_are_config_errors(tmp_path, bad, message):
+    path = write_experiment(tmp_path, {})
+    data = yaml.safe_load(path.read_text())
+    data["sweep"] = bad
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=message):
+        load_sweep_spec(path)
+
+
+@pytest.mark.parametrize("value", [1e-05, 0.1, 3, True, "digits", [3, 16, 16], None,
+                                   {"method": "hybrid", "sparsity": 0.5}, "1e-05", "yes"])
+def test_override_text_round_trips(value):
+    assert yaml.safe_load(yaml_text(value)) == value
+
+
+def test_arch_override_changes_only_its_run(tmp_path):
+    path = write_experiment(tmp_path, {"workload.batch": [2]})
+    data = yaml.safe_load(path.read_text())
+    data["runs"][1]["arch"] = data["runs"][0]["arch"]  # both runs on dense.yaml
+    path.write_text(yaml.safe_dump(data))
+    experiment = load_point(path, ["arch.hppu.pe_cluster.pes=8", "workload.batch=1"])
+    assert experiment.archs["hppu"].pe_cluster.pes == 8
+    assert experiment.archs["dense"].pe_cluster.pes == 16
+    assert experiment.spec.workload.batch == 1
+    with pytest.raises(ConfigError, match="no run 'tpu'"):
+        load_point(path, ["arch.tpu.pe_cluster.pes=8"])
+    with pytest.raises(ConfigError, match=r"dense\.yaml: pe_cluster\.pes"):
+        load_point(path, ["arch.hppu.pe_cluster.pes=0"])
+
+
+def test_resume_into_a_folder_of_other_inputs_is_refused(tmp_path):
+    path = write_experiment(tmp_path, {"workload.batch": [1, 2]})
+    spec = load_sweep_spec(path)
+    points = plan_points(spec)
+    _check_manifest(tmp_path / "out", path, [], spec, points)
+    _check_manifest(tmp_path / "out", path, [], spec, points)  # same inputs: fine
+    # extending the sweep section is fine (its points are new ids) ...
+    _check_manifest(tmp_path / "out", path, ["sweep.seed=5"], spec, points)
+    with pytest.raises(ConfigError, match="sweep of other inputs"):  # ... other numbers not
+        _check_manifest(tmp_path / "out", path, ["workload.seed=1"], spec, points)
+
+
+def fake_frame(tmp_path: Path) -> pd.DataFrame:
+    """results.parquet's table from hand-written point files."""
+    spec = SweepSpec(axes={"runs.1.pruning.sparsity": [0.5, 0.7, 0.9]})
+    points = plan_points(spec)
+    out = tmp_path / "fake"
+    (out / "points").mkdir(parents=True)
+    designs = {0.5: (100, 5.0), 0.7: (80, 6.0), 0.9: (120, 4.0)}
+    for point in points:
+        cycles, energy = designs[point.values["runs.1.pruning.sparsity"]]
+        phase = {"cycles": cycles // 3, "energy_j": energy / 3, "macs": 9, "effectual_macs": 3,
+                 "processed_macs": 4, "dram_bytes": 7}
+        run_summary = {"arch": "hppu_like", "cycles": cycles, "energy_j": energy, "macs": 27,
+                       "effectual_macs": 9, "dram_bytes": 21, "seconds": cycles * 2e-9,
+                       "phases": {p: phase for p in PHASES[:3]}}
+        dense = {**run_summary, "arch": "dense", "cycles": 200, "energy_j": 10.0}
+        record = {"point_id": point.point_id, "status": "ok", "error": None, "elapsed_s": 1.0,
+                  "runs": {"dense": dense, "hppu": run_summary},
+                  "comparison": {"dense": {"speedup": 1.0, "energy_ratio": 1.0},
+                                 "hppu": {"speedup": 200 / cycles,
+                                          "energy_ratio": 10 / energy}}}
+        (out / "points" / f"{point.point_id}.json").write_text(json.dumps(record))
+    return gather(out, [*points, Point("0" * 16, {"runs.1.pruning.sparsity": 1.0})], spec)
+
+
+def test_gather_pareto_and_plots(tmp_path):
+    frame = fake_frame(tmp_path)
+    assert list(frame.columns[:2]) == ["point_id", "runs.1.pruning.sparsity"]
+    assert frame["status"].tolist()[-1] == "pending"  # a point without its file
+    assert len(frame) == 3 * 2 * 4 + 1
+    front = frame[frame["pareto"].fillna(False).astype(bool)]
+    # (80, 6) and (120, 4) are on the front; (100, 5) too (nothing beats it on both), dense not
+    assert sorted(front["cycles"].tolist()) == [80, 100, 120]
+    assert set(front["run"]) == {"hppu"}
+    assert pareto_mask(frame, ["energy_j", "cycles"]).sum() == 3
+    total = totals(frame)
+    assert total[total["run"] == "hppu"]["speedup"].tolist() == [2.0, 2.5, 200 / 120]
+    plot_pareto(frame, ["energy_j", "cycles"], tmp_path / "pareto.png")
+    plot_metric(frame, "energy_j", "runs.1.pruning.sparsity", tmp_path / "metric.png")
+    plot_metric(frame, "dram_bytes", "runs.1.pruning.sparsity", tmp_path / "ff.png", phase="FF")
+    for name in ("pareto.png", "metric.png", "ff.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ConfigError, match="not an axis"):
+        plot_metric(frame, "energy_j", "workload.batch", tmp_path / "x.png")
+
+
+# --- sweeps on a local Dask cluster ---------------------------------------------------------
+
+def test_grid_matches_single_runs(tmp_path):
+    """A 2x2 grid (a pruning key and an arch key) on two workers gives, bit for bit, the
+    numbers of four single runs of desim.runner with the same overrides."""
+    axes = {"runs.1.pruning.sparsity": [0.5, 0.8], "arch.hppu.pe_cluster.pes": [8, 16]}
+    path = write_experiment(tmp_path, axes)
+    frame = sweep(path, tmp_path / "out", workers=2)
+
+    assert (tmp_path / "out" / "results.parquet").is_file()
+    assert (tmp_path / "out" / "pareto.png").is_file()
+    assert len(list((tmp_path / "out" / "cache").glob("*.pt"))) == 3  # dense, 0.5, 0.8
+    stored = pd.read_parquet(tmp_path / "out" / "results.parquet")
+    pd.testing.assert_frame_equal(stored, frame, check_dtype=False)
+    assert (frame["status"] == "ok").all()
+    assert len(frame) == 4 * 2 * 4
+
+    # the reference: desim.runner on each point, the arch key written into a copy of the
+    # arch file (not through the sweep's arch overrides); each capture computed once here
+    # too, by the runner's own capture_workload, to keep the test short
+    captured: dict[str, Any] = {}
+
+    def capture(workload: Any, pruning: Any) -> Any:
+        key = workload.model_dump_json() + pruning.model_dump_json()
+        if key not in captured:
+            captured[key] = capture_workload(workload, pruning)
+        return captured[key]
+
+    for sparsity in axes["runs.1.pruning.sparsity"]:
+        for pes in axes["arch.hppu.pe_cluster.pes"]:
+            arch = yaml.safe_load((ARCH / "hppu_like.yaml").read_text())
+            arch["pe_cluster"]["pes"] = pes
+            arch_path = tmp_path / f"hppu_{pes}.yaml"
+            arch_path.write_text(yaml.safe_dump(arch))
+            experiment = load_experiment(path, [f"runs.1.pruning.sparsity={sparsity}",
+                                                f"runs.1.arch={arch_path}"])
+            summary = summarize(experiment, run(experiment, capture=capture))
+            rows = frame[(frame["runs.1.pruning.sparsity"] == sparsity)
+                         & (frame["arch.hppu.pe_cluster.pes"] == pes)]
+            for name, expected in summary["runs"].items():
+                for phase in PHASES:
+                    want = expected if phase == "total" else expected["phases"][phase]
+                    got = rows[(rows["run"] == name) & (rows["phase"] == phase)]
+                    assert len(got) == 1
+                    for metric in ("cycles", "energy_j", "macs", "effectual_macs",
+                                   "dram_bytes"):
+                        assert got[metric].item() == want[metric], (sparsity, pes, name,
+                                                                    phase, metric)
+                got = rows[(rows["run"] == name) & (rows["phase"] == "total")]
+                assert got["speedup"].item() == summary["comparison"][name]["speedup"]
+
+
+def sweep_process(path: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", "from desim.sweep import main; main()", str(path),
+         "--out", str(out), "--workers", "2"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def test_sigkill_then_resume_computes_each_point_exactly_once(tmp_path):
+    axes = {"runs.0.pruning.sparsity": [0.5, 0.6, 0.7], "arch.hppu.pe_cluster.pes": [8, 16]}
+    path = write_experiment(tmp_path, axes, single_run=True)
+    out = tmp_path / "out"
+    points_dir = out / "points"
+    first = sweep_process(path, out)
+    deadline = time.monotonic() + 120
+    while not list(points_dir.glob("*.json")):
+        assert first.poll() is None, first.stderr.read() if first.stderr else ""
+        assert time.monotonic() < deadline, "no point finished in 120 s"
+        time.sleep(0.02)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    time.sleep(0.5)  # nothing may write after the kill: only the killed client writes points
+    before = {p.name: p.stat().st_mtime_ns for p in points_dir.glob("*.json")}
+    assert 1 <= len(before) < 6
+    assert not (out / "results.parquet").exists()
+
+    second = sweep_process(path, out)
+    _, stderr = second.communicate(timeout=300)
+    assert second.returncode == 0, stderr
+
+    frame = pd.read_parquet(out / "results.parquet")
+    planned = {p.point_id for p in plan_points(load_sweep_spec(path))}
+    assert set(frame["point_id"]) == planned
+    assert not frame.duplicated(["point_id", "run", "phase"]).any()
+    assert len(totals(frame)) == 6 and (frame["status"] == "ok").all()
+    # the second run computed exactly the missing points: old files untouched, log counts
+    after = {p.name: p.stat().st_mtime_ns for p in points_dir.glob("*.json")}
+    assert len(after) == 6 and all(after[name] == mtime for name, mtime in before.items())
+    log = (out / "sweep.log").read_text().splitlines()
+    starts = [i for i, line in enumerate(log) if " start: " in line]
+    assert len(starts) == 2
+    assert f"{len(before)} already done, {6 - len(before)} to compute" in log[starts[1]]
+    assert sum(" ok in " in line for line in log[starts[1]:]) == 6 - len(before)
+
+
+def test_failing_points_are_recorded_and_the_others_complete(tmp_path):
+    # 1 KiB: the smallest tile does not fit (a ConfigError on the worker, while mapping);
+    # "lots": not an integer (a ConfigError here, while resolving the point's config);
+    # nosuchnet: no such model (its capture task fails; the points needing it record why)
+    axes = {"arch.hppu.global_buffer.capacity_kib": [1, "lots", 512],
+            "workload.model": ["resnet18", "nosuchnet"]}
+    path = write_experiment(tmp_path, axes, single_run=True)
+    frame = sweep(path, tmp_path / "out", workers=2)
+    points = frame.drop_duplicates("point_id").set_index(
+        ["arch.hppu.global_buffer.capacity_kib", "workload.model"])
+    assert len(points) == 6
+    assert points.loc[("1", "resnet18"), "status"] == "failed"
+    assert "smallest tile" in points.loc[("1", "resnet18"), "error"]
+    for model in axes["workload.model"]:
+        assert points.loc[("lots", model), "status"] == "failed"
+        assert "global_buffer.capacity_kib" in points.loc[("lots", model), "error"]
+    for kib in ("1", "512"):
+        assert "unknown model 'nosuchnet'" in points.loc[(kib, "nosuchnet"), "error"]
+    assert points.loc[("512", "resnet18"), "status"] == "ok"
+    assert (frame["status"] == "ok").sum() == 4  # FF, BP, WG, total of the one good point
+    record = json.loads((tmp_path / "out" / "points" /
+                         f"{points.loc[('1', 'resnet18'), 'point_id']}.json").read_text())
+    assert record["error_type"] == "ConfigError" and "Traceback" in record["traceback"]
+    assert record["set"] == ["arch.hppu.global_buffer.capacity_kib=1", "workload.model=resnet18"]
+    assert record["config"]["architectures"]["hppu"]["global_buffer"]["capacity_kib"] == 1

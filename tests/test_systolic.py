@@ -1,0 +1,125 @@
+"""Systolic mode (arch/systolic.py) and the SCALE-Sim topology reader (mappings/scalesim.py).
+
+Expected cycles are SCALE-Sim v3's closed form, worked by hand: a layer takes
+folds * per_fold - 1 cycles, with (rows R, cols C of the array; M output pixels, N filters,
+K = R*S*C reduction) OS: ceil(M/R)*ceil(N/C) folds of K + R + C - 2; WS: ceil(K/R)*ceil(N/C)
+folds of M + 2R + C - 2; IS: ceil(K/R)*ceil(M/C) folds of N + 2R + C - 2. The four layers of
+`TINY` were run through scalesim 3.0.0 on a 4x4 array (CALC mode); its "Total Cycles" are
+the numbers below, which the formula reproduces exactly. No dependency on scalesim here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from arch.systolic import SystolicConfig, apportion, folds_and_fold_cycles, gemm_cycles
+from desim.errors import ConfigError
+from desim.experiment import load_experiment
+from desim.runner import run
+from mappings.counting import BP, FF, WG
+from mappings.pruning import PruningSpec
+from mappings.scalesim import gemm_view, read_topology
+from mappings.workload import WorkloadSpec, capture_workload
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = """Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, \
+Num Filter, Strides,
+a, 2, 2, 2, 2, 2, 4, 1,
+b, 2, 2, 1, 1, 8, 4, 1,
+c, 5, 5, 3, 3, 3, 6, 1,
+d, 9, 9, 3, 3, 5, 7, 2,
+"""
+# scalesim 3.0.0, 4x4 array, COMPUTE_REPORT.csv "Total Cycles" of layers a, b, c, d.
+SCALESIM_4X4 = {"os": [13, 13, 197, 407], "ws": [21, 27, 265, 623], "is": [27, 27, 335, 815]}
+
+
+def test_os_4x4_by_hand() -> None:
+    # Sr = 4 output pixels, Sc = 4 filters, T = 8: one fold of T + R + C - 2 = 14 demand
+    # rows; SCALE-Sim reports the last row's index: 13.
+    assert folds_and_fold_cycles(4, 4, "os", 4, 4, 8) == (1, 14)
+    assert gemm_cycles(4, 4, "os", m=4, n=4, k=8) == 13
+    # Sr = 9, Sc = 6, T = 27: 3 x 2 folds of 33 rows: 197.
+    assert gemm_cycles(4, 4, "os", m=9, n=6, k=27) == 3 * 2 * 33 - 1
+
+
+def test_ws_and_is_by_hand() -> None:
+    # WS: K = 8 over 4 rows (2 folds) x N = 4 (1 fold), each M + 2R + C - 2 = 4 + 8 + 4 - 2.
+    assert gemm_cycles(4, 4, "ws", m=4, n=4, k=8) == 2 * 14 - 1
+    # IS: K = 27 (7 row folds) x M = 9 (3 col folds), each N + 2R + C - 2 = 6 + 10 = 16.
+    assert gemm_cycles(4, 4, "is", m=9, n=6, k=27) == 21 * 16 - 1
+    # A non-square array: WS fold of M + 2*rows + cols - 2.
+    assert folds_and_fold_cycles(8, 2, "ws", 10, 3, 9) == (2 * 2, 10 + 16 + 2 - 2)
+
+
+@pytest.mark.parametrize("dataflow", ["os", "ws", "is"])
+def test_topology_layers_match_scalesim(tmp_path: Path, dataflow: str) -> None:
+    topo = tmp_path / "tiny.csv"
+    topo.write_text(TINY)
+    layers = read_topology(topo)
+    cfg = SystolicConfig(rows=4, cols=4, dataflow=dataflow)
+    got = [gemm_cycles(4, 4, dataflow, *gemm_view(layer, FF)[:3]) for layer in layers]
+    assert got == SCALESIM_4X4[dataflow]
+    assert cfg.rows == 4
+
+
+def test_reader_shapes_and_strided_ceil(tmp_path: Path) -> None:
+    topo = tmp_path / "t.csv"
+    topo.write_text(TINY)
+    d = read_topology(topo)[3]  # 9x9, 3x3, stride 2: SCALE-Sim's ceil((9-3+2)/2) = 4
+    assert tuple(d.dy_nz.shape) == (1, 7, 4, 4)
+    assert tuple(d.x_nz.shape) == (1, 5, 9, 9) and d.stride == 2 and d.padding == 0
+    assert d.macs == 4 * 4 * 3 * 3 * 5 * 7
+    # GEMM views of the three phases (M, N, K, groups).
+    assert gemm_view(d, FF) == (16, 7, 45, 1)
+    assert gemm_view(d, BP) == (81, 5, 63, 1)
+    assert gemm_view(d, WG) == (45, 7, 16, 1)
+    # A ceil that floors differ on: 10x10, 3x3, stride 2 -> SCALE-Sim 5, input grown to 11.
+    topo.write_text(TINY.splitlines()[0] + "\ne, 10, 10, 3, 3, 1, 1, 2,\n")
+    e = read_topology(topo)[0]
+    assert tuple(e.dy_nz.shape)[2:] == (5, 5) and tuple(e.x_nz.shape)[2:] == (11, 11)
+
+
+def test_reader_errors(tmp_path: Path) -> None:
+    topo = tmp_path / "bad.csv"
+    topo.write_text(TINY.splitlines()[0] + "\nx, 2, 2, 3,\n")
+    with pytest.raises(ConfigError, match="expected 8 fields"):
+        read_topology(topo)
+    with pytest.raises(ConfigError, match="not found"):
+        read_topology(tmp_path / "missing.csv")
+
+
+def test_workload_needs_exactly_one_source() -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        WorkloadSpec()
+    with pytest.raises(ValueError, match="exactly one"):
+        WorkloadSpec(model="lenet5", scalesim_topology="x.csv")
+
+
+def test_apportion_is_exact() -> None:
+    parts = apportion([3, 1, 0, 2], 100)
+    assert parts.sum() == 100 and parts[2] == 0 and parts[0] > parts[3] > parts[1]
+    assert apportion([0, 0], 5).sum() == 5
+
+
+def test_pipeline_runs_systolic_mode(tmp_path: Path) -> None:
+    """The whole pipeline on a SCALE-Sim topology: the PE array is busy exactly SCALE-Sim's
+    cycles, and a layer takes at least that long (DRAM, buffer and NoC around it)."""
+    topo = tmp_path / "tiny.csv"
+    topo.write_text(TINY)
+    exp = load_experiment(ROOT / "configs" / "experiments" / "scalesim_resnet18.yaml",
+                          [f"workload.scalesim_topology={topo}"])
+    arch = exp.archs["os"]
+    arch = arch.model_copy(update={"pe_cluster": arch.pe_cluster.model_copy(
+        update={"systolic": SystolicConfig(rows=4, cols=4, dataflow="os"), "pes": 16})})
+    exp.archs["os"] = exp.archs["ws"] = arch
+    workload = capture_workload(exp.spec.workload, PruningSpec(method="dense"))
+    assert len(workload.layers) == 4
+    results = run(exp, capture=lambda spec, pruning: workload)
+    layers = results["os"].layers
+    assert list(layers["phase"]) == ["FF"] * 4  # inference: FF only
+    assert all(c >= s for c, s in zip(layers["cycles"], SCALESIM_4X4["os"], strict=True))
+    busy_ps = results["os"].stats["modules"]["os.pe_array"]["busy_ps"]
+    assert busy_ps == sum(SCALESIM_4X4["os"]) * results["os"].period_ps
