@@ -1,0 +1,250 @@
+"""A systolic array running a spiking network: time steps one by one, or STT + ITT.
+
+Two schedules of the same hardware (a weight-stationary `rows x cols` systolic array, a global
+buffer holding the weights, spikes and partial sums, and a neuron unit of `lanes` integrate-
+and-fire lanes with its own small membrane buffer):
+
+- **serial** (the conventional baseline): time step after time step, layer after layer; every
+  step reloads every weight fold and streams one input spike vector through it.
+- **ITT** (integration through time, with STT inputs): layer after layer; each weight fold is
+  loaded once and the spike vectors of all T / w time windows stream through it back to back
+  (STT leaves at most one spike per neuron and TW, so a TW is one binary vector); the neuron
+  unit then thresholds the TWs in order.
+
+Timing. One fold (a tile of rows_used inputs x cols_used outputs) streaming V vectors takes
+SCALE-Sim's closed form for one fold, 2 S_R + S_C + V - 2 cycles (A. Samajdar et al.,
+"A Systematic Methodology for Characterizing Scalability of DNN Accelerators using SCALE-Sim",
+ISPASS 2020): S_R cycles to shift the weights in, then V vectors skewed over S_R rows and
+S_C columns. We use the fold's used rows and columns. The neuron unit takes
+ceil(neurons / lanes) cycles a step or TW. Array and neuron unit work in turn (a layer's
+spikes of a step feed the next layer of that step), so their times add.
+
+Transaction level: one event per fold (a tile) and one per neuron-unit batch; never per spike.
+
+Actions (priced by `SnnEnergyTable`): `pe_adds` (a spike meeting a weight: one accumulate;
+zero inputs are clock-gated and cost nothing, an assumption), `weight_read_bytes`,
+`spike_read_bytes` (global buffer), `psum_write_bytes`, `psum_read_bytes` (accumulator
+buffer); `neuron_updates`
+(integrate and compare), `membrane_read_bytes`, `membrane_write_bytes` (neuron buffer),
+`spike_write_bytes` (global buffer).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from arch.energy import EnergyTable, node_scale
+from desim.clock import Clock
+from desim.module import Module, Simulator
+
+# Horowitz (ISSCC 2014), 45 nm: 32-bit integer add 0.1 pJ. Membrane potentials and partial
+# sums are 32-bit integers (assumption); an accumulate is one add, a neuron update two (add
+# the current, compare with the threshold).
+ADD32_PJ_45NM = 0.1
+
+
+@dataclass(frozen=True)
+class SnnArrayConfig:
+    """The array and its buffers. Defaults (assumptions: the abstract gives no size): a 32 x 32
+    array at 500 MHz in 28 nm, 8-bit weights, 32-bit partial sums and membrane potentials, a
+    512 KiB global buffer for weights and spikes (holds LeNet-300-100's weights), a 32 KiB
+    accumulator buffer for partial sums (as SCALE-Sim's separate output SRAM; it holds a
+    300-neuron layer's sums for 16 TWs), a 32-lane neuron unit with an 8 KiB membrane
+    buffer."""
+
+    rows: int = 32
+    cols: int = 32
+    clock_mhz: int = 500
+    technology: str = "28nm"
+    weight_bytes: int = 1
+    psum_bytes: int = 4
+    membrane_bytes: int = 4
+    lanes: int = 32
+    buffer_kib: int = 512
+    psum_buffer_kib: int = 32
+    membrane_buffer_kib: int = 8
+
+    def __post_init__(self) -> None:
+        if min(self.rows, self.cols, self.lanes, self.clock_mhz) < 1:
+            raise ValueError("rows, cols, lanes and clock_mhz must be >= 1")
+
+
+def fold_cycles(rows_used: int, cols_used: int, vectors: int) -> int:
+    """SCALE-Sim's cycles for one weight-stationary fold: 2 S_R + S_C + V - 2."""
+    if vectors <= 0:
+        return 0
+    return 2 * rows_used + cols_used + vectors - 2
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    """One weight fold streaming `vectors` spike vectors; `spikes` is the number of input
+    spikes among its rows over those vectors (mean over the evaluated samples)."""
+
+    layer: int
+    rows_used: int
+    cols_used: int
+    vectors: int
+    spikes: float
+    first_row_fold: bool
+
+
+@dataclass(frozen=True)
+class NeuronJob:
+    layer: int
+    neurons: int
+    vectors: int      # steps (serial) or TWs (ITT), done one after the other
+
+
+@dataclass(frozen=True)
+class LayerSpikes:
+    """What the schedule needs of one layer: its shape and the mean input spikes of each row
+    fold at each step or TW, shape (steps, ceil(in_features / rows))."""
+
+    in_features: int
+    out_features: int
+    fold_spikes: np.ndarray
+    spiking: bool = True   # False: the output layer integrates only (no neuron update)
+
+
+def schedule(layers: Sequence[LayerSpikes], cfg: SnnArrayConfig, mode: str
+             ) -> list[FoldJob | NeuronJob]:
+    """The jobs in order. `serial`: for each step, each layer, each fold one vector.
+    `itt`: for each layer, each fold once with all the steps (TWs) as its vectors."""
+    if mode not in ("serial", "itt"):
+        raise ValueError(f"mode must be 'serial' or 'itt', got {mode!r}")
+    steps = {int(lay.fold_spikes.shape[0]) for lay in layers}
+    if len(steps) != 1:
+        raise ValueError(f"layers disagree on the number of steps: {sorted(steps)}")
+    t = steps.pop()
+
+    def layer_jobs(i: int, lay: LayerSpikes, step_slice: slice) -> list[FoldJob | NeuronJob]:
+        spikes = lay.fold_spikes[step_slice].sum(0)
+        vectors = len(range(t)[step_slice])
+        jobs: list[FoldJob | NeuronJob] = []
+        for g, r0 in enumerate(range(0, lay.in_features, cfg.rows)):
+            for c0 in range(0, lay.out_features, cfg.cols):
+                jobs.append(FoldJob(i, min(cfg.rows, lay.in_features - r0),
+                                    min(cfg.cols, lay.out_features - c0), vectors,
+                                    float(spikes[g]), g == 0))
+        jobs.append(NeuronJob(i, lay.out_features, vectors if lay.spiking else 0))
+        return jobs
+
+    out: list[FoldJob | NeuronJob] = []
+    if mode == "serial":
+        for step in range(t):
+            for i, lay in enumerate(layers):
+                out += layer_jobs(i, lay, slice(step, step + 1))
+    else:
+        for i, lay in enumerate(layers):
+            out += layer_jobs(i, lay, slice(0, t))
+    return out
+
+
+class SystolicArray(Module):
+    def __init__(self, name: str, parent: Module, cfg: SnnArrayConfig, clock: Clock) -> None:
+        super().__init__(name, parent)
+        self.cfg, self.clock = cfg, clock
+
+    def fold(self, job: FoldJob) -> Generator:
+        cycles = fold_cycles(job.rows_used, job.cols_used, job.vectors)
+        yield from self.busy_for(self.clock.cycles(cycles), f"L{job.layer}")
+        self.count("folds")
+        self.count("pe_adds", round(job.spikes * job.cols_used))
+        self.count("weight_read_bytes", job.rows_used * job.cols_used * self.cfg.weight_bytes)
+        self.count("spike_read_bytes", math.ceil(job.rows_used * job.vectors / 8))
+        psums = job.cols_used * job.vectors * self.cfg.psum_bytes
+        self.count("psum_write_bytes", psums)
+        if not job.first_row_fold:
+            self.count("psum_read_bytes", psums)
+
+
+class NeuronUnit(Module):
+    def __init__(self, name: str, parent: Module, cfg: SnnArrayConfig, clock: Clock) -> None:
+        super().__init__(name, parent)
+        self.cfg, self.clock = cfg, clock
+
+    def update(self, job: NeuronJob) -> Generator:
+        if job.vectors <= 0:
+            return
+        cycles = -(-job.neurons // self.cfg.lanes) * job.vectors
+        yield from self.busy_for(self.clock.cycles(cycles), f"L{job.layer}")
+        updates = job.neurons * job.vectors
+        self.count("neuron_updates", updates)
+        self.count("membrane_read_bytes", updates * self.cfg.membrane_bytes)
+        self.count("membrane_write_bytes", updates * self.cfg.membrane_bytes)
+        self.count("spike_write_bytes", math.ceil(updates / 8))
+
+
+class SnnAccelerator(Module):
+    """The top: plays the jobs in order on the array and the neuron unit."""
+
+    def __init__(self, name: str, parent: Module | Simulator, cfg: SnnArrayConfig) -> None:
+        super().__init__(name, parent)
+        self.cfg = cfg
+        clock = Clock.from_mhz(cfg.clock_mhz, f"{name}.clk")
+        self.clock = clock
+        self.array = SystolicArray("array", self, cfg, clock)
+        self.neurons = NeuronUnit("neurons", self, cfg, clock)
+
+    def play(self, jobs: Sequence[FoldJob | NeuronJob]) -> Generator:
+        for job in jobs:
+            if isinstance(job, FoldJob):
+                yield from self.array.fold(job)
+            else:
+                yield from self.neurons.update(job)
+
+
+@dataclass(frozen=True)
+class SnnEnergyTable:
+    """pJ per action at `technology` (Horowitz's 45 nm figures scaled by `node_scale`)."""
+
+    technology: str = "28nm"
+    buffer_kib: int = 512
+    psum_buffer_kib: int = 32
+    membrane_buffer_kib: int = 8
+
+    def energy_pj(self, actions: Counter[str]) -> dict[str, float]:
+        table = EnergyTable(self.technology)
+        add = ADD32_PJ_45NM * node_scale(self.technology)
+        glb = table.sram_pj_per_byte(self.buffer_kib * 1024)
+        acc = table.sram_pj_per_byte(self.psum_buffer_kib * 1024)
+        mem = table.sram_pj_per_byte(self.membrane_buffer_kib * 1024)
+        return {
+            "pe_adds": actions["pe_adds"] * add,
+            "weights": actions["weight_read_bytes"] * glb,
+            "spikes": (actions["spike_read_bytes"] + actions["spike_write_bytes"]) * glb,
+            "psums": (actions["psum_write_bytes"] + actions["psum_read_bytes"]) * acc,
+            "neurons": actions["neuron_updates"] * 2 * add
+            + (actions["membrane_read_bytes"] + actions["membrane_write_bytes"]) * mem,
+        }
+
+
+@dataclass
+class SnnResult:
+    latency_ps: int
+    cycles: int
+    actions: Counter[str]
+    energy_pj: dict[str, float]
+
+    @property
+    def total_pj(self) -> float:
+        return sum(self.energy_pj.values())
+
+
+def simulate(jobs: Sequence[FoldJob | NeuronJob], cfg: SnnArrayConfig) -> SnnResult:
+    """Play `jobs` on a fresh simulator; count and price the actions."""
+    sim = Simulator()
+    top = SnnAccelerator("snn", sim, cfg)
+    top.add_process(top.play, jobs)
+    sim.run()
+    actions = top.array.actions + top.neurons.actions
+    table = SnnEnergyTable(cfg.technology, cfg.buffer_kib, cfg.psum_buffer_kib,
+                           cfg.membrane_buffer_kib)
+    return SnnResult(sim.now_ps, sim.now_ps // top.clock.period_ps, Counter(actions),
+                     table.energy_pj(actions))
