@@ -28,12 +28,13 @@ import numpy as np
 
 from arch.config import ArchConfig
 from arch.dram import DramController
-from arch.energy import EnergyTable
+from arch.energy import ELEMENT_BYTES, EnergyTable
 from arch.noc import Noc, attach, build_noc, check_connected
 from arch.pe import PeArray
 from arch.selector import Selector
 from arch.sram import GlobalBuffer
 from arch.vector import VectorUnit
+from arch.weight_generator import WeightGenerator
 from desim.channels import Fifo
 from desim.clock import Clock
 from desim.errors import ConfigError
@@ -70,6 +71,12 @@ def build_graph(cfg: ArchConfig) -> nx.DiGraph:
         graph.add_node("glb", kind="sram", pos=_beside(graph, "selector"))
         graph.add_edge("glb", "selector", bandwidth_bytes_per_cycle=bw, latency_cycles=0,
                        kind="port")
+    if cfg.weight_generator:
+        x, y = _beside(graph, "glb")
+        graph.add_node("weight_generator", kind="prng", pos=(x + 1.2, y))
+        graph.add_edge("weight_generator", "glb", kind="port", latency_cycles=0,
+                       bandwidth_bytes_per_cycle=cfg.weight_generator.values_per_cycle
+                       * ELEMENT_BYTES[cfg.pe_cluster.precision])
     graph.add_node("dram", kind="dram", pos=_beside(graph, "glb"))
     graph.add_edge("dram", "glb", kind="port", latency_cycles=0,
                    bandwidth_bytes_per_cycle=float("nan"))  # timed by the DRAM model
@@ -97,6 +104,9 @@ class Accelerator(Module):
         self.glb = GlobalBuffer("glb", self, cfg.global_buffer, self.clock)
         self.selector = (Selector("selector", self, cfg.selector, self.clock)
                          if cfg.selector else None)
+        self.weight_generator = (
+            WeightGenerator("weight_generator", self, cfg.weight_generator, self.clock)
+            if cfg.weight_generator else None)
         self.noc = Noc("noc", self, self.graph, cfg.noc.routing, self.clock,
                        src=self.port, clusters=self._clusters_by_distance())
         self.pes = PeArray("pe_array", self, cfg.pe_cluster, len(self.clusters), self.clock)
@@ -137,7 +147,12 @@ class Accelerator(Module):
             start = int(self.env.now)
             for row in rows:
                 nbytes = row[col["dram_read_bytes"]]
-                fill = self.env.process(self.glb.access(nbytes, "write"))
+                fill = self.env.process(self.glb.access(
+                    nbytes + row[col["regenerated_bytes"]], "write"))
+                regenerate = row[col["regenerated_weights"]]
+                if regenerate and self.weight_generator is not None:
+                    fill = self.env.all_of([fill, self.env.process(
+                        self.weight_generator.generate(regenerate))])
                 yield from self.dram.transfer(nbytes, is_write=False)
                 yield fill
                 yield from q_out.put(row)
@@ -231,6 +246,9 @@ class Accelerator(Module):
         })
         if self.selector is not None:
             energy["selector.entries"] = of("selector")["entries"] * table.selector_pj_per_entry()
+        if self.weight_generator is not None:
+            energy["weight_generator.values"] = (of("weight_generator")["values"]
+                                                 * table.weight_generator_pj_per_value())
         if self.vector is not None:
             energy["vector_unit.ops"] = of("vector_unit")["ops"] * mac_pj
         return energy

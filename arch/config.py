@@ -49,6 +49,13 @@ class SelectorConfig(Strict):
     levels: Literal[1, 2] = 2
 
 
+class WeightGeneratorConfig(Strict):
+    """Procrustes' weight regeneration: untracked weights (DropBack's initial values) are
+    recomputed from their PRNG seed beside the global buffer instead of read from DRAM."""
+
+    values_per_cycle: PositiveInt
+
+
 class SparsityConfig(Strict):
     """Which zeros the datapath skips, and how operands are stored."""
 
@@ -116,6 +123,7 @@ class ArchConfig(Strict):
     global_buffer_router: str
     pe_cluster: PeClusterConfig
     selector: SelectorConfig | None = None
+    weight_generator: WeightGeneratorConfig | None = None  # None: every weight from DRAM
     sparsity: SparsityConfig = SparsityConfig()
     mapping: MappingConfig = MappingConfig()
     vector_unit: VectorUnitConfig | None = None  # None: vector layers are not simulated

@@ -16,6 +16,9 @@ Not in Horowitz, stated assumptions:
 - NoC: 0.5 pJ per bit per hop: a 1 mm link at 0.1 pJ/bit/mm (full-swing repeated wire;
   Park et al., DATE 2013, measure 40.4 fJ/bit/mm for a low-swing 45 nm mesh datapath) plus
   0.4 pJ/bit for the router's buffer, crossbar and arbitration (assumption).
+- weight generator (Procrustes): one regenerated weight is a 32-bit xorshift step (three
+  shifts, wiring, and three XORs priced as 32-bit adds: 0.3 pJ) and its scaling to the
+  initial distribution, one fp16 multiply-add (1.5 pJ): 1.8 pJ (assumption).
 - selector: scanning one entry of a non-zero map (a bit test and a priority-encoder step)
   is priced as an 8-bit add, 0.03 pJ (assumption).
 - the cluster's local buffer: an SRAM of its configured capacity, priced as above.
@@ -43,6 +46,7 @@ MAC_PJ_45NM = {
 SRAM_64BIT_READ_PJ_45NM = ((8 * 1024, 10.0), (32 * 1024, 20.0), (1024 * 1024, 100.0))
 NOC_PJ_PER_BIT_HOP_45NM = 0.5
 SELECTOR_PJ_PER_ENTRY_45NM = 0.03
+WEIGHT_GENERATOR_PJ_PER_VALUE_45NM = 3 * 0.1 + 1.1 + 0.4
 
 NODES = {"45nm": (45, 1.0), "28nm": (28, 0.9)}  # feature size (nm), nominal supply (V)
 ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "fp8": 1, "int8": 1, "int32": 4, "ternary": 1}
@@ -98,3 +102,6 @@ class EnergyTable:
 
     def selector_pj_per_entry(self) -> float:
         return SELECTOR_PJ_PER_ENTRY_45NM * self.scale
+
+    def weight_generator_pj_per_value(self) -> float:
+        return WEIGHT_GENERATOR_PJ_PER_VALUE_45NM * self.scale

@@ -37,8 +37,8 @@ macs = 0
 for layer in layers:
     for phase in (0, 1, 2):
         macs += int(nominal_map(layer, phase).sum())
-        effectual_map(layer, phase, static_mask=True)
-        processed_map(layer, phase, policy, static_mask=True)
+        effectual_map(layer, phase, pruned_grads_unused=True)
+        processed_map(layer, phase, policy, pruned_grads_unused=True)
 done = time.perf_counter()
 print(json.dumps({{"capture_s": captured - start, "count_s": done - captured,
                   "total_s": done - start, "macs": macs,

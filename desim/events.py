@@ -24,6 +24,9 @@ TILE_DTYPE = np.dtype([
     ("gather_bytes", np.int64),      # results returned by the clusters (sum over clusters)
     ("active_clusters", np.int32),
     ("selector_entries", np.int64),  # entries the sparse-data selector scans
+    ("regenerated_weights", np.int64),  # untracked weights regenerated from their PRNG seed
+                                        # instead of read from DRAM (Procrustes)...
+    ("regenerated_bytes", np.int64),    # ...and the bytes they fill in the global buffer
     ("busiest_pe_macs", np.int64),   # MACs of the most loaded PE: the tile's compute time
     ("processed_macs", np.int64),    # MACs the PEs perform (energy)
     ("effectual_macs", np.int64),    # MACs with every operand non-zero (both needed)

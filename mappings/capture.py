@@ -51,6 +51,9 @@ class LayerCapture:
     # For a slice of rows of a layer, X comes padded explicitly (padding = 0) and x_valid
     # marks the positions inside the image, so counting still skips the padding.
     x_valid: torch.Tensor | None = None
+    # DropBack: the tracked weights (bool, w_nz's shape); the others keep their initial
+    # values, which hardware with a weight generator regenerates instead of reading them.
+    w_tracked: torch.Tensor | None = None
 
     @property
     def macs(self) -> int:
@@ -100,11 +103,13 @@ class PackedLayer:
     groups: int = 1
     needs_input_grad: bool = True
     weight_is_parameter: bool = True
+    w_tracked: BitMap | None = None
 
     def unpack(self) -> LayerCapture:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
-        for key in ("x_nz", "w_nz", "dy_nz"):
-            values[key] = values[key].unpack()
+        for key in ("x_nz", "w_nz", "dy_nz", "w_tracked"):
+            if values[key] is not None:
+                values[key] = values[key].unpack()
         return LayerCapture(**values)
 
     @property

@@ -10,8 +10,8 @@ Three maps per phase:
 - `nominal`: every pair whose operands are in bounds (padding excluded); the layer's MACs.
   The three phases run over the same set of index tuples, so their totals are equal, and equal
   N*K*(C/g)*R*S*P*Q when there is no padding.
-- `effectual`: pairs whose operands are all non-zero (and, for WG of a statically pruned
-  weight, only kept weights: their gradients are never used).
+- `effectual`: pairs whose operands are all non-zero (and, in WG, only kept weights when
+  the pruning algorithm never uses pruned weights' gradients).
 - `processed`: what a given hardware performs: it skips only the zeros it can detect.
 
 A phase's output layout for tiling is (A, images, rows, L): A the output channels the PEs
@@ -40,7 +40,8 @@ class SkipPolicy:
     weights: bool = False
     activations: bool = False   # X, in FF and WG
     gradients: bool = False     # dY, in BP and WG
-    pruned_weight_gradients: bool = False  # WG of weights a static mask removed
+    pruned_weight_gradients: bool = False  # WG of pruned weights, when the algorithm
+    # never uses their gradients
 
     @property
     def dense(self) -> bool:
@@ -89,15 +90,15 @@ def nominal_map(layer: LayerCapture, phase: int) -> torch.Tensor:
     return count_map(layer, phase, x_nz=False, w_nz=False, dy_nz=False)
 
 
-def effectual_map(layer: LayerCapture, phase: int, *, static_mask: bool) -> torch.Tensor:
+def effectual_map(layer: LayerCapture, phase: int, *, pruned_grads_unused: bool) -> torch.Tensor:
     """Pairs with every operand of the phase non-zero. FF: X, W; BP: W, dY; WG: X, dY (and
-    the weight kept, when the mask is static and pruned weights' gradients are never used)."""
+    the weight kept, when the pruning algorithm never uses pruned weights' gradients)."""
     return count_map(layer, phase, x_nz=phase != BP, w_nz=phase != WG, dy_nz=phase != FF,
-                     mask_wg=static_mask)
+                     mask_wg=pruned_grads_unused)
 
 
 def processed_map(layer: LayerCapture, phase: int, policy: SkipPolicy, *,
-                  static_mask: bool) -> torch.Tensor:
+                  pruned_grads_unused: bool) -> torch.Tensor:
     """What hardware with `policy` performs; it never skips a MAC the algorithm needs."""
     if policy.dense:
         return nominal_map(layer, phase)
@@ -106,5 +107,5 @@ def processed_map(layer: LayerCapture, phase: int, policy: SkipPolicy, *,
         x_nz=policy.activations and phase != BP,
         w_nz=policy.weights and phase != WG,
         dy_nz=policy.gradients and phase != FF,
-        mask_wg=policy.pruned_weight_gradients and static_mask,
+        mask_wg=policy.pruned_weight_gradients and pruned_grads_unused,
     )

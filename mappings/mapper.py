@@ -73,7 +73,8 @@ def map_workload(workload: Workload, hw: HardwareView) -> list[PhaseWork]:
             layer = workload.layers[layer_id]
             unpacked = (layer_id, layer.unpack() if isinstance(layer, PackedLayer) else layer)
         table, totals = tile_phase(
-            unpacked[1], layer_id, phase, hw, policy, static_mask=workload.static_mask,
+            unpacked[1], layer_id, phase, hw, policy,
+            pruned_grads_unused=workload.pruned_grads_unused,
             circulant_block=circulant if unpacked[1].name in pruned else 0)
         work.append(PhaseWork(unpacked[1].name, layer_id, phase, table, **totals))
     return work

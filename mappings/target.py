@@ -35,6 +35,7 @@ class HardwareView:
     weight_bits: int = 0                 # bits of a stored weight value; 0: 8 * element_bytes
     weight_group: int = 0                # weights' line (line_bitmap, csr); 0: a kernel row
     circulant_fft: bool = False          # CirCNN: circulant layers stored and run by FFT
+    weight_generator: bool = False       # Procrustes: untracked weights regenerated on chip
 
     @property
     def pes(self) -> int:

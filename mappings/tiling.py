@@ -127,15 +127,15 @@ def phase_shape(layer: LayerCapture, phase: int, hw: HardwareView) -> tuple[Phas
     g = layer.groups
     act_fmt = hw.activation_format
     if phase == FF:
-        chan = _unit_stats(layer.w_nz, hw.weight_group or s, hw.weight_format)
+        chan = _unit_stats(_weight_units(layer.w_nz, FF, g), hw.weight_group or s,
+                           hw.weight_format)
         x = layer.x_nz
         stream_nnz = x.sum((1, 3), dtype=torch.int64)
         row_elems = x.shape[1] * x.shape[3]
         stream_rle, line_len = _row_rle(x), x.shape[3]
     elif phase == BP:
-        # W[:, c] for input channel c = group*cg + j: (K/g, R, S) weights of that group.
-        w = layer.w_nz.reshape(g, k // g, cg, r, s).permute(0, 2, 1, 3, 4).reshape(g * cg, -1, s)
-        chan = _unit_stats(w, hw.weight_group or s, hw.weight_format)
+        chan = _unit_stats(_weight_units(layer.w_nz, BP, g), hw.weight_group or s,
+                           hw.weight_format)
         dy = layer.dy_nz
         stream_nnz = dy.sum((1, 3), dtype=torch.int64)
         row_elems = dy.shape[1] * dy.shape[3]
@@ -153,6 +153,17 @@ def phase_shape(layer: LayerCapture, phase: int, hw: HardwareView) -> tuple[Phas
         stream_rle, line_len = per_line.sum((0, 2))[None, :], w_
     return (PhaseShape(chan, stream_nnz, row_elems, act_fmt, g, stream_rle, line_len),
             _Window(phase, layer))
+
+
+def _weight_units(w: torch.Tensor, phase: int, groups: int) -> torch.Tensor:
+    """A weight map (K, C/g, R, S) as the channel operand's units: FF, one per output
+    channel k; BP, W[:, c] for input channel c = group*cg + j, the (K/g, R, S) weights of
+    that group."""
+    if phase == FF:
+        return w
+    k, cg, r, s = w.shape
+    return (w.reshape(groups, k // groups, cg, r, s).permute(0, 2, 1, 3, 4)
+            .reshape(groups * cg, -1, s))
 
 
 @dataclass
@@ -219,12 +230,15 @@ def _fits(shape: TileShape, ps: PhaseShape, win: _Window, out_rows_len: tuple[in
 
 
 def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, length: int,
-                hw: HardwareView, where: str) -> TileShape:
+                hw: HardwareView, where: str, weights: bool = False) -> TileShape:
     """The tile shape and loop order that should run fastest (a small mapper search).
 
     Candidates: channel blocks of clusters * 2^i channels (or all of them) and row blocks of
     whole images or runs of rows, halving; each in both loop orders. For each, the bytes it
-    moves are estimated (dense, an upper bound): from DRAM, the block held across the inner
+    moves are estimated from the operands' current sparsity: each operand's dense bytes
+    times its compression in its format over the whole layer (`_compression`), so the
+    order follows whichever operand is larger now (Trainer's "dynamic sparsity adaptive
+    dataflow"; dense formats give the dense estimate). From DRAM, the block held across the inner
     loop is read once and the other once per outer iteration; to the clusters, a block is
     sent again on every tile unless it is unchanged and its share fits in half a cluster's
     local buffer. The estimate of time is the larger of the DRAM time and the time on the
@@ -237,12 +251,14 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     ka_options = sorted({min(a, hw.clusters * 2**i) for i in range(16)} | {a})
     blocks = [(m, n_rows) for m in sorted(set(_halvings(n_img)), reverse=True)]
     blocks += [(1, r) for r in sorted(set(_halvings(n_rows)), reverse=True) if r < n_rows]
-    channel_bytes = a * a_elems * eb
+    channel_ratio, stream_ratio = _compression(ps, hw, weights)
+    channel_bytes = a * a_elems * eb * channel_ratio
     best, best_key = None, None
     for images, rows in blocks:
         i0, i1, r0, r1 = _blocks(TileShape(1, images, rows), n_img, n_rows)
         h0, h1 = win(r0, r1)
-        stream_bytes = int(((i1 - i0) * (h1 - h0)).sum()) * ps.stream_row_elems * eb
+        dense_stream = int(((i1 - i0) * (h1 - h0)).sum()) * ps.stream_row_elems * eb
+        stream_bytes = dense_stream * stream_ratio
         nb = len(i0)
         stream_kept = stream_bytes / nb <= half_local
         for ka in ka_options:
@@ -250,7 +266,7 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
             if not _fits(shape, ps, win, (n_rows, length), a_elems, eb, hw.buffer_bytes):
                 continue
             na = -(-a // ka)
-            channel_kept = ka * a_elems * eb / min(ka, hw.clusters) <= half_local
+            channel_kept = ka * a_elems * eb * channel_ratio / min(ka, hw.clusters) <= half_local
             orders = {"auto": (False, True), "weight_stationary": (False,),
                       "input_stationary": (True,)}[hw.dataflow]
             for outer in orders:
@@ -274,6 +290,25 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     raise ConfigError(f"{where}: the smallest tile ({ka0} channels x 1 row) needs "
                       f"{need * eb} bytes but the global buffer gives a tile "
                       f"{hw.buffer_bytes} bytes; enlarge the buffer or shrink the batch")
+
+
+def _compression(ps: PhaseShape, hw: HardwareView, weights: bool) -> tuple[float, float]:
+    """Bytes in format over dense bytes of the channel and the stream operand, whole layer.
+    `weights`: the channel operand is W (its values take `hw.weight_bits`)."""
+    eb = hw.element_bytes
+    chan = ps.channel_operand
+    dense_chan = int(chan.elems.sum()) * eb
+    chan_bytes = int(operand_bytes(chan.fmt, chan.block_stats(max(1, len(chan.elems))), eb,
+                                   value_bits=(hw.weight_bits or None) if weights else None
+                                   ).sum())
+    rows = ps.stream_nnz.numel()
+    elems = np.array([rows * ps.stream_row_elems])
+    lines = elems // ps.stream_line_len
+    stream_bytes = int(operand_bytes(ps.stream_fmt, BlockStats(
+        elems, np.array([int(ps.stream_nnz.sum())]), lines, lines, ps.stream_line_len,
+        np.array([int(ps.stream_rle.sum())])), eb)[0])
+    return (chan_bytes / dense_chan if dense_chan else 1.0,
+            float(stream_bytes / elems[0] / eb) if elems[0] else 1.0)
 
 
 def _halvings(n: int) -> list[int]:
@@ -300,7 +335,7 @@ def _changed(index: np.ndarray) -> np.ndarray:
 
 
 def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareView,
-               policy: SkipPolicy, *, static_mask: bool, circulant_block: int = 0
+               policy: SkipPolicy, *, pruned_grads_unused: bool, circulant_block: int = 0
                ) -> tuple[np.ndarray, dict]:
     """The event-table rows of one phase of one layer, and the layer-phase totals.
 
@@ -309,14 +344,15 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     `mappings.circulant.fft_mac_ratio` and the weights take b-fold fewer bytes.
     """
     where = f"layer {layer.name} {('FF', 'BP', 'WG')[phase]}"
-    static_mask = static_mask and layer.weight_is_parameter
+    pruned_grads_unused = pruned_grads_unused and layer.weight_is_parameter
     parts = _wg_chunks(layer, hw) if phase == WG else [layer]
     maps = []
     for part in parts:
         nominal = nominal_map(part, phase)
-        effectual = effectual_map(part, phase, static_mask=static_mask)
+        effectual = effectual_map(part, phase, pruned_grads_unused=pruned_grads_unused)
         processed = (nominal if policy.dense
-                     else processed_map(part, phase, policy, static_mask=static_mask))
+                     else processed_map(part, phase, policy,
+                                        pruned_grads_unused=pruned_grads_unused))
         if hw.skip_relu_masked_gradients and phase == BP:  # dX where X is zero is discarded
             processed = processed * part.x_nz.transpose(0, 1)
         maps.append((nominal, effectual, processed))
@@ -333,10 +369,12 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
         return empty_table(0), totals
     ps, win = phase_shape(parts[0], phase, hw)
     _, n_img, n_rows, length = maps[0][2].shape
-    shape = choose_tile(ps, win, len(channels), n_img, n_rows, length, hw, where)
+    shape = choose_tile(ps, win, len(channels), n_img, n_rows, length, hw, where,
+                        weights=phase != WG and layer.weight_is_parameter)
     tables, weight_bytes = zip(*[
         _tile_part(part, layer_index, phase, hw, policy, m, channels, shape,
-                   static_mask=static_mask, last=i == len(parts) - 1, reuse=len(parts) == 1,
+                   pruned_grads_unused=pruned_grads_unused, last=i == len(parts) - 1,
+                   reuse=len(parts) == 1,
                    circulant_block=circulant_block)
         for i, (part, m) in enumerate(zip(parts, maps, strict=True))], strict=True)
     totals["weight_dram_bytes"] = int(sum(weight_bytes))
@@ -390,7 +428,7 @@ def _slice_rows(layer: LayerCapture, n: int, p0: int, p1: int) -> LayerCapture:
 
 def _tile_part(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareView,
                policy: SkipPolicy, maps: tuple[torch.Tensor, ...], channels: torch.Tensor,
-               shape: TileShape, *, static_mask: bool, last: bool, reuse: bool,
+               shape: TileShape, *, pruned_grads_unused: bool, last: bool, reuse: bool,
                circulant_block: int = 0) -> tuple[np.ndarray, int]:
     """Event rows of one (chunk of a) phase, given its count maps and the kept channels,
     and the weight bytes they read from DRAM.
@@ -419,6 +457,14 @@ def _tile_part(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
         a_bytes = operand_bytes(chan.fmt, chan.block_stats(ka), eb,
                                 value_bits=(hw.weight_bits or None) if weights else None)
     a_lines = _block_sums(chan.lines, ka)
+    a_dram_bytes, regenerated = a_bytes, np.zeros(na, np.int64)
+    if weights and hw.weight_generator and layer.w_tracked is not None and not b:
+        # DropBack: DRAM holds the tracked weights only; the generator makes the others.
+        tracked = _unit_stats(_weight_units(layer.w_tracked & layer.w_nz, phase, ps.groups),
+                              chan.line_len, chan.fmt).select(channels)
+        a_dram_bytes = operand_bytes(chan.fmt, tracked.block_stats(ka), eb,
+                                     value_bits=hw.weight_bits or None)
+        regenerated = _block_sums(chan.nnz - tracked.nnz, ka)
     channels_in_block = _block_sums(torch.ones(a, dtype=torch.int64), ka)
 
     # Stream operand, per row block, with its halo: 2-D prefix sums over (image, input row).
@@ -435,7 +481,7 @@ def _tile_part(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     # Outputs: every output final in its tile (after the last chunk, for WG).
     if not last:
         out_bytes = np.zeros((na, nb), np.int64)
-    elif phase == WG and policy.pruned_weight_gradients and static_mask:
+    elif phase == WG and policy.pruned_weight_gradients and pruned_grads_unused:
         out_bytes = _wg_out_bytes(layer, channels, shape, hw, na, nb)
     else:
         out_bytes = np.outer(channels_in_block, (i1 - i0) * (r1 - r0) * length) * eb
@@ -449,7 +495,9 @@ def _tile_part(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     a_tile = a_bytes[ia]
     s_tile = np.round(s_bytes[ib] * groups_frac[ia]).astype(np.int64)
     a_new, s_new = (_changed(ia), _changed(ib)) if reuse else (np.ones(len(ia), bool),) * 2
-    dram_read = a_tile * a_new + s_tile * s_new
+    a_dram = a_dram_bytes[ia] * a_new
+    dram_read = a_dram + s_tile * s_new
+    regenerated_bytes = (a_tile * a_new) - a_dram  # written into the buffer by the generator
     # The clusters keep a block between tiles when their share of it fits in half their
     # local buffer: an unchanged block is then neither sent nor scanned again.
     active = np.minimum(channels_in_block, hw.clusters)[ia]
@@ -465,7 +513,9 @@ def _tile_part(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     table["gather_bytes"] = out_bytes
     table["dram_write_bytes"] = out_bytes
     table["glb_read_bytes"] = s_sent + a_sent
-    table["glb_write_bytes"] = dram_read + out_bytes
+    table["glb_write_bytes"] = dram_read + regenerated_bytes + out_bytes
+    table["regenerated_weights"] = regenerated[ia] * a_new
+    table["regenerated_bytes"] = regenerated_bytes
     table["active_clusters"] = active
     if hw.selector_scans:
         table["selector_entries"] = a_lines[ia] * (a_sent > 0) + s_elems[ib] * (s_sent > 0)
@@ -473,7 +523,7 @@ def _tile_part(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     table["processed_macs"] = work[ia, ib]
     table["effectual_macs"] = eff[ia, ib]
     table["macs"] = nom[ia, ib]
-    return table, int((a_tile * a_new).sum()) if weights else 0
+    return table, int(a_dram.sum()) if weights else 0
 
 
 def _groups_touched(layer: LayerCapture, phase: int, channels: torch.Tensor, ka: int, na: int,

@@ -23,8 +23,12 @@ from mappings.pruning import PruningSpec, prune_model
 from mappings.scalesim import read_topology
 from mappings.training import TrainingSpec, train_and_capture
 
-# Methods whose pruned weights still need their gradients (they may come back).
-DYNAMIC_METHODS = {"dropback", "set", "rigl", "dynamic"}
+# Methods whose algorithm uses the gradients of pruned weights: DropBack ranks every weight by
+# its accumulated gradient; RigL regrows the weights of largest gradient magnitude. The others
+# never read them: static masks; SET regrows at random; Trainer's dynamic sparse training
+# "performs FF, BP, and WG only with unpruned weights" (shared/seeds/001), the mask of each
+# iteration being known before its WG.
+PRUNED_GRADIENTS_USED = {"dropback", "rigl"}
 
 
 class WorkloadSpec(Strict):
@@ -57,7 +61,7 @@ class Workload:
     spec: WorkloadSpec
     pruning: PruningSpec
     layers: list[PackedLayer]  # bit-packed at rest; the mapper unpacks one at a time
-    static_mask: bool
+    pruned_grads_unused: bool  # WG may skip pruned weights (PRUNED_GRADIENTS_USED)
     stats: dict[str, float] = field(default_factory=dict)
     vectors: list[VectorCapture] = field(default_factory=list)  # batch norm, ReLU, pooling
     pruned_layers: tuple[str, ...] = ()  # names of the layers the pruning touched
@@ -73,18 +77,32 @@ def capture_workload(spec: WorkloadSpec, pruning: PruningSpec) -> Workload:
     model = build_model(spec.model, **args)
     shape = tuple(spec.input_shape or default_input_shape(spec.model))
     gen = torch.Generator().manual_seed(spec.seed)
-    static = pruning.method not in DYNAMIC_METHODS
+    pruned_grads_unused = pruning.method not in PRUNED_GRADIENTS_USED
     vectors: list[VectorCapture] = []
     if spec.training is not None:
         layers, masks, trained = train_and_capture(model, pruning, spec.training, spec.data,
                                                    spec.batch, shape, args["num_classes"],
                                                    spec.seed, packed=True, vectors=vectors)
-        return Workload(spec, pruning, layers, static, {**_stats(layers, masks), **trained},
-                        vectors, tuple(masks))
+        _mark_tracked(layers, masks, pruning)
+        return Workload(spec, pruning, layers, pruned_grads_unused,
+                        {**_stats(layers, masks), **trained}, vectors, tuple(masks))
     inputs, targets = batch(spec.data, spec.batch, shape, args["num_classes"], generator=gen)
     masks = prune_model(model, pruning)
     layers = capture(model, inputs, targets, packed=True, vectors=vectors)
-    return Workload(spec, pruning, layers, static, _stats(layers, masks), vectors, tuple(masks))
+    _mark_tracked(layers, masks, pruning)
+    return Workload(spec, pruning, layers, pruned_grads_unused, _stats(layers, masks), vectors,
+                    tuple(masks))
+
+
+def _mark_tracked(layers: list[PackedLayer], masks: dict[str, torch.Tensor],
+                  pruning: PruningSpec) -> None:
+    """DropBack's masks are its tracked weights: keep them beside the non-zero maps, for
+    hardware that regenerates the untracked ones (arch/weight_generator.py)."""
+    if pruning.method != "dropback":
+        return
+    for layer in layers:
+        if layer.name in masks:
+            layer.w_tracked = BitMap(masks[layer.name].reshape(layer.w_nz.shape).bool())
 
 
 def _stats(layers: list[PackedLayer], masks: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -38,7 +38,7 @@ def dense_capture(conv: nn.Conv2d, n: int = N, h: int = H):
 def test_dense_layer_effectual_macs_equal_nkcrspq(phase):
     layer = dense_capture(nn.Conv2d(C, K, R, bias=False))
     p = H - R + 1
-    table, totals = tile_phase(layer, 0, phase, DENSE_HW, SkipPolicy(), static_mask=True)
+    table, totals = tile_phase(layer, 0, phase, DENSE_HW, SkipPolicy(), pruned_grads_unused=True)
     expected = N * K * C * R * R * p * p
     assert totals["macs"] == totals["effectual_macs"] == totals["processed_macs"] == expected
     assert table["effectual_macs"].sum() == expected == table["macs"].sum()
@@ -48,7 +48,7 @@ def test_padding_counts_only_in_bounds_pairs_the_same_in_every_phase():
     layer = dense_capture(nn.Conv2d(C, K, R, padding=1, bias=False))
     in_bounds = N * K * C * (3 * H - 2) ** 2  # per axis: sum over r of (H - |r - 1|)
     for phase in (FF, BP, WG):
-        _, totals = tile_phase(layer, 0, phase, DENSE_HW, SkipPolicy(), static_mask=True)
+        _, totals = tile_phase(layer, 0, phase, DENSE_HW, SkipPolicy(), pruned_grads_unused=True)
         assert totals["macs"] == totals["effectual_macs"] == in_bounds
 
 
@@ -57,7 +57,7 @@ def test_strided_layer_phases_agree(stride):
     layer = dense_capture(nn.Conv2d(C, K, R, stride=stride, bias=False), h=11)
     p = (11 - R) // stride + 1
     for phase in (FF, BP, WG):
-        table, totals = tile_phase(layer, 0, phase, SPARSE_HW, SKIP_ALL, static_mask=True)
+        table, totals = tile_phase(layer, 0, phase, SPARSE_HW, SKIP_ALL, pruned_grads_unused=True)
         assert totals["effectual_macs"] == N * K * C * R * R * p * p
         assert table["effectual_macs"].sum() == totals["effectual_macs"]
 
@@ -68,11 +68,11 @@ def test_pruning_whole_channels_removes_exactly_their_macs():
     full = N * K * 2 * C * R * R * (H - R + 1) ** 2
     layer.w_nz[:, :2] = False      # two of six input channels
     layer.w_nz[:3] = False         # three of eight output channels (filters)
-    _, totals = tile_phase(layer, 0, FF, SPARSE_HW, SKIP_ALL, static_mask=True)
+    _, totals = tile_phase(layer, 0, FF, SPARSE_HW, SKIP_ALL, pruned_grads_unused=True)
     assert totals["effectual_macs"] == full * (4 / 6) * (5 / 8)
     assert totals["processed_macs"] == totals["effectual_macs"]
     for phase in (BP, WG):
-        table, totals = tile_phase(layer, 0, phase, SPARSE_HW, SKIP_ALL, static_mask=True)
+        table, totals = tile_phase(layer, 0, phase, SPARSE_HW, SKIP_ALL, pruned_grads_unused=True)
         assert totals["effectual_macs"] == full * (4 / 6) * (5 / 8)
         assert table["effectual_macs"].sum() == totals["effectual_macs"]
 
@@ -90,7 +90,7 @@ def test_per_tile_counts_sum_to_the_layer_total_on_a_sparse_network(hw):
     policy = SkipPolicy() if hw is DENSE_HW else SKIP_ALL
     for i, layer in enumerate(layers):
         for phase in (FF, BP, WG):
-            table, totals = tile_phase(layer, i, phase, hw, policy, static_mask=True)
+            table, totals = tile_phase(layer, i, phase, hw, policy, pruned_grads_unused=True)
             assert table["effectual_macs"].sum() == totals["effectual_macs"]
             assert table["processed_macs"].sum() == totals["processed_macs"]
             assert totals["effectual_macs"] <= totals["processed_macs"] <= totals["macs"]
@@ -102,7 +102,7 @@ def test_dense_tile_time_is_the_busiest_pe_in_closed_form():
     # dealt to 4 PEs: 16 positions each, per channel: 2 * 16 * C*R*R MACs on every PE.
     layer = dense_capture(nn.Conv2d(C, K, R, bias=False), n=1)
     hw = HardwareView(clusters=4, pes_per_cluster=4, buffer_bytes=64 * 1024, element_bytes=2)
-    table, _ = tile_phase(layer, 0, FF, hw, SkipPolicy(), static_mask=True)
+    table, _ = tile_phase(layer, 0, FF, hw, SkipPolicy(), pruned_grads_unused=True)
     assert len(table) == 1
     assert table["busiest_pe_macs"][0] == 2 * 16 * C * R * R
     assert table["active_clusters"][0] == 4
@@ -110,7 +110,7 @@ def test_dense_tile_time_is_the_busiest_pe_in_closed_form():
 
 def test_dense_traffic_in_closed_form():
     layer = dense_capture(nn.Conv2d(C, K, R, bias=False), n=1)
-    table, _ = tile_phase(layer, 0, FF, DENSE_HW, SkipPolicy(), static_mask=True)
+    table, _ = tile_phase(layer, 0, FF, DENSE_HW, SkipPolicy(), pruned_grads_unused=True)
     eb = 2
     weights, inputs, outputs = K * C * R * R * eb, C * H * H * eb, K * (H - R + 1) ** 2 * eb
     assert table["dram_read_bytes"].sum() == weights + inputs
@@ -121,8 +121,8 @@ def test_channel_compaction_balances_what_pruning_leaves():
     layer = dense_capture(nn.Conv2d(C, K, R, bias=False), n=1)
     layer.w_nz[:4] = False  # first half of the filters: without compaction 2 clusters idle
     loose = HardwareView(**{**SPARSE_HW.__dict__, "channel_compaction": False})
-    t_loose, _ = tile_phase(layer, 0, FF, loose, SKIP_ALL, static_mask=True)
-    t_tight, _ = tile_phase(layer, 0, FF, SPARSE_HW, SKIP_ALL, static_mask=True)
+    t_loose, _ = tile_phase(layer, 0, FF, loose, SKIP_ALL, pruned_grads_unused=True)
+    t_tight, _ = tile_phase(layer, 0, FF, SPARSE_HW, SKIP_ALL, pruned_grads_unused=True)
     assert t_tight["processed_macs"].sum() == t_loose["processed_macs"].sum()
     assert t_tight["busiest_pe_macs"].sum() * 2 == t_loose["busiest_pe_macs"].sum()
 
@@ -131,13 +131,13 @@ def test_a_tile_larger_than_the_buffer_is_a_config_error():
     layer = dense_capture(nn.Conv2d(C, K, R, bias=False))
     tiny = HardwareView(clusters=4, pes_per_cluster=4, buffer_bytes=64, element_bytes=2)
     with pytest.raises(ConfigError, match="global buffer"):
-        tile_phase(layer, 0, FF, tiny, SkipPolicy(), static_mask=True)
+        tile_phase(layer, 0, FF, tiny, SkipPolicy(), pruned_grads_unused=True)
 
 
 def test_wg_splits_the_batch_when_one_chunk_does_not_fit():
     layer = dense_capture(nn.Conv2d(C, K, R, bias=False), n=4)
     small = HardwareView(clusters=4, pes_per_cluster=4, buffer_bytes=2600, element_bytes=2)
-    table, totals = tile_phase(layer, 0, WG, small, SkipPolicy(), static_mask=True)
+    table, totals = tile_phase(layer, 0, WG, small, SkipPolicy(), pruned_grads_unused=True)
     assert totals["effectual_macs"] == 4 * K * C * R * R * (H - R + 1) ** 2
     assert table["effectual_macs"].sum() == totals["effectual_macs"]
     # dW leaves once, after the last chunk
@@ -154,8 +154,8 @@ def test_wg_row_chunks_count_exactly_what_the_whole_layer_counts():
     layer = layers[1]
     big = HardwareView(clusters=4, pes_per_cluster=4, buffer_bytes=1 << 20, element_bytes=2)
     small = HardwareView(clusters=4, pes_per_cluster=4, buffer_bytes=1500, element_bytes=2)
-    whole, t_whole = tile_phase(layer, 1, WG, big, SkipPolicy(), static_mask=True)
-    rows, t_rows = tile_phase(layer, 1, WG, small, SkipPolicy(), static_mask=True)
+    whole, t_whole = tile_phase(layer, 1, WG, big, SkipPolicy(), pruned_grads_unused=True)
+    rows, t_rows = tile_phase(layer, 1, WG, small, SkipPolicy(), pruned_grads_unused=True)
     assert len(rows) > len(whole)
     assert t_rows == t_whole
     assert t_whole["macs"] == 2 * 8 * 8 * (3 * 16 - 2) ** 2  # in-bounds pairs, padding 1
@@ -205,7 +205,8 @@ def test_attention_matmul_is_captured_and_counted_exactly():
     dq = int(((g != 0).float() @ kn).sum())                      # BP: dQ = dS K
     dk = int(((g != 0).float().transpose(-2, -1) @ qn).sum())    # WG: dK = dS^T Q
     for phase, expected in ((FF, ff), (BP, dq), (WG, dk)):
-        table, totals = tile_phase(layer, 0, phase, DENSE_HW, SkipPolicy(), static_mask=True)
+        table, totals = tile_phase(layer, 0, phase, DENSE_HW, SkipPolicy(),
+                                   pruned_grads_unused=True)
         assert totals["effectual_macs"] == expected
         assert totals["macs"] == 6 * 5 * 5 * 4
         assert table["effectual_macs"].sum() == expected
@@ -227,5 +228,58 @@ def test_non_square_kernels_count_exactly():
     layer = dense_capture(nn.Conv2d(C, K, (3, 1), bias=False))
     expected = N * K * C * 3 * 1 * (H - 3 + 1) * H
     for phase in (FF, BP, WG):
-        table, totals = tile_phase(layer, 0, phase, DENSE_HW, SkipPolicy(), static_mask=True)
+        table, totals = tile_phase(layer, 0, phase, DENSE_HW, SkipPolicy(),
+                                   pruned_grads_unused=True)
         assert totals["effectual_macs"] == expected == table["effectual_macs"].sum()
+
+
+def test_loop_order_follows_the_operands_current_sparsity():
+    """Trainer's sparsity-adaptive dataflow: the tiler estimates traffic from each operand's
+    bytes in its format. Weights 1 in 16 kept, bitmap, fp16: (2/16 + 1/8) / 2 = 0.125 of
+    their dense bytes; X dense. With a 16 KiB buffer the dense estimate keeps the (larger)
+    input rows stationary; the sparse one keeps the now-small weights stationary."""
+    from mappings.tiling import _compression, choose_tile, phase_shape
+
+    conv = nn.Conv2d(64, 64, 3, padding=1, bias=False)
+    torch.manual_seed(0)
+    mask = torch.zeros(64 * 64 * 9)
+    mask[::16] = 1
+    with torch.no_grad():
+        conv.weight.copy_((torch.rand_like(conv.weight) + 0.1) * mask.reshape(conv.weight.shape))
+    x = (torch.rand(4, 64, 16, 16) + 0.1).requires_grad_(True)
+    out = conv(x)
+    (layer,) = capture(conv, x, torch.rand(out.shape) + 0.1, loss_fn=lambda o, t: (o * t).sum())
+    orders = {}
+    for fmt in ("dense", "bitmap"):
+        hw = HardwareView(clusters=4, pes_per_cluster=4, buffer_bytes=16 * 1024, element_bytes=2,
+                          local_buffer_bytes=1024, weight_format=fmt, skip_zero_weights=True)
+        ps, win = phase_shape(layer, FF, hw)
+        assert _compression(ps, hw, True) == ((1.0, 1.0) if fmt == "dense" else (0.125, 1.0))
+        orders[fmt] = choose_tile(ps, win, 64, 4, 16, 16, hw, "test", weights=True).rows_outer
+    assert orders == {"dense": True, "bitmap": False}
+
+
+def test_weight_generator_reads_only_tracked_weights_from_dram():
+    """DropBack proper: every weight non-zero, 1 in 4 tracked. With a weight generator the
+    weights' DRAM bytes are the tracked ones in bitmap format (1024 fp16 values + a 4096-bit
+    map = 2560 B) instead of all of them (8192 + 512 = 8704 B); the other 3072 non-zero
+    weights are regenerated, and the PEs still receive all 8704 B."""
+    from dataclasses import replace
+
+    lin = nn.Linear(64, 64, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.rand_like(lin.weight) + 0.1)
+    x = (torch.rand(2, 64) + 0.1).requires_grad_(True)
+    (layer,) = capture(lin, x, torch.rand(2, 64) + 0.1, loss_fn=lambda o, t: (o * t).sum())
+    tracked = torch.zeros(64 * 64, dtype=torch.bool)
+    tracked[::4] = True
+    layer = replace(layer, w_tracked=tracked.reshape(layer.w_nz.shape))
+    base = HardwareView(clusters=4, pes_per_cluster=4, buffer_bytes=64 * 1024, element_bytes=2,
+                        skip_zero_weights=True, weight_format="bitmap")
+    for hw, dram, regenerated in ((base, 8704, 0),
+                                  (replace(base, weight_generator=True), 2560, 3072)):
+        table, totals = tile_phase(layer, 0, FF, hw, SkipPolicy(weights=True),
+                                   pruned_grads_unused=False)
+        assert totals["weight_dram_bytes"] == dram
+        assert table["regenerated_weights"].sum() == regenerated
+        assert table["unicast_bytes"].sum() == 8704

@@ -39,7 +39,7 @@ def layers(draw):
                         stride=stride, padding=pad)
 
 
-def brute_force(layer: LayerCapture, phase: int, static_mask: bool) -> tuple[int, int]:
+def brute_force(layer: LayerCapture, phase: int, pruned_grads_unused: bool) -> tuple[int, int]:
     """(nominal, effectual) pairs of `phase`, by looping over every index tuple."""
     x, w, dy = layer.x_nz, layer.w_nz, layer.dy_nz
     n, c, h, _ = x.shape
@@ -55,7 +55,7 @@ def brute_force(layer: LayerCapture, phase: int, static_mask: bool) -> tuple[int
         nominal += 1
         xv, wv, dv = bool(x[ni, ci, hi, wi]), bool(w[ki, ci, ri, si]), bool(dy[ni, ki, pi, qi])
         effectual += {FF: xv and wv, BP: wv and dv,
-                      WG: xv and dv and (wv or not static_mask)}[phase]
+                      WG: xv and dv and (wv or not pruned_grads_unused)}[phase]
     return nominal, effectual
 
 
@@ -67,7 +67,7 @@ def test_effectual_macs_equal_brute_force_for_every_phase_and_dataflow(layer, ph
     nominal, effectual = brute_force(layer, phase, static)
     for hw, policy in ((DENSE, SkipPolicy()), (SPARSE, SkipPolicy(True, True, True, True))):
         table, totals = tile_phase(layer, 0, phase, replace(hw, dataflow=dataflow), policy,
-                                   static_mask=static)
+                                   pruned_grads_unused=static)
         assert totals["macs"] == nominal
         assert totals["effectual_macs"] == effectual
         assert table["effectual_macs"].sum() == effectual

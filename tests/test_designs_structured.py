@@ -100,12 +100,12 @@ def test_ternary_weights_take_two_bits_in_the_dram_count(k, c):
     """One tile reads the weights and X once: ceil(2 n / 8) bytes of weights + N*C bytes."""
     layer = linear_layer(k, c, weight=torch.randint(-1, 2, (k, c)).float())
     hw = HardwareView(**HW, weight_bits=2)
-    table, totals = tile_phase(layer, 0, FF, hw, SkipPolicy(), static_mask=True)
+    table, totals = tile_phase(layer, 0, FF, hw, SkipPolicy(), pruned_grads_unused=True)
     assert len(table) == 1
     assert totals["weight_dram_bytes"] == math.ceil(2 * k * c / 8)
     assert table["dram_read_bytes"].sum() == math.ceil(2 * k * c / 8) + 2 * c
     # the default (no weight_bits): a byte a weight at int8 precision
-    _, plain = tile_phase(layer, 0, FF, HardwareView(**HW), SkipPolicy(), static_mask=True)
+    _, plain = tile_phase(layer, 0, FF, HardwareView(**HW), SkipPolicy(), pruned_grads_unused=True)
     assert plain["weight_dram_bytes"] == k * c
 
 
@@ -129,7 +129,7 @@ def test_weight_group_lines_are_pe_wise_groups():
     w[0, g:2 * g] = 0                                    # and one more in row 0
     layer = linear_layer(k, c, weight=w)
     hw = HardwareView(**HW, weight_format="line_bitmap", weight_group=g, weight_bits=2)
-    _, totals = tile_phase(layer, 0, FF, hw, SkipPolicy(), static_mask=True)
+    _, totals = tile_phase(layer, 0, FF, hw, SkipPolicy(), pruned_grads_unused=True)
     kept_groups = k * (c // g) - k - 1
     assert totals["weight_dram_bytes"] == kept_groups * g * 2 // 8 + math.ceil(k * c / g / 8)
 
@@ -150,9 +150,9 @@ def test_circulant_tiles_scale_macs_and_store_one_row_a_block(phase):
     b, k, c = 4, 8, 16
     layer = linear_layer(k, c, n=4, weight=block_circulant(torch.randn(k, c) + 3, b))
     hw = HardwareView(**HW)
-    dense, d = tile_phase(layer, 0, phase, hw, SkipPolicy(), static_mask=True)
+    dense, d = tile_phase(layer, 0, phase, hw, SkipPolicy(), pruned_grads_unused=True)
     circ, t = tile_phase(layer, 0, phase, HardwareView(**HW, circulant_fft=True), SkipPolicy(),
-                         static_mask=True, circulant_block=b)
+                         pruned_grads_unused=True, circulant_block=b)
     ratio = fft_mac_ratio(b, k, c)
     assert t["macs"] == d["macs"] and t["effectual_macs"] == d["effectual_macs"]
     assert t["processed_macs"] == circ["processed_macs"].sum()
@@ -179,7 +179,7 @@ def test_inference_maps_the_forward_pass_only_and_circulant_needs_the_pruning():
     assert all(w.processed_macs == w.macs for w in plain)
 
 
-def test_ternary_combines_with_static_masks_only():
+def test_ternary_combines_with_pruned_grads_unuseds_only():
     with pytest.raises(ValidationError, match="ternary"):
         PruningSpec(method="dropback", sparsity=0.5, ternary=True)
     model = nn.Sequential(nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 4))

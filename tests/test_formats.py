@@ -74,5 +74,5 @@ def test_weight_traffic_of_a_tile_in_each_format():
     for fmt, weights in expected.items():
         hw = HardwareView(clusters=4, pes_per_cluster=2, buffer_bytes=1 << 16, element_bytes=2,
                           weight_format=fmt)
-        table, _ = tile_phase(layer, 0, FF, hw, SkipPolicy(), static_mask=True)
+        table, _ = tile_phase(layer, 0, FF, hw, SkipPolicy(), pruned_grads_unused=True)
         assert table["dram_read_bytes"].sum() == weights + inputs, fmt
