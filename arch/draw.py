@@ -1,6 +1,7 @@
 """Pictures of the hardware graph: a PNG or SVG drawn with matplotlib, or Graphviz DOT text.
 
-Nodes are coloured by kind (router, DRAM, SRAM, selector, PE cluster) with a legend and
+Nodes are coloured by kind (router, DRAM, SRAM, selector, PE cluster; DAC, crossbar, ADC,
+shift-and-add, systolic array, neuron unit for the ReRAM and SNN designs) with a legend and
 labelled by name; a link's width grows with its bandwidth, and the two directions of a
 connection are drawn as two slightly curved arrows. Nodes sit at their `pos` when every node
 has one, else where a seeded spring layout puts them (the same picture every time).
@@ -33,6 +34,13 @@ KIND_COLOURS = {
     "sram": "#55a868",
     "selector": "#8172b2",
     "pe_cluster": "#dd8452",
+    # the datapaths of configs/arch files with a `kind:` (arch/reram.py, arch/snn.py)
+    "dac": "#64b5cd",
+    "crossbar": "#ccb974",
+    "adc": "#da8bc3",
+    "shift_add": "#937860",
+    "systolic_array": "#e377c2",
+    "neuron_unit": "#17becf",
 }
 UNKNOWN_COLOUR = "#999999"
 NO_VALUE_COLOUR = "#dddddd"

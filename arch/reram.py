@@ -23,6 +23,10 @@ reads and conversions overlap (pipelined), so one activation lasts
 Actions (counted, priced afterwards by `ReramEnergyTable`, Accelergy's way):
 `adc_convert_<b>b` (conversions at b bits), `crossbar_reads`, `dac_drives` (rows driven per
 read), `shift_adds` (one per conversion).
+
+Configuration: `configs/arch/reram_bitslice.yaml` (`kind: reram_crossbar`), validated by
+`ReramArch`, which builds the `ReramConfig` and `ReramEnergyTable` below and the picture's
+graph (`reram_graph`).
 """
 
 from __future__ import annotations
@@ -30,11 +34,15 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Literal
 
+import networkx as nx
 import numpy as np
+from pydantic import Field, PositiveInt, ValidationInfo, field_validator
 
 from desim.clock import PS_PER_NS
+from desim.configio import Strict
 from desim.module import Module, Simulator
 
 # ISAAC, Table 1 (32 nm), as encoded in Accelergy's hwcomponents library (isaac.py):
@@ -43,12 +51,13 @@ from desim.module import Module, Simulator
 # - DAC: 1-bit, 8 x 128 per IMA, 4 mW: 0.417 pJ a row driven per read (Accelergy's derivation).
 # - shift-and-add: 0.2 mW per unit at the ADC rate: 0.021 pJ an operation.
 # - crossbar: 8 arrays of 128 x 128 per IMA at 2.4 mW, a 100 ns read: 2.4 mW / 8 x 100 ns =
-#   30 pJ an array read (ISAAC Table 1; this one figure not cross-checked against Accelergy).
+#   30 pJ an array read (ISAAC Table 1; this one figure not cross-checked against Accelergy;
+#   written mW / arrays x ns so that it is 30.0 exactly, as the YAML file writes it).
 ISAAC_ADC_8BIT_PJ = 16e-3 / (8 * 1.2e9) * 1e12
 ISAAC_ADC_BITS = 8
 ISAAC_DAC_PJ_PER_ROW = 0.41667
 ISAAC_SHIFT_ADD_PJ = 0.021
-ISAAC_CROSSBAR_READ_PJ = 2.4e-3 / 8 * 100e-9 * 1e12
+ISAAC_CROSSBAR_READ_PJ = 2.4 / 8 * 100
 ISAAC_READ_NS = 100
 ISAAC_SAR_BIT_PS = round(1e12 / (ISAAC_ADC_BITS * 1.2e9))  # 104 ps
 
@@ -114,6 +123,87 @@ class ReramEnergyTable:
             if action.startswith("adc_convert_"):
                 out["adc"] += n * self.adc_pj(int(action.removeprefix("adc_convert_")[:-1]))
         return out
+
+
+class ReramEnergySpec(Strict):
+    """The `energy:` section: `ReramEnergyTable`'s figures, pJ (defaults: ISAAC's)."""
+
+    adc_8bit_pj: float = Field(ReramEnergyTable.adc_8bit_pj, ge=0)
+    dac_pj_per_row: float = Field(ReramEnergyTable.dac_pj_per_row, ge=0)
+    shift_add_pj: float = Field(ReramEnergyTable.shift_add_pj, ge=0)
+    crossbar_read_pj: float = Field(ReramEnergyTable.crossbar_read_pj, ge=0)
+
+
+class ReramArch(Strict):
+    """`kind: reram_crossbar` architecture files: `ReramConfig`'s fields by the same names
+    (defaults: its defaults) and an `energy:` section. `config()` and `energy_table()` build
+    the dataclasses, whose checks stand; the impossible values are also caught here so that
+    the error names the key."""
+
+    kind: Literal["reram_crossbar"]
+    name: str
+    rows: PositiveInt = ReramConfig.rows
+    cols: PositiveInt = ReramConfig.cols
+    cell_bits: PositiveInt = ReramConfig.cell_bits
+    weight_bits: PositiveInt = ReramConfig.weight_bits
+    input_bits: PositiveInt = ReramConfig.input_bits
+    adcs_per_crossbar: PositiveInt = ReramConfig.adcs_per_crossbar
+    read_ns: PositiveInt = ReramConfig.read_ns
+    sar_bit_ps: PositiveInt = ReramConfig.sar_bit_ps
+    energy: ReramEnergySpec = ReramEnergySpec()
+
+    @field_validator("weight_bits")
+    @classmethod
+    def _whole_slices(cls, v: int, info: ValidationInfo) -> int:
+        cell = info.data.get("cell_bits")
+        if cell and v % cell:
+            raise ValueError(f"weight_bits {v} is not a multiple of cell_bits {cell}: a "
+                             "weight must fill whole slices")
+        return v
+
+    @field_validator("adcs_per_crossbar")
+    @classmethod
+    def _adcs_have_columns(cls, v: int, info: ValidationInfo) -> int:
+        cols = info.data.get("cols")
+        if cols and v > cols:
+            raise ValueError(f"{v} ADCs for {cols} columns: at most one ADC a column")
+        return v
+
+    def config(self) -> ReramConfig:
+        return ReramConfig(**{f.name: getattr(self, f.name) for f in fields(ReramConfig)})
+
+    def energy_table(self) -> ReramEnergyTable:
+        return ReramEnergyTable(**self.energy.model_dump())
+
+    def graph(self) -> nx.DiGraph:
+        return reram_graph(self.config(), self.name)
+
+
+def reram_graph(cfg: ReramConfig, name: str = "reram") -> nx.DiGraph:
+    """The datapath as a graph for `desim topology`: input buffer -> 1-bit DACs -> one
+    crossbar node per weight slice (each standing for its crossbars, both polarities and
+    every row and column group) -> that slice's ADCs -> shift-and-add -> output buffer.
+    Nodes carry `kind` (the picture's colour) and `pos` (left to right, MSB slice on top)."""
+    g = nx.DiGraph(topology=f"{name}: {cfg.slices} slices of {cfg.cell_bits} bits on "
+                            f"{cfg.rows}x{cfg.cols} crossbars")
+    mid = (cfg.slices - 1) / 2
+    g.add_node("input_buffer", kind="sram", pos=(0.0, mid), bits=cfg.input_bits)
+    g.add_node("dacs", kind="dac", pos=(1.0, mid), rows=cfg.rows, bits=1)
+    g.add_node("shift_add", kind="shift_add", pos=(4.0, mid))
+    g.add_node("output_buffer", kind="sram", pos=(5.0, mid))
+    g.add_edge("input_buffer", "dacs")
+    for s in range(cfg.slices):
+        role = " MSB" if s == cfg.slices - 1 else " LSB" if s == 0 else ""
+        xbar, adc = f"xbar_s{s}{role}", f"adc_s{s}"
+        g.add_node(xbar, kind="crossbar", pos=(2.0, float(s)), slice=s, rows=cfg.rows,
+                   cols=cfg.cols, cell_bits=cfg.cell_bits)
+        g.add_node(adc, kind="adc", pos=(3.0, float(s)), slice=s,
+                   adcs_per_crossbar=cfg.adcs_per_crossbar)
+        g.add_edge("dacs", xbar)
+        g.add_edge(xbar, adc)
+        g.add_edge(adc, "shift_add")
+    g.add_edge("shift_add", "output_buffer")
+    return g
 
 
 @dataclass(frozen=True)

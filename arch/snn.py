@@ -27,6 +27,9 @@ zero inputs are clock-gated and cost nothing, an assumption), `weight_read_bytes
 buffer); `neuron_updates`
 (integrate and compare), `membrane_read_bytes`, `membrane_write_bytes` (neuron buffer),
 `spike_write_bytes` (global buffer).
+
+Configuration: `configs/arch/snn_split_time.yaml` (`kind: snn_systolic`), validated by
+`SnnArch`, which builds the `SnnArrayConfig` below and the picture's graph (`snn_graph`).
 """
 
 from __future__ import annotations
@@ -34,12 +37,16 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Literal
 
+import networkx as nx
 import numpy as np
+from pydantic import PositiveInt
 
 from arch.energy import EnergyTable, node_scale
 from desim.clock import Clock
+from desim.configio import Strict
 from desim.module import Module, Simulator
 
 # Horowitz (ISSCC 2014), 45 nm: 32-bit integer add 0.1 pJ. Membrane potentials and partial
@@ -72,6 +79,53 @@ class SnnArrayConfig:
     def __post_init__(self) -> None:
         if min(self.rows, self.cols, self.lanes, self.clock_mhz) < 1:
             raise ValueError("rows, cols, lanes and clock_mhz must be >= 1")
+
+
+class SnnArch(Strict):
+    """`kind: snn_systolic` architecture files: `SnnArrayConfig`'s fields by the same names
+    (defaults: its defaults). The energy table (`SnnEnergyTable`) follows from `technology`
+    and the three buffer sizes. `config()` builds the dataclass."""
+
+    kind: Literal["snn_systolic"]
+    name: str
+    rows: PositiveInt = SnnArrayConfig.rows
+    cols: PositiveInt = SnnArrayConfig.cols
+    clock_mhz: PositiveInt = SnnArrayConfig.clock_mhz
+    technology: Literal["45nm", "28nm"] = SnnArrayConfig.technology
+    weight_bytes: PositiveInt = SnnArrayConfig.weight_bytes
+    psum_bytes: PositiveInt = SnnArrayConfig.psum_bytes
+    membrane_bytes: PositiveInt = SnnArrayConfig.membrane_bytes
+    lanes: PositiveInt = SnnArrayConfig.lanes
+    buffer_kib: PositiveInt = SnnArrayConfig.buffer_kib
+    psum_buffer_kib: PositiveInt = SnnArrayConfig.psum_buffer_kib
+    membrane_buffer_kib: PositiveInt = SnnArrayConfig.membrane_buffer_kib
+
+    def config(self) -> SnnArrayConfig:
+        return SnnArrayConfig(**{f.name: getattr(self, f.name) for f in fields(SnnArrayConfig)})
+
+    def graph(self) -> nx.DiGraph:
+        return snn_graph(self.config(), self.name)
+
+
+def snn_graph(cfg: SnnArrayConfig, name: str = "snn") -> nx.DiGraph:
+    """The datapath as a graph for `desim topology`: the global buffer feeds weights and
+    spikes to the systolic array, whose partial sums go to (and, for later row folds, come
+    back from) the accumulator buffer; the neuron unit integrates them with the membrane
+    potentials of its buffer and writes its spikes back to the global buffer. Nodes carry
+    `kind` (the picture's colour) and `pos`."""
+    g = nx.DiGraph(topology=f"{name}: {cfg.rows}x{cfg.cols} array, {cfg.lanes} neuron lanes")
+    g.add_node("global_buffer", kind="sram", pos=(0.0, 0.0), capacity_kib=cfg.buffer_kib)
+    g.add_node("systolic_array", kind="systolic_array", pos=(1.0, 0.0), rows=cfg.rows,
+               cols=cfg.cols)
+    g.add_node("psum_buffer", kind="sram", pos=(2.0, 0.0), capacity_kib=cfg.psum_buffer_kib)
+    g.add_node("neuron_unit", kind="neuron_unit", pos=(2.0, -1.0), lanes=cfg.lanes)
+    g.add_node("membrane_buffer", kind="sram", pos=(3.0, -1.0),
+               capacity_kib=cfg.membrane_buffer_kib)
+    g.add_edges_from([("global_buffer", "systolic_array"), ("systolic_array", "psum_buffer"),
+                      ("psum_buffer", "systolic_array"), ("psum_buffer", "neuron_unit"),
+                      ("neuron_unit", "membrane_buffer"), ("membrane_buffer", "neuron_unit"),
+                      ("neuron_unit", "global_buffer")])
+    return g
 
 
 def fold_cycles(rows_used: int, cols_used: int, vectors: int) -> int:

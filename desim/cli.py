@@ -96,13 +96,21 @@ def topology(
     run_name: Annotated[str | None, typer.Option("--run", help="which run of --stats "
                                                  "(default: the one using this arch)")] = None,
 ) -> None:
-    """Draw the architecture's graph: nodes by kind, links by bandwidth (or utilization)."""
+    """Draw the architecture's graph: nodes by kind, links by bandwidth (or utilization).
+    Files with a `kind:` (ReRAM crossbars, the SNN array) are drawn as their datapath."""
     from arch.accelerator import build_graph
+    from arch.config import ArchConfig
     from arch.draw import draw_topology
-    from desim.experiment import load_arch
+    from desim.experiment import load_design
 
     def draw() -> tuple[Path, Any]:
-        cfg = load_arch(arch)
+        cfg = load_design(arch)
+        if not isinstance(cfg, ArchConfig):
+            if stats:
+                raise ConfigError(f"--stats: a {cfg.kind} design has no desim run results "
+                                  "to colour by", file=str(arch), key="kind")
+            graph = cfg.graph()
+            return draw_topology(graph, out), graph
         graph = build_graph(cfg)
         utilization = _utilization(stats, run_name, cfg.name, graph) if stats else None
         return draw_topology(graph, out, utilization), graph

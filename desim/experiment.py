@@ -22,6 +22,8 @@ import yaml
 from pydantic import Field, model_validator
 
 from arch.config import ArchConfig
+from arch.reram import ReramArch
+from arch.snn import SnnArch
 from desim.configio import Strict, load_yaml, validate
 from desim.errors import ConfigError
 from desim.sweep_spec import SweepSpec
@@ -142,5 +144,37 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
     return Experiment(path, spec, archs, raw)
 
 
+# Architecture files with a top-level `kind:` describe designs other than the training
+# processors of `ArchConfig` (which have no `kind`): their schema, and the script that runs
+# them (`desim run` simulates training processors only).
+DESIGN_KINDS: dict[str, tuple[type[ReramArch] | type[SnnArch], str]] = {
+    "reram_crossbar": (ReramArch, "examples/bitslice_reram.py"),
+    "snn_systolic": (SnnArch, "examples/snn_split_time.py"),
+}
+Design = ArchConfig | ReramArch | SnnArch
+
+
+def load_design(path: str | Path, kind: str | None = None) -> Design:
+    """Any architecture file, validated by the schema its `kind` names (no kind: a training
+    processor, `ArchConfig`). With `kind` given, a file of another kind is a ConfigError."""
+    data = load_yaml(path)
+    found = data.get("kind")
+    if found is not None and (not isinstance(found, str) or found not in DESIGN_KINDS):
+        raise ConfigError(f"unknown kind {found!r}; expected one of: "
+                          f"{', '.join(DESIGN_KINDS)} (or no kind: a training processor)",
+                          file=str(path), key="kind")
+    if kind is not None and found != kind:
+        raise ConfigError(f"expected kind {kind}, got {found or 'none (a training processor)'}",
+                          file=str(path), key="kind")
+    return validate(DESIGN_KINDS[found][0] if found else ArchConfig, data, path)
+
+
 def load_arch(path: str | Path) -> ArchConfig:
-    return validate(ArchConfig, load_yaml(path), path)
+    """A training processor's architecture file (what `desim run` simulates)."""
+    design = load_design(path)
+    if not isinstance(design, ArchConfig):
+        script = DESIGN_KINDS[design.kind][1]
+        raise ConfigError(f"a {design.kind} design is not a training processor: desim run "
+                          f"cannot simulate it; it runs through {script} --arch FILE",
+                          file=str(path), key="kind")
+    return design

@@ -26,20 +26,30 @@ and 1,000 held-out images):
    too-small columns are clipped reads); ADC energy per conversion is ISAAC's 1.67 pJ at
    8 bits scaled by 2^bits.
 
-Run:  .venv/bin/python examples/bitslice_reram.py [--pretrain-iters 2000] [--finetune-iters 600]
+The hardware (crossbar geometry, data widths, timing, ISAAC's energy figures) comes from
+`configs/arch/reram_bitslice.yaml` (`--arch` for another `kind: reram_crossbar` file; a bad
+file stops with one line naming the file and key, exit code 2).
+
+Run:  .venv/bin/python examples/bitslice_reram.py [--arch configs/arch/reram_bitslice.yaml]
+      [--pretrain-iters 2000] [--finetune-iters 600] [--rows N (overrides rows and cols)]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from arch.reram import ReramConfig, ReramEnergyTable, crossbar_jobs, simulate
+from arch.reram import ReramArch, ReramConfig, ReramEnergyTable, crossbar_jobs, simulate
+from desim.configio import validate
+from desim.errors import ConfigError
+from desim.experiment import load_design
 from mappings.bitslice import (
     LayerSlices,
     accuracy,
@@ -54,11 +64,22 @@ from mappings.bitslice import (
 )
 from mappings.models import build_model
 
+ARCH = Path(__file__).resolve().parents[1] / "configs" / "arch" / "reram_bitslice.yaml"
 PAPER_MSB_BITS, PAPER_OTHER_BITS = 1, 3   # abstract
 PAPER_ALPHA, PAPER_THRESHOLD = 0.5, 0.01  # the paper's code: finetune_bitslice.py defaults
 PAPER_LR, PAPER_MOMENTUM, PAPER_BATCH = 0.01, 0.5, 64
 REGIMES = (("pretrained", None, False), ("pruned+finetune", None, True),
            ("pruned+L1", "l1", True), ("pruned+bit-slice L1", "bitslice", True))
+
+
+def load_arch(path: str | Path = ARCH, rows: int | None = None) -> ReramArch:
+    """A `kind: reram_crossbar` file, validated; `rows` overrides its rows and cols."""
+    arch = load_design(path, "reram_crossbar")
+    assert isinstance(arch, ReramArch)
+    if rows is not None:
+        arch = validate(ReramArch, {**arch.model_dump(), "rows": rows, "cols": rows},
+                        f"{path} with --rows {rows}")
+    return arch
 
 
 @dataclass
@@ -121,20 +142,22 @@ def energy_of(layers: list[LayerSlices], bits: list[Any], cfg: ReramConfig,
 
 
 def study(pretrain_iters: int = 2000, finetune_iters: int = 600, calib: int = 256,
-          eval_samples: int = 1000, seed: int = 0, cfg: ReramConfig | None = None
-          ) -> dict[str, Any]:
+          eval_samples: int = 1000, seed: int = 0, cfg: ReramConfig | None = None,
+          table: ReramEnergyTable | None = None) -> dict[str, Any]:
+    """The study; `cfg` and `table` default to configs/arch/reram_bitslice.yaml's."""
+    if cfg is None or table is None:
+        arch = load_arch()
+        cfg, table = cfg or arch.config(), table or arch.energy_table()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a small MLP: one thread is fastest, and immune to busy cores
     try:
-        return _study(pretrain_iters, finetune_iters, calib, eval_samples, seed,
-                      cfg or ReramConfig())
+        return _study(pretrain_iters, finetune_iters, calib, eval_samples, seed, cfg, table)
     finally:
         torch.set_num_threads(threads)
 
 
 def _study(pretrain_iters: int, finetune_iters: int, calib: int, eval_samples: int, seed: int,
-           cfg: ReramConfig) -> dict[str, Any]:
-    table = ReramEnergyTable()
+           cfg: ReramConfig, table: ReramEnergyTable) -> dict[str, Any]:
     torch.manual_seed(seed)
     x_train, y_train, x_test, y_test = shuffled_split("mnist", (784,), 10, seed)
     x_test, y_test = x_test[:eval_samples], y_test[:eval_samples]
@@ -203,7 +226,8 @@ def report(out: dict[str, Any]) -> str:
     lines += ["", "ADC bits needed per layer (held-out, MSB first): " + "; ".join(
         f"{r.name}: " + ", ".join(_msb_first(b) for b in r.need_layers) for r in (pre, bsl))]
     designs = list(regimes[0].energy)
-    lines += ["", "ADC energy per inference, nJ (saving against full-range 9-bit ADCs):",
+    lines += ["", f"ADC energy per inference, nJ (saving against full-range "
+              f"{cfg.full_range_bits}-bit ADCs):",
               f"{'regime':<20} " + " ".join(f"{d:>16}" for d in designs)]
     for r in regimes:
         full = r.energy["full-range"]["adc_nj"]
@@ -268,11 +292,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--finetune-iters", type=int, default=600)
     parser.add_argument("--calib", type=int, default=256)
     parser.add_argument("--eval-samples", type=int, default=1000)
-    parser.add_argument("--rows", type=int, default=128)
+    parser.add_argument("--arch", type=Path, default=ARCH,
+                        help="a kind: reram_crossbar architecture file (default: %(default)s)")
+    parser.add_argument("--rows", type=int, default=None,
+                        help="crossbar rows and columns, overriding the --arch file's")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    try:
+        arch = load_arch(args.arch, args.rows)
+    except ConfigError as err:  # one line and exit code 2, as the desim command line
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     out = study(args.pretrain_iters, args.finetune_iters, args.calib, args.eval_samples,
-                args.seed, ReramConfig(rows=args.rows, cols=args.rows))
+                args.seed, arch.config(), arch.energy_table())
     print(report(out))
     return out
 

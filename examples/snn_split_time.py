@@ -21,22 +21,43 @@ What this script does:
    weight fold loaded once per layer with the T / w TW vectors streaming through it; and
    reports the latency and energy ratios, then the same for other TW sizes.
 
-Run:  .venv/bin/python examples/snn_split_time.py [--steps 32] [--window 4] [--eval 500]
+The hardware (array, clock, node, data widths, buffers, neuron lanes) comes from
+`configs/arch/snn_split_time.yaml` (`--arch` for another `kind: snn_systolic` file; a bad
+file stops with one line naming the file and key, exit code 2).
+
+Run:  .venv/bin/python examples/snn_split_time.py [--arch configs/arch/snn_split_time.yaml]
+      [--steps 32] [--window 4] [--eval 500] [--rows N (overrides rows, cols and lanes)]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from arch.snn import LayerSpikes, SnnArrayConfig, SnnResult, schedule, simulate
+from arch.snn import LayerSpikes, SnnArch, SnnArrayConfig, SnnResult, schedule, simulate
+from desim.configio import validate
+from desim.errors import ConfigError
+from desim.experiment import load_design
 from mappings.bitslice import accuracy, shuffled_split, train_classifier
 from mappings.models import build_model
 from mappings.spikes import convert, rate_encode, row_fold_spikes, run, tw_spikes
 
+ARCH = Path(__file__).resolve().parents[1] / "configs" / "arch" / "snn_split_time.yaml"
 PAPER_LATENCY, PAPER_ENERGY = 97.0, 78.0   # abstract: average over its benchmarks
+
+
+def load_arch(path: str | Path = ARCH, rows: int | None = None) -> SnnArch:
+    """A `kind: snn_systolic` file, validated; `rows` overrides its rows, cols and lanes."""
+    arch = load_design(path, "snn_systolic")
+    assert isinstance(arch, SnnArch)
+    if rows is not None:
+        arch = validate(SnnArch, {**arch.model_dump(), "rows": rows, "cols": rows,
+                                  "lanes": rows}, f"{path} with --rows {rows}")
+    return arch
 
 
 def layer_spikes(spikes: list[torch.Tensor], layers: list[Any], rows: int
@@ -55,11 +76,12 @@ def _summary(r: SnnResult) -> dict[str, Any]:
 def study(steps: int = 32, window: int = 4, eval_samples: int = 500, train_iters: int = 2000,
           windows: tuple[int, ...] = (2, 4, 8), seed: int = 0,
           cfg: SnnArrayConfig | None = None) -> dict[str, Any]:
+    """The study; `cfg` defaults to configs/arch/snn_split_time.yaml's."""
+    cfg = cfg or load_arch().config()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a small MLP: one thread is fastest, and immune to busy cores
     try:
-        return _study(steps, window, eval_samples, train_iters, windows, seed,
-                      cfg or SnnArrayConfig())
+        return _study(steps, window, eval_samples, train_iters, windows, seed, cfg)
     finally:
         torch.set_num_threads(threads)
 
@@ -169,11 +191,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--windows", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--eval", type=int, default=500)
     parser.add_argument("--train-iters", type=int, default=2000)
-    parser.add_argument("--rows", type=int, default=32)
+    parser.add_argument("--arch", type=Path, default=ARCH,
+                        help="a kind: snn_systolic architecture file (default: %(default)s)")
+    parser.add_argument("--rows", type=int, default=None,
+                        help="array rows, columns and neuron lanes, overriding the file's")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    try:
+        arch = load_arch(args.arch, args.rows)
+    except ConfigError as err:  # one line and exit code 2, as the desim command line
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     out = study(args.steps, args.window, args.eval, args.train_iters, tuple(args.windows),
-                args.seed, SnnArrayConfig(rows=args.rows, cols=args.rows, lanes=args.rows))
+                args.seed, arch.config())
     print(report(out))
     return out
 

@@ -4,30 +4,42 @@ Closed forms: ADC bits of a column from its largest partial sum, column sums of 
 crossbar counted by brute force, ADC energy scaling, crossbar timing; STT keeps at most one
 spike per window and leaves sparse trains alone; a systolic fold takes SCALE-Sim's
 2 S_R + S_C + V - 2 cycles and a schedule the sum of its folds and neuron batches.
+Configs: configs/arch/reram_bitslice.yaml and snn_split_time.yaml load (dispatched on `kind`)
+into the dataclass defaults the examples used; bad files name file and key and exit 2; both
+designs are drawn as their datapath.
 End to end: each example at tiny sizes, asserting the direction of its result.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import math
+import re
+import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
+import networkx as nx
 import numpy as np
 import pytest
 import torch
 
+from arch.draw import draw_topology
 from arch.reram import (
     ISAAC_ADC_8BIT_PJ,
     CrossbarJob,
+    ReramArch,
     ReramConfig,
     ReramEnergyTable,
     crossbar_jobs,
 )
 from arch.reram import simulate as simulate_reram
-from arch.snn import LayerSpikes, SnnArrayConfig, fold_cycles, schedule
+from arch.snn import LayerSpikes, SnnArch, SnnArrayConfig, SnnEnergyTable, fold_cycles, schedule
 from arch.snn import simulate as simulate_snn
+from desim.errors import ConfigError
+from desim.experiment import load_arch, load_design
 from mappings.bitslice import (
     bit_slices,
     bits_for,
@@ -39,6 +51,9 @@ from mappings.bitslice import (
 from mappings.spikes import SnnLayer, rate_encode, row_fold_spikes, run, stt_encode, tw_spikes
 
 ROOT = Path(__file__).resolve().parents[1]
+RERAM_YAML = ROOT / "configs" / "arch" / "reram_bitslice.yaml"
+SNN_YAML = ROOT / "configs" / "arch" / "snn_split_time.yaml"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _example(name: str):
@@ -217,6 +232,177 @@ def test_systolic_fold_and_schedule_closed_form():
     assert itt.latency_ps == itt.cycles * 2000         # 500 MHz
     fold = row_fold_spikes(torch.ones((2, 3, 40), dtype=torch.bool), 32)
     assert fold.tolist() == [[32.0, 8.0], [32.0, 8.0]]
+
+
+# ---------------------------------------------------------------- architecture files
+def _keys_and_comments(path: Path) -> dict[str, str]:
+    """Every `key: value` line of a YAML file: key -> its comment (text after '#')."""
+    out = {}
+    for line in path.read_text().splitlines():
+        m = re.match(r"^\s*(\w+):\s*([^#\s][^#]*)?(#.*)?$", line)
+        if m:
+            out[m.group(1)] = (m.group(3) or "").lstrip("# ")
+    return out
+
+
+def test_reram_yaml_is_the_examples_design():
+    arch = load_design(RERAM_YAML)
+    assert isinstance(arch, ReramArch) and arch.kind == "reram_crossbar"
+    assert arch.name == "reram_bitslice"
+    cfg, table = arch.config(), arch.energy_table()
+    assert cfg == ReramConfig() and table == ReramEnergyTable()
+    assert (cfg.rows, cfg.cols, cfg.cell_bits, cfg.weight_bits, cfg.input_bits) == \
+        (128, 128, 2, 8, 8)
+    assert (cfg.slices, cfg.full_range_bits, cfg.read_ns, cfg.sar_bit_ps) == (4, 9, 100, 104)
+    assert table.crossbar_read_pj == 30.0 and table.adc_pj(8) == 16e-3 / (8 * 1.2e9) * 1e12
+    assert table.dac_pj_per_row == 0.41667 and table.shift_add_pj == 0.021
+
+
+def test_snn_yaml_is_the_examples_design():
+    arch = load_design(SNN_YAML)
+    assert isinstance(arch, SnnArch) and arch.kind == "snn_systolic"
+    cfg = arch.config()
+    assert cfg == SnnArrayConfig()
+    assert (cfg.rows, cfg.cols, cfg.lanes, cfg.clock_mhz, cfg.technology) == \
+        (32, 32, 32, 500, "28nm")
+    assert (cfg.buffer_kib, cfg.psum_buffer_kib, cfg.membrane_buffer_kib) == (512, 32, 8)
+    # the energy table follows: Horowitz's 0.1 pJ 32-bit add x 0.504 (28 nm), 2 per update
+    table = SnnEnergyTable(cfg.technology, cfg.buffer_kib, cfg.psum_buffer_kib,
+                           cfg.membrane_buffer_kib)
+    e = table.energy_pj(Counter(pe_adds=10, neuron_updates=1))
+    assert e["pe_adds"] == pytest.approx(10 * 0.1 * 0.504)
+    assert e["neurons"] == pytest.approx(2 * 0.1 * 0.504)
+
+
+@pytest.mark.parametrize("path,dataclass", [(RERAM_YAML, ReramConfig),
+                                            (SNN_YAML, SnnArrayConfig)], ids=["reram", "snn"])
+def test_every_parameter_is_written_with_its_source(path, dataclass):
+    keys = _keys_and_comments(path)
+    params = [f.name for f in dataclasses.fields(dataclass)]
+    if dataclass is ReramConfig:
+        params += [f.name for f in dataclasses.fields(ReramEnergyTable)]
+    missing = [p for p in params if p not in keys]
+    assert not missing, missing
+    for p in params:
+        assert re.search(r"ISAAC|paper|assumption|Accelergy", keys[p]), (p, keys[p])
+    assert {"kind", "name"} <= set(keys)
+
+
+def _write(tmp_path: Path, src: Path, old: str, new: str) -> Path:
+    text = src.read_text()
+    assert old in text
+    out = tmp_path / src.name
+    out.write_text(text.replace(old, new, 1))
+    return out
+
+
+@pytest.mark.parametrize("src,old,new,key,expected", [
+    (RERAM_YAML, "\ncell_bits:", "\ncel_bits:", "cel_bits", "unknown key; expected one of"),
+    (RERAM_YAML, "\nweight_bits: 8", "\nweight_bits: 9", "weight_bits",
+     "not a multiple of cell_bits 2"),
+    (RERAM_YAML, "\nadcs_per_crossbar: 1", "\nadcs_per_crossbar: 129", "adcs_per_crossbar",
+     "129 ADCs for 128 columns"),
+    (RERAM_YAML, "  shift_add_pj: 0.021", "  shift_add_pj: -1", "energy.shift_add_pj",
+     "greater than or equal to 0"),
+    (SNN_YAML, "\nlanes: 32", "\nlanes: many", "lanes", "valid integer"),
+    (SNN_YAML, "\ntechnology: 28nm", "\ntechnology: 7nm", "technology", "'45nm' or '28nm'"),
+    (SNN_YAML, "\nkind: snn_systolic", "\nkind: snn", "kind", "unknown kind 'snn'"),
+], ids=["typo", "slices", "adcs", "energy", "type", "node", "kind"])
+def test_bad_files_name_file_and_key(tmp_path, src, old, new, key, expected):
+    bad = _write(tmp_path, src, old, new)
+    with pytest.raises(ConfigError) as err:
+        load_design(bad)
+    assert err.value.file == str(bad) and err.value.key == key
+    assert expected in str(err.value)
+
+
+def test_examples_exit_2_on_a_bad_file_or_the_wrong_kind(tmp_path, capsys):
+    bad = _write(tmp_path, RERAM_YAML, "\nrows: 128", "\nrowz: 128")
+    with pytest.raises(SystemExit) as exit_:
+        _example("bitslice_reram").main(["--arch", str(bad)])
+    assert exit_.value.code == 2
+    assert f"{bad}: rowz: unknown key" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        _example("snn_split_time").main(["--arch", str(RERAM_YAML)])
+    assert exit_.value.code == 2
+    assert "kind: expected kind snn_systolic, got reram_crossbar" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        _example("snn_split_time").main(["--rows", "0"])
+    assert exit_.value.code == 2
+    assert "rows: Input should be greater than 0" in capsys.readouterr().err
+
+
+def test_examples_take_their_hardware_from_the_file(tmp_path):
+    bs = _example("bitslice_reram")
+    small = _write(tmp_path, RERAM_YAML, "\nrows: 128", "\nrows: 64")
+    assert bs.load_arch(small).config() == ReramConfig(rows=64)
+    assert bs.load_arch(rows=32).config() == ReramConfig(rows=32, cols=32)
+    snn = _example("snn_split_time")
+    assert snn.load_arch(rows=16).config() == SnnArrayConfig(rows=16, cols=16, lanes=16)
+    assert snn.load_arch().config() == SnnArrayConfig()
+
+
+def test_desim_run_refuses_these_designs_naming_the_script(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_arch(RERAM_YAML)
+    assert err.value.key == "kind" and "examples/bitslice_reram.py" in str(err.value)
+    experiment = tmp_path / "exp.yaml"
+    experiment.write_text(f"name: x\nworkload: {{model: lenet300, batch: 2, input_shape: [784]}}"
+                          f"\nruns:\n  - {{name: snn, arch: {SNN_YAML}}}\nbaseline: snn\n")
+    result = subprocess.run([sys.executable, "-m", "desim", "run", str(experiment), "--out",
+                             str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2, result.stderr
+    message = " ".join(result.stderr.split())
+    assert "Traceback" not in message
+    assert "snn_split_time.yaml: kind: a snn_systolic design is not a training processor" in \
+        message and "examples/snn_split_time.py" in message
+
+
+def test_graphs_have_the_datapath_and_draw(tmp_path):
+    reram = load_design(RERAM_YAML).graph()
+    kinds = Counter(k for _, k in reram.nodes(data="kind"))
+    assert kinds == {"sram": 2, "dac": 1, "crossbar": 4, "adc": 4, "shift_add": 1}
+    paths = list(nx.all_simple_paths(reram, "input_buffer", "output_buffer"))
+    assert len(paths) == 4                                   # one through each slice
+    assert sorted(reram.nodes[p[2]]["slice"] for p in paths) == [0, 1, 2, 3]
+    snn = load_design(SNN_YAML).graph()
+    assert dict(snn.nodes(data="kind")) == {
+        "global_buffer": "sram", "systolic_array": "systolic_array", "psum_buffer": "sram",
+        "neuron_unit": "neuron_unit", "membrane_buffer": "sram"}
+    assert snn.nodes["systolic_array"]["rows"] == 32
+    assert snn.has_edge("psum_buffer", "neuron_unit") and snn.has_edge("neuron_unit",
+                                                                       "global_buffer")
+    for name, g in (("reram", reram), ("snn", snn)):
+        png = draw_topology(g, tmp_path / f"{name}.png").read_bytes()
+        assert png.startswith(PNG_MAGIC) and len(png) > 10_000
+        dot = draw_topology(g, tmp_path / f"{name}.dot").read_text()
+        assert dot.count("->") == g.number_of_edges()
+        assert '"#999999"' not in dot                       # every kind has its colour
+
+
+def _topology(*args: str) -> tuple[int, str]:
+    result = subprocess.run([sys.executable, "-m", "desim", "topology", *args], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in result.stderr
+    return result.returncode, " ".join((result.stdout + result.stderr).split())
+
+
+def test_topology_cli_draws_both_and_exits_2_on_bad_input(tmp_path):
+    code, text = _topology(str(RERAM_YAML), "-o", str(tmp_path / "reram.png"))
+    assert code == 0 and "(12 nodes, 14 links)" in text
+    code, text = _topology(str(SNN_YAML), "-o", str(tmp_path / "snn.png"))
+    assert code == 0 and "(5 nodes, 7 links)" in text
+    for name in ("reram", "snn"):
+        png = tmp_path / f"{name}.png"
+        assert png.read_bytes().startswith(PNG_MAGIC) and png.stat().st_size > 10_000
+    bad = _write(tmp_path, SNN_YAML, "\ncols: 32", "\ncols: 32\ncolz: 4")
+    code, text = _topology(str(bad), "-o", str(tmp_path / "x.png"))
+    assert code == 2 and f"{bad}: colz: unknown key" in text
+    code, text = _topology(str(SNN_YAML), "-o", str(tmp_path / "x.png"), "--stats",
+                           str(tmp_path))
+    assert code == 2 and "--stats: a snn_systolic design has no desim run results" in text
+    assert not (tmp_path / "x.png").exists()
 
 
 # ---------------------------------------------------------------- examples, tiny
