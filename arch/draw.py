@@ -33,6 +33,7 @@ KIND_COLOURS = {
     "dram": "#c44e52",
     "sram": "#55a868",
     "selector": "#8172b2",
+    "prng": "#8c564b",          # Procrustes' weight generator
     "pe_cluster": "#dd8452",
     # the datapaths of configs/arch files with a `kind:` (arch/reram.py, arch/snn.py)
     "dac": "#64b5cd",

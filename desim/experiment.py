@@ -34,6 +34,9 @@ from mappings.workload import WorkloadSpec
 class RunSpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")  # also the root of its module tree
     arch: str
+    # `key.path=value` settings applied to the arch file for this run only (as `--set`):
+    # a variant of a processor without a copy of its file (`pe_cluster.precision=fp8`).
+    arch_set: list[str] = Field(default_factory=list)
     pruning: PruningSpec = PruningSpec(method="dense")
 
 
@@ -140,7 +143,7 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
         if not arch_path.is_file():
             raise ConfigError(f"architecture file {run.arch!r} not found (looked at {arch_path})",
                               file=str(path), key=f"runs.{i}.arch")
-        archs[run.name] = load_arch(arch_path)
+        archs[run.name] = load_arch(arch_path, run.arch_set)
     return Experiment(path, spec, archs, raw)
 
 
@@ -154,10 +157,11 @@ DESIGN_KINDS: dict[str, tuple[type[ReramArch] | type[SnnArch], str]] = {
 Design = ArchConfig | ReramArch | SnnArch
 
 
-def load_design(path: str | Path, kind: str | None = None) -> Design:
+def load_design(path: str | Path, kind: str | None = None,
+                overrides: list[str] | None = None) -> Design:
     """Any architecture file, validated by the schema its `kind` names (no kind: a training
     processor, `ArchConfig`). With `kind` given, a file of another kind is a ConfigError."""
-    data = load_yaml(path)
+    data = apply_overrides(load_yaml(path), overrides or [], str(path))
     found = data.get("kind")
     if found is not None and (not isinstance(found, str) or found not in DESIGN_KINDS):
         raise ConfigError(f"unknown kind {found!r}; expected one of: "
@@ -169,9 +173,10 @@ def load_design(path: str | Path, kind: str | None = None) -> Design:
     return validate(DESIGN_KINDS[found][0] if found else ArchConfig, data, path)
 
 
-def load_arch(path: str | Path) -> ArchConfig:
-    """A training processor's architecture file (what `desim run` simulates)."""
-    design = load_design(path)
+def load_arch(path: str | Path, overrides: list[str] | None = None) -> ArchConfig:
+    """A training processor's architecture file (what `desim run` simulates), with
+    `key.path=value` overrides."""
+    design = load_design(path, overrides=overrides)
     if not isinstance(design, ArchConfig):
         script = DESIGN_KINDS[design.kind][1]
         raise ConfigError(f"a {design.kind} design is not a training processor: desim run "

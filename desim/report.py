@@ -21,7 +21,8 @@ Claims may name, besides any number in summary.json, these derived metrics:
   processor's power figures, and so its TFLOPS/W, cover the chip only);
 - `comparison.<run>.on_chip_energy_ratio`: baseline on-chip energy / the run's;
 - `runs.<run>.tflops_per_w`: 2 x nominal MACs / energy / 1e12 (dense-equivalent FLOPs per
-  joule, the convention of the papers' TFLOPS/W figures).
+  joule, the convention of the papers' TFLOPS/W figures);
+- `runs.<run>.on_chip_tflops_per_w`: the same over the on-chip energy (a chip's peak figure).
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ def _on_chip(run: dict[str, Any]) -> float:
 DERIVED_RUN = {
     "on_chip_energy_j": _on_chip,
     "tflops_per_w": lambda run: 2 * run["macs"] / run["energy_j"] / 1e12,
+    "on_chip_tflops_per_w": lambda run: 2 * run["macs"] / _on_chip(run) / 1e12,
 }
 
 

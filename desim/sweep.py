@@ -174,7 +174,8 @@ def load_point(path: str | Path, overrides: Sequence[str]) -> Experiment:
             raise ConfigError(f"no run {run_name!r}; runs: {', '.join(runs)}", file=str(path),
                               key=f"arch.{run_name}")
         arch_path = (path.parent / runs[run_name].arch).resolve()
-        raw = apply_overrides(load_yaml(arch_path), sets, str(arch_path))
+        raw = apply_overrides(load_yaml(arch_path), [*runs[run_name].arch_set, *sets],
+                              str(arch_path))
         experiment.archs[run_name] = validate(ArchConfig, raw, arch_path)
     return experiment
 

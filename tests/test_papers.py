@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "configs" / "experiments"
 ARCH = ROOT / "configs" / "arch"
 PAPER_EXPERIMENTS = ["hppu_vs_dense", "hppu_vs_fine_grained", "hppu_pruning_ratio",
-                     "trainer_vs_prior", "procrustes_vs_dense", "dropback_lenet"]
+                     "trainer_vs_prior", "procrustes_vs_dense", "dropback_lenet",
+                     "peak_efficiency"]
 SAME_RESOURCES_AS_DENSE = ["fine_grained", "coarse_grained", "hppu", "trainer",
                            "prior_sparse_trainer", "procrustes"]
 
@@ -173,3 +174,22 @@ def test_weight_generator_times_and_prices_its_values():
     assert done == [4 * 2000]
     energy = acc.energy_pj({acc.weight_generator.path: acc.weight_generator.actions}, 0)
     assert energy["weight_generator.values"] == pytest.approx(100 * 1.8 * 28 / 45 * 0.81)
+
+
+def test_arch_set_makes_a_variant_for_one_run_only():
+    """peak_efficiency runs trainer.yaml twice, once with `pe_cluster.precision=fp8`."""
+    experiment = load_experiment(EXPERIMENTS / "peak_efficiency.yaml")
+    assert experiment.archs["trainer_fp8"].pe_cluster.precision == "fp8"
+    assert experiment.archs["trainer"].pe_cluster.precision == "fp16"
+    assert experiment.archs["trainer_fp8"].sparsity == experiment.archs["trainer"].sparsity
+
+
+def test_sparsity_probe_feeds_its_conv_the_density_asked():
+    """The shifted ReLU leaves P(N(0,1) > t) = 10% of the inputs non-zero: over 100,352
+    Gaussian samples, within 4 standard errors (0.09%) of 0.1."""
+    from mappings.models import build_model
+
+    model = build_model("sparsity_probe", density=0.1)
+    x = torch.randn(2, 256, 14, 14, generator=torch.Generator().manual_seed(0))
+    density = float((torch.relu(x - model.threshold) > 0).float().mean())
+    assert abs(density - 0.1) < 4 * (0.1 * 0.9 / x.numel()) ** 0.5

@@ -117,6 +117,7 @@ def test_resolve_reads_paths_and_derived_metrics():
     assert resolve(SUMMARY, "runs.fast.on_chip_energy_j") == 1.0
     assert resolve(SUMMARY, "comparison.fast.on_chip_energy_ratio") == 4.0  # (10-6)/(4-3)
     assert resolve(SUMMARY, "runs.base.tflops_per_w") == pytest.approx(2 * 100 / 10 / 1e12)
+    assert resolve(SUMMARY, "runs.fast.on_chip_tflops_per_w") == pytest.approx(2 * 100 / 1 / 1e12)
     with pytest.raises(KeyError, match="no metric"):
         resolve(SUMMARY, "comparison.fast.nonsense")
 

@@ -1,7 +1,8 @@
 """DNN models written in plain torch (torchvision is not a dependency).
 
 `build_model(name, **kwargs)` builds one by name (kwargs go to the builder: `num_classes`,
-`cifar` for VGG-16 and the ResNets, `dim`/`heads`/`mlp_ratio`/`seq_len` for the transformer);
+`cifar` for VGG-16 and the ResNets, `dim`/`heads`/`mlp_ratio`/`seq_len` for the transformer,
+`channels`/`kernel`/`density` for the sparsity probe);
 `default_input_shape(name)` gives the input it expects without the batch: (C, H, W), (784,)
 for the MLP, or (sequence, dim) for the transformer.
 """
@@ -15,6 +16,7 @@ from torch import nn
 from desim.errors import ConfigError
 from mappings.models.lenet import lenet5, lenet300
 from mappings.models.mobilenet import mobilenet_v2
+from mappings.models.probe import sparsity_probe
 from mappings.models.resnet import resnet18, resnet50
 from mappings.models.transformer import DIM, SEQ_LEN, transformer_block
 from mappings.models.vgg import vgg16
@@ -27,6 +29,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet50": resnet50,
     "mobilenet_v2": mobilenet_v2,
     "transformer_block": transformer_block,
+    "sparsity_probe": sparsity_probe,
 }
 # ImageNet sizes; the CIFAR variants (`cifar=True`) take (3, 32, 32), given as input_shape.
 INPUT_SHAPES: dict[str, tuple[int, ...]] = {
@@ -37,6 +40,7 @@ INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "resnet50": (3, 224, 224),
     "mobilenet_v2": (3, 224, 224),
     "transformer_block": (SEQ_LEN, DIM),
+    "sparsity_probe": (256, 14, 14),
 }
 
 
