@@ -161,9 +161,7 @@ def load_point(path: str | Path, overrides: Sequence[str]) -> Experiment:
     runs share the file. (No temporary YAML files: the validated `ArchConfig` replaces the
     run's entry in `Experiment.archs`.) `desim run` could accept the same form by calling
     this instead of `load_experiment`."""
-    from arch.config import ArchConfig
-    from desim.configio import load_yaml, validate
-    from desim.experiment import apply_overrides, load_experiment
+    from desim.experiment import load_arch, load_experiment
 
     path = Path(path)
     experiment_sets, arch_sets = _split_overrides(overrides, path)
@@ -174,9 +172,7 @@ def load_point(path: str | Path, overrides: Sequence[str]) -> Experiment:
             raise ConfigError(f"no run {run_name!r}; runs: {', '.join(runs)}", file=str(path),
                               key=f"arch.{run_name}")
         arch_path = (path.parent / runs[run_name].arch).resolve()
-        raw = apply_overrides(load_yaml(arch_path), [*runs[run_name].arch_set, *sets],
-                              str(arch_path))
-        experiment.archs[run_name] = validate(ArchConfig, raw, arch_path)
+        experiment.archs[run_name] = load_arch(arch_path, [*runs[run_name].arch_set, *sets])
     return experiment
 
 
