@@ -257,8 +257,8 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     for images, rows in blocks:
         i0, i1, r0, r1 = _blocks(TileShape(1, images, rows), n_img, n_rows)
         h0, h1 = win(r0, r1)
-        dense_stream = int(((i1 - i0) * (h1 - h0)).sum()) * ps.stream_row_elems * eb
-        stream_bytes = dense_stream * stream_ratio
+        stream_bytes = (int(((i1 - i0) * (h1 - h0)).sum()) * ps.stream_row_elems * eb
+                        * stream_ratio)
         nb = len(i0)
         stream_kept = stream_bytes / nb <= half_local
         for ka in ka_options:
@@ -298,17 +298,28 @@ def _compression(ps: PhaseShape, hw: HardwareView, weights: bool) -> tuple[float
     eb = hw.element_bytes
     chan = ps.channel_operand
     dense_chan = int(chan.elems.sum()) * eb
-    chan_bytes = int(operand_bytes(chan.fmt, chan.block_stats(max(1, len(chan.elems))), eb,
-                                   value_bits=(hw.weight_bits or None) if weights else None
-                                   ).sum())
-    rows = ps.stream_nnz.numel()
-    elems = np.array([rows * ps.stream_row_elems])
-    lines = elems // ps.stream_line_len
-    stream_bytes = int(operand_bytes(ps.stream_fmt, BlockStats(
-        elems, np.array([int(ps.stream_nnz.sum())]), lines, lines, ps.stream_line_len,
-        np.array([int(ps.stream_rle.sum())])), eb)[0])
+    chan_bytes = int(_channel_bytes(chan, max(1, len(chan.elems)), hw, weights).sum())
+    elems = np.array([ps.stream_nnz.numel() * ps.stream_row_elems])
+    stream_bytes = int(_stream_bytes(ps, elems, np.array([int(ps.stream_nnz.sum())]),
+                                     np.array([int(ps.stream_rle.sum())]), eb)[0])
     return (chan_bytes / dense_chan if dense_chan else 1.0,
             float(stream_bytes / elems[0] / eb) if elems[0] else 1.0)
+
+
+def _channel_bytes(chan: Operand, size: int, hw: HardwareView, weights: bool) -> np.ndarray:
+    """Bytes of each block of `size` units of a channel operand in its format; `weights`:
+    the operand is W, whose values take `hw.weight_bits`."""
+    return operand_bytes(chan.fmt, chan.block_stats(size), hw.element_bytes,
+                         value_bits=(hw.weight_bits or None) if weights else None)
+
+
+def _stream_bytes(ps: PhaseShape, elems: np.ndarray, nnz: np.ndarray, rle: np.ndarray,
+                  eb: int) -> np.ndarray:
+    """Bytes of stream-operand blocks of `elems` elements (whole feature-map lines), `nnz`
+    non-zeros and `rle` run-length padding entries, in the stream's format."""
+    lines = elems // ps.stream_line_len
+    return operand_bytes(ps.stream_fmt, BlockStats(elems, nnz, lines, lines,
+                                                   ps.stream_line_len, rle), eb)
 
 
 def _halvings(n: int) -> list[int]:
@@ -454,16 +465,14 @@ def _tile_part(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     if b and weights:  # each b x b block kept as its first row, stored dense
         a_bytes = -(-operand_bytes("dense", chan.block_stats(ka), eb) // b)
     else:
-        a_bytes = operand_bytes(chan.fmt, chan.block_stats(ka), eb,
-                                value_bits=(hw.weight_bits or None) if weights else None)
+        a_bytes = _channel_bytes(chan, ka, hw, weights)
     a_lines = _block_sums(chan.lines, ka)
     a_dram_bytes, regenerated = a_bytes, np.zeros(na, np.int64)
     if weights and hw.weight_generator and layer.w_tracked is not None and not b:
         # DropBack: DRAM holds the tracked weights only; the generator makes the others.
         tracked = _unit_stats(_weight_units(layer.w_tracked & layer.w_nz, phase, ps.groups),
                               chan.line_len, chan.fmt).select(channels)
-        a_dram_bytes = operand_bytes(chan.fmt, tracked.block_stats(ka), eb,
-                                     value_bits=hw.weight_bits or None)
+        a_dram_bytes = _channel_bytes(tracked, ka, hw, weights=True)
         regenerated = _block_sums(chan.nnz - tracked.nnz, ka)
     channels_in_block = _block_sums(torch.ones(a, dtype=torch.int64), ka)
 
@@ -472,10 +481,7 @@ def _tile_part(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     h0, h1 = win(r0, r1)
     s_nnz = _window_sums(ps.stream_nnz, i0, i1, h0, h1)
     s_elems = (i1 - i0) * (h1 - h0) * ps.stream_row_elems
-    s_lines = s_elems // ps.stream_line_len
-    s_bytes = operand_bytes(ps.stream_fmt, BlockStats(
-        s_elems, s_nnz, s_lines, s_lines, ps.stream_line_len,
-        _window_sums(ps.stream_rle, i0, i1, h0, h1)), eb)
+    s_bytes = _stream_bytes(ps, s_elems, s_nnz, _window_sums(ps.stream_rle, i0, i1, h0, h1), eb)
     groups_frac = _groups_touched(layer, phase, channels, ka, na, ps.groups)
 
     # Outputs: every output final in its tile (after the last chunk, for WG).
