@@ -10,6 +10,9 @@ buffers of real hardware):
     fetch -> distribute -> compute -> collect -> writeback
     DRAM->GLB  GLB->selector->NoC->clusters  PEs  clusters->NoC->GLB  GLB->DRAM
 
+With a ReLU speculator (Trainer) a sixth stage, `speculate`, sits between distribute and
+compute: it predicts a tile's ReLU-zeroed outputs while the PEs compute the tile before.
+
 Each stage takes one tile at a time, one simulation event per transfer or computation. Layers
 run one after the other: the next layer's first fetch waits until the previous layer's last
 result is in DRAM (its outputs are the next layer's inputs). Within a stage the transfers that
@@ -32,6 +35,7 @@ from arch.energy import ELEMENT_BYTES, EnergyTable
 from arch.noc import Noc, attach, build_noc, check_connected
 from arch.pe import PeArray
 from arch.selector import Selector
+from arch.speculator import Speculator
 from arch.sram import GlobalBuffer
 from arch.vector import VectorUnit
 from arch.weight_generator import WeightGenerator
@@ -112,8 +116,12 @@ class Accelerator(Module):
         self.pes = PeArray("pe_array", self, cfg.pe_cluster, len(self.clusters), self.clock)
         self.vector = (VectorUnit("vector_unit", self, cfg.vector_unit, self.clock)
                        if cfg.vector_unit else None)
+        self.speculator = (Speculator("speculator", self, cfg.speculator,
+                                      cfg.pe_cluster.precision, self.clock)
+                           if cfg.speculator else None)
         # The pipeline's stages talk through ports bound to two-deep FIFOs.
-        stages = ("fetch", "distribute", "compute", "collect", "writeback")
+        stages = ("fetch", "distribute", *(("speculate",) if self.speculator else ()),
+                  "compute", "collect", "writeback")
         self.queues = [Fifo(f"{a}_to_{b}", self, capacity=2) for a, b in pairwise(stages)]
         self.stage_ports = {}
         for (a, b), fifo in zip(pairwise(stages), self.queues, strict=True):
@@ -136,6 +144,8 @@ class Accelerator(Module):
         p = self.stage_ports
         self.add_process(self._fetch, rows, p["fetch_out"])
         self.add_process(self._distribute, p["distribute_in"], p["distribute_out"], daemon=True)
+        if self.speculator is not None:
+            self.add_process(self._speculate, p["speculate_in"], p["speculate_out"], daemon=True)
         self.add_process(self._compute, p["compute_in"], p["compute_out"], daemon=True)
         self.add_process(self._collect, p["collect_in"], p["collect_out"], daemon=True)
         self.add_process(self._writeback, rows, p["writeback_in"])
@@ -173,6 +183,13 @@ class Accelerator(Module):
             yield read
             yield from q_out.put(row)
 
+    def _speculate(self, q_in: Port, q_out: Port) -> Generator:
+        col = COLUMNS
+        while True:
+            row = yield from q_in.get()
+            yield from self.speculator.predict(row[col["speculated_ops"]], _received(row))
+            yield from q_out.put(row)
+
     def _compute(self, q_in: Port, q_out: Port) -> Generator:
         col = COLUMNS
         while True:
@@ -181,8 +198,7 @@ class Accelerator(Module):
                 yield from self.vector.process(row[col["vector_ops"]])
                 yield from q_out.put(row)
                 continue
-            received = (row[col["multicast_bytes"]] * row[col["active_clusters"]]
-                        + row[col["unicast_bytes"]])
+            received = _received(row)
             self.pes.count("local_buffer_write_bytes", received)
             yield from self.pes.compute(row[col["busiest_pe_macs"]], row[col["processed_macs"]],
                                         received, row[col["compute_cycles"]])
@@ -251,4 +267,16 @@ class Accelerator(Module):
                                                  * table.weight_generator_pj_per_value())
         if self.vector is not None:
             energy["vector_unit.ops"] = of("vector_unit")["ops"] * mac_pj
+        if self.speculator is not None:
+            spec = of("speculator")
+            energy["speculator.ops"] = spec["ops"] * table.speculator_pj_per_op()
+            energy["local_buffers.read_bytes"] += spec["local_buffer_read_bytes"] * local_pj
         return energy
+
+
+def _received(row: tuple) -> int:
+    """Operand bytes a tile brings to the clusters' local buffers (a multicast counts once
+    per active cluster)."""
+    col = COLUMNS
+    return (row[col["multicast_bytes"]] * row[col["active_clusters"]]
+            + row[col["unicast_bytes"]])

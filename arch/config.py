@@ -56,6 +56,15 @@ class WeightGeneratorConfig(Strict):
     values_per_cycle: PositiveInt
 
 
+class SpeculatorConfig(Strict):
+    """Trainer's ReLU speculation (mappings/speculation.py): an exponent-only pass predicts
+    which FF outputs the following ReLU zeroes; the PEs compute only the others. The pass
+    sits between the NoC and the PEs as a pipeline stage, `ops_per_cycle` sign-and-exponent
+    products a cycle over the whole array."""
+
+    ops_per_cycle: PositiveInt
+
+
 class SparsityConfig(Strict):
     """Which zeros the datapath skips, and how operands are stored."""
 
@@ -124,6 +133,7 @@ class ArchConfig(Strict):
     pe_cluster: PeClusterConfig
     selector: SelectorConfig | None = None
     weight_generator: WeightGeneratorConfig | None = None  # None: every weight from DRAM
+    speculator: SpeculatorConfig | None = None  # None: every FF output computed
     sparsity: SparsityConfig = SparsityConfig()
     mapping: MappingConfig = MappingConfig()
     vector_unit: VectorUnitConfig | None = None  # None: vector layers are not simulated

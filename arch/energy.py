@@ -19,6 +19,9 @@ Not in Horowitz, stated assumptions:
 - weight generator (Procrustes): one regenerated weight is a 32-bit xorshift step (three
   shifts, wiring, and three XORs priced as 32-bit adds: 0.3 pJ) and its scaling to the
   initial distribution, one fp16 multiply-add (1.5 pJ): 1.8 pJ (assumption).
+- ReLU speculator (Trainer): one exponent-only product is an exponent add (priced as an
+  8-bit int add, 0.03 pJ) and the signed power of two accumulated into a fixed-point sum
+  (a 32-bit int add, 0.1 pJ): 0.13 pJ (assumption).
 - selector: scanning one entry of a non-zero map (a bit test and a priority-encoder step)
   is priced as an 8-bit add, 0.03 pJ (assumption).
 - the cluster's local buffer: an SRAM of its configured capacity, priced as above.
@@ -47,6 +50,7 @@ SRAM_64BIT_READ_PJ_45NM = ((8 * 1024, 10.0), (32 * 1024, 20.0), (1024 * 1024, 10
 NOC_PJ_PER_BIT_HOP_45NM = 0.5
 SELECTOR_PJ_PER_ENTRY_45NM = 0.03
 WEIGHT_GENERATOR_PJ_PER_VALUE_45NM = 3 * 0.1 + 1.1 + 0.4
+SPECULATOR_PJ_PER_OP_45NM = 0.03 + 0.1
 
 NODES = {"45nm": (45, 1.0), "28nm": (28, 0.9)}  # feature size (nm), nominal supply (V)
 ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "fp8": 1, "int8": 1, "int32": 4, "ternary": 1}
@@ -105,3 +109,6 @@ class EnergyTable:
 
     def weight_generator_pj_per_value(self) -> float:
         return WEIGHT_GENERATOR_PJ_PER_VALUE_45NM * self.scale
+
+    def speculator_pj_per_op(self) -> float:
+        return SPECULATOR_PJ_PER_OP_45NM * self.scale

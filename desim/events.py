@@ -27,6 +27,7 @@ TILE_DTYPE = np.dtype([
     ("regenerated_weights", np.int64),  # untracked weights regenerated from their PRNG seed
                                         # instead of read from DRAM (Procrustes)...
     ("regenerated_bytes", np.int64),    # ...and the bytes they fill in the global buffer
+    ("speculated_ops", np.int64),    # exponent-only products of the ReLU speculation (Trainer)
     ("busiest_pe_macs", np.int64),   # MACs of the most loaded PE: the tile's compute time
     ("processed_macs", np.int64),    # MACs the PEs perform (energy)
     ("effectual_macs", np.int64),    # MACs with every operand non-zero (both needed)

@@ -121,7 +121,8 @@ def hardware_view(acc: Accelerator) -> HardwareView:
         weight_bits=s.weight_bits or WEIGHT_BITS.get(acc.cfg.pe_cluster.precision, 0),
         weight_group=s.weight_group or 0,
         circulant_fft=s.circulant_fft,
-        weight_generator=acc.weight_generator is not None)
+        weight_generator=acc.weight_generator is not None,
+        speculate_relu_outputs=acc.speculator is not None)
 
 
 def simulate(name: str, arch: ArchConfig, workload: Workload,

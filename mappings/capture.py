@@ -31,6 +31,7 @@ from torch import nn
 
 from desim.errors import ConfigError
 from mappings.models.common import MatMul
+from mappings.speculation import ReluSpeculator
 
 
 @dataclass
@@ -54,6 +55,12 @@ class LayerCapture:
     # DropBack: the tracked weights (bool, w_nz's shape); the others keep their initial
     # values, which hardware with a weight generator regenerates instead of reading them.
     w_tracked: torch.Tensor | None = None
+    # ReLU speculation (mappings/speculation.py): the outputs (N, K, P, Q) predicted non-zero
+    # after the ReLU that follows the layer; None when no ReLU directly follows it.
+    y_spec: torch.Tensor | None = None
+    spec_false_zeros: int = 0      # exact non-zero outputs predicted zero
+    spec_exact_nonzeros: int = 0   # non-zero outputs of that ReLU
+    spec_false_zero_mass: float = 0.0  # the false zeros' share of the ReLU output's sum
 
     @property
     def macs(self) -> int:
@@ -104,10 +111,14 @@ class PackedLayer:
     needs_input_grad: bool = True
     weight_is_parameter: bool = True
     w_tracked: BitMap | None = None
+    y_spec: BitMap | None = None
+    spec_false_zeros: int = 0
+    spec_exact_nonzeros: int = 0
+    spec_false_zero_mass: float = 0.0
 
     def unpack(self) -> LayerCapture:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
-        for key in ("x_nz", "w_nz", "dy_nz", "w_tracked"):
+        for key in ("x_nz", "w_nz", "dy_nz", "w_tracked", "y_spec"):
             if values[key] is not None:
                 values[key] = values[key].unpack()
         return LayerCapture(**values)
@@ -174,8 +185,9 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     handles = []
 
     def on_forward(name: str, module: nn.Module):
-        def hook(_m, args, _out):
+        def hook(_m, args, out):
             x = args[0].detach()
+            speculator.layer(name, module, x, out)
             order.append(name)
             records[name] = {"x_nz": keep(_as_4d(x != 0, module)),
                              "needs_input_grad": args[0].requires_grad}
@@ -215,8 +227,14 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                                          len(order) - 1))
         return hook
 
+    def on_other(module: nn.Module, args, out):
+        speculator.other(module, args[0], out)
+
+    speculator = ReluSpeculator()
     for name, module in model.named_modules():
         kind = VECTOR_KINDS.get(type(module))
+        if kind is not None:
+            handles.append(module.register_forward_hook(on_other))
         if vectors is not None and kind is not None:
             handles.append(module.register_forward_hook(on_vector(name, kind)))
         if isinstance(module, MatMul):
@@ -225,7 +243,13 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
         if isinstance(module, nn.Conv2d | nn.Linear):
             handles.append(module.register_forward_hook(on_forward(name, module)))
             handles.append(module.register_full_backward_hook(on_backward(name)))
+    # An in-place activation right after a hooked layer would modify the alias that the
+    # layer's full backward hook hands on, which autograd forbids: run them out of place
+    # (the same values) during the pass.
+    in_place = [m for m in model.modules() if getattr(m, "inplace", False) is True]
     try:
+        for m in in_place:
+            m.inplace = False
         with warnings.catch_warnings():  # the first layer's input needs no gradient: expected
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
             model.zero_grad(set_to_none=True)
@@ -234,6 +258,8 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     finally:
         for h in handles:
             h.remove()
+        for m in in_place:
+            m.inplace = True
 
     modules = dict(model.named_modules())
     layers = []
@@ -248,9 +274,14 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                                weight_is_parameter=False))
             continue
         w_nz = _as_4d(module.weight.detach() != 0, module)
+        spec = speculator.results.get(name)
+        speculated = {} if spec is None else {
+            "y_spec": keep(_as_4d(spec.predicted_nonzero, module)),
+            "spec_false_zeros": spec.false_zeros, "spec_exact_nonzeros": spec.exact_nonzeros,
+            "spec_false_zero_mass": spec.false_zero_mass}
         if isinstance(module, nn.Linear):
             layers.append(make(name, "linear", rec["x_nz"], keep(w_nz), rec["dy_nz"],
-                               needs_input_grad=rec["needs_input_grad"]))
+                               needs_input_grad=rec["needs_input_grad"], **speculated))
         else:
             if module.padding_mode != "zeros" or isinstance(module.padding, str):
                 raise ConfigError(f"layer {name}: padding {module.padding!r} in mode "
@@ -261,5 +292,5 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                 stride=_square(module.stride, "stride", name),
                 padding=_square(module.padding, "padding", name),
                 dilation=_square(module.dilation, "dilation", name),
-                groups=module.groups, needs_input_grad=rec["needs_input_grad"]))
+                groups=module.groups, needs_input_grad=rec["needs_input_grad"], **speculated))
     return layers

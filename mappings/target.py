@@ -36,6 +36,7 @@ class HardwareView:
     weight_group: int = 0                # weights' line (line_bitmap, csr); 0: a kernel row
     circulant_fft: bool = False          # CirCNN: circulant layers stored and run by FFT
     weight_generator: bool = False       # Procrustes: untracked weights regenerated on chip
+    speculate_relu_outputs: bool = False  # Trainer: FF skips outputs predicted ReLU-zeroed
 
     @property
     def pes(self) -> int:

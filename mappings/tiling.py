@@ -366,7 +366,12 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
                                         pruned_grads_unused=pruned_grads_unused))
         if hw.skip_relu_masked_gradients and phase == BP:  # dX where X is zero is discarded
             processed = processed * part.x_nz.transpose(0, 1)
-        maps.append((nominal, effectual, processed))
+        speculated = None
+        if hw.speculate_relu_outputs and phase == FF and part.y_spec is not None:
+            # The exponent-only pass sees every output (skipping the zeros the PEs skip);
+            # the PEs then compute only the outputs it predicts the ReLU keeps.
+            speculated, processed = processed, processed * part.y_spec.transpose(0, 1)
+        maps.append((nominal, effectual, processed, speculated))
     totals = {"macs": sum(int(m[0].sum()) for m in maps),
               "effectual_macs": sum(int(m[1].sum()) for m in maps),
               "processed_macs": sum(int(m[2].sum()) for m in maps),
@@ -375,7 +380,8 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
         circulant_block = 0
     channels = torch.arange(maps[0][2].shape[0])
     if hw.channel_compaction:  # drop output channels with no work in any chunk
-        channels = channels[sum(m[2].sum((1, 2, 3)) for m in maps) > 0]
+        channels = channels[sum((m[2] if m[3] is None else m[3]).sum((1, 2, 3))
+                                for m in maps) > 0]
     if len(channels) == 0:  # nothing left to compute in this phase
         return empty_table(0), totals
     ps, win = phase_shape(parts[0], phase, hw)
@@ -444,13 +450,15 @@ def _tile_part(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     """Event rows of one (chunk of a) phase, given its count maps and the kept channels,
     and the weight bytes they read from DRAM.
     `reuse`: consecutive tiles may keep a block (False when chunks interleave)."""
-    nominal, effectual, processed = (m[channels] for m in maps)
+    nominal, effectual, processed = (m[channels] for m in maps[:3])
     ps, win = phase_shape(layer, phase, hw)
     chan = ps.channel_operand.select(channels)
     a, n_img, n_rows, length = processed.shape
     busiest, work = _per_tile_pe(processed, shape, hw)
     _, eff = _per_tile_pe(effectual, shape, hw)
     _, nom = _per_tile_pe(nominal, shape, hw)
+    spec = (np.zeros_like(work) if maps[3] is None
+            else _per_tile_pe(maps[3][channels], shape, hw)[1])
     na, nb = busiest.shape
     eb, ka = hw.element_bytes, shape.ka
     weights = phase != WG and layer.weight_is_parameter  # the channel operand is W
@@ -525,6 +533,7 @@ def _tile_part(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     table["active_clusters"] = active
     if hw.selector_scans:
         table["selector_entries"] = a_lines[ia] * (a_sent > 0) + s_elems[ib] * (s_sent > 0)
+    table["speculated_ops"] = spec[ia, ib]
     table["busiest_pe_macs"] = busiest[ia, ib]
     table["processed_macs"] = work[ia, ib]
     table["effectual_macs"] = eff[ia, ib]

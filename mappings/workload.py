@@ -119,4 +119,14 @@ def _stats(layers: list[PackedLayer], masks: dict[str, torch.Tensor]) -> dict[st
     }
     if masks:
         out["pruned_layers_weight_sparsity"] = 1 - density(list(masks.values()))
+    speculated = [layer for layer in layers if layer.y_spec is not None]
+    if speculated:  # ReLU speculation (mappings/speculation.py), on the layers it applies to
+        out["speculated_layers"] = len(speculated)
+        out["speculated_zero_fraction"] = 1 - density([layer.y_spec for layer in speculated])
+        exact = sum(layer.spec_exact_nonzeros for layer in speculated)
+        out["speculation_false_zero_rate"] = (
+            sum(layer.spec_false_zeros for layer in speculated) / exact if exact else 0.0)
+        out["speculation_false_zero_mass"] = (  # layers weighted by their non-zero outputs
+            sum(layer.spec_false_zero_mass * layer.spec_exact_nonzeros for layer in speculated)
+            / exact if exact else 0.0)
     return out

@@ -72,6 +72,7 @@ def test_baselines_differ_as_described():
     trainer, prior = load_arch(ARCH / "trainer.yaml"), load_arch(ARCH / "prior_sparse_trainer.yaml")
     assert trainer.sparsity.skip_relu_masked_gradients and trainer.vector_unit.fused_batchnorm
     assert not prior.sparsity.skip_relu_masked_gradients and not prior.vector_unit.fused_batchnorm
+    assert trainer.speculator is not None and prior.speculator is None
     assert load_arch(ARCH / "procrustes.yaml").mapping.load_balance
 
 
@@ -174,6 +175,32 @@ def test_weight_generator_times_and_prices_its_values():
     assert done == [4 * 2000]
     energy = acc.energy_pj({acc.weight_generator.path: acc.weight_generator.actions}, 0)
     assert energy["weight_generator.values"] == pytest.approx(100 * 1.8 * 28 / 45 * 0.81)
+
+
+def test_trainer_ablation_switches_one_feature_per_run():
+    """Each run of trainer_ablation.yaml is the baseline with exactly one of Trainer's three
+    features on; with all three it is trainer.yaml."""
+    experiment = load_experiment(EXPERIMENTS / "trainer_ablation.yaml")
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for key, value in d.items():
+            out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict)
+                       else {f"{prefix}{key}": value})
+        return out
+
+    archs = {name: flat(arch.model_dump()) for name, arch in experiment.archs.items()}
+
+    def changed(name: str) -> set[str]:
+        keys = (set(archs[name]) | set(archs["prior"])) - {"name"}
+        return {k for k in keys if archs[name].get(k) != archs["prior"].get(k)}
+
+    assert changed("speculation") == {"speculator.ops_per_cycle",
+                                      "sparsity.skip_relu_masked_gradients"}
+    assert changed("adaptive_dataflow") == {"mapping.dataflow"}
+    assert changed("bn_unit") == {"vector_unit.fused_batchnorm"}
+    assert changed("trainer") == (changed("speculation") | changed("adaptive_dataflow")
+                                  | changed("bn_unit"))
 
 
 def test_arch_set_makes_a_variant_for_one_run_only():

@@ -1,0 +1,115 @@
+"""ReLU speculation: which forward outputs a ReLU will zero, predicted before computing them.
+
+Trainer (shared/seeds/001) removes "implicit redundant operations, which have nonzeros'
+input, weight, or output, but are ineffective for training": in FF, the MACs of an output
+that the following ReLU sets to zero. Knowing which outputs those are needs a prediction, made
+cheaply before the full-precision pass. The abstract does not say how; we model the scheme of
+its reference [8], GANPU (Kang et al., ISSCC 2020), "exponent-only ReLU speculation"
+(assumption): every operand is reduced to its sign and exponent, sign(v) * 2^floor(log2|v|),
+so a product is an exponent add; the reduced outputs give each output's predicted sign, and
+only outputs predicted positive are computed in full.
+
+With batch norm between the layer and its ReLU (conv -> BN -> ReLU), the sign is that of the
+normalized output. We normalize the predicted outputs with their own batch statistics
+(assumption: the statistics come from the prediction pass, which is what a BN unit decoupled
+from the full pass, Trainer's third feature, makes available before it).
+
+The prediction is wrong in two ways: an output predicted zero that is positive (a *false
+zero*: the hardware outputs 0 where the exact value is not; it changes the training), and one
+predicted positive that the ReLU zeroes (computed in vain; harmless). desim captures the exact
+iteration and counts the speculative hardware's work from the prediction; the false zeros are
+reported (`speculation_false_zero_rate`) and not propagated into later layers.
+
+`ReluSpeculator` follows a forward pass through hooks: a conv or linear layer's output, then
+optionally a batch norm that takes exactly that tensor (the same data), then a ReLU that takes
+exactly the result. Anything else in between (a residual add, pooling, a functional ReLU)
+ends the chain: that layer is not speculated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+RELUS = (nn.ReLU, nn.ReLU6)
+BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+def exponent_only(t: torch.Tensor) -> torch.Tensor:
+    """sign(t) * 2^floor(log2|t|): the value an operand keeps with its mantissa dropped."""
+    mantissa, exponent = torch.frexp(t)   # t = m * 2^e, 0.5 <= |m| < 1 (0 for t = 0)
+    return torch.ldexp(torch.sign(mantissa), exponent - 1)
+
+
+def predicted_outputs(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A conv's or linear layer's outputs from exponent-only operands (the bias kept exact)."""
+    xe, we = exponent_only(x), exponent_only(module.weight.detach())
+    bias = None if module.bias is None else module.bias.detach()
+    if isinstance(module, nn.Linear):
+        return F.linear(xe, we, bias)
+    return F.conv2d(xe, we, bias, module.stride, module.padding, module.dilation,
+                    module.groups)
+
+
+def normalized(bn: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    """Batch norm of predicted outputs `y`: in training, with y's own batch statistics."""
+    dims = [d for d in range(y.dim()) if d != 1]
+    shape = [1, -1] + [1] * (y.dim() - 2)
+    if bn.training or bn.running_mean is None:
+        mean, var = y.mean(dims), y.var(dims, unbiased=False)
+    else:
+        mean, var = bn.running_mean, bn.running_var
+    out = (y - mean.reshape(shape)) / torch.sqrt(var.reshape(shape) + bn.eps)
+    if bn.affine:
+        out = out * bn.weight.detach().reshape(shape) + bn.bias.detach().reshape(shape)
+    return out
+
+
+@dataclass
+class Speculation:
+    """One layer's prediction: the outputs predicted non-zero after the ReLU, and how the
+    prediction compares with the ReLU's exact output."""
+
+    predicted_nonzero: torch.Tensor  # bool, the layer's output shape
+    false_zeros: int                 # exact non-zero outputs predicted zero
+    exact_nonzeros: int              # non-zero outputs of the ReLU
+    false_zero_mass: float           # the false zeros' share of the ReLU output's sum
+
+
+def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """The same data: a module's output as its hook sees it and as the next module gets it
+    (a full backward hook hands on an alias, not the object itself)."""
+    return a.data_ptr() == b.data_ptr() and a.shape == b.shape
+
+
+class ReluSpeculator:
+    """Follows conv/linear -> [batch norm] -> ReLU chains of a forward pass (module hooks)."""
+
+    def __init__(self) -> None:
+        self._pending: tuple[torch.Tensor, str, torch.Tensor] | None = None
+        self.results: dict[str, Speculation] = {}
+
+    def layer(self, name: str, module: nn.Module, x: torch.Tensor, out: torch.Tensor) -> None:
+        with torch.no_grad():
+            self._pending = (out, name, predicted_outputs(module, x.detach()))
+
+    def other(self, module: nn.Module, x: torch.Tensor, out: torch.Tensor) -> None:
+        """Any other hooked module: a batch norm or a ReLU continues or closes a chain."""
+        pending, self._pending = self._pending, None
+        if pending is None or not _same_tensor(x, pending[0]):
+            return
+        _, name, pred = pending
+        with torch.no_grad():
+            if isinstance(module, BATCHNORMS):
+                self._pending = (out, name, normalized(module, pred))
+            elif isinstance(module, RELUS):
+                nonzero = pred > 0
+                y = out.detach()
+                exact, lost = y != 0, y * ~nonzero
+                total = float(y.abs().sum())
+                self.results[name] = Speculation(
+                    nonzero, int((exact & ~nonzero).sum()), int(exact.sum()),
+                    float(lost.abs().sum()) / total if total else 0.0)

@@ -1,0 +1,137 @@
+"""Trainer's ReLU speculation: the prediction, its counting and the speculator component."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from desim.errors import ConfigError
+from desim.experiment import load_arch
+from mappings.capture import capture
+from mappings.counting import BP, FF, WG, SkipPolicy, processed_map
+from mappings.speculation import exponent_only, normalized
+from mappings.target import HardwareView
+from mappings.tiling import tile_phase
+
+ARCH = Path(__file__).resolve().parents[1] / "configs" / "arch"
+HW = dict(clusters=4, pes_per_cluster=4, buffer_bytes=64 * 1024, element_bytes=2)
+
+
+def test_exponent_only_keeps_sign_and_exponent():
+    t = torch.tensor([3.0, -0.75, 0.0, 1.0, 5.5, -1e-3])
+    expected = torch.tensor([2.0, -0.5, 0.0, 1.0, 4.0, -2.0**-10])
+    assert torch.equal(exponent_only(t), expected)
+
+
+def _capture(model: nn.Module, x: torch.Tensor):
+    out_shape = model(x).shape
+    return capture(model, x, torch.ones(out_shape), loss_fn=lambda out, t: (out * t).sum())
+
+
+def test_powers_of_two_are_predicted_exactly():
+    """Operands that are already powers of two lose nothing: the prediction is the ReLU's
+    exact non-zero map, with no false zeros."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(exponent_only(torch.randn_like(conv.weight)))
+    x = exponent_only(torch.randn(2, 3, 6, 6))
+    (layer,) = _capture(nn.Sequential(conv, nn.ReLU()), x)
+    assert layer.y_spec is not None
+    assert torch.equal(layer.y_spec, conv(x) > 0)
+    assert layer.spec_false_zeros == 0
+    assert layer.spec_exact_nonzeros == int((conv(x) > 0).sum())
+
+
+def test_batch_norm_between_uses_the_predictions_own_statistics():
+    torch.manual_seed(1)
+    conv, bn = nn.Conv2d(4, 6, 3, bias=False), nn.BatchNorm2d(6)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(4, 4, 8, 8)
+    expected = normalized(bn, nn.functional.conv2d(exponent_only(x),
+                                                   exponent_only(conv.weight.detach()))) > 0
+    (layer,) = _capture(nn.Sequential(conv, bn, nn.ReLU(inplace=True)), x)
+    assert torch.equal(layer.y_spec, expected)
+    exact = bn(conv(x)) > 0
+    assert layer.spec_false_zeros == int((exact & ~expected).sum())
+    assert 0 < layer.spec_false_zeros < 0.2 * int(exact.sum())  # a crude but useful guess
+
+
+class _Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.relu = nn.Conv2d(4, 4, 3, padding=1), nn.ReLU()
+
+    def forward(self, x):
+        return self.relu(self.conv(x) + x)
+
+
+def test_a_residual_add_before_the_relu_ends_the_chain():
+    (layer,) = _capture(_Residual(), torch.randn(2, 4, 5, 5))
+    assert layer.y_spec is None
+
+
+def _speculated_layer():
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(4, 8, 3), nn.ReLU())
+    x = torch.relu(torch.randn(2, 4, 10, 10))          # some zero inputs, as after a ReLU
+    (layer,) = _capture(model, x)
+    return layer
+
+
+def test_ff_computes_only_outputs_predicted_nonzero():
+    layer = _speculated_layer()
+    policy = SkipPolicy(weights=True, activations=True, gradients=True)
+    flags = dict(skip_zero_weights=True, skip_zero_activations=True, skip_zero_gradients=True)
+    plain = HardwareView(**HW, **flags)
+    spec = HardwareView(**HW, **flags, speculate_relu_outputs=True)
+    full = processed_map(layer, FF, policy, pruned_grads_unused=True)
+    kept = int((full * layer.y_spec.transpose(0, 1)).sum())
+    assert 0 < kept < int(full.sum())
+    t0, tot0 = tile_phase(layer, 0, FF, plain, policy, pruned_grads_unused=True)
+    t1, tot1 = tile_phase(layer, 0, FF, spec, policy, pruned_grads_unused=True)
+    assert tot1["processed_macs"] == t1["processed_macs"].sum() == kept
+    assert t1["speculated_ops"].sum() == tot0["processed_macs"] == int(full.sum())
+    assert t0["speculated_ops"].sum() == 0
+    assert tot1["effectual_macs"] == tot0["effectual_macs"]   # the operands' pairs, unchanged
+    for phase in (BP, WG):  # only FF is speculated
+        a, ta = tile_phase(layer, 0, phase, plain, policy, pruned_grads_unused=True)
+        b, tb = tile_phase(layer, 0, phase, spec, policy, pruned_grads_unused=True)
+        assert ta == tb and b["speculated_ops"].sum() == 0
+
+
+def test_speculator_times_and_prices_its_products():
+    """trainer.yaml's speculator, 4,096 products a cycle at 500 MHz: 10,000 products take 3
+    cycles (2 ns each); each costs 0.13 pJ x 0.504 (45 -> 28 nm); it reads 6 of every 16
+    operand bits (FP16's sign and exponent) from the local buffers."""
+    from arch.accelerator import Accelerator
+    from desim.module import Simulator
+
+    sim = Simulator()
+    acc = Accelerator(sim, load_arch(ARCH / "trainer.yaml"))
+    done = []
+
+    def run():
+        yield from acc.speculator.predict(10_000, 1600)
+        done.append(sim.env.now)
+
+    sim.env.process(run())
+    sim.env.run()
+    assert done == [3 * 2000]
+    assert acc.speculator.actions["local_buffer_read_bytes"] == 600
+    energy = acc.energy_pj({acc.speculator.path: acc.speculator.actions}, 0)
+    assert energy["speculator.ops"] == pytest.approx(10_000 * 0.13 * 28 / 45 * 0.81)
+
+
+def test_speculation_needs_a_floating_point_datapath():
+    from arch.accelerator import Accelerator
+    from desim.module import Simulator
+
+    cfg = load_arch(ARCH / "trainer.yaml", ["pe_cluster.precision=int8"])
+    with pytest.raises(ConfigError, match="floating-point"):
+        Accelerator(Simulator(), cfg)
