@@ -37,6 +37,9 @@ class RunSpec(Strict):
     # `key.path=value` settings applied to the arch file for this run only (as `--set`):
     # a variant of a processor without a copy of its file (`pe_cluster.precision=fp8`).
     arch_set: list[str] = Field(default_factory=list)
+    # Likewise for the experiment's workload: this run captures its own variant of it
+    # (`speculative_relu=true`: the iteration as a speculating processor runs it).
+    workload_set: list[str] = Field(default_factory=list)
     pruning: PruningSpec = PruningSpec(method="dense")
 
 
@@ -96,11 +99,14 @@ class ExperimentSpec(Strict):
 
 
 class Experiment:
-    """A validated experiment with its architectures loaded."""
+    """A validated experiment with its architectures loaded and each run's workload (the
+    experiment's, with the run's `workload_set` applied)."""
 
     def __init__(self, path: Path, spec: ExperimentSpec, archs: dict[str, ArchConfig],
-                 raw: dict[str, Any]) -> None:
+                 raw: dict[str, Any], workloads: dict[str, WorkloadSpec] | None = None
+                 ) -> None:
         self.path, self.spec, self.archs, self.raw = path, spec, archs, raw
+        self.workloads = workloads or {run.name: spec.workload for run in spec.runs}
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str], file: str) -> dict[str, Any]:
@@ -137,14 +143,20 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
         workload["scalesim_topology"] = str((path.parent / workload["scalesim_topology"])
                                             .resolve())
     spec = validate(ExperimentSpec, raw, path)
-    archs = {}
+    archs, workloads = {}, {}
     for i, run in enumerate(spec.runs):
         arch_path = (path.parent / run.arch).resolve()
         if not arch_path.is_file():
             raise ConfigError(f"architecture file {run.arch!r} not found (looked at {arch_path})",
                               file=str(path), key=f"runs.{i}.arch")
         archs[run.name] = load_arch(arch_path, run.arch_set)
-    return Experiment(path, spec, archs, raw)
+        workloads[run.name] = spec.workload
+        if run.workload_set:
+            data = apply_overrides(spec.workload.model_dump(mode="json"), run.workload_set,
+                                   str(path))
+            workloads[run.name] = validate(WorkloadSpec, data, path,
+                                           prefix=f"runs.{i}.workload_set")
+    return Experiment(path, spec, archs, raw, workloads)
 
 
 # Architecture files with a top-level `kind:` describe designs other than the training

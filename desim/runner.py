@@ -192,12 +192,13 @@ def run(experiment: Experiment, progress: Callable[[str], None] | None = None,
     captured: dict[str, Workload] = {}
     results = {}
     for run_spec in spec.runs:
-        key = run_spec.pruning.model_dump_json()
+        workload = experiment.workloads[run_spec.name]
+        key = workload.model_dump_json() + run_spec.pruning.model_dump_json()
         if key not in captured:
             if progress:
-                source = spec.workload.model or spec.workload.scalesim_topology
+                source = workload.model or workload.scalesim_topology
                 progress(f"capturing {source} with {run_spec.pruning.method} pruning")
-            captured[key] = (capture or capture_workload)(spec.workload, run_spec.pruning)
+            captured[key] = (capture or capture_workload)(workload, run_spec.pruning)
         if progress:
             progress(f"simulating {run_spec.name} on {experiment.archs[run_spec.name].name}")
         results[run_spec.name] = simulate(run_spec.name, experiment.archs[run_spec.name],

@@ -352,7 +352,8 @@ def _compute(path: Path, out: Path, base: list[str], todo: list[Point], schedule
             _finish(out, point, sets, None, {**_failure(err, tb), "elapsed_s": 0.0,
                                              "worker": None}, log, bar)
             continue
-        keys = [cache_key(experiment.spec.workload, run.pruning) for run in experiment.spec.runs]
+        keys = [cache_key(experiment.workloads[run.name], run.pruning)
+                for run in experiment.spec.runs]
         ready.append((point, experiment, keys))
     if not ready:
         return
@@ -369,7 +370,7 @@ def _compute(path: Path, out: Path, base: list[str], todo: list[Point], schedule
             for run, key in zip(experiment.spec.runs, keys, strict=True):
                 if key not in captures:
                     captures[key] = client.submit(
-                        _capture_task, experiment.spec.workload, run.pruning,
+                        _capture_task, experiment.workloads[run.name], run.pruning,
                         str((out / "cache").resolve()), key=f"capture-{key}")
                 needed[key] = captures[key]
             future = client.submit(_point_task, experiment, needed,

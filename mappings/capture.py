@@ -169,7 +169,7 @@ def _square(v: int | tuple[int, ...], what: str, name: str) -> int:
 
 def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
             loss_fn: nn.Module | None = None, packed: bool = False,
-            vectors: list[VectorCapture] | None = None
+            vectors: list[VectorCapture] | None = None, speculative: bool = False
             ) -> list[LayerCapture] | list[PackedLayer]:
     """Run one forward and backward pass and return every conv/linear layer's capture.
 
@@ -177,6 +177,8 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     before calling). Gradients are left in `.grad` of the parameters for the caller's use.
     With `packed`, maps are bit-packed as soon as the hooks see them (bounded memory).
     Given a `vectors` list, batch norm, activation and pooling layers are appended to it.
+    Every layer that feeds a ReLU gets its ReLU speculation (`mappings.speculation`); with
+    `speculative`, the pass runs as the speculating hardware runs it (false zeros applied).
     """
     keep = BitMap if packed else (lambda t: t)
     loss_fn = loss_fn or nn.CrossEntropyLoss()
@@ -228,9 +230,9 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
         return hook
 
     def on_other(module: nn.Module, args, out):
-        speculator.other(module, args[0], out)
+        return speculator.other(module, args[0], out)
 
-    speculator = ReluSpeculator()
+    speculator = ReluSpeculator(apply=speculative)
     for name, module in model.named_modules():
         kind = VECTOR_KINDS.get(type(module))
         if kind is not None:

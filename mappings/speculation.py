@@ -16,9 +16,11 @@ from the full pass, Trainer's third feature, makes available before it).
 
 The prediction is wrong in two ways: an output predicted zero that is positive (a *false
 zero*: the hardware outputs 0 where the exact value is not; it changes the training), and one
-predicted positive that the ReLU zeroes (computed in vain; harmless). desim captures the exact
-iteration and counts the speculative hardware's work from the prediction; the false zeros are
-reported (`speculation_false_zero_rate`) and not propagated into later layers.
+predicted positive that the ReLU zeroes (computed in vain; harmless). By default desim
+captures the exact iteration and counts the speculative hardware's work from the prediction;
+the false zeros are reported (`speculation_false_zero_rate`). With `apply` (the workload's
+`speculative_relu`) the ReLU's output is replaced by the speculating hardware's, false zeros
+included, so they reach the later layers, the gradients and, when training, the weights.
 
 `ReluSpeculator` follows a forward pass through hooks: a conv or linear layer's output, then
 optionally a batch norm that takes exactly that tensor (the same data), then a ReLU that takes
@@ -28,6 +30,8 @@ ends the chain: that layer is not speculated.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -86,9 +90,12 @@ def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 class ReluSpeculator:
-    """Follows conv/linear -> [batch norm] -> ReLU chains of a forward pass (module hooks)."""
+    """Follows conv/linear -> [batch norm] -> ReLU chains of a forward pass (module hooks).
+    With `apply`, `other` returns the ReLU's output as the speculating hardware makes it
+    (a forward hook's return value replaces the module's output)."""
 
-    def __init__(self) -> None:
+    def __init__(self, apply: bool = False) -> None:
+        self.apply = apply
         self._pending: tuple[torch.Tensor, str, torch.Tensor] | None = None
         self.results: dict[str, Speculation] = {}
 
@@ -96,11 +103,12 @@ class ReluSpeculator:
         with torch.no_grad():
             self._pending = (out, name, predicted_outputs(module, x.detach()))
 
-    def other(self, module: nn.Module, x: torch.Tensor, out: torch.Tensor) -> None:
+    def other(self, module: nn.Module, x: torch.Tensor, out: torch.Tensor
+              ) -> torch.Tensor | None:
         """Any other hooked module: a batch norm or a ReLU continues or closes a chain."""
         pending, self._pending = self._pending, None
         if pending is None or not _same_tensor(x, pending[0]):
-            return
+            return None
         _, name, pred = pending
         with torch.no_grad():
             if isinstance(module, BATCHNORMS):
@@ -113,3 +121,27 @@ class ReluSpeculator:
                 self.results[name] = Speculation(
                     nonzero, int((exact & ~nonzero).sum()), int(exact.sum()),
                     float(lost.abs().sum()) / total if total else 0.0)
+        if self.apply and isinstance(module, RELUS):
+            return out * nonzero
+        return None
+
+
+@contextmanager
+def speculating(model: nn.Module) -> Iterator[ReluSpeculator]:
+    """Run `model`'s forward passes as hardware with ReLU speculation does: every ReLU that
+    closes a chain outputs zero where the prediction says so (training iterations that are
+    not captured; `capture(..., speculative=True)` does the same for the captured one)."""
+    speculator = ReluSpeculator(apply=True)
+    handles = []
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d | nn.Linear):
+            handles.append(module.register_forward_hook(
+                lambda m, args, out: speculator.layer("", m, args[0], out)))
+        elif isinstance(module, RELUS + BATCHNORMS):
+            handles.append(module.register_forward_hook(
+                lambda m, args, out: speculator.other(m, args[0], out)))
+    try:
+        yield speculator
+    finally:
+        for h in handles:
+            h.remove()

@@ -27,6 +27,7 @@ captured; accuracy is measured on a held-out part of the data set after training
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import torch
 from pydantic import Field, PositiveInt
@@ -46,6 +47,7 @@ from mappings.pruning import (
     rigl_regrow,
     set_regrow,
 )
+from mappings.speculation import speculating
 
 
 class TrainingSpec(Strict):
@@ -61,11 +63,14 @@ class TrainingSpec(Strict):
 def train_and_capture(model: nn.Module, pruning: PruningSpec, spec: TrainingSpec,
                       data: Dataset, batch_size: int, input_shape: tuple[int, ...],
                       num_classes: int, seed: int, packed: bool = False,
-                      vectors: list[VectorCapture] | None = None
+                      vectors: list[VectorCapture] | None = None, speculative: bool = False
                       ) -> tuple[list[LayerCapture] | list[PackedLayer], dict[str, torch.Tensor],
                                  dict[str, float]]:
     """Train for `spec.iterations`, capture the chosen iteration; return its layers (bit-packed
-    with `packed`), the masks in force then, and the training statistics."""
+    with `packed`), the masks in force then, and the training statistics. `speculative`:
+    every forward pass as hardware with ReLU speculation makes it (its false zeros applied;
+    mappings/speculation.py); the held-out accuracy is then measured likewise, and also
+    without speculation (`exact_inference_accuracy`)."""
     last = spec.iterations - 1
     at = last if spec.capture_iteration is None else spec.capture_iteration
     if not 0 <= at <= last:
@@ -81,22 +86,28 @@ def train_and_capture(model: nn.Module, pruning: PruningSpec, spec: TrainingSpec
                                 offset=it * batch_size, generator=gen)
         masks = step.before(it)
         if it == at:
-            layers = capture(model, inputs, targets, packed=packed, vectors=vectors)
+            layers = capture(model, inputs, targets, packed=packed, vectors=vectors,
+                             speculative=speculative)
             loss = None
         else:
             model.zero_grad(set_to_none=True)
-            loss = nn.functional.cross_entropy(model(inputs), targets)
+            with speculating(model) if speculative else nullcontext():
+                loss = nn.functional.cross_entropy(model(inputs), targets)
             loss.backward()
             losses.append(loss.item())
         step.update(velocity, spec)
     inputs, targets = held_out(data, spec.eval_samples, input_shape, num_classes)
     with torch.no_grad():
         step.before(spec.iterations)
-        accuracy = float((model(inputs).argmax(1) == targets).float().mean())
+        with speculating(model) if speculative else nullcontext():
+            accuracy = float((model(inputs).argmax(1) == targets).float().mean())
+        exact = float((model(inputs).argmax(1) == targets).float().mean())
     kept = sum(int(m.sum()) for m in masks.values())
     total = sum(m.numel() for m in masks.values())
     stats = {"accuracy": accuracy, "final_loss": losses[-1] if losses else float("nan"),
              "iterations": float(spec.iterations), "captured_iteration": float(at)}
+    if speculative:  # the trained weights without speculation at inference
+        stats["exact_inference_accuracy"] = exact
     if total:
         stats["weight_compression"] = total / max(kept, 1)
     return layers, masks, stats

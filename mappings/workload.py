@@ -46,6 +46,11 @@ class WorkloadSpec(Strict):
     # Simulate the forward pass (FF) only: an inference, as the inference engines of
     # PermDNN, CirCNN, EIE and ADMM-NN run. The capture still takes a full training step.
     inference: bool = False
+    # Run the captured pass (and the training before it) as hardware with ReLU speculation
+    # does: FF outputs the exponent-only prediction zeroes are zero, false zeros included
+    # (mappings/speculation.py). Off: the exact pass; a speculating processor's work is
+    # still counted from the prediction, its errors reported only.
+    speculative_relu: bool = False
 
     @model_validator(mode="after")
     def _one_source(self) -> WorkloadSpec:
@@ -82,13 +87,15 @@ def capture_workload(spec: WorkloadSpec, pruning: PruningSpec) -> Workload:
     if spec.training is not None:
         layers, masks, trained = train_and_capture(model, pruning, spec.training, spec.data,
                                                    spec.batch, shape, args["num_classes"],
-                                                   spec.seed, packed=True, vectors=vectors)
+                                                   spec.seed, packed=True, vectors=vectors,
+                                                   speculative=spec.speculative_relu)
         _mark_tracked(layers, masks, pruning)
         return Workload(spec, pruning, layers, pruned_grads_unused,
                         {**_stats(layers, masks), **trained}, vectors, tuple(masks))
     inputs, targets = batch(spec.data, spec.batch, shape, args["num_classes"], generator=gen)
     masks = prune_model(model, pruning)
-    layers = capture(model, inputs, targets, packed=True, vectors=vectors)
+    layers = capture(model, inputs, targets, packed=True, vectors=vectors,
+                     speculative=spec.speculative_relu)
     _mark_tracked(layers, masks, pruning)
     return Workload(spec, pruning, layers, pruned_grads_unused, _stats(layers, masks), vectors,
                     tuple(masks))

@@ -135,3 +135,43 @@ def test_speculation_needs_a_floating_point_datapath():
     cfg = load_arch(ARCH / "trainer.yaml", ["pe_cluster.precision=int8"])
     with pytest.raises(ConfigError, match="floating-point"):
         Accelerator(Simulator(), cfg)
+
+
+def test_a_speculative_pass_zeroes_what_the_prediction_zeroes():
+    """With `speculative`, the ReLU hands on the speculating hardware's output: the next
+    layer's input is non-zero exactly where the exact ReLU and the prediction both are."""
+    torch.manual_seed(3)
+    first, second = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 4, 3)
+    model = nn.Sequential(first, nn.ReLU(inplace=True), second)
+    x = torch.randn(2, 3, 9, 9)
+    exact, speculative = _capture(model, x), None
+    out_shape = model(x).shape
+    speculative = capture(model, x, torch.ones(out_shape), speculative=True,
+                          loss_fn=lambda out, t: (out * t).sum())
+    predicted = exact[0].y_spec
+    assert torch.equal(speculative[0].y_spec, predicted)
+    assert exact[0].spec_false_zeros > 0        # so the two passes really differ
+    assert torch.equal(exact[1].x_nz, torch.relu(first(x)) != 0)
+    assert torch.equal(speculative[1].x_nz, (torch.relu(first(x)) != 0) & predicted)
+    assert model[1].inplace                      # restored after the pass
+
+
+def test_workload_set_gives_one_run_its_own_workload(tmp_path):
+    from desim.experiment import load_experiment
+
+    (tmp_path / "e.yaml").write_text(f"""
+name: e
+workload: {{model: lenet300, batch: 2, data: random}}
+runs:
+  - {{name: exact, arch: {ARCH / 'trainer.yaml'}}}
+  - {{name: spec, arch: {ARCH / 'trainer.yaml'}, workload_set: ["speculative_relu=true"]}}
+baseline: exact
+""")
+    experiment = load_experiment(tmp_path / "e.yaml")
+    assert not experiment.workloads["exact"].speculative_relu
+    assert experiment.workloads["spec"].speculative_relu
+    assert experiment.workloads["spec"].batch == 2
+    bad = (tmp_path / "e.yaml").read_text().replace("speculative_relu=true", "speculativ=true")
+    (tmp_path / "bad.yaml").write_text(bad)
+    with pytest.raises(ConfigError, match="runs.1.workload_set.speculativ"):
+        load_experiment(tmp_path / "bad.yaml")
