@@ -3,11 +3,12 @@
 Trainer (shared/seeds/001) removes "implicit redundant operations, which have nonzeros'
 input, weight, or output, but are ineffective for training": in FF, the MACs of an output
 that the following ReLU sets to zero. Knowing which outputs those are needs a prediction, made
-cheaply before the full-precision pass. The abstract does not say how; we model the scheme of
-its reference [8], GANPU (Kang et al., ISSCC 2020), "exponent-only ReLU speculation"
-(assumption): every operand is reduced to its sign and exponent, sign(v) * 2^floor(log2|v|),
-so a product is an exponent add; the reduced outputs give each output's predicted sign, and
-only outputs predicted positive are computed in full.
+cheaply before the full-precision pass. The abstract does not say how; we model GANPU's
+"exponent-only ReLU speculation" (Kang et al., ISSCC 2020 and JSSC 2021; HPPU's reference
+[8]; assumption): every operand is reduced to its sign and exponent,
+sign(v) * 2^floor(log2|v|), so a product is an exponent add; the reduced outputs give each
+output's predicted sign, and only outputs predicted positive are computed in full. GANPU's
+abstract places the prediction in "lightweight" PEs; desim gives it a stage of its own.
 
 With batch norm between the layer and its ReLU (conv -> BN -> ReLU), the sign is that of the
 normalized output. We normalize the predicted outputs with their own batch statistics

@@ -32,7 +32,7 @@ PAPER_EXPERIMENTS = ["hppu_vs_dense", "hppu_vs_fine_grained", "hppu_pruning_rati
                      "trainer_vs_prior", "procrustes_vs_dense", "dropback_lenet",
                      "peak_efficiency", "trainer_speculation_accuracy"]
 SAME_RESOURCES_AS_DENSE = ["fine_grained", "coarse_grained", "hppu", "trainer",
-                           "prior_sparse_trainer", "procrustes"]
+                           "prior_sparse_trainer", "pnpu", "procrustes"]
 
 
 @pytest.mark.parametrize("name", PAPER_EXPERIMENTS)
@@ -73,6 +73,14 @@ def test_baselines_differ_as_described():
     assert trainer.sparsity.skip_relu_masked_gradients and trainer.vector_unit.fused_batchnorm
     assert not prior.sparsity.skip_relu_masked_gradients and not prior.vector_unit.fused_batchnorm
     assert trainer.speculator is not None and prior.speculator is None
+    # PNPU, Trainer's headline baseline: input/output/weight zero skipping and a balancer,
+    # none of Trainer's features.
+    pnpu = load_arch(ARCH / "pnpu.yaml")
+    assert pnpu.sparsity.skip_zero_weights and pnpu.sparsity.skip_zero_activations
+    assert pnpu.sparsity.skip_relu_masked_gradients and pnpu.mapping.load_balance
+    assert pnpu.speculator is None and not pnpu.vector_unit.fused_batchnorm
+    assert pnpu.mapping.dataflow == "weight_stationary"
+    assert load_experiment(EXPERIMENTS / "trainer_vs_prior.yaml").spec.baseline == "pnpu"
     assert load_arch(ARCH / "procrustes.yaml").mapping.load_balance
 
 
