@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from desim.errors import ConfigError
+from mappings.formats import BlockStats, map_stats
 from mappings.models.common import MatMul
 from mappings.speculation import ReluSpeculator
 
@@ -61,6 +62,12 @@ class LayerCapture:
     spec_false_zeros: int = 0      # exact non-zero outputs predicted zero
     spec_exact_nonzeros: int = 0   # non-zero outputs of that ReLU
     spec_false_zero_mass: float = 0.0  # the false zeros' share of the ReLU output's sum
+    # What the phases write, for formats that compress it: FF's output Y (N, K, P, Q) as it
+    # leaves the layer, and as the ReLU that directly follows it (no batch norm between)
+    # hands it on; BP's output dX (N, C, H, W). None: not captured (written dense).
+    y_nz: torch.Tensor | None = None
+    y_relu_nz: torch.Tensor | None = None
+    dx_nz: torch.Tensor | None = None
 
     @property
     def macs(self) -> int:
@@ -115,10 +122,14 @@ class PackedLayer:
     spec_false_zeros: int = 0
     spec_exact_nonzeros: int = 0
     spec_false_zero_mass: float = 0.0
+    y_nz: BitMap | None = None
+    y_relu_nz: BitMap | None = None
+    dx_nz: BitMap | None = None
 
     def unpack(self) -> LayerCapture:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
-        for key in ("x_nz", "w_nz", "dy_nz", "w_tracked", "y_spec"):
+        for key in ("x_nz", "w_nz", "dy_nz", "w_tracked", "y_spec", "y_nz", "y_relu_nz",
+                    "dx_nz"):
             if values[key] is not None:
                 values[key] = values[key].unpack()
         return LayerCapture(**values)
@@ -148,6 +159,10 @@ class VectorCapture:
     in_elems: int
     out_elems: int
     after: int
+    # FF's input and output as non-zero statistics (one block, lines along the last dim),
+    # for the bytes they take in a compressed activation format.
+    in_stats: BlockStats | None = None
+    out_stats: BlockStats | None = None
 
 
 def _as_4d(t: torch.Tensor, module: nn.Module) -> torch.Tensor:
@@ -192,6 +207,7 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
             speculator.layer(name, module, x, out)
             order.append(name)
             records[name] = {"x_nz": keep(_as_4d(x != 0, module)),
+                             "y_nz": keep(_as_4d(out.detach() != 0, module)),
                              "needs_input_grad": args[0].requires_grad}
         return hook
 
@@ -219,14 +235,17 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
         return hook
 
     def on_backward(name: str):
-        def hook(_m, _grad_in, grad_out):
+        def hook(_m, grad_in, grad_out):
             records[name]["dy_nz"] = keep(_as_4d(grad_out[0].detach() != 0, _m))
+            if grad_in[0] is not None:
+                records[name]["dx_nz"] = keep(_as_4d(grad_in[0].detach() != 0, _m))
         return hook
 
     def on_vector(name: str, kind: str):
         def hook(_m, args, out):
             vectors.append(VectorCapture(name, kind, args[0].numel(), out.numel(),
-                                         len(order) - 1))
+                                         len(order) - 1, map_stats(args[0].detach() != 0),
+                                         map_stats(out.detach() != 0)))
         return hook
 
     def on_other(module: nn.Module, args, out):
@@ -281,6 +300,9 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
             "y_spec": keep(_as_4d(spec.predicted_nonzero, module)),
             "spec_false_zeros": spec.false_zeros, "spec_exact_nonzeros": spec.exact_nonzeros,
             "spec_false_zero_mass": spec.false_zero_mass}
+        if spec is not None and not spec.through_batchnorm:
+            speculated["y_relu_nz"] = keep(_as_4d(spec.relu_out_nz, module))
+        speculated.update(y_nz=rec["y_nz"], dx_nz=rec.get("dx_nz"))
         if isinstance(module, nn.Linear):
             layers.append(make(name, "linear", rec["x_nz"], keep(w_nz), rec["dy_nz"],
                                needs_input_grad=rec["needs_input_grad"], **speculated))

@@ -94,3 +94,13 @@ def rle_padding(nz: torch.Tensor) -> torch.Tensor:
     zeros_before = pos - previous - 1
     max_run = 2**RLE_RUN_BITS
     return torch.where(nz, zeros_before // max_run, 0).sum(1)
+
+
+def map_stats(nz: torch.Tensor) -> BlockStats:
+    """A whole non-zero map as one block, its lines the runs along its last dimension (a
+    feature map's rows)."""
+    length = nz.shape[-1] if nz.dim() else 1
+    lines = nz.reshape(-1, length)
+    return BlockStats(np.array([nz.numel()]), np.array([int(nz.sum())]),
+                      np.array([lines.shape[0]]), np.array([int(lines.any(1).sum())]),
+                      length, np.array([int(rle_padding(lines).sum())]))

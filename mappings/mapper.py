@@ -16,7 +16,7 @@ from mappings.capture import LayerCapture, PackedLayer
 from mappings.counting import BP, FF, WG, SkipPolicy
 from mappings.target import HardwareView
 from mappings.tiling import tile_phase
-from mappings.vector import vector_tiles
+from mappings.vector import stored_outputs, vector_tiles
 from mappings.workload import Workload
 
 
@@ -62,10 +62,11 @@ def map_workload(workload: Workload, hw: HardwareView) -> list[PhaseWork]:
     circulant = workload.pruning.b if (hw.circulant_fft and workload.pruning.method
                                        == "block_circulant") else 0
     pruned = set(getattr(workload, "pruned_layers", ()))
+    stored = stored_outputs(workload.vectors, hw)  # what each vector layer writes in FF
     for layer_id, phase in training_order(workload):
         if layer_id < 0:
             vector = workload.vectors[-1 - layer_id]
-            table = vector_tiles(vector, layer_id, phase, hw)
+            table = vector_tiles(vector, layer_id, phase, hw, stored[-1 - layer_id])
             if len(table):
                 work.append(PhaseWork(vector.name, layer_id, phase, table))
             continue

@@ -82,6 +82,9 @@ class Speculation:
     false_zeros: int                 # exact non-zero outputs predicted zero
     exact_nonzeros: int              # non-zero outputs of the ReLU
     false_zero_mass: float           # the false zeros' share of the ReLU output's sum
+    relu_out_nz: torch.Tensor        # bool: the ReLU's output as handed on (with `apply`,
+                                     # the speculating hardware's)
+    through_batchnorm: bool          # a batch norm sits between the layer and the ReLU
 
 
 def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -97,12 +100,12 @@ class ReluSpeculator:
 
     def __init__(self, apply: bool = False) -> None:
         self.apply = apply
-        self._pending: tuple[torch.Tensor, str, torch.Tensor] | None = None
+        self._pending: tuple[torch.Tensor, str, torch.Tensor, bool] | None = None
         self.results: dict[str, Speculation] = {}
 
     def layer(self, name: str, module: nn.Module, x: torch.Tensor, out: torch.Tensor) -> None:
         with torch.no_grad():
-            self._pending = (out, name, predicted_outputs(module, x.detach()))
+            self._pending = (out, name, predicted_outputs(module, x.detach()), False)
 
     def other(self, module: nn.Module, x: torch.Tensor, out: torch.Tensor
               ) -> torch.Tensor | None:
@@ -110,10 +113,10 @@ class ReluSpeculator:
         pending, self._pending = self._pending, None
         if pending is None or not _same_tensor(x, pending[0]):
             return None
-        _, name, pred = pending
+        _, name, pred, through_batchnorm = pending
         with torch.no_grad():
             if isinstance(module, BATCHNORMS):
-                self._pending = (out, name, normalized(module, pred))
+                self._pending = (out, name, normalized(module, pred), True)
             elif isinstance(module, RELUS):
                 nonzero = pred > 0
                 y = out.detach()
@@ -121,7 +124,8 @@ class ReluSpeculator:
                 total = float(y.abs().sum())
                 self.results[name] = Speculation(
                     nonzero, int((exact & ~nonzero).sum()), int(exact.sum()),
-                    float(lost.abs().sum()) / total if total else 0.0)
+                    float(lost.abs().sum()) / total if total else 0.0,
+                    exact & nonzero if self.apply else exact, through_batchnorm)
         if self.apply and isinstance(module, RELUS):
             return out * nonzero
         return None

@@ -493,10 +493,13 @@ def _tile_part(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     groups_frac = _groups_touched(layer, phase, channels, ka, na, ps.groups)
 
     # Outputs: every output final in its tile (after the last chunk, for WG).
+    written = _written_map(layer, phase, hw)
     if not last:
         out_bytes = np.zeros((na, nb), np.int64)
     elif phase == WG and policy.pruned_weight_gradients and pruned_grads_unused:
         out_bytes = _wg_out_bytes(layer, channels, shape, hw, na, nb)
+    elif written is not None:
+        out_bytes = _activation_out_bytes(written[channels], shape, hw)
     else:
         out_bytes = np.outer(channels_in_block, (i1 - i0) * (r1 - r0) * length) * eb
     if b and phase == WG:  # the gradient of each block's first row only
@@ -539,6 +542,43 @@ def _tile_part(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     table["effectual_macs"] = eff[ia, ib]
     table["macs"] = nom[ia, ib]
     return table, int(a_dram.sum()) if weights else 0
+
+
+def _written_map(layer: LayerCapture, phase: int, hw: HardwareView) -> torch.Tensor | None:
+    """The non-zero map (A, images, rows, L) of what FF or BP writes, when the activation
+    format compresses it and the capture has it; None: written dense.
+
+    FF writes Y, after the ReLU that directly follows when the ReLU is fused (and, with
+    speculation, zero where the prediction said so); BP writes dX, zero where X is zero when
+    BP skips ReLU-masked gradients."""
+    if hw.activation_format == "dense":
+        return None
+    if phase == FF and layer.y_nz is not None:
+        y = layer.y_relu_nz if hw.fused_relu and layer.y_relu_nz is not None else layer.y_nz
+        if hw.speculate_relu_outputs and layer.y_spec is not None:
+            y = y & layer.y_spec
+        return y.transpose(0, 1)
+    if phase == BP and layer.dx_nz is not None:
+        dx = layer.dx_nz & layer.x_nz if hw.skip_relu_masked_gradients else layer.dx_nz
+        return dx.transpose(0, 1)
+    return None
+
+
+def _activation_out_bytes(written: torch.Tensor, shape: TileShape, hw: HardwareView
+                          ) -> np.ndarray:
+    """Bytes of each tile's outputs (nA, nB) in the activation format, lines the output
+    rows, from their non-zero map (A, images, rows, L)."""
+    a, n_img, n_rows, length = written.shape
+
+    def per_tile(counts: torch.Tensor) -> np.ndarray:
+        return _per_tile_pe(counts, shape, hw)[1]
+
+    ones = torch.ones(a, n_img, n_rows, 1, dtype=torch.int64)
+    rle = rle_padding(written.reshape(-1, length)).reshape(a, n_img, n_rows, 1)
+    stats = BlockStats(per_tile(ones) * length, per_tile(written.to(torch.int64)),
+                       per_tile(ones), per_tile(written.any(-1, keepdim=True).to(torch.int64)),
+                       length, per_tile(rle))
+    return operand_bytes(hw.activation_format, stats, hw.element_bytes)
 
 
 def _groups_touched(layer: LayerCapture, phase: int, channels: torch.Tensor, ka: int, na: int,

@@ -6,7 +6,9 @@ sums for dgamma and dbeta, then dX), unless the data fits on chip, when the seco
 the global buffer. Trainer's decoupled BN unit (`fused_batchnorm`) gathers the statistics as
 the producing layer writes its outputs, so each phase makes one pass. A ReLU is usually fused
 into the layer that produces its input (`fused_relu`): its comparison happens on the output
-stream and it costs no tile of its own.
+stream and it costs no tile of its own, and the producer writes the ReLU's output.
+Activations take their bytes in the activation format (their non-zeros are captured);
+gradients are counted dense.
 
 Operations per element (stated assumptions, counted as fused multiply-adds on the vector
 unit): batch norm FF 4 (sum, sum of squares, scale, shift), BP 7 (two sums, then dX);
@@ -21,31 +23,60 @@ import numpy as np
 from desim.events import empty_table
 from mappings.capture import VectorCapture
 from mappings.counting import BP, FF
+from mappings.formats import BlockStats, operand_bytes
 from mappings.target import HardwareView
 
 OPS_PER_ELEMENT = {("batchnorm", FF): 4, ("batchnorm", BP): 7, ("relu", FF): 1, ("relu", BP): 1,
                    ("pool", FF): 1, ("pool", BP): 1}
 
 
-def vector_traffic(v: VectorCapture, phase: int, hw: HardwareView) -> tuple[int, int, int]:
-    """(DRAM bytes read, DRAM bytes written, vector ops) of one phase of a vector layer."""
+def vector_traffic(v: VectorCapture, phase: int, hw: HardwareView,
+                   stored_out: BlockStats | None = None) -> tuple[int, int, int]:
+    """(DRAM bytes read, DRAM bytes written, vector ops) of one phase of a vector layer.
+
+    Activations (FF's input and output, and X again in batch norm's BP) take their bytes in
+    the activation format, from the captured statistics; `stored_out` replaces the output's
+    when a fused ReLU changes what is written. Gradients are counted dense."""
     eb = hw.element_bytes
-    x, y = v.in_elems * eb, v.out_elems * eb
+    x_dense, y = v.in_elems * eb, v.out_elems * eb
+    x = _in_format(v.in_stats, x_dense, hw)
     ops = OPS_PER_ELEMENT[(v.kind, phase)] * v.in_elems
+    if phase == FF:
+        y = _in_format(stored_out or v.out_stats, y, hw)
     if v.kind == "batchnorm":
         operands = x if phase == FF else x + y          # BP reads X and dY
         one_pass = hw.fused_batchnorm or operands <= hw.buffer_bytes
-        return operands * (1 if one_pass else 2), (y if phase == FF else x), ops
+        return operands * (1 if one_pass else 2), (y if phase == FF else x_dense), ops
     if phase == FF:
         return x, y, ops
-    return y + -(-v.in_elems // 8), x, ops             # dY plus a sign/argmax bit each
+    return y + -(-v.in_elems // 8), x_dense, ops       # dY plus a sign/argmax bit each
 
 
-def vector_tiles(v: VectorCapture, layer_id: int, phase: int, hw: HardwareView) -> np.ndarray:
+def _in_format(stats: BlockStats | None, dense_bytes: int, hw: HardwareView) -> int:
+    if stats is None or hw.activation_format == "dense":
+        return dense_bytes
+    return int(operand_bytes(hw.activation_format, stats, hw.element_bytes)[0])
+
+
+def stored_outputs(vectors: list[VectorCapture], hw: HardwareView) -> list[BlockStats | None]:
+    """What each vector layer writes in FF: with `fused_relu`, a layer whose output goes
+    straight into a ReLU (the next vector layer, after the same conv/linear layer, of the
+    output's size) writes the ReLU's output."""
+    out: list[BlockStats | None] = []
+    for i, v in enumerate(vectors):
+        nxt = vectors[i + 1] if i + 1 < len(vectors) else None
+        fused = (hw.fused_relu and nxt is not None and nxt.kind == "relu"
+                 and nxt.after == v.after and nxt.in_elems == v.out_elems)
+        out.append(nxt.out_stats if fused else v.out_stats)
+    return out
+
+
+def vector_tiles(v: VectorCapture, layer_id: int, phase: int, hw: HardwareView,
+                 stored_out: BlockStats | None = None) -> np.ndarray:
     """The layer-phase cut into tiles whose data fits the tile's share of the buffer."""
     if hw.vector_lanes == 0 or (v.kind == "relu" and hw.fused_relu):
         return empty_table(0)
-    read, write, ops = vector_traffic(v, phase, hw)
+    read, write, ops = vector_traffic(v, phase, hw, stored_out)
     n = max(1, -(-(read + write) // hw.buffer_bytes))
     table = empty_table(n)
     table["layer"], table["phase"] = layer_id, phase
