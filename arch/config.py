@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, model_validator
 
 from arch.noc import NocSpec
 from arch.systolic import SystolicConfig
 from desim.configio import Strict
 
 Precision = Literal["fp32", "fp16", "fp8", "int8", "int32", "ternary"]
+FLOAT_PRECISIONS = ("fp32", "fp16", "fp8")  # with an exponent to speculate on
 
 
 class DramConfig(Strict):
@@ -137,3 +138,12 @@ class ArchConfig(Strict):
     sparsity: SparsityConfig = SparsityConfig()
     mapping: MappingConfig = MappingConfig()
     vector_unit: VectorUnitConfig | None = None  # None: vector layers are not simulated
+
+    @model_validator(mode="after")
+    def _speculation_needs_floats(self) -> ArchConfig:
+        if self.speculator is not None and self.pe_cluster.precision not in FLOAT_PRECISIONS:
+            raise ValueError(f"speculator: exponent-only speculation needs a floating-point "
+                             f"datapath, but pe_cluster.precision is "
+                             f"{self.pe_cluster.precision!r} (one of "
+                             f"{', '.join(FLOAT_PRECISIONS)})")
+        return self

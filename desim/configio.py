@@ -52,7 +52,7 @@ def validate(model: type[M], data: Any, file: str | Path, prefix: str = "") -> M
         if first["type"] == "extra_forbidden":
             allowed = ", ".join(sorted(_fields_at(model, first["loc"][:-1])))
             message = f"unknown key; expected one of: {allowed}"
-        elif first["type"] != "missing":
+        elif first["type"] != "missing" and first["loc"]:  # a section's own check: no dump
             message += f" (got {first.get('input')!r})"
         more = len(err.errors()) - 1
         if more:

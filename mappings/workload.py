@@ -56,6 +56,9 @@ class WorkloadSpec(Strict):
     def _one_source(self) -> WorkloadSpec:
         if (self.model is None) == (self.scalesim_topology is None):
             raise ValueError("give exactly one of `model` and `scalesim_topology`")
+        if self.speculative_relu and self.model is None:
+            raise ValueError("speculative_relu needs a `model`: a SCALE-Sim topology has no "
+                             "values to speculate on")
         return self
 
 
