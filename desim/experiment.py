@@ -94,7 +94,7 @@ class ExperimentSpec(Strict):
                 parts = (path or "").split(".")
                 if parts[0] in ("runs", "comparison") and (len(parts) < 3
                                                             or parts[1] not in names):
-                    raise ValueError(f"claim metric {path!r} names no run of {names}")
+                    raise ValueError(f"claims: metric {path!r} names no run of {names}")
         return self
 
 
