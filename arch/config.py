@@ -11,12 +11,13 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
+from arch.energy import SIGN_EXPONENT_BITS
 from arch.noc import NocSpec
 from arch.systolic import SystolicConfig
 from desim.configio import Strict
 
 Precision = Literal["fp32", "fp16", "fp8", "int8", "int32", "ternary"]
-FLOAT_PRECISIONS = ("fp32", "fp16", "fp8")  # with an exponent to speculate on
+FLOAT_PRECISIONS = tuple(SIGN_EXPONENT_BITS)  # with an exponent to speculate on
 
 
 class DramConfig(Strict):

@@ -54,6 +54,9 @@ SPECULATOR_PJ_PER_OP_45NM = 0.03 + 0.1
 
 NODES = {"45nm": (45, 1.0), "28nm": (28, 0.9)}  # feature size (nm), nominal supply (V)
 ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "fp8": 1, "int8": 1, "int32": 4, "ternary": 1}
+# Sign and exponent bits of the floating-point precisions (IEEE fp32 and fp16, fp8 as E4M3):
+# what exponent-only ReLU speculation reads of an element (arch/speculator.py).
+SIGN_EXPONENT_BITS = {"fp32": 9, "fp16": 6, "fp8": 5}
 # Bits a stored weight takes, where it differs from the datapath's element: a ternary code
 # {-1, 0, +1} in 2 bits (Yang, He, Fan, AAAI 2020); its activations stay 8-bit (ELEMENT_BYTES).
 WEIGHT_BITS = {"ternary": 2}

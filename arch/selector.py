@@ -21,8 +21,5 @@ class Selector(Module):
         self.cfg, self.clock = cfg, clock
 
     def scan(self, entries: int) -> Generator:
-        if entries <= 0:
-            return
-        yield from self.busy_for(self.clock.cycles(-(-entries // self.cfg.entries_per_cycle)),
-                                 "scan")
-        self.count("entries", entries)
+        yield from self.work_items(entries, self.cfg.entries_per_cycle, self.clock, "scan",
+                                   "entries")

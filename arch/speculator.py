@@ -6,7 +6,8 @@ predicting each output's sign (mappings/speculation.py). The PEs then compute on
 predicted positive. The speculator is its own pipeline stage between the NoC and the PEs, so
 it predicts the next tile while the PEs compute the current one; it performs `ops_per_cycle`
 products a cycle over the whole array and reads each tile's operands from the local buffers
-once, their sign and exponent fields only (`SIGN_EXPONENT_BITS` of each element).
+once, their sign and exponent fields only (`arch.energy.SIGN_EXPONENT_BITS` of each element;
+ArchConfig allows a speculator on those precisions only).
 Actions: `ops`, `local_buffer_read_bytes`.
 """
 
@@ -15,12 +16,9 @@ from __future__ import annotations
 from collections.abc import Generator
 
 from arch.config import SpeculatorConfig
+from arch.energy import ELEMENT_BYTES, SIGN_EXPONENT_BITS
 from desim.clock import Clock
 from desim.module import Module
-
-# (sign + exponent bits, element bits) of the floating-point formats (ArchConfig allows a
-# speculator with these only): IEEE fp32 and fp16, fp8 as E4M3.
-SIGN_EXPONENT_BITS = {"fp32": (9, 32), "fp16": (6, 16), "fp8": (5, 8)}
 
 
 class Speculator(Module):
@@ -28,14 +26,13 @@ class Speculator(Module):
                  clock: Clock) -> None:
         super().__init__(name, parent)
         self.cfg, self.clock = cfg, clock
-        self.field_bits, self.element_bits = SIGN_EXPONENT_BITS[precision]
+        self.field_bits = SIGN_EXPONENT_BITS[precision]
+        self.element_bits = 8 * ELEMENT_BYTES[precision]
 
     def predict(self, ops: int, operand_bytes: int) -> Generator:
         """Predict one tile's output signs from `ops` products of its `operand_bytes`."""
         if ops <= 0:
             return
-        yield from self.busy_for(self.clock.cycles(-(-ops // self.cfg.ops_per_cycle)),
-                                 "predict")
-        self.count("ops", ops)
+        yield from self.work_items(ops, self.cfg.ops_per_cycle, self.clock, "predict", "ops")
         self.count("local_buffer_read_bytes",
                    -(-operand_bytes * self.field_bits // self.element_bits))

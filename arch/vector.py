@@ -20,7 +20,4 @@ class VectorUnit(Module):
         self.cfg, self.clock = cfg, clock
 
     def process(self, ops: int) -> Generator:
-        if ops <= 0:
-            return
-        yield from self.busy_for(self.clock.cycles(-(-ops // self.cfg.lanes)), "ops")
-        self.count("ops", ops)
+        yield from self.work_items(ops, self.cfg.lanes, self.clock, "ops", "ops")

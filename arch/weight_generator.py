@@ -24,8 +24,5 @@ class WeightGenerator(Module):
         self.cfg, self.clock = cfg, clock
 
     def generate(self, values: int) -> Generator:
-        if values <= 0:
-            return
-        yield from self.busy_for(self.clock.cycles(-(-values // self.cfg.values_per_cycle)),
-                                 "generate")
-        self.count("values", values)
+        yield from self.work_items(values, self.cfg.values_per_cycle, self.clock, "generate",
+                                   "values")

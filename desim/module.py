@@ -30,6 +30,7 @@ from desim.deadlock import raise_if_deadlocked
 from desim.errors import ConfigError
 
 if TYPE_CHECKING:
+    from desim.clock import Clock
     from desim.trace import Tracer
 
 
@@ -49,6 +50,16 @@ class Simulator:
     def modules(self) -> Iterator[Module]:
         for root in self.roots:
             yield from root.walk()
+
+    def work_items(self, n: int, per_cycle: int, clock: Clock, name: str,
+                   action: str) -> Generator:
+        """Handle `n` items, `per_cycle` a cycle: busy for ceil(n / per_cycle) cycles of
+        `clock`, then `n` counted as `action`. The body of every rate-limited unit (a
+        selector scanning entries, a vector unit's lanes...)."""
+        if n <= 0:
+            return
+        yield from self.busy_for(clock.cycles(-(-n // per_cycle)), name)
+        self.count(action, n)
 
     def elaborate(self) -> None:
         """Check the design (every port bound), then start every declared process."""
@@ -211,6 +222,16 @@ class Module:
         yield self.env.timeout(duration_ps)
         self.busy_ps += duration_ps
         self.traced(name, start, start + duration_ps, track, args)
+
+    def work_items(self, n: int, per_cycle: int, clock: Clock, name: str,
+                   action: str) -> Generator:
+        """Handle `n` items, `per_cycle` a cycle: busy for ceil(n / per_cycle) cycles of
+        `clock`, then `n` counted as `action`. The body of every rate-limited unit (a
+        selector scanning entries, a vector unit's lanes...)."""
+        if n <= 0:
+            return
+        yield from self.busy_for(clock.cycles(-(-n // per_cycle)), name)
+        self.count(action, n)
 
     def elaborate(self) -> None:
         """Hook for subclasses: checks that need the whole tree built."""

@@ -96,10 +96,11 @@ def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
 class ReluSpeculator:
     """Follows conv/linear -> [batch norm] -> ReLU chains of a forward pass (module hooks).
     With `apply`, `other` returns the ReLU's output as the speculating hardware makes it
-    (a forward hook's return value replaces the module's output)."""
+    (a forward hook's return value replaces the module's output); with `record`, each
+    chain's prediction and how it compares with the exact ReLU go into `results`."""
 
-    def __init__(self, apply: bool = False) -> None:
-        self.apply = apply
+    def __init__(self, apply: bool = False, record: bool = True) -> None:
+        self.apply, self.record = apply, record
         self._pending: tuple[torch.Tensor, str, torch.Tensor, bool] | None = None
         self.results: dict[str, Speculation] = {}
 
@@ -114,21 +115,26 @@ class ReluSpeculator:
         if pending is None or not _same_tensor(x, pending[0]):
             return None
         _, name, pred, through_batchnorm = pending
-        with torch.no_grad():
-            if isinstance(module, BATCHNORMS):
+        if isinstance(module, BATCHNORMS):
+            with torch.no_grad():
                 self._pending = (out, name, normalized(module, pred), True)
-            elif isinstance(module, RELUS):
-                nonzero = pred > 0
-                y = out.detach()
-                exact, lost = y != 0, y * ~nonzero
-                total = float(y.abs().sum())
-                self.results[name] = Speculation(
-                    nonzero, int((exact & ~nonzero).sum()), int(exact.sum()),
-                    float(lost.abs().sum()) / total if total else 0.0,
-                    exact & nonzero if self.apply else exact, through_batchnorm)
-        if self.apply and isinstance(module, RELUS):
-            return out * nonzero
-        return None
+            return None
+        if not isinstance(module, RELUS):
+            return None
+        nonzero = pred > 0
+        if self.record:
+            self.results[name] = _compare(nonzero, out.detach(), self.apply, through_batchnorm)
+        return out * nonzero if self.apply else None
+
+
+def _compare(nonzero: torch.Tensor, y: torch.Tensor, applied: bool,
+             through_batchnorm: bool) -> Speculation:
+    """A prediction against the ReLU's exact output `y`."""
+    exact, lost = y != 0, y * ~nonzero
+    total = float(y.abs().sum())
+    return Speculation(nonzero, int((exact & ~nonzero).sum()), int(exact.sum()),
+                       float(lost.abs().sum()) / total if total else 0.0,
+                       exact & nonzero if applied else exact, through_batchnorm)
 
 
 @contextmanager
@@ -136,7 +142,7 @@ def speculating(model: nn.Module) -> Iterator[ReluSpeculator]:
     """Run `model`'s forward passes as hardware with ReLU speculation does: every ReLU that
     closes a chain outputs zero where the prediction says so (training iterations that are
     not captured; `capture(..., speculative=True)` does the same for the captured one)."""
-    speculator = ReluSpeculator(apply=True)
+    speculator = ReluSpeculator(apply=True, record=False)
     handles = []
     for module in model.modules():
         if isinstance(module, nn.Conv2d | nn.Linear):
