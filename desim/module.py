@@ -51,16 +51,6 @@ class Simulator:
         for root in self.roots:
             yield from root.walk()
 
-    def work_items(self, n: int, per_cycle: int, clock: Clock, name: str,
-                   action: str) -> Generator:
-        """Handle `n` items, `per_cycle` a cycle: busy for ceil(n / per_cycle) cycles of
-        `clock`, then `n` counted as `action`. The body of every rate-limited unit (a
-        selector scanning entries, a vector unit's lanes...)."""
-        if n <= 0:
-            return
-        yield from self.busy_for(clock.cycles(-(-n // per_cycle)), name)
-        self.count(action, n)
-
     def elaborate(self) -> None:
         """Check the design (every port bound), then start every declared process."""
         unbound = [port.path for module in self.modules() for port in module.ports
