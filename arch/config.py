@@ -110,7 +110,9 @@ class MappingConfig(Strict):
     """How layers are laid onto the hardware.
 
     Every tile keeps its partial sums until its outputs are final (output stationary within
-    the tile). Across tiles, `dataflow` picks which operand stays put while the other
+    the tile), unless the mapper splits the layer's reduction into chunks run one after
+    the other (mappings/tiling.py), when the partial sums wait in the global buffer or
+    DRAM between chunks. Across tiles, `dataflow` picks which operand stays put while the other
     streams: `weight_stationary` holds the channel operand (W in FF/BP, dY in WG) across the
     inner loop, `input_stationary` holds the stream operand (X in FF and WG, dY in BP), and
     `auto` chooses per layer and phase whichever is fastest (Trainer's sparsity-adaptive
@@ -122,6 +124,10 @@ class MappingConfig(Strict):
     # Procrustes' load balancing of unstructured sparse work approaches). Off: a PE does the
     # outputs dealt to it and the tile lasts as long as the busiest PE.
     load_balance: bool = False
+    # What the tiler minimises when it picks among the ways to split a layer's reduction
+    # (whole, or chunks with partial sums kept on chip or spilled to DRAM): energy x delay
+    # (`edp`, Timeloop's usual metric), `delay`, or `energy`, each from its own estimate.
+    objective: Literal["edp", "delay", "energy"] = "edp"
 
 
 class ArchConfig(Strict):

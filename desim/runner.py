@@ -18,7 +18,7 @@ import torch
 
 from arch.accelerator import Accelerator
 from arch.config import ArchConfig
-from arch.energy import ELEMENT_BYTES, WEIGHT_BITS
+from arch.energy import ELEMENT_BYTES, WEIGHT_BITS, EnergyTable
 from arch.systolic import SystolicConfig, apportion, layer_cycles
 from desim.clock import PS_PER_S
 from desim.events import PHASES
@@ -102,6 +102,7 @@ def hardware_view(acc: Accelerator) -> HardwareView:
         clusters=len(acc.clusters), pes_per_cluster=acc.cfg.pe_cluster.pes,
         buffer_bytes=acc.glb.capacity_bytes // 2,
         local_buffer_bytes=acc.cfg.pe_cluster.local_buffer_kib * 1024,
+        macs_per_pe_per_cycle=acc.cfg.pe_cluster.macs_per_pe_per_cycle,
         dram_bytes_per_cycle=acc.dram.system.peak_bandwidth_bytes_per_s
         / acc.clock.frequency_hz,
         noc_port_bytes_per_cycle=acc.cfg.noc.link_bandwidth_bytes_per_cycle,
@@ -122,7 +123,29 @@ def hardware_view(acc: Accelerator) -> HardwareView:
         weight_group=s.weight_group or 0,
         circulant_fft=s.circulant_fft,
         weight_generator=acc.weight_generator is not None,
-        speculate_relu_outputs=acc.speculator is not None)
+        speculate_relu_outputs=acc.speculator is not None,
+        objective=acc.cfg.mapping.objective, **_move_prices(acc))
+
+
+def _move_prices(acc: Accelerator) -> dict[str, float]:
+    """The energy tables' prices the tiler's estimate needs (pJ), for `hardware_view`."""
+    table = EnergyTable(acc.cfg.technology)
+    dram = acc.dram.energy
+    cycle_ns = 1e3 / acc.cfg.core_clock_mhz
+    noc = acc.noc
+    routes = [len(noc.table.route(noc.src, c)) for c in noc.clusters]
+    tree = noc.table.multicast_tree(noc.src, noc.clusters)
+    hop = table.noc_pj_per_byte_hop()
+    return {
+        "mac_pj": table.mac_pj(acc.cfg.pe_cluster.precision),
+        "dram_pj_per_byte": dram.pj_per_bit_read * 8,
+        "static_pj_per_cycle": (dram.background_mw + dram.refresh_mw) * acc.dram.channels
+        * cycle_ns,
+        "glb_pj_per_byte": table.sram_pj_per_byte(acc.glb.bank_bytes),
+        "local_pj_per_byte": table.sram_pj_per_byte(acc.cfg.pe_cluster.local_buffer_kib * 1024),
+        "noc_pj_per_byte": hop * sum(routes) / len(routes),
+        "noc_multicast_pj_per_byte": hop * len(tree),
+    }
 
 
 def simulate(name: str, arch: ArchConfig, workload: Workload,

@@ -16,6 +16,7 @@ class HardwareView:
     buffer_bytes: int               # global buffer space a tile may use (half, double buffered)
     element_bytes: int              # bytes per operand element at the datapath precision
     local_buffer_bytes: int = 0     # each cluster's own buffer (keeps blocks between tiles)
+    macs_per_pe_per_cycle: int = 1  # for the tiler's time estimate
     dram_bytes_per_cycle: float = 1.0   # peak DRAM bandwidth, for the tiler's time estimate
     noc_port_bytes_per_cycle: float = 1.0  # the global buffer's link into the NoC, likewise
     skip_zero_weights: bool = False      # PEs skip MACs whose weight is zero
@@ -37,6 +38,16 @@ class HardwareView:
     circulant_fft: bool = False          # CirCNN: circulant layers stored and run by FFT
     weight_generator: bool = False       # Procrustes: untracked weights regenerated on chip
     speculate_relu_outputs: bool = False  # Trainer: FF skips outputs predicted ReLU-zeroed
+    # What the tiler minimises when it chooses how to split a reduction (`mapping.objective`),
+    # and the prices (pJ, from the energy tables; 0: not known) its energy estimate uses.
+    objective: str = "edp"               # edp | delay | energy
+    mac_pj: float = 0.0
+    dram_pj_per_byte: float = 0.0        # streaming access
+    static_pj_per_cycle: float = 0.0     # DRAM background and refresh, every channel
+    glb_pj_per_byte: float = 0.0
+    local_pj_per_byte: float = 0.0
+    noc_pj_per_byte: float = 0.0         # along the mean route between the buffer and a cluster
+    noc_multicast_pj_per_byte: float = 0.0  # over the tree to every cluster
 
     @property
     def pes(self) -> int:

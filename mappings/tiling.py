@@ -4,9 +4,14 @@ The dataflow (one for now, "channel-parallel, output-stationary"):
 
 - A phase's outputs are laid out (A, images, rows, L) (see `counting`). A tile takes Ka output
   channels and a block of output rows (whole images, or a run of rows of one image); the
-  reduction is done inside the tile, so every output leaves the tile final. For WG the
-  reduction (over the batch) may be split into chunks of images, innermost, when one image's
-  operands do not fit; its outputs leave after the last chunk.
+  reduction is done inside the tile, so every output leaves the tile final - unless the
+  reduction is split into chunks (FF: of input channels, BP: of output channels, WG: of
+  images or rows, when one image's operands do not fit). Chunks innermost keep a tile's
+  partial sums in its PEs; chunks outermost run every tile of one chunk before the next,
+  so each chunk's operands are read once while the partial sums go back and forth,
+  kept in the global buffer or spilled to DRAM. Each phase takes the plan (whole or split,
+  and its order) that minimises `HardwareView.objective` on estimates from its own event
+  rows (`_plan_key`): a small Timeloop-style mapper search.
 - The Ka channels are dealt to the clusters, Ka / clusters consecutive channels each; inside
   a cluster, PE p takes every output position p, p + P, p + 2P... of its channels. A tile
   lasts as long as its busiest PE.
@@ -78,12 +83,16 @@ def _unit_stats(nz: torch.Tensor, line_len: int, fmt: str) -> Operand:
     lines_nz = padded.reshape(n, -1, line_len).any(-1)
     return Operand(elems, flat.sum(1, dtype=torch.int64),
                    torch.full((n,), lines_nz.shape[1], dtype=torch.int64),
-                   lines_nz.sum(1, dtype=torch.int64), line_len, fmt, rle_padding(flat))
+                   lines_nz.sum(1, dtype=torch.int64), line_len, fmt,
+                   rle_padding(flat) if fmt == "rle" else torch.zeros(n, dtype=torch.int64))
 
 
-def _row_rle(t: torch.Tensor) -> torch.Tensor:
-    """Run-length padding entries per (image, row) of a (N, C, H, W) map, lines of W."""
+def _row_rle(t: torch.Tensor, fmt: str) -> torch.Tensor:
+    """Run-length padding entries per (image, row) of a (N, C, H, W) map, lines of W (zeros
+    unless the format is run-length coding, the only one that reads them)."""
     n, c, h, w = t.shape
+    if fmt != "rle":
+        return torch.zeros(n, h, dtype=torch.int64)
     return rle_padding(t.permute(0, 2, 1, 3).reshape(-1, w)).reshape(n, h, c).sum(2)
 
 
@@ -114,7 +123,7 @@ class _Window:
             h0 = r0 * self.st - self.pad
             h1 = (r1 - 1) * self.st - self.pad + self.reach + 1
         elif self.phase == BP:
-            h0 = -((self.pad - self.reach - r0) // self.st)  # ceil((r0 + pad - reach) / st)
+            h0 = -((self.reach - self.pad - r0) // self.st)  # ceil((r0 + pad - reach) / st)
             h1 = (r1 - 1 + self.pad) // self.st + 1
         else:
             h0, h1 = r0, r1
@@ -132,14 +141,14 @@ def phase_shape(layer: LayerCapture, phase: int, hw: HardwareView) -> tuple[Phas
         x = layer.x_nz
         stream_nnz = x.sum((1, 3), dtype=torch.int64)
         row_elems = x.shape[1] * x.shape[3]
-        stream_rle, line_len = _row_rle(x), x.shape[3]
+        stream_rle, line_len = _row_rle(x, act_fmt), x.shape[3]
     elif phase == BP:
         chan = _unit_stats(_weight_units(layer.w_nz, BP, g), hw.weight_group or s,
                            hw.weight_format)
         dy = layer.dy_nz
         stream_nnz = dy.sum((1, 3), dtype=torch.int64)
         row_elems = dy.shape[1] * dy.shape[3]
-        stream_rle, line_len = _row_rle(dy), dy.shape[3]
+        stream_rle, line_len = _row_rle(dy, act_fmt), dy.shape[3]
     else:
         dy = layer.dy_nz.transpose(0, 1)
         chan = _unit_stats(dy, dy.shape[-1], act_fmt)
@@ -149,8 +158,12 @@ def phase_shape(layer: LayerCapture, phase: int, hw: HardwareView) -> tuple[Phas
         row_elems = n * g * h * w_
         if layer.x_valid is not None:  # a row slice: its explicit padding is not data
             row_elems = g * int(layer.x_valid[:, 0].sum())
-        per_line = rle_padding(x.permute(1, 0, 2, 3).reshape(-1, w_)).reshape(g, cg, n * h)
-        stream_rle, line_len = per_line.sum((0, 2))[None, :], w_
+        if act_fmt == "rle":
+            per_line = rle_padding(x.permute(1, 0, 2, 3).reshape(-1, w_)).reshape(g, cg, n * h)
+            stream_rle = per_line.sum((0, 2))[None, :]
+        else:
+            stream_rle = torch.zeros(1, cg, dtype=torch.int64)
+        line_len = w_
     return (PhaseShape(chan, stream_nnz, row_elems, act_fmt, g, stream_rle, line_len),
             _Window(phase, layer))
 
@@ -166,7 +179,7 @@ def _weight_units(w: torch.Tensor, phase: int, groups: int) -> torch.Tensor:
             .reshape(groups * cg, -1, s))
 
 
-@dataclass
+@dataclass(frozen=True)
 class TileShape:
     ka: int            # output channels per tile
     images: int        # images per row block (>= 1 when rows == all rows)
@@ -356,51 +369,212 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     """
     where = f"layer {layer.name} {('FF', 'BP', 'WG')[phase]}"
     pruned_grads_unused = pruned_grads_unused and layer.weight_is_parameter
-    parts = _wg_chunks(layer, hw) if phase == WG else [layer]
-    maps = []
-    for part in parts:
-        nominal = nominal_map(part, phase)
-        effectual = effectual_map(part, phase, pruned_grads_unused=pruned_grads_unused)
-        processed = (nominal if policy.dense
-                     else processed_map(part, phase, policy,
-                                        pruned_grads_unused=pruned_grads_unused))
-        if hw.skip_relu_masked_gradients and phase == BP:  # dX where X is zero is discarded
-            processed = processed * part.x_nz.transpose(0, 1)
-        speculated = None
-        if hw.speculate_relu_outputs and phase == FF and part.y_spec is not None:
-            # The exponent-only pass sees every output (skipping the zeros the PEs skip);
-            # the PEs then compute only the outputs it predicts the ReLU keeps.
-            speculated, processed = processed, processed * part.y_spec.transpose(0, 1)
-        maps.append((nominal, effectual, processed, speculated))
-    totals = {"macs": sum(int(m[0].sum()) for m in maps),
-              "effectual_macs": sum(int(m[1].sum()) for m in maps),
-              "processed_macs": sum(int(m[2].sum()) for m in maps),
-              "weight_dram_bytes": 0}
     if circulant_block and not layer.weight_is_parameter:
         circulant_block = 0
-    channels = torch.arange(maps[0][2].shape[0])
-    if hw.channel_compaction:  # drop output channels with no work in any chunk
-        channels = channels[sum((m[2] if m[3] is None else m[3]).sum((1, 2, 3))
-                                for m in maps) > 0]
-    if len(channels) == 0:  # nothing left to compute in this phase
-        return empty_table(0), totals
-    ps, win = phase_shape(parts[0], phase, hw)
-    _, n_img, n_rows, length = maps[0][2].shape
-    shape = choose_tile(ps, win, len(channels), n_img, n_rows, length, hw, where,
-                        weights=phase != WG and layer.weight_is_parameter)
-    tables, weight_bytes = zip(*[
-        _tile_part(part, layer_index, phase, hw, policy, m, channels, shape,
-                   pruned_grads_unused=pruned_grads_unused, last=i == len(parts) - 1,
-                   reuse=len(parts) == 1,
-                   circulant_block=circulant_block)
-        for i, (part, m) in enumerate(zip(parts, maps, strict=True))], strict=True)
-    totals["weight_dram_bytes"] = int(sum(weight_bytes))
-    # Reduction innermost: (tile 0 chunk 0, tile 0 chunk 1, ..., tile 1 chunk 0, ...). Every
-    # tile then holds new blocks of both operands (built with reuse=False).
-    table = tables[0] if len(tables) == 1 else np.stack(tables, axis=1).reshape(-1)
+    best, first_error = None, None
+    for parts, maps, orders in _reduction_plans(layer, phase, hw, policy, pruned_grads_unused,
+                                                circulant_block):
+        shaped = [phase_shape(part, phase, hw) for part in parts]
+        built: dict = {}  # _tile_part's rows, shared by the orders that tile alike
+        totals = {"macs": sum(int(m[0].sum()) for m in maps),
+                  "effectual_macs": sum(int(m[1].sum()) for m in maps),
+                  "processed_macs": sum(int(m[2].sum()) for m in maps),
+                  "weight_dram_bytes": 0}
+        channels = torch.arange(maps[0][2].shape[0])
+        if hw.channel_compaction:  # drop output channels with no work in any chunk
+            channels = channels[sum((m[2] if m[3] is None else m[3]).sum((1, 2, 3))
+                                    for m in maps) > 0]
+        if len(channels) == 0:  # nothing left to compute in this phase
+            return empty_table(0), totals
+        for order in orders:
+            try:
+                table, weight_bytes = _tile_plan(parts, maps, shaped, channels, order,
+                                                 layer_index, phase, hw, policy, where,
+                                                 pruned_grads_unused, circulant_block, built)
+            except ConfigError as err:   # this plan's smallest tile does not fit
+                first_error = first_error or err
+                continue
+            key = _plan_key(table, hw, len(parts))
+            if best is None or key < best[0]:
+                best = (key, table, {**totals, "weight_dram_bytes": weight_bytes})
+    if best is None:
+        raise first_error
+    _, table, totals = best
     if circulant_block:
         totals["processed_macs"] = int(table["processed_macs"].sum())
     return table, totals
+
+
+# Where a split reduction's chunks sit in the loop nest.
+WHOLE = "whole"      # no split: every output is final in its tile
+INNER = "inner"      # chunks innermost: a tile's outputs stay in its PEs from chunk to chunk
+KEPT = "kept"        # chunks outermost, partial sums kept in the global buffer between chunks
+SPILLED = "spilled"  # chunks outermost, partial sums written to DRAM and read back
+
+
+def _reduction_plans(layer: LayerCapture, phase: int, hw: HardwareView, policy: SkipPolicy,
+                     pruned_grads_unused: bool, circulant_block: int) -> list[tuple]:
+    """The ways to cut a phase's reduction into chunks: (chunks, their count maps, the loop
+    orders to try) for each.
+
+    WG reduces over the batch: it is split only when one chunk must be (`_wg_chunks`). FF
+    reduces over input channels and BP over output channels: besides the whole reduction,
+    chunks of f, 2f and 4f channels are tried (f: an eighth of them, at least
+    `MIN_CHUNK_CHANNELS`), chunks outermost: a layer whose weights dwarf the buffer can then
+    keep its whole input on chip while its weights stream past once, instead of re-reading
+    one of the two (a Timeloop-style reduction split). Counts add over a reduction, so the
+    finest chunks are counted once and the coarser plans sum them."""
+    def counted(parts: list[LayerCapture]) -> list[tuple]:
+        return [_count_maps(part, phase, hw, policy, pruned_grads_unused) for part in parts]
+
+    if phase == WG:
+        chunks = _wg_chunks(layer, hw)
+        return [(chunks, counted(chunks), (INNER, KEPT, SPILLED) if len(chunks) > 1
+                 else (WHOLE,))]
+    c = layer.w_nz.shape[1] if phase == FF else layer.w_nz.shape[0]
+    finest = max(MIN_CHUNK_CHANNELS, -(-c // 8))
+    if layer.groups != 1 or circulant_block or finest >= c:
+        return [([layer], counted([layer]), (WHOLE,))]
+    fine = counted([_slice_reduction(layer, phase, c0, min(c0 + finest, c))
+                    for c0 in range(0, c, finest)])
+    plans = [([layer], [_sum_maps(fine)], (WHOLE,))]   # the whole reduction first: it wins ties
+    for group in (4, 2, 1):   # 2, 4, 8 chunks
+        if group >= len(fine):
+            continue
+        size = finest * group
+        parts = [_slice_reduction(layer, phase, c0, min(c0 + size, c)) for c0 in range(0, c, size)]
+        maps = [_sum_maps(fine[i:i + group]) for i in range(0, len(fine), group)]
+        plans.append((parts, maps, (KEPT, SPILLED)))
+    return plans
+
+
+MIN_CHUNK_CHANNELS = 8  # a narrower reduction chunk saves too little to be worth a plan
+
+
+def _sum_maps(maps: list[tuple]) -> tuple:
+    """The count maps of consecutive reduction chunks taken together."""
+    return tuple(None if ms[0] is None else sum(ms[1:], ms[0]) for ms in zip(*maps, strict=True))
+
+
+def _slice_reduction(layer: LayerCapture, phase: int, c0: int, c1: int) -> LayerCapture:
+    """FF: input channels [c0, c1) (of X and W); BP: output channels [c0, c1) (of dY and W)."""
+    def cut(t: torch.Tensor | None, dim: int) -> torch.Tensor | None:
+        return None if t is None else t.narrow(dim, c0, c1 - c0)
+
+    if phase == FF:
+        return replace(layer, x_nz=cut(layer.x_nz, 1), w_nz=cut(layer.w_nz, 1),
+                       x_valid=cut(layer.x_valid, 1), w_tracked=cut(layer.w_tracked, 1),
+                       dx_nz=cut(layer.dx_nz, 1))
+    return replace(layer, dy_nz=cut(layer.dy_nz, 1), w_nz=cut(layer.w_nz, 0),
+                   w_tracked=cut(layer.w_tracked, 0), y_spec=cut(layer.y_spec, 1),
+                   y_nz=cut(layer.y_nz, 1), y_relu_nz=cut(layer.y_relu_nz, 1))
+
+
+def _count_maps(part: LayerCapture, phase: int, hw: HardwareView, policy: SkipPolicy,
+                pruned_grads_unused: bool) -> tuple[torch.Tensor, ...]:
+    """Nominal, effectual, processed and speculated (or None) MACs per output of `part`."""
+    nominal = nominal_map(part, phase)
+    effectual = effectual_map(part, phase, pruned_grads_unused=pruned_grads_unused)
+    processed = (nominal if policy.dense
+                 else processed_map(part, phase, policy, pruned_grads_unused=pruned_grads_unused))
+    if hw.skip_relu_masked_gradients and phase == BP:  # dX where X is zero is discarded
+        processed = processed * part.x_nz.transpose(0, 1)
+    speculated = None
+    if hw.speculate_relu_outputs and phase == FF and part.y_spec is not None:
+        # The exponent-only pass sees every output (skipping the zeros the PEs skip);
+        # the PEs then compute only the outputs it predicts the ReLU keeps.
+        speculated, processed = processed, processed * part.y_spec.transpose(0, 1)
+    return nominal, effectual, processed, speculated
+
+
+def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple],
+               channels: torch.Tensor, order: str, layer_index: int, phase: int,
+               hw: HardwareView, policy: SkipPolicy, where: str, pruned_grads_unused: bool,
+               circulant_block: int, built: dict) -> tuple[np.ndarray, int]:
+    """The event rows of one plan (its chunks in `order`) and the weight bytes it reads.
+
+    Chunks outermost pass partial sums between chunks: they go to the PEs' accumulators
+    with a tile and come back after it, dense at the datapath precision, through the
+    global buffer (KEPT) and also DRAM (SPILLED)."""
+    _, n_img, n_rows, length = maps[0][2].shape
+    tiling_hw = hw
+    if order == KEPT:  # the partial sums take their share of both halves of the buffer
+        psums = len(channels) * n_img * n_rows * length * hw.element_bytes
+        budget = hw.buffer_bytes - -(-psums // 2)
+        if budget <= 0:
+            raise ConfigError(f"{where}: the partial sums ({psums} bytes) do not fit the "
+                              "global buffer")
+        tiling_hw = replace(hw, buffer_bytes=budget)
+    ps, win = shaped[0]
+    shape = choose_tile(ps, win, len(channels), n_img, n_rows, length, tiling_hw, where,
+                        weights=phase != WG and parts[0].weight_is_parameter)
+    n = len(parts)
+    tables, weight_bytes = [], 0
+    for i, (part, m) in enumerate(zip(parts, maps, strict=True)):
+        key = (i, shape, order == INNER)
+        if key not in built:
+            built[key] = _tile_part(part, shaped[i], layer_index, phase, hw, policy, m,
+                                    channels, shape, pruned_grads_unused=pruned_grads_unused,
+                                    last=i == n - 1, reuse=order != INNER,
+                                    circulant_block=circulant_block)
+        table, wb, psums = built[key]
+        weight_bytes += wb
+        if order in (KEPT, SPILLED) and n > 1:
+            table = table.copy()
+            spilled = order == SPILLED
+            if i > 0:      # this chunk starts from the partial sums
+                table["unicast_bytes"] += psums
+                table["glb_read_bytes"] += psums
+                if spilled:
+                    table["dram_read_bytes"] += psums
+                    table["glb_write_bytes"] += psums
+            if i < n - 1:  # ... and leaves them
+                table["gather_bytes"] += psums
+                table["glb_write_bytes"] += psums
+                if spilled:
+                    table["dram_write_bytes"] += psums
+        tables.append(table)
+    if order == INNER:
+        # (tile 0 chunk 0, tile 0 chunk 1, ..., tile 1 chunk 0, ...): every tile holds new
+        # blocks of both operands (built with reuse=False).
+        return np.stack(tables, axis=1).reshape(-1), weight_bytes
+    return np.concatenate(tables), weight_bytes  # (chunk 0: every tile, chunk 1: ...)
+
+
+def _plan_key(table: np.ndarray, hw: HardwareView, chunks: int) -> tuple:
+    """What ranks the plans of a phase, smallest first: `hw.objective` on the estimates,
+    then time, DRAM bytes and fewer chunks (so that without prices time decides)."""
+    cycles = _estimated_cycles(table, hw)
+    pj = _estimated_pj(table, hw, cycles)
+    dram = int(table["dram_read_bytes"].sum() + table["dram_write_bytes"].sum())
+    first = {"edp": cycles * pj, "delay": cycles, "energy": pj}[hw.objective]
+    return (first, cycles, pj, dram, chunks)
+
+
+def _estimated_cycles(table: np.ndarray, hw: HardwareView) -> float:
+    """A plan's time: each tile as long as its busiest resource (PEs, DRAM, the global
+    buffer's NoC port), the others overlapping it as the tile pipeline lets them."""
+    compute = np.ceil(table["busiest_pe_macs"] / hw.macs_per_pe_per_cycle)
+    dram = (table["dram_read_bytes"] + table["dram_write_bytes"]) / hw.dram_bytes_per_cycle
+    noc = np.maximum(table["multicast_bytes"] + table["unicast_bytes"],
+                     table["gather_bytes"]) / hw.noc_port_bytes_per_cycle
+    return float(np.maximum(np.maximum(compute, dram), noc).sum())
+
+
+def _estimated_pj(table: np.ndarray, hw: HardwareView, cycles: float) -> float:
+    """A plan's energy at the view's prices: its MACs, the bytes it moves through DRAM, the
+    global buffer, the NoC and the clusters' buffers, and DRAM standby while it runs."""
+    def total(column: str) -> float:
+        return float(table[column].sum())
+
+    local_writes = float((table["multicast_bytes"] * table["active_clusters"]).sum())
+    return (total("processed_macs") * hw.mac_pj
+            + (total("dram_read_bytes") + total("dram_write_bytes")) * hw.dram_pj_per_byte
+            + (total("glb_read_bytes") + total("glb_write_bytes")) * hw.glb_pj_per_byte
+            + (total("unicast_bytes") + total("gather_bytes")) * hw.noc_pj_per_byte
+            + total("multicast_bytes") * hw.noc_multicast_pj_per_byte
+            + (local_writes + total("unicast_bytes")) * hw.local_pj_per_byte
+            + cycles * hw.static_pj_per_cycle)
 
 
 def _wg_chunks(layer: LayerCapture, hw: HardwareView) -> list[LayerCapture]:
@@ -443,15 +617,17 @@ def _slice_rows(layer: LayerCapture, n: int, p0: int, p1: int) -> LayerCapture:
                    padding=0, x_valid=valid[:, :, h0:h1].bool())
 
 
-def _tile_part(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareView,
-               policy: SkipPolicy, maps: tuple[torch.Tensor, ...], channels: torch.Tensor,
-               shape: TileShape, *, pruned_grads_unused: bool, last: bool, reuse: bool,
-               circulant_block: int = 0) -> tuple[np.ndarray, int]:
+def _tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_index: int,
+               phase: int, hw: HardwareView, policy: SkipPolicy,
+               maps: tuple[torch.Tensor, ...], channels: torch.Tensor, shape: TileShape, *,
+               pruned_grads_unused: bool, last: bool, reuse: bool, circulant_block: int = 0
+               ) -> tuple[np.ndarray, int, np.ndarray]:
     """Event rows of one (chunk of a) phase, given its count maps and the kept channels,
-    and the weight bytes they read from DRAM.
-    `reuse`: consecutive tiles may keep a block (False when chunks interleave)."""
-    nominal, effectual, processed = (m[channels] for m in maps[:3])
-    ps, win = phase_shape(layer, phase, hw)
+    the weight bytes they read from DRAM, and each row's outputs in bytes as dense partial
+    sums. `reuse`: consecutive tiles may keep a block (False when chunks interleave)."""
+    everything = len(channels) == maps[2].shape[0]
+    nominal, effectual, processed = (m if everything else m[channels] for m in maps[:3])
+    ps, win = shaped
     chan = ps.channel_operand.select(channels)
     a, n_img, n_rows, length = processed.shape
     busiest, work = _per_tile_pe(processed, shape, hw)
@@ -492,8 +668,9 @@ def _tile_part(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     s_bytes = _stream_bytes(ps, s_elems, s_nnz, _window_sums(ps.stream_rle, i0, i1, h0, h1), eb)
     groups_frac = _groups_touched(layer, phase, channels, ka, na, ps.groups)
 
-    # Outputs: every output final in its tile (after the last chunk, for WG).
+    # Outputs: every output final in its tile (after the last chunk of a split reduction).
     written = _written_map(layer, phase, hw)
+    dense_out = np.outer(channels_in_block, (i1 - i0) * (r1 - r0) * length) * eb
     if not last:
         out_bytes = np.zeros((na, nb), np.int64)
     elif phase == WG and policy.pruned_weight_gradients and pruned_grads_unused:
@@ -501,7 +678,7 @@ def _tile_part(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     elif written is not None:
         out_bytes = _activation_out_bytes(written[channels], shape, hw)
     else:
-        out_bytes = np.outer(channels_in_block, (i1 - i0) * (r1 - r0) * length) * eb
+        out_bytes = dense_out
     if b and phase == WG:  # the gradient of each block's first row only
         out_bytes = -(-out_bytes // b)
     if shape.rows_outer:
@@ -541,7 +718,7 @@ def _tile_part(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     table["processed_macs"] = work[ia, ib]
     table["effectual_macs"] = eff[ia, ib]
     table["macs"] = nom[ia, ib]
-    return table, int(a_dram.sum()) if weights else 0
+    return table, int(a_dram.sum()) if weights else 0, dense_out[ia, ib]
 
 
 def _written_map(layer: LayerCapture, phase: int, hw: HardwareView) -> torch.Tensor | None:
@@ -574,10 +751,11 @@ def _activation_out_bytes(written: torch.Tensor, shape: TileShape, hw: HardwareV
         return _per_tile_pe(counts, shape, hw)[1]
 
     ones = torch.ones(a, n_img, n_rows, 1, dtype=torch.int64)
-    rle = rle_padding(written.reshape(-1, length)).reshape(a, n_img, n_rows, 1)
+    rle = (per_tile(rle_padding(written.reshape(-1, length)).reshape(a, n_img, n_rows, 1))
+           if hw.activation_format == "rle" else 0)
     stats = BlockStats(per_tile(ones) * length, per_tile(written.to(torch.int64)),
                        per_tile(ones), per_tile(written.any(-1, keepdim=True).to(torch.int64)),
-                       length, per_tile(rle))
+                       length, rle)
     return operand_bytes(hw.activation_format, stats, hw.element_bytes)
 
 

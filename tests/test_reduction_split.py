@@ -1,0 +1,123 @@
+"""Reduction splits: a layer whose operands cannot share the buffer is cut along its reduction
+(FF: input channels, BP: output channels, WG: images), chunks outermost, so that each operand
+is read from DRAM once and the partial sums stay on chip. Closed-form byte counts."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mappings.counting import BP, FF, WG, SkipPolicy
+from mappings.target import HardwareView
+from mappings.tiling import (
+    INNER,
+    KEPT,
+    _count_maps,
+    _plan_key,
+    _tile_plan,
+    _wg_chunks,
+    phase_shape,
+    tile_phase,
+)
+from tests.test_counting import dense_capture
+
+# A deep layer's shape: 3x3 conv, 64 -> 64 channels, 4x4 maps, one image: W is 72 KiB at fp16,
+# X, Y, dY and dX 2 KiB each. 6,000 bytes a tile: the whole reduction holds 4 output channels'
+# weights (4.5 KiB) beside X only in part, so it reads W twice; split in input channels
+# (FF) or output channels (BP), each chunk's weights stream past X's chunk, once.
+CH, H = 64, 4
+W_BYTES, MAP_BYTES = CH * CH * 9 * 2, CH * H * H * 2
+# DRAM 8 B and the NoC port 32 B a cycle; prices near those of the 28 nm tables (pJ).
+HW = HardwareView(clusters=4, pes_per_cluster=4, buffer_bytes=6000, element_bytes=2,
+                  dram_bytes_per_cycle=8.0, noc_port_bytes_per_cycle=32.0, mac_pj=0.75,
+                  dram_pj_per_byte=46.0, glb_pj_per_byte=0.6, local_pj_per_byte=0.3,
+                  noc_pj_per_byte=8.0, noc_multicast_pj_per_byte=40.0)
+
+
+def deep_layer():
+    return dense_capture(nn.Conv2d(CH, CH, 3, padding=1, bias=False), n=1, h=H)
+
+
+@pytest.mark.parametrize("phase", [FF, BP])
+def test_split_reduction_reads_each_operand_once_and_keeps_partial_sums_on_chip(phase):
+    table, totals = tile_phase(deep_layer(), 0, phase, HW, SkipPolicy(), pruned_grads_unused=True)
+    assert totals["macs"] == totals["effectual_macs"] == table["macs"].sum()
+    assert totals["macs"] == CH * CH * (3 * H - 2) ** 2  # in-bounds pairs, padding 1
+    # FF: W and X once, Y written once; BP: W and dY once, dX written once
+    assert table["dram_read_bytes"].sum() == W_BYTES + MAP_BYTES
+    assert table["dram_write_bytes"].sum() == MAP_BYTES
+    # the partial sums went to the PEs and back over the NoC: more came back than Y
+    assert table["gather_bytes"].sum() > MAP_BYTES
+
+
+def test_the_whole_reduction_stays_when_its_operands_fit():
+    roomy = HardwareView(**{**HW.__dict__, "buffer_bytes": 1 << 20})
+    table, _ = tile_phase(deep_layer(), 0, FF, roomy, SkipPolicy(), pruned_grads_unused=True)
+    assert len(table) == 1
+    assert table["dram_read_bytes"].sum() == W_BYTES + MAP_BYTES
+    assert table["gather_bytes"].sum() == table["dram_write_bytes"].sum() == MAP_BYTES
+
+
+def test_wg_chunks_outermost_write_dw_once_and_read_no_more_than_chunks_innermost():
+    n, c, k, r, h = 4, 3, 8, 3, 10
+    layer = dense_capture(nn.Conv2d(c, k, r, bias=False), n=n, h=h)
+    small = HardwareView(clusters=4, pes_per_cluster=4, buffer_bytes=2600, element_bytes=2)
+    table, _ = tile_phase(layer, 0, WG, small, SkipPolicy(), pruned_grads_unused=True)
+    parts = _wg_chunks(layer, small)  # the chunks tile_phase made
+    assert len(parts) > 1
+    maps = [_count_maps(p, WG, small, SkipPolicy(), True) for p in parts]
+    shaped = [phase_shape(p, WG, small) for p in parts]
+    channels = torch.arange(k)
+    plans = {order: _tile_plan(parts, maps, shaped, channels, order, 0, WG, small, SkipPolicy(),
+                               "test", True, 0, {})[0] for order in (INNER, KEPT)}
+    dw = k * c * r * r * 2
+    for order, plan in plans.items():
+        assert plan["effectual_macs"].sum() == n * k * c * r * r * (h - r + 1) ** 2, order
+        assert plan["dram_write_bytes"].sum() == dw, order  # psums never reach DRAM
+    assert plans[KEPT]["dram_read_bytes"].sum() <= plans[INNER]["dram_read_bytes"].sum()
+    assert _plan_key(table, small, len(parts)) <= min(_plan_key(p, small, len(parts))
+                                                      for p in plans.values())
+
+
+def test_the_objective_ranks_plans_by_its_own_estimate():
+    slow_lean = np.zeros(1, dtype=[("busiest_pe_macs", np.int64), ("dram_read_bytes", np.int64),
+                                   ("dram_write_bytes", np.int64), ("multicast_bytes", np.int64),
+                                   ("unicast_bytes", np.int64), ("gather_bytes", np.int64),
+                                   ("glb_read_bytes", np.int64), ("glb_write_bytes", np.int64),
+                                   ("processed_macs", np.int64), ("active_clusters", np.int64)])
+    fast_hungry = slow_lean.copy()
+    slow_lean["busiest_pe_macs"] = 1000          # 1,000 cycles, 10 bytes of DRAM
+    slow_lean["dram_read_bytes"] = 10
+    fast_hungry["busiest_pe_macs"] = 500         # 500 cycles, 400 bytes of DRAM
+    fast_hungry["dram_read_bytes"] = 400
+    prices = dict(clusters=1, pes_per_cluster=1, buffer_bytes=1, element_bytes=2,
+                  dram_bytes_per_cycle=1.0, dram_pj_per_byte=10.0)
+    for objective, winner in (("delay", "fast"), ("energy", "slow"), ("edp", "slow")):
+        hw = HardwareView(**prices, objective=objective)
+        fast, slow = _plan_key(fast_hungry, hw, 1), _plan_key(slow_lean, hw, 1)
+        assert (fast < slow) == (winner == "fast"), objective
+    # edp: 1,000 x 100 pJ = 1e5 against 500 x 4,000 pJ = 2e6
+    assert _plan_key(slow_lean, HardwareView(**prices), 1)[0] == 1000 * 100.0
+
+
+@pytest.mark.parametrize("stride,pad,kernel,dilation", [(1, 1, 3, 1), (1, 0, 3, 1), (2, 1, 3, 1),
+                                                        (2, 3, 7, 1), (1, 2, 3, 2), (1, 0, 1, 1)])
+def test_bp_reads_exactly_the_dy_rows_each_block_of_dx_rows_needs(stride, pad, kernel, dilation):
+    # dX[h] sums dY[p] W[r] over h = p * stride - pad + r * dilation: brute force the rows
+    from mappings.tiling import _Window
+    h = 12
+    layer = dense_capture(nn.Conv2d(2, 2, kernel, stride, pad, dilation, bias=False), n=1, h=h)
+    p_rows = layer.dy_nz.shape[2]
+    win = _Window(BP, layer)
+    for r0 in range(h):
+        for r1 in range(r0 + 1, h + 1):
+            need = {p for p in range(p_rows) for r in range(kernel) for x in range(r0, r1)
+                    if x == p * stride - pad + r * dilation}
+            h0, h1 = win(np.array([r0]), np.array([r1]))
+            if need and dilation == 1:
+                assert (h0[0], h1[0]) == (min(need), max(need) + 1), (r0, r1)
+            elif need:  # dilated: a clipped edge may hold a row the gaps skip
+                assert min(need) - dilation < h0[0] <= min(need), (r0, r1)
+                assert max(need) < h1[0] <= max(need) + dilation, (r0, r1)
+            else:
+                assert h1[0] <= h0[0], (r0, r1)
