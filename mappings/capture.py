@@ -159,10 +159,13 @@ class VectorCapture:
     in_elems: int
     out_elems: int
     after: int
-    # FF's input and output as non-zero statistics (one block, lines along the last dim),
-    # for the bytes they take in a compressed activation format.
+    # FF's input and output, and BP's gradients of the output (dY) and of the input (dX),
+    # as non-zero statistics (one block, lines along the last dim), for the bytes they take
+    # in a compressed activation format.
     in_stats: BlockStats | None = None
     out_stats: BlockStats | None = None
+    dy_stats: BlockStats | None = None
+    dx_stats: BlockStats | None = None
 
 
 def _as_4d(t: torch.Tensor, module: nn.Module) -> torch.Tensor:
@@ -241,11 +244,25 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                 records[name]["dx_nz"] = keep(_as_4d(grad_in[0].detach() != 0, _m))
         return hook
 
+    calls: dict[str, list[VectorCapture]] = {}  # a module called twice (a shared ReLU)
+    # is captured twice; its backward calls come in reverse order
+
     def on_vector(name: str, kind: str):
         def hook(_m, args, out):
-            vectors.append(VectorCapture(name, kind, args[0].numel(), out.numel(),
-                                         len(order) - 1, map_stats(args[0].detach() != 0),
-                                         map_stats(out.detach() != 0)))
+            v = VectorCapture(name, kind, args[0].numel(), out.numel(), len(order) - 1,
+                              map_stats(args[0].detach() != 0), map_stats(out.detach() != 0))
+            vectors.append(v)
+            calls.setdefault(name, []).append(v)
+        return hook
+
+    def on_vector_backward(name: str):
+        def hook(_m, grad_in, grad_out):
+            if not calls.get(name):
+                return
+            v = calls[name].pop()
+            v.dy_stats = map_stats(grad_out[0].detach() != 0)
+            if grad_in[0] is not None:
+                v.dx_stats = map_stats(grad_in[0].detach() != 0)
         return hook
 
     def on_other(module: nn.Module, args, out):
@@ -258,6 +275,7 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
             handles.append(module.register_forward_hook(on_other))
         if vectors is not None and kind is not None:
             handles.append(module.register_forward_hook(on_vector(name, kind)))
+            handles.append(module.register_full_backward_hook(on_vector_backward(name)))
         if isinstance(module, MatMul):
             handles.append(module.register_forward_hook(on_matmul(name)))
             handles.append(module.register_full_backward_hook(on_matmul_backward(name)))

@@ -16,7 +16,7 @@ from mappings.capture import LayerCapture, PackedLayer
 from mappings.counting import BP, FF, WG, SkipPolicy
 from mappings.target import HardwareView
 from mappings.tiling import tile_phase
-from mappings.vector import stored_outputs, vector_tiles
+from mappings.vector import stored_gradients, stored_outputs, vector_tiles
 from mappings.workload import Workload
 
 
@@ -63,10 +63,12 @@ def map_workload(workload: Workload, hw: HardwareView) -> list[PhaseWork]:
                                        == "block_circulant") else 0
     pruned = set(getattr(workload, "pruned_layers", ()))
     stored = stored_outputs(workload.vectors, hw)  # what each vector layer writes in FF
+    stored_dy = stored_gradients(workload.vectors, hw)  # ... and reads as dY in BP
     for layer_id, phase in training_order(workload):
         if layer_id < 0:
             vector = workload.vectors[-1 - layer_id]
-            table = vector_tiles(vector, layer_id, phase, hw, stored[-1 - layer_id])
+            table = vector_tiles(vector, layer_id, phase, hw, stored[-1 - layer_id],
+                                 stored_dy[-1 - layer_id])
             if len(table):
                 work.append(PhaseWork(vector.name, layer_id, phase, table))
             continue

@@ -7,8 +7,11 @@ the global buffer. Trainer's decoupled BN unit (`fused_batchnorm`) gathers the s
 the producing layer writes its outputs, so each phase makes one pass. A ReLU is usually fused
 into the layer that produces its input (`fused_relu`): its comparison happens on the output
 stream and it costs no tile of its own, and the producer writes the ReLU's output.
-Activations take their bytes in the activation format (their non-zeros are captured);
-gradients are counted dense.
+Activations and gradients take their bytes in the activation format, from their captured
+non-zeros, as the conv/linear layers' operands do. A fused ReLU's BP (the mask) is applied
+on the stream where its consumer reads the gradient, so the layer before it reads the
+gradient as it was written: masked only when the layer that wrote it skips ReLU-masked
+gradients (`skip_relu_masked_gradients`).
 
 Operations per element (stated assumptions, counted as fused multiply-adds on the vector
 unit): batch norm FF 4 (sum, sum of squares, scale, shift), BP 7 (two sums, then dX);
@@ -31,25 +34,30 @@ OPS_PER_ELEMENT = {("batchnorm", FF): 4, ("batchnorm", BP): 7, ("relu", FF): 1, 
 
 
 def vector_traffic(v: VectorCapture, phase: int, hw: HardwareView,
-                   stored_out: BlockStats | None = None) -> tuple[int, int, int]:
+                   stored_out: BlockStats | None = None, stored_dy: BlockStats | None = None
+                   ) -> tuple[int, int, int]:
     """(DRAM bytes read, DRAM bytes written, vector ops) of one phase of a vector layer.
 
-    Activations (FF's input and output, and X again in batch norm's BP) take their bytes in
-    the activation format, from the captured statistics; `stored_out` replaces the output's
-    when a fused ReLU changes what is written. Gradients are counted dense."""
+    FF reads X and writes Y; BP reads dY (and X again in batch norm) and writes dX. Each
+    takes its bytes in the activation format, from the captured statistics (dense when
+    none were captured); `stored_out` and `stored_dy` replace Y's and dY's when a fused
+    ReLU changes what is stored (`stored_outputs`, `stored_gradients`)."""
     eb = hw.element_bytes
-    x_dense, y = v.in_elems * eb, v.out_elems * eb
-    x = _in_format(v.in_stats, x_dense, hw)
+    x = _in_format(v.in_stats, v.in_elems * eb, hw)
     ops = OPS_PER_ELEMENT[(v.kind, phase)] * v.in_elems
     if phase == FF:
-        y = _in_format(stored_out or v.out_stats, y, hw)
+        y = _in_format(stored_out or v.out_stats, v.out_elems * eb, hw)
+        operands = x
+    else:
+        dy = _in_format(stored_dy or v.dy_stats, v.out_elems * eb, hw)
+        dx = _in_format(v.dx_stats, v.in_elems * eb, hw)
+        operands = x + dy if v.kind == "batchnorm" else dy
     if v.kind == "batchnorm":
-        operands = x if phase == FF else x + y          # BP reads X and dY
         one_pass = hw.fused_batchnorm or operands <= hw.buffer_bytes
-        return operands * (1 if one_pass else 2), (y if phase == FF else x_dense), ops
+        return operands * (1 if one_pass else 2), (y if phase == FF else dx), ops
     if phase == FF:
         return x, y, ops
-    return y + -(-v.in_elems // 8), x_dense, ops       # dY plus a sign/argmax bit each
+    return operands + -(-v.in_elems // 8), dx, ops    # dY plus a sign/argmax bit each
 
 
 def _in_format(stats: BlockStats | None, dense_bytes: int, hw: HardwareView) -> int:
@@ -62,21 +70,35 @@ def stored_outputs(vectors: list[VectorCapture], hw: HardwareView) -> list[Block
     """What each vector layer writes in FF: with `fused_relu`, a layer whose output goes
     straight into a ReLU (the next vector layer, after the same conv/linear layer, of the
     output's size) writes the ReLU's output."""
-    out: list[BlockStats | None] = []
-    for i, v in enumerate(vectors):
-        nxt = vectors[i + 1] if i + 1 < len(vectors) else None
-        fused = (hw.fused_relu and nxt is not None and nxt.kind == "relu"
-                 and nxt.after == v.after and nxt.in_elems == v.out_elems)
-        out.append(nxt.out_stats if fused else v.out_stats)
-    return out
+    return [vectors[i + 1].out_stats if _fused_relu_follows(vectors, i, hw) else v.out_stats
+            for i, v in enumerate(vectors)]
+
+
+def stored_gradients(vectors: list[VectorCapture], hw: HardwareView
+                     ) -> list[BlockStats | None]:
+    """The gradient dY each vector layer reads in BP: with a fused ReLU after it, the one the
+    ReLU received (unmasked: the mask is applied as it is read), unless the layer that wrote
+    it already masked it (`skip_relu_masked_gradients`)."""
+    return [vectors[i + 1].dy_stats
+            if _fused_relu_follows(vectors, i, hw) and not hw.skip_relu_masked_gradients
+            else v.dy_stats for i, v in enumerate(vectors)]
+
+
+def _fused_relu_follows(vectors: list[VectorCapture], i: int, hw: HardwareView) -> bool:
+    """Whether layer i's output goes straight into a fused ReLU (the next vector layer,
+    after the same conv/linear layer, of the output's size)."""
+    nxt = vectors[i + 1] if i + 1 < len(vectors) else None
+    return (hw.fused_relu and nxt is not None and nxt.kind == "relu"
+            and nxt.after == vectors[i].after and nxt.in_elems == vectors[i].out_elems)
 
 
 def vector_tiles(v: VectorCapture, layer_id: int, phase: int, hw: HardwareView,
-                 stored_out: BlockStats | None = None) -> np.ndarray:
+                 stored_out: BlockStats | None = None, stored_dy: BlockStats | None = None
+                 ) -> np.ndarray:
     """The layer-phase cut into tiles whose data fits the tile's share of the buffer."""
     if hw.vector_lanes == 0 or (v.kind == "relu" and hw.fused_relu):
         return empty_table(0)
-    read, write, ops = vector_traffic(v, phase, hw, stored_out)
+    read, write, ops = vector_traffic(v, phase, hw, stored_out, stored_dy)
     n = max(1, -(-(read + write) // hw.buffer_bytes))
     table = empty_table(n)
     table["layer"], table["phase"] = layer_id, phase

@@ -15,7 +15,7 @@ from mappings.counting import BP, FF, SkipPolicy
 from mappings.formats import map_stats
 from mappings.target import HardwareView
 from mappings.tiling import tile_phase
-from mappings.vector import stored_outputs, vector_traffic
+from mappings.vector import stored_gradients, stored_outputs, vector_traffic
 
 HW = dict(clusters=4, pes_per_cluster=4, buffer_bytes=64 * 1024, element_bytes=2)
 
@@ -68,3 +68,48 @@ def test_a_fused_relu_makes_the_vector_layer_before_it_write_its_output():
     assert write == 2 * int((relu_out != 0).sum()) + 96 // 8
     unfused = HardwareView(**{**hw.__dict__, "fused_relu": False})
     assert stored_outputs([bn, relu], unfused)[0] is bn.out_stats
+
+
+def test_vector_layers_capture_their_gradients_and_read_and_write_them_in_format():
+    """conv -> BN -> ReLU -> max pool -> conv: each vector layer's dY and dX are the real
+    gradients' non-zeros; in bitmap, BN's BP reads X and the ReLU's incoming dY (the mask is
+    applied as it reads) and writes its dX; the pool reads its dY and the argmax bits."""
+    torch.manual_seed(5)
+    conv1, bn, relu, pool = (nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                             nn.MaxPool2d(2))
+    model = nn.Sequential(conv1, bn, relu, pool, nn.Conv2d(4, 2, 3, padding=1))
+    x = torch.randn(2, 3, 8, 8)
+    vectors: list[VectorCapture] = []
+    grads = {}
+    for name, m in (("bn", bn), ("relu", relu), ("pool", pool)):
+        m.register_full_backward_hook(
+            lambda _m, gi, go, name=name: grads.update({name: (gi[0], go[0])}))
+    capture(model, x, torch.ones(2, 2, 4, 4), loss_fn=lambda out, t: (out * t).sum(),
+            vectors=vectors)
+    by_name = {v.name: v for v in vectors}
+    assert set(by_name) == {"1", "2", "3"}
+    for name, key in (("1", "bn"), ("2", "relu"), ("3", "pool")):
+        dx, dy = grads[key]
+        v = by_name[name]
+        assert int(v.dy_stats.nnz[0]) == int((dy != 0).sum()) and v.dy_stats.elems[0] == dy.numel()
+        assert int(v.dx_stats.nnz[0]) == int((dx != 0).sum())
+    relu_dx, relu_dy = grads["relu"]
+    assert int((relu_dx != 0).sum()) < int((relu_dy != 0).sum())  # the ReLU masks it
+    hw = HardwareView(**HW, activation_format="bitmap", vector_lanes=8, fused_batchnorm=True)
+    v_bn, v_relu, v_pool = vectors
+
+    def bitmap(t):
+        return 2 * int((t != 0).sum()) + t.numel() // 8
+
+    stored = stored_gradients(vectors, hw)
+    assert stored[0] is v_relu.dy_stats  # the ReLU's incoming gradient, unmasked
+    read, write, _ = vector_traffic(v_bn, BP, hw, stored_dy=stored[0])
+    bn_in = model[0](x)
+    assert read == bitmap(bn_in) + bitmap(grads["relu"][1])
+    assert write == bitmap(grads["bn"][0])
+    masked = HardwareView(**{**hw.__dict__, "skip_relu_masked_gradients": True})
+    assert stored_gradients(vectors, masked)[0] is v_bn.dy_stats
+    read, write, _ = vector_traffic(v_pool, BP, hw, stored_dy=stored[2])
+    assert read == bitmap(grads["pool"][1]) + -(-v_pool.in_elems // 8)
+    assert write == bitmap(grads["pool"][0])
+    assert write < 2 * v_pool.in_elems  # max pooling's dX: one non-zero per window at most
