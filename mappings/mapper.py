@@ -14,8 +14,8 @@ import numpy as np
 
 from mappings.capture import LayerCapture, PackedLayer
 from mappings.counting import BP, FF, WG, SkipPolicy
+from mappings.planner import tile_phase
 from mappings.target import HardwareView
-from mappings.tiling import tile_phase
 from mappings.vector import stored_gradients, stored_outputs, vector_tiles
 from mappings.workload import Workload
 

@@ -8,8 +8,8 @@ from torch import nn
 from desim.errors import ConfigError
 from mappings.capture import capture
 from mappings.counting import BP, FF, WG, SkipPolicy
+from mappings.planner import tile_phase
 from mappings.target import HardwareView
-from mappings.tiling import tile_phase
 
 N, C, K, H, R = 2, 3, 8, 10, 3
 DENSE_HW = HardwareView(clusters=4, pes_per_cluster=4, buffer_bytes=64 * 1024, element_bytes=2)

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from mappings.capture import LayerCapture
 from mappings.counting import BP, FF, WG, SkipPolicy
+from mappings.planner import tile_phase
 from mappings.target import HardwareView
-from mappings.tiling import tile_phase
 
 SPARSE = HardwareView(clusters=2, pes_per_cluster=3, buffer_bytes=4096, element_bytes=2,
                       local_buffer_bytes=256, skip_zero_weights=True,

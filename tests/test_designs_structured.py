@@ -29,10 +29,10 @@ from mappings.circulant import fft_mac_ratio, fft_ops, fft_real_macs, storage_ra
 from mappings.counting import FF, WG, SkipPolicy
 from mappings.formats import BlockStats, operand_bytes
 from mappings.mapper import map_workload
+from mappings.planner import tile_phase
 from mappings.pruning import PruningSpec, block_circulant, permuted_diagonal, prune_model
 from mappings.pruning.spec import ternarize_kept
 from mappings.target import HardwareView
-from mappings.tiling import tile_phase
 from mappings.workload import WorkloadSpec, capture_workload
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,8 +8,8 @@ from torch import nn
 from mappings.capture import capture
 from mappings.counting import FF, SkipPolicy
 from mappings.formats import BlockStats, operand_bytes, rle_padding
+from mappings.planner import tile_phase
 from mappings.target import HardwareView
-from mappings.tiling import tile_phase
 
 
 def stats_of(nz: torch.Tensor) -> BlockStats:

@@ -13,8 +13,8 @@ from torch import nn
 from mappings.capture import VectorCapture, capture
 from mappings.counting import BP, FF, SkipPolicy
 from mappings.formats import map_stats
+from mappings.planner import tile_phase
 from mappings.target import HardwareView
-from mappings.tiling import tile_phase
 from mappings.vector import stored_gradients, stored_outputs, vector_traffic
 
 HW = dict(clusters=4, pes_per_cluster=4, buffer_bytes=64 * 1024, element_bytes=2)

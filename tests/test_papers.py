@@ -22,8 +22,8 @@ from desim.experiment import load_arch, load_experiment
 from desim.report import build_report, load_results
 from mappings.capture import capture
 from mappings.counting import BP, FF, WG, SkipPolicy
+from mappings.planner import tile_phase
 from mappings.target import HardwareView
-from mappings.tiling import tile_phase
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "configs" / "experiments"

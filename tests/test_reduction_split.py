@@ -8,17 +8,9 @@ import torch
 from torch import nn
 
 from mappings.counting import BP, FF, WG, SkipPolicy
+from mappings.planner import INNER, KEPT, _count_maps, _plan_key, _tile_plan, _wg_chunks, tile_phase
 from mappings.target import HardwareView
-from mappings.tiling import (
-    INNER,
-    KEPT,
-    _count_maps,
-    _plan_key,
-    _tile_plan,
-    _wg_chunks,
-    phase_shape,
-    tile_phase,
-)
+from mappings.tiling import _Window, phase_shape
 from tests.test_counting import dense_capture
 
 # A deep layer's shape: 3x3 conv, 64 -> 64 channels, 4x4 maps, one image: W is 72 KiB at fp16,
@@ -104,7 +96,6 @@ def test_the_objective_ranks_plans_by_its_own_estimate():
                                                         (2, 3, 7, 1), (1, 2, 3, 2), (1, 0, 1, 1)])
 def test_bp_reads_exactly_the_dy_rows_each_block_of_dx_rows_needs(stride, pad, kernel, dilation):
     # dX[h] sums dY[p] W[r] over h = p * stride - pad + r * dilation: brute force the rows
-    from mappings.tiling import _Window
     h = 12
     layer = dense_capture(nn.Conv2d(2, 2, kernel, stride, pad, dilation, bias=False), n=1, h=h)
     p_rows = layer.dy_nz.shape[2]

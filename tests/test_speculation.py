@@ -12,9 +12,9 @@ from desim.errors import ConfigError
 from desim.experiment import load_arch
 from mappings.capture import capture
 from mappings.counting import BP, FF, WG, SkipPolicy, processed_map
+from mappings.planner import tile_phase
 from mappings.speculation import exponent_only, normalized
 from mappings.target import HardwareView
-from mappings.tiling import tile_phase
 
 ARCH = Path(__file__).resolve().parents[1] / "configs" / "arch"
 HW = dict(clusters=4, pes_per_cluster=4, buffer_bytes=64 * 1024, element_bytes=2)

@@ -1,0 +1,286 @@
+"""The mapping plan of one layer-phase: its reduction whole or cut into chunks, the loop order
+of the chunks, and the choice among those plans (a small Timeloop-style search).
+
+A tile normally does a layer's whole reduction, so every output is final in its tile
+(`mappings.tiling`). When a layer's operands cannot share the buffer, that forces one of
+them to be read again and again; cutting the reduction (FF: input channels, BP: output
+channels, WG: images, or rows of one image) into chunks run one after the other, chunks
+outermost, lets each chunk's operands be read once while the partial sums go back and
+forth, kept in the global buffer or spilled to DRAM. Chunks innermost instead keep a
+tile's partial sums in its PEs and read both operands anew for every tile. Each phase takes
+the plan that minimises `HardwareView.objective` (energy x delay by default) on estimates
+made from the plan's own event rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from desim.errors import ConfigError
+from desim.events import empty_table
+from mappings.capture import LayerCapture
+from mappings.counting import BP, FF, WG, SkipPolicy, effectual_map, nominal_map, processed_map
+from mappings.target import HardwareView
+from mappings.tiling import TileShape, choose_tile, fits, halvings, phase_shape, tile_part
+
+
+def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareView,
+               policy: SkipPolicy, *, pruned_grads_unused: bool, circulant_block: int = 0
+               ) -> tuple[np.ndarray, dict]:
+    """The event-table rows of one phase of one layer, and the layer-phase totals.
+
+    `circulant_block` b > 0: the layer's weights are b x b circulant blocks run by FFT
+    (CirCNN, `HardwareView.circulant_fft`): each tile's MACs are scaled by
+    `mappings.circulant.fft_mac_ratio` and the weights take b-fold fewer bytes.
+    """
+    where = f"layer {layer.name} {('FF', 'BP', 'WG')[phase]}"
+    pruned_grads_unused = pruned_grads_unused and layer.weight_is_parameter
+    if circulant_block and not layer.weight_is_parameter:
+        circulant_block = 0
+    best, first_error = None, None
+    for parts, maps, orders in _reduction_plans(layer, phase, hw, policy, pruned_grads_unused,
+                                                circulant_block):
+        shaped = [phase_shape(part, phase, hw) for part in parts]
+        built: dict = {}  # tile_part's rows, shared by the orders that tile alike
+        totals = {"macs": sum(int(m[0].sum()) for m in maps),
+                  "effectual_macs": sum(int(m[1].sum()) for m in maps),
+                  "processed_macs": sum(int(m[2].sum()) for m in maps),
+                  "weight_dram_bytes": 0}
+        channels = torch.arange(maps[0][2].shape[0])
+        if hw.channel_compaction:  # drop output channels with no work in any chunk
+            channels = channels[sum((m[2] if m[3] is None else m[3]).sum((1, 2, 3))
+                                    for m in maps) > 0]
+        if len(channels) == 0:  # nothing left to compute in this phase
+            return empty_table(0), totals
+        for order in orders:
+            try:
+                table, weight_bytes = _tile_plan(parts, maps, shaped, channels, order,
+                                                 layer_index, phase, hw, policy, where,
+                                                 pruned_grads_unused, circulant_block, built)
+            except ConfigError as err:   # this plan's smallest tile does not fit
+                first_error = first_error or err
+                continue
+            key = _plan_key(table, hw, len(parts))
+            if best is None or key < best[0]:
+                best = (key, table, {**totals, "weight_dram_bytes": weight_bytes})
+    if best is None:
+        raise first_error
+    _, table, totals = best
+    if circulant_block:
+        totals["processed_macs"] = int(table["processed_macs"].sum())
+    return table, totals
+
+
+# Where a split reduction's chunks sit in the loop nest.
+WHOLE = "whole"      # no split: every output is final in its tile
+INNER = "inner"      # chunks innermost: a tile's outputs stay in its PEs from chunk to chunk
+KEPT = "kept"        # chunks outermost, partial sums kept in the global buffer between chunks
+SPILLED = "spilled"  # chunks outermost, partial sums written to DRAM and read back
+
+
+def _reduction_plans(layer: LayerCapture, phase: int, hw: HardwareView, policy: SkipPolicy,
+                     pruned_grads_unused: bool, circulant_block: int) -> list[tuple]:
+    """The ways to cut a phase's reduction into chunks: (chunks, their count maps, the loop
+    orders to try) for each.
+
+    WG reduces over the batch: it is split only when one chunk must be (`_wg_chunks`). FF
+    reduces over input channels and BP over output channels: besides the whole reduction,
+    chunks of f, 2f and 4f channels are tried (f: an eighth of them, at least
+    `MIN_CHUNK_CHANNELS`), chunks outermost: a layer whose weights dwarf the buffer can then
+    keep its whole input on chip while its weights stream past once, instead of re-reading
+    one of the two (a Timeloop-style reduction split). Counts add over a reduction, so the
+    finest chunks are counted once and the coarser plans sum them."""
+    def counted(parts: list[LayerCapture]) -> list[tuple]:
+        return [_count_maps(part, phase, hw, policy, pruned_grads_unused) for part in parts]
+
+    if phase == WG:
+        chunks = _wg_chunks(layer, hw)
+        return [(chunks, counted(chunks), (INNER, KEPT, SPILLED) if len(chunks) > 1
+                 else (WHOLE,))]
+    c = layer.w_nz.shape[1] if phase == FF else layer.w_nz.shape[0]
+    finest = max(MIN_CHUNK_CHANNELS, -(-c // 8))
+    if layer.groups != 1 or circulant_block or finest >= c:
+        return [([layer], counted([layer]), (WHOLE,))]
+    fine = counted([_slice_reduction(layer, phase, c0, min(c0 + finest, c))
+                    for c0 in range(0, c, finest)])
+    plans = [([layer], [_sum_maps(fine)], (WHOLE,))]   # the whole reduction first: it wins ties
+    for group in (4, 2, 1):   # 2, 4, 8 chunks
+        if group >= len(fine):
+            continue
+        size = finest * group
+        parts = [_slice_reduction(layer, phase, c0, min(c0 + size, c)) for c0 in range(0, c, size)]
+        maps = [_sum_maps(fine[i:i + group]) for i in range(0, len(fine), group)]
+        plans.append((parts, maps, (KEPT, SPILLED)))
+    return plans
+
+
+def _sum_maps(maps: list[tuple]) -> tuple:
+    """The count maps of consecutive reduction chunks taken together."""
+    return tuple(None if ms[0] is None else sum(ms[1:], ms[0]) for ms in zip(*maps, strict=True))
+
+
+MIN_CHUNK_CHANNELS = 8  # a narrower reduction chunk saves too little to be worth a plan
+
+
+def _slice_reduction(layer: LayerCapture, phase: int, c0: int, c1: int) -> LayerCapture:
+    """FF: input channels [c0, c1) (of X and W); BP: output channels [c0, c1) (of dY and W)."""
+    def cut(t: torch.Tensor | None, dim: int) -> torch.Tensor | None:
+        return None if t is None else t.narrow(dim, c0, c1 - c0)
+
+    if phase == FF:
+        return replace(layer, x_nz=cut(layer.x_nz, 1), w_nz=cut(layer.w_nz, 1),
+                       x_valid=cut(layer.x_valid, 1), w_tracked=cut(layer.w_tracked, 1),
+                       dx_nz=cut(layer.dx_nz, 1))
+    return replace(layer, dy_nz=cut(layer.dy_nz, 1), w_nz=cut(layer.w_nz, 0),
+                   w_tracked=cut(layer.w_tracked, 0), y_spec=cut(layer.y_spec, 1),
+                   y_nz=cut(layer.y_nz, 1), y_relu_nz=cut(layer.y_relu_nz, 1))
+
+
+def _count_maps(part: LayerCapture, phase: int, hw: HardwareView, policy: SkipPolicy,
+                pruned_grads_unused: bool) -> tuple[torch.Tensor, ...]:
+    """Nominal, effectual, processed and speculated (or None) MACs per output of `part`."""
+    nominal = nominal_map(part, phase)
+    effectual = effectual_map(part, phase, pruned_grads_unused=pruned_grads_unused)
+    processed = (nominal if policy.dense
+                 else processed_map(part, phase, policy, pruned_grads_unused=pruned_grads_unused))
+    if hw.skip_relu_masked_gradients and phase == BP:  # dX where X is zero is discarded
+        processed = processed * part.x_nz.transpose(0, 1)
+    speculated = None
+    if hw.speculate_relu_outputs and phase == FF and part.y_spec is not None:
+        # The exponent-only pass sees every output (skipping the zeros the PEs skip);
+        # the PEs then compute only the outputs it predicts the ReLU keeps.
+        speculated, processed = processed, processed * part.y_spec.transpose(0, 1)
+    return nominal, effectual, processed, speculated
+
+
+def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple],
+               channels: torch.Tensor, order: str, layer_index: int, phase: int,
+               hw: HardwareView, policy: SkipPolicy, where: str, pruned_grads_unused: bool,
+               circulant_block: int, built: dict) -> tuple[np.ndarray, int]:
+    """The event rows of one plan (its chunks in `order`) and the weight bytes it reads.
+
+    Chunks outermost pass partial sums between chunks: they go to the PEs' accumulators
+    with a tile and come back after it, dense at the datapath precision, through the
+    global buffer (KEPT) and also DRAM (SPILLED)."""
+    _, n_img, n_rows, length = maps[0][2].shape
+    tiling_hw = hw
+    if order == KEPT:  # the partial sums take their share of both halves of the buffer
+        psums = len(channels) * n_img * n_rows * length * hw.element_bytes
+        budget = hw.buffer_bytes - -(-psums // 2)
+        if budget <= 0:
+            raise ConfigError(f"{where}: the partial sums ({psums} bytes) do not fit the "
+                              "global buffer")
+        tiling_hw = replace(hw, buffer_bytes=budget)
+    ps, win = shaped[0]
+    shape = choose_tile(ps, win, len(channels), n_img, n_rows, length, tiling_hw, where,
+                        weights=phase != WG and parts[0].weight_is_parameter)
+    n = len(parts)
+    tables, weight_bytes = [], 0
+    for i, (part, m) in enumerate(zip(parts, maps, strict=True)):
+        key = (i, shape, order == INNER)
+        if key not in built:
+            built[key] = tile_part(part, shaped[i], layer_index, phase, hw, policy, m,
+                                    channels, shape, pruned_grads_unused=pruned_grads_unused,
+                                    last=i == n - 1, reuse=order != INNER,
+                                    circulant_block=circulant_block)
+        table, wb, psums = built[key]
+        weight_bytes += wb
+        if order in (KEPT, SPILLED) and n > 1:
+            table = table.copy()
+            spilled = order == SPILLED
+            if i > 0:      # this chunk starts from the partial sums
+                table["unicast_bytes"] += psums
+                table["glb_read_bytes"] += psums
+                if spilled:
+                    table["dram_read_bytes"] += psums
+                    table["glb_write_bytes"] += psums
+            if i < n - 1:  # ... and leaves them
+                table["gather_bytes"] += psums
+                table["glb_write_bytes"] += psums
+                if spilled:
+                    table["dram_write_bytes"] += psums
+        tables.append(table)
+    if order == INNER:
+        # (tile 0 chunk 0, tile 0 chunk 1, ..., tile 1 chunk 0, ...): every tile holds new
+        # blocks of both operands (built with reuse=False).
+        return np.stack(tables, axis=1).reshape(-1), weight_bytes
+    return np.concatenate(tables), weight_bytes  # (chunk 0: every tile, chunk 1: ...)
+
+
+def _plan_key(table: np.ndarray, hw: HardwareView, chunks: int) -> tuple:
+    """What ranks the plans of a phase, smallest first: `hw.objective` on the estimates,
+    then time, DRAM bytes and fewer chunks (so that without prices time decides)."""
+    cycles = _estimated_cycles(table, hw)
+    pj = _estimated_pj(table, hw, cycles)
+    dram = int(table["dram_read_bytes"].sum() + table["dram_write_bytes"].sum())
+    first = {"edp": cycles * pj, "delay": cycles, "energy": pj}[hw.objective]
+    return (first, cycles, pj, dram, chunks)
+
+
+def _estimated_cycles(table: np.ndarray, hw: HardwareView) -> float:
+    """A plan's time: each tile as long as its busiest resource (PEs, DRAM, the global
+    buffer's NoC port), the others overlapping it as the tile pipeline lets them."""
+    compute = np.ceil(table["busiest_pe_macs"] / hw.macs_per_pe_per_cycle)
+    dram = (table["dram_read_bytes"] + table["dram_write_bytes"]) / hw.dram_bytes_per_cycle
+    noc = np.maximum(table["multicast_bytes"] + table["unicast_bytes"],
+                     table["gather_bytes"]) / hw.noc_port_bytes_per_cycle
+    return float(np.maximum(np.maximum(compute, dram), noc).sum())
+
+
+def _estimated_pj(table: np.ndarray, hw: HardwareView, cycles: float) -> float:
+    """A plan's energy at the view's prices: its MACs, the bytes it moves through DRAM, the
+    global buffer, the NoC and the clusters' buffers, and DRAM standby while it runs."""
+    def total(column: str) -> float:
+        return float(table[column].sum())
+
+    local_writes = float((table["multicast_bytes"] * table["active_clusters"]).sum())
+    return (total("processed_macs") * hw.mac_pj
+            + (total("dram_read_bytes") + total("dram_write_bytes")) * hw.dram_pj_per_byte
+            + (total("glb_read_bytes") + total("glb_write_bytes")) * hw.glb_pj_per_byte
+            + (total("unicast_bytes") + total("gather_bytes")) * hw.noc_pj_per_byte
+            + total("multicast_bytes") * hw.noc_multicast_pj_per_byte
+            + (local_writes + total("unicast_bytes")) * hw.local_pj_per_byte
+            + cycles * hw.static_pj_per_cycle)
+
+
+def _wg_chunks(layer: LayerCapture, hw: HardwareView) -> list[LayerCapture]:
+    """WG's reduction (over images, then over output rows) split into as few chunks as fit:
+    one chunk when the whole batch fits, else groups of images, else runs of output rows of
+    one image."""
+    n, _, p, _ = layer.dy_nz.shape
+    k, cg, r, s = layer.w_nz.shape
+
+    def smallest_tile_fits(part: LayerCapture) -> bool:
+        ps, win = phase_shape(part, WG, hw)
+        shape = TileShape(max(1, min(k, hw.clusters)), 1, 1)
+        return fits(shape, ps, win, (cg, r * s), int(ps.channel_operand.elems[0]),
+                    hw.element_bytes, hw.buffer_bytes)
+
+    for m in sorted(set(halvings(n)), reverse=True):
+        if smallest_tile_fits(_slice(layer, 0, m)):
+            return [_slice(layer, i, min(i + m, n)) for i in range(0, n, m)]
+    for rows in sorted(set(halvings(p)), reverse=True):
+        if smallest_tile_fits(_slice_rows(layer, 0, 0, rows)):
+            return [_slice_rows(layer, i, p0, min(p0 + rows, p))
+                    for i in range(n) for p0 in range(0, p, rows)]
+    return [layer]  # choose_tile reports the misfit
+
+
+def _slice(layer: LayerCapture, n0: int, n1: int) -> LayerCapture:
+    return replace(layer, x_nz=layer.x_nz[n0:n1], dy_nz=layer.dy_nz[n0:n1],
+                   x_valid=None if layer.x_valid is None else layer.x_valid[n0:n1])
+
+
+def _slice_rows(layer: LayerCapture, n: int, p0: int, p1: int) -> LayerCapture:
+    """Output rows [p0, p1) of image n, with the input rows they need, padded explicitly."""
+    pad, st = layer.padding, layer.stride
+    reach = (layer.w_nz.shape[2] - 1) * layer.dilation
+    h0, h1 = p0 * st, (p1 - 1) * st + reach + 1          # in padded coordinates
+    x = torch.nn.functional.pad(layer.x_nz[n:n + 1].to(torch.uint8), (pad,) * 4)
+    valid = torch.nn.functional.pad(torch.ones_like(layer.x_nz[n:n + 1], dtype=torch.uint8),
+                                    (pad,) * 4)
+    return replace(layer, x_nz=x[:, :, h0:h1].bool(), dy_nz=layer.dy_nz[n:n + 1, :, p0:p1],
+                   padding=0, x_valid=valid[:, :, h0:h1].bool())
