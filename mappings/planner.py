@@ -86,7 +86,9 @@ def _reduction_plans(layer: LayerCapture, phase: int, hw: HardwareView, policy: 
     """The ways to cut a phase's reduction into chunks: (chunks, their count maps, the loop
     orders to try) for each.
 
-    WG reduces over the batch: it is split only when one chunk must be (`_wg_chunks`). FF
+    WG reduces over the batch: into the fewest chunks of images that fit (`_wg_chunks`), and
+    into two and four times as many, so that a chunk's share of an operand may fit the
+    clusters' local buffers and be sent once (runs of rows when one image does not fit). FF
     reduces over input channels and BP over output channels: besides the whole reduction,
     chunks of f, 2f and 4f channels are tried (f: an eighth of them, at least
     `MIN_CHUNK_CHANNELS`), chunks outermost: a layer whose weights dwarf the buffer can then
@@ -98,8 +100,20 @@ def _reduction_plans(layer: LayerCapture, phase: int, hw: HardwareView, policy: 
 
     if phase == WG:
         chunks = _wg_chunks(layer, hw)
-        return [(chunks, counted(chunks), (INNER, KEPT, SPILLED) if len(chunks) > 1
-                 else (WHOLE,))]
+        n, m = layer.dy_nz.shape[0], chunks[0].dy_nz.shape[0]
+        if chunks[0].x_valid is not None:  # runs of rows: no finer image chunks
+            return [(chunks, counted(chunks), (INNER, KEPT, SPILLED))]
+        sizes = [size for size in sorted({m, max(1, m // 2), max(1, m // 4)}, reverse=True)
+                 if size % max(1, m // 4) == 0]
+        finest = sizes[-1]
+        fine = counted([_slice(layer, i, min(i + finest, n)) for i in range(0, n, finest)])
+        plans = []
+        for size in sizes:   # the fewest chunks first: they win ties
+            group = size // finest
+            parts = [_slice(layer, i, min(i + size, n)) for i in range(0, n, size)]
+            maps = [_sum_maps(fine[i:i + group]) for i in range(0, len(fine), group)]
+            plans.append((parts, maps, (INNER, KEPT, SPILLED) if len(parts) > 1 else (WHOLE,)))
+        return plans
     c = layer.w_nz.shape[1] if phase == FF else layer.w_nz.shape[0]
     finest = max(MIN_CHUNK_CHANNELS, -(-c // 8))
     if layer.groups != 1 or circulant_block or finest >= c:

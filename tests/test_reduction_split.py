@@ -8,7 +8,16 @@ import torch
 from torch import nn
 
 from mappings.counting import BP, FF, WG, SkipPolicy
-from mappings.planner import INNER, KEPT, _count_maps, _plan_key, _tile_plan, _wg_chunks, tile_phase
+from mappings.planner import (
+    INNER,
+    KEPT,
+    _count_maps,
+    _plan_key,
+    _reduction_plans,
+    _tile_plan,
+    _wg_chunks,
+    tile_phase,
+)
 from mappings.target import HardwareView
 from mappings.tiling import _Window, phase_shape
 from tests.test_counting import dense_capture
@@ -112,3 +121,24 @@ def test_bp_reads_exactly_the_dy_rows_each_block_of_dx_rows_needs(stride, pad, k
                 assert max(need) < h1[0] <= max(need) + dilation, (r0, r1)
             else:
                 assert h1[0] <= h0[0], (r0, r1)
+
+
+def test_every_wg_image_chunking_counts_what_the_whole_batch_counts():
+    # WG is offered the fewest image chunks that fit and two and four times as many (so a
+    # chunk's share of dY may fit the clusters' local buffers); each plan, in each order,
+    # does the same MACs and writes dW once.
+    n, c, k, r, h = 8, 16, 4, 3, 8
+    layer = dense_capture(nn.Conv2d(c, k, r, padding=1, bias=False), n=n, h=h)
+    hw = HardwareView(**{**HW.__dict__, "buffer_bytes": 12 * 1024, "local_buffer_bytes": 1024})
+    plans = _reduction_plans(layer, WG, hw, SkipPolicy(), True, 0)
+    assert [len(parts) for parts, _, _ in plans] == [1, 2, 4]
+    macs = k * c * n * (3 * h - 2) ** 2  # in-bounds pairs, padding 1
+    for parts, maps, orders in plans:
+        shaped = [phase_shape(p, WG, hw) for p in parts]
+        for order in orders:
+            table, _ = _tile_plan(parts, maps, shaped, torch.arange(k), order, 0, WG, hw,
+                                  SkipPolicy(), "test", True, 0, {})
+            assert table["macs"].sum() == table["effectual_macs"].sum() == macs, order
+            assert table["dram_write_bytes"].sum() >= k * c * r * r * 2, order
+            if order != "spilled":
+                assert table["dram_write_bytes"].sum() == k * c * r * r * 2, order
