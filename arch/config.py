@@ -111,7 +111,7 @@ class MappingConfig(Strict):
 
     Every tile keeps its partial sums until its outputs are final (output stationary within
     the tile), unless the mapper splits the layer's reduction into chunks run one after
-    the other (mappings/tiling.py), when the partial sums wait in the global buffer or
+    the other (mappings/planner.py), when the partial sums wait in the global buffer or
     DRAM between chunks. Across tiles, `dataflow` picks which operand stays put while the other
     streams: `weight_stationary` holds the channel operand (W in FF/BP, dY in WG) across the
     inner loop, `input_stationary` holds the stream operand (X in FF and WG, dY in BP), and

@@ -79,6 +79,7 @@ WHOLE = "whole"      # no split: every output is final in its tile
 INNER = "inner"      # chunks innermost: a tile's outputs stay in its PEs from chunk to chunk
 KEPT = "kept"        # chunks outermost, partial sums kept in the global buffer between chunks
 SPILLED = "spilled"  # chunks outermost, partial sums written to DRAM and read back
+MIN_CHUNK_CHANNELS = 8  # a narrower reduction chunk saves too little to be worth a plan
 
 
 def _reduction_plans(layer: LayerCapture, phase: int, hw: HardwareView, policy: SkipPolicy,
@@ -134,9 +135,6 @@ def _reduction_plans(layer: LayerCapture, phase: int, hw: HardwareView, policy: 
 def _sum_maps(maps: list[tuple]) -> tuple:
     """The count maps of consecutive reduction chunks taken together."""
     return tuple(None if ms[0] is None else sum(ms[1:], ms[0]) for ms in zip(*maps, strict=True))
-
-
-MIN_CHUNK_CHANNELS = 8  # a narrower reduction chunk saves too little to be worth a plan
 
 
 def _slice_reduction(layer: LayerCapture, phase: int, c0: int, c1: int) -> LayerCapture:
@@ -197,9 +195,9 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
         key = (i, shape, order == INNER)
         if key not in built:
             built[key] = tile_part(part, shaped[i], layer_index, phase, hw, policy, m,
-                                    channels, shape, pruned_grads_unused=pruned_grads_unused,
-                                    last=i == n - 1, reuse=order != INNER,
-                                    circulant_block=circulant_block)
+                                   channels, shape, pruned_grads_unused=pruned_grads_unused,
+                                   last=i == n - 1, reuse=order != INNER,
+                                   circulant_block=circulant_block)
         table, wb, psums = built[key]
         weight_bytes += wb
         if order in (KEPT, SPILLED) and n > 1:

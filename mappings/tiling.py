@@ -226,7 +226,7 @@ def _per_tile_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView
 
 
 def fits(shape: TileShape, ps: PhaseShape, win: _Window, out_rows_len: tuple[int, int],
-          a_elems: int, eb: int, budget: int) -> bool:
+         a_elems: int, eb: int, budget: int) -> bool:
     n_rows, length = out_rows_len
     rows = min(shape.rows, n_rows)
     h0, h1 = win(np.array([0]), np.array([rows]))
@@ -353,10 +353,10 @@ def _changed(index: np.ndarray) -> np.ndarray:
 
 
 def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_index: int,
-               phase: int, hw: HardwareView, policy: SkipPolicy,
-               maps: tuple[torch.Tensor, ...], channels: torch.Tensor, shape: TileShape, *,
-               pruned_grads_unused: bool, last: bool, reuse: bool, circulant_block: int = 0
-               ) -> tuple[np.ndarray, int, np.ndarray]:
+              phase: int, hw: HardwareView, policy: SkipPolicy,
+              maps: tuple[torch.Tensor, ...], channels: torch.Tensor, shape: TileShape, *,
+              pruned_grads_unused: bool, last: bool, reuse: bool, circulant_block: int = 0
+              ) -> tuple[np.ndarray, int, np.ndarray]:
     """Event rows of one (chunk of a) phase, given its count maps and the kept channels,
     the weight bytes they read from DRAM, and each row's outputs in bytes as dense partial
     sums. `reuse`: consecutive tiles may keep a block (False when chunks interleave)."""
@@ -404,7 +404,7 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
     groups_frac = _groups_touched(layer, phase, channels, ka, na, ps.groups)
 
     # Outputs: every output final in its tile (after the last chunk of a split reduction).
-    written = _written_map(layer, phase, hw)
+    written = _written_map(layer, phase, hw) if last else None  # earlier chunks write none
     dense_out = np.outer(channels_in_block, (i1 - i0) * (r1 - r0) * length) * eb
     if not last:
         out_bytes = np.zeros((na, nb), np.int64)
