@@ -162,7 +162,7 @@ def test_line_prune_whole_rows(w: torch.Tensor, s: float) -> None:
     m4 = four_d(line_prune(w, s))
     assert (m4.all(-1) | ~m4.any(-1)).all()
     k, c, r, _ = m4.shape
-    assert int((~m4.all(-1)).sum()) == round(s * k * c * r)
+    assert int((~m4.all(-1)).sum()) == round(s * (k * c * r))  # pruned_count: units first
     l1 = four_d(w).abs().sum(-1)
     kept = m4.all(-1)
     if kept.any() and (~kept).any():
@@ -185,7 +185,7 @@ def test_hybrid_channels_then_lines_exact(w: torch.Tensor, s: float, share: floa
     m4 = four_d(hybrid_prune(w, s, share))
     k, c, r, sw = m4.shape
     assert (m4.all(-1) | ~m4.any(-1)).all()  # only whole lines pruned
-    assert int((~m4.all(-1)).sum()) == round(s * k * c * r)  # total exact
+    assert int((~m4.all(-1)).sum()) == round(s * (k * c * r))  # total exact
     channels = hybrid_channel_count(tuple(w.shape), s, share)
     assert channels * k * r * sw <= share * s * w.numel() + 1e-6
     # the `channels` input channels of smallest L2 norm are entirely pruned
