@@ -21,7 +21,7 @@ rows = input channels, L = R*S).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -87,7 +87,25 @@ def count_map(layer: LayerCapture, phase: int, *, x_nz: bool, w_nz: bool, dy_nz:
 
 
 def nominal_map(layer: LayerCapture, phase: int) -> torch.Tensor:
-    return count_map(layer, phase, x_nz=False, w_nz=False, dy_nz=False)
+    """Pairs in bounds per output. With every operand all ones, an output's count is its
+    share of the reduction (FF: C/g channels, BP: K/g, WG: N images) times the in-bounds
+    kernel-window positions, which depend on geometry alone: so one channel of one image is
+    counted and the rest is broadcast (a full count would convolve every channel)."""
+    if layer.x_valid is not None:  # a row slice: which inputs are padding varies per image
+        return count_map(layer, phase, x_nz=False, w_nz=False, dy_nz=False)
+    n, c, h, w_ = layer.x_nz.shape
+    k, cg, r, s = layer.w_nz.shape
+    p, q = layer.dy_nz.shape[2:]
+    one_channel = layer if layer.groups == 1 else replace(layer, groups=1)
+    one = _maps(one_channel, phase, torch.ones(1, 1, h, w_), torch.ones(1, 1, r, s),
+                torch.ones(1, 1, p, q))
+    share = (cg, k // layer.groups, n)[phase]
+    counts = one.round().to(torch.int64) * share
+    if counts.numel() and int(counts.max()) >= MAX_EXACT:
+        raise ValueError(f"{layer.name}: a per-output count reaches 2**24; float32 counting "
+                         "is no longer exact (split the batch)")
+    full = ((k, n, p, q), (c, n, h, w_), (k, 1, cg, r * s))[phase]
+    return counts.expand(full).contiguous()
 
 
 def effectual_map(layer: LayerCapture, phase: int, *, pruned_grads_unused: bool) -> torch.Tensor:

@@ -108,11 +108,11 @@ def _reduction_plans(layer: LayerCapture, phase: int, hw: HardwareView, policy: 
                  if size % max(1, m // 4) == 0]
         finest = sizes[-1]
         fine = counted([_slice(layer, i, min(i + finest, n)) for i in range(0, n, finest)])
+        grouped: dict = {1: fine}
         plans = []
         for size in sizes:   # the fewest chunks first: they win ties
-            group = size // finest
             parts = [_slice(layer, i, min(i + size, n)) for i in range(0, n, size)]
-            maps = [_sum_maps(fine[i:i + group]) for i in range(0, len(fine), group)]
+            maps = _grouped_maps(grouped, size // finest)
             plans.append((parts, maps, (INNER, KEPT, SPILLED) if len(parts) > 1 else (WHOLE,)))
         return plans
     c = layer.w_nz.shape[1] if phase == FF else layer.w_nz.shape[0]
@@ -121,15 +121,30 @@ def _reduction_plans(layer: LayerCapture, phase: int, hw: HardwareView, policy: 
         return [([layer], counted([layer]), (WHOLE,))]
     fine = counted([_slice_reduction(layer, phase, c0, min(c0 + finest, c))
                     for c0 in range(0, c, finest)])
-    plans = [([layer], [_sum_maps(fine)], (WHOLE,))]   # the whole reduction first: it wins ties
+    grouped: dict = {1: fine}
+    whole = _grouped_maps(grouped, 1 << (len(fine) - 1).bit_length())
+    plans = [([layer], whole, (WHOLE,))]   # the whole reduction first: it wins ties
     for group in (4, 2, 1):   # 2, 4, 8 chunks
         if group >= len(fine):
             continue
         size = finest * group
         parts = [_slice_reduction(layer, phase, c0, min(c0 + size, c)) for c0 in range(0, c, size)]
-        maps = [_sum_maps(fine[i:i + group]) for i in range(0, len(fine), group)]
-        plans.append((parts, maps, (KEPT, SPILLED)))
+        plans.append((parts, _grouped_maps(grouped, group), (KEPT, SPILLED)))
     return plans
+
+
+def _grouped_maps(grouped: dict[int, list[tuple]], group: int) -> list[tuple]:
+    """The count maps of the finest chunks (`grouped[1]`) summed `group` at a time, each
+    grouping kept in `grouped`: an even group sums pairs of the half group's maps, so the
+    plans of one phase share their sums instead of each adding up the finest maps."""
+    if group not in grouped:
+        fine = grouped[1]
+        if group % 2 == 0:
+            half = _grouped_maps(grouped, group // 2)
+            grouped[group] = [_sum_maps(half[i:i + 2]) for i in range(0, len(half), 2)]
+        else:
+            grouped[group] = [_sum_maps(fine[i:i + group]) for i in range(0, len(fine), group)]
+    return grouped[group]
 
 
 def _sum_maps(maps: list[tuple]) -> tuple:

@@ -77,17 +77,22 @@ def _unit_stats(nz: torch.Tensor, line_len: int, fmt: str) -> Operand:
     lines_nz = padded.reshape(n, -1, line_len).any(-1)
     return Operand(elems, flat.sum(1, dtype=torch.int64),
                    torch.full((n,), lines_nz.shape[1], dtype=torch.int64),
-                   lines_nz.sum(1, dtype=torch.int64), line_len, fmt,
-                   rle_padding(flat) if fmt == "rle" else torch.zeros(n, dtype=torch.int64))
+                   lines_nz.sum(1, dtype=torch.int64), line_len, fmt, _rle(flat, fmt))
+
+
+def _rle(lines: torch.Tensor, fmt: str) -> torch.Tensor:
+    """Run-length coding's padding entries per line of a (lines, length) non-zero map; zeros
+    in every other format, which never read them (and the count takes seconds on big maps)."""
+    if fmt != "rle":
+        return torch.zeros(lines.shape[0], dtype=torch.int64)
+    return rle_padding(lines)
 
 
 def _row_rle(t: torch.Tensor, fmt: str) -> torch.Tensor:
     """Run-length padding entries per (image, row) of a (N, C, H, W) map, lines of W (zeros
     unless the format is run-length coding, the only one that reads them)."""
     n, c, h, w = t.shape
-    if fmt != "rle":
-        return torch.zeros(n, h, dtype=torch.int64)
-    return rle_padding(t.permute(0, 2, 1, 3).reshape(-1, w)).reshape(n, h, c).sum(2)
+    return _rle(t.permute(0, 2, 1, 3).reshape(-1, w), fmt).reshape(n, h, c).sum(2)
 
 
 @dataclass
@@ -152,11 +157,8 @@ def phase_shape(layer: LayerCapture, phase: int, hw: HardwareView) -> tuple[Phas
         row_elems = n * g * h * w_
         if layer.x_valid is not None:  # a row slice: its explicit padding is not data
             row_elems = g * int(layer.x_valid[:, 0].sum())
-        if act_fmt == "rle":
-            per_line = rle_padding(x.permute(1, 0, 2, 3).reshape(-1, w_)).reshape(g, cg, n * h)
-            stream_rle = per_line.sum((0, 2))[None, :]
-        else:
-            stream_rle = torch.zeros(1, cg, dtype=torch.int64)
+        per_line = _rle(x.permute(1, 0, 2, 3).reshape(-1, w_), act_fmt).reshape(g, cg, n * h)
+        stream_rle = per_line.sum((0, 2))[None, :]
         line_len = w_
     return (PhaseShape(chan, stream_nnz, row_elems, act_fmt, g, stream_rle, line_len),
             _Window(phase, layer))
@@ -193,30 +195,49 @@ def _blocks(shape: TileShape, n_img: int, n_rows: int) -> tuple[np.ndarray, ...]
     return img, img + 1, r0, np.minimum(r0 + shape.rows, n_rows)
 
 
-def _per_tile_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Busiest-PE and total counts per tile, (nA, nB) each, for a count map (A, I, R, L)."""
+def _pad_to(t: torch.Tensor, dim: int, size: int) -> torch.Tensor:
+    """`t` zero-padded at the end of `dim` to `size` (no copy when it is that size)."""
+    extra = size - t.shape[dim]
+    if extra == 0:
+        return t
+    pad = [0, 0] * (t.dim() - 1 - dim) + [0, extra]
+    return torch.nn.functional.pad(t, pad)
+
+
+def _row_blocks(counts: torch.Tensor, shape: TileShape) -> torch.Tensor:
+    """A count map (A, I, R, L) as (A, nB, positions): each row block's outputs in order."""
     a, n_img, n_rows, length = counts.shape
-    ka = shape.ka
-    na = -(-a // ka)
-    c = torch.nn.functional.pad(counts, (0, 0, 0, 0, 0, 0, 0, na * ka - a))
     if shape.rows >= n_rows:
         m = shape.images
-        nb = -(-n_img // m)
-        c = torch.nn.functional.pad(c, (0, 0, 0, 0, 0, nb * m - n_img))
-        c = c.reshape(na * ka, nb, m * n_rows * length)
-    else:
-        bt = shape.rows
-        per_img = -(-n_rows // bt)
-        c = torch.nn.functional.pad(c, (0, 0, 0, per_img * bt - n_rows))
-        c = c.reshape(na * ka, n_img * per_img, bt * length)
-    pes = hw.pes_per_cluster
-    pos = c.shape[2]
-    c = torch.nn.functional.pad(c, (0, -(-pos // pes) * pes - pos))
-    per_pe = c.reshape(na, ka, c.shape[1], -1, pes).sum(3)           # (nA, ka, nB, pes)
+        c = _pad_to(counts, 1, -(-n_img // m) * m)
+        return c.reshape(a, -1, m * n_rows * length)
+    bt = shape.rows
+    c = _pad_to(counts, 2, -(-n_rows // bt) * bt)
+    return c.reshape(a, -1, bt * length)
+
+
+def _per_tile_total(counts: torch.Tensor, shape: TileShape) -> np.ndarray:
+    """Total counts per tile (nA, nB) of a count map (A, I, R, L)."""
+    per_block = _row_blocks(counts.sum(3, keepdim=True), shape).sum(2)   # (A, nB)
+    ka = shape.ka
+    per_block = _pad_to(per_block, 0, -(-counts.shape[0] // ka) * ka)
+    return per_block.reshape(-1, ka, per_block.shape[1]).sum(1).numpy()
+
+
+def _per_tile_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Busiest-PE and total counts per tile, (nA, nB) each, for a count map (A, I, R, L).
+    A row block's outputs are dealt to a cluster's PEs in turn, a channel's to a cluster."""
+    a = counts.shape[0]
+    ka, pes = shape.ka, hw.pes_per_cluster
+    c = _row_blocks(counts, shape)
+    c = _pad_to(c, 2, -(-c.shape[2] // pes) * pes)
+    per_pe = c.reshape(a, c.shape[1], -1, pes).sum(2)                 # (A, nB, pes)
+    na = -(-a // ka)
     clusters = min(hw.clusters, ka)
     per_cluster = -(-ka // clusters)                                  # channels a cluster
-    per_pe = torch.nn.functional.pad(per_pe, (0, 0, 0, 0, 0, clusters * per_cluster - ka))
+    per_pe = _pad_to(per_pe, 0, na * ka).reshape(na, ka, per_pe.shape[1], pes)
+    per_pe = _pad_to(per_pe, 1, clusters * per_cluster)
     per_pe = per_pe.reshape(na, clusters, per_cluster, per_pe.shape[2], pes).sum(2)
     busiest = per_pe.amax(dim=(1, 3))
     total = per_pe.sum(dim=(1, 3))
@@ -366,10 +387,10 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
     chan = ps.channel_operand.select(channels)
     a, n_img, n_rows, length = processed.shape
     busiest, work = _per_tile_pe(processed, shape, hw)
-    _, eff = _per_tile_pe(effectual, shape, hw)
-    _, nom = _per_tile_pe(nominal, shape, hw)
+    eff = _per_tile_total(effectual, shape)
+    nom = _per_tile_total(nominal, shape)
     spec = (np.zeros_like(work) if maps[3] is None
-            else _per_tile_pe(maps[3][channels], shape, hw)[1])
+            else _per_tile_total(maps[3][channels], shape))
     na, nb = busiest.shape
     eb, ka = hw.element_bytes, shape.ka
     weights = phase != WG and layer.weight_is_parameter  # the channel operand is W
@@ -481,15 +502,11 @@ def _activation_out_bytes(written: torch.Tensor, shape: TileShape, hw: HardwareV
     """Bytes of each tile's outputs (nA, nB) in the activation format, lines the output
     rows, from their non-zero map (A, images, rows, L)."""
     a, n_img, n_rows, length = written.shape
-
-    def per_tile(counts: torch.Tensor) -> np.ndarray:
-        return _per_tile_pe(counts, shape, hw)[1]
-
-    ones = torch.ones(a, n_img, n_rows, 1, dtype=torch.int64)
-    rle = (per_tile(rle_padding(written.reshape(-1, length)).reshape(a, n_img, n_rows, 1))
-           if hw.activation_format == "rle" else 0)
-    stats = BlockStats(per_tile(ones) * length, per_tile(written.to(torch.int64)),
-                       per_tile(ones), per_tile(written.any(-1, keepdim=True).to(torch.int64)),
+    lines = _per_tile_total(torch.ones(a, n_img, n_rows, 1, dtype=torch.int64), shape)
+    nz_lines = _per_tile_total(written.any(-1, keepdim=True), shape)
+    rle = _per_tile_total(_rle(written.reshape(-1, length), hw.activation_format)
+                          .reshape(a, n_img, n_rows, 1), shape)
+    stats = BlockStats(lines * length, _per_tile_total(written, shape), lines, nz_lines,
                        length, rle)
     return operand_bytes(hw.activation_format, stats, hw.element_bytes)
 
@@ -526,6 +543,7 @@ def _wg_out_bytes(layer: LayerCapture, channels: torch.Tensor, shape: TileShape,
     elems = real.reshape(mask.shape).sum((1, 3, 4, 5)).numpy()
     nnz = mask.sum((1, 3, 4, 5)).numpy()
     nz_lines = mask.any(-1).sum((1, 3, 4)).numpy()
-    rle = rle_padding(mask.reshape(-1, r * s)).reshape(na, shape.ka, nb, rows).sum((1, 3))
+    rle = (_rle(mask.reshape(-1, r * s), hw.weight_format)
+           .reshape(na, shape.ka, nb, rows).sum((1, 3)))
     return operand_bytes(hw.weight_format, BlockStats(elems, nnz, elems // s, nz_lines, s,
                                                       rle.numpy()), hw.element_bytes)

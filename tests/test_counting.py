@@ -7,7 +7,7 @@ from torch import nn
 
 from desim.errors import ConfigError
 from mappings.capture import capture
-from mappings.counting import BP, FF, WG, SkipPolicy
+from mappings.counting import BP, FF, WG, SkipPolicy, count_map, nominal_map
 from mappings.planner import tile_phase
 from mappings.target import HardwareView
 
@@ -231,6 +231,24 @@ def test_non_square_kernels_count_exactly():
         table, totals = tile_phase(layer, 0, phase, DENSE_HW, SkipPolicy(),
                                    pruned_grads_unused=True)
         assert totals["effectual_macs"] == expected == table["effectual_macs"].sum()
+
+
+@pytest.mark.parametrize("stride,padding,dilation,groups",
+                         [(1, 0, 1, 1), (2, 1, 1, 1), (1, 2, 2, 1), (2, 1, 1, 2), (1, 1, 1, 4)])
+def test_nominal_map_broadcast_equals_counting_every_pair(stride, padding, dilation, groups):
+    """nominal_map counts one channel of one image and broadcasts; it must equal the full
+    count with every operand all ones, output by output, in every phase."""
+    conv = nn.Conv2d(4, K, (3, 2), stride=stride, padding=padding, dilation=dilation,
+                     groups=groups, bias=False)
+    layer = dense_capture(conv, h=9)
+    for phase in (FF, BP, WG):
+        full = count_map(layer, phase, x_nz=False, w_nz=False, dy_nz=False)
+        assert torch.equal(nominal_map(layer, phase), full)
+    p, q = layer.dy_nz.shape[2:]
+    assert int(nominal_map(layer, FF).sum()) == sum(
+        1 for pi in range(p) for qi in range(q) for r in range(3) for s in range(2)
+        if 0 <= pi * stride - padding + r * dilation < 9
+        and 0 <= qi * stride - padding + s * dilation < 9) * N * K * (4 // groups)
 
 
 def test_loop_order_follows_the_operands_current_sparsity():
