@@ -50,12 +50,15 @@ COLUMNS = {name: i for i, name in enumerate(TILE_DTYPE.names)}
 
 @dataclass
 class PhaseRecord:
-    """What one layer-phase took: its time span and every module's actions during it."""
+    """What one layer-phase took: its span (first fetch to last write-back; phases may
+    overlap) and its share of the run, from the previous phase's end to its own
+    (`since_ps` to `end_ps`), with every module's actions in that share."""
 
     layer: int
     phase: int
     start_ps: int
     end_ps: int
+    since_ps: int = 0
     actions: dict[str, Counter] = field(default_factory=dict)
 
 
@@ -138,11 +141,16 @@ class Accelerator(Module):
 
     # -- simulation ------------------------------------------------------------------------
 
-    def replay(self, tables: Sequence[np.ndarray]) -> None:
-        """Declare the pipeline's processes for these layer-phase tables (in order)."""
+    def replay(self, tables: Sequence[np.ndarray], waits: Sequence[int] | None = None) -> None:
+        """Declare the pipeline's processes for these layer-phase tables (in order).
+        `waits[j]`: the earlier phase whose write-back phase j's first fetch waits for
+        (`mappings.mapper.phase_waits`; default: the one just before, a barrier each)."""
         rows = [t.tolist() for t in tables]
+        waits = list(range(-1, len(rows) - 1)) if waits is None else list(waits)
+        self._written = [self.env.event() for _ in rows]
+        self._fetch_start = [0] * len(rows)
         p = self.stage_ports
-        self.add_process(self._fetch, rows, p["fetch_out"])
+        self.add_process(self._fetch, rows, waits, p["fetch_out"])
         self.add_process(self._distribute, p["distribute_in"], p["distribute_out"], daemon=True)
         if self.speculator is not None:
             self.add_process(self._speculate, p["speculate_in"], p["speculate_out"], daemon=True)
@@ -150,11 +158,12 @@ class Accelerator(Module):
         self.add_process(self._collect, p["collect_in"], p["collect_out"], daemon=True)
         self.add_process(self._writeback, rows, p["writeback_in"])
 
-    def _fetch(self, tables: list[list[tuple]], q_out: Port) -> Generator:
+    def _fetch(self, tables: list[list[tuple]], waits: list[int], q_out: Port) -> Generator:
         col = COLUMNS
-        for rows in tables:
-            self._phase_done = self.env.event()
-            start = int(self.env.now)
+        for j, rows in enumerate(tables):
+            if waits[j] >= 0:
+                yield self._written[waits[j]]
+            self._fetch_start[j] = int(self.env.now)
             for row in rows:
                 nbytes = row[col["dram_read_bytes"]]
                 fill = self.env.process(self.glb.access(
@@ -166,10 +175,6 @@ class Accelerator(Module):
                 yield from self.dram.transfer(nbytes, is_write=False)
                 yield fill
                 yield from q_out.put(row)
-            if rows:
-                yield self._phase_done
-            layer, phase = (rows[0][col["layer"]], rows[0][col["phase"]]) if rows else (-1, -1)
-            self._record(layer, phase, start)
 
     def _distribute(self, q_in: Port, q_out: Port) -> Generator:
         col = COLUMNS
@@ -216,23 +221,30 @@ class Accelerator(Module):
 
     def _writeback(self, tables: list[list[tuple]], q_in: Port) -> Generator:
         col = COLUMNS
-        for rows in tables:
+        for j, rows in enumerate(tables):
+            if not rows:  # nothing to do: it ends where the phase before it did
+                self._record(-1, -1, int(self.env.now))
+                self._written[j].succeed()
+                continue
             for _ in rows:
                 row = yield from q_in.get()
                 nbytes = row[col["dram_write_bytes"]]
                 drain = self.env.process(self.glb.access(nbytes, "read"))
                 yield from self.dram.transfer(nbytes, is_write=True)
                 yield drain
-            if rows:
-                self._phase_done.succeed()
+            self._record(rows[0][col["layer"]], rows[0][col["phase"]], self._fetch_start[j])
+            self._written[j].succeed()
 
     def _record(self, layer: int, phase: int, start: int) -> None:
-        """Close a layer-phase: its span and the actions since the previous one."""
+        """Close a layer-phase when its last result is written: its span, and what it adds
+        to the run, the time since the previous phase closed and every module's actions in
+        that time (phases overlap, so that is how time and energy are shared out)."""
         now = {m.path: Counter(m.actions) for m in self.walk()}
         before = getattr(self, "_snapshot", {})
         delta = {path: c - before.get(path, Counter()) for path, c in now.items()}
         self._snapshot = now
-        self.records.append(PhaseRecord(layer, phase, start, int(self.env.now), delta))
+        since = self.records[-1].end_ps if self.records else 0
+        self.records.append(PhaseRecord(layer, phase, start, int(self.env.now), since, delta))
 
     # -- energy ------------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from desim.experiment import Experiment, ObserveSpec, load_experiment
 from desim.module import Simulator
 from desim.results import write_atomic, write_csv, write_json
 from desim.stats import collect_stats, stats_text
-from mappings.mapper import PhaseWork, map_workload
+from mappings.mapper import PhaseWork, map_workload, phase_waits
 from mappings.scalesim import gemm_view
 from mappings.target import HardwareView
 from mappings.workload import Workload, capture_workload
@@ -156,7 +156,7 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
     work = map_workload(workload, hardware_view(acc))
     if arch.pe_cluster.systolic is not None:
         systolic_compute(work, workload, arch.pe_cluster.systolic)
-    acc.replay([w.table for w in work])
+    acc.replay([w.table for w in work], phase_waits(work))
     tracer = None
     if observe.trace or observe.vcd:
         vcd = out / f"waves_{name}.vcd" if observe.vcd and out is not None else None
@@ -167,7 +167,7 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
     period = acc.clock.period_ps
     rows, by_component = [], Counter()
     for w, rec in zip(work, acc.records, strict=True):
-        span = rec.end_ps - rec.start_ps
+        span = rec.end_ps - rec.since_ps  # the time this phase adds (phases overlap)
         energy = acc.energy_pj(rec.actions, span)
         by_component.update(energy)
         dram = rec.actions.get(f"{acc.path}.dram", Counter())

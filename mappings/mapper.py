@@ -3,7 +3,8 @@
 Phases run in training order: FF of every layer front to back, then for every layer back to
 front its BP (skipped for the first layer, whose input needs no gradient) and its WG. Vector
 layers (batch norm, activations, pooling) sit where they ran: FF after the conv/linear layer
-they follow, BP before its BP.
+they follow, BP before its BP. A layer-phase starts once the phases whose outputs it reads
+are written back (`phase_waits`): a layer's WG overlaps its BP and what follows.
 """
 
 from __future__ import annotations
@@ -81,3 +82,23 @@ def map_workload(workload: Workload, hw: HardwareView) -> list[PhaseWork]:
             circulant_block=circulant if unpacked[1].name in pruned else 0)
         work.append(PhaseWork(unpacked[1].name, layer_id, phase, table, **totals))
     return work
+
+
+def phase_waits(work: list[PhaseWork]) -> list[int]:
+    """For each layer-phase, the latest earlier one that must be written back before its
+    first tile is fetched (-1: none); phases finish in order, so that one's end means every
+    earlier one's.
+
+    Nothing in one training iteration reads a weight gradient, so no phase waits for a WG;
+    and a layer's WG reads X and dY, not the dX its BP makes, so it does not wait for that
+    BP either. Every other phase waits for all the phases before it: its input (FF's X,
+    BP's dY) is the latest output written, and which earlier phase also fed it (a residual
+    branch) is not tracked, so waiting for all of them is the safe rule."""
+    waits = []
+    for j, w in enumerate(work):
+        k = j - 1
+        while k >= 0 and (work[k].phase == WG or (w.phase == WG and work[k].phase == BP
+                                                  and work[k].layer == w.layer)):
+            k -= 1
+        waits.append(k)
+    return waits

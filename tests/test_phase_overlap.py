@@ -1,0 +1,68 @@
+"""Layer-phases overlap where the data lets them: a layer's WG needs X and dY, not its BP's
+dX, so it starts while that BP drains; every other phase waits for the ones before it."""
+
+from pathlib import Path
+
+import numpy as np
+
+from arch.accelerator import Accelerator
+from desim.events import empty_table
+from desim.experiment import load_arch
+from desim.module import Simulator
+from mappings.counting import BP, FF, WG
+from mappings.mapper import PhaseWork, phase_waits
+
+DENSE = Path(__file__).resolve().parent.parent / "configs" / "arch" / "dense.yaml"
+MACS = 64_000 * 4  # the busiest PE's MACs: 64,000 cycles at 4 MACs a PE a cycle
+READ = 19_200      # bytes: 1 us of one DDR4-2400 channel (19.2 GB/s), before its latency
+
+
+def _work(layer: int, phase: int) -> PhaseWork:
+    return PhaseWork(f"l{layer}", layer, phase, empty_table(0))
+
+
+def test_only_a_layers_wg_skips_its_bp_and_nothing_waits_for_a_wg():
+    order = [(0, FF), (1, FF), (-1, BP), (1, BP), (1, WG), (-2, BP), (0, WG)]
+    assert phase_waits([_work(*p) for p in order]) == [-1, 0, 1, 2, 2, 3, 5]
+
+
+def _tile(layer: int, phase: int, *, macs: int = 0, read: int = 0) -> np.ndarray:
+    table = empty_table(1)
+    table["layer"], table["phase"] = layer, phase
+    table["busiest_pe_macs"] = table["processed_macs"] = macs
+    table["dram_read_bytes"] = table["glb_write_bytes"] = read
+    return table
+
+
+def _replay(tables: list[np.ndarray], waits: list[int] | None = None) -> Accelerator:
+    sim = Simulator()
+    acc = Accelerator(sim, load_arch(DENSE))
+    acc.replay(tables, waits)
+    sim.run()
+    return acc
+
+
+def test_wg_fetches_while_its_bp_computes_and_the_run_is_shared_out_exactly():
+    """BP computes for 64,000 cycles (and the MAC pipeline's fill); WG only reads 1 us from
+    DRAM. With a
+    barrier the run takes the sum of the two alone; overlapped, WG's read hides under BP's
+    compute and the run takes BP's time alone. Either way the phases' shares (previous end
+    to own end) add up to the run, and each span runs from its first fetch to its last
+    write-back."""
+    bp, wg = _tile(0, BP, macs=MACS), _tile(0, WG, read=READ)
+    alone = _replay([bp])
+    alone_bp, alone_wg = alone.env.now, _replay([wg]).env.now
+    fill = alone.cfg.pe_cluster.pipeline_cycles
+    assert alone_bp == (64_000 + fill) * 2_000         # ps: 2 ns cycles, nothing else to do
+    assert 1_000_000 < alone_wg < 1_100_000            # the DRAM read and its latency
+
+    barrier = _replay([bp, wg])                        # default: each waits for the last
+    assert barrier.env.now == alone_bp + alone_wg
+    overlapped = _replay([bp, wg], phase_waits([_work(0, BP), _work(0, WG)]))
+    assert overlapped.env.now == alone_bp
+    first, second = overlapped.records
+    assert (first.start_ps, first.since_ps, first.end_ps) == (0, 0, alone_bp)
+    assert (second.start_ps, second.since_ps, second.end_ps) == (0, alone_bp, alone_bp)
+    assert sum(r.end_ps - r.since_ps for r in overlapped.records) == overlapped.env.now
+    dram = f"{overlapped.path}.dram"
+    assert overlapped.records[0].actions[dram]["read_bytes"] == READ  # read during BP's share
