@@ -161,11 +161,21 @@ class Accelerator(Module):
     def _fetch(self, tables: list[list[tuple]], waits: list[int], q_out: Port) -> Generator:
         col = COLUMNS
         for j, rows in enumerate(tables):
-            if waits[j] >= 0:
-                yield self._written[waits[j]]
+            pending = waits[j] >= 0 and not self._written[waits[j]].triggered
+            # The first tile's weights: no phase writes them, so they are read while the
+            # phases this one waits for finish (a prefetch into the free half of the buffer).
+            ahead = rows[0][col["weight_read_bytes"]] if pending and rows else 0
             self._fetch_start[j] = int(self.env.now)
-            for row in rows:
-                nbytes = row[col["dram_read_bytes"]]
+            if ahead:
+                fill = self.env.process(self.glb.access(ahead, "write"))
+                yield from self.dram.transfer(ahead, is_write=False)
+                yield fill
+            if pending:
+                yield self._written[waits[j]]
+            if not ahead:
+                self._fetch_start[j] = int(self.env.now)
+            for i, row in enumerate(rows):
+                nbytes = row[col["dram_read_bytes"]] - (ahead if i == 0 else 0)
                 fill = self.env.process(self.glb.access(
                     nbytes + row[col["regenerated_bytes"]], "write"))
                 regenerate = row[col["regenerated_weights"]]

@@ -15,7 +15,10 @@ PHASES = ("FF", "BP", "WG")
 TILE_DTYPE = np.dtype([
     ("layer", np.int32),             # index into the workload's layer list
     ("phase", np.int8),              # 0 FF, 1 BP, 2 WG
-    ("dram_read_bytes", np.int64),   # operands fetched from DRAM for this tile
+    ("dram_read_bytes", np.int64),   # operands fetched from DRAM for this tile...
+    ("weight_read_bytes", np.int64),  # ...of which weights: no earlier phase writes them, so
+                                      # a phase's first tile may fetch them before the
+                                      # phases it waits for are written back
     ("dram_write_bytes", np.int64),  # results written back to DRAM
     ("glb_read_bytes", np.int64),    # global buffer reads (operands sent to the clusters)
     ("glb_write_bytes", np.int64),   # global buffer writes (DRAM fills and results)

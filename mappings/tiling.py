@@ -458,6 +458,7 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
     table["layer"] = layer_index
     table["phase"] = phase
     table["dram_read_bytes"] = dram_read
+    table["weight_read_bytes"] = a_dram if weights else 0
     table["multicast_bytes"] = s_sent
     table["unicast_bytes"] = a_sent
     table["gather_bytes"] = out_bytes

@@ -66,3 +66,21 @@ def test_wg_fetches_while_its_bp_computes_and_the_run_is_shared_out_exactly():
     assert sum(r.end_ps - r.since_ps for r in overlapped.records) == overlapped.env.now
     dram = f"{overlapped.path}.dram"
     assert overlapped.records[0].actions[dram]["read_bytes"] == READ  # read during BP's share
+
+
+def test_a_phase_reads_its_first_tiles_weights_before_the_phase_it_waits_for_ends():
+    """FF of layer 1 waits for FF of layer 0 (its input), but not to read its weights: a
+    first tile that reads only weights is fetched under layer 0's compute, and the run
+    takes layer 0's time; the same bytes as activations wait, and the times add up."""
+    ff0 = _tile(0, FF, macs=MACS)
+    activations = _tile(1, FF, read=READ)
+    weights = activations.copy()
+    weights["weight_read_bytes"] = READ
+    waits = phase_waits([_work(0, FF), _work(1, FF)])
+    assert waits == [-1, 0]
+    alone_ff0, alone_ff1 = _replay([ff0]).env.now, _replay([activations]).env.now
+    assert _replay([weights]).env.now == alone_ff1      # nothing to wait for: one read
+    assert _replay([ff0, activations], waits).env.now == alone_ff0 + alone_ff1
+    prefetched = _replay([ff0, weights], waits)
+    assert prefetched.env.now == alone_ff0
+    assert prefetched.records[1].start_ps == 0           # its span starts with the prefetch
