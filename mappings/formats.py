@@ -85,15 +85,18 @@ def rle_padding(nz: torch.Tensor) -> torch.Tensor:
 
     A non-zero at position i after the previous one at j (or the unit's start, j = -1)
     follows i - j - 1 zeros, which need floor(zeros / 16) padding entries. Trailing zeros are
-    not stored. Vectorized: the previous non-zero comes from a running maximum.
+    not stored. Vectorized: the previous non-zero comes from a running maximum (in 16-bit
+    positions where they fit: the maps are large and this runs on every captured one).
     """
     units, length = nz.shape
-    pos = torch.arange(length).expand(units, length)
-    last = torch.where(nz, pos, torch.full_like(pos, -1)).cummax(dim=1).values
-    previous = torch.cat([torch.full((units, 1), -1, dtype=last.dtype), last[:, :-1]], dim=1)
-    zeros_before = pos - previous - 1
     max_run = 2**RLE_RUN_BITS
-    return torch.where(nz, zeros_before // max_run, 0).sum(1)
+    if length <= max_run:  # no run of zeros inside a unit is long enough to need padding
+        return torch.zeros(units, dtype=torch.int64)
+    dtype = torch.int16 if length < 2**15 else torch.int64
+    pos = torch.arange(length, dtype=dtype)
+    last = torch.where(nz, pos, torch.tensor(-1, dtype=dtype)).cummax(dim=1).values
+    zeros_before = pos[1:] - last[:, :-1] - 1  # before each position but the first (none)
+    return torch.where(nz[:, 1:], zeros_before // max_run, 0).sum(1, dtype=torch.int64)
 
 
 def map_stats(nz: torch.Tensor) -> BlockStats:

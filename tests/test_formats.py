@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from mappings.capture import capture
@@ -52,6 +54,21 @@ def test_long_zero_runs_need_one_padding_entry_per_sixteen_zeros():
     row[0, 99] = True
     assert rle_padding(row).tolist() == [99 // 16]
     assert rle_padding(torch.zeros(2, 50, dtype=torch.bool)).tolist() == [0, 0]  # trailing
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 40), max_size=5), min_size=1, max_size=4),
+       st.integers(0, 20))
+def test_rle_padding_counts_each_zero_run_like_a_loop(gaps, trailing):
+    """Lines built from their zero runs (each run then a non-zero, trailing zeros after,
+    lines of any length, short ones included) against a plain loop over the runs."""
+    lines = [sum(([False] * g + [True] for g in line), []) for line in gaps]
+    length = max(len(line) for line in lines) + trailing
+    if length == 0:
+        return
+    nz = torch.tensor([line + [False] * (length - len(line)) for line in lines])
+    expected = [sum(g // 16 for g in line) for line in gaps]
+    assert rle_padding(nz).tolist() == expected
 
 
 def test_unknown_format_is_refused():
