@@ -55,6 +55,8 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
                                     for m in maps) > 0]
         if len(channels) == 0:  # nothing left to compute in this phase
             return empty_table(0), totals
+        if len(channels) < maps[0][2].shape[0]:  # the kept channels' counts, once a plan
+            maps = [tuple(None if t is None else t[channels] for t in m) for m in maps]
         for order in orders:
             try:
                 table, weight_bytes = _tile_plan(parts, maps, shaped, channels, order,

@@ -378,19 +378,18 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
               maps: tuple[torch.Tensor, ...], channels: torch.Tensor, shape: TileShape, *,
               pruned_grads_unused: bool, last: bool, reuse: bool, circulant_block: int = 0
               ) -> tuple[np.ndarray, int, np.ndarray]:
-    """Event rows of one (chunk of a) phase, given its count maps and the kept channels,
+    """Event rows of one (chunk of a) phase, given its count maps of the kept channels only,
     the weight bytes they read from DRAM, and each row's outputs in bytes as dense partial
     sums. `reuse`: consecutive tiles may keep a block (False when chunks interleave)."""
-    everything = len(channels) == maps[2].shape[0]
-    nominal, effectual, processed = (m if everything else m[channels] for m in maps[:3])
+    nominal, effectual, processed, speculated = maps
     ps, win = shaped
     chan = ps.channel_operand.select(channels)
     a, n_img, n_rows, length = processed.shape
     busiest, work = _per_tile_pe(processed, shape, hw)
     eff = _per_tile_total(effectual, shape)
     nom = _per_tile_total(nominal, shape)
-    spec = (np.zeros_like(work) if maps[3] is None
-            else _per_tile_total(maps[3][channels], shape))
+    spec = (np.zeros_like(work) if speculated is None
+            else _per_tile_total(speculated, shape))
     na, nb = busiest.shape
     eb, ka = hw.element_bytes, shape.ka
     weights = phase != WG and layer.weight_is_parameter  # the channel operand is W
