@@ -36,6 +36,11 @@ class PeClusterConfig(Strict):
     pes: PositiveInt
     macs_per_pe_per_cycle: PositiveInt = 1
     precision: Precision = "fp16"
+    # The adders' and partial sums' precision: what a MAC accumulates into, and the width of
+    # the partial sums that leave the PEs between chunks of a split reduction. None: the
+    # datapath's. Mixed-precision training accumulates FP16 (or FP8) products in FP32
+    # (Micikevicius et al., "Mixed Precision Training", ICLR 2018).
+    accumulator: Precision | None = None
     local_buffer_kib: PositiveInt = 16
     pipeline_cycles: int = Field(4, ge=0)  # fill and drain of a PE's datapath, per tile
     # The PEs as one rows x cols systolic array (SCALE-Sim's model, arch/systolic.py): a
@@ -145,6 +150,16 @@ class ArchConfig(Strict):
     sparsity: SparsityConfig = SparsityConfig()
     mapping: MappingConfig = MappingConfig()
     vector_unit: VectorUnitConfig | None = None  # None: vector layers are not simulated
+
+    @model_validator(mode="after")
+    def _accumulator_like_the_datapath(self) -> ArchConfig:
+        pe = self.pe_cluster
+        if pe.accumulator is not None and ((pe.accumulator in FLOAT_PRECISIONS)
+                                           != (pe.precision in FLOAT_PRECISIONS)):
+            raise ValueError(f"pe_cluster.accumulator: {pe.accumulator!r} does not go with "
+                             f"a {pe.precision!r} datapath (floating-point products need a "
+                             f"floating-point accumulator, integer ones an integer one)")
+        return self
 
     @model_validator(mode="after")
     def _speculation_needs_floats(self) -> ArchConfig:

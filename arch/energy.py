@@ -4,7 +4,8 @@ Components count actions; this module prices them. Every figure names its source
 
 45 nm (M. Horowitz, "Computing's energy problem (and what we can do about it)", ISSCC 2014):
 - arithmetic: 8-bit int add 0.03 pJ, mult 0.2; 32-bit int add 0.1, mult 3.1; fp16 add 0.4,
-  mult 1.1; fp32 add 0.9, mult 3.7. A MAC is one multiply plus one add.
+  mult 1.1; fp32 add 0.9, mult 3.7. A MAC is one multiply at the datapath's precision plus
+  one add at the accumulator's (`pe_cluster.accumulator`; by default the same).
 - SRAM, 64-bit read: 8 KB 10 pJ, 32 KB 20 pJ, 1 MB 100 pJ; between and beyond these points
   the energy is interpolated on a log-log scale of the bank's capacity. A write is priced as
   a read (assumption: Horowitz gives reads only).
@@ -37,15 +38,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-# Horowitz ISSCC 2014, 45 nm, pJ.
-MAC_PJ_45NM = {
-    "fp32": 3.7 + 0.9,
-    "fp16": 1.1 + 0.4,
-    "fp8": 1.1 * (4 / 11) ** 2 + 0.4 / 2,
-    "int8": 0.2 + 0.03,
-    "int32": 3.1 + 0.1,
-    "ternary": 0.03,
-}
+# Horowitz ISSCC 2014, 45 nm, pJ. A MAC is a multiply at the datapath's precision and an add
+# at the accumulator's (by default the same).
+MULTIPLY_PJ_45NM = {"fp32": 3.7, "fp16": 1.1, "fp8": 1.1 * (4 / 11) ** 2, "int8": 0.2,
+                    "int32": 3.1, "ternary": 0.0}
+ADD_PJ_45NM = {"fp32": 0.9, "fp16": 0.4, "fp8": 0.4 / 2, "int8": 0.03, "int32": 0.1,
+               "ternary": 0.03}
+MAC_PJ_45NM = {p: MULTIPLY_PJ_45NM[p] + ADD_PJ_45NM[p] for p in MULTIPLY_PJ_45NM}
 SRAM_64BIT_READ_PJ_45NM = ((8 * 1024, 10.0), (32 * 1024, 20.0), (1024 * 1024, 100.0))
 NOC_PJ_PER_BIT_HOP_45NM = 0.5
 SELECTOR_PJ_PER_ENTRY_45NM = 0.03
@@ -98,8 +97,9 @@ class EnergyTable:
     def scale(self) -> float:
         return node_scale(self.technology)
 
-    def mac_pj(self, precision: str) -> float:
-        return MAC_PJ_45NM[precision] * self.scale
+    def mac_pj(self, precision: str, accumulator: str | None = None) -> float:
+        """A multiply at `precision` and an add at `accumulator` (None: the same)."""
+        return (MULTIPLY_PJ_45NM[precision] + ADD_PJ_45NM[accumulator or precision]) * self.scale
 
     def sram_pj_per_byte(self, capacity_bytes: int) -> float:
         return sram_pj_per_64bit(capacity_bytes) / 8 * self.scale

@@ -192,12 +192,12 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
     """The event rows of one plan (its chunks in `order`) and the weight bytes it reads.
 
     Chunks outermost pass partial sums between chunks: they go to the PEs' accumulators
-    with a tile and come back after it, dense at the datapath precision, through the
+    with a tile and come back after it, dense at the accumulator's precision, through the
     global buffer (KEPT) and also DRAM (SPILLED)."""
     _, n_img, n_rows, length = maps[0][2].shape
     tiling_hw = hw
     if order == KEPT:  # the partial sums take their share of both halves of the buffer
-        psums = len(channels) * n_img * n_rows * length * hw.element_bytes
+        psums = len(channels) * n_img * n_rows * length * hw.psum_bytes
         budget = hw.buffer_bytes - -(-psums // 2)
         if budget <= 0:
             raise ConfigError(f"{where}: the partial sums ({psums} bytes) do not fit the "

@@ -15,6 +15,7 @@ class HardwareView:
     pes_per_cluster: int
     buffer_bytes: int               # global buffer space a tile may use (half, double buffered)
     element_bytes: int              # bytes per operand element at the datapath precision
+    accumulator_bytes: int = 0      # bytes of a partial sum leaving the PEs; 0: element_bytes
     local_buffer_bytes: int = 0     # each cluster's own buffer (keeps blocks between tiles)
     macs_per_pe_per_cycle: int = 1  # for the tiler's time estimate
     dram_bytes_per_cycle: float = 1.0   # peak DRAM bandwidth, for the tiler's time estimate
@@ -48,6 +49,10 @@ class HardwareView:
     local_pj_per_byte: float = 0.0
     noc_pj_per_byte: float = 0.0         # along the mean route between the buffer and a cluster
     noc_multicast_pj_per_byte: float = 0.0  # over the tree to every cluster
+
+    @property
+    def psum_bytes(self) -> int:
+        return self.accumulator_bytes or self.element_bytes
 
     @property
     def pes(self) -> int:

@@ -380,7 +380,8 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
               ) -> tuple[np.ndarray, int, np.ndarray]:
     """Event rows of one (chunk of a) phase, given its count maps of the kept channels only,
     the weight bytes they read from DRAM, and each row's outputs in bytes as dense partial
-    sums. `reuse`: consecutive tiles may keep a block (False when chunks interleave)."""
+    sums (at the accumulator's precision). `reuse`: consecutive tiles may keep a block (False
+    when chunks interleave)."""
     nominal, effectual, processed, speculated = maps
     ps, win = shaped
     chan = ps.channel_operand.select(channels)
@@ -474,7 +475,8 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
     table["processed_macs"] = work[ia, ib]
     table["effectual_macs"] = eff[ia, ib]
     table["macs"] = nom[ia, ib]
-    return table, int(a_dram.sum()) if weights else 0, dense_out[ia, ib]
+    psums = np.outer(channels_in_block, (i1 - i0) * (r1 - r0) * length) * hw.psum_bytes
+    return table, int(a_dram.sum()) if weights else 0, psums[ia, ib]
 
 
 def _written_map(layer: LayerCapture, phase: int, hw: HardwareView) -> torch.Tensor | None:

@@ -80,6 +80,27 @@ def test_wg_chunks_outermost_write_dw_once_and_read_no_more_than_chunks_innermos
                                                       for p in plans.values())
 
 
+@pytest.mark.parametrize("accumulator_bytes", [0, 4])
+def test_partial_sums_travel_at_the_accumulators_width(accumulator_bytes):
+    """WG in image chunks, chunks outermost, sums kept on chip: every chunk but the last
+    sends dW's partial sums back to the buffer, dense, at the accumulator's width (0: the
+    fp16 element's); the last sends the final dW, at the element's width, and writes it."""
+    n, c, k, r, h = 4, 3, 8, 3, 10
+    layer = dense_capture(nn.Conv2d(c, k, r, bias=False), n=n, h=h)
+    hw = HardwareView(clusters=4, pes_per_cluster=4, buffer_bytes=2600, element_bytes=2,
+                      accumulator_bytes=accumulator_bytes)
+    parts = _wg_chunks(layer, hw)
+    maps = [_count_maps(p, WG, hw, SkipPolicy(), True) for p in parts]
+    shaped = [phase_shape(p, WG, hw) for p in parts]
+    kept, _ = _tile_plan(parts, maps, shaped, torch.arange(k), KEPT, 0, WG, hw, SkipPolicy(),
+                         "test", True, 0, {})
+    dw_elems, chunks = k * c * r * r, len(parts)
+    psum = dw_elems * (accumulator_bytes or 2)
+    assert chunks > 1
+    assert kept["dram_write_bytes"].sum() == dw_elems * 2
+    assert kept["gather_bytes"].sum() == dw_elems * 2 + (chunks - 1) * psum
+
+
 def test_the_objective_ranks_plans_by_its_own_estimate():
     slow_lean = np.zeros(1, dtype=[("busiest_pe_macs", np.int64), ("dram_read_bytes", np.int64),
                                    ("dram_write_bytes", np.int64), ("multicast_bytes", np.int64),

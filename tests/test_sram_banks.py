@@ -13,8 +13,11 @@ from arch.config import BufferConfig
 from arch.energy import MAC_PJ_45NM, EnergyTable, sram_pj_per_64bit, weight_bits
 from arch.sram import GlobalBuffer
 from desim.clock import Clock
+from desim.errors import ConfigError
+from desim.experiment import load_arch
 from desim.module import Simulator
 
+ARCH = Path(__file__).resolve().parents[1] / "configs" / "arch"
 CFG = BufferConfig(capacity_kib=64, banks=8, bank_width_bytes=16, latency_cycles=2)
 PERIOD = 1000  # ps, 1 GHz
 
@@ -73,6 +76,19 @@ def test_sram_energy_grows_with_capacity() -> None:
     table = EnergyTable("45nm")
     assert table.sram_pj_per_byte(1024 * 1024) == pytest.approx(10 * table.sram_pj_per_byte(
         8 * 1024))
+
+
+def test_a_mac_multiplies_at_the_datapath_and_adds_at_the_accumulator() -> None:
+    """Horowitz's 45 nm figures: FP16 multiply 1.1 pJ with an FP32 add 0.9 pJ (mixed
+    precision), against 1.1 + 0.4 all in FP16; FP8 (E4M3) products into FP32: 0.145 + 0.9.
+    An accumulator of the other kind than the datapath is refused, naming the key."""
+    table = EnergyTable("45nm")
+    assert table.mac_pj("fp16", "fp32") == pytest.approx(1.1 + 0.9)
+    assert table.mac_pj("fp16") == table.mac_pj("fp16", None) == pytest.approx(1.1 + 0.4)
+    assert table.mac_pj("fp8", "fp32") == pytest.approx(1.1 * (4 / 11) ** 2 + 0.9)
+    assert EnergyTable("28nm").mac_pj("fp16", "fp32") == pytest.approx(2.0 * 28 / 45 * 0.81)
+    with pytest.raises(ConfigError, match="pe_cluster.accumulator.*'int32'.*'fp16'"):
+        load_arch(ARCH / "dense.yaml", ["pe_cluster.accumulator=int32"])
 
 
 def test_ternary_pe_prices_an_add_and_stores_two_bits() -> None:
