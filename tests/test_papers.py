@@ -32,7 +32,7 @@ PAPER_EXPERIMENTS = ["hppu_vs_dense", "hppu_vs_fine_grained", "hppu_pruning_rati
                      "trainer_vs_prior", "procrustes_vs_dense", "dropback_lenet",
                      "peak_efficiency", "trainer_speculation_accuracy"]
 SAME_RESOURCES_AS_DENSE = ["fine_grained", "coarse_grained", "hppu", "trainer",
-                           "prior_sparse_trainer", "pnpu", "procrustes"]
+                           "prior_sparse_trainer", "pnpu", "procrustes", "hppu_like", "circnn"]
 
 
 @pytest.mark.parametrize("name", PAPER_EXPERIMENTS)
