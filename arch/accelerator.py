@@ -28,6 +28,7 @@ from itertools import pairwise
 
 import networkx as nx
 import numpy as np
+import simpy
 
 from arch.config import ArchConfig
 from arch.dram import DramController
@@ -132,6 +133,12 @@ class Accelerator(Module):
             self.stage_ports[f"{b}_in"] = self.add_port(f"{b}_in", "in")
             self.stage_ports[f"{a}_out"].bind(fifo)
             self.stage_ports[f"{b}_in"].bind(fifo)
+        # The global buffer is double-buffered: the tiler sizes a tile's operands and results
+        # to half of it, so two tiles' operands and two tiles' results fit at once. A tile
+        # holds an operand half from its fetch until its operands are in the clusters, and a
+        # result half from its collection until its results are written to DRAM.
+        self.operand_halves = simpy.Container(self.env, capacity=2, init=2)
+        self.result_halves = simpy.Container(self.env, capacity=2, init=2)
         self.records: list[PhaseRecord] = []
 
     def _clusters_by_distance(self) -> list[str]:
@@ -167,6 +174,7 @@ class Accelerator(Module):
             ahead = rows[0][col["weight_read_bytes"]] if pending and rows else 0
             self._fetch_start[j] = int(self.env.now)
             if ahead:
+                yield self.operand_halves.get(1)
                 fill = self.env.process(self.glb.access(ahead, "write"))
                 yield from self.dram.transfer(ahead, is_write=False)
                 yield fill
@@ -175,6 +183,8 @@ class Accelerator(Module):
             if not ahead:
                 self._fetch_start[j] = int(self.env.now)
             for i, row in enumerate(rows):
+                if i or not ahead:  # (a prefetching first tile holds its half already)
+                    yield self.operand_halves.get(1)
                 nbytes = row[col["dram_read_bytes"]] - (ahead if i == 0 else 0)
                 fill = self.env.process(self.glb.access(
                     nbytes + row[col["regenerated_bytes"]], "write"))
@@ -196,6 +206,7 @@ class Accelerator(Module):
             yield from self.noc.distribute(row[col["multicast_bytes"]], row[col["unicast_bytes"]],
                                            row[col["active_clusters"]])
             yield read
+            yield self.operand_halves.put(1)
             yield from q_out.put(row)
 
     def _speculate(self, q_in: Port, q_out: Port) -> Generator:
@@ -224,6 +235,7 @@ class Accelerator(Module):
         while True:
             row = yield from q_in.get()
             nbytes = row[col["gather_bytes"]]
+            yield self.result_halves.get(1)
             write = self.env.process(self.glb.access(nbytes, "write"))
             yield from self.noc.gather(nbytes, row[col["active_clusters"]])
             yield write
@@ -242,6 +254,7 @@ class Accelerator(Module):
                 drain = self.env.process(self.glb.access(nbytes, "read"))
                 yield from self.dram.transfer(nbytes, is_write=True)
                 yield drain
+                yield self.result_halves.put(1)
             self._record(rows[0][col["layer"]], rows[0][col["phase"]], self._fetch_start[j])
             self._written[j].succeed()
 

@@ -1,6 +1,7 @@
 """Layer-phases overlap where the data lets them: a layer's WG needs X and dY, not its BP's
 dX, so it starts while that BP drains; every other phase waits for the ones before it."""
 
+from collections.abc import Generator
 from pathlib import Path
 
 import numpy as np
@@ -84,3 +85,30 @@ def test_a_phase_reads_its_first_tiles_weights_before_the_phase_it_waits_for_end
     prefetched = _replay([ff0, weights], waits)
     assert prefetched.env.now == alone_ff0
     assert prefetched.records[1].start_ps == 0           # its span starts with the prefetch
+
+
+def test_fetch_runs_at_most_two_tiles_ahead_of_distribution():
+    """The global buffer is double-buffered: a third tile's operands may not be fetched
+    before the first tile's operands have left for the clusters. Tiles that read 1 us
+    from DRAM and then take ~8x longer on the NoC: the second read follows the first at
+    once, the third waits for the first tile's whole read-and-send."""
+    tile = _tile(0, FF, read=READ)
+    tile["unicast_bytes"] = tile["glb_read_bytes"] = 256 * 1024
+    tile["active_clusters"] = 16
+    one = _replay([tile]).env.now                      # read, then send to the clusters
+    sim = Simulator()
+    acc = Accelerator(sim, load_arch(DENSE))
+    starts, transfer = [], acc.dram.transfer
+
+    def logged(nbytes: int, is_write: bool) -> Generator:
+        starts.append(acc.env.now)
+        yield from transfer(nbytes, is_write=is_write)
+
+    acc.dram.transfer = logged
+    acc.replay([np.concatenate([tile] * 4)])
+    sim.run()
+    read = _replay([_tile(0, FF, read=READ)]).env.now
+    assert one > 4 * read                              # the NoC is the slow stage
+    assert starts[1] == read                           # the second half was free
+    assert starts[2] >= one                            # the third waited for the first send
+    assert sim.env.now >= 4 * (one - read)             # four sends, one after another
