@@ -112,3 +112,26 @@ def test_fetch_runs_at_most_two_tiles_ahead_of_distribution():
     assert starts[1] == read                           # the second half was free
     assert starts[2] >= one                            # the third waited for the first send
     assert sim.env.now >= 4 * (one - read)             # four sends, one after another
+
+
+def test_a_training_runs_phases_share_its_time_though_their_spans_overlap():
+    """LeNet-5 training on dense.yaml: each phase's cycles are its share of the run, so they
+    add up to it (up to one rounding a phase) though the spans overlap: a layer's WG starts
+    before the BP just before it has ended (with a barrier each, none would)."""
+    from desim.runner import simulate
+    from mappings.pruning import PruningSpec
+    from mappings.workload import WorkloadSpec, capture_workload
+
+    workload = capture_workload(WorkloadSpec(model="lenet5", batch=2, data="random"),
+                                PruningSpec(method="dense"))
+    result = simulate("dense", load_arch(DENSE), workload)
+    rows = result.layers
+    total = result.cycles
+    assert total <= rows["cycles"].sum() <= total + len(rows)
+    assert (rows["cycles"] >= 0).all() and (rows["energy_j"] > 0).all()
+    overlapped = 0
+    for i in range(1, len(rows)):
+        bp, wg = rows.iloc[i - 1], rows.iloc[i]
+        if wg["phase"] == "WG" and bp["phase"] == "BP" and wg["layer"] == bp["layer"]:
+            overlapped += wg["start_cycle"] < bp["end_cycle"]
+    assert overlapped == 3                      # the weight layers with a BP and a WG
