@@ -172,7 +172,7 @@ class Accelerator(Module):
             # The first tile's weights: no phase writes them, so they are read while the
             # phases this one waits for finish (a prefetch into the free half of the buffer).
             ahead = rows[0][col["weight_read_bytes"]] if pending and rows else 0
-            self._fetch_start[j] = int(self.env.now)
+            start = int(self.env.now)
             if ahead:
                 yield self.operand_halves.get(1)
                 fill = self.env.process(self.glb.access(ahead, "write"))
@@ -180,8 +180,7 @@ class Accelerator(Module):
                 yield fill
             if pending:
                 yield self._written[waits[j]]
-            if not ahead:
-                self._fetch_start[j] = int(self.env.now)
+            self._fetch_start[j] = start if ahead else int(self.env.now)  # its first fetch
             for i, row in enumerate(rows):
                 if i or not ahead:  # (a prefetching first tile holds its half already)
                     yield self.operand_halves.get(1)

@@ -40,21 +40,24 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     pruned_grads_unused = pruned_grads_unused and layer.weight_is_parameter
     if circulant_block and not layer.weight_is_parameter:
         circulant_block = 0
+    plans = _reduction_plans(layer, phase, hw, policy, pruned_grads_unused, circulant_block)
+    # Counts add over a reduction, so every plan has the phase's totals and busy channels:
+    # taken from the first plan (the fewest chunks).
+    first = plans[0][1]
+    totals = {"macs": sum(int(m[0].sum()) for m in first),
+              "effectual_macs": sum(int(m[1].sum()) for m in first),
+              "processed_macs": sum(int(m[2].sum()) for m in first),
+              "weight_dram_bytes": 0}
+    channels = torch.arange(first[0][2].shape[0])
+    if hw.channel_compaction:  # drop output channels with no work in any chunk
+        channels = channels[sum((m[2] if m[3] is None else m[3]).sum((1, 2, 3))
+                                for m in first) > 0]
+    if len(channels) == 0:  # nothing left to compute in this phase
+        return empty_table(0), totals
     best, first_error = None, None
-    for parts, maps, orders in _reduction_plans(layer, phase, hw, policy, pruned_grads_unused,
-                                                circulant_block):
+    for parts, maps, orders in plans:
         shaped = [phase_shape(part, phase, hw) for part in parts]
         built: dict = {}  # tile_part's rows, shared by the orders that tile alike
-        totals = {"macs": sum(int(m[0].sum()) for m in maps),
-                  "effectual_macs": sum(int(m[1].sum()) for m in maps),
-                  "processed_macs": sum(int(m[2].sum()) for m in maps),
-                  "weight_dram_bytes": 0}
-        channels = torch.arange(maps[0][2].shape[0])
-        if hw.channel_compaction:  # drop output channels with no work in any chunk
-            channels = channels[sum((m[2] if m[3] is None else m[3]).sum((1, 2, 3))
-                                    for m in maps) > 0]
-        if len(channels) == 0:  # nothing left to compute in this phase
-            return empty_table(0), totals
         if len(channels) < maps[0][2].shape[0]:  # the kept channels' counts, once a plan
             maps = [tuple(None if t is None else t[channels] for t in m) for m in maps]
         for order in orders:

@@ -426,7 +426,7 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
 
     # Outputs: every output final in its tile (after the last chunk of a split reduction).
     written = _written_map(layer, phase, hw) if last else None  # earlier chunks write none
-    dense_out = np.outer(channels_in_block, (i1 - i0) * (r1 - r0) * length) * eb
+    outputs = np.outer(channels_in_block, (i1 - i0) * (r1 - r0) * length)  # per tile
     if not last:
         out_bytes = np.zeros((na, nb), np.int64)
     elif phase == WG and policy.pruned_weight_gradients and pruned_grads_unused:
@@ -434,7 +434,7 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
     elif written is not None:
         out_bytes = _activation_out_bytes(written[channels], shape, hw)
     else:
-        out_bytes = dense_out
+        out_bytes = outputs * eb  # dense
     if b and phase == WG:  # the gradient of each block's first row only
         out_bytes = -(-out_bytes // b)
     if shape.rows_outer:
@@ -475,8 +475,7 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
     table["processed_macs"] = work[ia, ib]
     table["effectual_macs"] = eff[ia, ib]
     table["macs"] = nom[ia, ib]
-    psums = np.outer(channels_in_block, (i1 - i0) * (r1 - r0) * length) * hw.psum_bytes
-    return table, int(a_dram.sum()) if weights else 0, psums[ia, ib]
+    return table, int(a_dram.sum()) if weights else 0, (outputs * hw.psum_bytes)[ia, ib]
 
 
 def _written_map(layer: LayerCapture, phase: int, hw: HardwareView) -> torch.Tensor | None:
