@@ -126,7 +126,8 @@ def hardware_view(acc: Accelerator) -> HardwareView:
         circulant_fft=s.circulant_fft,
         weight_generator=acc.weight_generator is not None,
         speculate_relu_outputs=acc.speculator is not None,
-        objective=acc.cfg.mapping.objective, **_move_prices(acc))
+        objective=acc.cfg.mapping.objective,
+        inter_layer_reuse=acc.cfg.mapping.inter_layer_reuse, **_move_prices(acc))
 
 
 def _move_prices(acc: Accelerator) -> dict[str, float]:

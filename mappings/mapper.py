@@ -9,13 +9,15 @@ are written back (`phase_waits`): a layer's WG overlaps its BP and what follows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from desim.errors import ConfigError
 from mappings.capture import LayerCapture, PackedLayer
 from mappings.counting import BP, FF, WG, SkipPolicy
-from mappings.planner import tile_phase
+from mappings.planner import plan_key, tile_phase
 from mappings.target import HardwareView
 from mappings.vector import stored_gradients, stored_outputs, vector_tiles
 from mappings.workload import Workload
@@ -31,6 +33,11 @@ class PhaseWork:
     effectual_macs: int = 0
     processed_macs: int = 0
     weight_dram_bytes: int = 0  # bytes of weights read from DRAM (FF and BP of weight layers)
+    output_bytes: int = 0   # bytes of its result as written (FF: Y, BP: dX, WG: dW)
+    tile_buffer_bytes: int = 0  # buffer budget its plan's largest tile needs (conv/linear)
+    input_elems: int = 0    # elements of the input it streams (FF: X, BP: dY; WG: 0)
+    output_elems: int = 0   # elements of its result
+    input_resident: bool = False  # its input was left in the global buffer by the phase before
 
 
 def training_order(workload: Workload) -> list[tuple[int, int]]:
@@ -53,35 +60,119 @@ def training_order(workload: Workload) -> list[tuple[int, int]]:
     return order
 
 
-def map_workload(workload: Workload, hw: HardwareView) -> list[PhaseWork]:
-    policy = SkipPolicy(weights=hw.skip_zero_weights, activations=hw.skip_zero_activations,
-                        gradients=hw.skip_zero_gradients,
-                        pruned_weight_gradients=hw.skip_pruned_weight_gradients)
-    work = []
-    unpacked: tuple[int, LayerCapture] | None = None  # BP and WG of a layer come together
-    # CirCNN: the layers the run pruned block-circulant run by FFT on such hardware.
-    circulant = workload.pruning.b if (hw.circulant_fft and workload.pruning.method
-                                       == "block_circulant") else 0
-    pruned = set(getattr(workload, "pruned_layers", ()))
-    stored = stored_outputs(workload.vectors, hw)  # what each vector layer writes in FF
-    stored_dy = stored_gradients(workload.vectors, hw)  # ... and reads as dY in BP
-    for layer_id, phase in training_order(workload):
+class PhaseMapper:
+    """Maps one layer-phase of a workload to its event rows, on a hardware view (a phase is
+    mapped again when inter-layer reuse changes its buffer budget or input)."""
+
+    def __init__(self, workload: Workload, hw: HardwareView) -> None:
+        self.workload = workload
+        self.policy = SkipPolicy(weights=hw.skip_zero_weights,
+                                 activations=hw.skip_zero_activations,
+                                 gradients=hw.skip_zero_gradients,
+                                 pruned_weight_gradients=hw.skip_pruned_weight_gradients)
+        # CirCNN: the layers the run pruned block-circulant run by FFT on such hardware.
+        self.circulant = workload.pruning.b if (hw.circulant_fft and workload.pruning.method
+                                                == "block_circulant") else 0
+        self.pruned = set(getattr(workload, "pruned_layers", ()))
+        self.stored = stored_outputs(workload.vectors, hw)  # what each vector layer writes in FF
+        self.stored_dy = stored_gradients(workload.vectors, hw)  # ... and reads as dY in BP
+        self._unpacked: dict[int, LayerCapture] = {}  # the last two layers unpacked
+        self._counted: dict[tuple[int, int], dict] = {}  # ... and FF/BP phases counted
+
+    def layer(self, layer_id: int) -> LayerCapture:
+        layer = self.workload.layers[layer_id]
+        return _recent(self._unpacked, layer_id,
+                       lambda: layer.unpack() if isinstance(layer, PackedLayer) else layer)
+
+    def __call__(self, layer_id: int, phase: int, hw: HardwareView,
+                 input_resident: bool = False) -> PhaseWork | None:
+        """The phase's work, None when it has no tiles; `input_resident`: its input (FF's
+        X, BP's dY) is already in the global buffer."""
         if layer_id < 0:
-            vector = workload.vectors[-1 - layer_id]
-            table = vector_tiles(vector, layer_id, phase, hw, stored[-1 - layer_id],
-                                 stored_dy[-1 - layer_id])
-            if len(table):
-                work.append(PhaseWork(vector.name, layer_id, phase, table))
-            continue
-        if unpacked is None or unpacked[0] != layer_id:
-            layer = workload.layers[layer_id]
-            unpacked = (layer_id, layer.unpack() if isinstance(layer, PackedLayer) else layer)
+            v = -1 - layer_id
+            vector = self.workload.vectors[v]
+            table = vector_tiles(vector, layer_id, phase, hw, self.stored[v], self.stored_dy[v],
+                                 input_resident)
+            if not len(table):
+                return None
+            elems = (vector.in_elems, vector.out_elems)
+            return PhaseWork(vector.name, layer_id, phase, table,
+                             output_bytes=int(table["dram_write_bytes"].sum()),
+                             input_elems=elems[phase != FF], output_elems=elems[phase == FF],
+                             input_resident=input_resident)
+        layer = self.layer(layer_id)
         table, totals = tile_phase(
-            unpacked[1], layer_id, phase, hw, policy,
-            pruned_grads_unused=workload.pruned_grads_unused,
-            circulant_block=circulant if unpacked[1].name in pruned else 0)
-        work.append(PhaseWork(unpacked[1].name, layer_id, phase, table, **totals))
+            layer, layer_id, phase, hw, self.policy,
+            pruned_grads_unused=self.workload.pruned_grads_unused,
+            circulant_block=self.circulant if layer.name in self.pruned else 0,
+            stream_resident=input_resident,
+            counted=None if phase == WG else _recent(self._counted, (layer_id, phase), dict))
+        x, dy = layer.x_nz.numel(), layer.dy_nz.numel()
+        elems = {FF: (x, dy), BP: (dy, x), WG: (0, layer.w_nz.numel())}[phase]
+        return PhaseWork(layer.name, layer_id, phase, table, **totals, input_elems=elems[0],
+                         output_elems=elems[1], input_resident=input_resident)
+
+
+def _recent(cache: dict, key: object, make: Callable[[], object]) -> object:
+    """cache[key], made if missing; the cache keeps the two entries used last."""
+    if key not in cache:
+        if len(cache) == 2:
+            del cache[next(iter(cache))]
+        cache[key] = make()
+    return cache[key]
+
+
+def map_workload(workload: Workload, hw: HardwareView) -> list[PhaseWork]:
+    mapper = PhaseMapper(workload, hw)
+    work: list[PhaseWork] = []
+    held, producer = 0, -1  # the last FF/BP phase, and the bytes of its input kept on chip
+    for layer_id, phase in training_order(workload):
+        w = mapper(layer_id, phase, hw)
+        if w is None:
+            continue
+        work.append(w)
+        if hw.inter_layer_reuse and phase != WG:
+            held = keep_output_on_chip(work, producer, mapper, hw, held) if producer >= 0 else 0
+            producer = len(work) - 1
     return work
+
+
+def keep_output_on_chip(work: list[PhaseWork], j: int, mapper: PhaseMapper, hw: HardwareView,
+                        held: int) -> int:
+    """Inter-layer reuse: whether work[j]'s output stays in the global buffer for the last
+    phase of `work`, the next FF or BP; if so, both (and the WGs between) are mapped again
+    in place. Returns the bytes that phase's input now keeps in the buffer (0: none).
+
+    FF's Y is the next FF's X and BP's dX the next BP's dY, when their sizes match (the
+    WGs between read neither; a residual branch is not tracked, as in `phase_waits`).
+    While the output is kept, it takes its bytes out of the buffer: the producer (less its
+    own input, `held`, if that was kept too), the WGs between and the consumer are tiled
+    in what is left, half of it a tile; a plan whose tiles still fit is kept. The consumer
+    reads its input from the buffer, not DRAM, and its tiles need no room for it. The
+    output is still written to DRAM: BP and WG read it later. It is kept when the mapper's
+    own estimate (`plan_key`, on `mapping.objective`) of the phases involved says so:
+    smaller tiles may read the weights more often than the kept input saves."""
+    k = len(work) - 1
+    producer, consumer = work[j], work[k]
+    kept = producer.output_bytes
+    capacity = 2 * hw.buffer_bytes
+    budget = (capacity - held - kept) // 2
+    if (consumer.phase != producer.phase or kept <= 0 or budget <= 0
+            or consumer.input_elems != producer.output_elems):
+        return 0
+    try:
+        span = [w if w.layer >= 0 and w.tile_buffer_bytes <= budget
+                else mapper(w.layer, w.phase, replace(hw, buffer_bytes=budget),
+                            w.input_resident) for w in work[j:k]]
+        span.append(mapper(consumer.layer, consumer.phase,
+                           replace(hw, buffer_bytes=(capacity - kept) // 2), True))
+    except ConfigError:  # a phase's smallest tile no longer fits
+        return 0
+    if None in span or (plan_key(np.concatenate([w.table for w in span]), hw, 0)
+                        >= plan_key(np.concatenate([w.table for w in work[j:]]), hw, 0)):
+        return 0
+    work[j:] = span
+    return kept
 
 
 def phase_waits(work: list[PhaseWork]) -> list[int]:

@@ -24,30 +24,53 @@ from desim.events import empty_table
 from mappings.capture import LayerCapture
 from mappings.counting import BP, FF, WG, SkipPolicy, effectual_map, nominal_map, processed_map
 from mappings.target import HardwareView
-from mappings.tiling import TileShape, choose_tile, fits, halvings, phase_shape, tile_part
+from mappings.tiling import (
+    TileShape,
+    choose_tile,
+    fits,
+    halvings,
+    phase_shape,
+    tile_bytes,
+    tile_part,
+)
 
 
 def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareView,
-               policy: SkipPolicy, *, pruned_grads_unused: bool, circulant_block: int = 0
+               policy: SkipPolicy, *, pruned_grads_unused: bool, circulant_block: int = 0,
+               stream_resident: bool = False, counted: dict | None = None
                ) -> tuple[np.ndarray, dict]:
-    """The event-table rows of one phase of one layer, and the layer-phase totals.
+    """The event-table rows of one phase of one layer, and the layer-phase totals (with
+    `output_bytes`, what the phase writes as its result, and `tile_buffer_bytes`, the
+    buffer its plan's largest tile takes: a smaller budget that still holds it would choose
+    the same plan).
 
     `circulant_block` b > 0: the layer's weights are b x b circulant blocks run by FFT
     (CirCNN, `HardwareView.circulant_fft`): each tile's MACs are scaled by
     `mappings.circulant.fft_mac_ratio` and the weights take b-fold fewer bytes.
+    `stream_resident`: the stream operand (FF's X, BP's dY) is already in the global buffer,
+    left there by the phase before (inter-layer reuse): no tile reads it from DRAM.
+    `counted`: a dict the caller keeps for this layer and phase, to count FF's or BP's
+    reduction plans once over calls with other budgets (they do not depend on it; WG's
+    chunks do, so WG counts again).
     """
     where = f"layer {layer.name} {('FF', 'BP', 'WG')[phase]}"
     pruned_grads_unused = pruned_grads_unused and layer.weight_is_parameter
     if circulant_block and not layer.weight_is_parameter:
         circulant_block = 0
-    plans = _reduction_plans(layer, phase, hw, policy, pruned_grads_unused, circulant_block)
+    keep = counted is not None and phase != WG
+    if keep and "plans" in counted:
+        plans = counted["plans"]
+    else:
+        plans = _reduction_plans(layer, phase, hw, policy, pruned_grads_unused, circulant_block)
+        if keep:
+            counted["plans"] = plans
     # Counts add over a reduction, so every plan has the phase's totals and busy channels:
     # taken from the first plan (the fewest chunks).
     first = plans[0][1]
     totals = {"macs": sum(int(m[0].sum()) for m in first),
               "effectual_macs": sum(int(m[1].sum()) for m in first),
               "processed_macs": sum(int(m[2].sum()) for m in first),
-              "weight_dram_bytes": 0}
+              "weight_dram_bytes": 0, "output_bytes": 0, "tile_buffer_bytes": 0}
     channels = torch.arange(first[0][2].shape[0])
     if hw.channel_compaction:  # drop output channels with no work in any chunk
         channels = channels[sum((m[2] if m[3] is None else m[3]).sum((1, 2, 3))
@@ -62,15 +85,16 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
             maps = [tuple(None if t is None else t[channels] for t in m) for m in maps]
         for order in orders:
             try:
-                table, weight_bytes = _tile_plan(parts, maps, shaped, channels, order,
-                                                 layer_index, phase, hw, policy, where,
-                                                 pruned_grads_unused, circulant_block, built)
+                table, weight_bytes, out_bytes, need = _tile_plan(
+                    parts, maps, shaped, channels, order, layer_index, phase, hw, policy,
+                    where, pruned_grads_unused, circulant_block, built, stream_resident)
             except ConfigError as err:   # this plan's smallest tile does not fit
                 first_error = first_error or err
                 continue
-            key = _plan_key(table, hw, len(parts))
+            key = plan_key(table, hw, len(parts))
             if best is None or key < best[0]:
-                best = (key, table, {**totals, "weight_dram_bytes": weight_bytes})
+                best = (key, table, {**totals, "weight_dram_bytes": weight_bytes,
+                                     "output_bytes": out_bytes, "tile_buffer_bytes": need})
     if best is None:
         raise first_error
     _, table, totals = best
@@ -191,24 +215,31 @@ def _count_maps(part: LayerCapture, phase: int, hw: HardwareView, policy: SkipPo
 def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple],
                channels: torch.Tensor, order: str, layer_index: int, phase: int,
                hw: HardwareView, policy: SkipPolicy, where: str, pruned_grads_unused: bool,
-               circulant_block: int, built: dict) -> tuple[np.ndarray, int]:
-    """The event rows of one plan (its chunks in `order`) and the weight bytes it reads.
+               circulant_block: int, built: dict, stream_resident: bool = False
+               ) -> tuple[np.ndarray, int, int, int]:
+    """The event rows of one plan (its chunks in `order`), the weight bytes it reads, the
+    bytes of its final outputs and the buffer budget its tiles need.
 
     Chunks outermost pass partial sums between chunks: they go to the PEs' accumulators
     with a tile and come back after it, dense at the accumulator's precision, through the
     global buffer (KEPT) and also DRAM (SPILLED)."""
     _, n_img, n_rows, length = maps[0][2].shape
-    tiling_hw = hw
+    tiling_hw, psum_share = hw, 0
     if order == KEPT:  # the partial sums take their share of both halves of the buffer
         psums = len(channels) * n_img * n_rows * length * hw.psum_bytes
-        budget = hw.buffer_bytes - -(-psums // 2)
+        psum_share = -(-psums // 2)
+        budget = hw.buffer_bytes - psum_share
         if budget <= 0:
             raise ConfigError(f"{where}: the partial sums ({psums} bytes) do not fit the "
                               "global buffer")
         tiling_hw = replace(hw, buffer_bytes=budget)
     ps, win = shaped[0]
     shape = choose_tile(ps, win, len(channels), n_img, n_rows, length, tiling_hw, where,
-                        weights=phase != WG and parts[0].weight_is_parameter)
+                        weights=phase != WG and parts[0].weight_is_parameter,
+                        stream_resident=stream_resident)
+    need = psum_share + tile_bytes(shape, ps, win, (n_rows, length),
+                                   int(ps.channel_operand.elems[0]), hw.element_bytes,
+                                   stream_resident)
     n = len(parts)
     tables, weight_bytes = [], 0
     for i, (part, m) in enumerate(zip(parts, maps, strict=True)):
@@ -217,7 +248,8 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
             built[key] = tile_part(part, shaped[i], layer_index, phase, hw, policy, m,
                                    channels, shape, pruned_grads_unused=pruned_grads_unused,
                                    last=i == n - 1, reuse=order != INNER,
-                                   circulant_block=circulant_block)
+                                   circulant_block=circulant_block,
+                                   stream_resident=stream_resident)
         table, wb, psums = built[key]
         weight_bytes += wb
         if order in (KEPT, SPILLED) and n > 1:
@@ -235,14 +267,17 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                 if spilled:
                     table["dram_write_bytes"] += psums
         tables.append(table)
+    # The last chunk's own rows write the final outputs (partial sums are added to copies).
+    out_bytes = int(built[(n - 1, shape, order == INNER)][0]["dram_write_bytes"].sum())
     if order == INNER:
         # (tile 0 chunk 0, tile 0 chunk 1, ..., tile 1 chunk 0, ...): every tile holds new
         # blocks of both operands (built with reuse=False).
-        return np.stack(tables, axis=1).reshape(-1), weight_bytes
-    return np.concatenate(tables), weight_bytes  # (chunk 0: every tile, chunk 1: ...)
+        return np.stack(tables, axis=1).reshape(-1), weight_bytes, out_bytes, need
+    # (chunk 0: every tile, chunk 1: ...)
+    return np.concatenate(tables), weight_bytes, out_bytes, need
 
 
-def _plan_key(table: np.ndarray, hw: HardwareView, chunks: int) -> tuple:
+def plan_key(table: np.ndarray, hw: HardwareView, chunks: int) -> tuple:
     """What ranks the plans of a phase, smallest first: `hw.objective` on the estimates,
     then time, DRAM bytes and fewer chunks (so that without prices time decides)."""
     cycles = _estimated_cycles(table, hw)

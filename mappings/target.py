@@ -42,6 +42,7 @@ class HardwareView:
     # What the tiler minimises when it chooses how to split a reduction (`mapping.objective`),
     # and the prices (pJ, from the energy tables; 0: not known) its energy estimate uses.
     objective: str = "edp"               # edp | delay | energy
+    inter_layer_reuse: bool = False      # a phase's output may stay on chip for the next
     mac_pj: float = 0.0
     dram_pj_per_byte: float = 0.0        # streaming access
     static_pj_per_cycle: float = 0.0     # DRAM background and refresh, every channel

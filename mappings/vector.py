@@ -34,25 +34,27 @@ OPS_PER_ELEMENT = {("batchnorm", FF): 4, ("batchnorm", BP): 7, ("relu", FF): 1, 
 
 
 def vector_traffic(v: VectorCapture, phase: int, hw: HardwareView,
-                   stored_out: BlockStats | None = None, stored_dy: BlockStats | None = None
-                   ) -> tuple[int, int, int]:
+                   stored_out: BlockStats | None = None, stored_dy: BlockStats | None = None,
+                   input_resident: bool = False) -> tuple[int, int, int]:
     """(DRAM bytes read, DRAM bytes written, vector ops) of one phase of a vector layer.
 
     FF reads X and writes Y; BP reads dY (and X again in batch norm) and writes dX. Each
     takes its bytes in the activation format, from the captured statistics (dense when
     none were captured); `stored_out` and `stored_dy` replace Y's and dY's when a fused
-    ReLU changes what is stored (`stored_outputs`, `stored_gradients`)."""
+    ReLU changes what is stored (`stored_outputs`, `stored_gradients`). `input_resident`:
+    the phase before left FF's X (BP's dY) in the global buffer, so neither pass reads it
+    from DRAM."""
     eb = hw.element_bytes
     x = _in_format(v.in_stats, v.in_elems * eb, hw)
     ops = OPS_PER_ELEMENT[(v.kind, phase)] * v.in_elems
     if phase == FF:
         y = _in_format(stored_out or v.out_stats, v.out_elems * eb, hw)
-        operands = x
+        operands = 0 if input_resident else x
     else:
         dy = _in_format(stored_dy or v.dy_stats, v.out_elems * eb, hw)
         dx = _in_format(v.dx_stats, v.in_elems * eb, hw)
-        operands = x + dy if v.kind == "batchnorm" else dy
-    if v.kind == "batchnorm":
+        operands = (x if v.kind == "batchnorm" else 0) + (0 if input_resident else dy)
+    if v.kind == "batchnorm":  # what the second pass reads again from DRAM, unless it fits
         one_pass = hw.fused_batchnorm or operands <= hw.buffer_bytes
         return operands * (1 if one_pass else 2), (y if phase == FF else dx), ops
     if phase == FF:
@@ -93,12 +95,12 @@ def _fused_relu_follows(vectors: list[VectorCapture], i: int, hw: HardwareView) 
 
 
 def vector_tiles(v: VectorCapture, layer_id: int, phase: int, hw: HardwareView,
-                 stored_out: BlockStats | None = None, stored_dy: BlockStats | None = None
-                 ) -> np.ndarray:
+                 stored_out: BlockStats | None = None, stored_dy: BlockStats | None = None,
+                 input_resident: bool = False) -> np.ndarray:
     """The layer-phase cut into tiles whose data fits the tile's share of the buffer."""
     if hw.vector_lanes == 0 or (v.kind == "relu" and hw.fused_relu):
         return empty_table(0)
-    read, write, ops = vector_traffic(v, phase, hw, stored_out, stored_dy)
+    read, write, ops = vector_traffic(v, phase, hw, stored_out, stored_dy, input_resident)
     n = max(1, -(-(read + write) // hw.buffer_bytes))
     table = empty_table(n)
     table["layer"], table["phase"] = layer_id, phase

@@ -12,10 +12,10 @@ from mappings.planner import (
     INNER,
     KEPT,
     _count_maps,
-    _plan_key,
     _reduction_plans,
     _tile_plan,
     _wg_chunks,
+    plan_key,
     tile_phase,
 )
 from mappings.target import HardwareView
@@ -76,7 +76,7 @@ def test_wg_chunks_outermost_write_dw_once_and_read_no_more_than_chunks_innermos
         assert plan["effectual_macs"].sum() == n * k * c * r * r * (h - r + 1) ** 2, order
         assert plan["dram_write_bytes"].sum() == dw, order  # psums never reach DRAM
     assert plans[KEPT]["dram_read_bytes"].sum() <= plans[INNER]["dram_read_bytes"].sum()
-    assert _plan_key(table, small, len(parts)) <= min(_plan_key(p, small, len(parts))
+    assert plan_key(table, small, len(parts)) <= min(plan_key(p, small, len(parts))
                                                       for p in plans.values())
 
 
@@ -92,7 +92,7 @@ def test_partial_sums_travel_at_the_accumulators_width(accumulator_bytes):
     parts = _wg_chunks(layer, hw)
     maps = [_count_maps(p, WG, hw, SkipPolicy(), True) for p in parts]
     shaped = [phase_shape(p, WG, hw) for p in parts]
-    kept, _ = _tile_plan(parts, maps, shaped, torch.arange(k), KEPT, 0, WG, hw, SkipPolicy(),
+    kept, *_ = _tile_plan(parts, maps, shaped, torch.arange(k), KEPT, 0, WG, hw, SkipPolicy(),
                          "test", True, 0, {})
     dw_elems, chunks = k * c * r * r, len(parts)
     psum = dw_elems * (accumulator_bytes or 2)
@@ -116,10 +116,10 @@ def test_the_objective_ranks_plans_by_its_own_estimate():
                   dram_bytes_per_cycle=1.0, dram_pj_per_byte=10.0)
     for objective, winner in (("delay", "fast"), ("energy", "slow"), ("edp", "slow")):
         hw = HardwareView(**prices, objective=objective)
-        fast, slow = _plan_key(fast_hungry, hw, 1), _plan_key(slow_lean, hw, 1)
+        fast, slow = plan_key(fast_hungry, hw, 1), plan_key(slow_lean, hw, 1)
         assert (fast < slow) == (winner == "fast"), objective
     # edp: 1,000 x 100 pJ = 1e5 against 500 x 4,000 pJ = 2e6
-    assert _plan_key(slow_lean, HardwareView(**prices), 1)[0] == 1000 * 100.0
+    assert plan_key(slow_lean, HardwareView(**prices), 1)[0] == 1000 * 100.0
 
 
 @pytest.mark.parametrize("stride,pad,kernel,dilation", [(1, 1, 3, 1), (1, 0, 3, 1), (2, 1, 3, 1),
@@ -157,8 +157,9 @@ def test_every_wg_image_chunking_counts_what_the_whole_batch_counts():
     for parts, maps, orders in plans:
         shaped = [phase_shape(p, WG, hw) for p in parts]
         for order in orders:
-            table, _ = _tile_plan(parts, maps, shaped, torch.arange(k), order, 0, WG, hw,
-                                  SkipPolicy(), "test", True, 0, {})
+            table, _, out_bytes, _ = _tile_plan(parts, maps, shaped, torch.arange(k), order,
+                                                0, WG, hw, SkipPolicy(), "test", True, 0, {})
+            assert out_bytes == k * c * r * r * 2, order  # dW, dense, once
             assert table["macs"].sum() == table["effectual_macs"].sum() == macs, order
             assert table["dram_write_bytes"].sum() >= k * c * r * r * 2, order
             if order != "spilled":

@@ -1,0 +1,135 @@
+"""Inter-layer reuse: a layer-phase's output stays in the global buffer for the next phase
+that reads it (FF: the next layer's X; BP: the next layer's dY) when it fits, so that phase
+reads only its other operand from DRAM; the output is still written, for BP and WG."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from arch.accelerator import Accelerator
+from desim.experiment import load_arch
+from desim.module import Simulator
+from desim.runner import hardware_view
+from mappings.capture import VectorCapture
+from mappings.counting import BP, FF, WG
+from mappings.mapper import map_workload
+from mappings.pruning import PruningSpec
+from mappings.target import HardwareView
+from mappings.tiling import TileShape, phase_shape, tile_bytes
+from mappings.vector import vector_traffic
+from mappings.workload import WorkloadSpec, capture_workload
+
+DENSE = Path(__file__).resolve().parent.parent / "configs" / "arch" / "dense.yaml"
+SIZES = [(784, 300), (300, 100), (100, 10)]  # LeNet-300-100's layers (in, out)
+
+
+@pytest.fixture(scope="module")
+def lenet300():
+    torch.manual_seed(0)
+    return capture_workload(WorkloadSpec(model="lenet300", batch=4, data="random"),
+                            PruningSpec(method="dense"))
+
+
+def _view(reuse: bool) -> HardwareView:
+    arch = load_arch(DENSE)
+    arch = arch.model_copy(update={"mapping": arch.mapping.model_copy(
+        update={"inter_layer_reuse": reuse})})
+    return hardware_view(Accelerator(Simulator(), arch))
+
+
+def _reads(work, phase):
+    """(DRAM bytes read, of which weights) of each phase `phase`, in order."""
+    return [(int(w.table["dram_read_bytes"].sum()), int(w.table["weight_read_bytes"].sum()))
+            for w in work if w.phase == phase]
+
+
+def test_each_layer_reads_only_its_weights_when_its_input_stayed_on_chip(lenet300):
+    """Dense fp16 LeNet-300-100, batch 4, on dense.yaml (512 KiB buffer): every activation
+    and gradient fits. Without reuse, FF of layer l reads its weights and X (4 x in x 2 B);
+    with it, FF of layers 2 and 3 read their weights only. BP runs fc3 (dY from the loss,
+    read), WG fc3, then BP fc2, whose dY is fc3's dX, kept through fc3's WG. Writes are the
+    same both ways."""
+    plain, reuse = map_workload(lenet300, _view(False)), map_workload(lenet300, _view(True))
+    weights = [i * o * 2 for i, o in SIZES]
+    inputs = [4 * i * 2 for i, _ in SIZES]
+    assert _reads(plain, FF) == [(w + x, w) for w, x in zip(weights, inputs, strict=True)]
+    assert _reads(reuse, FF) == [(weights[0] + 4 * 784 * 2, weights[0]),
+                                 (weights[1], weights[1]), (weights[2], weights[2])]
+    # BP: fc3 then fc2 (fc1's input is the data: no BP); each reads W and dY (4 x out x 2 B)
+    assert _reads(plain, BP) == [(weights[2] + 4 * 10 * 2, weights[2]),
+                                 (weights[1] + 4 * 100 * 2, weights[1])]
+    assert _reads(reuse, BP) == [(weights[2] + 4 * 10 * 2, weights[2]),
+                                 (weights[1], weights[1])]
+    assert [w.input_resident for w in reuse] == [False, True, True, False, False, True, False,
+                                                  False]
+    assert [w.phase for w in reuse] == [FF, FF, FF, BP, WG, BP, WG, WG]
+    for a, b in zip(plain, reuse, strict=True):
+        assert a.output_bytes == b.output_bytes == int(b.table["dram_write_bytes"].sum())
+        assert int((a.table["glb_write_bytes"] - a.table["dram_read_bytes"]).sum()) == int(
+            (b.table["glb_write_bytes"] - b.table["dram_read_bytes"]).sum())  # refills only
+    assert _reads(reuse, WG) == _reads(plain, WG)
+
+
+def test_an_output_larger_than_the_buffer_is_not_kept():
+    """Batch 128 with a 64 KiB buffer (32 KiB a tile): fc1's output (128 x 300 x 2 B =
+    76,800 B) cannot stay, so fc2 reads its X from DRAM; fc2's (25,600 B) can, if the tiles
+    around it still fit in what it leaves: a phase that reads a kept input has tiles that
+    do."""
+    workload = capture_workload(WorkloadSpec(model="lenet300", batch=128, data="random"),
+                                PruningSpec(method="dense"))
+    hw = replace(_view(True), buffer_bytes=32 * 1024)
+    work = map_workload(workload, hw)
+    ff = [w for w in work if w.phase == FF]
+    assert ff[0].output_bytes == 76_800 > 2 * hw.buffer_bytes
+    assert not ff[1].input_resident
+    read, weights = _reads(work, FF)[1]
+    assert read - weights >= 76_800   # all of X at least once (blocks may be read again)
+    assert ff[1].output_bytes == 25_600
+    assert any(w.input_resident for w in work)  # here BP fc2's dY (fc3's dX) stays
+    for w in work:
+        if w.input_resident:
+            assert w.tile_buffer_bytes <= (2 * hw.buffer_bytes - 25_600) // 2
+
+
+def test_a_resident_stream_takes_no_room_in_the_tile(lenet300):
+    """A tile's buffer bytes: channel block + stream block + outputs, in elements x 2 B; a
+    resident stream is already in the buffer."""
+    layer = lenet300.layers[1].unpack()       # fc2: X (4, 300, 1, 1), W (100, 300, 1, 1)
+    ps, win = phase_shape(layer, FF, _view(False))
+    shape = TileShape(ka=32, images=4, rows=1)
+    assert tile_bytes(shape, ps, win, (1, 1), 300, 2) == (32 * 300 + 4 * 300 + 32 * 4) * 2
+    assert tile_bytes(shape, ps, win, (1, 1), 300, 2, stream_resident=True) == (
+        (32 * 300 + 32 * 4) * 2)
+
+
+def test_batch_norm_reads_a_resident_input_from_the_buffer_in_both_passes():
+    """A plain batch norm over 200,000 fp16 elements (400,000 B, more than a 262,144 B tile
+    budget): FF reads X twice from DRAM (statistics, then normalization) and writes Y; with X
+    kept on chip by its producer, neither pass reads DRAM. BP reads X and dY twice; with dY
+    kept, it reads X twice (X alone, 400,000 B, still does not fit)."""
+    hw = HardwareView(clusters=1, pes_per_cluster=1, buffer_bytes=262_144, element_bytes=2,
+                      vector_lanes=64)
+    bn = VectorCapture("bn", "batchnorm", 200_000, 200_000, after=0)
+    assert vector_traffic(bn, FF, hw) == (800_000, 400_000, 800_000)
+    assert vector_traffic(bn, FF, hw, input_resident=True) == (0, 400_000, 800_000)
+    assert vector_traffic(bn, BP, hw) == (1_600_000, 400_000, 1_400_000)
+    assert vector_traffic(bn, BP, hw, input_resident=True) == (800_000, 400_000, 1_400_000)
+    small = replace(hw, buffer_bytes=400_000)  # X alone fits: one pass
+    assert vector_traffic(bn, BP, small, input_resident=True) == (400_000, 400_000, 1_400_000)
+
+
+def test_reuse_on_a_training_run_saves_dram_reads_only_and_keeps_the_work(lenet300):
+    """The whole iteration: the same MACs and writes, fewer DRAM reads."""
+    plain, reuse = map_workload(lenet300, _view(False)), map_workload(lenet300, _view(True))
+
+    def total(work, column):
+        return int(np.sum([w.table[column].sum() for w in work]))
+
+    for column in ("macs", "processed_macs", "dram_write_bytes", "gather_bytes"):
+        assert total(plain, column) == total(reuse, column)
+    saved = 4 * 300 * 2 + 4 * 100 * 2 + 4 * 100 * 2  # fc1's Y, fc2's Y, fc3's dX
+    assert total(plain, "dram_read_bytes") - total(reuse, "dram_read_bytes") == saved
+    assert WG in {w.phase for w in reuse}
