@@ -282,7 +282,7 @@ class Accelerator(Module):
         glb, pes = of("glb"), of("pe_array")
         glb_pj = table.sram_pj_per_byte(self.glb.bank_bytes)
         local_pj = table.sram_pj_per_byte(cfg.pe_cluster.local_buffer_kib * 1024)
-        mac_pj = table.mac_pj(cfg.pe_cluster.precision, cfg.pe_cluster.accumulator)
+        mac_pj = table.mac_pj(cfg.pe_cluster.precision, cfg.pe_cluster.accumulates_in)
         energy = {f"dram.{action}": pj
                   for action, pj in self.dram.energy_pj(of("dram"), elapsed_ps).items()}
         energy.update({

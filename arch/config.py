@@ -48,6 +48,11 @@ class PeClusterConfig(Strict):
     # instead of its busiest PE's. None: the busiest-PE model.
     systolic: SystolicConfig | None = None
 
+    @property
+    def accumulates_in(self) -> str:
+        """The accumulator's precision, resolved: `accumulator`, or else the datapath's."""
+        return self.accumulator or self.precision
+
 
 class SelectorConfig(Strict):
     """HPPU's active data selector: scans non-zero maps, `entries_per_cycle` at a time."""

@@ -107,8 +107,7 @@ def hardware_view(acc: Accelerator) -> HardwareView:
         / acc.clock.frequency_hz,
         noc_port_bytes_per_cycle=acc.cfg.noc.link_bandwidth_bytes_per_cycle,
         element_bytes=ELEMENT_BYTES[acc.cfg.pe_cluster.precision],
-        accumulator_bytes=ELEMENT_BYTES[acc.cfg.pe_cluster.accumulator
-                                        or acc.cfg.pe_cluster.precision],
+        accumulator_bytes=ELEMENT_BYTES[acc.cfg.pe_cluster.accumulates_in],
         skip_zero_weights=s.skip_zero_weights, skip_zero_activations=s.skip_zero_activations,
         skip_zero_gradients=s.skip_zero_gradients,
         skip_pruned_weight_gradients=s.skip_pruned_weight_gradients,
@@ -140,7 +139,7 @@ def _move_prices(acc: Accelerator) -> dict[str, float]:
     tree = noc.table.multicast_tree(noc.src, noc.clusters)
     hop = table.noc_pj_per_byte_hop()
     return {
-        "mac_pj": table.mac_pj(acc.cfg.pe_cluster.precision, acc.cfg.pe_cluster.accumulator),
+        "mac_pj": table.mac_pj(acc.cfg.pe_cluster.precision, acc.cfg.pe_cluster.accumulates_in),
         "dram_pj_per_byte": dram.pj_per_bit_read * 8,
         "static_pj_per_cycle": (dram.background_mw + dram.refresh_mw) * acc.dram.channels
         * cycle_ns,

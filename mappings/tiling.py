@@ -444,7 +444,7 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
     elif phase == WG and policy.pruned_weight_gradients and pruned_grads_unused:
         out_bytes = _wg_out_bytes(layer, channels, shape, hw, na, nb)
     elif written is not None:
-        out_bytes = _activation_out_bytes(written[channels], shape, hw)
+        out_bytes = _activation_out_bytes(written[channels], shape, hw, outputs // length)
     else:
         out_bytes = outputs * eb  # dense
     if b and phase == WG:  # the gradient of each block's first row only
@@ -510,12 +510,11 @@ def _written_map(layer: LayerCapture, phase: int, hw: HardwareView) -> torch.Ten
     return None
 
 
-def _activation_out_bytes(written: torch.Tensor, shape: TileShape, hw: HardwareView
-                          ) -> np.ndarray:
+def _activation_out_bytes(written: torch.Tensor, shape: TileShape, hw: HardwareView,
+                          lines: np.ndarray) -> np.ndarray:
     """Bytes of each tile's outputs (nA, nB) in the activation format, lines the output
-    rows, from their non-zero map (A, images, rows, L)."""
+    rows (`lines` of them a tile), from their non-zero map (A, images, rows, L)."""
     a, n_img, n_rows, length = written.shape
-    lines = _per_tile_total(torch.ones(a, n_img, n_rows, 1, dtype=torch.int64), shape)
     nz_lines = _per_tile_total(written.any(-1, keepdim=True), shape)
     rle = _per_tile_total(_rle(written.reshape(-1, length), hw.activation_format)
                           .reshape(a, n_img, n_rows, 1), shape)
