@@ -33,7 +33,7 @@ from mappings.workload import Workload, capture_workload
 
 LAYER_COLUMNS = ["arch", "layer", "phase", "macs", "effectual_macs", "processed_macs",
                  "cycles", "energy_j", "dram_bytes", "start_cycle", "end_cycle", "tiles",
-                 "weight_dram_bytes"]
+                 "weight_dram_bytes", "input_on_chip"]
 
 
 @dataclass
@@ -182,6 +182,7 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
             "start_cycle": rec.start_ps // period, "end_cycle": math.ceil(rec.end_ps / period),
             "tiles": len(w.table),
             "weight_dram_bytes": w.weight_dram_bytes,  # the weights read (FF, BP)
+            "input_on_chip": w.input_resident,  # left in the buffer by the phase before
         })
     return RunResult(name, arch, pd.DataFrame(rows, columns=LAYER_COLUMNS),
                      {k: v * 1e-12 for k, v in sorted(by_component.items())},

@@ -133,3 +133,14 @@ def test_reuse_on_a_training_run_saves_dram_reads_only_and_keeps_the_work(lenet3
     saved = 4 * 300 * 2 + 4 * 100 * 2 + 4 * 100 * 2  # fc1's Y, fc2's Y, fc3's dX
     assert total(plain, "dram_read_bytes") - total(reuse, "dram_read_bytes") == saved
     assert WG in {w.phase for w in reuse}
+
+
+def test_layers_csv_says_which_phases_read_their_input_from_the_buffer(lenet300):
+    """The run's per-phase table marks the phases whose input stayed on chip: LeNet-300-100
+    at batch 4 on dense.yaml, FF of fc2 and fc3 and BP of fc2 (as above)."""
+    from desim.runner import simulate
+
+    rows = simulate("dense", load_arch(DENSE), lenet300).layers
+    kept = rows[rows["input_on_chip"]]
+    assert list(zip(kept["layer"], kept["phase"], strict=True)) == [("2", "FF"), ("4", "FF"),
+                                                                     ("2", "BP")]
