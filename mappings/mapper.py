@@ -4,7 +4,9 @@ Phases run in training order: FF of every layer front to back, then for every la
 front its BP (skipped for the first layer, whose input needs no gradient) and its WG. Vector
 layers (batch norm, activations, pooling) sit where they ran: FF after the conv/linear layer
 they follow, BP before its BP. A layer-phase starts once the phases whose outputs it reads
-are written back (`phase_waits`): a layer's WG overlaps its BP and what follows.
+are written back (`phase_waits`): a layer's WG overlaps its BP and what follows. With
+inter-layer reuse, a phase's output may stay in the global buffer for the next FF or BP
+that reads it (`keep_output_on_chip`).
 """
 
 from __future__ import annotations
@@ -114,7 +116,7 @@ class PhaseMapper:
 
 
 def _recent(cache: dict, key: object, make: Callable[[], object]) -> object:
-    """cache[key], made if missing; the cache keeps the two entries used last."""
+    """cache[key], made if missing; the cache keeps the two entries made last."""
     if key not in cache:
         if len(cache) == 2:
             del cache[next(iter(cache))]
