@@ -45,7 +45,8 @@ def vector_traffic(v: VectorCapture, phase: int, hw: HardwareView,
     the phase before left FF's X (BP's dY) in the global buffer, so neither pass reads it
     from DRAM."""
     eb = hw.element_bytes
-    x = _in_format(v.in_stats, v.in_elems * eb, hw)
+    reads_x = phase == FF or v.kind == "batchnorm"
+    x = _in_format(v.in_stats, v.in_elems * eb, hw) if reads_x else 0
     ops = OPS_PER_ELEMENT[(v.kind, phase)] * v.in_elems
     if phase == FF:
         y = _in_format(stored_out or v.out_stats, v.out_elems * eb, hw)
@@ -53,12 +54,12 @@ def vector_traffic(v: VectorCapture, phase: int, hw: HardwareView,
     else:
         dy = _in_format(stored_dy or v.dy_stats, v.out_elems * eb, hw)
         dx = _in_format(v.dx_stats, v.in_elems * eb, hw)
-        operands = (x if v.kind == "batchnorm" else 0) + (0 if input_resident else dy)
+        operands = x + (0 if input_resident else dy)
     if v.kind == "batchnorm":  # what the second pass reads again from DRAM, unless it fits
         one_pass = hw.fused_batchnorm or operands <= hw.buffer_bytes
         return operands * (1 if one_pass else 2), (y if phase == FF else dx), ops
     if phase == FF:
-        return x, y, ops
+        return operands, y, ops
     return operands + -(-v.in_elems // 8), dx, ops    # dY plus a sign/argmax bit each
 
 

@@ -121,6 +121,19 @@ def test_batch_norm_reads_a_resident_input_from_the_buffer_in_both_passes():
     assert vector_traffic(bn, BP, small, input_resident=True) == (400_000, 400_000, 1_400_000)
 
 
+def test_pooling_reads_a_resident_input_from_the_buffer():
+    """2x2 pooling of 40,000 fp16 elements to 10,000: FF reads X (80,000 B) unless it was
+    kept; BP reads dY (20,000 B) and an argmax bit per input element (5,000 B) unless dY
+    was kept, when only the bits come from DRAM."""
+    hw = HardwareView(clusters=1, pes_per_cluster=1, buffer_bytes=262_144, element_bytes=2,
+                      vector_lanes=64)
+    pool = VectorCapture("pool", "pool", 40_000, 10_000, after=0)
+    assert vector_traffic(pool, FF, hw) == (80_000, 20_000, 40_000)
+    assert vector_traffic(pool, FF, hw, input_resident=True) == (0, 20_000, 40_000)
+    assert vector_traffic(pool, BP, hw) == (25_000, 80_000, 40_000)
+    assert vector_traffic(pool, BP, hw, input_resident=True) == (5_000, 80_000, 40_000)
+
+
 def test_reuse_on_a_training_run_saves_dram_reads_only_and_keeps_the_work(lenet300):
     """The whole iteration: the same MACs and writes, fewer DRAM reads."""
     plain, reuse = map_workload(lenet300, _view(False)), map_workload(lenet300, _view(True))
