@@ -41,8 +41,8 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
                ) -> tuple[np.ndarray, dict]:
     """The event-table rows of one phase of one layer, and the layer-phase totals (with
     `output_bytes`, what the phase writes as its result, and `tile_buffer_bytes`, the
-    buffer its plan's largest tile takes: a smaller budget that still holds it would choose
-    the same plan).
+    buffer its plan's largest tile takes: under a smaller budget that still holds it the
+    plan stays valid, and for FF and BP, whose plans do not depend on the budget, best).
 
     `circulant_block` b > 0: the layer's weights are b x b circulant blocks run by FFT
     (CirCNN, `HardwareView.circulant_fft`): each tile's MACs are scaled by
