@@ -24,6 +24,8 @@ from mappings.workload import WorkloadSpec, capture_workload
 
 DENSE = Path(__file__).resolve().parent.parent / "configs" / "arch" / "dense.yaml"
 SIZES = [(784, 300), (300, 100), (100, 10)]  # LeNet-300-100's layers (in, out)
+VECTOR_HW = HardwareView(clusters=1, pes_per_cluster=1, buffer_bytes=262_144, element_bytes=2,
+                         vector_lanes=64)  # fp16, a 262,144 B tile budget
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +112,7 @@ def test_batch_norm_reads_a_resident_input_from_the_buffer_in_both_passes():
     budget): FF reads X twice from DRAM (statistics, then normalization) and writes Y; with X
     kept on chip by its producer, neither pass reads DRAM. BP reads X and dY twice; with dY
     kept, it reads X twice (X alone, 400,000 B, still does not fit)."""
-    hw = HardwareView(clusters=1, pes_per_cluster=1, buffer_bytes=262_144, element_bytes=2,
-                      vector_lanes=64)
+    hw = VECTOR_HW
     bn = VectorCapture("bn", "batchnorm", 200_000, 200_000, after=0)
     assert vector_traffic(bn, FF, hw) == (800_000, 400_000, 800_000)
     assert vector_traffic(bn, FF, hw, input_resident=True) == (0, 400_000, 800_000)
@@ -125,8 +126,7 @@ def test_pooling_reads_a_resident_input_from_the_buffer():
     """2x2 pooling of 40,000 fp16 elements to 10,000: FF reads X (80,000 B) unless it was
     kept; BP reads dY (20,000 B) and an argmax bit per input element (5,000 B) unless dY
     was kept, when only the bits come from DRAM."""
-    hw = HardwareView(clusters=1, pes_per_cluster=1, buffer_bytes=262_144, element_bytes=2,
-                      vector_lanes=64)
+    hw = VECTOR_HW
     pool = VectorCapture("pool", "pool", 40_000, 10_000, after=0)
     assert vector_traffic(pool, FF, hw) == (80_000, 20_000, 40_000)
     assert vector_traffic(pool, FF, hw, input_resident=True) == (0, 20_000, 40_000)
