@@ -24,8 +24,6 @@ from mappings.workload import WorkloadSpec, capture_workload
 
 DENSE = Path(__file__).resolve().parent.parent / "configs" / "arch" / "dense.yaml"
 SIZES = [(784, 300), (300, 100), (100, 10)]  # LeNet-300-100's layers (in, out)
-VECTOR_HW = HardwareView(clusters=1, pes_per_cluster=1, buffer_bytes=262_144, element_bytes=2,
-                         vector_lanes=64)  # fp16, a 262,144 B tile budget
 
 
 @pytest.fixture(scope="module")
@@ -107,31 +105,32 @@ def test_a_resident_stream_takes_no_room_in_the_tile(lenet300):
         (32 * 300 + 32 * 4) * 2)
 
 
-def test_batch_norm_reads_a_resident_input_from_the_buffer_in_both_passes():
-    """A plain batch norm over 200,000 fp16 elements (400,000 B, more than a 262,144 B tile
-    budget): FF reads X twice from DRAM (statistics, then normalization) and writes Y; with X
-    kept on chip by its producer, neither pass reads DRAM. BP reads X and dY twice; with dY
-    kept, it reads X twice (X alone, 400,000 B, still does not fit)."""
-    hw = VECTOR_HW
-    bn = VectorCapture("bn", "batchnorm", 200_000, 200_000, after=0)
-    assert vector_traffic(bn, FF, hw) == (800_000, 400_000, 800_000)
-    assert vector_traffic(bn, FF, hw, input_resident=True) == (0, 400_000, 800_000)
-    assert vector_traffic(bn, BP, hw) == (1_600_000, 400_000, 1_400_000)
-    assert vector_traffic(bn, BP, hw, input_resident=True) == (800_000, 400_000, 1_400_000)
-    small = replace(hw, buffer_bytes=400_000)  # X alone fits: one pass
-    assert vector_traffic(bn, BP, small, input_resident=True) == (400_000, 400_000, 1_400_000)
+# (layer, phase, tile budget, input kept, expected (DRAM read, DRAM written, vector ops)):
+# a plain batch norm over 200,000 fp16 elements (400,000 B, more than a 262,144 B tile
+# budget): FF reads X twice (statistics, then normalization), none of it when X was kept;
+# BP reads X and dY twice, X alone twice when dY was kept, once when X alone fits. 2x2
+# pooling of 40,000 elements to 10,000: FF reads X (80,000 B) unless it was kept; BP reads
+# dY (20,000 B) and an argmax bit an input element (5,000 B), only the bits when dY was kept.
+BN = VectorCapture("bn", "batchnorm", 200_000, 200_000, after=0)
+POOL = VectorCapture("pool", "pool", 40_000, 10_000, after=0)
+VECTOR_CASES = [
+    (BN, FF, 262_144, False, (800_000, 400_000, 800_000)),
+    (BN, FF, 262_144, True, (0, 400_000, 800_000)),
+    (BN, BP, 262_144, False, (1_600_000, 400_000, 1_400_000)),
+    (BN, BP, 262_144, True, (800_000, 400_000, 1_400_000)),
+    (BN, BP, 400_000, True, (400_000, 400_000, 1_400_000)),
+    (POOL, FF, 262_144, False, (80_000, 20_000, 40_000)),
+    (POOL, FF, 262_144, True, (0, 20_000, 40_000)),
+    (POOL, BP, 262_144, False, (25_000, 80_000, 40_000)),
+    (POOL, BP, 262_144, True, (5_000, 80_000, 40_000)),
+]
 
 
-def test_pooling_reads_a_resident_input_from_the_buffer():
-    """2x2 pooling of 40,000 fp16 elements to 10,000: FF reads X (80,000 B) unless it was
-    kept; BP reads dY (20,000 B) and an argmax bit per input element (5,000 B) unless dY
-    was kept, when only the bits come from DRAM."""
-    hw = VECTOR_HW
-    pool = VectorCapture("pool", "pool", 40_000, 10_000, after=0)
-    assert vector_traffic(pool, FF, hw) == (80_000, 20_000, 40_000)
-    assert vector_traffic(pool, FF, hw, input_resident=True) == (0, 20_000, 40_000)
-    assert vector_traffic(pool, BP, hw) == (25_000, 80_000, 40_000)
-    assert vector_traffic(pool, BP, hw, input_resident=True) == (5_000, 80_000, 40_000)
+@pytest.mark.parametrize("layer, phase, budget, kept, expected", VECTOR_CASES)
+def test_vector_layers_read_a_kept_input_from_the_buffer(layer, phase, budget, kept, expected):
+    hw = HardwareView(clusters=1, pes_per_cluster=1, buffer_bytes=budget, element_bytes=2,
+                      vector_lanes=64)
+    assert vector_traffic(layer, phase, hw, input_resident=kept) == expected
 
 
 def test_reuse_on_a_training_run_saves_dram_reads_only_and_keeps_the_work(lenet300):
