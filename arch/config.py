@@ -141,7 +141,7 @@ class MappingConfig(Strict):
     # Inter-layer reuse: a layer-phase's output stays in the global buffer for the phase that
     # reads it next (FF: the next layer's X; BP: the next layer's dY), when the mapper's
     # estimate says keeping it pays for the smaller tiles it leaves the phases around it
-    # (mappings/mapper.py, `keep_outputs_on_chip`). It is still written to DRAM, since BP
+    # (mappings/mapper.py, `keep_output_on_chip`). It is still written to DRAM, since BP
     # and WG read it later. Off: every phase reads its input from DRAM (a per-layer
     # simulator's view, SCALE-Sim's among them).
     inter_layer_reuse: bool = False

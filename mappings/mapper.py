@@ -108,7 +108,8 @@ class PhaseMapper:
             pruned_grads_unused=self.workload.pruned_grads_unused,
             circulant_block=self.circulant if layer.name in self.pruned else 0,
             stream_resident=input_resident,
-            counted=None if phase == WG else _recent(self._counted, (layer_id, phase), dict))
+            counted=(_recent(self._counted, (layer_id, phase), dict)
+                     if hw.inter_layer_reuse and phase != WG else None))  # only reuse re-maps
         x, dy = layer.x_nz.numel(), layer.dy_nz.numel()
         elems = {FF: (x, dy), BP: (dy, x), WG: (0, layer.w_nz.numel())}[phase]
         return PhaseWork(layer.name, layer_id, phase, table, **totals, input_elems=elems[0],
@@ -127,7 +128,7 @@ def _recent(cache: dict, key: object, make: Callable[[], object]) -> object:
 def map_workload(workload: Workload, hw: HardwareView) -> list[PhaseWork]:
     mapper = PhaseMapper(workload, hw)
     work: list[PhaseWork] = []
-    held, producer = 0, -1  # the last FF/BP phase, and the bytes of its input kept on chip
+    producer, held = -1, 0  # the last FF/BP phase's index, and its input's bytes kept on chip
     for layer_id, phase in training_order(workload):
         w = mapper(layer_id, phase, hw)
         if w is None:
