@@ -31,8 +31,8 @@ from torch import nn
 
 from desim.errors import ConfigError
 from mappings.formats import BlockStats, map_stats
-from mappings.models.common import MatMul
-from mappings.speculation import ReluSpeculator
+from mappings.models.common import Add, Fork, MatMul
+from mappings.speculation import ReluSpeculator, same_tensor
 
 
 @dataclass
@@ -145,19 +145,20 @@ VECTOR_KINDS: dict[type, str] = {
     nn.BatchNorm1d: "batchnorm", nn.BatchNorm2d: "batchnorm", nn.LayerNorm: "batchnorm",
     nn.ReLU: "relu", nn.ReLU6: "relu", nn.GELU: "relu",
     nn.MaxPool2d: "pool", nn.AvgPool2d: "pool", nn.AdaptiveAvgPool2d: "pool",
+    Add: "add", Fork: "fork",
 }
 
 
 @dataclass
 class VectorCapture:
-    """An element-wise or reduction layer (batch norm, activation, pooling): no MACs, but
-    data passes and vector operations. `after` is the index of the conv/linear layer it
-    follows in forward order (-1: before the first)."""
+    """An element-wise or reduction layer (batch norm, activation, pooling, a residual add or
+    fork): no MACs, but data passes and vector operations. `after` is the index of the
+    conv/linear layer it follows in forward order (-1: before the first)."""
 
     name: str
-    kind: str  # batchnorm | relu | pool
-    in_elems: int
-    out_elems: int
+    kind: str  # batchnorm | relu | pool | add | fork
+    in_elems: int   # elements of its input (an add: of each of its two)
+    out_elems: int  # elements of its output (a fork: of each of its two copies)
     after: int
     # FF's input and output, and BP's gradients of the output (dY) and of the input (dX),
     # as non-zero statistics (one block, lines along the last dim), for the bytes they take
@@ -166,6 +167,10 @@ class VectorCapture:
     out_stats: BlockStats | None = None
     dy_stats: BlockStats | None = None
     dx_stats: BlockStats | None = None
+    # The other operand of a two-operand pass: an add's other input (FF), a fork's other
+    # branch's gradient (BP). in_stats (an add) and dy_stats (a fork) hold the operand
+    # written last, the one inter-layer reuse may find in the global buffer.
+    second_stats: BlockStats | None = None
 
 
 def _as_4d(t: torch.Tensor, module: nn.Module) -> torch.Tensor:
@@ -209,6 +214,7 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
             x = args[0].detach()
             speculator.layer(name, module, x, out)
             order.append(name)
+            last_output[0] = out
             records[name] = {"x_nz": keep(_as_4d(x != 0, module)),
                              "y_nz": keep(_as_4d(out.detach() != 0, module)),
                              "needs_input_grad": args[0].requires_grad}
@@ -247,13 +253,30 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     calls: dict[str, list[VectorCapture]] = {}  # a module called twice (a shared ReLU)
     # is captured twice; its backward calls come in reverse order
 
+    last_output: list[torch.Tensor | None] = [None]  # the tensor a hooked layer wrote last
+
     def on_vector(name: str, kind: str):
         def hook(_m, args, out):
-            v = VectorCapture(name, kind, args[0].numel(), out.numel(), len(order) - 1,
-                              map_stats(args[0].detach() != 0), map_stats(out.detach() != 0))
-            vectors.append(v)
-            calls.setdefault(name, []).append(v)
+            x = args[0].detach()
+            if kind == "fork":  # FF hands x on; BP sums its two copies' gradients, if wanted
+                if args[0].requires_grad:
+                    _record(VectorCapture(name, kind, x.numel(), x.numel(), len(order) - 1))
+                return
+            if kind == "add":  # x: the operand written last (by the layer hooked last)
+                other = args[1].detach()
+                if last_output[0] is not None and same_tensor(other, last_output[0]):
+                    x, other = other, x
+            v = VectorCapture(name, kind, x.numel(), out.numel(), len(order) - 1,
+                              map_stats(x != 0), map_stats(out.detach() != 0))
+            if kind == "add":
+                v.second_stats = map_stats(other != 0)
+            _record(v)
+            last_output[0] = out
         return hook
+
+    def _record(v: VectorCapture) -> None:
+        vectors.append(v)
+        calls.setdefault(v.name, []).append(v)
 
     def on_vector_backward(name: str):
         def hook(_m, grad_in, grad_out):
@@ -261,6 +284,8 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                 return
             v = calls[name].pop()
             v.dy_stats = map_stats(grad_out[0].detach() != 0)
+            if v.kind == "fork":  # the first copy's gradient is written last (`Fork`)
+                v.second_stats = map_stats(grad_out[1].detach() != 0)
             if grad_in[0] is not None:
                 v.dx_stats = map_stats(grad_in[0].detach() != 0)
         return hook

@@ -2,9 +2,10 @@
 
 Phases run in training order: FF of every layer front to back, then for every layer back to
 front its BP (skipped for the first layer, whose input needs no gradient) and its WG. Vector
-layers (batch norm, activations, pooling) sit where they ran: FF after the conv/linear layer
-they follow, BP before its BP. A layer-phase starts once the phases whose outputs it reads
-are written back (`phase_waits`): a layer's WG overlaps its BP and what follows. With
+layers (batch norm, activations, pooling, residual adds and forks) sit where they ran: FF
+after the conv/linear layer they follow, BP before its BP. A layer-phase starts once the
+phases whose outputs it reads are written back (`phase_waits`): a layer's WG overlaps its
+BP and what follows. With
 inter-layer reuse, a phase's output may stay in the global buffer for the next FF or BP
 that reads it (`keep_output_on_chip`).
 """
@@ -147,7 +148,9 @@ def keep_output_on_chip(work: list[PhaseWork], j: int, mapper: PhaseMapper, hw: 
     in place. Returns the bytes that phase's input now keeps in the buffer (0: none).
 
     FF's Y is the next FF's X and BP's dX the next BP's dY, when their sizes match (the
-    WGs between read neither; a residual branch is not tracked, as in `phase_waits`).
+    WGs between read neither). A residual add keeps the operand written last (its body's
+    output), a fork the gradient written last (its body's); the other branch's tensor,
+    written earlier, is read from DRAM, as is a shortcut conv's X.
     While the output is kept, it takes its bytes out of the buffer: the producer (less its
     own input, `held`, if that was kept too), the WGs between and the consumer are tiled
     in what is left, half of it a tile; a plan whose tiles still fit is kept. The consumer

@@ -87,7 +87,7 @@ class Speculation:
     through_batchnorm: bool          # a batch norm sits between the layer and the ReLU
 
 
-def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+def same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
     """The same data: a module's output as its hook sees it and as the next module gets it
     (a full backward hook hands on an alias, not the object itself)."""
     return a.data_ptr() == b.data_ptr() and a.shape == b.shape
@@ -112,7 +112,7 @@ class ReluSpeculator:
               ) -> torch.Tensor | None:
         """Any other hooked module: a batch norm or a ReLU continues or closes a chain."""
         pending, self._pending = self._pending, None
-        if pending is None or not _same_tensor(x, pending[0]):
+        if pending is None or not same_tensor(x, pending[0]):
             return None
         _, name, pred, through_batchnorm = pending
         if isinstance(module, BATCHNORMS):

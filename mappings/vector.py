@@ -13,10 +13,18 @@ on the stream where its consumer reads the gradient, so the layer before it read
 gradient as it was written: masked only when the layer that wrote it skips ReLU-masked
 gradients (`skip_relu_masked_gradients`).
 
+A residual connection is two passes. Where the branches join (`add`), FF reads both operands
+and writes their sum (with a fused ReLU after it, the ReLU's output); its BP is free, since
+each branch reads the same dY. Where the block's input forks into the branches (`fork`), FF
+is free (both read the same X), and BP reads the two branches' gradients and writes their sum,
+the block input's dX. Neither is fused into a neighbour (assumption: its operands come from
+different layers, written at different times).
+
 Operations per element (stated assumptions, counted as fused multiply-adds on the vector
 unit): batch norm FF 4 (sum, sum of squares, scale, shift), BP 7 (two sums, then dX);
-activation 1 each way; pooling 1 per input element each way. Max pooling's BP and the ReLU's
-BP read one bit an element (the argmax / sign map) besides dY.
+activation 1 each way; pooling 1 per input element each way; an add's FF and a fork's BP 1
+per output element. Max pooling's BP and the ReLU's BP read one bit an element (the argmax /
+sign map) besides dY.
 """
 
 from __future__ import annotations
@@ -30,7 +38,8 @@ from mappings.formats import BlockStats, operand_bytes
 from mappings.target import HardwareView
 
 OPS_PER_ELEMENT = {("batchnorm", FF): 4, ("batchnorm", BP): 7, ("relu", FF): 1, ("relu", BP): 1,
-                   ("pool", FF): 1, ("pool", BP): 1}
+                   ("pool", FF): 1, ("pool", BP): 1, ("add", FF): 1, ("add", BP): 0,
+                   ("fork", FF): 0, ("fork", BP): 1}
 
 
 def vector_traffic(v: VectorCapture, phase: int, hw: HardwareView,
@@ -43,8 +52,10 @@ def vector_traffic(v: VectorCapture, phase: int, hw: HardwareView,
     none were captured); `stored_out` and `stored_dy` replace Y's and dY's when a fused
     ReLU changes what is stored (`stored_outputs`, `stored_gradients`). `input_resident`:
     the phase before left FF's X (BP's dY) in the global buffer, so neither pass reads it
-    from DRAM."""
+    from DRAM; for an add (a fork), the operand written last."""
     eb = hw.element_bytes
+    if v.kind in ("add", "fork"):
+        return _residual_traffic(v, phase, hw, stored_out, input_resident)
     reads_x = phase == FF or v.kind == "batchnorm"
     x = _in_format(v.in_stats, v.in_elems * eb, hw) if reads_x else 0
     ops = OPS_PER_ELEMENT[(v.kind, phase)] * v.in_elems
@@ -61,6 +72,25 @@ def vector_traffic(v: VectorCapture, phase: int, hw: HardwareView,
     if phase == FF:
         return operands, y, ops
     return operands + -(-v.in_elems // 8), dx, ops    # dY plus a sign/argmax bit each
+
+
+def _residual_traffic(v: VectorCapture, phase: int, hw: HardwareView,
+                      stored_out: BlockStats | None, input_resident: bool
+                      ) -> tuple[int, int, int]:
+    """An add's FF and a fork's BP: two operands in, their sum out; their other phase is
+    free."""
+    if (phase == FF) != (v.kind == "add"):
+        return 0, 0, 0
+    eb = hw.element_bytes
+    if v.kind == "add":
+        last, other, n_in, out, n_out = (v.in_stats, v.second_stats, v.in_elems,
+                                         stored_out or v.out_stats, v.out_elems)
+    else:
+        last, other, n_in, out, n_out = (v.dy_stats, v.second_stats, v.out_elems,
+                                         v.dx_stats, v.in_elems)
+    read = _in_format(other, n_in * eb, hw) + (0 if input_resident
+                                               else _in_format(last, n_in * eb, hw))
+    return read, _in_format(out, n_out * eb, hw), OPS_PER_ELEMENT[(v.kind, phase)] * n_out
 
 
 def _in_format(stats: BlockStats | None, dense_bytes: int, hw: HardwareView) -> int:
@@ -81,17 +111,22 @@ def stored_gradients(vectors: list[VectorCapture], hw: HardwareView
                      ) -> list[BlockStats | None]:
     """The gradient dY each vector layer reads in BP: with a fused ReLU after it, the one the
     ReLU received (unmasked: the mask is applied as it is read), unless the layer that wrote
-    it already masked it (`skip_relu_masked_gradients`)."""
-    return [vectors[i + 1].dy_stats
-            if _fused_relu_follows(vectors, i, hw) and not hw.skip_relu_masked_gradients
-            else v.dy_stats for i, v in enumerate(vectors)]
+    it already masked it (`skip_relu_masked_gradients`). An add between them passes the
+    gradient on unchanged, so the layer that feeds an add reads what the add's ReLU received."""
+    stored = []
+    for i, v in enumerate(vectors):
+        nxt = vectors[i + 1] if i + 1 < len(vectors) else None
+        j = i + 1 if nxt is not None and nxt.kind == "add" and nxt.after == v.after else i
+        stored.append(vectors[j + 1].dy_stats if _fused_relu_follows(vectors, j, hw)
+                      and not hw.skip_relu_masked_gradients else v.dy_stats)
+    return stored
 
 
 def _fused_relu_follows(vectors: list[VectorCapture], i: int, hw: HardwareView) -> bool:
     """Whether layer i's output goes straight into a fused ReLU (the next vector layer,
     after the same conv/linear layer, of the output's size)."""
     nxt = vectors[i + 1] if i + 1 < len(vectors) else None
-    return (hw.fused_relu and nxt is not None and nxt.kind == "relu"
+    return (hw.fused_relu and nxt is not None and nxt.kind == "relu" and vectors[i].kind != "fork"
             and nxt.after == vectors[i].after and nxt.in_elems == vectors[i].out_elems)
 
 
@@ -102,6 +137,8 @@ def vector_tiles(v: VectorCapture, layer_id: int, phase: int, hw: HardwareView,
     if hw.vector_lanes == 0 or (v.kind == "relu" and hw.fused_relu):
         return empty_table(0)
     read, write, ops = vector_traffic(v, phase, hw, stored_out, stored_dy, input_resident)
+    if read == write == ops == 0:
+        return empty_table(0)
     n = max(1, -(-(read + write) // hw.buffer_bytes))
     table = empty_table(n)
     table["layer"], table["phase"] = layer_id, phase

@@ -116,10 +116,11 @@ def test_quickstart_layers_csv_has_every_layer_and_phase(quickstart_twice):
         assert rows["macs"].sum() == r["macs"]
         assert set(rows["phase"]) == {"FF", "BP", "WG"}
         # 21 conv/linear layers: 21 FF, 20 BP (not the first), 21 WG; 20 batch norms and
-        # one pooling layer (ReLUs are fused): FF and BP each
+        # one pooling layer (ReLUs are fused): FF and BP each; 8 residual adds (FF) and the
+        # 8 forks into their blocks (BP)
         mac_rows = rows[rows["macs"] > 0]
         assert len(mac_rows) == 21 + 20 + 21
-        assert len(rows) - len(mac_rows) == (20 + 1) * 2
+        assert len(rows) - len(mac_rows) == (20 + 1) * 2 + 8 + 8
 
 
 @pytest.mark.parametrize("arch", sorted((ROOT / "configs" / "arch").glob("*.yaml")),

@@ -12,3 +12,20 @@ class MatMul(nn.Module):
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         return torch.matmul(a, b)
+
+
+class Fork(nn.Module):
+    """A tensor handed to two branches (a residual block's body and shortcut), as a module so
+    that capture sees where training sums the branches' gradients. The first copy goes to the
+    branch that runs first; its gradient is the one written last in BP."""
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return x, x
+
+
+class Add(nn.Module):
+    """The element-wise sum where two branches join (a residual add), as a module so that
+    capture sees its data pass."""
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        return a + b

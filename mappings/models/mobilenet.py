@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from mappings.models.common import Add, Fork
+
 # (expansion t, output channels c, repeats n, first stride s), from the paper's Table 2
 SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
             (6, 160, 3, 2), (6, 320, 1, 1)]
@@ -28,9 +30,14 @@ class InvertedResidual(nn.Module):
         layers += _conv_bn(hidden, cout, 1, relu=False)
         self.body = nn.Sequential(*layers)
         self.residual = stride == 1 and cin == cout
+        if self.residual:
+            self.fork, self.add = Fork(), Add()
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.body(x) if self.residual else self.body(x)
+        if not self.residual:
+            return self.body(x)
+        into_body, skip = self.fork(x)
+        return self.add(self.body(into_body), skip)
 
 
 def mobilenet_v2(num_classes: int = 1000) -> nn.Module:

@@ -2,8 +2,9 @@
 
 ImageNet variants: 7x7 stride-2 stem, max pool, four stages; conv layers without bias, batch
 norm after each; the stride is on the 3x3 conv (torchvision's "ResNet v1.5"); a 1x1 conv and
-batch norm on the shortcut when the shape changes. Parameters: ResNet-18 11,689,512;
-ResNet-50 25,557,032 (1,000 classes).
+batch norm on the shortcut when the shape changes; the fork into body and shortcut, and
+their add, are modules (`Fork`, `Add`) so that capture sees their data passes. Parameters:
+ResNet-18 11,689,512; ResNet-50 25,557,032 (1,000 classes).
 `cifar=True`: the usual CIFAR stem, a 3x3 stride-1 conv and no max pool (ResNet-18 at 10
 classes: 11,173,962 parameters).
 """
@@ -11,6 +12,8 @@ classes: 11,173,962 parameters).
 from __future__ import annotations
 
 from torch import Tensor, nn
+
+from mappings.models.common import Add, Fork
 
 
 def _conv_bn(cin: int, cout: int, kernel: int, stride: int = 1) -> list[nn.Module]:
@@ -27,10 +30,11 @@ class BasicBlock(nn.Module):
                                   *_conv_bn(width, cout, 3))
         self.shortcut = (nn.Sequential(*_conv_bn(cin, cout, 1, stride))
                          if stride != 1 or cin != cout else nn.Identity())
-        self.relu = nn.ReLU(inplace=True)
+        self.fork, self.add, self.relu = Fork(), Add(), nn.ReLU(inplace=True)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.relu(self.body(x) + self.shortcut(x))
+        into_body, into_shortcut = self.fork(x)
+        return self.relu(self.add(self.body(into_body), self.shortcut(into_shortcut)))
 
 
 class Bottleneck(BasicBlock):
@@ -44,7 +48,7 @@ class Bottleneck(BasicBlock):
                                   *_conv_bn(width, cout, 1))
         self.shortcut = (nn.Sequential(*_conv_bn(cin, cout, 1, stride))
                          if stride != 1 or cin != cout else nn.Identity())
-        self.relu = nn.ReLU(inplace=True)
+        self.fork, self.add, self.relu = Fork(), Add(), nn.ReLU(inplace=True)
 
 
 class ResNet(nn.Module):

@@ -1,6 +1,7 @@
 """A transformer encoder block (Vaswani et al. 2017; pre-norm, as in ViT), written so every
 matrix product is a layer: the q, k, v and output projections and the two MLP linears are
 `nn.Linear`, and the two attention products (Q K^T and attention x V) are `MatMul` modules.
+The two residual connections are `Fork` and `Add` modules (common.py).
 
 Input (batch, seq_len, dim). Parameters, with d = dim and r = mlp_ratio: attention
 4 d^2 + 4 d (four d x d projections with bias), MLP 2 r d^2 + (r + 1) d, two layer norms
@@ -14,7 +15,7 @@ import math
 
 from torch import Tensor, nn
 
-from mappings.models.common import MatMul
+from mappings.models.common import Add, Fork, MatMul
 
 SEQ_LEN, DIM = 64, 256  # the default input: (sequence, model dimension)
 
@@ -34,6 +35,7 @@ class TransformerEncoderBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(),
                                  nn.Linear(mlp_ratio * dim, dim))
         self.head = nn.Linear(dim, num_classes) if num_classes else None
+        self.fork1, self.add1, self.fork2, self.add2 = Fork(), Add(), Fork(), Add()
 
     def _split(self, t: Tensor) -> Tensor:
         """(batch, seq, dim) -> (batch, heads, seq, dim / heads)."""
@@ -41,12 +43,13 @@ class TransformerEncoderBlock(nn.Module):
         return t.reshape(b, s, self.heads, self.dim // self.heads).transpose(1, 2)
 
     def forward(self, x: Tensor) -> Tensor:
+        x, skip = self.fork1(x)
         h = self.norm1(x)
         q, k, v = self._split(self.q(h)), self._split(self.k(h)), self._split(self.v(h))
         attn = self.scores(q, k.transpose(-2, -1)) / math.sqrt(self.dim // self.heads)
         mixed = self.mix(attn.softmax(-1), v).transpose(1, 2).reshape(x.shape)
-        x = x + self.out(mixed)
-        x = x + self.mlp(self.norm2(x))
+        x, skip = self.fork2(self.add1(self.out(mixed), skip))
+        x = self.add2(self.mlp(self.norm2(x)), skip)
         return self.head(x.mean(1)) if self.head is not None else x
 
 

@@ -1,0 +1,189 @@
+"""Residual connections: where a block's input forks into body and shortcut (`Fork`) and
+where the two join (`Add`). The add's FF reads both operands and writes their sum; the
+fork's BP reads both branches' gradients and writes their sum; their other phases are free."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from arch.accelerator import Accelerator
+from desim.experiment import load_arch
+from desim.module import Simulator
+from desim.runner import hardware_view
+from mappings.capture import VectorCapture, capture
+from mappings.counting import BP, FF
+from mappings.formats import map_stats
+from mappings.mapper import map_workload
+from mappings.models.resnet import BasicBlock, resnet18
+from mappings.pruning import PruningSpec
+from mappings.target import HardwareView
+from mappings.vector import stored_gradients, stored_outputs, vector_tiles, vector_traffic
+from mappings.workload import Workload, WorkloadSpec
+
+HW = HardwareView(clusters=4, pes_per_cluster=4, buffer_bytes=1 << 20, element_bytes=2,
+                  vector_lanes=8)
+DENSE = Path(__file__).resolve().parent.parent / "configs" / "arch" / "dense.yaml"
+
+
+def test_add_and_fork_traffic_in_closed_form():
+    """n = 1000 fp16 elements a tensor: the add's FF reads 2n, writes n, 1 op an element; the
+    fork's BP the same; the other phase of each has no tile. With the operand written last
+    kept on chip, each reads only the other one."""
+    add = VectorCapture("add", "add", 1000, 1000, 0)
+    fork = VectorCapture("fork", "fork", 1000, 1000, 0)
+    assert vector_traffic(add, FF, HW) == (4000, 2000, 1000)
+    assert vector_traffic(fork, BP, HW) == (4000, 2000, 1000)
+    assert vector_traffic(add, FF, HW, input_resident=True) == (2000, 2000, 1000)
+    assert vector_traffic(fork, BP, HW, input_resident=True) == (2000, 2000, 1000)
+    assert vector_traffic(add, BP, HW) == vector_traffic(fork, FF, HW) == (0, 0, 0)
+    assert len(vector_tiles(add, -1, BP, HW)) == len(vector_tiles(fork, -1, FF, HW)) == 0
+    table = vector_tiles(add, -1, FF, replace(HW, buffer_bytes=1000))
+    assert len(table) == 6 and table["dram_read_bytes"].sum() == 4000  # 6 KB in 1 KB tiles
+
+
+def _block_model(cin: int, cout: int, stride: int) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, cin, 3, padding=1, bias=False), nn.BatchNorm2d(cin),
+                         nn.ReLU(), BasicBlock(cin, cout, stride), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(cout, 10))
+
+
+def _grads(model: nn.Module) -> dict[str, tuple]:
+    """The fork's and the add's real gradients, seen by hooks of our own."""
+    grads: dict[str, tuple] = {}
+    block = model[3]
+    for name, m in (("fork", block.fork), ("add", block.add)):
+        m.register_full_backward_hook(
+            lambda _m, gi, go, name=name: grads.update({name: (gi, go)}))
+    return grads
+
+
+def nnz(t: torch.Tensor) -> int:
+    return int((t != 0).sum())
+
+
+def test_capture_records_the_fork_and_the_add_with_their_real_operands():
+    """Identity shortcut: vectors in forward order, the add's operands (the body's last batch
+    norm, written last, then the shortcut: the stem ReLU's output), the fork's two branch
+    gradients (the body's, written last in BP) and their sum, each as the real tensors'
+    non-zeros."""
+    torch.manual_seed(0)
+    model = _block_model(8, 8, 1)
+    grads = _grads(model)
+    x = torch.randn(2, 3, 8, 8)
+    vectors: list[VectorCapture] = []
+    capture(model, x, torch.randint(0, 10, (2,)), vectors=vectors)
+    n = 2 * 8 * 8 * 8
+    assert [(v.kind, v.in_elems, v.out_elems, v.after) for v in vectors] == [
+        ("batchnorm", n, n, 0), ("relu", n, n, 0), ("fork", n, n, 0),
+        ("batchnorm", n, n, 1), ("relu", n, n, 1), ("batchnorm", n, n, 2),
+        ("add", n, n, 2), ("relu", n, n, 2), ("pool", n, 2 * 8, 2)]
+    fork, add = vectors[2], vectors[6]
+    stem_out = model[2](model[1](model[0](x)))
+    assert int(add.in_stats.nnz[0]) == n  # a batch norm's output: dense
+    assert int(add.second_stats.nnz[0]) == nnz(stem_out) < n
+    sum_grad, (body_grad, shortcut_grad) = grads["fork"][0][0], grads["fork"][1]
+    assert int(fork.dy_stats.nnz[0]) == nnz(body_grad)
+    assert int(fork.second_stats.nnz[0]) == nnz(shortcut_grad) == nnz(grads["add"][1][0])
+    assert int(fork.dx_stats.nnz[0]) == nnz(sum_grad)
+    assert torch.equal(sum_grad, body_grad + shortcut_grad)
+
+
+def test_the_add_takes_the_operand_written_last_first():
+    """A downsampling block (8 -> 16 channels, stride 2) has a 1x1 conv and batch norm on
+    its shortcut, which runs after the body: the add's operand written last is the
+    shortcut's batch norm output, and the fork's second gradient the shortcut conv's dX
+    (non-zero only at the stride's positions)."""
+    torch.manual_seed(1)
+    model = _block_model(8, 16, 2)
+    vectors: list[VectorCapture] = []
+    capture(model, torch.randn(2, 3, 8, 8), torch.randint(0, 10, (2,)), vectors=vectors)
+    kinds = [(v.kind, v.after) for v in vectors]
+    assert kinds == [("batchnorm", 0), ("relu", 0), ("fork", 0), ("batchnorm", 1),
+                     ("relu", 1), ("batchnorm", 2), ("batchnorm", 3), ("add", 3),
+                     ("relu", 3), ("pool", 3)]
+    fork, add = vectors[2], vectors[7]
+    assert (add.in_elems, add.out_elems) == (2 * 16 * 4 * 4,) * 2
+    assert (fork.in_elems, fork.out_elems) == (2 * 8 * 8 * 8,) * 2
+    assert int(fork.second_stats.nnz[0]) <= 2 * 8 * 4 * 4 < int(fork.dy_stats.nnz[0])
+
+
+def test_a_fork_of_the_data_is_not_recorded():
+    """The input data needs no gradient, so nothing sums its branches' gradients."""
+    from mappings.models.transformer import transformer_block
+    torch.manual_seed(0)
+    model = transformer_block(dim=16, heads=2, seq_len=4)
+    vectors: list[VectorCapture] = []
+    capture(model, torch.randn(2, 4, 16), torch.randint(0, 10, (2,)), vectors=vectors)
+    assert [v.name for v in vectors if v.kind in ("add", "fork")] == ["add1", "fork2", "add2"]
+
+
+def test_stored_tensors_around_an_add():
+    """With a fused ReLU after the add, the add writes the ReLU's output and the batch norm
+    before it writes its own; in BP that batch norm reads the gradient the ReLU received, as
+    written (the add passes it on unchanged), unless it was masked when written."""
+    bn = VectorCapture("bn", "batchnorm", 8, 8, 2, out_stats=map_stats(torch.ones(8)),
+                       dy_stats=map_stats(torch.arange(8) < 3))
+    add = VectorCapture("add", "add", 8, 8, 2, out_stats=map_stats(torch.ones(8)),
+                        dy_stats=map_stats(torch.arange(8) < 3))
+    relu = VectorCapture("relu", "relu", 8, 8, 2, out_stats=map_stats(torch.arange(8) < 5),
+                         dy_stats=map_stats(torch.arange(8) < 7))
+    vectors = [bn, add, relu]
+    assert stored_outputs(vectors, HW)[:2] == [bn.out_stats, relu.out_stats]
+    assert stored_gradients(vectors, HW)[0] is relu.dy_stats
+    masked = replace(HW, skip_relu_masked_gradients=True)
+    assert stored_gradients(vectors, masked)[0] is bn.dy_stats
+
+
+@pytest.fixture(scope="module")
+def block_workload() -> Workload:
+    """The identity block model, dense fp16, batch 2, 8 channels of 8 x 8."""
+    torch.manual_seed(0)
+    model = _block_model(8, 8, 1)
+    vectors: list[VectorCapture] = []
+    layers = capture(model, torch.randn(2, 3, 8, 8), torch.randint(0, 10, (2,)), packed=True,
+                     vectors=vectors)
+    return Workload(WorkloadSpec(model="resnet18", batch=2, data="random"),
+                    PruningSpec(method="dense"), layers, True, vectors=vectors)
+
+
+def _view(reuse: bool) -> HardwareView:
+    arch = load_arch(DENSE)
+    arch = arch.model_copy(update={"mapping": arch.mapping.model_copy(
+        update={"inter_layer_reuse": reuse})})
+    return hardware_view(Accelerator(Simulator(), arch))
+
+
+@pytest.mark.parametrize("reuse", [False, True])
+def test_the_block_maps_its_add_in_ff_and_its_fork_in_bp(block_workload, reuse):
+    """On dense.yaml (fp16, 512 KiB): the add's FF reads the body's output and the shortcut
+    (2 x 1,024 x 2 B each) and writes the ReLU's output; the fork's BP reads both branches'
+    gradients and writes their sum. With inter-layer reuse, the body's batch norm output
+    and the body's first conv's dX stay on chip: each reads only the other operand."""
+    work = map_workload(block_workload, _view(reuse))
+    by = {(w.name, w.phase): w for w in work}
+    assert ("3.add", BP) not in by and ("3.fork", FF) not in by
+    n_bytes = 2 * 8 * 8 * 8 * 2
+    for key in (("3.add", FF), ("3.fork", BP)):
+        w = by[key]
+        assert int(w.table["dram_read_bytes"].sum()) == n_bytes * (1 if reuse else 2)
+        assert int(w.table["dram_write_bytes"].sum()) == n_bytes
+        assert int(w.table["vector_ops"].sum()) == n_bytes // 2
+        assert w.input_resident == reuse
+    order = [(w.name, w.phase) for w in work]
+    assert order.index(("3.body.0", BP)) < order.index(("3.fork", BP)) < order.index(("1", BP))
+
+
+def test_resnet18_has_a_fork_and_an_add_per_block():
+    """Eight BasicBlocks: eight forks (each input needs a gradient: the stem's output is not
+    the data) and eight adds, each followed by the block's ReLU; parameters unchanged."""
+    torch.manual_seed(0)
+    model = resnet18(10, cifar=True)
+    assert sum(p.numel() for p in model.parameters()) == 11_173_962
+    vectors: list[VectorCapture] = []
+    capture(model, torch.randn(1, 3, 32, 32), torch.randint(0, 10, (1,)), vectors=vectors)
+    kinds = [v.kind for v in vectors]
+    assert kinds.count("fork") == kinds.count("add") == 8
+    assert all(vectors[i + 1].kind == "relu" for i, k in enumerate(kinds) if k == "add")
