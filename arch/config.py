@@ -114,6 +114,9 @@ class VectorUnitConfig(Strict):
     lanes: PositiveInt = 64          # vector operations a cycle
     fused_relu: bool = True          # activations applied on the producing layer's output
     fused_batchnorm: bool = False    # Trainer's decoupled BN unit: one data pass a phase
+    # A residual add on the output stream of the layer that writes its operand last (and a
+    # fork's gradient sum on that of the branch written last): one extra read, no own pass.
+    fused_residual: bool = True
 
 
 class MappingConfig(Strict):

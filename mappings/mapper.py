@@ -22,7 +22,7 @@ from mappings.capture import LayerCapture, PackedLayer
 from mappings.counting import BP, FF, WG, SkipPolicy
 from mappings.planner import plan_key, tile_phase
 from mappings.target import HardwareView
-from mappings.vector import stored_gradients, stored_outputs, vector_tiles
+from mappings.vector import result_bytes, stored_gradients, stored_outputs, vector_tiles
 from mappings.workload import Workload
 
 
@@ -100,7 +100,8 @@ class PhaseMapper:
                 return None
             elems = (vector.in_elems, vector.out_elems)
             return PhaseWork(vector.name, layer_id, phase, table,
-                             output_bytes=int(table["dram_write_bytes"].sum()),
+                             output_bytes=result_bytes(vector, phase, hw, self.stored[v],
+                                                       self.stored_dy[v]),
                              input_elems=elems[phase != FF], output_elems=elems[phase == FF],
                              input_resident=input_resident)
         layer = self.layer(layer_id)

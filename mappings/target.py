@@ -34,6 +34,7 @@ class HardwareView:
     vector_lanes: int = 0                # 0: no vector unit, vector layers not simulated
     fused_relu: bool = True              # activations applied on the producer's output
     fused_batchnorm: bool = False        # one pass per phase (Trainer's BN unit)
+    fused_residual: bool = True          # residual adds / forks on the producer's stream
     weight_bits: int = 0                 # bits of a stored weight value; 0: 8 * element_bytes
     weight_group: int = 0                # weights' line (line_bitmap, csr); 0: a kernel row
     circulant_fft: bool = False          # CirCNN: circulant layers stored and run by FFT

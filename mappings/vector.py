@@ -13,12 +13,14 @@ on the stream where its consumer reads the gradient, so the layer before it read
 gradient as it was written: masked only when the layer that wrote it skips ReLU-masked
 gradients (`skip_relu_masked_gradients`).
 
-A residual connection is two passes. Where the branches join (`add`), FF reads both operands
-and writes their sum (with a fused ReLU after it, the ReLU's output); its BP is free, since
-each branch reads the same dY. Where the block's input forks into the branches (`fork`), FF
-is free (both read the same X), and BP reads the two branches' gradients and writes their sum,
-the block input's dX. Neither is fused into a neighbour (assumption: its operands come from
-different layers, written at different times).
+A residual connection is two sums. Where the branches join (`add`), FF sums the operands
+(with a fused ReLU after it, the ReLU's output is what is stored); its BP is free, since each
+branch reads the same dY. Where the block's input forks into the branches (`fork`), FF is
+free (both read the same X), and BP sums the two branches' gradients, the block input's dX.
+With `fused_residual`, the sum happens on the output stream of the phase that writes one
+operand last (the body's batch norm in FF, its first conv's BP): that phase reads the other
+operand as it writes and writes the sum instead of its own output, so the residual costs one
+read. Without, it is a pass of its own: both operands read, the sum written.
 
 Operations per element (stated assumptions, counted as fused multiply-adds on the vector
 unit): batch norm FF 4 (sum, sum of squares, scale, shift), BP 7 (two sums, then dX);
@@ -28,6 +30,8 @@ sign map) besides dY.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 
@@ -77,20 +81,32 @@ def vector_traffic(v: VectorCapture, phase: int, hw: HardwareView,
 def _residual_traffic(v: VectorCapture, phase: int, hw: HardwareView,
                       stored_out: BlockStats | None, input_resident: bool
                       ) -> tuple[int, int, int]:
-    """An add's FF and a fork's BP: two operands in, their sum out; their other phase is
-    free."""
+    """An add's FF and a fork's BP: two operands in, their sum out (fused: the other operand
+    in only); their other phase is free."""
     if (phase == FF) != (v.kind == "add"):
         return 0, 0, 0
     eb = hw.element_bytes
     if v.kind == "add":
-        last, other, n_in, out, n_out = (v.in_stats, v.second_stats, v.in_elems,
-                                         stored_out or v.out_stats, v.out_elems)
+        last, n_in, out, n_out = v.in_stats, v.in_elems, stored_out or v.out_stats, v.out_elems
     else:
-        last, other, n_in, out, n_out = (v.dy_stats, v.second_stats, v.out_elems,
-                                         v.dx_stats, v.in_elems)
-    read = _in_format(other, n_in * eb, hw) + (0 if input_resident
-                                               else _in_format(last, n_in * eb, hw))
-    return read, _in_format(out, n_out * eb, hw), OPS_PER_ELEMENT[(v.kind, phase)] * n_out
+        last, n_in, out, n_out = v.dy_stats, v.out_elems, v.dx_stats, v.in_elems
+    ops = OPS_PER_ELEMENT[(v.kind, phase)] * n_out
+    other = _in_format(v.second_stats, n_in * eb, hw)
+    if hw.fused_residual:  # the producer's stream reads the other operand, writes the sum
+        return other, 0, ops
+    last_bytes = 0 if input_resident else _in_format(last, n_in * eb, hw)
+    return other + last_bytes, _in_format(out, n_out * eb, hw), ops
+
+
+def result_bytes(v: VectorCapture, phase: int, hw: HardwareView,
+                 stored_out: BlockStats | None = None, stored_dy: BlockStats | None = None
+                 ) -> int:
+    """Bytes of the tensor a vector layer-phase produces, as stored: what it writes, or for a
+    fused residual sum, what the stream it is fused into writes in its place."""
+    if v.kind in ("add", "fork") and hw.fused_residual and (phase == FF) == (v.kind == "add"):
+        unfused = replace(hw, fused_residual=False)
+        return _residual_traffic(v, phase, unfused, stored_out, False)[1]
+    return vector_traffic(v, phase, hw, stored_out, stored_dy)[1]
 
 
 def _in_format(stats: BlockStats | None, dense_bytes: int, hw: HardwareView) -> int:
@@ -102,9 +118,16 @@ def _in_format(stats: BlockStats | None, dense_bytes: int, hw: HardwareView) -> 
 def stored_outputs(vectors: list[VectorCapture], hw: HardwareView) -> list[BlockStats | None]:
     """What each vector layer writes in FF: with `fused_relu`, a layer whose output goes
     straight into a ReLU (the next vector layer, after the same conv/linear layer, of the
-    output's size) writes the ReLU's output."""
-    return [vectors[i + 1].out_stats if _fused_relu_follows(vectors, i, hw) else v.out_stats
-            for i, v in enumerate(vectors)]
+    output's size) writes the ReLU's output; with `fused_residual`, a layer whose output is the
+    operand an add takes last (the next vector layer, after the same conv/linear layer)
+    writes what the add stores."""
+    stored = [vectors[i + 1].out_stats if _fused_relu_follows(vectors, i, hw) else v.out_stats
+              for i, v in enumerate(vectors)]
+    for i in range(len(vectors) - 1):
+        nxt = vectors[i + 1]
+        if hw.fused_residual and nxt.kind == "add" and nxt.after == vectors[i].after:
+            stored[i] = stored[i + 1]
+    return stored
 
 
 def stored_gradients(vectors: list[VectorCapture], hw: HardwareView

@@ -20,27 +20,38 @@ from mappings.mapper import map_workload
 from mappings.models.resnet import BasicBlock, resnet18
 from mappings.pruning import PruningSpec
 from mappings.target import HardwareView
-from mappings.vector import stored_gradients, stored_outputs, vector_tiles, vector_traffic
+from mappings.vector import (
+    result_bytes,
+    stored_gradients,
+    stored_outputs,
+    vector_tiles,
+    vector_traffic,
+)
 from mappings.workload import Workload, WorkloadSpec
 
 HW = HardwareView(clusters=4, pes_per_cluster=4, buffer_bytes=1 << 20, element_bytes=2,
                   vector_lanes=8)
+UNFUSED = replace(HW, fused_residual=False)
 DENSE = Path(__file__).resolve().parent.parent / "configs" / "arch" / "dense.yaml"
 
 
 def test_add_and_fork_traffic_in_closed_form():
-    """n = 1000 fp16 elements a tensor: the add's FF reads 2n, writes n, 1 op an element; the
-    fork's BP the same; the other phase of each has no tile. With the operand written last
-    kept on chip, each reads only the other one."""
+    """n = 1000 fp16 elements a tensor. A pass of its own: the add's FF reads 2n, writes n, 1
+    op an element; the fork's BP the same; with the operand written last kept on chip, each
+    reads only the other one. Fused into the stream that writes that operand: each reads the
+    other operand only and writes nothing itself (that stream writes the n-element sum). The
+    other phase of each has no tile."""
     add = VectorCapture("add", "add", 1000, 1000, 0)
     fork = VectorCapture("fork", "fork", 1000, 1000, 0)
-    assert vector_traffic(add, FF, HW) == (4000, 2000, 1000)
-    assert vector_traffic(fork, BP, HW) == (4000, 2000, 1000)
-    assert vector_traffic(add, FF, HW, input_resident=True) == (2000, 2000, 1000)
-    assert vector_traffic(fork, BP, HW, input_resident=True) == (2000, 2000, 1000)
-    assert vector_traffic(add, BP, HW) == vector_traffic(fork, FF, HW) == (0, 0, 0)
-    assert len(vector_tiles(add, -1, BP, HW)) == len(vector_tiles(fork, -1, FF, HW)) == 0
-    table = vector_tiles(add, -1, FF, replace(HW, buffer_bytes=1000))
+    for v, phase in ((add, FF), (fork, BP)):
+        assert vector_traffic(v, phase, UNFUSED) == (4000, 2000, 1000)
+        assert vector_traffic(v, phase, UNFUSED, input_resident=True) == (2000, 2000, 1000)
+        assert vector_traffic(v, phase, HW) == (2000, 0, 1000)
+        assert result_bytes(v, phase, HW) == result_bytes(v, phase, UNFUSED) == 2000
+    for hw in (HW, UNFUSED):
+        assert vector_traffic(add, BP, hw) == vector_traffic(fork, FF, hw) == (0, 0, 0)
+        assert len(vector_tiles(add, -1, BP, hw)) == len(vector_tiles(fork, -1, FF, hw)) == 0
+    table = vector_tiles(add, -1, FF, replace(UNFUSED, buffer_bytes=1000))
     assert len(table) == 6 and table["dram_read_bytes"].sum() == 4000  # 6 KB in 1 KB tiles
 
 
@@ -121,9 +132,10 @@ def test_a_fork_of_the_data_is_not_recorded():
 
 
 def test_stored_tensors_around_an_add():
-    """With a fused ReLU after the add, the add writes the ReLU's output and the batch norm
-    before it writes its own; in BP that batch norm reads the gradient the ReLU received, as
-    written (the add passes it on unchanged), unless it was masked when written."""
+    """With a fused ReLU after the add, the add stores the ReLU's output; the batch norm
+    before it writes its own, or with the add fused into its stream, the add's. In BP that
+    batch norm reads the gradient the ReLU received, as written (the add passes it on
+    unchanged), unless it was masked when written."""
     bn = VectorCapture("bn", "batchnorm", 8, 8, 2, out_stats=map_stats(torch.ones(8)),
                        dy_stats=map_stats(torch.arange(8) < 3))
     add = VectorCapture("add", "add", 8, 8, 2, out_stats=map_stats(torch.ones(8)),
@@ -131,7 +143,8 @@ def test_stored_tensors_around_an_add():
     relu = VectorCapture("relu", "relu", 8, 8, 2, out_stats=map_stats(torch.arange(8) < 5),
                          dy_stats=map_stats(torch.arange(8) < 7))
     vectors = [bn, add, relu]
-    assert stored_outputs(vectors, HW)[:2] == [bn.out_stats, relu.out_stats]
+    assert stored_outputs(vectors, UNFUSED)[:2] == [bn.out_stats, relu.out_stats]
+    assert stored_outputs(vectors, HW)[:2] == [relu.out_stats, relu.out_stats]
     assert stored_gradients(vectors, HW)[0] is relu.dy_stats
     masked = replace(HW, skip_relu_masked_gradients=True)
     assert stored_gradients(vectors, masked)[0] is bn.dy_stats
@@ -149,31 +162,57 @@ def block_workload() -> Workload:
                     PruningSpec(method="dense"), layers, True, vectors=vectors)
 
 
-def _view(reuse: bool) -> HardwareView:
+def _view(reuse: bool, fused: bool) -> HardwareView:
     arch = load_arch(DENSE)
-    arch = arch.model_copy(update={"mapping": arch.mapping.model_copy(
-        update={"inter_layer_reuse": reuse})})
+    arch = arch.model_copy(update={
+        "mapping": arch.mapping.model_copy(update={"inter_layer_reuse": reuse}),
+        "vector_unit": arch.vector_unit.model_copy(update={"fused_residual": fused})})
     return hardware_view(Accelerator(Simulator(), arch))
+
+
+def _dram(w) -> tuple[int, int]:
+    return int(w.table["dram_read_bytes"].sum()), int(w.table["dram_write_bytes"].sum())
 
 
 @pytest.mark.parametrize("reuse", [False, True])
 def test_the_block_maps_its_add_in_ff_and_its_fork_in_bp(block_workload, reuse):
-    """On dense.yaml (fp16, 512 KiB): the add's FF reads the body's output and the shortcut
-    (2 x 1,024 x 2 B each) and writes the ReLU's output; the fork's BP reads both branches'
-    gradients and writes their sum. With inter-layer reuse, the body's batch norm output
-    and the body's first conv's dX stay on chip: each reads only the other operand."""
-    work = map_workload(block_workload, _view(reuse))
+    """On dense.yaml (fp16, 512 KiB), residual passes of their own: the add's FF reads the
+    body's output and the shortcut (n = 1,024 elements, 2 x 2 KiB) and writes the ReLU's
+    output; the fork's BP reads both branches' gradients and writes their sum. With
+    inter-layer reuse, the body's batch norm output and the body's first conv's dX stay on
+    chip: each reads only the other operand."""
+    work = map_workload(block_workload, _view(reuse, fused=False))
     by = {(w.name, w.phase): w for w in work}
     assert ("3.add", BP) not in by and ("3.fork", FF) not in by
     n_bytes = 2 * 8 * 8 * 8 * 2
     for key in (("3.add", FF), ("3.fork", BP)):
         w = by[key]
-        assert int(w.table["dram_read_bytes"].sum()) == n_bytes * (1 if reuse else 2)
-        assert int(w.table["dram_write_bytes"].sum()) == n_bytes
+        assert _dram(w) == (n_bytes * (1 if reuse else 2), n_bytes)
         assert int(w.table["vector_ops"].sum()) == n_bytes // 2
         assert w.input_resident == reuse
     order = [(w.name, w.phase) for w in work]
     assert order.index(("3.body.0", BP)) < order.index(("3.fork", BP)) < order.index(("1", BP))
+
+
+@pytest.mark.parametrize("reuse", [False, True])
+def test_a_fused_residual_costs_one_read(block_workload, reuse):
+    """Fused (dense.yaml's default): the add reads only the shortcut and the fork only the
+    shortcut's gradient; the streams they are fused into (the body's last batch norm, its
+    first conv's BP) write the sums. The iteration moves 2 x 2 n bytes less than with the
+    passes of their own; with reuse, the sums stay on chip for the pooling's FF and the
+    stem batch norm's BP."""
+    fused, unfused = (map_workload(block_workload, _view(reuse, f)) for f in (True, False))
+    by = {(w.name, w.phase): w for w in fused}
+    n_bytes = 2 * 8 * 8 * 8 * 2
+    for key in (("3.add", FF), ("3.fork", BP)):
+        assert _dram(by[key]) == (n_bytes, 0)
+        assert by[key].output_bytes == n_bytes
+    assert _dram(by[("3.body.4", FF)])[1] == n_bytes   # the batch norm writes the sum
+    assert by[("4", FF)].input_resident == by[("1", BP)].input_resident == reuse
+
+    def total(work):
+        return sum(sum(_dram(w)) for w in work)
+    assert total(unfused) - total(fused) == (2 if reuse else 4) * n_bytes
 
 
 def test_resnet18_has_a_fork_and_an_add_per_block():
