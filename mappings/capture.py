@@ -171,6 +171,9 @@ class VectorCapture:
     # branch's gradient (BP). in_stats (an add) and dy_stats (a fork) hold the operand
     # written last, the one inter-layer reuse may find in the global buffer.
     second_stats: BlockStats | None = None
+    # A batch norm with running statistics, right after a conv/linear layer: at inference an
+    # affine per-channel transform, which deployment folds into that layer's weights.
+    foldable: bool = False
 
 
 def _as_4d(t: torch.Tensor, module: nn.Module) -> torch.Tensor:
@@ -214,7 +217,7 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
             x = args[0].detach()
             speculator.layer(name, module, x, out)
             order.append(name)
-            last_output[0] = out
+            last_output[:] = [out, True]
             records[name] = {"x_nz": keep(_as_4d(x != 0, module)),
                              "y_nz": keep(_as_4d(out.detach() != 0, module)),
                              "needs_input_grad": args[0].requires_grad}
@@ -253,7 +256,7 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     calls: dict[str, list[VectorCapture]] = {}  # a module called twice (a shared ReLU)
     # is captured twice; its backward calls come in reverse order
 
-    last_output: list[torch.Tensor | None] = [None]  # the tensor a hooked layer wrote last
+    last_output: list = [None, False]  # the tensor a hooked layer wrote last; a conv/linear?
 
     def on_vector(name: str, kind: str):
         def hook(_m, args, out):
@@ -270,8 +273,11 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                               map_stats(x != 0), map_stats(out.detach() != 0))
             if kind == "add":
                 v.second_stats = map_stats(other != 0)
+            v.foldable = (isinstance(_m, nn.BatchNorm1d | nn.BatchNorm2d)
+                          and _m.track_running_stats and last_output[1]
+                          and same_tensor(x, last_output[0]))
             _record(v)
-            last_output[0] = out
+            last_output[:] = [out, False]
         return hook
 
     def _record(v: VectorCapture) -> None:

@@ -94,6 +94,8 @@ class PhaseMapper:
         if layer_id < 0:
             v = -1 - layer_id
             vector = self.workload.vectors[v]
+            if vector.foldable and self.workload.spec.inference:
+                return None  # folded into the weights of the layer before it
             table = vector_tiles(vector, layer_id, phase, hw, self.stored[v], self.stored_dy[v],
                                  input_resident)
             if not len(table):

@@ -4,7 +4,9 @@ They have no MACs, but in training they move data: a plain batch norm reads its 
 in FF (statistics, then normalization) and its input and output gradient twice in BP (the
 sums for dgamma and dbeta, then dX), unless the data fits on chip, when the second pass reads
 the global buffer. Trainer's decoupled BN unit (`fused_batchnorm`) gathers the statistics as
-the producing layer writes its outputs, so each phase makes one pass. A ReLU is usually fused
+the producing layer writes its outputs, so each phase makes one pass. At inference a batch
+norm right after a conv/linear layer uses its running statistics, a per-channel scale and
+shift that deployment folds into that layer's weights: it has no tile (`foldable`). A ReLU is usually fused
 into the layer that produces its input (`fused_relu`): its comparison happens on the output
 stream and it costs no tile of its own, and the producer writes the ReLU's output.
 Activations and gradients take their bytes in the activation format, from their captured

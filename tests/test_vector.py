@@ -1,5 +1,7 @@
 """Vector layers: batch norm, activations and pooling as data passes and vector ops."""
 
+from dataclasses import replace
+
 from torch import nn
 
 from mappings.capture import VectorCapture, capture
@@ -54,3 +56,36 @@ def test_capture_records_vector_layers_in_forward_order():
     assert [(v.kind, v.in_elems, v.out_elems, v.after) for v in vectors] == [
         ("batchnorm", 2 * 4 * 36, 2 * 4 * 36, 0), ("relu", 288, 288, 0),
         ("pool", 288, 2 * 4 * 9, 0)]
+
+
+def test_at_inference_a_batch_norm_after_a_conv_is_folded_into_it():
+    """conv -> BN -> ReLU -> max pool -> BN -> linear, batch 2, fp16, a 1 MiB buffer: the
+    first batch norm takes the conv's output (foldable: at inference a per-channel scale and
+    shift, folded into the conv's weights), the second a pooled tensor (not foldable). An
+    inference maps no tile for the first and one pass over X for the second; training maps
+    both (each fits the buffer: one pass over X in FF)."""
+    import torch
+
+    from mappings.mapper import map_workload
+    from mappings.pruning import PruningSpec
+    from mappings.workload import Workload, WorkloadSpec
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4),
+                          nn.ReLU(), nn.MaxPool2d(2), nn.BatchNorm2d(4), nn.Flatten(),
+                          nn.Linear(4 * 4 * 4, 10))
+    vectors: list[VectorCapture] = []
+    layers = capture(model, torch.randn(2, 3, 8, 8), torch.randint(0, 10, (2,)), packed=True,
+                     vectors=vectors)
+    assert [(v.name, v.foldable) for v in vectors if v.kind == "batchnorm"] == [
+        ("1", True), ("4", False)]
+
+    def reads(inference: bool) -> dict:
+        spec = WorkloadSpec(model="resnet18", batch=2, data="random", inference=inference)
+        work = map_workload(Workload(spec, PruningSpec(method="dense"), layers, True,
+                                     vectors=vectors), replace(HW, buffer_bytes=1 << 20))
+        return {(w.name, w.phase): int(w.table["dram_read_bytes"].sum()) for w in work}
+    inference, training = reads(True), reads(False)
+    assert ("1", FF) not in inference and inference[("4", FF)] == 2 * 4 * 4 * 4 * 2
+    assert training[("1", FF)] == 2 * 4 * 8 * 8 * 2 and training[("4", FF)] == 2 * 4 * 4 * 4 * 2
+    assert {("1", BP), ("4", BP)} <= set(training)
