@@ -98,7 +98,7 @@ def report(out: dict[str, Any]) -> str:
         "- simulated and closed-form compute agree up to per-tile rounding; the whole "
         "inference gains more than compute at small b (the weights' DRAM bytes shrink b-fold "
         "and the deep layers stream their weights) and less at large b (the dense first conv "
-        "and classifier, batch norm and the activations' traffic do not shrink, and CirCNN "
+        "and classifier and the activations' traffic do not shrink, and CirCNN "
         "cannot skip zero activations).",
     ]
     return "\n".join(lines)

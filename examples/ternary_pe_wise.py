@@ -131,8 +131,8 @@ def report(out: dict[str, Any]) -> str:
         "irregular, so the busiest PE sets the time; the 8-bit array skips nothing;",
         "- energy: an add (0.03 pJ at 45 nm) against an 8-bit MAC (0.23 pJ) cuts MAC energy "
         "~8x, more with the skipped zeros, but DRAM dominates both totals and the 2-bit "
-        "codes shrink only its weight part: the activations (1 byte in both, batch norm "
-        "passes included) stay;",
+        "codes shrink only its weight part: the activations (1 byte in both; the batch "
+        "norms are folded into the convs at inference) stay;",
         "- the workload is the CIFAR variant at 32x32, not ImageNet at 224x224: there the "
         "activations are ~49x larger per image, so weights are a smaller share of the "
         "traffic and the energy gain would be smaller still at equal batch.",
