@@ -1,4 +1,4 @@
-"""Vector layers (batch norm, activations, pooling) as tiles: data passes and vector ops.
+"""Vector layers (batch norm, activations, pooling, residual sums) as tiles: data passes, ops.
 
 They have no MACs, but in training they move data: a plain batch norm reads its input twice
 in FF (statistics, then normalization) and its input and output gradient twice in BP (the
@@ -6,9 +6,10 @@ sums for dgamma and dbeta, then dX), unless the data fits on chip, when the seco
 the global buffer. Trainer's decoupled BN unit (`fused_batchnorm`) gathers the statistics as
 the producing layer writes its outputs, so each phase makes one pass. At inference a batch
 norm right after a conv/linear layer uses its running statistics, a per-channel scale and
-shift that deployment folds into that layer's weights: it has no tile (`foldable`). A ReLU is usually fused
-into the layer that produces its input (`fused_relu`): its comparison happens on the output
-stream and it costs no tile of its own, and the producer writes the ReLU's output.
+shift that deployment folds into that layer's weights: it has no tile (`foldable`). A ReLU
+is usually fused into the layer that produces its input (`fused_relu`): its comparison
+happens on the output stream and it costs no tile of its own, and the producer writes the
+ReLU's output.
 Activations and gradients take their bytes in the activation format, from their captured
 non-zeros, as the conv/linear layers' operands do. A fused ReLU's BP (the mask) is applied
 on the stream where its consumer reads the gradient, so the layer before it reads the
