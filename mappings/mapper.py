@@ -133,19 +133,25 @@ def map_workload(workload: Workload, hw: HardwareView) -> list[PhaseWork]:
     mapper = PhaseMapper(workload, hw)
     work: list[PhaseWork] = []
     producer, held = -1, 0  # the last FF/BP phase's index, and its input's bytes kept on chip
+    forked = False          # whether a fork hands the producer's output to a second branch
     for layer_id, phase in training_order(workload):
+        if layer_id < 0 and workload.vectors[-1 - layer_id].kind == "fork":
+            forked = True
         w = mapper(layer_id, phase, hw)
         if w is None:
             continue
         work.append(w)
         if hw.inter_layer_reuse and phase != WG:
-            held = keep_output_on_chip(work, producer, mapper, hw, held) if producer >= 0 else 0
-            producer = len(work) - 1
+            # Only an inference's output may stay unwritten: in training BP and WG read it.
+            written = not workload.spec.inference or forked
+            held = (keep_output_on_chip(work, producer, mapper, hw, held, written)
+                    if producer >= 0 else 0)
+            producer, forked = len(work) - 1, False
     return work
 
 
 def keep_output_on_chip(work: list[PhaseWork], j: int, mapper: PhaseMapper, hw: HardwareView,
-                        held: int) -> int:
+                        held: int, written: bool = True) -> int:
     """Inter-layer reuse: whether work[j]'s output stays in the global buffer for the last
     phase of `work`, the next FF or BP; if so, both (and the WGs between) are mapped again
     in place. Returns the bytes that phase's input now keeps in the buffer (0: none).
@@ -158,7 +164,9 @@ def keep_output_on_chip(work: list[PhaseWork], j: int, mapper: PhaseMapper, hw: 
     own input, `held`, if that was kept too), the WGs between and the consumer are tiled
     in what is left, half of it a tile; a plan whose tiles still fit is kept. The consumer
     reads its input from the buffer, not DRAM, and its tiles need no room for it. The
-    output is still written to DRAM: BP and WG read it later. It is kept when the mapper's
+    output is still written to DRAM (BP and WG read it later) unless `written` is False (an
+    inference, no fork after it) and the consumer reads it itself (not a fused residual,
+    whose sum the producer's stream writes for later readers). It is kept when the mapper's
     own estimate (`plan_key`, on `mapping.objective`) of the phases involved says so:
     smaller tiles may read the weights more often than the kept input saves."""
     k = len(work) - 1
@@ -169,10 +177,17 @@ def keep_output_on_chip(work: list[PhaseWork], j: int, mapper: PhaseMapper, hw: 
     if (consumer.phase != producer.phase or kept <= 0 or budget <= 0
             or consumer.input_elems != producer.output_elems):
         return 0
+    fused_sum = (consumer.layer < 0 and hw.fused_residual
+                 and mapper.workload.vectors[-1 - consumer.layer].kind == "add")
+    unwritten = not written and not fused_sum
+
+    def remapped(w: PhaseWork, drop_write: bool) -> PhaseWork | None:
+        if w.layer >= 0 and w.tile_buffer_bytes <= budget and not drop_write:
+            return w  # its plan still fits
+        return mapper(w.layer, w.phase, replace(hw, buffer_bytes=budget,
+                                                output_to_dram=not drop_write), w.input_resident)
     try:
-        span = [w if w.layer >= 0 and w.tile_buffer_bytes <= budget
-                else mapper(w.layer, w.phase, replace(hw, buffer_bytes=budget),
-                            w.input_resident) for w in work[j:k]]
+        span = [remapped(w, unwritten and i == 0) for i, w in enumerate(work[j:k])]
         span.append(mapper(consumer.layer, consumer.phase,
                            replace(hw, buffer_bytes=(capacity - kept) // 2), True))
     except ConfigError:  # a phase's smallest tile no longer fits

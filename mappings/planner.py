@@ -267,8 +267,8 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                 if spilled:
                     table["dram_write_bytes"] += psums
         tables.append(table)
-    # The last chunk's own rows write the final outputs (partial sums are added to copies).
-    out_bytes = int(built[(n - 1, shape, order == INNER)][0]["dram_write_bytes"].sum())
+    # The last chunk's own rows gather the final outputs (partial sums are added to copies).
+    out_bytes = int(built[(n - 1, shape, order == INNER)][0]["gather_bytes"].sum())
     if order == INNER:
         # (tile 0 chunk 0, tile 0 chunk 1, ..., tile 1 chunk 0, ...): every tile holds new
         # blocks of both operands (built with reuse=False).

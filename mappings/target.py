@@ -44,6 +44,9 @@ class HardwareView:
     # and the prices (pJ, from the energy tables; 0: not known) its energy estimate uses.
     objective: str = "edp"               # edp | delay | energy
     inter_layer_reuse: bool = False      # a phase's output may stay on chip for the next
+    # Set per phase by the mapper: False when the phase's result is kept on chip for the
+    # next phase and nothing else reads it (an inference), so it is not written to DRAM.
+    output_to_dram: bool = True
     mac_pj: float = 0.0
     dram_pj_per_byte: float = 0.0        # streaming access
     static_pj_per_cycle: float = 0.0     # DRAM background and refresh, every channel

@@ -474,7 +474,7 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
     table["multicast_bytes"] = s_sent
     table["unicast_bytes"] = a_sent
     table["gather_bytes"] = out_bytes
-    table["dram_write_bytes"] = out_bytes
+    table["dram_write_bytes"] = out_bytes if hw.output_to_dram else 0
     table["glb_read_bytes"] = s_sent + a_sent
     table["glb_write_bytes"] = dram_read + regenerated_bytes + out_bytes
     table["regenerated_weights"] = regenerated[ia] * a_new

@@ -159,10 +159,12 @@ def _fused_relu_follows(vectors: list[VectorCapture], i: int, hw: HardwareView) 
 def vector_tiles(v: VectorCapture, layer_id: int, phase: int, hw: HardwareView,
                  stored_out: BlockStats | None = None, stored_dy: BlockStats | None = None,
                  input_resident: bool = False) -> np.ndarray:
-    """The layer-phase cut into tiles whose data fits the tile's share of the buffer."""
+    """The layer-phase cut into tiles whose data fits the tile's share of the buffer (its
+    result not written when `hw.output_to_dram` is off: kept on chip for the next phase)."""
     if hw.vector_lanes == 0 or (v.kind == "relu" and hw.fused_relu):
         return empty_table(0)
     read, write, ops = vector_traffic(v, phase, hw, stored_out, stored_dy, input_resident)
+    write = write if hw.output_to_dram else 0   # kept on chip, read by the next phase only
     if read == write == ops == 0:
         return empty_table(0)
     n = max(1, -(-(read + write) // hw.buffer_bytes))

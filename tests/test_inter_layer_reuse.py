@@ -73,6 +73,22 @@ def test_each_layer_reads_only_its_weights_when_its_input_stayed_on_chip(lenet30
     assert _reads(reuse, WG) == _reads(plain, WG)
 
 
+def test_an_inference_writes_only_what_a_later_phase_reads(lenet300):
+    """The same LeNet-300-100 as an inference (FF only): with reuse, fc1's and fc2's
+    outputs go straight to the next layer and nothing else reads them, so they are never
+    written; fc3 writes its logits (4 x 10 x 2 B). Without reuse every layer writes its
+    output; the reads are those of the training run's FF."""
+    workload = replace(lenet300, spec=lenet300.spec.model_copy(update={"inference": True}))
+    plain, reuse = map_workload(workload, _view(False)), map_workload(workload, _view(True))
+    outputs = [4 * o * 2 for _, o in SIZES]
+    assert [int(w.table["dram_write_bytes"].sum()) for w in plain] == outputs
+    assert [int(w.table["dram_write_bytes"].sum()) for w in reuse] == [0, 0, outputs[2]]
+    assert [w.output_bytes for w in reuse] == outputs
+    weights = [i * o * 2 for i, o in SIZES]
+    assert _reads(reuse, FF) == [(weights[0] + 4 * 784 * 2, weights[0]),
+                                 (weights[1], weights[1]), (weights[2], weights[2])]
+
+
 def test_an_output_larger_than_the_buffer_is_not_kept():
     """Batch 128 with a 64 KiB buffer (32 KiB a tile): fc1's output (128 x 300 x 2 B =
     76,800 B) cannot stay, so fc2 reads its X from DRAM; fc2's (25,600 B) can, if the tiles
