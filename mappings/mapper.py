@@ -7,7 +7,7 @@ after the conv/linear layer they follow, BP before its BP. A layer-phase starts 
 phases whose outputs it reads are written back (`phase_waits`): a layer's WG overlaps its
 BP and what follows. With
 inter-layer reuse, a phase's output may stay in the global buffer for the next FF or BP
-that reads it (`keep_output_on_chip`).
+that reads it (`keep_output_on_chip`); an inference then need not write it to DRAM.
 """
 
 from __future__ import annotations
