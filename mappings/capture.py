@@ -289,9 +289,12 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
             if not calls.get(name):
                 return
             v = calls[name].pop()
-            v.dy_stats = map_stats(grad_out[0].detach() != 0)
             if v.kind == "fork":  # the first copy's gradient is written last (`Fork`)
-                v.second_stats = map_stats(grad_out[1].detach() != 0)
+                grads = [g if g is not None else torch.zeros_like(grad_in[0])  # a branch
+                         for g in grad_out]                   # off the loss's path: none
+                v.dy_stats, v.second_stats = (map_stats(g.detach() != 0) for g in grads)
+            else:
+                v.dy_stats = map_stats(grad_out[0].detach() != 0)
             if grad_in[0] is not None:
                 v.dx_stats = map_stats(grad_in[0].detach() != 0)
         return hook
