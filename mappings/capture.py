@@ -209,6 +209,7 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     keep = BitMap if packed else (lambda t: t)
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     records: dict[str, dict] = {}
+    last_output: list = [None, False]  # the tensor a hooked layer wrote last; a conv/linear?
     order: list[str] = []
     handles = []
 
@@ -256,8 +257,6 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     calls: dict[str, list[VectorCapture]] = {}  # a module called twice (a shared ReLU)
     # is captured twice; its backward calls come in reverse order
 
-    last_output: list = [None, False]  # the tensor a hooked layer wrote last; a conv/linear?
-
     def on_vector(name: str, kind: str):
         def hook(_m, args, out):
             x = args[0].detach()
@@ -290,8 +289,8 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                 return
             v = calls[name].pop()
             if v.kind == "fork":  # the first copy's gradient is written last (`Fork`)
-                grads = [g if g is not None else torch.zeros_like(grad_in[0])  # a branch
-                         for g in grad_out]                   # off the loss's path: none
+                # (a branch off the loss's path has no gradient: zeros)
+                grads = [torch.zeros_like(grad_in[0]) if g is None else g for g in grad_out]
                 v.dy_stats, v.second_stats = (map_stats(g.detach() != 0) for g in grads)
             else:
                 v.dy_stats = map_stats(grad_out[0].detach() != 0)

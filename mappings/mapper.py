@@ -5,9 +5,9 @@ front its BP (skipped for the first layer, whose input needs no gradient) and it
 layers (batch norm, activations, pooling, residual adds and forks) sit where they ran: FF
 after the conv/linear layer they follow, BP before its BP. A layer-phase starts once the
 phases whose outputs it reads are written back (`phase_waits`): a layer's WG overlaps its
-BP and what follows. With
-inter-layer reuse, a phase's output may stay in the global buffer for the next FF or BP
-that reads it (`keep_output_on_chip`); an inference then need not write it to DRAM.
+BP and what follows. With inter-layer reuse, a phase's output may stay in the global buffer
+for the next FF or BP that reads it (`keep_output_on_chip`); an inference then need not
+write it to DRAM.
 """
 
 from __future__ import annotations
