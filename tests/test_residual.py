@@ -241,3 +241,21 @@ def test_an_inference_writes_the_forked_tensors_only(block_workload):
     assert [(w.name, _dram(w)[1]) for w in work] == [
         ("0", n_bytes), ("3.body.0", 0), ("3.body.3", n_bytes), ("3.add", 0),
         ("4", 0), ("6", 2 * 10 * 2)]
+
+
+@pytest.mark.parametrize(("name", "kwargs", "blocks"), [
+    ("resnet50", {"cifar": True}, 3 + 4 + 6 + 3),                  # every Bottleneck
+    ("mobilenet_v2", {}, 1 + 2 + 3 + 2 + 2),  # the inverted residuals with stride 1, cin = cout
+])
+def test_every_residual_block_forks_and_adds(name, kwargs, blocks):
+    """ResNet-50 and MobileNetV2 on 32 x 32 inputs: one fork and one add per residual
+    block; every batch norm follows its conv directly, so each folds at inference."""
+    from mappings.models import build_model
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=10, **kwargs)
+    vectors: list[VectorCapture] = []
+    capture(model, torch.randn(2, 3, 32, 32), torch.randint(0, 10, (2,)), vectors=vectors)
+    kinds = [v.kind for v in vectors]
+    assert kinds.count("fork") == kinds.count("add") == blocks
+    norms = [v for v in vectors if v.kind == "batchnorm"]
+    assert norms and all(v.foldable for v in norms)
