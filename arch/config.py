@@ -145,8 +145,8 @@ class MappingConfig(Strict):
     # reads it next (FF: the next layer's X; BP: the next layer's dY), when the mapper's
     # estimate says keeping it pays for the smaller tiles it leaves the phases around it
     # (mappings/mapper.py, `keep_output_on_chip`). It is still written to DRAM, since BP
-    # and WG read it later. Off: every phase reads its input from DRAM (a per-layer
-    # simulator's view, SCALE-Sim's among them).
+    # and WG read it later, except in an inference when nothing else reads it. Off: every
+    # phase reads its input from DRAM (a per-layer simulator's view, SCALE-Sim's among them).
     inter_layer_reuse: bool = False
 
 

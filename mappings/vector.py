@@ -34,8 +34,6 @@ sign map) besides dY.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 
 from desim.events import empty_table
@@ -81,18 +79,27 @@ def vector_traffic(v: VectorCapture, phase: int, hw: HardwareView,
     return operands + -(-v.in_elems // 8), dx, ops    # dY plus a sign/argmax bit each
 
 
+def _residual_operands(v: VectorCapture, phase: int, stored_out: BlockStats | None
+                       ) -> tuple[BlockStats | None, int, BlockStats | None, int] | None:
+    """An add's FF or a fork's BP: (the operand written last, elements of each operand, the
+    sum as stored, its elements); None for their other phase, which is free."""
+    if (phase == FF) != (v.kind == "add"):
+        return None
+    if v.kind == "add":
+        return v.in_stats, v.in_elems, stored_out or v.out_stats, v.out_elems
+    return v.dy_stats, v.out_elems, v.dx_stats, v.in_elems
+
+
 def _residual_traffic(v: VectorCapture, phase: int, hw: HardwareView,
                       stored_out: BlockStats | None, input_resident: bool
                       ) -> tuple[int, int, int]:
     """An add's FF and a fork's BP: two operands in, their sum out (fused: the other operand
     in only); their other phase is free."""
-    if (phase == FF) != (v.kind == "add"):
+    operands = _residual_operands(v, phase, stored_out)
+    if operands is None:
         return 0, 0, 0
+    last, n_in, out, n_out = operands
     eb = hw.element_bytes
-    if v.kind == "add":
-        last, n_in, out, n_out = v.in_stats, v.in_elems, stored_out or v.out_stats, v.out_elems
-    else:
-        last, n_in, out, n_out = v.dy_stats, v.out_elems, v.dx_stats, v.in_elems
     ops = OPS_PER_ELEMENT[(v.kind, phase)] * n_out
     other = _in_format(v.second_stats, n_in * eb, hw)
     if hw.fused_residual:  # the producer's stream reads the other operand, writes the sum
@@ -106,9 +113,12 @@ def result_bytes(v: VectorCapture, phase: int, hw: HardwareView,
                  ) -> int:
     """Bytes of the tensor a vector layer-phase produces, as stored: what it writes, or for a
     fused residual sum, what the stream it is fused into writes in its place."""
-    if v.kind in ("add", "fork") and hw.fused_residual and (phase == FF) == (v.kind == "add"):
-        unfused = replace(hw, fused_residual=False)
-        return _residual_traffic(v, phase, unfused, stored_out, False)[1]
+    if v.kind in ("add", "fork"):
+        operands = _residual_operands(v, phase, stored_out)
+        if operands is None:
+            return 0
+        _, _, out, n_out = operands
+        return _in_format(out, n_out * hw.element_bytes, hw)
     return vector_traffic(v, phase, hw, stored_out, stored_dy)[1]
 
 
@@ -127,8 +137,7 @@ def stored_outputs(vectors: list[VectorCapture], hw: HardwareView) -> list[Block
     stored = [vectors[i + 1].out_stats if _fused_relu_follows(vectors, i, hw) else v.out_stats
               for i, v in enumerate(vectors)]
     for i in range(len(vectors) - 1):
-        nxt = vectors[i + 1]
-        if hw.fused_residual and nxt.kind == "add" and nxt.after == vectors[i].after:
+        if hw.fused_residual and _add_follows(vectors, i):
             stored[i] = stored[i + 1]
     return stored
 
@@ -141,11 +150,17 @@ def stored_gradients(vectors: list[VectorCapture], hw: HardwareView
     gradient on unchanged, so the layer that feeds an add reads what the add's ReLU received."""
     stored = []
     for i, v in enumerate(vectors):
-        nxt = vectors[i + 1] if i + 1 < len(vectors) else None
-        j = i + 1 if nxt is not None and nxt.kind == "add" and nxt.after == v.after else i
+        j = i + 1 if _add_follows(vectors, i) else i
         stored.append(vectors[j + 1].dy_stats if _fused_relu_follows(vectors, j, hw)
                       and not hw.skip_relu_masked_gradients else v.dy_stats)
     return stored
+
+
+def _add_follows(vectors: list[VectorCapture], i: int) -> bool:
+    """Whether layer i's output is the operand an add takes last (the next vector layer is an
+    add, after the same conv/linear layer)."""
+    nxt = vectors[i + 1] if i + 1 < len(vectors) else None
+    return nxt is not None and nxt.kind == "add" and nxt.after == vectors[i].after
 
 
 def _fused_relu_follows(vectors: list[VectorCapture], i: int, hw: HardwareView) -> bool:
