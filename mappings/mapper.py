@@ -6,8 +6,9 @@ layers (batch norm, activations, pooling, residual adds and forks) sit where the
 after the conv/linear layer they follow, BP before its BP. A layer-phase starts once the
 phases whose outputs it reads are written back (`phase_waits`): a layer's WG overlaps its
 BP and what follows. With inter-layer reuse, a phase's output may stay in the global buffer
-for the next FF or BP that reads it (`keep_output_on_chip`); an inference then need not
-write it to DRAM.
+for the next FF or BP that reads it (`keep_output_on_chip`), and a gradient kept for a
+layer's BP through its WG too (`wg_reads_kept_gradient`); what no later phase reads from
+DRAM is then not written there.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class PhaseWork:
     input_elems: int = 0    # elements of the input it streams (FF: X, BP: dY; WG: 0)
     output_elems: int = 0   # elements of its result
     input_resident: bool = False  # its input was left in the global buffer by the phase before
+    buffer_bytes: int = 0   # the tile budget it was mapped under (HardwareView.buffer_bytes)
 
 
 def training_order(workload: Workload) -> list[tuple[int, int]]:
@@ -105,19 +107,20 @@ class PhaseMapper:
                              output_bytes=result_bytes(vector, phase, hw, self.stored[v],
                                                        self.stored_dy[v]),
                              input_elems=elems[phase != FF], output_elems=elems[phase == FF],
-                             input_resident=input_resident)
+                             input_resident=input_resident, buffer_bytes=hw.buffer_bytes)
         layer = self.layer(layer_id)
         table, totals = tile_phase(
             layer, layer_id, phase, hw, self.policy,
             pruned_grads_unused=self.workload.pruned_grads_unused,
             circulant_block=self.circulant if layer.name in self.pruned else 0,
-            stream_resident=input_resident,
+            input_resident=input_resident,
             counted=(_recent(self._counted, (layer_id, phase), dict)
                      if hw.inter_layer_reuse and phase != WG else None))  # only reuse re-maps
         x, dy = layer.x_nz.numel(), layer.dy_nz.numel()
         elems = {FF: (x, dy), BP: (dy, x), WG: (0, layer.w_nz.numel())}[phase]
         return PhaseWork(layer.name, layer_id, phase, table, **totals, input_elems=elems[0],
-                         output_elems=elems[1], input_resident=input_resident)
+                         output_elems=elems[1], input_resident=input_resident,
+                         buffer_bytes=hw.buffer_bytes)
 
 
 def _recent(cache: dict, key: object, make: Callable[[], object]) -> object:
@@ -133,6 +136,7 @@ def map_workload(workload: Workload, hw: HardwareView) -> list[PhaseWork]:
     mapper = PhaseMapper(workload, hw)
     work: list[PhaseWork] = []
     producer, held = -1, 0  # the last FF/BP phase's index, and its input's bytes kept on chip
+    maker = -1              # the FF/BP phase before it, which made that input
     forked = False          # whether a fork hands the producer's output to a second branch
     for layer_id, phase in training_order(workload):
         if layer_id < 0 and workload.vectors[-1 - layer_id].kind == "fork":
@@ -141,12 +145,18 @@ def map_workload(workload: Workload, hw: HardwareView) -> list[PhaseWork]:
         if w is None:
             continue
         work.append(w)
-        if hw.inter_layer_reuse and phase != WG:
-            # Only an inference's output may stay unwritten: in training BP and WG read it.
-            written = not workload.spec.inference or forked
-            held = (keep_output_on_chip(work, producer, mapper, hw, held, written)
-                    if producer >= 0 else 0)
-            producer, forked = len(work) - 1, False
+        if not hw.inter_layer_reuse:
+            continue
+        if phase == WG:
+            if held and (work[producer].layer, work[producer].phase) == (layer_id, BP):
+                wg_reads_kept_gradient(work, maker, mapper, hw, held)
+            continue
+        # Only an inference's output may stay unwritten here: in training BP and WG read it
+        # (a gradient both read on chip goes unwritten in wg_reads_kept_gradient).
+        written = not workload.spec.inference or forked
+        held = (keep_output_on_chip(work, producer, mapper, hw, held, written)
+                if producer >= 0 else 0)
+        maker, producer, forked = producer, len(work) - 1, False
     return work
 
 
@@ -197,6 +207,42 @@ def keep_output_on_chip(work: list[PhaseWork], j: int, mapper: PhaseMapper, hw: 
         return 0
     work[j:] = span
     return kept
+
+
+def wg_reads_kept_gradient(work: list[PhaseWork], maker: int, mapper: PhaseMapper,
+                           hw: HardwareView, held: int) -> None:
+    """Inter-layer reuse beyond the next phase: a layer's BP read its dY (`held` bytes) from
+    the global buffer, where work[maker] left it; whether its WG, the last phase of `work`,
+    reads it there too instead of from DRAM. The gradient then stays through the WG, which
+    is tiled in what is left. When nothing else reads it (no residual add passed it to a
+    second branch), work[maker] need not write it to DRAM either: BP and WG were its only
+    readers. Both are mapped again in place when the mapper's estimate (`plan_key`) of the
+    phases from work[maker] on says so."""
+    k = len(work) - 1
+    wg = work[k]
+    budget = (2 * hw.buffer_bytes - held) // 2
+    try:
+        span = [*work[maker:k], mapper(wg.layer, WG, replace(hw, buffer_bytes=budget), True)]
+        if not _gradient_shared(mapper.workload, wg.layer, hw):
+            made = work[maker]
+            span[0] = mapper(made.layer, made.phase,
+                             replace(hw, buffer_bytes=made.buffer_bytes, output_to_dram=False),
+                             made.input_resident)
+    except ConfigError:  # the WG's smallest tile no longer fits
+        return
+    if None in span or (plan_key(np.concatenate([w.table for w in span]), hw, 0)
+                        >= plan_key(np.concatenate([w.table for w in work[maker:]]), hw, 0)):
+        return
+    work[maker:] = span
+
+
+def _gradient_shared(workload: Workload, layer_id: int, hw: HardwareView) -> bool:
+    """Whether a layer's dY is also another branch's gradient: its output goes straight (or
+    through a fused ReLU, which masks the gradient as it is read) into a residual add, whose
+    BP hands the same gradient to both operands."""
+    following = [v for v in workload.vectors if v.after == layer_id
+                 and not (v.kind == "relu" and hw.fused_relu)]
+    return bool(following) and following[0].kind == "add"
 
 
 def phase_waits(work: list[PhaseWork]) -> list[int]:

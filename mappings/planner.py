@@ -37,7 +37,7 @@ from mappings.tiling import (
 
 def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareView,
                policy: SkipPolicy, *, pruned_grads_unused: bool, circulant_block: int = 0,
-               stream_resident: bool = False, counted: dict | None = None
+               input_resident: bool = False, counted: dict | None = None
                ) -> tuple[np.ndarray, dict]:
     """The event-table rows of one phase of one layer, and the layer-phase totals (with
     `output_bytes`, what the phase writes as its result, and `tile_buffer_bytes`, the
@@ -47,8 +47,9 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     `circulant_block` b > 0: the layer's weights are b x b circulant blocks run by FFT
     (CirCNN, `HardwareView.circulant_fft`): each tile's MACs are scaled by
     `mappings.circulant.fft_mac_ratio` and the weights take b-fold fewer bytes.
-    `stream_resident`: the stream operand (FF's X, BP's dY) is already in the global buffer,
-    left there by the phase before (inter-layer reuse): no tile reads it from DRAM.
+    `input_resident`: the input an earlier phase made (FF's X, BP's and WG's dY) is already
+    in the global buffer (inter-layer reuse): no tile reads it from DRAM. It is FF's and
+    BP's stream operand and WG's channel operand.
     `counted`: a dict the caller keeps for this layer and phase, to count FF's or BP's
     reduction plans once over calls with other budgets (they do not depend on it; WG's
     chunks do, so WG counts again).
@@ -57,11 +58,13 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     pruned_grads_unused = pruned_grads_unused and layer.weight_is_parameter
     if circulant_block and not layer.weight_is_parameter:
         circulant_block = 0
+    resident = (input_resident and phase != WG, input_resident and phase == WG)
     keep = counted is not None and phase != WG
     if keep and "plans" in counted:
         plans = counted["plans"]
     else:
-        plans = _reduction_plans(layer, phase, hw, policy, pruned_grads_unused, circulant_block)
+        plans = _reduction_plans(layer, phase, hw, policy, pruned_grads_unused, circulant_block,
+                                 resident[1])
         if keep:
             counted["plans"] = plans
     # Counts add over a reduction, so every plan has the phase's totals and busy channels:
@@ -87,7 +90,7 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
             try:
                 table, weight_bytes, out_bytes, need = _tile_plan(
                     parts, maps, shaped, channels, order, layer_index, phase, hw, policy,
-                    where, pruned_grads_unused, circulant_block, built, stream_resident)
+                    where, pruned_grads_unused, circulant_block, built, resident)
             except ConfigError as err:   # this plan's smallest tile does not fit
                 first_error = first_error or err
                 continue
@@ -112,7 +115,8 @@ MIN_CHUNK_CHANNELS = 8  # a narrower reduction chunk saves too little to be wort
 
 
 def _reduction_plans(layer: LayerCapture, phase: int, hw: HardwareView, policy: SkipPolicy,
-                     pruned_grads_unused: bool, circulant_block: int) -> list[tuple]:
+                     pruned_grads_unused: bool, circulant_block: int,
+                     dy_resident: bool = False) -> list[tuple]:
     """The ways to cut a phase's reduction into chunks: (chunks, their count maps, the loop
     orders to try) for each.
 
@@ -124,12 +128,13 @@ def _reduction_plans(layer: LayerCapture, phase: int, hw: HardwareView, policy: 
     `MIN_CHUNK_CHANNELS`), chunks outermost: a layer whose weights dwarf the buffer can then
     keep its whole input on chip while its weights stream past once, instead of re-reading
     one of the two (a Timeloop-style reduction split). Counts add over a reduction, so the
-    finest chunks are counted once and the coarser plans sum them."""
+    finest chunks are counted once and the coarser plans sum them. `dy_resident`: WG's dY
+    is already in the buffer, so its chunks need no room for it."""
     def counted(parts: list[LayerCapture]) -> list[tuple]:
         return [_count_maps(part, phase, hw, policy, pruned_grads_unused) for part in parts]
 
     if phase == WG:
-        chunks = _wg_chunks(layer, hw)
+        chunks = _wg_chunks(layer, hw, dy_resident)
         n, m = layer.dy_nz.shape[0], chunks[0].dy_nz.shape[0]
         if chunks[0].x_valid is not None:  # runs of rows: no finer image chunks
             return [(chunks, counted(chunks), (INNER, KEPT, SPILLED))]
@@ -215,14 +220,15 @@ def _count_maps(part: LayerCapture, phase: int, hw: HardwareView, policy: SkipPo
 def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple],
                channels: torch.Tensor, order: str, layer_index: int, phase: int,
                hw: HardwareView, policy: SkipPolicy, where: str, pruned_grads_unused: bool,
-               circulant_block: int, built: dict, stream_resident: bool = False
-               ) -> tuple[np.ndarray, int, int, int]:
+               circulant_block: int, built: dict,
+               resident: tuple[bool, bool] = (False, False)) -> tuple[np.ndarray, int, int, int]:
     """The event rows of one plan (its chunks in `order`), the weight bytes it reads, the
     bytes of its final outputs and the buffer budget its tiles need.
 
     Chunks outermost pass partial sums between chunks: they go to the PEs' accumulators
     with a tile and come back after it, dense at the accumulator's precision, through the
-    global buffer (KEPT) and also DRAM (SPILLED)."""
+    global buffer (KEPT) and also DRAM (SPILLED). `resident`: whether the stream and the
+    channel operand are already in the buffer (`tile_part`)."""
     _, n_img, n_rows, length = maps[0][2].shape
     tiling_hw, psum_share = hw, 0
     if order == KEPT:  # the partial sums take their share of both halves of the buffer
@@ -236,10 +242,10 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
     ps, win = shaped[0]
     shape = choose_tile(ps, win, len(channels), n_img, n_rows, length, tiling_hw, where,
                         weights=phase != WG and parts[0].weight_is_parameter,
-                        stream_resident=stream_resident)
+                        stream_resident=resident[0], channel_resident=resident[1])
     need = psum_share + tile_bytes(shape, ps, win, (n_rows, length),
                                    int(ps.channel_operand.elems[0]), hw.element_bytes,
-                                   stream_resident)
+                                   *resident)
     n = len(parts)
     tables, weight_bytes = [], 0
     for i, (part, m) in enumerate(zip(parts, maps, strict=True)):
@@ -249,7 +255,7 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                                    channels, shape, pruned_grads_unused=pruned_grads_unused,
                                    last=i == n - 1, reuse=order != INNER,
                                    circulant_block=circulant_block,
-                                   stream_resident=stream_resident)
+                                   stream_resident=resident[0], channel_resident=resident[1])
         table, wb, psums = built[key]
         weight_bytes += wb
         if order in (KEPT, SPILLED) and n > 1:
@@ -313,10 +319,11 @@ def _estimated_pj(table: np.ndarray, hw: HardwareView, cycles: float) -> float:
             + cycles * hw.static_pj_per_cycle)
 
 
-def _wg_chunks(layer: LayerCapture, hw: HardwareView) -> list[LayerCapture]:
+def _wg_chunks(layer: LayerCapture, hw: HardwareView, dy_resident: bool = False
+               ) -> list[LayerCapture]:
     """WG's reduction (over images, then over output rows) split into as few chunks as fit:
     one chunk when the whole batch fits, else groups of images, else runs of output rows of
-    one image."""
+    one image (`dy_resident`: dY is in the buffer already and takes no tile room)."""
     n, _, p, _ = layer.dy_nz.shape
     k, cg, r, s = layer.w_nz.shape
 
@@ -324,7 +331,7 @@ def _wg_chunks(layer: LayerCapture, hw: HardwareView) -> list[LayerCapture]:
         ps, win = phase_shape(part, WG, hw)
         shape = TileShape(max(1, min(k, hw.clusters)), 1, 1)
         return fits(shape, ps, win, (cg, r * s), int(ps.channel_operand.elems[0]),
-                    hw.element_bytes, hw.buffer_bytes)
+                    hw.element_bytes, hw.buffer_bytes, channel_resident=dy_resident)
 
     for m in sorted(set(halvings(n)), reverse=True):
         if smallest_tile_fits(_slice(layer, 0, m)):

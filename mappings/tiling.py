@@ -247,26 +247,30 @@ def _per_tile_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView
 
 
 def tile_bytes(shape: TileShape, ps: PhaseShape, win: _Window, out_rows_len: tuple[int, int],
-               a_elems: int, eb: int, stream_resident: bool = False) -> int:
+               a_elems: int, eb: int, stream_resident: bool = False,
+               channel_resident: bool = False) -> int:
     """The buffer bytes of a tile's channel block, stream block and outputs; a resident
-    stream operand (inter-layer reuse) is already in the buffer, outside the tile."""
+    operand (inter-layer reuse) is already in the buffer, outside the tile."""
     n_rows, length = out_rows_len
     rows = min(shape.rows, n_rows)
     h0, h1 = win(np.array([0]), np.array([rows]))
     in_rows = int(h1[0] - h0[0]) if shape.rows < n_rows else win.rows_in
     stream = 0 if stream_resident else shape.images * in_rows * ps.stream_row_elems
     out = shape.ka * shape.images * rows * length
-    return (shape.ka * a_elems + stream + out) * eb
+    chan = 0 if channel_resident else shape.ka * a_elems
+    return (chan + stream + out) * eb
 
 
 def fits(shape: TileShape, ps: PhaseShape, win: _Window, out_rows_len: tuple[int, int],
-         a_elems: int, eb: int, budget: int, stream_resident: bool = False) -> bool:
-    return tile_bytes(shape, ps, win, out_rows_len, a_elems, eb, stream_resident) <= budget
+         a_elems: int, eb: int, budget: int, stream_resident: bool = False,
+         channel_resident: bool = False) -> bool:
+    return tile_bytes(shape, ps, win, out_rows_len, a_elems, eb, stream_resident,
+                      channel_resident) <= budget
 
 
 def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, length: int,
                 hw: HardwareView, where: str, weights: bool = False,
-                stream_resident: bool = False) -> TileShape:
+                stream_resident: bool = False, channel_resident: bool = False) -> TileShape:
     """The tile shape and loop order that should run fastest (a small mapper search).
 
     Candidates: channel blocks of clusters * 2^i channels (or all of them) and row blocks of
@@ -279,8 +283,8 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     sent again on every tile unless it is unchanged and its share fits in half a cluster's
     local buffer. The estimate of time is the larger of the DRAM time and the time on the
     global buffer's NoC port; ties go to fewer DRAM bytes, then fewer tiles, then more
-    channels per tile. A resident stream operand (`stream_resident`: the previous phase
-    left it in the buffer) takes no tile space and no DRAM reads.
+    channels per tile. A resident operand (`stream_resident`, `channel_resident`: an
+    earlier phase left it in the buffer) takes no tile space and no DRAM reads.
     """
     a_elems = int(ps.channel_operand.elems[0]) if len(ps.channel_operand.elems) else 0
     eb = hw.element_bytes
@@ -290,6 +294,7 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     blocks += [(1, r) for r in sorted(set(halvings(n_rows)), reverse=True) if r < n_rows]
     channel_ratio, stream_ratio = _compression(ps, hw, weights)
     channel_bytes = a * a_elems * eb * channel_ratio
+    channel_dram = 0 if channel_resident else channel_bytes
     best, best_key = None, None
     for images, rows in blocks:
         i0, i1, r0, r1 = _blocks(TileShape(1, images, rows), n_img, n_rows)
@@ -302,7 +307,7 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
         for ka in ka_options:
             shape = TileShape(ka, images, rows)
             if not fits(shape, ps, win, (n_rows, length), a_elems, eb, hw.buffer_bytes,
-                        stream_resident):
+                        stream_resident, channel_resident):
                 continue
             na = -(-a // ka)
             channel_kept = ka * a_elems * eb * channel_ratio / min(ka, hw.clusters) <= half_local
@@ -310,11 +315,11 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                       "input_stationary": (True,)}[hw.dataflow]
             for outer in orders:
                 if outer:   # rows outside: channel blocks change every tile
-                    dram = stream_dram + channel_bytes * (nb if na > 1 else 1)
+                    dram = stream_dram + channel_dram * (nb if na > 1 else 1)
                     sent = (stream_bytes * (1 if stream_kept or na == 1 else na)
                             + channel_bytes * (nb if na > 1 or not channel_kept else 1))
                 else:       # channels outside: row blocks change every tile
-                    dram = channel_bytes + stream_dram * (na if nb > 1 else 1)
+                    dram = channel_dram + stream_dram * (na if nb > 1 else 1)
                     sent = (channel_bytes * (1 if channel_kept or nb == 1 else nb)
                             + stream_bytes * (na if nb > 1 or not stream_kept else 1))
                 time = max(dram / hw.dram_bytes_per_cycle, sent / hw.noc_port_bytes_per_cycle)
@@ -388,12 +393,14 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
               phase: int, hw: HardwareView, policy: SkipPolicy,
               maps: tuple[torch.Tensor, ...], channels: torch.Tensor, shape: TileShape, *,
               pruned_grads_unused: bool, last: bool, reuse: bool, circulant_block: int = 0,
-              stream_resident: bool = False) -> tuple[np.ndarray, int, np.ndarray]:
+              stream_resident: bool = False, channel_resident: bool = False
+              ) -> tuple[np.ndarray, int, np.ndarray]:
     """Event rows of one (chunk of a) phase, given its count maps of the kept channels only,
     the weight bytes they read from DRAM, and each row's outputs in bytes as dense partial
     sums (at the accumulator's precision). `reuse`: consecutive tiles may keep a block (False
-    when chunks interleave); `stream_resident`: the stream operand is already in the global
-    buffer (left there by the phase before), so no tile reads it from DRAM."""
+    when chunks interleave); `stream_resident` (`channel_resident`): the stream (channel)
+    operand is already in the global buffer, left there by an earlier phase, so no tile
+    reads it from DRAM."""
     nominal, effectual, processed, speculated = maps
     ps, win = shaped
     chan = ps.channel_operand.select(channels)
@@ -458,8 +465,10 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
     s_tile = np.round(s_bytes[ib] * groups_frac[ia]).astype(np.int64)
     a_new, s_new = (_changed(ia), _changed(ib)) if reuse else (np.ones(len(ia), bool),) * 2
     a_dram = a_dram_bytes[ia] * a_new
-    dram_read = a_dram + (0 if stream_resident else s_tile * s_new)
     regenerated_bytes = (a_tile * a_new) - a_dram  # written into the buffer by the generator
+    if channel_resident:
+        a_dram = a_dram * 0
+    dram_read = a_dram + (0 if stream_resident else s_tile * s_new)
     # The clusters keep a block between tiles when their share of it fits in half their
     # local buffer: an unchanged block is then neither sent nor scanned again.
     active = np.minimum(channels_in_block, hw.clusters)[ia]

@@ -178,17 +178,19 @@ def vector_tiles(v: VectorCapture, layer_id: int, phase: int, hw: HardwareView,
     result not written when `hw.output_to_dram` is off: kept on chip for the next phase)."""
     if hw.vector_lanes == 0 or (v.kind == "relu" and hw.fused_relu):
         return empty_table(0)
-    read, write, ops = vector_traffic(v, phase, hw, stored_out, stored_dy, input_resident)
-    write = write if hw.output_to_dram else 0   # kept on chip, read by the next phase only
-    if read == write == ops == 0:
+    read, result, ops = vector_traffic(v, phase, hw, stored_out, stored_dy, input_resident)
+    write = result if hw.output_to_dram else 0   # kept on chip, read by later phases only
+    if read == result == ops == 0:
         return empty_table(0)
     n = max(1, -(-(read + write) // hw.buffer_bytes))
     table = empty_table(n)
     table["layer"], table["phase"] = layer_id, phase
     table["dram_read_bytes"] = _split(read, n)
     table["dram_write_bytes"] = _split(write, n)
-    table["glb_write_bytes"] = table["dram_read_bytes"] + table["dram_write_bytes"]
-    table["glb_read_bytes"] = table["glb_write_bytes"]
+    # Into the buffer: what DRAM sends and what the unit makes; out: what the unit reads and
+    # what goes back to DRAM.
+    table["glb_write_bytes"] = table["dram_read_bytes"] + _split(result, n)
+    table["glb_read_bytes"] = table["dram_read_bytes"] + table["dram_write_bytes"]
     table["vector_ops"] = _split(ops, n)
     return table
 

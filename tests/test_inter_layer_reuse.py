@@ -1,6 +1,7 @@
 """Inter-layer reuse: a layer-phase's output stays in the global buffer for the next phase
 that reads it (FF: the next layer's X; BP: the next layer's dY) when it fits, so that phase
-reads only its other operand from DRAM; the output is still written, for BP and WG."""
+reads only its other operand from DRAM; the output is still written, for BP and WG, unless
+they read it on chip too (a gradient kept through its layer's WG)."""
 
 from dataclasses import replace
 from pathlib import Path
@@ -8,19 +9,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from arch.accelerator import Accelerator
 from desim.experiment import load_arch
 from desim.module import Simulator
 from desim.runner import hardware_view
-from mappings.capture import VectorCapture
+from mappings.capture import VectorCapture, capture
 from mappings.counting import BP, FF, WG
 from mappings.mapper import map_workload
+from mappings.models.common import Add, Fork
 from mappings.pruning import PruningSpec
 from mappings.target import HardwareView
 from mappings.tiling import TileShape, phase_shape, tile_bytes
-from mappings.vector import vector_traffic
-from mappings.workload import WorkloadSpec, capture_workload
+from mappings.vector import vector_tiles, vector_traffic
+from mappings.workload import Workload, WorkloadSpec, capture_workload
 
 DENSE = Path(__file__).resolve().parent.parent / "configs" / "arch" / "dense.yaml"
 SIZES = [(784, 300), (300, 100), (100, 10)]  # LeNet-300-100's layers (in, out)
@@ -50,8 +53,9 @@ def test_each_layer_reads_only_its_weights_when_its_input_stayed_on_chip(lenet30
     """Dense fp16 LeNet-300-100, batch 4, on dense.yaml (512 KiB buffer): every activation
     and gradient fits. Without reuse, FF of layer l reads its weights and X (4 x in x 2 B);
     with it, FF of layers 2 and 3 read their weights only. BP runs fc3 (dY from the loss,
-    read), WG fc3, then BP fc2, whose dY is fc3's dX, kept through fc3's WG. Writes are the
-    same both ways."""
+    read), WG fc3, then BP fc2, whose dY is fc3's dX, kept through fc3's WG and then read by
+    fc2's WG from the buffer too: fc3's BP need not write it. The other writes are the same
+    both ways."""
     plain, reuse = map_workload(lenet300, _view(False)), map_workload(lenet300, _view(True))
     weights = [i * o * 2 for i, o in SIZES]
     inputs = [4 * i * 2 for i, _ in SIZES]
@@ -63,14 +67,20 @@ def test_each_layer_reads_only_its_weights_when_its_input_stayed_on_chip(lenet30
                                  (weights[1] + 4 * 100 * 2, weights[1])]
     assert _reads(reuse, BP) == [(weights[2] + 4 * 10 * 2, weights[2]),
                                  (weights[1], weights[1])]
-    assert [w.input_resident for w in reuse] == [False, True, True, False, False, True, False,
+    assert [w.input_resident for w in reuse] == [False, True, True, False, False, True, True,
                                                   False]
     assert [w.phase for w in reuse] == [FF, FF, FF, BP, WG, BP, WG, WG]
-    for a, b in zip(plain, reuse, strict=True):
-        assert a.output_bytes == b.output_bytes == int(b.table["dram_write_bytes"].sum())
+    for i, (a, b) in enumerate(zip(plain, reuse, strict=True)):
+        written = 0 if i == 3 else b.output_bytes
+        assert a.output_bytes == b.output_bytes
+        assert int(b.table["dram_write_bytes"].sum()) == written
         assert int((a.table["glb_write_bytes"] - a.table["dram_read_bytes"]).sum()) == int(
             (b.table["glb_write_bytes"] - b.table["dram_read_bytes"]).sum())  # refills only
-    assert _reads(reuse, WG) == _reads(plain, WG)
+    # WG: fc3, fc2, fc1; fc2's reads only X (4 x 300 x 2 B), its dY (4 x 100 x 2 B) kept
+    plain_wg = _reads(plain, WG)
+    assert plain_wg == [(4 * 100 * 2 + 4 * 10 * 2, 0), (4 * 300 * 2 + 4 * 100 * 2, 0),
+                        (4 * 784 * 2 + 4 * 300 * 2, 0)]
+    assert _reads(reuse, WG) == [plain_wg[0], (4 * 300 * 2, 0), plain_wg[2]]
 
 
 def test_an_inference_writes_only_what_a_later_phase_reads(lenet300):
@@ -110,15 +120,17 @@ def test_an_output_larger_than_the_buffer_is_not_kept():
             assert w.tile_buffer_bytes <= (2 * hw.buffer_bytes - 25_600) // 2
 
 
-def test_a_resident_stream_takes_no_room_in_the_tile(lenet300):
+def test_a_resident_operand_takes_no_room_in_the_tile(lenet300):
     """A tile's buffer bytes: channel block + stream block + outputs, in elements x 2 B; a
-    resident stream is already in the buffer."""
+    resident stream (FF's X) or channel operand (WG's dY) is already in the buffer."""
     layer = lenet300.layers[1].unpack()       # fc2: X (4, 300, 1, 1), W (100, 300, 1, 1)
     ps, win = phase_shape(layer, FF, _view(False))
     shape = TileShape(ka=32, images=4, rows=1)
     assert tile_bytes(shape, ps, win, (1, 1), 300, 2) == (32 * 300 + 4 * 300 + 32 * 4) * 2
     assert tile_bytes(shape, ps, win, (1, 1), 300, 2, stream_resident=True) == (
         (32 * 300 + 32 * 4) * 2)
+    assert tile_bytes(shape, ps, win, (1, 1), 300, 2, channel_resident=True) == (
+        (4 * 300 + 32 * 4) * 2)
 
 
 # (layer, phase, tile budget, input kept, expected (DRAM read, DRAM written, vector ops)):
@@ -150,25 +162,80 @@ def test_vector_layers_read_a_kept_input_from_the_buffer(layer, phase, budget, k
 
 
 def test_reuse_on_a_training_run_saves_dram_reads_only_and_keeps_the_work(lenet300):
-    """The whole iteration: the same MACs and writes, fewer DRAM reads."""
+    """The whole iteration: the same MACs, fewer DRAM reads and one write less (fc3's dX,
+    read by fc2's BP and WG from the buffer)."""
     plain, reuse = map_workload(lenet300, _view(False)), map_workload(lenet300, _view(True))
 
     def total(work, column):
         return int(np.sum([w.table[column].sum() for w in work]))
 
-    for column in ("macs", "processed_macs", "dram_write_bytes", "gather_bytes"):
+    for column in ("macs", "processed_macs", "gather_bytes"):
         assert total(plain, column) == total(reuse, column)
-    saved = 4 * 300 * 2 + 4 * 100 * 2 + 4 * 100 * 2  # fc1's Y, fc2's Y, fc3's dX
+    assert total(plain, "dram_write_bytes") - total(reuse, "dram_write_bytes") == 4 * 100 * 2
+    # fc1's Y, fc2's Y, fc3's dX (by fc2's BP and by its WG)
+    saved = 4 * 300 * 2 + 4 * 100 * 2 + 2 * (4 * 100 * 2)
     assert total(plain, "dram_read_bytes") - total(reuse, "dram_read_bytes") == saved
     assert WG in {w.phase for w in reuse}
 
 
 def test_layers_csv_says_which_phases_read_their_input_from_the_buffer(lenet300):
     """The run's per-phase table marks the phases whose input stayed on chip: LeNet-300-100
-    at batch 4 on dense.yaml, FF of fc2 and fc3 and BP of fc2 (as above)."""
+    at batch 4 on dense.yaml, FF of fc2 and fc3 and BP and WG of fc2 (as above)."""
     from desim.runner import simulate
 
     rows = simulate("dense", load_arch(DENSE), lenet300).layers
     kept = rows[rows["input_on_chip"]]
     assert list(zip(kept["layer"], kept["phase"], strict=True)) == [("2", "FF"), ("4", "FF"),
-                                                                     ("2", "BP")]
+                                                                     ("2", "BP"), ("2", "WG")]
+
+
+class _Chain(nn.Module):
+    """fc_in -> ReLU -> body -> fc_out; `residual`: the ReLU's output also skips the body and
+    joins its output in an add, so body's dY is the shortcut's gradient too."""
+
+    def __init__(self, residual: bool) -> None:
+        super().__init__()
+        self.residual = residual
+        self.fc_in, self.relu = nn.Linear(16, 32), nn.ReLU()
+        self.fork, self.body, self.add = Fork(), nn.Linear(32, 32), Add()
+        self.fc_out = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.relu(self.fc_in(x))
+        if not self.residual:
+            return self.fc_out(self.body(h))
+        into_body, into_shortcut = self.fork(h)
+        return self.fc_out(self.add(self.body(into_body), into_shortcut))
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_a_kept_gradient_is_written_only_when_another_branch_reads_it(residual):
+    """Batch 4 on dense.yaml with reuse: fc_out's dX (4 x 32 x 2 B) stays on chip for body's
+    BP and WG, so WG reads only its X (4 x 32 x 2 B). Without the shortcut nothing else
+    reads it and fc_out's BP writes nothing; with it, the fork's BP reads it as the
+    shortcut's gradient later, so it is written."""
+    torch.manual_seed(0)
+    vectors: list[VectorCapture] = []
+    layers = capture(_Chain(residual), torch.randn(4, 16), torch.randint(0, 10, (4,)),
+                     packed=True, vectors=vectors)
+    workload = Workload(WorkloadSpec(model="lenet300", batch=4, data="random"),
+                        PruningSpec(method="dense"), layers, True, vectors=vectors)
+    by = {(w.name, w.phase): w for w in map_workload(workload, _view(True))}
+    body_wg = by[("body", WG)]
+    assert body_wg.input_resident and by[("body", BP)].input_resident
+    assert _reads([body_wg], WG) == [(4 * 32 * 2, 0)]
+    written = int(by[("fc_out", BP)].table["dram_write_bytes"].sum())
+    assert written == (4 * 32 * 2 if residual else 0)
+
+
+def test_a_vector_result_kept_on_chip_is_still_written_into_the_buffer():
+    """Pooling's FF (40,000 fp16 elements in, 10,000 out) with its result kept for the next
+    phase only: nothing goes to DRAM, but the 20,000 B still enter the global buffer."""
+    hw = HardwareView(clusters=1, pes_per_cluster=1, buffer_bytes=262_144, element_bytes=2,
+                      vector_lanes=64)
+    for to_dram, written in ((True, 20_000), (False, 0)):
+        table = vector_tiles(POOL, -1, FF, replace(hw, output_to_dram=to_dram))
+        assert int(table["dram_read_bytes"].sum()) == 80_000
+        assert int(table["dram_write_bytes"].sum()) == written
+        assert int(table["glb_write_bytes"].sum()) == 80_000 + 20_000
+        assert int(table["glb_read_bytes"].sum()) == 80_000 + written
