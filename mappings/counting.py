@@ -4,7 +4,8 @@ A convolution of 0/1 maps counts, for every output, the pairs of operands that m
 `conv2d(X != 0, W != 0)` gives each output of FF its number of effectual MACs. The same holds
 for BP (`conv2d_input` of dY and W) and WG (`conv2d_weight` of X and dY). The counts are exact
 in float32 while below 2**24 per output (the largest reduction here is N*P*Q of a WG output);
-they are turned into int64 before anything sums them.
+they are kept as int32 (half the memory of int64: the tiler reads these maps many times)
+and torch sums them as int64.
 
 Three maps per phase:
 - `nominal`: every pair whose operands are in bounds (padding excluded); the layer's MACs.
@@ -66,7 +67,7 @@ def _maps(layer: LayerCapture, phase: int, x: torch.Tensor, w: torch.Tensor,
 
 def count_map(layer: LayerCapture, phase: int, *, x_nz: bool, w_nz: bool, dy_nz: bool,
               mask_wg: bool = False) -> torch.Tensor:
-    """Pair counts per output (int64, tiling layout), using the non-zero map of the operands
+    """Pair counts per output (int32, tiling layout), using the non-zero map of the operands
     flagged True and all-ones for the others."""
     def operand(nz: torch.Tensor, use: bool) -> torch.Tensor:
         return nz.to(torch.float32) if use else torch.ones(nz.shape, dtype=torch.float32)
@@ -80,10 +81,19 @@ def count_map(layer: LayerCapture, phase: int, *, x_nz: bool, w_nz: bool, dy_nz:
     if phase == WG and mask_wg:
         k, cg, r, s = layer.w_nz.shape
         counts = counts * layer.w_nz.reshape(k, 1, cg, r * s)
-    if counts.numel() and float(counts.max()) >= MAX_EXACT:
+    if (_reduction_size(layer, phase) >= MAX_EXACT and counts.numel()
+            and float(counts.max()) >= MAX_EXACT):
         raise ValueError(f"{layer.name}: a per-output count reaches 2**24; float32 counting "
                          "is no longer exact (split the batch)")
-    return counts.round().to(torch.int64)
+    return counts.round().to(torch.int32)
+
+
+def _reduction_size(layer: LayerCapture, phase: int) -> int:
+    """The most pairs one output of the phase can count: its whole reduction (FF: C/g x R x
+    S, BP: K/g x R x S, WG: N x P x Q); below 2**24 no count needs checking."""
+    n, p, q = layer.dy_nz.shape[0], *layer.dy_nz.shape[2:]
+    k, cg, r, s = layer.w_nz.shape
+    return (cg * r * s, k // layer.groups * r * s, n * p * q)[phase]
 
 
 def nominal_map(layer: LayerCapture, phase: int) -> torch.Tensor:
@@ -100,7 +110,7 @@ def nominal_map(layer: LayerCapture, phase: int) -> torch.Tensor:
     one = _maps(one_channel, phase, torch.ones(1, 1, h, w_), torch.ones(1, 1, r, s),
                 torch.ones(1, 1, p, q))
     share = (cg, k // layer.groups, n)[phase]
-    counts = one.round().to(torch.int64) * share
+    counts = one.round().to(torch.int32) * share
     if counts.numel() and int(counts.max()) >= MAX_EXACT:
         raise ValueError(f"{layer.name}: a per-output count reaches 2**24; float32 counting "
                          "is no longer exact (split the batch)")

@@ -61,31 +61,18 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     resident = (input_resident and phase != WG, input_resident and phase == WG)
     keep = counted is not None and phase != WG
     if keep and "plans" in counted:
-        plans = counted["plans"]
+        totals, channels, plans = counted["plans"]
     else:
-        plans = _reduction_plans(layer, phase, hw, policy, pruned_grads_unused, circulant_block,
-                                 resident[1])
+        totals, channels, plans = _prepared_plans(
+            _reduction_plans(layer, phase, hw, policy, pruned_grads_unused, circulant_block,
+                             resident[1]), phase, hw)
         if keep:
-            counted["plans"] = plans
-    # Counts add over a reduction, so every plan has the phase's totals and busy channels:
-    # taken from the first plan (the fewest chunks).
-    first = plans[0][1]
-    totals = {"macs": sum(int(m[0].sum()) for m in first),
-              "effectual_macs": sum(int(m[1].sum()) for m in first),
-              "processed_macs": sum(int(m[2].sum()) for m in first),
-              "weight_dram_bytes": 0, "output_bytes": 0, "tile_buffer_bytes": 0}
-    channels = torch.arange(first[0][2].shape[0])
-    if hw.channel_compaction:  # drop output channels with no work in any chunk
-        channels = channels[sum((m[2] if m[3] is None else m[3]).sum((1, 2, 3))
-                                for m in first) > 0]
+            counted["plans"] = totals, channels, plans
     if len(channels) == 0:  # nothing left to compute in this phase
-        return empty_table(0), totals
+        return empty_table(0), dict(totals)
     best, first_error = None, None
-    for parts, maps, orders in plans:
-        shaped = [phase_shape(part, phase, hw) for part in parts]
+    for parts, maps, orders, shaped in plans:
         built: dict = {}  # tile_part's rows, shared by the orders that tile alike
-        if len(channels) < maps[0][2].shape[0]:  # the kept channels' counts, once a plan
-            maps = [tuple(None if t is None else t[channels] for t in m) for m in maps]
         for order in orders:
             try:
                 table, weight_bytes, out_bytes, need = _tile_plan(
@@ -104,6 +91,33 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     if circulant_block:
         totals["processed_macs"] = int(table["processed_macs"].sum())
     return table, totals
+
+
+def _prepared_plans(plans: list[tuple], phase: int, hw: HardwareView
+                    ) -> tuple[dict, torch.Tensor, list[tuple]]:
+    """The phase's totals, the output channels that have work (all of them without
+    `hw.channel_compaction`) and each plan with its count maps cut to those channels and its
+    chunks' operand statistics: what does not depend on the buffer budget, so that a phase
+    mapped again under another one (inter-layer reuse) reuses it."""
+    # Counts add over a reduction, so every plan has the phase's totals and busy channels:
+    # taken from the first plan (the fewest chunks).
+    first = plans[0][1]
+    totals = {"macs": sum(int(m[0].sum()) for m in first),
+              "effectual_macs": sum(int(m[1].sum()) for m in first),
+              "processed_macs": sum(int(m[2].sum()) for m in first),
+              "weight_dram_bytes": 0, "output_bytes": 0, "tile_buffer_bytes": 0}
+    channels = torch.arange(first[0][2].shape[0])
+    if hw.channel_compaction:  # drop output channels with no work in any chunk
+        channels = channels[sum((m[2] if m[3] is None else m[3]).sum((1, 2, 3))
+                                for m in first) > 0]
+    if len(channels) == 0:
+        return totals, channels, []
+    prepared = []
+    for parts, maps, orders in plans:
+        if len(channels) < maps[0][2].shape[0]:  # the kept channels' counts
+            maps = [tuple(None if t is None else t[channels] for t in m) for m in maps]
+        prepared.append((parts, maps, orders, [phase_shape(part, phase, hw) for part in parts]))
+    return totals, channels, prepared
 
 
 # Where a split reduction's chunks sit in the loop nest.
@@ -202,7 +216,9 @@ def _slice_reduction(layer: LayerCapture, phase: int, c0: int, c1: int) -> Layer
 
 def _count_maps(part: LayerCapture, phase: int, hw: HardwareView, policy: SkipPolicy,
                 pruned_grads_unused: bool) -> tuple[torch.Tensor, ...]:
-    """Nominal, effectual, processed and speculated (or None) MACs per output of `part`."""
+    """Nominal, effectual, processed and speculated (or None) MACs of `part`: processed per
+    output (the tiler deals outputs to PEs), the others per output row (their sums over the
+    row: the tiler only totals them per tile, and a row sum is a row length smaller)."""
     nominal = nominal_map(part, phase)
     effectual = effectual_map(part, phase, pruned_grads_unused=pruned_grads_unused)
     processed = (nominal if policy.dense
@@ -214,7 +230,10 @@ def _count_maps(part: LayerCapture, phase: int, hw: HardwareView, policy: SkipPo
         # The exponent-only pass sees every output (skipping the zeros the PEs skip);
         # the PEs then compute only the outputs it predicts the ReLU keeps.
         speculated, processed = processed, processed * part.y_spec.transpose(0, 1)
-    return nominal, effectual, processed, speculated
+
+    def row_totals(counts: torch.Tensor | None) -> torch.Tensor | None:
+        return None if counts is None else counts.sum(3, keepdim=True)
+    return row_totals(nominal), row_totals(effectual), processed, row_totals(speculated)
 
 
 def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple],

@@ -395,10 +395,11 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
               pruned_grads_unused: bool, last: bool, reuse: bool, circulant_block: int = 0,
               stream_resident: bool = False, channel_resident: bool = False
               ) -> tuple[np.ndarray, int, np.ndarray]:
-    """Event rows of one (chunk of a) phase, given its count maps of the kept channels only,
-    the weight bytes they read from DRAM, and each row's outputs in bytes as dense partial
-    sums (at the accumulator's precision). `reuse`: consecutive tiles may keep a block (False
-    when chunks interleave); `stream_resident` (`channel_resident`): the stream (channel)
+    """Event rows of one (chunk of a) phase, given its count maps of the kept channels only
+    (`planner._count_maps`: processed per output, the others per output row), the weight
+    bytes they read from DRAM, and each row's outputs in bytes as dense partial sums (at the
+    accumulator's precision). `reuse`: consecutive tiles may keep a block (False when
+    chunks interleave); `stream_resident` (`channel_resident`): the stream (channel)
     operand is already in the global buffer, left there by an earlier phase, so no tile
     reads it from DRAM."""
     nominal, effectual, processed, speculated = maps
