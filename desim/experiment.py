@@ -55,20 +55,38 @@ class Claim(Strict):
 
     `metric` is a dotted path into summary.json (`comparison.hppu.speedup`,
     `runs.hppu.workload.accuracy`) or a derived metric of `desim.report`
-    (`comparison.hppu.on_chip_energy_ratio`); with `over`, the value is metric / over.
+    (`comparison.hppu.on_chip_energy_ratio`); with `over`, the value is metric / over. A
+    list of metrics (with a list of as many `over`, or none) gives their mean: a figure
+    measured over several seeds, whose single runs scatter more than the tolerance.
     `compare`: "approx" passes when |value - paper| <= tolerance, "at_least" when
     value >= paper - tolerance, "at_most" when value <= paper + tolerance. `expect: outside`
     records a known gap (explained in `note`), so a report flags it without failing.
     """
 
-    metric: str
-    over: str | None = None
+    metric: str | list[str]
+    over: str | list[str] | None = None
     paper: float
     tolerance: float = Field(ge=0)
     compare: Literal["approx", "at_least", "at_most"] = "approx"
     expect: Literal["within", "outside"] = "within"
     source: str = ""
     note: str = ""
+
+    @model_validator(mode="after")
+    def _over_matches_metric(self) -> Claim:
+        if isinstance(self.metric, list) != isinstance(self.over, list) and self.over is not None:
+            raise ValueError("metric and over must both be paths or both lists of paths")
+        if isinstance(self.metric, list) and (
+                not self.metric or (self.over is not None and len(self.over) != len(self.metric))):
+            raise ValueError("a list of metrics must be non-empty, with as many over")
+        return self
+
+    def ratios(self) -> list[tuple[str, str | None]]:
+        """(metric, over) of each value the claim averages (one without a list)."""
+        if isinstance(self.metric, str):
+            return [(self.metric, self.over if isinstance(self.over, str) else None)]
+        overs = self.over if isinstance(self.over, list) else [None] * len(self.metric)
+        return list(zip(self.metric, overs, strict=True))
 
 
 class ExperimentSpec(Strict):
@@ -90,7 +108,7 @@ class ExperimentSpec(Strict):
         if self.baseline not in names:
             raise ValueError(f"baseline {self.baseline!r} is not one of the runs {names}")
         for claim in self.claims:  # a typo in a claim's run name fails before simulating
-            for path in (claim.metric, claim.over):
+            for path in (p for pair in claim.ratios() for p in pair):
                 parts = (path or "").split(".")
                 if parts[0] in ("runs", "comparison") and (len(parts) < 3
                                                             or parts[1] not in names):

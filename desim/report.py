@@ -129,18 +129,19 @@ class ClaimCheck:
 
     @property
     def metric_text(self) -> str:
-        return self.claim.metric + (f" / {self.claim.over}" if self.claim.over else "")
+        text = [m + (f" / {o}" if o else "") for m, o in self.claim.ratios()]
+        return text[0] if isinstance(self.claim.metric, str) else f"mean of ({', '.join(text)})"
 
 
 def check_claim(summary: dict[str, Any], claim: Claim) -> ClaimCheck:
-    """The claim's value from a summary (metric, or metric / over) and where it lies."""
+    """The claim's value from a summary (metric, or metric / over, or the mean of a list of
+    those) and where it lies."""
     try:
-        value = resolve(summary, claim.metric)
-        if claim.over is not None:
-            value /= resolve(summary, claim.over)
+        values = [resolve(summary, metric) / (resolve(summary, over) if over else 1.0)
+                  for metric, over in claim.ratios()]
     except (KeyError, ZeroDivisionError) as err:
         return ClaimCheck(claim, None, str(err).strip("'\""))
-    return ClaimCheck(claim, value)
+    return ClaimCheck(claim, sum(values) / len(values))
 
 
 # -- results folders --------------------------------------------------------------------------

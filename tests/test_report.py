@@ -134,6 +134,25 @@ def test_claim_comparisons(compare, paper, within):
     assert check.within is within
 
 
+def test_a_list_of_metrics_gives_the_mean_of_their_ratios():
+    """Two ratios, 0.9 / 0.8 = 1.125 and 0.8 / 0.9 = 0.889: their mean 1.007 is within 0.05
+    of 1 although the second alone is not; the report names both."""
+    claim = Claim(metric=["runs.fast.workload.accuracy", "runs.base.workload.accuracy"],
+                  over=["runs.base.workload.accuracy", "runs.fast.workload.accuracy"],
+                  paper=1.0, tolerance=0.05, compare="at_least")
+    check = check_claim(SUMMARY, claim)
+    assert check.value == pytest.approx((0.9 / 0.8 + 0.8 / 0.9) / 2)
+    assert check.within
+    assert check.metric_text == ("mean of (runs.fast.workload.accuracy / runs.base.workload."
+                                 "accuracy, runs.base.workload.accuracy / runs.fast.workload."
+                                 "accuracy)")
+    with pytest.raises(ValueError, match="as many over"):
+        Claim(metric=["runs.fast.workload.accuracy"], over=[], paper=1, tolerance=1)
+    with pytest.raises(ValueError, match="both"):
+        Claim(metric=["runs.fast.workload.accuracy"], over="runs.base.workload.accuracy",
+              paper=1, tolerance=1)
+
+
 def test_missing_metric_is_flagged_not_fatal():
     check = check_claim(SUMMARY, Claim(metric="runs.fast.workload.nothing", paper=1,
                                        tolerance=1))
