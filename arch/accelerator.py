@@ -21,7 +21,7 @@ stream into each other (DRAM into the GLB, the GLB onto the NoC) overlap.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -52,8 +52,9 @@ COLUMNS = {name: i for i, name in enumerate(TILE_DTYPE.names)}
 @dataclass
 class PhaseRecord:
     """What one layer-phase took: its span (first fetch to last write-back; phases may
-    overlap) and its share of the run, from the previous phase's end to its own
-    (`since_ps` to `end_ps`), with every module's actions in that share."""
+    overlap), its share of the run's time, from the previous phase's end to its own
+    (`since_ps` to `end_ps`), and the actions its tiles counted (`Simulator.booked`) plus
+    those counted in that share outside any phase's tiles."""
 
     layer: int
     phase: int
@@ -153,6 +154,10 @@ class Accelerator(Module):
         `waits[j]`: the earlier phase whose write-back phase j's first fetch waits for
         (`mappings.mapper.phase_waits`; default: the one just before, a barrier each)."""
         rows = [t.tolist() for t in tables]
+        col = COLUMNS
+        # Each stage books what it counts to the phase of the tile it holds (a job).
+        self._job = {(phase_rows[0][col["layer"]], phase_rows[0][col["phase"]]): j
+                     for j, phase_rows in enumerate(rows) if phase_rows}
         waits = list(range(-1, len(rows) - 1)) if waits is None else list(waits)
         self._written = [self.env.event() for _ in rows]
         self._fetch_start = [0] * len(rows)
@@ -168,6 +173,7 @@ class Accelerator(Module):
     def _fetch(self, tables: list[list[tuple]], waits: list[int], q_out: Port) -> Generator:
         col = COLUMNS
         for j, rows in enumerate(tables):
+            self.env.active_process.job = j
             pending = waits[j] >= 0 and not self._written[waits[j]].triggered
             # The first tile's weights: no phase writes them, so they are read while the
             # phases this one waits for finish (a prefetch into the free half of the buffer).
@@ -175,7 +181,7 @@ class Accelerator(Module):
             start = int(self.env.now)
             if ahead:
                 yield self.operand_halves.get(1)
-                fill = self.env.process(self.glb.access(ahead, "write"))
+                fill = self.spawn(self.glb.access(ahead, "write"))
                 yield from self.dram.transfer(ahead, is_write=False)
                 yield fill
             if pending:
@@ -185,11 +191,11 @@ class Accelerator(Module):
                 if i or not ahead:  # (a prefetching first tile holds its half already)
                     yield self.operand_halves.get(1)
                 nbytes = row[col["dram_read_bytes"]] - (ahead if i == 0 else 0)
-                fill = self.env.process(self.glb.access(
+                fill = self.spawn(self.glb.access(
                     nbytes + row[col["regenerated_bytes"]], "write"))
                 regenerate = row[col["regenerated_weights"]]
                 if regenerate and self.weight_generator is not None:
-                    fill = self.env.all_of([fill, self.env.process(
+                    fill = self.env.all_of([fill, self.spawn(
                         self.weight_generator.generate(regenerate))])
                 yield from self.dram.transfer(nbytes, is_write=False)
                 yield fill
@@ -199,9 +205,10 @@ class Accelerator(Module):
         col = COLUMNS
         while True:
             row = yield from q_in.get()
+            self._serve(row)
             if self.selector is not None:
                 yield from self.selector.scan(row[col["selector_entries"]])
-            read = self.env.process(self.glb.access(row[col["glb_read_bytes"]], "read"))
+            read = self.spawn(self.glb.access(row[col["glb_read_bytes"]], "read"))
             yield from self.noc.distribute(row[col["multicast_bytes"]], row[col["unicast_bytes"]],
                                            row[col["active_clusters"]])
             yield read
@@ -212,6 +219,7 @@ class Accelerator(Module):
         col = COLUMNS
         while True:
             row = yield from q_in.get()
+            self._serve(row)
             yield from self.speculator.predict(row[col["speculated_ops"]], _received(row))
             yield from q_out.put(row)
 
@@ -219,6 +227,7 @@ class Accelerator(Module):
         col = COLUMNS
         while True:
             row = yield from q_in.get()
+            self._serve(row)
             if row[col["vector_ops"]]:
                 yield from self.vector.process(row[col["vector_ops"]])
                 yield from q_out.put(row)
@@ -233,9 +242,10 @@ class Accelerator(Module):
         col = COLUMNS
         while True:
             row = yield from q_in.get()
+            self._serve(row)
             nbytes = row[col["gather_bytes"]]
             yield self.result_halves.get(1)
-            write = self.env.process(self.glb.access(nbytes, "write"))
+            write = self.spawn(self.glb.access(nbytes, "write"))
             yield from self.noc.gather(nbytes, row[col["active_clusters"]])
             yield write
             yield from q_out.put(row)
@@ -243,30 +253,38 @@ class Accelerator(Module):
     def _writeback(self, tables: list[list[tuple]], q_in: Port) -> Generator:
         col = COLUMNS
         for j, rows in enumerate(tables):
+            self.env.active_process.job = j
             if not rows:  # nothing to do: it ends where the phase before it did
-                self._record(-1, -1, int(self.env.now))
+                self._record(j, -1, -1, int(self.env.now))
                 self._written[j].succeed()
                 continue
             for _ in rows:
                 row = yield from q_in.get()
                 nbytes = row[col["dram_write_bytes"]]
-                drain = self.env.process(self.glb.access(nbytes, "read"))
+                drain = self.spawn(self.glb.access(nbytes, "read"))
                 yield from self.dram.transfer(nbytes, is_write=True)
                 yield drain
                 yield self.result_halves.put(1)
-            self._record(rows[0][col["layer"]], rows[0][col["phase"]], self._fetch_start[j])
+            self._record(j, rows[0][col["layer"]], rows[0][col["phase"]], self._fetch_start[j])
             self._written[j].succeed()
 
-    def _record(self, layer: int, phase: int, start: int) -> None:
-        """Close a layer-phase when its last result is written: its span, and what it adds
-        to the run, the time since the previous phase closed and every module's actions in
-        that time (phases overlap, so that is how time and energy are shared out)."""
-        now = {m.path: Counter(m.actions) for m in self.walk()}
-        before = getattr(self, "_snapshot", {})
-        delta = {path: c - before.get(path, Counter()) for path, c in now.items()}
-        self._snapshot = now
+    def _serve(self, row: tuple) -> None:
+        """The running stage now works on this tile: book its actions to the tile's phase."""
+        self.env.active_process.job = self._job[row[COLUMNS["layer"]], row[COLUMNS["phase"]]]
+
+    def _record(self, j: int, layer: int, phase: int, start: int) -> None:
+        """Close layer-phase j when its last result is written: its span, the time it adds
+        to the run (since the previous phase closed: phases overlap, so that is how time is
+        shared out), the actions its tiles counted, and those counted outside any phase in
+        that time."""
+        booked = self.sim.booked
+        actions: dict[str, Counter] = defaultdict(Counter)
+        for job in (j, None):
+            for path, counts in booked.pop(job, {}).items():
+                actions[path].update(counts)
         since = self.records[-1].end_ps if self.records else 0
-        self.records.append(PhaseRecord(layer, phase, start, int(self.env.now), since, delta))
+        self.records.append(PhaseRecord(layer, phase, start, int(self.env.now), since,
+                                        dict(actions)))
 
     # -- energy ------------------------------------------------------------------------------
 

@@ -15,12 +15,18 @@ that is *meant* to wait forever (a pipeline stage looping on its input queue) is
 
 Observability is opt-in: `Simulator.enable_tracing()` gives every module a `tracer`; until then
 `tracer` is None and each hook costs one attribute test (`if self.tracer:`).
+
+Jobs: a process may say which job it is working for (`JobProcess.job`: a pipeline stage sets
+it to the layer-phase of the tile it took), and sub-processes it `spawn`s work for the same
+one. Every action a module counts is also booked to the job of the process that counted it
+(`Simulator.booked`), so that jobs overlapping in time each get their own actions, not a share
+of everything that happened meanwhile. Actions counted outside any job are booked to None.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable, Generator, Iterator
+from collections import Counter, defaultdict
+from collections.abc import Callable, Generator, Hashable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +40,15 @@ if TYPE_CHECKING:
     from desim.trace import Tracer
 
 
+class JobProcess(simpy.Process):
+    """A SimPy process that knows which job (a hashable name) it is working for now."""
+
+    def __init__(self, env: simpy.Environment, generator: Generator,
+                 job: Hashable | None = None) -> None:
+        super().__init__(env, generator)
+        self.job = job
+
+
 class Simulator:
     """The SimPy environment plus the module tree rooted at `top`."""
 
@@ -42,6 +57,9 @@ class Simulator:
         self.roots: list[Module] = []
         self.elaborated = False
         self.tracer: Tracer | None = None
+        # job -> module path -> action -> count: what each job's processes counted
+        self.booked: defaultdict[Hashable | None, defaultdict[str, Counter[str]]] = \
+            defaultdict(lambda: defaultdict(Counter))
 
     @property
     def now_ps(self) -> int:
@@ -62,7 +80,7 @@ class Simulator:
             module.elaborate()
         for module in self.modules():
             for fn, args, daemon in module._pending_processes:
-                process = self.env.process(fn(*args))
+                process = JobProcess(self.env, fn(*args))
                 module.processes.append(process)
                 if daemon:
                     module.daemon_processes.add(process)
@@ -190,6 +208,12 @@ class Module:
 
     def count(self, action: str, n: int = 1) -> None:
         self.actions[action] += n
+        job = getattr(self.env.active_process, "job", None)
+        self.sim.booked[job][self.path][action] += n
+
+    def spawn(self, generator: Generator) -> JobProcess:
+        """Start a sub-process now, working for the job of the process that starts it."""
+        return JobProcess(self.env, generator, getattr(self.env.active_process, "job", None))
 
     def traced(self, name: str, start_ps: int, end_ps: int, track: str | None = None,
                args: dict[str, Any] | None = None) -> None:
