@@ -88,6 +88,7 @@ class ClaimCheck:
     claim: Claim
     value: float | None       # None: the metric is missing from the results
     error: str = ""
+    parts: list[float] = field(default_factory=list)  # the values a list claim averages
 
     @property
     def low(self) -> float:
@@ -128,6 +129,13 @@ class ClaimCheck:
         return f"{_fmt(self.low)} to {_fmt(self.high)}"
 
     @property
+    def value_text(self) -> str:
+        """The value, with the values it averages in brackets."""
+        if not self.parts:
+            return _fmt(self.value)
+        return f"{_fmt(self.value)} ({', '.join(_fmt(p) for p in self.parts)})"
+
+    @property
     def metric_text(self) -> str:
         text = [m + (f" / {o}" if o else "") for m, o in self.claim.ratios()]
         return text[0] if isinstance(self.claim.metric, str) else f"mean of ({', '.join(text)})"
@@ -141,7 +149,8 @@ def check_claim(summary: dict[str, Any], claim: Claim) -> ClaimCheck:
                   for metric, over in claim.ratios()]
     except (KeyError, ZeroDivisionError) as err:
         return ClaimCheck(claim, None, str(err).strip("'\""))
-    return ClaimCheck(claim, sum(values) / len(values))
+    return ClaimCheck(claim, sum(values) / len(values),
+                      parts=values if isinstance(claim.metric, list) else [])
 
 
 # -- results folders --------------------------------------------------------------------------
@@ -379,7 +388,7 @@ CLAIM_HEADER = ["experiment", "claim (metric)", "paper", "desim", "accepted rang
 
 
 def _claim_rows(results: Results) -> list[list[str]]:
-    return [[results.name, c.metric_text, _fmt(c.claim.paper), _fmt(c.value), c.range_text,
+    return [[results.name, c.metric_text, _fmt(c.claim.paper), c.value_text, c.range_text,
              c.verdict, c.claim.source] for c in results.checks]
 
 
@@ -520,7 +529,7 @@ def register(app: typer.Typer) -> None:
             for c in results.checks:
                 surprises += not c.as_expected
                 console.print(f"{results.name}: {c.metric_text} paper {_fmt(c.claim.paper)} "
-                              f"desim {_fmt(c.value)} ({c.range_text}): {c.verdict}",
+                              f"desim {c.value_text} ({c.range_text}): {c.verdict}",
                               highlight=False, soft_wrap=True)
         console.print(f"wrote {md} and {page} (plots beside them)")
         if check and surprises:

@@ -142,7 +142,7 @@ def test_a_list_of_metrics_gives_the_mean_of_their_ratios():
                   paper=1.0, tolerance=0.05, compare="at_least")
     check = check_claim(SUMMARY, claim)
     assert check.value == pytest.approx((0.9 / 0.8 + 0.8 / 0.9) / 2)
-    assert check.within
+    assert check.within and check.value_text == "1.007 (1.125, 0.8889)"
     assert check.metric_text == ("mean of (runs.fast.workload.accuracy / runs.base.workload."
                                  "accuracy, runs.base.workload.accuracy / runs.fast.workload."
                                  "accuracy)")
