@@ -136,19 +136,18 @@ def _unhooked_hold_links(links: Sequence[Link], nbytes: Sequence[int]) -> Genera
     order: Sequence[int] = range(len(links))  # one link, the common case, needs no sorting
     if len(links) > 1:
         order = sorted(order, key=lambda i: links[i].path)
-    requests = []
     for i in order:
-        request = links[i].resource.request()
-        requests.append(request)
-        yield request
+        wait = links[i].take()
+        if wait is not None:
+            yield wait
     hold = 0
     for link, b in zip(links, nbytes, strict=True):
         hold = max(hold, transfer_ps(b, link.bytes_per_s))
     if hold:
         yield links[order[0]].env.timeout(hold)
-    for request, i in zip(requests, order, strict=True):
+    for i in order:
         link = links[i]
-        link.resource.release(request)
+        link.give()
         link.busy_ps += hold
         link.count("bytes", int(nbytes[i]))
         link.count("transfers")

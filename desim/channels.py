@@ -1,7 +1,11 @@
 """Channels between modules: bounded FIFO, bandwidth/latency link, capacity pool.
 
-Each is a module, so it has a dotted name and counts its actions. All three are thin layers
-over SimPy (`Store`, `Resource`, `Container`): the scheduling is SimPy's.
+Each is a module, so it has a dotted name and counts its actions. The FIFO and the pool are
+thin layers over SimPy (`Store`, `Container`). A link is held by one transfer at a time, the
+others wait in request order; it is its own small lock rather than a SimPy `Resource` because
+a routed transfer takes some twenty links a tile, and a free link taken or let go at once
+costs no event (a `Resource` schedules one for each request and each release, most of a
+training run's events).
 
 A link's timing is that of a pipelined wire: a transfer of B bytes occupies the link for
 B / bandwidth (serialization, during which no other transfer may use it), and its last byte
@@ -14,7 +18,8 @@ Tracing hooks (off unless `Simulator.enable_tracing`): a link records one slice 
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections import deque
+from collections.abc import Callable, Generator, Sequence
 
 import simpy
 
@@ -75,12 +80,44 @@ class Link(Module):
                               f"{bytes_per_s} B/s and {latency_ps} ps")
         self.bytes_per_s = bytes_per_s
         self.latency_ps = int(latency_ps)
-        self.resource = simpy.Resource(self.env, capacity=1)
+        self.holder: simpy.Process | None = None  # the process whose transfer holds it
+        self._waiting: deque[LinkWait] = deque()
+
+    def take(self) -> LinkWait | None:
+        """Hold the link for the running process: None when it was free (held at once), else
+        the event to wait for; the link goes to waiting transfers in request order."""
+        if self.holder is None:
+            self.holder = self.env.active_process
+            return None
+        wait = LinkWait(self)
+        self._waiting.append(wait)
+        return wait
+
+    def give(self) -> None:
+        """Let go of the link: the longest-waiting transfer holds it now."""
+        if self._waiting:
+            wait = self._waiting.popleft()
+            self.holder = wait.process
+            wait.succeed()
+        else:
+            self.holder = None
 
     def transfer(self, nbytes: int) -> Generator:
         """Move `nbytes`: hold the link while serializing, then wait out the latency."""
         yield from hold_links([self], [nbytes])
         yield self.env.timeout(self.latency_ps)
+
+
+class LinkWait(simpy.Event):
+    """A transfer waiting for a busy link; triggered when the link is handed to it."""
+
+    def __init__(self, link: Link) -> None:
+        super().__init__(link.env)
+        self.link, self.process = link, link.env.active_process
+
+    def waiting_for(self, name: Callable[[simpy.Process | None], str]) -> str:
+        """What it waits for, in the words of a deadlock report (`desim.deadlock`)."""
+        return f"link {self.link.path} (held by {name(self.link.holder)})"
 
 
 def hold_links(links: Sequence[Link], nbytes: Sequence[int]) -> Generator:
@@ -95,19 +132,18 @@ def hold_links(links: Sequence[Link], nbytes: Sequence[int]) -> Generator:
     order: Sequence[int] = range(len(links))  # one link, the common case, needs no sorting
     if len(links) > 1:
         order = sorted(order, key=lambda i: links[i].path)
-    requests = []
     for i in order:
-        request = links[i].resource.request()
-        requests.append(request)
-        yield request
+        wait = links[i].take()
+        if wait is not None:
+            yield wait
     hold = 0
     for link, b in zip(links, nbytes, strict=True):
         hold = max(hold, transfer_ps(b, link.bytes_per_s))
     if hold:
         yield links[order[0]].env.timeout(hold)
-    for request, i in zip(requests, order, strict=True):
+    for i in order:
         link = links[i]
-        link.resource.release(request)
+        link.give()
         link.busy_ps += hold
         link.count("bytes", int(nbytes[i]))
         link.count("transfers")

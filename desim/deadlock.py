@@ -113,6 +113,8 @@ class _Names:
             return f"{which} [" + "; ".join(pending) + "]"
         if isinstance(event, Timeout):
             return f"a timeout of {event._delay} ps"
+        if hasattr(event, "waiting_for"):  # an event that says it (a busy link's LinkWait)
+            return event.waiting_for(self._process_name)
         return self.events.get(id(event), "an event that nothing triggers")
 
     def _process_name(self, process: simpy.Process | None) -> str:

@@ -156,16 +156,15 @@ def test_daemons_waiting_on_an_empty_queue_are_not_a_deadlock():
         _source_and_stage(daemon=False).run()  # the same loop, not marked: it counts
 
 
-def test_a_blocked_resource_request_names_the_link_and_its_holder():
+def test_a_transfer_waiting_for_a_link_names_the_link_and_its_holder():
     sim = Simulator()
     top = Module("top", sim)
     link = Link("l0", top, GB_PER_S, 0)
     top.never = sim.env.event()
 
     def hog() -> Generator:
-        with link.resource.request() as request:
-            yield request
-            yield top.never
+        assert link.take() is None  # free: held at once
+        yield top.never
 
     def sender() -> Generator:
         yield from link.transfer(64)
@@ -176,7 +175,7 @@ def test_a_blocked_resource_request_names_the_link_and_its_holder():
         sim.run()
     message = str(caught.value)
     assert "process 'hog' waits for event top.never" in message
-    assert "process 'sender' waits for Resource request on top.l0 (held by top: 'hog')" in message
+    assert "process 'sender' waits for link top.l0 (held by top: 'hog')" in message
 
 
 # -- tracing ----------------------------------------------------------------------------------
