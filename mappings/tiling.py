@@ -467,8 +467,8 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
     a_new, s_new = (_changed(ia), _changed(ib)) if reuse else (np.ones(len(ia), bool),) * 2
     a_dram = a_dram_bytes[ia] * a_new
     regenerated_bytes = (a_tile * a_new) - a_dram  # written into the buffer by the generator
-    if channel_resident:
-        a_dram = a_dram * 0
+    if channel_resident:  # WG's dY, kept in the buffer by its BP
+        a_dram = np.zeros_like(a_dram)
     dram_read = a_dram + (0 if stream_resident else s_tile * s_new)
     # The clusters keep a block between tiles when their share of it fits in half their
     # local buffer: an unchanged block is then neither sent nor scanned again.

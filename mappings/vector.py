@@ -175,7 +175,7 @@ def vector_tiles(v: VectorCapture, layer_id: int, phase: int, hw: HardwareView,
                  stored_out: BlockStats | None = None, stored_dy: BlockStats | None = None,
                  input_resident: bool = False) -> np.ndarray:
     """The layer-phase cut into tiles whose data fits the tile's share of the buffer (its
-    result not written when `hw.output_to_dram` is off: kept on chip for the next phase)."""
+    result not written when `hw.output_to_dram` is off: kept on chip for later phases)."""
     if hw.vector_lanes == 0 or (v.kind == "relu" and hw.fused_relu):
         return empty_table(0)
     read, result, ops = vector_traffic(v, phase, hw, stored_out, stored_dy, input_resident)
