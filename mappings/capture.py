@@ -171,6 +171,11 @@ class VectorCapture:
     # branch's gradient (BP). in_stats (an add) and dy_stats (a fork) hold the operand
     # written last, the one inter-layer reuse may find in the global buffer.
     second_stats: BlockStats | None = None
+    # The add whose output's gradient this layer takes as its dY (its output is one of the
+    # add's operands: the add's BP hands both the same gradient), and for a fork, the add whose
+    # gradient is its second branch's (an identity shortcut); None where it is its own.
+    dy_from: str | None = None
+    second_from: str | None = None
     # A batch norm with running statistics, right after a conv/linear layer: at inference an
     # affine per-channel transform, which deployment folds into that layer's weights.
     foldable: bool = False
@@ -283,6 +288,12 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
         vectors.append(v)
         calls.setdefault(v.name, []).append(v)
 
+    add_grads: list[tuple[torch.Tensor, str]] = []  # each add's output gradient, in BP order
+
+    def add_of(grad: torch.Tensor) -> str | None:
+        """The add whose output gradient `grad` is, if any (the latest such add)."""
+        return next((add for g, add in reversed(add_grads) if same_tensor(grad, g)), None)
+
     def on_vector_backward(name: str):
         def hook(_m, grad_in, grad_out):
             if not calls.get(name):
@@ -292,8 +303,12 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                 # (a branch off the loss's path has no gradient: zeros)
                 grads = [torch.zeros_like(grad_in[0]) if g is None else g for g in grad_out]
                 v.dy_stats, v.second_stats = (map_stats(g.detach() != 0) for g in grads)
+                v.dy_from, v.second_from = add_of(grads[0]), add_of(grads[1])
             else:
                 v.dy_stats = map_stats(grad_out[0].detach() != 0)
+                v.dy_from = add_of(grad_out[0])
+                if v.kind == "add":
+                    add_grads.append((grad_out[0], v.name))
             if grad_in[0] is not None:
                 v.dx_stats = map_stats(grad_in[0].detach() != 0)
         return hook

@@ -23,7 +23,13 @@ from mappings.capture import LayerCapture, PackedLayer
 from mappings.counting import BP, FF, WG, SkipPolicy
 from mappings.planner import plan_key, tile_phase
 from mappings.target import HardwareView
-from mappings.vector import result_bytes, stored_gradients, stored_outputs, vector_tiles
+from mappings.vector import (
+    result_bytes,
+    stored_gradients,
+    stored_outputs,
+    stored_second_gradients,
+    vector_tiles,
+)
 from mappings.workload import Workload
 
 
@@ -81,6 +87,7 @@ class PhaseMapper:
         self.pruned = set(getattr(workload, "pruned_layers", ()))
         self.stored = stored_outputs(workload.vectors, hw)  # what each vector layer writes in FF
         self.stored_dy = stored_gradients(workload.vectors, hw)  # ... and reads as dY in BP
+        self.stored_second = stored_second_gradients(workload.vectors, hw)  # a fork's other
         self._unpacked: dict[int, LayerCapture] = {}  # the last two layers unpacked
         self._counted: dict[tuple[int, int], dict] = {}  # ... and FF/BP phases counted
 
@@ -99,7 +106,7 @@ class PhaseMapper:
             if vector.foldable and self.workload.spec.inference:
                 return None  # folded into the weights of the layer before it
             table = vector_tiles(vector, layer_id, phase, hw, self.stored[v], self.stored_dy[v],
-                                 input_resident)
+                                 input_resident, self.stored_second[v])
             if not len(table):
                 return None
             elems = (vector.in_elems, vector.out_elems)

@@ -49,18 +49,20 @@ OPS_PER_ELEMENT = {("batchnorm", FF): 4, ("batchnorm", BP): 7, ("relu", FF): 1, 
 
 def vector_traffic(v: VectorCapture, phase: int, hw: HardwareView,
                    stored_out: BlockStats | None = None, stored_dy: BlockStats | None = None,
-                   input_resident: bool = False) -> tuple[int, int, int]:
+                   input_resident: bool = False, stored_second: BlockStats | None = None
+                   ) -> tuple[int, int, int]:
     """(DRAM bytes read, DRAM bytes written, vector ops) of one phase of a vector layer.
 
     FF reads X and writes Y; BP reads dY (and X again in batch norm) and writes dX. Each
     takes its bytes in the activation format, from the captured statistics (dense when
     none were captured); `stored_out` and `stored_dy` replace Y's and dY's when a fused
-    ReLU changes what is stored (`stored_outputs`, `stored_gradients`). `input_resident`:
-    the phase before left FF's X (BP's dY) in the global buffer, so neither pass reads it
-    from DRAM; for an add (a fork), the operand written last."""
+    ReLU changes what is stored (`stored_outputs`, `stored_gradients`), and `stored_second`
+    a fork's second gradient (`stored_second_gradients`). `input_resident`: the phase before
+    left FF's X (BP's dY) in the global buffer, so neither pass reads it from DRAM; for an
+    add (a fork), the operand written last."""
     eb = hw.element_bytes
     if v.kind in ("add", "fork"):
-        return _residual_traffic(v, phase, hw, stored_out, input_resident)
+        return _residual_traffic(v, phase, hw, stored_out, input_resident, stored_second)
     reads_x = phase == FF or v.kind == "batchnorm"
     x = _in_format(v.in_stats, v.in_elems * eb, hw) if reads_x else 0
     ops = OPS_PER_ELEMENT[(v.kind, phase)] * v.in_elems
@@ -91,8 +93,8 @@ def _residual_operands(v: VectorCapture, phase: int, stored_out: BlockStats | No
 
 
 def _residual_traffic(v: VectorCapture, phase: int, hw: HardwareView,
-                      stored_out: BlockStats | None, input_resident: bool
-                      ) -> tuple[int, int, int]:
+                      stored_out: BlockStats | None, input_resident: bool,
+                      stored_second: BlockStats | None = None) -> tuple[int, int, int]:
     """An add's FF and a fork's BP: two operands in, their sum out (fused: the other operand
     in only); their other phase is free."""
     operands = _residual_operands(v, phase, stored_out)
@@ -101,7 +103,7 @@ def _residual_traffic(v: VectorCapture, phase: int, hw: HardwareView,
     last, n_in, out, n_out = operands
     eb = hw.element_bytes
     ops = OPS_PER_ELEMENT[(v.kind, phase)] * n_out
-    other = _in_format(v.second_stats, n_in * eb, hw)
+    other = _in_format(stored_second or v.second_stats, n_in * eb, hw)
     if hw.fused_residual:  # the producer's stream reads the other operand, writes the sum
         return other, 0, ops
     last_bytes = 0 if input_resident else _in_format(last, n_in * eb, hw)
@@ -146,14 +148,30 @@ def stored_gradients(vectors: list[VectorCapture], hw: HardwareView
                      ) -> list[BlockStats | None]:
     """The gradient dY each vector layer reads in BP: with a fused ReLU after it, the one the
     ReLU received (unmasked: the mask is applied as it is read), unless the layer that wrote
-    it already masked it (`skip_relu_masked_gradients`). An add between them passes the
-    gradient on unchanged, so the layer that feeds an add reads what the add's ReLU received."""
-    stored = []
-    for i, v in enumerate(vectors):
-        j = i + 1 if _add_follows(vectors, i) else i
-        stored.append(vectors[j + 1].dy_stats if _fused_relu_follows(vectors, j, hw)
-                      and not hw.skip_relu_masked_gradients else v.dy_stats)
-    return stored
+    it already masked it (`skip_relu_masked_gradients`). An add passes its gradient on
+    unchanged to both operands, so a layer whose dY is an add's (`dy_from`: either branch's
+    last layer) reads what the add's ReLU received."""
+    at = {v.name: i for i, v in enumerate(vectors)}
+    return [_stored_gradient(vectors, at[v.dy_from] if v.dy_from else i, v.dy_stats, hw)
+            for i, v in enumerate(vectors)]
+
+
+def stored_second_gradients(vectors: list[VectorCapture], hw: HardwareView
+                            ) -> list[BlockStats | None]:
+    """A fork's second gradient as stored: an identity shortcut's is the add's
+    (`second_from`), stored as the add's ReLU received it; None where nothing differs."""
+    at = {v.name: i for i, v in enumerate(vectors)}
+    return [_stored_gradient(vectors, at[v.second_from], v.second_stats, hw)
+            if v.kind == "fork" and v.second_from else None for v in vectors]
+
+
+def _stored_gradient(vectors: list[VectorCapture], j: int, own: BlockStats | None,
+                     hw: HardwareView) -> BlockStats | None:
+    """The gradient of layer j's output as stored: the one a fused ReLU after it received,
+    unless masked as written; else `own` (the gradient as the reader received it)."""
+    if _fused_relu_follows(vectors, j, hw) and not hw.skip_relu_masked_gradients:
+        return vectors[j + 1].dy_stats
+    return own
 
 
 def _add_follows(vectors: list[VectorCapture], i: int) -> bool:
@@ -173,12 +191,14 @@ def _fused_relu_follows(vectors: list[VectorCapture], i: int, hw: HardwareView) 
 
 def vector_tiles(v: VectorCapture, layer_id: int, phase: int, hw: HardwareView,
                  stored_out: BlockStats | None = None, stored_dy: BlockStats | None = None,
-                 input_resident: bool = False) -> np.ndarray:
+                 input_resident: bool = False, stored_second: BlockStats | None = None
+                 ) -> np.ndarray:
     """The layer-phase cut into tiles whose data fits the tile's share of the buffer (its
     result not written when `hw.output_to_dram` is off: kept on chip for later phases)."""
     if hw.vector_lanes == 0 or (v.kind == "relu" and hw.fused_relu):
         return empty_table(0)
-    read, result, ops = vector_traffic(v, phase, hw, stored_out, stored_dy, input_resident)
+    read, result, ops = vector_traffic(v, phase, hw, stored_out, stored_dy, input_resident,
+                                       stored_second)
     write = result if hw.output_to_dram else 0   # kept on chip, read by later phases only
     if read == result == ops == 0:
         return empty_table(0)

@@ -24,6 +24,7 @@ from mappings.vector import (
     result_bytes,
     stored_gradients,
     stored_outputs,
+    stored_second_gradients,
     vector_tiles,
     vector_traffic,
 )
@@ -137,7 +138,7 @@ def test_stored_tensors_around_an_add():
     batch norm reads the gradient the ReLU received, as written (the add passes it on
     unchanged), unless it was masked when written."""
     bn = VectorCapture("bn", "batchnorm", 8, 8, 2, out_stats=map_stats(torch.ones(8)),
-                       dy_stats=map_stats(torch.arange(8) < 3))
+                       dy_stats=map_stats(torch.arange(8) < 3), dy_from="add")
     add = VectorCapture("add", "add", 8, 8, 2, out_stats=map_stats(torch.ones(8)),
                         dy_stats=map_stats(torch.arange(8) < 3))
     relu = VectorCapture("relu", "relu", 8, 8, 2, out_stats=map_stats(torch.arange(8) < 5),
@@ -148,6 +149,33 @@ def test_stored_tensors_around_an_add():
     assert stored_gradients(vectors, HW)[0] is relu.dy_stats
     masked = replace(HW, skip_relu_masked_gradients=True)
     assert stored_gradients(vectors, masked)[0] is bn.dy_stats
+
+
+@pytest.mark.parametrize(("cout", "stride"), [(8, 1), (16, 2)])
+def test_both_branches_read_the_add_s_gradient_as_stored(cout, stride):
+    """The add hands its gradient to both operands. The capture links each reader to the add:
+    the body's last batch norm, and the shortcut's batch norm in a downsampling block or the
+    fork's second gradient in an identity block. With a fused ReLU after the add, all of
+    them read what the ReLU received (denser than what they got: the mask is applied as it
+    is read); what each got is the masked gradient, the add's own."""
+    torch.manual_seed(0)
+    model = _block_model(8, cout, stride)
+    vectors: list[VectorCapture] = []
+    capture(model, torch.randn(2, 3, 8, 8), torch.randint(0, 10, (2,)), vectors=vectors)
+    by = {v.name: v for v in vectors}
+    add, relu = by["3.add"], by["3.relu"]
+    readers = ["3.body.4"] + (["3.shortcut.1"] if stride > 1 else [])
+    assert [v.name for v in vectors if v.dy_from == "3.add"] == readers
+    assert by["3.fork"].second_from == (None if stride > 1 else "3.add")
+    stored, second = stored_gradients(vectors, HW), stored_second_gradients(vectors, HW)
+    for name in readers:
+        assert by[name].dy_stats.nnz == add.dy_stats.nnz < relu.dy_stats.nnz
+        assert stored[vectors.index(by[name])] is relu.dy_stats
+    fork = vectors.index(by["3.fork"])
+    assert second[fork] is (None if stride > 1 else relu.dy_stats)
+    masked = replace(HW, skip_relu_masked_gradients=True)
+    assert all(stored_gradients(vectors, masked)[vectors.index(by[n])] is by[n].dy_stats
+               for n in readers)
 
 
 @pytest.fixture(scope="module")
