@@ -207,10 +207,12 @@ def vector_tiles(v: VectorCapture, layer_id: int, phase: int, hw: HardwareView,
     table["layer"], table["phase"] = layer_id, phase
     table["dram_read_bytes"] = _split(read, n)
     table["dram_write_bytes"] = _split(write, n)
-    # Into the buffer: what DRAM sends and what the unit makes; out: what the unit reads and
-    # what goes back to DRAM.
+    # Into the buffer: what DRAM sends and what the unit makes; out: what the unit reads (a
+    # kept input too, which DRAM did not send) and what goes back to DRAM.
+    operands = (vector_traffic(v, phase, hw, stored_out, stored_dy, False, stored_second)[0]
+                if input_resident else read)
     table["glb_write_bytes"] = table["dram_read_bytes"] + _split(result, n)
-    table["glb_read_bytes"] = table["dram_read_bytes"] + table["dram_write_bytes"]
+    table["glb_read_bytes"] = _split(operands, n) + table["dram_write_bytes"]
     table["vector_ops"] = _split(ops, n)
     return table
 

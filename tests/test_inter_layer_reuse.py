@@ -228,14 +228,19 @@ def test_a_kept_gradient_is_written_only_when_another_branch_reads_it(residual):
     assert written == (4 * 32 * 2 if residual else 0)
 
 
-def test_a_vector_result_kept_on_chip_is_still_written_into_the_buffer():
-    """Pooling's FF (40,000 fp16 elements in, 10,000 out) with its result kept for the next
-    phase only: nothing goes to DRAM, but the 20,000 B still enter the global buffer."""
+def test_a_vector_pass_counts_kept_tensors_in_the_buffer():
+    """Pooling's FF (40,000 fp16 elements in, 10,000 out). A result kept for the next phase
+    only goes to DRAM no more, but its 20,000 B still enter the global buffer; an input kept
+    by the phase before comes from DRAM no more, but the unit still reads its 80,000 B from
+    the buffer."""
     hw = HardwareView(clusters=1, pes_per_cluster=1, buffer_bytes=262_144, element_bytes=2,
                       vector_lanes=64)
-    for to_dram, written in ((True, 20_000), (False, 0)):
-        table = vector_tiles(POOL, -1, FF, replace(hw, output_to_dram=to_dram))
-        assert int(table["dram_read_bytes"].sum()) == 80_000
-        assert int(table["dram_write_bytes"].sum()) == written
-        assert int(table["glb_write_bytes"].sum()) == 80_000 + 20_000
-        assert int(table["glb_read_bytes"].sum()) == 80_000 + written
+    for kept_in in (False, True):
+        fetched = 0 if kept_in else 80_000
+        for to_dram, written in ((True, 20_000), (False, 0)):
+            table = vector_tiles(POOL, -1, FF, replace(hw, output_to_dram=to_dram),
+                                 input_resident=kept_in)
+            assert int(table["dram_read_bytes"].sum()) == fetched
+            assert int(table["dram_write_bytes"].sum()) == written
+            assert int(table["glb_write_bytes"].sum()) == fetched + 20_000
+            assert int(table["glb_read_bytes"].sum()) == 80_000 + written
