@@ -161,14 +161,14 @@ def map_workload(workload: Workload, hw: HardwareView) -> list[PhaseWork]:
         # Only an inference's output may stay unwritten here: in training BP and WG read it
         # (a gradient both read on chip goes unwritten in wg_reads_kept_gradient).
         written = not workload.spec.inference or forked
-        held = (keep_output_on_chip(work, producer, mapper, hw, held, written)
+        held = (keep_output_on_chip(work, producer, mapper, hw, held, written, maker)
                 if producer >= 0 else 0)
         maker, producer, forked = producer, len(work) - 1, False
     return work
 
 
 def keep_output_on_chip(work: list[PhaseWork], j: int, mapper: PhaseMapper, hw: HardwareView,
-                        held: int, written: bool = True) -> int:
+                        held: int, written: bool = True, maker: int = -1) -> int:
     """Inter-layer reuse: whether work[j]'s output stays in the global buffer for the last
     phase of `work`, the next FF or BP; if so, both (and the WGs between) are mapped again
     in place. Returns the bytes that phase's input now keeps in the buffer (0: none).
@@ -183,7 +183,9 @@ def keep_output_on_chip(work: list[PhaseWork], j: int, mapper: PhaseMapper, hw: 
     reads its input from the buffer, not DRAM, and its tiles need no room for it. The
     output is still written to DRAM (BP and WG read it later) unless `written` is False (an
     inference, no fork after it) and the consumer reads it itself (not a fused residual,
-    whose sum the producer's stream writes for later readers). It is kept when the mapper's
+    whose sum the producer's stream writes for later readers); when the producer is such a
+    fused add, the stream it was fused into, work[maker], wrote the sum and writes it no
+    more. It is kept when the mapper's
     own estimate (`plan_key`, on `mapping.objective`) of the phases involved says so:
     smaller tiles may read the weights more often than the kept input saves."""
     k = len(work) - 1
@@ -194,9 +196,11 @@ def keep_output_on_chip(work: list[PhaseWork], j: int, mapper: PhaseMapper, hw: 
     if (consumer.phase != producer.phase or kept <= 0 or budget <= 0
             or consumer.input_elems != producer.output_elems):
         return 0
-    fused_sum = (consumer.layer < 0 and hw.fused_residual
-                 and mapper.workload.vectors[-1 - consumer.layer].kind == "add")
-    unwritten = not written and not fused_sum
+    def fused_add(w: PhaseWork) -> bool:
+        return (w.layer < 0 and hw.fused_residual
+                and mapper.workload.vectors[-1 - w.layer].kind == "add")
+    unwritten = not written and not fused_add(consumer)
+    first = maker if unwritten and maker >= 0 and fused_add(producer) else j
 
     def remapped(w: PhaseWork, drop_write: bool) -> PhaseWork | None:
         if w.layer >= 0 and w.tile_buffer_bytes <= budget and not drop_write:
@@ -207,12 +211,17 @@ def keep_output_on_chip(work: list[PhaseWork], j: int, mapper: PhaseMapper, hw: 
         span = [remapped(w, unwritten and i == 0) for i, w in enumerate(work[j:k])]
         span.append(mapper(consumer.layer, consumer.phase,
                            replace(hw, buffer_bytes=(capacity - kept) // 2), True))
+        if first != j:  # the sum's stream, under the budget it had
+            made = work[first]
+            span[:0] = [mapper(made.layer, made.phase, replace(
+                hw, buffer_bytes=made.buffer_bytes, output_to_dram=False), made.input_resident),
+                *work[first + 1:j]]
     except ConfigError:  # a phase's smallest tile no longer fits
         return 0
     if None in span or (plan_key(np.concatenate([w.table for w in span]), hw, 0)
-                        >= plan_key(np.concatenate([w.table for w in work[j:]]), hw, 0)):
+                        >= plan_key(np.concatenate([w.table for w in work[first:]]), hw, 0)):
         return 0
-    work[j:] = span
+    work[first:] = span
     return kept
 
 
