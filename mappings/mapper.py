@@ -211,18 +211,11 @@ def keep_output_on_chip(work: list[PhaseWork], j: int, mapper: PhaseMapper, hw: 
         span = [remapped(w, unwritten and i == 0) for i, w in enumerate(work[j:k])]
         span.append(mapper(consumer.layer, consumer.phase,
                            replace(hw, buffer_bytes=(capacity - kept) // 2), True))
-        if first != j:  # the sum's stream, under the budget it had
-            made = work[first]
-            span[:0] = [mapper(made.layer, made.phase, replace(
-                hw, buffer_bytes=made.buffer_bytes, output_to_dram=False), made.input_resident),
-                *work[first + 1:j]]
+        if first != j:  # the sum's stream
+            span[:0] = [_unwritten(work[first], mapper, hw), *work[first + 1:j]]
     except ConfigError:  # a phase's smallest tile no longer fits
         return 0
-    if None in span or (plan_key(np.concatenate([w.table for w in span]), hw, 0)
-                        >= plan_key(np.concatenate([w.table for w in work[first:]]), hw, 0)):
-        return 0
-    work[first:] = span
-    return kept
+    return kept if _replace_if_better(work, first, span, hw) else 0
 
 
 def wg_reads_kept_gradient(work: list[PhaseWork], maker: int, mapper: PhaseMapper,
@@ -240,16 +233,28 @@ def wg_reads_kept_gradient(work: list[PhaseWork], maker: int, mapper: PhaseMappe
     try:
         span = [*work[maker:k], mapper(wg.layer, WG, replace(hw, buffer_bytes=budget), True)]
         if not _gradient_shared(mapper.workload, wg.layer, hw):
-            made = work[maker]
-            span[0] = mapper(made.layer, made.phase,
-                             replace(hw, buffer_bytes=made.buffer_bytes, output_to_dram=False),
-                             made.input_resident)
+            span[0] = _unwritten(work[maker], mapper, hw)
     except ConfigError:  # the WG's smallest tile no longer fits
         return
+    _replace_if_better(work, maker, span, hw)
+
+
+def _unwritten(w: PhaseWork, mapper: PhaseMapper, hw: HardwareView) -> PhaseWork | None:
+    """Phase `w` mapped again under the budget it had, its result no longer written to DRAM
+    (every later reader finds it on chip)."""
+    return mapper(w.layer, w.phase, replace(hw, buffer_bytes=w.buffer_bytes,
+                                            output_to_dram=False), w.input_resident)
+
+
+def _replace_if_better(work: list[PhaseWork], first: int, span: list[PhaseWork | None],
+                       hw: HardwareView) -> bool:
+    """Put `span` in place of work[first:] if every phase of it has tiles and the mapper's
+    estimate (`plan_key`, on `mapping.objective`) of it is lower; whether it did."""
     if None in span or (plan_key(np.concatenate([w.table for w in span]), hw, 0)
-                        >= plan_key(np.concatenate([w.table for w in work[maker:]]), hw, 0)):
-        return
-    work[maker:] = span
+                        >= plan_key(np.concatenate([w.table for w in work[first:]]), hw, 0)):
+        return False
+    work[first:] = span
+    return True
 
 
 def _gradient_shared(workload: Workload, layer_id: int, hw: HardwareView) -> bool:
