@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from mappings.threads import counting_threads
+
 FORMATS = ("dense", "bitmap", "line_bitmap", "csr", "csc", "coo", "rle", "values_only")
 INDEX_BYTES = 2
 POINTER_BYTES = 4
@@ -104,6 +106,7 @@ def map_stats(nz: torch.Tensor) -> BlockStats:
     feature map's rows)."""
     length = nz.shape[-1] if nz.dim() else 1
     lines = nz.reshape(-1, length)
-    return BlockStats(np.array([nz.numel()]), np.array([int(nz.sum())]),
-                      np.array([lines.shape[0]]), np.array([int(lines.any(1).sum())]),
-                      length, np.array([int(rle_padding(lines).sum())]))
+    with counting_threads():
+        return BlockStats(np.array([nz.numel()]), np.array([int(nz.sum())]),
+                          np.array([lines.shape[0]]), np.array([int(lines.any(1).sum())]),
+                          length, np.array([int(rle_padding(lines).sum())]))

@@ -23,6 +23,7 @@ from mappings.capture import LayerCapture, PackedLayer
 from mappings.counting import BP, FF, WG, SkipPolicy
 from mappings.planner import plan_key, tile_phase
 from mappings.target import HardwareView
+from mappings.threads import counting_threads
 from mappings.vector import (
     result_bytes,
     stored_gradients,
@@ -140,6 +141,14 @@ def _recent(cache: dict, key: object, make: Callable[[], object]) -> object:
 
 
 def map_workload(workload: Workload, hw: HardwareView) -> list[PhaseWork]:
+    """Every phase of the training iteration (or inference) as event rows, in the order the
+    processor runs them, with the inter-layer reuse decisions made. Counting is exact, so it
+    runs on every thread torch may use (`mappings.threads`)."""
+    with counting_threads():
+        return _map_phases(workload, hw)
+
+
+def _map_phases(workload: Workload, hw: HardwareView) -> list[PhaseWork]:
     mapper = PhaseMapper(workload, hw)
     work: list[PhaseWork] = []
     producer, held = -1, 0  # the last FF/BP phase's index, and its input's bytes kept on chip

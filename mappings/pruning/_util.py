@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from desim.errors import ConfigError
+from mappings.threads import counting_threads
 
 
 def check_sparsity(sparsity: float) -> float:
@@ -45,9 +46,11 @@ def keep_top(scores: Tensor, n_prune: int, dim: int = -1) -> Tensor:
 
     Ties go by index (stable sort): the lower index is pruned first.
     """
-    order = torch.sort(scores, dim=dim, stable=True).indices
-    ranks = torch.argsort(order, dim=dim)  # inverse permutation: rank of each element
-    return ranks >= n_prune
+    n_prune = max(0, min(n_prune, scores.shape[dim]))
+    with counting_threads():  # a comparison sort, ties by index: the same on any thread count
+        order = torch.sort(scores, dim=dim, stable=True).indices
+        lowest = order.narrow(dim, 0, n_prune)
+        return torch.ones_like(scores, dtype=torch.bool).scatter_(dim, lowest, False)
 
 
 def require_divisible(value: int, by: int, what: str) -> None:
