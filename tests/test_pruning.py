@@ -68,6 +68,23 @@ def test_keep_top_breaks_ties_by_index() -> None:
     assert keep_top(scores, 1, dim=1).tolist() == [[True, False, True], [False, True, True]]
 
 
+@FAST
+@given(st.lists(st.integers(1, 5), min_size=1, max_size=3), st.integers(0, 2**16),
+       st.integers(0, 6), st.data())
+def test_keep_top_prunes_the_lowest_of_a_stable_sort(shape: list[int], seed: int, n: int,
+                                                     data: st.DataObject) -> None:
+    """keep_top selects in linear time; it must prune exactly what a stable ascending sort
+    puts first along `dim`, with many ties (small integers, -inf for pruned channels)."""
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randint(-2, 3, shape, generator=g).float()
+    scores[torch.rand(shape, generator=g) < 0.2] = -math.inf
+    dim = data.draw(st.integers(-len(shape), len(shape) - 1))
+    order = torch.sort(scores, dim=dim, stable=True).indices
+    first = order.narrow(dim, 0, min(n, shape[dim]))
+    expected = torch.ones(shape, dtype=torch.bool).scatter_(dim, first, False)
+    assert torch.equal(keep_top(scores, n, dim), expected)
+
+
 def test_sparsity_out_of_range_is_config_error() -> None:
     with pytest.raises(ConfigError):
         magnitude(torch.ones(4), 1.0)

@@ -44,13 +44,19 @@ def as_matrix(weight: Tensor) -> Tensor:
 def keep_top(scores: Tensor, n_prune: int, dim: int = -1) -> Tensor:
     """Bool tensor shaped like `scores`: False for the `n_prune` lowest scores along `dim`.
 
-    Ties go by index (stable sort): the lower index is pruned first.
+    Ties go by index (as a stable sort would): the lower index is pruned first. Found in
+    linear time: the n-th lowest score v by selection (`kthvalue`); everything below v is
+    pruned, and of the scores equal to v as many as are still needed, lowest index first.
     """
     n_prune = max(0, min(n_prune, scores.shape[dim]))
-    with counting_threads():  # a comparison sort, ties by index: the same on any thread count
-        order = torch.sort(scores, dim=dim, stable=True).indices
-        lowest = order.narrow(dim, 0, n_prune)
-        return torch.ones_like(scores, dtype=torch.bool).scatter_(dim, lowest, False)
+    if n_prune == 0:
+        return torch.ones_like(scores, dtype=torch.bool)
+    with counting_threads():  # comparisons and counts: the same on any thread count
+        v = scores.kthvalue(n_prune, dim=dim, keepdim=True).values
+        below = scores < v
+        at = scores == v
+        needed = n_prune - below.sum(dim, keepdim=True)
+        return ~(below | (at & (at.cumsum(dim) <= needed)))
 
 
 def require_divisible(value: int, by: int, what: str) -> None:
