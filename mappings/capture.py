@@ -259,6 +259,21 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                 records[name]["dx_nz"] = keep(_as_4d(grad_in[0].detach() != 0, _m))
         return hook
 
+    recent: list[tuple[torch.Tensor, int, BlockStats]] = []
+
+    def stats_of(t: torch.Tensor) -> BlockStats:
+        """`map_stats` of t's non-zeros. One vector layer's output is the next one's input
+        (and in BP its input gradient the next one's output gradient): a tensor among the
+        last few counted, unmodified since, is not counted again."""
+        t = t.detach()
+        for seen, version, stats in recent:
+            if same_tensor(t, seen) and t.stride() == seen.stride() and t._version == version:
+                return stats
+        stats = map_stats(t != 0)
+        recent.append((t, t._version, stats))  # held, so its memory is not reused meanwhile
+        del recent[:-4]
+        return stats
+
     calls: dict[str, list[VectorCapture]] = {}  # a module called twice (a shared ReLU)
     # is captured twice; its backward calls come in reverse order
 
@@ -274,9 +289,9 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                 if last_output[0] is not None and same_tensor(other, last_output[0]):
                     x, other = other, x
             v = VectorCapture(name, kind, x.numel(), out.numel(), len(order) - 1,
-                              map_stats(x != 0), map_stats(out.detach() != 0))
+                              stats_of(x), stats_of(out))
             if kind == "add":
-                v.second_stats = map_stats(other != 0)
+                v.second_stats = stats_of(other)
             v.foldable = (isinstance(_m, nn.BatchNorm1d | nn.BatchNorm2d)
                           and _m.track_running_stats and last_output[1]
                           and same_tensor(x, last_output[0]))
@@ -302,15 +317,15 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
             if v.kind == "fork":  # the first copy's gradient is written last (`Fork`)
                 # (a branch off the loss's path has no gradient: zeros)
                 grads = [torch.zeros_like(grad_in[0]) if g is None else g for g in grad_out]
-                v.dy_stats, v.second_stats = (map_stats(g.detach() != 0) for g in grads)
+                v.dy_stats, v.second_stats = (stats_of(g) for g in grads)
                 v.dy_from, v.second_from = add_of(grads[0]), add_of(grads[1])
             else:
-                v.dy_stats = map_stats(grad_out[0].detach() != 0)
+                v.dy_stats = stats_of(grad_out[0])
                 v.dy_from = add_of(grad_out[0])
                 if v.kind == "add":
                     add_grads.append((grad_out[0], v.name))
             if grad_in[0] is not None:
-                v.dx_stats = map_stats(grad_in[0].detach() != 0)
+                v.dx_stats = stats_of(grad_in[0])
         return hook
 
     def on_other(module: nn.Module, args, out):
