@@ -118,22 +118,31 @@ def nominal_map(layer: LayerCapture, phase: int) -> torch.Tensor:
     return counts.expand(full).contiguous()
 
 
+def effectual_operands(phase: int, pruned_grads_unused: bool) -> dict[str, bool]:
+    """The non-zero maps an effectual count uses: every operand of the phase (FF: X, W; BP:
+    W, dY; WG: X, dY, and the weight kept when the algorithm never uses pruned weights'
+    gradients)."""
+    return {"x_nz": phase != BP, "w_nz": phase != WG, "dy_nz": phase != FF,
+            "mask_wg": pruned_grads_unused}
+
+
+def processed_operands(phase: int, policy: SkipPolicy, pruned_grads_unused: bool
+                       ) -> dict[str, bool]:
+    """The non-zero maps hardware with `policy` skips on (it never skips a MAC the
+    algorithm needs)."""
+    return {"x_nz": policy.activations and phase != BP, "w_nz": policy.weights and phase != WG,
+            "dy_nz": policy.gradients and phase != FF,
+            "mask_wg": policy.pruned_weight_gradients and pruned_grads_unused}
+
+
 def effectual_map(layer: LayerCapture, phase: int, *, pruned_grads_unused: bool) -> torch.Tensor:
-    """Pairs with every operand of the phase non-zero. FF: X, W; BP: W, dY; WG: X, dY (and
-    the weight kept, when the pruning algorithm never uses pruned weights' gradients)."""
-    return count_map(layer, phase, x_nz=phase != BP, w_nz=phase != WG, dy_nz=phase != FF,
-                     mask_wg=pruned_grads_unused)
+    """Pairs with every operand of the phase non-zero (`effectual_operands`)."""
+    return count_map(layer, phase, **effectual_operands(phase, pruned_grads_unused))
 
 
 def processed_map(layer: LayerCapture, phase: int, policy: SkipPolicy, *,
                   pruned_grads_unused: bool) -> torch.Tensor:
-    """What hardware with `policy` performs; it never skips a MAC the algorithm needs."""
+    """What hardware with `policy` performs (`processed_operands`)."""
     if policy.dense:
         return nominal_map(layer, phase)
-    return count_map(
-        layer, phase,
-        x_nz=policy.activations and phase != BP,
-        w_nz=policy.weights and phase != WG,
-        dy_nz=policy.gradients and phase != FF,
-        mask_wg=policy.pruned_weight_gradients and pruned_grads_unused,
-    )
+    return count_map(layer, phase, **processed_operands(phase, policy, pruned_grads_unused))

@@ -22,7 +22,17 @@ import torch
 from desim.errors import ConfigError
 from desim.events import empty_table
 from mappings.capture import LayerCapture
-from mappings.counting import BP, FF, WG, SkipPolicy, effectual_map, nominal_map, processed_map
+from mappings.counting import (
+    BP,
+    FF,
+    WG,
+    SkipPolicy,
+    effectual_map,
+    effectual_operands,
+    nominal_map,
+    processed_map,
+    processed_operands,
+)
 from mappings.target import HardwareView
 from mappings.tiling import (
     TileShape,
@@ -221,8 +231,13 @@ def _count_maps(part: LayerCapture, phase: int, hw: HardwareView, policy: SkipPo
     row: the tiler only totals them per tile, and a row sum is a row length smaller)."""
     nominal = nominal_map(part, phase)
     effectual = effectual_map(part, phase, pruned_grads_unused=pruned_grads_unused)
-    processed = (nominal if policy.dense
-                 else processed_map(part, phase, policy, pruned_grads_unused=pruned_grads_unused))
+    if policy.dense:
+        processed = nominal
+    elif (processed_operands(phase, policy, pruned_grads_unused)
+          == effectual_operands(phase, pruned_grads_unused)):  # skips every ineffectual MAC
+        processed = effectual
+    else:
+        processed = processed_map(part, phase, policy, pruned_grads_unused=pruned_grads_unused)
     if hw.skip_relu_masked_gradients and phase == BP:  # dX where X is zero is discarded
         processed = processed * part.x_nz.transpose(0, 1)
     speculated = None
