@@ -21,10 +21,11 @@ import torch
 _counting = max(1, torch.get_num_threads())
 
 
-def set_counting_threads(n: int) -> None:
-    """How many threads counting uses from now on (a sweep's one-thread workers: 1)."""
+def set_counting_threads(n: int) -> int:
+    """How many threads counting uses from now on; returns how many it used before."""
     global _counting
-    _counting = max(1, n)
+    before, _counting = _counting, max(1, n)
+    return before
 
 
 @contextmanager

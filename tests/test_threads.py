@@ -1,0 +1,44 @@
+"""Counting is exact, so the event tables do not depend on how many threads count them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from arch.accelerator import Accelerator
+from desim.experiment import load_arch
+from desim.module import Simulator
+from desim.runner import hardware_view
+from mappings.mapper import map_workload
+from mappings.pruning import PruningSpec
+from mappings.threads import counting_threads, set_counting_threads
+from mappings.workload import WorkloadSpec, capture_workload
+
+ARCH = Path(__file__).resolve().parent.parent / "configs" / "arch"
+
+
+@pytest.fixture(scope="module")
+def workload():
+    """ResNet-18 at 64 x 64, batch 2: maps large enough for torch to split over threads."""
+    spec = WorkloadSpec(model="resnet18", batch=2, input_shape=[3, 64, 64], data="random")
+    return capture_workload(spec, PruningSpec(method="hybrid", sparsity=0.7))
+
+
+@pytest.mark.parametrize("arch", ["dense.yaml", "hppu_like.yaml"])
+def test_event_tables_are_the_same_on_one_and_two_threads(workload, arch):
+    hw = hardware_view(Accelerator(Simulator(), load_arch(ARCH / arch)))
+    tables = {}
+    caller = torch.get_num_threads()
+    configured = set_counting_threads(1)
+    try:
+        for threads in (1, 2):
+            set_counting_threads(threads)
+            with counting_threads():
+                assert torch.get_num_threads() == threads
+            tables[threads] = [w.table.tobytes() for w in map_workload(workload, hw)]
+    finally:
+        set_counting_threads(configured)
+    assert torch.get_num_threads() == caller  # the caller's own setting, restored
+    assert tables[1] == tables[2]
