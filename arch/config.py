@@ -137,9 +137,9 @@ class MappingConfig(Strict):
     # Procrustes' load balancing of unstructured sparse work approaches). Off: a PE does the
     # outputs dealt to it and the tile lasts as long as the busiest PE.
     load_balance: bool = False
-    # What the tiler minimises when it picks among the ways to split a layer's reduction
-    # (whole, or chunks with partial sums kept on chip or spilled to DRAM): energy x delay
-    # (`edp`, Timeloop's usual metric), `delay`, or `energy`, each from its own estimate.
+    # What the mapper minimises when it picks a phase's tile shape and loop order, and the
+    # way to split its reduction (whole, or chunks with partial sums kept on chip or spilled
+    # to DRAM): energy x delay (`edp`, Timeloop's usual metric), `delay`, or `energy`.
     objective: Literal["edp", "delay", "energy"] = "edp"
     # Inter-layer reuse: a layer-phase's output stays in the global buffer for the phase that
     # reads it next (FF: the next layer's X; BP: the next layer's dY), when the mapper's

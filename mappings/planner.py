@@ -87,7 +87,8 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
             try:
                 table, weight_bytes, out_bytes, need = _tile_plan(
                     parts, maps, shaped, channels, order, layer_index, phase, hw, policy,
-                    where, pruned_grads_unused, circulant_block, built, resident)
+                    where, pruned_grads_unused, circulant_block, built, resident,
+                    totals["processed_macs"])
             except ConfigError as err:   # this plan's smallest tile does not fit
                 first_error = first_error or err
                 continue
@@ -255,7 +256,8 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                channels: torch.Tensor, order: str, layer_index: int, phase: int,
                hw: HardwareView, policy: SkipPolicy, where: str, pruned_grads_unused: bool,
                circulant_block: int, built: dict,
-               resident: tuple[bool, bool] = (False, False)) -> tuple[np.ndarray, int, int, int]:
+               resident: tuple[bool, bool] = (False, False), processed_macs: int = 0
+               ) -> tuple[np.ndarray, int, int, int]:
     """The event rows of one plan (its chunks in `order`), the weight bytes it reads, the
     bytes of its final outputs and the buffer budget its tiles need.
 
@@ -276,7 +278,8 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
     ps, win = shaped[0]
     shape = choose_tile(ps, win, len(channels), n_img, n_rows, length, tiling_hw, where,
                         weights=phase != WG and parts[0].weight_is_parameter,
-                        stream_resident=resident[0], channel_resident=resident[1])
+                        stream_resident=resident[0], channel_resident=resident[1],
+                        processed_macs=processed_macs // len(parts))  # a chunk's share
     need = psum_share + tile_bytes(shape, ps, win, (n_rows, length),
                                    int(ps.channel_operand.elems[0]), hw.element_bytes,
                                    *resident)

@@ -40,8 +40,9 @@ class HardwareView:
     circulant_fft: bool = False          # CirCNN: circulant layers stored and run by FFT
     weight_generator: bool = False       # Procrustes: untracked weights regenerated on chip
     speculate_relu_outputs: bool = False  # Trainer: FF skips outputs predicted ReLU-zeroed
-    # What the tiler minimises when it chooses how to split a reduction (`mapping.objective`),
-    # and the prices (pJ, from the energy tables; 0: not known) its energy estimate uses.
+    # What the mapper minimises when it chooses a tile and how to split a reduction
+    # (`mapping.objective`), and the prices (pJ, from the energy tables; 0: not known) its
+    # energy estimate uses.
     objective: str = "edp"               # edp | delay | energy
     inter_layer_reuse: bool = False      # a phase's output may stay on chip for the next
     # Set per phase by the mapper: False when the phase's result is kept on chip for the

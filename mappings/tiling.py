@@ -15,9 +15,10 @@ The dataflow (one for now, "channel-parallel, output-stationary"):
 - Reuse: a block stays in the global buffer while consecutive tiles use it; a tile reads from
   DRAM only the blocks the previous tile did not hold. Outputs go to DRAM once, final.
 - Tile size and loop order are chosen per layer and phase by a small search (the shape that
-  fits and should run fastest). Channel blocks outside row blocks keep the channel operand
-  stationary (weight stationary in FF and BP); the reverse keeps the stream operand
-  (input stationary); `HardwareView.dataflow` may force one of the two.
+  fits and minimises `mapping.objective`, energy x delay by default). Channel blocks outside
+  row blocks keep the channel operand stationary (weight stationary in FF and BP); the
+  reverse keeps the stream operand (input stationary); `HardwareView.dataflow` may force
+  one of the two.
 - With channel compaction (HPPU's level-1 selector), output channels with no work are removed
   before tiling, so the remaining work is dealt out evenly; without it a pruned channel keeps
   its PE slot and that PE idles.
@@ -272,8 +273,9 @@ def fits(shape: TileShape, ps: PhaseShape, win: _Window, out_rows_len: tuple[int
 
 def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, length: int,
                 hw: HardwareView, where: str, weights: bool = False,
-                stream_resident: bool = False, channel_resident: bool = False) -> TileShape:
-    """The tile shape and loop order that should run fastest (a small mapper search).
+                stream_resident: bool = False, channel_resident: bool = False,
+                processed_macs: int = 0) -> TileShape:
+    """The tile shape and loop order that minimise `hw.objective` (a small mapper search).
 
     Candidates: channel blocks of clusters * 2^i channels (or all of them) and row blocks of
     whole images or runs of rows, halving; each in both loop orders. For each, the bytes it
@@ -283,10 +285,14 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     dataflow"; dense formats give the dense estimate). From DRAM, the block held across the inner
     loop is read once and the other once per outer iteration; to the clusters, a block is
     sent again on every tile unless it is unchanged and its share fits in half a cluster's
-    local buffer. The estimate of time is the larger of the DRAM time and the time on the
-    global buffer's NoC port; ties go to fewer DRAM bytes, then fewer tiles, then more
-    channels per tile. A resident operand (`stream_resident`, `channel_resident`: an
-    earlier phase left it in the buffer) takes no tile space and no DRAM reads.
+    local buffer. The estimate of time is the largest of the DRAM time, the time on the
+    global buffer's NoC port and the PEs' time for the phase's `processed_macs`; of energy,
+    those MACs, the bytes from DRAM (written into the buffer), the bytes sent (read from the
+    buffer, over the NoC, into the clusters' buffers) and DRAM standby for that time, at the
+    view's prices (`_estimated_pj`'s, the full plans' estimate). Ties go to less time,
+    fewer DRAM bytes, fewer tiles, then more channels per tile. A resident operand
+    (`stream_resident`, `channel_resident`: an earlier phase left it in the buffer) takes
+    no tile space and no DRAM reads.
     """
     a_elems = int(ps.channel_operand.elems[0]) if len(ps.channel_operand.elems) else 0
     eb = hw.element_bytes
@@ -297,6 +303,10 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     channel_ratio, stream_ratio = _compression(ps, hw, weights)
     channel_bytes = a * a_elems * eb * channel_ratio
     channel_dram = 0 if channel_resident else channel_bytes
+    compute = processed_macs / (hw.pes * hw.macs_per_pe_per_cycle)
+    mac_pj = processed_macs * hw.mac_pj
+    dram_pj = hw.dram_pj_per_byte + hw.glb_pj_per_byte
+    sent_pj = hw.glb_pj_per_byte + hw.noc_pj_per_byte + hw.local_pj_per_byte
     best, best_key = None, None
     for images, rows in blocks:
         i0, i1, r0, r1 = _blocks(TileShape(1, images, rows), n_img, n_rows)
@@ -324,8 +334,12 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                     dram = channel_dram + stream_dram * (na if nb > 1 else 1)
                     sent = (channel_bytes * (1 if channel_kept or nb == 1 else nb)
                             + stream_bytes * (na if nb > 1 or not stream_kept else 1))
-                time = max(dram / hw.dram_bytes_per_cycle, sent / hw.noc_port_bytes_per_cycle)
-                key = (time, dram, na * nb, -ka, outer)
+                time = max(dram / hw.dram_bytes_per_cycle, sent / hw.noc_port_bytes_per_cycle,
+                           compute)
+                pj = (mac_pj + dram * dram_pj + sent * sent_pj
+                      + time * hw.static_pj_per_cycle)
+                first = {"edp": time * pj, "delay": time, "energy": pj}[hw.objective]
+                key = (first, time, dram, na * nb, -ka, outer)
                 if best_key is None or key < best_key:
                     best_key, best = key, TileShape(ka, images, rows, outer)
     if best is not None:
