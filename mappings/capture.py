@@ -68,6 +68,11 @@ class LayerCapture:
     y_nz: torch.Tensor | None = None
     y_relu_nz: torch.Tensor | None = None
     dx_nz: torch.Tensor | None = None
+    # With a foldable batch norm right after the layer (`VectorCapture.foldable`): that
+    # norm's output, and the output of a ReLU right after the norm; at inference the norm
+    # is folded into the layer's weights, so this is what the layer writes.
+    y_folded_nz: torch.Tensor | None = None
+    y_folded_relu_nz: torch.Tensor | None = None
 
     @property
     def macs(self) -> int:
@@ -125,11 +130,13 @@ class PackedLayer:
     y_nz: BitMap | None = None
     y_relu_nz: BitMap | None = None
     dx_nz: BitMap | None = None
+    y_folded_nz: BitMap | None = None
+    y_folded_relu_nz: BitMap | None = None
 
     def unpack(self) -> LayerCapture:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         for key in ("x_nz", "w_nz", "dy_nz", "w_tracked", "y_spec", "y_nz", "y_relu_nz",
-                    "dx_nz"):
+                    "dx_nz", "y_folded_nz", "y_folded_relu_nz"):
             if values[key] is not None:
                 values[key] = values[key].unpack()
         return LayerCapture(**values)
@@ -215,8 +222,10 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     records: dict[str, dict] = {}
     last_output: list = [None, False]  # the tensor a hooked layer wrote last; a conv/linear?
+    folded: list = [None, None]  # the layer a foldable batch norm follows, the norm's output
     order: list[str] = []
     handles = []
+    modules = dict(model.named_modules())
 
     def on_forward(name: str, module: nn.Module):
         def hook(_m, args, out):
@@ -295,6 +304,13 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
             v.foldable = (isinstance(_m, nn.BatchNorm1d | nn.BatchNorm2d)
                           and _m.track_running_stats and last_output[1]
                           and same_tensor(x, last_output[0]))
+            if v.foldable:  # what the layer before writes once the norm is folded into it
+                layer = order[-1]
+                records[layer]["y_folded_nz"] = keep(_as_4d(out.detach() != 0, modules[layer]))
+                folded[:] = [layer, out]
+            elif kind == "relu" and folded[1] is not None and same_tensor(x, folded[1]):
+                records[folded[0]]["y_folded_relu_nz"] = keep(
+                    _as_4d(out.detach() != 0, modules[folded[0]]))
             _record(v)
             last_output[:] = [out, False]
         return hook
@@ -363,7 +379,6 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
         for m in in_place:
             m.inplace = True
 
-    modules = dict(model.named_modules())
     layers = []
     for name in order:
         module, rec = modules[name], records[name]
@@ -383,7 +398,9 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
             "spec_false_zero_mass": spec.false_zero_mass}
         if spec is not None and not spec.through_batchnorm:
             speculated["y_relu_nz"] = keep(_as_4d(spec.relu_out_nz, module))
-        speculated.update(y_nz=rec["y_nz"], dx_nz=rec.get("dx_nz"))
+        speculated.update(y_nz=rec["y_nz"], dx_nz=rec.get("dx_nz"),
+                          y_folded_nz=rec.get("y_folded_nz"),
+                          y_folded_relu_nz=rec.get("y_folded_relu_nz"))
         if isinstance(module, nn.Linear):
             layers.append(make(name, "linear", rec["x_nz"], keep(w_nz), rec["dy_nz"],
                                needs_input_grad=rec["needs_input_grad"], **speculated))

@@ -89,13 +89,21 @@ class PhaseMapper:
         self.stored = stored_outputs(workload.vectors, hw)  # what each vector layer writes in FF
         self.stored_dy = stored_gradients(workload.vectors, hw)  # ... and reads as dY in BP
         self.stored_second = stored_second_gradients(workload.vectors, hw)  # a fork's other
+        # At inference, the layers whose batch norm is folded into their weights: they write
+        # the norm's output (or its ReLU's), not their own.
+        self.folded = ({v.after for v in workload.vectors if v.foldable}
+                       if workload.spec.inference else set())
         self._unpacked: dict[int, LayerCapture] = {}  # the last two layers unpacked
         self._counted: dict[tuple[int, int], dict] = {}  # ... and FF/BP phases counted
 
     def layer(self, layer_id: int) -> LayerCapture:
-        layer = self.workload.layers[layer_id]
-        return _recent(self._unpacked, layer_id,
-                       lambda: layer.unpack() if isinstance(layer, PackedLayer) else layer)
+        def unpacked() -> LayerCapture:
+            layer = self.workload.layers[layer_id]
+            layer = layer.unpack() if isinstance(layer, PackedLayer) else layer
+            if layer_id in self.folded:
+                layer = replace(layer, y_nz=layer.y_folded_nz, y_relu_nz=layer.y_folded_relu_nz)
+            return layer
+        return _recent(self._unpacked, layer_id, unpacked)
 
     def __call__(self, layer_id: int, phase: int, hw: HardwareView,
                  input_resident: bool = False) -> PhaseWork | None:

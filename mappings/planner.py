@@ -222,7 +222,9 @@ def _slice_reduction(layer: LayerCapture, phase: int, c0: int, c1: int) -> Layer
                        dx_nz=cut(layer.dx_nz, 1))
     return replace(layer, dy_nz=cut(layer.dy_nz, 1), w_nz=cut(layer.w_nz, 0),
                    w_tracked=cut(layer.w_tracked, 0), y_spec=cut(layer.y_spec, 1),
-                   y_nz=cut(layer.y_nz, 1), y_relu_nz=cut(layer.y_relu_nz, 1))
+                   y_nz=cut(layer.y_nz, 1), y_relu_nz=cut(layer.y_relu_nz, 1),
+                   y_folded_nz=cut(layer.y_folded_nz, 1),
+                   y_folded_relu_nz=cut(layer.y_folded_relu_nz, 1))
 
 
 def _count_maps(part: LayerCapture, phase: int, hw: HardwareView, policy: SkipPolicy,

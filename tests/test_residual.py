@@ -287,3 +287,42 @@ def test_every_residual_block_forks_and_adds(name, kwargs, blocks):
     assert kinds.count("fork") == kinds.count("add") == blocks
     norms = [v for v in vectors if v.kind == "batchnorm"]
     assert norms and all(v.foldable for v in norms)
+
+
+def test_a_folded_batch_norm_s_layer_writes_the_norm_s_output():
+    """conv -> BN -> ReLU -> conv -> BN -> linear in a bitmap activation format (fp16, one
+    bit an element). In training each conv writes its own output (nearly all non-zero);
+    at inference the norms are folded into the convs, which write what the norms wrote:
+    the first conv the ReLU's output (fused), the second the norm's output."""
+    from mappings.formats import operand_bytes
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8),
+                          nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, bias=False),
+                          nn.BatchNorm2d(8), nn.Flatten(), nn.Linear(8 * 8 * 8, 10))
+    vectors: list[VectorCapture] = []
+    layers = capture(model, torch.randn(2, 3, 8, 8), torch.randint(0, 10, (2,)), packed=True,
+                     vectors=vectors)
+    relu, norm = vectors[1], vectors[2]
+    assert [v.kind for v in vectors] == ["batchnorm", "relu", "batchnorm"]
+    assert relu.out_stats.nnz[0] < relu.out_elems  # the ReLU zeroes some outputs
+    workload = Workload(WorkloadSpec(model="resnet18", batch=2, data="random"),
+                        PruningSpec(method="dense"), layers, True, vectors=vectors)
+    hw = replace(_view(reuse=False, fused=True), activation_format="bitmap")
+
+    def written(inference: bool) -> dict[str, int]:
+        spec = workload.spec.model_copy(update={"inference": inference})
+        return {w.name: _dram(w)[1] for w in map_workload(replace(workload, spec=spec), hw)
+                if w.phase == FF and w.layer >= 0}
+
+    def bitmap(nz: torch.Tensor) -> int:
+        return int(operand_bytes("bitmap", map_stats(nz), 2)[0])
+
+    logits = bitmap(layers[2].y_nz.unpack())  # 20 values and 20 bits: 43 bytes
+    assert logits == 43
+    assert written(False) == {"0": bitmap(layers[0].y_nz.unpack()),
+                              "3": bitmap(layers[1].y_nz.unpack()), "6": logits}
+    assert written(True) == {"0": int(operand_bytes("bitmap", relu.out_stats, 2)[0]),
+                             "3": int(operand_bytes("bitmap", norm.out_stats, 2)[0]),
+                             "6": logits}
+    assert written(True)["0"] < written(False)["0"]
