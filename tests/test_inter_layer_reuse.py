@@ -10,11 +10,9 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from views import arch_view
 
-from arch.accelerator import Accelerator
 from desim.experiment import load_arch
-from desim.module import Simulator
-from desim.runner import hardware_view
 from mappings.capture import VectorCapture, capture
 from mappings.counting import BP, FF, WG
 from mappings.mapper import map_workload
@@ -37,10 +35,7 @@ def lenet300():
 
 
 def _view(reuse: bool) -> HardwareView:
-    arch = load_arch(DENSE)
-    arch = arch.model_copy(update={"mapping": arch.mapping.model_copy(
-        update={"inter_layer_reuse": reuse})})
-    return hardware_view(Accelerator(Simulator(), arch))
+    return arch_view("dense.yaml", f"mapping.inter_layer_reuse={reuse}")
 
 
 def _reads(work, phase):

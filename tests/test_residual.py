@@ -3,16 +3,12 @@ where the two join (`Add`). The add's FF reads both operands and writes their su
 fork's BP reads both branches' gradients and writes their sum; their other phases are free."""
 
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
+from views import arch_view
 
-from arch.accelerator import Accelerator
-from desim.experiment import load_arch
-from desim.module import Simulator
-from desim.runner import hardware_view
 from mappings.capture import VectorCapture, capture
 from mappings.counting import BP, FF
 from mappings.formats import map_stats
@@ -33,7 +29,6 @@ from mappings.workload import Workload, WorkloadSpec
 HW = HardwareView(clusters=4, pes_per_cluster=4, buffer_bytes=1 << 20, element_bytes=2,
                   vector_lanes=8)
 UNFUSED = replace(HW, fused_residual=False)
-DENSE = Path(__file__).resolve().parent.parent / "configs" / "arch" / "dense.yaml"
 
 
 def test_add_and_fork_traffic_in_closed_form():
@@ -191,11 +186,8 @@ def block_workload() -> Workload:
 
 
 def _view(reuse: bool, fused: bool) -> HardwareView:
-    arch = load_arch(DENSE)
-    arch = arch.model_copy(update={
-        "mapping": arch.mapping.model_copy(update={"inter_layer_reuse": reuse}),
-        "vector_unit": arch.vector_unit.model_copy(update={"fused_residual": fused})})
-    return hardware_view(Accelerator(Simulator(), arch))
+    return arch_view("dense.yaml", f"mapping.inter_layer_reuse={reuse}",
+                     f"vector_unit.fused_residual={fused}")
 
 
 def _dram(w) -> tuple[int, int]:

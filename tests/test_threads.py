@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
+from views import arch_view
 
-from arch.accelerator import Accelerator
-from desim.experiment import load_arch
-from desim.module import Simulator
-from desim.runner import hardware_view
 from mappings.mapper import map_workload
 from mappings.pruning import PruningSpec
 from mappings.threads import counting_threads, set_counting_threads
 from mappings.workload import WorkloadSpec, capture_workload
-
-ARCH = Path(__file__).resolve().parent.parent / "configs" / "arch"
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +21,7 @@ def workload():
 
 @pytest.mark.parametrize("arch", ["dense.yaml", "hppu_like.yaml"])
 def test_event_tables_are_the_same_on_one_and_two_threads(workload, arch):
-    hw = hardware_view(Accelerator(Simulator(), load_arch(ARCH / arch)))
+    hw = arch_view(arch)
     tables = {}
     caller = torch.get_num_threads()
     configured = set_counting_threads(1)
