@@ -105,6 +105,10 @@ class PhaseMapper:
             return layer
         return _recent(self._unpacked, layer_id, unpacked)
 
+    def kind(self, layer_id: int) -> str | None:
+        """A vector layer's kind ("batchnorm", "add", "fork", ...); None for a conv/linear."""
+        return self.workload.vectors[-1 - layer_id].kind if layer_id < 0 else None
+
     def __call__(self, layer_id: int, phase: int, hw: HardwareView,
                  input_resident: bool = False) -> PhaseWork | None:
         """The phase's work, None when it has no tiles; `input_resident`: its input (FF's
@@ -163,7 +167,7 @@ def _map_phases(workload: Workload, hw: HardwareView) -> list[PhaseWork]:
     maker = -1              # the FF/BP phase before it, which made that input
     forked = False          # whether a fork hands the producer's output to a second branch
     for layer_id, phase in training_order(workload):
-        if layer_id < 0 and workload.vectors[-1 - layer_id].kind == "fork":
+        if mapper.kind(layer_id) == "fork":
             forked = True
         w = mapper(layer_id, phase, hw)
         if w is None:
@@ -214,8 +218,7 @@ def keep_output_on_chip(work: list[PhaseWork], j: int, mapper: PhaseMapper, hw: 
             or consumer.input_elems != producer.output_elems):
         return 0
     def fused_add(w: PhaseWork) -> bool:
-        return (w.layer < 0 and hw.fused_residual
-                and mapper.workload.vectors[-1 - w.layer].kind == "add")
+        return hw.fused_residual and mapper.kind(w.layer) == "add"
     unwritten = not written and not fused_add(consumer)
     first = maker if unwritten and maker >= 0 and fused_add(producer) else j
 
