@@ -92,7 +92,9 @@ def rle_padding(nz: torch.Tensor) -> torch.Tensor:
     """
     units, length = nz.shape
     max_run = 2**RLE_RUN_BITS
-    if length <= max_run:  # no run of zeros inside a unit is long enough to need padding
+    if length <= max_run or nz.numel() - int(nz.sum()) < max_run:
+        # no run of zeros is long enough to need padding (a unit is too short, or the map
+        # has too few zeros: most batch-norm outputs and conv gradients have none)
         return torch.zeros(units, dtype=torch.int64)
     dtype = torch.int16 if length < 2**15 else torch.int64
     pos = torch.arange(length, dtype=dtype)
