@@ -66,6 +66,8 @@ def test_keep_top_breaks_ties_by_index() -> None:
     assert keep_top(torch.zeros(6), 2).tolist() == [False, False, True, True, True, True]
     scores = torch.tensor([[3.0, 1.0, 2.0], [0.0, 0.0, 5.0]])
     assert keep_top(scores, 1, dim=1).tolist() == [[True, False, True], [False, True, True]]
+    # NaN ranks above +inf (a diverged score is pruned last)
+    assert keep_top(torch.tensor([math.nan, math.inf, 0.0]), 2).tolist() == [True, False, False]
 
 
 @FAST
@@ -74,10 +76,13 @@ def test_keep_top_breaks_ties_by_index() -> None:
 def test_keep_top_prunes_the_lowest_of_a_stable_sort(shape: list[int], seed: int, n: int,
                                                      data: st.DataObject) -> None:
     """keep_top selects in linear time; it must prune exactly what a stable ascending sort
-    puts first along `dim`, with many ties (small integers, -inf for pruned channels)."""
+    puts first along `dim`, with many ties (small integers, -inf for pruned channels) and
+    infinities and NaNs."""
     g = torch.Generator().manual_seed(seed)
     scores = torch.randint(-2, 3, shape, generator=g).float()
     scores[torch.rand(shape, generator=g) < 0.2] = -math.inf
+    scores[torch.rand(shape, generator=g) < 0.1] = math.inf
+    scores[torch.rand(shape, generator=g) < 0.1] = math.nan  # sorted last, after +inf
     dim = data.draw(st.integers(-len(shape), len(shape) - 1))
     order = torch.sort(scores, dim=dim, stable=True).indices
     first = order.narrow(dim, 0, min(n, shape[dim]))

@@ -52,6 +52,11 @@ def keep_top(scores: Tensor, n_prune: int, dim: int = -1) -> Tensor:
     if n_prune == 0:
         return torch.ones_like(scores, dtype=torch.bool)
     with counting_threads():  # comparisons and counts: the same on any thread count
+        if scores.is_floating_point() and bool(scores.isnan().any()):
+            # NaNs rank above +inf, which no selection by value can say: sort (stable)
+            order = torch.sort(scores, dim=dim, stable=True).indices
+            return torch.ones_like(scores, dtype=torch.bool).scatter_(
+                dim, order.narrow(dim, 0, n_prune), False)
         v = scores.kthvalue(n_prune, dim=dim, keepdim=True).values
         below = scores < v
         at = scores == v
