@@ -288,8 +288,9 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     local buffer. The estimate of time is the largest of the DRAM time, the time on the
     global buffer's NoC port and the PEs' time for the phase's `processed_macs`; of energy,
     those MACs, the bytes from DRAM (written into the buffer), the bytes sent (read from the
-    buffer, over the NoC, into the clusters' buffers) and DRAM standby for that time, at the
-    view's prices (`_estimated_pj`'s, the full plans' estimate). Ties go to less time,
+    buffer, over the NoC, into the clusters' buffers: the channel operand unicast, the stream
+    multicast over the tree into every active cluster) and DRAM standby for that time, at
+    the view's prices (`_estimated_pj`'s, the full plans' estimate). Ties go to less time,
     fewer DRAM bytes, fewer tiles, then more channels per tile. A resident operand
     (`stream_resident`, `channel_resident`: an earlier phase left it in the buffer) takes
     no tile space and no DRAM reads.
@@ -306,7 +307,7 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     compute = processed_macs / (hw.pes * hw.macs_per_pe_per_cycle)
     mac_pj = processed_macs * hw.mac_pj
     dram_pj = hw.dram_pj_per_byte + hw.glb_pj_per_byte
-    sent_pj = hw.glb_pj_per_byte + hw.noc_pj_per_byte + hw.local_pj_per_byte
+    unicast_pj = hw.glb_pj_per_byte + hw.noc_pj_per_byte + hw.local_pj_per_byte
     best, best_key = None, None
     for images, rows in blocks:
         i0, i1, r0, r1 = _blocks(TileShape(1, images, rows), n_img, n_rows)
@@ -322,22 +323,26 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                         stream_resident, channel_resident):
                 continue
             na = -(-a // ka)
-            channel_kept = ka * a_elems * eb * channel_ratio / min(ka, hw.clusters) <= half_local
+            active = min(ka, hw.clusters)
+            channel_kept = ka * a_elems * eb * channel_ratio / active <= half_local
+            # the stream is multicast: one read and one tree, a local buffer write per cluster
+            multicast_pj = (hw.glb_pj_per_byte + hw.noc_multicast_pj_per_byte
+                            + active * hw.local_pj_per_byte)
             orders = {"auto": (False, True), "weight_stationary": (False,),
                       "input_stationary": (True,)}[hw.dataflow]
             for outer in orders:
                 if outer:   # rows outside: channel blocks change every tile
                     dram = stream_dram + channel_dram * (nb if na > 1 else 1)
-                    sent = (stream_bytes * (1 if stream_kept or na == 1 else na)
-                            + channel_bytes * (nb if na > 1 or not channel_kept else 1))
+                    stream_sent = stream_bytes * (1 if stream_kept or na == 1 else na)
+                    channel_sent = channel_bytes * (nb if na > 1 or not channel_kept else 1)
                 else:       # channels outside: row blocks change every tile
                     dram = channel_dram + stream_dram * (na if nb > 1 else 1)
-                    sent = (channel_bytes * (1 if channel_kept or nb == 1 else nb)
-                            + stream_bytes * (na if nb > 1 or not stream_kept else 1))
-                time = max(dram / hw.dram_bytes_per_cycle, sent / hw.noc_port_bytes_per_cycle,
-                           compute)
-                pj = (mac_pj + dram * dram_pj + sent * sent_pj
-                      + time * hw.static_pj_per_cycle)
+                    channel_sent = channel_bytes * (1 if channel_kept or nb == 1 else nb)
+                    stream_sent = stream_bytes * (na if nb > 1 or not stream_kept else 1)
+                time = max(dram / hw.dram_bytes_per_cycle,
+                           (stream_sent + channel_sent) / hw.noc_port_bytes_per_cycle, compute)
+                pj = (mac_pj + dram * dram_pj + stream_sent * multicast_pj
+                      + channel_sent * unicast_pj + time * hw.static_pj_per_cycle)
                 first = {"edp": time * pj, "delay": time, "energy": pj}[hw.objective]
                 key = (first, time, dram, na * nb, -ka, outer)
                 if best_key is None or key < best_key:
