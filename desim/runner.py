@@ -214,7 +214,9 @@ def run(experiment: Experiment, progress: Callable[[str], None] | None = None,
         ) -> dict[str, RunResult]:
     """Every run of an experiment; a (workload, pruning) pair is captured once, by `capture`
     (workload spec, pruning spec) -> Workload if given (a sweep's shared cache), else here."""
-    torch.set_num_threads(1)  # faster than two on a shared 2-core machine, and deterministic
+    # The model's float passes on one thread: their summation order, hence their bits, would
+    # change with the thread count. Counting, which is exact, borrows more (mappings.threads).
+    torch.set_num_threads(1)
     spec = experiment.spec
     captured: dict[str, Workload] = {}
     results = {}
