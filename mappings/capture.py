@@ -73,6 +73,10 @@ class LayerCapture:
     # is folded into the layer's weights, so this is what the layer writes.
     y_folded_nz: torch.Tensor | None = None
     y_folded_relu_nz: torch.Tensor | None = None
+    # With a fork right before the layer, the layer taking the fork's first copy (a residual
+    # block's body, whose gradient is written last): the two branches' summed gradient,
+    # which a fused fork (`fused_residual`) has this layer's BP write in place of its dX.
+    dx_sum_nz: torch.Tensor | None = None
 
     @property
     def macs(self) -> int:
@@ -132,11 +136,12 @@ class PackedLayer:
     dx_nz: BitMap | None = None
     y_folded_nz: BitMap | None = None
     y_folded_relu_nz: BitMap | None = None
+    dx_sum_nz: BitMap | None = None
 
     def unpack(self) -> LayerCapture:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         for key in ("x_nz", "w_nz", "dy_nz", "w_tracked", "y_spec", "y_nz", "y_relu_nz",
-                    "dx_nz", "y_folded_nz", "y_folded_relu_nz"):
+                    "dx_nz", "y_folded_nz", "y_folded_relu_nz", "dx_sum_nz"):
             if values[key] is not None:
                 values[key] = values[key].unpack()
         return LayerCapture(**values)
@@ -223,13 +228,23 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     records: dict[str, dict] = {}
     last_output: list = [None, False]  # the tensor a hooked layer wrote last; a conv/linear?
     folded: list = [None, None]  # the layer a foldable batch norm follows, the norm's output
+    fork_out: list = [None, None]  # a fork whose first copy no layer has taken yet, the copy
+    body_first: dict[int, str] = {}  # id of a fork -> the layer that took its first copy
     order: list[str] = []
     handles = []
     modules = dict(model.named_modules())
 
+    def took_fork_copy(name: str | None, x: torch.Tensor) -> None:
+        """The module after a fork runs: if it is the layer `name` and takes the fork's first
+        copy, that layer's BP is the one a fused fork writes its sum from."""
+        if fork_out[0] is not None and name is not None and same_tensor(x, fork_out[1]):
+            body_first[id(fork_out[0])] = name
+        fork_out[:] = [None, None]
+
     def on_forward(name: str, module: nn.Module):
         def hook(_m, args, out):
             x = args[0].detach()
+            took_fork_copy(name, x)
             speculator.layer(name, module, x, out)
             order.append(name)
             last_output[:] = [out, True]
@@ -289,9 +304,12 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     def on_vector(name: str, kind: str):
         def hook(_m, args, out):
             x = args[0].detach()
+            took_fork_copy(None, x)
             if kind == "fork":  # FF hands x on; BP sums its two copies' gradients, if wanted
                 if args[0].requires_grad:
-                    _record(VectorCapture(name, kind, x.numel(), x.numel(), len(order) - 1))
+                    v = VectorCapture(name, kind, x.numel(), x.numel(), len(order) - 1)
+                    _record(v)
+                    fork_out[:] = [v, x]
                 return
             if kind == "add":  # x: the operand written last (by the layer hooked last)
                 other = args[1].detach()
@@ -342,6 +360,10 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                     add_grads.append((grad_out[0], v.name))
             if grad_in[0] is not None:
                 v.dx_stats = stats_of(grad_in[0])
+                body = body_first.get(id(v))
+                if body is not None:
+                    records[body]["dx_sum_nz"] = keep(_as_4d(grad_in[0].detach() != 0,
+                                                             modules[body]))
         return hook
 
     def on_other(module: nn.Module, args, out):
@@ -400,7 +422,8 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
             speculated["y_relu_nz"] = keep(_as_4d(spec.relu_out_nz, module))
         speculated.update(y_nz=rec["y_nz"], dx_nz=rec.get("dx_nz"),
                           y_folded_nz=rec.get("y_folded_nz"),
-                          y_folded_relu_nz=rec.get("y_folded_relu_nz"))
+                          y_folded_relu_nz=rec.get("y_folded_relu_nz"),
+                          dx_sum_nz=rec.get("dx_sum_nz"))
         if isinstance(module, nn.Linear):
             layers.append(make(name, "linear", rec["x_nz"], keep(w_nz), rec["dy_nz"],
                                needs_input_grad=rec["needs_input_grad"], **speculated))

@@ -93,6 +93,9 @@ class PhaseMapper:
         # the norm's output (or its ReLU's), not their own.
         self.folded = ({v.after for v in workload.vectors if v.foldable}
                        if workload.spec.inference else set())
+        # In training with fused residuals, a block body's first layer writes in BP the sum
+        # of both branches' gradients (the fork's), not its own dX.
+        self.writes_fork_sum = hw.fused_residual and not workload.spec.inference
         self._unpacked: dict[int, LayerCapture] = {}  # the last two layers unpacked
         self._counted: dict[tuple[int, int], dict] = {}  # ... and FF/BP phases counted
 
@@ -102,6 +105,8 @@ class PhaseMapper:
             layer = layer.unpack() if isinstance(layer, PackedLayer) else layer
             if layer_id in self.folded:
                 layer = replace(layer, y_nz=layer.y_folded_nz, y_relu_nz=layer.y_folded_relu_nz)
+            if self.writes_fork_sum and layer.dx_sum_nz is not None:
+                layer = replace(layer, dx_nz=layer.dx_sum_nz)
             return layer
         return _recent(self._unpacked, layer_id, unpacked)
 
