@@ -191,6 +191,9 @@ class VectorCapture:
     # A batch norm with running statistics, right after a conv/linear layer: at inference an
     # affine per-channel transform, which deployment folds into that layer's weights.
     foldable: bool = False
+    # A fork: the conv/linear layer that takes its first copy (`LayerCapture.dx_sum_nz`),
+    # whose BP writes the sum when the fork is fused; None when no such layer does.
+    sum_writer: str | None = None
 
 
 def _as_4d(t: torch.Tensor, module: nn.Module) -> torch.Tensor:
@@ -229,7 +232,6 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     last_output: list = [None, False]  # the tensor a hooked layer wrote last; a conv/linear?
     folded: list = [None, None]  # the layer a foldable batch norm follows, the norm's output
     fork_out: list = [None, None]  # a fork whose first copy no layer has taken yet, the copy
-    body_first: dict[int, str] = {}  # id of a fork -> the layer that took its first copy
     order: list[str] = []
     handles = []
     modules = dict(model.named_modules())
@@ -238,7 +240,7 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
         """The module after a fork runs: if it is the layer `name` and takes the fork's first
         copy, that layer's BP is the one a fused fork writes its sum from."""
         if fork_out[0] is not None and name is not None and same_tensor(x, fork_out[1]):
-            body_first[id(fork_out[0])] = name
+            fork_out[0].sum_writer = name
         fork_out[:] = [None, None]
 
     def on_forward(name: str, module: nn.Module):
@@ -360,10 +362,9 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                     add_grads.append((grad_out[0], v.name))
             if grad_in[0] is not None:
                 v.dx_stats = stats_of(grad_in[0])
-                body = body_first.get(id(v))
-                if body is not None:
-                    records[body]["dx_sum_nz"] = keep(_as_4d(grad_in[0].detach() != 0,
-                                                             modules[body]))
+                if v.sum_writer is not None:
+                    records[v.sum_writer]["dx_sum_nz"] = keep(
+                        _as_4d(grad_in[0].detach() != 0, modules[v.sum_writer]))
         return hook
 
     def on_other(module: nn.Module, args, out):

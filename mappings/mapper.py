@@ -30,6 +30,7 @@ from mappings.vector import (
     stored_outputs,
     stored_second_gradients,
     vector_tiles,
+    with_result,
 )
 from mappings.workload import Workload
 
@@ -96,6 +97,7 @@ class PhaseMapper:
         # In training with fused residuals, a block body's first layer writes in BP the sum
         # of both branches' gradients (the fork's), not its own dX.
         self.writes_fork_sum = hw.fused_residual and not workload.spec.inference
+        self._sums_written: dict[str, int] = {}  # ... the bytes of it that its BP wrote
         self._unpacked: dict[int, LayerCapture] = {}  # the last two layers unpacked
         self._counted: dict[tuple[int, int], dict] = {}  # ... and FF/BP phases counted
 
@@ -127,10 +129,13 @@ class PhaseMapper:
                                  input_resident, self.stored_second[v])
             if not len(table):
                 return None
+            result = result_bytes(vector, phase, hw, self.stored[v], self.stored_dy[v])
+            if phase == BP and vector.sum_writer in self._sums_written:
+                # The channels of the sum that the writer's BP never tiled (no MACs there:
+                # channel compaction) hold the other branch's gradient alone: written here.
+                table = with_result(table, result - self._sums_written[vector.sum_writer], hw)
             elems = (vector.in_elems, vector.out_elems)
-            return PhaseWork(vector.name, layer_id, phase, table,
-                             output_bytes=result_bytes(vector, phase, hw, self.stored[v],
-                                                       self.stored_dy[v]),
+            return PhaseWork(vector.name, layer_id, phase, table, output_bytes=result,
                              input_elems=elems[phase != FF], output_elems=elems[phase == FF],
                              input_resident=input_resident, buffer_bytes=hw.buffer_bytes)
         layer = self.layer(layer_id)
@@ -141,6 +146,8 @@ class PhaseMapper:
             input_resident=input_resident,
             counted=(_recent(self._counted, (layer_id, phase), dict)
                      if hw.inter_layer_reuse and phase != WG else None))  # only reuse re-maps
+        if phase == BP and self.writes_fork_sum and layer.dx_sum_nz is not None:
+            self._sums_written[layer.name] = totals["output_bytes"]
         x, dy = layer.x_nz.numel(), layer.dy_nz.numel()
         elems = {FF: (x, dy), BP: (dy, x), WG: (0, layer.w_nz.numel())}[phase]
         return PhaseWork(layer.name, layer_id, phase, table, **totals, input_elems=elems[0],

@@ -217,6 +217,20 @@ def vector_tiles(v: VectorCapture, layer_id: int, phase: int, hw: HardwareView,
     return table
 
 
+def with_result(table: np.ndarray, nbytes: int, hw: HardwareView) -> np.ndarray:
+    """A vector layer-phase's tiles with `nbytes` more of result, made in the buffer and
+    written back (unless `hw.output_to_dram` is off), shared over its tiles."""
+    if nbytes <= 0:
+        return table
+    table = table.copy()
+    made = _split(nbytes, len(table))
+    table["glb_write_bytes"] += made
+    if hw.output_to_dram:
+        table["dram_write_bytes"] += made
+        table["glb_read_bytes"] += made
+    return table
+
+
 def _split(total: int, n: int) -> np.ndarray:
     """`total` in `n` near-equal integer parts (the first ones one larger)."""
     return total // n + (np.arange(n) < total % n)

@@ -353,3 +353,28 @@ def test_a_fused_fork_s_body_conv_writes_the_summed_gradient(stride):
     fused, unfused = written(True), written(False)
     assert (fused["3.body.0"], fused.get("3.fork", 0)) == (bitmap["sum"], 0)
     assert (unfused["3.body.0"], unfused["3.fork"]) == (bitmap["own"], bitmap["sum"])
+
+
+def test_a_compacted_body_conv_leaves_the_rest_of_the_sum_to_the_fork():
+    """With channel compaction the body's first conv tiles in BP only the input channels its
+    weights use: the pruned half, where the sum is the shortcut's gradient alone, the fused
+    fork writes. Between them the whole sum is written once (bitmap bytes)."""
+    from mappings.formats import operand_bytes
+
+    torch.manual_seed(0)
+    model = _block_model(8, 8, 1)
+    with torch.no_grad():
+        model[3].body[0].weight[:, :4] = 0
+    vectors: list[VectorCapture] = []
+    layers = capture(model, torch.randn(2, 3, 8, 8), torch.randint(0, 10, (2,)), packed=True,
+                     vectors=vectors)
+    workload = Workload(WorkloadSpec(model="resnet18", batch=2, data="random"),
+                        PruningSpec(method="dense"), layers, True, vectors=vectors)
+    (fork,) = [v for v in vectors if v.kind == "fork"]
+    assert fork.sum_writer == "3.body.0"
+    hw = replace(_view(reuse=False, fused=True), activation_format="bitmap",
+                 skip_zero_weights=True, channel_compaction=True)
+    by = {(w.name, w.phase): w for w in map_workload(workload, hw)}
+    body, fork_bp = _dram(by[("3.body.0", BP)])[1], _dram(by[("3.fork", BP)])[1]
+    total = int(operand_bytes("bitmap", fork.dx_stats, 2)[0])
+    assert 0 < fork_bp < body and body + fork_bp == total
