@@ -24,6 +24,7 @@ from mappings.counting import BP, FF, WG, SkipPolicy
 from mappings.planner import plan_key, tile_phase
 from mappings.target import HardwareView
 from mappings.threads import counting_threads
+from mappings.tiling import written_bytes
 from mappings.vector import (
     result_bytes,
     stored_gradients,
@@ -97,7 +98,7 @@ class PhaseMapper:
         # In training with fused residuals, a block body's first layer writes in BP the sum
         # of both branches' gradients (the fork's), not its own dX.
         self.writes_fork_sum = hw.fused_residual and not workload.spec.inference
-        self._sums_written: dict[str, int] = {}  # ... the bytes of it that its BP wrote
+        self._sum_rest: dict[str, int] = {}  # ... the bytes of the sum its BP did not write
         self._unpacked: dict[int, LayerCapture] = {}  # the last two layers unpacked
         self._counted: dict[tuple[int, int], dict] = {}  # ... and FF/BP phases counted
 
@@ -130,10 +131,10 @@ class PhaseMapper:
             if not len(table):
                 return None
             result = result_bytes(vector, phase, hw, self.stored[v], self.stored_dy[v])
-            if phase == BP and vector.sum_writer in self._sums_written:
+            if phase == BP and vector.sum_writer in self._sum_rest:
                 # The channels of the sum that the writer's BP never tiled (no MACs there:
                 # channel compaction) hold the other branch's gradient alone: written here.
-                table = with_result(table, result - self._sums_written[vector.sum_writer], hw)
+                table = with_result(table, self._sum_rest[vector.sum_writer], hw)
             elems = (vector.in_elems, vector.out_elems)
             return PhaseWork(vector.name, layer_id, phase, table, output_bytes=result,
                              input_elems=elems[phase != FF], output_elems=elems[phase == FF],
@@ -147,7 +148,8 @@ class PhaseMapper:
             counted=(_recent(self._counted, (layer_id, phase), dict)
                      if hw.inter_layer_reuse and phase != WG else None))  # only reuse re-maps
         if phase == BP and self.writes_fork_sum and layer.dx_sum_nz is not None:
-            self._sums_written[layer.name] = totals["output_bytes"]
+            self._sum_rest[layer.name] = max(0, written_bytes(layer, BP, hw)
+                                             - totals["output_bytes"])
         x, dy = layer.x_nz.numel(), layer.dy_nz.numel()
         elems = {FF: (x, dy), BP: (dy, x), WG: (0, layer.w_nz.numel())}[phase]
         return PhaseWork(layer.name, layer_id, phase, table, **totals, input_elems=elems[0],

@@ -38,7 +38,7 @@ from desim.events import empty_table
 from mappings.capture import LayerCapture
 from mappings.circulant import fft_mac_ratio
 from mappings.counting import BP, FF, WG, SkipPolicy
-from mappings.formats import BlockStats, operand_bytes, rle_padding
+from mappings.formats import BlockStats, map_stats, operand_bytes, rle_padding
 from mappings.target import HardwareView
 
 
@@ -519,6 +519,15 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
     table["effectual_macs"] = eff[ia, ib]
     table["macs"] = nom[ia, ib]
     return table, int(a_dram.sum()) if weights else 0, (outputs * hw.psum_bytes)[ia, ib]
+
+
+def written_bytes(layer: LayerCapture, phase: int, hw: HardwareView) -> int:
+    """Bytes of FF's or BP's whole output, every channel, as its tiles would write it: in the
+    activation format from `_written_map`, else dense."""
+    written = _written_map(layer, phase, hw)
+    if written is None:
+        return (layer.dy_nz if phase == FF else layer.x_nz).numel() * hw.element_bytes
+    return int(operand_bytes(hw.activation_format, map_stats(written), hw.element_bytes)[0])
 
 
 def _written_map(layer: LayerCapture, phase: int, hw: HardwareView) -> torch.Tensor | None:

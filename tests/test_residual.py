@@ -355,10 +355,12 @@ def test_a_fused_fork_s_body_conv_writes_the_summed_gradient(stride):
     assert (unfused["3.body.0"], unfused["3.fork"]) == (bitmap["own"], bitmap["sum"])
 
 
-def test_a_compacted_body_conv_leaves_the_rest_of_the_sum_to_the_fork():
+@pytest.mark.parametrize("masked", [False, True])
+def test_a_compacted_body_conv_leaves_the_rest_of_the_sum_to_the_fork(masked):
     """With channel compaction the body's first conv tiles in BP only the input channels its
     weights use: the pruned half, where the sum is the shortcut's gradient alone, the fused
-    fork writes. Between them the whole sum is written once (bitmap bytes)."""
+    fork writes. Between them the whole sum is written once (bitmap bytes), zero where X is
+    when BP skips ReLU-masked gradients."""
     from mappings.formats import operand_bytes
 
     torch.manual_seed(0)
@@ -373,8 +375,11 @@ def test_a_compacted_body_conv_leaves_the_rest_of_the_sum_to_the_fork():
     (fork,) = [v for v in vectors if v.kind == "fork"]
     assert fork.sum_writer == "3.body.0"
     hw = replace(_view(reuse=False, fused=True), activation_format="bitmap",
-                 skip_zero_weights=True, channel_compaction=True)
+                 skip_zero_weights=True, channel_compaction=True,
+                 skip_relu_masked_gradients=masked)
     by = {(w.name, w.phase): w for w in map_workload(workload, hw)}
     body, fork_bp = _dram(by[("3.body.0", BP)])[1], _dram(by[("3.fork", BP)])[1]
-    total = int(operand_bytes("bitmap", fork.dx_stats, 2)[0])
+    conv = layers[fork.after + 1]
+    written = conv.dx_sum_nz.unpack() & (conv.x_nz.unpack() if masked else True)
+    total = int(operand_bytes("bitmap", map_stats(written), 2)[0])
     assert 0 < fork_bp < body and body + fork_bp == total
