@@ -320,14 +320,9 @@ def test_a_folded_batch_norm_s_layer_writes_the_norm_s_output():
     assert written(True)["0"] < written(False)["0"]
 
 
-@pytest.mark.parametrize("stride", [1, 2])
-def test_a_fused_fork_s_body_conv_writes_the_summed_gradient(stride):
-    """In a bitmap activation format, the body's first conv (half its input channels
-    pruned, so its own dX is zero there) writes in BP, with a fused fork, the sum of both
-    branches' gradients, which is denser than its own dX; without the fusion it writes its
-    own dX and the fork's pass writes the sum."""
-    from mappings.formats import operand_bytes
-
+def _pruned_body_block(stride: int) -> tuple[Workload, VectorCapture]:
+    """The block model with its body's first conv pruned to half its input channels (so its
+    own dX is zero there, where the shortcut's gradient is not), and the block's fork."""
     torch.manual_seed(0)
     model = _block_model(8, 8 * stride, stride)
     with torch.no_grad():
@@ -338,8 +333,19 @@ def test_a_fused_fork_s_body_conv_writes_the_summed_gradient(stride):
     workload = Workload(WorkloadSpec(model="resnet18", batch=2, data="random"),
                         PruningSpec(method="dense"), layers, True, vectors=vectors)
     (fork,) = [v for v in vectors if v.kind == "fork"]
-    body = layers[fork.after + 1]
-    assert body.name == "3.body.0" and body.dx_sum_nz is not None
+    assert fork.sum_writer == layers[fork.after + 1].name == "3.body.0"
+    return workload, fork
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_a_fused_fork_s_body_conv_writes_the_summed_gradient(stride):
+    """In a bitmap activation format, the body's first conv writes in BP, with a fused
+    fork, the sum of both branches' gradients, which is denser than its own dX; without the
+    fusion it writes its own dX and the fork's pass writes the sum."""
+    from mappings.formats import operand_bytes
+
+    workload, fork = _pruned_body_block(stride)
+    body = workload.layers[fork.after + 1]
     own = int(body.dx_nz.unpack().sum())
     assert own < int(fork.dx_stats.nnz[0])  # the shortcut's gradient fills the pruned channels
 
@@ -347,9 +353,8 @@ def test_a_fused_fork_s_body_conv_writes_the_summed_gradient(stride):
         hw = replace(_view(reuse=False, fused=fused), activation_format="bitmap")
         return {w.name: _dram(w)[1] for w in map_workload(workload, hw) if w.phase == BP}
 
-    elems = body.dx_nz.numel
     bitmap = {"sum": int(operand_bytes("bitmap", fork.dx_stats, 2)[0]),
-              "own": 2 * own + elems // 8}
+              "own": 2 * own + body.dx_nz.numel // 8}
     fused, unfused = written(True), written(False)
     assert (fused["3.body.0"], fused.get("3.fork", 0)) == (bitmap["sum"], 0)
     assert (unfused["3.body.0"], unfused["3.fork"]) == (bitmap["own"], bitmap["sum"])
@@ -363,23 +368,13 @@ def test_a_compacted_body_conv_leaves_the_rest_of_the_sum_to_the_fork(masked):
     when BP skips ReLU-masked gradients."""
     from mappings.formats import operand_bytes
 
-    torch.manual_seed(0)
-    model = _block_model(8, 8, 1)
-    with torch.no_grad():
-        model[3].body[0].weight[:, :4] = 0
-    vectors: list[VectorCapture] = []
-    layers = capture(model, torch.randn(2, 3, 8, 8), torch.randint(0, 10, (2,)), packed=True,
-                     vectors=vectors)
-    workload = Workload(WorkloadSpec(model="resnet18", batch=2, data="random"),
-                        PruningSpec(method="dense"), layers, True, vectors=vectors)
-    (fork,) = [v for v in vectors if v.kind == "fork"]
-    assert fork.sum_writer == "3.body.0"
+    workload, fork = _pruned_body_block(1)
     hw = replace(_view(reuse=False, fused=True), activation_format="bitmap",
                  skip_zero_weights=True, channel_compaction=True,
                  skip_relu_masked_gradients=masked)
     by = {(w.name, w.phase): w for w in map_workload(workload, hw)}
     body, fork_bp = _dram(by[("3.body.0", BP)])[1], _dram(by[("3.fork", BP)])[1]
-    conv = layers[fork.after + 1]
+    conv = workload.layers[fork.after + 1]
     written = conv.dx_sum_nz.unpack() & (conv.x_nz.unpack() if masked else True)
     total = int(operand_bytes("bitmap", map_stats(written), 2)[0])
     assert 0 < fork_bp < body and body + fork_bp == total
