@@ -328,8 +328,7 @@ def plan_key(table: np.ndarray, hw: HardwareView, chunks: int) -> tuple:
     cycles = _estimated_cycles(table, hw)
     pj = _estimated_pj(table, hw, cycles)
     dram = int(table["dram_read_bytes"].sum() + table["dram_write_bytes"].sum())
-    first = {"edp": cycles * pj, "delay": cycles, "energy": pj}[hw.objective]
-    return (first, cycles, pj, dram, chunks)
+    return (hw.objective_value(cycles, pj), cycles, pj, dram, chunks)
 
 
 def _estimated_cycles(table: np.ndarray, hw: HardwareView) -> float:
@@ -349,13 +348,13 @@ def _estimated_pj(table: np.ndarray, hw: HardwareView, cycles: float) -> float:
         return float(table[column].sum())
 
     local_writes = float((table["multicast_bytes"] * table["active_clusters"]).sum())
-    return (total("processed_macs") * hw.mac_pj
-            + (total("dram_read_bytes") + total("dram_write_bytes")) * hw.dram_pj_per_byte
-            + (total("glb_read_bytes") + total("glb_write_bytes")) * hw.glb_pj_per_byte
-            + (total("unicast_bytes") + total("gather_bytes")) * hw.noc_pj_per_byte
-            + total("multicast_bytes") * hw.noc_multicast_pj_per_byte
-            + (local_writes + total("unicast_bytes")) * hw.local_pj_per_byte
-            + cycles * hw.static_pj_per_cycle)
+    return hw.estimated_pj(
+        macs=total("processed_macs"),
+        dram=total("dram_read_bytes") + total("dram_write_bytes"),
+        glb=total("glb_read_bytes") + total("glb_write_bytes"),
+        unicast=total("unicast_bytes") + total("gather_bytes"),
+        multicast=total("multicast_bytes"), local=local_writes + total("unicast_bytes"),
+        cycles=cycles)
 
 
 def _wg_chunks(layer: LayerCapture, hw: HardwareView, dy_resident: bool = False

@@ -63,3 +63,18 @@ class HardwareView:
     @property
     def pes(self) -> int:
         return self.clusters * self.pes_per_cluster
+
+    def estimated_pj(self, *, macs: float = 0.0, dram: float = 0.0, glb: float = 0.0,
+                     unicast: float = 0.0, multicast: float = 0.0, local: float = 0.0,
+                     cycles: float = 0.0) -> float:
+        """Energy at the view's prices: MACs, bytes through DRAM and the global buffer, bytes
+        over unicast routes (gathers included) and over multicast trees, bytes into or out
+        of the clusters' local buffers, and DRAM standby for `cycles`. The one pricing rule
+        of the mapper's estimates (the tile's and the plan's)."""
+        return (macs * self.mac_pj + dram * self.dram_pj_per_byte + glb * self.glb_pj_per_byte
+                + unicast * self.noc_pj_per_byte + multicast * self.noc_multicast_pj_per_byte
+                + local * self.local_pj_per_byte + cycles * self.static_pj_per_cycle)
+
+    def objective_value(self, cycles: float, pj: float) -> float:
+        """What `objective` minimises, from an estimate's time and energy."""
+        return {"edp": cycles * pj, "delay": cycles, "energy": pj}[self.objective]

@@ -305,9 +305,6 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     channel_bytes = a * a_elems * eb * channel_ratio
     channel_dram = 0 if channel_resident else channel_bytes
     compute = processed_macs / (hw.pes * hw.macs_per_pe_per_cycle)
-    mac_pj = processed_macs * hw.mac_pj
-    dram_pj = hw.dram_pj_per_byte + hw.glb_pj_per_byte
-    unicast_pj = hw.glb_pj_per_byte + hw.noc_pj_per_byte + hw.local_pj_per_byte
     best, best_key = None, None
     for images, rows in blocks:
         i0, i1, r0, r1 = _blocks(TileShape(1, images, rows), n_img, n_rows)
@@ -325,9 +322,6 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
             na = -(-a // ka)
             active = min(ka, hw.clusters)
             channel_kept = ka * a_elems * eb * channel_ratio / active <= half_local
-            # the stream is multicast: one read and one tree, a local buffer write per cluster
-            multicast_pj = (hw.glb_pj_per_byte + hw.noc_multicast_pj_per_byte
-                            + active * hw.local_pj_per_byte)
             orders = {"auto": (False, True), "weight_stationary": (False,),
                       "input_stationary": (True,)}[hw.dataflow]
             for outer in orders:
@@ -341,10 +335,13 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                     stream_sent = stream_bytes * (na if nb > 1 or not stream_kept else 1)
                 time = max(dram / hw.dram_bytes_per_cycle,
                            (stream_sent + channel_sent) / hw.noc_port_bytes_per_cycle, compute)
-                pj = (mac_pj + dram * dram_pj + stream_sent * multicast_pj
-                      + channel_sent * unicast_pj + time * hw.static_pj_per_cycle)
-                first = {"edp": time * pj, "delay": time, "energy": pj}[hw.objective]
-                key = (first, time, dram, na * nb, -ka, outer)
+                # DRAM's bytes are written into the buffer, the sent ones read from it; the
+                # stream is multicast over the tree into every active cluster's buffer
+                pj = hw.estimated_pj(macs=processed_macs, dram=dram,
+                                     glb=dram + stream_sent + channel_sent,
+                                     unicast=channel_sent, multicast=stream_sent,
+                                     local=channel_sent + active * stream_sent, cycles=time)
+                key = (hw.objective_value(time, pj), time, dram, na * nb, -ka, outer)
                 if best_key is None or key < best_key:
                     best_key, best = key, TileShape(ka, images, rows, outer)
     if best is not None:
