@@ -205,16 +205,14 @@ def vector_tiles(v: VectorCapture, layer_id: int, phase: int, hw: HardwareView,
     n = max(1, -(-(read + write) // hw.buffer_bytes))
     table = empty_table(n)
     table["layer"], table["phase"] = layer_id, phase
-    table["dram_read_bytes"] = _split(read, n)
-    table["dram_write_bytes"] = _split(write, n)
-    # Into the buffer: what DRAM sends and what the unit makes; out: what the unit reads (a
-    # kept input too, which DRAM did not send) and what goes back to DRAM.
+    # Into the buffer what DRAM sends, out of it what the unit reads (a kept input too, which
+    # DRAM did not send); the result (`with_result`) in, and out again to DRAM.
     operands = (vector_traffic(v, phase, hw, stored_out, stored_dy, False, stored_second)[0]
                 if input_resident else read)
-    table["glb_write_bytes"] = table["dram_read_bytes"] + _split(result, n)
-    table["glb_read_bytes"] = _split(operands, n) + table["dram_write_bytes"]
+    table["dram_read_bytes"] = table["glb_write_bytes"] = _split(read, n)
+    table["glb_read_bytes"] = _split(operands, n)
     table["vector_ops"] = _split(ops, n)
-    return table
+    return with_result(table, result, hw)
 
 
 def with_result(table: np.ndarray, nbytes: int, hw: HardwareView) -> np.ndarray:
