@@ -290,8 +290,8 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     those MACs, the bytes from DRAM (written into the buffer), the bytes sent (read from the
     buffer, over the NoC, into the clusters' buffers: the channel operand unicast, the stream
     multicast over the tree into every active cluster) and DRAM standby for that time, at
-    the view's prices (`_estimated_pj`'s, the full plans' estimate). Ties go to less time,
-    fewer DRAM bytes, fewer tiles, then more channels per tile. A resident operand
+    the view's prices (`HardwareView.estimated_pj`, as the full plans' estimate). Ties go to
+    less time, fewer DRAM bytes, fewer tiles, then more channels per tile. A resident operand
     (`stream_resident`, `channel_resident`: an earlier phase left it in the buffer) takes
     no tile space and no DRAM reads.
     """
