@@ -32,7 +32,7 @@ import simpy
 
 from arch.config import ArchConfig
 from arch.dram import DramController
-from arch.energy import ELEMENT_BYTES, EnergyTable
+from arch.energy import ELEMENT_BYTES, DesignPrices
 from arch.noc import Noc, attach, build_noc, check_connected
 from arch.pe import PeArray
 from arch.selector import Selector
@@ -141,6 +141,10 @@ class Accelerator(Module):
         self.operand_halves = simpy.Container(self.env, capacity=2, init=2)
         self.result_halves = simpy.Container(self.env, capacity=2, init=2)
         self.records: list[PhaseRecord] = []
+        pe = cfg.pe_cluster
+        self.prices = DesignPrices.of(cfg.technology, pe.precision, pe.accumulates_in,
+                                      self.glb.bank_bytes, pe.local_buffer_kib * 1024,
+                                      cfg.energy.given())
 
     def _clusters_by_distance(self) -> list[str]:
         """Clusters in the order tiles fill them: nearest the GLB port first."""
@@ -291,38 +295,37 @@ class Accelerator(Module):
     def energy_pj(self, actions: dict[str, Counter], elapsed_ps: int) -> dict[str, float]:
         """Price a set of actions (by module path) and the time they took: picojoules per
         component and action, keyed "component.action" (`dram.activates`, `noc.byte_hops`)."""
-        table = EnergyTable(self.cfg.technology)
-        cfg = self.cfg
+        price = self.prices
 
         def of(module: str) -> Counter:
             return actions.get(f"{self.path}.{module}", Counter())
 
         glb, pes = of("glb"), of("pe_array")
-        glb_pj = table.sram_pj_per_byte(self.glb.bank_bytes)
-        local_pj = table.sram_pj_per_byte(cfg.pe_cluster.local_buffer_kib * 1024)
-        mac_pj = table.mac_pj(cfg.pe_cluster.precision, cfg.pe_cluster.accumulates_in)
         energy = {f"dram.{action}": pj
                   for action, pj in self.dram.energy_pj(of("dram"), elapsed_ps).items()}
         energy.update({
-            "global_buffer.read_bytes": glb["read_bytes"] * glb_pj,
-            "global_buffer.write_bytes": glb["write_bytes"] * glb_pj,
-            "noc.byte_hops": table.noc_pj_per_byte_hop() * sum(
+            "global_buffer.read_bytes": glb["read_bytes"] * price.global_buffer_pj_per_byte,
+            "global_buffer.write_bytes": glb["write_bytes"] * price.global_buffer_pj_per_byte,
+            "noc.byte_hops": price.noc_pj_per_byte_hop * sum(
                 c["bytes"] for path, c in actions.items() if path.startswith(f"{self.path}.noc.")),
-            "local_buffers.write_bytes": pes["local_buffer_write_bytes"] * local_pj,
-            "local_buffers.read_bytes": pes["local_buffer_read_bytes"] * local_pj,
-            "macs.macs": pes["macs"] * mac_pj,
+            "local_buffers.write_bytes": pes["local_buffer_write_bytes"]
+            * price.local_buffer_pj_per_byte,
+            "local_buffers.read_bytes": pes["local_buffer_read_bytes"]
+            * price.local_buffer_pj_per_byte,
+            "macs.macs": pes["macs"] * price.mac_pj,
         })
         if self.selector is not None:
-            energy["selector.entries"] = of("selector")["entries"] * table.selector_pj_per_entry()
+            energy["selector.entries"] = of("selector")["entries"] * price.selector_pj_per_entry
         if self.weight_generator is not None:
             energy["weight_generator.values"] = (of("weight_generator")["values"]
-                                                 * table.weight_generator_pj_per_value())
+                                                 * price.weight_generator_pj_per_value)
         if self.vector is not None:
-            energy["vector_unit.ops"] = of("vector_unit")["ops"] * mac_pj
+            energy["vector_unit.ops"] = of("vector_unit")["ops"] * price.vector_op_pj
         if self.speculator is not None:
             spec = of("speculator")
-            energy["speculator.ops"] = spec["ops"] * table.speculator_pj_per_op()
-            energy["local_buffers.read_bytes"] += spec["local_buffer_read_bytes"] * local_pj
+            energy["speculator.ops"] = spec["ops"] * price.speculator_pj_per_op
+            energy["local_buffers.read_bytes"] += (spec["local_buffer_read_bytes"]
+                                                   * price.local_buffer_pj_per_byte)
         return energy
 
 

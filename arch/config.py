@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, NonNegativeFloat, PositiveInt, model_validator
 
 from arch.energy import SIGN_EXPONENT_BITS
 from arch.noc import NocSpec
@@ -119,6 +119,38 @@ class VectorUnitConfig(Strict):
     fused_residual: bool = True
 
 
+# The prices of components a design may lack, and the section that adds each.
+OPTIONAL_COMPONENT_PRICES = {"vector_op_pj": "vector_unit", "selector_pj_per_entry": "selector",
+                             "weight_generator_pj_per_value": "weight_generator",
+                             "speculator_pj_per_op": "speculator"}
+
+
+class EnergyConfig(Strict):
+    """The design's own prices, pJ per action at its technology node, in place of the energy
+    table's (arch/energy.py) where given: an architect's own characterization of a block, or
+    a what-if (a NoC at half the price, a free one). Accelergy's energy reference table for
+    the components this design has. DRAM is priced from its IDD currents (`dram.preset`)."""
+
+    mac_pj: NonNegativeFloat | None = None                 # one MAC of the PE datapath
+    vector_op_pj: NonNegativeFloat | None = None           # one vector-unit op (table: a MAC)
+    global_buffer_pj_per_byte: NonNegativeFloat | None = None  # read or written
+    local_buffer_pj_per_byte: NonNegativeFloat | None = None   # a cluster's, read or written
+    noc_pj_per_bit_hop: NonNegativeFloat | None = None     # one bit over one router and link
+    selector_pj_per_entry: NonNegativeFloat | None = None  # one non-zero-map entry scanned
+    weight_generator_pj_per_value: NonNegativeFloat | None = None  # one weight regenerated
+    speculator_pj_per_op: NonNegativeFloat | None = None   # one exponent-only product
+
+    def given(self) -> dict[str, float]:
+        """The prices this design sets, by name."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+def priced_actions(cfg: ArchConfig, prices: dict[str, float]) -> dict[str, float]:
+    """`prices` less those of components `cfg` does not have."""
+    return {k: v for k, v in prices.items()
+            if getattr(cfg, OPTIONAL_COMPONENT_PRICES.get(k, "name")) is not None}
+
+
 class MappingConfig(Strict):
     """How layers are laid onto the hardware.
 
@@ -165,6 +197,7 @@ class ArchConfig(Strict):
     sparsity: SparsityConfig = SparsityConfig()
     mapping: MappingConfig = MappingConfig()
     vector_unit: VectorUnitConfig | None = None  # None: vector layers are not simulated
+    energy: EnergyConfig = EnergyConfig()  # the design's own prices; unset: the table's
 
     @model_validator(mode="after")
     def _accumulator_like_the_datapath(self) -> ArchConfig:
@@ -174,6 +207,14 @@ class ArchConfig(Strict):
             raise ValueError(f"pe_cluster.accumulator: {pe.accumulator!r} does not go with "
                              f"a {pe.precision!r} datapath (floating-point products need a "
                              f"floating-point accumulator, integer ones an integer one)")
+        return self
+
+    @model_validator(mode="after")
+    def _prices_of_present_components(self) -> ArchConfig:
+        for key, component in OPTIONAL_COMPONENT_PRICES.items():
+            if getattr(self.energy, key) is not None and getattr(self, component) is None:
+                raise ValueError(f"energy.{key}: this design has no {component} section, so "
+                                 f"nothing would be priced at it")
         return self
 
     @model_validator(mode="after")

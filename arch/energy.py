@@ -16,7 +16,11 @@ Not in Horowitz, stated assumptions:
   subtract of the activation: 0.03 pJ.
 - NoC: 0.5 pJ per bit per hop: a 1 mm link at 0.1 pJ/bit/mm (full-swing repeated wire;
   Park et al., DATE 2013, measure 40.4 fJ/bit/mm for a low-swing 45 nm mesh datapath) plus
-  0.4 pJ/bit for the router's buffer, crossbar and arbitration (assumption).
+  0.4 pJ/bit for the router's buffer, crossbar and arbitration (assumption). Checked against
+  a fabricated 45 nm 4x4 mesh (Park et al., DAC 2012: 892 Gb/s delivered at 531.4 mW, 1.1 V,
+  unicasts and broadcasts): 0.60 pJ per delivered bit, 0.49 at 1.0 V; a delivered bit took
+  1 (broadcast) to ~2.7 (unicast) hops there, so 0.18 to 0.49 pJ/bit/hop. This figure is at
+  the top of that range, for a router not built to the mesh's limits as that chip was.
 - weight generator (Procrustes): one regenerated weight is a 32-bit xorshift step (three
   shifts, wiring, and three XORs priced as 32-bit adds: 0.3 pJ) and its scaling to the
   initial distribution, one fp16 multiply-add (1.5 pJ): 1.8 pJ (assumption).
@@ -27,6 +31,9 @@ Not in Horowitz, stated assumptions:
   is priced as an 8-bit add, 0.03 pJ (assumption).
 - the cluster's local buffer: an SRAM of its configured capacity, priced as above.
 
+A design may set its own price for any of these actions (arch YAML `energy:`, `DesignPrices`):
+its figure, at its own node, replaces the table's.
+
 Other nodes are derived from 45 nm by one rule, kept here: dynamic energy ~ C V^2 with C
 proportional to the feature size, at the nominal supply of each node (45 nm: 1.0 V, as the
 figures Horowitz quotes; 28 nm: 0.9 V). So E28 = E45 * (28/45) * (0.9/1.0)^2 = 0.504 E45.
@@ -36,7 +43,7 @@ DRAM energy does not scale with the logic node: it comes from the DRAM's own IDD
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 # Horowitz ISSCC 2014, 45 nm, pJ. A MAC is a multiply at the datapath's precision and an add
 # at the accumulator's (by default the same).
@@ -115,3 +122,49 @@ class EnergyTable:
 
     def speculator_pj_per_op(self) -> float:
         return SPECULATOR_PJ_PER_OP_45NM * self.scale
+
+
+@dataclass(frozen=True)
+class DesignPrices:
+    """One design's price of each action it counts (pJ): the table's figure at its node for
+    its datapath and buffer sizes, or the design's own (arch YAML `energy:`) where it sets
+    one. Both the simulation's energy and the mapper's estimate read these, so an override
+    moves both; a run's summary lists them (`energy_prices_pj`)."""
+
+    mac_pj: float
+    vector_op_pj: float
+    global_buffer_pj_per_byte: float
+    local_buffer_pj_per_byte: float
+    noc_pj_per_bit_hop: float
+    selector_pj_per_entry: float
+    weight_generator_pj_per_value: float
+    speculator_pj_per_op: float
+
+    @property
+    def noc_pj_per_byte_hop(self) -> float:
+        return self.noc_pj_per_bit_hop * 8
+
+    @classmethod
+    def of(cls, technology: str, precision: str, accumulator: str | None,
+           global_buffer_bank_bytes: int, local_buffer_bytes: int,
+           given: dict[str, float] | None = None) -> DesignPrices:
+        """The table's prices for a design, with `given` (name -> pJ) in their place."""
+        table = EnergyTable(technology)
+        mac = table.mac_pj(precision, accumulator)
+        prices = {
+            "mac_pj": mac,
+            "vector_op_pj": mac,  # assumption: a vector op (add, multiply, compare) ~ a MAC
+            "global_buffer_pj_per_byte": table.sram_pj_per_byte(global_buffer_bank_bytes),
+            "local_buffer_pj_per_byte": table.sram_pj_per_byte(local_buffer_bytes),
+            "noc_pj_per_bit_hop": table.noc_pj_per_byte_hop() / 8,
+            "selector_pj_per_entry": table.selector_pj_per_entry(),
+            "weight_generator_pj_per_value": table.weight_generator_pj_per_value(),
+            "speculator_pj_per_op": table.speculator_pj_per_op(),
+        }
+        given = given or {}
+        if "mac_pj" in given and "vector_op_pj" not in given:
+            prices["vector_op_pj"] = given["mac_pj"]
+        return cls(**(prices | given))
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)

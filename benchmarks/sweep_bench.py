@@ -76,11 +76,11 @@ def cli_run() -> float:
 def warm_run() -> tuple[float, float]:
     """One point by desim.runner.run in this (warm) process: with its captures, and with
     them done beforehand (the simulations alone, as a sweep's point task runs them)."""
+    from desim.experiment import load_experiment
     from desim.runner import run
-    from desim.sweep import load_point
     from mappings.workload import capture_workload
 
-    experiment = load_point(EXPERIMENT, ONE_POINT)
+    experiment = load_experiment(EXPERIMENT, ONE_POINT)
     started = time.perf_counter()
     run(experiment)
     whole = time.perf_counter() - started

@@ -15,6 +15,7 @@ validation (`--set workload.batch=4`, `--set runs.1.pruning.sparsity=0.5`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -152,22 +153,50 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], file: str) -> di
     return data
 
 
-def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Experiment:
+def split_overrides(overrides: Sequence[str], path: Path
+                    ) -> tuple[list[str], dict[str, list[str]]]:
+    """Experiment overrides, and arch overrides by run name (with `arch.<run>.` removed)."""
+    experiment_sets: list[str] = []
+    arch_sets: dict[str, list[str]] = {}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if key.startswith("arch."):
+            run_name, _, arch_key = key.removeprefix("arch.").partition(".")
+            if not sep or not run_name or not arch_key:
+                raise ConfigError(f"expected arch.<run>.<key.path>=value, got {item!r}",
+                                  file=str(path), key=key)
+            arch_sets.setdefault(run_name, []).append(f"{arch_key}={text}")
+        else:
+            experiment_sets.append(item)
+    return experiment_sets, arch_sets
+
+
+def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) -> Experiment:
+    """An experiment file with `--set` overrides: `key.path=value` sets a key of the file,
+    `arch.<run>.<key.path>=value` one of that run's architecture file (that run only, even
+    when several runs share the file; applied after the run's own `arch_set`), so a bad
+    value is a ConfigError naming the arch file and key."""
     path = Path(path)
-    raw = apply_overrides(load_yaml(path), overrides or [], str(path))
+    experiment_sets, arch_sets = split_overrides(overrides or [], path)
+    raw = apply_overrides(load_yaml(path), experiment_sets, str(path))
     workload = raw.get("workload")
     if isinstance(workload, dict) and isinstance(workload.get("scalesim_topology"), str):
         # A SCALE-Sim topology CSV, relative to the experiment file like the arch files.
         workload["scalesim_topology"] = str((path.parent / workload["scalesim_topology"])
                                             .resolve())
     spec = validate(ExperimentSpec, raw, path)
+    names = [run.name for run in spec.runs]
+    for run_name in arch_sets:
+        if run_name not in names:
+            raise ConfigError(f"no run {run_name!r}; runs: {', '.join(names)}", file=str(path),
+                              key=f"arch.{run_name}")
     archs, workloads = {}, {}
     for i, run in enumerate(spec.runs):
         arch_path = (path.parent / run.arch).resolve()
         if not arch_path.is_file():
             raise ConfigError(f"architecture file {run.arch!r} not found (looked at {arch_path})",
                               file=str(path), key=f"runs.{i}.arch")
-        archs[run.name] = load_arch(arch_path, run.arch_set)
+        archs[run.name] = load_arch(arch_path, [*run.arch_set, *arch_sets.get(run.name, [])])
         workloads[run.name] = spec.workload
         if run.workload_set:
             data = apply_overrides(spec.workload.model_dump(mode="json"), run.workload_set,

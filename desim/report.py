@@ -434,6 +434,9 @@ def _experiment_blocks(results: Results, slug: str, out_dir: Path) -> list[Block
     energy_png = plot_energy(results, out_dir / f"{slug}_energy.png")
     blocks.append(Image(f"{results.name}: energy per component", energy_png.name))
     blocks.append(_energy_table(results))
+    if any("energy_prices_pj" in r for r in summary["runs"].values()):
+        blocks.append(Heading(3, "Energy prices"))
+        blocks.append(_prices_table(results))
     blocks.append(Heading(3, "Layer timelines"))
     for run in summary["runs"]:
         png = plot_timeline(results, run, out_dir / f"{slug}_{run}_timeline.png")
@@ -470,6 +473,17 @@ def _energy_table(results: Results) -> Table:
                       for r in runs.values()] for comp in components]
     rows.append(["total"] + [_fmt(r["energy_j"] * 1e3) for r in runs.values()])
     return Table(["component (mJ)", *runs], rows, numeric=set(range(1, len(runs) + 1)))
+
+
+def _prices_table(results: Results) -> Table:
+    """The price of each action every run used (pJ): the energy tables' at its node, or its
+    arch file's own (`energy:`); a dash where the design lacks the component."""
+    runs = results.summary["runs"]
+    prices = {r: run.get("energy_prices_pj", {}) for r, run in runs.items()}
+    names = list(dict.fromkeys(k for p in prices.values() for k in p))
+    rows = [[f"`{name}`"] + [f"{p[name]:.4g}" if name in p else "-" for p in prices.values()]
+            for name in names]
+    return Table(["price (pJ)", *runs], rows, numeric=set(range(1, len(runs) + 1)))
 
 
 def build_report(dirs: list[Path], out: Path) -> tuple[Path, Path, list[Results]]:

@@ -17,8 +17,8 @@ import pandas as pd
 import torch
 
 from arch.accelerator import Accelerator
-from arch.config import ArchConfig
-from arch.energy import ELEMENT_BYTES, WEIGHT_BITS, EnergyTable
+from arch.config import ArchConfig, priced_actions
+from arch.energy import ELEMENT_BYTES, WEIGHT_BITS
 from arch.systolic import SystolicConfig, apportion, layer_cycles
 from desim.clock import PS_PER_S
 from desim.events import PHASES
@@ -47,6 +47,7 @@ class RunResult:
     workload_stats: dict[str, float]
     events: int
     stats: dict[str, Any]           # per module, gem5-like (desim.stats)
+    energy_prices_pj: dict[str, float]  # the price of each action (arch.energy.DesignPrices)
     trace: dict[str, Any] | None = None  # Chrome/Perfetto events, when traced
 
     @property
@@ -90,6 +91,7 @@ class RunResult:
             "phases": phases,
             "energy_by_component_j": self.energy_by_component_j,
             "energy_by_action_j": self.energy_by_action_j,
+            "energy_prices_pj": self.energy_prices_pj,
             "workload": self.workload_stats,
         }
 
@@ -132,20 +134,20 @@ def hardware_view(acc: Accelerator) -> HardwareView:
 
 def _move_prices(acc: Accelerator) -> dict[str, float]:
     """The energy tables' prices the tiler's estimate needs (pJ), for `hardware_view`."""
-    table = EnergyTable(acc.cfg.technology)
+    price = acc.prices
     dram = acc.dram.energy
     cycle_ns = 1e3 / acc.cfg.core_clock_mhz
     noc = acc.noc
     routes = [len(noc.table.route(noc.src, c)) for c in noc.clusters]
     tree = noc.table.multicast_tree(noc.src, noc.clusters)
-    hop = table.noc_pj_per_byte_hop()
+    hop = price.noc_pj_per_byte_hop
     return {
-        "mac_pj": table.mac_pj(acc.cfg.pe_cluster.precision, acc.cfg.pe_cluster.accumulates_in),
+        "mac_pj": price.mac_pj,
         "dram_pj_per_byte": dram.pj_per_bit_read * 8,
         "static_pj_per_cycle": (dram.background_mw + dram.refresh_mw) * acc.dram.channels
         * cycle_ns,
-        "glb_pj_per_byte": table.sram_pj_per_byte(acc.glb.bank_bytes),
-        "local_pj_per_byte": table.sram_pj_per_byte(acc.cfg.pe_cluster.local_buffer_kib * 1024),
+        "glb_pj_per_byte": price.global_buffer_pj_per_byte,
+        "local_pj_per_byte": price.local_buffer_pj_per_byte,
         "noc_pj_per_byte": hop * sum(routes) / len(routes),
         "noc_multicast_pj_per_byte": hop * len(tree),
     }
@@ -188,7 +190,8 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
     return RunResult(name, arch, pd.DataFrame(rows, columns=LAYER_COLUMNS),
                      {k: v * 1e-12 for k, v in sorted(by_component.items())},
                      int(sim.env.now), period, workload.stats, _event_count(sim),
-                     collect_stats(sim), tracer.chrome_trace() if observe.trace else None)
+                     collect_stats(sim), priced_actions(arch, acc.prices.as_dict()),
+                     tracer.chrome_trace() if observe.trace else None)
 
 
 def systolic_compute(work: list[PhaseWork], workload: Workload, cfg: SystolicConfig) -> None:

@@ -3,8 +3,8 @@
 An experiment file with a `sweep:` section (schema in `desim.sweep_spec`) names axes: key
 paths as `--set` takes them (`workload.batch`, `runs.1.pruning.sparsity`) or
 `arch.<run name>.<key.path>`, which overrides that run's architecture YAML only (see
-`load_point`). A point is one value per axis; its id is a hash of those overrides, so the
-same point has the same id in every run of the sweep.
+`desim.experiment.load_experiment`). A point is one value per axis; its id is a hash of those
+overrides, so the same point has the same id in every run of the sweep.
 
 Why it is built this way:
 - The client (this process) resolves every point's configuration first: a point whose values
@@ -141,10 +141,10 @@ def _distinct(all_values: Iterator[dict[str, Any]]) -> list[Point]:
 def load_sweep_spec(path: Path, overrides: Sequence[str] = ()) -> SweepSpec:
     """The experiment's `sweep:` section (after `--set` overrides), validated."""
     from desim.configio import load_yaml, validate
-    from desim.experiment import apply_overrides
+    from desim.experiment import apply_overrides, split_overrides
     from desim.sweep_spec import SweepSpec
 
-    experiment_sets, _ = _split_overrides(overrides, path)
+    experiment_sets, _ = split_overrides(overrides, path)
     raw = apply_overrides(load_yaml(path), experiment_sets, str(path))
     if raw.get("sweep") is None:
         raise ConfigError("no sweep: section (mode, axes; see desim/sweep_spec.py)",
@@ -152,56 +152,14 @@ def load_sweep_spec(path: Path, overrides: Sequence[str] = ()) -> SweepSpec:
     return validate(SweepSpec, raw["sweep"], path, prefix="sweep")
 
 
-def load_point(path: str | Path, overrides: Sequence[str]) -> Experiment:
-    """`load_experiment` with `--set` overrides, plus `arch.<run>.<key.path>=value` ones.
-
-    An arch override is applied to the raw YAML of that run's architecture file before
-    validation, exactly as `--set` is applied to the experiment file, so a bad value is a
-    `ConfigError` naming the arch file and key. It changes that run only, even when several
-    runs share the file. (No temporary YAML files: the validated `ArchConfig` replaces the
-    run's entry in `Experiment.archs`.) `desim run` could accept the same form by calling
-    this instead of `load_experiment`."""
-    from desim.experiment import load_arch, load_experiment
-
-    path = Path(path)
-    experiment_sets, arch_sets = _split_overrides(overrides, path)
-    experiment = load_experiment(path, experiment_sets)
-    runs = {run.name: run for run in experiment.spec.runs}
-    for run_name, sets in arch_sets.items():
-        if run_name not in runs:
-            raise ConfigError(f"no run {run_name!r}; runs: {', '.join(runs)}", file=str(path),
-                              key=f"arch.{run_name}")
-        arch_path = (path.parent / runs[run_name].arch).resolve()
-        experiment.archs[run_name] = load_arch(arch_path, [*runs[run_name].arch_set, *sets])
-    return experiment
-
-
-def _split_overrides(overrides: Sequence[str], path: Path
-                     ) -> tuple[list[str], dict[str, list[str]]]:
-    """Experiment overrides, and arch overrides by run name (with `arch.<run>.` removed)."""
-    experiment_sets: list[str] = []
-    arch_sets: dict[str, list[str]] = {}
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if key.startswith("arch."):
-            run_name, _, arch_key = key.removeprefix("arch.").partition(".")
-            if not sep or not run_name or not arch_key:
-                raise ConfigError(f"expected arch.<run>.<key.path>=value, got {item!r}",
-                                  file=str(path), key=key)
-            arch_sets.setdefault(run_name, []).append(f"{arch_key}={text}")
-        else:
-            experiment_sets.append(item)
-    return experiment_sets, arch_sets
-
-
 def fingerprint(path: Path, overrides: Sequence[str]) -> str:
     """What a sweep folder's points depend on besides their own overrides: the experiment
     file (less its sweep section), the `--set` overrides and the architecture files' text."""
     from desim.configio import load_yaml
-    from desim.experiment import apply_overrides
+    from desim.experiment import apply_overrides, split_overrides
 
     kept = [item for item in overrides if item.partition("=")[0].split(".")[0] != "sweep"]
-    experiment_sets, _ = _split_overrides(kept, path)
+    experiment_sets, _ = split_overrides(kept, path)
     raw = apply_overrides(load_yaml(path), experiment_sets, str(path))
     raw.pop("sweep", None)
     archs = {}
@@ -340,13 +298,14 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
 def _compute(path: Path, out: Path, base: list[str], todo: list[Point], scheduler: str | None,
              workers: int, log: _Log, bar: _Bar) -> None:
     """Resolve each point here, run the valid ones on Dask, write each file as it finishes."""
+    from desim.experiment import load_experiment
     from desim.workload_cache import cache_key
 
     ready: list[tuple[Point, Experiment, list[str]]] = []
     for point in todo:
         sets = base + point.overrides
         try:
-            experiment = load_point(path, sets)
+            experiment = load_experiment(path, sets)
         except Exception as err:  # noqa: BLE001 - a ConfigError, mostly: the point's values
             tb = None if isinstance(err, ConfigError) else err.__traceback__
             _finish(out, point, sets, None, {**_failure(err, tb), "elapsed_s": 0.0,

@@ -51,6 +51,9 @@ def check_markdown(results_dir: Path, out: Path) -> tuple[Path, Path]:
     assert "not where the experiment file expects them" in text
     assert "an assumption the reader must see" in text
     assert "| component (mJ) | dense | hppu |" in text and "| dram |" in text
+    assert "| price (pJ) | dense | hppu |" in text
+    assert "| `noc_pj_per_bit_hop` | 0.252 | 0.252 |" in text  # 0.5 at 45 nm, 28 nm's C V^2
+    assert "| `selector_pj_per_entry` | - | 0.01512 |" in text  # only hppu_like has one
     images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
     assert len(images) == 1 + len(results.summary["runs"])  # energy + a timeline per run
     for name in images:

@@ -27,7 +27,6 @@ from desim.sweep import (
     Point,
     _check_manifest,
     gather,
-    load_point,
     load_sweep_spec,
     pareto_mask,
     plan_points,
@@ -130,14 +129,14 @@ def test_arch_override_changes_only_its_run(tmp_path):
     data = yaml.safe_load(path.read_text())
     data["runs"][1]["arch"] = data["runs"][0]["arch"]  # both runs on dense.yaml
     path.write_text(yaml.safe_dump(data))
-    experiment = load_point(path, ["arch.hppu.pe_cluster.pes=8", "workload.batch=1"])
+    experiment = load_experiment(path, ["arch.hppu.pe_cluster.pes=8", "workload.batch=1"])
     assert experiment.archs["hppu"].pe_cluster.pes == 8
     assert experiment.archs["dense"].pe_cluster.pes == 16
     assert experiment.spec.workload.batch == 1
     with pytest.raises(ConfigError, match="no run 'tpu'"):
-        load_point(path, ["arch.tpu.pe_cluster.pes=8"])
+        load_experiment(path, ["arch.tpu.pe_cluster.pes=8"])
     with pytest.raises(ConfigError, match=r"dense\.yaml: pe_cluster\.pes"):
-        load_point(path, ["arch.hppu.pe_cluster.pes=0"])
+        load_experiment(path, ["arch.hppu.pe_cluster.pes=0"])
 
 
 def test_resume_into_a_folder_of_other_inputs_is_refused(tmp_path):

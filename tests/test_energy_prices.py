@@ -1,0 +1,100 @@
+"""A design's own prices (arch YAML `energy:`, arch.energy.DesignPrices): they replace the
+table's figure in the simulation's energy and in the mapper's estimate, in closed form."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from arch.accelerator import Accelerator
+from arch.energy import DesignPrices, EnergyTable
+from desim.errors import ConfigError
+from desim.experiment import load_arch, load_experiment
+from desim.module import Simulator
+from desim.runner import hardware_view, simulate
+from mappings.pruning import PruningSpec
+from mappings.workload import WorkloadSpec, capture_workload
+
+ROOT = Path(__file__).resolve().parents[1]
+DENSE = ROOT / "configs" / "arch" / "dense.yaml"
+# `delay` chooses tiles by time alone, so a price changes the energy, never the mapping.
+BY_DELAY = ["mapping.objective=delay"]
+
+
+@pytest.fixture(scope="module")
+def one_conv(tmp_path_factory):
+    """A dense 3x3 conv, K 8, C 16 on a 10 x 10 map, trained (FF and WG)."""
+    topo = tmp_path_factory.mktemp("topo") / "one.csv"
+    topo.write_text("Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, "
+                    "Channels, Num Filter, Strides,\nc, 10, 10, 3, 3, 16, 8, 1,\n")
+    return capture_workload(WorkloadSpec(scalesim_topology=str(topo)),
+                            PruningSpec(method="dense"))
+
+
+def test_without_own_prices_the_table_prices_the_design() -> None:
+    cfg = load_arch(DENSE)
+    acc = Accelerator(Simulator(), cfg)
+    table = EnergyTable("28nm")
+    mac = (1.1 + 0.9) * 28 / 45 * 0.81  # fp16 multiply, fp32 add (Horowitz), scaled to 28 nm
+    assert acc.prices.mac_pj == pytest.approx(mac) == acc.prices.vector_op_pj
+    assert acc.prices.noc_pj_per_bit_hop == pytest.approx(0.5 * 28 / 45 * 0.81)
+    assert acc.prices.global_buffer_pj_per_byte == table.sram_pj_per_byte(32 * 1024)
+    assert acc.prices.local_buffer_pj_per_byte == table.sram_pj_per_byte(16 * 1024)
+    assert hardware_view(acc).mac_pj == acc.prices.mac_pj
+
+
+def test_a_mac_price_also_prices_vector_ops_unless_they_have_their_own() -> None:
+    args = ("28nm", "fp16", "fp32", 32 * 1024, 16 * 1024)
+    assert DesignPrices.of(*args, {"mac_pj": 0.5}).vector_op_pj == 0.5
+    assert DesignPrices.of(*args, {"mac_pj": 0.5, "vector_op_pj": 0.2}).vector_op_pj == 0.2
+
+
+def test_own_prices_replace_the_tables_in_the_run(one_conv) -> None:
+    table = load_arch(DENSE, BY_DELAY)
+    own = load_arch(DENSE, [*BY_DELAY, "energy.mac_pj=2.0", "energy.noc_pj_per_bit_hop=0",
+                            "energy.global_buffer_pj_per_byte=0.5",
+                            "energy.local_buffer_pj_per_byte=0.25"])
+    a, b = simulate("table", table, one_conv), simulate("own", own, one_conv)
+    assert a.total_ps == b.total_ps  # prices change no timing
+    ea, eb = a.energy_by_action_j, b.energy_by_action_j
+    macs = int(a.layers["macs"].sum())
+    assert macs == 2 * 8 * 16 * 9 * 8 * 8  # FF and WG (a first layer has no BP)
+    assert eb["macs.macs"] == pytest.approx(macs * 2.0e-12)
+    assert ea["noc.byte_hops"] > 0 and eb["noc.byte_hops"] == 0
+    prices = a.energy_prices_pj
+    for action, unit, new in (("global_buffer.read_bytes", "global_buffer_pj_per_byte", 0.5),
+                              ("local_buffers.write_bytes", "local_buffer_pj_per_byte", 0.25)):
+        counted = ea[action] / prices[unit]  # the bytes, priced at the table's figure
+        assert eb[action] == pytest.approx(counted * new)
+    for action in ("dram.read_bursts", "dram.activates", "dram.standby"):
+        assert eb[action] == ea[action] > 0  # DRAM keeps its IDD-current model
+    assert b.summary()["energy_prices_pj"]["mac_pj"] == 2.0
+    assert "selector_pj_per_entry" not in prices  # dense.yaml has no selector
+
+
+def test_the_mapper_estimates_with_the_designs_prices() -> None:
+    view = hardware_view(Accelerator(Simulator(), load_arch(DENSE, [
+        "energy.mac_pj=2.0", "energy.noc_pj_per_bit_hop=0",
+        "energy.local_buffer_pj_per_byte=0.25"])))
+    assert (view.mac_pj, view.noc_pj_per_byte, view.noc_multicast_pj_per_byte,
+            view.local_pj_per_byte) == (2.0, 0.0, 0.0, 0.25)
+
+
+def test_a_price_for_a_missing_component_or_a_negative_price_is_refused() -> None:
+    with pytest.raises(ConfigError, match="energy.selector_pj_per_entry: this design has no "
+                                          "selector section"):
+        load_arch(DENSE, ["energy.selector_pj_per_entry=0.01"])
+    with pytest.raises(ConfigError, match=r"dense\.yaml: energy\.noc_pj_per_bit_hop"):
+        load_arch(DENSE, ["energy.noc_pj_per_bit_hop=-1"])
+    with pytest.raises(ConfigError, match="energy.noc_pj_per_hop"):
+        load_arch(DENSE, ["energy.noc_pj_per_hop=0.1"])
+
+
+def test_desim_run_takes_one_runs_arch_override() -> None:
+    quickstart = ROOT / "configs" / "experiments" / "quickstart.yaml"
+    experiment = load_experiment(quickstart, ["arch.hppu.energy.noc_pj_per_bit_hop=0.1"])
+    assert experiment.archs["hppu"].energy.noc_pj_per_bit_hop == 0.1
+    assert experiment.archs["dense"].energy.noc_pj_per_bit_hop is None
+    with pytest.raises(ConfigError, match="no run 'tpu'; runs: dense, hppu"):
+        load_experiment(quickstart, ["arch.tpu.energy.mac_pj=1"])
