@@ -160,8 +160,8 @@ class MappingConfig(Strict):
     DRAM between chunks. Across tiles, `dataflow` picks which operand stays put while the other
     streams: `weight_stationary` holds the channel operand (W in FF/BP, dY in WG) across the
     inner loop, `input_stationary` holds the stream operand (X in FF and WG, dY in BP), and
-    `auto` chooses per layer and phase whichever is fastest (Trainer's sparsity-adaptive
-    dataflow does this per layer).
+    `auto` chooses per layer and phase whichever `objective` prefers, on the operands'
+    current sparsity (Trainer's sparsity-adaptive dataflow does this per layer).
     """
 
     dataflow: Literal["auto", "weight_stationary", "input_stationary"] = "auto"
