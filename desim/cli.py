@@ -48,7 +48,7 @@ def run(
     config: Annotated[Path, typer.Argument(help="experiment YAML (configs/experiments/...)")],
     out: Annotated[Path, typer.Option("--out", "-o", help="results folder")] = Path("results"),
     set_: Annotated[list[str] | None, typer.Option(
-        "--set", help="override key.path=value, or arch.<run>.<key.path>=value")] = None,
+        "--set", help="override key.path=value, or arch.<run or *>.<key.path>=value")] = None,
     trace: Annotated[bool, typer.Option("--trace", help="write DIR/trace.json (Perfetto)")] = False,
     vcd: Annotated[bool, typer.Option("--vcd", help="write DIR/waves_<run>.vcd")] = False,
 ) -> None:

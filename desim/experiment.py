@@ -175,7 +175,8 @@ def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) ->
     """An experiment file with `--set` overrides: `key.path=value` sets a key of the file,
     `arch.<run>.<key.path>=value` one of that run's architecture file (that run only, even
     when several runs share the file; applied after the run's own `arch_set`), so a bad
-    value is a ConfigError naming the arch file and key."""
+    value is a ConfigError naming the arch file and key. `arch.*.<key.path>=value` sets it
+    in every run's architecture (before any one run's own override)."""
     path = Path(path)
     experiment_sets, arch_sets = split_overrides(overrides or [], path)
     raw = apply_overrides(load_yaml(path), experiment_sets, str(path))
@@ -187,16 +188,17 @@ def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) ->
     spec = validate(ExperimentSpec, raw, path)
     names = [run.name for run in spec.runs]
     for run_name in arch_sets:
-        if run_name not in names:
-            raise ConfigError(f"no run {run_name!r}; runs: {', '.join(names)}", file=str(path),
-                              key=f"arch.{run_name}")
+        if run_name not in names and run_name != "*":
+            raise ConfigError(f"no run {run_name!r}; runs: {', '.join(names)} (or *, every "
+                              f"run)", file=str(path), key=f"arch.{run_name}")
     archs, workloads = {}, {}
     for i, run in enumerate(spec.runs):
         arch_path = (path.parent / run.arch).resolve()
         if not arch_path.is_file():
             raise ConfigError(f"architecture file {run.arch!r} not found (looked at {arch_path})",
                               file=str(path), key=f"runs.{i}.arch")
-        archs[run.name] = load_arch(arch_path, [*run.arch_set, *arch_sets.get(run.name, [])])
+        archs[run.name] = load_arch(arch_path, [*run.arch_set, *arch_sets.get("*", []),
+                                                *arch_sets.get(run.name, [])])
         workloads[run.name] = spec.workload
         if run.workload_set:
             data = apply_overrides(spec.workload.model_dump(mode="json"), run.workload_set,

@@ -2,7 +2,8 @@
 
 An experiment file with a `sweep:` section (schema in `desim.sweep_spec`) names axes: key
 paths as `--set` takes them (`workload.batch`, `runs.1.pruning.sparsity`) or
-`arch.<run name>.<key.path>`, which overrides that run's architecture YAML only (see
+`arch.<run name>.<key.path>`, which overrides that run's architecture YAML only (`arch.*.`:
+every run's; see
 `desim.experiment.load_experiment`). A point is one value per axis; its id is a hash of those
 overrides, so the same point has the same id in every run of the sweep.
 

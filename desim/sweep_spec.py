@@ -6,6 +6,7 @@ sweep:
   axes:
     runs.1.pruning.sparsity: [0.5, 0.7, 0.9]
     arch.hppu.pe_cluster.pes: [8, 16]     # arch.<run name>.<key.path>: that run's arch YAML
+    arch.*.energy.noc_pj_per_bit_hop: [0.1, 0.25]   # arch.*.<key.path>: every run's
   objectives: [energy_j, cycles]  # the two metrics of the Pareto plot, both minimized
 ```
 or `mode: random` with `budget: N` points drawn with `seed`; an axis is then a list (a value is

@@ -91,10 +91,14 @@ def test_a_price_for_a_missing_component_or_a_negative_price_is_refused() -> Non
         load_arch(DENSE, ["energy.noc_pj_per_hop=0.1"])
 
 
-def test_desim_run_takes_one_runs_arch_override() -> None:
+def test_desim_run_takes_arch_overrides_for_one_run_or_every_run() -> None:
     quickstart = ROOT / "configs" / "experiments" / "quickstart.yaml"
     experiment = load_experiment(quickstart, ["arch.hppu.energy.noc_pj_per_bit_hop=0.1"])
     assert experiment.archs["hppu"].energy.noc_pj_per_bit_hop == 0.1
     assert experiment.archs["dense"].energy.noc_pj_per_bit_hop is None
     with pytest.raises(ConfigError, match="no run 'tpu'; runs: dense, hppu"):
         load_experiment(quickstart, ["arch.tpu.energy.mac_pj=1"])
+    every = load_experiment(quickstart, ["arch.hppu.energy.mac_pj=2",
+                                         "arch.*.energy.mac_pj=1", "arch.*.core_clock_mhz=250"])
+    assert every.archs["dense"].energy.mac_pj == 1 and every.archs["hppu"].energy.mac_pj == 2
+    assert every.archs["dense"].core_clock_mhz == every.archs["hppu"].core_clock_mhz == 250
