@@ -7,6 +7,7 @@ than 0 (got -4)`.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -49,6 +50,11 @@ def validate(model: type[M], data: Any, file: str | Path, prefix: str = "") -> M
         parts = (prefix.split(".") if prefix else []) + [str(p) for p in first["loc"]]
         key = ".".join(parts)
         message = first["msg"]
+        if first["type"] == "value_error":  # a section's own check (a model validator)
+            message = message.removeprefix("Value error, ")
+            named, sep, rest = message.partition(": ")
+            if sep and re.fullmatch(r"[A-Za-z_][\w.]*", named):  # it names the key at fault
+                key, message = ".".join([*parts, named]), rest
         if first["type"] == "extra_forbidden":
             allowed = ", ".join(sorted(_fields_at(model, first["loc"][:-1])))
             message = f"unknown key; expected one of: {allowed}"

@@ -105,9 +105,9 @@ class ExperimentSpec(Strict):
     def _baseline_is_a_run(self) -> ExperimentSpec:
         names = [r.name for r in self.runs]
         if len(set(names)) != len(names):
-            raise ValueError(f"run names must be unique, got {names}")
+            raise ValueError(f"runs: run names must be unique, got {names}")
         if self.baseline not in names:
-            raise ValueError(f"baseline {self.baseline!r} is not one of the runs {names}")
+            raise ValueError(f"baseline: {self.baseline!r} is not one of the runs {names}")
         for claim in self.claims:  # a typo in a claim's run name fails before simulating
             for path in (p for pair in claim.ratios() for p in pair):
                 parts = (path or "").split(".")

@@ -82,9 +82,10 @@ def test_the_mapper_estimates_with_the_designs_prices() -> None:
 
 
 def test_a_price_for_a_missing_component_or_a_negative_price_is_refused() -> None:
-    with pytest.raises(ConfigError, match="energy.selector_pj_per_entry: this design has no "
-                                          "selector section"):
+    with pytest.raises(ConfigError, match=r"dense\.yaml: energy\.selector_pj_per_entry: this "
+                                          "design has no selector section") as err:
         load_arch(DENSE, ["energy.selector_pj_per_entry=0.01"])
+    assert err.value.key == "energy.selector_pj_per_entry"  # the check names its key
     with pytest.raises(ConfigError, match=r"dense\.yaml: energy\.noc_pj_per_bit_hop"):
         load_arch(DENSE, ["energy.noc_pj_per_bit_hop=-1"])
     with pytest.raises(ConfigError, match="energy.noc_pj_per_hop"):
