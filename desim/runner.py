@@ -33,7 +33,7 @@ from mappings.workload import Workload, capture_workload
 
 LAYER_COLUMNS = ["arch", "layer", "phase", "macs", "effectual_macs", "processed_macs",
                  "cycles", "energy_j", "dram_bytes", "start_cycle", "end_cycle", "tiles",
-                 "weight_dram_bytes", "input_on_chip"]
+                 "weight_dram_bytes", "input_on_chip", "unit"]
 
 
 @dataclass
@@ -78,6 +78,9 @@ class RunResult:
                 "processed_macs": int(rows["processed_macs"].sum()),
                 "dram_bytes": int(rows["dram_bytes"].sum()),
             }
+        units = {unit: {"cycles": int(rows["cycles"].sum()),
+                        "energy_j": float(rows["energy_j"].sum())}
+                 for unit, rows in self.layers.groupby("unit", sort=True)}
         return {
             "arch": self.arch.name,
             "technology": self.arch.technology,
@@ -89,6 +92,9 @@ class RunResult:
             "dram_bytes": int(self.layers["dram_bytes"].sum()),
             "simulation_events": self.events,
             "phases": phases,
+            # the layer-phases of each compute unit: conv and linear layers on the PE
+            # array, batch norm, activations, pooling and residual adds on the vector unit
+            "units": units,
             "energy_by_component_j": self.energy_by_component_j,
             "energy_by_action_j": self.energy_by_action_j,
             "energy_prices_pj": self.energy_prices_pj,
@@ -186,6 +192,7 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
             "tiles": len(w.table),
             "weight_dram_bytes": w.weight_dram_bytes,  # the weights read (FF, BP)
             "input_on_chip": w.input_resident,  # left in the buffer by the phase before
+            "unit": "pe_array" if w.layer >= 0 else "vector_unit",  # what computes it
         })
     return RunResult(name, arch, pd.DataFrame(rows, columns=LAYER_COLUMNS),
                      {k: v * 1e-12 for k, v in sorted(by_component.items())},

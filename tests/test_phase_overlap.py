@@ -144,6 +144,13 @@ def test_a_training_runs_phases_share_its_time_though_their_spans_overlap():
         if wg["phase"] == "WG" and bp["phase"] == "BP" and wg["layer"] == bp["layer"]:
             overlapped += wg["start_cycle"] < bp["end_cycle"]
     assert overlapped == 3                      # the weight layers with a BP and a WG
+    # The PE array runs the convs and linears, the vector unit the poolings; each unit's
+    # share in the summary is its rows' (the ReLUs ride on their convs' output streams).
+    units = result.summary()["units"]
+    assert set(rows["unit"]) == set(units) == {"pe_array", "vector_unit"}
+    assert ((rows["unit"] == "vector_unit") == (rows["macs"] == 0)).all()
+    assert {u: units[u]["cycles"] for u in units} == rows.groupby("unit")["cycles"].sum().to_dict()
+    assert sum(u["cycles"] for u in units.values()) == rows["cycles"].sum()
 
 
 def test_each_phase_is_given_its_own_tiles_dram_bytes():
