@@ -449,7 +449,8 @@ def _runs_table(results: Results) -> Table:
     pruning = {r["name"]: r.get("pruning", {}) for r in results.experiment.get("runs", [])}
     base = summary["runs"][summary["baseline"]]
     header = ["run", "arch", "pruning", "cycles", "time (ms)", "energy (mJ)", "on-chip (mJ)",
-              "speedup", "energy ratio", "on-chip ratio", "sparsity W / X / dY"]
+              "speedup", "energy ratio", "on-chip ratio", "vector layers (% time)",
+              "sparsity W / X / dY"]
     rows = []
     for name, run in summary["runs"].items():
         p = pruning.get(name, {})
@@ -462,8 +463,17 @@ def _runs_table(results: Results) -> Table:
                      _fmt(run["seconds"] * 1e3), _fmt(run["energy_j"] * 1e3),
                      _fmt(_on_chip(run) * 1e3), f"{comp['speedup']:.2f}",
                      f"{comp['energy_ratio']:.2f}", f"{_on_chip(base) / _on_chip(run):.2f}",
-                     sparsity])
-    return Table(header, rows, numeric=set(range(3, 10)))
+                     _vector_share(run), sparsity])
+    return Table(header, rows, numeric=set(range(3, 11)))
+
+
+def _vector_share(run: dict[str, Any]) -> str:
+    """The share of the run's time its vector layers take (batch norm, pooling, adds: work
+    that weight sparsity does not shrink), or "-" for results without `units`."""
+    if "units" not in run:
+        return "-"
+    vector = run["units"].get("vector_unit", {}).get("cycles", 0)
+    return f"{100 * vector / run['cycles']:.0f}"
 
 
 def _energy_table(results: Results) -> Table:

@@ -52,6 +52,10 @@ def check_markdown(results_dir: Path, out: Path) -> tuple[Path, Path]:
     assert "an assumption the reader must see" in text
     assert "| component (mJ) | dense | hppu |" in text and "| dram |" in text
     assert "| price (pJ) | dense | hppu |" in text
+    runs = results.summary["runs"]
+    share = 100 * runs["hppu"]["units"]["vector_unit"]["cycles"] / runs["hppu"]["cycles"]
+    assert 10 < share < 60  # batch norms and adds: a share weight pruning does not shrink
+    assert re.search(rf"\| hppu \| hppu_like \|.* \| {share:.0f} \| ", text)
     assert "| `noc_pj_per_bit_hop` | 0.252 | 0.252 |" in text  # 0.5 at 45 nm, 28 nm's C V^2
     assert "| `selector_pj_per_entry` | - | 0.01512 |" in text  # only hppu_like has one
     images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
