@@ -269,8 +269,13 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
     channel operand are already in the buffer (`tile_part`)."""
     _, n_img, n_rows, length = maps[0][2].shape
     tiling_hw, psum_share = hw, 0
+    n = len(parts)
+    psums = len(channels) * n_img * n_rows * length * hw.psum_bytes  # a chunk's, dense
+    # A chunk's mean share of the partial sums' moves: read back by every chunk but the
+    # first, and written out by every chunk but the last (through DRAM when spilled).
+    psums_sent = psums * (n - 1) / n if order in (KEPT, SPILLED) else 0.0
+    psums_dram = 2 * psums_sent if order == SPILLED else 0.0
     if order == KEPT:  # the partial sums take their share of both halves of the buffer
-        psums = len(channels) * n_img * n_rows * length * hw.psum_bytes
         psum_share = -(-psums // 2)
         budget = hw.buffer_bytes - psum_share
         if budget <= 0:
@@ -281,11 +286,11 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
     shape = choose_tile(ps, win, len(channels), n_img, n_rows, length, tiling_hw, where,
                         weights=phase != WG and parts[0].weight_is_parameter,
                         stream_resident=resident[0], channel_resident=resident[1],
-                        processed_macs=processed_macs // len(parts))  # a chunk's share
+                        processed_macs=processed_macs // n,  # a chunk's share
+                        psums_sent=psums_sent, psums_dram=psums_dram)
     need = psum_share + tile_bytes(shape, ps, win, (n_rows, length),
                                    int(ps.channel_operand.elems[0]), hw.element_bytes,
                                    *resident)
-    n = len(parts)
     tables, weight_bytes = [], 0
     for i, (part, m) in enumerate(zip(parts, maps, strict=True)):
         key = (i, shape, order == INNER)

@@ -274,7 +274,8 @@ def fits(shape: TileShape, ps: PhaseShape, win: _Window, out_rows_len: tuple[int
 def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, length: int,
                 hw: HardwareView, where: str, weights: bool = False,
                 stream_resident: bool = False, channel_resident: bool = False,
-                processed_macs: int = 0) -> TileShape:
+                processed_macs: int = 0, psums_sent: float = 0.0,
+                psums_dram: float = 0.0) -> TileShape:
     """The tile shape and loop order that minimise `hw.objective` (a small mapper search).
 
     Candidates: channel blocks of clusters * 2^i channels (or all of them) and row blocks of
@@ -293,7 +294,11 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     the view's prices (`HardwareView.estimated_pj`, as the full plans' estimate). Ties go to
     less time, fewer DRAM bytes, fewer tiles, then more channels per tile. A resident operand
     (`stream_resident`, `channel_resident`: an earlier phase left it in the buffer) takes
-    no tile space and no DRAM reads.
+    no tile space and no DRAM reads. A chunk of a split reduction also moves partial sums,
+    whatever its tile: `psums_sent` bytes back to the PEs over the port and `psums_dram`
+    bytes to and from DRAM (spilled). They count in every candidate's time and energy, so
+    that a chunk whose spilled sums make it DRAM-bound does not take a tile that re-reads an
+    operand from DRAM as if those reads were hidden under the port's time.
     """
     a_elems = int(ps.channel_operand.elems[0]) if len(ps.channel_operand.elems) else 0
     eb = hw.element_bytes
@@ -333,14 +338,16 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                     dram = channel_dram + stream_dram * (na if nb > 1 else 1)
                     channel_sent = channel_bytes * (1 if channel_kept or nb == 1 else nb)
                     stream_sent = stream_bytes * (na if nb > 1 or not stream_kept else 1)
+                dram += psums_dram
+                unicast = channel_sent + psums_sent
                 time = max(dram / hw.dram_bytes_per_cycle,
-                           (stream_sent + channel_sent) / hw.noc_port_bytes_per_cycle, compute)
+                           (stream_sent + unicast) / hw.noc_port_bytes_per_cycle, compute)
                 # DRAM's bytes are written into the buffer, the sent ones read from it; the
                 # stream is multicast over the tree into every active cluster's buffer
                 pj = hw.estimated_pj(macs=processed_macs, dram=dram,
-                                     glb=dram + stream_sent + channel_sent,
-                                     unicast=channel_sent, multicast=stream_sent,
-                                     local=channel_sent + active * stream_sent, cycles=time)
+                                     glb=dram + stream_sent + unicast,
+                                     unicast=unicast, multicast=stream_sent,
+                                     local=unicast + active * stream_sent, cycles=time)
                 key = (hw.objective_value(time, pj), time, dram, na * nb, -ka, outer)
                 if best_key is None or key < best_key:
                     best_key, best = key, TileShape(ka, images, rows, outer)
