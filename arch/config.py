@@ -147,8 +147,8 @@ class EnergyConfig(Strict):
 
 def priced_actions(cfg: ArchConfig, prices: dict[str, float]) -> dict[str, float]:
     """`prices` less those of components `cfg` does not have."""
-    return {k: v for k, v in prices.items()
-            if getattr(cfg, OPTIONAL_COMPONENT_PRICES.get(k, "name")) is not None}
+    return {k: v for k, v in prices.items() if k not in OPTIONAL_COMPONENT_PRICES
+            or getattr(cfg, OPTIONAL_COMPONENT_PRICES[k]) is not None}
 
 
 class MappingConfig(Strict):
