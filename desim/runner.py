@@ -139,7 +139,8 @@ def hardware_view(acc: Accelerator) -> HardwareView:
 
 
 def _move_prices(acc: Accelerator) -> dict[str, float]:
-    """The energy tables' prices the tiler's estimate needs (pJ), for `hardware_view`."""
+    """The design's prices (`Accelerator.prices`) the tiler's estimate needs (pJ), for
+    `hardware_view`."""
     price = acc.prices
     dram = acc.dram.energy
     cycle_ns = 1e3 / acc.cfg.core_clock_mhz
