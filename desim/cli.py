@@ -81,6 +81,11 @@ def print_summary(summary: dict[str, Any]) -> None:
             table.add_row(name, phase, *cells(p))
         table.add_row(name, "total", *cells(r), style="bold", end_section=True)
     console.print(table)
+    for name, r in summary["runs"].items():
+        vector = r.get("units", {}).get("vector_unit")
+        if vector and r["cycles"]:
+            console.print(f"{name}: vector layers (batch norm, pooling, adds) take "
+                          f"{100 * vector['cycles'] / r['cycles']:.0f}% of the time")
     base = summary["baseline"]
     for name, c in summary["comparison"].items():
         if name != base:

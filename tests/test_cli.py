@@ -96,6 +96,10 @@ def test_quickstart_sparse_run_is_faster_and_uses_less_energy(quickstart_twice):
     assert hppu["macs"] == dense["macs"]
     assert hppu["effectual_macs"] < dense["effectual_macs"]
     assert "speedup" in results[0].stdout
+    # the vector layers' share of the time, as summary.json's units give it
+    share = 100 * hppu["units"]["vector_unit"]["cycles"] / hppu["cycles"]
+    stdout = " ".join(results[0].stdout.split())  # rich may wrap long lines
+    assert f"hppu: vector layers (batch norm, pooling, adds) take {share:.0f}% of" in stdout
 
 
 def test_quickstart_is_deterministic(quickstart_twice):
