@@ -67,6 +67,8 @@ def run(
 
 
 def print_summary(summary: dict[str, Any]) -> None:
+    from desim.report import vector_share
+
     table = Table(title=f"{summary['experiment']}: one training iteration")
     for col in ("run", "phase", "cycles", "energy (mJ)", "GMACs", "effectual", "DRAM (MB)"):
         table.add_column(col, justify="left" if col in ("run", "phase") else "right",
@@ -82,10 +84,10 @@ def print_summary(summary: dict[str, Any]) -> None:
         table.add_row(name, "total", *cells(r), style="bold", end_section=True)
     console.print(table)
     for name, r in summary["runs"].items():
-        vector = r.get("units", {}).get("vector_unit")
-        if vector and r["cycles"]:
+        share = vector_share(r)
+        if share:  # a run with vector layers
             console.print(f"{name}: vector layers (batch norm, pooling, adds) take "
-                          f"{100 * vector['cycles'] / r['cycles']:.0f}% of the time")
+                          f"{100 * share:.0f}% of the time")
     base = summary["baseline"]
     for name, c in summary["comparison"].items():
         if name != base:

@@ -467,13 +467,18 @@ def _runs_table(results: Results) -> Table:
     return Table(header, rows, numeric=set(range(3, 11)))
 
 
+def vector_share(run: dict[str, Any]) -> float | None:
+    """The share of a run's time (summary.json's run) its vector layers take: batch norm,
+    pooling, adds, work that weight sparsity does not shrink. None for results written
+    before `units` existed, or a run of no time."""
+    if "units" not in run or not run["cycles"]:
+        return None
+    return run["units"].get("vector_unit", {}).get("cycles", 0) / run["cycles"]
+
+
 def _vector_share(run: dict[str, Any]) -> str:
-    """The share of the run's time its vector layers take (batch norm, pooling, adds: work
-    that weight sparsity does not shrink), or "-" for results without `units`."""
-    if "units" not in run:
-        return "-"
-    vector = run["units"].get("vector_unit", {}).get("cycles", 0)
-    return f"{100 * vector / run['cycles']:.0f}"
+    share = vector_share(run)
+    return "-" if share is None else f"{100 * share:.0f}"
 
 
 def _energy_table(results: Results) -> Table:
