@@ -234,14 +234,15 @@ def _per_tile_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView
     a = counts.shape[0]
     ka, pes = shape.ka, hw.pes_per_cluster
     c = _row_blocks(counts, shape)
-    c = _pad_to(c, 2, -(-c.shape[2] // pes) * pes)
-    per_pe = c.reshape(a, c.shape[1], -1, pes).sum(2)                 # (A, nB, pes)
+    used = min(pes, c.shape[2])  # PEs past a block's outputs idle: no columns kept for them
+    c = _pad_to(c, 2, -(-c.shape[2] // used) * used)
+    per_pe = c.reshape(a, c.shape[1], -1, used).sum(2)                # (A, nB, used)
     na = -(-a // ka)
     clusters = min(hw.clusters, ka)
     per_cluster = -(-ka // clusters)                                  # channels a cluster
-    per_pe = _pad_to(per_pe, 0, na * ka).reshape(na, ka, per_pe.shape[1], pes)
+    per_pe = _pad_to(per_pe, 0, na * ka).reshape(na, ka, per_pe.shape[1], used)
     per_pe = _pad_to(per_pe, 1, clusters * per_cluster)
-    per_pe = per_pe.reshape(na, clusters, per_cluster, per_pe.shape[2], pes).sum(2)
+    per_pe = per_pe.reshape(na, clusters, per_cluster, per_pe.shape[2], used).sum(2)
     busiest = per_pe.amax(dim=(1, 3))
     total = per_pe.sum(dim=(1, 3))
     if hw.load_balance:  # ideal balancing: the tile's work shared by its active PEs

@@ -76,3 +76,18 @@ def test_effectual_macs_equal_brute_force_for_every_phase_and_dataflow(layer, ph
             assert totals["processed_macs"] == nominal
         else:
             assert totals["processed_macs"] == effectual
+
+
+@settings(max_examples=15, deadline=None)
+@given(layers(), st.sampled_from([FF, BP, WG]))
+def test_pes_past_a_blocks_outputs_stay_idle(layer, phase):
+    """A cluster with more PEs than a tile's outputs leaves the extra PEs idle: a billion PEs
+    give the same busiest-PE work as 4,096 (more than these layers' outputs in a tile), and
+    cost no memory per PE."""
+    for hw in (DENSE, SPARSE):
+        policy = SkipPolicy(True, True, True, True) if hw is SPARSE else SkipPolicy()
+        enough, _ = tile_phase(layer, 0, phase, replace(hw, pes_per_cluster=4096), policy,
+                               pruned_grads_unused=True)
+        huge, _ = tile_phase(layer, 0, phase, replace(hw, pes_per_cluster=10**9), policy,
+                             pruned_grads_unused=True)
+        assert huge["busiest_pe_macs"].tolist() == enough["busiest_pe_macs"].tolist()
