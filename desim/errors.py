@@ -5,6 +5,8 @@ its message and exits with code 2, never a traceback. A `DeadlockError` means th
 emptied while work remained; the command line exits with code 3.
 """
 
+from __future__ import annotations
+
 
 class ConfigError(Exception):
     """Bad input: names the file, the key path and what was expected."""
@@ -12,8 +14,21 @@ class ConfigError(Exception):
     def __init__(self, message: str, *, file: str | None = None, key: str | None = None):
         self.file = file
         self.key = key
+        self.message = message
         where = ": ".join(part for part in (file, key) if part)
         super().__init__(f"{where}: {message}" if where else message)
+
+    def in_file(self, file: str) -> ConfigError:
+        """This error, naming `file` if it names none yet (raised where the file is unknown,
+        as the workload's capture)."""
+        return self if self.file else ConfigError(self.message, file=file, key=self.key)
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """Whether `err` is an allocation that failed: Python's MemoryError, or torch's CPU
+    allocator, which raises a RuntimeError instead."""
+    return isinstance(err, MemoryError) or (
+        isinstance(err, RuntimeError) and "can't allocate memory" in str(err))
 
 
 class DeadlockError(Exception):

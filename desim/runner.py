@@ -21,6 +21,7 @@ from arch.config import ArchConfig, priced_actions
 from arch.energy import ELEMENT_BYTES, WEIGHT_BITS
 from arch.systolic import SystolicConfig, apportion, layer_cycles
 from desim.clock import PS_PER_S
+from desim.errors import ConfigError
 from desim.events import PHASES
 from desim.experiment import Experiment, ObserveSpec, load_experiment
 from desim.module import Simulator
@@ -238,7 +239,10 @@ def run(experiment: Experiment, progress: Callable[[str], None] | None = None,
             if progress:
                 source = workload.model or workload.scalesim_topology
                 progress(f"capturing {source} with {run_spec.pruning.method} pruning")
-            captured[key] = (capture or capture_workload)(workload, run_spec.pruning)
+            try:
+                captured[key] = (capture or capture_workload)(workload, run_spec.pruning)
+            except ConfigError as err:
+                raise err.in_file(str(experiment.path)) from None
         if progress:
             progress(f"simulating {run_spec.name} on {experiment.archs[run_spec.name].name}")
         results[run_spec.name] = simulate(run_spec.name, experiment.archs[run_spec.name],

@@ -16,6 +16,7 @@ import torch
 from pydantic import Field, PositiveInt, model_validator
 
 from desim.configio import Strict
+from desim.errors import ConfigError, out_of_memory
 from mappings.capture import BitMap, PackedLayer, VectorCapture, capture
 from mappings.datasets import Dataset, batch
 from mappings.models import build_model, default_input_shape
@@ -84,18 +85,49 @@ def capture_workload(spec: WorkloadSpec, pruning: PruningSpec) -> Workload:
     args = {"num_classes": spec.num_classes, **spec.model_args}
     model = build_model(spec.model, **args)
     shape = tuple(spec.input_shape or default_input_shape(spec.model))
+    _check_input_shape(model, spec.model, shape)
+    try:
+        return _capture(spec, pruning, model, shape, args["num_classes"])
+    except (MemoryError, RuntimeError) as err:
+        if not out_of_memory(err):
+            raise
+        raise ConfigError(f"{spec.model} at batch {spec.batch}, inputs {list(shape)}: one "
+                          f"training iteration does not fit in this machine's memory",
+                          key="workload.batch") from None
+
+
+def _check_input_shape(model: torch.nn.Module, name: str, shape: tuple[int, ...]) -> None:
+    """An input shape the model cannot take is bad input: one sample through it (in eval
+    mode, so no statistics change) fails here rather than deep in the capture."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros((1, *shape)))
+    except (MemoryError, RuntimeError, ValueError) as err:
+        what = "does not fit in this machine's memory" if out_of_memory(err) \
+            else str(err).splitlines()[0]
+        raise ConfigError(f"model {name!r} cannot take inputs of shape {list(shape)}: {what}",
+                          key="workload.input_shape") from None
+    finally:
+        model.train(was_training)
+
+
+def _capture(spec: WorkloadSpec, pruning: PruningSpec, model: torch.nn.Module,
+             shape: tuple[int, ...], num_classes: int) -> Workload:
+    """Capture one iteration of `model` (after `spec.training`, if given) under `pruning`."""
     gen = torch.Generator().manual_seed(spec.seed)
     pruned_grads_unused = pruning.method not in PRUNED_GRADIENTS_USED
     vectors: list[VectorCapture] = []
     if spec.training is not None:
         layers, masks, trained = train_and_capture(model, pruning, spec.training, spec.data,
-                                                   spec.batch, shape, args["num_classes"],
+                                                   spec.batch, shape, num_classes,
                                                    spec.seed, packed=True, vectors=vectors,
                                                    speculative=spec.speculative_relu)
         _mark_tracked(layers, masks, pruning)
         return Workload(spec, pruning, layers, pruned_grads_unused,
                         {**_stats(layers, masks), **trained}, vectors, tuple(masks))
-    inputs, targets = batch(spec.data, spec.batch, shape, args["num_classes"], generator=gen)
+    inputs, targets = batch(spec.data, spec.batch, shape, num_classes, generator=gen)
     masks = prune_model(model, pruning)
     layers = capture(model, inputs, targets, packed=True, vectors=vectors,
                      speculative=spec.speculative_relu)

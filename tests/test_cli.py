@@ -67,6 +67,16 @@ def test_unknown_model_and_missing_file(tmp_path):
     assert_config_error(desim("run", str(tmp_path / "nope.yaml")), "nope.yaml", "no such file")
 
 
+@pytest.mark.parametrize("setting, fragments", [
+    ("workload.input_shape=[1,32,32]", ["workload.input_shape", "cannot take inputs of shape"]),
+    ("workload.batch=1000000000000", ["workload.batch", "does not fit in this machine's memory"]),
+    ("workload.model_args.depth=3", ["workload.model_args", "unexpected keyword argument"]),
+])
+def test_a_workload_the_model_cannot_run_names_the_experiment_file_and_key(setting, fragments):
+    assert_config_error(desim("run", str(QUICKSTART), "--set", setting), "quickstart.yaml",
+                        *fragments)
+
+
 def test_tile_larger_than_buffer_is_refused_before_simulating(tmp_path):
     configs = copy_configs(tmp_path)
     edit_yaml(configs / "arch" / "dense.yaml", lambda d: d["global_buffer"].update(capacity_kib=8))

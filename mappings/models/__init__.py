@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from desim.errors import ConfigError
+from desim.errors import ConfigError, out_of_memory
 from mappings.models.lenet import lenet5, lenet300
 from mappings.models.mobilenet import mobilenet_v2
 from mappings.models.probe import sparsity_probe
@@ -57,6 +57,12 @@ def build_model(name: str, **kwargs: object) -> nn.Module:
         return MODELS[name](**kwargs)
     except (TypeError, ValueError) as err:  # an argument it does not take, or a bad value
         raise ConfigError(f"model {name!r}: {err}", key="workload.model_args") from None
+    except (MemoryError, RuntimeError) as err:
+        if not out_of_memory(err):
+            raise
+        settings = ", ".join(f"{k}={v}" for k, v in kwargs.items())
+        raise ConfigError(f"model {name!r} ({settings}) does not fit in this machine's memory",
+                          key="workload") from None
 
 
 def default_input_shape(name: str) -> tuple[int, ...]:
