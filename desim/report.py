@@ -37,7 +37,9 @@ from typing import Annotated, Any
 
 import pandas as pd
 import typer
+from pydantic import BaseModel, model_validator
 
+from desim.configio import validate
 from desim.errors import ConfigError
 from desim.experiment import Claim
 
@@ -189,10 +191,46 @@ def load_results(path: Path) -> Results:
     except (OSError, ValueError) as err:
         raise ConfigError(f"not a results folder: cannot read layers.csv ({err})",
                           file=str(path)) from None
+    validate(SummaryRead, files["summary.json"], path / "summary.json")
+    missing = LAYER_COLUMNS - set(layers.columns)
+    if missing:
+        raise ConfigError(f"not a results folder: layers.csv lacks {', '.join(sorted(missing))}",
+                          file=str(path)) from None
     results = Results(path, files["summary.json"], files["config.json"], layers)
-    claims = [Claim.model_validate(c) for c in results.experiment.get("claims", [])]
+    claims = [validate(Claim, c, path / "config.json", f"experiment.claims.{i}")
+              for i, c in enumerate(results.experiment.get("claims", []))]
     results.checks = [check_claim(results.summary, c) for c in claims]
     return results
+
+
+class RunRead(BaseModel):
+    """What the report reads of a run in summary.json (the rest passes unchecked)."""
+
+    cycles: int
+    seconds: float
+    energy_j: float
+    energy_by_component_j: dict[str, float]
+    units: dict[str, dict[str, float]]
+
+
+class SummaryRead(BaseModel):
+    """What the report reads of summary.json: a folder another program wrote, or an older
+    desim, or a hand edit fails here with the key, not in the middle of a table."""
+
+    experiment: str
+    baseline: str
+    runs: dict[str, RunRead]
+    comparison: dict[str, dict[str, float]]
+
+    @model_validator(mode="after")
+    def _baseline_is_a_run(self) -> SummaryRead:
+        if self.baseline not in self.runs or set(self.comparison) != set(self.runs):
+            raise ValueError(f"baseline: {self.baseline!r} and comparison must name the runs "
+                             f"{list(self.runs)}")
+        return self
+
+
+LAYER_COLUMNS = {"arch", "layer", "phase", "start_cycle", "end_cycle"}
 
 
 # -- plots ------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ def test_report_on_a_quickstart_result(tmp_path):
     check_same_content(md, html)
     check_exit_codes(results, tmp_path / "cli")
     check_folder_without_claims(results, tmp_path / "old")
+    check_damaged_folders(results, tmp_path / "damaged")
 
 
 def check_markdown(results_dir: Path, out: Path) -> tuple[Path, Path]:
@@ -107,6 +108,32 @@ def check_folder_without_claims(results: Path, old: Path) -> None:
     (old / "config.json").write_text(json.dumps(config))
     md, _, _ = build_report([old], old / "r.md")
     assert "No claims in this experiment file." in md.read_text()
+
+
+def check_damaged_folders(results: Path, root: Path) -> None:
+    """A folder edited by hand or written by something else is bad input: the file and key
+    at fault, never a KeyError from inside a table."""
+    def damaged(name: str, change) -> str:
+        folder = root / name
+        folder.mkdir(parents=True)
+        for file in ("summary.json", "config.json", "layers.csv"):
+            (folder / file).write_bytes((results / file).read_bytes())
+        target = folder / ("config.json" if name == "claim" else "summary.json")
+        data = json.loads(target.read_text())
+        change(data)
+        target.write_text(json.dumps(data))
+        with pytest.raises(ConfigError) as err:
+            build_report([folder], folder / "r.md")
+        return str(err.value)
+
+    assert damaged("baseline", lambda s: s.pop("baseline")).endswith(
+        "summary.json: baseline: Field required")
+    assert "summary.json: runs.hppu.cycles: Input should be a valid integer" in damaged(
+        "cycles", lambda s: s["runs"]["hppu"].update(cycles="many"))
+    assert "summary.json: baseline: 'nope' and comparison must name the runs" in damaged(
+        "unknown", lambda s: s.update(baseline="nope"))
+    assert "config.json: experiment.claims.0.tolerance: Input should be greater" in damaged(
+        "claim", lambda c: c["experiment"]["claims"][0].update(tolerance=-1))
 
 
 SUMMARY = {
