@@ -271,6 +271,7 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
     for metric, axis in plots:
         _check_plot(metric, axis, list(spec.axes))
     points = plan_points(spec)
+    _check_some_point_is_valid(path, base, points)
     _check_manifest(out, path, base, spec, points)
 
     done = {}
@@ -294,6 +295,23 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
     log(f"end: {int((totals['status'] == 'ok').sum())} ok, "
         f"{int((totals['status'] == 'failed').sum())} failed")
     return frame
+
+
+def _check_some_point_is_valid(path: Path, base: list[str], points: list[Point]) -> None:
+    """Refuse a sweep none of whose points is valid, before it writes anything: an axis's
+    name or values are wrong then, not one point's (those fail alone, recorded, later)."""
+    from desim.experiment import load_experiment
+
+    first: ConfigError | None = None
+    for point in points:
+        try:
+            load_experiment(path, base + point.overrides)
+            return
+        except ConfigError as err:
+            first = first or err
+    if first is not None:
+        raise ConfigError(f"{first.message} (no point of the sweep is valid; the first: "
+                          f"{points[0].values})", file=first.file, key=first.key)
 
 
 def _compute(path: Path, out: Path, base: list[str], todo: list[Point], scheduler: str | None,

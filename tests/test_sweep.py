@@ -118,6 +118,20 @@ def test_bad_sweep_sections_are_config_errors(tmp_path, bad, message):
         load_sweep_spec(path)
 
 
+@pytest.mark.parametrize("axis, message", [
+    ("workload.bach", r"workload\.bach: unknown key.*no point of the sweep is valid"),
+    ("arch.tpu.pe_cluster.pes", "no run 'tpu'"),
+])
+def test_a_sweep_with_no_valid_point_is_refused_before_writing_anything(tmp_path, axis,
+                                                                          message):
+    """A misspelt axis makes every point invalid: the sweep says so and exits 2 (the CLI's
+    ConfigError), leaving no folder whose manifest would refuse the corrected sweep."""
+    path = write_experiment(tmp_path, {axis: [1, 2]})
+    with pytest.raises(ConfigError, match=message):
+        sweep(path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("value", [1e-05, 0.1, 3, True, "digits", [3, 16, 16], None,
                                    {"method": "hybrid", "sparsity": 0.5}, "1e-05", "yes"])
 def test_override_text_round_trips(value):
