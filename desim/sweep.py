@@ -9,7 +9,8 @@ overrides, so the same point has the same id in every run of the sweep.
 
 Why it is built this way:
 - The client (this process) resolves every point's configuration first: a point whose values
-  are invalid fails at once, recorded with its error, and the others go on. Workers receive
+  are invalid fails at once, recorded with its error, and the others go on. A sweep none of
+  whose points is valid (a misspelt axis) is refused before it writes anything. Workers receive
   the resolved `Experiment`, so they need neither the YAML files nor the results folder; a
   remote `--scheduler` works as a local cluster does.
 - Captures are tasks of their own, keyed by (workload, pruning): a point depends on the
