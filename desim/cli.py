@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from desim.errors import ConfigError, DeadlockError
@@ -26,7 +27,7 @@ err_console = Console(stderr=True)
 
 
 def _fail(code: int, message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise SystemExit(code)
 
 
@@ -64,6 +65,37 @@ def run(
     print_summary(summary)
     console.print(f"results in {out}/ (summary.json, layers.csv, stats.txt, config.json); "
                   f"{time.perf_counter() - started:.1f} s")
+
+
+CHECK_ROWS = {"arch": "arch", "technology": "node", "clock_mhz": "clock (MHz)",
+              "precision": "precision", "macs_per_cycle": "MACs / cycle",
+              "peak_tmacs": "peak TMAC/s", "global_buffer_kib": "global buffer (KiB)",
+              "dram": "DRAM", "dram_gb_s": "DRAM peak (GB/s)", "noc": "NoC",
+              "vector_lanes": "vector lanes", "skips": "skips zero", "sparse_units":
+              "sparse units", "modules": "modules", "pruning": "pruning"}
+
+
+@app.command()
+def check(
+    config: Annotated[Path, typer.Argument(help="experiment YAML (configs/experiments/...)")],
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="override key.path=value, or arch.<run or *>.<key.path>=value")] = None,
+) -> None:
+    """Validate an experiment and elaborate each run's processor, without simulating:
+    seconds, and a table of what each processor is."""
+    from desim.check import check as check_experiment
+
+    rows = guarded(lambda: check_experiment(config, list(set_ or [])))
+    table = Table(title=f"{config.name}: elaborated, not simulated")
+    table.add_column("")
+    for row in rows:
+        table.add_column(row["run"], justify="right")
+    for key, title in CHECK_ROWS.items():
+        table.add_row(title, *(escape(f"{row[key]:.3g}" if isinstance(row[key], float)
+                                      else f"{row[key]:,}" if isinstance(row[key], int)
+                                      else str(row[key])) for row in rows))
+    console.print(table)
+    console.print(f"ok: {len(rows)} run(s) elaborated; `desim run` simulates them")
 
 
 def print_summary(summary: dict[str, Any]) -> None:

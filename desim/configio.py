@@ -58,8 +58,9 @@ def validate(model: type[M], data: Any, file: str | Path, prefix: str = "") -> M
         if first["type"] == "extra_forbidden":
             allowed = ", ".join(sorted(_fields_at(model, first["loc"][:-1])))
             message = f"unknown key; expected one of: {allowed}"
-        elif first["type"] != "missing" and first["loc"]:  # a section's own check: no dump
-            message += f" (got {first.get('input')!r})"
+        elif (first["type"] != "missing" and first["loc"]
+              and not (first["type"] == "value_error" and isinstance(first.get("input"), dict))):
+            message += f" (got {first.get('input')!r})"  # not after a section's own check
         more = len(err.errors()) - 1
         if more:
             message += f" [and {more} more error{'s' if more > 1 else ''}]"

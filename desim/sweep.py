@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
+from rich.markup import escape
 
 from desim.errors import ConfigError
 
@@ -469,7 +470,8 @@ class _Bar:
             return
         if failed:
             self.progress.console.print(f"[red]point {point.point_id} failed[/] "
-                                        f"{point.values}: {result['error']}", highlight=False)
+                                        + escape(f"{point.values}: {result['error']}"),
+                                        highlight=False)
         self.failed += failed
         self.progress.update(self.task, advance=1, failed=self.failed)
 
@@ -757,11 +759,13 @@ def print_sweep(console: Any, frame: pd.DataFrame) -> None:
                        "energy (mJ)"):
             table.add_column(column)
         for _, row in front.iterrows():
-            table.add_row(str(row["point_id"])[:8], str(row["run"]), *(str(row[a]) for a in axes),
+            table.add_row(str(row["point_id"])[:8], str(row["run"]),
+                          *(escape(str(row[a])) for a in axes),
                           f"{int(row['cycles']):,}", f"{row['energy_j'] * 1e3:.3f}")
         console.print(table)
     for _, row in per_point[per_point["status"] == "failed"].head(5).iterrows():
-        console.print(f"[red]failed[/] {row['point_id']}: {row['error']}", highlight=False)
+        console.print(f"[red]failed[/] {row['point_id']}: " + escape(str(row["error"])),
+                      highlight=False)
 
 
 def main(argv: list[str] | None = None) -> None:

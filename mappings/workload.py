@@ -81,19 +81,27 @@ def capture_workload(spec: WorkloadSpec, pruning: PruningSpec) -> Workload:
         # Dense layers as SCALE-Sim reads them; the run's pruning does not apply.
         layers = read_topology(spec.scalesim_topology, packed=True)
         return Workload(spec, pruning, layers, True, _stats(layers, {}))
-    torch.manual_seed(spec.seed)
-    args = {"num_classes": spec.num_classes, **spec.model_args}
-    model = build_model(spec.model, **args)
-    shape = tuple(spec.input_shape or default_input_shape(spec.model))
-    _check_input_shape(model, spec.model, shape)
+    model, shape = checked_model(spec)
     try:
-        return _capture(spec, pruning, model, shape, args["num_classes"])
+        return _capture(spec, pruning, model, shape,
+                        spec.model_args.get("num_classes", spec.num_classes))
     except (MemoryError, RuntimeError) as err:
         if not out_of_memory(err):
             raise
         raise ConfigError(f"{spec.model} at batch {spec.batch}, inputs {list(shape)}: one "
                           f"training iteration does not fit in this machine's memory",
                           key="workload.batch") from None
+
+
+def checked_model(spec: WorkloadSpec) -> tuple[torch.nn.Module, tuple[int, ...]]:
+    """The workload's model, built from its seed, and its input shape, checked: a model it
+    does not know, an argument the model does not take or a shape it cannot run is a
+    ConfigError here, before any capture."""
+    torch.manual_seed(spec.seed)
+    model = build_model(spec.model, **{"num_classes": spec.num_classes, **spec.model_args})
+    shape = tuple(spec.input_shape or default_input_shape(spec.model))
+    _check_input_shape(model, spec.model, shape)
+    return model, shape
 
 
 def _check_input_shape(model: torch.nn.Module, name: str, shape: tuple[int, ...]) -> None:

@@ -208,3 +208,29 @@ def test_energy_per_action_adds_up_to_components_and_total(quickstart_twice):
             assert sum(parts) == pytest.approx(joules, rel=1e-12)
         assert actions["dram.standby"] > 0 and actions["macs.macs"] > 0
     assert "selector.entries" in summary["runs"]["hppu"]["energy_by_action_j"]
+
+
+def test_check_elaborates_every_run_without_simulating():
+    """`desim check`: each run's processor assembled and described in closed form (dense.yaml:
+    16 clusters x 16 PEs x 4 MACs at 500 MHz, one DDR4-2400 channel: 2400 MT/s x 8 bytes)."""
+    from desim.check import check
+
+    dense, hppu = check(QUICKSTART)
+    assert (dense["run"], hppu["run"]) == ("dense", "hppu")
+    assert dense["macs_per_cycle"] == hppu["macs_per_cycle"] == 16 * 16 * 4
+    assert dense["peak_tmacs"] == pytest.approx(1024 * 500e6 / 1e12)
+    assert dense["dram_gb_s"] == pytest.approx(19.2, rel=1e-3)
+    assert (dense["skips"], hppu["skips"]) == ("-", "W X dY")
+    assert (dense["sparse_units"], hppu["sparse_units"]) == ("-", "selector")
+    assert hppu["modules"] == dense["modules"] + 1  # the selector
+    assert hppu["pruning"] == "hybrid 0.7"
+
+
+def test_check_refuses_bad_input_with_the_brackets_of_its_message():
+    """A wrong NoC shape exits 2 before anything runs; the expected shape, '[cols, rows]',
+    is printed as written (not eaten as console markup)."""
+    result = desim("check", str(QUICKSTART), "--set", "arch.hppu.noc.shape=[2]")
+    assert_config_error(result, "hppu_like.yaml", "noc: topology 'mesh' needs shape: "
+                        "[cols, rows], got [2]")
+    ok = desim("check", str(QUICKSTART))
+    assert ok.returncode == 0 and "elaborated, not simulated" in ok.stdout

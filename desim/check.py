@@ -1,0 +1,72 @@
+"""`desim check EXP.yaml`: elaborate an experiment without simulating it.
+
+Why: SystemC separates elaboration from simulation, and so does desim; this command stops
+after elaboration. Every YAML file is validated, each run's processor is assembled (its NoC
+connected, its clocks on the picosecond grid, its energy prices resolved) and the workload's
+model takes one sample of its input shape. A mistake then shows in seconds, not after a
+capture and a simulation of minutes, and the table reads as the figures an architect
+quotes for each run's processor. What needs the captured tensors (a tile that fits no
+buffer) is still found by `desim run`, before it simulates.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from arch.accelerator import Accelerator
+from arch.config import ArchConfig
+from desim.errors import ConfigError
+from desim.experiment import load_experiment
+from desim.module import Simulator
+
+
+def describe(name: str, arch: ArchConfig) -> dict[str, Any]:
+    """One run's processor, elaborated: what it is, in the units its datasheet would use."""
+    sim = Simulator()
+    acc = Accelerator(sim, arch, name=name)
+    sim.elaborate()  # every port bound, every channel driven and read
+    pe = arch.pe_cluster
+    macs = len(acc.clusters) * pe.pes * pe.macs_per_pe_per_cycle
+    noc = arch.noc
+    return {
+        "arch": arch.name, "technology": arch.technology,
+        "clock_mhz": arch.core_clock_mhz, "macs_per_cycle": macs,
+        "peak_tmacs": macs * acc.clock.frequency_hz / 1e12, "precision": pe.precision,
+        "global_buffer_kib": acc.glb.capacity_bytes // 1024,
+        "dram": f"{arch.dram.preset} x{arch.dram.channels}",
+        "dram_gb_s": acc.dram.system.peak_bandwidth_bytes_per_s / 1e9,
+        "noc": f"{noc.topology} {'x'.join(map(str, noc.shape or ()))}".strip(),
+        "vector_lanes": arch.vector_unit.lanes if arch.vector_unit else "-",
+        "skips": " ".join(operand for operand, on in (
+            ("W", arch.sparsity.skip_zero_weights), ("X", arch.sparsity.skip_zero_activations),
+            ("dY", arch.sparsity.skip_zero_gradients)) if on) or "-",
+        "sparse_units": ", ".join(unit for unit, cfg in (
+            ("selector", arch.selector), ("speculator", arch.speculator),
+            ("weight generator", arch.weight_generator)) if cfg) or "-",
+        "modules": sum(1 for _ in sim.modules()),
+    }
+
+
+def check(path: str | Path, overrides: list[str] | None = None) -> list[dict[str, Any]]:
+    """Validate and elaborate every run of the experiment at `path`; its rows for the table.
+    Bad input raises a ConfigError naming the file and key, as `desim run` would."""
+    from mappings.workload import checked_model
+
+    experiment = load_experiment(path, overrides)
+    rows = []
+    checked: set[str] = set()
+    for run in experiment.spec.runs:
+        workload = experiment.workloads[run.name]
+        key = workload.model_dump_json()
+        if workload.model is not None and key not in checked:
+            try:
+                checked_model(workload)
+            except ConfigError as err:
+                raise err.in_file(str(experiment.path)) from None
+            checked.add(key)
+        pruning = run.pruning.method + (f" {run.pruning.sparsity:g}"
+                                        if run.pruning.sparsity else "")
+        rows.append({"run": run.name, **describe(run.name, experiment.archs[run.name]),
+                     "pruning": pruning})
+    return rows
