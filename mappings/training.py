@@ -30,7 +30,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 
 import torch
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, model_validator
 from torch import nn
 
 from desim.configio import Strict
@@ -58,6 +58,14 @@ class TrainingSpec(Strict):
     gradual: bool = False                 # cubic schedule (magnitude pruning)
     ramp_fraction: float = Field(0.5, gt=0, le=1)
     eval_samples: PositiveInt = 200
+
+    @model_validator(mode="after")
+    def _capture_within_the_run(self) -> TrainingSpec:
+        at = self.capture_iteration
+        if at is not None and not 0 <= at < self.iterations:
+            raise ValueError(f"capture_iteration: {at} is not one of the iterations "
+                             f"0..{self.iterations - 1}")
+        return self
 
 
 def train_and_capture(model: nn.Module, pruning: PruningSpec, spec: TrainingSpec,

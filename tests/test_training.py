@@ -1,5 +1,6 @@
 """Real training for dynamic sparsity: masks, DropBack's k, accuracy, on bundled digits."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -76,3 +77,14 @@ def test_mnist_training_batches_and_held_out_set_mix_all_classes():
     _, y = batch("mnist", 200, (784,), 10)
     _, y_test = held_out("mnist", 200, (784,), 10)
     assert len(set(y.tolist())) == 10 and len(set(y_test.tolist())) == 10
+
+
+def test_a_capture_iteration_outside_the_run_is_bad_input():
+    from desim.configio import validate
+    from desim.errors import ConfigError
+
+    assert validate(TrainingSpec, {"iterations": 3, "capture_iteration": 2}, "t.yaml")
+    for at in (3, -1):
+        with pytest.raises(ConfigError, match=rf"t\.yaml: capture_iteration: {at} is not one "
+                                              r"of the iterations 0\.\.2"):
+            validate(TrainingSpec, {"iterations": 3, "capture_iteration": at}, "t.yaml")
