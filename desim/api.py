@@ -1,0 +1,74 @@
+"""desim from Python, for notebooks: `desim.run(EXP.yaml) -> Result`, tables as DataFrames.
+
+Why: an architect exploring a design wants the numbers of `desim run` in pandas, to slice and
+plot, without a results folder to read back. `run` is the command line's run (the same
+experiment file, the same `--set` overrides, the same numbers bit for bit); `Result` holds
+what the folder would: `summary` is summary.json, `layers` is layers.csv, and
+`write(DIR)` writes the folder itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from desim.experiment import Experiment, load_experiment
+from desim.runner import RunResult, summarize, write_results
+from desim.runner import run as run_experiment
+
+
+@dataclass
+class Result:
+    """One experiment's runs, in memory."""
+
+    experiment: Experiment
+    runs: dict[str, RunResult]   # per run: its layers, energy by action, stats, prices
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """What summary.json holds: per run totals, phases, units, energy; the comparison."""
+        return summarize(self.experiment, self.runs)
+
+    @property
+    def layers(self) -> pd.DataFrame:
+        """What layers.csv holds: one row per run, layer and phase."""
+        return pd.concat([r.layers for r in self.runs.values()], ignore_index=True)
+
+    def comparison(self) -> pd.DataFrame:
+        """One row per run: its time and energy, and both against the baseline (baseline /
+        run: 2.0 is twice as fast, half the energy)."""
+        from desim.report import vector_share
+
+        summary = self.summary
+        rows = {name: {"arch": run["arch"], "cycles": run["cycles"],
+                       "seconds": run["seconds"], "energy_j": run["energy_j"],
+                       **summary["comparison"][name], "vector_share": vector_share(run)}
+                for name, run in summary["runs"].items()}
+        return pd.DataFrame.from_dict(rows, orient="index").rename_axis("run")
+
+    def energy(self) -> pd.DataFrame:
+        """Joules per component (rows) and run (columns)."""
+        return pd.DataFrame({name: r.energy_by_component_j for name, r in self.runs.items()}
+                            ).fillna(0.0).sort_index()
+
+    def write(self, out: str | Path) -> Path:
+        """The results folder `desim run --out` writes (summary.json, layers.csv, ...)."""
+        write_results(Path(out), self.experiment, self.runs)
+        return Path(out)
+
+
+def run(config: str | Path, overrides: Sequence[str] = (), out: str | Path | None = None,
+        progress: Callable[[str], None] | None = None) -> Result:
+    """Simulate the experiment file `config` as `desim run` does; `overrides` are its `--set`
+    items. With `out`, the results folder is written too. Bad input raises
+    `desim.errors.ConfigError` (the message names the file and the key)."""
+    experiment = load_experiment(config, list(overrides))
+    result = Result(experiment, run_experiment(experiment, progress,
+                                               Path(out) if out is not None else None))
+    if out is not None:
+        result.write(out)
+    return result

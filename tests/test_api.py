@@ -1,0 +1,58 @@
+"""desim from Python: `desim.run` gives what `desim run` writes, as DataFrames."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+import desim
+from desim.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def lenet(tmp_path_factory):
+    """LeNet-5 at batch 2 on the dense and the HPPU-like processor, written to a folder too."""
+    root = tmp_path_factory.mktemp("api")
+    exp = root / "a" / "b" / "lenet.yaml"
+    exp.parent.mkdir(parents=True)
+    configs = Path(__file__).resolve().parents[1] / "configs" / "arch"
+    exp.write_text(yaml.safe_dump({
+        "name": "lenet", "baseline": "dense",
+        "workload": {"model": "lenet5", "batch": 2, "data": "digits", "seed": 0},
+        "runs": [{"name": "dense", "arch": str(configs / "dense.yaml")},
+                 {"name": "hppu", "arch": str(configs / "hppu_like.yaml"),
+                  "pruning": {"method": "hybrid", "sparsity": 0.7}}]}))
+    return exp, desim.run(exp, ["workload.seed=1"], out=root / "out"), root / "out"
+
+
+def test_result_holds_what_the_folder_holds(lenet):
+    _, result, out = lenet
+    assert json.loads((out / "summary.json").read_text()) == json.loads(
+        json.dumps(result.summary))
+    written = pd.read_csv(out / "layers.csv", dtype={"arch": str, "layer": str})
+    pd.testing.assert_frame_equal(written, result.layers, check_dtype=False)
+    assert json.loads((out / "config.json").read_text())["experiment"]["workload"]["seed"] == 1
+
+
+def test_comparison_and_energy_tables_agree_with_the_runs(lenet):
+    _, result, _ = lenet
+    table = result.comparison()
+    assert list(table.index) == ["dense", "hppu"]
+    dense, hppu = result.runs["dense"], result.runs["hppu"]
+    assert table.loc["hppu", "speedup"] == pytest.approx(dense.total_ps / hppu.total_ps)
+    assert table.loc["dense", "speedup"] == 1.0
+    assert table.loc["hppu", "cycles"] == hppu.cycles
+    energy = result.energy()
+    assert energy.sum().to_dict() == pytest.approx({"dense": dense.energy_j,
+                                                    "hppu": hppu.energy_j})
+    assert energy.loc["selector", "dense"] == 0.0 and energy.loc["selector", "hppu"] > 0
+
+
+def test_bad_input_raises_a_config_error(lenet):
+    exp, _, _ = lenet
+    with pytest.raises(ConfigError, match=r"lenet\.yaml: workload\.bach: unknown key"):
+        desim.run(exp, ["workload.bach=2"])
+    with pytest.raises(AttributeError, match="no attribute 'simulate'"):
+        desim.simulate  # noqa: B018
