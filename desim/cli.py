@@ -32,6 +32,9 @@ def _fail(code: int, message: str) -> None:
 
 
 EXIT_CODES = {ConfigError: 2, DeadlockError: 3}
+# `--set key.path=value`, repeatable: the overrides `desim run` and `desim check` take.
+SetOption = Annotated[list[str] | None, typer.Option(
+    "--set", help="override key.path=value, or arch.<run or *>.<key.path>=value")]
 
 
 def guarded(action: Callable[[], T]) -> T:
@@ -48,8 +51,7 @@ def guarded(action: Callable[[], T]) -> T:
 def run(
     config: Annotated[Path, typer.Argument(help="experiment YAML (configs/experiments/...)")],
     out: Annotated[Path, typer.Option("--out", "-o", help="results folder")] = Path("results"),
-    set_: Annotated[list[str] | None, typer.Option(
-        "--set", help="override key.path=value, or arch.<run or *>.<key.path>=value")] = None,
+    set_: SetOption = None,
     trace: Annotated[bool, typer.Option("--trace", help="write DIR/trace.json (Perfetto)")] = False,
     vcd: Annotated[bool, typer.Option("--vcd", help="write DIR/waves_<run>.vcd")] = False,
 ) -> None:
@@ -78,8 +80,7 @@ CHECK_ROWS = {"arch": "arch", "technology": "node", "clock_mhz": "clock (MHz)",
 @app.command()
 def check(
     config: Annotated[Path, typer.Argument(help="experiment YAML (configs/experiments/...)")],
-    set_: Annotated[list[str] | None, typer.Option(
-        "--set", help="override key.path=value, or arch.<run or *>.<key.path>=value")] = None,
+    set_: SetOption = None,
 ) -> None:
     """Validate an experiment and elaborate each run's processor, without simulating:
     seconds, and a table of what each processor is."""
