@@ -92,7 +92,7 @@ def check(
     for row in rows:
         table.add_column(row["run"], justify="right")
     for key, title in CHECK_ROWS.items():
-        table.add_row(title, *(escape(f"{row[key]:.3g}" if isinstance(row[key], float)
+        table.add_row(title, *(escape(f"{row[key]:,.4g}" if isinstance(row[key], float)
                                       else f"{row[key]:,}" if isinstance(row[key], int)
                                       else str(row[key])) for row in rows))
     console.print(table)

@@ -220,6 +220,7 @@ def test_check_elaborates_every_run_without_simulating():
     assert dense["macs_per_cycle"] == hppu["macs_per_cycle"] == 16 * 16 * 4
     assert dense["peak_tmacs"] == pytest.approx(1024 * 500e6 / 1e12)
     assert dense["dram_gb_s"] == pytest.approx(19.2, rel=1e-3)
+    assert dense["dram"] == "DDR4-2400 x1" and dense["noc"] == "mesh 4x4"
     assert (dense["skips"], hppu["skips"]) == ("-", "W X dY")
     assert (dense["sparse_units"], hppu["sparse_units"]) == ("-", "selector")
     assert hppu["modules"] == dense["modules"] + 1  # the selector
