@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from desim.experiment import Experiment, load_experiment
+from desim.results import writable_folder
 from desim.runner import RunResult, summarize, write_results
 from desim.runner import run as run_experiment
 
@@ -67,8 +68,8 @@ def run(config: str | Path, overrides: Sequence[str] = (), out: str | Path | Non
     items. With `out`, the results folder is written too. Bad input raises
     `desim.errors.ConfigError` (the message names the file and the key)."""
     experiment = load_experiment(config, list(overrides))
-    result = Result(experiment, run_experiment(experiment, progress,
-                                               Path(out) if out is not None else None))
+    folder = writable_folder(out) if out is not None else None
+    result = Result(experiment, run_experiment(experiment, progress, folder))
     if out is not None:
         result.write(out)
     return result

@@ -42,6 +42,7 @@ from pydantic import BaseModel, model_validator
 from desim.configio import validate
 from desim.errors import ConfigError
 from desim.experiment import Claim
+from desim.results import writable_folder
 
 PHASE_COLORS = {"FF": "#4c72b0", "BP": "#dd8452", "WG": "#55a868"}
 
@@ -542,8 +543,7 @@ def _prices_table(results: Results) -> Table:
 def build_report(dirs: list[Path], out: Path) -> tuple[Path, Path, list[Results]]:
     """Write `out` (Markdown), the same content as HTML beside it, and the plots; return the
     two paths and the results read (with their claim checks)."""
-    out_dir = out.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = writable_folder(out.parent)
     all_results = [load_results(Path(d)) for d in dirs]
     blocks: list[Block] = [Heading(1, "desim report")]
     blocks.append(Para("Paper figures against desim's, for every claim of the experiments "

@@ -10,6 +10,21 @@ from typing import Any
 
 import pandas as pd
 
+from desim.errors import ConfigError
+
+
+def writable_folder(path: str | Path) -> Path:
+    """`path`, created if need be and checked writable: a folder results cannot go to is bad
+    input, said before anything is simulated rather than after."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as err:
+        raise ConfigError(f"cannot write results there ({err.strerror or err})",
+                          file=str(path)) from None
+    return path
+
 
 def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)

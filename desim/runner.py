@@ -25,7 +25,7 @@ from desim.errors import ConfigError
 from desim.events import PHASES
 from desim.experiment import Experiment, ObserveSpec, load_experiment
 from desim.module import Simulator
-from desim.results import write_atomic, write_csv, write_json
+from desim.results import writable_folder, write_atomic, write_csv, write_json
 from desim.stats import collect_stats, stats_text
 from mappings.mapper import PhaseWork, map_workload, phase_waits
 from mappings.scalesim import gemm_view
@@ -298,5 +298,5 @@ def merge_traces(traces: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def run_file(path: str | Path, out: str | Path, overrides: list[str] | None = None,
              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     experiment = load_experiment(path, overrides)
-    results = run(experiment, progress, Path(out))
+    results = run(experiment, progress, writable_folder(out))
     return write_results(Path(out), experiment, results)

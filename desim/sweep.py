@@ -53,6 +53,7 @@ import yaml
 from rich.markup import escape
 
 from desim.errors import ConfigError
+from desim.results import writable_folder
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -274,6 +275,7 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
         _check_plot(metric, axis, list(spec.axes))
     points = plan_points(spec)
     _check_some_point_is_valid(path, base, points)
+    writable_folder(out)
     _check_manifest(out, path, base, spec, points)
 
     done = {}

@@ -235,3 +235,11 @@ def test_check_refuses_bad_input_with_the_brackets_of_its_message():
                         "[cols, rows], got [2]")
     ok = desim("check", str(QUICKSTART))
     assert ok.returncode == 0 and "elaborated, not simulated" in ok.stdout
+
+
+def test_a_results_folder_that_cannot_be_written_is_refused_before_simulating(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    result = desim("run", str(QUICKSTART), "--out", str(blocker / "results"))
+    assert_config_error(result, "a_file/results: cannot write results there")
+    assert "capturing" not in result.stdout and "simulating" not in result.stdout
