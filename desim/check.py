@@ -6,11 +6,13 @@ connected, its clocks on the picosecond grid, its energy prices resolved) and th
 model takes one sample of its input shape. A mistake then shows in seconds, not after a
 capture and a simulation of minutes, and the table reads as the figures an architect
 quotes for each run's processor. What needs the captured tensors (a tile that fits no
-buffer) is still found by `desim run`, before it simulates.
+buffer) is still found by `desim run`, before it simulates. An experiment with a `sweep:`
+section has each of its points' configurations checked too (`sweep_points`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +50,19 @@ def describe(name: str, arch: ArchConfig) -> dict[str, Any]:
     }
 
 
-def check(path: str | Path, overrides: list[str] | None = None) -> list[dict[str, Any]]:
-    """Validate and elaborate every run of the experiment at `path`; its rows for the table.
-    Bad input raises a ConfigError naming the file and key, as `desim run` would."""
+@dataclass
+class Checked:
+    """What `check` found: a row per run; for a sweep, its point count and invalid points."""
+
+    runs: list[dict[str, Any]]
+    sweep_points: int = 0
+    invalid_points: list[tuple[dict[str, Any], ConfigError]] = field(default_factory=list)
+
+
+def check(path: str | Path, overrides: list[str] | None = None) -> Checked:
+    """Validate and elaborate every run of the experiment at `path` (and every point of its
+    sweep, if it has one). Bad input raises a ConfigError naming the file and key, as
+    `desim run` would; a sweep's invalid points are listed, as `desim sweep` records them."""
     from mappings.workload import checked_model
 
     experiment = load_experiment(path, overrides)
@@ -69,4 +81,22 @@ def check(path: str | Path, overrides: list[str] | None = None) -> list[dict[str
                                         if run.pruning.sparsity else "")
         rows.append({"run": run.name, **describe(run.name, experiment.archs[run.name]),
                      "pruning": pruning})
-    return rows
+    if experiment.spec.sweep is None:
+        return Checked(rows)
+    return Checked(rows, *_sweep_points(path, overrides or []))
+
+
+def _sweep_points(path: str | Path, overrides: list[str]
+                  ) -> tuple[int, list[tuple[dict[str, Any], ConfigError]]]:
+    """How many points the experiment's sweep has, and those whose configuration is invalid
+    (their values, why): what `desim sweep` would record as failed without computing."""
+    from desim.sweep import load_sweep_spec, plan_points
+
+    points = plan_points(load_sweep_spec(Path(path), overrides))
+    invalid = []
+    for point in points:
+        try:
+            load_experiment(path, [*overrides, *point.overrides])
+        except ConfigError as err:
+            invalid.append((point.values, err))
+    return len(points), invalid

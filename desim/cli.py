@@ -86,7 +86,8 @@ def check(
     seconds, and a table of what each processor is."""
     from desim.check import check as check_experiment
 
-    rows = guarded(lambda: check_experiment(config, list(set_ or [])))
+    checked = guarded(lambda: check_experiment(config, list(set_ or [])))
+    rows = checked.runs
     table = Table(title=f"{config.name}: elaborated, not simulated")
     table.add_column("")
     for row in rows:
@@ -97,6 +98,14 @@ def check(
                                       else str(row[key])) for row in rows))
     console.print(table)
     console.print(f"ok: {len(rows)} run(s) elaborated; `desim run` simulates them")
+    if checked.sweep_points:
+        invalid = checked.invalid_points
+        console.print(f"sweep: {checked.sweep_points} points, "
+                      + (f"{len(invalid)} invalid:" if invalid else "all valid"))
+        for values, err in invalid[:5]:
+            console.print(escape(f"  {values}: {err}"), highlight=False, soft_wrap=True)
+        if invalid:  # `desim sweep` would record these as failed: bad input all the same
+            _fail(2, f"{len(invalid)} of {checked.sweep_points} sweep points are invalid")
 
 
 def print_summary(summary: dict[str, Any]) -> None:

@@ -215,7 +215,7 @@ def test_check_elaborates_every_run_without_simulating():
     16 clusters x 16 PEs x 4 MACs at 500 MHz, one DDR4-2400 channel: 2400 MT/s x 8 bytes)."""
     from desim.check import check
 
-    dense, hppu = check(QUICKSTART)
+    dense, hppu = check(QUICKSTART).runs
     assert (dense["run"], hppu["run"]) == ("dense", "hppu")
     assert dense["macs_per_cycle"] == hppu["macs_per_cycle"] == 16 * 16 * 4
     assert dense["peak_tmacs"] == pytest.approx(1024 * 500e6 / 1e12)

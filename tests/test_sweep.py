@@ -331,3 +331,18 @@ def test_failing_points_are_recorded_and_the_others_complete(tmp_path):
     assert record["error_type"] == "ConfigError" and "Traceback" in record["traceback"]
     assert record["set"] == ["arch.hppu.global_buffer.capacity_kib=1", "workload.model=resnet18"]
     assert record["config"]["architectures"]["hppu"]["global_buffer"]["capacity_kib"] == 1
+
+
+def test_check_lists_the_invalid_points_of_a_sweep(tmp_path):
+    """`desim check` on a sweep: every point's configuration is resolved, nothing computed;
+    the invalid ones come back with their values and the key at fault."""
+    from desim.check import check
+
+    path = write_experiment(tmp_path, {"arch.hppu.pe_cluster.pes": [0, 8, -1]})
+    checked = check(path)
+    assert [r["run"] for r in checked.runs] == ["dense", "hppu"]
+    assert checked.sweep_points == 3
+    assert [values for values, _ in checked.invalid_points] == [
+        {"arch.hppu.pe_cluster.pes": 0}, {"arch.hppu.pe_cluster.pes": -1}]
+    assert all("pe_cluster.pes: Input should be greater than 0" in str(err)
+               for _, err in checked.invalid_points)
