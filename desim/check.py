@@ -19,8 +19,23 @@ from typing import Any
 from arch.accelerator import Accelerator
 from arch.config import ArchConfig
 from desim.errors import ConfigError
-from desim.experiment import load_experiment
+from desim.experiment import Experiment, load_experiment
 from desim.module import Simulator
+
+# What `describe` tells of a processor, with the label each row of a table gets.
+DESCRIBED = {"arch": "arch", "technology": "node", "clock_mhz": "clock (MHz)",
+             "precision": "precision", "macs_per_cycle": "MACs / cycle",
+             "peak_tmacs": "peak TMAC/s", "global_buffer_kib": "global buffer (KiB)",
+             "dram": "DRAM", "dram_gb_s": "DRAM peak (GB/s)", "noc": "NoC",
+             "vector_lanes": "vector lanes", "skips": "skips zero",
+             "sparse_units": "sparse units", "modules": "modules"}
+
+
+def cell(value: Any) -> str:
+    """A described value as a table shows it: 1,024; 0.512; 19.21; text as it is."""
+    if isinstance(value, float):
+        return f"{value:,.4g}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
 
 
 def describe(name: str, arch: ArchConfig) -> dict[str, Any]:
@@ -63,9 +78,19 @@ def check(path: str | Path, overrides: list[str] | None = None) -> Checked:
     """Validate and elaborate every run of the experiment at `path` (and every point of its
     sweep, if it has one). Bad input raises a ConfigError naming the file and key, as
     `desim run` would; a sweep's invalid points are listed, as `desim sweep` records them."""
+    experiment = load_experiment(path, overrides)
+    rows = elaborate(experiment)
+    if experiment.spec.sweep is None:
+        return Checked(rows)
+    return Checked(rows, *_sweep_points(path, overrides or []))
+
+
+def elaborate(experiment: Experiment) -> list[dict[str, Any]]:
+    """Every run's processor elaborated and every workload's model checked, the rows for
+    `check`'s table: `desim run` does this first too, so that a design error in its last run
+    is said before the first one is captured and simulated."""
     from mappings.workload import checked_model
 
-    experiment = load_experiment(path, overrides)
     rows = []
     checked: set[str] = set()
     for run in experiment.spec.runs:
@@ -79,11 +104,12 @@ def check(path: str | Path, overrides: list[str] | None = None) -> Checked:
             checked.add(key)
         pruning = run.pruning.method + (f" {run.pruning.sparsity:g}"
                                         if run.pruning.sparsity else "")
-        rows.append({"run": run.name, **describe(run.name, experiment.archs[run.name]),
-                     "pruning": pruning})
-    if experiment.spec.sweep is None:
-        return Checked(rows)
-    return Checked(rows, *_sweep_points(path, overrides or []))
+        try:
+            described = describe(run.name, experiment.archs[run.name])
+        except ConfigError as err:  # the design's own file is the one to fix
+            raise err.in_file(str((experiment.path.parent / run.arch).resolve())) from None
+        rows.append({"run": run.name, **described, "pruning": pruning})
+    return rows
 
 
 def _sweep_points(path: str | Path, overrides: list[str]

@@ -69,14 +69,6 @@ def run(
                   f"{time.perf_counter() - started:.1f} s")
 
 
-CHECK_ROWS = {"arch": "arch", "technology": "node", "clock_mhz": "clock (MHz)",
-              "precision": "precision", "macs_per_cycle": "MACs / cycle",
-              "peak_tmacs": "peak TMAC/s", "global_buffer_kib": "global buffer (KiB)",
-              "dram": "DRAM", "dram_gb_s": "DRAM peak (GB/s)", "noc": "NoC",
-              "vector_lanes": "vector lanes", "skips": "skips zero", "sparse_units":
-              "sparse units", "modules": "modules", "pruning": "pruning"}
-
-
 @app.command()
 def check(
     config: Annotated[Path, typer.Argument(help="experiment YAML (configs/experiments/...)")],
@@ -84,6 +76,7 @@ def check(
 ) -> None:
     """Validate an experiment and elaborate each run's processor, without simulating:
     seconds, and a table of what each processor is."""
+    from desim.check import DESCRIBED, cell
     from desim.check import check as check_experiment
 
     checked = guarded(lambda: check_experiment(config, list(set_ or [])))
@@ -92,10 +85,8 @@ def check(
     table.add_column("")
     for row in rows:
         table.add_column(row["run"], justify="right")
-    for key, title in CHECK_ROWS.items():
-        table.add_row(title, *(escape(f"{row[key]:,.4g}" if isinstance(row[key], float)
-                                      else f"{row[key]:,}" if isinstance(row[key], int)
-                                      else str(row[key])) for row in rows))
+    for key, title in {**DESCRIBED, "pruning": "pruning"}.items():
+        table.add_row(title, *(escape(cell(row[key])) for row in rows))
     console.print(table)
     console.print(f"ok: {len(rows)} run(s) elaborated; `desim run` simulates them")
     if checked.sweep_points:

@@ -9,8 +9,10 @@ assumed to get them. For every results folder (`desim run ... --out DIR`) the re
   its file does not expect it is flagged loudly (and `--check` exits 1);
 - the assumptions: the experiment's `description` and `notes` (YAML comments do not survive
   into config.json, so anything a reader must know lives there);
-- the runs side by side, energy per component (a stacked bar plot) and, per run, a timeline
-  of its layers (start and end cycle of each layer-phase from layers.csv).
+- the runs side by side, the processors they ran on (`desim check`'s description: MACs a
+  cycle, buffers, DRAM, NoC, sparse units), energy per component (a stacked bar plot) and,
+  per run, a timeline of its layers (start and end cycle of each layer-phase from
+  layers.csv).
 
 Markdown and HTML carry the same content: both are rendered from one list of blocks. The
 HTML is a minimal template, no dependency beyond the standard library. Plots are PNG files
@@ -469,6 +471,8 @@ def _experiment_blocks(results: Results, slug: str, out_dir: Path) -> list[Block
     blocks.append(Bullets(assumptions))
     blocks.append(Heading(3, "Runs"))
     blocks.append(_runs_table(results))
+    blocks.append(Heading(3, "Processors"))
+    blocks.append(_processors_table(results))
     blocks.append(Heading(3, "Energy by component"))
     energy_png = plot_energy(results, out_dir / f"{slug}_energy.png")
     blocks.append(Image(f"{results.name}: energy per component", energy_png.name))
@@ -504,6 +508,24 @@ def _runs_table(results: Results) -> Table:
                      f"{comp['energy_ratio']:.2f}", f"{_on_chip(base) / _on_chip(run):.2f}",
                      _vector_share(run), sparsity])
     return Table(header, rows, numeric=set(range(3, 11)))
+
+
+def _processors_table(results: Results) -> Table | Para:
+    """What each run's processor is (`desim check`'s description), elaborated from the
+    resolved configuration in config.json, so the reader sees the resources compared."""
+    from arch.config import ArchConfig
+    from desim.check import DESCRIBED, cell, describe
+
+    archs = results.config.get("architectures", {})
+    try:
+        described = {run: describe(run, validate(ArchConfig, archs[run], results.path
+                                                 / "config.json", f"architectures.{run}"))
+                     for run in results.summary["runs"] if run in archs}
+    except ConfigError as err:  # written by another version of desim
+        return Para(f"Processors not shown: {err}")
+    rows = [[title] + [cell(d[key]) for d in described.values()]
+            for key, title in DESCRIBED.items()]
+    return Table(["processor", *described], rows, numeric=set(range(1, len(described) + 1)))
 
 
 def vector_share(run: dict[str, Any]) -> float | None:

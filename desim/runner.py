@@ -20,6 +20,7 @@ from arch.accelerator import Accelerator
 from arch.config import ArchConfig, priced_actions
 from arch.energy import ELEMENT_BYTES, WEIGHT_BITS
 from arch.systolic import SystolicConfig, apportion, layer_cycles
+from desim.check import elaborate
 from desim.clock import PS_PER_S
 from desim.errors import ConfigError
 from desim.events import PHASES
@@ -229,6 +230,7 @@ def run(experiment: Experiment, progress: Callable[[str], None] | None = None,
     # The model's float passes on one thread: their summation order, hence their bits, would
     # change with the thread count. Counting, which is exact, borrows more (mappings.threads).
     torch.set_num_threads(1)
+    elaborate(experiment)  # every design and model checked before the first capture
     spec = experiment.spec
     captured: dict[str, Workload] = {}
     results = {}

@@ -194,7 +194,7 @@ def test_a_clock_off_the_picosecond_grid_is_refused_naming_the_module(tmp_path):
     configs = copy_configs(tmp_path)
     edit_yaml(configs / "arch" / "hppu_like.yaml", lambda d: d.update(core_clock_mhz=1200))
     result = desim("run", str(configs / "experiments" / "quickstart.yaml"))
-    assert_config_error(result, "hppu.clock", "core_clock_mhz", "833.3333 ps")
+    assert_config_error(result, "hppu_like.yaml", "hppu.clock", "core_clock_mhz", "833.3333 ps")
 
 
 def test_energy_per_action_adds_up_to_components_and_total(quickstart_twice):

@@ -59,6 +59,9 @@ def check_markdown(results_dir: Path, out: Path) -> tuple[Path, Path]:
     assert re.search(rf"\| hppu \| hppu_like \|.* \| {share:.0f} \| ", text)
     assert "| `noc_pj_per_bit_hop` | 0.252 | 0.252 |" in text  # 0.5 at 45 nm, 28 nm's C V^2
     assert "| `selector_pj_per_entry` | - | 0.01512 |" in text  # only hppu_like has one
+    # the processors compared, elaborated from config.json: 16 x 16 PEs x 4 MACs each
+    assert "| processor | dense | hppu |" in text and "| MACs / cycle | 1,024 | 1,024 |" in text
+    assert "| sparse units | - | selector |" in text and "| skips zero | - | W X dY |" in text
     images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
     assert len(images) == 1 + len(results.summary["runs"])  # energy + a timeline per run
     for name in images:
