@@ -7,7 +7,8 @@ model takes one sample of its input shape. A mistake then shows in seconds, not 
 capture and a simulation of minutes, and the table reads as the figures an architect
 quotes for each run's processor. What needs the captured tensors (a tile that fits no
 buffer) is still found by `desim run`, before it simulates. An experiment with a `sweep:`
-section has each of its points' configurations checked too (`sweep_points`).
+section has each of its points' configurations checked too. `desim run` elaborates this way
+(`elaborate`) before its first capture.
 """
 
 from __future__ import annotations
