@@ -2,7 +2,7 @@
 
 import dataclasses
 import math
-import time
+import sys
 
 import pytest
 from hypothesis import given, settings
@@ -311,13 +311,23 @@ def test_energy_per_bit_is_in_the_expected_ranges():
         < ddr4.pj_per_bit_read_random
 
 
-# --- speed ---------------------------------------------------------------------------------------
+# --- cost ----------------------------------------------------------------------------------------
 
-def test_one_mib_transaction_is_fast():
+def test_one_mib_transaction_is_timed_without_a_step_per_burst():
+    """A transaction is timed in one go from its rows (vectorized over its bursts): counted
+    in Python function calls, not in seconds, so a busy machine cannot fail it. 1 MiB is
+    16,384 bursts of 64 B over 128 rows; measured 753 calls, ~5 a row."""
     model = DramChannelModel(DDR4)
-    best = math.inf
-    for k in range(5):
-        t0 = time.perf_counter()
-        model.access(0, k * MiB, MiB, is_write=False)
-        best = min(best, time.perf_counter() - t0)
-    assert best < 5e-3  # measured ~0.3 ms; a per-burst Python loop would take ~20 ms
+    model.access(0, 0, 4096, is_write=False)  # first-use work out of the count
+    calls = [0]
+
+    def count(frame, event, arg):
+        calls[0] += event in ("call", "c_call")
+
+    sys.setprofile(count)
+    try:
+        model.access(0, 8 * MiB, MiB, is_write=False)
+    finally:
+        sys.setprofile(None)
+    bursts = MiB // 64
+    assert calls[0] < bursts // 8  # a step per burst would take at least one call each
