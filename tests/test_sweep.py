@@ -275,10 +275,10 @@ def test_sigkill_then_resume_computes_each_point_exactly_once(tmp_path):
     out = tmp_path / "out"
     points_dir = out / "points"
     first = sweep_process(path, out)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600  # a hang guard, not a speed claim
     while not list(points_dir.glob("*.json")):
         assert first.poll() is None, first.stderr.read() if first.stderr else ""
-        assert time.monotonic() < deadline, "no point finished in 120 s"
+        assert time.monotonic() < deadline, "no point finished in 600 s"
         time.sleep(0.02)
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
