@@ -28,8 +28,7 @@ from arch.snn import SnnArch
 from desim.configio import Strict, load_yaml, validate
 from desim.errors import ConfigError
 from desim.sweep_spec import SweepSpec
-from mappings.pruning import PruningSpec
-from mappings.workload import WorkloadSpec
+from mappings.specs import PruningSpec, WorkloadSpec
 
 
 class RunSpec(Strict):

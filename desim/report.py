@@ -35,9 +35,8 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import pandas as pd
 import typer
 from pydantic import BaseModel, model_validator
 
@@ -45,6 +44,9 @@ from desim.configio import validate
 from desim.errors import ConfigError
 from desim.experiment import Claim
 from desim.results import writable_folder
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PHASE_COLORS = {"FF": "#4c72b0", "BP": "#dd8452", "WG": "#55a868"}
 
@@ -182,6 +184,8 @@ class Results:
 
 def load_results(path: Path) -> Results:
     """Read summary.json, config.json and layers.csv of a results folder; check its claims."""
+    import pandas as pd  # here, not at the top: the CLI starts without pandas
+
     files = {}
     for name in ("summary.json", "config.json"):
         try:

@@ -6,11 +6,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from desim.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def writable_folder(path: str | Path) -> Path:

@@ -11,13 +11,13 @@ is held out: `batch` never draws from it, `held_out` only from it.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-Dataset = Literal["digits", "mnist", "random"]
+from mappings.specs import Dataset
+
 HELD_OUT_FRACTION = 0.2
 
 

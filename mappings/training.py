@@ -30,10 +30,8 @@ from collections.abc import Callable
 from contextlib import nullcontext
 
 import torch
-from pydantic import Field, PositiveInt, model_validator
 from torch import nn
 
-from desim.configio import Strict
 from mappings.capture import LayerCapture, PackedLayer, VectorCapture, capture
 from mappings.datasets import Dataset, batch, held_out
 from mappings.pruning import (
@@ -47,25 +45,8 @@ from mappings.pruning import (
     rigl_regrow,
     set_regrow,
 )
+from mappings.specs import TrainingSpec
 from mappings.speculation import speculating
-
-
-class TrainingSpec(Strict):
-    iterations: PositiveInt
-    learning_rate: float = Field(0.05, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    capture_iteration: int | None = None  # default: the last one
-    gradual: bool = False                 # cubic schedule (magnitude pruning)
-    ramp_fraction: float = Field(0.5, gt=0, le=1)
-    eval_samples: PositiveInt = 200
-
-    @model_validator(mode="after")
-    def _capture_within_the_run(self) -> TrainingSpec:
-        at = self.capture_iteration
-        if at is not None and not 0 <= at < self.iterations:
-            raise ValueError(f"capture_iteration: {at} is not one of the iterations "
-                             f"0..{self.iterations - 1}")
-        return self
 
 
 def train_and_capture(model: nn.Module, pruning: PruningSpec, spec: TrainingSpec,

@@ -10,19 +10,17 @@ need it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
-from pydantic import Field, PositiveInt, model_validator
 
-from desim.configio import Strict
 from desim.errors import ConfigError, out_of_memory
 from mappings.capture import BitMap, PackedLayer, VectorCapture, capture
-from mappings.datasets import Dataset, batch
+from mappings.datasets import batch
 from mappings.models import build_model, default_input_shape
 from mappings.pruning import PruningSpec, prune_model
 from mappings.scalesim import read_topology
-from mappings.training import TrainingSpec, train_and_capture
+from mappings.specs import WorkloadSpec
+from mappings.training import train_and_capture
 
 # Methods whose algorithm uses the gradients of pruned weights: DropBack ranks every weight by
 # its accumulated gradient; RigL regrows the weights of largest gradient magnitude. The others
@@ -30,37 +28,6 @@ from mappings.training import TrainingSpec, train_and_capture
 # "performs FF, BP, and WG only with unpruned weights" (shared/seeds/001), the mask of each
 # iteration being known before its WG.
 PRUNED_GRADIENTS_USED = {"dropback", "rigl"}
-
-
-class WorkloadSpec(Strict):
-    model: str | None = None  # a model of mappings.models, or else:
-    # a SCALE-Sim topology CSV (mappings/scalesim.py): dense layers, batch 1, inference;
-    # a path relative to the experiment file. Exactly one of `model` and this.
-    scalesim_topology: str | None = None
-    model_args: dict[str, Any] = Field(default_factory=dict)
-    batch: PositiveInt = 8
-    input_shape: list[PositiveInt] | None = None  # default: the model's
-    num_classes: PositiveInt = 10
-    data: Dataset = "digits"
-    seed: int = 0
-    training: TrainingSpec | None = None  # train first, then capture a chosen iteration
-    # Simulate the forward pass (FF) only: an inference, as the inference engines of
-    # PermDNN, CirCNN, EIE and ADMM-NN run. The capture still takes a full training step.
-    inference: bool = False
-    # Run the captured pass (and the training before it) as hardware with ReLU speculation
-    # does: FF outputs the exponent-only prediction zeroes are zero, false zeros included
-    # (mappings/speculation.py). Off: the exact pass; a speculating processor's work is
-    # still counted from the prediction, its errors reported only.
-    speculative_relu: bool = False
-
-    @model_validator(mode="after")
-    def _one_source(self) -> WorkloadSpec:
-        if (self.model is None) == (self.scalesim_topology is None):
-            raise ValueError("give exactly one of `model` and `scalesim_topology`")
-        if self.speculative_relu and self.model is None:
-            raise ValueError("speculative_relu needs a `model`: a SCALE-Sim topology has no "
-                             "values to speculate on")
-        return self
 
 
 @dataclass

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 from torch import Tensor, nn
 
 from mappings.pruning._util import keep_top
@@ -21,80 +18,9 @@ from mappings.pruning.structured import (
     pe_wise_prune,
 )
 from mappings.pruning.unstructured import magnitude
+from mappings.specs import Method, PruningSpec
 
-Method = Literal[
-    "dense",
-    "magnitude",
-    "dynamic",
-    "n_m",
-    "filter",
-    "channel",
-    "line",
-    "hybrid",
-    "block",
-    "pe_wise",
-    "permuted_diagonal",
-    "block_circulant",
-    "ternarize",
-    "dropback",
-    "set",
-    "rigl",
-]
-
-_REQUIRED: dict[str, tuple[str, ...]] = {
-    "n_m": ("n", "m"),
-    "block": ("block",),
-    "pe_wise": ("pe_rows", "pe_cols"),
-    "permuted_diagonal": ("p",),
-    "block_circulant": ("b",),
-}
-
-
-# Methods `ternary` does not combine with: no mask (dense), already ternary, values replaced
-# (block_circulant) or masks that move during training.
-TERNARY_EXCLUDED = {"dense", "ternarize", "block_circulant", "dropback", "set", "rigl", "dynamic"}
-
-
-class PruningSpec(BaseModel):
-    """Which pruning method to apply, with its parameters (only those the method uses)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    method: Method
-    sparsity: float = Field(0.0, ge=0.0, lt=1.0)
-    n: int | None = Field(None, ge=0)
-    m: PositiveInt | None = None
-    channel_share: float = Field(0.5, ge=0.0, le=1.0)
-    block: tuple[PositiveInt, PositiveInt] | None = None
-    pe_rows: PositiveInt | None = None
-    pe_cols: PositiveInt | None = None
-    p: PositiveInt | None = None
-    b: PositiveInt | None = None
-    k: int | None = Field(None, ge=0)
-    threshold_ratio: float = Field(0.7, ge=0.0)
-    seed: int = 0
-    regrow_fraction: float = Field(0.3, ge=0.0, le=1.0)  # SET / RigL: share dropped and regrown
-    update_every: PositiveInt = 10                       # SET / RigL: iterations between updates
-    skip_first_conv: bool = True
-    skip_last_linear: bool = True
-    # Ternarize the weights the method keeps (TWN thresholding over the kept weights, with
-    # `threshold_ratio`): structured pruning + ternarization as in Yang, He, Fan, "Harmonious
-    # Coexistence of Structured Weight Pruning and Ternarization", AAAI 2020 (pe_wise + this).
-    ternary: bool = False
-
-    @model_validator(mode="after")
-    def _method_params(self) -> PruningSpec:
-        missing = [f for f in _REQUIRED.get(self.method, ()) if getattr(self, f) is None]
-        if missing:
-            raise ValueError(f"method {self.method!r} needs {', '.join(missing)}")
-        if self.method == "dropback" and self.k is None and self.sparsity == 0:
-            raise ValueError("method 'dropback' needs k (weights tracked) or a sparsity > 0")
-        if self.method == "n_m" and self.n > self.m:  # type: ignore[operator]
-            raise ValueError(f"n_m needs n <= m, got n={self.n}, m={self.m}")
-        if self.ternary and self.method in TERNARY_EXCLUDED:
-            raise ValueError(f"ternary applies to a static mask; not to {self.method!r}")
-        return self
-
+__all__ = ["Method", "PruningSpec", "dropback_k", "prunable_layers", "prune_model"]
 
 def prunable_layers(model: nn.Module, spec: PruningSpec) -> list[tuple[str, nn.Module]]:
     """The nn.Conv2d and nn.Linear modules `spec` prunes, in `named_modules()` order.

@@ -1,0 +1,140 @@
+"""What an experiment's workload section says: the model and its data, the training before
+the capture, the pruning. Pydantic models, validated when a file is read.
+
+They live apart from the code that carries them out (mappings/workload.py, training.py,
+pruning/) so that reading and checking a configuration does not import torch: the CLI's
+help, `desim topology` and a typo's error message come in a second, not after torch loads.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+
+from desim.configio import Strict
+
+Dataset = Literal["digits", "mnist", "random"]
+
+
+Method = Literal[
+    "dense",
+    "magnitude",
+    "dynamic",
+    "n_m",
+    "filter",
+    "channel",
+    "line",
+    "hybrid",
+    "block",
+    "pe_wise",
+    "permuted_diagonal",
+    "block_circulant",
+    "ternarize",
+    "dropback",
+    "set",
+    "rigl",
+]
+
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    "n_m": ("n", "m"),
+    "block": ("block",),
+    "pe_wise": ("pe_rows", "pe_cols"),
+    "permuted_diagonal": ("p",),
+    "block_circulant": ("b",),
+}
+
+
+# Methods `ternary` does not combine with: no mask (dense), already ternary, values replaced
+# (block_circulant) or masks that move during training.
+TERNARY_EXCLUDED = {"dense", "ternarize", "block_circulant", "dropback", "set", "rigl", "dynamic"}
+
+
+class PruningSpec(BaseModel):
+    """Which pruning method to apply, with its parameters (only those the method uses)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Method
+    sparsity: float = Field(0.0, ge=0.0, lt=1.0)
+    n: int | None = Field(None, ge=0)
+    m: PositiveInt | None = None
+    channel_share: float = Field(0.5, ge=0.0, le=1.0)
+    block: tuple[PositiveInt, PositiveInt] | None = None
+    pe_rows: PositiveInt | None = None
+    pe_cols: PositiveInt | None = None
+    p: PositiveInt | None = None
+    b: PositiveInt | None = None
+    k: int | None = Field(None, ge=0)
+    threshold_ratio: float = Field(0.7, ge=0.0)
+    seed: int = 0
+    regrow_fraction: float = Field(0.3, ge=0.0, le=1.0)  # SET / RigL: share dropped and regrown
+    update_every: PositiveInt = 10                       # SET / RigL: iterations between updates
+    skip_first_conv: bool = True
+    skip_last_linear: bool = True
+    # Ternarize the weights the method keeps (TWN thresholding over the kept weights, with
+    # `threshold_ratio`): structured pruning + ternarization as in Yang, He, Fan, "Harmonious
+    # Coexistence of Structured Weight Pruning and Ternarization", AAAI 2020 (pe_wise + this).
+    ternary: bool = False
+
+    @model_validator(mode="after")
+    def _method_params(self) -> PruningSpec:
+        missing = [f for f in _REQUIRED.get(self.method, ()) if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"method {self.method!r} needs {', '.join(missing)}")
+        if self.method == "dropback" and self.k is None and self.sparsity == 0:
+            raise ValueError("method 'dropback' needs k (weights tracked) or a sparsity > 0")
+        if self.method == "n_m" and self.n > self.m:  # type: ignore[operator]
+            raise ValueError(f"n_m needs n <= m, got n={self.n}, m={self.m}")
+        if self.ternary and self.method in TERNARY_EXCLUDED:
+            raise ValueError(f"ternary applies to a static mask; not to {self.method!r}")
+        return self
+
+
+class TrainingSpec(Strict):
+    iterations: PositiveInt
+    learning_rate: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    capture_iteration: int | None = None  # default: the last one
+    gradual: bool = False                 # cubic schedule (magnitude pruning)
+    ramp_fraction: float = Field(0.5, gt=0, le=1)
+    eval_samples: PositiveInt = 200
+
+    @model_validator(mode="after")
+    def _capture_within_the_run(self) -> TrainingSpec:
+        at = self.capture_iteration
+        if at is not None and not 0 <= at < self.iterations:
+            raise ValueError(f"capture_iteration: {at} is not one of the iterations "
+                             f"0..{self.iterations - 1}")
+        return self
+
+
+class WorkloadSpec(Strict):
+    model: str | None = None  # a model of mappings.models, or else:
+    # a SCALE-Sim topology CSV (mappings/scalesim.py): dense layers, batch 1, inference;
+    # a path relative to the experiment file. Exactly one of `model` and this.
+    scalesim_topology: str | None = None
+    model_args: dict[str, Any] = Field(default_factory=dict)
+    batch: PositiveInt = 8
+    input_shape: list[PositiveInt] | None = None  # default: the model's
+    num_classes: PositiveInt = 10
+    data: Dataset = "digits"
+    seed: int = 0
+    training: TrainingSpec | None = None  # train first, then capture a chosen iteration
+    # Simulate the forward pass (FF) only: an inference, as the inference engines of
+    # PermDNN, CirCNN, EIE and ADMM-NN run. The capture still takes a full training step.
+    inference: bool = False
+    # Run the captured pass (and the training before it) as hardware with ReLU speculation
+    # does: FF outputs the exponent-only prediction zeroes are zero, false zeros included
+    # (mappings/speculation.py). Off: the exact pass; a speculating processor's work is
+    # still counted from the prediction, its errors reported only.
+    speculative_relu: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> WorkloadSpec:
+        if (self.model is None) == (self.scalesim_topology is None):
+            raise ValueError("give exactly one of `model` and `scalesim_topology`")
+        if self.speculative_relu and self.model is None:
+            raise ValueError("speculative_relu needs a `model`: a SCALE-Sim topology has no "
+                             "values to speculate on")
+        return self
