@@ -56,14 +56,17 @@ def run(
     vcd: Annotated[bool, typer.Option("--vcd", help="write DIR/waves_<run>.vcd")] = False,
 ) -> None:
     """Simulate one training iteration of an experiment's workload on each architecture."""
-    from desim.runner import run_file
+    from desim.experiment import load_experiment
 
     overrides = list(set_ or [])
     overrides += ["observe.trace=true"] if trace else []
     overrides += ["observe.vcd=true"] if vcd else []
     started = time.perf_counter()
+    experiment = guarded(lambda: load_experiment(config, overrides))  # a typo: before torch
+    from desim.runner import run_and_write
+
     with console.status("starting") as status:
-        summary = guarded(lambda: run_file(config, out, overrides, progress=status.update))
+        summary = guarded(lambda: run_and_write(experiment, out, progress=status.update))
     print_summary(summary)
     console.print(f"results in {out}/ (summary.json, layers.csv, stats.txt, config.json); "
                   f"{time.perf_counter() - started:.1f} s")

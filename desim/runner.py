@@ -299,6 +299,11 @@ def merge_traces(traces: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def run_file(path: str | Path, out: str | Path, overrides: list[str] | None = None,
              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    experiment = load_experiment(path, overrides)
+    return run_and_write(load_experiment(path, overrides), out, progress)
+
+
+def run_and_write(experiment: Experiment, out: str | Path,
+                  progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Simulate every run and write the results folder (`desim run`); returns summary.json."""
     results = run(experiment, progress, writable_folder(out))
     return write_results(Path(out), experiment, results)

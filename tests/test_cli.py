@@ -37,6 +37,18 @@ def assert_config_error(result: subprocess.CompletedProcess, *fragments: str) ->
         assert fragment in message, message
 
 
+def test_the_command_line_starts_without_torch_or_pandas():
+    """Help, `desim topology` and a typo's error need neither: they answer in about a second
+    (torch alone takes seconds to import). Checked by what is imported, not by a clock."""
+    probe = ("import sys, desim.cli; from desim.experiment import load_experiment; "
+             f"load_experiment({str(QUICKSTART)!r}, ['workload.batch=2']); "
+             "print(sorted({'torch', 'pandas'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 def test_mistyped_arch_key_names_file_key_and_expectation(tmp_path):
     configs = copy_configs(tmp_path)
     edit_yaml(configs / "arch" / "hppu_like.yaml",
