@@ -292,9 +292,11 @@ class Accelerator(Module):
 
     # -- energy ------------------------------------------------------------------------------
 
-    def energy_pj(self, actions: dict[str, Counter], elapsed_ps: int) -> dict[str, float]:
-        """Price a set of actions (by module path) and the time they took: picojoules per
-        component and action, keyed "component.action" (`dram.activates`, `noc.byte_hops`)."""
+    def energy_pj(self, actions: dict[str, Counter], since_ps: int, end_ps: int
+                  ) -> dict[str, float]:
+        """Price a set of actions (by module path) and the time [since_ps, end_ps) they took:
+        picojoules per component and action, keyed "component.action" (`dram.activates`,
+        `noc.byte_hops`)."""
         price = self.prices
 
         def of(module: str) -> Counter:
@@ -302,7 +304,7 @@ class Accelerator(Module):
 
         glb, pes = of("glb"), of("pe_array")
         energy = {f"dram.{action}": pj
-                  for action, pj in self.dram.energy_pj(of("dram"), elapsed_ps).items()}
+                  for action, pj in self.dram.energy_pj(of("dram"), since_ps, end_ps).items()}
         energy.update({
             "global_buffer.read_bytes": glb["read_bytes"] * price.global_buffer_pj_per_byte,
             "global_buffer.write_bytes": glb["write_bytes"] * price.global_buffer_pj_per_byte,

@@ -23,6 +23,12 @@ FLOAT_PRECISIONS = tuple(SIGN_EXPONENT_BITS)  # with an exponent to speculate on
 class DramConfig(Strict):
     preset: Literal["DDR4-2400", "LPDDR4-3200", "HBM2"]
     channels: PositiveInt | None = None  # default: the preset's
+    # Power-down when idle (arch/dram.py): "active" (rows open, IDD3P) or "precharge" (rows
+    # closed first, IDD2P) instead of IDD3N, tXP to wake up. Off by default, as in gem5
+    # (`enable_dram_powerdown`): it saves standby energy and costs time. The timer is the
+    # controller's, in DRAM clock cycles of an empty queue.
+    power_down: Literal["off", "active", "precharge"] = "off"
+    power_down_idle_cycles: int = Field(0, ge=0)
 
 
 class BufferConfig(Strict):

@@ -30,13 +30,20 @@ What is modelled
 * `DramSystem`: several channels; a transaction is split over them by the mapping and the
   results combined (end = the latest channel's end).
 * Energy from IDD currents by Micron's DDR4 method (TN-40-07): see `DramEnergy`.
+* Power-down (`dram.power_down`; "off" by default, as gem5's `enable_dram_powerdown`: it
+  costs time): once no transaction has been queued for `power_down_idle_cycles`, the
+  controller drops CKE and every channel draws a power-down current instead of the active
+  standby IDD3N until the next transaction, which waits tXP for the exit before its first
+  command. "active": rows stay open, IDD3P. "precharge": the open rows are closed first (a
+  PRE each, in the idle time, tRP before the bank may activate again), IDD2P; the next
+  transaction then opens its rows again. Refresh is still priced over all elapsed time.
 
 What is not modelled
 --------------------
 No command-level scheduler or command bus contention (one command a cycle is assumed free), no
 FR-FCFS reordering within a transaction beyond open-row reuse (ACTs issue in stream order), no
 request queue limits, no ranks, no tRTP (read-to-precharge; hidden behind tRAS for these
-presets), no power-down or self refresh, no per-bank refresh, no I/O or termination energy
+presets), no self refresh, no per-bank refresh, no I/O or termination energy
 (IDD core currents only), and for LPDDR4 only the VDD2 rail (VDD1 and VDDQ are left out).
 
 Sources
@@ -115,6 +122,9 @@ class DramTiming:
     idd4r: float | None = None
     idd4w: float | None = None
     idd5ab: float | None = None
+    idd2p: float | None = None  # precharge power-down current (CKE low, all banks closed)
+    idd3p: float | None = None  # active power-down current (CKE low, a row open)
+    txp: int | None = None      # power-down exit to the next valid command
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -202,6 +212,7 @@ PRESETS: dict[str, DramTiming] = {
         burst_length=8, bus_width_bits=64, device_width_bits=8,
         bank_groups=4, banks_per_group=4, rows=65536, columns=1024, channels=1,
         vdd=1.2, idd0=48, idd2n=34, idd3n=43, idd4r=135, idd4w=123, idd5ab=250,
+        idd2p=25, idd3p=37, txp=8,
         source="DRAMsim3 configs/DDR4_8Gb_x8_2400.ini (Micron MT40A1G8PM-083E 8Gb x8, JESD79-4);"
                " a 64-bit rank of 8 chips",
     ),
@@ -216,6 +227,7 @@ PRESETS: dict[str, DramTiming] = {
         bank_groups=1, banks_per_group=8, rows=32768, columns=1024, channels=2,
         # VDD2 rail only (VDD1 1.8 V and VDDQ ignored); idd5ab is the refresh burst current IDD52.
         vdd=1.1, idd0=45, idd2n=27, idd3n=30, idd4r=275, idd4w=210, idd5ab=90,
+        idd2p=3, idd3p=9, txp=12,  # DRAMSys: idd2p2, idd3p2 (VDD2) and XP
         source="tRCD/tRP 18 ns, tRAS 42 ns (JESD209-4, ceil at 0.625 ns); other timings and the"
                " 8Gb x16 organisation (two 16-bit channels a die) from Ramulator's LPDDR4_3200"
                " preset (src/LPDDR4.h, src/LPDDR4.cpp); VDD2 currents from DRAMSys"
@@ -229,8 +241,9 @@ PRESETS: dict[str, DramTiming] = {
         burst_length=4, bus_width_bits=128, device_width_bits=128,
         bank_groups=4, banks_per_group=4, rows=32768, columns=64, channels=8,
         vdd=1.2, idd0=65, idd2n=40, idd3n=55, idd4r=390, idd4w=500, idd5ab=250,
+        idd2p=28, idd3p=40, txp=8,
         source="DRAMsim3 configs/HBM2_8Gb_x128.ini (8 legacy 128-bit channels a stack; tWTR,"
-               " IDD2N and IDD5AB also from that file); currents per channel",
+               " IDD2N, IDD2P, IDD3P, IDD5AB and tXP also from that file); currents per channel",
     ),
 }
 
@@ -415,6 +428,18 @@ class DramChannelModel:
     def busy_until_ps(self) -> int:
         """When the last data beat of the transactions so far leaves the bus."""
         return max(self._bus.data_end_ps, 0)
+
+    def close_rows(self, at_ps: int) -> int:
+        """Precharge every open row at `at_ps` (or as soon after as its bank allows; before
+        a precharge power-down); returns the PREs issued."""
+        closed = 0
+        for b, row in enumerate(self._open_row):
+            if row >= 0:
+                self._open_row[b] = -1
+                self._act_ready_ps[b] = max(at_ps, self._pre_ready_ps[b]) + \
+                    self.timing.ps(self.timing.trp)
+                closed += 1
+        return closed
 
     def access(self, start_ps: int, address: int, nbytes: int, is_write: bool) -> DramAccess:
         """Time a read or write of bytes [address, address + nbytes) arriving at `start_ps`."""
@@ -618,7 +643,8 @@ class DramEnergy:
     * read (write) burst:        VDD * (IDD4R (IDD4W) - IDD3N) * BL/2 tCK
     * refresh:                   VDD * (IDD5B - IDD3N) * tRFC, once every tREFI
     * background:                VDD * IDD3N (active standby, the default: open-page keeps rows
-                                 open) or VDD * IDD2N (precharge standby)
+                                 open) or VDD * IDD2N (precharge standby); powered down,
+                                 VDD * IDD3P (active) or VDD * IDD2P (precharge)
     each times the chips of a rank (bus width / chip width). I/O and termination energy are not
     included. With the presets (core energy only, background excluded):
 
@@ -640,6 +666,9 @@ class DramEnergy:
     trefi_ps: int
     bits_per_burst: int
     bursts_per_row: int
+    # background while powered down, rows open (IDD3P) or closed (IDD2P); None: no currents
+    active_power_down_mw: float | None = None
+    precharge_power_down_mw: float | None = None
 
     @classmethod
     def from_timing(cls, timing: DramTiming,
@@ -663,6 +692,9 @@ class DramEnergy:
             trefi_ps=t.ps(t.trefi),
             bits_per_burst=8 * t.bytes_per_burst,
             bursts_per_row=t.bursts_per_row,
+            active_power_down_mw=None if t.idd3p is None else t.vdd * t.chips_per_rank * t.idd3p,
+            precharge_power_down_mw=(None if t.idd2p is None
+                                     else t.vdd * t.chips_per_rank * t.idd2p),
         )
 
     @property
@@ -720,6 +752,18 @@ class DramController(Module):
         capacity = self.timing.channel_bytes * self.channels
         self._region = capacity // 2
         self._next = {False: 0, True: self._region}
+        # Power-down: after `_pd_after_ps` without a transaction the channels power down; the
+        # intervals spent so, [from, to), and when the last transaction ended.
+        self.power_down = cfg.power_down
+        self._pd_mw = {"off": 0.0, "active": self.energy.active_power_down_mw,
+                       "precharge": self.energy.precharge_power_down_mw}[cfg.power_down]
+        if self.power_down != "off" and (self.timing.txp is None or self._pd_mw is None):
+            raise ConfigError(f"DRAM {cfg.preset!r} has no tXP or power-down current",
+                              key="dram.power_down")
+        self._pd_after_ps = self.timing.ps(cfg.power_down_idle_cycles)
+        self._pd_from: list[int] = []
+        self._pd_to: list[int] = []
+        self._idle_since_ps = 0
 
     def transfer(self, nbytes: int, is_write: bool) -> Generator:
         """Read or write `nbytes` as one transaction."""
@@ -733,22 +777,59 @@ class DramController(Module):
                 address = base  # wrap around the region
             self._next[is_write] = address + nbytes
             now = int(self.env.now)
-            access = self.system.access(now, address, nbytes, is_write)
+            start = now + self._wake_up_ps(now)
+            access = self.system.access(start, address, nbytes, is_write)
             yield from self.busy_for(access.end_ps - now, "write" if is_write else "read",
                                      args={"bytes": nbytes})
+            self._idle_since_ps = access.end_ps
         self.count("write_bytes" if is_write else "read_bytes", nbytes)
         for action, n in access.actions.items():
             self.count(action, n)
         self.count("row_hits", access.row_hits)
         self.count("row_misses", access.row_misses)
 
-    def energy_pj(self, actions: Mapping[str, int], elapsed_ps: int) -> dict[str, float]:
+    def _wake_up_ps(self, now: int) -> int:
+        """The power-down exit this transaction waits for (tXP), 0 if the channels are up; a
+        power-down interval ends here."""
+        down_from = self._idle_since_ps + self._pd_after_ps
+        if self.power_down == "off" or now <= down_from:
+            return 0
+        self._pd_from.append(down_from)
+        self._pd_to.append(now)
+        self.count("power_down_exits")
+        if self.power_down == "precharge":
+            self.count("precharges", sum(ch.close_rows(down_from)
+                                         for ch in self.system.channel_models))
+        return self.timing.ps(self.timing.txp)
+
+    def powered_down_ps(self, since_ps: int, end_ps: int) -> int:
+        """How long the channels were powered down within [since_ps, end_ps); after the last
+        transaction they stay down (the run's tail)."""
+        if self.power_down == "off":
+            return 0
+        starts = [*self._pd_from, self._idle_since_ps + self._pd_after_ps]
+        ends = [*self._pd_to, max(end_ps, starts[-1])]
+        first = bisect.bisect_right(ends, since_ps)
+        total = 0
+        for a, b in zip(starts[first:], ends[first:], strict=True):
+            if a >= end_ps:
+                break
+            total += min(b, end_ps) - max(a, since_ps)
+        return total
+
+    def energy_pj(self, actions: Mapping[str, int], since_ps: int, end_ps: int
+                  ) -> dict[str, float]:
         """Per action: activations and bursts from the IDD currents, and every channel's
-        background and refresh power over `elapsed_ps` (`standby`)."""
+        background and refresh power over [since_ps, end_ps) (`standby`: IDD3N awake, IDD3P
+        or IDD2P powered down)."""
         e = self.energy
+        down = self.powered_down_ps(since_ps, end_ps)
+        standby = e.price({}, end_ps - since_ps)
+        if down:
+            standby -= (e.background_mw - self._pd_mw) * down / PS_PER_NS
         return {
             "activates": actions.get("activates", 0) * e.pj_per_activate,
             "read_bursts": actions.get("read_bursts", 0) * e.pj_per_read_burst,
             "write_bursts": actions.get("write_bursts", 0) * e.pj_per_write_burst,
-            "standby": e.price({}, elapsed_ps) * self.channels,
+            "standby": standby * self.channels,
         }

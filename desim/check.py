@@ -52,7 +52,8 @@ def describe(name: str, arch: ArchConfig) -> dict[str, Any]:
         "clock_mhz": arch.core_clock_mhz, "macs_per_cycle": macs,
         "peak_tmacs": macs * acc.clock.frequency_hz / 1e12, "precision": pe.precision,
         "global_buffer_kib": acc.glb.capacity_bytes // 1024,
-        "dram": f"{arch.dram.preset} x{acc.dram.system.channels}",
+        "dram": f"{arch.dram.preset} x{acc.dram.system.channels}"
+                + ("" if arch.dram.power_down == "off" else f", {arch.dram.power_down} power-down"),
         "dram_gb_s": acc.dram.system.peak_bandwidth_bytes_per_s / 1e9,
         "noc": f"{noc.topology} {'x'.join(map(str, noc.shape or ()))}".strip(),
         "vector_lanes": arch.vector_unit.lanes if arch.vector_unit else "-",

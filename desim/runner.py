@@ -182,7 +182,7 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
     rows, by_component = [], Counter()
     for w, rec in zip(work, acc.records, strict=True):
         span = rec.end_ps - rec.since_ps  # the time this phase adds (phases overlap)
-        energy = acc.energy_pj(rec.actions, span)
+        energy = acc.energy_pj(rec.actions, rec.since_ps, rec.end_ps)
         by_component.update(energy)
         dram = rec.actions.get(f"{acc.path}.dram", Counter())
         rows.append({

@@ -293,6 +293,9 @@ def test_energy_background_and_refresh_over_time():
     assert e.price({}, 1_000_000) == pytest.approx((background_mw + refresh_mw) * 1000)
     idle = DramEnergy.from_timing(DDR4, standby="precharged")
     assert idle.background_mw == pytest.approx(1.2 * 34 * 8)
+    # powered down: IDD3P with rows open (active standby), IDD2P with all banks closed
+    assert e.active_power_down_mw == pytest.approx(1.2 * 37 * 8)
+    assert e.precharge_power_down_mw == pytest.approx(1.2 * 25 * 8)
     with pytest.raises(KeyError):
         e.price({"reads": 1}, 0)
     with pytest.raises(ConfigError):
@@ -331,3 +334,85 @@ def test_one_mib_transaction_is_timed_without_a_step_per_burst():
         sys.setprofile(None)
     bursts = MiB // 64
     assert calls[0] < bursts // 8  # a step per burst would take at least one call each
+
+
+# --- power-down (the controller) ---------------------------------------------------------------
+
+def _two_reads_apart(gap_ps: int, **dram_keys):
+    """A DRAM controller alone: 4 KiB read at t=0, another 4 KiB read `gap_ps` after the first
+    ended; the run stops 1 us after the second. Returns (controller, [(start, end)], end)."""
+    from arch.config import DramConfig
+    from arch.dram import DramController
+    from desim.module import Simulator
+
+    sim = Simulator()
+    dram = DramController("dram", sim, DramConfig(preset="DDR4-2400", **dram_keys))
+    spans = []
+
+    def reads():
+        for wait in (0, gap_ps):
+            yield sim.env.timeout(wait)
+            start = int(sim.env.now)
+            yield from dram.transfer(4096, is_write=False)
+            spans.append((start, int(sim.env.now)))
+        yield sim.env.timeout(1_000_000)
+
+    sim.env.process(reads())
+    sim.run()
+    return dram, spans, int(sim.env.now)
+
+
+def test_power_down_wakes_up_in_txp_and_prices_idd3p_while_down():
+    gap = 2_000_000  # 2 us idle between the reads
+    awake, awake_spans, end = _two_reads_apart(gap)
+    down, down_spans, down_end = _two_reads_apart(gap, power_down="active")
+    txp_ps = 8 * 833  # DDR4-2400: tXP 8 tCK
+    # the first read finds the channel up; the second waits tXP for the exit, nothing else
+    assert down_spans[0] == awake_spans[0]
+    (a0, a1), (d0, d1) = awake_spans[1], down_spans[1]
+    assert d0 == a0 and d1 - d0 == (a1 - a0) + txp_ps
+    assert down_end == end + txp_ps
+    # down from the end of the first read to the second, and from the end of the second on
+    first_end = down_spans[0][1]
+    assert down.powered_down_ps(0, down_end) == gap + (down_end - d1)
+    assert down.powered_down_ps(first_end + 100, first_end + 200) == 100  # a window inside
+    assert down.actions["power_down_exits"] == 1 and "power_down_exits" not in awake.actions
+    # standby: VDD * chips * (IDD3N awake, IDD3P down) + refresh, over the whole run
+    e = DramEnergy.from_timing(DDR4)
+    pd = down.powered_down_ps(0, down_end)
+    want = (e.background_mw * (down_end - pd) + 1.2 * 8 * 37 * pd
+            + e.refresh_mw * down_end) / 1000
+    assert down.energy_pj({}, 0, down_end)["standby"] == pytest.approx(want, rel=1e-12)
+    assert awake.energy_pj({}, 0, end)["standby"] == pytest.approx(
+        (e.background_mw + e.refresh_mw) * end / 1000, rel=1e-12)
+    assert awake.powered_down_ps(0, end) == 0
+
+
+def test_power_down_waits_for_the_idle_timer():
+    # 1,000 tCK of timer: a gap shorter than it never powers down, a longer one loses the timer
+    timer_ps = 1000 * 833
+    short, short_spans, _ = _two_reads_apart(timer_ps - 1, power_down="active",
+                                             power_down_idle_cycles=1000)
+    assert short.powered_down_ps(0, short_spans[1][0]) == 0
+    long, long_spans, _ = _two_reads_apart(timer_ps + 5000, power_down="active",
+                                           power_down_idle_cycles=1000)
+    assert long.powered_down_ps(0, long_spans[1][0]) == 5000
+
+
+def test_precharge_power_down_closes_the_open_rows_and_prices_idd2p():
+    gap = 2_000_000
+    active, active_spans, _ = _two_reads_apart(gap, power_down="active")
+    closed, closed_spans, end = _two_reads_apart(gap, power_down="precharge")
+    assert closed_spans[0] == active_spans[0]
+    # the first read left rows open; powering down closed each (one PRE a bank) ...
+    first = DramChannelModel(DDR4)
+    first.access(0, 0, 4096, is_write=False)
+    opened = sum(row >= 0 for row in first._open_row)
+    assert closed.actions["precharges"] == opened == 4
+    # ... so the second read activates again what the active power-down kept open
+    assert closed.actions["activates"] > active.actions["activates"]
+    assert closed_spans[1][1] >= active_spans[1][1]
+    e = DramEnergy.from_timing(DDR4)
+    pd = closed.powered_down_ps(0, end)
+    want = (e.background_mw * (end - pd) + 1.2 * 8 * 25 * pd + e.refresh_mw * end) / 1000
+    assert closed.energy_pj({}, 0, end)["standby"] == pytest.approx(want, rel=1e-12)

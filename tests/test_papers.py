@@ -181,7 +181,7 @@ def test_weight_generator_times_and_prices_its_values():
     sim.env.process(run())
     sim.env.run()
     assert done == [4 * 2000]
-    energy = acc.energy_pj({acc.weight_generator.path: acc.weight_generator.actions}, 0)
+    energy = acc.energy_pj({acc.weight_generator.path: acc.weight_generator.actions}, 0, 0)
     assert energy["weight_generator.values"] == pytest.approx(100 * 1.8 * 28 / 45 * 0.81)
 
 

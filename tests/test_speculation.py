@@ -124,7 +124,7 @@ def test_speculator_times_and_prices_its_products():
     sim.env.run()
     assert done == [3 * 2000]
     assert acc.speculator.actions["local_buffer_read_bytes"] == 600
-    energy = acc.energy_pj({acc.speculator.path: acc.speculator.actions}, 0)
+    energy = acc.energy_pj({acc.speculator.path: acc.speculator.actions}, 0, 0)
     assert energy["speculator.ops"] == pytest.approx(10_000 * 0.13 * 28 / 45 * 0.81)
 
 
