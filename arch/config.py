@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, NonNegativeFloat, PositiveInt, model_validator
+from pydantic import Field, NonNegativeFloat, PositiveInt, field_validator, model_validator
 
 from arch.energy import SIGN_EXPONENT_BITS
 from arch.noc import NocSpec
@@ -29,6 +29,16 @@ class DramConfig(Strict):
     # controller's, in DRAM clock cycles of an empty queue.
     power_down: Literal["off", "active", "precharge"] = "off"
     power_down_idle_cycles: int = Field(0, ge=0)
+
+    @field_validator("power_down", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        """YAML reads a bare `off` (or `no`, `false`) as False: that means "off"."""
+        if value is False:
+            return "off"
+        if value is True:
+            raise ValueError("say which: active (rows kept open) or precharge (rows closed)")
+        return value
 
 
 class BufferConfig(Strict):

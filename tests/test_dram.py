@@ -416,3 +416,20 @@ def test_precharge_power_down_closes_the_open_rows_and_prices_idd2p():
     pd = closed.powered_down_ps(0, end)
     want = (e.background_mw * (end - pd) + 1.2 * 8 * 25 * pd + e.refresh_mw * end) / 1000
     assert closed.energy_pj({}, 0, end)["standby"] == pytest.approx(want, rel=1e-12)
+
+
+def test_power_down_reads_yaml_off_and_asks_which_for_on():
+    import yaml
+
+    from arch.config import DramConfig
+    from desim.configio import validate
+
+    def read(text):
+        return validate(DramConfig, yaml.safe_load(text), "arch.yaml")
+
+    assert read("{preset: DDR4-2400, power_down: off}").power_down == "off"  # YAML's False
+    assert read("{preset: DDR4-2400, power_down: precharge}").power_down == "precharge"
+    with pytest.raises(ConfigError, match=r"arch\.yaml: power_down: .*active .*precharge"):
+        read("{preset: DDR4-2400, power_down: on}")
+    with pytest.raises(ConfigError, match=r"power_down_idle_cycles"):
+        read("{preset: DDR4-2400, power_down: active, power_down_idle_cycles: -1}")
