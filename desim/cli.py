@@ -79,8 +79,8 @@ def check(
 ) -> None:
     """Validate an experiment and elaborate each run's processor, without simulating:
     seconds, and a table of what each processor is."""
-    from desim.check import DESCRIBED, cell
     from desim.check import check as check_experiment
+    from desim.elaborate import DESCRIBED, cell
 
     checked = guarded(lambda: check_experiment(config, list(set_ or [])))
     rows = checked.runs

@@ -518,7 +518,7 @@ def _processors_table(results: Results) -> Table | Para:
     """What each run's processor is (`desim check`'s description), elaborated from the
     resolved configuration in config.json, so the reader sees the resources compared."""
     from arch.config import ArchConfig
-    from desim.check import DESCRIBED, cell, describe
+    from desim.elaborate import DESCRIBED, cell, describe
 
     archs = results.config.get("architectures", {})
     try:

@@ -20,8 +20,8 @@ from arch.accelerator import Accelerator
 from arch.config import ArchConfig, priced_actions
 from arch.energy import ELEMENT_BYTES, WEIGHT_BITS
 from arch.systolic import SystolicConfig, apportion, layer_cycles
-from desim.check import elaborate
 from desim.clock import PS_PER_S
+from desim.elaborate import elaborate
 from desim.errors import ConfigError
 from desim.events import PHASES
 from desim.experiment import Experiment, ObserveSpec, load_experiment
