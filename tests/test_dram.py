@@ -433,3 +433,19 @@ def test_power_down_reads_yaml_off_and_asks_which_for_on():
         read("{preset: DDR4-2400, power_down: on}")
     with pytest.raises(ConfigError, match=r"power_down_idle_cycles"):
         read("{preset: DDR4-2400, power_down: active, power_down_idle_cycles: -1}")
+
+
+@settings(max_examples=25, deadline=None)
+@given(gap=st.integers(0, 5_000_000), timer=st.integers(0, 3000),
+       cuts=st.lists(st.floats(0, 1), max_size=6))
+def test_powered_down_time_adds_up_over_any_split_of_the_run(gap, timer, cuts):
+    """The phases price standby over their own windows: split the run anywhere and the
+    powered-down time (so the standby energy) of the parts adds up to the whole's."""
+    dram, _, end = _two_reads_apart(gap, power_down="precharge", power_down_idle_cycles=timer)
+    edges = sorted({0, end, *(int(c * end) for c in cuts)})
+    parts = [dram.powered_down_ps(a, b) for a, b in zip(edges, edges[1:], strict=False)]
+    assert sum(parts) == dram.powered_down_ps(0, end)
+    assert all(0 <= p <= b - a for p, a, b in zip(parts, edges, edges[1:], strict=False))
+    standby = [dram.energy_pj({}, a, b)["standby"] for a, b in zip(edges, edges[1:],
+                                                                     strict=False)]
+    assert sum(standby) == pytest.approx(dram.energy_pj({}, 0, end)["standby"], rel=1e-12)
