@@ -437,7 +437,7 @@ def test_power_down_reads_yaml_off_and_asks_which_for_on():
 
 @settings(max_examples=25, deadline=None)
 @given(gap=st.integers(0, 5_000_000), timer=st.integers(0, 3000),
-       cuts=st.lists(st.floats(0, 1), max_size=6))
+       cuts=st.lists(st.floats(0, 1), min_size=1, max_size=6))
 def test_powered_down_time_adds_up_over_any_split_of_the_run(gap, timer, cuts):
     """The phases price standby over their own windows: split the run anywhere and the
     powered-down time (so the standby energy) of the parts adds up to the whole's."""
