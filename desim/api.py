@@ -18,7 +18,7 @@ import pandas as pd
 
 from desim.experiment import Experiment, load_experiment
 from desim.results import writable_folder
-from desim.runner import RunResult, summarize, write_results
+from desim.runner import RunResult, layer_energy, summarize, write_results
 from desim.runner import run as run_experiment
 
 
@@ -38,6 +38,11 @@ class Result:
     def layers(self) -> pd.DataFrame:
         """What layers.csv holds: one row per run, layer and phase."""
         return pd.concat([r.layers for r in self.runs.values()], ignore_index=True)
+
+    @property
+    def layer_energy(self) -> pd.DataFrame:
+        """What energy.csv holds: joules per run, layer, phase, component and action."""
+        return layer_energy(self.runs)
 
     def comparison(self) -> pd.DataFrame:
         """One row per run: its time and energy, and both against the baseline (baseline /

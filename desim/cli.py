@@ -68,7 +68,8 @@ def run(
     with console.status("starting") as status:
         summary = guarded(lambda: run_and_write(experiment, out, progress=status.update))
     print_summary(summary)
-    console.print(f"results in {out}/ (summary.json, layers.csv, stats.txt, config.json); "
+    console.print(f"results in {out}/ (summary.json, layers.csv, energy.csv, stats.txt, "
+                  "config.json); "
                   f"{time.perf_counter() - started:.1f} s")
 
 

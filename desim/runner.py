@@ -36,6 +36,8 @@ from mappings.workload import Workload, capture_workload
 LAYER_COLUMNS = ["arch", "layer", "phase", "macs", "effectual_macs", "processed_macs",
                  "cycles", "energy_j", "dram_bytes", "start_cycle", "end_cycle", "tiles",
                  "weight_dram_bytes", "input_on_chip", "unit"]
+# energy.csv: where each layer-phase's joules go, one row per component and action priced
+ENERGY_COLUMNS = ["arch", "layer", "phase", "component", "action", "energy_j"]
 
 
 @dataclass
@@ -51,6 +53,7 @@ class RunResult:
     stats: dict[str, Any]           # per module, gem5-like (desim.stats)
     energy_prices_pj: dict[str, float]  # the price of each action (arch.energy.DesignPrices)
     trace: dict[str, Any] | None = None  # Chrome/Perfetto events, when traced
+    layer_energy: pd.DataFrame | None = None  # per layer-phase, component and action (J)
 
     @property
     def cycles(self) -> int:
@@ -179,11 +182,13 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
     if tracer is not None:
         sim.finish_tracing()
     period = acc.clock.period_ps
-    rows, by_component = [], Counter()
+    rows, energy_rows, by_component = [], [], Counter()
     for w, rec in zip(work, acc.records, strict=True):
         span = rec.end_ps - rec.since_ps  # the time this phase adds (phases overlap)
         energy = acc.energy_pj(rec.actions, rec.since_ps, rec.end_ps)
         by_component.update(energy)
+        energy_rows += [(name, w.name, PHASES[w.phase], *key.split(".", 1), pj * 1e-12)
+                        for key, pj in sorted(energy.items()) if pj]
         dram = rec.actions.get(f"{acc.path}.dram", Counter())
         rows.append({
             "arch": name, "layer": w.name, "phase": PHASES[w.phase],
@@ -201,7 +206,8 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
                      {k: v * 1e-12 for k, v in sorted(by_component.items())},
                      int(sim.env.now), period, workload.stats, _event_count(sim),
                      collect_stats(sim), priced_actions(arch, acc.prices.as_dict()),
-                     tracer.chrome_trace() if observe.trace else None)
+                     tracer.chrome_trace() if observe.trace else None,
+                     pd.DataFrame(energy_rows, columns=ENERGY_COLUMNS))
 
 
 def systolic_compute(work: list[PhaseWork], workload: Workload, cfg: SystolicConfig) -> None:
@@ -267,11 +273,13 @@ def summarize(experiment: Experiment, results: dict[str, RunResult]) -> dict[str
 
 def write_results(out: Path, experiment: Experiment, results: dict[str, RunResult]
                   ) -> dict[str, Any]:
-    """summary.json, layers.csv and the resolved configuration (config.json) in `out`."""
+    """summary.json, layers.csv, energy.csv, the resolved configuration (config.json) and
+    the statistics (stats.json, stats.txt) in `out`."""
     summary = summarize(experiment, results)
     write_json(out / "summary.json", summary)
     write_csv(out / "layers.csv", pd.concat([r.layers for r in results.values()],
                                             ignore_index=True))
+    write_csv(out / "energy.csv", layer_energy(results))
     write_json(out / "config.json", {
         "experiment": experiment.spec.model_dump(mode="json"),
         "architectures": {n: a.model_dump(mode="json") for n, a in experiment.archs.items()},
@@ -283,6 +291,14 @@ def write_results(out: Path, experiment: Experiment, results: dict[str, RunResul
     if traces:
         write_json(out / "trace.json", merge_traces(traces))
     return summary
+
+
+def layer_energy(results: dict[str, RunResult]) -> pd.DataFrame:
+    """energy.csv: every run's joules by layer, phase, component and action (the rows of a
+    layer-phase add up to its `energy_j` in layers.csv, a component's rows to its total)."""
+    frames = [r.layer_energy for r in results.values() if r.layer_energy is not None]
+    return (pd.concat(frames, ignore_index=True) if frames
+            else pd.DataFrame(columns=ENERGY_COLUMNS))
 
 
 def merge_traces(traces: dict[str, dict[str, Any]]) -> dict[str, Any]:

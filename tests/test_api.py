@@ -33,6 +33,9 @@ def test_result_holds_what_the_folder_holds(lenet):
         json.dumps(result.summary))
     written = pd.read_csv(out / "layers.csv", dtype={"arch": str, "layer": str})
     pd.testing.assert_frame_equal(written, result.layers, check_dtype=False)
+    written = pd.read_csv(out / "energy.csv", dtype={"arch": str, "layer": str})
+    pd.testing.assert_frame_equal(written, result.layer_energy, check_dtype=False)
+    assert len(written) > len(result.layers)  # several components a layer-phase
     assert json.loads((out / "config.json").read_text())["experiment"]["workload"]["seed"] == 1
 
 

@@ -126,7 +126,7 @@ def test_quickstart_sparse_run_is_faster_and_uses_less_energy(quickstart_twice):
 
 def test_quickstart_is_deterministic(quickstart_twice):
     outs, _ = quickstart_twice
-    for name in ("summary.json", "layers.csv", "config.json"):
+    for name in ("summary.json", "layers.csv", "energy.csv", "config.json"):
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
 
 
@@ -219,6 +219,22 @@ def test_energy_per_action_adds_up_to_components_and_total(quickstart_twice):
             assert sum(parts) == pytest.approx(joules, rel=1e-12)
         assert actions["dram.standby"] > 0 and actions["macs.macs"] > 0
     assert "selector.entries" in summary["runs"]["hppu"]["energy_by_action_j"]
+    # energy.csv: each layer-phase's joules by component and action, adding up to its row
+    # in layers.csv and, over the layers, to each action's total in summary.json
+    import pandas as pd
+    keys = ["arch", "layer", "phase"]
+    energy = pd.read_csv(outs[0] / "energy.csv", dtype={"arch": str, "layer": str})
+    layers = pd.read_csv(outs[0] / "layers.csv", dtype={"arch": str, "layer": str})
+    assert list(energy.columns) == [*keys, "component", "action", "energy_j"]
+    per_row = energy.groupby(keys, sort=False)["energy_j"].sum().rename("energy_j_parts")
+    joined = layers.set_index(keys)["energy_j"].to_frame().join(per_row)
+    assert (joined["energy_j"] > 0).all()
+    assert joined["energy_j_parts"].to_numpy() == pytest.approx(joined["energy_j"].to_numpy(),
+                                                                rel=1e-9)
+    for run, r in summary["runs"].items():
+        mine = energy[energy["arch"] == run]
+        by_action = mine.groupby(mine["component"] + "." + mine["action"])["energy_j"].sum()
+        assert by_action.to_dict() == pytest.approx(r["energy_by_action_j"], rel=1e-9)
 
 
 def test_check_elaborates_every_run_without_simulating():
