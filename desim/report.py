@@ -12,7 +12,8 @@ assumed to get them. For every results folder (`desim run ... --out DIR`) the re
 - the runs side by side, the processors they ran on (`desim check`'s description: MACs a
   cycle, buffers, DRAM, NoC, sparse units), energy per component (a stacked bar plot) and,
   per run, a timeline of its layers (start and end cycle of each layer-phase from
-  layers.csv).
+  layers.csv) and its energy per layer and component (from energy.csv, where the folder
+  has one).
 
 Markdown and HTML carry the same content: both are rendered from one list of blocks. The
 HTML is a minimal template, no dependency beyond the standard library. Plots are PNG files
@@ -172,6 +173,7 @@ class Results:
     config: dict[str, Any]
     layers: pd.DataFrame
     checks: list[ClaimCheck] = field(default_factory=list)
+    energy: pd.DataFrame | None = None  # energy.csv (folders written before it: None)
 
     @property
     def experiment(self) -> dict[str, Any]:
@@ -203,7 +205,8 @@ def load_results(path: Path) -> Results:
     if missing:
         raise ConfigError(f"not a results folder: layers.csv lacks {', '.join(sorted(missing))}",
                           file=str(path)) from None
-    results = Results(path, files["summary.json"], files["config.json"], layers)
+    results = Results(path, files["summary.json"], files["config.json"], layers,
+                      energy=_read_energy(path))
     claims = [validate(Claim, c, path / "config.json", f"experiment.claims.{i}")
               for i, c in enumerate(results.experiment.get("claims", []))]
     results.checks = [check_claim(results.summary, c) for c in claims]
@@ -238,6 +241,23 @@ class SummaryRead(BaseModel):
 
 
 LAYER_COLUMNS = {"arch", "layer", "phase", "start_cycle", "end_cycle"}
+ENERGY_COLUMNS = {"arch", "layer", "phase", "component", "energy_j"}
+
+
+def _read_energy(path: Path) -> pd.DataFrame | None:
+    """energy.csv of a results folder; None when the folder has none (an older desim)."""
+    import pandas as pd
+
+    if not (path / "energy.csv").exists():
+        return None
+    try:
+        energy = pd.read_csv(path / "energy.csv", dtype={"arch": str, "layer": str})
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"cannot read energy.csv ({err})", file=str(path)) from None
+    missing = ENERGY_COLUMNS - set(energy.columns)
+    if missing:
+        raise ConfigError(f"energy.csv lacks {', '.join(sorted(missing))}", file=str(path))
+    return energy
 
 
 # -- plots ------------------------------------------------------------------------------------
@@ -290,6 +310,35 @@ def plot_timeline(results: Results, run: str, path: Path) -> Path:
     ax.set_xlabel("cycle")
     ax.set_title(f"{results.name}: {run}, layer timeline")
     ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_layer_energy(results: Results, run: str, path: Path) -> Path:
+    """Horizontal stacked bars: each layer's energy (uJ, its three phases together) of `run`,
+    one segment per component, layers in forward order (from energy.csv)."""
+    plt = _pyplot()
+    rows = results.energy[results.energy["arch"] == run]
+    table = rows.pivot_table(index="layer", columns="component", values="energy_j",
+                             aggfunc="sum", fill_value=0.0, sort=False) * 1e6
+    names = list(dict.fromkeys(results.layers.loc[results.layers["arch"] == run, "layer"]))
+    table = table.reindex([n for n in names if n in table.index])
+    fig, ax = plt.subplots(figsize=(9.0, max(3.0, 0.16 * len(table) + 1.2)))
+    left = [0.0] * len(table)
+    cmap = plt.get_cmap("tab10")
+    for i, comp in enumerate(sorted(table.columns)):
+        values = table[comp].tolist()
+        ax.barh(range(len(table)), values, left=left, height=0.8, label=comp,
+                color=cmap(i % 10))
+        left = [a + b for a, b in zip(left, values, strict=True)]
+    ax.set_yticks(range(len(table)), list(table.index),
+                  fontsize=max(4, min(8, 400 // max(len(table), 1))))
+    ax.invert_yaxis()
+    ax.set_xlabel("energy (uJ), FF + BP + WG")
+    ax.set_title(f"{results.name}: {run}, energy per layer")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -488,6 +537,11 @@ def _experiment_blocks(results: Results, slug: str, out_dir: Path) -> list[Block
     for run in summary["runs"]:
         png = plot_timeline(results, run, out_dir / f"{slug}_{run}_timeline.png")
         blocks.append(Image(f"{results.name}: {run} timeline", png.name))
+    if results.energy is not None:
+        blocks.append(Heading(3, "Energy by layer"))
+        for run in summary["runs"]:
+            png = plot_layer_energy(results, run, out_dir / f"{slug}_{run}_layer_energy.png")
+            blocks.append(Image(f"{results.name}: {run} energy per layer", png.name))
     return blocks
 
 

@@ -63,12 +63,14 @@ def check_markdown(results_dir: Path, out: Path) -> tuple[Path, Path]:
     assert "| processor | dense | hppu |" in text and "| MACs / cycle | 1,024 | 1,024 |" in text
     assert "| sparse units | - | selector |" in text and "| skips zero | - | W X dY |" in text
     images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
-    assert len(images) == 1 + len(results.summary["runs"])  # energy + a timeline per run
+    # energy per component; per run a timeline and the energy per layer (energy.csv)
+    assert len(images) == 1 + 2 * len(results.summary["runs"])
     for name in images:
         png = md.parent / name
         assert png.read_bytes()[:8] == PNG and png.stat().st_size > 5000
     assert {"quickstart_energy.png", "quickstart_dense_timeline.png",
-            "quickstart_hppu_timeline.png"} <= set(images)
+            "quickstart_hppu_timeline.png", "quickstart_hppu_layer_energy.png"} <= set(images)
+    assert "### Energy by layer" in text
     assert html.suffix == ".html" and html.parent == md.parent
     return md, html
 
@@ -111,6 +113,7 @@ def check_folder_without_claims(results: Path, old: Path) -> None:
     (old / "config.json").write_text(json.dumps(config))
     md, _, _ = build_report([old], old / "r.md")
     assert "No claims in this experiment file." in md.read_text()
+    assert "Energy by layer" not in md.read_text()  # nor energy.csv: that section is left out
 
 
 def check_damaged_folders(results: Path, root: Path) -> None:
@@ -137,6 +140,13 @@ def check_damaged_folders(results: Path, root: Path) -> None:
         "unknown", lambda s: s.update(baseline="nope"))
     assert "config.json: experiment.claims.0.tolerance: Input should be greater" in damaged(
         "claim", lambda c: c["experiment"]["claims"][0].update(tolerance=-1))
+    folder = root / "energy"
+    folder.mkdir(parents=True)
+    for file in ("summary.json", "config.json", "layers.csv"):
+        (folder / file).write_bytes((results / file).read_bytes())
+    (folder / "energy.csv").write_text("arch,layer,joules\ndense,fc,1.0\n")
+    with pytest.raises(ConfigError, match="energy.csv lacks component, energy_j, phase"):
+        build_report([folder], folder / "r.md")
 
 
 SUMMARY = {
