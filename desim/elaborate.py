@@ -3,7 +3,7 @@
 Why: SystemC separates elaboration from simulation, and so does desim. Every run's
 processor is built (its NoC connected, its clocks on the picosecond grid, its energy prices
 resolved; `Simulator.elaborate()` binds every port) and the workload's model takes one
-sample of its input shape. `desim run` does this before its first capture, so that a
+sample of its input shape (a SCALE-Sim topology CSV is read instead). `desim run` does this before its first capture, so that a
 design error in its last run is said in seconds; `desim check` stops here and prints the
 description (`describe`), which the report's "Processors" table reads back too.
 """
@@ -65,6 +65,7 @@ def elaborate(experiment: Experiment) -> list[dict[str, Any]]:
     """Every run's processor elaborated and every workload's model checked, the rows for
     `check`'s table: `desim run` does this first too, so that a design error in its last run
     is said before the first one is captured and simulated."""
+    from mappings.scalesim import read_topology_rows
     from mappings.workload import checked_model
 
     rows = []
@@ -72,9 +73,12 @@ def elaborate(experiment: Experiment) -> list[dict[str, Any]]:
     for run in experiment.spec.runs:
         workload = experiment.workloads[run.name]
         key = workload.model_dump_json()
-        if workload.model is not None and key not in checked:
-            try:
-                checked_model(workload)
+        if key not in checked:
+            try:  # the model takes a sample; a SCALE-Sim topology CSV is read
+                if workload.model is not None:
+                    checked_model(workload)
+                else:
+                    read_topology_rows(workload.scalesim_topology)
             except ConfigError as err:
                 raise err.in_file(str(experiment.path)) from None
             checked.add(key)

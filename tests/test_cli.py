@@ -264,6 +264,17 @@ def test_check_refuses_bad_input_with_the_brackets_of_its_message():
     assert ok.returncode == 0 and "elaborated, not simulated" in ok.stdout
 
 
+def test_check_reads_a_scalesim_topology(tmp_path):
+    """A SCALE-Sim topology CSV is read by `desim check` as by `desim run`: a bad line is
+    said at once, naming the CSV and the line."""
+    experiment = ROOT / "configs" / "experiments" / "scalesim_resnet18.yaml"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, "
+                   "Channels, Num Filter, Strides,\nconv1, 224, 224, 7, 7, 3,\n")
+    result = desim("check", str(experiment), "--set", f"workload.scalesim_topology={bad}")
+    assert_config_error(result, "bad.csv", "line 2: expected 8 fields")
+
+
 def test_a_results_folder_that_cannot_be_written_is_refused_before_simulating(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
