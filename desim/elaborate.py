@@ -3,9 +3,10 @@
 Why: SystemC separates elaboration from simulation, and so does desim. Every run's
 processor is built (its NoC connected, its clocks on the picosecond grid, its energy prices
 resolved; `Simulator.elaborate()` binds every port) and the workload's model takes one
-sample of its input shape (a SCALE-Sim topology CSV is read instead). `desim run` does this before its first capture, so that a
-design error in its last run is said in seconds; `desim check` stops here and prints the
-description (`describe`), which the report's "Processors" table reads back too.
+sample of its input shape (a SCALE-Sim topology CSV is read instead). `desim run` does this
+before its first capture, so that a design error in its last run is said in seconds; `desim
+check` stops here and prints the description (`describe`), which the report's "Processors"
+table reads back too.
 """
 
 from __future__ import annotations
