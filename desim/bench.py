@@ -9,7 +9,8 @@ Reported (cases in `benchmarks/kernel_cases.py`):
 - transactions per second of plain SimPy and of desim on the same pipeline, and their ratio
   (target: desim >= 0.5 of SimPy);
 - the cost of the tracing hooks when tracing is off: desim as shipped against a copy with the
-  hooks cut out (target: <= 3 % slower);
+  hooks cut out (target: <= 3 % slower), beside the noise of the run: desim against itself
+  (`desim_again`, an A/A comparison), so that a miss within the noise reads as such;
 - tracing on against off (recording, and writing the trace and VCD files);
 - bytes per pending transaction (tracemalloc peak): items queued in a Store/Fifo, and
   producers blocked on a full one.
@@ -88,6 +89,7 @@ def run_bench(json_path: Path | None = None, *, items: int = 10_000, stages: int
             "traced_vs_off": tps["desim_traced"] / tps["desim"],
         },
         "hook_overhead_off": 1 / hooks_off - 1,   # extra time the idle hooks cost
+        "noise_a_a": abs(tps["desim"] / tps["desim_again"] - 1),  # same case, two timings
         "memory_bytes_per_pending": memory,
         "targets": {"desim_vs_simpy_min": TARGET_DESIM_VS_SIMPY,
                     "hook_overhead_off_max": TARGET_HOOK_OVERHEAD},
@@ -118,11 +120,14 @@ def print_bench(result: dict[str, Any], console: Console | None = None) -> None:
     ok = ratios["desim_vs_simpy"] >= targets["desim_vs_simpy_min"]
     console.print(f"desim / simpy: {ratios['desim_vs_simpy']:.2f} "
                   f"(target >= {targets['desim_vs_simpy_min']}) {'ok' if ok else 'BELOW TARGET'}")
-    overhead = result["hook_overhead_off"]
-    ok = overhead <= targets["hook_overhead_off_max"]
+    overhead, noise = result["hook_overhead_off"], result["noise_a_a"]
+    limit = targets["hook_overhead_off_max"]
+    verdict = ("ok" if overhead <= limit else
+               "above target, within this run's noise" if overhead <= limit + noise else
+               "ABOVE TARGET")
     console.print(f"tracing hooks, off: {overhead * 100:+.1f} % time vs no hooks "
-                  f"(target <= {targets['hook_overhead_off_max'] * 100:.0f} %) "
-                  f"{'ok' if ok else 'ABOVE TARGET'}")
+                  f"(target <= {limit * 100:.0f} %; desim vs itself this run: "
+                  f"{noise * 100:.1f} %) {verdict}")
     console.print(f"tracing on / off (with writing trace + VCD): {ratios['traced_vs_off']:.2f}")
     mem = Table(title=f"bytes per pending transaction ({cfg['memory_items']:,} at once)")
     for col in ("kernel", "queued item", "blocked producer"):

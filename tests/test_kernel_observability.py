@@ -300,8 +300,10 @@ def test_two_runs_give_byte_identical_stats(tmp_path: Path):
 def test_run_bench_reports_rates_and_ratios(tmp_path: Path):
     result = run_bench(tmp_path / "bench.json", items=40, stages=2, repeats=1, memory_items=50)
     assert json.loads((tmp_path / "bench.json").read_text())["config"]["transactions"] == 80
-    assert set(result["transactions_per_s"]) == {"simpy", "desim", "desim_unhooked",
-                                                 "desim_traced"}
+    assert set(result["transactions_per_s"]) == {"simpy", "desim", "desim_again",
+                                                 "desim_unhooked", "desim_traced"}
+    assert result["noise_a_a"] == abs(result["transactions_per_s"]["desim"]
+                                      / result["transactions_per_s"]["desim_again"] - 1)
     assert all(rate > 0 for rate in result["transactions_per_s"].values())
     assert set(result["ratios"]) == {"desim_vs_simpy", "hooks_off_vs_unhooked", "traced_vs_off"}
     assert all(v > 0 for v in result["memory_bytes_per_pending"].values())
