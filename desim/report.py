@@ -278,18 +278,33 @@ def plot_energy(results: Results, path: Path) -> Path:
     runs = results.summary["runs"]
     components = sorted({c for r in runs.values() for c in r["energy_by_component_j"]})
     fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(runs) + 2.5), 4.0))
-    bottom = [0.0] * len(runs)
-    cmap = plt.get_cmap("tab10")
-    for i, comp in enumerate(components):
-        values = [r["energy_by_component_j"].get(comp, 0.0) * 1e3 for r in runs.values()]
-        ax.bar(list(runs), values, bottom=bottom, label=comp, color=cmap(i % 10))
-        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    _stacked_bars(ax, list(runs), {
+        comp: [r["energy_by_component_j"].get(comp, 0.0) * 1e3 for r in runs.values()]
+        for comp in components})
     ax.set_ylabel("energy (mJ)")
     ax.set_title(f"{results.name}: energy per component")
+    return _save(fig, path)
+
+
+def _stacked_bars(ax: Any, names: list[str], segments: dict[str, list[float]],
+                  horizontal: bool = False) -> None:
+    """One bar per name, one coloured segment per key of `segments` (a legend beside)."""
+    base = [0.0] * len(names)
+    cmap = _pyplot().get_cmap("tab10")
+    for i, (label, values) in enumerate(segments.items()):
+        if horizontal:
+            ax.barh(range(len(names)), values, left=base, height=0.8, label=label,
+                    color=cmap(i % 10))
+        else:
+            ax.bar(names, values, bottom=base, label=label, color=cmap(i % 10))
+        base = [b + v for b, v in zip(base, values, strict=True)]
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+
+
+def _save(fig: Any, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _pyplot().close(fig)
     return path
 
 
@@ -310,10 +325,7 @@ def plot_timeline(results: Results, run: str, path: Path) -> Path:
     ax.set_xlabel("cycle")
     ax.set_title(f"{results.name}: {run}, layer timeline")
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_layer_energy(results: Results, run: str, path: Path) -> Path:
@@ -326,23 +338,15 @@ def plot_layer_energy(results: Results, run: str, path: Path) -> Path:
     names = list(dict.fromkeys(results.layers.loc[results.layers["arch"] == run, "layer"]))
     table = table.reindex([n for n in names if n in table.index])
     fig, ax = plt.subplots(figsize=(9.0, max(3.0, 0.16 * len(table) + 1.2)))
-    left = [0.0] * len(table)
-    cmap = plt.get_cmap("tab10")
-    for i, comp in enumerate(sorted(table.columns)):
-        values = table[comp].tolist()
-        ax.barh(range(len(table)), values, left=left, height=0.8, label=comp,
-                color=cmap(i % 10))
-        left = [a + b for a, b in zip(left, values, strict=True)]
+    _stacked_bars(ax, list(table.index),
+                  {comp: table[comp].tolist() for comp in sorted(table.columns)},
+                  horizontal=True)
     ax.set_yticks(range(len(table)), list(table.index),
                   fontsize=max(4, min(8, 400 // max(len(table), 1))))
     ax.invert_yaxis()
     ax.set_xlabel("energy (uJ), FF + BP + WG")
     ax.set_title(f"{results.name}: {run}, energy per layer")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 # -- document blocks, rendered to Markdown and to HTML ------------------------------------------
