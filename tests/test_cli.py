@@ -252,6 +252,8 @@ def test_check_elaborates_every_run_without_simulating():
     assert (dense["sparse_units"], hppu["sparse_units"]) == ("-", "selector")
     assert hppu["modules"] == dense["modules"] + 1  # the selector
     assert hppu["pruning"] == "hybrid 0.7"
+    _, hppu = check(QUICKSTART, ["arch.hppu.dram.power_down=precharge"]).runs
+    assert hppu["dram"] == "DDR4-2400 x1, precharge power-down"
 
 
 def test_check_refuses_bad_input_with_the_brackets_of_its_message():
