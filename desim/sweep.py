@@ -69,6 +69,8 @@ METRIC_COLUMNS = ["cycles", "energy_j", "macs", "effectual_macs", "processed_mac
 TOTAL_COLUMNS = ["seconds", "speedup", "energy_ratio", "pareto"]  # set on "total" rows only
 FIXED_COLUMNS = ["point_id", "run", "arch", "phase", *METRIC_COLUMNS, *TOTAL_COLUMNS,
                  "status", "error", "elapsed_s"]
+# Then, on "total" rows, each component's joules (`energy_j.dram`, `energy_j.noc`, ...).
+COMPONENT_PREFIX = "energy_j."
 TRACEBACK_FRAMES = 8  # the innermost frames kept in a failed point's file
 
 
@@ -509,7 +511,8 @@ def gather(out: Path, points: list[Point], spec: SweepSpec) -> pd.DataFrame:
     """One row per point, run and phase (FF, BP, WG, total) from the point files, in plan
     order; a failed point is one row (run and phase empty, its error), a point without a
     file one row with status "pending". `pareto` marks the total rows on the front of the
-    sweep's two objectives, over all points and runs."""
+    sweep's two objectives, over all points and runs; the total rows also hold each energy
+    component's joules (`energy_j.<component>`, after the fixed columns)."""
     import pandas as pd
 
     axes = list(spec.axes)
@@ -534,15 +537,19 @@ def gather(out: Path, points: list[Point], spec: SweepSpec) -> pd.DataFrame:
                          "processed_macs": sum(p["processed_macs"]
                                                for p in run["phases"].values()),
                          "seconds": run["seconds"], "speedup": comparison.get("speedup"),
-                         "energy_ratio": comparison.get("energy_ratio")})
+                         "energy_ratio": comparison.get("energy_ratio"),
+                         **{COMPONENT_PREFIX + c: j for c, j in
+                            run.get("energy_by_component_j", {}).items()}})
     frame = pd.DataFrame(rows)
     for column in FIXED_COLUMNS:
         if column not in frame:
             frame[column] = None
-    frame = frame[["point_id", *axes, *[c for c in FIXED_COLUMNS if c != "point_id"]]]
+    components = sorted(c for c in frame.columns if c.startswith(COMPONENT_PREFIX))
+    frame = frame[["point_id", *axes, *[c for c in FIXED_COLUMNS if c != "point_id"],
+                   *components]]
     for column in ("cycles", "macs", "effectual_macs", "processed_macs", "dram_bytes"):
         frame[column] = frame[column].astype("Int64")
-    for column in ("energy_j", "seconds", "speedup", "energy_ratio", "elapsed_s"):
+    for column in ("energy_j", "seconds", "speedup", "energy_ratio", "elapsed_s", *components):
         frame[column] = frame[column].astype("float64")
     for column in ("point_id", "run", "arch", "phase", "status", "error"):
         frame[column] = frame[column].astype("string")
@@ -641,8 +648,12 @@ def plot_metric(frame: pd.DataFrame, metric: str, axis: str, out: str | Path,
     scatter per run when there would be more than 12 lines)."""
     from matplotlib.figure import Figure
 
-    axes = [c for c in frame.columns if c not in FIXED_COLUMNS]
+    axes = axis_columns(frame)
     _check_plot(metric, axis, axes)
+    if metric not in frame.columns:  # a component no run of the sweep has
+        components = [c for c in frame.columns if c.startswith(COMPONENT_PREFIX)]
+        raise ConfigError(f"--plot: no {metric!r} in this sweep; components: "
+                          f"{', '.join(components)}")
     rows = frame[(frame["phase"] == phase) & (frame["status"] == "ok")]
     others = [a for a in axes if a != axis]
     keys = ["run", *others]
@@ -680,10 +691,16 @@ def plot_path(out: Path, metric: str, axis: str) -> Path:
     return out / f"{metric}_vs_{re.sub(r'[^A-Za-z0-9_.-]', '_', axis)}.png"
 
 
+def axis_columns(frame: pd.DataFrame) -> list[str]:
+    """The sweep's axes among results.parquet's columns."""
+    return [c for c in frame.columns
+            if c not in FIXED_COLUMNS and not c.startswith(COMPONENT_PREFIX)]
+
+
 def _check_plot(metric: str, axis: str, axes: list[str]) -> None:
-    if metric not in PLOTTABLE:
+    if metric not in PLOTTABLE and not metric.startswith(COMPONENT_PREFIX):
         raise ConfigError(f"--plot: unknown metric {metric!r}; expected one of "
-                          f"{', '.join(PLOTTABLE)}")
+                          f"{', '.join(PLOTTABLE)}, or {COMPONENT_PREFIX}<component>")
     if axis not in axes:
         raise ConfigError(f"--plot: {axis!r} is not an axis of the sweep; axes: "
                           f"{', '.join(axes)}")
@@ -716,8 +733,8 @@ def register(app: typer.Typer) -> None:
             "--set", help="override key.path=value (or arch.<run>.<key.path>=value) for "
             "every point")] = None,
         plot: Annotated[list[str] | None, typer.Option(
-            "--plot", help="metric:axis, e.g. energy_j:runs.1.pruning.sparsity; writes "
-            "DIR/<metric>_vs_<axis>.png")] = None,
+            "--plot", help="metric:axis, e.g. energy_j:runs.1.pruning.sparsity (or a "
+            "component's joules, energy_j.dram); writes DIR/<metric>_vs_<axis>.png")] = None,
         retry_failed: Annotated[bool, typer.Option(
             "--retry-failed", help="compute failed points again")] = False,
     ) -> None:
@@ -753,7 +770,7 @@ def print_sweep(console: Any, frame: pd.DataFrame) -> None:
                   f"{count.get('failed', 0)} failed"
                   + (f", {count['pending']} pending (run the sweep again to compute them)"
                      if count.get("pending") else ""))
-    axes = [c for c in frame.columns if c not in FIXED_COLUMNS]
+    axes = axis_columns(frame)
     front = frame[frame["pareto"].fillna(False).astype(bool)]
     if len(front):
         table = Table(title="Pareto front")

@@ -209,6 +209,8 @@ def test_gather_pareto_and_plots(tmp_path):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ConfigError, match="not an axis"):
         plot_metric(frame, "energy_j", "workload.batch", tmp_path / "x.png")
+    with pytest.raises(ConfigError, match="no 'energy_j.dram' in this sweep"):  # none here
+        plot_metric(frame, "energy_j.dram", "runs.1.pruning.sparsity", tmp_path / "y.png")
 
 
 # --- sweeps on a local Dask cluster ---------------------------------------------------------
@@ -261,6 +263,12 @@ def test_grid_matches_single_runs(tmp_path):
                                                                     phase, metric)
                 got = rows[(rows["run"] == name) & (rows["phase"] == "total")]
                 assert got["speedup"].item() == summary["comparison"][name]["speedup"]
+                # each component's joules, on the total row (NaN where a design has none)
+                for component, joules in expected["energy_by_component_j"].items():
+                    assert got[f"energy_j.{component}"].item() == joules, component
+    components = [c for c in frame.columns if c.startswith("energy_j.")]
+    assert {"energy_j.dram", "energy_j.noc", "energy_j.selector"} <= set(components)
+    assert list(frame.columns[-len(components):]) == sorted(components)
 
 
 def sweep_process(path: Path, out: Path) -> subprocess.Popen:
