@@ -15,7 +15,7 @@ from mappings.pruning.compression import (
 )
 from mappings.pruning.dropback import DropBack, regenerate
 from mappings.pruning.schedules import cubic_sparsity, dynamic_prune, rigl_regrow, set_regrow
-from mappings.pruning.spec import Method, PruningSpec, dropback_k, prunable_layers, prune_model
+from mappings.pruning.spec import dropback_k, prunable_layers, prune_model
 from mappings.pruning.structured import (
     block_prune,
     channel_prune,
@@ -27,6 +27,7 @@ from mappings.pruning.structured import (
     pe_wise_prune,
 )
 from mappings.pruning.unstructured import magnitude
+from mappings.specs import Method, PruningSpec
 
 __all__ = [
     "DropBack",

@@ -18,9 +18,8 @@ from mappings.pruning.structured import (
     pe_wise_prune,
 )
 from mappings.pruning.unstructured import magnitude
-from mappings.specs import Method, PruningSpec
+from mappings.specs import PruningSpec
 
-__all__ = ["Method", "PruningSpec", "dropback_k", "prunable_layers", "prune_model"]
 
 def prunable_layers(model: nn.Module, spec: PruningSpec) -> list[tuple[str, nn.Module]]:
     """The nn.Conv2d and nn.Linear modules `spec` prunes, in `named_modules()` order.
