@@ -681,20 +681,21 @@ class DramEnergy:
         if standby not in ("active", "precharged"):
             raise ConfigError(f"standby must be 'active' or 'precharged', got {standby!r}")
         scale = t.vdd * t.chips_per_rank * t.tck_ps / PS_PER_NS  # mA * cycles -> pJ
+
+        def mw(current_ma: float) -> float:  # a current drawn by every chip of the rank
+            return t.vdd * t.chips_per_rank * current_ma
         act = t.idd0 * t.trc - (t.idd3n * t.tras + t.idd2n * t.trp)
         return cls(
             pj_per_activate=scale * act,
             pj_per_read_burst=scale * (t.idd4r - t.idd3n) * t.burst_cycles,
             pj_per_write_burst=scale * (t.idd4w - t.idd3n) * t.burst_cycles,
             pj_per_refresh=scale * (t.idd5ab - t.idd3n) * t.trfc,
-            background_mw=t.vdd * t.chips_per_rank * (t.idd3n if standby == "active"
-                                                      else t.idd2n),
+            background_mw=mw(t.idd3n if standby == "active" else t.idd2n),
             trefi_ps=t.ps(t.trefi),
             bits_per_burst=8 * t.bytes_per_burst,
             bursts_per_row=t.bursts_per_row,
-            active_power_down_mw=None if t.idd3p is None else t.vdd * t.chips_per_rank * t.idd3p,
-            precharge_power_down_mw=(None if t.idd2p is None
-                                     else t.vdd * t.chips_per_rank * t.idd2p),
+            active_power_down_mw=None if t.idd3p is None else mw(t.idd3p),
+            precharge_power_down_mw=None if t.idd2p is None else mw(t.idd2p),
         )
 
     @property
@@ -807,15 +808,13 @@ class DramController(Module):
         transaction they stay down (the run's tail)."""
         if self.power_down == "off":
             return 0
-        starts = [*self._pd_from, self._idle_since_ps + self._pd_after_ps]
-        ends = [*self._pd_to, max(end_ps, starts[-1])]
-        first = bisect.bisect_right(ends, since_ps)
         total = 0
-        for a, b in zip(starts[first:], ends[first:], strict=True):
-            if a >= end_ps:
+        for i in range(bisect.bisect_right(self._pd_to, since_ps), len(self._pd_to)):
+            if self._pd_from[i] >= end_ps:
                 break
-            total += min(b, end_ps) - max(a, since_ps)
-        return total
+            total += min(self._pd_to[i], end_ps) - max(self._pd_from[i], since_ps)
+        tail_from = max(self._idle_since_ps + self._pd_after_ps, since_ps)
+        return total + max(0, end_ps - tail_from)
 
     def energy_pj(self, actions: Mapping[str, int], since_ps: int, end_ps: int
                   ) -> dict[str, float]:
