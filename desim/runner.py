@@ -52,8 +52,8 @@ class RunResult:
     events: int
     stats: dict[str, Any]           # per module, gem5-like (desim.stats)
     energy_prices_pj: dict[str, float]  # the price of each action (arch.energy.DesignPrices)
+    layer_energy: pd.DataFrame      # per layer-phase, component and action (J): energy.csv
     trace: dict[str, Any] | None = None  # Chrome/Perfetto events, when traced
-    layer_energy: pd.DataFrame | None = None  # per layer-phase, component and action (J)
 
     @property
     def cycles(self) -> int:
@@ -206,8 +206,8 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
                      {k: v * 1e-12 for k, v in sorted(by_component.items())},
                      int(sim.env.now), period, workload.stats, _event_count(sim),
                      collect_stats(sim), priced_actions(arch, acc.prices.as_dict()),
-                     tracer.chrome_trace() if observe.trace else None,
-                     pd.DataFrame(energy_rows, columns=ENERGY_COLUMNS))
+                     pd.DataFrame(energy_rows, columns=ENERGY_COLUMNS),
+                     tracer.chrome_trace() if observe.trace else None)
 
 
 def systolic_compute(work: list[PhaseWork], workload: Workload, cfg: SystolicConfig) -> None:
@@ -296,9 +296,7 @@ def write_results(out: Path, experiment: Experiment, results: dict[str, RunResul
 def layer_energy(results: dict[str, RunResult]) -> pd.DataFrame:
     """energy.csv: every run's joules by layer, phase, component and action (the rows of a
     layer-phase add up to its `energy_j` in layers.csv, a component's rows to its total)."""
-    frames = [r.layer_energy for r in results.values() if r.layer_energy is not None]
-    return (pd.concat(frames, ignore_index=True) if frames
-            else pd.DataFrame(columns=ENERGY_COLUMNS))
+    return pd.concat([r.layer_energy for r in results.values()], ignore_index=True)
 
 
 def merge_traces(traces: dict[str, dict[str, Any]]) -> dict[str, Any]:
