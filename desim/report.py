@@ -185,9 +185,8 @@ class Results:
 
 
 def load_results(path: Path) -> Results:
-    """Read summary.json, config.json and layers.csv of a results folder; check its claims."""
-    import pandas as pd  # here, not at the top: the CLI starts without pandas
-
+    """Read summary.json, config.json, layers.csv and (where there is one) energy.csv of a
+    results folder; check its claims."""
     files = {}
     for name in ("summary.json", "config.json"):
         try:
@@ -195,18 +194,11 @@ def load_results(path: Path) -> Results:
         except (OSError, ValueError) as err:
             raise ConfigError(f"not a results folder: cannot read {name} ({err})",
                               file=str(path)) from None
-    try:
-        layers = pd.read_csv(path / "layers.csv", dtype={"arch": str, "layer": str})
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"not a results folder: cannot read layers.csv ({err})",
-                          file=str(path)) from None
+    layers = _read_table(path, "layers.csv", LAYER_COLUMNS, "not a results folder: ")
     validate(SummaryRead, files["summary.json"], path / "summary.json")
-    missing = LAYER_COLUMNS - set(layers.columns)
-    if missing:
-        raise ConfigError(f"not a results folder: layers.csv lacks {', '.join(sorted(missing))}",
-                          file=str(path)) from None
-    results = Results(path, files["summary.json"], files["config.json"], layers,
-                      energy=_read_energy(path))
+    energy = (_read_table(path, "energy.csv", ENERGY_COLUMNS)
+              if (path / "energy.csv").exists() else None)  # none before desim wrote it
+    results = Results(path, files["summary.json"], files["config.json"], layers, energy=energy)
     claims = [validate(Claim, c, path / "config.json", f"experiment.claims.{i}")
               for i, c in enumerate(results.experiment.get("claims", []))]
     results.checks = [check_claim(results.summary, c) for c in claims]
@@ -244,20 +236,19 @@ LAYER_COLUMNS = {"arch", "layer", "phase", "start_cycle", "end_cycle"}
 ENERGY_COLUMNS = {"arch", "layer", "phase", "component", "energy_j"}
 
 
-def _read_energy(path: Path) -> pd.DataFrame | None:
-    """energy.csv of a results folder; None when the folder has none (an older desim)."""
-    import pandas as pd
+def _read_table(path: Path, name: str, columns: set[str], fault: str = "") -> pd.DataFrame:
+    """A CSV of a results folder with the columns the report reads; anything else is bad
+    input naming the folder, the file and what it lacks (`fault` leads the message)."""
+    import pandas as pd  # here, not at the top: the CLI starts without pandas
 
-    if not (path / "energy.csv").exists():
-        return None
     try:
-        energy = pd.read_csv(path / "energy.csv", dtype={"arch": str, "layer": str})
+        table = pd.read_csv(path / name, dtype={"arch": str, "layer": str})
     except (OSError, ValueError) as err:
-        raise ConfigError(f"cannot read energy.csv ({err})", file=str(path)) from None
-    missing = ENERGY_COLUMNS - set(energy.columns)
+        raise ConfigError(f"{fault}cannot read {name} ({err})", file=str(path)) from None
+    missing = columns - set(table.columns)
     if missing:
-        raise ConfigError(f"energy.csv lacks {', '.join(sorted(missing))}", file=str(path))
-    return energy
+        raise ConfigError(f"{fault}{name} lacks {', '.join(sorted(missing))}", file=str(path))
+    return table
 
 
 # -- plots ------------------------------------------------------------------------------------
