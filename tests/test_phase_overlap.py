@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from arch.accelerator import Accelerator
+from arch.dram import PRESETS, DramChannelModel
 from desim.events import empty_table
 from desim.experiment import load_arch
 from desim.module import Simulator
@@ -17,6 +18,7 @@ from mappings.mapper import PhaseWork, phase_waits
 DENSE = Path(__file__).resolve().parent.parent / "configs" / "arch" / "dense.yaml"
 MACS = 64_000 * 4  # the busiest PE's MACs: 64,000 cycles at 4 MACs a PE a cycle
 READ = 19_200      # bytes: 1 us of one DDR4-2400 channel (19.2 GB/s), before its latency
+DDR4 = PRESETS["DDR4-2400"]
 
 
 def _work(layer: int, phase: int) -> PhaseWork:
@@ -56,7 +58,7 @@ def test_wg_fetches_while_its_bp_computes_and_the_run_is_shared_out_exactly():
     alone_bp, alone_wg = alone.env.now, _replay([wg]).env.now
     fill = alone.cfg.pe_cluster.pipeline_cycles
     assert alone_bp == (64_000 + fill) * 2_000         # ps: 2 ns cycles, nothing else to do
-    assert 1_000_000 < alone_wg < 1_100_000            # the DRAM read and its latency
+    assert alone_wg == DramChannelModel(DDR4).access(0, 0, READ, False).end_ps  # the read
 
     barrier = _replay([bp, wg])                        # default: each waits for the last
     assert barrier.env.now == alone_bp + alone_wg
@@ -92,8 +94,9 @@ def test_a_phase_reads_its_first_tiles_weights_before_the_phase_it_waits_for_end
 def test_fetch_runs_at_most_two_tiles_ahead_of_distribution():
     """The global buffer is double-buffered: a third tile's operands may not be fetched
     before the first tile's operands have left for the clusters. Tiles that read 1 us
-    from DRAM and then take ~8x longer on the NoC: the second read follows the first at
-    once, the third waits for the first tile's whole read-and-send."""
+    from DRAM and then take ~16x longer on the NoC (256 KiB through the port's 32 B/cycle
+    link, then 8 hops): the second read follows the first at once, the third waits for the
+    first tile's whole read-and-send, and the four sends run back to back."""
     tile = _tile(0, FF, read=READ)
     tile["unicast_bytes"] = tile["glb_read_bytes"] = 256 * 1024
     tile["active_clusters"] = 16
@@ -110,10 +113,11 @@ def test_fetch_runs_at_most_two_tiles_ahead_of_distribution():
     acc.replay([np.concatenate([tile] * 4)])
     sim.run()
     read = _replay([_tile(0, FF, read=READ)]).env.now
-    assert one > 4 * read                              # the NoC is the slow stage
+    send = (256 * 1024 // 32 + 8) * 2_000              # ps: the NoC, the slow stage
+    assert one == read + send
     assert starts[1] == read                           # the second half was free
-    assert starts[2] >= one                            # the third waited for the first send
-    assert sim.env.now >= 4 * (one - read)             # four sends, one after another
+    assert starts[2] == one                            # the third waited for the first send
+    assert sim.env.now == read + 4 * send              # four sends, one after another
 
 
 def test_a_training_runs_phases_share_its_time_though_their_spans_overlap():

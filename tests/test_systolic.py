@@ -14,7 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from arch.systolic import SystolicConfig, apportion, folds_and_fold_cycles, gemm_cycles
+from arch.systolic import (
+    SystolicConfig,
+    apportion,
+    folds_and_fold_cycles,
+    gemm_cycles,
+    layer_cycles,
+)
 from desim.errors import ConfigError
 from desim.experiment import load_experiment
 from desim.runner import run
@@ -60,9 +66,12 @@ def test_topology_layers_match_scalesim(tmp_path: Path, dataflow: str) -> None:
     topo.write_text(TINY)
     layers = read_topology(topo)
     cfg = SystolicConfig(rows=4, cols=4, dataflow=dataflow)
-    got = [gemm_cycles(4, 4, dataflow, *gemm_view(layer, FF)[:3]) for layer in layers]
+    views = [gemm_view(layer, FF)[:3] for layer in layers]
+    got = [gemm_cycles(4, 4, dataflow, *view) for view in views]
     assert got == SCALESIM_4X4[dataflow]
-    assert cfg.rows == 4
+    # a layer's cycles on the config: its GEMM's, once per group, the groups in turn
+    assert [layer_cycles(cfg, *view) for view in views] == got
+    assert [layer_cycles(cfg, *view, groups=3) for view in views] == [3 * c for c in got]
 
 
 def test_reader_shapes_and_strided_ceil(tmp_path: Path) -> None:
@@ -99,9 +108,12 @@ def test_workload_needs_exactly_one_source() -> None:
 
 
 def test_apportion_is_exact() -> None:
-    parts = apportion([3, 1, 0, 2], 100)
-    assert parts.sum() == 100 and parts[2] == 0 and parts[0] > parts[3] > parts[1]
-    assert apportion([0, 0], 5).sum() == 5
+    """Largest remainders: 100 x (3, 1, 0, 2) / 6 = 50, 16.67, 0, 33.33 floors to 99, and
+    the one cycle short goes to the largest remainder (16.67); all-zero weights share
+    equally, the first ones taking what does not divide."""
+    assert apportion([3, 1, 0, 2], 100).tolist() == [50, 17, 0, 33]
+    assert apportion([0, 0], 5).tolist() == [3, 2]
+    assert apportion([], 7).tolist() == []
 
 
 def test_pipeline_runs_systolic_mode(tmp_path: Path) -> None:
