@@ -160,12 +160,24 @@ def test_topology_writes_a_png_for_every_arch_config(arch, tmp_path):
 
 
 def test_topology_colours_by_utilization_from_a_run(quickstart_twice, tmp_path):
+    """The run of the arch's name (hppu_like.yaml is the quickstart's `hppu` run): each link
+    and node is labelled with its own module's utilization from stats.json."""
     outs, _ = quickstart_twice
-    out = tmp_path / "util.svg"
-    result = desim("topology", str(ROOT / "configs" / "arch" / "hppu_like.yaml"), "-o", str(out),
-                   "--stats", str(outs[0]))
-    assert result.returncode == 0, result.stderr
-    assert "utilization" in out.read_text()
+    modules = json.loads((outs[0] / "stats.json").read_text())["hppu"]["modules"]
+    port = modules["hppu.noc.selector->r0_0"]["utilization"]
+    back = modules["hppu.noc.r0_0->selector"]["utilization"]
+    pes = modules["hppu.pe_array"]["utilization"]
+    assert 0 < back < port < 1 and 0 < pes < 1   # operands out outweigh results back
+    arch = str(ROOT / "configs" / "arch" / "hppu_like.yaml")
+    for suffix in ("svg", "dot"):
+        out = tmp_path / f"util.{suffix}"
+        result = desim("topology", arch, "-o", str(out), "--stats", str(outs[0]))
+        assert result.returncode == 0, result.stderr
+    assert "utilization" in (tmp_path / "util.svg").read_text()   # the colour bar
+    dot = (tmp_path / "util.dot").read_text()
+    assert f'"selector" -> "r0_0" [label="32 B/cycle {port:.0%}"];' in dot
+    assert f'"r0_0" -> "selector" [label="32 B/cycle {back:.0%}"];' in dot
+    assert f'label="cluster_r3_3\\npe_cluster\\n{pes:.0%}"' in dot
 
 
 DEADLOCK = """

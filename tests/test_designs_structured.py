@@ -212,33 +212,64 @@ def test_compared_processors_share_resources():
 
 # -- the examples, end to end with tiny sizes ----------------------------------------------------
 
+def _check_ternary(out: dict) -> None:
+    """Each row's simulated compression is its closed form, under the paper's formula."""
+    for row in out["rows"]:
+        assert row["compression_simulated"] == pytest.approx(row["compression_closed_form"],
+                                                             rel=1e-3)
+        assert row["compression_simulated"] < row["compression_paper_formula"]
+
+
+def _check_permdnn(out: dict) -> None:
+    """At equal sparsity, PermDNN stores fewer weight bytes than EIE (no indices) and its
+    permuted diagonals balance the PEs at least as well."""
+    for r in out["results"]:
+        eie, perm = r["eie_like"], r["permdnn"]
+        assert eie["sparsity"] == pytest.approx(perm["sparsity"])
+        assert perm["weight_kb"] < eie["weight_kb"]
+        assert perm["imbalance"] <= eie["imbalance"]
+
+
+def _check_circnn(out: dict) -> None:
+    """Storage shrinks b-fold exactly; the FFT compute ratio is its closed form, under its
+    limit."""
+    for r in out["rows"]:
+        assert r["storage_simulated"] == r["storage_closed_form"] == r["b"]
+        assert r["compute_simulated"] == pytest.approx(r["compute_closed_form"], rel=1e-3)
+        assert r["compute_closed_form"] <= r["compute_limit"]
+
+
+def _check_admm(out: dict) -> None:
+    """A bitmap (a bit an element) breaks even at no higher sparsity than CSR."""
+    for r in out["results"]:
+        for layer in r["layers"]:
+            even = r["break_even"][layer]
+            assert even["time_bitmap"] <= even["time_csr"]
+
+
 def test_ternary_example(capsys):
     out = example("ternary_pe_wise").main(["--batch", "1", "--sparsity", "0.25"])
+    _check_ternary(out)
     (row,) = out["rows"]
-    assert row["compression_simulated"] == pytest.approx(row["compression_closed_form"],
-                                                         rel=1e-3)
-    assert 16 < row["compression_simulated"] < row["compression_paper_formula"]
+    assert 16 < row["compression_simulated"]
     assert row["speedup"] > 1 and row["energy_ratio"] > 1 and row["mac_energy_ratio"] > 5
     assert "paper" in capsys.readouterr().out
 
 
 def test_permdnn_example(capsys):
-    (r,) = example("permdnn").main(["--workloads", "lenet300"])["results"]
-    eie, perm = r["eie_like"], r["permdnn"]
-    assert eie["sparsity"] == pytest.approx(perm["sparsity"]) == pytest.approx(0.75)
-    assert perm["weight_kb"] < eie["weight_kb"]
-    assert perm["imbalance"] <= eie["imbalance"]
+    out = example("permdnn").main(["--workloads", "lenet300"])
+    _check_permdnn(out)
+    (r,) = out["results"]
+    assert r["permdnn"]["sparsity"] == pytest.approx(0.75)
     assert r["throughput_ratio"] > 1 and r["energy_ratio"] > 1
     assert all(math.isfinite(v) for v in (r["throughput_ratio"], r["energy_ratio"]))
     assert "3.3x-4.8x" in capsys.readouterr().out
 
 
 def test_circnn_example(capsys):
-    rows = example("circnn").main(["--blocks", "4", "16", "--batch", "1"])["rows"]
-    for r in rows:
-        assert r["storage_simulated"] == r["storage_closed_form"] == r["b"]
-        assert r["compute_simulated"] == pytest.approx(r["compute_closed_form"], rel=1e-3)
-        assert r["compute_closed_form"] <= r["compute_limit"]
+    out = example("circnn").main(["--blocks", "4", "16", "--batch", "1"])
+    _check_circnn(out)
+    rows = out["rows"]
     assert rows[1]["compute_simulated"] > rows[0]["compute_simulated"]
     assert rows[1]["speedup"] > 1 and rows[1]["energy_ratio"] > 1
     assert "closed" in capsys.readouterr().out
@@ -249,10 +280,11 @@ def test_admm_example(tmp_path, capsys):
                                            "0.95", "--out", str(tmp_path)])
     (r,) = out["results"]
     assert out["plots"] == [tmp_path / "admm_lenet5.png"] and out["plots"][0].stat().st_size
+    _check_admm(out)
     for layer in r["layers"]:
         even = r["break_even"][layer]
         assert 0 <= even["time_bitmap"] <= 0.5           # a bit an element: cheap to index
-        assert even["time_bitmap"] <= even["time_csr"] <= 0.95
+        assert even["time_csr"] <= 0.95
     t = r["table"]
     assert (t[t["sparsity"] == 0.95]["time_ratio"] < 1).all()
     assert "break-even" in capsys.readouterr().out
@@ -263,4 +295,5 @@ def test_admm_example(tmp_path, capsys):
 def test_examples_at_full_size(name, tmp_path):
     argv = ["--out", str(tmp_path)] if name == "admm_break_even" else []
     out = example(name).main(argv)
-    assert out
+    {"ternary_pe_wise": _check_ternary, "permdnn": _check_permdnn, "circnn": _check_circnn,
+     "admm_break_even": _check_admm}[name](out)

@@ -61,12 +61,22 @@ def test_own_prices_replace_the_tables_in_the_run(one_conv) -> None:
     macs = int(a.layers["macs"].sum())
     assert macs == 2 * 8 * 16 * 9 * 8 * 8  # FF and WG (a first layer has no BP)
     assert eb["macs.macs"] == pytest.approx(macs * 2.0e-12)
-    assert ea["noc.byte_hops"] > 0 and eb["noc.byte_hops"] == 0
+    # each priced action is the modules' own count (stats.json) at the price in force
+    modules = a.stats["modules"]
+    byte_hops = sum(m["actions"]["bytes"] for path, m in modules.items()
+                    if path.startswith("table.noc.") and "actions" in m)
     prices = a.energy_prices_pj
-    for action, unit, new in (("global_buffer.read_bytes", "global_buffer_pj_per_byte", 0.5),
-                              ("local_buffers.write_bytes", "local_buffer_pj_per_byte", 0.25)):
-        counted = ea[action] / prices[unit]  # the bytes, priced at the table's figure
-        assert eb[action] == pytest.approx(counted * new)
+    assert ea["noc.byte_hops"] == pytest.approx(byte_hops * 8 * prices["noc_pj_per_bit_hop"]
+                                                * 1e-12)
+    assert byte_hops > 0 and eb["noc.byte_hops"] == 0
+    for action, module, count, unit, new in (
+            ("global_buffer.read_bytes", "glb", "read_bytes", "global_buffer_pj_per_byte", 0.5),
+            ("local_buffers.write_bytes", "pe_array", "local_buffer_write_bytes",
+             "local_buffer_pj_per_byte", 0.25)):
+        counted = modules[f"table.{module}"]["actions"][count]
+        assert counted > 0
+        assert ea[action] == pytest.approx(counted * prices[unit] * 1e-12)
+        assert eb[action] == pytest.approx(counted * new * 1e-12)
     for action in ("dram.read_bursts", "dram.activates", "dram.standby"):
         assert eb[action] == ea[action] > 0  # DRAM keeps its IDD-current model
     assert b.summary()["energy_prices_pj"]["mac_pj"] == 2.0

@@ -281,14 +281,16 @@ def test_two_runs_give_byte_identical_stats(tmp_path: Path):
         sim = _traced_system(None)
         sim.run()
         write_stats(collect_stats(sim), tmp_path / run)
+    now = int(sim.env.now)
     first = (tmp_path / "one" / "stats.json").read_bytes()
     assert first == (tmp_path / "two" / "stats.json").read_bytes()
     assert (tmp_path / "one" / "stats.txt").read_bytes() == \
         (tmp_path / "two" / "stats.txt").read_bytes()
     stats = json.loads(first)
     link = stats["modules"]["top.a"]
-    assert link["transfers"] == 12 and isinstance(link["busy_ps"], int)
-    assert 0 < link["utilization"] <= 1
+    # link a (8 GB/s) moves 6 x 800 B (100 ns each) and 6 x 1,600 B (200 ns each)
+    assert link["transfers"] == 12 and link["busy_ps"] == 6 * 100_000 + 6 * 200_000
+    assert link["utilization"] == link["busy_ps"] / now
     lines = (tmp_path / "one" / "stats.txt").read_text().splitlines()[1:-1]
     names = [line.split()[0] for line in lines]
     assert names == sorted(names) and "top.q.depth_hist_ps::2" in names

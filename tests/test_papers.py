@@ -225,6 +225,10 @@ def test_sparsity_probe_feeds_its_conv_the_density_asked():
     from mappings.models import build_model
 
     model = build_model("sparsity_probe", density=0.1)
+    assert model.threshold == pytest.approx(1.2815516, abs=1e-6)  # the 0.9 quantile
+    seen = []
+    model.conv.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
     x = torch.randn(2, 256, 14, 14, generator=torch.Generator().manual_seed(0))
-    density = float((torch.relu(x - model.threshold) > 0).float().mean())
+    model(x)   # what the model's own forward feeds its conv
+    density = float((seen[0] != 0).float().mean())
     assert abs(density - 0.1) < 4 * (0.1 * 0.9 / x.numel()) ** 0.5
