@@ -27,6 +27,7 @@ import pytest
 import torch
 
 from arch.draw import draw_topology
+from arch.energy import EnergyTable, node_scale
 from arch.reram import (
     ISAAC_ADC_8BIT_PJ,
     CrossbarJob,
@@ -162,6 +163,15 @@ def test_crossbar_jobs_and_timing_closed_form():
     assert res.actions["adc_convert_9b"] == 16 * 128
     assert res.actions["dac_drives"] == 16 * 128
     assert res.energy_pj["adc"] == pytest.approx(16 * 128 * 2 * ISAAC_ADC_8BIT_PJ)
+    # ISAAC's other figures: a DAC drive a row, a crossbar read (2.4 mW for 100 ns over 8
+    # crossbars), a shift-and-add a column
+    assert res.energy_pj["dac"] == pytest.approx(16 * 128 * 0.41667)
+    assert res.energy_pj["crossbar"] == pytest.approx(16 * 2.4 / 8 * 100)
+    assert res.energy_pj["shift_add"] == pytest.approx(16 * 128 * 0.021)
+    # two ADCs a crossbar: 64 conversions each, so a 9-bit read takes 64 x 9 x 104 ps
+    shared = simulate_reram([[one]], dataclasses.replace(cfg, adcs_per_crossbar=2))
+    assert shared.latency_ps == 16 * max(100_000, 64 * 9 * 104)
+    assert shared.actions["adc_convert_9b"] == 16 * 128       # every column still converts
     # a 0-bit slice is never read; crossbars of a layer run in parallel, layers in turn
     zero = CrossbarJob(0, 3, 128, 128, 16, 0)
     small = CrossbarJob(1, 0, 128, 10, 16, 3)
@@ -230,6 +240,26 @@ def test_systolic_fold_and_schedule_closed_form():
     assert itt.actions["weight_read_bytes"] == 40 * 50
     assert serial.actions["pe_adds"] == itt.actions["pe_adds"] == steps * 2 * 4 * 50
     assert itt.latency_ps == itt.cycles * 2000         # 500 MHz
+    # ITT: each fold streams the 3 steps; spikes a bit a row and vector; partial sums
+    # written by every fold, read back by the second row fold's; neuron state per update
+    a, pb, mb = itt.actions, cfg.psum_bytes, cfg.membrane_bytes
+    assert a["spike_read_bytes"] == 2 * (32 * 3 // 8) + 2 * (8 * 3 // 8) == 30
+    assert a["psum_write_bytes"] == 2 * (32 + 18) * 3 * pb
+    assert a["psum_read_bytes"] == (32 + 18) * 3 * pb
+    assert a["neuron_updates"] == 50 * 3
+    assert a["membrane_read_bytes"] == a["membrane_write_bytes"] == 150 * mb
+    assert a["spike_write_bytes"] == math.ceil(150 / 8)
+    table = EnergyTable(cfg.technology)
+    add = 0.1 * node_scale(cfg.technology)              # a 32-bit add, Horowitz
+    glb = table.sram_pj_per_byte(cfg.buffer_kib * 1024)
+    e = itt.energy_pj
+    assert e["pe_adds"] == pytest.approx(a["pe_adds"] * add)
+    assert e["weights"] == pytest.approx(40 * 50 * cfg.weight_bytes * glb)
+    assert e["spikes"] == pytest.approx((30 + 19) * glb)
+    assert e["psums"] == pytest.approx(3 * (32 + 18) * 3 * pb
+                                       * table.sram_pj_per_byte(cfg.psum_buffer_kib * 1024))
+    assert e["neurons"] == pytest.approx(
+        150 * 2 * add + 300 * mb * table.sram_pj_per_byte(cfg.membrane_buffer_kib * 1024))
     fold = row_fold_spikes(torch.ones((2, 3, 40), dtype=torch.bool), 32)
     assert fold.tolist() == [[32.0, 8.0], [32.0, 8.0]]
 
