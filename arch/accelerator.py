@@ -137,7 +137,7 @@ class Accelerator(Module):
         # The global buffer is double-buffered: the tiler sizes a tile's operands and results
         # to half of it, so two tiles' operands and two tiles' results fit at once. A tile
         # holds an operand half from its fetch until its operands are in the clusters, and a
-        # result half from its collection until its results are written to DRAM.
+        # result half (if it has results) from its collection until they are in DRAM.
         self.operand_halves = simpy.Container(self.env, capacity=2, init=2)
         self.result_halves = simpy.Container(self.env, capacity=2, init=2)
         self.records: list[PhaseRecord] = []
@@ -248,7 +248,8 @@ class Accelerator(Module):
             row = yield from q_in.get()
             self._serve(row)
             nbytes = row[col["gather_bytes"]]
-            yield self.result_halves.get(1)
+            if _has_results(row):  # a tile whose sums stay in the PEs holds no result half
+                yield self.result_halves.get(1)
             write = self.spawn(self.glb.access(nbytes, "write"))
             yield from self.noc.gather(nbytes, row[col["active_clusters"]])
             yield write
@@ -268,7 +269,8 @@ class Accelerator(Module):
                 drain = self.spawn(self.glb.access(nbytes, "read"))
                 yield from self.dram.transfer(nbytes, is_write=True)
                 yield drain
-                yield self.result_halves.put(1)
+                if _has_results(row):
+                    yield self.result_halves.put(1)
             self._record(j, rows[0][col["layer"]], rows[0][col["phase"]], self._fetch_start[j])
             self._written[j].succeed()
 
@@ -329,6 +331,12 @@ class Accelerator(Module):
             energy["local_buffers.read_bytes"] += (spec["local_buffer_read_bytes"]
                                                    * price.local_buffer_pj_per_byte)
         return energy
+
+
+def _has_results(row: tuple) -> bool:
+    """Whether a tile brings results back to the buffer or writes any to DRAM (a chunk of a
+    reduction whose partial sums stay in the PEs does neither)."""
+    return bool(row[COLUMNS["gather_bytes"]] or row[COLUMNS["dram_write_bytes"]])
 
 
 def _received(row: tuple) -> int:

@@ -119,6 +119,7 @@ def hardware_view(acc: Accelerator) -> HardwareView:
         dram_bytes_per_cycle=acc.dram.system.peak_bandwidth_bytes_per_s
         / acc.clock.frequency_hz,
         noc_port_bytes_per_cycle=acc.cfg.noc.link_bandwidth_bytes_per_cycle,
+        **_tile_latencies(acc),
         element_bytes=ELEMENT_BYTES[acc.cfg.pe_cluster.precision],
         accumulator_bytes=ELEMENT_BYTES[acc.cfg.pe_cluster.accumulates_in],
         skip_zero_weights=s.skip_zero_weights, skip_zero_activations=s.skip_zero_activations,
@@ -141,6 +142,20 @@ def hardware_view(acc: Accelerator) -> HardwareView:
         speculate_relu_outputs=acc.speculator is not None,
         objective=acc.cfg.mapping.objective,
         inter_layer_reuse=acc.cfg.mapping.inter_layer_reuse, **_move_prices(acc))
+
+
+def _tile_latencies(acc: Accelerator) -> dict[str, float]:
+    """The fixed cycles a tile spends in the pipeline's stages besides moving its bytes and
+    doing its MACs, for `hardware_view`: DRAM's activate-to-data latency (tRCD + CL), the
+    longest route from the buffer's port to a cluster, the PEs' fill and drain."""
+    t, noc = acc.dram.timing, acc.noc
+    routes = [noc.table.route(noc.src, c) for c in noc.clusters]
+    return {
+        "dram_latency_cycles": (t.trcd + t.cl) * t.tck_ps / acc.clock.period_ps,
+        "noc_latency_cycles": max(sum(acc.graph.edges[e]["latency_cycles"] for e in route)
+                                  for route in routes),
+        "pipeline_cycles": acc.cfg.pe_cluster.pipeline_cycles,
+    }
 
 
 def _move_prices(acc: Accelerator) -> dict[str, float]:

@@ -33,6 +33,7 @@ from mappings.counting import (
     processed_map,
     processed_operands,
 )
+from mappings.pipeline import pipelined_cycles
 from mappings.target import HardwareView
 from mappings.tiling import (
     TileShape,
@@ -87,8 +88,7 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
             try:
                 table, weight_bytes, out_bytes, need = _tile_plan(
                     parts, maps, shaped, channels, order, layer_index, phase, hw, policy,
-                    where, pruned_grads_unused, circulant_block, built, resident,
-                    totals["processed_macs"])
+                    where, pruned_grads_unused, circulant_block, built, resident)
             except ConfigError as err:   # this plan's smallest tile does not fit
                 first_error = first_error or err
                 continue
@@ -258,7 +258,7 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                channels: torch.Tensor, order: str, layer_index: int, phase: int,
                hw: HardwareView, policy: SkipPolicy, where: str, pruned_grads_unused: bool,
                circulant_block: int, built: dict,
-               resident: tuple[bool, bool] = (False, False), processed_macs: int = 0
+               resident: tuple[bool, bool] = (False, False)
                ) -> tuple[np.ndarray, int, int, int]:
     """The event rows of one plan (its chunks in `order`), the weight bytes it reads, the
     bytes of its final outputs and the buffer budget its tiles need.
@@ -283,14 +283,36 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                               "global buffer")
         tiling_hw = replace(hw, buffer_bytes=budget)
     ps, win = shaped[0]
-    shape = choose_tile(ps, win, len(channels), n_img, n_rows, length, tiling_hw, where,
-                        weights=phase != WG and parts[0].weight_is_parameter,
-                        stream_resident=resident[0], channel_resident=resident[1],
-                        processed_macs=processed_macs // n,  # a chunk's share
-                        psums_sent=psums_sent, psums_dram=psums_dram)
-    need = psum_share + tile_bytes(shape, ps, win, (n_rows, length),
-                                   int(ps.channel_operand.elems[0]), hw.element_bytes,
-                                   *resident)
+    shapes = choose_tile(ps, win, len(channels), n_img, n_rows, length, tiling_hw, where,
+                         weights=phase != WG and parts[0].weight_is_parameter,
+                         stream_resident=resident[0], channel_resident=resident[1],
+                         processed=maps[0][2],  # the first chunk's, as the others
+                         psums_sent=psums_sent, psums_dram=psums_dram)
+    best = None
+    for shape in shapes:   # the tile search's candidates, decided on their own rows
+        need = psum_share + tile_bytes(shape, ps, win, (n_rows, length),
+                                       int(ps.channel_operand.elems[0]), hw.element_bytes,
+                                       *resident)
+        table, weight_bytes, out_bytes = _plan_rows(
+            parts, maps, shaped, channels, order, layer_index, phase, hw, policy,
+            pruned_grads_unused, circulant_block, built, resident, shape)
+        key = plan_key(table, hw, n)
+        import os
+        if os.environ.get("DBG"):
+            print("PLAN", order, n, shape, len(table), key[:2])
+        if best is None or key < best[0]:
+            best = (key, (table, weight_bytes, out_bytes, need))
+    return best[1]
+
+
+def _plan_rows(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple],
+               channels: torch.Tensor, order: str, layer_index: int, phase: int,
+               hw: HardwareView, policy: SkipPolicy, pruned_grads_unused: bool,
+               circulant_block: int, built: dict, resident: tuple[bool, bool],
+               shape: TileShape) -> tuple[np.ndarray, int, int]:
+    """A plan's event rows with every chunk in tiles of `shape`, the weight bytes they read
+    and the bytes of the final outputs; a chunk's partial sums ride with its tiles."""
+    n = len(parts)
     tables, weight_bytes = [], 0
     for i, (part, m) in enumerate(zip(parts, maps, strict=True)):
         key = (i, shape, order == INNER)
@@ -322,9 +344,11 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
     if order == INNER:
         # (tile 0 chunk 0, tile 0 chunk 1, ..., tile 1 chunk 0, ...): every tile holds new
         # blocks of both operands (built with reuse=False).
-        return np.stack(tables, axis=1).reshape(-1), weight_bytes, out_bytes, need
+        return np.stack(tables, axis=1).reshape(-1), weight_bytes, out_bytes
     # (chunk 0: every tile, chunk 1: ...)
-    return np.concatenate(tables), weight_bytes, out_bytes, need
+    return np.concatenate(tables), weight_bytes, out_bytes
+
+
 
 
 def plan_key(table: np.ndarray, hw: HardwareView, chunks: int) -> tuple:
@@ -337,13 +361,23 @@ def plan_key(table: np.ndarray, hw: HardwareView, chunks: int) -> tuple:
 
 
 def _estimated_cycles(table: np.ndarray, hw: HardwareView) -> float:
-    """A plan's time: each tile as long as its busiest resource (PEs, DRAM, the global
-    buffer's NoC port), the others overlapping it as the tile pipeline lets them."""
-    compute = np.ceil(table["busiest_pe_macs"] / hw.macs_per_pe_per_cycle)
-    dram = (table["dram_read_bytes"] + table["dram_write_bytes"]) / hw.dram_bytes_per_cycle
-    noc = np.maximum(table["multicast_bytes"] + table["unicast_bytes"],
-                     table["gather_bytes"]) / hw.noc_port_bytes_per_cycle
-    return float(np.maximum(np.maximum(compute, dram), noc).sum())
+    """A plan's time: its tiles through the pipeline's stages (DRAM read, the global
+    buffer's NoC port out, the PEs, the port back, DRAM write), each stage a tile's bytes
+    or MACs at its rate plus its fixed latency, pipelined (`mappings.pipeline`), and no
+    less than the DRAM's reads and writes together (one channel serves both)."""
+    def stage(work: np.ndarray, rate: float, latency: float) -> np.ndarray:
+        return np.where(work > 0, work / rate + latency, 0.0)
+
+    dram, port = hw.dram_bytes_per_cycle, hw.noc_port_bytes_per_cycle
+    read = stage(table["dram_read_bytes"], dram, hw.dram_latency_cycles)
+    write = stage(table["dram_write_bytes"], dram, hw.dram_latency_cycles)
+    stages = np.stack([
+        read, stage(table["multicast_bytes"] + table["unicast_bytes"], port,
+                    hw.noc_latency_cycles),
+        np.ceil(stage(table["busiest_pe_macs"], hw.macs_per_pe_per_cycle,
+                      hw.pipeline_cycles)),
+        stage(table["gather_bytes"], port, hw.noc_latency_cycles), write], axis=1)
+    return max(pipelined_cycles(stages), float(read.sum() + write.sum()))
 
 
 def _estimated_pj(table: np.ndarray, hw: HardwareView, cycles: float) -> float:

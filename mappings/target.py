@@ -20,6 +20,12 @@ class HardwareView:
     macs_per_pe_per_cycle: int = 1  # for the tiler's time estimate
     dram_bytes_per_cycle: float = 1.0   # peak DRAM bandwidth, for the tiler's time estimate
     noc_port_bytes_per_cycle: float = 1.0  # the global buffer's link into the NoC, likewise
+    # What every tile pays besides its bytes and MACs, in core cycles, for the estimate: a
+    # DRAM access's latency (a closed row's activate and CAS), the NoC's longest route and
+    # the PEs' fill and drain (`pipeline_cycles`).
+    dram_latency_cycles: float = 0.0
+    noc_latency_cycles: float = 0.0
+    pipeline_cycles: int = 0
     skip_zero_weights: bool = False      # PEs skip MACs whose weight is zero
     skip_zero_activations: bool = False  # ... whose activation X is zero (FF, WG)
     skip_zero_gradients: bool = False    # ... whose output gradient dY is zero (BP, WG)

@@ -39,6 +39,7 @@ from mappings.capture import LayerCapture
 from mappings.circulant import fft_mac_ratio
 from mappings.counting import BP, FF, WG, SkipPolicy
 from mappings.formats import BlockStats, map_stats, operand_bytes, rle_padding
+from mappings.pipeline import equal_tiles_cycles
 from mappings.target import HardwareView
 
 
@@ -231,12 +232,25 @@ def _per_tile_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Busiest-PE and total counts per tile, (nA, nB) each, for a count map (A, I, R, L).
     A row block's outputs are dealt to a cluster's PEs in turn, a channel's to a cluster."""
+    return _per_tile_from_pe(_per_pe(counts, shape, hw), shape.ka, hw)
+
+
+def _per_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView) -> torch.Tensor:
+    """Each channel's counts per row block and PE, (A, nB, PEs used): a row block's outputs
+    dealt to a cluster's PEs in turn (whatever the channel blocks)."""
     a = counts.shape[0]
-    ka, pes = shape.ka, hw.pes_per_cluster
     c = _row_blocks(counts, shape)
-    used = min(pes, c.shape[2])  # PEs past a block's outputs idle: no columns kept for them
+    used = min(hw.pes_per_cluster, c.shape[2])  # PEs past a block's outputs idle: none kept
     c = _pad_to(c, 2, -(-c.shape[2] // used) * used)
-    per_pe = c.reshape(a, c.shape[1], -1, used).sum(2)                # (A, nB, used)
+    return c.reshape(a, c.shape[1], -1, used).sum(2)
+
+
+def _per_tile_from_pe(per_pe: torch.Tensor, ka: int, hw: HardwareView
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """`_per_tile_pe` from `_per_pe`'s counts: channels in blocks of `ka`, a channel to a
+    cluster."""
+    a, used = per_pe.shape[0], per_pe.shape[2]
+    pes = hw.pes_per_cluster
     na = -(-a // ka)
     clusters = min(hw.clusters, ka)
     per_cluster = -(-ka // clusters)                                  # channels a cluster
@@ -275,8 +289,8 @@ def fits(shape: TileShape, ps: PhaseShape, win: _Window, out_rows_len: tuple[int
 def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, length: int,
                 hw: HardwareView, where: str, weights: bool = False,
                 stream_resident: bool = False, channel_resident: bool = False,
-                processed_macs: int = 0, psums_sent: float = 0.0,
-                psums_dram: float = 0.0) -> TileShape:
+                processed: torch.Tensor | None = None, psums_sent: float = 0.0,
+                psums_dram: float = 0.0) -> list[TileShape]:
     """The tile shape and loop order that minimise `hw.objective` (a small mapper search).
 
     Candidates: channel blocks of clusters * 2^i channels (or all of them) and row blocks of
@@ -287,8 +301,16 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     dataflow"; dense formats give the dense estimate). From DRAM, the block held across the inner
     loop is read once and the other once per outer iteration; to the clusters, a block is
     sent again on every tile unless it is unchanged and its share fits in half a cluster's
-    local buffer. The estimate of time is the largest of the DRAM time, the time on the
-    global buffer's NoC port and the PEs' time for the phase's `processed_macs`; of energy,
+    local buffer. The estimate of time is the tile pipeline's, with the tiles sharing
+    alike the DRAM time, the time on the global buffer's NoC port and the PEs' time for the
+    MACs of `processed` (the per-output count map of the phase or chunk, when given) as
+    the shape deals them to the PEs: each tile as long as its busiest PE, as `tile_part`
+    will count it, so that small blocks pay for the PEs they leave idle and for sparse
+    outputs dealt unevenly; each stage with its fixed latency a tile
+    (`mappings.pipeline.equal_tiles_cycles`: the busiest of the three, plus the others'
+    share of one tile, so that one large tile that overlaps nothing does not look as fast
+    as many that do, nor many tiny ones, each paying its latencies, as fast as a few); of
+    energy,
     those MACs, the bytes from DRAM (written into the buffer), the bytes sent (read from the
     buffer, over the NoC, into the clusters' buffers: the channel operand unicast, the stream
     multicast over the tree into every active cluster) and DRAM standby for that time, at
@@ -310,11 +332,18 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     channel_ratio, stream_ratio = _compression(ps, hw, weights)
     channel_bytes = a * a_elems * eb * channel_ratio
     channel_dram = 0 if channel_resident else channel_bytes
-    compute = processed_macs / (hw.pes * hw.macs_per_pe_per_cycle)
-    best, best_key = None, None
+    macs = 0 if processed is None else int(processed.sum())
+    ideal_compute = macs / (hw.pes * hw.macs_per_pe_per_cycle)
+    # the results, whatever the tile: gathered over the port and written to DRAM, taken
+    # dense here (the rows count them in their format)
+    out_bytes = a * n_img * n_rows * length * eb
+    out_dram = out_bytes if hw.output_to_dram else 0
+    best: dict[str, tuple] = {}   # estimate -> (key, shape)
     for images, rows in blocks:
         i0, i1, r0, r1 = _blocks(TileShape(1, images, rows), n_img, n_rows)
         h0, h1 = win(r0, r1)
+        per_pe = None if processed is None else _per_pe(processed, TileShape(1, images, rows),
+                                                        hw)
         stream_bytes = (int(((i1 - i0) * (h1 - h0)).sum()) * ps.stream_row_elems * eb
                         * stream_ratio)
         nb = len(i0)
@@ -327,6 +356,10 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                 continue
             na = -(-a // ka)
             active = min(ka, hw.clusters)
+            compute = 0.0
+            if per_pe is not None:
+                busiest = _per_tile_from_pe(per_pe, ka, hw)[0]
+                compute = float(np.ceil(busiest / hw.macs_per_pe_per_cycle).sum())
             channel_kept = ka * a_elems * eb * channel_ratio / active <= half_local
             orders = {"auto": (False, True), "weight_stationary": (False,),
                       "input_stationary": (True,)}[hw.dataflow]
@@ -341,19 +374,31 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                     stream_sent = stream_bytes * (na if nb > 1 or not stream_kept else 1)
                 dram += psums_dram
                 unicast = channel_sent + psums_sent
-                time = max(dram / hw.dram_bytes_per_cycle,
-                           (stream_sent + unicast) / hw.noc_port_bytes_per_cycle, compute)
-                # DRAM's bytes are written into the buffer, the sent ones read from it; the
-                # stream is multicast over the tree into every active cluster's buffer
-                pj = hw.estimated_pj(macs=processed_macs, dram=dram,
-                                     glb=dram + stream_sent + unicast,
-                                     unicast=unicast, multicast=stream_sent,
-                                     local=unicast + active * stream_sent, cycles=time)
-                key = (hw.objective_value(time, pj), time, dram, na * nb, -ka, outer)
-                if best_key is None or key < best_key:
-                    best_key, best = key, TileShape(ka, images, rows, outer)
-    if best is not None:
-        return best
+                tiles = na * nb
+                dram_time = dram / hw.dram_bytes_per_cycle
+                port_time = (stream_sent + unicast) / hw.noc_port_bytes_per_cycle
+                times = {
+                    "pipelined": equal_tiles_cycles(
+                        [dram_time + out_dram / hw.dram_bytes_per_cycle
+                         + tiles * hw.dram_latency_cycles,
+                         port_time + tiles * hw.noc_latency_cycles,
+                         compute + tiles * hw.pipeline_cycles,
+                         (out_bytes + psums_sent) / hw.noc_port_bytes_per_cycle
+                         + tiles * hw.noc_latency_cycles], tiles),
+                    "bottleneck": max(dram_time, port_time, ideal_compute)}
+                for estimate, time in times.items():
+                    # DRAM's bytes are written into the buffer, the sent ones read from it;
+                    # the stream is multicast over the tree into every active cluster's
+                    # buffer
+                    pj = hw.estimated_pj(macs=macs, dram=dram,
+                                         glb=dram + stream_sent + unicast,
+                                         unicast=unicast, multicast=stream_sent,
+                                         local=unicast + active * stream_sent, cycles=time)
+                    key = (hw.objective_value(time, pj), time, dram, tiles, -ka, outer)
+                    if estimate not in best or key < best[estimate][0]:
+                        best[estimate] = (key, TileShape(ka, images, rows, outer))
+    if best:
+        return list(dict.fromkeys(best[e][1] for e in ("pipelined", "bottleneck")))
     ka0 = max(1, min(a, hw.clusters))
     h0, h1 = win(np.array([0]), np.array([1]))
     need = (ka0 * a_elems + int(h1[0] - h0[0]) * ps.stream_row_elems + ka0 * length)

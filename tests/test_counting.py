@@ -97,7 +97,7 @@ def test_per_tile_counts_sum_to_the_layer_total_on_a_sparse_network(hw):
             assert (table["busiest_pe_macs"] * hw.pes >= table["processed_macs"]).all()
 
 
-def test_dense_tile_time_is_the_busiest_pe_in_closed_form():
+def test_dense_tile_time_is_the_busiest_pe_in_closed_form(whole_phase_tiles):
     # K=8 over 4 clusters: 2 channels a cluster; 1 image of 8x8 outputs = 64 positions,
     # dealt to 4 PEs: 16 positions each, per channel: 2 * 16 * C*R*R MACs on every PE.
     layer = dense_capture(nn.Conv2d(C, K, R, bias=False), n=1)
@@ -108,7 +108,7 @@ def test_dense_tile_time_is_the_busiest_pe_in_closed_form():
     assert table["active_clusters"][0] == 4
 
 
-def test_dense_traffic_in_closed_form():
+def test_dense_traffic_in_closed_form(whole_phase_tiles):
     layer = dense_capture(nn.Conv2d(C, K, R, bias=False), n=1)
     table, _ = tile_phase(layer, 0, FF, DENSE_HW, SkipPolicy(), pruned_grads_unused=True)
     eb = 2
@@ -117,7 +117,7 @@ def test_dense_traffic_in_closed_form():
     assert table["dram_write_bytes"].sum() == outputs
 
 
-def test_channel_compaction_balances_what_pruning_leaves():
+def test_channel_compaction_balances_what_pruning_leaves(whole_phase_tiles):
     layer = dense_capture(nn.Conv2d(C, K, R, bias=False), n=1)
     layer.w_nz[:4] = False  # first half of the filters: without compaction 2 clusters idle
     loose = HardwareView(**{**SPARSE_HW.__dict__, "channel_compaction": False})
@@ -274,7 +274,7 @@ def test_loop_order_follows_the_operands_current_sparsity():
                           local_buffer_bytes=1024, weight_format=fmt, skip_zero_weights=True)
         ps, win = phase_shape(layer, FF, hw)
         assert _compression(ps, hw, True) == ((1.0, 1.0) if fmt == "dense" else (0.125, 1.0))
-        orders[fmt] = choose_tile(ps, win, 64, 4, 16, 16, hw, "test", weights=True).rows_outer
+        orders[fmt] = choose_tile(ps, win, 64, 4, 16, 16, hw, "test", weights=True)[0].rows_outer
     assert orders == {"dense": True, "bitmap": False}
 
 
@@ -309,7 +309,7 @@ def test_the_tile_follows_the_mapping_objective():
     assert cycles_d < cycles_e and pj_e < pj_d
 
 
-def test_weight_generator_reads_only_tracked_weights_from_dram():
+def test_weight_generator_reads_only_tracked_weights_from_dram(whole_phase_tiles):
     """DropBack proper: every weight non-zero, 1 in 4 tracked. With a weight generator the
     weights' DRAM bytes are the tracked ones in bitmap format (1024 fp16 values + a 4096-bit
     map = 2560 B) instead of all of them (8192 + 512 = 8704 B); the other 3072 non-zero

@@ -96,7 +96,7 @@ def test_ternary_weights_take_three_values():
 
 
 @pytest.mark.parametrize("k, c", [(5, 7), (8, 16), (3, 9)])
-def test_ternary_weights_take_two_bits_in_the_dram_count(k, c):
+def test_ternary_weights_take_two_bits_in_the_dram_count(k, c, whole_phase_tiles):
     """One tile reads the weights and X once: ceil(2 n / 8) bytes of weights + N*C bytes."""
     layer = linear_layer(k, c, weight=torch.randint(-1, 2, (k, c)).float())
     hw = HardwareView(**HW, weight_bits=2)
@@ -121,7 +121,7 @@ def test_values_only_and_value_bits_closed_forms():
         assert operand_bytes(fmt, b, 2, value_bits=16)[0] == operand_bytes(fmt, b, 2)[0]
 
 
-def test_weight_group_lines_are_pe_wise_groups():
+def test_weight_group_lines_are_pe_wise_groups(whole_phase_tiles):
     """line_bitmap with weight_group g: the kept groups whole, one bit a group."""
     k, c, g = 4, 32, 8
     w = torch.randn(k, c)

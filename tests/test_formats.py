@@ -76,7 +76,7 @@ def test_unknown_format_is_refused():
         operand_bytes("zip", stats_of(torch.ones(1, 4, dtype=torch.bool)), 2)
 
 
-def test_weight_traffic_of_a_tile_in_each_format():
+def test_weight_traffic_of_a_tile_in_each_format(whole_phase_tiles):
     conv = nn.Conv2d(2, 4, 3, bias=False)
     with torch.no_grad():
         conv.weight.zero_()

@@ -44,7 +44,8 @@ def _reads(work, phase):
             for w in work if w.phase == phase]
 
 
-def test_each_layer_reads_only_its_weights_when_its_input_stayed_on_chip(lenet300):
+def test_each_layer_reads_only_its_weights_when_its_input_stayed_on_chip(lenet300,
+                                                                         whole_phase_tiles):
     """Dense fp16 LeNet-300-100, batch 4, on dense.yaml (512 KiB buffer): every activation
     and gradient fits. Without reuse, FF of layer l reads its weights and X (4 x in x 2 B);
     with it, FF of layers 2 and 3 read their weights only. BP runs fc3 (dY from the loss,

@@ -55,11 +55,12 @@ def test_split_reduction_reads_each_operand_once_and_keeps_partial_sums_on_chip(
 
 
 def test_the_whole_reduction_stays_when_its_operands_fit():
+    """Room for both operands: each is read from DRAM once and Y written once (the plan
+    may still cut the reduction, its partial sums kept on chip, for tiles that pipeline)."""
     roomy = HardwareView(**{**HW.__dict__, "buffer_bytes": 1 << 20})
     table, _ = tile_phase(deep_layer(), 0, FF, roomy, SkipPolicy(), pruned_grads_unused=True)
-    assert len(table) == 1
     assert table["dram_read_bytes"].sum() == W_BYTES + MAP_BYTES
-    assert table["gather_bytes"].sum() == table["dram_write_bytes"].sum() == MAP_BYTES
+    assert table["dram_write_bytes"].sum() == MAP_BYTES
 
 
 def test_wg_chunks_outermost_write_dw_once_and_read_no_more_than_chunks_innermost():
@@ -121,8 +122,10 @@ def test_the_objective_ranks_plans_by_its_own_estimate():
         hw = HardwareView(**prices, objective=objective)
         fast, slow = plan_key(fast_hungry, hw, 1), plan_key(slow_lean, hw, 1)
         assert (fast < slow) == (winner == "fast"), objective
-    # edp: 1,000 x 100 pJ = 1e5 against 500 x 4,000 pJ = 2e6
-    assert plan_key(slow_lean, HardwareView(**prices), 1)[0] == 1000 * 100.0
+    # one tile overlaps nothing: its read, then its MACs. edp: (10 + 1,000) cycles x 100 pJ
+    # against (400 + 500) x 4,000 pJ
+    assert plan_key(slow_lean, HardwareView(**prices), 1)[0] == 1010 * 100.0
+    assert plan_key(fast_hungry, HardwareView(**prices), 1)[0] == 900 * 4000.0
 
 
 @pytest.mark.parametrize("stride,pad,kernel,dilation", [(1, 1, 3, 1), (1, 0, 3, 1), (2, 1, 3, 1),
@@ -185,8 +188,8 @@ def test_a_chunk_made_dram_bound_by_its_spilled_sums_takes_the_tile_that_reads_l
                       local_buffer_bytes=1024, dram_bytes_per_cycle=8,
                       noc_port_bytes_per_cycle=8, objective="delay")
     ps, win = phase_shape(layer, FF, hw)
-    alone = choose_tile(ps, win, 64, 4, 16, 16, hw, "t", weights=True)
-    bound = choose_tile(ps, win, 64, 4, 16, 16, hw, "t", weights=True, psums_dram=1e7)
+    alone = choose_tile(ps, win, 64, 4, 16, 16, hw, "t", weights=True)[0]
+    bound = choose_tile(ps, win, 64, 4, 16, 16, hw, "t", weights=True, psums_dram=1e7)[0]
     assert (alone.rows_outer, bound.rows_outer) == (False, True)
     maps = _count_maps(layer, FF, hw, SkipPolicy(), True)
 
