@@ -234,6 +234,14 @@ class ArchConfig(Strict):
         return self
 
     @model_validator(mode="after")
+    def _links_move_bytes(self) -> ArchConfig:
+        if self.noc.link_bandwidth_bytes_per_cycle * self.core_clock_mhz * 1e6 < 1:
+            raise ValueError(f"noc.link_bandwidth_bytes_per_cycle: "
+                             f"{self.noc.link_bandwidth_bytes_per_cycle} bytes a cycle at "
+                             f"{self.core_clock_mhz} MHz is less than a byte a second")
+        return self
+
+    @model_validator(mode="after")
     def _speculation_needs_floats(self) -> ArchConfig:
         if self.speculator is not None and self.pe_cluster.precision not in FLOAT_PRECISIONS:
             raise ValueError(f"speculator: exponent-only speculation needs a floating-point "

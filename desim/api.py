@@ -67,11 +67,14 @@ class Result:
         return Path(out)
 
 
-def run(config: str | Path, overrides: Sequence[str] = (), out: str | Path | None = None,
-        progress: Callable[[str], None] | None = None) -> Result:
+def run(config: str | Path, overrides: Sequence[str] | str = (),
+        out: str | Path | None = None, progress: Callable[[str], None] | None = None) -> Result:
     """Simulate the experiment file `config` as `desim run` does; `overrides` are its `--set`
-    items. With `out`, the results folder is written too. Bad input raises
-    `desim.errors.ConfigError` (the message names the file and the key)."""
+    items (one may be given as a plain string). With `out`, the results folder is written
+    too. Bad input raises `desim.errors.ConfigError` (the message names the file and the
+    key)."""
+    if isinstance(overrides, str):   # not its characters, one by one
+        overrides = [overrides]
     experiment = load_experiment(config, list(overrides))
     folder = writable_folder(out) if out is not None else None
     result = Result(experiment, run_experiment(experiment, progress, folder))

@@ -75,9 +75,9 @@ class Link(Module):
 
     def __init__(self, name: str, parent: Module, bytes_per_s: float, latency_ps: int) -> None:
         super().__init__(name, parent)
-        if bytes_per_s <= 0 or latency_ps < 0:
-            raise ConfigError(f"{self.path}: bandwidth must be > 0 and latency >= 0, got "
-                              f"{bytes_per_s} B/s and {latency_ps} ps")
+        if bytes_per_s < 1 or latency_ps < 0:  # transfers are timed in whole bytes a second
+            raise ConfigError(f"{self.path}: bandwidth must be at least 1 B/s and latency "
+                              f">= 0, got {bytes_per_s} B/s and {latency_ps} ps")
         self.bytes_per_s = bytes_per_s
         self.latency_ps = int(latency_ps)
         self.holder: simpy.Process | None = None  # the process whose transfer holds it

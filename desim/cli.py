@@ -106,7 +106,10 @@ def check(
 def print_summary(summary: dict[str, Any]) -> None:
     from desim.report import vector_share
 
-    table = Table(title=f"{summary['experiment']}: one training iteration")
+    training = any(p["cycles"] for r in summary["runs"].values()
+                   for phase, p in r["phases"].items() if phase != "FF")
+    table = Table(title=f"{summary['experiment']}: one "
+                        f"{'training iteration' if training else 'inference (FF only)'}")
     for col in ("run", "phase", "cycles", "energy (mJ)", "GMACs", "effectual", "DRAM (MB)"):
         table.add_column(col, justify="left" if col in ("run", "phase") else "right",
                          no_wrap=True)
@@ -125,11 +128,17 @@ def print_summary(summary: dict[str, Any]) -> None:
         if share:  # a run with vector layers
             console.print(f"{name}: vector layers (batch norm, pooling, adds) take "
                           f"{100 * share:.0f}% of the time")
+        elif r["workload"].get("vector_layers") and "vector_unit" not in r["units"]:
+            console.print(f"{name}: [bold]no vector unit[/bold] (arch {r['arch']}): the "
+                          f"model's {r['workload']['vector_layers']} vector layers (batch "
+                          "norm, activations, pooling, adds) are not simulated, so its time "
+                          "and energy leave them out")
     base = summary["baseline"]
     for name, c in summary["comparison"].items():
         if name != base:
-            console.print(f"{name} vs {base}: speedup {c['speedup']:.2f}x, "
-                          f"energy {c['energy_ratio']:.2f}x less")
+            ratio = c["energy_ratio"]
+            energy = f"{ratio:.2f}x less" if ratio >= 1 else f"{1 / ratio:.2f}x more"
+            console.print(f"{name} vs {base}: speedup {c['speedup']:.2f}x, energy {energy}")
 
 
 @app.command()
@@ -177,7 +186,11 @@ def _utilization(stats_dir: Path, run_name: str | None, arch_name: str, graph: A
                           file=str(stats_dir)) from None
     if run_name is None:
         matching = [n for n, r in summary["runs"].items() if r["arch"] == arch_name]
-        run_name = matching[0] if matching else next(iter(stats))
+        if not matching:  # another design's figures would colour this one's graph
+            runs = ", ".join(f"{n} (arch {r['arch']})" for n, r in summary["runs"].items())
+            raise ConfigError(f"no run uses arch {arch_name!r}; runs: {runs}; name one with "
+                              "--run", file=str(stats_dir))
+        run_name = matching[0]
     if run_name not in stats:
         raise ConfigError(f"no run {run_name!r}; runs: {', '.join(stats)}", file=str(stats_dir))
     modules = stats[run_name]["modules"]

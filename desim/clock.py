@@ -13,6 +13,9 @@ from desim.errors import ConfigError
 
 PS_PER_NS = 1_000
 PS_PER_S = 1_000_000_000_000
+# Periods (ps) of the whole-MHz clocks that fall on the picosecond grid: the divisors of
+# 1,000,000 (2^6 x 5^6).
+WHOLE_MHZ_PERIODS_PS = tuple(2**i * 5**j for i in range(7) for j in range(7))
 
 
 @dataclass(frozen=True)
@@ -32,9 +35,12 @@ class Clock:
         """A clock of `mhz` MHz; its period must fall on the picosecond grid."""
         period = 1_000_000 / mhz
         if abs(period - round(period)) > 1e-9:
+            near = sorted({1_000_000 // d for d in WHOLE_MHZ_PERIODS_PS},
+                          key=lambda f: (abs(f - mhz), f))[:2]
             raise ConfigError(f"clock {name!r}: {mhz} MHz gives a period of {period:.4f} ps, "
-                              "not a whole number of picoseconds; choose a frequency that divides "
-                              "1,000,000 MHz (e.g. 1000, 800, 500) or give the period in ps")
+                              "not a whole number of picoseconds; choose a frequency that "
+                              "divides 1,000,000 MHz (the nearest: "
+                              f"{' or '.join(f'{f:,} MHz' for f in sorted(near))})")
         return cls(int(round(period)), name)
 
     @property

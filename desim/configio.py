@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from desim.errors import ConfigError
 
@@ -20,9 +20,36 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class Strict(BaseModel):
-    """Base of every config section: unknown keys are errors, values are not coerced."""
+    """Base of every config section: unknown keys are errors, and a boolean is not taken
+    for a number nor anything else for a boolean (pydantic would read `pes: true` as 1 and
+    `skip_zero_weights: 'yes'` as true)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _booleans_are_booleans(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        for name, field in cls.model_fields.items():
+            if name not in data:
+                continue
+            value, types = data[name], _scalar_types(field.annotation)
+            if isinstance(value, bool) and bool not in types and types & {int, float}:
+                raise ValueError(f"{name}: expected a number, got a boolean ({value!r})")
+            if bool in types and not isinstance(value, bool) and not types - {bool, type(None)}:
+                raise ValueError(f"{name}: expected true or false, got {value!r}")
+        return data
+
+
+def _scalar_types(annotation: Any) -> set[type]:
+    """The plain types an annotation admits (through Annotated, Optional and unions)."""
+    if isinstance(annotation, type):
+        return {annotation}
+    out: set[type] = set()
+    for arg in get_args(annotation):
+        out |= _scalar_types(arg) if not isinstance(arg, type) else {arg}
+    return out
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -46,7 +73,9 @@ def validate(model: type[M], data: Any, file: str | Path, prefix: str = "") -> M
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
+        errors = err.errors()
+        # an unknown key first: a misspelt key also leaves the right one missing
+        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         parts = (prefix.split(".") if prefix else []) + [str(p) for p in first["loc"]]
         key = ".".join(parts)
         message = first["msg"]
@@ -71,6 +100,8 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
     """Field names of the section at `loc`, for 'expected one of' hints."""
     current: Any = model
     for part in loc:
+        if isinstance(part, int):  # an item of a list: the section its items are
+            continue
         field = getattr(current, "model_fields", {}).get(part)
         if field is None:
             return []

@@ -89,6 +89,17 @@ class Claim(Strict):
         return list(zip(self.metric, overs, strict=True))
 
 
+# What a claim's metric may name under runs.<run> and comparison.<run>: the keys of
+# summary.json there, and the metrics `desim.report` derives from them.
+CLAIM_METRICS = {
+    "runs": ("cycles", "seconds", "energy_j", "macs", "effectual_macs", "dram_bytes",
+             "simulation_events", "phases", "units", "energy_by_component_j",
+             "energy_by_action_j", "energy_prices_pj", "workload", "on_chip_energy_j",
+             "tflops_per_w", "on_chip_tflops_per_w"),
+    "comparison": ("speedup", "energy_ratio", "on_chip_energy_ratio"),
+}
+
+
 class ExperimentSpec(Strict):
     name: str
     description: str = ""
@@ -107,12 +118,18 @@ class ExperimentSpec(Strict):
             raise ValueError(f"runs: run names must be unique, got {names}")
         if self.baseline not in names:
             raise ValueError(f"baseline: {self.baseline!r} is not one of the runs {names}")
-        for claim in self.claims:  # a typo in a claim's run name fails before simulating
-            for path in (p for pair in claim.ratios() for p in pair):
-                parts = (path or "").split(".")
-                if parts[0] in ("runs", "comparison") and (len(parts) < 3
-                                                            or parts[1] not in names):
-                    raise ValueError(f"claims: metric {path!r} names no run of {names}")
+        for i, claim in enumerate(self.claims):  # a typo in a claim fails before simulating
+            for path in (p for pair in claim.ratios() for p in pair if p):
+                parts = path.split(".")
+                known = CLAIM_METRICS.get(parts[0])
+                if known is None:
+                    raise ValueError(f"claims.{i}.metric: {path!r} is neither runs.<run>.... "
+                                     "nor comparison.<run>....")
+                if len(parts) < 3 or parts[1] not in names:
+                    raise ValueError(f"claims.{i}.metric: {path!r} names no run of {names}")
+                if parts[2] not in known:
+                    raise ValueError(f"claims.{i}.metric: {path!r}: no {parts[0]} metric "
+                                     f"{parts[2]!r}; expected one of: {', '.join(known)}")
         return self
 
 
@@ -131,7 +148,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], file: str) -> di
     """Set `key.path=value` pairs (values parsed as YAML) in a nested dict/list."""
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"--set expects key.path=value, got {item!r}", file=file)
+            raise ConfigError(f"expected key.path=value, got {item!r}", file=file)
         key, text = item.split("=", 1)
         node: Any = data
         parts = key.split(".")
@@ -144,7 +161,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], file: str) -> di
             elif not isinstance(node, dict):
                 raise ConfigError("cannot set a key inside a value", file=file, key=key)
             if last:
-                node[part] = yaml.safe_load(text)
+                try:
+                    node[part] = yaml.safe_load(text)
+                except yaml.YAMLError as err:
+                    raise ConfigError(f"the value {text!r} is not valid YAML "
+                                      f"({getattr(err, 'problem', err)})", file=file,
+                                      key=key) from None
             else:
                 if isinstance(node, dict) and part not in node:
                     node[part] = {}
@@ -178,7 +200,15 @@ def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) ->
     in every run's architecture (before any one run's own override)."""
     path = Path(path)
     experiment_sets, arch_sets = split_overrides(overrides or [], path)
-    raw = apply_overrides(load_yaml(path), experiment_sets, str(path))
+    raw = load_yaml(path)
+    if "runs" not in raw and ("pe_cluster" in raw or "kind" in raw):
+        kind = raw.get("kind")
+        script = DESIGN_KINDS[kind][1] if kind in DESIGN_KINDS else None
+        raise ConfigError("this is an architecture file, not an experiment: "
+                          + (f"a {kind} design runs through {script} --arch FILE" if script
+                             else "an experiment (configs/experiments/*.yaml) names it in "
+                             "its runs, with a workload"), file=str(path))
+    raw = apply_overrides(raw, experiment_sets, str(path))
     workload = raw.get("workload")
     if isinstance(workload, dict) and isinstance(workload.get("scalesim_topology"), str):
         # A SCALE-Sim topology CSV, relative to the experiment file like the arch files.
@@ -196,8 +226,8 @@ def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) ->
         if not arch_path.is_file():
             raise ConfigError(f"architecture file {run.arch!r} not found (looked at {arch_path})",
                               file=str(path), key=f"runs.{i}.arch")
-        archs[run.name] = load_arch(arch_path, [*run.arch_set, *arch_sets.get("*", []),
-                                                *arch_sets.get(run.name, [])])
+        archs[run.name] = _run_arch(path, i, arch_path, run.arch_set,
+                                    [*arch_sets.get("*", []), *arch_sets.get(run.name, [])])
         workloads[run.name] = spec.workload
         if run.workload_set:
             data = apply_overrides(spec.workload.model_dump(mode="json"), run.workload_set,
@@ -205,6 +235,22 @@ def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) ->
             workloads[run.name] = validate(WorkloadSpec, data, path,
                                            prefix=f"runs.{i}.workload_set")
     return Experiment(path, spec, archs, raw, workloads)
+
+
+def _run_arch(path: Path, i: int, arch_path: Path, arch_set: list[str],
+              command_line: list[str]) -> ArchConfig:
+    """Run i's architecture: its file, the run's `arch_set` and the command line's
+    overrides, in that order; an error names where it comes from (the arch file, the
+    experiment's runs.i.arch_set, or the arch file's key for `--set`)."""
+    if arch_set:
+        load_arch(arch_path)  # the file's own mistakes name the file
+        try:
+            load_arch(arch_path, arch_set)
+        except ConfigError as err:
+            raise ConfigError(f"{err.key + ': ' if err.key else ''}{err.message} (in the "
+                              f"architecture {arch_path.name})", file=str(path),
+                              key=f"runs.{i}.arch_set") from None
+    return load_arch(arch_path, [*arch_set, *command_line])
 
 
 # Architecture files with a top-level `kind:` describe designs other than the training
@@ -221,7 +267,11 @@ def load_design(path: str | Path, kind: str | None = None,
                 overrides: list[str] | None = None) -> Design:
     """Any architecture file, validated by the schema its `kind` names (no kind: a training
     processor, `ArchConfig`). With `kind` given, a file of another kind is a ConfigError."""
-    data = apply_overrides(load_yaml(path), overrides or [], str(path))
+    data = load_yaml(path)
+    if "runs" in data and "workload" in data:
+        raise ConfigError("this is an experiment file, not an architecture: its runs name "
+                          "their architecture files (runs.N.arch)", file=str(path))
+    data = apply_overrides(data, overrides or [], str(path))
     found = data.get("kind")
     if found is not None and (not isinstance(found, str) or found not in DESIGN_KINDS):
         raise ConfigError(f"unknown kind {found!r}; expected one of: "

@@ -199,7 +199,6 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
     period = acc.clock.period_ps
     rows, energy_rows, by_component = [], [], Counter()
     for w, rec in zip(work, acc.records, strict=True):
-        span = rec.end_ps - rec.since_ps  # the time this phase adds (phases overlap)
         energy = acc.energy_pj(rec.actions, rec.since_ps, rec.end_ps)
         by_component.update(energy)
         energy_rows += [(name, w.name, PHASES[w.phase], *key.split(".", 1), pj * 1e-12)
@@ -209,7 +208,10 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
             "arch": name, "layer": w.name, "phase": PHASES[w.phase],
             "macs": w.macs, "effectual_macs": w.effectual_macs,
             "processed_macs": w.processed_macs,
-            "cycles": math.ceil(span / period), "energy_j": sum(energy.values()) * 1e-12,
+            # its share of the run in whole cycles: rounded at the ends, so the shares add
+            # up to the run's cycles
+            "cycles": math.ceil(rec.end_ps / period) - math.ceil(rec.since_ps / period),
+            "energy_j": sum(energy.values()) * 1e-12,
             "dram_bytes": dram["read_bytes"] + dram["write_bytes"],
             "start_cycle": rec.start_ps // period, "end_cycle": math.ceil(rec.end_ps / period),
             "tiles": len(w.table),

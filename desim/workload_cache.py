@@ -24,7 +24,7 @@ from mappings.pruning import PruningSpec
 from mappings.workload import Workload, WorkloadSpec, capture_workload
 
 # Bump when Workload's layout or the capture itself changes: old cache files are then ignored.
-CACHE_VERSION = 9
+CACHE_VERSION = 10
 
 
 def cache_key(workload: WorkloadSpec, pruning: PruningSpec) -> str:

@@ -47,7 +47,7 @@ def capture_workload(spec: WorkloadSpec, pruning: PruningSpec) -> Workload:
     if spec.scalesim_topology is not None:
         # Dense layers as SCALE-Sim reads them; the run's pruning does not apply.
         layers = read_topology(spec.scalesim_topology, packed=True)
-        return Workload(spec, pruning, layers, True, _stats(layers, {}))
+        return Workload(spec, pruning, layers, True, _stats(layers, {}, []))
     model, shape = checked_model(spec)
     try:
         return _capture(spec, pruning, model, shape,
@@ -101,14 +101,14 @@ def _capture(spec: WorkloadSpec, pruning: PruningSpec, model: torch.nn.Module,
                                                    speculative=spec.speculative_relu)
         _mark_tracked(layers, masks, pruning)
         return Workload(spec, pruning, layers, pruned_grads_unused,
-                        {**_stats(layers, masks), **trained}, vectors, tuple(masks))
+                        {**_stats(layers, masks, vectors), **trained}, vectors, tuple(masks))
     inputs, targets = batch(spec.data, spec.batch, shape, num_classes, generator=gen)
     masks = prune_model(model, pruning)
     layers = capture(model, inputs, targets, packed=True, vectors=vectors,
                      speculative=spec.speculative_relu)
     _mark_tracked(layers, masks, pruning)
-    return Workload(spec, pruning, layers, pruned_grads_unused, _stats(layers, masks), vectors,
-                    tuple(masks))
+    return Workload(spec, pruning, layers, pruned_grads_unused, _stats(layers, masks, vectors),
+                    vectors, tuple(masks))
 
 
 def _mark_tracked(layers: list[PackedLayer], masks: dict[str, torch.Tensor],
@@ -122,8 +122,10 @@ def _mark_tracked(layers: list[PackedLayer], masks: dict[str, torch.Tensor],
             layer.w_tracked = BitMap(masks[layer.name].reshape(layer.w_nz.shape).bool())
 
 
-def _stats(layers: list[PackedLayer], masks: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Sparsity of the weights (pruned layers), activations and gradients, in one place."""
+def _stats(layers: list[PackedLayer], masks: dict[str, torch.Tensor],
+           vectors: list[VectorCapture]) -> dict[str, float]:
+    """Sparsity of the weights (pruned layers), activations and gradients, and how many
+    vector layers (batch norm, activations, pooling, adds) the model has, in one place."""
     def density(maps: list[BitMap] | list[torch.Tensor]) -> float:
         total = sum(m.numel if isinstance(m, BitMap) else m.numel() for m in maps)
         nnz = sum(m.nnz if isinstance(m, BitMap) else int(m.sum()) for m in maps)
@@ -133,6 +135,7 @@ def _stats(layers: list[PackedLayer], masks: dict[str, torch.Tensor]) -> dict[st
         "activation_sparsity": 1 - density([layer.x_nz for layer in layers[1:]]),
         "gradient_sparsity": 1 - density([layer.dy_nz for layer in layers]),
         "weight_sparsity": 1 - density([layer.w_nz for layer in layers]),
+        "vector_layers": len(vectors),
     }
     if masks:
         out["pruned_layers_weight_sparsity"] = 1 - density(list(masks.values()))

@@ -12,8 +12,8 @@ import typer
 from typer.testing import CliRunner
 
 from desim.errors import ConfigError
-from desim.experiment import Claim, load_experiment
-from desim.report import build_report, check_claim, register, resolve
+from desim.experiment import CLAIM_METRICS, Claim, load_experiment
+from desim.report import DERIVED_RUN, build_report, check_claim, register, resolve
 from desim.runner import run_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,10 +36,24 @@ def test_report_on_a_quickstart_result(tmp_path):
     run_file(QUICKSTART, results, ["workload.batch=2", CLAIMS,
                                    "notes=[an assumption the reader must see]"])
     md, html = check_markdown(results, tmp_path / "rep" / "report.md")
+    check_claim_metrics_are_the_summarys(results)
     check_same_content(md, html)
     check_exit_codes(results, tmp_path / "cli")
     check_folder_without_claims(results, tmp_path / "old")
     check_damaged_folders(results, tmp_path / "damaged")
+
+
+def check_claim_metrics_are_the_summarys(results_dir: Path) -> None:
+    """What an experiment file's claims may name (checked when it is read) is what a
+    summary.json holds and `desim report` derives, no more and no less."""
+    summary = json.loads((results_dir / "summary.json").read_text())
+    stored = set(summary["runs"]["hppu"]) - {"arch", "technology"}
+    assert set(CLAIM_METRICS["runs"]) == stored | set(DERIVED_RUN)
+    assert set(CLAIM_METRICS["comparison"]) == set(summary["comparison"]["hppu"]) | {
+        "on_chip_energy_ratio"}
+    with pytest.raises(ConfigError, match="no comparison metric 'speedupp'; expected one of"):
+        load_experiment(QUICKSTART, ["claims=[{metric: comparison.hppu.speedupp, paper: 1,"
+                                     " tolerance: 1}]"])
 
 
 def check_markdown(results_dir: Path, out: Path) -> tuple[Path, Path]:

@@ -1,0 +1,70 @@
+"""Bad input found when a file is read, with the file, the key and what was expected: the
+cases an architect's first session hit (a boolean for a number, a key misspelt beside a
+required one, a value that is not YAML, an arch_set line, a file of the other kind, a
+clock off the picosecond grid, a link too slow to time)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from desim.errors import ConfigError
+from desim.experiment import load_arch, load_design, load_experiment
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICKSTART = ROOT / "configs" / "experiments" / "quickstart.yaml"
+DENSE = ROOT / "configs" / "arch" / "dense.yaml"
+
+
+@pytest.mark.parametrize("overrides, fragments", [
+    (["arch.dense.pe_cluster.pes=true"],
+     ["dense.yaml: pe_cluster.pes: expected a number, got a boolean (True)"]),
+    (["arch.dense.sparsity.skip_zero_weights=yes please"],
+     ["sparsity.skip_zero_weights: expected true or false, got 'yes please'"]),
+    (["arch.dense.noc.shape=[2,"], ["noc.shape: the value '[2,' is not valid YAML"]),
+    (["runs.1.pruning.sparsty=0.5"],
+     ["runs.1.pruning.sparsty: unknown key; expected one of: ", "sparsity"]),
+    (["runs.0.arch_set=[noc.shap=2]"],
+     ["quickstart.yaml: runs.0.arch_set: noc.shap: unknown key",
+      "(in the architecture dense.yaml)"]),
+    (["runs.0.arch_set=[noc.shape]"],
+     ["runs.0.arch_set: expected key.path=value, got 'noc.shape'"]),
+    (["arch.dense.core_clock_mhz=700"],
+     ["700.0 MHz gives a period of 1428.5714 ps", "(the nearest: 625 MHz or 800 MHz)"]),
+    (["arch.dense.noc.link_bandwidth_bytes_per_cycle=1e-12"],
+     ["noc.link_bandwidth_bytes_per_cycle: 1e-12 bytes a cycle at 500.0 MHz is less than "
+      "a byte a second"]),
+    (["claims=[{metric: runs.dense.cycels, paper: 1, tolerance: 1}]"],
+     ["claims.0.metric: 'runs.dense.cycels': no runs metric 'cycels'; expected one of: "
+      "cycles"]),
+])
+def test_bad_input_names_file_key_and_expectation(overrides, fragments):
+    with pytest.raises(ConfigError) as err:
+        exp = load_experiment(QUICKSTART, overrides)
+        for arch in exp.archs.values():   # a clock is checked when the processor is built
+            from arch.accelerator import Accelerator
+            from desim.module import Simulator
+            Accelerator(Simulator(), arch)
+    for fragment in fragments:
+        assert fragment in str(err.value)
+
+
+def test_a_misspelt_key_is_named_before_the_missing_one_it_leaves(tmp_path):
+    arch = tmp_path / "arch.yaml"
+    arch.write_text(DENSE.read_text().replace("capacity_kib:", "capacty_kib:"))
+    with pytest.raises(ConfigError, match="global_buffer.capacty_kib: unknown key; expected "
+                                          "one of: bank_width_bytes, banks, capacity_kib"):
+        load_arch(arch)
+
+
+def test_a_file_of_the_other_kind_says_which_it_is():
+    with pytest.raises(ConfigError, match="dense.yaml: this is an architecture file, not an "
+                                          "experiment"):
+        load_experiment(DENSE)
+    with pytest.raises(ConfigError, match="a reram_crossbar design runs through "
+                                          "examples/bitslice_reram.py"):
+        load_experiment(ROOT / "configs" / "arch" / "reram_bitslice.yaml")
+    with pytest.raises(ConfigError, match="quickstart.yaml: this is an experiment file, not "
+                                          "an architecture"):
+        load_design(QUICKSTART)
