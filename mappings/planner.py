@@ -81,6 +81,9 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
             counted["plans"] = totals, channels, plans
     if len(channels) == 0:  # nothing left to compute in this phase
         return empty_table(0), dict(totals)
+    # each chunk map's outputs per row block and PE, for the tile search: they depend on
+    # neither the order nor the buffer budget, so orders and re-maps share them
+    per_pe = counted.setdefault("per_pe", {}) if keep else {}
     best, first_error = None, None
     for parts, maps, orders, shaped in plans:
         built: dict = {}  # tile_part's rows, shared by the orders that tile alike
@@ -88,7 +91,7 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
             try:
                 table, weight_bytes, out_bytes, need = _tile_plan(
                     parts, maps, shaped, channels, order, layer_index, phase, hw, policy,
-                    where, pruned_grads_unused, circulant_block, built, resident)
+                    where, pruned_grads_unused, circulant_block, built, resident, per_pe)
             except ConfigError as err:   # this plan's smallest tile does not fit
                 first_error = first_error or err
                 continue
@@ -258,7 +261,7 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                channels: torch.Tensor, order: str, layer_index: int, phase: int,
                hw: HardwareView, policy: SkipPolicy, where: str, pruned_grads_unused: bool,
                circulant_block: int, built: dict,
-               resident: tuple[bool, bool] = (False, False)
+               resident: tuple[bool, bool] = (False, False), per_pe: dict | None = None
                ) -> tuple[np.ndarray, int, int, int]:
     """The event rows of one plan (its chunks in `order`), the weight bytes it reads, the
     bytes of its final outputs and the buffer budget its tiles need.
@@ -287,7 +290,7 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                          weights=phase != WG and parts[0].weight_is_parameter,
                          stream_resident=resident[0], channel_resident=resident[1],
                          processed=maps[0][2],  # the first chunk's, as the others
-                         psums_sent=psums_sent, psums_dram=psums_dram)
+                         psums_sent=psums_sent, psums_dram=psums_dram, per_pe=per_pe)
     best = None
     for shape in shapes:   # the tile search's candidates, decided on their own rows
         need = psum_share + tile_bytes(shape, ps, win, (n_rows, length),
@@ -295,7 +298,7 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                                        *resident)
         table, weight_bytes, out_bytes = _plan_rows(
             parts, maps, shaped, channels, order, layer_index, phase, hw, policy,
-            pruned_grads_unused, circulant_block, built, resident, shape)
+            pruned_grads_unused, circulant_block, built, resident, shape, per_pe)
         key = plan_key(table, hw, n)
         import os
         if os.environ.get("DBG"):
@@ -309,7 +312,7 @@ def _plan_rows(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                channels: torch.Tensor, order: str, layer_index: int, phase: int,
                hw: HardwareView, policy: SkipPolicy, pruned_grads_unused: bool,
                circulant_block: int, built: dict, resident: tuple[bool, bool],
-               shape: TileShape) -> tuple[np.ndarray, int, int]:
+               shape: TileShape, per_pe: dict | None = None) -> tuple[np.ndarray, int, int]:
     """A plan's event rows with every chunk in tiles of `shape`, the weight bytes they read
     and the bytes of the final outputs; a chunk's partial sums ride with its tiles."""
     n = len(parts)
@@ -321,7 +324,8 @@ def _plan_rows(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                                    channels, shape, pruned_grads_unused=pruned_grads_unused,
                                    last=i == n - 1, reuse=order != INNER,
                                    circulant_block=circulant_block,
-                                   stream_resident=resident[0], channel_resident=resident[1])
+                                   stream_resident=resident[0], channel_resident=resident[1],
+                                   per_pe=per_pe)
         table, wb, psums = built[key]
         weight_bytes += wb
         if order in (KEPT, SPILLED) and n > 1:

@@ -228,16 +228,23 @@ def _per_tile_total(counts: torch.Tensor, shape: TileShape) -> np.ndarray:
     return per_block.reshape(-1, ka, per_block.shape[1]).sum(1).numpy()
 
 
-def _per_tile_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def _per_tile_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
+                 cache: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Busiest-PE and total counts per tile, (nA, nB) each, for a count map (A, I, R, L).
     A row block's outputs are dealt to a cluster's PEs in turn, a channel's to a cluster."""
-    return _per_tile_from_pe(_per_pe(counts, shape, hw), shape.ka, hw)
+    return _per_tile_from_pe(_per_pe(counts, shape, hw, cache), shape.ka, hw)
 
 
-def _per_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView) -> torch.Tensor:
+def _per_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
+            cache: dict | None = None) -> torch.Tensor:
     """Each channel's counts per row block and PE, (A, nB, PEs used): a row block's outputs
-    dealt to a cluster's PEs in turn (whatever the channel blocks)."""
+    dealt to a cluster's PEs in turn (whatever the channel blocks). `cache`: kept there by
+    map and row block, for a caller that holds the maps (a phase's tile search and rows)."""
+    if cache is not None:
+        key = (id(counts), shape.images, shape.rows)
+        if key not in cache:
+            cache[key] = _per_pe(counts, shape, hw)
+        return cache[key]
     a = counts.shape[0]
     c = _row_blocks(counts, shape)
     used = min(hw.pes_per_cluster, c.shape[2])  # PEs past a block's outputs idle: none kept
@@ -290,7 +297,7 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                 hw: HardwareView, where: str, weights: bool = False,
                 stream_resident: bool = False, channel_resident: bool = False,
                 processed: torch.Tensor | None = None, psums_sent: float = 0.0,
-                psums_dram: float = 0.0) -> list[TileShape]:
+                psums_dram: float = 0.0, per_pe: dict | None = None) -> list[TileShape]:
     """The tile shape and loop order that minimise `hw.objective` (a small mapper search).
 
     Candidates: channel blocks of clusters * 2^i channels (or all of them) and row blocks of
@@ -342,8 +349,8 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     for images, rows in blocks:
         i0, i1, r0, r1 = _blocks(TileShape(1, images, rows), n_img, n_rows)
         h0, h1 = win(r0, r1)
-        per_pe = None if processed is None else _per_pe(processed, TileShape(1, images, rows),
-                                                        hw)
+        block_pe = (None if processed is None
+                    else _per_pe(processed, TileShape(1, images, rows), hw, per_pe))
         stream_bytes = (int(((i1 - i0) * (h1 - h0)).sum()) * ps.stream_row_elems * eb
                         * stream_ratio)
         nb = len(i0)
@@ -357,8 +364,8 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
             na = -(-a // ka)
             active = min(ka, hw.clusters)
             compute = 0.0
-            if per_pe is not None:
-                busiest = _per_tile_from_pe(per_pe, ka, hw)[0]
+            if block_pe is not None:
+                busiest = _per_tile_from_pe(block_pe, ka, hw)[0]
                 compute = float(np.ceil(busiest / hw.macs_per_pe_per_cycle).sum())
             channel_kept = ka * a_elems * eb * channel_ratio / active <= half_local
             orders = {"auto": (False, True), "weight_stationary": (False,),
@@ -464,20 +471,20 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
               phase: int, hw: HardwareView, policy: SkipPolicy,
               maps: tuple[torch.Tensor, ...], channels: torch.Tensor, shape: TileShape, *,
               pruned_grads_unused: bool, last: bool, reuse: bool, circulant_block: int = 0,
-              stream_resident: bool = False, channel_resident: bool = False
-              ) -> tuple[np.ndarray, int, np.ndarray]:
+              stream_resident: bool = False, channel_resident: bool = False,
+              per_pe: dict | None = None) -> tuple[np.ndarray, int, np.ndarray]:
     """Event rows of one (chunk of a) phase, given its count maps of the kept channels only
     (`planner._count_maps`: processed per output, the others per output row), the weight
     bytes they read from DRAM, and each row's outputs in bytes as dense partial sums (at the
     accumulator's precision). `reuse`: consecutive tiles may keep a block (False when
     chunks interleave); `stream_resident` (`channel_resident`): the stream (channel)
     operand is already in the global buffer, left there by an earlier phase, so no tile
-    reads it from DRAM."""
+    reads it from DRAM. `per_pe`: the tile search's cache of `_per_pe`."""
     nominal, effectual, processed, speculated = maps
     ps, win = shaped
     chan = ps.channel_operand.select(channels)
     a, n_img, n_rows, length = processed.shape
-    busiest, work = _per_tile_pe(processed, shape, hw)
+    busiest, work = _per_tile_pe(processed, shape, hw, per_pe)
     eff = _per_tile_total(effectual, shape)
     nom = _per_tile_total(nominal, shape)
     spec = (np.zeros_like(work) if speculated is None
