@@ -270,8 +270,20 @@ def run(experiment: Experiment, progress: Callable[[str], None] | None = None,
                 raise err.in_file(str(experiment.path)) from None
         if progress:
             progress(f"simulating {run_spec.name} on {experiment.archs[run_spec.name].name}")
-        results[run_spec.name] = simulate(run_spec.name, experiment.archs[run_spec.name],
-                                          captured[key], spec.observe, out)
+        arch = experiment.archs[run_spec.name]
+        try:
+            results[run_spec.name] = simulate(run_spec.name, arch, captured[key],
+                                              spec.observe, out)
+        except ConfigError as err:
+            if err.file:
+                raise
+            # the mapper's (a tile this design's buffer cannot hold): name the run's design
+            i = [r.name for r in spec.runs].index(run_spec.name)
+            size = (f": global_buffer.capacity_kib {arch.global_buffer.capacity_kib}"
+                    if "buffer" in err.message else "")
+            raise ConfigError(f"{err.message} (run {run_spec.name!r}, architecture "
+                              f"{run_spec.arch}{size})", file=str(experiment.path),
+                              key=f"runs.{i}.arch") from None
     return results
 
 

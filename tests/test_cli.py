@@ -93,7 +93,9 @@ def test_tile_larger_than_buffer_is_refused_before_simulating(tmp_path):
     configs = copy_configs(tmp_path)
     edit_yaml(configs / "arch" / "dense.yaml", lambda d: d["global_buffer"].update(capacity_kib=8))
     result = desim("run", str(configs / "experiments" / "quickstart.yaml"))
-    assert_config_error(result, "global buffer")
+    assert_config_error(result, "quickstart.yaml: runs.0.arch:", "global buffer",
+                        "(run 'dense', architecture ../arch/dense.yaml: "
+                        "global_buffer.capacity_kib 8)")
 
 
 @pytest.fixture(scope="module")
