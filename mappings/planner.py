@@ -300,9 +300,6 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
             parts, maps, shaped, channels, order, layer_index, phase, hw, policy,
             pruned_grads_unused, circulant_block, built, resident, shape, per_pe)
         key = plan_key(table, hw, n)
-        import os
-        if os.environ.get("DBG"):
-            print("PLAN", order, n, shape, len(table), key[:2])
         if best is None or key < best[0]:
             best = (key, (table, weight_bytes, out_bytes, need))
     return best[1]
@@ -351,8 +348,6 @@ def _plan_rows(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
         return np.stack(tables, axis=1).reshape(-1), weight_bytes, out_bytes
     # (chunk 0: every tile, chunk 1: ...)
     return np.concatenate(tables), weight_bytes, out_bytes
-
-
 
 
 def plan_key(table: np.ndarray, hw: HardwareView, chunks: int) -> tuple:
