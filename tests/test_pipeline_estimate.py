@@ -6,11 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from arch.accelerator import Accelerator
 from desim.events import empty_table
 from desim.experiment import load_arch
-from desim.module import Simulator
 from mappings.pipeline import equal_tiles_cycles, pipelined_cycles
+from tests.test_phase_overlap import _replay
 
 ROOT = Path(__file__).resolve().parent.parent
 DENSE = ROOT / "configs" / "arch" / "dense.yaml"
@@ -33,12 +32,9 @@ def test_unequal_tiles_each_take_their_busiest_stage():
     assert pipelined_cycles(times) == (5 + 7 + 2) + 1
 
 
-def _replay(table: np.ndarray) -> int:
-    sim = Simulator()
-    acc = Accelerator(sim, load_arch(DENSE))
-    acc.replay([table])
-    sim.run()
-    return int(sim.env.now)
+def _run_ps(table: np.ndarray) -> int:
+    """The run's time of one layer-phase's tiles on dense.yaml."""
+    return int(_replay([table]).env.now)
 
 
 def test_a_tile_without_results_holds_no_result_half():
@@ -57,10 +53,10 @@ def test_a_tile_without_results_holds_no_result_half():
     results(pairs, slice(1, None, 2), 64_000, 16_000)
     writes = empty_table(2)
     results(writes, slice(None), 0, 16_000)
-    alone = _replay(writes[:1])
-    streamed = _replay(writes) - alone       # a write right behind another: no latency
+    alone = _run_ps(writes[:1])
+    streamed = _run_ps(writes) - alone       # a write right behind another: no latency
     gather = (64_000 // 32 + 8) * 2_000      # ps
-    total = _replay(pairs)
+    total = _run_ps(pairs)
     # the last write-back lasts between a streamed write and one alone (its row is open,
     # its latency not hidden); every other one is hidden
     assert 4 * gather + streamed < total < 4 * gather + alone
