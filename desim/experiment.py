@@ -241,8 +241,13 @@ def _run_arch(path: Path, i: int, arch_path: Path, arch_set: list[str],
               command_line: list[str]) -> ArchConfig:
     """Run i's architecture: its file, the run's `arch_set` and the command line's
     overrides, in that order; an error names where it comes from (the arch file, the
-    experiment's runs.i.arch_set, or the arch file's key for `--set`)."""
-    if arch_set:
+    experiment's runs.i.arch_set, or the arch file's key for `--set`). The file is read
+    again only to place an error."""
+    try:
+        return load_arch(arch_path, [*arch_set, *command_line])
+    except ConfigError:
+        if not arch_set:
+            raise
         load_arch(arch_path)  # the file's own mistakes name the file
         try:
             load_arch(arch_path, arch_set)
@@ -250,7 +255,7 @@ def _run_arch(path: Path, i: int, arch_path: Path, arch_set: list[str],
             raise ConfigError(f"{err.key + ': ' if err.key else ''}{err.message} (in the "
                               f"architecture {arch_path.name})", file=str(path),
                               key=f"runs.{i}.arch_set") from None
-    return load_arch(arch_path, [*arch_set, *command_line])
+        raise
 
 
 # Architecture files with a top-level `kind:` describe designs other than the training
