@@ -31,6 +31,7 @@ from desim.stats import collect_stats, stats_text
 from mappings.mapper import PhaseWork, map_workload, phase_waits
 from mappings.scalesim import gemm_view
 from mappings.target import HardwareView
+from mappings.tiling import BUFFER_KEY
 from mappings.workload import Workload, capture_workload
 
 LAYER_COLUMNS = ["arch", "layer", "phase", "macs", "effectual_macs", "processed_macs",
@@ -257,7 +258,7 @@ def run(experiment: Experiment, progress: Callable[[str], None] | None = None,
     spec = experiment.spec
     captured: dict[str, Workload] = {}
     results = {}
-    for run_spec in spec.runs:
+    for i, run_spec in enumerate(spec.runs):
         workload = experiment.workloads[run_spec.name]
         key = workload.model_dump_json() + run_spec.pruning.model_dump_json()
         if key not in captured:
@@ -278,9 +279,8 @@ def run(experiment: Experiment, progress: Callable[[str], None] | None = None,
             if err.file:
                 raise
             # the mapper's (a tile this design's buffer cannot hold): name the run's design
-            i = [r.name for r in spec.runs].index(run_spec.name)
-            size = (f": global_buffer.capacity_kib {arch.global_buffer.capacity_kib}"
-                    if "buffer" in err.message else "")
+            size = (f": {err.key} {arch.global_buffer.capacity_kib}"
+                    if err.key == BUFFER_KEY else "")
             raise ConfigError(f"{err.message} (run {run_spec.name!r}, architecture "
                               f"{run_spec.arch}{size})", file=str(experiment.path),
                               key=f"runs.{i}.arch") from None

@@ -36,6 +36,7 @@ from mappings.counting import (
 from mappings.pipeline import pipelined_cycles
 from mappings.target import HardwareView
 from mappings.tiling import (
+    BUFFER_KEY,
     TileShape,
     choose_tile,
     fits,
@@ -283,7 +284,7 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
         budget = hw.buffer_bytes - psum_share
         if budget <= 0:
             raise ConfigError(f"{where}: the partial sums ({psums} bytes) do not fit the "
-                              "global buffer")
+                              "global buffer", key=BUFFER_KEY)
         tiling_hw = replace(hw, buffer_bytes=budget)
     ps, win = shaped[0]
     shapes = choose_tile(ps, win, len(channels), n_img, n_rows, length, tiling_hw, where,

@@ -42,6 +42,10 @@ from mappings.formats import BlockStats, map_stats, operand_bytes, rle_padding
 from mappings.pipeline import equal_tiles_cycles
 from mappings.target import HardwareView
 
+# The key a mapping error names when a design's global buffer is too small for a tile: the
+# runner adds the file and the run (the mapper knows neither).
+BUFFER_KEY = "global_buffer.capacity_kib"
+
 
 @dataclass
 class Operand:
@@ -411,7 +415,8 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     need = (ka0 * a_elems + int(h1[0] - h0[0]) * ps.stream_row_elems + ka0 * length)
     raise ConfigError(f"{where}: the smallest tile ({ka0} channels x 1 row) needs "
                       f"{need * eb} bytes but the global buffer gives a tile "
-                      f"{hw.buffer_bytes} bytes; enlarge the buffer or shrink the batch")
+                      f"{hw.buffer_bytes} bytes; enlarge the buffer or shrink the batch",
+                      key=BUFFER_KEY)
 
 
 def _compression(ps: PhaseShape, hw: HardwareView, weights: bool) -> tuple[float, float]:
