@@ -302,7 +302,9 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                 stream_resident: bool = False, channel_resident: bool = False,
                 processed: torch.Tensor | None = None, psums_sent: float = 0.0,
                 psums_dram: float = 0.0, per_pe: dict | None = None) -> list[TileShape]:
-    """The tile shape and loop order that minimise `hw.objective` (a small mapper search).
+    """The tile shapes and loop orders that minimise `hw.objective` (a small mapper search)
+    under two estimates of time, the pipeline's and the bottleneck's (one shape when they
+    agree); the planner builds both and keeps the one whose own rows estimate best.
 
     Candidates: channel blocks of clusters * 2^i channels (or all of them) and row blocks of
     whole images or runs of rows, halving; each in both loop orders. For each, the bytes it
@@ -313,15 +315,17 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     loop is read once and the other once per outer iteration; to the clusters, a block is
     sent again on every tile unless it is unchanged and its share fits in half a cluster's
     local buffer. The estimate of time is the tile pipeline's, with the tiles sharing
-    alike the DRAM time, the time on the global buffer's NoC port and the PEs' time for the
-    MACs of `processed` (the per-output count map of the phase or chunk, when given) as
-    the shape deals them to the PEs: each tile as long as its busiest PE, as `tile_part`
+    alike the DRAM time (the results' writes too), the time on the global buffer's NoC port
+    out and back (the results, dense) and the PEs' time for the MACs of `processed` (the
+    per-output count map of the phase or chunk, when given) as the shape deals them to the
+    PEs: each tile as long as its busiest PE, as `tile_part`
     will count it, so that small blocks pay for the PEs they leave idle and for sparse
     outputs dealt unevenly; each stage with its fixed latency a tile
-    (`mappings.pipeline.equal_tiles_cycles`: the busiest of the three, plus the others'
-    share of one tile, so that one large tile that overlaps nothing does not look as fast
-    as many that do, nor many tiny ones, each paying its latencies, as fast as a few); of
-    energy,
+    (`mappings.pipeline.equal_tiles_cycles`: the busiest stage, plus the others' share of
+    one tile, so that one large tile that overlaps nothing does not look as fast
+    as many that do, nor many tiny ones, each paying its latencies, as fast as a few). The
+    bottleneck's is the largest of the DRAM time, the port time and the PEs' ideal time
+    (every PE equally busy), which favoured fewer tiles on ties. The estimate of energy is
     those MACs, the bytes from DRAM (written into the buffer), the bytes sent (read from the
     buffer, over the NoC, into the clusters' buffers: the channel operand unicast, the stream
     multicast over the tree into every active cluster) and DRAM standby for that time, at
