@@ -139,7 +139,8 @@ def hardware_view(acc: Accelerator) -> HardwareView:
         weight_bits=s.weight_bits or WEIGHT_BITS.get(acc.cfg.pe_cluster.precision, 0),
         weight_group=s.weight_group or 0,
         circulant_fft=s.circulant_fft,
-        weight_generator=acc.weight_generator is not None,
+        weight_generator=(acc.cfg.weight_generator.values_per_cycle if acc.cfg.weight_generator
+                          else 0.0),
         speculate_relu_outputs=acc.speculator is not None,
         objective=acc.cfg.mapping.objective,
         inter_layer_reuse=acc.cfg.mapping.inter_layer_reuse, **_move_prices(acc))

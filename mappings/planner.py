@@ -33,7 +33,7 @@ from mappings.counting import (
     processed_map,
     processed_operands,
 )
-from mappings.pipeline import pipelined_cycles
+from mappings.pipeline import buffered_cycles
 from mappings.target import HardwareView
 from mappings.tiling import (
     BUFFER_KEY,
@@ -44,6 +44,7 @@ from mappings.tiling import (
     phase_shape,
     tile_bytes,
     tile_part,
+    tracked_weights,
 )
 
 
@@ -287,11 +288,13 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                               "global buffer", key=BUFFER_KEY)
         tiling_hw = replace(hw, buffer_bytes=budget)
     ps, win = shaped[0]
+    tracked = tracked_weights(parts[0], phase, ps, hw, circulant_block)
     shapes = choose_tile(ps, win, len(channels), n_img, n_rows, length, tiling_hw, where,
                          weights=phase != WG and parts[0].weight_is_parameter,
                          stream_resident=resident[0], channel_resident=resident[1],
                          processed=maps[0][2],  # the first chunk's, as the others
-                         psums_sent=psums_sent, psums_dram=psums_dram, per_pe=per_pe)
+                         psums_sent=psums_sent, psums_dram=psums_dram, per_pe=per_pe,
+                         tracked=tracked)
     best = None
     for shape in shapes:   # the tile search's candidates, decided on their own rows
         need = psum_share + tile_bytes(shape, ps, win, (n_rows, length),
@@ -361,15 +364,18 @@ def plan_key(table: np.ndarray, hw: HardwareView, chunks: int) -> tuple:
 
 
 def _estimated_cycles(table: np.ndarray, hw: HardwareView) -> float:
-    """A plan's time: its tiles through the pipeline's stages (DRAM read, the global
-    buffer's NoC port out, the PEs, the port back, DRAM write), each stage a tile's bytes
-    or MACs at its rate plus its fixed latency, pipelined (`mappings.pipeline`), and no
-    less than the DRAM's reads and writes together (one channel serves both)."""
+    """A plan's time: its tiles through the pipeline's stages (DRAM read, with the weight
+    generator beside it; the global buffer's NoC port out, the PEs, the port back, DRAM
+    write), each stage a tile's bytes or MACs at its rate plus its fixed latency, pipelined
+    (`mappings.pipeline`), and no less than the DRAM's reads and writes together (one
+    channel serves both)."""
     def stage(work: np.ndarray, rate: float, latency: float) -> np.ndarray:
         return np.where(work > 0, work / rate + latency, 0.0)
 
     dram, port = hw.dram_bytes_per_cycle, hw.noc_port_bytes_per_cycle
     read = stage(table["dram_read_bytes"], dram, hw.dram_latency_cycles)
+    if hw.weight_generator:  # it makes a tile's untracked weights while DRAM reads the rest
+        read = np.maximum(read, table["regenerated_weights"] / hw.weight_generator)
     write = stage(table["dram_write_bytes"], dram, hw.dram_latency_cycles)
     stages = np.stack([
         read, stage(table["multicast_bytes"] + table["unicast_bytes"], port,
@@ -377,7 +383,8 @@ def _estimated_cycles(table: np.ndarray, hw: HardwareView) -> float:
         np.ceil(stage(table["busiest_pe_macs"], hw.macs_per_pe_per_cycle,
                       hw.pipeline_cycles)),
         stage(table["gather_bytes"], port, hw.noc_latency_cycles), write], axis=1)
-    return max(pipelined_cycles(stages), float(read.sum() + write.sum()))
+    has_results = (table["gather_bytes"] > 0) | (table["dram_write_bytes"] > 0)
+    return max(buffered_cycles(stages, has_results), float(read.sum() + write.sum()))
 
 
 def _estimated_pj(table: np.ndarray, hw: HardwareView, cycles: float) -> float:

@@ -44,7 +44,9 @@ class HardwareView:
     weight_bits: int = 0                 # bits of a stored weight value; 0: 8 * element_bytes
     weight_group: int = 0                # weights' line (line_bitmap, csr); 0: a kernel row
     circulant_fft: bool = False          # CirCNN: circulant layers stored and run by FFT
-    weight_generator: bool = False       # Procrustes: untracked weights regenerated on chip
+    # Procrustes: values a cycle of the weight generator that regenerates DropBack's untracked
+    # weights on chip instead of reading them from DRAM; 0: none
+    weight_generator: float = 0.0
     speculate_relu_outputs: bool = False  # Trainer: FF skips outputs predicted ReLU-zeroed
     # What the mapper minimises when it chooses a tile and how to split a reduction
     # (`mapping.objective`), and the prices (pJ, from the energy tables; 0: not known) its

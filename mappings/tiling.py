@@ -301,7 +301,8 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                 hw: HardwareView, where: str, weights: bool = False,
                 stream_resident: bool = False, channel_resident: bool = False,
                 processed: torch.Tensor | None = None, psums_sent: float = 0.0,
-                psums_dram: float = 0.0, per_pe: dict | None = None) -> list[TileShape]:
+                psums_dram: float = 0.0, per_pe: dict | None = None,
+                tracked: Operand | None = None) -> list[TileShape]:
     """The tile shapes and loop orders that minimise `hw.objective` (a small mapper search)
     under two estimates of time, the pipeline's and the bottleneck's (one shape when they
     agree); the planner builds both and keeps the one whose own rows estimate best.
@@ -336,7 +337,10 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     whatever its tile: `psums_sent` bytes back to the PEs over the port and `psums_dram`
     bytes to and from DRAM (spilled). They count in every candidate's time and energy, so
     that a chunk whose spilled sums make it DRAM-bound does not take a tile that re-reads an
-    operand from DRAM as if those reads were hidden under the port's time.
+    operand from DRAM as if those reads were hidden under the port's time. `tracked`: the
+    channel operand as DRAM holds it (`tracked_weights`), when a weight generator makes
+    the rest: DRAM reads only that, and the generator, working beside the reads, makes
+    `hw.weight_generator` values a cycle of the rest.
     """
     a_elems = int(ps.channel_operand.elems[0]) if len(ps.channel_operand.elems) else 0
     eb = hw.element_bytes
@@ -347,6 +351,13 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     channel_ratio, stream_ratio = _compression(ps, hw, weights)
     channel_bytes = a * a_elems * eb * channel_ratio
     channel_dram = 0 if channel_resident else channel_bytes
+    generated = 0.0  # values the weight generator makes for one read of the channel operand
+    if tracked is not None and not channel_resident:
+        chan = ps.channel_operand
+        units = max(1, len(chan.elems))
+        tracked_bytes = int(_channel_bytes(tracked, units, hw, weights=True).sum())
+        channel_dram = a * a_elems * eb * tracked_bytes / max(1, int(chan.elems.sum()) * eb)
+        generated = a * int(chan.nnz.sum() - tracked.nnz.sum()) / units
     macs = 0 if processed is None else int(processed.sum())
     ideal_compute = macs / (hw.pes * hw.macs_per_pe_per_cycle)
     # the results, whatever the tile: gathered over the port and written to DRAM, taken
@@ -379,8 +390,9 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
             orders = {"auto": (False, True), "weight_stationary": (False,),
                       "input_stationary": (True,)}[hw.dataflow]
             for outer in orders:
+                channel_reads = nb if outer and na > 1 else 1
                 if outer:   # rows outside: channel blocks change every tile
-                    dram = stream_dram + channel_dram * (nb if na > 1 else 1)
+                    dram = stream_dram + channel_dram * channel_reads
                     stream_sent = stream_bytes * (1 if stream_kept or na == 1 else na)
                     channel_sent = channel_bytes * (nb if na > 1 or not channel_kept else 1)
                 else:       # channels outside: row blocks change every tile
@@ -391,6 +403,9 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                 unicast = channel_sent + psums_sent
                 tiles = na * nb
                 dram_time = dram / hw.dram_bytes_per_cycle
+                if generated:  # the fetch waits for the slower of DRAM and the generator
+                    dram_time = max(dram_time,
+                                    generated * channel_reads / hw.weight_generator)
                 port_time = (stream_sent + unicast) / hw.noc_port_bytes_per_cycle
                 times = {
                     "pipelined": equal_tiles_cycles(
@@ -476,6 +491,20 @@ def _changed(index: np.ndarray) -> np.ndarray:
     return out
 
 
+def tracked_weights(layer: LayerCapture, phase: int, ps: PhaseShape, hw: HardwareView,
+                    circulant_block: int = 0) -> Operand | None:
+    """The channel operand as DRAM holds it when a weight generator makes the rest: DropBack's
+    tracked non-zero weights, per unit of `ps.channel_operand` (every unit, not only the
+    kept channels). None when DRAM holds the whole operand: no generator, no DropBack, or
+    the channel operand is not W (WG), or W is stored as circulant blocks."""
+    if (phase == WG or not layer.weight_is_parameter or not hw.weight_generator
+            or layer.w_tracked is None or circulant_block):
+        return None
+    chan = ps.channel_operand
+    return _unit_stats(_weight_units(layer.w_tracked & layer.w_nz, phase, ps.groups),
+                       chan.line_len, chan.fmt)
+
+
 def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_index: int,
               phase: int, hw: HardwareView, policy: SkipPolicy,
               maps: tuple[torch.Tensor, ...], channels: torch.Tensor, shape: TileShape, *,
@@ -515,10 +544,9 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
         a_bytes = _channel_bytes(chan, ka, hw, weights)
     a_lines = _block_sums(chan.lines, ka)
     a_dram_bytes, regenerated = a_bytes, np.zeros(na, np.int64)
-    if weights and hw.weight_generator and layer.w_tracked is not None and not b:
-        # DropBack: DRAM holds the tracked weights only; the generator makes the others.
-        tracked = _unit_stats(_weight_units(layer.w_tracked & layer.w_nz, phase, ps.groups),
-                              chan.line_len, chan.fmt).select(channels)
+    tracked = tracked_weights(layer, phase, ps, hw, b)
+    if tracked is not None:  # DropBack: the generator makes the untracked weights
+        tracked = tracked.select(channels)
         a_dram_bytes = _channel_bytes(tracked, ka, hw, weights=True)
         regenerated = _block_sums(chan.nnz - tracked.nnz, ka)
     channels_in_block = _block_sums(torch.ones(a, dtype=torch.int64), ka)

@@ -327,7 +327,7 @@ def test_weight_generator_reads_only_tracked_weights_from_dram(whole_phase_tiles
     base = HardwareView(clusters=4, pes_per_cluster=4, buffer_bytes=64 * 1024, element_bytes=2,
                         skip_zero_weights=True, weight_format="bitmap")
     for hw, dram, regenerated in ((base, 8704, 0),
-                                  (replace(base, weight_generator=True), 2560, 3072)):
+                                  (replace(base, weight_generator=32.0), 2560, 3072)):
         table, totals = tile_phase(layer, 0, FF, hw, SkipPolicy(weights=True),
                                    pruned_grads_unused=False)
         assert totals["weight_dram_bytes"] == dram

@@ -5,10 +5,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from arch.accelerator import Accelerator
 from desim.events import empty_table
 from desim.experiment import load_arch
-from mappings.pipeline import equal_tiles_cycles, pipelined_cycles
+from mappings.pipeline import buffered_cycles, equal_tiles_cycles
 from tests.test_phase_overlap import _replay
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -16,20 +19,47 @@ DENSE = ROOT / "configs" / "arch" / "dense.yaml"
 
 
 def test_one_tile_takes_the_sum_of_its_stages():
-    assert pipelined_cycles(np.array([[10.0, 30.0, 20.0]])) == 60.0
-    assert equal_tiles_cycles([10.0, 30.0, 20.0], 1) == 60.0
-    assert pipelined_cycles(np.zeros((0, 3))) == 0.0
+    assert buffered_cycles(np.array([[10.0, 30.0, 20.0, 5.0, 7.0]])) == 72.0
+    assert equal_tiles_cycles([10.0, 30.0, 20.0, 5.0, 7.0], 1) == 72.0
+    assert buffered_cycles(np.zeros((0, 5))) == 0.0
 
 
 def test_equal_tiles_take_the_busiest_stage_plus_one_tiles_fill():
-    """4 tiles of (1, 3, 2) cycles: the busiest stage's 12, plus the first tile's 1 + 2."""
-    times = np.tile([1.0, 3.0, 2.0], (4, 1))
-    assert pipelined_cycles(times) == 12 + 3 == equal_tiles_cycles([4.0, 12.0, 8.0], 4)
+    """4 tiles of (1, 3, 2, 1, 1) cycles: the busiest stage's 12, plus the first tile's
+    1 before it and the last tile's 2 + 1 + 1 after it."""
+    times = np.tile([1.0, 3.0, 2.0, 1.0, 1.0], (4, 1))
+    assert buffered_cycles(times) == 12 + 5 == equal_tiles_cycles([4.0, 12.0, 8.0, 4.0, 4.0], 4)
 
 
-def test_unequal_tiles_each_take_their_busiest_stage():
-    times = np.array([[5.0, 1.0], [1.0, 7.0], [2.0, 2.0]])
-    assert pipelined_cycles(times) == (5 + 7 + 2) + 1
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 1000), min_size=5, max_size=5), st.integers(1, 40))
+def test_the_search_closed_form_is_the_pipeline_for_equal_tiles(stage, tiles):
+    """The tile search prices each candidate shape as equal tiles in closed form; the plan's
+    estimate follows the tiles one by one. On equal tiles they agree, whatever the stages."""
+    times = np.tile(np.array(stage, dtype=np.float64), (tiles, 1))
+    assert buffered_cycles(times) == pytest.approx(
+        equal_tiles_cycles([c * tiles for c in stage], tiles), rel=1e-12)
+
+
+def test_a_heavy_tile_behind_port_bound_ones_cannot_fetch_early():
+    """Four tiles that take the NoC port 4 cycles each, then one that fetches for 6. It has
+    a free half of the buffer (to fetch into) only once the third tile is distributed, at
+    12: it fetches until 18 and is distributed by 19. With unbounded buffers it would have
+    fetched under the first tiles and the plan ended at 17; taken as long as its busiest
+    stage, each tile hiding the rest, at 4 * 4 + 6 = 22."""
+    times = np.array([[0.0, 4.0, 0.0, 0.0, 0.0]] * 4 + [[6.0, 1.0, 0.0, 0.0, 0.0]])
+    assert buffered_cycles(times) == 19.0
+
+
+def test_only_tiles_with_results_wait_for_a_result_half():
+    """A tile gathering for 5 cycles and writing back for 20, one computing for 10 with no
+    results, then the first again. The third tile collects at 10, into the half nobody
+    holds, and its write-back follows the first's: 45. Were the middle tile holding the
+    other half, the third would wait for the first's write-back to end (25) to collect: 50."""
+    results, none = [0.0, 0.0, 0.0, 5.0, 20.0], [0.0, 0.0, 10.0, 0.0, 0.0]
+    times = np.array([results, none, results])
+    assert buffered_cycles(times, np.array([True, False, True])) == 45.0
+    assert buffered_cycles(times) == 50.0
 
 
 def _run_ps(table: np.ndarray) -> int:
@@ -61,6 +91,36 @@ def test_a_tile_without_results_holds_no_result_half():
     # its latency not hidden); every other one is hidden
     assert 4 * gather + streamed < total < 4 * gather + alone
     assert alone - streamed == 143_954       # the write latency, which the test's bounds span
+
+
+def test_the_plan_estimate_follows_the_replay_of_a_heavy_tile_behind_light_ones():
+    """DropBack's plans on LeNet-300-100 were like this: light tiles held up by the NoC port
+    (2 KiB each, 72 cycles), then a tile that fetches a block of weights (8 KiB from DRAM,
+    one row). It can fetch only once the third is distributed: the run takes three light
+    tiles, the fetch and the heavy tile's distribution. The plan's estimate (the mapper's,
+    from its stage times) is the replay's time but for the DRAM read's own timing, which
+    the estimate takes at peak bandwidth after tRCD + CL (10.6 cycles short here)."""
+    from desim.module import Simulator
+    from desim.runner import hardware_view
+    from mappings.planner import _estimated_cycles
+
+    def replayed(table: np.ndarray) -> float:
+        acc = _replay([table])
+        return acc.env.now / acc.clock.period_ps
+
+    table = empty_table(5)
+    table["multicast_bytes"][:4] = table["glb_read_bytes"][:4] = 2_048
+    table["dram_read_bytes"][4] = table["glb_write_bytes"][4] = 8_192
+    table["multicast_bytes"][4] = table["glb_read_bytes"][4] = 64
+    table["active_clusters"] = 16
+    hw = hardware_view(Accelerator(Simulator(), load_arch(DENSE)))
+    light = 2_048 / 32 + hw.noc_latency_cycles                    # the port, per tile
+    fetch = replayed(table[4:5]) - (64 / 32 + hw.noc_latency_cycles)  # the read alone
+    assert light == 72.0 and fetch == pytest.approx(237.2155)
+    assert replayed(table) == pytest.approx(3 * light + fetch + 64 / 32 + 8)
+    estimated_fetch = 8_192 / hw.dram_bytes_per_cycle + hw.dram_latency_cycles
+    assert _estimated_cycles(table, hw) == pytest.approx(
+        replayed(table) - (fetch - estimated_fetch))
 
 
 @pytest.fixture(scope="module")
