@@ -127,7 +127,8 @@ def hardware_view(acc: Accelerator) -> HardwareView:
         skip_zero_gradients=s.skip_zero_gradients,
         skip_pruned_weight_gradients=s.skip_pruned_weight_gradients,
         channel_compaction=s.channel_compaction, weight_format=s.weight_format,
-        activation_format=s.activation_format, selector_scans=acc.selector is not None,
+        activation_format=s.activation_format, selector_entries_per_cycle=(
+            acc.cfg.selector.entries_per_cycle if acc.cfg.selector else 0.0),
         dataflow=acc.cfg.mapping.dataflow,
         skip_relu_masked_gradients=s.skip_relu_masked_gradients,
         load_balance=acc.cfg.mapping.load_balance,

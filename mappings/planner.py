@@ -365,21 +365,25 @@ def plan_key(table: np.ndarray, hw: HardwareView, chunks: int) -> tuple:
 
 def _estimated_cycles(table: np.ndarray, hw: HardwareView) -> float:
     """A plan's time: its tiles through the pipeline's stages (DRAM read, with the weight
-    generator beside it; the global buffer's NoC port out, the PEs, the port back, DRAM
-    write), each stage a tile's bytes or MACs at its rate plus its fixed latency, pipelined
-    (`mappings.pipeline`), and no less than the DRAM's reads and writes together (one
-    channel serves both)."""
+    generator beside it; the selector's scan and the global buffer's NoC port out, the PEs,
+    the port back, DRAM write), each stage a tile's bytes or MACs at its rate plus its fixed
+    latency, through the two-deep buffers (`mappings.pipeline.buffered_cycles`), and no
+    less than the DRAM's reads and writes together (one channel serves both). Trainer's
+    speculation, a stage of its own, is not counted."""
     def stage(work: np.ndarray, rate: float, latency: float) -> np.ndarray:
         return np.where(work > 0, work / rate + latency, 0.0)
 
     dram, port = hw.dram_bytes_per_cycle, hw.noc_port_bytes_per_cycle
     read = stage(table["dram_read_bytes"], dram, hw.dram_latency_cycles)
+    scan = 0.0  # the selector scans a tile's maps before the port sends what it picked
+    if hw.selector_entries_per_cycle:
+        scan = np.ceil(table["selector_entries"] / hw.selector_entries_per_cycle)
     if hw.weight_generator:  # it makes a tile's untracked weights while DRAM reads the rest
         read = np.maximum(read, table["regenerated_weights"] / hw.weight_generator)
     write = stage(table["dram_write_bytes"], dram, hw.dram_latency_cycles)
     stages = np.stack([
         read, stage(table["multicast_bytes"] + table["unicast_bytes"], port,
-                    hw.noc_latency_cycles),
+                    hw.noc_latency_cycles) + scan,
         np.ceil(stage(table["busiest_pe_macs"], hw.macs_per_pe_per_cycle,
                       hw.pipeline_cycles)),
         stage(table["gather_bytes"], port, hw.noc_latency_cycles), write], axis=1)

@@ -35,7 +35,8 @@ class HardwareView:
     load_balance: bool = False           # a tile's work spread evenly over its active PEs
     weight_format: str = "dense"         # any of mappings.formats.FORMATS
     activation_format: str = "dense"     # any of them but line_bitmap
-    selector_scans: bool = False         # a selector scans the operands' non-zero maps
+    # a selector scans the operands' non-zero maps, this many entries a cycle; 0: none
+    selector_entries_per_cycle: float = 0.0
     dataflow: str = "auto"               # auto | weight_stationary | input_stationary
     vector_lanes: int = 0                # 0: no vector unit, vector layers not simulated
     fused_relu: bool = True              # activations applied on the producer's output

@@ -605,7 +605,7 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
     table["regenerated_weights"] = regenerated[ia] * a_new
     table["regenerated_bytes"] = regenerated_bytes
     table["active_clusters"] = active
-    if hw.selector_scans:
+    if hw.selector_entries_per_cycle:
         table["selector_entries"] = a_lines[ia] * (a_sent > 0) + s_elems[ib] * (s_sent > 0)
     table["speculated_ops"] = spec[ia, ib]
     table["busiest_pe_macs"] = busiest[ia, ib]

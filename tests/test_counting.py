@@ -17,7 +17,7 @@ SPARSE_HW = HardwareView(clusters=4, pes_per_cluster=4, buffer_bytes=64 * 1024, 
                          skip_zero_weights=True, skip_zero_activations=True,
                          skip_zero_gradients=True, skip_pruned_weight_gradients=True,
                          channel_compaction=True, weight_format="bitmap",
-                         activation_format="bitmap", selector_scans=True)
+                         activation_format="bitmap", selector_entries_per_cycle=256.0)
 SKIP_ALL = SkipPolicy(True, True, True, True)
 
 

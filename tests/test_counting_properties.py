@@ -16,7 +16,8 @@ SPARSE = HardwareView(clusters=2, pes_per_cluster=3, buffer_bytes=4096, element_
                       local_buffer_bytes=256, skip_zero_weights=True,
                       skip_zero_activations=True, skip_zero_gradients=True,
                       skip_pruned_weight_gradients=True, channel_compaction=True,
-                      weight_format="bitmap", activation_format="bitmap", selector_scans=True)
+                      weight_format="bitmap", activation_format="bitmap",
+                      selector_entries_per_cycle=256.0)
 DENSE = HardwareView(clusters=2, pes_per_cluster=3, buffer_bytes=4096, element_bytes=2,
                      local_buffer_bytes=256)
 
