@@ -82,7 +82,13 @@ def test_unknown_model_and_missing_file(tmp_path):
 @pytest.mark.parametrize("setting, fragments", [
     ("workload.input_shape=[1,32,32]", ["workload.input_shape", "cannot take inputs of shape"]),
     ("workload.batch=1000000000000", ["workload.batch", "does not fit in this machine's memory"]),
-    ("workload.model_args.depth=3", ["workload.model_args", "unexpected keyword argument"]),
+    ("workload.model_args.depth=3",
+     ["workload.model_args.depth: model 'resnet18' takes no argument 'depth'; it takes "
+      "num_classes, cifar"]),
+    # YAML reads a quoted false as a string, which Python would take as true
+    ('workload.model_args.cifar="false"',
+     ["workload.model_args.cifar: model 'resnet18', argument 'cifar': input should be a "
+      "valid boolean, got 'false'"]),
 ])
 def test_a_workload_the_model_cannot_run_names_the_experiment_file_and_key(setting, fragments):
     assert_config_error(desim("run", str(QUICKSTART), "--set", setting), "quickstart.yaml",

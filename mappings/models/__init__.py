@@ -9,8 +9,10 @@ for the MLP, or (sequence, dim) for the transformer.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
+from pydantic import ConfigDict, ValidationError, validate_call
 from torch import nn
 
 from desim.errors import ConfigError, out_of_memory
@@ -51,11 +53,24 @@ def _check(name: str) -> None:
 
 
 def build_model(name: str, **kwargs: object) -> nn.Module:
-    """The model `name`, built by its registered builder with `kwargs`."""
+    """The model `name`, built by its registered builder with `kwargs`, each checked against
+    the builder's signature strictly: a quoted "false" is not a bool, 10.0 or true not a
+    number of classes (YAML reads `cifar: "false"` as a string, which is true)."""
     _check(name)
+    builder = validate_call(config=ConfigDict(strict=True))(MODELS[name])
     try:
-        return MODELS[name](**kwargs)
-    except (TypeError, ValueError) as err:  # an argument it does not take, or a bad value
+        return builder(**kwargs)
+    except ValidationError as err:
+        first = err.errors()[0]
+        arg = ".".join(str(part) for part in first["loc"])
+        if first["type"] == "unexpected_keyword_argument":
+            params = ", ".join(inspect.signature(MODELS[name]).parameters)
+            message = f"model {name!r} takes no argument {arg!r}; it takes {params}"
+        else:
+            message = (f"model {name!r}, argument {arg!r}: {first['msg'].lower()}, "
+                       f"got {first['input']!r}")
+        raise ConfigError(message, key=f"workload.model_args.{arg}") from None
+    except (TypeError, ValueError) as err:  # a value its builder refuses
         raise ConfigError(f"model {name!r}: {err}", key="workload.model_args") from None
     except (MemoryError, RuntimeError) as err:
         if not out_of_memory(err):
