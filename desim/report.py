@@ -33,6 +33,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +45,7 @@ from pydantic import BaseModel, model_validator
 from desim.configio import validate
 from desim.errors import ConfigError
 from desim.experiment import Claim
-from desim.results import writable_folder
+from desim.results import writable_folder, write_atomic
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -293,9 +294,12 @@ def _stacked_bars(ax: Any, names: list[str], segments: dict[str, list[float]],
 
 
 def _save(fig: Any, path: Path) -> Path:
+    """Write the figure as PNG atomically (a reader never sees half a plot)."""
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, dpi=100, format="png")
     _pyplot().close(fig)
+    os.replace(tmp, path)
     return path
 
 
@@ -636,11 +640,12 @@ def build_report(dirs: list[Path], out: Path) -> tuple[Path, Path, list[Results]
         used[slug] = used.get(slug, 0) + 1
         if used[slug] > 1:
             slug = f"{slug}_{used[slug]}"
-        blocks += _experiment_blocks(results, slug, out_dir)
+        # the plots take the report's name first: two reports in one folder keep their own
+        blocks += _experiment_blocks(results, f"{out.stem}_{slug}", out_dir)
     html_path = out.with_suffix(".html")
-    out.write_text(to_markdown(blocks))
-    html_path.write_text(to_html(blocks, "desim report: " + ", ".join(r.name for r in
-                                                                        all_results)))
+    write_atomic(out, to_markdown(blocks))
+    write_atomic(html_path, to_html(blocks, "desim report: " + ", ".join(r.name for r in
+                                                                         all_results)))
     return out, html_path, all_results
 
 

@@ -82,8 +82,16 @@ def check_markdown(results_dir: Path, out: Path) -> tuple[Path, Path]:
     for name in images:
         png = md.parent / name
         assert png.read_bytes()[:8] == PNG and png.stat().st_size > 5000
-    assert {"quickstart_energy.png", "quickstart_dense_timeline.png",
-            "quickstart_hppu_timeline.png", "quickstart_hppu_layer_energy.png"} <= set(images)
+    assert {"report_quickstart_energy.png", "report_quickstart_dense_timeline.png",
+            "report_quickstart_hppu_timeline.png",
+            "report_quickstart_hppu_layer_energy.png"} <= set(images)
+    # a second report in the same folder keeps its own plots, and leaves the first's
+    before = {name: (md.parent / name).read_bytes() for name in images}
+    other, _, _ = build_report([results_dir], md.parent / "other.md")
+    others = re.findall(r"!\[[^]]*\]\(([^)]+)\)", other.read_text())
+    assert sorted(others) == sorted(name.replace("report_", "other_", 1) for name in images)
+    assert all((md.parent / name).read_bytes() == data for name, data in before.items())
+    assert not list(md.parent.glob(".*.tmp"))
     assert "### Energy by layer" in text
     assert html.suffix == ".html" and html.parent == md.parent
     return md, html
