@@ -197,12 +197,12 @@ def _utilization(stats_dir: Path, run_name: str | None, arch_name: str, graph: A
     links = {}
     for u, v in graph.edges:
         entry = modules.get(f"{run_name}.noc.{u}->{v}")
-        links[f"{u}->{v}"] = entry["utilization"] if entry else 0.0
+        links[f"{u}->{v}"] = entry.get("utilization", 0.0) if entry else 0.0
     nodes = {}
     for node, data in graph.nodes(data=True):
         module = {"pe_cluster": "pe_array"}.get(data["kind"], node)
         entry = modules.get(f"{run_name}.{module}")
-        if entry is not None and data["kind"] != "router":
+        if entry is not None and "utilization" in entry and data["kind"] != "router":
             nodes[node] = min(1.0, entry["utilization"])
     return {"nodes": nodes, "links": links}
 

@@ -3,6 +3,8 @@ for programs.
 
 Every module reports its action counters, how long it was busy and its utilization (busy
 time over simulated time; it can exceed 1 for a module with several ports working at once).
+A FIFO, and a module of modules that was never busy itself (the NoC, the accelerator), report
+neither: they do no timed work, their parts do, and a utilization of 0 would say they idled.
 A FIFO adds its time-weighted depth histogram and mean depth (by Little's law, mean depth over
 throughput is the mean wait), a link its bytes and transfers.
 
@@ -49,10 +51,11 @@ def collect_stats(sim: Simulator) -> dict[str, Any]:
 def _module_stats(module: Module, now_ps: int) -> dict[str, Any]:
     stats: dict[str, Any] = {
         "actions": {k: int(v) for k, v in sorted(module.actions.items())},
-        "busy_ps": int(module.busy_ps),
         "kind": type(module).__name__,
-        "utilization": module.busy_ps / now_ps if now_ps else 0.0,
     }
+    if module.busy_ps or not (isinstance(module, Fifo) or module.children):
+        stats["busy_ps"] = int(module.busy_ps)
+        stats["utilization"] = module.busy_ps / now_ps if now_ps else 0.0
     if isinstance(module, Fifo):
         hist = module.depth_histogram_ps()
         total = sum(hist)

@@ -291,6 +291,11 @@ def test_two_runs_give_byte_identical_stats(tmp_path: Path):
     # link a (8 GB/s) moves 6 x 800 B (100 ns each) and 6 x 1,600 B (200 ns each)
     assert link["transfers"] == 12 and link["busy_ps"] == 6 * 100_000 + 6 * 200_000
     assert link["utilization"] == link["busy_ps"] / now
+    # the FIFO and the module holding the others do no timed work: no busy time, rather
+    # than a utilization of 0 that would say they idled
+    for idle in ("top", "top.q"):
+        assert "busy_ps" not in stats["modules"][idle]
+        assert "utilization" not in stats["modules"][idle]
     lines = (tmp_path / "one" / "stats.txt").read_text().splitlines()[1:-1]
     names = [line.split()[0] for line in lines]
     assert names == sorted(names) and "top.q.depth_hist_ps::2" in names
