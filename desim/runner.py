@@ -104,8 +104,16 @@ class RunResult:
             "energy_by_component_j": self.energy_by_component_j,
             "energy_by_action_j": self.energy_by_action_j,
             "energy_prices_pj": self.energy_prices_pj,
-            "workload": self.workload_stats,
+            "workload": self._workload_stats(),
         }
+
+    def _workload_stats(self) -> dict[str, Any]:
+        """The captured workload's statistics, less the speculation's when this run's design
+        has no speculator: they describe the capture (shared by the runs of one workload
+        and pruning), not hardware this run has."""
+        if self.arch.speculator is not None:
+            return self.workload_stats
+        return {k: v for k, v in self.workload_stats.items() if not k.startswith("speculat")}
 
 
 def hardware_view(acc: Accelerator) -> HardwareView:

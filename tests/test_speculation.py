@@ -179,3 +179,28 @@ def test_speculative_relu_needs_a_model():
 
     with pytest.raises(ValueError, match="speculative_relu needs a `model`"):
         WorkloadSpec(scalesim_topology="t.csv", speculative_relu=True)
+
+
+def test_only_a_run_with_a_speculator_reports_the_speculation(tmp_path):
+    """Two runs share one capture of LeNet-300-100, which predicts the outputs of the two
+    layers that feed a ReLU; only the run on trainer.yaml has a speculator, so only its
+    summary lists what the speculation predicted (the other's would describe hardware it
+    does not have)."""
+    from desim.api import run
+
+    (tmp_path / "e.yaml").write_text(f"""
+name: e
+workload: {{model: lenet300, batch: 2, data: random}}
+runs:
+  - {{name: trainer, arch: {ARCH / 'trainer.yaml'}}}
+  - {{name: dense, arch: {ARCH / 'dense.yaml'}}}
+baseline: dense
+""")
+    runs = run(tmp_path / "e.yaml").summary["runs"]
+    spec = {k for k in runs["trainer"]["workload"] if k.startswith("speculat")}
+    assert spec == {"speculated_layers", "speculated_zero_fraction",
+                    "speculation_false_zero_rate", "speculation_false_zero_mass"}
+    assert runs["trainer"]["workload"]["speculated_layers"] == 2
+    assert not {k for k in runs["dense"]["workload"] if k.startswith("speculat")}
+    assert runs["dense"]["workload"]["activation_sparsity"] == \
+        runs["trainer"]["workload"]["activation_sparsity"]
