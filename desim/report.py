@@ -516,7 +516,8 @@ def _experiment_blocks(results: Results, slug: str, out_dir: Path) -> list[Block
     workload = exp.get("workload", {})
     assumptions = [f"Workload: `{workload.get('model', '?')}` "
                    f"{json.dumps(workload.get('model_args', {}))}, batch "
-                   f"{workload.get('batch', '?')}, input {workload.get('input_shape')}, data "
+                   f"{workload.get('batch', '?')}, input "
+                   f"{workload.get('input_shape') or 'the model default'}, data "
                    f"`{workload.get('data', '?')}`"
                    + (", trained first" if workload.get("training") else "")]
     assumptions += list(exp.get("notes", []))

@@ -29,6 +29,7 @@ from desim.module import Simulator
 from desim.results import writable_folder, write_atomic, write_csv, write_json
 from desim.stats import collect_stats, stats_text
 from mappings.mapper import PhaseWork, map_workload, phase_waits
+from mappings.models import default_input_shape
 from mappings.scalesim import gemm_view
 from mappings.target import HardwareView
 from mappings.tiling import BUFFER_KEY
@@ -319,8 +320,12 @@ def write_results(out: Path, experiment: Experiment, results: dict[str, RunResul
     write_csv(out / "layers.csv", pd.concat([r.layers for r in results.values()],
                                             ignore_index=True))
     write_csv(out / "energy.csv", layer_energy(results))
+    resolved = experiment.spec.model_dump(mode="json")
+    workload = resolved["workload"]
+    if workload["model"] and workload["input_shape"] is None:  # the one the capture used
+        workload["input_shape"] = list(default_input_shape(workload["model"]))
     write_json(out / "config.json", {
-        "experiment": experiment.spec.model_dump(mode="json"),
+        "experiment": resolved,
         "architectures": {n: a.model_dump(mode="json") for n, a in experiment.archs.items()},
     })
     write_json(out / "stats.json", {name: r.stats for name, r in results.items()})

@@ -36,7 +36,16 @@ def test_result_holds_what_the_folder_holds(lenet):
     written = pd.read_csv(out / "energy.csv", dtype={"arch": str, "layer": str})
     pd.testing.assert_frame_equal(written, result.layer_energy, check_dtype=False)
     assert len(written) > len(result.layers)  # several components a layer-phase
-    assert json.loads((out / "config.json").read_text())["experiment"]["workload"]["seed"] == 1
+    workload = json.loads((out / "config.json").read_text())["experiment"]["workload"]
+    assert workload["seed"] == 1
+    assert workload["input_shape"] == [1, 28, 28]  # resolved: the model's default, as used
+
+
+def test_the_report_states_the_input_the_model_took(lenet, tmp_path):
+    from desim.report import build_report
+
+    md, _, _ = build_report([lenet[2]], tmp_path / "report.md")
+    assert "Workload: `lenet5` {}, batch 2, input [1, 28, 28], data `digits`" in md.read_text()
 
 
 def test_comparison_and_energy_tables_agree_with_the_runs(lenet):
