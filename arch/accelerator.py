@@ -78,8 +78,8 @@ def build_graph(cfg: ArchConfig) -> nx.DiGraph:
     attach(graph, port, "selector" if cfg.selector else "sram", cfg.global_buffer_router, bw, lat)
     if cfg.selector:
         graph.add_node("glb", kind="sram", pos=_beside(graph, "selector"))
-        graph.add_edge("glb", "selector", bandwidth_bytes_per_cycle=bw, latency_cycles=0,
-                       kind="port")
+        for u, v in (("glb", "selector"), ("selector", "glb")):  # tiles out, results back
+            graph.add_edge(u, v, bandwidth_bytes_per_cycle=bw, latency_cycles=0, kind="port")
     if cfg.weight_generator:
         x, y = _beside(graph, "glb")
         graph.add_node("weight_generator", kind="prng", pos=(x + 1.2, y))
@@ -87,8 +87,9 @@ def build_graph(cfg: ArchConfig) -> nx.DiGraph:
                        bandwidth_bytes_per_cycle=cfg.weight_generator.values_per_cycle
                        * ELEMENT_BYTES[cfg.pe_cluster.precision])
     graph.add_node("dram", kind="dram", pos=_beside(graph, "glb"))
-    graph.add_edge("dram", "glb", kind="port", latency_cycles=0,
-                   bandwidth_bytes_per_cycle=float("nan"))  # timed by the DRAM model
+    for u, v in (("dram", "glb"), ("glb", "dram")):  # fetches and write-backs
+        graph.add_edge(u, v, kind="port", latency_cycles=0,
+                       bandwidth_bytes_per_cycle=float("nan"))  # timed by the DRAM model
     check_connected(graph, ["dram", "glb", *[f"cluster_{r}" for r in routers]])
     return graph
 

@@ -12,15 +12,15 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def system():
-    """A 3 x 2 mesh with a cluster at each router, the GLB, and DRAM on a one-way link of
-    no fixed bandwidth (as the accelerator builds it)."""
+    """A 3 x 2 mesh with a cluster at each router, the GLB, and DRAM on links of no fixed
+    bandwidth both ways (as the accelerator builds it)."""
     g = mesh(3, 2, 32.0, 1)
     for r in sorted(g):
         attach(g, f"cluster_{r}", "pe_cluster", r, 32.0, 1)
     attach(g, "glb", "sram", "r0_0", 64.0, 1)
     g.add_node("dram", kind="dram", pos=(-1.0, -1.0))
-    g.add_edge("dram", "glb", kind="port", latency_cycles=0,
-               bandwidth_bytes_per_cycle=float("nan"))
+    for u, v in (("dram", "glb"), ("glb", "dram")):
+        g.add_edge(u, v, kind="port", latency_cycles=0, bandwidth_bytes_per_cycle=float("nan"))
     return g
 
 
@@ -45,6 +45,7 @@ def test_dot_text_has_every_node_and_edge(tmp_path):
     assert text.count(" -> ") == g.number_of_edges()
     assert '"r0_0" -> "r1_0" [label="32 B/cycle"]' in text
     assert '"dram" -> "glb" [label=""]' in text          # no fixed bandwidth, no label
+    assert '"glb" -> "dram" [label=""]' in text
     assert 'fillcolor="#4c72b0", shape=box, pos="72,0!"' in text  # r1_0 is a router at (1, 0)
 
 
@@ -89,3 +90,18 @@ def test_unknown_suffix_names_it_and_the_expected_ones(tmp_path):
                                           r"\.png, \.svg, \.dot"):
         draw_topology(system(), tmp_path / "noc.jpg")
     assert not (tmp_path / "noc.jpg").exists()
+
+
+def test_the_accelerator_links_its_buffer_both_ways():
+    """Tiles go from DRAM into the buffer and out through the selector; results come back
+    through the selector and are written to DRAM: the graph drawn has both directions."""
+    from pathlib import Path
+
+    from arch.accelerator import build_graph
+    from desim.experiment import load_arch
+
+    arch = Path(__file__).resolve().parents[1] / "configs" / "arch" / "hppu_like.yaml"
+    g = build_graph(load_arch(arch))
+    for u, v in (("dram", "glb"), ("glb", "selector")):
+        assert g.has_edge(u, v) and g.has_edge(v, u), (u, v)
+        assert g.edges[u, v]["kind"] == g.edges[v, u]["kind"] == "port"
