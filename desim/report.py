@@ -233,8 +233,8 @@ class SummaryRead(BaseModel):
         return self
 
 
-LAYER_COLUMNS = {"arch", "layer", "phase", "start_cycle", "end_cycle"}
-ENERGY_COLUMNS = {"arch", "layer", "phase", "component", "energy_j"}
+LAYER_COLUMNS = {"run", "layer", "phase", "start_cycle", "end_cycle"}
+ENERGY_COLUMNS = {"run", "layer", "phase", "component", "energy_j"}
 
 
 def _read_table(path: Path, name: str, columns: set[str], fault: str = "") -> pd.DataFrame:
@@ -243,9 +243,11 @@ def _read_table(path: Path, name: str, columns: set[str], fault: str = "") -> pd
     import pandas as pd  # here, not at the top: the CLI starts without pandas
 
     try:
-        table = pd.read_csv(path / name, dtype={"arch": str, "layer": str})
+        table = pd.read_csv(path / name, dtype={"run": str, "arch": str, "layer": str})
     except (OSError, ValueError) as err:
         raise ConfigError(f"{fault}cannot read {name} ({err})", file=str(path)) from None
+    if "run" not in table.columns and "arch" in table.columns:
+        table = table.rename(columns={"arch": "run"})  # written before 2026-12-03: run names
     missing = columns - set(table.columns)
     if missing:
         raise ConfigError(f"{fault}{name} lacks {', '.join(sorted(missing))}", file=str(path))
@@ -306,7 +308,7 @@ def _save(fig: Any, path: Path) -> Path:
 def plot_timeline(results: Results, run: str, path: Path) -> Path:
     """Horizontal bars: when each layer-phase of `run` ran (cycles), coloured by phase."""
     plt = _pyplot()
-    rows = results.layers[results.layers["arch"] == run]
+    rows = results.layers[results.layers["run"] == run]
     names = list(dict.fromkeys(rows["layer"]))  # first appearance: forward order
     y = {name: i for i, name in enumerate(names)}
     fig, ax = plt.subplots(figsize=(9.0, max(3.0, 0.16 * len(names) + 1.2)))
@@ -327,10 +329,10 @@ def plot_layer_energy(results: Results, run: str, path: Path) -> Path:
     """Horizontal stacked bars: each layer's energy (uJ, its three phases together) of `run`,
     one segment per component, layers in forward order (from energy.csv)."""
     plt = _pyplot()
-    rows = results.energy[results.energy["arch"] == run]
+    rows = results.energy[results.energy["run"] == run]
     table = rows.pivot_table(index="layer", columns="component", values="energy_j",
                              aggfunc="sum", fill_value=0.0, sort=False) * 1e6
-    names = list(dict.fromkeys(results.layers.loc[results.layers["arch"] == run, "layer"]))
+    names = list(dict.fromkeys(results.layers.loc[results.layers["run"] == run, "layer"]))
     table = table.reindex([n for n in names if n in table.index])
     fig, ax = plt.subplots(figsize=(9.0, max(3.0, 0.16 * len(table) + 1.2)))
     _stacked_bars(ax, list(table.index),

@@ -35,11 +35,11 @@ from mappings.target import HardwareView
 from mappings.tiling import BUFFER_KEY
 from mappings.workload import Workload, capture_workload
 
-LAYER_COLUMNS = ["arch", "layer", "phase", "macs", "effectual_macs", "processed_macs",
+LAYER_COLUMNS = ["run", "arch", "layer", "phase", "macs", "effectual_macs", "processed_macs",
                  "cycles", "energy_j", "dram_bytes", "start_cycle", "end_cycle", "tiles",
                  "weight_dram_bytes", "input_on_chip", "unit"]
 # energy.csv: where each layer-phase's joules go, one row per component and action priced
-ENERGY_COLUMNS = ["arch", "layer", "phase", "component", "action", "energy_j"]
+ENERGY_COLUMNS = ["run", "arch", "layer", "phase", "component", "action", "energy_j"]
 
 
 @dataclass
@@ -213,11 +213,11 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
     for w, rec in zip(work, acc.records, strict=True):
         energy = acc.energy_pj(rec.actions, rec.since_ps, rec.end_ps)
         by_component.update(energy)
-        energy_rows += [(name, w.name, PHASES[w.phase], *key.split(".", 1), pj * 1e-12)
+        energy_rows += [(name, arch.name, w.name, PHASES[w.phase], *key.split(".", 1), pj * 1e-12)
                         for key, pj in sorted(energy.items()) if pj]
         dram = rec.actions.get(f"{acc.path}.dram", Counter())
         rows.append({
-            "arch": name, "layer": w.name, "phase": PHASES[w.phase],
+            "run": name, "arch": arch.name, "layer": w.name, "phase": PHASES[w.phase],
             "macs": w.macs, "effectual_macs": w.effectual_macs,
             "processed_macs": w.processed_macs,
             # its share of the run in whole cycles: rounded at the ends, so the shares add

@@ -31,9 +31,9 @@ def test_result_holds_what_the_folder_holds(lenet):
     _, result, out = lenet
     assert json.loads((out / "summary.json").read_text()) == json.loads(
         json.dumps(result.summary))
-    written = pd.read_csv(out / "layers.csv", dtype={"arch": str, "layer": str})
+    written = pd.read_csv(out / "layers.csv", dtype={"run": str, "layer": str})
     pd.testing.assert_frame_equal(written, result.layers, check_dtype=False)
-    written = pd.read_csv(out / "energy.csv", dtype={"arch": str, "layer": str})
+    written = pd.read_csv(out / "energy.csv", dtype={"run": str, "layer": str})
     pd.testing.assert_frame_equal(written, result.layer_energy, check_dtype=False)
     assert len(written) > len(result.layers)  # several components a layer-phase
     workload = json.loads((out / "config.json").read_text())["experiment"]["workload"]

@@ -142,11 +142,13 @@ def test_quickstart_layers_csv_has_every_layer_and_phase(quickstart_twice):
     import pandas as pd
     outs, _ = quickstart_twice
     layers = pd.read_csv(outs[0] / "layers.csv")
-    assert list(layers.columns[:8]) == ["arch", "layer", "phase", "macs", "effectual_macs",
-                                        "processed_macs", "cycles", "energy_j"]
+    assert list(layers.columns[:9]) == ["run", "arch", "layer", "phase", "macs",
+                                        "effectual_macs", "processed_macs", "cycles",
+                                        "energy_j"]
     summary = json.loads((outs[0] / "summary.json").read_text())
     for run, r in summary["runs"].items():
-        rows = layers[layers["arch"] == run]
+        rows = layers[layers["run"] == run]
+        assert set(rows["arch"]) == {r["arch"]}    # the run's architecture, by its name
         assert rows["macs"].sum() == r["macs"]
         assert set(rows["phase"]) == {"FF", "BP", "WG"}
         # 21 conv/linear layers: 21 FF, 20 BP (not the first), 21 WG; 20 batch norms and
@@ -248,8 +250,8 @@ def test_energy_per_action_adds_up_to_components_and_total(quickstart_twice):
     # in layers.csv and, over the layers, to each action's total in summary.json
     import pandas as pd
     keys = ["arch", "layer", "phase"]
-    energy = pd.read_csv(outs[0] / "energy.csv", dtype={"arch": str, "layer": str})
-    layers = pd.read_csv(outs[0] / "layers.csv", dtype={"arch": str, "layer": str})
+    energy = pd.read_csv(outs[0] / "energy.csv", dtype={"run": str, "layer": str})
+    layers = pd.read_csv(outs[0] / "layers.csv", dtype={"run": str, "layer": str})
     assert list(energy.columns) == [*keys, "component", "action", "energy_j"]
     per_row = energy.groupby(keys, sort=False)["energy_j"].sum().rename("energy_j_parts")
     joined = layers.set_index(keys)["energy_j"].to_frame().join(per_row)
@@ -257,7 +259,7 @@ def test_energy_per_action_adds_up_to_components_and_total(quickstart_twice):
     assert joined["energy_j_parts"].to_numpy() == pytest.approx(joined["energy_j"].to_numpy(),
                                                                 rel=1e-9)
     for run, r in summary["runs"].items():
-        mine = energy[energy["arch"] == run]
+        mine = energy[energy["run"] == run]
         by_action = mine.groupby(mine["component"] + "." + mine["action"])["energy_j"].sum()
         assert by_action.to_dict() == pytest.approx(r["energy_by_action_j"], rel=1e-9)
 

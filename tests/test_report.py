@@ -126,15 +126,22 @@ def check_exit_codes(results: Path, out: Path) -> None:
 
 
 def check_folder_without_claims(results: Path, old: Path) -> None:
-    """Results written before claims existed have none in config.json: the report says so."""
+    """Results written before claims existed have none in config.json: the report says so.
+    Before 2026-12-03 layers.csv named each row's run in its `arch` column, and had no
+    `run` one: the report reads that too."""
+    import pandas as pd
+
     old.mkdir()
-    for name in ("summary.json", "layers.csv"):
-        (old / name).write_bytes((results / name).read_bytes())
+    (old / "summary.json").write_bytes((results / "summary.json").read_bytes())
+    layers = pd.read_csv(results / "layers.csv")
+    layers.drop(columns="arch").rename(columns={"run": "arch"}).to_csv(old / "layers.csv",
+                                                                     index=False)
     config = json.loads((results / "config.json").read_text())
     del config["experiment"]["claims"]
     (old / "config.json").write_text(json.dumps(config))
     md, _, _ = build_report([old], old / "r.md")
     assert "No claims in this experiment file." in md.read_text()
+    assert "r_quickstart_hppu_timeline.png" in md.read_text()
     assert "Energy by layer" not in md.read_text()  # nor energy.csv: that section is left out
 
 
