@@ -374,7 +374,7 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                         * stream_ratio)
         nb = len(i0)
         stream_dram = 0 if stream_resident else stream_bytes
-        stream_kept = stream_bytes / nb <= half_local
+        stream_block = stream_bytes / nb
         for ka in ka_options:
             shape = TileShape(ka, images, rows)
             if not fits(shape, ps, win, (n_rows, length), a_elems, eb, hw.buffer_bytes,
@@ -386,19 +386,22 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
             if block_pe is not None:
                 busiest = _per_tile_from_pe(block_pe, ka, hw)[0]
                 compute = float(np.ceil(busiest / hw.macs_per_pe_per_cycle).sum())
-            channel_kept = ka * a_elems * eb * channel_ratio / active <= half_local
+            channel_block = channel_bytes / na
+            channel_keep = half_local * active  # the clusters' room for their shares
             orders = {"auto": (False, True), "weight_stationary": (False,),
                       "input_stationary": (True,)}[hw.dataflow]
             for outer in orders:
                 channel_reads = nb if outer and na > 1 else 1
                 if outer:   # rows outside: channel blocks change every tile
                     dram = stream_dram + channel_dram * channel_reads
-                    stream_sent = stream_bytes * (1 if stream_kept or na == 1 else na)
-                    channel_sent = channel_bytes * (nb if na > 1 or not channel_kept else 1)
+                    stream_sent = nb * resent(stream_block, na, half_local)
+                    channel_sent = (channel_bytes * nb if na > 1
+                                    else resent(channel_block, nb, channel_keep))
                 else:       # channels outside: row blocks change every tile
                     dram = channel_dram + stream_dram * (na if nb > 1 else 1)
-                    channel_sent = channel_bytes * (1 if channel_kept or nb == 1 else nb)
-                    stream_sent = stream_bytes * (na if nb > 1 or not stream_kept else 1)
+                    channel_sent = na * resent(channel_block, nb, channel_keep)
+                    stream_sent = (stream_bytes * na if nb > 1
+                                   else resent(stream_block, na, half_local))
                 dram += psums_dram
                 unicast = channel_sent + psums_sent
                 tiles = na * nb
@@ -466,6 +469,17 @@ def _stream_bytes(ps: PhaseShape, elems: np.ndarray, nnz: np.ndarray, rle: np.nd
     lines = elems // ps.stream_line_len
     return operand_bytes(ps.stream_fmt, BlockStats(elems, nnz, lines, lines,
                                                    ps.stream_line_len, rle), eb)
+
+
+def resent(block: float, tiles: int, keep: float) -> float:
+    """Bytes sent for a block that `tiles` consecutive tiles use: whole to the first, and
+    to each other what the clusters could not keep of it (`keep` bytes stay)."""
+    return block + (tiles - 1) * max(block - keep, 0.0)
+
+
+def _share(entries: np.ndarray, sent: np.ndarray, whole: np.ndarray) -> np.ndarray:
+    """A block's entries in proportion to the part of it sent (rounded up)."""
+    return -(-entries * sent // np.maximum(whole, 1))
 
 
 def halvings(n: int) -> list[int]:
@@ -585,12 +599,12 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
     if channel_resident:  # WG's dY, kept in the buffer by its BP
         a_dram = np.zeros_like(a_dram)
     dram_read = a_dram + (0 if stream_resident else s_tile * s_new)
-    # The clusters keep a block between tiles when their share of it fits in half their
-    # local buffer: an unchanged block is then neither sent nor scanned again.
+    # The clusters keep what they can of an unchanged block between tiles, half their local
+    # buffer each (the other half takes what changes): only the rest is sent again.
     active = np.minimum(channels_in_block, hw.clusters)[ia]
     half_local = hw.local_buffer_bytes // 2
-    a_sent = np.where(a_new | (a_tile > half_local * active), a_tile, 0)
-    s_sent = np.where(s_new | (s_tile > half_local), s_tile, 0)
+    a_sent = np.where(a_new, a_tile, np.maximum(a_tile - half_local * active, 0))
+    s_sent = np.where(s_new, s_tile, np.maximum(s_tile - half_local, 0))
     table = empty_table(na * nb)
     table["layer"] = layer_index
     table["phase"] = phase
@@ -606,7 +620,9 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
     table["regenerated_bytes"] = regenerated_bytes
     table["active_clusters"] = active
     if hw.selector_entries_per_cycle:
-        table["selector_entries"] = a_lines[ia] * (a_sent > 0) + s_elems[ib] * (s_sent > 0)
+        # what is sent again is scanned again, in proportion
+        table["selector_entries"] = (_share(a_lines[ia], a_sent, a_tile)
+                                     + _share(s_elems[ib], s_sent, s_tile))
     table["speculated_ops"] = spec[ia, ib]
     table["busiest_pe_macs"] = busiest[ia, ib]
     table["processed_macs"] = work[ia, ib]

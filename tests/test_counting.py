@@ -255,8 +255,10 @@ def test_nominal_map_broadcast_equals_counting_every_pair(stride, padding, dilat
 def test_loop_order_follows_the_operands_current_sparsity():
     """Trainer's sparsity-adaptive dataflow: the tiler estimates traffic from each operand's
     bytes in its format. Weights 1 in 16 kept, bitmap, fp16: (2/16 + 1/8) / 2 = 0.125 of
-    their dense bytes; X dense. With a 16 KiB buffer the dense estimate keeps the (larger)
-    input rows stationary; the sparse one keeps the now-small weights stationary."""
+    their dense bytes; X dense. With an 8 KiB buffer neither operand fits whole, and with
+    DRAM the bound (a fast NoC port) the larger one stays: dense, the weights (73,728 B
+    against X's 18,432), rows inside; bitmap, X (the weights now take 9,216 B), rows
+    outside."""
     from mappings.tiling import _compression, choose_tile, phase_shape
 
     conv = nn.Conv2d(64, 64, 3, padding=1, bias=False)
@@ -265,17 +267,18 @@ def test_loop_order_follows_the_operands_current_sparsity():
     mask[::16] = 1
     with torch.no_grad():
         conv.weight.copy_((torch.rand_like(conv.weight) + 0.1) * mask.reshape(conv.weight.shape))
-    x = (torch.rand(4, 64, 16, 16) + 0.1).requires_grad_(True)
+    x = (torch.rand(4, 64, 6, 6) + 0.1).requires_grad_(True)
     out = conv(x)
     (layer,) = capture(conv, x, torch.rand(out.shape) + 0.1, loss_fn=lambda o, t: (o * t).sum())
     orders = {}
     for fmt in ("dense", "bitmap"):
-        hw = HardwareView(clusters=4, pes_per_cluster=4, buffer_bytes=16 * 1024, element_bytes=2,
-                          local_buffer_bytes=1024, weight_format=fmt, skip_zero_weights=True)
+        hw = HardwareView(clusters=4, pes_per_cluster=4, buffer_bytes=8 * 1024, element_bytes=2,
+                          local_buffer_bytes=1024, weight_format=fmt, skip_zero_weights=True,
+                          noc_port_bytes_per_cycle=1e6)
         ps, win = phase_shape(layer, FF, hw)
         assert _compression(ps, hw, True) == ((1.0, 1.0) if fmt == "dense" else (0.125, 1.0))
-        orders[fmt] = choose_tile(ps, win, 64, 4, 16, 16, hw, "test", weights=True)[0].rows_outer
-    assert orders == {"dense": True, "bitmap": False}
+        orders[fmt] = choose_tile(ps, win, 64, 4, 6, 6, hw, "test", weights=True)[0].rows_outer
+    assert orders == {"dense": False, "bitmap": True}
 
 
 def test_the_tile_follows_the_mapping_objective():
@@ -333,3 +336,25 @@ def test_weight_generator_reads_only_tracked_weights_from_dram(whole_phase_tiles
         assert totals["weight_dram_bytes"] == dram
         assert table["regenerated_weights"].sum() == regenerated
         assert table["unicast_bytes"].sum() == 8704
+
+
+@pytest.mark.parametrize("local_kib, resent", [(0, 1024), (0.25, 512), (1, 0)])
+def test_clusters_keep_what_fits_of_an_unchanged_block(monkeypatch, local_kib, resent):
+    """A linear layer's 8 x 64 fp16 weights (1,024 B) stay while 4 tiles of one image each go
+    by (weights outside). Each of 4 clusters keeps up to half its local buffer of its share:
+    with none, every tile receives the whole block again; with 256 B (128 B kept each, 512 B
+    in all) the later tiles receive the 512 B that did not stay; with 1 KiB, nothing."""
+    from mappings import planner
+    from mappings.tiling import TileShape
+
+    plans = planner._reduction_plans
+    monkeypatch.setattr(planner, "choose_tile", lambda *a, **k: [TileShape(8, 1, 1, False)])
+    monkeypatch.setattr(planner, "_reduction_plans", lambda *a, **k: plans(*a, **k)[:1])
+    lin = nn.Linear(64, 8, bias=False)
+    x = (torch.rand(4, 64) + 0.1).requires_grad_(True)
+    (layer,) = capture(lin, x, torch.rand(4, 8) + 0.1, loss_fn=lambda o, t: (o * t).sum())
+    hw = HardwareView(clusters=4, pes_per_cluster=4, buffer_bytes=64 * 1024, element_bytes=2,
+                      local_buffer_bytes=int(local_kib * 1024))
+    table, _ = tile_phase(layer, 0, FF, hw, SkipPolicy(), pruned_grads_unused=False)
+    assert table["unicast_bytes"].tolist() == [1024, resent, resent, resent]
+    assert table["multicast_bytes"].tolist() == [128] * 4   # each tile's own image
