@@ -249,10 +249,11 @@ def test_energy_per_action_adds_up_to_components_and_total(quickstart_twice):
     # energy.csv: each layer-phase's joules by component and action, adding up to its row
     # in layers.csv and, over the layers, to each action's total in summary.json
     import pandas as pd
-    keys = ["arch", "layer", "phase"]
+    keys = ["run", "layer", "phase"]
     energy = pd.read_csv(outs[0] / "energy.csv", dtype={"run": str, "layer": str})
     layers = pd.read_csv(outs[0] / "layers.csv", dtype={"run": str, "layer": str})
-    assert list(energy.columns) == [*keys, "component", "action", "energy_j"]
+    assert list(energy.columns) == [*keys[:1], "arch", *keys[1:], "component", "action",
+                                    "energy_j"]
     per_row = energy.groupby(keys, sort=False)["energy_j"].sum().rename("energy_j_parts")
     joined = layers.set_index(keys)["energy_j"].to_frame().join(per_row)
     assert (joined["energy_j"] > 0).all()
