@@ -382,10 +382,7 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                 continue
             na = -(-a // ka)
             active = min(ka, hw.clusters)
-            compute = 0.0
-            if block_pe is not None:
-                busiest = _per_tile_from_pe(block_pe, ka, hw)[0]
-                compute = float(np.ceil(busiest / hw.macs_per_pe_per_cycle).sum())
+            busiest_time = None  # the PEs' time as the shape deals the MACs, when it matters
             channel_block = channel_bytes / na
             channel_keep = half_local * active  # the clusters' room for their shares
             orders = {"auto": (False, True), "weight_stationary": (False,),
@@ -410,24 +407,35 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                     dram_time = max(dram_time,
                                     generated * channel_reads / hw.weight_generator)
                 port_time = (stream_sent + unicast) / hw.noc_port_bytes_per_cycle
-                times = {
-                    "pipelined": equal_tiles_cycles(
-                        [dram_time + out_dram / hw.dram_bytes_per_cycle
-                         + tiles * hw.dram_latency_cycles,
-                         port_time + tiles * hw.noc_latency_cycles,
-                         compute + tiles * hw.pipeline_cycles,
-                         (out_bytes + psums_sent) / hw.noc_port_bytes_per_cycle
-                         + tiles * hw.noc_latency_cycles], tiles),
-                    "bottleneck": max(dram_time, port_time, ideal_compute)}
-                for estimate, time in times.items():
-                    # DRAM's bytes are written into the buffer, the sent ones read from it;
-                    # the stream is multicast over the tree into every active cluster's
-                    # buffer
-                    pj = hw.estimated_pj(macs=macs, dram=dram,
-                                         glb=dram + stream_sent + unicast,
-                                         unicast=unicast, multicast=stream_sent,
-                                         local=unicast + active * stream_sent, cycles=time)
-                    key = (hw.objective_value(time, pj), time, dram, tiles, -ka, outer)
+                # DRAM's bytes are written into the buffer, the sent ones read from it; the
+                # stream is multicast over the tree into every active cluster's buffer
+                moves = {"macs": macs, "dram": dram, "glb": dram + stream_sent + unicast,
+                         "unicast": unicast, "multicast": stream_sent,
+                         "local": unicast + active * stream_sent}
+                tail = (dram, tiles, -ka, outer)
+                stages = (dram_time + out_dram / hw.dram_bytes_per_cycle
+                          + tiles * hw.dram_latency_cycles,
+                          port_time + tiles * hw.noc_latency_cycles,
+                          tiles * hw.pipeline_cycles,   # the PEs' fill; their time added
+                          (out_bytes + psums_sent) / hw.noc_port_bytes_per_cycle
+                          + tiles * hw.noc_latency_cycles)
+                keys = {"bottleneck": _rank(hw, max(dram_time, port_time, ideal_compute),
+                                            moves, tail)}
+                if block_pe is None:
+                    keys["pipelined"] = _rank(hw, _pipelined(stages, 0.0, tiles), moves, tail)
+                else:
+                    # The busiest PEs take no less than every PE equally busy: a shape that
+                    # loses even so is not worth dealing its MACs out (the search's dearest
+                    # step), its rank being no better than with that bound.
+                    bound = _rank(hw, _pipelined(stages, ideal_compute, tiles), moves, tail)
+                    if "pipelined" not in best or bound < best["pipelined"][0]:
+                        if busiest_time is None:
+                            busiest = _per_tile_from_pe(block_pe, ka, hw)[0]
+                            busiest_time = float(np.ceil(busiest / hw.macs_per_pe_per_cycle)
+                                                 .sum())
+                        keys["pipelined"] = _rank(hw, _pipelined(stages, busiest_time, tiles),
+                                                  moves, tail)
+                for estimate, key in keys.items():
                     if estimate not in best or key < best[estimate][0]:
                         best[estimate] = (key, TileShape(ka, images, rows, outer))
     if best:
@@ -439,6 +447,23 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                       f"{need * eb} bytes but the global buffer gives a tile "
                       f"{hw.buffer_bytes} bytes; enlarge the buffer or shrink the batch",
                       key=BUFFER_KEY)
+
+
+def _rank(hw: HardwareView, time: float, moves: dict[str, float], tail: tuple) -> tuple:
+    """A candidate shape's rank in the tile search, smallest first: `hw.objective` on its
+    estimated time and energy (`moves` at the view's prices, DRAM standby for `time`), then
+    time, then `tail` (DRAM bytes, tiles, more channels first, loop order). It never falls
+    as `time` grows."""
+    pj = hw.estimated_pj(**moves, cycles=time)
+    return (hw.objective_value(time, pj), time, *tail)
+
+
+def _pipelined(stages: tuple[float, float, float, float], compute: float,
+               tiles: int) -> float:
+    """`equal_tiles_cycles` of a candidate's stages (DRAM, port out, the PEs' fill, port
+    back) with `compute` cycles of the PEs' work added to theirs."""
+    dram, port, fill, back = stages
+    return equal_tiles_cycles([dram, port, fill + compute, back], tiles)
 
 
 def _compression(ps: PhaseShape, hw: HardwareView, weights: bool) -> tuple[float, float]:
