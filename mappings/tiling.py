@@ -309,38 +309,36 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
 
     Candidates: channel blocks of clusters * 2^i channels (or all of them) and row blocks of
     whole images or runs of rows, halving; each in both loop orders. For each, the bytes it
-    moves are estimated from the operands' current sparsity: each operand's dense bytes
-    times its compression in its format over the whole layer (`_compression`), so the
-    order follows whichever operand is larger now (Trainer's "dynamic sparsity adaptive
-    dataflow"; dense formats give the dense estimate). From DRAM, the block held across the inner
-    loop is read once and the other once per outer iteration; to the clusters, a block is
-    sent again on every tile unless it is unchanged and its share fits in half a cluster's
-    local buffer. The estimate of time is the tile pipeline's, with the tiles sharing
-    alike the DRAM time (the results' writes too), the time on the global buffer's NoC port
-    out and back (the results, dense) and the PEs' time for the MACs of `processed` (the
-    per-output count map of the phase or chunk, when given) as the shape deals them to the
-    PEs: each tile as long as its busiest PE, as `tile_part`
-    will count it, so that small blocks pay for the PEs they leave idle and for sparse
-    outputs dealt unevenly; each stage with its fixed latency a tile
-    (`mappings.pipeline.equal_tiles_cycles`: the busiest stage, plus the others' share of
-    one tile, so that one large tile that overlaps nothing does not look as fast
-    as many that do, nor many tiny ones, each paying its latencies, as fast as a few). The
-    bottleneck's is the largest of the DRAM time, the port time and the PEs' ideal time
-    (every PE equally busy), which favoured fewer tiles on ties. The estimate of energy is
-    those MACs, the bytes from DRAM (written into the buffer), the bytes sent (read from the
-    buffer, over the NoC, into the clusters' buffers: the channel operand unicast, the stream
-    multicast over the tree into every active cluster) and DRAM standby for that time, at
-    the view's prices (`HardwareView.estimated_pj`, as the full plans' estimate). Ties go to
-    less time, fewer DRAM bytes, fewer tiles, then more channels per tile. A resident operand
-    (`stream_resident`, `channel_resident`: an earlier phase left it in the buffer) takes
-    no tile space and no DRAM reads. A chunk of a split reduction also moves partial sums,
-    whatever its tile: `psums_sent` bytes back to the PEs over the port and `psums_dram`
-    bytes to and from DRAM (spilled). They count in every candidate's time and energy, so
-    that a chunk whose spilled sums make it DRAM-bound does not take a tile that re-reads an
-    operand from DRAM as if those reads were hidden under the port's time. `tracked`: the
-    channel operand as DRAM holds it (`tracked_weights`), when a weight generator makes
-    the rest: DRAM reads only that, and the generator, working beside the reads, makes
-    `hw.weight_generator` values a cycle of the rest.
+    moves are estimated from the operands' current sparsity: each operand's dense bytes times
+    its compression in its format over the whole layer (`_compression`), so the order follows
+    whichever operand is larger now (Trainer's "dynamic sparsity adaptive dataflow"; dense
+    formats give the dense estimate). From DRAM, the block held across the inner loop is read
+    once and the other once per outer iteration; to the clusters, a block is sent again on every
+    tile, but for what the clusters keep of it while it is unchanged (half their local buffer
+    each: `resent`). The estimate of time is the tile pipeline's, with the tiles sharing alike
+    the DRAM time (the results' writes too), the time on the global buffer's NoC port out and
+    back (the results, dense) and the PEs' time for the MACs of `processed` (the per-output
+    count map of the phase or chunk, when given) as the shape deals them to the PEs: each tile
+    as long as its busiest PE, as `tile_part` will count it, so that small blocks pay for the
+    PEs they leave idle and for sparse outputs dealt unevenly; each stage with its fixed latency
+    a tile (`mappings.pipeline.equal_tiles_cycles`: the busiest stage, plus the others' share of
+    one tile, so that one large tile that overlaps nothing does not look as fast as many that
+    do, nor many tiny ones, each paying its latencies, as fast as a few). The bottleneck's is
+    the largest of the DRAM time, the port time and the PEs' ideal time (every PE equally busy),
+    which favoured fewer tiles on ties. The estimate of energy is those MACs, the bytes from
+    DRAM (written into the buffer), the bytes sent (read from the buffer, over the NoC, into the
+    clusters' buffers: the channel operand unicast, the stream multicast over the tree into
+    every active cluster) and DRAM standby for that time, at the view's prices
+    (`HardwareView.estimated_pj`, as the full plans' estimate). Ties go to less time, fewer DRAM
+    bytes, fewer tiles, then more channels per tile. A resident operand (`stream_resident`,
+    `channel_resident`: an earlier phase left it in the buffer) takes no tile space and no DRAM
+    reads. A chunk of a split reduction also moves partial sums, whatever its tile: `psums_sent`
+    bytes back to the PEs over the port and `psums_dram` bytes to and from DRAM (spilled). They
+    count in every candidate's time and energy, so that a chunk whose spilled sums make it
+    DRAM-bound does not take a tile that re-reads an operand from DRAM as if those reads were
+    hidden under the port's time. `tracked`: the channel operand as DRAM holds it
+    (`tracked_weights`), when a weight generator makes the rest: DRAM reads only that, and the
+    generator, working beside the reads, makes `hw.weight_generator` values a cycle of the rest.
     """
     a_elems = int(ps.channel_operand.elems[0]) if len(ps.channel_operand.elems) else 0
     eb = hw.element_bytes
