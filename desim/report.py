@@ -139,10 +139,16 @@ class ClaimCheck:
 
     @property
     def value_text(self) -> str:
-        """The value, with the values it averages in brackets."""
+        """The value, with the values it averages in brackets; with as many more digits as
+        it takes not to read as the bound it lies beyond (1.2197 against 1.22, not 1.22)."""
+        digits = 4
+        if self.value is not None and self.within is False:
+            while digits < 8 and _fmt(self.value, digits) in (_fmt(self.low), _fmt(self.high)):
+                digits += 1
+        value = _fmt(self.value, digits)
         if not self.parts:
-            return _fmt(self.value)
-        return f"{_fmt(self.value)} ({', '.join(_fmt(p) for p in self.parts)})"
+            return value
+        return f"{value} ({', '.join(_fmt(p) for p in self.parts)})"
 
     @property
     def metric_text(self) -> str:
@@ -468,14 +474,15 @@ def to_html(blocks: list[Block], title: str) -> str:
 # -- the report ---------------------------------------------------------------------------------
 
 
-def _fmt(v: float | None) -> str:
+def _fmt(v: float | None, digits: int = 4) -> str:
+    """A figure to `digits` significant digits."""
     if v is None:
         return "-"
     if math.isinf(v) or math.isnan(v):
         return str(v)
     if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
-        return f"{v:.4g}"
-    return f"{v:,.4g}" if abs(v) >= 1e4 else f"{v:.4g}"
+        return f"{v:.{digits}g}"
+    return f"{v:,.{digits}g}" if abs(v) >= 1e4 else f"{v:.{digits}g}"
 
 
 CLAIM_HEADER = ["experiment", "claim (metric)", "paper", "desim", "accepted range", "verdict",

@@ -13,7 +13,14 @@ from typer.testing import CliRunner
 
 from desim.errors import ConfigError
 from desim.experiment import CLAIM_METRICS, Claim, load_experiment
-from desim.report import DERIVED_RUN, build_report, check_claim, register, resolve
+from desim.report import (
+    DERIVED_RUN,
+    ClaimCheck,
+    build_report,
+    check_claim,
+    register,
+    resolve,
+)
 from desim.runner import run_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -208,6 +215,21 @@ def test_claim_comparisons(compare, paper, within):
     check = check_claim(SUMMARY, claim)
     assert check.value == pytest.approx(1.125)
     assert check.within is within
+
+
+def test_a_value_just_beyond_a_bound_does_not_read_as_the_bound():
+    """hppu_vs_fine_grained's 1.2197 against 1.53 +- 0.31: at four digits it would read
+    "1.22" beside the range "1.22 to 1.84" and look within; it takes a fifth. A value
+    inside, or clear of the bound, keeps four."""
+    def check(value: float) -> ClaimCheck:
+        return ClaimCheck(Claim(metric="runs.x.cycles", paper=1.53, tolerance=0.31), value)
+
+    assert check(1.2197).verdict.startswith("OUTSIDE") and check(1.2197).range_text == \
+        "1.22 to 1.84"
+    assert check(1.2197).value_text == "1.2197"
+    assert check(1.8399).value_text == "1.84"  # within: as is
+    assert check(1.8413).value_text == "1.841"
+    assert check(1.25).value_text == "1.25"
 
 
 def test_a_list_of_metrics_gives_the_mean_of_their_ratios():
