@@ -375,18 +375,20 @@ def _estimated_cycles(table: np.ndarray, hw: HardwareView) -> float:
 
     dram, port = hw.dram_bytes_per_cycle, hw.noc_port_bytes_per_cycle
     read = stage(table["dram_read_bytes"], dram, hw.dram_latency_cycles)
+    fetch = read
+    if hw.weight_generator:  # it makes a tile's untracked weights while DRAM reads the rest
+        fetch = np.maximum(read, np.ceil(table["regenerated_weights"] / hw.weight_generator))
     scan = 0.0  # the selector scans a tile's maps before the port sends what it picked
     if hw.selector_entries_per_cycle:
         scan = np.ceil(table["selector_entries"] / hw.selector_entries_per_cycle)
-    if hw.weight_generator:  # it makes a tile's untracked weights while DRAM reads the rest
-        read = np.maximum(read, table["regenerated_weights"] / hw.weight_generator)
     write = stage(table["dram_write_bytes"], dram, hw.dram_latency_cycles)
     stages = np.stack([
-        read, stage(table["multicast_bytes"] + table["unicast_bytes"], port,
+        fetch, stage(table["multicast_bytes"] + table["unicast_bytes"], port,
                     hw.noc_latency_cycles) + scan,
         np.ceil(stage(table["busiest_pe_macs"], hw.macs_per_pe_per_cycle,
                       hw.pipeline_cycles)),
         stage(table["gather_bytes"], port, hw.noc_latency_cycles), write], axis=1)
+    # (as the accelerator's `_has_results`: a tile that brings results back or writes any)
     has_results = (table["gather_bytes"] > 0) | (table["dram_write_bytes"] > 0)
     return max(buffered_cycles(stages, has_results), float(read.sum() + write.sum()))
 
