@@ -33,7 +33,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +44,7 @@ from pydantic import BaseModel, model_validator
 from desim.configio import validate
 from desim.errors import ConfigError
 from desim.experiment import Claim
-from desim.results import writable_folder, write_atomic
+from desim.results import atomic_path, writable_folder, write_atomic
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -304,10 +303,9 @@ def _stacked_bars(ax: Any, names: list[str], segments: dict[str, list[float]],
 def _save(fig: Any, path: Path) -> Path:
     """Write the figure as PNG atomically (a reader never sees half a plot)."""
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=100, format="png")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     _pyplot().close(fig)
-    os.replace(tmp, path)
     return path
 
 

@@ -38,7 +38,6 @@ import logging
 import os
 import re
 import socket
-import tempfile
 import time
 import traceback
 import uuid
@@ -53,7 +52,7 @@ import yaml
 from rich.markup import escape
 
 from desim.errors import ConfigError
-from desim.results import writable_folder
+from desim.results import atomic_path, writable_folder
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -591,14 +590,8 @@ def pareto_mask(frame: pd.DataFrame, objectives: Sequence[str]) -> pd.Series:
 
 
 def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --- plots (matplotlib's object API: the Agg canvas, no pyplot state) ------------------------
