@@ -352,10 +352,8 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     generated = 0.0  # values the weight generator makes for one read of the channel operand
     if tracked is not None and not channel_resident:
         chan = ps.channel_operand
-        units = max(1, len(chan.elems))
-        tracked_bytes = int(_channel_bytes(tracked, units, hw, weights=True).sum())
-        channel_dram = a * a_elems * eb * tracked_bytes / max(1, int(chan.elems.sum()) * eb)
-        generated = a * int(chan.nnz.sum() - tracked.nnz.sum()) / units
+        channel_dram = a * a_elems * eb * _channel_ratio(tracked, hw, weights=True)
+        generated = a * int(chan.nnz.sum() - tracked.nnz.sum()) / max(1, len(chan.elems))
     macs = 0 if processed is None else int(processed.sum())
     ideal_compute = macs / (hw.pes * hw.macs_per_pe_per_cycle)
     # the results, whatever the tile: gathered over the port and written to DRAM, taken
@@ -468,14 +466,18 @@ def _compression(ps: PhaseShape, hw: HardwareView, weights: bool) -> tuple[float
     """Bytes in format over dense bytes of the channel and the stream operand, whole layer.
     `weights`: the channel operand is W (its values take `hw.weight_bits`)."""
     eb = hw.element_bytes
-    chan = ps.channel_operand
-    dense_chan = int(chan.elems.sum()) * eb
-    chan_bytes = int(_channel_bytes(chan, max(1, len(chan.elems)), hw, weights).sum())
     elems = np.array([ps.stream_nnz.numel() * ps.stream_row_elems])
     stream_bytes = int(_stream_bytes(ps, elems, np.array([int(ps.stream_nnz.sum())]),
                                      np.array([int(ps.stream_rle.sum())]), eb)[0])
-    return (chan_bytes / dense_chan if dense_chan else 1.0,
+    return (_channel_ratio(ps.channel_operand, hw, weights),
             float(stream_bytes / elems[0] / eb) if elems[0] else 1.0)
+
+
+def _channel_ratio(chan: Operand, hw: HardwareView, weights: bool) -> float:
+    """Bytes in format over dense bytes of a channel operand, all its units together."""
+    dense = int(chan.elems.sum()) * hw.element_bytes
+    stored = int(_channel_bytes(chan, max(1, len(chan.elems)), hw, weights).sum())
+    return stored / dense if dense else 1.0
 
 
 def _channel_bytes(chan: Operand, size: int, hw: HardwareView, weights: bool) -> np.ndarray:
