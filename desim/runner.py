@@ -30,11 +30,10 @@ from desim.module import Simulator
 from desim.results import writable_folder, write_atomic, write_csv, write_json
 from desim.stats import collect_stats, stats_text
 from mappings.mapper import PhaseWork, map_workload, phase_waits
-from mappings.models import default_input_shape
 from mappings.scalesim import gemm_view
 from mappings.target import HardwareView
 from mappings.tiling import BUFFER_KEY
-from mappings.workload import Workload, capture_workload
+from mappings.workload import Workload, capture_workload, input_shape
 
 LAYER_COLUMNS = ["run", "arch", "layer", "phase", "macs", "effectual_macs", "processed_macs",
                  "cycles", "energy_j", "dram_bytes", "start_cycle", "end_cycle", "tiles",
@@ -325,9 +324,8 @@ def write_results(out: Path, experiment: Experiment, results: dict[str, RunResul
                                             ignore_index=True))
     write_csv(out / "energy.csv", layer_energy(results))
     resolved = experiment.spec.model_dump(mode="json")
-    workload = resolved["workload"]
-    if workload["model"] and workload["input_shape"] is None:  # the one the capture used
-        workload["input_shape"] = list(default_input_shape(workload["model"]))
+    if experiment.spec.workload.model:  # the input the capture used, default or not
+        resolved["workload"]["input_shape"] = list(input_shape(experiment.spec.workload))
     write_json(out / "config.json", {
         "experiment": resolved,
         "architectures": {n: a.model_dump(mode="json") for n, a in experiment.archs.items()},

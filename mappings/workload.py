@@ -60,13 +60,19 @@ def capture_workload(spec: WorkloadSpec, pruning: PruningSpec) -> Workload:
                           key="workload.batch") from None
 
 
+def input_shape(spec: WorkloadSpec) -> tuple[int, ...]:
+    """The input, without the batch, that the workload's model takes: the file's, else the
+    model's default."""
+    return tuple(spec.input_shape or default_input_shape(spec.model))
+
+
 def checked_model(spec: WorkloadSpec) -> tuple[torch.nn.Module, tuple[int, ...]]:
     """The workload's model, built from its seed, and its input shape, checked: a model it
     does not know, an argument the model does not take or a shape it cannot run is a
     ConfigError here, before any capture."""
     torch.manual_seed(spec.seed)
     model = build_model(spec.model, **{"num_classes": spec.num_classes, **spec.model_args})
-    shape = tuple(spec.input_shape or default_input_shape(spec.model))
+    shape = input_shape(spec)
     _check_input_shape(model, spec.model, shape)
     return model, shape
 
