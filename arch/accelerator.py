@@ -119,12 +119,17 @@ class Accelerator(Module):
             if cfg.weight_generator else None)
         self.noc = Noc("noc", self, self.graph, cfg.noc.routing, self.clock,
                        src=self.port, clusters=self._clusters_by_distance())
-        self.pes = PeArray("pe_array", self, cfg.pe_cluster, len(self.clusters), self.clock)
+        self.pes = PeArray("pe_array", self, cfg.pe_cluster, len(self.clusters), self.clock,
+                           cfg.index_matching)
         self.vector = (VectorUnit("vector_unit", self, cfg.vector_unit, self.clock)
                        if cfg.vector_unit else None)
         self.speculator = (Speculator("speculator", self, cfg.speculator,
                                       cfg.pe_cluster.precision, self.clock)
                            if cfg.speculator else None)
+        # the speculator (FF only) pairs non-zeros when the PEs do, on FF's two operands
+        self._speculator_matches = (cfg.index_matching is not None
+                                    and cfg.sparsity.skip_zero_weights
+                                    and cfg.sparsity.skip_zero_activations)
         # The pipeline's stages talk through ports bound to two-deep FIFOs.
         stages = ("fetch", "distribute", *(("speculate",) if self.speculator else ()),
                   "compute", "collect", "writeback")
@@ -225,7 +230,9 @@ class Accelerator(Module):
         while True:
             row = yield from q_in.get()
             self._serve(row)
-            yield from self.speculator.predict(row[col["speculated_ops"]], _received(row))
+            yield from self.speculator.predict(
+                row[col["speculated_ops"]], _received(row),
+                row[col["macs"]] if self._speculator_matches else 0)
             yield from q_out.put(row)
 
     def _compute(self, q_in: Port, q_out: Port) -> Generator:
@@ -240,7 +247,8 @@ class Accelerator(Module):
             received = _received(row)
             self.pes.count("local_buffer_write_bytes", received)
             yield from self.pes.compute(row[col["busiest_pe_macs"]], row[col["processed_macs"]],
-                                        received, row[col["compute_cycles"]])
+                                        received, row[col["compute_cycles"]],
+                                        row[col["scanned_pairs"]], row[col["active_clusters"]])
             yield from q_out.put(row)
 
     def _collect(self, q_in: Port, q_out: Port) -> Generator:
@@ -319,6 +327,12 @@ class Accelerator(Module):
             * price.local_buffer_pj_per_byte,
             "macs.macs": pes["macs"] * price.mac_pj,
         })
+        if self.cfg.index_matching is not None:
+            spec = of("speculator")  # the speculator pairs the non-zeros of every output
+            energy["index_matching.scanned_pairs"] = (
+                (pes["scanned_pairs"] + spec["scanned_pairs"]) * price.index_scan_pj_per_pair)
+            energy["index_matching.matched_pairs"] = (
+                (pes["matched_pairs"] + spec["matched_pairs"]) * price.index_match_pj_per_pair)
         if self.selector is not None:
             energy["selector.entries"] = of("selector")["entries"] * price.selector_pj_per_entry
         if self.weight_generator is not None:

@@ -93,6 +93,17 @@ class SpeculatorConfig(Strict):
     ops_per_cycle: PositiveInt
 
 
+class IndexMatchingConfig(Strict):
+    """The PEs' index matching, for a design that skips the zeros of both operands of a MAC
+    without a selector to pair them: each PE ANDs the two operands' bitmaps over an output's
+    reduction, `bits_per_cycle` pairs a cycle (SparTen, Gondimalla et al., MICRO 2019: 128),
+    and a priority encoder with prefix sums takes each matched pair's values to the MAC.
+    A tile's PEs take no less than their share of its pairs at that rate. None (no
+    section): pairing is free and takes no time, which flatters such a design."""
+
+    bits_per_cycle: PositiveInt
+
+
 class SparsityConfig(Strict):
     """Which zeros the datapath skips, and how operands are stored."""
 
@@ -138,7 +149,9 @@ class VectorUnitConfig(Strict):
 # The prices of components a design may lack, and the section that adds each.
 OPTIONAL_COMPONENT_PRICES = {"vector_op_pj": "vector_unit", "selector_pj_per_entry": "selector",
                              "weight_generator_pj_per_value": "weight_generator",
-                             "speculator_pj_per_op": "speculator"}
+                             "speculator_pj_per_op": "speculator",
+                             "index_scan_pj_per_pair": "index_matching",
+                             "index_match_pj_per_pair": "index_matching"}
 
 
 class EnergyConfig(Strict):
@@ -155,6 +168,8 @@ class EnergyConfig(Strict):
     selector_pj_per_entry: NonNegativeFloat | None = None  # one non-zero-map entry scanned
     weight_generator_pj_per_value: NonNegativeFloat | None = None  # one weight regenerated
     speculator_pj_per_op: NonNegativeFloat | None = None   # one exponent-only product
+    index_scan_pj_per_pair: NonNegativeFloat | None = None  # one pair's bits ANDed
+    index_match_pj_per_pair: NonNegativeFloat | None = None  # one matched pair encoded
 
     def given(self) -> dict[str, float]:
         """The prices this design sets, by name."""
@@ -210,6 +225,7 @@ class ArchConfig(Strict):
     selector: SelectorConfig | None = None
     weight_generator: WeightGeneratorConfig | None = None  # None: every weight from DRAM
     speculator: SpeculatorConfig | None = None  # None: every FF output computed
+    index_matching: IndexMatchingConfig | None = None  # None: pairing non-zeros is free
     sparsity: SparsityConfig = SparsityConfig()
     mapping: MappingConfig = MappingConfig()
     vector_unit: VectorUnitConfig | None = None  # None: vector layers are not simulated
@@ -239,6 +255,16 @@ class ArchConfig(Strict):
             raise ValueError(f"noc.link_bandwidth_bytes_per_cycle: "
                              f"{self.noc.link_bandwidth_bytes_per_cycle} bytes a cycle at "
                              f"{self.core_clock_mhz} MHz is less than a byte a second")
+        return self
+
+    @model_validator(mode="after")
+    def _matching_needs_two_sided_skipping(self) -> ArchConfig:
+        s = self.sparsity
+        if self.index_matching is not None and sum(
+                (s.skip_zero_weights, s.skip_zero_activations, s.skip_zero_gradients)) < 2:
+            raise ValueError("index_matching: pairs the non-zeros of two operands, but this "
+                             "design skips the zeros of one operand at most (sparsity."
+                             "skip_zero_weights, skip_zero_activations, skip_zero_gradients)")
         return self
 
     @model_validator(mode="after")

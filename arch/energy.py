@@ -29,6 +29,10 @@ Not in Horowitz, stated assumptions:
   (a 32-bit int add, 0.1 pJ): 0.13 pJ (assumption).
 - selector: scanning one entry of a non-zero map (a bit test and a priority-encoder step)
   is priced as an 8-bit add, 0.03 pJ (assumption).
+- index matching (PEs that pair two operands' non-zeros, SparTen-like): ANDing one pair's
+  two bitmap bits, with their reads from the PE's registers, is priced as one bit of an
+  8-bit add (0.03 / 8 pJ), and each matched pair's priority-encoder step and prefix-sum
+  offsets as the selector's entry, 0.03 pJ (assumption: the same logic as the selector's).
 - the cluster's local buffer: an SRAM of its configured capacity, priced as above.
 
 A design may set its own price for any of these actions (arch YAML `energy:`, `DesignPrices`):
@@ -57,6 +61,8 @@ NOC_PJ_PER_BIT_HOP_45NM = 0.5
 SELECTOR_PJ_PER_ENTRY_45NM = 0.03
 WEIGHT_GENERATOR_PJ_PER_VALUE_45NM = 3 * 0.1 + 1.1 + 0.4
 SPECULATOR_PJ_PER_OP_45NM = 0.03 + 0.1
+INDEX_SCAN_PJ_PER_PAIR_45NM = 0.03 / 8
+INDEX_MATCH_PJ_PER_PAIR_45NM = SELECTOR_PJ_PER_ENTRY_45NM
 
 NODES = {"45nm": (45, 1.0), "28nm": (28, 0.9)}  # feature size (nm), nominal supply (V)
 ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "fp8": 1, "int8": 1, "int32": 4, "ternary": 1}
@@ -123,6 +129,12 @@ class EnergyTable:
     def speculator_pj_per_op(self) -> float:
         return SPECULATOR_PJ_PER_OP_45NM * self.scale
 
+    def index_scan_pj_per_pair(self) -> float:
+        return INDEX_SCAN_PJ_PER_PAIR_45NM * self.scale
+
+    def index_match_pj_per_pair(self) -> float:
+        return INDEX_MATCH_PJ_PER_PAIR_45NM * self.scale
+
 
 @dataclass(frozen=True)
 class DesignPrices:
@@ -139,6 +151,8 @@ class DesignPrices:
     selector_pj_per_entry: float
     weight_generator_pj_per_value: float
     speculator_pj_per_op: float
+    index_scan_pj_per_pair: float
+    index_match_pj_per_pair: float
 
     @property
     def noc_pj_per_byte_hop(self) -> float:
@@ -160,6 +174,8 @@ class DesignPrices:
             "selector_pj_per_entry": table.selector_pj_per_entry(),
             "weight_generator_pj_per_value": table.weight_generator_pj_per_value(),
             "speculator_pj_per_op": table.speculator_pj_per_op(),
+            "index_scan_pj_per_pair": table.index_scan_pj_per_pair(),
+            "index_match_pj_per_pair": table.index_match_pj_per_pair(),
         }
         given = given or {}
         if "mac_pj" in given and "vector_op_pj" not in given:

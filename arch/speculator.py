@@ -8,7 +8,10 @@ it predicts the next tile while the PEs compute the current one; it performs `op
 products a cycle over the whole array and reads each tile's operands from the local buffers
 once, their sign and exponent fields only (`arch.energy.SIGN_EXPONENT_BITS` of each element;
 ArchConfig allows a speculator on those precisions only).
-Actions: `ops`, `local_buffer_read_bytes`.
+With index matching (a design whose PEs pair two operands' non-zeros), the speculator
+pairs them too, over every output of the tile: `scanned_pairs` and `matched_pairs` (its
+ops), priced as the PEs'; the pairing is taken to keep pace with its products (assumption).
+Actions: `ops`, `local_buffer_read_bytes`, `scanned_pairs`, `matched_pairs`.
 """
 
 from __future__ import annotations
@@ -29,10 +32,14 @@ class Speculator(Module):
         self.field_bits = SIGN_EXPONENT_BITS[precision]
         self.element_bits = 8 * ELEMENT_BYTES[precision]
 
-    def predict(self, ops: int, operand_bytes: int) -> Generator:
-        """Predict one tile's output signs from `ops` products of its `operand_bytes`."""
+    def predict(self, ops: int, operand_bytes: int, scanned_pairs: int = 0) -> Generator:
+        """Predict one tile's output signs from `ops` products of its `operand_bytes`, found
+        among `scanned_pairs` by index matching (0: the design has none)."""
         if ops <= 0:
             return
         yield from self.work_items(ops, self.cfg.ops_per_cycle, self.clock, "predict", "ops")
         self.count("local_buffer_read_bytes",
                    -(-operand_bytes * self.field_bits // self.element_bits))
+        if scanned_pairs:
+            self.count("scanned_pairs", scanned_pairs)
+            self.count("matched_pairs", ops)

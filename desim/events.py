@@ -31,6 +31,8 @@ TILE_DTYPE = np.dtype([
                                         # instead of read from DRAM (Procrustes)...
     ("regenerated_bytes", np.int64),    # ...and the bytes they fill in the global buffer
     ("speculated_ops", np.int64),    # exponent-only products of the ReLU speculation (Trainer)
+    ("scanned_pairs", np.int64),     # operand pairs whose bitmaps the PEs' index matching
+                                     # ANDs: the nominal pairs of the outputs they compute
     ("busiest_pe_macs", np.int64),   # MACs of the most loaded PE: the tile's compute time
     ("processed_macs", np.int64),    # MACs the PEs perform (energy)
     ("effectual_macs", np.int64),    # MACs with every operand non-zero (both needed)

@@ -152,6 +152,8 @@ def hardware_view(acc: Accelerator) -> HardwareView:
         weight_generator=(acc.cfg.weight_generator.values_per_cycle if acc.cfg.weight_generator
                           else 0.0),
         speculate_relu_outputs=acc.speculator is not None,
+        index_matching_bits=(acc.cfg.index_matching.bits_per_cycle if acc.cfg.index_matching
+                             else 0),
         objective=acc.cfg.mapping.objective,
         inter_layer_reuse=acc.cfg.mapping.inter_layer_reuse, **_move_prices(acc))
 
@@ -189,6 +191,8 @@ def _move_prices(acc: Accelerator) -> dict[str, float]:
         "local_pj_per_byte": price.local_buffer_pj_per_byte,
         "noc_pj_per_byte": hop * sum(routes) / len(routes),
         "noc_multicast_pj_per_byte": hop * len(tree),
+        "index_scan_pj": price.index_scan_pj_per_pair if acc.cfg.index_matching else 0.0,
+        "index_match_pj": price.index_match_pj_per_pair if acc.cfg.index_matching else 0.0,
     }
 
 

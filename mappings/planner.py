@@ -234,29 +234,40 @@ def _slice_reduction(layer: LayerCapture, phase: int, c0: int, c1: int) -> Layer
 
 def _count_maps(part: LayerCapture, phase: int, hw: HardwareView, policy: SkipPolicy,
                 pruned_grads_unused: bool) -> tuple[torch.Tensor, ...]:
-    """Nominal, effectual, processed and speculated (or None) MACs of `part`: processed per
-    output (the tiler deals outputs to PEs), the others per output row (their sums over the
-    row: the tiler only totals them per tile, and a row sum is a row length smaller)."""
+    """Nominal, effectual, processed, speculated (or None) and scanned (or None) MACs of
+    `part`: processed per output (the tiler deals outputs to PEs), the others per output row
+    (their sums over the row: the tiler only totals them per tile, and a row sum is a row
+    length smaller). Scanned: the nominal pairs of the outputs the PEs compute, which their
+    index matching ANDs, when they pair two operands' non-zeros in this phase."""
     nominal = nominal_map(part, phase)
     effectual = effectual_map(part, phase, pruned_grads_unused=pruned_grads_unused)
+    skipped = processed_operands(phase, policy, pruned_grads_unused)
+    scanned = None
+    if hw.index_matching_bits and skipped["x_nz"] + skipped["w_nz"] + skipped["dy_nz"] >= 2:
+        scanned = nominal
+        if phase == WG and skipped["mask_wg"]:  # pruned weights' gradients are not computed
+            k, cg, r, s = part.w_nz.shape
+            scanned = scanned * part.w_nz.reshape(k, 1, cg, r * s)
     if policy.dense:
         processed = nominal
-    elif (processed_operands(phase, policy, pruned_grads_unused)
-          == effectual_operands(phase, pruned_grads_unused)):  # skips every ineffectual MAC
-        processed = effectual
+    elif (skipped == effectual_operands(phase, pruned_grads_unused)):  # skips every
+        processed = effectual                                           # ineffectual MAC
     else:
         processed = processed_map(part, phase, policy, pruned_grads_unused=pruned_grads_unused)
     if hw.skip_relu_masked_gradients and phase == BP:  # dX where X is zero is discarded
         processed = processed * part.x_nz.transpose(0, 1)
+        scanned = None if scanned is None else scanned * part.x_nz.transpose(0, 1)
     speculated = None
     if hw.speculate_relu_outputs and phase == FF and part.y_spec is not None:
         # The exponent-only pass sees every output (skipping the zeros the PEs skip);
         # the PEs then compute only the outputs it predicts the ReLU keeps.
         speculated, processed = processed, processed * part.y_spec.transpose(0, 1)
+        scanned = None if scanned is None else scanned * part.y_spec.transpose(0, 1)
 
     def row_totals(counts: torch.Tensor | None) -> torch.Tensor | None:
         return None if counts is None else counts.sum(3, keepdim=True)
-    return row_totals(nominal), row_totals(effectual), processed, row_totals(speculated)
+    return (row_totals(nominal), row_totals(effectual), processed, row_totals(speculated),
+            row_totals(scanned))
 
 
 def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple],
@@ -294,7 +305,8 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                          stream_resident=resident[0], channel_resident=resident[1],
                          processed=maps[0][2],  # the first chunk's, as the others
                          psums_sent=psums_sent, psums_dram=psums_dram, per_pe=per_pe,
-                         tracked=tracked)
+                         tracked=tracked,
+                         scanned=0.0 if maps[0][4] is None else float(maps[0][4].sum()))
     best = None
     for shape in shapes:   # the tile search's candidates, decided on their own rows
         need = psum_share + tile_bytes(shape, ps, win, (n_rows, length),
@@ -385,12 +397,22 @@ def _estimated_cycles(table: np.ndarray, hw: HardwareView) -> float:
     stages = np.stack([
         fetch, stage(table["multicast_bytes"] + table["unicast_bytes"], port,
                     hw.noc_latency_cycles) + scan,
-        np.ceil(stage(table["busiest_pe_macs"], hw.macs_per_pe_per_cycle,
-                      hw.pipeline_cycles)),
+        compute_cycles(table, hw),
         stage(table["gather_bytes"], port, hw.noc_latency_cycles), write], axis=1)
     # (as the accelerator's `_has_results`: a tile that brings results back or writes any)
     has_results = (table["gather_bytes"] > 0) | (table["dram_write_bytes"] > 0)
     return max(buffered_cycles(stages, has_results), float(read.sum() + write.sum()))
+
+
+def compute_cycles(table: np.ndarray, hw: HardwareView) -> np.ndarray:
+    """Each tile's time on the PEs, as arch/pe.py counts it: its busiest PE's MACs, or its
+    pairs' scan over the active PEs when index matching takes longer, plus fill and drain."""
+    cycles = np.ceil(table["busiest_pe_macs"] / hw.macs_per_pe_per_cycle)
+    if hw.index_matching_bits:
+        lanes = np.maximum(table["active_clusters"], 1) * hw.pes_per_cluster
+        cycles = np.maximum(cycles, np.ceil(table["scanned_pairs"]
+                                            / (lanes * hw.index_matching_bits)))
+    return np.where(cycles > 0, cycles + hw.pipeline_cycles, 0.0)
 
 
 def _estimated_pj(table: np.ndarray, hw: HardwareView, cycles: float) -> float:
@@ -406,7 +428,8 @@ def _estimated_pj(table: np.ndarray, hw: HardwareView, cycles: float) -> float:
         glb=total("glb_read_bytes") + total("glb_write_bytes"),
         unicast=total("unicast_bytes") + total("gather_bytes"),
         multicast=total("multicast_bytes"), local=local_writes + total("unicast_bytes"),
-        cycles=cycles)
+        cycles=cycles, scanned=total("scanned_pairs"),
+        matched=float(table["processed_macs"][table["scanned_pairs"] > 0].sum()))
 
 
 def _wg_chunks(layer: LayerCapture, hw: HardwareView, dy_resident: bool = False

@@ -49,6 +49,9 @@ class HardwareView:
     # weights on chip instead of reading them from DRAM; 0: none
     weight_generator: float = 0.0
     speculate_relu_outputs: bool = False  # Trainer: FF skips outputs predicted ReLU-zeroed
+    # pairs a cycle each PE's index matching ANDs, where it pairs two operands' non-zeros;
+    # 0: no index matching (pairing is free)
+    index_matching_bits: int = 0
     # What the mapper minimises when it chooses a tile and how to split a reduction
     # (`mapping.objective`), and the prices (pJ, from the energy tables; 0: not known) its
     # energy estimate uses.
@@ -64,6 +67,8 @@ class HardwareView:
     local_pj_per_byte: float = 0.0
     noc_pj_per_byte: float = 0.0         # along the mean route between the buffer and a cluster
     noc_multicast_pj_per_byte: float = 0.0  # over the tree to every cluster
+    index_scan_pj: float = 0.0           # a pair's bitmap bits ANDed by index matching
+    index_match_pj: float = 0.0          # a matched pair encoded for the MAC
 
     @property
     def psum_bytes(self) -> int:
@@ -75,14 +80,17 @@ class HardwareView:
 
     def estimated_pj(self, *, macs: float = 0.0, dram: float = 0.0, glb: float = 0.0,
                      unicast: float = 0.0, multicast: float = 0.0, local: float = 0.0,
-                     cycles: float = 0.0) -> float:
+                     cycles: float = 0.0, scanned: float = 0.0, matched: float = 0.0
+                     ) -> float:
         """Energy at the view's prices: MACs, bytes through DRAM and the global buffer, bytes
         over unicast routes (gathers included) and over multicast trees, bytes into or out
-        of the clusters' local buffers, and DRAM standby for `cycles`. The one pricing rule
-        of the mapper's estimates (the tile's and the plan's)."""
+        of the clusters' local buffers, DRAM standby for `cycles`, and the pairs index
+        matching scans and matches. The one pricing rule of the mapper's estimates (the
+        tile's and the plan's)."""
         return (macs * self.mac_pj + dram * self.dram_pj_per_byte + glb * self.glb_pj_per_byte
                 + unicast * self.noc_pj_per_byte + multicast * self.noc_multicast_pj_per_byte
-                + local * self.local_pj_per_byte + cycles * self.static_pj_per_cycle)
+                + local * self.local_pj_per_byte + cycles * self.static_pj_per_cycle
+                + scanned * self.index_scan_pj + matched * self.index_match_pj)
 
     def objective_value(self, cycles: float, pj: float) -> float:
         """What `objective` minimises, from an estimate's time and energy."""

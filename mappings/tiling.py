@@ -302,7 +302,7 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                 stream_resident: bool = False, channel_resident: bool = False,
                 processed: torch.Tensor | None = None, psums_sent: float = 0.0,
                 psums_dram: float = 0.0, per_pe: dict | None = None,
-                tracked: Operand | None = None) -> list[TileShape]:
+                tracked: Operand | None = None, scanned: float = 0.0) -> list[TileShape]:
     """The tile shapes and loop orders that minimise `hw.objective` (a small mapper search)
     under two estimates of time, the pipeline's and the bottleneck's (one shape when they
     agree); the planner builds both and keeps the one whose own rows estimate best.
@@ -339,6 +339,8 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     hidden under the port's time. `tracked`: the channel operand as DRAM holds it
     (`tracked_weights`), when a weight generator makes the rest: DRAM reads only that, and the
     generator, working beside the reads, makes `hw.weight_generator` values a cycle of the rest.
+    `scanned`: the pairs the PEs' index matching ANDs (`hw.index_matching_bits` a cycle
+    each); the PEs take no less than all of them spread over every PE.
     """
     a_elems = int(ps.channel_operand.elems[0]) if len(ps.channel_operand.elems) else 0
     eb = hw.element_bytes
@@ -355,7 +357,8 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
         channel_dram = a * a_elems * eb * _channel_ratio(tracked, hw, weights=True)
         generated = a * int(chan.nnz.sum() - tracked.nnz.sum()) / max(1, len(chan.elems))
     macs = 0 if processed is None else int(processed.sum())
-    ideal_compute = macs / (hw.pes * hw.macs_per_pe_per_cycle)
+    scan_time = scanned / (hw.pes * hw.index_matching_bits) if scanned else 0.0
+    ideal_compute = max(macs / (hw.pes * hw.macs_per_pe_per_cycle), scan_time)
     # the results, whatever the tile: gathered over the port and written to DRAM, taken
     # dense here (the rows count them in their format)
     out_bytes = a * n_img * n_rows * length * eb
@@ -405,7 +408,8 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                 port_time = (stream_sent + unicast) / hw.noc_port_bytes_per_cycle
                 # DRAM's bytes are written into the buffer, the sent ones read from it; the
                 # stream is multicast over the tree into every active cluster's buffer
-                moves = {"macs": macs, "dram": dram, "glb": dram + stream_sent + unicast,
+                moves = {"macs": macs, "scanned": scanned, "matched": macs if scanned else 0,
+                         "dram": dram, "glb": dram + stream_sent + unicast,
                          "unicast": unicast, "multicast": stream_sent,
                          "local": unicast + active * stream_sent}
                 tail = (dram, tiles, -ka, outer)
@@ -427,8 +431,8 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                     if "pipelined" not in best or bound < best["pipelined"][0]:
                         if busiest_time is None:
                             busiest = _per_tile_from_pe(block_pe, ka, hw)[0]
-                            busiest_time = float(np.ceil(busiest / hw.macs_per_pe_per_cycle)
-                                                 .sum())
+                            busiest_time = max(float(np.ceil(
+                                busiest / hw.macs_per_pe_per_cycle).sum()), scan_time)
                         keys["pipelined"] = _rank(hw, _pipelined(stages, busiest_time, tiles),
                                                   moves, tail)
                 for estimate, key in keys.items():
@@ -557,7 +561,7 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
     chunks interleave); `stream_resident` (`channel_resident`): the stream (channel)
     operand is already in the global buffer, left there by an earlier phase, so no tile
     reads it from DRAM. `per_pe`: the tile search's cache of `_per_pe`."""
-    nominal, effectual, processed, speculated = maps
+    nominal, effectual, processed, speculated, scanned = maps
     ps, win = shaped
     chan = ps.channel_operand.select(channels)
     a, n_img, n_rows, length = processed.shape
@@ -566,6 +570,7 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
     nom = _per_tile_total(nominal, shape)
     spec = (np.zeros_like(work) if speculated is None
             else _per_tile_total(speculated, shape))
+    scan = np.zeros_like(work) if scanned is None else _per_tile_total(scanned, shape)
     na, nb = busiest.shape
     eb, ka = hw.element_bytes, shape.ka
     weights = phase != WG and layer.weight_is_parameter  # the channel operand is W
@@ -649,6 +654,7 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
         table["selector_entries"] = (_share(a_lines[ia], a_sent, a_tile)
                                      + _share(s_elems[ib], s_sent, s_tile))
     table["speculated_ops"] = spec[ia, ib]
+    table["scanned_pairs"] = scan[ia, ib]
     table["busiest_pe_macs"] = busiest[ia, ib]
     table["processed_macs"] = work[ia, ib]
     table["effectual_macs"] = eff[ia, ib]

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from desim.events import empty_table
 from mappings.counting import BP, FF, WG, SkipPolicy
 from mappings.planner import (
     INNER,
@@ -106,11 +107,7 @@ def test_partial_sums_travel_at_the_accumulators_width(accumulator_bytes):
 
 
 def test_the_objective_ranks_plans_by_its_own_estimate():
-    slow_lean = np.zeros(1, dtype=[("busiest_pe_macs", np.int64), ("dram_read_bytes", np.int64),
-                                   ("dram_write_bytes", np.int64), ("multicast_bytes", np.int64),
-                                   ("unicast_bytes", np.int64), ("gather_bytes", np.int64),
-                                   ("glb_read_bytes", np.int64), ("glb_write_bytes", np.int64),
-                                   ("processed_macs", np.int64), ("active_clusters", np.int64)])
+    slow_lean = empty_table(1)
     fast_hungry = slow_lean.copy()
     slow_lean["busiest_pe_macs"] = 1000          # 1,000 cycles, 10 bytes of DRAM
     slow_lean["dram_read_bytes"] = 10
