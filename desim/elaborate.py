@@ -2,11 +2,12 @@
 
 Why: SystemC separates elaboration from simulation, and so does desim. Every run's
 processor is built (its NoC connected, its clocks on the picosecond grid, its energy prices
-resolved; `Simulator.elaborate()` binds every port) and the workload's model takes one
-sample of its input shape (a SCALE-Sim topology CSV is read instead). `desim run` does this
-before its first capture, so that a design error in its last run is said in seconds; `desim
-check` stops here and prints the description (`describe`), which the report's "Processors"
-table reads back too.
+resolved; `Simulator.elaborate()` binds every port), the workload's untrained model runs one
+batch (a SCALE-Sim topology CSV is read instead), and every layer-phase's smallest tile is
+checked against each design's buffer. `desim run` does this before its first capture, so
+that a design error in its last run is said in seconds (DropBack's capture trains for
+minutes first); `desim check` stops here and prints the description (`describe`), which
+the report's "Processors" table reads back too.
 """
 
 from __future__ import annotations
@@ -57,37 +58,77 @@ def describe(name: str, arch: ArchConfig) -> dict[str, Any]:
             ("dY", arch.sparsity.skip_zero_gradients)) if on) or "-",
         "sparse_units": ", ".join(unit for unit, cfg in (
             ("selector", arch.selector), ("speculator", arch.speculator),
-            ("weight generator", arch.weight_generator)) if cfg) or "-",
+            ("weight generator", arch.weight_generator),
+            ("index matching", arch.index_matching)) if cfg) or "-",
         "modules": sum(1 for _ in sim.modules()),
     }
 
 
 def elaborate(experiment: Experiment) -> list[dict[str, Any]]:
-    """Every run's processor elaborated and every workload's model checked, the rows for
-    `check`'s table: `desim run` does this first too, so that a design error in its last run
-    is said before the first one is captured and simulated."""
-    from mappings.scalesim import read_topology_rows
-    from mappings.workload import checked_model
+    """Every run's processor elaborated, every workload's model checked and every tile of
+    every run checked to fit its design's buffer; the rows for `check`'s table: `desim run`
+    does this first too, so that a design error in its last run is said before the first
+    one is captured and simulated (and trained: DropBack's capture trains for minutes)."""
+    from mappings.workload import untrained_layers
 
     rows = []
-    checked: set[str] = set()
-    for run in experiment.spec.runs:
+    layers: dict[str, list] = {}
+    for i, run in enumerate(experiment.spec.runs):
         workload = experiment.workloads[run.name]
         key = workload.model_dump_json()
-        if key not in checked:
-            try:  # the model takes a sample; a SCALE-Sim topology CSV is read
-                if workload.model is not None:
-                    checked_model(workload)
-                else:
-                    read_topology_rows(workload.scalesim_topology)
+        if key not in layers:
+            try:  # the model takes one batch (a SCALE-Sim topology CSV is read)
+                layers[key] = untrained_layers(workload)
             except ConfigError as err:
                 raise err.in_file(str(experiment.path)) from None
-            checked.add(key)
         pruning = run.pruning.method + (f" {run.pruning.sparsity:g}"
                                         if run.pruning.sparsity else "")
+        arch = experiment.archs[run.name]
         try:
-            described = describe(run.name, experiment.archs[run.name])
+            described = describe(run.name, arch)
         except ConfigError as err:  # the design's own file is the one to fix
             raise err.in_file(str((experiment.path.parent / run.arch).resolve())) from None
+        try:
+            _check_tiles_fit(run.name, arch, layers[key], workload.inference,
+                             run.pruning.method == "block_circulant")
+        except ConfigError as err:
+            raise design_error(err, experiment, i) from None
         rows.append({"run": run.name, **described, "pruning": pruning})
     return rows
+
+
+def _check_tiles_fit(name: str, arch: ArchConfig, layers: list, inference: bool,
+                     block_circulant: bool) -> None:
+    """Every phase the mapper will map has a tile that fits the design's buffer, from the
+    layers' geometry (`mappings.planner.geometry_misfit`); else its error."""
+    from dataclasses import replace
+
+    from desim.runner import hardware_view
+    from mappings.counting import BP, FF, WG
+    from mappings.planner import geometry_misfit
+
+    # sizes do not depend on the formats; dense ones skip counting runs of zeros
+    hw = replace(hardware_view(Accelerator(Simulator(), arch, name=name)),
+                 weight_format="dense", activation_format="dense")
+    for packed in layers:
+        layer = packed.unpack()
+        phases = [FF] if inference else [FF, *([BP] if packed.needs_input_grad else []), WG]
+        circulant = hw.circulant_fft and block_circulant and layer.weight_is_parameter
+        for phase in phases:
+            err = geometry_misfit(layer, phase, hw, circulant)
+            if err is not None:
+                raise err
+
+
+def design_error(err: ConfigError, experiment: Experiment, i: int) -> ConfigError:
+    """A mapper's error for run `i` (a tile its design's buffer cannot hold) as bad input
+    of the experiment: it names the run and its design, and the buffer's size."""
+    from mappings.tiling import BUFFER_KEY
+
+    if err.file:
+        return err
+    run = experiment.spec.runs[i]
+    arch = experiment.archs[run.name]
+    size = f": {err.key} {arch.global_buffer.capacity_kib}" if err.key == BUFFER_KEY else ""
+    return ConfigError(f"{err.message} (run {run.name!r}, architecture {run.arch}{size})",
+                       file=str(experiment.path), key=f"runs.{i}.arch")

@@ -22,7 +22,7 @@ from arch.config import ArchConfig, priced_actions
 from arch.energy import ELEMENT_BYTES, WEIGHT_BITS
 from arch.systolic import SystolicConfig, apportion, layer_cycles
 from desim.clock import PS_PER_S
-from desim.elaborate import elaborate
+from desim.elaborate import design_error, elaborate
 from desim.errors import ConfigError
 from desim.events import PHASES
 from desim.experiment import Experiment, ObserveSpec, load_experiment
@@ -32,7 +32,6 @@ from desim.stats import collect_stats, stats_text
 from mappings.mapper import PhaseWork, map_workload, phase_waits
 from mappings.scalesim import gemm_view
 from mappings.target import HardwareView
-from mappings.tiling import BUFFER_KEY
 from mappings.workload import Workload, capture_workload, input_shape
 
 LAYER_COLUMNS = ["run", "arch", "layer", "phase", "macs", "effectual_macs", "processed_macs",
@@ -290,15 +289,8 @@ def run(experiment: Experiment, progress: Callable[[str], None] | None = None,
         try:
             results[run_spec.name] = simulate(run_spec.name, arch, captured[key],
                                               spec.observe, out)
-        except ConfigError as err:
-            if err.file:
-                raise
-            # the mapper's (a tile this design's buffer cannot hold): name the run's design
-            size = (f": {err.key} {arch.global_buffer.capacity_kib}"
-                    if err.key == BUFFER_KEY else "")
-            raise ConfigError(f"{err.message} (run {run_spec.name!r}, architecture "
-                              f"{run_spec.arch}{size})", file=str(experiment.path),
-                              key=f"runs.{i}.arch") from None
+        except ConfigError as err:  # the mapper's: name the run's design
+            raise design_error(err, experiment, i) from None
         # A run's mapping leaves large tensors in reference cycles: freed now, before the
         # next run, the peak is one run's (quickstart: 2.37 against 2.81 GiB).
         gc.collect()

@@ -41,7 +41,9 @@ from mappings.tiling import (
     choose_tile,
     fits,
     halvings,
+    misfit,
     phase_shape,
+    smallest_tile,
     tile_bytes,
     tile_part,
     tracked_weights,
@@ -107,6 +109,34 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     if circulant_block:
         totals["processed_macs"] = int(table["processed_macs"].sum())
     return table, totals
+
+
+def geometry_misfit(layer: LayerCapture, phase: int, hw: HardwareView,
+                    circulant: bool = False) -> ConfigError | None:
+    """What `tile_phase` would say if no plan of this layer-phase had a tile that fits the
+    buffer, found from the layer's geometry alone (a tile's size does not depend on its
+    sparsity), so before the trained model is captured: the smallest tile of the plan with
+    the finest reduction chunks (FF, BP; spilled partial sums take no buffer) or of WG's
+    chunks, under the whole buffer, as the mapper's first pass maps every phase. Channel
+    compaction may leave a layer fewer channels than clusters: taken as one channel, so
+    that the check never refuses what the mapper would map. `circulant`: the layer runs by
+    FFT (its reduction is not split). None when it fits."""
+    where = f"layer {layer.name} {('FF', 'BP', 'WG')[phase]}"
+    k, cg, r, s = layer.w_nz.shape
+    if phase == WG:
+        part = _wg_chunks(layer, hw)[0]
+    else:
+        c = cg if phase == FF else k
+        finest = max(MIN_CHUNK_CHANNELS, -(-c // 8))
+        whole = layer.groups != 1 or circulant or finest >= c
+        part = layer if whole else _slice_reduction(layer, phase, 0, finest)
+    ps, win = phase_shape(part, phase, hw)
+    a, n_rows, length = {FF: (k, *layer.dy_nz.shape[2:]), BP: layer.x_nz.shape[1:],
+                         WG: (k, cg, r * s)}[phase]
+    if hw.channel_compaction:
+        a = 1
+    _, need = smallest_tile(ps, win, a, n_rows, length, hw)
+    return None if need <= hw.buffer_bytes else misfit(ps, win, a, n_rows, length, hw, where)
 
 
 def _prepared_plans(plans: list[tuple], phase: int, hw: HardwareView

@@ -440,13 +440,27 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                         best[estimate] = (key, TileShape(ka, images, rows, outer))
     if best:
         return list(dict.fromkeys(best[e][1] for e in ("pipelined", "bottleneck")))
-    ka0 = max(1, min(a, hw.clusters))
-    h0, h1 = win(np.array([0]), np.array([1]))
-    need = (ka0 * a_elems + int(h1[0] - h0[0]) * ps.stream_row_elems + ka0 * length)
-    raise ConfigError(f"{where}: the smallest tile ({ka0} channels x 1 row) needs "
-                      f"{need * eb} bytes but the global buffer gives a tile "
-                      f"{hw.buffer_bytes} bytes; enlarge the buffer or shrink the batch",
-                      key=BUFFER_KEY)
+    raise misfit(ps, win, a, n_rows, length, hw, where)
+
+
+def smallest_tile(ps: PhaseShape, win: _Window, a: int, n_rows: int, length: int,
+                  hw: HardwareView) -> tuple[TileShape, int]:
+    """The smallest tile the search considers, one row of one image over as many channels
+    as there are clusters (or channels), and the buffer bytes it takes. Like every tile's
+    size it depends on the layer's geometry alone, not on its sparsity."""
+    shape = TileShape(max(1, min(a, hw.clusters)), 1, 1)
+    a_elems = int(ps.channel_operand.elems[0]) if len(ps.channel_operand.elems) else 0
+    return shape, tile_bytes(shape, ps, win, (n_rows, length), a_elems, hw.element_bytes)
+
+
+def misfit(ps: PhaseShape, win: _Window, a: int, n_rows: int, length: int, hw: HardwareView,
+           where: str) -> ConfigError:
+    """The error for a phase whose smallest tile does not fit the buffer's tile half."""
+    shape, need = smallest_tile(ps, win, a, n_rows, length, hw)
+    return ConfigError(f"{where}: the smallest tile ({shape.ka} channels x 1 row) needs "
+                       f"{need} bytes but the global buffer gives a tile "
+                       f"{hw.buffer_bytes} bytes; enlarge the buffer or shrink the batch",
+                       key=BUFFER_KEY)
 
 
 def _rank(hw: HardwareView, time: float, moves: dict[str, float], tail: tuple) -> tuple:

@@ -9,7 +9,9 @@ need it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 
@@ -28,6 +30,7 @@ from mappings.training import train_and_capture
 # "performs FF, BP, and WG only with unpruned weights" (shared/seeds/001), the mask of each
 # iteration being known before its WG.
 PRUNED_GRADIENTS_USED = {"dropback", "rigl"}
+T = TypeVar("T")
 
 
 @dataclass
@@ -49,9 +52,31 @@ def capture_workload(spec: WorkloadSpec, pruning: PruningSpec) -> Workload:
         layers = read_topology(spec.scalesim_topology, packed=True)
         return Workload(spec, pruning, layers, True, _stats(layers, {}, []))
     model, shape = checked_model(spec)
+    return _within_memory(spec, shape, lambda: _capture(
+        spec, pruning, model, shape, spec.model_args.get("num_classes", spec.num_classes)))
+
+
+def untrained_layers(spec: WorkloadSpec) -> list[PackedLayer]:
+    """The workload's conv and linear layers as one iteration of its model, untrained and
+    unpruned, captures them. Their geometry (shapes, stride, padding, groups) is the
+    trained model's, and a tile's size depends on nothing else, so `desim.elaborate`
+    checks with them that every tile fits before any training."""
+    if spec.scalesim_topology is not None:
+        return read_topology(spec.scalesim_topology, packed=True)
+    model, shape = checked_model(spec)
+    num_classes = spec.model_args.get("num_classes", spec.num_classes)
+
+    def one_iteration() -> list[PackedLayer]:
+        gen = torch.Generator().manual_seed(spec.seed)
+        inputs, targets = batch(spec.data, spec.batch, shape, num_classes, generator=gen)
+        return capture(model, inputs, targets, packed=True)
+    return _within_memory(spec, shape, one_iteration)
+
+
+def _within_memory(spec: WorkloadSpec, shape: tuple[int, ...], work: Callable[[], T]) -> T:
+    """`work()`, with running out of memory said as bad input (the batch is too large)."""
     try:
-        return _capture(spec, pruning, model, shape,
-                        spec.model_args.get("num_classes", spec.num_classes))
+        return work()
     except (MemoryError, RuntimeError) as err:
         if not out_of_memory(err):
             raise

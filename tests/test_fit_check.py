@@ -1,0 +1,59 @@
+"""The tile-fit check before any capture (`desim.elaborate`, `planner.geometry_misfit`):
+from one batch of the untrained model, it says what the mapper would say of a buffer too
+small, and never refuses what the mapper maps."""
+
+from dataclasses import replace
+
+import pytest
+
+from desim.errors import ConfigError
+from mappings.counting import BP, FF, WG, SkipPolicy
+from mappings.planner import geometry_misfit, tile_phase
+from mappings.specs import WorkloadSpec
+from mappings.workload import untrained_layers
+from tests.test_cli import assert_config_error, copy_configs, desim, edit_yaml
+from tests.views import arch_view
+
+
+@pytest.fixture(scope="module")
+def lenet5_layers():
+    return [p.unpack() for p in untrained_layers(WorkloadSpec(model="lenet5", batch=2))]
+
+
+@pytest.mark.parametrize("arch", ["dense.yaml", "hppu.yaml"])
+def test_the_check_agrees_with_the_mapper_on_every_layer_phase(lenet5_layers, arch):
+    """For budgets from 128 B to 8 KiB, a phase passes the check exactly when the mapper
+    finds it a tile (hppu.yaml compacts channels: there the check may only be weaker)."""
+    view = arch_view(arch)
+    policy = SkipPolicy(weights=view.skip_zero_weights, activations=view.skip_zero_activations,
+                        gradients=view.skip_zero_gradients)
+    compared = refused = 0
+    for budget in (128, 256, 512, 1024, 2048, 4096, 8192):
+        hw = replace(view, buffer_bytes=budget)
+        for i, layer in enumerate(lenet5_layers):
+            for phase in (FF, BP, WG):
+                misfit = geometry_misfit(layer, phase, hw)
+                try:
+                    tile_phase(layer, i, phase, hw, policy, pruned_grads_unused=True)
+                    mapped = True
+                except ConfigError as err:
+                    mapped = False
+                    assert "smallest tile" in err.message or "partial sums" in err.message
+                assert not (misfit is not None and mapped), (budget, i, phase)
+                if not hw.channel_compaction:
+                    assert (misfit is None) == mapped, (budget, i, phase)
+                compared += 1
+                refused += misfit is not None
+    assert compared == 7 * len(lenet5_layers) * 3 and 0 < refused < compared
+
+
+def test_desim_check_refuses_a_buffer_too_small_before_any_training(tmp_path):
+    """dropback_lenet trains for 600 iterations before its capture: the check does not."""
+    configs = copy_configs(tmp_path)
+    edit_yaml(configs / "arch" / "dense.yaml", lambda d: d["global_buffer"].update(capacity_kib=1))
+    result = desim("check", str(configs / "experiments" / "dropback_lenet.yaml"))
+    assert_config_error(result, "dropback_lenet.yaml: runs.0.arch:", "layer 0 FF: the smallest "
+                        "tile (16 channels x 1 row) needs 3364 bytes but the global buffer "
+                        "gives a tile 512 bytes",
+                        "(run 'dense', architecture ../arch/dense.yaml: "
+                        "global_buffer.capacity_kib 1)")
