@@ -66,10 +66,10 @@ def untrained_layers(spec: WorkloadSpec) -> list[PackedLayer]:
     model, shape = checked_model(spec)
     num_classes = spec.model_args.get("num_classes", spec.num_classes)
 
-    def one_iteration() -> list[PackedLayer]:
+    def one_iteration() -> list[PackedLayer]:  # on random inputs: no data set to load
         gen = torch.Generator().manual_seed(spec.seed)
-        inputs, targets = batch(spec.data, spec.batch, shape, num_classes, generator=gen)
-        return capture(model, inputs, targets, packed=True)
+        return capture(model, *batch("random", spec.batch, shape, num_classes, generator=gen),
+                       packed=True)
     return _within_memory(spec, shape, one_iteration)
 
 
