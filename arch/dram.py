@@ -606,6 +606,14 @@ class DramSystem:
     def peak_bandwidth_bytes_per_s(self) -> float:
         return self.channels * self.timing.peak_bandwidth_bytes_per_s
 
+    @property
+    def streaming_bandwidth_bytes_per_s(self) -> float:
+        """The peak less refresh's share of busy time (tRFC of every tREFI, as `access`
+        stalls a transaction): what a long stream sustains, row misses hidden by the banks."""
+        t = self.timing
+        refreshing = t.trfc / t.trefi if self.channel_models[0].refresh else 0.0
+        return self.peak_bandwidth_bytes_per_s * (1 - refreshing)
+
     def access(self, start_ps: int, address: int, nbytes: int, is_write: bool) -> DramAccess:
         if nbytes == 0:
             return DramAccess(start_ps, start_ps, 0, 0, is_write, 0, 0, 0, 0)

@@ -125,7 +125,7 @@ def hardware_view(acc: Accelerator) -> HardwareView:
         buffer_bytes=acc.glb.capacity_bytes // 2,
         local_buffer_bytes=acc.cfg.pe_cluster.local_buffer_kib * 1024,
         macs_per_pe_per_cycle=acc.cfg.pe_cluster.macs_per_pe_per_cycle,
-        dram_bytes_per_cycle=acc.dram.system.peak_bandwidth_bytes_per_s
+        dram_bytes_per_cycle=acc.dram.system.streaming_bandwidth_bytes_per_s
         / acc.clock.frequency_hz,
         noc_port_bytes_per_cycle=acc.cfg.noc.link_bandwidth_bytes_per_cycle,
         **_tile_latencies(acc),

@@ -18,7 +18,7 @@ class HardwareView:
     accumulator_bytes: int = 0      # bytes of a partial sum leaving the PEs; 0: element_bytes
     local_buffer_bytes: int = 0     # each cluster's own buffer (keeps blocks between tiles)
     macs_per_pe_per_cycle: int = 1  # for the tiler's time estimate
-    dram_bytes_per_cycle: float = 1.0   # peak DRAM bandwidth, for the tiler's time estimate
+    dram_bytes_per_cycle: float = 1.0   # DRAM bandwidth less refresh, for the time estimate
     noc_port_bytes_per_cycle: float = 1.0  # the global buffer's link into the NoC, likewise
     # What every tile pays besides its bytes and MACs, in core cycles, for the estimate: a
     # DRAM access's latency (a closed row's activate and CAS), the NoC's longest route and

@@ -65,6 +65,22 @@ def test_one_4mib_read_reaches_90_percent_of_peak(name):
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
+def test_a_long_read_runs_at_the_streaming_rate_the_mapper_estimates_with(name):
+    """The mapper's DRAM rate (`streaming_bandwidth_bytes_per_s`: the peak less refresh's
+    tRFC of every tREFI) is what a 4 MiB read sustains, within 1% (its fixed latency and
+    the rows it opens)."""
+    t = PRESETS[name]
+    system = DramSystem(t)
+    assert system.streaming_bandwidth_bytes_per_s == (
+        system.peak_bandwidth_bytes_per_s * (1 - t.trfc / t.trefi))
+    a = system.access(0, 0, 4 * MiB, is_write=False)
+    assert a.bandwidth_bytes_per_s == pytest.approx(system.streaming_bandwidth_bytes_per_s,
+                                                    rel=0.01)
+    assert DramSystem(t, refresh=False).streaming_bandwidth_bytes_per_s == (
+        system.peak_bandwidth_bytes_per_s)
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
 def test_4kib_reads_issued_at_line_rate_reach_90_percent_of_peak(name):
     t = PRESETS[name]
     model = DramChannelModel(t)

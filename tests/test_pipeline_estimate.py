@@ -145,10 +145,12 @@ def test_a_larger_buffer_does_not_make_the_run_slower(buffer_sweep):
 
 def test_the_plan_estimate_is_the_replay_on_a_dense_lenet(tmp_path):
     """LeNet-5 at batch 2 on dense.yaml, every conv and linear layer-phase's chosen plan
-    replayed alone (benchmarks/plan_estimate.py): the estimate is within 3% of the replay in
-    each of the 11 (0.971 to 1.008: what it leaves out, DRAM's own timing and its reads
-    against its writes, goes either way), and within 0.2% over them all. Taking each tile as
-    long as its busiest stage, the estimate was 70% short on one of the quickstart's phases."""
+    replayed alone (benchmarks/plan_estimate.py): the estimate is within 3.5% of the replay
+    in each of the 11 (0.968 to 1.002: what it leaves out, DRAM's own timing and its reads
+    against its writes, goes either way; the worst is the last layer's FF, 529 cycles in 8
+    small tiles), and within 0.2% over them all (0.9994; 1.0012 before DRAM's rate in the estimate
+    left out refresh's share). Taking each tile as long as its busiest stage, the estimate
+    was 70% short on one of the quickstart's phases."""
     from benchmarks.plan_estimate import estimate_vs_replay
     from desim.experiment import load_experiment
 
@@ -160,5 +162,5 @@ baseline: dense
 """)
     table = estimate_vs_replay(load_experiment(tmp_path / "e.yaml"))
     assert len(table) == 11                           # 4 layers x 3 phases, but the first BP
-    assert table["ratio"].between(0.97, 1.01).all(), table
+    assert table["ratio"].between(0.965, 1.01).all(), table
     assert table["replayed"].sum() / table["estimated"].sum() == pytest.approx(1.0, abs=2e-3)
