@@ -4,8 +4,8 @@ The mapper ranks a phase's plans by `planner._estimated_cycles` (the tiles throu
 two-deep pipeline, each stage at its rate). This maps every run of an experiment, replays
 each layer-phase's chosen plan alone on its accelerator and prints replay / estimate: the
 median, the 90th percentile, the whole run's and the worst phases. What the estimate leaves
-out shows here (DRAM's row misses and the contention of its reads with its writes, Trainer's
-speculation stage).
+out shows here (DRAM's row misses within a direction, the latency its queued transactions
+hide, Trainer's speculation stage).
 
     python -m benchmarks.plan_estimate configs/experiments/quickstart.yaml [key=value ...]
 

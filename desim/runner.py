@@ -159,12 +159,14 @@ def hardware_view(acc: Accelerator) -> HardwareView:
 
 def _tile_latencies(acc: Accelerator) -> dict[str, float]:
     """The fixed cycles a tile spends in the pipeline's stages besides moving its bytes and
-    doing its MACs, for `hardware_view`: DRAM's activate-to-data latency (tRCD + CL), the
-    longest route from the buffer's port to a cluster, the PEs' fill and drain."""
+    doing its MACs, for `hardware_view`: DRAM's activate-to-data latency (tRCD + CL) and
+    the cost of turning its bus between reads and writes, the longest route from the
+    buffer's port to a cluster, the PEs' fill and drain."""
     t, noc = acc.dram.timing, acc.noc
     routes = [noc.table.route(noc.src, c) for c in noc.clusters]
     return {
         "dram_latency_cycles": (t.trcd + t.cl) * t.tck_ps / acc.clock.period_ps,
+        "dram_switch_cycles": acc.dram.system.direction_switch_ps() / acc.clock.period_ps,
         "noc_latency_cycles": max(sum(acc.graph.edges[e]["latency_cycles"] for e in route)
                                   for route in routes),
         "pipeline_cycles": acc.cfg.pe_cluster.pipeline_cycles,

@@ -25,7 +25,14 @@ def equal_tiles_cycles(stage_cycles: list[float], tiles: int) -> float:
 
 
 def buffered_cycles(times: np.ndarray, has_results: np.ndarray | None = None) -> float:
-    """When the last of `times`' tiles leaves the pipeline as arch/accelerator.py runs it.
+    """When the last of `times`' tiles leaves the pipeline (`buffered_schedule`)."""
+    return buffered_schedule(times, has_results)[0]
+
+
+def buffered_schedule(times: np.ndarray, has_results: np.ndarray | None = None
+                      ) -> tuple[float, list[float], list[float]]:
+    """When the last of `times`' tiles leaves the pipeline as arch/accelerator.py runs it,
+    and when each tile's fetch and write-back start (the order DRAM sees them in).
     Rows are tiles, columns the cycles of their five stages: fetch, distribute, compute,
     collect, write back. Each stage takes one tile at a time, in order. Between two stages a
     two-deep FIFO: a stage that finished a tile waits to pass it on until the next stage has
@@ -48,8 +55,10 @@ def buffered_cycles(times: np.ndarray, has_results: np.ndarray | None = None) ->
     f_free = d_free = c_free = g_free = w_end = 0.0
     d_starts = c_starts = g_starts = w_starts = (0.0, 0.0)
     operand = result = (0.0, 0.0)
+    fetches, writes = [], []
     for (fetch, distribute, compute, collect, write), has in zip(rows, holds, strict=True):
         f0 = max(f_free, operand[0])
+        fetches.append(f0)
         f_free = max(f0 + fetch, d_starts[0])
         d0 = max(f_free, d_free)
         operand = (operand[1], d0 + distribute)
@@ -60,9 +69,10 @@ def buffered_cycles(times: np.ndarray, has_results: np.ndarray | None = None) ->
         g0 = max(g_get, result[0]) if has else g_get
         g_free = max(g0 + collect, w_starts[0])
         w0 = max(g_free, w_end)
+        writes.append(w0)
         w_end = w0 + write
         if has:
             result = (result[1], w_end)
         d_starts, c_starts = (d_starts[1], d0), (c_starts[1], c0)
         g_starts, w_starts = (g_starts[1], g_get), (w_starts[1], w0)
-    return w_end
+    return w_end, fetches, writes

@@ -15,6 +15,7 @@ made from the plan's own event rows.
 from __future__ import annotations
 
 from dataclasses import replace
+from itertools import pairwise
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ from mappings.counting import (
     processed_map,
     processed_operands,
 )
-from mappings.pipeline import buffered_cycles
+from mappings.pipeline import buffered_schedule
 from mappings.target import HardwareView
 from mappings.tiling import (
     BUFFER_KEY,
@@ -409,8 +410,10 @@ def _estimated_cycles(table: np.ndarray, hw: HardwareView) -> float:
     """A plan's time: its tiles through the pipeline's stages (DRAM read, with the weight
     generator beside it; the selector's scan and the global buffer's NoC port out, the PEs,
     the port back, DRAM write), each stage a tile's bytes or MACs at its rate plus its fixed
-    latency, through the two-deep buffers (`mappings.pipeline.buffered_cycles`), and no
-    less than the DRAM's reads and writes together (one channel serves both). Trainer's
+    latency, through the two-deep buffers (`mappings.pipeline.buffered_schedule`), and no
+    less than the DRAM's reads and writes together (one channel serves both), with a bus
+    turn (`HardwareView.dram_switch_cycles`) each time they alternate in the order the
+    pipeline starts them. Trainer's
     speculation, a stage of its own, is not counted."""
     def stage(work: np.ndarray, rate: float, latency: float) -> np.ndarray:
         return np.where(work > 0, work / rate + latency, 0.0)
@@ -431,7 +434,18 @@ def _estimated_cycles(table: np.ndarray, hw: HardwareView) -> float:
         stage(table["gather_bytes"], port, hw.noc_latency_cycles), write], axis=1)
     # (as the accelerator's `_has_results`: a tile that brings results back or writes any)
     has_results = (table["gather_bytes"] > 0) | (table["dram_write_bytes"] > 0)
-    return max(buffered_cycles(stages, has_results), float(read.sum() + write.sum()))
+    end, fetches, writes = buffered_schedule(stages, has_results)
+    return max(end, float(read.sum() + write.sum())
+               + dram_turns(fetches, writes, read > 0, write > 0) * hw.dram_switch_cycles)
+
+
+def dram_turns(fetches: list[float], writes: list[float], reads: np.ndarray,
+               written: np.ndarray) -> int:
+    """How many times DRAM's bus turns between reads and writes when the tiles' reads
+    (`reads`: which tiles read) and writes (`written`) start at `fetches` and `writes`."""
+    order = sorted([(t, 0) for t, r in zip(fetches, reads, strict=True) if r]
+                   + [(t, 1) for t, w in zip(writes, written, strict=True) if w])
+    return sum(a[1] != b[1] for a, b in pairwise(order))
 
 
 def compute_cycles(table: np.ndarray, hw: HardwareView) -> np.ndarray:

@@ -24,6 +24,9 @@ class HardwareView:
     # DRAM access's latency (a closed row's activate and CAS), the NoC's longest route and
     # the PEs' fill and drain (`pipeline_cycles`).
     dram_latency_cycles: float = 0.0
+    # What a DRAM transaction that turns the bus around between reads and writes costs
+    # beyond one that does not (`DramSystem.direction_switch_ps`), in core cycles.
+    dram_switch_cycles: float = 0.0
     noc_latency_cycles: float = 0.0
     pipeline_cycles: int = 0
     skip_zero_weights: bool = False      # PEs skip MACs whose weight is zero

@@ -316,7 +316,8 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     once and the other once per outer iteration; to the clusters, a block is sent again on every
     tile, but for what the clusters keep of it while it is unchanged (half their local buffer
     each: `resent`). The estimate of time is the tile pipeline's, with the tiles sharing alike
-    the DRAM time (the results' writes too), the time on the global buffer's NoC port out and
+    the DRAM time (the results' writes too, and a turn of DRAM's bus from reads to writes
+    and back on each tile that does both), the time on the global buffer's NoC port out and
     back (the results, dense) and the PEs' time for the MACs of `processed` (the per-output
     count map of the phase or chunk, when given) as the shape deals them to the PEs: each tile
     as long as its busiest PE, as `tile_part` will count it, so that small blocks pay for the
@@ -413,8 +414,9 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                          "unicast": unicast, "multicast": stream_sent,
                          "local": unicast + active * stream_sent}
                 tail = (dram, tiles, -ka, outer)
+                turns = 2 * tiles if out_dram and dram else 0  # reads and writes alternate
                 stages = (dram_time + out_dram / hw.dram_bytes_per_cycle
-                          + tiles * hw.dram_latency_cycles,
+                          + tiles * hw.dram_latency_cycles + turns * hw.dram_switch_cycles,
                           port_time + tiles * hw.noc_latency_cycles,
                           tiles * hw.pipeline_cycles,   # the PEs' fill; their time added
                           (out_bytes + psums_sent) / hw.noc_port_bytes_per_cycle

@@ -81,6 +81,19 @@ def test_a_long_read_runs_at_the_streaming_rate_the_mapper_estimates_with(name):
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
+def test_a_bus_turn_costs_a_row_conflict_and_the_turnaround(name):
+    """Alternating reads and writes (each in its own half of the address space) costs, per
+    turn, no less than a precharge (the other direction left another row open) and no more
+    than write recovery, a precharge, an activate, the write-to-read turnaround and a CAS
+    latency together. DDR4-2400: 29.7 ns (tRP + tRCD is 26.7 ns)."""
+    t = PRESETS[name]
+    turn = DramSystem(t).direction_switch_ps()
+    assert t.trp * t.tck_ps <= turn <= (t.twr + t.trp + t.trcd + t.twtr_l + t.cl) * t.tck_ps
+    if name == "DDR4-2400":
+        assert turn == pytest.approx(29_652, abs=1)
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
 def test_4kib_reads_issued_at_line_rate_reach_90_percent_of_peak(name):
     t = PRESETS[name]
     model = DramChannelModel(t)

@@ -99,7 +99,8 @@ def test_the_plan_estimate_follows_the_replay_of_a_heavy_tile_behind_light_ones(
     one row). It can fetch only once the third is distributed: the run takes three light
     tiles, the fetch and the heavy tile's distribution. The plan's estimate (the mapper's,
     from its stage times) is the replay's time but for the DRAM read's own timing, which
-    the estimate takes at peak bandwidth after tRCD + CL (10.6 cycles short here)."""
+    the estimate takes at the streaming rate after tRCD + CL (0.6 cycles short here; 10.6
+    at the peak rate)."""
     from desim.module import Simulator
     from desim.runner import hardware_view
     from mappings.planner import _estimated_cycles
@@ -121,6 +122,18 @@ def test_the_plan_estimate_follows_the_replay_of_a_heavy_tile_behind_light_ones(
     estimated_fetch = 8_192 / hw.dram_bytes_per_cycle + hw.dram_latency_cycles
     assert _estimated_cycles(table, hw) == pytest.approx(
         replayed(table) - (fetch - estimated_fetch))
+    assert fetch - estimated_fetch == pytest.approx(0.6256, abs=1e-3)
+
+
+def test_dram_turns_count_the_alternations_in_start_order():
+    """Reads start at 0, 1, 2 and writes at 1.5, 2.5, 3.5: R R W R W W turns three times;
+    a tile that does not read or write takes no part."""
+    from mappings.planner import dram_turns
+
+    yes = np.array([True, True, True])
+    assert dram_turns([0, 1, 2], [1.5, 2.5, 3.5], yes, yes) == 3
+    assert dram_turns([0, 1, 2], [1.5, 2.5, 3.5], yes, np.array([False, False, True])) == 1
+    assert dram_turns([0, 1, 2], [1.5, 2.5, 3.5], yes, ~yes) == 0
 
 
 @pytest.fixture(scope="module")
