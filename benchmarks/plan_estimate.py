@@ -20,8 +20,8 @@ import pandas as pd
 
 from arch.accelerator import Accelerator
 from desim.experiment import Experiment, load_experiment
+from desim.hardware_view import hardware_view
 from desim.module import Simulator
-from desim.runner import hardware_view
 from mappings.mapper import map_workload
 from mappings.planner import _estimated_cycles
 from mappings.workload import capture_workload

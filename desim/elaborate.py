@@ -103,7 +103,7 @@ def _check_tiles_fit(name: str, arch: ArchConfig, layers: list, inference: bool,
     layers' geometry (`mappings.planner.geometry_misfit`); else its error."""
     from dataclasses import replace
 
-    from desim.runner import hardware_view
+    from desim.hardware_view import hardware_view
     from mappings.counting import BP, FF, WG
     from mappings.planner import geometry_misfit
 

@@ -19,19 +19,18 @@ import torch
 
 from arch.accelerator import Accelerator
 from arch.config import ArchConfig, priced_actions
-from arch.energy import ELEMENT_BYTES, WEIGHT_BITS
 from arch.systolic import SystolicConfig, apportion, layer_cycles
 from desim.clock import PS_PER_S
 from desim.elaborate import design_error, elaborate
 from desim.errors import ConfigError
 from desim.events import PHASES
 from desim.experiment import Experiment, ObserveSpec, load_experiment
+from desim.hardware_view import hardware_view
 from desim.module import Simulator
 from desim.results import writable_folder, write_atomic, write_csv, write_json
 from desim.stats import collect_stats, stats_text
 from mappings.mapper import PhaseWork, map_workload, phase_waits
 from mappings.scalesim import gemm_view
-from mappings.target import HardwareView
 from mappings.workload import Workload, capture_workload, input_shape
 
 LAYER_COLUMNS = ["run", "arch", "layer", "phase", "macs", "effectual_macs", "processed_macs",
@@ -114,87 +113,6 @@ class RunResult:
         if self.arch.speculator is not None:
             return self.workload_stats
         return {k: v for k, v in self.workload_stats.items() if not k.startswith("speculat")}
-
-
-def hardware_view(acc: Accelerator) -> HardwareView:
-    """What the mapper needs to know of an assembled accelerator (the top joins the two:
-    `arch` does not import `mappings`)."""
-    s = acc.cfg.sparsity
-    return HardwareView(
-        clusters=len(acc.clusters), pes_per_cluster=acc.cfg.pe_cluster.pes,
-        buffer_bytes=acc.glb.capacity_bytes // 2,
-        local_buffer_bytes=acc.cfg.pe_cluster.local_buffer_kib * 1024,
-        macs_per_pe_per_cycle=acc.cfg.pe_cluster.macs_per_pe_per_cycle,
-        dram_bytes_per_cycle=acc.dram.system.streaming_bandwidth_bytes_per_s
-        / acc.clock.frequency_hz,
-        noc_port_bytes_per_cycle=acc.cfg.noc.link_bandwidth_bytes_per_cycle,
-        **_tile_latencies(acc),
-        element_bytes=ELEMENT_BYTES[acc.cfg.pe_cluster.precision],
-        accumulator_bytes=ELEMENT_BYTES[acc.cfg.pe_cluster.accumulates_in],
-        skip_zero_weights=s.skip_zero_weights, skip_zero_activations=s.skip_zero_activations,
-        skip_zero_gradients=s.skip_zero_gradients,
-        skip_pruned_weight_gradients=s.skip_pruned_weight_gradients,
-        channel_compaction=s.channel_compaction, weight_format=s.weight_format,
-        activation_format=s.activation_format, selector_entries_per_cycle=(
-            acc.cfg.selector.entries_per_cycle if acc.cfg.selector else 0.0),
-        dataflow=acc.cfg.mapping.dataflow,
-        skip_relu_masked_gradients=s.skip_relu_masked_gradients,
-        load_balance=acc.cfg.mapping.load_balance,
-        vector_lanes=acc.cfg.vector_unit.lanes if acc.cfg.vector_unit else 0,
-        fused_relu=acc.cfg.vector_unit.fused_relu if acc.cfg.vector_unit else True,
-        fused_batchnorm=bool(acc.cfg.vector_unit and acc.cfg.vector_unit.fused_batchnorm),
-        fused_residual=acc.cfg.vector_unit.fused_residual if acc.cfg.vector_unit else True,
-        # a ternary datapath stores 2-bit weights unless the config says otherwise
-        weight_bits=s.weight_bits or WEIGHT_BITS.get(acc.cfg.pe_cluster.precision, 0),
-        weight_group=s.weight_group or 0,
-        circulant_fft=s.circulant_fft,
-        weight_generator=(acc.cfg.weight_generator.values_per_cycle if acc.cfg.weight_generator
-                          else 0.0),
-        speculate_relu_outputs=acc.speculator is not None,
-        index_matching_bits=(acc.cfg.index_matching.bits_per_cycle if acc.cfg.index_matching
-                             else 0),
-        objective=acc.cfg.mapping.objective,
-        inter_layer_reuse=acc.cfg.mapping.inter_layer_reuse, **_move_prices(acc))
-
-
-def _tile_latencies(acc: Accelerator) -> dict[str, float]:
-    """The fixed cycles a tile spends in the pipeline's stages besides moving its bytes and
-    doing its MACs, for `hardware_view`: DRAM's activate-to-data latency (tRCD + CL) and
-    the cost of turning its bus between reads and writes, the longest route from the
-    buffer's port to a cluster, the PEs' fill and drain."""
-    t, noc = acc.dram.timing, acc.noc
-    routes = [noc.table.route(noc.src, c) for c in noc.clusters]
-    return {
-        "dram_latency_cycles": (t.trcd + t.cl) * t.tck_ps / acc.clock.period_ps,
-        "dram_switch_cycles": acc.dram.system.direction_switch_ps() / acc.clock.period_ps,
-        "noc_latency_cycles": max(sum(acc.graph.edges[e]["latency_cycles"] for e in route)
-                                  for route in routes),
-        "pipeline_cycles": acc.cfg.pe_cluster.pipeline_cycles,
-    }
-
-
-def _move_prices(acc: Accelerator) -> dict[str, float]:
-    """The design's prices (`Accelerator.prices`) the tiler's estimate needs (pJ), for
-    `hardware_view`."""
-    price = acc.prices
-    dram = acc.dram.energy
-    cycle_ns = 1e3 / acc.cfg.core_clock_mhz
-    noc = acc.noc
-    routes = [len(noc.table.route(noc.src, c)) for c in noc.clusters]
-    tree = noc.table.multicast_tree(noc.src, noc.clusters)
-    hop = price.noc_pj_per_byte_hop
-    return {
-        "mac_pj": price.mac_pj,
-        "dram_pj_per_byte": dram.pj_per_bit_read * 8,
-        "static_pj_per_cycle": (dram.background_mw + dram.refresh_mw) * acc.dram.channels
-        * cycle_ns,
-        "glb_pj_per_byte": price.global_buffer_pj_per_byte,
-        "local_pj_per_byte": price.local_buffer_pj_per_byte,
-        "noc_pj_per_byte": hop * sum(routes) / len(routes),
-        "noc_multicast_pj_per_byte": hop * len(tree),
-        "index_scan_pj": price.index_scan_pj_per_pair if acc.cfg.index_matching else 0.0,
-        "index_match_pj": price.index_match_pj_per_pair if acc.cfg.index_matching else 0.0,
-    }
 
 
 def simulate(name: str, arch: ArchConfig, workload: Workload,

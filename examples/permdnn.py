@@ -32,8 +32,9 @@ from typing import Any
 from arch.accelerator import Accelerator
 from arch.config import ArchConfig
 from desim.experiment import load_experiment
+from desim.hardware_view import hardware_view
 from desim.module import Simulator
-from desim.runner import hardware_view, simulate
+from desim.runner import simulate
 from mappings.mapper import map_workload
 from mappings.workload import Workload, capture_workload
 

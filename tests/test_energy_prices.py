@@ -11,8 +11,9 @@ from arch.accelerator import Accelerator
 from arch.energy import DesignPrices, EnergyTable
 from desim.errors import ConfigError
 from desim.experiment import load_arch, load_experiment
+from desim.hardware_view import hardware_view
 from desim.module import Simulator
-from desim.runner import hardware_view, simulate
+from desim.runner import simulate
 from mappings.pruning import PruningSpec
 from mappings.workload import WorkloadSpec, capture_workload
 

@@ -160,7 +160,8 @@ def test_each_phase_is_given_its_own_tiles_dram_bytes():
     """LeNet-5 training on dense.yaml, phases overlapping: each layer-phase's DRAM bytes in
     the run's table are exactly what its own tiles read and write (event table), not what
     DRAM moved during its share of the time; and they add up to the run's."""
-    from desim.runner import hardware_view, simulate
+    from desim.hardware_view import hardware_view
+    from desim.runner import simulate
     from mappings.mapper import map_workload
     from mappings.pruning import PruningSpec
     from mappings.workload import WorkloadSpec, capture_workload

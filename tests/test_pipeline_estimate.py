@@ -101,8 +101,8 @@ def test_the_plan_estimate_follows_the_replay_of_a_heavy_tile_behind_light_ones(
     from its stage times) is the replay's time but for the DRAM read's own timing, which
     the estimate takes at the streaming rate after tRCD + CL (0.6 cycles short here; 10.6
     at the peak rate)."""
+    from desim.hardware_view import hardware_view
     from desim.module import Simulator
-    from desim.runner import hardware_view
     from mappings.planner import _estimated_cycles
 
     def replayed(table: np.ndarray) -> float:

@@ -111,7 +111,8 @@ def test_ternary_pipeline_closed_form(tmp_path) -> None:
     at 2 bits, 288 bytes (an int8 arch: 1,152); every MAC is priced as one add."""
     from arch.accelerator import Accelerator
     from desim.experiment import load_arch
-    from desim.runner import hardware_view, simulate
+    from desim.hardware_view import hardware_view
+    from desim.runner import simulate
     from mappings.pruning import PruningSpec
     from mappings.workload import WorkloadSpec, capture_workload
 

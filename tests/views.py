@@ -6,8 +6,8 @@ from pathlib import Path
 
 from arch.accelerator import Accelerator
 from desim.experiment import load_arch
+from desim.hardware_view import hardware_view
 from desim.module import Simulator
-from desim.runner import hardware_view
 from mappings.target import HardwareView
 
 ARCH = Path(__file__).resolve().parent.parent / "configs" / "arch"
