@@ -58,13 +58,12 @@ def _tile_latencies(acc: Accelerator) -> dict[str, float]:
     doing its MACs, for `hardware_view`: DRAM's activate-to-data latency (tRCD + CL) and
     the cost of turning its bus between reads and writes, the longest route from the
     buffer's port to a cluster, the PEs' fill and drain."""
-    t, noc = acc.dram.timing, acc.noc
-    routes = [noc.table.route(noc.src, c) for c in noc.clusters]
+    t = acc.dram.timing
     return {
         "dram_latency_cycles": (t.trcd + t.cl) * t.tck_ps / acc.clock.period_ps,
         "dram_switch_cycles": acc.dram.system.direction_switch_ps() / acc.clock.period_ps,
         "noc_latency_cycles": max(sum(acc.graph.edges[e]["latency_cycles"] for e in route)
-                                  for route in routes),
+                                  for route in _cluster_routes(acc)),
         "pipeline_cycles": acc.cfg.pe_cluster.pipeline_cycles,
     }
 
@@ -76,7 +75,7 @@ def _move_prices(acc: Accelerator) -> dict[str, float]:
     dram = acc.dram.energy
     cycle_ns = 1e3 / acc.cfg.core_clock_mhz
     noc = acc.noc
-    routes = [len(noc.table.route(noc.src, c)) for c in noc.clusters]
+    routes = [len(route) for route in _cluster_routes(acc)]
     tree = noc.table.multicast_tree(noc.src, noc.clusters)
     hop = price.noc_pj_per_byte_hop
     return {
@@ -91,3 +90,9 @@ def _move_prices(acc: Accelerator) -> dict[str, float]:
         "index_scan_pj": price.index_scan_pj_per_pair if acc.cfg.index_matching else 0.0,
         "index_match_pj": price.index_match_pj_per_pair if acc.cfg.index_matching else 0.0,
     }
+
+
+def _cluster_routes(acc: Accelerator) -> list[list]:
+    """The NoC's route (its links) from the global buffer's port to each cluster."""
+    noc = acc.noc
+    return [noc.table.route(noc.src, c) for c in noc.clusters]
