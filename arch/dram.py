@@ -61,6 +61,7 @@ Time is integer picoseconds everywhere; currents are mA, voltages V, energy pJ (
 from __future__ import annotations
 
 import bisect
+import functools
 from collections import deque
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
@@ -612,35 +613,14 @@ class DramSystem:
         """The peak less refresh's share of busy time (tRFC of every tREFI, as `access`
         stalls a transaction): what a long stream sustains, row misses hidden by the banks."""
         t = self.timing
-        refreshing = t.trfc / t.trefi if self.channel_models[0].refresh else 0.0
+        refreshing = t.trfc / t.trefi if self.refresh else 0.0
         return self.peak_bandwidth_bytes_per_s * (1 - refreshing)
 
-    def direction_switch_ps(self, transactions: int = 32) -> float:
+    def direction_switch_ps(self) -> float:
         """What a transaction that turns the data bus around costs beyond one that does not,
-        measured on fresh channels like these: reads and writes alternated, each issued when
-        the one before it ends (as the tile pipeline issues them), each direction in its own
-        half of the address space (as `Dram.transfer` keeps them), against the same
-        transactions all reads then all writes; per turn. It holds the bus turnaround (tWTR
-        after a write) and the rows the other direction left open in the banks (write
-        recovery, tRP, tRCD). Their sizes vary (1 to 97 bursts), so that the banks where
-        each one starts vary as they do in a run: one size would find the same banks each
-        time and, by the mapping's luck, no conflict or every one."""
-        region = self.timing.channel_bytes * self.channels // 2
-        burst = self.timing.bytes_per_burst
-        sizes = [burst * (1 + (37 * i) % 97) for i in range(transactions)]
-
-        def run(order: list[tuple[bool, int]]) -> int:
-            system = DramSystem(self.timing, self.channels, page_policy=self.page_policy,
-                                refresh=self.refresh)
-            now, next_address = 0, {False: 0, True: region}
-            for is_write, nbytes in order:
-                now = system.access(now, next_address[is_write], nbytes, is_write).end_ps
-                next_address[is_write] += nbytes
-            return now
-
-        alternated = run([(is_write, n) for n in sizes for is_write in (False, True)])
-        grouped = run([(False, n) for n in sizes] + [(True, n) for n in sizes])
-        return (alternated - grouped) / (2 * transactions - 2)
+        on channels like these (`_direction_switch_ps`, measured once per configuration)."""
+        return _direction_switch_ps(self.timing, self.channels, self.mapping.scheme,
+                                    self.page_policy, self.refresh)
 
     def access(self, start_ps: int, address: int, nbytes: int, is_write: bool) -> DramAccess:
         if nbytes == 0:
@@ -670,6 +650,37 @@ class DramSystem:
 # ---------------------------------------------------------------------------------------------
 # Energy
 # ---------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _direction_switch_ps(timing: DramTiming, channels: int, scheme: str,
+                         page_policy: PagePolicy, refresh: bool, transactions: int = 32
+                         ) -> float:
+    """What a transaction that turns the data bus around costs beyond one that does not,
+    measured on fresh channels of this configuration: reads and writes alternated, each
+    issued when the one before it ends (as the tile pipeline issues them), each direction in
+    its own half of the address space (as `Dram.transfer` keeps them), against the same
+    transactions all reads then all writes; per turn. It holds the bus turnaround (tWTR
+    after a write) and the rows the other direction left open in the banks (write recovery,
+    tRP, tRCD). Their sizes vary (1 to 97 bursts), so that the banks where each one starts
+    vary as they do in a run: one size would find the same banks each time and, by the
+    mapping's luck, no conflict or every one. A pure function of its arguments, so every
+    hardware view of one DRAM configuration shares one measurement."""
+    region = timing.channel_bytes * channels // 2
+    sizes = [timing.bytes_per_burst * (1 + (37 * i) % 97) for i in range(transactions)]
+
+    def run(order: list[tuple[bool, int]]) -> int:
+        system = DramSystem(timing, channels, AddressMapping(timing, scheme, channels),
+                            page_policy, refresh)
+        now, next_address = 0, {False: 0, True: region}
+        for is_write, nbytes in order:
+            now = system.access(now, next_address[is_write], nbytes, is_write).end_ps
+            next_address[is_write] += nbytes
+        return now
+
+    alternated = run([(is_write, n) for n in sizes for is_write in (False, True)])
+    grouped = run([(False, n) for n in sizes] + [(True, n) for n in sizes])
+    return (alternated - grouped) / (2 * transactions - 2)
 
 @dataclass(frozen=True)
 class DramEnergy:

@@ -40,7 +40,6 @@ from mappings.tiling import (
     BUFFER_KEY,
     TileShape,
     choose_tile,
-    fits,
     halvings,
     misfit,
     phase_shape,
@@ -486,9 +485,8 @@ def _wg_chunks(layer: LayerCapture, hw: HardwareView, dy_resident: bool = False
 
     def smallest_tile_fits(part: LayerCapture) -> bool:
         ps, win = phase_shape(part, WG, hw)
-        shape = TileShape(max(1, min(k, hw.clusters)), 1, 1)
-        return fits(shape, ps, win, (cg, r * s), int(ps.channel_operand.elems[0]),
-                    hw.element_bytes, hw.buffer_bytes, channel_resident=dy_resident)
+        _, need = smallest_tile(ps, win, k, cg, r * s, hw, channel_resident=dy_resident)
+        return need <= hw.buffer_bytes
 
     for m in sorted(set(halvings(n)), reverse=True):
         if smallest_tile_fits(_slice(layer, 0, m)):

@@ -446,13 +446,14 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
 
 
 def smallest_tile(ps: PhaseShape, win: _Window, a: int, n_rows: int, length: int,
-                  hw: HardwareView) -> tuple[TileShape, int]:
+                  hw: HardwareView, channel_resident: bool = False) -> tuple[TileShape, int]:
     """The smallest tile the search considers, one row of one image over as many channels
-    as there are clusters (or channels), and the buffer bytes it takes. Like every tile's
-    size it depends on the layer's geometry alone, not on its sparsity."""
+    as there are clusters (or channels), and the buffer bytes it takes (`tile_bytes`). Like
+    every tile's size it depends on the layer's geometry alone, not on its sparsity."""
     shape = TileShape(max(1, min(a, hw.clusters)), 1, 1)
     a_elems = int(ps.channel_operand.elems[0]) if len(ps.channel_operand.elems) else 0
-    return shape, tile_bytes(shape, ps, win, (n_rows, length), a_elems, hw.element_bytes)
+    return shape, tile_bytes(shape, ps, win, (n_rows, length), a_elems, hw.element_bytes,
+                             channel_resident=channel_resident)
 
 
 def misfit(ps: PhaseShape, win: _Window, a: int, n_rows: int, length: int, hw: HardwareView,
