@@ -11,6 +11,7 @@ from mappings.capture import LayerCapture
 from mappings.counting import BP, FF, WG, SkipPolicy
 from mappings.planner import tile_phase
 from mappings.target import HardwareView
+from mappings.tiling import TileShape, _per_tile_pe, _per_tile_total
 
 SPARSE = HardwareView(clusters=2, pes_per_cluster=3, buffer_bytes=4096, element_bytes=2,
                       local_buffer_bytes=256, skip_zero_weights=True,
@@ -92,3 +93,34 @@ def test_pes_past_a_blocks_outputs_stay_idle(layer, phase):
         huge, _ = tile_phase(layer, 0, phase, replace(hw, pes_per_cluster=10**9), policy,
                              pruned_grads_unused=True)
         assert huge["busiest_pe_macs"].tolist() == enough["busiest_pe_macs"].tolist()
+
+
+@st.composite
+def count_maps_and_shapes(draw):
+    """A random count map (A, I, R, L), a tile shape over it and a cluster geometry."""
+    a, n_img, n_rows, length = (draw(st.integers(1, 9)), draw(st.integers(1, 4)),
+                                draw(st.integers(1, 9)), draw(st.integers(1, 12)))
+    counts = torch.randint(0, 40, (a, n_img, n_rows, length),
+                           generator=torch.Generator().manual_seed(draw(st.integers(0, 999))),
+                           dtype=torch.int32)
+    rows = draw(st.integers(1, n_rows))
+    images = draw(st.integers(1, n_img)) if rows == n_rows else 1
+    shape = TileShape(draw(st.integers(1, a)), images, rows)
+    hw = HardwareView(clusters=draw(st.integers(1, 4)), pes_per_cluster=draw(st.integers(1, 8)),
+                      buffer_bytes=4096, element_bytes=2)
+    return counts, shape, hw
+
+
+@settings(max_examples=300, deadline=None)
+@given(count_maps_and_shapes())
+def test_per_tile_counts_from_prefix_sums_equal_the_direct_ones(case):
+    """With a cache the tile search takes per-tile and per-PE counts from prefix sums; the
+    busiest PE and the totals of every tile are those of the direct reshape-and-sum."""
+    counts, shape, hw = case
+    cache: dict = {}
+    busiest, total = _per_tile_pe(counts, shape, hw)
+    cached_busiest, cached_total = _per_tile_pe(counts, shape, hw, cache)
+    assert (cached_busiest == busiest).all() and (cached_total == total).all()
+    assert (total == _per_tile_total(counts, shape)).all()
+    assert (_per_tile_total(counts, shape, cache) == total).all()
+    assert total.sum() == int(counts.sum())
