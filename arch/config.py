@@ -268,6 +268,26 @@ class ArchConfig(Strict):
         return self
 
     @model_validator(mode="after")
+    def _systolic_arrays_compute_every_mac(self) -> ArchConfig:
+        """In systolic mode a layer-phase takes SCALE-Sim's cycles for its dense GEMM: a
+        zero skipped would save energy and no time, a wrong answer, so it is refused."""
+        if self.pe_cluster.systolic is None:
+            return self
+        s = self.sparsity
+        sparse = [f"sparsity.{key}" for key in (
+            "skip_zero_weights", "skip_zero_activations", "skip_zero_gradients",
+            "skip_pruned_weight_gradients", "skip_relu_masked_gradients",
+            "channel_compaction") if getattr(s, key)]
+        sparse += [key for key in ("selector", "speculator", "index_matching")
+                   if getattr(self, key) is not None]
+        sparse += ["mapping.load_balance"] if self.mapping.load_balance else []
+        if sparse:
+            raise ValueError(f"pe_cluster.systolic: a systolic array computes every MAC of "
+                             f"its GEMM (SCALE-Sim's model), but this design also sets "
+                             f"{', '.join(sparse)}: drop the array or those settings")
+        return self
+
+    @model_validator(mode="after")
     def _speculation_needs_floats(self) -> ArchConfig:
         if self.speculator is not None and self.pe_cluster.precision not in FLOAT_PRECISIONS:
             raise ValueError(f"speculator: exponent-only speculation needs a floating-point "

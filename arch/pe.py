@@ -21,6 +21,7 @@ from collections.abc import Generator
 
 from arch.config import IndexMatchingConfig, PeClusterConfig
 from desim.clock import Clock
+from desim.errors import ConfigError
 from desim.module import Module
 
 
@@ -29,6 +30,14 @@ class PeArray(Module):
                  clock: Clock, matching: IndexMatchingConfig | None = None) -> None:
         super().__init__(name, parent)
         self.cfg, self.clusters, self.clock, self.matching = cfg, clusters, clock, matching
+        array = cfg.systolic
+        if array is not None and array.rows * array.cols != self.peak_macs_per_cycle:
+            raise ConfigError(
+                f"a {array.rows} x {array.cols} array is "
+                f"{array.rows * array.cols:,} MAC units, but the PEs it stands for are "
+                f"{clusters} cluster(s) x {cfg.pes} PEs x {cfg.macs_per_pe_per_cycle} MACs a "
+                f"cycle = {self.peak_macs_per_cycle:,}: make the two equal",
+                key="pe_cluster.systolic")
 
     def tile_cycles(self, busiest_pe_macs: int, scanned_pairs: int = 0,
                     active_clusters: int = 0) -> int:

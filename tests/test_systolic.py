@@ -135,3 +135,22 @@ def test_pipeline_runs_systolic_mode(tmp_path: Path) -> None:
     assert all(c >= s for c, s in zip(layers["cycles"], SCALESIM_4X4["os"], strict=True))
     busy_ps = results["os"].stats["modules"]["os.pe_array"]["busy_ps"]
     assert busy_ps == sum(SCALESIM_4X4["os"]) * results["os"].period_ps
+
+
+def test_an_array_that_is_not_the_pes_is_refused() -> None:
+    """The array stands for the PEs: 32 x 16 MAC units against 1 x 1,024 PEs is refused at
+    elaboration, naming the key and both counts."""
+    from desim.elaborate import elaborate
+
+    exp = load_experiment(ROOT / "configs" / "experiments" / "scalesim_resnet18.yaml",
+                          ["arch.os.pe_cluster.systolic.cols=16"])
+    with pytest.raises(ConfigError, match=r"32 x 16 array is 512 MAC units.*= 1,024") as err:
+        elaborate(exp)
+    assert err.value.key == "pe_cluster.systolic"
+
+
+def test_a_systolic_array_that_skips_zeros_is_refused() -> None:
+    """SCALE-Sim's cycles are the dense GEMM's: skipping zeros would save energy and no time."""
+    with pytest.raises(ConfigError, match=r"computes every MAC.*skip_zero_weights"):
+        load_experiment(ROOT / "configs" / "experiments" / "scalesim_resnet18.yaml",
+                        ["arch.os.sparsity.skip_zero_weights=true"])
