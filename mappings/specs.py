@@ -82,8 +82,9 @@ class PruningSpec(BaseModel):
         missing = [f for f in _REQUIRED.get(self.method, ()) if getattr(self, f) is None]
         if missing:
             raise ValueError(f"method {self.method!r} needs {', '.join(missing)}")
-        if self.method == "dropback" and self.k is None and self.sparsity == 0:
-            raise ValueError("method 'dropback' needs k (weights tracked) or a sparsity > 0")
+        if self.method == "dropback" and (self.k is None) == (self.sparsity == 0):
+            raise ValueError("method 'dropback' needs one of k (weights tracked) and a "
+                             "sparsity > 0, not both")
         if self.method == "n_m" and self.n > self.m:  # type: ignore[operator]
             raise ValueError(f"n_m needs n <= m, got n={self.n}, m={self.m}")
         if self.ternary and self.method in TERNARY_EXCLUDED:

@@ -546,4 +546,7 @@ def test_pruning_spec_validation() -> None:
         PruningSpec(method="pe_wise", sparsity=0.5, pe_rows=4)
     with pytest.raises(ValidationError):
         PruningSpec(method="structured")
+    with pytest.raises(ValidationError, match="not both"):  # which would be the target?
+        PruningSpec(method="dropback", k=1000, sparsity=0.5)
+    assert PruningSpec(method="dropback", k=1000).k == 1000
     assert PruningSpec(method="block", block=(2, 4)).block == (2, 4)
