@@ -87,8 +87,8 @@ def rle_padding(nz: torch.Tensor) -> torch.Tensor:
 
     A non-zero at position i after the previous one at j (or the unit's start, j = -1)
     follows i - j - 1 zeros, which need floor(zeros / 16) padding entries. Trailing zeros are
-    not stored. Vectorized: the previous non-zero comes from a running maximum (in 16-bit
-    positions where they fit: the maps are large and this runs on every captured one).
+    not stored. Vectorized over the non-zeros alone (in order, unit by unit): each one's
+    predecessor is the non-zero before it in the same unit.
     """
     units, length = nz.shape
     max_run = 2**RLE_RUN_BITS
@@ -96,11 +96,11 @@ def rle_padding(nz: torch.Tensor) -> torch.Tensor:
         # no run of zeros is long enough to need padding (a unit is too short, or the map
         # has too few zeros: most batch-norm outputs and conv gradients have none)
         return torch.zeros(units, dtype=torch.int64)
-    dtype = torch.int16 if length < 2**15 else torch.int64
-    pos = torch.arange(length, dtype=dtype)
-    last = torch.where(nz, pos, torch.tensor(-1, dtype=dtype)).cummax(dim=1).values
-    zeros_before = pos[1:] - last[:, :-1] - 1  # before each position but the first (none)
-    return torch.where(nz[:, 1:], zeros_before // max_run, 0).sum(1, dtype=torch.int64)
+    unit, pos = nz.nonzero(as_tuple=True)
+    before = torch.full_like(pos, -1)
+    before[1:] = torch.where(unit[1:] == unit[:-1], pos[:-1], -1)
+    padding = (pos - before - 1) // max_run
+    return torch.zeros(units, dtype=torch.int64).index_add_(0, unit, padding)
 
 
 def map_stats(nz: torch.Tensor) -> BlockStats:
