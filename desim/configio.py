@@ -20,11 +20,12 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class Strict(BaseModel):
-    """Base of every config section: unknown keys are errors, and a boolean is not taken
-    for a number nor anything else for a boolean (pydantic would read `pes: true` as 1 and
-    `skip_zero_weights: 'yes'` as true)."""
+    """Base of every config section: unknown keys are errors, a number is finite (YAML's
+    `.inf` and `.nan` would price or time a design at infinity or NaN and reach
+    summary.json), and a boolean is not taken for a number nor anything else for a boolean
+    (pydantic would read `pes: true` as 1 and `skip_zero_weights: 'yes'` as true)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod

@@ -35,6 +35,16 @@ DENSE = ROOT / "configs" / "arch" / "dense.yaml"
     (["arch.dense.noc.link_bandwidth_bytes_per_cycle=1e-12"],
      ["noc.link_bandwidth_bytes_per_cycle: 1e-12 bytes a cycle at 500.0 MHz is less than "
       "a byte a second"]),
+    # YAML's infinities and NaN (and the strings pydantic would read as them) are no number
+    # to price, time or size a design with
+    (["arch.dense.energy.noc_pj_per_bit_hop=inf"],
+     ["dense.yaml: energy.noc_pj_per_bit_hop: Input should be a finite number (got 'inf')"]),
+    (["arch.dense.core_clock_mhz=.inf"],
+     ["dense.yaml: core_clock_mhz: Input should be a finite number (got inf)"]),
+    (["runs.1.pruning.threshold_ratio=.nan"],
+     ["quickstart.yaml: runs.1.pruning.threshold_ratio: Input should be a finite number"]),
+    (["claims=[{metric: runs.dense.cycles, paper: 1, tolerance: .inf}]"],
+     ["quickstart.yaml: claims.0.tolerance: Input should be a finite number (got inf)"]),
     (["claims=[{metric: runs.dense.cycels, paper: 1, tolerance: 1}]"],
      ["claims.0.metric: 'runs.dense.cycels': no runs metric 'cycels'; expected one of: "
       "cycles"]),
