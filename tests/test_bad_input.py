@@ -45,6 +45,14 @@ DENSE = ROOT / "configs" / "arch" / "dense.yaml"
      ["quickstart.yaml: runs.1.pruning.threshold_ratio: Input should be a finite number"]),
     (["claims=[{metric: runs.dense.cycles, paper: 1, tolerance: .inf}]"],
      ["quickstart.yaml: claims.0.tolerance: Input should be a finite number (got inf)"]),
+    # a bank narrower than a byte (512 KiB in a million banks), or one row of the banks
+    # larger than the whole buffer
+    (["arch.dense.global_buffer.banks=1000000"],
+     ["dense.yaml: global_buffer.banks: 1000000 banks of 16 bytes (16000000 bytes a row) do "
+      "not fit in capacity_kib 512 (524288 bytes)"]),
+    (["arch.dense.global_buffer.capacity_kib=16", "arch.dense.global_buffer.bank_width_bytes=4096"],
+     ["dense.yaml: global_buffer.banks: 16 banks of 4096 bytes (65536 bytes a row) do not fit "
+      "in capacity_kib 16 (16384 bytes)"]),
     (["claims=[{metric: runs.dense.cycels, paper: 1, tolerance: 1}]"],
      ["claims.0.metric: 'runs.dense.cycels': no runs metric 'cycels'; expected one of: "
       "cycles"]),
@@ -78,3 +86,9 @@ def test_a_file_of_the_other_kind_says_which_it_is():
     with pytest.raises(ConfigError, match="quickstart.yaml: this is an experiment file, not "
                                           "an architecture"):
         load_design(QUICKSTART)
+
+
+def test_every_shipped_architecture_still_validates():
+    """The checks above refuse no design this repository ships."""
+    for path in sorted((ROOT / "configs" / "arch").glob("*.yaml")):
+        load_design(path)
