@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from desim.configio import load_yaml
 from desim.errors import ConfigError
 from desim.experiment import load_arch, load_design, load_experiment
 
@@ -23,6 +24,9 @@ DENSE = ROOT / "configs" / "arch" / "dense.yaml"
     (["arch.dense.sparsity.skip_zero_weights=yes please"],
      ["sparsity.skip_zero_weights: expected true or false, got 'yes please'"]),
     (["arch.dense.noc.shape=[2,"], ["noc.shape: the value '[2,' is not valid YAML"]),
+    (["arch.dense.noc={topology: mesh, shape: [2, 2], topology: ring}"],
+     ["dense.yaml: noc: the value '{topology: mesh, shape: [2, 2], topology: ring}' is not "
+      "valid YAML (key 'topology' given twice, first on line 1)"]),
     (["runs.1.pruning.sparsty=0.5"],
      ["runs.1.pruning.sparsty: unknown key; expected one of: ", "sparsity"]),
     (["runs.0.arch_set=[noc.shap=2]"],
@@ -74,6 +78,28 @@ def test_a_misspelt_key_is_named_before_the_missing_one_it_leaves(tmp_path):
     with pytest.raises(ConfigError, match="global_buffer.capacty_kib: unknown key; expected "
                                           "one of: bank_width_bytes, banks, capacity_kib"):
         load_arch(arch)
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
+    """YAML forbids it; PyYAML alone would keep the second `name:` without a word."""
+    arch = tmp_path / "arch.yaml"
+    arch.write_text(DENSE.read_text().replace("name: dense\n", "name: dense\nname: other\n"))
+    line = arch.read_text().splitlines().index("name: other") + 1
+    with pytest.raises(ConfigError, match=rf"arch\.yaml: line {line}, column 1: not valid YAML "
+                                          rf"\(key 'name' given twice, first on line {line - 1}\)"):
+        load_arch(arch)
+    nested = tmp_path / "nested.yaml"
+    nested.write_text(DENSE.read_text().replace("  banks: 16\n", "  banks: 16\n  banks: 8\n"))
+    with pytest.raises(ConfigError, match="key 'banks' given twice"):
+        load_arch(nested)
+
+
+def test_every_shipped_yaml_file_loads():
+    """No shipped file gives a key twice (configs/ and examples/ alike)."""
+    paths = [p for folder in ("configs", "examples") for p in (ROOT / folder).rglob("*.y*ml")]
+    assert len(paths) > 30
+    for path in paths:
+        load_yaml(path)
 
 
 def test_a_file_of_the_other_kind_says_which_it_is():
