@@ -72,6 +72,29 @@ def test_bad_input_names_file_key_and_expectation(overrides, fragments):
         assert fragment in str(err.value)
 
 
+@pytest.mark.parametrize("edges, message", [
+    ("[[a, b], [b, b]]", "noc.edges[1]: router 'b' is linked to itself"),
+    ("[[a, b], [c, d]]", "noc: the NoC graph is not connected: c, d cannot reach the rest"),
+    # a router may not take the name of a node the processor adds: it would replace the
+    # router (dram) or fail when that node is attached (glb, cluster_<router>)
+    ("[[dram, b]]", "noc.edges: 'dram': routers named as the processor's own nodes"),
+    ("[[glb, b], [b, cluster_glb]]",
+     "noc.edges: 'cluster_glb', 'glb': routers named as the processor's own nodes"),
+])
+def test_a_noc_graph_error_names_its_key_under_noc(edges, message):
+    """The graph's checks, made when the processor is built, name the key as the schema's
+    do (`desim check` and `desim run` add the file)."""
+    from arch.accelerator import Accelerator
+    from desim.module import Simulator
+
+    arch = load_arch(DENSE, [f"noc={{topology: edges, edges: {edges}, "
+                             "link_bandwidth_bytes_per_cycle: 8, hop_latency_cycles: 1}",
+                             "global_buffer_router=b"])
+    with pytest.raises(ConfigError) as err:
+        Accelerator(Simulator(), arch)
+    assert str(err.value).startswith(message)
+
+
 def test_a_misspelt_key_is_named_before_the_missing_one_it_leaves(tmp_path):
     arch = tmp_path / "arch.yaml"
     arch.write_text(DENSE.read_text().replace("capacity_kib:", "capacty_kib:"))
