@@ -71,6 +71,11 @@ def build_graph(cfg: ArchConfig) -> nx.DiGraph:
     if cfg.global_buffer_router not in graph:
         raise ConfigError(f"global_buffer_router {cfg.global_buffer_router!r} is not a router "
                           f"of the NoC; routers: {', '.join(routers)}", key="global_buffer_router")
+    own = {"dram", "glb", "selector", "weight_generator", *(f"cluster_{r}" for r in routers)}
+    if clash := sorted(own & set(routers)):  # the node would be taken for the router, or fail
+        raise ConfigError(f"{', '.join(map(repr, clash))}: routers named as the processor's "
+                          f"own nodes (dram, glb, selector, weight_generator, "
+                          f"cluster_<router>); rename them", key="noc.edges")
     bw, lat = cfg.noc.link_bandwidth_bytes_per_cycle, cfg.noc.hop_latency_cycles
     for router in routers:
         attach(graph, f"cluster_{router}", "pe_cluster", router, bw, lat)

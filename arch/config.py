@@ -47,6 +47,17 @@ class BufferConfig(Strict):
     bank_width_bytes: PositiveInt
     latency_cycles: int = Field(1, ge=0)
 
+    @model_validator(mode="after")
+    def _banks_fit(self) -> BufferConfig:
+        """Each bank holds at least one row of its width: else a bank is a fraction of a byte
+        (priced by that size) and the buffer moves more bytes a cycle than it holds."""
+        row = self.banks * self.bank_width_bytes
+        if row > self.capacity_kib * 1024:
+            raise ValueError(f"banks: {self.banks} banks of {self.bank_width_bytes} bytes "
+                             f"({row} bytes a row) do not fit in capacity_kib "
+                             f"{self.capacity_kib} ({self.capacity_kib * 1024} bytes)")
+        return self
+
 
 class PeClusterConfig(Strict):
     pes: PositiveInt

@@ -119,7 +119,17 @@ class NocSpec(Strict):
 
 
 def build_noc(spec: NocSpec) -> nx.DiGraph:
-    """The routers and links that `spec` describes (no endpoints yet: see `attach`)."""
+    """The routers and links that `spec` describes (no endpoints yet: see `attach`). An
+    error names its key under `noc`, as the section's schema errors do."""
+    try:
+        graph = _generate(spec)
+        check_connected(graph, [])  # listed edges may leave routers apart
+    except ConfigError as err:
+        raise err.within("noc") from None
+    return graph
+
+
+def _generate(spec: NocSpec) -> nx.DiGraph:
     bw, lat = spec.link_bandwidth_bytes_per_cycle, spec.hop_latency_cycles
     shape = spec.shape or []
     match spec.topology:
@@ -267,30 +277,32 @@ def from_edges(edges: Sequence[Sequence[str]] | Sequence[dict[str, Any]],
     get no `pos` (they are drawn with a layout) and XY routing does not apply."""
     graph = _new_graph("edges", (), bandwidth_bytes_per_cycle, latency_cycles)
     if not edges:
-        raise ConfigError("edges: the list of links is empty")
+        raise ConfigError("the list of links is empty", key="edges")
     allowed = {"u", "v", "bandwidth_bytes_per_cycle", "latency_cycles"}
     for i, item in enumerate(edges):
         bw, lat = bandwidth_bytes_per_cycle, latency_cycles
         if isinstance(item, dict):
             unknown = sorted(set(item) - allowed)
             if unknown or not {"u", "v"} <= set(item):
-                raise ConfigError(f"edges[{i}]: expected keys u, v and optionally "
-                                  f"bandwidth_bytes_per_cycle, latency_cycles; got {item}")
+                raise ConfigError(f"expected keys u, v and optionally "
+                                  f"bandwidth_bytes_per_cycle, latency_cycles; got {item}",
+                                  key=f"edges[{i}]")
             pair = (item["u"], item["v"])
             bw, lat = item.get("bandwidth_bytes_per_cycle", bw), item.get("latency_cycles", lat)
             if not bw > 0 or int(lat) != lat or lat < 0:
-                raise ConfigError(f"edges[{i}] {pair}: bandwidth must be > 0 and latency a "
-                                  f"whole number >= 0, got {bw} and {lat}")
+                raise ConfigError(f"{pair}: bandwidth must be > 0 and latency a whole "
+                                  f"number >= 0, got {bw} and {lat}", key=f"edges[{i}]")
         else:
             pair = tuple(item)
         if len(pair) != 2 or not all(isinstance(n, str) and n for n in pair):
-            raise ConfigError(f"edges[{i}]: expected a pair of router names, got {item!r}")
+            raise ConfigError(f"expected a pair of router names, got {item!r}",
+                              key=f"edges[{i}]")
         a, b = pair
         if a == b:
-            raise ConfigError(f"edges[{i}]: router {a!r} is linked to itself")
+            raise ConfigError(f"router {a!r} is linked to itself", key=f"edges[{i}]")
         if graph.has_edge(a, b):
-            raise ConfigError(f"edges[{i}]: {a!r} - {b!r} is listed twice (each pair is "
-                              f"linked both ways; list it once)")
+            raise ConfigError(f"{a!r} - {b!r} is listed twice (each pair is linked both "
+                              f"ways; list it once)", key=f"edges[{i}]")
         for name in pair:
             graph.add_node(name, kind="router")
         _link(graph, a, b, bw, lat)

@@ -8,6 +8,7 @@ than 0 (got -4)`.
 from __future__ import annotations
 
 import re
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, TypeVar, get_args
 
@@ -20,11 +21,12 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class Strict(BaseModel):
-    """Base of every config section: unknown keys are errors, and a boolean is not taken
-    for a number nor anything else for a boolean (pydantic would read `pes: true` as 1 and
-    `skip_zero_weights: 'yes'` as true)."""
+    """Base of every config section: unknown keys are errors, a number is finite (YAML's
+    `.inf` and `.nan` would price or time a design at infinity or NaN and reach
+    summary.json), and a boolean is not taken for a number nor anything else for a boolean
+    (pydantic would read `pes: true` as 1 and `skip_zero_weights: 'yes'` as true)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -52,12 +54,32 @@ def _scalar_types(annotation: Any) -> set[type]:
     return out
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping: YAML forbids it, and
+    PyYAML would keep the last value without a word (two `name:` in an arch file)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base`, whose keys this mapping may override
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):
+                continue  # PyYAML's own error
+            if key in lines:
+                raise yaml.constructor.ConstructorError(
+                    problem=f"key {key!r} given twice, first on line {lines[key]}",
+                    problem_mark=key_node.start_mark)
+            lines[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError("no such file", file=str(path))
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=UniqueKeyLoader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -73,10 +95,10 @@ def validate(model: type[M], data: Any, file: str | Path, prefix: str = "") -> M
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        errors = err.errors()
+        errors = _fitting_errors(err.errors(), data)
         # an unknown key first: a misspelt key also leaves the right one missing
-        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-        parts = (prefix.split(".") if prefix else []) + [str(p) for p in first["loc"]]
+        first, place = next((e for e in errors if e[0]["type"] == "extra_forbidden"), errors[0])
+        parts = (prefix.split(".") if prefix else []) + [str(p) for p in place]
         key = ".".join(parts)
         message = first["msg"]
         if first["type"] == "value_error":  # a section's own check (a model validator)
@@ -85,31 +107,56 @@ def validate(model: type[M], data: Any, file: str | Path, prefix: str = "") -> M
             if sep and re.fullmatch(r"[A-Za-z_][\w.]*", named):  # it names the key at fault
                 key, message = ".".join([*parts, named]), rest
         if first["type"] == "extra_forbidden":
-            allowed = ", ".join(sorted(_fields_at(model, first["loc"][:-1])))
+            allowed = ", ".join(sorted(_fields_at(model, place[:-1])))
             message = f"unknown key; expected one of: {allowed}"
         elif (first["type"] != "missing" and first["loc"]
               and not (first["type"] == "value_error" and isinstance(first.get("input"), dict))):
             message += f" (got {first.get('input')!r})"  # not after a section's own check
-        more = len(err.errors()) - 1
+        more = len(errors) - 1
         if more:
             message += f" [and {more} more error{'s' if more > 1 else ''}]"
         raise ConfigError(message, file=str(file), key=key or "(top level)") from None
 
 
-def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
-    """Field names of the section at `loc`, for 'expected one of' hints."""
-    current: Any = model
-    for part in loc:
-        if isinstance(part, int):  # an item of a list: the section its items are
+def _fitting_errors(errors: list[Any], data: Any) -> list[tuple[Any, tuple]]:
+    """Each error with its place in `data`, less those of a union's members that wanted
+    another shape of input. Pydantic tries every member of a union (a sweep axis is a list
+    or a range) and reports them all: for a range's dict, "Input should be a valid list"
+    would hide the range's own error ("low must be less than high")."""
+    placed = [(e, *_place(e, data)) for e in errors]
+    return [(e, place) for e, place, member in placed
+            if not (member and e["type"].endswith("_type") and any(
+                other_member and other_place[:len(place)] == place
+                and not other["type"].endswith("_type")
+                for other, other_place, other_member in placed))]
+
+
+def _place(error: Any, data: Any) -> tuple[tuple, bool]:
+    """Where `error` is in `data`: its `loc` less the union members pydantic names there
+    ('list[any]', 'function-after[_ordered(), RangeAxis]'), and whether it named one."""
+    node, place, member = data, [], False
+    for i, part in enumerate(error["loc"]):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif not (error["type"] == "missing" and i == len(error["loc"]) - 1):
+            member = True  # not in the data: a member's name
             continue
-        field = getattr(current, "model_fields", {}).get(part)
-        if field is None:
+        place.append(part)
+    return tuple(place), member
+
+
+def _fields_at(model: type[BaseModel], place: tuple) -> list[str]:
+    """Field names of the section at `place`, for 'expected one of' hints."""
+    current: Any = model
+    for part in place:
+        field = current.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:  # an item of a list or a dict: the section its items are
+            continue
+        sections = [t for t in _scalar_types(field.annotation)
+                    if isinstance(t, type) and issubclass(t, BaseModel)]
+        if not sections:
             return []
-        annotation = field.annotation
-        for arg in (annotation, *getattr(annotation, "__args__", ())):
-            if isinstance(arg, type) and issubclass(arg, BaseModel):
-                current = arg
-                break
-        else:
-            return []
-    return list(getattr(current, "model_fields", {}))
+        current = sections[0]
+    return list(current.model_fields)

@@ -23,6 +23,12 @@ class ConfigError(Exception):
         as the workload's capture)."""
         return self if self.file else ConfigError(self.message, file=file, key=self.key)
 
+    def within(self, section: str) -> ConfigError:
+        """This error with its key under `section` (`section` itself if it names no key):
+        raised by code that reads a section's values without knowing where they sit."""
+        key = f"{section}.{self.key}" if self.key else section
+        return ConfigError(self.message, file=self.file, key=key)
+
 
 def out_of_memory(err: BaseException) -> bool:
     """Whether `err` is an allocation that failed: Python's MemoryError, or torch's CPU

@@ -25,7 +25,7 @@ from pydantic import Field, model_validator
 from arch.config import ArchConfig
 from arch.reram import ReramArch
 from arch.snn import SnnArch
-from desim.configio import Strict, load_yaml, validate
+from desim.configio import Strict, UniqueKeyLoader, load_yaml, validate
 from desim.errors import ConfigError
 from desim.sweep_spec import SweepSpec
 from mappings.specs import PruningSpec, WorkloadSpec
@@ -162,7 +162,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], file: str) -> di
                 raise ConfigError("cannot set a key inside a value", file=file, key=key)
             if last:
                 try:
-                    node[part] = yaml.safe_load(text)
+                    node[part] = yaml.load(text, Loader=UniqueKeyLoader)
                 except yaml.YAMLError as err:
                     raise ConfigError(f"the value {text!r} is not valid YAML "
                                       f"({getattr(err, 'problem', err)})", file=file,

@@ -53,7 +53,7 @@ TERNARY_EXCLUDED = {"dense", "ternarize", "block_circulant", "dropback", "set", 
 class PruningSpec(BaseModel):
     """Which pruning method to apply, with its parameters (only those the method uses)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # finite, as `Strict`
 
     method: Method
     sparsity: float = Field(0.0, ge=0.0, lt=1.0)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from desim.configio import load_yaml
 from desim.errors import ConfigError
 from desim.experiment import load_arch, load_design, load_experiment
 
@@ -23,6 +24,9 @@ DENSE = ROOT / "configs" / "arch" / "dense.yaml"
     (["arch.dense.sparsity.skip_zero_weights=yes please"],
      ["sparsity.skip_zero_weights: expected true or false, got 'yes please'"]),
     (["arch.dense.noc.shape=[2,"], ["noc.shape: the value '[2,' is not valid YAML"]),
+    (["arch.dense.noc={topology: mesh, shape: [2, 2], topology: ring}"],
+     ["dense.yaml: noc: the value '{topology: mesh, shape: [2, 2], topology: ring}' is not "
+      "valid YAML (key 'topology' given twice, first on line 1)"]),
     (["runs.1.pruning.sparsty=0.5"],
      ["runs.1.pruning.sparsty: unknown key; expected one of: ", "sparsity"]),
     (["runs.0.arch_set=[noc.shap=2]"],
@@ -35,6 +39,24 @@ DENSE = ROOT / "configs" / "arch" / "dense.yaml"
     (["arch.dense.noc.link_bandwidth_bytes_per_cycle=1e-12"],
      ["noc.link_bandwidth_bytes_per_cycle: 1e-12 bytes a cycle at 500.0 MHz is less than "
       "a byte a second"]),
+    # YAML's infinities and NaN (and the strings pydantic would read as them) are no number
+    # to price, time or size a design with
+    (["arch.dense.energy.noc_pj_per_bit_hop=inf"],
+     ["dense.yaml: energy.noc_pj_per_bit_hop: Input should be a finite number (got 'inf')"]),
+    (["arch.dense.core_clock_mhz=.inf"],
+     ["dense.yaml: core_clock_mhz: Input should be a finite number (got inf)"]),
+    (["runs.1.pruning.threshold_ratio=.nan"],
+     ["quickstart.yaml: runs.1.pruning.threshold_ratio: Input should be a finite number"]),
+    (["claims=[{metric: runs.dense.cycles, paper: 1, tolerance: .inf}]"],
+     ["quickstart.yaml: claims.0.tolerance: Input should be a finite number (got inf)"]),
+    # a bank narrower than a byte (512 KiB in a million banks), or one row of the banks
+    # larger than the whole buffer
+    (["arch.dense.global_buffer.banks=1000000"],
+     ["dense.yaml: global_buffer.banks: 1000000 banks of 16 bytes (16000000 bytes a row) do "
+      "not fit in capacity_kib 512 (524288 bytes)"]),
+    (["arch.dense.global_buffer.capacity_kib=16", "arch.dense.global_buffer.bank_width_bytes=4096"],
+     ["dense.yaml: global_buffer.banks: 16 banks of 4096 bytes (65536 bytes a row) do not fit "
+      "in capacity_kib 16 (16384 bytes)"]),
     (["claims=[{metric: runs.dense.cycels, paper: 1, tolerance: 1}]"],
      ["claims.0.metric: 'runs.dense.cycels': no runs metric 'cycels'; expected one of: "
       "cycles"]),
@@ -50,12 +72,57 @@ def test_bad_input_names_file_key_and_expectation(overrides, fragments):
         assert fragment in str(err.value)
 
 
+@pytest.mark.parametrize("edges, message", [
+    ("[[a, b], [b, b]]", "noc.edges[1]: router 'b' is linked to itself"),
+    ("[[a, b], [c, d]]", "noc: the NoC graph is not connected: c, d cannot reach the rest"),
+    # a router may not take the name of a node the processor adds: it would replace the
+    # router (dram) or fail when that node is attached (glb, cluster_<router>)
+    ("[[dram, b]]", "noc.edges: 'dram': routers named as the processor's own nodes"),
+    ("[[glb, b], [b, cluster_glb]]",
+     "noc.edges: 'cluster_glb', 'glb': routers named as the processor's own nodes"),
+])
+def test_a_noc_graph_error_names_its_key_under_noc(edges, message):
+    """The graph's checks, made when the processor is built, name the key as the schema's
+    do (`desim check` and `desim run` add the file)."""
+    from arch.accelerator import Accelerator
+    from desim.module import Simulator
+
+    arch = load_arch(DENSE, [f"noc={{topology: edges, edges: {edges}, "
+                             "link_bandwidth_bytes_per_cycle: 8, hop_latency_cycles: 1}",
+                             "global_buffer_router=b"])
+    with pytest.raises(ConfigError) as err:
+        Accelerator(Simulator(), arch)
+    assert str(err.value).startswith(message)
+
+
 def test_a_misspelt_key_is_named_before_the_missing_one_it_leaves(tmp_path):
     arch = tmp_path / "arch.yaml"
     arch.write_text(DENSE.read_text().replace("capacity_kib:", "capacty_kib:"))
     with pytest.raises(ConfigError, match="global_buffer.capacty_kib: unknown key; expected "
                                           "one of: bank_width_bytes, banks, capacity_kib"):
         load_arch(arch)
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
+    """YAML forbids it; PyYAML alone would keep the second `name:` without a word."""
+    arch = tmp_path / "arch.yaml"
+    arch.write_text(DENSE.read_text().replace("name: dense\n", "name: dense\nname: other\n"))
+    line = arch.read_text().splitlines().index("name: other") + 1
+    with pytest.raises(ConfigError, match=rf"arch\.yaml: line {line}, column 1: not valid YAML "
+                                          rf"\(key 'name' given twice, first on line {line - 1}\)"):
+        load_arch(arch)
+    nested = tmp_path / "nested.yaml"
+    nested.write_text(DENSE.read_text().replace("  banks: 16\n", "  banks: 16\n  banks: 8\n"))
+    with pytest.raises(ConfigError, match="key 'banks' given twice"):
+        load_arch(nested)
+
+
+def test_every_shipped_yaml_file_loads():
+    """No shipped file gives a key twice (configs/ and examples/ alike)."""
+    paths = [p for folder in ("configs", "examples") for p in (ROOT / folder).rglob("*.y*ml")]
+    assert len(paths) > 30
+    for path in paths:
+        load_yaml(path)
 
 
 def test_a_file_of_the_other_kind_says_which_it_is():
@@ -68,3 +135,9 @@ def test_a_file_of_the_other_kind_says_which_it_is():
     with pytest.raises(ConfigError, match="quickstart.yaml: this is an experiment file, not "
                                           "an architecture"):
         load_design(QUICKSTART)
+
+
+def test_every_shipped_architecture_still_validates():
+    """The checks above refuse no design this repository ships."""
+    for path in sorted((ROOT / "configs" / "arch").glob("*.yaml")):
+        load_design(path)

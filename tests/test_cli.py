@@ -73,6 +73,15 @@ def test_impossible_value_is_refused(tmp_path):
     assert_config_error(result, "dense.yaml", "pe_cluster.pes", "greater than 0")
 
 
+def test_an_infinite_price_is_refused_before_anything_is_written(tmp_path):
+    """`inf` would reach summary.json as Infinity or NaN: a finite number is expected."""
+    result = desim("run", str(QUICKSTART), "--set", "arch.*.energy.noc_pj_per_bit_hop=inf",
+                   "--out", str(tmp_path / "out"))
+    assert_config_error(result, "dense.yaml: energy.noc_pj_per_bit_hop: Input should be a "
+                        "finite number (got 'inf')")
+    assert not (tmp_path / "out" / "summary.json").exists()
+
+
 def test_unknown_model_and_missing_file(tmp_path):
     result = desim("run", str(QUICKSTART), "--set", "workload.model=resnet19")
     assert_config_error(result, "resnet19")

@@ -178,6 +178,20 @@ def test_build_noc_gives_the_generators_graph(fields, expected):
     assert nx.utils.graphs_equal(g, expected)
 
 
+@pytest.mark.parametrize("edges, key, message", [
+    ([["a", "a"]], "noc.edges[0]", "router 'a' is linked to itself"),
+    ([["a", "b"], ["b", "a"]], "noc.edges[1]", "'b' - 'a' is listed twice"),
+    ([["a", "b"], ["c", "d"]], "noc", "the NoC graph is not connected: c, d cannot reach the "
+                                      "rest (2 pieces: {a, b}; {c, d})"),
+])
+def test_build_noc_names_the_key_under_noc(edges, key, message):
+    """As the section's schema errors do (`noc.shape`), not a bare `edges[0]` or none."""
+    with pytest.raises(ConfigError) as err:
+        build_noc(spec(topology="edges", edges=edges))
+    assert err.value.key == key
+    assert str(err.value).startswith(f"{key}: {message}")
+
+
 def test_routing_defaults_to_xy_on_grids_and_shortest_elsewhere():
     assert spec(topology="mesh", shape=[2, 2]).routing == "xy"
     assert spec(topology="torus", shape=[3, 3]).routing == "xy"

@@ -108,6 +108,14 @@ def test_random_plan_is_seeded_in_bounds_and_extends():
     ({"mode": "optuna", "axes": {"workload.batch": [1, 2]}}, "sweep.mode"),
     ({"axes": {"workload.batch": []}}, "has no values"),
     ({"axes": {"workload.batch": [1]}, "objectives": ["joules", "cycles"]}, "objectives"),
+    # a range's error, not the list's "Input should be a valid list" (the other member of
+    # the axis union), nor pydantic's name of a member in the key
+    ({"mode": "random", "budget": 4, "axes": {"arch.*.pe_cluster.pes": {"low": 16, "high": 4}}},
+     r"experiment\.yaml: sweep\.axes\.arch\.\*\.pe_cluster\.pes: low must be less than high "
+     r"\(got 16, 4\)$"),
+    ({"mode": "random", "budget": 4, "axes": {"workload.batch": {"low": 1, "hgh": 4}}},
+     r"sweep\.axes\.workload\.batch\.hgh: unknown key; expected one of: high, log, low "
+     r"\[and 1 more error\]$"),
 ])
 def test_bad_sweep_sections_are_config_errors(tmp_path, bad, message):
     path = write_experiment(tmp_path, {})
