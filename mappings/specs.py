@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import Field, PositiveInt, model_validator
 
 from desim.configio import Strict
 
@@ -50,10 +50,10 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
 TERNARY_EXCLUDED = {"dense", "ternarize", "block_circulant", "dropback", "set", "rigl", "dynamic"}
 
 
-class PruningSpec(BaseModel):
-    """Which pruning method to apply, with its parameters (only those the method uses)."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # finite, as `Strict`
+class PruningSpec(Strict):
+    """Which pruning method to apply, with its parameters (only those the method uses);
+    a config section like any other (`Strict`: no unknown keys, finite numbers, no
+    booleans for numbers)."""
 
     method: Method
     sparsity: float = Field(0.0, ge=0.0, lt=1.0)

@@ -141,3 +141,11 @@ def test_every_shipped_architecture_still_validates():
     """The checks above refuse no design this repository ships."""
     for path in sorted((ROOT / "configs" / "arch").glob("*.yaml")):
         load_design(path)
+
+
+def test_a_pruning_parameter_takes_no_boolean_for_a_number() -> None:
+    """The pruning section is `Strict` like every other: `seed: true` is not seed 1."""
+    from mappings.specs import PruningSpec
+
+    with pytest.raises(ValueError, match="expected a number, got a boolean"):
+        PruningSpec(method="magnitude", sparsity=0.5, seed=True)
