@@ -195,6 +195,45 @@ def test_topology_colours_by_utilization_from_a_run(quickstart_twice, tmp_path):
     assert "dense (arch dense), hppu (arch hppu_like)" in other.stderr
 
 
+@pytest.fixture(scope="module")
+def lenet300_twice(tmp_path_factory):
+    """LeNet-300 at batch 2 (seconds a run) on dense.yaml, as is and without its vector unit,
+    into one folder twice: first traced with waveforms, then plainly. Before the first, the
+    folder holds another run's waveform and files desim does not write."""
+    folder = tmp_path_factory.mktemp("lenet300")
+    experiment = folder / "experiment.yaml"
+    dense = str(ROOT / "configs" / "arch" / "dense.yaml")
+    experiment.write_text(yaml.safe_dump({
+        "name": "lenet300", "baseline": "dense",
+        "workload": {"model": "lenet300", "num_classes": 10, "batch": 2,
+                     "input_shape": [784], "data": "digits", "seed": 0},
+        "runs": [{"name": "dense", "arch": dense, "pruning": {"method": "dense"}},
+                 {"name": "bare", "arch": dense, "pruning": {"method": "dense"}}]}))
+    out = folder / "out"
+    out.mkdir()
+    for name in ("waves_gone.vcd", "notes.txt", "trace.json.bak"):
+        (out / name).write_text("not this run's\n")
+    base = ["run", str(experiment), "--out", str(out), "--set", "arch.bare.vector_unit=null"]
+    first = desim(*base, "--trace", "--vcd")
+    assert first.returncode == 0, first.stderr
+    files_first = sorted(p.name for p in out.iterdir())
+    second = desim(*base)
+    assert second.returncode == 0, second.stderr
+    return out, files_first, [first, second]
+
+
+def test_no_vector_unit_is_said_of_designs_without_one_only(lenet300_twice):
+    """LeNet-300's vector layers are two ReLUs, fused into the layers before them: dense.yaml
+    has a vector unit that runs no tile, and leaves nothing out; without the unit the
+    design says so."""
+    _, _, results = lenet300_twice
+    for result in results:
+        stdout = " ".join(result.stdout.split())
+        assert "bare: no vector unit (arch dense): the model's 2 vector layers" in stdout
+        assert "dense: no vector unit" not in stdout
+        assert "dense: vector layers" not in stdout   # no vector tile ran
+
+
 DEADLOCK = """
 from desim.channels import Fifo
 from desim.cli import guarded
