@@ -234,6 +234,17 @@ def test_no_vector_unit_is_said_of_designs_without_one_only(lenet300_twice):
         assert "dense: vector layers" not in stdout   # no vector tile ran
 
 
+def test_a_rerun_removes_the_trace_and_waveforms_it_did_not_write(lenet300_twice):
+    out, files_first, _ = lenet300_twice
+    ours = {"summary.json", "layers.csv", "energy.csv", "config.json", "stats.json",
+            "stats.txt", "notes.txt", "trace.json.bak"}
+    # traced: its own trace and waveforms; another run's waveform gone, other files kept
+    assert set(files_first) == ours | {"trace.json", "waves_dense.vcd", "waves_bare.vcd"}
+    # then not traced: no trace or waveform of the first run passes for the second's
+    assert {p.name for p in out.iterdir()} == ours
+    assert (out / "notes.txt").read_text() == "not this run's\n"
+
+
 DEADLOCK = """
 from desim.channels import Fifo
 from desim.cli import guarded
