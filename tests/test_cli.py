@@ -361,3 +361,22 @@ def test_a_results_folder_that_cannot_be_written_is_refused_before_simulating(tm
     result = desim("run", str(QUICKSTART), "--out", str(blocker / "results"))
     assert_config_error(result, "a_file/results: cannot write results there")
     assert "capturing" not in result.stdout and "simulating" not in result.stdout
+
+
+@pytest.mark.parametrize("option, value", [("--items", "0"), ("--items", "-5"),
+                                           ("--stages", "0"), ("--repeats", "0")])
+def test_bench_refuses_fewer_than_one_item_stage_or_repeat(option, value, monkeypatch):
+    """Exit 2 naming the option, before anything is timed (run_bench is never called)."""
+    from typer.testing import CliRunner
+
+    import desim.bench
+    from desim.cli import app
+
+    def timed(*args, **kwargs):
+        raise AssertionError("benchmarked despite the bad option")
+
+    monkeypatch.setattr(desim.bench, "run_bench", timed)
+    result = CliRunner().invoke(app, ["bench", "--no-frontend", option, value])
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert f"Invalid value for '{option}'" in message and "Traceback" not in message
