@@ -400,7 +400,12 @@ def _client(scheduler: str | None, workers: int) -> Iterator[Client]:
     from distributed import Client, LocalCluster
 
     if scheduler:
-        with Client(scheduler) as client:
+        try:  # the wait: Dask's distributed.comm.timeouts.connect, 30 s unless configured
+            remote = Client(scheduler)
+        except (OSError, ValueError) as err:  # nothing there, or not an address
+            raise ConfigError(f"--scheduler {scheduler}: cannot connect to a Dask scheduler "
+                              f"there ({err})") from None
+        with remote as client:
             yield client
         return
     saved = dict(os.environ)  # the nanny sets its workers' variables in our environment
