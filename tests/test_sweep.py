@@ -339,6 +339,17 @@ def test_failing_points_are_recorded_and_the_others_complete(tmp_path):
     assert record["error_type"] == "ConfigError" and "Traceback" in record["traceback"]
     assert record["set"] == ["arch.hppu.global_buffer.capacity_kib=1", "workload.model=lenet5"]
     assert record["config"]["architectures"]["hppu"]["global_buffer"]["capacity_kib"] == 1
+    # the command line on the same folder (every point done: nothing computed) exits 1,
+    # after writing the results, and its last line says why
+    (tmp_path / "out" / "results.parquet").unlink()
+    result = subprocess.run(
+        [sys.executable, "-c", "from desim.sweep import main; main()", str(path),
+         "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True,
+        timeout=300)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "5 of 6 points failed: exit 1" in " ".join(result.stdout.split()[-12:])
+    assert len(pd.read_parquet(tmp_path / "out" / "results.parquet")) == len(frame)
 
 
 def test_an_unreachable_scheduler_exits_2_naming_its_address(tmp_path):
