@@ -188,13 +188,18 @@ def _utilization(stats_dir: Path, run_name: str | None, arch_name: str, graph: A
     except (OSError, ValueError) as err:
         raise ConfigError(f"cannot read stats.json and summary.json: {err}",
                           file=str(stats_dir)) from None
+    # another design's figures must not colour this one's graph, named with --run or not
+    runs = ", ".join(f"{n} (arch {r['arch']})" for n, r in summary["runs"].items())
     if run_name is None:
         matching = [n for n, r in summary["runs"].items() if r["arch"] == arch_name]
-        if not matching:  # another design's figures would colour this one's graph
-            runs = ", ".join(f"{n} (arch {r['arch']})" for n, r in summary["runs"].items())
+        if not matching:
             raise ConfigError(f"no run uses arch {arch_name!r}; runs: {runs}; name one with "
                               "--run", file=str(stats_dir))
         run_name = matching[0]
+    elif run_name in summary["runs"] and summary["runs"][run_name]["arch"] != arch_name:
+        raise ConfigError(f"--run {run_name}: that run uses arch "
+                          f"{summary['runs'][run_name]['arch']!r}, not {arch_name!r}; runs: "
+                          f"{runs}", file=str(stats_dir))
     if run_name not in stats:
         raise ConfigError(f"no run {run_name!r}; runs: {', '.join(stats)}", file=str(stats_dir))
     modules = stats[run_name]["modules"]

@@ -245,6 +245,22 @@ def test_a_rerun_removes_the_trace_and_waveforms_it_did_not_write(lenet300_twice
     assert (out / "notes.txt").read_text() == "not this run's\n"
 
 
+def test_topology_refuses_a_run_of_another_design_named_with_run(lenet300_twice, tmp_path):
+    """--run names which run to colour by; one on another design is refused as it is
+    without --run, and one on this design is drawn."""
+    out, _, _ = lenet300_twice
+    arch = ROOT / "configs" / "arch"
+    other = desim("topology", str(arch / "hppu_like.yaml"), "-o", str(tmp_path / "h.dot"),
+                  "--stats", str(out), "--run", "dense")
+    assert_config_error(other, "--run dense: that run uses arch 'dense', not 'hppu_like'",
+                        "runs: dense (arch dense), bare (arch dense)")
+    assert not (tmp_path / "h.dot").exists()
+    same = desim("topology", str(arch / "dense.yaml"), "-o", str(tmp_path / "d.dot"),
+                 "--stats", str(out), "--run", "bare")
+    assert same.returncode == 0, same.stderr
+    assert "%" in (tmp_path / "d.dot").read_text()   # coloured: utilizations on the labels
+
+
 DEADLOCK = """
 from desim.channels import Fifo
 from desim.cli import guarded
