@@ -160,9 +160,10 @@ def register(app: typer.Typer) -> None:
     def bench(
         json_out: Annotated[Path | None, typer.Option("--json", help="also write the results "
                                                       "as JSON to this file")] = None,
-        items: Annotated[int, typer.Option(help="items through the pipeline")] = 10_000,
-        stages: Annotated[int, typer.Option(help="pipeline stages")] = 4,
-        repeats: Annotated[int, typer.Option(help="repeats per case (best kept)")] = 5,
+        # at least one of each, checked before any timing: fewer gives no rate to report
+        items: Annotated[int, typer.Option(min=1, help="items through the pipeline")] = 10_000,
+        stages: Annotated[int, typer.Option(min=1, help="pipeline stages")] = 4,
+        repeats: Annotated[int, typer.Option(min=1, help="repeats per case (best kept)")] = 5,
         frontend: Annotated[bool, typer.Option(help="also time capture, counting and "
                                                "whole runs of ResNet-18 ImageNet")] = True,
     ) -> None:

@@ -67,7 +67,8 @@ def run(
 
     with console.status("starting") as status:
         summary = guarded(lambda: run_and_write(experiment, out, progress=status.update))
-    print_summary(summary)
+    print_summary(summary, {name: a.vector_unit is not None
+                            for name, a in experiment.archs.items()})
     console.print(f"results in {out}/ (summary.json, layers.csv, energy.csv, stats.txt, "
                   "config.json); "
                   f"{time.perf_counter() - started:.1f} s")
@@ -103,7 +104,10 @@ def check(
             _fail(2, f"{len(invalid)} of {checked.sweep_points} sweep points are invalid")
 
 
-def print_summary(summary: dict[str, Any]) -> None:
+def print_summary(summary: dict[str, Any], has_vector_unit: dict[str, bool]) -> None:
+    """The runs' table, then notes. `has_vector_unit` (per run, from its design): a run
+    whose design has no vector unit leaves its model's vector layers out, and says so; one
+    with a unit that ran no vector tile (ReLUs fused, say) left nothing out."""
     from desim.report import vector_share
 
     training = any(p["cycles"] for r in summary["runs"].values()
@@ -128,7 +132,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         if share:  # a run with vector layers
             console.print(f"{name}: vector layers (batch norm, pooling, adds) take "
                           f"{100 * share:.0f}% of the time")
-        elif r["workload"].get("vector_layers") and "vector_unit" not in r["units"]:
+        elif r["workload"].get("vector_layers") and not has_vector_unit[name]:
             console.print(f"{name}: [bold]no vector unit[/bold] (arch {r['arch']}): the "
                           f"model's {r['workload']['vector_layers']} vector layers (batch "
                           "norm, activations, pooling, adds) are not simulated, so its time "
@@ -184,13 +188,18 @@ def _utilization(stats_dir: Path, run_name: str | None, arch_name: str, graph: A
     except (OSError, ValueError) as err:
         raise ConfigError(f"cannot read stats.json and summary.json: {err}",
                           file=str(stats_dir)) from None
+    # another design's figures must not colour this one's graph, named with --run or not
+    runs = ", ".join(f"{n} (arch {r['arch']})" for n, r in summary["runs"].items())
     if run_name is None:
         matching = [n for n, r in summary["runs"].items() if r["arch"] == arch_name]
-        if not matching:  # another design's figures would colour this one's graph
-            runs = ", ".join(f"{n} (arch {r['arch']})" for n, r in summary["runs"].items())
+        if not matching:
             raise ConfigError(f"no run uses arch {arch_name!r}; runs: {runs}; name one with "
                               "--run", file=str(stats_dir))
         run_name = matching[0]
+    elif run_name in summary["runs"] and summary["runs"][run_name]["arch"] != arch_name:
+        raise ConfigError(f"--run {run_name}: that run uses arch "
+                          f"{summary['runs'][run_name]['arch']!r}, not {arch_name!r}; runs: "
+                          f"{runs}", file=str(stats_dir))
     if run_name not in stats:
         raise ConfigError(f"no run {run_name!r}; runs: {', '.join(stats)}", file=str(stats_dir))
     modules = stats[run_name]["modules"]

@@ -630,6 +630,9 @@ def _prices_table(results: Results) -> Table:
 def build_report(dirs: list[Path], out: Path) -> tuple[Path, Path, list[Results]]:
     """Write `out` (Markdown), the same content as HTML beside it, and the plots; return the
     two paths and the results read (with their claim checks)."""
+    if out.suffix.lower() != ".md":  # Markdown in a file named .pdf or .html misleads
+        raise ConfigError(f"--out {out}: the report is Markdown (with an HTML copy beside "
+                          "it); name it FILE.md")
     out_dir = writable_folder(out.parent)
     all_results = [load_results(Path(d)) for d in dirs]
     blocks: list[Block] = [Heading(1, "desim report")]

@@ -54,6 +54,7 @@ class RunResult:
     energy_prices_pj: dict[str, float]  # the price of each action (arch.energy.DesignPrices)
     layer_energy: pd.DataFrame      # per layer-phase, component and action (J): energy.csv
     trace: dict[str, Any] | None = None  # Chrome/Perfetto events, when traced
+    vcd: Path | None = None  # the waveform file this run wrote, if any
 
     @property
     def cycles(self) -> int:
@@ -125,8 +126,8 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
         systolic_compute(work, workload, arch.pe_cluster.systolic)
     acc.replay([w.table for w in work], phase_waits(work))
     tracer = None
+    vcd = out / f"waves_{name}.vcd" if observe.vcd and out is not None else None
     if observe.trace or observe.vcd:
-        vcd = out / f"waves_{name}.vcd" if observe.vcd and out is not None else None
         tracer = sim.enable_tracing(vcd_path=vcd)
     sim.run()
     if tracer is not None:
@@ -159,7 +160,7 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
                      int(sim.env.now), period, workload.stats, _event_count(sim),
                      collect_stats(sim), priced_actions(arch, acc.prices.as_dict()),
                      pd.DataFrame(energy_rows, columns=ENERGY_COLUMNS),
-                     tracer.chrome_trace() if observe.trace else None)
+                     tracer.chrome_trace() if observe.trace else None, vcd)
 
 
 def systolic_compute(work: list[PhaseWork], workload: Workload, cfg: SystolicConfig) -> None:
@@ -252,7 +253,21 @@ def write_results(out: Path, experiment: Experiment, results: dict[str, RunResul
     traces = {name: r.trace for name, r in results.items() if r.trace is not None}
     if traces:
         write_json(out / "trace.json", merge_traces(traces))
+    remove_stale_artifacts(out, results)
     return summary
+
+
+def remove_stale_artifacts(out: Path, results: dict[str, RunResult]) -> None:
+    """Remove the trace.json and waves_*.vcd an earlier run left in `out` that these
+    results did not write: beside this run's summary they would pass for its own. Only
+    those files of desim's own; nothing else in the folder is touched."""
+    written = {r.vcd.resolve() for r in results.values() if r.vcd is not None}
+    stale = [p for p in out.glob("waves_*.vcd") if p.resolve() not in written]
+    if all(r.trace is None for r in results.values()):
+        stale.append(out / "trace.json")
+    for path in stale:
+        if path.is_file():
+            path.unlink()
 
 
 def layer_energy(results: dict[str, RunResult]) -> pd.DataFrame:

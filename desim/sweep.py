@@ -25,7 +25,8 @@ Why it is built this way:
 - At the end (and on every resume) the point files are gathered into `DIR/results.parquet`,
   one row per point, run and phase (and phase "total"), and `DIR/pareto.png` is drawn.
 - Failed points are not retried on resume (their file records the error); `--retry-failed`
-  (`retry_failed=True`) does.
+  (`retry_failed=True`) does. `desim sweep` exits 1 when any point failed, after writing
+  the others, so that a script can tell.
 """
 
 from __future__ import annotations
@@ -400,7 +401,12 @@ def _client(scheduler: str | None, workers: int) -> Iterator[Client]:
     from distributed import Client, LocalCluster
 
     if scheduler:
-        with Client(scheduler) as client:
+        try:  # the wait: Dask's distributed.comm.timeouts.connect, 30 s unless configured
+            remote = Client(scheduler)
+        except (OSError, ValueError) as err:  # nothing there, or not an address
+            raise ConfigError(f"--scheduler {scheduler}: cannot connect to a Dask scheduler "
+                              f"there ({err})") from None
+        with remote as client:
             yield client
         return
     saved = dict(os.environ)  # the nanny sets its workers' variables in our environment
@@ -749,8 +755,13 @@ def register(app: typer.Typer) -> None:
                          "command again to compute the others", highlight=False)
             raise typer.Exit(130) from None
         print_sweep(console, frame)
+        status = frame.drop_duplicates("point_id")["status"]
+        failed = int((status == "failed").sum())
         console.print(f"results in {out}/ (results.parquet, pareto.png, points/, sweep.log); "
-                      f"{time.perf_counter() - started:.1f} s")
+                      f"{time.perf_counter() - started:.1f} s"
+                      + (f"; {failed} of {len(status)} points failed: exit 1" if failed else ""))
+        if failed:  # everything that succeeded is written; a script must still be told
+            raise typer.Exit(1)
 
 
 def print_sweep(console: Any, frame: pd.DataFrame) -> None:

@@ -204,6 +204,72 @@ def test_topology_colours_by_utilization_from_a_run(quickstart_twice, tmp_path):
     assert "dense (arch dense), hppu (arch hppu_like)" in other.stderr
 
 
+@pytest.fixture(scope="module")
+def lenet300_twice(tmp_path_factory):
+    """LeNet-300 at batch 2 (seconds a run) on dense.yaml, as is and without its vector unit,
+    into one folder twice: first traced with waveforms, then plainly. Before the first, the
+    folder holds another run's waveform and files desim does not write."""
+    folder = tmp_path_factory.mktemp("lenet300")
+    experiment = folder / "experiment.yaml"
+    dense = str(ROOT / "configs" / "arch" / "dense.yaml")
+    experiment.write_text(yaml.safe_dump({
+        "name": "lenet300", "baseline": "dense",
+        "workload": {"model": "lenet300", "num_classes": 10, "batch": 2,
+                     "input_shape": [784], "data": "digits", "seed": 0},
+        "runs": [{"name": "dense", "arch": dense, "pruning": {"method": "dense"}},
+                 {"name": "bare", "arch": dense, "pruning": {"method": "dense"}}]}))
+    out = folder / "out"
+    out.mkdir()
+    for name in ("waves_gone.vcd", "notes.txt", "trace.json.bak"):
+        (out / name).write_text("not this run's\n")
+    base = ["run", str(experiment), "--out", str(out), "--set", "arch.bare.vector_unit=null"]
+    first = desim(*base, "--trace", "--vcd")
+    assert first.returncode == 0, first.stderr
+    files_first = sorted(p.name for p in out.iterdir())
+    second = desim(*base)
+    assert second.returncode == 0, second.stderr
+    return out, files_first, [first, second]
+
+
+def test_no_vector_unit_is_said_of_designs_without_one_only(lenet300_twice):
+    """LeNet-300's vector layers are two ReLUs, fused into the layers before them: dense.yaml
+    has a vector unit that runs no tile, and leaves nothing out; without the unit the
+    design says so."""
+    _, _, results = lenet300_twice
+    for result in results:
+        stdout = " ".join(result.stdout.split())
+        assert "bare: no vector unit (arch dense): the model's 2 vector layers" in stdout
+        assert "dense: no vector unit" not in stdout
+        assert "dense: vector layers" not in stdout   # no vector tile ran
+
+
+def test_a_rerun_removes_the_trace_and_waveforms_it_did_not_write(lenet300_twice):
+    out, files_first, _ = lenet300_twice
+    ours = {"summary.json", "layers.csv", "energy.csv", "config.json", "stats.json",
+            "stats.txt", "notes.txt", "trace.json.bak"}
+    # traced: its own trace and waveforms; another run's waveform gone, other files kept
+    assert set(files_first) == ours | {"trace.json", "waves_dense.vcd", "waves_bare.vcd"}
+    # then not traced: no trace or waveform of the first run passes for the second's
+    assert {p.name for p in out.iterdir()} == ours
+    assert (out / "notes.txt").read_text() == "not this run's\n"
+
+
+def test_topology_refuses_a_run_of_another_design_named_with_run(lenet300_twice, tmp_path):
+    """--run names which run to colour by; one on another design is refused as it is
+    without --run, and one on this design is drawn."""
+    out, _, _ = lenet300_twice
+    arch = ROOT / "configs" / "arch"
+    other = desim("topology", str(arch / "hppu_like.yaml"), "-o", str(tmp_path / "h.dot"),
+                  "--stats", str(out), "--run", "dense")
+    assert_config_error(other, "--run dense: that run uses arch 'dense', not 'hppu_like'",
+                        "runs: dense (arch dense), bare (arch dense)")
+    assert not (tmp_path / "h.dot").exists()
+    same = desim("topology", str(arch / "dense.yaml"), "-o", str(tmp_path / "d.dot"),
+                 "--stats", str(out), "--run", "bare")
+    assert same.returncode == 0, same.stderr
+    assert "%" in (tmp_path / "d.dot").read_text()   # coloured: utilizations on the labels
+
+
 DEADLOCK = """
 from desim.channels import Fifo
 from desim.cli import guarded
@@ -320,3 +386,22 @@ def test_a_results_folder_that_cannot_be_written_is_refused_before_simulating(tm
     result = desim("run", str(QUICKSTART), "--out", str(blocker / "results"))
     assert_config_error(result, "a_file/results: cannot write results there")
     assert "capturing" not in result.stdout and "simulating" not in result.stdout
+
+
+@pytest.mark.parametrize("option, value", [("--items", "0"), ("--items", "-5"),
+                                           ("--stages", "0"), ("--repeats", "0")])
+def test_bench_refuses_fewer_than_one_item_stage_or_repeat(option, value, monkeypatch):
+    """Exit 2 naming the option, before anything is timed (run_bench is never called)."""
+    from typer.testing import CliRunner
+
+    import desim.bench
+    from desim.cli import app
+
+    def timed(*args, **kwargs):
+        raise AssertionError("benchmarked despite the bad option")
+
+    monkeypatch.setattr(desim.bench, "run_bench", timed)
+    result = CliRunner().invoke(app, ["bench", "--no-frontend", option, value])
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert f"Invalid value for '{option}'" in message and "Traceback" not in message

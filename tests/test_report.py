@@ -132,6 +132,19 @@ def check_exit_codes(results: Path, out: Path) -> None:
     assert bad.exit_code == 2 and "not a results folder" in bad.output
 
 
+@pytest.mark.parametrize("name", ["r.pdf", "r.html", "report"])
+def test_report_out_must_be_a_markdown_file(tmp_path, name):
+    """The report is Markdown (its HTML copy beside it): any other name is refused, exit 2,
+    before a results folder is read or anything written."""
+    app = typer.Typer()
+    register(app)
+    app.command("noop")(lambda: None)  # a second command keeps `report` a subcommand
+    result = CliRunner().invoke(app, ["report", str(tmp_path), "--out", str(tmp_path / name)])
+    assert result.exit_code == 2, result.output
+    assert f"--out {tmp_path / name}: the report is Markdown" in " ".join(result.output.split())
+    assert list(tmp_path.iterdir()) == []
+
+
 def check_folder_without_claims(results: Path, old: Path) -> None:
     """Results written before claims existed have none in config.json: the report says so.
     Before 2026-12-03 layers.csv named each row's run in its `arch` column, and had no

@@ -347,6 +347,40 @@ def test_failing_points_are_recorded_and_the_others_complete(tmp_path):
     assert record["error_type"] == "ConfigError" and "Traceback" in record["traceback"]
     assert record["set"] == ["arch.hppu.global_buffer.capacity_kib=1", "workload.model=lenet5"]
     assert record["config"]["architectures"]["hppu"]["global_buffer"]["capacity_kib"] == 1
+    # the command line on the same folder (every point done: nothing computed) exits 1,
+    # after writing the results, and its last line says why
+    (tmp_path / "out" / "results.parquet").unlink()
+    result = subprocess.run(
+        [sys.executable, "-c", "from desim.sweep import main; main()", str(path),
+         "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True,
+        timeout=300)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "5 of 6 points failed: exit 1" in " ".join(result.stdout.split()[-12:])
+    assert len(pd.read_parquet(tmp_path / "out" / "results.parquet")) == len(frame)
+
+
+def test_an_unreachable_scheduler_exits_2_naming_its_address(tmp_path):
+    """Nothing listens at the address (a port just closed): one line, exit 2. Dask's
+    connect timeout (30 s by default) is set to 1 s through its config."""
+    import socket
+
+    path = write_experiment(tmp_path, {"runs.0.pruning.sparsity": [0.5]}, single_run=True)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{closed.getsockname()[1]}"
+    result = subprocess.run(
+        [sys.executable, "-c", "from desim.sweep import main; main()", str(path),
+         "--out", str(tmp_path / "out"), "--scheduler", address],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "1s"})
+    assert result.returncode == 2, result.stderr
+    message = " ".join(result.stderr.split())
+    assert f"error: --scheduler {address}: cannot connect to a Dask scheduler there" in message
+    assert "Timed out trying to connect" in message and "Traceback" not in message
+    # not an address at all: the same error, at once
+    with pytest.raises(ConfigError, match="--scheduler nonsense: .*missing port number"):
+        sweep(path, tmp_path / "out", scheduler="nonsense")
 
 
 def test_check_lists_the_invalid_points_of_a_sweep(tmp_path):
