@@ -52,8 +52,8 @@ def capture_workload(spec: WorkloadSpec, pruning: PruningSpec) -> Workload:
         layers = read_topology(spec.scalesim_topology, packed=True)
         return Workload(spec, pruning, layers, True, _stats(layers, {}, []))
     model, shape = checked_model(spec)
-    return _within_memory(spec, shape, lambda: _capture(
-        spec, pruning, model, shape, spec.model_args.get("num_classes", spec.num_classes)))
+    return _within_memory(spec, shape, lambda: _capture(spec, pruning, model, shape,
+                                                        num_classes(spec)))
 
 
 def untrained_layers(spec: WorkloadSpec) -> list[PackedLayer]:
@@ -64,11 +64,11 @@ def untrained_layers(spec: WorkloadSpec) -> list[PackedLayer]:
     if spec.scalesim_topology is not None:
         return read_topology(spec.scalesim_topology, packed=True)
     model, shape = checked_model(spec)
-    num_classes = spec.model_args.get("num_classes", spec.num_classes)
+    classes = num_classes(spec)
 
     def one_iteration() -> list[PackedLayer]:  # on random inputs: no data set to load
         gen = torch.Generator().manual_seed(spec.seed)
-        return capture(model, *batch("random", spec.batch, shape, num_classes, generator=gen),
+        return capture(model, *batch("random", spec.batch, shape, classes, generator=gen),
                        packed=True)
     return _within_memory(spec, shape, one_iteration)
 
@@ -83,6 +83,18 @@ def _within_memory(spec: WorkloadSpec, shape: tuple[int, ...], work: Callable[[]
         raise ConfigError(f"{spec.model} at batch {spec.batch}, inputs {list(shape)}: one "
                           f"training iteration does not fit in this machine's memory",
                           key="workload.batch") from None
+
+
+def num_classes(spec: WorkloadSpec) -> int:
+    """The classes of the workload's loss: its model's, else the workload's. The capture
+    trains on a classification loss, so a model without a head (the transformer block's
+    `num_classes: null`, for the API) is bad input here."""
+    classes = spec.model_args.get("num_classes", spec.num_classes)
+    if classes is None:
+        raise ConfigError(f"model {spec.model!r} without a classification head has no loss to "
+                          "train on; expected a number of classes",
+                          key="workload.model_args.num_classes")
+    return classes
 
 
 def input_shape(spec: WorkloadSpec) -> tuple[int, ...]:

@@ -97,3 +97,44 @@ def test_unknown_model_is_a_config_error():
         build_model("lenet5", depth=3)
     with pytest.raises(ConfigError, match="not a multiple of heads"):
         build_model("transformer_block", dim=100, heads=3)
+
+
+@pytest.mark.parametrize(("name", "kwargs", "key", "fragment"), [
+    ("sparsity_probe", {"channels": -1}, "channels", "greater than 0, got -1"),
+    ("sparsity_probe", {"kernel": -3}, "kernel", "greater than 0, got -3"),
+    ("sparsity_probe", {"channels": 0}, "channels", "greater than 0, got 0"),
+    ("sparsity_probe", {"density": 0.0}, "density", "greater than 0, got 0.0"),
+    ("sparsity_probe", {"density": 1.5}, "density", "less than or equal to 1, got 1.5"),
+    ("transformer_block", {"heads": 0}, "heads", "greater than 0, got 0"),
+    ("transformer_block", {"dim": -8}, "dim", "greater than 0, got -8"),
+    ("transformer_block", {"seq_len": -1}, "seq_len", "greater than 0, got -1"),
+    ("transformer_block", {"mlp_ratio": 0}, "mlp_ratio", "greater than 0, got 0"),
+    ("transformer_block", {"dim": 100, "heads": 3}, "heads",
+     "dim 100 is not a multiple of heads 3"),
+    ("lenet5", {"num_classes": -1}, "num_classes", "greater than 0, got -1"),
+    ("resnet18", {"num_classes": 0}, "num_classes", "greater than 0, got 0"),
+])
+def test_an_argument_a_model_cannot_be_built_with_names_its_key(name, kwargs, key, fragment):
+    """Sizes of 0 or less, or heads not dividing dim, are bad input of that argument (torch
+    would raise a RuntimeError or a ZeroDivisionError deep in a constructor)."""
+    with pytest.raises(ConfigError) as err:
+        build_model(name, **kwargs)
+    assert err.value.key == f"workload.model_args.{key}"
+    assert f"model {name!r}, argument {key!r}: " in err.value.message
+    assert fragment in err.value.message
+
+
+def test_a_bug_in_a_builder_is_not_said_as_bad_input(monkeypatch):
+    """Only the builders' own refusals (`ArgumentError`) are bad input; any other error is a
+    bug and keeps its traceback."""
+    def broken(num_classes: int = 10) -> torch.nn.Module:
+        raise TypeError("a bug")
+    monkeypatch.setitem(MODELS, "lenet5", broken)
+    with pytest.raises(TypeError, match="a bug"):
+        build_model("lenet5")
+
+
+def test_a_model_whose_size_overflows_does_not_fit_in_memory():
+    """10^12 channels: torch's size in bytes overflows 64 bits (a RuntimeError of its own)."""
+    with pytest.raises(ConfigError, match="does not fit in this machine's memory"):
+        build_model("sparsity_probe", channels=10**12)

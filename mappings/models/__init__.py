@@ -16,6 +16,7 @@ from pydantic import ConfigDict, ValidationError, validate_call
 from torch import nn
 
 from desim.errors import ConfigError, out_of_memory
+from mappings.models.common import ArgumentError
 from mappings.models.lenet import lenet5, lenet300
 from mappings.models.mobilenet import mobilenet_v2
 from mappings.models.probe import sparsity_probe
@@ -55,7 +56,8 @@ def _check(name: str) -> None:
 def build_model(name: str, **kwargs: object) -> nn.Module:
     """The model `name`, built by its registered builder with `kwargs`, each checked against
     the builder's signature strictly: a quoted "false" is not a bool, 10.0 or true not a
-    number of classes (YAML reads `cifar: "false"` as a string, which is true)."""
+    number of classes (YAML reads `cifar: "false"` as a string, which is true), and 0 or -1
+    not a size (`PositiveInt`: torch would fail deep in a layer's constructor)."""
     _check(name)
     builder = validate_call(config=ConfigDict(strict=True))(MODELS[name])
     try:
@@ -70,8 +72,9 @@ def build_model(name: str, **kwargs: object) -> nn.Module:
             message = (f"model {name!r}, argument {arg!r}: {first['msg'].lower()}, "
                        f"got {first['input']!r}")
         raise ConfigError(message, key=f"workload.model_args.{arg}") from None
-    except (TypeError, ValueError) as err:  # a value its builder refuses
-        raise ConfigError(f"model {name!r}: {err}", key="workload.model_args") from None
+    except ArgumentError as err:  # a value its builder refuses with the others given
+        raise ConfigError(f"model {name!r}, argument {err.arg!r}: {err}",
+                          key=f"workload.model_args.{err.arg}") from None
     except (MemoryError, RuntimeError) as err:
         if not out_of_memory(err):
             raise
