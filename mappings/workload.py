@@ -18,7 +18,7 @@ import torch
 from desim.errors import ConfigError, out_of_memory
 from mappings.capture import BitMap, PackedLayer, VectorCapture, capture
 from mappings.datasets import batch
-from mappings.models import build_model, default_input_shape
+from mappings.models import build_model, default_input_shape, input_shape_misfit
 from mappings.pruning import PruningSpec, prune_model
 from mappings.scalesim import read_topology
 from mappings.specs import WorkloadSpec
@@ -99,8 +99,8 @@ def num_classes(spec: WorkloadSpec) -> int:
 
 def input_shape(spec: WorkloadSpec) -> tuple[int, ...]:
     """The input, without the batch, that the workload's model takes: the file's, else the
-    model's default."""
-    return tuple(spec.input_shape or default_input_shape(spec.model))
+    model's default with the axes its arguments set (a transformer's seq_len and dim)."""
+    return tuple(spec.input_shape or default_input_shape(spec.model, spec.model_args))
 
 
 def checked_model(spec: WorkloadSpec) -> tuple[torch.nn.Module, tuple[int, ...]]:
@@ -110,6 +110,9 @@ def checked_model(spec: WorkloadSpec) -> tuple[torch.nn.Module, tuple[int, ...]]
     torch.manual_seed(spec.seed)
     model = build_model(spec.model, **{"num_classes": spec.num_classes, **spec.model_args})
     shape = input_shape(spec)
+    misfit = input_shape_misfit(spec.model, spec.model_args, shape)
+    if misfit:
+        raise ConfigError(misfit, key="workload.input_shape")
     _check_input_shape(model, spec.model, shape)
     return model, shape
 

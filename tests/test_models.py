@@ -88,6 +88,43 @@ def test_every_model_has_a_default_input_shape():
                                                      "mobilenet_v2"))
 
 
+def test_the_default_input_shape_follows_the_arguments_that_set_it():
+    assert default_input_shape("transformer_block", {"seq_len": 128}) == (128, 256)
+    assert default_input_shape("transformer_block", {"dim": 32, "heads": 4}) == (64, 32)
+    assert default_input_shape("sparsity_probe", {"channels": 64, "kernel": 5}) == (64, 14, 14)
+    assert default_input_shape("lenet5", {"num_classes": 3}) == (1, 28, 28)
+
+
+def test_a_workload_is_captured_on_the_input_its_model_args_set():
+    """No input_shape: a transformer of seq_len 128 and dim 64 gets 128 tokens of width 64
+    (the default [64, 256] once was simulated, or blamed on input_shape)."""
+    from mappings.specs import WorkloadSpec
+    from mappings.workload import untrained_layers
+
+    spec = WorkloadSpec(model="transformer_block", batch=1, data="random",
+                        model_args={"dim": 64, "heads": 4, "seq_len": 128})
+    q = untrained_layers(spec)[0]
+    assert q.name == "q" and q.x_nz.shape == (128, 64, 1, 1)
+
+
+@pytest.mark.parametrize(("model_args", "shape", "fragment"), [
+    ({"seq_len": 128}, [64, 256], "[64, 256] has 64 on axis 0, where model 'transformer_block' "
+     "takes its seq_len (model_args.seq_len: 128); give the same seq_len in both, or leave "
+     "input_shape out to take [128, 256]"),
+    ({"dim": 32}, [64], "[64] has nothing on axis 1"),
+    ({"channels": 128}, [256, 14, 14], "model 'sparsity_probe' takes its channels"),
+])
+def test_an_input_shape_against_the_model_args_is_refused(model_args, shape, fragment):
+    from mappings.specs import WorkloadSpec
+    from mappings.workload import checked_model
+
+    model = "sparsity_probe" if "channels" in model_args else "transformer_block"
+    spec = WorkloadSpec(model=model, model_args=model_args, input_shape=shape)
+    with pytest.raises(ConfigError) as err:
+        checked_model(spec)
+    assert err.value.key == "workload.input_shape" and fragment in err.value.message
+
+
 def test_unknown_model_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown model 'alexnet'; expected one of"):
         build_model("alexnet")

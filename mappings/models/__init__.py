@@ -3,14 +3,16 @@
 `build_model(name, **kwargs)` builds one by name (kwargs go to the builder: `num_classes`,
 `cifar` for VGG-16 and the ResNets, `dim`/`heads`/`mlp_ratio`/`seq_len` for the transformer,
 `channels`/`kernel`/`density` for the sparsity probe);
-`default_input_shape(name)` gives the input it expects without the batch: (C, H, W), (784,)
-for the MLP, or (sequence, dim) for the transformer.
+`default_input_shape(name, model_args)` gives the input it expects without the batch: (C, H, W),
+(784,) for the MLP, or (sequence, dim) for the transformer, with the axes its arguments set
+(`SHAPE_ARGS`: the transformer's seq_len and dim, the probe's channels) taken from them.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from pydantic import ConfigDict, ValidationError, validate_call
 from torch import nn
@@ -44,6 +46,11 @@ INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "mobilenet_v2": (3, 224, 224),
     "transformer_block": (SEQ_LEN, DIM),
     "sparsity_probe": (256, 14, 14),
+}
+# The input axes a model's arguments set: {argument: axis of the shape without the batch}.
+SHAPE_ARGS: dict[str, dict[str, int]] = {
+    "transformer_block": {"seq_len": 0, "dim": 1},
+    "sparsity_probe": {"channels": 0},
 }
 
 
@@ -83,7 +90,28 @@ def build_model(name: str, **kwargs: object) -> nn.Module:
                           key="workload") from None
 
 
-def default_input_shape(name: str) -> tuple[int, ...]:
-    """The input `name` expects at its defaults, without the batch dimension."""
+def default_input_shape(name: str, model_args: Mapping[str, Any] | None = None
+                        ) -> tuple[int, ...]:
+    """The input `name` expects with `model_args`, without the batch dimension: its default,
+    with the axes those arguments set (`SHAPE_ARGS`) taken from them, so that a transformer
+    of seq_len 128 is simulated on 128 tokens, not on the default 64."""
     _check(name)
-    return INPUT_SHAPES[name]
+    shape = list(INPUT_SHAPES[name])
+    for arg, axis in SHAPE_ARGS.get(name, {}).items():
+        if model_args and arg in model_args:
+            shape[axis] = model_args[arg]
+    return tuple(shape)
+
+
+def input_shape_misfit(name: str, model_args: Mapping[str, Any], shape: Sequence[int]
+                       ) -> str | None:
+    """Why an input of `shape` (without the batch) contradicts an argument of the model that
+    sets one of its axes (a transformer's dim 32 against inputs of width 256), else None."""
+    for arg, axis in SHAPE_ARGS.get(name, {}).items():
+        if arg in model_args and (axis >= len(shape) or shape[axis] != model_args[arg]):
+            got = shape[axis] if axis < len(shape) else "nothing"
+            return (f"{list(shape)} has {got} on axis {axis}, where model {name!r} takes its "
+                    f"{arg} (model_args.{arg}: {model_args[arg]}); give the same {arg} in "
+                    f"both, or leave input_shape out to take "
+                    f"{list(default_input_shape(name, model_args))}")
+    return None
