@@ -56,13 +56,24 @@ def capture_workload(spec: WorkloadSpec, pruning: PruningSpec) -> Workload:
                                                         num_classes(spec)))
 
 
-def untrained_layers(spec: WorkloadSpec) -> list[PackedLayer]:
+@dataclass
+class Untrained:
+    """One iteration of the workload's model, untrained and unpruned: what `desim.elaborate`
+    checks a design and a pruning against before any training."""
+
+    layers: list[PackedLayer]  # the conv and linear layers, as a capture gives them
+    model: torch.nn.Module | None  # on the meta device: modules and shapes, no weights;
+    # None for a SCALE-Sim topology, which is not pruned
+
+
+def untrained(spec: WorkloadSpec) -> Untrained:
     """The workload's conv and linear layers as one iteration of its model, untrained and
-    unpruned, captures them. Their geometry (shapes, stride, padding, groups) is the
-    trained model's, and a tile's size depends on nothing else, so `desim.elaborate`
-    checks with them that every tile fits before any training."""
+    unpruned, captures them, and the model's modules. Their geometry (shapes, stride,
+    padding, groups) is the trained model's, and neither a tile's size nor a pruning's
+    constraints (`mappings.pruning.check_layers`) depend on anything else, so
+    `desim.elaborate` checks both before any training."""
     if spec.scalesim_topology is not None:
-        return read_topology(spec.scalesim_topology, packed=True)
+        return Untrained(read_topology(spec.scalesim_topology, packed=True), None)
     model, shape = checked_model(spec)
     classes = num_classes(spec)
 
@@ -70,7 +81,8 @@ def untrained_layers(spec: WorkloadSpec) -> list[PackedLayer]:
         gen = torch.Generator().manual_seed(spec.seed)
         return capture(model, *batch("random", spec.batch, shape, classes, generator=gen),
                        packed=True)
-    return _within_memory(spec, shape, one_iteration)
+    layers = _within_memory(spec, shape, one_iteration)
+    return Untrained(layers, model.to("meta"))  # its weights' memory freed, shapes kept
 
 
 def _within_memory(spec: WorkloadSpec, shape: tuple[int, ...], work: Callable[[], T]) -> T:

@@ -99,11 +99,11 @@ def test_a_workload_is_captured_on_the_input_its_model_args_set():
     """No input_shape: a transformer of seq_len 128 and dim 64 gets 128 tokens of width 64
     (the default [64, 256] once was simulated, or blamed on input_shape)."""
     from mappings.specs import WorkloadSpec
-    from mappings.workload import untrained_layers
+    from mappings.workload import untrained
 
     spec = WorkloadSpec(model="transformer_block", batch=1, data="random",
                         model_args={"dim": 64, "heads": 4, "seq_len": 128})
-    q = untrained_layers(spec)[0]
+    q = untrained(spec).layers[0]
     assert q.name == "q" and q.x_nz.shape == (128, 64, 1, 1)
 
 
