@@ -13,6 +13,7 @@ capture trains for minutes first); `desim check` stops here and prints the descr
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from arch.accelerator import Accelerator
@@ -68,16 +69,28 @@ def describe(name: str, arch: ArchConfig) -> dict[str, Any]:
     }
 
 
-def elaborate(experiment: Experiment) -> list[dict[str, Any]]:
+@dataclass
+class Shared:
+    """What elaborating several experiments (a sweep's points) shares: each workload's
+    untrained iteration (by its spec's JSON), run once, and each tile check's outcome (by
+    design, workload and circulant mapping; None: every tile fits), which most of a sweep's
+    points repeat (an axis of pruning sparsity leaves both unchanged)."""
+
+    iterations: dict[str, Untrained] = field(default_factory=dict)
+    fits: dict[str, ConfigError | None] = field(default_factory=dict)
+
+
+def elaborate(experiment: Experiment, shared: Shared | None = None) -> list[dict[str, Any]]:
     """Every run's processor elaborated, every workload's model and every run's pruning
     checked and every tile of every run checked to fit its design's buffer; the rows for
     `check`'s table: `desim run` does this first too, so that a design error in its last run
     is said before the first one is captured and simulated (and trained: DropBack's capture
-    trains for minutes)."""
+    trains for minutes). `shared`: what earlier calls found, for a sweep's points."""
     from mappings.workload import untrained
 
     rows = []
-    iterations: dict[str, Untrained] = {}  # one untrained iteration per workload
+    shared = Shared() if shared is None else shared
+    iterations = shared.iterations
     for i, run in enumerate(experiment.spec.runs):
         workload = experiment.workloads[run.name]
         key = workload.model_dump_json()
@@ -94,11 +107,18 @@ def elaborate(experiment: Experiment) -> list[dict[str, Any]]:
             described = describe(run.name, arch)
         except ConfigError as err:  # the design's own file is the one to fix
             raise err.in_file(str((experiment.path.parent / run.arch).resolve())) from None
-        try:
-            _check_tiles_fit(run.name, arch, iterations[key].layers, workload.inference,
-                             run.pruning.method == "block_circulant")
-        except ConfigError as err:
-            raise design_error(err, experiment, i) from None
+        circulant = run.pruning.method == "block_circulant"
+        fit_key = arch.model_dump_json() + key + str(circulant)
+        if fit_key not in shared.fits:
+            try:
+                _check_tiles_fit(run.name, arch, iterations[key].layers, workload.inference,
+                                 circulant)
+                shared.fits[fit_key] = None
+            except ConfigError as err:
+                shared.fits[fit_key] = err
+        misfit = shared.fits[fit_key]
+        if misfit is not None:
+            raise design_error(misfit, experiment, i)
         rows.append({"run": run.name, **described, "pruning": pruning})
     return rows
 
