@@ -4,8 +4,8 @@ Every YAML file is validated, each run's processor elaborated and every tile che
 fit its buffer (`desim.elaborate`, on one batch of the untrained model: a tile's size
 depends on the layers' geometry only): a mistake shows in seconds, not after a capture
 and a simulation of minutes, and the table reads as the figures an architect quotes for
-each run's processor. An experiment with a `sweep:` section has each of its points'
-configurations checked too.
+each run's processor. An experiment with a `sweep:` section has each of its points
+elaborated too, sharing what points repeat (`desim.elaborate.Shared`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from desim.elaborate import elaborate
+from desim.elaborate import Shared, elaborate
 from desim.errors import ConfigError
 from desim.experiment import load_experiment
 
@@ -33,23 +33,27 @@ def check(path: str | Path, overrides: list[str] | None = None) -> Checked:
     sweep, if it has one). Bad input raises a ConfigError naming the file and key, as
     `desim run` would; a sweep's invalid points are listed, as `desim sweep` records them."""
     experiment = load_experiment(path, overrides)
-    rows = elaborate(experiment)
+    shared = Shared()  # each workload's model run once, for every point
+    rows = elaborate(experiment, shared)
     if experiment.spec.sweep is None:
         return Checked(rows)
-    return Checked(rows, *_sweep_points(path, overrides or []))
+    return Checked(rows, *_sweep_points(path, overrides or [], shared))
 
 
-def _sweep_points(path: str | Path, overrides: list[str]
+def _sweep_points(path: str | Path, overrides: list[str], shared: Shared
                   ) -> tuple[int, list[tuple[dict[str, Any], ConfigError]]]:
-    """How many points the experiment's sweep has, and those whose configuration is invalid
-    (their values, why): what `desim sweep` would record as failed without computing."""
+    """How many points the experiment's sweep has, and those that are invalid (their values,
+    why): each point elaborated as `check` elaborates an experiment (a global buffer too
+    small for a tile, a pruning a layer cannot take), so what `desim sweep` would record as
+    failed, or fail on after a capture, is said here. Points sharing a workload share its
+    untrained iteration, and a design's tile check (`Shared`)."""
     from desim.sweep import load_sweep_spec, plan_points
 
     points = plan_points(load_sweep_spec(Path(path), overrides))
     invalid = []
     for point in points:
         try:
-            load_experiment(path, [*overrides, *point.overrides])
+            elaborate(load_experiment(path, [*overrides, *point.overrides]), shared)
         except ConfigError as err:
             invalid.append((point.values, err))
     return len(points), invalid

@@ -3,22 +3,27 @@
 Why: SystemC separates elaboration from simulation, and so does desim. Every run's
 processor is built (its NoC connected, its clocks on the picosecond grid, its energy prices
 resolved; `Simulator.elaborate()` binds every port), the workload's untrained model runs one
-batch (a SCALE-Sim topology CSV is read instead), and every layer-phase's smallest tile is
-checked against each design's buffer. `desim run` does this before its first capture, so
-that a design error in its last run is said in seconds (DropBack's capture trains for
-minutes first); `desim check` stops here and prints the description (`describe`), which
-the report's "Processors" table reads back too.
+batch (a SCALE-Sim topology CSV is read instead), each run's pruning is checked against the
+shapes of the layers it prunes (PermDNN's p must divide them, ...), and every layer-phase's
+smallest tile is checked against each design's buffer. `desim run` does this before its
+first capture, so that a design error in its last run is said in seconds (DropBack's
+capture trains for minutes first); `desim check` stops here and prints the description
+(`describe`), which the report's "Processors" table reads back too.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from arch.accelerator import Accelerator
 from arch.config import ArchConfig
 from desim.errors import ConfigError
 from desim.experiment import Experiment
 from desim.module import Simulator
+
+if TYPE_CHECKING:
+    from mappings.workload import Untrained
 
 DESCRIBED = {"arch": "arch", "technology": "node", "clock_mhz": "clock (MHz)",
              "precision": "precision", "macs_per_cycle": "MACs / cycle",
@@ -64,23 +69,37 @@ def describe(name: str, arch: ArchConfig) -> dict[str, Any]:
     }
 
 
-def elaborate(experiment: Experiment) -> list[dict[str, Any]]:
-    """Every run's processor elaborated, every workload's model checked and every tile of
-    every run checked to fit its design's buffer; the rows for `check`'s table: `desim run`
-    does this first too, so that a design error in its last run is said before the first
-    one is captured and simulated (and trained: DropBack's capture trains for minutes)."""
-    from mappings.workload import untrained_layers
+@dataclass
+class Shared:
+    """What elaborating several experiments (a sweep's points) shares: each workload's
+    untrained iteration (by its spec's JSON), run once, and each tile check's outcome (by
+    design, workload and circulant mapping; None: every tile fits), which most of a sweep's
+    points repeat (an axis of pruning sparsity leaves both unchanged)."""
+
+    iterations: dict[str, Untrained] = field(default_factory=dict)
+    fits: dict[str, ConfigError | None] = field(default_factory=dict)
+
+
+def elaborate(experiment: Experiment, shared: Shared | None = None) -> list[dict[str, Any]]:
+    """Every run's processor elaborated, every workload's model and every run's pruning
+    checked and every tile of every run checked to fit its design's buffer; the rows for
+    `check`'s table: `desim run` does this first too, so that a design error in its last run
+    is said before the first one is captured and simulated (and trained: DropBack's capture
+    trains for minutes). `shared`: what earlier calls found, for a sweep's points."""
+    from mappings.workload import untrained
 
     rows = []
-    layers: dict[str, list] = {}
+    shared = Shared() if shared is None else shared
+    iterations = shared.iterations
     for i, run in enumerate(experiment.spec.runs):
         workload = experiment.workloads[run.name]
         key = workload.model_dump_json()
-        if key not in layers:
+        if key not in iterations:
             try:  # the model takes one batch (a SCALE-Sim topology CSV is read)
-                layers[key] = untrained_layers(workload)
+                iterations[key] = untrained(workload)
             except ConfigError as err:
                 raise err.in_file(str(experiment.path)) from None
+        _check_pruning(experiment, i, iterations[key])
         pruning = run.pruning.method + (f" {run.pruning.sparsity:g}"
                                         if run.pruning.sparsity else "")
         arch = experiment.archs[run.name]
@@ -88,13 +107,37 @@ def elaborate(experiment: Experiment) -> list[dict[str, Any]]:
             described = describe(run.name, arch)
         except ConfigError as err:  # the design's own file is the one to fix
             raise err.in_file(str((experiment.path.parent / run.arch).resolve())) from None
-        try:
-            _check_tiles_fit(run.name, arch, layers[key], workload.inference,
-                             run.pruning.method == "block_circulant")
-        except ConfigError as err:
-            raise design_error(err, experiment, i) from None
+        circulant = run.pruning.method == "block_circulant"
+        fit_key = arch.model_dump_json() + key + str(circulant)
+        if fit_key not in shared.fits:
+            try:
+                _check_tiles_fit(run.name, arch, iterations[key].layers, workload.inference,
+                                 circulant)
+                shared.fits[fit_key] = None
+            except ConfigError as err:
+                shared.fits[fit_key] = err
+        misfit = shared.fits[fit_key]
+        if misfit is not None:
+            raise design_error(misfit, experiment, i)
         rows.append({"run": run.name, **described, "pruning": pruning})
     return rows
+
+
+def _check_pruning(experiment: Experiment, i: int, iteration: Untrained) -> None:
+    """Run `i`'s pruning can prune every layer it prunes (PermDNN's p divides each one's K
+    and C*R*S, ...): else the error names the run's pruning parameter and the layer, before
+    the capture would find it (after DropBack's minutes of training)."""
+    from mappings.pruning import check_layers
+
+    if iteration.model is None:  # a SCALE-Sim topology: not pruned
+        return
+    run = experiment.spec.runs[i]
+    try:
+        check_layers(iteration.model, run.pruning)
+    except ConfigError as err:
+        key = ".".join(part for part in (f"runs.{i}.pruning", err.key) if part)
+        raise ConfigError(f"{err.message} (run {run.name!r}, pruning {run.pruning.method})",
+                          file=str(experiment.path), key=key) from None
 
 
 def _check_tiles_fit(name: str, arch: ArchConfig, layers: list, inference: bool,

@@ -32,9 +32,12 @@ class ConfigError(Exception):
 
 def out_of_memory(err: BaseException) -> bool:
     """Whether `err` is an allocation that failed: Python's MemoryError, or torch's CPU
-    allocator, which raises a RuntimeError instead."""
+    allocator, which raises a RuntimeError instead, as it does for a size whose bytes
+    overflow 64 bits (a model argument of 10^12 channels)."""
     return isinstance(err, MemoryError) or (
-        isinstance(err, RuntimeError) and "can't allocate memory" in str(err))
+        isinstance(err, RuntimeError) and any(
+            text in str(err) for text in ("can't allocate memory",
+                                          "Storage size calculation overflowed")))
 
 
 class DeadlockError(Exception):

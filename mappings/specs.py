@@ -117,7 +117,8 @@ class WorkloadSpec(Strict):
     scalesim_topology: str | None = None
     model_args: dict[str, Any] = Field(default_factory=dict)
     batch: PositiveInt = 8
-    input_shape: list[PositiveInt] | None = None  # default: the model's
+    input_shape: list[PositiveInt] | None = None  # default: the model's, with the axes
+    # its model_args set (a transformer's seq_len and dim, the probe's channels)
     num_classes: PositiveInt = 10
     data: Dataset = "digits"
     seed: int = 0

@@ -18,7 +18,7 @@ import torch
 from desim.errors import ConfigError, out_of_memory
 from mappings.capture import BitMap, PackedLayer, VectorCapture, capture
 from mappings.datasets import batch
-from mappings.models import build_model, default_input_shape
+from mappings.models import build_model, default_input_shape, input_shape_misfit
 from mappings.pruning import PruningSpec, prune_model
 from mappings.scalesim import read_topology
 from mappings.specs import WorkloadSpec
@@ -52,25 +52,37 @@ def capture_workload(spec: WorkloadSpec, pruning: PruningSpec) -> Workload:
         layers = read_topology(spec.scalesim_topology, packed=True)
         return Workload(spec, pruning, layers, True, _stats(layers, {}, []))
     model, shape = checked_model(spec)
-    return _within_memory(spec, shape, lambda: _capture(
-        spec, pruning, model, shape, spec.model_args.get("num_classes", spec.num_classes)))
+    return _within_memory(spec, shape, lambda: _capture(spec, pruning, model, shape,
+                                                        num_classes(spec)))
 
 
-def untrained_layers(spec: WorkloadSpec) -> list[PackedLayer]:
+@dataclass
+class Untrained:
+    """One iteration of the workload's model, untrained and unpruned: what `desim.elaborate`
+    checks a design and a pruning against before any training."""
+
+    layers: list[PackedLayer]  # the conv and linear layers, as a capture gives them
+    model: torch.nn.Module | None  # on the meta device: modules and shapes, no weights;
+    # None for a SCALE-Sim topology, which is not pruned
+
+
+def untrained(spec: WorkloadSpec) -> Untrained:
     """The workload's conv and linear layers as one iteration of its model, untrained and
-    unpruned, captures them. Their geometry (shapes, stride, padding, groups) is the
-    trained model's, and a tile's size depends on nothing else, so `desim.elaborate`
-    checks with them that every tile fits before any training."""
+    unpruned, captures them, and the model's modules. Their geometry (shapes, stride,
+    padding, groups) is the trained model's, and neither a tile's size nor a pruning's
+    constraints (`mappings.pruning.check_layers`) depend on anything else, so
+    `desim.elaborate` checks both before any training."""
     if spec.scalesim_topology is not None:
-        return read_topology(spec.scalesim_topology, packed=True)
+        return Untrained(read_topology(spec.scalesim_topology, packed=True), None)
     model, shape = checked_model(spec)
-    num_classes = spec.model_args.get("num_classes", spec.num_classes)
+    classes = num_classes(spec)
 
     def one_iteration() -> list[PackedLayer]:  # on random inputs: no data set to load
         gen = torch.Generator().manual_seed(spec.seed)
-        return capture(model, *batch("random", spec.batch, shape, num_classes, generator=gen),
+        return capture(model, *batch("random", spec.batch, shape, classes, generator=gen),
                        packed=True)
-    return _within_memory(spec, shape, one_iteration)
+    layers = _within_memory(spec, shape, one_iteration)
+    return Untrained(layers, model.to("meta"))  # its weights' memory freed, shapes kept
 
 
 def _within_memory(spec: WorkloadSpec, shape: tuple[int, ...], work: Callable[[], T]) -> T:
@@ -85,10 +97,22 @@ def _within_memory(spec: WorkloadSpec, shape: tuple[int, ...], work: Callable[[]
                           key="workload.batch") from None
 
 
+def num_classes(spec: WorkloadSpec) -> int:
+    """The classes of the workload's loss: its model's, else the workload's. The capture
+    trains on a classification loss, so a model without a head (the transformer block's
+    `num_classes: null`, for the API) is bad input here."""
+    classes = spec.model_args.get("num_classes", spec.num_classes)
+    if classes is None:
+        raise ConfigError(f"model {spec.model!r} without a classification head has no loss to "
+                          "train on; expected a number of classes",
+                          key="workload.model_args.num_classes")
+    return classes
+
+
 def input_shape(spec: WorkloadSpec) -> tuple[int, ...]:
     """The input, without the batch, that the workload's model takes: the file's, else the
-    model's default."""
-    return tuple(spec.input_shape or default_input_shape(spec.model))
+    model's default with the axes its arguments set (a transformer's seq_len and dim)."""
+    return tuple(spec.input_shape or default_input_shape(spec.model, spec.model_args))
 
 
 def checked_model(spec: WorkloadSpec) -> tuple[torch.nn.Module, tuple[int, ...]]:
@@ -98,6 +122,9 @@ def checked_model(spec: WorkloadSpec) -> tuple[torch.nn.Module, tuple[int, ...]]
     torch.manual_seed(spec.seed)
     model = build_model(spec.model, **{"num_classes": spec.num_classes, **spec.model_args})
     shape = input_shape(spec)
+    misfit = input_shape_misfit(spec.model, spec.model_args, shape)
+    if misfit:
+        raise ConfigError(misfit, key="workload.input_shape")
     _check_input_shape(model, spec.model, shape)
     return model, shape
 

@@ -104,6 +104,22 @@ def test_a_workload_the_model_cannot_run_names_the_experiment_file_and_key(setti
                         *fragments)
 
 
+@pytest.mark.parametrize("experiment, setting, fragments", [
+    ("peak_efficiency.yaml", "workload.model_args.channels=-1",
+     ["workload.model_args.channels: model 'sparsity_probe', argument 'channels': input "
+      "should be greater than 0, got -1"]),
+    ("permdnn_transformer.yaml", "workload.model_args={heads: 0}",
+     ["workload.model_args.heads: model 'transformer_block', argument 'heads': input should "
+      "be greater than 0, got 0"]),
+    ("permdnn_transformer.yaml", "workload.model_args={num_classes: null}",
+     ["workload.model_args.num_classes: model 'transformer_block' without a classification "
+      "head has no loss to train on"]),
+])
+def test_check_refuses_a_model_argument_naming_its_key(experiment, setting, fragments):
+    result = desim("check", str(ROOT / "configs" / "experiments" / experiment), "--set", setting)
+    assert_config_error(result, experiment, *fragments)
+
+
 def test_tile_larger_than_buffer_is_refused_before_simulating(tmp_path):
     configs = copy_configs(tmp_path)
     edit_yaml(configs / "arch" / "dense.yaml", lambda d: d["global_buffer"].update(capacity_kib=8))

@@ -1,6 +1,7 @@
 """The tile-fit check before any capture (`desim.elaborate`, `planner.geometry_misfit`):
 from one batch of the untrained model, it says what the mapper would say of a buffer too
-small, and never refuses what the mapper maps."""
+small, and never refuses what the mapper maps; and a pruning a layer cannot take is said
+there too, not after the capture."""
 
 from dataclasses import replace
 
@@ -10,14 +11,14 @@ from desim.errors import ConfigError
 from mappings.counting import BP, FF, WG, SkipPolicy
 from mappings.planner import geometry_misfit, tile_phase
 from mappings.specs import WorkloadSpec
-from mappings.workload import untrained_layers
-from tests.test_cli import assert_config_error, copy_configs, desim, edit_yaml
+from mappings.workload import untrained
+from tests.test_cli import ROOT, assert_config_error, copy_configs, desim, edit_yaml
 from tests.views import arch_view
 
 
 @pytest.fixture(scope="module")
 def lenet5_layers():
-    return [p.unpack() for p in untrained_layers(WorkloadSpec(model="lenet5", batch=2))]
+    return [p.unpack() for p in untrained(WorkloadSpec(model="lenet5", batch=2)).layers]
 
 
 @pytest.mark.parametrize("arch", ["dense.yaml", "hppu.yaml"])
@@ -57,3 +58,36 @@ def test_desim_check_refuses_a_buffer_too_small_before_any_training(tmp_path):
                         "gives a tile 512 bytes",
                         "(run 'dense', architecture ../arch/dense.yaml: "
                         "global_buffer.capacity_kib 1)")
+
+
+ADMM_LENET5 = str(ROOT / "configs" / "experiments" / "admm_lenet5.yaml")
+
+
+@pytest.mark.parametrize("pruning, fragments", [
+    ("{method: permuted_diagonal, p: 3}",
+     ["admm_lenet5.yaml: runs.1.pruning.p: layer '2' (Conv2d, weight [50, 20, 5, 5]): output "
+      "channels K = 50 must be divisible by p = 3 (run 'fine_grained', pruning "
+      "permuted_diagonal)"]),
+    ("{method: n_m, n: 2, m: 7}",
+     ["runs.1.pruning.m: layer '2' (Conv2d, weight [50, 20, 5, 5]): input channels C = 20 "
+      "must be divisible by m = 7"]),
+])
+def test_desim_check_refuses_a_pruning_a_layer_cannot_take(pruning, fragments):
+    """LeNet-5's second conv (K = 50, C = 20): what the capture would say after it trained,
+    said by the check, with the run's pruning key and the layer."""
+    result = desim("check", ADMM_LENET5, "--set", f"runs.1.pruning={pruning}")
+    assert_config_error(result, *fragments)
+
+
+def test_desim_run_refuses_a_pruning_a_layer_cannot_take_before_any_capture():
+    from desim.experiment import load_experiment
+    from desim.runner import run
+
+    experiment = load_experiment(ADMM_LENET5, ["runs.1.pruning={method: block_circulant, b: 7}"])
+    captured = []
+    with pytest.raises(ConfigError) as err:
+        run(experiment, capture=lambda workload, pruning: captured.append(pruning))
+    assert captured == []
+    assert err.value.key == "runs.1.pruning.b"
+    assert "layer '2' (Conv2d, weight [50, 20, 5, 5]): output channels K = 50 must be " \
+           "divisible by b = 7" in err.value.message

@@ -88,6 +88,43 @@ def test_every_model_has_a_default_input_shape():
                                                      "mobilenet_v2"))
 
 
+def test_the_default_input_shape_follows_the_arguments_that_set_it():
+    assert default_input_shape("transformer_block", {"seq_len": 128}) == (128, 256)
+    assert default_input_shape("transformer_block", {"dim": 32, "heads": 4}) == (64, 32)
+    assert default_input_shape("sparsity_probe", {"channels": 64, "kernel": 5}) == (64, 14, 14)
+    assert default_input_shape("lenet5", {"num_classes": 3}) == (1, 28, 28)
+
+
+def test_a_workload_is_captured_on_the_input_its_model_args_set():
+    """No input_shape: a transformer of seq_len 128 and dim 64 gets 128 tokens of width 64
+    (the default [64, 256] once was simulated, or blamed on input_shape)."""
+    from mappings.specs import WorkloadSpec
+    from mappings.workload import untrained
+
+    spec = WorkloadSpec(model="transformer_block", batch=1, data="random",
+                        model_args={"dim": 64, "heads": 4, "seq_len": 128})
+    q = untrained(spec).layers[0]
+    assert q.name == "q" and q.x_nz.shape == (128, 64, 1, 1)
+
+
+@pytest.mark.parametrize(("model_args", "shape", "fragment"), [
+    ({"seq_len": 128}, [64, 256], "[64, 256] has 64 on axis 0, where model 'transformer_block' "
+     "takes its seq_len (model_args.seq_len: 128); give the same seq_len in both, or leave "
+     "input_shape out to take [128, 256]"),
+    ({"dim": 32}, [64], "[64] has nothing on axis 1"),
+    ({"channels": 128}, [256, 14, 14], "model 'sparsity_probe' takes its channels"),
+])
+def test_an_input_shape_against_the_model_args_is_refused(model_args, shape, fragment):
+    from mappings.specs import WorkloadSpec
+    from mappings.workload import checked_model
+
+    model = "sparsity_probe" if "channels" in model_args else "transformer_block"
+    spec = WorkloadSpec(model=model, model_args=model_args, input_shape=shape)
+    with pytest.raises(ConfigError) as err:
+        checked_model(spec)
+    assert err.value.key == "workload.input_shape" and fragment in err.value.message
+
+
 def test_unknown_model_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown model 'alexnet'; expected one of"):
         build_model("alexnet")
@@ -97,3 +134,44 @@ def test_unknown_model_is_a_config_error():
         build_model("lenet5", depth=3)
     with pytest.raises(ConfigError, match="not a multiple of heads"):
         build_model("transformer_block", dim=100, heads=3)
+
+
+@pytest.mark.parametrize(("name", "kwargs", "key", "fragment"), [
+    ("sparsity_probe", {"channels": -1}, "channels", "greater than 0, got -1"),
+    ("sparsity_probe", {"kernel": -3}, "kernel", "greater than 0, got -3"),
+    ("sparsity_probe", {"channels": 0}, "channels", "greater than 0, got 0"),
+    ("sparsity_probe", {"density": 0.0}, "density", "greater than 0, got 0.0"),
+    ("sparsity_probe", {"density": 1.5}, "density", "less than or equal to 1, got 1.5"),
+    ("transformer_block", {"heads": 0}, "heads", "greater than 0, got 0"),
+    ("transformer_block", {"dim": -8}, "dim", "greater than 0, got -8"),
+    ("transformer_block", {"seq_len": -1}, "seq_len", "greater than 0, got -1"),
+    ("transformer_block", {"mlp_ratio": 0}, "mlp_ratio", "greater than 0, got 0"),
+    ("transformer_block", {"dim": 100, "heads": 3}, "heads",
+     "dim 100 is not a multiple of heads 3"),
+    ("lenet5", {"num_classes": -1}, "num_classes", "greater than 0, got -1"),
+    ("resnet18", {"num_classes": 0}, "num_classes", "greater than 0, got 0"),
+])
+def test_an_argument_a_model_cannot_be_built_with_names_its_key(name, kwargs, key, fragment):
+    """Sizes of 0 or less, or heads not dividing dim, are bad input of that argument (torch
+    would raise a RuntimeError or a ZeroDivisionError deep in a constructor)."""
+    with pytest.raises(ConfigError) as err:
+        build_model(name, **kwargs)
+    assert err.value.key == f"workload.model_args.{key}"
+    assert f"model {name!r}, argument {key!r}: " in err.value.message
+    assert fragment in err.value.message
+
+
+def test_a_bug_in_a_builder_is_not_said_as_bad_input(monkeypatch):
+    """Only the builders' own refusals (`ArgumentError`) are bad input; any other error is a
+    bug and keeps its traceback."""
+    def broken(num_classes: int = 10) -> torch.nn.Module:
+        raise TypeError("a bug")
+    monkeypatch.setitem(MODELS, "lenet5", broken)
+    with pytest.raises(TypeError, match="a bug"):
+        build_model("lenet5")
+
+
+def test_a_model_whose_size_overflows_does_not_fit_in_memory():
+    """10^12 channels: torch's size in bytes overflows 64 bits (a RuntimeError of its own)."""
+    with pytest.raises(ConfigError, match="does not fit in this machine's memory"):
+        build_model("sparsity_probe", channels=10**12)

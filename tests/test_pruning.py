@@ -18,6 +18,7 @@ from mappings.pruning import (
     block_circulant,
     block_prune,
     channel_prune,
+    check_layers,
     cubic_sparsity,
     dynamic_prune,
     filter_prune,
@@ -521,6 +522,43 @@ def test_prune_model(spec: dict) -> None:
     if spec["method"] == "block_circulant":
         assert all(is_block_circulant(getattr(net, n).weight, 4) for n in PRUNED)
     assert net(torch.randn(2, 3, 8, 8)).shape == (2, 10)
+
+
+@pytest.mark.parametrize(("spec", "key", "message"), [
+    ({"method": "permuted_diagonal", "p": 3}, "p",
+     "layer 'conv2' (Conv2d, weight [16, 8, 3, 3]): output channels K = 16 must be divisible "
+     "by p = 3"),
+    ({"method": "block_circulant", "b": 16}, "b",
+     "layer 'conv2' (Conv2d, weight [16, 8, 3, 3]): input channels C = 8 must be divisible "
+     "by b = 16"),
+    ({"method": "n_m", "n": 2, "m": 16}, "m",
+     "layer 'conv2' (Conv2d, weight [16, 8, 3, 3]): input channels C = 8 must be divisible "
+     "by m = 16"),
+    ({"method": "pe_wise", "pe_rows": 16, "pe_cols": 16}, "pe_cols",
+     "layer 'conv2' (Conv2d, weight [16, 8, 3, 3]): C*R*S = 72 must be divisible by "
+     "pe_cols = 16"),
+    ({"method": "pe_wise", "pe_rows": 32, "pe_cols": 1}, "pe_rows",
+     "layer 'conv2' (Conv2d, weight [16, 8, 3, 3]): output channels K = 16 must be divisible "
+     "by pe_rows = 32"),
+])
+def test_a_layer_the_method_cannot_prune_is_named_before_any_weight_changes(
+        spec: dict, key: str, message: str) -> None:
+    """The shape checks read shapes only: on the meta device (as `desim check` runs them on
+    the untrained model) they say what `prune_model` says, which changes no weight first."""
+    net = SmallNet()
+    with pytest.raises(ConfigError) as on_meta:
+        check_layers(SmallNet().to("meta"), PruningSpec(**spec))
+    before = [m.detach().clone() for m in net.parameters()]
+    with pytest.raises(ConfigError) as pruning:
+        prune_model(net, PruningSpec(**spec))
+    assert on_meta.value.key == pruning.value.key == key
+    assert on_meta.value.message == pruning.value.message == message
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[s["method"] for s in SPECS])
+def test_every_layer_that_prunes_passes_the_shape_checks(spec: dict) -> None:
+    check_layers(SmallNet().to("meta"), PruningSpec(**spec))  # no error: test_prune_model
 
 
 def test_prune_model_dense_and_no_skips() -> None:

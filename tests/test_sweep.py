@@ -384,7 +384,7 @@ def test_an_unreachable_scheduler_exits_2_naming_its_address(tmp_path):
 
 
 def test_check_lists_the_invalid_points_of_a_sweep(tmp_path):
-    """`desim check` on a sweep: every point's configuration is resolved, nothing computed;
+    """`desim check` on a sweep: every point is elaborated, nothing simulated;
     the invalid ones come back with their values and the key at fault."""
     from desim.check import check
 
@@ -396,3 +396,36 @@ def test_check_lists_the_invalid_points_of_a_sweep(tmp_path):
         {"arch.hppu.pe_cluster.pes": 0}, {"arch.hppu.pe_cluster.pes": -1}]
     assert all("pe_cluster.pes: Input should be greater than 0" in str(err)
                for _, err in checked.invalid_points)
+
+
+def test_check_elaborates_every_point_of_a_sweep(tmp_path, monkeypatch):
+    """A point whose buffer is too small for a tile loads fine; elaborated, it is invalid,
+    as `desim sweep` would find it after the capture. Points share the untrained iteration
+    of their workload and the tile check of a design they repeat."""
+    import desim.elaborate
+    import mappings.workload
+    from desim.check import check
+
+    calls = {"untrained": 0, "tiles": 0}
+
+    def counted(name, function):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return function(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(mappings.workload, "untrained",
+                        counted("untrained", mappings.workload.untrained))
+    monkeypatch.setattr(desim.elaborate, "_check_tiles_fit",
+                        counted("tiles", desim.elaborate._check_tiles_fit))
+    path = write_experiment(tmp_path, {"arch.hppu.global_buffer.capacity_kib": [512, 1],
+                                       "runs.1.pruning.sparsity": [0.5, 0.7]})
+    checked = check(path)
+    assert checked.sweep_points == 4
+    assert [values for values, _ in checked.invalid_points] == [
+        {"arch.hppu.global_buffer.capacity_kib": 1, "runs.1.pruning.sparsity": s}
+        for s in (0.5, 0.7)]
+    for _, err in checked.invalid_points:
+        assert err.key == "runs.1.arch" and "smallest tile" in err.message
+        assert "global_buffer.capacity_kib 1)" in err.message
+    assert calls == {"untrained": 1, "tiles": 3}  # dense, hppu at 512 KiB and at 1 KiB

@@ -3,19 +3,22 @@
 `build_model(name, **kwargs)` builds one by name (kwargs go to the builder: `num_classes`,
 `cifar` for VGG-16 and the ResNets, `dim`/`heads`/`mlp_ratio`/`seq_len` for the transformer,
 `channels`/`kernel`/`density` for the sparsity probe);
-`default_input_shape(name)` gives the input it expects without the batch: (C, H, W), (784,)
-for the MLP, or (sequence, dim) for the transformer.
+`default_input_shape(name, model_args)` gives the input it expects without the batch: (C, H, W),
+(784,) for the MLP, or (sequence, dim) for the transformer, with the axes its arguments set
+(`SHAPE_ARGS`: the transformer's seq_len and dim, the probe's channels) taken from them.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from pydantic import ConfigDict, ValidationError, validate_call
 from torch import nn
 
 from desim.errors import ConfigError, out_of_memory
+from mappings.models.common import ArgumentError
 from mappings.models.lenet import lenet5, lenet300
 from mappings.models.mobilenet import mobilenet_v2
 from mappings.models.probe import sparsity_probe
@@ -44,6 +47,11 @@ INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "transformer_block": (SEQ_LEN, DIM),
     "sparsity_probe": (256, 14, 14),
 }
+# The input axes a model's arguments set: {argument: axis of the shape without the batch}.
+SHAPE_ARGS: dict[str, dict[str, int]] = {
+    "transformer_block": {"seq_len": 0, "dim": 1},
+    "sparsity_probe": {"channels": 0},
+}
 
 
 def _check(name: str) -> None:
@@ -55,7 +63,8 @@ def _check(name: str) -> None:
 def build_model(name: str, **kwargs: object) -> nn.Module:
     """The model `name`, built by its registered builder with `kwargs`, each checked against
     the builder's signature strictly: a quoted "false" is not a bool, 10.0 or true not a
-    number of classes (YAML reads `cifar: "false"` as a string, which is true)."""
+    number of classes (YAML reads `cifar: "false"` as a string, which is true), and 0 or -1
+    not a size (`PositiveInt`: torch would fail deep in a layer's constructor)."""
     _check(name)
     builder = validate_call(config=ConfigDict(strict=True))(MODELS[name])
     try:
@@ -70,8 +79,9 @@ def build_model(name: str, **kwargs: object) -> nn.Module:
             message = (f"model {name!r}, argument {arg!r}: {first['msg'].lower()}, "
                        f"got {first['input']!r}")
         raise ConfigError(message, key=f"workload.model_args.{arg}") from None
-    except (TypeError, ValueError) as err:  # a value its builder refuses
-        raise ConfigError(f"model {name!r}: {err}", key="workload.model_args") from None
+    except ArgumentError as err:  # a value its builder refuses with the others given
+        raise ConfigError(f"model {name!r}, argument {err.arg!r}: {err}",
+                          key=f"workload.model_args.{err.arg}") from None
     except (MemoryError, RuntimeError) as err:
         if not out_of_memory(err):
             raise
@@ -80,7 +90,28 @@ def build_model(name: str, **kwargs: object) -> nn.Module:
                           key="workload") from None
 
 
-def default_input_shape(name: str) -> tuple[int, ...]:
-    """The input `name` expects at its defaults, without the batch dimension."""
+def default_input_shape(name: str, model_args: Mapping[str, Any] | None = None
+                        ) -> tuple[int, ...]:
+    """The input `name` expects with `model_args`, without the batch dimension: its default,
+    with the axes those arguments set (`SHAPE_ARGS`) taken from them, so that a transformer
+    of seq_len 128 is simulated on 128 tokens, not on the default 64."""
     _check(name)
-    return INPUT_SHAPES[name]
+    shape = list(INPUT_SHAPES[name])
+    for arg, axis in SHAPE_ARGS.get(name, {}).items():
+        if model_args and arg in model_args:
+            shape[axis] = model_args[arg]
+    return tuple(shape)
+
+
+def input_shape_misfit(name: str, model_args: Mapping[str, Any], shape: Sequence[int]
+                       ) -> str | None:
+    """Why an input of `shape` (without the batch) contradicts an argument of the model that
+    sets one of its axes (a transformer's dim 32 against inputs of width 256), else None."""
+    for arg, axis in SHAPE_ARGS.get(name, {}).items():
+        if arg in model_args and (axis >= len(shape) or shape[axis] != model_args[arg]):
+            got = shape[axis] if axis < len(shape) else "nothing"
+            return (f"{list(shape)} has {got} on axis {axis}, where model {name!r} takes its "
+                    f"{arg} (model_args.{arg}: {model_args[arg]}); give the same {arg} in "
+                    f"both, or leave input_shape out to take "
+                    f"{list(default_input_shape(name, model_args))}")
+    return None

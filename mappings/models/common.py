@@ -29,3 +29,13 @@ class Add(nn.Module):
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         return a + b
+
+
+class ArgumentError(ValueError):
+    """A model argument its builder refuses with the others given (heads not dividing dim):
+    `build_model` says it as bad input of `workload.model_args.<arg>`, while any other
+    error out of a builder stays a bug to be seen."""
+
+    def __init__(self, arg: str, message: str) -> None:
+        super().__init__(message)
+        self.arg = arg

@@ -7,16 +7,17 @@
 
 from __future__ import annotations
 
+from pydantic import PositiveInt
 from torch import nn
 
 
-def lenet300(num_classes: int = 10) -> nn.Module:
+def lenet300(num_classes: PositiveInt = 10) -> nn.Module:
     """LeNet-300-100 on flattened 28x28 inputs, shape (batch, 784)."""
     return nn.Sequential(nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(),
                          nn.Linear(100, num_classes))
 
 
-def lenet5(num_classes: int = 10) -> nn.Module:
+def lenet5(num_classes: PositiveInt = 10) -> nn.Module:
     """LeNet-5 (Caffe) on (batch, 1, 28, 28); ReLU after fc 500 only, as Caffe's."""
     return nn.Sequential(nn.Conv2d(1, 20, 5), nn.MaxPool2d(2), nn.Conv2d(20, 50, 5),
                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(50 * 4 * 4, 500), nn.ReLU(),

@@ -5,6 +5,7 @@ parameters at 1,000 classes.
 
 from __future__ import annotations
 
+from pydantic import PositiveInt
 from torch import Tensor, nn
 
 from mappings.models.common import Add, Fork
@@ -40,7 +41,7 @@ class InvertedResidual(nn.Module):
         return self.add(self.body(into_body), skip)
 
 
-def mobilenet_v2(num_classes: int = 1000) -> nn.Module:
+def mobilenet_v2(num_classes: PositiveInt = 1000) -> nn.Module:
     """MobileNetV2, width 1.0 (every channel count already a multiple of 8)."""
     layers: list[nn.Module] = _conv_bn(3, 32, 3, 2)
     cin = 32

@@ -10,8 +10,13 @@ head give the loss, so the conv has a real WG (its BP is not run: its input is t
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
+from pydantic import Field, PositiveInt
 from torch import nn
+
+from mappings.models.common import ArgumentError
 
 
 class SparsityProbe(nn.Module):
@@ -19,7 +24,7 @@ class SparsityProbe(nn.Module):
                  num_classes: int = 10) -> None:
         super().__init__()
         if not 0 < density <= 1:
-            raise ValueError(f"density must be in (0, 1], got {density}")
+            raise ArgumentError("density", f"density must be in (0, 1], got {density}")
         normal = torch.distributions.Normal(0.0, 1.0)
         self.threshold = float(normal.icdf(torch.tensor(1.0 - density))) if density < 1 \
             else float("-inf")
@@ -31,6 +36,7 @@ class SparsityProbe(nn.Module):
         return self.head(self.conv(x).mean((2, 3)))
 
 
-def sparsity_probe(num_classes: int = 10, channels: int = 256, kernel: int = 3,
-                   density: float = 0.1) -> nn.Module:
+def sparsity_probe(num_classes: PositiveInt = 10, channels: PositiveInt = 256,
+                   kernel: PositiveInt = 3,
+                   density: Annotated[float, Field(gt=0, le=1)] = 0.1) -> nn.Module:
     return SparsityProbe(channels, kernel, density, num_classes)

@@ -11,6 +11,7 @@ classes: 11,173,962 parameters).
 
 from __future__ import annotations
 
+from pydantic import PositiveInt
 from torch import Tensor, nn
 
 from mappings.models.common import Add, Fork
@@ -71,11 +72,11 @@ class ResNet(nn.Module):
         return self.fc(self.features(x))
 
 
-def resnet18(num_classes: int = 1000, cifar: bool = False) -> ResNet:
+def resnet18(num_classes: PositiveInt = 1000, cifar: bool = False) -> ResNet:
     """ResNet-18: BasicBlocks [2, 2, 2, 2]."""
     return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, cifar)
 
 
-def resnet50(num_classes: int = 1000, cifar: bool = False) -> ResNet:
+def resnet50(num_classes: PositiveInt = 1000, cifar: bool = False) -> ResNet:
     """ResNet-50: Bottlenecks [3, 4, 6, 3], expansion 4."""
     return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, cifar)

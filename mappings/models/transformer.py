@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import math
 
+from pydantic import PositiveInt
 from torch import Tensor, nn
 
-from mappings.models.common import Add, Fork, MatMul
+from mappings.models.common import Add, ArgumentError, Fork, MatMul
 
 SEQ_LEN, DIM = 64, 256  # the default input: (sequence, model dimension)
 
@@ -25,7 +26,7 @@ class TransformerEncoderBlock(nn.Module):
                  seq_len: int = SEQ_LEN, num_classes: int | None = None) -> None:
         super().__init__()
         if dim % heads:
-            raise ValueError(f"dim {dim} is not a multiple of heads {heads}")
+            raise ArgumentError("heads", f"dim {dim} is not a multiple of heads {heads}")
         self.heads, self.dim = heads, dim
         self.seq_len = seq_len  # the nominal sequence length; any length runs
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
@@ -53,8 +54,9 @@ class TransformerEncoderBlock(nn.Module):
         return self.head(x.mean(1)) if self.head is not None else x
 
 
-def transformer_block(num_classes: int | None = 10, dim: int = DIM, heads: int = 4,
-                      mlp_ratio: int = 4, seq_len: int = SEQ_LEN) -> TransformerEncoderBlock:
+def transformer_block(num_classes: PositiveInt | None = 10, dim: PositiveInt = DIM,
+                      heads: PositiveInt = 4, mlp_ratio: PositiveInt = 4,
+                      seq_len: PositiveInt = SEQ_LEN) -> TransformerEncoderBlock:
     """The block with a classification head (`num_classes=None`: the bare block, whose output
     is (batch, seq, dim))."""
     return TransformerEncoderBlock(dim, heads, mlp_ratio, seq_len, num_classes)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from pydantic import PositiveInt
 from torch import nn
 
 CONFIG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
@@ -30,7 +31,7 @@ def _features(batch_norm: bool) -> list[nn.Module]:
     return layers
 
 
-def vgg16(num_classes: int = 1000, cifar: bool = False) -> nn.Module:
+def vgg16(num_classes: PositiveInt = 1000, cifar: bool = False) -> nn.Module:
     """VGG-16 for ImageNet (224x224 input), or with `cifar=True` the batch-norm CIFAR variant
     (32x32 input)."""
     if cifar:

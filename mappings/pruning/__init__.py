@@ -15,7 +15,7 @@ from mappings.pruning.compression import (
 )
 from mappings.pruning.dropback import DropBack, regenerate
 from mappings.pruning.schedules import cubic_sparsity, dynamic_prune, rigl_regrow, set_regrow
-from mappings.pruning.spec import dropback_k, prunable_layers, prune_model
+from mappings.pruning.spec import check_layers, dropback_k, prunable_layers, prune_model
 from mappings.pruning.structured import (
     block_prune,
     channel_prune,
@@ -36,6 +36,7 @@ __all__ = [
     "block_circulant",
     "block_prune",
     "channel_prune",
+    "check_layers",
     "cubic_sparsity",
     "dropback_k",
     "dynamic_prune",

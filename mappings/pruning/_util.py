@@ -64,6 +64,9 @@ def keep_top(scores: Tensor, n_prune: int, dim: int = -1) -> Tensor:
         return ~(below | (at & (at.cumsum(dim) <= needed)))
 
 
-def require_divisible(value: int, by: int, what: str) -> None:
+def require_divisible(value: int, by: int, what: str, key: str | None = None) -> None:
+    """A ConfigError unless `by` divides `value`; `key` is the pruning parameter `by` is
+    (`p`, `m`, ...), which the error names."""
     if by <= 0 or value % by:
-        raise ConfigError(f"{what} = {value} must be divisible by {by}")
+        divisor = f"{key} = {by}" if key else str(by)
+        raise ConfigError(f"{what} = {value} must be divisible by {divisor}", key=key)

@@ -3,6 +3,9 @@ TWN ternarization."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -18,9 +21,8 @@ def permuted_diagonal(weight: Tensor, p: int, seed: int = 0) -> Tensor:
     torch.Generator().manual_seed(seed). Both dims must be divisible by p. Sparsity = 1 - 1/p.
     """
     mat = as_matrix(weight)
+    check_permuted_diagonal(weight.shape, p)
     k, cols = mat.shape
-    require_divisible(k, p, "output channels K")
-    require_divisible(cols, p, "C*R*S")
     gen = torch.Generator().manual_seed(seed)
     offsets = torch.randint(0, p, (k // p, cols // p, 1, 1), generator=gen).to(weight.device)
     i = torch.arange(p, device=weight.device)
@@ -28,12 +30,25 @@ def permuted_diagonal(weight: Tensor, p: int, seed: int = 0) -> Tensor:
     return blocks.permute(0, 2, 1, 3).reshape(weight.shape)
 
 
+def check_permuted_diagonal(shape: Sequence[int], p: int) -> None:
+    """What `permuted_diagonal` needs of a weight of `shape`: its (K, C*R*S) matrix tiled by
+    p x p blocks (also checked on the model's layers before any capture)."""
+    require_divisible(shape[0], p, "output channels K", "p")
+    require_divisible(math.prod(shape[1:]), p, "C*R*S", "p")
+
+
+def check_block_circulant(shape: Sequence[int], b: int) -> None:
+    """What `block_circulant` needs of a weight of `shape`: K and C divisible by b (also
+    checked on the model's layers before any capture)."""
+    require_divisible(shape[0], b, "output channels K", "b")
+    require_divisible(shape[1], b, "input channels C", "b")
+
+
 def _circulant_blocks(weight: Tensor, b: int) -> tuple[Tensor, tuple[int, ...]]:
     """(R, S, K/b, C/b, b, b) view of the (K, C) matrices at each kernel position."""
     w = as_4d(weight)
+    check_block_circulant(weight.shape, b)
     k, c, r, s = w.shape
-    require_divisible(k, b, "output channels K")
-    require_divisible(c, b, "input channels C")
     blocks = w.permute(2, 3, 0, 1).reshape(r, s, k // b, b, c // b, b).transpose(3, 4)
     return blocks, (k, c, r, s)
 

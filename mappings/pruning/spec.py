@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 from torch import Tensor, nn
 
+from desim.errors import ConfigError
 from mappings.pruning._util import keep_top
-from mappings.pruning.compression import block_circulant, permuted_diagonal, ternarize
+from mappings.pruning.compression import (
+    block_circulant,
+    check_block_circulant,
+    check_permuted_diagonal,
+    permuted_diagonal,
+    ternarize,
+)
 from mappings.pruning.schedules import dynamic_prune
 from mappings.pruning.structured import (
     block_prune,
     channel_prune,
+    check_n_m,
+    check_pe_wise,
     filter_prune,
     hybrid_prune,
     line_prune,
@@ -36,6 +47,32 @@ def prunable_layers(model: nn.Module, spec: PruningSpec) -> list[tuple[str, nn.M
     if spec.skip_last_linear and linears:
         skip.add(linears[-1])
     return [(n, m) for n, m in layers if n not in skip]
+
+
+# What a method needs of a layer's weight shape, checked by the method itself too.
+SHAPE_CHECKS: dict[str, Callable[[Sequence[int], PruningSpec], None]] = {
+    "n_m": lambda shape, spec: check_n_m(shape, spec.n, spec.m),  # type: ignore[arg-type]
+    "pe_wise": lambda shape, spec: check_pe_wise(shape, spec.pe_rows, spec.pe_cols),  # type: ignore[arg-type]
+    "permuted_diagonal": lambda shape, spec: check_permuted_diagonal(shape, spec.p),  # type: ignore[arg-type]
+    "block_circulant": lambda shape, spec: check_block_circulant(shape, spec.b),  # type: ignore[arg-type]
+}
+
+
+def check_layers(model: nn.Module, spec: PruningSpec) -> None:
+    """Every layer `spec` prunes has the shape its method needs (PermDNN's p dividing K and
+    C*R*S, ...), else a ConfigError naming the layer, keyed by the method's parameter (`p`).
+    A shape is all it reads, so `desim.elaborate` runs it on the untrained model (on the meta
+    device) before any capture or training, as `prune_model` does before pruning."""
+    check = SHAPE_CHECKS.get(spec.method)
+    if check is None:
+        return
+    for name, module in prunable_layers(model, spec):
+        shape = tuple(module.weight.shape)
+        try:
+            check(shape, spec)
+        except ConfigError as err:
+            raise ConfigError(f"layer {name!r} ({type(module).__name__}, weight "
+                              f"{list(shape)}): {err.message}", key=err.key) from None
 
 
 def _layer_mask(weight: Tensor, spec: PruningSpec) -> tuple[Tensor, Tensor | None]:
@@ -90,6 +127,7 @@ def prune_model(model: nn.Module, spec: PruningSpec) -> dict[str, Tensor]:
     """
     if spec.method == "dense":
         return {}
+    check_layers(model, spec)
     layers = prunable_layers(model, spec)
     masks: dict[str, Tensor] = {}
     with torch.no_grad():

@@ -8,6 +8,7 @@ shape, True = kept. A Linear weight (K, C) is handled as (K, C, 1, 1).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -35,13 +36,19 @@ def n_m(weight: Tensor, n: int, m: int) -> Tensor:
     In every group of `m` consecutive input channels c (for each k, r, s) the `n` weights of
     largest |w| are kept. C must be divisible by m. Sparsity is exactly 1 - n/m.
     """
-    if not 0 <= n <= m:
-        raise ConfigError(f"N:M needs 0 <= n <= m, got n={n}, m={m}")
     w = as_4d(weight.detach())
+    check_n_m(weight.shape, n, m)
     k, c, r, s = w.shape
-    require_divisible(c, m, "input channels C")
     groups = w.abs().reshape(k, c // m, m, r, s)
     return keep_top(groups, m - n, dim=2).reshape(weight.shape)
+
+
+def check_n_m(shape: Sequence[int], n: int, m: int) -> None:
+    """What `n_m` needs of a weight of `shape`: 0 <= n <= m, and C divisible by m (also
+    checked on the model's layers before any capture, `check_layers`)."""
+    if not 0 <= n <= m:
+        raise ConfigError(f"N:M needs 0 <= n <= m, got n={n}, m={m}", key="n")
+    require_divisible(shape[1], m, "input channels C", "m")
 
 
 def filter_prune(weight: Tensor, sparsity: float) -> Tensor:
@@ -152,11 +159,17 @@ def pe_wise_prune(weight: Tensor, sparsity: float, pe_rows: int, pe_cols: int) -
     and C*R*S by pe_cols.
     """
     mat = as_matrix(weight.detach())
+    check_pe_wise(weight.shape, pe_rows, pe_cols)
     k, cols = mat.shape
-    require_divisible(k, pe_rows, "output channels K")
-    require_divisible(cols, pe_cols, "C*R*S")
     norms = torch.linalg.vector_norm(mat.reshape(k, cols // pe_cols, pe_cols), dim=-1)
     per_row = norms.reshape(k // pe_rows, pe_rows, -1).transpose(0, 1).reshape(pe_rows, -1)
     keep = keep_top(per_row, pruned_count(sparsity, per_row.shape[1]), dim=1)
     keep = keep.reshape(pe_rows, k // pe_rows, -1).transpose(0, 1).reshape(k, -1, 1)
     return keep.expand(k, cols // pe_cols, pe_cols).reshape(weight.shape)
+
+
+def check_pe_wise(shape: Sequence[int], pe_rows: int, pe_cols: int) -> None:
+    """What `pe_wise_prune` needs of a weight of `shape`: its (K, C*R*S) matrix tiled by
+    pe_rows x pe_cols (also checked on the model's layers before any capture)."""
+    require_divisible(shape[0], pe_rows, "output channels K", "pe_rows")
+    require_divisible(math.prod(shape[1:]), pe_cols, "C*R*S", "pe_cols")
