@@ -69,7 +69,7 @@ def build_graph(cfg: ArchConfig) -> nx.DiGraph:
     graph = build_noc(cfg.noc)
     routers = sorted(n for n, d in graph.nodes(data=True) if d["kind"] == "router")
     if cfg.global_buffer_router not in graph:
-        raise ConfigError(f"global_buffer_router {cfg.global_buffer_router!r} is not a router "
+        raise ConfigError(f"{cfg.global_buffer_router!r} is not a router "
                           f"of the NoC; routers: {', '.join(routers)}", key="global_buffer_router")
     own = {"dram", "glb", "selector", "weight_generator", *(f"cluster_{r}" for r in routers)}
     if clash := sorted(own & set(routers)):  # the node would be taken for the router, or fail

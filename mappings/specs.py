@@ -116,7 +116,7 @@ class WorkloadSpec(Strict):
     # a path relative to the experiment file. Exactly one of `model` and this.
     scalesim_topology: str | None = None
     model_args: dict[str, Any] = Field(default_factory=dict)
-    batch: PositiveInt = 8
+    batch: int = Field(8, gt=0, lt=2**63)  # torch sizes are 64-bit; larger: out of memory
     input_shape: list[PositiveInt] | None = None  # default: the model's, with the axes
     # its model_args set (a transformer's seq_len and dim, the probe's channels)
     num_classes: PositiveInt = 10

@@ -149,3 +149,11 @@ def test_a_pruning_parameter_takes_no_boolean_for_a_number() -> None:
 
     with pytest.raises(ValueError, match="expected a number, got a boolean"):
         PruningSpec(method="magnitude", sparsity=0.5, seed=True)
+
+
+def test_a_batch_beyond_64_bits_is_bad_input() -> None:
+    """torch sizes are 64-bit: a larger batch is refused by the spec, not a traceback."""
+    from mappings.specs import WorkloadSpec
+
+    with pytest.raises(ValueError, match="less than 9223372036854775808"):
+        WorkloadSpec(model="lenet5", batch=10**20)
