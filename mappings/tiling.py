@@ -28,7 +28,6 @@ Every count is computed for all tiles at once with tensor reshapes; no loop over
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -225,36 +224,12 @@ def _row_blocks(counts: torch.Tensor, shape: TileShape) -> torch.Tensor:
     return c.reshape(a, -1, bt * length)
 
 
-def _cached(cache: dict, key: tuple, held: torch.Tensor, make: Callable[[], object]) -> object:
-    """cache[key], made if missing. Keys name tensors by id; the entry holds `held`, the
-    tensor named, so that no other tensor takes its id while the entry lives."""
-    if key not in cache:
-        cache[key] = (held, make())
-    return cache[key][1]
-
-
-def _per_tile_total(counts: torch.Tensor, shape: TileShape, cache: dict | None = None
-                    ) -> np.ndarray:
-    """Total counts per tile (nA, nB) of a count map (A, I, R, L). `cache`: the map's 2-D
-    prefix sums (over channels, and over its rows image after image) are kept there, and
-    each shape's totals are their differences at the tiles' corners."""
-    if cache is None:
-        per_block = _row_blocks(counts.sum(3, keepdim=True), shape).sum(2)   # (A, nB)
-        ka = shape.ka
-        per_block = _pad_to(per_block, 0, -(-counts.shape[0] // ka) * ka)
-        return per_block.reshape(-1, ka, per_block.shape[1]).sum(1).numpy()
-    a, n_img, n_rows = counts.shape[:3]
-
-    def prefix() -> np.ndarray:
-        out = np.zeros((a + 1, n_img * n_rows + 1), np.int64)
-        rows = counts.sum(3, dtype=torch.int64).reshape(a, -1).numpy()
-        np.cumsum(np.cumsum(rows, 0), 1, out=out[1:, 1:])
-        return out
-    sums = _cached(cache, ("tiles", id(counts)), counts, prefix)
-    i0, _, r0, _ = _blocks(shape, n_img, n_rows)
-    corners = sums[np.ix_(np.append(np.arange(0, a, shape.ka), a),
-                          np.append(i0 * n_rows + r0, n_img * n_rows))]
-    return np.diff(np.diff(corners, axis=0), axis=1)
+def _per_tile_total(counts: torch.Tensor, shape: TileShape) -> np.ndarray:
+    """Total counts per tile (nA, nB) of a count map (A, I, R, L)."""
+    per_block = _row_blocks(counts.sum(3, keepdim=True), shape).sum(2)   # (A, nB)
+    ka = shape.ka
+    per_block = _pad_to(per_block, 0, -(-counts.shape[0] // ka) * ka)
+    return per_block.reshape(-1, ka, per_block.shape[1]).sum(1).numpy()
 
 
 def _per_tile_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
@@ -268,47 +243,17 @@ def _per_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
             cache: dict | None = None) -> torch.Tensor:
     """Each channel's counts per row block and PE, (A, nB, PEs used): a row block's outputs
     dealt to a cluster's PEs in turn (whatever the channel blocks). `cache`: kept there by
-    map and row block, for a caller that holds the maps (a phase's tile search and rows).
-
-    With a cache, where a block fills every PE and its sums are a small part of the map,
-    they are differences of prefix sums over the map's outputs in order (each image's
-    rows in turn), by position modulo the PEs (`_dealt_prefix`). Their PEs are then
-    numbered from the map's start instead of the block's: a rotation of each block's PEs,
-    the same for every channel, which changes no tile's busiest PE or total."""
-    pes = hw.pes_per_cluster
-    if cache is None:
-        a = counts.shape[0]
-        c = _row_blocks(counts, shape)
-        used = min(pes, c.shape[2])  # PEs past a block's outputs idle: none kept
-        c = _pad_to(c, 2, -(-c.shape[2] // used) * used)
-        return c.reshape(a, c.shape[1], -1, used).sum(2)
-    a, n_img, n_rows, length = counts.shape
-
-    def dealt() -> torch.Tensor:
-        i0, _, r0, _ = _blocks(shape, n_img, n_rows)
-        block = (shape.images * n_rows if shape.rows >= n_rows else shape.rows) * length
-        if block < pes or 2 * len(i0) * pes > n_img * n_rows * length:
-            return _per_pe(counts, shape, hw)
-        prefix = _cached(cache, ("dealt", id(counts)), counts,
-                         lambda: _dealt_prefix(counts, pes))
-        ends = np.append(i0 * n_rows * length + r0 * length, n_img * n_rows * length)
-        lane = np.arange(pes)
-        # outputs before `end` at positions p = lane (mod pes): p < end, p = q * pes + lane
-        at = ((ends[:, None] - lane + pes - 1) // pes) * pes + lane
-        sums = prefix.index_select(1, torch.from_numpy(at.reshape(-1))).reshape(a, -1, pes)
-        return sums[:, 1:] - sums[:, :-1]
-    return _cached(cache, (id(counts), shape.images, shape.rows), counts, dealt)
-
-
-def _dealt_prefix(counts: torch.Tensor, pes: int) -> torch.Tensor:
-    """(A, (Q + 1) * pes): per channel, the sums of its outputs in order (each image's rows in
-    turn) at positions below q * pes + lane, by lane (position modulo `pes`), for q = 0..Q."""
+    map and row block, for a caller that holds the maps (a phase's tile search and rows)."""
+    if cache is not None:
+        key = (id(counts), shape.images, shape.rows)
+        if key not in cache:  # the entry holds the map: no other tensor takes its id meanwhile
+            cache[key] = (counts, _per_pe(counts, shape, hw))
+        return cache[key][1]
     a = counts.shape[0]
-    flat = counts.reshape(a, -1)
-    flat = _pad_to(flat, 1, -(-flat.shape[1] // pes) * pes).reshape(a, -1, pes)
-    out = torch.zeros(a, flat.shape[1] + 1, pes, dtype=torch.int64)
-    torch.cumsum(flat, 1, dtype=torch.int64, out=out[:, 1:])
-    return out.reshape(a, -1)
+    c = _row_blocks(counts, shape)
+    used = min(hw.pes_per_cluster, c.shape[2])  # PEs past a block's outputs idle: none kept
+    c = _pad_to(c, 2, -(-c.shape[2] // used) * used)
+    return c.reshape(a, c.shape[1], -1, used).sum(2)
 
 
 def _per_tile_from_pe(per_pe: torch.Tensor, ka: int, hw: HardwareView
@@ -641,12 +586,11 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
     chan = ps.channel_operand.select(channels)
     a, n_img, n_rows, length = processed.shape
     busiest, work = _per_tile_pe(processed, shape, hw, per_pe)
-    eff = _per_tile_total(effectual, shape, per_pe)
-    nom = _per_tile_total(nominal, shape, per_pe)
+    eff = _per_tile_total(effectual, shape)
+    nom = _per_tile_total(nominal, shape)
     spec = (np.zeros_like(work) if speculated is None
-            else _per_tile_total(speculated, shape, per_pe))
-    scan = (np.zeros_like(work) if scanned is None
-            else _per_tile_total(scanned, shape, per_pe))
+            else _per_tile_total(speculated, shape))
+    scan = np.zeros_like(work) if scanned is None else _per_tile_total(scanned, shape)
     na, nb = busiest.shape
     eb, ka = hw.element_bytes, shape.ka
     weights = phase != WG and layer.weight_is_parameter  # the channel operand is W
