@@ -322,11 +322,15 @@ def _check_some_point_is_valid(path: Path, base: list[str], points: list[Point])
 
 def _compute(path: Path, out: Path, base: list[str], todo: list[Point], scheduler: str | None,
              workers: int, log: _Log, bar: _Bar) -> None:
-    """Resolve each point here, run the valid ones on Dask, write each file as it finishes."""
+    """Resolve and elaborate each point here (as `desim check` does: a design or pruning a
+    point cannot take fails it now, not after its capture), run the valid ones on Dask,
+    write each file as it finishes."""
+    from desim.elaborate import Shared, elaborate
     from desim.experiment import load_experiment
     from desim.workload_cache import cache_key
 
     ready: list[tuple[Point, Experiment, list[str]]] = []
+    shared = Shared()  # the points' untrained iterations and tile checks, each made once
     for point in todo:
         sets = base + point.overrides
         try:
@@ -335,6 +339,12 @@ def _compute(path: Path, out: Path, base: list[str], todo: list[Point], schedule
             tb = None if isinstance(err, ConfigError) else err.__traceback__
             _finish(out, point, sets, None, {**_failure(err, tb), "elapsed_s": 0.0,
                                              "worker": None}, log, bar)
+            continue
+        try:
+            elaborate(experiment, shared)
+        except ConfigError as err:  # its design, model or pruning: said before any capture
+            _finish(out, point, sets, experiment, {**_failure(err, None), "elapsed_s": 0.0,
+                                                   "worker": None}, log, bar)
             continue
         keys = [cache_key(experiment.workloads[run.name], run.pruning)
                 for run in experiment.spec.runs]
