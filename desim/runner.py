@@ -182,14 +182,17 @@ def _event_count(sim: Simulator) -> int:
 
 
 def run(experiment: Experiment, progress: Callable[[str], None] | None = None,
-        out: Path | None = None, capture: Callable[..., Workload] | None = None
-        ) -> dict[str, RunResult]:
+        out: Path | None = None, capture: Callable[..., Workload] | None = None,
+        elaborated: bool = False) -> dict[str, RunResult]:
     """Every run of an experiment; a (workload, pruning) pair is captured once, by `capture`
-    (workload spec, pruning spec) -> Workload if given (a sweep's shared cache), else here."""
+    (workload spec, pruning spec) -> Workload if given (a sweep's shared cache), else here.
+    `elaborated`: the caller has elaborated the experiment already (a sweep, for each point
+    before dispatching it), so it is not done again."""
     # The model's float passes on one thread: their summation order, hence their bits, would
     # change with the thread count. Counting, which is exact, borrows more (mappings.threads).
     torch.set_num_threads(1)
-    elaborate(experiment)  # every design and model checked before the first capture
+    if not elaborated:
+        elaborate(experiment)  # every design and model checked before the first capture
     spec = experiment.spec
     captured: dict[str, Workload] = {}
     results = {}

@@ -239,7 +239,8 @@ def _point_task(experiment: Experiment, captures: dict[str, Workload | CaptureFa
         if isinstance(captured, CaptureFailed):
             return {**captured.failure, "elapsed_s": 0.0, "worker": worker}
     try:
-        results = run(experiment, capture=lambda w, p: captures[cache_key(w, p)])
+        results = run(experiment, capture=lambda w, p: captures[cache_key(w, p)],
+                      elaborated=True)  # by `_compute`, before dispatching the point
         summary = summarize(experiment, results)
     except Exception as err:  # noqa: BLE001 - recorded in the point's file
         return {**_failure(err, err.__traceback__), "elapsed_s": time.perf_counter() - started,
