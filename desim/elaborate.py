@@ -40,11 +40,11 @@ def cell(value: Any) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
-def describe(name: str, arch: ArchConfig) -> dict[str, Any]:
-    """One run's processor, elaborated: what it is, in the units its datasheet would use."""
-    sim = Simulator()
-    acc = Accelerator(sim, arch, name=name)
-    sim.elaborate()  # every port bound, every channel driven and read
+def describe(name: str, arch: ArchConfig, acc: Accelerator | None = None) -> dict[str, Any]:
+    """One run's processor, elaborated: what it is, in the units its datasheet would use.
+    `acc`: the processor, if the caller has built it (else it is built here)."""
+    acc = acc or Accelerator(Simulator(), arch, name=name)
+    acc.sim.elaborate()  # every port bound, every channel driven and read
     pe = arch.pe_cluster
     macs = len(acc.clusters) * pe.pes * pe.macs_per_pe_per_cycle
     noc = arch.noc
@@ -65,7 +65,7 @@ def describe(name: str, arch: ArchConfig) -> dict[str, Any]:
             ("selector", arch.selector), ("speculator", arch.speculator),
             ("weight generator", arch.weight_generator),
             ("index matching", arch.index_matching)) if cfg) or "-",
-        "modules": sum(1 for _ in sim.modules()),
+        "modules": sum(1 for _ in acc.sim.modules()),
     }
 
 
@@ -104,15 +104,15 @@ def elaborate(experiment: Experiment, shared: Shared | None = None) -> list[dict
                                         if run.pruning.sparsity else "")
         arch = experiment.archs[run.name]
         try:
-            described = describe(run.name, arch)
+            acc = Accelerator(Simulator(), arch, name=run.name)
+            described = describe(run.name, arch, acc)
         except ConfigError as err:  # the design's own file is the one to fix
             raise err.in_file(str((experiment.path.parent / run.arch).resolve())) from None
         circulant = run.pruning.method == "block_circulant"
         fit_key = arch.model_dump_json() + key + str(circulant)
         if fit_key not in shared.fits:
             try:
-                _check_tiles_fit(run.name, arch, iterations[key].layers, workload.inference,
-                                 circulant)
+                _check_tiles_fit(acc, iterations[key].layers, workload.inference, circulant)
                 shared.fits[fit_key] = None
             except ConfigError as err:
                 shared.fits[fit_key] = err
@@ -140,7 +140,7 @@ def _check_pruning(experiment: Experiment, i: int, iteration: Untrained) -> None
                           file=str(experiment.path), key=key) from None
 
 
-def _check_tiles_fit(name: str, arch: ArchConfig, layers: list, inference: bool,
+def _check_tiles_fit(acc: Accelerator, layers: list, inference: bool,
                      block_circulant: bool) -> None:
     """Every phase the mapper will map has a tile that fits the design's buffer, from the
     layers' geometry (`mappings.planner.geometry_misfit`); else its error."""
@@ -151,8 +151,7 @@ def _check_tiles_fit(name: str, arch: ArchConfig, layers: list, inference: bool,
     from mappings.planner import geometry_misfit
 
     # sizes do not depend on the formats; dense ones skip counting runs of zeros
-    hw = replace(hardware_view(Accelerator(Simulator(), arch, name=name)),
-                 weight_format="dense", activation_format="dense")
+    hw = replace(hardware_view(acc), weight_format="dense", activation_format="dense")
     for packed in layers:
         layer = packed.unpack()
         phases = [FF] if inference else [FF, *([BP] if packed.needs_input_grad else []), WG]
