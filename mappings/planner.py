@@ -92,6 +92,11 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     for parts, maps, orders, shaped in plans:
         built: dict = {}  # tile_part's rows, shared by the orders that tile alike
         for order in orders:
+            # sure to lose: not tiled (FFT-domain MACs are fewer than the counts: not bound)
+            macs = 0 if circulant_block else totals["processed_macs"]
+            if best is not None and (_plan_floor(maps, channels, order, len(parts), macs, hw)
+                                     > best[0][0] * (1 + 1e-9)):  # (float rounding)
+                continue
             try:
                 table, weight_bytes, out_bytes, need = _tile_plan(
                     parts, maps, shaped, channels, order, layer_index, phase, hw, policy,
@@ -298,6 +303,28 @@ def _count_maps(part: LayerCapture, phase: int, hw: HardwareView, policy: SkipPo
         return None if counts is None else counts.sum(3, keepdim=True)
     return (row_totals(nominal), row_totals(effectual), processed, row_totals(speculated),
             row_totals(scanned))
+
+
+def _plan_floor(maps: list[tuple], channels: torch.Tensor, order: str, chunks: int,
+                macs: int, hw: HardwareView) -> float:
+    """A floor under the objective of a plan's estimate (`plan_key`), from what the plan
+    does whatever its tiles: the phase's `macs` spread over every PE, and, when its chunks
+    pass partial sums (KEPT, SPILLED), their moves, known before tiling (`_plan_rows` adds
+    them: over the port both ways, through the buffer, and DRAM both ways when spilled).
+    Each stage takes one tile at a time, so no plan is shorter than any one stage's total,
+    nor cheaper than these moves and MACs. A split plan whose floor is above the best plan
+    found so far is not tiled: most of the search's time went to such plans (8 chunks, 8
+    tilings), and the plan chosen is the same."""
+    moved = 0
+    if order in (KEPT, SPILLED) and chunks > 1:
+        _, n_img, n_rows, length = maps[0][2].shape
+        moved = (chunks - 1) * len(channels) * n_img * n_rows * length * hw.psum_bytes
+    dram = 2 * moved if order == SPILLED else 0
+    cycles = max(macs / (hw.pes * hw.macs_per_pe_per_cycle),
+                 moved / hw.noc_port_bytes_per_cycle, dram / hw.dram_bytes_per_cycle)
+    pj = hw.estimated_pj(macs=macs, dram=dram, glb=2 * moved + dram // 2, unicast=2 * moved,
+                         local=moved, cycles=cycles)
+    return hw.objective_value(cycles, pj)
 
 
 def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple],

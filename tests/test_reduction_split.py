@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from desim.errors import ConfigError
 from desim.events import empty_table
 from mappings.counting import BP, FF, WG, SkipPolicy
 from mappings.planner import (
@@ -197,3 +198,66 @@ def test_a_chunk_made_dram_bound_by_its_spilled_sums_takes_the_tile_that_reads_l
         return int(table["dram_read_bytes"].sum())
 
     assert dram(bound) < dram(alone)
+
+
+# Views for the plan floor: the deep layer's (splits win), a roomy one (the whole reduction
+# wins, splits only add partial sums), every objective, index matching and load balancing.
+FLOOR_VIEWS = [
+    HW,
+    HardwareView(**{**HW.__dict__, "buffer_bytes": 1 << 20}),
+    HardwareView(**{**HW.__dict__, "buffer_bytes": 1 << 20, "objective": "delay"}),
+    HardwareView(**{**HW.__dict__, "buffer_bytes": 1 << 20, "objective": "energy",
+                    "static_pj_per_cycle": 5.0, "accumulator_bytes": 4}),
+    HardwareView(**{**HW.__dict__, "buffer_bytes": 24 * 1024, "index_matching_bits": 8,
+                    "index_scan_pj": 0.01, "index_match_pj": 0.02, "load_balance": True}),
+]
+
+
+@pytest.mark.parametrize("view", range(len(FLOOR_VIEWS)))
+@pytest.mark.parametrize("phase", [FF, BP, WG])
+def test_no_plan_is_estimated_below_its_floor(phase, view):
+    """`_plan_floor` bounds every plan's objective from below, in every order: a plan the
+    search skips for its floor could not have won."""
+    from mappings.planner import _plan_floor, _prepared_plans
+
+    hw = FLOOR_VIEWS[view]
+    layer = dense_capture(nn.Conv2d(CH, CH, 3, padding=1, bias=False), n=2, h=8)
+    totals, channels, plans = _prepared_plans(
+        _reduction_plans(layer, phase, hw, SkipPolicy(), True, 0), phase, hw)
+    seen = 0
+    for parts, maps, orders, shaped in plans:
+        for order in orders:
+            try:
+                table, *_ = _tile_plan(parts, maps, shaped, channels, order, 0, phase, hw,
+                                       SkipPolicy(), "test", True, 0, {})
+            except ConfigError:  # its smallest tile does not fit: the search skips it too
+                continue
+            floor = _plan_floor(maps, channels, order, len(parts), totals["processed_macs"], hw)
+            assert 0 < floor <= plan_key(table, hw, len(parts))[0], (len(parts), order)
+            seen += len(parts) > 1 and order in (KEPT, "spilled")
+    # roomy: 2, 4 and 8 chunks, kept and spilled (the tight buffer fits fewer)
+    assert seen >= (1 if phase == WG or view == 0 else 6)
+
+
+@pytest.mark.parametrize("phase", [FF, BP])
+def test_plans_skipped_for_their_floor_leave_the_choice_unchanged(phase, monkeypatch):
+    """With room for both operands the whole reduction wins, and the partial sums that
+    8 chunks spill cost more than it on their own: the search does not tile that plan, and
+    takes the same rows as a search that tiles every plan."""
+    import mappings.planner as planner
+
+    roomy = FLOOR_VIEWS[1]
+    layer = dense_capture(nn.Conv2d(CH, CH, 3, padding=1, bias=False), n=2, h=8)
+    tiled = []
+    tile_plan = planner._tile_plan
+    monkeypatch.setattr(planner, "_tile_plan",
+                        lambda parts, *a, **k: tiled.append(len(parts)) or tile_plan(parts, *a,
+                                                                                     **k))
+    table, totals = tile_phase(layer, 0, phase, roomy, SkipPolicy(), pruned_grads_unused=True)
+    assert sorted(tiled) == [1, 2, 2, 4, 4, 8]  # not 8 chunks spilled
+    tiled.clear()
+    monkeypatch.setattr(planner, "_plan_floor", lambda *a, **k: 0.0)
+    every, every_totals = tile_phase(layer, 0, phase, roomy, SkipPolicy(),
+                                     pruned_grads_unused=True)
+    assert sorted(tiled) == [1, 2, 2, 4, 4, 8, 8]  # each split plan, kept and spilled
+    assert table.tobytes() == every.tobytes() and totals == every_totals
