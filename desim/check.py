@@ -1,7 +1,7 @@
 """`desim check EXP.yaml`: an experiment validated and elaborated, not simulated.
 
 Every YAML file is validated, each run's processor elaborated and every tile checked to
-fit its buffer (`desim.elaborate`, on one batch of the untrained model: a tile's size
+fit its buffer (`desim.elaborate`, on two images of the untrained model: a tile's size
 depends on the layers' geometry only): a mistake shows in seconds, not after a capture
 and a simulation of minutes, and the table reads as the figures an architect quotes for
 each run's processor. An experiment with a `sweep:` section has each of its points

@@ -2,10 +2,11 @@
 
 Why: SystemC separates elaboration from simulation, and so does desim. Every run's
 processor is built (its NoC connected, its clocks on the picosecond grid, its energy prices
-resolved; `Simulator.elaborate()` binds every port), the workload's untrained model runs one
-batch (a SCALE-Sim topology CSV is read instead), each run's pruning is checked against the
-shapes of the layers it prunes (PermDNN's p must divide them, ...), and every layer-phase's
-smallest tile is checked against each design's buffer. `desim run` does this before its
+resolved; `Simulator.elaborate()` binds every port), the workload's untrained model runs two
+images (`mappings.workload.untrained`; a SCALE-Sim topology CSV is read instead), each
+run's pruning is checked against the shapes of the layers it prunes (PermDNN's p must
+divide them, ...), and every layer-phase's smallest tile is checked against each design's
+buffer. `desim run` does this before its
 first capture, so that a design error in its last run is said in seconds (DropBack's
 capture trains for minutes first); `desim check` stops here and prints the description
 (`describe`), which the report's "Processors" table reads back too.
@@ -95,7 +96,7 @@ def elaborate(experiment: Experiment, shared: Shared | None = None) -> list[dict
         workload = experiment.workloads[run.name]
         key = workload.model_dump_json()
         if key not in iterations:
-            try:  # the model takes one batch (a SCALE-Sim topology CSV is read)
+            try:  # the model takes two images (a SCALE-Sim topology CSV is read)
                 iterations[key] = untrained(workload)
             except ConfigError as err:
                 raise err.in_file(str(experiment.path)) from None

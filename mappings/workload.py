@@ -19,6 +19,7 @@ from desim.errors import ConfigError, out_of_memory
 from mappings.capture import BitMap, PackedLayer, VectorCapture, capture
 from mappings.datasets import batch
 from mappings.models import build_model, default_input_shape, input_shape_misfit
+from mappings.models.common import MatMul
 from mappings.pruning import PruningSpec, prune_model
 from mappings.scalesim import read_topology
 from mappings.specs import WorkloadSpec
@@ -66,20 +67,31 @@ class Untrained:
     # None for a SCALE-Sim topology, which is not pruned
 
 
+# Images the untrained iteration takes: a tile's size and the fit check's verdict do not
+# depend on the batch past two (one image is a tile's least; WG tries chunks of one image,
+# as it does at any batch), and two keep a batch norm on a 1 x 1 map trainable.
+CHECK_IMAGES = 2
+
+
 def untrained(spec: WorkloadSpec) -> Untrained:
     """The workload's conv and linear layers as one iteration of its model, untrained and
     unpruned, captures them, and the model's modules. Their geometry (shapes, stride,
     padding, groups) is the trained model's, and neither a tile's size nor a pruning's
     constraints (`mappings.pruning.check_layers`) depend on anything else, so
-    `desim.elaborate` checks both before any training."""
+    `desim.elaborate` checks both before any training. The iteration takes `CHECK_IMAGES`
+    images, not the batch (at ImageNet size, batch 8, a quarter of the time), unless the
+    model multiplies activations (`MatMul`): the batch is those layers' groups."""
     if spec.scalesim_topology is not None:
         return Untrained(read_topology(spec.scalesim_topology, packed=True), None)
     model, shape = checked_model(spec)
     classes = num_classes(spec)
+    images = spec.batch
+    if not any(isinstance(m, MatMul) for m in model.modules()):
+        images = min(images, CHECK_IMAGES)
 
     def one_iteration() -> list[PackedLayer]:  # on random inputs: no data set to load
         gen = torch.Generator().manual_seed(spec.seed)
-        return capture(model, *batch("random", spec.batch, shape, classes, generator=gen),
+        return capture(model, *batch("random", images, shape, classes, generator=gen),
                        packed=True)
     layers = _within_memory(spec, shape, one_iteration)
     return Untrained(layers, model.to("meta"))  # its weights' memory freed, shapes kept

@@ -48,6 +48,44 @@ def test_the_check_agrees_with_the_mapper_on_every_layer_phase(lenet5_layers, ar
     assert compared == 7 * len(lenet5_layers) * 3 and 0 < refused < compared
 
 
+def test_the_check_takes_two_images_and_gives_the_verdict_of_the_whole_batch():
+    """The untrained iteration takes two images whatever the batch (a tile is one image at
+    least; WG tries chunks of one image at any batch): at every budget each layer-phase
+    fits exactly when it fits at batch 8, and an FF or BP misfit says the same."""
+    import torch
+
+    from mappings.capture import capture
+    from mappings.datasets import batch
+    from mappings.workload import checked_model
+
+    spec = WorkloadSpec(model="lenet5", batch=8)
+    two = [p.unpack() for p in untrained(spec).layers]
+    model, shape = checked_model(spec)
+    gen = torch.Generator().manual_seed(spec.seed)
+    eight = [p.unpack() for p in capture(model, *batch("random", 8, shape, 10, generator=gen),
+                                         packed=True)]
+    assert {layer.x_nz.shape[0] for layer in two} == {2}
+    assert {layer.x_nz.shape[0] for layer in eight} == {8}
+    view = arch_view("dense.yaml")
+    refused = 0
+    for budget in (128, 256, 512, 1024, 2048, 4096, 8192):
+        hw = replace(view, buffer_bytes=budget)
+        for small, whole in zip(two, eight, strict=True):
+            for phase in (FF, BP, WG):
+                a, b = geometry_misfit(small, phase, hw), geometry_misfit(whole, phase, hw)
+                assert (a is None) == (b is None), (budget, small.name, phase)
+                if a is not None and phase != WG:
+                    assert a.message == b.message
+                refused += a is not None
+    assert refused > 0
+
+
+def test_a_model_that_multiplies_activations_is_checked_at_its_batch():
+    """A transformer block's attention matmuls take the batch as their groups (4 heads)."""
+    layers = untrained(WorkloadSpec(model="transformer_block", batch=3, num_classes=4)).layers
+    assert [p.unpack().groups for p in layers if p.unpack().kind == "matmul"] == [12, 12]
+
+
 def test_desim_check_refuses_a_buffer_too_small_before_any_training(tmp_path):
     """dropback_lenet trains for 600 iterations before its capture: the check does not."""
     configs = copy_configs(tmp_path)
