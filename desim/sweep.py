@@ -279,7 +279,7 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
     points = plan_points(spec)
     _check_some_point_is_valid(path, base, points)
     writable_folder(out)
-    _check_manifest(out, path, base, spec, points)
+    current = _check_manifest(out, path, base)
 
     done = {}
     for point in points:
@@ -288,11 +288,14 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
             done[point.point_id] = record["status"]
     todo = [p for p in points if p.point_id not in done]
     failed_before = sum(status != "ok" for status in done.values())
-    log = _Log(out / "sweep.log")
-    log(f"start: {len(points)} points, {len(done)} already done, {len(todo)} to compute "
-        f"({'scheduler ' + scheduler if scheduler else f'local cluster, {workers} workers'})")
-    with _progress_bar(progress, len(points), len(done), failed_before) as bar:
-        _compute(path, out, base, todo, scheduler, workers, log, bar)
+    # Connected first: a scheduler that is not there leaves the folder as it was.
+    with _client(scheduler, workers) if todo else contextlib.nullcontext() as client:
+        _write_manifest(out, path, base, spec, points, current)
+        log = _Log(out / "sweep.log")
+        log(f"start: {len(points)} points, {len(done)} already done, {len(todo)} to compute "
+            f"({'scheduler ' + scheduler if scheduler else f'local cluster, {workers} workers'})")
+        with _progress_bar(progress, len(points), len(done), failed_before) as bar:
+            _compute(path, out, base, todo, client, log, bar)
     frame = gather(out, points, spec)
     _write_parquet(out / "results.parquet", frame)
     plot_pareto(frame, spec.objectives, out / "pareto.png")
@@ -321,11 +324,11 @@ def _check_some_point_is_valid(path: Path, base: list[str], points: list[Point])
                           f"{points[0].values})", file=first.file, key=first.key)
 
 
-def _compute(path: Path, out: Path, base: list[str], todo: list[Point], scheduler: str | None,
-             workers: int, log: _Log, bar: _Bar) -> None:
+def _compute(path: Path, out: Path, base: list[str], todo: list[Point], client: Client | None,
+             log: _Log, bar: _Bar) -> None:
     """Resolve and elaborate each point here (as `desim check` does: a design or pruning a
-    point cannot take fails it now, not after its capture), run the valid ones on Dask,
-    write each file as it finishes."""
+    point cannot take fails it now, not after its capture), run the valid ones on Dask
+    (`client`, None only when `todo` is empty), write each file as it finishes."""
     from desim.elaborate import Shared, elaborate
     from desim.experiment import load_experiment
     from desim.workload_cache import cache_key
@@ -356,34 +359,34 @@ def _compute(path: Path, out: Path, base: list[str], todo: list[Point], schedule
     ready.sort(key=lambda item: item[2])
     from distributed import as_completed
 
+    assert client is not None
     session = uuid.uuid4().hex[:8]  # two sweeps on one scheduler never share a point's key
-    with _client(scheduler, workers) as client:
-        captures: dict[str, Any] = {}
-        futures = {}
-        for point, experiment, keys in ready:
-            needed = {}
-            for run, key in zip(experiment.spec.runs, keys, strict=True):
-                if key not in captures:
-                    captures[key] = client.submit(
-                        _capture_task, experiment.workloads[run.name], run.pruning,
-                        str((out / "cache").resolve()), key=f"capture-{key}")
-                needed[key] = captures[key]
-            future = client.submit(_point_task, experiment, needed,
-                                   key=f"point-{point.point_id}-{session}")
-            futures[future] = (point, experiment)
-        captures.clear()  # Dask keeps each capture while a point still needs it
-        for future in as_completed(futures):
-            point, experiment = futures.pop(future)
-            if future.status == "cancelled":  # the scheduler went away: not the point's fault
-                log(f"point {point.point_id} cancelled; it runs when the sweep is resumed")
-                continue
-            if future.status == "finished":
-                result = future.result()
-            else:  # its worker died again and again (KilledWorker: out of memory, a crash)
-                result = {**_failure(future.exception(), future.traceback()),
-                          "elapsed_s": None, "worker": None}
-            future.release()
-            _finish(out, point, base + point.overrides, experiment, result, log, bar)
+    captures: dict[str, Any] = {}
+    futures = {}
+    for point, experiment, keys in ready:
+        needed = {}
+        for run, key in zip(experiment.spec.runs, keys, strict=True):
+            if key not in captures:
+                captures[key] = client.submit(
+                    _capture_task, experiment.workloads[run.name], run.pruning,
+                    str((out / "cache").resolve()), key=f"capture-{key}")
+            needed[key] = captures[key]
+        future = client.submit(_point_task, experiment, needed,
+                               key=f"point-{point.point_id}-{session}")
+        futures[future] = (point, experiment)
+    captures.clear()  # Dask keeps each capture while a point still needs it
+    for future in as_completed(futures):
+        point, experiment = futures.pop(future)
+        if future.status == "cancelled":  # the scheduler went away: not the point's fault
+            log(f"point {point.point_id} cancelled; it runs when the sweep is resumed")
+            continue
+        if future.status == "finished":
+            result = future.result()
+        else:  # its worker died again and again (KilledWorker: out of memory, a crash)
+            result = {**_failure(future.exception(), future.traceback()),
+                      "elapsed_s": None, "worker": None}
+        future.release()
+        _finish(out, point, base + point.overrides, experiment, result, log, bar)
 
 
 def _finish(out: Path, point: Point, sets: list[str], experiment: Experiment | None,
@@ -441,11 +444,9 @@ def read_point(out: Path, pid: str) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and "status" in record else None
 
 
-def _check_manifest(out: Path, path: Path, base: list[str], spec: SweepSpec,
-                    points: list[Point]) -> None:
-    """Refuse to resume into a folder whose points were computed from other inputs."""
-    from desim.results import write_json
-
+def _check_manifest(out: Path, path: Path, base: list[str]) -> str:
+    """Refuse to resume into a folder whose points were computed from other inputs; return
+    the inputs' fingerprint for `_write_manifest` (nothing is written here)."""
     current = fingerprint(path, base)
     manifest = out / "sweep.json"
     if manifest.is_file():
@@ -458,6 +459,15 @@ def _check_manifest(out: Path, path: Path, base: list[str], spec: SweepSpec,
                               "--set overrides or an architecture file changed since); use "
                               "another --out, or delete the folder to start over",
                               file=str(out))
+    return current
+
+
+def _write_manifest(out: Path, path: Path, base: list[str], spec: SweepSpec,
+                    points: list[Point], current: str) -> None:
+    """DIR/sweep.json: what the folder is a sweep of (`current`: `_check_manifest`'s)."""
+    from desim.results import write_json
+
+    manifest = out / "sweep.json"
     for stale in (out / "points").glob(".*.tmp"):  # a write cut short by a kill
         stale.unlink(missing_ok=True)
     write_json(manifest, {"experiment": str(path.resolve()), "fingerprint": current,

@@ -27,6 +27,7 @@ from desim.runner import run, summarize
 from desim.sweep import (
     Point,
     _check_manifest,
+    _write_manifest,
     gather,
     load_sweep_spec,
     pareto_mask,
@@ -165,12 +166,19 @@ def test_resume_into_a_folder_of_other_inputs_is_refused(tmp_path):
     path = write_experiment(tmp_path, {"workload.batch": [1, 2]})
     spec = load_sweep_spec(path)
     points = plan_points(spec)
-    _check_manifest(tmp_path / "out", path, [], spec, points)
-    _check_manifest(tmp_path / "out", path, [], spec, points)  # same inputs: fine
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def resume(overrides: list[str]) -> None:
+        _write_manifest(out, path, overrides, spec, points,
+                        _check_manifest(out, path, overrides))
+
+    resume([])
+    resume([])  # same inputs: fine
     # extending the sweep section is fine (its points are new ids) ...
-    _check_manifest(tmp_path / "out", path, ["sweep.seed=5"], spec, points)
+    resume(["sweep.seed=5"])
     with pytest.raises(ConfigError, match="sweep of other inputs"):  # ... other numbers not
-        _check_manifest(tmp_path / "out", path, ["workload.seed=1"], spec, points)
+        resume(["workload.seed=1"])
 
 
 def fake_frame(tmp_path: Path) -> pd.DataFrame:
@@ -362,26 +370,35 @@ def test_failing_points_are_recorded_and_the_others_complete(tmp_path):
 
 
 def test_an_unreachable_scheduler_exits_2_naming_its_address(tmp_path):
-    """Nothing listens at the address (a port just closed): one line, exit 2. Dask's
-    connect timeout (30 s by default) is set to 1 s through its config."""
+    """Nothing listens at the address (a port just closed): one line, exit 2, and the
+    sweep folder as it was (no sweep.json, log or point file, no progress bar drawn): it
+    connects before writing anything. Dask's connect timeout (30 s by default) is set to
+    1 s through its config. The axis's second value fails at its elaboration, which would
+    write its point file."""
     import socket
 
-    path = write_experiment(tmp_path, {"runs.0.pruning.sparsity": [0.5]}, single_run=True)
+    path = write_experiment(tmp_path, {"arch.hppu.global_buffer.capacity_kib": [512, 1]},
+                            single_run=True)
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         address = f"tcp://127.0.0.1:{closed.getsockname()[1]}"
+    out = tmp_path / "out"
     result = subprocess.run(
         [sys.executable, "-c", "from desim.sweep import main; main()", str(path),
-         "--out", str(tmp_path / "out"), "--scheduler", address],
+         "--out", str(out), "--scheduler", address],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
         env={**os.environ, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "1s"})
     assert result.returncode == 2, result.stderr
     message = " ".join(result.stderr.split())
-    assert f"error: --scheduler {address}: cannot connect to a Dask scheduler there" in message
+    assert message.startswith(f"error: --scheduler {address}: cannot connect to a Dask "
+                              "scheduler there"), message
     assert "Timed out trying to connect" in message and "Traceback" not in message
-    # not an address at all: the same error, at once
+    assert "sweep" not in message.split("error:")[0]  # no progress bar before the error
+    assert list(out.iterdir()) == []
+    # not an address at all: the same error, at once, and still nothing written
     with pytest.raises(ConfigError, match="--scheduler nonsense: .*missing port number"):
-        sweep(path, tmp_path / "out", scheduler="nonsense")
+        sweep(path, out, scheduler="nonsense")
+    assert list(out.iterdir()) == []
 
 
 def test_check_lists_the_invalid_points_of_a_sweep(tmp_path):
