@@ -27,6 +27,10 @@ Why it is built this way:
 - Failed points are not retried on resume (their file records the error); `--retry-failed`
   (`retry_failed=True`) does. `desim sweep` exits 1 when any point failed, after writing
   the others, so that a script can tell.
+- A scheduler lost mid-sweep (stopped, or the network failed) cancels the points it had not
+  finished: `SchedulerLost`, one line and exit 1; they have no file, so a resumed sweep
+  computes them. An unreachable `--scheduler` is refused (exit 2) before the folder is
+  touched.
 """
 
 from __future__ import annotations
@@ -268,6 +272,7 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
     cluster of `workers` processes with one thread each (the simulator is single-threaded
     Python: processes, not threads, run points in parallel). `overrides`: `--set` items
     applied to every point before its own. Returns results.parquet's table (see `gather`).
+    Raises `SchedulerLost` if the scheduler goes away before every point is finished.
     """
     path, out = Path(path), Path(out)
     if workers < 1:
@@ -295,7 +300,7 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
         log(f"start: {len(points)} points, {len(done)} already done, {len(todo)} to compute "
             f"({'scheduler ' + scheduler if scheduler else f'local cluster, {workers} workers'})")
         with _progress_bar(progress, len(points), len(done), failed_before) as bar:
-            _compute(path, out, base, todo, client, log, bar)
+            _compute(path, out, base, todo, client, scheduler, log, bar)
     frame = gather(out, points, spec)
     _write_parquet(out / "results.parquet", frame)
     plot_pareto(frame, spec.objectives, out / "pareto.png")
@@ -325,10 +330,11 @@ def _check_some_point_is_valid(path: Path, base: list[str], points: list[Point])
 
 
 def _compute(path: Path, out: Path, base: list[str], todo: list[Point], client: Client | None,
-             log: _Log, bar: _Bar) -> None:
+             scheduler: str | None, log: _Log, bar: _Bar) -> None:
     """Resolve and elaborate each point here (as `desim check` does: a design or pruning a
     point cannot take fails it now, not after its capture), run the valid ones on Dask
-    (`client`, None only when `todo` is empty), write each file as it finishes."""
+    (`client`, None only when `todo` is empty; `scheduler`: its address, None for the local
+    cluster), write each file as it finishes."""
     from desim.elaborate import Shared, elaborate
     from desim.experiment import load_experiment
     from desim.workload_cache import cache_key
@@ -357,36 +363,72 @@ def _compute(path: Path, out: Path, base: list[str], todo: list[Point], client: 
         return
     # Points sharing captures run together, so a capture's memory is freed early.
     ready.sort(key=lambda item: item[2])
-    from distributed import as_completed
-
     assert client is not None
+    try:
+        for point, experiment, result in _on_dask(client, scheduler, ready, out):
+            _finish(out, point, base + point.overrides, experiment, result, log, bar)
+    except SchedulerLost as err:
+        log(str(err))
+        raise
+
+
+class SchedulerLost(Exception):
+    """The connection to the Dask scheduler broke mid-sweep (it stopped, or the network
+    failed). The points it had not finished have no file, so a resumed sweep computes them;
+    `desim sweep` exits 1 with this message."""
+
+
+def _on_dask(client: Client, scheduler: str | None,
+             ready: list[tuple[Point, Experiment, list[str]]], out: Path
+             ) -> Iterator[tuple[Point, Experiment, dict[str, Any]]]:
+    """Submit the points (after the captures they need) and yield each with its result as
+    it finishes. Losing the scheduler cancels every future left, or makes a call raise:
+    then SchedulerLost, after the points that did finish. Only Dask's calls are made in
+    here, so a point file that cannot be written is not taken for a lost scheduler."""
+    from concurrent.futures import CancelledError
+
+    from distributed import as_completed
+    from distributed.client import ClosedClientError
+
     session = uuid.uuid4().hex[:8]  # two sweeps on one scheduler never share a point's key
-    captures: dict[str, Any] = {}
-    futures = {}
-    for point, experiment, keys in ready:
-        needed = {}
-        for run, key in zip(experiment.spec.runs, keys, strict=True):
-            if key not in captures:
-                captures[key] = client.submit(
-                    _capture_task, experiment.workloads[run.name], run.pruning,
-                    str((out / "cache").resolve()), key=f"capture-{key}")
-            needed[key] = captures[key]
-        future = client.submit(_point_task, experiment, needed,
-                               key=f"point-{point.point_id}-{session}")
-        futures[future] = (point, experiment)
-    captures.clear()  # Dask keeps each capture while a point still needs it
-    for future in as_completed(futures):
-        point, experiment = futures.pop(future)
-        if future.status == "cancelled":  # the scheduler went away: not the point's fault
-            log(f"point {point.point_id} cancelled; it runs when the sweep is resumed")
-            continue
-        if future.status == "finished":
-            result = future.result()
-        else:  # its worker died again and again (KilledWorker: out of memory, a crash)
-            result = {**_failure(future.exception(), future.traceback()),
-                      "elapsed_s": None, "worker": None}
-        future.release()
-        _finish(out, point, base + point.overrides, experiment, result, log, bar)
+    finished, cause = 0, ""
+    try:
+        captures: dict[str, Any] = {}
+        futures = {}
+        for point, experiment, keys in ready:
+            needed = {}
+            for run, key in zip(experiment.spec.runs, keys, strict=True):
+                if key not in captures:
+                    captures[key] = client.submit(
+                        _capture_task, experiment.workloads[run.name], run.pruning,
+                        str((out / "cache").resolve()), key=f"capture-{key}")
+                needed[key] = captures[key]
+            future = client.submit(_point_task, experiment, needed,
+                                   key=f"point-{point.point_id}-{session}")
+            futures[future] = (point, experiment)
+        captures.clear()  # Dask keeps each capture while a point still needs it
+        for future in as_completed(futures):
+            point, experiment = futures.pop(future)
+            if future.status == "cancelled":  # the scheduler went away: not the point's fault
+                continue
+            if future.status == "finished":
+                result = future.result()
+            else:  # its worker died again and again (KilledWorker: out of memory, a crash)
+                result = {**_failure(future.exception(), future.traceback()),
+                          "elapsed_s": None, "worker": None}
+            future.release()
+            finished += 1
+            yield point, experiment, result
+    # CommClosedError and TimeoutError are OSErrors; a client closed after failing to
+    # reconnect (Dask tries for distributed.comm.timeouts.connect) refuses to submit
+    except (OSError, CancelledError, ClosedClientError) as err:
+        cause = f" ({type(err).__name__}: {' '.join(str(err).split())})"
+    if finished < len(ready):
+        raise SchedulerLost(
+            "lost the connection to the Dask scheduler "
+            f"{'at ' + scheduler if scheduler else 'of the local cluster'}{cause}: "
+            f"{len(ready) - finished} of {len(ready)} points unfinished (the finished ones are "
+            "written): run the same command again to compute them")
 
 
 def _finish(out: Path, point: Point, sets: list[str], experiment: Experiment | None,
@@ -420,8 +462,17 @@ def _client(scheduler: str | None, workers: int) -> Iterator[Client]:
         except (OSError, ValueError) as err:  # nothing there, or not an address
             raise ConfigError(f"--scheduler {scheduler}: cannot connect to a Dask scheduler "
                               f"there ({err})") from None
-        with remote as client:
-            yield client
+        try:
+            yield remote
+        finally:  # after a lost scheduler, Dask logs the reconnection that closing cancels
+            distributed_client = logging.getLogger("distributed.client")
+            level = distributed_client.level
+            distributed_client.setLevel(logging.CRITICAL)  # SchedulerLost says it in a line
+            try:  # every finished point is written by now: a failed close loses nothing
+                with contextlib.suppress(OSError):
+                    remote.close()
+            finally:
+                distributed_client.setLevel(level)
         return
     saved = dict(os.environ)  # the nanny sets its workers' variables in our environment
     try:
@@ -771,6 +822,10 @@ def register(app: typer.Typer) -> None:
         except ConfigError as err:
             errors.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except SchedulerLost as err:  # the finished points are written; a script must know
+            errors.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False,
+                         soft_wrap=True)
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             errors.print(f"interrupted: finished points are in {out}/points; run the same "
                          "command again to compute the others", highlight=False)

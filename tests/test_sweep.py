@@ -401,6 +401,85 @@ def test_an_unreachable_scheduler_exits_2_naming_its_address(tmp_path):
     assert list(out.iterdir()) == []
 
 
+def test_a_lost_scheduler_exits_1_and_its_unfinished_points_stay_to_compute(tmp_path):
+    """A Dask scheduler (and one worker without a nanny) in processes of their own; the
+    sweep runs on it and the scheduler is SIGKILLed once the first point is written: the
+    sweep exits 1 at once with one line saying so and how many points are unfinished, and
+    exactly those have no file (a resumed sweep computes them, as the SIGKILL test shows)."""
+    path = write_experiment(tmp_path, {"runs.0.pruning.sparsity": [0.5, 0.6, 0.7, 0.8]},
+                            single_run=True)
+    out, address_file = tmp_path / "out", tmp_path / "scheduler.json"
+    dask = [sys.executable, "-m"]
+    started = []
+    try:
+        started.append(subprocess.Popen(
+            [*dask, "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
+             "--no-dashboard", "--scheduler-file", str(address_file)],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        scheduler = started[0]
+        started.append(subprocess.Popen(
+            [*dask, "distributed.cli.dask_worker", "--scheduler-file", str(address_file),
+             "--nthreads", "1", "--no-nanny", "--no-dashboard"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 600  # a hang guard, not a speed claim
+        while not address_file.is_file() or not address_file.read_text().strip():
+            assert scheduler.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        address = json.loads(address_file.read_text())["address"]
+        started.append(subprocess.Popen(
+            [sys.executable, "-c", "from desim.sweep import main; main()", str(path),
+             "--out", str(out), "--scheduler", address],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        client = started[2]
+        while not list((out / "points").glob("*.json")):
+            assert client.poll() is None, client.communicate()
+            assert time.monotonic() < deadline, "no point finished in 600 s"
+            time.sleep(0.02)
+        scheduler.kill()
+        stdout, stderr = client.communicate(timeout=120)
+    finally:
+        for process in started:
+            process.kill()
+            process.wait()
+    assert client.returncode == 1, stderr
+    assert "Traceback" not in stderr and "Traceback" not in stdout
+    message = " ".join(stderr.split())
+    written = len(list((out / "points").glob("*.json")))
+    assert 1 <= written < 4
+    assert (f"error: lost the connection to the Dask scheduler at {address}: {4 - written} "
+            "of 4 points unfinished (the finished ones are written): run the same command "
+            "again to compute them") in message
+    assert not (out / "results.parquet").exists()  # not a finished sweep's table
+    log = (out / "sweep.log").read_text()
+    assert f"{4 - written} of 4 points unfinished" in log.splitlines()[-1]
+
+
+def test_a_connection_error_from_dask_is_a_lost_scheduler(tmp_path):
+    """The seam the test above cannot time: a Dask call that raises (CommClosedError, an
+    OSError) rather than cancelling the futures. A stand-in client raises it on the first
+    submit; no point was finished, so every point is unfinished."""
+    from types import SimpleNamespace
+
+    from distributed.comm.core import CommClosedError
+
+    from desim.sweep import SchedulerLost, _on_dask
+
+    class Gone:
+        def submit(self, *args: Any, **kwargs: Any) -> None:
+            raise CommClosedError("in <TCP (closed)>: Stream is closed")
+
+    run_spec = SimpleNamespace(name="hppu", pruning=None)
+    experiment = SimpleNamespace(spec=SimpleNamespace(runs=[run_spec]),
+                                 workloads={"hppu": None})
+    ready = [(Point(str(i), {}), experiment, ["key"]) for i in range(3)]
+    with pytest.raises(SchedulerLost) as lost:
+        list(_on_dask(Gone(), "tcp://10.0.0.1:8786", ready, tmp_path))  # type: ignore[arg-type]
+    assert str(lost.value) == (
+        "lost the connection to the Dask scheduler at tcp://10.0.0.1:8786 (CommClosedError: "
+        "in <TCP (closed)>: Stream is closed): 3 of 3 points unfinished (the finished ones "
+        "are written): run the same command again to compute them")
+
+
 def test_check_lists_the_invalid_points_of_a_sweep(tmp_path):
     """`desim check` on a sweep: every point is elaborated, nothing simulated;
     the invalid ones come back with their values and the key at fault."""
