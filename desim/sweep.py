@@ -820,20 +820,22 @@ def register(app: typer.Typer) -> None:
             frame = sweep(config, out, scheduler, workers, overrides=set_ or [],
                           retry_failed=retry_failed, progress=True, plots=plots)
         except ConfigError as err:
-            errors.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            errors.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False,
+                         soft_wrap=True)
             raise typer.Exit(2) from None
         except SchedulerLost as err:  # the finished points are written; a script must know
             errors.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False,
                          soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
-            errors.print(f"interrupted: finished points are in {out}/points; run the same "
-                         "command again to compute the others", highlight=False)
+            errors.print(escape(f"interrupted: finished points are in {out}/points; run the "
+                                "same command again to compute the others"), highlight=False)
             raise typer.Exit(130) from None
         print_sweep(console, frame)
         status = frame.drop_duplicates("point_id")["status"]
         failed = int((status == "failed").sum())
-        console.print(f"results in {out}/ (results.parquet, pareto.png, points/, sweep.log); "
+        console.print(f"results in {escape(str(out))}/ (results.parquet, pareto.png, points/, "
+                      "sweep.log); "
                       f"{time.perf_counter() - started:.1f} s"
                       + (f"; {failed} of {len(status)} points failed: exit 1" if failed else ""))
         if failed:  # everything that succeeded is written; a script must still be told

@@ -401,6 +401,22 @@ def test_an_unreachable_scheduler_exits_2_naming_its_address(tmp_path):
     assert list(out.iterdir()) == []
 
 
+def test_an_error_is_printed_as_it_is_not_as_rich_markup(tmp_path):
+    """The command line's one-line error holds the user's text verbatim: square brackets
+    in it are not taken for rich markup (`[/]` made a MarkupError traceback; `[bold]` was
+    swallowed from the message)."""
+    path = write_experiment(tmp_path, {"runs.0.pruning.sparsity": [0.5]}, single_run=True)
+    for metric in ("[/]", "[bold]x"):
+        result = subprocess.run(
+            [sys.executable, "-c", "from desim.sweep import main; main()", str(path),
+             "--out", str(tmp_path / "out"), "--plot", f"{metric}:runs.0.pruning.sparsity"],
+            cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr
+        assert " ".join(result.stderr.split()).startswith(
+            f"error: --plot: unknown metric {metric!r}; expected one of cycles"), result.stderr
+
+
 def test_a_lost_scheduler_exits_1_and_its_unfinished_points_stay_to_compute(tmp_path):
     """A Dask scheduler (and one worker without a nanny) in processes of their own; the
     sweep runs on it and the scheduler is SIGKILLed once the first point is written: the
