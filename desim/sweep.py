@@ -709,7 +709,7 @@ def plot_pareto(frame: pd.DataFrame, objectives: Sequence[str], out: Path) -> Pa
     ax.grid(alpha=0.3)
     if len(totals):
         ax.legend(fontsize="small")
-    fig.savefig(out, dpi=120)
+    _save(fig, out)
     return out
 
 
@@ -750,8 +750,15 @@ def plot_metric(frame: pd.DataFrame, metric: str, axis: str, out: str | Path,
     if len(rows):
         ax.legend(fontsize="small")
     out = Path(out)
-    fig.savefig(out, dpi=120)
+    _save(fig, out)
     return out
+
+
+def _save(fig: Any, out: Path) -> None:
+    """Write the figure atomically, in the format its name says (a kill mid-write leaves
+    the earlier plot whole, never half a file)."""
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=120, format=out.suffix.removeprefix(".") or "png")
 
 
 def _xs(column: pd.Series, numeric: bool) -> list[Any]:

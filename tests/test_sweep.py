@@ -230,6 +230,36 @@ def test_gather_pareto_and_plots(tmp_path):
 
 # --- sweeps on a local Dask cluster ---------------------------------------------------------
 
+def test_a_plot_cut_short_leaves_the_earlier_one_whole(tmp_path, monkeypatch):
+    """pareto.png and the --plot figures are written atomically: a write that fails half
+    way (as a kill or a full disk would cut it) leaves the earlier file as it was and no
+    temporary beside it; one that succeeds is a whole PNG (SVG for an .svg name)."""
+    from matplotlib.figure import Figure
+
+    frame = fake_frame(tmp_path)
+    folder = tmp_path / "plots"
+    folder.mkdir()
+    plot_pareto(frame, ["energy_j", "cycles"], folder / "pareto.png")
+    plot_metric(frame, "energy_j", "runs.1.pruning.sparsity", folder / "metric.svg")
+    assert (folder / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    assert b"<svg" in (folder / "metric.svg").read_bytes()[:500]
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    save = Figure.savefig
+
+    def cut_short(self: Figure, fname: Any, **kwargs: Any) -> None:
+        save(self, fname, **kwargs)
+        with open(fname, "r+b") as f:
+            f.truncate(100)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", cut_short)
+    with pytest.raises(OSError, match="No space left"):
+        plot_pareto(frame, ["energy_j", "cycles"], folder / "pareto.png")
+    with pytest.raises(OSError, match="No space left"):
+        plot_metric(frame, "energy_j", "runs.1.pruning.sparsity", folder / "metric.svg")
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
 def test_grid_matches_single_runs(tmp_path):
     """A 2x2 grid (a pruning key and an arch key) on two workers gives, bit for bit, the
     numbers of four single runs of desim.runner with the same overrides."""
