@@ -519,8 +519,10 @@ def _write_manifest(out: Path, path: Path, base: list[str], spec: SweepSpec,
     from desim.results import write_json
 
     manifest = out / "sweep.json"
-    for stale in (out / "points").glob(".*.tmp"):  # a write cut short by a kill
-        stale.unlink(missing_ok=True)
+    # writes cut short by a kill: point files, captures (large), the table, the plots
+    for folder in (out / "points", out / "cache", out):
+        for stale in folder.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
     write_json(manifest, {"experiment": str(path.resolve()), "fingerprint": current,
                           "overrides": base, "sweep": spec.model_dump(mode="json"),
                           "points": [{"point_id": p.point_id, "overrides": p.values}

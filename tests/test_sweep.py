@@ -205,6 +205,32 @@ def fake_frame(tmp_path: Path) -> pd.DataFrame:
     return gather(out, [*points, Point("0" * 16, {"runs.1.pruning.sparsity": 1.0})], spec)
 
 
+def test_a_resumed_sweep_removes_what_a_kill_left_half_written(tmp_path):
+    """Every point already has its file, so nothing is computed: the temporaries that
+    atomic writes leave when killed (a point file, a capture, the table, a plot) are
+    removed; other files stay."""
+    path = write_experiment(tmp_path, {"runs.0.pruning.sparsity": [0.5, 0.7]},
+                            single_run=True)
+    out = tmp_path / "out"
+    points = plan_points(load_sweep_spec(path))
+    fake_frame(tmp_path)  # writes finished points' records: one, under this sweep's ids
+    record = json.loads(next((tmp_path / "fake" / "points").glob("*.json")).read_text())
+    (out / "points").mkdir(parents=True)
+    (out / "cache").mkdir()
+    for point in points:
+        (out / "points" / f"{point.point_id}.json").write_text(
+            json.dumps({**record, "point_id": point.point_id}))
+    stale = [out / "points" / ".abc.json.x1.tmp", out / "cache" / ".k.pt.x2.tmp",
+             out / ".results.parquet.x3.tmp", out / ".pareto.png.x4.tmp"]
+    kept = [out / "cache" / "k.pt", out / "notes.tmp", out / ".keep"]
+    for file in stale + kept:
+        file.write_text("half")
+    frame = sweep(path, out, workers=1)
+    assert len(frame.drop_duplicates("point_id")) == 2 and (frame["status"] == "ok").all()
+    assert not any(file.exists() for file in stale)
+    assert all(file.read_text() == "half" for file in kept)
+
+
 def test_gather_pareto_and_plots(tmp_path):
     frame = fake_frame(tmp_path)
     assert list(frame.columns[:2]) == ["point_id", "runs.1.pruning.sparsity"]
