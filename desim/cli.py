@@ -69,8 +69,8 @@ def run(
         summary = guarded(lambda: run_and_write(experiment, out, progress=status.update))
     print_summary(summary, {name: a.vector_unit is not None
                             for name, a in experiment.archs.items()})
-    console.print(f"results in {out}/ (summary.json, layers.csv, energy.csv, stats.txt, "
-                  "config.json); "
+    console.print(f"results in {escape(str(out))}/ (summary.json, layers.csv, energy.csv, "
+                  "stats.txt, config.json); "
                   f"{time.perf_counter() - started:.1f} s")
 
 
@@ -174,7 +174,7 @@ def topology(
         return draw_topology(graph, out, utilization), graph
 
     path, graph = guarded(draw)
-    console.print(f"wrote {path} ({graph.number_of_nodes()} nodes, "
+    console.print(f"wrote {escape(str(path))} ({graph.number_of_nodes()} nodes, "
                   f"{graph.number_of_edges()} links)")
 
 

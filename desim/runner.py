@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import math
+import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ class RunResult:
     energy_prices_pj: dict[str, float]  # the price of each action (arch.energy.DesignPrices)
     layer_energy: pd.DataFrame      # per layer-phase, component and action (J): energy.csv
     trace: dict[str, Any] | None = None  # Chrome/Perfetto events, when traced
-    vcd: Path | None = None  # the waveform file this run wrote, if any
+    vcd: Path | None = None  # the waveform file of this run, if any (see `unpublished`)
 
     @property
     def cycles(self) -> int:
@@ -125,13 +126,12 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
     if arch.pe_cluster.systolic is not None:
         systolic_compute(work, workload, arch.pe_cluster.systolic)
     acc.replay([w.table for w in work], phase_waits(work))
-    tracer = None
-    vcd = out / f"waves_{name}.vcd" if observe.vcd and out is not None else None
-    if observe.trace or observe.vcd:
-        tracer = sim.enable_tracing(vcd_path=vcd)
+    tracer = sim.enable_tracing() if observe.trace or observe.vcd else None
     sim.run()
-    if tracer is not None:
-        sim.finish_tracing()
+    vcd = None
+    if tracer is not None and observe.vcd and out is not None:
+        vcd = out / f"waves_{name}.vcd"  # published there by write_results, with the rest
+        unpublished(vcd).write_text(tracer.vcd_text(sim.now_ps))
     period = acc.clock.period_ps
     rows, energy_rows, by_component = [], [], Counter()
     for w, rec in zip(work, acc.records, strict=True):
@@ -187,7 +187,8 @@ def run(experiment: Experiment, progress: Callable[[str], None] | None = None,
     """Every run of an experiment; a (workload, pruning) pair is captured once, by `capture`
     (workload spec, pruning spec) -> Workload if given (a sweep's shared cache), else here.
     `elaborated`: the caller has elaborated the experiment already (a sweep, for each point
-    before dispatching it), so it is not done again."""
+    before dispatching it), so it is not done again. `out`: the results folder, where the
+    runs' waveforms wait, hidden, for `write_results` (removed if a run fails)."""
     # The model's float passes on one thread: their summation order, hence their bits, would
     # change with the thread count. Counting, which is exact, borrows more (mappings.threads).
     torch.set_num_threads(1)
@@ -196,28 +197,35 @@ def run(experiment: Experiment, progress: Callable[[str], None] | None = None,
     spec = experiment.spec
     captured: dict[str, Workload] = {}
     results = {}
-    for i, run_spec in enumerate(spec.runs):
-        workload = experiment.workloads[run_spec.name]
-        key = workload.model_dump_json() + run_spec.pruning.model_dump_json()
-        if key not in captured:
+    try:
+        for i, run_spec in enumerate(spec.runs):
+            workload = experiment.workloads[run_spec.name]
+            key = workload.model_dump_json() + run_spec.pruning.model_dump_json()
+            if key not in captured:
+                if progress:
+                    source = workload.model or workload.scalesim_topology
+                    progress(f"capturing {source} with {run_spec.pruning.method} pruning")
+                try:
+                    captured[key] = (capture or capture_workload)(workload, run_spec.pruning)
+                except ConfigError as err:
+                    raise err.in_file(str(experiment.path)) from None
             if progress:
-                source = workload.model or workload.scalesim_topology
-                progress(f"capturing {source} with {run_spec.pruning.method} pruning")
+                progress(f"simulating {run_spec.name} on "
+                         f"{experiment.archs[run_spec.name].name}")
+            arch = experiment.archs[run_spec.name]
             try:
-                captured[key] = (capture or capture_workload)(workload, run_spec.pruning)
-            except ConfigError as err:
-                raise err.in_file(str(experiment.path)) from None
-        if progress:
-            progress(f"simulating {run_spec.name} on {experiment.archs[run_spec.name].name}")
-        arch = experiment.archs[run_spec.name]
-        try:
-            results[run_spec.name] = simulate(run_spec.name, arch, captured[key],
-                                              spec.observe, out)
-        except ConfigError as err:  # the mapper's: name the run's design
-            raise design_error(err, experiment, i) from None
-        # A run's mapping leaves large tensors in reference cycles: freed now, before the
-        # next run, the peak is one run's (quickstart: 2.37 against 2.81 GiB).
-        gc.collect()
+                results[run_spec.name] = simulate(run_spec.name, arch, captured[key],
+                                                  spec.observe, out)
+            except ConfigError as err:  # the mapper's: name the run's design
+                raise design_error(err, experiment, i) from None
+            # A run's mapping leaves large tensors in reference cycles: freed now, before
+            # the next run, the peak is one run's (quickstart: 2.37 against 2.81 GiB).
+            gc.collect()
+    except BaseException:  # its runs' waveforms go with it: no results to stand beside
+        if out is not None:
+            for run_spec in spec.runs:
+                unpublished(out / f"waves_{run_spec.name}.vcd").unlink(missing_ok=True)
+        raise
     return results
 
 
@@ -256,16 +264,28 @@ def write_results(out: Path, experiment: Experiment, results: dict[str, RunResul
     traces = {name: r.trace for name, r in results.items() if r.trace is not None}
     if traces:
         write_json(out / "trace.json", merge_traces(traces))
+    for r in results.values():
+        if r.vcd is not None and unpublished(r.vcd).is_file():
+            os.replace(unpublished(r.vcd), r.vcd)
     remove_stale_artifacts(out, results)
     return summary
 
 
+def unpublished(vcd: Path) -> Path:
+    """Where a run writes its waveform `vcd` (a hidden file beside it) until `write_results`
+    renames it into place with the other results: a run that fails or is killed leaves no
+    waveform of its own beside an earlier run's summary."""
+    return vcd.with_name(f".{vcd.name}.tmp")
+
+
 def remove_stale_artifacts(out: Path, results: dict[str, RunResult]) -> None:
     """Remove the trace.json and waves_*.vcd an earlier run left in `out` that these
-    results did not write: beside this run's summary they would pass for its own. Only
-    those files of desim's own; nothing else in the folder is touched."""
+    results did not write: beside this run's summary they would pass for its own; and the
+    unpublished waveforms of a run killed before its results were written. Only those files
+    of desim's own; nothing else in the folder is touched."""
     written = {r.vcd.resolve() for r in results.values() if r.vcd is not None}
     stale = [p for p in out.glob("waves_*.vcd") if p.resolve() not in written]
+    stale += out.glob(".waves_*.vcd.tmp")  # this run's are published by now
     if all(r.trace is None for r in results.values()):
         stale.append(out / "trace.json")
     for path in stale:

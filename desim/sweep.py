@@ -27,6 +27,10 @@ Why it is built this way:
 - Failed points are not retried on resume (their file records the error); `--retry-failed`
   (`retry_failed=True`) does. `desim sweep` exits 1 when any point failed, after writing
   the others, so that a script can tell.
+- A scheduler lost mid-sweep (stopped, or the network failed) cancels the points it had not
+  finished: `SchedulerLost`, one line and exit 1; they have no file, so a resumed sweep
+  computes them. An unreachable `--scheduler` is refused (exit 2) before the folder is
+  touched.
 """
 
 from __future__ import annotations
@@ -268,6 +272,7 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
     cluster of `workers` processes with one thread each (the simulator is single-threaded
     Python: processes, not threads, run points in parallel). `overrides`: `--set` items
     applied to every point before its own. Returns results.parquet's table (see `gather`).
+    Raises `SchedulerLost` if the scheduler goes away before every point is finished.
     """
     path, out = Path(path), Path(out)
     if workers < 1:
@@ -279,7 +284,7 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
     points = plan_points(spec)
     _check_some_point_is_valid(path, base, points)
     writable_folder(out)
-    _check_manifest(out, path, base, spec, points)
+    current = _check_manifest(out, path, base)
 
     done = {}
     for point in points:
@@ -288,11 +293,14 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
             done[point.point_id] = record["status"]
     todo = [p for p in points if p.point_id not in done]
     failed_before = sum(status != "ok" for status in done.values())
-    log = _Log(out / "sweep.log")
-    log(f"start: {len(points)} points, {len(done)} already done, {len(todo)} to compute "
-        f"({'scheduler ' + scheduler if scheduler else f'local cluster, {workers} workers'})")
-    with _progress_bar(progress, len(points), len(done), failed_before) as bar:
-        _compute(path, out, base, todo, scheduler, workers, log, bar)
+    # Connected first: a scheduler that is not there leaves the folder as it was.
+    with _client(scheduler, workers) if todo else contextlib.nullcontext() as client:
+        _write_manifest(out, path, base, spec, points, current)
+        log = _Log(out / "sweep.log")
+        log(f"start: {len(points)} points, {len(done)} already done, {len(todo)} to compute "
+            f"({'scheduler ' + scheduler if scheduler else f'local cluster, {workers} workers'})")
+        with _progress_bar(progress, len(points), len(done), failed_before) as bar:
+            _compute(path, out, base, todo, client, scheduler, log, bar)
     frame = gather(out, points, spec)
     _write_parquet(out / "results.parquet", frame)
     plot_pareto(frame, spec.objectives, out / "pareto.png")
@@ -321,11 +329,12 @@ def _check_some_point_is_valid(path: Path, base: list[str], points: list[Point])
                           f"{points[0].values})", file=first.file, key=first.key)
 
 
-def _compute(path: Path, out: Path, base: list[str], todo: list[Point], scheduler: str | None,
-             workers: int, log: _Log, bar: _Bar) -> None:
+def _compute(path: Path, out: Path, base: list[str], todo: list[Point], client: Client | None,
+             scheduler: str | None, log: _Log, bar: _Bar) -> None:
     """Resolve and elaborate each point here (as `desim check` does: a design or pruning a
-    point cannot take fails it now, not after its capture), run the valid ones on Dask,
-    write each file as it finishes."""
+    point cannot take fails it now, not after its capture), run the valid ones on Dask
+    (`client`, None only when `todo` is empty; `scheduler`: its address, None for the local
+    cluster), write each file as it finishes."""
     from desim.elaborate import Shared, elaborate
     from desim.experiment import load_experiment
     from desim.workload_cache import cache_key
@@ -354,10 +363,36 @@ def _compute(path: Path, out: Path, base: list[str], todo: list[Point], schedule
         return
     # Points sharing captures run together, so a capture's memory is freed early.
     ready.sort(key=lambda item: item[2])
+    assert client is not None
+    try:
+        for point, experiment, result in _on_dask(client, scheduler, ready, out):
+            _finish(out, point, base + point.overrides, experiment, result, log, bar)
+    except SchedulerLost as err:
+        log(str(err))
+        raise
+
+
+class SchedulerLost(Exception):
+    """The connection to the Dask scheduler broke mid-sweep (it stopped, or the network
+    failed). The points it had not finished have no file, so a resumed sweep computes them;
+    `desim sweep` exits 1 with this message."""
+
+
+def _on_dask(client: Client, scheduler: str | None,
+             ready: list[tuple[Point, Experiment, list[str]]], out: Path
+             ) -> Iterator[tuple[Point, Experiment, dict[str, Any]]]:
+    """Submit the points (after the captures they need) and yield each with its result as
+    it finishes. Losing the scheduler cancels every future left, or makes a call raise:
+    then SchedulerLost, after the points that did finish. Only Dask's calls are made in
+    here, so a point file that cannot be written is not taken for a lost scheduler."""
+    from concurrent.futures import CancelledError
+
     from distributed import as_completed
+    from distributed.client import ClosedClientError
 
     session = uuid.uuid4().hex[:8]  # two sweeps on one scheduler never share a point's key
-    with _client(scheduler, workers) as client:
+    finished, cause = 0, ""
+    try:
         captures: dict[str, Any] = {}
         futures = {}
         for point, experiment, keys in ready:
@@ -375,7 +410,6 @@ def _compute(path: Path, out: Path, base: list[str], todo: list[Point], schedule
         for future in as_completed(futures):
             point, experiment = futures.pop(future)
             if future.status == "cancelled":  # the scheduler went away: not the point's fault
-                log(f"point {point.point_id} cancelled; it runs when the sweep is resumed")
                 continue
             if future.status == "finished":
                 result = future.result()
@@ -383,7 +417,18 @@ def _compute(path: Path, out: Path, base: list[str], todo: list[Point], schedule
                 result = {**_failure(future.exception(), future.traceback()),
                           "elapsed_s": None, "worker": None}
             future.release()
-            _finish(out, point, base + point.overrides, experiment, result, log, bar)
+            finished += 1
+            yield point, experiment, result
+    # CommClosedError and TimeoutError are OSErrors; a client closed after failing to
+    # reconnect (Dask tries for distributed.comm.timeouts.connect) refuses to submit
+    except (OSError, CancelledError, ClosedClientError) as err:
+        cause = f" ({type(err).__name__}: {' '.join(str(err).split())})"
+    if finished < len(ready):
+        raise SchedulerLost(
+            "lost the connection to the Dask scheduler "
+            f"{'at ' + scheduler if scheduler else 'of the local cluster'}{cause}: "
+            f"{len(ready) - finished} of {len(ready)} points unfinished (the finished ones are "
+            "written): run the same command again to compute them")
 
 
 def _finish(out: Path, point: Point, sets: list[str], experiment: Experiment | None,
@@ -417,8 +462,17 @@ def _client(scheduler: str | None, workers: int) -> Iterator[Client]:
         except (OSError, ValueError) as err:  # nothing there, or not an address
             raise ConfigError(f"--scheduler {scheduler}: cannot connect to a Dask scheduler "
                               f"there ({err})") from None
-        with remote as client:
-            yield client
+        try:
+            yield remote
+        finally:  # after a lost scheduler, Dask logs the reconnection that closing cancels
+            distributed_client = logging.getLogger("distributed.client")
+            level = distributed_client.level
+            distributed_client.setLevel(logging.CRITICAL)  # SchedulerLost says it in a line
+            try:  # every finished point is written by now: a failed close loses nothing
+                with contextlib.suppress(OSError):
+                    remote.close()
+            finally:
+                distributed_client.setLevel(level)
         return
     saved = dict(os.environ)  # the nanny sets its workers' variables in our environment
     try:
@@ -441,11 +495,9 @@ def read_point(out: Path, pid: str) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and "status" in record else None
 
 
-def _check_manifest(out: Path, path: Path, base: list[str], spec: SweepSpec,
-                    points: list[Point]) -> None:
-    """Refuse to resume into a folder whose points were computed from other inputs."""
-    from desim.results import write_json
-
+def _check_manifest(out: Path, path: Path, base: list[str]) -> str:
+    """Refuse to resume into a folder whose points were computed from other inputs; return
+    the inputs' fingerprint for `_write_manifest` (nothing is written here)."""
     current = fingerprint(path, base)
     manifest = out / "sweep.json"
     if manifest.is_file():
@@ -458,8 +510,19 @@ def _check_manifest(out: Path, path: Path, base: list[str], spec: SweepSpec,
                               "--set overrides or an architecture file changed since); use "
                               "another --out, or delete the folder to start over",
                               file=str(out))
-    for stale in (out / "points").glob(".*.tmp"):  # a write cut short by a kill
-        stale.unlink(missing_ok=True)
+    return current
+
+
+def _write_manifest(out: Path, path: Path, base: list[str], spec: SweepSpec,
+                    points: list[Point], current: str) -> None:
+    """DIR/sweep.json: what the folder is a sweep of (`current`: `_check_manifest`'s)."""
+    from desim.results import write_json
+
+    manifest = out / "sweep.json"
+    # writes cut short by a kill: point files, captures (large), the table, the plots
+    for folder in (out / "points", out / "cache", out):
+        for stale in folder.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
     write_json(manifest, {"experiment": str(path.resolve()), "fingerprint": current,
                           "overrides": base, "sweep": spec.model_dump(mode="json"),
                           "points": [{"point_id": p.point_id, "overrides": p.values}
@@ -648,7 +711,7 @@ def plot_pareto(frame: pd.DataFrame, objectives: Sequence[str], out: Path) -> Pa
     ax.grid(alpha=0.3)
     if len(totals):
         ax.legend(fontsize="small")
-    fig.savefig(out, dpi=120)
+    _save(fig, out)
     return out
 
 
@@ -689,8 +752,15 @@ def plot_metric(frame: pd.DataFrame, metric: str, axis: str, out: str | Path,
     if len(rows):
         ax.legend(fontsize="small")
     out = Path(out)
-    fig.savefig(out, dpi=120)
+    _save(fig, out)
     return out
+
+
+def _save(fig: Any, out: Path) -> None:
+    """Write the figure atomically, in the format its name says (a kill mid-write leaves
+    the earlier plot whole, never half a file)."""
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=120, format=out.suffix.removeprefix(".") or "png")
 
 
 def _xs(column: pd.Series, numeric: bool) -> list[Any]:
@@ -759,16 +829,22 @@ def register(app: typer.Typer) -> None:
             frame = sweep(config, out, scheduler, workers, overrides=set_ or [],
                           retry_failed=retry_failed, progress=True, plots=plots)
         except ConfigError as err:
-            errors.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            errors.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False,
+                         soft_wrap=True)
             raise typer.Exit(2) from None
+        except SchedulerLost as err:  # the finished points are written; a script must know
+            errors.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False,
+                         soft_wrap=True)
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
-            errors.print(f"interrupted: finished points are in {out}/points; run the same "
-                         "command again to compute the others", highlight=False)
+            errors.print(escape(f"interrupted: finished points are in {out}/points; run the "
+                                "same command again to compute the others"), highlight=False)
             raise typer.Exit(130) from None
         print_sweep(console, frame)
         status = frame.drop_duplicates("point_id")["status"]
         failed = int((status == "failed").sum())
-        console.print(f"results in {out}/ (results.parquet, pareto.png, points/, sweep.log); "
+        console.print(f"results in {escape(str(out))}/ (results.parquet, pareto.png, points/, "
+                      "sweep.log); "
                       f"{time.perf_counter() - started:.1f} s"
                       + (f"; {failed} of {len(status)} points failed: exit 1" if failed else ""))
         if failed:  # everything that succeeded is written; a script must still be told

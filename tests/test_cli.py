@@ -194,6 +194,19 @@ def test_topology_writes_a_png_for_every_arch_config(arch, tmp_path):
     assert out.stat().st_size > 10_000
 
 
+def test_the_paths_printed_are_the_paths_given_not_rich_markup(tmp_path):
+    """A folder named like a rich tag: `[bold]` was dropped from the printed path, and `[/]`
+    (a closing tag with nothing to close) ended a finished command in a traceback."""
+    for folder in ("[bold]", "x[/]"):
+        out = tmp_path / folder / "t.dot"
+        out.parent.mkdir(parents=True)
+        result = desim("topology", str(ROOT / "configs" / "arch" / "dense.yaml"), "-o",
+                       str(out))
+        assert result.returncode == 0, result.stderr
+        # rich wraps the line at 80 columns, inside the path too: compare without spaces
+        assert f"wrote{out}(" in "".join(result.stdout.split()) and out.is_file()
+
+
 def test_topology_colours_by_utilization_from_a_run(quickstart_twice, tmp_path):
     """The run of the arch's name (hppu_like.yaml is the quickstart's `hppu` run): each link
     and node is labelled with its own module's utilization from stats.json."""

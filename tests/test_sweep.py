@@ -27,6 +27,7 @@ from desim.runner import run, summarize
 from desim.sweep import (
     Point,
     _check_manifest,
+    _write_manifest,
     gather,
     load_sweep_spec,
     pareto_mask,
@@ -165,12 +166,19 @@ def test_resume_into_a_folder_of_other_inputs_is_refused(tmp_path):
     path = write_experiment(tmp_path, {"workload.batch": [1, 2]})
     spec = load_sweep_spec(path)
     points = plan_points(spec)
-    _check_manifest(tmp_path / "out", path, [], spec, points)
-    _check_manifest(tmp_path / "out", path, [], spec, points)  # same inputs: fine
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def resume(overrides: list[str]) -> None:
+        _write_manifest(out, path, overrides, spec, points,
+                        _check_manifest(out, path, overrides))
+
+    resume([])
+    resume([])  # same inputs: fine
     # extending the sweep section is fine (its points are new ids) ...
-    _check_manifest(tmp_path / "out", path, ["sweep.seed=5"], spec, points)
+    resume(["sweep.seed=5"])
     with pytest.raises(ConfigError, match="sweep of other inputs"):  # ... other numbers not
-        _check_manifest(tmp_path / "out", path, ["workload.seed=1"], spec, points)
+        resume(["workload.seed=1"])
 
 
 def fake_frame(tmp_path: Path) -> pd.DataFrame:
@@ -197,6 +205,32 @@ def fake_frame(tmp_path: Path) -> pd.DataFrame:
     return gather(out, [*points, Point("0" * 16, {"runs.1.pruning.sparsity": 1.0})], spec)
 
 
+def test_a_resumed_sweep_removes_what_a_kill_left_half_written(tmp_path):
+    """Every point already has its file, so nothing is computed: the temporaries that
+    atomic writes leave when killed (a point file, a capture, the table, a plot) are
+    removed; other files stay."""
+    path = write_experiment(tmp_path, {"runs.0.pruning.sparsity": [0.5, 0.7]},
+                            single_run=True)
+    out = tmp_path / "out"
+    points = plan_points(load_sweep_spec(path))
+    fake_frame(tmp_path)  # writes finished points' records: one, under this sweep's ids
+    record = json.loads(next((tmp_path / "fake" / "points").glob("*.json")).read_text())
+    (out / "points").mkdir(parents=True)
+    (out / "cache").mkdir()
+    for point in points:
+        (out / "points" / f"{point.point_id}.json").write_text(
+            json.dumps({**record, "point_id": point.point_id}))
+    stale = [out / "points" / ".abc.json.x1.tmp", out / "cache" / ".k.pt.x2.tmp",
+             out / ".results.parquet.x3.tmp", out / ".pareto.png.x4.tmp"]
+    kept = [out / "cache" / "k.pt", out / "notes.tmp", out / ".keep"]
+    for file in stale + kept:
+        file.write_text("half")
+    frame = sweep(path, out, workers=1)
+    assert len(frame.drop_duplicates("point_id")) == 2 and (frame["status"] == "ok").all()
+    assert not any(file.exists() for file in stale)
+    assert all(file.read_text() == "half" for file in kept)
+
+
 def test_gather_pareto_and_plots(tmp_path):
     frame = fake_frame(tmp_path)
     assert list(frame.columns[:2]) == ["point_id", "runs.1.pruning.sparsity"]
@@ -221,6 +255,36 @@ def test_gather_pareto_and_plots(tmp_path):
 
 
 # --- sweeps on a local Dask cluster ---------------------------------------------------------
+
+def test_a_plot_cut_short_leaves_the_earlier_one_whole(tmp_path, monkeypatch):
+    """pareto.png and the --plot figures are written atomically: a write that fails half
+    way (as a kill or a full disk would cut it) leaves the earlier file as it was and no
+    temporary beside it; one that succeeds is a whole PNG (SVG for an .svg name)."""
+    from matplotlib.figure import Figure
+
+    frame = fake_frame(tmp_path)
+    folder = tmp_path / "plots"
+    folder.mkdir()
+    plot_pareto(frame, ["energy_j", "cycles"], folder / "pareto.png")
+    plot_metric(frame, "energy_j", "runs.1.pruning.sparsity", folder / "metric.svg")
+    assert (folder / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    assert b"<svg" in (folder / "metric.svg").read_bytes()[:500]
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    save = Figure.savefig
+
+    def cut_short(self: Figure, fname: Any, **kwargs: Any) -> None:
+        save(self, fname, **kwargs)
+        with open(fname, "r+b") as f:
+            f.truncate(100)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", cut_short)
+    with pytest.raises(OSError, match="No space left"):
+        plot_pareto(frame, ["energy_j", "cycles"], folder / "pareto.png")
+    with pytest.raises(OSError, match="No space left"):
+        plot_metric(frame, "energy_j", "runs.1.pruning.sparsity", folder / "metric.svg")
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
 
 def test_grid_matches_single_runs(tmp_path):
     """A 2x2 grid (a pruning key and an arch key) on two workers gives, bit for bit, the
@@ -362,26 +426,130 @@ def test_failing_points_are_recorded_and_the_others_complete(tmp_path):
 
 
 def test_an_unreachable_scheduler_exits_2_naming_its_address(tmp_path):
-    """Nothing listens at the address (a port just closed): one line, exit 2. Dask's
-    connect timeout (30 s by default) is set to 1 s through its config."""
+    """Nothing listens at the address (a port just closed): one line, exit 2, and the
+    sweep folder as it was (no sweep.json, log or point file, no progress bar drawn): it
+    connects before writing anything. Dask's connect timeout (30 s by default) is set to
+    1 s through its config. The axis's second value fails at its elaboration, which would
+    write its point file."""
     import socket
 
-    path = write_experiment(tmp_path, {"runs.0.pruning.sparsity": [0.5]}, single_run=True)
+    path = write_experiment(tmp_path, {"arch.hppu.global_buffer.capacity_kib": [512, 1]},
+                            single_run=True)
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         address = f"tcp://127.0.0.1:{closed.getsockname()[1]}"
+    out = tmp_path / "out"
     result = subprocess.run(
         [sys.executable, "-c", "from desim.sweep import main; main()", str(path),
-         "--out", str(tmp_path / "out"), "--scheduler", address],
+         "--out", str(out), "--scheduler", address],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
         env={**os.environ, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "1s"})
     assert result.returncode == 2, result.stderr
     message = " ".join(result.stderr.split())
-    assert f"error: --scheduler {address}: cannot connect to a Dask scheduler there" in message
+    assert message.startswith(f"error: --scheduler {address}: cannot connect to a Dask "
+                              "scheduler there"), message
     assert "Timed out trying to connect" in message and "Traceback" not in message
-    # not an address at all: the same error, at once
+    assert "sweep" not in message.split("error:")[0]  # no progress bar before the error
+    assert list(out.iterdir()) == []
+    # not an address at all: the same error, at once, and still nothing written
     with pytest.raises(ConfigError, match="--scheduler nonsense: .*missing port number"):
-        sweep(path, tmp_path / "out", scheduler="nonsense")
+        sweep(path, out, scheduler="nonsense")
+    assert list(out.iterdir()) == []
+
+
+def test_an_error_is_printed_as_it_is_not_as_rich_markup(tmp_path):
+    """The command line's one-line error holds the user's text verbatim: square brackets
+    in it are not taken for rich markup (`[/]` made a MarkupError traceback; `[bold]` was
+    swallowed from the message)."""
+    path = write_experiment(tmp_path, {"runs.0.pruning.sparsity": [0.5]}, single_run=True)
+    for metric in ("[/]", "[bold]x"):
+        result = subprocess.run(
+            [sys.executable, "-c", "from desim.sweep import main; main()", str(path),
+             "--out", str(tmp_path / "out"), "--plot", f"{metric}:runs.0.pruning.sparsity"],
+            cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr
+        assert " ".join(result.stderr.split()).startswith(
+            f"error: --plot: unknown metric {metric!r}; expected one of cycles"), result.stderr
+
+
+def test_a_lost_scheduler_exits_1_and_its_unfinished_points_stay_to_compute(tmp_path):
+    """A Dask scheduler (and one worker without a nanny) in processes of their own; the
+    sweep runs on it and the scheduler is SIGKILLed once the first point is written: the
+    sweep exits 1 at once with one line saying so and how many points are unfinished, and
+    exactly those have no file (a resumed sweep computes them, as the SIGKILL test shows)."""
+    path = write_experiment(tmp_path, {"runs.0.pruning.sparsity": [0.5, 0.6, 0.7, 0.8]},
+                            single_run=True)
+    out, address_file = tmp_path / "out", tmp_path / "scheduler.json"
+    dask = [sys.executable, "-m"]
+    started = []
+    try:
+        started.append(subprocess.Popen(
+            [*dask, "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
+             "--no-dashboard", "--scheduler-file", str(address_file)],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        scheduler = started[0]
+        started.append(subprocess.Popen(
+            [*dask, "distributed.cli.dask_worker", "--scheduler-file", str(address_file),
+             "--nthreads", "1", "--no-nanny", "--no-dashboard"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 600  # a hang guard, not a speed claim
+        while not address_file.is_file() or not address_file.read_text().strip():
+            assert scheduler.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        address = json.loads(address_file.read_text())["address"]
+        started.append(subprocess.Popen(
+            [sys.executable, "-c", "from desim.sweep import main; main()", str(path),
+             "--out", str(out), "--scheduler", address],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        client = started[2]
+        while not list((out / "points").glob("*.json")):
+            assert client.poll() is None, client.communicate()
+            assert time.monotonic() < deadline, "no point finished in 600 s"
+            time.sleep(0.02)
+        scheduler.kill()
+        stdout, stderr = client.communicate(timeout=120)
+    finally:
+        for process in started:
+            process.kill()
+            process.wait()
+    assert client.returncode == 1, stderr
+    assert "Traceback" not in stderr and "Traceback" not in stdout
+    message = " ".join(stderr.split())
+    written = len(list((out / "points").glob("*.json")))
+    assert 1 <= written < 4
+    assert (f"error: lost the connection to the Dask scheduler at {address}: {4 - written} "
+            "of 4 points unfinished (the finished ones are written): run the same command "
+            "again to compute them") in message
+    assert not (out / "results.parquet").exists()  # not a finished sweep's table
+    log = (out / "sweep.log").read_text()
+    assert f"{4 - written} of 4 points unfinished" in log.splitlines()[-1]
+
+
+def test_a_connection_error_from_dask_is_a_lost_scheduler(tmp_path):
+    """The seam the test above cannot time: a Dask call that raises (CommClosedError, an
+    OSError) rather than cancelling the futures. A stand-in client raises it on the first
+    submit; no point was finished, so every point is unfinished."""
+    from types import SimpleNamespace
+
+    from distributed.comm.core import CommClosedError
+
+    from desim.sweep import SchedulerLost, _on_dask
+
+    class Gone:
+        def submit(self, *args: Any, **kwargs: Any) -> None:
+            raise CommClosedError("in <TCP (closed)>: Stream is closed")
+
+    run_spec = SimpleNamespace(name="hppu", pruning=None)
+    experiment = SimpleNamespace(spec=SimpleNamespace(runs=[run_spec]),
+                                 workloads={"hppu": None})
+    ready = [(Point(str(i), {}), experiment, ["key"]) for i in range(3)]
+    with pytest.raises(SchedulerLost) as lost:
+        list(_on_dask(Gone(), "tcp://10.0.0.1:8786", ready, tmp_path))  # type: ignore[arg-type]
+    assert str(lost.value) == (
+        "lost the connection to the Dask scheduler at tcp://10.0.0.1:8786 (CommClosedError: "
+        "in <TCP (closed)>: Stream is closed): 3 of 3 points unfinished (the finished ones "
+        "are written): run the same command again to compute them")
 
 
 def test_check_lists_the_invalid_points_of_a_sweep(tmp_path):

@@ -1,0 +1,91 @@
+"""Waveform files in a results folder: each run's VCD waits under a hidden name while the
+runs simulate and is renamed into place with the other results, so a run that fails or is
+killed leaves no waveform of its own beside an earlier run's summary.
+
+LeNet-300 at batch 2 (seconds a run) on dense.yaml, as is and without its vector unit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from desim import runner
+from desim.experiment import load_experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+DENSE = str(ROOT / "configs" / "arch" / "dense.yaml")
+
+
+def experiment_file(folder: Path) -> Path:
+    path = folder / "experiment.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "lenet300", "baseline": "dense",
+        "workload": {"model": "lenet300", "num_classes": 10, "batch": 2,
+                     "input_shape": [784], "data": "digits", "seed": 0},
+        "runs": [{"name": "dense", "arch": DENSE, "pruning": {"method": "dense"}},
+                 {"name": "bare", "arch": DENSE, "pruning": {"method": "dense"}}],
+        "observe": {"vcd": True}}))
+    return path
+
+
+def listing(folder: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in folder.iterdir()}
+
+
+def test_waveforms_are_published_with_the_results(tmp_path, monkeypatch):
+    """While the second run simulates, the first's waveform exists only under its hidden
+    name; after the write both are in place, whole, and no hidden file is left (a stale one
+    of a killed run, of this run's name or another's, is gone too)."""
+    experiment = load_experiment(experiment_file(tmp_path), ["arch.bare.vector_unit=null"])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".waves_dense.vcd.tmp").write_text("half a waveform of a killed run")
+    (out / ".waves_gone.vcd.tmp").write_text("half a waveform of a killed run")
+    seen: list[set[str]] = []
+    simulate = runner.simulate
+
+    def watched(*args: Any, **kwargs: Any) -> runner.RunResult:
+        seen.append({p.name for p in out.iterdir()})
+        return simulate(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "simulate", watched)
+    runner.run_and_write(experiment, out)
+    assert len(seen) == 2
+    assert ".waves_dense.vcd.tmp" in seen[1] and "waves_dense.vcd" not in seen[1]
+    files = {p.name for p in out.iterdir()}
+    assert {"summary.json", "waves_dense.vcd", "waves_bare.vcd"} <= files
+    assert not [name for name in files if name.startswith(".")]
+    for name in ("dense", "bare"):
+        text = (out / f"waves_{name}.vcd").read_text()
+        assert text.startswith("$date") and "$enddefinitions $end" in text
+        assert f"$scope module {name} $end" in text
+
+
+def test_a_failed_run_leaves_the_earlier_results_as_they_were(tmp_path, monkeypatch):
+    """The second run fails after the first has simulated (and written its waveform): the
+    folder holds the earlier run's files, unchanged, and no waveform or hidden file of
+    this one."""
+    experiment = load_experiment(experiment_file(tmp_path), ["arch.bare.vector_unit=null"])
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("summary.json", "waves_dense.vcd"):
+        (out / name).write_text("an earlier run's\n")
+    before = listing(out)
+    during: list[set[str]] = []
+    simulate = runner.simulate
+
+    def second_fails(name: str, *args: Any, **kwargs: Any) -> runner.RunResult:
+        if name == "bare":
+            during.append({p.name for p in out.iterdir()})
+            raise KeyboardInterrupt  # as Ctrl-C would, mid-run
+        return simulate(name, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "simulate", second_fails)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_and_write(experiment, out)
+    assert listing(out) == before
+    assert during == [{*before, ".waves_dense.vcd.tmp"}]  # the first run's, unpublished
