@@ -25,7 +25,7 @@ from pydantic import Field, model_validator
 from arch.config import ArchConfig
 from arch.reram import ReramArch
 from arch.snn import SnnArch
-from desim.configio import Strict, UniqueKeyLoader, load_yaml, validate
+from desim.configio import DuplicateKeyError, Strict, UniqueKeyLoader, load_yaml, validate
 from desim.errors import ConfigError
 from desim.sweep_spec import SweepSpec
 from mappings.specs import PruningSpec, WorkloadSpec
@@ -163,10 +163,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], file: str) -> di
             if last:
                 try:
                     node[part] = yaml.load(text, Loader=UniqueKeyLoader)
-                except yaml.YAMLError as err:
+                except yaml.YAMLError as err:  # a key given twice: named under `key`
                     raise ConfigError(f"the value {text!r} is not valid YAML "
                                       f"({getattr(err, 'problem', err)})", file=file,
-                                      key=key) from None
+                                      key=f"{key}.{err.key}" if isinstance(
+                                          err, DuplicateKeyError) else key) from None
             else:
                 if isinstance(node, dict) and part not in node:
                     node[part] = {}

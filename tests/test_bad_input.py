@@ -25,8 +25,8 @@ DENSE = ROOT / "configs" / "arch" / "dense.yaml"
      ["sparsity.skip_zero_weights: expected true or false, got 'yes please'"]),
     (["arch.dense.noc.shape=[2,"], ["noc.shape: the value '[2,' is not valid YAML"]),
     (["arch.dense.noc={topology: mesh, shape: [2, 2], topology: ring}"],
-     ["dense.yaml: noc: the value '{topology: mesh, shape: [2, 2], topology: ring}' is not "
-      "valid YAML (key 'topology' given twice, first on line 1)"]),
+     ["dense.yaml: noc.topology: the value '{topology: mesh, shape: [2, 2], topology: ring}' "
+      "is not valid YAML (key 'topology' given twice, first on line 1)"]),
     (["runs.1.pruning.sparsty=0.5"],
      ["runs.1.pruning.sparsty: unknown key; expected one of: ", "sparsity"]),
     (["runs.0.arch_set=[noc.shap=2]"],
@@ -103,18 +103,33 @@ def test_a_misspelt_key_is_named_before_the_missing_one_it_leaves(tmp_path):
         load_arch(arch)
 
 
-def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
-    """YAML forbids it; PyYAML alone would keep the second `name:` without a word."""
+def test_a_key_given_twice_is_refused_with_its_path_and_both_lines(tmp_path):
+    """YAML forbids it; PyYAML alone would keep the second `name:` without a word. The error
+    names the key's whole path (list items by index), as a schema error would."""
     arch = tmp_path / "arch.yaml"
     arch.write_text(DENSE.read_text().replace("name: dense\n", "name: dense\nname: other\n"))
     line = arch.read_text().splitlines().index("name: other") + 1
-    with pytest.raises(ConfigError, match=rf"arch\.yaml: line {line}, column 1: not valid YAML "
-                                          rf"\(key 'name' given twice, first on line {line - 1}\)"):
+    with pytest.raises(ConfigError, match=rf"arch\.yaml: name: line {line}, column 1: not valid "
+                                          rf"YAML \(key 'name' given twice, first on line "
+                                          rf"{line - 1}\)"):
         load_arch(arch)
     nested = tmp_path / "nested.yaml"
     nested.write_text(DENSE.read_text().replace("  banks: 16\n", "  banks: 16\n  banks: 8\n"))
-    with pytest.raises(ConfigError, match="key 'banks' given twice"):
+    with pytest.raises(ConfigError, match=r"nested\.yaml: global_buffer\.banks: line \d+, "
+                                          r"column 3: not valid YAML \(key 'banks' given twice"):
         load_arch(nested)
+    experiment = tmp_path / "experiment.yaml"
+    experiment.write_text(QUICKSTART.read_text().replace(
+        "{method: hybrid, sparsity: 0.7,", "{method: hybrid, sparsity: 0.7, sparsity: 0.5,"))
+    line, column = next((i, text.index("sparsity: 0.5") + 1) for i, text
+                        in enumerate(experiment.read_text().splitlines(), 1)
+                        if "sparsity: 0.5" in text)
+    with pytest.raises(ConfigError) as err:
+        load_experiment(experiment)
+    assert err.value.key == "runs.1.pruning.sparsity"
+    assert str(err.value).startswith(
+        f"{experiment}: runs.1.pruning.sparsity: line {line}, column {column}: not valid YAML "
+        f"(key 'sparsity' given twice, first on line {line})")
 
 
 def test_every_shipped_yaml_file_loads():
