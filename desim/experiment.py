@@ -286,7 +286,23 @@ def load_design(path: str | Path, kind: str | None = None,
     if kind is not None and found != kind:
         raise ConfigError(f"expected kind {kind}, got {found or 'none (a training processor)'}",
                           file=str(path), key="kind")
-    return validate(DESIGN_KINDS[found][0] if found else ArchConfig, data, path)
+    design = validate(DESIGN_KINDS[found][0] if found else ArchConfig, data, path)
+    if isinstance(design, ArchConfig):
+        _check_graph(design, path)
+    return design
+
+
+def _check_graph(arch: ArchConfig, path: str | Path) -> None:
+    """The processor's graph built once, so that its errors (a NoC in pieces, a buffer
+    router that is none of the routers) name the file wherever a design is loaded from one
+    (`desim.api`, `load_arch`, `desim topology`), as the schema's do, and not only where a
+    processor is built from it."""
+    from arch.accelerator import build_graph
+
+    try:
+        build_graph(arch)
+    except ConfigError as err:
+        raise err.in_file(str(path)) from None
 
 
 def load_arch(path: str | Path, overrides: list[str] | None = None) -> ArchConfig:

@@ -8,10 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from desim.configio import load_yaml
 from desim.errors import ConfigError
-from desim.experiment import load_arch, load_design, load_experiment
+from desim.experiment import apply_overrides, load_arch, load_design, load_experiment
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "configs" / "experiments" / "quickstart.yaml"
@@ -80,19 +81,26 @@ def test_bad_input_names_file_key_and_expectation(overrides, fragments):
     ("[[dram, b]]", "noc.edges: 'dram': routers named as the processor's own nodes"),
     ("[[glb, b], [b, cluster_glb]]",
      "noc.edges: 'cluster_glb', 'glb': routers named as the processor's own nodes"),
+    ("[[a, c]]", "global_buffer_router: 'b' is not a router of the NoC; routers: a, c"),
 ])
-def test_a_noc_graph_error_names_its_key_under_noc(edges, message):
-    """The graph's checks, made when the processor is built, name the key as the schema's
-    do (`desim check` and `desim run` add the file)."""
-    from arch.accelerator import Accelerator
-    from desim.module import Simulator
+def test_a_noc_graph_error_names_its_file_and_key_under_noc(edges, message, tmp_path):
+    """The graph's checks name the key as the schema's do, and the architecture file
+    wherever the design is loaded from one: `load_arch`, an experiment's runs (its
+    `load_experiment`, `desim.run`), not only the command line."""
+    import desim
 
-    arch = load_arch(DENSE, [f"noc={{topology: edges, edges: {edges}, "
-                             "link_bandwidth_bytes_per_cycle: 8, hop_latency_cycles: 1}",
-                             "global_buffer_router=b"])
-    with pytest.raises(ConfigError) as err:
-        Accelerator(Simulator(), arch)
-    assert str(err.value).startswith(message)
+    arch, experiment = tmp_path / "arch.yaml", tmp_path / "experiment.yaml"
+    edit = [f"noc={{topology: edges, edges: {edges}, link_bandwidth_bytes_per_cycle: 8, "
+            "hop_latency_cycles: 1}", "global_buffer_router=b"]
+    arch.write_text(yaml.safe_dump(apply_overrides(yaml.safe_load(DENSE.read_text()), edit,
+                                                   str(arch))))
+    experiment.write_text(QUICKSTART.read_text().replace("../arch/dense.yaml", str(arch))
+                          .replace("../arch/", f"{DENSE.parent}/"))
+    for load, path in ((load_arch, arch), (load_design, arch), (load_experiment, experiment),
+                       (desim.run, experiment)):
+        with pytest.raises(ConfigError) as err:
+            load(path)
+        assert err.value.file == str(arch) and str(err.value).startswith(f"{arch}: {message}")
 
 
 def test_a_misspelt_key_is_named_before_the_missing_one_it_leaves(tmp_path):
