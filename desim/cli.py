@@ -67,8 +67,7 @@ def run(
 
     with console.status("starting") as status:
         summary = guarded(lambda: run_and_write(experiment, out, progress=status.update))
-    print_summary(summary, {name: a.vector_unit is not None
-                            for name, a in experiment.archs.items()})
+    print_summary(summary)
     console.print(f"results in {out}/ (summary.json, layers.csv, energy.csv, stats.txt, "
                   "config.json); "
                   f"{time.perf_counter() - started:.1f} s")
@@ -104,10 +103,10 @@ def check(
             _fail(2, f"{len(invalid)} of {checked.sweep_points} sweep points are invalid")
 
 
-def print_summary(summary: dict[str, Any], has_vector_unit: dict[str, bool]) -> None:
-    """The runs' table, then notes. `has_vector_unit` (per run, from its design): a run
-    whose design has no vector unit leaves its model's vector layers out, and says so; one
-    with a unit that ran no vector tile (ReLUs fused, say) left nothing out."""
+def print_summary(summary: dict[str, Any]) -> None:
+    """The runs' table, then notes: the vector layers' share of a run's time, or how many
+    vector layers a run whose design has no vector unit left out (not the ReLUs it applies
+    on the PE array's output: `mappings.vector.left_out_without_unit`)."""
     from desim.report import vector_share
 
     training = any(p["cycles"] for r in summary["runs"].values()
@@ -132,11 +131,13 @@ def print_summary(summary: dict[str, Any], has_vector_unit: dict[str, bool]) -> 
         if share:  # a run with vector layers
             console.print(f"{name}: vector layers (batch norm, pooling, adds) take "
                           f"{100 * share:.0f}% of the time")
-        elif r["workload"].get("vector_layers") and not has_vector_unit[name]:
-            console.print(f"{name}: [bold]no vector unit[/bold] (arch {r['arch']}): the "
-                          f"model's {r['workload']['vector_layers']} vector layers (batch "
-                          "norm, activations, pooling, adds) are not simulated, so its time "
-                          "and energy leave them out")
+        elif r["vector_layers_not_simulated"]:
+            console.print(f"{name}: [bold]no vector unit[/bold] (arch {r['arch']}): "
+                          f"{r['vector_layers_not_simulated']} of the model's "
+                          f"{r['workload']['vector_layers']} vector layers (batch norm, "
+                          "pooling, residual adds, and ReLUs after them) are not simulated, "
+                          "so its time and energy leave them out (a ReLU right after a conv "
+                          "or linear layer is simulated, on the PE array's output)")
     base = summary["baseline"]
     for name, c in summary["comparison"].items():
         if name != base:

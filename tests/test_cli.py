@@ -247,16 +247,49 @@ def lenet300_twice(tmp_path_factory):
     return out, files_first, [first, second]
 
 
-def test_no_vector_unit_is_said_of_designs_without_one_only(lenet300_twice):
-    """LeNet-300's vector layers are two ReLUs, fused into the layers before them: dense.yaml
-    has a vector unit that runs no tile, and leaves nothing out; without the unit the
-    design says so."""
+def test_fused_relus_are_not_said_to_be_left_out(lenet300_twice):
+    """LeNet-300's vector layers are two ReLUs, each right after a linear layer: fused into
+    its output, on the PE array, with a vector unit (which then runs no tile) or without.
+    Neither design leaves anything out, so neither is warned of."""
     _, _, results = lenet300_twice
     for result in results:
         stdout = " ".join(result.stdout.split())
-        assert "bare: no vector unit (arch dense): the model's 2 vector layers" in stdout
-        assert "dense: no vector unit" not in stdout
-        assert "dense: vector layers" not in stdout   # no vector tile ran
+        assert "no vector unit" not in stdout
+        assert "vector layers" not in stdout   # no vector tile ran, none left out
+    summary = json.loads((lenet300_twice[0] / "summary.json").read_text())
+    assert [(r["workload"]["vector_layers"], r["vector_layers_not_simulated"])
+            for r in summary["runs"].values()] == [(2, 0), (2, 0)]
+
+
+def test_no_vector_unit_counts_the_layers_left_out_not_the_fused_relus(tmp_path, monkeypatch):
+    """LeNet-5's vector layers are two max pools and a ReLU right after fc 500: without a
+    vector unit the pools are left out, the ReLU (on the PE array's output) is not."""
+    import io
+
+    from rich.console import Console
+
+    import desim
+    import desim.cli
+
+    experiment = tmp_path / "lenet5.yaml"
+    dense = str(ROOT / "configs" / "arch" / "dense.yaml")
+    experiment.write_text(yaml.safe_dump({
+        "name": "lenet5", "baseline": "dense",
+        "workload": {"model": "lenet5", "num_classes": 10, "batch": 2,
+                     "input_shape": [1, 28, 28], "data": "digits", "seed": 0},
+        "runs": [{"name": "dense", "arch": dense},
+                 {"name": "bare", "arch": dense, "arch_set": ["vector_unit=null"]}]}))
+    summary = desim.run(experiment).summary
+    assert [(r["workload"]["vector_layers"], r["vector_layers_not_simulated"])
+            for r in summary["runs"].values()] == [(3, 0), (3, 2)]
+    out = io.StringIO()
+    monkeypatch.setattr(desim.cli, "console", Console(file=out, width=400))
+    desim.cli.print_summary(summary)
+    printed = out.getvalue()
+    assert ("bare: no vector unit (arch dense): 2 of the model's 3 vector layers (batch norm, "
+            "pooling, residual adds, and ReLUs after them) are not simulated") in printed
+    assert "dense: no vector unit" not in printed
+    assert "dense: vector layers (batch norm, pooling, adds) take" in printed
 
 
 def test_a_rerun_removes_the_trace_and_waveforms_it_did_not_write(lenet300_twice):
