@@ -216,8 +216,8 @@ def test_topology_colours_by_utilization_from_a_run(quickstart_twice, tmp_path):
     # no run of that folder uses fine_grained.yaml: refused, not coloured by another's
     other = desim("topology", str(ROOT / "configs" / "arch" / "fine_grained.yaml"), "-o",
                   str(tmp_path / "fg.dot"), "--stats", str(outs[0]))
-    assert other.returncode == 2 and "no run uses arch 'fine_grained'" in other.stderr
-    assert "dense (arch dense), hppu (arch hppu_like)" in other.stderr
+    assert_config_error(other, "no run's design is fine_grained.yaml as it is (runs: dense "
+                        "(arch dense), hppu (arch hppu_like))")
 
 
 @pytest.fixture(scope="module")
@@ -305,18 +305,44 @@ def test_a_rerun_removes_the_trace_and_waveforms_it_did_not_write(lenet300_twice
 
 def test_topology_refuses_a_run_of_another_design_named_with_run(lenet300_twice, tmp_path):
     """--run names which run to colour by; one on another design is refused as it is
-    without --run, and one on this design is drawn."""
+    without --run."""
     out, _, _ = lenet300_twice
-    arch = ROOT / "configs" / "arch"
-    other = desim("topology", str(arch / "hppu_like.yaml"), "-o", str(tmp_path / "h.dot"),
-                  "--stats", str(out), "--run", "dense")
+    other = desim("topology", str(ROOT / "configs" / "arch" / "hppu_like.yaml"), "-o",
+                  str(tmp_path / "h.dot"), "--stats", str(out), "--run", "dense")
     assert_config_error(other, "--run dense: that run uses arch 'dense', not 'hppu_like'",
                         "runs: dense (arch dense), bare (arch dense)")
     assert not (tmp_path / "h.dot").exists()
-    same = desim("topology", str(arch / "dense.yaml"), "-o", str(tmp_path / "d.dot"),
-                 "--stats", str(out), "--run", "bare")
-    assert same.returncode == 0, same.stderr
-    assert "%" in (tmp_path / "d.dot").read_text()   # coloured: utilizations on the labels
+
+
+def test_topology_colours_by_the_run_whose_resolved_design_is_the_files(lenet300_twice,
+                                                                        tmp_path):
+    """Runs are matched by their resolved design (config.json), not the arch's name: both
+    runs used dense.yaml, `bare` with `--set arch.bare.vector_unit=null`. Only `dense` is
+    dense.yaml as it is; `bare`'s figures (named with --run), or any run's for a file of
+    the same name with other values, are refused with the keys that differ, not drawn."""
+    out, _, _ = lenet300_twice
+    stats = json.loads((out / "stats.json").read_text())
+    pes = stats["dense"]["modules"]["dense.pe_array"]["utilization"]
+    dense = ROOT / "configs" / "arch" / "dense.yaml"
+    for run in ([], ["--run", "dense"]):
+        drawn = desim("topology", str(dense), "-o", str(tmp_path / "d.dot"), "--stats",
+                      str(out), *run)
+        assert drawn.returncode == 0, drawn.stderr
+        dot = (tmp_path / "d.dot").read_text()
+        assert f'label="cluster_r3_3\\npe_cluster\\n{pes:.0%}"' in dot
+    changed = desim("topology", str(dense), "-o", str(tmp_path / "b.dot"), "--stats", str(out),
+                    "--run", "bare")
+    assert_config_error(changed, f"{out}: --run bare: that run uses arch 'dense' with other "
+                        'values (vector_unit {"lanes": 64, ', "in dense.yaml, null in the run)",
+                        "changed by --set or arch_set, or another file of that name")
+    eight = tmp_path / "dense.yaml"   # the same name, another design
+    eight.write_text(dense.read_text().replace("  pes: 16\n", "  pes: 8\n"))
+    other = desim("topology", str(eight), "-o", str(tmp_path / "e.dot"), "--stats", str(out))
+    assert_config_error(other, "no run's design is dense.yaml as it is (runs: dense (arch "
+                        "dense), bare (arch dense)); run dense uses arch 'dense' with other "
+                        "values (pe_cluster.pes 8 in dense.yaml, 16 in the run)",
+                        "run bare uses arch 'dense' with other values (pe_cluster.pes 8")
+    assert not (tmp_path / "b.dot").exists() and not (tmp_path / "e.dot").exists()
 
 
 DEADLOCK = """
