@@ -6,11 +6,12 @@ and exits with code 2; a deadlock exits with code 3. Never a traceback for the u
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -18,6 +19,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from desim.errors import ConfigError, DeadlockError
+
+if TYPE_CHECKING:
+    from arch.config import ArchConfig
 
 T = TypeVar("T")
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -67,8 +71,7 @@ def run(
 
     with console.status("starting") as status:
         summary = guarded(lambda: run_and_write(experiment, out, progress=status.update))
-    print_summary(summary, {name: a.vector_unit is not None
-                            for name, a in experiment.archs.items()})
+    print_summary(summary)
     console.print(f"results in {escape(str(out))}/ (summary.json, layers.csv, energy.csv, "
                   "stats.txt, config.json); "
                   f"{time.perf_counter() - started:.1f} s")
@@ -104,10 +107,10 @@ def check(
             _fail(2, f"{len(invalid)} of {checked.sweep_points} sweep points are invalid")
 
 
-def print_summary(summary: dict[str, Any], has_vector_unit: dict[str, bool]) -> None:
-    """The runs' table, then notes. `has_vector_unit` (per run, from its design): a run
-    whose design has no vector unit leaves its model's vector layers out, and says so; one
-    with a unit that ran no vector tile (ReLUs fused, say) left nothing out."""
+def print_summary(summary: dict[str, Any]) -> None:
+    """The runs' table, then notes: the vector layers' share of a run's time, or how many
+    vector layers a run whose design has no vector unit left out (not the ReLUs it applies
+    on the PE array's output: `mappings.vector.left_out_without_unit`)."""
     from desim.report import vector_share
 
     training = any(p["cycles"] for r in summary["runs"].values()
@@ -132,11 +135,13 @@ def print_summary(summary: dict[str, Any], has_vector_unit: dict[str, bool]) -> 
         if share:  # a run with vector layers
             console.print(f"{name}: vector layers (batch norm, pooling, adds) take "
                           f"{100 * share:.0f}% of the time")
-        elif r["workload"].get("vector_layers") and not has_vector_unit[name]:
-            console.print(f"{name}: [bold]no vector unit[/bold] (arch {r['arch']}): the "
-                          f"model's {r['workload']['vector_layers']} vector layers (batch "
-                          "norm, activations, pooling, adds) are not simulated, so its time "
-                          "and energy leave them out")
+        elif r["vector_layers_not_simulated"]:
+            console.print(f"{name}: [bold]no vector unit[/bold] (arch {r['arch']}): "
+                          f"{r['vector_layers_not_simulated']} of the model's "
+                          f"{r['workload']['vector_layers']} vector layers (batch norm, "
+                          "pooling, residual adds, and ReLUs after them) are not simulated, "
+                          "so its time and energy leave them out (a ReLU right after a conv "
+                          "or linear layer is simulated, on the PE array's output)")
     base = summary["baseline"]
     for name, c in summary["comparison"].items():
         if name != base:
@@ -151,8 +156,8 @@ def topology(
     out: Annotated[Path, typer.Option("--out", "-o", help="FILE.png, FILE.svg or FILE.dot")],
     stats: Annotated[Path | None, typer.Option("--stats", help="a results folder: colour "
                                                "links and nodes by utilization")] = None,
-    run_name: Annotated[str | None, typer.Option("--run", help="which run of --stats "
-                                                 "(default: the one using this arch)")] = None,
+    run_name: Annotated[str | None, typer.Option("--run", help="which run of --stats (default: "
+                                                 "the first whose design is this file's)")] = None,
 ) -> None:
     """Draw the architecture's graph: nodes by kind, links by bandwidth (or utilization).
     Files with a `kind:` (ReRAM crossbars, the SNN array) are drawn as their datapath."""
@@ -170,7 +175,7 @@ def topology(
             graph = cfg.graph()
             return draw_topology(graph, out), graph
         graph = build_graph(cfg)
-        utilization = _utilization(stats, run_name, cfg.name, graph) if stats else None
+        utilization = _utilization(stats, run_name, arch, cfg, graph) if stats else None
         return draw_topology(graph, out, utilization), graph
 
     path, graph = guarded(draw)
@@ -178,28 +183,44 @@ def topology(
                   f"{graph.number_of_edges()} links)")
 
 
-def _utilization(stats_dir: Path, run_name: str | None, arch_name: str, graph: Any) -> dict:
-    """Utilization of links and nodes from a results folder's stats.json and summary.json."""
-    import json
-
+def _utilization(stats_dir: Path, run_name: str | None, arch: Path, cfg: ArchConfig,
+                 graph: Any) -> dict:
+    """Utilization of links and nodes from a results folder's stats.json, for a run whose
+    resolved design (config.json) is the file's, `cfg`: a run whose design was changed
+    (`--set`, `arch_set`), or another design of the same name, would colour the drawing
+    with figures of hardware it does not show."""
     try:
         stats = json.loads((stats_dir / "stats.json").read_text())
         summary = json.loads((stats_dir / "summary.json").read_text())
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"cannot read stats.json and summary.json: {err}",
+        designs = json.loads((stats_dir / "config.json").read_text())["architectures"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"cannot read stats.json, summary.json and config.json: {err!s}",
                           file=str(stats_dir)) from None
-    # another design's figures must not colour this one's graph, named with --run or not
+    drawn = json.loads(json.dumps(cfg.model_dump(mode="json")))  # as config.json holds it
     runs = ", ".join(f"{n} (arch {r['arch']})" for n, r in summary["runs"].items())
+
+    def mismatch(name: str) -> str | None:
+        """Why run `name`'s design is not the drawn one; None when it is."""
+        used, design = summary["runs"][name]["arch"], designs.get(name)
+        if design == drawn:
+            return None
+        if used != cfg.name:
+            return f"uses arch {used!r}, not {cfg.name!r}"
+        if design is None:
+            return f"uses arch {used!r}, whose resolved design config.json does not hold"
+        return (f"uses arch {used!r} with other values ({_differences(drawn, design, arch.name)}"
+                "): changed by --set or arch_set, or another file of that name")
+
     if run_name is None:
-        matching = [n for n, r in summary["runs"].items() if r["arch"] == arch_name]
+        matching = [n for n in summary["runs"] if mismatch(n) is None]
         if not matching:
-            raise ConfigError(f"no run uses arch {arch_name!r}; runs: {runs}; name one with "
-                              "--run", file=str(stats_dir))
+            same_name = "".join(f"; run {n} {mismatch(n)}" for n, r in summary["runs"].items()
+                                if r["arch"] == cfg.name)
+            raise ConfigError(f"no run's design is {arch.name} as it is (runs: {runs})"
+                              f"{same_name}", file=str(stats_dir))
         run_name = matching[0]
-    elif run_name in summary["runs"] and summary["runs"][run_name]["arch"] != arch_name:
-        raise ConfigError(f"--run {run_name}: that run uses arch "
-                          f"{summary['runs'][run_name]['arch']!r}, not {arch_name!r}; runs: "
-                          f"{runs}", file=str(stats_dir))
+    elif run_name in summary["runs"] and (why := mismatch(run_name)) is not None:
+        raise ConfigError(f"--run {run_name}: that run {why}; runs: {runs}", file=str(stats_dir))
     if run_name not in stats:
         raise ConfigError(f"no run {run_name!r}; runs: {', '.join(stats)}", file=str(stats_dir))
     modules = stats[run_name]["modules"]
@@ -214,6 +235,22 @@ def _utilization(stats_dir: Path, run_name: str | None, arch_name: str, graph: A
         if entry is not None and "utilization" in entry and data["kind"] != "router":
             nodes[node] = min(1.0, entry["utilization"])
     return {"nodes": nodes, "links": links}
+
+
+def _differences(drawn: Any, run: Any, file: str, limit: int = 3) -> str:
+    """The keys whose values differ between the drawn design and a run's (both as JSON),
+    the first `limit` of them: `pe_cluster.pes 16 in dense.yaml, 8 in the run`."""
+    def walk(a: Any, b: Any, key: str) -> list[str]:
+        if isinstance(a, dict) and isinstance(b, dict):
+            return [d for k in [*a, *(k for k in b if k not in a)]
+                    for d in walk(a.get(k), b.get(k), f"{key}.{k}" if key else k)]
+        if a == b:
+            return []
+        return [f"{key} {json.dumps(a)} in {file}, {json.dumps(b)} in the run"]
+
+    found = walk(drawn, run, "")
+    more = f" and {len(found) - limit} more" if len(found) > limit else ""
+    return "; ".join(found[:limit]) + more
 
 
 def _register_commands() -> None:

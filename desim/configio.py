@@ -54,24 +54,50 @@ def _scalar_types(annotation: Any) -> set[type]:
     return out
 
 
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A key given twice in one mapping; `path` is its place in the document (mapping keys
+    and list indices), for a message that names it as `runs.1.pruning.sparsity`."""
+
+    def __init__(self, path: list[Any], first_line: int, mark: yaml.Mark) -> None:
+        super().__init__(problem=f"key {path[-1]!r} given twice, first on line {first_line}",
+                         problem_mark=mark)
+        self.path = path
+
+    @property
+    def key(self) -> str:
+        return ".".join(map(str, self.path))
+
+
 class UniqueKeyLoader(yaml.SafeLoader):
     """PyYAML's safe loader, refusing a key given twice in one mapping: YAML forbids it, and
-    PyYAML would keep the last value without a word (two `name:` in an arch file)."""
+    PyYAML would keep the last value without a word (two `name:` in an arch file). The
+    document's nodes are walked before they are built, so that the error knows where the
+    mapping sits (building them, PyYAML defers nested mappings and loses their place)."""
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    def construct_document(self, node: yaml.Node) -> Any:
+        self._refuse_duplicate_keys(node, [], set())
+        return super().construct_document(node)
+
+    def _refuse_duplicate_keys(self, node: yaml.Node, path: list[Any], seen: set[int]) -> None:
+        if id(node) in seen:  # an alias: checked where its anchor is
+            return
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self._refuse_duplicate_keys(item, [*path, i], seen)
+        if not isinstance(node, yaml.MappingNode):
+            return
         lines: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # `<<: *base`, whose keys this mapping may override
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`, whose keys this
+                self._refuse_duplicate_keys(value_node, path, seen)  # mapping may override
+                continue
             key = self.construct_object(key_node, deep=True)
-            if not isinstance(key, Hashable):
-                continue  # PyYAML's own error
-            if key in lines:
-                raise yaml.constructor.ConstructorError(
-                    problem=f"key {key!r} given twice, first on line {lines[key]}",
-                    problem_mark=key_node.start_mark)
-            lines[key] = key_node.start_mark.line + 1
-        return super().construct_mapping(node, deep=deep)
+            if isinstance(key, Hashable):  # else PyYAML's own error
+                if key in lines:
+                    raise DuplicateKeyError([*path, key], lines[key], key_node.start_mark)
+                lines[key] = key_node.start_mark.line + 1
+            self._refuse_duplicate_keys(value_node, [*path, key], seen)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -84,7 +110,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError(f"{where}not valid YAML ({getattr(err, 'problem', err)})",
-                          file=str(path)) from None
+                          file=str(path),
+                          key=err.key if isinstance(err, DuplicateKeyError) else None) from None
     if not isinstance(data, dict):
         raise ConfigError("expected a mapping of keys at the top level", file=str(path))
     return data

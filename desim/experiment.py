@@ -25,7 +25,7 @@ from pydantic import Field, model_validator
 from arch.config import ArchConfig
 from arch.reram import ReramArch
 from arch.snn import SnnArch
-from desim.configio import Strict, UniqueKeyLoader, load_yaml, validate
+from desim.configio import DuplicateKeyError, Strict, UniqueKeyLoader, load_yaml, validate
 from desim.errors import ConfigError
 from desim.sweep_spec import SweepSpec
 from mappings.specs import PruningSpec, WorkloadSpec
@@ -94,8 +94,8 @@ class Claim(Strict):
 CLAIM_METRICS = {
     "runs": ("cycles", "seconds", "energy_j", "macs", "effectual_macs", "dram_bytes",
              "simulation_events", "phases", "units", "energy_by_component_j",
-             "energy_by_action_j", "energy_prices_pj", "workload", "on_chip_energy_j",
-             "tflops_per_w", "on_chip_tflops_per_w"),
+             "energy_by_action_j", "energy_prices_pj", "vector_layers_not_simulated",
+             "workload", "on_chip_energy_j", "tflops_per_w", "on_chip_tflops_per_w"),
     "comparison": ("speedup", "energy_ratio", "on_chip_energy_ratio"),
 }
 
@@ -163,10 +163,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], file: str) -> di
             if last:
                 try:
                     node[part] = yaml.load(text, Loader=UniqueKeyLoader)
-                except yaml.YAMLError as err:
+                except yaml.YAMLError as err:  # a key given twice: named under `key`
                     raise ConfigError(f"the value {text!r} is not valid YAML "
                                       f"({getattr(err, 'problem', err)})", file=file,
-                                      key=key) from None
+                                      key=f"{key}.{err.key}" if isinstance(
+                                          err, DuplicateKeyError) else key) from None
             else:
                 if isinstance(node, dict) and part not in node:
                     node[part] = {}
@@ -285,7 +286,23 @@ def load_design(path: str | Path, kind: str | None = None,
     if kind is not None and found != kind:
         raise ConfigError(f"expected kind {kind}, got {found or 'none (a training processor)'}",
                           file=str(path), key="kind")
-    return validate(DESIGN_KINDS[found][0] if found else ArchConfig, data, path)
+    design = validate(DESIGN_KINDS[found][0] if found else ArchConfig, data, path)
+    if isinstance(design, ArchConfig):
+        _check_graph(design, path)
+    return design
+
+
+def _check_graph(arch: ArchConfig, path: str | Path) -> None:
+    """The processor's graph built once, so that its errors (a NoC in pieces, a buffer
+    router that is none of the routers) name the file wherever a design is loaded from one
+    (`desim.api`, `load_arch`, `desim topology`), as the schema's do, and not only where a
+    processor is built from it."""
+    from arch.accelerator import build_graph
+
+    try:
+        build_graph(arch)
+    except ConfigError as err:
+        raise err.in_file(str(path)) from None
 
 
 def load_arch(path: str | Path, overrides: list[str] | None = None) -> ArchConfig:

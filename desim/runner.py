@@ -32,6 +32,7 @@ from desim.results import writable_folder, write_atomic, write_csv, write_json
 from desim.stats import collect_stats, stats_text
 from mappings.mapper import PhaseWork, map_workload, phase_waits
 from mappings.scalesim import gemm_view
+from mappings.vector import left_out_without_unit
 from mappings.workload import Workload, capture_workload, input_shape
 
 LAYER_COLUMNS = ["run", "arch", "layer", "phase", "macs", "effectual_macs", "processed_macs",
@@ -56,6 +57,9 @@ class RunResult:
     layer_energy: pd.DataFrame      # per layer-phase, component and action (J): energy.csv
     trace: dict[str, Any] | None = None  # Chrome/Perfetto events, when traced
     vcd: Path | None = None  # the waveform file of this run, if any (see `unpublished`)
+    # the model's vector layers this run left out, its design having no vector unit (not
+    # the ReLUs it applies on the PE array's output: `mappings.vector.left_out_without_unit`)
+    vector_layers_not_simulated: int = 0
 
     @property
     def cycles(self) -> int:
@@ -105,6 +109,7 @@ class RunResult:
             "energy_by_component_j": self.energy_by_component_j,
             "energy_by_action_j": self.energy_by_action_j,
             "energy_prices_pj": self.energy_prices_pj,
+            "vector_layers_not_simulated": self.vector_layers_not_simulated,
             "workload": self._workload_stats(),
         }
 
@@ -160,7 +165,9 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
                      int(sim.env.now), period, workload.stats, _event_count(sim),
                      collect_stats(sim), priced_actions(arch, acc.prices.as_dict()),
                      pd.DataFrame(energy_rows, columns=ENERGY_COLUMNS),
-                     tracer.chrome_trace() if observe.trace else None, vcd)
+                     tracer.chrome_trace() if observe.trace else None, vcd,
+                     0 if arch.vector_unit else left_out_without_unit(workload.vectors,
+                                                                      workload.spec.inference))
 
 
 def systolic_compute(work: list[PhaseWork], workload: Workload, cfg: SystolicConfig) -> None:

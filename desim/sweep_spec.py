@@ -22,9 +22,9 @@ reproducible and resumable by its overrides alone.
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import BeforeValidator, Field, PositiveInt, model_validator
 
 from desim.configio import Strict
 
@@ -54,10 +54,24 @@ class RangeAxis(Strict):
         return isinstance(self.low, int) and isinstance(self.high, int)
 
 
+def _list_or_range(value: Any) -> Any:
+    """An axis that is neither a list nor a mapping is refused here, in words: pydantic
+    would try each member of the union and say only "Input should be a valid list".
+    (From Python, a tuple or a RangeAxis is as good.)"""
+    if not isinstance(value, list | tuple | dict | RangeAxis):
+        raise ValueError("expected a list of values, or with mode: random a range "
+                         "{low, high} (log: true for log-uniform)")
+    return value
+
+
+# An axis's values: a list, or (mode: random) a range.
+Axis = Annotated[list[Any] | RangeAxis, BeforeValidator(_list_or_range)]
+
+
 class SweepSpec(Strict):
     mode: Literal["grid", "random"] = "grid"
     # key path (as `--set` accepts, or arch.<run>.<key.path>) -> values, or a range (random)
-    axes: dict[str, list[Any] | RangeAxis] = Field(min_length=1)
+    axes: dict[str, Axis] = Field(min_length=1)
     budget: PositiveInt | None = None  # random: how many distinct points
     seed: int = 0                      # random: the draws; same seed, same points
     objectives: list[Metric] = Field(default_factory=lambda: ["energy_j", "cycles"],

@@ -189,6 +189,25 @@ def _fused_relu_follows(vectors: list[VectorCapture], i: int, hw: HardwareView) 
             and nxt.after == vectors[i].after and nxt.in_elems == vectors[i].out_elems)
 
 
+def left_out_without_unit(vectors: list[VectorCapture], inference: bool) -> int:
+    """How many of the model's vector layers a design without a vector unit leaves out (what
+    `desim run` warns of). Such a design applies a ReLU on the output stream of the layer
+    before it (`desim.hardware_view` sets `fused_relu`): a ReLU right after a conv or linear
+    layer is simulated, on the PE array's output; one after a batch norm, pooling or add is
+    left out with that layer. At inference a batch norm folded into the weights before it
+    is not left out, nor a fork (its FF is free)."""
+    left_out, after, on_pe_output = 0, None, False
+    for v in vectors:  # in forward order; `after`: the conv/linear layer they follow
+        if v.after != after:  # the first vector layer after that conv/linear layer
+            after, on_pe_output = v.after, v.after >= 0
+        if (v.kind == "relu" and on_pe_output) or (inference and (v.foldable
+                                                                  or v.kind == "fork")):
+            continue  # the stream stays the PE array's output
+        left_out += 1
+        on_pe_output = False
+    return left_out
+
+
 def vector_tiles(v: VectorCapture, layer_id: int, phase: int, hw: HardwareView,
                  stored_out: BlockStats | None = None, stored_dy: BlockStats | None = None,
                  input_resident: bool = False, stored_second: BlockStats | None = None

@@ -8,10 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from desim.configio import load_yaml
 from desim.errors import ConfigError
-from desim.experiment import load_arch, load_design, load_experiment
+from desim.experiment import apply_overrides, load_arch, load_design, load_experiment
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "configs" / "experiments" / "quickstart.yaml"
@@ -25,8 +26,8 @@ DENSE = ROOT / "configs" / "arch" / "dense.yaml"
      ["sparsity.skip_zero_weights: expected true or false, got 'yes please'"]),
     (["arch.dense.noc.shape=[2,"], ["noc.shape: the value '[2,' is not valid YAML"]),
     (["arch.dense.noc={topology: mesh, shape: [2, 2], topology: ring}"],
-     ["dense.yaml: noc: the value '{topology: mesh, shape: [2, 2], topology: ring}' is not "
-      "valid YAML (key 'topology' given twice, first on line 1)"]),
+     ["dense.yaml: noc.topology: the value '{topology: mesh, shape: [2, 2], topology: ring}' "
+      "is not valid YAML (key 'topology' given twice, first on line 1)"]),
     (["runs.1.pruning.sparsty=0.5"],
      ["runs.1.pruning.sparsty: unknown key; expected one of: ", "sparsity"]),
     (["runs.0.arch_set=[noc.shap=2]"],
@@ -80,19 +81,26 @@ def test_bad_input_names_file_key_and_expectation(overrides, fragments):
     ("[[dram, b]]", "noc.edges: 'dram': routers named as the processor's own nodes"),
     ("[[glb, b], [b, cluster_glb]]",
      "noc.edges: 'cluster_glb', 'glb': routers named as the processor's own nodes"),
+    ("[[a, c]]", "global_buffer_router: 'b' is not a router of the NoC; routers: a, c"),
 ])
-def test_a_noc_graph_error_names_its_key_under_noc(edges, message):
-    """The graph's checks, made when the processor is built, name the key as the schema's
-    do (`desim check` and `desim run` add the file)."""
-    from arch.accelerator import Accelerator
-    from desim.module import Simulator
+def test_a_noc_graph_error_names_its_file_and_key_under_noc(edges, message, tmp_path):
+    """The graph's checks name the key as the schema's do, and the architecture file
+    wherever the design is loaded from one: `load_arch`, an experiment's runs (its
+    `load_experiment`, `desim.run`), not only the command line."""
+    import desim
 
-    arch = load_arch(DENSE, [f"noc={{topology: edges, edges: {edges}, "
-                             "link_bandwidth_bytes_per_cycle: 8, hop_latency_cycles: 1}",
-                             "global_buffer_router=b"])
-    with pytest.raises(ConfigError) as err:
-        Accelerator(Simulator(), arch)
-    assert str(err.value).startswith(message)
+    arch, experiment = tmp_path / "arch.yaml", tmp_path / "experiment.yaml"
+    edit = [f"noc={{topology: edges, edges: {edges}, link_bandwidth_bytes_per_cycle: 8, "
+            "hop_latency_cycles: 1}", "global_buffer_router=b"]
+    arch.write_text(yaml.safe_dump(apply_overrides(yaml.safe_load(DENSE.read_text()), edit,
+                                                   str(arch))))
+    experiment.write_text(QUICKSTART.read_text().replace("../arch/dense.yaml", str(arch))
+                          .replace("../arch/", f"{DENSE.parent}/"))
+    for load, path in ((load_arch, arch), (load_design, arch), (load_experiment, experiment),
+                       (desim.run, experiment)):
+        with pytest.raises(ConfigError) as err:
+            load(path)
+        assert err.value.file == str(arch) and str(err.value).startswith(f"{arch}: {message}")
 
 
 def test_a_misspelt_key_is_named_before_the_missing_one_it_leaves(tmp_path):
@@ -103,18 +111,33 @@ def test_a_misspelt_key_is_named_before_the_missing_one_it_leaves(tmp_path):
         load_arch(arch)
 
 
-def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
-    """YAML forbids it; PyYAML alone would keep the second `name:` without a word."""
+def test_a_key_given_twice_is_refused_with_its_path_and_both_lines(tmp_path):
+    """YAML forbids it; PyYAML alone would keep the second `name:` without a word. The error
+    names the key's whole path (list items by index), as a schema error would."""
     arch = tmp_path / "arch.yaml"
     arch.write_text(DENSE.read_text().replace("name: dense\n", "name: dense\nname: other\n"))
     line = arch.read_text().splitlines().index("name: other") + 1
-    with pytest.raises(ConfigError, match=rf"arch\.yaml: line {line}, column 1: not valid YAML "
-                                          rf"\(key 'name' given twice, first on line {line - 1}\)"):
+    with pytest.raises(ConfigError, match=rf"arch\.yaml: name: line {line}, column 1: not valid "
+                                          rf"YAML \(key 'name' given twice, first on line "
+                                          rf"{line - 1}\)"):
         load_arch(arch)
     nested = tmp_path / "nested.yaml"
     nested.write_text(DENSE.read_text().replace("  banks: 16\n", "  banks: 16\n  banks: 8\n"))
-    with pytest.raises(ConfigError, match="key 'banks' given twice"):
+    with pytest.raises(ConfigError, match=r"nested\.yaml: global_buffer\.banks: line \d+, "
+                                          r"column 3: not valid YAML \(key 'banks' given twice"):
         load_arch(nested)
+    experiment = tmp_path / "experiment.yaml"
+    experiment.write_text(QUICKSTART.read_text().replace(
+        "{method: hybrid, sparsity: 0.7,", "{method: hybrid, sparsity: 0.7, sparsity: 0.5,"))
+    line, column = next((i, text.index("sparsity: 0.5") + 1) for i, text
+                        in enumerate(experiment.read_text().splitlines(), 1)
+                        if "sparsity: 0.5" in text)
+    with pytest.raises(ConfigError) as err:
+        load_experiment(experiment)
+    assert err.value.key == "runs.1.pruning.sparsity"
+    assert str(err.value).startswith(
+        f"{experiment}: runs.1.pruning.sparsity: line {line}, column {column}: not valid YAML "
+        f"(key 'sparsity' given twice, first on line {line})")
 
 
 def test_every_shipped_yaml_file_loads():

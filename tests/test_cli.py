@@ -229,8 +229,8 @@ def test_topology_colours_by_utilization_from_a_run(quickstart_twice, tmp_path):
     # no run of that folder uses fine_grained.yaml: refused, not coloured by another's
     other = desim("topology", str(ROOT / "configs" / "arch" / "fine_grained.yaml"), "-o",
                   str(tmp_path / "fg.dot"), "--stats", str(outs[0]))
-    assert other.returncode == 2 and "no run uses arch 'fine_grained'" in other.stderr
-    assert "dense (arch dense), hppu (arch hppu_like)" in other.stderr
+    assert_config_error(other, "no run's design is fine_grained.yaml as it is (runs: dense "
+                        "(arch dense), hppu (arch hppu_like))")
 
 
 @pytest.fixture(scope="module")
@@ -260,16 +260,49 @@ def lenet300_twice(tmp_path_factory):
     return out, files_first, [first, second]
 
 
-def test_no_vector_unit_is_said_of_designs_without_one_only(lenet300_twice):
-    """LeNet-300's vector layers are two ReLUs, fused into the layers before them: dense.yaml
-    has a vector unit that runs no tile, and leaves nothing out; without the unit the
-    design says so."""
+def test_fused_relus_are_not_said_to_be_left_out(lenet300_twice):
+    """LeNet-300's vector layers are two ReLUs, each right after a linear layer: fused into
+    its output, on the PE array, with a vector unit (which then runs no tile) or without.
+    Neither design leaves anything out, so neither is warned of."""
     _, _, results = lenet300_twice
     for result in results:
         stdout = " ".join(result.stdout.split())
-        assert "bare: no vector unit (arch dense): the model's 2 vector layers" in stdout
-        assert "dense: no vector unit" not in stdout
-        assert "dense: vector layers" not in stdout   # no vector tile ran
+        assert "no vector unit" not in stdout
+        assert "vector layers" not in stdout   # no vector tile ran, none left out
+    summary = json.loads((lenet300_twice[0] / "summary.json").read_text())
+    assert [(r["workload"]["vector_layers"], r["vector_layers_not_simulated"])
+            for r in summary["runs"].values()] == [(2, 0), (2, 0)]
+
+
+def test_no_vector_unit_counts_the_layers_left_out_not_the_fused_relus(tmp_path, monkeypatch):
+    """LeNet-5's vector layers are two max pools and a ReLU right after fc 500: without a
+    vector unit the pools are left out, the ReLU (on the PE array's output) is not."""
+    import io
+
+    from rich.console import Console
+
+    import desim
+    import desim.cli
+
+    experiment = tmp_path / "lenet5.yaml"
+    dense = str(ROOT / "configs" / "arch" / "dense.yaml")
+    experiment.write_text(yaml.safe_dump({
+        "name": "lenet5", "baseline": "dense",
+        "workload": {"model": "lenet5", "num_classes": 10, "batch": 2,
+                     "input_shape": [1, 28, 28], "data": "digits", "seed": 0},
+        "runs": [{"name": "dense", "arch": dense},
+                 {"name": "bare", "arch": dense, "arch_set": ["vector_unit=null"]}]}))
+    summary = desim.run(experiment).summary
+    assert [(r["workload"]["vector_layers"], r["vector_layers_not_simulated"])
+            for r in summary["runs"].values()] == [(3, 0), (3, 2)]
+    out = io.StringIO()
+    monkeypatch.setattr(desim.cli, "console", Console(file=out, width=400))
+    desim.cli.print_summary(summary)
+    printed = out.getvalue()
+    assert ("bare: no vector unit (arch dense): 2 of the model's 3 vector layers (batch norm, "
+            "pooling, residual adds, and ReLUs after them) are not simulated") in printed
+    assert "dense: no vector unit" not in printed
+    assert "dense: vector layers (batch norm, pooling, adds) take" in printed
 
 
 def test_a_rerun_removes_the_trace_and_waveforms_it_did_not_write(lenet300_twice):
@@ -285,18 +318,44 @@ def test_a_rerun_removes_the_trace_and_waveforms_it_did_not_write(lenet300_twice
 
 def test_topology_refuses_a_run_of_another_design_named_with_run(lenet300_twice, tmp_path):
     """--run names which run to colour by; one on another design is refused as it is
-    without --run, and one on this design is drawn."""
+    without --run."""
     out, _, _ = lenet300_twice
-    arch = ROOT / "configs" / "arch"
-    other = desim("topology", str(arch / "hppu_like.yaml"), "-o", str(tmp_path / "h.dot"),
-                  "--stats", str(out), "--run", "dense")
+    other = desim("topology", str(ROOT / "configs" / "arch" / "hppu_like.yaml"), "-o",
+                  str(tmp_path / "h.dot"), "--stats", str(out), "--run", "dense")
     assert_config_error(other, "--run dense: that run uses arch 'dense', not 'hppu_like'",
                         "runs: dense (arch dense), bare (arch dense)")
     assert not (tmp_path / "h.dot").exists()
-    same = desim("topology", str(arch / "dense.yaml"), "-o", str(tmp_path / "d.dot"),
-                 "--stats", str(out), "--run", "bare")
-    assert same.returncode == 0, same.stderr
-    assert "%" in (tmp_path / "d.dot").read_text()   # coloured: utilizations on the labels
+
+
+def test_topology_colours_by_the_run_whose_resolved_design_is_the_files(lenet300_twice,
+                                                                        tmp_path):
+    """Runs are matched by their resolved design (config.json), not the arch's name: both
+    runs used dense.yaml, `bare` with `--set arch.bare.vector_unit=null`. Only `dense` is
+    dense.yaml as it is; `bare`'s figures (named with --run), or any run's for a file of
+    the same name with other values, are refused with the keys that differ, not drawn."""
+    out, _, _ = lenet300_twice
+    stats = json.loads((out / "stats.json").read_text())
+    pes = stats["dense"]["modules"]["dense.pe_array"]["utilization"]
+    dense = ROOT / "configs" / "arch" / "dense.yaml"
+    for run in ([], ["--run", "dense"]):
+        drawn = desim("topology", str(dense), "-o", str(tmp_path / "d.dot"), "--stats",
+                      str(out), *run)
+        assert drawn.returncode == 0, drawn.stderr
+        dot = (tmp_path / "d.dot").read_text()
+        assert f'label="cluster_r3_3\\npe_cluster\\n{pes:.0%}"' in dot
+    changed = desim("topology", str(dense), "-o", str(tmp_path / "b.dot"), "--stats", str(out),
+                    "--run", "bare")
+    assert_config_error(changed, f"{out}: --run bare: that run uses arch 'dense' with other "
+                        'values (vector_unit {"lanes": 64, ', "in dense.yaml, null in the run)",
+                        "changed by --set or arch_set, or another file of that name")
+    eight = tmp_path / "dense.yaml"   # the same name, another design
+    eight.write_text(dense.read_text().replace("  pes: 16\n", "  pes: 8\n"))
+    other = desim("topology", str(eight), "-o", str(tmp_path / "e.dot"), "--stats", str(out))
+    assert_config_error(other, "no run's design is dense.yaml as it is (runs: dense (arch "
+                        "dense), bare (arch dense)); run dense uses arch 'dense' with other "
+                        "values (pe_cluster.pes 8 in dense.yaml, 16 in the run)",
+                        "run bare uses arch 'dense' with other values (pe_cluster.pes 8")
+    assert not (tmp_path / "b.dot").exists() and not (tmp_path / "e.dot").exists()
 
 
 DEADLOCK = """

@@ -117,6 +117,15 @@ def test_random_plan_is_seeded_in_bounds_and_extends():
     ({"mode": "random", "budget": 4, "axes": {"workload.batch": {"low": 1, "hgh": 4}}},
      r"sweep\.axes\.workload\.batch\.hgh: unknown key; expected one of: high, log, low "
      r"\[and 1 more error\]$"),
+    # an axis that is neither a list nor a range: its key, the value given and both shapes
+    # an axis takes, not pydantic's "Input should be a valid list" of the union
+    ({"axes": {"runs.1.pruning.sparsity": 0.5}},
+     r"experiment\.yaml: sweep\.axes\.runs\.1\.pruning\.sparsity: expected a list of "
+     r"values, or with mode: random a range \{low, high\} \(log: true for log-uniform\) "
+     r"\(got 0\.5\)$"),
+    ({"mode": "random", "budget": 4, "axes": {"arch.*.pe_cluster.pes": "8 to 16"}},
+     r"sweep\.axes\.arch\.\*\.pe_cluster\.pes: expected a list of values, or with mode: "
+     r"random a range \{low, high\} .* \(got '8 to 16'\)$"),
 ])
 def test_bad_sweep_sections_are_config_errors(tmp_path, bad, message):
     path = write_experiment(tmp_path, {})

@@ -89,3 +89,21 @@ def test_at_inference_a_batch_norm_after_a_conv_is_folded_into_it():
     assert ("1", FF) not in inference and inference[("4", FF)] == 2 * 4 * 4 * 4 * 2
     assert training[("1", FF)] == 2 * 4 * 8 * 8 * 2 and training[("4", FF)] == 2 * 4 * 4 * 4 * 2
     assert {("1", BP), ("4", BP)} <= set(training)
+
+
+def test_a_design_without_a_vector_unit_leaves_out_all_but_the_relus_on_the_pe_output():
+    """conv0 -> BN -> ReLU -> pool -> linear1 -> ReLU -> fork -> ... -> add -> ReLU: such a
+    design fuses each ReLU into the layer before it, so the ReLU right after linear1 (on
+    the PE array's output) is simulated, while the ReLUs after the batch norm and the add
+    are left out with them. At inference the batch norm after conv0 is folded into its
+    weights (its ReLU is then on conv0's output) and the fork's FF is free."""
+    from mappings.vector import left_out_without_unit
+
+    def v(kind: str, after: int, foldable: bool = False) -> VectorCapture:
+        return VectorCapture(f"{kind}{after}", kind, 8, 8, after, foldable=foldable)
+    vectors = [v("batchnorm", 0, foldable=True), v("relu", 0), v("pool", 0), v("relu", 1),
+               v("fork", 1), v("add", 3), v("relu", 3)]
+    assert left_out_without_unit(vectors, inference=False) == 6   # all but relu1
+    assert left_out_without_unit(vectors, inference=True) == 3    # pool, add, its ReLU
+    assert left_out_without_unit([v("relu", 0), v("relu", 1)], inference=False) == 0
+    assert left_out_without_unit([v("relu", -1)], inference=False) == 1  # on the input
