@@ -675,20 +675,25 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Markdown and HTML report of results folders: claims vs paper, energy, timelines."""
         from rich.console import Console
+        from rich.markup import escape
 
+        # folder names and messages are printed as they are, never read as rich markup
         console, err = Console(), Console(stderr=True)
         try:
             md, page, all_results = build_report(dirs, out or dirs[0] / "report.md")
         except ConfigError as error:
-            err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False,
+                      soft_wrap=True)
             raise typer.Exit(2) from None
         surprises = 0
         for results in all_results:
             for c in results.checks:
                 surprises += not c.as_expected
-                console.print(f"{results.name}: {c.metric_text} paper {_fmt(c.claim.paper)} "
-                              f"desim {c.value_text} ({c.range_text}): {c.verdict}",
+                console.print(escape(f"{results.name}: {c.metric_text} paper "
+                                     f"{_fmt(c.claim.paper)} desim {c.value_text} "
+                                     f"({c.range_text}): {c.verdict}"),
                               highlight=False, soft_wrap=True)
-        console.print(f"wrote {md} and {page} (plots beside them)")
+        console.print(escape(f"wrote {md} and {page} (plots beside them)"), highlight=False,
+                      soft_wrap=True)
         if check and surprises:
             raise typer.Exit(1)

@@ -145,6 +145,19 @@ def test_report_out_must_be_a_markdown_file(tmp_path, name):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_report_prints_a_folder_name_as_it_is(tmp_path):
+    """A folder name with brackets is not rich markup: the error names it verbatim."""
+    app = typer.Typer()
+    register(app)
+    app.command("noop")(lambda: None)  # a second command keeps `report` a subcommand
+    folder = tmp_path / "[bold]x"
+    folder.mkdir()
+    result = CliRunner().invoke(app, ["report", str(folder), "--out", str(tmp_path / "r.md")])
+    assert result.exit_code == 2, result.output
+    assert f"{folder}" in " ".join(result.output.split())
+    assert "not a results folder" in result.output
+
+
 def check_folder_without_claims(results: Path, old: Path) -> None:
     """Results written before claims existed have none in config.json: the report says so.
     Before 2026-12-03 layers.csv named each row's run in its `arch` column, and had no
