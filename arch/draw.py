@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from desim.errors import ConfigError
+from desim.results import atomic_path
 
 KIND_COLOURS = {
     "router": "#4c72b0",
@@ -57,11 +58,11 @@ def draw_topology(graph: nx.DiGraph, out: Path, utilization: dict | None = None)
         raise ConfigError(f"cannot draw to {out.name!r}: unknown suffix {out.suffix!r}; "
                           f"expected one of {', '.join(SUFFIXES)}")
     nodes_util, links_util = _check_utilization(graph, utilization)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".dot":
-        out.write_text(to_dot(graph, nodes_util, links_util))
-    else:
-        _draw_figure(graph, nodes_util, links_util).savefig(out, format=suffix[1:])
+    with atomic_path(out) as tmp:  # never a half-drawn picture under its name
+        if suffix == ".dot":
+            tmp.write_text(to_dot(graph, nodes_util, links_util))
+        else:
+            _draw_figure(graph, nodes_util, links_util).savefig(tmp, format=suffix[1:])
     return out
 
 

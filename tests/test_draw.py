@@ -105,3 +105,23 @@ def test_the_accelerator_links_its_buffer_both_ways():
     for u, v in (("dram", "glb"), ("glb", "selector")):
         assert g.has_edge(u, v) and g.has_edge(v, u), (u, v)
         assert g.edges[u, v]["kind"] == g.edges[v, u]["kind"] == "port"
+
+
+def test_a_drawing_that_fails_leaves_the_earlier_one_whole(tmp_path, monkeypatch):
+    """The picture is drawn beside its name and renamed when whole: a drawing that fails
+    half-way leaves the earlier picture as it was, and no temporary file."""
+    import arch.draw
+
+    out = draw_topology(system(), tmp_path / "noc.png")
+    before = out.read_bytes()
+
+    class HalfDrawn:
+        def savefig(self, path, format):
+            path.write_bytes(PNG_MAGIC)  # a start, then the failure
+            raise OSError("disk full")
+
+    monkeypatch.setattr(arch.draw, "_draw_figure", lambda *a: HalfDrawn())
+    with pytest.raises(OSError, match="disk full"):
+        draw_topology(system(), out)
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["noc.png"]
