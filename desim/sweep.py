@@ -314,16 +314,24 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
 
 def _check_some_point_is_valid(path: Path, base: list[str], points: list[Point]) -> None:
     """Refuse a sweep none of whose points is valid, before it writes anything: an axis's
-    name or values are wrong then, not one point's (those fail alone, recorded, later)."""
+    name or values are wrong then, not one point's (those fail alone, recorded, later).
+    Refuse one that asks for traces or waveforms too: a point keeps its summary only, so
+    they would be dropped without a word."""
     from desim.experiment import load_experiment
 
     first: ConfigError | None = None
     for point in points:
         try:
-            load_experiment(path, base + point.overrides)
-            return
+            observe = load_experiment(path, base + point.overrides).spec.observe
         except ConfigError as err:
             first = first or err
+            continue
+        if observe.trace or observe.vcd:
+            asked = " and ".join(k for k in ("trace", "vcd") if getattr(observe, k))
+            raise ConfigError(f"a sweep's points keep their summaries only, not {asked}: "
+                              "set observe off to sweep, and trace one point with desim run "
+                              "and its values as --set", file=str(path), key="observe")
+        return
     if first is not None:
         raise ConfigError(f"{first.message} (no point of the sweep is valid; the first: "
                           f"{points[0].values})", file=first.file, key=first.key)

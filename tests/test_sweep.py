@@ -150,6 +150,18 @@ def test_a_sweep_with_no_valid_point_is_refused_before_writing_anything(tmp_path
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("observe", ["observe.vcd=true", "observe.trace=true"])
+def test_a_sweep_that_asks_for_traces_is_refused_before_writing_anything(tmp_path, observe):
+    """A point keeps its summary only: traces or waveforms asked of a sweep would be lost
+    without a word, so the sweep says so (exit 2 from the CLI) and writes nothing."""
+    path = write_experiment(tmp_path, {"workload.batch": [1, 2]})
+    asked = observe.split(".")[1].split("=")[0]
+    with pytest.raises(ConfigError, match=rf"observe: a sweep's points keep their summaries "
+                                          rf"only, not {asked}"):
+        sweep(path, tmp_path / "out", overrides=[observe])
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("value", [1e-05, 0.1, 3, True, "digits", [3, 16, 16], None,
                                    {"method": "hybrid", "sparsity": 0.5}, "1e-05", "yes"])
 def test_override_text_round_trips(value):
