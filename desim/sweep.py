@@ -484,8 +484,12 @@ def _client(scheduler: str | None, workers: int) -> Iterator[Client]:
         return
     saved = dict(os.environ)  # the nanny sets its workers' variables in our environment
     try:
+        # No dashboard; the scheduler's HTTP server, which starts anyway, on a free local
+        # port: dashboard_address=None alone binds 8787 (dask/distributed#8136), in use
+        # when another cluster runs on the machine
         with (LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=logging.ERROR) as cluster,
+                           dashboard_address=None, silence_logs=logging.ERROR,
+                           scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}) as cluster,
               Client(cluster) as client):
             yield client
     finally:

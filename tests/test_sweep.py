@@ -619,3 +619,30 @@ def test_check_elaborates_every_point_of_a_sweep(tmp_path, monkeypatch):
         assert err.key == "runs.1.arch" and "smallest tile" in err.message
         assert "global_buffer.capacity_kib 1)" in err.message
     assert calls == {"untrained": 1, "tiles": 3}  # dense, hppu at 512 KiB and at 1 KiB
+
+
+def test_the_local_cluster_does_not_reach_for_port_8787():
+    """The local cluster's scheduler serves no dashboard, and its HTTP server (which starts
+    anyway) takes a free local port: with 8787 taken by another cluster there is no
+    "Port 8787 is already in use" warning (dask/distributed#8136)."""
+    import contextlib
+    import socket
+    import warnings
+
+    from desim.sweep import _client
+
+    holder = socket.socket()
+    with contextlib.suppress(OSError):  # held by something else already: as good
+        holder.bind(("127.0.0.1", 8787))
+        holder.listen()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with _client(None, 1) as client:
+                assert client.submit(int, "2").result() == 2
+                ports = [s.getsockname()[1]
+                         for s in client.cluster.scheduler.http_server._sockets.values()]
+        assert 8787 not in ports
+        assert not [w for w in caught if "already in use" in str(w.message)]
+    finally:
+        holder.close()
