@@ -285,14 +285,22 @@ def unpublished(vcd: Path) -> Path:
     return vcd.with_name(f".{vcd.name}.tmp")
 
 
+# What `write_results` writes into a results folder (besides the waveforms).
+RESULT_FILES = ("summary.json", "layers.csv", "energy.csv", "config.json", "stats.json",
+                "stats.txt", "trace.json")
+
+
 def remove_stale_artifacts(out: Path, results: dict[str, RunResult]) -> None:
     """Remove the trace.json and waves_*.vcd an earlier run left in `out` that these
     results did not write: beside this run's summary they would pass for its own; and the
-    unpublished waveforms of a run killed before its results were written. Only those files
-    of desim's own; nothing else in the folder is touched."""
+    unpublished waveforms of a run killed before its results were written, and the hidden
+    halves of the result files a killed write left (`desim.results.atomic_path`'s names).
+    Only those files of desim's own; nothing else in the folder is touched."""
     written = {r.vcd.resolve() for r in results.values() if r.vcd is not None}
     stale = [p for p in out.glob("waves_*.vcd") if p.resolve() not in written]
     stale += out.glob(".waves_*.vcd.tmp")  # this run's are published by now
+    for name in RESULT_FILES:  # this run's are in place by now
+        stale += out.glob(f".{name}.*.tmp")
     if all(r.trace is None for r in results.values()):
         stale.append(out / "trace.json")
     for path in stale:

@@ -89,3 +89,17 @@ def test_a_failed_run_leaves_the_earlier_results_as_they_were(tmp_path, monkeypa
         runner.run_and_write(experiment, out)
     assert listing(out) == before
     assert during == [{*before, ".waves_dense.vcd.tmp"}]  # the first run's, unpublished
+
+
+def test_a_killed_write_leaves_no_hidden_halves_after_the_next_run(tmp_path):
+    """A run killed while writing its results leaves the hidden halves of its files
+    (`atomic_path`'s `.summary.json.XXXX.tmp`); the next run into the folder removes them,
+    and nothing else of the folder's."""
+    out = tmp_path / "out"
+    out.mkdir()
+    halves = [out / f".{name}.k1ll3d.tmp" for name in runner.RESULT_FILES]
+    others = [out / ".notes.md.x.tmp", out / "summary.json.bak"]
+    for path in halves + others:
+        path.write_text("half")
+    runner.remove_stale_artifacts(out, {})
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in others)
