@@ -158,6 +158,9 @@ def topology(
                                                "links and nodes by utilization")] = None,
     run_name: Annotated[str | None, typer.Option("--run", help="which run of --stats (default: "
                                                  "the first whose design is this file's)")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="override key.path=value in the architecture file, as the run's "
+                      "arch.<run>.<key.path> did")] = None,
 ) -> None:
     """Draw the architecture's graph: nodes by kind, links by bandwidth (or utilization).
     Files with a `kind:` (ReRAM crossbars, the SNN array) are drawn as their datapath."""
@@ -167,7 +170,7 @@ def topology(
     from desim.experiment import load_design
 
     def draw() -> tuple[Path, Any]:
-        cfg = load_design(arch)
+        cfg = load_design(arch, overrides=set_)
         if not isinstance(cfg, ArchConfig):
             if stats:
                 raise ConfigError(f"--stats: a {cfg.kind} design has no desim run results "
@@ -209,7 +212,8 @@ def _utilization(stats_dir: Path, run_name: str | None, arch: Path, cfg: ArchCon
         if design is None:
             return f"uses arch {used!r}, whose resolved design config.json does not hold"
         return (f"uses arch {used!r} with other values ({_differences(drawn, design, arch.name)}"
-                "): changed by --set or arch_set, or another file of that name")
+                "): changed by --set or arch_set (draw it with the same --set), or another "
+                "file of that name")
 
     if run_name is None:
         matching = [n for n in summary["runs"] if mismatch(n) is None]

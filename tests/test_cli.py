@@ -347,7 +347,8 @@ def test_topology_colours_by_the_run_whose_resolved_design_is_the_files(lenet300
                     "--run", "bare")
     assert_config_error(changed, f"{out}: --run bare: that run uses arch 'dense' with other "
                         'values (vector_unit {"lanes": 64, ', "in dense.yaml, null in the run)",
-                        "changed by --set or arch_set, or another file of that name")
+                        "changed by --set or arch_set (draw it with the same --set), or "
+                        "another file of that name")
     eight = tmp_path / "dense.yaml"   # the same name, another design
     eight.write_text(dense.read_text().replace("  pes: 16\n", "  pes: 8\n"))
     other = desim("topology", str(eight), "-o", str(tmp_path / "e.dot"), "--stats", str(out))
@@ -356,6 +357,12 @@ def test_topology_colours_by_the_run_whose_resolved_design_is_the_files(lenet300
                         "values (pe_cluster.pes 8 in dense.yaml, 16 in the run)",
                         "run bare uses arch 'dense' with other values (pe_cluster.pes 8")
     assert not (tmp_path / "b.dot").exists() and not (tmp_path / "e.dot").exists()
+    # bare's design is dense.yaml with the run's --set: drawn so, with bare's figures
+    bare = desim("topology", str(dense), "-o", str(tmp_path / "b.dot"), "--stats", str(out),
+                 "--run", "bare", "--set", "vector_unit=null")
+    assert bare.returncode == 0, bare.stderr
+    pes = stats["bare"]["modules"]["bare.pe_array"]["utilization"]
+    assert f'label="cluster_r3_3\\npe_cluster\\n{pes:.0%}"' in (tmp_path / "b.dot").read_text()
 
 
 DEADLOCK = """
