@@ -30,7 +30,9 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def _fail(code: int, message: str) -> None:
+def fail(code: int, message: str) -> None:
+    """The one way every command says an error: one line on stderr, printed as it is (never
+    read as rich markup), then exit `code`."""
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise SystemExit(code)
 
@@ -47,8 +49,8 @@ def guarded(action: Callable[[], T]) -> T:
     try:
         return action()
     except (ConfigError, DeadlockError) as err:
-        _fail(EXIT_CODES[type(err)], str(err))
-        raise  # unreachable: _fail exits
+        fail(EXIT_CODES[type(err)], str(err))
+        raise  # unreachable: fail exits
 
 
 @app.command()
@@ -104,7 +106,7 @@ def check(
         for values, err in invalid[:5]:
             console.print(escape(f"  {values}: {err}"), highlight=False, soft_wrap=True)
         if invalid:  # `desim sweep` would record these as failed: bad input all the same
-            _fail(2, f"{len(invalid)} of {checked.sweep_points} sweep points are invalid")
+            fail(2, f"{len(invalid)} of {checked.sweep_points} sweep points are invalid")
 
 
 def print_summary(summary: dict[str, Any]) -> None:

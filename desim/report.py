@@ -677,14 +677,14 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.markup import escape
 
+        from desim.cli import fail
+
         # folder names and messages are printed as they are, never read as rich markup
-        console, err = Console(), Console(stderr=True)
+        console = Console()
         try:
             md, page, all_results = build_report(dirs, out or dirs[0] / "report.md")
         except ConfigError as error:
-            err.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False,
-                      soft_wrap=True)
-            raise typer.Exit(2) from None
+            fail(2, str(error))
         surprises = 0
         for results in all_results:
             for c in results.checks:

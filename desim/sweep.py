@@ -834,6 +834,8 @@ def register(app: typer.Typer) -> None:
         run it again after any interruption and only the missing points are computed."""
         from rich.console import Console
 
+        from desim.cli import fail
+
         console, errors = Console(), Console(stderr=True)
         started = time.perf_counter()
         try:
@@ -841,13 +843,9 @@ def register(app: typer.Typer) -> None:
             frame = sweep(config, out, scheduler, workers, overrides=set_ or [],
                           retry_failed=retry_failed, progress=True, plots=plots)
         except ConfigError as err:
-            errors.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False,
-                         soft_wrap=True)
-            raise typer.Exit(2) from None
+            fail(2, str(err))
         except SchedulerLost as err:  # the finished points are written; a script must know
-            errors.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False,
-                         soft_wrap=True)
-            raise typer.Exit(1) from None
+            fail(1, str(err))
         except KeyboardInterrupt:
             errors.print(escape(f"interrupted: finished points are in {out}/points; run the "
                                 "same command again to compute the others"), highlight=False)
