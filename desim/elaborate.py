@@ -6,10 +6,10 @@ resolved; `Simulator.elaborate()` binds every port), the workload's untrained mo
 images (`mappings.workload.untrained`; a SCALE-Sim topology CSV is read instead), each
 run's pruning is checked against the shapes of the layers it prunes (PermDNN's p must
 divide them, ...), and every layer-phase's smallest tile is checked against each design's
-buffer. `desim run` does this before its
-first capture, so that a design error in its last run is said in seconds (DropBack's
-capture trains for minutes first); `desim check` stops here and prints the description
-(`describe`), which the report's "Processors" table reads back too.
+buffer. `desim run` does this before its first capture, so that a design error in its last
+run is said in seconds (DropBack's capture trains for minutes first); `desim check` stops
+here and prints the description (`describe`), which the report's "Processors" table reads
+back too.
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ def untrained(spec: WorkloadSpec) -> Untrained:
     padding, groups) is the trained model's, and neither a tile's size nor a pruning's
     constraints (`mappings.pruning.check_layers`) depend on anything else, so
     `desim.elaborate` checks both before any training. The iteration takes `CHECK_IMAGES`
-    images, not the batch (at ImageNet size, batch 8, a quarter of the time), unless the
+    images, not the batch (ResNet-18 at ImageNet size, batch 8: 1.7 s, not 4.4), unless the
     model multiplies activations (`MatMul`): the batch is those layers' groups."""
     if spec.scalesim_topology is not None:
         return Untrained(read_topology(spec.scalesim_topology, packed=True), None)
