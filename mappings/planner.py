@@ -98,12 +98,16 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
                                      > best[0][0] * (1 + 1e-9)):  # (float rounding)
                 continue
             try:
-                table, weight_bytes, out_bytes, need = _tile_plan(
+                tiled = _tile_plan(
                     parts, maps, shaped, channels, order, layer_index, phase, hw, policy,
-                    where, pruned_grads_unused, circulant_block, built, resident, per_pe)
+                    where, pruned_grads_unused, circulant_block, built, resident, per_pe,
+                    bound=None if best is None else best[0][0])
             except ConfigError as err:   # this plan's smallest tile does not fit
                 first_error = first_error or err
                 continue
+            if tiled is None:  # every tile shape lost to the best plan part-way through
+                continue
+            table, weight_bytes, out_bytes, need = tiled
             key = plan_key(table, hw, len(parts))
             if best is None or key < best[0]:
                 best = (key, table, {**totals, "weight_dram_bytes": weight_bytes,
@@ -327,14 +331,56 @@ def _plan_floor(maps: list[tuple], channels: torch.Tensor, order: str, chunks: i
     return hw.objective_value(cycles, pj)
 
 
+
+class _ChunkFloor:
+    """A floor under a plan's objective from its chunks tiled so far and what the others
+    must do whatever their tiles (`_plan_rows`): each stage's total over the tiled rows
+    (every stage takes one tile at a time, in any order, so no estimate of rows including
+    them is shorter), plus the other chunks' MACs over every PE and their partial sums'
+    moves (as `_plan_floor`); energy is additive. The same for every loop order: chunks
+    innermost interleave the same rows."""
+
+    def __init__(self, maps: list[tuple], channels: torch.Tensor, order: str,
+                 hw: HardwareView, circulant_block: int) -> None:
+        self.hw, self.order, self.chunks, self.done = hw, order, len(maps), 0
+        # the chunks' MACs, as `tile_phase`'s floor (FFT-domain counts bound nothing)
+        self.macs = [0.0 if circulant_block else float(m[2].sum()) for m in maps]
+        _, n_img, n_rows, length = maps[0][2].shape
+        split = order in (KEPT, SPILLED) and len(maps) > 1
+        self.psums = len(channels) * n_img * n_rows * length * hw.psum_bytes if split else 0
+        self.stages = np.zeros(6)  # fetch, send, compute, collect, write, DRAM both ways
+        self.pj = 0.0
+
+    def add(self, table: np.ndarray) -> float:
+        """Take one more chunk's rows; the floor with the rest untiled."""
+        hw = self.hw
+        stages, read, write = _stage_cycles(table, hw)
+        self.stages += np.append(stages.sum(axis=0), read.sum() + write.sum())
+        self.pj += _estimated_pj(table, hw, 0.0)
+        self.done += 1
+        rest = self.chunks - self.done           # each reads the partial sums, and all but
+        sent, kept = rest * self.psums, (rest - 1) * self.psums   # the last leave them
+        dram_in, dram_out = (sent, kept) if self.order == SPILLED else (0, 0)
+        macs = sum(self.macs[self.done:])
+        dram, port = hw.dram_bytes_per_cycle, hw.noc_port_bytes_per_cycle
+        cycles = float(np.max(self.stages + [
+            dram_in / dram, sent / port, macs / (hw.pes * hw.macs_per_pe_per_cycle),
+            kept / port, dram_out / dram, (dram_in + dram_out) / dram]))
+        pj = self.pj + hw.estimated_pj(macs=macs, dram=dram_in + dram_out,
+                                       glb=sent + kept + dram_in, unicast=sent + kept,
+                                       local=sent, cycles=cycles)
+        return hw.objective_value(cycles, pj)
+
 def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple],
                channels: torch.Tensor, order: str, layer_index: int, phase: int,
                hw: HardwareView, policy: SkipPolicy, where: str, pruned_grads_unused: bool,
                circulant_block: int, built: dict,
-               resident: tuple[bool, bool] = (False, False), per_pe: dict | None = None
-               ) -> tuple[np.ndarray, int, int, int]:
+               resident: tuple[bool, bool] = (False, False), per_pe: dict | None = None,
+               bound: float | None = None) -> tuple[np.ndarray, int, int, int] | None:
     """The event rows of one plan (its chunks in `order`), the weight bytes it reads, the
-    bytes of its final outputs and the buffer budget its tiles need.
+    bytes of its final outputs and the buffer budget its tiles need; None when every tile
+    shape's chunks tiled so far already estimate above `bound` (the best objective found
+    before) or above the best shape's, so that the plan cannot win (`_plan_rows`).
 
     Chunks outermost pass partial sums between chunks: they go to the PEs' accumulators
     with a tile and come back after it, dense at the accumulator's precision, through the
@@ -369,24 +415,35 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
         need = psum_share + tile_bytes(shape, ps, win, (n_rows, length),
                                        int(ps.channel_operand.elems[0]), hw.element_bytes,
                                        *resident)
-        table, weight_bytes, out_bytes = _plan_rows(
-            parts, maps, shaped, channels, order, layer_index, phase, hw, policy,
-            pruned_grads_unused, circulant_block, built, resident, shape, per_pe)
+        limit = bound if best is None else min(best[0][0], np.inf if bound is None else bound)
+        rows = _plan_rows(parts, maps, shaped, channels, order, layer_index, phase, hw, policy,
+                          pruned_grads_unused, circulant_block, built, resident, shape, per_pe,
+                          limit)
+        if rows is None:  # sure to lose: its other chunks were not tiled
+            continue
+        table, weight_bytes, out_bytes = rows
         key = plan_key(table, hw, n)
         if best is None or key < best[0]:
             best = (key, (table, weight_bytes, out_bytes, need))
-    return best[1]
+    return None if best is None else best[1]
 
 
 def _plan_rows(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple],
                channels: torch.Tensor, order: str, layer_index: int, phase: int,
                hw: HardwareView, policy: SkipPolicy, pruned_grads_unused: bool,
                circulant_block: int, built: dict, resident: tuple[bool, bool],
-               shape: TileShape, per_pe: dict | None = None) -> tuple[np.ndarray, int, int]:
+               shape: TileShape, per_pe: dict | None = None, bound: float | None = None
+               ) -> tuple[np.ndarray, int, int] | None:
     """A plan's event rows with every chunk in tiles of `shape`, the weight bytes they read
-    and the bytes of the final outputs; a chunk's partial sums ride with its tiles."""
+    and the bytes of the final outputs; a chunk's partial sums ride with its tiles.
+
+    None, with the remaining chunks not tiled, as soon as the chunks tiled so far and a
+    floor under the others (`_rest_floor`) put the plan's objective above `bound`: its
+    estimate could only be higher, so it could not win. Most split plans that the search
+    tiles lose, and tiling their chunks was most of its time."""
     n = len(parts)
     tables, weight_bytes = [], 0
+    floor = _ChunkFloor(maps, channels, order, hw, circulant_block) if bound is not None else None
     for i, (part, m) in enumerate(zip(parts, maps, strict=True)):
         key = (i, shape, order == INNER)
         if key not in built:
@@ -413,6 +470,8 @@ def _plan_rows(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                 if spilled:
                     table["dram_write_bytes"] += psums
         tables.append(table)
+        if floor is not None and i < n - 1 and floor.add(table) > bound * (1 + 1e-9):
+            return None
     # The last chunk's own rows gather the final outputs (partial sums are added to copies).
     out_bytes = int(built[(n - 1, shape, order == INNER)][0]["gather_bytes"].sum())
     if order == INNER:
@@ -433,14 +492,25 @@ def plan_key(table: np.ndarray, hw: HardwareView, chunks: int) -> tuple:
 
 
 def _estimated_cycles(table: np.ndarray, hw: HardwareView) -> float:
-    """A plan's time: its tiles through the pipeline's stages (DRAM read, with the weight
+    """A plan's time: its tiles through the pipeline's stages (`_stage_cycles`), through
+    the two-deep buffers (`mappings.pipeline.buffered_schedule`), and no less than the
+    DRAM's reads and writes together (one channel serves both), with a bus turn
+    (`HardwareView.dram_switch_cycles`) each time they alternate in the order the pipeline
+    starts them. Trainer's speculation, a stage of its own, is not counted."""
+    stages, read, write = _stage_cycles(table, hw)
+    # (as the accelerator's `_has_results`: a tile that brings results back or writes any)
+    has_results = (table["gather_bytes"] > 0) | (table["dram_write_bytes"] > 0)
+    end, fetches, writes = buffered_schedule(stages, has_results)
+    return max(end, float(read.sum() + write.sum())
+               + dram_turns(fetches, writes, read > 0, write > 0) * hw.dram_switch_cycles)
+
+
+def _stage_cycles(table: np.ndarray, hw: HardwareView
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each tile's cycles in the pipeline's five stages (DRAM read, with the weight
     generator beside it; the selector's scan and the global buffer's NoC port out, the PEs,
-    the port back, DRAM write), each stage a tile's bytes or MACs at its rate plus its fixed
-    latency, through the two-deep buffers (`mappings.pipeline.buffered_schedule`), and no
-    less than the DRAM's reads and writes together (one channel serves both), with a bus
-    turn (`HardwareView.dram_switch_cycles`) each time they alternate in the order the
-    pipeline starts them. Trainer's
-    speculation, a stage of its own, is not counted."""
+    the port back, DRAM write), each a tile's bytes or MACs at its rate plus its fixed
+    latency; and its DRAM read and write alone."""
     def stage(work: np.ndarray, rate: float, latency: float) -> np.ndarray:
         return np.where(work > 0, work / rate + latency, 0.0)
 
@@ -458,11 +528,7 @@ def _estimated_cycles(table: np.ndarray, hw: HardwareView) -> float:
                     hw.noc_latency_cycles) + scan,
         compute_cycles(table, hw),
         stage(table["gather_bytes"], port, hw.noc_latency_cycles), write], axis=1)
-    # (as the accelerator's `_has_results`: a tile that brings results back or writes any)
-    has_results = (table["gather_bytes"] > 0) | (table["dram_write_bytes"] > 0)
-    end, fetches, writes = buffered_schedule(stages, has_results)
-    return max(end, float(read.sum() + write.sum())
-               + dram_turns(fetches, writes, read > 0, write > 0) * hw.dram_switch_cycles)
+    return stages, read, write
 
 
 def dram_turns(fetches: list[float], writes: list[float], reads: np.ndarray,

@@ -261,3 +261,58 @@ def test_plans_skipped_for_their_floor_leave_the_choice_unchanged(phase, monkeyp
                                      pruned_grads_unused=True)
     assert sorted(tiled) == [1, 2, 2, 4, 4, 8, 8]  # each split plan, kept and spilled
     assert table.tobytes() == every.tobytes() and totals == every_totals
+
+
+@pytest.mark.parametrize("view", range(len(FLOOR_VIEWS)))
+@pytest.mark.parametrize("phase", [FF, BP, WG])
+def test_no_chunk_floor_is_above_its_plans_estimate(phase, view, monkeypatch):
+    """`_ChunkFloor` bounds a plan's objective from below after each chunk it has tiled, for
+    every plan, loop order and tile shape the search tries: a plan given up part-way
+    through could not have won."""
+    import mappings.planner as planner
+
+    floors, checked = [], []
+    add = planner._ChunkFloor.add
+    monkeypatch.setattr(planner._ChunkFloor, "add",
+                        lambda self, table: floors.append(add(self, table)) or floors[-1])
+    plan_rows = planner._plan_rows
+
+    def every_chunk(parts, *args):   # tiled to the end, whatever the bound
+        floors.clear()
+        rows = plan_rows(parts, *args[:-1], bound=np.inf)
+        objective = plan_key(rows[0], hw, len(parts))[0]
+        assert all(0 < f <= objective * (1 + 1e-12) for f in floors), (floors, objective)
+        checked.append(len(floors))
+        return rows
+
+    monkeypatch.setattr(planner, "_plan_rows", every_chunk)
+    hw = FLOOR_VIEWS[view]
+    layer = dense_capture(nn.Conv2d(CH, CH, 3, padding=1, bias=False), n=4, h=8)
+    tile_phase(layer, 0, phase, hw, SkipPolicy(), pruned_grads_unused=True)
+    assert sum(checked) >= 3  # floors taken after chunks (all but the last of each plan)
+
+
+@pytest.mark.parametrize("phase", [FF, BP, WG])
+def test_plans_given_up_part_way_leave_the_choice_unchanged(phase, monkeypatch):
+    """Over the floor views, the search gives up some split plans after their first chunks
+    (fewer chunk tilings) and takes byte-identical rows and totals to a search that tiles
+    every chunk of every plan it starts."""
+    import mappings.planner as planner
+
+    layer = dense_capture(nn.Conv2d(CH, CH, 3, padding=1, bias=False), n=4, h=8)
+    tilings = []
+    tile_part = planner.tile_part
+    monkeypatch.setattr(planner, "tile_part",
+                        lambda *a, **k: tilings.append(1) or tile_part(*a, **k))
+
+    def search() -> tuple[list, int]:
+        tilings.clear()
+        found = [tile_phase(layer, 0, phase, hw, SkipPolicy(), pruned_grads_unused=True)
+                 for hw in FLOOR_VIEWS]
+        return [(t.tobytes(), totals) for t, totals in found], len(tilings)
+
+    chosen, fewer = search()
+    monkeypatch.setattr(planner._ChunkFloor, "add", lambda self, table: 0.0)
+    every, more = search()
+    assert chosen == every
+    assert fewer < more
