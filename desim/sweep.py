@@ -23,7 +23,10 @@ Why it is built this way:
   is a sweep of; a resumed sweep whose experiment or architecture files changed is refused
   rather than mixing old and new numbers.
 - At the end (and on every resume) the point files are gathered into `DIR/results.parquet`,
-  one row per point, run and phase (and phase "total"), and `DIR/pareto.png` is drawn.
+  one row per point, run and phase (and phase "total"), and `DIR/pareto.png` is drawn. A
+  sweep with points to compute removes an earlier table and plot first, once connected: a
+  sweep that stops unfinished (a lost scheduler, a kill) then leaves none, rather than an
+  earlier sweep's that would pass for its results.
 - Failed points are not retried on resume (their file records the error); `--retry-failed`
   (`retry_failed=True`) does. `desim sweep` exits 1 when any point failed, after writing
   the others, so that a script can tell.
@@ -296,6 +299,9 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
     # Connected first: a scheduler that is not there leaves the folder as it was.
     with _client(scheduler, workers) if todo else contextlib.nullcontext() as client:
         _write_manifest(out, path, base, spec, points, current)
+        if todo:  # an earlier table (and its plot) would pass for this unfinished sweep's
+            for finished in (out / "results.parquet", out / "pareto.png"):
+                finished.unlink(missing_ok=True)
         log = _Log(out / "sweep.log")
         log(f"start: {len(points)} points, {len(done)} already done, {len(todo)} to compute "
             f"({'scheduler ' + scheduler if scheduler else f'local cluster, {workers} workers'})")

@@ -646,3 +646,47 @@ def test_the_local_cluster_does_not_reach_for_port_8787():
         assert not [w for w in caught if "already in use" in str(w.message)]
     finally:
         holder.close()
+
+
+def test_a_sweep_lost_unfinished_leaves_no_earlier_table(tmp_path, monkeypatch):
+    """A finished sweep's table, then the same folder's sweep extended by a point whose
+    scheduler is lost before it finishes: no results.parquet nor pareto.png is left, so the
+    earlier sweep's cannot pass for this one's; the finished point's file stays, and the
+    earlier sweep run again (nothing to compute) writes its table back, same values."""
+    import contextlib
+
+    import desim.sweep
+    from desim.sweep import SchedulerLost
+
+    path = write_experiment(tmp_path, {"runs.0.pruning.sparsity": [0.5]}, single_run=True)
+    out = tmp_path / "out"
+    fake_frame(tmp_path)  # a finished point's record, used for this sweep's one point
+    record = json.loads(next((tmp_path / "fake" / "points").glob("*.json")).read_text())
+    (first,) = plan_points(load_sweep_spec(path))
+    (out / "points").mkdir(parents=True)
+    (out / "points" / f"{first.point_id}.json").write_text(
+        json.dumps({**record, "point_id": first.point_id}))
+    before = sweep(path, out)
+    assert totals(before)["cycles"].tolist() == [200, int(record["runs"]["hppu"]["cycles"])]
+    assert (out / "results.parquet").is_file() and (out / "pareto.png").is_file()
+
+    def lost(client, scheduler, ready, folder):
+        raise SchedulerLost(f"lost the connection: {len(ready)} of {len(ready)} points "
+                            "unfinished")
+        yield  # a generator, as _on_dask is
+
+    monkeypatch.setattr(desim.sweep, "_client", lambda *a: contextlib.nullcontext(object()))
+    monkeypatch.setattr(desim.sweep, "_on_dask", lost)
+    extended = write_experiment(tmp_path, {"runs.0.pruning.sparsity": [0.5, 0.6]},
+                                single_run=True)
+    with pytest.raises(SchedulerLost, match="1 of 1 points unfinished"):
+        sweep(extended, out)
+    assert not (out / "results.parquet").exists() and not (out / "pareto.png").exists()
+    assert [p.name for p in (out / "points").glob("*.json")] == [f"{first.point_id}.json"]
+    assert "1 of 1 points unfinished" in (out / "sweep.log").read_text().splitlines()[-1]
+    monkeypatch.undo()
+    write_experiment(tmp_path, {"runs.0.pruning.sparsity": [0.5]}, single_run=True)
+    again = sweep(path, out)
+    pd.testing.assert_frame_equal(again, before)
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "results.parquet"), before)
+
