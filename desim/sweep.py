@@ -467,6 +467,18 @@ def _finish(out: Path, point: Point, sets: list[str], experiment: Experiment | N
 
 
 @contextlib.contextmanager
+def _silenced(name: str) -> Iterator[None]:
+    """Logger `name` says nothing below CRITICAL meanwhile (its level restored after)."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextlib.contextmanager
 def _client(scheduler: str | None, workers: int) -> Iterator[Client]:
     from distributed import Client, LocalCluster
 
@@ -476,17 +488,14 @@ def _client(scheduler: str | None, workers: int) -> Iterator[Client]:
         except (OSError, ValueError) as err:  # nothing there, or not an address
             raise ConfigError(f"--scheduler {scheduler}: cannot connect to a Dask scheduler "
                               f"there ({err})") from None
-        try:
-            yield remote
-        finally:  # after a lost scheduler, Dask logs the reconnection that closing cancels
-            distributed_client = logging.getLogger("distributed.client")
-            level = distributed_client.level
-            distributed_client.setLevel(logging.CRITICAL)  # SchedulerLost says it in a line
-            try:  # every finished point is written by now: a failed close loses nothing
+        # A lost scheduler: Dask logs its failed reconnection (while the sweep waits for
+        # points), or the one that closing cancels; SchedulerLost says it in a line
+        with _silenced("distributed.client"):
+            try:
+                yield remote
+            finally:  # every finished point is written by now: a failed close loses nothing
                 with contextlib.suppress(OSError):
                     remote.close()
-            finally:
-                distributed_client.setLevel(level)
         return
     saved = dict(os.environ)  # the nanny sets its workers' variables in our environment
     try:

@@ -690,3 +690,56 @@ def test_a_sweep_lost_unfinished_leaves_no_earlier_table(tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(again, before)
     pd.testing.assert_frame_equal(pd.read_parquet(out / "results.parquet"), before)
 
+
+def test_a_scheduler_lost_before_any_point_is_sent_logs_nothing_of_dasks(tmp_path,
+                                                                          monkeypatch):
+    """The scheduler (a process of its own) is SIGKILLed after the sweep connected, before
+    it sends a point: Dask's client fails to reconnect (its connect timeout, 1 s here) and
+    would log so at ERROR; SchedulerLost alone says it, with every point unfinished."""
+    import logging
+
+    import dask
+    import distributed  # noqa: F401 - sets its loggers' levels on import
+
+    import desim.sweep
+    from desim.sweep import SchedulerLost
+
+    path = write_experiment(tmp_path, {"runs.0.pruning.sparsity": [0.5, 0.6]},
+                            single_run=True)
+    out, address_file = tmp_path / "out", tmp_path / "scheduler.json"
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+         "--port", "0", "--no-dashboard", "--scheduler-file", str(address_file)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    on_dask = desim.sweep._on_dask
+
+    def scheduler_gone(*args: Any) -> Any:
+        scheduler.kill()
+        scheduler.wait()
+        return on_dask(*args)
+
+    monkeypatch.setattr(desim.sweep, "_on_dask", scheduler_gone)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("distributed.client")
+    level = logger.level
+    logger.addHandler(handler)
+    try:
+        deadline = time.monotonic() + 120  # a hang guard, not a speed claim
+        while not address_file.is_file() or not address_file.read_text().strip():
+            assert scheduler.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        address = json.loads(address_file.read_text())["address"]
+        with (dask.config.set({"distributed.comm.timeouts.connect": "1s"}),
+              pytest.raises(SchedulerLost) as lost):
+            sweep(path, out, scheduler=address)
+    finally:
+        logger.removeHandler(handler)
+        scheduler.kill()
+        scheduler.wait()
+    assert str(lost.value).startswith(f"lost the connection to the Dask scheduler at {address}")
+    assert "2 of 2 points unfinished" in str(lost.value)
+    assert [r.getMessage() for r in records] == []
+    assert logger.level == level  # as it was
+    assert not list((out / "points").glob("*.json"))
