@@ -33,7 +33,8 @@ Why it is built this way:
 - A scheduler lost mid-sweep (stopped, or the network failed) cancels the points it had not
   finished: `SchedulerLost`, one line and exit 1; they have no file, so a resumed sweep
   computes them. An unreachable `--scheduler` is refused (exit 2) before the folder is
-  touched.
+  touched; a local cluster that cannot start is `ClusterFailed` (exit 1), the folder
+  untouched too.
 """
 
 from __future__ import annotations
@@ -386,6 +387,12 @@ def _compute(path: Path, out: Path, base: list[str], todo: list[Point], client: 
         raise
 
 
+class ClusterFailed(Exception):
+    """The local Dask cluster did not start (its workers could not spawn, no port was free,
+    it timed out): a failure of this machine, not of the sweep's input, so `desim sweep`
+    exits 1 with this message; the folder is left as it was."""
+
+
 class SchedulerLost(Exception):
     """The connection to the Dask scheduler broke mid-sweep (it stopped, or the network
     failed). The points it had not finished have no file, so a resumed sweep computes them;
@@ -502,10 +509,21 @@ def _client(scheduler: str | None, workers: int) -> Iterator[Client]:
         # No dashboard; the scheduler's HTTP server, which starts anyway, on a free local
         # port: dashboard_address=None alone binds 8787 (dask/distributed#8136), in use
         # when another cluster runs on the machine
-        with (LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=logging.ERROR,
-                           scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}) as cluster,
-              Client(cluster) as client):
+        with contextlib.ExitStack() as stack:
+            try:
+                cluster = stack.enter_context(LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True,
+                    dashboard_address=None, silence_logs=logging.ERROR,
+                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}))
+                client = stack.enter_context(Client(cluster))
+            # a worker that cannot spawn, no port or file descriptor left, a start that
+            # times out (TimeoutError is an OSError): not the user's input, nothing computed
+            except (OSError, RuntimeError) as err:
+                raise ClusterFailed(
+                    f"could not start a local Dask cluster of {workers} worker"
+                    f"{'s' if workers > 1 else ''} ({type(err).__name__}: "
+                    f"{' '.join(str(err).split()) or 'no message'}): nothing was computed; "
+                    "try fewer --workers, or a running scheduler with --scheduler") from None
             yield client
     finally:
         for key in set(os.environ) - set(saved):
@@ -859,7 +877,7 @@ def register(app: typer.Typer) -> None:
                           retry_failed=retry_failed, progress=True, plots=plots)
         except ConfigError as err:
             fail(2, str(err))
-        except SchedulerLost as err:  # the finished points are written; a script must know
+        except (SchedulerLost, ClusterFailed) as err:  # a runtime failure, not bad input
             fail(1, str(err))
         except KeyboardInterrupt:
             errors.print(escape(f"interrupted: finished points are in {out}/points; run the "

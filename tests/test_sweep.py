@@ -743,3 +743,67 @@ def test_a_scheduler_lost_before_any_point_is_sent_logs_nothing_of_dasks(tmp_pat
     assert [r.getMessage() for r in records] == []
     assert logger.level == level  # as it was
     assert not list((out / "points").glob("*.json"))
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("Cluster failed to start: Worker process died"),
+    OSError(24, "Too many open files"),
+    TimeoutError("Nanny failed to start in 60 seconds"),
+])
+def test_a_local_cluster_that_cannot_start_exits_1_in_one_line(tmp_path, monkeypatch, capsys,
+                                                              error):
+    """The local cluster fails to start (its workers cannot spawn, no descriptor or port
+    left, a start that times out): one line naming the cause, exit 1 (this machine's
+    failure, not bad input), no traceback, and the sweep folder as it was."""
+    import distributed
+
+    from desim.sweep import main
+
+    class Broken:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            raise error
+
+    monkeypatch.setattr(distributed, "LocalCluster", Broken)
+    path = write_experiment(tmp_path, {"runs.0.pruning.sparsity": [0.5, 0.6]},
+                            single_run=True)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exited:
+        main([str(path), "--out", str(out), "--workers", "3"])
+    assert exited.value.code == 1
+    stderr = " ".join(capsys.readouterr().err.split())
+    cause = " ".join(str(error).split())
+    assert stderr == (f"error: could not start a local Dask cluster of 3 workers "
+                      f"({type(error).__name__}: {cause}): nothing was computed; try fewer "
+                      "--workers, or a running scheduler with --scheduler")
+    assert list(out.iterdir()) == []
+
+
+def test_a_client_that_cannot_join_the_local_cluster_closes_it(tmp_path, monkeypatch):
+    """The cluster started, its client did not connect: ClusterFailed, the cluster closed."""
+    import distributed
+
+    from desim.sweep import ClusterFailed, sweep
+
+    closed = []
+
+    class Cluster:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def __enter__(self) -> Cluster:
+            return self
+
+        def __exit__(self, *exc: Any) -> None:
+            closed.append(True)
+
+    def no_client(*args: Any, **kwargs: Any) -> None:
+        raise TimeoutError("Timed out trying to connect to tcp://127.0.0.1:1 after 30 s")
+
+    monkeypatch.setattr(distributed, "LocalCluster", Cluster)
+    monkeypatch.setattr(distributed, "Client", no_client)
+    path = write_experiment(tmp_path, {"runs.0.pruning.sparsity": [0.5]}, single_run=True)
+    with pytest.raises(ClusterFailed, match=r"of 1 worker \(TimeoutError: Timed out trying "
+                                            r"to connect to tcp://127\.0\.0\.1:1 after 30 s\)"):
+        sweep(path, tmp_path / "out", workers=1)
+    assert closed == [True]
+    assert list((tmp_path / "out").iterdir()) == []
