@@ -114,9 +114,22 @@ def test_random_plan_is_seeded_in_bounds_and_extends():
     ({"mode": "random", "budget": 4, "axes": {"arch.*.pe_cluster.pes": {"low": 16, "high": 4}}},
      r"experiment\.yaml: sweep\.axes\.arch\.\*\.pe_cluster\.pes: low must be less than high "
      r"\(got 16, 4\)$"),
+    # a range's wrong keys: the file, the key and the keys expected, the other unknown keys
+    # beside it, and no count of the errors pydantic found ("[and 3 more errors]": the keys
+    # a misspelling leaves missing, the members of a union)
     ({"mode": "random", "budget": 4, "axes": {"workload.batch": {"low": 1, "hgh": 4}}},
-     r"sweep\.axes\.workload\.batch\.hgh: unknown key; expected one of: high, log, low "
-     r"\[and 1 more error\]$"),
+     r"experiment\.yaml: sweep\.axes\.workload\.batch\.hgh: unknown key; expected one of: "
+     r"high, log, low$"),
+    ({"mode": "random", "budget": 4, "axes": {"workload.batch": {"lo": 1, "hi": 4}}},
+     r"experiment\.yaml: sweep\.axes\.workload\.batch\.hi: unknown key; expected one of: "
+     r"high, log, low \(also unknown there: lo\)$"),
+    ({"mode": "random", "budget": 4, "axes": {"workload.batch": {"min": 1, "max": 4,
+                                                                 "lg": True}}},
+     r"experiment\.yaml: sweep\.axes\.workload\.batch\.lg: unknown key; expected one of: "
+     r"high, log, low \(also unknown there: max, min\)$"),
+    ({"mode": "random", "budget": 4, "axes": {"workload.batch": {"low": "a", "high": 4}}},
+     r"experiment\.yaml: sweep\.axes\.workload\.batch\.low: Input should be a valid "
+     r"integer, unable to parse string as an integer \(got 'a'\)$"),
     # an axis that is neither a list nor a range: its key, the value given and both shapes
     # an axis takes, not pydantic's "Input should be a valid list" of the union
     ({"axes": {"runs.1.pruning.sparsity": 0.5}},
