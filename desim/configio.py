@@ -136,7 +136,9 @@ def validate(model: type[M], data: Any, file: str | Path, prefix: str = "") -> M
         if first["type"] == "value_error":  # a section's own check (a model validator)
             message = message.removeprefix("Value error, ")
             named, sep, rest = message.partition(": ")
-            if sep and re.fullmatch(r"[A-Za-z_][\w.]*", named):  # it names the key at fault
+            # it names the key at fault: a key path as --set takes it, `*` (every run's
+            # arch) and `-` (a sweep axis's or a model argument's name) included
+            if sep and re.fullmatch(r"[\w*-]+(\.[\w*-]+)*", named):
                 key, message = ".".join([*parts, named]), rest
         if first["type"] == "extra_forbidden":
             allowed = ", ".join(sorted(_fields_at(model, place[:-1])))

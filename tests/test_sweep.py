@@ -107,7 +107,20 @@ def test_random_plan_is_seeded_in_bounds_and_extends():
     ({"mode": "grid", "axes": {"workload.batch": {"low": 1, "high": 4}}}, "grid needs a list"),
     ({"mode": "random", "axes": {"workload.batch": [1, 2]}}, "needs a budget"),
     ({"mode": "optuna", "axes": {"workload.batch": [1, 2]}}, "sweep.mode"),
-    ({"axes": {"workload.batch": []}}, "has no values"),
+    # an axis's own error names the axis as its key, `*` and `-` in it too (they kept the
+    # axis inside the message under the key `sweep`)
+    ({"axes": {"workload.batch": []}},
+     r"experiment\.yaml: sweep\.axes\.workload\.batch: expected one value or more, got an "
+     r"empty list$"),
+    ({"axes": {"arch.*.pe_cluster.pes": []}},
+     r"experiment\.yaml: sweep\.axes\.arch\.\*\.pe_cluster\.pes: expected one value or "
+     r"more, got an empty list$"),
+    ({"axes": {"arch.hppu-2.pe_cluster.pes": {"low": 4, "high": 16}}},
+     r"experiment\.yaml: sweep\.axes\.arch\.hppu-2\.pe_cluster\.pes: a grid needs a list "
+     r"of values, not a range \(ranges are for mode: random\)$"),
+    ({"axes": {"sweep.seed": [1, 2]}},
+     r"experiment\.yaml: sweep\.axes: expected a key path such as workload\.batch \(not of "
+     r"the sweep section\), got 'sweep\.seed'$"),
     ({"axes": {"workload.batch": [1]}, "objectives": ["joules", "cycles"]}, "objectives"),
     # a range's error, not the list's "Input should be a valid list" (the other member of
     # the axis union), nor pydantic's name of a member in the key
