@@ -118,12 +118,17 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def validate(model: type[M], data: Any, file: str | Path, prefix: str = "") -> M:
-    """`model` built from `data`; the first validation error becomes a ConfigError."""
+    """`model` built from `data`; the first validation error becomes a ConfigError naming
+    the file, the key and what was expected. One error, as every other ConfigError: the
+    others pydantic finds mostly follow from it (a misspelt key leaves the right one
+    missing, a union reports each member), so their count ("[and 3 more errors]") told the
+    user nothing to act on; other unknown keys beside the first are named with it."""
     try:
         return model.model_validate(data)
     except ValidationError as err:
         errors = _fitting_errors(err.errors(), data)
         # an unknown key first: a misspelt key also leaves the right one missing
+        unknown = [place for e, place in errors if e["type"] == "extra_forbidden"]
         first, place = next((e for e in errors if e[0]["type"] == "extra_forbidden"), errors[0])
         parts = (prefix.split(".") if prefix else []) + [str(p) for p in place]
         key = ".".join(parts)
@@ -131,17 +136,19 @@ def validate(model: type[M], data: Any, file: str | Path, prefix: str = "") -> M
         if first["type"] == "value_error":  # a section's own check (a model validator)
             message = message.removeprefix("Value error, ")
             named, sep, rest = message.partition(": ")
-            if sep and re.fullmatch(r"[A-Za-z_][\w.]*", named):  # it names the key at fault
+            # it names the key at fault: a key path as --set takes it, `*` (every run's
+            # arch) and `-` (a sweep axis's or a model argument's name) included
+            if sep and re.fullmatch(r"[\w*-]+(\.[\w*-]+)*", named):
                 key, message = ".".join([*parts, named]), rest
         if first["type"] == "extra_forbidden":
             allowed = ", ".join(sorted(_fields_at(model, place[:-1])))
             message = f"unknown key; expected one of: {allowed}"
+            beside = [str(p[-1]) for p in unknown if p[:-1] == place[:-1] and p != place]
+            if beside:
+                message += f" (also unknown there: {', '.join(beside)})"
         elif (first["type"] != "missing" and first["loc"]
               and not (first["type"] == "value_error" and isinstance(first.get("input"), dict))):
             message += f" (got {first.get('input')!r})"  # not after a section's own check
-        more = len(errors) - 1
-        if more:
-            message += f" [and {more} more error{'s' if more > 1 else ''}]"
         raise ConfigError(message, file=str(file), key=key or "(top level)") from None
 
 

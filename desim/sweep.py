@@ -23,14 +23,18 @@ Why it is built this way:
   is a sweep of; a resumed sweep whose experiment or architecture files changed is refused
   rather than mixing old and new numbers.
 - At the end (and on every resume) the point files are gathered into `DIR/results.parquet`,
-  one row per point, run and phase (and phase "total"), and `DIR/pareto.png` is drawn.
+  one row per point, run and phase (and phase "total"), and `DIR/pareto.png` is drawn. A
+  sweep with points to compute removes an earlier table and plot first, once connected: a
+  sweep that stops unfinished (a lost scheduler, a kill) then leaves none, rather than an
+  earlier sweep's that would pass for its results.
 - Failed points are not retried on resume (their file records the error); `--retry-failed`
   (`retry_failed=True`) does. `desim sweep` exits 1 when any point failed, after writing
   the others, so that a script can tell.
 - A scheduler lost mid-sweep (stopped, or the network failed) cancels the points it had not
   finished: `SchedulerLost`, one line and exit 1; they have no file, so a resumed sweep
   computes them. An unreachable `--scheduler` is refused (exit 2) before the folder is
-  touched.
+  touched; a local cluster that cannot start is `ClusterFailed` (exit 1), the folder
+  untouched too.
 """
 
 from __future__ import annotations
@@ -296,6 +300,9 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
     # Connected first: a scheduler that is not there leaves the folder as it was.
     with _client(scheduler, workers) if todo else contextlib.nullcontext() as client:
         _write_manifest(out, path, base, spec, points, current)
+        if todo:  # an earlier table (and its plot) would pass for this unfinished sweep's
+            for finished in (out / "results.parquet", out / "pareto.png"):
+                finished.unlink(missing_ok=True)
         log = _Log(out / "sweep.log")
         log(f"start: {len(points)} points, {len(done)} already done, {len(todo)} to compute "
             f"({'scheduler ' + scheduler if scheduler else f'local cluster, {workers} workers'})")
@@ -380,6 +387,12 @@ def _compute(path: Path, out: Path, base: list[str], todo: list[Point], client: 
         raise
 
 
+class ClusterFailed(Exception):
+    """The local Dask cluster did not start (its workers could not spawn, no port was free,
+    it timed out): a failure of this machine, not of the sweep's input, so `desim sweep`
+    exits 1 with this message; the folder is left as it was."""
+
+
 class SchedulerLost(Exception):
     """The connection to the Dask scheduler broke mid-sweep (it stopped, or the network
     failed). The points it had not finished have no file, so a resumed sweep computes them;
@@ -461,6 +474,18 @@ def _finish(out: Path, point: Point, sets: list[str], experiment: Experiment | N
 
 
 @contextlib.contextmanager
+def _silenced(name: str) -> Iterator[None]:
+    """Logger `name` says nothing below CRITICAL meanwhile (its level restored after)."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextlib.contextmanager
 def _client(scheduler: str | None, workers: int) -> Iterator[Client]:
     from distributed import Client, LocalCluster
 
@@ -470,27 +495,35 @@ def _client(scheduler: str | None, workers: int) -> Iterator[Client]:
         except (OSError, ValueError) as err:  # nothing there, or not an address
             raise ConfigError(f"--scheduler {scheduler}: cannot connect to a Dask scheduler "
                               f"there ({err})") from None
-        try:
-            yield remote
-        finally:  # after a lost scheduler, Dask logs the reconnection that closing cancels
-            distributed_client = logging.getLogger("distributed.client")
-            level = distributed_client.level
-            distributed_client.setLevel(logging.CRITICAL)  # SchedulerLost says it in a line
-            try:  # every finished point is written by now: a failed close loses nothing
+        # A lost scheduler: Dask logs its failed reconnection (while the sweep waits for
+        # points), or the one that closing cancels; SchedulerLost says it in a line
+        with _silenced("distributed.client"):
+            try:
+                yield remote
+            finally:  # every finished point is written by now: a failed close loses nothing
                 with contextlib.suppress(OSError):
                     remote.close()
-            finally:
-                distributed_client.setLevel(level)
         return
     saved = dict(os.environ)  # the nanny sets its workers' variables in our environment
     try:
         # No dashboard; the scheduler's HTTP server, which starts anyway, on a free local
         # port: dashboard_address=None alone binds 8787 (dask/distributed#8136), in use
         # when another cluster runs on the machine
-        with (LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=logging.ERROR,
-                           scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}) as cluster,
-              Client(cluster) as client):
+        with contextlib.ExitStack() as stack:
+            try:
+                cluster = stack.enter_context(LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True,
+                    dashboard_address=None, silence_logs=logging.ERROR,
+                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}))
+                client = stack.enter_context(Client(cluster))
+            # a worker that cannot spawn, no port or file descriptor left, a start that
+            # times out (TimeoutError is an OSError): not the user's input, nothing computed
+            except (OSError, RuntimeError) as err:
+                raise ClusterFailed(
+                    f"could not start a local Dask cluster of {workers} worker"
+                    f"{'s' if workers > 1 else ''} ({type(err).__name__}: "
+                    f"{' '.join(str(err).split()) or 'no message'}): nothing was computed; "
+                    "try fewer --workers, or a running scheduler with --scheduler") from None
             yield client
     finally:
         for key in set(os.environ) - set(saved):
@@ -844,7 +877,7 @@ def register(app: typer.Typer) -> None:
                           retry_failed=retry_failed, progress=True, plots=plots)
         except ConfigError as err:
             fail(2, str(err))
-        except SchedulerLost as err:  # the finished points are written; a script must know
+        except (SchedulerLost, ClusterFailed) as err:  # a runtime failure, not bad input
             fail(1, str(err))
         except KeyboardInterrupt:
             errors.print(escape(f"interrupted: finished points are in {out}/points; run the "

@@ -79,13 +79,16 @@ class SweepSpec(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> SweepSpec:
+        # An axis's error names it as its key (`sweep.axes.arch.*.pe_cluster.pes: ...`, as
+        # pydantic's own errors of its values do), not inside the message under `sweep`
         for key, values in self.axes.items():
             if not key or "=" in key or key.split(".")[0] == "sweep":
-                raise ValueError(f"axis {key!r}: expected a key path such as workload.batch")
+                raise ValueError(f"axes: expected a key path such as workload.batch (not of "
+                                 f"the sweep section), got {key!r}")
             if isinstance(values, list) and not values:
-                raise ValueError(f"axis {key!r} has no values")
+                raise ValueError(f"axes.{key}: expected one value or more, got an empty list")
             if self.mode == "grid" and isinstance(values, RangeAxis):
-                raise ValueError(f"axis {key!r}: a grid needs a list of values, not a range "
+                raise ValueError(f"axes.{key}: a grid needs a list of values, not a range "
                                  "(ranges are for mode: random)")
         if self.mode == "random" and self.budget is None:
             raise ValueError("mode: random needs a budget (the number of points)")

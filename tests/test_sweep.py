@@ -107,16 +107,42 @@ def test_random_plan_is_seeded_in_bounds_and_extends():
     ({"mode": "grid", "axes": {"workload.batch": {"low": 1, "high": 4}}}, "grid needs a list"),
     ({"mode": "random", "axes": {"workload.batch": [1, 2]}}, "needs a budget"),
     ({"mode": "optuna", "axes": {"workload.batch": [1, 2]}}, "sweep.mode"),
-    ({"axes": {"workload.batch": []}}, "has no values"),
+    # an axis's own error names the axis as its key, `*` and `-` in it too (they kept the
+    # axis inside the message under the key `sweep`)
+    ({"axes": {"workload.batch": []}},
+     r"experiment\.yaml: sweep\.axes\.workload\.batch: expected one value or more, got an "
+     r"empty list$"),
+    ({"axes": {"arch.*.pe_cluster.pes": []}},
+     r"experiment\.yaml: sweep\.axes\.arch\.\*\.pe_cluster\.pes: expected one value or "
+     r"more, got an empty list$"),
+    ({"axes": {"arch.hppu-2.pe_cluster.pes": {"low": 4, "high": 16}}},
+     r"experiment\.yaml: sweep\.axes\.arch\.hppu-2\.pe_cluster\.pes: a grid needs a list "
+     r"of values, not a range \(ranges are for mode: random\)$"),
+    ({"axes": {"sweep.seed": [1, 2]}},
+     r"experiment\.yaml: sweep\.axes: expected a key path such as workload\.batch \(not of "
+     r"the sweep section\), got 'sweep\.seed'$"),
     ({"axes": {"workload.batch": [1]}, "objectives": ["joules", "cycles"]}, "objectives"),
     # a range's error, not the list's "Input should be a valid list" (the other member of
     # the axis union), nor pydantic's name of a member in the key
     ({"mode": "random", "budget": 4, "axes": {"arch.*.pe_cluster.pes": {"low": 16, "high": 4}}},
      r"experiment\.yaml: sweep\.axes\.arch\.\*\.pe_cluster\.pes: low must be less than high "
      r"\(got 16, 4\)$"),
+    # a range's wrong keys: the file, the key and the keys expected, the other unknown keys
+    # beside it, and no count of the errors pydantic found ("[and 3 more errors]": the keys
+    # a misspelling leaves missing, the members of a union)
     ({"mode": "random", "budget": 4, "axes": {"workload.batch": {"low": 1, "hgh": 4}}},
-     r"sweep\.axes\.workload\.batch\.hgh: unknown key; expected one of: high, log, low "
-     r"\[and 1 more error\]$"),
+     r"experiment\.yaml: sweep\.axes\.workload\.batch\.hgh: unknown key; expected one of: "
+     r"high, log, low$"),
+    ({"mode": "random", "budget": 4, "axes": {"workload.batch": {"lo": 1, "hi": 4}}},
+     r"experiment\.yaml: sweep\.axes\.workload\.batch\.hi: unknown key; expected one of: "
+     r"high, log, low \(also unknown there: lo\)$"),
+    ({"mode": "random", "budget": 4, "axes": {"workload.batch": {"min": 1, "max": 4,
+                                                                 "lg": True}}},
+     r"experiment\.yaml: sweep\.axes\.workload\.batch\.lg: unknown key; expected one of: "
+     r"high, log, low \(also unknown there: max, min\)$"),
+    ({"mode": "random", "budget": 4, "axes": {"workload.batch": {"low": "a", "high": 4}}},
+     r"experiment\.yaml: sweep\.axes\.workload\.batch\.low: Input should be a valid "
+     r"integer, unable to parse string as an integer \(got 'a'\)$"),
     # an axis that is neither a list nor a range: its key, the value given and both shapes
     # an axis takes, not pydantic's "Input should be a valid list" of the union
     ({"axes": {"runs.1.pruning.sparsity": 0.5}},
@@ -646,3 +672,164 @@ def test_the_local_cluster_does_not_reach_for_port_8787():
         assert not [w for w in caught if "already in use" in str(w.message)]
     finally:
         holder.close()
+
+
+def test_a_sweep_lost_unfinished_leaves_no_earlier_table(tmp_path, monkeypatch):
+    """A finished sweep's table, then the same folder's sweep extended by a point whose
+    scheduler is lost before it finishes: no results.parquet nor pareto.png is left, so the
+    earlier sweep's cannot pass for this one's; the finished point's file stays, and the
+    earlier sweep run again (nothing to compute) writes its table back, same values."""
+    import contextlib
+
+    import desim.sweep
+    from desim.sweep import SchedulerLost
+
+    path = write_experiment(tmp_path, {"runs.0.pruning.sparsity": [0.5]}, single_run=True)
+    out = tmp_path / "out"
+    fake_frame(tmp_path)  # a finished point's record, used for this sweep's one point
+    record = json.loads(next((tmp_path / "fake" / "points").glob("*.json")).read_text())
+    (first,) = plan_points(load_sweep_spec(path))
+    (out / "points").mkdir(parents=True)
+    (out / "points" / f"{first.point_id}.json").write_text(
+        json.dumps({**record, "point_id": first.point_id}))
+    before = sweep(path, out)
+    assert totals(before)["cycles"].tolist() == [200, int(record["runs"]["hppu"]["cycles"])]
+    assert (out / "results.parquet").is_file() and (out / "pareto.png").is_file()
+
+    def lost(client, scheduler, ready, folder):
+        raise SchedulerLost(f"lost the connection: {len(ready)} of {len(ready)} points "
+                            "unfinished")
+        yield  # a generator, as _on_dask is
+
+    monkeypatch.setattr(desim.sweep, "_client", lambda *a: contextlib.nullcontext(object()))
+    monkeypatch.setattr(desim.sweep, "_on_dask", lost)
+    extended = write_experiment(tmp_path, {"runs.0.pruning.sparsity": [0.5, 0.6]},
+                                single_run=True)
+    with pytest.raises(SchedulerLost, match="1 of 1 points unfinished"):
+        sweep(extended, out)
+    assert not (out / "results.parquet").exists() and not (out / "pareto.png").exists()
+    assert [p.name for p in (out / "points").glob("*.json")] == [f"{first.point_id}.json"]
+    assert "1 of 1 points unfinished" in (out / "sweep.log").read_text().splitlines()[-1]
+    monkeypatch.undo()
+    write_experiment(tmp_path, {"runs.0.pruning.sparsity": [0.5]}, single_run=True)
+    again = sweep(path, out)
+    pd.testing.assert_frame_equal(again, before)
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "results.parquet"), before)
+
+
+def test_a_scheduler_lost_before_any_point_is_sent_logs_nothing_of_dasks(tmp_path,
+                                                                          monkeypatch):
+    """The scheduler (a process of its own) is SIGKILLed after the sweep connected, before
+    it sends a point: Dask's client fails to reconnect (its connect timeout, 1 s here) and
+    would log so at ERROR; SchedulerLost alone says it, with every point unfinished."""
+    import logging
+
+    import dask
+    import distributed  # noqa: F401 - sets its loggers' levels on import
+
+    import desim.sweep
+    from desim.sweep import SchedulerLost
+
+    path = write_experiment(tmp_path, {"runs.0.pruning.sparsity": [0.5, 0.6]},
+                            single_run=True)
+    out, address_file = tmp_path / "out", tmp_path / "scheduler.json"
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+         "--port", "0", "--no-dashboard", "--scheduler-file", str(address_file)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    on_dask = desim.sweep._on_dask
+
+    def scheduler_gone(*args: Any) -> Any:
+        scheduler.kill()
+        scheduler.wait()
+        return on_dask(*args)
+
+    monkeypatch.setattr(desim.sweep, "_on_dask", scheduler_gone)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("distributed.client")
+    level = logger.level
+    logger.addHandler(handler)
+    try:
+        deadline = time.monotonic() + 120  # a hang guard, not a speed claim
+        while not address_file.is_file() or not address_file.read_text().strip():
+            assert scheduler.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        address = json.loads(address_file.read_text())["address"]
+        with (dask.config.set({"distributed.comm.timeouts.connect": "1s"}),
+              pytest.raises(SchedulerLost) as lost):
+            sweep(path, out, scheduler=address)
+    finally:
+        logger.removeHandler(handler)
+        scheduler.kill()
+        scheduler.wait()
+    assert str(lost.value).startswith(f"lost the connection to the Dask scheduler at {address}")
+    assert "2 of 2 points unfinished" in str(lost.value)
+    assert [r.getMessage() for r in records] == []
+    assert logger.level == level  # as it was
+    assert not list((out / "points").glob("*.json"))
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("Cluster failed to start: Worker process died"),
+    OSError(24, "Too many open files"),
+    TimeoutError("Nanny failed to start in 60 seconds"),
+])
+def test_a_local_cluster_that_cannot_start_exits_1_in_one_line(tmp_path, monkeypatch, capsys,
+                                                              error):
+    """The local cluster fails to start (its workers cannot spawn, no descriptor or port
+    left, a start that times out): one line naming the cause, exit 1 (this machine's
+    failure, not bad input), no traceback, and the sweep folder as it was."""
+    import distributed
+
+    from desim.sweep import main
+
+    class Broken:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            raise error
+
+    monkeypatch.setattr(distributed, "LocalCluster", Broken)
+    path = write_experiment(tmp_path, {"runs.0.pruning.sparsity": [0.5, 0.6]},
+                            single_run=True)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exited:
+        main([str(path), "--out", str(out), "--workers", "3"])
+    assert exited.value.code == 1
+    stderr = " ".join(capsys.readouterr().err.split())
+    cause = " ".join(str(error).split())
+    assert stderr == (f"error: could not start a local Dask cluster of 3 workers "
+                      f"({type(error).__name__}: {cause}): nothing was computed; try fewer "
+                      "--workers, or a running scheduler with --scheduler")
+    assert list(out.iterdir()) == []
+
+
+def test_a_client_that_cannot_join_the_local_cluster_closes_it(tmp_path, monkeypatch):
+    """The cluster started, its client did not connect: ClusterFailed, the cluster closed."""
+    import distributed
+
+    from desim.sweep import ClusterFailed, sweep
+
+    closed = []
+
+    class Cluster:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def __enter__(self) -> Cluster:
+            return self
+
+        def __exit__(self, *exc: Any) -> None:
+            closed.append(True)
+
+    def no_client(*args: Any, **kwargs: Any) -> None:
+        raise TimeoutError("Timed out trying to connect to tcp://127.0.0.1:1 after 30 s")
+
+    monkeypatch.setattr(distributed, "LocalCluster", Cluster)
+    monkeypatch.setattr(distributed, "Client", no_client)
+    path = write_experiment(tmp_path, {"runs.0.pruning.sparsity": [0.5]}, single_run=True)
+    with pytest.raises(ClusterFailed, match=r"of 1 worker \(TimeoutError: Timed out trying "
+                                            r"to connect to tcp://127\.0\.0\.1:1 after 30 s\)"):
+        sweep(path, tmp_path / "out", workers=1)
+    assert closed == [True]
+    assert list((tmp_path / "out").iterdir()) == []
