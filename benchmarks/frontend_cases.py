@@ -19,7 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 CAPTURE_AND_COUNT = """
-import json, resource, time, torch
+import json, resource, time
+import mappings  # first: its OpenMP setting must come before torch loads (mappings.threads)
+import torch
 from mappings.capture import capture
 from mappings.counting import SkipPolicy, effectual_map, nominal_map, processed_map
 from mappings.models import build_model

@@ -7,7 +7,12 @@ does not import torch.
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+# Before torch loads its OpenMP runtime: threads that wait sleep instead of spinning
+# (`mappings.threads`); the user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __all__ = ["Result", "run"]
 

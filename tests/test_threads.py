@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from views import arch_view
@@ -35,3 +39,18 @@ def test_event_tables_are_the_same_on_one_and_two_threads(workload, arch):
         set_counting_threads(configured)
     assert torch.get_num_threads() == caller  # the caller's own setting, restored
     assert tables[1] == tables[2]
+
+
+@pytest.mark.parametrize("package, preset, seen", [
+    ("desim", None, "PASSIVE"), ("mappings", None, "PASSIVE"), ("desim", "ACTIVE", "ACTIVE")])
+def test_waiting_threads_sleep_unless_the_user_says_otherwise(package, preset, seen):
+    """Importing desim or mappings before torch makes OpenMP's waiting threads sleep (a
+    spinning one took 15 s of counting instead of 1.5 on a busy machine); a user's own
+    OMP_WAIT_POLICY stays."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if preset:
+        env["OMP_WAIT_POLICY"] = preset
+    out = subprocess.run([sys.executable, "-c", f"import {package}, os; "
+                          "print(os.environ['OMP_WAIT_POLICY'])"],
+                         env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == seen
