@@ -227,7 +227,7 @@ class MappingConfig(Strict):
 class ArchConfig(Strict):
     name: str
     technology: Literal["45nm", "28nm"] = "45nm"
-    core_clock_mhz: float = Field(1000.0, gt=0)
+    core_clock_mhz: float = Field(1000.0, gt=0, le=1_000_000)  # a period of 1 ps or more
     dram: DramConfig
     global_buffer: BufferConfig
     noc: NocSpec

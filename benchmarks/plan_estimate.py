@@ -45,7 +45,7 @@ def estimate_vs_replay(experiment: Experiment) -> pd.DataFrame:
             rows.append({"run": run.name, "layer": work.name, "phase": work.phase,
                          "tiles": len(work.table),
                          "estimated": _estimated_cycles(work.table, hw),
-                         "replayed": sim.env.now / acc.clock.period_ps})
+                         "replayed": acc.clock.to_cycles(sim.env.now)})
     table = pd.DataFrame(rows)
     table["ratio"] = table["replayed"] / table["estimated"]
     return table

@@ -60,8 +60,8 @@ def _tile_latencies(acc: Accelerator) -> dict[str, float]:
     buffer's port to a cluster, the PEs' fill and drain."""
     t = acc.dram.timing
     return {
-        "dram_latency_cycles": (t.trcd + t.cl) * t.tck_ps / acc.clock.period_ps,
-        "dram_switch_cycles": acc.dram.system.direction_switch_ps() / acc.clock.period_ps,
+        "dram_latency_cycles": (t.trcd + t.cl) * t.tck_ps / float(acc.clock.period_ps),
+        "dram_switch_cycles": acc.dram.system.direction_switch_ps() / float(acc.clock.period_ps),
         "noc_latency_cycles": max(sum(acc.graph.edges[e]["latency_cycles"] for e in route)
                                   for route in _cluster_routes(acc)),
         "pipeline_cycles": acc.cfg.pe_cluster.pipeline_cycles,

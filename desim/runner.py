@@ -7,11 +7,11 @@ This is the only place (with the command line) that joins the kernel, the hardwa
 from __future__ import annotations
 
 import gc
-import math
 import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import torch
 from arch.accelerator import Accelerator
 from arch.config import ArchConfig, priced_actions
 from arch.systolic import SystolicConfig, apportion, layer_cycles
-from desim.clock import PS_PER_S
+from desim.clock import PS_PER_S, cycles_until
 from desim.elaborate import design_error, elaborate
 from desim.errors import ConfigError
 from desim.events import PHASES
@@ -49,7 +49,7 @@ class RunResult:
     layers: pd.DataFrame           # one row per layer-phase
     energy_by_action_j: dict[str, float]    # "component.action" -> J
     total_ps: int
-    period_ps: int
+    period_ps: int | Fraction  # the core clock's (`desim.clock.Clock`)
     workload_stats: dict[str, float]
     events: int
     stats: dict[str, Any]           # per module, gem5-like (desim.stats)
@@ -63,7 +63,7 @@ class RunResult:
 
     @property
     def cycles(self) -> int:
-        return math.ceil(self.total_ps / self.period_ps)
+        return cycles_until(self.total_ps, self.period_ps)
 
     @property
     def energy_by_component_j(self) -> dict[str, float]:
@@ -137,7 +137,7 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
     if tracer is not None and observe.vcd and out is not None:
         vcd = out / f"waves_{name}.vcd"  # published there by write_results, with the rest
         unpublished(vcd).write_text(tracer.vcd_text(sim.now_ps))
-    period = acc.clock.period_ps
+    clock = acc.clock
     rows, energy_rows, by_component = [], [], Counter()
     for w, rec in zip(work, acc.records, strict=True):
         energy = acc.energy_pj(rec.actions, rec.since_ps, rec.end_ps)
@@ -151,10 +151,11 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
             "processed_macs": w.processed_macs,
             # its share of the run in whole cycles: rounded at the ends, so the shares add
             # up to the run's cycles
-            "cycles": math.ceil(rec.end_ps / period) - math.ceil(rec.since_ps / period),
+            "cycles": clock.cycles_until(rec.end_ps) - clock.cycles_until(rec.since_ps),
             "energy_j": sum(energy.values()) * 1e-12,
             "dram_bytes": dram["read_bytes"] + dram["write_bytes"],
-            "start_cycle": rec.start_ps // period, "end_cycle": math.ceil(rec.end_ps / period),
+            "start_cycle": rec.start_ps // clock.period_ps,
+            "end_cycle": clock.cycles_until(rec.end_ps),
             "tiles": len(w.table),
             "weight_dram_bytes": w.weight_dram_bytes,  # the weights read (FF, BP)
             "input_on_chip": w.input_resident,  # left in the buffer by the phase before
@@ -162,7 +163,7 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
         })
     return RunResult(name, arch, pd.DataFrame(rows, columns=LAYER_COLUMNS),
                      {k: v * 1e-12 for k, v in sorted(by_component.items())},
-                     int(sim.env.now), period, workload.stats, _event_count(sim),
+                     int(sim.env.now), clock.period_ps, workload.stats, _event_count(sim),
                      collect_stats(sim), priced_actions(arch, acc.prices.as_dict()),
                      pd.DataFrame(energy_rows, columns=ENERGY_COLUMNS),
                      tracer.chrome_trace() if observe.trace else None, vcd,

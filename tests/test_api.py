@@ -1,6 +1,8 @@
 """desim from Python: `desim.run` gives what `desim run` writes, as DataFrames."""
 
 import json
+import math
+from fractions import Fraction
 from pathlib import Path
 
 import pandas as pd
@@ -68,3 +70,16 @@ def test_bad_input_raises_a_config_error(lenet):
         desim.run(exp, ["workload.bach=2"])
     with pytest.raises(AttributeError, match="no attribute 'simulate'"):
         desim.simulate  # noqa: B018
+
+
+def test_a_clock_off_the_picosecond_grid_runs_on_its_exact_period(lenet):
+    """1,200 MHz (833 1/3 ps a cycle): the run's cycles are the clock edges up to its end,
+    and the layer-phases' shares add up to them."""
+    exp, _, _ = lenet
+    result = desim.run(exp, ["arch.*.core_clock_mhz=1200"])
+    for run in result.runs.values():
+        assert run.period_ps == Fraction(2500, 3)
+        edge = math.ceil(run.cycles * run.period_ps)  # the first at or after the end
+        assert (run.cycles - 1) * run.period_ps < run.total_ps <= edge
+        assert int(result.layers[result.layers["run"] == run.name]["cycles"].sum()) == run.cycles
+        assert result.summary["runs"][run.name]["seconds"] == run.total_ps / 1e12

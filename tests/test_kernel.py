@@ -1,5 +1,7 @@
 """Closed-form checks of the kernel: clocks, links, FIFOs."""
 
+from fractions import Fraction
+
 import pytest
 
 from desim.channels import Fifo, Link, hold_links
@@ -13,8 +15,29 @@ GB_PER_S = 10**9
 def test_clock_periods_on_the_picosecond_grid():
     assert Clock.from_mhz(500).period_ps == 2000
     assert Clock.from_mhz(1000).cycles(7) == 7000
-    with pytest.raises(ConfigError, match="not a whole number of picoseconds"):
-        Clock.from_mhz(1200)  # 833.33 ps
+    assert Clock.from_mhz(1000).cycles_until(7001) == 8
+
+
+@pytest.mark.parametrize("mhz, period", [(1200, Fraction(2500, 3)), (1500, Fraction(2000, 3)),
+                                         (933.3, Fraction(10_000_000, 9333))])
+def test_a_clock_off_the_grid_keeps_its_period_exactly(mhz, period):
+    """1,200 MHz is 833 1/3 ps a cycle: cycle n's edge is the first picosecond at or after
+    n periods, so three cycles take 2,500 ps exactly and one takes 834."""
+    clock = Clock.from_mhz(mhz)
+    assert clock.period_ps == period and clock.frequency_hz == pytest.approx(mhz * 1e6)
+    for n in (1, 2, 3, 7, 1000, 123_457):
+        ps = clock.cycles(n)
+        assert ps == -(-n * period.numerator // period.denominator)  # ceil(n x period)
+        assert clock.cycles_until(ps) == n and clock.cycles_until(ps + 1) == n + 1
+        assert clock.cycles_until(ps - 1) == n  # a picosecond early: still cycle n's
+        assert clock.to_cycles(ps) == pytest.approx(n, abs=float(1 / period))
+    assert Clock.from_mhz(1200).cycles(3) == 2500 and Clock.from_mhz(1200).cycles(1) == 834
+
+
+@pytest.mark.parametrize("mhz", [2_000_000, 1e9])
+def test_a_clock_faster_than_a_picosecond_is_refused(mhz):
+    with pytest.raises(ConfigError, match="a picosecond or more"):
+        Clock.from_mhz(mhz)
 
 
 def test_transfer_time_rounds_up_to_the_picosecond():
