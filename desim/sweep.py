@@ -180,7 +180,8 @@ def fingerprint(path: Path, overrides: Sequence[str]) -> str:
     for run in raw.get("runs") or []:
         if isinstance(run, dict) and isinstance(run.get("arch"), str):
             arch_path = path.parent / run["arch"]
-            archs[str(run.get("name"))] = arch_path.read_text() if arch_path.is_file() else None
+            archs[str(run.get("name"))] = (arch_path.read_bytes().decode("utf-8", "replace")
+                                            if arch_path.is_file() else None)
     text = json.dumps({"experiment": raw, "overrides": kept, "archs": archs},
                       sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

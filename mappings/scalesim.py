@@ -18,11 +18,13 @@ that the layer has exactly SCALE-Sim's P x Q outputs and MACs.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 
 import torch
 
+from desim.configio import read_text
 from desim.errors import ConfigError
 from mappings.capture import BitMap, LayerCapture, PackedLayer
 from mappings.counting import BP, FF, WG
@@ -37,8 +39,9 @@ def read_topology_rows(path: str | Path) -> list[tuple[str, int, int, int, int, 
     if not path.is_file():
         raise ConfigError("SCALE-Sim topology file not found", file=str(path))
     rows = []
-    with path.open(newline="") as f:
-        lines = [row for row in csv.reader(f) if any(cell.strip() for cell in row)]
+    text = read_text(path, "a SCALE-Sim topology CSV")
+    lines = [row for row in csv.reader(io.StringIO(text, newline=""))
+             if any(cell.strip() for cell in row)]
     for i, row in enumerate(lines[1:], start=2):
         cells = [c.strip() for c in row]
         if cells and cells[-1] == "":

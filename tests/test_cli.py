@@ -500,3 +500,32 @@ def test_bench_refuses_fewer_than_one_item_stage_or_repeat(option, value, monkey
     assert result.exit_code == 2, result.output
     message = " ".join(result.output.split())
     assert f"Invalid value for '{option}'" in message and "Traceback" not in message
+
+
+def test_a_file_that_is_not_utf8_is_bad_input_for_every_command(tmp_path):
+    """A Latin-1 byte (a comment's 'µm' saved by an old editor) names the file and the byte,
+    exit 2, in whichever file it is: an architecture, an experiment, a run's arch, a
+    SCALE-Sim topology; UnicodeDecodeError was a traceback."""
+    arch = tmp_path / "latin1.yaml"
+    arch.write_bytes(b"# \xb5m\n" + (ROOT / "configs" / "arch" / "dense.yaml").read_bytes())
+    experiment = tmp_path / "latin1_experiment.yaml"
+    experiment.write_bytes(b"# \xb5m\n" + QUICKSTART.read_text().replace(
+        "../arch/", f"{ROOT}/configs/arch/").encode())
+    csv = tmp_path / "latin1.csv"
+    csv.write_bytes(b"Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, "
+                    b"Channels, Num Filter, Strides,\nconv\xb5, 8, 8, 3, 3, 3, 4, 1,\n")
+    expected = ("not UTF-8 text: byte 0xb5 at offset 2 (line 1); expected a YAML file saved "
+                "as UTF-8")
+    cases = [
+        (["topology", str(arch), "-o", str(tmp_path / "x.png")], f"{arch}: {expected}"),
+        (["check", str(experiment)], f"{experiment}: {expected}"),
+        (["run", str(experiment), "--out", str(tmp_path / "out")], f"{experiment}: {expected}"),
+        (["check", str(QUICKSTART), "--set", f"runs.1.arch={arch}"], f"{arch}: {expected}"),
+        (["check", str(ROOT / "configs" / "experiments" / "scalesim_resnet18.yaml"), "--set",
+          f"workload.scalesim_topology={csv}"],
+         f"{csv}: not UTF-8 text: byte 0xb5 at offset 103 (line 2); expected a SCALE-Sim "
+         "topology CSV"),
+    ]
+    for args, message in cases:
+        assert_config_error(desim(*args), message)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "x.png").exists()
