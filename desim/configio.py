@@ -102,9 +102,12 @@ class UniqueKeyLoader(yaml.SafeLoader):
 
 def read_text(path: str | Path, expected: str = "a YAML file") -> str:
     """The text of the input file at `path`, decoded as UTF-8 whatever the locale: a file
-    that is missing or not UTF-8 is bad input, one ConfigError naming it and the byte at
-    fault (`expected`: what the file should be, for the message), never a traceback."""
+    that is missing, a directory or not UTF-8 is bad input, one ConfigError naming it (and
+    the byte at fault; `expected`: what the file should be), never a traceback. A directory
+    is said to be one: "no such file" would send the user looking for a typo."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"is a directory; expected {expected}", file=str(path))
     if not path.is_file():
         raise ConfigError("no such file", file=str(path))
     data = path.read_bytes()

@@ -36,10 +36,10 @@ COLUMNS = ("Layer name", "IFMAP Height", "IFMAP Width", "Filter Height", "Filter
 def read_topology_rows(path: str | Path) -> list[tuple[str, int, int, int, int, int, int, int]]:
     """(name, H, W, R, S, C, K, stride) of every layer of a SCALE-Sim topology CSV."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError("SCALE-Sim topology file not found", file=str(path))
     rows = []
-    text = read_text(path, "a SCALE-Sim topology CSV")
+    text = read_text(path, "a SCALE-Sim topology CSV")  # a directory, not UTF-8: said there
     lines = [row for row in csv.reader(io.StringIO(text, newline=""))
              if any(cell.strip() for cell in row)]
     for i, row in enumerate(lines[1:], start=2):
