@@ -74,7 +74,7 @@ def test_bad_input_names_file_key_and_expectation(overrides, fragments):
 
 
 @pytest.mark.parametrize("edges, message", [
-    ("[[a, b], [b, b]]", "noc.edges[1]: router 'b' is linked to itself"),
+    ("[[a, b], [b, b]]", "noc.edges.1: router 'b' is linked to itself"),
     ("[[a, b], [c, d]]", "noc: the NoC graph is not connected: c, d cannot reach the rest"),
     # a router may not take the name of a node the processor adds: it would replace the
     # router (dram) or fail when that node is attached (glb, cluster_<router>)
