@@ -287,7 +287,7 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
     for metric, axis in plots:
         _check_plot(metric, axis, list(spec.axes))
     points = plan_points(spec)
-    _check_some_point_is_valid(path, base, points)
+    check_sweepable(path, base, points)
     writable_folder(out)
     current = _check_manifest(out, path, base)
 
@@ -320,13 +320,19 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
     return frame
 
 
-def _check_some_point_is_valid(path: Path, base: list[str], points: list[Point]) -> None:
+def check_sweepable(path: Path, base: list[str], points: list[Point]) -> None:
     """Refuse a sweep none of whose points is valid, before it writes anything: an axis's
     name or values are wrong then, not one point's (those fail alone, recorded, later).
     Refuse one that asks for traces or waveforms too: a point keeps its summary only, so
-    they would be dropped without a word."""
+    they would be dropped without a word. `desim check` refuses what this refuses, by
+    calling it (`desim.check`): a file it passes is a sweep `desim sweep` runs."""
     from desim.experiment import load_experiment
 
+    for key in points[0].values if points else ():
+        if key.split(".")[0] == "observe":  # the rule below sees one point's observe
+            raise ConfigError("a sweep's points keep their summaries only: observe is no "
+                              "axis (trace one point with desim run and its values as --set)",
+                              file=str(path), key=f"sweep.axes.{key}")
     first: ConfigError | None = None
     for point in points:
         try:

@@ -188,6 +188,28 @@ def test_a_sweep_that_asks_for_traces_is_refused_before_writing_anything(tmp_pat
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("overrides, axes, message", [
+    (["observe.trace=true"], {"workload.batch": [1, 2]},
+     r"observe: a sweep's points keep their summaries only, not trace"),
+    ([], {"workload.batch": [1, 2], "observe.vcd": [False, True]},
+     r"sweep\.axes\.observe\.vcd: a sweep's points keep their summaries only: observe is "
+     r"no axis"),
+    ([], {"workload.bach": [1, 2]}, r"workload\.bach: unknown key.*no point of the sweep"),
+])
+def test_check_refuses_the_sweeps_that_sweep_refuses(tmp_path, overrides, axes, message):
+    """`desim check` passed a sweep asking for traces ("all valid", exit 0) that `desim
+    sweep` refused (exit 2): both now raise the same error, from one rule."""
+    from desim.check import check
+
+    path = write_experiment(tmp_path, axes)
+    with pytest.raises(ConfigError, match=message) as by_check:
+        check(path, overrides)
+    with pytest.raises(ConfigError, match=message) as by_sweep:
+        sweep(path, tmp_path / "out", overrides=overrides)
+    assert str(by_check.value) == str(by_sweep.value)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("value", [1e-05, 0.1, 3, True, "digits", [3, 16, 16], None,
                                    {"method": "hybrid", "sparsity": 0.5}, "1e-05", "yes"])
 def test_override_text_round_trips(value):
