@@ -210,6 +210,48 @@ def test_check_refuses_the_sweeps_that_sweep_refuses(tmp_path, overrides, axes, 
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("item, axis", [
+    ("runs.1.pruning.sparsity=0.3", "runs.1.pruning.sparsity"),
+    ("runs.1.pruning={method: magnitude, sparsity: 0.3}", "runs.1.pruning.sparsity"),
+    ("runs.1.pruning.sparsity=0.3", "runs.1.pruning"),
+    ("arch.*.pe_cluster.pes=8", "arch.hppu.pe_cluster.pes"),
+    ("arch.hppu.pe_cluster.pes=8", "arch.*.pe_cluster"),
+])
+def test_a_set_on_a_sweep_axis_is_refused_naming_it(tmp_path, item, axis):
+    """A point's values are applied after `--set`: a --set on an axis (or on a part of one,
+    or the whole of one) was overridden at every point without a word, its value in the
+    point files beside the axis's that ran. Refused by check and sweep, nothing written."""
+    from desim.check import check
+
+    values = [{"method": "hybrid", "sparsity": 0.5}] if axis == "runs.1.pruning" else [0.5]
+    values = [{"pes": 16}] if axis == "arch.*.pe_cluster" else values
+    values = [16] if axis.endswith(".pes") else values
+    path = write_experiment(tmp_path, {axis: values})
+    message = (f"{path}: sweep.axes.{axis}: also given by --set {item}, which every point "
+               "would replace by the axis's values: drop the --set or the axis")
+    for refuse in (lambda: check(path, [item]),
+                   lambda: sweep(path, tmp_path / "out", overrides=[item])):
+        with pytest.raises(ConfigError) as err:
+            refuse()
+        assert str(err.value) == message
+    result = subprocess.run(
+        [sys.executable, "-c", "from desim.sweep import main; main()", str(path),
+         "--out", str(tmp_path / "out"), "--set", item], cwd=ROOT, capture_output=True,
+        text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert " ".join(result.stderr.split()) == f"error: {message}"
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_set_beside_the_axes_is_no_conflict(tmp_path):
+    from desim.check import check
+
+    path = write_experiment(tmp_path, {"runs.1.pruning.sparsity": [0.5],
+                                       "arch.hppu.pe_cluster.pes": [16]})
+    check(path, ["runs.1.pruning.method=magnitude", "runs.0.pruning.sparsity=0.1",
+                 "arch.dense.pe_cluster.pes=8", "arch.*.pe_cluster.precision=fp16"])
+
+
 @pytest.mark.parametrize("value", [1e-05, 0.1, 3, True, "digits", [3, 16, 16], None,
                                    {"method": "hybrid", "sparsity": 0.5}, "1e-05", "yes"])
 def test_override_text_round_trips(value):
