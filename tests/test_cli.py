@@ -237,7 +237,8 @@ def test_topology_colours_by_utilization_from_a_run(quickstart_twice, tmp_path):
 def lenet300_twice(tmp_path_factory):
     """LeNet-300 at batch 2 (seconds a run) on dense.yaml, as is and without its vector unit,
     into one folder twice: first traced with waveforms, then plainly. Before the first, the
-    folder holds another run's waveform and files desim does not write."""
+    folder holds another run's waveform and files desim does not write; between the two,
+    `desim report` writes its report of the first into the folder."""
     folder = tmp_path_factory.mktemp("lenet300")
     experiment = folder / "experiment.yaml"
     dense = str(ROOT / "configs" / "arch" / "dense.yaml")
@@ -255,6 +256,8 @@ def lenet300_twice(tmp_path_factory):
     first = desim(*base, "--trace", "--vcd")
     assert first.returncode == 0, first.stderr
     files_first = sorted(p.name for p in out.iterdir())
+    report = desim("report", str(out))  # into the folder: report.md, its HTML and plots
+    assert report.returncode == 0, report.stderr
     second = desim(*base)
     assert second.returncode == 0, second.stderr
     return out, files_first, [first, second]
@@ -305,13 +308,15 @@ def test_no_vector_unit_counts_the_layers_left_out_not_the_fused_relus(tmp_path,
     assert "dense: vector layers (batch norm, pooling, adds) take" in printed
 
 
-def test_a_rerun_removes_the_trace_and_waveforms_it_did_not_write(lenet300_twice):
+def test_a_rerun_removes_the_trace_waveforms_and_report_it_did_not_write(lenet300_twice):
+    """A report of the earlier run (report.md, report.html and their PNGs, `desim report
+    DIR`'s default) would describe numbers the folder no longer holds."""
     out, files_first, _ = lenet300_twice
     ours = {"summary.json", "layers.csv", "energy.csv", "config.json", "stats.json",
             "stats.txt", "notes.txt", "trace.json.bak"}
     # traced: its own trace and waveforms; another run's waveform gone, other files kept
     assert set(files_first) == ours | {"trace.json", "waves_dense.vcd", "waves_bare.vcd"}
-    # then not traced: no trace or waveform of the first run passes for the second's
+    # then not traced: no trace, waveform or report of the first run passes for the second's
     assert {p.name for p in out.iterdir()} == ours
     assert (out / "notes.txt").read_text() == "not this run's\n"
 
