@@ -24,7 +24,7 @@ Why it is built this way:
   rather than mixing old and new numbers.
 - At the end (and on every resume) the point files are gathered into `DIR/results.parquet`,
   one row per point, run and phase (and phase "total"), and `DIR/pareto.png` is drawn. A
-  sweep with points to compute removes an earlier table and plot first, once connected: a
+  sweep with points to compute removes an earlier table and plots first, once connected: a
   sweep that stops unfinished (a lost scheduler, a kill) then leaves none, rather than an
   earlier sweep's that would pass for its results.
 - Failed points are not retried on resume (their file records the error); `--retry-failed`
@@ -301,8 +301,8 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
     # Connected first: a scheduler that is not there leaves the folder as it was.
     with _client(scheduler, workers) if todo else contextlib.nullcontext() as client:
         _write_manifest(out, path, base, spec, points, current)
-        if todo:  # an earlier table (and its plot) would pass for this unfinished sweep's
-            for finished in (out / "results.parquet", out / "pareto.png"):
+        if todo:  # an earlier table (and its plots) would pass for this unfinished sweep's
+            for finished in (out / "results.parquet", out / "pareto.png", *plot_files(out)):
                 finished.unlink(missing_ok=True)
         log = _Log(out / "sweep.log")
         log(f"start: {len(points)} points, {len(done)} already done, {len(todo)} to compute "
@@ -834,6 +834,13 @@ def _xs(column: pd.Series, numeric: bool) -> list[Any]:
 
 def plot_path(out: Path, metric: str, axis: str) -> Path:
     return out / f"{metric}_vs_{re.sub(r'[^A-Za-z0-9_.-]', '_', axis)}.png"
+
+
+def plot_files(out: Path) -> list[Path]:
+    """The `--plot` images in `out` (`plot_path`'s names, of any metric and axis): an
+    earlier sweep's, for a sweep with points to compute to remove with its table."""
+    return [path for metric in [*PLOTTABLE, f"{COMPONENT_PREFIX}*"]
+            for path in out.glob(f"{metric}_vs_*.png")]
 
 
 def axis_columns(frame: pd.DataFrame) -> list[str]:

@@ -740,9 +740,10 @@ def test_the_local_cluster_does_not_reach_for_port_8787():
 
 def test_a_sweep_lost_unfinished_leaves_no_earlier_table(tmp_path, monkeypatch):
     """A finished sweep's table, then the same folder's sweep extended by a point whose
-    scheduler is lost before it finishes: no results.parquet nor pareto.png is left, so the
-    earlier sweep's cannot pass for this one's; the finished point's file stays, and the
-    earlier sweep run again (nothing to compute) writes its table back, same values."""
+    scheduler is lost before it finishes: no results.parquet, pareto.png nor --plot image
+    is left, so the earlier sweep's cannot pass for this one's; the finished point's file
+    stays, and the earlier sweep run again (nothing to compute) writes its table back, same
+    values."""
     import contextlib
 
     import desim.sweep
@@ -756,9 +757,13 @@ def test_a_sweep_lost_unfinished_leaves_no_earlier_table(tmp_path, monkeypatch):
     (out / "points").mkdir(parents=True)
     (out / "points" / f"{first.point_id}.json").write_text(
         json.dumps({**record, "point_id": first.point_id}))
-    before = sweep(path, out)
+    before = sweep(path, out, plots=[("cycles", "runs.0.pruning.sparsity")])
     assert totals(before)["cycles"].tolist() == [200, int(record["runs"]["hppu"]["cycles"])]
     assert (out / "results.parquet").is_file() and (out / "pareto.png").is_file()
+    plots = [out / "cycles_vs_runs.0.pruning.sparsity.png", out / "energy_j.noc_vs_x.png"]
+    assert plots[0].is_file()
+    plots[1].write_bytes(plots[0].read_bytes())  # a component's plot of another sweep
+    (out / "mine_vs_yours.png").write_text("not desim's")
 
     def lost(client, scheduler, ready, folder):
         raise SchedulerLost(f"lost the connection: {len(ready)} of {len(ready)} points "
@@ -772,6 +777,8 @@ def test_a_sweep_lost_unfinished_leaves_no_earlier_table(tmp_path, monkeypatch):
     with pytest.raises(SchedulerLost, match="1 of 1 points unfinished"):
         sweep(extended, out)
     assert not (out / "results.parquet").exists() and not (out / "pareto.png").exists()
+    assert not any(p.exists() for p in plots)  # the --plot images went with the table
+    assert (out / "mine_vs_yours.png").read_text() == "not desim's"
     assert [p.name for p in (out / "points").glob("*.json")] == [f"{first.point_id}.json"]
     assert "1 of 1 points unfinished" in (out / "sweep.log").read_text().splitlines()[-1]
     monkeypatch.undo()
