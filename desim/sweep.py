@@ -535,6 +535,9 @@ def _client(scheduler: str | None, workers: int) -> Iterator[Client]:
                     n_workers=workers, threads_per_worker=1, processes=True,
                     dashboard_address=None, silence_logs=logging.ERROR,
                     scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}))
+                # as for a remote scheduler, until the client is closed: a scheduler that
+                # dies makes Dask log at ERROR; SchedulerLost says it in a line
+                stack.enter_context(_silenced("distributed.client"))
                 client = stack.enter_context(Client(cluster))
             # a worker that cannot spawn, no port or file descriptor left, a start that
             # times out (TimeoutError is an OSError): not the user's input, nothing computed

@@ -842,6 +842,45 @@ def test_a_scheduler_lost_before_any_point_is_sent_logs_nothing_of_dasks(tmp_pat
     assert not list((out / "points").glob("*.json"))
 
 
+def test_a_local_clusters_scheduler_lost_logs_nothing_of_dasks(tmp_path, monkeypatch):
+    """As with --scheduler: the local cluster's scheduler stops after the sweep connected,
+    before it sends a point; Dask's client, failing to reconnect, would log so at ERROR
+    (`silence_logs` lets ERROR through); SchedulerLost alone says it."""
+    import logging
+
+    import dask
+    import distributed  # noqa: F401 - sets its loggers' levels on import
+
+    import desim.sweep
+    from desim.sweep import SchedulerLost
+
+    path = write_experiment(tmp_path, {"runs.0.pruning.sparsity": [0.5, 0.6]},
+                            single_run=True)
+    on_dask = desim.sweep._on_dask
+
+    def scheduler_gone(client: Any, *args: Any) -> Any:
+        client.sync(client.cluster.scheduler.close)
+        return on_dask(client, *args)
+
+    monkeypatch.setattr(desim.sweep, "_on_dask", scheduler_gone)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("distributed.client")
+    level = logger.level
+    logger.addHandler(handler)
+    try:
+        with (dask.config.set({"distributed.comm.timeouts.connect": "1s"}),
+              pytest.raises(SchedulerLost) as lost):
+            sweep(path, tmp_path / "out", workers=1)
+    finally:
+        logger.removeHandler(handler)
+    assert str(lost.value).startswith("lost the connection to the Dask scheduler of the "
+                                      "local cluster")
+    assert [r.getMessage() for r in records if r.levelno >= logging.ERROR] == []
+    assert logger.level == level  # as it was
+
+
 @pytest.mark.parametrize("error", [
     RuntimeError("Cluster failed to start: Worker process died"),
     OSError(24, "Too many open files"),
