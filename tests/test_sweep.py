@@ -140,9 +140,14 @@ def test_random_plan_is_seeded_in_bounds_and_extends():
                                                                  "lg": True}}},
      r"experiment\.yaml: sweep\.axes\.workload\.batch\.lg: unknown key; expected one of: "
      r"high, log, low \(also unknown there: max, min\)$"),
+    # a range's end that is no number: any number is allowed there, not "a valid integer"
     ({"mode": "random", "budget": 4, "axes": {"workload.batch": {"low": "a", "high": 4}}},
-     r"experiment\.yaml: sweep\.axes\.workload\.batch\.low: Input should be a valid "
-     r"integer, unable to parse string as an integer \(got 'a'\)$"),
+     r"experiment\.yaml: sweep\.axes\.workload\.batch\.low: expected a number, an integer "
+     r"or not \(got 'a'\)$"),
+    ({"mode": "random", "budget": 4, "axes": {"runs.1.pruning.sparsity": {"low": 0.1,
+                                                                          "high": [0.9]}}},
+     r"experiment\.yaml: sweep\.axes\.runs\.1\.pruning\.sparsity\.high: expected a number, "
+     r"an integer or not \(got \[0\.9\]\)$"),
     # an axis that is neither a list nor a range: its key, the value given and both shapes
     # an axis takes, not pydantic's "Input should be a valid list" of the union
     ({"axes": {"runs.1.pruning.sparsity": 0.5}},
