@@ -39,11 +39,11 @@ from collections import deque
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import networkx as nx
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from desim.channels import Link as LinkChannel
 from desim.channels import hold_links
@@ -67,18 +67,43 @@ _SHAPE_LENGTH = {"mesh": 2, "torus": 2, "ring": 1, "crossbar": 1, "tree": 2}
 
 # -- the YAML section ----------------------------------------------------------------------
 
+class NocEdge(Strict):
+    """One link of topology "edges" written as a mapping, `{u: a, v: b}`, to give it a
+    bandwidth or latency of its own (a wide link to the buffer's router, a slow long wire);
+    unset, the section's `link_bandwidth_bytes_per_cycle` and `hop_latency_cycles`."""
+
+    u: str = Field(min_length=1)
+    v: str = Field(min_length=1)
+    bandwidth_bytes_per_cycle: float | None = Field(None, gt=0)
+    latency_cycles: int | None = Field(None, ge=0)
+
+
+def _pair_or_mapping(value: Any) -> Any:
+    """A link that is neither a list nor a mapping is refused here, in words: pydantic would
+    try each member of the union and say only "Input should be a valid list"."""
+    if not isinstance(value, list | tuple | dict | NocEdge):
+        raise ValueError("expected a [router, router] pair, or a mapping {u, v} with "
+                         "optional bandwidth_bytes_per_cycle, latency_cycles")
+    return value
+
+
+# A link of topology "edges": a pair of router names, or a mapping with its own figures.
+EdgeItem = Annotated[list[str] | NocEdge, BeforeValidator(_pair_or_mapping)]
+
+
 class NocSpec(Strict):
     """The `noc:` section of an architecture file.
 
     `shape` is [cols, rows] for a mesh or torus, [n] for a ring or crossbar and
-    [fanout, depth] for a tree (depth 0 is the root alone); `edges` lists router pairs for
-    topology "edges". `routing` defaults to "xy" on a mesh or torus and to "shortest" on any
-    other topology, where "xy" is an error.
+    [fanout, depth] for a tree (depth 0 is the root alone); `edges` lists the links of
+    topology "edges", each a [router, router] pair or a `NocEdge` mapping with its own
+    bandwidth or latency. `routing` defaults to "xy" on a mesh or torus and to "shortest" on
+    any other topology, where "xy" is an error.
     """
 
     topology: Literal["mesh", "torus", "ring", "crossbar", "tree", "edges"]
     shape: list[int] | None = None
-    edges: list[list[str]] | None = None
+    edges: list[EdgeItem] | None = None
     link_bandwidth_bytes_per_cycle: float = Field(gt=0)
     hop_latency_cycles: int = Field(ge=0)
     routing: Routing = "xy"
@@ -97,7 +122,7 @@ class NocSpec(Strict):
         if topo == "edges":
             if not self.edges:
                 raise ValueError("topology 'edges' needs a non-empty `edges` list of "
-                                 "[router, router] pairs")
+                                 "[router, router] pairs or {u, v} mappings")
             if self.shape is not None:
                 raise ValueError("topology 'edges' takes `edges`, not `shape`")
         else:
@@ -144,7 +169,8 @@ def _generate(spec: NocSpec) -> nx.DiGraph:
         case "tree":
             return tree(shape[0], shape[1], bw, lat)
         case _:
-            return from_edges([tuple(pair) for pair in spec.edges or []], bw, lat)
+            return from_edges([e.model_dump(exclude_none=True) if isinstance(e, NocEdge)
+                               else tuple(e) for e in spec.edges or []], bw, lat)
 
 
 # -- generators ----------------------------------------------------------------------------
@@ -269,7 +295,7 @@ def tree(fanout: int, depth: int, bandwidth_bytes_per_cycle: float,
     return graph
 
 
-def from_edges(edges: Sequence[Sequence[str]] | Sequence[dict[str, Any]],
+def from_edges(edges: Sequence[Sequence[str] | dict[str, Any]],
                bandwidth_bytes_per_cycle: float, latency_cycles: int) -> nx.DiGraph:
     """Routers linked as listed: each item is a pair ("a", "b") or a dict
     {"u": "a", "v": "b"} that may set its own `bandwidth_bytes_per_cycle` and
@@ -286,23 +312,23 @@ def from_edges(edges: Sequence[Sequence[str]] | Sequence[dict[str, Any]],
             if unknown or not {"u", "v"} <= set(item):
                 raise ConfigError(f"expected keys u, v and optionally "
                                   f"bandwidth_bytes_per_cycle, latency_cycles; got {item}",
-                                  key=f"edges[{i}]")
+                                  key=f"edges.{i}")
             pair = (item["u"], item["v"])
             bw, lat = item.get("bandwidth_bytes_per_cycle", bw), item.get("latency_cycles", lat)
             if not bw > 0 or int(lat) != lat or lat < 0:
                 raise ConfigError(f"{pair}: bandwidth must be > 0 and latency a whole "
-                                  f"number >= 0, got {bw} and {lat}", key=f"edges[{i}]")
+                                  f"number >= 0, got {bw} and {lat}", key=f"edges.{i}")
         else:
             pair = tuple(item)
         if len(pair) != 2 or not all(isinstance(n, str) and n for n in pair):
             raise ConfigError(f"expected a pair of router names, got {item!r}",
-                              key=f"edges[{i}]")
+                              key=f"edges.{i}")
         a, b = pair
         if a == b:
-            raise ConfigError(f"router {a!r} is linked to itself", key=f"edges[{i}]")
+            raise ConfigError(f"router {a!r} is linked to itself", key=f"edges.{i}")
         if graph.has_edge(a, b):
             raise ConfigError(f"{a!r} - {b!r} is listed twice (each pair is linked both "
-                              f"ways; list it once)", key=f"edges[{i}]")
+                              f"ways; list it once)", key=f"edges.{i}")
         for name in pair:
             graph.add_node(name, kind="router")
         _link(graph, a, b, bw, lat)

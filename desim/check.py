@@ -31,7 +31,9 @@ class Checked:
 def check(path: str | Path, overrides: list[str] | None = None) -> Checked:
     """Validate and elaborate every run of the experiment at `path` (and every point of its
     sweep, if it has one). Bad input raises a ConfigError naming the file and key, as
-    `desim run` would; a sweep's invalid points are listed, as `desim sweep` records them."""
+    `desim run` would; a sweep's invalid points are listed, as `desim sweep` records them,
+    and a sweep that `desim sweep` refuses outright (no valid point, traces asked of its
+    points) raises the ConfigError it raises."""
     experiment = load_experiment(path, overrides)
     shared = Shared()  # each workload's model run once, for every point
     rows = elaborate(experiment, shared)
@@ -47,9 +49,10 @@ def _sweep_points(path: str | Path, overrides: list[str], shared: Shared
     small for a tile, a pruning a layer cannot take), so what `desim sweep` would record as
     failed, or fail on after a capture, is said here. Points sharing a workload share its
     untrained iteration, and a design's tile check (`Shared`)."""
-    from desim.sweep import load_sweep_spec, plan_points
+    from desim.sweep import check_sweepable, load_sweep_spec, plan_points
 
     points = plan_points(load_sweep_spec(Path(path), overrides))
+    check_sweepable(Path(path), overrides, points)  # what `desim sweep` refuses outright
     invalid = []
     for point in points:
         try:

@@ -100,12 +100,31 @@ class UniqueKeyLoader(yaml.SafeLoader):
             self._refuse_duplicate_keys(value_node, [*path, key], seen)
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def read_text(path: str | Path, expected: str = "a YAML file") -> str:
+    """The text of the input file at `path`, decoded as UTF-8 whatever the locale: a file
+    that is missing, a directory or not UTF-8 is bad input, one ConfigError naming it (and
+    the byte at fault; `expected`: what the file should be), never a traceback. A directory
+    is said to be one: "no such file" would send the user looking for a typo."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"is a directory; expected {expected}", file=str(path))
     if not path.is_file():
         raise ConfigError("no such file", file=str(path))
+    data = path.read_bytes()
     try:
-        data = yaml.load(path.read_text(), Loader=UniqueKeyLoader)
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise ConfigError(f"not UTF-8 text: byte {data[err.start]:#04x} at offset {err.start} "
+                          f"(line {line}); expected {expected} saved as UTF-8",
+                          file=str(path)) from None
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    text = read_text(path)
+    try:
+        data = yaml.load(text, Loader=UniqueKeyLoader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

@@ -668,7 +668,8 @@ def register(app: typer.Typer) -> None:
         dirs: Annotated[list[Path], typer.Argument(help="results folders (desim run --out DIR)")],
         out: Annotated[Path | None, typer.Option(
             "--out", "-o", help="FILE.md; FILE.html and the plots go beside it "
-                                "(default: FIRST_DIR/report.md)")] = None,
+                                "(default: FIRST_DIR/report.md, removed when desim run writes "
+                                "that folder again)")] = None,
         check: Annotated[bool, typer.Option(
             "--check", help="exit 1 when a claim is not where its experiment file expects "
                             "it (or its metric is missing)")] = False,

@@ -291,14 +291,22 @@ RESULT_FILES = ("summary.json", "layers.csv", "energy.csv", "config.json", "stat
                 "stats.txt", "trace.json")
 
 
+# What `desim report DIR` writes into a results folder by default (`desim.report`): the
+# report, its HTML copy and its plots, all named after report.md.
+REPORT_FILES = ("report.md", "report.html", "report_*_energy.png", "report_*_timeline.png")
+
+
 def remove_stale_artifacts(out: Path, results: dict[str, RunResult]) -> None:
     """Remove the trace.json and waves_*.vcd an earlier run left in `out` that these
-    results did not write: beside this run's summary they would pass for its own; and the
-    unpublished waveforms of a run killed before its results were written, and the hidden
-    halves of the result files a killed write left (`desim.results.atomic_path`'s names).
-    Only those files of desim's own; nothing else in the folder is touched."""
+    results did not write, and the report `desim report` wrote there by default (with its
+    plots): beside this run's summary they would pass for its own; and the unpublished
+    waveforms of a run killed before its results were written, and the hidden halves of the
+    result files a killed write left (`desim.results.atomic_path`'s names). Only those files
+    of desim's own; nothing else in the folder is touched (a report under another name
+    neither)."""
     written = {r.vcd.resolve() for r in results.values() if r.vcd is not None}
     stale = [p for p in out.glob("waves_*.vcd") if p.resolve() not in written]
+    stale += [p for pattern in REPORT_FILES for p in out.glob(pattern)]
     stale += out.glob(".waves_*.vcd.tmp")  # this run's are published by now
     for name in RESULT_FILES:  # this run's are in place by now
         stale += out.glob(f".{name}.*.tmp")

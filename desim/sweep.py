@@ -24,7 +24,7 @@ Why it is built this way:
   rather than mixing old and new numbers.
 - At the end (and on every resume) the point files are gathered into `DIR/results.parquet`,
   one row per point, run and phase (and phase "total"), and `DIR/pareto.png` is drawn. A
-  sweep with points to compute removes an earlier table and plot first, once connected: a
+  sweep with points to compute removes an earlier table and plots first, once connected: a
   sweep that stops unfinished (a lost scheduler, a kill) then leaves none, rather than an
   earlier sweep's that would pass for its results.
 - Failed points are not retried on resume (their file records the error); `--retry-failed`
@@ -180,7 +180,8 @@ def fingerprint(path: Path, overrides: Sequence[str]) -> str:
     for run in raw.get("runs") or []:
         if isinstance(run, dict) and isinstance(run.get("arch"), str):
             arch_path = path.parent / run["arch"]
-            archs[str(run.get("name"))] = arch_path.read_text() if arch_path.is_file() else None
+            archs[str(run.get("name"))] = (arch_path.read_bytes().decode("utf-8", "replace")
+                                            if arch_path.is_file() else None)
     text = json.dumps({"experiment": raw, "overrides": kept, "archs": archs},
                       sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -286,7 +287,7 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
     for metric, axis in plots:
         _check_plot(metric, axis, list(spec.axes))
     points = plan_points(spec)
-    _check_some_point_is_valid(path, base, points)
+    check_sweepable(path, base, points)
     writable_folder(out)
     current = _check_manifest(out, path, base)
 
@@ -300,8 +301,8 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
     # Connected first: a scheduler that is not there leaves the folder as it was.
     with _client(scheduler, workers) if todo else contextlib.nullcontext() as client:
         _write_manifest(out, path, base, spec, points, current)
-        if todo:  # an earlier table (and its plot) would pass for this unfinished sweep's
-            for finished in (out / "results.parquet", out / "pareto.png"):
+        if todo:  # an earlier table (and its plots) would pass for this unfinished sweep's
+            for finished in (out / "results.parquet", out / "pareto.png", *plot_files(out)):
                 finished.unlink(missing_ok=True)
         log = _Log(out / "sweep.log")
         log(f"start: {len(points)} points, {len(done)} already done, {len(todo)} to compute "
@@ -319,13 +320,24 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
     return frame
 
 
-def _check_some_point_is_valid(path: Path, base: list[str], points: list[Point]) -> None:
+def check_sweepable(path: Path, base: list[str], points: list[Point]) -> None:
     """Refuse a sweep none of whose points is valid, before it writes anything: an axis's
     name or values are wrong then, not one point's (those fail alone, recorded, later).
     Refuse one that asks for traces or waveforms too: a point keeps its summary only, so
-    they would be dropped without a word."""
+    they would be dropped without a word. `desim check` refuses what this refuses, by
+    calling it (`desim.check`): a file it passes is a sweep `desim sweep` runs."""
     from desim.experiment import load_experiment
 
+    for key in points[0].values if points else ():
+        if key.split(".")[0] == "observe":  # the rule below sees one point's observe
+            raise ConfigError("a sweep's points keep their summaries only: observe is no "
+                              "axis (trace one point with desim run and its values as --set)",
+                              file=str(path), key=f"sweep.axes.{key}")
+        for item in base:  # a point's values are applied after `base`: they would win
+            if _overlapping(item.partition("=")[0], key):
+                raise ConfigError(f"also given by --set {item}, which every point would "
+                                  "replace by the axis's values: drop the --set or the axis",
+                                  file=str(path), key=f"sweep.axes.{key}")
     first: ConfigError | None = None
     for point in points:
         try:
@@ -342,6 +354,14 @@ def _check_some_point_is_valid(path: Path, base: list[str], points: list[Point])
     if first is not None:
         raise ConfigError(f"{first.message} (no point of the sweep is valid; the first: "
                           f"{points[0].values})", file=first.file, key=first.key)
+
+
+def _overlapping(a: str, b: str) -> bool:
+    """Whether key paths `a` and `b` set the same value, or one a part of the other's
+    (`runs.1.pruning` and `runs.1.pruning.sparsity`); `arch.*.` is every run's arch."""
+    parts_a, parts_b = a.split("."), b.split(".")
+    return all(x == y or (i == 1 and parts_a[0] == "arch" and "*" in (x, y))
+               for i, (x, y) in enumerate(zip(parts_a, parts_b, strict=False)))
 
 
 def _compute(path: Path, out: Path, base: list[str], todo: list[Point], client: Client | None,
@@ -515,6 +535,9 @@ def _client(scheduler: str | None, workers: int) -> Iterator[Client]:
                     n_workers=workers, threads_per_worker=1, processes=True,
                     dashboard_address=None, silence_logs=logging.ERROR,
                     scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}))
+                # as for a remote scheduler, until the client is closed: a scheduler that
+                # dies makes Dask log at ERROR; SchedulerLost says it in a line
+                stack.enter_context(_silenced("distributed.client"))
                 client = stack.enter_context(Client(cluster))
             # a worker that cannot spawn, no port or file descriptor left, a start that
             # times out (TimeoutError is an OSError): not the user's input, nothing computed
@@ -814,6 +837,13 @@ def _xs(column: pd.Series, numeric: bool) -> list[Any]:
 
 def plot_path(out: Path, metric: str, axis: str) -> Path:
     return out / f"{metric}_vs_{re.sub(r'[^A-Za-z0-9_.-]', '_', axis)}.png"
+
+
+def plot_files(out: Path) -> list[Path]:
+    """The `--plot` images in `out` (`plot_path`'s names, of any metric and axis): an
+    earlier sweep's, for a sweep with points to compute to remove with its table."""
+    return [path for metric in [*PLOTTABLE, f"{COMPONENT_PREFIX}*"]
+            for path in out.glob(f"{metric}_vs_*.png")]
 
 
 def axis_columns(frame: pd.DataFrame) -> list[str]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BeforeValidator, Field, PositiveInt, model_validator
+from pydantic import BeforeValidator, Field, PositiveInt, field_validator, model_validator
 
 from desim.configio import Strict
 
@@ -39,6 +39,15 @@ class RangeAxis(Strict):
     low: int | float
     high: int | float
     log: bool = False  # log-uniform: as many draws between 1 and 10 as between 10 and 100
+
+    @field_validator("low", "high", mode="before")
+    @classmethod
+    def _a_number(cls, value: Any) -> Any:
+        """Said here: pydantic would report the union's first member only, "Input should be
+        a valid integer", though any number is allowed."""
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError("expected a number, an integer or not")
+        return value
 
     @model_validator(mode="after")
     def _ordered(self) -> RangeAxis:

@@ -18,11 +18,13 @@ that the layer has exactly SCALE-Sim's P x Q outputs and MACs.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 
 import torch
 
+from desim.configio import read_text
 from desim.errors import ConfigError
 from mappings.capture import BitMap, LayerCapture, PackedLayer
 from mappings.counting import BP, FF, WG
@@ -34,11 +36,12 @@ COLUMNS = ("Layer name", "IFMAP Height", "IFMAP Width", "Filter Height", "Filter
 def read_topology_rows(path: str | Path) -> list[tuple[str, int, int, int, int, int, int, int]]:
     """(name, H, W, R, S, C, K, stride) of every layer of a SCALE-Sim topology CSV."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError("SCALE-Sim topology file not found", file=str(path))
     rows = []
-    with path.open(newline="") as f:
-        lines = [row for row in csv.reader(f) if any(cell.strip() for cell in row)]
+    text = read_text(path, "a SCALE-Sim topology CSV")  # a directory, not UTF-8: said there
+    lines = [row for row in csv.reader(io.StringIO(text, newline=""))
+             if any(cell.strip() for cell in row)]
     for i, row in enumerate(lines[1:], start=2):
         cells = [c.strip() for c in row]
         if cells and cells[-1] == "":

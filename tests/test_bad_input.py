@@ -74,7 +74,7 @@ def test_bad_input_names_file_key_and_expectation(overrides, fragments):
 
 
 @pytest.mark.parametrize("edges, message", [
-    ("[[a, b], [b, b]]", "noc.edges[1]: router 'b' is linked to itself"),
+    ("[[a, b], [b, b]]", "noc.edges.1: router 'b' is linked to itself"),
     ("[[a, b], [c, d]]", "noc: the NoC graph is not connected: c, d cannot reach the rest"),
     # a router may not take the name of a node the processor adds: it would replace the
     # router (dram) or fail when that node is attached (glb, cluster_<router>)
@@ -180,3 +180,15 @@ def test_a_batch_beyond_64_bits_is_bad_input() -> None:
 
     with pytest.raises(ValueError, match="less than 9223372036854775808"):
         WorkloadSpec(model="lenet5", batch=10**20)
+
+
+def test_a_directory_given_for_a_file_is_said_to_be_one(tmp_path):
+    """Not "no such file", which sends the user looking for a typo in a path that exists."""
+    from mappings.scalesim import read_topology_rows
+
+    for read, expected in ((load_yaml, "a YAML file"), (load_arch, "a YAML file"),
+                           (load_experiment, "a YAML file"),
+                           (read_topology_rows, "a SCALE-Sim topology CSV")):
+        with pytest.raises(ConfigError) as err:
+            read(tmp_path)
+        assert str(err.value) == f"{tmp_path}: is a directory; expected {expected}"

@@ -237,7 +237,8 @@ def test_topology_colours_by_utilization_from_a_run(quickstart_twice, tmp_path):
 def lenet300_twice(tmp_path_factory):
     """LeNet-300 at batch 2 (seconds a run) on dense.yaml, as is and without its vector unit,
     into one folder twice: first traced with waveforms, then plainly. Before the first, the
-    folder holds another run's waveform and files desim does not write."""
+    folder holds another run's waveform and files desim does not write; between the two,
+    `desim report` writes its report of the first into the folder."""
     folder = tmp_path_factory.mktemp("lenet300")
     experiment = folder / "experiment.yaml"
     dense = str(ROOT / "configs" / "arch" / "dense.yaml")
@@ -255,6 +256,8 @@ def lenet300_twice(tmp_path_factory):
     first = desim(*base, "--trace", "--vcd")
     assert first.returncode == 0, first.stderr
     files_first = sorted(p.name for p in out.iterdir())
+    report = desim("report", str(out))  # into the folder: report.md, its HTML and plots
+    assert report.returncode == 0, report.stderr
     second = desim(*base)
     assert second.returncode == 0, second.stderr
     return out, files_first, [first, second]
@@ -305,13 +308,15 @@ def test_no_vector_unit_counts_the_layers_left_out_not_the_fused_relus(tmp_path,
     assert "dense: vector layers (batch norm, pooling, adds) take" in printed
 
 
-def test_a_rerun_removes_the_trace_and_waveforms_it_did_not_write(lenet300_twice):
+def test_a_rerun_removes_the_trace_waveforms_and_report_it_did_not_write(lenet300_twice):
+    """A report of the earlier run (report.md, report.html and their PNGs, `desim report
+    DIR`'s default) would describe numbers the folder no longer holds."""
     out, files_first, _ = lenet300_twice
     ours = {"summary.json", "layers.csv", "energy.csv", "config.json", "stats.json",
             "stats.txt", "notes.txt", "trace.json.bak"}
     # traced: its own trace and waveforms; another run's waveform gone, other files kept
     assert set(files_first) == ours | {"trace.json", "waves_dense.vcd", "waves_bare.vcd"}
-    # then not traced: no trace or waveform of the first run passes for the second's
+    # then not traced: no trace, waveform or report of the first run passes for the second's
     assert {p.name for p in out.iterdir()} == ours
     assert (out / "notes.txt").read_text() == "not this run's\n"
 
@@ -501,3 +506,32 @@ def test_bench_refuses_fewer_than_one_item_stage_or_repeat(option, value, monkey
     assert result.exit_code == 2, result.output
     message = " ".join(result.output.split())
     assert f"Invalid value for '{option}'" in message and "Traceback" not in message
+
+
+def test_a_file_that_is_not_utf8_is_bad_input_for_every_command(tmp_path):
+    """A Latin-1 byte (a comment's 'µm' saved by an old editor) names the file and the byte,
+    exit 2, in whichever file it is: an architecture, an experiment, a run's arch, a
+    SCALE-Sim topology; UnicodeDecodeError was a traceback."""
+    arch = tmp_path / "latin1.yaml"
+    arch.write_bytes(b"# \xb5m\n" + (ROOT / "configs" / "arch" / "dense.yaml").read_bytes())
+    experiment = tmp_path / "latin1_experiment.yaml"
+    experiment.write_bytes(b"# \xb5m\n" + QUICKSTART.read_text().replace(
+        "../arch/", f"{ROOT}/configs/arch/").encode())
+    csv = tmp_path / "latin1.csv"
+    csv.write_bytes(b"Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, "
+                    b"Channels, Num Filter, Strides,\nconv\xb5, 8, 8, 3, 3, 3, 4, 1,\n")
+    expected = ("not UTF-8 text: byte 0xb5 at offset 2 (line 1); expected a YAML file saved "
+                "as UTF-8")
+    cases = [
+        (["topology", str(arch), "-o", str(tmp_path / "x.png")], f"{arch}: {expected}"),
+        (["check", str(experiment)], f"{experiment}: {expected}"),
+        (["run", str(experiment), "--out", str(tmp_path / "out")], f"{experiment}: {expected}"),
+        (["check", str(QUICKSTART), "--set", f"runs.1.arch={arch}"], f"{arch}: {expected}"),
+        (["check", str(ROOT / "configs" / "experiments" / "scalesim_resnet18.yaml"), "--set",
+          f"workload.scalesim_topology={csv}"],
+         f"{csv}: not UTF-8 text: byte 0xb5 at offset 103 (line 2); expected a SCALE-Sim "
+         "topology CSV"),
+    ]
+    for args, message in cases:
+        assert_config_error(desim(*args), message)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "x.png").exists()

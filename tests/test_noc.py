@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from arch.noc import (
+    Noc,
     NocSpec,
     RouteTable,
     attach,
@@ -24,8 +25,10 @@ from arch.noc import (
     torus,
     tree,
 )
+from desim.clock import Clock
 from desim.configio import validate
 from desim.errors import ConfigError
+from desim.module import Module, Simulator
 
 BW, LAT = 32.0, 1
 FAST = settings(max_examples=60, deadline=None)
@@ -136,9 +139,9 @@ def test_from_edges_takes_pairs_or_dicts_with_their_own_bandwidth():
 @pytest.mark.parametrize("edges,fragment", [
     ([], "empty"),
     ([("a", "a")], "'a' is linked to itself"),
-    ([("a", "b"), ("b", "a")], "edges[1]: 'b' - 'a' is listed twice"),
-    ([("a", "b", "c")], "edges[0]: expected a pair"),
-    ([{"u": "a", "w": "b"}], "edges[0]: expected keys u, v"),
+    ([("a", "b"), ("b", "a")], "edges.1: 'b' - 'a' is listed twice"),
+    ([("a", "b", "c")], "edges.0: expected a pair"),
+    ([{"u": "a", "w": "b"}], "edges.0: expected keys u, v"),
 ])
 def test_from_edges_rejects_bad_lists_naming_the_entry(edges, fragment):
     with pytest.raises(ConfigError) as err:
@@ -179,8 +182,8 @@ def test_build_noc_gives_the_generators_graph(fields, expected):
 
 
 @pytest.mark.parametrize("edges, key, message", [
-    ([["a", "a"]], "noc.edges[0]", "router 'a' is linked to itself"),
-    ([["a", "b"], ["b", "a"]], "noc.edges[1]", "'b' - 'a' is listed twice"),
+    ([["a", "a"]], "noc.edges.0", "router 'a' is linked to itself"),
+    ([["a", "b"], ["b", "a"]], "noc.edges.1", "'b' - 'a' is listed twice"),
     ([["a", "b"], ["c", "d"]], "noc", "the NoC graph is not connected: c, d cannot reach the "
                                       "rest (2 pieces: {a, b}; {c, d})"),
 ])
@@ -223,6 +226,47 @@ def test_bad_noc_sections_name_the_problem(fields, fragment):
     with pytest.raises(ConfigError) as err:
         spec(**fields)
     assert fragment in str(err.value)
+
+
+@pytest.mark.parametrize("edge, key, fragment", [
+    ({"u": "a", "v": "b", "bandwidth_bytes_per_cycle": 0}, "noc.edges.0.bandwidth_bytes_per_cycle",
+     "Input should be greater than 0 (got 0)"),
+    ({"u": "a", "v": "b", "latency_cycles": -1}, "noc.edges.0.latency_cycles",
+     "Input should be greater than or equal to 0 (got -1)"),
+    ({"u": "a", "v": "b", "bandwidth": 8}, "noc.edges.0.bandwidth",
+     "unknown key; expected one of: bandwidth_bytes_per_cycle, latency_cycles, u, v"),
+    ({"u": "a"}, "noc.edges.0.v", "Field required"),
+    ("a-b", "noc.edges.0", "expected a [router, router] pair, or a mapping {u, v} with "
+                           "optional bandwidth_bytes_per_cycle, latency_cycles (got 'a-b')"),
+])
+def test_a_hand_written_link_as_a_mapping_is_validated(edge, key, fragment):
+    with pytest.raises(ConfigError) as err:
+        spec(topology="edges", edges=[edge, ["b", "c"]])
+    assert err.value.key == key and fragment in str(err.value)
+
+
+@pytest.mark.parametrize("nbytes", [8, 800, 4096])
+def test_a_link_given_its_own_bandwidth_moves_b_bytes_in_latency_plus_b_over_it(nbytes):
+    """Closed form: from the buffer's port at router a to the cluster at b, over the link
+    a-b given 8 B/cycle in the YAML (the section's links: 64), ports of 64 B/cycle and no
+    latency, hop latency 3: B bytes take 3 + B / 8 cycles (the slowest link of the route
+    sets the hold, then the route's latency)."""
+    noc_spec = validate(NocSpec, {"topology": "edges", "link_bandwidth_bytes_per_cycle": 64,
+                                  "hop_latency_cycles": 3,
+                                  "edges": [{"u": "a", "v": "b", "bandwidth_bytes_per_cycle": 8},
+                                            ["b", "c"]]}, "arch.yaml", prefix="noc")
+    graph = build_noc(noc_spec)
+    assert graph.edges["a", "b"]["bandwidth_bytes_per_cycle"] == 8.0
+    assert graph.edges["b", "c"]["bandwidth_bytes_per_cycle"] == 64.0
+    attach(graph, "glb", "sram", "a", 64, 0)
+    attach(graph, "cluster_b", "pe_cluster", "b", 64, 0)
+    sim = Simulator()
+    clock = Clock.from_mhz(1000.0)
+    noc = Noc("noc", Module("top", sim), graph, noc_spec.routing, clock, src="glb",
+              clusters=["cluster_b"])
+    sim.env.process(noc.distribute(0, nbytes, 1))
+    sim.env.run()
+    assert sim.env.now == clock.cycles(3 + nbytes // 8)
 
 
 # --- endpoints and connectivity ------------------------------------------------------------

@@ -140,9 +140,14 @@ def test_random_plan_is_seeded_in_bounds_and_extends():
                                                                  "lg": True}}},
      r"experiment\.yaml: sweep\.axes\.workload\.batch\.lg: unknown key; expected one of: "
      r"high, log, low \(also unknown there: max, min\)$"),
+    # a range's end that is no number: any number is allowed there, not "a valid integer"
     ({"mode": "random", "budget": 4, "axes": {"workload.batch": {"low": "a", "high": 4}}},
-     r"experiment\.yaml: sweep\.axes\.workload\.batch\.low: Input should be a valid "
-     r"integer, unable to parse string as an integer \(got 'a'\)$"),
+     r"experiment\.yaml: sweep\.axes\.workload\.batch\.low: expected a number, an integer "
+     r"or not \(got 'a'\)$"),
+    ({"mode": "random", "budget": 4, "axes": {"runs.1.pruning.sparsity": {"low": 0.1,
+                                                                          "high": [0.9]}}},
+     r"experiment\.yaml: sweep\.axes\.runs\.1\.pruning\.sparsity\.high: expected a number, "
+     r"an integer or not \(got \[0\.9\]\)$"),
     # an axis that is neither a list nor a range: its key, the value given and both shapes
     # an axis takes, not pydantic's "Input should be a valid list" of the union
     ({"axes": {"runs.1.pruning.sparsity": 0.5}},
@@ -186,6 +191,70 @@ def test_a_sweep_that_asks_for_traces_is_refused_before_writing_anything(tmp_pat
                                           rf"only, not {asked}"):
         sweep(path, tmp_path / "out", overrides=[observe])
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("overrides, axes, message", [
+    (["observe.trace=true"], {"workload.batch": [1, 2]},
+     r"observe: a sweep's points keep their summaries only, not trace"),
+    ([], {"workload.batch": [1, 2], "observe.vcd": [False, True]},
+     r"sweep\.axes\.observe\.vcd: a sweep's points keep their summaries only: observe is "
+     r"no axis"),
+    ([], {"workload.bach": [1, 2]}, r"workload\.bach: unknown key.*no point of the sweep"),
+])
+def test_check_refuses_the_sweeps_that_sweep_refuses(tmp_path, overrides, axes, message):
+    """`desim check` passed a sweep asking for traces ("all valid", exit 0) that `desim
+    sweep` refused (exit 2): both now raise the same error, from one rule."""
+    from desim.check import check
+
+    path = write_experiment(tmp_path, axes)
+    with pytest.raises(ConfigError, match=message) as by_check:
+        check(path, overrides)
+    with pytest.raises(ConfigError, match=message) as by_sweep:
+        sweep(path, tmp_path / "out", overrides=overrides)
+    assert str(by_check.value) == str(by_sweep.value)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("item, axis", [
+    ("runs.1.pruning.sparsity=0.3", "runs.1.pruning.sparsity"),
+    ("runs.1.pruning={method: magnitude, sparsity: 0.3}", "runs.1.pruning.sparsity"),
+    ("runs.1.pruning.sparsity=0.3", "runs.1.pruning"),
+    ("arch.*.pe_cluster.pes=8", "arch.hppu.pe_cluster.pes"),
+    ("arch.hppu.pe_cluster.pes=8", "arch.*.pe_cluster"),
+])
+def test_a_set_on_a_sweep_axis_is_refused_naming_it(tmp_path, item, axis):
+    """A point's values are applied after `--set`: a --set on an axis (or on a part of one,
+    or the whole of one) was overridden at every point without a word, its value in the
+    point files beside the axis's that ran. Refused by check and sweep, nothing written."""
+    from desim.check import check
+
+    values = [{"method": "hybrid", "sparsity": 0.5}] if axis == "runs.1.pruning" else [0.5]
+    values = [{"pes": 16}] if axis == "arch.*.pe_cluster" else values
+    values = [16] if axis.endswith(".pes") else values
+    path = write_experiment(tmp_path, {axis: values})
+    message = (f"{path}: sweep.axes.{axis}: also given by --set {item}, which every point "
+               "would replace by the axis's values: drop the --set or the axis")
+    for refuse in (lambda: check(path, [item]),
+                   lambda: sweep(path, tmp_path / "out", overrides=[item])):
+        with pytest.raises(ConfigError) as err:
+            refuse()
+        assert str(err.value) == message
+    result = subprocess.run(
+        [sys.executable, "-c", "from desim.sweep import main; main()", str(path),
+         "--out", str(tmp_path / "out"), "--set", item], cwd=ROOT, capture_output=True,
+        text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert " ".join(result.stderr.split()) == f"error: {message}"
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_set_beside_the_axes_is_no_conflict(tmp_path):
+    from desim.check import check
+
+    path = write_experiment(tmp_path, {"runs.1.pruning.sparsity": [0.5],
+                                       "arch.hppu.pe_cluster.pes": [16]})
+    check(path, ["runs.1.pruning.method=magnitude", "runs.0.pruning.sparsity=0.1",
+                 "arch.dense.pe_cluster.pes=8", "arch.*.pe_cluster.precision=fp16"])
 
 
 @pytest.mark.parametrize("value", [1e-05, 0.1, 3, True, "digits", [3, 16, 16], None,
@@ -676,9 +745,10 @@ def test_the_local_cluster_does_not_reach_for_port_8787():
 
 def test_a_sweep_lost_unfinished_leaves_no_earlier_table(tmp_path, monkeypatch):
     """A finished sweep's table, then the same folder's sweep extended by a point whose
-    scheduler is lost before it finishes: no results.parquet nor pareto.png is left, so the
-    earlier sweep's cannot pass for this one's; the finished point's file stays, and the
-    earlier sweep run again (nothing to compute) writes its table back, same values."""
+    scheduler is lost before it finishes: no results.parquet, pareto.png nor --plot image
+    is left, so the earlier sweep's cannot pass for this one's; the finished point's file
+    stays, and the earlier sweep run again (nothing to compute) writes its table back, same
+    values."""
     import contextlib
 
     import desim.sweep
@@ -692,9 +762,13 @@ def test_a_sweep_lost_unfinished_leaves_no_earlier_table(tmp_path, monkeypatch):
     (out / "points").mkdir(parents=True)
     (out / "points" / f"{first.point_id}.json").write_text(
         json.dumps({**record, "point_id": first.point_id}))
-    before = sweep(path, out)
+    before = sweep(path, out, plots=[("cycles", "runs.0.pruning.sparsity")])
     assert totals(before)["cycles"].tolist() == [200, int(record["runs"]["hppu"]["cycles"])]
     assert (out / "results.parquet").is_file() and (out / "pareto.png").is_file()
+    plots = [out / "cycles_vs_runs.0.pruning.sparsity.png", out / "energy_j.noc_vs_x.png"]
+    assert plots[0].is_file()
+    plots[1].write_bytes(plots[0].read_bytes())  # a component's plot of another sweep
+    (out / "mine_vs_yours.png").write_text("not desim's")
 
     def lost(client, scheduler, ready, folder):
         raise SchedulerLost(f"lost the connection: {len(ready)} of {len(ready)} points "
@@ -708,6 +782,8 @@ def test_a_sweep_lost_unfinished_leaves_no_earlier_table(tmp_path, monkeypatch):
     with pytest.raises(SchedulerLost, match="1 of 1 points unfinished"):
         sweep(extended, out)
     assert not (out / "results.parquet").exists() and not (out / "pareto.png").exists()
+    assert not any(p.exists() for p in plots)  # the --plot images went with the table
+    assert (out / "mine_vs_yours.png").read_text() == "not desim's"
     assert [p.name for p in (out / "points").glob("*.json")] == [f"{first.point_id}.json"]
     assert "1 of 1 points unfinished" in (out / "sweep.log").read_text().splitlines()[-1]
     monkeypatch.undo()
@@ -769,6 +845,45 @@ def test_a_scheduler_lost_before_any_point_is_sent_logs_nothing_of_dasks(tmp_pat
     assert [r.getMessage() for r in records] == []
     assert logger.level == level  # as it was
     assert not list((out / "points").glob("*.json"))
+
+
+def test_a_local_clusters_scheduler_lost_logs_nothing_of_dasks(tmp_path, monkeypatch):
+    """As with --scheduler: the local cluster's scheduler stops after the sweep connected,
+    before it sends a point; Dask's client, failing to reconnect, would log so at ERROR
+    (`silence_logs` lets ERROR through); SchedulerLost alone says it."""
+    import logging
+
+    import dask
+    import distributed  # noqa: F401 - sets its loggers' levels on import
+
+    import desim.sweep
+    from desim.sweep import SchedulerLost
+
+    path = write_experiment(tmp_path, {"runs.0.pruning.sparsity": [0.5, 0.6]},
+                            single_run=True)
+    on_dask = desim.sweep._on_dask
+
+    def scheduler_gone(client: Any, *args: Any) -> Any:
+        client.sync(client.cluster.scheduler.close)
+        return on_dask(client, *args)
+
+    monkeypatch.setattr(desim.sweep, "_on_dask", scheduler_gone)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("distributed.client")
+    level = logger.level
+    logger.addHandler(handler)
+    try:
+        with (dask.config.set({"distributed.comm.timeouts.connect": "1s"}),
+              pytest.raises(SchedulerLost) as lost):
+            sweep(path, tmp_path / "out", workers=1)
+    finally:
+        logger.removeHandler(handler)
+    assert str(lost.value).startswith("lost the connection to the Dask scheduler of the "
+                                      "local cluster")
+    assert [r.getMessage() for r in records if r.levelno >= logging.ERROR] == []
+    assert logger.level == level  # as it was
 
 
 @pytest.mark.parametrize("error", [
