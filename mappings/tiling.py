@@ -173,14 +173,15 @@ def phase_shape(layer: LayerCapture, phase: int, hw: HardwareView) -> tuple[Phas
 
 
 def _weight_line(units: torch.Tensor, s: int, hw: HardwareView) -> int:
-    """The weights' line (line_bitmap's line, csr's row): `hw.weight_group` when set; else
-    a whole unit for csr, a row of the weight matrix (an output channel's C*R*S weights in
-    FF), so a pointer a row as CSR means; else a kernel row (1 x S, HPPU's line). A kernel
-    row as csr's row would cost a 4-byte pointer every S weights: every weight on a linear
-    layer (S = 1)."""
+    """The weights' line (line_bitmap's line, csr's row, csc's column count): `hw.weight_group`
+    when set; else a whole unit for csr and csc, a row of the weight matrix (an output
+    channel's C*R*S weights in FF), so a pointer a row (csr) or a column (csc) of a block of
+    rows, as the formats mean; else a kernel row (1 x S, HPPU's line). A kernel row would
+    cost csr a 4-byte pointer every S weights (every weight on a linear layer, S = 1) and
+    csc only S + 1 pointers a block."""
     if hw.weight_group:
         return hw.weight_group
-    return units[0].numel() if hw.weight_format == "csr" and len(units) else s
+    return units[0].numel() if hw.weight_format in ("csr", "csc") and len(units) else s
 
 
 def _weight_units(w: torch.Tensor, phase: int, groups: int) -> torch.Tensor:
@@ -770,7 +771,7 @@ def _wg_out_bytes(layer: LayerCapture, channels: torch.Tensor, shape: TileShape,
     rle = (_rle(mask.reshape(-1, r * s), hw.weight_format)
            .reshape(na, shape.ka, nb, rows).sum((1, 3)))
     lines, line_len = elems // s, s
-    if hw.weight_format == "csr" and not hw.weight_group:  # a row: a channel's part of W
+    if hw.weight_format in ("csr", "csc") and not hw.weight_group:  # a row: a channel's W
         lines = real.reshape(mask.shape).any(5).any(4).any(3).sum(1).numpy()
         line_len = rows * r * s
     return operand_bytes(hw.weight_format, BlockStats(elems, nnz, lines, nz_lines, line_len,

@@ -116,3 +116,23 @@ def test_csr_weights_have_a_pointer_per_row_of_the_weight_matrix(phase, whole_ph
     rows = {FF: k, BP: c, WG: k}[phase]
     moved = table["dram_write_bytes"].sum() if phase == WG else totals["weight_dram_bytes"]
     assert moved == nnz * (2 + 2) + (rows + 1) * 4
+
+
+@pytest.mark.parametrize("phase", [FF, BP, WG])
+def test_csc_weights_have_a_pointer_per_column_of_the_weight_matrix(phase, whole_phase_tiles):
+    """CSC, the same layer and block as the CSR test: a pointer per column (+1) of the
+    block of rows, C columns of W in FF and WG, K of W^T in BP (EIE's column pointers). Not
+    S + 1 = 2 pointers a block (a 1 x S kernel row's columns)."""
+    k, c = 6, 40
+    fc = nn.Linear(c, k, bias=False)
+    with torch.no_grad():
+        fc.weight.copy_((torch.rand(k, c) + 0.1) * (torch.arange(k * c) % 3 == 0).reshape(k, c))
+    x = (torch.rand(2, c) + 0.1).requires_grad_(True)
+    (layer,) = capture(fc, x, torch.rand(2, k), loss_fn=lambda o, t: (o * t).sum())
+    hw = HardwareView(clusters=2, pes_per_cluster=2, buffer_bytes=1 << 16, element_bytes=2,
+                      weight_format="csc")
+    table, totals = tile_phase(layer, 0, phase, hw, SkipPolicy(pruned_weight_gradients=True),
+                               pruned_grads_unused=True)
+    columns = {FF: c, BP: k, WG: c}[phase]
+    moved = table["dram_write_bytes"].sum() if phase == WG else totals["weight_dram_bytes"]
+    assert moved == k * c // 3 * (2 + 2) + (columns + 1) * 4
