@@ -31,7 +31,7 @@ from torch import nn
 
 from desim.errors import ConfigError
 from mappings.formats import BlockStats, map_stats
-from mappings.models.common import Add, Fork, MatMul
+from mappings.models.common import Add, Fork, MatMul, ScaledSoftmax
 from mappings.speculation import ReluSpeculator, same_tensor
 
 
@@ -161,7 +161,7 @@ VECTOR_KINDS: dict[type, str] = {
     nn.BatchNorm1d: "batchnorm", nn.BatchNorm2d: "batchnorm", nn.LayerNorm: "batchnorm",
     nn.ReLU: "relu", nn.ReLU6: "relu", nn.GELU: "relu",
     nn.MaxPool2d: "pool", nn.AvgPool2d: "pool", nn.AdaptiveAvgPool2d: "pool",
-    Add: "add", Fork: "fork",
+    Add: "add", Fork: "fork", nn.Softmax: "softmax", ScaledSoftmax: "softmax",
 }
 
 
@@ -172,7 +172,7 @@ class VectorCapture:
     conv/linear layer it follows in forward order (-1: before the first)."""
 
     name: str
-    kind: str  # batchnorm | relu | pool | add | fork
+    kind: str  # batchnorm | relu | pool | add | fork | softmax
     in_elems: int   # elements of its input (an add: of each of its two)
     out_elems: int  # elements of its output (a fork: of each of its two copies)
     after: int
