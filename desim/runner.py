@@ -32,7 +32,7 @@ from desim.results import writable_folder, write_atomic, write_csv, write_json
 from desim.stats import collect_stats, stats_text
 from mappings.mapper import PhaseWork, map_workload, phase_waits
 from mappings.scalesim import gemm_view
-from mappings.vector import left_out_without_unit
+from mappings.vector import vector_layers_not_simulated
 from mappings.workload import Workload, capture_workload, input_shape
 
 LAYER_COLUMNS = ["run", "arch", "layer", "phase", "macs", "effectual_macs", "processed_macs",
@@ -57,8 +57,9 @@ class RunResult:
     layer_energy: pd.DataFrame      # per layer-phase, component and action (J): energy.csv
     trace: dict[str, Any] | None = None  # Chrome/Perfetto events, when traced
     vcd: Path | None = None  # the waveform file of this run, if any (see `unpublished`)
-    # the model's vector layers this run left out, its design having no vector unit (not
-    # the ReLUs it applies on the PE array's output: `mappings.vector.left_out_without_unit`)
+    # the model's vector layers this run left out: its design having no vector unit, all
+    # but the ReLUs it applies on the PE array's output; with one, those the unit has no
+    # operation for, a softmax (`mappings.vector.vector_layers_not_simulated`)
     vector_layers_not_simulated: int = 0
 
     @property
@@ -167,8 +168,8 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
                      collect_stats(sim), priced_actions(arch, acc.prices.as_dict()),
                      pd.DataFrame(energy_rows, columns=ENERGY_COLUMNS),
                      tracer.chrome_trace() if observe.trace else None, vcd,
-                     0 if arch.vector_unit else left_out_without_unit(workload.vectors,
-                                                                      workload.spec.inference))
+                     vector_layers_not_simulated(workload.vectors, workload.spec.inference,
+                                                 bool(arch.vector_unit)))
 
 
 def systolic_compute(work: list[PhaseWork], workload: Workload, cfg: SystolicConfig) -> None:

@@ -50,13 +50,11 @@ DEFAULT_SPARSITIES = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
 PAPER_LENET5_PRUNING = 85.0  # abstract: 85x pruning of LeNet-5 without accuracy loss
 
 
-def weight_only(arch: ArchConfig, fmt: str, row: int | None = None) -> ArchConfig:
-    """`arch` skipping zero weights only, its weights in `fmt` with lines of `row` weights
-    (`SparsityConfig.weight_group`), activations dense."""
+def weight_only(arch: ArchConfig, fmt: str) -> ArchConfig:
+    """`arch` skipping zero weights only, its weights in `fmt`, activations dense."""
     sparsity = arch.sparsity.model_copy(update={
         "skip_zero_weights": True, "skip_zero_activations": False,
-        "skip_zero_gradients": False, "weight_format": fmt, "activation_format": "dense",
-        "weight_group": row})
+        "skip_zero_gradients": False, "weight_format": fmt, "activation_format": "dense"})
     return arch.model_copy(update={"name": f"{arch.name}_{fmt}", "sparsity": sparsity})
 
 
@@ -78,12 +76,9 @@ def sweep(net: str, sparsities: list[float], batch: int) -> dict[str, Any]:
     dense_run, sparse_run = spec.runs
     dense_workload = capture_workload(spec.workload, dense_run.pruning)
     dense = simulate(dense_run.name, experiment.archs[dense_run.name], dense_workload)
-    # CSR of each layer's K x (C*R*S) matrix: a row per output channel, one line as long as
-    # the longest row (desim's default csr row, a 1 x S kernel row, would put a 4-byte
-    # pointer on every 1-3 weights).
-    longest = max(layer.w_nz.numel // layer.w_nz.shape[0] for layer in dense_workload.layers)
+    # CSR of each layer's K x (C*R*S) matrix: a row per output channel (desim's csr row)
     as_is = experiment.archs[sparse_run.name]
-    processors = {"csr": weight_only(as_is, "csr", longest),
+    processors = {"csr": weight_only(as_is, "csr"),
                   "bitmap": weight_only(as_is, "bitmap"), "as_is": as_is}
     labels = {layer.name: f"{layer.name} {layer.kind} {'x'.join(map(str, layer.w_nz.shape))}"
               for layer in dense_workload.layers}
@@ -184,7 +179,7 @@ def report(results: list[dict[str, Any]]) -> str:
         "- where a layer streams its weights (at batch 1 the FC layers and the deep convs, "
         "whose few output pixels reuse a weight little) time follows bytes: CSR's 16-bit "
         "index doubles a 16-bit value, so CSR breaks even only past ~50% sparsity, bitmap "
-        "past ~6% (its bit an element); CSR rows here are output channels (see weight_only);",
+        "past ~6% (its bit an element); CSR rows here are output channels;",
         "- the weights are random-init magnitude-pruned (no ADMM training), which decides "
         "which weights are zero, not how many: per-layer times depend on the count and the "
         "spread over output channels.",

@@ -31,7 +31,7 @@ from torch import nn
 
 from desim.errors import ConfigError
 from mappings.formats import BlockStats, map_stats
-from mappings.models.common import Add, Fork, MatMul
+from mappings.models.common import Add, Fork, MatMul, ScaledSoftmax
 from mappings.speculation import ReluSpeculator, same_tensor
 
 
@@ -77,6 +77,9 @@ class LayerCapture:
     # block's body, whose gradient is written last): the two branches' summed gradient,
     # which a fused fork (`fused_residual`) has this layer's BP write in place of its dX.
     dx_sum_nz: torch.Tensor | None = None
+    # X is the model's input itself (or a view of it, e.g. flattened): the data, not an
+    # activation (the workload's activation sparsity leaves it out).
+    x_is_data: bool = False
 
     @property
     def macs(self) -> int:
@@ -137,6 +140,7 @@ class PackedLayer:
     y_folded_nz: BitMap | None = None
     y_folded_relu_nz: BitMap | None = None
     dx_sum_nz: BitMap | None = None
+    x_is_data: bool = False
 
     def unpack(self) -> LayerCapture:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -157,7 +161,7 @@ VECTOR_KINDS: dict[type, str] = {
     nn.BatchNorm1d: "batchnorm", nn.BatchNorm2d: "batchnorm", nn.LayerNorm: "batchnorm",
     nn.ReLU: "relu", nn.ReLU6: "relu", nn.GELU: "relu",
     nn.MaxPool2d: "pool", nn.AvgPool2d: "pool", nn.AdaptiveAvgPool2d: "pool",
-    Add: "add", Fork: "fork",
+    Add: "add", Fork: "fork", nn.Softmax: "softmax", ScaledSoftmax: "softmax",
 }
 
 
@@ -168,7 +172,7 @@ class VectorCapture:
     conv/linear layer it follows in forward order (-1: before the first)."""
 
     name: str
-    kind: str  # batchnorm | relu | pool | add | fork
+    kind: str  # batchnorm | relu | pool | add | fork | softmax
     in_elems: int   # elements of its input (an add: of each of its two)
     out_elems: int  # elements of its output (a fork: of each of its two copies)
     after: int
@@ -252,7 +256,8 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
             last_output[:] = [out, True]
             records[name] = {"x_nz": keep(_as_4d(x != 0, module)),
                              "y_nz": keep(_as_4d(out.detach() != 0, module)),
-                             "needs_input_grad": args[0].requires_grad}
+                             "needs_input_grad": args[0].requires_grad,
+                             "x_is_data": x.data_ptr() == inputs.data_ptr()}
         return hook
 
     def on_matmul(name: str):
@@ -411,7 +416,7 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
         if isinstance(module, MatMul):
             layers.append(make(name, "matmul", rec["x_nz"], rec["w_nz"], rec["dy_nz"],
                                groups=rec["groups"], needs_input_grad=rec["needs_input_grad"],
-                               weight_is_parameter=False))
+                               weight_is_parameter=False))  # A: an activation
             continue
         w_nz = _as_4d(module.weight.detach() != 0, module)
         spec = speculator.results.get(name)
@@ -427,7 +432,8 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                           dx_sum_nz=rec.get("dx_sum_nz"))
         if isinstance(module, nn.Linear):
             layers.append(make(name, "linear", rec["x_nz"], keep(w_nz), rec["dy_nz"],
-                               needs_input_grad=rec["needs_input_grad"], **speculated))
+                               needs_input_grad=rec["needs_input_grad"],
+                               x_is_data=rec["x_is_data"], **speculated))
         else:
             if module.padding_mode != "zeros" or isinstance(module.padding, str):
                 raise ConfigError(f"layer {name}: padding {module.padding!r} in mode "
@@ -438,5 +444,6 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                 stride=_square(module.stride, "stride", name),
                 padding=_square(module.padding, "padding", name),
                 dilation=_square(module.dilation, "dilation", name),
-                groups=module.groups, needs_input_grad=rec["needs_input_grad"], **speculated))
+                groups=module.groups, needs_input_grad=rec["needs_input_grad"],
+                x_is_data=rec["x_is_data"], **speculated))
     return layers

@@ -1,6 +1,7 @@
 """Compressed formats: the bytes an operand block takes in DRAM and on the network.
 
-A block is seen as a matrix of `lines` rows of `line_len` elements (a kernel row for weights,
+A block is seen as a matrix of `lines` rows of `line_len` elements (for weights a kernel row,
+or for csr and csc by default a row of the weight matrix, an output channel's C*R*S weights in FF;
 a feature-map row for activations); its bytes, metadata included:
 
 - dense: every element.

@@ -46,7 +46,8 @@ class HardwareView:
     fused_batchnorm: bool = False        # one pass per phase (Trainer's BN unit)
     fused_residual: bool = True          # residual adds / forks on the producer's stream
     weight_bits: int = 0                 # bits of a stored weight value; 0: 8 * element_bytes
-    weight_group: int = 0                # weights' line (line_bitmap, csr); 0: a kernel row
+    weight_group: int = 0                # weights' line (line_bitmap, csr); 0: a kernel row,
+    # for csr a row of the weight matrix (tiling._weight_line)
     circulant_fft: bool = False          # CirCNN: circulant layers stored and run by FFT
     # Procrustes: values a cycle of the weight generator that regenerates DropBack's untracked
     # weights on chip instead of reading them from DRAM; 0: none

@@ -143,15 +143,15 @@ def phase_shape(layer: LayerCapture, phase: int, hw: HardwareView) -> tuple[Phas
     g = layer.groups
     act_fmt = hw.activation_format
     if phase == FF:
-        chan = _unit_stats(_weight_units(layer.w_nz, FF, g), hw.weight_group or s,
-                           hw.weight_format)
+        units = _weight_units(layer.w_nz, FF, g)
+        chan = _unit_stats(units, _weight_line(units, s, hw), hw.weight_format)
         x = layer.x_nz
         stream_nnz = x.sum((1, 3), dtype=torch.int64)
         row_elems = x.shape[1] * x.shape[3]
         stream_rle, line_len = _row_rle(x, act_fmt), x.shape[3]
     elif phase == BP:
-        chan = _unit_stats(_weight_units(layer.w_nz, BP, g), hw.weight_group or s,
-                           hw.weight_format)
+        units = _weight_units(layer.w_nz, BP, g)
+        chan = _unit_stats(units, _weight_line(units, s, hw), hw.weight_format)
         dy = layer.dy_nz
         stream_nnz = dy.sum((1, 3), dtype=torch.int64)
         row_elems = dy.shape[1] * dy.shape[3]
@@ -170,6 +170,18 @@ def phase_shape(layer: LayerCapture, phase: int, hw: HardwareView) -> tuple[Phas
         line_len = w_
     return (PhaseShape(chan, stream_nnz, row_elems, act_fmt, g, stream_rle, line_len),
             _Window(phase, layer))
+
+
+def _weight_line(units: torch.Tensor, s: int, hw: HardwareView) -> int:
+    """The weights' line (line_bitmap's line, csr's row, csc's column count): `hw.weight_group`
+    when set; else a whole unit for csr and csc, a row of the weight matrix (an output
+    channel's C*R*S weights in FF), so a pointer a row (csr) or a column (csc) of a block of
+    rows, as the formats mean; else a kernel row (1 x S, HPPU's line). A kernel row would
+    cost csr a 4-byte pointer every S weights (every weight on a linear layer, S = 1) and
+    csc only S + 1 pointers a block."""
+    if hw.weight_group:
+        return hw.weight_group
+    return units[0].numel() if hw.weight_format in ("csr", "csc") and len(units) else s
 
 
 def _weight_units(w: torch.Tensor, phase: int, groups: int) -> torch.Tensor:
@@ -758,5 +770,9 @@ def _wg_out_bytes(layer: LayerCapture, channels: torch.Tensor, shape: TileShape,
     nz_lines = mask.any(-1).sum((1, 3, 4)).numpy()
     rle = (_rle(mask.reshape(-1, r * s), hw.weight_format)
            .reshape(na, shape.ka, nb, rows).sum((1, 3)))
-    return operand_bytes(hw.weight_format, BlockStats(elems, nnz, elems // s, nz_lines, s,
+    lines, line_len = elems // s, s
+    if hw.weight_format in ("csr", "csc") and not hw.weight_group:  # a row: a channel's W
+        lines = real.reshape(mask.shape).any(5).any(4).any(3).sum(1).numpy()
+        line_len = rows * r * s
+    return operand_bytes(hw.weight_format, BlockStats(elems, nnz, lines, nz_lines, line_len,
                                                       rle.numpy()), hw.element_bytes)

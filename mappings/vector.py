@@ -29,7 +29,8 @@ Operations per element (stated assumptions, counted as fused multiply-adds on th
 unit): batch norm FF 4 (sum, sum of squares, scale, shift), BP 7 (two sums, then dX);
 activation 1 each way; pooling 1 per input element each way; an add's FF and a fork's BP 1
 per output element. Max pooling's BP and the ReLU's BP read one bit an element (the argmax /
-sign map) besides dY.
+sign map) besides dY. A softmax (attention's) is captured but not simulated: the unit has no
+exp (`NOT_PRICED`), and no constant is made up for one.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ from mappings.capture import VectorCapture
 from mappings.counting import BP, FF
 from mappings.formats import BlockStats, operand_bytes
 from mappings.target import HardwareView
+
+# Kinds the vector unit has no operation for: its ops are adds, multiplies and compares (a
+# multiply-add each, `arch.vector`), and a softmax needs an exp (and a divide) an element.
+# Captured, not simulated: counted in the run's vector_layers_not_simulated.
+NOT_PRICED = frozenset({"softmax"})
 
 OPS_PER_ELEMENT = {("batchnorm", FF): 4, ("batchnorm", BP): 7, ("relu", FF): 1, ("relu", BP): 1,
                    ("pool", FF): 1, ("pool", BP): 1, ("add", FF): 1, ("add", BP): 0,
@@ -208,13 +214,24 @@ def left_out_without_unit(vectors: list[VectorCapture], inference: bool) -> int:
     return left_out
 
 
+def vector_layers_not_simulated(vectors: list[VectorCapture], inference: bool,
+                                vector_unit: bool) -> int:
+    """How many of the model's vector layers a run leaves out (what `desim run` warns of):
+    with a vector unit, those it has no operation for (`NOT_PRICED`); without, all but the
+    ReLUs on the PE array's output (`left_out_without_unit`)."""
+    if not vector_unit:
+        return left_out_without_unit(vectors, inference)
+    return sum(v.kind in NOT_PRICED for v in vectors)
+
+
 def vector_tiles(v: VectorCapture, layer_id: int, phase: int, hw: HardwareView,
                  stored_out: BlockStats | None = None, stored_dy: BlockStats | None = None,
                  input_resident: bool = False, stored_second: BlockStats | None = None
                  ) -> np.ndarray:
     """The layer-phase cut into tiles whose data fits the tile's share of the buffer (its
     result not written when `hw.output_to_dram` is off: kept on chip for later phases)."""
-    if hw.vector_lanes == 0 or (v.kind == "relu" and hw.fused_relu):
+    if (hw.vector_lanes == 0 or (v.kind == "relu" and hw.fused_relu)
+            or v.kind in NOT_PRICED):
         return empty_table(0)
     read, result, ops = vector_traffic(v, phase, hw, stored_out, stored_dy, input_resident,
                                        stored_second)

@@ -195,14 +195,19 @@ def _mark_tracked(layers: list[PackedLayer], masks: dict[str, torch.Tensor],
 def _stats(layers: list[PackedLayer], masks: dict[str, torch.Tensor],
            vectors: list[VectorCapture]) -> dict[str, float]:
     """Sparsity of the weights (pruned layers), activations and gradients, and how many
-    vector layers (batch norm, activations, pooling, adds) the model has, in one place."""
+    vector layers (batch norm, activations, pooling, adds) the model has, in one place.
+
+    activation_sparsity: the zeros among the layers' inputs that are activations, not the
+    data itself (a model's first layer reads the images; a probe's or a transformer block's
+    first layer reads an activation made from them: a ReLU's, a norm's output)."""
     def density(maps: list[BitMap] | list[torch.Tensor]) -> float:
         total = sum(m.numel if isinstance(m, BitMap) else m.numel() for m in maps)
         nnz = sum(m.nnz if isinstance(m, BitMap) else int(m.sum()) for m in maps)
         return nnz / total if total else 1.0
 
     out = {
-        "activation_sparsity": 1 - density([layer.x_nz for layer in layers[1:]]),
+        "activation_sparsity": 1 - density([layer.x_nz for layer in layers
+                                            if not layer.x_is_data]),
         "gradient_sparsity": 1 - density([layer.dy_nz for layer in layers]),
         "weight_sparsity": 1 - density([layer.w_nz for layer in layers]),
         "vector_layers": len(vectors),

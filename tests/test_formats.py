@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from mappings.capture import capture
-from mappings.counting import FF, SkipPolicy
+from mappings.counting import BP, FF, WG, SkipPolicy
 from mappings.formats import BlockStats, operand_bytes, rle_padding
 from mappings.planner import tile_phase
 from mappings.target import HardwareView
@@ -87,9 +87,52 @@ def test_weight_traffic_of_a_tile_in_each_format(whole_phase_tiles):
     kernels, lines, nnz = 4 * 2, 4 * 2 * 3, 4 * 2 * 3
     expected = {"dense": 4 * 2 * 9 * 2, "bitmap": nnz * 2 + -(-4 * 2 * 9 // 8),
                 "line_bitmap": kernels * 3 * 2 + -(-lines // 8),
-                "csr": nnz * 4 + (lines + 1) * 4, "coo": nnz * 6}
+                "csr": nnz * 4 + (4 + 1) * 4, "coo": nnz * 6}  # csr: a pointer per filter
     for fmt, weights in expected.items():
         hw = HardwareView(clusters=4, pes_per_cluster=2, buffer_bytes=1 << 16, element_bytes=2,
                           weight_format=fmt)
         table, _ = tile_phase(layer, 0, FF, hw, SkipPolicy(), pruned_grads_unused=True)
         assert table["dram_read_bytes"].sum() == weights + inputs, fmt
+
+
+@pytest.mark.parametrize("phase", [FF, BP, WG])
+def test_csr_weights_have_a_pointer_per_row_of_the_weight_matrix(phase, whole_phase_tiles):
+    """CSR weights of a linear layer (K = 6, C = 40), a third of them kept: each kept value
+    with a 16-bit index and a 4-byte pointer per row (+1) of the weight matrix as the phase
+    reads it: K rows of W in FF, C rows of W^T in BP; WG writes the kept weights'
+    gradients, K rows. Not a pointer per weight (a 1 x S kernel row, S = 1): that made
+    CSR 2.5x the dense bytes here."""
+    k, c = 6, 40
+    fc = nn.Linear(c, k, bias=False)
+    with torch.no_grad():
+        fc.weight.copy_((torch.rand(k, c) + 0.1) * (torch.arange(k * c) % 3 == 0).reshape(k, c))
+    x = (torch.rand(2, c) + 0.1).requires_grad_(True)
+    (layer,) = capture(fc, x, torch.rand(2, k), loss_fn=lambda o, t: (o * t).sum())
+    nnz = k * c // 3
+    hw = HardwareView(clusters=2, pes_per_cluster=2, buffer_bytes=1 << 16, element_bytes=2,
+                      weight_format="csr")
+    table, totals = tile_phase(layer, 0, phase, hw, SkipPolicy(pruned_weight_gradients=True),
+                               pruned_grads_unused=True)
+    rows = {FF: k, BP: c, WG: k}[phase]
+    moved = table["dram_write_bytes"].sum() if phase == WG else totals["weight_dram_bytes"]
+    assert moved == nnz * (2 + 2) + (rows + 1) * 4
+
+
+@pytest.mark.parametrize("phase", [FF, BP, WG])
+def test_csc_weights_have_a_pointer_per_column_of_the_weight_matrix(phase, whole_phase_tiles):
+    """CSC, the same layer and block as the CSR test: a pointer per column (+1) of the
+    block of rows, C columns of W in FF and WG, K of W^T in BP (EIE's column pointers). Not
+    S + 1 = 2 pointers a block (a 1 x S kernel row's columns)."""
+    k, c = 6, 40
+    fc = nn.Linear(c, k, bias=False)
+    with torch.no_grad():
+        fc.weight.copy_((torch.rand(k, c) + 0.1) * (torch.arange(k * c) % 3 == 0).reshape(k, c))
+    x = (torch.rand(2, c) + 0.1).requires_grad_(True)
+    (layer,) = capture(fc, x, torch.rand(2, k), loss_fn=lambda o, t: (o * t).sum())
+    hw = HardwareView(clusters=2, pes_per_cluster=2, buffer_bytes=1 << 16, element_bytes=2,
+                      weight_format="csc")
+    table, totals = tile_phase(layer, 0, phase, hw, SkipPolicy(pruned_weight_gradients=True),
+                               pruned_grads_unused=True)
+    columns = {FF: c, BP: k, WG: c}[phase]
+    moved = table["dram_write_bytes"].sum() if phase == WG else totals["weight_dram_bytes"]
+    assert moved == k * c // 3 * (2 + 2) + (columns + 1) * 4

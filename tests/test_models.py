@@ -175,3 +175,51 @@ def test_a_model_whose_size_overflows_does_not_fit_in_memory():
     """10^12 channels: torch's size in bytes overflows 64 bits (a RuntimeError of its own)."""
     with pytest.raises(ConfigError, match="does not fit in this machine's memory"):
         build_model("sparsity_probe", channels=10**12)
+
+
+class _ReluFirst(torch.nn.Module):
+    """fc1 reads relu(x - 0.5), an activation made from the data (as the sparsity probe's
+    conv does); fc2 reads fc1's output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = torch.nn.Linear(8, 4), torch.nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.fc1(torch.relu(x - 0.5)))
+
+
+class _DataFirst(_ReluFirst):
+    """fc1 reads the data itself (flattened, a view); fc2 reads relu(fc1)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(x.flatten(1))))
+
+
+def test_activation_sparsity_counts_every_input_but_the_data():
+    """Closed forms, batch 4. fc1's input, relu(x - 0.5) with 3 of every 4 x below 0.5: 24
+    of 32 zeros; fc2's input dense (fc1's outputs, positive weights and inputs): 0 of 16.
+    So 24 / 48 = 0.5 (the first layer once left out: 0.0, and the sparsity probe's 90% zero
+    input read 0.00). With the data itself first (its zeros not counted), only fc2's input:
+    the ReLU of fc1's outputs, one of 4 negative, 4 of 16 zeros."""
+    from mappings.capture import capture
+    from mappings.workload import _stats
+
+    torch.manual_seed(0)
+    model = _ReluFirst()
+    with torch.no_grad():
+        for fc in (model.fc1, model.fc2):
+            fc.weight.uniform_(0.1, 1.0)
+            fc.bias.zero_()
+    x = torch.tensor([[0.1, 0.2, 0.3, 0.9] * 2] * 4)             # 3 of 4 below 0.5
+    layers = capture(model, x, torch.zeros(4, dtype=torch.long))
+    assert _stats(layers, {}, [])["activation_sparsity"] == pytest.approx(24 / 48)
+    assert [layer.x_is_data for layer in layers] == [False, False]
+
+    data_first = _DataFirst()
+    with torch.no_grad():
+        data_first.fc1.weight.copy_(torch.ones(4, 8) * torch.tensor([[1.0], [1], [-1], [1]]))
+        data_first.fc1.bias.zero_()
+    layers = capture(data_first, x.reshape(4, 2, 4), torch.zeros(4, dtype=torch.long))
+    assert _stats(layers, {}, [])["activation_sparsity"] == pytest.approx(4 / 16)
+    assert [layer.x_is_data for layer in layers] == [True, False]

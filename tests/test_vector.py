@@ -107,3 +107,37 @@ def test_a_design_without_a_vector_unit_leaves_out_all_but_the_relus_on_the_pe_o
     assert left_out_without_unit(vectors, inference=True) == 3    # pool, add, its ReLU
     assert left_out_without_unit([v("relu", 0), v("relu", 1)], inference=False) == 0
     assert left_out_without_unit([v("relu", -1)], inference=False) == 1  # on the input
+
+
+def test_the_attention_softmax_is_captured_and_counted_as_not_simulated():
+    """A transformer block (d = 8, 2 heads, 4 tokens, batch 3): its scaled softmax is a vector
+    layer of batch x heads x tokens x tokens = 96 elements, after the scores product, with
+    both phases' gradients. The vector unit has no exp, so the softmax has no tile and is
+    the one vector layer a run with the unit leaves out; without the unit it is left out
+    with the others. It was a functional call, invisible to the capture (norm1, add1,
+    norm2 and add2 were the only vector rows, and vector_layers_not_simulated 0)."""
+    import math
+
+    import torch
+
+    from mappings.models.transformer import TransformerEncoderBlock
+
+    torch.manual_seed(0)
+    block = TransformerEncoderBlock(dim=8, heads=2, mlp_ratio=2, seq_len=4)
+    x = torch.randn(3, 4, 8)
+    vectors: list[VectorCapture] = []
+    layers = capture(block, x, torch.randn(3, 4, 8), loss_fn=lambda o, t: (o * t).sum(),
+                     vectors=vectors)
+    (softmax,) = [v for v in vectors if v.kind == "softmax"]
+    assert (softmax.in_elems, softmax.out_elems) == (3 * 2 * 4 * 4, 96)
+    assert layers[softmax.after].name == "scores"
+    assert softmax.dy_stats is not None and softmax.dx_stats is not None
+    assert len(vector_tiles(softmax, -1, FF, HW)) == len(vector_tiles(softmax, -1, BP, HW)) == 0
+    from mappings.vector import left_out_without_unit, vector_layers_not_simulated
+    assert vector_layers_not_simulated(vectors, False, vector_unit=True) == 1
+    assert vector_layers_not_simulated(vectors, False, vector_unit=False) == \
+        left_out_without_unit(vectors, False)
+    # the same function as before: softmax(Q K^T / sqrt(d / heads)) V
+    q, k = block._split(block.q(block.norm1(x))), block._split(block.k(block.norm1(x)))
+    expected = (q @ k.transpose(-2, -1) / math.sqrt(4)).softmax(-1)
+    assert torch.allclose(block.softmax(q @ k.transpose(-2, -1)), expected)

@@ -31,6 +31,19 @@ class Add(nn.Module):
         return a + b
 
 
+class ScaledSoftmax(nn.Module):
+    """softmax(x / divisor) over the last dim (attention's scaled softmax), as a module so
+    that capture sees its data pass; the scale is applied on its input stream, not as a pass
+    of its own."""
+
+    def __init__(self, divisor: float) -> None:
+        super().__init__()
+        self.divisor = divisor
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x / self.divisor).softmax(-1)
+
+
 class ArgumentError(ValueError):
     """A model argument its builder refuses with the others given (heads not dividing dim):
     `build_model` says it as bad input of `workload.model_args.<arg>`, while any other

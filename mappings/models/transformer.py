@@ -1,7 +1,8 @@
 """A transformer encoder block (Vaswani et al. 2017; pre-norm, as in ViT), written so every
 matrix product is a layer: the q, k, v and output projections and the two MLP linears are
 `nn.Linear`, and the two attention products (Q K^T and attention x V) are `MatMul` modules.
-The two residual connections are `Fork` and `Add` modules (common.py).
+The two residual connections are `Fork` and `Add` modules, the scaled softmax a
+`ScaledSoftmax` (common.py), so that capture sees each.
 
 Input (batch, seq_len, dim). Parameters, with d = dim and r = mlp_ratio: attention
 4 d^2 + 4 d (four d x d projections with bias), MLP 2 r d^2 + (r + 1) d, two layer norms
@@ -16,7 +17,7 @@ import math
 from pydantic import PositiveInt
 from torch import Tensor, nn
 
-from mappings.models.common import Add, ArgumentError, Fork, MatMul
+from mappings.models.common import Add, ArgumentError, Fork, MatMul, ScaledSoftmax
 
 SEQ_LEN, DIM = 64, 256  # the default input: (sequence, model dimension)
 
@@ -33,6 +34,7 @@ class TransformerEncoderBlock(nn.Module):
         self.q, self.k, self.v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
         self.out = nn.Linear(dim, dim)
         self.scores, self.mix = MatMul(), MatMul()  # Q K^T, then attention x V
+        self.softmax = ScaledSoftmax(math.sqrt(dim // heads))
         self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(),
                                  nn.Linear(mlp_ratio * dim, dim))
         self.head = nn.Linear(dim, num_classes) if num_classes else None
@@ -47,8 +49,8 @@ class TransformerEncoderBlock(nn.Module):
         x, skip = self.fork1(x)
         h = self.norm1(x)
         q, k, v = self._split(self.q(h)), self._split(self.k(h)), self._split(self.v(h))
-        attn = self.scores(q, k.transpose(-2, -1)) / math.sqrt(self.dim // self.heads)
-        mixed = self.mix(attn.softmax(-1), v).transpose(1, 2).reshape(x.shape)
+        attn = self.softmax(self.scores(q, k.transpose(-2, -1)))
+        mixed = self.mix(attn, v).transpose(1, 2).reshape(x.shape)
         x, skip = self.fork2(self.add1(self.out(mixed), skip))
         x = self.add2(self.mlp(self.norm2(x)), skip)
         return self.head(x.mean(1)) if self.head is not None else x
