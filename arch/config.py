@@ -134,8 +134,9 @@ class SparsityConfig(Strict):
     # Yang et al., AAAI 2020). None: the datapath precision's element width. Gradients and
     # activations keep the element width.
     weight_bits: PositiveInt | None = None
-    # The weights' "line" (line_bitmap's line, csr's row): None, a kernel row (1 x S, HPPU's
-    # line); n, every run of n consecutive weights of an output channel's (C*R*S) row: the
+    # The weights' "line" (line_bitmap's line, csr's row, csc's columns): None, a kernel
+    # row (1 x S, HPPU's line), and for csr and csc a row of the weight matrix (an output
+    # channel's C*R*S weights in FF); n, every run of n consecutive weights of such a row: the
     # group of PE-wise pruning when n = pe_cols (a short last run is stored whole); n at
     # least C*R*S, the whole row (csr then has a pointer per output channel).
     weight_group: PositiveInt | None = None
