@@ -44,6 +44,32 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "block_circulant": ("b",),
 }
 
+# The parameters each method reads (mappings/pruning/spec.py, mappings/training.py): any
+# other one given is an error, not dropped, so that `{method: n_m, ..., sparsity: 0.9}` does
+# not run at n/m's 0.5 believing it ran at 0.9. A method listing `sparsity` (but dropback,
+# which may take k instead) needs it given: a default of 0 would prune nothing.
+_TAKES: dict[str, tuple[str, ...]] = {
+    "dense": (),
+    "magnitude": ("sparsity",),
+    "dynamic": ("sparsity",),
+    "n_m": ("n", "m"),
+    "filter": ("sparsity",),
+    "channel": ("sparsity",),
+    "line": ("sparsity",),
+    "hybrid": ("sparsity", "channel_share"),
+    "block": ("sparsity", "block"),
+    "pe_wise": ("sparsity", "pe_rows", "pe_cols"),
+    "permuted_diagonal": ("p", "seed"),
+    "block_circulant": ("b",),
+    "ternarize": ("threshold_ratio",),
+    "dropback": ("sparsity", "k", "seed"),
+    "set": ("sparsity", "seed", "regrow_fraction", "update_every"),
+    "rigl": ("sparsity", "seed", "regrow_fraction", "update_every"),  # seed: a layer
+}                                                   # without a gradient regrows as SET does
+
+# Methods whose sparsity their structure sets, said when a sparsity is given to them.
+_IMPLIED_SPARSITY = {"n_m": "1 - n/m", "permuted_diagonal": "1 - 1/p"}
+
 
 # Methods `ternary` does not combine with: no mask (dense), already ternary, values replaced
 # (block_circulant) or masks that move during training.
@@ -77,18 +103,39 @@ class PruningSpec(Strict):
     # Coexistence of Structured Weight Pruning and Ternarization", AAAI 2020 (pe_wise + this).
     ternary: bool = False
 
+    def takes(self) -> tuple[str, ...]:
+        """The parameters this spec's method reads (besides `method`)."""
+        if self.method == "dense":
+            return ()
+        ternary = () if self.method in TERNARY_EXCLUDED else ("ternary",)
+        ratio = ("threshold_ratio",) if self.ternary else ()
+        return (*_TAKES[self.method], *ternary, *ratio, "skip_first_conv", "skip_last_linear")
+
     @model_validator(mode="after")
     def _method_params(self) -> PruningSpec:
         missing = [f for f in _REQUIRED.get(self.method, ()) if getattr(self, f) is None]
         if missing:
             raise ValueError(f"method {self.method!r} needs {', '.join(missing)}")
+        if self.ternary and self.method in TERNARY_EXCLUDED:
+            raise ValueError(f"ternary applies to a static mask; not to {self.method!r}")
+        takes = self.takes()
+        for name in type(self).model_fields:  # in the class's order: the first one named
+            if name in self.model_fields_set and name != "method" and name not in takes:
+                implied = _IMPLIED_SPARSITY.get(self.method) if name == "sparsity" else None
+                raise ValueError(
+                    f"{name}: method {self.method!r} does not use it (it takes "
+                    f"{', '.join(takes) or 'no parameters'}"
+                    f"{f'; its sparsity is {implied}' if implied else ''}); drop it "
+                    f"(--set: give the whole mapping, pruning={{method: {self.method}, ...}})")
+        if ("sparsity" in _TAKES[self.method] and self.method != "dropback"
+                and "sparsity" not in self.model_fields_set):
+            raise ValueError(f"sparsity: method {self.method!r} needs a target sparsity "
+                             "(the fraction of its units pruned, 0 <= sparsity < 1)")
         if self.method == "dropback" and (self.k is None) == (self.sparsity == 0):
             raise ValueError("method 'dropback' needs one of k (weights tracked) and a "
                              "sparsity > 0, not both")
         if self.method == "n_m" and self.n > self.m:  # type: ignore[operator]
             raise ValueError(f"n_m needs n <= m, got n={self.n}, m={self.m}")
-        if self.ternary and self.method in TERNARY_EXCLUDED:
-            raise ValueError(f"ternary applies to a static mask; not to {self.method!r}")
         return self
 
 

@@ -180,3 +180,44 @@ def test_a_batch_beyond_64_bits_is_bad_input() -> None:
 
     with pytest.raises(ValueError, match="less than 9223372036854775808"):
         WorkloadSpec(model="lenet5", batch=10**20)
+
+
+PERMDNN_LENET300 = ROOT / "configs" / "experiments" / "permdnn_lenet300.yaml"
+
+
+@pytest.mark.parametrize("overrides, fragments", [
+    # a sparsity is the target of the methods that rank units: no default of 0 (no pruning)
+    (["runs.0.pruning={method: magnitude}"],
+     ["runs.0.pruning.sparsity: method 'magnitude' needs a target sparsity"]),
+    # n:m's sparsity is 1 - n/m: a sparsity beside it would be silently dropped
+    (["runs.0.pruning={method: n_m, n: 2, m: 4, sparsity: 0.9}"],
+     ["runs.0.pruning.sparsity: method 'n_m' does not use it (it takes n, m, ",
+      "its sparsity is 1 - n/m"]),
+    # the file's sparsity: 0.75 stays when only the method changes
+    (["runs.0.pruning.method=dense"],
+     ["permdnn_lenet300.yaml: runs.0.pruning.sparsity: method 'dense' does not use it (it "
+      "takes no parameters); drop it (--set: give the whole mapping, pruning={method: dense"]),
+    (["runs.0.pruning={method: hybrid, sparsity: 0.5, k: 5}"],
+     ["runs.0.pruning.k: method 'hybrid' does not use it (it takes sparsity, channel_share"]),
+    (["runs.0.pruning={method: magnitude, sparsity: 0.5, threshold_ratio: 0.5}"],
+     ["runs.0.pruning.threshold_ratio: method 'magnitude' does not use it"]),
+    (["runs.1.pruning.seed=3", "runs.0.pruning.seed=3"],
+     ["runs.0.pruning.seed: method 'magnitude' does not use it"]),
+])
+def test_a_pruning_parameter_the_method_does_not_use_is_refused(overrides, fragments):
+    """`PruningSpec` takes only the parameters its method reads, and a target sparsity
+    from the methods that have one: a parameter dropped silently ran another experiment
+    than the file said (n_m at 0.5 for a sparsity of 0.9, magnitude at 0 for none)."""
+    with pytest.raises(ConfigError) as err:
+        load_experiment(PERMDNN_LENET300, overrides)
+    for fragment in fragments:
+        assert fragment in str(err.value)
+
+
+def test_a_method_with_its_own_parameters_validates() -> None:
+    """What the stricter check still takes: the whole mapping replaced, a method's own
+    parameters (permuted_diagonal's seed, magnitude's layer choice, ternary's ratio)."""
+    load_experiment(PERMDNN_LENET300, ["runs.0.pruning={method: dense}", "runs.1.pruning.seed=3",
+                                       "runs.0.pruning={method: magnitude, sparsity: 0.5, "
+                                       "skip_last_linear: false, ternary: true, "
+                                       "threshold_ratio: 0.5}"])

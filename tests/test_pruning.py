@@ -534,10 +534,10 @@ def test_prune_model(spec: dict) -> None:
     ({"method": "n_m", "n": 2, "m": 16}, "m",
      "layer 'conv2' (Conv2d, weight [16, 8, 3, 3]): input channels C = 8 must be divisible "
      "by m = 16"),
-    ({"method": "pe_wise", "pe_rows": 16, "pe_cols": 16}, "pe_cols",
+    ({"method": "pe_wise", "sparsity": 0.5, "pe_rows": 16, "pe_cols": 16}, "pe_cols",
      "layer 'conv2' (Conv2d, weight [16, 8, 3, 3]): C*R*S = 72 must be divisible by "
      "pe_cols = 16"),
-    ({"method": "pe_wise", "pe_rows": 32, "pe_cols": 1}, "pe_rows",
+    ({"method": "pe_wise", "sparsity": 0.5, "pe_rows": 32, "pe_cols": 1}, "pe_rows",
      "layer 'conv2' (Conv2d, weight [16, 8, 3, 3]): output channels K = 16 must be divisible "
      "by pe_rows = 32"),
 ])
@@ -587,4 +587,4 @@ def test_pruning_spec_validation() -> None:
     with pytest.raises(ValidationError, match="not both"):  # which would be the target?
         PruningSpec(method="dropback", k=1000, sparsity=0.5)
     assert PruningSpec(method="dropback", k=1000).k == 1000
-    assert PruningSpec(method="block", block=(2, 4)).block == (2, 4)
+    assert PruningSpec(method="block", sparsity=0.5, block=(2, 4)).block == (2, 4)
