@@ -221,3 +221,21 @@ def test_a_method_with_its_own_parameters_validates() -> None:
                                        "runs.0.pruning={method: magnitude, sparsity: 0.5, "
                                        "skip_last_linear: false, ternary: true, "
                                        "threshold_ratio: 0.5}"])
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["workload.speculative_relu=true"], "workload.speculative_relu"),
+    (["runs.1.workload_set=[speculative_relu=true]"], "runs.1.workload_set"),
+])
+def test_a_speculative_workload_needs_a_speculator(overrides, key):
+    """A speculative capture zeroes the outputs the prediction zeroes: on a design without a
+    speculator (dense.yaml, hppu_like.yaml) that changed its work without a word."""
+    with pytest.raises(ConfigError) as err:
+        load_experiment(QUICKSTART, overrides)
+    assert err.value.key == key
+    assert err.value.file == str(QUICKSTART)
+    assert "has no speculator in its architecture ../arch/" in err.value.message
+
+
+def test_a_speculative_workload_on_a_speculator_validates():
+    load_experiment(ROOT / "configs" / "experiments" / "trainer_speculation_accuracy.yaml")
