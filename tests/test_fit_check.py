@@ -109,6 +109,10 @@ ADMM_LENET5 = str(ROOT / "configs" / "experiments" / "admm_lenet5.yaml")
     ("{method: n_m, n: 2, m: 7}",
      ["runs.1.pruning.m: layer '2' (Conv2d, weight [50, 20, 5, 5]): input channels C = 20 "
       "must be divisible by m = 7"]),
+    # README: a block that does not divide a layer stops (it pruned 0.488 of LeNet-5 at 0.5)
+    ("{method: block, block: [7, 7], sparsity: 0.5}",
+     ["runs.1.pruning.block: layer '2' (Conv2d, weight [50, 20, 5, 5]): output channels "
+      "K = 50 must be divisible by the block's 7 (block [7, 7])"]),
 ])
 def test_desim_check_refuses_a_pruning_a_layer_cannot_take(pruning, fragments):
     """LeNet-5's second conv (K = 50, C = 20): what the capture would say after it trained,

@@ -540,6 +540,10 @@ def test_prune_model(spec: dict) -> None:
     ({"method": "pe_wise", "sparsity": 0.5, "pe_rows": 32, "pe_cols": 1}, "pe_rows",
      "layer 'conv2' (Conv2d, weight [16, 8, 3, 3]): output channels K = 16 must be divisible "
      "by pe_rows = 32"),
+    # an edge block would count as a whole one: the layer's sparsity would miss the target
+    ({"method": "block", "sparsity": 0.5, "block": (4, 3)}, "block",
+     "layer 'conv2' (Conv2d, weight [16, 8, 3, 3]): input channels C = 8 must be divisible "
+     "by the block's 3 (block [4, 3]): edge blocks would miss the target sparsity"),
 ])
 def test_a_layer_the_method_cannot_prune_is_named_before_any_weight_changes(
         spec: dict, key: str, message: str) -> None:

@@ -20,6 +20,7 @@ from mappings.pruning.schedules import dynamic_prune
 from mappings.pruning.structured import (
     block_prune,
     channel_prune,
+    check_block,
     check_n_m,
     check_pe_wise,
     filter_prune,
@@ -52,6 +53,7 @@ def prunable_layers(model: nn.Module, spec: PruningSpec) -> list[tuple[str, nn.M
 # What a method needs of a layer's weight shape, checked by the method itself too.
 SHAPE_CHECKS: dict[str, Callable[[Sequence[int], PruningSpec], None]] = {
     "n_m": lambda shape, spec: check_n_m(shape, spec.n, spec.m),  # type: ignore[arg-type]
+    "block": lambda shape, spec: check_block(shape, spec.block),  # type: ignore[arg-type]
     "pe_wise": lambda shape, spec: check_pe_wise(shape, spec.pe_rows, spec.pe_cols),  # type: ignore[arg-type]
     "permuted_diagonal": lambda shape, spec: check_permuted_diagonal(shape, spec.p),  # type: ignore[arg-type]
     "block_circulant": lambda shape, spec: check_block_circulant(shape, spec.b),  # type: ignore[arg-type]
