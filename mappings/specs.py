@@ -186,4 +186,9 @@ class WorkloadSpec(Strict):
         if self.speculative_relu and self.model is None:
             raise ValueError("speculative_relu needs a `model`: a SCALE-Sim topology has no "
                              "values to speculate on")
+        if self.training is not None and self.data == "random":
+            # training reports held-out accuracy (mappings/datasets.py held_out); the capture
+            # would fail after training, not before
+            raise ValueError("training: training measures accuracy on held-out data, which "
+                             "data: random has none of; use data: digits or mnist")
         return self

@@ -239,3 +239,13 @@ def test_a_speculative_workload_needs_a_speculator(overrides, key):
 
 def test_a_speculative_workload_on_a_speculator_validates():
     load_experiment(ROOT / "configs" / "experiments" / "trainer_speculation_accuracy.yaml")
+
+
+def test_training_on_random_data_is_refused_before_any_training():
+    """Training reports held-out accuracy, which random data has none of: `desim check`
+    passed it and `desim run` failed after training with a ValueError's traceback."""
+    with pytest.raises(ConfigError) as err:
+        load_experiment(ROOT / "configs" / "experiments" / "peak_efficiency.yaml",
+                        ["workload.training={iterations: 2}"])
+    assert err.value.key == "workload.training"
+    assert "data: random has none of; use data: digits or mnist" in err.value.message
