@@ -8,13 +8,17 @@ help, `desim topology` and a typo's error message come in a second, not after to
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
 from desim.configio import Strict
 
 Dataset = Literal["digits", "mnist", "random"]
+
+# A seed torch's and numpy's generators take (a signed 64-bit integer's range, less the
+# negatives numpy refuses): a larger one was a traceback from manual_seed.
+Seed = Annotated[int, Field(ge=0, lt=2**63)]
 
 
 Method = Literal[
@@ -93,7 +97,7 @@ class PruningSpec(Strict):
     b: PositiveInt | None = None
     k: int | None = Field(None, ge=0)
     threshold_ratio: float = Field(0.7, ge=0.0)
-    seed: int = 0
+    seed: Seed = 0
     regrow_fraction: float = Field(0.3, ge=0.0, le=1.0)  # SET / RigL: share dropped and regrown
     update_every: PositiveInt = 10                       # SET / RigL: iterations between updates
     skip_first_conv: bool = True
@@ -168,7 +172,7 @@ class WorkloadSpec(Strict):
     # its model_args set (a transformer's seq_len and dim, the probe's channels)
     num_classes: PositiveInt = 10
     data: Dataset = "digits"
-    seed: int = 0
+    seed: Seed = 0
     training: TrainingSpec | None = None  # train first, then capture a chosen iteration
     # Simulate the forward pass (FF) only: an inference, as the inference engines of
     # PermDNN, CirCNN, EIE and ADMM-NN run. The capture still takes a full training step.

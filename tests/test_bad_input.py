@@ -249,3 +249,24 @@ def test_training_on_random_data_is_refused_before_any_training():
                         ["workload.training={iterations: 2}"])
     assert err.value.key == "workload.training"
     assert "data: random has none of; use data: digits or mnist" in err.value.message
+
+
+@pytest.mark.parametrize("override, key", [
+    ("workload.seed=99999999999999999999", "workload.seed"),
+    ("workload.seed=-1", "workload.seed"),
+    ("runs.1.workload_set=[seed=99999999999999999999]", "runs.1.workload_set.seed"),
+    ("runs.1.pruning={method: set, sparsity: 0.5, seed: 18446744073709551616}",
+     "runs.1.pruning.seed"),
+    ("sweep={mode: random, budget: 2, seed: -3, axes: {workload.batch: {low: 1, high: 4}}}",
+     "sweep.seed"),
+])
+def test_a_seed_the_generators_cannot_take_is_bad_input(override, key):
+    """torch's manual_seed overflowed on 10^20 (a traceback in desim check) and numpy's
+    default_rng refuses a negative seed: every seed is 0 <= seed < 2**63."""
+    with pytest.raises(ConfigError) as err:
+        load_experiment(QUICKSTART, [override])
+    assert err.value.key == key
+
+
+def test_the_largest_seed_is_taken():
+    load_experiment(QUICKSTART, [f"workload.seed={2**63 - 1}"])
