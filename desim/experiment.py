@@ -236,6 +236,10 @@ def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) ->
             workloads[run.name] = validate(WorkloadSpec, data, path,
                                            prefix=f"runs.{i}.workload_set")
         _check_speculation(path, spec, i, workloads[run.name], archs[run.name])
+        if workloads[run.name].scalesim_topology is not None and run.pruning.method != "dense":
+            raise ConfigError(f"run {run.name!r} prunes a SCALE-Sim topology, whose layers are "
+                              "dense (batch 1, no weights to prune); expected "
+                              "{method: dense}", file=str(path), key=f"runs.{i}.pruning")
     return Experiment(path, spec, archs, raw, workloads)
 
 

@@ -183,10 +183,28 @@ class WorkloadSpec(Strict):
     # still counted from the prediction, its errors reported only.
     speculative_relu: bool = False
 
+    @model_validator(mode="before")
+    @classmethod
+    def _topology_batch(cls, data: Any) -> Any:
+        """A SCALE-Sim topology's batch is 1 unless given (its CSV has no batch): the
+        default of 8 was recorded in config.json for layers read at batch 1."""
+        if isinstance(data, dict) and data.get("scalesim_topology") is not None:
+            return {"batch": 1, **data}
+        return data
+
     @model_validator(mode="after")
     def _one_source(self) -> WorkloadSpec:
         if (self.model is None) == (self.scalesim_topology is None):
             raise ValueError("give exactly one of `model` and `scalesim_topology`")
+        if self.scalesim_topology is not None:
+            # read as dense layers at batch 1 (mappings/scalesim.py), as SCALE-Sim runs them:
+            # a batch or a training would be recorded but not simulated
+            if self.batch != 1:
+                raise ValueError(f"batch: a SCALE-Sim topology is dense layers at batch 1 "
+                                 f"(its CSV has no batch), got {self.batch}")
+            if self.training is not None:
+                raise ValueError("training: a SCALE-Sim topology has no model to train; "
+                                 "its layers are dense, at batch 1")
         if self.speculative_relu and self.model is None:
             raise ValueError("speculative_relu needs a `model`: a SCALE-Sim topology has no "
                              "values to speculate on")

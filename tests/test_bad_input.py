@@ -270,3 +270,31 @@ def test_a_seed_the_generators_cannot_take_is_bad_input(override, key):
 
 def test_the_largest_seed_is_taken():
     load_experiment(QUICKSTART, [f"workload.seed={2**63 - 1}"])
+
+
+SCALESIM_RESNET18 = ROOT / "configs" / "experiments" / "scalesim_resnet18.yaml"
+
+
+@pytest.mark.parametrize("overrides, key, fragment", [
+    (["workload.batch=4"], "workload.batch",
+     "a SCALE-Sim topology is dense layers at batch 1 (its CSV has no batch), got 4"),
+    (["runs.1.workload_set=[batch=2]"], "runs.1.workload_set.batch", "got 2"),
+    (["workload.training={iterations: 2}"], "workload.training",
+     "a SCALE-Sim topology has no model to train"),
+    (["runs.1.pruning={method: magnitude, sparsity: 0.9}"], "runs.1.pruning",
+     "run 'ws' prunes a SCALE-Sim topology, whose layers are dense"),
+])
+def test_a_scalesim_topology_is_dense_at_batch_one(overrides, key, fragment):
+    """A topology's layers are read dense at batch 1: a batch of 4 and magnitude pruning
+    gave batch 1 dense's MACs and cycles while config.json recorded batch 4 and magnitude."""
+    with pytest.raises(ConfigError) as err:
+        load_experiment(SCALESIM_RESNET18, overrides)
+    assert err.value.key == key
+    assert fragment in err.value.message
+
+
+def test_a_scalesim_topology_without_a_batch_records_batch_one():
+    from mappings.specs import WorkloadSpec
+
+    assert WorkloadSpec(scalesim_topology="t.csv").batch == 1
+    assert WorkloadSpec(model="lenet5").batch == 8
