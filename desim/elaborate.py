@@ -128,13 +128,19 @@ def _check_pruning(experiment: Experiment, i: int, iteration: Untrained) -> None
     """Run `i`'s pruning can prune every layer it prunes (PermDNN's p divides each one's K
     and C*R*S, ...): else the error names the run's pruning parameter and the layer, before
     the capture would find it (after DropBack's minutes of training)."""
-    from mappings.pruning import check_layers
+    from mappings.pruning import check_layers, prune_model
+    from mappings.workload import checked_model
 
     if iteration.model is None:  # a SCALE-Sim topology: not pruned
         return
     run = experiment.spec.runs[i]
+    pruning = run.pruning
     try:
-        check_layers(iteration.model, run.pruning)
+        check_layers(iteration.model, pruning)
+        # Whether ternarization leaves a layer no weight depends on the values: prune the
+        # seeded initial weights, as the capture does (and training, before its first step)
+        if pruning.method == "ternarize" or pruning.ternary:
+            prune_model(checked_model(experiment.workloads[run.name])[0], pruning)
     except ConfigError as err:
         key = ".".join(part for part in (f"runs.{i}.pruning", err.key) if part)
         raise ConfigError(f"{err.message} (run {run.name!r}, pruning {run.pruning.method})",

@@ -235,7 +235,29 @@ def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) ->
                                    str(path))
             workloads[run.name] = validate(WorkloadSpec, data, path,
                                            prefix=f"runs.{i}.workload_set")
+        _check_speculation(path, spec, i, workloads[run.name], archs[run.name])
+        if workloads[run.name].scalesim_topology is not None and run.pruning.method != "dense":
+            raise ConfigError(f"run {run.name!r} prunes a SCALE-Sim topology, whose layers are "
+                              "dense (batch 1, no weights to prune); expected "
+                              "{method: dense}", file=str(path), key=f"runs.{i}.pruning")
     return Experiment(path, spec, archs, raw, workloads)
+
+
+def _check_speculation(path: Path, spec: ExperimentSpec, i: int, workload: WorkloadSpec,
+                       arch: ArchConfig) -> None:
+    """A run whose workload is speculative needs a speculator in its design: the capture
+    zeroes the outputs the prediction zeroes, which changes the work of a processor that
+    computes them all, without a word (a global `speculative_relu` reached the dense run
+    too). Set it per run (`runs.N.workload_set: [speculative_relu=true]`) instead."""
+    if not workload.speculative_relu or arch.speculator is not None:
+        return
+    run = spec.runs[i]
+    key = ("workload.speculative_relu" if spec.workload.speculative_relu
+           else f"runs.{i}.workload_set")
+    raise ConfigError(f"run {run.name!r} has no speculator in its architecture {run.arch} to "
+                      "run a speculative_relu workload (set it on the runs whose design "
+                      "has one: runs.N.workload_set: [speculative_relu=true])",
+                      file=str(path), key=key)
 
 
 def _run_arch(path: Path, i: int, arch_path: Path, arch_set: list[str],

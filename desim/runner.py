@@ -32,6 +32,7 @@ from desim.results import writable_folder, write_atomic, write_csv, write_json
 from desim.stats import collect_stats, stats_text
 from mappings.mapper import PhaseWork, map_workload, phase_waits
 from mappings.scalesim import gemm_view
+from mappings.specs import PruningSpec
 from mappings.vector import vector_layers_not_simulated
 from mappings.workload import Workload, capture_workload, input_shape
 
@@ -216,7 +217,9 @@ def run(experiment: Experiment, progress: Callable[[str], None] | None = None,
                     progress(f"capturing {source} with {run_spec.pruning.method} pruning")
                 try:
                     captured[key] = (capture or capture_workload)(workload, run_spec.pruning)
-                except ConfigError as err:
+                except ConfigError as err:  # a pruning parameter's under its run's key
+                    if err.key in PruningSpec.model_fields:
+                        err = err.within(f"runs.{i}.pruning")
                     raise err.in_file(str(experiment.path)) from None
             if progress:
                 progress(f"simulating {run_spec.name} on "

@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BeforeValidator, Field, PositiveInt, field_validator, model_validator
 
 from desim.configio import Strict
+from mappings.specs import Seed
 
 # Metrics of a run (total or per phase) that a sweep records and can optimize or plot.
 Metric = Literal["cycles", "energy_j", "macs", "effectual_macs", "processed_macs", "dram_bytes"]
@@ -82,7 +83,7 @@ class SweepSpec(Strict):
     # key path (as `--set` accepts, or arch.<run>.<key.path>) -> values, or a range (random)
     axes: dict[str, Axis] = Field(min_length=1)
     budget: PositiveInt | None = None  # random: how many distinct points
-    seed: int = 0                      # random: the draws; same seed, same points
+    seed: Seed = 0                     # random: the draws; same seed, same points
     objectives: list[Metric] = Field(default_factory=lambda: ["energy_j", "cycles"],
                                      min_length=2, max_length=2)  # plotted y against x
 

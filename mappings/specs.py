@@ -8,13 +8,17 @@ help, `desim topology` and a typo's error message come in a second, not after to
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
 from desim.configio import Strict
 
 Dataset = Literal["digits", "mnist", "random"]
+
+# A seed torch's and numpy's generators take (a signed 64-bit integer's range, less the
+# negatives numpy refuses): a larger one was a traceback from manual_seed.
+Seed = Annotated[int, Field(ge=0, lt=2**63)]
 
 
 Method = Literal[
@@ -44,6 +48,32 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "block_circulant": ("b",),
 }
 
+# The parameters each method reads (mappings/pruning/spec.py, mappings/training.py): any
+# other one given is an error, not dropped, so that `{method: n_m, ..., sparsity: 0.9}` does
+# not run at n/m's 0.5 believing it ran at 0.9. A method listing `sparsity` (but dropback,
+# which may take k instead) needs it given: a default of 0 would prune nothing.
+_TAKES: dict[str, tuple[str, ...]] = {
+    "dense": (),
+    "magnitude": ("sparsity",),
+    "dynamic": ("sparsity",),
+    "n_m": ("n", "m"),
+    "filter": ("sparsity",),
+    "channel": ("sparsity",),
+    "line": ("sparsity",),
+    "hybrid": ("sparsity", "channel_share"),
+    "block": ("sparsity", "block"),
+    "pe_wise": ("sparsity", "pe_rows", "pe_cols"),
+    "permuted_diagonal": ("p", "seed"),
+    "block_circulant": ("b",),
+    "ternarize": ("threshold_ratio",),
+    "dropback": ("sparsity", "k", "seed"),
+    "set": ("sparsity", "seed", "regrow_fraction", "update_every"),
+    "rigl": ("sparsity", "seed", "regrow_fraction", "update_every"),  # seed: a layer
+}                                                   # without a gradient regrows as SET does
+
+# Methods whose sparsity their structure sets, said when a sparsity is given to them.
+_IMPLIED_SPARSITY = {"n_m": "1 - n/m", "permuted_diagonal": "1 - 1/p"}
+
 
 # Methods `ternary` does not combine with: no mask (dense), already ternary, values replaced
 # (block_circulant) or masks that move during training.
@@ -67,7 +97,7 @@ class PruningSpec(Strict):
     b: PositiveInt | None = None
     k: int | None = Field(None, ge=0)
     threshold_ratio: float = Field(0.7, ge=0.0)
-    seed: int = 0
+    seed: Seed = 0
     regrow_fraction: float = Field(0.3, ge=0.0, le=1.0)  # SET / RigL: share dropped and regrown
     update_every: PositiveInt = 10                       # SET / RigL: iterations between updates
     skip_first_conv: bool = True
@@ -77,18 +107,39 @@ class PruningSpec(Strict):
     # Coexistence of Structured Weight Pruning and Ternarization", AAAI 2020 (pe_wise + this).
     ternary: bool = False
 
+    def takes(self) -> tuple[str, ...]:
+        """The parameters this spec's method reads (besides `method`)."""
+        if self.method == "dense":
+            return ()
+        ternary = () if self.method in TERNARY_EXCLUDED else ("ternary",)
+        ratio = ("threshold_ratio",) if self.ternary else ()
+        return (*_TAKES[self.method], *ternary, *ratio, "skip_first_conv", "skip_last_linear")
+
     @model_validator(mode="after")
     def _method_params(self) -> PruningSpec:
         missing = [f for f in _REQUIRED.get(self.method, ()) if getattr(self, f) is None]
         if missing:
             raise ValueError(f"method {self.method!r} needs {', '.join(missing)}")
+        if self.ternary and self.method in TERNARY_EXCLUDED:
+            raise ValueError(f"ternary applies to a static mask; not to {self.method!r}")
+        takes = self.takes()
+        for name in type(self).model_fields:  # in the class's order: the first one named
+            if name in self.model_fields_set and name != "method" and name not in takes:
+                implied = _IMPLIED_SPARSITY.get(self.method) if name == "sparsity" else None
+                raise ValueError(
+                    f"{name}: method {self.method!r} does not use it (it takes "
+                    f"{', '.join(takes) or 'no parameters'}"
+                    f"{f'; its sparsity is {implied}' if implied else ''}); drop it "
+                    f"(--set: give the whole mapping, pruning={{method: {self.method}, ...}})")
+        if ("sparsity" in _TAKES[self.method] and self.method != "dropback"
+                and "sparsity" not in self.model_fields_set):
+            raise ValueError(f"sparsity: method {self.method!r} needs a target sparsity "
+                             "(the fraction of its units pruned, 0 <= sparsity < 1)")
         if self.method == "dropback" and (self.k is None) == (self.sparsity == 0):
             raise ValueError("method 'dropback' needs one of k (weights tracked) and a "
                              "sparsity > 0, not both")
         if self.method == "n_m" and self.n > self.m:  # type: ignore[operator]
             raise ValueError(f"n_m needs n <= m, got n={self.n}, m={self.m}")
-        if self.ternary and self.method in TERNARY_EXCLUDED:
-            raise ValueError(f"ternary applies to a static mask; not to {self.method!r}")
         return self
 
 
@@ -121,7 +172,7 @@ class WorkloadSpec(Strict):
     # its model_args set (a transformer's seq_len and dim, the probe's channels)
     num_classes: PositiveInt = 10
     data: Dataset = "digits"
-    seed: int = 0
+    seed: Seed = 0
     training: TrainingSpec | None = None  # train first, then capture a chosen iteration
     # Simulate the forward pass (FF) only: an inference, as the inference engines of
     # PermDNN, CirCNN, EIE and ADMM-NN run. The capture still takes a full training step.
@@ -132,11 +183,34 @@ class WorkloadSpec(Strict):
     # still counted from the prediction, its errors reported only.
     speculative_relu: bool = False
 
+    @model_validator(mode="before")
+    @classmethod
+    def _topology_batch(cls, data: Any) -> Any:
+        """A SCALE-Sim topology's batch is 1 unless given (its CSV has no batch): the
+        default of 8 was recorded in config.json for layers read at batch 1."""
+        if isinstance(data, dict) and data.get("scalesim_topology") is not None:
+            return {"batch": 1, **data}
+        return data
+
     @model_validator(mode="after")
     def _one_source(self) -> WorkloadSpec:
         if (self.model is None) == (self.scalesim_topology is None):
             raise ValueError("give exactly one of `model` and `scalesim_topology`")
+        if self.scalesim_topology is not None:
+            # read as dense layers at batch 1 (mappings/scalesim.py), as SCALE-Sim runs them:
+            # a batch or a training would be recorded but not simulated
+            if self.batch != 1:
+                raise ValueError(f"batch: a SCALE-Sim topology is dense layers at batch 1 "
+                                 f"(its CSV has no batch), got {self.batch}")
+            if self.training is not None:
+                raise ValueError("training: a SCALE-Sim topology has no model to train; "
+                                 "its layers are dense, at batch 1")
         if self.speculative_relu and self.model is None:
             raise ValueError("speculative_relu needs a `model`: a SCALE-Sim topology has no "
                              "values to speculate on")
+        if self.training is not None and self.data == "random":
+            # training reports held-out accuracy (mappings/datasets.py held_out); the capture
+            # would fail after training, not before
+            raise ValueError("training: training measures accuracy on held-out data, which "
+                             "data: random has none of; use data: digits or mnist")
         return self

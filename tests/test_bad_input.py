@@ -192,3 +192,121 @@ def test_a_directory_given_for_a_file_is_said_to_be_one(tmp_path):
         with pytest.raises(ConfigError) as err:
             read(tmp_path)
         assert str(err.value) == f"{tmp_path}: is a directory; expected {expected}"
+
+
+PERMDNN_LENET300 = ROOT / "configs" / "experiments" / "permdnn_lenet300.yaml"
+
+
+@pytest.mark.parametrize("overrides, fragments", [
+    # a sparsity is the target of the methods that rank units: no default of 0 (no pruning)
+    (["runs.0.pruning={method: magnitude}"],
+     ["runs.0.pruning.sparsity: method 'magnitude' needs a target sparsity"]),
+    # n:m's sparsity is 1 - n/m: a sparsity beside it would be silently dropped
+    (["runs.0.pruning={method: n_m, n: 2, m: 4, sparsity: 0.9}"],
+     ["runs.0.pruning.sparsity: method 'n_m' does not use it (it takes n, m, ",
+      "its sparsity is 1 - n/m"]),
+    # the file's sparsity: 0.75 stays when only the method changes
+    (["runs.0.pruning.method=dense"],
+     ["permdnn_lenet300.yaml: runs.0.pruning.sparsity: method 'dense' does not use it (it "
+      "takes no parameters); drop it (--set: give the whole mapping, pruning={method: dense"]),
+    (["runs.0.pruning={method: hybrid, sparsity: 0.5, k: 5}"],
+     ["runs.0.pruning.k: method 'hybrid' does not use it (it takes sparsity, channel_share"]),
+    (["runs.0.pruning={method: magnitude, sparsity: 0.5, threshold_ratio: 0.5}"],
+     ["runs.0.pruning.threshold_ratio: method 'magnitude' does not use it"]),
+    (["runs.1.pruning.seed=3", "runs.0.pruning.seed=3"],
+     ["runs.0.pruning.seed: method 'magnitude' does not use it"]),
+])
+def test_a_pruning_parameter_the_method_does_not_use_is_refused(overrides, fragments):
+    """`PruningSpec` takes only the parameters its method reads, and a target sparsity
+    from the methods that have one: a parameter dropped silently ran another experiment
+    than the file said (n_m at 0.5 for a sparsity of 0.9, magnitude at 0 for none)."""
+    with pytest.raises(ConfigError) as err:
+        load_experiment(PERMDNN_LENET300, overrides)
+    for fragment in fragments:
+        assert fragment in str(err.value)
+
+
+def test_a_method_with_its_own_parameters_validates() -> None:
+    """What the stricter check still takes: the whole mapping replaced, a method's own
+    parameters (permuted_diagonal's seed, magnitude's layer choice, ternary's ratio)."""
+    load_experiment(PERMDNN_LENET300, ["runs.0.pruning={method: dense}", "runs.1.pruning.seed=3",
+                                       "runs.0.pruning={method: magnitude, sparsity: 0.5, "
+                                       "skip_last_linear: false, ternary: true, "
+                                       "threshold_ratio: 0.5}"])
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["workload.speculative_relu=true"], "workload.speculative_relu"),
+    (["runs.1.workload_set=[speculative_relu=true]"], "runs.1.workload_set"),
+])
+def test_a_speculative_workload_needs_a_speculator(overrides, key):
+    """A speculative capture zeroes the outputs the prediction zeroes: on a design without a
+    speculator (dense.yaml, hppu_like.yaml) that changed its work without a word."""
+    with pytest.raises(ConfigError) as err:
+        load_experiment(QUICKSTART, overrides)
+    assert err.value.key == key
+    assert err.value.file == str(QUICKSTART)
+    assert "has no speculator in its architecture ../arch/" in err.value.message
+
+
+def test_a_speculative_workload_on_a_speculator_validates():
+    load_experiment(ROOT / "configs" / "experiments" / "trainer_speculation_accuracy.yaml")
+
+
+def test_training_on_random_data_is_refused_before_any_training():
+    """Training reports held-out accuracy, which random data has none of: `desim check`
+    passed it and `desim run` failed after training with a ValueError's traceback."""
+    with pytest.raises(ConfigError) as err:
+        load_experiment(ROOT / "configs" / "experiments" / "peak_efficiency.yaml",
+                        ["workload.training={iterations: 2}"])
+    assert err.value.key == "workload.training"
+    assert "data: random has none of; use data: digits or mnist" in err.value.message
+
+
+@pytest.mark.parametrize("override, key", [
+    ("workload.seed=99999999999999999999", "workload.seed"),
+    ("workload.seed=-1", "workload.seed"),
+    ("runs.1.workload_set=[seed=99999999999999999999]", "runs.1.workload_set.seed"),
+    ("runs.1.pruning={method: set, sparsity: 0.5, seed: 18446744073709551616}",
+     "runs.1.pruning.seed"),
+    ("sweep={mode: random, budget: 2, seed: -3, axes: {workload.batch: {low: 1, high: 4}}}",
+     "sweep.seed"),
+])
+def test_a_seed_the_generators_cannot_take_is_bad_input(override, key):
+    """torch's manual_seed overflowed on 10^20 (a traceback in desim check) and numpy's
+    default_rng refuses a negative seed: every seed is 0 <= seed < 2**63."""
+    with pytest.raises(ConfigError) as err:
+        load_experiment(QUICKSTART, [override])
+    assert err.value.key == key
+
+
+def test_the_largest_seed_is_taken():
+    load_experiment(QUICKSTART, [f"workload.seed={2**63 - 1}"])
+
+
+SCALESIM_RESNET18 = ROOT / "configs" / "experiments" / "scalesim_resnet18.yaml"
+
+
+@pytest.mark.parametrize("overrides, key, fragment", [
+    (["workload.batch=4"], "workload.batch",
+     "a SCALE-Sim topology is dense layers at batch 1 (its CSV has no batch), got 4"),
+    (["runs.1.workload_set=[batch=2]"], "runs.1.workload_set.batch", "got 2"),
+    (["workload.training={iterations: 2}"], "workload.training",
+     "a SCALE-Sim topology has no model to train"),
+    (["runs.1.pruning={method: magnitude, sparsity: 0.9}"], "runs.1.pruning",
+     "run 'ws' prunes a SCALE-Sim topology, whose layers are dense"),
+])
+def test_a_scalesim_topology_is_dense_at_batch_one(overrides, key, fragment):
+    """A topology's layers are read dense at batch 1: a batch of 4 and magnitude pruning
+    gave batch 1 dense's MACs and cycles while config.json recorded batch 4 and magnitude."""
+    with pytest.raises(ConfigError) as err:
+        load_experiment(SCALESIM_RESNET18, overrides)
+    assert err.value.key == key
+    assert fragment in err.value.message
+
+
+def test_a_scalesim_topology_without_a_batch_records_batch_one():
+    from mappings.specs import WorkloadSpec
+
+    assert WorkloadSpec(scalesim_topology="t.csv").batch == 1
+    assert WorkloadSpec(model="lenet5").batch == 8

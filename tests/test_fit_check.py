@@ -109,6 +109,18 @@ ADMM_LENET5 = str(ROOT / "configs" / "experiments" / "admm_lenet5.yaml")
     ("{method: n_m, n: 2, m: 7}",
      ["runs.1.pruning.m: layer '2' (Conv2d, weight [50, 20, 5, 5]): input channels C = 20 "
       "must be divisible by m = 7"]),
+    # a pruning that leaves a layer no weight: by its values (TWN's threshold over the seeded
+    # weights, as the capture prunes them; it gave a 23x speedup) or by its shape
+    ("{method: ternarize, threshold_ratio: 100}",
+     ["runs.1.pruning.threshold_ratio: layer '2' (Conv2d, weight [50, 20, 5, 5]): ternarize "
+      "leaves it no non-zero weight (threshold_ratio 100)"]),
+    ("{method: filter, sparsity: 0.99}",
+     ["runs.1.pruning.sparsity: layer '2' (Conv2d, weight [50, 20, 5, 5]): sparsity 0.99 "
+      "prunes all 50 filters: no weight left"]),
+    # README: a block that does not divide a layer stops (it pruned 0.488 of LeNet-5 at 0.5)
+    ("{method: block, block: [7, 7], sparsity: 0.5}",
+     ["runs.1.pruning.block: layer '2' (Conv2d, weight [50, 20, 5, 5]): output channels "
+      "K = 50 must be divisible by the block's 7 (block [7, 7])"]),
 ])
 def test_desim_check_refuses_a_pruning_a_layer_cannot_take(pruning, fragments):
     """LeNet-5's second conv (K = 50, C = 20): what the capture would say after it trained,
@@ -129,3 +141,17 @@ def test_desim_run_refuses_a_pruning_a_layer_cannot_take_before_any_capture():
     assert err.value.key == "runs.1.pruning.b"
     assert "layer '2' (Conv2d, weight [50, 20, 5, 5]): output channels K = 50 must be " \
            "divisible by b = 7" in err.value.message
+
+
+def test_desim_run_names_the_run_of_a_pruning_that_empties_a_layer():
+    """The capture's own check (a pruned layer with no non-zero weight) names the run's
+    pruning key too, as the check does, when elaboration is skipped (a sweep's point)."""
+    from desim.experiment import load_experiment
+    from desim.runner import run
+
+    experiment = load_experiment(ADMM_LENET5,
+                                 ["runs.1.pruning={method: ternarize, threshold_ratio: 100}"])
+    with pytest.raises(ConfigError) as err:
+        run(experiment, elaborated=True)
+    assert err.value.key == "runs.1.pruning.threshold_ratio"
+    assert err.value.file == ADMM_LENET5

@@ -534,12 +534,23 @@ def test_prune_model(spec: dict) -> None:
     ({"method": "n_m", "n": 2, "m": 16}, "m",
      "layer 'conv2' (Conv2d, weight [16, 8, 3, 3]): input channels C = 8 must be divisible "
      "by m = 16"),
-    ({"method": "pe_wise", "pe_rows": 16, "pe_cols": 16}, "pe_cols",
+    ({"method": "pe_wise", "sparsity": 0.5, "pe_rows": 16, "pe_cols": 16}, "pe_cols",
      "layer 'conv2' (Conv2d, weight [16, 8, 3, 3]): C*R*S = 72 must be divisible by "
      "pe_cols = 16"),
-    ({"method": "pe_wise", "pe_rows": 32, "pe_cols": 1}, "pe_rows",
+    ({"method": "pe_wise", "sparsity": 0.5, "pe_rows": 32, "pe_cols": 1}, "pe_rows",
      "layer 'conv2' (Conv2d, weight [16, 8, 3, 3]): output channels K = 16 must be divisible "
      "by pe_rows = 32"),
+    # a sparsity that rounds to every unit, or n = 0, leaves a layer no weight
+    ({"method": "filter", "sparsity": 0.99}, "sparsity",
+     "layer 'conv2' (Conv2d, weight [16, 8, 3, 3]): sparsity 0.99 prunes all 16 filters: no "
+     "weight left"),
+    ({"method": "n_m", "n": 0, "m": 4}, "n",
+     "layer 'conv2' (Conv2d, weight [16, 8, 3, 3]): n = 0 keeps none of each group of m = 4: "
+     "no weight left"),
+    # an edge block would count as a whole one: the layer's sparsity would miss the target
+    ({"method": "block", "sparsity": 0.5, "block": (4, 3)}, "block",
+     "layer 'conv2' (Conv2d, weight [16, 8, 3, 3]): input channels C = 8 must be divisible "
+     "by the block's 3 (block [4, 3]): edge blocks would miss the target sparsity"),
 ])
 def test_a_layer_the_method_cannot_prune_is_named_before_any_weight_changes(
         spec: dict, key: str, message: str) -> None:
@@ -559,6 +570,19 @@ def test_a_layer_the_method_cannot_prune_is_named_before_any_weight_changes(
 @pytest.mark.parametrize("spec", SPECS, ids=[s["method"] for s in SPECS])
 def test_every_layer_that_prunes_passes_the_shape_checks(spec: dict) -> None:
     check_layers(SmallNet().to("meta"), PruningSpec(**spec))  # no error: test_prune_model
+
+
+@pytest.mark.parametrize(("spec", "key"), [
+    ({"method": "ternarize", "threshold_ratio": 100.0}, "threshold_ratio"),
+    ({"method": "magnitude", "sparsity": 0.5, "ternary": True, "threshold_ratio": 100.0},
+     "threshold_ratio"),
+])
+def test_a_pruning_that_leaves_a_layer_no_weight_is_refused(spec: dict, key: str) -> None:
+    """By the values: TWN's threshold above every |w| of a layer. Such a layer is no
+    network to simulate."""
+    with pytest.raises(ConfigError, match="leaves it no non-zero weight") as err:
+        prune_model(SmallNet(), PruningSpec(**spec))
+    assert err.value.key == key
 
 
 def test_prune_model_dense_and_no_skips() -> None:
@@ -587,4 +611,4 @@ def test_pruning_spec_validation() -> None:
     with pytest.raises(ValidationError, match="not both"):  # which would be the target?
         PruningSpec(method="dropback", k=1000, sparsity=0.5)
     assert PruningSpec(method="dropback", k=1000).k == 1000
-    assert PruningSpec(method="block", block=(2, 4)).block == (2, 4)
+    assert PruningSpec(method="block", sparsity=0.5, block=(2, 4)).block == (2, 4)

@@ -130,7 +130,8 @@ def block_prune(weight: Tensor, sparsity: float, block: tuple[int, int] = (4, 4)
 
     A unit is a block of bk output x bc input channels over all r, s; ceil(K/bk) * ceil(C/bc)
     units (edge blocks may be smaller). round(sparsity * units) blocks are pruned, smallest
-    L2 norm first.
+    L2 norm first. With edge blocks the weights pruned miss sparsity, so a config's pruning
+    takes only blocks that tile the layer (`check_block`, run first by `prune_model`).
     """
     bk, bc = block
     if bk < 1 or bc < 1:
@@ -143,6 +144,18 @@ def block_prune(weight: Tensor, sparsity: float, block: tuple[int, int] = (4, 4)
     keep = keep_top(norms.flatten(), pruned_count(sparsity, kb * cb)).view(kb, cb)
     keep = keep.repeat_interleave(bk, 0).repeat_interleave(bc, 1)[:k, :c]
     return _expand(keep[:, :, None, None], weight)
+
+
+def check_block(shape: Sequence[int], block: tuple[int, int]) -> None:
+    """What a config's block pruning needs of a weight of `shape`: blocks that tile it (K
+    divisible by bk, C by bc). Why: a smaller edge block counts as a whole unit, so the
+    layer's pruned weights would miss the target sparsity (LeNet-5 at 0.5 with [7, 7]: 0.488),
+    and a block-sparse datapath would pad it, a cost desim does not model."""
+    for axis, what in enumerate(("output channels K", "input channels C")):
+        if shape[axis] % block[axis]:
+            raise ConfigError(f"{what} = {shape[axis]} must be divisible by the block's "
+                              f"{block[axis]} (block {list(block)}): edge blocks would miss "
+                              "the target sparsity", key="block")
 
 
 def pe_wise_prune(weight: Tensor, sparsity: float, pe_rows: int, pe_cols: int) -> Tensor:
