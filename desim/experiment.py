@@ -224,11 +224,19 @@ def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) ->
     archs, workloads = {}, {}
     for i, run in enumerate(spec.runs):
         arch_path = (path.parent / run.arch).resolve()
+        if arch_path.is_dir():
+            raise ConfigError(f"{run.arch!r} is a directory; expected an architecture YAML "
+                              "file", file=str(path), key=f"runs.{i}.arch")
         if not arch_path.is_file():
             raise ConfigError(f"architecture file {run.arch!r} not found (looked at {arch_path})",
                               file=str(path), key=f"runs.{i}.arch")
-        archs[run.name] = _run_arch(path, i, arch_path, run.arch_set,
-                                    [*arch_sets.get("*", []), *arch_sets.get(run.name, [])])
+        named = [(f"arch.{who}.{item}", item) for who in ("*", run.name)
+                 for item in arch_sets.get(who, [])]
+        try:
+            archs[run.name] = _run_arch(path, i, arch_path, run.arch_set,
+                                        [item for _, item in named])
+        except ConfigError as err:
+            raise _naming_the_override(err, run.name, named) from None
         workloads[run.name] = spec.workload
         if run.workload_set:
             data = apply_overrides(spec.workload.model_dump(mode="json"), run.workload_set,
@@ -258,6 +266,18 @@ def _check_speculation(path: Path, spec: ExperimentSpec, i: int, workload: Workl
                       "run a speculative_relu workload (set it on the runs whose design "
                       "has one: runs.N.workload_set: [speculative_relu=true])",
                       file=str(path), key=key)
+
+
+def _naming_the_override(err: ConfigError, run_name: str,
+                         named: list[tuple[str, str]]) -> ConfigError:
+    """`err` of run `run_name`'s architecture, naming the `--set` that set its key
+    (`arch.*.pe_cluster.pes=-1`: the file alone holds no such value), if one did."""
+    for given, item in reversed(named):  # the last one set wins
+        key = item.partition("=")[0]
+        if err.file and err.key and (err.key == key or err.key.startswith(f"{key}.")):
+            return ConfigError(f"{err.message} (set by --set {given}, for run {run_name})",
+                               file=err.file, key=err.key)
+    return err
 
 
 def _run_arch(path: Path, i: int, arch_path: Path, arch_set: list[str],

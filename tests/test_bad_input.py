@@ -310,3 +310,20 @@ def test_a_scalesim_topology_without_a_batch_records_batch_one():
 
     assert WorkloadSpec(scalesim_topology="t.csv").batch == 1
     assert WorkloadSpec(model="lenet5").batch == 8
+
+
+@pytest.mark.parametrize("override, message", [
+    ("arch.*.pe_cluster.pes=-1", "dense.yaml: pe_cluster.pes: Input should be greater than 0 "
+     "(got -1) (set by --set arch.*.pe_cluster.pes=-1, for run dense)"),
+    ("arch.hppu.noc.shap=3", "hppu_like.yaml: noc.shap: unknown key; expected one of: edges, "
+     "hop_latency_cycles, link_bandwidth_bytes_per_cycle, routing, shape, topology (set by "
+     "--set arch.hppu.noc.shap=3, for run hppu)"),
+    ("runs.1.arch=/tmp", "quickstart.yaml: runs.1.arch: '/tmp' is a directory; expected an "
+     "architecture YAML file"),
+])
+def test_an_arch_override_error_names_the_override(override, message):
+    """The arch file alone holds no such value: the error says which --set gave it (an
+    `arch.*` one named only the first run's file)."""
+    with pytest.raises(ConfigError) as err:
+        load_experiment(QUICKSTART, [override])
+    assert str(err.value).endswith(message)
