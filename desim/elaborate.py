@@ -73,9 +73,11 @@ def describe(name: str, arch: ArchConfig, acc: Accelerator | None = None) -> dic
 @dataclass
 class Shared:
     """What elaborating several experiments (a sweep's points) shares: each workload's
-    untrained iteration (by its spec's JSON), run once, and each tile check's outcome (by
-    design, workload and circulant mapping; None: every tile fits), which most of a sweep's
-    points repeat (an axis of pruning sparsity leaves both unchanged)."""
+    untrained iteration (by its spec's JSON; one that takes two images whatever the batch
+    also by `untrained_key`, so that an axis of batch sizes runs it once), and each tile
+    check's outcome (by design, iteration and circulant mapping; None: every tile fits),
+    which most of a sweep's points repeat (an axis of pruning sparsity leaves both
+    unchanged)."""
 
     iterations: dict[str, Untrained] = field(default_factory=dict)
     fits: dict[str, ConfigError | None] = field(default_factory=dict)
@@ -87,7 +89,7 @@ def elaborate(experiment: Experiment, shared: Shared | None = None) -> list[dict
     `check`'s table: `desim run` does this first too, so that a design error in its last run
     is said before the first one is captured and simulated (and trained: DropBack's capture
     trains for minutes). `shared`: what earlier calls found, for a sweep's points."""
-    from mappings.workload import untrained
+    from mappings.workload import untrained, untrained_key
 
     rows = []
     shared = Shared() if shared is None else shared
@@ -96,11 +98,18 @@ def elaborate(experiment: Experiment, shared: Shared | None = None) -> list[dict
         workload = experiment.workloads[run.name]
         key = workload.model_dump_json()
         if key not in iterations:
-            try:  # the model takes two images (a SCALE-Sim topology CSV is read)
-                iterations[key] = untrained(workload)
-            except ConfigError as err:
-                raise err.in_file(str(experiment.path)) from None
-        _check_pruning(experiment, i, iterations[key])
+            shared_key = untrained_key(workload)
+            found = iterations.get(shared_key)
+            if found is None or not found.batch_free:  # (the same spec at batch 2 with MatMul)
+                try:  # the model takes two images (a SCALE-Sim topology CSV is read)
+                    found = untrained(workload)
+                except ConfigError as err:
+                    raise err.in_file(str(experiment.path)) from None
+                if found.batch_free:
+                    iterations[shared_key] = found
+            iterations[key] = found
+        iteration = iterations[key]
+        _check_pruning(experiment, i, iteration)
         pruning = run.pruning.method + (f" {run.pruning.sparsity:g}"
                                         if run.pruning.sparsity else "")
         arch = experiment.archs[run.name]
@@ -110,10 +119,12 @@ def elaborate(experiment: Experiment, shared: Shared | None = None) -> list[dict
         except ConfigError as err:  # the design's own file is the one to fix
             raise err.in_file(str((experiment.path.parent / run.arch).resolve())) from None
         circulant = run.pruning.method == "block_circulant"
-        fit_key = arch.model_dump_json() + key + str(circulant)
+        # by the iteration's layers: a batch-free one's serve every batch
+        fit_key = (arch.model_dump_json() + str(id(iteration.layers)) + str(circulant)
+                   + str(workload.inference))
         if fit_key not in shared.fits:
             try:
-                _check_tiles_fit(acc, iterations[key].layers, workload.inference, circulant)
+                _check_tiles_fit(acc, iteration.layers, workload.inference, circulant)
                 shared.fits[fit_key] = None
             except ConfigError as err:
                 shared.fits[fit_key] = err

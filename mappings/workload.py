@@ -65,6 +65,9 @@ class Untrained:
     layers: list[PackedLayer]  # the conv and linear layers, as a capture gives them
     model: torch.nn.Module | None  # on the meta device: modules and shapes, no weights;
     # None for a SCALE-Sim topology, which is not pruned
+    # it took min(batch, CHECK_IMAGES) images (no MatMul): it serves every batch that takes
+    # as many (`untrained_key`)
+    batch_free: bool = False
 
 
 # Images the untrained iteration takes: a tile's size and the fit check's verdict do not
@@ -94,7 +97,16 @@ def untrained(spec: WorkloadSpec) -> Untrained:
         return capture(model, *batch("random", images, shape, classes, generator=gen),
                        packed=True)
     layers = _within_memory(spec, shape, one_iteration)
-    return Untrained(layers, model.to("meta"))  # its weights' memory freed, shapes kept
+    # its weights' memory freed, shapes kept
+    return Untrained(layers, model.to("meta"), batch_free=images < spec.batch
+                     or not any(isinstance(m, MatMul) for m in model.modules()))
+
+
+def untrained_key(spec: WorkloadSpec) -> str:
+    """What a batch-free untrained iteration (`Untrained.batch_free`) is kept under for
+    other batches of the same workload: its spec at the batch it took (inputs are random,
+    so the data does not matter either way)."""
+    return spec.model_copy(update={"batch": min(spec.batch, CHECK_IMAGES)}).model_dump_json()
 
 
 def _within_memory(spec: WorkloadSpec, shape: tuple[int, ...], work: Callable[[], T]) -> T:

@@ -86,6 +86,35 @@ def test_a_model_that_multiplies_activations_is_checked_at_its_batch():
     assert [p.unpack().groups for p in layers if p.unpack().kind == "matmul"] == [12, 12]
 
 
+@pytest.mark.parametrize("model, batches, runs", [
+    ("lenet5", (4, 8, 2), 1),            # two images whatever the batch: one iteration
+    ("lenet5", (1, 4), 2),               # batch 1 takes one image
+    ("transformer_block", (2, 4, 2), 2),  # MatMul: its batch is its groups
+])
+def test_an_axis_of_batch_sizes_runs_the_untrained_iteration_once(model, batches, runs,
+                                                                     monkeypatch):
+    """A sweep's points share one untrained iteration across batch sizes when it takes two
+    images whatever the batch (it was run again for each batch), and its tile check."""
+    import desim.elaborate
+    import mappings.workload
+    from desim.elaborate import Shared, elaborate
+    from desim.experiment import load_experiment
+
+    made, checked = [], []
+    real, fit = mappings.workload.untrained, desim.elaborate._check_tiles_fit
+    monkeypatch.setattr(mappings.workload, "untrained",
+                        lambda spec: made.append(spec.batch) or real(spec))
+    monkeypatch.setattr(desim.elaborate, "_check_tiles_fit",
+                        lambda *a: checked.append(1) or fit(*a))
+    shared = Shared()
+    for batch in batches:
+        sets = [f"workload.batch={batch}", f"workload.model={model}",
+                "workload.input_shape=null", "workload.num_classes=4"]
+        elaborate(load_experiment(ADMM_LENET5, [*sets, "runs.1.pruning={method: dense}"]),
+                  shared)
+    assert len(made) == runs and len(checked) == 2 * runs  # two designs each time
+
+
 def test_desim_check_refuses_a_buffer_too_small_before_any_training(tmp_path):
     """dropback_lenet trains for 600 iterations before its capture: the check does not."""
     configs = copy_configs(tmp_path)
