@@ -253,7 +253,7 @@ def test_a_set_beside_the_axes_is_no_conflict(tmp_path):
 
     path = write_experiment(tmp_path, {"runs.1.pruning.sparsity": [0.5],
                                        "arch.hppu.pe_cluster.pes": [16]})
-    check(path, ["runs.1.pruning.method=magnitude", "workload.seed=3",
+    check(path, ["runs.1.pruning.channel_share=0.4", "workload.seed=3",
                  "arch.dense.pe_cluster.pes=8", "arch.*.pe_cluster.precision=fp16"])
 
 
