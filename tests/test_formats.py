@@ -95,27 +95,34 @@ def test_weight_traffic_of_a_tile_in_each_format(whole_phase_tiles):
         assert table["dram_read_bytes"].sum() == weights + inputs, fmt
 
 
-@pytest.mark.parametrize("phase", [FF, BP, WG])
-def test_csr_weights_have_a_pointer_per_row_of_the_weight_matrix(phase, whole_phase_tiles):
-    """CSR weights of a linear layer (K = 6, C = 40), a third of them kept: each kept value
-    with a 16-bit index and a 4-byte pointer per row (+1) of the weight matrix as the phase
-    reads it: K rows of W in FF, C rows of W^T in BP; WG writes the kept weights'
-    gradients, K rows. Not a pointer per weight (a 1 x S kernel row, S = 1): that made
-    CSR 2.5x the dense bytes here."""
-    k, c = 6, 40
-    fc = nn.Linear(c, k, bias=False)
+# A linear layer (K = 6, C = 40), a third of its weights kept, for the csr and csc tests.
+K_FC, C_FC = 6, 40
+
+
+def sparse_fc_weight_bytes(fmt: str, phase: int) -> int:
+    """The weight bytes a phase of that layer moves in `fmt`: read in FF and BP, its kept
+    weights' gradients written in WG."""
+    fc = nn.Linear(C_FC, K_FC, bias=False)
+    kept = (torch.arange(K_FC * C_FC) % 3 == 0).reshape(K_FC, C_FC)
     with torch.no_grad():
-        fc.weight.copy_((torch.rand(k, c) + 0.1) * (torch.arange(k * c) % 3 == 0).reshape(k, c))
-    x = (torch.rand(2, c) + 0.1).requires_grad_(True)
-    (layer,) = capture(fc, x, torch.rand(2, k), loss_fn=lambda o, t: (o * t).sum())
-    nnz = k * c // 3
+        fc.weight.copy_((torch.rand(K_FC, C_FC) + 0.1) * kept)
+    x = (torch.rand(2, C_FC) + 0.1).requires_grad_(True)
+    (layer,) = capture(fc, x, torch.rand(2, K_FC), loss_fn=lambda o, t: (o * t).sum())
     hw = HardwareView(clusters=2, pes_per_cluster=2, buffer_bytes=1 << 16, element_bytes=2,
-                      weight_format="csr")
+                      weight_format=fmt)
     table, totals = tile_phase(layer, 0, phase, hw, SkipPolicy(pruned_weight_gradients=True),
                                pruned_grads_unused=True)
-    rows = {FF: k, BP: c, WG: k}[phase]
-    moved = table["dram_write_bytes"].sum() if phase == WG else totals["weight_dram_bytes"]
-    assert moved == nnz * (2 + 2) + (rows + 1) * 4
+    return table["dram_write_bytes"].sum() if phase == WG else totals["weight_dram_bytes"]
+
+
+@pytest.mark.parametrize("phase", [FF, BP, WG])
+def test_csr_weights_have_a_pointer_per_row_of_the_weight_matrix(phase, whole_phase_tiles):
+    """CSR weights: each kept value with a 16-bit index and a 4-byte pointer per row (+1)
+    of the weight matrix as the phase reads it: K rows of W in FF, C rows of W^T in BP; WG
+    writes the kept weights' gradients, K rows. Not a pointer per weight (a 1 x S kernel
+    row, S = 1): that made CSR 2.5x the dense bytes here."""
+    rows = {FF: K_FC, BP: C_FC, WG: K_FC}[phase]
+    assert sparse_fc_weight_bytes("csr", phase) == K_FC * C_FC // 3 * (2 + 2) + (rows + 1) * 4
 
 
 @pytest.mark.parametrize("phase", [FF, BP, WG])
@@ -123,16 +130,6 @@ def test_csc_weights_have_a_pointer_per_column_of_the_weight_matrix(phase, whole
     """CSC, the same layer and block as the CSR test: a pointer per column (+1) of the
     block of rows, C columns of W in FF and WG, K of W^T in BP (EIE's column pointers). Not
     S + 1 = 2 pointers a block (a 1 x S kernel row's columns)."""
-    k, c = 6, 40
-    fc = nn.Linear(c, k, bias=False)
-    with torch.no_grad():
-        fc.weight.copy_((torch.rand(k, c) + 0.1) * (torch.arange(k * c) % 3 == 0).reshape(k, c))
-    x = (torch.rand(2, c) + 0.1).requires_grad_(True)
-    (layer,) = capture(fc, x, torch.rand(2, k), loss_fn=lambda o, t: (o * t).sum())
-    hw = HardwareView(clusters=2, pes_per_cluster=2, buffer_bytes=1 << 16, element_bytes=2,
-                      weight_format="csc")
-    table, totals = tile_phase(layer, 0, phase, hw, SkipPolicy(pruned_weight_gradients=True),
-                               pruned_grads_unused=True)
-    columns = {FF: c, BP: k, WG: c}[phase]
-    moved = table["dram_write_bytes"].sum() if phase == WG else totals["weight_dram_bytes"]
-    assert moved == k * c // 3 * (2 + 2) + (columns + 1) * 4
+    columns = {FF: C_FC, BP: K_FC, WG: C_FC}[phase]
+    assert (sparse_fc_weight_bytes("csc", phase)
+            == K_FC * C_FC // 3 * (2 + 2) + (columns + 1) * 4)

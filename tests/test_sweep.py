@@ -8,12 +8,15 @@ model, and ResNet-18 made these tests a third of the suite's time.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -793,12 +796,28 @@ def test_a_sweep_lost_unfinished_leaves_no_earlier_table(tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(pd.read_parquet(out / "results.parquet"), before)
 
 
+@contextlib.contextmanager
+def client_log_records() -> Iterator[list[logging.LogRecord]]:
+    """What Dask's client logs meanwhile, whatever its level; and that level is as it was
+    after (desim silences the logger for a while, then restores it)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("distributed.client")
+    level = logger.level
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+    assert logger.level == level
+
+
 def test_a_scheduler_lost_before_any_point_is_sent_logs_nothing_of_dasks(tmp_path,
                                                                           monkeypatch):
     """The scheduler (a process of its own) is SIGKILLed after the sweep connected, before
     it sends a point: Dask's client fails to reconnect (its connect timeout, 1 s here) and
     would log so at ERROR; SchedulerLost alone says it, with every point unfinished."""
-    import logging
 
     import dask
     import distributed  # noqa: F401 - sets its loggers' levels on import
@@ -821,29 +840,22 @@ def test_a_scheduler_lost_before_any_point_is_sent_logs_nothing_of_dasks(tmp_pat
         return on_dask(*args)
 
     monkeypatch.setattr(desim.sweep, "_on_dask", scheduler_gone)
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append  # type: ignore[method-assign]
-    logger = logging.getLogger("distributed.client")
-    level = logger.level
-    logger.addHandler(handler)
     try:
-        deadline = time.monotonic() + 120  # a hang guard, not a speed claim
-        while not address_file.is_file() or not address_file.read_text().strip():
-            assert scheduler.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
-        address = json.loads(address_file.read_text())["address"]
-        with (dask.config.set({"distributed.comm.timeouts.connect": "1s"}),
-              pytest.raises(SchedulerLost) as lost):
-            sweep(path, out, scheduler=address)
+        with client_log_records() as records:
+            deadline = time.monotonic() + 120  # a hang guard, not a speed claim
+            while not address_file.is_file() or not address_file.read_text().strip():
+                assert scheduler.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+            address = json.loads(address_file.read_text())["address"]
+            with (dask.config.set({"distributed.comm.timeouts.connect": "1s"}),
+                  pytest.raises(SchedulerLost) as lost):
+                sweep(path, out, scheduler=address)
     finally:
-        logger.removeHandler(handler)
         scheduler.kill()
         scheduler.wait()
     assert str(lost.value).startswith(f"lost the connection to the Dask scheduler at {address}")
     assert "2 of 2 points unfinished" in str(lost.value)
     assert [r.getMessage() for r in records] == []
-    assert logger.level == level  # as it was
     assert not list((out / "points").glob("*.json"))
 
 
@@ -868,22 +880,13 @@ def test_a_local_clusters_scheduler_lost_logs_nothing_of_dasks(tmp_path, monkeyp
         return on_dask(client, *args)
 
     monkeypatch.setattr(desim.sweep, "_on_dask", scheduler_gone)
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append  # type: ignore[method-assign]
-    logger = logging.getLogger("distributed.client")
-    level = logger.level
-    logger.addHandler(handler)
-    try:
-        with (dask.config.set({"distributed.comm.timeouts.connect": "1s"}),
-              pytest.raises(SchedulerLost) as lost):
-            sweep(path, tmp_path / "out", workers=1)
-    finally:
-        logger.removeHandler(handler)
+    with (client_log_records() as records,
+          dask.config.set({"distributed.comm.timeouts.connect": "1s"}),
+          pytest.raises(SchedulerLost) as lost):
+        sweep(path, tmp_path / "out", workers=1)
     assert str(lost.value).startswith("lost the connection to the Dask scheduler of the "
                                       "local cluster")
     assert [r.getMessage() for r in records if r.levelno >= logging.ERROR] == []
-    assert logger.level == level  # as it was
 
 
 @pytest.mark.parametrize("error", [
