@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from desim.errors import ConfigError, DeadlockError
+from desim.errors import ConfigError, DeadlockError, fail
 
 if TYPE_CHECKING:
     from arch.config import ArchConfig
@@ -27,14 +27,6 @@ T = TypeVar("T")
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="desim: transaction-level simulation of sparse DNN training accelerators.")
 console = Console()
-err_console = Console(stderr=True)
-
-
-def fail(code: int, message: str) -> None:
-    """The one way every command says an error: one line on stderr, printed as it is (never
-    read as rich markup), then exit `code`."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    raise SystemExit(code)
 
 
 EXIT_CODES = {ConfigError: 2, DeadlockError: 3}

@@ -42,3 +42,14 @@ def out_of_memory(err: BaseException) -> bool:
 
 class DeadlockError(Exception):
     """The simulation stopped with work left; the message lists who waits for what."""
+
+
+def fail(code: int, message: str) -> None:
+    """The one way every command says an error: one line on stderr, printed as it is (never
+    read as rich markup), then exit `code` (2 for a ConfigError, 3 for a DeadlockError)."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False,
+                               soft_wrap=True)
+    raise SystemExit(code)

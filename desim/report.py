@@ -42,7 +42,7 @@ import typer
 from pydantic import BaseModel, model_validator
 
 from desim.configio import validate
-from desim.errors import ConfigError
+from desim.errors import ConfigError, fail
 from desim.experiment import Claim
 from desim.results import atomic_path, writable_folder, write_atomic
 
@@ -678,7 +678,6 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.markup import escape
 
-        from desim.cli import fail
 
         # folder names and messages are printed as they are, never read as rich markup
         console = Console()

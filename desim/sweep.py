@@ -60,7 +60,7 @@ import typer
 import yaml
 from rich.markup import escape
 
-from desim.errors import ConfigError
+from desim.errors import ConfigError, fail
 from desim.results import atomic_path, writable_folder
 
 if TYPE_CHECKING:
@@ -897,7 +897,6 @@ def register(app: typer.Typer) -> None:
         run it again after any interruption and only the missing points are computed."""
         from rich.console import Console
 
-        from desim.cli import fail
 
         console, errors = Console(), Console(stderr=True)
         started = time.perf_counter()
