@@ -239,7 +239,8 @@ def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) ->
             raise _naming_the_override(err, run.name, named) from None
         workloads[run.name] = spec.workload
         if run.workload_set:
-            data = apply_overrides(spec.workload.model_dump(mode="json"), run.workload_set,
+            data = apply_overrides(spec.workload.model_dump(mode="json", exclude_unset=True),
+                                   run.workload_set,
                                    str(path))
             workloads[run.name] = validate(WorkloadSpec, data, path,
                                            prefix=f"runs.{i}.workload_set")

@@ -161,6 +161,11 @@ class TrainingSpec(Strict):
         return self
 
 
+# What a model's workload takes and a SCALE-Sim topology (shapes from its CSV, no values) does
+# not: given with one, they are an error, not a silent no-op.
+TOPOLOGY_UNUSED = frozenset({"model_args", "input_shape", "num_classes", "data", "seed"})
+
+
 class WorkloadSpec(Strict):
     model: str | None = None  # a model of mappings.models, or else:
     # a SCALE-Sim topology CSV (mappings/scalesim.py): dense layers, batch 1, inference;
@@ -205,6 +210,11 @@ class WorkloadSpec(Strict):
             if self.training is not None:
                 raise ValueError("training: a SCALE-Sim topology has no model to train; "
                                  "its layers are dense, at batch 1")
+            unused = sorted(self.model_fields_set & TOPOLOGY_UNUSED)
+            if unused:  # they would be recorded in config.json but not used
+                raise ValueError(f"{unused[0]}: a SCALE-Sim topology takes its layers' shapes "
+                                 "from its CSV and no data, weights or classes; drop "
+                                 f"{', '.join(unused)}")
         if self.speculative_relu and self.model is None:
             raise ValueError("speculative_relu needs a `model`: a SCALE-Sim topology has no "
                              "values to speculate on")

@@ -295,6 +295,12 @@ SCALESIM_RESNET18 = ROOT / "configs" / "experiments" / "scalesim_resnet18.yaml"
      "a SCALE-Sim topology has no model to train"),
     (["runs.1.pruning={method: magnitude, sparsity: 0.9}"], "runs.1.pruning",
      "run 'ws' prunes a SCALE-Sim topology, whose layers are dense"),
+    # shapes come from the CSV, and it has no values: these were recorded, not used
+    (["workload.seed=3"], "workload.seed", "no data, weights or classes; drop seed"),
+    (["workload.data=mnist", "workload.num_classes=4"], "workload.data",
+     "drop data, num_classes"),
+    (["runs.0.workload_set=[model_args.cifar=true]"], "runs.0.workload_set.model_args",
+     "drop model_args"),
 ])
 def test_a_scalesim_topology_is_dense_at_batch_one(overrides, key, fragment):
     """A topology's layers are read dense at batch 1: a batch of 4 and magnitude pruning
@@ -310,6 +316,10 @@ def test_a_scalesim_topology_without_a_batch_records_batch_one():
 
     assert WorkloadSpec(scalesim_topology="t.csv").batch == 1
     assert WorkloadSpec(model="lenet5").batch == 8
+    # a run's own settings of what a topology does use are taken
+    experiment = load_experiment(SCALESIM_RESNET18, ["runs.0.workload_set=[inference=false]"])
+    assert experiment.workloads["os"].inference is False
+    assert experiment.workloads["ws"].inference is True
 
 
 @pytest.mark.parametrize("override, message", [
