@@ -109,7 +109,8 @@ def read_text(path: str | Path, expected: str = "a YAML file") -> str:
     if path.is_dir():
         raise ConfigError(f"is a directory; expected {expected}", file=str(path))
     if not path.is_file():
-        raise ConfigError("no such file", file=str(path))
+        raise ConfigError(f"not a regular file (a pipe or a device); expected {expected}"
+                          if path.exists() else "no such file", file=str(path))
     data = path.read_bytes()
     try:
         return data.decode("utf-8")

@@ -5,6 +5,7 @@ clock faster than a picosecond, a link too slow to time)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -192,6 +193,12 @@ def test_a_directory_given_for_a_file_is_said_to_be_one(tmp_path):
         with pytest.raises(ConfigError) as err:
             read(tmp_path)
         assert str(err.value) == f"{tmp_path}: is a directory; expected {expected}"
+    pipe = tmp_path / "pipe.yaml"  # reading a FIFO would wait for a writer
+    os.mkfifo(pipe)
+    with pytest.raises(ConfigError) as err:
+        load_yaml(pipe)
+    assert str(err.value) == (f"{pipe}: not a regular file (a pipe or a device); expected a "
+                              "YAML file")
 
 
 PERMDNN_LENET300 = ROOT / "configs" / "experiments" / "permdnn_lenet300.yaml"
