@@ -79,8 +79,10 @@ class NocEdge(Strict):
 
 
 def _pair_or_mapping(value: Any) -> Any:
-    """A link that is neither a list nor a mapping is refused here, in words: pydantic would
+    """A link that is neither a pair nor a mapping is refused here, in words: pydantic would
     try each member of the union and say only "Input should be a valid list"."""
+    if isinstance(value, list | tuple) and len(value) != 2:
+        raise ValueError(f"expected a [router, router] pair, got {len(value)} names")
     if not isinstance(value, list | tuple | dict | NocEdge):
         raise ValueError("expected a [router, router] pair, or a mapping {u, v} with "
                          "optional bandwidth_bytes_per_cycle, latency_cycles")

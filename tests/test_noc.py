@@ -238,6 +238,7 @@ def test_bad_noc_sections_name_the_problem(fields, fragment):
     ({"u": "a"}, "noc.edges.0.v", "Field required"),
     ("a-b", "noc.edges.0", "expected a [router, router] pair, or a mapping {u, v} with "
                            "optional bandwidth_bytes_per_cycle, latency_cycles (got 'a-b')"),
+    (["a", "b", "c"], "noc.edges.0", "expected a [router, router] pair, got 3 names"),
 ])
 def test_a_hand_written_link_as_a_mapping_is_validated(edge, key, fragment):
     with pytest.raises(ConfigError) as err:
