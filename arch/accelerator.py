@@ -43,7 +43,7 @@ from arch.weight_generator import WeightGenerator
 from desim.channels import Fifo
 from desim.clock import Clock
 from desim.errors import ConfigError
-from desim.events import TILE_DTYPE
+from desim.events import TILE_DTYPE, holds_result
 from desim.module import Module, Port, Simulator
 
 COLUMNS = {name: i for i, name in enumerate(TILE_DTYPE.names)}
@@ -354,9 +354,7 @@ class Accelerator(Module):
 
 
 def _has_results(row: tuple) -> bool:
-    """Whether a tile brings results back to the buffer or writes any to DRAM (a chunk of a
-    reduction whose partial sums stay in the PEs does neither)."""
-    return bool(row[COLUMNS["gather_bytes"]] or row[COLUMNS["dram_write_bytes"]])
+    return bool(holds_result(row[COLUMNS["gather_bytes"]], row[COLUMNS["dram_write_bytes"]]))
 
 
 def _received(row: tuple) -> int:

@@ -8,7 +8,11 @@ element. A numpy structured array keeps it compact and lets totals be computed v
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import numpy as np
+
+T = TypeVar("T", int, np.ndarray)
 
 PHASES = ("FF", "BP", "WG")
 
@@ -46,3 +50,11 @@ TILE_DTYPE = np.dtype([
 
 def empty_table(n: int) -> np.ndarray:
     return np.zeros(n, dtype=TILE_DTYPE)
+
+
+def holds_result(gather_bytes: T, dram_write_bytes: T) -> T:
+    """Whether a tile holds one of the global buffer's two result halves, from its
+    collection to its write-back: it brings results back or writes any (a chunk of a split
+    reduction whose partial sums stay in the PEs does neither). Of one row's values, as the
+    accelerator runs it, or of a table's columns, as the mapper's estimate follows it."""
+    return (gather_bytes > 0) | (dram_write_bytes > 0)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from desim.errors import ConfigError
-from desim.events import empty_table
+from desim.events import empty_table, holds_result
 from mappings.capture import LayerCapture
 from mappings.counting import (
     BP,
@@ -498,9 +498,8 @@ def _estimated_cycles(table: np.ndarray, hw: HardwareView) -> float:
     (`HardwareView.dram_switch_cycles`) each time they alternate in the order the pipeline
     starts them. Trainer's speculation, a stage of its own, is not counted."""
     stages, read, write = _stage_cycles(table, hw)
-    # (as the accelerator's `_has_results`: a tile that brings results back or writes any)
-    has_results = (table["gather_bytes"] > 0) | (table["dram_write_bytes"] > 0)
-    end, fetches, writes = buffered_schedule(stages, has_results)
+    end, fetches, writes = buffered_schedule(
+        stages, holds_result(table["gather_bytes"], table["dram_write_bytes"]))
     return max(end, float(read.sum() + write.sum())
                + dram_turns(fetches, writes, read > 0, write > 0) * hw.dram_switch_cycles)
 
