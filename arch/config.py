@@ -82,7 +82,10 @@ class PeClusterConfig(Strict):
 
 
 class SelectorConfig(Strict):
-    """HPPU's active data selector: scans non-zero maps, `entries_per_cycle` at a time."""
+    """HPPU's active data selector: scans non-zero maps, `entries_per_cycle` at a time.
+    Level 1 scans the channel operand's map (active channels and lines); level 2 also the
+    streamed operand's non-zero map (activations in FF, gradients in BP), which pairs the
+    two operands' non-zeros (`ArchConfig._pairs_what_it_skips`)."""
 
     entries_per_cycle: PositiveInt
     levels: Literal[1, 2] = 2
@@ -297,6 +300,31 @@ class ArchConfig(Strict):
             raise ValueError(f"pe_cluster.systolic: a systolic array computes every MAC of "
                              f"its GEMM (SCALE-Sim's model), but this design also sets "
                              f"{', '.join(sparse)}: drop the array or those settings")
+        return self
+
+    @model_validator(mode="after")
+    def _pairs_what_it_skips(self) -> ArchConfig:
+        """A datapath that skips the zeros of two operands stored as bitmaps must find the
+        pairs of non-zeros: a 2-level selector does (priced: its scans), or the PEs' index
+        matching (priced: its ANDs). Without either they would pair for free, and dropping
+        HPPU's selector made it faster. (Formats that index one operand by the other, EIE's
+        CSC or PermDNN's structure, pair by their indices.)"""
+        s = self.sparsity
+        weights = s.skip_zero_weights and s.weight_format in ("bitmap", "line_bitmap")
+        streamed = s.activation_format == "bitmap"
+        pairs = [name for name, on in (
+            ("weights with activations (FF)", weights and streamed and s.skip_zero_activations),
+            ("weights with gradients (BP)", weights and streamed and s.skip_zero_gradients),
+            ("activations with gradients (WG)", streamed and s.skip_zero_activations
+             and s.skip_zero_gradients)) if on]
+        level_two = self.selector is not None and self.selector.levels == 2
+        if pairs and not level_two and self.index_matching is None:
+            have = ("a selector of levels 1 (channels and lines only)" if self.selector
+                    else "no selector")
+            raise ValueError(f"sparsity: skips the zeros of {', '.join(pairs)} stored as "
+                             f"bitmaps, with {have} and no index_matching to pair their "
+                             "non-zeros: add selector (levels: 2) or index_matching, or skip "
+                             "fewer zeros")
         return self
 
     @model_validator(mode="after")

@@ -33,6 +33,7 @@ def hardware_view(acc: Accelerator) -> HardwareView:
         channel_compaction=s.channel_compaction, weight_format=s.weight_format,
         activation_format=s.activation_format, selector_entries_per_cycle=(
             acc.cfg.selector.entries_per_cycle if acc.cfg.selector else 0.0),
+        selector_levels=acc.cfg.selector.levels if acc.cfg.selector else 2,
         dataflow=acc.cfg.mapping.dataflow,
         skip_relu_masked_gradients=s.skip_relu_masked_gradients,
         load_balance=acc.cfg.mapping.load_balance,

@@ -40,6 +40,7 @@ class HardwareView:
     activation_format: str = "dense"     # any of them but line_bitmap
     # a selector scans the operands' non-zero maps, this many entries a cycle; 0: none
     selector_entries_per_cycle: float = 0.0
+    selector_levels: int = 2             # 1: the channel operand's map only
     dataflow: str = "auto"               # auto | weight_stationary | input_stationary
     vector_lanes: int = 0                # 0: no vector unit, vector layers not simulated
     fused_relu: bool = True              # activations applied on the producer's output

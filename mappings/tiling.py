@@ -682,9 +682,10 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
     table["regenerated_bytes"] = regenerated_bytes
     table["active_clusters"] = active
     if hw.selector_entries_per_cycle:
-        # what is sent again is scanned again, in proportion
-        table["selector_entries"] = (_share(a_lines[ia], a_sent, a_tile)
-                                     + _share(s_elems[ib], s_sent, s_tile))
+        # what is sent again is scanned again, in proportion; level 2 the streamed operand
+        table["selector_entries"] = _share(a_lines[ia], a_sent, a_tile)
+        if hw.selector_levels == 2:
+            table["selector_entries"] += _share(s_elems[ib], s_sent, s_tile)
     table["speculated_ops"] = spec[ia, ib]
     table["scanned_pairs"] = scan[ia, ib]
     table["busiest_pe_macs"] = busiest[ia, ib]

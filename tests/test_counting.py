@@ -358,3 +358,33 @@ def test_clusters_keep_what_fits_of_an_unchanged_block(monkeypatch, local_kib, r
     table, _ = tile_phase(layer, 0, FF, hw, SkipPolicy(), pruned_grads_unused=False)
     assert table["unicast_bytes"].tolist() == [1024, resent, resent, resent]
     assert table["multicast_bytes"].tolist() == [128] * 4   # each tile's own image
+
+
+def test_a_one_level_selector_scans_the_channel_operands_map_only(whole_phase_tiles):
+    """One FF tile of a dense conv (weights bitmap, K x C x R lines of S; X bitmap): level 1
+    scans the weights' K*C*R kernel lines, level 2 also X's N*C*H*H elements."""
+    from dataclasses import replace
+
+    layer = dense_capture(nn.Conv2d(C, K, R, bias=False))
+    entries = {levels: int(tile_phase(layer, 0, FF, replace(SPARSE_HW, selector_levels=levels),
+                                      SKIP_ALL, pruned_grads_unused=True)[0]
+                           ["selector_entries"].sum()) for levels in (1, 2)}
+    assert entries == {1: K * C * R, 2: K * C * R + N * C * H * H}
+
+
+def test_skipping_two_operands_zeros_needs_something_to_pair_them():
+    """HPPU without its selector (or with level 1 only) would pair weights and activations
+    for free: refused, as it was 2.4% faster and cheaper than with it."""
+    from pathlib import Path
+
+    from desim.experiment import load_arch
+
+    arch = Path(__file__).resolve().parents[1] / "configs" / "arch" / "hppu.yaml"
+    for sets, have in ((["selector=null"], "with no selector"),
+                       (["selector.levels=1"], "with a selector of levels 1")):
+        with pytest.raises(ConfigError, match=f"{have} .*and no index_matching"):
+            load_arch(arch, sets)
+    paired = load_arch(arch, ["selector.levels=1", "index_matching={bits_per_cycle: 128}"])
+    assert paired.selector.levels == 1
+    load_arch(arch, ["selector=null", "sparsity.skip_zero_activations=false",
+                     "sparsity.skip_zero_gradients=false"])  # weights alone: nothing to pair
