@@ -16,6 +16,7 @@ from desim.experiment import CLAIM_METRICS, Claim, load_experiment
 from desim.report import (
     DERIVED_RUN,
     ClaimCheck,
+    _tally,
     build_report,
     check_claim,
     register,
@@ -289,3 +290,17 @@ def test_claim_naming_an_unknown_run_is_a_config_error(tmp_path):
     path.write_text(text + "claims: [{metric: comparison.hpu.speedup, paper: 1, tolerance: 1}]\n")
     with pytest.raises(ConfigError, match="claims"):
         load_experiment(path)
+
+
+def test_tally_counts_each_claim_once():
+    """Within as expected, a known gap, within though the file expects a gap, outside
+    unexpectedly, missing: five claims, each in one group, the groups adding up to five."""
+    def check(value: float | None, expect: str = "within") -> ClaimCheck:
+        return ClaimCheck(Claim(metric="runs.x.cycles", paper=1.0, tolerance=0.1,
+                                expect=expect), value)
+
+    checks = [check(1.0), check(2.0, "outside"), check(1.0, "outside"), check(2.0),
+              check(None)]
+    assert _tally(checks) == ("5 claims: 1 within tolerance, 1 outside as a known gap "
+                              "(explained below), **3 not where the experiment file expects "
+                              "them**.")
