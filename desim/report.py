@@ -128,6 +128,13 @@ class ClaimCheck:
         return "outside (known gap)" if self.as_expected else "OUTSIDE (unexpected)"
 
     @property
+    def paper_text(self) -> str:
+        """The paper's figure as the experiment file gives it, never rounded (126.04, not
+        126); a whole number without its ".0"."""
+        text = repr(float(self.claim.paper))
+        return text.removesuffix(".0")
+
+    @property
     def range_text(self) -> str:
         c = self.claim
         if c.compare == "at_least":
@@ -488,7 +495,7 @@ CLAIM_HEADER = ["experiment", "claim (metric)", "paper", "desim", "accepted rang
 
 
 def _claim_rows(results: Results) -> list[list[str]]:
-    return [[results.name, c.metric_text, _fmt(c.claim.paper), c.value_text, c.range_text,
+    return [[results.name, c.metric_text, c.paper_text, c.value_text, c.range_text,
              c.verdict, c.claim.source] for c in results.checks]
 
 
@@ -692,7 +699,7 @@ def register(app: typer.Typer) -> None:
             for c in results.checks:
                 surprises += not c.as_expected
                 console.print(escape(f"{results.name}: {c.metric_text} paper "
-                                     f"{_fmt(c.claim.paper)} desim {c.value_text} "
+                                     f"{c.paper_text} desim {c.value_text} "
                                      f"({c.range_text}): {c.verdict}"),
                               highlight=False, soft_wrap=True)
         console.print(escape(f"wrote {md} and {page} (plots beside them)"), highlight=False,

@@ -16,6 +16,8 @@ from desim.experiment import CLAIM_METRICS, Claim, load_experiment
 from desim.report import (
     DERIVED_RUN,
     ClaimCheck,
+    Results,
+    _claim_rows,
     _tally,
     build_report,
     check_claim,
@@ -304,3 +306,15 @@ def test_tally_counts_each_claim_once():
     assert _tally(checks) == ("5 claims: 1 within tolerance, 1 outside as a known gap "
                               "(explained below), **3 not where the experiment file expects "
                               "them**.")
+
+
+def test_the_papers_figure_is_quoted_as_the_file_gives_it():
+    """peak_efficiency's 126.04, 173.28 and 276.55 read as written, not "126", "173.3" and
+    "276.6"; in the table and in the command's output alike. A whole figure drops its ".0"."""
+    def check(paper: float) -> ClaimCheck:
+        return ClaimCheck(Claim(metric="runs.x.cycles", paper=paper, tolerance=1.0), paper)
+
+    assert [check(p).paper_text for p in (126.04, 173.28, 276.55, 1.596, 25.0, 0.00012)] == [
+        "126.04", "173.28", "276.55", "1.596", "25", "0.00012"]
+    results = Results(Path("r"), {"experiment": "e"}, {}, None, checks=[check(126.04)])
+    assert _claim_rows(results)[0][2] == "126.04"
