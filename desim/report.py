@@ -439,8 +439,16 @@ code {{ background: #f4f4f4; }}
 
 
 def _inline_html(text: str) -> str:
-    """Escape, then turn `code` spans (the only inline markup the report uses) into <code>."""
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+    """The Markdown inline markup the report's text may hold as HTML: `code` spans,
+    **bold** and [links](url) outside them; everything else escaped."""
+    out = []
+    for i, part in enumerate(re.split(r"`([^`]+)`", text)):
+        if i % 2:  # inside a code span: as it is
+            out.append(f"<code>{html.escape(part)}</code>")
+            continue
+        part = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(part))
+        out.append(re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", r'<a href="\2">\1</a>', part))
+    return "".join(out)
 
 
 def _row_class(text: str) -> str:

@@ -16,6 +16,7 @@ from desim.experiment import CLAIM_METRICS, Claim, load_experiment
 from desim.report import (
     DERIVED_RUN,
     ClaimCheck,
+    Para,
     Results,
     _claim_rows,
     _tally,
@@ -23,6 +24,7 @@ from desim.report import (
     check_claim,
     register,
     resolve,
+    to_html,
 )
 from desim.runner import run_file
 
@@ -318,3 +320,13 @@ def test_the_papers_figure_is_quoted_as_the_file_gives_it():
         "126.04", "173.28", "276.55", "1.596", "25", "0.00012"]
     results = Results(Path("r"), {"experiment": "e"}, {}, None, checks=[check(126.04)])
     assert _claim_rows(results)[0][2] == "126.04"
+
+
+def test_html_renders_the_markdowns_inline_markup():
+    """The tally's **bold**, `code` and a [link](url) become HTML, not literal asterisks;
+    the rest is escaped, and nothing inside a code span is read as markup."""
+    blocks = [Para("3 claims, **1 not where <expected>**; `a**b**` see [PAPERS](docs/P.md)")]
+    page = to_html(blocks, "t")
+    assert ("<p>3 claims, <strong>1 not where &lt;expected&gt;</strong>; <code>a**b**</code> "
+            'see <a href="docs/P.md">PAPERS</a></p>') in page
+    assert "**" not in page.replace("<code>a**b**</code>", "")
