@@ -34,6 +34,7 @@ import html
 import json
 import math
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -50,6 +51,21 @@ if TYPE_CHECKING:
     import pandas as pd
 
 PHASE_COLORS = {"FF": "#4c72b0", "BP": "#dd8452", "WG": "#55a868"}
+# Each energy component one colour in every plot of a report, whichever components a plot
+# shows: those desim's processors report (arch/accelerator.py) the ten of matplotlib's
+# tab10, in this order; any other a light tab20 colour picked by its name.
+COMPONENT_COLORS = dict(zip(
+    ("macs", "vector_unit", "local_buffers", "global_buffer", "noc", "dram", "selector",
+     "speculator", "index_matching", "weight_generator"),
+    ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+     "#bcbd22", "#17becf"), strict=True))
+OTHER_COLORS = ("#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2",
+                "#c7c7c7", "#dbdb8d", "#9edae5")
+
+
+def component_color(name: str) -> str:
+    """The colour of energy component `name` in every plot (deterministic, see above)."""
+    return COMPONENT_COLORS.get(name) or OTHER_COLORS[zlib.crc32(name.encode()) % 10]
 
 
 # -- claims ---------------------------------------------------------------------------------
@@ -294,15 +310,15 @@ def plot_energy(results: Results, path: Path) -> Path:
 
 def _stacked_bars(ax: Any, names: list[str], segments: dict[str, list[float]],
                   horizontal: bool = False) -> None:
-    """One bar per name, one coloured segment per key of `segments` (a legend beside)."""
+    """One bar per name, one segment per energy component of `segments`, in its colour
+    (`component_color`), a legend beside."""
     base = [0.0] * len(names)
-    cmap = _pyplot().get_cmap("tab10")
-    for i, (label, values) in enumerate(segments.items()):
+    for label, values in segments.items():
         if horizontal:
             ax.barh(range(len(names)), values, left=base, height=0.8, label=label,
-                    color=cmap(i % 10))
+                    color=component_color(label))
         else:
-            ax.bar(names, values, bottom=base, label=label, color=cmap(i % 10))
+            ax.bar(names, values, bottom=base, label=label, color=component_color(label))
         base = [b + v for b, v in zip(base, values, strict=True)]
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
 

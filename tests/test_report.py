@@ -15,13 +15,17 @@ from desim.errors import ConfigError
 from desim.experiment import CLAIM_METRICS, Claim, load_experiment
 from desim.report import (
     DERIVED_RUN,
+    OTHER_COLORS,
     ClaimCheck,
     Para,
     Results,
     _claim_rows,
+    _pyplot,
+    _stacked_bars,
     _tally,
     build_report,
     check_claim,
+    component_color,
     register,
     resolve,
     to_html,
@@ -330,3 +334,23 @@ def test_html_renders_the_markdowns_inline_markup():
     assert ("<p>3 claims, <strong>1 not where &lt;expected&gt;</strong>; <code>a**b**</code> "
             'see <a href="docs/P.md">PAPERS</a></p>') in page
     assert "**" not in page.replace("<code>a**b**</code>", "")
+
+
+def test_a_component_has_one_colour_in_every_plot():
+    """MACs blue and the NoC purple in a plot of dram, macs and noc and in one of macs,
+    noc and selector alike (by index, the second plot's MACs took the first's DRAM colour);
+    a component desim does not know gets the same light colour every time."""
+    from matplotlib.colors import to_hex
+
+    plt = _pyplot()
+    fig, (one, two) = plt.subplots(2)
+    _stacked_bars(one, ["r"], {"dram": [1.0], "macs": [2.0], "noc": [3.0]})
+    _stacked_bars(two, ["r", "s"], {"macs": [1.0, 2.0], "noc": [1.0, 1.0],
+                                    "selector": [2.0, 1.0], "laser": [1.0, 1.0]})
+    colours = [{bars.get_label(): {to_hex(p.get_facecolor()) for p in bars.patches}
+                for bars in ax.containers} for ax in (one, two)]
+    plt.close(fig)
+    assert colours[0] == {"dram": {"#8c564b"}, "macs": {"#1f77b4"}, "noc": {"#9467bd"}}
+    assert colours[1] == {"macs": {"#1f77b4"}, "noc": {"#9467bd"}, "selector": {"#e377c2"},
+                          "laser": {component_color("laser")}}
+    assert component_color("laser") in OTHER_COLORS
