@@ -8,7 +8,9 @@ assumed to get them. For every results folder (`desim run ... --out DIR`) the re
   known gap (`expect: outside`) is flagged as such, never hidden; a claim that lands where
   its file does not expect it is flagged loudly (and `--check` exits 1);
 - the assumptions: the experiment's `description` and `notes` (YAML comments do not survive
-  into config.json, so anything a reader must know lives there);
+  into config.json, so anything a reader must know lives there), and the `--set` overrides
+  the run applied over the file (config.json's `overrides`), also beside any verdict that
+  is not where the file expects it: the file's text describes the run without them;
 - the runs side by side, the processors they ran on (`desim check`'s description: MACs a
   cycle, buffers, DRAM, NoC, sparse units), energy per component (a stacked bar plot) and,
   per run, a timeline of its layers (start and end cycle of each layer-phase from
@@ -211,6 +213,19 @@ class Results:
     @property
     def name(self) -> str:
         return str(self.summary.get("experiment", self.path.name))
+
+    @property
+    def overrides(self) -> list[str]:
+        """The `--set` items the run applied over its experiment file (folders written
+        before config.json recorded them: none known)."""
+        return [str(item) for item in self.config.get("overrides", [])]
+
+    def verdict(self, check: ClaimCheck) -> str:
+        """The claim's verdict; a surprise of a run made with --set says the run was not
+        the experiment file's."""
+        if check.as_expected or not self.overrides:
+            return check.verdict
+        return f"{check.verdict}; the run deviated from its file (--set)"
 
 
 def load_results(path: Path) -> Results:
@@ -520,7 +535,7 @@ CLAIM_HEADER = ["experiment", "claim (metric)", "paper", "desim", "accepted rang
 
 def _claim_rows(results: Results) -> list[list[str]]:
     return [[results.name, c.metric_text, c.paper_text, c.value_text, c.range_text,
-             c.verdict, c.claim.source] for c in results.checks]
+             results.verdict(c), c.claim.source] for c in results.checks]
 
 
 def _tally(checks: list[ClaimCheck], where: str = "this experiment file") -> str:
@@ -543,6 +558,10 @@ def _experiment_blocks(results: Results, slug: str, out_dir: Path) -> list[Block
         blocks.append(Para(exp["description"]))
     blocks.append(Para(f"Results folder: `{results.path}`; baseline run: "
                        f"`{summary['baseline']}`."))
+    if results.overrides:
+        blocks.append(Para("Run with --set: " + ", ".join(f"`{o}`" for o in results.overrides)
+                           + " (over the experiment file: its description, notes and claims "
+                           "below are as the file gives them)."))
     blocks.append(Heading(3, "Claims"))
     blocks.append(Para(_tally(results.checks)))
     if results.checks:
@@ -724,7 +743,7 @@ def register(app: typer.Typer) -> None:
                 surprises += not c.as_expected
                 console.print(escape(f"{results.name}: {c.metric_text} paper "
                                      f"{c.paper_text} desim {c.value_text} "
-                                     f"({c.range_text}): {c.verdict}"),
+                                     f"({c.range_text}): {results.verdict(c)}"),
                               highlight=False, soft_wrap=True)
         console.print(escape(f"wrote {md} and {page} (plots beside them)"), highlight=False,
                       soft_wrap=True)

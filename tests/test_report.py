@@ -53,10 +53,26 @@ def test_report_on_a_quickstart_result(tmp_path):
                                    "notes=[an assumption the reader must see]"])
     md, html = check_markdown(results, tmp_path / "rep" / "report.md")
     check_claim_metrics_are_the_summarys(results)
+    check_overrides_are_reported(results, md)
     check_same_content(md, html)
     check_exit_codes(results, tmp_path / "cli")
     check_folder_without_claims(results, tmp_path / "old")
     check_damaged_folders(results, tmp_path / "damaged")
+
+
+def check_overrides_are_reported(results_dir: Path, md: Path) -> None:
+    """config.json records the --set items the run applied; the report lists them and says,
+    beside each verdict the file does not expect, that the run was not the file's."""
+    config = json.loads((results_dir / "config.json").read_text())
+    assert config["overrides"] == ["workload.batch=2", CLAIMS,
+                                   "notes=[an assumption the reader must see]"]
+    text = md.read_text()
+    assert ("Run with --set: `workload.batch=2`, `claims=[{metric: comparison.hppu.speedup"
+            in text)
+    assert "(over the experiment file: its description, notes and claims below are as the " \
+        "file gives them)." in text
+    assert text.count("| OUTSIDE (unexpected); the run deviated from its file (--set) |") == 2
+    assert "| within |" in text  # an expected verdict as it is
 
 
 def check_claim_metrics_are_the_summarys(results_dir: Path) -> None:
@@ -180,9 +196,11 @@ def check_folder_without_claims(results: Path, old: Path) -> None:
                                                                      index=False)
     config = json.loads((results / "config.json").read_text())
     del config["experiment"]["claims"]
+    del config["overrides"]  # nor the --set items (before 2026-12-04)
     (old / "config.json").write_text(json.dumps(config))
     md, _, _ = build_report([old], old / "r.md")
     assert "No claims in this experiment file." in md.read_text()
+    assert "Run with --set" not in md.read_text()
     assert "r_quickstart_hppu_timeline.png" in md.read_text()
     assert "Energy by layer" not in md.read_text()  # nor energy.csv: that section is left out
 
