@@ -12,7 +12,8 @@ assumed to get them. For every results folder (`desim run ... --out DIR`) the re
   the run applied over the file (config.json's `overrides`), also beside any verdict that
   is not where the file expects it: the file's text describes the run without them;
 - the runs side by side, the processors they ran on (`desim check`'s description: MACs a
-  cycle, buffers, DRAM, NoC, sparse units), energy per component (a stacked bar plot) and,
+  cycle, buffers, DRAM, NoC, sparse units, then every key of config.json's architectures
+  whose value differs between the runs), energy per component (a stacked bar plot) and,
   per run, a timeline of its layers (start and end cycle of each layer-phase from
   layers.csv) and its energy per layer and component (from energy.csv, where the folder
   has one).
@@ -642,7 +643,44 @@ def _processors_table(results: Results) -> Table | Para:
         return Para(f"Processors not shown: {err}")
     rows = [[title] + [cell(d[key]) for d in described.values()]
             for key, title in DESCRIBED.items()]
+    rows += arch_differences({run: archs[run] for run in described})
     return Table(["processor", *described], rows, numeric=set(range(1, len(described) + 1)))
+
+
+def arch_differences(archs: dict[str, dict[str, Any]]) -> list[list[str]]:
+    """One row per architecture key (dotted, as config.json gives it) whose value differs
+    between the runs, its values in the runs' order: what tells the designs apart beyond
+    the description (the dataflow, a fused BN unit, load balancing, the formats). A
+    section a design lacks (null) and a key it does not have read "-"; the design's name
+    is left out (the description's first row)."""
+    flat = {run: _flatten(arch) for run, arch in archs.items()}
+    keys = list(dict.fromkeys(k for f in flat.values() for k in f if k != "name"))
+    rows = []
+    for key in keys:
+        values = [f.get(key) for f in flat.values()]
+        if any(v != values[0] for v in values):
+            rows.append([f"`{key}`", *("-" if v is None else _value_text(v) for v in values)])
+    return rows
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested section as dotted keys to values; null values left out."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        elif value is not None:
+            out[prefix + key] = value
+    return out
+
+
+def _value_text(value: Any) -> str:
+    """A configuration value as its YAML would read: true, [a, b], 4,096, auto."""
+    from desim.elaborate import cell
+
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return json.dumps(value)
+    return cell(value)
 
 
 def vector_share(run: dict[str, Any]) -> float | None:

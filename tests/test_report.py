@@ -23,6 +23,7 @@ from desim.report import (
     _pyplot,
     _stacked_bars,
     _tally,
+    arch_differences,
     build_report,
     check_claim,
     component_color,
@@ -108,6 +109,9 @@ def check_markdown(results_dir: Path, out: Path) -> tuple[Path, Path]:
     # the processors compared, elaborated from config.json: 16 x 16 PEs x 4 MACs each
     assert "| processor | dense | hppu |" in text and "| MACs / cycle | 1,024 | 1,024 |" in text
     assert "| sparse units | - | selector |" in text and "| skips zero | - | W X dY |" in text
+    # and every arch key whose value differs between the runs
+    assert "| `sparsity.weight_format` | dense | line_bitmap |" in text
+    assert "| `selector.levels` | - | 2 |" in text and "| `name` |" not in text
     images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
     # energy per component; per run a timeline and the energy per layer (energy.csv)
     assert len(images) == 1 + 2 * len(results.summary["runs"])
@@ -372,3 +376,23 @@ def test_a_component_has_one_colour_in_every_plot():
     assert colours[1] == {"macs": {"#1f77b4"}, "noc": {"#9467bd"}, "selector": {"#e377c2"},
                           "laser": {component_color("laser")}}
     assert component_color("laser") in OTHER_COLORS
+
+
+def test_processors_table_shows_the_arch_keys_that_differ():
+    """trainer_vs_prior's PNPU and Trainer differ in their dataflow, load balancing, BN unit
+    and speculator: each such key a row, in config.json's order; a section one design lacks
+    reads "-", keys alike in both and the name are left out."""
+    pnpu = {"name": "pnpu", "pe_cluster": {"pes": 16}, "speculator": None,
+            "mapping": {"dataflow": "weight_stationary", "load_balance": True},
+            "vector_unit": {"lanes": 64, "fused_batchnorm": False}, "noc": {"links": [1, 2]}}
+    trainer = {"name": "trainer", "pe_cluster": {"pes": 16}, "speculator": {"ops_per_cycle": 4096},
+               "mapping": {"dataflow": "auto", "load_balance": False},
+               "vector_unit": {"lanes": 64, "fused_batchnorm": True}, "noc": {"links": [1, 3]}}
+    assert arch_differences({"pnpu": pnpu, "trainer": trainer}) == [
+        ["`mapping.dataflow`", "weight_stationary", "auto"],
+        ["`mapping.load_balance`", "true", "false"],
+        ["`vector_unit.fused_batchnorm`", "false", "true"],
+        ["`noc.links`", "[1, 2]", "[1, 3]"],
+        ["`speculator.ops_per_cycle`", "-", "4,096"]]
+    assert arch_differences({"pnpu": pnpu}) == []
+
