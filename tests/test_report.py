@@ -396,3 +396,16 @@ def test_processors_table_shows_the_arch_keys_that_differ():
         ["`speculator.ops_per_cycle`", "-", "4,096"]]
     assert arch_differences({"pnpu": pnpu}) == []
 
+
+def test_a_ratio_claim_shows_its_two_figures():
+    """dropback_lenet's accuracy claim reads "0.9891 (0.908 / 0.918)": the accuracies
+    beside their ratio. A claim without `over` shows its value alone."""
+    summary = {"runs": {"dropback": {"workload": {"accuracy": 0.9079999923706055}},
+                        "dense": {"workload": {"accuracy": 0.9179999828338623}}}}
+    ratio = check_claim(summary, Claim(metric="runs.dropback.workload.accuracy",
+                                       over="runs.dense.workload.accuracy", paper=1.0,
+                                       tolerance=0.05, compare="at_least"))
+    assert ratio.value_text == "0.9891 (0.908 / 0.918)"
+    alone = check_claim(summary, Claim(metric="runs.dense.workload.accuracy", paper=0.9,
+                                       tolerance=0.05))
+    assert alone.value_text == "0.918"
