@@ -135,13 +135,15 @@ class ExperimentSpec(Strict):
 
 class Experiment:
     """A validated experiment with its architectures loaded and each run's workload (the
-    experiment's, with the run's `workload_set` applied)."""
+    experiment's, with the run's `workload_set` applied). `overrides`: the `--set` items
+    applied over the file, as given (config.json records them)."""
 
     def __init__(self, path: Path, spec: ExperimentSpec, archs: dict[str, ArchConfig],
-                 raw: dict[str, Any], workloads: dict[str, WorkloadSpec] | None = None
-                 ) -> None:
+                 raw: dict[str, Any], workloads: dict[str, WorkloadSpec] | None = None,
+                 overrides: Sequence[str] = ()) -> None:
         self.path, self.spec, self.archs, self.raw = path, spec, archs, raw
         self.workloads = workloads or {run.name: spec.workload for run in spec.runs}
+        self.overrides = list(overrides)
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str], file: str) -> dict[str, Any]:
@@ -249,7 +251,7 @@ def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) ->
             raise ConfigError(f"run {run.name!r} prunes a SCALE-Sim topology, whose layers are "
                               "dense (batch 1, no weights to prune); expected "
                               "{method: dense}", file=str(path), key=f"runs.{i}.pruning")
-    return Experiment(path, spec, archs, raw, workloads)
+    return Experiment(path, spec, archs, raw, workloads, overrides or [])
 
 
 def _check_speculation(path: Path, spec: ExperimentSpec, i: int, workload: WorkloadSpec,

@@ -8,9 +8,12 @@ assumed to get them. For every results folder (`desim run ... --out DIR`) the re
   known gap (`expect: outside`) is flagged as such, never hidden; a claim that lands where
   its file does not expect it is flagged loudly (and `--check` exits 1);
 - the assumptions: the experiment's `description` and `notes` (YAML comments do not survive
-  into config.json, so anything a reader must know lives there);
+  into config.json, so anything a reader must know lives there), and the `--set` overrides
+  the run applied over the file (config.json's `overrides`), also beside any verdict that
+  is not where the file expects it: the file's text describes the run without them;
 - the runs side by side, the processors they ran on (`desim check`'s description: MACs a
-  cycle, buffers, DRAM, NoC, sparse units), energy per component (a stacked bar plot) and,
+  cycle, buffers, DRAM, NoC, sparse units, then every key of config.json's architectures
+  whose value differs between the runs), energy per component (a stacked bar plot) and,
   per run, a timeline of its layers (start and end cycle of each layer-phase from
   layers.csv) and its energy per layer and component (from energy.csv, where the folder
   has one).
@@ -34,6 +37,7 @@ import html
 import json
 import math
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -50,6 +54,21 @@ if TYPE_CHECKING:
     import pandas as pd
 
 PHASE_COLORS = {"FF": "#4c72b0", "BP": "#dd8452", "WG": "#55a868"}
+# Each energy component one colour in every plot of a report, whichever components a plot
+# shows: those desim's processors report (arch/accelerator.py) the ten of matplotlib's
+# tab10, in this order; any other a light tab20 colour picked by its name.
+COMPONENT_COLORS = dict(zip(
+    ("macs", "vector_unit", "local_buffers", "global_buffer", "noc", "dram", "selector",
+     "speculator", "index_matching", "weight_generator"),
+    ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+     "#bcbd22", "#17becf"), strict=True))
+OTHER_COLORS = ("#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2",
+                "#c7c7c7", "#dbdb8d", "#9edae5")
+
+
+def component_color(name: str) -> str:
+    """The colour of energy component `name` in every plot (deterministic, see above)."""
+    return COMPONENT_COLORS.get(name) or OTHER_COLORS[zlib.crc32(name.encode()) % 10]
 
 
 # -- claims ---------------------------------------------------------------------------------
@@ -97,6 +116,8 @@ class ClaimCheck:
     value: float | None       # None: the metric is missing from the results
     error: str = ""
     parts: list[float] = field(default_factory=list)  # the values a list claim averages
+    # a ratio claim's metric and over (accuracies 0.908 and 0.918 of a ratio 0.989)
+    operands: tuple[float, float] | None = None
 
     @property
     def low(self) -> float:
@@ -128,6 +149,13 @@ class ClaimCheck:
         return "outside (known gap)" if self.as_expected else "OUTSIDE (unexpected)"
 
     @property
+    def paper_text(self) -> str:
+        """The paper's figure as the experiment file gives it, never rounded (126.04, not
+        126); a whole number without its ".0"."""
+        text = repr(float(self.claim.paper))
+        return text.removesuffix(".0")
+
+    @property
     def range_text(self) -> str:
         c = self.claim
         if c.compare == "at_least":
@@ -145,6 +173,8 @@ class ClaimCheck:
             while digits < 8 and _fmt(self.value, digits) in (_fmt(self.low), _fmt(self.high)):
                 digits += 1
         value = _fmt(self.value, digits)
+        if self.operands:
+            return f"{value} ({_fmt(self.operands[0])} / {_fmt(self.operands[1])})"
         if not self.parts:
             return value
         return f"{value} ({', '.join(_fmt(p) for p in self.parts)})"
@@ -157,14 +187,16 @@ class ClaimCheck:
 
 def check_claim(summary: dict[str, Any], claim: Claim) -> ClaimCheck:
     """The claim's value from a summary (metric, or metric / over, or the mean of a list of
-    those) and where it lies."""
+    those) and where it lies; a single ratio keeps its two figures."""
     try:
-        values = [resolve(summary, metric) / (resolve(summary, over) if over else 1.0)
-                  for metric, over in claim.ratios()]
+        pairs = [(resolve(summary, metric), resolve(summary, over) if over else 1.0)
+                 for metric, over in claim.ratios()]
+        values = [a / b for a, b in pairs]
     except (KeyError, ZeroDivisionError) as err:
         return ClaimCheck(claim, None, str(err).strip("'\""))
-    return ClaimCheck(claim, sum(values) / len(values),
-                      parts=values if isinstance(claim.metric, list) else [])
+    if isinstance(claim.metric, list):
+        return ClaimCheck(claim, sum(values) / len(values), parts=values)
+    return ClaimCheck(claim, values[0], operands=pairs[0] if claim.over else None)
 
 
 # -- results folders --------------------------------------------------------------------------
@@ -188,6 +220,19 @@ class Results:
     @property
     def name(self) -> str:
         return str(self.summary.get("experiment", self.path.name))
+
+    @property
+    def overrides(self) -> list[str]:
+        """The `--set` items the run applied over its experiment file (folders written
+        before config.json recorded them: none known)."""
+        return [str(item) for item in self.config.get("overrides", [])]
+
+    def verdict(self, check: ClaimCheck) -> str:
+        """The claim's verdict; a surprise of a run made with --set says the run was not
+        the experiment file's."""
+        if check.as_expected or not self.overrides:
+            return check.verdict
+        return f"{check.verdict}; the run deviated from its file (--set)"
 
 
 def load_results(path: Path) -> Results:
@@ -287,15 +332,15 @@ def plot_energy(results: Results, path: Path) -> Path:
 
 def _stacked_bars(ax: Any, names: list[str], segments: dict[str, list[float]],
                   horizontal: bool = False) -> None:
-    """One bar per name, one coloured segment per key of `segments` (a legend beside)."""
+    """One bar per name, one segment per energy component of `segments`, in its colour
+    (`component_color`), a legend beside."""
     base = [0.0] * len(names)
-    cmap = _pyplot().get_cmap("tab10")
-    for i, (label, values) in enumerate(segments.items()):
+    for label, values in segments.items():
         if horizontal:
             ax.barh(range(len(names)), values, left=base, height=0.8, label=label,
-                    color=cmap(i % 10))
+                    color=component_color(label))
         else:
-            ax.bar(names, values, bottom=base, label=label, color=cmap(i % 10))
+            ax.bar(names, values, bottom=base, label=label, color=component_color(label))
         base = [b + v for b, v in zip(base, values, strict=True)]
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
@@ -432,8 +477,16 @@ code {{ background: #f4f4f4; }}
 
 
 def _inline_html(text: str) -> str:
-    """Escape, then turn `code` spans (the only inline markup the report uses) into <code>."""
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+    """The Markdown inline markup the report's text may hold as HTML: `code` spans,
+    **bold** and [links](url) outside them; everything else escaped."""
+    out = []
+    for i, part in enumerate(re.split(r"`([^`]+)`", text)):
+        if i % 2:  # inside a code span: as it is
+            out.append(f"<code>{html.escape(part)}</code>")
+            continue
+        part = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(part))
+        out.append(re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", r'<a href="\2">\1</a>', part))
+    return "".join(out)
 
 
 def _row_class(text: str) -> str:
@@ -488,14 +541,16 @@ CLAIM_HEADER = ["experiment", "claim (metric)", "paper", "desim", "accepted rang
 
 
 def _claim_rows(results: Results) -> list[list[str]]:
-    return [[results.name, c.metric_text, _fmt(c.claim.paper), c.value_text, c.range_text,
-             c.verdict, c.claim.source] for c in results.checks]
+    return [[results.name, c.metric_text, c.paper_text, c.value_text, c.range_text,
+             results.verdict(c), c.claim.source] for c in results.checks]
 
 
 def _tally(checks: list[ClaimCheck], where: str = "this experiment file") -> str:
     if not checks:
         return f"No claims in {where}."
-    within = sum(1 for c in checks if c.within)
+    # three disjoint groups: a claim within tolerance that its file expects outside counts
+    # once, among the surprises
+    within = sum(1 for c in checks if c.within and c.as_expected)
     gaps = sum(1 for c in checks if c.within is False and c.as_expected)
     bad = sum(1 for c in checks if not c.as_expected)
     text = (f"{len(checks)} claim{'s' if len(checks) != 1 else ''}: {within} within tolerance, "
@@ -510,6 +565,10 @@ def _experiment_blocks(results: Results, slug: str, out_dir: Path) -> list[Block
         blocks.append(Para(exp["description"]))
     blocks.append(Para(f"Results folder: `{results.path}`; baseline run: "
                        f"`{summary['baseline']}`."))
+    if results.overrides:
+        blocks.append(Para("Run with --set: " + ", ".join(f"`{o}`" for o in results.overrides)
+                           + " (over the experiment file: its description, notes and claims "
+                           "below are as the file gives them)."))
     blocks.append(Heading(3, "Claims"))
     blocks.append(Para(_tally(results.checks)))
     if results.checks:
@@ -590,7 +649,44 @@ def _processors_table(results: Results) -> Table | Para:
         return Para(f"Processors not shown: {err}")
     rows = [[title] + [cell(d[key]) for d in described.values()]
             for key, title in DESCRIBED.items()]
+    rows += arch_differences({run: archs[run] for run in described})
     return Table(["processor", *described], rows, numeric=set(range(1, len(described) + 1)))
+
+
+def arch_differences(archs: dict[str, dict[str, Any]]) -> list[list[str]]:
+    """One row per architecture key (dotted, as config.json gives it) whose value differs
+    between the runs, its values in the runs' order: what tells the designs apart beyond
+    the description (the dataflow, a fused BN unit, load balancing, the formats). A
+    section a design lacks (null) and a key it does not have read "-"; the design's name
+    is left out (the description's first row)."""
+    flat = {run: _flatten(arch) for run, arch in archs.items()}
+    keys = list(dict.fromkeys(k for f in flat.values() for k in f if k != "name"))
+    rows = []
+    for key in keys:
+        values = [f.get(key) for f in flat.values()]
+        if any(v != values[0] for v in values):
+            rows.append([f"`{key}`", *("-" if v is None else _value_text(v) for v in values)])
+    return rows
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested section as dotted keys to values; null values left out."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        elif value is not None:
+            out[prefix + key] = value
+    return out
+
+
+def _value_text(value: Any) -> str:
+    """A configuration value as its YAML would read: true, [a, b], 4,096, auto."""
+    from desim.elaborate import cell
+
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return json.dumps(value)
+    return cell(value)
 
 
 def vector_share(run: dict[str, Any]) -> float | None:
@@ -690,8 +786,8 @@ def register(app: typer.Typer) -> None:
             for c in results.checks:
                 surprises += not c.as_expected
                 console.print(escape(f"{results.name}: {c.metric_text} paper "
-                                     f"{_fmt(c.claim.paper)} desim {c.value_text} "
-                                     f"({c.range_text}): {c.verdict}"),
+                                     f"{c.paper_text} desim {c.value_text} "
+                                     f"({c.range_text}): {results.verdict(c)}"),
                               highlight=False, soft_wrap=True)
         console.print(escape(f"wrote {md} and {page} (plots beside them)"), highlight=False,
                       soft_wrap=True)

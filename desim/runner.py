@@ -269,6 +269,9 @@ def write_results(out: Path, experiment: Experiment, results: dict[str, RunResul
     write_json(out / "config.json", {
         "experiment": resolved,
         "architectures": {n: a.model_dump(mode="json") for n, a in experiment.archs.items()},
+        # the --set items applied over the experiment file, which a reader of the file alone
+        # would not know (desim report lists them)
+        "overrides": experiment.overrides,
     })
     write_json(out / "stats.json", {name: r.stats for name, r in results.items()})
     write_atomic(out / "stats.txt", "".join(f"# run {name}\n{stats_text(r.stats)}\n"

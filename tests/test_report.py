@@ -15,11 +15,21 @@ from desim.errors import ConfigError
 from desim.experiment import CLAIM_METRICS, Claim, load_experiment
 from desim.report import (
     DERIVED_RUN,
+    OTHER_COLORS,
     ClaimCheck,
+    Para,
+    Results,
+    _claim_rows,
+    _pyplot,
+    _stacked_bars,
+    _tally,
+    arch_differences,
     build_report,
     check_claim,
+    component_color,
     register,
     resolve,
+    to_html,
 )
 from desim.runner import run_file
 
@@ -44,10 +54,26 @@ def test_report_on_a_quickstart_result(tmp_path):
                                    "notes=[an assumption the reader must see]"])
     md, html = check_markdown(results, tmp_path / "rep" / "report.md")
     check_claim_metrics_are_the_summarys(results)
+    check_overrides_are_reported(results, md)
     check_same_content(md, html)
     check_exit_codes(results, tmp_path / "cli")
     check_folder_without_claims(results, tmp_path / "old")
     check_damaged_folders(results, tmp_path / "damaged")
+
+
+def check_overrides_are_reported(results_dir: Path, md: Path) -> None:
+    """config.json records the --set items the run applied; the report lists them and says,
+    beside each verdict the file does not expect, that the run was not the file's."""
+    config = json.loads((results_dir / "config.json").read_text())
+    assert config["overrides"] == ["workload.batch=2", CLAIMS,
+                                   "notes=[an assumption the reader must see]"]
+    text = md.read_text()
+    assert ("Run with --set: `workload.batch=2`, `claims=[{metric: comparison.hppu.speedup"
+            in text)
+    assert "(over the experiment file: its description, notes and claims below are as the " \
+        "file gives them)." in text
+    assert text.count("| OUTSIDE (unexpected); the run deviated from its file (--set) |") == 2
+    assert "| within |" in text  # an expected verdict as it is
 
 
 def check_claim_metrics_are_the_summarys(results_dir: Path) -> None:
@@ -83,6 +109,9 @@ def check_markdown(results_dir: Path, out: Path) -> tuple[Path, Path]:
     # the processors compared, elaborated from config.json: 16 x 16 PEs x 4 MACs each
     assert "| processor | dense | hppu |" in text and "| MACs / cycle | 1,024 | 1,024 |" in text
     assert "| sparse units | - | selector |" in text and "| skips zero | - | W X dY |" in text
+    # and every arch key whose value differs between the runs
+    assert "| `sparsity.weight_format` | dense | line_bitmap |" in text
+    assert "| `selector.levels` | - | 2 |" in text and "| `name` |" not in text
     images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
     # energy per component; per run a timeline and the energy per layer (energy.csv)
     assert len(images) == 1 + 2 * len(results.summary["runs"])
@@ -171,9 +200,11 @@ def check_folder_without_claims(results: Path, old: Path) -> None:
                                                                      index=False)
     config = json.loads((results / "config.json").read_text())
     del config["experiment"]["claims"]
+    del config["overrides"]  # nor the --set items (before 2026-12-04)
     (old / "config.json").write_text(json.dumps(config))
     md, _, _ = build_report([old], old / "r.md")
     assert "No claims in this experiment file." in md.read_text()
+    assert "Run with --set" not in md.read_text()
     assert "r_quickstart_hppu_timeline.png" in md.read_text()
     assert "Energy by layer" not in md.read_text()  # nor energy.csv: that section is left out
 
@@ -289,3 +320,92 @@ def test_claim_naming_an_unknown_run_is_a_config_error(tmp_path):
     path.write_text(text + "claims: [{metric: comparison.hpu.speedup, paper: 1, tolerance: 1}]\n")
     with pytest.raises(ConfigError, match="claims"):
         load_experiment(path)
+
+
+def test_tally_counts_each_claim_once():
+    """Within as expected, a known gap, within though the file expects a gap, outside
+    unexpectedly, missing: five claims, each in one group, the groups adding up to five."""
+    def check(value: float | None, expect: str = "within") -> ClaimCheck:
+        return ClaimCheck(Claim(metric="runs.x.cycles", paper=1.0, tolerance=0.1,
+                                expect=expect), value)
+
+    checks = [check(1.0), check(2.0, "outside"), check(1.0, "outside"), check(2.0),
+              check(None)]
+    assert _tally(checks) == ("5 claims: 1 within tolerance, 1 outside as a known gap "
+                              "(explained below), **3 not where the experiment file expects "
+                              "them**.")
+
+
+def test_the_papers_figure_is_quoted_as_the_file_gives_it():
+    """peak_efficiency's 126.04, 173.28 and 276.55 read as written, not "126", "173.3" and
+    "276.6"; in the table and in the command's output alike. A whole figure drops its ".0"."""
+    def check(paper: float) -> ClaimCheck:
+        return ClaimCheck(Claim(metric="runs.x.cycles", paper=paper, tolerance=1.0), paper)
+
+    assert [check(p).paper_text for p in (126.04, 173.28, 276.55, 1.596, 25.0, 0.00012)] == [
+        "126.04", "173.28", "276.55", "1.596", "25", "0.00012"]
+    results = Results(Path("r"), {"experiment": "e"}, {}, None, checks=[check(126.04)])
+    assert _claim_rows(results)[0][2] == "126.04"
+
+
+def test_html_renders_the_markdowns_inline_markup():
+    """The tally's **bold**, `code` and a [link](url) become HTML, not literal asterisks;
+    the rest is escaped, and nothing inside a code span is read as markup."""
+    blocks = [Para("3 claims, **1 not where <expected>**; `a**b**` see [PAPERS](docs/P.md)")]
+    page = to_html(blocks, "t")
+    assert ("<p>3 claims, <strong>1 not where &lt;expected&gt;</strong>; <code>a**b**</code> "
+            'see <a href="docs/P.md">PAPERS</a></p>') in page
+    assert "**" not in page.replace("<code>a**b**</code>", "")
+
+
+def test_a_component_has_one_colour_in_every_plot():
+    """MACs blue and the NoC purple in a plot of dram, macs and noc and in one of macs,
+    noc and selector alike (by index, the second plot's MACs took the first's DRAM colour);
+    a component desim does not know gets the same light colour every time."""
+    from matplotlib.colors import to_hex
+
+    plt = _pyplot()
+    fig, (one, two) = plt.subplots(2)
+    _stacked_bars(one, ["r"], {"dram": [1.0], "macs": [2.0], "noc": [3.0]})
+    _stacked_bars(two, ["r", "s"], {"macs": [1.0, 2.0], "noc": [1.0, 1.0],
+                                    "selector": [2.0, 1.0], "laser": [1.0, 1.0]})
+    colours = [{bars.get_label(): {to_hex(p.get_facecolor()) for p in bars.patches}
+                for bars in ax.containers} for ax in (one, two)]
+    plt.close(fig)
+    assert colours[0] == {"dram": {"#8c564b"}, "macs": {"#1f77b4"}, "noc": {"#9467bd"}}
+    assert colours[1] == {"macs": {"#1f77b4"}, "noc": {"#9467bd"}, "selector": {"#e377c2"},
+                          "laser": {component_color("laser")}}
+    assert component_color("laser") in OTHER_COLORS
+
+
+def test_processors_table_shows_the_arch_keys_that_differ():
+    """trainer_vs_prior's PNPU and Trainer differ in their dataflow, load balancing, BN unit
+    and speculator: each such key a row, in config.json's order; a section one design lacks
+    reads "-", keys alike in both and the name are left out."""
+    pnpu = {"name": "pnpu", "pe_cluster": {"pes": 16}, "speculator": None,
+            "mapping": {"dataflow": "weight_stationary", "load_balance": True},
+            "vector_unit": {"lanes": 64, "fused_batchnorm": False}, "noc": {"links": [1, 2]}}
+    trainer = {"name": "trainer", "pe_cluster": {"pes": 16}, "speculator": {"ops_per_cycle": 4096},
+               "mapping": {"dataflow": "auto", "load_balance": False},
+               "vector_unit": {"lanes": 64, "fused_batchnorm": True}, "noc": {"links": [1, 3]}}
+    assert arch_differences({"pnpu": pnpu, "trainer": trainer}) == [
+        ["`mapping.dataflow`", "weight_stationary", "auto"],
+        ["`mapping.load_balance`", "true", "false"],
+        ["`vector_unit.fused_batchnorm`", "false", "true"],
+        ["`noc.links`", "[1, 2]", "[1, 3]"],
+        ["`speculator.ops_per_cycle`", "-", "4,096"]]
+    assert arch_differences({"pnpu": pnpu}) == []
+
+
+def test_a_ratio_claim_shows_its_two_figures():
+    """dropback_lenet's accuracy claim reads "0.9891 (0.908 / 0.918)": the accuracies
+    beside their ratio. A claim without `over` shows its value alone."""
+    summary = {"runs": {"dropback": {"workload": {"accuracy": 0.9079999923706055}},
+                        "dense": {"workload": {"accuracy": 0.9179999828338623}}}}
+    ratio = check_claim(summary, Claim(metric="runs.dropback.workload.accuracy",
+                                       over="runs.dense.workload.accuracy", paper=1.0,
+                                       tolerance=0.05, compare="at_least"))
+    assert ratio.value_text == "0.9891 (0.908 / 0.918)"
+    alone = check_claim(summary, Claim(metric="runs.dense.workload.accuracy", paper=0.9,
+                                       tolerance=0.05))
+    assert alone.value_text == "0.918"
