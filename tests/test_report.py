@@ -409,3 +409,19 @@ def test_a_ratio_claim_shows_its_two_figures():
     alone = check_claim(summary, Claim(metric="runs.dense.workload.accuracy", paper=0.9,
                                        tolerance=0.05))
     assert alone.value_text == "0.918"
+
+
+def test_a_traced_run_is_not_said_to_deviate_from_its_file():
+    """--trace and --vcd are recorded as observe.* overrides; they change no figure."""
+    import pandas as pd
+
+    from desim.report import ClaimCheck, Results
+
+    surprise = ClaimCheck(Claim(metric="comparison.hppu.speedup", paper=4.0, tolerance=0.8),
+                          value=2.0)  # expected within, found outside
+    traced = {"overrides": ["observe.trace=true", "observe.vcd=true"]}
+    changed = {"overrides": ["observe.trace=true", "workload.batch=2"]}
+    assert Results(Path("."), {}, traced, pd.DataFrame()).verdict(surprise) == \
+        "OUTSIDE (unexpected)"
+    assert Results(Path("."), {}, changed, pd.DataFrame()).verdict(surprise) == \
+        "OUTSIDE (unexpected); the run deviated from its file (--set)"
