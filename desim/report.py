@@ -157,12 +157,14 @@ class ClaimCheck:
 
     @property
     def range_text(self) -> str:
+        """The accepted range, to `RANGE_DIGITS` (173.28 +- 34.66: 138.62 to 207.94)."""
         c = self.claim
+        low, high = _fmt(self.low, RANGE_DIGITS), _fmt(self.high, RANGE_DIGITS)
         if c.compare == "at_least":
-            return f">= {_fmt(self.low)}"
+            return f">= {low}"
         if c.compare == "at_most":
-            return f"<= {_fmt(self.high)}"
-        return f"{_fmt(self.low)} to {_fmt(self.high)}"
+            return f"<= {high}"
+        return f"{low} to {high}"
 
     @property
     def value_text(self) -> str:
@@ -170,7 +172,8 @@ class ClaimCheck:
         it takes not to read as the bound it lies beyond (1.2197 against 1.22, not 1.22)."""
         digits = 4
         if self.value is not None and self.within is False:
-            while digits < 8 and _fmt(self.value, digits) in (_fmt(self.low), _fmt(self.high)):
+            while digits < 8 and _fmt(self.value, digits) in (_fmt(self.low, RANGE_DIGITS),
+                                                              _fmt(self.high, RANGE_DIGITS)):
                 digits += 1
         value = _fmt(self.value, digits)
         if self.operands:
@@ -526,16 +529,18 @@ def to_html(blocks: list[Block], title: str) -> str:
 
 
 def _fmt(v: float | None, digits: int = 4) -> str:
-    """A figure to `digits` significant digits."""
+    """A figure to `digits` significant digits; a large one in full, with thousands
+    separators (4,242,000, not 4.242e+06), a tiny one in e-notation."""
     if v is None:
         return "-"
     if math.isinf(v) or math.isnan(v):
         return str(v)
-    if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
-        return f"{v:.{digits}g}"
-    return f"{v:,.{digits}g}" if abs(v) >= 1e4 else f"{v:.{digits}g}"
+    if abs(v) >= 1e4:
+        return f"{round(v, digits - 1 - math.floor(math.log10(abs(v)))):,.0f}"
+    return f"{v:.{digits}g}"
 
 
+RANGE_DIGITS = 5  # a paper's figure has up to five (173.28): its range as many
 CLAIM_HEADER = ["experiment", "claim (metric)", "paper", "desim", "accepted range", "verdict",
                 "source"]
 

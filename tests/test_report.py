@@ -425,3 +425,14 @@ def test_a_traced_run_is_not_said_to_deviate_from_its_file():
         "OUTSIDE (unexpected)"
     assert Results(Path("."), {}, changed, pd.DataFrame()).verdict(surprise) == \
         "OUTSIDE (unexpected); the run deviated from its file (--set)"
+
+
+def test_ranges_keep_the_papers_digits_and_large_figures_print_in_full():
+    """Trainer's FP16 peak, 173.28 +- 34.66, read "138.6 to 208"; a cycle count in a ratio
+    claim's operands read "4.242e+06"."""
+    from desim.report import _fmt
+
+    check = ClaimCheck(Claim(metric="runs.x.cycles", paper=173.28, tolerance=34.66), 16.6)
+    assert check.range_text == "138.62 to 207.94"
+    assert _fmt(4_242_123.0) == "4,242,000" and _fmt(12_345.6) == "12,350"
+    assert _fmt(0.0004) == "0.0004" and _fmt(1.2197) == "1.22"
