@@ -65,6 +65,7 @@ class Claim(Strict):
 
     metric: str | list[str]
     over: str | list[str] | None = None
+    label: str = ""  # what the claim says, in words: the report's claim column (else the path)
     paper: float
     tolerance: float = Field(ge=0)
     compare: Literal["approx", "at_least", "at_most"] = "approx"

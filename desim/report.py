@@ -187,6 +187,11 @@ class ClaimCheck:
         text = [m + (f" / {o}" if o else "") for m, o in self.claim.ratios()]
         return text[0] if isinstance(self.claim.metric, str) else f"mean of ({', '.join(text)})"
 
+    @property
+    def title(self) -> str:
+        """The claim in words when its file gives a label, else its metric path."""
+        return self.claim.label or self.metric_text
+
 
 def check_claim(summary: dict[str, Any], claim: Claim) -> ClaimCheck:
     """The claim's value from a summary (metric, or metric / over, or the mean of a list of
@@ -541,13 +546,19 @@ def _fmt(v: float | None, digits: int = 4) -> str:
 
 
 RANGE_DIGITS = 5  # a paper's figure has up to five (173.28): its range as many
-CLAIM_HEADER = ["experiment", "claim (metric)", "paper", "desim", "accepted range", "verdict",
+CLAIM_HEADER = ["experiment", "claim", "paper", "desim", "accepted range", "verdict",
                 "source"]
 
 
 def _claim_rows(results: Results) -> list[list[str]]:
-    return [[results.name, c.metric_text, c.paper_text, c.value_text, c.range_text,
+    return [[results.name, c.title, c.paper_text, c.value_text, c.range_text,
              results.verdict(c), c.claim.source] for c in results.checks]
+
+
+def _note_title(check: ClaimCheck) -> str:
+    """A claim note's lead: its label with the metric path it reads, or the path alone."""
+    path = f"`{check.metric_text}`"
+    return f"{check.claim.label} ({path})" if check.claim.label else path
 
 
 def _tally(checks: list[ClaimCheck], where: str = "this experiment file") -> str:
@@ -579,7 +590,7 @@ def _experiment_blocks(results: Results, slug: str, out_dir: Path) -> list[Block
     if results.checks:
         blocks.append(Table(CLAIM_HEADER[1:], [r[1:] for r in _claim_rows(results)],
                             numeric={1, 2}, status=4))
-        notes = [f"`{c.metric_text}`: {c.claim.note}" + (f" ({c.error})" if c.error else "")
+        notes = [_note_title(c) + f": {c.claim.note}" + (f" ({c.error})" if c.error else "")
                  for c in results.checks if c.claim.note or c.error]
         if notes:
             blocks.append(Bullets(notes))
@@ -790,7 +801,7 @@ def register(app: typer.Typer) -> None:
         for results in all_results:
             for c in results.checks:
                 surprises += not c.as_expected
-                console.print(escape(f"{results.name}: {c.metric_text} paper "
+                console.print(escape(f"{results.name}: {c.title} paper "
                                      f"{c.paper_text} desim {c.value_text} "
                                      f"({c.range_text}): {results.verdict(c)}"),
                               highlight=False, soft_wrap=True)

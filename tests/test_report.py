@@ -92,7 +92,7 @@ def check_claim_metrics_are_the_summarys(results_dir: Path) -> None:
 def check_markdown(results_dir: Path, out: Path) -> tuple[Path, Path]:
     md, html, (results,) = build_report([results_dir], out)
     text = md.read_text()
-    assert "| experiment | claim (metric) | paper | desim | accepted range | verdict |" in text
+    assert "| experiment | claim | paper | desim | accepted range | verdict |" in text
     assert "| comparison.hppu.speedup | 2 |" in text
     assert "| within |" in text and "outside (known gap)" in text
     assert "OUTSIDE (unexpected)" in text
@@ -436,3 +436,19 @@ def test_ranges_keep_the_papers_digits_and_large_figures_print_in_full():
     assert check.range_text == "138.62 to 207.94"
     assert _fmt(4_242_123.0) == "4,242,000" and _fmt(12_345.6) == "12,350"
     assert _fmt(0.0004) == "0.0004" and _fmt(1.2197) == "1.22"
+
+
+def test_a_claim_is_titled_by_its_label_and_its_note_names_the_path():
+    """The report's claim column read `runs.dense.units.pe_array.cycles /
+    runs.hppu.units.pe_array.cycles`; a file's label says it in words."""
+    from desim.report import _note_title
+
+    bare = Claim(metric="comparison.hppu.speedup", paper=4.69, tolerance=0.94)
+    named = Claim(metric="runs.dense.units.pe_array.cycles",
+                  over="runs.hppu.units.pe_array.cycles", paper=4.69, tolerance=0.94,
+                  label="HPPU speedup vs dense, conv and linear layers only")
+    assert ClaimCheck(bare, 3.0).title == "comparison.hppu.speedup"
+    assert ClaimCheck(named, 4.1).title == "HPPU speedup vs dense, conv and linear layers only"
+    assert _note_title(ClaimCheck(named, 4.1)) == (
+        "HPPU speedup vs dense, conv and linear layers only "
+        "(`runs.dense.units.pe_array.cycles / runs.hppu.units.pe_array.cycles`)")
