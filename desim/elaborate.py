@@ -33,6 +33,14 @@ DESCRIBED = {"arch": "arch", "technology": "node", "clock_mhz": "clock (MHz)",
              "vector_lanes": "vector lanes", "skips": "skips zero",
              "sparse_units": "sparse units", "modules": "modules"}
 
+# Architecture keys whose values the description shows as they are (the report's processors
+# table adds a row only for the other keys that differ between runs).
+DESCRIBED_KEYS = frozenset({
+    "technology", "core_clock_mhz", "pe_cluster.precision", "global_buffer.capacity_kib",
+    "dram.preset", "dram.channels", "dram.power_down", "noc.topology", "noc.shape",
+    "vector_unit.lanes", "sparsity.skip_zero_weights", "sparsity.skip_zero_activations",
+    "sparsity.skip_zero_gradients"})
+
 
 def cell(value: Any) -> str:
     """A described value as a table shows it: 1,024; 0.512; 19.21; text as it is."""

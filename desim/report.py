@@ -674,9 +674,12 @@ def arch_differences(archs: dict[str, dict[str, Any]]) -> list[list[str]]:
     between the runs, its values in the runs' order: what tells the designs apart beyond
     the description (the dataflow, a fused BN unit, load balancing, the formats). A
     section a design lacks (null) and a key it does not have read "-"; the design's name
-    is left out (the description's first row)."""
+    and the keys the description shows (`desim.elaborate.DESCRIBED_KEYS`) are left out."""
+    from desim.elaborate import DESCRIBED_KEYS
+
     flat = {run: _flatten(arch) for run, arch in archs.items()}
-    keys = list(dict.fromkeys(k for f in flat.values() for k in f if k != "name"))
+    keys = list(dict.fromkeys(k for f in flat.values() for k in f
+                              if k != "name" and k not in DESCRIBED_KEYS))
     rows = []
     for key in keys:
         values = [f.get(key) for f in flat.values()]

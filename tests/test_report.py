@@ -395,6 +395,10 @@ def test_processors_table_shows_the_arch_keys_that_differ():
         ["`noc.links`", "[1, 2]", "[1, 3]"],
         ["`speculator.ops_per_cycle`", "-", "4,096"]]
     assert arch_differences({"pnpu": pnpu}) == []
+    # what the description's own rows show (precision, ...) is not repeated
+    fp8 = {**trainer, "pe_cluster": {"pes": 16, "precision": "fp8"}}
+    fp16 = {**trainer, "pe_cluster": {"pes": 16, "precision": "fp16"}}
+    assert arch_differences({"fp16": fp16, "fp8": fp8}) == []
 
 
 def test_a_ratio_claim_shows_its_two_figures():
