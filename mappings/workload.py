@@ -65,7 +65,7 @@ class Untrained:
     layers: list[PackedLayer]  # the conv and linear layers, as a capture gives them
     model: torch.nn.Module | None  # on the meta device: modules and shapes, no weights;
     # None for a SCALE-Sim topology, which is not pruned
-    # it took min(batch, CHECK_IMAGES) images (no MatMul): it serves every batch that takes
+    # no MatMul: it took min(batch, CHECK_IMAGES) images, and serves every batch that takes
     # as many (`untrained_key`)
     batch_free: bool = False
 
@@ -88,9 +88,8 @@ def untrained(spec: WorkloadSpec) -> Untrained:
         return Untrained(read_topology(spec.scalesim_topology, packed=True), None)
     model, shape = checked_model(spec)
     classes = num_classes(spec)
-    images = spec.batch
-    if not any(isinstance(m, MatMul) for m in model.modules()):
-        images = min(images, CHECK_IMAGES)
+    batch_free = not any(isinstance(m, MatMul) for m in model.modules())
+    images = min(spec.batch, CHECK_IMAGES) if batch_free else spec.batch
 
     def one_iteration() -> list[PackedLayer]:  # on random inputs: no data set to load
         gen = torch.Generator().manual_seed(spec.seed)
@@ -98,8 +97,7 @@ def untrained(spec: WorkloadSpec) -> Untrained:
                        packed=True)
     layers = _within_memory(spec, shape, one_iteration)
     # its weights' memory freed, shapes kept
-    return Untrained(layers, model.to("meta"), batch_free=images < spec.batch
-                     or not any(isinstance(m, MatMul) for m in model.modules()))
+    return Untrained(layers, model.to("meta"), batch_free=batch_free)
 
 
 def untrained_key(spec: WorkloadSpec) -> str:
