@@ -181,7 +181,13 @@ def _weight_line(units: torch.Tensor, s: int, hw: HardwareView) -> int:
     csc only S + 1 pointers a block."""
     if hw.weight_group:
         return hw.weight_group
-    return units[0].numel() if hw.weight_format in ("csr", "csc") and len(units) else s
+    return units[0].numel() if _matrix_rows(hw) and len(units) else s
+
+
+def _matrix_rows(hw: HardwareView) -> bool:
+    """Whether the weights' rows are the weight matrix's (csr and csc without a
+    `weight_group`), not kernel rows: `_weight_line` for FF and BP, `_wg_out_bytes` for WG."""
+    return hw.weight_format in ("csr", "csc") and not hw.weight_group
 
 
 def _weight_units(w: torch.Tensor, phase: int, groups: int) -> torch.Tensor:
@@ -772,7 +778,7 @@ def _wg_out_bytes(layer: LayerCapture, channels: torch.Tensor, shape: TileShape,
     rle = (_rle(mask.reshape(-1, r * s), hw.weight_format)
            .reshape(na, shape.ka, nb, rows).sum((1, 3)))
     lines, line_len = elems // s, s
-    if hw.weight_format in ("csr", "csc") and not hw.weight_group:  # a row: a channel's W
+    if _matrix_rows(hw):  # a row: a channel's W
         lines = real.reshape(mask.shape).any(5).any(4).any(3).sum(1).numpy()
         line_len = rows * r * s
     return operand_bytes(hw.weight_format, BlockStats(elems, nnz, lines, nz_lines, line_len,
