@@ -91,17 +91,17 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     best, first_error = None, None
     for parts, maps, orders, shaped in plans:
         built: dict = {}  # tile_part's rows, shared by the orders that tile alike
+        macs = _chunk_macs(maps, circulant_block)  # the floors', every order's and shape's
         for order in orders:
-            # sure to lose: not tiled (FFT-domain MACs are fewer than the counts: not bound)
-            macs = 0 if circulant_block else totals["processed_macs"]
-            if best is not None and (_plan_floor(maps, channels, order, len(parts), macs, hw)
+            # sure to lose: not tiled
+            if best is not None and (_ChunkFloor(maps, channels, order, hw, macs).floor()
                                      > best[0][0] * (1 + 1e-9)):  # (float rounding)
                 continue
             try:
                 tiled = _tile_plan(
                     parts, maps, shaped, channels, order, layer_index, phase, hw, policy,
                     where, pruned_grads_unused, circulant_block, built, resident, per_pe,
-                    bound=None if best is None else best[0][0])
+                    bound=None if best is None else best[0][0], chunk_macs=macs)
             except ConfigError as err:   # this plan's smallest tile does not fit
                 first_error = first_error or err
                 continue
@@ -309,42 +309,31 @@ def _count_maps(part: LayerCapture, phase: int, hw: HardwareView, policy: SkipPo
             row_totals(scanned))
 
 
-def _plan_floor(maps: list[tuple], channels: torch.Tensor, order: str, chunks: int,
-                macs: int, hw: HardwareView) -> float:
-    """A floor under the objective of a plan's estimate (`plan_key`), from what the plan
-    does whatever its tiles: the phase's `macs` spread over every PE, and, when its chunks
-    pass partial sums (KEPT, SPILLED), their moves, known before tiling (`_plan_rows` adds
-    them: over the port both ways, through the buffer, and DRAM both ways when spilled).
-    Each stage takes one tile at a time, so no plan is shorter than any one stage's total,
-    nor cheaper than these moves and MACs. A split plan whose floor is above the best plan
-    found so far is not tiled: most of the search's time went to such plans (8 chunks, 8
-    tilings), and the plan chosen is the same."""
-    moved = 0
-    if order in (KEPT, SPILLED) and chunks > 1:
-        _, n_img, n_rows, length = maps[0][2].shape
-        moved = (chunks - 1) * len(channels) * n_img * n_rows * length * hw.psum_bytes
-    dram = 2 * moved if order == SPILLED else 0
-    cycles = max(macs / (hw.pes * hw.macs_per_pe_per_cycle),
-                 moved / hw.noc_port_bytes_per_cycle, dram / hw.dram_bytes_per_cycle)
-    pj = hw.estimated_pj(macs=macs, dram=dram, glb=2 * moved + dram // 2, unicast=2 * moved,
-                         local=moved, cycles=cycles)
-    return hw.objective_value(cycles, pj)
-
+def _chunk_macs(maps: list[tuple], circulant_block: int) -> list[float]:
+    """Each chunk's processed MACs, for `_ChunkFloor`, summed once for all of a plan's
+    orders and tile shapes; 0 for FFT-domain (circulant) phases, whose counts are above the
+    MACs they do."""
+    return [0.0 if circulant_block else float(m[2].sum()) for m in maps]
 
 
 class _ChunkFloor:
-    """A floor under a plan's objective from its chunks tiled so far and what the others
-    must do whatever their tiles (`_plan_rows`): each stage's total over the tiled rows
-    (every stage takes one tile at a time, in any order, so no estimate of rows including
-    them is shorter), plus the other chunks' MACs over every PE and their partial sums'
-    moves (as `_plan_floor`); energy is additive. The same for every loop order: chunks
-    innermost interleave the same rows."""
+    """A floor under the objective of a plan's estimate (`plan_key`) from its chunks tiled
+    so far and what the others must do whatever their tiles: each stage's total over the
+    tiled rows (every stage takes one tile at a time, in any order, so no estimate of rows
+    including them is shorter), plus the untiled chunks' MACs over every PE and their
+    partial sums' moves, known before tiling (`_plan_rows` adds them: over the port both
+    ways, through the buffer, and DRAM both ways when spilled); energy is additive. The
+    same for every loop order: chunks innermost interleave the same rows.
+
+    Before any chunk is tiled it bounds the whole plan: `tile_phase` does not tile a split
+    plan whose floor is above the best plan found so far (8 chunks, 8 tilings, most of the
+    search's time), and `_plan_rows` gives one up part-way through the same way; the plan
+    chosen is the same."""
 
     def __init__(self, maps: list[tuple], channels: torch.Tensor, order: str,
-                 hw: HardwareView, circulant_block: int) -> None:
+                 hw: HardwareView, macs: list[float]) -> None:
         self.hw, self.order, self.chunks, self.done = hw, order, len(maps), 0
-        # the chunks' MACs, as `tile_phase`'s floor (FFT-domain counts bound nothing)
-        self.macs = [0.0 if circulant_block else float(m[2].sum()) for m in maps]
+        self.macs = macs  # each chunk's (`_chunk_macs`)
         _, n_img, n_rows, length = maps[0][2].shape
         split = order in (KEPT, SPILLED) and len(maps) > 1
         self.psums = len(channels) * n_img * n_rows * length * hw.psum_bytes if split else 0
@@ -353,13 +342,18 @@ class _ChunkFloor:
 
     def add(self, table: np.ndarray) -> float:
         """Take one more chunk's rows; the floor with the rest untiled."""
-        hw = self.hw
-        stages, read, write = _stage_cycles(table, hw)
+        stages, read, write = _stage_cycles(table, self.hw)
         self.stages += np.append(stages.sum(axis=0), read.sum() + write.sum())
-        self.pj += _estimated_pj(table, hw, 0.0)
+        self.pj += _estimated_pj(table, self.hw, 0.0)
         self.done += 1
-        rest = self.chunks - self.done           # each reads the partial sums, and all but
-        sent, kept = rest * self.psums, (rest - 1) * self.psums   # the last leave them
+        return self.floor()
+
+    def floor(self) -> float:
+        """The floor with the chunks added so far (none: the whole plan's, before tiling)."""
+        hw = self.hw
+        rest = self.chunks - self.done
+        # every chunk but the first reads the partial sums, every one but the last leaves them
+        sent, kept = (rest - (self.done == 0)) * self.psums, (rest - 1) * self.psums
         dram_in, dram_out = (sent, kept) if self.order == SPILLED else (0, 0)
         macs = sum(self.macs[self.done:])
         dram, port = hw.dram_bytes_per_cycle, hw.noc_port_bytes_per_cycle
@@ -376,7 +370,8 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                hw: HardwareView, policy: SkipPolicy, where: str, pruned_grads_unused: bool,
                circulant_block: int, built: dict,
                resident: tuple[bool, bool] = (False, False), per_pe: dict | None = None,
-               bound: float | None = None) -> tuple[np.ndarray, int, int, int] | None:
+               bound: float | None = None, chunk_macs: list[float] | None = None
+               ) -> tuple[np.ndarray, int, int, int] | None:
     """The event rows of one plan (its chunks in `order`), the weight bytes it reads, the
     bytes of its final outputs and the buffer budget its tiles need; None when every tile
     shape's chunks tiled so far already estimate above `bound` (the best objective found
@@ -418,7 +413,7 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
         limit = bound if best is None else min(best[0][0], np.inf if bound is None else bound)
         rows = _plan_rows(parts, maps, shaped, channels, order, layer_index, phase, hw, policy,
                           pruned_grads_unused, circulant_block, built, resident, shape, per_pe,
-                          limit)
+                          bound=limit, chunk_macs=chunk_macs)
         if rows is None:  # sure to lose: its other chunks were not tiled
             continue
         table, weight_bytes, out_bytes = rows
@@ -432,18 +427,22 @@ def _plan_rows(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                channels: torch.Tensor, order: str, layer_index: int, phase: int,
                hw: HardwareView, policy: SkipPolicy, pruned_grads_unused: bool,
                circulant_block: int, built: dict, resident: tuple[bool, bool],
-               shape: TileShape, per_pe: dict | None = None, bound: float | None = None
-               ) -> tuple[np.ndarray, int, int] | None:
+               shape: TileShape, per_pe: dict | None = None, bound: float | None = None,
+               chunk_macs: list[float] | None = None) -> tuple[np.ndarray, int, int] | None:
     """A plan's event rows with every chunk in tiles of `shape`, the weight bytes they read
     and the bytes of the final outputs; a chunk's partial sums ride with its tiles.
 
     None, with the remaining chunks not tiled, as soon as the chunks tiled so far and a
-    floor under the others (`_rest_floor`) put the plan's objective above `bound`: its
+    floor under the others (`_ChunkFloor`) put the plan's objective above `bound`: its
     estimate could only be higher, so it could not win. Most split plans that the search
     tiles lose, and tiling their chunks was most of its time."""
     n = len(parts)
     tables, weight_bytes = [], 0
-    floor = _ChunkFloor(maps, channels, order, hw, circulant_block) if bound is not None else None
+    floor = None
+    if bound is not None:
+        floor = _ChunkFloor(maps, channels, order, hw,
+                            _chunk_macs(maps, circulant_block) if chunk_macs is None
+                            else chunk_macs)
     for i, (part, m) in enumerate(zip(parts, maps, strict=True)):
         key = (i, shape, order == INNER)
         if key not in built:

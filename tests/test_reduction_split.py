@@ -216,13 +216,13 @@ FLOOR_VIEWS = [
 @pytest.mark.parametrize("view", range(len(FLOOR_VIEWS)))
 @pytest.mark.parametrize("phase", [FF, BP, WG])
 def test_no_plan_is_estimated_below_its_floor(phase, view):
-    """`_plan_floor` bounds every plan's objective from below, in every order: a plan the
-    search skips for its floor could not have won."""
-    from mappings.planner import _plan_floor, _prepared_plans
+    """`_ChunkFloor`, before any chunk is tiled, bounds every plan's objective from below,
+    in every order: a plan the search skips for its floor could not have won."""
+    from mappings.planner import _chunk_macs, _ChunkFloor, _prepared_plans
 
     hw = FLOOR_VIEWS[view]
     layer = dense_capture(nn.Conv2d(CH, CH, 3, padding=1, bias=False), n=2, h=8)
-    totals, channels, plans = _prepared_plans(
+    _, channels, plans = _prepared_plans(
         _reduction_plans(layer, phase, hw, SkipPolicy(), True, 0), phase, hw)
     seen = 0
     for parts, maps, orders, shaped in plans:
@@ -232,7 +232,7 @@ def test_no_plan_is_estimated_below_its_floor(phase, view):
                                        SkipPolicy(), "test", True, 0, {})
             except ConfigError:  # its smallest tile does not fit: the search skips it too
                 continue
-            floor = _plan_floor(maps, channels, order, len(parts), totals["processed_macs"], hw)
+            floor = _ChunkFloor(maps, channels, order, hw, _chunk_macs(maps, 0)).floor()
             assert 0 < floor <= plan_key(table, hw, len(parts))[0], (len(parts), order)
             seen += len(parts) > 1 and order in (KEPT, "spilled")
     # roomy: 2, 4 and 8 chunks, kept and spilled (the tight buffer fits fewer)
@@ -256,7 +256,7 @@ def test_plans_skipped_for_their_floor_leave_the_choice_unchanged(phase, monkeyp
     table, totals = tile_phase(layer, 0, phase, roomy, SkipPolicy(), pruned_grads_unused=True)
     assert sorted(tiled) == [1, 2, 2, 4, 4, 8]  # not 8 chunks spilled
     tiled.clear()
-    monkeypatch.setattr(planner, "_plan_floor", lambda *a, **k: 0.0)
+    monkeypatch.setattr(planner._ChunkFloor, "floor", lambda self: 0.0)
     every, every_totals = tile_phase(layer, 0, phase, roomy, SkipPolicy(),
                                      pruned_grads_unused=True)
     assert sorted(tiled) == [1, 2, 2, 4, 4, 8, 8]  # each split plan, kept and spilled
@@ -277,9 +277,9 @@ def test_no_chunk_floor_is_above_its_plans_estimate(phase, view, monkeypatch):
                         lambda self, table: floors.append(add(self, table)) or floors[-1])
     plan_rows = planner._plan_rows
 
-    def every_chunk(parts, *args):   # tiled to the end, whatever the bound
+    def every_chunk(parts, *args, **kwargs):   # tiled to the end, whatever the bound
         floors.clear()
-        rows = plan_rows(parts, *args[:-1], bound=np.inf)
+        rows = plan_rows(parts, *args, **{**kwargs, "bound": np.inf})
         objective = plan_key(rows[0], hw, len(parts))[0]
         assert all(0 < f <= objective * (1 + 1e-12) for f in floors), (floors, objective)
         checked.append(len(floors))
