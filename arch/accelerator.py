@@ -261,11 +261,10 @@ class Accelerator(Module):
         while True:
             row = yield from q_in.get()
             self._serve(row)
-            nbytes = row[col["gather_bytes"]]
             if _has_results(row):  # a tile whose sums stay in the PEs holds no result half
                 yield self.result_halves.get(1)
-            write = self.spawn(self.glb.access(nbytes, "write"))
-            yield from self.noc.gather(nbytes, row[col["active_clusters"]])
+            write = self.spawn(self.glb.access(_results_made(row), "write"))
+            yield from self.noc.gather(row[col["gather_bytes"]], row[col["active_clusters"]])
             yield write
             yield from q_out.put(row)
 
@@ -355,6 +354,14 @@ class Accelerator(Module):
 
 def _has_results(row: tuple) -> bool:
     return bool(holds_result(row[COLUMNS["gather_bytes"]], row[COLUMNS["dram_write_bytes"]]))
+
+
+def _results_made(row: tuple) -> int:
+    """What a tile writes into the global buffer besides its fills: the sums the clusters
+    gather, or the vector unit's results (made beside the buffer, not gathered)."""
+    col = COLUMNS
+    return (row[col["glb_write_bytes"]] - row[col["dram_read_bytes"]]
+            - row[col["regenerated_bytes"]])
 
 
 def _received(row: tuple) -> int:

@@ -24,8 +24,10 @@ TILE_DTYPE = np.dtype([
                                       # a phase's first tile may fetch them before the
                                       # phases it waits for are written back
     ("dram_write_bytes", np.int64),  # results written back to DRAM
-    ("glb_read_bytes", np.int64),    # global buffer reads (operands sent to the clusters)
-    ("glb_write_bytes", np.int64),   # global buffer writes (DRAM fills and results)
+    ("glb_read_bytes", np.int64),    # global buffer reads of operands (to the clusters or
+                                     # the vector unit); a write-back reads its DRAM bytes
+    ("glb_write_bytes", np.int64),   # global buffer writes: DRAM fills and regenerated
+                                     # weights, then results (gathered or the vector unit's)
     ("multicast_bytes", np.int64),   # operand sent once to every active cluster
     ("unicast_bytes", np.int64),     # operand split among active clusters (sum over clusters)
     ("gather_bytes", np.int64),      # results returned by the clusters (sum over clusters)

@@ -242,7 +242,7 @@ def vector_tiles(v: VectorCapture, layer_id: int, phase: int, hw: HardwareView,
     table = empty_table(n)
     table["layer"], table["phase"] = layer_id, phase
     # Into the buffer what DRAM sends, out of it what the unit reads (a kept input too, which
-    # DRAM did not send); the result (`with_result`) in, and out again to DRAM.
+    # DRAM did not send); the result (`with_result`) in (the write-back reads it out again).
     operands = (vector_traffic(v, phase, hw, stored_out, stored_dy, False, stored_second)[0]
                 if input_resident else read)
     table["dram_read_bytes"] = table["glb_write_bytes"] = _split(read, n)
@@ -253,7 +253,9 @@ def vector_tiles(v: VectorCapture, layer_id: int, phase: int, hw: HardwareView,
 
 def with_result(table: np.ndarray, nbytes: int, hw: HardwareView) -> np.ndarray:
     """A vector layer-phase's tiles with `nbytes` more of result, made in the buffer and
-    written back (unless `hw.output_to_dram` is off), shared over its tiles."""
+    written back (unless `hw.output_to_dram` is off), shared over its tiles. (The
+    write-back's read of the buffer is the accelerator's to count, as for any tile: it
+    reads out what a tile writes to DRAM.)"""
     if nbytes <= 0:
         return table
     table = table.copy()
@@ -261,7 +263,6 @@ def with_result(table: np.ndarray, nbytes: int, hw: HardwareView) -> np.ndarray:
     table["glb_write_bytes"] += made
     if hw.output_to_dram:
         table["dram_write_bytes"] += made
-        table["glb_read_bytes"] += made
     return table
 
 

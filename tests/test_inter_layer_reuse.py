@@ -239,4 +239,21 @@ def test_a_vector_pass_counts_kept_tensors_in_the_buffer():
             assert int(table["dram_read_bytes"].sum()) == fetched
             assert int(table["dram_write_bytes"].sum()) == written
             assert int(table["glb_write_bytes"].sum()) == fetched + 20_000
-            assert int(table["glb_read_bytes"].sum()) == 80_000 + written
+            assert int(table["glb_read_bytes"].sum()) == 80_000  # the write-back's read:
+            # the accelerator's, of dram_write_bytes
+
+
+def test_the_global_buffer_takes_a_vector_result_in_once_and_gives_it_out_once():
+    """The same pooling replayed on dense.yaml: its 80,000 B come in from DRAM and go out to
+    the vector unit; its 20,000 B of result go in, and out again only when written back.
+    (The result was once booked as a second read instead of its write: 120,000 B read and
+    80,000 B written.)"""
+    from tests.test_phase_overlap import _replay
+
+    hw = HardwareView(clusters=1, pes_per_cluster=1, buffer_bytes=262_144, element_bytes=2,
+                      vector_lanes=64)
+    for to_dram, drained in ((True, 20_000), (False, 0)):
+        table = vector_tiles(POOL, 0, FF, replace(hw, output_to_dram=to_dram))
+        glb = _replay([table]).glb.actions
+        assert glb["write_bytes"] == 80_000 + 20_000
+        assert glb["read_bytes"] == 80_000 + drained
