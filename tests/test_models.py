@@ -223,3 +223,17 @@ def test_activation_sparsity_counts_every_input_but_the_data():
     layers = capture(data_first, x.reshape(4, 2, 4), torch.zeros(4, dtype=torch.long))
     assert _stats(layers, {}, [])["activation_sparsity"] == pytest.approx(4 / 16)
     assert [layer.x_is_data for layer in layers] == [True, False]
+
+
+@pytest.mark.parametrize("density", [0.1, 1.0])
+def test_the_sparsity_probe_keeps_its_density_and_a_finite_loss(density):
+    """The probe's conv sees `density` of its inputs non-zero (90% zeros at 0.1: the peak
+    figures' setting), and its output stays finite at density 1, which once shifted every
+    input by -inf (every output NaN)."""
+    probe = build_model("sparsity_probe", channels=8, density=density)
+    x = torch.randn(2, 8, 14, 14, generator=torch.Generator().manual_seed(0))
+    seen = []
+    probe.conv.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    out = probe(x)
+    assert torch.isfinite(out).all()
+    assert float((seen[0] != 0).float().mean()) == pytest.approx(density, abs=0.03)

@@ -26,13 +26,15 @@ class SparsityProbe(nn.Module):
         if not 0 < density <= 1:
             raise ArgumentError("density", f"density must be in (0, 1], got {density}")
         normal = torch.distributions.Normal(0.0, 1.0)
+        # density 1: no ReLU, every input as drawn (a shift by -inf would make them inf)
         self.threshold = float(normal.icdf(torch.tensor(1.0 - density))) if density < 1 \
-            else float("-inf")
+            else None
         self.conv = nn.Conv2d(channels, channels, kernel, padding=kernel // 2, bias=False)
         self.head = nn.Linear(channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(x - self.threshold)
+        if self.threshold is not None:
+            x = torch.relu(x - self.threshold)
         return self.head(self.conv(x).mean((2, 3)))
 
 
