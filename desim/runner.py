@@ -263,16 +263,7 @@ def write_results(out: Path, experiment: Experiment, results: dict[str, RunResul
     write_csv(out / "layers.csv", pd.concat([r.layers for r in results.values()],
                                             ignore_index=True))
     write_csv(out / "energy.csv", layer_energy(results))
-    resolved = experiment.spec.model_dump(mode="json")
-    if experiment.spec.workload.model:  # the input the capture used, default or not
-        resolved["workload"]["input_shape"] = list(input_shape(experiment.spec.workload))
-    write_json(out / "config.json", {
-        "experiment": resolved,
-        "architectures": {n: a.model_dump(mode="json") for n, a in experiment.archs.items()},
-        # the --set items applied over the experiment file, which a reader of the file alone
-        # would not know (desim report lists them)
-        "overrides": experiment.overrides,
-    })
+    write_json(out / "config.json", resolved_config(experiment))
     write_json(out / "stats.json", {name: r.stats for name, r in results.items()})
     write_atomic(out / "stats.txt", "".join(f"# run {name}\n{stats_text(r.stats)}\n"
                                             for name, r in results.items()))
@@ -284,6 +275,21 @@ def write_results(out: Path, experiment: Experiment, results: dict[str, RunResul
             os.replace(unpublished(r.vcd), r.vcd)
     remove_stale_artifacts(out, results)
     return summary
+
+
+def resolved_config(experiment: Experiment) -> dict[str, Any]:
+    """config.json: the experiment and its architectures as resolved, and the `--set` items
+    applied over the file; a sweep's point files record the same (`desim.sweep`)."""
+    resolved = experiment.spec.model_dump(mode="json")
+    if experiment.spec.workload.model:  # the input the capture used, default or not
+        resolved["workload"]["input_shape"] = list(input_shape(experiment.spec.workload))
+    return {
+        "experiment": resolved,
+        "architectures": {n: a.model_dump(mode="json") for n, a in experiment.archs.items()},
+        # the --set items applied over the experiment file, which a reader of the file alone
+        # would not know (desim report lists them)
+        "overrides": experiment.overrides,
+    }
 
 
 def unpublished(vcd: Path) -> Path:
