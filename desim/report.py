@@ -116,8 +116,9 @@ class ClaimCheck:
     value: float | None       # None: the metric is missing from the results
     error: str = ""
     parts: list[float] = field(default_factory=list)  # the values a list claim averages
-    # a ratio claim's metric and over (accuracies 0.908 and 0.918 of a ratio 0.989)
-    operands: tuple[float, float] | None = None
+    # a ratio claim's metric and over (accuracies 0.908 and 0.918 of a ratio 0.989), one
+    # pair for each ratio a list claim averages
+    operands: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def low(self) -> float:
@@ -168,19 +169,22 @@ class ClaimCheck:
 
     @property
     def value_text(self) -> str:
-        """The value, with the values it averages in brackets; with as many more digits as
-        it takes not to read as the bound it lies beyond (1.2197 against 1.22, not 1.22)."""
+        """The value, with a ratio's two figures or the values it averages in brackets (each
+        ratio's figures too: "1.007 (0.9 / 0.8 = 1.125, 0.8 / 0.9 = 0.8889)"); with as many
+        more digits as it takes not to read as the bound it lies beyond (1.2197 against
+        1.22, not 1.22)."""
         digits = 4
         if self.value is not None and self.within is False:
             while digits < 8 and _fmt(self.value, digits) in (_fmt(self.low, RANGE_DIGITS),
                                                               _fmt(self.high, RANGE_DIGITS)):
                 digits += 1
         value = _fmt(self.value, digits)
-        if self.operands:
-            return f"{value} ({_fmt(self.operands[0])} / {_fmt(self.operands[1])})"
-        if not self.parts:
-            return value
-        return f"{value} ({', '.join(_fmt(p) for p in self.parts)})"
+        shown = [f"{_fmt(metric)} / {_fmt(over)}" for metric, over in self.operands]
+        if self.parts and shown:  # a mean of ratios: each with its figures
+            shown = [f"{ratio} = {_fmt(p)}" for ratio, p in zip(shown, self.parts, strict=True)]
+        elif self.parts:  # a mean of metrics
+            shown = [_fmt(p) for p in self.parts]
+        return f"{value} ({', '.join(shown)})" if shown else value
 
     @property
     def metric_text(self) -> str:
@@ -195,16 +199,17 @@ class ClaimCheck:
 
 def check_claim(summary: dict[str, Any], claim: Claim) -> ClaimCheck:
     """The claim's value from a summary (metric, or metric / over, or the mean of a list of
-    those) and where it lies; a single ratio keeps its two figures."""
+    those) and where it lies; each ratio keeps its two figures."""
     try:
         pairs = [(resolve(summary, metric), resolve(summary, over) if over else 1.0)
                  for metric, over in claim.ratios()]
         values = [a / b for a, b in pairs]
     except (KeyError, ZeroDivisionError) as err:
         return ClaimCheck(claim, None, str(err).strip("'\""))
+    operands = pairs if claim.over else []
     if isinstance(claim.metric, list):
-        return ClaimCheck(claim, sum(values) / len(values), parts=values)
-    return ClaimCheck(claim, values[0], operands=pairs[0] if claim.over else None)
+        return ClaimCheck(claim, sum(values) / len(values), parts=values, operands=operands)
+    return ClaimCheck(claim, values[0], operands=operands)
 
 
 # -- results folders --------------------------------------------------------------------------
