@@ -614,7 +614,7 @@ def _experiment_blocks(results: Results, slug: str, out_dir: Path) -> list[Block
     blocks.append(Heading(3, "Processors"))
     blocks.append(_processors_table(results))
     blocks.append(Heading(3, "Energy by component"))
-    energy_png = plot_energy(results, out_dir / f"{slug}_energy.png")
+    energy_png = plot_energy(results, plot_path(out_dir, slug, "energy"))
     blocks.append(Image(f"{results.name}: energy per component", energy_png.name))
     blocks.append(_energy_table(results))
     if any("energy_prices_pj" in r for r in summary["runs"].values()):
@@ -622,12 +622,13 @@ def _experiment_blocks(results: Results, slug: str, out_dir: Path) -> list[Block
         blocks.append(_prices_table(results))
     blocks.append(Heading(3, "Layer timelines"))
     for run in summary["runs"]:
-        png = plot_timeline(results, run, out_dir / f"{slug}_{run}_timeline.png")
+        png = plot_timeline(results, run, plot_path(out_dir, f"{slug}_{run}", "timeline"))
         blocks.append(Image(f"{results.name}: {run} timeline", png.name))
     if results.energy is not None:
         blocks.append(Heading(3, "Energy by layer"))
         for run in summary["runs"]:
-            png = plot_layer_energy(results, run, out_dir / f"{slug}_{run}_layer_energy.png")
+            png = plot_layer_energy(results, run,
+                                    plot_path(out_dir, f"{slug}_{run}", "layer_energy"))
             blocks.append(Image(f"{results.name}: {run} energy per layer", png.name))
     return blocks
 
@@ -747,6 +748,26 @@ def _prices_table(results: Results) -> Table:
     return Table(["price (pJ)", *runs], rows, numeric=set(range(1, len(runs) + 1)))
 
 
+# `desim report DIR`'s report unless --out says otherwise; `desim run` removes it (and its
+# HTML copy and plots: `report_files`) when it writes DIR again
+DEFAULT_REPORT = "report.md"
+# What each plot shows, last in its name (`plot_path`)
+PLOT_KINDS = ("energy", "timeline", "layer_energy")
+
+
+def plot_path(out_dir: Path, prefix: str, kind: str) -> Path:
+    """A plot's file: `prefix` (the report's stem, the experiment's slug, the run if the
+    plot is one run's), then its kind, one of PLOT_KINDS, so that `report_files` finds it."""
+    assert kind in PLOT_KINDS, kind
+    return out_dir / f"{prefix}_{kind}.png"
+
+
+def report_files(stem: str = Path(DEFAULT_REPORT).stem) -> tuple[str, ...]:
+    """Glob patterns of what `build_report` writes for a report named `stem`.md: the
+    report, its HTML copy and its plots (`plot_path`)."""
+    return (f"{stem}.md", f"{stem}.html", *(f"{stem}_*_{kind}.png" for kind in PLOT_KINDS))
+
+
 def build_report(dirs: list[Path], out: Path) -> tuple[Path, Path, list[Results]]:
     """Write `out` (Markdown), the same content as HTML beside it, and the plots; return the
     two paths and the results read (with their claim checks)."""
@@ -802,7 +823,7 @@ def register(app: typer.Typer) -> None:
         # folder names and messages are printed as they are, never read as rich markup
         console = Console()
         try:
-            md, page, all_results = build_report(dirs, out or dirs[0] / "report.md")
+            md, page, all_results = build_report(dirs, out or dirs[0] / DEFAULT_REPORT)
         except ConfigError as error:
             fail(2, str(error))
         surprises = 0

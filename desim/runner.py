@@ -28,6 +28,7 @@ from desim.events import PHASES
 from desim.experiment import Experiment, ObserveSpec, load_experiment
 from desim.hardware_view import hardware_view
 from desim.module import Simulator
+from desim.report import report_files
 from desim.results import writable_folder, write_atomic, write_csv, write_json
 from desim.stats import collect_stats, stats_text
 from mappings.mapper import PhaseWork, map_workload, phase_waits
@@ -304,11 +305,6 @@ RESULT_FILES = ("summary.json", "layers.csv", "energy.csv", "config.json", "stat
                 "stats.txt", "trace.json")
 
 
-# What `desim report DIR` writes into a results folder by default (`desim.report`): the
-# report, its HTML copy and its plots, all named after report.md.
-REPORT_FILES = ("report.md", "report.html", "report_*_energy.png", "report_*_timeline.png")
-
-
 def remove_stale_artifacts(out: Path, results: dict[str, RunResult]) -> None:
     """Remove the trace.json and waves_*.vcd an earlier run left in `out` that these
     results did not write, and the report `desim report` wrote there by default (with its
@@ -319,7 +315,7 @@ def remove_stale_artifacts(out: Path, results: dict[str, RunResult]) -> None:
     neither)."""
     written = {r.vcd.resolve() for r in results.values() if r.vcd is not None}
     stale = [p for p in out.glob("waves_*.vcd") if p.resolve() not in written]
-    stale += [p for pattern in REPORT_FILES for p in out.glob(pattern)]
+    stale += [p for pattern in report_files() for p in out.glob(pattern)]
     stale += out.glob(".waves_*.vcd.tmp")  # this run's are published by now
     for name in RESULT_FILES:  # this run's are in place by now
         stale += out.glob(f".{name}.*.tmp")

@@ -28,6 +28,7 @@ from desim.report import (
     check_claim,
     component_color,
     register,
+    report_files,
     resolve,
     to_html,
 )
@@ -121,6 +122,9 @@ def check_markdown(results_dir: Path, out: Path) -> tuple[Path, Path]:
     assert {"report_quickstart_energy.png", "report_quickstart_dense_timeline.png",
             "report_quickstart_hppu_timeline.png",
             "report_quickstart_hppu_layer_energy.png"} <= set(images)
+    # what desim run removes from a results folder by report_files' patterns is all of it
+    assert {p.name for p in md.parent.iterdir()} == {
+        p.name for pattern in report_files() for p in md.parent.glob(pattern)}
     # a second report in the same folder keeps its own plots, and leaves the first's
     before = {name: (md.parent / name).read_bytes() for name in images}
     other, _, _ = build_report([results_dir], md.parent / "other.md")
