@@ -116,8 +116,9 @@ class ClaimCheck:
     value: float | None       # None: the metric is missing from the results
     error: str = ""
     parts: list[float] = field(default_factory=list)  # the values a list claim averages
-    # a ratio claim's metric and over (accuracies 0.908 and 0.918 of a ratio 0.989)
-    operands: tuple[float, float] | None = None
+    # a ratio claim's metric and over (accuracies 0.908 and 0.918 of a ratio 0.989), one
+    # pair for each ratio a list claim averages
+    operands: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def low(self) -> float:
@@ -168,19 +169,22 @@ class ClaimCheck:
 
     @property
     def value_text(self) -> str:
-        """The value, with the values it averages in brackets; with as many more digits as
-        it takes not to read as the bound it lies beyond (1.2197 against 1.22, not 1.22)."""
+        """The value, with a ratio's two figures or the values it averages in brackets (each
+        ratio's figures too: "1.007 (0.9 / 0.8 = 1.125, 0.8 / 0.9 = 0.8889)"); with as many
+        more digits as it takes not to read as the bound it lies beyond (1.2197 against
+        1.22, not 1.22)."""
         digits = 4
         if self.value is not None and self.within is False:
             while digits < 8 and _fmt(self.value, digits) in (_fmt(self.low, RANGE_DIGITS),
                                                               _fmt(self.high, RANGE_DIGITS)):
                 digits += 1
         value = _fmt(self.value, digits)
-        if self.operands:
-            return f"{value} ({_fmt(self.operands[0])} / {_fmt(self.operands[1])})"
-        if not self.parts:
-            return value
-        return f"{value} ({', '.join(_fmt(p) for p in self.parts)})"
+        shown = [f"{_fmt(metric)} / {_fmt(over)}" for metric, over in self.operands]
+        if self.parts and shown:  # a mean of ratios: each with its figures
+            shown = [f"{ratio} = {_fmt(p)}" for ratio, p in zip(shown, self.parts, strict=True)]
+        elif self.parts:  # a mean of metrics
+            shown = [_fmt(p) for p in self.parts]
+        return f"{value} ({', '.join(shown)})" if shown else value
 
     @property
     def metric_text(self) -> str:
@@ -195,16 +199,17 @@ class ClaimCheck:
 
 def check_claim(summary: dict[str, Any], claim: Claim) -> ClaimCheck:
     """The claim's value from a summary (metric, or metric / over, or the mean of a list of
-    those) and where it lies; a single ratio keeps its two figures."""
+    those) and where it lies; each ratio keeps its two figures."""
     try:
         pairs = [(resolve(summary, metric), resolve(summary, over) if over else 1.0)
                  for metric, over in claim.ratios()]
         values = [a / b for a, b in pairs]
     except (KeyError, ZeroDivisionError) as err:
         return ClaimCheck(claim, None, str(err).strip("'\""))
+    operands = pairs if claim.over else []
     if isinstance(claim.metric, list):
-        return ClaimCheck(claim, sum(values) / len(values), parts=values)
-    return ClaimCheck(claim, values[0], operands=pairs[0] if claim.over else None)
+        return ClaimCheck(claim, sum(values) / len(values), parts=values, operands=operands)
+    return ClaimCheck(claim, values[0], operands=operands)
 
 
 # -- results folders --------------------------------------------------------------------------
@@ -609,7 +614,7 @@ def _experiment_blocks(results: Results, slug: str, out_dir: Path) -> list[Block
     blocks.append(Heading(3, "Processors"))
     blocks.append(_processors_table(results))
     blocks.append(Heading(3, "Energy by component"))
-    energy_png = plot_energy(results, out_dir / f"{slug}_energy.png")
+    energy_png = plot_energy(results, plot_path(out_dir, slug, "energy"))
     blocks.append(Image(f"{results.name}: energy per component", energy_png.name))
     blocks.append(_energy_table(results))
     if any("energy_prices_pj" in r for r in summary["runs"].values()):
@@ -617,12 +622,13 @@ def _experiment_blocks(results: Results, slug: str, out_dir: Path) -> list[Block
         blocks.append(_prices_table(results))
     blocks.append(Heading(3, "Layer timelines"))
     for run in summary["runs"]:
-        png = plot_timeline(results, run, out_dir / f"{slug}_{run}_timeline.png")
+        png = plot_timeline(results, run, plot_path(out_dir, f"{slug}_{run}", "timeline"))
         blocks.append(Image(f"{results.name}: {run} timeline", png.name))
     if results.energy is not None:
         blocks.append(Heading(3, "Energy by layer"))
         for run in summary["runs"]:
-            png = plot_layer_energy(results, run, out_dir / f"{slug}_{run}_layer_energy.png")
+            png = plot_layer_energy(results, run,
+                                    plot_path(out_dir, f"{slug}_{run}", "layer_energy"))
             blocks.append(Image(f"{results.name}: {run} energy per layer", png.name))
     return blocks
 
@@ -742,6 +748,26 @@ def _prices_table(results: Results) -> Table:
     return Table(["price (pJ)", *runs], rows, numeric=set(range(1, len(runs) + 1)))
 
 
+# `desim report DIR`'s report unless --out says otherwise; `desim run` removes it (and its
+# HTML copy and plots: `report_files`) when it writes DIR again
+DEFAULT_REPORT = "report.md"
+# What each plot shows, last in its name (`plot_path`)
+PLOT_KINDS = ("energy", "timeline", "layer_energy")
+
+
+def plot_path(out_dir: Path, prefix: str, kind: str) -> Path:
+    """A plot's file: `prefix` (the report's stem, the experiment's slug, the run if the
+    plot is one run's), then its kind, one of PLOT_KINDS, so that `report_files` finds it."""
+    assert kind in PLOT_KINDS, kind
+    return out_dir / f"{prefix}_{kind}.png"
+
+
+def report_files(stem: str = Path(DEFAULT_REPORT).stem) -> tuple[str, ...]:
+    """Glob patterns of what `build_report` writes for a report named `stem`.md: the
+    report, its HTML copy and its plots (`plot_path`)."""
+    return (f"{stem}.md", f"{stem}.html", *(f"{stem}_*_{kind}.png" for kind in PLOT_KINDS))
+
+
 def build_report(dirs: list[Path], out: Path) -> tuple[Path, Path, list[Results]]:
     """Write `out` (Markdown), the same content as HTML beside it, and the plots; return the
     two paths and the results read (with their claim checks)."""
@@ -797,7 +823,7 @@ def register(app: typer.Typer) -> None:
         # folder names and messages are printed as they are, never read as rich markup
         console = Console()
         try:
-            md, page, all_results = build_report(dirs, out or dirs[0] / "report.md")
+            md, page, all_results = build_report(dirs, out or dirs[0] / DEFAULT_REPORT)
         except ConfigError as error:
             fail(2, str(error))
         surprises = 0

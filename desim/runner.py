@@ -28,6 +28,7 @@ from desim.events import PHASES
 from desim.experiment import Experiment, ObserveSpec, load_experiment
 from desim.hardware_view import hardware_view
 from desim.module import Simulator
+from desim.report import report_files
 from desim.results import writable_folder, write_atomic, write_csv, write_json
 from desim.stats import collect_stats, stats_text
 from mappings.mapper import PhaseWork, map_workload, phase_waits
@@ -263,16 +264,7 @@ def write_results(out: Path, experiment: Experiment, results: dict[str, RunResul
     write_csv(out / "layers.csv", pd.concat([r.layers for r in results.values()],
                                             ignore_index=True))
     write_csv(out / "energy.csv", layer_energy(results))
-    resolved = experiment.spec.model_dump(mode="json")
-    if experiment.spec.workload.model:  # the input the capture used, default or not
-        resolved["workload"]["input_shape"] = list(input_shape(experiment.spec.workload))
-    write_json(out / "config.json", {
-        "experiment": resolved,
-        "architectures": {n: a.model_dump(mode="json") for n, a in experiment.archs.items()},
-        # the --set items applied over the experiment file, which a reader of the file alone
-        # would not know (desim report lists them)
-        "overrides": experiment.overrides,
-    })
+    write_json(out / "config.json", resolved_config(experiment))
     write_json(out / "stats.json", {name: r.stats for name, r in results.items()})
     write_atomic(out / "stats.txt", "".join(f"# run {name}\n{stats_text(r.stats)}\n"
                                             for name, r in results.items()))
@@ -284,6 +276,21 @@ def write_results(out: Path, experiment: Experiment, results: dict[str, RunResul
             os.replace(unpublished(r.vcd), r.vcd)
     remove_stale_artifacts(out, results)
     return summary
+
+
+def resolved_config(experiment: Experiment) -> dict[str, Any]:
+    """config.json: the experiment and its architectures as resolved, and the `--set` items
+    applied over the file; a sweep's point files record the same (`desim.sweep`)."""
+    resolved = experiment.spec.model_dump(mode="json")
+    if experiment.spec.workload.model:  # the input the capture used, default or not
+        resolved["workload"]["input_shape"] = list(input_shape(experiment.spec.workload))
+    return {
+        "experiment": resolved,
+        "architectures": {n: a.model_dump(mode="json") for n, a in experiment.archs.items()},
+        # the --set items applied over the experiment file, which a reader of the file alone
+        # would not know (desim report lists them)
+        "overrides": experiment.overrides,
+    }
 
 
 def unpublished(vcd: Path) -> Path:
@@ -298,11 +305,6 @@ RESULT_FILES = ("summary.json", "layers.csv", "energy.csv", "config.json", "stat
                 "stats.txt", "trace.json")
 
 
-# What `desim report DIR` writes into a results folder by default (`desim.report`): the
-# report, its HTML copy and its plots, all named after report.md.
-REPORT_FILES = ("report.md", "report.html", "report_*_energy.png", "report_*_timeline.png")
-
-
 def remove_stale_artifacts(out: Path, results: dict[str, RunResult]) -> None:
     """Remove the trace.json and waves_*.vcd an earlier run left in `out` that these
     results did not write, and the report `desim report` wrote there by default (with its
@@ -313,7 +315,7 @@ def remove_stale_artifacts(out: Path, results: dict[str, RunResult]) -> None:
     neither)."""
     written = {r.vcd.resolve() for r in results.values() if r.vcd is not None}
     stale = [p for p in out.glob("waves_*.vcd") if p.resolve() not in written]
-    stale += [p for pattern in REPORT_FILES for p in out.glob(pattern)]
+    stale += [p for pattern in report_files() for p in out.glob(pattern)]
     stale += out.glob(".waves_*.vcd.tmp")  # this run's are published by now
     for name in RESULT_FILES:  # this run's are in place by now
         stale += out.glob(f".{name}.*.tmp")

@@ -476,12 +476,10 @@ def _finish(out: Path, point: Point, sets: list[str], experiment: Experiment | N
             result: dict[str, Any], log: _Log, bar: _Bar) -> None:
     """Write the point's file (atomically: the point is done exactly when it exists)."""
     from desim.results import write_json
+    from desim.runner import resolved_config
 
-    config = None
-    if experiment is not None:
-        config = {"experiment": experiment.spec.model_dump(mode="json"),
-                  "architectures": {n: a.model_dump(mode="json")
-                                    for n, a in experiment.archs.items()}}
+    # config.json's, as `desim run` with `sets` writes it: the base --set items included
+    config = None if experiment is None else resolved_config(experiment)
     record = {"point_id": point.point_id, "overrides": point.values, "set": sets,
               **result, "config": config,
               "finished": datetime.now(UTC).isoformat(timespec="seconds")}

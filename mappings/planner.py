@@ -316,6 +316,14 @@ def _chunk_macs(maps: list[tuple], circulant_block: int) -> list[float]:
     return [0.0 if circulant_block else float(m[2].sum()) for m in maps]
 
 
+def _chunk_psum_bytes(maps: list[tuple], channels: torch.Tensor, hw: HardwareView) -> int:
+    """A reduction chunk's partial sums, dense at the accumulator's precision: one per
+    output of the busy `channels` (every chunk's maps have the outputs' images, rows and
+    length); what `_tile_plan` moves between chunks and `_ChunkFloor` bounds."""
+    _, n_img, n_rows, length = maps[0][2].shape
+    return len(channels) * n_img * n_rows * length * hw.psum_bytes
+
+
 class _ChunkFloor:
     """A floor under the objective of a plan's estimate (`plan_key`) from its chunks tiled
     so far and what the others must do whatever their tiles: each stage's total over the
@@ -334,9 +342,8 @@ class _ChunkFloor:
                  hw: HardwareView, macs: list[float]) -> None:
         self.hw, self.order, self.chunks, self.done = hw, order, len(maps), 0
         self.macs = macs  # each chunk's (`_chunk_macs`)
-        _, n_img, n_rows, length = maps[0][2].shape
         split = order in (KEPT, SPILLED) and len(maps) > 1
-        self.psums = len(channels) * n_img * n_rows * length * hw.psum_bytes if split else 0
+        self.psums = _chunk_psum_bytes(maps, channels, hw) if split else 0
         self.stages = np.zeros(6)  # fetch, send, compute, collect, write, DRAM both ways
         self.pj = 0.0
 
@@ -384,7 +391,7 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
     _, n_img, n_rows, length = maps[0][2].shape
     tiling_hw, psum_share = hw, 0
     n = len(parts)
-    psums = len(channels) * n_img * n_rows * length * hw.psum_bytes  # a chunk's, dense
+    psums = _chunk_psum_bytes(maps, channels, hw)
     # A chunk's mean share of the partial sums' moves: read back by every chunk but the
     # first, and written out by every chunk but the last (through DRAM when spilled).
     psums_sent = psums * (n - 1) / n if order in (KEPT, SPILLED) else 0.0

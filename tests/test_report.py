@@ -28,6 +28,7 @@ from desim.report import (
     check_claim,
     component_color,
     register,
+    report_files,
     resolve,
     to_html,
 )
@@ -121,6 +122,9 @@ def check_markdown(results_dir: Path, out: Path) -> tuple[Path, Path]:
     assert {"report_quickstart_energy.png", "report_quickstart_dense_timeline.png",
             "report_quickstart_hppu_timeline.png",
             "report_quickstart_hppu_layer_energy.png"} <= set(images)
+    # what desim run removes from a results folder by report_files' patterns is all of it
+    assert {p.name for p in md.parent.iterdir()} == {
+        p.name for pattern in report_files() for p in md.parent.glob(pattern)}
     # a second report in the same folder keeps its own plots, and leaves the first's
     before = {name: (md.parent / name).read_bytes() for name in images}
     other, _, _ = build_report([results_dir], md.parent / "other.md")
@@ -291,13 +295,19 @@ def test_a_value_just_beyond_a_bound_does_not_read_as_the_bound():
 
 def test_a_list_of_metrics_gives_the_mean_of_their_ratios():
     """Two ratios, 0.9 / 0.8 = 1.125 and 0.8 / 0.9 = 0.889: their mean 1.007 is within 0.05
-    of 1 although the second alone is not; the report names both."""
+    of 1 although the second alone is not; the report names both, each with its two figures
+    as a single ratio claim shows them (it showed the ratios alone). A list without `over`
+    shows the values it averages."""
     claim = Claim(metric=["runs.fast.workload.accuracy", "runs.base.workload.accuracy"],
                   over=["runs.base.workload.accuracy", "runs.fast.workload.accuracy"],
                   paper=1.0, tolerance=0.05, compare="at_least")
     check = check_claim(SUMMARY, claim)
     assert check.value == pytest.approx((0.9 / 0.8 + 0.8 / 0.9) / 2)
-    assert check.within and check.value_text == "1.007 (1.125, 0.8889)"
+    assert check.within and check.value_text == "1.007 (0.9 / 0.8 = 1.125, 0.8 / 0.9 = 0.8889)"
+    mean = check_claim(SUMMARY, Claim(metric=["runs.fast.workload.accuracy",
+                                              "runs.base.workload.accuracy"],
+                                      paper=0.85, tolerance=0.1))
+    assert mean.value_text == "0.85 (0.9, 0.8)"
     assert check.metric_text == ("mean of (runs.fast.workload.accuracy / runs.base.workload."
                                  "accuracy, runs.base.workload.accuracy / runs.fast.workload."
                                  "accuracy)")

@@ -29,7 +29,10 @@ from desim.experiment import load_experiment
 from desim.runner import run, summarize
 from desim.sweep import (
     Point,
+    _Bar,
     _check_manifest,
+    _compute,
+    _Log,
     _write_manifest,
     gather,
     load_sweep_spec,
@@ -298,6 +301,25 @@ def test_resume_into_a_folder_of_other_inputs_is_refused(tmp_path):
     resume(["sweep.seed=5"])
     with pytest.raises(ConfigError, match="sweep of other inputs"):  # ... other numbers not
         resume(["workload.seed=1"])
+
+
+def test_a_points_config_records_the_sweeps_set_items_as_config_json_does(tmp_path):
+    """A point's file holds config.json's configuration, the base --set items among its
+    overrides: the point's folder says how it was produced. Points failing at elaboration
+    (1 KiB: no tile fits) are written here without a Dask cluster."""
+    from desim.runner import resolved_config
+
+    path = write_experiment(tmp_path, {"arch.hppu.global_buffer.capacity_kib": [1]},
+                            single_run=True)
+    base = ["workload.seed=3"]
+    out = tmp_path / "out"
+    points = plan_points(load_sweep_spec(path, base))
+    _compute(path, out, base, points, None, None, _Log(out / "sweep.log"), _Bar(None, None))
+    record = json.loads((out / "points" / f"{points[0].point_id}.json").read_text())
+    assert record["status"] == "failed" and "smallest tile" in record["error"]
+    sets = ["workload.seed=3", "arch.hppu.global_buffer.capacity_kib=1"]
+    assert record["config"]["overrides"] == sets
+    assert record["config"] == resolved_config(load_experiment(path, sets))
 
 
 def fake_frame(tmp_path: Path) -> pd.DataFrame:
