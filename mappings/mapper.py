@@ -284,11 +284,24 @@ def _replace_if_better(work: list[PhaseWork], first: int, span: list[PhaseWork |
                        hw: HardwareView) -> bool:
     """Put `span` in place of work[first:] if every phase of it has tiles and the mapper's
     estimate (`plan_key`, on `mapping.objective`) of it is lower; whether it did."""
-    if None in span or (plan_key(np.concatenate([w.table for w in span]), hw, 0)
-                        >= plan_key(np.concatenate([w.table for w in work[first:]]), hw, 0)):
+    if None in span or _span_key(span, hw) >= _span_key(work[first:], hw):
         return False
     work[first:] = span
     return True
+
+
+def _span_key(span: list[PhaseWork], hw: HardwareView) -> tuple:
+    """`plan_key` of a run of layer-phases as the accelerator runs them: their tiles through
+    one pipeline, each phase's first tile fetched once the phases it waits for
+    (`phase_waits`) are written back, that is every tile before theirs (write-backs go in
+    order)."""
+    sizes = [len(w.table) for w in span]
+    ends = np.cumsum(sizes) - 1          # each phase's last tile (or the one before it)
+    gates = np.full(int(sum(sizes)), -1)
+    for p, k in enumerate(phase_waits(span)):
+        if sizes[p] and k >= 0:
+            gates[ends[p] - sizes[p] + 1] = ends[k]
+    return plan_key(np.concatenate([w.table for w in span]), hw, 0, gates)
 
 
 def _gradient_shared(workload: Workload, layer_id: int, hw: HardwareView) -> bool:

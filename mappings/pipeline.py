@@ -29,7 +29,8 @@ def buffered_cycles(times: np.ndarray, has_results: np.ndarray | None = None) ->
     return buffered_schedule(times, has_results)[0]
 
 
-def buffered_schedule(times: np.ndarray, has_results: np.ndarray | None = None
+def buffered_schedule(times: np.ndarray, has_results: np.ndarray | None = None,
+                      gates: np.ndarray | None = None
                       ) -> tuple[float, list[float], list[float]]:
     """When the last of `times`' tiles leaves the pipeline as arch/accelerator.py runs it,
     and when each tile's fetch and write-back start (the order DRAM sees them in).
@@ -40,7 +41,10 @@ def buffered_schedule(times: np.ndarray, has_results: np.ndarray | None = None
     halves from the start of its fetch to the end of its distribution, and a tile with
     results (`has_results`, default every tile) one of its two result halves from the start
     of its collection to the end of its write-back. DRAM's reads and writes are taken as
-    independent here (the caller bounds the time by their sum).
+    independent here (the caller bounds the time by their sum). `gates`, of a run of
+    layer-phases: for each tile, the earlier tile whose write-back must end before it is
+    fetched (a phase's first tile waits for the phases it needs, `mapper.phase_waits`), or
+    -1.
 
     So it sees what depends on the buffers' depth: a heavy tile behind light ones that the
     NoC port holds up cannot fetch while they wait (there is no free half to fetch into),
@@ -55,9 +59,11 @@ def buffered_schedule(times: np.ndarray, has_results: np.ndarray | None = None
     f_free = d_free = c_free = g_free = w_end = 0.0
     d_starts = c_starts = g_starts = w_starts = (0.0, 0.0)
     operand = result = (0.0, 0.0)
-    fetches, writes = [], []
-    for (fetch, distribute, compute, collect, write), has in zip(rows, holds, strict=True):
-        f0 = max(f_free, operand[0])
+    waits = [-1] * len(rows) if gates is None else np.asarray(gates).tolist()
+    fetches, writes, ends = [], [], []
+    for (fetch, distribute, compute, collect, write), has, gate in zip(rows, holds, waits,
+                                                                        strict=True):
+        f0 = max(f_free, operand[0], ends[gate] if gate >= 0 else 0.0)
         fetches.append(f0)
         f_free = max(f0 + fetch, d_starts[0])
         d0 = max(f_free, d_free)
@@ -71,6 +77,7 @@ def buffered_schedule(times: np.ndarray, has_results: np.ndarray | None = None
         w0 = max(g_free, w_end)
         writes.append(w0)
         w_end = w0 + write
+        ends.append(w_end)
         if has:
             result = (result[1], w_end)
         d_starts, c_starts = (d_starts[1], d0), (c_starts[1], c0)

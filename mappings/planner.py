@@ -15,7 +15,6 @@ made from the plan's own event rows.
 from __future__ import annotations
 
 from dataclasses import replace
-from itertools import pairwise
 
 import numpy as np
 import torch
@@ -488,26 +487,27 @@ def _plan_rows(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
     return np.concatenate(tables), weight_bytes, out_bytes
 
 
-def plan_key(table: np.ndarray, hw: HardwareView, chunks: int) -> tuple:
+def plan_key(table: np.ndarray, hw: HardwareView, chunks: int,
+             gates: np.ndarray | None = None) -> tuple:
     """What ranks the plans of a phase, smallest first: `hw.objective` on the estimates,
-    then time, DRAM bytes and fewer chunks (so that without prices time decides)."""
-    cycles = _estimated_cycles(table, hw)
+    then time, DRAM bytes and fewer chunks (so that without prices time decides). `gates`:
+    of a run of phases, `buffered_schedule`'s."""
+    cycles = _estimated_cycles(table, hw, gates)
     pj = _estimated_pj(table, hw, cycles)
     dram = int(table["dram_read_bytes"].sum() + table["dram_write_bytes"].sum())
     return (hw.objective_value(cycles, pj), cycles, pj, dram, chunks)
 
 
-def _estimated_cycles(table: np.ndarray, hw: HardwareView) -> float:
+def _estimated_cycles(table: np.ndarray, hw: HardwareView,
+                      gates: np.ndarray | None = None) -> float:
     """A plan's time: its tiles through the pipeline's stages (`_stage_cycles`), through
-    the two-deep buffers (`mappings.pipeline.buffered_schedule`), and no less than the
-    DRAM's reads and writes together (one channel serves both), with a bus turn
-    (`HardwareView.dram_switch_cycles`) each time they alternate in the order the pipeline
-    starts them. Trainer's speculation, a stage of its own, is not counted."""
+    the two-deep buffers (`mappings.pipeline.buffered_schedule`, which takes DRAM's reads
+    and writes as independent), and no earlier than one channel can serve them both
+    (`dram_busy_until`). Trainer's speculation, a stage of its own, is not counted."""
     stages, read, write = _stage_cycles(table, hw)
     end, fetches, writes = buffered_schedule(
-        stages, holds_result(table["gather_bytes"], table["dram_write_bytes"]))
-    return max(end, float(read.sum() + write.sum())
-               + dram_turns(fetches, writes, read > 0, write > 0) * hw.dram_switch_cycles)
+        stages, holds_result(table["gather_bytes"], table["dram_write_bytes"]), gates)
+    return max(end, dram_busy_until(fetches, writes, read, write, hw.dram_switch_cycles))
 
 
 def _stage_cycles(table: np.ndarray, hw: HardwareView
@@ -536,37 +536,50 @@ def _stage_cycles(table: np.ndarray, hw: HardwareView
     return stages, read, write
 
 
-def dram_turns(fetches: list[float], writes: list[float], reads: np.ndarray,
-               written: np.ndarray) -> int:
-    """How many times DRAM's bus turns between reads and writes when the tiles' reads
-    (`reads`: which tiles read) and writes (`written`) start at `fetches` and `writes`."""
-    order = sorted([(t, 0) for t, r in zip(fetches, reads, strict=True) if r]
-                   + [(t, 1) for t, w in zip(writes, written, strict=True) if w])
-    return sum(a[1] != b[1] for a, b in pairwise(order))
+def dram_busy_until(fetches: list[float], writes: list[float], read: np.ndarray,
+                    write: np.ndarray, switch: float) -> float:
+    """The earliest DRAM's one channel can finish the tiles' reads (`read` cycles each,
+    starting no earlier than `fetches`) and writes (`write`, from `writes`): from any of
+    those starts on, the channel still has every transaction that starts later to serve,
+    and the bus turns between them (`switch` cycles each)."""
+    events = sorted([(t, 0, c) for t, c in zip(fetches, read.tolist(), strict=True) if c]
+                    + [(t, 1, c) for t, c in zip(writes, write.tolist(), strict=True) if c])
+    until, work, last = 0.0, 0.0, None
+    for t, direction, cycles in reversed(events):   # the work from each start on
+        work += cycles + (switch if last is not None and last != direction else 0.0)
+        last = direction
+        until = max(until, t + work)
+    return until
 
 
 def compute_cycles(table: np.ndarray, hw: HardwareView) -> np.ndarray:
     """Each tile's time on the PEs, as arch/pe.py counts it: its busiest PE's MACs, or its
-    pairs' scan over the active PEs when index matching takes longer, plus fill and drain."""
+    pairs' scan over the active PEs when index matching takes longer, plus fill and drain;
+    a vector layer's tile, its operations over the vector unit's lanes (arch/vector.py)."""
     cycles = np.ceil(table["busiest_pe_macs"] / hw.macs_per_pe_per_cycle)
     if hw.index_matching_bits:
         lanes = np.maximum(table["active_clusters"], 1) * hw.pes_per_cluster
         cycles = np.maximum(cycles, np.ceil(table["scanned_pairs"]
                                             / (lanes * hw.index_matching_bits)))
-    return np.where(cycles > 0, cycles + hw.pipeline_cycles, 0.0)
+    cycles = np.where(cycles > 0, cycles + hw.pipeline_cycles, 0.0)
+    if hw.vector_lanes:
+        cycles = cycles + np.ceil(table["vector_ops"] / hw.vector_lanes)
+    return cycles
 
 
 def _estimated_pj(table: np.ndarray, hw: HardwareView, cycles: float) -> float:
-    """A plan's energy at the view's prices: its MACs, the bytes it moves through DRAM, the
-    global buffer, the NoC and the clusters' buffers, and DRAM standby while it runs."""
+    """A plan's energy at the view's prices: its MACs (and vector operations, priced as
+    one each: arch/vector.py), the bytes it moves through DRAM, the global buffer (whose
+    write-backs read what goes to DRAM), the NoC and the clusters' buffers, and DRAM
+    standby while it runs."""
     def total(column: str) -> float:
         return float(table[column].sum())
 
     local_writes = float((table["multicast_bytes"] * table["active_clusters"]).sum())
     return hw.estimated_pj(
-        macs=total("processed_macs"),
+        macs=total("processed_macs") + total("vector_ops"),
         dram=total("dram_read_bytes") + total("dram_write_bytes"),
-        glb=total("glb_read_bytes") + total("glb_write_bytes"),
+        glb=total("glb_read_bytes") + total("glb_write_bytes") + total("dram_write_bytes"),
         unicast=total("unicast_bytes") + total("gather_bytes"),
         multicast=total("multicast_bytes"), local=local_writes + total("unicast_bytes"),
         cycles=cycles, scanned=total("scanned_pairs"),

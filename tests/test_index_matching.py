@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from desim.errors import ConfigError
+from desim.events import empty_table
 from desim.experiment import load_arch
 from mappings.counting import BP, FF, WG, SkipPolicy
 from mappings.planner import compute_cycles, tile_phase
@@ -62,10 +63,10 @@ def test_the_plan_estimate_counts_the_tiles_as_the_pes_do():
     rng = np.random.default_rng(0)
     rows = [(int(rng.integers(0, 400)), int(rng.integers(0, 80 * LANES)),
              int(rng.integers(1, 17))) for _ in range(50)] + [(0, 0, 16)]
-    table = np.zeros(len(rows), [("busiest_pe_macs", np.int64), ("scanned_pairs", np.int64),
-                                 ("active_clusters", np.int32)])
-    for i, row in enumerate(rows):
-        table[i] = row
+    table = empty_table(len(rows))
+    for column, values in zip(("busiest_pe_macs", "scanned_pairs", "active_clusters"),
+                              zip(*rows, strict=True), strict=True):
+        table[column] = values
     assert list(compute_cycles(table, hw)) == [acc.pes.tile_cycles(*row) for row in rows]
 
 
