@@ -279,7 +279,6 @@ def _per_tile_from_pe(per_pe: torch.Tensor, ka: int, hw: HardwareView
     """`_per_tile_pe` from `_per_pe`'s counts: channels in blocks of `ka`, a channel to a
     cluster (ka / clusters consecutive channels each)."""
     a, nb, used = per_pe.shape
-    pes = hw.pes_per_cluster
     na = -(-a // ka)
     clusters = min(hw.clusters, ka)
     per_cluster = -(-ka // clusters)                                  # channels a cluster
@@ -289,9 +288,18 @@ def _per_tile_from_pe(per_pe: torch.Tensor, ka: int, hw: HardwareView
         per_pe = per_pe.reshape(na, clusters, per_cluster, nb, used).sum(2)
     busiest = per_pe.amax(dim=(1, 3))
     total = per_pe.sum(dim=(1, 3))
-    if hw.load_balance:  # ideal balancing: the tile's work shared by its active PEs
-        busiest = -(-total // (clusters * pes))
+    if hw.load_balance:  # ideal balancing: the tile's work shared by its active PEs, those
+        # that hold outputs (an output's sum is not split between PEs)
+        holding = clusters_holding(_block_sums(torch.ones(a, dtype=torch.int64), ka), ka, hw)
+        busiest = -(-total // torch.from_numpy(holding * used)[:, None])
     return busiest.numpy(), total.numpy()
+
+
+def clusters_holding(channels_in_block: np.ndarray, ka: int, hw: HardwareView) -> np.ndarray:
+    """The clusters a channel block's channels occupy, ka / clusters consecutive channels
+    each (`_per_tile_from_pe`): a short last block leaves some idle."""
+    per_cluster = -(-ka // min(hw.clusters, ka))
+    return -(-channels_in_block // per_cluster)
 
 
 def tile_bytes(shape: TileShape, ps: PhaseShape, win: _Window, out_rows_len: tuple[int, int],
@@ -399,7 +407,7 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                         stream_resident, channel_resident):
                 continue
             na = -(-a // ka)
-            active = min(ka, hw.clusters)
+            active = int(clusters_holding(np.array([ka]), ka, hw)[0])
             busiest_time = None  # the PEs' time as the shape deals the MACs, when it matters
             channel_block = channel_bytes / na
             channel_keep = half_local * active  # the clusters' room for their shares
@@ -669,7 +677,7 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
     dram_read = a_dram + (0 if stream_resident else s_tile * s_new)
     # The clusters keep what they can of an unchanged block between tiles, half their local
     # buffer each (the other half takes what changes): only the rest is sent again.
-    active = np.minimum(channels_in_block, hw.clusters)[ia]
+    active = clusters_holding(channels_in_block, ka, hw)[ia]
     half_local = hw.local_buffer_bytes // 2
     a_sent = np.where(a_new, a_tile, np.maximum(a_tile - half_local * active, 0))
     s_sent = np.where(s_new, s_tile, np.maximum(s_tile - half_local, 0))

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -133,6 +135,24 @@ def test_load_balance_spreads_a_tile_over_its_active_pes():
     # Without balancing, unstructured sparsity leaves PEs idle: the fine-grained baseline's
     # load imbalance.
     assert (t0["busiest_pe_macs"] * active_pes).sum() > t0["processed_macs"].sum()
+
+
+def test_load_balance_shares_a_tile_among_the_pes_that_hold_its_outputs():
+    """6 channels on 4 clusters go 2 to a cluster, so 3 clusters hold them; each channel has
+    2 outputs in the row block, so 2 PEs of a cluster hold outputs. 50 MACs balanced over
+    those 6 PEs: 9 a PE (8.3, rounded up). (Balanced over all 16 PEs, which splits an
+    output's sum between PEs, it was 4; unbalanced, the busiest PE has 11.)"""
+    from mappings.tiling import _per_tile_from_pe, clusters_holding
+
+    per_pe = torch.tensor([[[5, 5]], [[6, 6]], [[4, 4]], [[5, 5]], [[3, 3]], [[2, 2]]])
+    hw = HardwareView(**HW)
+    busiest, total = _per_tile_from_pe(per_pe, 6, hw)
+    assert total.tolist() == [[50]] and busiest.tolist() == [[11]]  # channels 0+1 on one PE
+    balanced, _ = _per_tile_from_pe(per_pe, 6, replace(hw, load_balance=True))
+    assert balanced.tolist() == [[9]]
+    # a short last block of 2 channels takes 1 cluster, not 2
+    assert clusters_holding(np.array([6, 2]), 6, hw).tolist() == [3, 1]
+    assert clusters_holding(np.array([4, 3]), 4, hw).tolist() == [4, 3]
 
 
 # -- the experiments, end to end ---------------------------------------------------------------
