@@ -186,13 +186,19 @@ class _Dynamic(_Stepper):
         return self.masks
 
     def update(self, velocity: dict[str, torch.Tensor], spec: TrainingSpec) -> None:
-        with torch.no_grad():  # the masked weights' gradients update the dense copy
+        """Only the unpruned weights have gradients (Trainer's sparse training: WG "only
+        with unpruned weights", as the simulated WG skips the pruned ones); a pruned weight
+        keeps its dense value, and comes back when others fall below it."""
+        with torch.no_grad():
             for name, module in self.layers.items():
                 module.weight.copy_(self.dense[name])
+                if module.weight.grad is not None:
+                    module.weight.grad.mul_(self.masks[name])
         super().update(velocity, spec)
         with torch.no_grad():
             for name, module in self.layers.items():
-                self.dense[name] = module.weight.detach().clone()
+                kept = self.masks[name].bool()
+                self.dense[name] = torch.where(kept, module.weight, self.dense[name]).clone()
 
     def after_step(self, spec: TrainingSpec) -> None:
         """Nothing to re-mask: the next `before` does it."""

@@ -41,6 +41,27 @@ def test_dynamic_pruning_keeps_the_target_and_moves_its_masks():
     assert stats["accuracy"] > 0.5             # 0.64 measured; chance is 0.1
 
 
+def test_dynamic_pruning_updates_only_the_unpruned_weights():
+    """Trainer's sparse training computes WG "only with unpruned weights", and so does the
+    simulated WG: one SGD step moves no weight the iteration's mask prunes (every pruned
+    weight had a gradient and moved before), and the kept ones whose gradient is not zero
+    (a ReLU dead for the whole batch zeroes some)."""
+    from mappings.training import _Dynamic
+
+    model = mlp()
+    stepper = _Dynamic(model, PruningSpec(method="dynamic", sparsity=0.75))
+    masks = stepper.before(0)
+    dense = {n: w.clone() for n, w in stepper.dense.items()}
+    x = torch.randn(32, 64, generator=torch.Generator().manual_seed(0))
+    model(x).pow(2).sum().backward()
+    velocity = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    stepper.update(velocity, TrainingSpec(iterations=1))
+    for name, mask in masks.items():
+        moved = stepper.dense[name] != dense[name]
+        assert not (moved & ~mask.bool()).any(), name
+        assert moved.sum() > 0.9 * mask.sum(), name
+
+
 def test_dropback_tracks_exactly_k_and_regenerates_the_rest():
     spec = PruningSpec(method="dropback", k=1000, seed=7)
     model, _, masks, stats = train(spec, iterations=40)
