@@ -221,7 +221,7 @@ def keep_output_on_chip(work: list[PhaseWork], j: int, mapper: PhaseMapper, hw: 
     whose sum the producer's stream writes for later readers); when the producer is such a
     fused add, the stream it was fused into, work[maker], wrote the sum and writes it no
     more. It is kept when the mapper's
-    own estimate (`plan_key`, on `mapping.objective`) of the phases involved says so:
+    own estimate (`_span_key`, on `mapping.objective`) of the phases involved says so:
     smaller tiles may read the weights more often than the kept input saves."""
     k = len(work) - 1
     producer, consumer = work[j], work[k]
@@ -259,7 +259,7 @@ def wg_reads_kept_gradient(work: list[PhaseWork], maker: int, mapper: PhaseMappe
     reads it there too instead of from DRAM. The gradient then stays through the WG, which
     is tiled in what is left. When nothing else reads it (no residual add passed it to a
     second branch), work[maker] need not write it to DRAM either: BP and WG were its only
-    readers. Both are mapped again in place when the mapper's estimate (`plan_key`) of the
+    readers. Both are mapped again in place when the mapper's estimate (`_span_key`) of the
     phases from work[maker] on says so."""
     k = len(work) - 1
     wg = work[k]
@@ -283,7 +283,7 @@ def _unwritten(w: PhaseWork, mapper: PhaseMapper, hw: HardwareView) -> PhaseWork
 def _replace_if_better(work: list[PhaseWork], first: int, span: list[PhaseWork | None],
                        hw: HardwareView) -> bool:
     """Put `span` in place of work[first:] if every phase of it has tiles and the mapper's
-    estimate (`plan_key`, on `mapping.objective`) of it is lower; whether it did."""
+    estimate (`_span_key`, on `mapping.objective`) of it is lower; whether it did."""
     if None in span or _span_key(span, hw) >= _span_key(work[first:], hw):
         return False
     work[first:] = span

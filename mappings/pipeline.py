@@ -41,7 +41,8 @@ def buffered_schedule(times: np.ndarray, has_results: np.ndarray | None = None,
     halves from the start of its fetch to the end of its distribution, and a tile with
     results (`has_results`, default every tile) one of its two result halves from the start
     of its collection to the end of its write-back. DRAM's reads and writes are taken as
-    independent here (the caller bounds the time by their sum). `gates`, of a run of
+    independent here (the caller bounds the time by one channel serving both from the
+    starts this returns: `planner.dram_busy_until`). `gates`, of a run of
     layer-phases: for each tile, the earlier tile whose write-back must end before it is
     fetched (a phase's first tile waits for the phases it needs, `mapper.phase_waits`), or
     -1.
