@@ -895,7 +895,6 @@ def register(app: typer.Typer) -> None:
         run it again after any interruption and only the missing points are computed."""
         from rich.console import Console
 
-
         console, errors = Console(), Console(stderr=True)
         started = time.perf_counter()
         try:
