@@ -198,7 +198,7 @@ class _Dynamic(_Stepper):
         with torch.no_grad():
             for name, module in self.layers.items():
                 kept = self.masks[name].bool()
-                self.dense[name] = torch.where(kept, module.weight, self.dense[name]).clone()
+                self.dense[name] = torch.where(kept, module.weight, self.dense[name])
 
     def after_step(self, spec: TrainingSpec) -> None:
         """Nothing to re-mask: the next `before` does it."""
