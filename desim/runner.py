@@ -25,7 +25,7 @@ from desim.clock import PS_PER_S, cycles_until
 from desim.elaborate import design_error, elaborate
 from desim.errors import ConfigError
 from desim.events import PHASES
-from desim.experiment import Experiment, ObserveSpec, load_experiment
+from desim.experiment import Experiment, ObserveSpec, RunSpec, load_experiment
 from desim.hardware_view import hardware_view
 from desim.module import Simulator
 from desim.report import report_files
@@ -128,6 +128,9 @@ class RunResult:
 def simulate(name: str, arch: ArchConfig, workload: Workload,
              observe: ObserveSpec = ObserveSpec(), out: Path | None = None) -> RunResult:
     """One training iteration of `workload` on `arch`; its module tree is rooted at `name`."""
+    if arch.speculator is not None and not workload.relus_predicted:
+        raise ValueError(f"{name}: its design speculates on ReLUs, and its workload was "
+                         "captured without predicting them (capture_workload)")
     sim = Simulator()
     acc = Accelerator(sim, arch, name=name)
     work = map_workload(workload, hardware_view(acc))
@@ -208,16 +211,24 @@ def run(experiment: Experiment, progress: Callable[[str], None] | None = None,
     spec = experiment.spec
     captured: dict[str, Workload] = {}
     results = {}
+
+    def capture_key(run_spec: RunSpec) -> str:
+        return experiment.workloads[run_spec.name].model_dump_json() + \
+            run_spec.pruning.model_dump_json()
+    # A capture predicts its ReLUs only for a run whose design speculates on them
+    predicted = {capture_key(r) for r in spec.runs
+                 if experiment.archs[r.name].speculator is not None}
     try:
         for i, run_spec in enumerate(spec.runs):
             workload = experiment.workloads[run_spec.name]
-            key = workload.model_dump_json() + run_spec.pruning.model_dump_json()
+            key = capture_key(run_spec)
             if key not in captured:
                 if progress:
                     source = workload.model or workload.scalesim_topology
                     progress(f"capturing {source} with {run_spec.pruning.method} pruning")
                 try:
-                    captured[key] = (capture or capture_workload)(workload, run_spec.pruning)
+                    captured[key] = capture(workload, run_spec.pruning) if capture else \
+                        capture_workload(workload, run_spec.pruning, key in predicted)
                 except ConfigError as err:  # a pruning parameter's under its run's key
                     if err.key in PruningSpec.model_fields:
                         err = err.within(f"runs.{i}.pruning")

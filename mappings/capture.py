@@ -219,8 +219,8 @@ def _square(v: int | tuple[int, ...], what: str, name: str) -> int:
 
 def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
             loss_fn: nn.Module | None = None, packed: bool = False,
-            vectors: list[VectorCapture] | None = None, speculative: bool = False
-            ) -> list[LayerCapture] | list[PackedLayer]:
+            vectors: list[VectorCapture] | None = None, speculative: bool = False,
+            predict_relus: bool = True) -> list[LayerCapture] | list[PackedLayer]:
     """Run one forward and backward pass and return every conv/linear layer's capture.
 
     Layers come in forward order. The model's weights are used as they are (apply pruning
@@ -229,6 +229,8 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     Given a `vectors` list, batch norm, activation and pooling layers are appended to it.
     Every layer that feeds a ReLU gets its ReLU speculation (`mappings.speculation`); with
     `speculative`, the pass runs as the speculating hardware runs it (false zeros applied).
+    Without `predict_relus`, no layer gets a prediction (`y_spec`; no speculating hardware
+    will read this capture), only its exact ReLU output.
     """
     keep = BitMap if packed else (lambda t: t)
     loss_fn = loss_fn or nn.CrossEntropyLoss()
@@ -375,7 +377,7 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     def on_other(module: nn.Module, args, out):
         return speculator.other(module, args[0], out)
 
-    speculator = ReluSpeculator(apply=speculative)
+    speculator = ReluSpeculator(apply=speculative, predict=predict_relus or speculative)
     for name, module in model.named_modules():
         kind = VECTOR_KINDS.get(type(module))
         if kind is not None:
@@ -420,7 +422,7 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
             continue
         w_nz = _as_4d(module.weight.detach() != 0, module)
         spec = speculator.results.get(name)
-        speculated = {} if spec is None else {
+        speculated = {} if spec is None or spec.predicted_nonzero is None else {
             "y_spec": keep(_as_4d(spec.predicted_nonzero, module)),
             "spec_false_zeros": spec.false_zeros, "spec_exact_nonzeros": spec.exact_nonzeros,
             "spec_false_zero_mass": spec.false_zero_mass}

@@ -78,7 +78,8 @@ class Speculation:
     """One layer's prediction: the outputs predicted non-zero after the ReLU, and how the
     prediction compares with the ReLU's exact output."""
 
-    predicted_nonzero: torch.Tensor  # bool, the layer's output shape
+    predicted_nonzero: torch.Tensor | None  # bool, the layer's output shape (None: not
+                                            # predicted, `ReluSpeculator.predict`)
     false_zeros: int                 # exact non-zero outputs predicted zero
     exact_nonzeros: int              # non-zero outputs of the ReLU
     false_zero_mass: float           # the false zeros' share of the ReLU output's sum
@@ -97,16 +98,22 @@ class ReluSpeculator:
     """Follows conv/linear -> [batch norm] -> ReLU chains of a forward pass (module hooks).
     With `apply`, `other` returns the ReLU's output as the speculating hardware makes it
     (a forward hook's return value replaces the module's output); with `record`, each
-    chain's prediction and how it compares with the exact ReLU go into `results`."""
+    chain's prediction and how it compares with the exact ReLU go into `results`.
+    Without `predict` (no speculating hardware reads this pass) the chains are followed and
+    each ReLU's exact output recorded, but nothing is predicted: the predictions' float
+    passes cost a third of a capture."""
 
-    def __init__(self, apply: bool = False, record: bool = True) -> None:
-        self.apply, self.record = apply, record
-        self._pending: tuple[torch.Tensor, str, torch.Tensor, bool] | None = None
+    def __init__(self, apply: bool = False, record: bool = True, predict: bool = True) -> None:
+        if apply and not predict:
+            raise ValueError("applying the speculation needs its predictions")
+        self.apply, self.record, self.predict = apply, record, predict
+        self._pending: tuple[torch.Tensor, str, torch.Tensor | None, bool] | None = None
         self.results: dict[str, Speculation] = {}
 
     def layer(self, name: str, module: nn.Module, x: torch.Tensor, out: torch.Tensor) -> None:
         with torch.no_grad():
-            self._pending = (out, name, predicted_outputs(module, x.detach()), False)
+            pred = predicted_outputs(module, x.detach()) if self.predict else None
+            self._pending = (out, name, pred, False)
 
     def other(self, module: nn.Module, x: torch.Tensor, out: torch.Tensor
               ) -> torch.Tensor | None:
@@ -117,9 +124,15 @@ class ReluSpeculator:
         _, name, pred, through_batchnorm = pending
         if isinstance(module, BATCHNORMS):
             with torch.no_grad():
-                self._pending = (out, name, normalized(module, pred), True)
+                pred = None if pred is None else normalized(module, pred)
+                self._pending = (out, name, pred, True)
             return None
         if not isinstance(module, RELUS):
+            return None
+        if pred is None:
+            if self.record:
+                self.results[name] = Speculation(None, 0, 0, 0.0, out.detach() != 0,
+                                                 through_batchnorm)
             return None
         nonzero = pred > 0
         if self.record:

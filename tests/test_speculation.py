@@ -204,3 +204,51 @@ baseline: dense
     assert not {k for k in runs["dense"]["workload"] if k.startswith("speculat")}
     assert runs["dense"]["workload"]["activation_sparsity"] == \
         runs["trainer"]["workload"]["activation_sparsity"]
+
+
+def test_a_capture_without_predictions_keeps_every_other_map():
+    """`predict_relus=False` (no speculating hardware reads the capture) leaves out the
+    predictions and nothing else: every non-zero map, the fused ReLU's included, is the
+    predicting capture's."""
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    x = torch.randn(2, 3, 9, 9)
+    target = torch.ones(model(x).shape)
+    loss = lambda out, t: (out * t).sum()  # noqa: E731
+    full = capture(model, x, target, loss_fn=loss)
+    bare = capture(model, x, target, loss_fn=loss, predict_relus=False)
+    assert [a.y_spec is not None for a in full] == [True, True, False]
+    assert all(b.y_spec is None and b.spec_exact_nonzeros == 0 for b in bare)
+    assert bare[1].y_relu_nz is not None  # conv -> ReLU: the fused ReLU's output is kept
+    for a, b in zip(full, bare, strict=True):
+        for key in ("x_nz", "w_nz", "dy_nz", "dx_nz", "y_nz", "y_relu_nz"):
+            one, other = getattr(a, key), getattr(b, key)
+            assert (one is None and other is None) or torch.equal(one, other), key
+
+
+def test_applying_the_speculation_needs_its_predictions():
+    from mappings.speculation import ReluSpeculator
+
+    with pytest.raises(ValueError, match="needs its predictions"):
+        ReluSpeculator(apply=True, predict=False)
+
+
+def test_a_design_without_speculator_needs_no_predictions():
+    """The runner captures without predictions when no run's design speculates: a dense
+    design's run is the same either way, and a speculating design refuses such a capture
+    rather than count its work from predictions that were never made."""
+    from desim.runner import simulate
+    from mappings.specs import PruningSpec
+    from mappings.workload import WorkloadSpec, capture_workload
+
+    spec = WorkloadSpec(model="lenet300", batch=2, data="random")
+    pruning = PruningSpec(method="magnitude", sparsity=0.5)
+    with_predictions = capture_workload(spec, pruning)
+    without = capture_workload(spec, pruning, predict_relus=False)
+    dense = load_arch(ARCH / "dense.yaml")
+    one, other = simulate("a", dense, with_predictions), simulate("a", dense, without)
+    assert one.total_ps == other.total_ps and one.energy_j == other.energy_j
+    assert one.layers.equals(other.layers)
+    with pytest.raises(ValueError, match="captured without predicting"):
+        simulate("t", load_arch(ARCH / "trainer.yaml"), without)
