@@ -108,7 +108,8 @@ def test_ternary_pe_prices_an_add_and_stores_two_bits() -> None:
 
 def test_ternary_pipeline_closed_form(tmp_path) -> None:
     """A dense 3x3 conv (K 8, C 16) on a ternary arch: its FF reads its 1,152 weights once,
-    at 2 bits, 288 bytes (an int8 arch: 1,152); every MAC is priced as one add."""
+    at 2 bits, 288 bytes (an int8 arch: 1,152); every MAC is priced as one add, into the
+    arch's 32-bit accumulator."""
     from arch.accelerator import Accelerator
     from desim.experiment import load_arch
     from desim.hardware_view import hardware_view
@@ -135,4 +136,5 @@ def test_ternary_pipeline_closed_form(tmp_path) -> None:
     macs = 8 * 16 * 9 * 8 * 8
     assert ff["macs"] == macs
     assert res.energy_by_action_j["macs.macs"] == pytest.approx(
-        macs * EnergyTable(ternary.technology).mac_pj("ternary") * 1e-12)
+        macs * EnergyTable(ternary.technology).mac_pj("ternary", "int32") * 1e-12)
+    assert EnergyTable("45nm").mac_pj("ternary", "int32") == pytest.approx(0.1)  # Horowitz
