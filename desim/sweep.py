@@ -23,7 +23,9 @@ Why it is built this way:
   is a sweep of; a resumed sweep whose experiment or architecture files changed is refused
   rather than mixing old and new numbers.
 - At the end (and on every resume) the point files are gathered into `DIR/results.parquet`,
-  one row per point, run and phase (and phase "total"), and `DIR/pareto.png` is drawn. A
+  one row per point, run and phase (and phase "total"), with the base `--set` items, which
+  every point took, in its metadata (`attrs["set"]` of the frame pandas reads), and
+  `DIR/pareto.png` is drawn. A
   sweep with points to compute removes an earlier table and plots first, once connected: a
   sweep that stops unfinished (a lost scheduler, a kill) then leaves none, rather than an
   earlier sweep's that would pass for its results.
@@ -310,6 +312,7 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
         with _progress_bar(progress, len(points), len(done), failed_before) as bar:
             _compute(path, out, base, todo, client, scheduler, log, bar)
     frame = gather(out, points, spec)
+    frame.attrs["set"] = base  # kept in the file's metadata: read_parquet(...).attrs["set"]
     _write_parquet(out / "results.parquet", frame)
     plot_pareto(frame, spec.objectives, out / "pareto.png")
     for metric, axis in plots:

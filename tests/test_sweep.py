@@ -322,6 +322,21 @@ def test_a_points_config_records_the_sweeps_set_items_as_config_json_does(tmp_pa
     assert record["config"] == resolved_config(load_experiment(path, sets))
 
 
+def test_the_table_records_the_sweeps_set_items(tmp_path):
+    """results.parquet says which --set items every point took (its metadata: the frame's
+    attrs), as the point files and sweep.json do. The points fail at elaboration here (no
+    tile fits 1 KiB), so no Dask cluster starts: the points are done, the table gathered."""
+    path = write_experiment(tmp_path, {"arch.hppu.global_buffer.capacity_kib": [1]},
+                            single_run=True)
+    base = ["workload.seed=3"]
+    out = tmp_path / "out"
+    points = plan_points(load_sweep_spec(path, base))
+    _compute(path, out, base, points, None, None, _Log(out / "sweep.log"), _Bar(None, None))
+    frame = sweep(path, out, overrides=base)
+    assert list(frame["status"]) == ["failed"]
+    assert pd.read_parquet(out / "results.parquet").attrs["set"] == base
+
+
 def fake_frame(tmp_path: Path) -> pd.DataFrame:
     """results.parquet's table from hand-written point files."""
     spec = SweepSpec(axes={"runs.1.pruning.sparsity": [0.5, 0.7, 0.9]})
