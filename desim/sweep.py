@@ -316,7 +316,7 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
     _write_parquet(out / "results.parquet", frame)
     plot_pareto(frame, spec.objectives, out / "pareto.png")
     for metric, axis in plots:
-        plot_metric(frame, metric, axis, plot_path(out, metric, axis))
+        plot_metric(frame, metric, axis, metric_plot_path(out, metric, axis))
     totals = frame.drop_duplicates("point_id")
     log(f"end: {int((totals['status'] == 'ok').sum())} ok, "
         f"{int((totals['status'] == 'failed').sum())} failed")
@@ -836,12 +836,13 @@ def _xs(column: pd.Series, numeric: bool) -> list[Any]:
     return column.astype(float).tolist() if numeric else column.astype(str).tolist()
 
 
-def plot_path(out: Path, metric: str, axis: str) -> Path:
+def metric_plot_path(out: Path, metric: str, axis: str) -> Path:
+    """A `--plot metric:axis` image's file (the axis's key path made a file name)."""
     return out / f"{metric}_vs_{re.sub(r'[^A-Za-z0-9_.-]', '_', axis)}.png"
 
 
 def plot_files(out: Path) -> list[Path]:
-    """The `--plot` images in `out` (`plot_path`'s names, of any metric and axis): an
+    """The `--plot` images in `out` (`metric_plot_path`'s names, of any metric and axis): an
     earlier sweep's, for a sweep with points to compute to remove with its table."""
     return [path for metric in [*PLOTTABLE, f"{COMPONENT_PREFIX}*"]
             for path in out.glob(f"{metric}_vs_*.png")]
