@@ -31,6 +31,7 @@ from desim.module import Simulator
 from desim.report import report_files
 from desim.results import writable_folder, write_atomic, write_csv, write_json
 from desim.stats import collect_stats, stats_text
+from mappings.capture import CaptureNeeds
 from mappings.mapper import PhaseWork, map_workload, phase_waits
 from mappings.scalesim import gemm_view
 from mappings.specs import PruningSpec
@@ -128,9 +129,9 @@ class RunResult:
 def simulate(name: str, arch: ArchConfig, workload: Workload,
              observe: ObserveSpec = ObserveSpec(), out: Path | None = None) -> RunResult:
     """One training iteration of `workload` on `arch`; its module tree is rooted at `name`."""
-    if arch.speculator is not None and not workload.relus_predicted:
-        raise ValueError(f"{name}: its design speculates on ReLUs, and its workload was "
-                         "captured without predicting them (capture_workload)")
+    if not workload.needs.covers(capture_needs(arch)):
+        raise ValueError(f"{name}: its workload was captured with {workload.needs}, and its "
+                         f"design needs {capture_needs(arch)} (capture_workload)")
     sim = Simulator()
     acc = Accelerator(sim, arch, name=name)
     work = map_workload(workload, hardware_view(acc))
@@ -177,6 +178,14 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
                                                  bool(arch.vector_unit)))
 
 
+def capture_needs(arch: ArchConfig) -> CaptureNeeds:
+    """What a run on `arch` reads of its capture besides the maps: the ReLU predictions
+    with a speculator, the vector tensors' run-length padding with run-length coded
+    activations."""
+    return CaptureNeeds(relu_predictions=arch.speculator is not None,
+                        rle_padding=arch.sparsity.activation_format == "rle")
+
+
 def systolic_compute(work: list[PhaseWork], workload: Workload, cfg: SystolicConfig) -> None:
     """Systolic mode: each conv/linear layer-phase computes for SCALE-Sim's cycles of its
     GEMM view (`arch.systolic.layer_cycles` of `mappings.scalesim.gemm_view`), shared out
@@ -215,9 +224,11 @@ def run(experiment: Experiment, progress: Callable[[str], None] | None = None,
     def capture_key(run_spec: RunSpec) -> str:
         return experiment.workloads[run_spec.name].model_dump_json() + \
             run_spec.pruning.model_dump_json()
-    # A capture predicts its ReLUs only for a run whose design speculates on them
-    predicted = {capture_key(r) for r in spec.runs
-                 if experiment.archs[r.name].speculator is not None}
+    needs: dict[str, CaptureNeeds] = {}  # what the designs that read each capture need
+    for r in spec.runs:
+        key = capture_key(r)
+        needs[key] = needs.get(key, CaptureNeeds(False, False)) | \
+            capture_needs(experiment.archs[r.name])
     try:
         for i, run_spec in enumerate(spec.runs):
             workload = experiment.workloads[run_spec.name]
@@ -228,7 +239,7 @@ def run(experiment: Experiment, progress: Callable[[str], None] | None = None,
                     progress(f"capturing {source} with {run_spec.pruning.method} pruning")
                 try:
                     captured[key] = capture(workload, run_spec.pruning) if capture else \
-                        capture_workload(workload, run_spec.pruning, key in predicted)
+                        capture_workload(workload, run_spec.pruning, needs[key])
                 except ConfigError as err:  # a pruning parameter's under its run's key
                     if err.key in PruningSpec.model_fields:
                         err = err.within(f"runs.{i}.pruning")

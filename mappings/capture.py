@@ -217,10 +217,29 @@ def _square(v: int | tuple[int, ...], what: str, name: str) -> int:
     return int(v[0])
 
 
+@dataclass(frozen=True)
+class CaptureNeeds:
+    """What the designs that read a capture need besides the non-zero maps; each costs
+    capture time, so it is left out when none of them reads it. `relu_predictions`: each
+    ReLU's speculation predicted (a design with a speculator; without, a layer keeps only
+    its exact ReLU output). `rle_padding`: the vector layers' tensors' run-length padding
+    counted (a design whose activations are run-length coded; without, it is None)."""
+
+    relu_predictions: bool = True
+    rle_padding: bool = True
+
+    def __or__(self, other: CaptureNeeds) -> CaptureNeeds:
+        return CaptureNeeds(self.relu_predictions or other.relu_predictions,
+                            self.rle_padding or other.rle_padding)
+
+    def covers(self, other: CaptureNeeds) -> bool:
+        return (self | other) == self
+
+
 def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
             loss_fn: nn.Module | None = None, packed: bool = False,
             vectors: list[VectorCapture] | None = None, speculative: bool = False,
-            predict_relus: bool = True) -> list[LayerCapture] | list[PackedLayer]:
+            needs: CaptureNeeds = CaptureNeeds()) -> list[LayerCapture] | list[PackedLayer]:
     """Run one forward and backward pass and return every conv/linear layer's capture.
 
     Layers come in forward order. The model's weights are used as they are (apply pruning
@@ -229,8 +248,7 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     Given a `vectors` list, batch norm, activation and pooling layers are appended to it.
     Every layer that feeds a ReLU gets its ReLU speculation (`mappings.speculation`); with
     `speculative`, the pass runs as the speculating hardware runs it (false zeros applied).
-    Without `predict_relus`, no layer gets a prediction (`y_spec`; no speculating hardware
-    will read this capture), only its exact ReLU output.
+    `needs`: what the designs that read this capture need beyond the maps (CaptureNeeds).
     """
     keep = BitMap if packed else (lambda t: t)
     loss_fn = loss_fn or nn.CrossEntropyLoss()
@@ -302,7 +320,7 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
         for seen, version, stats in recent:
             if same_tensor(t, seen) and t.stride() == seen.stride() and t._version == version:
                 return stats
-        stats = map_stats(t != 0)
+        stats = map_stats(t != 0, rle=needs.rle_padding)
         recent.append((t, t._version, stats))  # held, so its memory is not reused meanwhile
         del recent[:-4]
         return stats
@@ -377,7 +395,8 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     def on_other(module: nn.Module, args, out):
         return speculator.other(module, args[0], out)
 
-    speculator = ReluSpeculator(apply=speculative, predict=predict_relus or speculative)
+    speculator = ReluSpeculator(apply=speculative,
+                                predict=needs.relu_predictions or speculative)
     for name, module in model.named_modules():
         kind = VECTOR_KINDS.get(type(module))
         if kind is not None:

@@ -47,7 +47,8 @@ class BlockStats:
     lines: np.ndarray
     nz_lines: np.ndarray
     line_len: int
-    rle_padding: np.ndarray  # padding entries run-length coding needs
+    rle_padding: np.ndarray | None  # padding entries run-length coding needs (None: not
+                                    # counted, `map_stats`)
 
 
 def operand_bytes(fmt: str, b: BlockStats, element_bytes: int,
@@ -74,6 +75,8 @@ def operand_bytes(fmt: str, b: BlockStats, element_bytes: int,
     if fmt == "coo":
         return values(nnz) + nnz * 2 * INDEX_BYTES
     if fmt == "rle":
+        if b.rle_padding is None:
+            raise ValueError("run-length coding's padding was not counted for these blocks")
         entries = nnz + np.asarray(b.rle_padding, np.int64)
         return -(-entries * (bits + RLE_RUN_BITS) // 8)
     if fmt == "values_only":
@@ -112,13 +115,15 @@ def rle_padding(nz: torch.Tensor, nonzeros: int | None = None) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def map_stats(nz: torch.Tensor) -> BlockStats:
+def map_stats(nz: torch.Tensor, rle: bool = True) -> BlockStats:
     """A whole non-zero map as one block, its lines the runs along its last dimension (a
-    feature map's rows). Counted in numpy (see `rle_padding`)."""
+    feature map's rows). Counted in numpy (see `rle_padding`); without `rle`, its padding
+    is not (None: a third of a capture's time, for a format few designs use)."""
     length = nz.shape[-1] if nz.dim() else 1
     lines = nz.reshape(-1, length)
     nonzeros = int(np.count_nonzero(lines.numpy()))
     return BlockStats(np.array([nz.numel()]), np.array([nonzeros]),
                       np.array([lines.shape[0]]),
                       np.array([int(np.count_nonzero(lines.numpy().any(1)))]),
-                      length, np.array([int(rle_padding(lines, nonzeros).sum())]))
+                      length,
+                      np.array([int(rle_padding(lines, nonzeros).sum())]) if rle else None)

@@ -32,7 +32,7 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from mappings.capture import LayerCapture, PackedLayer, VectorCapture, capture
+from mappings.capture import CaptureNeeds, LayerCapture, PackedLayer, VectorCapture, capture
 from mappings.datasets import Dataset, batch, held_out
 from mappings.pruning import (
     DropBack,
@@ -53,14 +53,14 @@ def train_and_capture(model: nn.Module, pruning: PruningSpec, spec: TrainingSpec
                       data: Dataset, batch_size: int, input_shape: tuple[int, ...],
                       num_classes: int, seed: int, packed: bool = False,
                       vectors: list[VectorCapture] | None = None, speculative: bool = False,
-                      predict_relus: bool = True
+                      needs: CaptureNeeds = CaptureNeeds()
                       ) -> tuple[list[LayerCapture] | list[PackedLayer], dict[str, torch.Tensor],
                                  dict[str, float]]:
     """Train for `spec.iterations`, capture the chosen iteration; return its layers (bit-packed
     with `packed`), the masks in force then, and the training statistics. `speculative`:
     every forward pass as hardware with ReLU speculation makes it (its false zeros applied;
     mappings/speculation.py); the held-out accuracy is then measured likewise, and also
-    without speculation (`exact_inference_accuracy`). `predict_relus`: as `capture`'s."""
+    without speculation (`exact_inference_accuracy`). `needs`: as `capture`'s."""
     last = spec.iterations - 1
     at = last if spec.capture_iteration is None else spec.capture_iteration
     if not 0 <= at <= last:
@@ -77,7 +77,7 @@ def train_and_capture(model: nn.Module, pruning: PruningSpec, spec: TrainingSpec
         masks = step.before(it)
         if it == at:
             layers = capture(model, inputs, targets, packed=packed, vectors=vectors,
-                             speculative=speculative, predict_relus=predict_relus)
+                             speculative=speculative, needs=needs)
             loss = None
         else:
             model.zero_grad(set_to_none=True)

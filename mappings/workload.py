@@ -16,7 +16,7 @@ from typing import TypeVar
 import torch
 
 from desim.errors import ConfigError, out_of_memory
-from mappings.capture import BitMap, PackedLayer, VectorCapture, capture
+from mappings.capture import BitMap, CaptureNeeds, PackedLayer, VectorCapture, capture
 from mappings.datasets import batch
 from mappings.models import build_model, default_input_shape, input_shape_misfit
 from mappings.models.common import MatMul
@@ -45,21 +45,20 @@ class Workload:
     stats: dict[str, float] = field(default_factory=dict)
     vectors: list[VectorCapture] = field(default_factory=list)  # batch norm, ReLU, pooling
     pruned_layers: tuple[str, ...] = ()  # names of the layers the pruning touched
-    relus_predicted: bool = True  # each ReLU's speculation predicted (`capture_workload`)
+    needs: CaptureNeeds = CaptureNeeds()  # what was captured besides the maps
 
 
-def capture_workload(spec: WorkloadSpec, pruning: PruningSpec, predict_relus: bool = True
-                     ) -> Workload:
-    """One training iteration of the workload's model under `pruning`. Without
-    `predict_relus` the ReLU speculation's predictions are left out (`capture`): a design
-    without a speculator does not read them, and they cost a third of the capture."""
+def capture_workload(spec: WorkloadSpec, pruning: PruningSpec,
+                     needs: CaptureNeeds = CaptureNeeds()) -> Workload:
+    """One training iteration of the workload's model under `pruning`, with what `needs`
+    says the designs that read it need besides the maps (`capture.CaptureNeeds`)."""
     if spec.scalesim_topology is not None:
         # Dense layers as SCALE-Sim reads them; the run's pruning does not apply.
         layers = read_topology(spec.scalesim_topology, packed=True)
         return Workload(spec, pruning, layers, True, _stats(layers, {}, []))
     model, shape = checked_model(spec)
     return _within_memory(spec, shape, lambda: _capture(spec, pruning, model, shape,
-                                                        num_classes(spec), predict_relus))
+                                                        num_classes(spec), needs))
 
 
 @dataclass
@@ -99,7 +98,7 @@ def untrained(spec: WorkloadSpec) -> Untrained:
     def one_iteration() -> list[PackedLayer]:  # on random inputs: no data set to load
         gen = torch.Generator().manual_seed(spec.seed)
         return capture(model, *batch("random", images, shape, classes, generator=gen),
-                       packed=True, predict_relus=False)
+                       packed=True, needs=CaptureNeeds(False, False))
     layers = _within_memory(spec, shape, one_iteration)
     # its weights' memory freed, shapes kept
     return Untrained(layers, model.to("meta"), batch_free=batch_free)
@@ -174,9 +173,10 @@ def _check_input_shape(model: torch.nn.Module, name: str, shape: tuple[int, ...]
 
 
 def _capture(spec: WorkloadSpec, pruning: PruningSpec, model: torch.nn.Module,
-             shape: tuple[int, ...], num_classes: int, predict_relus: bool) -> Workload:
+             shape: tuple[int, ...], num_classes: int, needs: CaptureNeeds) -> Workload:
     """Capture one iteration of `model` (after `spec.training`, if given) under `pruning`."""
-    predict_relus = predict_relus or spec.speculative_relu  # applying them needs them
+    if spec.speculative_relu:  # applying the predictions needs them
+        needs = needs | CaptureNeeds(relu_predictions=True, rle_padding=False)
     gen = torch.Generator().manual_seed(spec.seed)
     pruned_grads_unused = pruning.method not in PRUNED_GRADIENTS_USED
     vectors: list[VectorCapture] = []
@@ -185,18 +185,18 @@ def _capture(spec: WorkloadSpec, pruning: PruningSpec, model: torch.nn.Module,
                                                    spec.batch, shape, num_classes,
                                                    spec.seed, packed=True, vectors=vectors,
                                                    speculative=spec.speculative_relu,
-                                                   predict_relus=predict_relus)
+                                                   needs=needs)
         _mark_tracked(layers, masks, pruning)
         return Workload(spec, pruning, layers, pruned_grads_unused,
                         {**_stats(layers, masks, vectors), **trained}, vectors, tuple(masks),
-                        predict_relus)
+                        needs)
     inputs, targets = batch(spec.data, spec.batch, shape, num_classes, generator=gen)
     masks = prune_model(model, pruning)
     layers = capture(model, inputs, targets, packed=True, vectors=vectors,
-                     speculative=spec.speculative_relu, predict_relus=predict_relus)
+                     speculative=spec.speculative_relu, needs=needs)
     _mark_tracked(layers, masks, pruning)
     return Workload(spec, pruning, layers, pruned_grads_unused, _stats(layers, masks, vectors),
-                    vectors, tuple(masks), predict_relus)
+                    vectors, tuple(masks), needs)
 
 
 def _mark_tracked(layers: list[PackedLayer], masks: dict[str, torch.Tensor],

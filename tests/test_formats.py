@@ -133,3 +133,39 @@ def test_csc_weights_have_a_pointer_per_column_of_the_weight_matrix(phase, whole
     columns = {FF: C_FC, BP: K_FC, WG: C_FC}[phase]
     assert (sparse_fc_weight_bytes("csc", phase)
             == K_FC * C_FC // 3 * (2 + 2) + (columns + 1) * 4)
+
+
+def test_run_length_padding_is_counted_only_when_a_design_codes_activations_so():
+    """The capture counts the vector tensors' run-length padding only for a design with
+    run-length coded activations (`CaptureNeeds.rle_padding`): uncounted, it is None, which
+    the rle format refuses, and a design that reads it refuses such a capture; any other
+    design's run is the same either way."""
+    from pathlib import Path
+
+    from desim.experiment import load_arch
+    from desim.runner import capture_needs, simulate
+    from mappings.capture import CaptureNeeds
+    from mappings.formats import map_stats
+    from mappings.specs import PruningSpec
+    from mappings.workload import WorkloadSpec, capture_workload
+
+    nz = torch.zeros(2, 40, dtype=torch.bool)
+    nz[:, 39] = True
+    assert map_stats(nz).rle_padding.tolist() == [4] and map_stats(nz, rle=False).rle_padding \
+        is None
+    with pytest.raises(ValueError, match="padding was not counted"):
+        operand_bytes("rle", map_stats(nz, rle=False), 2)
+
+    arch = load_arch(Path(__file__).resolve().parents[1] / "configs" / "arch" / "dense.yaml")
+    rle = arch.model_copy(update={"sparsity": arch.sparsity.model_copy(
+        update={"activation_format": "rle"})})
+    assert capture_needs(rle) == CaptureNeeds(relu_predictions=False, rle_padding=True)
+    spec = WorkloadSpec(model="lenet5", batch=2, data="random")
+    counted = capture_workload(spec, PruningSpec(method="dense"))
+    uncounted = capture_workload(spec, PruningSpec(method="dense"), CaptureNeeds(False, False))
+    assert all(v.out_stats.rle_padding is None for v in uncounted.vectors if v.out_stats)
+    one, other = simulate("a", arch, counted), simulate("a", arch, uncounted)
+    assert one.total_ps == other.total_ps and one.layers.equals(other.layers)
+    assert simulate("r", rle, counted).total_ps > 0
+    with pytest.raises(ValueError, match="design needs"):
+        simulate("r", rle, uncounted)

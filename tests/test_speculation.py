@@ -10,7 +10,7 @@ from torch import nn
 
 from desim.errors import ConfigError
 from desim.experiment import load_arch
-from mappings.capture import capture
+from mappings.capture import CaptureNeeds, capture
 from mappings.counting import BP, FF, WG, SkipPolicy, processed_map
 from mappings.planner import tile_phase
 from mappings.speculation import exponent_only, normalized
@@ -207,7 +207,7 @@ baseline: dense
 
 
 def test_a_capture_without_predictions_keeps_every_other_map():
-    """`predict_relus=False` (no speculating hardware reads the capture) leaves out the
+    """Without `relu_predictions` (no speculating hardware reads the capture), it leaves out the
     predictions and nothing else: every non-zero map, the fused ReLU's included, is the
     predicting capture's."""
     torch.manual_seed(4)
@@ -217,7 +217,7 @@ def test_a_capture_without_predictions_keeps_every_other_map():
     target = torch.ones(model(x).shape)
     loss = lambda out, t: (out * t).sum()  # noqa: E731
     full = capture(model, x, target, loss_fn=loss)
-    bare = capture(model, x, target, loss_fn=loss, predict_relus=False)
+    bare = capture(model, x, target, loss_fn=loss, needs=CaptureNeeds(relu_predictions=False))
     assert [a.y_spec is not None for a in full] == [True, True, False]
     assert all(b.y_spec is None and b.spec_exact_nonzeros == 0 for b in bare)
     assert bare[1].y_relu_nz is not None  # conv -> ReLU: the fused ReLU's output is kept
@@ -245,10 +245,10 @@ def test_a_design_without_speculator_needs_no_predictions():
     spec = WorkloadSpec(model="lenet300", batch=2, data="random")
     pruning = PruningSpec(method="magnitude", sparsity=0.5)
     with_predictions = capture_workload(spec, pruning)
-    without = capture_workload(spec, pruning, predict_relus=False)
+    without = capture_workload(spec, pruning, CaptureNeeds(relu_predictions=False))
     dense = load_arch(ARCH / "dense.yaml")
     one, other = simulate("a", dense, with_predictions), simulate("a", dense, without)
     assert one.total_ps == other.total_ps and one.energy_j == other.energy_j
     assert one.layers.equals(other.layers)
-    with pytest.raises(ValueError, match="captured without predicting"):
+    with pytest.raises(ValueError, match="design needs"):
         simulate("t", load_arch(ARCH / "trainer.yaml"), without)
