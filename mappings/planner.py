@@ -64,33 +64,33 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     `input_resident`: the input an earlier phase made (FF's X, BP's and WG's dY) is already
     in the global buffer (inter-layer reuse): no tile reads it from DRAM. It is FF's and
     BP's stream operand and WG's channel operand.
-    `counted`: a dict the caller keeps for this layer and phase, to count FF's or BP's
-    reduction plans once over calls with other budgets (they do not depend on it; WG's
-    chunks do, so WG counts again).
+    `counted`: a dict the caller keeps for this layer and phase, where the reduction plans'
+    count maps (`_prepared_plans`) and their per-PE sums (`tiling._per_pe`) stay between
+    calls with another budget or `output_to_dram` (inter-layer reuse), the only fields of
+    `hw` its calls vary. FF's and BP's plans depend on neither; WG's chunks depend on the
+    budget and on `input_resident` alone through `_wg_split`, so its plans are kept by that.
     """
     where = f"layer {layer.name} {('FF', 'BP', 'WG')[phase]}"
     pruned_grads_unused = pruned_grads_unused and layer.weight_is_parameter
     if circulant_block and not layer.weight_is_parameter:
         circulant_block = 0
     resident = (input_resident and phase != WG, input_resident and phase == WG)
-    keep = counted is not None and phase != WG
-    if keep and "plans" in counted:
-        totals, channels, plans = counted["plans"]
-    else:
-        totals, channels, plans = _prepared_plans(
+    kept = {} if counted is None else counted
+    split = _wg_split(layer, hw, resident[1]) if phase == WG else None
+    prepared = kept.setdefault("plans", {})
+    if split not in prepared:
+        prepared[split] = _prepared_plans(
             _reduction_plans(layer, phase, hw, policy, pruned_grads_unused, circulant_block,
-                             resident[1]), phase, hw)
-        if keep:
-            counted["plans"] = totals, channels, plans
+                             split), phase, hw, circulant_block)
+    totals, channels, plans = prepared[split]
     if len(channels) == 0:  # nothing left to compute in this phase
         return empty_table(0), dict(totals)
     # each chunk map's outputs per row block and PE, for the tile search: they depend on
     # neither the order nor the buffer budget, so orders and re-maps share them
-    per_pe = counted.setdefault("per_pe", {}) if keep else {}
+    per_pe = kept.setdefault("per_pe", {})
     best, first_error = None, None
-    for parts, maps, orders, shaped in plans:
+    for parts, maps, orders, shaped, macs in plans:
         built: dict = {}  # tile_part's rows, shared by the orders that tile alike
-        macs = _chunk_macs(maps, circulant_block)  # the floors', every order's and shape's
         for order in orders:
             # sure to lose: not tiled
             if best is not None and (_ChunkFloor(maps, channels, order, hw, macs).floor()
@@ -147,12 +147,13 @@ def geometry_misfit(layer: LayerCapture, phase: int, hw: HardwareView,
     return None if need <= hw.buffer_bytes else misfit(ps, win, a, n_rows, length, hw, where)
 
 
-def _prepared_plans(plans: list[tuple], phase: int, hw: HardwareView
+def _prepared_plans(plans: list[tuple], phase: int, hw: HardwareView, circulant_block: int = 0
                     ) -> tuple[dict, torch.Tensor, list[tuple]]:
     """The phase's totals, the output channels that have work (all of them without
-    `hw.channel_compaction`) and each plan with its count maps cut to those channels and its
-    chunks' operand statistics: what does not depend on the buffer budget, so that a phase
-    mapped again under another one (inter-layer reuse) reuses it."""
+    `hw.channel_compaction`) and each plan with its count maps cut to those channels, its
+    chunks' operand statistics and their MACs (`_chunk_macs`): what does not depend on the
+    buffer budget, so that a phase mapped again under another one (inter-layer reuse)
+    reuses it."""
     # Counts add over a reduction, so every plan has the phase's totals and busy channels:
     # taken from the first plan (the fewest chunks).
     first = plans[0][1]
@@ -170,7 +171,8 @@ def _prepared_plans(plans: list[tuple], phase: int, hw: HardwareView
     for parts, maps, orders in plans:
         if len(channels) < maps[0][2].shape[0]:  # the kept channels' counts
             maps = [tuple(None if t is None else t[channels] for t in m) for m in maps]
-        prepared.append((parts, maps, orders, [phase_shape(part, phase, hw) for part in parts]))
+        prepared.append((parts, maps, orders, [phase_shape(part, phase, hw) for part in parts],
+                         _chunk_macs(maps, circulant_block)))
     return totals, channels, prepared
 
 
@@ -184,7 +186,7 @@ MIN_CHUNK_CHANNELS = 8  # a narrower reduction chunk saves too little to be wort
 
 def _reduction_plans(layer: LayerCapture, phase: int, hw: HardwareView, policy: SkipPolicy,
                      pruned_grads_unused: bool, circulant_block: int,
-                     dy_resident: bool = False) -> list[tuple]:
+                     wg_split: tuple[str, int] | None = None) -> list[tuple]:
     """The ways to cut a phase's reduction into chunks: (chunks, their count maps, the loop
     orders to try) for each.
 
@@ -196,15 +198,16 @@ def _reduction_plans(layer: LayerCapture, phase: int, hw: HardwareView, policy: 
     `MIN_CHUNK_CHANNELS`), chunks outermost: a layer whose weights dwarf the buffer can then
     keep its whole input on chip while its weights stream past once, instead of re-reading
     one of the two (a Timeloop-style reduction split). Counts add over a reduction, so the
-    finest chunks are counted once and the coarser plans sum them. `dy_resident`: WG's dY
-    is already in the buffer, so its chunks need no room for it."""
+    finest chunks are counted once and the coarser plans sum them. `wg_split`: WG's
+    `_wg_split` (default: under the whole budget `hw` gives, dY not resident)."""
     def counted(parts: list[LayerCapture]) -> list[tuple]:
         return [_count_maps(part, phase, hw, policy, pruned_grads_unused) for part in parts]
 
     if phase == WG:
-        chunks = _wg_chunks(layer, hw, dy_resident)
-        n, m = layer.dy_nz.shape[0], chunks[0].dy_nz.shape[0]
-        if chunks[0].x_valid is not None:  # runs of rows: no finer image chunks
+        kind, m = wg_split or _wg_split(layer, hw)
+        n = layer.dy_nz.shape[0]
+        if kind == "rows":  # runs of rows: no finer image chunks
+            chunks = _wg_parts(layer, (kind, m))
             return [(chunks, counted(chunks), (INNER, KEPT, SPILLED))]
         sizes = [size for size in sorted({m, max(1, m // 2), max(1, m // 4)}, reverse=True)
                  if size % max(1, m // 4) == 0]
@@ -588,9 +591,16 @@ def _estimated_pj(table: np.ndarray, hw: HardwareView, cycles: float) -> float:
 
 def _wg_chunks(layer: LayerCapture, hw: HardwareView, dy_resident: bool = False
                ) -> list[LayerCapture]:
-    """WG's reduction (over images, then over output rows) split into as few chunks as fit:
-    one chunk when the whole batch fits, else groups of images, else runs of output rows of
-    one image (`dy_resident`: dY is in the buffer already and takes no tile room)."""
+    """WG's reduction split into as few chunks as fit (`_wg_split`)."""
+    return _wg_parts(layer, _wg_split(layer, hw, dy_resident))
+
+
+def _wg_split(layer: LayerCapture, hw: HardwareView, dy_resident: bool = False
+              ) -> tuple[str, int]:
+    """How WG's reduction (over images, then over output rows) splits into as few chunks as
+    fit: ("images", m), groups of m images (all of them when the whole batch fits), else
+    ("rows", r), runs of r output rows of one image (`dy_resident`: dY is in the buffer
+    already and takes no tile room). Its chunks are `_wg_parts`."""
     n, _, p, _ = layer.dy_nz.shape
     k, cg, r, s = layer.w_nz.shape
 
@@ -601,12 +611,21 @@ def _wg_chunks(layer: LayerCapture, hw: HardwareView, dy_resident: bool = False
 
     for m in sorted(set(halvings(n)), reverse=True):
         if smallest_tile_fits(_slice(layer, 0, m)):
-            return [_slice(layer, i, min(i + m, n)) for i in range(0, n, m)]
+            return "images", m
     for rows in sorted(set(halvings(p)), reverse=True):
         if smallest_tile_fits(_slice_rows(layer, 0, 0, rows)):
-            return [_slice_rows(layer, i, p0, min(p0 + rows, p))
-                    for i in range(n) for p0 in range(0, p, rows)]
-    return [layer]  # choose_tile reports the misfit
+            return "rows", rows
+    return "images", n  # the whole batch: choose_tile reports the misfit
+
+
+def _wg_parts(layer: LayerCapture, split: tuple[str, int]) -> list[LayerCapture]:
+    """The chunks of WG's reduction `split` (`_wg_split`) describes, in order."""
+    n, _, p, _ = layer.dy_nz.shape
+    kind, size = split
+    if kind == "rows":
+        return [_slice_rows(layer, i, p0, min(p0 + size, p))
+                for i in range(n) for p0 in range(0, p, size)]
+    return [_slice(layer, i, min(i + size, n)) for i in range(0, n, size)]
 
 
 def _slice(layer: LayerCapture, n0: int, n1: int) -> LayerCapture:
