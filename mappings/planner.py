@@ -65,7 +65,7 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     in the global buffer (inter-layer reuse): no tile reads it from DRAM. It is FF's and
     BP's stream operand and WG's channel operand.
     `counted`: a dict the caller keeps for this layer and phase, where the reduction plans'
-    count maps (`_prepared_plans`) and their per-PE sums (`tiling._per_pe`) stay between
+    count maps (`_prepared_plans`) and the tiler's sums of them (`tiling._kept`) stay between
     calls with another budget or `output_to_dram` (inter-layer reuse), the only fields of
     `hw` its calls vary. FF's and BP's plans depend on neither; WG's chunks depend on the
     budget and on `input_resident` alone through `_wg_split`, so its plans are kept by that.
@@ -85,9 +85,9 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     totals, channels, plans = prepared[split]
     if len(channels) == 0:  # nothing left to compute in this phase
         return empty_table(0), dict(totals)
-    # each chunk map's outputs per row block and PE, for the tile search: they depend on
-    # neither the order nor the buffer budget, so orders and re-maps share them
-    per_pe = kept.setdefault("per_pe", {})
+    # what the tiler derives from each chunk's maps and part (its outputs per row block and
+    # PE, ...): it depends on neither the order nor the budget, so orders and re-maps share it
+    cache = kept.setdefault("tiling", {})
     best, first_error = None, None
     for parts, maps, orders, shaped, macs in plans:
         built: dict = {}  # tile_part's rows, shared by the orders that tile alike
@@ -99,7 +99,7 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
             try:
                 tiled = _tile_plan(
                     parts, maps, shaped, channels, order, layer_index, phase, hw, policy,
-                    where, pruned_grads_unused, circulant_block, built, resident, per_pe,
+                    where, pruned_grads_unused, circulant_block, built, resident, cache,
                     bound=None if best is None else best[0][0], chunk_macs=macs)
             except ConfigError as err:   # this plan's smallest tile does not fit
                 first_error = first_error or err
@@ -378,7 +378,7 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                channels: torch.Tensor, order: str, layer_index: int, phase: int,
                hw: HardwareView, policy: SkipPolicy, where: str, pruned_grads_unused: bool,
                circulant_block: int, built: dict,
-               resident: tuple[bool, bool] = (False, False), per_pe: dict | None = None,
+               resident: tuple[bool, bool] = (False, False), cache: dict | None = None,
                bound: float | None = None, chunk_macs: list[float] | None = None
                ) -> tuple[np.ndarray, int, int, int] | None:
     """The event rows of one plan (its chunks in `order`), the weight bytes it reads, the
@@ -411,7 +411,7 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                          weights=phase != WG and parts[0].weight_is_parameter,
                          stream_resident=resident[0], channel_resident=resident[1],
                          processed=maps[0][2],  # the first chunk's, as the others
-                         psums_sent=psums_sent, psums_dram=psums_dram, per_pe=per_pe,
+                         psums_sent=psums_sent, psums_dram=psums_dram, cache=cache,
                          tracked=tracked,
                          scanned=0.0 if maps[0][4] is None else float(maps[0][4].sum()))
     best = None
@@ -421,7 +421,7 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                                        *resident)
         limit = bound if best is None else min(best[0][0], np.inf if bound is None else bound)
         rows = _plan_rows(parts, maps, shaped, channels, order, layer_index, phase, hw, policy,
-                          pruned_grads_unused, circulant_block, built, resident, shape, per_pe,
+                          pruned_grads_unused, circulant_block, built, resident, shape, cache,
                           bound=limit, chunk_macs=chunk_macs)
         if rows is None:  # sure to lose: its other chunks were not tiled
             continue
@@ -436,7 +436,7 @@ def _plan_rows(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                channels: torch.Tensor, order: str, layer_index: int, phase: int,
                hw: HardwareView, policy: SkipPolicy, pruned_grads_unused: bool,
                circulant_block: int, built: dict, resident: tuple[bool, bool],
-               shape: TileShape, per_pe: dict | None = None, bound: float | None = None,
+               shape: TileShape, cache: dict | None = None, bound: float | None = None,
                chunk_macs: list[float] | None = None) -> tuple[np.ndarray, int, int] | None:
     """A plan's event rows with every chunk in tiles of `shape`, the weight bytes they read
     and the bytes of the final outputs; a chunk's partial sums ride with its tiles.
@@ -460,7 +460,7 @@ def _plan_rows(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                                    last=i == n - 1, reuse=order != INNER,
                                    circulant_block=circulant_block,
                                    stream_resident=resident[0], channel_resident=resident[1],
-                                   per_pe=per_pe)
+                                   cache=cache)
         table, wb, psums = built[key]
         weight_bytes += wb
         if order in (KEPT, SPILLED) and n > 1:

@@ -28,7 +28,9 @@ Every count is computed for all tiles at once with tensor reshapes; no loop over
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -45,6 +47,8 @@ from mappings.target import HardwareView
 # The key a mapping error names when a design's global buffer is too small for a tile: the
 # runner adds the file and the run (the mapper knows neither).
 BUFFER_KEY = "global_buffer.capacity_kib"
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -242,12 +246,38 @@ def _row_blocks(counts: torch.Tensor, shape: TileShape) -> torch.Tensor:
     return c.reshape(a, -1, bt * length)
 
 
-def _per_tile_total(counts: torch.Tensor, shape: TileShape) -> np.ndarray:
-    """Total counts per tile (nA, nB) of a count map (A, I, R, L)."""
-    per_block = _row_blocks(counts.sum(3, keepdim=True), shape).sum(2)   # (A, nB)
-    ka = shape.ka
-    per_block = _pad_to(per_block, 0, -(-counts.shape[0] // ka) * ka)
-    return per_block.reshape(-1, ka, per_block.shape[1]).sum(1).numpy()
+def _kept(cache: dict | None, key: tuple, held: object, make: Callable[[], T]) -> T:
+    """`make()`, kept in `cache` (when given) under `key`. A key names the maps and parts it
+    was made from by their ids, so the entry holds them (`held`): no other object takes one
+    of those ids while it is kept."""
+    if cache is None:
+        return make()
+    if key not in cache:
+        cache[key] = (held, make())
+    return cache[key][1]
+
+
+def _row_prefix(counts: torch.Tensor) -> np.ndarray:
+    """2-D prefix sums, (A + 1, I * R + 1), of a count map's (A, I, R, L) row totals over
+    channels and rows (image after image): any block of channels and of consecutive rows
+    then sums in four lookups."""
+    a, n_img, n_rows, _ = counts.shape
+    prefix = np.zeros((a + 1, n_img * n_rows + 1), np.int64)
+    prefix[1:, 1:] = counts.sum(3).reshape(a, -1).numpy().cumsum(0).cumsum(1)
+    return prefix
+
+
+def _per_tile_total(counts: torch.Tensor, shape: TileShape, cache: dict | None = None
+                    ) -> np.ndarray:
+    """Total counts per tile (nA, nB) of a count map (A, I, R, L), from its `_row_prefix`
+    (kept in `cache` by map: every tile shape of the search sums the same map)."""
+    prefix = _kept(cache, ("prefix", id(counts)), counts, lambda: _row_prefix(counts))
+    a, n_img, n_rows, _ = counts.shape
+    i0, i1, r0, r1 = _blocks(shape, n_img, n_rows)
+    j0, j1 = i0 * n_rows + r0, (i1 - 1) * n_rows + r1  # each row block's rows, flattened
+    a0 = np.arange(0, a, shape.ka)[:, None]
+    a1 = np.minimum(a0 + shape.ka, a)
+    return prefix[a1, j1] - prefix[a0, j1] - prefix[a1, j0] + prefix[a0, j0]
 
 
 def _per_tile_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
@@ -262,16 +292,13 @@ def _per_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
     """Each channel's counts per row block and PE, (A, nB, PEs used): a row block's outputs
     dealt to a cluster's PEs in turn (whatever the channel blocks). `cache`: kept there by
     map and row block, for a caller that holds the maps (a phase's tile search and rows)."""
-    if cache is not None:
-        key = (id(counts), shape.images, shape.rows)
-        if key not in cache:  # the entry holds the map: no other tensor takes its id meanwhile
-            cache[key] = (counts, _per_pe(counts, shape, hw))
-        return cache[key][1]
-    a = counts.shape[0]
-    c = _row_blocks(counts, shape)
-    used = min(hw.pes_per_cluster, c.shape[2])  # PEs past a block's outputs idle: none kept
-    c = _pad_to(c, 2, -(-c.shape[2] // used) * used)
-    return c.reshape(a, c.shape[1], -1, used).sum(2)
+    def dealt() -> torch.Tensor:
+        a = counts.shape[0]
+        c = _row_blocks(counts, shape)
+        used = min(hw.pes_per_cluster, c.shape[2])  # PEs past a block's outputs idle: none
+        c = _pad_to(c, 2, -(-c.shape[2] // used) * used)
+        return c.reshape(a, c.shape[1], -1, used).sum(2)
+    return _kept(cache, ("per_pe", id(counts), shape.images, shape.rows), counts, dealt)
 
 
 def _per_tile_from_pe(per_pe: torch.Tensor, ka: int, hw: HardwareView
@@ -328,7 +355,7 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                 hw: HardwareView, where: str, weights: bool = False,
                 stream_resident: bool = False, channel_resident: bool = False,
                 processed: torch.Tensor | None = None, psums_sent: float = 0.0,
-                psums_dram: float = 0.0, per_pe: dict | None = None,
+                psums_dram: float = 0.0, cache: dict | None = None,
                 tracked: Operand | None = None, scanned: float = 0.0) -> list[TileShape]:
     """The tile shapes and loop orders that minimise `hw.objective` (a small mapper search)
     under two estimates of time, the pipeline's and the bottleneck's (one shape when they
@@ -460,7 +487,7 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                         if busiest_time is None:
                             if block_pe is None:
                                 block_pe = _per_pe(processed, TileShape(1, images, rows), hw,
-                                                   per_pe)
+                                                   cache)
                             busiest = _per_tile_from_pe(block_pe, ka, hw)[0]
                             busiest_time = max(float(np.ceil(
                                 busiest / hw.macs_per_pe_per_cycle).sum()), scan_time)
@@ -599,24 +626,25 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
               maps: tuple[torch.Tensor, ...], channels: torch.Tensor, shape: TileShape, *,
               pruned_grads_unused: bool, last: bool, reuse: bool, circulant_block: int = 0,
               stream_resident: bool = False, channel_resident: bool = False,
-              per_pe: dict | None = None) -> tuple[np.ndarray, int, np.ndarray]:
+              cache: dict | None = None) -> tuple[np.ndarray, int, np.ndarray]:
     """Event rows of one (chunk of a) phase, given its count maps of the kept channels only
     (`planner._count_maps`: processed per output, the others per output row), the weight
     bytes they read from DRAM, and each row's outputs in bytes as dense partial sums (at the
     accumulator's precision). `reuse`: consecutive tiles may keep a block (False when
     chunks interleave); `stream_resident` (`channel_resident`): the stream (channel)
     operand is already in the global buffer, left there by an earlier phase, so no tile
-    reads it from DRAM. `per_pe`: the tile search's cache of `_per_pe`."""
+    reads it from DRAM. `cache`: the tile search's, of what the shapes it tries derive
+    alike from the maps and the part (`_kept`)."""
     nominal, effectual, processed, speculated, scanned = maps
     ps, win = shaped
     chan = ps.channel_operand.select(channels)
     a, n_img, n_rows, length = processed.shape
-    busiest, work = _per_tile_pe(processed, shape, hw, per_pe)
-    eff = _per_tile_total(effectual, shape)
-    nom = _per_tile_total(nominal, shape)
+    busiest, work = _per_tile_pe(processed, shape, hw, cache)
+    eff = _per_tile_total(effectual, shape, cache)
+    nom = _per_tile_total(nominal, shape, cache)
     spec = (np.zeros_like(work) if speculated is None
-            else _per_tile_total(speculated, shape))
-    scan = np.zeros_like(work) if scanned is None else _per_tile_total(scanned, shape)
+            else _per_tile_total(speculated, shape, cache))
+    scan = np.zeros_like(work) if scanned is None else _per_tile_total(scanned, shape, cache)
     na, nb = busiest.shape
     eb, ka = hw.element_bytes, shape.ka
     weights = phase != WG and layer.weight_is_parameter  # the channel operand is W
@@ -650,14 +678,17 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
     groups_frac = _groups_touched(layer, phase, channels, ka, na, ps.groups)
 
     # Outputs: every output final in its tile (after the last chunk of a split reduction).
-    written = _written_map(layer, phase, hw) if last else None  # earlier chunks write none
+    written = (_kept(cache, ("written", id(layer), id(channels)), (layer, channels),
+                     lambda: _written_rows(layer, phase, hw, channels))
+               if last else None)  # earlier chunks write none
     outputs = np.outer(channels_in_block, (i1 - i0) * (r1 - r0) * length)  # per tile
     if not last:
         out_bytes = np.zeros((na, nb), np.int64)
     elif phase == WG and policy.pruned_weight_gradients and pruned_grads_unused:
-        out_bytes = _wg_out_bytes(layer, channels, shape, hw, na, nb)
+        out_bytes = _wg_out_bytes(layer, channels, shape, hw, cache)
     elif written is not None:
-        out_bytes = _activation_out_bytes(written[channels], shape, hw, outputs // length)
+        out_bytes = _activation_out_bytes(written, shape, hw, outputs // length, length,
+                                          cache)
     else:
         out_bytes = outputs * eb  # dense
     if b and phase == WG:  # the gradient of each block's first row only
@@ -738,16 +769,27 @@ def _written_map(layer: LayerCapture, phase: int, hw: HardwareView) -> torch.Ten
     return None
 
 
-def _activation_out_bytes(written: torch.Tensor, shape: TileShape, hw: HardwareView,
-                          lines: np.ndarray) -> np.ndarray:
-    """Bytes of each tile's outputs (nA, nB) in the activation format, lines the output
-    rows (`lines` of them a tile), from their non-zero map (A, images, rows, L)."""
+def _written_rows(layer: LayerCapture, phase: int, hw: HardwareView, channels: torch.Tensor
+                  ) -> tuple[torch.Tensor, ...] | None:
+    """Of the `channels` of what FF or BP writes (`_written_map`), per output row (A,
+    images, rows, 1): its non-zeros, whether it has any and its run-length padding entries
+    (zeros unless the activation format is run-length coding); None: written dense."""
+    written = _written_map(layer, phase, hw)
+    if written is None:
+        return None
+    written = written[channels]
     a, n_img, n_rows, length = written.shape
-    nz_lines = _per_tile_total(written.any(-1, keepdim=True), shape)
-    rle = _per_tile_total(_rle(written.reshape(-1, length), hw.activation_format)
-                          .reshape(a, n_img, n_rows, 1), shape)
-    stats = BlockStats(lines * length, _per_tile_total(written, shape), lines, nz_lines,
-                       length, rle)
+    return (written.sum(-1, keepdim=True), written.any(-1, keepdim=True),
+            _rle(written.reshape(-1, length), hw.activation_format).reshape(a, n_img, n_rows, 1))
+
+
+def _activation_out_bytes(written: tuple[torch.Tensor, ...], shape: TileShape,
+                          hw: HardwareView, lines: np.ndarray, length: int,
+                          cache: dict | None = None) -> np.ndarray:
+    """Bytes of each tile's outputs (nA, nB) in the activation format, lines the output
+    rows (`lines` of them a tile, `length` long), from their `_written_rows`."""
+    nnz, nz_lines, rle = (_per_tile_total(rows, shape, cache) for rows in written)
+    stats = BlockStats(lines * length, nnz, lines, nz_lines, length, rle)
     return operand_bytes(hw.activation_format, stats, hw.element_bytes)
 
 
@@ -773,21 +815,27 @@ def _window_sums(per_row: torch.Tensor, i0: np.ndarray, i1: np.ndarray, h0: np.n
 
 
 def _wg_out_bytes(layer: LayerCapture, channels: torch.Tensor, shape: TileShape,
-                  hw: HardwareView, na: int, nb: int) -> np.ndarray:
-    """Bytes of the kept weights' gradients of each tile, in the weight format."""
+                  hw: HardwareView, cache: dict | None = None) -> np.ndarray:
+    """Bytes of the kept weights' gradients of each tile, in the weight format: each tile's
+    kernels (its channels' rows of input channels) summed from `_kernel_stats`."""
     k, cg, r, s = layer.w_nz.shape
-    rows = min(shape.rows, cg)
-    pad = (0, 0, 0, 0, 0, nb * rows - cg, 0, na * shape.ka - len(channels))
-    mask = torch.nn.functional.pad(layer.w_nz[channels], pad).reshape(na, shape.ka, nb, rows, r, s)
-    real = torch.nn.functional.pad(torch.ones(len(channels), cg, r, s, dtype=torch.bool), pad)
-    elems = real.reshape(mask.shape).sum((1, 3, 4, 5)).numpy()
-    nnz = mask.sum((1, 3, 4, 5)).numpy()
-    nz_lines = mask.any(-1).sum((1, 3, 4)).numpy()
-    rle = (_rle(mask.reshape(-1, r * s), hw.weight_format)
-           .reshape(na, shape.ka, nb, rows).sum((1, 3)))
+    kernels = _kept(cache, ("kernels", id(layer), id(channels)), (layer, channels),
+                    lambda: _kernel_stats(layer.w_nz[channels], hw.weight_format))
+    nnz, nz_lines, rle = (_per_tile_total(stat, shape, cache) for stat in kernels)
+    in_block = _block_sums(torch.ones(len(channels), dtype=torch.int64), shape.ka)[:, None]
+    _, _, r0, r1 = _blocks(shape, 1, cg)
+    elems = in_block * (r1 - r0) * r * s
     lines, line_len = elems // s, s
     if _matrix_rows(hw):  # a row: a channel's W
-        lines = real.reshape(mask.shape).any(5).any(4).any(3).sum(1).numpy()
-        line_len = rows * r * s
+        lines, line_len = in_block * (r1 > r0), min(shape.rows, cg) * r * s
     return operand_bytes(hw.weight_format, BlockStats(elems, nnz, lines, nz_lines, line_len,
-                                                      rle.numpy()), hw.element_bytes)
+                                                      rle), hw.element_bytes)
+
+
+def _kernel_stats(w: torch.Tensor, fmt: str) -> tuple[torch.Tensor, ...]:
+    """Of a weight map (A, C/g, R, S), per kernel as a count map (A, 1, C/g, 1): its
+    non-zeros, its kernel rows with any, and its run-length padding entries in format
+    `fmt` (zeros unless run-length coding)."""
+    a, cg, r, s = w.shape
+    return (w.sum((2, 3)).reshape(a, 1, cg, 1), w.any(3).sum(2).reshape(a, 1, cg, 1),
+            _rle(w.reshape(-1, r * s), fmt).reshape(a, 1, cg, 1))
