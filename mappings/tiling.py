@@ -53,17 +53,18 @@ T = TypeVar("T")
 
 @dataclass
 class Operand:
-    """Per-channel (A) or per-row statistics of one operand, for bytes and selector scans."""
+    """Per-channel (A) or per-row statistics of one operand, for bytes and selector scans
+    (int64 arrays: numpy's small sums cost a tile search less than torch's)."""
 
-    elems: torch.Tensor      # dense elements, per unit
-    nnz: torch.Tensor        # non-zero elements, per unit
-    lines: torch.Tensor      # kernel lines, per unit (== elems when it has no line structure)
-    nz_lines: torch.Tensor
+    elems: np.ndarray        # dense elements, per unit
+    nnz: np.ndarray          # non-zero elements, per unit
+    lines: np.ndarray        # kernel lines, per unit (== elems when it has no line structure)
+    nz_lines: np.ndarray
     line_len: int
     fmt: str
-    rle_padding: torch.Tensor  # run-length coding's padding entries, per unit
+    rle_padding: np.ndarray  # run-length coding's padding entries, per unit
 
-    def select(self, units: torch.Tensor) -> Operand:
+    def select(self, units: np.ndarray) -> Operand:
         return Operand(self.elems[units], self.nnz[units], self.lines[units],
                        self.nz_lines[units], self.line_len, self.fmt, self.rle_padding[units])
 
@@ -80,14 +81,19 @@ def _unit_stats(nz: torch.Tensor, line_len: int, fmt: str) -> Operand:
     when line_len does not divide the unit)."""
     n = nz.shape[0]
     flat = nz.reshape(n, -1)
-    elems = torch.full((n,), flat.shape[1], dtype=torch.int64)
+    elems = np.full(n, flat.shape[1], np.int64)
     line_len = max(1, min(line_len, flat.shape[1]))  # a line longer than the unit: the unit
     short = -flat.shape[1] % line_len
     padded = torch.cat([flat, flat.new_zeros(n, short)], 1) if short else flat
-    lines_nz = padded.reshape(n, -1, line_len).any(-1)
-    return Operand(elems, flat.sum(1, dtype=torch.int64),
-                   torch.full((n,), lines_nz.shape[1], dtype=torch.int64),
-                   lines_nz.sum(1, dtype=torch.int64), line_len, fmt, _rle(flat, fmt))
+    lines_nz = padded.reshape(n, -1, line_len).any(-1).numpy()
+    return Operand(elems, _count_nonzero(flat.numpy()),
+                   np.full(n, lines_nz.shape[1], np.int64), _count_nonzero(lines_nz),
+                   line_len, fmt, _rle(flat, fmt).numpy())
+
+
+def _count_nonzero(nz: np.ndarray) -> np.ndarray:
+    """The non-zeros of each row of a 2-D map, int64."""
+    return np.count_nonzero(nz, axis=1).astype(np.int64)
 
 
 def _rle(lines: torch.Tensor, fmt: str) -> torch.Tensor:
@@ -288,7 +294,7 @@ def _per_tile_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
 
 
 def _per_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
-            cache: dict | None = None) -> torch.Tensor:
+            cache: dict | None = None) -> np.ndarray:
     """Each channel's counts per row block and PE, (A, nB, PEs used): a row block's outputs
     dealt to a cluster's PEs in turn (whatever the channel blocks). `cache`: kept there by
     map and row block, for a caller that holds the maps (a phase's tile search and rows)."""
@@ -297,29 +303,30 @@ def _per_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
         c = _row_blocks(counts, shape)
         used = min(hw.pes_per_cluster, c.shape[2])  # PEs past a block's outputs idle: none
         c = _pad_to(c, 2, -(-c.shape[2] // used) * used)
-        return c.reshape(a, c.shape[1], -1, used).sum(2)
+        return c.reshape(a, c.shape[1], -1, used).sum(2).numpy()
     return _kept(cache, ("per_pe", id(counts), shape.images, shape.rows), counts, dealt)
 
 
-def _per_tile_from_pe(per_pe: torch.Tensor, ka: int, hw: HardwareView
+def _per_tile_from_pe(per_pe: np.ndarray, ka: int, hw: HardwareView
                       ) -> tuple[np.ndarray, np.ndarray]:
     """`_per_tile_pe` from `_per_pe`'s counts: channels in blocks of `ka`, a channel to a
     cluster (ka / clusters consecutive channels each)."""
+    per_pe = np.asarray(per_pe, np.int64)
     a, nb, used = per_pe.shape
     na = -(-a // ka)
     clusters = min(hw.clusters, ka)
     per_cluster = -(-ka // clusters)                                  # channels a cluster
-    per_pe = _pad_to(per_pe, 0, na * ka).reshape(na, ka, nb, used)
+    per_pe = _zero_padded(per_pe, 0, na * ka).reshape(na, ka, nb, used)
     if per_cluster > 1:
-        per_pe = _pad_to(per_pe, 1, clusters * per_cluster)
+        per_pe = _zero_padded(per_pe, 1, clusters * per_cluster)
         per_pe = per_pe.reshape(na, clusters, per_cluster, nb, used).sum(2)
-    busiest = per_pe.amax(dim=(1, 3))
-    total = per_pe.sum(dim=(1, 3))
+    busiest = per_pe.max(axis=(1, 3))
+    total = per_pe.sum(axis=(1, 3))
     if hw.load_balance:  # ideal balancing: the tile's work shared by its active PEs, those
         # that hold outputs (an output's sum is not split between PEs)
-        holding = clusters_holding(_block_sums(torch.ones(a, dtype=torch.int64), ka), ka, hw)
-        busiest = -(-total // torch.from_numpy(holding * used)[:, None])
-    return busiest.numpy(), total.numpy()
+        holding = clusters_holding(_block_sums(np.ones(a, np.int64), ka), ka, hw)
+        busiest = -(-total // (holding * used)[:, None])
+    return busiest, total
 
 
 def clusters_holding(channels_in_block: np.ndarray, ka: int, hw: HardwareView) -> np.ndarray:
@@ -592,12 +599,20 @@ def halvings(n: int) -> list[int]:
     return out
 
 
-def _block_sums(values: torch.Tensor, size: int) -> np.ndarray:
+def _block_sums(values: np.ndarray, size: int) -> np.ndarray:
     """Sums of consecutive blocks of `size` along the first dim (last block may be short)."""
-    n = values.shape[0]
-    nb = -(-n // size)
-    v = torch.nn.functional.pad(values, (0, nb * size - n))
-    return v.reshape(nb, size).sum(1).numpy()
+    nb = -(-len(values) // size)
+    return _zero_padded(values, 0, nb * size).reshape(nb, size).sum(1)
+
+
+def _zero_padded(x: np.ndarray, axis: int, size: int) -> np.ndarray:
+    """`x` zero-padded at the end of `axis` to `size` (itself when it is that size)."""
+    extra = size - x.shape[axis]
+    if extra == 0:
+        return x
+    zeros = list(x.shape)
+    zeros[axis] = extra
+    return np.concatenate([x, np.zeros(zeros, x.dtype)], axis)
 
 
 def _changed(index: np.ndarray) -> np.ndarray:
@@ -637,7 +652,7 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
     alike from the maps and the part (`_kept`)."""
     nominal, effectual, processed, speculated, scanned = maps
     ps, win = shaped
-    chan = ps.channel_operand.select(channels)
+    chan = ps.channel_operand.select(channels.numpy())
     a, n_img, n_rows, length = processed.shape
     busiest, work = _per_tile_pe(processed, shape, hw, cache)
     eff = _per_tile_total(effectual, shape, cache)
@@ -664,10 +679,10 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
     a_dram_bytes, regenerated = a_bytes, np.zeros(na, np.int64)
     tracked = tracked_weights(layer, phase, ps, hw, b)
     if tracked is not None:  # DropBack: the generator makes the untracked weights
-        tracked = tracked.select(channels)
+        tracked = tracked.select(channels.numpy())
         a_dram_bytes = _channel_bytes(tracked, ka, hw, weights=True)
         regenerated = _block_sums(chan.nnz - tracked.nnz, ka)
-    channels_in_block = _block_sums(torch.ones(a, dtype=torch.int64), ka)
+    channels_in_block = _block_sums(np.ones(a, np.int64), ka)
 
     # Stream operand, per row block, with its halo: 2-D prefix sums over (image, input row).
     i0, i1, r0, r1 = _blocks(shape, n_img, n_rows)
@@ -822,7 +837,7 @@ def _wg_out_bytes(layer: LayerCapture, channels: torch.Tensor, shape: TileShape,
     kernels = _kept(cache, ("kernels", id(layer), id(channels)), (layer, channels),
                     lambda: _kernel_stats(layer.w_nz[channels], hw.weight_format))
     nnz, nz_lines, rle = (_per_tile_total(stat, shape, cache) for stat in kernels)
-    in_block = _block_sums(torch.ones(len(channels), dtype=torch.int64), shape.ka)[:, None]
+    in_block = _block_sums(np.ones(len(channels), np.int64), shape.ka)[:, None]
     _, _, r0, r1 = _blocks(shape, 1, cg)
     elems = in_block * (r1 - r0) * r * s
     lines, line_len = elems // s, s
