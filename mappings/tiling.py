@@ -263,27 +263,21 @@ def _kept(cache: dict | None, key: tuple, held: object, make: Callable[[], T]) -
     return cache[key][1]
 
 
-def _row_prefix(counts: torch.Tensor) -> np.ndarray:
-    """2-D prefix sums, (A + 1, I * R + 1), of a count map's (A, I, R, L) row totals over
-    channels and rows (image after image): any block of channels and of consecutive rows
-    then sums in four lookups."""
-    a, n_img, n_rows, _ = counts.shape
-    prefix = np.zeros((a + 1, n_img * n_rows + 1), np.int64)
-    prefix[1:, 1:] = counts.sum(3).reshape(a, -1).numpy().cumsum(0).cumsum(1)
-    return prefix
+def _row_totals(counts: torch.Tensor) -> np.ndarray:
+    """A count map's (A, I, R, L) row totals, (A, I * R) int64, rows image after image."""
+    return counts.sum(3).reshape(counts.shape[0], -1).numpy()
 
 
 def _per_tile_total(counts: torch.Tensor, shape: TileShape, cache: dict | None = None
                     ) -> np.ndarray:
-    """Total counts per tile (nA, nB) of a count map (A, I, R, L), from its `_row_prefix`
-    (kept in `cache` by map: every tile shape of the search sums the same map)."""
-    prefix = _kept(cache, ("prefix", id(counts)), counts, lambda: _row_prefix(counts))
+    """Total counts per tile (nA, nB) of a count map (A, I, R, L), from its `_row_totals`
+    (kept in `cache` by map: every tile shape of the search sums the same map). Row blocks
+    and channel blocks each cover their axis in order, so each is one `reduceat`."""
+    rows = _kept(cache, ("rows", id(counts)), counts, lambda: _row_totals(counts))
     a, n_img, n_rows, _ = counts.shape
-    i0, i1, r0, r1 = _blocks(shape, n_img, n_rows)
-    j0, j1 = i0 * n_rows + r0, (i1 - 1) * n_rows + r1  # each row block's rows, flattened
-    a0 = np.arange(0, a, shape.ka)[:, None]
-    a1 = np.minimum(a0 + shape.ka, a)
-    return prefix[a1, j1] - prefix[a0, j1] - prefix[a1, j0] + prefix[a0, j0]
+    i0, _, r0, _ = _blocks(shape, n_img, n_rows)
+    per_block = np.add.reduceat(rows, i0 * n_rows + r0, axis=1)   # (A, nB)
+    return np.add.reduceat(per_block, np.arange(0, a, shape.ka), axis=0)
 
 
 def _per_tile_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
@@ -343,8 +337,10 @@ def tile_bytes(shape: TileShape, ps: PhaseShape, win: _Window, out_rows_len: tup
     operand (inter-layer reuse) is already in the buffer, outside the tile."""
     n_rows, length = out_rows_len
     rows = min(shape.rows, n_rows)
-    h0, h1 = win(np.array([0]), np.array([rows]))
-    in_rows = int(h1[0] - h0[0]) if shape.rows < n_rows else win.rows_in
+    in_rows = win.rows_in
+    if shape.rows < n_rows:
+        h0, h1 = win(np.array([0]), np.array([rows]))
+        in_rows = int(h1[0] - h0[0])
     stream = 0 if stream_resident else shape.images * in_rows * ps.stream_row_elems
     out = shape.ka * shape.images * rows * length
     chan = 0 if channel_resident else shape.ka * a_elems
