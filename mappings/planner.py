@@ -27,6 +27,7 @@ from mappings.counting import (
     FF,
     WG,
     SkipPolicy,
+    count_total,
     effectual_map,
     effectual_operands,
     nominal_map,
@@ -159,7 +160,7 @@ def _prepared_plans(plans: list[tuple], phase: int, hw: HardwareView, circulant_
     first = plans[0][1]
     totals = {"macs": sum(int(m[0].sum()) for m in first),
               "effectual_macs": sum(int(m[1].sum()) for m in first),
-              "processed_macs": sum(int(m[2].sum()) for m in first),
+              "processed_macs": sum(count_total(m[2]) for m in first),
               "weight_dram_bytes": 0, "output_bytes": 0, "tile_buffer_bytes": 0}
     channels = torch.arange(first[0][2].shape[0])
     if hw.channel_compaction:  # drop output channels with no work in any chunk
@@ -315,7 +316,7 @@ def _chunk_macs(maps: list[tuple], circulant_block: int) -> list[float]:
     """Each chunk's processed MACs, for `_ChunkFloor`, summed once for all of a plan's
     orders and tile shapes; 0 for FFT-domain (circulant) phases, whose counts are above the
     MACs they do."""
-    return [0.0 if circulant_block else float(m[2].sum()) for m in maps]
+    return [0.0 if circulant_block else float(count_total(m[2])) for m in maps]
 
 
 def _chunk_psum_bytes(maps: list[tuple], channels: torch.Tensor, hw: HardwareView) -> int:

@@ -39,7 +39,7 @@ from desim.errors import ConfigError
 from desim.events import empty_table
 from mappings.capture import LayerCapture
 from mappings.circulant import fft_mac_ratio
-from mappings.counting import BP, FF, WG, SkipPolicy
+from mappings.counting import BP, FF, WG, SkipPolicy, count_total
 from mappings.formats import BlockStats, map_stats, operand_bytes, rle_padding
 from mappings.pipeline import equal_tiles_cycles
 from mappings.target import HardwareView
@@ -288,7 +288,7 @@ def _per_tile_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
 
 
 def _per_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
-            cache: dict | None = None) -> np.ndarray:
+            cache: dict | None = None) -> torch.Tensor:
     """Each channel's counts per row block and PE, (A, nB, PEs used): a row block's outputs
     dealt to a cluster's PEs in turn (whatever the channel blocks). `cache`: kept there by
     map and row block, for a caller that holds the maps (a phase's tile search and rows)."""
@@ -297,30 +297,29 @@ def _per_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
         c = _row_blocks(counts, shape)
         used = min(hw.pes_per_cluster, c.shape[2])  # PEs past a block's outputs idle: none
         c = _pad_to(c, 2, -(-c.shape[2] // used) * used)
-        return c.reshape(a, c.shape[1], -1, used).sum(2).numpy()
+        return c.reshape(a, c.shape[1], -1, used).sum(2)
     return _kept(cache, ("per_pe", id(counts), shape.images, shape.rows), counts, dealt)
 
 
-def _per_tile_from_pe(per_pe: np.ndarray, ka: int, hw: HardwareView
+def _per_tile_from_pe(per_pe: torch.Tensor, ka: int, hw: HardwareView
                       ) -> tuple[np.ndarray, np.ndarray]:
     """`_per_tile_pe` from `_per_pe`'s counts: channels in blocks of `ka`, a channel to a
     cluster (ka / clusters consecutive channels each)."""
-    per_pe = np.asarray(per_pe, np.int64)
     a, nb, used = per_pe.shape
     na = -(-a // ka)
     clusters = min(hw.clusters, ka)
     per_cluster = -(-ka // clusters)                                  # channels a cluster
-    per_pe = _zero_padded(per_pe, 0, na * ka).reshape(na, ka, nb, used)
+    per_pe = _pad_to(per_pe, 0, na * ka).reshape(na, ka, nb, used)
     if per_cluster > 1:
-        per_pe = _zero_padded(per_pe, 1, clusters * per_cluster)
+        per_pe = _pad_to(per_pe, 1, clusters * per_cluster)
         per_pe = per_pe.reshape(na, clusters, per_cluster, nb, used).sum(2)
-    busiest = per_pe.max(axis=(1, 3))
-    total = per_pe.sum(axis=(1, 3))
+    busiest = per_pe.amax(dim=(1, 3))
+    total = per_pe.sum(dim=(1, 3))
     if hw.load_balance:  # ideal balancing: the tile's work shared by its active PEs, those
         # that hold outputs (an output's sum is not split between PEs)
         holding = clusters_holding(_block_sums(np.ones(a, np.int64), ka), ka, hw)
-        busiest = -(-total // (holding * used)[:, None])
-    return busiest, total
+        busiest = -(-total // torch.from_numpy(holding * used)[:, None])
+    return busiest.numpy(), total.numpy()
 
 
 def clusters_holding(channels_in_block: np.ndarray, ka: int, hw: HardwareView) -> np.ndarray:
@@ -414,7 +413,7 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
         chan = ps.channel_operand
         channel_dram = a * a_elems * eb * _channel_ratio(tracked, hw, weights=True)
         generated = a * int(chan.nnz.sum() - tracked.nnz.sum()) / max(1, len(chan.elems))
-    macs = 0 if processed is None else int(processed.sum())
+    macs = 0 if processed is None else count_total(processed)
     scan_time = scanned / (hw.pes * hw.index_matching_bits) if scanned else 0.0
     ideal_compute = max(macs / (hw.pes * hw.macs_per_pe_per_cycle), scan_time)
     # the results, whatever the tile: gathered over the port and written to DRAM, taken
@@ -597,18 +596,9 @@ def halvings(n: int) -> list[int]:
 
 def _block_sums(values: np.ndarray, size: int) -> np.ndarray:
     """Sums of consecutive blocks of `size` along the first dim (last block may be short)."""
-    nb = -(-len(values) // size)
-    return _zero_padded(values, 0, nb * size).reshape(nb, size).sum(1)
-
-
-def _zero_padded(x: np.ndarray, axis: int, size: int) -> np.ndarray:
-    """`x` zero-padded at the end of `axis` to `size` (itself when it is that size)."""
-    extra = size - x.shape[axis]
-    if extra == 0:
-        return x
-    zeros = list(x.shape)
-    zeros[axis] = extra
-    return np.concatenate([x, np.zeros(zeros, x.dtype)], axis)
+    padded = np.zeros(-(-len(values) // size) * size, np.int64)
+    padded[:len(values)] = values
+    return padded.reshape(-1, size).sum(1)
 
 
 def _changed(index: np.ndarray) -> np.ndarray:
