@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.grad import conv2d_input, conv2d_weight
@@ -86,6 +87,12 @@ def count_map(layer: LayerCapture, phase: int, *, x_nz: bool, w_nz: bool, dy_nz:
         raise ValueError(f"{layer.name}: a per-output count reaches 2**24; float32 counting "
                          "is no longer exact (split the batch)")
     return counts.round().to(torch.int32)
+
+
+def count_total(counts: torch.Tensor) -> int:
+    """A count map's sum, exact: numpy accumulates an int32 map in int64 at a fraction of
+    torch's cost (torch casts it element by element)."""
+    return int(counts.numpy().sum(dtype=np.int64))
 
 
 def _reduction_size(layer: LayerCapture, phase: int) -> int:

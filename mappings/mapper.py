@@ -100,7 +100,7 @@ class PhaseMapper:
         self.writes_fork_sum = hw.fused_residual and not workload.spec.inference
         self._sum_rest: dict[str, int] = {}  # ... the bytes of the sum its BP did not write
         self._unpacked: dict[int, LayerCapture] = {}  # the last two layers unpacked
-        self._counted: dict[tuple[int, int], dict] = {}  # ... and FF/BP phases counted
+        self._counted: dict[tuple[int, int], dict] = {}  # ... and phases counted
 
     def layer(self, layer_id: int) -> LayerCapture:
         def unpacked() -> LayerCapture:
@@ -146,7 +146,7 @@ class PhaseMapper:
             circulant_block=self.circulant if layer.name in self.pruned else 0,
             input_resident=input_resident,
             counted=(_recent(self._counted, (layer_id, phase), dict)
-                     if hw.inter_layer_reuse and phase != WG else None))  # only reuse re-maps
+                     if hw.inter_layer_reuse else None))  # only reuse re-maps
         if phase == BP and self.writes_fork_sum and layer.dx_sum_nz is not None:
             self._sum_rest[layer.name] = max(0, written_bytes(layer, BP, hw)
                                              - totals["output_bytes"])

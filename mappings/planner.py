@@ -27,6 +27,7 @@ from mappings.counting import (
     FF,
     WG,
     SkipPolicy,
+    count_total,
     effectual_map,
     effectual_operands,
     nominal_map,
@@ -64,33 +65,33 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     `input_resident`: the input an earlier phase made (FF's X, BP's and WG's dY) is already
     in the global buffer (inter-layer reuse): no tile reads it from DRAM. It is FF's and
     BP's stream operand and WG's channel operand.
-    `counted`: a dict the caller keeps for this layer and phase, to count FF's or BP's
-    reduction plans once over calls with other budgets (they do not depend on it; WG's
-    chunks do, so WG counts again).
+    `counted`: a dict the caller keeps for this layer and phase, where the reduction plans'
+    count maps (`_prepared_plans`) and the tiler's sums of them (`tiling._kept`) stay between
+    calls with another budget or `output_to_dram` (inter-layer reuse), the only fields of
+    `hw` its calls vary. FF's and BP's plans depend on neither; WG's chunks depend on the
+    budget and on `input_resident` alone through `_wg_split`, so its plans are kept by that.
     """
     where = f"layer {layer.name} {('FF', 'BP', 'WG')[phase]}"
     pruned_grads_unused = pruned_grads_unused and layer.weight_is_parameter
     if circulant_block and not layer.weight_is_parameter:
         circulant_block = 0
     resident = (input_resident and phase != WG, input_resident and phase == WG)
-    keep = counted is not None and phase != WG
-    if keep and "plans" in counted:
-        totals, channels, plans = counted["plans"]
-    else:
-        totals, channels, plans = _prepared_plans(
+    kept = {} if counted is None else counted
+    split = _wg_split(layer, hw, resident[1]) if phase == WG else None
+    prepared = kept.setdefault("plans", {})
+    if split not in prepared:
+        prepared[split] = _prepared_plans(
             _reduction_plans(layer, phase, hw, policy, pruned_grads_unused, circulant_block,
-                             resident[1]), phase, hw)
-        if keep:
-            counted["plans"] = totals, channels, plans
+                             split), phase, hw, circulant_block)
+    totals, channels, plans = prepared[split]
     if len(channels) == 0:  # nothing left to compute in this phase
         return empty_table(0), dict(totals)
-    # each chunk map's outputs per row block and PE, for the tile search: they depend on
-    # neither the order nor the buffer budget, so orders and re-maps share them
-    per_pe = counted.setdefault("per_pe", {}) if keep else {}
+    # what the tiler derives from each chunk's maps and part (its outputs per row block and
+    # PE, ...): it depends on neither the order nor the budget, so orders and re-maps share it
+    cache = kept.setdefault("tiling", {})
     best, first_error = None, None
-    for parts, maps, orders, shaped in plans:
+    for parts, maps, orders, shaped, macs in plans:
         built: dict = {}  # tile_part's rows, shared by the orders that tile alike
-        macs = _chunk_macs(maps, circulant_block)  # the floors', every order's and shape's
         for order in orders:
             # sure to lose: not tiled
             if best is not None and (_ChunkFloor(maps, channels, order, hw, macs).floor()
@@ -99,7 +100,7 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
             try:
                 tiled = _tile_plan(
                     parts, maps, shaped, channels, order, layer_index, phase, hw, policy,
-                    where, pruned_grads_unused, circulant_block, built, resident, per_pe,
+                    where, pruned_grads_unused, circulant_block, built, resident, cache,
                     bound=None if best is None else best[0][0], chunk_macs=macs)
             except ConfigError as err:   # this plan's smallest tile does not fit
                 first_error = first_error or err
@@ -147,18 +148,19 @@ def geometry_misfit(layer: LayerCapture, phase: int, hw: HardwareView,
     return None if need <= hw.buffer_bytes else misfit(ps, win, a, n_rows, length, hw, where)
 
 
-def _prepared_plans(plans: list[tuple], phase: int, hw: HardwareView
+def _prepared_plans(plans: list[tuple], phase: int, hw: HardwareView, circulant_block: int = 0
                     ) -> tuple[dict, torch.Tensor, list[tuple]]:
     """The phase's totals, the output channels that have work (all of them without
-    `hw.channel_compaction`) and each plan with its count maps cut to those channels and its
-    chunks' operand statistics: what does not depend on the buffer budget, so that a phase
-    mapped again under another one (inter-layer reuse) reuses it."""
+    `hw.channel_compaction`) and each plan with its count maps cut to those channels, its
+    chunks' operand statistics and their MACs (`_chunk_macs`): what does not depend on the
+    buffer budget, so that a phase mapped again under another one (inter-layer reuse)
+    reuses it."""
     # Counts add over a reduction, so every plan has the phase's totals and busy channels:
     # taken from the first plan (the fewest chunks).
     first = plans[0][1]
     totals = {"macs": sum(int(m[0].sum()) for m in first),
               "effectual_macs": sum(int(m[1].sum()) for m in first),
-              "processed_macs": sum(int(m[2].sum()) for m in first),
+              "processed_macs": sum(count_total(m[2]) for m in first),
               "weight_dram_bytes": 0, "output_bytes": 0, "tile_buffer_bytes": 0}
     channels = torch.arange(first[0][2].shape[0])
     if hw.channel_compaction:  # drop output channels with no work in any chunk
@@ -170,7 +172,8 @@ def _prepared_plans(plans: list[tuple], phase: int, hw: HardwareView
     for parts, maps, orders in plans:
         if len(channels) < maps[0][2].shape[0]:  # the kept channels' counts
             maps = [tuple(None if t is None else t[channels] for t in m) for m in maps]
-        prepared.append((parts, maps, orders, [phase_shape(part, phase, hw) for part in parts]))
+        prepared.append((parts, maps, orders, [phase_shape(part, phase, hw) for part in parts],
+                         _chunk_macs(maps, circulant_block)))
     return totals, channels, prepared
 
 
@@ -184,7 +187,7 @@ MIN_CHUNK_CHANNELS = 8  # a narrower reduction chunk saves too little to be wort
 
 def _reduction_plans(layer: LayerCapture, phase: int, hw: HardwareView, policy: SkipPolicy,
                      pruned_grads_unused: bool, circulant_block: int,
-                     dy_resident: bool = False) -> list[tuple]:
+                     wg_split: tuple[str, int] | None = None) -> list[tuple]:
     """The ways to cut a phase's reduction into chunks: (chunks, their count maps, the loop
     orders to try) for each.
 
@@ -196,15 +199,16 @@ def _reduction_plans(layer: LayerCapture, phase: int, hw: HardwareView, policy: 
     `MIN_CHUNK_CHANNELS`), chunks outermost: a layer whose weights dwarf the buffer can then
     keep its whole input on chip while its weights stream past once, instead of re-reading
     one of the two (a Timeloop-style reduction split). Counts add over a reduction, so the
-    finest chunks are counted once and the coarser plans sum them. `dy_resident`: WG's dY
-    is already in the buffer, so its chunks need no room for it."""
+    finest chunks are counted once and the coarser plans sum them. `wg_split`: WG's
+    `_wg_split` (default: under the whole budget `hw` gives, dY not resident)."""
     def counted(parts: list[LayerCapture]) -> list[tuple]:
         return [_count_maps(part, phase, hw, policy, pruned_grads_unused) for part in parts]
 
     if phase == WG:
-        chunks = _wg_chunks(layer, hw, dy_resident)
-        n, m = layer.dy_nz.shape[0], chunks[0].dy_nz.shape[0]
-        if chunks[0].x_valid is not None:  # runs of rows: no finer image chunks
+        kind, m = wg_split or _wg_split(layer, hw)
+        n = layer.dy_nz.shape[0]
+        if kind == "rows":  # runs of rows: no finer image chunks
+            chunks = _wg_parts(layer, (kind, m))
             return [(chunks, counted(chunks), (INNER, KEPT, SPILLED))]
         sizes = [size for size in sorted({m, max(1, m // 2), max(1, m // 4)}, reverse=True)
                  if size % max(1, m // 4) == 0]
@@ -312,7 +316,7 @@ def _chunk_macs(maps: list[tuple], circulant_block: int) -> list[float]:
     """Each chunk's processed MACs, for `_ChunkFloor`, summed once for all of a plan's
     orders and tile shapes; 0 for FFT-domain (circulant) phases, whose counts are above the
     MACs they do."""
-    return [0.0 if circulant_block else float(m[2].sum()) for m in maps]
+    return [0.0 if circulant_block else float(count_total(m[2])) for m in maps]
 
 
 def _chunk_psum_bytes(maps: list[tuple], channels: torch.Tensor, hw: HardwareView) -> int:
@@ -375,7 +379,7 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                channels: torch.Tensor, order: str, layer_index: int, phase: int,
                hw: HardwareView, policy: SkipPolicy, where: str, pruned_grads_unused: bool,
                circulant_block: int, built: dict,
-               resident: tuple[bool, bool] = (False, False), per_pe: dict | None = None,
+               resident: tuple[bool, bool] = (False, False), cache: dict | None = None,
                bound: float | None = None, chunk_macs: list[float] | None = None
                ) -> tuple[np.ndarray, int, int, int] | None:
     """The event rows of one plan (its chunks in `order`), the weight bytes it reads, the
@@ -408,7 +412,7 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                          weights=phase != WG and parts[0].weight_is_parameter,
                          stream_resident=resident[0], channel_resident=resident[1],
                          processed=maps[0][2],  # the first chunk's, as the others
-                         psums_sent=psums_sent, psums_dram=psums_dram, per_pe=per_pe,
+                         psums_sent=psums_sent, psums_dram=psums_dram, cache=cache,
                          tracked=tracked,
                          scanned=0.0 if maps[0][4] is None else float(maps[0][4].sum()))
     best = None
@@ -418,7 +422,7 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                                        *resident)
         limit = bound if best is None else min(best[0][0], np.inf if bound is None else bound)
         rows = _plan_rows(parts, maps, shaped, channels, order, layer_index, phase, hw, policy,
-                          pruned_grads_unused, circulant_block, built, resident, shape, per_pe,
+                          pruned_grads_unused, circulant_block, built, resident, shape, cache,
                           bound=limit, chunk_macs=chunk_macs)
         if rows is None:  # sure to lose: its other chunks were not tiled
             continue
@@ -433,7 +437,7 @@ def _plan_rows(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                channels: torch.Tensor, order: str, layer_index: int, phase: int,
                hw: HardwareView, policy: SkipPolicy, pruned_grads_unused: bool,
                circulant_block: int, built: dict, resident: tuple[bool, bool],
-               shape: TileShape, per_pe: dict | None = None, bound: float | None = None,
+               shape: TileShape, cache: dict | None = None, bound: float | None = None,
                chunk_macs: list[float] | None = None) -> tuple[np.ndarray, int, int] | None:
     """A plan's event rows with every chunk in tiles of `shape`, the weight bytes they read
     and the bytes of the final outputs; a chunk's partial sums ride with its tiles.
@@ -457,7 +461,7 @@ def _plan_rows(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                                    last=i == n - 1, reuse=order != INNER,
                                    circulant_block=circulant_block,
                                    stream_resident=resident[0], channel_resident=resident[1],
-                                   per_pe=per_pe)
+                                   cache=cache)
         table, wb, psums = built[key]
         weight_bytes += wb
         if order in (KEPT, SPILLED) and n > 1:
@@ -588,9 +592,16 @@ def _estimated_pj(table: np.ndarray, hw: HardwareView, cycles: float) -> float:
 
 def _wg_chunks(layer: LayerCapture, hw: HardwareView, dy_resident: bool = False
                ) -> list[LayerCapture]:
-    """WG's reduction (over images, then over output rows) split into as few chunks as fit:
-    one chunk when the whole batch fits, else groups of images, else runs of output rows of
-    one image (`dy_resident`: dY is in the buffer already and takes no tile room)."""
+    """WG's reduction split into as few chunks as fit (`_wg_split`)."""
+    return _wg_parts(layer, _wg_split(layer, hw, dy_resident))
+
+
+def _wg_split(layer: LayerCapture, hw: HardwareView, dy_resident: bool = False
+              ) -> tuple[str, int]:
+    """How WG's reduction (over images, then over output rows) splits into as few chunks as
+    fit: ("images", m), groups of m images (all of them when the whole batch fits), else
+    ("rows", r), runs of r output rows of one image (`dy_resident`: dY is in the buffer
+    already and takes no tile room). Its chunks are `_wg_parts`."""
     n, _, p, _ = layer.dy_nz.shape
     k, cg, r, s = layer.w_nz.shape
 
@@ -601,12 +612,21 @@ def _wg_chunks(layer: LayerCapture, hw: HardwareView, dy_resident: bool = False
 
     for m in sorted(set(halvings(n)), reverse=True):
         if smallest_tile_fits(_slice(layer, 0, m)):
-            return [_slice(layer, i, min(i + m, n)) for i in range(0, n, m)]
+            return "images", m
     for rows in sorted(set(halvings(p)), reverse=True):
         if smallest_tile_fits(_slice_rows(layer, 0, 0, rows)):
-            return [_slice_rows(layer, i, p0, min(p0 + rows, p))
-                    for i in range(n) for p0 in range(0, p, rows)]
-    return [layer]  # choose_tile reports the misfit
+            return "rows", rows
+    return "images", n  # the whole batch: choose_tile reports the misfit
+
+
+def _wg_parts(layer: LayerCapture, split: tuple[str, int]) -> list[LayerCapture]:
+    """The chunks of WG's reduction `split` (`_wg_split`) describes, in order."""
+    n, _, p, _ = layer.dy_nz.shape
+    kind, size = split
+    if kind == "rows":
+        return [_slice_rows(layer, i, p0, min(p0 + size, p))
+                for i in range(n) for p0 in range(0, p, size)]
+    return [_slice(layer, i, min(i + size, n)) for i in range(0, n, size)]
 
 
 def _slice(layer: LayerCapture, n0: int, n1: int) -> LayerCapture:

@@ -28,7 +28,9 @@ Every count is computed for all tiles at once with tensor reshapes; no loop over
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -37,7 +39,7 @@ from desim.errors import ConfigError
 from desim.events import empty_table
 from mappings.capture import LayerCapture
 from mappings.circulant import fft_mac_ratio
-from mappings.counting import BP, FF, WG, SkipPolicy
+from mappings.counting import BP, FF, WG, SkipPolicy, count_total
 from mappings.formats import BlockStats, map_stats, operand_bytes, rle_padding
 from mappings.pipeline import equal_tiles_cycles
 from mappings.target import HardwareView
@@ -46,20 +48,23 @@ from mappings.target import HardwareView
 # runner adds the file and the run (the mapper knows neither).
 BUFFER_KEY = "global_buffer.capacity_kib"
 
+T = TypeVar("T")
+
 
 @dataclass
 class Operand:
-    """Per-channel (A) or per-row statistics of one operand, for bytes and selector scans."""
+    """Per-channel (A) or per-row statistics of one operand, for bytes and selector scans
+    (int64 arrays: numpy's small sums cost a tile search less than torch's)."""
 
-    elems: torch.Tensor      # dense elements, per unit
-    nnz: torch.Tensor        # non-zero elements, per unit
-    lines: torch.Tensor      # kernel lines, per unit (== elems when it has no line structure)
-    nz_lines: torch.Tensor
+    elems: np.ndarray        # dense elements, per unit
+    nnz: np.ndarray          # non-zero elements, per unit
+    lines: np.ndarray        # kernel lines, per unit (== elems when it has no line structure)
+    nz_lines: np.ndarray
     line_len: int
     fmt: str
-    rle_padding: torch.Tensor  # run-length coding's padding entries, per unit
+    rle_padding: np.ndarray  # run-length coding's padding entries, per unit
 
-    def select(self, units: torch.Tensor) -> Operand:
+    def select(self, units: np.ndarray) -> Operand:
         return Operand(self.elems[units], self.nnz[units], self.lines[units],
                        self.nz_lines[units], self.line_len, self.fmt, self.rle_padding[units])
 
@@ -76,14 +81,19 @@ def _unit_stats(nz: torch.Tensor, line_len: int, fmt: str) -> Operand:
     when line_len does not divide the unit)."""
     n = nz.shape[0]
     flat = nz.reshape(n, -1)
-    elems = torch.full((n,), flat.shape[1], dtype=torch.int64)
+    elems = np.full(n, flat.shape[1], np.int64)
     line_len = max(1, min(line_len, flat.shape[1]))  # a line longer than the unit: the unit
     short = -flat.shape[1] % line_len
     padded = torch.cat([flat, flat.new_zeros(n, short)], 1) if short else flat
-    lines_nz = padded.reshape(n, -1, line_len).any(-1)
-    return Operand(elems, flat.sum(1, dtype=torch.int64),
-                   torch.full((n,), lines_nz.shape[1], dtype=torch.int64),
-                   lines_nz.sum(1, dtype=torch.int64), line_len, fmt, _rle(flat, fmt))
+    lines_nz = padded.reshape(n, -1, line_len).any(-1).numpy()
+    return Operand(elems, _count_nonzero(flat.numpy()),
+                   np.full(n, lines_nz.shape[1], np.int64), _count_nonzero(lines_nz),
+                   line_len, fmt, _rle(flat, fmt).numpy())
+
+
+def _count_nonzero(nz: np.ndarray) -> np.ndarray:
+    """The non-zeros of each row of a 2-D map, int64."""
+    return np.count_nonzero(nz, axis=1).astype(np.int64)
 
 
 def _rle(lines: torch.Tensor, fmt: str) -> torch.Tensor:
@@ -242,12 +252,32 @@ def _row_blocks(counts: torch.Tensor, shape: TileShape) -> torch.Tensor:
     return c.reshape(a, -1, bt * length)
 
 
-def _per_tile_total(counts: torch.Tensor, shape: TileShape) -> np.ndarray:
-    """Total counts per tile (nA, nB) of a count map (A, I, R, L)."""
-    per_block = _row_blocks(counts.sum(3, keepdim=True), shape).sum(2)   # (A, nB)
-    ka = shape.ka
-    per_block = _pad_to(per_block, 0, -(-counts.shape[0] // ka) * ka)
-    return per_block.reshape(-1, ka, per_block.shape[1]).sum(1).numpy()
+def _kept(cache: dict | None, key: tuple, held: object, make: Callable[[], T]) -> T:
+    """`make()`, kept in `cache` (when given) under `key`. A key names the maps and parts it
+    was made from by their ids, so the entry holds them (`held`): no other object takes one
+    of those ids while it is kept."""
+    if cache is None:
+        return make()
+    if key not in cache:
+        cache[key] = (held, make())
+    return cache[key][1]
+
+
+def _row_totals(counts: torch.Tensor) -> np.ndarray:
+    """A count map's (A, I, R, L) row totals, (A, I * R) int64, rows image after image."""
+    return counts.sum(3).reshape(counts.shape[0], -1).numpy()
+
+
+def _per_tile_total(counts: torch.Tensor, shape: TileShape, cache: dict | None = None
+                    ) -> np.ndarray:
+    """Total counts per tile (nA, nB) of a count map (A, I, R, L), from its `_row_totals`
+    (kept in `cache` by map: every tile shape of the search sums the same map). Row blocks
+    and channel blocks each cover their axis in order, so each is one `reduceat`."""
+    rows = _kept(cache, ("rows", id(counts)), counts, lambda: _row_totals(counts))
+    a, n_img, n_rows, _ = counts.shape
+    i0, _, r0, _ = _blocks(shape, n_img, n_rows)
+    per_block = np.add.reduceat(rows, i0 * n_rows + r0, axis=1)   # (A, nB)
+    return np.add.reduceat(per_block, np.arange(0, a, shape.ka), axis=0)
 
 
 def _per_tile_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
@@ -262,16 +292,13 @@ def _per_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
     """Each channel's counts per row block and PE, (A, nB, PEs used): a row block's outputs
     dealt to a cluster's PEs in turn (whatever the channel blocks). `cache`: kept there by
     map and row block, for a caller that holds the maps (a phase's tile search and rows)."""
-    if cache is not None:
-        key = (id(counts), shape.images, shape.rows)
-        if key not in cache:  # the entry holds the map: no other tensor takes its id meanwhile
-            cache[key] = (counts, _per_pe(counts, shape, hw))
-        return cache[key][1]
-    a = counts.shape[0]
-    c = _row_blocks(counts, shape)
-    used = min(hw.pes_per_cluster, c.shape[2])  # PEs past a block's outputs idle: none kept
-    c = _pad_to(c, 2, -(-c.shape[2] // used) * used)
-    return c.reshape(a, c.shape[1], -1, used).sum(2)
+    def dealt() -> torch.Tensor:
+        a = counts.shape[0]
+        c = _row_blocks(counts, shape)
+        used = min(hw.pes_per_cluster, c.shape[2])  # PEs past a block's outputs idle: none
+        c = _pad_to(c, 2, -(-c.shape[2] // used) * used)
+        return c.reshape(a, c.shape[1], -1, used).sum(2)
+    return _kept(cache, ("per_pe", id(counts), shape.images, shape.rows), counts, dealt)
 
 
 def _per_tile_from_pe(per_pe: torch.Tensor, ka: int, hw: HardwareView
@@ -290,7 +317,7 @@ def _per_tile_from_pe(per_pe: torch.Tensor, ka: int, hw: HardwareView
     total = per_pe.sum(dim=(1, 3))
     if hw.load_balance:  # ideal balancing: the tile's work shared by its active PEs, those
         # that hold outputs (an output's sum is not split between PEs)
-        holding = clusters_holding(_block_sums(torch.ones(a, dtype=torch.int64), ka), ka, hw)
+        holding = clusters_holding(_block_sums(np.ones(a, np.int64), ka), ka, hw)
         busiest = -(-total // torch.from_numpy(holding * used)[:, None])
     return busiest.numpy(), total.numpy()
 
@@ -309,8 +336,10 @@ def tile_bytes(shape: TileShape, ps: PhaseShape, win: _Window, out_rows_len: tup
     operand (inter-layer reuse) is already in the buffer, outside the tile."""
     n_rows, length = out_rows_len
     rows = min(shape.rows, n_rows)
-    h0, h1 = win(np.array([0]), np.array([rows]))
-    in_rows = int(h1[0] - h0[0]) if shape.rows < n_rows else win.rows_in
+    in_rows = win.rows_in
+    if shape.rows < n_rows:
+        h0, h1 = win(np.array([0]), np.array([rows]))
+        in_rows = int(h1[0] - h0[0])
     stream = 0 if stream_resident else shape.images * in_rows * ps.stream_row_elems
     out = shape.ka * shape.images * rows * length
     chan = 0 if channel_resident else shape.ka * a_elems
@@ -328,7 +357,7 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                 hw: HardwareView, where: str, weights: bool = False,
                 stream_resident: bool = False, channel_resident: bool = False,
                 processed: torch.Tensor | None = None, psums_sent: float = 0.0,
-                psums_dram: float = 0.0, per_pe: dict | None = None,
+                psums_dram: float = 0.0, cache: dict | None = None,
                 tracked: Operand | None = None, scanned: float = 0.0) -> list[TileShape]:
     """The tile shapes and loop orders that minimise `hw.objective` (a small mapper search)
     under two estimates of time, the pipeline's and the bottleneck's (one shape when they
@@ -384,7 +413,7 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
         chan = ps.channel_operand
         channel_dram = a * a_elems * eb * _channel_ratio(tracked, hw, weights=True)
         generated = a * int(chan.nnz.sum() - tracked.nnz.sum()) / max(1, len(chan.elems))
-    macs = 0 if processed is None else int(processed.sum())
+    macs = 0 if processed is None else count_total(processed)
     scan_time = scanned / (hw.pes * hw.index_matching_bits) if scanned else 0.0
     ideal_compute = max(macs / (hw.pes * hw.macs_per_pe_per_cycle), scan_time)
     # the results, whatever the tile: gathered over the port and written to DRAM, taken
@@ -460,7 +489,7 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                         if busiest_time is None:
                             if block_pe is None:
                                 block_pe = _per_pe(processed, TileShape(1, images, rows), hw,
-                                                   per_pe)
+                                                   cache)
                             busiest = _per_tile_from_pe(block_pe, ka, hw)[0]
                             busiest_time = max(float(np.ceil(
                                 busiest / hw.macs_per_pe_per_cycle).sum()), scan_time)
@@ -565,12 +594,11 @@ def halvings(n: int) -> list[int]:
     return out
 
 
-def _block_sums(values: torch.Tensor, size: int) -> np.ndarray:
+def _block_sums(values: np.ndarray, size: int) -> np.ndarray:
     """Sums of consecutive blocks of `size` along the first dim (last block may be short)."""
-    n = values.shape[0]
-    nb = -(-n // size)
-    v = torch.nn.functional.pad(values, (0, nb * size - n))
-    return v.reshape(nb, size).sum(1).numpy()
+    padded = np.zeros(-(-len(values) // size) * size, np.int64)
+    padded[:len(values)] = values
+    return padded.reshape(-1, size).sum(1)
 
 
 def _changed(index: np.ndarray) -> np.ndarray:
@@ -599,24 +627,25 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
               maps: tuple[torch.Tensor, ...], channels: torch.Tensor, shape: TileShape, *,
               pruned_grads_unused: bool, last: bool, reuse: bool, circulant_block: int = 0,
               stream_resident: bool = False, channel_resident: bool = False,
-              per_pe: dict | None = None) -> tuple[np.ndarray, int, np.ndarray]:
+              cache: dict | None = None) -> tuple[np.ndarray, int, np.ndarray]:
     """Event rows of one (chunk of a) phase, given its count maps of the kept channels only
     (`planner._count_maps`: processed per output, the others per output row), the weight
     bytes they read from DRAM, and each row's outputs in bytes as dense partial sums (at the
     accumulator's precision). `reuse`: consecutive tiles may keep a block (False when
     chunks interleave); `stream_resident` (`channel_resident`): the stream (channel)
     operand is already in the global buffer, left there by an earlier phase, so no tile
-    reads it from DRAM. `per_pe`: the tile search's cache of `_per_pe`."""
+    reads it from DRAM. `cache`: the tile search's, of what the shapes it tries derive
+    alike from the maps and the part (`_kept`)."""
     nominal, effectual, processed, speculated, scanned = maps
     ps, win = shaped
-    chan = ps.channel_operand.select(channels)
+    chan = ps.channel_operand.select(channels.numpy())
     a, n_img, n_rows, length = processed.shape
-    busiest, work = _per_tile_pe(processed, shape, hw, per_pe)
-    eff = _per_tile_total(effectual, shape)
-    nom = _per_tile_total(nominal, shape)
+    busiest, work = _per_tile_pe(processed, shape, hw, cache)
+    eff = _per_tile_total(effectual, shape, cache)
+    nom = _per_tile_total(nominal, shape, cache)
     spec = (np.zeros_like(work) if speculated is None
-            else _per_tile_total(speculated, shape))
-    scan = np.zeros_like(work) if scanned is None else _per_tile_total(scanned, shape)
+            else _per_tile_total(speculated, shape, cache))
+    scan = np.zeros_like(work) if scanned is None else _per_tile_total(scanned, shape, cache)
     na, nb = busiest.shape
     eb, ka = hw.element_bytes, shape.ka
     weights = phase != WG and layer.weight_is_parameter  # the channel operand is W
@@ -636,10 +665,10 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
     a_dram_bytes, regenerated = a_bytes, np.zeros(na, np.int64)
     tracked = tracked_weights(layer, phase, ps, hw, b)
     if tracked is not None:  # DropBack: the generator makes the untracked weights
-        tracked = tracked.select(channels)
+        tracked = tracked.select(channels.numpy())
         a_dram_bytes = _channel_bytes(tracked, ka, hw, weights=True)
         regenerated = _block_sums(chan.nnz - tracked.nnz, ka)
-    channels_in_block = _block_sums(torch.ones(a, dtype=torch.int64), ka)
+    channels_in_block = _block_sums(np.ones(a, np.int64), ka)
 
     # Stream operand, per row block, with its halo: 2-D prefix sums over (image, input row).
     i0, i1, r0, r1 = _blocks(shape, n_img, n_rows)
@@ -650,14 +679,17 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
     groups_frac = _groups_touched(layer, phase, channels, ka, na, ps.groups)
 
     # Outputs: every output final in its tile (after the last chunk of a split reduction).
-    written = _written_map(layer, phase, hw) if last else None  # earlier chunks write none
+    written = (_kept(cache, ("written", id(layer), id(channels)), (layer, channels),
+                     lambda: _written_rows(layer, phase, hw, channels))
+               if last else None)  # earlier chunks write none
     outputs = np.outer(channels_in_block, (i1 - i0) * (r1 - r0) * length)  # per tile
     if not last:
         out_bytes = np.zeros((na, nb), np.int64)
     elif phase == WG and policy.pruned_weight_gradients and pruned_grads_unused:
-        out_bytes = _wg_out_bytes(layer, channels, shape, hw, na, nb)
+        out_bytes = _wg_out_bytes(layer, channels, shape, hw, cache)
     elif written is not None:
-        out_bytes = _activation_out_bytes(written[channels], shape, hw, outputs // length)
+        out_bytes = _activation_out_bytes(written, shape, hw, outputs // length, length,
+                                          cache)
     else:
         out_bytes = outputs * eb  # dense
     if b and phase == WG:  # the gradient of each block's first row only
@@ -738,16 +770,27 @@ def _written_map(layer: LayerCapture, phase: int, hw: HardwareView) -> torch.Ten
     return None
 
 
-def _activation_out_bytes(written: torch.Tensor, shape: TileShape, hw: HardwareView,
-                          lines: np.ndarray) -> np.ndarray:
-    """Bytes of each tile's outputs (nA, nB) in the activation format, lines the output
-    rows (`lines` of them a tile), from their non-zero map (A, images, rows, L)."""
+def _written_rows(layer: LayerCapture, phase: int, hw: HardwareView, channels: torch.Tensor
+                  ) -> tuple[torch.Tensor, ...] | None:
+    """Of the `channels` of what FF or BP writes (`_written_map`), per output row (A,
+    images, rows, 1): its non-zeros, whether it has any and its run-length padding entries
+    (zeros unless the activation format is run-length coding); None: written dense."""
+    written = _written_map(layer, phase, hw)
+    if written is None:
+        return None
+    written = written[channels]
     a, n_img, n_rows, length = written.shape
-    nz_lines = _per_tile_total(written.any(-1, keepdim=True), shape)
-    rle = _per_tile_total(_rle(written.reshape(-1, length), hw.activation_format)
-                          .reshape(a, n_img, n_rows, 1), shape)
-    stats = BlockStats(lines * length, _per_tile_total(written, shape), lines, nz_lines,
-                       length, rle)
+    return (written.sum(-1, keepdim=True), written.any(-1, keepdim=True),
+            _rle(written.reshape(-1, length), hw.activation_format).reshape(a, n_img, n_rows, 1))
+
+
+def _activation_out_bytes(written: tuple[torch.Tensor, ...], shape: TileShape,
+                          hw: HardwareView, lines: np.ndarray, length: int,
+                          cache: dict | None = None) -> np.ndarray:
+    """Bytes of each tile's outputs (nA, nB) in the activation format, lines the output
+    rows (`lines` of them a tile, `length` long), from their `_written_rows`."""
+    nnz, nz_lines, rle = (_per_tile_total(rows, shape, cache) for rows in written)
+    stats = BlockStats(lines * length, nnz, lines, nz_lines, length, rle)
     return operand_bytes(hw.activation_format, stats, hw.element_bytes)
 
 
@@ -773,21 +816,27 @@ def _window_sums(per_row: torch.Tensor, i0: np.ndarray, i1: np.ndarray, h0: np.n
 
 
 def _wg_out_bytes(layer: LayerCapture, channels: torch.Tensor, shape: TileShape,
-                  hw: HardwareView, na: int, nb: int) -> np.ndarray:
-    """Bytes of the kept weights' gradients of each tile, in the weight format."""
+                  hw: HardwareView, cache: dict | None = None) -> np.ndarray:
+    """Bytes of the kept weights' gradients of each tile, in the weight format: each tile's
+    kernels (its channels' rows of input channels) summed from `_kernel_stats`."""
     k, cg, r, s = layer.w_nz.shape
-    rows = min(shape.rows, cg)
-    pad = (0, 0, 0, 0, 0, nb * rows - cg, 0, na * shape.ka - len(channels))
-    mask = torch.nn.functional.pad(layer.w_nz[channels], pad).reshape(na, shape.ka, nb, rows, r, s)
-    real = torch.nn.functional.pad(torch.ones(len(channels), cg, r, s, dtype=torch.bool), pad)
-    elems = real.reshape(mask.shape).sum((1, 3, 4, 5)).numpy()
-    nnz = mask.sum((1, 3, 4, 5)).numpy()
-    nz_lines = mask.any(-1).sum((1, 3, 4)).numpy()
-    rle = (_rle(mask.reshape(-1, r * s), hw.weight_format)
-           .reshape(na, shape.ka, nb, rows).sum((1, 3)))
+    kernels = _kept(cache, ("kernels", id(layer), id(channels)), (layer, channels),
+                    lambda: _kernel_stats(layer.w_nz[channels], hw.weight_format))
+    nnz, nz_lines, rle = (_per_tile_total(stat, shape, cache) for stat in kernels)
+    in_block = _block_sums(np.ones(len(channels), np.int64), shape.ka)[:, None]
+    _, _, r0, r1 = _blocks(shape, 1, cg)
+    elems = in_block * (r1 - r0) * r * s
     lines, line_len = elems // s, s
     if _matrix_rows(hw):  # a row: a channel's W
-        lines = real.reshape(mask.shape).any(5).any(4).any(3).sum(1).numpy()
-        line_len = rows * r * s
+        lines, line_len = in_block * (r1 > r0), min(shape.rows, cg) * r * s
     return operand_bytes(hw.weight_format, BlockStats(elems, nnz, lines, nz_lines, line_len,
-                                                      rle.numpy()), hw.element_bytes)
+                                                      rle), hw.element_bytes)
+
+
+def _kernel_stats(w: torch.Tensor, fmt: str) -> tuple[torch.Tensor, ...]:
+    """Of a weight map (A, C/g, R, S), per kernel as a count map (A, 1, C/g, 1): its
+    non-zeros, its kernel rows with any, and its run-length padding entries in format
+    `fmt` (zeros unless run-length coding)."""
+    a, cg, r, s = w.shape
+    return (w.sum((2, 3)).reshape(a, 1, cg, 1), w.any(3).sum(2).reshape(a, 1, cg, 1),
+            _rle(w.reshape(-1, r * s), fmt).reshape(a, 1, cg, 1))

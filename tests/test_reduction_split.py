@@ -225,7 +225,7 @@ def test_no_plan_is_estimated_below_its_floor(phase, view):
     _, channels, plans = _prepared_plans(
         _reduction_plans(layer, phase, hw, SkipPolicy(), True, 0), phase, hw)
     seen = 0
-    for parts, maps, orders, shaped in plans:
+    for parts, maps, orders, shaped, _ in plans:
         for order in orders:
             try:
                 table, *_ = _tile_plan(parts, maps, shaped, channels, order, 0, phase, hw,
