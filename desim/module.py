@@ -65,6 +65,11 @@ class Simulator:
     def now_ps(self) -> int:
         return int(self.env.now)
 
+    def book(self) -> defaultdict[str, Counter[str]]:
+        """Where an action counted now is booked: the counters (by module path) of the job
+        of the running process (None outside any job)."""
+        return self.booked[getattr(self.env.active_process, "job", None)]
+
     def modules(self) -> Iterator[Module]:
         for root in self.roots:
             yield from root.walk()
@@ -208,8 +213,7 @@ class Module:
 
     def count(self, action: str, n: int = 1) -> None:
         self.actions[action] += n
-        job = getattr(self.env.active_process, "job", None)
-        self.sim.booked[job][self.path][action] += n
+        self.sim.book()[self.path][action] += n
 
     def spawn(self, generator: Generator) -> JobProcess:
         """Start a sub-process now, working for the job of the process that starts it."""
