@@ -155,9 +155,11 @@ def _unhooked_hold_in_order(links: list[Link], nbytes: Sequence[int], hold: int)
     for link, b in zip(links, nbytes, strict=True):
         link.give()
         link.busy_ps += hold
-        for counts in (link.actions, book[link.path]):
-            counts["bytes"] += b
-            counts["transfers"] += 1
+        booked = book[link.path]
+        link.actions["bytes"] += b
+        link.actions["transfers"] += 1
+        booked["bytes"] += b
+        booked["transfers"] += 1
 
 
 def desim_unhooked(items: int, stages: int) -> int:

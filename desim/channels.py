@@ -173,9 +173,11 @@ def _hold_in_order(links: list[Link], nbytes: Sequence[int], hold: int) -> Gener
     for link, b in zip(links, nbytes, strict=True):
         link.give()
         link.busy_ps += hold
-        for counts in (link.actions, book[link.path]):
-            counts["bytes"] += b
-            counts["transfers"] += 1
+        booked = book[link.path]
+        link.actions["bytes"] += b
+        link.actions["transfers"] += 1
+        booked["bytes"] += b
+        booked["transfers"] += 1
         if link.tracer:
             now = int(env.now)
             link.tracer.slice(link, "transfer", now - hold, now, None, {"bytes": b})
