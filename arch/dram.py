@@ -840,11 +840,8 @@ class DramController(Module):
             yield from self.busy_for(access.end_ps - now, "write" if is_write else "read",
                                      args={"bytes": nbytes})
             self._idle_since_ps = access.end_ps
-        self.count("write_bytes" if is_write else "read_bytes", nbytes)
-        for action, n in access.actions.items():
-            self.count(action, n)
-        self.count("row_hits", access.row_hits)
-        self.count("row_misses", access.row_misses)
+        self.count_all({"write_bytes" if is_write else "read_bytes": nbytes, **access.actions,
+                        "row_hits": access.row_hits, "row_misses": access.row_misses})
 
     def _wake_up_ps(self, now: int) -> int:
         """The power-down exit this transaction waits for (tXP), 0 if the channels are up; a
