@@ -569,7 +569,6 @@ class Noc(Module):
         self.graph, self.clock, self.src, self.clusters = graph, clock, src, clusters
         self.table = RouteTable(graph, routing)
         self.links: dict[Link, LinkChannel] = {}
-        self._edge: dict[LinkChannel, Link] = {}  # the other way round
         self._plans: dict[tuple[str, int], _Plan] = {}
 
     def _link(self, edge: Link) -> LinkChannel:
@@ -579,7 +578,6 @@ class Noc(Module):
                 f"{edge[0]}->{edge[1]}", self,
                 bytes_per_s=data["bandwidth_bytes_per_cycle"] * self.clock.frequency_hz,
                 latency_ps=self.clock.cycles(data["latency_cycles"]))
-            self._edge[self.links[edge]] = edge
         return self.links[edge]
 
     def _plan(self, kind: str, active: int) -> _Plan:
@@ -598,11 +596,11 @@ class Noc(Module):
             for route in routes:
                 for edge in route:
                     uses[edge] = uses.get(edge, 0) + 1
-            group = LinkGroup([self._link(e) for e in sorted(set(uses) | tree)])
-            edges = [self._edge[link] for link in group.links]
+            loads = {self._link(e): (int(e in tree), uses.get(e, 0))
+                     for e in sorted(set(uses) | tree)}
+            group = LinkGroup(list(loads))
             latency = max(sum(self._link(e).latency_ps for e in r) for r in routes)
-            self._plans[key] = _Plan(group, [(int(e in tree), uses.get(e, 0)) for e in edges],
-                                     latency)
+            self._plans[key] = _Plan(group, [loads[link] for link in group.links], latency)
         return self._plans[key]
 
     def distribute(self, multicast_bytes: int, unicast_bytes: int, active: int) -> Generator:

@@ -153,8 +153,8 @@ class LinkGroup:
     def hold(self, nbytes: Sequence[int]) -> Generator:
         """`hold_links` over the group: link `self.links[i]` carries nbytes[i] (an int)."""
         # transfer_ps grows with the bytes: at each bandwidth only the most loaded link counts
-        hold = max(transfer_ps(max(nbytes[i] for i in at_rate), rate)
-                   for rate, at_rate in self._by_rate)
+        hold = max((transfer_ps(max(nbytes[i] for i in at_rate), rate)
+                    for rate, at_rate in self._by_rate), default=0)
         return _hold_in_order(self.links, nbytes, hold)
 
 
