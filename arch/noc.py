@@ -596,10 +596,11 @@ class Noc(Module):
             for route in routes:
                 for edge in route:
                     uses[edge] = uses.get(edge, 0) + 1
+            # (links are made, the module tree's order, as routes and then the tree use them)
+            latency = max(sum(self._link(e).latency_ps for e in r) for r in routes)
             loads = {self._link(e): (int(e in tree), uses.get(e, 0))
                      for e in sorted(set(uses) | tree)}
             group = LinkGroup(list(loads))
-            latency = max(sum(self._link(e).latency_ps for e in r) for r in routes)
             self._plans[key] = _Plan(group, [loads[link] for link in group.links], latency)
         return self._plans[key]
 
