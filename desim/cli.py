@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -24,6 +23,8 @@ from typer.core import TyperGroup
 from desim.errors import ConfigError, DeadlockError, fail
 
 if TYPE_CHECKING:
+    import click
+
     from arch.config import ArchConfig
 
 T = TypeVar("T")
