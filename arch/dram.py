@@ -340,11 +340,16 @@ class AddressMapping:
                              f"range inside the {self.capacity_bytes:#x}-byte address space")
         first = address >> self.offset_bits
         last = (address + nbytes - 1) >> self.offset_bits
-        addr = np.arange(first, last + 1, dtype=np.int64) << self.offset_bits
-        bg = self._field(addr, "bg")
-        return {"ch": self._field(addr, "ch"),
-                "bank": bg * self.timing.banks_per_group + self._field(addr, "ba"),
-                "bg": bg, "row": self._field(addr, "ro")}
+        bursts = np.arange(first, last + 1, dtype=np.int64)  # addresses >> offset_bits
+
+        def field(name: str) -> np.ndarray:
+            if not self.bits[name]:  # one value, no bits (one channel, one bank group)
+                return np.zeros(len(bursts), dtype=np.int64)
+            return (bursts >> (self.shift[name] - self.offset_bits)) & ((1 << self.bits[name]) - 1)
+
+        bg = field("bg")
+        return {"ch": field("ch"), "bank": bg * self.timing.banks_per_group + field("ba"),
+                "bg": bg, "row": field("ro")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -477,31 +482,40 @@ class DramChannelModel:
                        nbytes: int, is_write: bool) -> DramAccess:
         """Time bursts (flat bank, bank group, row; in issue order) of one transaction."""
         t, bus = self.timing, self._bus
+        open_row, act_at = self._open_row, self._act_ps
+        pre_ready, act_ready = self._pre_ready_ps, self._act_ready_ps
         n = len(bank)
         # CAS spacing: prefix sum G of the gaps; CAS_i = max(CAS_{i-1} + gap_i, ready_i), i.e.
         # CAS_i = G_i + max over k <= i of (ready_k - G_k), with ready only at ACTed bursts.
-        gaps = np.zeros(n, dtype=np.int64)
-        gaps[1:] = np.where(bg[1:] == bg[:-1], self._gap_l, self._gap_s)
-        G = np.cumsum(gaps)
+        G = np.zeros(n, dtype=np.int64)
+        np.cumsum(np.where(bg[1:] == bg[:-1], self._gap_l, self._gap_s), out=G[1:])
 
-        # Row visits: group the bursts by bank (stable, so issue order is kept inside a bank).
-        order = np.argsort(bank.astype(np.uint16), kind="stable")
+        # Row visits: the bursts grouped by bank (stable, so issue order is kept inside a bank),
+        # a visit starting wherever the bank or its row changes. From here on the visits (a
+        # few a transaction) are plain lists, not arrays like the bursts (hundreds).
+        order = bank.astype(np.uint16).argsort(kind="stable")
         sb, sr = bank[order], row[order]
-        first_of_bank = np.ones(n, dtype=bool)
-        first_of_bank[1:] = sb[1:] != sb[:-1]
-        new_row = first_of_bank.copy()
-        new_row[1:] |= sr[1:] != sr[:-1]
-        # A burst opening a new row visit needs an ACT unless it is the first of its bank here and
-        # the bank already has its row open (a hit on a row left open by an earlier transaction).
-        pos = np.flatnonzero(new_row)
-        first_here = first_of_bank[pos]
-        still_open = np.array(self._open_row, dtype=np.int64)[sb[pos]]
-        needs_act = ~first_here | (still_open != sr[pos])
-        pos = pos[needs_act]
-        prev = np.where(first_of_bank[pos], -1, order[np.maximum(pos - 1, 0)])
-        idx = order[pos]
-        by_issue = np.argsort(idx, kind="stable")
-        idx, prev = idx[by_issue], prev[by_issue]
+        key = sb * t.rows + sr
+        new_visit = np.empty(n, dtype=bool)
+        new_visit[0] = True
+        np.not_equal(key[1:], key[:-1], out=new_visit[1:])
+        starts = new_visit.nonzero()[0]
+        first, before = order[starts], order[starts - 1]  # a visit's first burst, and the
+        visit_bank = sb[starts].tolist()                  # burst before it in bank order
+        visits = zip(visit_bank, sr[starts].tolist(), first.tolist(), G[first].tolist(),
+                     bg[first].tolist(), before.tolist(), G[before].tolist(), strict=True)
+        opens = []   # the ACTs: (burst, the burst of its bank before it or -1, bank, group,
+                     # row, G at both)
+        lasts = []   # every bank touched: (bank, its last burst, G there)
+        for v, (b, r, j, g_j, g, p, g_p) in enumerate(visits):
+            if v and visit_bank[v - 1] == b:  # another row of a bank this transaction used
+                opens.append((j, p, b, g, r, g_j, g_p))
+                continue
+            # The bank's first burst here, p the previous bank's last (v = 0: the last bank's).
+            lasts.append((visit_bank[v - 1], p, g_p))
+            if open_row[b] != r:  # not a hit on the row an earlier transaction left open
+                opens.append((j, -1, b, g, r, g_j, 0))
+        opens.sort()  # in issue order
 
         ev_idx = [0]  # burst indices carrying a readiness bound, and the running max of
         ev_max = [self._first_cas_ps(start_ps, int(bg[0]), is_write)]  # (ready_k - G_k) there
@@ -512,15 +526,11 @@ class DramChannelModel:
         rec = self._write_recovery_ps(is_write)
         tras, trp, trcd, tfaw = t.ps(t.tras), t.ps(t.trp), t.ps(t.trcd), t.ps(t.tfaw)
         trrd_s, trrd_l = t.ps(t.trrd_s), t.ps(t.trrd_l)
-        open_row, act_at = self._open_row, self._act_ps
-        pre_ready, act_ready = self._pre_ready_ps, self._act_ready_ps
         acts, last_act, last_bg = bus.acts, bus.last_act_ps, bus.last_act_bg
         bisect_right = bisect.bisect_right
         run_max, precharges = ev_max[0], 0
         # One iteration per ACT (row visit); plain comparisons instead of max() keep it ~1 us.
-        for j, p, b, g, r, g_j, g_p in zip(
-                idx.tolist(), prev.tolist(), bank[idx].tolist(), bg[idx].tolist(),
-                row[idx].tolist(), G[idx].tolist(), G[np.maximum(prev, 0)].tolist(), strict=True):
+        for j, p, b, g, r, g_j, g_p in opens:
             if p >= 0:  # another row of this bank was used earlier in this transaction: PRE
                 pre = act_at[b] + tras
                 cas_rec = g_p + ev_max[bisect_right(ev_idx, p) - 1] + rec
@@ -551,11 +561,8 @@ class DramChannelModel:
         data_end = last_cas + t.ps(t.cwl if is_write else t.cl) + self._tb
 
         # Bank state after the transaction: earliest PRE from the last CAS to each bank.
-        last_of_bank = np.ones(n, dtype=bool)
-        last_of_bank[:-1] = sb[1:] != sb[:-1]
-        last_idx = order[last_of_bank]
-        touched = sb[last_of_bank].tolist()
-        for b, i, g_i in zip(touched, last_idx.tolist(), G[last_idx].tolist(), strict=True):
+        touched = [b for b, _, _ in lasts]
+        for b, i, g_i in lasts:
             pre_ready[b] = max(act_at[b] + tras, cas_ps(i, g_i) + rec)
         if self.page_policy == "closed":
             for b in touched:
@@ -570,16 +577,16 @@ class DramChannelModel:
             for b in touched:  # refresh pushes this transaction's bank state later too
                 pre_ready[b] += stall
                 act_ready[b] += stall
-            for b in set(bank[idx].tolist()):
+            for b in {b for _, _, b, *_ in opens}:
                 act_at[b] += stall
-            for k in range(max(0, len(acts) - len(idx)), len(acts)):
+            for k in range(max(0, len(acts) - len(opens)), len(acts)):
                 acts[k] += stall
-            if len(idx):
+            if opens:
                 bus.last_act_ps += stall
         bus.last_cas_ps, bus.last_cas_bg = last_cas + stall, int(bg[-1])
         bus.last_write, bus.data_end_ps = is_write, data_end + stall
 
-        misses = len(idx)
+        misses = len(opens)
         return DramAccess(start_ps=start_ps, end_ps=data_end + stall, bursts=n, bytes=nbytes,
                           is_write=is_write, row_hits=n - misses, row_misses=misses,
                           activates=misses, precharges=precharges)
@@ -626,6 +633,9 @@ class DramSystem:
         if nbytes == 0:
             return DramAccess(start_ps, start_ps, 0, 0, is_write, 0, 0, 0, 0)
         coords = self.mapping.decode_bursts(address, nbytes)
+        if self.channels == 1:  # nothing to split
+            return self.channel_models[0]._access_bursts(
+                start_ps, coords["bank"], coords["bg"], coords["row"], nbytes, is_write)
         ch = coords["ch"]
         order = np.argsort(ch.astype(np.uint16), kind="stable")
         counts = np.bincount(ch, minlength=self.channels)
@@ -830,11 +840,8 @@ class DramController(Module):
             yield from self.busy_for(access.end_ps - now, "write" if is_write else "read",
                                      args={"bytes": nbytes})
             self._idle_since_ps = access.end_ps
-        self.count("write_bytes" if is_write else "read_bytes", nbytes)
-        for action, n in access.actions.items():
-            self.count(action, n)
-        self.count("row_hits", access.row_hits)
-        self.count("row_misses", access.row_misses)
+        self.count_all({"write_bytes" if is_write else "read_bytes": nbytes, **access.actions,
+                        "row_hits": access.row_hits, "row_misses": access.row_misses})
 
     def _wake_up_ps(self, now: int) -> int:
         """The power-down exit this transaction waits for (tXP), 0 if the channels are up; a

@@ -42,11 +42,10 @@ from itertools import pairwise
 from typing import Annotated, Any, Literal
 
 import networkx as nx
-import numpy as np
 from pydantic import BeforeValidator, Field, model_validator
 
 from desim.channels import Link as LinkChannel
-from desim.channels import hold_links
+from desim.channels import LinkGroup
 from desim.clock import Clock
 from desim.configio import Strict
 from desim.errors import ConfigError
@@ -582,7 +581,8 @@ class Noc(Module):
         return self.links[edge]
 
     def _plan(self, kind: str, active: int) -> _Plan:
-        """Links, per-link multicast flags and unicast route counts, for `active` clusters."""
+        """The links to or from the first `active` clusters (in the order transfers take
+        them) and what each carries."""
         key = (kind, active)
         if key not in self._plans:
             dsts = self.clusters[:active]
@@ -596,12 +596,12 @@ class Noc(Module):
             for route in routes:
                 for edge in route:
                     uses[edge] = uses.get(edge, 0) + 1
-            edges = sorted(set(uses) | tree)
+            # (links are made, the module tree's order, as routes and then the tree use them)
             latency = max(sum(self._link(e).latency_ps for e in r) for r in routes)
-            self._plans[key] = _Plan([self._link(e) for e in edges],
-                                     np.array([e in tree for e in edges], dtype=np.int64),
-                                     np.array([uses.get(e, 0) for e in edges], dtype=np.int64),
-                                     latency)
+            loads = {self._link(e): (int(e in tree), uses.get(e, 0))
+                     for e in sorted(set(uses) | tree)}
+            group = LinkGroup(list(loads))
+            self._plans[key] = _Plan(group, [loads[link] for link in group.links], latency)
         return self._plans[key]
 
     def distribute(self, multicast_bytes: int, unicast_bytes: int, active: int) -> Generator:
@@ -610,7 +610,7 @@ class Noc(Module):
             return
         plan = self._plan("out", active)
         share = -(-unicast_bytes // active)
-        yield from hold_links(plan.links, (plan.multicast * multicast_bytes + plan.unicast * share))
+        yield from plan.links.hold([m * multicast_bytes + u * share for m, u in plan.loads])
         yield self.env.timeout(plan.latency_ps)
 
     def gather(self, nbytes: int, active: int) -> Generator:
@@ -618,13 +618,15 @@ class Noc(Module):
         if active <= 0 or nbytes <= 0:
             return
         plan = self._plan("in", active)
-        yield from hold_links(plan.links, plan.unicast * -(-nbytes // active))
+        share = -(-nbytes // active)
+        yield from plan.links.hold([u * share for _, u in plan.loads])
         yield self.env.timeout(plan.latency_ps)
 
 
 @dataclass
 class _Plan:
-    links: list[LinkChannel]
-    multicast: np.ndarray   # 1 where the link is on the multicast tree
-    unicast: np.ndarray     # how many clusters' routes cross the link
+    links: LinkGroup
+    # per link of the group: (1 if it is on the multicast tree else 0, how many clusters'
+    # routes cross it); it carries the multicast bytes times the first, a share times the second
+    loads: list[tuple[int, int]]
     latency_ps: int

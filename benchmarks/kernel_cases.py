@@ -130,27 +130,36 @@ class _UnhookedFifo(Fifo):
 
 
 def _unhooked_hold_links(links: Sequence[Link], nbytes: Sequence[int]) -> Generator:
-    """`desim.channels.hold_links` without the tracing hook."""
+    """`desim.channels.hold_links` (with its `_hold_in_order`) without the tracing hook."""
     if len(links) != len(nbytes):
         raise ValueError(f"hold_links: {len(links)} links but {len(nbytes)} byte counts")
     order: Sequence[int] = range(len(links))  # one link, the common case, needs no sorting
     if len(links) > 1:
         order = sorted(order, key=lambda i: links[i].path)
-    for i in order:
-        wait = links[i].take()
+    links, nbytes = [links[i] for i in order], [int(nbytes[i]) for i in order]
+    hold = max(map(transfer_ps, nbytes, [link.bytes_per_s for link in links]), default=0)
+    return _unhooked_hold_in_order(links, nbytes, hold)
+
+
+def _unhooked_hold_in_order(links: list[Link], nbytes: Sequence[int], hold: int) -> Generator:
+    if not links:
+        return
+    for link in links:
+        wait = link.take()
         if wait is not None:
             yield wait
-    hold = 0
-    for link, b in zip(links, nbytes, strict=True):
-        hold = max(hold, transfer_ps(b, link.bytes_per_s))
+    env = links[0].env
     if hold:
-        yield links[order[0]].env.timeout(hold)
-    for i in order:
-        link = links[i]
+        yield env.timeout(hold)
+    book = links[0].sim.book()
+    for link, b in zip(links, nbytes, strict=True):
         link.give()
         link.busy_ps += hold
-        link.count("bytes", int(nbytes[i]))
-        link.count("transfers")
+        booked = book[link.path]
+        link.actions["bytes"] += b
+        link.actions["transfers"] += 1
+        booked["bytes"] += b
+        booked["transfers"] += 1
 
 
 def desim_unhooked(items: int, stages: int) -> int:

@@ -125,31 +125,62 @@ def hold_links(links: Sequence[Link], nbytes: Sequence[int]) -> Generator:
 
     This is how a routed or multicast transfer occupies its path: all its links are taken
     together (acquired in name order, so two transfers can never deadlock on each other) and
-    released together; link i carries nbytes[i]. Latency is the caller's to add.
+    released together; link i carries nbytes[i]. Latency is the caller's to add. A path
+    used again and again is better made a `LinkGroup` once: it is put in order once.
     """
     if len(links) != len(nbytes):
         raise ValueError(f"hold_links: {len(links)} links but {len(nbytes)} byte counts")
     order: Sequence[int] = range(len(links))  # one link, the common case, needs no sorting
     if len(links) > 1:
         order = sorted(order, key=lambda i: links[i].path)
-    for i in order:
-        wait = links[i].take()
+    links, nbytes = [links[i] for i in order], [int(nbytes[i]) for i in order]
+    hold = max(map(transfer_ps, nbytes, [link.bytes_per_s for link in links]), default=0)
+    return _hold_in_order(links, nbytes, hold)
+
+
+class LinkGroup:
+    """The links one transaction holds together (a route, a multicast tree), put once, when
+    the group is made, in the order `hold_links` takes them (by name), and grouped by
+    bandwidth: the elaboration of a path, so that a transfer over it only does the transfer."""
+
+    def __init__(self, links: Sequence[Link]) -> None:
+        self.links = sorted(links, key=lambda link: link.path)
+        rates: dict[float, list[int]] = {}
+        for i, link in enumerate(self.links):
+            rates.setdefault(link.bytes_per_s, []).append(i)
+        self._by_rate = list(rates.items())
+
+    def hold(self, nbytes: Sequence[int]) -> Generator:
+        """`hold_links` over the group: link `self.links[i]` carries nbytes[i] (an int)."""
+        # transfer_ps grows with the bytes: at each bandwidth only the most loaded link counts
+        hold = max((transfer_ps(max(nbytes[i] for i in at_rate), rate)
+                    for rate, at_rate in self._by_rate), default=0)
+        return _hold_in_order(self.links, nbytes, hold)
+
+
+def _hold_in_order(links: list[Link], nbytes: Sequence[int], hold: int) -> Generator:
+    """Take `links` in this order, hold them `hold` ps, let them go; link i carries nbytes[i]."""
+    if not links:
+        return
+    for link in links:
+        wait = link.take()
         if wait is not None:
             yield wait
-    hold = 0
-    for link, b in zip(links, nbytes, strict=True):
-        hold = max(hold, transfer_ps(b, link.bytes_per_s))
+    env = links[0].env
     if hold:
-        yield links[order[0]].env.timeout(hold)
-    for i in order:
-        link = links[i]
+        yield env.timeout(hold)
+    book = links[0].sim.book()  # one job books every link's actions (`Module.count`)
+    for link, b in zip(links, nbytes, strict=True):
         link.give()
         link.busy_ps += hold
-        link.count("bytes", int(nbytes[i]))
-        link.count("transfers")
+        booked = book[link.path]
+        link.actions["bytes"] += b
+        link.actions["transfers"] += 1
+        booked["bytes"] += b
+        booked["transfers"] += 1
         if link.tracer:
-            now = int(link.env.now)
-            link.tracer.slice(link, "transfer", now - hold, now, None, {"bytes": int(nbytes[i])})
+            now = int(env.now)
+            link.tracer.slice(link, "transfer", now - hold, now, None, {"bytes": b})
 
 
 class Pool(Module):

@@ -6,6 +6,7 @@ and exits with code 2; a deadlock exits with code 3. Never a traceback for the u
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import time
@@ -17,14 +18,38 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from desim.errors import ConfigError, DeadlockError, fail
 
 if TYPE_CHECKING:
+    import click
+
     from arch.config import ArchConfig
 
 T = TypeVar("T")
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+
+
+class _Commands(TyperGroup):
+    """The commands, of which bench, report and sweep are loaded when named (or listed, for
+    help): their modules, which `desim run` does not need, are not imported for it."""
+
+    LOADED_WHEN_NAMED = {"bench": "desim.bench", "report": "desim.report",
+                         "sweep": "desim.sweep"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*super().list_commands(ctx),
+                *(name for name in self.LOADED_WHEN_NAMED if name not in self.commands)]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.LOADED_WHEN_NAMED and name not in self.commands:
+            commands = typer.Typer()
+            importlib.import_module(self.LOADED_WHEN_NAMED[name]).register(commands)
+            self.add_command(typer.main.get_command(commands), name)
+        return super().get_command(ctx, name)
+
+
+app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True,
                   help="desim: transaction-level simulation of sparse DNN training accelerators.")
 console = Console()
 
@@ -255,19 +280,6 @@ def _differences(drawn: Any, run: Any, file: str, limit: int = 3) -> str:
     found = walk(drawn, run, "")
     more = f" and {len(found) - limit} more" if len(found) > limit else ""
     return "; ".join(found[:limit]) + more
-
-
-def _register_commands() -> None:
-    from desim.bench import register as register_bench
-    from desim.report import register as register_report
-    from desim.sweep import register as register_sweep
-
-    register_bench(app)
-    register_report(app)
-    register_sweep(app)
-
-
-_register_commands()
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m desim`

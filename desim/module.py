@@ -26,7 +26,7 @@ of everything that happened meanwhile. Actions counted outside any job are booke
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable, Generator, Hashable, Iterator
+from collections.abc import Callable, Generator, Hashable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +64,11 @@ class Simulator:
     @property
     def now_ps(self) -> int:
         return int(self.env.now)
+
+    def book(self) -> defaultdict[str, Counter[str]]:
+        """Where an action counted now is booked: the counters (by module path) of the job
+        of the running process (None outside any job)."""
+        return self.booked[getattr(self.env.active_process, "job", None)]
 
     def modules(self) -> Iterator[Module]:
         for root in self.roots:
@@ -208,8 +213,14 @@ class Module:
 
     def count(self, action: str, n: int = 1) -> None:
         self.actions[action] += n
-        job = getattr(self.env.active_process, "job", None)
-        self.sim.booked[job][self.path][action] += n
+        self.sim.book()[self.path][action] += n
+
+    def count_all(self, counts: Mapping[str, int]) -> None:
+        """`count` each action of `counts`, in order (the job's counters looked up once)."""
+        booked = self.sim.book()[self.path]
+        for action, n in counts.items():
+            self.actions[action] += n
+            booked[action] += n
 
     def spawn(self, generator: Generator) -> JobProcess:
         """Start a sub-process now, working for the job of the process that starts it."""

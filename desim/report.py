@@ -48,7 +48,13 @@ from pydantic import BaseModel, model_validator
 from desim.configio import validate
 from desim.errors import ConfigError, fail
 from desim.experiment import Claim
-from desim.results import atomic_path, writable_folder, write_atomic
+from desim.results import (
+    DEFAULT_REPORT,
+    atomic_path,
+    plot_path,
+    writable_folder,
+    write_atomic,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -746,26 +752,6 @@ def _prices_table(results: Results) -> Table:
     rows = [[f"`{name}`"] + [f"{p[name]:.4g}" if name in p else "-" for p in prices.values()]
             for name in names]
     return Table(["price (pJ)", *runs], rows, numeric=set(range(1, len(runs) + 1)))
-
-
-# `desim report DIR`'s report unless --out says otherwise; `desim run` removes it (and its
-# HTML copy and plots: `report_files`) when it writes DIR again
-DEFAULT_REPORT = "report.md"
-# What each plot shows, last in its name (`plot_path`)
-PLOT_KINDS = ("energy", "timeline", "layer_energy")
-
-
-def plot_path(out_dir: Path, prefix: str, kind: str) -> Path:
-    """A plot's file: `prefix` (the report's stem, the experiment's slug, the run if the
-    plot is one run's), then its kind, one of PLOT_KINDS, so that `report_files` finds it."""
-    assert kind in PLOT_KINDS, kind
-    return out_dir / f"{prefix}_{kind}.png"
-
-
-def report_files(stem: str = Path(DEFAULT_REPORT).stem) -> tuple[str, ...]:
-    """Glob patterns of what `build_report` writes for a report named `stem`.md: the
-    report, its HTML copy and its plots (`plot_path`)."""
-    return (f"{stem}.md", f"{stem}.html", *(f"{stem}_*_{kind}.png" for kind in PLOT_KINDS))
 
 
 def build_report(dirs: list[Path], out: Path) -> tuple[Path, Path, list[Results]]:

@@ -1,4 +1,6 @@
-"""Writing results so that nothing is half-written: a temporary file, then an atomic rename."""
+"""Writing results so that nothing is half-written: a temporary file, then an atomic rename;
+and the names of the files `desim report` writes beside them (which `desim run` removes when
+it writes the folder again, without importing the report)."""
 
 from __future__ import annotations
 
@@ -56,3 +58,23 @@ def write_json(path: Path, data: Any) -> None:
 
 def write_csv(path: Path, frame: pd.DataFrame) -> None:
     write_atomic(path, frame.to_csv(index=False, lineterminator="\n"))
+
+
+# `desim report DIR`'s report unless --out says otherwise; `desim run` removes it (and its
+# HTML copy and plots: `report_files`) when it writes DIR again
+DEFAULT_REPORT = "report.md"
+# What each plot shows, last in its name (`plot_path`)
+PLOT_KINDS = ("energy", "timeline", "layer_energy")
+
+
+def plot_path(out_dir: Path, prefix: str, kind: str) -> Path:
+    """A plot's file: `prefix` (the report's stem, the experiment's slug, the run if the
+    plot is one run's), then its kind, one of PLOT_KINDS, so that `report_files` finds it."""
+    assert kind in PLOT_KINDS, kind
+    return out_dir / f"{prefix}_{kind}.png"
+
+
+def report_files(stem: str = Path(DEFAULT_REPORT).stem) -> tuple[str, ...]:
+    """Glob patterns of what `desim.report.build_report` writes for a report named
+    `stem`.md: the report, its HTML copy and its plots (`plot_path`)."""
+    return (f"{stem}.md", f"{stem}.html", *(f"{stem}_*_{kind}.png" for kind in PLOT_KINDS))

@@ -28,8 +28,7 @@ from desim.events import PHASES
 from desim.experiment import Experiment, ObserveSpec, RunSpec, load_experiment
 from desim.hardware_view import hardware_view
 from desim.module import Simulator
-from desim.report import report_files
-from desim.results import writable_folder, write_atomic, write_csv, write_json
+from desim.results import report_files, writable_folder, write_atomic, write_csv, write_json
 from desim.stats import collect_stats, stats_text
 from mappings.capture import CaptureNeeds
 from mappings.mapper import PhaseWork, map_workload, phase_waits

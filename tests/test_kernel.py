@@ -4,7 +4,7 @@ from fractions import Fraction
 
 import pytest
 
-from desim.channels import Fifo, Link, hold_links
+from desim.channels import Fifo, Link, LinkGroup, hold_links
 from desim.clock import Clock, transfer_ps
 from desim.errors import ConfigError
 from desim.module import Module, Simulator
@@ -109,6 +109,36 @@ def test_a_route_holds_every_link_for_its_longest_serialization():
     top.add_process(route)
     sim.run()
     assert done == [200_000, 400_000]  # the slower link sets the pace for both
+
+
+def test_a_link_group_holds_its_links_as_hold_links_does():
+    """A `LinkGroup` (links put in order once) times and counts a transfer as `hold_links`
+    does with the same links in any order: the most loaded link at each bandwidth sets the
+    pace, each link counts its own bytes."""
+    def run(hold):
+        sim = Simulator()
+        top = Module("top", sim)
+        links = [Link("c", top, 8 * GB_PER_S, 0), Link("a", top, 4 * GB_PER_S, 0),
+                 Link("b", top, 8 * GB_PER_S, 0)]
+        done = []
+
+        def route(nbytes):
+            yield from hold(links, nbytes)
+            done.append(sim.now_ps)
+
+        top.add_process(route, [1600, 300, 800])  # c: 200 ns, a: 75 ns, b: 100 ns
+        top.add_process(route, [0, 900, 0])       # a: 225 ns
+        sim.run()
+        return done, [dict(link.actions) for link in links]
+
+    def grouped(links, nbytes):
+        group = LinkGroup(links)
+        assert [link.name for link in group.links] == ["a", "b", "c"]  # by name
+        by_link = dict(zip(links, nbytes, strict=True))
+        return group.hold([by_link[link] for link in group.links])
+
+    assert run(grouped) == run(hold_links)
+    assert run(hold_links)[0] == [200_000, 425_000]
 
 
 def test_bounded_fifo_blocks_the_producer_until_the_consumer_takes_one():

@@ -28,10 +28,10 @@ from desim.report import (
     check_claim,
     component_color,
     register,
-    report_files,
     resolve,
     to_html,
 )
+from desim.results import report_files
 from desim.runner import run_file
 
 ROOT = Path(__file__).resolve().parents[1]
