@@ -303,18 +303,26 @@ def test_resume_into_a_folder_of_other_inputs_is_refused(tmp_path):
         resume(["workload.seed=1"])
 
 
-def test_a_points_config_records_the_sweeps_set_items_as_config_json_does(tmp_path):
-    """A point's file holds config.json's configuration, the base --set items among its
-    overrides: the point's folder says how it was produced. Points failing at elaboration
-    (1 KiB: no tile fits) are written here without a Dask cluster."""
-    from desim.runner import resolved_config
-
+def computed_failing_points(tmp_path: Path) -> tuple[Path, Path, list[str], list]:
+    """A one-point sweep with the base --set item workload.seed=3 whose point fails at
+    elaboration (no tile fits a 1 KiB buffer), computed without a Dask cluster: (experiment,
+    results folder, base items, points)."""
     path = write_experiment(tmp_path, {"arch.hppu.global_buffer.capacity_kib": [1]},
                             single_run=True)
     base = ["workload.seed=3"]
     out = tmp_path / "out"
     points = plan_points(load_sweep_spec(path, base))
     _compute(path, out, base, points, None, None, _Log(out / "sweep.log"), _Bar(None, None))
+    return path, out, base, points
+
+
+def test_a_points_config_records_the_sweeps_set_items_as_config_json_does(tmp_path):
+    """A point's file holds config.json's configuration, the base --set items among its
+    overrides: the point's folder says how it was produced. Points failing at elaboration
+    (1 KiB: no tile fits) are written here without a Dask cluster."""
+    from desim.runner import resolved_config
+
+    path, out, base, points = computed_failing_points(tmp_path)
     record = json.loads((out / "points" / f"{points[0].point_id}.json").read_text())
     assert record["status"] == "failed" and "smallest tile" in record["error"]
     sets = ["workload.seed=3", "arch.hppu.global_buffer.capacity_kib=1"]
@@ -326,12 +334,7 @@ def test_the_table_records_the_sweeps_set_items(tmp_path):
     """results.parquet says which --set items every point took (its metadata: the frame's
     attrs), as the point files and sweep.json do. The points fail at elaboration here (no
     tile fits 1 KiB), so no Dask cluster starts: the points are done, the table gathered."""
-    path = write_experiment(tmp_path, {"arch.hppu.global_buffer.capacity_kib": [1]},
-                            single_run=True)
-    base = ["workload.seed=3"]
-    out = tmp_path / "out"
-    points = plan_points(load_sweep_spec(path, base))
-    _compute(path, out, base, points, None, None, _Log(out / "sweep.log"), _Bar(None, None))
+    path, out, base, _ = computed_failing_points(tmp_path)
     frame = sweep(path, out, overrides=base)
     assert list(frame["status"]) == ["failed"]
     assert pd.read_parquet(out / "results.parquet").attrs["set"] == base
