@@ -59,9 +59,9 @@ class RunResult:
     layer_energy: pd.DataFrame      # per layer-phase, component and action (J): energy.csv
     trace: dict[str, Any] | None = None  # Chrome/Perfetto events, when traced
     vcd: Path | None = None  # the waveform file of this run, if any (see `unpublished`)
-    # the model's vector layers this run left out: its design having no vector unit, all
-    # but the ReLUs it applies on the PE array's output; with one, those the unit has no
-    # operation for, a softmax (`mappings.vector.vector_layers_not_simulated`)
+    # the model's vector layers this run left out, its design having no vector unit: all
+    # but the ReLUs it applies on the PE array's output; with one, none
+    # (`mappings.vector.vector_layers_not_simulated`)
     vector_layers_not_simulated: int = 0
 
     @property
