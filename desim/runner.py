@@ -107,7 +107,8 @@ class RunResult:
             "simulation_events": self.events,
             "phases": phases,
             # the layer-phases of each compute unit: conv and linear layers on the PE
-            # array, batch norm, activations, pooling and residual adds on the vector unit
+            # array, batch norm, activations, pooling, residual adds and softmax on the
+            # vector unit
             "units": units,
             "energy_by_component_j": self.energy_by_component_j,
             "energy_by_action_j": self.energy_by_action_j,
