@@ -66,20 +66,20 @@ def vector_traffic(v: VectorCapture, phase: int, hw: HardwareView,
     """(DRAM bytes read, DRAM bytes written, vector ops) of one phase of a vector layer.
 
     FF reads X and writes Y; BP reads dY (and X again in batch norm, Y in a softmax) and
-    writes dX. Each
-    takes its bytes in the activation format, from the captured statistics (dense when
-    none were captured); `stored_out` and `stored_dy` replace Y's and dY's when a fused
-    ReLU changes what is stored (`stored_outputs`, `stored_gradients`), and `stored_second`
-    a fork's second gradient (`stored_second_gradients`). `input_resident`: the phase before
-    left FF's X (BP's dY) in the global buffer, so neither pass reads it from DRAM; for an
-    add (a fork), the operand written last."""
+    writes dX. Each takes its bytes in the activation format, from the captured statistics
+    (dense when none were captured); `stored_out` and `stored_dy` replace Y's and dY's when
+    a fused ReLU changes what is stored (`stored_outputs`, `stored_gradients`), and
+    `stored_second` a fork's second gradient (`stored_second_gradients`). `input_resident`:
+    the phase before left FF's X (BP's dY) in the global buffer, so neither pass reads it
+    from DRAM; for an add (a fork), the operand written last."""
     eb = hw.element_bytes
     if v.kind in ("add", "fork"):
         return _residual_traffic(v, phase, hw, stored_out, input_resident, stored_second)
     reads_x = phase == FF or v.kind == "batchnorm"
     x = _in_format(v.in_stats, v.in_elems * eb, hw) if reads_x else 0
     ops = (OPS_PER_ELEMENT[(v.kind, phase)] + v.scaled) * v.in_elems
-    y = _in_format(stored_out or v.out_stats, v.out_elems * eb, hw)  # as FF wrote it
+    needs_y = phase == FF or v.kind == "softmax"   # FF writes it, a softmax's BP reads it
+    y = _in_format(stored_out or v.out_stats, v.out_elems * eb, hw) if needs_y else 0
     if phase == FF:
         operands = 0 if input_resident else x
     else:
