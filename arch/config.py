@@ -151,7 +151,8 @@ class SparsityConfig(Strict):
 
 
 class VectorUnitConfig(Strict):
-    """Element-wise work of training: batch norm, activations, pooling (mappings/vector.py)."""
+    """Element-wise work of training: batch norm, activations, pooling, residual sums,
+    softmax (mappings/vector.py)."""
 
     lanes: PositiveInt = 64          # vector operations a cycle
     fused_relu: bool = True          # activations applied on the producing layer's output

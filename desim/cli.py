@@ -134,10 +134,9 @@ def check(
 
 
 def print_summary(summary: dict[str, Any]) -> None:
-    """The runs' table, then notes: the vector layers' share of a run's time and how many
-    vector layers a run left out: those its vector unit has no operation for, or, when its
-    design has none, all but the ReLUs it applies on the PE array's output
-    (`mappings.vector.vector_layers_not_simulated`)."""
+    """The runs' table, then notes: the vector layers' share of a run's time and, when its
+    design has no vector unit, how many vector layers a run left out: all but the ReLUs it
+    applies on the PE array's output (`mappings.vector.vector_layers_not_simulated`)."""
     from desim.report import vector_share
 
     training = any(p["cycles"] for r in summary["runs"].values()
@@ -162,11 +161,6 @@ def print_summary(summary: dict[str, Any]) -> None:
         if share:  # a run with vector layers
             console.print(f"{name}: vector layers (batch norm, pooling, adds) take "
                           f"{100 * share:.0f}% of the time")
-            if r["vector_layers_not_simulated"]:  # ones its vector unit has no operation for
-                console.print(f"{name}: {r['vector_layers_not_simulated']} of the model's "
-                              f"{r['workload']['vector_layers']} vector layers (softmax: the "
-                              "vector unit has no exp) are not simulated, so its time and "
-                              "energy leave them out")
         elif r["vector_layers_not_simulated"]:
             console.print(f"{name}: [bold]no vector unit[/bold] (arch {r['arch']}): "
                           f"{r['vector_layers_not_simulated']} of the model's "

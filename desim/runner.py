@@ -59,9 +59,9 @@ class RunResult:
     layer_energy: pd.DataFrame      # per layer-phase, component and action (J): energy.csv
     trace: dict[str, Any] | None = None  # Chrome/Perfetto events, when traced
     vcd: Path | None = None  # the waveform file of this run, if any (see `unpublished`)
-    # the model's vector layers this run left out: its design having no vector unit, all
-    # but the ReLUs it applies on the PE array's output; with one, those the unit has no
-    # operation for, a softmax (`mappings.vector.vector_layers_not_simulated`)
+    # the model's vector layers this run left out, its design having no vector unit: all
+    # but the ReLUs it applies on the PE array's output; with one, none
+    # (`mappings.vector.vector_layers_not_simulated`)
     vector_layers_not_simulated: int = 0
 
     @property
@@ -107,7 +107,8 @@ class RunResult:
             "simulation_events": self.events,
             "phases": phases,
             # the layer-phases of each compute unit: conv and linear layers on the PE
-            # array, batch norm, activations, pooling and residual adds on the vector unit
+            # array, batch norm, activations, pooling, residual adds and softmax on the
+            # vector unit
             "units": units,
             "energy_by_component_j": self.energy_by_component_j,
             "energy_by_action_j": self.energy_by_action_j,

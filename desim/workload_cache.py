@@ -23,7 +23,7 @@ from mappings.pruning import PruningSpec
 from mappings.workload import Workload, WorkloadSpec, capture_workload
 
 # Bump when Workload's layout or the capture itself changes: old cache files are then ignored.
-CACHE_VERSION = 12  # 12: Workload.needs (what was captured besides the maps)
+CACHE_VERSION = 13  # 13: VectorCapture.scaled (a ScaledSoftmax's extra op an element)
 
 
 def cache_key(workload: WorkloadSpec, pruning: PruningSpec) -> str:

@@ -168,7 +168,7 @@ VECTOR_KINDS: dict[type, str] = {
 @dataclass
 class VectorCapture:
     """An element-wise or reduction layer (batch norm, activation, pooling, a residual add or
-    fork): no MACs, but data passes and vector operations. `after` is the index of the
+    fork, a softmax): no MACs, but data passes and vector operations. `after` is the index of the
     conv/linear layer it follows in forward order (-1: before the first)."""
 
     name: str
@@ -198,6 +198,9 @@ class VectorCapture:
     # A fork: the conv/linear layer that takes its first copy (`LayerCapture.dx_sum_nz`),
     # whose BP writes the sum when the fork is fused; None when no such layer does.
     sum_writer: str | None = None
+    # A softmax that scales its input first (`ScaledSoftmax`: attention's 1/sqrt(d)), an op
+    # an element more each way than a plain `nn.Softmax` (`mappings.vector`).
+    scaled: bool = False
 
 
 def _as_4d(t: torch.Tensor, module: nn.Module) -> torch.Tensor:
@@ -346,6 +349,7 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                               stats_of(x), stats_of(out))
             if kind == "add":
                 v.second_stats = stats_of(other)
+            v.scaled = isinstance(_m, ScaledSoftmax)
             v.foldable = (isinstance(_m, nn.BatchNorm1d | nn.BatchNorm2d)
                           and _m.track_running_stats and last_output[1]
                           and same_tensor(x, last_output[0]))

@@ -29,8 +29,19 @@ Operations per element (stated assumptions, counted as fused multiply-adds on th
 unit): batch norm FF 4 (sum, sum of squares, scale, shift), BP 7 (two sums, then dX);
 activation 1 each way; pooling 1 per input element each way; an add's FF and a fork's BP 1
 per output element. Max pooling's BP and the ReLU's BP read one bit an element (the argmax /
-sign map) besides dY. A softmax (attention's) is captured but not simulated: the unit has no
-exp (`NOT_PRICED`), and no constant is made up for one.
+sign map) besides dY.
+
+A softmax (attention's, over a row of scores: the sequence, which fits on chip) makes one
+pass each way. FF reads X and writes Y; BP reads dY and Y (its gradient needs its output,
+not its input) and writes dX = Y (dY - sum(dY Y)). The unit has no exp: it computes one as
+I-BERT's i-exp does (Kim et al., ICML 2021, sec. 3.4): z = floor(-x / ln2) (a multiply, its
+floor taken on the output), p = x + z ln2 (a multiply-add), L(p) = a (p + b)^2 + c (an add, a
+multiply, a multiply-add), then L(p) shifted right by z (taken as free, a shift, as the
+floor). FF is 9 an element: the running max (a compare), the max subtracted, the exp (5), the
+row sum, and the multiply by the row's reciprocal (one divide a row: a row's length is the
+sequence, so negligible, not counted). BP is 3: the row sum of dY Y (a multiply-add), the
+subtraction, the multiply by Y. A scaled softmax (`VectorCapture.scaled`: 1/sqrt(d)) adds
+the scale's multiply each way (10 and 4).
 """
 
 from __future__ import annotations
@@ -43,14 +54,9 @@ from mappings.counting import BP, FF
 from mappings.formats import BlockStats, operand_bytes
 from mappings.target import HardwareView
 
-# Kinds the vector unit has no operation for: its ops are adds, multiplies and compares (a
-# multiply-add each, `arch.vector`), and a softmax needs an exp (and a divide) an element.
-# Captured, not simulated: counted in the run's vector_layers_not_simulated.
-NOT_PRICED = frozenset({"softmax"})
-
 OPS_PER_ELEMENT = {("batchnorm", FF): 4, ("batchnorm", BP): 7, ("relu", FF): 1, ("relu", BP): 1,
                    ("pool", FF): 1, ("pool", BP): 1, ("add", FF): 1, ("add", BP): 0,
-                   ("fork", FF): 0, ("fork", BP): 1}
+                   ("fork", FF): 0, ("fork", BP): 1, ("softmax", FF): 9, ("softmax", BP): 3}
 
 
 def vector_traffic(v: VectorCapture, phase: int, hw: HardwareView,
@@ -59,21 +65,22 @@ def vector_traffic(v: VectorCapture, phase: int, hw: HardwareView,
                    ) -> tuple[int, int, int]:
     """(DRAM bytes read, DRAM bytes written, vector ops) of one phase of a vector layer.
 
-    FF reads X and writes Y; BP reads dY (and X again in batch norm) and writes dX. Each
-    takes its bytes in the activation format, from the captured statistics (dense when
-    none were captured); `stored_out` and `stored_dy` replace Y's and dY's when a fused
-    ReLU changes what is stored (`stored_outputs`, `stored_gradients`), and `stored_second`
-    a fork's second gradient (`stored_second_gradients`). `input_resident`: the phase before
-    left FF's X (BP's dY) in the global buffer, so neither pass reads it from DRAM; for an
-    add (a fork), the operand written last."""
+    FF reads X and writes Y; BP reads dY (and X again in batch norm, Y in a softmax) and
+    writes dX. Each takes its bytes in the activation format, from the captured statistics
+    (dense when none were captured); `stored_out` and `stored_dy` replace Y's and dY's when
+    a fused ReLU changes what is stored (`stored_outputs`, `stored_gradients`), and
+    `stored_second` a fork's second gradient (`stored_second_gradients`). `input_resident`:
+    the phase before left FF's X (BP's dY) in the global buffer, so neither pass reads it
+    from DRAM; for an add (a fork), the operand written last."""
     eb = hw.element_bytes
     if v.kind in ("add", "fork"):
         return _residual_traffic(v, phase, hw, stored_out, input_resident, stored_second)
     reads_x = phase == FF or v.kind == "batchnorm"
     x = _in_format(v.in_stats, v.in_elems * eb, hw) if reads_x else 0
-    ops = OPS_PER_ELEMENT[(v.kind, phase)] * v.in_elems
+    ops = (OPS_PER_ELEMENT[(v.kind, phase)] + v.scaled) * v.in_elems
+    needs_y = phase == FF or v.kind == "softmax"   # FF writes it, a softmax's BP reads it
+    y = _in_format(stored_out or v.out_stats, v.out_elems * eb, hw) if needs_y else 0
     if phase == FF:
-        y = _in_format(stored_out or v.out_stats, v.out_elems * eb, hw)
         operands = 0 if input_resident else x
     else:
         dy = _in_format(stored_dy or v.dy_stats, v.out_elems * eb, hw)
@@ -84,6 +91,8 @@ def vector_traffic(v: VectorCapture, phase: int, hw: HardwareView,
         return operands * (1 if one_pass else 2), (y if phase == FF else dx), ops
     if phase == FF:
         return operands, y, ops
+    if v.kind == "softmax":  # a row on chip: one pass over dY and Y
+        return operands + y, dx, ops
     return operands + -(-v.in_elems // 8), dx, ops    # dY plus a sign/argmax bit each
 
 
@@ -217,11 +226,9 @@ def left_out_without_unit(vectors: list[VectorCapture], inference: bool) -> int:
 def vector_layers_not_simulated(vectors: list[VectorCapture], inference: bool,
                                 vector_unit: bool) -> int:
     """How many of the model's vector layers a run leaves out (what `desim run` warns of):
-    with a vector unit, those it has no operation for (`NOT_PRICED`); without, all but the
-    ReLUs on the PE array's output (`left_out_without_unit`)."""
-    if not vector_unit:
-        return left_out_without_unit(vectors, inference)
-    return sum(v.kind in NOT_PRICED for v in vectors)
+    with a vector unit, none (it runs every kind); without, all but the ReLUs on the PE
+    array's output (`left_out_without_unit`)."""
+    return 0 if vector_unit else left_out_without_unit(vectors, inference)
 
 
 def vector_tiles(v: VectorCapture, layer_id: int, phase: int, hw: HardwareView,
@@ -230,8 +237,7 @@ def vector_tiles(v: VectorCapture, layer_id: int, phase: int, hw: HardwareView,
                  ) -> np.ndarray:
     """The layer-phase cut into tiles whose data fits the tile's share of the buffer (its
     result not written when `hw.output_to_dram` is off: kept on chip for later phases)."""
-    if (hw.vector_lanes == 0 or (v.kind == "relu" and hw.fused_relu)
-            or v.kind in NOT_PRICED):
+    if hw.vector_lanes == 0 or (v.kind == "relu" and hw.fused_relu):
         return empty_table(0)
     read, result, ops = vector_traffic(v, phase, hw, stored_out, stored_dy, input_resident,
                                        stored_second)

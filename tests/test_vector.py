@@ -1,6 +1,7 @@
 """Vector layers: batch norm, activations and pooling as data passes and vector ops."""
 
 from dataclasses import replace
+from pathlib import Path
 
 from torch import nn
 
@@ -109,35 +110,100 @@ def test_a_design_without_a_vector_unit_leaves_out_all_but_the_relus_on_the_pe_o
     assert left_out_without_unit([v("relu", -1)], inference=False) == 1  # on the input
 
 
-def test_the_attention_softmax_is_captured_and_counted_as_not_simulated():
-    """A transformer block (d = 8, 2 heads, 4 tokens, batch 3): its scaled softmax is a vector
-    layer of batch x heads x tokens x tokens = 96 elements, after the scores product, with
-    both phases' gradients. The vector unit has no exp, so the softmax has no tile and is
-    the one vector layer a run with the unit leaves out; without the unit it is left out
-    with the others. It was a functional call, invisible to the capture (norm1, add1,
-    norm2 and add2 were the only vector rows, and vector_layers_not_simulated 0)."""
-    import math
-
+def _softmax_of_a_small_block():
+    """A transformer block (d = 8, 2 heads, 4 tokens, batch 3) captured: its vector layers
+    and the scaled softmax's capture."""
     import torch
 
     from mappings.models.transformer import TransformerEncoderBlock
 
     torch.manual_seed(0)
     block = TransformerEncoderBlock(dim=8, heads=2, mlp_ratio=2, seq_len=4)
-    x = torch.randn(3, 4, 8)
     vectors: list[VectorCapture] = []
-    layers = capture(block, x, torch.randn(3, 4, 8), loss_fn=lambda o, t: (o * t).sum(),
-                     vectors=vectors)
+    layers = capture(block, torch.randn(3, 4, 8), torch.randn(3, 4, 8),
+                     loss_fn=lambda o, t: (o * t).sum(), vectors=vectors)
     (softmax,) = [v for v in vectors if v.kind == "softmax"]
-    assert (softmax.in_elems, softmax.out_elems) == (3 * 2 * 4 * 4, 96)
     assert layers[softmax.after].name == "scores"
-    assert softmax.dy_stats is not None and softmax.dx_stats is not None
-    assert len(vector_tiles(softmax, -1, FF, HW)) == len(vector_tiles(softmax, -1, BP, HW)) == 0
+    return vectors, softmax
+
+
+def test_the_attention_softmax_is_a_vector_pass_each_way():
+    """The block's scaled softmax: batch x heads x tokens x tokens = 96 elements, fp16, a
+    dense activation format. FF reads X (192 B) and writes Y (192 B) in one pass, 10 ops an
+    element (9 and the 1/sqrt(d) scale); BP reads dY and Y (384 B), writes dX (192 B), 4 ops
+    an element (3 and the scale). (It had no tile: the unit had no exp.)"""
+    _, softmax = _softmax_of_a_small_block()
+    assert (softmax.in_elems, softmax.out_elems, softmax.scaled) == (96, 96, True)
+    assert vector_traffic(softmax, FF, HW) == (96 * 2, 96 * 2, 10 * 96)
+    assert vector_traffic(softmax, BP, HW) == (2 * 96 * 2, 96 * 2, 4 * 96)
+    for phase, (read, written, ops) in ((FF, (192, 192, 960)), (BP, (384, 192, 384))):
+        table = vector_tiles(softmax, -1, phase, HW)
+        assert len(table) == 1   # 384 or 576 B: one tile in the 1000 B buffer
+        assert (int(table["dram_read_bytes"].sum()), int(table["dram_write_bytes"].sum()),
+                int(table["vector_ops"].sum())) == (read, written, ops)
+    # dY in the buffer already (left by the phase before): only Y is read from DRAM
+    assert vector_traffic(softmax, BP, HW, input_resident=True)[0] == 96 * 2
+
+
+def test_a_softmax_backward_reads_its_output_not_its_input():
+    """In a bitmap activation format bytes follow the non-zeros: give X a map of 5 non-zeros
+    out of 96 and BP's read is still dY's and Y's bytes (12 + 96 * 2 each: presence bits and
+    dense values), FF's X's (12 + 5 * 2)."""
+    import torch
+
+    from mappings.formats import map_stats
+
+    _, softmax = _softmax_of_a_small_block()
+    x = torch.zeros(3, 2, 4, 4, dtype=torch.bool)
+    x.view(-1)[:5] = True
+    sparse_x = replace(softmax, in_stats=map_stats(x))
+    bitmap = replace(HW, activation_format="bitmap")
+    y_bytes = 12 + 96 * 2   # softmax output: all non-zero
+    dy_bytes = 12 + int(softmax.dy_stats.nnz.sum()) * 2
+    assert vector_traffic(sparse_x, FF, bitmap)[:2] == (12 + 5 * 2, y_bytes)
+    assert vector_traffic(sparse_x, BP, bitmap)[0] == dy_bytes + y_bytes
+    assert vector_traffic(softmax, BP, bitmap)[0] == dy_bytes + y_bytes
+
+
+def test_a_plain_softmax_has_no_scale():
+    """nn.Softmax (no 1/sqrt(d)): 9 ops an element in FF, 3 in BP."""
+    import torch
+
+    vectors: list[VectorCapture] = []
+    model = nn.Sequential(nn.Linear(4, 6), nn.Softmax(-1), nn.Linear(6, 3))
+    capture(model, torch.randn(2, 4), torch.randint(0, 3, (2,)), vectors=vectors)
+    (softmax,) = vectors
+    assert (softmax.kind, softmax.scaled, softmax.in_elems) == ("softmax", False, 12)
+    assert vector_traffic(softmax, FF, HW) == (24, 24, 9 * 12)
+    assert vector_traffic(softmax, BP, HW) == (48, 24, 3 * 12)
+
+
+def test_a_transformer_run_simulates_its_softmax(tmp_path):
+    """A training iteration of a small transformer block on the dense design: no vector
+    layer left out (the softmax was, on a design with a vector unit), and the softmax's FF
+    and BP are vector-unit rows that take time (BP's own share of the run can be 0 cycles:
+    here it runs while the attention product's WG does, and ends before it); without a
+    vector unit it is left out with the others."""
+    import yaml
+
+    import desim
     from mappings.vector import left_out_without_unit, vector_layers_not_simulated
-    assert vector_layers_not_simulated(vectors, False, vector_unit=True) == 1
+
+    experiment = tmp_path / "transformer.yaml"
+    dense = str(Path(__file__).resolve().parents[1] / "configs" / "arch" / "dense.yaml")
+    experiment.write_text(yaml.safe_dump({
+        "name": "transformer", "baseline": "dense",
+        "workload": {"model": "transformer_block", "num_classes": 4, "batch": 2,
+                     "model_args": {"dim": 16, "heads": 2, "mlp_ratio": 2, "seq_len": 8},
+                     "data": "random", "seed": 0},
+        "runs": [{"name": "dense", "arch": dense}]}))
+    result = desim.run(experiment)
+    assert result.summary["runs"]["dense"]["vector_layers_not_simulated"] == 0
+    rows = result.layers[result.layers["layer"] == "softmax"]
+    assert sorted(rows["phase"]) == ["BP", "FF"]
+    assert (rows["unit"] == "vector_unit").all() and (rows["dram_bytes"] > 0).all()
+    assert (rows["end_cycle"] > rows["start_cycle"]).all()
+    assert int(rows.loc[rows["phase"] == "FF", "cycles"].iloc[0]) > 0
+    vectors, _ = _softmax_of_a_small_block()
     assert vector_layers_not_simulated(vectors, False, vector_unit=False) == \
-        left_out_without_unit(vectors, False)
-    # the same function as before: softmax(Q K^T / sqrt(d / heads)) V
-    q, k = block._split(block.q(block.norm1(x))), block._split(block.k(block.norm1(x)))
-    expected = (q @ k.transpose(-2, -1) / math.sqrt(4)).softmax(-1)
-    assert torch.allclose(block.softmax(q @ k.transpose(-2, -1)), expected)
+        left_out_without_unit(vectors, False) > 0
