@@ -44,10 +44,17 @@ class _Commands(TyperGroup):
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in self.LOADED_WHEN_NAMED and name not in self.commands:
-            commands = typer.Typer()
+            commands = typer.Typer(add_completion=False)  # as the app: no completion options
             importlib.import_module(self.LOADED_WHEN_NAMED[name]).register(commands)
             self.add_command(typer.main.get_command(commands), name)
         return super().get_command(ctx, name)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]
+                        ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] not in self.commands and args[0] not in self.LOADED_WHEN_NAMED:
+            for name in self.LOADED_WHEN_NAMED:  # no such command: typer's "Did you mean"
+                self.get_command(ctx, name)      # looks among the loaded ones only
+        return super().resolve_command(ctx, args)
 
 
 app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True,

@@ -560,3 +560,21 @@ def test_a_file_that_is_not_utf8_is_bad_input_for_every_command(tmp_path):
     for args, message in cases:
         assert_config_error(desim(*args), message)
     assert not (tmp_path / "out").exists() and not (tmp_path / "x.png").exists()
+
+
+def test_commands_loaded_when_named_take_their_own_options_and_are_suggested():
+    """bench, report and sweep, loaded only when named (`desim.cli._Commands`), have the
+    options they had when registered on the app: no shell-completion options (the app has
+    none), and a mistyped name is still answered with the command it resembles."""
+    from typer.testing import CliRunner
+
+    from desim.cli import app
+
+    runner = CliRunner()
+    for name in ("bench", "report", "sweep"):
+        result = runner.invoke(app, [name, "--help"])
+        assert result.exit_code == 0, result.output
+        assert "completion" not in result.output, name
+    result = runner.invoke(app, ["swep"])
+    assert result.exit_code == 2
+    assert "Did you mean 'sweep'?" in result.output
