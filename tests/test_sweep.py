@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -677,9 +678,11 @@ def test_a_lost_scheduler_exits_1_and_its_unfinished_points_stay_to_compute(tmp_
     message = " ".join(stderr.split())
     written = len(list((out / "points").glob("*.json")))
     assert 1 <= written < 4
-    assert (f"error: lost the connection to the Dask scheduler at {address}: {4 - written} "
-            "of 4 points unfinished (the finished ones are written): run the same command "
-            "again to compute them") in message
+    # the futures are cancelled, or a call raises first (its error said in brackets): a race
+    assert re.search(re.escape(f"error: lost the connection to the Dask scheduler at {address}")
+                     + r"( \(.*\))?" + re.escape(
+                         f": {4 - written} of 4 points unfinished (the finished ones are "
+                         "written): run the same command again to compute them"), message)
     assert not (out / "results.parquet").exists()  # not a finished sweep's table
     log = (out / "sweep.log").read_text()
     assert f"{4 - written} of 4 points unfinished" in log.splitlines()[-1]
