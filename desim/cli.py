@@ -166,7 +166,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     for name, r in summary["runs"].items():
         share = vector_share(r)
         if share:  # a run with vector layers
-            console.print(f"{name}: vector layers (batch norm, pooling, adds) take "
+            console.print(f"{name}: vector layers (batch norm, pooling, adds, softmax) take "
                           f"{100 * share:.0f}% of the time")
         elif r["vector_layers_not_simulated"]:
             console.print(f"{name}: [bold]no vector unit[/bold] (arch {r['arch']}): "

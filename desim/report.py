@@ -722,7 +722,7 @@ def _value_text(value: Any) -> str:
 
 def vector_share(run: dict[str, Any]) -> float | None:
     """The share of a run's time (summary.json's run) its vector layers take: batch norm,
-    pooling, adds, work that weight sparsity does not shrink. None for results written
+    pooling, adds, softmax, work that weight sparsity does not shrink. None for results written
     before `units` existed, or a run of no time."""
     if "units" not in run or not run["cycles"]:
         return None

@@ -213,7 +213,7 @@ def _mark_tracked(layers: list[PackedLayer], masks: dict[str, torch.Tensor],
 def _stats(layers: list[PackedLayer], masks: dict[str, torch.Tensor],
            vectors: list[VectorCapture]) -> dict[str, float]:
     """Sparsity of the weights (pruned layers), activations and gradients, and how many
-    vector layers (batch norm, activations, pooling, adds) the model has, in one place.
+    vector layers (batch norm, activations, pooling, adds, softmax) the model has, in one place.
 
     activation_sparsity: the zeros among the layers' inputs that are activations, not the
     data itself (a model's first layer reads the images; a probe's or a transformer block's

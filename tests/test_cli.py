@@ -154,7 +154,8 @@ def test_quickstart_sparse_run_is_faster_and_uses_less_energy(quickstart_twice):
     # the vector layers' share of the time, as summary.json's units give it
     share = 100 * hppu["units"]["vector_unit"]["cycles"] / hppu["cycles"]
     stdout = " ".join(results[0].stdout.split())  # rich may wrap long lines
-    assert f"hppu: vector layers (batch norm, pooling, adds) take {share:.0f}% of" in stdout
+    assert (f"hppu: vector layers (batch norm, pooling, adds, softmax) take {share:.0f}% of"
+            in stdout)
 
 
 def test_quickstart_is_deterministic(quickstart_twice):
@@ -305,7 +306,7 @@ def test_no_vector_unit_counts_the_layers_left_out_not_the_fused_relus(tmp_path,
     assert ("bare: no vector unit (arch dense): 2 of the model's 3 vector layers (batch norm, "
             "pooling, residual adds, and ReLUs after them) are not simulated") in printed
     assert "dense: no vector unit" not in printed
-    assert "dense: vector layers (batch norm, pooling, adds) take" in printed
+    assert "dense: vector layers (batch norm, pooling, adds, softmax) take" in printed
     assert "dense: 0 of" not in printed
 
 
