@@ -62,6 +62,11 @@ GRID_TOPOLOGIES = ("mesh", "torus")
 SHAPES = {"mesh": "[cols, rows]", "torus": "[cols, rows]", "ring": "[n]", "crossbar": "[n]",
           "tree": "[fanout, depth]"}
 _SHAPE_LENGTH = {"mesh": 2, "torus": 2, "ring": 1, "crossbar": 1, "tree": 2}
+# The largest NoC a design may have: a check of a 64 x 64 mesh takes seconds, a run minutes;
+# a shape of 10^18 (a typo, a sweep's stray value) would hang building the graph, then fail
+# for memory, with a traceback rather than a word about the shape.
+MAX_ROUTERS = 4096
+MAX_LINKS = 65536
 
 
 # -- the YAML section ----------------------------------------------------------------------
@@ -138,10 +143,40 @@ class NocSpec(Strict):
                                      f"depth >= 0, got {self.shape}")
             elif min(self.shape) < 1:
                 raise ValueError(f"{topo} shape {SHAPES[topo]} must be >= 1, got {self.shape}")
+            routers, links = _size(topo, self.shape)
+            if routers > MAX_ROUTERS or links > MAX_LINKS:
+                raise ValueError(
+                    f"shape: {topo} {SHAPES[topo]} = {self.shape} makes "
+                    + (f"over {MAX_ROUTERS} routers" if routers > MAX_ROUTERS
+                       else f"{links} directed links")
+                    + f"; expected at most {MAX_ROUTERS} routers and {MAX_LINKS} links")
         if self.routing == "xy" and topo not in GRID_TOPOLOGIES:
             raise ValueError(f"routing 'xy' (dimension order) needs a mesh or torus, not a "
                              f"{topo}; use routing: shortest")
         return self
+
+
+def _size(topology: str, shape: list[int]) -> tuple[int, int]:
+    """How many routers and directed links a generated topology of `shape` has (a router
+    count above MAX_ROUTERS is given as MAX_ROUTERS + 1: counted without making a number of
+    10^18 digits, as `fanout ** depth` would)."""
+    if topology == "tree":
+        fanout, depth = shape
+        routers, width = 1, 1
+        for _ in range(depth):
+            width *= fanout
+            routers += width
+            if routers > MAX_ROUTERS:
+                return MAX_ROUTERS + 1, 0
+        return routers, 2 * (routers - 1)
+    routers = math.prod(shape)
+    if routers > MAX_ROUTERS:
+        return MAX_ROUTERS + 1, 0
+    if topology == "crossbar":
+        return routers, routers * (routers - 1)
+    if topology == "ring":
+        return routers, 2 * routers
+    return routers, 4 * routers  # a mesh or torus: at most four links a router
 
 
 def build_noc(spec: NocSpec) -> nx.DiGraph:

@@ -221,6 +221,14 @@ def test_xy_routing_on_a_ring_is_a_config_error():
     ({"topology": "edges"}, "needs a non-empty `edges`"),
     ({"topology": "mesh", "shape": [2, 2], "edges": [["a", "b"]]}, "only for topology 'edges'"),
     ({"topology": "mesh", "shape": [2, 2], "hops": 1}, "unknown key"),
+    # a NoC too large to build is refused by its size, before a graph of 10^36 routers
+    # hangs the command and runs it out of memory
+    ({"topology": "mesh", "shape": [10**18, 4]},
+     "noc.shape: mesh [cols, rows] = [1000000000000000000, 4] makes over 4096 routers"),
+    ({"topology": "tree", "shape": [2, 10**18]}, "noc.shape: tree [fanout, depth]"),
+    ({"topology": "tree", "shape": [1, 10**18]}, "makes over 4096 routers"),
+    ({"topology": "crossbar", "shape": [1000]}, "makes 999000 directed links; expected at "
+                                                "most 4096 routers and 65536 links"),
 ])
 def test_bad_noc_sections_name_the_problem(fields, fragment):
     with pytest.raises(ConfigError) as err:
