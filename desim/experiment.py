@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from arch.config import ArchConfig
 from arch.reram import ReramArch
@@ -333,9 +333,37 @@ def load_design(path: str | Path, kind: str | None = None,
         raise ConfigError(f"expected kind {kind}, got {found or 'none (a training processor)'}",
                           file=str(path), key="kind")
     design = validate(DESIGN_KINDS[found][0] if found else ArchConfig, data, path)
+    _check_whole_numbers(design, path)
     if isinstance(design, ArchConfig):
         _check_graph(design, path)
     return design
+
+
+# The largest whole number a design file may give (a count, a size in KiB, a latency in
+# cycles): the mapper counts a layer's tiles in 32-bit columns and its cycles in 64 bits, so
+# a PE count or a bitmap width of 10^12 failed there with a traceback, and a fill of 10^18
+# cycles a tile wrapped around to a negative cycle count in summary.json.
+MAX_DESIGN_INT = 2**31 - 1
+
+
+def _check_whole_numbers(design: Design, path: str | Path) -> None:
+    """Every whole number of the validated design at most MAX_DESIGN_INT, else a
+    ConfigError naming the file and its key."""
+    def walk(value: Any, key: list[str]) -> None:
+        if isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(getattr(value, name), [*key, name])
+        elif isinstance(value, list | tuple):
+            for i, item in enumerate(value):
+                walk(item, [*key, str(i)])
+        elif isinstance(value, dict):
+            for name, item in value.items():
+                walk(item, [*key, str(name)])
+        elif isinstance(value, int) and not isinstance(value, bool) and value > MAX_DESIGN_INT:
+            raise ConfigError(f"expected at most {MAX_DESIGN_INT} (2^31 - 1), got {value}",
+                              file=str(path), key=".".join(key))
+
+    walk(design, [])
 
 
 def _check_graph(arch: ArchConfig, path: str | Path) -> None:

@@ -62,6 +62,16 @@ DENSE = ROOT / "configs" / "arch" / "dense.yaml"
     (["claims=[{metric: runs.dense.cycels, paper: 1, tolerance: 1}]"],
      ["claims.0.metric: 'runs.dense.cycels': no runs metric 'cycels'; expected one of: "
       "cycles"]),
+    # a whole number beyond 32 bits in a design: the mapper's tile counts overflowed with a
+    # traceback (a local buffer of 2^40 KiB, 2^40 bitmap bits a cycle), or a fill of 10^18
+    # cycles a tile wrapped around to negative cycles in summary.json
+    (["arch.dense.pe_cluster.pipeline_cycles=1000000000000000000"],
+     ["dense.yaml: pe_cluster.pipeline_cycles: expected at most 2147483647 (2^31 - 1), got "
+      "1000000000000000000"]),
+    (["arch.hppu.pe_cluster.local_buffer_kib=1099511627776"],
+     ["hppu_like.yaml: pe_cluster.local_buffer_kib: expected at most 2147483647"]),
+    (["arch.hppu.selector.entries_per_cycle=2147483648"],
+     ["hppu_like.yaml: selector.entries_per_cycle: expected at most 2147483647"]),
 ])
 def test_bad_input_names_file_key_and_expectation(overrides, fragments):
     with pytest.raises(ConfigError) as err:
