@@ -22,7 +22,10 @@ FLOAT_PRECISIONS = tuple(SIGN_EXPONENT_BITS)  # with an exponent to speculate on
 
 class DramConfig(Strict):
     preset: Literal["DDR4-2400", "LPDDR4-3200", "HBM2"]
-    channels: PositiveInt | None = None  # default: the preset's
+    # default: the preset's. At most 4096: each channel is a controller of its own, built
+    # and simulated (a channel count of 2^24, a power of two as the mapping asks, hung the
+    # run building them, then ran it out of memory)
+    channels: int | None = Field(None, gt=0, le=4096)
     # Power-down when idle (arch/dram.py): "active" (rows open, IDD3P) or "precharge" (rows
     # closed first, IDD2P) instead of IDD3N, tXP to wake up. Off by default, as in gem5
     # (`enable_dram_powerdown`): it saves standby energy and costs time. The timer is the

@@ -185,6 +185,16 @@ def test_a_pruning_parameter_takes_no_boolean_for_a_number() -> None:
         PruningSpec(method="magnitude", sparsity=0.5, seed=True)
 
 
+def test_a_dram_channel_count_is_bounded() -> None:
+    """Each channel is a controller built and simulated: 2^24 of them (a power of two, as
+    the address mapping asks) hung the run, then ran it out of memory."""
+    with pytest.raises(ConfigError) as err:
+        load_experiment(QUICKSTART, ["arch.dense.dram.channels=16777216"])
+    assert ("dense.yaml: dram.channels: Input should be less than or equal to 4096 (got "
+            "16777216)") in str(err.value)
+    load_experiment(QUICKSTART, ["arch.dense.dram.channels=4096"])
+
+
 def test_a_batch_beyond_64_bits_is_bad_input() -> None:
     """torch sizes are 64-bit: a larger batch is refused by the spec, not a traceback."""
     from mappings.specs import WorkloadSpec
