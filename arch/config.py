@@ -7,9 +7,9 @@ the global buffer. See configs/arch/*.yaml for commented examples.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, NonNegativeFloat, PositiveInt, field_validator, model_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from arch.energy import SIGN_EXPONENT_BITS
 from arch.noc import NocSpec
@@ -173,22 +173,28 @@ OPTIONAL_COMPONENT_PRICES = {"vector_op_pj": "vector_unit", "selector_pj_per_ent
                              "index_match_pj_per_pair": "index_matching"}
 
 
+# The most a design may price one action at, pJ: a microjoule, some 10^6 times a MAC's
+# price. A price of 10^308 made energies infinite, then their ratios NaN, in summary.json.
+MAX_PRICE_PJ = 1e6
+Price = Annotated[float, Field(ge=0, le=MAX_PRICE_PJ)]
+
+
 class EnergyConfig(Strict):
     """The design's own prices, pJ per action at its technology node, in place of the energy
     table's (arch/energy.py) where given: an architect's own characterization of a block, or
     a what-if (a NoC at half the price, a free one). Accelergy's energy reference table for
     the components this design has. DRAM is priced from its IDD currents (`dram.preset`)."""
 
-    mac_pj: NonNegativeFloat | None = None                 # one MAC of the PE datapath
-    vector_op_pj: NonNegativeFloat | None = None           # one vector-unit op (table: a MAC)
-    global_buffer_pj_per_byte: NonNegativeFloat | None = None  # read or written
-    local_buffer_pj_per_byte: NonNegativeFloat | None = None   # a cluster's, read or written
-    noc_pj_per_bit_hop: NonNegativeFloat | None = None     # one bit over one router and link
-    selector_pj_per_entry: NonNegativeFloat | None = None  # one non-zero-map entry scanned
-    weight_generator_pj_per_value: NonNegativeFloat | None = None  # one weight regenerated
-    speculator_pj_per_op: NonNegativeFloat | None = None   # one exponent-only product
-    index_scan_pj_per_pair: NonNegativeFloat | None = None  # one pair's bits ANDed
-    index_match_pj_per_pair: NonNegativeFloat | None = None  # one matched pair encoded
+    mac_pj: Price | None = None                 # one MAC of the PE datapath
+    vector_op_pj: Price | None = None           # one vector-unit op (table: a MAC)
+    global_buffer_pj_per_byte: Price | None = None  # read or written
+    local_buffer_pj_per_byte: Price | None = None   # a cluster's, read or written
+    noc_pj_per_bit_hop: Price | None = None     # one bit over one router and link
+    selector_pj_per_entry: Price | None = None  # one non-zero-map entry scanned
+    weight_generator_pj_per_value: Price | None = None  # one weight regenerated
+    speculator_pj_per_op: Price | None = None   # one exponent-only product
+    index_scan_pj_per_pair: Price | None = None  # one pair's bits ANDed
+    index_match_pj_per_pair: Price | None = None  # one matched pair encoded
 
     def given(self) -> dict[str, float]:
         """The prices this design sets, by name."""

@@ -72,6 +72,10 @@ DENSE = ROOT / "configs" / "arch" / "dense.yaml"
      ["hppu_like.yaml: pe_cluster.local_buffer_kib: expected at most 2147483647"]),
     (["arch.hppu.selector.entries_per_cycle=2147483648"],
      ["hppu_like.yaml: selector.entries_per_cycle: expected at most 2147483647"]),
+    # a finite price whose energies are not: 10^308 pJ a MAC made energy_j infinite and
+    # the energy ratios NaN in summary.json
+    (["arch.dense.energy.mac_pj=1.7e308"],
+     ["dense.yaml: energy.mac_pj: Input should be less than or equal to 1000000"]),
 ])
 def test_bad_input_names_file_key_and_expectation(overrides, fragments):
     with pytest.raises(ConfigError) as err:
