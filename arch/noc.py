@@ -67,6 +67,9 @@ _SHAPE_LENGTH = {"mesh": 2, "torus": 2, "ring": 1, "crossbar": 1, "tree": 2}
 # for memory, with a traceback rather than a word about the shape.
 MAX_ROUTERS = 4096
 MAX_LINKS = 65536
+# The widest link, bytes a cycle: 10^9 (a gigabyte a cycle). 10^300 overflowed its bytes a
+# second to infinity, and the run failed with a traceback converting it to a time.
+MAX_LINK_BYTES_PER_CYCLE = 1e9
 
 
 # -- the YAML section ----------------------------------------------------------------------
@@ -78,7 +81,7 @@ class NocEdge(Strict):
 
     u: str = Field(min_length=1)
     v: str = Field(min_length=1)
-    bandwidth_bytes_per_cycle: float | None = Field(None, gt=0)
+    bandwidth_bytes_per_cycle: float | None = Field(None, gt=0, le=MAX_LINK_BYTES_PER_CYCLE)
     latency_cycles: int | None = Field(None, ge=0)
 
 
@@ -110,7 +113,7 @@ class NocSpec(Strict):
     topology: Literal["mesh", "torus", "ring", "crossbar", "tree", "edges"]
     shape: list[int] | None = None
     edges: list[EdgeItem] | None = None
-    link_bandwidth_bytes_per_cycle: float = Field(gt=0)
+    link_bandwidth_bytes_per_cycle: float = Field(gt=0, le=MAX_LINK_BYTES_PER_CYCLE)
     hop_latency_cycles: int = Field(ge=0)
     routing: Routing = "xy"
 

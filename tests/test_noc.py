@@ -229,6 +229,12 @@ def test_xy_routing_on_a_ring_is_a_config_error():
     ({"topology": "tree", "shape": [1, 10**18]}, "makes over 4096 routers"),
     ({"topology": "crossbar", "shape": [1000]}, "makes 999000 directed links; expected at "
                                                 "most 4096 routers and 65536 links"),
+    # a finite width whose bytes a second are not: 10^300 bytes a cycle overflowed to
+    # infinity and failed the run with a traceback
+    ({"topology": "mesh", "shape": [2, 2], "link_bandwidth_bytes_per_cycle": 1e300},
+     "noc.link_bandwidth_bytes_per_cycle: Input should be less than or equal to 1000000000"),
+    ({"topology": "edges", "edges": [{"u": "a", "v": "b", "bandwidth_bytes_per_cycle": 1e300}]},
+     "noc.edges.0.bandwidth_bytes_per_cycle: Input should be less than or equal to 1000000000"),
 ])
 def test_bad_noc_sections_name_the_problem(fields, fragment):
     with pytest.raises(ConfigError) as err:
