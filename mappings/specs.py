@@ -173,8 +173,9 @@ class WorkloadSpec(Strict):
     scalesim_topology: str | None = None
     model_args: dict[str, Any] = Field(default_factory=dict)
     batch: int = Field(8, gt=0, lt=2**63)  # torch sizes are 64-bit; larger: out of memory
-    input_shape: list[PositiveInt] | None = None  # default: the model's, with the axes
-    # its model_args set (a transformer's seq_len and dim, the probe's channels)
+    input_shape: list[PositiveInt] | None = Field(None, min_length=1)  # default: the model's,
+    # with the axes its model_args set (a transformer's seq_len and dim, the probe's
+    # channels); an empty list is no shape (it was taken silently for the default)
     num_classes: PositiveInt = 10
     data: Dataset = "digits"
     seed: Seed = 0

@@ -76,6 +76,10 @@ DENSE = ROOT / "configs" / "arch" / "dense.yaml"
     # the energy ratios NaN in summary.json
     (["arch.dense.energy.mac_pj=1.7e308"],
      ["dense.yaml: energy.mac_pj: Input should be less than or equal to 1000000"]),
+    # an empty shape is no shape: it was run as the model's default without a word
+    (["workload.input_shape=[]"],
+     ["quickstart.yaml: workload.input_shape: List should have at least 1 item after "
+      "validation, not 0 (got [])"]),
 ])
 def test_bad_input_names_file_key_and_expectation(overrides, fragments):
     with pytest.raises(ConfigError) as err:
