@@ -100,6 +100,9 @@ class SweepSpec(Strict):
             if self.mode == "grid" and isinstance(values, RangeAxis):
                 raise ValueError(f"axes.{key}: a grid needs a list of values, not a range "
                                  "(ranges are for mode: random)")
+        if self.objectives[0] == self.objectives[1]:  # a Pareto front of one metric
+            raise ValueError(f"objectives: expected two different metrics (the plot's y and "
+                             f"x), got {self.objectives}")
         if self.mode == "random" and self.budget is None:
             raise ValueError("mode: random needs a budget (the number of points)")
         if self.mode == "grid" and self.budget is not None:

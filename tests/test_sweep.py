@@ -129,6 +129,10 @@ def test_random_plan_is_seeded_in_bounds_and_extends():
      r"experiment\.yaml: sweep\.axes: expected a key path such as workload\.batch \(not of "
      r"the sweep section\), got 'sweep\.seed'$"),
     ({"axes": {"workload.batch": [1]}, "objectives": ["joules", "cycles"]}, "objectives"),
+    # one metric twice is no Pareto front: its plot drew cycles against cycles
+    ({"axes": {"workload.batch": [1]}, "objectives": ["cycles", "cycles"]},
+     r"experiment\.yaml: sweep\.objectives: expected two different metrics \(the plot's y "
+     r"and x\), got \['cycles', 'cycles'\]$"),
     # a range's error, not the list's "Input should be a valid list" (the other member of
     # the axis union), nor pydantic's name of a member in the key
     ({"mode": "random", "budget": 4, "axes": {"arch.*.pe_cluster.pes": {"low": 16, "high": 4}}},
