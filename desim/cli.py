@@ -232,6 +232,10 @@ def _utilization(stats_dir: Path, run_name: str | None, arch: Path, cfg: ArchCon
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ConfigError(f"cannot read stats.json, summary.json and config.json: {err!s}",
                           file=str(stats_dir)) from None
+    from desim.configio import validate
+    from desim.report import SummaryRead
+
+    validate(SummaryRead, summary, stats_dir / "summary.json")  # each run's arch read below
     drawn = json.loads(json.dumps(cfg.model_dump(mode="json")))  # as config.json holds it
     runs = ", ".join(f"{n} (arch {r['arch']})" for n, r in summary["runs"].items())
 

@@ -266,6 +266,7 @@ def load_results(path: Path) -> Results:
                               file=str(path)) from None
     layers = _read_table(path, "layers.csv", LAYER_COLUMNS, "not a results folder: ")
     validate(SummaryRead, files["summary.json"], path / "summary.json")
+    validate(ConfigRead, files["config.json"], path / "config.json")
     energy = (_read_table(path, "energy.csv", ENERGY_COLUMNS)
               if (path / "energy.csv").exists() else None)  # none before desim wrote it
     results = Results(path, files["summary.json"], files["config.json"], layers, energy=energy)
@@ -275,14 +276,56 @@ def load_results(path: Path) -> Results:
     return results
 
 
+class WorkloadRead(BaseModel):
+    """What the report reads of a run's workload in summary.json: the sparsities of its
+    runs table (a hand edit to a string or null failed formatting them, with a traceback)."""
+
+    weight_sparsity: float | None = None
+    activation_sparsity: float | None = None
+    gradient_sparsity: float | None = None
+
+
 class RunRead(BaseModel):
     """What the report reads of a run in summary.json (the rest passes unchecked)."""
 
+    arch: str
     cycles: int
     seconds: float
     energy_j: float
     energy_by_component_j: dict[str, float]
     units: dict[str, dict[str, float]]
+    workload: WorkloadRead = WorkloadRead()
+    energy_prices_pj: dict[str, float] = {}
+
+
+class ComparisonRead(BaseModel):
+    """What the report reads of a run's comparison with the baseline in summary.json."""
+
+    speedup: float
+    energy_ratio: float
+
+
+class PruningRead(BaseModel):
+    method: str = "?"
+    sparsity: float | None = None
+
+
+class RunConfigRead(BaseModel):
+    name: str
+    pruning: PruningRead = PruningRead()
+
+
+class ExperimentRead(BaseModel):
+    """What the report reads of config.json's experiment (its runs' pruning, the workload
+    of its assumptions): the rest passes unchecked."""
+
+    runs: list[RunConfigRead] = []
+    workload: dict[str, Any] = {}
+    notes: list[str] = []
+
+
+class ConfigRead(BaseModel):
+    experiment: ExperimentRead = ExperimentRead()
 
 
 class SummaryRead(BaseModel):
@@ -292,7 +335,7 @@ class SummaryRead(BaseModel):
     experiment: str
     baseline: str
     runs: dict[str, RunRead]
-    comparison: dict[str, dict[str, float]]
+    comparison: dict[str, ComparisonRead]
 
     @model_validator(mode="after")
     def _baseline_is_a_run(self) -> SummaryRead:
@@ -646,12 +689,12 @@ def _runs_table(results: Results) -> Table:
     header = ["run", "arch", "pruning", "cycles", "time (ms)", "energy (mJ)", "on-chip (mJ)",
               "speedup", "energy ratio", "on-chip ratio", "vector layers (% time)",
               "sparsity W / X / dY"]
-    rows = []
+    rows, nan = [], float("nan")
     for name, run in summary["runs"].items():
         p = pruning.get(name, {})
         method = p.get("method", "?") + (f" {p['sparsity']:g}" if p.get("sparsity") else "")
         w = run.get("workload", {})
-        sparsity = " / ".join(f"{w.get(k, float('nan')):.2f}" for k in
+        sparsity = " / ".join(f"{nan if w.get(k) is None else w[k]:.2f}" for k in
                               ("weight_sparsity", "activation_sparsity", "gradient_sparsity"))
         comp = summary["comparison"][name]
         rows.append([name, run["arch"], method, f"{run['cycles']:,}",

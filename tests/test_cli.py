@@ -358,6 +358,20 @@ def test_topology_refuses_a_run_of_another_design_named_with_run(lenet300_twice,
     assert not (tmp_path / "h.dot").exists()
 
 
+def test_topology_refuses_a_damaged_summary_naming_its_key(lenet300_twice, tmp_path):
+    """--stats reads each run's arch from summary.json: a run without one (a hand edit, a
+    file another program wrote) is bad input naming the key, not a KeyError."""
+    out, _, _ = lenet300_twice
+    damaged = tmp_path / "damaged"
+    shutil.copytree(out, damaged)
+    summary = json.loads((damaged / "summary.json").read_text())
+    del summary["runs"]["dense"]["arch"]
+    (damaged / "summary.json").write_text(json.dumps(summary))
+    result = desim("topology", str(ROOT / "configs" / "arch" / "dense.yaml"), "-o",
+                   str(tmp_path / "d.dot"), "--stats", str(damaged))
+    assert_config_error(result, "summary.json: runs.dense.arch: Field required")
+
+
 def test_topology_colours_by_the_run_whose_resolved_design_is_the_files(lenet300_twice,
                                                                         tmp_path):
     """Runs are matched by their resolved design (config.json), not the arch's name: both

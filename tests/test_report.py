@@ -216,12 +216,12 @@ def check_folder_without_claims(results: Path, old: Path) -> None:
 def check_damaged_folders(results: Path, root: Path) -> None:
     """A folder edited by hand or written by something else is bad input: the file and key
     at fault, never a KeyError from inside a table."""
-    def damaged(name: str, change) -> str:
+    def damaged(name: str, change, config: bool = False) -> str:
         folder = root / name
         folder.mkdir(parents=True)
         for file in ("summary.json", "config.json", "layers.csv"):
             (folder / file).write_bytes((results / file).read_bytes())
-        target = folder / ("config.json" if name == "claim" else "summary.json")
+        target = folder / ("config.json" if name == "claim" or config else "summary.json")
         data = json.loads(target.read_text())
         change(data)
         target.write_text(json.dumps(data))
@@ -237,6 +237,22 @@ def check_damaged_folders(results: Path, root: Path) -> None:
         "unknown", lambda s: s.update(baseline="nope"))
     assert "config.json: experiment.claims.0.tolerance: Input should be greater" in damaged(
         "claim", lambda c: c["experiment"]["claims"][0].update(tolerance=-1))
+    # what the tables read beyond the figures: each failed inside a table with a traceback
+    assert "summary.json: runs.hppu.arch: Field required" in damaged(
+        "arch", lambda s: s["runs"]["hppu"].pop("arch"))
+    assert ("summary.json: runs.dense.energy_prices_pj.mac_pj: Input should be a valid number"
+            in damaged("price", lambda s: s["runs"]["dense"]["energy_prices_pj"].update(
+                mac_pj="cheap")))
+    assert ("summary.json: runs.hppu.workload.activation_sparsity: Input should be a valid "
+            "number" in damaged("sparsity", lambda s: s["runs"]["hppu"]["workload"].update(
+                activation_sparsity="low")))
+    assert "summary.json: comparison.hppu.speedup: Field required" in damaged(
+        "speedup", lambda s: s["comparison"]["hppu"].pop("speedup"))
+    assert "config.json: experiment.runs.1.pruning.sparsity: Input should be a valid" in damaged(
+        "pruning", lambda c: c["experiment"]["runs"][1]["pruning"].update(sparsity="high"),
+        config=True)
+    assert "config.json: experiment.workload: Input should be a valid dictionary" in damaged(
+        "workload", lambda c: c["experiment"].update(workload="resnet"), config=True)
     folder = root / "energy"
     folder.mkdir(parents=True)
     for file in ("summary.json", "config.json", "layers.csv"):
