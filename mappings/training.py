@@ -26,12 +26,14 @@ captured; accuracy is measured on a held-out part of the data set after training
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from contextlib import nullcontext
 
 import torch
 from torch import nn
 
+from desim.errors import ConfigError
 from mappings.capture import CaptureNeeds, LayerCapture, PackedLayer, VectorCapture, capture
 from mappings.datasets import Dataset, batch, held_out
 from mappings.pruning import (
@@ -72,6 +74,7 @@ def train_and_capture(model: nn.Module, pruning: PruningSpec, spec: TrainingSpec
     masks: dict[str, torch.Tensor] = {}
     losses = []
     for it in range(spec.iterations):
+        _check_not_diverged(model, spec, it)
         inputs, targets = batch(data, batch_size, input_shape, num_classes,
                                 offset=it * batch_size, generator=gen)
         masks = step.before(it)
@@ -85,7 +88,9 @@ def train_and_capture(model: nn.Module, pruning: PruningSpec, spec: TrainingSpec
                 loss = nn.functional.cross_entropy(model(inputs), targets)
             loss.backward()
             losses.append(loss.item())
+            _check_not_diverged(model, spec, it, losses[-1])
         step.update(velocity, spec)
+    _check_not_diverged(model, spec, spec.iterations)
     inputs, targets = held_out(data, spec.eval_samples, input_shape, num_classes)
     with torch.no_grad():
         step.before(spec.iterations)
@@ -102,6 +107,19 @@ def train_and_capture(model: nn.Module, pruning: PruningSpec, spec: TrainingSpec
     if total:
         stats["weight_compression"] = total / max(kept, 1)
     return layers, masks, stats
+
+
+def _check_not_diverged(model: nn.Module, spec: TrainingSpec, it: int,
+                        loss: float = 0.0) -> None:
+    """A training whose loss or weights left the finite numbers (a learning rate of 10^30)
+    is bad input, said before any simulation: its NaN weights were captured as non-zeros
+    (a pruned model's weight sparsity read 0) and its loss reached summary.json as NaN."""
+    if math.isfinite(loss) and all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        return
+    what = f"the loss is {loss}" if not math.isfinite(loss) else "the weights are not finite"
+    raise ConfigError(f"training diverged: {what} at iteration {it}; expected a smaller "
+                      f"learning rate (got {spec.learning_rate:g})",
+                      key="workload.training.learning_rate")
 
 
 class _Stepper:

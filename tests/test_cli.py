@@ -104,6 +104,16 @@ def test_a_workload_the_model_cannot_run_names_the_experiment_file_and_key(setti
                         *fragments)
 
 
+def test_a_diverging_training_names_the_experiment_and_learning_rate(tmp_path):
+    result = desim("run", str(QUICKSTART), "--out", str(tmp_path / "out"), "--set",
+                   "workload={model: lenet5, batch: 1, data: digits, "
+                   "training: {iterations: 3, learning_rate: 1.0e+30}}")
+    assert_config_error(result, "quickstart.yaml: workload.training.learning_rate: training "
+                        "diverged: the loss is nan at iteration 1; expected a smaller "
+                        "learning rate (got 1e+30)")
+    assert not (tmp_path / "out" / "summary.json").exists()
+
+
 @pytest.mark.parametrize("experiment, setting, fragments", [
     ("peak_efficiency.yaml", "workload.model_args.channels=-1",
      ["workload.model_args.channels: model 'sparsity_probe', argument 'channels': input "

@@ -109,3 +109,17 @@ def test_a_capture_iteration_outside_the_run_is_bad_input():
         with pytest.raises(ConfigError, match=rf"t\.yaml: capture_iteration: {at} is not one "
                                               r"of the iterations 0\.\.2"):
             validate(TrainingSpec, {"iterations": 3, "capture_iteration": at}, "t.yaml")
+
+
+def test_a_diverging_training_is_bad_input_before_any_capture_is_simulated():
+    """A learning rate of 10^30 sends the loss to NaN: its NaN weights would be captured as
+    non-zeros and simulated, the loss reaching summary.json as NaN. The key is named."""
+    from desim.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        train_and_capture(mlp(), PruningSpec(method="dense"),
+                          TrainingSpec(iterations=5, learning_rate=1e30), "digits", 32, (64,),
+                          10, seed=0)
+    assert err.value.key == "workload.training.learning_rate"
+    assert "training diverged: the loss is nan at iteration" in err.value.message
+    assert "expected a smaller learning rate (got 1e+30)" in err.value.message
