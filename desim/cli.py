@@ -233,9 +233,10 @@ def _utilization(stats_dir: Path, run_name: str | None, arch: Path, cfg: ArchCon
         raise ConfigError(f"cannot read stats.json, summary.json and config.json: {err!s}",
                           file=str(stats_dir)) from None
     from desim.configio import validate
-    from desim.report import SummaryRead
+    from desim.report import ConfigRead, SummaryRead
 
     validate(SummaryRead, summary, stats_dir / "summary.json")  # each run's arch read below
+    validate(ConfigRead, {"architectures": designs}, stats_dir / "config.json")
     drawn = json.loads(json.dumps(cfg.model_dump(mode="json")))  # as config.json holds it
     runs = ", ".join(f"{n} (arch {r['arch']})" for n, r in summary["runs"].items())
 

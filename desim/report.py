@@ -326,6 +326,8 @@ class ExperimentRead(BaseModel):
 
 class ConfigRead(BaseModel):
     experiment: ExperimentRead = ExperimentRead()
+    overrides: list[str] = []  # the run's --set items (none before 2026-12-04)
+    architectures: dict[str, dict[str, Any] | None] = {}  # each run's resolved design
 
 
 class SummaryRead(BaseModel):

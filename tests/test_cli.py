@@ -380,6 +380,13 @@ def test_topology_refuses_a_damaged_summary_naming_its_key(lenet300_twice, tmp_p
     result = desim("topology", str(ROOT / "configs" / "arch" / "dense.yaml"), "-o",
                    str(tmp_path / "d.dot"), "--stats", str(damaged))
     assert_config_error(result, "summary.json: runs.dense.arch: Field required")
+    shutil.copy(out / "summary.json", damaged / "summary.json")
+    config = json.loads((damaged / "config.json").read_text())
+    config["architectures"] = list(config["architectures"])
+    (damaged / "config.json").write_text(json.dumps(config))
+    result = desim("topology", str(ROOT / "configs" / "arch" / "dense.yaml"), "-o",
+                   str(tmp_path / "d.dot"), "--stats", str(damaged))
+    assert_config_error(result, "config.json: architectures: Input should be a valid dictionary")
 
 
 def test_topology_colours_by_the_run_whose_resolved_design_is_the_files(lenet300_twice,
