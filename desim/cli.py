@@ -233,7 +233,7 @@ def _utilization(stats_dir: Path, run_name: str | None, arch: Path, cfg: ArchCon
         raise ConfigError(f"cannot read stats.json, summary.json and config.json: {err!s}",
                           file=str(stats_dir)) from None
     from desim.configio import validate
-    from desim.report import ConfigRead, SummaryRead
+    from desim.report import ConfigRead, RunStatsRead, SummaryRead
 
     validate(SummaryRead, summary, stats_dir / "summary.json")  # each run's arch read below
     validate(ConfigRead, {"architectures": designs}, stats_dir / "config.json")
@@ -263,8 +263,12 @@ def _utilization(stats_dir: Path, run_name: str | None, arch: Path, cfg: ArchCon
         run_name = matching[0]
     elif run_name in summary["runs"] and (why := mismatch(run_name)) is not None:
         raise ConfigError(f"--run {run_name}: that run {why}; runs: {runs}", file=str(stats_dir))
+    if not isinstance(stats, dict):
+        raise ConfigError(f"expected a mapping of runs, got {type(stats).__name__}",
+                          file=str(stats_dir / "stats.json"))
     if run_name not in stats:
         raise ConfigError(f"no run {run_name!r}; runs: {', '.join(stats)}", file=str(stats_dir))
+    validate(RunStatsRead, stats[run_name], stats_dir / "stats.json", prefix=run_name)
     modules = stats[run_name]["modules"]
     links = {}
     for u, v in graph.edges:

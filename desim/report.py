@@ -322,6 +322,17 @@ class ExperimentRead(BaseModel):
     runs: list[RunConfigRead] = []
     workload: dict[str, Any] = {}
     notes: list[str] = []
+    claims: list[Any] = []  # each then validated as a Claim
+
+
+class ModuleStatsRead(BaseModel):
+    """What `desim topology --stats` reads of a module in stats.json."""
+
+    utilization: float = 0.0
+
+
+class RunStatsRead(BaseModel):
+    modules: dict[str, ModuleStatsRead]
 
 
 class ConfigRead(BaseModel):

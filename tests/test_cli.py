@@ -387,6 +387,14 @@ def test_topology_refuses_a_damaged_summary_naming_its_key(lenet300_twice, tmp_p
     result = desim("topology", str(ROOT / "configs" / "arch" / "dense.yaml"), "-o",
                    str(tmp_path / "d.dot"), "--stats", str(damaged))
     assert_config_error(result, "config.json: architectures: Input should be a valid dictionary")
+    shutil.copy(out / "config.json", damaged / "config.json")
+    stats = json.loads((damaged / "stats.json").read_text())
+    stats["dense"]["modules"]["dense.pe_array"]["utilization"] = "busy"
+    (damaged / "stats.json").write_text(json.dumps(stats))
+    result = desim("topology", str(ROOT / "configs" / "arch" / "dense.yaml"), "-o",
+                   str(tmp_path / "d.dot"), "--stats", str(damaged))
+    assert_config_error(result, "stats.json: dense.modules.dense.pe_array.utilization: Input "
+                        "should be a valid number")
 
 
 def test_topology_colours_by_the_run_whose_resolved_design_is_the_files(lenet300_twice,

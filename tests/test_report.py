@@ -255,6 +255,8 @@ def check_damaged_folders(results: Path, root: Path) -> None:
         "workload", lambda c: c["experiment"].update(workload="resnet"), config=True)
     assert "config.json: overrides: Input should be a valid list (got None)" in damaged(
         "overrides", lambda c: c.update(overrides=None), config=True)
+    assert "config.json: experiment.claims: Input should be a valid list (got None)" in damaged(
+        "claims", lambda c: c["experiment"].update(claims=None), config=True)
     folder = root / "energy"
     folder.mkdir(parents=True)
     for file in ("summary.json", "config.json", "layers.csv"):
