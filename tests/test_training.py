@@ -81,6 +81,15 @@ def test_gradual_magnitude_pruning_reaches_its_target():
     assert stats["accuracy"] > 0.3             # 0.39 measured at 90% sparsity; chance 0.1
 
 
+def test_the_final_loss_is_the_last_step_s_and_absent_without_one():
+    """The captured iteration takes no loss step (capture runs it): one iteration has no
+    loss to report, and says none rather than NaN (which summary.json would carry)."""
+    _, _, _, one = train(PruningSpec(method="dense"), iterations=1)
+    assert "final_loss" not in one and one["iterations"] == 1.0
+    _, _, _, two = train(PruningSpec(method="dense"), iterations=2, capture_iteration=1)
+    assert 0.5 < two["final_loss"] < 5.0   # ~ln(10) = 2.3 for an untrained 10-class net
+
+
 def test_set_and_rigl_move_their_masks_at_constant_sparsity():
     for method in ("set", "rigl"):
         spec = PruningSpec(method=method, sparsity=0.8, update_every=5, regrow_fraction=0.3)
