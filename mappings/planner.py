@@ -562,7 +562,8 @@ def compute_cycles(table: np.ndarray, hw: HardwareView) -> np.ndarray:
     a vector layer's tile, its operations over the vector unit's lanes (arch/vector.py)."""
     cycles = np.ceil(table["busiest_pe_macs"] / hw.macs_per_pe_per_cycle)
     if hw.index_matching_bits:
-        lanes = np.maximum(table["active_clusters"], 1) * hw.pes_per_cluster
+        # in float64: clusters x PEs x bits a cycle can pass int32's range on a large design
+        lanes = np.maximum(table["active_clusters"], 1).astype(np.float64) * hw.pes_per_cluster
         cycles = np.maximum(cycles, np.ceil(table["scanned_pairs"]
                                             / (lanes * hw.index_matching_bits)))
     cycles = np.where(cycles > 0, cycles + hw.pipeline_cycles, 0.0)

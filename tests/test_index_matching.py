@@ -118,3 +118,14 @@ def test_one_sided_skipping_scans_nothing(half_pruned):
     table, _ = tile_phase(half_pruned, 0, FF, HW, SkipPolicy(weights=True),
                           pruned_grads_unused=True)
     assert table["scanned_pairs"].sum() == 0
+
+
+def test_the_plan_estimate_s_scan_rate_does_not_wrap_on_a_large_design():
+    """2^16 clusters x 2^16 PEs x 2^4 bits a cycle is 2^36 pairs a cycle: past int32, in
+    which the tile table keeps its active clusters (it wrapped to 0 there: a division by 0)."""
+    from dataclasses import replace
+
+    hw = replace(arch_view("fine_grained.yaml"), pes_per_cluster=2**16, index_matching_bits=16)
+    table = empty_table(1)
+    table["active_clusters"], table["scanned_pairs"] = 2**16, 10 * 2**36
+    assert list(compute_cycles(table, hw)) == [10 + hw.pipeline_cycles]
