@@ -100,10 +100,9 @@ def train_and_capture(model: nn.Module, pruning: PruningSpec, spec: TrainingSpec
                  else accuracy)
     kept = sum(int(m.sum()) for m in masks.values())
     total = sum(m.numel() for m in masks.values())
-    stats = {"accuracy": accuracy, "iterations": float(spec.iterations),
-             "captured_iteration": float(at)}
-    if losses:  # a one-iteration run only captures: it takes no loss step (no NaN written)
-        stats["final_loss"] = losses[-1]
+    # a one-iteration run only captures: it takes no loss step, and has no final loss
+    stats = {"accuracy": accuracy, **({"final_loss": losses[-1]} if losses else {}),
+             "iterations": float(spec.iterations), "captured_iteration": float(at)}
     if speculative:  # the trained weights without speculation at inference
         stats["exact_inference_accuracy"] = exact
     if total:
