@@ -374,27 +374,29 @@ def test_topology_refuses_a_damaged_summary_naming_its_key(lenet300_twice, tmp_p
     out, _, _ = lenet300_twice
     damaged = tmp_path / "damaged"
     shutil.copytree(out, damaged)
-    summary = json.loads((damaged / "summary.json").read_text())
-    del summary["runs"]["dense"]["arch"]
-    (damaged / "summary.json").write_text(json.dumps(summary))
-    result = desim("topology", str(ROOT / "configs" / "arch" / "dense.yaml"), "-o",
-                   str(tmp_path / "d.dot"), "--stats", str(damaged))
-    assert_config_error(result, "summary.json: runs.dense.arch: Field required")
-    shutil.copy(out / "summary.json", damaged / "summary.json")
-    config = json.loads((damaged / "config.json").read_text())
-    config["architectures"] = list(config["architectures"])
-    (damaged / "config.json").write_text(json.dumps(config))
-    result = desim("topology", str(ROOT / "configs" / "arch" / "dense.yaml"), "-o",
-                   str(tmp_path / "d.dot"), "--stats", str(damaged))
-    assert_config_error(result, "config.json: architectures: Input should be a valid dictionary")
-    shutil.copy(out / "config.json", damaged / "config.json")
-    stats = json.loads((damaged / "stats.json").read_text())
-    stats["dense"]["modules"]["dense.pe_array"]["utilization"] = "busy"
-    (damaged / "stats.json").write_text(json.dumps(stats))
-    result = desim("topology", str(ROOT / "configs" / "arch" / "dense.yaml"), "-o",
-                   str(tmp_path / "d.dot"), "--stats", str(damaged))
-    assert_config_error(result, "stats.json: dense.modules.dense.pe_array.utilization: Input "
-                        "should be a valid number")
+
+    def drop_arch(summary):
+        del summary["runs"]["dense"]["arch"]
+
+    def listed_architectures(config):
+        config["architectures"] = list(config["architectures"])
+
+    def busy_utilization(stats):
+        stats["dense"]["modules"]["dense.pe_array"]["utilization"] = "busy"
+
+    for name, damage, message in [
+            ("summary.json", drop_arch, "summary.json: runs.dense.arch: Field required"),
+            ("config.json", listed_architectures,
+             "config.json: architectures: Input should be a valid dictionary"),
+            ("stats.json", busy_utilization, "stats.json: dense.modules.dense.pe_array."
+             "utilization: Input should be a valid number")]:
+        data = json.loads((out / name).read_text())
+        damage(data)
+        (damaged / name).write_text(json.dumps(data))
+        result = desim("topology", str(ROOT / "configs" / "arch" / "dense.yaml"), "-o",
+                       str(tmp_path / "d.dot"), "--stats", str(damaged))
+        assert_config_error(result, message)
+        shutil.copy(out / name, damaged / name)
 
 
 def test_topology_colours_by_the_run_whose_resolved_design_is_the_files(lenet300_twice,
