@@ -111,13 +111,20 @@ def train_and_capture(model: nn.Module, pruning: PruningSpec, spec: TrainingSpec
 
 
 def _check_not_diverged(model: nn.Module, spec: TrainingSpec, it: int,
-                        loss: float = 0.0) -> None:
-    """A training whose loss or weights left the finite numbers (a learning rate of 10^30)
-    is bad input, said before any simulation: its NaN weights were captured as non-zeros
-    (a pruned model's weight sparsity read 0) and its loss reached summary.json as NaN."""
-    if math.isfinite(loss) and all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+                        loss: float | None = None) -> None:
+    """A training whose loss (given) or else weights left the finite numbers (a learning
+    rate of 10^30) is bad input, said before any simulation: its NaN weights were captured
+    as non-zeros (a pruned model's weight sparsity read 0) and its loss reached summary.json
+    as NaN. The weights are checked before each iteration and after the last, the loss
+    after its step (the weights it was taken on were checked)."""
+    if loss is None:
+        if all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            return
+        what = "the weights are not finite"
+    elif math.isfinite(loss):
         return
-    what = f"the loss is {loss}" if not math.isfinite(loss) else "the weights are not finite"
+    else:
+        what = f"the loss is {loss}"
     raise ConfigError(f"training diverged: {what} at iteration {it}; expected a smaller "
                       f"learning rate (got {spec.learning_rate:g})",
                       key="workload.training.learning_rate")
