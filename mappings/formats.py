@@ -121,9 +121,8 @@ def map_stats(nz: torch.Tensor, rle: bool = True) -> BlockStats:
     is not (None: a third of a capture's time, for a format few designs use)."""
     length = nz.shape[-1] if nz.dim() else 1
     lines = nz.reshape(-1, length)
-    nonzeros = int(np.count_nonzero(lines.numpy()))
-    return BlockStats(np.array([nz.numel()]), np.array([nonzeros]),
-                      np.array([lines.shape[0]]),
-                      np.array([int(np.count_nonzero(lines.numpy().any(1)))]),
-                      length,
+    flat = lines.numpy()
+    nonzeros = int(np.count_nonzero(flat))
+    return BlockStats(np.array([nz.numel()]), np.array([nonzeros]), np.array([flat.shape[0]]),
+                      np.array([int(np.count_nonzero(flat.any(1)))]), length,
                       np.array([int(rle_padding(lines, nonzeros).sum())]) if rle else None)

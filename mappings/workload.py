@@ -10,7 +10,7 @@ need it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 import torch
@@ -176,7 +176,7 @@ def _capture(spec: WorkloadSpec, pruning: PruningSpec, model: torch.nn.Module,
              shape: tuple[int, ...], num_classes: int, needs: CaptureNeeds) -> Workload:
     """Capture one iteration of `model` (after `spec.training`, if given) under `pruning`."""
     if spec.speculative_relu:  # applying the predictions needs them
-        needs = needs | CaptureNeeds(relu_predictions=True, rle_padding=False)
+        needs = replace(needs, relu_predictions=True)
     gen = torch.Generator().manual_seed(spec.seed)
     pruned_grads_unused = pruning.method not in PRUNED_GRADIENTS_USED
     vectors: list[VectorCapture] = []
