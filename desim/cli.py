@@ -144,7 +144,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     """The runs' table, then notes: the vector layers' share of a run's time and, when its
     design has no vector unit, how many vector layers a run left out: all but the ReLUs it
     applies on the PE array's output (`mappings.vector.vector_layers_not_simulated`)."""
-    from desim.report import vector_share
+    from desim.report import busy_text, vector_share
 
     training = any(p["cycles"] for r in summary["runs"].values()
                    for phase, p in r["phases"].items() if phase != "FF")
@@ -175,6 +175,8 @@ def print_summary(summary: dict[str, Any]) -> None:
                           "pooling, residual adds, and ReLUs after them) are not simulated, "
                           "so its time and energy leave them out (a ReLU right after a conv "
                           "or linear layer is simulated, on the PE array's output)")
+    for name, r in summary["runs"].items():
+        console.print(escape(f"{name}: busy {busy_text(r)}"), highlight=False)
     base = summary["baseline"]
     for name, c in summary["comparison"].items():
         if name != base:

@@ -296,6 +296,8 @@ class RunRead(BaseModel):
     units: dict[str, dict[str, float]]
     workload: WorkloadRead = WorkloadRead()
     energy_prices_pj: dict[str, float] = {}
+    utilization: dict[str, float] = {}  # none in a summary written before 2026-12-05
+    busiest_parts: dict[str, str] = {}
 
 
 class ComparisonRead(BaseModel):
@@ -701,7 +703,7 @@ def _runs_table(results: Results) -> Table:
     base = summary["runs"][summary["baseline"]]
     header = ["run", "arch", "pruning", "cycles", "time (ms)", "energy (mJ)", "on-chip (mJ)",
               "speedup", "energy ratio", "on-chip ratio", "vector layers (% time)",
-              "sparsity W / X / dY"]
+              "sparsity W / X / dY", "busiest (% of the time)"]
     rows, nan = [], float("nan")
     for name, run in summary["runs"].items():
         p = pruning.get(name, {})
@@ -714,7 +716,7 @@ def _runs_table(results: Results) -> Table:
                      _fmt(run["seconds"] * 1e3), _fmt(run["energy_j"] * 1e3),
                      _fmt(_on_chip(run) * 1e3), f"{comp['speedup']:.2f}",
                      f"{comp['energy_ratio']:.2f}", f"{_on_chip(base) / _on_chip(run):.2f}",
-                     _vector_share(run), sparsity])
+                     _vector_share(run), sparsity, busy_text(run, parts=3)])
     return Table(header, rows, numeric=set(range(3, 11)))
 
 
@@ -783,6 +785,19 @@ def vector_share(run: dict[str, Any]) -> float | None:
     if "units" not in run or not run["cycles"]:
         return None
     return run["units"].get("vector_unit", {}).get("cycles", 0) / run["cycles"]
+
+
+def busy_text(run: dict[str, Any], parts: int | None = None) -> str:
+    """A run's `utilization`, busiest part first: "dram 64%, noc 52% (busiest glb->r0_0),
+    ..."; the names are summary.json's. `parts`: only that many, the busiest; "-" for a
+    run written before summary.json had them."""
+    shares = sorted(run.get("utilization", {}).items(), key=lambda kv: (-kv[1], kv[0]))
+    if not shares:
+        return "-"
+    busiest = run.get("busiest_parts", {})
+    return ", ".join(f"{part} {100 * share:.0f}%"
+                     + (f" (busiest {busiest[part]})" if part in busiest else "")
+                     for part, share in shares[:parts])
 
 
 def _vector_share(run: dict[str, Any]) -> str:

@@ -29,7 +29,7 @@ from desim.experiment import Experiment, ObserveSpec, RunSpec, load_experiment
 from desim.hardware_view import hardware_view
 from desim.module import Simulator
 from desim.results import report_files, writable_folder, write_atomic, write_csv, write_json
-from desim.stats import collect_stats, stats_text
+from desim.stats import busy_shares, collect_stats, stats_text
 from mappings.capture import CaptureNeeds
 from mappings.mapper import PhaseWork, map_workload, phase_waits
 from mappings.scalesim import gemm_view
@@ -63,6 +63,7 @@ class RunResult:
     # but the ReLUs it applies on the PE array's output; with one, none
     # (`mappings.vector.vector_layers_not_simulated`)
     vector_layers_not_simulated: int = 0
+    mac_units: int = 0  # the PE array's MAC units: clusters x PEs x MACs a PE a cycle
 
     @property
     def cycles(self) -> int:
@@ -95,6 +96,9 @@ class RunResult:
         units = {unit: {"cycles": int(rows["cycles"].sum()),
                         "energy_j": float(rows["energy_j"].sum())}
                  for unit, rows in self.layers.groupby("unit", sort=True)}
+        busy, busiest = busy_shares(self.stats, self.name)
+        processed = int(self.layers["processed_macs"].sum())
+        slots = self.mac_units * self.cycles
         return {
             "arch": self.arch.name,
             "technology": self.arch.technology,
@@ -110,6 +114,10 @@ class RunResult:
             # array, batch norm, activations, pooling, residual adds and softmax on the
             # vector unit
             "units": units,
+            # each part's share of the run spent busy (a part of parts: its busiest part's,
+            # named in busiest_parts), and the MAC units': processed MACs / (units x cycles)
+            "utilization": {**busy, "mac_units": processed / slots if slots else 0.0},
+            "busiest_parts": busiest,
             "energy_by_component_j": self.energy_by_component_j,
             "energy_by_action_j": self.energy_by_action_j,
             "energy_prices_pj": self.energy_prices_pj,
@@ -168,6 +176,7 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
             "input_on_chip": w.input_resident,  # left in the buffer by the phase before
             "unit": "pe_array" if w.layer >= 0 else "vector_unit",  # what computes it
         })
+    mac_units = len(acc.clusters) * arch.pe_cluster.pes * arch.pe_cluster.macs_per_pe_per_cycle
     return RunResult(name, arch, pd.DataFrame(rows, columns=LAYER_COLUMNS),
                      {k: v * 1e-12 for k, v in sorted(by_component.items())},
                      int(sim.env.now), clock.period_ps, workload.stats, _event_count(sim),
@@ -175,7 +184,8 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
                      pd.DataFrame(energy_rows, columns=ENERGY_COLUMNS),
                      tracer.chrome_trace() if observe.trace else None, vcd,
                      vector_layers_not_simulated(workload.vectors, workload.spec.inference,
-                                                 bool(arch.vector_unit)))
+                                                 bool(arch.vector_unit)),
+                     mac_units)
 
 
 def capture_needs(arch: ArchConfig) -> CaptureNeeds:

@@ -70,6 +70,23 @@ def _module_stats(module: Module, now_ps: int) -> dict[str, Any]:
     return dict(sorted(stats.items()))
 
 
+def busy_shares(stats: dict[str, Any], top: str) -> tuple[dict[str, float], dict[str, str]]:
+    """Where a run's time went (summary.json's `utilization`): each part of the module `top`
+    that does timed work, its share of the run spent busy; a part made of parts (the NoC,
+    of links), its busiest part's share, that part named in the second dict. FIFOs are left
+    out: they hold items, they do no timed work (`_module_stats`)."""
+    prefix = f"{top}."
+    timed = [(path[len(prefix):].partition("."), module["utilization"])
+             for path, module in stats["modules"].items()
+             if path.startswith(prefix) and "utilization" in module]
+    own = {part: share for (part, _, inner), share in timed if not inner}
+    shares, busiest = dict(own), {}
+    for (part, _, inner), share in timed:
+        if inner and part not in own and share > shares.get(part, -1.0):
+            shares[part], busiest[part] = share, inner
+    return dict(sorted(shares.items())), dict(sorted(busiest.items()))
+
+
 def stats_lines(stats: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(name, value, description) rows, sorted by name: lists become `name::index` rows."""
     rows = [(f"sim.{k}", v, DESCRIPTIONS[f"sim.{k}"]) for k, v in stats["sim"].items()]

@@ -80,8 +80,11 @@ METRIC_COLUMNS = ["cycles", "energy_j", "macs", "effectual_macs", "processed_mac
 TOTAL_COLUMNS = ["seconds", "speedup", "energy_ratio", "pareto"]  # set on "total" rows only
 FIXED_COLUMNS = ["point_id", "run", "arch", "phase", *METRIC_COLUMNS, *TOTAL_COLUMNS,
                  "status", "error", "elapsed_s"]
-# Then, on "total" rows, each component's joules (`energy_j.dram`, `energy_j.noc`, ...).
+# Then, on "total" rows, each component's joules (`energy_j.dram`, `energy_j.noc`, ...) and
+# each part's busy share (`utilization.dram`, `utilization.mac_units`: summary.json's).
 COMPONENT_PREFIX = "energy_j."
+UTILIZATION_PREFIX = "utilization."
+PER_PART = (COMPONENT_PREFIX, UTILIZATION_PREFIX)
 TRACEBACK_FRAMES = 8  # the innermost frames kept in a failed point's file
 
 
@@ -693,17 +696,19 @@ def gather(out: Path, points: list[Point], spec: SweepSpec) -> pd.DataFrame:
                          "seconds": run["seconds"], "speedup": comparison.get("speedup"),
                          "energy_ratio": comparison.get("energy_ratio"),
                          **{COMPONENT_PREFIX + c: j for c, j in
-                            run.get("energy_by_component_j", {}).items()}})
+                            run.get("energy_by_component_j", {}).items()},
+                         **{UTILIZATION_PREFIX + part: share for part, share in
+                            run.get("utilization", {}).items()}})
     frame = pd.DataFrame(rows)
     for column in FIXED_COLUMNS:
         if column not in frame:
             frame[column] = None
-    components = sorted(c for c in frame.columns if c.startswith(COMPONENT_PREFIX))
+    parts = sorted(c for c in frame.columns if c.startswith(PER_PART))
     frame = frame[["point_id", *axes, *[c for c in FIXED_COLUMNS if c != "point_id"],
-                   *components]]
+                   *parts]]
     for column in ("cycles", "macs", "effectual_macs", "processed_macs", "dram_bytes"):
         frame[column] = frame[column].astype("Int64")
-    for column in ("energy_j", "seconds", "speedup", "energy_ratio", "elapsed_s", *components):
+    for column in ("energy_j", "seconds", "speedup", "energy_ratio", "elapsed_s", *parts):
         frame[column] = frame[column].astype("float64")
     for column in ("point_id", "run", "arch", "phase", "status", "error"):
         frame[column] = frame[column].astype("string")
@@ -798,10 +803,9 @@ def plot_metric(frame: pd.DataFrame, metric: str, axis: str, out: str | Path,
 
     axes = axis_columns(frame)
     _check_plot(metric, axis, axes)
-    if metric not in frame.columns:  # a component no run of the sweep has
-        components = [c for c in frame.columns if c.startswith(COMPONENT_PREFIX)]
-        raise ConfigError(f"--plot: no {metric!r} in this sweep; components: "
-                          f"{', '.join(components)}")
+    if metric not in frame.columns:  # a component or part no run of the sweep has
+        parts = [c for c in frame.columns if c.startswith(metric.partition(".")[0] + ".")]
+        raise ConfigError(f"--plot: no {metric!r} in this sweep; it has: {', '.join(parts)}")
     rows = frame[(frame["phase"] == phase) & (frame["status"] == "ok")]
     others = [a for a in axes if a != axis]
     keys = ["run", *others]
@@ -850,20 +854,21 @@ def metric_plot_path(out: Path, metric: str, axis: str) -> Path:
 def plot_files(out: Path) -> list[Path]:
     """The `--plot` images in `out` (`metric_plot_path`'s names, of any metric and axis): an
     earlier sweep's, for a sweep with points to compute to remove with its table."""
-    return [path for metric in [*PLOTTABLE, f"{COMPONENT_PREFIX}*"]
+    return [path for metric in [*PLOTTABLE, *(f"{prefix}*" for prefix in PER_PART)]
             for path in out.glob(f"{metric}_vs_*.png")]
 
 
 def axis_columns(frame: pd.DataFrame) -> list[str]:
     """The sweep's axes among results.parquet's columns."""
     return [c for c in frame.columns
-            if c not in FIXED_COLUMNS and not c.startswith(COMPONENT_PREFIX)]
+            if c not in FIXED_COLUMNS and not c.startswith(PER_PART)]
 
 
 def _check_plot(metric: str, axis: str, axes: list[str]) -> None:
-    if metric not in PLOTTABLE and not metric.startswith(COMPONENT_PREFIX):
+    if metric not in PLOTTABLE and not metric.startswith(PER_PART):
         raise ConfigError(f"--plot: unknown metric {metric!r}; expected one of "
-                          f"{', '.join(PLOTTABLE)}, or {COMPONENT_PREFIX}<component>")
+                          f"{', '.join(PLOTTABLE)}, {COMPONENT_PREFIX}<component> or "
+                          f"{UTILIZATION_PREFIX}<part>")
     if axis not in axes:
         raise ConfigError(f"--plot: {axis!r} is not an axis of the sweep; axes: "
                           f"{', '.join(axes)}")

@@ -168,6 +168,37 @@ def test_quickstart_sparse_run_is_faster_and_uses_less_energy(quickstart_twice):
             in stdout)
 
 
+def test_quickstart_summary_says_how_busy_each_part_was(quickstart_twice):
+    """summary.json's `utilization`: each part's busy share as stats.json counts it, the
+    NoC's busiest link, and the MAC units' processed MACs over units x cycles; `desim run`
+    prints them, busiest first."""
+    outs, results = quickstart_twice
+    summary = json.loads((outs[0] / "summary.json").read_text())
+    stats = json.loads((outs[0] / "stats.json").read_text())
+    config = json.loads((outs[0] / "config.json").read_text())
+    stdout = " ".join(results[0].stdout.split())
+    for run, r in summary["runs"].items():
+        modules, time_ps = stats[run]["modules"], stats[run]["sim"]["time_ps"]
+        busy = r["utilization"]
+        assert busy["dram"] == modules[f"{run}.dram"]["busy_ps"] / time_ps
+        assert busy["pe_array"] == modules[f"{run}.pe_array"]["busy_ps"] / time_ps
+        links = {path.removeprefix(f"{run}.noc."): m["utilization"]
+                 for path, m in modules.items() if path.startswith(f"{run}.noc.")}
+        assert len(links) > 16 and busy["noc"] == max(links.values())
+        assert links[r["busiest_parts"]["noc"]] == busy["noc"]
+        assert not any("_to_" in part for part in busy)  # the stages' FIFOs do no timed work
+        pe = config["architectures"][run]["pe_cluster"]
+        units = 16 * pe["pes"] * pe["macs_per_pe_per_cycle"]  # a cluster at each of 4x4
+        processed = sum(p["processed_macs"] for p in r["phases"].values())
+        assert busy["mac_units"] == pytest.approx(processed / (units * r["cycles"]), rel=1e-12)
+        assert 0 < busy["mac_units"] <= busy["pe_array"] <= 1
+        first = max(busy, key=lambda part: busy[part])
+        assert f"{run}: busy {first} {100 * busy[first]:.0f}%" in stdout
+    # the sparse run waits on DRAM more than the dense one, and its MAC units idle more
+    dense, hppu = summary["runs"]["dense"]["utilization"], summary["runs"]["hppu"]["utilization"]
+    assert hppu["mac_units"] < dense["mac_units"] and hppu["dram"] > dense["dram"]
+
+
 def test_quickstart_is_deterministic(quickstart_twice):
     outs, _ = quickstart_twice
     for name in ("summary.json", "layers.csv", "energy.csv", "config.json"):

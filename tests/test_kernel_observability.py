@@ -15,7 +15,7 @@ from desim.bench import run_bench
 from desim.channels import Fifo, Link, hold_links
 from desim.errors import DeadlockError
 from desim.module import Module, Simulator
-from desim.stats import collect_stats, write_stats
+from desim.stats import busy_shares, collect_stats, write_stats
 
 GB_PER_S = 10**9
 
@@ -60,6 +60,30 @@ def test_littles_law_on_an_md1_queue():
     assert l_system == pytest.approx(arrival_rate * (wait_q + service_ps), rel=0.02)
     rho = service_ps / mean_gap_ps
     assert l_q == pytest.approx(rho**2 / (2 * (1 - rho)), rel=0.10)  # M/D/1: 0.45
+
+
+def test_busy_shares_name_each_timed_part_and_a_network_by_its_busiest_link():
+    """A unit busy 3 of 10 us reads 0.3; a NoC of two links (busy 2 and 5 us) reads its
+    busiest link's 0.5, named; a FIFO that waited on both does no timed work: left out."""
+    sim = Simulator()
+    top = Module("top", sim)
+    unit, noc = Module("unit", top), Module("noc", top)
+    links = [Link(name, noc, 10**12, 0) for name in ("a->b", "b->c")]  # a byte a ps
+    fifo = Fifo("fifo", top, capacity=2)
+
+    def work() -> Generator:
+        yield from unit.busy_for(3_000_000, "tile")
+        yield from fifo.put(1)
+        yield from hold_links([links[0]], [2_000_000])
+        yield from hold_links([links[1]], [5_000_000])
+        yield from fifo.get()
+
+    top.add_process(work)
+    sim.run()
+    assert sim.now_ps == 10_000_000
+    shares, busiest = busy_shares(collect_stats(sim), "top")
+    assert shares == {"noc": 0.5, "unit": 0.3}
+    assert busiest == {"noc": "b->c"}
 
 
 def test_bounded_fifo_blocks_then_resumes_and_keeps_a_depth_histogram():

@@ -416,6 +416,10 @@ def test_gather_pareto_and_plots(tmp_path):
         plot_metric(frame, "energy_j", "workload.batch", tmp_path / "x.png")
     with pytest.raises(ConfigError, match="no 'energy_j.dram' in this sweep"):  # none here
         plot_metric(frame, "energy_j.dram", "runs.1.pruning.sparsity", tmp_path / "y.png")
+    with pytest.raises(ConfigError, match="no 'utilization.dram' in this sweep"):
+        plot_metric(frame, "utilization.dram", "runs.1.pruning.sparsity", tmp_path / "z.png")
+    with pytest.raises(ConfigError, match="or utilization.<part>"):
+        plot_metric(frame, "busy.dram", "runs.1.pruning.sparsity", tmp_path / "z.png")
 
 
 # --- sweeps on a local Dask cluster ---------------------------------------------------------
@@ -501,9 +505,14 @@ def test_grid_matches_single_runs(tmp_path):
                 # each component's joules, on the total row (NaN where a design has none)
                 for component, joules in expected["energy_by_component_j"].items():
                     assert got[f"energy_j.{component}"].item() == joules, component
+                # and each part's busy share
+                for part, share in expected["utilization"].items():
+                    assert got[f"utilization.{part}"].item() == share, part
     components = [c for c in frame.columns if c.startswith("energy_j.")]
+    shares = [c for c in frame.columns if c.startswith("utilization.")]
     assert {"energy_j.dram", "energy_j.noc", "energy_j.selector"} <= set(components)
-    assert list(frame.columns[-len(components):]) == sorted(components)
+    assert {"utilization.dram", "utilization.noc", "utilization.mac_units"} <= set(shares)
+    assert list(frame.columns[-len(components) - len(shares):]) == sorted(components + shares)
 
 
 def sweep_process(path: Path, out: Path) -> subprocess.Popen:
