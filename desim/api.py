@@ -61,6 +61,13 @@ class Result:
         return pd.DataFrame({name: r.energy_by_component_j for name, r in self.runs.items()}
                             ).fillna(0.0).sort_index()
 
+    def utilization(self) -> pd.DataFrame:
+        """Each part's share of the run spent busy (rows) per run (columns), as summary.json's
+        `utilization`: where the time went (NaN where a design has no such part)."""
+        summary = self.summary
+        return pd.DataFrame({name: run["utilization"] for name, run in summary["runs"].items()}
+                            ).sort_index()
+
     def write(self, out: str | Path) -> Path:
         """The results folder `desim run --out` writes (summary.json, layers.csv, ...)."""
         write_results(Path(out), self.experiment, self.runs)

@@ -62,6 +62,10 @@ def test_comparison_and_energy_tables_agree_with_the_runs(lenet):
     assert energy.sum().to_dict() == pytest.approx({"dense": dense.energy_j,
                                                     "hppu": hppu.energy_j})
     assert energy.loc["selector", "dense"] == 0.0 and energy.loc["selector", "hppu"] > 0
+    busy = result.utilization()  # summary.json's, a part a row: dense has no selector
+    assert busy.loc["dram", "hppu"] == result.summary["runs"]["hppu"]["utilization"]["dram"]
+    assert busy["dense"].isna().to_dict() == {part: part == "selector" for part in busy.index}
+    assert busy.loc["selector", "hppu"] > 0
 
 
 def test_bad_input_raises_a_config_error(lenet):
