@@ -39,8 +39,9 @@ from typing import Literal
 
 import networkx as nx
 import numpy as np
-from pydantic import Field, PositiveInt, ValidationInfo, field_validator
+from pydantic import PositiveInt, ValidationInfo, field_validator
 
+from arch.config import Price
 from desim.clock import PS_PER_NS
 from desim.configio import Strict
 from desim.module import Module, Simulator
@@ -126,12 +127,14 @@ class ReramEnergyTable:
 
 
 class ReramEnergySpec(Strict):
-    """The `energy:` section: `ReramEnergyTable`'s figures, pJ (defaults: ISAAC's)."""
+    """The `energy:` section: `ReramEnergyTable`'s figures, pJ (defaults: ISAAC's). Each is
+    a `Price`, as the training processors' own prices: finite, >= 0 and at most
+    `MAX_PRICE_PJ` (a price of 10^300 would make the study's energies infinite)."""
 
-    adc_8bit_pj: float = Field(ReramEnergyTable.adc_8bit_pj, ge=0)
-    dac_pj_per_row: float = Field(ReramEnergyTable.dac_pj_per_row, ge=0)
-    shift_add_pj: float = Field(ReramEnergyTable.shift_add_pj, ge=0)
-    crossbar_read_pj: float = Field(ReramEnergyTable.crossbar_read_pj, ge=0)
+    adc_8bit_pj: Price = ReramEnergyTable.adc_8bit_pj
+    dac_pj_per_row: Price = ReramEnergyTable.dac_pj_per_row
+    shift_add_pj: Price = ReramEnergyTable.shift_add_pj
+    crossbar_read_pj: Price = ReramEnergyTable.crossbar_read_pj
 
 
 class ReramArch(Strict):

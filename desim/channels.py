@@ -159,7 +159,8 @@ class LinkGroup:
 
 
 def _hold_in_order(links: list[Link], nbytes: Sequence[int], hold: int) -> Generator:
-    """Take `links` in this order, hold them `hold` ps, let them go; link i carries nbytes[i]."""
+    """Take `links` in this order, hold them `hold` ps, let them go (`release_links`) and
+    trace one slice a link; link i carries nbytes[i]."""
     if not links:
         return
     for link in links:
@@ -169,7 +170,21 @@ def _hold_in_order(links: list[Link], nbytes: Sequence[int], hold: int) -> Gener
     env = links[0].env
     if hold:
         yield env.timeout(hold)
-    book = links[0].sim.book()  # one job books every link's actions (`Module.count`)
+    release_links(links, nbytes, hold)
+    tracer = links[0].tracer  # the simulator's, every module's alike (`enable_tracing`)
+    if tracer:
+        now = int(env.now)
+        for link, b in zip(links, nbytes, strict=True):
+            tracer.slice(link, "transfer", now - hold, now, None, {"bytes": b})
+
+
+def release_links(links: Sequence[Link], nbytes: Sequence[int], hold: int) -> None:
+    """Let go of `links`, held together `hold` ps, and count what each carried: its busy
+    time, nbytes[i] bytes and one transfer, as `Module.count` would (booked to the running
+    process's job), with the job's counters looked up once for all the links. The one place
+    a transfer's actions are counted: `hold_links` and `LinkGroup.hold` end here, and so
+    does the bench's copy without tracing hooks (benchmarks/kernel_cases.py)."""
+    book = links[0].sim.book()
     for link, b in zip(links, nbytes, strict=True):
         link.give()
         link.busy_ps += hold
@@ -178,9 +193,6 @@ def _hold_in_order(links: list[Link], nbytes: Sequence[int], hold: int) -> Gener
         link.actions["transfers"] += 1
         booked["bytes"] += b
         booked["transfers"] += 1
-        if link.tracer:
-            now = int(env.now)
-            link.tracer.slice(link, "transfer", now - hold, now, None, {"bytes": b})
 
 
 class Pool(Module):

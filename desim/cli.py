@@ -227,18 +227,10 @@ def _utilization(stats_dir: Path, run_name: str | None, arch: Path, cfg: ArchCon
     resolved design (config.json) is the file's, `cfg`: a run whose design was changed
     (`--set`, `arch_set`), or another design of the same name, would colour the drawing
     with figures of hardware it does not show."""
-    try:
-        stats = json.loads((stats_dir / "stats.json").read_text())
-        summary = json.loads((stats_dir / "summary.json").read_text())
-        designs = json.loads((stats_dir / "config.json").read_text())["architectures"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ConfigError(f"cannot read stats.json, summary.json and config.json: {err!s}",
-                          file=str(stats_dir)) from None
-    from desim.configio import validate
-    from desim.report import ConfigRead, RunStatsRead, SummaryRead
+    from desim.report import read_run_stats, read_summary_and_config
 
-    validate(SummaryRead, summary, stats_dir / "summary.json")  # each run's arch read below
-    validate(ConfigRead, {"architectures": designs}, stats_dir / "config.json")
+    summary, config = read_summary_and_config(stats_dir)  # each run's arch read below
+    designs = config.get("architectures", {})
     drawn = json.loads(json.dumps(cfg.model_dump(mode="json")))  # as config.json holds it
     runs = ", ".join(f"{n} (arch {r['arch']})" for n, r in summary["runs"].items())
 
@@ -265,13 +257,7 @@ def _utilization(stats_dir: Path, run_name: str | None, arch: Path, cfg: ArchCon
         run_name = matching[0]
     elif run_name in summary["runs"] and (why := mismatch(run_name)) is not None:
         raise ConfigError(f"--run {run_name}: that run {why}; runs: {runs}", file=str(stats_dir))
-    if not isinstance(stats, dict):
-        raise ConfigError(f"expected a mapping of runs, got {type(stats).__name__}",
-                          file=str(stats_dir / "stats.json"))
-    if run_name not in stats:
-        raise ConfigError(f"no run {run_name!r}; runs: {', '.join(stats)}", file=str(stats_dir))
-    validate(RunStatsRead, stats[run_name], stats_dir / "stats.json", prefix=run_name)
-    modules = stats[run_name]["modules"]
+    modules = read_run_stats(stats_dir, run_name)["modules"]
     links = {}
     for u, v in graph.edges:
         entry = modules.get(f"{run_name}.noc.{u}->{v}")

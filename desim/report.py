@@ -257,23 +257,48 @@ class Results:
 def load_results(path: Path) -> Results:
     """Read summary.json, config.json, layers.csv and (where there is one) energy.csv of a
     results folder; check its claims."""
-    files = {}
-    for name in ("summary.json", "config.json"):
-        try:
-            files[name] = json.loads((path / name).read_text())
-        except (OSError, ValueError) as err:
-            raise ConfigError(f"not a results folder: cannot read {name} ({err})",
-                              file=str(path)) from None
+    summary, config = read_summary_and_config(path)
     layers = _read_table(path, "layers.csv", LAYER_COLUMNS, "not a results folder: ")
-    validate(SummaryRead, files["summary.json"], path / "summary.json")
-    validate(ConfigRead, files["config.json"], path / "config.json")
     energy = (_read_table(path, "energy.csv", ENERGY_COLUMNS)
               if (path / "energy.csv").exists() else None)  # none before desim wrote it
-    results = Results(path, files["summary.json"], files["config.json"], layers, energy=energy)
+    results = Results(path, summary, config, layers, energy=energy)
     claims = [validate(Claim, c, path / "config.json", f"experiment.claims.{i}")
               for i, c in enumerate(results.experiment.get("claims", []))]
     results.checks = [check_claim(results.summary, c) for c in claims]
     return results
+
+
+def _read_json(path: Path, name: str) -> Any:
+    """A JSON file of a results folder as it is; one missing or not JSON is bad input
+    naming the folder and the file."""
+    try:
+        return json.loads((path / name).read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"not a results folder: cannot read {name} ({err})",
+                          file=str(path)) from None
+
+
+def read_summary_and_config(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """summary.json and config.json of a results folder, checked as the report and `desim
+    topology --stats` read them (`SummaryRead`, `ConfigRead`): a damaged one is bad input
+    naming the file and the key. Returned as they are (the parts not read pass unchecked)."""
+    summary, config = _read_json(path, "summary.json"), _read_json(path, "config.json")
+    validate(SummaryRead, summary, path / "summary.json")
+    validate(ConfigRead, config, path / "config.json")
+    return summary, config
+
+
+def read_run_stats(path: Path, run: str) -> dict[str, Any]:
+    """Run `run`'s entry of a results folder's stats.json, checked as `desim topology
+    --stats` reads it (`RunStatsRead`): its modules and their utilization."""
+    stats = _read_json(path, "stats.json")
+    if not isinstance(stats, dict):
+        raise ConfigError(f"expected a mapping of runs, got {type(stats).__name__}",
+                          file=str(path / "stats.json"))
+    if run not in stats:
+        raise ConfigError(f"no run {run!r}; runs: {', '.join(stats)}", file=str(path))
+    validate(RunStatsRead, stats[run], path / "stats.json", prefix=run)
+    return stats[run]
 
 
 class WorkloadRead(BaseModel):

@@ -237,7 +237,7 @@ def run(experiment: Experiment, progress: Callable[[str], None] | None = None,
     needs: dict[str, CaptureNeeds] = {}  # what the designs that read each capture need
     for r in spec.runs:
         key = capture_key(r)
-        needs[key] = needs.get(key, CaptureNeeds(False, False)) | \
+        needs[key] = needs.get(key, CaptureNeeds.none()) | \
             capture_needs(experiment.archs[r.name])
     try:
         for i, run_spec in enumerate(spec.runs):

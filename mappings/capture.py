@@ -231,6 +231,11 @@ class CaptureNeeds:
     relu_predictions: bool = True
     rle_padding: bool = True
 
+    @classmethod
+    def none(cls) -> CaptureNeeds:
+        """Nothing besides the maps: what `|` starts from, and a capture no design reads."""
+        return cls(relu_predictions=False, rle_padding=False)
+
     def __or__(self, other: CaptureNeeds) -> CaptureNeeds:
         return CaptureNeeds(self.relu_predictions or other.relu_predictions,
                             self.rle_padding or other.rle_padding)

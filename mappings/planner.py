@@ -156,10 +156,10 @@ def _prepared_plans(plans: list[tuple], phase: int, hw: HardwareView, circulant_
     buffer budget, so that a phase mapped again under another one (inter-layer reuse)
     reuses it."""
     # Counts add over a reduction, so every plan has the phase's totals and busy channels:
-    # taken from the first plan (the fewest chunks).
+    # taken from the first plan (the fewest chunks), each map totalled by `count_total`.
     first = plans[0][1]
-    totals = {"macs": sum(int(m[0].sum()) for m in first),
-              "effectual_macs": sum(int(m[1].sum()) for m in first),
+    totals = {"macs": sum(count_total(m[0]) for m in first),
+              "effectual_macs": sum(count_total(m[1]) for m in first),
               "processed_macs": sum(count_total(m[2]) for m in first),
               "weight_dram_bytes": 0, "output_bytes": 0, "tile_buffer_bytes": 0}
     channels = torch.arange(first[0][2].shape[0])

@@ -98,7 +98,7 @@ def untrained(spec: WorkloadSpec) -> Untrained:
     def one_iteration() -> list[PackedLayer]:  # on random inputs: no data set to load
         gen = torch.Generator().manual_seed(spec.seed)
         return capture(model, *batch("random", images, shape, classes, generator=gen),
-                       packed=True, needs=CaptureNeeds(False, False))
+                       packed=True, needs=CaptureNeeds.none())
     layers = _within_memory(spec, shape, one_iteration)
     # its weights' memory freed, shapes kept
     return Untrained(layers, model.to("meta"), batch_free=batch_free)

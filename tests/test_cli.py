@@ -428,6 +428,12 @@ def test_topology_refuses_a_damaged_summary_naming_its_key(lenet300_twice, tmp_p
                        str(tmp_path / "d.dot"), "--stats", str(damaged))
         assert_config_error(result, message)
         shutil.copy(out / name, damaged / name)
+    for name in ("summary.json", "config.json", "stats.json"):  # not JSON: named, exit 2
+        (damaged / name).write_text("{")
+        result = desim("topology", str(ROOT / "configs" / "arch" / "dense.yaml"), "-o",
+                       str(tmp_path / "d.dot"), "--stats", str(damaged))
+        assert_config_error(result, str(damaged), f"cannot read {name}")
+        shutil.copy(out / name, damaged / name)
 
 
 def test_topology_colours_by_the_run_whose_resolved_design_is_the_files(lenet300_twice,

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 import torch
 
+from arch.config import MAX_PRICE_PJ
 from arch.draw import draw_topology
 from arch.energy import EnergyTable, node_scale
 from arch.reram import (
@@ -40,7 +41,7 @@ from arch.reram import simulate as simulate_reram
 from arch.snn import LayerSpikes, SnnArch, SnnArrayConfig, SnnEnergyTable, fold_cycles, schedule
 from arch.snn import simulate as simulate_snn
 from desim.errors import ConfigError
-from desim.experiment import load_arch, load_design
+from desim.experiment import MAX_DESIGN_INT, load_arch, load_design
 from mappings.bitslice import (
     bit_slices,
     bits_for,
@@ -334,16 +335,37 @@ def _write(tmp_path: Path, src: Path, old: str, new: str) -> Path:
      "129 ADCs for 128 columns"),
     (RERAM_YAML, "  shift_add_pj: 0.021", "  shift_add_pj: -1", "energy.shift_add_pj",
      "greater than or equal to 0"),
+    (RERAM_YAML, "  adc_8bit_pj: 1.6666666666666667", "  adc_8bit_pj: .nan",
+     "energy.adc_8bit_pj", "finite number"),
+    (RERAM_YAML, "  dac_pj_per_row: 0.41667", "  dac_pj_per_row: .inf", "energy.dac_pj_per_row",
+     "finite number"),
+    (RERAM_YAML, "  crossbar_read_pj: 30.0", "  crossbar_read_pj: 1.0e+300",
+     "energy.crossbar_read_pj", "less than or equal to 1000000"),
     (SNN_YAML, "\nlanes: 32", "\nlanes: many", "lanes", "valid integer"),
     (SNN_YAML, "\ntechnology: 28nm", "\ntechnology: 7nm", "technology", "'45nm' or '28nm'"),
     (SNN_YAML, "\nkind: snn_systolic", "\nkind: snn", "kind", "unknown kind 'snn'"),
-], ids=["typo", "slices", "adcs", "energy", "type", "node", "kind"])
+], ids=["typo", "slices", "adcs", "energy", "energy-nan", "energy-inf", "energy-huge", "type",
+        "node", "kind"])
 def test_bad_files_name_file_and_key(tmp_path, src, old, new, key, expected):
     bad = _write(tmp_path, src, old, new)
     with pytest.raises(ConfigError) as err:
         load_design(bad)
     assert err.value.file == str(bad) and err.value.key == key
     assert expected in str(err.value)
+
+
+def test_the_snn_designs_prices_stay_bounded(tmp_path):
+    """The SNN file sets no price: they follow from `technology` and the buffer sizes, whole
+    numbers of at most 2^31 - 1 KiB (`MAX_DESIGN_INT`). At that size, at 45 nm, every price
+    is still at most MAX_PRICE_PJ, as a ReRAM or training processor's own price must be."""
+    top = SnnEnergyTable("45nm", MAX_DESIGN_INT, MAX_DESIGN_INT, MAX_DESIGN_INT)
+    prices = top.energy_pj(Counter(pe_adds=1, weight_read_bytes=1, spike_read_bytes=1,
+                                   psum_read_bytes=1, neuron_updates=1))
+    assert all(0 < pj <= MAX_PRICE_PJ for pj in prices.values()), prices
+    big = _write(tmp_path, SNN_YAML, "\nbuffer_kib: 512", f"\nbuffer_kib: {MAX_DESIGN_INT + 1}")
+    with pytest.raises(ConfigError) as err:
+        load_design(big)
+    assert err.value.key == "buffer_kib"
 
 
 def test_examples_exit_2_on_a_bad_file_or_the_wrong_kind(tmp_path, capsys):
@@ -426,6 +448,9 @@ def test_topology_cli_draws_both_and_exits_2_on_bad_input(tmp_path):
     for name in ("reram", "snn"):
         png = tmp_path / f"{name}.png"
         assert png.read_bytes().startswith(PNG_MAGIC) and png.stat().st_size > 10_000
+    code, text = _topology(str(RERAM_YAML), "-o", str(tmp_path / "x.png"), "--set",
+                           "energy.shift_add_pj=2e6")
+    assert code == 2 and f"{RERAM_YAML}: energy.shift_add_pj: Input should be less than" in text
     bad = _write(tmp_path, SNN_YAML, "\ncols: 32", "\ncols: 32\ncolz: 4")
     code, text = _topology(str(bad), "-o", str(tmp_path / "x.png"))
     assert code == 2 and f"{bad}: colz: unknown key" in text
