@@ -227,7 +227,7 @@ def _utilization(stats_dir: Path, run_name: str | None, arch: Path, cfg: ArchCon
     resolved design (config.json) is the file's, `cfg`: a run whose design was changed
     (`--set`, `arch_set`), or another design of the same name, would colour the drawing
     with figures of hardware it does not show."""
-    from desim.report import read_run_stats, read_summary_and_config
+    from desim.report import graph_utilization, read_run_stats, read_summary_and_config
 
     summary, config = read_summary_and_config(stats_dir)  # each run's arch read below
     designs = config.get("architectures", {})
@@ -257,18 +257,7 @@ def _utilization(stats_dir: Path, run_name: str | None, arch: Path, cfg: ArchCon
         run_name = matching[0]
     elif run_name in summary["runs"] and (why := mismatch(run_name)) is not None:
         raise ConfigError(f"--run {run_name}: that run {why}; runs: {runs}", file=str(stats_dir))
-    modules = read_run_stats(stats_dir, run_name)["modules"]
-    links = {}
-    for u, v in graph.edges:
-        entry = modules.get(f"{run_name}.noc.{u}->{v}")
-        links[f"{u}->{v}"] = entry.get("utilization", 0.0) if entry else 0.0
-    nodes = {}
-    for node, data in graph.nodes(data=True):
-        module = {"pe_cluster": "pe_array"}.get(data["kind"], node)
-        entry = modules.get(f"{run_name}.{module}")
-        if entry is not None and "utilization" in entry and data["kind"] != "router":
-            nodes[node] = min(1.0, entry["utilization"])
-    return {"nodes": nodes, "links": links}
+    return graph_utilization(graph, read_run_stats(stats_dir, run_name)["modules"], run_name)
 
 
 def _differences(drawn: Any, run: Any, file: str, limit: int = 3) -> str:

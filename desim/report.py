@@ -301,6 +301,26 @@ def read_run_stats(path: Path, run: str) -> dict[str, Any]:
     return stats[run]
 
 
+def graph_utilization(graph: Any, modules: dict[str, Any], run: str) -> dict[str, Any]:
+    """How busy each link and node of a processor's graph was in run `run`, from its
+    stats.json `modules`, as `arch.draw.draw_topology` colours them: a link, the NoC
+    link's share; a cluster, the PE array's; the global buffer, DRAM, the selector, their
+    own (a router does no timed work of its own: its links do). A link that is no NoC
+    link (DRAM's port: DRAM's own share is its node's) has no figure: drawn grey."""
+    links = {}
+    for u, v in graph.edges:
+        entry = modules.get(f"{run}.noc.{u}->{v}")
+        if entry is not None:
+            links[f"{u}->{v}"] = entry.get("utilization", 0.0)
+    nodes = {}
+    for node, data in graph.nodes(data=True):
+        module = {"pe_cluster": "pe_array"}.get(data["kind"], node)
+        entry = modules.get(f"{run}.{module}")
+        if entry is not None and "utilization" in entry and data["kind"] != "router":
+            nodes[node] = min(1.0, entry["utilization"])
+    return {"nodes": nodes, "links": links}
+
+
 class WorkloadRead(BaseModel):
     """What the report reads of a run's workload in summary.json: the sparsities of its
     runs table (a hand edit to a string or null failed formatting them, with a traceback)."""
@@ -495,6 +515,23 @@ def plot_layer_energy(results: Results, run: str, path: Path) -> Path:
     ax.set_xlabel("energy (uJ), FF + BP + WG")
     ax.set_title(f"{results.name}: {run}, energy per layer")
     return _save(fig, path)
+
+
+def plot_topology(results: Results, run: str, path: Path) -> Path | None:
+    """Run `run`'s processor, its links and nodes coloured by how busy they were (the
+    picture of `desim topology --stats`); None for a folder without the run's resolved
+    design (config.json) or its statistics (stats.json)."""
+    design = results.config.get("architectures", {}).get(run)
+    if design is None or not (results.path / "stats.json").exists():
+        return None
+    from arch.accelerator import build_graph
+    from arch.config import ArchConfig
+    from arch.draw import draw_topology
+
+    cfg = validate(ArchConfig, design, results.path / "config.json", f"architectures.{run}")
+    graph = build_graph(cfg)
+    modules = read_run_stats(results.path, run)["modules"]
+    return draw_topology(graph, path, graph_utilization(graph, modules, run))
 
 
 # -- document blocks, rendered to Markdown and to HTML ------------------------------------------
@@ -709,6 +746,16 @@ def _experiment_blocks(results: Results, slug: str, out_dir: Path) -> list[Block
     if any("energy_prices_pj" in r for r in summary["runs"].values()):
         blocks.append(Heading(3, "Energy prices"))
         blocks.append(_prices_table(results))
+    topologies = [(run, plot_topology(results, run,
+                                      plot_path(out_dir, f"{slug}_{run}", "topology")))
+                  for run in summary["runs"]]
+    if any(png for _, png in topologies):
+        blocks.append(Heading(3, "Where the time went"))
+        blocks.append(Para("Each processor's links and nodes coloured by the share of the run "
+                           "they were busy (`utilization` in summary.json, per module in "
+                           "stats.json)."))
+        blocks += [Image(f"{results.name}: {run}, busy share of each link and node", png.name)
+                   for run, png in topologies if png]
     blocks.append(Heading(3, "Layer timelines"))
     for run in summary["runs"]:
         png = plot_timeline(results, run, plot_path(out_dir, f"{slug}_{run}", "timeline"))

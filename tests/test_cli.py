@@ -268,6 +268,10 @@ def test_topology_colours_by_utilization_from_a_run(quickstart_twice, tmp_path):
     assert f'"selector" -> "r0_0" [label="32 B/cycle {port:.0%}"];' in dot
     assert f'"r0_0" -> "selector" [label="32 B/cycle {back:.0%}"];' in dot
     assert f'label="cluster_r3_3\\npe_cluster\\n{pes:.0%}"' in dot
+    # links that are no NoC link have no figure of their own (not a 0%): DRAM's port, the
+    # global buffer's to its selector
+    assert '"glb" -> "dram" [label=""];' in dot and '"dram" -> "glb" [label=""];' in dot
+    assert '"glb" -> "selector" [label="32 B/cycle"];' in dot
     # no run of that folder uses fine_grained.yaml: refused, not coloured by another's
     other = desim("topology", str(ROOT / "configs" / "arch" / "fine_grained.yaml"), "-o",
                   str(tmp_path / "fg.dot"), "--stats", str(outs[0]))
