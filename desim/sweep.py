@@ -669,7 +669,8 @@ def gather(out: Path, points: list[Point], spec: SweepSpec) -> pd.DataFrame:
     order; a failed point is one row (run and phase empty, its error), a point without a
     file one row with status "pending". `pareto` marks the total rows on the front of the
     sweep's two objectives, over all points and runs; the total rows also hold each energy
-    component's joules (`energy_j.<component>`, after the fixed columns)."""
+    component's joules (`energy_j.<component>`, after the fixed columns) and each part's
+    busy share (`utilization.<part>`)."""
     import pandas as pd
 
     axes = list(spec.axes)
