@@ -550,6 +550,46 @@ def test_sigkill_then_resume_computes_each_point_exactly_once(tmp_path):
     assert sum(" ok in " in line for line in log[starts[1]:]) == 6 - len(before)
 
 
+def test_the_local_workers_ignore_sigint_and_the_client_keeps_its_handler():
+    """A Ctrl-C reaches the whole process group: the local workers ignore it (each printed
+    its KeyboardInterrupt's traceback), this process still raises KeyboardInterrupt."""
+    from desim.sweep import _client
+
+    before = signal.getsignal(signal.SIGINT)
+    with _client(None, 1) as client:
+        assert signal.getsignal(signal.SIGINT) is before
+        handlers = client.run(signal.getsignal, signal.SIGINT)
+    assert list(handlers.values()) == [signal.SIG_IGN]
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_ctrl_c_stops_a_sweep_in_one_line_and_the_same_command_finishes_it(tmp_path):
+    """SIGINT to the sweep's process group (a terminal's Ctrl-C, `timeout -s INT`): exit
+    130 with one line and no traceback, from the client or its workers; then resumed."""
+    axes = {"runs.0.pruning.sparsity": [0.5, 0.6, 0.7], "arch.hppu.pe_cluster.pes": [8, 16]}
+    path = write_experiment(tmp_path, axes, single_run=True)
+    out = tmp_path / "out"
+    first = subprocess.Popen(
+        [sys.executable, "-c", "from desim.sweep import main; main()", str(path),
+         "--out", str(out), "--workers", "2"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    deadline = time.monotonic() + 600  # a hang guard, not a speed claim
+    while not list((out / "points").glob("*.json")):
+        assert first.poll() is None, first.stderr.read() if first.stderr else ""
+        assert time.monotonic() < deadline, "no point finished in 600 s"
+        time.sleep(0.02)
+    os.killpg(first.pid, signal.SIGINT)
+    _, stderr = first.communicate(timeout=120)
+    assert first.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert f"interrupted: finished points are in {out}/points" in " ".join(stderr.split())
+    second = sweep_process(path, out)
+    _, stderr = second.communicate(timeout=300)
+    assert second.returncode == 0, stderr
+    assert len(totals(pd.read_parquet(out / "results.parquet"))) == 6
+
+
 def test_failing_points_are_recorded_and_the_others_complete(tmp_path):
     # 1 KiB: the smallest tile does not fit (a ConfigError here, at the point's
     # elaboration, before any capture);
