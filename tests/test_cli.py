@@ -288,6 +288,16 @@ def test_fused_relus_are_not_said_to_be_left_out(lenet300_twice):
             for r in summary["runs"].values()] == [(2, 0), (2, 0)]
 
 
+def test_the_table_gives_a_small_models_macs_in_a_unit_that_shows_them(lenet300_twice):
+    """LeNet-300 at batch 2: 266,200 MACs an image in FF and in WG, 31,000 in BP (none for the
+    first layer's input), 1,126,800 a run, in MMACs (they were "0.000" GMACs, every row)."""
+    _, _, results = lenet300_twice
+    rows = [line.split() for line in results[1].stdout.splitlines()]
+    assert any("MMACs" in row for row in rows)
+    totals = [row for row in rows if "total" in row]
+    assert len(totals) == 2 and all("1.127" in row for row in totals)
+
+
 def test_no_vector_unit_counts_the_layers_left_out_not_the_fused_relus(tmp_path, monkeypatch):
     """LeNet-5's vector layers are two max pools and a ReLU right after fc 500: without a
     vector unit the pools are left out, the ReLU (on the PE array's output) is not."""
