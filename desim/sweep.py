@@ -965,12 +965,13 @@ def print_sweep(console: Any, frame: pd.DataFrame) -> None:
     if len(front):
         table = Table(title="Pareto front")
         for column in ("point", "run", *(a.split(".")[-1] for a in axes), "cycles",
-                       "energy (mJ)"):
+                       "time (ms)", "energy (mJ)"):
             table.add_column(column)
         for _, row in front.iterrows():
             table.add_row(str(row["point_id"])[:8], str(row["run"]),
                           *(escape(str(row[a])) for a in axes),
-                          f"{int(row['cycles']):,}", f"{row['energy_j'] * 1e3:.3f}")
+                          f"{int(row['cycles']):,}", f"{row['seconds'] * 1e3:.4g}",
+                          f"{row['energy_j'] * 1e3:.3f}")
         console.print(table)
     for _, row in per_point[per_point["status"] == "failed"].head(5).iterrows():
         console.print(f"[red]failed[/] {row['point_id']}: " + escape(str(row["error"])),

@@ -418,6 +418,37 @@ def test_gather_pareto_and_plots(tmp_path):
         plot_metric(frame, "energy_j.dram", "runs.1.pruning.sparsity", tmp_path / "y.png")
 
 
+def test_a_front_over_clocks_can_be_of_time_not_cycles():
+    """LeNet-300 at batch 2 on dense.yaml at 250, 500 and 1000 MHz (its sweep's figures): a
+    slower clock waits fewer cycles for DRAM, so every point is on a front of cycles, and
+    250 MHz (twice the time of 500 MHz, more energy) looks the fastest; in time, 1000 MHz
+    beats both. `seconds` may be an objective (it was refused), and the printed front gives
+    the time."""
+    import io
+
+    from rich.console import Console
+
+    import desim.sweep
+
+    spec = SweepSpec(axes={"arch.dense.core_clock_mhz": [250, 500, 1000]},
+                     objectives=["energy_j", "seconds"])
+    frame = pd.DataFrame({
+        "point_id": ["p250", "p500", "p1000"], "arch.dense.core_clock_mhz": [250, 500, 1000],
+        "run": "dense", "phase": "total", "status": "ok", "error": None,
+        "cycles": [36_992, 37_793, 65_606], "seconds": [36_992 / 250e6, 37_793 / 500e6,
+                                                        65_606 / 1000e6],
+        "energy_j": [142e-6, 105e-6, 100e-6]})
+    assert pareto_mask(frame, ["energy_j", "cycles"]).tolist() == [True, True, True]
+    assert pareto_mask(frame, spec.objectives).tolist() == [False, False, True]
+    frame["pareto"] = pareto_mask(frame, spec.objectives)
+    out = io.StringIO()
+    desim.sweep.print_sweep(Console(file=out, width=200), frame)
+    rows = [line.replace("│", " ").split() for line in out.getvalue().splitlines()
+            if any(p in line for p in ("p250", "p500", "p1000"))]
+    assert "time (ms)" in out.getvalue()
+    assert rows == [["p1000", "dense", "1000", "65,606", "0.06561", "0.100"]]
+
+
 # --- sweeps on a local Dask cluster ---------------------------------------------------------
 
 def test_a_plot_cut_short_leaves_the_earlier_one_whole(tmp_path, monkeypatch):
