@@ -208,6 +208,9 @@ def topology(
     from desim.experiment import load_design
 
     def draw() -> tuple[Path, Any]:
+        if run_name is not None and stats is None:  # it was ignored: drawn uncoloured
+            raise ConfigError("names a run of the results folder given by --stats, which is "
+                              "missing: give --stats DIR too", key="--run")
         cfg = load_design(arch, overrides=set_)
         if not isinstance(cfg, ArchConfig):
             if stats:

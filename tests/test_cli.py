@@ -367,6 +367,15 @@ def test_a_rerun_removes_the_trace_waveforms_and_report_it_did_not_write(lenet30
     assert (out / "notes.txt").read_text() == "not this run's\n"
 
 
+def test_topology_refuses_run_without_stats(tmp_path):
+    """--run without --stats was ignored: the drawing came out uncoloured, exit 0."""
+    drawn = desim("topology", str(ROOT / "configs" / "arch" / "dense.yaml"), "-o",
+                  str(tmp_path / "t.dot"), "--run", "dense")
+    assert_config_error(drawn, "--run: names a run of the results folder given by --stats, "
+                        "which is missing: give --stats DIR too")
+    assert not (tmp_path / "t.dot").exists()
+
+
 def test_topology_refuses_a_run_of_another_design_named_with_run(lenet300_twice, tmp_path):
     """--run names which run to colour by; one on another design is refused as it is
     without --run."""
