@@ -262,8 +262,11 @@ def load_results(path: Path) -> Results:
         try:
             files[name] = json.loads((path / name).read_text())
         except (OSError, ValueError) as err:
-            raise ConfigError(f"not a results folder: cannot read {name} ({err})",
-                              file=str(path)) from None
+            sweep = (path / "sweep.json").is_file()  # `desim sweep --out`: no run's folder
+            raise ConfigError(f"not a results folder: cannot read {name} ({err})" + (
+                "; this is a sweep's folder: its results are results.parquet (one row per "
+                "point, run and phase), and `desim run --set` of a point's values writes a "
+                "folder to report" if sweep else ""), file=str(path)) from None
     layers = _read_table(path, "layers.csv", LAYER_COLUMNS, "not a results folder: ")
     validate(SummaryRead, files["summary.json"], path / "summary.json")
     validate(ConfigRead, files["config.json"], path / "config.json")
