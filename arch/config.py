@@ -33,6 +33,15 @@ class DramConfig(Strict):
     power_down: Literal["off", "active", "precharge"] = "off"
     power_down_idle_cycles: int = Field(0, ge=0)
 
+    @field_validator("channels")
+    @classmethod
+    def _channels_pow2(cls, value: int | None) -> int | None:
+        """The address mapping takes the channel from bits of the address (arch/dram.py)."""
+        if value is not None and value & (value - 1):
+            raise ValueError("must be a power of two (1, 2, 4, ...): the address mapping "
+                             "picks a channel by address bits")
+        return value
+
     @field_validator("power_down", mode="before")
     @classmethod
     def _yaml_off(cls, value: object) -> object:

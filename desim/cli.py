@@ -150,13 +150,18 @@ def print_summary(summary: dict[str, Any]) -> None:
                    for phase, p in r["phases"].items() if phase != "FF")
     table = Table(title=f"{summary['experiment']}: one "
                         f"{'training iteration' if training else 'inference (FF only)'}")
-    for col in ("run", "phase", "cycles", "energy (mJ)", "GMACs", "effectual", "DRAM (MB)"):
+    # MACs in the largest unit the largest run reaches: LeNet-300's 0.47 MMACs were
+    # "0.000" GMACs
+    most = max((r["macs"] for r in summary["runs"].values()), default=0)
+    scale, unit = next(((s, u) for s, u in ((1e9, "GMACs"), (1e6, "MMACs"), (1e3, "kMACs"))
+                        if most >= s), (1.0, "MACs"))
+    for col in ("run", "phase", "cycles", "energy (mJ)", unit, "effectual", "DRAM (MB)"):
         table.add_column(col, justify="left" if col in ("run", "phase") else "right",
                          no_wrap=True)
 
     def cells(p: dict[str, Any]) -> tuple[str, ...]:
-        return (f"{p['cycles']:,}", f"{p['energy_j'] * 1e3:.3f}", f"{p['macs'] / 1e9:.3f}",
-                f"{p['effectual_macs'] / 1e9:.3f}", f"{p['dram_bytes'] / 1e6:.2f}")
+        return (f"{p['cycles']:,}", f"{p['energy_j'] * 1e3:.3f}", f"{p['macs'] / scale:.3f}",
+                f"{p['effectual_macs'] / scale:.3f}", f"{p['dram_bytes'] / 1e6:.2f}")
 
     for name, r in summary["runs"].items():
         for phase, p in r["phases"].items():
@@ -205,6 +210,9 @@ def topology(
     from desim.experiment import load_design
 
     def draw() -> tuple[Path, Any]:
+        if run_name is not None and stats is None:  # it was ignored: drawn uncoloured
+            raise ConfigError("names a run of the results folder given by --stats, which is "
+                              "missing: give --stats DIR too", key="--run")
         cfg = load_design(arch, overrides=set_)
         if not isinstance(cfg, ArchConfig):
             if stats:

@@ -155,11 +155,17 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], file: str) -> di
         key, text = item.split("=", 1)
         node: Any = data
         parts = key.split(".")
+        if not all(parts):  # `=3`, `workload..batch`: set the top level or a key ""
+            raise ConfigError(f"expected key.path=value, got {item!r} (an empty key)",
+                              file=file)
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
             if isinstance(node, list):
                 if not part.isdigit() or int(part) >= len(node):
-                    raise ConfigError(f"no list item {part!r}", file=file, key=key)
+                    raise ConfigError(f"no list item {part!r}; expected an index, 0 to "
+                                      f"{len(node) - 1}" if node else
+                                      f"no list item {part!r}; the list is empty",
+                                      file=file, key=key)
                 part = int(part)
             elif not isinstance(node, dict):
                 raise ConfigError("cannot set a key inside a value", file=file, key=key)

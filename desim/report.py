@@ -274,8 +274,11 @@ def _read_json(path: Path, name: str) -> Any:
     try:
         return json.loads((path / name).read_text())
     except (OSError, ValueError) as err:
-        raise ConfigError(f"not a results folder: cannot read {name} ({err})",
-                          file=str(path)) from None
+        sweep = (path / "sweep.json").is_file()  # `desim sweep --out`: no run's folder
+        raise ConfigError(f"not a results folder: cannot read {name} ({err})" + (
+            "; this is a sweep's folder: its results are results.parquet (one row per "
+            "point, run and phase), and `desim run --set` of a point's values writes a "
+            "folder to report" if sweep else ""), file=str(path)) from None
 
 
 def read_summary_and_config(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:

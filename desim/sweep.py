@@ -49,7 +49,9 @@ import json
 import logging
 import os
 import re
+import signal
 import socket
+import threading
 import time
 import traceback
 import uuid
@@ -516,6 +518,23 @@ def _silenced(name: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def _spawned_ignoring_sigint() -> Iterator[None]:
+    """Processes spawned meanwhile ignore SIGINT (an ignored signal stays ignored across
+    exec, and Python then installs no KeyboardInterrupt handler): a Ctrl-C reaches the whole
+    process group, and each local worker printed its KeyboardInterrupt's traceback. This
+    process still gets it and closes the cluster, which stops the workers. A Ctrl-C while
+    the cluster starts (a second or two) is ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set a handler (a notebook's executor, say)
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
 def _client(scheduler: str | None, workers: int) -> Iterator[Client]:
     from distributed import Client, LocalCluster
 
@@ -541,10 +560,11 @@ def _client(scheduler: str | None, workers: int) -> Iterator[Client]:
         # when another cluster runs on the machine
         with contextlib.ExitStack() as stack:
             try:
-                cluster = stack.enter_context(LocalCluster(
-                    n_workers=workers, threads_per_worker=1, processes=True,
-                    dashboard_address=None, silence_logs=logging.ERROR,
-                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}))
+                with _spawned_ignoring_sigint():
+                    cluster = stack.enter_context(LocalCluster(
+                        n_workers=workers, threads_per_worker=1, processes=True,
+                        dashboard_address=None, silence_logs=logging.ERROR,
+                        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}))
                 # as for a remote scheduler, until the client is closed: a scheduler that
                 # dies makes Dask log at ERROR; SchedulerLost says it in a line
                 stack.enter_context(_silenced("distributed.client"))
@@ -951,12 +971,13 @@ def print_sweep(console: Any, frame: pd.DataFrame) -> None:
     if len(front):
         table = Table(title="Pareto front")
         for column in ("point", "run", *(a.split(".")[-1] for a in axes), "cycles",
-                       "energy (mJ)"):
+                       "time (ms)", "energy (mJ)"):
             table.add_column(column)
         for _, row in front.iterrows():
             table.add_row(str(row["point_id"])[:8], str(row["run"]),
                           *(escape(str(row[a])) for a in axes),
-                          f"{int(row['cycles']):,}", f"{row['energy_j'] * 1e3:.3f}")
+                          f"{int(row['cycles']):,}", f"{row['seconds'] * 1e3:.4g}",
+                          f"{row['energy_j'] * 1e3:.3f}")
         console.print(table)
     for _, row in per_point[per_point["status"] == "failed"].head(5).iterrows():
         console.print(f"[red]failed[/] {row['point_id']}: " + escape(str(row["error"])),

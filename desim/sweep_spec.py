@@ -9,6 +9,7 @@ sweep:
     arch.*.energy.noc_pj_per_bit_hop: [0.1, 0.25]   # arch.*.<key.path>: every run's
   objectives: [energy_j, cycles]  # the two metrics of the Pareto plot, both minimized
 ```
+(`seconds` rather than `cycles` when the points or runs differ in clock.)
 or `mode: random` with `budget: N` points drawn with `seed`; an axis is then a list (a value is
 picked uniformly) or a range `{low, high, log}` (uniform, or log-uniform with `log: true`;
 integers when both ends are integers).
@@ -30,7 +31,10 @@ from desim.configio import Strict
 from mappings.specs import Seed
 
 # Metrics of a run (total or per phase) that a sweep records and can optimize or plot.
-Metric = Literal["cycles", "energy_j", "macs", "effectual_macs", "processed_macs", "dram_bytes"]
+# `seconds`: the run's time; cycles are of each design's own clock, so a front of cycles
+# over points or runs at other clocks favours the slower clock (fewer cycles a DRAM access)
+Metric = Literal["cycles", "seconds", "energy_j", "macs", "effectual_macs", "processed_macs",
+                 "dram_bytes"]
 METRICS: tuple[str, ...] = get_args(Metric)
 
 

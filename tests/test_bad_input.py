@@ -36,6 +36,20 @@ DENSE = ROOT / "configs" / "arch" / "dense.yaml"
       "(in the architecture dense.yaml)"]),
     (["runs.0.arch_set=[noc.shape]"],
      ["runs.0.arch_set: expected key.path=value, got 'noc.shape'"]),
+    # an empty key set the top level's key "" ("(top level): unknown key"); a run named
+    # where runs take an index
+    (["=3"], ["quickstart.yaml: expected key.path=value, got '=3' (an empty key)"]),
+    (["workload..batch=2"],
+     ["quickstart.yaml: expected key.path=value, got 'workload..batch=2' (an empty key)"]),
+    (["arch.dense.dram..channels=2"],
+     ["dense.yaml: expected key.path=value, got 'dram..channels=2' (an empty key)"]),
+    (["runs.hppu.pruning.sparsity=0.5"],
+     ["quickstart.yaml: runs.hppu.pruning.sparsity: no list item 'hppu'; expected an index, "
+      "0 to 1"]),
+    # named as the key it is, and the --set that gave it (was "address mapping: ...")
+    (["arch.dense.dram.channels=3"],
+     ["dense.yaml: dram.channels: must be a power of two (1, 2, 4, ...): the address mapping "
+      "picks a channel by address bits (got 3) (set by --set arch.dense.dram.channels=3"]),
     (["arch.dense.core_clock_mhz=2e6"],
      ["dense.yaml: core_clock_mhz: Input should be less than or equal to 1000000"]),
     (["arch.dense.noc.link_bandwidth_bytes_per_cycle=1e-12"],

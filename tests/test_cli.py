@@ -323,6 +323,16 @@ def test_fused_relus_are_not_said_to_be_left_out(lenet300_twice):
             for r in summary["runs"].values()] == [(2, 0), (2, 0)]
 
 
+def test_the_table_gives_a_small_models_macs_in_a_unit_that_shows_them(lenet300_twice):
+    """LeNet-300 at batch 2: 266,200 MACs an image in FF and in WG, 31,000 in BP (none for the
+    first layer's input), 1,126,800 a run, in MMACs (they were "0.000" GMACs, every row)."""
+    _, _, results = lenet300_twice
+    rows = [line.split() for line in results[1].stdout.splitlines()]
+    assert any("MMACs" in row for row in rows)
+    totals = [row for row in rows if "total" in row]
+    assert len(totals) == 2 and all("1.127" in row for row in totals)
+
+
 def test_no_vector_unit_counts_the_layers_left_out_not_the_fused_relus(tmp_path, monkeypatch):
     """LeNet-5's vector layers are two max pools and a ReLU right after fc 500: without a
     vector unit the pools are left out, the ReLU (on the PE array's output) is not."""
@@ -390,6 +400,15 @@ def test_a_rerun_removes_the_trace_waveforms_and_report_it_did_not_write(lenet30
     # then not traced: no trace, waveform or report of the first run passes for the second's
     assert {p.name for p in out.iterdir()} == ours
     assert (out / "notes.txt").read_text() == "not this run's\n"
+
+
+def test_topology_refuses_run_without_stats(tmp_path):
+    """--run without --stats was ignored: the drawing came out uncoloured, exit 0."""
+    drawn = desim("topology", str(ROOT / "configs" / "arch" / "dense.yaml"), "-o",
+                  str(tmp_path / "t.dot"), "--run", "dense")
+    assert_config_error(drawn, "--run: names a run of the results folder given by --stats, "
+                        "which is missing: give --stats DIR too")
+    assert not (tmp_path / "t.dot").exists()
 
 
 def test_topology_refuses_a_run_of_another_design_named_with_run(lenet300_twice, tmp_path):

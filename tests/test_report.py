@@ -195,6 +195,19 @@ def test_report_prints_a_folder_name_as_it_is(tmp_path):
     assert "not a results folder" in result.output
 
 
+def test_report_of_a_sweeps_folder_says_where_its_results_are(tmp_path):
+    """`desim sweep --out DIR` writes no summary.json: "not a results folder" alone left
+    the architect guessing where a sweep's numbers are."""
+    app = typer.Typer()
+    register(app)
+    app.command("noop")(lambda: None)  # a second command keeps `report` a subcommand
+    (tmp_path / "sweep.json").write_text("{}")
+    result = CliRunner().invoke(app, ["report", str(tmp_path), "--out", str(tmp_path / "r.md")])
+    assert result.exit_code == 2, result.output
+    assert ("this is a sweep's folder: its results are results.parquet (one row per point, "
+            "run and phase)") in " ".join(result.output.split())
+
+
 def check_folder_without_claims(results: Path, old: Path) -> None:
     """Results written before claims existed have none in config.json: the report says so.
     Before 2026-12-03 layers.csv named each row's run in its `arch` column, and had no

@@ -422,6 +422,37 @@ def test_gather_pareto_and_plots(tmp_path):
         plot_metric(frame, "busy.dram", "runs.1.pruning.sparsity", tmp_path / "z.png")
 
 
+def test_a_front_over_clocks_can_be_of_time_not_cycles():
+    """LeNet-300 at batch 2 on dense.yaml at 250, 500 and 1000 MHz (its sweep's figures): a
+    slower clock waits fewer cycles for DRAM, so every point is on a front of cycles, and
+    250 MHz (twice the time of 500 MHz, more energy) looks the fastest; in time, 1000 MHz
+    beats both. `seconds` may be an objective (it was refused), and the printed front gives
+    the time."""
+    import io
+
+    from rich.console import Console
+
+    import desim.sweep
+
+    spec = SweepSpec(axes={"arch.dense.core_clock_mhz": [250, 500, 1000]},
+                     objectives=["energy_j", "seconds"])
+    frame = pd.DataFrame({
+        "point_id": ["p250", "p500", "p1000"], "arch.dense.core_clock_mhz": [250, 500, 1000],
+        "run": "dense", "phase": "total", "status": "ok", "error": None,
+        "cycles": [36_992, 37_793, 65_606], "seconds": [36_992 / 250e6, 37_793 / 500e6,
+                                                        65_606 / 1000e6],
+        "energy_j": [142e-6, 105e-6, 100e-6]})
+    assert pareto_mask(frame, ["energy_j", "cycles"]).tolist() == [True, True, True]
+    assert pareto_mask(frame, spec.objectives).tolist() == [False, False, True]
+    frame["pareto"] = pareto_mask(frame, spec.objectives)
+    out = io.StringIO()
+    desim.sweep.print_sweep(Console(file=out, width=200), frame)
+    rows = [line.replace("│", " ").split() for line in out.getvalue().splitlines()
+            if any(p in line for p in ("p250", "p500", "p1000"))]
+    assert "time (ms)" in out.getvalue()
+    assert rows == [["p1000", "dense", "1000", "65,606", "0.06561", "0.100"]]
+
+
 # --- sweeps on a local Dask cluster ---------------------------------------------------------
 
 def test_a_plot_cut_short_leaves_the_earlier_one_whole(tmp_path, monkeypatch):
@@ -557,6 +588,47 @@ def test_sigkill_then_resume_computes_each_point_exactly_once(tmp_path):
     assert len(starts) == 2
     assert f"{len(before)} already done, {6 - len(before)} to compute" in log[starts[1]]
     assert sum(" ok in " in line for line in log[starts[1]:]) == 6 - len(before)
+
+
+def test_the_local_workers_ignore_sigint_and_the_client_keeps_its_handler():
+    """A Ctrl-C reaches the whole process group: the local workers ignore it (each printed
+    its KeyboardInterrupt's traceback), this process still raises KeyboardInterrupt."""
+    from desim.sweep import _client
+
+    before = signal.getsignal(signal.SIGINT)
+    with _client(None, 1) as client:
+        assert signal.getsignal(signal.SIGINT) is before
+        handlers = client.run(signal.getsignal, signal.SIGINT)
+    assert list(handlers.values()) == [signal.SIG_IGN]
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_ctrl_c_stops_a_sweep_in_one_line_and_the_same_command_finishes_it(tmp_path):
+    """SIGINT to the sweep's process group (a terminal's Ctrl-C, `timeout -s INT`): exit
+    130 with one line and no traceback, from the client or its workers; then resumed."""
+    axes = {"runs.0.pruning.sparsity": [0.5, 0.6, 0.7], "arch.hppu.pe_cluster.pes": [8, 16]}
+    path = write_experiment(tmp_path, axes, single_run=True)
+    out = tmp_path / "out"
+    first = subprocess.Popen(
+        [sys.executable, "-c", "from desim.sweep import main; main()", str(path),
+         "--out", str(out), "--workers", "2"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    deadline = time.monotonic() + 600  # a hang guard, not a speed claim
+    while not list((out / "points").glob("*.json")):
+        assert first.poll() is None, first.stderr.read() if first.stderr else ""
+        assert time.monotonic() < deadline, "no point finished in 600 s"
+        time.sleep(0.02)
+    os.killpg(first.pid, signal.SIGINT)
+    _, stderr = first.communicate(timeout=120)
+    assert first.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert "interrupted: finished points are in" in " ".join(stderr.split())
+    assert f"{out}/points;" in "".join(stderr.split())  # rich may wrap it anywhere
+    second = sweep_process(path, out)
+    _, stderr = second.communicate(timeout=300)
+    assert second.returncode == 0, stderr
+    assert len(totals(pd.read_parquet(out / "results.parquet"))) == 6
 
 
 def test_failing_points_are_recorded_and_the_others_complete(tmp_path):
