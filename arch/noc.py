@@ -58,6 +58,12 @@ Routing = Literal["xy", "shortest"]
 KINDS = ("router", "dram", "sram", "selector", "pe_cluster")
 ENDPOINT_KINDS = KINDS[1:]
 GRID_TOPOLOGIES = ("mesh", "torus")
+
+
+def topology_words(topology: str | None) -> str:
+    """A topology named in a sentence, after "a": a mesh, a ring, a graph of listed edges."""
+    return {None: "graph of unknown topology", "edges": "graph of listed edges"}.get(
+        topology, topology)
 # How many numbers each topology's `shape` has, and what they mean.
 SHAPES = {"mesh": "[cols, rows]", "torus": "[cols, rows]", "ring": "[n]", "crossbar": "[n]",
           "tree": "[fanout, depth]"}
@@ -155,7 +161,7 @@ class NocSpec(Strict):
                     + f"; expected at most {MAX_ROUTERS} routers and {MAX_LINKS} links")
         if self.routing == "xy" and topo not in GRID_TOPOLOGIES:
             raise ValueError(f"routing 'xy' (dimension order) needs a mesh or torus, not a "
-                             f"{topo}; use routing: shortest")
+                             f"{topology_words(topo)}; use routing: shortest")
         return self
 
 
@@ -450,7 +456,7 @@ class RouteTable:
             topology = graph.graph.get("topology")
             if topology not in GRID_TOPOLOGIES:
                 raise ConfigError(f"routing 'xy' (dimension order) needs a mesh or torus, "
-                                  f"not a {topology or 'graph of unknown topology'}; "
+                                  f"not a {topology_words(topology)}; "
                                   f"use routing 'shortest'")
             self.cols, self.rows = graph.graph["shape"]
             self.wrap = topology == "torus"
@@ -577,7 +583,7 @@ def bisection_bandwidth_bytes_per_cycle(graph: nx.DiGraph) -> float:
     topology = graph.graph.get("topology")
     if topology not in GRID_TOPOLOGIES:
         raise ConfigError(f"bisection bandwidth is in closed form for a mesh or torus only, "
-                          f"not a {topology or 'graph of unknown topology'}")
+                          f"not a {topology_words(topology)}")
     cols, rows = graph.graph["shape"]
     bandwidth = graph.graph["link_bandwidth_bytes_per_cycle"]
     cuts = []
