@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -149,24 +150,31 @@ def print_summary(summary: dict[str, Any]) -> None:
     training = any(p["cycles"] for r in summary["runs"].values()
                    for phase, p in r["phases"].items() if phase != "FF")
     table = Table(title=f"{summary['experiment']}: one "
-                        f"{'training iteration' if training else 'inference (FF only)'}")
+                        f"{'training iteration' if training else 'inference (FF only)'}",
+                  box=box.SIMPLE_HEAD, pad_edge=False)  # no vertical rules: eight columns fit
+    # in 80 characters (and units as headers, for the same reason)
     # MACs in the largest unit the largest run reaches: LeNet-300's 0.47 MMACs were
     # "0.000" GMACs
     most = max((r["macs"] for r in summary["runs"].values()), default=0)
     scale, unit = next(((s, u) for s, u in ((1e9, "GMACs"), (1e6, "MMACs"), (1e3, "kMACs"))
                         if most >= s), (1.0, "MACs"))
-    for col in ("run", "phase", "cycles", "energy (mJ)", unit, "effectual", "DRAM (MB)"):
+    # time beside cycles: runs at other clocks compare by time, as their speedups do
+    longest = max((r["seconds"] for r in summary["runs"].values()), default=0.0)
+    per_s, time_unit = (1e3, "ms") if longest >= 1e-3 else (1e6, "us")
+    for col in ("run", "phase", "cycles", time_unit, "mJ", unit, "effectual", "DRAM MB"):
         table.add_column(col, justify="left" if col in ("run", "phase") else "right",
                          no_wrap=True)
 
-    def cells(p: dict[str, Any]) -> tuple[str, ...]:
-        return (f"{p['cycles']:,}", f"{p['energy_j'] * 1e3:.3f}", f"{p['macs'] / scale:.3f}",
-                f"{p['effectual_macs'] / scale:.3f}", f"{p['dram_bytes'] / 1e6:.2f}")
+    def cells(p: dict[str, Any], seconds: float) -> tuple[str, ...]:
+        return (f"{p['cycles']:,}", f"{seconds * per_s:.3f}", f"{p['energy_j'] * 1e3:.3f}",
+                f"{p['macs'] / scale:.3f}", f"{p['effectual_macs'] / scale:.3f}",
+                f"{p['dram_bytes'] / 1e6:.2f}")
 
     for name, r in summary["runs"].items():
+        period = r["seconds"] / r["cycles"] if r["cycles"] else 0.0  # s a core cycle
         for phase, p in r["phases"].items():
-            table.add_row(name, phase, *cells(p))
-        table.add_row(name, "total", *cells(r), style="bold", end_section=True)
+            table.add_row(name, phase, *cells(p, p["cycles"] * period))
+        table.add_row(name, "total", *cells(r, r["seconds"]), style="bold", end_section=True)
     console.print(table)
     for name, r in summary["runs"].items():
         share = vector_share(r)

@@ -331,6 +331,12 @@ def test_the_table_gives_a_small_models_macs_in_a_unit_that_shows_them(lenet300_
     assert any("MMACs" in row for row in rows)
     totals = [row for row in rows if "total" in row]
     assert len(totals) == 2 and all("1.127" in row for row in totals)
+    # and each run's time beside its cycles, in microseconds (under a millisecond a run)
+    summary = json.loads((lenet300_twice[0] / "summary.json").read_text())
+    assert any("us" in row for row in rows)
+    for row, r in zip(totals, summary["runs"].values(), strict=True):
+        assert r["seconds"] < 1e-3 and f"{r['seconds'] * 1e6:.3f}" in row
+        assert f"{r['cycles']:,}" in row
 
 
 def test_no_vector_unit_counts_the_layers_left_out_not_the_fused_relus(tmp_path, monkeypatch):
