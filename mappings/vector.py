@@ -81,14 +81,13 @@ def vector_traffic(v: VectorCapture, phase: int, hw: HardwareView,
     needs_y = phase == FF or v.kind == "softmax"   # FF writes it, a softmax's BP reads it
     y = _in_format(stored_out or v.out_stats, v.out_elems * eb, hw) if needs_y else 0
     if phase == FF:
-        operands, on_chip = (0 if input_resident else x), x
+        operands = 0 if input_resident else x
     else:
         dy = _in_format(stored_dy or v.dy_stats, v.out_elems * eb, hw)
         dx = _in_format(v.dx_stats, v.in_elems * eb, hw)
-        operands, on_chip = x + (0 if input_resident else dy), x + dy
-    if v.kind == "batchnorm":  # the second pass reads again what the first read from DRAM,
-        # unless every operand fits the buffer (a resident one takes its room there too)
-        one_pass = hw.fused_batchnorm or on_chip <= hw.buffer_bytes
+        operands = x + (0 if input_resident else dy)
+    if v.kind == "batchnorm":  # what the second pass reads again from DRAM, unless it fits
+        one_pass = hw.fused_batchnorm or operands <= hw.buffer_bytes
         return operands * (1 if one_pass else 2), (y if phase == FF else dx), ops
     if phase == FF:
         return operands, y, ops

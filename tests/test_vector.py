@@ -22,18 +22,6 @@ def test_plain_batchnorm_makes_two_passes_unless_it_fits():
     assert vector_traffic(small, FF, HW) == (200, 200, 400)           # fits: one pass
 
 
-def test_plain_batchnorm_bp_fits_on_chip_only_with_its_kept_gradient():
-    """BP's two passes read X and dY. A dY kept on chip by the phase before (`input_resident`)
-    is read from DRAM by neither pass, but it takes its room in the buffer: X (600 B) fits
-    the 1 KB buffer alone, not beside dY (600 B), so the second pass reads X again."""
-    bn = VectorCapture("bn", "batchnorm", 300, 300, 0)
-    assert vector_traffic(bn, BP, HW) == (2 * 1200, 600, 7 * 300)    # X and dY, twice
-    assert vector_traffic(bn, BP, HW, input_resident=True) == (2 * 600, 600, 7 * 300)
-    small = VectorCapture("bn", "batchnorm", 200, 200, 0)            # 400 + 400 B fit
-    assert vector_traffic(small, BP, HW) == (800, 400, 7 * 200)
-    assert vector_traffic(small, BP, HW, input_resident=True) == (400, 400, 7 * 200)
-
-
 def test_decoupled_batchnorm_unit_makes_one_pass():
     fused = HardwareView(**{**HW.__dict__, "fused_batchnorm": True})
     bn = VectorCapture("bn", "batchnorm", 1000, 1000, 0)
