@@ -86,7 +86,10 @@ def vector_traffic(v: VectorCapture, phase: int, hw: HardwareView,
         dy = _in_format(stored_dy or v.dy_stats, v.out_elems * eb, hw)
         dx = _in_format(v.dx_stats, v.in_elems * eb, hw)
         operands = x + (0 if input_resident else dy)
-    if v.kind == "batchnorm":  # what the second pass reads again from DRAM, unless it fits
+    # A batch norm's second pass reads again what the first read from DRAM, unless that fits
+    # the buffer. A kept input is not counted: a phase that reads one is mapped under a
+    # budget with the kept bytes already taken out (mappings.mapper's reuse).
+    if v.kind == "batchnorm":
         one_pass = hw.fused_batchnorm or operands <= hw.buffer_bytes
         return operands * (1 if one_pass else 2), (y if phase == FF else dx), ops
     if phase == FF:
