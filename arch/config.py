@@ -18,6 +18,7 @@ from desim.configio import Strict
 
 Precision = Literal["fp32", "fp16", "fp8", "int8", "int32", "ternary"]
 FLOAT_PRECISIONS = tuple(SIGN_EXPONENT_BITS)  # with an exponent to speculate on
+MIN_CLOCK_MHZ = 1  # a processor clocked slower is a clock written in GHz, not a design
 
 
 class DramConfig(Strict):
@@ -250,7 +251,8 @@ class MappingConfig(Strict):
 class ArchConfig(Strict):
     name: str
     technology: Literal["45nm", "28nm"] = "45nm"
-    core_clock_mhz: float = Field(1000.0, gt=0, le=1_000_000)  # a period of 1 ps or more
+    # a period of 1 ps or more; 1 MHz or more (`_clock_in_mhz`: a clock in GHz, caught)
+    core_clock_mhz: float = Field(1000.0, gt=0, le=1_000_000)
     dram: DramConfig
     global_buffer: BufferConfig
     noc: NocSpec
@@ -281,6 +283,15 @@ class ArchConfig(Strict):
             if getattr(self.energy, key) is not None and getattr(self, component) is None:
                 raise ValueError(f"energy.{key}: this design has no {component} section, so "
                                  f"nothing would be priced at it")
+        return self
+
+    @model_validator(mode="after")
+    def _clock_in_mhz(self) -> ArchConfig:
+        if self.core_clock_mhz < MIN_CLOCK_MHZ:  # 0.8 written for 0.8 GHz
+            raise ValueError(f"core_clock_mhz: {self.core_clock_mhz:g} MHz; the clock is in "
+                             f"MHz ({self.core_clock_mhz:g} GHz is "
+                             f"{self.core_clock_mhz * 1000:g}); expected at least "
+                             f"{MIN_CLOCK_MHZ} MHz")
         return self
 
     @model_validator(mode="after")

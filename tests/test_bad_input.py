@@ -52,6 +52,10 @@ DENSE = ROOT / "configs" / "arch" / "dense.yaml"
       "picks a channel by address bits (got 3) (set by --set arch.dense.dram.channels=3"]),
     (["arch.dense.core_clock_mhz=2e6"],
      ["dense.yaml: core_clock_mhz: Input should be less than or equal to 1000000"]),
+    # a clock written in GHz
+    (["arch.dense.core_clock_mhz=0.8"],
+     ["dense.yaml: core_clock_mhz: 0.8 MHz; the clock is in MHz (0.8 GHz is 800); expected "
+      "at least 1 MHz"]),
     (["arch.dense.noc.link_bandwidth_bytes_per_cycle=1e-12"],
      ["noc.link_bandwidth_bytes_per_cycle: 1e-12 bytes a cycle at 500.0 MHz is less than "
       "a byte a second"]),
