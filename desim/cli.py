@@ -106,9 +106,12 @@ def run(
     with console.status("starting") as status:
         summary = guarded(lambda: run_and_write(experiment, out, progress=status.update))
     print_summary(summary)
-    console.print(f"results in {escape(str(out))}/ (summary.json, layers.csv, energy.csv, "
-                  "stats.txt, config.json); "
-                  f"{time.perf_counter() - started:.1f} s")
+    from desim.runner import RESULT_FILES
+
+    written = [n for n in RESULT_FILES if (out / n).is_file()]  # a stale trace is gone
+    written += sorted(p.name for p in out.glob("waves_*.vcd"))   # so are stale waveforms
+    console.print(escape(f"results in {out}/ ({', '.join(written)}); "
+                         f"{time.perf_counter() - started:.1f} s"), highlight=False)
 
 
 @app.command()

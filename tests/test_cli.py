@@ -398,13 +398,18 @@ def test_run_pauses_the_collector_for_its_imports_only(tmp_path):
 def test_a_rerun_removes_the_trace_waveforms_and_report_it_did_not_write(lenet300_twice):
     """A report of the earlier run (report.md, report.html and their PNGs, `desim report
     DIR`'s default) would describe numbers the folder no longer holds."""
-    out, files_first, _ = lenet300_twice
+    out, files_first, results = lenet300_twice
     ours = {"summary.json", "layers.csv", "energy.csv", "config.json", "stats.json",
             "stats.txt", "notes.txt", "trace.json.bak"}
     # traced: its own trace and waveforms; another run's waveform gone, other files kept
     assert set(files_first) == ours | {"trace.json", "waves_dense.vcd", "waves_bare.vcd"}
     # then not traced: no trace, waveform or report of the first run passes for the second's
     assert {p.name for p in out.iterdir()} == ours
+    # each run names what it wrote, and only that
+    written = "summary.json, layers.csv, energy.csv, config.json, stats.json, stats.txt"
+    said = [" ".join(r.stdout.split()) for r in results]
+    assert f"({written}, trace.json, waves_bare.vcd, waves_dense.vcd);" in said[0]
+    assert f"({written});" in said[1]
     assert (out / "notes.txt").read_text() == "not this run's\n"
 
 
