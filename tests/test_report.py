@@ -503,3 +503,32 @@ def test_a_claim_is_titled_by_its_label_and_its_note_names_the_path():
     assert _note_title(ClaimCheck(named, 4.1)) == (
         "HPPU speedup vs dense, conv and linear layers only "
         "(`runs.dense.units.pe_array.cycles / runs.hppu.units.pe_array.cycles`)")
+
+
+def test_an_idle_noc_link_reads_0_percent_and_a_port_off_the_noc_has_no_figure(tmp_path):
+    """hppu_like.yaml's 4x4 mesh with XY routing from r0_0: no transfer goes east on row 1
+    (r0_1 -> r1_1), so the run made no module for that link (`Noc._link`, on first use): it
+    was 0% busy, as `desim topology --stats` labelled it before the report drew it too (it
+    was drawn grey, as though it had no figure). DRAM's port and the global buffer's to its
+    selector are no NoC link: no figure."""
+    from arch.accelerator import build_graph
+    from arch.draw import draw_topology
+    from desim.experiment import load_design
+    from desim.report import graph_utilization
+
+    graph = build_graph(load_design(ROOT / "configs" / "arch" / "hppu_like.yaml"))
+    modules = {"q.noc.selector->r0_0": {"utilization": 0.5},
+               "q.noc.r0_0->r1_0": {"utilization": 0.25},
+               "q.pe_array": {"utilization": 0.4}, "q.dram": {"utilization": 0.7}}
+    links = graph_utilization(graph, modules, "q")["links"]
+    assert links["selector->r0_0"] == 0.5 and links["r0_0->r1_0"] == 0.25
+    assert links["r0_1->r1_1"] == 0.0 and links["cluster_r3_3->r3_3"] == 0.0
+    assert not {"dram->glb", "glb->dram", "glb->selector", "selector->glb"} & set(links)
+    # 48 links between the 16 routers, 2 to and from each cluster, 2 for the selector's port
+    assert len(links) == 48 + 2 * 16 + 2 == graph.number_of_edges() - 4
+    dot = draw_topology(graph, tmp_path / "t.dot",
+                        graph_utilization(graph, modules, "q")).read_text()
+    assert '"r0_1" -> "r1_1" [label="32 B/cycle 0%"];' in dot
+    assert '"r0_0" -> "r1_0" [label="32 B/cycle 25%"];' in dot
+    assert '"glb" -> "selector" [label="32 B/cycle"];' in dot
+    assert '"dram" -> "glb" [label=""];' in dot
