@@ -529,7 +529,9 @@ def plot_layer_energy(results: Results, run: str, path: Path) -> Path:
 def plot_topology(results: Results, run: str, path: Path) -> Path | None:
     """Run `run`'s processor, its links and nodes coloured by how busy they were (the
     picture of `desim topology --stats`); None for a folder without the run's resolved
-    design (config.json) or its statistics (stats.json)."""
+    design (config.json) or its statistics (stats.json), or whose design this desim no
+    longer reads (written by an older one: a key since renamed, a value since refused,
+    such as a clock under 1 MHz): the rest of the report does not need it."""
     design = results.config.get("architectures", {}).get(run)
     if design is None or not (results.path / "stats.json").exists():
         return None
@@ -537,8 +539,12 @@ def plot_topology(results: Results, run: str, path: Path) -> Path | None:
     from arch.config import ArchConfig
     from arch.draw import draw_topology
 
-    cfg = validate(ArchConfig, design, results.path / "config.json", f"architectures.{run}")
-    graph = build_graph(cfg)
+    try:
+        cfg = validate(ArchConfig, design, results.path / "config.json",
+                       f"architectures.{run}")
+        graph = build_graph(cfg)
+    except ConfigError:
+        return None
     modules = read_run_stats(results.path, run)["modules"]
     return draw_topology(graph, path, graph_utilization(graph, modules, run))
 

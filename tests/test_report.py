@@ -532,3 +532,31 @@ def test_an_idle_noc_link_reads_0_percent_and_a_port_off_the_noc_has_no_figure(t
     assert '"r0_0" -> "r1_0" [label="32 B/cycle 25%"];' in dot
     assert '"glb" -> "selector" [label="32 B/cycle"];' in dot
     assert '"dram" -> "glb" [label=""];' in dot
+
+
+def test_a_run_whose_design_this_desim_refuses_is_reported_without_its_topology(tmp_path):
+    """A results folder written before a design rule existed: its config.json holds a run's
+    design at 0.5 MHz (refused since clocks under 1 MHz are taken for GHz). Drawing its
+    topology failed the whole report, exit 2 (before the report drew topologies it read no
+    design); now the report is written, with the other run's topology and without that
+    one's."""
+    import yaml
+
+    dense = str(ROOT / "configs" / "arch" / "dense.yaml")
+    experiment = tmp_path / "lenet300.yaml"
+    experiment.write_text(yaml.safe_dump({
+        "name": "lenet300", "baseline": "new",
+        "workload": {"model": "lenet300", "num_classes": 10, "batch": 2,
+                     "input_shape": [784], "data": "random", "seed": 0},
+        "runs": [{"name": "new", "arch": dense, "pruning": {"method": "dense"}},
+                 {"name": "old", "arch": dense, "pruning": {"method": "dense"}}]}))
+    results = tmp_path / "results"
+    run_file(experiment, results)
+    config = json.loads((results / "config.json").read_text())
+    config["architectures"]["old"]["core_clock_mhz"] = 0.5
+    (results / "config.json").write_text(json.dumps(config))
+    md, _, _ = build_report([results], tmp_path / "rep" / "r.md")
+    images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md.read_text())
+    assert "r_lenet300_new_topology.png" in images
+    assert "r_lenet300_old_topology.png" not in images
+    assert {"r_lenet300_new_timeline.png", "r_lenet300_old_timeline.png"} <= set(images)
