@@ -308,13 +308,19 @@ def graph_utilization(graph: Any, modules: dict[str, Any], run: str) -> dict[str
     """How busy each link and node of a processor's graph was in run `run`, from its
     stats.json `modules`, as `arch.draw.draw_topology` colours them: a link, the NoC
     link's share; a cluster, the PE array's; the global buffer, DRAM, the selector, their
-    own (a router does no timed work of its own: its links do). A link that is no NoC
-    link (DRAM's port: DRAM's own share is its node's) has no figure: drawn grey."""
+    own (a router does no timed work of its own: its links do). A NoC link that no
+    transfer took was 0% busy: the simulator makes a link's module on its first use
+    (`arch.noc.Noc._link`), so stats.json has none for it. A link that is no NoC link
+    (DRAM's port: DRAM's own share is its node's; the global buffer's to its selector)
+    has no figure: drawn grey. Every NoC link has a router at one end (between routers, or
+    a cluster's or the global buffer's port to its router); no other link has one."""
     links = {}
     for u, v in graph.edges:
         entry = modules.get(f"{run}.noc.{u}->{v}")
         if entry is not None:
             links[f"{u}->{v}"] = entry.get("utilization", 0.0)
+        elif "router" in (graph.nodes[u]["kind"], graph.nodes[v]["kind"]):
+            links[f"{u}->{v}"] = 0.0  # idle the whole run
     nodes = {}
     for node, data in graph.nodes(data=True):
         module = {"pe_cluster": "pe_array"}.get(data["kind"], node)
@@ -523,7 +529,9 @@ def plot_layer_energy(results: Results, run: str, path: Path) -> Path:
 def plot_topology(results: Results, run: str, path: Path) -> Path | None:
     """Run `run`'s processor, its links and nodes coloured by how busy they were (the
     picture of `desim topology --stats`); None for a folder without the run's resolved
-    design (config.json) or its statistics (stats.json)."""
+    design (config.json) or its statistics (stats.json), or whose design this desim no
+    longer reads (written by an older one: a key since renamed, a value since refused,
+    such as a clock under 1 MHz): the rest of the report does not need it."""
     design = results.config.get("architectures", {}).get(run)
     if design is None or not (results.path / "stats.json").exists():
         return None
@@ -531,8 +539,12 @@ def plot_topology(results: Results, run: str, path: Path) -> Path | None:
     from arch.config import ArchConfig
     from arch.draw import draw_topology
 
-    cfg = validate(ArchConfig, design, results.path / "config.json", f"architectures.{run}")
-    graph = build_graph(cfg)
+    try:
+        cfg = validate(ArchConfig, design, results.path / "config.json",
+                       f"architectures.{run}")
+        graph = build_graph(cfg)
+    except ConfigError:
+        return None
     modules = read_run_stats(results.path, run)["modules"]
     return draw_topology(graph, path, graph_utilization(graph, modules, run))
 

@@ -503,3 +503,60 @@ def test_a_claim_is_titled_by_its_label_and_its_note_names_the_path():
     assert _note_title(ClaimCheck(named, 4.1)) == (
         "HPPU speedup vs dense, conv and linear layers only "
         "(`runs.dense.units.pe_array.cycles / runs.hppu.units.pe_array.cycles`)")
+
+
+def test_an_idle_noc_link_reads_0_percent_and_a_port_off_the_noc_has_no_figure(tmp_path):
+    """hppu_like.yaml's 4x4 mesh with XY routing from r0_0: no transfer goes east on row 1
+    (r0_1 -> r1_1), so the run made no module for that link (`Noc._link`, on first use): it
+    was 0% busy, as `desim topology --stats` labelled it before the report drew it too (it
+    was drawn grey, as though it had no figure). DRAM's port and the global buffer's to its
+    selector are no NoC link: no figure."""
+    from arch.accelerator import build_graph
+    from arch.draw import draw_topology
+    from desim.experiment import load_design
+    from desim.report import graph_utilization
+
+    graph = build_graph(load_design(ROOT / "configs" / "arch" / "hppu_like.yaml"))
+    modules = {"q.noc.selector->r0_0": {"utilization": 0.5},
+               "q.noc.r0_0->r1_0": {"utilization": 0.25},
+               "q.pe_array": {"utilization": 0.4}, "q.dram": {"utilization": 0.7}}
+    links = graph_utilization(graph, modules, "q")["links"]
+    assert links["selector->r0_0"] == 0.5 and links["r0_0->r1_0"] == 0.25
+    assert links["r0_1->r1_1"] == 0.0 and links["cluster_r3_3->r3_3"] == 0.0
+    assert not {"dram->glb", "glb->dram", "glb->selector", "selector->glb"} & set(links)
+    # 48 links between the 16 routers, 2 to and from each cluster, 2 for the selector's port
+    assert len(links) == 48 + 2 * 16 + 2 == graph.number_of_edges() - 4
+    dot = draw_topology(graph, tmp_path / "t.dot",
+                        graph_utilization(graph, modules, "q")).read_text()
+    assert '"r0_1" -> "r1_1" [label="32 B/cycle 0%"];' in dot
+    assert '"r0_0" -> "r1_0" [label="32 B/cycle 25%"];' in dot
+    assert '"glb" -> "selector" [label="32 B/cycle"];' in dot
+    assert '"dram" -> "glb" [label=""];' in dot
+
+
+def test_a_run_whose_design_this_desim_refuses_is_reported_without_its_topology(tmp_path):
+    """A results folder written before a design rule existed: its config.json holds a run's
+    design at 0.5 MHz (refused since clocks under 1 MHz are taken for GHz). Drawing its
+    topology failed the whole report, exit 2 (before the report drew topologies it read no
+    design); now the report is written, with the other run's topology and without that
+    one's."""
+    import yaml
+
+    dense = str(ROOT / "configs" / "arch" / "dense.yaml")
+    experiment = tmp_path / "lenet300.yaml"
+    experiment.write_text(yaml.safe_dump({
+        "name": "lenet300", "baseline": "new",
+        "workload": {"model": "lenet300", "num_classes": 10, "batch": 2,
+                     "input_shape": [784], "data": "random", "seed": 0},
+        "runs": [{"name": "new", "arch": dense, "pruning": {"method": "dense"}},
+                 {"name": "old", "arch": dense, "pruning": {"method": "dense"}}]}))
+    results = tmp_path / "results"
+    run_file(experiment, results)
+    config = json.loads((results / "config.json").read_text())
+    config["architectures"]["old"]["core_clock_mhz"] = 0.5
+    (results / "config.json").write_text(json.dumps(config))
+    md, _, _ = build_report([results], tmp_path / "rep" / "r.md")
+    images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md.read_text())
+    assert "r_lenet300_new_topology.png" in images
+    assert "r_lenet300_old_topology.png" not in images
+    assert {"r_lenet300_new_timeline.png", "r_lenet300_old_timeline.png"} <= set(images)
