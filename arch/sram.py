@@ -25,6 +25,8 @@ from desim.module import Module
 
 
 class GlobalBuffer(Module):
+    concurrency = 2  # its read port and its write port, busy at once
+
     def __init__(self, name: str, parent: Module, cfg: BufferConfig, clock: Clock) -> None:
         super().__init__(name, parent)
         self.cfg, self.clock = cfg, clock

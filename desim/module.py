@@ -180,6 +180,10 @@ class Port:
 class Module:
     """A node of the hierarchy: a name, children, processes, ports and action counters."""
 
+    # Transactions it serves at once (a dual-ported buffer: 2), so its busy time can reach
+    # this many times the run's; a share of the run is that over this (`desim.stats`).
+    concurrency = 1
+
     def __init__(self, name: str, parent: Module | Simulator) -> None:
         if isinstance(parent, Simulator):
             self.sim, self.parent, self.path = parent, None, name

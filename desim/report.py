@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import BaseModel, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from desim.configio import validate
 from desim.errors import ConfigError, fail
@@ -313,7 +313,9 @@ def graph_utilization(graph: Any, modules: dict[str, Any], run: str) -> dict[str
     (`arch.noc.Noc._link`), so stats.json has none for it. A link that is no NoC link
     (DRAM's port: DRAM's own share is its node's; the global buffer's to its selector)
     has no figure: drawn grey. Every NoC link has a router at one end (between routers, or
-    a cluster's or the global buffer's port to its router); no other link has one."""
+    a cluster's or the global buffer's port to its router); no other link has one. A node
+    that serves several transactions at once (the global buffer's two ports): the mean of
+    its ports' shares, as in summary.json."""
     links = {}
     for u, v in graph.edges:
         entry = modules.get(f"{run}.noc.{u}->{v}")
@@ -326,7 +328,7 @@ def graph_utilization(graph: Any, modules: dict[str, Any], run: str) -> dict[str
         module = {"pe_cluster": "pe_array"}.get(data["kind"], node)
         entry = modules.get(f"{run}.{module}")
         if entry is not None and "utilization" in entry and data["kind"] != "router":
-            nodes[node] = min(1.0, entry["utilization"])
+            nodes[node] = min(1.0, entry["utilization"] / entry.get("concurrency", 1))
     return {"nodes": nodes, "links": links}
 
 
@@ -385,6 +387,7 @@ class ModuleStatsRead(BaseModel):
     """What `desim topology --stats` reads of a module in stats.json."""
 
     utilization: float = 0.0
+    concurrency: int = Field(1, ge=1)
 
 
 class RunStatsRead(BaseModel):
@@ -526,15 +529,17 @@ def plot_layer_energy(results: Results, run: str, path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_topology(results: Results, run: str, path: Path) -> Path | None:
+def plot_topology(results: Results, run: str, path: Path) -> Path | str:
     """Run `run`'s processor, its links and nodes coloured by how busy they were (the
-    picture of `desim topology --stats`); None for a folder without the run's resolved
-    design (config.json) or its statistics (stats.json), or whose design this desim no
-    longer reads (written by an older one: a key since renamed, a value since refused,
-    such as a clock under 1 MHz): the rest of the report does not need it."""
+    picture of `desim topology --stats`), or why it cannot be drawn: the folder lacks the
+    run's resolved design (config.json) or its statistics (stats.json), or this desim no
+    longer reads its design (written by an older one: a key since renamed, a value since
+    refused, such as a clock under 1 MHz). The rest of the report does not need it."""
     design = results.config.get("architectures", {}).get(run)
-    if design is None or not (results.path / "stats.json").exists():
-        return None
+    if design is None:
+        return "config.json holds no resolved design for it"
+    if not (results.path / "stats.json").exists():
+        return "the folder has no stats.json"
     from arch.accelerator import build_graph
     from arch.config import ArchConfig
     from arch.draw import draw_topology
@@ -543,9 +548,9 @@ def plot_topology(results: Results, run: str, path: Path) -> Path | None:
         cfg = validate(ArchConfig, design, results.path / "config.json",
                        f"architectures.{run}")
         graph = build_graph(cfg)
-    except ConfigError:
-        return None
-    modules = read_run_stats(results.path, run)["modules"]
+        modules = read_run_stats(results.path, run)["modules"]
+    except ConfigError as err:
+        return str(err)
     return draw_topology(graph, path, graph_utilization(graph, modules, run))
 
 
@@ -764,13 +769,15 @@ def _experiment_blocks(results: Results, slug: str, out_dir: Path) -> list[Block
     topologies = [(run, plot_topology(results, run,
                                       plot_path(out_dir, f"{slug}_{run}", "topology")))
                   for run in summary["runs"]]
-    if any(png for _, png in topologies):
-        blocks.append(Heading(3, "Where the time went"))
-        blocks.append(Para("Each processor's links and nodes coloured by the share of the run "
-                           "they were busy (`utilization` in summary.json, per module in "
-                           "stats.json)."))
-        blocks += [Image(f"{results.name}: {run}, busy share of each link and node", png.name)
-                   for run, png in topologies if png]
+    blocks.append(Heading(3, "Where the time went"))
+    blocks.append(Para("Each processor's links and nodes coloured by the share of the run "
+                       "they were busy (`utilization` in summary.json, per module in "
+                       "stats.json)."))
+    blocks += [Image(f"{results.name}: {run}, busy share of each link and node", png.name)
+               for run, png in topologies if isinstance(png, Path)]
+    missing = [f"{run}: not drawn, {why}" for run, why in topologies if isinstance(why, str)]
+    if missing:
+        blocks.append(Bullets(missing))
     blocks.append(Heading(3, "Layer timelines"))
     for run in summary["runs"]:
         png = plot_timeline(results, run, plot_path(out_dir, f"{slug}_{run}", "timeline"))

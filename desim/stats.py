@@ -2,7 +2,8 @@
 for programs.
 
 Every module reports its action counters, how long it was busy and its utilization (busy
-time over simulated time; it can exceed 1 for a module with several ports working at once).
+time over simulated time; it can reach `concurrency`, also reported, for a module that serves
+several transactions at once, the global buffer's read and write ports).
 A FIFO, and a module of modules that was never busy itself (the NoC, the accelerator), report
 neither: they do no timed work, their parts do, and a utilization of 0 would say they idled.
 A FIFO adds its time-weighted depth histogram and mean depth (by Little's law, mean depth over
@@ -29,6 +30,7 @@ DESCRIPTIONS = {
     "kind": "module class",
     "busy_ps": "time the module spent on transactions (ps)",
     "utilization": "busy_ps / simulated time",
+    "concurrency": "transactions it serves at once (its utilization can reach this)",
     "capacity": "FIFO capacity (items)",
     "depth_mean": "time-weighted mean FIFO depth (items)",
     "depth_max": "deepest FIFO depth held for a non-zero time (items)",
@@ -56,6 +58,8 @@ def _module_stats(module: Module, now_ps: int) -> dict[str, Any]:
     if module.busy_ps or not (isinstance(module, Fifo) or module.children):
         stats["busy_ps"] = int(module.busy_ps)
         stats["utilization"] = module.busy_ps / now_ps if now_ps else 0.0
+        if module.concurrency > 1:
+            stats["concurrency"] = module.concurrency
     if isinstance(module, Fifo):
         hist = module.depth_histogram_ps()
         total = sum(hist)
@@ -72,11 +76,13 @@ def _module_stats(module: Module, now_ps: int) -> dict[str, Any]:
 
 def busy_shares(stats: dict[str, Any], top: str) -> tuple[dict[str, float], dict[str, str]]:
     """Where a run's time went (summary.json's `utilization`): each part of the module `top`
-    that does timed work, its share of the run spent busy; a part made of parts (the NoC,
-    of links), its busiest part's share, that part named in the second dict. FIFOs are left
-    out: they hold items, they do no timed work (`_module_stats`)."""
+    that does timed work, its share of the run spent busy (of a part that serves several
+    transactions at once, the global buffer's two ports, the mean over them); a part made of
+    parts (the NoC, of links), its busiest part's share, that part named in the second dict.
+    FIFOs are left out: they hold items, they do no timed work (`_module_stats`)."""
     prefix = f"{top}."
-    timed = [(path[len(prefix):].partition("."), module["utilization"])
+    timed = [(path[len(prefix):].partition("."),
+              module["utilization"] / module.get("concurrency", 1))
              for path, module in stats["modules"].items()
              if path.startswith(prefix) and "utilization" in module]
     own = {part: share for (part, _, inner), share in timed if not inner}

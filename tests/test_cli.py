@@ -182,6 +182,9 @@ def test_quickstart_summary_says_how_busy_each_part_was(quickstart_twice):
         busy = r["utilization"]
         assert busy["dram"] == modules[f"{run}.dram"]["busy_ps"] / time_ps
         assert busy["pe_array"] == modules[f"{run}.pe_array"]["busy_ps"] / time_ps
+        # the global buffer's read and write ports: the mean of their shares
+        assert modules[f"{run}.glb"]["concurrency"] == 2
+        assert busy["glb"] == modules[f"{run}.glb"]["busy_ps"] / time_ps / 2
         links = {path.removeprefix(f"{run}.noc."): m["utilization"]
                  for path, m in modules.items() if path.startswith(f"{run}.noc.")}
         assert len(links) > 16 and busy["noc"] == max(links.values())

@@ -86,6 +86,26 @@ def test_busy_shares_name_each_timed_part_and_a_network_by_its_busiest_link():
     assert busiest == {"noc": "b->c"}
 
 
+def test_a_part_serving_two_transactions_at_once_reads_the_mean_of_its_two_shares():
+    """A dual-ported part, busy 10 us on one port and 6 us on the other in a 10 us run:
+    stats.json's utilization 1.6 (its busy time over the run's), its share 0.8."""
+    sim = Simulator()
+    top = Module("top", sim)
+    buffer = Module("buffer", top)
+    buffer.concurrency = 2
+
+    def port(us: int) -> Generator:
+        yield from buffer.busy_for(us * 1_000_000, "access")
+
+    top.add_process(port, 10)
+    top.add_process(port, 6)
+    sim.run()
+    stats = collect_stats(sim)
+    assert stats["modules"]["top.buffer"]["utilization"] == 1.6
+    assert stats["modules"]["top.buffer"]["concurrency"] == 2
+    assert busy_shares(stats, "top") == ({"buffer": 0.8}, {})
+
+
 def test_bounded_fifo_blocks_then_resumes_and_keeps_a_depth_histogram():
     sim = Simulator()
     top = Module("top", sim)

@@ -560,3 +560,15 @@ def test_a_run_whose_design_this_desim_refuses_is_reported_without_its_topology(
     assert "r_lenet300_new_topology.png" in images
     assert "r_lenet300_old_topology.png" not in images
     assert {"r_lenet300_new_timeline.png", "r_lenet300_old_timeline.png"} <= set(images)
+    # and it says why
+    assert ("- old: not drawn, " in md.read_text()
+            and "architectures.old.core_clock_mhz: 0.5 MHz; the clock is in MHz"
+            in md.read_text())
+    # a stats.json without that run (its writing cut short): the same, a reason given
+    stats = json.loads((results / "stats.json").read_text())
+    del stats["old"]
+    (results / "stats.json").write_text(json.dumps(stats))
+    config["architectures"]["old"]["core_clock_mhz"] = 500
+    (results / "config.json").write_text(json.dumps(config))
+    md, _, _ = build_report([results], tmp_path / "rep" / "r.md")
+    assert "- old: not drawn, " in md.read_text() and "no run 'old'" in md.read_text()
