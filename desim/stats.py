@@ -90,6 +90,7 @@ def busy_shares(stats: dict[str, Any], top: str) -> tuple[dict[str, float], dict
     for (part, _, inner), share in timed:
         if inner and part not in own and share > shares.get(part, -1.0):
             shares[part], busiest[part] = share, inner
+    busiest = {part: inner for part, inner in busiest.items() if shares[part] > 0}  # else none
     return dict(sorted(shares.items())), dict(sorted(busiest.items()))
 
 

@@ -84,6 +84,11 @@ def test_busy_shares_name_each_timed_part_and_a_network_by_its_busiest_link():
     shares, busiest = busy_shares(collect_stats(sim), "top")
     assert shares == {"noc": 0.5, "unit": 0.3}
     assert busiest == {"noc": "b->c"}
+    idle = Simulator()   # no link ever busy: none is the busiest
+    top = Module("top", idle)
+    Link("a->b", Module("noc", top), 10**12, 0)
+    idle.run()
+    assert busy_shares(collect_stats(idle), "top") == ({"noc": 0.0}, {})
 
 
 def test_a_part_serving_two_transactions_at_once_reads_the_mean_of_its_two_shares():
