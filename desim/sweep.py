@@ -657,6 +657,15 @@ class _Bar:
         self.progress.update(self.task, advance=1, failed=self.failed)
 
 
+def time_left(elapsed_s: float, finished: int, remaining: int) -> str:
+    """H:MM:SS left for `remaining` points at the mean rate of the `finished` ones (this
+    run's, not a resumed sweep's earlier points); "-:--:--" before the first."""
+    if finished <= 0:
+        return "-:--:--"
+    left = int(elapsed_s / finished * remaining)
+    return f"{left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}"
+
+
 @contextlib.contextmanager
 def _progress_bar(show: bool, total: int, done: int, failed: int) -> Iterator[_Bar]:
     if not show:
@@ -667,16 +676,27 @@ def _progress_bar(show: bool, total: int, done: int, failed: int) -> Iterator[_B
         BarColumn,
         MofNCompleteColumn,
         Progress,
+        ProgressColumn,
         TextColumn,
         TimeElapsedColumn,
-        TimeRemainingColumn,
     )
+    from rich.text import Text
+
+    class MeanTimeLeft(ProgressColumn):
+        """Time left at the mean rate of the points this run has finished. Rich's own
+        estimate takes the rate of the last few, and workers that finish together made it
+        read "0:00:01" with most of a sweep to go."""
+
+        def render(self, task: Any) -> Text:
+            return Text(time_left(task.elapsed or 0.0, task.completed - task.fields["resumed"],
+                                  task.total - task.completed))
 
     columns = (TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(),
                TextColumn("[red]{task.fields[failed]} failed"), TimeElapsedColumn(),
-               TextColumn("left"), TimeRemainingColumn())
+               TextColumn("left"), MeanTimeLeft())
     with Progress(*columns, console=Console(stderr=True)) as progress:
-        task = progress.add_task("sweep", total=total, completed=done, failed=failed)
+        task = progress.add_task("sweep", total=total, completed=done, failed=failed,
+                                 resumed=done)
         bar = _Bar(progress, task)
         bar.failed = failed
         yield bar

@@ -43,6 +43,7 @@ from desim.sweep import (
     plot_pareto,
     point_id,
     sweep,
+    time_left,
     yaml_text,
 )
 from desim.sweep_spec import SweepSpec
@@ -1079,3 +1080,13 @@ def test_a_client_that_cannot_join_the_local_cluster_closes_it(tmp_path, monkeyp
         sweep(path, tmp_path / "out", workers=1)
     assert closed == [True]
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_time_left_is_the_mean_rate_of_this_runs_points():
+    """2 points finished in 20 s, 4 to go: 40 s at their mean rate (rich's own estimate took
+    the last few points' rate: two workers finishing together made it read 0:00:01). None
+    finished yet (a resumed sweep's earlier points do not count): no estimate."""
+    assert time_left(20.0, 2, 4) == "0:00:40"
+    assert time_left(3600.0, 1, 2) == "2:00:00"
+    assert time_left(61.0, 1, 1) == "0:01:01"
+    assert time_left(5.0, 0, 6) == "-:--:--"
