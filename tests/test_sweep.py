@@ -1090,3 +1090,16 @@ def test_time_left_is_the_mean_rate_of_this_runs_points():
     assert time_left(3600.0, 1, 2) == "2:00:00"
     assert time_left(61.0, 1, 1) == "0:01:01"
     assert time_left(5.0, 0, 6) == "-:--:--"
+
+
+def test_the_bar_counts_this_runs_points_for_its_time_left():
+    """A sweep resumed with 1 of 6 points done finishes one more: the bar's estimate is
+    this run's elapsed time for 1 point, times the 4 left."""
+    from desim.sweep import _progress_bar
+
+    with _progress_bar(True, 6, 1, 0) as bar:
+        bar.advance(False, Point("a", {}), {})
+        task = bar.progress.tasks[0]
+        shown = str(bar.progress.columns[-1].render(task))
+        assert task.completed == 2
+        assert shown == time_left(task.elapsed, 1, 4)
