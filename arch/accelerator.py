@@ -155,7 +155,7 @@ class Accelerator(Module):
         pe = cfg.pe_cluster
         self.prices = DesignPrices.of(cfg.technology, pe.precision, pe.accumulates_in,
                                       self.glb.bank_bytes, pe.local_buffer_kib * 1024,
-                                      cfg.energy.given())
+                                      cfg.energy.given(), cfg.supply_voltage_v)
 
     def _clusters_by_distance(self) -> list[str]:
         """Clusters in the order tiles fill them: nearest the GLB port first."""

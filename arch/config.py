@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, PositiveInt, field_validator, model_validator
 
-from arch.energy import SIGN_EXPONENT_BITS
+from arch.energy import NODES, SIGN_EXPONENT_BITS
 from arch.noc import NocSpec
 from arch.systolic import SystolicConfig
 from desim.configio import Strict
@@ -19,6 +19,10 @@ from desim.configio import Strict
 Precision = Literal["fp32", "fp16", "fp8", "int8", "int32", "ternary"]
 FLOAT_PRECISIONS = tuple(SIGN_EXPONENT_BITS)  # with an exponent to speculate on
 MIN_CLOCK_MHZ = 1  # a processor clocked slower is a clock written in GHz, not a design
+# A supply the C V^2 rule is meant for: from near-threshold operation (chips quote their
+# peak efficiency down there, ~0.5 V) to an overdrive of half the nominal again
+MIN_SUPPLY_V = 0.3
+MAX_SUPPLY_OVER_NOMINAL = 1.5
 
 
 class DramConfig(Strict):
@@ -253,6 +257,9 @@ class ArchConfig(Strict):
     technology: Literal["45nm", "28nm"] = "45nm"
     # a period of 1 ps or more; 1 MHz or more (`_clock_in_mhz`: a clock in GHz, caught)
     core_clock_mhz: float = Field(1000.0, gt=0, le=1_000_000)
+    # the logic's and SRAMs' supply (V); default: the node's nominal (arch/energy.py NODES).
+    # Every on-chip price scales by (V / nominal)^2; the clock stays `core_clock_mhz`
+    supply_voltage_v: float | None = Field(None, gt=0)
     dram: DramConfig
     global_buffer: BufferConfig
     noc: NocSpec
@@ -283,6 +290,15 @@ class ArchConfig(Strict):
             if getattr(self.energy, key) is not None and getattr(self, component) is None:
                 raise ValueError(f"energy.{key}: this design has no {component} section, so "
                                  f"nothing would be priced at it")
+        return self
+
+    @model_validator(mode="after")
+    def _supply_in_range(self) -> ArchConfig:
+        v, nominal = self.supply_voltage_v, NODES[self.technology][1]
+        if v is not None and not MIN_SUPPLY_V <= v <= MAX_SUPPLY_OVER_NOMINAL * nominal:
+            raise ValueError(f"supply_voltage_v: {v:g} V; expected {MIN_SUPPLY_V} to "
+                             f"{MAX_SUPPLY_OVER_NOMINAL * nominal:g} V at {self.technology} "
+                             f"(nominal {nominal:g} V)")
         return self
 
     @model_validator(mode="after")

@@ -41,6 +41,11 @@ its figure, at its own node, replaces the table's.
 Other nodes are derived from 45 nm by one rule, kept here: dynamic energy ~ C V^2 with C
 proportional to the feature size, at the nominal supply of each node (45 nm: 1.0 V, as the
 figures Horowitz quotes; 28 nm: 0.9 V). So E28 = E45 * (28/45) * (0.9/1.0)^2 = 0.504 E45.
+The same rule gives another operating point of a node: a design run at `supply_voltage_v`
+(arch YAML) pays (V / nominal)^2 of every on-chip price, its own `energy:` figures included
+(they are at the node's nominal supply). The clock is the design's to choose: desim does not
+derive the highest clock a supply allows, and models no leakage, which a lower supply
+trades dynamic energy against.
 DRAM energy does not scale with the logic node: it comes from the DRAM's own IDD currents.
 """
 
@@ -87,6 +92,12 @@ def node_scale(technology: str) -> float:
     size, vdd = NODES[technology]
     size45, vdd45 = NODES["45nm"]
     return (size / size45) * (vdd / vdd45) ** 2
+
+
+def supply_scale(technology: str, supply_v: float | None) -> float:
+    """Dynamic-energy factor of running `technology` at `supply_v` instead of its nominal
+    supply (C V^2 at the same C); 1 at the nominal (None)."""
+    return 1.0 if supply_v is None else (supply_v / NODES[technology][1]) ** 2
 
 
 def sram_pj_per_64bit(capacity_bytes: int) -> float:
@@ -161,8 +172,10 @@ class DesignPrices:
     @classmethod
     def of(cls, technology: str, precision: str, accumulator: str | None,
            global_buffer_bank_bytes: int, local_buffer_bytes: int,
-           given: dict[str, float] | None = None) -> DesignPrices:
-        """The table's prices for a design, with `given` (name -> pJ) in their place."""
+           given: dict[str, float] | None = None,
+           supply_v: float | None = None) -> DesignPrices:
+        """The table's prices for a design, with `given` (name -> pJ) in their place, both
+        at the node's nominal supply, then scaled to `supply_v` (`supply_scale`)."""
         table = EnergyTable(technology)
         mac = table.mac_pj(precision, accumulator)
         prices = {
@@ -180,7 +193,8 @@ class DesignPrices:
         given = given or {}
         if "mac_pj" in given and "vector_op_pj" not in given:
             prices["vector_op_pj"] = given["mac_pj"]
-        return cls(**(prices | given))
+        scale = supply_scale(technology, supply_v)
+        return cls(**{name: pj * scale for name, pj in (prices | given).items()})
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)

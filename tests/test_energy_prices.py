@@ -84,6 +84,32 @@ def test_own_prices_replace_the_tables_in_the_run(one_conv) -> None:
     assert "selector_pj_per_entry" not in prices  # dense.yaml has no selector
 
 
+def test_a_lower_supply_scales_every_on_chip_price_by_its_square(one_conv) -> None:
+    """dense.yaml (28 nm, nominal 0.9 V) at 0.6 V: every on-chip price, its own `energy:`
+    figures too, times (0.6 / 0.9)^2 = 4/9, so every on-chip action's joules; the timing and
+    DRAM's IDD-current energy stay."""
+    nominal = load_arch(DENSE, [*BY_DELAY, "energy.mac_pj=2.0"])
+    low = load_arch(DENSE, [*BY_DELAY, "energy.mac_pj=2.0", "supply_voltage_v=0.6"])
+    a, b = simulate("nominal", nominal, one_conv), simulate("low", low, one_conv)
+    assert b.energy_prices_pj["mac_pj"] == pytest.approx(2.0 * 4 / 9)
+    for name, pj in a.energy_prices_pj.items():
+        assert b.energy_prices_pj[name] == pytest.approx(pj * 4 / 9), name
+    assert a.total_ps == b.total_ps
+    for action, joules in a.energy_by_action_j.items():
+        scale = 1.0 if action.startswith("dram.") else 4 / 9
+        assert b.energy_by_action_j[action] == pytest.approx(joules * scale), action
+    assert load_arch(DENSE, ["supply_voltage_v=0.9"]) == load_arch(DENSE, []).model_copy(
+        update={"supply_voltage_v": 0.9})  # the nominal, given: the same prices
+    assert Accelerator(Simulator(), load_arch(DENSE, ["supply_voltage_v=0.9"])).prices == \
+        Accelerator(Simulator(), load_arch(DENSE)).prices
+
+
+@pytest.mark.parametrize("volts", [0.2, 1.4, 0])
+def test_a_supply_out_of_the_rules_range_is_refused(volts) -> None:
+    with pytest.raises(ConfigError, match=r"dense\.yaml: supply_voltage_v: "):
+        load_arch(DENSE, [f"supply_voltage_v={volts}"])
+
+
 def test_the_mapper_estimates_with_the_designs_prices() -> None:
     view = hardware_view(Accelerator(Simulator(), load_arch(DENSE, [
         "energy.mac_pj=2.0", "energy.noc_pj_per_bit_hop=0",
