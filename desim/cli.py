@@ -256,8 +256,8 @@ def _utilization(stats_dir: Path, run_name: str | None, arch: Path, cfg: ArchCon
     def mismatch(name: str) -> str | None:
         """Why run `name`'s design is not the drawn one; None when it is."""
         used, design = summary["runs"][name]["arch"], designs.get(name)
-        if design == drawn:
-            return None
+        if design is not None and used == cfg.name and not _differences(drawn, design, ""):
+            return None  # a key unset here and absent there (written before it existed) too
         if used != cfg.name:
             return f"uses arch {used!r}, not {cfg.name!r}"
         if design is None:

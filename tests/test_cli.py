@@ -416,6 +416,26 @@ def test_a_rerun_removes_the_trace_waveforms_and_report_it_did_not_write(lenet30
     assert (out / "notes.txt").read_text() == "not this run's\n"
 
 
+def test_topology_colours_by_a_folder_written_before_a_design_key_existed(lenet300_twice,
+                                                                            tmp_path):
+    """A folder whose config.json predates a key the design leaves unset (supply_voltage_v,
+    session 22): the same design, coloured by its run (the key was missing, not different)."""
+    import shutil
+
+    out = tmp_path / "old"
+    shutil.copytree(lenet300_twice[0], out)
+    config = json.loads((out / "config.json").read_text())
+    for design in config["architectures"].values():
+        assert design.pop("supply_voltage_v") is None
+    (out / "config.json").write_text(json.dumps(config))
+    drawn = desim("topology", str(ROOT / "configs" / "arch" / "dense.yaml"), "-o",
+                  str(tmp_path / "d.dot"), "--stats", str(out))
+    assert drawn.returncode == 0, drawn.stderr
+    pes = json.loads((out / "stats.json").read_text())["dense"]["modules"]["dense.pe_array"]
+    assert (f'label="cluster_r3_3\\npe_cluster\\n{pes["utilization"]:.0%}"'
+            in (tmp_path / "d.dot").read_text())
+
+
 def test_topology_refuses_run_without_stats(tmp_path):
     """--run without --stats was ignored: the drawing came out uncoloured, exit 0."""
     drawn = desim("topology", str(ROOT / "configs" / "arch" / "dense.yaml"), "-o",
