@@ -172,7 +172,8 @@ def refuse_uncounted(model: nn.Module, label: str, shape: tuple[int, ...],
     finally:
         model.train(was_training)
     modules = dict(model.named_modules())
-    problems = [p for node in graph.graph.nodes
+    nodes = sorted(graph.graph.nodes, key=lambda n: n.op != "call_module")  # layers first:
+    problems = [p for node in nodes  # a layer type desim lacks is the first thing to fix
                 if (p := _problem(node, modules, is_tensor, allowed)) is not None]
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
