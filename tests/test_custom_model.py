@@ -214,3 +214,32 @@ def test_every_built_in_passes_the_check_with_only_its_declared_exceptions(name)
     for call in allowed:  # each exception is needed: without it, the check refuses
         with pytest.raises(ConfigError, match=f"'{call}'"):
             refuse_uncounted(model, name, shape, allowed - {call})
+
+
+def test_a_sweep_loads_the_file_in_its_dask_workers(tmp_path, monkeypatch):
+    """The workers import the file by its resolved path, whatever their folder: each point
+    ran, the same numbers as a single run, and names the file and its hash."""
+    from desim.sweep import sweep
+
+    (tmp_path / "models").mkdir()
+    model_file = tmp_path / "models" / "tiny_cnn.py"
+    model_file.write_bytes((ROOT / "configs" / "models" / "tiny_cnn.py").read_bytes())
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["workload"].update(model="../models/tiny_cnn.py:tiny_cnn", batch=2)
+    data["runs"] = data["runs"][:1]
+    data["runs"][0]["arch"] = str(DENSE)
+    data["sweep"] = {"mode": "grid", "axes": {"workload.model_args.width": [4, 8]}}
+    (tmp_path / "exp").mkdir()
+    path = tmp_path / "exp" / "sweep.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    monkeypatch.chdir(tmp_path / "models")  # not the experiment's folder
+    sweep(path, tmp_path / "out", workers=1)
+    points = [json.loads(p.read_text()) for p in (tmp_path / "out" / "points").glob("*.json")]
+    assert sorted(p["overrides"]["workload.model_args.width"] for p in points) == [4, 8]
+    single = run_file(path, tmp_path / "single", ["workload.model_args.width=8"])
+    for point in points:
+        assert point["status"] == "ok", point["error"]
+        assert point["config"]["experiment"]["workload"]["model_file"] == {
+            "path": str(model_file), "sha256": hashlib.sha256(model_file.read_bytes()).hexdigest()}
+        if point["overrides"]["workload.model_args.width"] == 8:
+            assert point["runs"]["dense"]["macs"] == single["runs"]["dense"]["macs"]
