@@ -28,6 +28,7 @@ from arch.snn import SnnArch
 from desim.configio import DuplicateKeyError, Strict, UniqueKeyLoader, load_yaml, validate
 from desim.errors import ConfigError
 from desim.sweep_spec import SweepSpec
+from mappings.model_path import is_file_model, resolve
 from mappings.specs import PruningSpec, WorkloadSpec
 
 
@@ -219,11 +220,7 @@ def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) ->
                              else "an experiment (configs/experiments/*.yaml) names it in "
                              "its runs, with a workload"), file=str(path))
     raw = apply_overrides(raw, experiment_sets, str(path))
-    workload = raw.get("workload")
-    if isinstance(workload, dict) and isinstance(workload.get("scalesim_topology"), str):
-        # A SCALE-Sim topology CSV, relative to the experiment file like the arch files.
-        workload["scalesim_topology"] = str((path.parent / workload["scalesim_topology"])
-                                            .resolve())
+    _resolve_workload_paths(raw.get("workload"), path)
     spec = validate(ExperimentSpec, raw, path)
     names = [run.name for run in spec.runs]
     for run_name in arch_sets:
@@ -251,6 +248,7 @@ def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) ->
             data = apply_overrides(spec.workload.model_dump(mode="json", exclude_unset=True),
                                    run.workload_set,
                                    str(path))
+            _resolve_workload_paths(data, path)
             workloads[run.name] = validate(WorkloadSpec, data, path,
                                            prefix=f"runs.{i}.workload_set")
         _check_speculation(path, spec, i, workloads[run.name], archs[run.name])
@@ -259,6 +257,24 @@ def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) ->
                               "dense (batch 1, no weights to prune); expected "
                               "{method: dense}", file=str(path), key=f"runs.{i}.pruning")
     return Experiment(path, spec, archs, raw, workloads, overrides or [])
+
+
+def _resolve_workload_paths(workload: object, path: Path) -> None:
+    """The files a workload section names, made absolute in place, relative to the
+    experiment file `path` like the arch files: a SCALE-Sim topology CSV, and the Python
+    file of a model from a file ("file.py:factory"), so that config.json records which file
+    ran and a sweep's Dask workers load the same one wherever their folder is."""
+    if not isinstance(workload, dict):
+        return
+    if isinstance(workload.get("scalesim_topology"), str):
+        workload["scalesim_topology"] = str((path.parent / workload["scalesim_topology"])
+                                            .resolve())
+    model = workload.get("model")
+    if isinstance(model, str) and is_file_model(model):
+        try:
+            workload["model"] = resolve(model, path.parent)
+        except ConfigError as err:
+            raise err.in_file(str(path)) from None
 
 
 def _check_speculation(path: Path, spec: ExperimentSpec, i: int, workload: WorkloadSpec,

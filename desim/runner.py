@@ -32,6 +32,7 @@ from desim.results import report_files, writable_folder, write_atomic, write_csv
 from desim.stats import busy_shares, collect_stats, stats_text
 from mappings.capture import CaptureNeeds
 from mappings.mapper import PhaseWork, map_workload, phase_waits
+from mappings.model_path import file_sha256, is_file_model, split
 from mappings.scalesim import gemm_view
 from mappings.specs import PruningSpec
 from mappings.vector import vector_layers_not_simulated
@@ -316,6 +317,13 @@ def resolved_config(experiment: Experiment) -> dict[str, Any]:
     resolved = experiment.spec.model_dump(mode="json")
     if experiment.spec.workload.model:  # the input the capture used, default or not
         resolved["workload"]["input_shape"] = list(input_shape(experiment.spec.workload))
+    # a model from the user's file: which file, and exactly which bytes, ran
+    if is_file_model(experiment.spec.workload.model):
+        resolved["workload"]["model_file"] = model_file(experiment.spec.workload.model)
+    for i, run_spec in enumerate(experiment.spec.runs):  # a run's workload_set naming another
+        model = experiment.workloads[run_spec.name].model
+        if is_file_model(model) and model != experiment.spec.workload.model:
+            resolved["runs"][i]["model_file"] = model_file(model)
     return {
         "experiment": resolved,
         "architectures": {n: a.model_dump(mode="json") for n, a in experiment.archs.items()},
@@ -323,6 +331,12 @@ def resolved_config(experiment: Experiment) -> dict[str, Any]:
         # would not know (desim report lists them)
         "overrides": experiment.overrides,
     }
+
+
+def model_file(model: str) -> dict[str, str]:
+    """config.json's record of a model from a file ("file.py:factory", its path resolved
+    by the experiment loader): the file's path and the sha256 of its bytes."""
+    return {"path": str(split(model)[0]), "sha256": file_sha256(model)}
 
 
 def unpublished(vcd: Path) -> Path:

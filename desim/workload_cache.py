@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from desim.results import atomic_path
+from mappings.model_path import file_sha256, is_file_model
 from mappings.pruning import PruningSpec
 from mappings.workload import Workload, WorkloadSpec, capture_workload
 
@@ -27,9 +28,14 @@ CACHE_VERSION = 13  # 13: VectorCapture.scaled (a ScaledSoftmax's extra op an el
 
 
 def cache_key(workload: WorkloadSpec, pruning: PruningSpec) -> str:
-    """Stable across processes and machines: a hash of the two specs' JSON (keys sorted)."""
-    text = json.dumps({"version": CACHE_VERSION, "workload": workload.model_dump(mode="json"),
-                       "pruning": pruning.model_dump(mode="json")}, sort_keys=True)
+    """Stable across processes and machines: a hash of the two specs' JSON (keys sorted),
+    and for a model from the user's file, of the file's bytes: an edited file is another
+    workload, never the capture of its old version."""
+    parts = {"version": CACHE_VERSION, "workload": workload.model_dump(mode="json"),
+             "pruning": pruning.model_dump(mode="json")}
+    if is_file_model(workload.model):
+        parts["model_file_sha256"] = file_sha256(workload.model)
+    text = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 

@@ -18,8 +18,11 @@ import torch
 from desim.errors import ConfigError, out_of_memory
 from mappings.capture import BitMap, CaptureNeeds, PackedLayer, VectorCapture, capture
 from mappings.datasets import batch
+from mappings.model_path import is_file_model
 from mappings.models import build_model, default_input_shape, input_shape_misfit
 from mappings.models.common import MatMul
+from mappings.models.from_file import build_file_model
+from mappings.models.supported import refuse_uncounted
 from mappings.pruning import PruningSpec, prune_model
 from mappings.scalesim import read_topology
 from mappings.specs import WorkloadSpec
@@ -137,15 +140,24 @@ def num_classes(spec: WorkloadSpec) -> int:
 
 def input_shape(spec: WorkloadSpec) -> tuple[int, ...]:
     """The input, without the batch, that the workload's model takes: the file's, else the
-    model's default with the axes its arguments set (a transformer's seq_len and dim)."""
+    model's default with the axes its arguments set (a transformer's seq_len and dim). A
+    model from a file has no default: its input_shape is required."""
+    if is_file_model(spec.model) and spec.input_shape is None:
+        raise ConfigError(f"model {spec.model!r} from a file has no default input; give "
+                          "workload.input_shape, one input without the batch (e.g. "
+                          "[3, 32, 32])", key="workload.input_shape")
     return tuple(spec.input_shape or default_input_shape(spec.model, spec.model_args))
 
 
 def checked_model(spec: WorkloadSpec) -> tuple[torch.nn.Module, tuple[int, ...]]:
     """The workload's model, built from its seed, and its input shape, checked: a model it
     does not know, an argument the model does not take or a shape it cannot run is a
-    ConfigError here, before any capture."""
+    ConfigError here, before any capture. A model from the user's file is also checked to
+    compute nothing the capture does not count (`refuse_uncounted`) and to output one score
+    a class."""
     torch.manual_seed(spec.seed)
+    if is_file_model(spec.model):
+        return _checked_file_model(spec)
     model = build_model(spec.model, **{"num_classes": spec.num_classes, **spec.model_args})
     shape = input_shape(spec)
     misfit = input_shape_misfit(spec.model, spec.model_args, shape)
@@ -155,14 +167,39 @@ def checked_model(spec: WorkloadSpec) -> tuple[torch.nn.Module, tuple[int, ...]]
     return model, shape
 
 
-def _check_input_shape(model: torch.nn.Module, name: str, shape: tuple[int, ...]) -> None:
+def _checked_file_model(spec: WorkloadSpec) -> tuple[torch.nn.Module, tuple[int, ...]]:
+    """`checked_model` of a model from the user's file (`mappings.models.from_file`)."""
+    shape = input_shape(spec)
+    classes = num_classes(spec)
+    model = build_file_model(spec.model, spec.model_args, spec.num_classes)
+    try:
+        out = _check_input_shape(model, spec.model, shape)
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the user's forward: any error is theirs
+        text = str(err).strip().splitlines()
+        raise ConfigError(f"model {spec.model!r} cannot take inputs of shape {list(shape)}: "
+                          f"{type(err).__name__}: {text[0] if text else '(no message)'}",
+                          key="workload.input_shape") from None
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, classes):
+        got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(f"model {spec.model!r} outputs {got} for one input of shape "
+                          f"{list(shape)}; the capture's classification loss needs [1, "
+                          f"{classes}] (one score a class, workload.num_classes)",
+                          key="workload.num_classes")
+    refuse_uncounted(model, repr(spec.model), shape)
+    return model, shape
+
+
+def _check_input_shape(model: torch.nn.Module, name: str, shape: tuple[int, ...]) -> object:
     """An input shape the model cannot take is bad input: one sample through it (in eval
-    mode, so no statistics change) fails here rather than deep in the capture."""
+    mode, so no statistics change) fails here rather than deep in the capture. Returns
+    the model's output."""
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            model(torch.zeros((1, *shape)))
+            return model(torch.zeros((1, *shape)))
     except (MemoryError, RuntimeError, ValueError) as err:
         what = "does not fit in this machine's memory" if out_of_memory(err) \
             else str(err).splitlines()[0]

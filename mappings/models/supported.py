@@ -1,0 +1,180 @@
+"""What the capture counts, and the check that a model computes nothing else.
+
+The capture (`mappings.capture`) sees a model's work only through hooks on its modules:
+`nn.Conv2d`, `nn.Linear`, `MatMul` and the vector layers of `VECTOR_KINDS`. Work done any
+other way (`x + y`, `torch.relu(x)`, `F.conv2d`, `x @ w`, an `nn.LSTM`) runs in the real
+pass but is in no count: the simulation would be silently too cheap. `refuse_uncounted`
+traces the model with `torch.fx` and refuses it, naming the layer or the call and what to
+write instead, unless every step is a counted module or only moves data (a reshape, a
+transpose, indexing, a container).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from desim.errors import ConfigError
+from mappings.capture import VECTOR_KINDS
+from mappings.models.common import MatMul
+
+# Modules the capture counts: their work is in the simulation.
+COUNTED: frozenset[type] = frozenset({nn.Conv2d, nn.Linear, MatMul, *VECTOR_KINDS})
+# Modules that compute nothing desim models, allowed. nn.Dropout: the zeros it makes reach
+# the next layer's input, which the capture counts; its mask multiply is not counted, as in
+# the built-in VGG-16 and MobileNetV2.
+ROUTING_MODULES: frozenset[type] = frozenset({nn.Identity, nn.Flatten, nn.Unflatten,
+                                              nn.Dropout})
+# Calls and methods that only reshape, reorder, index or split a tensor: no arithmetic.
+ROUTING_CALLS: frozenset[str] = frozenset({
+    "flatten", "unflatten", "view", "view_as", "reshape", "reshape_as", "permute",
+    "transpose", "t", "contiguous", "size", "dim", "getattr", "getitem", "unsqueeze",
+    "squeeze", "chunk", "split", "unbind", "expand", "expand_as",
+})
+
+COMMON = "from mappings.models.common"
+# What to write instead of a call desim does not see, by the call's name.
+CALL_HINTS: dict[str, str] = {
+    **dict.fromkeys(("add", "iadd", "radd"),
+                    f"an Add module ({COMMON}), with a Fork where one tensor feeds both "
+                    "branches (see mappings/models/resnet.py)"),
+    "relu": "an nn.ReLU module",
+    **dict.fromkeys(("relu6", "hardtanh"), "an nn.ReLU6 module"),
+    "gelu": "an nn.GELU module",
+    "softmax": f"an nn.Softmax module, or ScaledSoftmax ({COMMON}) for attention's scaled one",
+    **dict.fromkeys(("matmul", "bmm", "mm", "einsum"),
+                    f"a MatMul module ({COMMON}; see mappings/models/transformer.py)"),
+    "conv2d": "an nn.Conv2d module",
+    "linear": "an nn.Linear module",
+    "max_pool2d": "an nn.MaxPool2d module",
+    "avg_pool2d": "an nn.AvgPool2d module",
+    "adaptive_avg_pool2d": "an nn.AdaptiveAvgPool2d module",
+    "mean": "nn.AdaptiveAvgPool2d(1) then nn.Flatten() for a global average pool",
+    "batch_norm": "an nn.BatchNorm2d module",
+    "layer_norm": "an nn.LayerNorm module",
+    "dropout": "an nn.Dropout module",
+    **dict.fromkeys(("cat", "stack", "concat", "concatenate"),
+                    "no concatenation: desim models none; restructure the model "
+                    "without it"),
+    **dict.fromkeys(("truediv", "div"), f"ScaledSoftmax ({COMMON}) if it scales attention "
+                    "scores; desim models no other element-wise division"),
+}
+# What to write instead of a module desim does not model, by its type's name.
+MODULE_HINTS: dict[str, str] = {
+    **dict.fromkeys(("LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"),
+                    "write its gates as nn.Linear layers, or leave it out"),
+    "Embedding": "an embedding is a table look-up desim does not model; feed the model "
+                 "embedded inputs (input_shape: [sequence, dim])",
+    "MultiheadAttention": f"nn.Linear projections with MatMul and ScaledSoftmax ({COMMON}), "
+                          "as mappings/models/transformer.py writes attention",
+    **dict.fromkeys(("Conv1d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
+                     "ConvTranspose3d"),
+                    "desim models square 2-D convolutions (nn.Conv2d) only"),
+    **dict.fromkeys(("Sigmoid", "Tanh", "SiLU", "LeakyReLU", "ELU", "Hardswish", "Mish"),
+                    "desim models the activations nn.ReLU, nn.ReLU6 and nn.GELU"),
+}
+
+
+class _Tracer(fx.Tracer):
+    """Stops at counted and routing modules (the custom ones of mappings.models.common
+    included) and at every torch.nn module, so each is one node to judge; traces through
+    the model's own modules and containers. Records stack traces, so that a refused call
+    names its line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.record_stack_traces = True
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return type(m) in COUNTED | ROUTING_MODULES or super().is_leaf_module(m, qualname)
+
+
+def _tensor_valued(graph: fx.GraphModule, example: torch.Tensor) -> dict[fx.Node, bool]:
+    """Whether each node of `graph` yields a tensor on `example` (shape arithmetic, as
+    `x.shape[0] * 4`, yields ints: no work to count)."""
+    out: dict[fx.Node, bool] = {}
+
+    class Recorder(fx.Interpreter):
+        def run_node(self, n: fx.Node) -> Any:
+            result = super().run_node(n)
+            out[n] = isinstance(result, torch.Tensor)
+            return result
+
+    with torch.no_grad():
+        Recorder(graph).run(example)
+    return out
+
+
+def _call_name(node: fx.Node) -> str:
+    target = node.target
+    name = target if isinstance(target, str) else getattr(target, "__name__", str(target))
+    return name.rstrip("_") or name  # an in-place method as its plain one (add_: add)
+
+
+def _where(node: fx.Node) -> str:
+    """`file.py:line` of the model's source that made `node`, if the trace recorded it."""
+    torch_dir = str(Path(torch.__file__).parent)
+    frames = [(path, line) for path, line
+              in re.findall(r'File "([^"]+)", line (\d+)', node.stack_trace or "")
+              if not path.startswith(torch_dir)]
+    if not frames:
+        return ""
+    path, line = frames[-1]
+    return f" at {path.rsplit('/', 1)[-1]}:{line}"
+
+
+def _problem(node: fx.Node, modules: dict[str, nn.Module], is_tensor: dict[fx.Node, bool],
+             allowed: Collection[str]) -> str | None:
+    """Why `node` would be work the capture does not count, else None."""
+    if node.op == "call_module":
+        kind = type(modules[str(node.target)])
+        if kind in COUNTED or kind in ROUTING_MODULES or kind.__name__ in allowed:
+            return None
+        hint = MODULE_HINTS.get(kind.__name__, "write it with the modelled layers")
+        return (f"layer {node.target!r} is an nn.{kind.__name__}, which desim does not model "
+                f"({hint})")
+    if node.op not in ("call_function", "call_method"):
+        return None  # the input, a parameter read, the output
+    name = _call_name(node)
+    if name in ROUTING_CALLS or name in allowed or not is_tensor.get(node, True):
+        return None
+    hint = CALL_HINTS.get(name, "a module of the modelled layers (nn.Conv2d, nn.Linear, "
+                                f"MatMul, nn.ReLU, Add, Fork, ... {COMMON})")
+    return (f"the call {name!r}{_where(node)} computes outside a module, where desim's "
+            f"capture does not see it (it would be left out of the counts); use {hint}")
+
+
+def refuse_uncounted(model: nn.Module, label: str, shape: tuple[int, ...],
+                     allowed: Collection[str] = ()) -> None:
+    """A ConfigError (key `workload.model`) if `model` computes anything the capture does not
+    count: a module type it does not model, or a function or tensor method that does
+    arithmetic (see the module's docstring). `shape`: one input without the batch, run
+    once to tell tensor work from shape arithmetic. `allowed`: names of calls or module
+    types let through (a built-in's deliberate, documented exceptions). A model torch.fx
+    cannot trace is refused too: desim cannot then tell what it computes."""
+    try:
+        graph = fx.GraphModule(model, _Tracer().trace(model))
+    except Exception as err:  # noqa: BLE001 - any tracing failure: said, not guessed past
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ConfigError(
+            f"model {label}: torch.fx cannot trace it ({type(err).__name__}: {first}), so "
+            "desim cannot check that its capture counts all of its work; write forward "
+            "without Python control flow on tensor values", key="workload.model") from None
+    was_training = model.training
+    model.eval()
+    try:
+        is_tensor = _tensor_valued(graph, torch.zeros((1, *shape)))
+    finally:
+        model.train(was_training)
+    modules = dict(model.named_modules())
+    nodes = sorted(graph.graph.nodes, key=lambda n: n.op != "call_module")  # layers first:
+    problems = [p for node in nodes  # a layer type desim lacks is the first thing to fix
+                if (p := _problem(node, modules, is_tensor, allowed)) is not None]
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ConfigError(f"model {label}: {problems[0]}{more}", key="workload.model")
