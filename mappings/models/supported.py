@@ -21,7 +21,7 @@ from torch import fx, nn
 
 from desim.errors import ConfigError
 from mappings.capture import VECTOR_KINDS
-from mappings.models.common import MatMul
+from mappings.models.common import Fork, MatMul
 
 # Modules the capture counts: their work is in the simulation.
 COUNTED: frozenset[type] = frozenset({nn.Conv2d, nn.Linear, MatMul, *VECTOR_KINDS})
@@ -149,11 +149,35 @@ def _problem(node: fx.Node, modules: dict[str, nn.Module], is_tensor: dict[fx.No
             f"capture does not see it (it would be left out of the counts); use {hint}")
 
 
+# The name `allowed` takes for a tensor handed to several consumers without a `Fork`.
+FANOUT = "fanout"
+
+
+def _fanout(node: fx.Node, modules: dict[str, nn.Module], is_tensor: dict[fx.Node, bool]
+            ) -> str | None:
+    """Why `node`'s tensor going to several consumers would be work the capture does not
+    count, else None. In BP their gradients are summed into one: a pass over the tensor
+    that the capture counts only where a `Fork` hands it on. The model's input (data: no
+    gradient), a parameter (`get_attr`) and a Fork's own output are free of it."""
+    if node.op in ("placeholder", "get_attr", "output") or not is_tensor.get(node, True):
+        return None
+    if node.op == "call_module" and isinstance(modules[str(node.target)], Fork):
+        return None
+    users = [u.name for u in node.users if is_tensor.get(u, True) or u.op == "output"]
+    if len(users) < 2:
+        return None
+    return (f"the tensor {node.name!r}{_where(node)} goes to {len(users)} consumers "
+            f"({', '.join(users)}) without a Fork: in BP their gradients are summed, which "
+            f"desim counts only where a Fork ({COMMON}) hands a tensor to two branches "
+            "(see mappings/models/resnet.py)")
+
+
 def refuse_uncounted(model: nn.Module, label: str, shape: tuple[int, ...],
                      allowed: Collection[str] = ()) -> None:
     """A ConfigError (key `workload.model`) if `model` computes anything the capture does not
-    count: a module type it does not model, or a function or tensor method that does
-    arithmetic (see the module's docstring). `shape`: one input without the batch, run
+    count: a module type it does not model, a function or tensor method that does
+    arithmetic (see the module's docstring), or a tensor handed to several consumers
+    without a Fork (`_fanout`). `shape`: one input without the batch, run
     once to tell tensor work from shape arithmetic. `allowed`: names of calls or module
     types let through (a built-in's deliberate, documented exceptions). A model torch.fx
     cannot trace is refused too: desim cannot then tell what it computes."""
@@ -175,6 +199,9 @@ def refuse_uncounted(model: nn.Module, label: str, shape: tuple[int, ...],
     nodes = sorted(graph.graph.nodes, key=lambda n: n.op != "call_module")  # layers first:
     problems = [p for node in nodes  # a layer type desim lacks is the first thing to fix
                 if (p := _problem(node, modules, is_tensor, allowed)) is not None]
+    if FANOUT not in allowed:
+        problems += [p for node in graph.graph.nodes
+                     if (p := _fanout(node, modules, is_tensor)) is not None]
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise ConfigError(f"model {label}: {problems[0]}{more}", key="workload.model")
