@@ -24,7 +24,7 @@ from mappings.pruning import PruningSpec
 from mappings.workload import Workload, WorkloadSpec, capture_workload
 
 # Bump when Workload's layout or the capture itself changes: old cache files are then ignored.
-CACHE_VERSION = 13  # 13: VectorCapture.scaled (a ScaledSoftmax's extra op an element)
+CACHE_VERSION = 14  # 14: the transformer hands q, k and v its norm through two Forks
 
 
 def cache_key(workload: WorkloadSpec, pruning: PruningSpec) -> str:

@@ -118,13 +118,20 @@ def test_the_add_takes_the_operand_written_last_first():
 
 
 def test_a_fork_of_the_data_is_not_recorded():
-    """The input data needs no gradient, so nothing sums its branches' gradients."""
+    """The input data needs no gradient, so nothing sums its branches' gradients; the forks
+    after it (q, k and v's, the second residual's) are recorded."""
     from mappings.models.transformer import transformer_block
     torch.manual_seed(0)
     model = transformer_block(dim=16, heads=2, seq_len=4)
     vectors: list[VectorCapture] = []
     capture(model, torch.randn(2, 4, 16), torch.randint(0, 10, (2,)), vectors=vectors)
-    assert [v.name for v in vectors if v.kind in ("add", "fork")] == ["add1", "fork2", "add2"]
+    assert [v.name for v in vectors if v.kind in ("add", "fork")] == [
+        "fork_q", "fork_kv", "add1", "fork2", "add2"]
+    # q, k and v's gradients summed in BP: two adds an element of the norm's 2 x 4 x 16
+    forks = [v for v in vectors if v.name in ("fork_q", "fork_kv")]
+    assert [v.in_elems for v in forks] == [128, 128]
+    assert sum(vector_traffic(v, BP, HW)[2] for v in forks) == 2 * 128
+    assert all(vector_traffic(v, FF, HW)[2] == 0 for v in forks)  # FF hands it on, free
 
 
 def test_stored_tensors_around_an_add():

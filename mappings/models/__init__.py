@@ -59,9 +59,7 @@ SHAPE_ARGS: dict[str, dict[str, int]] = {
 # module, would change the shipped experiments' numbers). tests/test_custom_model.py
 # checks that each built-in passes with exactly these.
 UNCOUNTED: dict[str, frozenset[str]] = {
-    # and its first norm's output goes to q, k and v without a Fork (BP's sum of their three
-    # gradients is not counted: `mappings.models.supported.FANOUT`)
-    "transformer_block": frozenset({"mean", "fanout"}),
+    "transformer_block": frozenset({"mean"}),
     "sparsity_probe": frozenset({"sub", "relu", "mean"}),
 }
 

@@ -1,7 +1,8 @@
 """A transformer encoder block (Vaswani et al. 2017; pre-norm, as in ViT), written so every
 matrix product is a layer: the q, k, v and output projections and the two MLP linears are
 `nn.Linear`, and the two attention products (Q K^T and attention x V) are `MatMul` modules.
-The two residual connections are `Fork` and `Add` modules, the scaled softmax a
+The two residual connections are `Fork` and `Add` modules, and two more `Fork`s hand the
+first norm's output to q, k and v (BP sums their gradients); the scaled softmax is a
 `ScaledSoftmax` (common.py), so that capture sees each.
 
 Input (batch, seq_len, dim). Parameters, with d = dim and r = mlp_ratio: attention
@@ -39,6 +40,8 @@ class TransformerEncoderBlock(nn.Module):
                                  nn.Linear(mlp_ratio * dim, dim))
         self.head = nn.Linear(dim, num_classes) if num_classes else None
         self.fork1, self.add1, self.fork2, self.add2 = Fork(), Add(), Fork(), Add()
+        # the first norm's output goes to q, k and v: BP sums their three gradients
+        self.fork_q, self.fork_kv = Fork(), Fork()
 
     def _split(self, t: Tensor) -> Tensor:
         """(batch, seq, dim) -> (batch, heads, seq, dim / heads)."""
@@ -47,8 +50,9 @@ class TransformerEncoderBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x, skip = self.fork1(x)
-        h = self.norm1(x)
-        q, k, v = self._split(self.q(h)), self._split(self.k(h)), self._split(self.v(h))
+        h_q, h_kv = self.fork_q(self.norm1(x))
+        h_k, h_v = self.fork_kv(h_kv)
+        q, k, v = self._split(self.q(h_q)), self._split(self.k(h_k)), self._split(self.v(h_v))
         attn = self.softmax(self.scores(q, k.transpose(-2, -1)))
         mixed = self.mix(attn, v).transpose(1, 2).reshape(x.shape)
         x, skip = self.fork2(self.add1(self.out(mixed), skip))
