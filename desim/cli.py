@@ -86,6 +86,9 @@ def run(
     set_: SetOption = None,
     trace: Annotated[bool, typer.Option("--trace", help="write DIR/trace.json (Perfetto)")] = False,
     vcd: Annotated[bool, typer.Option("--vcd", help="write DIR/waves_<run>.vcd")] = False,
+    report: Annotated[bool, typer.Option(
+        "--report", help="then write DIR/report.md and .html with their plots, as `desim "
+                         "report DIR` does")] = False,
 ) -> None:
     """Simulate one training iteration of an experiment's workload on each architecture."""
     from desim.experiment import load_experiment
@@ -110,6 +113,13 @@ def run(
 
     written = [n for n in RESULT_FILES if (out / n).is_file()]  # a stale trace is gone
     written += sorted(p.name for p in out.glob("waves_*.vcd"))   # so are stale waveforms
+    if report:  # the plots in the results folder, in one command (DESIGN.md's folder)
+        from desim.report import build_report
+        from desim.results import DEFAULT_REPORT
+
+        md, page, _ = guarded(lambda: build_report([out], out / DEFAULT_REPORT))
+        plots = len(list(out.glob(f"{md.stem}_*.png")))
+        written += [md.name, page.name, f"{plots} plots ({md.stem}_*.png)"]
     console.print(escape(f"results in {out}/ ({', '.join(written)}); "
                          f"{time.perf_counter() - started:.1f} s"), highlight=False)
 

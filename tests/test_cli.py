@@ -436,6 +436,32 @@ def test_topology_colours_by_a_folder_written_before_a_design_key_existed(lenet3
             in (tmp_path / "d.dot").read_text())
 
 
+def test_run_with_report_writes_the_report_and_its_plots_into_the_folder(tmp_path):
+    """`desim run --report`: the folder `desim report DIR` would write too, in one command:
+    report.md, report.html, and per run of the two a timeline, an energy per layer and a
+    topology, plus the energy per component: 7 plots."""
+    import yaml
+
+    dense = str(ROOT / "configs" / "arch" / "dense.yaml")
+    experiment = tmp_path / "lenet300.yaml"
+    experiment.write_text(yaml.safe_dump({
+        "name": "lenet300", "baseline": "dense",
+        "workload": {"model": "lenet300", "num_classes": 10, "batch": 2,
+                     "input_shape": [784], "data": "random", "seed": 0},
+        "runs": [{"name": "dense", "arch": dense, "pruning": {"method": "dense"}},
+                 {"name": "sparse", "arch": dense,
+                  "pruning": {"method": "magnitude", "sparsity": 0.5}}]}))
+    out = tmp_path / "out"
+    result = desim("run", str(experiment), "--out", str(out), "--report")
+    assert result.returncode == 0, result.stderr
+    plots = sorted(p.name for p in out.glob("report_*.png"))
+    assert len(plots) == 7 and "report_lenet300_sparse_topology.png" in plots
+    assert "## Experiment `lenet300`" in (out / "report.md").read_text()
+    assert (out / "report.html").is_file()
+    said = " ".join(result.stdout.split())
+    assert "stats.txt, report.md, report.html, 7 plots (report_*.png));" in said
+
+
 def test_topology_refuses_run_without_stats(tmp_path):
     """--run without --stats was ignored: the drawing came out uncoloured, exit 0."""
     drawn = desim("topology", str(ROOT / "configs" / "arch" / "dense.yaml"), "-o",
