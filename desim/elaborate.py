@@ -56,7 +56,7 @@ def describe(name: str, arch: ArchConfig, acc: Accelerator | None = None) -> dic
     acc = acc or Accelerator(Simulator(), arch, name=name)
     acc.sim.elaborate()  # every port bound, every channel driven and read
     pe = arch.pe_cluster
-    macs = len(acc.clusters) * pe.pes * pe.macs_per_pe_per_cycle
+    macs = acc.pes.peak_macs_per_cycle
     noc = arch.noc
     return {
         "arch": arch.name,

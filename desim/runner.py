@@ -177,7 +177,6 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
             "input_on_chip": w.input_resident,  # left in the buffer by the phase before
             "unit": "pe_array" if w.layer >= 0 else "vector_unit",  # what computes it
         })
-    mac_units = len(acc.clusters) * arch.pe_cluster.pes * arch.pe_cluster.macs_per_pe_per_cycle
     return RunResult(name, arch, pd.DataFrame(rows, columns=LAYER_COLUMNS),
                      {k: v * 1e-12 for k, v in sorted(by_component.items())},
                      int(sim.env.now), clock.period_ps, workload.stats, _event_count(sim),
@@ -186,7 +185,7 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
                      tracer.chrome_trace() if observe.trace else None, vcd,
                      vector_layers_not_simulated(workload.vectors, workload.spec.inference,
                                                  bool(arch.vector_unit)),
-                     mac_units)
+                     acc.pes.peak_macs_per_cycle)
 
 
 def capture_needs(arch: ArchConfig) -> CaptureNeeds:
