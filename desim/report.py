@@ -315,7 +315,9 @@ def graph_utilization(graph: Any, modules: dict[str, Any], run: str) -> dict[str
     has no figure: drawn grey. Every NoC link has a router at one end (between routers, or
     a cluster's or the global buffer's port to its router); no other link has one. A node
     that serves several transactions at once (the global buffer's two ports): the mean of
-    its ports' shares, as in summary.json."""
+    its ports' shares, as in summary.json (`desim.stats.busy_share`)."""
+    from desim.stats import busy_share
+
     links = {}
     for u, v in graph.edges:
         entry = modules.get(f"{run}.noc.{u}->{v}")
@@ -328,7 +330,7 @@ def graph_utilization(graph: Any, modules: dict[str, Any], run: str) -> dict[str
         module = {"pe_cluster": "pe_array"}.get(data["kind"], node)
         entry = modules.get(f"{run}.{module}")
         if entry is not None and "utilization" in entry and data["kind"] != "router":
-            nodes[node] = min(1.0, entry["utilization"] / entry.get("concurrency", 1))
+            nodes[node] = min(1.0, busy_share(entry))
     return {"nodes": nodes, "links": links}
 
 

@@ -74,6 +74,12 @@ def _module_stats(module: Module, now_ps: int) -> dict[str, Any]:
     return dict(sorted(stats.items()))
 
 
+def busy_share(module: dict[str, Any]) -> float:
+    """A timed module's share of the run spent busy, from its stats: its utilization, over
+    the transactions it serves at once (of the global buffer's two ports, their mean)."""
+    return module["utilization"] / module.get("concurrency", 1)
+
+
 def busy_shares(stats: dict[str, Any], top: str) -> tuple[dict[str, float], dict[str, str]]:
     """Where a run's time went (summary.json's `utilization`): each part of the module `top`
     that does timed work, its share of the run spent busy (of a part that serves several
@@ -81,8 +87,7 @@ def busy_shares(stats: dict[str, Any], top: str) -> tuple[dict[str, float], dict
     parts (the NoC, of links), its busiest part's share, that part named in the second dict.
     FIFOs are left out: they hold items, they do no timed work (`_module_stats`)."""
     prefix = f"{top}."
-    timed = [(path[len(prefix):].partition("."),
-              module["utilization"] / module.get("concurrency", 1))
+    timed = [(path[len(prefix):].partition("."), busy_share(module))
              for path, module in stats["modules"].items()
              if path.startswith(prefix) and "utilization" in module]
     own = {part: share for (part, _, inner), share in timed if not inner}
