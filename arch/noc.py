@@ -58,12 +58,6 @@ Routing = Literal["xy", "shortest"]
 KINDS = ("router", "dram", "sram", "selector", "pe_cluster")
 ENDPOINT_KINDS = KINDS[1:]
 GRID_TOPOLOGIES = ("mesh", "torus")
-
-
-def topology_words(topology: str | None) -> str:
-    """A topology named in a sentence, after "a": a mesh, a ring, a graph of listed edges."""
-    return {None: "graph of unknown topology", "edges": "graph of listed edges"}.get(
-        topology, topology)
 # How many numbers each topology's `shape` has, and what they mean.
 SHAPES = {"mesh": "[cols, rows]", "torus": "[cols, rows]", "ring": "[n]", "crossbar": "[n]",
           "tree": "[fanout, depth]"}
@@ -76,6 +70,12 @@ MAX_LINKS = 65536
 # The widest link, bytes a cycle: 10^9 (a gigabyte a cycle). 10^300 overflowed its bytes a
 # second to infinity, and the run failed with a traceback converting it to a time.
 MAX_LINK_BYTES_PER_CYCLE = 1e9
+
+
+def topology_words(topology: str | None) -> str:
+    """A topology named in a sentence, after "a": a mesh, a ring, a graph of listed edges."""
+    return {None: "graph of unknown topology", "edges": "graph of listed edges"}.get(
+        topology, topology)
 
 
 # -- the YAML section ----------------------------------------------------------------------
