@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from small_experiments import lenet300_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "configs" / "experiments" / "quickstart.yaml"
@@ -289,14 +290,8 @@ def lenet300_twice(tmp_path_factory):
     folder holds another run's waveform and files desim does not write; between the two,
     `desim report` writes its report of the first into the folder."""
     folder = tmp_path_factory.mktemp("lenet300")
-    experiment = folder / "experiment.yaml"
-    dense = str(ROOT / "configs" / "arch" / "dense.yaml")
-    experiment.write_text(yaml.safe_dump({
-        "name": "lenet300", "baseline": "dense",
-        "workload": {"model": "lenet300", "num_classes": 10, "batch": 2,
-                     "input_shape": [784], "data": "digits", "seed": 0},
-        "runs": [{"name": "dense", "arch": dense, "pruning": {"method": "dense"}},
-                 {"name": "bare", "arch": dense, "pruning": {"method": "dense"}}]}))
+    experiment = lenet300_experiment(folder / "experiment.yaml",
+                                     {"dense": {"method": "dense"}, "bare": {"method": "dense"}})
     out = folder / "out"
     out.mkdir()
     for name in ("waves_gone.vcd", "notes.txt", "trace.json.bak"):
@@ -440,17 +435,10 @@ def test_run_with_report_writes_the_report_and_its_plots_into_the_folder(tmp_pat
     """`desim run --report`: the folder `desim report DIR` would write too, in one command:
     report.md, report.html, and per run of the two a timeline, an energy per layer and a
     topology, plus the energy per component: 7 plots."""
-    import yaml
-
-    dense = str(ROOT / "configs" / "arch" / "dense.yaml")
-    experiment = tmp_path / "lenet300.yaml"
-    experiment.write_text(yaml.safe_dump({
-        "name": "lenet300", "baseline": "dense",
-        "workload": {"model": "lenet300", "num_classes": 10, "batch": 2,
-                     "input_shape": [784], "data": "random", "seed": 0},
-        "runs": [{"name": "dense", "arch": dense, "pruning": {"method": "dense"}},
-                 {"name": "sparse", "arch": dense,
-                  "pruning": {"method": "magnitude", "sparsity": 0.5}}]}))
+    experiment = lenet300_experiment(
+        tmp_path / "lenet300.yaml",
+        {"dense": {"method": "dense"}, "sparse": {"method": "magnitude", "sparsity": 0.5}},
+        data="random")
     out = tmp_path / "out"
     result = desim("run", str(experiment), "--out", str(out), "--report")
     assert result.returncode == 0, result.stderr

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import typer
+from small_experiments import lenet300_experiment
 from typer.testing import CliRunner
 
 from desim.errors import ConfigError
@@ -540,16 +541,9 @@ def test_a_run_whose_design_this_desim_refuses_is_reported_without_its_topology(
     topology failed the whole report, exit 2 (before the report drew topologies it read no
     design); now the report is written, with the other run's topology and without that
     one's."""
-    import yaml
-
-    dense = str(ROOT / "configs" / "arch" / "dense.yaml")
-    experiment = tmp_path / "lenet300.yaml"
-    experiment.write_text(yaml.safe_dump({
-        "name": "lenet300", "baseline": "new",
-        "workload": {"model": "lenet300", "num_classes": 10, "batch": 2,
-                     "input_shape": [784], "data": "random", "seed": 0},
-        "runs": [{"name": "new", "arch": dense, "pruning": {"method": "dense"}},
-                 {"name": "old", "arch": dense, "pruning": {"method": "dense"}}]}))
+    experiment = lenet300_experiment(tmp_path / "lenet300.yaml",
+                                     {"new": {"method": "dense"}, "old": {"method": "dense"}},
+                                     data="random")
     results = tmp_path / "results"
     run_file(experiment, results)
     config = json.loads((results / "config.json").read_text())

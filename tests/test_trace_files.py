@@ -11,25 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from small_experiments import lenet300_experiment
 
 from desim import runner
 from desim.experiment import load_experiment
 
-ROOT = Path(__file__).resolve().parents[1]
-DENSE = str(ROOT / "configs" / "arch" / "dense.yaml")
-
 
 def experiment_file(folder: Path) -> Path:
-    path = folder / "experiment.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "lenet300", "baseline": "dense",
-        "workload": {"model": "lenet300", "num_classes": 10, "batch": 2,
-                     "input_shape": [784], "data": "digits", "seed": 0},
-        "runs": [{"name": "dense", "arch": DENSE, "pruning": {"method": "dense"}},
-                 {"name": "bare", "arch": DENSE, "pruning": {"method": "dense"}}],
-        "observe": {"vcd": True}}))
-    return path
+    return lenet300_experiment(folder / "experiment.yaml",
+                               {"dense": {"method": "dense"}, "bare": {"method": "dense"}},
+                               observe={"vcd": True})
 
 
 def listing(folder: Path) -> dict[str, str]:

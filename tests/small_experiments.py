@@ -1,0 +1,26 @@
+"""LeNet-300 experiment files of a few runs on dense.yaml (seconds a run), for the tests of
+what surrounds a simulation (results folders, reports, traces) rather than its figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DENSE = str(Path(__file__).resolve().parent.parent / "configs" / "arch" / "dense.yaml")
+
+
+def lenet300_experiment(path: Path, runs: dict[str, dict[str, Any]], data: str = "digits",
+                        **extra: Any) -> Path:
+    """`path` written as an experiment: LeNet-300 at batch 2 on `data`, one run on dense.yaml
+    for each of `runs` (name: its pruning), the first the baseline; `extra`: more top-level
+    keys (`observe`, ...)."""
+    path.write_text(yaml.safe_dump({
+        "name": "lenet300", "baseline": next(iter(runs)),
+        "workload": {"model": "lenet300", "num_classes": 10, "batch": 2,
+                     "input_shape": [784], "data": data, "seed": 0},
+        "runs": [{"name": name, "arch": DENSE, "pruning": pruning}
+                 for name, pruning in runs.items()],
+        **extra}))
+    return path
