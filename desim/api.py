@@ -68,6 +68,14 @@ class Result:
         return pd.DataFrame({name: run["utilization"] for name, run in summary["runs"].items()}
                             ).sort_index()
 
+    def time_by_busiest_part(self) -> pd.DataFrame:
+        """Each part's share of the run's time (rows) per run (columns) in the layer-phases
+        it was the busiest part of, as summary.json's `time_by_busiest_part`: what bound the
+        run (layers.csv's `busiest_part` says it of each layer-phase)."""
+        summary = self.summary
+        return pd.DataFrame({name: run["time_by_busiest_part"]
+                             for name, run in summary["runs"].items()}).sort_index()
+
     def write(self, out: str | Path) -> Path:
         """The results folder `desim run --out` writes (summary.json, layers.csv, ...)."""
         write_results(Path(out), self.experiment, self.runs)

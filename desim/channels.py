@@ -180,10 +180,11 @@ def _hold_in_order(links: list[Link], nbytes: Sequence[int], hold: int) -> Gener
 
 def release_links(links: Sequence[Link], nbytes: Sequence[int], hold: int) -> None:
     """Let go of `links`, held together `hold` ps, and count what each carried: its busy
-    time, nbytes[i] bytes and one transfer, as `Module.count` would (booked to the running
-    process's job), with the job's counters looked up once for all the links. The one place
-    a transfer's actions are counted: `hold_links` and `LinkGroup.hold` end here, and so
-    does the bench's copy without tracing hooks (benchmarks/kernel_cases.py)."""
+    time, nbytes[i] bytes and one transfer, as `Module.busy_for` and `Module.count` would
+    (booked to the running process's job), with the job's counters looked up once for all
+    the links. The one place a transfer's actions are counted: `hold_links` and
+    `LinkGroup.hold` end here, and so does the bench's copy without tracing hooks
+    (benchmarks/kernel_cases.py)."""
     book = links[0].sim.book()
     for link, b in zip(links, nbytes, strict=True):
         link.give()
@@ -193,6 +194,7 @@ def release_links(links: Sequence[Link], nbytes: Sequence[int], hold: int) -> No
         link.actions["transfers"] += 1
         booked["bytes"] += b
         booked["transfers"] += 1
+        booked["busy_ps"] += hold
 
 
 class Pool(Module):

@@ -158,7 +158,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     """The runs' table, then notes: the vector layers' share of a run's time and, when its
     design has no vector unit, how many vector layers a run left out: all but the ReLUs it
     applies on the PE array's output (`mappings.vector.vector_layers_not_simulated`)."""
-    from desim.report import busy_text, vector_share
+    from desim.report import bound_text, busy_text, vector_share
 
     training = any(p["cycles"] for r in summary["runs"].values()
                    for phase, p in r["phases"].items() if phase != "FF")
@@ -203,6 +203,8 @@ def print_summary(summary: dict[str, Any]) -> None:
                           "or linear layer is simulated, on the PE array's output)")
     for name, r in summary["runs"].items():
         console.print(escape(f"{name}: busy {busy_text(r)}"), highlight=False)
+        console.print(escape(f"{name}: time by each layer-phase's busiest part: "
+                             f"{bound_text(r)}"), highlight=False)
     base = summary["baseline"]
     for name, c in summary["comparison"].items():
         if name != base:

@@ -95,9 +95,10 @@ class Claim(Strict):
 # summary.json there, and the metrics `desim.report` derives from them.
 CLAIM_METRICS = {
     "runs": ("cycles", "seconds", "energy_j", "macs", "effectual_macs", "dram_bytes",
-             "simulation_events", "phases", "units", "utilization", "energy_by_component_j",
-             "energy_by_action_j", "energy_prices_pj", "vector_layers_not_simulated",
-             "workload", "on_chip_energy_j", "tflops_per_w", "on_chip_tflops_per_w"),
+             "simulation_events", "phases", "units", "utilization", "time_by_busiest_part",
+             "energy_by_component_j", "energy_by_action_j", "energy_prices_pj",
+             "vector_layers_not_simulated", "workload", "on_chip_energy_j", "tflops_per_w",
+             "on_chip_tflops_per_w"),
     "comparison": ("speedup", "energy_ratio", "on_chip_energy_ratio"),
 }
 

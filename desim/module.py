@@ -21,6 +21,8 @@ it to the layer-phase of the tile it took), and sub-processes it `spawn`s work f
 one. Every action a module counts is also booked to the job of the process that counted it
 (`Simulator.booked`), so that jobs overlapping in time each get their own actions, not a share
 of everything that happened meanwhile. Actions counted outside any job are booked to None.
+Busy time is booked the same way, as the action `busy_ps` (never in `Module.actions`, which
+count what a module did, not how long it took): a job's share of each module's time.
 """
 
 from __future__ import annotations
@@ -250,6 +252,7 @@ class Module:
         start = int(self.env.now)
         yield self.env.timeout(duration_ps)
         self.busy_ps += duration_ps
+        self.sim.book()[self.path]["busy_ps"] += duration_ps
         self.traced(name, start, start + duration_ps, track, args)
 
     def work_items(self, n: int, per_cycle: int, clock: Clock, name: str,

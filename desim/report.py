@@ -77,6 +77,12 @@ def component_color(name: str) -> str:
     return COMPONENT_COLORS.get(name) or OTHER_COLORS[zlib.crc32(name.encode()) % 10]
 
 
+def part_color(part: str) -> str:
+    """The colour of a processor's part (summary.json's `utilization` names): its energy
+    component's, the PE array's that of its MACs, the global buffer's its own."""
+    return component_color({"pe_array": "macs", "glb": "global_buffer"}.get(part, part))
+
+
 # -- claims ---------------------------------------------------------------------------------
 
 
@@ -356,6 +362,7 @@ class RunRead(BaseModel):
     energy_prices_pj: dict[str, float] = {}
     utilization: dict[str, float] = {}  # none in a summary written before 2026-12-05
     busiest_parts: dict[str, str] = {}
+    time_by_busiest_part: dict[str, float] = {}  # none before 2026-12-05's second session
 
 
 class ComparisonRead(BaseModel):
@@ -488,6 +495,32 @@ def _save(fig: Any, path: Path) -> Path:
         fig.savefig(tmp, dpi=100, format="png")
     _pyplot().close(fig)
     return path
+
+
+def plot_time_by_busiest_part(results: Results, path: Path) -> Path | None:
+    """Stacked bars: each run's time (ms), one segment per part, the time of the layer-phases
+    whose busiest part it is (`time_by_busiest_part`); None when no run has the figures (a
+    summary written before them)."""
+    runs = {name: run for name, run in results.summary["runs"].items()
+            if run.get("time_by_busiest_part")}
+    if not runs:
+        return None
+    plt = _pyplot()
+    parts = sorted({part for run in runs.values() for part in run["time_by_busiest_part"]})
+    fig, ax = plt.subplots(figsize=(9.0, max(2.0, 0.5 * len(runs) + 1.2)))
+    base = [0.0] * len(runs)
+    for part in parts:
+        values = [run["time_by_busiest_part"].get(part, 0.0) * run["seconds"] * 1e3
+                  for run in runs.values()]
+        ax.barh(range(len(runs)), values, left=base, height=0.7, label=part,
+                color=part_color(part))
+        base = [b + v for b, v in zip(base, values, strict=True)]
+    ax.set_yticks(range(len(runs)), list(runs))
+    ax.invert_yaxis()
+    ax.set_xlabel("time (ms)")
+    ax.set_title(f"{results.name}: time by each layer-phase's busiest part")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _save(fig, path)
 
 
 def plot_timeline(results: Results, run: str, path: Path) -> Path:
@@ -780,6 +813,16 @@ def _experiment_blocks(results: Results, slug: str, out_dir: Path) -> list[Block
     missing = [f"{run}: not drawn, {why}" for run, why in topologies if isinstance(why, str)]
     if missing:
         blocks.append(Bullets(missing))
+    bound = plot_time_by_busiest_part(results, plot_path(out_dir, slug, "busiest_part"))
+    if bound is not None:
+        blocks.append(Para("What bound each layer-phase: the part busiest over its span, "
+                           "first fetch to last write-back (`busiest_part` and "
+                           "`busiest_share` in layers.csv), and each run's time by that part "
+                           "(`time_by_busiest_part` in summary.json): "
+                           + "; ".join(f"{name}: {bound_text(run)}"
+                                       for name, run in summary["runs"].items()) + "."))
+        blocks.append(Image(f"{results.name}: time by each layer-phase's busiest part",
+                            bound.name))
     blocks.append(Heading(3, "Layer timelines"))
     for run in summary["runs"]:
         png = plot_timeline(results, run, plot_path(out_dir, f"{slug}_{run}", "timeline"))
@@ -894,6 +937,13 @@ def busy_text(run: dict[str, Any], parts: int | None = None) -> str:
     return ", ".join(f"{part} {100 * share:.0f}%"
                      + (f" (busiest {busiest[part]})" if part in busiest else "")
                      for part, share in shares[:parts])
+
+
+def bound_text(run: dict[str, Any]) -> str:
+    """A run's `time_by_busiest_part`, the largest first, parts never the busiest left out:
+    "dram 51%, pe_array 28%, ..."; "-" for a run written before summary.json had it."""
+    shares = sorted(run.get("time_by_busiest_part", {}).items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{part} {100 * share:.0f}%" for part, share in shares if share) or "-"
 
 
 def _vector_share(run: dict[str, Any]) -> str:

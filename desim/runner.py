@@ -29,7 +29,7 @@ from desim.experiment import Experiment, ObserveSpec, RunSpec, load_experiment
 from desim.hardware_view import hardware_view
 from desim.module import Simulator
 from desim.results import report_files, writable_folder, write_atomic, write_csv, write_json
-from desim.stats import busy_shares, collect_stats, stats_text
+from desim.stats import busiest_part, busy_shares, collect_stats, stats_text
 from mappings.capture import CaptureNeeds
 from mappings.mapper import PhaseWork, map_workload, phase_waits
 from mappings.model_path import file_sha256, is_file_model, split
@@ -40,7 +40,7 @@ from mappings.workload import Workload, capture_workload, input_shape
 
 LAYER_COLUMNS = ["run", "arch", "layer", "phase", "macs", "effectual_macs", "processed_macs",
                  "cycles", "energy_j", "dram_bytes", "start_cycle", "end_cycle", "tiles",
-                 "weight_dram_bytes", "input_on_chip", "unit"]
+                 "weight_dram_bytes", "input_on_chip", "unit", "busiest_part", "busiest_share"]
 # energy.csv: where each layer-phase's joules go, one row per component and action priced
 ENERGY_COLUMNS = ["run", "arch", "layer", "phase", "component", "action", "energy_j"]
 
@@ -98,6 +98,7 @@ class RunResult:
                         "energy_j": float(rows["energy_j"].sum())}
                  for unit, rows in self.layers.groupby("unit", sort=True)}
         busy, busiest = busy_shares(self.stats, self.name)
+        by_part = self.layers.groupby("busiest_part", sort=True)["cycles"].sum()
         processed = int(self.layers["processed_macs"].sum())
         slots = self.mac_units * self.cycles
         return {
@@ -119,6 +120,11 @@ class RunResult:
             # named in busiest_parts), and the MAC units': processed MACs / (units x cycles)
             "utilization": {**busy, "mac_units": processed / slots if slots else 0.0},
             "busiest_parts": busiest,
+            # each part's share of the run's cycles in layer-phases it was the busiest part
+            # of (0: never)
+            "time_by_busiest_part": {part: int(by_part.get(part, 0)) / self.cycles
+                                     if self.cycles else 0.0
+                                     for part in sorted({*busy, *by_part.index} - {""})},
             "energy_by_component_j": self.energy_by_component_j,
             "energy_by_action_j": self.energy_by_action_j,
             "energy_prices_pj": self.energy_prices_pj,
@@ -154,6 +160,7 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
         vcd = out / f"waves_{name}.vcd"  # published there by write_results, with the rest
         unpublished(vcd).write_text(tracer.vcd_text(sim.now_ps))
     clock = acc.clock
+    concurrency = {module.path: module.concurrency for module in sim.modules()}
     rows, energy_rows, by_component = [], [], Counter()
     for w, rec in zip(work, acc.records, strict=True):
         energy = acc.energy_pj(rec.actions, rec.since_ps, rec.end_ps)
@@ -161,6 +168,8 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
         energy_rows += [(name, arch.name, w.name, PHASES[w.phase], *key.split(".", 1), pj * 1e-12)
                         for key, pj in sorted(energy.items()) if pj]
         dram = rec.actions.get(f"{acc.path}.dram", Counter())
+        busiest, share = busiest_part({path: c["busy_ps"] for path, c in rec.actions.items()},
+                                      concurrency, acc.path, rec.end_ps - rec.start_ps)
         rows.append({
             "run": name, "arch": arch.name, "layer": w.name, "phase": PHASES[w.phase],
             "macs": w.macs, "effectual_macs": w.effectual_macs,
@@ -176,6 +185,9 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
             "weight_dram_bytes": w.weight_dram_bytes,  # the weights read (FF, BP)
             "input_on_chip": w.input_resident,  # left in the buffer by the phase before
             "unit": "pe_array" if w.layer >= 0 else "vector_unit",  # what computes it
+            # the part busiest over its span, first fetch to last write-back, and the share
+            # of the span it spent on this layer-phase's tiles: what bound it, near 1
+            "busiest_part": busiest, "busiest_share": share,
         })
     return RunResult(name, arch, pd.DataFrame(rows, columns=LAYER_COLUMNS),
                      {k: v * 1e-12 for k, v in sorted(by_component.items())},

@@ -86,17 +86,39 @@ def busy_shares(stats: dict[str, Any], top: str) -> tuple[dict[str, float], dict
     transactions at once, the global buffer's two ports, the mean over them); a part made of
     parts (the NoC, of links), its busiest part's share, that part named in the second dict.
     FIFOs are left out: they hold items, they do no timed work (`_module_stats`)."""
+    return part_shares({path: busy_share(module) for path, module in stats["modules"].items()
+                        if "utilization" in module}, top)
+
+
+def part_shares(shares: dict[str, float], top: str) -> tuple[dict[str, float], dict[str, str]]:
+    """Module shares (by path) grouped into the parts of `top` (`top.dram`, `top.noc`): a
+    part's own share, or, for a part made of parts (the NoC, of links), its busiest part's,
+    named in the second dict (none for a part that was never busy)."""
     prefix = f"{top}."
-    timed = [(path[len(prefix):].partition("."), busy_share(module))
-             for path, module in stats["modules"].items()
-             if path.startswith(prefix) and "utilization" in module]
+    timed = [(path[len(prefix):].partition("."), share)
+             for path, share in shares.items() if path.startswith(prefix)]
     own = {part: share for (part, _, inner), share in timed if not inner}
-    shares, busiest = dict(own), {}
+    grouped, busiest = dict(own), {}
     for (part, _, inner), share in timed:
-        if inner and part not in own and share > shares.get(part, -1.0):
-            shares[part], busiest[part] = share, inner
-    busiest = {part: inner for part, inner in busiest.items() if shares[part] > 0}  # else none
-    return dict(sorted(shares.items())), dict(sorted(busiest.items()))
+        if inner and part not in own and share > grouped.get(part, -1.0):
+            grouped[part], busiest[part] = share, inner
+    busiest = {part: inner for part, inner in busiest.items() if grouped[part] > 0}  # else none
+    return dict(sorted(grouped.items())), dict(sorted(busiest.items()))
+
+
+def busiest_part(busy_ps: dict[str, int], concurrency: dict[str, int], top: str,
+                 span_ps: int) -> tuple[str, float]:
+    """The part of `top` busiest over a span of `span_ps` (a layer-phase's, from its
+    `busy_ps` booked per module path) and its share of the span; ("", 0.0) for an empty
+    span or one where nothing was busy. A tie goes to the first name (deterministic)."""
+    if span_ps <= 0:
+        return "", 0.0
+    shares, _ = part_shares({path: ps / (span_ps * concurrency.get(path, 1))
+                             for path, ps in busy_ps.items() if ps}, top)
+    if not shares:
+        return "", 0.0
+    part = min(shares, key=lambda name: (-shares[name], name))
+    return part, shares[part]
 
 
 def stats_lines(stats: dict[str, Any]) -> list[tuple[str, str, str]]:

@@ -82,11 +82,14 @@ METRIC_COLUMNS = ["cycles", "energy_j", "macs", "effectual_macs", "processed_mac
 TOTAL_COLUMNS = ["seconds", "speedup", "energy_ratio", "pareto"]  # set on "total" rows only
 FIXED_COLUMNS = ["point_id", "run", "arch", "phase", *METRIC_COLUMNS, *TOTAL_COLUMNS,
                  "status", "error", "elapsed_s"]
-# Then, on "total" rows, each component's joules (`energy_j.dram`, `energy_j.noc`, ...) and
-# each part's busy share (`utilization.dram`, `utilization.mac_units`: summary.json's).
+# Then, on "total" rows, each component's joules (`energy_j.dram`, `energy_j.noc`, ...),
+# each part's busy share (`utilization.dram`, `utilization.mac_units`: summary.json's) and
+# the share of the time in layer-phases it was the busiest part of
+# (`time_by_busiest_part.dram`).
 COMPONENT_PREFIX = "energy_j."
 UTILIZATION_PREFIX = "utilization."
-PER_PART = (COMPONENT_PREFIX, UTILIZATION_PREFIX)
+BOUND_PREFIX = "time_by_busiest_part."
+PER_PART = (COMPONENT_PREFIX, UTILIZATION_PREFIX, BOUND_PREFIX)
 TRACEBACK_FRAMES = 8  # the innermost frames kept in a failed point's file
 
 
@@ -710,7 +713,8 @@ def gather(out: Path, points: list[Point], spec: SweepSpec) -> pd.DataFrame:
     file one row with status "pending". `pareto` marks the total rows on the front of the
     sweep's two objectives, over all points and runs; the total rows also hold each energy
     component's joules (`energy_j.<component>`, after the fixed columns) and each part's
-    busy share (`utilization.<part>`)."""
+    busy share (`utilization.<part>`) and share of the time as the busiest part
+    (`time_by_busiest_part.<part>`)."""
     import pandas as pd
 
     axes = list(spec.axes)
@@ -739,7 +743,9 @@ def gather(out: Path, points: list[Point], spec: SweepSpec) -> pd.DataFrame:
                          **{COMPONENT_PREFIX + c: j for c, j in
                             run.get("energy_by_component_j", {}).items()},
                          **{UTILIZATION_PREFIX + part: share for part, share in
-                            run.get("utilization", {}).items()}})
+                            run.get("utilization", {}).items()},
+                         **{BOUND_PREFIX + part: share for part, share in
+                            run.get("time_by_busiest_part", {}).items()}})
     frame = pd.DataFrame(rows)
     for column in FIXED_COLUMNS:
         if column not in frame:
@@ -908,8 +914,8 @@ def axis_columns(frame: pd.DataFrame) -> list[str]:
 def _check_plot(metric: str, axis: str, axes: list[str]) -> None:
     if metric not in PLOTTABLE and not metric.startswith(PER_PART):
         raise ConfigError(f"--plot: unknown metric {metric!r}; expected one of "
-                          f"{', '.join(PLOTTABLE)}, {COMPONENT_PREFIX}<component> or "
-                          f"{UTILIZATION_PREFIX}<part>")
+                          f"{', '.join(PLOTTABLE)}, {COMPONENT_PREFIX}<component>, "
+                          f"{UTILIZATION_PREFIX}<part> or {BOUND_PREFIX}<part>")
     if axis not in axes:
         raise ConfigError(f"--plot: {axis!r} is not an axis of the sweep; axes: "
                           f"{', '.join(axes)}")

@@ -15,7 +15,7 @@ from desim.bench import run_bench
 from desim.channels import Fifo, Link, hold_links
 from desim.errors import DeadlockError
 from desim.module import Module, Simulator
-from desim.stats import busy_shares, collect_stats, write_stats
+from desim.stats import busiest_part, busy_shares, collect_stats, write_stats
 
 GB_PER_S = 10**9
 
@@ -109,6 +109,45 @@ def test_a_part_serving_two_transactions_at_once_reads_the_mean_of_its_two_share
     assert stats["modules"]["top.buffer"]["utilization"] == 1.6
     assert stats["modules"]["top.buffer"]["concurrency"] == 2
     assert busy_shares(stats, "top") == ({"buffer": 0.8}, {})
+
+
+def test_busy_time_is_booked_to_the_job_served_and_names_each_jobs_busiest_part():
+    """Two jobs overlapping in time: job 1 keeps a unit busy 3 us and a link 1 us, job 2
+    the unit 2 us and the link 4 us. Each job's booked busy time is its own (stats.json's
+    busy_ps is their sum), and over a 5 us span job 1's busiest part is the unit (0.6),
+    job 2's the network, by its link (0.8)."""
+    sim = Simulator()
+    top = Module("top", sim)
+    unit, noc = Module("unit", top), Module("noc", top)
+    link = Link("a->b", noc, 10**12, 0)  # a byte a ps
+
+    def job(name: int, unit_us: int, link_us: int) -> Generator:
+        sim.env.active_process.job = name
+        yield from unit.busy_for(unit_us * 1_000_000, "tile")
+        yield from hold_links([link], [link_us * 1_000_000])
+
+    top.add_process(job, 1, 3, 1)
+    top.add_process(job, 2, 2, 4)
+    sim.run()
+    busy = {j: {path: c["busy_ps"] for path, c in sim.booked[j].items()} for j in (1, 2)}
+    assert busy == {1: {"top.unit": 3_000_000, "top.noc.a->b": 1_000_000},
+                    2: {"top.unit": 2_000_000, "top.noc.a->b": 4_000_000}}
+    assert collect_stats(sim)["modules"]["top.unit"]["busy_ps"] == 5_000_000
+    assert "busy_ps" not in unit.actions  # what a module did, not how long it took
+    ones = {"top.unit": 1, "top.noc.a->b": 1}
+    assert busiest_part(busy[1], ones, "top", 5_000_000) == ("unit", 0.6)
+    assert busiest_part(busy[2], ones, "top", 5_000_000) == ("noc", 0.8)
+
+
+def test_busiest_part_divides_by_concurrency_breaks_ties_by_name_and_skips_empty_spans():
+    """A dual-ported buffer busy 1.6 of a 1 us span reads 0.8, under DRAM's 0.9; equal
+    shares go to the first name; an empty span or an idle one names no part."""
+    busy = {"t.buffer": 1_600_000, "t.dram": 900_000, "t.noc.x->y": 300_000}
+    concurrency = {"t.buffer": 2}
+    assert busiest_part(busy, concurrency, "t", 1_000_000) == ("dram", 0.9)
+    assert busiest_part({"t.b": 5, "t.a": 5}, {}, "t", 10) == ("a", 0.5)
+    assert busiest_part(busy, concurrency, "t", 0) == ("", 0.0)
+    assert busiest_part({"t.dram": 0}, {}, "t", 10) == ("", 0.0)
 
 
 def test_bounded_fifo_blocks_then_resumes_and_keeps_a_depth_histogram():

@@ -116,17 +116,22 @@ def check_markdown(results_dir: Path, out: Path) -> tuple[Path, Path]:
     assert "| `sparsity.weight_format` | dense | line_bitmap |" in text
     assert "| `selector.levels` | - | 2 |" in text and "| `name` |" not in text
     images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
-    # energy per component; per run its topology coloured by how busy each part was, a
-    # timeline and the energy per layer (energy.csv)
-    assert len(images) == 1 + 3 * len(results.summary["runs"])
+    # energy per component and time by each layer-phase's busiest part; per run its
+    # topology coloured by how busy each part was, a timeline and the energy per layer
+    # (energy.csv)
+    assert len(images) == 2 + 3 * len(results.summary["runs"])
     for name in images:
         png = md.parent / name
         assert png.read_bytes()[:8] == PNG and png.stat().st_size > 5000
     assert {"report_quickstart_energy.png", "report_quickstart_dense_timeline.png",
             "report_quickstart_hppu_timeline.png",
             "report_quickstart_hppu_layer_energy.png",
-            "report_quickstart_hppu_topology.png"} <= set(images)
+            "report_quickstart_hppu_topology.png",
+            "report_quickstart_busiest_part.png"} <= set(images)
     assert "### Where the time went" in text
+    bound = ", ".join(f"{part} {100 * share:.0f}%" for part, share in sorted(
+        runs["hppu"]["time_by_busiest_part"].items(), key=lambda kv: -kv[1]) if share)
+    assert f"; hppu: {bound}." in text
     # what desim run removes from a results folder by report_files' patterns is all of it
     assert {p.name for p in md.parent.iterdir()} == {
         p.name for pattern in report_files() for p in md.parent.glob(pattern)}

@@ -419,7 +419,7 @@ def test_gather_pareto_and_plots(tmp_path):
         plot_metric(frame, "energy_j.dram", "runs.1.pruning.sparsity", tmp_path / "y.png")
     with pytest.raises(ConfigError, match="no 'utilization.dram' in this sweep"):
         plot_metric(frame, "utilization.dram", "runs.1.pruning.sparsity", tmp_path / "z.png")
-    with pytest.raises(ConfigError, match="or utilization.<part>"):
+    with pytest.raises(ConfigError, match="utilization.<part> or time_by_busiest_part.<part>"):
         plot_metric(frame, "busy.dram", "runs.1.pruning.sparsity", tmp_path / "z.png")
 
 
@@ -537,14 +537,17 @@ def test_grid_matches_single_runs(tmp_path):
                 # each component's joules, on the total row (NaN where a design has none)
                 for component, joules in expected["energy_by_component_j"].items():
                     assert got[f"energy_j.{component}"].item() == joules, component
-                # and each part's busy share
+                # and each part's busy share, and its share of the time as the busiest
                 for part, share in expected["utilization"].items():
                     assert got[f"utilization.{part}"].item() == share, part
-    components = [c for c in frame.columns if c.startswith("energy_j.")]
-    shares = [c for c in frame.columns if c.startswith("utilization.")]
-    assert {"energy_j.dram", "energy_j.noc", "energy_j.selector"} <= set(components)
-    assert {"utilization.dram", "utilization.noc", "utilization.mac_units"} <= set(shares)
-    assert list(frame.columns[-len(components) - len(shares):]) == sorted(components + shares)
+                for part, share in expected["time_by_busiest_part"].items():
+                    assert got[f"time_by_busiest_part.{part}"].item() == share, part
+    per_part = [c for c in frame.columns if c.startswith(("energy_j.", "utilization.",
+                                                           "time_by_busiest_part."))]
+    assert {"energy_j.dram", "energy_j.noc", "energy_j.selector", "utilization.dram",
+            "utilization.noc", "utilization.mac_units", "time_by_busiest_part.dram",
+            "time_by_busiest_part.pe_array"} <= set(per_part)
+    assert list(frame.columns[-len(per_part):]) == sorted(per_part)
 
 
 def sweep_process(path: Path, out: Path) -> subprocess.Popen:
