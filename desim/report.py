@@ -823,6 +823,10 @@ def _experiment_blocks(results: Results, slug: str, out_dir: Path) -> list[Block
                                        for name, run in summary["runs"].items()) + "."))
         blocks.append(Image(f"{results.name}: time by each layer-phase's busiest part",
                             bound.name))
+    if {"cycles", "unit", "busiest_part", "busiest_share"} <= set(results.layers.columns):
+        blocks.append(Para(f"The {SLOWEST} layer-phases that take the most of each run's "
+                           "time, and the part busiest over each one's span:"))
+        blocks.append(_slowest_table(results))
     blocks.append(Heading(3, "Layer timelines"))
     for run in summary["runs"]:
         png = plot_timeline(results, run, plot_path(out_dir, f"{slug}_{run}", "timeline"))
@@ -834,6 +838,24 @@ def _experiment_blocks(results: Results, slug: str, out_dir: Path) -> list[Block
                                     plot_path(out_dir, f"{slug}_{run}", "layer_energy"))
             blocks.append(Image(f"{results.name}: {run} energy per layer", png.name))
     return blocks
+
+
+SLOWEST = 5  # layer-phases a run in the report's table of the slowest
+
+
+def _slowest_table(results: Results) -> Table:
+    """Each run's SLOWEST layer-phases by their share of its time (layers.csv's `cycles`),
+    with the part busiest over each one's span and its share of the span."""
+    rows = []
+    for run, total in ((name, r["cycles"]) for name, r in results.summary["runs"].items()):
+        layers = results.layers[results.layers["run"] == run]
+        for _, row in layers.sort_values("cycles", ascending=False, kind="stable").head(
+                SLOWEST).iterrows():
+            rows.append([run, row["layer"], row["phase"], row["unit"],
+                         f"{row['cycles']:,}", f"{100 * row['cycles'] / total:.1f}",
+                         f"{row['busiest_part']} ({100 * row['busiest_share']:.0f}%)"])
+    return Table(["run", "layer", "phase", "unit", "cycles", "% of the run",
+                  "busiest part (% of its span)"], rows, numeric={4, 5})
 
 
 def _runs_table(results: Results) -> Table:

@@ -3,9 +3,9 @@ summary.json's `time_by_busiest_part`. LeNet-300's first layer (784 x 300, batch
 on dense.yaml, made to wait on each part in turn by starving the others' rivals."""
 
 import pytest
+from small_experiments import lenet300_experiment
 
 import desim
-from small_experiments import lenet300_experiment
 
 FIRST_MACS = 784 * 300 * 2       # FF of the first linear layer
 FIRST_WEIGHT_BYTES = 784 * 300 * 2  # its FP16 weights, every one through the NoC port

@@ -132,6 +132,15 @@ def check_markdown(results_dir: Path, out: Path) -> tuple[Path, Path]:
     bound = ", ".join(f"{part} {100 * share:.0f}%" for part, share in sorted(
         runs["hppu"]["time_by_busiest_part"].items(), key=lambda kv: -kv[1]) if share)
     assert f"; hppu: {bound}." in text
+    # each run's five slowest layer-phases, the slowest first, with their busiest part
+    layers = results.layers[results.layers["run"] == "hppu"]
+    slowest = layers.sort_values("cycles", ascending=False, kind="stable").iloc[0]
+    assert "| run | layer | phase | unit | cycles | % of the run | busiest part (% of its " \
+           "span) |" in text
+    assert (f"| hppu | {slowest['layer']} | {slowest['phase']} | {slowest['unit']} | "
+            f"{slowest['cycles']:,} | {100 * slowest['cycles'] / runs['hppu']['cycles']:.1f} | "
+            f"{slowest['busiest_part']} ({100 * slowest['busiest_share']:.0f}%) |") in text
+    assert len(re.findall(r"^\| (dense|hppu) \| [^|]+ \| (FF|BP|WG) \| ", text, re.M)) == 10
     # what desim run removes from a results folder by report_files' patterns is all of it
     assert {p.name for p in md.parent.iterdir()} == {
         p.name for pattern in report_files() for p in md.parent.glob(pattern)}
