@@ -1,6 +1,6 @@
 """What bound each layer-phase: layers.csv's `busiest_part` and `busiest_share`, and
 summary.json's `time_by_busiest_part`. LeNet-300's first layer (784 x 300, batch 2, FP16)
-on dense.yaml, made to wait on each part in turn by starving the others' rivals."""
+on dense.yaml, made to wait on each part in turn by shrinking it or widening its rival."""
 
 import pytest
 from small_experiments import lenet300_experiment
