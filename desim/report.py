@@ -962,10 +962,11 @@ def busy_text(run: dict[str, Any], parts: int | None = None) -> str:
 
 
 def bound_text(run: dict[str, Any]) -> str:
-    """A run's `time_by_busiest_part`, the largest first, parts never the busiest left out:
-    "dram 51%, pe_array 28%, ..."; "-" for a run written before summary.json had it."""
+    """A run's `time_by_busiest_part`, the largest first, parts under half a percent left
+    out: "dram 51%, pe_array 28%, ..."; "-" for a run written before summary.json had it."""
     shares = sorted(run.get("time_by_busiest_part", {}).items(), key=lambda kv: (-kv[1], kv[0]))
-    return ", ".join(f"{part} {100 * share:.0f}%" for part, share in shares if share) or "-"
+    return ", ".join(f"{part} {100 * share:.0f}%" for part, share in shares
+                     if share >= 0.005) or "-"
 
 
 def _vector_share(run: dict[str, Any]) -> str:
