@@ -853,9 +853,17 @@ def _slowest_table(results: Results) -> Table:
                 SLOWEST).iterrows():
             rows.append([run, row["layer"], row["phase"], row["unit"],
                          f"{row['cycles']:,}", f"{100 * row['cycles'] / total:.1f}",
-                         f"{row['busiest_part']} ({100 * row['busiest_share']:.0f}%)"])
+                         _busiest_cell(row)])
     return Table(["run", "layer", "phase", "unit", "cycles", "% of the run",
                   "busiest part (% of its span)"], rows, numeric={4, 5})
+
+
+def _busiest_cell(row: Any) -> str:
+    """"dram (98%)", or for the NoC its link too: "noc glb->r0_0 (94%)" (pandas reads an
+    empty `busiest_link` as NaN)."""
+    link = row.get("busiest_link")
+    link = f" {link}" if isinstance(link, str) and link else ""
+    return f"{row['busiest_part']}{link} ({100 * row['busiest_share']:.0f}%)"
 
 
 def _runs_table(results: Results) -> Table:

@@ -40,7 +40,8 @@ from mappings.workload import Workload, capture_workload, input_shape
 
 LAYER_COLUMNS = ["run", "arch", "layer", "phase", "macs", "effectual_macs", "processed_macs",
                  "cycles", "energy_j", "dram_bytes", "start_cycle", "end_cycle", "tiles",
-                 "weight_dram_bytes", "input_on_chip", "unit", "busiest_part", "busiest_share"]
+                 "weight_dram_bytes", "input_on_chip", "unit", "busiest_part", "busiest_link",
+                 "busiest_share"]
 # energy.csv: where each layer-phase's joules go, one row per component and action priced
 ENERGY_COLUMNS = ["run", "arch", "layer", "phase", "component", "action", "energy_j"]
 
@@ -168,8 +169,9 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
         energy_rows += [(name, arch.name, w.name, PHASES[w.phase], *key.split(".", 1), pj * 1e-12)
                         for key, pj in sorted(energy.items()) if pj]
         dram = rec.actions.get(f"{acc.path}.dram", Counter())
-        busiest, share = busiest_part({path: c["busy_ps"] for path, c in rec.actions.items()},
-                                      concurrency, acc.path, rec.end_ps - rec.start_ps)
+        busiest, link, share = busiest_part(
+            {path: c["busy_ps"] for path, c in rec.actions.items()}, concurrency, acc.path,
+            rec.end_ps - rec.start_ps)
         rows.append({
             "run": name, "arch": arch.name, "layer": w.name, "phase": PHASES[w.phase],
             "macs": w.macs, "effectual_macs": w.effectual_macs,
@@ -185,9 +187,10 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
             "weight_dram_bytes": w.weight_dram_bytes,  # the weights read (FF, BP)
             "input_on_chip": w.input_resident,  # left in the buffer by the phase before
             "unit": "pe_array" if w.layer >= 0 else "vector_unit",  # what computes it
-            # the part busiest over its span, first fetch to last write-back, and the share
-            # of the span it spent on this layer-phase's tiles: what bound it, near 1
-            "busiest_part": busiest, "busiest_share": share,
+            # the part busiest over its span, first fetch to last write-back (the NoC's: its
+            # busiest link), and the share of the span it spent on this layer-phase's tiles:
+            # what bound it, near 1
+            "busiest_part": busiest, "busiest_link": link, "busiest_share": share,
         })
     return RunResult(name, arch, pd.DataFrame(rows, columns=LAYER_COLUMNS),
                      {k: v * 1e-12 for k, v in sorted(by_component.items())},

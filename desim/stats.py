@@ -107,18 +107,19 @@ def part_shares(shares: dict[str, float], top: str) -> tuple[dict[str, float], d
 
 
 def busiest_part(busy_ps: dict[str, int], concurrency: dict[str, int], top: str,
-                 span_ps: int) -> tuple[str, float]:
+                 span_ps: int) -> tuple[str, str, float]:
     """The part of `top` busiest over a span of `span_ps` (a layer-phase's, from its
-    `busy_ps` booked per module path) and its share of the span; ("", 0.0) for an empty
-    span or one where nothing was busy. A tie goes to the first name (deterministic)."""
+    `busy_ps` booked per module path), its busiest part if it is made of parts (the NoC's
+    link), and its share of the span; ("", "", 0.0) for an empty span or one where nothing
+    was busy. A tie goes to the first name (deterministic)."""
     if span_ps <= 0:
-        return "", 0.0
-    shares, _ = part_shares({path: ps / (span_ps * concurrency.get(path, 1))
-                             for path, ps in busy_ps.items() if ps}, top)
+        return "", "", 0.0
+    shares, inner = part_shares({path: ps / (span_ps * concurrency.get(path, 1))
+                                 for path, ps in busy_ps.items() if ps}, top)
     if not shares:
-        return "", 0.0
+        return "", "", 0.0
     part = min(shares, key=lambda name: (-shares[name], name))
-    return part, shares[part]
+    return part, inner.get(part, ""), shares[part]
 
 
 def stats_lines(stats: dict[str, Any]) -> list[tuple[str, str, str]]:

@@ -22,22 +22,22 @@ def first_ff(result: desim.Result) -> dict:
     return layers[(layers["layer"] == "0") & (layers["phase"] == "FF")].iloc[0].to_dict()
 
 
-@pytest.mark.parametrize("overrides, part, floor_cycles", [
+@pytest.mark.parametrize("overrides, part, link, floor_cycles", [
     # 16 MACs a cycle (16 clusters of one 1-MAC PE): the PE array, 29,400 cycles of MACs
     (["arch.*.pe_cluster.pes=1", "arch.*.pe_cluster.macs_per_pe_per_cycle=1"], "pe_array",
-     FIRST_MACS // 16),
+     "", FIRST_MACS // 16),
     # as built: the weights through the global buffer's 32 B/cycle NoC port, 14,700 cycles
-    ([], "noc", FIRST_WEIGHT_BYTES // 32),
+    ([], "noc", "glb->r0_0", FIRST_WEIGHT_BYTES // 32),
     # a 256 B/cycle NoC: one DDR4-2400 channel, 19.2 GB/s = 38.4 B a 500 MHz cycle, for
     # 474,736 bytes (the weights and the input, bitmap-coded): 12,363 cycles
-    (["arch.*.noc.link_bandwidth_bytes_per_cycle=256"], "dram", 474_736 * 10 // 384),
+    (["arch.*.noc.link_bandwidth_bytes_per_cycle=256"], "dram", "", 474_736 * 10 // 384),
 ])
-def test_the_part_that_bounds_a_layer_is_its_busiest(experiment, overrides, part,
+def test_the_part_that_bounds_a_layer_is_its_busiest(experiment, overrides, part, link,
                                                      floor_cycles):
     result = desim.run(experiment, overrides)
     row = first_ff(result)
     assert row["cycles"] >= floor_cycles  # the bound holds ...
-    assert row["busiest_part"] == part    # ... and is named
+    assert (row["busiest_part"], row["busiest_link"]) == (part, link)  # ... and is named
     # ... busy nearly all of the layer's span, at least the closed form's share of it (DRAM
     # adds row misses and refresh to its bandwidth's time)
     span = row["end_cycle"] - row["start_cycle"]

@@ -115,7 +115,7 @@ def test_busy_time_is_booked_to_the_job_served_and_names_each_jobs_busiest_part(
     """Two jobs overlapping in time: job 1 keeps a unit busy 3 us and a link 1 us, job 2
     the unit 2 us and the link 4 us. Each job's booked busy time is its own (stats.json's
     busy_ps is their sum), and over a 5 us span job 1's busiest part is the unit (0.6),
-    job 2's the network, by its link (0.8)."""
+    job 2's the network, by its link a->b (0.8), named."""
     sim = Simulator()
     top = Module("top", sim)
     unit, noc = Module("unit", top), Module("noc", top)
@@ -135,8 +135,8 @@ def test_busy_time_is_booked_to_the_job_served_and_names_each_jobs_busiest_part(
     assert collect_stats(sim)["modules"]["top.unit"]["busy_ps"] == 5_000_000
     assert "busy_ps" not in unit.actions  # what a module did, not how long it took
     ones = {"top.unit": 1, "top.noc.a->b": 1}
-    assert busiest_part(busy[1], ones, "top", 5_000_000) == ("unit", 0.6)
-    assert busiest_part(busy[2], ones, "top", 5_000_000) == ("noc", 0.8)
+    assert busiest_part(busy[1], ones, "top", 5_000_000) == ("unit", "", 0.6)
+    assert busiest_part(busy[2], ones, "top", 5_000_000) == ("noc", "a->b", 0.8)
 
 
 def test_busiest_part_divides_by_concurrency_breaks_ties_by_name_and_skips_empty_spans():
@@ -144,10 +144,10 @@ def test_busiest_part_divides_by_concurrency_breaks_ties_by_name_and_skips_empty
     shares go to the first name; an empty span or an idle one names no part."""
     busy = {"t.buffer": 1_600_000, "t.dram": 900_000, "t.noc.x->y": 300_000}
     concurrency = {"t.buffer": 2}
-    assert busiest_part(busy, concurrency, "t", 1_000_000) == ("dram", 0.9)
-    assert busiest_part({"t.b": 5, "t.a": 5}, {}, "t", 10) == ("a", 0.5)
-    assert busiest_part(busy, concurrency, "t", 0) == ("", 0.0)
-    assert busiest_part({"t.dram": 0}, {}, "t", 10) == ("", 0.0)
+    assert busiest_part(busy, concurrency, "t", 1_000_000) == ("dram", "", 0.9)
+    assert busiest_part({"t.b": 5, "t.a": 5}, {}, "t", 10) == ("a", "", 0.5)
+    assert busiest_part(busy, concurrency, "t", 0) == ("", "", 0.0)
+    assert busiest_part({"t.dram": 0}, {}, "t", 10) == ("", "", 0.0)
 
 
 def test_bounded_fifo_blocks_then_resumes_and_keeps_a_depth_histogram():

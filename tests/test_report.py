@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import typer
 from small_experiments import lenet300_experiment
@@ -135,11 +136,12 @@ def check_markdown(results_dir: Path, out: Path) -> tuple[Path, Path]:
     # each run's five slowest layer-phases, the slowest first, with their busiest part
     layers = results.layers[results.layers["run"] == "hppu"]
     slowest = layers.sort_values("cycles", ascending=False, kind="stable").iloc[0]
+    link = "" if pd.isna(slowest["busiest_link"]) else f" {slowest['busiest_link']}"  # NoC's
     assert "| run | layer | phase | unit | cycles | % of the run | busiest part (% of its " \
            "span) |" in text
     assert (f"| hppu | {slowest['layer']} | {slowest['phase']} | {slowest['unit']} | "
             f"{slowest['cycles']:,} | {100 * slowest['cycles'] / runs['hppu']['cycles']:.1f} | "
-            f"{slowest['busiest_part']} ({100 * slowest['busiest_share']:.0f}%) |") in text
+            f"{slowest['busiest_part']}{link} ({100 * slowest['busiest_share']:.0f}%) |") in text
     assert len(re.findall(r"^\| (dense|hppu) \| [^|]+ \| (FF|BP|WG) \| ", text, re.M)) == 10
     # what desim run removes from a results folder by report_files' patterns is all of it
     assert {p.name for p in md.parent.iterdir()} == {
