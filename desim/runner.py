@@ -171,7 +171,7 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
         dram = rec.actions.get(f"{acc.path}.dram", Counter())
         busiest, link, share = busiest_part(
             {path: c["busy_ps"] for path, c in rec.actions.items()}, concurrency, acc.path,
-            rec.end_ps - rec.start_ps)
+            rec.end_ps - rec.start_ps, {path: c["bytes"] for path, c in rec.actions.items()})
         rows.append({
             "run": name, "arch": arch.name, "layer": w.name, "phase": PHASES[w.phase],
             "macs": w.macs, "effectual_macs": w.effectual_macs,

@@ -16,6 +16,7 @@ integers, floats come from the same integer arithmetic, and nothing depends on t
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -86,36 +87,52 @@ def busy_shares(stats: dict[str, Any], top: str) -> tuple[dict[str, float], dict
     transactions at once, the global buffer's two ports, the mean over them); a part made of
     parts (the NoC, of links), its busiest part's share, that part named in the second dict.
     FIFOs are left out: they hold items, they do no timed work (`_module_stats`)."""
-    return part_shares({path: busy_share(module) for path, module in stats["modules"].items()
-                        if "utilization" in module}, top)
+    modules = stats["modules"]
+    return part_shares({path: busy_share(module) for path, module in modules.items()
+                        if "utilization" in module}, top,
+                       {path: module.get("bytes", 0) for path, module in modules.items()})
 
 
-def part_shares(shares: dict[str, float], top: str) -> tuple[dict[str, float], dict[str, str]]:
+def part_shares(shares: dict[str, float], top: str, carried: dict[str, int] | None = None
+                ) -> tuple[dict[str, float], dict[str, str]]:
     """Module shares (by path) grouped into the parts of `top` (`top.dram`, `top.noc`): a
     part's own share, or, for a part made of parts (the NoC, of links), its busiest part's,
-    named in the second dict (none for a part that was never busy)."""
+    named in the second dict (none for a part that was never busy). Of parts equally busy,
+    the one that carried the most bytes (`carried`) is named, then the first name: a
+    transfer holds every link of its route as long, so a multicast ties the global buffer's
+    port with every link of its tree, and the port, which carried every byte, is the one
+    to name."""
+    carried = carried or {}
     prefix = f"{top}."
-    timed = [(path[len(prefix):].partition("."), share)
-             for path, share in shares.items() if path.startswith(prefix)]
-    own = {part: share for (part, _, inner), share in timed if not inner}
+    own: dict[str, float] = {}
+    inner: defaultdict[str, list[tuple[float, int, str]]] = defaultdict(list)
+    for path, share in shares.items():
+        if path.startswith(prefix):
+            part, _, rest = path[len(prefix):].partition(".")
+            if rest:
+                inner[part].append((-share, -carried.get(path, 0), rest))
+            else:
+                own[part] = share
     grouped, busiest = dict(own), {}
-    for (part, _, inner), share in timed:
-        if inner and part not in own and share > grouped.get(part, -1.0):
-            grouped[part], busiest[part] = share, inner
-    busiest = {part: inner for part, inner in busiest.items() if grouped[part] > 0}  # else none
+    for part, candidates in inner.items():
+        if part not in own:
+            least, _, name = min(candidates)
+            grouped[part] = -least
+            if least < 0:  # a part never busy names none
+                busiest[part] = name
     return dict(sorted(grouped.items())), dict(sorted(busiest.items()))
 
 
 def busiest_part(busy_ps: dict[str, int], concurrency: dict[str, int], top: str,
-                 span_ps: int) -> tuple[str, str, float]:
+                 span_ps: int, carried: dict[str, int] | None = None) -> tuple[str, str, float]:
     """The part of `top` busiest over a span of `span_ps` (a layer-phase's, from its
-    `busy_ps` booked per module path), its busiest part if it is made of parts (the NoC's
-    link), and its share of the span; ("", "", 0.0) for an empty span or one where nothing
-    was busy. A tie goes to the first name (deterministic)."""
+    `busy_ps` and bytes `carried` booked per module path), its busiest part if it is made of
+    parts (the NoC's link, as `part_shares` names it), and its share of the span; ("", "",
+    0.0) for an empty span or one where nothing was busy. A tie goes to the first name."""
     if span_ps <= 0:
         return "", "", 0.0
     shares, inner = part_shares({path: ps / (span_ps * concurrency.get(path, 1))
-                                 for path, ps in busy_ps.items() if ps}, top)
+                                 for path, ps in busy_ps.items() if ps}, top, carried)
     if not shares:
         return "", "", 0.0
     part = min(shares, key=lambda name: (-shares[name], name))

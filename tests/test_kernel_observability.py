@@ -91,6 +91,35 @@ def test_busy_shares_name_each_timed_part_and_a_network_by_its_busiest_link():
     assert busy_shares(collect_stats(idle), "top") == ({"noc": 0.0}, {})
 
 
+def test_of_links_a_multicast_holds_together_the_one_that_carried_most_is_named():
+    """A transfer holds every link of its route as long: a port and two branches busy 4 us
+    each, the port carrying 300 bytes and the branches 200 and 100; the port is named,
+    over the whole run and over a job's span alike, whatever the names' order."""
+    sim = Simulator()
+    top = Module("top", sim)
+    noc = Module("noc", top)
+    port, left, right = (Link(name, noc, 10**12, 0) for name in ("z_port", "a->b", "a->c"))
+
+    def multicast() -> Generator:
+        sim.env.active_process.job = "j"
+        yield from hold_links([port, left, right], [300, 200, 100])
+        yield sim.env.timeout(4_000_000 - 300)  # (a byte a ps: the held time is the largest)
+
+    top.add_process(multicast)
+    sim.run()
+    stats = collect_stats(sim)
+    assert {p: m["busy_ps"] for p, m in stats["modules"].items() if "->" in p or "port" in p} \
+        == {"top.noc.z_port": 300, "top.noc.a->b": 300, "top.noc.a->c": 300}
+    assert busy_shares(stats, "top") == ({"noc": 300 / 4_000_000}, {"noc": "z_port"})
+    booked = sim.booked["j"]
+    assert busiest_part({path: c["busy_ps"] for path, c in booked.items()}, {}, "top", 300,
+                        {path: c["bytes"] for path, c in booked.items()}) == \
+        ("noc", "z_port", 1.0)
+    # without the bytes, the first name
+    assert busy_shares({"modules": {p: {"utilization": 0.5} for p in
+                                    ("top.noc.z", "top.noc.a")}}, "top")[1] == {"noc": "a"}
+
+
 def test_a_part_serving_two_transactions_at_once_reads_the_mean_of_its_two_shares():
     """A dual-ported part, busy 10 us on one port and 6 us on the other in a 10 us run:
     stats.json's utilization 1.6 (its busy time over the run's), its share 0.8."""
