@@ -30,6 +30,7 @@ from mappings.counting import (
     count_total,
     effectual_map,
     effectual_operands,
+    exact_sum,
     nominal_map,
     processed_map,
     processed_operands,
@@ -164,7 +165,7 @@ def _prepared_plans(plans: list[tuple], phase: int, hw: HardwareView, circulant_
               "weight_dram_bytes": 0, "output_bytes": 0, "tile_buffer_bytes": 0}
     channels = torch.arange(first[0][2].shape[0])
     if hw.channel_compaction:  # drop output channels with no work in any chunk
-        channels = channels[sum((m[2] if m[3] is None else m[3]).sum((1, 2, 3))
+        channels = channels[sum(exact_sum(m[2] if m[3] is None else m[3], (1, 2, 3))
                                 for m in first) > 0]
     if len(channels) == 0:
         return totals, channels, []
@@ -307,7 +308,7 @@ def _count_maps(part: LayerCapture, phase: int, hw: HardwareView, policy: SkipPo
         scanned = None if scanned is None else scanned * part.y_spec.transpose(0, 1)
 
     def row_totals(counts: torch.Tensor | None) -> torch.Tensor | None:
-        return None if counts is None else counts.sum(3, keepdim=True)
+        return None if counts is None else exact_sum(counts, 3, keepdim=True)
     return (row_totals(nominal), row_totals(effectual), processed, row_totals(speculated),
             row_totals(scanned))
 

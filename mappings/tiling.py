@@ -39,7 +39,7 @@ from desim.errors import ConfigError
 from desim.events import empty_table
 from mappings.capture import LayerCapture
 from mappings.circulant import fft_mac_ratio
-from mappings.counting import BP, FF, WG, SkipPolicy, count_total
+from mappings.counting import BP, FF, WG, SkipPolicy, count_total, exact_sum
 from mappings.formats import BlockStats, map_stats, operand_bytes, rle_padding
 from mappings.pipeline import equal_tiles_cycles
 from mappings.target import HardwareView
@@ -156,14 +156,14 @@ def phase_shape(layer: LayerCapture, phase: int, hw: HardwareView) -> tuple[Phas
         units = _weight_units(layer.w_nz, FF, g)
         chan = _unit_stats(units, _weight_line(units, s, hw), hw.weight_format)
         x = layer.x_nz
-        stream_nnz = x.sum((1, 3), dtype=torch.int64)
+        stream_nnz = exact_sum(x, (1, 3))
         row_elems = x.shape[1] * x.shape[3]
         stream_rle, line_len = _row_rle(x, act_fmt), x.shape[3]
     elif phase == BP:
         units = _weight_units(layer.w_nz, BP, g)
         chan = _unit_stats(units, _weight_line(units, s, hw), hw.weight_format)
         dy = layer.dy_nz
-        stream_nnz = dy.sum((1, 3), dtype=torch.int64)
+        stream_nnz = exact_sum(dy, (1, 3))
         row_elems = dy.shape[1] * dy.shape[3]
         stream_rle, line_len = _row_rle(dy, act_fmt), dy.shape[3]
     else:
@@ -171,7 +171,7 @@ def phase_shape(layer: LayerCapture, phase: int, hw: HardwareView) -> tuple[Phas
         chan = _unit_stats(dy, dy.shape[-1], act_fmt)
         x = layer.x_nz  # rows are the cg input channels of a group; all groups summed
         n, c, h, w_ = x.shape
-        stream_nnz = x.reshape(n, g, cg, h * w_).sum((0, 1, 3), dtype=torch.int64)[None, :]
+        stream_nnz = exact_sum(x.reshape(n, g, cg, h * w_), (0, 1, 3))[None, :]
         row_elems = n * g * h * w_
         if layer.x_valid is not None:  # a row slice: its explicit padding is not data
             row_elems = g * int(layer.x_valid[:, 0].sum())
@@ -297,7 +297,7 @@ def _per_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
         c = _row_blocks(counts, shape)
         used = min(hw.pes_per_cluster, c.shape[2])  # PEs past a block's outputs idle: none
         c = _pad_to(c, 2, -(-c.shape[2] // used) * used)
-        return c.reshape(a, c.shape[1], -1, used).sum(2)
+        return exact_sum(c.reshape(a, c.shape[1], -1, used), 2)
     return _kept(cache, ("per_pe", id(counts), shape.images, shape.rows), counts, dealt)
 
 
@@ -780,7 +780,7 @@ def _written_rows(layer: LayerCapture, phase: int, hw: HardwareView, channels: t
         return None
     written = written[channels]
     a, n_img, n_rows, length = written.shape
-    return (written.sum(-1, keepdim=True), written.any(-1, keepdim=True),
+    return (exact_sum(written, -1, keepdim=True), written.any(-1, keepdim=True),
             _rle(written.reshape(-1, length), hw.activation_format).reshape(a, n_img, n_rows, 1))
 
 
@@ -838,5 +838,6 @@ def _kernel_stats(w: torch.Tensor, fmt: str) -> tuple[torch.Tensor, ...]:
     non-zeros, its kernel rows with any, and its run-length padding entries in format
     `fmt` (zeros unless run-length coding)."""
     a, cg, r, s = w.shape
-    return (w.sum((2, 3)).reshape(a, 1, cg, 1), w.any(3).sum(2).reshape(a, 1, cg, 1),
+    return (exact_sum(w, (2, 3)).reshape(a, 1, cg, 1),
+            exact_sum(w.any(3), 2).reshape(a, 1, cg, 1),
             _rle(w.reshape(-1, r * s), fmt).reshape(a, 1, cg, 1))

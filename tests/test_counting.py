@@ -7,7 +7,7 @@ from torch import nn
 
 from desim.errors import ConfigError
 from mappings.capture import capture
-from mappings.counting import BP, FF, WG, SkipPolicy, count_map, nominal_map
+from mappings.counting import BP, FF, WG, SkipPolicy, count_map, exact_sum, nominal_map
 from mappings.planner import tile_phase
 from mappings.target import HardwareView
 
@@ -388,3 +388,12 @@ def test_skipping_two_operands_zeros_needs_something_to_pair_them():
     assert paired.selector.levels == 1
     load_arch(arch, ["selector=null", "sparsity.skip_zero_activations=false",
                      "sparsity.skip_zero_gradients=false"])  # weights alone: nothing to pair
+
+
+def test_exact_sum_is_the_int64_sum_on_either_of_its_routes():
+    """A large map's sums in int32 when none can reach 2**31, else in int64: the same sums."""
+    torch.manual_seed(0)
+    small = torch.randint(0, 100, (4, 1 << 19), dtype=torch.int32)   # the int32 route
+    big = torch.full((2, 1 << 20), 2**24 - 1, dtype=torch.int32)     # sums past 2**31
+    for counts in (small, big, small > 50, small[:1, :10]):
+        assert torch.equal(exact_sum(counts, 1), counts.sum(1, dtype=torch.int64))

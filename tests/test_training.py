@@ -109,6 +109,19 @@ def test_mnist_training_batches_and_held_out_set_mix_all_classes():
     assert len(set(y.tolist())) == 10 and len(set(y_test.tolist())) == 10
 
 
+def test_digits_read_from_their_file_are_scikit_learns():
+    """`datasets` reads the digits file scikit-learn ships without importing scikit-learn:
+    the same images and labels, of the same types, as its `load_digits`."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from mappings.datasets import _digits
+    images, labels = _digits()
+    expected = load_digits()
+    assert images.dtype == expected.images.dtype and labels.dtype == expected.target.dtype
+    assert np.array_equal(images, expected.images) and np.array_equal(labels, expected.target)
+
+
 def test_a_capture_iteration_outside_the_run_is_bad_input():
     from desim.configio import validate
     from desim.errors import ConfigError
