@@ -523,22 +523,27 @@ def plot_time_by_busiest_part(results: Results, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def plot_timeline(results: Results, run: str, path: Path) -> Path:
-    """Horizontal bars: when each layer-phase of `run` ran (cycles), coloured by phase."""
+def plot_timeline(results: Results, run: str, path: Path, by: str = "phase") -> Path:
+    """Horizontal bars: when each layer-phase of `run` ran (cycles), coloured by its phase
+    (`by="phase"`) or by the part busiest over its span (`by="busiest_part"`: where in the
+    iteration each part bounds it)."""
     plt = _pyplot()
     rows = results.layers[results.layers["run"] == run]
     names = list(dict.fromkeys(rows["layer"]))  # first appearance: forward order
     y = {name: i for i, name in enumerate(names)}
     fig, ax = plt.subplots(figsize=(9.0, max(3.0, 0.16 * len(names) + 1.2)))
-    for phase, color in PHASE_COLORS.items():
-        part = rows[rows["phase"] == phase]
+    colors = PHASE_COLORS if by == "phase" else {
+        part: part_color(part) for part in sorted(set(rows[by].dropna()) - {""})}
+    for label, color in colors.items():
+        part = rows[rows[by] == label]
         if len(part):
             ax.barh([y[n] for n in part["layer"]], part["end_cycle"] - part["start_cycle"],
-                    left=part["start_cycle"], height=0.8, color=color, label=phase)
+                    left=part["start_cycle"], height=0.8, color=color, label=label)
     ax.set_yticks(range(len(names)), names, fontsize=max(4, min(8, 400 // max(len(names), 1))))
     ax.invert_yaxis()
     ax.set_xlabel("cycle")
-    ax.set_title(f"{results.name}: {run}, layer timeline")
+    ax.set_title(f"{results.name}: {run}, layer timeline"
+                 + (", coloured by the busiest part" if by != "phase" else ""))
     ax.legend(fontsize=8, loc="lower right")
     return _save(fig, path)
 
@@ -827,6 +832,13 @@ def _experiment_blocks(results: Results, slug: str, out_dir: Path) -> list[Block
         blocks.append(Para(f"The {SLOWEST} layer-phases that take the most of each run's "
                            "time, and the part busiest over each one's span:"))
         blocks.append(_slowest_table(results))
+        blocks.append(Para("Each run's layer timeline, coloured by the part busiest over "
+                           "each layer-phase's span: where in the iteration each part "
+                           "bounds it."))
+        for run in summary["runs"]:
+            png = plot_timeline(results, run, plot_path(out_dir, f"{slug}_{run}",
+                                                        "bound_timeline"), by="busiest_part")
+            blocks.append(Image(f"{results.name}: {run} timeline by busiest part", png.name))
     blocks.append(Heading(3, "Layer timelines"))
     for run in summary["runs"]:
         png = plot_timeline(results, run, plot_path(out_dir, f"{slug}_{run}", "timeline"))

@@ -64,7 +64,8 @@ def write_csv(path: Path, frame: pd.DataFrame) -> None:
 # HTML copy and plots: `report_files`) when it writes DIR again
 DEFAULT_REPORT = "report.md"
 # What each plot shows, last in its name (`plot_path`)
-PLOT_KINDS = ("energy", "busiest_part", "timeline", "layer_energy", "topology")
+PLOT_KINDS = ("energy", "busiest_part", "bound_timeline", "timeline", "layer_energy",
+              "topology")
 
 
 def plot_path(out_dir: Path, prefix: str, kind: str) -> Path:

@@ -118,9 +118,9 @@ def check_markdown(results_dir: Path, out: Path) -> tuple[Path, Path]:
     assert "| `selector.levels` | - | 2 |" in text and "| `name` |" not in text
     images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
     # energy per component and time by each layer-phase's busiest part; per run its
-    # topology coloured by how busy each part was, a timeline and the energy per layer
-    # (energy.csv)
-    assert len(images) == 2 + 3 * len(results.summary["runs"])
+    # topology coloured by how busy each part was, a timeline by phase and one by busiest
+    # part, and the energy per layer (energy.csv)
+    assert len(images) == 2 + 4 * len(results.summary["runs"])
     for name in images:
         png = md.parent / name
         assert png.read_bytes()[:8] == PNG and png.stat().st_size > 5000
@@ -128,7 +128,8 @@ def check_markdown(results_dir: Path, out: Path) -> tuple[Path, Path]:
             "report_quickstart_hppu_timeline.png",
             "report_quickstart_hppu_layer_energy.png",
             "report_quickstart_hppu_topology.png",
-            "report_quickstart_busiest_part.png"} <= set(images)
+            "report_quickstart_busiest_part.png",
+            "report_quickstart_hppu_bound_timeline.png"} <= set(images)
     assert "### Where the time went" in text
     bound = ", ".join(f"{part} {100 * share:.0f}%" for part, share in sorted(
         runs["hppu"]["time_by_busiest_part"].items(), key=lambda kv: -kv[1]) if share >= 0.005)
@@ -582,3 +583,26 @@ def test_a_run_whose_design_this_desim_refuses_is_reported_without_its_topology(
     (results / "config.json").write_text(json.dumps(config))
     md, _, _ = build_report([results], tmp_path / "rep" / "r.md")
     assert "- old: not drawn, " in md.read_text() and "no run 'old'" in md.read_text()
+
+
+def test_a_folder_written_before_the_busiest_parts_is_reported_without_them(tmp_path):
+    """A results folder from before layers.csv named each layer-phase's busiest part and
+    summary.json shared the time out by it: the report is written, its timelines by phase
+    and the rest, and leaves out the bar, the slowest layer-phases and the timelines by
+    busiest part, which it cannot draw."""
+    experiment = lenet300_experiment(tmp_path / "lenet300.yaml", {"dense": {"method": "dense"}},
+                                     data="random")
+    results = tmp_path / "results"
+    run_file(experiment, results)
+    layers = pd.read_csv(results / "layers.csv")
+    layers.drop(columns=["busiest_part", "busiest_link", "busiest_share"]).to_csv(
+        results / "layers.csv", index=False)
+    summary = json.loads((results / "summary.json").read_text())
+    del summary["runs"]["dense"]["time_by_busiest_part"]
+    (results / "summary.json").write_text(json.dumps(summary))
+    md, _, _ = build_report([results], tmp_path / "rep" / "r.md")
+    text = md.read_text()
+    images = set(re.findall(r"!\[[^]]*\]\(([^)]+)\)", text))
+    assert {"r_lenet300_dense_timeline.png", "r_lenet300_energy.png"} <= images
+    assert not {"r_lenet300_busiest_part.png", "r_lenet300_dense_bound_timeline.png"} & images
+    assert "busiest part (% of its span)" not in text and "### Where the time went" in text
