@@ -30,6 +30,7 @@ DESCRIBED = {"arch": "arch", "technology": "node", "clock_mhz": "clock (MHz)",
              "precision": "precision", "macs_per_cycle": "MACs / cycle",
              "peak_tmacs": "peak TMAC/s", "global_buffer_kib": "global buffer (KiB)",
              "dram": "DRAM", "dram_gb_s": "DRAM peak (GB/s)", "noc": "NoC",
+             "noc_port_gb_s": "NoC port (GB/s)",
              "vector_lanes": "vector lanes", "skips": "skips zero",
              "sparse_units": "sparse units", "modules": "modules"}
 
@@ -69,6 +70,9 @@ def describe(name: str, arch: ArchConfig, acc: Accelerator | None = None) -> dic
                 + ("" if arch.dram.power_down == "off" else f", {arch.dram.power_down} power-down"),
         "dram_gb_s": acc.dram.system.peak_bandwidth_bytes_per_s / 1e9,
         "noc": f"{noc.topology} {'x'.join(map(str, noc.shape or ()))}".strip(),
+        # the global buffer's (or its selector's) link into the NoC: every operand crosses it
+        "noc_port_gb_s": acc.graph.edges[acc.port, arch.global_buffer_router][
+            "bandwidth_bytes_per_cycle"] * acc.clock.frequency_hz / 1e9,
         "vector_lanes": arch.vector_unit.lanes if arch.vector_unit else "-",
         "skips": " ".join(operand for operand, on in (
             ("W", arch.sparsity.skip_zero_weights), ("X", arch.sparsity.skip_zero_activations),

@@ -623,7 +623,8 @@ def test_energy_per_action_adds_up_to_components_and_total(quickstart_twice):
 
 def test_check_elaborates_every_run_without_simulating():
     """`desim check`: each run's processor assembled and described in closed form (dense.yaml:
-    16 clusters x 16 PEs x 4 MACs at 500 MHz, one DDR4-2400 channel: 2400 MT/s x 8 bytes)."""
+    16 clusters x 16 PEs x 4 MACs at 500 MHz, one DDR4-2400 channel: 2400 MT/s x 8 bytes;
+    the global buffer's NoC port 32 B a cycle, 16 GB/s)."""
     from desim.check import check
 
     dense, hppu = check(QUICKSTART).runs
@@ -631,6 +632,9 @@ def test_check_elaborates_every_run_without_simulating():
     assert dense["macs_per_cycle"] == hppu["macs_per_cycle"] == 16 * 16 * 4
     assert dense["peak_tmacs"] == pytest.approx(1024 * 500e6 / 1e12)
     assert dense["dram_gb_s"] == pytest.approx(19.2, rel=1e-3)
+    assert dense["noc_port_gb_s"] == hppu["noc_port_gb_s"] == 16.0  # the selector's on hppu
+    _, wide = check(QUICKSTART, ["arch.hppu.noc.link_bandwidth_bytes_per_cycle=64"]).runs
+    assert wide["noc_port_gb_s"] == 32.0
     assert dense["dram"] == "DDR4-2400 x1" and dense["noc"] == "mesh 4x4"
     assert (dense["skips"], hppu["skips"]) == ("-", "W X dY")
     assert (dense["sparse_units"], hppu["sparse_units"]) == ("-", "selector")
