@@ -38,6 +38,7 @@ import json
 import math
 import re
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -474,16 +475,17 @@ def plot_energy(results: Results, path: Path) -> Path:
 
 
 def _stacked_bars(ax: Any, names: list[str], segments: dict[str, list[float]],
-                  horizontal: bool = False) -> None:
-    """One bar per name, one segment per energy component of `segments`, in its colour
-    (`component_color`), a legend beside."""
+                  horizontal: bool = False, color: Callable[[str], str] = component_color
+                  ) -> None:
+    """One bar per name, one segment per energy component (or part) of `segments`, in its
+    colour (`component_color`, or `part_color`), a legend beside."""
     base = [0.0] * len(names)
     for label, values in segments.items():
         if horizontal:
             ax.barh(range(len(names)), values, left=base, height=0.8, label=label,
-                    color=component_color(label))
+                    color=color(label))
         else:
-            ax.bar(names, values, bottom=base, label=label, color=component_color(label))
+            ax.bar(names, values, bottom=base, label=label, color=color(label))
         base = [b + v for b, v in zip(base, values, strict=True)]
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
@@ -506,20 +508,16 @@ def plot_time_by_busiest_part(results: Results, path: Path) -> Path | None:
     if not runs:
         return None
     plt = _pyplot()
-    parts = sorted({part for run in runs.values() for part in run["time_by_busiest_part"]})
+    parts = sorted({part for run in runs.values()  # parts never the busiest: no segment
+                    for part, share in run["time_by_busiest_part"].items() if share})
     fig, ax = plt.subplots(figsize=(9.0, max(2.0, 0.5 * len(runs) + 1.2)))
-    base = [0.0] * len(runs)
-    for part in parts:
-        values = [run["time_by_busiest_part"].get(part, 0.0) * run["seconds"] * 1e3
-                  for run in runs.values()]
-        ax.barh(range(len(runs)), values, left=base, height=0.7, label=part,
-                color=part_color(part))
-        base = [b + v for b, v in zip(base, values, strict=True)]
+    _stacked_bars(ax, list(runs), {
+        part: [run["time_by_busiest_part"].get(part, 0.0) * run["seconds"] * 1e3
+               for run in runs.values()] for part in parts}, horizontal=True, color=part_color)
     ax.set_yticks(range(len(runs)), list(runs))
     ax.invert_yaxis()
     ax.set_xlabel("time (ms)")
     ax.set_title(f"{results.name}: time by each layer-phase's busiest part")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _save(fig, path)
 
 
