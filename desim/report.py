@@ -858,7 +858,8 @@ def _slowest_table(results: Results) -> Table:
     with the part busiest over each one's span and its share of the span."""
     rows = []
     for run, total in ((name, r["cycles"]) for name, r in results.summary["runs"].items()):
-        layers = results.layers[results.layers["run"] == run]
+        layers = results.layers[(results.layers["run"] == run)  # (hidden ones take none)
+                                & (results.layers["cycles"] > 0)]
         for _, row in layers.sort_values("cycles", ascending=False, kind="stable").head(
                 SLOWEST).iterrows():
             rows.append([run, row["layer"], row["phase"], row["unit"],
