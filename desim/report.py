@@ -53,7 +53,7 @@ from desim.results import (
     DEFAULT_REPORT,
     atomic_path,
     plot_path,
-    writable_folder,
+    writable_file,
     write_atomic,
 )
 
@@ -1019,7 +1019,8 @@ def build_report(dirs: list[Path], out: Path) -> tuple[Path, Path, list[Results]
     if out.suffix.lower() != ".md":  # Markdown in a file named .pdf or .html misleads
         raise ConfigError(f"--out {out}: the report is Markdown (with an HTML copy beside "
                           "it); name it FILE.md")
-    out_dir = writable_folder(out.parent)
+    out_dir = writable_file(out).parent
+    writable_file(out.with_suffix(".html"))
     all_results = [load_results(Path(d)) for d in dirs]
     blocks: list[Block] = [Heading(1, "desim report")]
     blocks.append(Para("Paper figures against desim's, for every claim of the experiments "

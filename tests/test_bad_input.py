@@ -390,3 +390,31 @@ def test_an_arch_override_error_names_the_override(override, message):
     with pytest.raises(ConfigError) as err:
         load_experiment(QUICKSTART, [override])
     assert str(err.value).endswith(message)
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    """Exit code and output, wrapping undone, of `desim ARGS`."""
+    from typer.testing import CliRunner
+
+    from desim.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, " ".join(result.output.split())
+
+
+def test_a_picture_or_report_onto_a_folder_or_below_a_file_is_bad_input(tmp_path):
+    """`desim topology -o` and `desim report --out` onto a folder (its atomic rename failed
+    with IsADirectoryError), or below a file (FileExistsError), were tracebacks."""
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "r.html").mkdir()
+    (tmp_path / "file").write_text("")
+    topology = ("topology", str(DENSE), "-o")
+    for args, message in (
+            ((*topology, str(tmp_path / "folder.png")), "folder.png: is a folder; expected a "
+                                                        "file to write"),
+            ((*topology, str(tmp_path / "file" / "t.png")), "file: is a file, not a folder"),
+            (("report", str(tmp_path), "--out", str(tmp_path / "r.md")),
+             "r.html: is a folder; expected a file to write")):
+        code, output = _cli(*args)
+        assert code == 2, output
+        assert message in output and "Traceback" not in output
