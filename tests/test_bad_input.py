@@ -418,3 +418,43 @@ def test_a_picture_or_report_onto_a_folder_or_below_a_file_is_bad_input(tmp_path
         code, output = _cli(*args)
         assert code == 2, output
         assert message in output and "Traceback" not in output
+
+
+@pytest.fixture(scope="module")
+def lenet_results(tmp_path_factory) -> Path:
+    """A results folder of a LeNet-300 study of two runs (seconds)."""
+    from small_experiments import lenet300_experiment
+
+    import desim
+
+    root = tmp_path_factory.mktemp("lenet")
+    exp = lenet300_experiment(root / "exp.yaml", {"dense": {"method": "dense"},
+                                                  "mag": {"method": "magnitude",
+                                                          "sparsity": 0.5}})
+    return desim.run(exp).write(root / "results")
+
+
+@pytest.mark.parametrize("file, cut, message", [
+    # a copy stopped midway: a line and a half of layers.csv, or whole rows of energy.csv
+    ("layers.csv", lambda text: text[:300],
+     "layers.csv: the rows of run 'dense' add up to "),
+    ("energy.csv", lambda text: "".join(text.splitlines(keepends=True)[:20]),
+     "energy.csv: the rows of run 'dense' add up to "),
+    ("energy.csv", lambda text: text[:text.rindex(",", 0, 300) + 1],
+     "energy.csv: a row of run 'dense' has no energy_j"),
+    ("layers.csv", lambda text: text.replace("\nmag,", "\nother,"),
+     "layers.csv has rows of run(s) 'other' that summary.json does not have"),
+])
+def test_a_results_table_cut_short_is_bad_input(lenet_results, tmp_path, file, cut, message):
+    """`desim report` drew a folder whose layers.csv or energy.csv was cut short as if it
+    were whole: tables and timelines of part of a run, exit 0."""
+    import shutil
+
+    folder = tmp_path / "results"
+    shutil.copytree(lenet_results, folder)
+    (folder / file).write_text(cut((folder / file).read_text()))
+    code, output = _cli("report", str(folder), "--out", str(tmp_path / "r.md"))
+    assert code == 2, output
+    assert message in output and "the file is cut short or from another folder" in output
+    assert not (tmp_path / "r.md").exists()
+
