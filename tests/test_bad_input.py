@@ -458,3 +458,36 @@ def test_a_results_table_cut_short_is_bad_input(lenet_results, tmp_path, file, c
     assert message in output and "the file is cut short or from another folder" in output
     assert not (tmp_path / "r.md").exists()
 
+
+@pytest.mark.parametrize("sweep, message", [
+    ("{axes: {workload.seed: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], runs.1.pruning.sparsity: "
+     f"[{', '.join(str(i / 1000) for i in range(1000))}], workload.batch: "
+     f"[{', '.join(map(str, range(1, 101)))}]}}}}",
+     "sweep.axes: a grid of 1,000,000 points (every combination of the axes' values); "
+     "expected at most 100,000"),
+    ("{mode: random, budget: 1000000000000, axes: {workload.batch: {low: 1, high: 9}}}",
+     "sweep.budget: Input should be less than or equal to 100000"),
+])
+def test_a_sweep_too_large_to_plan_is_bad_input(sweep, message):
+    """A grid of 10^9 points was enumerated for hours (`desim check` and `desim sweep` hung
+    before computing any point), and a random budget had no bound either."""
+    with pytest.raises(ConfigError) as err:
+        load_experiment(QUICKSTART, [f"sweep={sweep}"])
+    assert message in str(err.value)
+
+
+def test_a_random_sweep_stops_drawing_once_its_space_is_exhausted():
+    """A budget larger than a small discrete space took 100 draws a point asked for (minutes
+    for 10^5) to find the few there are; the points drawn are the same."""
+    import time
+
+    from desim.sweep import plan_points
+    from desim.sweep_spec import SweepSpec
+
+    axes = {"workload.batch": [1, 2], "workload.seed": {"low": 0, "high": 2}}
+    started = time.perf_counter()
+    many = plan_points(SweepSpec(mode="random", budget=100_000, axes=axes, seed=3))
+    assert time.perf_counter() - started < 5
+    assert len(many) == 6
+    few = plan_points(SweepSpec(mode="random", budget=4, axes=axes, seed=3))
+    assert [p.values for p in many[:4]] == [p.values for p in few]
