@@ -491,3 +491,30 @@ def test_a_random_sweep_stops_drawing_once_its_space_is_exhausted():
     assert len(many) == 6
     few = plan_points(SweepSpec(mode="random", budget=4, axes=axes, seed=3))
     assert [p.values for p in many[:4]] == [p.values for p in few]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["workload.input_shape=[3, 1000000000000000000000000000000, 32]"],
+     "quickstart.yaml: workload.input_shape.1: Input should be less than 9223372036854775808"),
+    (["workload.num_classes=1000000000000000000000000000000"],
+     "quickstart.yaml: workload.num_classes: Input should be less than 9223372036854775808"),
+    (["workload.model=transformer_block", "workload.model_args={dim: 100000000000000000000}",
+      "workload.input_shape=null"],
+     "quickstart.yaml: workload.model_args.dim: model 'transformer_block', argument 'dim': "
+     "expected a whole number of 64 bits (torch's sizes), less than 2^63, got "
+     "100000000000000000000"),
+    # the data's images are shaped to 1, 2 or 3 axes: 4 failed in `desim run` only
+    ([f"workload.model={ROOT}/configs/models/tiny_cnn.py:tiny_cnn",
+      "workload.input_shape=[1, 3, 8, 8]"],
+     "quickstart.yaml: workload.input_shape: digits images come as a vector [n], a sequence "
+     "[rows, width] or an image [channels, height, width], not in 4 axes [1, 3, 8, 8]; use "
+     "data: random"),
+])
+def test_a_size_torch_cannot_take_is_bad_input(overrides, message, tmp_path):
+    """A size of 2^63 or more failed inside torch ("failed to unpack the object", a
+    TypeError's traceback in `desim check`), and the data could not be shaped as asked."""
+    experiment = tmp_path / "quickstart.yaml"
+    experiment.write_text(QUICKSTART.read_text().replace("../", f"{ROOT}/configs/"))
+    code, output = _cli("check", str(experiment), *(f"--set={o}" for o in overrides))
+    assert code == 2, output
+    assert message in output and "Traceback" not in output
