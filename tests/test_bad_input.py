@@ -518,3 +518,20 @@ def test_a_size_torch_cannot_take_is_bad_input(overrides, message, tmp_path):
     code, output = _cli("check", str(experiment), *(f"--set={o}" for o in overrides))
     assert code == 2, output
     assert message in output and "Traceback" not in output
+
+
+def test_a_folder_named_as_a_result_file_is_refused_before_simulating(tmp_path):
+    """A folder `summary.json` in the results folder failed the atomic rename onto it with
+    a traceback, after the whole simulation."""
+    from small_experiments import lenet300_experiment
+
+    import desim
+
+    experiment = lenet300_experiment(tmp_path / "exp.yaml", {"dense": {"method": "dense"}})
+    (tmp_path / "out" / "summary.json").mkdir(parents=True)
+    code, output = _cli("run", str(experiment), "--out", str(tmp_path / "out"))
+    assert code == 2, output
+    assert output.endswith(f"{tmp_path / 'out'}: summary.json: a folder where desim run writes "
+                           "that file; expected a results folder without it")
+    with pytest.raises(ConfigError, match="summary.json: a folder where desim run"):
+        desim.run(experiment, out=tmp_path / "out")
