@@ -403,8 +403,9 @@ def _cli(*args: str) -> tuple[int, str]:
 
 
 def test_a_picture_or_report_onto_a_folder_or_below_a_file_is_bad_input(tmp_path):
-    """`desim topology -o` and `desim report --out` onto a folder (its atomic rename failed
-    with IsADirectoryError), or below a file (FileExistsError), were tracebacks."""
+    """`desim topology -o`, `desim report --out` and `desim bench --json` onto a folder (the
+    atomic rename failed with IsADirectoryError), or below a file (FileExistsError), were
+    tracebacks."""
     (tmp_path / "folder.png").mkdir()
     (tmp_path / "r.html").mkdir()
     (tmp_path / "file").write_text("")
@@ -414,7 +415,10 @@ def test_a_picture_or_report_onto_a_folder_or_below_a_file_is_bad_input(tmp_path
                                                         "file to write"),
             ((*topology, str(tmp_path / "file" / "t.png")), "file: is a file, not a folder"),
             (("report", str(tmp_path), "--out", str(tmp_path / "r.md")),
-             "r.html: is a folder; expected a file to write")):
+             "r.html: is a folder; expected a file to write"),
+            # before the minutes of timing, whose write failed after them
+            (("bench", "--json", str(tmp_path / "folder.png")),
+             "folder.png: is a folder; expected a file to write")):
         code, output = _cli(*args)
         assert code == 2, output
         assert message in output and "Traceback" not in output
