@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from desim.errors import ConfigError
-from desim.results import atomic_path
+from desim.results import atomic_path, writable_file
 
 KIND_COLOURS = {
     "router": "#4c72b0",
@@ -57,6 +57,7 @@ def draw_topology(graph: nx.DiGraph, out: Path, utilization: dict | None = None)
     if suffix not in SUFFIXES:
         raise ConfigError(f"cannot draw to {out.name!r}: unknown suffix {out.suffix!r}; "
                           f"expected one of {', '.join(SUFFIXES)}")
+    writable_file(out)
     nodes_util, links_util = _check_utilization(graph, utilization)
     with atomic_path(out) as tmp:  # never a half-drawn picture under its name
         if suffix == ".dot":

@@ -17,8 +17,7 @@ from typing import Any
 import pandas as pd
 
 from desim.experiment import Experiment, load_experiment
-from desim.results import writable_folder
-from desim.runner import RunResult, layer_energy, summarize, write_results
+from desim.runner import RunResult, layer_energy, results_folder, summarize, write_results
 from desim.runner import run as run_experiment
 
 
@@ -91,7 +90,7 @@ def run(config: str | Path, overrides: Sequence[str] | str = (),
     if isinstance(overrides, str):   # not its characters, one by one
         overrides = [overrides]
     experiment = load_experiment(config, list(overrides))
-    folder = writable_folder(out) if out is not None else None
+    folder = results_folder(out) if out is not None else None
     result = Result(experiment, run_experiment(experiment, progress, folder))
     if out is not None:
         result.write(out)

@@ -169,5 +169,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Speed and memory: the kernel against plain SimPy, tracing off and on, and the
         front end on ResNet-18 ImageNet."""
+        from desim.errors import ConfigError, fail
+        from desim.results import writable_file
+
+        if json_out is not None:  # said before minutes of timing, not as a traceback after
+            try:
+                writable_file(json_out)
+            except ConfigError as err:
+                fail(2, str(err))
         print_bench(run_bench(json_out, items=items, stages=stages, repeats=repeats,
                               frontend=frontend))

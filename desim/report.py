@@ -53,7 +53,7 @@ from desim.results import (
     DEFAULT_REPORT,
     atomic_path,
     plot_path,
-    writable_folder,
+    writable_file,
     write_atomic,
 )
 
@@ -268,11 +268,42 @@ def load_results(path: Path) -> Results:
     layers = _read_table(path, "layers.csv", LAYER_COLUMNS, "not a results folder: ")
     energy = (_read_table(path, "energy.csv", ENERGY_COLUMNS)
               if (path / "energy.csv").exists() else None)  # none before desim wrote it
+    _check_tables_add_up(path, summary, layers, energy)
     results = Results(path, summary, config, layers, energy=energy)
     claims = [validate(Claim, c, path / "config.json", f"experiment.claims.{i}")
               for i, c in enumerate(results.experiment.get("claims", []))]
     results.checks = [check_claim(results.summary, c) for c in claims]
     return results
+
+
+def _check_tables_add_up(path: Path, summary: dict[str, Any], layers: pd.DataFrame,
+                         energy: pd.DataFrame | None) -> None:
+    """Each run's rows of layers.csv add up to its cycles in summary.json, and of energy.csv
+    to its joules, as `desim run` writes them: a file cut short (a copy stopped midway) or
+    from another folder read as it was, and the report's tables and timelines showed part
+    of a run without a word."""
+    import pandas as pd
+
+    again = "the file is cut short or from another folder; write the folder again (desim run)"
+    tables = [("layers.csv", layers, "cycles"), ("energy.csv", energy, "energy_j")]
+    for name, table, column in tables:
+        if table is None or column not in table.columns:  # no energy.csv (older folders)
+            continue
+        strays = sorted(set(table["run"].astype(str)) - set(summary["runs"]))
+        if strays:
+            raise ConfigError(f"{name} has rows of run(s) {', '.join(map(repr, strays))} that "
+                              f"summary.json does not have (runs: {', '.join(summary['runs'])}"
+                              f"): {again}", file=str(path))
+        for run, figures in summary["runs"].items():
+            rows = pd.to_numeric(table.loc[table["run"] == run, column], errors="coerce")
+            if rows.isna().any():
+                raise ConfigError(f"{name}: a row of run {run!r} has no {column}: {again}",
+                                  file=str(path))
+            total, expected = float(rows.sum()), float(figures[column])
+            if not math.isclose(total, expected, rel_tol=1e-9):
+                raise ConfigError(f"{name}: the rows of run {run!r} add up to {total:,.8g} "
+                                  f"{column}, but summary.json has {expected:,.8g}: {again}",
+                                  file=str(path))
 
 
 def _read_json(path: Path, name: str) -> Any:
@@ -1019,7 +1050,8 @@ def build_report(dirs: list[Path], out: Path) -> tuple[Path, Path, list[Results]
     if out.suffix.lower() != ".md":  # Markdown in a file named .pdf or .html misleads
         raise ConfigError(f"--out {out}: the report is Markdown (with an HTML copy beside "
                           "it); name it FILE.md")
-    out_dir = writable_folder(out.parent)
+    out_dir = writable_file(out).parent
+    writable_file(out.with_suffix(".html"))
     all_results = [load_results(Path(d)) for d in dirs]
     blocks: list[Block] = [Heading(1, "desim report")]
     blocks.append(Para("Paper figures against desim's, for every claim of the experiments "

@@ -22,12 +22,26 @@ def writable_folder(path: str | Path) -> Path:
     """`path`, created if need be and checked writable: a folder results cannot go to is bad
     input, said before anything is simulated rather than after."""
     path = Path(path)
+    if path.exists() and not path.is_dir():  # mkdir's "File exists" named no cause
+        raise ConfigError("is a file, not a folder; expected a folder to write results in",
+                          file=str(path))
     try:
         path.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=path).close()
     except OSError as err:
         raise ConfigError(f"cannot write results there ({err.strerror or err})",
                           file=str(path)) from None
+    return path
+
+
+def writable_file(path: str | Path) -> Path:
+    """`path`, a file to write: its folder created and checked writable (`writable_folder`),
+    and `path` itself no folder, which the atomic rename onto it would fail on with a
+    traceback, after the work is done."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError("is a folder; expected a file to write", file=str(path))
+    writable_folder(path.parent)
     return path
 
 

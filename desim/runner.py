@@ -409,8 +409,20 @@ def run_file(path: str | Path, out: str | Path, overrides: list[str] | None = No
     return run_and_write(load_experiment(path, overrides), out, progress)
 
 
+def results_folder(out: str | Path) -> Path:
+    """`out` as a results folder to write (`writable_folder`) in which no folder takes the
+    name of a result file: the atomic rename onto it failed with a traceback, after the
+    simulation."""
+    folder = writable_folder(out)
+    taken = [name for name in RESULT_FILES if (folder / name).is_dir()]
+    if taken:
+        raise ConfigError(f"{', '.join(taken)}: a folder where desim run writes that file; "
+                          "expected a results folder without it", file=str(folder))
+    return folder
+
+
 def run_and_write(experiment: Experiment, out: str | Path,
                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Simulate every run and write the results folder (`desim run`); returns summary.json."""
-    results = run(experiment, progress, writable_folder(out))
+    results = run(experiment, progress, results_folder(out))
     return write_results(Path(out), experiment, results)

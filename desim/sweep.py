@@ -47,6 +47,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -147,11 +148,16 @@ def plan_points(spec: SweepSpec) -> list[Point]:
         return float(rng.uniform(axis.low, axis.high))
 
     assert spec.budget is not None  # SweepSpec checks it
+    # a small discrete space may hold fewer points than the budget: drawing stops once it
+    # holds them all (else 100 draws a point asked for, minutes for a budget of 10^5)
+    space = math.prod(len(axis) if isinstance(axis, list)
+                      else axis.high - axis.low + 1 if axis.integer else math.inf
+                      for axis in spec.axes.values())
     points: dict[str, Point] = {}
-    for _ in range(spec.budget * 100):  # a small discrete space may hold fewer points
+    for _ in range(spec.budget * 100):
         values = {key: draw(spec.axes[key]) for key in keys}
         points.setdefault(point_id(values), Point(point_id(values), values))
-        if len(points) == spec.budget:
+        if len(points) in (spec.budget, space):
             break
     return list(points.values())
 

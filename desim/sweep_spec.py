@@ -23,9 +23,10 @@ reproducible and resumable by its overrides alone.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BeforeValidator, Field, PositiveInt, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from desim.configio import Strict
 from mappings.specs import Seed
@@ -82,11 +83,17 @@ def _list_or_range(value: Any) -> Any:
 Axis = Annotated[list[Any] | RangeAxis, BeforeValidator(_list_or_range)]
 
 
+# The most points a sweep may have: a grid is every combination of its axes' values, which
+# three axes of 1,000 values made 10^9 points, enumerated for hours (desim check and desim
+# sweep hung) before any was computed
+MAX_SWEEP_POINTS = 100_000
+
+
 class SweepSpec(Strict):
     mode: Literal["grid", "random"] = "grid"
     # key path (as `--set` accepts, or arch.<run>.<key.path>) -> values, or a range (random)
     axes: dict[str, Axis] = Field(min_length=1)
-    budget: PositiveInt | None = None  # random: how many distinct points
+    budget: int | None = Field(None, gt=0, le=MAX_SWEEP_POINTS)  # random: distinct points
     seed: Seed = 0                     # random: the draws; same seed, same points
     objectives: list[Metric] = Field(default_factory=lambda: ["energy_j", "cycles"],
                                      min_length=2, max_length=2)  # plotted y against x
@@ -104,6 +111,11 @@ class SweepSpec(Strict):
             if self.mode == "grid" and isinstance(values, RangeAxis):
                 raise ValueError(f"axes.{key}: a grid needs a list of values, not a range "
                                  "(ranges are for mode: random)")
+        grid = math.prod(len(v) for v in self.axes.values() if isinstance(v, list))
+        if self.mode == "grid" and grid > MAX_SWEEP_POINTS:
+            raise ValueError(f"axes: a grid of {grid:,} points (every combination of the "
+                             f"axes' values); expected at most {MAX_SWEEP_POINTS:,}: fewer "
+                             "values, or mode: random with a budget")
         if self.objectives[0] == self.objectives[1]:  # a Pareto front of one metric
             raise ValueError(f"objectives: expected two different metrics (the plot's y and "
                              f"x), got {self.objectives}")

@@ -173,10 +173,11 @@ class WorkloadSpec(Strict):
     scalesim_topology: str | None = None
     model_args: dict[str, Any] = Field(default_factory=dict)
     batch: int = Field(8, gt=0, lt=2**63)  # torch sizes are 64-bit; larger: out of memory
-    input_shape: list[PositiveInt] | None = Field(None, min_length=1)  # default: the model's,
+    input_shape: list[Annotated[int, Field(gt=0, lt=2**63)]] | None = Field(
+        None, min_length=1)  # default: the model's (torch sizes are 64-bit, as batch's),
     # with the axes its model_args set (a transformer's seq_len and dim, the probe's
     # channels); an empty list is no shape (it was taken silently for the default)
-    num_classes: PositiveInt = 10
+    num_classes: int = Field(10, gt=0, lt=2**63)
     data: Dataset = "digits"
     seed: Seed = 0
     training: TrainingSpec | None = None  # train first, then capture a chosen iteration
@@ -224,4 +225,11 @@ class WorkloadSpec(Strict):
             # would fail after training, not before
             raise ValueError("training: training measures accuracy on held-out data, which "
                              "data: random has none of; use data: digits or mnist")
+        if self.data != "random" and self.input_shape and len(self.input_shape) > 3:
+            # the images are shaped in mappings/datasets.py; more axes failed there, after
+            # `desim check` had passed, with a traceback
+            raise ValueError(f"input_shape: {self.data} images come as a vector [n], a "
+                             "sequence [rows, width] or an image [channels, height, width], "
+                             f"not in {len(self.input_shape)} axes {self.input_shape}; use "
+                             "data: random for such a shape")
         return self

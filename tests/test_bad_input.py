@@ -390,3 +390,152 @@ def test_an_arch_override_error_names_the_override(override, message):
     with pytest.raises(ConfigError) as err:
         load_experiment(QUICKSTART, [override])
     assert str(err.value).endswith(message)
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    """Exit code and output, wrapping undone, of `desim ARGS`."""
+    from typer.testing import CliRunner
+
+    from desim.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, " ".join(result.output.split())
+
+
+def test_a_picture_or_report_onto_a_folder_or_below_a_file_is_bad_input(tmp_path):
+    """`desim topology -o`, `desim report --out` and `desim bench --json` onto a folder (the
+    atomic rename failed with IsADirectoryError), or below a file (FileExistsError), were
+    tracebacks."""
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "r.html").mkdir()
+    (tmp_path / "file").write_text("")
+    topology = ("topology", str(DENSE), "-o")
+    for args, message in (
+            ((*topology, str(tmp_path / "folder.png")), "folder.png: is a folder; expected a "
+                                                        "file to write"),
+            ((*topology, str(tmp_path / "file" / "t.png")), "file: is a file, not a folder"),
+            (("report", str(tmp_path), "--out", str(tmp_path / "r.md")),
+             "r.html: is a folder; expected a file to write"),
+            # before the minutes of timing, whose write failed after them
+            (("bench", "--json", str(tmp_path / "folder.png")),
+             "folder.png: is a folder; expected a file to write")):
+        code, output = _cli(*args)
+        assert code == 2, output
+        assert message in output and "Traceback" not in output
+
+
+@pytest.fixture(scope="module")
+def lenet_results(tmp_path_factory) -> Path:
+    """A results folder of a LeNet-300 study of two runs (seconds)."""
+    from small_experiments import lenet300_experiment
+
+    import desim
+
+    root = tmp_path_factory.mktemp("lenet")
+    exp = lenet300_experiment(root / "exp.yaml", {"dense": {"method": "dense"},
+                                                  "mag": {"method": "magnitude",
+                                                          "sparsity": 0.5}})
+    return desim.run(exp).write(root / "results")
+
+
+@pytest.mark.parametrize("file, cut, message", [
+    # a copy stopped midway: a line and a half of layers.csv, or whole rows of energy.csv
+    ("layers.csv", lambda text: text[:300],
+     "layers.csv: the rows of run 'dense' add up to "),
+    ("energy.csv", lambda text: "".join(text.splitlines(keepends=True)[:20]),
+     "energy.csv: the rows of run 'dense' add up to "),
+    ("energy.csv", lambda text: text[:text.rindex(",", 0, 300) + 1],
+     "energy.csv: a row of run 'dense' has no energy_j"),
+    ("layers.csv", lambda text: text.replace("\nmag,", "\nother,"),
+     "layers.csv has rows of run(s) 'other' that summary.json does not have"),
+])
+def test_a_results_table_cut_short_is_bad_input(lenet_results, tmp_path, file, cut, message):
+    """`desim report` drew a folder whose layers.csv or energy.csv was cut short as if it
+    were whole: tables and timelines of part of a run, exit 0."""
+    import shutil
+
+    folder = tmp_path / "results"
+    shutil.copytree(lenet_results, folder)
+    (folder / file).write_text(cut((folder / file).read_text()))
+    code, output = _cli("report", str(folder), "--out", str(tmp_path / "r.md"))
+    assert code == 2, output
+    assert message in output and "the file is cut short or from another folder" in output
+    assert not (tmp_path / "r.md").exists()
+
+
+@pytest.mark.parametrize("sweep, message", [
+    ("{axes: {workload.seed: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], runs.1.pruning.sparsity: "
+     f"[{', '.join(str(i / 1000) for i in range(1000))}], workload.batch: "
+     f"[{', '.join(map(str, range(1, 101)))}]}}}}",
+     "sweep.axes: a grid of 1,000,000 points (every combination of the axes' values); "
+     "expected at most 100,000"),
+    ("{mode: random, budget: 1000000000000, axes: {workload.batch: {low: 1, high: 9}}}",
+     "sweep.budget: Input should be less than or equal to 100000"),
+])
+def test_a_sweep_too_large_to_plan_is_bad_input(sweep, message):
+    """A grid of 10^9 points was enumerated for hours (`desim check` and `desim sweep` hung
+    before computing any point), and a random budget had no bound either."""
+    with pytest.raises(ConfigError) as err:
+        load_experiment(QUICKSTART, [f"sweep={sweep}"])
+    assert message in str(err.value)
+
+
+def test_a_random_sweep_stops_drawing_once_its_space_is_exhausted():
+    """A budget larger than a small discrete space took 100 draws a point asked for (minutes
+    for 10^5) to find the few there are; the points drawn are the same."""
+    import time
+
+    from desim.sweep import plan_points
+    from desim.sweep_spec import SweepSpec
+
+    axes = {"workload.batch": [1, 2], "workload.seed": {"low": 0, "high": 2}}
+    started = time.perf_counter()
+    many = plan_points(SweepSpec(mode="random", budget=100_000, axes=axes, seed=3))
+    assert time.perf_counter() - started < 5
+    assert len(many) == 6
+    few = plan_points(SweepSpec(mode="random", budget=4, axes=axes, seed=3))
+    assert [p.values for p in many[:4]] == [p.values for p in few]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["workload.input_shape=[3, 1000000000000000000000000000000, 32]"],
+     "quickstart.yaml: workload.input_shape.1: Input should be less than 9223372036854775808"),
+    (["workload.num_classes=1000000000000000000000000000000"],
+     "quickstart.yaml: workload.num_classes: Input should be less than 9223372036854775808"),
+    (["workload.model=transformer_block", "workload.model_args={dim: 100000000000000000000}",
+      "workload.input_shape=null"],
+     "quickstart.yaml: workload.model_args.dim: model 'transformer_block', argument 'dim': "
+     "expected a whole number of 64 bits (torch's sizes), less than 2^63, got "
+     "100000000000000000000"),
+    # the data's images are shaped to 1, 2 or 3 axes: 4 failed in `desim run` only
+    ([f"workload.model={ROOT}/configs/models/tiny_cnn.py:tiny_cnn",
+      "workload.input_shape=[1, 3, 8, 8]"],
+     "quickstart.yaml: workload.input_shape: digits images come as a vector [n], a sequence "
+     "[rows, width] or an image [channels, height, width], not in 4 axes [1, 3, 8, 8]; use "
+     "data: random"),
+])
+def test_a_size_torch_cannot_take_is_bad_input(overrides, message, tmp_path):
+    """A size of 2^63 or more failed inside torch ("failed to unpack the object", a
+    TypeError's traceback in `desim check`), and the data could not be shaped as asked."""
+    experiment = tmp_path / "quickstart.yaml"
+    experiment.write_text(QUICKSTART.read_text().replace("../", f"{ROOT}/configs/"))
+    code, output = _cli("check", str(experiment), *(f"--set={o}" for o in overrides))
+    assert code == 2, output
+    assert message in output and "Traceback" not in output
+
+
+def test_a_folder_named_as_a_result_file_is_refused_before_simulating(tmp_path):
+    """A folder `summary.json` in the results folder failed the atomic rename onto it with
+    a traceback, after the whole simulation."""
+    from small_experiments import lenet300_experiment
+
+    import desim
+
+    experiment = lenet300_experiment(tmp_path / "exp.yaml", {"dense": {"method": "dense"}})
+    (tmp_path / "out" / "summary.json").mkdir(parents=True)
+    code, output = _cli("run", str(experiment), "--out", str(tmp_path / "out"))
+    assert code == 2, output
+    assert output.endswith(f"{tmp_path / 'out'}: summary.json: a folder where desim run writes "
+                           "that file; expected a results folder without it")
+    with pytest.raises(ConfigError, match="summary.json: a folder where desim run"):
+        desim.run(experiment, out=tmp_path / "out")

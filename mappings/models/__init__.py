@@ -88,6 +88,11 @@ def call_checked(label: str, builder: Callable[..., Any], kwargs: Mapping[str, o
     # arbitrary types: a user's factory may annotate an argument with any class
     checked = validate_call(config=ConfigDict(strict=True,
                                               arbitrary_types_allowed=True))(builder)
+    for arg, value in kwargs.items():  # torch failed to unpack it, a TypeError's traceback
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+            raise ConfigError(f"model {label}, argument {arg!r}: expected a whole number of "
+                              f"64 bits (torch's sizes), less than 2^63, got {value}",
+                              key=f"workload.model_args.{arg}")
     try:
         return checked(**kwargs)
     except ValidationError as err:
