@@ -298,12 +298,21 @@ def _check_speculation(path: Path, spec: ExperimentSpec, i: int, workload: Workl
 def _naming_the_override(err: ConfigError, run_name: str,
                          named: list[tuple[str, str]]) -> ConfigError:
     """`err` of run `run_name`'s architecture, naming the `--set` that set its key
-    (`arch.*.pe_cluster.pes=-1`: the file alone holds no such value), if one did."""
+    (`arch.*.pe_cluster.pes=-1`: the file alone holds no such value), if one did, or else
+    those that set a key within the section it is about (a check of `noc` as a whole, its
+    shape against its topology, after `--set arch.dense.noc.shape.1=0`)."""
+    if not (err.file and err.key):
+        return err
     for given, item in reversed(named):  # the last one set wins
         key = item.partition("=")[0]
-        if err.file and err.key and (err.key == key or err.key.startswith(f"{key}.")):
+        if err.key == key or err.key.startswith(f"{key}."):
             return ConfigError(f"{err.message} (set by --set {given}, for run {run_name})",
                                file=err.file, key=err.key)
+    inside = [given for given, item in named
+              if item.partition("=")[0].startswith(f"{err.key}.")]
+    if inside:  # "with": the file's own values in the section may be the ones at fault
+        return ConfigError(f"{err.message} (with --set {', --set '.join(inside)}, for run "
+                           f"{run_name})", file=err.file, key=err.key)
     return err
 
 

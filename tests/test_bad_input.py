@@ -392,6 +392,22 @@ def test_an_arch_override_error_names_the_override(override, message):
     assert str(err.value).endswith(message)
 
 
+@pytest.mark.parametrize("overrides, message", [
+    (["arch.dense.noc.shape.1=0"],
+     "dense.yaml: noc: mesh shape [cols, rows] must be >= 1, got [4, 0] (with --set "
+     "arch.dense.noc.shape.1=0, for run dense)"),
+    (["arch.*.noc.topology=ring", "arch.hppu.pe_cluster.pes=8"],
+     "dense.yaml: noc: topology 'ring' needs shape: [n], got [4, 4] (with --set "
+     "arch.*.noc.topology=ring, for run dense)"),
+])
+def test_a_section_error_names_the_override_within_the_section(overrides, message):
+    """A check of a section as a whole (the NoC's shape against its topology) names the
+    section, not the key an override set in it: the error named `noc` and no --set."""
+    code, output = _cli("check", str(QUICKSTART), *(f"--set={o}" for o in overrides))
+    assert code == 2, output
+    assert output.endswith(message)
+
+
 def _cli(*args: str) -> tuple[int, str]:
     """Exit code and output, wrapping undone, of `desim ARGS`."""
     from typer.testing import CliRunner
