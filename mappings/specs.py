@@ -143,6 +143,15 @@ class PruningSpec(Strict):
         return self
 
 
+# The most SGD iterations a training may take: every one is a real forward and backward pass
+# on this CPU before the capture, about 5 ms for the smallest shipped model (LeNet-300-100 at
+# batch 32: dropback_lenet.yaml's two 600-iteration trainings take 6.8 s) and 0.3 s for
+# ResNet-18 (hppu_pruning_ratio.yaml's). A million is an hour and a half of the smallest, days
+# of ResNet-18; more (a typo's 10^30) would run for ever before its error or result. The
+# shipped studies train 600 at most.
+MAX_TRAINING_ITERATIONS = 1_000_000
+
+
 class TrainingSpec(Strict):
     iterations: PositiveInt
     learning_rate: float = Field(0.05, gt=0)
@@ -154,6 +163,10 @@ class TrainingSpec(Strict):
 
     @model_validator(mode="after")
     def _capture_within_the_run(self) -> TrainingSpec:
+        if self.iterations > MAX_TRAINING_ITERATIONS:
+            raise ValueError(f"iterations: expected at most {MAX_TRAINING_ITERATIONS:,} (each is "
+                             "a real SGD step before the capture: a million take hours for "
+                             f"the smallest model, days for ResNet-18), got {self.iterations}")
         at = self.capture_iteration
         if at is not None and not 0 <= at < self.iterations:
             raise ValueError(f"capture_iteration: {at} is not one of the iterations "

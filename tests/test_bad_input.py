@@ -555,3 +555,20 @@ def test_a_folder_named_as_a_result_file_is_refused_before_simulating(tmp_path):
                            "that file; expected a results folder without it")
     with pytest.raises(ConfigError, match="summary.json: a folder where desim run"):
         desim.run(experiment, out=tmp_path / "out")
+
+
+def test_a_training_too_long_to_finish_is_bad_input():
+    """`training.iterations: 10^30` was taken, and the capture's training would have run for
+    ever: a training is at most MAX_TRAINING_ITERATIONS SGD steps (a million: hours)."""
+    from mappings.specs import MAX_TRAINING_ITERATIONS
+
+    code, output = _cli("check", str(QUICKSTART),
+                        f"--set=workload.training={{iterations: {10**30}}}")
+    assert code == 2, output
+    assert ("quickstart.yaml: workload.training.iterations: expected at most 1,000,000 (each "
+            "is a real SGD step before the capture") in output
+    assert output.endswith(f"got {10**30}")
+    with pytest.raises(ConfigError, match="runs.1.workload_set.training.iterations: expected "
+                                          "at most 1,000,000"):
+        load_experiment(QUICKSTART, ["runs.1.workload_set=[training.iterations=1000001]"])
+    load_experiment(QUICKSTART, [f"workload.training={{iterations: {MAX_TRAINING_ITERATIONS}}}"])
