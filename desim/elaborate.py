@@ -119,7 +119,7 @@ def elaborate(experiment: Experiment, shared: Shared | None = None) -> list[dict
                 try:  # the model takes two images (a SCALE-Sim topology CSV is read)
                     found = untrained(workload)
                 except ConfigError as err:
-                    raise err.in_file(str(experiment.path)) from None
+                    raise workload_error(err, experiment, i) from None
                 if found.batch_free:
                     iterations[shared_key] = found
             iterations[key] = found
@@ -148,6 +148,28 @@ def elaborate(experiment: Experiment, shared: Shared | None = None) -> list[dict
             raise design_error(misfit, experiment, i)
         rows.append({"run": run.name, **described, "pruning": pruning})
     return rows
+
+
+def workload_error(err: ConfigError, experiment: Experiment, i: int) -> ConfigError:
+    """An error of run `i`'s workload, naming the run's `workload_set` when it has one and
+    the experiment's own workload takes no such error: `--set runs.0.workload_set=[model=
+    lenet5]` on a workload of 3-channel images named `workload.input_shape` only, a key the
+    user had not touched. The experiment's workload is tried only on this path; its own
+    error comes first."""
+    from mappings.workload import untrained
+
+    err = err.in_file(str(experiment.path))
+    run = experiment.spec.runs[i]
+    if not run.workload_set or experiment.workloads[run.name] == experiment.spec.workload:
+        return err
+    try:
+        untrained(experiment.spec.workload)
+    except ConfigError as own:  # the file's workload is at fault too: its error first
+        return own.in_file(str(experiment.path))
+    return ConfigError(f"{err.key + ': ' if err.key else ''}{err.message} (the workload of run "
+                       f"{run.name!r}: the experiment's with its workload_set "
+                       f"[{', '.join(run.workload_set)}])", file=err.file,
+                       key=f"runs.{i}.workload_set")
 
 
 def _check_pruning(experiment: Experiment, i: int, iteration: Untrained) -> None:

@@ -572,3 +572,19 @@ def test_a_training_too_long_to_finish_is_bad_input():
                                           "at most 1,000,000"):
         load_experiment(QUICKSTART, ["runs.1.workload_set=[training.iterations=1000001]"])
     load_experiment(QUICKSTART, [f"workload.training={{iterations: {MAX_TRAINING_ITERATIONS}}}"])
+
+
+def test_a_run_workload_error_names_its_workload_set():
+    """`runs.0.workload_set=[model=lenet5]` on a workload of 3-channel images named only
+    `workload.input_shape`, which the user had not touched; the experiment's own workload
+    error still names the workload (resnet18 cannot take [3, 32] either)."""
+    lenet = "--set=runs.0.workload_set=['model=lenet5', 'model_args={}']"
+    code, output = _cli("check", str(QUICKSTART), lenet)
+    assert code == 2, output
+    assert ("quickstart.yaml: runs.0.workload_set: workload.input_shape: model 'lenet5' cannot "
+            "take inputs of shape [3, 32, 32]") in output
+    assert output.endswith("(the workload of run 'dense': the experiment's with its "
+                           "workload_set [model=lenet5, model_args={}])")
+    code, output = _cli("check", str(QUICKSTART), lenet, "--set=workload.input_shape=[3, 32]")
+    assert code == 2, output
+    assert "quickstart.yaml: workload.input_shape: model 'resnet18' cannot take" in output
