@@ -103,6 +103,26 @@ CLAIM_METRICS = {
 }
 
 
+# The statistics of a run's workload (summary.json's runs.<run>.workload), each with what a
+# run needs to have it ("": every run): mappings/workload.py `_stats` gives the first four,
+# the pruning masks' (any method but dense) and the speculation's (desim/runner.py keeps
+# them on a design with a speculator only); mappings/training.py `train_and_capture` the
+# training's. A run may still lack one it could have (a pruning that prunes no layer), as
+# the report then says; a claim on one it cannot have is refused before simulating.
+WORKLOAD_STATS = {
+    "activation_sparsity": "", "gradient_sparsity": "", "weight_sparsity": "",
+    "vector_layers": "", "pruned_layers_weight_sparsity": "pruning",
+    "speculated_layers": "speculator", "speculated_zero_fraction": "speculator",
+    "speculation_false_zero_rate": "speculator", "speculation_false_zero_mass": "speculator",
+    "accuracy": "training", "final_loss": "training", "iterations": "training",
+    "captured_iteration": "training", "weight_compression": "training pruning",
+    "exact_inference_accuracy": "training speculative_relu",
+}
+NEEDS = {"pruning": "a pruning other than dense", "speculator": "a speculator in its design",
+         "training": "a training (workload.training)",
+         "speculative_relu": "workload.speculative_relu"}
+
+
 class ExperimentSpec(Strict):
     name: str
     description: str = ""
@@ -257,7 +277,45 @@ def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) ->
             raise ConfigError(f"run {run.name!r} prunes a SCALE-Sim topology, whose layers are "
                               "dense (batch 1, no weights to prune); expected "
                               "{method: dense}", file=str(path), key=f"runs.{i}.pruning")
+    _check_workload_claims(path, spec, archs, workloads)
     return Experiment(path, spec, archs, raw, workloads, overrides or [])
+
+
+def workload_stat_names(run: RunSpec, workload: WorkloadSpec, arch: ArchConfig) -> list[str]:
+    """The workload statistics `run` may have in summary.json (`WORKLOAD_STATS`)."""
+    has = {need for need, on in (("pruning", run.pruning.method != "dense"),
+                                 ("speculator", arch.speculator is not None),
+                                 ("training", workload.training is not None),
+                                 ("speculative_relu", workload.speculative_relu)) if on}
+    return [name for name, needs in WORKLOAD_STATS.items() if set(needs.split()) <= has]
+
+
+def _check_workload_claims(path: Path, spec: ExperimentSpec, archs: dict[str, ArchConfig],
+                           workloads: dict[str, WorkloadSpec]) -> None:
+    """A claim on a run's workload statistic names one that run will have
+    (`WORKLOAD_STATS`): a typo (`runs.hppu.workload.zzz`), or `accuracy` of a run that does
+    not train, was found missing by the report only, after the simulation."""
+    runs = {run.name: run for run in spec.runs}
+    for i, claim in enumerate(spec.claims):
+        for field, metric in ((f, p) for pair in claim.ratios()
+                              for f, p in zip(("metric", "over"), pair, strict=True) if p):
+            parts = metric.split(".")
+            if parts[0] != "runs" or parts[2] != "workload":
+                continue
+            run = runs[parts[1]]
+            names = workload_stat_names(run, workloads[run.name], archs[run.name])
+            stat = ".".join(parts[3:])
+            if stat in names:
+                continue
+            if not stat:
+                raise ConfigError(f"{metric!r}: expected {metric}.<statistic>, one of: "
+                                  f"{', '.join(names)}", file=str(path),
+                                  key=f"claims.{i}.{field}")
+            why = (f" (it needs {' and '.join(NEEDS[n] for n in WORKLOAD_STATS[stat].split())})"
+                   if stat in WORKLOAD_STATS else "")
+            raise ConfigError(f"{metric!r}: run {run.name!r} will have no workload statistic "
+                              f"{stat!r}{why}; it will have: {', '.join(names)}",
+                              file=str(path), key=f"claims.{i}.{field}")
 
 
 def _resolve_workload_paths(workload: object, path: Path) -> None:

@@ -588,3 +588,47 @@ def test_a_run_workload_error_names_its_workload_set():
     code, output = _cli("check", str(QUICKSTART), lenet, "--set=workload.input_shape=[3, 32]")
     assert code == 2, output
     assert "quickstart.yaml: workload.input_shape: model 'resnet18' cannot take" in output
+
+
+@pytest.mark.parametrize("claim, message", [
+    ("runs.hppu.workload.zzz", "quickstart.yaml: claims.0.metric: 'runs.hppu.workload.zzz': "
+     "run 'hppu' will have no workload statistic 'zzz'; it will have: activation_sparsity, "
+     "gradient_sparsity, weight_sparsity, vector_layers, pruned_layers_weight_sparsity"),
+    ("runs.dense.workload.accuracy", "claims.0.metric: 'runs.dense.workload.accuracy': run "
+     "'dense' will have no workload statistic 'accuracy' (it needs a training "
+     "(workload.training)); it will have: activation_sparsity, gradient_sparsity, "
+     "weight_sparsity, vector_layers"),
+    ("runs.hppu.workload", "claims.0.metric: 'runs.hppu.workload': expected "
+     "runs.hppu.workload.<statistic>, one of: activation_sparsity"),
+])
+def test_a_claim_on_a_workload_statistic_a_run_cannot_have_is_bad_input(claim, message):
+    """`desim check` passed `runs.hppu.workload.zzz`: only the report, after the
+    simulation, found it missing."""
+    code, output = _cli("check", str(QUICKSTART),
+                        f"--set=claims=[{{metric: {claim}, paper: 1, tolerance: 1}}]")
+    assert code == 2, output
+    assert message in output
+
+
+def test_the_workload_statistics_a_claim_may_name_are_those_a_run_has(tmp_path):
+    """`workload_stat_names` against summary.json: a run that prunes, trains and speculates
+    has every statistic, a dense one without training the four of every run."""
+    from small_experiments import lenet300_experiment
+
+    import desim
+    from desim.experiment import workload_stat_names
+
+    path = lenet300_experiment(tmp_path / "exp.yaml", {"dense": {"method": "dense"}})
+    data = yaml.safe_load(path.read_text())
+    data["workload"]["training"] = {"iterations": 2}
+    data["runs"].append({"name": "spec", "arch": str(ROOT / "configs/arch/trainer.yaml"),
+                         "workload_set": ["speculative_relu=true"],
+                         "pruning": {"method": "dynamic", "sparsity": 0.5}})
+    path.write_text(yaml.safe_dump(data))
+    experiment = load_experiment(path)
+    summary = desim.run(path).summary
+    for run in experiment.spec.runs:
+        names = workload_stat_names(run, experiment.workloads[run.name],
+                                    experiment.archs[run.name])
+        assert sorted(summary["runs"][run.name]["workload"]) == sorted(names)
+    assert len(names) == 15
