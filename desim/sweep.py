@@ -310,6 +310,7 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
         _check_plot(metric, axis, list(spec.axes))
     points = plan_points(spec)
     check_sweepable(path, base, points)
+    check_plot_parts(path, base, points, [metric for metric, _ in plots])
     writable_folder(out)
     current = _check_manifest(out, path, base)
 
@@ -377,6 +378,46 @@ def check_sweepable(path: Path, base: list[str], points: list[Point]) -> None:
     if first is not None:
         raise ConfigError(f"{first.message} (no point of the sweep is valid; the first: "
                           f"{points[0].values})", file=first.file, key=first.key)
+
+
+# summary.json's key of the names each per-part column prefix takes (`desim.elaborate`)
+PART_KEYS = {COMPONENT_PREFIX: "energy_by_component_j", UTILIZATION_PREFIX: "utilization",
+             BOUND_PREFIX: "time_by_busiest_part"}
+
+
+def check_plot_parts(path: Path, base: list[str], points: list[Point],
+                     metrics: list[str]) -> None:
+    """Refuse a `--plot` of a component or part no run of any point has (`energy_j.zzz`)
+    before computing the sweep, not after it, when plotting: the names are known once each
+    point's processors are built (`desim.elaborate.summary_names`), each distinct design
+    once, without simulating. An invalid point, which fails with no columns, is skipped."""
+    asked = [metric for metric in metrics if metric.startswith(PER_PART)]
+    if not asked:
+        return
+    from arch.accelerator import Accelerator
+    from desim.elaborate import summary_names
+    from desim.experiment import load_experiment
+    from desim.module import Simulator
+
+    columns: set[str] = set()
+    designs: set[str] = set()
+    for point in points:
+        try:
+            archs = load_experiment(path, base + point.overrides).archs
+            for name, arch in archs.items():
+                if arch.model_dump_json() not in designs:
+                    designs.add(arch.model_dump_json())
+                    names = summary_names(Accelerator(Simulator(), arch, name=name))
+                    columns |= {prefix + part for prefix, key in PART_KEYS.items()
+                                for part in names[key]}
+        except ConfigError:
+            continue
+    for metric in asked:
+        if metric not in columns:
+            prefix = next(p for p in PER_PART if metric.startswith(p))
+            have = sorted(c for c in columns if c.startswith(prefix))
+            raise ConfigError(f"--plot: no {metric!r} in this sweep: no run of its points "
+                              f"has it; they have: {', '.join(have)}")
 
 
 def _overlapping(a: str, b: str) -> bool:

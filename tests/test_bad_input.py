@@ -632,3 +632,38 @@ def test_the_workload_statistics_a_claim_may_name_are_those_a_run_has(tmp_path):
                                     experiment.archs[run.name])
         assert sorted(summary["runs"][run.name]["workload"]) == sorted(names)
     assert len(names) == 15
+
+
+@pytest.mark.parametrize("metric, message", [
+    ("energy_j.zzz", "--plot: no 'energy_j.zzz' in this sweep: no run of its points has it; "
+     "they have: energy_j.dram, energy_j.global_buffer, energy_j.local_buffers, energy_j.macs, "
+     "energy_j.noc, energy_j.selector, energy_j.vector_unit"),
+    ("time_by_busiest_part.mac_units", "--plot: no 'time_by_busiest_part.mac_units' in this "
+     "sweep"),
+    ("utilization.", "--plot: no 'utilization.' in this sweep"),
+])
+def test_a_plot_of_a_part_no_run_has_is_refused_before_the_sweep(metric, message, tmp_path):
+    """`--plot energy_j.zzz:AXIS` computed the whole sweep (47 s for sweep_demo.yaml)
+    before refusing the plot: a run's components and parts are known once its processor is
+    built."""
+    out = tmp_path / "sweep"
+    code, output = _cli("sweep", str(ROOT / "configs" / "experiments" / "sweep_demo.yaml"),
+                        "--out", str(out), "--plot", f"{metric}:arch.hppu.pe_cluster.pes")
+    assert code == 2, output
+    assert output.startswith(f"error: {message}")
+    assert not out.exists()
+
+
+def test_the_parts_a_plot_may_name_are_those_a_run_has(lenet_results):
+    """`summary_names`, from the processor built, against summary.json's keys."""
+    import json
+
+    from arch.accelerator import Accelerator
+    from desim.elaborate import summary_names
+    from desim.module import Simulator
+
+    summary = json.loads((lenet_results / "summary.json").read_text())
+    for name, run in summary["runs"].items():
+        names = summary_names(Accelerator(Simulator(), load_arch(DENSE), name=name))
+        for key in ("energy_by_component_j", "utilization", "time_by_busiest_part"):
+            assert sorted(run[key]) == names[key]
