@@ -21,7 +21,7 @@ from arch.accelerator import Accelerator
 from arch.config import ArchConfig
 from desim.channels import Fifo
 from desim.errors import ConfigError
-from desim.experiment import Experiment
+from desim.experiment import Experiment, claim_metrics
 from desim.module import Simulator
 
 if TYPE_CHECKING:
@@ -100,6 +100,22 @@ def summary_names(acc: Accelerator) -> dict[str, list[str]]:
             "time_by_busiest_part": sorted(parts)}
 
 
+def _check_part_claims(experiment: Experiment, run: str, acc: Accelerator) -> None:
+    """A claim on a part or component of run `run` (`runs.hppu.utilization.dram`,
+    `runs.hppu.energy_by_component_j.noc`) names one its processor has (`summary_names`):
+    a typo was found missing by the report only, after the simulation."""
+    names = summary_names(acc)
+    names["energy_by_action_j"] = names["energy_by_component_j"]  # <component>.<action>
+    for key, metric in claim_metrics(experiment.spec.claims):
+        parts = metric.split(".")
+        if parts[:2] != ["runs", run] or parts[2] not in names:
+            continue
+        if parts[3] not in names[parts[2]]:
+            raise ConfigError(f"{metric!r}: the processor of run {run!r} has no "
+                              f"{parts[3]!r} in {parts[2]}; it has: {', '.join(names[parts[2]])}",
+                              file=str(experiment.path), key=key)
+
+
 @dataclass
 class Shared:
     """What elaborating several experiments (a sweep's points) shares: each workload's
@@ -148,6 +164,7 @@ def elaborate(experiment: Experiment, shared: Shared | None = None) -> list[dict
             described = describe(run.name, arch, acc)
         except ConfigError as err:  # the design's own file is the one to fix
             raise err.in_file(str((experiment.path.parent / run.arch).resolve())) from None
+        _check_part_claims(experiment, run.name, acc)
         circulant = run.pruning.method == "block_circulant"
         # by the iteration's layers: a batch-free one's serve every batch
         fit_key = (arch.model_dump_json() + str(id(iteration.layers)) + str(circulant)

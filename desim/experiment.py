@@ -15,7 +15,7 @@ validation (`--set workload.batch=4`, `--set runs.1.pruning.sparsity=0.5`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -101,6 +101,18 @@ CLAIM_METRICS = {
              "on_chip_tflops_per_w"),
     "comparison": ("speedup", "energy_ratio", "on_chip_energy_ratio"),
 }
+# What follows a section of runs.<run> that is no number, level by level: the keys
+# summary.json has there, or what a run's own names are (a string: its processor's parts and
+# components, checked once it is built, `desim.elaborate.summary_names`). The workload's
+# statistics are checked against `WORKLOAD_STATS`.
+PHASE_FIGURES = ("cycles", "energy_j", "macs", "effectual_macs", "processed_macs", "dram_bytes")
+CLAIM_SECTIONS: dict[str, tuple[tuple[str, ...] | str, ...]] = {
+    "phases": (("FF", "BP", "WG"), PHASE_FIGURES),
+    "units": (("pe_array", "vector_unit"), ("cycles", "energy_j")),
+    "utilization": ("part",), "time_by_busiest_part": ("part",),
+    "energy_by_component_j": ("component",), "energy_prices_pj": ("price",),
+    "energy_by_action_j": ("component", "action"),
+}
 
 
 # The statistics of a run's workload (summary.json's runs.<run>.workload), each with what a
@@ -141,19 +153,38 @@ class ExperimentSpec(Strict):
             raise ValueError(f"runs: run names must be unique, got {names}")
         if self.baseline not in names:
             raise ValueError(f"baseline: {self.baseline!r} is not one of the runs {names}")
-        for i, claim in enumerate(self.claims):  # a typo in a claim fails before simulating
-            for path in (p for pair in claim.ratios() for p in pair if p):
-                parts = path.split(".")
-                known = CLAIM_METRICS.get(parts[0])
-                if known is None:
-                    raise ValueError(f"claims.{i}.metric: {path!r} is neither runs.<run>.... "
-                                     "nor comparison.<run>....")
-                if len(parts) < 3 or parts[1] not in names:
-                    raise ValueError(f"claims.{i}.metric: {path!r} names no run of {names}")
-                if parts[2] not in known:
-                    raise ValueError(f"claims.{i}.metric: {path!r}: no {parts[0]} metric "
-                                     f"{parts[2]!r}; expected one of: {', '.join(known)}")
+        for key, path in claim_metrics(self.claims):  # a typo fails before simulating
+            parts = path.split(".")
+            known = CLAIM_METRICS.get(parts[0])
+            if known is None:
+                raise ValueError(f"{key}: {path!r} is neither runs.<run>.... nor "
+                                 "comparison.<run>....")
+            if len(parts) < 3 or parts[1] not in names:
+                raise ValueError(f"{key}: {path!r} names no run of {names}")
+            if parts[2] not in known:
+                raise ValueError(f"{key}: {path!r}: no {parts[0]} metric {parts[2]!r}; "
+                                 f"expected one of: {', '.join(known)}")
+            _check_claim_shape(key, path, parts)
         return self
+
+
+def _check_claim_shape(key: str, path: str, parts: list[str]) -> None:
+    """A claim's path leads to one number: a section of summary.json (`runs.X.phases`)
+    followed by as many keys as it has levels (`runs.X.phases.FF.cycles`), each one it has
+    where the keys are the same for every run; a scalar followed by nothing. The report
+    alone found `runs.X.phases`, or `runs.X.cycles.FF`, to be no number, after simulating."""
+    if parts[0] == "runs" and parts[2] == "workload":  # _check_workload_claims
+        return
+    levels = CLAIM_SECTIONS.get(parts[2], ()) if parts[0] == "runs" else ()
+    keys = parts[3:]
+    if len(keys) != len(levels):
+        shape = ".".join([*parts[:3], *(f"<{level}>" if isinstance(level, str)
+                                        else f"<{'|'.join(level)}>" for level in levels)])
+        raise ValueError(f"{key}: {path!r} is no number; expected {shape}")
+    for level, name in zip(levels, keys, strict=True):
+        if not isinstance(level, str) and name not in level:
+            raise ValueError(f"{key}: {path!r}: no {name!r} there; expected one of: "
+                             f"{', '.join(level)}")
 
 
 class Experiment:
@@ -290,32 +321,38 @@ def workload_stat_names(run: RunSpec, workload: WorkloadSpec, arch: ArchConfig) 
     return [name for name, needs in WORKLOAD_STATS.items() if set(needs.split()) <= has]
 
 
+def claim_metrics(claims: list[Claim]) -> Iterator[tuple[str, str]]:
+    """Each path a claim names, with its key in the file (`claims.0.metric`; `over` too)."""
+    for i, claim in enumerate(claims):
+        for pair in claim.ratios():
+            for field, metric in zip(("metric", "over"), pair, strict=True):
+                if metric:
+                    yield f"claims.{i}.{field}", metric
+
+
 def _check_workload_claims(path: Path, spec: ExperimentSpec, archs: dict[str, ArchConfig],
                            workloads: dict[str, WorkloadSpec]) -> None:
     """A claim on a run's workload statistic names one that run will have
     (`WORKLOAD_STATS`): a typo (`runs.hppu.workload.zzz`), or `accuracy` of a run that does
     not train, was found missing by the report only, after the simulation."""
     runs = {run.name: run for run in spec.runs}
-    for i, claim in enumerate(spec.claims):
-        for field, metric in ((f, p) for pair in claim.ratios()
-                              for f, p in zip(("metric", "over"), pair, strict=True) if p):
-            parts = metric.split(".")
-            if parts[0] != "runs" or parts[2] != "workload":
-                continue
-            run = runs[parts[1]]
-            names = workload_stat_names(run, workloads[run.name], archs[run.name])
-            stat = ".".join(parts[3:])
-            if stat in names:
-                continue
-            if not stat:
-                raise ConfigError(f"{metric!r}: expected {metric}.<statistic>, one of: "
-                                  f"{', '.join(names)}", file=str(path),
-                                  key=f"claims.{i}.{field}")
-            why = (f" (it needs {' and '.join(NEEDS[n] for n in WORKLOAD_STATS[stat].split())})"
-                   if stat in WORKLOAD_STATS else "")
-            raise ConfigError(f"{metric!r}: run {run.name!r} will have no workload statistic "
-                              f"{stat!r}{why}; it will have: {', '.join(names)}",
-                              file=str(path), key=f"claims.{i}.{field}")
+    for key, metric in claim_metrics(spec.claims):
+        parts = metric.split(".")
+        if parts[0] != "runs" or parts[2] != "workload":
+            continue
+        run = runs[parts[1]]
+        names = workload_stat_names(run, workloads[run.name], archs[run.name])
+        stat = ".".join(parts[3:])
+        if stat in names:
+            continue
+        if not stat:
+            raise ConfigError(f"{metric!r}: expected {metric}.<statistic>, one of: "
+                              f"{', '.join(names)}", file=str(path), key=key)
+        why = (f" (it needs {' and '.join(NEEDS[n] for n in WORKLOAD_STATS[stat].split())})"
+               if stat in WORKLOAD_STATS else "")
+        raise ConfigError(f"{metric!r}: run {run.name!r} will have no workload statistic "
+                          f"{stat!r}{why}; it will have: {', '.join(names)}",
+                          file=str(path), key=key)
 
 
 def _resolve_workload_paths(workload: object, path: Path) -> None:

@@ -667,3 +667,47 @@ def test_the_parts_a_plot_may_name_are_those_a_run_has(lenet_results):
         names = summary_names(Accelerator(Simulator(), load_arch(DENSE), name=name))
         for key in ("energy_by_component_j", "utilization", "time_by_busiest_part"):
             assert sorted(run[key]) == names[key]
+
+
+@pytest.mark.parametrize("claim, message", [
+    ("runs.hppu.phases", "claims.0.metric: 'runs.hppu.phases' is no number; expected "
+     "runs.hppu.phases.<FF|BP|WG>.<cycles|energy_j|macs|effectual_macs|processed_macs|"
+     "dram_bytes>"),
+    ("runs.hppu.phases.XX.cycles", "'runs.hppu.phases.XX.cycles': no 'XX' there; expected "
+     "one of: FF, BP, WG"),
+    ("runs.hppu.cycles.FF", "'runs.hppu.cycles.FF' is no number; expected runs.hppu.cycles"),
+    ("comparison.hppu.speedup.FF", "expected comparison.hppu.speedup"),
+    ("runs.hppu.energy_by_action_j.noc", "expected "
+     "runs.hppu.energy_by_action_j.<component>.<action>"),
+    ("runs.hppu.utilization.zzz", "claims.0.metric: 'runs.hppu.utilization.zzz': the "
+     "processor of run 'hppu' has no 'zzz' in utilization; it has: dram, glb, mac_units, noc, "
+     "pe_array, selector, vector_unit"),
+    ("runs.dense.energy_by_component_j.selector", "the processor of run 'dense' has no "
+     "'selector' in energy_by_component_j; it has: dram, global_buffer, local_buffers, macs, "
+     "noc, vector_unit"),
+    ("runs.dense.time_by_busiest_part.mac_units", "has no 'mac_units' in time_by_busiest_part"),
+])
+def test_a_claim_on_no_number_or_a_part_a_run_lacks_is_bad_input(claim, message):
+    """`runs.X.phases` (a section, no number) and `runs.X.utilization.zzz` (a part its
+    processor lacks) passed `desim check`: only the report, after the simulation, found no
+    number there."""
+    code, output = _cli("check", str(QUICKSTART),
+                        f"--set=claims=[{{metric: {claim}, paper: 1, tolerance: 1}}]")
+    assert code == 2, output
+    assert message in output
+
+
+def test_the_sections_a_claim_may_name_are_those_a_run_has(lenet_results):
+    """CLAIM_SECTIONS' fixed keys against summary.json's: each phase's figures, each unit's."""
+    import json
+
+    from desim.experiment import CLAIM_SECTIONS
+
+    run = json.loads((lenet_results / "summary.json").read_text())["runs"]["dense"]
+    phases, figures = CLAIM_SECTIONS["phases"]
+    assert sorted(run["phases"]) == sorted(phases)
+    assert all(sorted(run["phases"][p]) == sorted(figures) for p in phases)
+    units, unit_figures = CLAIM_SECTIONS["units"]
+    assert set(run["units"]) <= set(units)
+    assert all(sorted(run["units"][u]) == sorted(unit_figures) for u in run["units"])
+    assert set(CLAIM_SECTIONS) < {key for key, value in run.items() if isinstance(value, dict)}
