@@ -60,6 +60,9 @@ def keep_top(scores: Tensor, n_prune: int, dim: int = -1) -> Tensor:
             return torch.ones_like(scores, dtype=torch.bool).scatter_(
                 dim, order.narrow(dim, 0, n_prune), False)
         v = _kth_lowest(scores, n_prune, dim)
+        at_most = scores <= v
+        if bool((at_most.sum(dim, keepdim=True) == n_prune).all()):
+            return ~at_most  # no tie at v to break (the usual case)
         below = scores < v
         at = scores == v
         needed = n_prune - below.sum(dim, keepdim=True)
