@@ -73,6 +73,8 @@ def _kth_lowest(scores: Tensor, n: int, dim: int) -> Tensor:
     """The n-th lowest score along `dim` (kept as a dim of 1), no NaN among them: numpy's
     selection (introselect) finds the same value as `Tensor.kthvalue` 9x faster (a 235k
     weight map: 0.14 against 1.23 ms; Trainer's dynamic pruning selects every iteration)."""
+    if scores.dtype == torch.bfloat16:  # no numpy dtype: torch's own selection
+        return scores.kthvalue(n, dim=dim, keepdim=True).values
     values = np.partition(scores.detach().numpy(), n - 1, axis=dim)
     return torch.from_numpy(np.take(values, [n - 1], axis=dim))
 
