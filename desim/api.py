@@ -17,7 +17,14 @@ from typing import Any
 import pandas as pd
 
 from desim.experiment import Experiment, load_experiment
-from desim.runner import RunResult, layer_energy, results_folder, summarize, write_results
+from desim.runner import (
+    RunResult,
+    cached_capture,
+    layer_energy,
+    results_folder,
+    summarize,
+    write_results,
+)
 from desim.runner import run as run_experiment
 
 
@@ -82,16 +89,18 @@ class Result:
 
 
 def run(config: str | Path, overrides: Sequence[str] | str = (),
-        out: str | Path | None = None, progress: Callable[[str], None] | None = None) -> Result:
+        out: str | Path | None = None, progress: Callable[[str], None] | None = None,
+        cache: str | Path | None = None) -> Result:
     """Simulate the experiment file `config` as `desim run` does; `overrides` are its `--set`
     items (one may be given as a plain string). With `out`, the results folder is written
-    too. Bad input raises `desim.errors.ConfigError` (the message names the file and the
-    key)."""
+    too; with `cache`, captured workloads are kept there and reused (`desim run --cache`).
+    Bad input raises `desim.errors.ConfigError` (the message names the file and the key)."""
     if isinstance(overrides, str):   # not its characters, one by one
         overrides = [overrides]
     experiment = load_experiment(config, list(overrides))
     folder = results_folder(out) if out is not None else None
-    result = Result(experiment, run_experiment(experiment, progress, folder))
+    result = Result(experiment, run_experiment(experiment, progress, folder,
+                                               capture=cached_capture(cache)))
     if out is not None:
         result.write(out)
     return result

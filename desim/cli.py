@@ -89,6 +89,11 @@ def run(
     report: Annotated[bool, typer.Option(
         "--report", help="then write DIR/report.md and .html with their plots, as `desim "
                          "report DIR` does")] = False,
+    cache: Annotated[Path | None, typer.Option(
+        "--cache", help="keep each captured workload (trained, pruned) in this folder and "
+                        "reuse it when a run has the same workload and pruning: a hardware "
+                        "what-if skips the capture and training; the same numbers. Only a "
+                        "folder of your own (its files are pickles)")] = None,
 ) -> None:
     """Simulate one training iteration of an experiment's workload on each architecture."""
     from desim.experiment import load_experiment
@@ -107,7 +112,7 @@ def run(
         gc.freeze()  # what the imports made lives as long as the process: left out of collections
         gc.enable()
     with console.status("starting") as status:
-        summary = guarded(lambda: run_and_write(experiment, out, progress=status.update))
+        summary = guarded(lambda: run_and_write(experiment, out, status.update, cache))
     print_summary(summary)
     from desim.runner import RESULT_FILES
 

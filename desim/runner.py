@@ -422,7 +422,23 @@ def results_folder(out: str | Path) -> Path:
 
 
 def run_and_write(experiment: Experiment, out: str | Path,
-                  progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Simulate every run and write the results folder (`desim run`); returns summary.json."""
-    results = run(experiment, progress, results_folder(out))
+                  progress: Callable[[str], None] | None = None,
+                  cache: str | Path | None = None) -> dict[str, Any]:
+    """Simulate every run and write the results folder (`desim run`); returns summary.json.
+    `cache`: a folder of captured workloads (`desim.workload_cache`), read and added to."""
+    results = run(experiment, progress, results_folder(out), capture=cached_capture(cache))
     return write_results(Path(out), experiment, results)
+
+
+def cached_capture(cache: str | Path | None) -> Callable[..., Workload] | None:
+    """A capture that keeps each (workload, pruning) pair's capture in the folder `cache`
+    and takes it from there the next time (`desim run --cache`): a hardware what-if on an
+    experiment that trains (hppu_pruning_ratio: 80% of its time) skips the training. The
+    capture is the whole one a sweep caches (every `CaptureNeeds`), whose numbers are the
+    same. None: no cache, each run captures what its designs need."""
+    if cache is None:
+        return None
+    from desim.workload_cache import load_or_capture
+
+    folder = writable_folder(cache)  # a file or a read-only place: said before the work
+    return lambda workload, pruning: load_or_capture(workload, pruning, folder)

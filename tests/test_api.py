@@ -88,3 +88,42 @@ def test_a_clock_off_the_picosecond_grid_runs_on_its_exact_period(lenet):
         assert (run.cycles - 1) * run.period_ps < run.total_ps <= edge
         assert int(result.layers[result.layers["run"] == run.name]["cycles"].sum()) == run.cycles
         assert result.summary["runs"][run.name]["seconds"] == run.total_ps / 1e12
+
+
+def test_a_cached_capture_gives_the_same_numbers_and_skips_the_capture(tmp_path,
+                                                                        monkeypatch):
+    """`cache` (`desim run --cache`): the first run captures whole (every CaptureNeeds) and
+    keeps each (workload, pruning) pair's capture; the next reads it instead of training
+    again. The numbers are those of a run without a cache, whose captures hold only what
+    their designs need (a speculator's predictions for Trainer's, none for dense's)."""
+    from small_experiments import lenet300_experiment
+
+    import desim.workload_cache
+
+    root = Path(__file__).resolve().parents[1]
+    path = lenet300_experiment(tmp_path / "exp.yaml", {"dense": {"method": "dense"}})
+    data = yaml.safe_load(path.read_text())
+    data["workload"]["training"] = {"iterations": 2}
+    data["runs"].append({"name": "trainer", "arch": str(root / "configs/arch/trainer.yaml"),
+                         "pruning": {"method": "dynamic", "sparsity": 0.5}})
+    path.write_text(yaml.safe_dump(data))
+    plain = desim.run(path)
+    cache = tmp_path / "cache"
+    first = desim.run(path, cache=cache)
+    assert len(list(cache.glob("*.pt"))) == 2  # two prunings of one workload
+
+    def no_capture(*_: object) -> None:
+        raise AssertionError("captured again")
+
+    monkeypatch.setattr(desim.workload_cache, "capture_workload", no_capture)
+    again = desim.run(path, cache=cache)
+    assert plain.summary == first.summary == again.summary
+    pd.testing.assert_frame_equal(plain.layers, again.layers)
+    assert plain.summary["runs"]["trainer"]["workload"]["speculated_layers"] > 0
+
+
+def test_a_cache_onto_a_file_is_bad_input(lenet, tmp_path):
+    exp, _, _ = lenet
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        desim.run(exp, cache=tmp_path / "file")

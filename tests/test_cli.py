@@ -673,6 +673,21 @@ def test_a_results_folder_that_cannot_be_written_is_refused_before_simulating(tm
     assert "capturing" not in result.stdout and "simulating" not in result.stdout
 
 
+def test_run_keeps_its_captures_in_the_cache_folder_given(tmp_path):
+    """`--cache DIR`: the capture kept (the API's test checks the numbers and the reuse);
+    a file given for the folder is refused before anything is captured."""
+    exp = lenet300_experiment(tmp_path / "exp.yaml", {"dense": {"method": "dense"}})
+    result = desim("run", str(exp), "--out", str(tmp_path / "out"), "--cache",
+                   str(tmp_path / "cache"))
+    assert result.returncode == 0, result.stderr
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    result = desim("run", str(exp), "--out", str(tmp_path / "out"), "--cache", str(blocker))
+    assert_config_error(result, "a_file: is a file, not a folder")
+    assert "capturing" not in result.stdout
+
+
 @pytest.mark.parametrize("option, value", [("--items", "0"), ("--items", "-5"),
                                            ("--stages", "0"), ("--repeats", "0")])
 def test_bench_refuses_fewer_than_one_item_stage_or_repeat(option, value, monkeypatch):
