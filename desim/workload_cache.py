@@ -3,7 +3,9 @@
 Capturing (build the model, prune it, run a real forward and backward pass, pack the non-zero
 maps) costs as much as simulating, and most sweep axes (architecture keys, a second run's
 pruning) leave a run's (workload, pruning) pair unchanged. A capture depends on nothing else,
-so its key is a hash of those two specs; the file `DIR/cache/<key>.pt` holds the whole
+so its key is a hash of those two specs and of the code that captures (the front end's
+source, torch's version): a capture made by other code is never taken for this code's. The
+file `DIR/<key>.pt` (a sweep's `DIR/cache/`, `desim run --cache DIR`) holds the whole
 `Workload` (bit-packed layers, vector captures, statistics), written with `torch.save` to a
 temporary name and renamed, so a killed sweep never leaves half a file and a resumed one loads
 instead of recomputing. The files are trusted pickles of our own making (`weights_only=False`):
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -23,15 +26,29 @@ from mappings.model_path import file_sha256, is_file_model
 from mappings.pruning import PruningSpec
 from mappings.workload import Workload, WorkloadSpec, capture_workload
 
-# Bump when Workload's layout or the capture itself changes: old cache files are then ignored.
-CACHE_VERSION = 14  # 14: the transformer hands q, k and v its norm through two Forks
+
+@cache
+def capture_code_sha256() -> str:
+    """A hash of the code a capture comes from: every source file of the front end
+    (`mappings`: models, pruning, training, capture, counting, the Workload it makes) and
+    torch's version. A number kept in the key by hand (it reached 14) was one edit away from
+    a stale capture taken for a new one; this changes with any edit, at the price of a
+    capture again after edits that would not have changed it."""
+    import mappings
+
+    digest = hashlib.sha256(torch.__version__.encode())
+    root = Path(mappings.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def cache_key(workload: WorkloadSpec, pruning: PruningSpec) -> str:
-    """Stable across processes and machines: a hash of the two specs' JSON (keys sorted),
-    and for a model from the user's file, of the file's bytes: an edited file is another
-    workload, never the capture of its old version."""
-    parts = {"version": CACHE_VERSION, "workload": workload.model_dump(mode="json"),
+    """Stable across processes and machines running the same code: a hash of the two
+    specs' JSON (keys sorted), of the capturing code (`capture_code_sha256`), and for a
+    model from the user's file, of the file's bytes: an edited file is another workload,
+    never the capture of its old version."""
+    parts = {"code": capture_code_sha256(), "workload": workload.model_dump(mode="json"),
              "pruning": pruning.model_dump(mode="json")}
     if is_file_model(workload.model):
         parts["model_file_sha256"] = file_sha256(workload.model)

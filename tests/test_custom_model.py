@@ -100,6 +100,31 @@ def test_an_edited_file_is_another_cache_key(tmp_path):
     assert cache_key(workload, pruning) != before
 
 
+def test_edited_capturing_code_is_another_cache_key(tmp_path, monkeypatch):
+    """The key holds a hash of the front end's source: a capture cached by other code is
+    not taken for this code's (a version number kept by hand was one edit from that)."""
+    import shutil
+
+    import mappings
+    from desim import workload_cache
+
+    experiment = load_experiment(ROOT / "configs" / "experiments" / "quickstart.yaml")
+    workload, pruning = experiment.workloads["dense"], experiment.spec.runs[0].pruning
+    before = cache_key(workload, pruning)
+    copy = tmp_path / "mappings"
+    shutil.copytree(Path(mappings.__file__).parent, copy,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(mappings, "__file__", str(copy / "__init__.py"))
+    workload_cache.capture_code_sha256.cache_clear()
+    try:
+        assert cache_key(workload, pruning) == before  # the same code, elsewhere
+        (copy / "capture.py").write_text((copy / "capture.py").read_text() + "# edited\n")
+        workload_cache.capture_code_sha256.cache_clear()
+        assert cache_key(workload, pruning) != before
+    finally:
+        workload_cache.capture_code_sha256.cache_clear()
+
+
 @pytest.mark.parametrize(("body", "workload", "key", "fragments"), [
     ("", {"model": "missing.py:make"}, "workload.model", ["model file", "missing.py",
                                                          "not found"]),
