@@ -892,7 +892,7 @@ def plot_pareto(frame: pd.DataFrame, objectives: Sequence[str], out: Path) -> Pa
 def plot_metric(frame: pd.DataFrame, metric: str, axis: str, out: str | Path,
                 phase: str = "total") -> Path:
     """Any metric against any axis: a line per run and combination of the other axes (a
-    scatter per run when there would be more than 12 lines)."""
+    scatter per run when there would be more than 12 lines) of `plotted_rows`."""
     from matplotlib.figure import Figure
 
     axes = axis_columns(frame)
@@ -900,7 +900,7 @@ def plot_metric(frame: pd.DataFrame, metric: str, axis: str, out: str | Path,
     if metric not in frame.columns:  # a component or part no run of the sweep has
         parts = [c for c in frame.columns if c.startswith(metric.partition(".")[0] + ".")]
         raise ConfigError(f"--plot: no {metric!r} in this sweep; it has: {', '.join(parts)}")
-    rows = frame[(frame["phase"] == phase) & (frame["status"] == "ok")]
+    rows = plotted_rows(frame, metric, phase)
     others = [a for a in axes if a != axis]
     keys = ["run", *others]
     groups = list(rows.groupby(keys, sort=False, dropna=False)) if len(rows) else []
@@ -912,13 +912,13 @@ def plot_metric(frame: pd.DataFrame, metric: str, axis: str, out: str | Path,
             ax.scatter(_xs(group[axis], numeric), group[metric].astype(float), s=18,
                        alpha=0.7, label=str(run_name))
     else:
-        for key, group in groups:
+        for i, (key, group) in enumerate(groups):
             key = key if isinstance(key, tuple) else (key,)
             label = str(key[0]) + "".join(f", {o.split('.')[-1]}={v}"
                                           for o, v in zip(others, key[1:], strict=True))
             group = group.sort_values(axis) if numeric else group
             ax.plot(_xs(group[axis], numeric), group[metric].astype(float), marker="o",
-                    label=label)
+                    label=label, linestyle="-" if i < 10 else "--")  # past the 10 colours
     ax.set_xlabel(axis)
     ax.set_ylabel(LABELS.get(metric, metric) + ("" if phase == "total" else f", {phase}"))
     ax.grid(alpha=0.3)
@@ -927,6 +927,17 @@ def plot_metric(frame: pd.DataFrame, metric: str, axis: str, out: str | Path,
     out = Path(out)
     _save(fig, out)
     return out
+
+
+def plotted_rows(frame: pd.DataFrame, metric: str, phase: str = "total") -> pd.DataFrame:
+    """The rows `plot_metric` draws: the phase's, of the points computed. A ratio to the
+    baseline (speedup, energy_ratio) leaves out the runs at 1 at every point: the baseline
+    against itself, a flat line that took a colour and a legend entry."""
+    rows = frame[(frame["phase"] == phase) & (frame["status"] == "ok")]
+    if metric in ("speedup", "energy_ratio") and len(rows):
+        itself = rows.groupby("run", sort=False)[metric].transform(lambda v: (v == 1.0).all())
+        rows = rows[~itself.astype(bool)]
+    return rows
 
 
 def _save(fig: Any, out: Path) -> None:

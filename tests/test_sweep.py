@@ -41,6 +41,7 @@ from desim.sweep import (
     plan_points,
     plot_metric,
     plot_pareto,
+    plotted_rows,
     point_id,
     sweep,
     time_left,
@@ -411,6 +412,10 @@ def test_gather_pareto_and_plots(tmp_path):
     plot_pareto(frame, ["energy_j", "cycles"], tmp_path / "pareto.png")
     plot_metric(frame, "energy_j", "runs.1.pruning.sparsity", tmp_path / "metric.png")
     plot_metric(frame, "dram_bytes", "runs.1.pruning.sparsity", tmp_path / "ff.png", phase="FF")
+    # the baseline's speedup against itself (1 at every point) is no line of the plot
+    assert set(plotted_rows(frame, "speedup")["run"]) == {"hppu"}
+    assert set(plotted_rows(frame, "energy_j")["run"]) == {"dense", "hppu"}
+    plot_metric(frame, "speedup", "runs.1.pruning.sparsity", tmp_path / "speedup.png")
     for name in ("pareto.png", "metric.png", "ff.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ConfigError, match="not an axis"):
