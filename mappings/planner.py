@@ -108,8 +108,7 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
                 continue
             if tiled is None:  # every tile shape lost to the best plan part-way through
                 continue
-            table, weight_bytes, out_bytes, need = tiled
-            key = plan_key(table, hw, len(parts))
+            table, weight_bytes, out_bytes, need, key = tiled
             if best is None or key < best[0]:
                 best = (key, table, {**totals, "weight_dram_bytes": weight_bytes,
                                      "output_bytes": out_bytes, "tile_buffer_bytes": need})
@@ -382,11 +381,12 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                circulant_block: int, built: dict,
                resident: tuple[bool, bool] = (False, False), cache: dict | None = None,
                bound: float | None = None, chunk_macs: list[float] | None = None
-               ) -> tuple[np.ndarray, int, int, int] | None:
+               ) -> tuple[np.ndarray, int, int, int, tuple] | None:
     """The event rows of one plan (its chunks in `order`), the weight bytes it reads, the
-    bytes of its final outputs and the buffer budget its tiles need; None when every tile
-    shape's chunks tiled so far already estimate above `bound` (the best objective found
-    before) or above the best shape's, so that the plan cannot win (`_plan_rows`).
+    bytes of its final outputs, the buffer budget its tiles need and the rows' `plan_key`
+    (the caller ranks the plans by it); None when every tile shape's chunks tiled so far
+    already estimate above `bound` (the best objective found before) or above the best
+    shape's, so that the plan cannot win (`_plan_rows`).
 
     Chunks outermost pass partial sums between chunks: they go to the PEs' accumulators
     with a tile and come back after it, dense at the accumulator's precision, through the
@@ -421,7 +421,7 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
         need = psum_share + tile_bytes(shape, ps, win, (n_rows, length),
                                        int(ps.channel_operand.elems[0]), hw.element_bytes,
                                        *resident)
-        limit = bound if best is None else min(best[0][0], np.inf if bound is None else bound)
+        limit = bound if best is None else min(best[-1][0], np.inf if bound is None else bound)
         rows = _plan_rows(parts, maps, shaped, channels, order, layer_index, phase, hw, policy,
                           pruned_grads_unused, circulant_block, built, resident, shape, cache,
                           bound=limit, chunk_macs=chunk_macs)
@@ -429,9 +429,9 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
             continue
         table, weight_bytes, out_bytes = rows
         key = plan_key(table, hw, n)
-        if best is None or key < best[0]:
-            best = (key, (table, weight_bytes, out_bytes, need))
-    return None if best is None else best[1]
+        if best is None or key < best[-1]:
+            best = (table, weight_bytes, out_bytes, need, key)
+    return best
 
 
 def _plan_rows(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple],

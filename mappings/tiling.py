@@ -413,7 +413,8 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
         chan = ps.channel_operand
         channel_dram = a * a_elems * eb * _channel_ratio(tracked, hw, weights=True)
         generated = a * int(chan.nnz.sum() - tracked.nnz.sum()) / max(1, len(chan.elems))
-    macs = 0 if processed is None else count_total(processed)
+    macs = 0 if processed is None else _kept(cache, ("total", id(processed)), processed,
+                                             lambda: count_total(processed))
     scan_time = scanned / (hw.pes * hw.index_matching_bits) if scanned else 0.0
     ideal_compute = max(macs / (hw.pes * hw.macs_per_pe_per_cycle), scan_time)
     # the results, whatever the tile: gathered over the port and written to DRAM, taken

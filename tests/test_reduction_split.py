@@ -161,7 +161,7 @@ def test_every_wg_image_chunking_counts_what_the_whole_batch_counts():
     for parts, maps, orders in plans:
         shaped = [phase_shape(p, WG, hw) for p in parts]
         for order in orders:
-            table, _, out_bytes, _ = _tile_plan(parts, maps, shaped, torch.arange(k), order,
+            table, _, out_bytes, *_ = _tile_plan(parts, maps, shaped, torch.arange(k), order,
                                                 0, WG, hw, SkipPolicy(), "test", True, 0, {})
             assert out_bytes == k * c * r * r * 2, order  # dW, dense, once
             assert table["macs"].sum() == table["effectual_macs"].sum() == macs, order
