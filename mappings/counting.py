@@ -83,30 +83,36 @@ def count_map(layer: LayerCapture, phase: int, *, x_nz: bool, w_nz: bool, dy_nz:
     if phase == WG and mask_wg:
         k, cg, r, s = layer.w_nz.shape
         counts = counts * layer.w_nz.reshape(k, 1, cg, r * s)
-    if (_reduction_size(layer, phase) >= MAX_EXACT and counts.numel()
+    if (reduction_size(layer, phase) >= MAX_EXACT and counts.numel()
             and float(counts.max()) >= MAX_EXACT):
         raise ValueError(f"{layer.name}: a per-output count reaches 2**24; float32 counting "
                          "is no longer exact (split the batch)")
     return counts.round().to(torch.int32)
 
 
-# Maps from this many elements on are summed by `exact_sum`'s int32 route; on smaller ones
-# its extra pass for the largest value costs about what it saves.
+# Maps from this many elements on are summed by `exact_sum`'s int32 route even when no bound
+# on their values is known; on smaller ones the extra pass for the largest value costs about
+# what the route saves.
 LARGE_MAP = 2**20
 
 
-def exact_sum(counts: torch.Tensor, dim: int | tuple[int, ...], keepdim: bool = False
-              ) -> torch.Tensor:
+def exact_sum(counts: torch.Tensor, dim: int | tuple[int, ...], keepdim: bool = False,
+              largest: int | None = None) -> torch.Tensor:
     """`counts.sum(dim)` as int64, for an int32 count map (non-negative) or a bool map,
-    exact and faster on large maps: torch adds int32 vectorized, but accumulates int32 or
-    bool into int64 slowly, and far slower past a few million elements (ResNet-18
-    ImageNet's first map at batch 8, 6.4M counts: 23 ms, against 1 in int32). So a large
-    map is summed in int32 when no sum can reach 2**31 (its terms times the largest value:
-    1 in a bool map), then widened."""
-    if counts.dtype in (torch.bool, torch.int32) and counts.numel() >= LARGE_MAP:
+    exact and faster: torch adds int32 vectorized, but accumulates int32 or bool into int64
+    slowly (up to twice as long on the maps here), and far slower past a few million elements
+    (ResNet-18 ImageNet's first map at batch 8, 6.4M counts: 23 ms, against 1 in int32).
+    So a map is summed in int32 when no sum can reach 2**31 (its terms times the largest
+    value), then widened. The largest value is 1 in a bool map, `largest` where the caller
+    knows a bound (a phase's reduction size bounds its counts), else found by a pass over a
+    large map; a small map without a bound is summed in int64."""
+    if counts.dtype in (torch.bool, torch.int32):
+        if counts.dtype == torch.bool:
+            largest = 1
+        elif largest is None and counts.numel() >= LARGE_MAP:
+            largest = int(counts.amax())
         terms = math.prod(counts.shape[d] for d in ((dim,) if isinstance(dim, int) else dim))
-        largest = 1 if counts.dtype == torch.bool else int(counts.amax())
-        if terms * largest < 2**31:
+        if largest is not None and terms * largest < 2**31:
             return counts.sum(dim, keepdim=keepdim, dtype=torch.int32).to(torch.int64)
     return counts.sum(dim, keepdim=keepdim, dtype=torch.int64)
 
@@ -117,7 +123,7 @@ def count_total(counts: torch.Tensor) -> int:
     return int(counts.numpy().sum(dtype=np.int64))
 
 
-def _reduction_size(layer: LayerCapture, phase: int) -> int:
+def reduction_size(layer: LayerCapture, phase: int) -> int:
     """The most pairs one output of the phase can count: its whole reduction (FF: C/g x R x
     S, BP: K/g x R x S, WG: N x P x Q); below 2**24 no count needs checking."""
     n, p, q = layer.dy_nz.shape[0], *layer.dy_nz.shape[2:]

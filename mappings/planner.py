@@ -34,6 +34,7 @@ from mappings.counting import (
     nominal_map,
     processed_map,
     processed_operands,
+    reduction_size,
 )
 from mappings.pipeline import buffered_schedule
 from mappings.target import HardwareView
@@ -306,8 +307,10 @@ def _count_maps(part: LayerCapture, phase: int, hw: HardwareView, policy: SkipPo
         speculated, processed = processed, processed * part.y_spec.transpose(0, 1)
         scanned = None if scanned is None else scanned * part.y_spec.transpose(0, 1)
 
+    largest = reduction_size(part, phase)  # no output counts more pairs
+
     def row_totals(counts: torch.Tensor | None) -> torch.Tensor | None:
-        return None if counts is None else exact_sum(counts, 3, keepdim=True)
+        return None if counts is None else exact_sum(counts, 3, keepdim=True, largest=largest)
     return (row_totals(nominal), row_totals(effectual), processed, row_totals(speculated),
             row_totals(scanned))
 

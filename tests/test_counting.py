@@ -391,9 +391,13 @@ def test_skipping_two_operands_zeros_needs_something_to_pair_them():
 
 
 def test_exact_sum_is_the_int64_sum_on_either_of_its_routes():
-    """A large map's sums in int32 when none can reach 2**31, else in int64: the same sums."""
+    """A map's sums in int32 when none can reach 2**31 (a large map's, or one whose largest
+    value is given), else in int64: the same sums."""
     torch.manual_seed(0)
     small = torch.randint(0, 100, (4, 1 << 19), dtype=torch.int32)   # the int32 route
     big = torch.full((2, 1 << 20), 2**24 - 1, dtype=torch.int32)     # sums past 2**31
     for counts in (small, big, small > 50, small[:1, :10]):
         assert torch.equal(exact_sum(counts, 1), counts.sum(1, dtype=torch.int64))
+    for counts, largest in ((small[:1, :10], 99), (big, 2**24 - 1)):  # a bound given
+        assert torch.equal(exact_sum(counts, 1, largest=largest),
+                           counts.sum(1, dtype=torch.int64))
