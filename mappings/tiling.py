@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TypeVar
 
 import numpy as np
@@ -85,15 +86,16 @@ def _unit_stats(nz: torch.Tensor, line_len: int, fmt: str) -> Operand:
     line_len = max(1, min(line_len, flat.shape[1]))  # a line longer than the unit: the unit
     short = -flat.shape[1] % line_len
     padded = torch.cat([flat, flat.new_zeros(n, short)], 1) if short else flat
-    lines_nz = padded.reshape(n, -1, line_len).any(-1).numpy()
-    return Operand(elems, _count_nonzero(flat.numpy()),
+    lines_nz = padded.reshape(n, -1, line_len).any(-1)
+    return Operand(elems, _count_nonzero(flat),
                    np.full(n, lines_nz.shape[1], np.int64), _count_nonzero(lines_nz),
                    line_len, fmt, _rle(flat, fmt).numpy())
 
 
-def _count_nonzero(nz: np.ndarray) -> np.ndarray:
-    """The non-zeros of each row of a 2-D map, int64."""
-    return np.count_nonzero(nz, axis=1).astype(np.int64)
+def _count_nonzero(nz: torch.Tensor) -> np.ndarray:
+    """The non-zeros of each row of a 2-D bool map, int64 (`exact_sum`'s int32 sum: numpy's
+    count_nonzero per row took two to three times as long)."""
+    return exact_sum(nz.bool(), 1).numpy()
 
 
 def _rle(lines: torch.Tensor, fmt: str) -> torch.Tensor:
@@ -220,15 +222,26 @@ class TileShape:
 
 
 def _blocks(shape: TileShape, n_img: int, n_rows: int) -> tuple[np.ndarray, ...]:
-    """Image range [i0, i1) and row range [r0, r1) of every row block, in order."""
-    if shape.rows >= n_rows:
-        i0 = np.arange(0, n_img, shape.images)
-        i1 = np.minimum(i0 + shape.images, n_img)
-        return i0, i1, np.zeros_like(i0), np.full_like(i0, n_rows)
-    per_img = -(-n_rows // shape.rows)
-    img = np.repeat(np.arange(n_img), per_img)
-    r0 = np.tile(np.arange(per_img) * shape.rows, n_img)
-    return img, img + 1, r0, np.minimum(r0 + shape.rows, n_rows)
+    """Image range [i0, i1) and row range [r0, r1) of every row block, in order (read-only:
+    shared by every caller that asks for the same blocks, `_block_ranges`)."""
+    return _block_ranges(shape.images, shape.rows, n_img, n_rows)
+
+
+@lru_cache(maxsize=1024)
+def _block_ranges(images: int, rows: int, n_img: int, n_rows: int) -> tuple[np.ndarray, ...]:
+    """`_blocks`, made once: the tile search, every tile shape's rows and every count map's
+    totals ask for the same few blocks thousands of times."""
+    if rows >= n_rows:
+        i0 = np.arange(0, n_img, images)
+        ranges = i0, np.minimum(i0 + images, n_img), np.zeros_like(i0), np.full_like(i0, n_rows)
+    else:
+        per_img = -(-n_rows // rows)
+        img = np.repeat(np.arange(n_img), per_img)
+        r0 = np.tile(np.arange(per_img) * rows, n_img)
+        ranges = img, img + 1, r0, np.minimum(r0 + rows, n_rows)
+    for r in ranges:
+        r.flags.writeable = False
+    return ranges
 
 
 def _pad_to(t: torch.Tensor, dim: int, size: int) -> torch.Tensor:
