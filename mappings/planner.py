@@ -46,6 +46,7 @@ from mappings.tiling import (
     misfit,
     phase_shape,
     smallest_tile,
+    summed_phase_shape,
     tile_bytes,
     tile_part,
     tracked_weights,
@@ -169,13 +170,44 @@ def _prepared_plans(plans: list[tuple], phase: int, hw: HardwareView, circulant_
                                 for m in first) > 0]
     if len(channels) == 0:
         return totals, channels, []
+    def kept(maps: list[tuple]) -> list[tuple]:  # the kept channels' counts
+        if len(channels) == maps[0][2].shape[0]:
+            return maps
+        return [tuple(None if t is None else t[channels] for t in m) for m in maps]
+
+    # The coarser plans' chunks are runs of the finest plan's: their operand statistics and
+    # MACs are sums of those (`summed_phase_shape`), not read again from their maps.
+    fine_parts, fine_maps, _ = max(plans, key=lambda plan: len(plan[0]))
+    fine_shapes = [phase_shape(part, phase, hw) for part in fine_parts]
+    fine_macs = _chunk_macs(kept(fine_maps), circulant_block)
     prepared = []
     for parts, maps, orders in plans:
-        if len(channels) < maps[0][2].shape[0]:  # the kept channels' counts
-            maps = [tuple(None if t is None else t[channels] for t in m) for m in maps]
-        prepared.append((parts, maps, orders, [phase_shape(part, phase, hw) for part in parts],
-                         _chunk_macs(maps, circulant_block)))
+        runs = _fine_runs(parts, fine_parts, phase)
+        shaped = [summed_phase_shape(part, phase, hw, [fine_shapes[i] for i in run])
+                  for part, run in zip(parts, runs, strict=True)]
+        prepared.append((parts, kept(maps), orders, shaped,
+                         [sum(fine_macs[i] for i in run) for run in runs]))
     return totals, channels, prepared
+
+
+def _fine_runs(parts: list[LayerCapture], fine: list[LayerCapture], phase: int
+               ) -> list[range]:
+    """For each chunk of a reduction plan, the run of the finest plan's chunks (`fine`) it is
+    made of: every plan cuts the reduction (FF's input channels, BP's output channels, WG's
+    images) at boundaries of the finest chunks."""
+    def extent(part: LayerCapture) -> int:
+        return (part.w_nz.shape[1], part.w_nz.shape[0], part.dy_nz.shape[0])[phase]
+
+    runs, i = [], 0
+    for part in parts:
+        start, left = i, extent(part)
+        while left > 0:
+            left -= extent(fine[i])
+            i += 1
+        if left:
+            raise AssertionError("a reduction chunk ends inside one of the finest chunks")
+        runs.append(range(start, i))
+    return runs
 
 
 # Where a split reduction's chunks sit in the loop nest.

@@ -156,21 +156,21 @@ def phase_shape(layer: LayerCapture, phase: int, hw: HardwareView) -> tuple[Phas
     act_fmt = hw.activation_format
     if phase == FF:
         units = _weight_units(layer.w_nz, FF, g)
-        chan = _unit_stats(units, _weight_line(units, s, hw), hw.weight_format)
+        chan = _unit_stats(units, _channel_line(layer, FF, hw), hw.weight_format)
         x = layer.x_nz
         stream_nnz = exact_sum(x, (1, 3))
         row_elems = x.shape[1] * x.shape[3]
         stream_rle, line_len = _row_rle(x, act_fmt), x.shape[3]
     elif phase == BP:
         units = _weight_units(layer.w_nz, BP, g)
-        chan = _unit_stats(units, _weight_line(units, s, hw), hw.weight_format)
+        chan = _unit_stats(units, _channel_line(layer, BP, hw), hw.weight_format)
         dy = layer.dy_nz
         stream_nnz = exact_sum(dy, (1, 3))
         row_elems = dy.shape[1] * dy.shape[3]
         stream_rle, line_len = _row_rle(dy, act_fmt), dy.shape[3]
     else:
         dy = layer.dy_nz.transpose(0, 1)
-        chan = _unit_stats(dy, dy.shape[-1], act_fmt)
+        chan = _unit_stats(dy, _channel_line(layer, WG, hw), act_fmt)
         x = layer.x_nz  # rows are the cg input channels of a group; all groups summed
         n, c, h, w_ = x.shape
         stream_nnz = exact_sum(x.reshape(n, g, cg, h * w_), (0, 1, 3))[None, :]
@@ -184,16 +184,53 @@ def phase_shape(layer: LayerCapture, phase: int, hw: HardwareView) -> tuple[Phas
             _Window(phase, layer))
 
 
-def _weight_line(units: torch.Tensor, s: int, hw: HardwareView) -> int:
-    """The weights' line (line_bitmap's line, csr's row, csc's column count): `hw.weight_group`
-    when set; else a whole unit for csr and csc, a row of the weight matrix (an output
-    channel's C*R*S weights in FF), so a pointer a row (csr) or a column (csc) of a block of
-    rows, as the formats mean; else a kernel row (1 x S, HPPU's line). A kernel row would
-    cost csr a 4-byte pointer every S weights (every weight on a linear layer, S = 1) and
-    csc only S + 1 pointers a block."""
+def summed_phase_shape(part: LayerCapture, phase: int, hw: HardwareView,
+                       chunks: list[tuple[PhaseShape, _Window]]) -> tuple[PhaseShape, _Window]:
+    """`phase_shape` of a reduction chunk `part` from those of the consecutive finer chunks
+    it is made of (`chunks`), without reading its maps again. Each statistic counts
+    elements, non-zeros, lines or run-length padding per unit or input row, so it is the
+    chunks' sum when no line spans two of them: each chunk's units hold whole lines of the
+    length `part`'s has, and the channel operand is not run-length coded (a run of zeros
+    may span two chunks; the stream's lines never do). Else it is made anew."""
+    if len(chunks) == 1:
+        return chunks[0]
+    shapes = [ps for ps, _ in chunks]
+    units = [ps.channel_operand for ps in shapes]
+    if not len(units[0].elems) or units[0].fmt == "rle":
+        return phase_shape(part, phase, hw)
+    line = max(1, min(_channel_line(part, phase, hw), sum(int(u.elems[0]) for u in units)))
+    if any(u.line_len != line or u.elems[0] % line for u in units):
+        return phase_shape(part, phase, hw)
+    def total(stat: str) -> np.ndarray:
+        return sum(getattr(u, stat) for u in units)
+    chan = Operand(total("elems"), total("nnz"), total("lines"), total("nz_lines"), line,
+                   units[0].fmt, total("rle_padding"))
+    ps = shapes[0]
+    return (PhaseShape(chan, sum(p.stream_nnz for p in shapes),
+                       sum(p.stream_row_elems for p in shapes), ps.stream_fmt, ps.groups,
+                       sum(p.stream_rle for p in shapes), ps.stream_line_len),
+            _Window(phase, part))
+
+
+def _channel_line(layer: LayerCapture, phase: int, hw: HardwareView) -> int:
+    """The channel operand's line before `_unit_stats` cuts it to a unit: a row of dY (WG)
+    or the weights' line (FF, BP; `_weight_line`)."""
+    k, cg, r, s = layer.w_nz.shape
+    if phase == WG:
+        return layer.dy_nz.shape[-1]
+    return _weight_line(cg * r * s if phase == FF else k // layer.groups * r * s, s, hw)
+
+
+def _weight_line(unit: int, s: int, hw: HardwareView) -> int:
+    """The weights' line (line_bitmap's line, csr's row, csc's column count), in units of
+    `unit` weights: `hw.weight_group` when set; else a whole unit for csr and csc, a row of
+    the weight matrix (an output channel's C*R*S weights in FF), so a pointer a row (csr) or
+    a column (csc) of a block of rows, as the formats mean; else a kernel row (1 x S, HPPU's
+    line). A kernel row would cost csr a 4-byte pointer every S weights (every weight on a
+    linear layer, S = 1) and csc only S + 1 pointers a block."""
     if hw.weight_group:
         return hw.weight_group
-    return units[0].numel() if _matrix_rows(hw) and len(units) else s
+    return unit if _matrix_rows(hw) else s
 
 
 def _matrix_rows(hw: HardwareView) -> bool:

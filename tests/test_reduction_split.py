@@ -9,6 +9,7 @@ from torch import nn
 
 from desim.errors import ConfigError
 from desim.events import empty_table
+from mappings.capture import LayerCapture
 from mappings.counting import BP, FF, WG, SkipPolicy
 from mappings.planner import (
     INNER,
@@ -316,3 +317,45 @@ def test_plans_given_up_part_way_leave_the_choice_unchanged(phase, monkeypatch):
     every, more = search()
     assert chosen == every
     assert fewer < more
+
+
+@pytest.mark.parametrize("phase", [FF, BP, WG])
+@pytest.mark.parametrize("view", [{"weight_format": f} for f in
+                                  ("dense", "bitmap", "line_bitmap", "csr", "csc", "rle")]
+                         + [{"weight_format": "line_bitmap", "weight_group": g} for g in (4, 5)]
+                         + [{"activation_format": f} for f in ("bitmap", "rle")])
+def test_a_coarse_chunks_summed_statistics_are_its_own(phase, view):
+    """A plan's chunks are runs of the finest plan's; their operand statistics are taken as
+    sums of those (`summed_phase_shape`), or made anew where a sum would differ (a line
+    spanning two chunks, run-length coded weights): either way the chunk's own."""
+    from mappings.planner import _slice, _slice_reduction
+    from mappings.tiling import summed_phase_shape
+
+    torch.manual_seed(1)
+    n, c, k, h = 4, 24, 20, 6
+    layer = LayerCapture("sparse", "conv", torch.rand(n, c, h, h) < 0.4,
+                         torch.rand(k, c, 3, 3) < 0.3, torch.rand(n, k, h, h) < 0.5, padding=1)
+    hw = HardwareView(**{**HW.__dict__, **view})
+    size = (c, k, n)[phase]
+
+    def part(lo: int, hi: int) -> LayerCapture:
+        return _slice(layer, lo, hi) if phase == WG else _slice_reduction(layer, phase, lo, hi)
+
+    finest = 1 if phase == WG else 8
+    fine = {lo: phase_shape(part(lo, min(lo + finest, size)), phase, hw)
+            for lo in range(0, size, finest)}
+    for chunk in (2 * finest, 4 * finest, size):
+        for lo in range(0, size, chunk):
+            hi = min(lo + chunk, size)
+            summed, win = summed_phase_shape(part(lo, hi), phase, hw,
+                                             [fine[f] for f in range(lo, hi, finest)])
+            own, own_win = phase_shape(part(lo, hi), phase, hw)
+            for stat in ("elems", "nnz", "lines", "nz_lines", "rle_padding"):
+                assert np.array_equal(getattr(summed.channel_operand, stat),
+                                      getattr(own.channel_operand, stat)), stat
+            assert summed.channel_operand.line_len == own.channel_operand.line_len
+            assert torch.equal(summed.stream_nnz, own.stream_nnz)
+            assert torch.equal(summed.stream_rle, own.stream_rle)
+            assert (summed.stream_row_elems, summed.stream_line_len, summed.groups) == \
+                (own.stream_row_elems, own.stream_line_len, own.groups)
+            assert vars(win) == vars(own_win)
