@@ -443,7 +443,7 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                               "global buffer", key=BUFFER_KEY)
         tiling_hw = replace(hw, buffer_bytes=budget)
     ps, win = shaped[0]
-    tracked = tracked_weights(parts[0], phase, ps, hw, circulant_block)
+    tracked = tracked_weights(parts[0], phase, ps, hw, circulant_block, cache)
     shapes = choose_tile(ps, win, len(channels), n_img, n_rows, length, tiling_hw, where,
                          weights=phase != WG and parts[0].weight_is_parameter,
                          stream_resident=resident[0], channel_resident=resident[1],

@@ -660,17 +660,19 @@ def _changed(index: np.ndarray) -> np.ndarray:
 
 
 def tracked_weights(layer: LayerCapture, phase: int, ps: PhaseShape, hw: HardwareView,
-                    circulant_block: int = 0) -> Operand | None:
+                    circulant_block: int = 0, cache: dict | None = None) -> Operand | None:
     """The channel operand as DRAM holds it when a weight generator makes the rest: DropBack's
     tracked non-zero weights, per unit of `ps.channel_operand` (every unit, not only the
     kept channels). None when DRAM holds the whole operand: no generator, no DropBack, or
-    the channel operand is not W (WG), or W is stored as circulant blocks."""
+    the channel operand is not W (WG), or W is stored as circulant blocks. `cache`: the
+    tile search's (`_kept`), where each chunk's are made once for all its plans' shapes."""
     if (phase == WG or not layer.weight_is_parameter or not hw.weight_generator
             or layer.w_tracked is None or circulant_block):
         return None
     chan = ps.channel_operand
-    return _unit_stats(_weight_units(layer.w_tracked & layer.w_nz, phase, ps.groups),
-                       chan.line_len, chan.fmt)
+    return _kept(cache, ("tracked", id(layer), phase, chan.line_len, chan.fmt), layer,
+                 lambda: _unit_stats(_weight_units(layer.w_tracked & layer.w_nz, phase,
+                                                   ps.groups), chan.line_len, chan.fmt))
 
 
 def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_index: int,
@@ -714,7 +716,7 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
         a_bytes = _channel_bytes(chan, ka, hw, weights)
     a_lines = _block_sums(chan.lines, ka)
     a_dram_bytes, regenerated = a_bytes, np.zeros(na, np.int64)
-    tracked = tracked_weights(layer, phase, ps, hw, b)
+    tracked = tracked_weights(layer, phase, ps, hw, b, cache)
     if tracked is not None:  # DropBack: the generator makes the untracked weights
         tracked = tracked.select(channels.numpy())
         a_dram_bytes = _channel_bytes(tracked, ka, hw, weights=True)
