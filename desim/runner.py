@@ -268,6 +268,11 @@ def run(experiment: Experiment, progress: Callable[[str], None] | None = None,
                 except ConfigError as err:  # a pruning parameter's under its run's key
                     if err.key in PruningSpec.model_fields:
                         err = err.within(f"runs.{i}.pruning")
+                    elif run_spec.workload_set:  # the workload is the file's with these
+                        err = ConfigError(f"{err.message} (the workload of run "
+                                          f"{run_spec.name!r}: the experiment's with its "
+                                          f"workload_set [{', '.join(run_spec.workload_set)}])",
+                                          file=err.file, key=err.key)
                     raise err.in_file(str(experiment.path)) from None
             if progress:
                 progress(f"simulating {run_spec.name} on "

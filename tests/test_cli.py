@@ -113,6 +113,14 @@ def test_a_diverging_training_names_the_experiment_and_learning_rate(tmp_path):
                         "diverged: the loss is nan at iteration 1; expected a smaller "
                         "learning rate (got 1e+30)")
     assert not (tmp_path / "out" / "summary.json").exists()
+    # a run's own workload diverging says which run and which workload_set made it
+    result = desim("run", str(QUICKSTART), "--out", str(tmp_path / "out"), "--set",
+                   "workload={model: lenet5, batch: 1, data: digits, "
+                   "training: {iterations: 3}}", "--set",
+                   "runs.1.workload_set=[training.learning_rate=1.0e+30]")
+    assert_config_error(result, "quickstart.yaml: workload.training.learning_rate: training "
+                        "diverged", "(the workload of run 'hppu': the experiment's with "
+                        "its workload_set [training.learning_rate=1.0e+30])")
 
 
 @pytest.mark.parametrize("experiment, setting, fragments", [
