@@ -610,6 +610,13 @@ def _client(scheduler: str | None, workers: int) -> Iterator[Client]:
         # when another cluster runs on the machine
         with contextlib.ExitStack() as stack:
             try:
+                # The workers' Dask logs CRITICAL only, from their start (the level their
+                # distributed logger takes from the environment as it loads) to their
+                # close: a point's error is its record's, and a worker fetching a shared
+                # capture from one a Ctrl-C was closing logged a CommClosedError's traceback
+                # at ERROR (a race, seen once in CI), past silence_logs, which ends as the
+                # worker closes
+                os.environ["DASK_LOGGING__DISTRIBUTED"] = "critical"
                 with _spawned_ignoring_sigint():
                     cluster = stack.enter_context(LocalCluster(
                         n_workers=workers, threads_per_worker=1, processes=True,

@@ -608,8 +608,13 @@ def test_the_local_workers_ignore_sigint_and_the_client_keeps_its_handler():
     with _client(None, 1) as client:
         assert signal.getsignal(signal.SIGINT) is before
         handlers = client.run(signal.getsignal, signal.SIGINT)
+        # their Dask logs CRITICAL only: a shared capture fetched from a worker a Ctrl-C
+        # was closing logged its traceback at ERROR
+        levels = client.run(lambda: logging.getLogger("distributed.worker").getEffectiveLevel())
     assert list(handlers.values()) == [signal.SIG_IGN]
+    assert list(levels.values()) == [logging.CRITICAL]
     assert signal.getsignal(signal.SIGINT) is before
+    assert "DASK_LOGGING__DISTRIBUTED" not in os.environ  # ours again
 
 
 def test_ctrl_c_stops_a_sweep_in_one_line_and_the_same_command_finishes_it(tmp_path):
