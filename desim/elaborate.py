@@ -21,7 +21,7 @@ from arch.accelerator import Accelerator
 from arch.config import ArchConfig
 from desim.channels import Fifo
 from desim.errors import ConfigError
-from desim.experiment import Experiment, claim_metrics
+from desim.experiment import Experiment, RunSpec, claim_metrics
 from desim.module import Simulator
 
 if TYPE_CHECKING:
@@ -198,10 +198,15 @@ def workload_error(err: ConfigError, experiment: Experiment, i: int) -> ConfigEr
         untrained(experiment.spec.workload)
     except ConfigError as own:  # the file's workload is at fault too: its error first
         return own.in_file(str(experiment.path))
-    return ConfigError(f"{err.key + ': ' if err.key else ''}{err.message} (the workload of run "
-                       f"{run.name!r}: the experiment's with its workload_set "
-                       f"[{', '.join(run.workload_set)}])", file=err.file,
-                       key=f"runs.{i}.workload_set")
+    return ConfigError(f"{err.key + ': ' if err.key else ''}{err.message} "
+                       f"{workload_set_note(run)}", file=err.file, key=f"runs.{i}.workload_set")
+
+
+def workload_set_note(run: RunSpec) -> str:
+    """What an error of run `run`'s own workload adds: that it is the experiment's with the
+    run's `workload_set`."""
+    return (f"(the workload of run {run.name!r}: the experiment's with its workload_set "
+            f"[{', '.join(run.workload_set)}])")
 
 
 def _check_pruning(experiment: Experiment, i: int, iteration: Untrained) -> None:

@@ -22,7 +22,7 @@ from arch.accelerator import Accelerator
 from arch.config import ArchConfig, priced_actions
 from arch.systolic import SystolicConfig, apportion, layer_cycles
 from desim.clock import PS_PER_S, cycles_until
-from desim.elaborate import design_error, elaborate
+from desim.elaborate import design_error, elaborate, workload_set_note
 from desim.errors import ConfigError
 from desim.events import PHASES
 from desim.experiment import Experiment, ObserveSpec, RunSpec, load_experiment
@@ -269,9 +269,7 @@ def run(experiment: Experiment, progress: Callable[[str], None] | None = None,
                     if err.key in PruningSpec.model_fields:
                         err = err.within(f"runs.{i}.pruning")
                     elif run_spec.workload_set:  # the workload is the file's with these
-                        err = ConfigError(f"{err.message} (the workload of run "
-                                          f"{run_spec.name!r}: the experiment's with its "
-                                          f"workload_set [{', '.join(run_spec.workload_set)}])",
+                        err = ConfigError(f"{err.message} {workload_set_note(run_spec)}",
                                           file=err.file, key=err.key)
                     raise err.in_file(str(experiment.path)) from None
             if progress:
