@@ -19,6 +19,9 @@ Dataset = Literal["digits", "mnist", "random"]
 # A seed torch's and numpy's generators take (a signed 64-bit integer's range, less the
 # negatives numpy refuses): a larger one was a traceback from manual_seed.
 Seed = Annotated[int, Field(ge=0, lt=2**63)]
+# A size torch takes (a batch, an axis of a shape, a class count): its sizes are 64-bit; a
+# larger one was a TypeError's traceback from torch.
+Size = Annotated[int, Field(gt=0, lt=2**63)]
 
 
 Method = Literal[
@@ -185,12 +188,11 @@ class WorkloadSpec(Strict):
     # a path relative to the experiment file. Exactly one of `model` and this.
     scalesim_topology: str | None = None
     model_args: dict[str, Any] = Field(default_factory=dict)
-    batch: int = Field(8, gt=0, lt=2**63)  # torch sizes are 64-bit; larger: out of memory
-    input_shape: list[Annotated[int, Field(gt=0, lt=2**63)]] | None = Field(
-        None, min_length=1)  # default: the model's (torch sizes are 64-bit, as batch's),
+    batch: Size = 8  # large ones are out of memory
+    input_shape: list[Size] | None = Field(None, min_length=1)  # default: the model's,
     # with the axes its model_args set (a transformer's seq_len and dim, the probe's
     # channels); an empty list is no shape (it was taken silently for the default)
-    num_classes: int = Field(10, gt=0, lt=2**63)
+    num_classes: Size = 10
     data: Dataset = "digits"
     seed: Seed = 0
     training: TrainingSpec | None = None  # train first, then capture a chosen iteration
