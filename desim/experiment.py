@@ -27,6 +27,7 @@ from arch.reram import ReramArch
 from arch.snn import SnnArch
 from desim.configio import DuplicateKeyError, Strict, UniqueKeyLoader, load_yaml, validate
 from desim.errors import ConfigError
+from desim.metrics import DERIVED_RUN
 from desim.sweep_spec import SweepSpec
 from mappings.model_path import is_file_model, resolve
 from mappings.specs import PruningSpec, WorkloadSpec
@@ -92,13 +93,12 @@ class Claim(Strict):
 
 
 # What a claim's metric may name under runs.<run> and comparison.<run>: the keys of
-# summary.json there, and the metrics `desim.report` derives from them.
+# summary.json there, and the metrics derived from them (`desim.metrics`).
 CLAIM_METRICS = {
     "runs": ("cycles", "seconds", "energy_j", "macs", "effectual_macs", "dram_bytes",
              "simulation_events", "phases", "units", "utilization", "time_by_busiest_part",
              "energy_by_component_j", "energy_by_action_j", "energy_prices_pj",
-             "vector_layers_not_simulated", "workload", "on_chip_energy_j", "tflops_per_w",
-             "on_chip_tflops_per_w"),
+             "vector_layers_not_simulated", "workload", *DERIVED_RUN),
     "comparison": ("speedup", "energy_ratio", "on_chip_energy_ratio"),
 }
 # What follows a section of runs.<run> that is no number, level by level: the keys

@@ -49,6 +49,7 @@ from pydantic import BaseModel, Field, model_validator
 from desim.configio import validate
 from desim.errors import ConfigError, fail
 from desim.experiment import Claim
+from desim.metrics import DERIVED_RUN, on_chip_energy_j, on_chip_energy_ratio
 from desim.results import (
     DEFAULT_REPORT,
     atomic_path,
@@ -106,19 +107,8 @@ def resolve(summary: dict[str, Any], path: str) -> float:
             return DERIVED_RUN[name](summary["runs"][run])
         if group == "comparison" and name == "on_chip_energy_ratio":
             base = summary["runs"][summary["baseline"]]
-            return _on_chip(base) / _on_chip(summary["runs"][run])
+            return on_chip_energy_ratio(base, summary["runs"][run])
     raise KeyError(f"no metric {path!r} in summary.json (nor a derived one)")
-
-
-def _on_chip(run: dict[str, Any]) -> float:
-    return float(run["energy_j"]) - float(run["energy_by_component_j"].get("dram", 0.0))
-
-
-DERIVED_RUN = {
-    "on_chip_energy_j": _on_chip,
-    "tflops_per_w": lambda run: 2 * run["macs"] / run["energy_j"] / 1e12,
-    "on_chip_tflops_per_w": lambda run: 2 * run["macs"] / _on_chip(run) / 1e12,
-}
 
 
 @dataclass
@@ -925,8 +915,8 @@ def _runs_table(results: Results) -> Table:
         comp = summary["comparison"][name]
         rows.append([name, run["arch"], method, f"{run['cycles']:,}",
                      _fmt(run["seconds"] * 1e3), _fmt(run["energy_j"] * 1e3),
-                     _fmt(_on_chip(run) * 1e3), f"{comp['speedup']:.2f}",
-                     f"{comp['energy_ratio']:.2f}", f"{_on_chip(base) / _on_chip(run):.2f}",
+                     _fmt(on_chip_energy_j(run) * 1e3), f"{comp['speedup']:.2f}",
+                     f"{comp['energy_ratio']:.2f}", f"{on_chip_energy_ratio(base, run):.2f}",
                      _vector_share(run), sparsity, busy_text(run, parts=3)])
     return Table(header, rows, numeric=set(range(3, 11)))
 

@@ -67,6 +67,7 @@ import yaml
 from rich.markup import escape
 
 from desim.errors import ConfigError, fail
+from desim.metrics import DERIVED_RUN
 from desim.results import atomic_path, writable_folder
 
 if TYPE_CHECKING:
@@ -80,7 +81,9 @@ if TYPE_CHECKING:
 # Columns of results.parquet besides the axes (which come right after point_id).
 METRIC_COLUMNS = ["cycles", "energy_j", "macs", "effectual_macs", "processed_macs",
                   "dram_bytes"]
-TOTAL_COLUMNS = ["seconds", "speedup", "energy_ratio", "pareto"]  # set on "total" rows only
+# Set on "total" rows only; the efficiency figures are `desim.metrics`' (DERIVED_RUN).
+EFFICIENCY_COLUMNS = ["on_chip_energy_j", "tflops_per_w", "on_chip_tflops_per_w"]
+TOTAL_COLUMNS = ["seconds", "speedup", "energy_ratio", *EFFICIENCY_COLUMNS, "pareto"]
 FIXED_COLUMNS = ["point_id", "run", "arch", "phase", *METRIC_COLUMNS, *TOTAL_COLUMNS,
                  "status", "error", "elapsed_s"]
 # Then, on "total" rows, each component's joules (`energy_j.dram`, `energy_j.noc`, ...),
@@ -765,8 +768,9 @@ def gather(out: Path, points: list[Point], spec: SweepSpec) -> pd.DataFrame:
     """One row per point, run and phase (FF, BP, WG, total) from the point files, in plan
     order; a failed point is one row (run and phase empty, its error), a point without a
     file one row with status "pending". `pareto` marks the total rows on the front of the
-    sweep's two objectives, over all points and runs; the total rows also hold each energy
-    component's joules (`energy_j.<component>`, after the fixed columns) and each part's
+    sweep's two objectives, over all points and runs; the total rows also hold the run's
+    time, its ratios to the baseline, its on-chip energy and TFLOPS/W (`desim.metrics`), each
+    energy component's joules (`energy_j.<component>`, after the fixed columns) and each part's
     busy share (`utilization.<part>`) and share of the time as the busiest part
     (`time_by_busiest_part.<part>`)."""
     import pandas as pd
@@ -794,6 +798,7 @@ def gather(out: Path, points: list[Point], spec: SweepSpec) -> pd.DataFrame:
                                                for p in run["phases"].values()),
                          "seconds": run["seconds"], "speedup": comparison.get("speedup"),
                          "energy_ratio": comparison.get("energy_ratio"),
+                         **{m: DERIVED_RUN[m](run) for m in EFFICIENCY_COLUMNS},
                          **{COMPONENT_PREFIX + c: j for c, j in
                             run.get("energy_by_component_j", {}).items()},
                          **{UTILIZATION_PREFIX + part: share for part, share in
@@ -809,7 +814,8 @@ def gather(out: Path, points: list[Point], spec: SweepSpec) -> pd.DataFrame:
                    *parts]]
     for column in ("cycles", "macs", "effectual_macs", "processed_macs", "dram_bytes"):
         frame[column] = frame[column].astype("Int64")
-    for column in ("energy_j", "seconds", "speedup", "energy_ratio", "elapsed_s", *parts):
+    for column in ("energy_j", "seconds", "speedup", "energy_ratio", *EFFICIENCY_COLUMNS,
+                   "elapsed_s", *parts):
         frame[column] = frame[column].astype("float64")
     for column in ("point_id", "run", "arch", "phase", "status", "error"):
         frame[column] = frame[column].astype("string")
@@ -860,8 +866,11 @@ def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
 LABELS = {"cycles": "cycles", "energy_j": "energy (J)", "macs": "MACs",
           "effectual_macs": "effectual MACs", "processed_macs": "processed MACs",
           "dram_bytes": "DRAM bytes", "seconds": "time (s)", "speedup": "speedup",
-          "energy_ratio": "energy ratio (baseline / run)", "elapsed_s": "wall time (s)"}
-PLOTTABLE = [*METRIC_COLUMNS, "seconds", "speedup", "energy_ratio", "elapsed_s"]
+          "energy_ratio": "energy ratio (baseline / run)", "elapsed_s": "wall time (s)",
+          "on_chip_energy_j": "on-chip energy (J)", "tflops_per_w": "TFLOPS/W",
+          "on_chip_tflops_per_w": "on-chip TFLOPS/W"}
+PLOTTABLE = [*METRIC_COLUMNS, "seconds", "speedup", "energy_ratio", *EFFICIENCY_COLUMNS,
+             "elapsed_s"]
 
 
 def plot_pareto(frame: pd.DataFrame, objectives: Sequence[str], out: Path) -> Path:
@@ -1060,15 +1069,17 @@ def print_sweep(console: Any, frame: pd.DataFrame) -> None:
     axes = axis_columns(frame)
     front = frame[frame["pareto"].fillna(False).astype(bool)]
     if len(front):
+        on_chip = "on_chip_energy_j" in front and front["on_chip_energy_j"].notna().all()
         table = Table(title="Pareto front")
         for column in ("point", "run", *(a.split(".")[-1] for a in axes), "cycles",
-                       "time (ms)", "energy (mJ)"):
+                       "time (ms)", "energy (mJ)", *(["on chip (mJ)"] if on_chip else [])):
             table.add_column(column)
         for _, row in front.iterrows():
             table.add_row(str(row["point_id"])[:8], str(row["run"]),
                           *(escape(str(row[a])) for a in axes),
                           f"{int(row['cycles']):,}", f"{row['seconds'] * 1e3:.4g}",
-                          f"{row['energy_j'] * 1e3:.3f}")
+                          f"{row['energy_j'] * 1e3:.3f}",
+                          *([f"{row['on_chip_energy_j'] * 1e3:.3f}"] if on_chip else []))
         console.print(table)
     for _, row in per_point[per_point["status"] == "failed"].head(5).iterrows():
         console.print(f"[red]failed[/] {row['point_id']}: " + escape(str(row["error"])),

@@ -33,9 +33,11 @@ from mappings.specs import Seed
 
 # Metrics of a run (total or per phase) that a sweep records and can optimize or plot.
 # `seconds`: the run's time; cycles are of each design's own clock, so a front of cycles
-# over points or runs at other clocks favours the slower clock (fewer cycles a DRAM access)
-Metric = Literal["cycles", "seconds", "energy_j", "macs", "effectual_macs", "processed_macs",
-                 "dram_bytes"]
+# over points or runs at other clocks favours the slower clock (fewer cycles a DRAM access);
+# `on_chip_energy_j`: the energy without DRAM's (a chip's own figure; total rows only, as
+# `seconds`)
+Metric = Literal["cycles", "seconds", "energy_j", "on_chip_energy_j", "macs", "effectual_macs",
+                 "processed_macs", "dram_bytes"]
 METRICS: tuple[str, ...] = get_args(Metric)
 
 

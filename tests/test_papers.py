@@ -252,3 +252,26 @@ def test_sparsity_probe_feeds_its_conv_the_density_asked():
     model(x)   # what the model's own forward feeds its conv
     density = float((seen[0] != 0).float().mean())
     assert abs(density - 0.1) < 4 * (0.1 * 0.9 / x.numel()) ** 0.5
+
+
+def test_trainer_sparsity_sweep_ends_at_the_peak_claims_runs():
+    """trainer_sparsity_sweep's corners are peak_efficiency's two Trainer runs on FP16: the
+    probe at density 1 with nothing pruned (trainer_dense) and at 90% / 90% (trainer). So its
+    curve ends at the conversion ratio claim's two efficiencies, the same numbers to the bit."""
+    import desim
+    from desim.metrics import on_chip_tflops_per_w
+    from desim.sweep import load_sweep_spec, plan_points
+
+    path = EXPERIMENTS / "trainer_sparsity_sweep.yaml"
+    points = plan_points(load_sweep_spec(path))
+    assert len(points) == 5 * 4
+    corners = {(1.0, 0.0): "trainer_dense", (0.1, 0.9): "trainer"}
+    peak = desim.run(EXPERIMENTS / "peak_efficiency.yaml").summary["runs"]
+    at = {(p.values["workload.model_args.density"], p.values["runs.0.pruning.sparsity"]): p
+          for p in points}
+    for key, name in corners.items():
+        run = desim.run(path, list(at[key].overrides)).summary["runs"]["trainer"]
+        assert run["energy_j"] == peak[name]["energy_j"], key
+        assert run["cycles"] == peak[name]["cycles"], key
+    ratio = on_chip_tflops_per_w(peak["trainer"]) / on_chip_tflops_per_w(peak["trainer_dense"])
+    assert 12 < ratio < 13   # the claim's 12.5 (docs/PAPERS.md), far from the chip's 80.9

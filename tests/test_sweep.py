@@ -360,8 +360,10 @@ def fake_frame(tmp_path: Path) -> pd.DataFrame:
                  "processed_macs": 4, "dram_bytes": 7}
         run_summary = {"arch": "hppu_like", "cycles": cycles, "energy_j": energy, "macs": 27,
                        "effectual_macs": 9, "dram_bytes": 21, "seconds": cycles * 2e-9,
-                       "phases": {p: phase for p in PHASES[:3]}}
-        dense = {**run_summary, "arch": "dense", "cycles": 200, "energy_j": 10.0}
+                       "phases": {p: phase for p in PHASES[:3]},
+                       "energy_by_component_j": {"dram": 0.75 * energy, "macs": 0.25 * energy}}
+        dense = {**run_summary, "arch": "dense", "cycles": 200, "energy_j": 10.0,
+                 "energy_by_component_j": {"dram": 7.5, "macs": 2.5}}
         record = {"point_id": point.point_id, "status": "ok", "error": None, "elapsed_s": 1.0,
                   "runs": {"dense": dense, "hppu": run_summary},
                   "comparison": {"dense": {"speedup": 1.0, "energy_ratio": 1.0},
@@ -409,6 +411,17 @@ def test_gather_pareto_and_plots(tmp_path):
     assert pareto_mask(frame, ["energy_j", "cycles"]).sum() == 3
     total = totals(frame)
     assert total[total["run"] == "hppu"]["speedup"].tolist() == [2.0, 2.5, 200 / 120]
+    # desim.metrics' figures: without DRAM's 75%; 2 FLOPs a MAC (27 MACs) per joule
+    hppu = total[total["run"] == "hppu"]
+    assert hppu["on_chip_energy_j"].tolist() == [1.25, 1.5, 1.0]
+    assert hppu["tflops_per_w"].tolist() == pytest.approx([54 / 5e12, 54 / 6e12, 54 / 4e12])
+    assert hppu["on_chip_tflops_per_w"].tolist() == pytest.approx([54 / 1.25e12, 36e-12,
+                                                                   54e-12])
+    assert frame[frame["phase"] == "FF"]["on_chip_tflops_per_w"].isna().all()
+    # an objective too: dense's on-chip 2.5 J in 200 cycles is dominated by hppu's
+    assert SweepSpec(axes={"runs.1.pruning.sparsity": [0.5]},
+                     objectives=["on_chip_energy_j", "cycles"]).objectives[0] == "on_chip_energy_j"
+    assert set(frame[pareto_mask(frame, ["on_chip_energy_j", "cycles"])]["run"]) == {"hppu"}
     plot_pareto(frame, ["energy_j", "cycles"], tmp_path / "pareto.png")
     plot_metric(frame, "energy_j", "runs.1.pruning.sparsity", tmp_path / "metric.png")
     plot_metric(frame, "dram_bytes", "runs.1.pruning.sparsity", tmp_path / "ff.png", phase="FF")
@@ -416,12 +429,13 @@ def test_gather_pareto_and_plots(tmp_path):
     assert set(plotted_rows(frame, "speedup")["run"]) == {"hppu"}
     assert set(plotted_rows(frame, "energy_j")["run"]) == {"dense", "hppu"}
     plot_metric(frame, "speedup", "runs.1.pruning.sparsity", tmp_path / "speedup.png")
-    for name in ("pareto.png", "metric.png", "ff.png"):
+    plot_metric(frame, "on_chip_tflops_per_w", "runs.1.pruning.sparsity", tmp_path / "ee.png")
+    for name in ("pareto.png", "metric.png", "ff.png", "ee.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ConfigError, match="not an axis"):
         plot_metric(frame, "energy_j", "workload.batch", tmp_path / "x.png")
-    with pytest.raises(ConfigError, match="no 'energy_j.dram' in this sweep"):  # none here
-        plot_metric(frame, "energy_j.dram", "runs.1.pruning.sparsity", tmp_path / "y.png")
+    with pytest.raises(ConfigError, match="no 'energy_j.noc' in this sweep"):  # none here
+        plot_metric(frame, "energy_j.noc", "runs.1.pruning.sparsity", tmp_path / "y.png")
     with pytest.raises(ConfigError, match="no 'utilization.dram' in this sweep"):
         plot_metric(frame, "utilization.dram", "runs.1.pruning.sparsity", tmp_path / "z.png")
     with pytest.raises(ConfigError, match="utilization.<part> or time_by_busiest_part.<part>"):

@@ -1,0 +1,33 @@
+"""Figures derived from a run's entry in summary.json rather than stored in it: its on-chip
+energy (DRAM left out, as a chip's own energy figure is) and its efficiency in dense-equivalent
+TFLOPS per watt (2 FLOPs a nominal MAC, the papers' peak convention). One set of formulas
+for the claims (`desim.experiment`), the report and sweeps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def on_chip_energy_j(run: dict[str, Any]) -> float:
+    return float(run["energy_j"]) - float(run["energy_by_component_j"].get("dram", 0.0))
+
+
+def tflops_per_w(run: dict[str, Any]) -> float:
+    return 2 * run["macs"] / run["energy_j"] / 1e12
+
+
+def on_chip_tflops_per_w(run: dict[str, Any]) -> float:
+    return 2 * run["macs"] / on_chip_energy_j(run) / 1e12
+
+
+def on_chip_energy_ratio(base: dict[str, Any], run: dict[str, Any]) -> float:
+    """The baseline's on-chip energy over the run's (the `energy_ratio` of chips)."""
+    return on_chip_energy_j(base) / on_chip_energy_j(run)
+
+
+DERIVED_RUN: dict[str, Callable[[dict[str, Any]], float]] = {
+    "on_chip_energy_j": on_chip_energy_j,
+    "tflops_per_w": tflops_per_w,
+    "on_chip_tflops_per_w": on_chip_tflops_per_w,
+}
