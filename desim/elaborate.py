@@ -256,13 +256,19 @@ def _check_tiles_fit(acc: Accelerator, layers: list, inference: bool,
 
 def design_error(err: ConfigError, experiment: Experiment, i: int) -> ConfigError:
     """A mapper's error for run `i` (a tile its design's buffer cannot hold) as bad input
-    of the experiment: it names the run and its design, and the buffer's size."""
+    of the experiment: it names the run and its design, and the buffer's size, with the
+    `--set` or `arch_set` item that set it, if one did (the file holds another)."""
+    from desim.experiment import arch_setter
     from mappings.tiling import BUFFER_KEY
 
     if err.file:
         return err
     run = experiment.spec.runs[i]
     arch = experiment.archs[run.name]
-    size = f": {err.key} {arch.global_buffer.capacity_kib}" if err.key == BUFFER_KEY else ""
+    size = ""
+    if err.key == BUFFER_KEY:
+        setter = arch_setter(experiment, i, BUFFER_KEY)
+        size = (f": {err.key} {arch.global_buffer.capacity_kib}"
+                + (f", set by {setter}" if setter else ""))
     return ConfigError(f"{err.message} (run {run.name!r}, architecture {run.arch}{size})",
                        file=str(experiment.path), key=f"runs.{i}.arch")

@@ -411,6 +411,23 @@ def _naming_the_override(err: ConfigError, run_name: str,
     return err
 
 
+def arch_setter(experiment: Experiment, i: int, key: str) -> str | None:
+    """What set run i's architecture key `key` (`global_buffer.capacity_kib`) over its file,
+    as the user wrote it: the last of the run's `arch_set` items, then the `--set arch.*.`
+    and `--set arch.<run>.` items, in the order `load_experiment` applies them; None when
+    the file's own value stands. So that an error about the value can name where it came
+    from."""
+    run = experiment.spec.runs[i]
+    _, arch_sets = split_overrides(experiment.overrides, experiment.path)
+    applied = [(f"runs.{i}.arch_set item {item}", item) for item in run.arch_set]
+    applied += [(f"--set arch.{who}.{item}", item) for who in ("*", run.name)
+                for item in arch_sets.get(who, [])]
+    for given, item in reversed(applied):
+        if item.partition("=")[0] == key:
+            return given
+    return None
+
+
 def _run_arch(path: Path, i: int, arch_path: Path, arch_set: list[str],
               command_line: list[str]) -> ArchConfig:
     """Run i's architecture: its file, the run's `arch_set` and the command line's

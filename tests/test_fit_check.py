@@ -125,6 +125,22 @@ def test_desim_check_refuses_a_buffer_too_small_before_any_training(tmp_path):
                         "gives a tile 512 bytes",
                         "(run 'dense', architecture ../arch/dense.yaml: "
                         "global_buffer.capacity_kib 1)")
+    assert "set by" not in result.stderr   # the file's own value
+
+
+@pytest.mark.parametrize("sets, setter", [
+    (["arch.*.global_buffer.capacity_kib=1"], "--set arch.*.global_buffer.capacity_kib=1"),
+    (["arch.*.global_buffer.capacity_kib=64", "arch.dense.global_buffer.capacity_kib=1"],
+     "--set arch.dense.global_buffer.capacity_kib=1"),   # the last one applied
+    (["runs.0.arch_set=[global_buffer.capacity_kib=1]"],
+     "runs.0.arch_set item global_buffer.capacity_kib=1"),
+])
+def test_a_buffer_too_small_names_the_item_that_set_it(sets, setter):
+    """dense.yaml holds 512 KiB: the error names what made it 1 KiB."""
+    args = [a for item in sets for a in ("--set", item)]
+    result = desim("check", str(ROOT / "configs" / "experiments" / "dropback_lenet.yaml"), *args)
+    assert_config_error(result, "(run 'dense', architecture ../arch/dense.yaml: "
+                        f"global_buffer.capacity_kib 1, set by {setter})")
 
 
 ADMM_LENET5 = str(ROOT / "configs" / "experiments" / "admm_lenet5.yaml")
