@@ -235,6 +235,12 @@ class MappingConfig(Strict):
     """
 
     dataflow: Literal["auto", "weight_stationary", "input_stationary"] = "auto"
+    # How a tile's outputs are dealt to the clusters (mappings/tiling.py): `channels`, its
+    # output channels (the channel operand, FF's weights, sent to one cluster each, the
+    # stream operand, FF's input rows, multicast to all); `rows`, its output rows (each
+    # cluster its rows' inputs with their halo, the channel operand multicast to all);
+    # `auto`, whichever `objective` prefers, per layer and phase.
+    partition: Literal["channels", "rows", "auto"] = "channels"
     # Spread each tile's work evenly over its active PEs (ideal balancing: the bound that
     # Procrustes' load balancing of unstructured sparse work approaches). Off: a PE does the
     # outputs dealt to it and the tile lasts as long as the busiest PE.

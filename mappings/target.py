@@ -42,6 +42,7 @@ class HardwareView:
     selector_entries_per_cycle: float = 0.0
     selector_levels: int = 2             # 1: the channel operand's map only
     dataflow: str = "auto"               # auto | weight_stationary | input_stationary
+    partition: str = "channels"          # channels | rows | auto: what clusters are dealt
     vector_lanes: int = 0                # 0: no vector unit, vector layers not simulated
     fused_relu: bool = True              # activations applied on the producer's output
     fused_batchnorm: bool = False        # one pass per phase (Trainer's BN unit)

@@ -1,17 +1,24 @@
 """Tiling: one phase of one layer cut into tiles that fit the buffer, counted per tile and PE.
 
-The dataflow (one for now, "channel-parallel, output-stationary"):
+The dataflow (output-stationary, dealt to the clusters by channels or by rows):
 
 - A phase's outputs are laid out (A, images, rows, L) (see `counting`). A tile takes Ka output
   channels and a block of output rows (whole images, or a run of rows of one image); the
   reduction is done inside the tile, so every output leaves the tile final, unless
   `mappings.planner` has cut the reduction into chunks (each chunk tiled here alike).
-- The Ka channels are dealt to the clusters, Ka / clusters consecutive channels each; inside
-  a cluster, PE p takes every output position p, p + P, p + 2P... of its channels. A tile
-  lasts as long as its busiest PE.
-- Operands: the "channel operand" (FF: W[k]; BP: W[:, c]; WG: dY[:, k]) is split among the
-  clusters (unicast); the "stream operand" (FF: rows of X with their halo; BP: rows of dY;
-  WG: X[:, c]) goes to every active cluster (multicast).
+- Operands: the "channel operand" (FF: W[k]; BP: W[:, c]; WG: dY[:, k]) and the "stream
+  operand" (FF: rows of X with their halo; BP: rows of dY; WG: X[:, c]).
+- By channels (`HardwareView.partition`, the default): the Ka channels are dealt to the
+  clusters, Ka / clusters consecutive channels each; inside a cluster, PE p takes every
+  output position p, p + P, p + 2P... of its channels. The channel operand is split among
+  the clusters (unicast), the stream operand goes to every active cluster (multicast).
+- By rows: the block's output rows are dealt to the clusters in runs (`cluster_blocks`), each
+  cluster computing every one of the Ka channels over its run, its PEs taking the run's
+  output positions in turn. Each cluster is sent its run's window of the stream operand
+  (unicast; neighbouring windows overlap by the halo), the channel operand goes to every
+  active cluster (multicast). `auto` tries both: multicasting the smaller operand saves NoC
+  energy, multicasting the larger saves the global buffer's port.
+- A tile lasts as long as its busiest PE.
 - Reuse: a block stays in the global buffer while consecutive tiles use it; a tile reads from
   DRAM only the blocks the previous tile did not hold. Outputs go to DRAM once, final.
 - Tile size and loop order are chosen per layer and phase by a small search (the shape that
@@ -256,6 +263,7 @@ class TileShape:
     images: int        # images per row block (>= 1 when rows == all rows)
     rows: int          # rows per block (== all rows when images > 1)
     rows_outer: bool = False  # loop order: row blocks outside channel blocks
+    partition: str = "channels"  # what the clusters are dealt: channels or rows
 
 
 def _blocks(shape: TileShape, n_img: int, n_rows: int) -> tuple[np.ndarray, ...]:
@@ -333,7 +341,13 @@ def _per_tile_total(counts: torch.Tensor, shape: TileShape, cache: dict | None =
 def _per_tile_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
                  cache: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Busiest-PE and total counts per tile, (nA, nB) each, for a count map (A, I, R, L).
-    A row block's outputs are dealt to a cluster's PEs in turn, a channel's to a cluster."""
+    Dealt by channels: a row block's outputs are dealt to a cluster's PEs in turn, a
+    channel's to a cluster. By rows: each cluster takes a run of the block's rows
+    (`cluster_blocks`) for every channel of the tile, and deals its outputs to its PEs in
+    turn."""
+    if shape.partition == "rows":
+        per_pe = _per_pe_by_rows(counts, shape, hw, cache)
+        return _per_tile_by_rows(per_pe, shape, counts.shape, hw)
     return _per_tile_from_pe(_per_pe(counts, shape, hw, cache), shape.ka, hw)
 
 
@@ -370,6 +384,75 @@ def _per_tile_from_pe(per_pe: torch.Tensor, ka: int, hw: HardwareView
         holding = clusters_holding(_block_sums(np.ones(a, np.int64), ka), ka, hw)
         busiest = -(-total // torch.from_numpy(holding * used)[:, None])
     return busiest.numpy(), total.numpy()
+
+
+@lru_cache(maxsize=1024)
+def cluster_blocks(images: int, rows: int, n_img: int, n_rows: int, clusters: int
+                   ) -> tuple[np.ndarray, ...]:
+    """Dealt by rows, the run of output rows each cluster takes of every row block: image
+    range [i0, i1) and row range [r0, r1) of each (read-only), and the index of each row
+    block's first run. A block of m whole images gives each cluster whole images when m >=
+    clusters, else each image's rows split among clusters // m clusters; a run of rows of
+    one image is split among as many clusters as it has rows, up to all. Splits are as even
+    as can be (sizes differ by one at most), so no cluster is dealt nothing."""
+    i0, i1, r0, r1 = _block_ranges(images, rows, n_img, n_rows)
+    runs: list[tuple[int, int, int, int]] = []
+    first = []
+    for a0, a1, b0, b1 in zip(i0.tolist(), i1.tolist(), r0.tolist(), r1.tolist(),
+                              strict=True):
+        first.append(len(runs))
+        m = a1 - a0
+        if b1 - b0 == n_rows and m >= clusters:     # whole images to each cluster
+            cuts = a0 + np.arange(clusters + 1) * m // clusters
+            runs += [(c0, c1, 0, n_rows) for c0, c1 in zip(cuts[:-1], cuts[1:], strict=True)]
+            continue
+        k = min(max(1, clusters // m), b1 - b0)     # clusters per image
+        cuts = b0 + np.arange(k + 1) * (b1 - b0) // k
+        runs += [(img, img + 1, c0, c1) for img in range(a0, a1)
+                 for c0, c1 in zip(cuts[:-1], cuts[1:], strict=True)]
+    out = (*(np.array(column, np.int64) for column in zip(*runs, strict=True)),
+           np.array(first, np.int64))
+    for r in out:
+        r.flags.writeable = False
+    return out
+
+
+def _per_pe_by_rows(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
+                    cache: dict | None = None) -> torch.Tensor:
+    """Each channel's counts per cluster run (`cluster_blocks`) and PE, (A, runs, PEs): a
+    run's outputs, contiguous in (image, row, position) order, dealt to its cluster's PEs in
+    turn."""
+    def dealt() -> torch.Tensor:
+        a, n_img, n_rows, length = counts.shape
+        i0, i1, r0, r1, _ = cluster_blocks(shape.images, shape.rows, n_img, n_rows,
+                                           hw.clusters)
+        start = (i0 * n_rows + r0) * length      # each run's first output, flat
+        end = (np.maximum(i1 - 1, i0) * n_rows + r1) * length
+        p = hw.pes_per_cluster
+        pos = np.arange(n_img * n_rows * length)
+        run = np.searchsorted(end, pos, side="right")
+        index = torch.from_numpy(run * p + (pos - start[run]) % p)
+        flat = counts.reshape(a, -1).to(torch.int64)
+        return torch.zeros(a, len(i0) * p, dtype=torch.int64).index_add_(
+            1, index, flat).reshape(a, len(i0), p)
+    return _kept(cache, ("rows_pe", id(counts), shape.images, shape.rows), counts, dealt)
+
+
+def _per_tile_by_rows(per_pe: torch.Tensor, shape: TileShape, size: torch.Size,
+                      hw: HardwareView) -> tuple[np.ndarray, np.ndarray]:
+    """`_per_tile_pe` dealt by rows, from `_per_pe_by_rows`: each PE's counts over the
+    tile's `ka` channels; a tile lasts as long as its busiest PE, of any cluster."""
+    a, n_img, n_rows, length = size
+    i0, i1, r0, r1, first = cluster_blocks(shape.images, shape.rows, n_img, n_rows,
+                                           hw.clusters)
+    per_tile = np.add.reduceat(per_pe.numpy(), np.arange(0, a, shape.ka), axis=0)
+    total = np.add.reduceat(per_tile.sum(2), first, axis=1)
+    if hw.load_balance:  # ideal balancing: the tile's work shared by the PEs that hold its
+        # outputs (an output's sum is not split between PEs)
+        outputs = (i1 - i0) * (r1 - r0) * length
+        holding = np.add.reduceat(np.minimum(outputs, hw.pes_per_cluster), first)
+        return -(-total // holding), total
+    return np.maximum.reduceat(per_tile.max(2), first, axis=1), total
 
 
 def clusters_holding(channels_in_block: np.ndarray, ka: int, hw: HardwareView) -> np.ndarray:
@@ -471,55 +554,70 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     # dense here (the rows count them in their format)
     out_bytes = a * n_img * n_rows * length * eb
     out_dram = out_bytes if hw.output_to_dram else 0
+    orders = {"auto": (False, True), "weight_stationary": (False,),
+              "input_stationary": (True,)}[hw.dataflow]
+    partitions = {"auto": ("channels", "rows")}.get(hw.partition, (hw.partition,))
     best: dict[str, tuple] = {}   # estimate -> (key, shape)
     for images, rows in blocks:
         i0, i1, r0, r1 = _blocks(TileShape(1, images, rows), n_img, n_rows)
         h0, h1 = win(r0, r1)
-        block_pe = None  # the block's per-PE counts, made when a candidate needs them
+        block_pe = {}  # the block's per-PE counts by partition, made when a candidate needs them
         stream_bytes = (int(((i1 - i0) * (h1 - h0)).sum()) * ps.stream_row_elems * eb
                         * stream_ratio)
         nb = len(i0)
         stream_dram = 0 if stream_resident else stream_bytes
-        stream_block = stream_bytes / nb
+        if "rows" in partitions:  # dealt by rows, each cluster is sent its rows' window
+            runs = cluster_blocks(images, rows, n_img, n_rows, hw.clusters)
+            g0, g1 = win(runs[2], runs[3])
+            run_bytes = (int(((runs[1] - runs[0]) * (g1 - g0)).sum()) * ps.stream_row_elems
+                         * eb * stream_ratio)   # more than the block's: halos overlap
         for ka in ka_options:
             shape = TileShape(ka, images, rows)
             if not fits(shape, ps, win, (n_rows, length), a_elems, eb, hw.buffer_bytes,
                         stream_resident, channel_resident):
                 continue
             na = -(-a // ka)
-            active = int(clusters_holding(np.array([ka]), ka, hw)[0])
-            busiest_time = None  # the PEs' time as the shape deals the MACs, when it matters
+            busiest_time = {}  # the PEs' time as the shape deals the MACs, when it matters
             channel_block = channel_bytes / na
-            channel_keep = half_local * active  # the clusters' room for their shares
-            orders = {"auto": (False, True), "weight_stationary": (False,),
-                      "input_stationary": (True,)}[hw.dataflow]
-            for outer in orders:
+            for outer, partition in ((o, p) for o in orders for p in partitions):
+                by_rows = partition == "rows"
+                if by_rows:   # the channel operand to every cluster, each keeping it whole
+                    active = len(runs[0]) / nb
+                    stream_to, stream_keep = run_bytes, half_local * active
+                    channel_keep = half_local
+                else:         # the channel operand shared out, the stream to every cluster
+                    active = int(clusters_holding(np.array([ka]), ka, hw)[0])
+                    stream_to, stream_keep = stream_bytes, half_local
+                    channel_keep = half_local * active
+                stream_block = stream_to / nb
                 channel_reads = nb if outer and na > 1 else 1
                 if outer:   # rows outside: channel blocks change every tile
                     dram = stream_dram + channel_dram * channel_reads
-                    stream_sent = nb * resent(stream_block, na, half_local)
+                    stream_sent = nb * resent(stream_block, na, stream_keep)
                     channel_sent = (channel_bytes * nb if na > 1
                                     else resent(channel_block, nb, channel_keep))
                 else:       # channels outside: row blocks change every tile
                     dram = channel_dram + stream_dram * (na if nb > 1 else 1)
                     channel_sent = na * resent(channel_block, nb, channel_keep)
-                    stream_sent = (stream_bytes * na if nb > 1
-                                   else resent(stream_block, na, half_local))
+                    stream_sent = (stream_to * na if nb > 1
+                                   else resent(stream_block, na, stream_keep))
                 dram += psums_dram
-                unicast = channel_sent + psums_sent
+                multicast, unicast = ((channel_sent, stream_sent) if by_rows
+                                      else (stream_sent, channel_sent))
+                unicast += psums_sent
                 tiles = na * nb
                 dram_time = dram / hw.dram_bytes_per_cycle
                 if generated:  # the fetch waits for the slower of DRAM and the generator
                     dram_time = max(dram_time,
                                     generated * channel_reads / hw.weight_generator)
-                port_time = (stream_sent + unicast) / hw.noc_port_bytes_per_cycle
+                port_time = (multicast + unicast) / hw.noc_port_bytes_per_cycle
                 # DRAM's bytes are written into the buffer, the sent ones read from it; the
-                # stream is multicast over the tree into every active cluster's buffer
+                # multicast goes over the tree into every active cluster's buffer
                 moves = {"macs": macs, "scanned": scanned, "matched": macs if scanned else 0,
-                         "dram": dram, "glb": dram + stream_sent + unicast,
-                         "unicast": unicast, "multicast": stream_sent,
-                         "local": unicast + active * stream_sent}
-                tail = (dram, tiles, -ka, outer)
+                         "dram": dram, "glb": dram + multicast + unicast,
+                         "unicast": unicast, "multicast": multicast,
+                         "local": unicast + active * multicast}
+                tail = (dram, tiles, -ka, outer, by_rows)
                 turns = 2 * tiles if out_dram and dram else 0  # reads and writes alternate
                 stages = (dram_time + out_dram / hw.dram_bytes_per_cycle
                           + tiles * hw.dram_latency_cycles + turns * hw.dram_switch_cycles,
@@ -537,21 +635,33 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                     # step), its rank being no better than with that bound.
                     bound = _rank(hw, _pipelined(stages, ideal_compute, tiles), moves, tail)
                     if "pipelined" not in best or bound < best["pipelined"][0]:
-                        if busiest_time is None:
-                            if block_pe is None:
-                                block_pe = _per_pe(processed, TileShape(1, images, rows), hw,
-                                                   cache)
-                            busiest = _per_tile_from_pe(block_pe, ka, hw)[0]
-                            busiest_time = max(float(np.ceil(
+                        if partition not in busiest_time:
+                            busiest = _busiest_per_tile(processed, TileShape(
+                                ka, images, rows, partition=partition), hw, block_pe, cache)
+                            busiest_time[partition] = max(float(np.ceil(
                                 busiest / hw.macs_per_pe_per_cycle).sum()), scan_time)
-                        keys["pipelined"] = _rank(hw, _pipelined(stages, busiest_time, tiles),
-                                                  moves, tail)
+                        keys["pipelined"] = _rank(hw, _pipelined(
+                            stages, busiest_time[partition], tiles), moves, tail)
                 for estimate, key in keys.items():
                     if estimate not in best or key < best[estimate][0]:
-                        best[estimate] = (key, TileShape(ka, images, rows, outer))
+                        best[estimate] = (key, TileShape(ka, images, rows, outer, partition))
     if best:
         return list(dict.fromkeys(best[e][1] for e in ("pipelined", "bottleneck")))
     raise misfit(ps, win, a, n_rows, length, hw, where)
+
+
+def _busiest_per_tile(processed: torch.Tensor, shape: TileShape, hw: HardwareView,
+                      block_pe: dict[str, torch.Tensor], cache: dict | None) -> np.ndarray:
+    """The busiest PE's counts per tile for the tile search: the block's per-PE counts (made
+    once per row block and partition, kept in `block_pe`) summed over `shape.ka` channels."""
+    block = TileShape(1, shape.images, shape.rows, partition=shape.partition)
+    if shape.partition == "rows":
+        if "rows" not in block_pe:
+            block_pe["rows"] = _per_pe_by_rows(processed, block, hw, cache)
+        return _per_tile_by_rows(block_pe["rows"], shape, processed.shape, hw)[0]
+    if "channels" not in block_pe:
+        block_pe["channels"] = _per_pe(processed, block, hw, cache)
+    return _per_tile_from_pe(block_pe["channels"], shape.ka, hw)[0]
 
 
 def smallest_tile(ps: PhaseShape, win: _Window, a: int, n_rows: int, length: int,
@@ -729,6 +839,19 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
     s_nnz = _window_sums(ps.stream_nnz, i0, i1, h0, h1)
     s_elems = (i1 - i0) * (h1 - h0) * ps.stream_row_elems
     s_bytes = _stream_bytes(ps, s_elems, s_nnz, _window_sums(ps.stream_rle, i0, i1, h0, h1), eb)
+    by_rows = shape.partition == "rows"
+    if by_rows:  # each cluster is sent its rows' window, per block: halos overlap
+        c0, c1, q0, q1, first = cluster_blocks(shape.images, shape.rows, n_img, n_rows,
+                                               hw.clusters)
+        g0, g1 = win(q0, q1)
+        run_elems = (c1 - c0) * (g1 - g0) * ps.stream_row_elems
+        run_bytes = _stream_bytes(ps, run_elems, _window_sums(ps.stream_nnz, c0, c1, g0, g1),
+                                  _window_sums(ps.stream_rle, c0, c1, g0, g1), eb)
+        sent_elems = np.add.reduceat(run_elems, first)
+        sent_bytes = np.add.reduceat(run_bytes, first)
+        occupied = np.diff(np.append(first, len(c0)))
+    else:
+        sent_elems, sent_bytes = s_elems, s_bytes
     groups_frac = _groups_touched(layer, phase, channels, ka, na, ps.groups)
 
     # Outputs: every output final in its tile (after the last chunk of a split reduction).
@@ -754,6 +877,7 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
     out_bytes = out_bytes[ia, ib]
     a_tile = a_bytes[ia]
     s_tile = np.round(s_bytes[ib] * groups_frac[ia]).astype(np.int64)
+    s_to = s_tile if not by_rows else np.round(sent_bytes[ib] * groups_frac[ia]).astype(np.int64)
     a_new, s_new = (_changed(ia), _changed(ib)) if reuse else (np.ones(len(ia), bool),) * 2
     a_dram = a_dram_bytes[ia] * a_new
     regenerated_bytes = (a_tile * a_new) - a_dram  # written into the buffer by the generator
@@ -761,18 +885,25 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
         a_dram = np.zeros_like(a_dram)
     dram_read = a_dram + (0 if stream_resident else s_tile * s_new)
     # The clusters keep what they can of an unchanged block between tiles, half their local
-    # buffer each (the other half takes what changes): only the rest is sent again.
-    active = clusters_holding(channels_in_block, ka, hw)[ia]
+    # buffer each (the other half takes what changes): only the rest is sent again. A block
+    # each cluster has whole (the multicast one) is kept in that room; one shared out, in all
+    # the active clusters' rooms.
     half_local = hw.local_buffer_bytes // 2
-    a_sent = np.where(a_new, a_tile, np.maximum(a_tile - half_local * active, 0))
-    s_sent = np.where(s_new, s_tile, np.maximum(s_tile - half_local, 0))
+    if by_rows:
+        active = occupied[ib]
+        a_sent = np.where(a_new, a_tile, np.maximum(a_tile - half_local, 0))
+        s_sent = np.where(s_new, s_to, np.maximum(s_to - half_local * active, 0))
+    else:
+        active = clusters_holding(channels_in_block, ka, hw)[ia]
+        a_sent = np.where(a_new, a_tile, np.maximum(a_tile - half_local * active, 0))
+        s_sent = np.where(s_new, s_to, np.maximum(s_to - half_local, 0))
     table = empty_table(na * nb)
     table["layer"] = layer_index
     table["phase"] = phase
     table["dram_read_bytes"] = dram_read
     table["weight_read_bytes"] = a_dram if weights else 0
-    table["multicast_bytes"] = s_sent
-    table["unicast_bytes"] = a_sent
+    table["multicast_bytes"] = a_sent if by_rows else s_sent
+    table["unicast_bytes"] = s_sent if by_rows else a_sent
     table["gather_bytes"] = out_bytes
     table["dram_write_bytes"] = out_bytes if hw.output_to_dram else 0
     table["glb_read_bytes"] = s_sent + a_sent
@@ -784,7 +915,7 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
         # what is sent again is scanned again, in proportion; level 2 the streamed operand
         table["selector_entries"] = _share(a_lines[ia], a_sent, a_tile)
         if hw.selector_levels == 2:
-            table["selector_entries"] += _share(s_elems[ib], s_sent, s_tile)
+            table["selector_entries"] += _share(sent_elems[ib], s_sent, s_to)
     table["speculated_ops"] = spec[ia, ib]
     table["scanned_pairs"] = scan[ia, ib]
     table["busiest_pe_macs"] = busiest[ia, ib]

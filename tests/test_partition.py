@@ -1,0 +1,96 @@
+"""Dealing a tile's outputs to the clusters by rows (`mapping.partition`): each cluster takes
+a run of the tile's output rows for every channel of the tile, is sent its rows' input window
+(unicast, halos overlapping) and the channel operand by multicast; closed forms on a small
+dense conv, and the choice `auto` makes."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from torch import nn
+
+from mappings import planner
+from mappings.counting import FF, SkipPolicy
+from mappings.planner import tile_phase
+from mappings.tiling import TileShape, cluster_blocks
+from tests.test_counting import DENSE_HW, dense_capture
+
+
+def _runs(*args):
+    return [a.tolist() for a in cluster_blocks(*args)]
+
+
+def test_cluster_blocks_deal_each_block_s_rows_evenly():
+    # 2 whole images of 8 rows to 4 clusters: 2 clusters an image, 4 rows each
+    assert _runs(2, 8, 2, 8, 4) == [[0, 0, 1, 1], [1, 1, 2, 2], [0, 4, 0, 4], [4, 8, 4, 8],
+                                    [0]]
+    # 8 whole images to 4 clusters: 2 images each; a block of one image to 3 clusters of 3
+    assert _runs(8, 5, 8, 5, 4) == [[0, 2, 4, 6], [2, 4, 6, 8], [0] * 4, [5] * 4, [0]]
+    assert _runs(1, 10, 2, 10, 3) == [[0, 0, 0, 1, 1, 1], [1, 1, 1, 2, 2, 2],
+                                      [0, 3, 6, 0, 3, 6], [3, 6, 10, 3, 6, 10], [0, 3]]
+    # runs of 3 rows (the last of each image 1 row) to 16 clusters: a row each
+    i0, i1, r0, r1, first = cluster_blocks(1, 3, 1, 7, 16)
+    assert r0.tolist() == [0, 1, 2, 3, 4, 5, 6] and (r1 - r0).tolist() == [1] * 7
+    assert first.tolist() == [0, 3, 6]
+
+
+def _one_tile(monkeypatch, shape):
+    """tile_phase with the tile search answering `shape`, one reduction plan."""
+    plans = planner._reduction_plans
+    monkeypatch.setattr(planner, "choose_tile", lambda *a, **k: [shape])
+    monkeypatch.setattr(planner, "_reduction_plans", lambda *a, **k: plans(*a, **k)[:1])
+
+
+@pytest.mark.parametrize("partition", ["channels", "rows"])
+def test_one_tile_dealt_by_rows_or_channels(monkeypatch, partition):
+    """A dense 3 -> 8 channel 3x3 conv on 2 images of 10 x 10 (8 x 8 outputs), one FF tile
+    of every channel and both images, 4 clusters of 4 PEs, fp16. By rows: 4 runs of 4
+    output rows, each needing 6 input rows (3 x 6 x 10 elements, 360 B): 1,440 B unicast;
+    the weights (8 x 3 x 3 x 3, 432 B) multicast. By channels: X (1,200 B) multicast, the
+    weights unicast. Either way DRAM reads X and W once, and the 27,648 MACs (2 x 8 x 64
+    outputs of 27) fall 1,728 to each of the 16 PEs."""
+    layer = dense_capture(nn.Conv2d(3, 8, 3, bias=False))
+    _one_tile(monkeypatch, TileShape(8, 2, 8, False, partition))
+    hw = replace(DENSE_HW, partition=partition)
+    table, _ = tile_phase(layer, 0, FF, hw, SkipPolicy(), pruned_grads_unused=True)
+    by_rows = partition == "rows"
+    assert table["multicast_bytes"].tolist() == [432 if by_rows else 1200]
+    assert table["unicast_bytes"].tolist() == [1440 if by_rows else 432]
+    assert table["glb_read_bytes"].tolist() == [1872 if by_rows else 1632]
+    assert table["dram_read_bytes"].tolist() == [1200 + 432]
+    assert table["active_clusters"].tolist() == [4]
+    assert table["processed_macs"].tolist() == [27_648]
+    assert table["busiest_pe_macs"].tolist() == [1_728]
+
+
+def test_a_run_s_outputs_go_to_its_pes_in_turn(monkeypatch):
+    """One image of 8 x 8 outputs (a 1x1 conv, 1 -> 2 channels) by rows to 4 clusters of 4
+    PEs: 2 rows (16 outputs) a cluster, 4 to each PE, for both channels: 8 MACs. With 3
+    PEs a cluster the 16 outputs fall 6, 5, 5: the busiest does 12."""
+    layer = dense_capture(nn.Conv2d(1, 2, 1, bias=False), n=1, h=8)
+    _one_tile(monkeypatch, TileShape(2, 1, 8, False, "rows"))
+    for pes, busiest in ((4, 8), (3, 12)):
+        hw = replace(DENSE_HW, partition="rows", pes_per_cluster=pes)
+        table, _ = tile_phase(layer, 0, FF, hw, SkipPolicy(), pruned_grads_unused=True)
+        assert table["busiest_pe_macs"].tolist() == [busiest]
+        assert table["processed_macs"].tolist() == [128]
+        balanced = tile_phase(layer, 0, FF, replace(hw, load_balance=True), SkipPolicy(),
+                              pruned_grads_unused=True)[0]
+        assert balanced["busiest_pe_macs"].tolist() == [-(-128 // (4 * pes))]
+
+
+@pytest.mark.parametrize("conv, n, h, multicast", [
+    (nn.Conv2d(2, 2, 1, bias=False), 4, 32, "weights"),     # 8 KiB of X, 8 B of weights
+    (nn.Conv2d(64, 64, 3, bias=False), 1, 3, "inputs"),     # 1 KiB of X, 72 KiB of weights
+])
+def test_auto_multicasts_the_smaller_operand(conv, n, h, multicast):
+    """Under the energy objective, with a multicast byte 6.4x a unicast one (dense.yaml's
+    mesh: 64.5 and 10.1 pJ), `auto` deals by rows where the weights are the smaller operand
+    and by channels where the inputs are."""
+    layer = dense_capture(conv, n=n, h=h)
+    hw = replace(DENSE_HW, partition="auto", objective="energy", noc_pj_per_byte=10.08,
+                 noc_multicast_pj_per_byte=64.512)
+    table, _ = tile_phase(layer, 0, FF, hw, SkipPolicy(), pruned_grads_unused=True)
+    weights = int(np.prod(layer.w_nz.shape)) * 2
+    sent = int(table["multicast_bytes"].sum())
+    assert (sent == weights) == (multicast == "weights"), (sent, weights)
