@@ -32,6 +32,8 @@ TILE_DTYPE = np.dtype([
     ("unicast_bytes", np.int64),     # operand split among active clusters (sum over clusters)
     ("gather_bytes", np.int64),      # results returned by the clusters (sum over clusters)
     ("active_clusters", np.int32),
+    ("dealt_by_rows", np.int8),      # 1: the tile's output rows dealt to the clusters (its
+                                     # channel operand multicast), 0: its channels
     ("selector_entries", np.int64),  # entries the sparse-data selector scans
     ("regenerated_weights", np.int64),  # untracked weights regenerated from their PRNG seed
                                         # instead of read from DRAM (Procrustes)...

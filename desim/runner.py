@@ -15,6 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -40,8 +41,8 @@ from mappings.workload import Workload, capture_workload, input_shape
 
 LAYER_COLUMNS = ["run", "arch", "layer", "phase", "macs", "effectual_macs", "processed_macs",
                  "cycles", "energy_j", "dram_bytes", "start_cycle", "end_cycle", "tiles",
-                 "weight_dram_bytes", "input_on_chip", "unit", "busiest_part", "busiest_link",
-                 "busiest_share"]
+                 "weight_dram_bytes", "input_on_chip", "unit", "partition", "busiest_part",
+                 "busiest_link", "busiest_share"]
 # energy.csv: where each layer-phase's joules go, one row per component and action priced
 ENERGY_COLUMNS = ["run", "arch", "layer", "phase", "component", "action", "energy_j"]
 
@@ -187,6 +188,7 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
             "weight_dram_bytes": w.weight_dram_bytes,  # the weights read (FF, BP)
             "input_on_chip": w.input_resident,  # left in the buffer by the phase before
             "unit": "pe_array" if w.layer >= 0 else "vector_unit",  # what computes it
+            "partition": dealt_to_clusters(w.table) if w.layer >= 0 else "",
             # the part busiest over its span, first fetch to last write-back (the NoC's: its
             # busiest link), and the share of the span it spent on this layer-phase's tiles:
             # what bound it, near 1
@@ -201,6 +203,16 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
                      vector_layers_not_simulated(workload.vectors, workload.spec.inference,
                                                  bool(arch.vector_unit)),
                      acc.pes.peak_macs_per_cycle)
+
+
+def dealt_to_clusters(table: np.ndarray) -> str:
+    """What a layer-phase's tiles dealt to the clusters (`mapping.partition`): their output
+    `channels` (the stream operand multicast), their `rows` (the channel operand multicast),
+    or `both` (tiles of a split reduction's chunks may differ); "" without a tile."""
+    rows = table["dealt_by_rows"].astype(bool)
+    if not len(rows):
+        return ""
+    return "rows" if rows.all() else "both" if rows.any() else "channels"
 
 
 def capture_needs(arch: ArchConfig) -> CaptureNeeds:

@@ -911,6 +911,7 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
     table["regenerated_weights"] = regenerated[ia] * a_new
     table["regenerated_bytes"] = regenerated_bytes
     table["active_clusters"] = active
+    table["dealt_by_rows"] = by_rows
     if hw.selector_entries_per_cycle:
         # what is sent again is scanned again, in proportion; level 2 the streamed operand
         table["selector_entries"] = _share(a_lines[ia], a_sent, a_tile)

@@ -34,7 +34,9 @@ def test_result_holds_what_the_folder_holds(lenet):
     assert json.loads((out / "summary.json").read_text()) == json.loads(
         json.dumps(result.summary))
     written = pd.read_csv(out / "layers.csv", dtype={"run": str, "layer": str})
-    written["busiest_link"] = written["busiest_link"].fillna("")  # pandas reads "" as NaN
+    for column in ("busiest_link", "partition"):   # pandas reads "" as NaN
+        written[column] = written[column].fillna("")
+    assert set(result.layers["partition"]) == {"channels", ""}   # "": the vector layers
     pd.testing.assert_frame_equal(written, result.layers, check_dtype=False)
     written = pd.read_csv(out / "energy.csv", dtype={"run": str, "layer": str})
     pd.testing.assert_frame_equal(written, result.layer_energy, check_dtype=False)

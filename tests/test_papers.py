@@ -225,7 +225,7 @@ def test_trainer_ablation_switches_one_feature_per_run():
 
     assert changed("speculation") == {"speculator.ops_per_cycle",
                                       "sparsity.skip_relu_masked_gradients"}
-    assert changed("adaptive_dataflow") == {"mapping.dataflow"}
+    assert changed("adaptive_dataflow") == {"mapping.dataflow", "mapping.partition"}
     assert changed("bn_unit") == {"vector_unit.fused_batchnorm"}
     assert changed("trainer") == (changed("speculation") | changed("adaptive_dataflow")
                                   | changed("bn_unit"))

@@ -94,3 +94,21 @@ def test_auto_multicasts_the_smaller_operand(conv, n, h, multicast):
     weights = int(np.prod(layer.w_nz.shape)) * 2
     sent = int(table["multicast_bytes"].sum())
     assert (sent == weights) == (multicast == "weights"), (sent, weights)
+
+
+def test_layers_csv_says_what_each_layer_phase_dealt(tmp_path):
+    """LeNet-300 dealt by channels and by rows: layers.csv's `partition` names it for every
+    layer-phase of the PE array, as written and as `desim.run` holds it."""
+    import pandas as pd
+
+    import desim
+    from tests.small_experiments import lenet300_experiment
+
+    path = lenet300_experiment(tmp_path / "e.yaml", {"dense": {"method": "dense"}})
+    for partition in ("channels", "rows"):
+        result = desim.run(path, [f"arch.*.mapping.partition={partition}"])
+        layers = result.layers
+        assert set(layers[layers["unit"] == "pe_array"]["partition"]) == {partition}
+        result.write(tmp_path / partition)
+        written = pd.read_csv(tmp_path / partition / "layers.csv")
+        assert written["partition"].tolist() == layers["partition"].tolist()
