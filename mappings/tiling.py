@@ -427,7 +427,7 @@ def _per_pe_by_rows(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
         i0, i1, r0, r1, _ = cluster_blocks(shape.images, shape.rows, n_img, n_rows,
                                            hw.clusters)
         start = (i0 * n_rows + r0) * length      # each run's first output, flat
-        end = (np.maximum(i1 - 1, i0) * n_rows + r1) * length
+        end = ((i1 - 1) * n_rows + r1) * length  # (a run of whole images ends at n_rows)
         p = hw.pes_per_cluster
         pos = np.arange(n_img * n_rows * length)
         run = np.searchsorted(end, pos, side="right")
@@ -877,7 +877,7 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
     out_bytes = out_bytes[ia, ib]
     a_tile = a_bytes[ia]
     s_tile = np.round(s_bytes[ib] * groups_frac[ia]).astype(np.int64)
-    s_to = s_tile if not by_rows else np.round(sent_bytes[ib] * groups_frac[ia]).astype(np.int64)
+    s_to = np.round(sent_bytes[ib] * groups_frac[ia]).astype(np.int64)   # to the clusters
     a_new, s_new = (_changed(ia), _changed(ib)) if reuse else (np.ones(len(ia), bool),) * 2
     a_dram = a_dram_bytes[ia] * a_new
     regenerated_bytes = (a_tile * a_new) - a_dram  # written into the buffer by the generator

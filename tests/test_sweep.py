@@ -871,7 +871,8 @@ def test_check_elaborates_every_point_of_a_sweep(tmp_path, monkeypatch):
         for s in (0.5, 0.7)]
     for _, err in checked.invalid_points:
         assert err.key == "runs.1.arch" and "smallest tile" in err.message
-        assert "global_buffer.capacity_kib 1)" in err.message
+        assert ("global_buffer.capacity_kib 1, set by --set "
+                "arch.hppu.global_buffer.capacity_kib=1)") in err.message   # the point's axis
     assert calls == {"untrained": 1, "tiles": 3}  # dense, hppu at 512 KiB and at 1 KiB
 
 
