@@ -81,8 +81,9 @@ if TYPE_CHECKING:
 # Columns of results.parquet besides the axes (which come right after point_id).
 METRIC_COLUMNS = ["cycles", "energy_j", "macs", "effectual_macs", "processed_macs",
                   "dram_bytes"]
-# Set on "total" rows only; the efficiency figures are `desim.metrics`' (DERIVED_RUN).
-EFFICIENCY_COLUMNS = ["on_chip_energy_j", "tflops_per_w", "on_chip_tflops_per_w"]
+# Set on "total" rows only; the efficiency figures are `desim.metrics`' (on-chip energy,
+# TFLOPS/W and on-chip TFLOPS/W).
+EFFICIENCY_COLUMNS = list(DERIVED_RUN)
 TOTAL_COLUMNS = ["seconds", "speedup", "energy_ratio", *EFFICIENCY_COLUMNS, "pareto"]
 FIXED_COLUMNS = ["point_id", "run", "arch", "phase", *METRIC_COLUMNS, *TOTAL_COLUMNS,
                  "status", "error", "elapsed_s"]
