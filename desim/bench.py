@@ -169,13 +169,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Speed and memory: the kernel against plain SimPy, tracing off and on, and the
         front end on ResNet-18 ImageNet."""
-        from desim.errors import ConfigError, fail
+        from desim.errors import guarded
         from desim.results import writable_file
 
         if json_out is not None:  # said before minutes of timing, not as a traceback after
-            try:
-                writable_file(json_out)
-            except ConfigError as err:
-                fail(2, str(err))
+            guarded(lambda: writable_file(json_out))
         print_bench(run_bench(json_out, items=items, stages=stages, repeats=repeats,
                               frontend=frontend))

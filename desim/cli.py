@@ -11,9 +11,8 @@ import importlib
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
@@ -22,14 +21,12 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from desim.errors import ConfigError, DeadlockError, fail
+from desim.errors import ConfigError, fail, guarded
 
 if TYPE_CHECKING:
     import click
 
     from arch.config import ArchConfig
-
-T = TypeVar("T")
 
 
 class _Commands(TyperGroup):
@@ -63,20 +60,9 @@ app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True,
 console = Console()
 
 
-EXIT_CODES = {ConfigError: 2, DeadlockError: 3}
 # `--set key.path=value`, repeatable: the overrides `desim run` and `desim check` take.
 SetOption = Annotated[list[str] | None, typer.Option(
     "--set", help="override key.path=value, or arch.<run or *>.<key.path>=value")]
-
-
-def guarded(action: Callable[[], T]) -> T:
-    """Run `action`; the user's errors become one line and an exit code, never a traceback:
-    bad input (ConfigError) exits 2, a deadlocked simulation (DeadlockError) exits 3."""
-    try:
-        return action()
-    except (ConfigError, DeadlockError) as err:
-        fail(EXIT_CODES[type(err)], str(err))
-        raise  # unreachable: fail exits
 
 
 @app.command()

@@ -7,6 +7,11 @@ emptied while work remained; the command line exits with code 3.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
 
 class ConfigError(Exception):
     """Bad input: names the file, the key path and what was expected."""
@@ -53,3 +58,16 @@ def fail(code: int, message: str) -> None:
     Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False,
                                soft_wrap=True)
     raise SystemExit(code)
+
+
+EXIT_CODES = {ConfigError: 2, DeadlockError: 3}
+
+
+def guarded(action: Callable[[], T]) -> T:
+    """Run `action`; the user's errors become one line and an exit code, never a traceback:
+    bad input (ConfigError) exits 2, a deadlocked simulation (DeadlockError) exits 3."""
+    try:
+        return action()
+    except (ConfigError, DeadlockError) as err:
+        fail(EXIT_CODES[type(err)], str(err))
+        raise  # unreachable: fail exits

@@ -47,7 +47,7 @@ import typer
 from pydantic import BaseModel, Field, model_validator
 
 from desim.configio import validate
-from desim.errors import ConfigError, fail
+from desim.errors import ConfigError, guarded
 from desim.experiment import Claim
 from desim.metrics import DERIVED_RUN, on_chip_energy_j, on_chip_energy_ratio
 from desim.results import (
@@ -1089,10 +1089,8 @@ def register(app: typer.Typer) -> None:
 
         # folder names and messages are printed as they are, never read as rich markup
         console = Console()
-        try:
-            md, page, all_results = build_report(dirs, out or dirs[0] / DEFAULT_REPORT)
-        except ConfigError as error:
-            fail(2, str(error))
+        md, page, all_results = guarded(
+            lambda: build_report(dirs, out or dirs[0] / DEFAULT_REPORT))
         surprises = 0
         for results in all_results:
             for c in results.checks:

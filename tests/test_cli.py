@@ -560,7 +560,7 @@ def test_topology_colours_by_the_run_whose_resolved_design_is_the_files(lenet300
 
 DEADLOCK = """
 from desim.channels import Fifo
-from desim.cli import guarded
+from desim.errors import guarded
 from desim.module import Module, Simulator
 
 sim = Simulator()
