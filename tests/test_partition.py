@@ -112,3 +112,33 @@ def test_layers_csv_says_what_each_layer_phase_dealt(tmp_path):
         result.write(tmp_path / partition)
         written = pd.read_csv(tmp_path / partition / "layers.csv")
         assert written["partition"].tolist() == layers["partition"].tolist()
+
+
+@pytest.mark.parametrize("arch", ["dense.yaml", "hppu.yaml"])
+def test_the_partition_moves_bytes_not_work(arch):
+    """LeNet-5 at batch 2, every layer-phase dealt by channels and by rows: the same nominal,
+    effectual and processed MACs (hppu.yaml compacts channels and scans with its selector),
+    and by rows the same sum of busiest-PE MACs no lower than an even share of the PEs."""
+    from mappings.mapper import map_workload
+    from mappings.specs import PruningSpec, WorkloadSpec
+    from mappings.workload import capture_workload
+    from tests.views import arch_view
+
+    workload = capture_workload(WorkloadSpec(model="lenet5", batch=2, seed=0),
+                                PruningSpec(method="hybrid", sparsity=0.5)
+                                if arch == "hppu.yaml" else PruningSpec(method="dense"))
+    view = arch_view(arch)
+    works = {p: map_workload(workload, replace(view, partition=p))
+             for p in ("channels", "rows")}
+    compared = 0
+    for by_channels, by_rows in zip(works["channels"], works["rows"], strict=True):
+        if by_channels.layer < 0:
+            continue
+        for column in ("macs", "effectual_macs", "processed_macs"):
+            assert by_channels.table[column].sum() == by_rows.table[column].sum(), column
+        assert by_rows.table["dealt_by_rows"].all() and not by_channels.table[
+            "dealt_by_rows"].any()
+        busiest = by_rows.table["busiest_pe_macs"]
+        assert (busiest * view.pes >= by_rows.table["processed_macs"]).all()
+        compared += 1
+    assert compared == 4 * 3 - 1   # 2 convs and 2 linear layers; the first conv has no BP
