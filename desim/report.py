@@ -883,11 +883,19 @@ def _slowest_table(results: Results) -> Table:
                                 & (results.layers["cycles"] > 0)]
         for _, row in layers.sort_values("cycles", ascending=False, kind="stable").head(
                 SLOWEST).iterrows():
-            rows.append([run, row["layer"], row["phase"], row["unit"],
+            rows.append([run, row["layer"], row["phase"], _unit_cell(row),
                          f"{row['cycles']:,}", f"{100 * row['cycles'] / total:.1f}",
                          _busiest_cell(row)])
     return Table(["run", "layer", "phase", "unit", "cycles", "% of the run",
                   "busiest part (% of its span)"], rows, numeric={4, 5})
+
+
+def _unit_cell(row: Any) -> str:
+    """"pe_array", or "pe_array, by rows" where its tiles were dealt to the clusters by rows
+    (layers.csv's `partition`; "channels", the default, is not said; a folder from before
+    the column has none)."""
+    dealt = {"rows": ", by rows", "both": ", by rows and channels"}
+    return row["unit"] + dealt.get(row.get("partition"), "")
 
 
 def _busiest_cell(row: Any) -> str:

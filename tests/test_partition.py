@@ -102,6 +102,7 @@ def test_layers_csv_says_what_each_layer_phase_dealt(tmp_path):
     import pandas as pd
 
     import desim
+    from desim.report import build_report
     from tests.small_experiments import lenet300_experiment
 
     path = lenet300_experiment(tmp_path / "e.yaml", {"dense": {"method": "dense"}})
@@ -112,6 +113,11 @@ def test_layers_csv_says_what_each_layer_phase_dealt(tmp_path):
         result.write(tmp_path / partition)
         written = pd.read_csv(tmp_path / partition / "layers.csv")
         assert written["partition"].tolist() == layers["partition"].tolist()
+        # the report's slowest layer-phases say so where they were dealt by rows
+        md, _, _ = build_report([tmp_path / partition], tmp_path / f"{partition}.md")
+        text = md.read_text()
+        assert ("| pe_array, by rows |" in text) == (partition == "rows")
+        assert "| pe_array |" in text or partition == "rows"
 
 
 @pytest.mark.parametrize("arch", ["dense.yaml", "hppu.yaml"])
