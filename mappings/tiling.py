@@ -535,6 +535,9 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     a_elems = int(ps.channel_operand.elems[0]) if len(ps.channel_operand.elems) else 0
     eb = hw.element_bytes
     half_local = hw.local_buffer_bytes // 2
+    # the per-PE counts each row block deals (`_per_pe`, `_per_pe_by_rows`), made once for
+    # every channel block of the search, kept here when the caller keeps none
+    cache = {} if cache is None else cache
     ka_options = sorted({min(a, hw.clusters * 2**i) for i in range(16)} | {a})
     blocks = [(m, n_rows) for m in sorted(set(halvings(n_img)), reverse=True)]
     blocks += [(1, r) for r in sorted(set(halvings(n_rows)), reverse=True) if r < n_rows]
@@ -561,7 +564,6 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     for images, rows in blocks:
         i0, i1, r0, r1 = _blocks(TileShape(1, images, rows), n_img, n_rows)
         h0, h1 = win(r0, r1)
-        block_pe = {}  # the block's per-PE counts by partition, made when a candidate needs them
         stream_bytes = (int(((i1 - i0) * (h1 - h0)).sum()) * ps.stream_row_elems * eb
                         * stream_ratio)
         nb = len(i0)
@@ -571,6 +573,7 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
             g0, g1 = win(runs[2], runs[3])
             run_bytes = (int(((runs[1] - runs[0]) * (g1 - g0)).sum()) * ps.stream_row_elems
                          * eb * stream_ratio)   # more than the block's: halos overlap
+            rows_active = len(runs[0]) / nb   # clusters a block's runs occupy, on average
         for ka in ka_options:
             shape = TileShape(ka, images, rows)
             if not fits(shape, ps, win, (n_rows, length), a_elems, eb, hw.buffer_bytes,
@@ -579,14 +582,15 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
             na = -(-a // ka)
             busiest_time = {}  # the PEs' time as the shape deals the MACs, when it matters
             channel_block = channel_bytes / na
+            channel_active = int(clusters_holding(np.array([ka]), ka, hw)[0])
             for outer, partition in ((o, p) for o in orders for p in partitions):
                 by_rows = partition == "rows"
                 if by_rows:   # the channel operand to every cluster, each keeping it whole
-                    active = len(runs[0]) / nb
+                    active = rows_active
                     stream_to, stream_keep = run_bytes, half_local * active
                     channel_keep = half_local
                 else:         # the channel operand shared out, the stream to every cluster
-                    active = int(clusters_holding(np.array([ka]), ka, hw)[0])
+                    active = channel_active
                     stream_to, stream_keep = stream_bytes, half_local
                     channel_keep = half_local * active
                 stream_block = stream_to / nb
@@ -636,8 +640,8 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                     bound = _rank(hw, _pipelined(stages, ideal_compute, tiles), moves, tail)
                     if "pipelined" not in best or bound < best["pipelined"][0]:
                         if partition not in busiest_time:
-                            busiest = _busiest_per_tile(processed, TileShape(
-                                ka, images, rows, partition=partition), hw, block_pe, cache)
+                            busiest = _per_tile_pe(processed, TileShape(
+                                ka, images, rows, partition=partition), hw, cache)[0]
                             busiest_time[partition] = max(float(np.ceil(
                                 busiest / hw.macs_per_pe_per_cycle).sum()), scan_time)
                         keys["pipelined"] = _rank(hw, _pipelined(
@@ -648,20 +652,6 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     if best:
         return list(dict.fromkeys(best[e][1] for e in ("pipelined", "bottleneck")))
     raise misfit(ps, win, a, n_rows, length, hw, where)
-
-
-def _busiest_per_tile(processed: torch.Tensor, shape: TileShape, hw: HardwareView,
-                      block_pe: dict[str, torch.Tensor], cache: dict | None) -> np.ndarray:
-    """The busiest PE's counts per tile for the tile search: the block's per-PE counts (made
-    once per row block and partition, kept in `block_pe`) summed over `shape.ka` channels."""
-    block = TileShape(1, shape.images, shape.rows, partition=shape.partition)
-    if shape.partition == "rows":
-        if "rows" not in block_pe:
-            block_pe["rows"] = _per_pe_by_rows(processed, block, hw, cache)
-        return _per_tile_by_rows(block_pe["rows"], shape, processed.shape, hw)[0]
-    if "channels" not in block_pe:
-        block_pe["channels"] = _per_pe(processed, block, hw, cache)
-    return _per_tile_from_pe(block_pe["channels"], shape.ka, hw)[0]
 
 
 def smallest_tile(ps: PhaseShape, win: _Window, a: int, n_rows: int, length: int,
