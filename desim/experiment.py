@@ -288,8 +288,7 @@ def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) ->
         if not arch_path.is_file():
             raise ConfigError(f"architecture file {run.arch!r} not found (looked at {arch_path})",
                               file=str(path), key=f"runs.{i}.arch")
-        named = [(f"arch.{who}.{item}", item) for who in ("*", run.name)
-                 for item in arch_sets.get(who, [])]
+        named = _arch_set_items(arch_sets, run.name)
         try:
             archs[run.name] = _run_arch(path, i, arch_path, run.arch_set,
                                         [item for _, item in named])
@@ -411,6 +410,14 @@ def _naming_the_override(err: ConfigError, run_name: str,
     return err
 
 
+def _arch_set_items(arch_sets: dict[str, list[str]], run_name: str) -> list[tuple[str, str]]:
+    """The `--set arch.*.` and `arch.<run>.` items that apply to run `run_name`, in the order
+    they are applied: each as given (`arch.*.noc.shape.1=0`) and as its architecture's
+    override (`noc.shape.1=0`, `split_overrides`)."""
+    return [(f"arch.{who}.{item}", item) for who in ("*", run_name)
+            for item in arch_sets.get(who, [])]
+
+
 def arch_setter(experiment: Experiment, i: int, key: str) -> str | None:
     """What set run i's architecture key `key` (`global_buffer.capacity_kib`) over its file,
     as the user wrote it: the last of the run's `arch_set` items, then the `--set arch.*.`
@@ -420,8 +427,7 @@ def arch_setter(experiment: Experiment, i: int, key: str) -> str | None:
     run = experiment.spec.runs[i]
     _, arch_sets = split_overrides(experiment.overrides, experiment.path)
     applied = [(f"runs.{i}.arch_set item {item}", item) for item in run.arch_set]
-    applied += [(f"--set arch.{who}.{item}", item) for who in ("*", run.name)
-                for item in arch_sets.get(who, [])]
+    applied += [(f"--set {given}", item) for given, item in _arch_set_items(arch_sets, run.name)]
     for given, item in reversed(applied):
         if item.partition("=")[0] == key:
             return given
