@@ -409,8 +409,9 @@ def check_plot_parts(path: Path, base: list[str], points: list[Point],
         try:
             archs = load_experiment(path, base + point.overrides).archs
             for name, arch in archs.items():
-                if arch.model_dump_json() not in designs:
-                    designs.add(arch.model_dump_json())
+                design = arch.model_dump_json()
+                if design not in designs:
+                    designs.add(design)
                     names = summary_names(Accelerator(Simulator(), arch, name=name))
                     columns |= {prefix + part for prefix, key in PART_KEYS.items()
                                 for part in names[key]}
