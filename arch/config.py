@@ -337,7 +337,8 @@ class ArchConfig(Strict):
     @model_validator(mode="after")
     def _systolic_arrays_compute_every_mac(self) -> ArchConfig:
         """In systolic mode a layer-phase takes SCALE-Sim's cycles for its dense GEMM: a
-        zero skipped would save energy and no time, a wrong answer, so it is refused."""
+        zero skipped would save energy and no time, a wrong answer, so it is refused; so is
+        a partition other than by channels, which would move the NoC's bytes alone."""
         if self.pe_cluster.systolic is None:
             return self
         s = self.sparsity
@@ -348,6 +349,11 @@ class ArchConfig(Strict):
         sparse += [key for key in ("selector", "speculator", "index_matching")
                    if getattr(self, key) is not None]
         sparse += ["mapping.load_balance"] if self.mapping.load_balance else []
+        if self.mapping.partition != "channels":
+            raise ValueError(f"pe_cluster.systolic: the array computes each layer-phase as "
+                             f"SCALE-Sim's one GEMM, whatever the clusters are dealt, so "
+                             f"mapping.partition: {self.mapping.partition} would change the "
+                             f"NoC's bytes and nothing else: drop it (channels)")
         if sparse:
             raise ValueError(f"pe_cluster.systolic: a systolic array computes every MAC of "
                              f"its GEMM (SCALE-Sim's model), but this design also sets "

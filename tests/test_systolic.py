@@ -154,3 +154,11 @@ def test_a_systolic_array_that_skips_zeros_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"computes every MAC.*skip_zero_weights"):
         load_experiment(ROOT / "configs" / "experiments" / "scalesim_resnet18.yaml",
                         ["arch.os.sparsity.skip_zero_weights=true"])
+
+
+def test_a_systolic_array_dealt_by_rows_is_refused() -> None:
+    """SCALE-Sim's cycles do not depend on what the clusters are dealt: a partition by rows
+    (or a choice) would move the NoC's bytes alone, so it is refused before simulating."""
+    with pytest.raises(ConfigError, match=r"mapping.partition: auto would change the NoC"):
+        load_experiment(ROOT / "configs" / "experiments" / "scalesim_resnet18.yaml",
+                        ["arch.os.mapping.partition=auto"])
