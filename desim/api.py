@@ -82,6 +82,24 @@ class Result:
         return pd.DataFrame({name: run["time_by_busiest_part"]
                              for name, run in summary["runs"].items()}).sort_index()
 
+    def energy_gains(self, run: str, on_chip: bool = False) -> pd.DataFrame:
+        """Where `run`'s energy ratio over the baseline comes from, component by component
+        (`desim.gains`): joules in each, how much each shrank, its share of the run and of
+        the saving, the ratio were it free; `on_chip`: DRAM left out."""
+        from desim.gains import energy_gains
+
+        summary = self.summary
+        return energy_gains(summary["runs"][summary["baseline"]], summary["runs"][run],
+                            on_chip)
+
+    def time_gains(self, run: str) -> pd.DataFrame:
+        """Where `run`'s speedup over the baseline comes from: cycles by the part that bound
+        them (`time_by_busiest_part`), with `energy_gains`' columns."""
+        from desim.gains import time_gains
+
+        summary = self.summary
+        return time_gains(summary["runs"][summary["baseline"]], summary["runs"][run])
+
     def write(self, out: str | Path) -> Path:
         """The results folder `desim run --out` writes (summary.json, layers.csv, ...)."""
         write_results(Path(out), self.experiment, self.runs)

@@ -13,7 +13,9 @@ assumed to get them. For every results folder (`desim run ... --out DIR`) the re
   is not where the file expects it: the file's text describes the run without them;
 - the runs side by side, the processors they ran on (`desim check`'s description: MACs a
   cycle, buffers, DRAM, NoC, sparse units, then every key of config.json's architectures
-  whose value differs between the runs), energy per component (a stacked bar plot) and,
+  whose value differs between the runs), energy per component (a stacked bar plot), where
+  each run's gain over the baseline comes from (`desim.gains`: energy by component, time by
+  binding part) and,
   per run, a timeline of its layers (start and end cycle of each layer-phase from
   layers.csv) and its energy per layer and component (from energy.csv, where the folder
   has one).
@@ -825,6 +827,12 @@ def _experiment_blocks(results: Results, slug: str, out_dir: Path) -> list[Block
     if any("energy_prices_pj" in r for r in summary["runs"].values()):
         blocks.append(Heading(3, "Energy prices"))
         blocks.append(_prices_table(results))
+    if len(summary["runs"]) > 1:
+        blocks.append(Heading(3, "Where the gain comes from"))
+        blocks.append(Para(GAINS_TEXT))
+        for run in summary["runs"]:
+            if run != summary["baseline"]:
+                blocks += _gain_blocks(results, run)
     topologies = [(run, plot_topology(results, run,
                                       plot_path(out_dir, f"{slug}_{run}", "topology")))
                   for run in summary["runs"]]
@@ -1020,6 +1028,63 @@ def bound_text(run: dict[str, Any]) -> str:
 def _vector_share(run: dict[str, Any]) -> str:
     share = vector_share(run)
     return "-" if share is None else f"{100 * share:.0f}"
+
+
+GAINS_TEXT = (
+    "Each run against the baseline, part by part (`desim.gains`): its energy by component, "
+    "and its time by the part that bound it (each layer-phase's cycles go to the part "
+    "busiest over its span, `time_by_busiest_part`). \"Shrinks\" is the baseline's "
+    "amount over the run's; \"% of the saving\" what the part gave of the total saved "
+    "(negative where it grew); \"if free\" the total ratio were that part to cost nothing "
+    "in the run: a part that shrinks little and holds a large share of the run caps the "
+    "ratio, however much the rest shrinks.")
+
+
+def _gain_blocks(results: Results, run: str) -> list[Block]:
+    """One run against the baseline (`desim.gains`): a line of its ratios, its energy by
+    component (the ratio if free with DRAM and, where DRAM is there, on chip) and its
+    time by binding part."""
+    from desim.gains import TOTAL, energy_gains, time_gains
+
+    runs, base = results.summary["runs"], results.summary["baseline"]
+    energy = energy_gains(runs[base], runs[run])
+    on_chip = energy_gains(runs[base], runs[run], on_chip=True)
+    time = time_gains(runs[base], runs[run]) if "time_by_busiest_part" in runs[run] else None
+    said = [f"`{run}` against `{base}`: energy {_times(energy.loc[TOTAL, 'shrink'])} less, "
+            f"{_times(on_chip.loc[TOTAL, 'shrink'])} on chip"]
+    if time is not None:
+        said.append(f"{_times(time.loc[TOTAL, 'shrink'])} faster")
+    blocks: list[Block] = [Para(", ".join(said) + ".")]
+    chip = "dram" in energy.index
+    rows = [_gain_cells(part, row, 1e3) + (
+        [_times(on_chip.loc[part, "ratio_if_free"]) if part in on_chip.index else "-"]
+        if chip else []) for part, row in energy.iterrows()]
+    blocks.append(Table(["component", f"{base} (mJ)", f"{run} (mJ)", "shrinks",
+                         f"% of {run}", "% of the saving", "ratio if free"]
+                        + (["on chip, if free"] if chip else []), rows,
+                        numeric=set(range(1, 8 if chip else 7))))
+    if time is not None:
+        rows = [_gain_cells(part, row, 1e-6) for part, row in time.iterrows()]
+        blocks.append(Table(["time bound by", f"{base} (M cycles)", f"{run} (M cycles)",
+                             "shrinks", f"% of {run}", "% of the saving", "speedup if free"],
+                            rows, numeric=set(range(1, 7))))
+    return blocks
+
+
+def _gain_cells(part: str, row: Any, scale: float) -> list[str]:
+    """A `desim.gains` row as report cells: amounts times `scale`, shares in percent, a part
+    the baseline lacks "new", one the run lacks "gone"."""
+    shrink = ("new" if not row["baseline"] else "gone" if not row["run"]
+              else _times(row["shrink"]))
+    saving = row["share_of_saving"]
+    return [part, _fmt(row["baseline"] * scale), _fmt(row["run"] * scale), shrink,
+            f"{100 * row['share_of_run']:.1f}",
+            "-" if math.isnan(saving) else f"{round(100 * saving, 1) + 0.0:.1f}",  # no -0.0
+            "-" if math.isnan(row["ratio_if_free"]) else _times(row["ratio_if_free"])]
+
+
+def _times(x: float) -> str:
+    return f"{x:.2f}x" if math.isfinite(x) else "-"
 
 
 def _energy_table(results: Results) -> Table:

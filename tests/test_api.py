@@ -129,3 +129,22 @@ def test_a_cache_onto_a_file_is_bad_input(lenet, tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(ConfigError, match="is a file, not a folder"):
         desim.run(exp, cache=tmp_path / "file")
+
+
+def test_gains_add_up_to_the_comparison(lenet):
+    """`Result.energy_gains` and `time_gains`: their totals are the run's energy ratio and
+    speedup, and each part's share of the saving adds up to the whole."""
+    _, result, _ = lenet
+    comp = result.summary["comparison"]["hppu"]
+    energy = result.energy_gains("hppu")
+    assert energy.loc["total", "shrink"] == pytest.approx(comp["energy_ratio"])
+    assert energy.drop("total")["share_of_saving"].sum() == pytest.approx(1.0)
+    assert energy.loc["selector", "baseline"] == 0.0 and energy.loc["selector", "run"] > 0
+    on_chip = result.energy_gains("hppu", on_chip=True)
+    assert on_chip.loc["total", "shrink"] == pytest.approx(
+        comp["energy_ratio"] if "dram" not in energy.index else
+        (energy.loc["total", "baseline"] - energy.loc["dram", "baseline"])
+        / (energy.loc["total", "run"] - energy.loc["dram", "run"]))
+    time = result.time_gains("hppu")
+    assert time.loc["total", "shrink"] == pytest.approx(
+        result.runs["dense"].cycles / result.runs["hppu"].cycles)

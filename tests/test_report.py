@@ -15,6 +15,8 @@ from typer.testing import CliRunner
 
 from desim.errors import ConfigError
 from desim.experiment import CLAIM_METRICS, Claim, load_experiment
+from desim.gains import energy_gains
+from desim.metrics import on_chip_energy_j
 from desim.report import (
     DERIVED_RUN,
     OTHER_COLORS,
@@ -132,6 +134,21 @@ def check_markdown(results_dir: Path, out: Path) -> tuple[Path, Path]:
             "report_quickstart_hppu_topology.png",
             "report_quickstart_busiest_part.png",
             "report_quickstart_hppu_bound_timeline.png"} <= set(images)
+    # where hppu's gain over dense comes from: its ratios, energy by component, time by
+    # binding part, each total that of the comparison
+    comp = results.summary["comparison"]["hppu"]
+    on_chip = on_chip_energy_j(runs["dense"]) / on_chip_energy_j(runs["hppu"])
+    assert "### Where the gain comes from" in text
+    assert (f"`hppu` against `dense`: energy {comp['energy_ratio']:.2f}x less, "
+            f"{on_chip:.2f}x on chip, {comp['speedup']:.2f}x faster.") in text
+    assert ("| component | dense (mJ) | hppu (mJ) | shrinks | % of hppu | % of the saving | "
+            "ratio if free | on chip, if free |") in text
+    macs = energy_gains(runs["dense"], runs["hppu"]).loc["macs"]
+    assert re.search(rf"^\| macs \| [^|]+ \| [^|]+ \| {macs['shrink']:.2f}x \| "
+                     rf"{100 * macs['share_of_run']:.1f} \| ", text, re.M)
+    assert re.search(r"^\| selector \| 0 \| [^|]+ \| new \| ", text, re.M)
+    assert re.search(rf"^\| total \| [^|]+ \| [^|]+ \| {comp['speedup']:.2f}x \| 100.0 \| "
+                     r"100.0 \| - \|$", text, re.M)   # the time table's
     assert "### Where the time went" in text
     bound = ", ".join(f"{part} {100 * share:.0f}%" for part, share in sorted(
         runs["hppu"]["time_by_busiest_part"].items(), key=lambda kv: -kv[1]) if share >= 0.005)

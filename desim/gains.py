@@ -1,0 +1,73 @@
+"""Where a design's gain over the baseline comes from, part by part (Amdahl's view).
+
+A speedup or an energy ratio is one number; an architect asks which parts made it and which
+hold it back. Energy adds up over components, so each component's joules in the baseline and
+in the run say how much it shrank, what share of the joules saved it gave, and what the
+ratio would be if it cost nothing in the run: a component that shrinks little and takes a
+large share of the run caps the ratio, however much the rest shrinks. Time is split by what
+bound it: each layer-phase's cycles go to the part busiest over its span (summary.json's
+`time_by_busiest_part`), and the same columns then say whose layer-phases sped up.
+
+Both read two runs' entries of summary.json; `desim report` prints them per run against the
+baseline, and `desim.api.Result.gains` gives them as DataFrames.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+COLUMNS = ["baseline", "run", "shrink", "share_of_run", "share_of_saving", "ratio_if_free"]
+TOTAL = "total"
+UNATTRIBUTED = "unattributed"  # cycles of layer-phases no part was busiest over
+
+
+def _ratio(a: float, b: float) -> float:
+    """a / b, infinite for a positive a over nothing, NaN for nothing over nothing."""
+    if b:
+        return a / b
+    return math.inf if a else math.nan
+
+
+def gains(baseline: dict[str, float], run: dict[str, float]) -> pd.DataFrame:
+    """Per part of an additive quantity (joules by component, cycles by binding part), rows in
+    the baseline's order then the run's new parts, and a `total` row: its amount in each, how
+    much it shrank (baseline / run), its share of the run's total, its share of the amount
+    saved (negative where it grew) and the total's ratio were it free in the run."""
+    parts = list(dict.fromkeys([*baseline, *run]))
+    base_total, run_total = sum(baseline.values()), sum(run.values())
+    saved = base_total - run_total
+    rows = {}
+    for part in parts:
+        b, r = baseline.get(part, 0.0), run.get(part, 0.0)
+        rows[part] = [b, r, _ratio(b, r), _ratio(r, run_total),
+                      _ratio(b - r, saved) if saved else math.nan,
+                      _ratio(base_total, run_total - r)]
+    rows[TOTAL] = [base_total, run_total, _ratio(base_total, run_total), 1.0,
+                   1.0 if saved else math.nan, math.nan]
+    return pd.DataFrame.from_dict(rows, orient="index", columns=COLUMNS).rename_axis("part")
+
+
+def energy_gains(baseline: dict[str, Any], run: dict[str, Any], on_chip: bool = False
+                 ) -> pd.DataFrame:
+    """`gains` of two summary.json runs' joules by component; `on_chip`: DRAM left out, as
+    a chip's own energy figure is (the total's shrink is then the on-chip energy ratio)."""
+    def joules(r: dict[str, Any]) -> dict[str, float]:
+        return {c: float(j) for c, j in r["energy_by_component_j"].items()
+                if not (on_chip and c == "dram")}
+    return gains(joules(baseline), joules(run))
+
+
+def time_gains(baseline: dict[str, Any], run: dict[str, Any]) -> pd.DataFrame:
+    """`gains` of two summary.json runs' cycles by the part that bound them (the total's
+    shrink is the speedup). Parts that bound nothing in either run are left out."""
+    def cycles(r: dict[str, Any]) -> dict[str, float]:
+        bound = {p: share * r["cycles"] for p, share in r["time_by_busiest_part"].items()}
+        rest = r["cycles"] - sum(bound.values())
+        if rest > 0.5:   # the shares cover the layer-phases that have a busiest part
+            bound[UNATTRIBUTED] = rest
+        return bound
+    table = gains(cycles(baseline), cycles(run))
+    return table[(table["baseline"] > 0) | (table["run"] > 0)]

@@ -1,0 +1,64 @@
+"""`desim.gains`: a ratio split part by part, in closed form."""
+
+import math
+
+import pytest
+
+from desim.gains import energy_gains, gains, time_gains
+
+
+def _run(cycles: int, joules: dict[str, float], bound: dict[str, float]) -> dict:
+    """A summary.json run entry with only what `desim.gains` reads."""
+    return {"cycles": cycles, "energy_j": sum(joules.values()),
+            "energy_by_component_j": joules, "time_by_busiest_part": bound}
+
+
+BASE = _run(1000, {"dram": 6.0, "noc": 2.0, "macs": 2.0}, {"dram": 0.2, "pe_array": 0.8})
+RUN = _run(400, {"dram": 3.0, "noc": 1.5, "macs": 0.5, "selector": 0.0},
+           {"dram": 0.5, "pe_array": 0.25})
+
+
+def test_energy_gains_split_the_ratio_by_component():
+    """Base 6 + 2 + 2 = 10 J, run 3 + 1.5 + 0.5 = 5 J: ratio 2. DRAM halves and gives
+    3 of the 5 J saved; were it free the run would take 2 J, a ratio of 5."""
+    table = energy_gains(BASE, RUN)
+    assert list(table.index) == ["dram", "noc", "macs", "selector", "total"]
+    assert table.loc["total"].tolist()[:4] == [10.0, 5.0, 2.0, 1.0]
+    assert table.loc["dram"].tolist() == [6.0, 3.0, 2.0, 0.6, 0.6, 5.0]
+    assert table.loc["noc"].tolist() == [2.0, 1.5, 2.0 / 1.5, 0.3, 0.1, 10 / 3.5]
+    assert table.loc["macs", "shrink"] == 4.0
+    assert table.loc["macs", "share_of_saving"] == pytest.approx(0.3)
+    assert math.isnan(table.loc["selector", "shrink"])   # nothing in either
+    assert table.loc[["dram", "noc", "macs"], "share_of_saving"].sum() == pytest.approx(1.0)
+
+
+def test_on_chip_gains_leave_dram_out():
+    """On chip: 4 J against 2 J, the same ratio of 2; the NoC were it free: 4 / 0.5 = 8."""
+    table = energy_gains(BASE, RUN, on_chip=True)
+    assert "dram" not in table.index
+    assert table.loc["total", "shrink"] == 2.0
+    assert table.loc["noc", "ratio_if_free"] == 8.0
+    assert table.loc["noc", "share_of_saving"] == 0.25
+
+
+def test_time_gains_split_the_speedup_by_binding_part():
+    """1000 cycles (200 DRAM-bound, 800 PE-bound) against 400 (200 and 100, 100 bound by
+    nothing): the PE-bound time shrinks 8x and gives 700 of the 600 cycles saved; the
+    DRAM-bound stays; speedup 2.5, 5.0 were the DRAM-bound layer-phases free."""
+    table = time_gains(BASE, RUN)
+    assert list(table.index) == ["dram", "pe_array", "unattributed", "total"]
+    assert table.loc["dram"].tolist() == [200.0, 200.0, 1.0, 0.5, 0.0, 5.0]
+    assert table.loc["pe_array", "shrink"] == 8.0
+    assert table.loc["pe_array", "share_of_saving"] == pytest.approx(700 / 600)
+    assert table.loc["unattributed", "baseline"] == 0.0
+    assert table.loc["unattributed", "shrink"] == 0.0
+    assert table.loc["total", "shrink"] == 2.5
+
+
+def test_a_part_that_is_the_whole_run_caps_nothing_when_free():
+    """Free, the only part would leave the run nothing: an infinite ratio, not an error;
+    nothing saved gives no shares of the saving."""
+    table = gains({"a": 1.0}, {"a": 1.0})
+    assert math.isinf(table.loc["a", "ratio_if_free"])
+    assert math.isnan(table.loc["a", "share_of_saving"])
+    assert table.loc["total", "shrink"] == 1.0
