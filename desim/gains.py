@@ -7,6 +7,9 @@ ratio would be if it cost nothing in the run: a component that shrinks little an
 large share of the run caps the ratio, however much the rest shrinks. Time is split by what
 bound it: each layer-phase's cycles go to the part busiest over its span (summary.json's
 `time_by_busiest_part`), and the same columns then say whose layer-phases sped up.
+"If free" is accounting on the two runs as simulated, not a third simulation: were a part
+free, the mapper would choose other tiles and another part would bind
+(`--set 'arch.*.energy.noc_pj_per_bit_hop=0'` simulates a free NoC).
 
 Both read two runs' entries of summary.json; `desim report` prints them per run against the
 baseline, and `desim.api.Result.gains` gives them as DataFrames.

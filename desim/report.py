@@ -1037,7 +1037,8 @@ GAINS_TEXT = (
     "amount over the run's; \"% of the saving\" what the part gave of the total saved "
     "(negative where it grew); \"if free\" the total ratio were that part to cost nothing "
     "in the run: a part that shrinks little and holds a large share of the run caps the "
-    "ratio, however much the rest shrinks.")
+    "ratio, however much the rest shrinks. It is accounting, not a second simulation: with "
+    "a part free the mapper would choose other tiles, and another part would bind.")
 
 
 def _gain_blocks(results: Results, run: str) -> list[Block]:
