@@ -5,7 +5,7 @@ hold it back. Energy adds up over components, so each component's joules in the 
 in the run say how much it shrank, what share of the joules saved it gave, and what the
 ratio would be if it cost nothing in the run: a component that shrinks little and takes a
 large share of the run caps the ratio, however much the rest shrinks. Time is split by what
-bound it: each layer-phase's cycles go to the part busiest over its span (summary.json's
+bound it: each layer-phase's time goes to the part busiest over its span (summary.json's
 `time_by_busiest_part`), and the same columns then say whose layer-phases sped up.
 "If free" is accounting on the two runs as simulated, not a third simulation: were a part
 free, the mapper would choose other tiles and another part would bind
@@ -24,7 +24,7 @@ import pandas as pd
 
 COLUMNS = ["baseline", "run", "shrink", "share_of_run", "share_of_saving", "ratio_if_free"]
 TOTAL = "total"
-UNATTRIBUTED = "unattributed"  # cycles of layer-phases no part was busiest over
+UNATTRIBUTED = "unattributed"  # time of layer-phases no part was busiest over
 
 
 def _ratio(a: float, b: float) -> float:
@@ -35,7 +35,7 @@ def _ratio(a: float, b: float) -> float:
 
 
 def gains(baseline: dict[str, float], run: dict[str, float]) -> pd.DataFrame:
-    """Per part of an additive quantity (joules by component, cycles by binding part), rows in
+    """Per part of an additive quantity (joules by component, seconds by binding part), rows in
     the baseline's order then the run's new parts, and a `total` row: its amount in each, how
     much it shrank (baseline / run), its share of the run's total, its share of the amount
     saved (negative where it grew) and the total's ratio were it free in the run."""
@@ -64,13 +64,14 @@ def energy_gains(baseline: dict[str, Any], run: dict[str, Any], on_chip: bool = 
 
 
 def time_gains(baseline: dict[str, Any], run: dict[str, Any]) -> pd.DataFrame:
-    """`gains` of two summary.json runs' cycles by the part that bound them (the total's
-    shrink is the speedup). Parts that bound nothing in either run are left out."""
-    def cycles(r: dict[str, Any]) -> dict[str, float]:
-        bound = {p: share * r["cycles"] for p, share in r["time_by_busiest_part"].items()}
-        rest = r["cycles"] - sum(bound.values())
-        if rest > 0.5:   # the shares cover the layer-phases that have a busiest part
-            bound[UNATTRIBUTED] = rest
+    """`gains` of two summary.json runs' seconds by the part that bound them (the total's
+    shrink is the speedup, in time: designs may differ in clock). Parts that bound nothing
+    in either run are left out."""
+    def seconds(r: dict[str, Any]) -> dict[str, float]:
+        bound = {p: share * r["seconds"] for p, share in r["time_by_busiest_part"].items()}
+        rest = r["seconds"] - sum(bound.values())
+        if rest > 1e-9 * r["seconds"]:  # the shares cover the layer-phases that have a
+            bound[UNATTRIBUTED] = rest  # busiest part (rounding aside)
         return bound
-    table = gains(cycles(baseline), cycles(run))
+    table = gains(seconds(baseline), seconds(run))
     return table[(table["baseline"] > 0) | (table["run"] > 0)]

@@ -832,7 +832,8 @@ def _experiment_blocks(results: Results, slug: str, out_dir: Path) -> list[Block
         blocks.append(Para(GAINS_TEXT))
         for run in summary["runs"]:
             if run != summary["baseline"]:
-                blocks += _gain_blocks(results, run)
+                blocks += gain_blocks(summary["baseline"], summary["runs"][summary[
+                    "baseline"]], run, summary["runs"][run])
     topologies = [(run, plot_topology(results, run,
                                       plot_path(out_dir, f"{slug}_{run}", "topology")))
                   for run in summary["runs"]]
@@ -1032,7 +1033,7 @@ def _vector_share(run: dict[str, Any]) -> str:
 
 GAINS_TEXT = (
     "Each run against the baseline, part by part (`desim.gains`): its energy by component, "
-    "and its time by the part that bound it (each layer-phase's cycles go to the part "
+    "and its time by the part that bound it (each layer-phase's time goes to the part "
     "busiest over its span, `time_by_busiest_part`). \"Shrinks\" is the baseline's "
     "amount over the run's; \"% of the saving\" what the part gave of the total saved "
     "(negative where it grew); \"if free\" the total ratio were that part to cost nothing "
@@ -1041,17 +1042,18 @@ GAINS_TEXT = (
     "a part free the mapper would choose other tiles, and another part would bind.")
 
 
-def _gain_blocks(results: Results, run: str) -> list[Block]:
-    """One run against the baseline (`desim.gains`): a line of its ratios, its energy by
-    component (the ratio if free with DRAM and, where DRAM is there, on chip) and its
-    time by binding part."""
+def gain_blocks(base: str, base_run: dict[str, Any], name: str, run: dict[str, Any]
+                ) -> list[Block]:
+    """Run `name` against `base` (summary.json entries; `desim.gains`): a line of its
+    ratios, its energy by component (the ratio if free with DRAM and, where DRAM is there,
+    on chip) and its time by binding part (when both runs have `time_by_busiest_part`)."""
     from desim.gains import TOTAL, energy_gains, time_gains
 
-    runs, base = results.summary["runs"], results.summary["baseline"]
-    energy = energy_gains(runs[base], runs[run])
-    on_chip = energy_gains(runs[base], runs[run], on_chip=True)
-    time = time_gains(runs[base], runs[run]) if "time_by_busiest_part" in runs[run] else None
-    said = [f"`{run}` against `{base}`: energy {_times(energy.loc[TOTAL, 'shrink'])} less, "
+    energy = energy_gains(base_run, run)
+    on_chip = energy_gains(base_run, run, on_chip=True)
+    time = (time_gains(base_run, run) if "time_by_busiest_part" in run
+            and "time_by_busiest_part" in base_run else None)
+    said = [f"`{name}` against `{base}`: energy {_times(energy.loc[TOTAL, 'shrink'])} less, "
             f"{_times(on_chip.loc[TOTAL, 'shrink'])} on chip"]
     if time is not None:
         said.append(f"{_times(time.loc[TOTAL, 'shrink'])} faster")
@@ -1060,14 +1062,14 @@ def _gain_blocks(results: Results, run: str) -> list[Block]:
     rows = [_gain_cells(part, row, 1e3) + (
         [_times(on_chip.loc[part, "ratio_if_free"]) if part in on_chip.index else "-"]
         if chip else []) for part, row in energy.iterrows()]
-    blocks.append(Table(["component", f"{base} (mJ)", f"{run} (mJ)", "shrinks",
-                         f"% of {run}", "% of the saving", "ratio if free"]
+    blocks.append(Table(["component", f"{base} (mJ)", f"{name} (mJ)", "shrinks",
+                         f"% of {name}", "% of the saving", "ratio if free"]
                         + (["on chip, if free"] if chip else []), rows,
                         numeric=set(range(1, 8 if chip else 7))))
     if time is not None:
-        rows = [_gain_cells(part, row, 1e-6) for part, row in time.iterrows()]
-        blocks.append(Table(["time bound by", f"{base} (M cycles)", f"{run} (M cycles)",
-                             "shrinks", f"% of {run}", "% of the saving", "speedup if free"],
+        rows = [_gain_cells(part, row, 1e3) for part, row in time.iterrows()]
+        blocks.append(Table(["time bound by", f"{base} (ms)", f"{name} (ms)",
+                             "shrinks", f"% of {name}", "% of the saving", "speedup if free"],
                             rows, numeric=set(range(1, 7))))
     return blocks
 
