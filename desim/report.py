@@ -960,17 +960,24 @@ def _processors_table(results: Results) -> Table | Para:
 def arch_differences(archs: dict[str, dict[str, Any]]) -> list[list[str]]:
     """One row per architecture key (dotted, as config.json gives it) whose value differs
     between the runs, its values in the runs' order: what tells the designs apart beyond
-    the description (the dataflow, a fused BN unit, load balancing, the formats). A
-    section a design lacks (null) and a key it does not have read "-"; the design's name
-    and the keys the description shows (`desim.elaborate.DESCRIBED_KEYS`) are left out."""
+    the description (the dataflow, a fused BN unit, load balancing, the formats). The
+    design's name and the keys the description shows (`desim.elaborate.DESCRIBED_KEYS`)
+    are left out."""
     from desim.elaborate import DESCRIBED_KEYS
 
-    flat = {run: _flatten(arch) for run, arch in archs.items()}
-    keys = list(dict.fromkeys(k for f in flat.values() for k in f
-                              if k != "name" and k not in DESCRIBED_KEYS))
+    return config_differences(archs, leave_out={"name", *DESCRIBED_KEYS})
+
+
+def config_differences(sections: dict[str, dict[str, Any]], leave_out: set[str] | None = None
+                       ) -> list[list[str]]:
+    """One row per dotted key whose value differs between configuration sections (config.json's
+    experiment, or an architecture), its values in the sections' order; a section that
+    lacks the key (or has it null) reads "-". `leave_out`: keys not compared."""
+    flat = [_flatten(section) for section in sections.values()]
+    keys = list(dict.fromkeys(k for f in flat for k in f if k not in (leave_out or set())))
     rows = []
     for key in keys:
-        values = [f.get(key) for f in flat.values()]
+        values = [f.get(key) for f in flat]
         if any(v != values[0] for v in values):
             rows.append([f"`{key}`", *("-" if v is None else _value_text(v) for v in values)])
     return rows
@@ -1053,10 +1060,11 @@ def gain_blocks(base: str, base_run: dict[str, Any], name: str, run: dict[str, A
     on_chip = energy_gains(base_run, run, on_chip=True)
     time = (time_gains(base_run, run) if "time_by_busiest_part" in run
             and "time_by_busiest_part" in base_run else None)
-    said = [f"`{name}` against `{base}`: energy {_times(energy.loc[TOTAL, 'shrink'])} less, "
-            f"{_times(on_chip.loc[TOTAL, 'shrink'])} on chip"]
+    said = [f"`{name}` against `{base}`: energy "
+            f"{_more_or_less(energy.loc[TOTAL, 'shrink'], 'less', 'more')}, "
+            f"{_more_or_less(on_chip.loc[TOTAL, 'shrink'], 'less', 'more')} on chip"]
     if time is not None:
-        said.append(f"{_times(time.loc[TOTAL, 'shrink'])} faster")
+        said.append(_more_or_less(time.loc[TOTAL, "shrink"], "faster", "slower"))
     blocks: list[Block] = [Para(", ".join(said) + ".")]
     chip = "dram" in energy.index
     rows = [_gain_cells(part, row, 1e3) + (
@@ -1084,6 +1092,12 @@ def _gain_cells(part: str, row: Any, scale: float) -> list[str]:
             f"{100 * row['share_of_run']:.1f}",
             "-" if math.isnan(saving) else f"{round(100 * saving, 1) + 0.0:.1f}",  # no -0.0
             "-" if math.isnan(row["ratio_if_free"]) else _times(row["ratio_if_free"])]
+
+
+def _more_or_less(ratio: float, less: str, more: str) -> str:
+    """A baseline-over-run ratio as words: 2.00x less, or 1.25x more for 0.8."""
+    return (f"{_times(ratio)} {less}" if not ratio or ratio >= 1
+            else f"{_times(1 / ratio)} {more}")
 
 
 def _times(x: float) -> str:

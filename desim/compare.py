@@ -1,0 +1,91 @@
+"""`desim compare BEFORE AFTER`: what a what-if changed, and what that did, run by run.
+
+Why: an architect's day is what-ifs (`desim run E.yaml --set ... --out after`), each read
+against the folder before it. This reads two results folders and shows, for every run they
+share, what differs in its configuration (the `--set` items, then every key of the
+experiment and of the run's resolved architecture whose value differs) and where the
+change moved its time and energy (`desim.gains`, AFTER's run against BEFORE's: energy by
+component, time by binding part). Printed in the terminal; `--out FILE.md` writes it too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from desim.errors import ConfigError, guarded
+from desim.report import (
+    Block,
+    Heading,
+    Para,
+    Table,
+    config_differences,
+    gain_blocks,
+    read_summary_and_config,
+    to_markdown,
+)
+from desim.results import writable_file, write_atomic
+
+
+def compare(before: Path, after: Path, runs: list[str] | None = None) -> list[Block]:
+    """The blocks of the comparison: the folders' `--set` items and experiment differences,
+    then per run its architecture's differences and its gains (AFTER against BEFORE)."""
+    summary_b, config_b = read_summary_and_config(before)
+    summary_a, config_a = read_summary_and_config(after)
+    shared = [run for run in summary_a["runs"] if run in summary_b["runs"]]
+    for run in runs or []:
+        if run not in shared:
+            raise ConfigError(f"--run {run}: not a run of both folders (runs of both: "
+                              f"{', '.join(shared) or 'none'})", file=str(after))
+    if not shared:
+        raise ConfigError(f"no run of {after} is a run of {before} (runs: "
+                          f"{', '.join(summary_a['runs'])} against "
+                          f"{', '.join(summary_b['runs'])}): nothing to compare",
+                          file=str(after))
+    blocks: list[Block] = [Heading(1, f"`{after}` against `{before}`")]
+    overrides = [f"{label}: " + (", ".join(f"`{o}`" for o in config.get("overrides", []))
+                                 or "none")
+                 for label, config in (("before", config_b), ("after", config_a))]
+    blocks.append(Para("--set items: " + "; ".join(overrides) + "."))
+    changed = config_differences({"before": config_b.get("experiment", {}),
+                                  "after": config_a.get("experiment", {})})
+    if changed:
+        blocks.append(Table(["experiment", "before", "after"], changed))
+    for run in runs or shared:
+        blocks.append(Heading(2, f"Run `{run}`"))
+        changed = config_differences({label: config.get("architectures", {}).get(run) or {}
+                                      for label, config in (("before", config_b),
+                                                            ("after", config_a))})
+        blocks.append(Table(["architecture", "before", "after"], changed) if changed else
+                      Para("Its architecture is the same in both."))
+        blocks += gain_blocks("before", summary_b["runs"][run], "after",
+                              summary_a["runs"][run])
+    return blocks
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `compare` command to the `desim` command line."""
+
+    @app.command("compare")
+    def compare_command(
+        before: Annotated[Path, typer.Argument(help="results folder before the change")],
+        after: Annotated[Path, typer.Argument(help="results folder after it")],
+        run: Annotated[list[str] | None, typer.Option(
+            "--run", help="only this run (repeatable; default: every run of both)")] = None,
+        out: Annotated[Path | None, typer.Option(
+            "--out", "-o", help="also write the comparison to FILE.md")] = None,
+    ) -> None:
+        """What differs between two results folders' configurations, and where it moved
+        each run's time and energy (component by component, part by part)."""
+        from rich.console import Console
+        from rich.markdown import Markdown
+
+        text = guarded(lambda: to_markdown(compare(before, after, run)))
+        if out is not None:
+            guarded(lambda: write_atomic(writable_file(out), text))
+        Console().print(Markdown(text))
+        if out is not None:
+            Console().print(f"wrote {out}", highlight=False, markup=False)
+

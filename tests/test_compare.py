@@ -1,0 +1,81 @@
+"""`desim compare BEFORE AFTER`: a what-if's configuration change and what it did."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from small_experiments import lenet300_experiment
+
+from desim.compare import compare
+from desim.gains import energy_gains, time_gains
+from desim.report import read_summary_and_config, to_markdown
+from desim.runner import run_file
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """LeNet-300, dense and 90% magnitude-pruned, then the same at batch 4 with a NoC ten
+    times dearer: two folders a what-if apart."""
+    root = tmp_path_factory.mktemp("compare")
+    exp = lenet300_experiment(root / "lenet300.yaml", {
+        "dense": {"method": "dense"}, "pruned": {"method": "magnitude", "sparsity": 0.9}})
+    run_file(exp, root / "before")
+    run_file(exp, root / "after", ["workload.batch=4",
+                                   "arch.pruned.energy.noc_pj_per_bit_hop=2.5"])
+    return root / "before", root / "after"
+
+
+def test_compare_says_what_changed_and_what_it_did(folders):
+    before, after = folders
+    text = to_markdown(compare(before, after))
+    assert "--set items: before: none; after: `workload.batch=4`, " \
+           "`arch.pruned.energy.noc_pj_per_bit_hop=2.5`." in text
+    assert "| `workload.batch` | 2 | 4 |" in text          # the experiment's change
+    assert text.count("Its architecture is the same in both.") == 1   # dense's
+    assert "| `energy.noc_pj_per_bit_hop` | - | 2.5 |" in text  # pruned's
+    b, _ = read_summary_and_config(before)
+    a, _ = read_summary_and_config(after)
+    for run in ("dense", "pruned"):
+        energy = energy_gains(b["runs"][run], a["runs"][run])
+        time = time_gains(b["runs"][run], a["runs"][run])
+        ratio, speedup = energy.loc["total", "shrink"], time.loc["total", "shrink"]
+        assert ratio < 1 and speedup < 1   # twice the batch: more joules, more time
+        assert (f"`after` against `before`: energy {1 / ratio:.2f}x more, ") in text
+        assert f"{1 / speedup:.2f}x slower." in text
+        assert speedup == pytest.approx(b["runs"][run]["seconds"] / a["runs"][run]["seconds"])
+    # the NoC's energy grows as its price, 0.252 pJ a bit-hop (28 nm) to 2.5, times its
+    # bit-hops, which grow less than twice (the weights do not double with the batch)
+    noc = energy_gains(b["runs"]["pruned"], a["runs"]["pruned"]).loc["noc"]
+    price = [r["runs"]["pruned"]["energy_prices_pj"]["noc_pj_per_bit_hop"] for r in (b, a)]
+    assert price == [pytest.approx(0.252), 2.5]
+    hops = noc["run"] / price[1] / (noc["baseline"] / price[0])
+    assert 1 < hops < 2
+    assert text.count("| component | before (mJ) | after (mJ) | shrinks |") == 2
+
+
+def test_compare_runs_only_the_named_run(folders):
+    text = to_markdown(compare(*folders, runs=["pruned"]))
+    assert "## Run `pruned`" in text and "## Run `dense`" not in text
+
+
+def desim(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "desim", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_compare_on_the_command_line_and_its_bad_input(folders, tmp_path):
+    before, after = folders
+    ok = desim("compare", str(before), str(after), "--out", str(tmp_path / "c.md"))
+    assert ok.returncode == 0, ok.stderr
+    assert "after against before" in ok.stdout
+    assert (tmp_path / "c.md").read_text() == to_markdown(compare(before, after))
+    for args, fragment in (
+            ((str(before), str(tmp_path)), "not a results folder: cannot read summary.json"),
+            ((str(before), str(after), "--run", "hppu"),
+             "--run hppu: not a run of both folders (runs of both: dense, pruned)")):
+        bad = desim("compare", *args)
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr
+        assert fragment in " ".join(bad.stderr.split()), bad.stderr
