@@ -149,7 +149,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     """The runs' table, then notes: the vector layers' share of a run's time and, when its
     design has no vector unit, how many vector layers a run left out: all but the ReLUs it
     applies on the PE array's output (`mappings.vector.vector_layers_not_simulated`)."""
-    from desim.report import bound_text, busy_text, vector_share
+    from desim.metrics import on_chip_energy_ratio
+    from desim.report import bound_text, busy_text, more_or_less, vector_share
 
     training = any(p["cycles"] for r in summary["runs"].values()
                    for phase, p in r["phases"].items() if phase != "FF")
@@ -199,9 +200,10 @@ def print_summary(summary: dict[str, Any]) -> None:
     base = summary["baseline"]
     for name, c in summary["comparison"].items():
         if name != base:
-            ratio = c["energy_ratio"]
-            energy = f"{ratio:.2f}x less" if ratio >= 1 else f"{1 / ratio:.2f}x more"
-            console.print(f"{name} vs {base}: speedup {c['speedup']:.2f}x, energy {energy}")
+            on_chip = on_chip_energy_ratio(summary["runs"][base], summary["runs"][name])
+            console.print(f"{name} vs {base}: speedup {c['speedup']:.2f}x, energy "
+                          f"{more_or_less(c['energy_ratio'], 'less', 'more')} "
+                          f"({more_or_less(on_chip, 'less', 'more')} on chip)")
 
 
 @app.command()

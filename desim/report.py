@@ -1061,10 +1061,10 @@ def gain_blocks(base: str, base_run: dict[str, Any], name: str, run: dict[str, A
     time = (time_gains(base_run, run) if "time_by_busiest_part" in run
             and "time_by_busiest_part" in base_run else None)
     said = [f"`{name}` against `{base}`: energy "
-            f"{_more_or_less(energy.loc[TOTAL, 'shrink'], 'less', 'more')}, "
-            f"{_more_or_less(on_chip.loc[TOTAL, 'shrink'], 'less', 'more')} on chip"]
+            f"{more_or_less(energy.loc[TOTAL, 'shrink'], 'less', 'more')}, "
+            f"{more_or_less(on_chip.loc[TOTAL, 'shrink'], 'less', 'more')} on chip"]
     if time is not None:
-        said.append(_more_or_less(time.loc[TOTAL, "shrink"], "faster", "slower"))
+        said.append(more_or_less(time.loc[TOTAL, "shrink"], "faster", "slower"))
     blocks: list[Block] = [Para(", ".join(said) + ".")]
     chip = "dram" in energy.index
     rows = [_gain_cells(part, row, 1e3) + (
@@ -1094,7 +1094,7 @@ def _gain_cells(part: str, row: Any, scale: float) -> list[str]:
             "-" if math.isnan(row["ratio_if_free"]) else _times(row["ratio_if_free"])]
 
 
-def _more_or_less(ratio: float, less: str, more: str) -> str:
+def more_or_less(ratio: float, less: str, more: str) -> str:
     """A baseline-over-run ratio as words: 2.00x less, or 1.25x more for 0.8."""
     return (f"{_times(ratio)} {less}" if not ratio or ratio >= 1
             else f"{_times(1 / ratio)} {more}")

@@ -10,6 +10,8 @@ import pytest
 import yaml
 from small_experiments import lenet300_experiment
 
+from desim.metrics import on_chip_energy_ratio
+
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "configs" / "experiments" / "quickstart.yaml"
 
@@ -169,7 +171,11 @@ def test_quickstart_sparse_run_is_faster_and_uses_less_energy(quickstart_twice):
     assert dense["phases"]["FF"]["processed_macs"] == dense["phases"]["FF"]["macs"]
     assert hppu["macs"] == dense["macs"]
     assert hppu["effectual_macs"] < dense["effectual_macs"]
-    assert "speedup" in results[0].stdout
+    on_chip = on_chip_energy_ratio(dense, hppu)
+    assert 1 < on_chip != summary["comparison"]["hppu"]["energy_ratio"]
+    assert (f"hppu vs dense: speedup {summary['comparison']['hppu']['speedup']:.2f}x, energy "
+            f"{summary['comparison']['hppu']['energy_ratio']:.2f}x less ({on_chip:.2f}x less "
+            "on chip)") in " ".join(results[0].stdout.split())
     # the vector layers' share of the time, as summary.json's units give it
     share = 100 * hppu["units"]["vector_unit"]["cycles"] / hppu["cycles"]
     stdout = " ".join(results[0].stdout.split())  # rich may wrap long lines
