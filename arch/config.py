@@ -241,10 +241,13 @@ class MappingConfig(Strict):
     # cluster its rows' inputs with their halo, the channel operand multicast to all);
     # `auto`, whichever `objective` prefers, per layer and phase.
     partition: Literal["channels", "rows", "auto"] = "channels"
-    # Spread each tile's work evenly over its active PEs (ideal balancing: the bound that
-    # Procrustes' load balancing of unstructured sparse work approaches). Off: a PE does the
+    # Spread each tile's work evenly over its active PEs (true: ideal balancing, the bound
+    # that Procrustes' load balancing of unstructured sparse work approaches); or over its
+    # active clusters only (`clusters`: each PE slot's work evened across the clusters, as
+    # a balancer of the channels' weight sparsity would, dealt by channels; the PEs of a
+    # cluster still take their own outputs, whose activations differ). Off: a PE does the
     # outputs dealt to it and the tile lasts as long as the busiest PE.
-    load_balance: bool = False
+    load_balance: bool | Literal["clusters"] = False
     # What the mapper minimises when it picks a phase's tile shape and loop order, and the
     # way to split its reduction (whole, or chunks with partial sums kept on chip or spilled
     # to DRAM): energy x delay (`edp`, Timeloop's usual metric), `delay`, or `energy`.
@@ -256,6 +259,15 @@ class MappingConfig(Strict):
     # and WG read it later, except in an inference when nothing else reads it. Off: every
     # phase reads its input from DRAM (a per-layer simulator's view, SCALE-Sim's among them).
     inter_layer_reuse: bool = False
+
+    @field_validator("load_balance", mode="before")
+    @classmethod
+    def _balance_is_a_choice(cls, value: object) -> object:
+        """Exactly true, false or clusters: 1 or "yes" read as a balancer would be a guess."""
+        if isinstance(value, bool) or value == "clusters":
+            return value
+        raise ValueError("expected true (ideal: every PE), clusters (the clusters evened) "
+                         "or false")
 
 
 class ArchConfig(Strict):

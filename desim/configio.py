@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Hashable
 from pathlib import Path
-from typing import Any, TypeVar, get_args
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
@@ -45,9 +45,12 @@ class Strict(BaseModel):
 
 
 def _scalar_types(annotation: Any) -> set[type]:
-    """The plain types an annotation admits (through Annotated, Optional and unions)."""
+    """The plain types an annotation admits (through Annotated, Optional and unions; a
+    Literal admits its values' types)."""
     if isinstance(annotation, type):
         return {annotation}
+    if get_origin(annotation) is Literal:
+        return {type(value) for value in get_args(annotation)}
     out: set[type] = set()
     for arg in get_args(annotation):
         out |= _scalar_types(arg) if not isinstance(arg, type) else {arg}

@@ -35,7 +35,8 @@ class HardwareView:
     skip_pruned_weight_gradients: bool = False  # WG computes only kept weights' gradients
     channel_compaction: bool = False     # inactive output channels are removed before tiling
     skip_relu_masked_gradients: bool = False  # BP skips dX where X is zero (ReLU masks it)
-    load_balance: bool = False           # a tile's work spread evenly over its active PEs
+    load_balance: bool | str = False     # a tile's work spread evenly over its active PEs
+    # (True), or over its active clusters ("clusters"), each PE slot's work evened
     weight_format: str = "dense"         # any of mappings.formats.FORMATS
     activation_format: str = "dense"     # any of them but line_bitmap
     # a selector scans the operands' non-zero maps, this many entries a cycle; 0: none

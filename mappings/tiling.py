@@ -379,10 +379,14 @@ def _per_tile_from_pe(per_pe: torch.Tensor, ka: int, hw: HardwareView
         per_pe = per_pe.reshape(na, clusters, per_cluster, nb, used).sum(2)
     busiest = per_pe.amax(dim=(1, 3))
     total = per_pe.sum(dim=(1, 3))
-    if hw.load_balance:  # ideal balancing: the tile's work shared by its active PEs, those
-        # that hold outputs (an output's sum is not split between PEs)
-        holding = clusters_holding(_block_sums(np.ones(a, np.int64), ka), ka, hw)
-        busiest = -(-total // torch.from_numpy(holding * used)[:, None])
+    if hw.load_balance:
+        holding = torch.from_numpy(
+            clusters_holding(_block_sums(np.ones(a, np.int64), ka), ka, hw))
+        if hw.load_balance == "clusters":  # each PE slot's work evened over the clusters
+            busiest = (-(-per_pe.sum(1) // holding[:, None, None])).amax(dim=2)
+        else:  # ideal balancing: the tile's work shared by its active PEs, those that hold
+            # outputs (an output's sum is not split between PEs)
+            busiest = -(-total // (holding * used)[:, None])
     return busiest.numpy(), total.numpy()
 
 
@@ -447,6 +451,10 @@ def _per_tile_by_rows(per_pe: torch.Tensor, shape: TileShape, size: torch.Size,
                                            hw.clusters)
     per_tile = np.add.reduceat(per_pe.numpy(), np.arange(0, a, shape.ka), axis=0)
     total = np.add.reduceat(per_tile.sum(2), first, axis=1)
+    if hw.load_balance == "clusters":  # each PE slot's work evened over a block's clusters
+        runs = np.diff(np.append(first, len(i0)))
+        per_slot = np.add.reduceat(per_tile, first, axis=1)
+        return (-(-per_slot // runs[None, :, None])).max(2), total
     if hw.load_balance:  # ideal balancing: the tile's work shared by the PEs that hold its
         # outputs (an output's sum is not split between PEs)
         outputs = (i1 - i0) * (r1 - r0) * length

@@ -29,6 +29,13 @@ DENSE = ROOT / "configs" / "arch" / "dense.yaml"
     (["arch.dense.noc={topology: mesh, shape: [2, 2], topology: ring}"],
      ["dense.yaml: noc.topology: the value '{topology: mesh, shape: [2, 2], topology: ring}' "
       "is not valid YAML (key 'topology' given twice, first on line 1)"]),
+    # a balancer is one of three; 1 is not read as true, nor a typo as anything
+    (["arch.dense.mapping.load_balance=1"],
+     ["dense.yaml: mapping.load_balance: expected true (ideal: every PE), clusters (the "
+      "clusters evened) or false (got 1)"]),
+    (["arch.dense.mapping.load_balance=cluster"],
+     ["mapping.load_balance: expected true (ideal: every PE), clusters (the clusters evened) "
+      "or false (got 'cluster')"]),
     (["runs.1.pruning.sparsty=0.5"],
      ["runs.1.pruning.sparsty: unknown key; expected one of: ", "sparsity"]),
     (["runs.0.arch_set=[noc.shap=2]"],

@@ -148,3 +148,29 @@ def test_the_partition_moves_bytes_not_work(arch):
         assert (busiest * view.pes >= by_rows.table["processed_macs"]).all()
         compared += 1
     assert compared == 4 * 3 - 1   # 2 convs and 2 linear layers; the first conv has no BP
+
+
+@pytest.mark.parametrize("partition, busiest", [
+    ("channels", {False: 8, "clusters": 4, True: 3}),
+    ("rows", {False: 4, "clusters": 4, True: 3}),
+])
+def test_a_balancer_of_the_clusters_evens_them_not_their_pes(monkeypatch, partition, busiest):
+    """A 1x1 conv, 4 -> 2 channels, on one 2 x 2 image: 4 MACs an output where X is
+    non-zero; channel 1's weights pruned, X zero at output (0, 1). 2 clusters of 2 PEs,
+    zeros skipped, one tile. By channels channel 0 is cluster 0's: its PE 0 takes outputs
+    0 and 2 (8 MACs), PE 1 output 3 (4), and cluster 1 idles. Evening the clusters (a
+    weight sparsity balancer) halves each PE slot: 4; ideal balancing spreads the 12 MACs
+    over the 4 PEs: 3. By rows each cluster takes a row of both channels: PE 0 of each
+    does 4 MACs, PE 1 of cluster 0 none: the clusters are even already, 4."""
+    layer = dense_capture(nn.Conv2d(4, 2, 1, bias=False), n=1, h=2)
+    layer.w_nz[1] = False
+    layer.x_nz[0, :, 0, 1] = False
+    _one_tile(monkeypatch, TileShape(2, 1, 2, False, partition))
+    hw = replace(DENSE_HW, clusters=2, pes_per_cluster=2, partition=partition,
+                 skip_zero_weights=True, skip_zero_activations=True)
+    for balance, expected in busiest.items():
+        table, _ = tile_phase(layer, 0, FF, replace(hw, load_balance=balance),
+                              SkipPolicy(weights=True, activations=True),
+                              pruned_grads_unused=True)
+        assert table["processed_macs"].tolist() == [12]
+        assert table["busiest_pe_macs"].tolist() == [expected], balance
