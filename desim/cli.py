@@ -30,8 +30,9 @@ if TYPE_CHECKING:
 
 
 class _Commands(TyperGroup):
-    """The commands, of which bench, compare, report and sweep are loaded when named (or listed, for
-    help): their modules, which `desim run` does not need, are not imported for it."""
+    """The commands, of which bench, compare, report and sweep are loaded when named (or
+    listed, for help): their modules, which `desim run` does not need, are not imported for
+    it."""
 
     LOADED_WHEN_NAMED = {"bench": "desim.bench", "compare": "desim.compare",
                          "report": "desim.report", "sweep": "desim.sweep"}
