@@ -885,18 +885,22 @@ SLOWEST = 5  # layer-phases a run in the report's table of the slowest
 
 def _slowest_table(results: Results) -> Table:
     """Each run's SLOWEST layer-phases by their share of its time (layers.csv's `cycles`),
-    with the part busiest over each one's span and its share of the span."""
+    with the part busiest over each one's span and its share of the span, and the plan the
+    mapper chose for it (`mapping`, where the folder has the column)."""
+    planned = "mapping" in results.layers.columns
     rows = []
     for run, total in ((name, r["cycles"]) for name, r in results.summary["runs"].items()):
         layers = results.layers[(results.layers["run"] == run)  # (hidden ones take none)
                                 & (results.layers["cycles"] > 0)]
         for _, row in layers.sort_values("cycles", ascending=False, kind="stable").head(
                 SLOWEST).iterrows():
+            mapping = row["mapping"] if planned and isinstance(row["mapping"], str) else ""
             rows.append([run, row["layer"], row["phase"], _unit_cell(row),
                          f"{row['cycles']:,}", f"{100 * row['cycles'] / total:.1f}",
-                         _busiest_cell(row)])
+                         _busiest_cell(row)] + ([mapping or "-"] if planned else []))
     return Table(["run", "layer", "phase", "unit", "cycles", "% of the run",
-                  "busiest part (% of its span)"], rows, numeric={4, 5})
+                  "busiest part (% of its span)"] + (["mapping"] if planned else []), rows,
+                 numeric={4, 5})
 
 
 def _unit_cell(row: Any) -> str:

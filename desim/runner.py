@@ -41,8 +41,8 @@ from mappings.workload import Workload, capture_workload, input_shape
 
 LAYER_COLUMNS = ["run", "arch", "layer", "phase", "macs", "effectual_macs", "processed_macs",
                  "cycles", "energy_j", "dram_bytes", "start_cycle", "end_cycle", "tiles",
-                 "weight_dram_bytes", "input_on_chip", "unit", "partition", "busiest_part",
-                 "busiest_link", "busiest_share"]
+                 "weight_dram_bytes", "input_on_chip", "unit", "partition", "mapping",
+                 "busiest_part", "busiest_link", "busiest_share"]
 # energy.csv: where each layer-phase's joules go, one row per component and action priced
 ENERGY_COLUMNS = ["run", "arch", "layer", "phase", "component", "action", "energy_j"]
 
@@ -189,6 +189,7 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
             "input_on_chip": w.input_resident,  # left in the buffer by the phase before
             "unit": "pe_array" if w.layer >= 0 else "vector_unit",  # what computes it
             "partition": dealt_to_clusters(w.table) if w.layer >= 0 else "",
+            "mapping": w.mapping,  # its plan in words: tile, stationary operand, reduction
             # the part busiest over its span, first fetch to last write-back (the NoC's: its
             # busiest link), and the share of the span it spent on this layer-phase's tiles:
             # what bound it, near 1

@@ -48,6 +48,7 @@ class PhaseWork:
     weight_dram_bytes: int = 0  # bytes of weights read from DRAM (FF and BP of weight layers)
     output_bytes: int = 0   # bytes of its result as written (FF: Y, BP: dX, WG: dW)
     tile_buffer_bytes: int = 0  # buffer budget its plan's largest tile needs (conv/linear)
+    mapping: str = ""       # its plan in words (`planner.mapping_text`; conv/linear)
     input_elems: int = 0    # elements of the input it streams (FF: X, BP: dY; WG: 0)
     output_elems: int = 0   # elements of its result
     input_resident: bool = False  # its input was left in the global buffer by the phase before

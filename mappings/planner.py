@@ -110,10 +110,12 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
                 continue
             if tiled is None:  # every tile shape lost to the best plan part-way through
                 continue
-            table, weight_bytes, out_bytes, need, key = tiled
+            table, weight_bytes, out_bytes, need, key, shape = tiled
             if best is None or key < best[0]:
                 best = (key, table, {**totals, "weight_dram_bytes": weight_bytes,
-                                     "output_bytes": out_bytes, "tile_buffer_bytes": need})
+                                     "output_bytes": out_bytes, "tile_buffer_bytes": need,
+                                     "mapping": mapping_text(shape, len(parts), order,
+                                                             phase, maps[0][2].shape)})
     if best is None:
         raise first_error
     _, table, totals = best
@@ -416,10 +418,11 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                circulant_block: int, built: dict,
                resident: tuple[bool, bool] = (False, False), cache: dict | None = None,
                bound: float | None = None, chunk_macs: list[float] | None = None
-               ) -> tuple[np.ndarray, int, int, int, tuple] | None:
+               ) -> tuple[np.ndarray, int, int, int, tuple, TileShape] | None:
     """The event rows of one plan (its chunks in `order`), the weight bytes it reads, the
-    bytes of its final outputs, the buffer budget its tiles need and the rows' `plan_key`
-    (the caller ranks the plans by it); None when every tile shape's chunks tiled so far
+    bytes of its final outputs, the buffer budget its tiles need, the rows' `plan_key`
+    (the caller ranks the plans by it) and the tile shape; None when every tile shape's
+    chunks tiled so far
     already estimate above `bound` (the best objective found before) or above the best
     shape's, so that the plan cannot win (`_plan_rows`).
 
@@ -456,7 +459,7 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
         need = psum_share + tile_bytes(shape, ps, win, (n_rows, length),
                                        int(ps.channel_operand.elems[0]), hw.element_bytes,
                                        *resident)
-        limit = bound if best is None else min(best[-1][0], np.inf if bound is None else bound)
+        limit = bound if best is None else min(best[4][0], np.inf if bound is None else bound)
         rows = _plan_rows(parts, maps, shaped, channels, order, layer_index, phase, hw, policy,
                           pruned_grads_unused, circulant_block, built, resident, shape, cache,
                           bound=limit, chunk_macs=chunk_macs)
@@ -464,9 +467,28 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
             continue
         table, weight_bytes, out_bytes = rows
         key = plan_key(table, hw, n)
-        if best is None or key < best[-1]:
-            best = (table, weight_bytes, out_bytes, need, key)
+        if best is None or key < best[4]:
+            best = (table, weight_bytes, out_bytes, need, key, shape)
     return best
+
+
+def mapping_text(shape: TileShape, chunks: int, order: str, phase: int,
+                 size: torch.Size) -> str:
+    """A layer-phase's plan in words, as layers.csv's `mapping` gives it (Timeloop prints
+    its mapping): the tile (output channels by whole images or by rows of one image; WG's
+    "rows" are input channels), the operand that stays in the buffer across the inner loop
+    (`mapping.dataflow`'s words: the weights, WG's dY, for weight stationary; the input
+    rows, WG's X, for input stationary) and the reduction, whole or in chunks (their
+    partial sums kept in the buffer, spilled to DRAM, or chunks innermost)."""
+    _, n_img, n_rows, _ = size
+    row = "input channel" if phase == WG else "row"
+    block = (f"{shape.images} image{'s' * (shape.images > 1)}" if shape.rows >= n_rows
+             else f"{shape.rows} {row}{'s' * (shape.rows > 1)}")
+    stationary = "input stationary" if shape.rows_outer else "weight stationary"
+    reduction = ("whole reduction" if chunks == 1 else
+                 f"{chunks} reduction chunks, " + {INNER: "innermost", KEPT: "sums kept",
+                                                   SPILLED: "sums spilled"}[order])
+    return f"{shape.ka} ch x {block}, {stationary}, {reduction}"
 
 
 def _plan_rows(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple],

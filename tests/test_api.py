@@ -34,9 +34,13 @@ def test_result_holds_what_the_folder_holds(lenet):
     assert json.loads((out / "summary.json").read_text()) == json.loads(
         json.dumps(result.summary))
     written = pd.read_csv(out / "layers.csv", dtype={"run": str, "layer": str})
-    for column in ("busiest_link", "partition"):   # pandas reads "" as NaN
+    for column in ("busiest_link", "partition", "mapping"):   # pandas reads "" as NaN
         written[column] = written[column].fillna("")
     assert set(result.layers["partition"]) == {"channels", ""}   # "": the vector layers
+    planned = result.layers[result.layers["unit"] == "pe_array"]["mapping"]
+    assert planned.str.fullmatch(r"\d+ ch x \d+ (images?|rows?|input channels?), "
+                                 r"(weight|input) stationary, .*reduction.*").all()
+    assert (result.layers[result.layers["unit"] == "vector_unit"]["mapping"] == "").all()
     pd.testing.assert_frame_equal(written, result.layers, check_dtype=False)
     written = pd.read_csv(out / "energy.csv", dtype={"run": str, "layer": str})
     pd.testing.assert_frame_equal(written, result.layer_energy, check_dtype=False)

@@ -10,7 +10,7 @@ import pytest
 from torch import nn
 
 from mappings import planner
-from mappings.counting import FF, SkipPolicy
+from mappings.counting import BP, FF, WG, SkipPolicy
 from mappings.planner import tile_phase
 from mappings.tiling import TileShape, cluster_blocks
 from tests.test_counting import DENSE_HW, dense_capture
@@ -52,7 +52,8 @@ def test_one_tile_dealt_by_rows_or_channels(monkeypatch, partition):
     layer = dense_capture(nn.Conv2d(3, 8, 3, bias=False))
     _one_tile(monkeypatch, TileShape(8, 2, 8, False, partition))
     hw = replace(DENSE_HW, partition=partition)
-    table, _ = tile_phase(layer, 0, FF, hw, SkipPolicy(), pruned_grads_unused=True)
+    table, totals = tile_phase(layer, 0, FF, hw, SkipPolicy(), pruned_grads_unused=True)
+    assert totals["mapping"] == "8 ch x 2 images, weight stationary, whole reduction"
     by_rows = partition == "rows"
     assert table["multicast_bytes"].tolist() == [432 if by_rows else 1200]
     assert table["unicast_bytes"].tolist() == [1440 if by_rows else 432]
@@ -174,3 +175,17 @@ def test_a_balancer_of_the_clusters_evens_them_not_their_pes(monkeypatch, partit
                               pruned_grads_unused=True)
         assert table["processed_macs"].tolist() == [12]
         assert table["busiest_pe_macs"].tolist() == [expected], balance
+
+
+def test_the_mapping_in_words():
+    """layers.csv's `mapping`: the tile, the operand that stays and the reduction's plan, as
+    `planner.mapping_text` words them (WG's tile rows are input channels)."""
+    size = (64, 8, 16, 16)   # (A, images, rows, L)
+    assert planner.mapping_text(TileShape(32, 1, 4, True), 1, planner.WHOLE, FF, size) == \
+        "32 ch x 4 rows, input stationary, whole reduction"
+    assert planner.mapping_text(TileShape(16, 8, 16), 4, planner.KEPT, BP, size) == \
+        "16 ch x 8 images, weight stationary, 4 reduction chunks, sums kept"
+    assert planner.mapping_text(TileShape(64, 1, 1), 2, planner.SPILLED, WG, size) == \
+        "64 ch x 1 input channel, weight stationary, 2 reduction chunks, sums spilled"
+    assert planner.mapping_text(TileShape(64, 1, 16), 8, planner.INNER, FF, size) == \
+        "64 ch x 1 image, weight stationary, 8 reduction chunks, innermost"

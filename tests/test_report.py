@@ -158,10 +158,12 @@ def check_markdown(results_dir: Path, out: Path) -> tuple[Path, Path]:
     slowest = layers.sort_values("cycles", ascending=False, kind="stable").iloc[0]
     link = "" if pd.isna(slowest["busiest_link"]) else f" {slowest['busiest_link']}"  # NoC's
     assert "| run | layer | phase | unit | cycles | % of the run | busiest part (% of its " \
-           "span) |" in text
+           "span) | mapping |" in text
+    mapping = slowest["mapping"] if isinstance(slowest["mapping"], str) else "-"  # vector's
     assert (f"| hppu | {slowest['layer']} | {slowest['phase']} | {slowest['unit']} | "
             f"{slowest['cycles']:,} | {100 * slowest['cycles'] / runs['hppu']['cycles']:.1f} | "
-            f"{slowest['busiest_part']}{link} ({100 * slowest['busiest_share']:.0f}%) |") in text
+            f"{slowest['busiest_part']}{link} ({100 * slowest['busiest_share']:.0f}%) | "
+            f"{mapping} |") in text
     assert len(re.findall(r"^\| (dense|hppu) \| [^|]+ \| (FF|BP|WG) \| ", text, re.M)) == 10
     # what desim run removes from a results folder by report_files' patterns is all of it
     assert {p.name for p in md.parent.iterdir()} == {
