@@ -988,9 +988,13 @@ def config_differences(sections: dict[str, dict[str, Any]], leave_out: set[str] 
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested section as dotted keys to values; null values left out."""
+    """A nested section as dotted keys to values, null values left out; a list of sections
+    (an experiment's runs) by index, as `--set runs.1.pruning.sparsity` names them, and a
+    list of plain values (a mesh's shape) as one value."""
     out: dict[str, Any] = {}
     for key, value in tree.items():
+        if isinstance(value, list) and any(isinstance(item, dict) for item in value):
+            value = {str(i): item for i, item in enumerate(value)}
         if isinstance(value, dict):
             out.update(_flatten(value, f"{prefix}{key}."))
         elif value is not None:

@@ -79,3 +79,14 @@ def test_compare_on_the_command_line_and_its_bad_input(folders, tmp_path):
         bad = desim("compare", *args)
         assert bad.returncode == 2 and "Traceback" not in bad.stderr
         assert fragment in " ".join(bad.stderr.split()), bad.stderr
+
+
+def test_a_runs_setting_reads_as_its_set_key():
+    """A list of sections (the runs) compares item by item, as `--set runs.1...` names the
+    key; a list of values (a mesh's shape) stays one value."""
+    from desim.report import config_differences
+
+    before = {"runs": [{"name": "a", "pruning": {"sparsity": 0.75}}], "shape": [4, 4]}
+    after = {"runs": [{"name": "a", "pruning": {"sparsity": 0.8}}], "shape": [2, 8]}
+    assert config_differences({"before": before, "after": after}) == [
+        ["`runs.0.pruning.sparsity`", "0.75", "0.8"], ["`shape`", "[4, 4]", "[2, 8]"]]
