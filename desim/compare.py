@@ -1,11 +1,13 @@
 """`desim compare BEFORE AFTER`: what a what-if changed, and what that did, run by run.
 
 Why: an architect's day is what-ifs (`desim run E.yaml --set ... --out after`), each read
-against the folder before it. This reads two results folders and shows, for every run they
-share, what differs in its configuration (the `--set` items, then every key of the
-experiment and of the run's resolved architecture whose value differs) and where the
-change moved its time and energy (`desim.gains`, AFTER's run against BEFORE's: energy by
-component, time by binding part). Printed in the terminal; `--out FILE.md` writes it too.
+against the folder before it. This reads two results folders and shows what differs in
+their configuration (the `--set` items, then every key of the experiment whose value
+differs), where the change moved the experiment's claims (each folder's value and
+verdict), and, for every run they share, what differs in its resolved architecture and
+where the change moved its time and energy (`desim.gains`, AFTER's run against BEFORE's:
+energy by component, time by binding part). Printed in the terminal; `--out FILE.md`
+writes it too.
 """
 
 from __future__ import annotations
@@ -20,20 +22,23 @@ from desim.report import (
     Block,
     Heading,
     Para,
+    Results,
     Table,
     config_differences,
     gain_blocks,
-    read_summary_and_config,
+    load_results,
     to_markdown,
 )
 from desim.results import writable_file, write_atomic
 
 
 def compare(before: Path, after: Path, runs: list[str] | None = None) -> list[Block]:
-    """The blocks of the comparison: the folders' `--set` items and experiment differences,
-    then per run its architecture's differences and its gains (AFTER against BEFORE)."""
-    summary_b, config_b = read_summary_and_config(before)
-    summary_a, config_a = read_summary_and_config(after)
+    """The blocks of the comparison: the folders' `--set` items, experiment differences and
+    claims, then per run its architecture's differences and its gains (AFTER against
+    BEFORE)."""
+    read_b, read_a = load_results(before), load_results(after)
+    summary_b, config_b = read_b.summary, read_b.config
+    summary_a, config_a = read_a.summary, read_a.config
     shared = [run for run in summary_a["runs"] if run in summary_b["runs"]]
     for run in runs or []:
         if run not in shared:
@@ -53,6 +58,10 @@ def compare(before: Path, after: Path, runs: list[str] | None = None) -> list[Bl
                                   "after": config_a.get("experiment", {})})
     if changed:
         blocks.append(Table(["experiment", "before", "after"], changed))
+    claims = claim_rows(read_b, read_a)
+    if claims:
+        blocks.append(Table(["claim", "paper", "before", "after", "range", "before's verdict",
+                             "after's verdict"], claims, numeric={1, 2, 3}))
     for run in runs or shared:
         blocks.append(Heading(2, f"Run `{run}`"))
         changed = config_differences({label: config.get("architectures", {}).get(run) or {}
@@ -63,6 +72,15 @@ def compare(before: Path, after: Path, runs: list[str] | None = None) -> list[Bl
         blocks += gain_blocks("before", summary_b["runs"][run], "after",
                               summary_a["runs"][run])
     return blocks
+
+
+def claim_rows(before: Results, after: Results) -> list[list[str]]:
+    """The claims of AFTER's experiment file that BEFORE's has too (by their title), with
+    both folders' values and verdicts: what a what-if moved across a range."""
+    earlier = {check.title: check for check in before.checks}
+    return [[check.title, check.paper_text, earlier[check.title].value_text,
+             check.value_text, check.range_text, earlier[check.title].verdict, check.verdict]
+            for check in after.checks if check.title in earlier]
 
 
 def register(app: typer.Typer) -> None:

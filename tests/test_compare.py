@@ -1,5 +1,6 @@
 """`desim compare BEFORE AFTER`: a what-if's configuration change and what it did."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,9 @@ def folders(tmp_path_factory):
     times dearer: two folders a what-if apart."""
     root = tmp_path_factory.mktemp("compare")
     exp = lenet300_experiment(root / "lenet300.yaml", {
-        "dense": {"method": "dense"}, "pruned": {"method": "magnitude", "sparsity": 0.9}})
+        "dense": {"method": "dense"}, "pruned": {"method": "magnitude", "sparsity": 0.9}},
+        claims=[{"metric": "comparison.pruned.speedup", "paper": 1.0, "tolerance": 0.5,
+                 "label": "pruned speedup"}])
     run_file(exp, root / "before")
     run_file(exp, root / "after", ["workload.batch=4",
                                    "arch.pruned.energy.noc_pj_per_bit_hop=2.5"])
@@ -48,6 +51,11 @@ def test_compare_says_what_changed_and_what_it_did(folders):
         assert speedup == pytest.approx(b["runs"][run]["seconds"] / a["runs"][run]["seconds"])
     # the NoC's energy grows as its price, 0.252 pJ a bit-hop (28 nm) to 2.5, times its
     # bit-hops, which grow less than twice (the weights do not double with the batch)
+    # the claim as each folder gives it
+    speedups = [f"{r['comparison']['pruned']['speedup']:.4g}" for r in (b, a)]
+    assert re.search(rf"^\| pruned speedup \| 1 \| {speedups[0]} \| {speedups[1]} \| 0.5 to 1.5 "
+                     r"\| (within|OUTSIDE \(unexpected\)) \| (within|OUTSIDE \(unexpected\)) \|$",
+                     text, re.M), text
     noc = energy_gains(b["runs"]["pruned"], a["runs"]["pruned"]).loc["noc"]
     price = [r["runs"]["pruned"]["energy_prices_pj"]["noc_pj_per_bit_hop"] for r in (b, a)]
     assert price == [pytest.approx(0.252), 2.5]
