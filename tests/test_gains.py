@@ -3,6 +3,8 @@
 import math
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from desim.gains import energy_gains, gains, time_gains
 
@@ -63,3 +65,25 @@ def test_a_part_that_is_the_whole_run_caps_nothing_when_free():
     assert math.isinf(table.loc["a", "ratio_if_free"])
     assert math.isnan(table.loc["a", "share_of_saving"])
     assert table.loc["total", "shrink"] == 1.0
+
+
+@given(st.lists(st.tuples(st.floats(0.0, 1e3), st.floats(0.0, 1e3)), min_size=1, max_size=6))
+def test_the_split_adds_up_whatever_the_amounts(amounts):
+    """The shares of the run add up to 1, those of the saving too (when anything was saved);
+    a part made free never lowers the ratio, and lifts it by its share of the run:
+    B / (R - r) = (B / R) / (1 - r / R); the total's shrink is the two totals' ratio."""
+    base = {f"p{i}": b for i, (b, _) in enumerate(amounts)}
+    run = {f"p{i}": r for i, (_, r) in enumerate(amounts)}
+    assume(sum(run.values()) > 1e-6 and sum(base.values()) > 1e-6)
+    table = gains(base, run)
+    parts, total = table.drop("total"), table.loc["total"]
+    assert total["shrink"] == pytest.approx(sum(base.values()) / sum(run.values()))
+    assert parts["share_of_run"].sum() == pytest.approx(1.0)
+    saved = sum(base.values()) - sum(run.values())
+    if abs(saved) > 1e-6 * sum(base.values()):
+        assert parts["share_of_saving"].sum() == pytest.approx(1.0)
+    for _, row in parts.iterrows():
+        if row["share_of_run"] < 1 - 1e-9:
+            assert row["ratio_if_free"] == pytest.approx(
+                total["shrink"] / (1 - row["share_of_run"]), rel=1e-6)
+            assert row["ratio_if_free"] >= total["shrink"] * (1 - 1e-12)
