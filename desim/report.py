@@ -11,6 +11,10 @@ assumed to get them. For every results folder (`desim run ... --out DIR`) the re
   into config.json, so anything a reader must know lives there), and the `--set` overrides
   the run applied over the file (config.json's `overrides`), also beside any verdict that
   is not where the file expects it: the file's text describes the run without them;
+- where the time went: each processor's topology coloured by how busy each part was, the
+  time by each layer-phase's busiest part, the slowest layer-phases with their mapping, a
+  roofline per run (every conv and linear layer-phase under the PE array's and DRAM's
+  roofs), timelines coloured by the busiest part;
 - the runs side by side, the processors they ran on (`desim check`'s description: MACs a
   cycle, buffers, DRAM, NoC, sparse units, then every key of config.json's architectures
   whose value differs between the runs), energy per component (a stacked bar plot), where
@@ -569,6 +573,54 @@ def plot_timeline(results: Results, run: str, path: Path, by: str = "phase") -> 
     return _save(fig, path)
 
 
+ROOFLINE_TEXT = (
+    "Each run's roofline: every conv and linear layer-phase as a point, its processed MACs "
+    "a cycle over its span (first fetch to last write-back) against its processed MACs per "
+    "DRAM byte, under the processor's two roofs, its MACs a cycle and DRAM's bytes a cycle "
+    "times that intensity; coloured by the part busiest over its span. A point well under "
+    "both roofs waited on something else (the NoC, the buffer, the vector unit's phases "
+    "beside it) or shares its span with its neighbours.")
+
+
+def roofline_points(layers: pd.DataFrame, run: str) -> tuple[pd.DataFrame, pd.Series,
+                                                              pd.Series]:
+    """`run`'s conv and linear layer-phases that move DRAM bytes and do MACs (layers.csv's
+    rows), their processed MACs per DRAM byte and their processed MACs a cycle over their
+    span."""
+    rows = layers[(layers["run"] == run) & (layers["unit"] == "pe_array")
+                  & (layers["dram_bytes"] > 0) & (layers["processed_macs"] > 0)]
+    span = (rows["end_cycle"] - rows["start_cycle"]).clip(lower=1)
+    return rows, rows["processed_macs"] / rows["dram_bytes"], rows["processed_macs"] / span
+
+
+def plot_roofline(results: Results, run: str, described: dict[str, Any], path: Path) -> Path:
+    """`run`'s conv and linear layer-phases on the roofline of its processor (`described`:
+    `desim.elaborate.describe`'s MACs a cycle, DRAM GB/s and clock); layer-phases that
+    move no DRAM byte or do no MAC have no intensity and are left out."""
+    import numpy as np
+
+    plt = _pyplot()
+    rows, intensity, rate = roofline_points(results.layers, run)
+    peak = described["macs_per_cycle"]
+    bandwidth = described["dram_gb_s"] * 1e3 / described["clock_mhz"]  # bytes a cycle
+    fig, ax = plt.subplots(figsize=(7.0, 4.5))
+    low = min([*intensity, peak / bandwidth]) / 4
+    high = max([*intensity, peak / bandwidth]) * 4
+    xs = np.geomspace(low, high, 200)
+    ax.plot(xs, np.minimum(peak, bandwidth * xs), color="black", linewidth=1,
+            label=f"roofs: {peak:,} MACs a cycle, DRAM {bandwidth:.3g} B a cycle")
+    for part in sorted(set(rows["busiest_part"].dropna()) - {""}):
+        mine = rows["busiest_part"] == part
+        ax.scatter(intensity[mine], rate[mine], s=14, color=part_color(part), label=part)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("processed MACs per DRAM byte")
+    ax.set_ylabel("processed MACs a cycle, over its span")
+    ax.set_title(f"{results.name}: {run}, roofline of its conv and linear layer-phases")
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
 def plot_layer_energy(results: Results, run: str, path: Path) -> Path:
     """Horizontal stacked bars: each layer's energy (uJ, its three phases together) of `run`,
     one segment per component, layers in forward order (from energy.csv)."""
@@ -819,7 +871,8 @@ def _experiment_blocks(results: Results, slug: str, out_dir: Path) -> list[Block
     blocks.append(Heading(3, "Runs"))
     blocks.append(_runs_table(results))
     blocks.append(Heading(3, "Processors"))
-    blocks.append(_processors_table(results))
+    described = described_processors(results)
+    blocks.append(_processors_table(results, described))
     blocks.append(Heading(3, "Energy by component"))
     energy_png = plot_energy(results, plot_path(out_dir, slug, "energy"))
     blocks.append(Image(f"{results.name}: energy per component", energy_png.name))
@@ -860,6 +913,14 @@ def _experiment_blocks(results: Results, slug: str, out_dir: Path) -> list[Block
         blocks.append(Para(f"The {SLOWEST} layer-phases that take the most of each run's "
                            "time, and the part busiest over each one's span:"))
         blocks.append(_slowest_table(results))
+        if not isinstance(described, str) and {"processed_macs", "dram_bytes"} <= set(
+                results.layers.columns):
+            blocks.append(Para(ROOFLINE_TEXT))
+            for run in summary["runs"]:
+                if run in described:
+                    png = plot_roofline(results, run, described[run],
+                                        plot_path(out_dir, f"{slug}_{run}", "roofline"))
+                    blocks.append(Image(f"{results.name}: {run} roofline", png.name))
         blocks.append(Para("Each run's layer timeline, coloured by the part busiest over "
                            "each layer-phase's span: where in the iteration each part "
                            "bounds it."))
@@ -942,19 +1003,31 @@ def _runs_table(results: Results) -> Table:
     return Table(header, rows, numeric=set(range(3, 11)))
 
 
-def _processors_table(results: Results) -> Table | Para:
-    """What each run's processor is (`desim check`'s description), elaborated from the
-    resolved configuration in config.json, so the reader sees the resources compared."""
+def described_processors(results: Results) -> dict[str, dict[str, Any]] | str:
+    """Each run's processor as `desim check` describes it (`desim.elaborate.describe`),
+    elaborated from the resolved configuration in config.json; or why it cannot be (a
+    folder written by another version of desim, whose design this one refuses)."""
     from arch.config import ArchConfig
-    from desim.elaborate import DESCRIBED, cell, describe
+    from desim.elaborate import describe
 
     archs = results.config.get("architectures", {})
     try:
-        described = {run: describe(run, validate(ArchConfig, archs[run], results.path
-                                                 / "config.json", f"architectures.{run}"))
-                     for run in results.summary["runs"] if run in archs}
-    except ConfigError as err:  # written by another version of desim
-        return Para(f"Processors not shown: {err}")
+        return {run: describe(run, validate(ArchConfig, archs[run], results.path
+                                            / "config.json", f"architectures.{run}"))
+                for run in results.summary["runs"] if run in archs}
+    except ConfigError as err:
+        return str(err)
+
+
+def _processors_table(results: Results, described: dict[str, dict[str, Any]] | str
+                      ) -> Table | Para:
+    """What each run's processor is (`described_processors`), so the reader sees the
+    resources compared, then the architecture keys that differ between the runs."""
+    from desim.elaborate import DESCRIBED, cell
+
+    if isinstance(described, str):
+        return Para(f"Processors not shown: {described}")
+    archs = results.config.get("architectures", {})
     rows = [[title] + [cell(d[key]) for d in described.values()]
             for key, title in DESCRIBED.items()]
     rows += arch_differences({run: archs[run] for run in described})

@@ -79,7 +79,7 @@ def write_csv(path: Path, frame: pd.DataFrame) -> None:
 DEFAULT_REPORT = "report.md"
 # What each plot shows, last in its name (`plot_path`)
 PLOT_KINDS = ("energy", "busiest_part", "bound_timeline", "timeline", "layer_energy",
-              "topology")
+              "topology", "roofline")
 
 
 def plot_path(out_dir: Path, prefix: str, kind: str) -> Path:

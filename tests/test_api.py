@@ -151,3 +151,20 @@ def test_gains_add_up_to_the_comparison(lenet):
         / (energy.loc["total", "run"] - energy.loc["dram", "run"]))
     time = result.time_gains("hppu")
     assert time.loc["total", "shrink"] == pytest.approx(comp["speedup"])
+
+
+def test_no_layer_phase_beats_its_roofline(lenet):
+    """Over its span (first fetch to last write-back) a layer-phase can do no more MACs a
+    cycle than the PE array has, nor move more DRAM bytes than DRAM's peak: every point of
+    the report's roofline lies under both roofs."""
+    from desim.elaborate import describe
+    from desim.report import roofline_points
+
+    _, result, _ = lenet
+    for run in ("dense", "hppu"):
+        peak = describe(run, result.experiment.archs[run])
+        bandwidth = peak["dram_gb_s"] * 1e3 / peak["clock_mhz"]   # bytes a cycle
+        rows, intensity, rate = roofline_points(result.layers, run)
+        assert len(rows) >= 6   # LeNet-5's conv and linear layer-phases with DRAM traffic
+        assert (rate <= peak["macs_per_cycle"]).all()
+        assert (rate <= bandwidth * intensity * (1 + 1e-9)).all()

@@ -122,9 +122,9 @@ def check_markdown(results_dir: Path, out: Path) -> tuple[Path, Path]:
     assert "| `selector.levels` | - | 2 |" in text and "| `name` |" not in text
     images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
     # energy per component and time by each layer-phase's busiest part; per run its
-    # topology coloured by how busy each part was, a timeline by phase and one by busiest
-    # part, and the energy per layer (energy.csv)
-    assert len(images) == 2 + 4 * len(results.summary["runs"])
+    # topology coloured by how busy each part was, its roofline, a timeline by phase and
+    # one by busiest part, and the energy per layer (energy.csv)
+    assert len(images) == 2 + 5 * len(results.summary["runs"])
     for name in images:
         png = md.parent / name
         assert png.read_bytes()[:8] == PNG and png.stat().st_size > 5000
@@ -133,7 +133,8 @@ def check_markdown(results_dir: Path, out: Path) -> tuple[Path, Path]:
             "report_quickstart_hppu_layer_energy.png",
             "report_quickstart_hppu_topology.png",
             "report_quickstart_busiest_part.png",
-            "report_quickstart_hppu_bound_timeline.png"} <= set(images)
+            "report_quickstart_hppu_bound_timeline.png",
+            "report_quickstart_dense_roofline.png"} <= set(images)
     # where hppu's gain over dense comes from: its ratios, energy by component, time by
     # binding part, each total that of the comparison
     comp = results.summary["comparison"]["hppu"]
