@@ -452,8 +452,8 @@ def test_topology_colours_by_a_folder_written_before_a_design_key_existed(lenet3
 def test_run_with_report_writes_the_report_and_its_plots_into_the_folder(tmp_path):
     """`desim run --report`: the folder `desim report DIR` would write too, in one command:
     report.md, report.html, and per run of the two a timeline by phase and one by busiest
-    part, an energy per layer and a topology, plus the energy per component and the time by
-    busiest part: 10 plots."""
+    part, an energy per layer, a topology and a roofline, plus the energy per component and
+    the time by busiest part: 12 plots."""
     experiment = lenet300_experiment(
         tmp_path / "lenet300.yaml",
         {"dense": {"method": "dense"}, "sparse": {"method": "magnitude", "sparsity": 0.5}},
@@ -462,11 +462,12 @@ def test_run_with_report_writes_the_report_and_its_plots_into_the_folder(tmp_pat
     result = desim("run", str(experiment), "--out", str(out), "--report")
     assert result.returncode == 0, result.stderr
     plots = sorted(p.name for p in out.glob("report_*.png"))
-    assert len(plots) == 10 and "report_lenet300_sparse_topology.png" in plots
+    assert len(plots) == 12 and "report_lenet300_sparse_topology.png" in plots
+    assert "report_lenet300_sparse_roofline.png" in plots
     assert "## Experiment `lenet300`" in (out / "report.md").read_text()
     assert (out / "report.html").is_file()
     said = " ".join(result.stdout.split())
-    assert "stats.txt, report.md, report.html, 10 plots (report_*.png));" in said
+    assert "stats.txt, report.md, report.html, 12 plots (report_*.png));" in said
 
 
 def test_topology_refuses_run_without_stats(tmp_path):
