@@ -95,8 +95,9 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path | None, typer.Option(
             "--out", "-o", help="also write the comparison to FILE.md")] = None,
     ) -> None:
-        """What differs between two results folders' configurations, and where it moved
-        each run's time and energy (component by component, part by part)."""
+        """What differs between two results folders' configurations, where it moved the
+        claims, and where it moved each run's time and energy (component by component,
+        part by part)."""
         from rich.console import Console
         from rich.markdown import Markdown
 

@@ -12,7 +12,8 @@ free, the mapper would choose other tiles and another part would bind
 (`--set 'arch.*.energy.noc_pj_per_bit_hop=0'` simulates a free NoC).
 
 Both read two runs' entries of summary.json; `desim report` prints them per run against the
-baseline, and `desim.api.Result.gains` gives them as DataFrames.
+baseline, `desim compare` per run against the same run before a change, and
+`desim.api.Result.energy_gains` and `time_gains` give them as DataFrames.
 """
 
 from __future__ import annotations
