@@ -422,9 +422,8 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
     """The event rows of one plan (its chunks in `order`), the weight bytes it reads, the
     bytes of its final outputs, the buffer budget its tiles need, the rows' `plan_key`
     (the caller ranks the plans by it) and the tile shape; None when every tile shape's
-    chunks tiled so far
-    already estimate above `bound` (the best objective found before) or above the best
-    shape's, so that the plan cannot win (`_plan_rows`).
+    chunks tiled so far already estimate above `bound` (the best objective found before)
+    or above the best shape's, so that the plan cannot win (`_plan_rows`).
 
     Chunks outermost pass partial sums between chunks: they go to the PEs' accumulators
     with a tile and come back after it, dense at the accumulator's precision, through the
@@ -480,7 +479,7 @@ def mapping_text(shape: TileShape, chunks: int, order: str, phase: int,
     (`mapping.dataflow`'s words: the weights, WG's dY, for weight stationary; the input
     rows, WG's X, for input stationary) and the reduction, whole or in chunks (their
     partial sums kept in the buffer, spilled to DRAM, or chunks innermost)."""
-    _, n_img, n_rows, _ = size
+    n_rows = size[2]
     row = "input channel" if phase == WG else "row"
     block = (f"{shape.images} image{'s' * (shape.images > 1)}" if shape.rows >= n_rows
              else f"{shape.rows} {row}{'s' * (shape.rows > 1)}")
