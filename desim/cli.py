@@ -205,6 +205,31 @@ def print_summary(summary: dict[str, Any]) -> None:
             console.print(f"{name} vs {base}: speedup {c['speedup']:.2f}x, energy "
                           f"{more_or_less(c['energy_ratio'], 'less', 'more')} "
                           f"({more_or_less(on_chip, 'less', 'more')} on chip)")
+            largest = largest_parts(summary["runs"][base], summary["runs"][name], base)
+            console.print(escape(f"  {largest}"), highlight=False)
+
+
+def largest_parts(base: dict[str, Any], run: dict[str, Any], base_name: str) -> str:
+    """What caps a run's ratios over the baseline (`desim.gains`, Amdahl's view): the
+    component with the largest share of its energy and the part that bound the largest
+    share of its time, each against the baseline's; `desim report` has the whole split."""
+    from desim.gains import energy_gains, time_gains
+    from desim.report import more_or_less
+
+    def against(row: Any) -> str:
+        return (f"none in {base_name}" if not row["baseline"]
+                else f"{more_or_less(row['shrink'], 'less', 'more')} than {base_name}")
+
+    energy = energy_gains(base, run).drop("total")
+    top = energy.loc[energy["share_of_run"].idxmax()]
+    said = (f"largest: {top.name}, {100 * top['share_of_run']:.0f}% of its energy "
+            f"({against(top)})")
+    if run.get("time_by_busiest_part") and base.get("time_by_busiest_part"):
+        time = time_gains(base, run).drop("total")
+        bound = time.loc[time["share_of_run"].idxmax()]
+        said += (f"; {bound.name}-bound layer-phases, {100 * bound['share_of_run']:.0f}% of "
+                 f"its time ({against(bound)})")
+    return said
 
 
 @app.command()

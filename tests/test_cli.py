@@ -176,6 +176,17 @@ def test_quickstart_sparse_run_is_faster_and_uses_less_energy(quickstart_twice):
     assert (f"hppu vs dense: speedup {summary['comparison']['hppu']['speedup']:.2f}x, energy "
             f"{summary['comparison']['hppu']['energy_ratio']:.2f}x less ({on_chip:.2f}x less "
             "on chip)") in " ".join(results[0].stdout.split())
+    # and what caps them: the component with the largest share of hppu's energy and the
+    # part that bound the largest share of its time, against dense's
+    from desim.gains import energy_gains, time_gains
+    energy = energy_gains(dense, hppu).drop("total")
+    top = energy["share_of_run"].idxmax()
+    time = time_gains(dense, hppu).drop("total")
+    bound = time["share_of_run"].idxmax()
+    assert (f"largest: {top}, {100 * energy.loc[top, 'share_of_run']:.0f}% of its energy "
+            f"({energy.loc[top, 'shrink']:.2f}x less than dense); {bound}-bound layer-phases, "
+            f"{100 * time.loc[bound, 'share_of_run']:.0f}% of its time") in \
+        " ".join(results[0].stdout.split())
     # the vector layers' share of the time, as summary.json's units give it
     share = 100 * hppu["units"]["vector_unit"]["cycles"] / hppu["cycles"]
     stdout = " ".join(results[0].stdout.split())  # rich may wrap long lines
