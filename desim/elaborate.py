@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 DESCRIBED = {"arch": "arch", "technology": "node", "clock_mhz": "clock (MHz)",
              "precision": "precision", "macs_per_cycle": "MACs / cycle",
              "peak_tmacs": "peak TMAC/s", "global_buffer_kib": "global buffer (KiB)",
-             "dram": "DRAM", "dram_gb_s": "DRAM peak (GB/s)", "noc": "NoC",
+             "dram": "DRAM", "dram_gb_s": "DRAM peak (GB/s)",
+             "macs_per_dram_byte": "MACs / DRAM byte (ridge)", "noc": "NoC",
              "noc_port_gb_s": "NoC port (GB/s)",
              "vector_lanes": "vector lanes", "skips": "skips zero",
              "sparse_units": "sparse units", "modules": "modules"}
@@ -70,6 +71,10 @@ def describe(name: str, arch: ArchConfig, acc: Accelerator | None = None) -> dic
         "dram": f"{arch.dram.preset} x{acc.dram.system.channels}"
                 + ("" if arch.dram.power_down == "off" else f", {arch.dram.power_down} power-down"),
         "dram_gb_s": acc.dram.system.peak_bandwidth_bytes_per_s / 1e9,
+        # the roofline's ridge: below this many MACs per DRAM byte a layer-phase cannot keep
+        # the PEs busy, however the rest is built
+        "macs_per_dram_byte": macs * acc.clock.frequency_hz
+        / acc.dram.system.peak_bandwidth_bytes_per_s,
         "noc": f"{noc.topology} {'x'.join(map(str, noc.shape or ()))}".strip(),
         # the global buffer's (or its selector's) link into the NoC: every operand crosses it
         "noc_port_gb_s": acc.graph.edges[acc.port, arch.global_buffer_router][

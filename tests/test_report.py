@@ -115,6 +115,8 @@ def check_markdown(results_dir: Path, out: Path) -> tuple[Path, Path]:
     # the processors compared, elaborated from config.json: 16 x 16 PEs x 4 MACs each
     assert "| processor | dense | hppu |" in text and "| MACs / cycle | 1,024 | 1,024 |" in text
     assert "| DRAM peak (GB/s) | 19.21 | 19.21 |" in text  # narrower than DRAM: the port
+    # the roofline's ridge: 1,024 MACs a cycle at 500 MHz over 19.2 GB/s
+    assert "| MACs / DRAM byte (ridge) | 26.66 | 26.66 |" in text
     assert "| NoC port (GB/s) | 16 | 16 |" in text  # every operand crosses
     assert "| sparse units | - | selector |" in text and "| skips zero | - | W X dY |" in text
     # and every arch key whose value differs between the runs
