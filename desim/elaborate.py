@@ -262,13 +262,17 @@ def _check_tiles_fit(acc: Accelerator, layers: list, inference: bool,
 def design_error(err: ConfigError, experiment: Experiment, i: int) -> ConfigError:
     """A mapper's error for run `i` (a tile its design's buffer cannot hold) as bad input
     of the experiment: it names the run and its design, and the buffer's size, with the
-    `--set` or `arch_set` item that set it, if one did (the file holds another)."""
+    `--set` or `arch_set` item that set it, if one did (the file holds another). Running
+    out of memory while mapping names the run and the workload's batch."""
     from desim.experiment import arch_setter
     from mappings.tiling import BUFFER_KEY
 
     if err.file:
         return err
     run = experiment.spec.runs[i]
+    if err.key == "workload.batch":  # the workload's size, not the design's (memory)
+        return ConfigError(f"{err.message} (run {run.name!r})", file=str(experiment.path),
+                           key=err.key)
     arch = experiment.archs[run.name]
     size = ""
     if err.key == BUFFER_KEY:

@@ -321,6 +321,26 @@ def _kept(cache: dict | None, key: tuple, held: object, make: Callable[[], T]) -
     return cache[key][1]
 
 
+# A per-PE count map larger than this is kept alone (of its kind and count map): the tile
+# search asks for one block size's at a time, and a linear layer's WG (VGG-16's 25088 x 4096
+# has 103 M outputs, 822 MB a map) would keep one such map for every block size it tries.
+LARGE_MAP_BYTES = 64 << 20
+
+
+def _kept_per_pe(cache: dict | None, key: tuple, held: torch.Tensor,
+                 make: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """`_kept` for per-PE count maps, keyed (kind, id of the count map, block size): a map
+    over LARGE_MAP_BYTES replaces the other entries of its kind and count map. Every map of
+    the experiments here is smaller, so they are all kept as before."""
+    if cache is not None and key not in cache:
+        made = make()
+        if made.element_size() * made.nelement() > LARGE_MAP_BYTES:
+            for other in [k for k in cache if k[:2] == key[:2]]:
+                del cache[other]
+        cache[key] = (held, made)
+    return _kept(cache, key, held, make)
+
+
 def _row_totals(counts: torch.Tensor) -> np.ndarray:
     """A count map's (A, I, R, L) row totals, (A, I * R) int64, rows image after image."""
     return counts.sum(3).reshape(counts.shape[0], -1).numpy()
@@ -362,7 +382,8 @@ def _per_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
         used = min(hw.pes_per_cluster, c.shape[2])  # PEs past a block's outputs idle: none
         c = _pad_to(c, 2, -(-c.shape[2] // used) * used)
         return exact_sum(c.reshape(a, c.shape[1], -1, used), 2)
-    return _kept(cache, ("per_pe", id(counts), shape.images, shape.rows), counts, dealt)
+    return _kept_per_pe(cache, ("per_pe", id(counts), shape.images, shape.rows), counts,
+                        dealt)
 
 
 def _per_tile_from_pe(per_pe: torch.Tensor, ka: int, hw: HardwareView
@@ -423,9 +444,10 @@ def cluster_blocks(images: int, rows: int, n_img: int, n_rows: int, clusters: in
 
 def _per_pe_by_rows(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
                     cache: dict | None = None) -> torch.Tensor:
-    """Each channel's counts per cluster run (`cluster_blocks`) and PE, (A, runs, PEs): a
-    run's outputs, contiguous in (image, row, position) order, dealt to its cluster's PEs in
-    turn."""
+    """Each channel's counts per cluster run (`cluster_blocks`) and PE, (A, runs, PEs used):
+    a run's outputs, contiguous in (image, row, position) order, dealt to its cluster's PEs
+    in turn. PEs past the longest run's outputs idle: none (a run of one output row of a
+    linear layer's WG uses one PE, and its map would be mostly zeros)."""
     def dealt() -> torch.Tensor:
         a, n_img, n_rows, length = counts.shape
         i0, i1, r0, r1, _ = cluster_blocks(shape.images, shape.rows, n_img, n_rows,
@@ -433,13 +455,15 @@ def _per_pe_by_rows(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
         start = (i0 * n_rows + r0) * length      # each run's first output, flat
         end = ((i1 - 1) * n_rows + r1) * length  # (a run of whole images ends at n_rows)
         p = hw.pes_per_cluster
+        used = min(p, int((end - start).max()))  # (pos - start) % p is below it
         pos = np.arange(n_img * n_rows * length)
         run = np.searchsorted(end, pos, side="right")
-        index = torch.from_numpy(run * p + (pos - start[run]) % p)
+        index = torch.from_numpy(run * used + (pos - start[run]) % p)
         flat = counts.reshape(a, -1).to(torch.int64)
-        return torch.zeros(a, len(i0) * p, dtype=torch.int64).index_add_(
-            1, index, flat).reshape(a, len(i0), p)
-    return _kept(cache, ("rows_pe", id(counts), shape.images, shape.rows), counts, dealt)
+        return torch.zeros(a, len(i0) * used, dtype=torch.int64).index_add_(
+            1, index, flat).reshape(a, len(i0), used)
+    return _kept_per_pe(cache, ("rows_pe", id(counts), shape.images, shape.rows), counts,
+                        dealt)
 
 
 def _per_tile_by_rows(per_pe: torch.Tensor, shape: TileShape, size: torch.Size,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from small_experiments import lenet300_experiment
 
 from desim.configio import load_yaml
 from desim.errors import ConfigError
@@ -718,3 +719,25 @@ def test_the_sections_a_claim_may_name_are_those_a_run_has(lenet_results):
     assert set(run["units"]) <= set(units)
     assert all(sorted(run["units"][u]) == sorted(unit_figures) for u in run["units"])
     assert set(CLAIM_SECTIONS) < {key for key, value in run.items() if isinstance(value, dict)}
+
+
+def test_mapping_out_of_memory_names_the_layer_phase_and_the_batch(tmp_path, monkeypatch):
+    """A layer-phase whose count maps do not fit in memory (VGG-16's 25088 x 4096 linear
+    layer's WG at batch 2 took over 22 GB) is bad input of the workload's batch, naming the
+    layer-phase and the run, not a traceback from torch's allocator."""
+    import desim
+    from mappings import mapper
+
+    def short_of_memory(layer, layer_id, phase, *args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't "
+                           "allocate memory: you tried to allocate 822083584 bytes.")
+
+    monkeypatch.setattr(mapper, "tile_phase", short_of_memory)
+    experiment = lenet300_experiment(tmp_path / "lenet300.yaml", {"dense": {"method": "dense"}})
+    with pytest.raises(ConfigError) as err:
+        desim.run(experiment)
+    assert err.value.key == "workload.batch" and err.value.file == str(experiment)
+    assert str(err.value).endswith(
+        "mapping layer 0 FF (600 outputs, each counted in several maps) does not fit in "
+        "this machine's memory: lenet300 at batch 2; a smaller batch or input shape maps in "
+        "less (run 'dense')")
