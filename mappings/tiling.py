@@ -342,7 +342,12 @@ def _kept_per_pe(cache: dict | None, key: tuple, held: torch.Tensor,
 
 
 def _row_totals(counts: torch.Tensor) -> np.ndarray:
-    """A count map's (A, I, R, L) row totals, (A, I * R) int64, rows image after image."""
+    """A count map's (A, I, R, L) row totals, (A, I * R), rows image after image: int64
+    sums, or with rows of one output (a linear layer's, L = 1) a view of the map itself,
+    not an int64 copy of it (VGG-16's classifier WG: 411 MB saved a map). Sum them as
+    int64 (`_per_tile_total`)."""
+    if counts.shape[3] == 1:
+        return counts.reshape(counts.shape[0], -1).numpy()
     return counts.sum(3).reshape(counts.shape[0], -1).numpy()
 
 
@@ -354,7 +359,7 @@ def _per_tile_total(counts: torch.Tensor, shape: TileShape, cache: dict | None =
     rows = _kept(cache, ("rows", id(counts)), counts, lambda: _row_totals(counts))
     a, n_img, n_rows, _ = counts.shape
     i0, _, r0, _ = _blocks(shape, n_img, n_rows)
-    per_block = np.add.reduceat(rows, i0 * n_rows + r0, axis=1)   # (A, nB)
+    per_block = np.add.reduceat(rows, i0 * n_rows + r0, axis=1, dtype=np.int64)  # (A, nB)
     return np.add.reduceat(per_block, np.arange(0, a, shape.ka), axis=0)
 
 
