@@ -1,10 +1,14 @@
-"""Front-end speed and memory: capture and counting of ResNet-18 ImageNet, and whole runs.
+"""Front-end speed and memory: capture and counting of ResNet-18 ImageNet, whole runs, and
+one large linear layer.
 
 Each case runs in a fresh Python process so that its peak memory (max RSS) is its own and the
 end-to-end time includes what a user waits for. Targets (issue "Sparse-training front end"):
 capture + counting of FF, BP and WG at 224x224, batch 1: under 1 s after import and under
 1 GiB; a whole `desim run` of that iteration on the HPPU-like processor: under 5 s (batch 8:
-under 10 s).
+under 10 s). The large linear layer (a quarter of ImageNet VGG-16's first classifier layer,
+12544 x 2048, on trainer.yaml) has no target: its peak memory per weight guards the mapper
+against keeping one map per block size of its WG again (session 26: VGG-16's full layer
+went from an OOM kill to 8.6 GB at batch 1).
 """
 
 from __future__ import annotations
@@ -59,6 +63,50 @@ baseline: hppu
 """
 
 
+LINEAR_MODEL = """
+from torch import nn
+
+
+def linear(num_classes: int = 10) -> nn.Module:
+    return nn.Sequential(nn.Linear({inputs}, {outputs}), nn.ReLU(),
+                         nn.Linear({outputs}, num_classes))
+"""
+
+LINEAR_YAML = """
+name: bench_large_linear
+workload: {{model: "{model}:linear", num_classes: 10, batch: 1, input_shape: [{inputs}],
+           data: random}}
+runs:
+  - {{name: trainer, arch: {arch}, pruning: {{method: dynamic, sparsity: 0.9}}}}
+baseline: trainer
+"""
+
+
+def large_linear(inputs: int = 12544, outputs: int = 2048) -> dict[str, float]:
+    """Wall seconds and peak memory (MiB) of `desim run` of one large linear layer (and a
+    small head) on trainer.yaml, and that memory per million weights of the large layer."""
+    arch = ROOT / "configs" / "arch" / "trainer.yaml"
+    with tempfile.TemporaryDirectory() as tmp:
+        model, config = Path(tmp) / "model.py", Path(tmp) / "run.yaml"
+        model.write_text(LINEAR_MODEL.format(inputs=inputs, outputs=outputs))
+        config.write_text(LINEAR_YAML.format(model=model, inputs=inputs, arch=arch))
+        probe = ("import resource, runpy, sys; sys.argv = ['desim', 'run', "
+                 f"{str(config)!r}, '--out', {str(Path(tmp) / 'out')!r}]; code = 0\n"
+                 "try:\n    runpy.run_module('desim', run_name='__main__')\n"
+                 "except SystemExit as done:\n    code = done.code or 0\n"
+                 "print(code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+        start = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                             text=True, check=True)
+        seconds = time.perf_counter() - start
+    code, peak = out.stdout.strip().splitlines()[-1].split()
+    if code != "0":
+        raise RuntimeError(f"desim run of the large linear layer exited {code}: {out.stderr}")
+    peak = float(peak)
+    return {"large_linear_s": round(seconds, 2), "large_linear_peak_mib": round(peak, 1),
+            "large_linear_mib_per_m_weights": round(peak / (inputs * outputs / 1e6), 1)}
+
+
 def capture_and_count(batch: int = 1) -> dict[str, float]:
     out = subprocess.run([sys.executable, "-c", CAPTURE_AND_COUNT.format(batch=batch)],
                          cwd=ROOT, capture_output=True, text=True, check=True)
@@ -89,6 +137,7 @@ def frontend_bench(repeats: int = 2) -> dict[str, float]:
         "macs_per_phase": best["macs"] // 3,
         "run_batch1_s": round(min(whole_run(1) for _ in range(repeats)), 2),
         "run_batch8_s": round(min(whole_run(8) for _ in range(repeats)), 2),
+        **large_linear(),
     }
 
 

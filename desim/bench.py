@@ -150,6 +150,11 @@ def print_bench(result: dict[str, Any], console: Console | None = None) -> None:
                       f"< {t['run_batch1_s_max']}")
         front.add_row("desim run, batch 8, end to end (s)", f"{f['run_batch8_s']:.2f}",
                       f"< {t['run_batch8_s_max']}")
+        if "large_linear_peak_mib" in f:  # one 12544 x 2048 linear layer on trainer.yaml
+            front.add_row("large linear layer: desim run (s)", f"{f['large_linear_s']:.2f}",
+                          "-")
+            front.add_row("  its peak memory (MiB per million weights)",
+                          f"{f['large_linear_mib_per_m_weights']:.0f}", "-")
         console.print(front)
 
 

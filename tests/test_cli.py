@@ -1,6 +1,7 @@
 """The command line end to end: bad input exits 2 with one clear line; the quickstart runs."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -731,6 +732,34 @@ def test_bench_refuses_fewer_than_one_item_stage_or_repeat(option, value, monkey
     assert result.exit_code == 2, result.output
     message = " ".join(result.output.split())
     assert f"Invalid value for '{option}'" in message and "Traceback" not in message
+
+
+def test_bench_prints_the_large_linear_layer_without_a_target():
+    """The front end's large linear layer (benchmarks/frontend_cases.py) prints its time and
+    its peak memory per million weights, with no target (a regression guard)."""
+    from rich.console import Console
+
+    from desim.bench import FRONTEND_TARGETS, print_bench
+
+    frontend = {"macs_per_phase": 1.8e9, "capture_count_s": 0.9, "peak_rss_mib": 900.0,
+                "run_batch1_s": 4.0, "run_batch8_s": 9.0, "large_linear_s": 7.26,
+                "large_linear_peak_mib": 2451.6, "large_linear_mib_per_m_weights": 95.4}
+    result = {"config": {"items": 1, "stages": 1, "transactions": 1, "repeats": 1,
+                         "memory_items": 1},
+              "transactions_per_s": {"simpy": 1.0, "desim": 0.6},
+              "best_seconds": {"simpy": 1.0, "desim": 1.5},
+              "ratios": {"desim_vs_simpy": 0.6, "traced_vs_off": 1.2},
+              "targets": {"desim_vs_simpy_min": 0.5, "hook_overhead_off_max": 0.03,
+                          **FRONTEND_TARGETS},
+              "hook_overhead_off": 0.01, "noise_a_a": 0.01,
+              "memory_bytes_per_pending": {f"{k}_{w}": 1.0 for k in ("simpy", "desim")
+                                           for w in ("queued", "blocked")},
+              "frontend": frontend}
+    console = Console(record=True, width=120)
+    print_bench(result, console)
+    text = console.export_text()
+    assert re.search(r"large linear layer: desim run \(s\) +│ +7\.26 │ +- │", text), text
+    assert re.search(r"its peak memory \(MiB per million weights\) +│ +95 │ +- │", text)
 
 
 def test_a_file_that_is_not_utf8_is_bad_input_for_every_command(tmp_path):
