@@ -46,6 +46,13 @@ class Result:
         return pd.concat([r.layers for r in self.runs.values()], ignore_index=True)
 
     @property
+    def tiles(self) -> pd.DataFrame | None:
+        """What tiles.csv holds (`observe.tiles`): every planned tile of every run; None when
+        not observed."""
+        tiles = [r.tiles for r in self.runs.values() if r.tiles is not None]
+        return pd.concat(tiles, ignore_index=True) if tiles else None
+
+    @property
     def layer_energy(self) -> pd.DataFrame:
         """What energy.csv holds: joules per run, layer, phase, component and action."""
         return layer_energy(self.runs)

@@ -73,6 +73,8 @@ def run(
     set_: SetOption = None,
     trace: Annotated[bool, typer.Option("--trace", help="write DIR/trace.json (Perfetto)")] = False,
     vcd: Annotated[bool, typer.Option("--vcd", help="write DIR/waves_<run>.vcd")] = False,
+    tiles: Annotated[bool, typer.Option(
+        "--tiles", help="write DIR/tiles.csv: every tile the mapper planned")] = False,
     report: Annotated[bool, typer.Option(
         "--report", help="then write DIR/report.md and .html with their plots, as `desim "
                          "report DIR` does")] = False,
@@ -88,6 +90,7 @@ def run(
     overrides = list(set_ or [])
     overrides += ["observe.trace=true"] if trace else []
     overrides += ["observe.vcd=true"] if vcd else []
+    overrides += ["observe.tiles=true"] if tiles else []
     started = time.perf_counter()
     experiment = guarded(lambda: load_experiment(config, overrides))  # a typo: before torch
     # torch, pandas and networkx make some 200,000 objects and next to no garbage: collected

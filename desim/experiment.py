@@ -50,6 +50,8 @@ class ObserveSpec(Strict):
 
     trace: bool = False  # DIR/trace.json: Chrome/Perfetto, one slice per transaction
     vcd: bool = False    # DIR/waves_<run>.vcd: busy signals and FIFO depths (GTKWave)
+    tiles: bool = False  # DIR/tiles.csv: every tile the mapper planned, as the event table
+    # gives it (what it moves and computes), one row per run, layer-phase and tile
 
 
 class Claim(Strict):

@@ -25,7 +25,7 @@ from arch.systolic import SystolicConfig, apportion, layer_cycles
 from desim.clock import PS_PER_S, cycles_until
 from desim.elaborate import design_error, elaborate, workload_set_note
 from desim.errors import ConfigError
-from desim.events import PHASES
+from desim.events import PHASES, TILE_DTYPE
 from desim.experiment import Experiment, ObserveSpec, RunSpec, load_experiment
 from desim.hardware_view import hardware_view
 from desim.module import Simulator
@@ -45,6 +45,9 @@ LAYER_COLUMNS = ["run", "arch", "layer", "phase", "macs", "effectual_macs", "pro
                  "busiest_part", "busiest_link", "busiest_share"]
 # energy.csv: where each layer-phase's joules go, one row per component and action priced
 ENERGY_COLUMNS = ["run", "arch", "layer", "phase", "component", "action", "energy_j"]
+# tiles.csv (observe.tiles): every planned tile, the event table's columns
+TILE_COLUMNS = ["run", "arch", "layer", "phase", "tile",
+                *(c for c in TILE_DTYPE.names if c not in ("layer", "phase"))]
 
 
 @dataclass
@@ -67,6 +70,7 @@ class RunResult:
     # (`mappings.vector.vector_layers_not_simulated`)
     vector_layers_not_simulated: int = 0
     mac_units: int = 0  # the PE array's MAC units: clusters x PEs x MACs a PE a cycle
+    tiles: pd.DataFrame | None = None  # tiles.csv's rows of this run, when observed
 
     @property
     def cycles(self) -> int:
@@ -203,7 +207,20 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
                      tracer.chrome_trace() if observe.trace else None, vcd,
                      vector_layers_not_simulated(workload.vectors, workload.spec.inference,
                                                  bool(arch.vector_unit)),
-                     acc.pes.peak_macs_per_cycle)
+                     acc.pes.peak_macs_per_cycle,
+                     planned_tiles(name, arch.name, work) if observe.tiles else None)
+
+
+def planned_tiles(run: str, arch: str, work: list[PhaseWork]) -> pd.DataFrame:
+    """tiles.csv's rows of one run: every tile of every layer-phase in the order the
+    hardware runs them within it, as the mapper planned it (the event table's columns,
+    `desim.events.TILE_DTYPE`, but the layer's index and the phase's number, named)."""
+    frames = [pd.DataFrame({"run": run, "arch": arch, "layer": w.name,
+                            "phase": PHASES[w.phase], "tile": np.arange(len(w.table)),
+                            **{c: w.table[c] for c in TILE_COLUMNS[5:]}})
+              for w in work if len(w.table)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=TILE_COLUMNS)
 
 
 def dealt_to_clusters(table: np.ndarray) -> str:
@@ -334,6 +351,9 @@ def write_results(out: Path, experiment: Experiment, results: dict[str, RunResul
     traces = {name: r.trace for name, r in results.items() if r.trace is not None}
     if traces:
         write_json(out / "trace.json", merge_traces(traces))
+    tiles = [r.tiles for r in results.values() if r.tiles is not None]
+    if tiles:
+        write_csv(out / "tiles.csv", pd.concat(tiles, ignore_index=True))
     for r in results.values():
         if r.vcd is not None and unpublished(r.vcd).is_file():
             os.replace(unpublished(r.vcd), r.vcd)
@@ -378,12 +398,12 @@ def unpublished(vcd: Path) -> Path:
 
 # What `write_results` writes into a results folder (besides the waveforms).
 RESULT_FILES = ("summary.json", "layers.csv", "energy.csv", "config.json", "stats.json",
-                "stats.txt", "trace.json")
+                "stats.txt", "trace.json", "tiles.csv")
 
 
 def remove_stale_artifacts(out: Path, results: dict[str, RunResult]) -> None:
-    """Remove the trace.json and waves_*.vcd an earlier run left in `out` that these
-    results did not write, and the report `desim report` wrote there by default (with its
+    """Remove the trace.json, tiles.csv and waves_*.vcd an earlier run left in `out` that
+    these results did not write, and the report `desim report` wrote there by default (with its
     plots): beside this run's summary they would pass for its own; and the unpublished
     waveforms of a run killed before its results were written, and the hidden halves of the
     result files a killed write left (`desim.results.atomic_path`'s names). Only those files
@@ -397,6 +417,8 @@ def remove_stale_artifacts(out: Path, results: dict[str, RunResult]) -> None:
         stale += out.glob(f".{name}.*.tmp")
     if all(r.trace is None for r in results.values()):
         stale.append(out / "trace.json")
+    if all(r.tiles is None for r in results.values()):
+        stale.append(out / "tiles.csv")
     for path in stale:
         if path.is_file():
             path.unlink()

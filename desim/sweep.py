@@ -373,8 +373,8 @@ def check_sweepable(path: Path, base: list[str], points: list[Point]) -> None:
         except ConfigError as err:
             first = first or err
             continue
-        if observe.trace or observe.vcd:
-            asked = " and ".join(k for k in ("trace", "vcd") if getattr(observe, k))
+        if observe.trace or observe.vcd or observe.tiles:
+            asked = " and ".join(k for k in ("trace", "vcd", "tiles") if getattr(observe, k))
             raise ConfigError(f"a sweep's points keep their summaries only, not {asked}: "
                               "set observe off to sweep, and trace one point with desim run "
                               "and its values as --set", file=str(path), key="observe")

@@ -194,7 +194,8 @@ def test_a_sweep_with_no_valid_point_is_refused_before_writing_anything(tmp_path
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("observe", ["observe.vcd=true", "observe.trace=true"])
+@pytest.mark.parametrize("observe", ["observe.vcd=true", "observe.trace=true",
+                                     "observe.tiles=true"])
 def test_a_sweep_that_asks_for_traces_is_refused_before_writing_anything(tmp_path, observe):
     """A point keeps its summary only: traces or waveforms asked of a sweep would be lost
     without a word, so the sweep says so (exit 2 from the CLI) and writes nothing."""

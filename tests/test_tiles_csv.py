@@ -1,0 +1,32 @@
+"""tiles.csv (`observe.tiles`, `desim run --tiles`): every tile the mapper planned."""
+
+import pandas as pd
+from small_experiments import lenet300_experiment
+
+import desim
+from desim.runner import run_file
+
+
+def test_tiles_add_up_to_their_layer_phases(tmp_path):
+    """Each layer-phase has as many tiles as layers.csv counts, and its tiles' MACs add up
+    to its MACs there (nominal, effectual, processed); a folder written again without the
+    tiles loses the stale tiles.csv."""
+    experiment = lenet300_experiment(tmp_path / "lenet300.yaml", {
+        "dense": {"method": "dense"}, "sparse": {"method": "magnitude", "sparsity": 0.5}})
+    out = tmp_path / "out"
+    result = desim.run(experiment, ["observe.tiles=true"], out=out)
+    written = pd.read_csv(out / "tiles.csv", dtype={"layer": str})
+    pd.testing.assert_frame_equal(written, result.tiles, check_dtype=False)
+    keys = ["run", "layer", "phase"]
+    per_phase = written.groupby(keys, sort=False).agg(
+        tiles=("tile", "size"), macs=("macs", "sum"), effectual_macs=("effectual_macs", "sum"),
+        processed_macs=("processed_macs", "sum"), last=("tile", "max")).reset_index()
+    layers = result.layers.merge(per_phase, on=keys, suffixes=("", "_of_tiles"))
+    assert len(layers) == len(result.layers[result.layers["tiles"] > 0])
+    assert (layers["tiles"] == layers["tiles_of_tiles"]).all()
+    assert (layers["last"] == layers["tiles"] - 1).all()   # numbered from 0 in each
+    for column in ("macs", "effectual_macs", "processed_macs"):
+        assert (layers[column] == layers[f"{column}_of_tiles"]).all(), column
+    assert set(written["run"]) == {"dense", "sparse"}
+    run_file(experiment, out)   # observe off: no tiles.csv beside the new summary
+    assert not (out / "tiles.csv").exists()
