@@ -176,6 +176,9 @@ class Accelerator(Module):
         waits = list(range(-1, len(rows) - 1)) if waits is None else list(waits)
         self._written = [self.env.event() for _ in rows]
         self._fetch_start = [0] * len(rows)
+        # each tile's life in the pipeline (ps): the fetcher turns to it, its results are in
+        # DRAM
+        self.tile_spans: list[list[list[int]]] = [[[0, 0] for _ in r] for r in rows]
         p = self.stage_ports
         self.add_process(self._fetch, rows, waits, p["fetch_out"])
         self.add_process(self._distribute, p["distribute_in"], p["distribute_out"], daemon=True)
@@ -203,6 +206,8 @@ class Accelerator(Module):
                 yield self._written[waits[j]]
             self._fetch_start[j] = start if ahead else int(self.env.now)  # its first fetch
             for i, row in enumerate(rows):
+                # the fetcher turns to the tile (it may wait for a free half of the buffer)
+                self.tile_spans[j][i][0] = start if i == 0 and ahead else int(self.env.now)
                 if i or not ahead:  # (a prefetching first tile holds its half already)
                     yield self.operand_halves.get(1)
                 nbytes = row[col["dram_read_bytes"]] - (ahead if i == 0 else 0)
@@ -276,12 +281,13 @@ class Accelerator(Module):
                 self._record(j, -1, -1, int(self.env.now))
                 self._written[j].succeed()
                 continue
-            for _ in rows:
+            for i in range(len(rows)):
                 row = yield from q_in.get()
                 nbytes = row[col["dram_write_bytes"]]
                 drain = self.spawn(self.glb.access(nbytes, "read"))
                 yield from self.dram.transfer(nbytes, is_write=True)
                 yield drain
+                self.tile_spans[j][i][1] = int(self.env.now)
                 if _has_results(row):
                     yield self.result_halves.put(1)
             self._record(j, rows[0][col["layer"]], rows[0][col["phase"]], self._fetch_start[j])

@@ -22,7 +22,7 @@ import torch
 from arch.accelerator import Accelerator
 from arch.config import ArchConfig, priced_actions
 from arch.systolic import SystolicConfig, apportion, layer_cycles
-from desim.clock import PS_PER_S, cycles_until
+from desim.clock import PS_PER_S, Clock, cycles_until
 from desim.elaborate import design_error, elaborate, workload_set_note
 from desim.errors import ConfigError
 from desim.events import PHASES, TILE_DTYPE
@@ -46,7 +46,7 @@ LAYER_COLUMNS = ["run", "arch", "layer", "phase", "macs", "effectual_macs", "pro
 # energy.csv: where each layer-phase's joules go, one row per component and action priced
 ENERGY_COLUMNS = ["run", "arch", "layer", "phase", "component", "action", "energy_j"]
 # tiles.csv (observe.tiles): every planned tile, the event table's columns
-TILE_COLUMNS = ["run", "arch", "layer", "phase", "tile",
+TILE_COLUMNS = ["run", "arch", "layer", "phase", "tile", "start_cycle", "end_cycle",
                 *(c for c in TILE_DTYPE.names if c not in ("layer", "phase"))]
 
 
@@ -208,17 +208,24 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
                      vector_layers_not_simulated(workload.vectors, workload.spec.inference,
                                                  bool(arch.vector_unit)),
                      acc.pes.peak_macs_per_cycle,
-                     planned_tiles(name, arch.name, work) if observe.tiles else None)
+                     planned_tiles(name, arch.name, work, acc.tile_spans, clock)
+                     if observe.tiles else None)
 
 
-def planned_tiles(run: str, arch: str, work: list[PhaseWork]) -> pd.DataFrame:
+def planned_tiles(run: str, arch: str, work: list[PhaseWork], spans: list[list[list[int]]],
+                  clock: Clock) -> pd.DataFrame:
     """tiles.csv's rows of one run: every tile of every layer-phase in the order the
     hardware runs them within it, as the mapper planned it (the event table's columns,
-    `desim.events.TILE_DTYPE`, but the layer's index and the phase's number, named)."""
+    `desim.events.TILE_DTYPE`, but the layer's index and the phase's number, named), and
+    when it ran (`spans`, the accelerator's `tile_spans`): from the cycle the fetcher turns
+    to it (it may then wait for a free half of the buffer) to the cycle its results are in
+    DRAM, as layers.csv counts a layer-phase's span."""
     frames = [pd.DataFrame({"run": run, "arch": arch, "layer": w.name,
                             "phase": PHASES[w.phase], "tile": np.arange(len(w.table)),
-                            **{c: w.table[c] for c in TILE_COLUMNS[5:]}})
-              for w in work if len(w.table)]
+                            "start_cycle": [start // clock.period_ps for start, _ in span],
+                            "end_cycle": [clock.cycles_until(end) for _, end in span],
+                            **{c: w.table[c] for c in TILE_COLUMNS[7:]}})
+              for w, span in zip(work, spans, strict=True) if len(w.table)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=TILE_COLUMNS)
 

@@ -28,5 +28,16 @@ def test_tiles_add_up_to_their_layer_phases(tmp_path):
     for column in ("macs", "effectual_macs", "processed_macs"):
         assert (layers[column] == layers[f"{column}_of_tiles"]).all(), column
     assert set(written["run"]) == {"dense", "sparse"}
+    # when each ran: within its layer-phase's span, in order, the first starting it and the
+    # last ending it (a layer-phase's span is its first fetch to its last write-back)
+    spans = written.groupby(keys, sort=False).agg(
+        first=("start_cycle", "min"), last_end=("end_cycle", "max")).reset_index()
+    spans = result.layers.merge(spans, on=keys)
+    assert (spans["first"] == spans["start_cycle"]).all()
+    assert (spans["last_end"] == spans["end_cycle"]).all()
+    assert (written["start_cycle"] < written["end_cycle"]).all()
+    for _, tiles in written.groupby(keys, sort=False):
+        assert tiles["start_cycle"].is_monotonic_increasing
+        assert tiles["end_cycle"].is_monotonic_increasing
     run_file(experiment, out)   # observe off: no tiles.csv beside the new summary
     assert not (out / "tiles.csv").exists()
