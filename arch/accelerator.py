@@ -176,8 +176,8 @@ class Accelerator(Module):
         waits = list(range(-1, len(rows) - 1)) if waits is None else list(waits)
         self._written = [self.env.event() for _ in rows]
         self._fetch_start = [0] * len(rows)
-        # each tile's life in the pipeline (ps): the fetcher turns to it, its results are in
-        # DRAM
+        # each tile's life in the pipeline, [start, end] ps: the fetcher turns to it, and
+        # its results are in DRAM (tiles.csv)
         self.tile_spans: list[list[list[int]]] = [[[0, 0] for _ in r] for r in rows]
         p = self.stage_ports
         self.add_process(self._fetch, rows, waits, p["fetch_out"])

@@ -100,7 +100,7 @@ class Result:
                             on_chip)
 
     def time_gains(self, run: str) -> pd.DataFrame:
-        """Where `run`'s speedup over the baseline comes from: cycles by the part that bound
+        """Where `run`'s speedup over the baseline comes from: seconds by the part that bound
         them (`time_by_busiest_part`), with `energy_gains`' columns."""
         from desim.gains import time_gains
 

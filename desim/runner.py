@@ -410,8 +410,8 @@ RESULT_FILES = ("summary.json", "layers.csv", "energy.csv", "config.json", "stat
 
 def remove_stale_artifacts(out: Path, results: dict[str, RunResult]) -> None:
     """Remove the trace.json, tiles.csv and waves_*.vcd an earlier run left in `out` that
-    these results did not write, and the report `desim report` wrote there by default (with its
-    plots): beside this run's summary they would pass for its own; and the unpublished
+    these results did not write, and the report `desim report` wrote there by default (with
+    its plots): beside this run's summary they would pass for its own; and the unpublished
     waveforms of a run killed before its results were written, and the hidden halves of the
     result files a killed write left (`desim.results.atomic_path`'s names). Only those files
     of desim's own; nothing else in the folder is touched (a report under another name
