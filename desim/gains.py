@@ -23,6 +23,8 @@ from typing import Any
 
 import pandas as pd
 
+from desim.metrics import OFF_CHIP
+
 COLUMNS = ["baseline", "run", "shrink", "share_of_run", "share_of_saving", "ratio_if_free"]
 TOTAL = "total"
 UNATTRIBUTED = "unattributed"  # time of layer-phases no part was busiest over
@@ -60,7 +62,7 @@ def energy_gains(baseline: dict[str, Any], run: dict[str, Any], on_chip: bool = 
     a chip's own energy figure is (the total's shrink is then the on-chip energy ratio)."""
     def joules(r: dict[str, Any]) -> dict[str, float]:
         return {c: float(j) for c, j in r["energy_by_component_j"].items()
-                if not (on_chip and c == "dram")}
+                if not (on_chip and c == OFF_CHIP)}
     return gains(joules(baseline), joules(run))
 
 

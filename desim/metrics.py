@@ -8,9 +8,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+# The energy component a chip's own energy figure leaves out.
+OFF_CHIP = "dram"
+
 
 def on_chip_energy_j(run: dict[str, Any]) -> float:
-    return float(run["energy_j"]) - float(run["energy_by_component_j"].get("dram", 0.0))
+    return float(run["energy_j"]) - float(run["energy_by_component_j"].get(OFF_CHIP, 0.0))
 
 
 def tflops_per_w(run: dict[str, Any]) -> float:

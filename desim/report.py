@@ -55,7 +55,7 @@ from pydantic import BaseModel, Field, model_validator
 from desim.configio import validate
 from desim.errors import ConfigError, guarded
 from desim.experiment import Claim
-from desim.metrics import DERIVED_RUN, on_chip_energy_j, on_chip_energy_ratio
+from desim.metrics import DERIVED_RUN, OFF_CHIP, on_chip_energy_j, on_chip_energy_ratio
 from desim.results import (
     DEFAULT_REPORT,
     atomic_path,
@@ -595,17 +595,17 @@ def roofline_points(layers: pd.DataFrame, run: str) -> tuple[pd.DataFrame, pd.Se
 
 def plot_roofline(results: Results, run: str, described: dict[str, Any], path: Path) -> Path:
     """`run`'s conv and linear layer-phases on the roofline of its processor (`described`:
-    `desim.elaborate.describe`'s MACs a cycle, DRAM GB/s and clock); layer-phases that
-    move no DRAM byte or do no MAC have no intensity and are left out."""
+    `desim.elaborate.describe`'s MACs a cycle and ridge, MACs per DRAM byte); layer-phases
+    that move no DRAM byte or do no MAC have no intensity and are left out."""
     import numpy as np
 
     plt = _pyplot()
     rows, intensity, rate = roofline_points(results.layers, run)
-    peak = described["macs_per_cycle"]
-    bandwidth = described["dram_gb_s"] * 1e3 / described["clock_mhz"]  # bytes a cycle
+    peak, ridge = described["macs_per_cycle"], described["macs_per_dram_byte"]
+    bandwidth = peak / ridge  # DRAM's bytes a cycle
     fig, ax = plt.subplots(figsize=(7.0, 4.5))
-    low = min([*intensity, peak / bandwidth]) / 4
-    high = max([*intensity, peak / bandwidth]) * 4
+    low = min([*intensity, ridge]) / 4
+    high = max([*intensity, ridge]) * 4
     xs = np.geomspace(low, high, 200)
     ax.plot(xs, np.minimum(peak, bandwidth * xs), color="black", linewidth=1,
             label=f"roofs: {peak:,} MACs a cycle, DRAM {bandwidth:.3g} B a cycle")
@@ -1147,7 +1147,7 @@ def gain_blocks(base: str, base_run: dict[str, Any], name: str, run: dict[str, A
     if time is not None:
         said.append(more_or_less(time.loc[TOTAL, "shrink"], "faster", "slower"))
     blocks: list[Block] = [Para(", ".join(said) + ".")]
-    chip = "dram" in energy.index
+    chip = OFF_CHIP in energy.index
     rows = [_gain_cells(part, row, 1e3) + (
         [_times(on_chip.loc[part, "ratio_if_free"]) if part in on_chip.index else "-"]
         if chip else []) for part, row in energy.iterrows()]

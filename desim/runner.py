@@ -45,9 +45,11 @@ LAYER_COLUMNS = ["run", "arch", "layer", "phase", "macs", "effectual_macs", "pro
                  "busiest_part", "busiest_link", "busiest_share"]
 # energy.csv: where each layer-phase's joules go, one row per component and action priced
 ENERGY_COLUMNS = ["run", "arch", "layer", "phase", "component", "action", "energy_j"]
-# tiles.csv (observe.tiles): every planned tile, the event table's columns
+# tiles.csv (observe.tiles): every planned tile, when it ran and the event table's columns
+# (but the layer's index and the phase's number, which the names before them give)
+EVENT_COLUMNS = [c for c in TILE_DTYPE.names if c not in ("layer", "phase")]
 TILE_COLUMNS = ["run", "arch", "layer", "phase", "tile", "start_cycle", "end_cycle",
-                *(c for c in TILE_DTYPE.names if c not in ("layer", "phase"))]
+                *EVENT_COLUMNS]
 
 
 @dataclass
@@ -224,7 +226,7 @@ def planned_tiles(run: str, arch: str, work: list[PhaseWork], spans: list[list[l
                             "phase": PHASES[w.phase], "tile": np.arange(len(w.table)),
                             "start_cycle": [start // clock.period_ps for start, _ in span],
                             "end_cycle": [clock.cycles_until(end) for _, end in span],
-                            **{c: w.table[c] for c in TILE_COLUMNS[7:]}})
+                            **{c: w.table[c] for c in EVENT_COLUMNS}})
               for w, span in zip(work, spans, strict=True) if len(w.table)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=TILE_COLUMNS)

@@ -332,13 +332,15 @@ def _kept_per_pe(cache: dict | None, key: tuple, held: torch.Tensor,
     """`_kept` for per-PE count maps, keyed (kind, id of the count map, block size): a map
     over LARGE_MAP_BYTES replaces the other entries of its kind and count map. Every map of
     the experiments here is smaller, so they are all kept as before."""
-    if cache is not None and key not in cache:
+    if cache is None:
+        return make()
+    if key not in cache:
         made = make()
         if made.element_size() * made.nelement() > LARGE_MAP_BYTES:
             for other in [k for k in cache if k[:2] == key[:2]]:
                 del cache[other]
         cache[key] = (held, made)
-    return _kept(cache, key, held, make)
+    return cache[key][1]
 
 
 def _row_totals(counts: torch.Tensor) -> np.ndarray:
