@@ -60,7 +60,7 @@ class Result:
     def comparison(self) -> pd.DataFrame:
         """One row per run: its time and energy, and both against the baseline (baseline /
         run: 2.0 is twice as fast, half the energy)."""
-        from desim.report import vector_share
+        from desim.summary_text import vector_share
 
         summary = self.summary
         rows = {name: {"arch": run["arch"], "cycles": run["cycles"],

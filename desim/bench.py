@@ -172,7 +172,9 @@ def register(app: typer.Typer) -> None:
         frontend: Annotated[bool, typer.Option(help="also time capture, counting and "
                                                "whole runs of ResNet-18 ImageNet")] = True,
     ) -> None:
-        """Speed and memory: the kernel against plain SimPy, tracing off and on, and the
+        """Measure speed and memory as ratios taken side by side in one run.
+
+        The kernel against plain SimPy doing the same events, tracing off and on, and the
         front end on ResNet-18 ImageNet."""
         from desim.errors import guarded
         from desim.results import writable_file

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 class _Commands(TyperGroup):
     """The commands, of which bench, compare, report and sweep are loaded when named (or
     listed, for help): their modules, which `desim run` does not need, are not imported for
-    it."""
+    it. Each command's help is its docstring with every paragraph made one line, which the
+    terminal then wraps (rich keeps a docstring's line breaks as they are)."""
 
     LOADED_WHEN_NAMED = {"bench": "desim.bench", "compare": "desim.compare",
                          "report": "desim.report", "sweep": "desim.sweep"}
@@ -46,7 +47,10 @@ class _Commands(TyperGroup):
             commands = typer.Typer(add_completion=False)  # as the app: no completion options
             importlib.import_module(self.LOADED_WHEN_NAMED[name]).register(commands)
             self.add_command(typer.main.get_command(commands), name)
-        return super().get_command(ctx, name)
+        command = super().get_command(ctx, name)
+        if command is not None and command.help:  # paragraphs of a docstring reflowed
+            command.help = "\n\n".join(" ".join(p.split()) for p in command.help.split("\n\n"))
+        return command
 
     def resolve_command(self, ctx: click.Context, args: list[str]
                         ) -> tuple[str | None, click.Command | None, list[str]]:
@@ -124,8 +128,10 @@ def check(
     config: Annotated[Path, typer.Argument(help="experiment YAML (configs/experiments/...)")],
     set_: SetOption = None,
 ) -> None:
-    """Validate an experiment and elaborate each run's processor, without simulating:
-    seconds, and a table of what each processor is."""
+    """Validate an experiment and build each run's processor, without simulating.
+
+    Takes seconds; prints a table of what each processor is (MACs a cycle, buffers, DRAM,
+    NoC, sparse units)."""
     from desim.check import check as check_experiment
     from desim.elaborate import DESCRIBED, cell
 
@@ -154,7 +160,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     design has no vector unit, how many vector layers a run left out: all but the ReLUs it
     applies on the PE array's output (`mappings.vector.vector_layers_not_simulated`)."""
     from desim.metrics import on_chip_energy_ratio
-    from desim.report import bound_text, busy_text, more_or_less, vector_share
+    from desim.summary_text import bound_text, busy_text, more_or_less, vector_share
 
     training = any(p["cycles"] for r in summary["runs"].values()
                    for phase, p in r["phases"].items() if phase != "FF")
@@ -217,7 +223,7 @@ def largest_parts(base: dict[str, Any], run: dict[str, Any], base_name: str) -> 
     component with the largest share of its energy and the part that bound the largest
     share of its time, each against the baseline's; `desim report` has the whole split."""
     from desim.gains import energy_gains, time_gains
-    from desim.report import more_or_less
+    from desim.summary_text import more_or_less
 
     def against(row: Any) -> str:
         return (f"none in {base_name}" if not row["baseline"]
@@ -247,7 +253,8 @@ def topology(
         "--set", help="override key.path=value in the architecture file, as the run's "
                       "arch.<run>.<key.path> did")] = None,
 ) -> None:
-    """Draw the architecture's graph: nodes by kind, links by bandwidth (or utilization).
+    """Draw an architecture's graph: nodes by kind, links by bandwidth (or how busy).
+
     Files with a `kind:` (ReRAM crossbars, the SNN array) are drawn as their datapath."""
     from arch.accelerator import build_graph
     from arch.config import ArchConfig
@@ -280,7 +287,11 @@ def _utilization(stats_dir: Path, run_name: str | None, arch: Path, cfg: ArchCon
     resolved design (config.json) is the file's, `cfg`: a run whose design was changed
     (`--set`, `arch_set`), or another design of the same name, would colour the drawing
     with figures of hardware it does not show."""
-    from desim.report import graph_utilization, read_run_stats, read_summary_and_config
+    from desim.results_folder import (
+        graph_utilization,
+        read_run_stats,
+        read_summary_and_config,
+    )
 
     summary, config = read_summary_and_config(stats_dir)  # each run's arch read below
     designs = config.get("architectures", {})

@@ -17,19 +17,11 @@ from typing import Annotated
 
 import typer
 
+from desim.document import Block, Heading, Para, Table, to_markdown
 from desim.errors import ConfigError, guarded
-from desim.report import (
-    Block,
-    Heading,
-    Para,
-    Results,
-    Table,
-    config_differences,
-    gain_blocks,
-    load_results,
-    to_markdown,
-)
+from desim.report import config_differences, gain_blocks
 from desim.results import writable_file, write_atomic
+from desim.results_folder import Results, load_results
 
 
 def compare(before: Path, after: Path, runs: list[str] | None = None) -> list[Block]:
@@ -95,9 +87,11 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path | None, typer.Option(
             "--out", "-o", help="also write the comparison to FILE.md")] = None,
     ) -> None:
-        """What differs between two results folders' configurations, where it moved the
-        claims, and where it moved each run's time and energy (component by component,
-        part by part)."""
+        """Read a what-if's results folder against the one before it.
+
+        What differs between the two folders' configurations, where it moved the claims,
+        and where it moved each run's time and energy (component by component, part by
+        part)."""
         from rich.console import Console
         from rich.markdown import Markdown
 

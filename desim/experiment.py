@@ -58,7 +58,7 @@ class Claim(Strict):
     """A paper's figure and the result value that should reproduce it (`desim report` checks).
 
     `metric` is a dotted path into summary.json (`comparison.hppu.speedup`,
-    `runs.hppu.workload.accuracy`) or a derived metric of `desim.report`
+    `runs.hppu.workload.accuracy`) or a derived metric of `desim.claims`
     (`comparison.hppu.on_chip_energy_ratio`); with `over`, the value is metric / over. A
     list of metrics (with a list of as many `over`, or none) gives their mean: a figure
     measured over several seeds, whose single runs scatter more than the tolerance.

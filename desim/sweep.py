@@ -68,6 +68,7 @@ from rich.markup import escape
 
 from desim.errors import ConfigError, fail
 from desim.metrics import DERIVED_RUN
+from desim.plots import save_figure
 from desim.results import atomic_path, writable_folder
 
 if TYPE_CHECKING:
@@ -903,7 +904,7 @@ def plot_pareto(frame: pd.DataFrame, objectives: Sequence[str], out: Path) -> Pa
     ax.grid(alpha=0.3)
     if len(totals):
         ax.legend(fontsize="small")
-    _save(fig, out)
+    save_figure(fig, out, dpi=120)
     return out
 
 
@@ -943,7 +944,7 @@ def plot_metric(frame: pd.DataFrame, metric: str, axis: str, out: str | Path,
     if len(rows):
         ax.legend(fontsize="small")
     out = Path(out)
-    _save(fig, out)
+    save_figure(fig, out, dpi=120)
     return out
 
 
@@ -956,13 +957,6 @@ def plotted_rows(frame: pd.DataFrame, metric: str, phase: str = "total") -> pd.D
         itself = rows.groupby("run", sort=False)[metric].transform(lambda v: (v == 1.0).all())
         rows = rows[~itself.astype(bool)]
     return rows
-
-
-def _save(fig: Any, out: Path) -> None:
-    """Write the figure atomically, in the format its name says (a kill mid-write leaves
-    the earlier plot whole, never half a file)."""
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=120, format=out.suffix.removeprefix(".") or "png")
 
 
 def _xs(column: pd.Series, numeric: bool) -> list[Any]:
@@ -1029,8 +1023,10 @@ def register(app: typer.Typer) -> None:
         retry_failed: Annotated[bool, typer.Option(
             "--retry-failed", help="compute failed points again")] = False,
     ) -> None:
-        """Run a grid or random sweep over an experiment's parameters on Dask; resumable:
-        run it again after any interruption and only the missing points are computed."""
+        """Run a grid or random sweep over an experiment's parameters, on Dask.
+
+        Resumable: run it again after any interruption and only the missing points are
+        computed."""
         from rich.console import Console
 
         console, errors = Console(), Console(stderr=True)

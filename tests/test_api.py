@@ -158,7 +158,7 @@ def test_no_layer_phase_beats_its_roofline(lenet):
     cycle than the PE array has, nor move more DRAM bytes than DRAM's peak: every point of
     the report's roofline lies under both roofs."""
     from desim.elaborate import describe
-    from desim.report import roofline_points
+    from desim.plots import roofline_points
 
     _, result, _ = lenet
     for run in ("dense", "hppu"):

@@ -807,3 +807,20 @@ def test_commands_loaded_when_named_take_their_own_options_and_are_suggested():
     result = runner.invoke(app, ["swep"])
     assert result.exit_code == 2
     assert "Did you mean 'sweep'?" in result.output
+
+
+def test_every_commands_help_reads_as_paragraphs():
+    """Each command's help (its docstring) is paragraphs of one line each, which the terminal
+    wraps: rich printed a docstring's own line breaks, cutting sentences mid-line; its first
+    paragraph, the line `desim --help` lists, is one sentence."""
+    import typer
+
+    from desim.cli import app
+
+    group = typer.main.get_command(app)
+    ctx = group.make_context("desim", ["run"], resilient_parsing=True)
+    for name in group.list_commands(ctx):
+        text = group.get_command(ctx, name).help
+        paragraphs = text.split("\n\n")
+        assert all("\n" not in p and p == p.strip() for p in paragraphs), (name, text)
+        assert paragraphs[0].endswith(".") and paragraphs[0].count(". ") == 0, (name, text)

@@ -9,8 +9,9 @@ import pytest
 from small_experiments import lenet300_experiment
 
 from desim.compare import compare
+from desim.document import to_markdown
 from desim.gains import energy_gains, time_gains
-from desim.report import read_summary_and_config, to_markdown
+from desim.results_folder import read_summary_and_config
 from desim.runner import run_file
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from desim.experiment import load_arch, load_experiment
-from desim.report import build_report, load_results
+from desim.report import build_report
+from desim.results_folder import load_results
 from mappings.capture import capture
 from mappings.counting import BP, FF, WG, SkipPolicy
 from mappings.planner import tile_phase

@@ -13,29 +13,16 @@ import typer
 from small_experiments import lenet300_experiment
 from typer.testing import CliRunner
 
+from desim.claims import ClaimCheck, check_claim, resolve
+from desim.document import Para, to_html
 from desim.errors import ConfigError
 from desim.experiment import CLAIM_METRICS, Claim, load_experiment
 from desim.gains import energy_gains
-from desim.metrics import on_chip_energy_j
-from desim.report import (
-    DERIVED_RUN,
-    OTHER_COLORS,
-    ClaimCheck,
-    Para,
-    Results,
-    _claim_rows,
-    _pyplot,
-    _stacked_bars,
-    _tally,
-    arch_differences,
-    build_report,
-    check_claim,
-    component_color,
-    register,
-    resolve,
-    to_html,
-)
+from desim.metrics import DERIVED_RUN, on_chip_energy_j
+from desim.plots import OTHER_COLORS, _stacked_bars, component_color
+from desim.report import _claim_rows, _tally, arch_differences, build_report, register
 from desim.results import report_files
+from desim.results_folder import Results
 from desim.runner import run_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -452,15 +439,14 @@ def test_a_component_has_one_colour_in_every_plot():
     noc and selector alike (by index, the second plot's MACs took the first's DRAM colour);
     a component desim does not know gets the same light colour every time."""
     from matplotlib.colors import to_hex
+    from matplotlib.figure import Figure
 
-    plt = _pyplot()
-    fig, (one, two) = plt.subplots(2)
+    one, two = Figure().subplots(2)
     _stacked_bars(one, ["r"], {"dram": [1.0], "macs": [2.0], "noc": [3.0]})
     _stacked_bars(two, ["r", "s"], {"macs": [1.0, 2.0], "noc": [1.0, 1.0],
                                     "selector": [2.0, 1.0], "laser": [1.0, 1.0]})
     colours = [{bars.get_label(): {to_hex(p.get_facecolor()) for p in bars.patches}
                 for bars in ax.containers} for ax in (one, two)]
-    plt.close(fig)
     assert colours[0] == {"dram": {"#8c564b"}, "macs": {"#1f77b4"}, "noc": {"#9467bd"}}
     assert colours[1] == {"macs": {"#1f77b4"}, "noc": {"#9467bd"}, "selector": {"#e377c2"},
                           "laser": {component_color("laser")}}
@@ -508,8 +494,6 @@ def test_a_traced_run_is_not_said_to_deviate_from_its_file():
     """--trace and --vcd are recorded as observe.* overrides; they change no figure."""
     import pandas as pd
 
-    from desim.report import ClaimCheck, Results
-
     surprise = ClaimCheck(Claim(metric="comparison.hppu.speedup", paper=4.0, tolerance=0.8),
                           value=2.0)  # expected within, found outside
     traced = {"overrides": ["observe.trace=true", "observe.vcd=true"]}
@@ -523,7 +507,7 @@ def test_a_traced_run_is_not_said_to_deviate_from_its_file():
 def test_ranges_keep_the_papers_digits_and_large_figures_print_in_full():
     """Trainer's FP16 peak, 173.28 +- 34.66, read "138.6 to 208"; a cycle count in a ratio
     claim's operands read "4.242e+06"."""
-    from desim.report import _fmt
+    from desim.summary_text import fmt as _fmt
 
     check = ClaimCheck(Claim(metric="runs.x.cycles", paper=173.28, tolerance=34.66), 16.6)
     assert check.range_text == "138.62 to 207.94"
@@ -556,7 +540,7 @@ def test_an_idle_noc_link_reads_0_percent_and_a_port_off_the_noc_has_no_figure(t
     from arch.accelerator import build_graph
     from arch.draw import draw_topology
     from desim.experiment import load_design
-    from desim.report import graph_utilization
+    from desim.results_folder import graph_utilization
 
     graph = build_graph(load_design(ROOT / "configs" / "arch" / "hppu_like.yaml"))
     modules = {"q.noc.selector->r0_0": {"utilization": 0.5},

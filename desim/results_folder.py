@@ -1,0 +1,273 @@
+"""A results folder (`desim run --out DIR`) read back: summary.json, config.json, layers.csv
+and energy.csv, each checked as it is read, so that a folder another program wrote, an
+older desim's, or a hand edit fails with the file and the key, not in the middle of a
+report's table; and the folder's claims checked (`desim.claims`)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field, model_validator
+
+from desim.claims import ClaimCheck, check_claim
+from desim.configio import validate
+from desim.errors import ConfigError
+from desim.experiment import Claim
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@dataclass
+class Results:
+    """What one results folder holds, read back."""
+
+    path: Path
+    summary: dict[str, Any]
+    config: dict[str, Any]
+    layers: pd.DataFrame
+    checks: list[ClaimCheck] = field(default_factory=list)
+    energy: pd.DataFrame | None = None  # energy.csv (folders written before it: None)
+
+    @property
+    def experiment(self) -> dict[str, Any]:
+        return self.config.get("experiment", {})
+
+    @property
+    def name(self) -> str:
+        return str(self.summary.get("experiment", self.path.name))
+
+    @property
+    def overrides(self) -> list[str]:
+        """The `--set` items the run applied over its experiment file (folders written
+        before config.json recorded them: none known)."""
+        return [str(item) for item in self.config.get("overrides", [])]
+
+    def verdict(self, check: ClaimCheck) -> str:
+        """The claim's verdict; a surprise of a run made with --set says the run was not
+        the experiment file's (`observe.*`, --trace and --vcd, changes no figure)."""
+        if check.as_expected or all(o.startswith("observe.") for o in self.overrides):
+            return check.verdict
+        return f"{check.verdict}; the run deviated from its file (--set)"
+
+
+def load_results(path: Path) -> Results:
+    """Read summary.json, config.json, layers.csv and (where there is one) energy.csv of a
+    results folder; check its claims."""
+    summary, config = read_summary_and_config(path)
+    layers = _read_table(path, "layers.csv", LAYER_COLUMNS, "not a results folder: ")
+    energy = (_read_table(path, "energy.csv", ENERGY_COLUMNS)
+              if (path / "energy.csv").exists() else None)  # none before desim wrote it
+    _check_tables_add_up(path, summary, layers, energy)
+    results = Results(path, summary, config, layers, energy=energy)
+    claims = [validate(Claim, c, path / "config.json", f"experiment.claims.{i}")
+              for i, c in enumerate(results.experiment.get("claims", []))]
+    results.checks = [check_claim(results.summary, c) for c in claims]
+    return results
+
+
+def _check_tables_add_up(path: Path, summary: dict[str, Any], layers: pd.DataFrame,
+                         energy: pd.DataFrame | None) -> None:
+    """Each run's rows of layers.csv add up to its cycles in summary.json, and of energy.csv
+    to its joules, as `desim run` writes them: a file cut short (a copy stopped midway) or
+    from another folder read as it was, and the report's tables and timelines showed part
+    of a run without a word."""
+    import pandas as pd
+
+    again = "the file is cut short or from another folder; write the folder again (desim run)"
+    tables = [("layers.csv", layers, "cycles"), ("energy.csv", energy, "energy_j")]
+    for name, table, column in tables:
+        if table is None or column not in table.columns:  # no energy.csv (older folders)
+            continue
+        strays = sorted(set(table["run"].astype(str)) - set(summary["runs"]))
+        if strays:
+            raise ConfigError(f"{name} has rows of run(s) {', '.join(map(repr, strays))} that "
+                              f"summary.json does not have (runs: {', '.join(summary['runs'])}"
+                              f"): {again}", file=str(path))
+        for run, figures in summary["runs"].items():
+            rows = pd.to_numeric(table.loc[table["run"] == run, column], errors="coerce")
+            if rows.isna().any():
+                raise ConfigError(f"{name}: a row of run {run!r} has no {column}: {again}",
+                                  file=str(path))
+            total, expected = float(rows.sum()), float(figures[column])
+            if not math.isclose(total, expected, rel_tol=1e-9):
+                raise ConfigError(f"{name}: the rows of run {run!r} add up to {total:,.8g} "
+                                  f"{column}, but summary.json has {expected:,.8g}: {again}",
+                                  file=str(path))
+
+
+def _read_json(path: Path, name: str) -> Any:
+    """A JSON file of a results folder as it is; one missing or not JSON is bad input
+    naming the folder and the file."""
+    try:
+        return json.loads((path / name).read_text())
+    except (OSError, ValueError) as err:
+        sweep = (path / "sweep.json").is_file()  # `desim sweep --out`: no run's folder
+        raise ConfigError(f"not a results folder: cannot read {name} ({err})" + (
+            "; this is a sweep's folder: its results are results.parquet (one row per "
+            "point, run and phase), and `desim run --set` of a point's values writes a "
+            "folder to report" if sweep else ""), file=str(path)) from None
+
+
+def read_summary_and_config(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """summary.json and config.json of a results folder, checked as the report and `desim
+    topology --stats` read them (`SummaryRead`, `ConfigRead`): a damaged one is bad input
+    naming the file and the key. Returned as they are (the parts not read pass unchecked)."""
+    summary, config = _read_json(path, "summary.json"), _read_json(path, "config.json")
+    validate(SummaryRead, summary, path / "summary.json")
+    validate(ConfigRead, config, path / "config.json")
+    return summary, config
+
+
+def read_run_stats(path: Path, run: str) -> dict[str, Any]:
+    """Run `run`'s entry of a results folder's stats.json, checked as `desim topology
+    --stats` reads it (`RunStatsRead`): its modules and their utilization."""
+    stats = _read_json(path, "stats.json")
+    if not isinstance(stats, dict):
+        raise ConfigError(f"expected a mapping of runs, got {type(stats).__name__}",
+                          file=str(path / "stats.json"))
+    if run not in stats:
+        raise ConfigError(f"no run {run!r}; runs: {', '.join(stats)}", file=str(path))
+    validate(RunStatsRead, stats[run], path / "stats.json", prefix=run)
+    return stats[run]
+
+
+def graph_utilization(graph: Any, modules: dict[str, Any], run: str) -> dict[str, Any]:
+    """How busy each link and node of a processor's graph was in run `run`, from its
+    stats.json `modules`, as `arch.draw.draw_topology` colours them: a link, the NoC
+    link's share; a cluster, the PE array's; the global buffer, DRAM, the selector, their
+    own (a router does no timed work of its own: its links do). A NoC link that no
+    transfer took was 0% busy: the simulator makes a link's module on its first use
+    (`arch.noc.Noc._link`), so stats.json has none for it. A link that is no NoC link
+    (DRAM's port: DRAM's own share is its node's; the global buffer's to its selector)
+    has no figure: drawn grey. Every NoC link has a router at one end (between routers, or
+    a cluster's or the global buffer's port to its router); no other link has one. A node
+    that serves several transactions at once (the global buffer's two ports): the mean of
+    its ports' shares, as in summary.json (`desim.stats.busy_share`)."""
+    from desim.stats import busy_share
+
+    links = {}
+    for u, v in graph.edges:
+        entry = modules.get(f"{run}.noc.{u}->{v}")
+        if entry is not None:
+            links[f"{u}->{v}"] = entry.get("utilization", 0.0)
+        elif "router" in (graph.nodes[u]["kind"], graph.nodes[v]["kind"]):
+            links[f"{u}->{v}"] = 0.0  # idle the whole run
+    nodes = {}
+    for node, data in graph.nodes(data=True):
+        module = {"pe_cluster": "pe_array"}.get(data["kind"], node)
+        entry = modules.get(f"{run}.{module}")
+        if entry is not None and "utilization" in entry and data["kind"] != "router":
+            nodes[node] = min(1.0, busy_share(entry))
+    return {"nodes": nodes, "links": links}
+
+
+class WorkloadRead(BaseModel):
+    """What the report reads of a run's workload in summary.json: the sparsities of its
+    runs table (a hand edit to a string or null failed formatting them, with a traceback)."""
+
+    weight_sparsity: float | None = None
+    activation_sparsity: float | None = None
+    gradient_sparsity: float | None = None
+
+
+class RunRead(BaseModel):
+    """What the report reads of a run in summary.json (the rest passes unchecked)."""
+
+    arch: str
+    cycles: int
+    seconds: float
+    energy_j: float
+    energy_by_component_j: dict[str, float]
+    units: dict[str, dict[str, float]]
+    workload: WorkloadRead = WorkloadRead()
+    energy_prices_pj: dict[str, float] = {}
+    utilization: dict[str, float] = {}  # none in a summary written before 2026-12-05
+    busiest_parts: dict[str, str] = {}
+    time_by_busiest_part: dict[str, float] = {}  # none before 2026-12-05's second session
+
+
+class ComparisonRead(BaseModel):
+    """What the report reads of a run's comparison with the baseline in summary.json."""
+
+    speedup: float
+    energy_ratio: float
+
+
+class PruningRead(BaseModel):
+    method: str = "?"
+    sparsity: float | None = None
+
+
+class RunConfigRead(BaseModel):
+    name: str
+    pruning: PruningRead = PruningRead()
+
+
+class ExperimentRead(BaseModel):
+    """What the report reads of config.json's experiment (its runs' pruning, the workload
+    of its assumptions): the rest passes unchecked."""
+
+    runs: list[RunConfigRead] = []
+    workload: dict[str, Any] = {}
+    notes: list[str] = []
+    claims: list[Any] = []  # each then validated as a Claim
+
+
+class ModuleStatsRead(BaseModel):
+    """What `desim topology --stats` reads of a module in stats.json."""
+
+    utilization: float = 0.0
+    concurrency: int = Field(1, ge=1)
+
+
+class RunStatsRead(BaseModel):
+    modules: dict[str, ModuleStatsRead]
+
+
+class ConfigRead(BaseModel):
+    experiment: ExperimentRead = ExperimentRead()
+    overrides: list[str] = []  # the run's --set items (none before 2026-12-04)
+    architectures: dict[str, dict[str, Any] | None] = {}  # each run's resolved design
+
+
+class SummaryRead(BaseModel):
+    """What the report reads of summary.json: a folder another program wrote, or an older
+    desim, or a hand edit fails here with the key, not in the middle of a table."""
+
+    experiment: str
+    baseline: str
+    runs: dict[str, RunRead]
+    comparison: dict[str, ComparisonRead]
+
+    @model_validator(mode="after")
+    def _baseline_is_a_run(self) -> SummaryRead:
+        if self.baseline not in self.runs or set(self.comparison) != set(self.runs):
+            raise ValueError(f"baseline: {self.baseline!r} and comparison must name the runs "
+                             f"{list(self.runs)}")
+        return self
+
+
+LAYER_COLUMNS = {"run", "layer", "phase", "start_cycle", "end_cycle"}
+ENERGY_COLUMNS = {"run", "layer", "phase", "component", "energy_j"}
+
+
+def _read_table(path: Path, name: str, columns: set[str], fault: str = "") -> pd.DataFrame:
+    """A CSV of a results folder with the columns the report reads; anything else is bad
+    input naming the folder, the file and what it lacks (`fault` leads the message)."""
+    import pandas as pd  # here, not at the top: the CLI starts without pandas
+
+    try:
+        table = pd.read_csv(path / name, dtype={"run": str, "arch": str, "layer": str})
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{fault}cannot read {name} ({err})", file=str(path)) from None
+    if "run" not in table.columns and "arch" in table.columns:
+        table = table.rename(columns={"arch": "run"})  # written before 2026-12-03: run names
+    missing = columns - set(table.columns)
+    if missing:
+        raise ConfigError(f"{fault}{name} lacks {', '.join(sorted(missing))}", file=str(path))
+    return table

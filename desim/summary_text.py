@@ -1,0 +1,61 @@
+"""A run's figures in words, as `desim run` prints them and `desim report` writes them: one
+wording for both, so the terminal and the report never say a figure two ways.
+
+The runs are summary.json's entries (`desim.runner.summarize`)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def fmt(v: float | None, digits: int = 4) -> str:
+    """A figure to `digits` significant digits; a large one in full, with thousands
+    separators (4,242,000, not 4.242e+06), a tiny one in e-notation."""
+    if v is None:
+        return "-"
+    if math.isinf(v) or math.isnan(v):
+        return str(v)
+    if abs(v) >= 1e4:
+        return f"{round(v, digits - 1 - math.floor(math.log10(abs(v)))):,.0f}"
+    return f"{v:.{digits}g}"
+
+
+def times(x: float) -> str:
+    return f"{x:.2f}x" if math.isfinite(x) else "-"
+
+
+def more_or_less(ratio: float, less: str, more: str) -> str:
+    """A baseline-over-run ratio as words: 2.00x less, or 1.25x more for 0.8."""
+    return (f"{times(ratio)} {less}" if not ratio or ratio >= 1
+            else f"{times(1 / ratio)} {more}")
+
+
+def vector_share(run: dict[str, Any]) -> float | None:
+    """The share of a run's time (summary.json's run) its vector layers take: batch norm,
+    pooling, adds, softmax, work that weight sparsity does not shrink. None for results written
+    before `units` existed, or a run of no time."""
+    if "units" not in run or not run["cycles"]:
+        return None
+    return run["units"].get("vector_unit", {}).get("cycles", 0) / run["cycles"]
+
+
+def busy_text(run: dict[str, Any], parts: int | None = None) -> str:
+    """A run's `utilization`, busiest part first: "dram 64%, noc 52% (busiest glb->r0_0),
+    ..."; the names are summary.json's. `parts`: only that many, the busiest; "-" for a
+    run written before summary.json had them."""
+    shares = sorted(run.get("utilization", {}).items(), key=lambda kv: (-kv[1], kv[0]))
+    if not shares:
+        return "-"
+    busiest = run.get("busiest_parts", {})
+    return ", ".join(f"{part} {100 * share:.0f}%"
+                     + (f" (busiest {busiest[part]})" if part in busiest else "")
+                     for part, share in shares[:parts])
+
+
+def bound_text(run: dict[str, Any]) -> str:
+    """A run's `time_by_busiest_part`, the largest first, parts under half a percent left
+    out: "dram 51%, pe_array 28%, ..."; "-" for a run written before summary.json had it."""
+    shares = sorted(run.get("time_by_busiest_part", {}).items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{part} {100 * share:.0f}%" for part, share in shares
+                     if share >= 0.005) or "-"
