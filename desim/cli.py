@@ -85,8 +85,8 @@ def run(
     cache: Annotated[Path | None, typer.Option(
         "--cache", help="keep each captured workload (trained, pruned) in this folder and "
                         "reuse it when a run has the same workload and pruning: a hardware "
-                        "what-if skips the capture and training; the same numbers. Only a "
-                        "folder of your own (its files are pickles)")] = None,
+                        "what-if skips capture and training and gives the same numbers. Use "
+                        "only a folder you made: its files are pickles, which run code")] = None,
 ) -> None:
     """Simulate one training iteration of an experiment's workload on each architecture."""
     from desim.experiment import load_experiment
@@ -227,7 +227,7 @@ def largest_parts(base: dict[str, Any], run: dict[str, Any], base_name: str) -> 
 
     def against(row: Any) -> str:
         return (f"none in {base_name}" if not row["baseline"]
-                else f"{more_or_less(row['shrink'], 'less', 'more')} than {base_name}")
+                else f"{more_or_less(row['shrink'], 'less', 'more')} than {base_name}'s")
 
     energy = energy_gains(base, run).drop("total")
     top = energy.loc[energy["share_of_run"].idxmax()]
@@ -250,8 +250,8 @@ def topology(
     run_name: Annotated[str | None, typer.Option("--run", help="which run of --stats (default: "
                                                  "the first whose design is this file's)")] = None,
     set_: Annotated[list[str] | None, typer.Option(
-        "--set", help="override key.path=value in the architecture file, as the run's "
-                      "arch.<run>.<key.path> did")] = None,
+        "--set", help="override key.path=value in the architecture file (what `desim run "
+                      "--set arch.<run>.<key.path>=value` did to the run of --stats)")] = None,
 ) -> None:
     """Draw an architecture's graph: nodes by kind, links by bandwidth (or how busy).
 

@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from desim.document import Block, Heading, Para, Table, to_markdown
+from desim.document import Block, Heading, Para, Table, print_blocks, to_markdown
 from desim.errors import ConfigError, guarded
 from desim.report import config_differences, gain_blocks
 from desim.results import writable_file, write_atomic
@@ -93,12 +93,11 @@ def register(app: typer.Typer) -> None:
         and where it moved each run's time and energy (component by component, part by
         part)."""
         from rich.console import Console
-        from rich.markdown import Markdown
 
-        text = guarded(lambda: to_markdown(compare(before, after, run)))
+        blocks = guarded(lambda: compare(before, after, run))
         if out is not None:
-            guarded(lambda: write_atomic(writable_file(out), text))
-        Console().print(Markdown(text))
+            guarded(lambda: write_atomic(writable_file(out), to_markdown(blocks)))
+        print_blocks(Console(), blocks)
         if out is not None:
             Console().print(f"wrote {out}", highlight=False, markup=False)
 

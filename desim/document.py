@@ -1,13 +1,14 @@
 """A document as a list of blocks (headings, paragraphs, bullets, tables, images), rendered
-to Markdown and to HTML: `desim report` and `desim compare` write one content in both
-forms. The HTML is a minimal template, no dependency beyond the standard library; the text
-may hold the Markdown inline markup `code`, **bold** and [links](url)."""
+to Markdown, to HTML and to the terminal: `desim report` and `desim compare` write one
+content in each form. The HTML is a minimal template, no dependency beyond the standard
+library; the text may hold the Markdown inline markup `code`, **bold** and [links](url)."""
 
 from __future__ import annotations
 
 import html
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -132,3 +133,23 @@ def to_html(blocks: list[Block], title: str) -> str:
         else:
             out.append(f'<p><img src="{html.escape(b.src)}" alt="{html.escape(b.alt)}"></p>')
     return HTML_TEMPLATE.format(title=html.escape(title), body="\n".join(out))
+
+
+def print_blocks(console: Any, blocks: list[Block]) -> None:
+    """The blocks on a rich console: the text's inline markup rendered, and a table's cells
+    folded onto more lines where the terminal is narrow, never cut short (rich's Markdown
+    cuts a wide table's figures with an ellipsis)."""
+    from rich.markdown import Markdown
+    from rich.table import Table as RichTable
+
+    for b in blocks:
+        if isinstance(b, Table):
+            table = RichTable(show_lines=False)
+            for i, head in enumerate(b.header):
+                table.add_column(Markdown(head), overflow="fold",
+                                 justify="right" if i in b.numeric else "left")
+            for row in b.rows:
+                table.add_row(*(Markdown(c) if "`" in c or "**" in c else c for c in row))
+            console.print(table)
+        elif not isinstance(b, Image):  # a picture has no place in a terminal
+            console.print(Markdown(to_markdown([b])))

@@ -71,7 +71,7 @@ def plot_energy(results: Results, path: Path) -> Path:
         comp: [r["energy_by_component_j"].get(comp, 0.0) * 1e3 for r in runs.values()]
         for comp in components})
     ax.set_ylabel("energy (mJ)")
-    ax.set_title(f"{results.name}: energy per component")
+    ax.set_title(f"{results.shown_name}: energy per component")
     return save_figure(fig, path)
 
 
@@ -108,7 +108,7 @@ def plot_time_by_busiest_part(results: Results, path: Path) -> Path | None:
     ax.set_yticks(range(len(runs)), list(runs))
     ax.invert_yaxis()
     ax.set_xlabel("time (ms)")
-    ax.set_title(f"{results.name}: time by each layer-phase's busiest part")
+    ax.set_title(f"{results.shown_name}: time by each layer-phase's busiest part")
     return save_figure(fig, path)
 
 
@@ -130,7 +130,7 @@ def plot_timeline(results: Results, run: str, path: Path, by: str = "phase") -> 
     ax.set_yticks(range(len(names)), names, fontsize=max(4, min(8, 400 // max(len(names), 1))))
     ax.invert_yaxis()
     ax.set_xlabel("cycle")
-    ax.set_title(f"{results.name}: {run}, layer timeline"
+    ax.set_title(f"{results.shown_name}: {run}, layer timeline"
                  + (", coloured by the busiest part" if by != "phase" else ""))
     ax.legend(fontsize=8, loc="lower right")
     return save_figure(fig, path)
@@ -169,7 +169,7 @@ def plot_roofline(results: Results, run: str, described: dict[str, Any], path: P
     ax.set_yscale("log")
     ax.set_xlabel("processed MACs per DRAM byte")
     ax.set_ylabel("processed MACs a cycle, over its span")
-    ax.set_title(f"{results.name}: {run}, roofline of its conv and linear layer-phases")
+    ax.set_title(f"{results.shown_name}: {run}, roofline of its conv and linear layer-phases")
     ax.legend(fontsize=8, loc="lower right")
     return save_figure(fig, path)
 
@@ -190,7 +190,7 @@ def plot_layer_energy(results: Results, run: str, path: Path) -> Path:
                   fontsize=max(4, min(8, 400 // max(len(table), 1))))
     ax.invert_yaxis()
     ax.set_xlabel("energy (uJ), FF + BP + WG")
-    ax.set_title(f"{results.name}: {run}, energy per layer")
+    ax.set_title(f"{results.shown_name}: {run}, energy per layer")
     return save_figure(fig, path)
 
 

@@ -61,7 +61,7 @@ CLAIM_HEADER = ["experiment", "claim", "paper", "desim", "accepted range", "verd
 
 
 def _claim_rows(results: Results) -> list[list[str]]:
-    return [[results.name, c.title, c.paper_text, c.value_text, c.range_text,
+    return [[results.shown_name, c.title, c.paper_text, c.value_text, c.range_text,
              results.verdict(c), c.claim.source] for c in results.checks]
 
 
@@ -86,7 +86,7 @@ def _tally(checks: list[ClaimCheck], where: str = "this experiment file") -> str
 
 def _experiment_blocks(results: Results, slug: str, out_dir: Path) -> list[Block]:
     exp, summary = results.experiment, results.summary
-    blocks: list[Block] = [Heading(2, f"Experiment `{results.name}`")]
+    blocks: list[Block] = [Heading(2, f"Experiment `{results.shown_name}`")]
     if exp.get("description"):
         blocks.append(Para(exp["description"]))
     blocks.append(Para(f"Results folder: `{results.path}`; baseline run: "
@@ -121,7 +121,7 @@ def _experiment_blocks(results: Results, slug: str, out_dir: Path) -> list[Block
     blocks.append(_processors_table(results, described))
     blocks.append(Heading(3, "Energy by component"))
     energy_png = plot_energy(results, plot_path(out_dir, slug, "energy"))
-    blocks.append(Image(f"{results.name}: energy per component", energy_png.name))
+    blocks.append(Image(f"{results.shown_name}: energy per component", energy_png.name))
     blocks.append(_energy_table(results))
     if any("energy_prices_pj" in r for r in summary["runs"].values()):
         blocks.append(Heading(3, "Energy prices"))
@@ -140,7 +140,7 @@ def _experiment_blocks(results: Results, slug: str, out_dir: Path) -> list[Block
     blocks.append(Para("Each processor's links and nodes coloured by the share of the run "
                        "they were busy (`utilization` in summary.json, per module in "
                        "stats.json)."))
-    blocks += [Image(f"{results.name}: {run}, busy share of each link and node", png.name)
+    blocks += [Image(f"{results.shown_name}: {run}, busy share of each link and node", png.name)
                for run, png in topologies if isinstance(png, Path)]
     missing = [f"{run}: not drawn, {why}" for run, why in topologies if isinstance(why, str)]
     if missing:
@@ -153,7 +153,7 @@ def _experiment_blocks(results: Results, slug: str, out_dir: Path) -> list[Block
                            "(`time_by_busiest_part` in summary.json): "
                            + "; ".join(f"{name}: {bound_text(run)}"
                                        for name, run in summary["runs"].items()) + "."))
-        blocks.append(Image(f"{results.name}: time by each layer-phase's busiest part",
+        blocks.append(Image(f"{results.shown_name}: time by each layer-phase's busiest part",
                             bound.name))
     if {"cycles", "unit", "busiest_part", "busiest_share"} <= set(results.layers.columns):
         blocks.append(Para(f"The {SLOWEST} layer-phases that take the most of each run's "
@@ -166,24 +166,24 @@ def _experiment_blocks(results: Results, slug: str, out_dir: Path) -> list[Block
                 if run in described:
                     png = plot_roofline(results, run, described[run],
                                         plot_path(out_dir, f"{slug}_{run}", "roofline"))
-                    blocks.append(Image(f"{results.name}: {run} roofline", png.name))
+                    blocks.append(Image(f"{results.shown_name}: {run} roofline", png.name))
         blocks.append(Para("Each run's layer timeline, coloured by the part busiest over "
                            "each layer-phase's span: where in the iteration each part "
                            "bounds it."))
         for run in summary["runs"]:
             png = plot_timeline(results, run, plot_path(out_dir, f"{slug}_{run}",
                                                         "bound_timeline"), by="busiest_part")
-            blocks.append(Image(f"{results.name}: {run} timeline by busiest part", png.name))
+            blocks.append(Image(f"{results.shown_name}: {run} timeline by busiest part", png.name))
     blocks.append(Heading(3, "Layer timelines"))
     for run in summary["runs"]:
         png = plot_timeline(results, run, plot_path(out_dir, f"{slug}_{run}", "timeline"))
-        blocks.append(Image(f"{results.name}: {run} timeline", png.name))
+        blocks.append(Image(f"{results.shown_name}: {run} timeline", png.name))
     if results.energy is not None:
         blocks.append(Heading(3, "Energy by layer"))
         for run in summary["runs"]:
             png = plot_layer_energy(results, run,
                                     plot_path(out_dir, f"{slug}_{run}", "layer_energy"))
-            blocks.append(Image(f"{results.name}: {run} energy per layer", png.name))
+            blocks.append(Image(f"{results.shown_name}: {run} energy per layer", png.name))
     return blocks
 
 
@@ -429,6 +429,10 @@ def build_report(dirs: list[Path], out: Path) -> tuple[Path, Path, list[Results]
     out_dir = writable_file(out).parent
     writable_file(out.with_suffix(".html"))
     all_results = [load_results(Path(d)) for d in dirs]
+    names = [r.name for r in all_results]
+    for results in all_results:  # two folders of one experiment (a what-if): told apart
+        if names.count(results.name) > 1:
+            results.label = f"{results.name} ({results.path})"
     blocks: list[Block] = [Heading(1, "desim report")]
     blocks.append(Para("Paper figures against desim's, for every claim of the experiments "
                        "below; then each experiment's assumptions, runs, energy and timelines. "
@@ -449,7 +453,7 @@ def build_report(dirs: list[Path], out: Path) -> tuple[Path, Path, list[Results]
         blocks += _experiment_blocks(results, f"{out.stem}_{slug}", out_dir)
     html_path = out.with_suffix(".html")
     write_atomic(out, to_markdown(blocks))
-    write_atomic(html_path, to_html(blocks, "desim report: " + ", ".join(r.name for r in
+    write_atomic(html_path, to_html(blocks, "desim report: " + ", ".join(r.shown_name for r in
                                                                          all_results)))
     return out, html_path, all_results
 
@@ -481,7 +485,7 @@ def register(app: typer.Typer) -> None:
         for results in all_results:
             for c in results.checks:
                 surprises += not c.as_expected
-                console.print(escape(f"{results.name}: {c.title} paper "
+                console.print(escape(f"{results.shown_name}: {c.title} paper "
                                      f"{c.paper_text} desim {c.value_text} "
                                      f"({c.range_text}): {results.verdict(c)}"),
                               highlight=False, soft_wrap=True)

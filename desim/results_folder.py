@@ -32,6 +32,9 @@ class Results:
     layers: pd.DataFrame
     checks: list[ClaimCheck] = field(default_factory=list)
     energy: pd.DataFrame | None = None  # energy.csv (folders written before it: None)
+    # what a report calls it where another folder of the same experiment is beside it
+    # (`desim.report.build_report`): the experiment's name and the folder's path
+    label: str = ""
 
     @property
     def experiment(self) -> dict[str, Any]:
@@ -40,6 +43,11 @@ class Results:
     @property
     def name(self) -> str:
         return str(self.summary.get("experiment", self.path.name))
+
+    @property
+    def shown_name(self) -> str:
+        """The experiment's name, or its `label` where a report set one."""
+        return self.label or self.name
 
     @property
     def overrides(self) -> list[str]:

@@ -1008,15 +1008,16 @@ def register(app: typer.Typer) -> None:
     def sweep_command(
         config: Annotated[Path, typer.Argument(help="experiment YAML with a sweep: section")],
         out: Annotated[Path, typer.Option("--out", "-o", help="sweep folder: points/, "
-                                          "results.parquet, pareto.png, sweep.log")],
+                                          "results.parquet, pareto.png, the --plot images, "
+                                          "sweep.json, sweep.log, cache/")],
         scheduler: Annotated[str | None, typer.Option(
             "--scheduler", help="address of a running Dask scheduler (tcp://host:8786); "
             "default: a local cluster")] = None,
         workers: Annotated[int, typer.Option("--workers", "-j", help="local cluster: worker "
                                              "processes (one thread each)")] = 2,
         set_: Annotated[list[str] | None, typer.Option(
-            "--set", help="override key.path=value (or arch.<run>.<key.path>=value) for "
-            "every point")] = None,
+            "--set", help="override key.path=value or arch.<run or *>.<key.path>=value for "
+            "every point (not an axis's key)")] = None,
         plot: Annotated[list[str] | None, typer.Option(
             "--plot", help="metric:axis, e.g. energy_j:runs.1.pruning.sparsity (or a "
             "component's joules, energy_j.dram); writes DIR/<metric>_vs_<axis>.png")] = None,
@@ -1071,9 +1072,9 @@ def print_sweep(console: Any, frame: pd.DataFrame) -> None:
         table = Table(title="Pareto front")
         for column in ("point", "run", *(a.split(".")[-1] for a in axes), "cycles",
                        "time (ms)", "energy (mJ)", *(["on chip (mJ)"] if on_chip else [])):
-            table.add_column(column)
+            table.add_column(column, overflow="fold")  # a narrow terminal: figures whole
         for _, row in front.iterrows():
-            table.add_row(str(row["point_id"])[:8], str(row["run"]),
+            table.add_row(str(row["point_id"]), str(row["run"]),
                           *(escape(str(row[a])) for a in axes),
                           f"{int(row['cycles']):,}", f"{row['seconds'] * 1e3:.4g}",
                           f"{row['energy_j'] * 1e3:.3f}",

@@ -708,7 +708,8 @@ def misfit(ps: PhaseShape, win: _Window, a: int, n_rows: int, length: int, hw: H
            where: str) -> ConfigError:
     """The error for a phase whose smallest tile does not fit the buffer's tile half."""
     shape, need = smallest_tile(ps, win, a, n_rows, length, hw)
-    return ConfigError(f"{where}: the smallest tile ({shape.ka} channels x 1 row) needs "
+    channels = f"{shape.ka} channel" + ("s" if shape.ka > 1 else "")
+    return ConfigError(f"{where}: the smallest tile ({channels} x 1 row) needs "
                        f"{need} bytes but the global buffer gives a tile "
                        f"{hw.buffer_bytes} bytes; enlarge the buffer or shrink the batch",
                        key=BUFFER_KEY)

@@ -185,7 +185,7 @@ def test_quickstart_sparse_run_is_faster_and_uses_less_energy(quickstart_twice):
     time = time_gains(dense, hppu).drop("total")
     bound = time["share_of_run"].idxmax()
     assert (f"largest: {top}, {100 * energy.loc[top, 'share_of_run']:.0f}% of its energy "
-            f"({energy.loc[top, 'shrink']:.2f}x less than dense); {bound}-bound layer-phases, "
+            f"({energy.loc[top, 'shrink']:.2f}x less than dense's); {bound}-bound layer-phases, "
             f"{100 * time.loc[bound, 'share_of_run']:.0f}% of its time") in \
         " ".join(results[0].stdout.split())
     # the vector layers' share of the time, as summary.json's units give it

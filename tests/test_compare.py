@@ -80,6 +80,7 @@ def test_compare_on_the_command_line_and_its_bad_input(folders, tmp_path):
     ok = desim("compare", str(before), str(after), "--out", str(tmp_path / "c.md"))
     assert ok.returncode == 0, ok.stderr
     assert "after against before" in ok.stdout
+    assert "…" not in ok.stdout  # at 80 columns a wide table's cells fold, never cut short
     assert (tmp_path / "c.md").read_text() == to_markdown(compare(before, after))
     for args, fragment in (
             ((str(before), str(tmp_path)), "not a results folder: cannot read summary.json"),

@@ -133,7 +133,7 @@ def test_edited_capturing_code_is_another_cache_key(tmp_path, monkeypatch):
     ("raise ImportError('no module named shiny')\n", {}, "workload.model",
      ["net.py", "raised on import: ImportError: no module named shiny"]),
     ("def make(num_classes):\n    return 42\n", {}, "workload.model",
-     ["returned a int, not an nn.Module"]),
+     ["returned a value of type int, not an nn.Module"]),
     (f"def make(num_classes):\n    return nn.Sequential(nn.Conv2d(1, 4, 3), {HEAD})\n", {},
      "workload.input_shape", ["cannot take inputs of shape [3, 8, 8]"]),
     (f"def make(num_classes):\n    return nn.Sequential({HEAD})\n", {"input_shape": None},

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -51,6 +52,22 @@ def test_report_on_a_quickstart_result(tmp_path):
     check_exit_codes(results, tmp_path / "cli")
     check_folder_without_claims(results, tmp_path / "old")
     check_damaged_folders(results, tmp_path / "damaged")
+    check_two_folders_of_one_experiment(results, tmp_path / "what_if")
+
+
+def check_two_folders_of_one_experiment(results_dir: Path, out: Path) -> None:
+    """A what-if beside the run before it: the two are told apart by their folders, in the
+    claims table, the headings and the plots' titles; one folder alone is named as before."""
+    shutil.copytree(results_dir, out / "after")
+    md, _, both = build_report([results_dir, out / "after"], out / "report.md")
+    text = md.read_text()
+    labels = [f"quickstart ({results_dir})", f"quickstart ({out / 'after'})"]
+    assert [r.shown_name for r in both] == labels
+    for label in labels:
+        assert f"## Experiment `{label}`" in text
+        assert text.count(f"| {label} | ") == 3  # its three claims
+    _, _, (alone,) = build_report([results_dir], out / "alone.md")
+    assert alone.shown_name == "quickstart"
 
 
 def check_overrides_are_reported(results_dir: Path, md: Path) -> None:

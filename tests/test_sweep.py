@@ -472,6 +472,15 @@ def test_a_front_over_clocks_can_be_of_time_not_cycles():
             if any(p in line for p in ("p250", "p500", "p1000"))]
     assert "time (ms)" in out.getvalue()
     assert rows == [["p1000", "dense", "1000", "65,606", "0.06561", "0.100"]]
+    # a narrow terminal folds a cell onto more lines, never cuts it: the whole point id
+    # names its points/<id>.json
+    frame.loc[2, "point_id"] = "41c9f0a8d2b7e6c1"
+    narrow = io.StringIO()
+    desim.sweep.print_sweep(Console(file=narrow, width=40), frame)
+    assert "…" not in narrow.getvalue()
+    cells = "".join(line.replace("│", " ").split()[0] for line in narrow.getvalue().splitlines()
+                    if line.startswith("│"))
+    assert "41c9f0a8d2b7e6c1" in cells
 
 
 # --- sweeps on a local Dask cluster ---------------------------------------------------------

@@ -41,3 +41,26 @@ def test_tiles_add_up_to_their_layer_phases(tmp_path):
         assert tiles["end_cycle"].is_monotonic_increasing
     run_file(experiment, out)   # observe off: no tiles.csv beside the new summary
     assert not (out / "tiles.csv").exists()
+
+
+def test_a_compacting_designs_tiles_hold_only_the_channels_it_keeps(tmp_path):
+    """With channel compaction (HPPU's level-1 selector) a channel with no work has no tile:
+    the tiles still add up to the layer-phase's effectual and processed MACs, but their
+    nominal MACs leave the dropped channels out (layers.csv counts the dense layer). Channel
+    pruning of LeNet-300 at 50% leaves channels of a hidden layer's BP with no work."""
+    experiment = lenet300_experiment(tmp_path / "lenet300.yaml", {
+        "dense": {"method": "dense"}, "pruned": {"method": "channel", "sparsity": 0.5}})
+    result = desim.run(experiment, ["observe.tiles=true",
+                                    "arch.pruned.sparsity.channel_compaction=true",
+                                    "arch.pruned.sparsity.skip_zero_weights=true"])
+    keys = ["run", "layer", "phase"]
+    sums = result.tiles.groupby(keys, sort=False)[
+        ["macs", "effectual_macs", "processed_macs"]].sum().reset_index()
+    layers = result.layers.merge(sums, on=keys, suffixes=("", "_of_tiles"))
+    for column in ("effectual_macs", "processed_macs"):
+        assert (layers[column] == layers[f"{column}_of_tiles"]).all(), column
+    assert (layers["macs_of_tiles"] <= layers["macs"]).all()
+    cut = layers[layers["macs_of_tiles"] < layers["macs"]]
+    assert set(cut["run"]) == {"pruned"} and len(cut) >= 1
+    # what a compacted layer-phase's tiles hold: its processed MACs, every kept MAC done
+    assert (cut["macs_of_tiles"] == cut["processed_macs"]).all()

@@ -77,7 +77,7 @@ def build_file_model(model: str, model_args: Mapping[str, Any], num_classes: int
         raise ConfigError(f"model {label} raised {type(err).__name__}: {_first_line(err)}",
                           key="workload.model") from None
     if not isinstance(built, nn.Module):
-        raise ConfigError(f"model {label} returned a {type(built).__name__}, not an "
+        raise ConfigError(f"model {label} returned a value of type {type(built).__name__}, not an "
                           "nn.Module", key="workload.model")
     return built
 
