@@ -272,3 +272,25 @@ def test_the_plan_energy_prices_the_write_backs_buffer_reads_and_vector_operatio
     assert _estimated_pj(table, hw, 100.0) == pytest.approx(
         640 * hw.mac_pj + 1_500 * hw.dram_pj_per_byte + 3_000 * hw.glb_pj_per_byte
         + 100 * hw.static_pj_per_cycle, rel=1e-12)
+
+
+def test_the_bound_windows_check_splits_the_run_as_desim_does(tmp_path):
+    """benchmarks/bound_windows.py: its "own" split is summary.json's time_by_busiest_part
+    (the same labels, the same shares of the run), and both splits share out the whole run."""
+    from small_experiments import lenet300_experiment
+
+    import desim
+    from benchmarks.bound_windows import bound_splits
+
+    experiment = lenet300_experiment(tmp_path / "lenet300.yaml", {
+        "dense": {"method": "dense"}, "sparse": {"method": "magnitude", "sparsity": 0.5}})
+    result = desim.run(experiment)
+    for run, split in bound_splits(str(experiment), []).items():
+        seconds = result.summary["runs"][run]["seconds"]
+        total = sum(split["own"].values())
+        assert total == sum(split["window"].values())
+        assert total == pytest.approx(seconds * 1e12)
+        shares = {part: ps / total for part, ps in split["own"].items() if part}
+        expected = {p: s for p, s in result.summary["runs"][run]["time_by_busiest_part"].items()
+                    if s}
+        assert shares == pytest.approx(expected, rel=1e-3)  # summary.json: whole cycles
