@@ -57,6 +57,15 @@ class DramConfig(Strict):
             raise ValueError("say which: active (rows kept open) or precharge (rows closed)")
         return value
 
+    @model_validator(mode="after")
+    def _idle_cycles_need_power_down(self) -> DramConfig:
+        """A timer for a power-down that is off would be ignored without a word (0, the
+        default, which a resolved configuration writes out, is no timer)."""
+        if self.power_down_idle_cycles and self.power_down == "off":
+            raise ValueError("power_down_idle_cycles: power_down is off, so no timer runs; "
+                             "set power_down to active or precharge, or leave this out")
+        return self
+
 
 class BufferConfig(Strict):
     capacity_kib: PositiveInt

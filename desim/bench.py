@@ -165,10 +165,15 @@ def register(app: typer.Typer) -> None:
     def bench(
         json_out: Annotated[Path | None, typer.Option("--json", help="also write the results "
                                                       "as JSON to this file")] = None,
-        # at least one of each, checked before any timing: fewer gives no rate to report
-        items: Annotated[int, typer.Option(min=1, help="items through the pipeline")] = 10_000,
-        stages: Annotated[int, typer.Option(min=1, help="pipeline stages")] = 4,
-        repeats: Annotated[int, typer.Option(min=1, help="repeats per case (best kept)")] = 5,
+        # at least one of each, checked before any timing: fewer gives no rate to report;
+        # at most what a machine holds (a stage is a module and a FIFO, ~1 KB) and times in
+        # minutes, not what exhausts it
+        items: Annotated[int, typer.Option(min=1, max=10_000_000,
+                                           help="items through the pipeline")] = 10_000,
+        stages: Annotated[int, typer.Option(min=1, max=1_000,
+                                            help="pipeline stages")] = 4,
+        repeats: Annotated[int, typer.Option(min=1, max=100,
+                                             help="repeats per case (best kept)")] = 5,
         frontend: Annotated[bool, typer.Option(help="also time capture, counting and "
                                                "whole runs of ResNet-18 ImageNet")] = True,
     ) -> None:

@@ -58,5 +58,5 @@ def _sweep_points(path: str | Path, overrides: list[str], shared: Shared
         try:
             elaborate(load_experiment(path, [*overrides, *point.overrides]), shared)
         except ConfigError as err:
-            invalid.append((point.values, err))
+            invalid.append((point.values, point.error_of(err, Path(path))))
     return len(points), invalid

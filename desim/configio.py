@@ -8,6 +8,7 @@ than 0 (got -4)`.
 from __future__ import annotations
 
 import re
+import reprlib
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
@@ -124,15 +125,55 @@ def read_text(path: str | Path, expected: str = "a YAML file") -> str:
                           file=str(path)) from None
 
 
+# The most values a configuration may hold once its aliases are expanded: a few thousand in
+# the largest real one; a YAML "alias bomb" (anchors of anchors) expands to billions.
+MAX_VALUES = 1_000_000
+
+
+class UnreadableYaml(yaml.YAMLError):
+    """YAML that PyYAML reads but desim cannot take: nested past Python's recursion limit, a
+    number of more digits than Python converts, or aliases that expand past `MAX_VALUES`."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML text as data (`UniqueKeyLoader`); what it cannot take raises `UnreadableYaml`,
+    a YAMLError as any other, so each caller says it once."""
+    try:
+        data = yaml.load(text, Loader=UniqueKeyLoader)
+    except RecursionError:
+        raise UnreadableYaml("nested too deeply") from None
+    except ValueError as err:  # int() of a number of more than 4,300 digits
+        raise UnreadableYaml("a number of more digits than Python reads" if "digits" in str(err)
+                             else str(err)) from None
+    stack, values = [data], 0
+    while stack:  # counted without expanding: a shared node counts at each use
+        node = stack.pop()
+        values += 1
+        if values > MAX_VALUES:
+            raise UnreadableYaml(f"its aliases expand to more than {MAX_VALUES:,} values")
+        stack.extend(node.values() if isinstance(node, dict) else
+                     node if isinstance(node, list) else ())
+    return data
+
+
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """What PyYAML found wrong, on one line (a control character's error spans two)."""
+    return " ".join(str(getattr(err, "problem", None) or err).split())
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     text = read_text(path)
     try:
-        data = yaml.load(text, Loader=UniqueKeyLoader)
+        data = parse_yaml(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(f"{where}not valid YAML ({getattr(err, 'problem', err)})",
+        raise ConfigError(f"{where}not valid YAML ({yaml_problem(err)})",
                           file=str(path),
                           key=err.key if isinstance(err, DuplicateKeyError) else None) from None
     if not isinstance(data, dict):
@@ -171,8 +212,17 @@ def validate(model: type[M], data: Any, file: str | Path, prefix: str = "") -> M
                 message += f" (also unknown there: {', '.join(beside)})"
         elif (first["type"] != "missing" and first["loc"]
               and not (first["type"] == "value_error" and isinstance(first.get("input"), dict))):
-            message += f" (got {first.get('input')!r})"  # not after a section's own check
+            message += f" (got {shown(first.get('input'))})"  # not after a section's check
         raise ConfigError(message, file=str(file), key=key or "(top level)") from None
+
+
+def shown(value: Any) -> str:
+    """A value as an error message quotes it: its repr, cut short where it is long (a
+    pasted blob, a deep structure), so that the message stays one readable line."""
+    brief = reprlib.Repr()
+    brief.maxstring = brief.maxother = 80
+    brief.maxlevel, brief.maxlist, brief.maxdict = 3, 6, 6
+    return brief.repr(value)
 
 
 def _fitting_errors(errors: list[Any], data: Any) -> list[tuple[Any, tuple]]:

@@ -25,7 +25,14 @@ from pydantic import BaseModel, Field, model_validator
 from arch.config import ArchConfig
 from arch.reram import ReramArch
 from arch.snn import SnnArch
-from desim.configio import DuplicateKeyError, Strict, UniqueKeyLoader, load_yaml, validate
+from desim.configio import (
+    DuplicateKeyError,
+    Strict,
+    load_yaml,
+    parse_yaml,
+    validate,
+    yaml_problem,
+)
 from desim.errors import ConfigError
 from desim.metrics import DERIVED_RUN
 from desim.sweep_spec import SweepSpec
@@ -34,7 +41,9 @@ from mappings.specs import PruningSpec, WorkloadSpec
 
 
 class RunSpec(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")  # also the root of its module tree
+    # also the root of its module tree, and part of file names (waves_<run>.vcd, the
+    # report's plots): 64 characters keep those within a file system's 255
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", max_length=64)
     arch: str
     # `key.path=value` settings applied to the arch file for this run only (as `--set`):
     # a variant of a processor without a copy of its file (`pe_cluster.precision=fp8`).
@@ -84,6 +93,9 @@ class Claim(Strict):
         if isinstance(self.metric, list) and (
                 not self.metric or (self.over is not None and len(self.over) != len(self.metric))):
             raise ValueError("a list of metrics must be non-empty, with as many over")
+        if any(path is not None and not path.strip() for pair in self.ratios() for path in pair):
+            raise ValueError("metric and over name a dotted path of summary.json "
+                             "(comparison.<run>.speedup); got an empty one")
         return self
 
     def ratios(self) -> list[tuple[str, str | None]]:
@@ -226,10 +238,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], file: str) -> di
                 raise ConfigError("cannot set a key inside a value", file=file, key=key)
             if last:
                 try:
-                    node[part] = yaml.load(text, Loader=UniqueKeyLoader)
+                    node[part] = parse_yaml(text)
                 except yaml.YAMLError as err:  # a key given twice: named under `key`
                     raise ConfigError(f"the value {text!r} is not valid YAML "
-                                      f"({getattr(err, 'problem', err)})", file=file,
+                                      f"({yaml_problem(err)})", file=file,
                                       key=f"{key}.{err.key}" if isinstance(
                                           err, DuplicateKeyError) else key) from None
             else:
@@ -484,11 +496,27 @@ def load_design(path: str | Path, kind: str | None = None,
     if kind is not None and found != kind:
         raise ConfigError(f"expected kind {kind}, got {found or 'none (a training processor)'}",
                           file=str(path), key="kind")
-    design = validate(DESIGN_KINDS[found][0] if found else ArchConfig, data, path)
+    try:
+        design = validate(DESIGN_KINDS[found][0] if found else ArchConfig, data, path)
+    except ConfigError as err:
+        raise _kind_forgotten(err, data) if found is None else err from None
     _check_whole_numbers(design, path)
     if isinstance(design, ArchConfig):
         _check_graph(design, path)
     return design
+
+
+def _kind_forgotten(err: ConfigError, data: dict[str, Any]) -> ConfigError:
+    """`err` of a file read as a training processor (no `kind:`) whose keys are, but for
+    one at most (a misspelt `kind`), those of another kind's design: said, since "unknown
+    key" alone sent the user looking for a typo in a key that was right."""
+    keys = set(data)
+    for name, (schema, _) in DESIGN_KINDS.items():
+        if len(keys - set(schema.model_fields)) <= 1 and keys - set(ArchConfig.model_fields):
+            return ConfigError(f"{err.message} (the file's keys are a {name} design's: is its "
+                               f"`kind: {name}` missing or misspelt?)", file=err.file,
+                               key=err.key)
+    return err
 
 
 # The largest whole number a design file may give (a count, a size in KiB, a latency in

@@ -426,9 +426,9 @@ def build_report(dirs: list[Path], out: Path) -> tuple[Path, Path, list[Results]
     if out.suffix.lower() != ".md":  # Markdown in a file named .pdf or .html misleads
         raise ConfigError(f"--out {out}: the report is Markdown (with an HTML copy beside "
                           "it); name it FILE.md")
+    all_results = [load_results(Path(d)) for d in dirs]  # a folder that is none: said first
     out_dir = writable_file(out).parent
     writable_file(out.with_suffix(".html"))
-    all_results = [load_results(Path(d)) for d in dirs]
     names = [r.name for r in all_results]
     for results in all_results:  # two folders of one experiment (a what-if): told apart
         if names.count(results.name) > 1:
@@ -445,7 +445,7 @@ def build_report(dirs: list[Path], out: Path) -> tuple[Path, Path, list[Results]
         blocks.append(Table(CLAIM_HEADER, rows, numeric={2, 3}, status=5))
     used: dict[str, int] = {}
     for results in all_results:
-        slug = re.sub(r"[^A-Za-z0-9_-]+", "_", results.name) or "experiment"
+        slug = re.sub(r"[^A-Za-z0-9_-]+", "_", results.name)[:64] or "experiment"
         used[slug] = used.get(slug, 0) + 1
         if used[slug] > 1:
             slug = f"{slug}_{used[slug]}"

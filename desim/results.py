@@ -18,18 +18,19 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-def writable_folder(path: str | Path) -> Path:
-    """`path`, created if need be and checked writable: a folder results cannot go to is bad
-    input, said before anything is simulated rather than after."""
+def writable_folder(path: str | Path, holding: str = "results") -> Path:
+    """`path`, created if need be and checked writable: a folder results (or what
+    `holding` says: "the workload cache (--cache)") cannot go to is bad input, said before
+    anything is simulated rather than after."""
     path = Path(path)
     if path.exists() and not path.is_dir():  # mkdir's "File exists" named no cause
-        raise ConfigError("is a file, not a folder; expected a folder to write results in",
+        raise ConfigError(f"is a file, not a folder; expected a folder to write {holding} in",
                           file=str(path))
     try:
         path.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=path).close()
     except OSError as err:
-        raise ConfigError(f"cannot write results there ({err.strerror or err})",
+        raise ConfigError(f"cannot write {holding} there ({err.strerror or err})",
                           file=str(path)) from None
     return path
 

@@ -487,5 +487,6 @@ def cached_capture(cache: str | Path | None) -> Callable[..., Workload] | None:
         return None
     from desim.workload_cache import load_or_capture
 
-    folder = writable_folder(cache)  # a file or a read-only place: said before the work
+    # a file or a read-only place: said before the work
+    folder = writable_folder(cache, "the workload cache (--cache)")
     return lambda workload, pruning: load_or_capture(workload, pruning, folder)

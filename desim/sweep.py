@@ -113,6 +113,15 @@ class Point:
         """The same point as `desim run --set` arguments."""
         return [f"{key}={yaml_text(value)}" for key, value in self.values.items()]
 
+    def error_of(self, err: ConfigError, path: Path) -> ConfigError:
+        """`err`, met with this point's values applied as --set items, saying the sweep's
+        axis that set the value at fault rather than a --set the user never typed."""
+        message = err.message
+        for key, item in zip(self.values, self.overrides, strict=True):
+            message = message.replace(f"--set {item}", f"the sweep's axis sweep.axes.{key}="
+                                      f"{yaml_text(self.values[key])} of {path}")
+        return ConfigError(message, file=err.file, key=err.key)
+
 
 def yaml_text(value: Any) -> str:
     """`value` as YAML text that `--set` parses back to the same value (1e-05 stays a float:
@@ -372,7 +381,7 @@ def check_sweepable(path: Path, base: list[str], points: list[Point]) -> None:
         try:
             observe = load_experiment(path, base + point.overrides).spec.observe
         except ConfigError as err:
-            first = first or err
+            first = first or point.error_of(err, path)
             continue
         if observe.trace or observe.vcd or observe.tiles:
             asked = " and ".join(k for k in ("trace", "vcd", "tiles") if getattr(observe, k))
@@ -452,12 +461,14 @@ def _compute(path: Path, out: Path, base: list[str], todo: list[Point], client: 
             experiment = load_experiment(path, sets)
         except Exception as err:  # noqa: BLE001 - a ConfigError, mostly: the point's values
             tb = None if isinstance(err, ConfigError) else err.__traceback__
+            err = point.error_of(err, path) if isinstance(err, ConfigError) else err
             _finish(out, point, sets, None, {**_failure(err, tb), "elapsed_s": 0.0,
                                              "worker": None}, log, bar)
             continue
         try:
             elaborate(experiment, shared)
         except ConfigError as err:  # its design, model or pruning: said before any capture
+            err = point.error_of(err, path)
             _finish(out, point, sets, experiment, {**_failure(err, None), "elapsed_s": 0.0,
                                                    "worker": None}, log, bar)
             continue

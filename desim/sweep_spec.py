@@ -55,6 +55,8 @@ class RangeAxis(Strict):
         a valid integer", though any number is allowed."""
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError("expected a number, an integer or not")
+        if isinstance(value, int) and not -2**63 <= value < 2**63:  # numpy draws int64
+            raise ValueError("expected an integer within +-2^63")
         return value
 
     @model_validator(mode="after")

@@ -106,6 +106,21 @@ DENSE = ROOT / "configs" / "arch" / "dense.yaml"
     (["workload.input_shape=[]"],
      ["quickstart.yaml: workload.input_shape: List should have at least 1 item after "
       "validation, not 0 (got [])"]),
+    # a timer for a power-down that is off was ignored without a word
+    (["arch.dense.dram.power_down_idle_cycles=100"],
+     ["dense.yaml: dram.power_down_idle_cycles: power_down is off, so no timer runs"]),
+    # a run's name goes into file names (waves_<run>.vcd): 250 characters failed to write
+    # its waveform after the whole simulation
+    ([f"runs.1.name={'r' * 65}"],
+     ["quickstart.yaml: runs.1.name: String should have at most 64 characters"]),
+    # a claim's empty path passed the check and was MISSING in the report; an empty `over`
+    # was taken for none, the claim judged as the bare metric
+    (["claims=[{metric: comparison.hppu.speedup, over: '', paper: 1, tolerance: 1}]"],
+     ["quickstart.yaml: claims.0: metric and over name a dotted path of summary.json"]),
+    # a value quoted in an error is cut short: a pasted blob made a message of megabytes
+    ([f"workload.data={'x' * 10_000}"],
+     ["quickstart.yaml: workload.data: Input should be 'digits', 'mnist' or 'random' (got "
+      f"'{'x' * 30}", f"{'x' * 30}...{'x' * 30}"]),
 ])
 def test_bad_input_names_file_key_and_expectation(overrides, fragments):
     with pytest.raises(ConfigError) as err:
@@ -154,6 +169,27 @@ def test_a_misspelt_key_is_named_before_the_missing_one_it_leaves(tmp_path):
     with pytest.raises(ConfigError, match="global_buffer.capacty_kib: unknown key; expected "
                                           "one of: bank_width_bytes, banks, capacity_kib"):
         load_arch(arch)
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("name: x\nbatch: " + "9" * 5000 + "\n", "not valid YAML (a number of more digits than "
+     "Python reads)"),
+    ("notes: " + "[" * 2000 + "]" * 2000 + "\n", "not valid YAML (nested too deeply)"),
+    # an alias bomb: each level holds the one below nine times
+    ("".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9) if i else 'x'}]\n"
+             for i in range(8)), "not valid YAML (its aliases expand to more than 1,000,000 "
+     "values)"),
+])
+def test_yaml_python_cannot_take_is_bad_input_not_a_traceback(text, problem, tmp_path):
+    """PyYAML reads each of these and Python then fails on it (a RecursionError, int()'s
+    digit limit), or desim would walk billions of values (a memory bomb of aliases)."""
+    from desim.configio import load_yaml
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_yaml(path)
+    assert str(err.value) == f"{path}: {problem}"
 
 
 def test_a_key_given_twice_is_refused_with_its_path_and_both_lines(tmp_path):
@@ -426,7 +462,8 @@ def _cli(*args: str) -> tuple[int, str]:
     return result.exit_code, " ".join(result.output.split())
 
 
-def test_a_picture_or_report_onto_a_folder_or_below_a_file_is_bad_input(tmp_path):
+def test_a_picture_or_report_onto_a_folder_or_below_a_file_is_bad_input(tmp_path,
+                                                                         lenet_results):
     """`desim topology -o`, `desim report --out` and `desim bench --json` onto a folder (the
     atomic rename failed with IsADirectoryError), or below a file (FileExistsError), were
     tracebacks."""
@@ -438,7 +475,7 @@ def test_a_picture_or_report_onto_a_folder_or_below_a_file_is_bad_input(tmp_path
             ((*topology, str(tmp_path / "folder.png")), "folder.png: is a folder; expected a "
                                                         "file to write"),
             ((*topology, str(tmp_path / "file" / "t.png")), "file: is a file, not a folder"),
-            (("report", str(tmp_path), "--out", str(tmp_path / "r.md")),
+            (("report", str(lenet_results), "--out", str(tmp_path / "r.md")),
              "r.html: is a folder; expected a file to write"),
             # before the minutes of timing, whose write failed after them
             (("bench", "--json", str(tmp_path / "folder.png")),
@@ -673,7 +710,8 @@ def test_the_parts_a_plot_may_name_are_those_a_run_has(lenet_results):
     summary = json.loads((lenet_results / "summary.json").read_text())
     for name, run in summary["runs"].items():
         names = summary_names(Accelerator(Simulator(), load_arch(DENSE), name=name))
-        for key in ("energy_by_component_j", "utilization", "time_by_busiest_part"):
+        for key in ("energy_by_component_j", "utilization", "time_by_busiest_part",
+                    "energy_prices_pj"):
             assert sorted(run[key]) == names[key]
 
 
@@ -694,6 +732,9 @@ def test_the_parts_a_plot_may_name_are_those_a_run_has(lenet_results):
      "'selector' in energy_by_component_j; it has: dram, global_buffer, local_buffers, macs, "
      "noc, vector_unit"),
     ("runs.dense.time_by_busiest_part.mac_units", "has no 'mac_units' in time_by_busiest_part"),
+    ("runs.dense.energy_prices_pj.selector_pj_per_entry", "the processor of run 'dense' has "
+     "no 'selector_pj_per_entry' in energy_prices_pj; it has: "),
+    ("''", "claims.0: metric and over name a dotted path of summary.json"),
 ])
 def test_a_claim_on_no_number_or_a_part_a_run_lacks_is_bad_input(claim, message):
     """`runs.X.phases` (a section, no number) and `runs.X.utilization.zzz` (a part its
@@ -741,3 +782,25 @@ def test_mapping_out_of_memory_names_the_layer_phase_and_the_batch(tmp_path, mon
         "mapping layer 0 FF (600 outputs, each counted in several maps) does not fit in "
         "this machine's memory: lenet300 at batch 2; a smaller batch or input shape maps in "
         "less (run 'dense')")
+
+
+@pytest.mark.parametrize("design, kind, edit", [
+    ("reram_bitslice.yaml", "reram_crossbar", lambda text: text.replace("kind:", "knd:")),
+    ("snn_split_time.yaml", "snn_systolic",
+     lambda text: "\n".join(line for line in text.splitlines() if not line.startswith("kind:"))),
+])
+def test_a_design_whose_kind_is_missing_or_misspelt_says_so(design, kind, edit, tmp_path):
+    """Read as a training processor, a ReRAM or SNN file failed on its first key a training
+    processor lacks ("energy.adc_8bit_pj: unknown key"), sending the user after a typo in a
+    key that was right."""
+    from desim.experiment import load_design
+
+    path = tmp_path / design
+    path.write_text(edit((ROOT / "configs" / "arch" / design).read_text()))
+    with pytest.raises(ConfigError, match=rf"unknown key.*\(the file's keys are a {kind} "
+                                          rf"design's: is its `kind: {kind}` missing or "
+                                          r"misspelt\?\)$"):
+        load_design(path)
+    with pytest.raises(ConfigError) as plain:  # a training processor's typo: no such hint
+        load_design(ROOT / "configs" / "arch" / "dense.yaml", overrides=["pe_clustr.pes=4"])
+    assert "kind" not in str(plain.value)

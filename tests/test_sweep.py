@@ -153,6 +153,11 @@ def test_random_plan_is_seeded_in_bounds_and_extends():
                                                                  "lg": True}}},
      r"experiment\.yaml: sweep\.axes\.workload\.batch\.lg: unknown key; expected one of: "
      r"high, log, low \(also unknown there: max, min\)$"),
+    # an integer end numpy cannot draw: it failed with numpy's "high is out of bounds for
+    # int64", a traceback
+    ({"mode": "random", "budget": 4, "axes": {"workload.seed": {"low": 0, "high": 2**70}}},
+     r"experiment\.yaml: sweep\.axes\.workload\.seed\.high: expected an integer within "
+     r"\+-2\^63 \(got 1180591620717411303424\)$"),
     # a range's end that is no number: any number is allowed there, not "a valid integer"
     ({"mode": "random", "budget": 4, "axes": {"workload.batch": {"low": "a", "high": 4}}},
      r"experiment\.yaml: sweep\.axes\.workload\.batch\.low: expected a number, an integer "
@@ -214,6 +219,9 @@ def test_a_sweep_that_asks_for_traces_is_refused_before_writing_anything(tmp_pat
      r"sweep\.axes\.observe\.vcd: a sweep's points keep their summaries only: observe is "
      r"no axis"),
     ([], {"workload.bach": [1, 2]}, r"workload\.bach: unknown key.*no point of the sweep"),
+    # an arch axis's bad key is said as the axis's, not as a --set the user never typed
+    ([], {"arch.*.zzz": [8]}, r"dense\.yaml: zzz: unknown key; .* \(set by the sweep's axis "
+     r"sweep\.axes\.arch\.\*\.zzz=8 of .*experiment\.yaml, for run dense\) \(no point"),
 ])
 def test_check_refuses_the_sweeps_that_sweep_refuses(tmp_path, overrides, axes, message):
     """`desim check` passed a sweep asking for traces ("all valid", exit 0) that `desim
@@ -881,8 +889,8 @@ def test_check_elaborates_every_point_of_a_sweep(tmp_path, monkeypatch):
         for s in (0.5, 0.7)]
     for _, err in checked.invalid_points:
         assert err.key == "runs.1.arch" and "smallest tile" in err.message
-        assert ("global_buffer.capacity_kib 1, set by --set "
-                "arch.hppu.global_buffer.capacity_kib=1)") in err.message   # the point's axis
+        assert ("global_buffer.capacity_kib 1, set by the sweep's axis sweep.axes."
+                f"arch.hppu.global_buffer.capacity_kib=1 of {path})") in err.message
     assert calls == {"untrained": 1, "tiles": 3}  # dense, hppu at 512 KiB and at 1 KiB
 
 
