@@ -9,7 +9,9 @@ need it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
@@ -60,8 +62,9 @@ def capture_workload(spec: WorkloadSpec, pruning: PruningSpec,
         layers = read_topology(spec.scalesim_topology, packed=True)
         return Workload(spec, pruning, layers, True, _stats(layers, {}, []))
     model, shape = checked_model(spec)
-    return _within_memory(spec, shape, lambda: _capture(spec, pruning, model, shape,
-                                                        num_classes(spec), needs))
+    with _batch_norms_trainable(model):
+        return _within_memory(spec, shape, lambda: _capture(spec, pruning, model, shape,
+                                                            num_classes(spec), needs))
 
 
 @dataclass
@@ -102,7 +105,8 @@ def untrained(spec: WorkloadSpec) -> Untrained:
         gen = torch.Generator().manual_seed(spec.seed)
         return capture(model, *batch("random", images, shape, classes, generator=gen),
                        packed=True, needs=CaptureNeeds.none())
-    layers = _within_memory(spec, shape, one_iteration)
+    with _batch_norms_trainable(model):
+        layers = _within_memory(spec, shape, one_iteration)
     # its weights' memory freed, shapes kept
     return Untrained(layers, model.to("meta"), batch_free=batch_free)
 
@@ -124,6 +128,32 @@ def _within_memory(spec: WorkloadSpec, shape: tuple[int, ...], work: Callable[[]
         raise ConfigError(f"{spec.model} at batch {spec.batch}, inputs {list(shape)}: one "
                           f"training iteration does not fit in this machine's memory",
                           key="workload.batch") from None
+
+
+@contextmanager
+def _batch_norms_trainable(model: torch.nn.Module) -> Iterator[None]:
+    """Within it, a training batch norm that sees one value per channel (batch 1 on a 1 x 1
+    map) is bad input naming the layer: torch refuses to train it with a ValueError that
+    names neither the layer nor the key to change."""
+    def refuse_one_value(name: str) -> Callable[[torch.nn.Module, tuple], None]:
+        def hook(module: torch.nn.Module, args: tuple) -> None:
+            x = args[0]
+            if module.training and x.shape[0] * math.prod(x.shape[2:]) == 1:  # torch's check
+                where, larger = ("batch 1 on a 1x1 map", ", or a larger input_shape") \
+                    if x.dim() > 2 else ("batch 1", "")
+                raise ConfigError(f"batch norm {name!r} sees one value per channel ({where}, "
+                                  f"input {list(x.shape)}) and cannot train; use a batch of "
+                                  f"2 or more{larger}", key="workload.batch")
+        return hook
+
+    norms = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
+    handles = [module.register_forward_pre_hook(refuse_one_value(name))
+               for name, module in model.named_modules() if isinstance(module, norms)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def num_classes(spec: WorkloadSpec) -> int:

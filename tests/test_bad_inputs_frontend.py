@@ -1,0 +1,30 @@
+"""Bad input to the workload's front end (the model, its data, a SCALE-Sim topology, the
+pruning) that a fuzzing run found ending in a traceback or a silently wrong answer: each is
+a ConfigError naming the key (the command line: one line, exit code 2)."""
+
+from __future__ import annotations
+
+import pytest
+
+from desim.errors import ConfigError
+from mappings.specs import PruningSpec, WorkloadSpec
+from mappings.workload import capture_workload, untrained
+from tests.test_cli import QUICKSTART, assert_config_error, desim
+
+
+def test_a_batch_norm_on_one_value_per_channel_is_refused_naming_the_layer():
+    """Batch 1 on ResNet-18's ImageNet stem at 32 x 32 leaves layer 4 a 1 x 1 map: torch
+    refuses to train its batch norms with a ValueError, which was a traceback."""
+    result = desim("check", str(QUICKSTART), "--set", "workload.batch=1",
+                   "--set", "workload.model_args={}")
+    assert_config_error(result, "quickstart.yaml: workload.batch: batch norm "
+                        "'features.10.body.1' sees one value per channel (batch 1 on a 1x1 "
+                        "map, input [1, 512, 1, 1]) and cannot train; use a batch of 2 or more")
+    # the capture says it too (the check takes min(batch, 2) images, the capture the batch)
+    spec = WorkloadSpec(model="resnet18", batch=1, input_shape=[3, 32, 32])
+    with pytest.raises(ConfigError, match="sees one value per channel") as err:
+        capture_workload(spec, PruningSpec(method="dense"))
+    assert err.value.key == "workload.batch"
+    # two images train it, and the check's hooks are gone afterwards
+    model = untrained(spec.model_copy(update={"batch": 2})).model
+    assert all(not m._forward_pre_hooks for m in model.modules())
