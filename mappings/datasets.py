@@ -62,7 +62,11 @@ def batch(name: Dataset, n: int, input_shape: tuple[int, ...], num_classes: int,
         return x, torch.randint(0, num_classes, (n,), generator=generator)
     images, _ = _load(name)
     train = len(images) - int(len(images) * HELD_OUT_FRACTION)
-    return _shaped(name, (np.arange(n) + offset) % train, input_shape, num_classes)
+    try:
+        idx = (np.arange(n) + offset) % train
+    except ValueError as err:  # numpy's "array is too big": more bytes than 64 bits count
+        raise MemoryError(f"{n} sample indices: {err}") from None  # as a smaller batch's
+    return _shaped(name, idx, input_shape, num_classes)
 
 
 def held_out(name: Dataset, n: int, input_shape: tuple[int, ...], num_classes: int

@@ -28,3 +28,14 @@ def test_a_batch_norm_on_one_value_per_channel_is_refused_naming_the_layer():
     # two images train it, and the check's hooks are gone afterwards
     model = untrained(spec.model_copy(update={"batch": 2})).model
     assert all(not m._forward_pre_hooks for m in model.modules())
+
+
+@pytest.mark.parametrize("batch", [10**11, 2**62])
+def test_a_batch_of_real_data_too_large_for_memory_is_refused(batch):
+    """2^62 images' indices are more bytes than 64 bits count: numpy refuses them with a
+    ValueError ("array is too big"), which was a traceback where 10^11 was this error."""
+    spec = WorkloadSpec(model="lenet300", batch=batch, data="digits")
+    with pytest.raises(ConfigError, match=f"lenet300 at batch {batch}, inputs \\[784\\]: one "
+                       "training iteration does not fit in this machine's memory") as err:
+        capture_workload(spec, PruningSpec(method="dense"))
+    assert err.value.key == "workload.batch"
