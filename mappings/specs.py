@@ -8,6 +8,7 @@ help, `desim topology` and a typo's error message come in a second, not after to
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, PositiveInt, model_validator
@@ -247,4 +248,14 @@ class WorkloadSpec(Strict):
                              "sequence [rows, width] or an image [channels, height, width], "
                              f"not in {len(self.input_shape)} axes {self.input_shape}; use "
                              "data: random for such a shape")
+        if self.data != "random" and self.input_shape and len(self.input_shape) == 1:
+            # a flat input is the image resized to a square, flattened (mappings/datasets.py):
+            # another size would crop the digit or pad it with invented pixels
+            size = self.input_shape[0]
+            side = math.isqrt(size)
+            if side * side != size:
+                raise ValueError(f"input_shape: {self.data} images come as a flat vector of "
+                                 "a square image's pixels ([784]: 28 x 28), so its size must "
+                                 f"be a square number, got {size} (nearest: {side * side}, "
+                                 f"{(side + 1) ** 2}); use data: random for another size")
         return self

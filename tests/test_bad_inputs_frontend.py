@@ -4,12 +4,19 @@ a ConfigError naming the key (the command line: one line, exit code 2)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from desim.errors import ConfigError
+from desim.experiment import load_experiment
+from mappings.datasets import batch
 from mappings.specs import PruningSpec, WorkloadSpec
 from mappings.workload import capture_workload, untrained
-from tests.test_cli import QUICKSTART, assert_config_error, desim
+from tests.test_cli import QUICKSTART, ROOT, assert_config_error, desim
+
+DENSE = ROOT / "configs" / "arch" / "dense.yaml"
 
 
 def test_a_batch_norm_on_one_value_per_channel_is_refused_naming_the_layer():
@@ -39,3 +46,35 @@ def test_a_batch_of_real_data_too_large_for_memory_is_refused(batch):
                        "training iteration does not fit in this machine's memory") as err:
         capture_workload(spec, PruningSpec(method="dense"))
     assert err.value.key == "workload.batch"
+
+
+def experiment_file(folder: Path, workload: dict, pruning: dict | None = None) -> Path:
+    """An experiment of `workload` on the dense design, written to folder/exp.yaml."""
+    path = folder / "exp.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "x", "workload": workload, "baseline": "dense",
+        "runs": [{"name": "dense", "arch": str(DENSE),
+                  "pruning": pruning or {"method": "dense"}}]}))
+    return path
+
+
+@pytest.mark.parametrize("data", ["digits", "mnist"])
+def test_a_flat_input_of_real_images_is_a_square_number_of_pixels(tmp_path, data):
+    """The images are resized to side x side and flattened: [5] got 2 x 2 = 4 values, and
+    `desim check` passed what `desim run` failed on (torch's "mat1 and mat2 shapes cannot
+    be multiplied"); [8] silently dropped a pixel of 3 x 3."""
+    for size, near in [(5, "4, 9"), (8, "4, 9"), (785, "784, 841")]:
+        path = experiment_file(tmp_path, {"model": "lenet300", "input_shape": [size],
+                                          "data": data})
+        with pytest.raises(ConfigError, match=f"{data} images come as a flat vector of a "
+                           f"square image's pixels .*, got {size} \\(nearest: {near}\\); use "
+                           "data: random") as err:
+            load_experiment(path)
+        assert err.value.key == "workload.input_shape"
+    for size in (1, 64, 784):
+        load_experiment(experiment_file(tmp_path, {"model": "lenet300", "input_shape": [size],
+                                                   "data": data}))
+    load_experiment(experiment_file(tmp_path, {"model": "lenet300", "input_shape": [5],
+                                               "data": "random"}))
+    x, _ = batch(data, 3, (64,), 10)
+    assert x.shape == (3, 64)
