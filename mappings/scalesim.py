@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from desim.configio import read_text
-from desim.errors import ConfigError
+from desim.errors import ConfigError, out_of_memory
 from mappings.capture import BitMap, LayerCapture, PackedLayer
 from mappings.counting import BP, FF, WG
 
@@ -58,6 +58,9 @@ def read_topology_rows(path: str | Path) -> list[tuple[str, int, int, int, int, 
         if min(values) <= 0 or r > h or s > w:
             raise ConfigError(f"line {i}: sizes must be positive and the filter no larger "
                               f"than the ifmap, got {values}", file=str(path))
+        if max(values) >= 2**63:  # torch's sizes are 64-bit: a larger one was a TypeError
+            raise ConfigError(f"line {i}: sizes must be less than 2^63, got {values}",
+                              file=str(path))
         rows.append((cells[0], h, w, r, s, c, k, stride))
     if not rows:
         raise ConfigError("no layers in the SCALE-Sim topology", file=str(path))
@@ -78,18 +81,27 @@ def read_topology(path: str | Path, packed: bool = False
     for i, (name, h, w, r, s, c, k, stride) in enumerate(read_topology_rows(path)):
         p, q = ofmap_size(h, r, stride), ofmap_size(w, s, stride)
         h_in, w_in = (p - 1) * stride + r, (q - 1) * stride + s
-        layers.append(LayerCapture(
-            name=name, kind="conv",
-            x_nz=torch.ones(1, c, h_in, w_in, dtype=torch.bool),
-            w_nz=torch.ones(k, c, r, s, dtype=torch.bool),
-            dy_nz=torch.ones(1, k, p, q, dtype=torch.bool),
-            stride=stride, padding=0, needs_input_grad=i > 0))
-    if packed:
-        return [PackedLayer(layer.name, layer.kind, BitMap(layer.x_nz), BitMap(layer.w_nz),
-                            BitMap(layer.dy_nz), layer.stride, layer.padding, layer.dilation,
-                            layer.groups, layer.needs_input_grad, layer.weight_is_parameter)
-                for layer in layers]
+        try:  # its maps are one byte an element: a layer too large is the CSV's fault
+            layer = LayerCapture(
+                name=name, kind="conv",
+                x_nz=torch.ones(1, c, h_in, w_in, dtype=torch.bool),
+                w_nz=torch.ones(k, c, r, s, dtype=torch.bool),
+                dy_nz=torch.ones(1, k, p, q, dtype=torch.bool),
+                stride=stride, padding=0, needs_input_grad=i > 0)
+            layers.append(_packed(layer) if packed else layer)
+        except (MemoryError, RuntimeError) as err:
+            if not out_of_memory(err):
+                raise
+            raise ConfigError(f"line {i + 2}: layer {name!r} (inputs {c} x {h_in} x {w_in}, "
+                              f"weights {k} x {c} x {r} x {s}) does not fit in this "
+                              "machine's memory", file=str(path)) from None
     return layers
+
+
+def _packed(layer: LayerCapture) -> PackedLayer:
+    return PackedLayer(layer.name, layer.kind, BitMap(layer.x_nz), BitMap(layer.w_nz),
+                       BitMap(layer.dy_nz), layer.stride, layer.padding, layer.dilation,
+                       layer.groups, layer.needs_input_grad, layer.weight_is_parameter)
 
 
 def gemm_view(layer: LayerCapture, phase: int) -> tuple[int, int, int, int]:

@@ -12,6 +12,7 @@ import yaml
 from desim.errors import ConfigError
 from desim.experiment import load_experiment
 from mappings.datasets import batch
+from mappings.scalesim import read_topology
 from mappings.specs import PruningSpec, WorkloadSpec
 from mappings.workload import capture_workload, untrained
 from tests.test_cli import QUICKSTART, ROOT, assert_config_error, desim
@@ -78,3 +79,33 @@ def test_a_flat_input_of_real_images_is_a_square_number_of_pixels(tmp_path, data
                                                "data": "random"}))
     x, _ = batch(data, 3, (64,), 10)
     assert x.shape == (3, 64)
+
+
+HEADER = ("Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, "
+          "Num Filter, Strides,\n")
+
+
+@pytest.mark.parametrize("row, fragment", [
+    # 9 PB of weight map (can't allocate), sizes whose bytes overflow 64 bits
+    ("big, 34, 34, 3, 3, 1000, 1000000000000, 1,",
+     "line 3: layer 'big' (inputs 1000 x 34 x 34, weights 1000000000000 x 1000 x 3 x 3) does "
+     "not fit in this machine's memory"),
+    ("big, 10000000, 10000000, 3, 3, 1000000, 16, 1,",
+     "line 3: layer 'big' (inputs 1000000 x 10000000 x 10000000, weights 16 x 1000000 x 3 x 3) "
+     "does not fit in this machine's memory"),
+    (f"big, 34, 34, 3, 3, 3, {2**63}, 1,", "line 3: sizes must be less than 2^63"),
+], ids=["petabytes", "overflowing", "2^63"])
+def test_a_topology_layer_too_large_for_memory_is_refused_naming_the_csv_and_line(
+        tmp_path, row, fragment):
+    """A SCALE-Sim layer's maps are made whole (one byte an element): a layer too large was
+    torch's allocator's RuntimeError traceback in `desim check`."""
+    topology = tmp_path / "big.csv"
+    topology.write_text(HEADER + "ok, 10, 10, 3, 3, 4, 8, 1,\n" + row + "\n")
+    for packed in (False, True):
+        with pytest.raises(ConfigError) as err:
+            read_topology(topology, packed=packed)
+        assert err.value.file == str(topology) and fragment in err.value.message
+    # the spec's check says it too, naming the CSV
+    with pytest.raises(ConfigError) as err:
+        untrained(WorkloadSpec(scalesim_topology=str(topology)))
+    assert str(err.value).startswith(f"{topology}: {fragment}")
