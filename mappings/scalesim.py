@@ -42,6 +42,11 @@ def read_topology_rows(path: str | Path) -> list[tuple[str, int, int, int, int, 
     text = read_text(path, "a SCALE-Sim topology CSV")  # a directory, not UTF-8: said there
     lines = [row for row in csv.reader(io.StringIO(text, newline=""))
              if any(cell.strip() for cell in row)]
+    if lines and any(_is_integer(cell) for cell in lines[0][1:]):
+        # the first row is always skipped as the header: a layer there was lost unsaid
+        raise ConfigError(f"the header row is missing: line 1 is a layer "
+                          f"({','.join(lines[0]).strip()}), where a SCALE-Sim topology starts "
+                          f"with the header row ({', '.join(COLUMNS)},)", file=str(path))
     for i, row in enumerate(lines[1:], start=2):
         cells = [c.strip() for c in row]
         if cells and cells[-1] == "":
@@ -65,6 +70,14 @@ def read_topology_rows(path: str | Path) -> list[tuple[str, int, int, int, int, 
     if not rows:
         raise ConfigError("no layers in the SCALE-Sim topology", file=str(path))
     return rows
+
+
+def _is_integer(cell: str) -> bool:
+    try:
+        int(cell)
+    except ValueError:
+        return False
+    return True
 
 
 def ofmap_size(ifmap: int, filt: int, stride: int) -> int:

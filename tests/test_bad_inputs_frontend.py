@@ -109,3 +109,16 @@ def test_a_topology_layer_too_large_for_memory_is_refused_naming_the_csv_and_lin
     with pytest.raises(ConfigError) as err:
         untrained(WorkloadSpec(scalesim_topology=str(topology)))
     assert str(err.value).startswith(f"{topology}: {fragment}")
+
+
+def test_a_topology_without_its_header_row_is_refused(tmp_path):
+    """The first row is read as the header: without one, the first layer was lost unsaid."""
+    topology = tmp_path / "nohdr.csv"
+    topology.write_text("conv1, 34, 34, 3, 3, 3, 16, 1,\nconv2, 34, 34, 3, 3, 3, 16, 1,\n")
+    with pytest.raises(ConfigError, match="the header row is missing: line 1 is a layer "
+                       r"\(conv1, 34, 34, 3, 3, 3, 16, 1,\), where a SCALE-Sim topology "
+                       r"starts with the header row \(Layer name, IFMAP Height,") as err:
+        read_topology(topology)
+    assert err.value.file == str(topology)
+    topology.write_text(HEADER + topology.read_text())
+    assert [layer.name for layer in read_topology(topology)] == ["conv1", "conv2"]
