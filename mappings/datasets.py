@@ -6,9 +6,9 @@
 Images are scaled to [0, 1], resized (bilinear) to the model's input and repeated over its
 channels. A flat input (an MLP's) is the image resized to side x side and flattened, so its
 size is a square number (`specs.WorkloadSpec` refuses another: no other size holds the
-whole digit undistorted without invented pixels). Labels are taken modulo the model's
-number of classes. The last fifth of each set is held out: `batch` never draws from it,
-`held_out` only from it.
+whole digit undistorted without invented pixels). Labels are the set's own, 0 to 9: a model
+of fewer classes is refused (`specs.DATASET_CLASSES`), not given labels folded together. The
+last fifth of each set is held out: `batch` never draws from it, `held_out` only from it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mappings.specs import Dataset
+from mappings.specs import DATASET_CLASSES, Dataset
 
 HELD_OUT_FRACTION = 0.2
 
@@ -86,10 +86,13 @@ def held_out(name: Dataset, n: int, input_shape: tuple[int, ...], num_classes: i
 
 def _shaped(name: str, idx: np.ndarray, input_shape: tuple[int, ...], num_classes: int
             ) -> tuple[torch.Tensor, torch.Tensor]:
+    if num_classes < DATASET_CLASSES[name]:  # a workload's spec refuses it first
+        raise ValueError(f"{name} has {DATASET_CLASSES[name]} classes, more than the "
+                         f"model's {num_classes}")
     images, labels = _load(name)
     n = len(idx)
     x = torch.from_numpy(images[idx])[:, None]                    # (n, 1, h, w)
-    y = torch.from_numpy(labels[idx]) % num_classes
+    y = torch.from_numpy(labels[idx])
     if len(input_shape) == 2:                  # (sequence, dim): image rows as tokens
         x = F.interpolate(x, size=input_shape, mode="bilinear", align_corners=False)
         return x[:, 0].contiguous(), y

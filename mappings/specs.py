@@ -16,6 +16,9 @@ from pydantic import Field, PositiveInt, model_validator
 from desim.configio import Strict
 
 Dataset = Literal["digits", "mnist", "random"]
+# The classes of the bundled data sets (mappings/datasets.py). A model of fewer would need
+# labels folded together: one class made every label 0 and a trained accuracy of 1.0.
+DATASET_CLASSES = {"digits": 10, "mnist": 10}
 
 # A seed torch's and numpy's generators take (a signed 64-bit integer's range, less the
 # negatives numpy refuses): a larger one was a traceback from manual_seed.
@@ -248,6 +251,8 @@ class WorkloadSpec(Strict):
                              "sequence [rows, width] or an image [channels, height, width], "
                              f"not in {len(self.input_shape)} axes {self.input_shape}; use "
                              "data: random for such a shape")
+        if self.model is not None:
+            self._check_classes()
         if self.data != "random" and self.input_shape and len(self.input_shape) == 1:
             # a flat input is the image resized to a square, flattened (mappings/datasets.py):
             # another size would crop the digit or pad it with invented pixels
@@ -259,3 +264,20 @@ class WorkloadSpec(Strict):
                                  f"be a square number, got {size} (nearest: {side * side}, "
                                  f"{(side + 1) ** 2}); use data: random for another size")
         return self
+
+    def _check_classes(self) -> None:
+        """The model's classes are workload.num_classes, the one count the loss, the data
+        and the model share: a model_args.num_classes besides it (the built-ins take one)
+        must agree, and a real data set's labels need as many classes as it has. (None,
+        a model without a head, is said where the loss needs one: `workload.num_classes`.)"""
+        given = self.model_args.get("num_classes", self.num_classes)
+        if given is not None and given != self.num_classes:
+            raise ValueError(f"model_args.num_classes: {given!r} contradicts "
+                             f"workload.num_classes {self.num_classes}; give the number of "
+                             "classes once, as workload.num_classes (the model gets it as "
+                             "its num_classes)")
+        least = DATASET_CLASSES.get(self.data, 0)
+        if self.num_classes < least:
+            raise ValueError(f"num_classes: {self.data} has {least} classes (labels 0 to "
+                             f"{least - 1}), so the model needs at least {least}, got "
+                             f"{self.num_classes}; use data: random for fewer classes")

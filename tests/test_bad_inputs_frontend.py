@@ -122,3 +122,37 @@ def test_a_topology_without_its_header_row_is_refused(tmp_path):
     assert err.value.file == str(topology)
     topology.write_text(HEADER + topology.read_text())
     assert [layer.name for layer in read_topology(topology)] == ["conv1", "conv2"]
+
+
+DROPBACK_LENET = ROOT / "configs" / "experiments" / "dropback_lenet.yaml"
+
+
+@pytest.mark.parametrize("overrides, key, fragment", [
+    # one class made every label 0: a trained accuracy of 1.0
+    (["workload.num_classes=1"], "workload.num_classes",
+     "mnist has 10 classes (labels 0 to 9), so the model needs at least 10, got 1; use "
+     "data: random for fewer classes"),
+    (["workload.data=digits", "workload.num_classes=9"], "workload.num_classes",
+     "digits has 10 classes"),
+    # the model's count was taken silently over the workload's
+    (["workload.model_args={num_classes: 5}"], "workload.model_args.num_classes",
+     "5 contradicts workload.num_classes 10; give the number of classes once, as "
+     "workload.num_classes"),
+    (["workload.num_classes=12", "workload.model_args={num_classes: 10}"],
+     "workload.model_args.num_classes", "10 contradicts workload.num_classes 12"),
+])
+def test_the_classes_cover_the_data_and_agree_with_the_model(overrides, key, fragment):
+    with pytest.raises(ConfigError) as err:
+        load_experiment(DROPBACK_LENET, overrides)
+    assert err.value.key == key and fragment in err.value.message
+
+
+def test_the_classes_the_data_and_the_model_agree_on_are_taken():
+    for overrides in (["workload.num_classes=12"], ["workload.model_args={num_classes: 10}"]):
+        load_experiment(DROPBACK_LENET, overrides)
+    load_experiment(QUICKSTART, ["workload.data=random", "workload.num_classes=3"])
+    # labels are the set's own: 0 to 9, each of them
+    _, y = batch("digits", 200, (64,), 10)
+    assert set(y.tolist()) == set(range(10))
+    with pytest.raises(ValueError, match="digits has 10 classes, more than the model's 1"):
+        batch("digits", 2, (64,), 1)

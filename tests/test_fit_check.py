@@ -82,7 +82,8 @@ def test_the_check_takes_two_images_and_gives_the_verdict_of_the_whole_batch():
 
 def test_a_model_that_multiplies_activations_is_checked_at_its_batch():
     """A transformer block's attention matmuls take the batch as their groups (4 heads)."""
-    layers = untrained(WorkloadSpec(model="transformer_block", batch=3, num_classes=4)).layers
+    layers = untrained(WorkloadSpec(model="transformer_block", batch=3, num_classes=4,
+                                    data="random")).layers
     assert [p.unpack().groups for p in layers if p.unpack().kind == "matmul"] == [12, 12]
 
 
@@ -109,7 +110,7 @@ def test_an_axis_of_batch_sizes_runs_the_untrained_iteration_once(model, batches
     shared = Shared()
     for batch in batches:
         sets = [f"workload.batch={batch}", f"workload.model={model}",
-                "workload.input_shape=null", "workload.num_classes=4"]
+                "workload.input_shape=null", "workload.num_classes=4", "workload.data=random"]
         elaborate(load_experiment(ADMM_LENET5, [*sets, "runs.1.pruning={method: dense}"]),
                   shared)
     assert len(made) == runs and len(checked) == 2 * runs  # two designs each time
