@@ -102,7 +102,7 @@ class PruningSpec(Strict):
     pe_cols: PositiveInt | None = None
     p: PositiveInt | None = None
     b: PositiveInt | None = None
-    k: int | None = Field(None, ge=0)
+    k: PositiveInt | None = None  # DropBack: weights tracked (0 would train none)
     threshold_ratio: float = Field(0.7, ge=0.0)
     seed: Seed = 0
     regrow_fraction: float = Field(0.3, ge=0.0, le=1.0)  # SET / RigL: share dropped and regrown

@@ -9,9 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from desim.elaborate import elaborate
 from desim.errors import ConfigError
 from desim.experiment import load_experiment
 from mappings.datasets import batch
+from mappings.models import build_model
+from mappings.pruning import prune_model
 from mappings.scalesim import read_topology
 from mappings.specs import PruningSpec, WorkloadSpec
 from mappings.workload import capture_workload, untrained
@@ -156,3 +159,32 @@ def test_the_classes_the_data_and_the_model_agree_on_are_taken():
     assert set(y.tolist()) == set(range(10))
     with pytest.raises(ValueError, match="digits has 10 classes, more than the model's 1"):
         batch("digits", 2, (64,), 1)
+
+
+@pytest.mark.parametrize("pruning, key, fragment", [
+    # k 0 was reported as a compression of 266,200; 10^12 was clipped to the weights
+    ("{method: dropback, k: 0, skip_last_linear: false}", "runs.1.pruning.k",
+     "greater than 0"),
+    ("{method: dropback, k: 1000000000000, skip_last_linear: false}", "runs.1.pruning.k",
+     "k = 1,000,000,000,000 is more weights than DropBack ranks: the layers it prunes have "
+     "266,200"),
+    ("{method: dropback, k: 266201, skip_last_linear: false}", "runs.1.pruning.k",
+     "the layers it prunes have 266,200"),
+    ("{method: dropback, sparsity: 0.999999999, skip_last_linear: false}",
+     "runs.1.pruning.sparsity", "sparsity 0.999999999 tracks none of the 266,200 weights"),
+])
+def test_dropback_tracks_at_least_one_weight_and_at_most_those_it_ranks(pruning, key,
+                                                                          fragment):
+    """Said by `desim check` (the untrained model's shapes), before 600 iterations."""
+    with pytest.raises(ConfigError) as err:
+        elaborate(load_experiment(DROPBACK_LENET, [f"runs.1.pruning={pruning}"]))
+    assert err.value.key == key and fragment in err.value.message
+
+
+def test_dropback_tracks_every_weight_it_ranks_when_k_is_all_of_them():
+    spec = PruningSpec(method="dropback", k=266_200, skip_last_linear=False)
+    model = build_model("lenet300")
+    masks = prune_model(model, spec)
+    assert sum(int(m.sum()) for m in masks.values()) == 266_200
+    with pytest.raises(ConfigError, match="more weights than DropBack ranks"):
+        prune_model(model, spec.model_copy(update={"k": 266_201}))

@@ -99,6 +99,8 @@ def check_layers(model: nn.Module, spec: PruningSpec) -> None:
     runs it on the untrained model (on the meta device) before any capture or training, as
     `prune_model` does before pruning."""
     check = SHAPE_CHECKS.get(spec.method)
+    if spec.method == "dropback":  # one k over all its layers' weights
+        dropback_k(spec, sum(m.weight.numel() for _, m in prunable_layers(model, spec)))
     for name, module in prunable_layers(model, spec):
         shape = tuple(module.weight.shape)
         try:
@@ -144,9 +146,19 @@ def _layer_mask(weight: Tensor, spec: PruningSpec) -> tuple[Tensor, Tensor | Non
 
 
 def dropback_k(spec: PruningSpec, total: int) -> int:
-    """Weights DropBack tracks: `k` when given, else (1 - sparsity) of `total`."""
-    k = spec.k if spec.k is not None else round((1 - spec.sparsity) * total)
-    return min(k, total)
+    """Weights DropBack tracks of the `total` it ranks: `k` when given, else (1 - sparsity)
+    of them. More than `total` (they were clipped to it) or none is bad input: its
+    compression would be reported for a k that never ran."""
+    if spec.k is not None:
+        if spec.k > total:
+            raise ConfigError(f"k = {spec.k:,} is more weights than DropBack ranks: the "
+                              f"layers it prunes have {total:,}", key="k")
+        return spec.k
+    k = round((1 - spec.sparsity) * total)
+    if k == 0:
+        raise ConfigError(f"sparsity {spec.sparsity} tracks none of the {total:,} weights "
+                          "DropBack ranks: no weight left to train", key="sparsity")
+    return k
 
 
 def prune_model(model: nn.Module, spec: PruningSpec) -> dict[str, Tensor]:
