@@ -17,7 +17,7 @@ from mappings.models import build_model
 from mappings.pruning import prune_model
 from mappings.scalesim import read_topology
 from mappings.specs import PruningSpec, WorkloadSpec
-from mappings.workload import capture_workload, untrained
+from mappings.workload import capture_workload, checked_model, untrained
 from tests.test_cli import QUICKSTART, ROOT, assert_config_error, desim
 
 DENSE = ROOT / "configs" / "arch" / "dense.yaml"
@@ -188,3 +188,55 @@ def test_dropback_tracks_every_weight_it_ranks_when_k_is_all_of_them():
     assert sum(int(m.sum()) for m in masks.values()) == 266_200
     with pytest.raises(ConfigError, match="more weights than DropBack ranks"):
         prune_model(model, spec.model_copy(update={"k": 266_201}))
+
+
+NET_CLASS = '''
+from __future__ import annotations
+
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, width: int, num_classes: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                  nn.Linear(width, num_classes))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+class NotAModule:
+    pass
+'''
+
+
+def test_an_nn_module_class_is_a_model_factory(tmp_path):
+    """`file.py:Net` was desim's own misuse of pydantic's validate_call (for functions only),
+    said as if the user's class had raised it. Its constructor is the factory: its arguments
+    are checked as a function's are, and it gets the workload's num_classes."""
+    (tmp_path / "net.py").write_text(NET_CLASS)
+    workload = {"model": "net.py:Net", "model_args": {"width": 4}, "input_shape": [3, 8, 8],
+                "num_classes": 10, "data": "random", "batch": 2}
+    spec = load_experiment(experiment_file(tmp_path, workload)).spec.workload
+    model, _ = checked_model(spec)
+    assert type(model).__name__ == "Net"
+    assert [tuple(p.shape) for p in model.parameters()] == [(4, 3, 3, 3), (4,), (10, 4), (10,)]
+    assert [layer.name for layer in capture_workload(spec, PruningSpec(method="dense")).layers
+            ] == ["body.0", "body.4"]
+    for model_args, key, fragment in [
+            ({"width": "4"}, "workload.model_args.width", "input should be a valid integer"),
+            ({"width": 4, "depth": 2}, "workload.model_args.depth",
+             "model 'Net' of '" + str(tmp_path / "net.py") + "' takes no argument 'depth'; "
+             "it takes width, num_classes")]:
+        spec = spec.model_copy(update={"model_args": model_args})
+        with pytest.raises(ConfigError) as err:
+            checked_model(spec)
+        assert err.value.key == key and fragment in err.value.message
+    spec = spec.model_copy(update={"model": spec.model.replace(":Net", ":NotAModule"),
+                                   "model_args": {}})
+    with pytest.raises(ConfigError, match="'NotAModule' of .* is a class that is not an "
+                       "nn.Module; expected an nn.Module class or a function") as err:
+        checked_model(spec)
+    assert err.value.key == "workload.model"

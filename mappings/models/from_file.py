@@ -1,14 +1,14 @@
 """A model from the user's own Python file: `workload.model: "path/to/file.py:factory"`.
 
 So an architect studies their own network without editing desim: `factory` is a callable
-in the file that returns an `nn.Module`; `workload.model_args` are its keyword arguments,
-checked against its signature as the built-ins' are; it gets `num_classes` (the
-workload's) when its signature takes that parameter and model_args does not set it, as
-the built-ins do. The path is relative to the experiment file's folder (the experiment
-loader resolves it, `mappings.model_path.resolve`), so a results folder and a sweep's Dask
-workers name the same file wherever they run. Its bytes' sha256 (`model_path.file_sha256`)
-keys the workload cache and is recorded in config.json: a changed file is another
-workload.
+in the file that returns an `nn.Module`, or an `nn.Module` class (its constructor is the
+factory); `workload.model_args` are its keyword arguments, checked against its signature
+as the built-ins' are; it gets `num_classes` (the workload's) when its signature takes
+that parameter and model_args does not set it, as the built-ins do. The path is relative
+to the experiment file's folder (the experiment loader resolves it,
+`mappings.model_path.resolve`), so a results folder and a sweep's Dask workers name the
+same file wherever they run. Its bytes' sha256 (`model_path.file_sha256`) keys the
+workload cache and is recorded in config.json: a changed file is another workload.
 """
 
 from __future__ import annotations
@@ -63,9 +63,9 @@ def build_file_model(model: str, model_args: Mapping[str, Any], num_classes: int
     """The nn.Module the file's factory returns for `model_args` (each checked against its
     signature: a bad one is a ConfigError naming `workload.model_args.<arg>`), with
     `num_classes` added when the factory takes it and model_args does not give it."""
-    factory = load_factory(model)
     path, name = split(model)
     label = f"{name!r} of {str(path)!r}"
+    factory = _as_function(load_factory(model), label)
     kwargs = dict(model_args)
     if "num_classes" not in kwargs and _takes(factory, "num_classes"):
         kwargs["num_classes"] = num_classes
@@ -80,6 +80,29 @@ def build_file_model(model: str, model_args: Mapping[str, Any], num_classes: int
         raise ConfigError(f"model {label} returned a value of type {type(built).__name__}, not an "
                           "nn.Module", key="workload.model")
     return built
+
+
+def _as_function(factory: Callable[..., Any], label: str) -> Callable[..., Any]:
+    """`factory`, or for an nn.Module class a function of its constructor's signature and
+    annotations that builds one: the arguments are checked as a function's are, which
+    pydantic's validate_call does for functions only."""
+    if not isinstance(factory, type):
+        return factory
+    if not issubclass(factory, nn.Module):
+        raise ConfigError(f"model {label} is a class that is not an nn.Module; expected an "
+                          "nn.Module class or a function that returns an nn.Module",
+                          key="workload.model")
+    cls = factory
+
+    def build(*args: Any, **kwargs: Any) -> nn.Module:
+        return cls(*args, **kwargs)
+
+    build.__signature__ = inspect.signature(cls)  # type: ignore[attr-defined]
+    build.__annotations__ = {arg: hint for arg, hint in
+                             inspect.get_annotations(cls.__init__).items() if arg != "return"}
+    build.__module__ = cls.__module__  # where string annotations (`from __future__`) resolve
+    build.__name__ = build.__qualname__ = cls.__name__
+    return build
 
 
 def _takes(factory: Callable[..., Any], arg: str) -> bool:
