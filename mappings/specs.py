@@ -159,13 +159,16 @@ class PruningSpec(Strict):
 MAX_TRAINING_ITERATIONS = 1_000_000
 
 
+RAMP_FRACTION = 0.5  # the gradual schedule reaches its sparsity halfway, by default
+
+
 class TrainingSpec(Strict):
     iterations: PositiveInt
     learning_rate: float = Field(0.05, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     capture_iteration: int | None = None  # default: the last one
     gradual: bool = False                 # cubic schedule (magnitude pruning)
-    ramp_fraction: float = Field(0.5, gt=0, le=1)
+    ramp_fraction: float = Field(RAMP_FRACTION, gt=0, le=1)  # of the iterations, gradual
     eval_samples: PositiveInt = 200
 
     @model_validator(mode="after")
@@ -178,6 +181,9 @@ class TrainingSpec(Strict):
         if at is not None and not 0 <= at < self.iterations:
             raise ValueError(f"capture_iteration: {at} is not one of the iterations "
                              f"0..{self.iterations - 1}")
+        if not self.gradual and self.ramp_fraction != RAMP_FRACTION:
+            raise ValueError("ramp_fraction: it shapes the gradual schedule, which is off "
+                             "(gradual: false); set gradual: true, or leave it out")
         return self
 
 

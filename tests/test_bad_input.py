@@ -106,6 +106,10 @@ DENSE = ROOT / "configs" / "arch" / "dense.yaml"
     (["workload.input_shape=[]"],
      ["quickstart.yaml: workload.input_shape: List should have at least 1 item after "
       "validation, not 0 (got [])"]),
+    # a ramp for a gradual schedule that is off was ignored without a word
+    (["workload.training={iterations: 2, ramp_fraction: 0.3}"],
+     ["quickstart.yaml: workload.training.ramp_fraction: it shapes the gradual schedule, "
+      "which is off"]),
     # a timer for a power-down that is off was ignored without a word
     (["arch.dense.dram.power_down_idle_cycles=100"],
      ["dense.yaml: dram.power_down_idle_cycles: power_down is off, so no timer runs"]),
