@@ -135,7 +135,7 @@ def check(
     from desim.check import check as check_experiment
     from desim.elaborate import DESCRIBED, cell
 
-    checked = guarded(lambda: check_experiment(config, list(set_ or [])))
+    checked = guarded(lambda: check_experiment(config, list(set_ or []), progress=True))
     rows = checked.runs
     table = Table(title=f"{config.name}: elaborated, not simulated")
     table.add_column("")
