@@ -296,12 +296,18 @@ def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) ->
     archs, workloads = {}, {}
     for i, run in enumerate(spec.runs):
         arch_path = (path.parent / run.arch).resolve()
+        if not run.arch.strip():  # the experiment's own folder, said "is a directory"
+            raise ConfigError("empty; expected an architecture YAML file's path",
+                              file=str(path), key=f"runs.{i}.arch")
         if arch_path.is_dir():
             raise ConfigError(f"{run.arch!r} is a directory; expected an architecture YAML "
                               "file", file=str(path), key=f"runs.{i}.arch")
-        if not arch_path.is_file():
+        if not arch_path.exists():
             raise ConfigError(f"architecture file {run.arch!r} not found (looked at {arch_path})",
                               file=str(path), key=f"runs.{i}.arch")
+        if not arch_path.is_file():  # a device, a pipe: /dev/null exists, it is no file
+            raise ConfigError(f"{run.arch!r} is not a regular file; expected an architecture "
+                              "YAML file", file=str(path), key=f"runs.{i}.arch")
         named = _arch_set_items(arch_sets, run.name)
         try:
             archs[run.name] = _run_arch(path, i, arch_path, run.arch_set,

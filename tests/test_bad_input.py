@@ -106,6 +106,11 @@ DENSE = ROOT / "configs" / "arch" / "dense.yaml"
     (["workload.input_shape=[]"],
      ["quickstart.yaml: workload.input_shape: List should have at least 1 item after "
       "validation, not 0 (got [])"]),
+    # an empty arch path read as "'' is a directory", a device as "not found"
+    (["runs.0.arch=''"], ["quickstart.yaml: runs.0.arch: empty; expected an architecture "
+                          "YAML file's path"]),
+    (["runs.0.arch=/dev/null"], ["quickstart.yaml: runs.0.arch: '/dev/null' is not a regular "
+                                 "file"]),
     # a ramp for a gradual schedule that is off was ignored without a word
     (["workload.training={iterations: 2, ramp_fraction: 0.3}"],
      ["quickstart.yaml: workload.training.ramp_fraction: it shapes the gradual schedule, "
