@@ -709,10 +709,13 @@ def misfit(ps: PhaseShape, win: _Window, a: int, n_rows: int, length: int, hw: H
     """The error for a phase whose smallest tile does not fit the buffer's tile half."""
     shape, need = smallest_tile(ps, win, a, n_rows, length, hw)
     channels = f"{shape.ka} channel" + ("s" if shape.ka > 1 else "")
+    # a tile deals a channel to each cluster at least: many clusters make a large tile
+    fewer = (f", or use fewer PE clusters (of the {hw.clusters}, it deals one channel to "
+             f"each of {shape.ka})" if shape.ka > 1 else "")
     return ConfigError(f"{where}: the smallest tile ({channels} x 1 row) needs "
                        f"{need} bytes but the global buffer gives a tile "
-                       f"{hw.buffer_bytes} bytes; enlarge the buffer or shrink the batch",
-                       key=BUFFER_KEY)
+                       f"{hw.buffer_bytes} bytes; enlarge the buffer or shrink the "
+                       f"batch{fewer}", key=BUFFER_KEY)
 
 
 def _rank(hw: HardwareView, time: float, moves: dict[str, float], tail: tuple) -> tuple:

@@ -123,7 +123,8 @@ def test_desim_check_refuses_a_buffer_too_small_before_any_training(tmp_path):
     result = desim("check", str(configs / "experiments" / "dropback_lenet.yaml"))
     assert_config_error(result, "dropback_lenet.yaml: runs.0.arch:", "layer 0 FF: the smallest "
                         "tile (16 channels x 1 row) needs 3364 bytes but the global buffer "
-                        "gives a tile 512 bytes",
+                        "gives a tile 512 bytes; enlarge the buffer or shrink the batch, or use "
+                        "fewer PE clusters (of the 16, it deals one channel to each of 16)",
                         "(run 'dense', architecture ../arch/dense.yaml: "
                         "global_buffer.capacity_kib 1)")
     assert "set by" not in result.stderr   # the file's own value
