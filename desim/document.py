@@ -136,20 +136,24 @@ def to_html(blocks: list[Block], title: str) -> str:
 
 
 def print_blocks(console: Any, blocks: list[Block]) -> None:
-    """The blocks on a rich console: the text's inline markup rendered, and a table's cells
-    folded onto more lines where the terminal is narrow, never cut short (rich's Markdown
-    cuts a wide table's figures with an ellipsis)."""
+    """The blocks on a rich console: a table's cells as plain text (their inline markup
+    dropped), folded onto more lines where the terminal is narrow, never cut short (rich's
+    Markdown cuts a wide table's figures with an ellipsis); the rest as Markdown."""
     from rich.markdown import Markdown
     from rich.table import Table as RichTable
+    from rich.text import Text
+
+    def plain(text: str) -> Text:
+        return Text(re.sub(r"\*\*(.+?)\*\*|`([^`]+)`", lambda m: m[1] or m[2], text))
 
     for b in blocks:
         if isinstance(b, Table):
-            table = RichTable(show_lines=False)
+            table = RichTable()
             for i, head in enumerate(b.header):
-                table.add_column(Markdown(head), overflow="fold",
+                table.add_column(plain(head), overflow="fold",
                                  justify="right" if i in b.numeric else "left")
             for row in b.rows:
-                table.add_row(*(Markdown(c) if "`" in c or "**" in c else c for c in row))
+                table.add_row(*map(plain, row))
             console.print(table)
         elif not isinstance(b, Image):  # a picture has no place in a terminal
             console.print(Markdown(to_markdown([b])))
