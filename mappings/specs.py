@@ -19,6 +19,9 @@ Dataset = Literal["digits", "mnist", "random"]
 # The classes of the bundled data sets (mappings/datasets.py). A model of fewer would need
 # labels folded together: one class made every label 0 and a trained accuracy of 1.0.
 DATASET_CLASSES = {"digits": 10, "mnist": 10}
+# The images each holds out to measure accuracy on (its last fifth, mappings/datasets.py):
+# a training's eval_samples beyond them was capped without a word.
+DATASET_HELD_OUT = {"digits": 359, "mnist": 1000}
 
 # A seed torch's and numpy's generators take (a signed 64-bit integer's range, less the
 # negatives numpy refuses): a larger one was a traceback from manual_seed.
@@ -259,6 +262,11 @@ class WorkloadSpec(Strict):
                              "data: random for such a shape")
         if self.model is not None:
             self._check_classes()
+        held_out = DATASET_HELD_OUT.get(self.data)
+        if self.training is not None and held_out and self.training.eval_samples > held_out:
+            raise ValueError(f"training.eval_samples: {self.data} holds out {held_out} images "
+                             f"to measure accuracy on, fewer than {self.training.eval_samples}; "
+                             f"ask for at most {held_out}")
         if self.data != "random" and self.input_shape and len(self.input_shape) == 1:
             # a flat input is the image resized to a square, flattened (mappings/datasets.py):
             # another size would crop the digit or pad it with invented pixels

@@ -240,3 +240,22 @@ def test_an_nn_module_class_is_a_model_factory(tmp_path):
                        "nn.Module; expected an nn.Module class or a function") as err:
         checked_model(spec)
     assert err.value.key == "workload.model"
+
+
+@pytest.mark.parametrize("data", ["digits", "mnist"])
+def test_a_training_measures_accuracy_on_at_most_the_images_held_out(data):
+    """`training.eval_samples` beyond the data set's held-out fifth was capped without a
+    word (10^9 asked, 1,000 measured); the counts the check uses are the data sets' own."""
+    from mappings.datasets import held_out
+    from mappings.specs import DATASET_HELD_OUT
+
+    images, _ = held_out(data, 10**6, (1, 8, 8), 10)
+    assert len(images) == DATASET_HELD_OUT[data]
+    workload = {"model": "lenet300", "data": data, "input_shape": [784],
+                "training": {"iterations": 2, "eval_samples": DATASET_HELD_OUT[data]}}
+    WorkloadSpec.model_validate(workload)  # all of them: fine
+    workload["training"]["eval_samples"] += 1
+    with pytest.raises(ValueError, match=rf"training\.eval_samples: {data} holds out "
+                                         rf"{DATASET_HELD_OUT[data]} images to measure "
+                                         rf"accuracy on, fewer than {DATASET_HELD_OUT[data] + 1}"):
+        WorkloadSpec.model_validate(workload)
