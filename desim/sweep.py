@@ -13,6 +13,7 @@ Why it is built this way:
   whose points is valid (a misspelt axis) is refused before it writes anything. Workers receive
   the resolved `Experiment`, so they need neither the YAML files nor the results folder; a
   remote `--scheduler` works as a local cluster does.
+- The tasks the workers run, and the cluster they run on, are `desim.sweep_dask`'s.
 - Captures are tasks of their own, keyed by (workload, pruning): a point depends on the
   captures of its runs, Dask computes each once and hands it to every point that needs it,
   and a worker that can see `DIR/cache` keeps it there for a resumed sweep
@@ -42,20 +43,12 @@ Why it is built this way:
 from __future__ import annotations
 
 import contextlib
-import gc
 import hashlib
 import itertools
 import json
-import logging
 import math
-import os
 import re
-import signal
-import socket
-import threading
 import time
-import traceback
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -70,6 +63,13 @@ from desim.errors import ConfigError, fail
 from desim.metrics import DERIVED_RUN
 from desim.plots import save_figure
 from desim.results import atomic_path, writable_folder
+from desim.sweep_dask import (
+    ClusterFailed,
+    SchedulerLost,
+    dask_client,
+    failure_record,
+    run_on_dask,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -77,7 +77,6 @@ if TYPE_CHECKING:
 
     from desim.experiment import Experiment
     from desim.sweep_spec import SweepSpec
-    from mappings.workload import Workload
 
 # Columns of results.parquet besides the axes (which come right after point_id).
 METRIC_COLUMNS = ["cycles", "energy_j", "macs", "effectual_macs", "processed_macs",
@@ -96,7 +95,6 @@ COMPONENT_PREFIX = "energy_j."
 UTILIZATION_PREFIX = "utilization."
 BOUND_PREFIX = "time_by_busiest_part."
 PER_PART = (COMPONENT_PREFIX, UTILIZATION_PREFIX, BOUND_PREFIX)
-TRACEBACK_FRAMES = 8  # the innermost frames kept in a failed point's file
 
 
 # --- points -------------------------------------------------------------------------------
@@ -218,90 +216,6 @@ def fingerprint(path: Path, overrides: Sequence[str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-# --- tasks (run on the workers) -------------------------------------------------------------
-
-_WORKER_TUNED = False
-
-
-def _tune_worker() -> None:
-    """Set a worker process up for simulating, once (after its first task's imports).
-
-    The Dask nanny sets `MALLOC_TRIM_THRESHOLD_=65536`, and with it glibc also freezes its
-    mmap threshold at 128 KiB, so every numpy array the mapper and the kernel allocate is a
-    fresh mmap, page-faulted and zeroed: a point took twice as long in a worker as in `desim
-    run` (more system than user time). Generous thresholds, set here rather than in the
-    cluster's environment, hold on remote workers too. Other C libraries: nothing to do.
-    And the imports' objects (torch's, pandas', some 200,000) are frozen out of the garbage
-    collector's reach: every full collection walked them, 0.5 s of a quickstart point (0.1
-    frozen), as in `desim run`."""
-    global _WORKER_TUNED
-    if _WORKER_TUNED:
-        return
-    _WORKER_TUNED = True
-    gc.collect()
-    gc.freeze()
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-1, 128 << 20)  # M_TRIM_THRESHOLD: keep up to 128 MiB freed memory
-        libc.mallopt(-3, 32 << 20)   # M_MMAP_THRESHOLD: heap, not mmap, below 32 MiB
-    except (OSError, AttributeError):
-        pass
-
-
-@dataclass(frozen=True)
-class CaptureFailed:
-    """A capture's error, handed to the points that needed it: they record it as theirs
-    (returned rather than raised, so Dask neither logs it per point nor retries)."""
-
-    failure: dict[str, Any]
-
-
-def _capture_task(workload: Any, pruning: Any, cache_dir: str | None
-                  ) -> Workload | CaptureFailed:
-    """One capture, shared by every point whose runs need it (Dask passes the result on)."""
-    from desim.workload_cache import load_or_capture
-
-    _tune_worker()
-    try:
-        return load_or_capture(workload, pruning, cache_dir)
-    except Exception as err:  # noqa: BLE001 - recorded in each dependent point's file
-        return CaptureFailed(_failure(err, err.__traceback__))
-
-
-def _point_task(experiment: Experiment, captures: dict[str, Workload | CaptureFailed]
-                ) -> dict[str, Any]:
-    """Simulate every run of one point. A failure is a result too (status "failed", the
-    error and the innermost frames), so one bad point never stops the sweep."""
-    from desim.runner import run, summarize
-    from desim.workload_cache import cache_key
-
-    _tune_worker()
-    started = time.perf_counter()
-    worker = {"host": socket.gethostname(), "pid": os.getpid()}
-    for captured in captures.values():
-        if isinstance(captured, CaptureFailed):
-            return {**captured.failure, "elapsed_s": 0.0, "worker": worker}
-    try:
-        results = run(experiment, capture=lambda w, p: captures[cache_key(w, p)],
-                      elaborated=True)  # by `_compute`, before dispatching the point
-        summary = summarize(experiment, results)
-    except Exception as err:  # noqa: BLE001 - recorded in the point's file
-        return {**_failure(err, err.__traceback__), "elapsed_s": time.perf_counter() - started,
-                "worker": worker}
-    return {"status": "ok", "error": None, "error_type": None, "traceback": None,
-            "runs": summary["runs"], "comparison": summary["comparison"],
-            "elapsed_s": time.perf_counter() - started, "worker": worker}
-
-
-def _failure(err: BaseException, tb: Any) -> dict[str, Any]:
-    lines = traceback.format_exception(type(err), err, tb, limit=-TRACEBACK_FRAMES)
-    return {"status": "failed", "error": str(err) or type(err).__name__,
-            "error_type": type(err).__name__, "traceback": "".join(lines),
-            "runs": None, "comparison": None}
-
-
 # --- the sweep ------------------------------------------------------------------------------
 
 def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, workers: int = 2,
@@ -336,7 +250,7 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
     todo = [p for p in points if p.point_id not in done]
     failed_before = sum(status != "ok" for status in done.values())
     # Connected first: a scheduler that is not there leaves the folder as it was.
-    with _client(scheduler, workers) if todo else contextlib.nullcontext() as client:
+    with dask_client(scheduler, workers) if todo else contextlib.nullcontext() as client:
         _write_manifest(out, path, base, spec, points, current)
         if todo:  # an earlier table (and its plots) would pass for this unfinished sweep's
             for finished in (out / "results.parquet", out / "pareto.png", *plot_files(out)):
@@ -462,14 +376,14 @@ def _compute(path: Path, out: Path, base: list[str], todo: list[Point], client: 
         except Exception as err:  # noqa: BLE001 - a ConfigError, mostly: the point's values
             tb = None if isinstance(err, ConfigError) else err.__traceback__
             err = point.error_of(err, path) if isinstance(err, ConfigError) else err
-            _finish(out, point, sets, None, {**_failure(err, tb), "elapsed_s": 0.0,
+            _finish(out, point, sets, None, {**failure_record(err, tb), "elapsed_s": 0.0,
                                              "worker": None}, log, bar)
             continue
         try:
             elaborate(experiment, shared)
         except ConfigError as err:  # its design, model or pruning: said before any capture
             err = point.error_of(err, path)
-            _finish(out, point, sets, experiment, {**_failure(err, None), "elapsed_s": 0.0,
+            _finish(out, point, sets, experiment, {**failure_record(err, None), "elapsed_s": 0.0,
                                                    "worker": None}, log, bar)
             continue
         keys = [cache_key(experiment.workloads[run.name], run.pruning)
@@ -481,76 +395,11 @@ def _compute(path: Path, out: Path, base: list[str], todo: list[Point], client: 
     ready.sort(key=lambda item: item[2])
     assert client is not None
     try:
-        for point, experiment, result in _on_dask(client, scheduler, ready, out):
+        for point, experiment, result in run_on_dask(client, scheduler, ready, out):
             _finish(out, point, base + point.overrides, experiment, result, log, bar)
     except SchedulerLost as err:
         log(str(err))
         raise
-
-
-class ClusterFailed(Exception):
-    """The local Dask cluster did not start (its workers could not spawn, no port was free,
-    it timed out): a failure of this machine, not of the sweep's input, so `desim sweep`
-    exits 1 with this message; the folder is left as it was."""
-
-
-class SchedulerLost(Exception):
-    """The connection to the Dask scheduler broke mid-sweep (it stopped, or the network
-    failed). The points it had not finished have no file, so a resumed sweep computes them;
-    `desim sweep` exits 1 with this message."""
-
-
-def _on_dask(client: Client, scheduler: str | None,
-             ready: list[tuple[Point, Experiment, list[str]]], out: Path
-             ) -> Iterator[tuple[Point, Experiment, dict[str, Any]]]:
-    """Submit the points (after the captures they need) and yield each with its result as
-    it finishes. Losing the scheduler cancels every future left, or makes a call raise:
-    then SchedulerLost, after the points that did finish. Only Dask's calls are made in
-    here, so a point file that cannot be written is not taken for a lost scheduler."""
-    from concurrent.futures import CancelledError
-
-    from distributed import as_completed
-    from distributed.client import ClosedClientError
-
-    session = uuid.uuid4().hex[:8]  # two sweeps on one scheduler never share a point's key
-    finished, cause = 0, ""
-    try:
-        captures: dict[str, Any] = {}
-        futures = {}
-        for point, experiment, keys in ready:
-            needed = {}
-            for run, key in zip(experiment.spec.runs, keys, strict=True):
-                if key not in captures:
-                    captures[key] = client.submit(
-                        _capture_task, experiment.workloads[run.name], run.pruning,
-                        str((out / "cache").resolve()), key=f"capture-{key}")
-                needed[key] = captures[key]
-            future = client.submit(_point_task, experiment, needed,
-                                   key=f"point-{point.point_id}-{session}")
-            futures[future] = (point, experiment)
-        captures.clear()  # Dask keeps each capture while a point still needs it
-        for future in as_completed(futures):
-            point, experiment = futures.pop(future)
-            if future.status == "cancelled":  # the scheduler went away: not the point's fault
-                continue
-            if future.status == "finished":
-                result = future.result()
-            else:  # its worker died again and again (KilledWorker: out of memory, a crash)
-                result = {**_failure(future.exception(), future.traceback()),
-                          "elapsed_s": None, "worker": None}
-            future.release()
-            finished += 1
-            yield point, experiment, result
-    # CommClosedError and TimeoutError are OSErrors; a client closed after failing to
-    # reconnect (Dask tries for distributed.comm.timeouts.connect) refuses to submit
-    except (OSError, CancelledError, ClosedClientError) as err:
-        cause = f" ({type(err).__name__}: {' '.join(str(err).split())})"
-    if finished < len(ready):
-        raise SchedulerLost(
-            "lost the connection to the Dask scheduler "
-            f"{'at ' + scheduler if scheduler else 'of the local cluster'}{cause}: "
-            f"{len(ready) - finished} of {len(ready)} points unfinished (the finished ones are "
-            "written): run the same command again to compute them")
 
 
 def _finish(out: Path, point: Point, sets: list[str], experiment: Experiment | None,
@@ -570,92 +419,6 @@ def _finish(out: Path, point: Point, sets: list[str], experiment: Experiment | N
     else:
         log(f"point {point.point_id} failed {point.values}: {result['error']}")
     bar.advance(result["status"] != "ok", point, result)
-
-
-@contextlib.contextmanager
-def _silenced(name: str) -> Iterator[None]:
-    """Logger `name` says nothing below CRITICAL meanwhile (its level restored after)."""
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-@contextlib.contextmanager
-def _spawned_ignoring_sigint() -> Iterator[None]:
-    """Processes spawned meanwhile ignore SIGINT (an ignored signal stays ignored across
-    exec, and Python then installs no KeyboardInterrupt handler): a Ctrl-C reaches the whole
-    process group, and each local worker printed its KeyboardInterrupt's traceback. This
-    process still gets it and closes the cluster, which stops the workers. A Ctrl-C while
-    the cluster starts (a second or two) is ignored."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread may set a handler (a notebook's executor, say)
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-@contextlib.contextmanager
-def _client(scheduler: str | None, workers: int) -> Iterator[Client]:
-    from distributed import Client, LocalCluster
-
-    if scheduler:
-        try:  # the wait: Dask's distributed.comm.timeouts.connect, 30 s unless configured
-            remote = Client(scheduler)
-        except (OSError, ValueError) as err:  # nothing there, or not an address
-            raise ConfigError(f"--scheduler {scheduler}: cannot connect to a Dask scheduler "
-                              f"there ({err})") from None
-        # A lost scheduler: Dask logs its failed reconnection (while the sweep waits for
-        # points), or the one that closing cancels; SchedulerLost says it in a line
-        with _silenced("distributed.client"):
-            try:
-                yield remote
-            finally:  # every finished point is written by now: a failed close loses nothing
-                with contextlib.suppress(OSError):
-                    remote.close()
-        return
-    saved = dict(os.environ)  # the nanny sets its workers' variables in our environment
-    try:
-        # No dashboard; the scheduler's HTTP server, which starts anyway, on a free local
-        # port: dashboard_address=None alone binds 8787 (dask/distributed#8136), in use
-        # when another cluster runs on the machine
-        with contextlib.ExitStack() as stack:
-            try:
-                # The workers' Dask logs CRITICAL only, from their start (the level their
-                # distributed logger takes from the environment as it loads) to their
-                # close: a point's error is its record's, and a worker fetching a shared
-                # capture from one a Ctrl-C was closing logged a CommClosedError's traceback
-                # at ERROR (a race, seen once in CI), past silence_logs, which ends as the
-                # worker closes
-                os.environ["DASK_LOGGING__DISTRIBUTED"] = "critical"
-                with _spawned_ignoring_sigint():
-                    cluster = stack.enter_context(LocalCluster(
-                        n_workers=workers, threads_per_worker=1, processes=True,
-                        dashboard_address=None, silence_logs=logging.ERROR,
-                        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}))
-                # as for a remote scheduler, until the client is closed: a scheduler that
-                # dies makes Dask log at ERROR; SchedulerLost says it in a line
-                stack.enter_context(_silenced("distributed.client"))
-                client = stack.enter_context(Client(cluster))
-            # a worker that cannot spawn, no port or file descriptor left, a start that
-            # times out (TimeoutError is an OSError): not the user's input, nothing computed
-            except (OSError, RuntimeError) as err:
-                raise ClusterFailed(
-                    f"could not start a local Dask cluster of {workers} worker"
-                    f"{'s' if workers > 1 else ''} ({type(err).__name__}: "
-                    f"{' '.join(str(err).split()) or 'no message'}): nothing was computed; "
-                    "try fewer --workers, or a running scheduler with --scheduler") from None
-            yield client
-    finally:
-        for key in set(os.environ) - set(saved):
-            del os.environ[key]
-        os.environ.update(saved)
 
 
 def read_point(out: Path, pid: str) -> dict[str, Any] | None:

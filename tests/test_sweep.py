@@ -634,10 +634,10 @@ def test_sigkill_then_resume_computes_each_point_exactly_once(tmp_path):
 def test_the_local_workers_ignore_sigint_and_the_client_keeps_its_handler():
     """A Ctrl-C reaches the whole process group: the local workers ignore it (each printed
     its KeyboardInterrupt's traceback), this process still raises KeyboardInterrupt."""
-    from desim.sweep import _client
+    from desim.sweep_dask import dask_client
 
     before = signal.getsignal(signal.SIGINT)
-    with _client(None, 1) as client:
+    with dask_client(None, 1) as client:
         assert signal.getsignal(signal.SIGINT) is before
         handlers = client.run(signal.getsignal, signal.SIGINT)
         # their Dask logs CRITICAL only: a shared capture fetched from a worker a Ctrl-C
@@ -827,7 +827,7 @@ def test_a_connection_error_from_dask_is_a_lost_scheduler(tmp_path):
 
     from distributed.comm.core import CommClosedError
 
-    from desim.sweep import SchedulerLost, _on_dask
+    from desim.sweep_dask import SchedulerLost, run_on_dask
 
     class Gone:
         def submit(self, *args: Any, **kwargs: Any) -> None:
@@ -838,7 +838,7 @@ def test_a_connection_error_from_dask_is_a_lost_scheduler(tmp_path):
                                  workloads={"hppu": None})
     ready = [(Point(str(i), {}), experiment, ["key"]) for i in range(3)]
     with pytest.raises(SchedulerLost) as lost:
-        list(_on_dask(Gone(), "tcp://10.0.0.1:8786", ready, tmp_path))  # type: ignore[arg-type]
+        list(run_on_dask(Gone(), "tcp://10.0.0.1:8786", ready, tmp_path))  # type: ignore[arg-type]
     assert str(lost.value) == (
         "lost the connection to the Dask scheduler at tcp://10.0.0.1:8786 (CommClosedError: "
         "in <TCP (closed)>: Stream is closed): 3 of 3 points unfinished (the finished ones "
@@ -902,7 +902,7 @@ def test_the_local_cluster_does_not_reach_for_port_8787():
     import socket
     import warnings
 
-    from desim.sweep import _client
+    from desim.sweep_dask import dask_client
 
     holder = socket.socket()
     with contextlib.suppress(OSError):  # held by something else already: as good
@@ -911,7 +911,7 @@ def test_the_local_cluster_does_not_reach_for_port_8787():
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            with _client(None, 1) as client:
+            with dask_client(None, 1) as client:
                 assert client.submit(int, "2").result() == 2
                 ports = [s.getsockname()[1]
                          for s in client.cluster.scheduler.http_server._sockets.values()]
@@ -930,7 +930,7 @@ def test_a_sweep_lost_unfinished_leaves_no_earlier_table(tmp_path, monkeypatch):
     import contextlib
 
     import desim.sweep
-    from desim.sweep import SchedulerLost
+    from desim.sweep_dask import SchedulerLost
 
     path = write_experiment(tmp_path, {"runs.0.pruning.sparsity": [0.5]}, single_run=True)
     out = tmp_path / "out"
@@ -951,10 +951,10 @@ def test_a_sweep_lost_unfinished_leaves_no_earlier_table(tmp_path, monkeypatch):
     def lost(client, scheduler, ready, folder):
         raise SchedulerLost(f"lost the connection: {len(ready)} of {len(ready)} points "
                             "unfinished")
-        yield  # a generator, as _on_dask is
+        yield  # a generator, as run_on_dask is
 
-    monkeypatch.setattr(desim.sweep, "_client", lambda *a: contextlib.nullcontext(object()))
-    monkeypatch.setattr(desim.sweep, "_on_dask", lost)
+    monkeypatch.setattr(desim.sweep, "dask_client", lambda *a: contextlib.nullcontext(object()))
+    monkeypatch.setattr(desim.sweep, "run_on_dask", lost)
     extended = write_experiment(tmp_path, {"runs.0.pruning.sparsity": [0.5, 0.6]},
                                 single_run=True)
     with pytest.raises(SchedulerLost, match="1 of 1 points unfinished"):
@@ -998,7 +998,7 @@ def test_a_scheduler_lost_before_any_point_is_sent_logs_nothing_of_dasks(tmp_pat
     import distributed  # noqa: F401 - sets its loggers' levels on import
 
     import desim.sweep
-    from desim.sweep import SchedulerLost
+    from desim.sweep_dask import SchedulerLost
 
     path = write_experiment(tmp_path, {"runs.0.pruning.sparsity": [0.5, 0.6]},
                             single_run=True)
@@ -1007,14 +1007,14 @@ def test_a_scheduler_lost_before_any_point_is_sent_logs_nothing_of_dasks(tmp_pat
         [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
          "--port", "0", "--no-dashboard", "--scheduler-file", str(address_file)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    on_dask = desim.sweep._on_dask
+    on_dask = desim.sweep.run_on_dask
 
     def scheduler_gone(*args: Any) -> Any:
         scheduler.kill()
         scheduler.wait()
         return on_dask(*args)
 
-    monkeypatch.setattr(desim.sweep, "_on_dask", scheduler_gone)
+    monkeypatch.setattr(desim.sweep, "run_on_dask", scheduler_gone)
     try:
         with client_log_records() as records:
             deadline = time.monotonic() + 120  # a hang guard, not a speed claim
@@ -1044,17 +1044,17 @@ def test_a_local_clusters_scheduler_lost_logs_nothing_of_dasks(tmp_path, monkeyp
     import distributed  # noqa: F401 - sets its loggers' levels on import
 
     import desim.sweep
-    from desim.sweep import SchedulerLost
+    from desim.sweep_dask import SchedulerLost
 
     path = write_experiment(tmp_path, {"runs.0.pruning.sparsity": [0.5, 0.6]},
                             single_run=True)
-    on_dask = desim.sweep._on_dask
+    on_dask = desim.sweep.run_on_dask
 
     def scheduler_gone(client: Any, *args: Any) -> Any:
         client.sync(client.cluster.scheduler.close)
         return on_dask(client, *args)
 
-    monkeypatch.setattr(desim.sweep, "_on_dask", scheduler_gone)
+    monkeypatch.setattr(desim.sweep, "run_on_dask", scheduler_gone)
     with (client_log_records() as records,
           dask.config.set({"distributed.comm.timeouts.connect": "1s"}),
           pytest.raises(SchedulerLost) as lost):
@@ -1101,7 +1101,8 @@ def test_a_client_that_cannot_join_the_local_cluster_closes_it(tmp_path, monkeyp
     """The cluster started, its client did not connect: ClusterFailed, the cluster closed."""
     import distributed
 
-    from desim.sweep import ClusterFailed, sweep
+    from desim.sweep import sweep
+    from desim.sweep_dask import ClusterFailed
 
     closed = []
 
