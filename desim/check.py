@@ -52,13 +52,13 @@ def _sweep_points(path: str | Path, overrides: list[str], shared: Shared, progre
     small for a tile, a pruning a layer cannot take), so what `desim sweep` would record as
     failed, or fail on after a capture, is said here. Points sharing a workload share its
     untrained iteration, and a design's tile check (`Shared`)."""
+    from rich.console import Console
+    from rich.progress import track
+
     from desim.sweep import check_sweepable, load_sweep_spec, plan_points
 
     points = plan_points(load_sweep_spec(Path(path), overrides))
     check_sweepable(Path(path), overrides, points)  # what `desim sweep` refuses outright
-    from rich.console import Console
-    from rich.progress import track
-
     invalid = []
     for point in track(points, description="elaborating the sweep's points", transient=True,
                        console=Console(stderr=True), disable=not progress or len(points) < 100):
