@@ -7,7 +7,8 @@ emptied while work remained; the command line exits with code 3.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -43,6 +44,20 @@ def out_of_memory(err: BaseException) -> bool:
         isinstance(err, RuntimeError) and any(
             text in str(err) for text in ("can't allocate memory",
                                           "Storage size calculation overflowed")))
+
+
+@contextmanager
+def out_of_memory_as(error: ConfigError | Callable[[], ConfigError]) -> Iterator[None]:
+    """Within it, an allocation that fails (`out_of_memory`) is bad input: `error` is raised
+    in its place (or, given a function, the error it makes then, once it has freed some
+    memory to make it with); any other error passes. The one form of the memory guards of the
+    capture, the mapper, the model builder and a SCALE-Sim topology."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as err:
+        if not out_of_memory(err):
+            raise
+        raise (error if isinstance(error, ConfigError) else error()) from None
 
 
 class DeadlockError(Exception):

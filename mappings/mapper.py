@@ -18,7 +18,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from desim.errors import ConfigError, out_of_memory
+from desim.errors import ConfigError, out_of_memory_as
+from desim.events import PHASES
 from mappings.capture import LayerCapture, PackedLayer
 from mappings.counting import BP, FF, WG, SkipPolicy
 from mappings.planner import plan_key, tile_phase
@@ -141,7 +142,17 @@ class PhaseMapper:
                              input_elems=elems[phase != FF], output_elems=elems[phase == FF],
                              input_resident=input_resident, buffer_bytes=hw.buffer_bytes)
         layer = self.layer(layer_id)
-        try:
+        def too_large() -> ConfigError:
+            self._counted.clear()  # what the message is built with needs some room
+            outputs = {FF: layer.dy_nz, BP: layer.x_nz, WG: layer.w_nz}[phase].numel()
+            spec = self.workload.spec
+            return ConfigError(
+                f"mapping layer {layer.name} {PHASES[phase]} ({outputs:,} outputs, each "
+                f"counted in several maps) does not fit in this machine's memory: "
+                f"{spec.model} at batch {spec.batch}; a smaller batch or input shape maps "
+                "in less", key="workload.batch")
+
+        with out_of_memory_as(too_large):
             table, totals = tile_phase(
                 layer, layer_id, phase, hw, self.policy,
                 pruned_grads_unused=self.workload.pruned_grads_unused,
@@ -149,17 +160,6 @@ class PhaseMapper:
                 input_resident=input_resident,
                 counted=(_recent(self._counted, (layer_id, phase), dict)
                          if hw.inter_layer_reuse else None))  # only reuse re-maps
-        except (MemoryError, RuntimeError) as err:
-            if not out_of_memory(err):
-                raise
-            self._counted.clear()  # what the message is built with needs some room
-            outputs = {FF: layer.dy_nz, BP: layer.x_nz, WG: layer.w_nz}[phase].numel()
-            spec = self.workload.spec
-            raise ConfigError(
-                f"mapping layer {layer.name} {('FF', 'BP', 'WG')[phase]} ({outputs:,} outputs, "
-                f"each counted in several maps) does not fit in this machine's memory: "
-                f"{spec.model} at batch {spec.batch}; a smaller batch or input shape maps "
-                "in less", key="workload.batch") from None
         if phase == BP and self.writes_fork_sum and layer.dx_sum_nz is not None:
             self._sum_rest[layer.name] = max(0, written_bytes(layer, BP, hw)
                                              - totals["output_bytes"])

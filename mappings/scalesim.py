@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from desim.configio import read_text
-from desim.errors import ConfigError, out_of_memory
+from desim.errors import ConfigError, out_of_memory_as
 from mappings.capture import BitMap, LayerCapture, PackedLayer
 from mappings.counting import BP, FF, WG
 
@@ -94,7 +94,10 @@ def read_topology(path: str | Path, packed: bool = False
     for i, (name, h, w, r, s, c, k, stride) in enumerate(read_topology_rows(path)):
         p, q = ofmap_size(h, r, stride), ofmap_size(w, s, stride)
         h_in, w_in = (p - 1) * stride + r, (q - 1) * stride + s
-        try:  # its maps are one byte an element: a layer too large is the CSV's fault
+        # its maps are one byte an element: a layer too large is the CSV's fault
+        with out_of_memory_as(ConfigError(
+                f"line {i + 2}: layer {name!r} (inputs {c} x {h_in} x {w_in}, weights {k} x "
+                f"{c} x {r} x {s}) does not fit in this machine's memory", file=str(path))):
             layer = LayerCapture(
                 name=name, kind="conv",
                 x_nz=torch.ones(1, c, h_in, w_in, dtype=torch.bool),
@@ -102,12 +105,6 @@ def read_topology(path: str | Path, packed: bool = False
                 dy_nz=torch.ones(1, k, p, q, dtype=torch.bool),
                 stride=stride, padding=0, needs_input_grad=i > 0)
             layers.append(_packed(layer) if packed else layer)
-        except (MemoryError, RuntimeError) as err:
-            if not out_of_memory(err):
-                raise
-            raise ConfigError(f"line {i + 2}: layer {name!r} (inputs {c} x {h_in} x {w_in}, "
-                              f"weights {k} x {c} x {r} x {s}) does not fit in this "
-                              "machine's memory", file=str(path)) from None
     return layers
 
 

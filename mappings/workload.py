@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import torch
 
-from desim.errors import ConfigError, out_of_memory
+from desim.errors import ConfigError, out_of_memory, out_of_memory_as
 from mappings.capture import BitMap, CaptureNeeds, PackedLayer, VectorCapture, capture
 from mappings.datasets import batch
 from mappings.model_path import is_file_model
@@ -120,14 +120,10 @@ def untrained_key(spec: WorkloadSpec) -> str:
 
 def _within_memory(spec: WorkloadSpec, shape: tuple[int, ...], work: Callable[[], T]) -> T:
     """`work()`, with running out of memory said as bad input (the batch is too large)."""
-    try:
+    with out_of_memory_as(ConfigError(
+            f"{spec.model} at batch {spec.batch}, inputs {list(shape)}: one training "
+            "iteration does not fit in this machine's memory", key="workload.batch")):
         return work()
-    except (MemoryError, RuntimeError) as err:
-        if not out_of_memory(err):
-            raise
-        raise ConfigError(f"{spec.model} at batch {spec.batch}, inputs {list(shape)}: one "
-                          f"training iteration does not fit in this machine's memory",
-                          key="workload.batch") from None
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ConfigDict, ValidationError, validate_call
 from torch import nn
 
-from desim.errors import ConfigError, out_of_memory
+from desim.errors import ConfigError, out_of_memory_as
 from mappings.models.common import ArgumentError
 from mappings.models.lenet import lenet5, lenet300
 from mappings.models.mobilenet import mobilenet_v2
@@ -93,8 +93,11 @@ def call_checked(label: str, builder: Callable[..., Any], kwargs: Mapping[str, o
             raise ConfigError(f"model {label}, argument {arg!r}: expected a whole number of "
                               f"64 bits (torch's sizes), less than 2^63, got {value}",
                               key=f"workload.model_args.{arg}")
+    settings = ", ".join(f"{k}={v}" for k, v in kwargs.items())
     try:
-        return checked(**kwargs)
+        with out_of_memory_as(ConfigError(f"model {label} ({settings}) does not fit in this "
+                                          "machine's memory", key="workload")):
+            return checked(**kwargs)
     except ValidationError as err:
         first = err.errors()[0]
         arg = ".".join(str(part) for part in first["loc"])
@@ -108,12 +111,6 @@ def call_checked(label: str, builder: Callable[..., Any], kwargs: Mapping[str, o
     except ArgumentError as err:  # a value its builder refuses with the others given
         raise ConfigError(f"model {label}, argument {err.arg!r}: {err}",
                           key=f"workload.model_args.{err.arg}") from None
-    except (MemoryError, RuntimeError) as err:
-        if not out_of_memory(err):
-            raise
-        settings = ", ".join(f"{k}={v}" for k, v in kwargs.items())
-        raise ConfigError(f"model {label} ({settings}) does not fit in this machine's memory",
-                          key="workload") from None
 
 
 def default_input_shape(name: str, model_args: Mapping[str, Any] | None = None
