@@ -115,9 +115,9 @@ class Point:
         """`err`, met with this point's values applied as --set items, saying the sweep's
         axis that set the value at fault rather than a --set the user never typed."""
         message = err.message
-        for key, item in zip(self.values, self.overrides, strict=True):
-            message = message.replace(f"--set {item}", f"the sweep's axis sweep.axes.{key}="
-                                      f"{yaml_text(self.values[key])} of {path}")
+        for item in self.overrides:  # key=value, as the axis's key under sweep.axes
+            message = message.replace(f"--set {item}", f"the sweep's axis sweep.axes.{item} "
+                                      f"of {path}")
         return ConfigError(message, file=err.file, key=err.key)
 
 
