@@ -32,6 +32,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from desim.options import path_given
+
 TARGET_DESIM_VS_SIMPY = 0.5
 TARGET_HOOK_OVERHEAD = 0.03
 FRONTEND_TARGETS = {"capture_count_s_max": 1.0, "peak_rss_mib_max": 1024.0,
@@ -164,7 +166,8 @@ def register(app: typer.Typer) -> None:
     @app.command("bench")
     def bench(
         json_out: Annotated[Path | None, typer.Option("--json", help="also write the results "
-                                                      "as JSON to this file")] = None,
+                                                      "as JSON to this file",
+                                                      parser=path_given)] = None,
         # at least one of each, checked before any timing: fewer gives no rate to report;
         # at most what a machine holds (a stage is a module and a FIFO, ~1 KB) and times in
         # minutes, not what exhausts it

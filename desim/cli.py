@@ -22,6 +22,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from desim.errors import ConfigError, fail, guarded
+from desim.options import path_given
 
 if TYPE_CHECKING:
     import click
@@ -72,8 +73,10 @@ SetOption = Annotated[list[str] | None, typer.Option(
 
 @app.command()
 def run(
-    config: Annotated[Path, typer.Argument(help="experiment YAML (configs/experiments/...)")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="results folder")] = Path("results"),
+    config: Annotated[Path, typer.Argument(help="experiment YAML (configs/experiments/...)",
+                                           parser=path_given)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="results folder",
+                                      parser=path_given)] = Path("results"),
     set_: SetOption = None,
     trace: Annotated[bool, typer.Option("--trace", help="write DIR/trace.json (Perfetto)")] = False,
     vcd: Annotated[bool, typer.Option("--vcd", help="write DIR/waves_<run>.vcd")] = False,
@@ -86,7 +89,8 @@ def run(
         "--cache", help="keep each captured workload (trained, pruned) in this folder and "
                         "reuse it when a run has the same workload and pruning: a hardware "
                         "what-if skips capture and training and gives the same numbers. Use "
-                        "only a folder you made: its files are pickles, which run code")] = None,
+                        "only a folder you made: its files are pickles, which run code",
+                        parser=path_given)] = None,
 ) -> None:
     """Simulate one training iteration of an experiment's workload on each architecture."""
     from desim.experiment import load_experiment
@@ -125,7 +129,8 @@ def run(
 
 @app.command()
 def check(
-    config: Annotated[Path, typer.Argument(help="experiment YAML (configs/experiments/...)")],
+    config: Annotated[Path, typer.Argument(help="experiment YAML (configs/experiments/...)",
+                                           parser=path_given)],
     set_: SetOption = None,
 ) -> None:
     """Validate an experiment and build each run's processor, without simulating.
@@ -243,10 +248,13 @@ def largest_parts(base: dict[str, Any], run: dict[str, Any], base_name: str) -> 
 
 @app.command()
 def topology(
-    arch: Annotated[Path, typer.Argument(help="architecture YAML (configs/arch/...)")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="FILE.png, FILE.svg or FILE.dot")],
+    arch: Annotated[Path, typer.Argument(help="architecture YAML (configs/arch/...)",
+                                         parser=path_given)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="FILE.png, FILE.svg or FILE.dot",
+                                      parser=path_given)],
     stats: Annotated[Path | None, typer.Option("--stats", help="a results folder: colour "
-                                               "links and nodes by utilization")] = None,
+                                               "links and nodes by utilization",
+                                               parser=path_given)] = None,
     run_name: Annotated[str | None, typer.Option("--run", help="which run of --stats (default: "
                                                  "the first whose design is this file's)")] = None,
     set_: Annotated[list[str] | None, typer.Option(

@@ -19,6 +19,7 @@ import typer
 
 from desim.document import Block, Heading, Para, Table, print_blocks, to_markdown
 from desim.errors import ConfigError, guarded
+from desim.options import path_given
 from desim.report import config_differences, gain_blocks
 from desim.results import writable_file, write_atomic
 from desim.results_folder import Results, load_results
@@ -80,12 +81,13 @@ def register(app: typer.Typer) -> None:
 
     @app.command("compare")
     def compare_command(
-        before: Annotated[Path, typer.Argument(help="results folder before the change")],
-        after: Annotated[Path, typer.Argument(help="results folder after it")],
+        before: Annotated[Path, typer.Argument(help="results folder before the change",
+                                               parser=path_given)],
+        after: Annotated[Path, typer.Argument(help="results folder after it", parser=path_given)],
         run: Annotated[list[str] | None, typer.Option(
             "--run", help="only this run (repeatable; default: every run of both)")] = None,
         out: Annotated[Path | None, typer.Option(
-            "--out", "-o", help="also write the comparison to FILE.md")] = None,
+            "--out", "-o", help="also write the comparison to FILE.md", parser=path_given)] = None,
     ) -> None:
         """Read a what-if's results folder against the one before it.
 

@@ -44,6 +44,7 @@ from desim.configio import validate
 from desim.document import Block, Bullets, Heading, Image, Para, Table, to_html, to_markdown
 from desim.errors import ConfigError, guarded
 from desim.metrics import OFF_CHIP, on_chip_energy_j, on_chip_energy_ratio
+from desim.options import path_given
 from desim.plots import (
     plot_energy,
     plot_layer_energy,
@@ -463,11 +464,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command("report")
     def report(
-        dirs: Annotated[list[Path], typer.Argument(help="results folders (desim run --out DIR)")],
+        dirs: Annotated[list[Path], typer.Argument(help="results folders (desim run --out DIR)",
+                                                   parser=path_given)],
         out: Annotated[Path | None, typer.Option(
             "--out", "-o", help="FILE.md; FILE.html and the plots go beside it "
                                 "(default: FIRST_DIR/report.md, removed when desim run writes "
-                                "that folder again)")] = None,
+                                "that folder again)", parser=path_given)] = None,
         check: Annotated[bool, typer.Option(
             "--check", help="exit 1 when a claim is not where its experiment file expects "
                             "it (or its metric is missing)")] = False,

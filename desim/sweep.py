@@ -61,6 +61,7 @@ from rich.markup import escape
 
 from desim.errors import ConfigError, fail
 from desim.metrics import DERIVED_RUN
+from desim.options import path_given
 from desim.plots import save_figure
 from desim.results import atomic_path, writable_folder
 from desim.sweep_dask import (
@@ -780,10 +781,11 @@ def register(app: typer.Typer) -> None:
 
     @app.command("sweep")
     def sweep_command(
-        config: Annotated[Path, typer.Argument(help="experiment YAML with a sweep: section")],
+        config: Annotated[Path, typer.Argument(help="experiment YAML with a sweep: section",
+                                               parser=path_given)],
         out: Annotated[Path, typer.Option("--out", "-o", help="sweep folder: points/, "
                                           "results.parquet, pareto.png, the --plot images, "
-                                          "sweep.json, sweep.log, cache/")],
+                                          "sweep.json, sweep.log, cache/", parser=path_given)],
         scheduler: Annotated[str | None, typer.Option(
             "--scheduler", help="address of a running Dask scheduler (tcp://host:8786); "
             "default: a local cluster")] = None,

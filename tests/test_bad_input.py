@@ -494,6 +494,30 @@ def test_a_picture_or_report_onto_a_folder_or_below_a_file_is_bad_input(tmp_path
         assert message in output and "Traceback" not in output
 
 
+@pytest.mark.parametrize("args, option", [
+    (("run", str(QUICKSTART), "--out", ""), "'--out' / '-o'"),
+    (("run", str(QUICKSTART), "--cache", " "), "'--cache'"),
+    (("run", ""), "'config'"),
+    (("check", ""), "'config'"),
+    (("topology", str(DENSE), "-o", ""), "'--out' / '-o'"),
+    (("topology", "", "-o", "t.png"), "'arch'"),
+    (("report", "a", "--out", ""), "'--out' / '-o'"),
+    (("report", ""), "'dirs'"),
+    (("compare", "a", ""), "'after'"),
+    (("sweep", str(QUICKSTART), "--out", ""), "'--out' / '-o'"),
+    (("bench", "--json", ""), "'--json'"),
+])
+def test_an_empty_path_is_refused_naming_its_option(tmp_path, monkeypatch, args, option):
+    """Path("") is the current folder: `desim run E.yaml --out ''` (or `--out "$UNSET"`)
+    wrote its results where it was typed, unasked."""
+    monkeypatch.chdir(tmp_path)
+    code, output = _cli(*args)
+    assert code == 2, output
+    unboxed = " ".join(output.replace("│", " ").split())  # click's error box, folded
+    assert f"Invalid value for {option}: an empty path; expected a file or folder name" in unboxed
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.fixture(scope="module")
 def lenet_results(tmp_path_factory) -> Path:
     """A results folder of a LeNet-300 study of two runs (seconds)."""
