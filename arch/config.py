@@ -407,6 +407,21 @@ class ArchConfig(Strict):
         return self
 
     @model_validator(mode="after")
+    def _weight_group_used(self) -> ArchConfig:
+        """The weights' line is read by the formats that store lines (line_bitmap, csr,
+        csc) and by a selector, which scans one entry a line; on any other design
+        `weight_group` would change nothing, silently."""
+        s = self.sparsity
+        if (s.weight_group is not None and self.selector is None
+                and s.weight_format not in ("line_bitmap", "csr", "csc")):
+            raise ValueError(f"sparsity.weight_group: sets the weights' line, which only the "
+                             f"formats line_bitmap, csr and csc and a selector read; this "
+                             f"design stores its weights as {s.weight_format} and has no "
+                             f"selector, so it would change nothing: drop it, or set "
+                             f"sparsity.weight_format")
+        return self
+
+    @model_validator(mode="after")
     def _speculation_needs_floats(self) -> ArchConfig:
         if self.speculator is not None and self.pe_cluster.precision not in FLOAT_PRECISIONS:
             raise ValueError(f"speculator: exponent-only speculation needs a floating-point "

@@ -118,6 +118,12 @@ DENSE = ROOT / "configs" / "arch" / "dense.yaml"
     # a timer for a power-down that is off was ignored without a word
     (["arch.dense.dram.power_down_idle_cycles=100"],
      ["dense.yaml: dram.power_down_idle_cycles: power_down is off, so no timer runs"]),
+    # a weights' line on a design that reads none (dense weights, no selector) changed
+    # nothing, without a word
+    (["arch.dense.sparsity.weight_group=16"],
+     ["dense.yaml: sparsity.weight_group: sets the weights' line, which only the formats "
+      "line_bitmap, csr and csc and a selector read; this design stores its weights as dense "
+      "and has no selector"]),
     # a run's name goes into file names (waves_<run>.vcd): 250 characters failed to write
     # its waveform after the whole simulation
     ([f"runs.1.name={'r' * 65}"],
