@@ -3,8 +3,12 @@
 Nodes are coloured by kind (router, DRAM, SRAM, selector, PE cluster; DAC, crossbar, ADC,
 shift-and-add, systolic array, neuron unit for the ReRAM and SNN designs) with a legend and
 labelled by name; a link's width grows with its bandwidth, and the two directions of a
-connection are drawn as two slightly curved arrows. Nodes sit at their `pos` when every node
-has one, else where a seeded spring layout puts them (the same picture every time).
+connection are drawn as two slightly curved arrows. Beyond `MOST_ARROWS` links (a crossbar of
+some 30 ports), each connection is one straight line instead, as wide as its wider
+direction and coloured by its busier one: an arrow takes matplotlib ~2 ms to place, a
+256-port crossbar's 65,000 took minutes, and would be a grey blur. Nodes sit at their
+`pos` when every node has one, else where a seeded spring layout puts them (the same
+picture every time).
 
 Given `utilization` ({"nodes": {name: 0..1}, "links": {"u->v": 0..1}}), links and node fills
 are coloured by it on one colour scale with a colourbar; node borders keep their kind colour,
@@ -22,6 +26,7 @@ from typing import Any
 
 import networkx as nx
 from matplotlib.cm import ScalarMappable
+from matplotlib.collections import LineCollection
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -47,6 +52,7 @@ KIND_COLOURS = {
 UNKNOWN_COLOUR = "#999999"
 NO_VALUE_COLOUR = "#dddddd"
 SUFFIXES = (".png", ".svg", ".dot")
+MOST_ARROWS = 1000
 UTILIZATION_CMAP = "viridis"
 
 
@@ -108,6 +114,24 @@ def _widths(graph: nx.DiGraph, edges: list[tuple[Any, Any]]) -> list[float]:
     return [0.8 + 2.7 * b / top if math.isfinite(b) else 1.0 for b in bws]
 
 
+def _connections(graph: nx.DiGraph, pos: dict[Any, tuple[float, float]],
+                 edges: list[tuple[Any, Any]], colours: list[Any],
+                 links_util: dict[tuple[str, str], float]) -> LineCollection:
+    """Each connection (one or both directions of a link) as one thin straight line, below
+    the nodes: as wide as its wider direction (a third of an arrow's width, half opaque, so
+    that thousands still show the nodes' ring), coloured as its busier one."""
+    widths = dict(zip(edges, _widths(graph, edges), strict=True))
+    colour = dict(zip(edges, colours, strict=True))
+    lines: dict[tuple[Any, Any], list[tuple[Any, Any]]] = {}
+    for u, v in edges:
+        lines.setdefault((v, u) if (v, u) in lines else (u, v), []).append((u, v))
+    busiest = [max(pair, key=lambda e: links_util.get(e, -1.0)) for pair in lines.values()]
+    return LineCollection([(pos[u], pos[v]) for u, v in lines],
+                          linewidths=[max(widths[e] for e in pair) / 3
+                                      for pair in lines.values()],
+                          colors=[colour[e] for e in busiest], alpha=0.5, zorder=0.5)
+
+
 def _draw_figure(graph: nx.DiGraph, nodes_util: dict[str, float],
                  links_util: dict[tuple[str, str], float]) -> Figure:
     pos = _layout(graph)
@@ -134,7 +158,9 @@ def _draw_figure(graph: nx.DiGraph, nodes_util: dict[str, float],
         edge_colours = ["#555555"] * len(edges)
         nx.draw_networkx_nodes(graph, pos, ax=ax, nodelist=nodes, node_color=kind_colours,
                                node_size=node_size)
-    if edges:
+    if len(edges) > MOST_ARROWS:
+        ax.add_collection(_connections(graph, pos, edges, edge_colours, links_util))
+    elif edges:
         nx.draw_networkx_edges(graph, pos, ax=ax, edgelist=edges, width=_widths(graph, edges),
                                edge_color=edge_colours, arrows=True, arrowsize=8,
                                connectionstyle="arc3,rad=0.12", node_size=node_size)
@@ -149,7 +175,9 @@ def _draw_figure(graph: nx.DiGraph, nodes_util: dict[str, float],
     topology = graph.graph.get("topology")
     if topology:
         shape = list(graph.graph.get("shape", ()))
-        ax.set_title(f"{topology} {shape}" if shape else topology)
+        title = f"{topology} {shape}" if shape else topology
+        many = len(edges) > MOST_ARROWS
+        ax.set_title(title + (f": {len(edges)} links, a line a connection" if many else ""))
     fig.tight_layout()
     return fig
 

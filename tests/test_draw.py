@@ -3,9 +3,10 @@
 import re
 
 import pytest
+from matplotlib.collections import LineCollection
 
-from arch.draw import _layout, draw_topology, to_dot
-from arch.noc import attach, from_edges, mesh, ring
+from arch.draw import MOST_ARROWS, _draw_figure, _layout, draw_topology, to_dot
+from arch.noc import attach, crossbar, from_edges, mesh, ring
 from desim.errors import ConfigError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -65,6 +66,31 @@ def test_utilization_colours_links_and_nodes(tmp_path):
     text = draw_topology(g, tmp_path / "util.dot", utilization).read_text()
     assert '"r0_0" -> "r1_0" [label="32 B/cycle 100%"]' in text
     assert "r0_0\\nrouter\\n90%" in text
+
+
+def test_a_graph_of_many_links_draws_a_line_a_connection():
+    """A 40-port crossbar (1,560 links): 780 connections, each one straight line as wide as
+    its wider direction and coloured as its busier one, and no arrow; fewer links, arrows.
+    Placing a crossbar of 256 ports' 65,000 arrows took matplotlib minutes."""
+    g = crossbar(40, 16.0, 1)
+    g.edges["r0", "r1"]["bandwidth_bytes_per_cycle"] = 32.0  # one direction twice as wide
+    assert g.number_of_edges() == 1560 > MOST_ARROWS
+    fig = _draw_figure(g, {}, {("r1", "r0"): 1.0, ("r0", "r1"): 0.0, ("r2", "r3"): 0.5})
+    ax = fig.axes[0]
+    lines = [c for c in ax.collections if isinstance(c, LineCollection)]
+    assert len(lines) == 1 and not ax.patches  # no FancyArrowPatch
+    segments = lines[0].get_segments()
+    assert len(segments) == 780
+    first = [tuple(map(tuple, s)) for s in segments].index((g.nodes["r0"]["pos"],
+                                                            g.nodes["r1"]["pos"]))
+    widths, colours = lines[0].get_linewidths(), lines[0].get_colors()
+    assert widths[first] == pytest.approx(3.5 / 3)  # 32 B/cycle, the widest
+    assert widths[first + 1] == pytest.approx((0.8 + 2.7 * 16 / 32) / 3)
+    viridis_top = (0.993248, 0.906157, 0.143936)  # r1 -> r0's 100%, not r0 -> r1's 0%
+    assert tuple(colours[first][:3]) == pytest.approx(viridis_top, abs=1e-6)
+    assert "1560 links, a line a connection" in ax.get_title()
+    small = _draw_figure(crossbar(8, 16.0, 1), {}, {}).axes[0]
+    assert len(small.patches) == 56 and "a line a connection" not in small.get_title()
 
 
 def test_utilization_naming_what_is_not_there_is_an_error(tmp_path):
