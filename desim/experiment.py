@@ -34,7 +34,7 @@ from desim.configio import (
     yaml_problem,
 )
 from desim.errors import ConfigError
-from desim.metrics import DERIVED_RUN
+from desim.metrics import DERIVED_RUN, PHASE_FIGURES
 from desim.sweep_spec import SweepSpec
 from mappings.model_path import is_file_model, resolve
 from mappings.specs import PruningSpec, WorkloadSpec
@@ -119,7 +119,6 @@ CLAIM_METRICS = {
 # summary.json has there, or what a run's own names are (a string: its processor's parts and
 # components, checked once it is built, `desim.elaborate.summary_names`). The workload's
 # statistics are checked against `WORKLOAD_STATS`.
-PHASE_FIGURES = ("cycles", "energy_j", "macs", "effectual_macs", "processed_macs", "dram_bytes")
 CLAIM_SECTIONS: dict[str, tuple[tuple[str, ...] | str, ...]] = {
     "phases": (("FF", "BP", "WG"), PHASE_FIGURES),
     "units": (("pe_array", "vector_unit"), ("cycles", "energy_j")),

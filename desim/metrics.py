@@ -1,7 +1,8 @@
 """Figures derived from a run's entry in summary.json rather than stored in it: its on-chip
 energy (DRAM left out, as a chip's own energy figure is) and its efficiency in dense-equivalent
 TFLOPS per watt (2 FLOPs a nominal MAC, the papers' peak convention). One set of formulas
-for the claims (`desim.experiment`), the report and sweeps."""
+for the claims (`desim.experiment`), the report and sweeps; and, for the claims and sweeps
+too, the names of the figures summary.json stores for each phase (`PHASE_FIGURES`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ from typing import Any
 
 # The energy component a chip's own energy figure leaves out.
 OFF_CHIP = "dram"
+# What summary.json gives each phase of a run (runs.<run>.phases.<FF, BP or WG>, `desim.runner`):
+# what a claim may name there (`desim.experiment`), the figures of a sweep's table
+# (`desim.sweep`).
+PHASE_FIGURES = ("cycles", "energy_j", "macs", "effectual_macs", "processed_macs", "dram_bytes")
 
 
 def on_chip_energy_j(run: dict[str, Any]) -> float:

@@ -14,6 +14,8 @@ Why it is built this way:
   the resolved `Experiment`, so they need neither the YAML files nor the results folder; a
   remote `--scheduler` works as a local cluster does.
 - The tasks the workers run, and the cluster they run on, are `desim.sweep_dask`'s.
+- Its plots, and the refusals of a `--plot` before any point is computed, are
+  `desim.sweep_plots`'s.
 - Captures are tasks of their own, keyed by (workload, pruning): a point depends on the
   captures of its runs, Dask computes each once and hands it to every point that needs it,
   and a worker that can see `DIR/cache` keeps it there for a resumed sweep
@@ -47,7 +49,6 @@ import hashlib
 import itertools
 import json
 import math
-import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -60,9 +61,8 @@ import yaml
 from rich.markup import escape
 
 from desim.errors import ConfigError, fail
-from desim.metrics import DERIVED_RUN
+from desim.metrics import DERIVED_RUN, PHASE_FIGURES
 from desim.options import path_given
-from desim.plots import save_figure
 from desim.results import atomic_path, writable_folder
 from desim.sweep_dask import (
     ClusterFailed,
@@ -79,9 +79,9 @@ if TYPE_CHECKING:
     from desim.experiment import Experiment
     from desim.sweep_spec import SweepSpec
 
-# Columns of results.parquet besides the axes (which come right after point_id).
-METRIC_COLUMNS = ["cycles", "energy_j", "macs", "effectual_macs", "processed_macs",
-                  "dram_bytes"]
+# Columns of results.parquet besides the axes (which come right after point_id): first
+# summary.json's figures of each phase (`desim.metrics`), on every row.
+METRIC_COLUMNS = list(PHASE_FIGURES)
 # Set on "total" rows only; the efficiency figures are `desim.metrics`' (on-chip energy,
 # TFLOPS/W and on-chip TFLOPS/W).
 EFFICIENCY_COLUMNS = list(DERIVED_RUN)
@@ -230,13 +230,22 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
     applied to every point before its own. Returns results.parquet's table (see `gather`).
     Raises `SchedulerLost` if the scheduler goes away before every point is finished.
     """
+    from desim.sweep_plots import (
+        check_plot,
+        check_plot_parts,
+        metric_plot_path,
+        plot_files,
+        plot_metric,
+        plot_pareto,
+    )
+
     path, out = Path(path), Path(out)
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     base = list(overrides)
     spec = load_sweep_spec(path, base)
     for metric, axis in plots:
-        _check_plot(metric, axis, list(spec.axes))
+        check_plot(metric, axis, list(spec.axes))
     points = plan_points(spec)
     check_sweepable(path, base, points)
     check_plot_parts(path, base, points, [metric for metric, _ in plots])
@@ -307,47 +316,6 @@ def check_sweepable(path: Path, base: list[str], points: list[Point]) -> None:
     if first is not None:
         raise ConfigError(f"{first.message} (no point of the sweep is valid; the first: "
                           f"{points[0].values})", file=first.file, key=first.key)
-
-
-# summary.json's key of the names each per-part column prefix takes (`desim.elaborate`)
-PART_KEYS = {COMPONENT_PREFIX: "energy_by_component_j", UTILIZATION_PREFIX: "utilization",
-             BOUND_PREFIX: "time_by_busiest_part"}
-
-
-def check_plot_parts(path: Path, base: list[str], points: list[Point],
-                     metrics: list[str]) -> None:
-    """Refuse a `--plot` of a component or part no run of any point has (`energy_j.zzz`)
-    before computing the sweep, not after it, when plotting: the names are known once each
-    point's processors are built (`desim.elaborate.summary_names`), each distinct design
-    once, without simulating. An invalid point, which fails with no columns, is skipped."""
-    asked = [metric for metric in metrics if metric.startswith(PER_PART)]
-    if not asked:
-        return
-    from arch.accelerator import Accelerator
-    from desim.elaborate import summary_names
-    from desim.experiment import load_experiment
-    from desim.module import Simulator
-
-    columns: set[str] = set()
-    designs: set[str] = set()
-    for point in points:
-        try:
-            archs = load_experiment(path, base + point.overrides).archs
-            for name, arch in archs.items():
-                design = arch.model_dump_json()
-                if design not in designs:
-                    designs.add(design)
-                    names = summary_names(Accelerator(Simulator(), arch, name=name))
-                    columns |= {prefix + part for prefix, key in PART_KEYS.items()
-                                for part in names[key]}
-        except ConfigError:
-            continue
-    for metric in asked:
-        if metric not in columns:
-            prefix = next(p for p in PER_PART if metric.startswith(p))
-            have = sorted(c for c in columns if c.startswith(prefix))
-            raise ConfigError(f"--plot: no {metric!r} in this sweep: no run of its points "
-                              f"has it; they have: {', '.join(have)}")
 
 
 def _overlapping(a: str, b: str) -> bool:
@@ -634,144 +602,15 @@ def pareto_mask(frame: pd.DataFrame, objectives: Sequence[str]) -> pd.Series:
     return mask
 
 
-def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_parquet(tmp, index=False)
-
-
-# --- plots (matplotlib's object API: the Agg canvas, no pyplot state) ------------------------
-
-LABELS = {"cycles": "cycles", "energy_j": "energy (J)", "macs": "MACs",
-          "effectual_macs": "effectual MACs", "processed_macs": "processed MACs",
-          "dram_bytes": "DRAM bytes", "seconds": "time (s)", "speedup": "speedup",
-          "energy_ratio": "energy ratio (baseline / run)", "elapsed_s": "wall time (s)",
-          "on_chip_energy_j": "on-chip energy (J)", "tflops_per_w": "TFLOPS/W",
-          "on_chip_tflops_per_w": "on-chip TFLOPS/W"}
-PLOTTABLE = [*METRIC_COLUMNS, "seconds", "speedup", "energy_ratio", *EFFICIENCY_COLUMNS,
-             "elapsed_s"]
-
-
-def plot_pareto(frame: pd.DataFrame, objectives: Sequence[str], out: Path) -> Path:
-    """`objectives[0]` against `objectives[1]` (energy against cycles by default), a series
-    per run, the Pareto front drawn as a step line through its ringed points."""
-    from matplotlib.figure import Figure
-
-    y, x = objectives
-    totals = frame[(frame["phase"] == "total") & (frame["status"] == "ok")]
-    fig = Figure(figsize=(7, 5), layout="constrained")
-    ax = fig.add_subplot()
-    for run_name, rows in totals.groupby("run", sort=False):
-        ax.scatter(rows[x].astype(float), rows[y].astype(float), s=24, alpha=0.8,
-                   label=str(run_name))
-    front = totals[totals["pareto"].fillna(False).astype(bool)].sort_values(x)
-    if len(front):
-        ax.step(front[x].astype(float), front[y].astype(float), where="post", color="black",
-                linewidth=1, zorder=1)
-        ax.scatter(front[x].astype(float), front[y].astype(float), s=90, facecolors="none",
-                   edgecolors="black", linewidths=1.2, label=f"Pareto front ({len(front)})",
-                   zorder=3)
-    failed = frame.drop_duplicates("point_id")["status"].ne("ok").sum()
-    ax.set_title(f"{LABELS.get(y, y)} against {LABELS.get(x, x)}: "
-                 f"{totals['point_id'].nunique()} points"
-                 + (f" ({failed} failed)" if failed else ""))
-    ax.set_xlabel(LABELS.get(x, x))
-    ax.set_ylabel(LABELS.get(y, y))
-    ax.grid(alpha=0.3)
-    if len(totals):
-        ax.legend(fontsize="small")
-    save_figure(fig, out, dpi=120)
-    return out
-
-
-def plot_metric(frame: pd.DataFrame, metric: str, axis: str, out: str | Path,
-                phase: str = "total") -> Path:
-    """Any metric against any axis: a line per run and combination of the other axes (a
-    scatter per run when there would be more than 12 lines) of `plotted_rows`."""
-    from matplotlib.figure import Figure
-
-    axes = axis_columns(frame)
-    _check_plot(metric, axis, axes)
-    if metric not in frame.columns:  # a component or part no run of the sweep has
-        parts = [c for c in frame.columns if c.startswith(metric.partition(".")[0] + ".")]
-        raise ConfigError(f"--plot: no {metric!r} in this sweep; it has: {', '.join(parts)}")
-    rows = plotted_rows(frame, metric, phase)
-    others = [a for a in axes if a != axis]
-    keys = ["run", *others]
-    groups = list(rows.groupby(keys, sort=False, dropna=False)) if len(rows) else []
-    fig = Figure(figsize=(7, 5), layout="constrained")
-    ax = fig.add_subplot()
-    numeric = rows[axis].dtype.kind in "iuf" or str(rows[axis].dtype) in ("Int64", "Float64")
-    if len(groups) > 12:
-        for run_name, group in rows.groupby("run", sort=False):
-            ax.scatter(_xs(group[axis], numeric), group[metric].astype(float), s=18,
-                       alpha=0.7, label=str(run_name))
-    else:
-        for i, (key, group) in enumerate(groups):
-            key = key if isinstance(key, tuple) else (key,)
-            label = str(key[0]) + "".join(f", {o.split('.')[-1]}={v}"
-                                          for o, v in zip(others, key[1:], strict=True))
-            group = group.sort_values(axis) if numeric else group
-            ax.plot(_xs(group[axis], numeric), group[metric].astype(float), marker="o",
-                    label=label, linestyle="-" if i < 10 else "--")  # past the 10 colours
-    ax.set_xlabel(axis)
-    ax.set_ylabel(LABELS.get(metric, metric) + ("" if phase == "total" else f", {phase}"))
-    ax.grid(alpha=0.3)
-    if len(rows):
-        ax.legend(fontsize="small")
-    out = Path(out)
-    save_figure(fig, out, dpi=120)
-    return out
-
-
-def plotted_rows(frame: pd.DataFrame, metric: str, phase: str = "total") -> pd.DataFrame:
-    """The rows `plot_metric` draws: the phase's, of the points computed. A ratio to the
-    baseline (speedup, energy_ratio) leaves out the runs at 1 at every point: the baseline
-    against itself, a flat line that took a colour and a legend entry."""
-    rows = frame[(frame["phase"] == phase) & (frame["status"] == "ok")]
-    if metric in ("speedup", "energy_ratio") and len(rows):
-        itself = rows.groupby("run", sort=False)[metric].transform(lambda v: (v == 1.0).all())
-        rows = rows[~itself.astype(bool)]
-    return rows
-
-
-def _xs(column: pd.Series, numeric: bool) -> list[Any]:
-    return column.astype(float).tolist() if numeric else column.astype(str).tolist()
-
-
-def metric_plot_path(out: Path, metric: str, axis: str) -> Path:
-    """A `--plot metric:axis` image's file (the axis's key path made a file name)."""
-    return out / f"{metric}_vs_{re.sub(r'[^A-Za-z0-9_.-]', '_', axis)}.png"
-
-
-def plot_files(out: Path) -> list[Path]:
-    """The `--plot` images in `out` (`metric_plot_path`'s names, of any metric and axis): an
-    earlier sweep's, for a sweep with points to compute to remove with its table."""
-    return [path for metric in [*PLOTTABLE, *(f"{prefix}*" for prefix in PER_PART)]
-            for path in out.glob(f"{metric}_vs_*.png")]
-
-
 def axis_columns(frame: pd.DataFrame) -> list[str]:
     """The sweep's axes among results.parquet's columns."""
     return [c for c in frame.columns
             if c not in FIXED_COLUMNS and not c.startswith(PER_PART)]
 
 
-def _check_plot(metric: str, axis: str, axes: list[str]) -> None:
-    if metric not in PLOTTABLE and not metric.startswith(PER_PART):
-        raise ConfigError(f"--plot: unknown metric {metric!r}; expected one of "
-                          f"{', '.join(PLOTTABLE)}, {COMPONENT_PREFIX}<component>, "
-                          f"{UTILIZATION_PREFIX}<part> or {BOUND_PREFIX}<part>")
-    if axis not in axes:
-        raise ConfigError(f"--plot: {axis!r} is not an axis of the sweep; axes: "
-                          f"{', '.join(axes)}")
-
-
-def parse_plot(text: str) -> tuple[str, str]:
-    """`metric:axis` (the axis may itself hold colons only after the first one)."""
-    metric, sep, axis = text.partition(":")
-    if not sep or not metric or not axis:
-        raise ConfigError(f"--plot expects metric:axis, got {text!r}")
-    return metric, axis
+def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
 
 
 # --- command line -----------------------------------------------------------------------------
@@ -805,6 +644,8 @@ def register(app: typer.Typer) -> None:
         Resumable: run it again after any interruption and only the missing points are
         computed."""
         from rich.console import Console
+
+        from desim.sweep_plots import parse_plot
 
         console, errors = Console(), Console(stderr=True)
         started = time.perf_counter()

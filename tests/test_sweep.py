@@ -39,15 +39,13 @@ from desim.sweep import (
     load_sweep_spec,
     pareto_mask,
     plan_points,
-    plot_metric,
-    plot_pareto,
-    plotted_rows,
     point_id,
     sweep,
     time_left,
     yaml_text,
 )
 from desim.sweep_dask import CANCEL_BEFORE_START_RACE
+from desim.sweep_plots import plot_metric, plot_pareto, plotted_rows
 from desim.sweep_spec import SweepSpec
 from mappings.workload import capture_workload
 
