@@ -406,3 +406,47 @@ def test_exact_sum_is_the_int64_sum_on_either_of_its_routes():
     for counts, largest in ((small[:1, :10], 99), (big, 2**24 - 1)):  # a bound given
         assert torch.equal(exact_sum(counts, 1, largest=largest),
                            counts.sum(1, dtype=torch.int64))
+
+
+def test_exact_sum_takes_the_int64_route_when_a_sum_can_reach_2_31():
+    """Two terms bounded by 2**30 can sum to 2**31, one past int32: summed in int64."""
+    counts = torch.tensor([[2**30, 2**30]], dtype=torch.int32)
+    assert exact_sum(counts, 1, largest=2**30).tolist() == [2**31]
+
+
+def _one_by_one_layer():
+    """A 1x1 conv, N = 1, C = K = 2, on a 1 x 1 map: X = [1, 0] over C, W = [[1, 1], [0, 1]]
+    (K x C), dY = [1, 0] over K (non-zero maps)."""
+    from mappings.capture import LayerCapture
+
+    return LayerCapture("l", "conv", torch.tensor([1, 0], dtype=torch.bool).reshape(1, 2, 1, 1),
+                        torch.tensor([[1, 1], [0, 1]], dtype=torch.bool).reshape(2, 2, 1, 1),
+                        torch.tensor([1, 0], dtype=torch.bool).reshape(1, 2, 1, 1))
+
+
+@pytest.mark.parametrize("phase, policy, processed", [
+    # FF, y[k] = sum_c x[c] w[k, c]: 4 pairs; W non-zero in 3, X in 2 (c = 0, for each k),
+    # both in 1 (k = 0, c = 0)
+    (FF, SkipPolicy(weights=True), 3),
+    (FF, SkipPolicy(activations=True), 2),
+    (FF, SkipPolicy(weights=True, activations=True), 1),
+    # BP, dx[c] = sum_k w[k, c] dy[k]: dY non-zero in 2 (k = 0, each c), W in 3, both in 2
+    (BP, SkipPolicy(gradients=True), 2),
+    (BP, SkipPolicy(weights=True), 3),
+    (BP, SkipPolicy(weights=True, gradients=True), 2),
+    # WG, dw[k, c] = x[c] dy[k]: X non-zero in 2 (c = 0), dY in 2 (k = 0), both in 1; the
+    # kept weights' gradients only: 3 (W's non-zeros)
+    (WG, SkipPolicy(activations=True), 2),
+    (WG, SkipPolicy(gradients=True), 2),
+    (WG, SkipPolicy(activations=True, gradients=True), 1),
+    (WG, SkipPolicy(pruned_weight_gradients=True), 3),
+])
+def test_hardware_skips_only_the_zeros_its_policy_detects(phase, policy, processed):
+    from mappings.counting import processed_map
+
+    layer = _one_by_one_layer()
+    assert int(nominal_map(layer, phase).sum()) == 4
+    counts = processed_map(layer, phase, policy, pruned_grads_unused=True)
+    assert int(counts.sum()) == processed
+    if policy.pruned_weight_gradients:  # an algorithm that uses them: none may be skipped
+        assert int(processed_map(layer, phase, policy, pruned_grads_unused=False).sum()) == 4

@@ -223,6 +223,70 @@ def test_refresh_stretches_busy_time_by_trfc_over_trefi_minus_trfc():
     assert with_refresh == 251_169
 
 
+def test_write_to_read_in_another_bank_group_waits_twtr_s():
+    # write: ACT 0, CAS at tRCD 16, data ends 16 + CWL 16 + BL/2 4 = 36 tCK. The read in
+    # bank group 1: ACT at tRRD_S 4, ready at 20, but its CAS waits for the write data's
+    # end + tWTR_S 3 = 39 (tWTR_L 9 is for the same group); ends 39 + CL 16 + 4 = 59 tCK.
+    model = DramChannelModel(DDR4, refresh=False)
+    assert model.access(0, coord_address(DDR4, 0, 0, 0), 64, is_write=True).end_ps == 36 * 833
+    rd = model.access(0, coord_address(DDR4, 1, 0, 0), 64, is_write=False)
+    assert (rd.end_ps, rd.activates) == (59 * 833, 1)
+
+
+def test_back_to_back_reads_are_tccd_l_apart_in_one_bank_group_tccd_s_in_two():
+    # read 1: ACT 0, CAS 16. Another burst of the same row (bank group 0, column 8): a row
+    # hit, CAS at 16 + tCCD_L 6 = 22, ends 22 + CL 16 + BL/2 4 = 42 tCK. In bank group 1
+    # instead: ACT at tRRD_S 4, CAS at max(4 + tRCD 16, 16 + tCCD_S 4) = 20, ends 40 tCK.
+    for column, bankgroup, end in ((8, 0, 42), (0, 1, 40)):
+        model = DramChannelModel(DDR4, refresh=False)
+        model.access(0, 0, 64, is_write=False)
+        second = model.access(0, coord_address(DDR4, bankgroup, 0, 0, column), 64, False)
+        assert second.end_ps == end * 833, bankgroup
+
+
+def test_a_row_conflict_inside_a_transaction_waits_tras_after_the_act():
+    # "ch:co:ba:bg:ro": the row is the lowest field, so bursts 0 and 1 are rows 0 and 1 of
+    # bank 0. ACT 0 at 0, CAS 16; the PRE waits for tRAS 39 (the read CAS at 16 is earlier),
+    # ACT 1 at 39 + tRP 16 = 55, CAS 55 + tRCD 16 = 71, ends 71 + CL 16 + BL/2 4 = 91 tCK.
+    mapping = AddressMapping(DDR4, "ch:co:ba:bg:ro", channels=1)
+    assert [mapping.decode(64 * i).row for i in range(2)] == [0, 1]
+    a = DramChannelModel(DDR4, mapping, refresh=False).access(0, 0, 128, is_write=False)
+    assert (a.bursts, a.row_misses, a.precharges, a.row_hits) == (2, 2, 1, 0)
+    assert a.end_ps == 91 * 833
+
+
+def test_tfaw_is_a_rolling_window_of_every_four_activations():
+    """Nine one-burst reads to nine banks, bank groups alternating (tRRD_S 4 apart), all at
+    0: ACTs at 0, 4, 8, 12; then each ACT waits for tFAW 26 after the one four before it:
+    26, 30, 34, 38, and the ninth 26 + 26 = 52 (not 42). Each CAS is tRCD 16 after its ACT
+    (the bus allows every 4 tCK), data ends CL 16 + BL/2 4 later."""
+    model = DramChannelModel(DDR4, refresh=False)
+    banks = [(bg, ba) for ba in range(3) for bg in range(4)][:9]
+    ends = [model.access(0, coord_address(DDR4, bg, ba, 0), 64, False).end_ps
+            for bg, ba in banks]
+    acts = [0, 4, 8, 12, 26, 30, 34, 38, 52]
+    assert ends == [(act + 16 + 16 + 4) * 833 for act in acts]
+
+
+def test_hbm2_writes_pay_cwl_and_write_recovery_not_cl():
+    """HBM2: CWL 4, CL 14. One write burst: ACT 0, CAS at tRCD 14, ends 14 + CWL 4 + BL/2 2
+    = 20 tCK. Writes to another row of the bank: the PRE waits for CAS + CWL + BL/2 + tWR
+    = 14 + 4 + 2 + 16 = 36 tCK after the ACT (> tRAS 34), so ACT_k = k (36 + tRP 14)."""
+    one = DramChannelModel(HBM2, refresh=False).access(0, 0, 64, is_write=True)
+    assert one.end_ps == 20 * 1000
+    ends = [a.end_ps for a in row_miss_stream(HBM2, 4, is_write=True)]
+    assert ends == [(50 * k + 14 + 4 + 2) * 1000 for k in range(4)]
+
+
+def test_a_system_ends_when_its_slowest_channel_ends():
+    """HBM2, 9 bursts: one each on channels 1-7 (tRCD 14 + CL 14 + BL/2 2 = 30 tCK), two on
+    channel 0 (burst 8 in bank group 1: ACT at tRRD_S 4, CAS at 4 + 14 = 18, ends 18 + 14 +
+    2 = 34 tCK): the transaction ends at 34 tCK, not 30."""
+    a = DramSystem(HBM2, refresh=False).access(0, 0, 9 * 64, is_write=False)
+    assert (a.bursts, a.activates, a.bytes) == (9, 9, 9 * 64)
+    assert a.end_ps == 34 * 1000
+
+
 # --- row hits and page policy --------------------------------------------------------------------
 
 def test_row_hits_of_a_repeated_access():
@@ -245,6 +309,29 @@ def test_closed_page_precharges_every_opened_bank():
         assert (a.row_misses, a.row_hits, a.activates, a.precharges) == (4, 60, 4, 4)
     with pytest.raises(ConfigError):
         DramChannelModel(DDR4, page_policy="lazy")
+
+
+def test_closed_page_reopens_a_bank_trp_after_its_precharge():
+    # closed page: read 1 opens bank 0 (ACT 0, CAS 16) and precharges it at tRAS 39, so the
+    # bank may activate again at 39 + tRP 16 = 55; read 2 of the same row: ACT 55, CAS 71,
+    # ends 71 + CL 16 + BL/2 4 = 91 tCK (a row miss again, not a hit).
+    model = DramChannelModel(DDR4, page_policy="closed", refresh=False)
+    assert model.access(0, 0, 64, False).end_ps == 36 * 833
+    second = model.access(0, 0, 64, False)
+    assert (second.activates, second.precharges, second.row_hits) == (1, 1, 0)
+    assert second.end_ps == 91 * 833
+
+
+def test_closing_the_rows_waits_tras_then_trp_before_the_next_act():
+    # read: ACT 0, CAS 16 (bank 0 may precharge from tRAS 39). Closed at 100 tCK: the next
+    # ACT at 100 + tRP 16 = 116, CAS 132, ends 132 + CL 16 + BL/2 4 = 152 tCK. Closed at 0:
+    # the PRE waits for tRAS, ACT at 39 + 16 = 55, CAS 71, ends 91 tCK.
+    for close_at, end in ((100, 152), (0, 91)):
+        model = DramChannelModel(DDR4, refresh=False)
+        model.access(0, 0, 64, False)
+        assert model.close_rows(close_at * 833) == 1
+        again = model.access(close_at * 833, 0, 64, False)
+        assert (again.activates, again.precharges, again.end_ps) == (1, 0, end * 833)
 
 
 def test_default_mapping_alternates_bank_groups_then_columns():
@@ -329,6 +416,27 @@ def test_energy_background_and_refresh_over_time():
         e.price({"reads": 1}, 0)
     with pytest.raises(ConfigError):
         DramEnergy.from_timing(dataclasses.replace(DDR4, idd5ab=None))
+
+
+def test_write_bursts_are_priced_at_idd4w():
+    e = DramEnergy.from_timing(DDR4)
+    write_burst = 1.2 * (123 - 43) * 4 * 0.833 * 8  # VDD (IDD4W - IDD3N) BL/2 tCK, 8 chips
+    read_burst = 1.2 * (135 - 43) * 4 * 0.833 * 8
+    assert e.price({"write_bursts": 3, "read_bursts": 2}, 0) == pytest.approx(
+        3 * write_burst + 2 * read_burst, rel=1e-12)
+
+
+def test_standby_energy_is_every_channels():
+    """HBM2, 8 channels of one 128-bit chip each: background VDD IDD3N = 1.2 x 55 = 66 mW
+    and refresh 1.2 x (250 - 55) x 260 / 3900 = 15.6 mW a channel; over 1 us the 8 channels
+    draw 8 x 81.6 mW x 1,000 ns = 652,800 pJ."""
+    from arch.config import DramConfig
+    from arch.dram import DramController
+    from desim.module import Simulator
+
+    dram = DramController("dram", Simulator(), DramConfig(preset="HBM2"))
+    assert dram.channels == 8
+    assert dram.energy_pj({}, 0, 1_000_000)["standby"] == pytest.approx(652_800, rel=1e-12)
 
 
 def test_energy_per_bit_is_in_the_expected_ranges():

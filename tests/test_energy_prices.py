@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from arch.accelerator import Accelerator
-from arch.energy import DesignPrices, EnergyTable
+from arch.energy import ELEMENT_BYTES, DesignPrices, EnergyTable
 from desim.errors import ConfigError
 from desim.experiment import load_arch, load_experiment
 from desim.hardware_view import hardware_view
@@ -43,6 +43,22 @@ def test_without_own_prices_the_table_prices_the_design() -> None:
     assert acc.prices.global_buffer_pj_per_byte == table.sram_pj_per_byte(32 * 1024)
     assert acc.prices.local_buffer_pj_per_byte == table.sram_pj_per_byte(16 * 1024)
     assert hardware_view(acc).mac_pj == acc.prices.mac_pj
+
+
+def test_the_tables_stated_assumptions_in_closed_form() -> None:
+    """The figures arch/energy.py derives from Horowitz (45 nm) by its stated assumptions:
+    an fp8 MAC into fp8 is 1.1 x (4/11)^2 + 0.4 / 2; a regenerated weight is three 32-bit
+    adds and an fp16 multiply-add, 3 x 0.1 + 1.1 + 0.4 = 1.8 pJ; an fp8 (E4M3) element is
+    one byte, as int8's and ternary activations' (ternary weights: 2 bits)."""
+    table = EnergyTable("45nm")
+    assert table.mac_pj("fp8") == pytest.approx(1.1 * (4 / 11) ** 2 + 0.2)
+    assert table.weight_generator_pj_per_value() == pytest.approx(1.8)
+    assert EnergyTable("28nm").weight_generator_pj_per_value() == pytest.approx(
+        1.8 * 28 / 45 * 0.81)
+    assert {p: 8 * n for p, n in ELEMENT_BYTES.items()} == {
+        "fp32": 32, "fp16": 16, "fp8": 8, "int8": 8, "int32": 32, "ternary": 8}
+    prices = DesignPrices.of("45nm", "fp16", None, 8 * 1024, 8 * 1024)
+    assert prices.noc_pj_per_byte_hop == pytest.approx(8 * 0.5)
 
 
 def test_a_mac_price_also_prices_vector_ops_unless_they_have_their_own() -> None:

@@ -9,7 +9,7 @@ from torch import nn
 
 from mappings.capture import capture
 from mappings.counting import BP, FF, WG, SkipPolicy
-from mappings.formats import BlockStats, operand_bytes, rle_padding
+from mappings.formats import BlockStats, map_stats, operand_bytes, rle_padding
 from mappings.planner import tile_phase
 from mappings.target import HardwareView
 
@@ -69,6 +69,32 @@ def test_rle_padding_counts_each_zero_run_like_a_loop(gaps, trailing):
     nz = torch.tensor([line + [False] * (length - len(line)) for line in lines])
     expected = [sum(g // 16 for g in line) for line in gaps]
     assert rle_padding(nz).tolist() == expected
+
+
+def test_run_length_entries_round_up_to_whole_bytes_per_block():
+    """int8 values with a 4-bit run each: 12 bits an entry. One non-zero is 12 bits, 2
+    bytes; three are 36 bits, 5 bytes (not 1 and 4)."""
+    for nonzeros, size in ((1, 2), (3, 5)):
+        line = torch.zeros(1, 8, dtype=torch.bool)
+        line[0, :nonzeros] = True
+        assert operand_bytes("rle", stats_of(line), 1)[0] == size, nonzeros
+
+
+def test_a_maps_lines_are_its_last_dimensions_runs():
+    """A (2, 3, 5) map is 6 lines of 5; non-zeros at [0, 0, 1], [0, 0, 3] and [1, 2, 4]:
+    30 elements, 3 non-zero, 2 lines with one. fp16: line_bitmap keeps the 2 lines whole
+    (2 x 5 x 2 B) + 6 bits (1 B) = 21 B; csr 3 x (2 + 2) + (6 + 1) x 4 = 40 B. Without
+    run-length counting its padding is unknown, and an rle size is refused."""
+    nz = torch.zeros(2, 3, 5, dtype=torch.bool)
+    nz[0, 0, [1, 3]] = True
+    nz[1, 2, 4] = True
+    b = map_stats(nz)
+    assert (b.elems.tolist(), b.nnz.tolist(), b.lines.tolist(), b.nz_lines.tolist(),
+            b.line_len, b.rle_padding.tolist()) == ([30], [3], [6], [2], 5, [0])
+    assert operand_bytes("line_bitmap", b, 2)[0] == 21
+    assert operand_bytes("csr", b, 2)[0] == 40
+    with pytest.raises(ValueError, match="padding was not counted"):
+        operand_bytes("rle", map_stats(nz, rle=False), 2)
 
 
 def test_unknown_format_is_refused():

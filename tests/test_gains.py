@@ -58,6 +58,20 @@ def test_time_gains_split_the_speedup_by_binding_part():
     assert table.loc["total", "shrink"] == 2.5
 
 
+def test_time_gains_keep_a_small_unattributed_rest_and_drop_parts_that_bound_nothing():
+    """Base: 1000 s, 99.9% DRAM-bound: the 1 s no part bound is its own row (not lost as
+    rounding); the NoC bound nothing in either run and is left out. Run: 500 s, all
+    DRAM-bound: the DRAM-bound time shrinks 999 / 500."""
+    base = _run(1000, {"dram": 1.0}, {"dram": 0.999, "noc": 0.0})
+    run = _run(500, {"dram": 1.0}, {"dram": 1.0, "noc": 0.0})
+    table = time_gains(base, run)
+    assert list(table.index) == ["dram", "unattributed", "total"]
+    assert table.loc["unattributed", "baseline"] == pytest.approx(1.0)
+    assert table.loc["unattributed", "run"] == 0.0
+    assert table.loc["dram", "shrink"] == pytest.approx(999 / 500)
+    assert table.loc["total", "shrink"] == pytest.approx(2.0)
+
+
 def test_a_part_that_is_the_whole_run_caps_nothing_when_free():
     """Free, the only part would leave the run nothing: an infinite ratio, not an error;
     nothing saved gives no shares of the saving."""

@@ -4,8 +4,8 @@ from fractions import Fraction
 
 import pytest
 
-from desim.channels import Fifo, Link, LinkGroup, hold_links
-from desim.clock import Clock, transfer_ps
+from desim.channels import Fifo, Link, LinkGroup, Pool, hold_links
+from desim.clock import PS_PER_NS, Clock, transfer_ps
 from desim.errors import ConfigError
 from desim.module import Module, Simulator
 
@@ -211,3 +211,129 @@ def test_ports_carry_items_between_processes():
     top.add_process(consumer)
     sim.run()
     assert got == [0, 1, 2]
+
+
+def test_a_one_picosecond_clock_is_the_fastest_allowed():
+    """1,000,000 MHz is one picosecond a cycle: the limit, allowed (2,000,000 MHz is not);
+    a 1 GHz cycle is one nanosecond."""
+    assert Clock(1).period_ps == Clock.from_mhz(1_000_000).period_ps == 1
+    assert Clock.from_mhz(1_000_000).cycles(5) == 5
+    assert Clock.from_mhz(1000).period_ps == PS_PER_NS == 1_000
+
+
+def test_to_cycles_keeps_the_fraction_of_a_cycle():
+    # 1,500 ps at 1,000 ps a cycle is 1.5 cycles, not 1; 2,500 ps at 833 1/3 ps is 3.0
+    assert Clock(1000).to_cycles(1500) == 1.5
+    assert Clock.from_mhz(1200).to_cycles(1250) == 1.5
+
+
+def test_the_link_is_free_again_while_the_last_byte_is_in_flight():
+    """The latency comes after the serialization, not before it: a transfer of 800 B at
+    8 GB/s holds the link 0..100 ns and arrives at 100 + 300 = 400 ns; another transfer
+    started at 300 ns finds the link free and holds it 300..400 ns (it would wait to 500 ns
+    had the first held the link from 300 to 400 ns, after its latency)."""
+    sim, top, link = _link_system(8 * GB_PER_S, latency=300_000)
+    done = {}
+
+    def first():
+        yield from link.transfer(800)
+        done["first"] = sim.now_ps
+
+    def second():
+        yield sim.env.timeout(300_000)
+        yield from hold_links([link], [800])
+        done["second"] = sim.now_ps
+
+    def probe():
+        yield sim.env.timeout(150_000)
+        done["busy_at_150ns"] = link.busy_ps  # the first transfer's 100 ns, already booked
+
+    for process in (first, second, probe):
+        top.add_process(process)
+    sim.run()
+    assert done == {"first": 400_000, "second": 400_000, "busy_at_150ns": 100_000}
+
+
+def test_transfers_waiting_for_a_link_get_it_in_request_order():
+    """Three 800 B transfers (100 ns each at 8 GB/s, no latency) asked for at 0, 1 and 2 ps:
+    they finish at 100, 200 and 300 ns in the order they asked, first come first served."""
+    sim, top, link = _link_system(8 * GB_PER_S, latency=0)
+    done = []
+
+    def sender(name, at_ps):
+        yield sim.env.timeout(at_ps)
+        yield from link.transfer(800)
+        done.append((name, sim.now_ps))
+
+    for at_ps, name in enumerate("abc"):
+        top.add_process(sender, name, at_ps)
+    sim.run()
+    assert done == [("a", 100_000), ("b", 200_000), ("c", 300_000)]
+
+
+def test_routes_over_the_same_links_in_opposite_orders_do_not_deadlock():
+    """Links are taken in name order whatever order a route lists them: q holds b for
+    100 ns; route [b, a] asks at 1 ps and route [a, b] at 2 ps. Taken as listed, the second
+    route would hold a and wait for b while the first held b and waited for a. In name
+    order, the first takes a and waits for b (100 ns), holds both to 200 ns; the second
+    then holds both to 300 ns (800 B at 8 GB/s: 100 ns a transfer)."""
+    sim = Simulator()
+    top = Module("top", sim)
+    a, b = Link("a", top, 8 * GB_PER_S, 0), Link("b", top, 8 * GB_PER_S, 0)
+    done = []
+
+    def transfer(name, at_ps, links):
+        yield sim.env.timeout(at_ps)
+        yield from hold_links(links, [800] * len(links))
+        done.append((name, sim.now_ps))
+
+    top.add_process(transfer, "q", 0, [b])
+    top.add_process(transfer, "ba", 1, [b, a])
+    top.add_process(transfer, "ab", 2, [a, b])
+    sim.run()
+    assert done == [("q", 100_000), ("ba", 200_000), ("ab", 300_000)]
+
+
+def test_a_fifos_depth_histogram_counts_the_current_stretch():
+    """One item put at 1 ns and never taken, looked at 5 ns: empty for 1 ns, then one deep
+    for the 4 ns up to now (not yet booked to `depth_time_ps`, which only has the 1 ns)."""
+    sim = Simulator()
+    top = Module("top", sim)
+    fifo = Fifo("fifo", top, capacity=2)
+
+    def producer():
+        yield sim.env.timeout(1_000)
+        yield from fifo.put("x")
+
+    top.add_process(producer)
+    sim.run(until=5_000)
+    assert fifo.depth_time_ps == [1_000, 0, 0]
+    assert fifo.depth_histogram_ps() == [1_000, 4_000, 0]
+
+
+def test_a_pool_gives_its_whole_capacity_and_blocks_until_it_is_given_back():
+    """A pool of 4: one take of all 4 at 0 is granted at once; a take of 1 at 1 ps waits
+    until the 4 are given back at 1 ns; a take of 5 can never be granted and is refused."""
+    sim = Simulator()
+    top = Module("top", sim)
+    pool = Pool("pool", top, capacity=4)
+    granted = []
+
+    def whole():
+        yield from pool.take(4)
+        granted.append(("whole", sim.now_ps))
+        yield sim.env.timeout(1_000)
+        yield from pool.give(4)
+
+    def one():
+        yield sim.env.timeout(1)
+        yield from pool.take(1)
+        granted.append(("one", sim.now_ps))
+
+    top.add_process(whole)
+    top.add_process(one)
+    sim.run()
+    assert granted == [("whole", 0), ("one", 1_000)]
+    assert pool.actions["take"] == 2 and pool.actions["give"] == 1
+    with pytest.raises(ConfigError, match="request of 5 exceeds capacity 4"):
+        next(pool.take(5))

@@ -284,6 +284,81 @@ def test_a_link_given_its_own_bandwidth_moves_b_bytes_in_latency_plus_b_over_it(
     assert sim.env.now == clock.cycles(3 + nbytes // 8)
 
 
+def _row_of_two_clusters():
+    """A 3 x 1 mesh of 8 B/cycle links, 1 cycle a hop, at 1 GHz; the buffer's port at r0_0,
+    clusters at r1_0 and r2_0 (ports 64 B/cycle, no latency). The far cluster's route is two
+    hops, 2 cycles, the near one's one hop."""
+    graph = mesh(3, 1, 8, 1)
+    attach(graph, "glb", "sram", "r0_0", 64, 0)
+    for r in ("r1_0", "r2_0"):
+        attach(graph, f"cluster_{r}", "pe_cluster", r, 64, 0)
+    sim = Simulator()
+    noc = Noc("noc", Module("top", sim), graph, "xy", Clock.from_mhz(1000.0), src="glb",
+              clusters=["cluster_r1_0", "cluster_r2_0"])
+    return sim, noc
+
+
+def _bytes_by_link(noc) -> dict:
+    return {edge: link.actions["bytes"] for edge, link in noc.links.items()
+            if link.actions["bytes"]}
+
+
+def test_a_multicast_crosses_each_link_of_its_tree_once():
+    """800 B multicast to both clusters: every link of the XY tree carries the 800 B once
+    (r0_0 -> r1_0 too, though both routes cross it): 100 cycles at 8 B/cycle, + the far
+    route's 2 cycles = 102 ns; 5 links x 800 B = 4,000 byte-hops."""
+    sim, noc = _row_of_two_clusters()
+    sim.env.process(noc.distribute(800, 0, 2))
+    sim.env.run()
+    assert sim.env.now == 102_000
+    assert _bytes_by_link(noc) == {
+        ("glb", "r0_0"): 800, ("r0_0", "r1_0"): 800, ("r1_0", "cluster_r1_0"): 800,
+        ("r1_0", "r2_0"): 800, ("r2_0", "cluster_r2_0"): 800}
+
+
+@pytest.mark.parametrize("nbytes, end_ps", [
+    (1600, 202_000),  # shares of 800: r0_0 -> r1_0 carries both, 1,600 B, 200 cycles, + 2
+    (1601, 202_250),  # shares of ceil(1601 / 2) = 801: 1,602 B at 8 B/ns = 200.25 ns, + 2
+])
+def test_a_split_operand_sends_each_cluster_its_share_along_its_route(nbytes, end_ps):
+    sim, noc = _row_of_two_clusters()
+    sim.env.process(noc.distribute(0, nbytes, 2))
+    sim.env.run()
+    assert sim.env.now == end_ps
+    share = -(-nbytes // 2)
+    assert _bytes_by_link(noc) == {
+        ("glb", "r0_0"): 2 * share, ("r0_0", "r1_0"): 2 * share,
+        ("r1_0", "cluster_r1_0"): share, ("r1_0", "r2_0"): share,
+        ("r2_0", "cluster_r2_0"): share}
+
+
+def test_a_gather_brings_each_clusters_share_back():
+    """1,600 B of results, 800 from each cluster: r1_0 -> r0_0 carries both shares, 1,600 B
+    in 200 cycles, + the far route's 2 cycles = 202 ns."""
+    sim, noc = _row_of_two_clusters()
+    sim.env.process(noc.gather(1600, 2))
+    sim.env.run()
+    assert sim.env.now == 202_000
+    assert _bytes_by_link(noc) == {
+        ("cluster_r2_0", "r2_0"): 800, ("r2_0", "r1_0"): 800, ("cluster_r1_0", "r1_0"): 800,
+        ("r1_0", "r0_0"): 1600, ("r0_0", "glb"): 1600}
+
+
+def test_a_tree_of_exactly_the_most_routers_is_allowed():
+    # fanout 4095, depth 1: 1 + 4095 = 4096 routers, the limit; fanout 4096 is one too many
+    assert spec(topology="tree", shape=[4095, 1]).shape == [4095, 1]
+    with pytest.raises(ConfigError, match="over 4096 routers"):
+        spec(topology="tree", shape=[4096, 1])
+
+
+def test_endpoints_at_one_router_are_drawn_apart():
+    g = mesh(2, 2, BW, LAT)
+    attach(g, "glb", "sram", "r1_1", BW, LAT)
+    attach(g, "cluster", "pe_cluster", "r1_1", BW, LAT)
+    assert g.nodes["glb"]["pos"] == pytest.approx((1.3, 1.3))
+    assert g.nodes["cluster"]["pos"] == pytest.approx((0.7, 1.3))
+
+
 # --- endpoints and connectivity ------------------------------------------------------------
 
 def test_attach_links_the_endpoint_both_ways_as_a_port():

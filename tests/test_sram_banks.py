@@ -4,6 +4,7 @@ form."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator
 from pathlib import Path
 
@@ -65,6 +66,47 @@ def test_same_bank_serializes_other_banks_overlap() -> None:
     wrap, _ = run_accesses({"nbytes": n, "kind": "read", "bank": 7, "banks_touched": 2},
                            {"nbytes": n, "kind": "write", "bank": 0, "banks_touched": 2})
     assert wrap == 2 * (2 + 5)
+
+
+def test_an_access_over_more_banks_than_there_are_stripes_over_all() -> None:
+    n = 1000  # 16 banks asked of 8: all 8, 8 x 16 B a cycle, 2 + ceil(1000 / 128) = 10
+    cycles, glb = run_accesses({"nbytes": n, "kind": "read", "bank": 0, "banks_touched": 16})
+    assert cycles == 10 and glb.access_ps(n, banks_touched=16) == 10 * PERIOD
+
+
+def test_an_access_naming_only_its_bank_stripes_over_all_banks_and_locks_them() -> None:
+    """A read naming bank 3 but no bank count stripes over all 8 (2 + ceil(1000 / 128) = 10
+    cycles) and holds every bank, so a write confined to bank 0 (160 B: 2 + 10 cycles)
+    waits for it although it uses the other port: 10 + 12 = 22 cycles."""
+    alone, _ = run_accesses({"nbytes": 1000, "kind": "read", "bank": 3})
+    assert alone == 10
+    both, _ = run_accesses({"nbytes": 1000, "kind": "read", "bank": 3},
+                           {"nbytes": 160, "kind": "write", "bank": 0, "banks_touched": 1})
+    assert both == 10 + 12
+
+
+def test_reads_and_writes_are_counted_apart() -> None:
+    _, glb = run_accesses({"nbytes": 1000, "kind": "read"}, {"nbytes": 300, "kind": "write"},
+                          {"nbytes": 24, "kind": "write", "bank": 2, "banks_touched": 1})
+    assert glb.actions["read_bytes"] == 1000 and glb.actions["write_bytes"] == 324
+
+
+def test_sram_energy_per_byte_is_an_eighth_of_the_64_bit_access() -> None:
+    """Horowitz: 10 pJ a 64-bit (8-byte) read of an 8 KB bank, 1.25 pJ a byte at 45 nm;
+    28 nm: x 28/45 x 0.9^2."""
+    assert EnergyTable("45nm").sram_pj_per_byte(8 * 1024) == pytest.approx(10 / 8)
+    assert EnergyTable("28nm").sram_pj_per_byte(1024 * 1024) == pytest.approx(
+        100 / 8 * 28 / 45 * 0.81)
+
+
+def test_sram_energy_extrapolates_log_log_beyond_the_table() -> None:
+    """Below 8 KB the 8-32 KB slope goes on (log 2 / log 4 = 1/2): a 2 KB bank is
+    10 x (1/4)^(1/2) = 5 pJ; beyond 1 MB the 32 KB-1 MB slope (log 5 / log 32): a 4 MB bank
+    is 100 x 4^(log 5 / log 32) = 190.4 pJ."""
+    assert sram_pj_per_64bit(2 * 1024) == pytest.approx(5.0)
+    assert sram_pj_per_64bit(4 * 1024 * 1024) == pytest.approx(
+        100 * 4 ** (math.log(5) / math.log(32)))
+    assert sram_pj_per_64bit(4 * 1024 * 1024) == pytest.approx(190.37, abs=0.01)
 
 
 def test_sram_energy_grows_with_capacity() -> None:
