@@ -48,7 +48,9 @@ import contextlib
 import hashlib
 import itertools
 import json
+import logging
 import math
+import signal
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -651,16 +653,17 @@ def register(app: typer.Typer) -> None:
         started = time.perf_counter()
         try:
             plots = [parse_plot(p) for p in plot or []]
-            frame = sweep(config, out, scheduler, workers, overrides=set_ or [],
-                          retry_failed=retry_failed, progress=True, plots=plots)
+            with _stopped_quietly():
+                frame = sweep(config, out, scheduler, workers, overrides=set_ or [],
+                              retry_failed=retry_failed, progress=True, plots=plots)
         except ConfigError as err:
             fail(2, str(err))
         except (SchedulerLost, ClusterFailed) as err:  # a runtime failure, not bad input
             fail(1, str(err))
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as err:  # 128 + the signal's number, as a shell reports it
             errors.print(escape(f"interrupted: finished points are in {out}/points; run the "
                                 "same command again to compute the others"), highlight=False)
-            raise typer.Exit(130) from None
+            raise typer.Exit(143 if isinstance(err, Terminated) else 130) from None
         print_sweep(console, frame)
         status = frame.drop_duplicates("point_id")["status"]
         failed = int((status == "failed").sum())
@@ -670,6 +673,31 @@ def register(app: typer.Typer) -> None:
                       + (f"; {failed} of {len(status)} points failed: exit 1" if failed else ""))
         if failed:  # everything that succeeded is written; a script must still be told
             raise typer.Exit(1)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a batch system's cancel) met by the sweep command."""
+
+
+@contextlib.contextmanager
+def _stopped_quietly() -> Iterator[None]:
+    """A Ctrl-C (SIGINT) or SIGTERM stops the sweep with its cluster closed, the finished
+    points kept, and one line said (`sweep_command`). Dask says nothing from the signal on:
+    its threads went on and logged, at ERROR, the results they could no longer gather while
+    the interrupt reached the cluster's close. SIGTERM, by default, killed the process where
+    it stood, and Python's resource tracker warned of the semaphores it left."""
+    def stop(signum: int, frame: Any) -> None:
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)
+        raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+
+    level = logging.getLogger("distributed").level
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        logging.getLogger("distributed").setLevel(level)
 
 
 def print_sweep(console: Any, frame: pd.DataFrame) -> None:

@@ -282,7 +282,14 @@ def dask_client(scheduler: str | None, workers: int) -> Iterator[Client]:
                     f"{'s' if workers > 1 else ''} ({type(err).__name__}: "
                     f"{' '.join(str(err).split()) or 'no message'}): nothing was computed; "
                     "try fewer --workers, or a running scheduler with --scheduler") from None
-            yield client
+            try:
+                yield client
+            except KeyboardInterrupt:  # a Ctrl-C or SIGTERM (`desim.sweep`): closing the
+                # cluster mid-sweep, its scheduler, in this process, logged at ERROR the
+                # results it could no longer gather; the sweep says it in one line
+                with _silenced("distributed"):
+                    stack.close()
+                raise
     finally:
         for key in set(os.environ) - set(saved):
             del os.environ[key]
