@@ -28,7 +28,6 @@ from itertools import pairwise
 
 import networkx as nx
 import numpy as np
-import simpy
 
 from arch.config import ArchConfig
 from arch.dram import DramController
@@ -40,7 +39,7 @@ from arch.speculator import Speculator
 from arch.sram import GlobalBuffer
 from arch.vector import VectorUnit
 from arch.weight_generator import WeightGenerator
-from desim.channels import Fifo
+from desim.channels import Fifo, Pool
 from desim.clock import Clock
 from desim.errors import ConfigError
 from desim.events import TILE_DTYPE, holds_result
@@ -149,8 +148,8 @@ class Accelerator(Module):
         # to half of it, so two tiles' operands and two tiles' results fit at once. A tile
         # holds an operand half from its fetch until its operands are in the clusters, and a
         # result half (if it has results) from its collection until they are in DRAM.
-        self.operand_halves = simpy.Container(self.env, capacity=2, init=2)
-        self.result_halves = simpy.Container(self.env, capacity=2, init=2)
+        self.operand_halves = Pool("operand_halves", self, capacity=2)
+        self.result_halves = Pool("result_halves", self, capacity=2)
         self.records: list[PhaseRecord] = []
         pe = cfg.pe_cluster
         self.prices = DesignPrices.of(cfg.technology, pe.precision, pe.accumulates_in,
@@ -198,7 +197,7 @@ class Accelerator(Module):
             ahead = rows[0][col["weight_read_bytes"]] if pending and rows else 0
             start = int(self.env.now)
             if ahead:
-                yield self.operand_halves.get(1)
+                yield from self.operand_halves.take(1)
                 fill = self.spawn(self.glb.access(ahead, "write"))
                 yield from self.dram.transfer(ahead, is_write=False)
                 yield fill
@@ -209,7 +208,7 @@ class Accelerator(Module):
                 # the fetcher turns to the tile (it may wait for a free half of the buffer)
                 self.tile_spans[j][i][0] = start if i == 0 and ahead else int(self.env.now)
                 if i or not ahead:  # (a prefetching first tile holds its half already)
-                    yield self.operand_halves.get(1)
+                    yield from self.operand_halves.take(1)
                 nbytes = row[col["dram_read_bytes"]] - (ahead if i == 0 else 0)
                 fill = self.spawn(self.glb.access(
                     nbytes + row[col["regenerated_bytes"]], "write"))
@@ -232,7 +231,7 @@ class Accelerator(Module):
             yield from self.noc.distribute(row[col["multicast_bytes"]], row[col["unicast_bytes"]],
                                            row[col["active_clusters"]])
             yield read
-            yield self.operand_halves.put(1)
+            yield from self.operand_halves.give(1)
             yield from q_out.put(row)
 
     def _speculate(self, q_in: Port, q_out: Port) -> Generator:
@@ -267,7 +266,7 @@ class Accelerator(Module):
             row = yield from q_in.get()
             self._serve(row)
             if _has_results(row):  # a tile whose sums stay in the PEs holds no result half
-                yield self.result_halves.get(1)
+                yield from self.result_halves.take(1)
             write = self.spawn(self.glb.access(_results_made(row), "write"))
             yield from self.noc.gather(row[col["gather_bytes"]], row[col["active_clusters"]])
             yield write
@@ -289,7 +288,7 @@ class Accelerator(Module):
                 yield drain
                 self.tile_spans[j][i][1] = int(self.env.now)
                 if _has_results(row):
-                    yield self.result_halves.put(1)
+                    yield from self.result_halves.give(1)
             self._record(j, rows[0][col["layer"]], rows[0][col["phase"]], self._fetch_start[j])
             self._written[j].succeed()
 

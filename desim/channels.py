@@ -198,7 +198,8 @@ def release_links(links: Sequence[Link], nbytes: Sequence[int], hold: int) -> No
 
 
 class Pool(Module):
-    """Capacity that processes take and give back (buffer space), a SimPy `Container`."""
+    """Capacity that processes take and give back (buffer space), a SimPy `Container`.
+    `wait_ps` counts the time takers waited for it: how long a full buffer stalled them."""
 
     def __init__(self, name: str, parent: Module, capacity: int) -> None:
         super().__init__(name, parent)
@@ -208,8 +209,11 @@ class Pool(Module):
         if amount > self.container.capacity:
             raise ConfigError(f"{self.path}: request of {amount} exceeds capacity "
                               f"{self.container.capacity}")
+        asked = int(self.env.now)
         yield self.container.get(amount)
         self.count("take")
+        if self.env.now > asked:
+            self.count("wait_ps", int(self.env.now) - asked)
 
     def give(self, amount: int) -> Generator:
         yield self.container.put(amount)

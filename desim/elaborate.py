@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from arch.accelerator import Accelerator
 from arch.config import ArchConfig, priced_actions
-from desim.channels import Fifo
+from desim.channels import Fifo, Pool
 from desim.errors import ConfigError
 from desim.experiment import Experiment, RunSpec, claim_metrics
 from desim.module import Simulator
@@ -94,13 +94,13 @@ def describe(name: str, arch: ArchConfig, acc: Accelerator | None = None) -> dic
 def summary_names(acc: Accelerator) -> dict[str, list[str]]:
     """The names summary.json keys a run on the processor `acc` by, known once it is built,
     before any simulation: `energy_by_component_j`'s (the components `acc.energy_pj` prices,
-    priced here for no actions), `utilization`'s (the processor's parts, less its FIFOs,
-    which do no timed work: `desim.stats`; and the MAC units'), `time_by_busiest_part`'s
+    priced here for no actions), `utilization`'s (the processor's parts, less its FIFOs and
+    pools, which do no timed work: `desim.stats`; and the MAC units'), `time_by_busiest_part`'s
     (the same parts) and `energy_prices_pj`'s (the prices of its components, as the runner
     writes them: `arch.config.priced_actions`). A run never has a name not listed; it
     could lack a part listed (one never busy whose own parts are all FIFOs), as no shipped
     design's does."""
-    parts = [module.name for module in acc.children if not isinstance(module, Fifo)]
+    parts = [module.name for module in acc.children if not isinstance(module, Fifo | Pool)]
     return {"energy_by_component_j": sorted({key.split(".")[0]
                                              for key in acc.energy_pj({}, 0, 0)}),
             "utilization": sorted([*parts, "mac_units"]),

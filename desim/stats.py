@@ -7,7 +7,9 @@ several transactions at once, the global buffer's read and write ports).
 A FIFO, and a module of modules that was never busy itself (the NoC, the accelerator), report
 neither: they do no timed work, their parts do, and a utilization of 0 would say they idled.
 A FIFO adds its time-weighted depth histogram and mean depth (by Little's law, mean depth over
-throughput is the mean wait), a link its bytes and transfers.
+throughput is the mean wait), a link its bytes and transfers, a pool (the global buffer's
+halves) its capacity and, among its actions, how long its takers waited for it (`wait_ps`:
+the time a full buffer stalled the fetcher or the collector).
 
 Two runs of the same system give byte-identical files: keys are sorted, integers stay
 integers, floats come from the same integer arithmetic, and nothing depends on the wall clock.
@@ -20,7 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from desim.channels import Fifo, Link
+from desim.channels import Fifo, Link, Pool
 from desim.clock import PS_PER_S
 from desim.module import Module, Simulator
 from desim.results import write_atomic
@@ -32,7 +34,7 @@ DESCRIPTIONS = {
     "busy_ps": "time the module spent on transactions (ps)",
     "utilization": "busy_ps / simulated time",
     "concurrency": "transactions it serves at once (its utilization can reach this)",
-    "capacity": "FIFO capacity (items)",
+    "capacity": "capacity (a FIFO's items, a pool's units)",
     "depth_mean": "time-weighted mean FIFO depth (items)",
     "depth_max": "deepest FIFO depth held for a non-zero time (items)",
     "depth_hist_ps": "time spent at this FIFO depth (ps)",
@@ -40,6 +42,7 @@ DESCRIPTIONS = {
     "transfers": "transfers carried",
     "bytes_per_s": "bytes carried / simulated time (B/s)",
     "actions": "action count",
+    "actions.wait_ps": "time its takers waited for capacity (ps)",
 }
 
 
@@ -56,7 +59,7 @@ def _module_stats(module: Module, now_ps: int) -> dict[str, Any]:
         "actions": {k: int(v) for k, v in sorted(module.actions.items())},
         "kind": type(module).__name__,
     }
-    if module.busy_ps or not (isinstance(module, Fifo) or module.children):
+    if module.busy_ps or not (isinstance(module, Fifo | Pool) or module.children):
         stats["busy_ps"] = int(module.busy_ps)
         stats["utilization"] = module.busy_ps / now_ps if now_ps else 0.0
         if module.concurrency > 1:
@@ -68,6 +71,8 @@ def _module_stats(module: Module, now_ps: int) -> dict[str, Any]:
         stats["depth_hist_ps"] = hist
         stats["depth_mean"] = (sum(d * t for d, t in enumerate(hist)) / total) if total else 0.0
         stats["depth_max"] = max((d for d, t in enumerate(hist) if t), default=0)
+    if isinstance(module, Pool):
+        stats["capacity"] = module.container.capacity
     if isinstance(module, Link):
         stats["bytes"] = int(module.actions["bytes"])
         stats["transfers"] = int(module.actions["transfers"])
@@ -86,7 +91,8 @@ def busy_shares(stats: dict[str, Any], top: str) -> tuple[dict[str, float], dict
     that does timed work, its share of the run spent busy (of a part that serves several
     transactions at once, the global buffer's two ports, the mean over them); a part made of
     parts (the NoC, of links), its busiest part's share, that part named in the second dict.
-    FIFOs are left out: they hold items, they do no timed work (`_module_stats`)."""
+    FIFOs and pools are left out: they hold items or capacity, they do no timed work
+    (`_module_stats`)."""
     modules = stats["modules"]
     return part_shares({path: busy_share(module) for path, module in modules.items()
                         if "utilization" in module}, top,
@@ -146,7 +152,8 @@ def stats_lines(stats: dict[str, Any]) -> list[tuple[str, str, str]]:
         for key, value in module_stats.items():
             description = DESCRIPTIONS.get(key, key)
             if isinstance(value, dict):
-                rows += [(f"{path}.{key}.{k}", v, description) for k, v in value.items()]
+                rows += [(f"{path}.{key}.{k}", v, DESCRIPTIONS.get(f"{key}.{k}", description))
+                         for k, v in value.items()]
             elif isinstance(value, list):
                 rows += [(f"{path}.{key}::{i}", v, description) for i, v in enumerate(value)]
             else:

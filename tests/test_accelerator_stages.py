@@ -17,6 +17,7 @@ from arch.accelerator import Accelerator
 from desim.events import empty_table
 from desim.experiment import load_arch
 from desim.module import Simulator
+from desim.stats import collect_stats
 
 ARCH = Path(__file__).resolve().parent.parent / "configs" / "arch"
 CYCLE_PS = 2_000
@@ -102,3 +103,23 @@ def test_the_vector_unit_does_lanes_ops_a_cycle_each_priced_as_a_mac():
     assert acc.env.now == 626 * CYCLE_PS
     assert energy["vector_unit.ops"] == pytest.approx(40_001 * 2.0 * SCALE_28NM)
     assert energy["macs.macs"] == 0 and not noc   # its operands do not cross the NoC
+
+
+def test_a_full_buffer_stalls_the_fetcher_and_says_how_long():
+    """Three tiles with nothing to read from DRAM, each a 32,000-byte multicast (2,016,000 ps,
+    as above): the buffer holds two tiles' operands, so the third waits for the first's half,
+    given back as its distribution ends, 2,016,000 ps after it asked at 0 (`wait_ps` of the
+    pool `operand_halves`); tiles without results take no result half."""
+    table = empty_table(3)
+    table["multicast_bytes"] = 32_000
+    table["active_clusters"] = 16
+    sim = Simulator()
+    acc = Accelerator(sim, load_arch(ARCH / "dense.yaml"))
+    acc.replay([table])
+    sim.run()
+    assert acc.env.now == 3 * 2_016_000
+    assert dict(acc.operand_halves.actions) == {"take": 3, "give": 3, "wait_ps": 2_016_000}
+    assert not acc.result_halves.actions
+    pool = collect_stats(sim)["modules"]["top.operand_halves"]
+    assert pool == {"actions": {"give": 3, "take": 3, "wait_ps": 2_016_000}, "capacity": 2,
+                    "kind": "Pool"}  # no busy time: a pool does no timed work

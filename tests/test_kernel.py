@@ -313,7 +313,8 @@ def test_a_fifos_depth_histogram_counts_the_current_stretch():
 
 def test_a_pool_gives_its_whole_capacity_and_blocks_until_it_is_given_back():
     """A pool of 4: one take of all 4 at 0 is granted at once; a take of 1 at 1 ps waits
-    until the 4 are given back at 1 ns; a take of 5 can never be granted and is refused."""
+    until the 4 are given back at 1 ns (999 ps waited, `wait_ps`: the granted-at-once take
+    adds nothing); a take of 5 can never be granted and is refused."""
     sim = Simulator()
     top = Module("top", sim)
     pool = Pool("pool", top, capacity=4)
@@ -335,5 +336,6 @@ def test_a_pool_gives_its_whole_capacity_and_blocks_until_it_is_given_back():
     sim.run()
     assert granted == [("whole", 0), ("one", 1_000)]
     assert pool.actions["take"] == 2 and pool.actions["give"] == 1
+    assert pool.actions["wait_ps"] == 999
     with pytest.raises(ConfigError, match="request of 5 exceeds capacity 4"):
         next(pool.take(5))
