@@ -13,7 +13,8 @@ arrives `latency` after that. So one transfer over a free link takes latency + B
 and two transfers started together finish at latency + 2 B / bandwidth.
 
 Tracing hooks (off unless `Simulator.enable_tracing`): a link records one slice per transfer
-(its serialization, the time it is held), a FIFO records each change of its depth.
+(its serialization, the time it is held), a FIFO each change of its depth, a pool each
+change of the units in use.
 """
 
 from __future__ import annotations
@@ -214,7 +215,16 @@ class Pool(Module):
         self.count("take")
         if self.env.now > asked:
             self.count("wait_ps", int(self.env.now) - asked)
+        if self.tracer:
+            self.tracer.depth(self, self.in_use, int(self.env.now))
 
     def give(self, amount: int) -> Generator:
         yield self.container.put(amount)
         self.count("give")
+        if self.tracer:
+            self.tracer.depth(self, self.in_use, int(self.env.now))
+
+    @property
+    def in_use(self) -> int:
+        """Units taken and not given back."""
+        return int(self.container.capacity - self.container.level)

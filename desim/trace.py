@@ -7,7 +7,8 @@ hands every module a `Tracer`; from then on
 - `Module.traced(name, start_ps, end_ps, track=None)` (and the built-in hook in
   `hold_links`, one slice per link per transfer) records a *slice*: one transaction, the span
   of time the module spent on it;
-- `Fifo` reports each change of its depth.
+- `Fifo` reports each change of its depth, `Pool` of its units in use (the global buffer's
+  halves).
 
 Nothing is written while the simulation runs: slices may be reported after the fact (a link
 knows its span when it releases) or ahead of it (a DRAM controller times a transaction when it
@@ -18,10 +19,12 @@ Chrome trace (open in https://ui.perfetto.dev or chrome://tracing): one track (t
 or per sub-track when a module works on several transactions at once (`track="read"` gives
 `top.glb.read`). Slices on one track never overlap: any that would are moved to an extra lane
 (`top.glb.read#2`). Times are microseconds (the format's unit) as floats from integer ps. Each
-FIFO's depth is a counter track.
+FIFO's depth, and each pool's units in use, is a counter track (`top.q.depth`,
+`top.operand_halves.in_use`).
 
 VCD (open in GTKWave or Surfer): `busy` (1 bit) per module, high while any of its slices is
-open, and `depth` (integer) per FIFO; timescale 1 ps, so times are the simulator's own.
+open, `depth` (integer) per FIFO and `in_use` per pool; timescale 1 ps, so times are the
+simulator's own.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from vcd import VCDWriter
 
-from desim.channels import Fifo
+from desim.channels import Fifo, Pool
 from desim.results import write_atomic
 
 if TYPE_CHECKING:
@@ -66,8 +69,9 @@ class Tracer:
         if end_ps > start_ps:
             self.slices.append((module.path, track, name, int(start_ps), int(end_ps), args))
 
-    def depth(self, fifo: Module, depth: int, now_ps: int) -> None:
-        self.depths[fifo.path].append((int(now_ps), depth))
+    def depth(self, module: Module, level: int, now_ps: int) -> None:
+        """A FIFO's depth or a pool's units in use is `level` from `now_ps` on."""
+        self.depths[module.path].append((int(now_ps), level))
 
     # -- output ----------------------------------------------------------------------------
 
@@ -121,12 +125,13 @@ class Tracer:
                 slices.append(event)
         slices.sort(key=lambda e: (e["ts"], e["tid"]))
         events.extend(slices)
+        levels = {m.path: _level_name(m) for m in self.sim.modules() if m.path in self.depths}
         for path in sorted(self.depths):
-            previous = None
+            previous, name = None, levels[path]
             for t, depth in _last_per_time(self.depths[path]):
                 if depth != previous:
-                    events.append({"name": f"{path}.depth", "ph": "C", "pid": 0,
-                                   "ts": t / PS_PER_US, "args": {"depth": depth}})
+                    events.append({"name": f"{path}.{name}", "ph": "C", "pid": 0,
+                                   "ts": t / PS_PER_US, "args": {name: depth}})
                     previous = depth
         return {"traceEvents": events, "displayTimeUnit": "ns",
                 "otherData": {"generator": "desim", "source_time_unit": "ps"}}
@@ -148,8 +153,8 @@ class Tracer:
         with VCDWriter(buffer, timescale="1 ps", date="simulated", version="desim") as writer:
             for order, module in enumerate(self.sim.modules()):
                 scope = module.path.replace(" ", "_")
-                if isinstance(module, Fifo):
-                    var = writer.register_var(scope, "depth", "integer", 32, init=0)
+                if isinstance(module, Fifo | Pool):
+                    var = writer.register_var(scope, _level_name(module), "integer", 32, init=0)
                     points = _last_per_time(self.depths.get(module.path, []))
                 else:
                     var = writer.register_var(scope, "busy", "wire", 1, init=0)
@@ -199,3 +204,9 @@ def _levels(edges: list[tuple[int, int]]) -> list[tuple[int, int]]:
         else:
             out.append(point)
     return out
+
+
+def _level_name(module: Module) -> str:
+    """The name of a module's level in the trace and the waveform: a FIFO's `depth`, a
+    pool's `in_use`."""
+    return "in_use" if isinstance(module, Pool) else "depth"

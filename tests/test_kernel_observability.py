@@ -12,7 +12,7 @@ import pytest
 from vcd.reader import TokenKind, tokenize
 
 from desim.bench import run_bench
-from desim.channels import Fifo, Link, hold_links
+from desim.channels import Fifo, Link, Pool, hold_links
 from desim.errors import DeadlockError
 from desim.module import Module, Simulator
 from desim.stats import busiest_part, busy_shares, collect_stats, write_stats
@@ -310,16 +310,19 @@ def _traced_system(tmp: Path | None) -> Simulator:
     top = Module("top", sim)
     a, b = Link("a", top, 8 * GB_PER_S, 1_000), Link("b", top, 4 * GB_PER_S, 0)
     q = Fifo("q", top, 2)
+    slots = Pool("slots", top, 2)  # the items in q and in the producer's hands
     buf = _Buffer("buf", top)
 
     def producer() -> Generator:
         for i in range(6):
+            yield from slots.take(1)
             yield from hold_links([a, b], [800, 400 * (i % 2)])
             yield from q.put(i)
 
     def consumer() -> Generator:
         for _ in range(6):
             yield from q.get()
+            yield from slots.give(1)
             yield from a.transfer(1_600)
             # two overlapping reads on one port: the tracer must split them into lanes
             yield sim.env.all_of([sim.env.process(buf.access("read", 300)),
@@ -361,6 +364,9 @@ def test_the_trace_is_valid_json_without_overlapping_slices(tmp_path: Path):
     link_a = [e for e in tracks[0, [t for t, n in names.items() if n == "top.a"][0]]]
     assert len(link_a) == 12  # 6 routed transfers + 6 direct ones
     assert any(e["ph"] == "C" and e["name"] == "top.q.depth" for e in events)
+    in_use = [e["args"]["in_use"] for e in events
+              if e["ph"] == "C" and e["name"] == "top.slots.in_use"]
+    assert in_use[0] == 1 and max(in_use) == 2 and in_use[-1] == 0
 
 
 def test_the_vcd_parses_back_with_monotonic_times(tmp_path: Path):
@@ -380,7 +386,7 @@ def test_the_vcd_parses_back_with_monotonic_times(tmp_path: Path):
         elif t.kind is TokenKind.VAR:
             signals[".".join([*scope, t.var.reference])] = t.var.id_code
     assert sorted(signals) == ["top.a.busy", "top.b.busy", "top.buf.busy", "top.busy",
-                               "top.q.depth"]
+                               "top.q.depth", "top.slots.in_use"]
     times = [t.time_change for t in tokens if t.kind is TokenKind.CHANGE_TIME]
     assert times == sorted(set(times)) and times[-1] == sim.now_ps
     busy_a = [t.scalar_change.value for t in tokens if t.kind is TokenKind.CHANGE_SCALAR
@@ -389,6 +395,9 @@ def test_the_vcd_parses_back_with_monotonic_times(tmp_path: Path):
     depths = {int(t.vector_change.value) for t in tokens if t.kind is TokenKind.CHANGE_VECTOR
               and t.vector_change.id_code == signals["top.q.depth"]}
     assert depths <= {0, 1, 2} and 1 in depths
+    in_use = [int(t.vector_change.value) for t in tokens if t.kind is TokenKind.CHANGE_VECTOR
+              and t.vector_change.id_code == signals["top.slots.in_use"]]
+    assert set(in_use) == {0, 1, 2} and in_use[-1] == 0  # taken, full, all given back
 
 
 # -- statistics -------------------------------------------------------------------------------
