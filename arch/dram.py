@@ -430,11 +430,6 @@ class DramChannelModel:
         self._gap_s = max(t.ps(t.tccd_s), self._tb)  # CAS to CAS, other bank group
         self._gap_l = max(t.ps(t.tccd_l), self._tb)  # CAS to CAS, same bank group
 
-    @property
-    def busy_until_ps(self) -> int:
-        """When the last data beat of the transactions so far leaves the bus."""
-        return max(self._bus.data_end_ps, 0)
-
     def close_rows(self, at_ps: int) -> int:
         """Precharge every open row at `at_ps` (or as soon after as its bank allows; before
         a precharge power-down); returns the PREs issued."""

@@ -33,7 +33,7 @@ What this module computes, from real tensors and with torch ops only (no loop ov
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -324,8 +324,3 @@ def quantized_copy(model: nn.Module, bits: int = 8) -> nn.Module:
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float((model(x).argmax(1) == y).float().mean())
-
-
-def nonzero_weights(model: nn.Module) -> Iterable[int]:
-    return (int((m.weight != 0).sum()) for m in model.modules()
-            if isinstance(m, nn.Linear | nn.Conv2d))
