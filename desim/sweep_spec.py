@@ -24,7 +24,7 @@ reproducible and resumable by its overrides alone.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
@@ -38,7 +38,6 @@ from mappings.specs import Seed
 # `seconds`)
 Metric = Literal["cycles", "seconds", "energy_j", "on_chip_energy_j", "macs", "effectual_macs",
                  "processed_macs", "dram_bytes"]
-METRICS: tuple[str, ...] = get_args(Metric)
 
 
 class RangeAxis(Strict):
