@@ -40,7 +40,7 @@ from arch.sram import GlobalBuffer
 from arch.vector import VectorUnit
 from arch.weight_generator import WeightGenerator
 from desim.channels import Fifo, Pool
-from desim.clock import Clock
+from desim.clock import PS_PER_NS, Clock
 from desim.errors import ConfigError
 from desim.events import TILE_DTYPE, holds_result
 from desim.module import Module, Port, Simulator
@@ -336,6 +336,8 @@ class Accelerator(Module):
             * price.local_buffer_pj_per_byte,
             "macs.macs": pes["macs"] * price.mac_pj,
         })
+        if self.cfg.static_power_mw is not None:  # mW x ns = pJ, over the span priced
+            energy["static.power"] = self.cfg.static_power_mw * (end_ps - since_ps) / PS_PER_NS
         if self.cfg.index_matching is not None:
             spec = of("speculator")  # the speculator pairs the non-zeros of every output
             energy["index_matching.scanned_pairs"] = (

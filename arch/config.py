@@ -199,6 +199,9 @@ OPTIONAL_COMPONENT_PRICES = {"vector_op_pj": "vector_unit", "selector_pj_per_ent
 # The most a design may price one action at, pJ: a microjoule, some 10^6 times a MAC's
 # price. A price of 10^308 made energies infinite, then their ratios NaN, in summary.json.
 MAX_PRICE_PJ = 1e6
+# The most static power a design may draw, mW: a kilowatt, a whole board's worth; more (a
+# typo in W for mW) would only overflow the energies
+MAX_STATIC_POWER_MW = 1e6
 Price = Annotated[float, Field(ge=0, le=MAX_PRICE_PJ)]
 
 
@@ -287,6 +290,12 @@ class ArchConfig(Strict):
     # the logic's and SRAMs' supply (V); default: the node's nominal (arch/energy.py NODES).
     # Every on-chip price scales by (V / nominal)^2; the clock stays `core_clock_mhz`
     supply_voltage_v: float | None = Field(None, gt=0)
+    # The chip's static power (mW, at its supply): its SRAMs' and logic's leakage, and what
+    # else it draws whatever it does, for the whole run (energy component `static`). An
+    # architect's own figure: no table here gives one (Horowitz's are dynamic energies, the
+    # papers' abstracts give none). None: not modelled, as in every shipped design. The
+    # mapper's estimate counts it too, so a plan that ends sooner saves it.
+    static_power_mw: float | None = Field(None, ge=0, le=MAX_STATIC_POWER_MW)
     dram: DramConfig
     global_buffer: BufferConfig
     noc: NocSpec

@@ -82,8 +82,8 @@ def _move_prices(acc: Accelerator) -> dict[str, float]:
     return {
         "mac_pj": price.mac_pj,
         "dram_pj_per_byte": dram.pj_per_bit_read * 8,
-        "static_pj_per_cycle": (dram.background_mw + dram.refresh_mw) * acc.dram.channels
-        * cycle_ns,
+        "static_pj_per_cycle": ((dram.background_mw + dram.refresh_mw) * acc.dram.channels
+                                + (acc.cfg.static_power_mw or 0.0)) * cycle_ns,
         "glb_pj_per_byte": price.global_buffer_pj_per_byte,
         "local_pj_per_byte": price.local_buffer_pj_per_byte,
         "noc_pj_per_byte": hop * sum(routes) / len(routes),

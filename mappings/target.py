@@ -69,7 +69,8 @@ class HardwareView:
     output_to_dram: bool = True
     mac_pj: float = 0.0
     dram_pj_per_byte: float = 0.0        # streaming access
-    static_pj_per_cycle: float = 0.0     # DRAM background and refresh, every channel
+    static_pj_per_cycle: float = 0.0     # DRAM background and refresh, every
+                                         # channel; the chip's static power
     glb_pj_per_byte: float = 0.0
     local_pj_per_byte: float = 0.0
     noc_pj_per_byte: float = 0.0         # along the mean route between the buffer and a cluster

@@ -156,3 +156,33 @@ def test_desim_run_takes_arch_overrides_for_one_run_or_every_run() -> None:
                                          "arch.*.energy.mac_pj=1", "arch.*.core_clock_mhz=250"])
     assert every.archs["dense"].energy.mac_pj == 1 and every.archs["hppu"].energy.mac_pj == 2
     assert every.archs["dense"].core_clock_mhz == every.archs["hppu"].core_clock_mhz == 250
+
+
+def test_static_power_is_paid_over_the_whole_run_and_counted_on_chip(one_conv) -> None:
+    """`static_power_mw` 250 mW: the component `static` holds 250 mW x the run's time (mW x ns
+    = pJ), split over the layer-phases by their spans, which tile the run (`cycles` is each
+    span rounded to whole cycles at its ends); every other
+    action's joules and the timing stay (by delay, the mapping cannot move); the mapper's
+    estimate pays it a cycle, 250 mW x 2 ns at 500 MHz, on top of DRAM's standby."""
+    plain = load_arch(DENSE, BY_DELAY)
+    leaky = load_arch(DENSE, [*BY_DELAY, "static_power_mw=250"])
+    a, b = simulate("plain", plain, one_conv), simulate("leaky", leaky, one_conv)
+    assert a.total_ps == b.total_ps
+    static_j = 250e-3 * b.total_ps * 1e-12
+    assert b.energy_by_action_j["static.power"] == pytest.approx(static_j, rel=1e-12)
+    assert b.energy_by_component_j["static"] == pytest.approx(static_j, rel=1e-12)
+    assert b.energy_j == pytest.approx(a.energy_j + static_j, rel=1e-12)
+    assert "static.power" not in a.energy_by_action_j
+    per_phase = b.layers["energy_j"].to_numpy() - a.layers["energy_j"].to_numpy()
+    # a span in ps, its `cycles` rounded at both ends: within one 2 ns cycle's static energy
+    spans_ps = (b.layers["cycles"] * 2_000).to_numpy()
+    assert per_phase == pytest.approx(250e-3 * spans_ps * 1e-12, abs=250e-3 * 2e-9)
+    assert per_phase.sum() == pytest.approx(static_j, rel=1e-12)
+    views = [hardware_view(Accelerator(Simulator(), arch)) for arch in (plain, leaky)]
+    assert views[1].static_pj_per_cycle - views[0].static_pj_per_cycle == pytest.approx(500)
+
+
+@pytest.mark.parametrize("value", [-1, 2e6])
+def test_static_power_out_of_range_is_refused(value) -> None:
+    with pytest.raises(ConfigError, match=r"dense\.yaml: static_power_mw: "):
+        load_arch(DENSE, [f"static_power_mw={value}"])
