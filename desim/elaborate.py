@@ -39,7 +39,8 @@ DESCRIBED = {"arch": "arch", "technology": "node", "clock_mhz": "clock (MHz)",
 # Architecture keys whose values the description shows as they are (the report's processors
 # table adds a row only for the other keys that differ between runs).
 DESCRIBED_KEYS = frozenset({
-    "technology", "supply_voltage_v", "core_clock_mhz", "pe_cluster.precision",
+    "technology", "supply_voltage_v", "static_power_mw", "core_clock_mhz",
+    "pe_cluster.precision",
     "global_buffer.capacity_kib",
     "dram.preset", "dram.channels", "dram.power_down", "noc.topology", "noc.shape",
     "vector_unit.lanes", "sparsity.skip_zero_weights", "sparsity.skip_zero_activations",
@@ -64,7 +65,8 @@ def describe(name: str, arch: ArchConfig, acc: Accelerator | None = None) -> dic
     return {
         "arch": arch.name,
         "technology": arch.technology + (f" at {arch.supply_voltage_v:g} V"
-                                         if arch.supply_voltage_v is not None else ""),
+                                         if arch.supply_voltage_v is not None else "")
+        + (f", {arch.static_power_mw:g} mW static" if arch.static_power_mw is not None else ""),
         "clock_mhz": arch.core_clock_mhz, "macs_per_cycle": macs,
         "peak_tmacs": macs * acc.clock.frequency_hz / 1e12, "precision": pe.precision,
         "global_buffer_kib": acc.glb.capacity_bytes // 1024,

@@ -669,6 +669,9 @@ def test_check_elaborates_every_run_without_simulating():
     assert hppu["pruning"] == "hybrid 0.7"
     _, hppu = check(QUICKSTART, ["arch.hppu.dram.power_down=precharge"]).runs
     assert hppu["dram"] == "DDR4-2400 x1, precharge power-down"
+    _, hppu = check(QUICKSTART, ["arch.hppu.supply_voltage_v=0.6",
+                                 "arch.hppu.static_power_mw=50"]).runs
+    assert (dense["technology"], hppu["technology"]) == ("28nm", "28nm at 0.6 V, 50 mW static")
 
 
 def test_check_refuses_bad_input_with_the_brackets_of_its_message():
