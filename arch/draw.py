@@ -158,7 +158,8 @@ def _draw_figure(graph: nx.DiGraph, nodes_util: dict[str, float],
         edge_colours = ["#555555"] * len(edges)
         nx.draw_networkx_nodes(graph, pos, ax=ax, nodelist=nodes, node_color=kind_colours,
                                node_size=node_size)
-    if len(edges) > MOST_ARROWS:
+    many = len(edges) > MOST_ARROWS
+    if many:
         ax.add_collection(_connections(graph, pos, edges, edge_colours, links_util))
     elif edges:
         nx.draw_networkx_edges(graph, pos, ax=ax, edgelist=edges, width=_widths(graph, edges),
@@ -176,7 +177,6 @@ def _draw_figure(graph: nx.DiGraph, nodes_util: dict[str, float],
     if topology:
         shape = list(graph.graph.get("shape", ()))
         title = f"{topology} {shape}" if shape else topology
-        many = len(edges) > MOST_ARROWS
         ax.set_title(title + (f": {len(edges)} links, a line a connection" if many else ""))
     fig.tight_layout()
     return fig

@@ -228,3 +228,8 @@ class Pool(Module):
     def in_use(self) -> int:
         """Units taken and not given back."""
         return int(self.container.capacity - self.container.level)
+
+
+# The channels that hold items or capacity and do no timed work of their own: no busy time
+# or utilization (`desim.stats`), no part of a processor's time (`desim.elaborate`).
+UNTIMED = (Fifo, Pool)

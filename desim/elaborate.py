@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from arch.accelerator import Accelerator
 from arch.config import ArchConfig, priced_actions
-from desim.channels import Fifo, Pool
+from desim.channels import UNTIMED
 from desim.errors import ConfigError
 from desim.experiment import Experiment, RunSpec, claim_metrics
 from desim.module import Simulator
@@ -102,7 +102,7 @@ def summary_names(acc: Accelerator) -> dict[str, list[str]]:
     writes them: `arch.config.priced_actions`). A run never has a name not listed; it
     could lack a part listed (one never busy whose own parts are all FIFOs), as no shipped
     design's does."""
-    parts = [module.name for module in acc.children if not isinstance(module, Fifo | Pool)]
+    parts = [module.name for module in acc.children if not isinstance(module, UNTIMED)]
     return {"energy_by_component_j": sorted({key.split(".")[0]
                                              for key in acc.energy_pj({}, 0, 0)}),
             "utilization": sorted([*parts, "mac_units"]),

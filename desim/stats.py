@@ -22,7 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from desim.channels import Fifo, Link, Pool
+from desim.channels import UNTIMED, Fifo, Link, Pool
 from desim.clock import PS_PER_S
 from desim.module import Module, Simulator
 from desim.results import write_atomic
@@ -59,7 +59,7 @@ def _module_stats(module: Module, now_ps: int) -> dict[str, Any]:
         "actions": {k: int(v) for k, v in sorted(module.actions.items())},
         "kind": type(module).__name__,
     }
-    if module.busy_ps or not (isinstance(module, Fifo | Pool) or module.children):
+    if module.busy_ps or not (isinstance(module, UNTIMED) or module.children):
         stats["busy_ps"] = int(module.busy_ps)
         stats["utilization"] = module.busy_ps / now_ps if now_ps else 0.0
         if module.concurrency > 1:
