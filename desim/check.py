@@ -55,7 +55,8 @@ def _sweep_points(path: str | Path, overrides: list[str], shared: Shared, progre
     from rich.console import Console
     from rich.progress import track
 
-    from desim.sweep import check_sweepable, load_sweep_spec, plan_points
+    from desim.sweep import check_sweepable, load_sweep_spec
+    from desim.sweep_spec import plan_points
 
     points = plan_points(load_sweep_spec(Path(path), overrides))
     check_sweepable(Path(path), overrides, points)  # what `desim sweep` refuses outright

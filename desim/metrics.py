@@ -13,7 +13,7 @@ from typing import Any
 OFF_CHIP = "dram"
 # What summary.json gives each phase of a run (runs.<run>.phases.<FF, BP or WG>, `desim.runner`):
 # what a claim may name there (`desim.experiment`), the figures of a sweep's table
-# (`desim.sweep`).
+# (`desim.sweep_results`).
 PHASE_FIGURES = ("cycles", "energy_j", "macs", "effectual_macs", "processed_macs", "dram_bytes")
 
 

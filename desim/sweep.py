@@ -14,8 +14,9 @@ Why it is built this way:
   the resolved `Experiment`, so they need neither the YAML files nor the results folder; a
   remote `--scheduler` works as a local cluster does.
 - The tasks the workers run, and the cluster they run on, are `desim.sweep_dask`'s.
-- Its plots, and the refusals of a `--plot` before any point is computed, are
-  `desim.sweep_plots`'s.
+- The points a sweep section plans are `desim.sweep_spec`'s; the table they are gathered
+  into, `desim.sweep_results`'; its plots, and the refusals of a `--plot` before any point
+  is computed, `desim.sweep_plots`'.
 - Captures are tasks of their own, keyed by (workload, pruning): a point depends on the
   captures of its runs, Dask computes each once and hands it to every point that needs it,
   and a worker that can see `DIR/cache` keeps it there for a resumed sweep
@@ -46,26 +47,21 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 import json
 import logging
-import math
 import signal
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import yaml
 from rich.markup import escape
 
 from desim.errors import ConfigError, fail
-from desim.metrics import DERIVED_RUN, PHASE_FIGURES
 from desim.options import path_given
-from desim.results import atomic_path, writable_folder
+from desim.results import writable_folder
 from desim.sweep_dask import (
     ClusterFailed,
     SchedulerLost,
@@ -73,6 +69,8 @@ from desim.sweep_dask import (
     failure_record,
     run_on_dask,
 )
+from desim.sweep_results import axis_columns, gather, read_point, write_parquet
+from desim.sweep_spec import Point, plan_points
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -81,108 +79,7 @@ if TYPE_CHECKING:
     from desim.experiment import Experiment
     from desim.sweep_spec import SweepSpec
 
-# Columns of results.parquet besides the axes (which come right after point_id): first
-# summary.json's figures of each phase (`desim.metrics`), on every row.
-METRIC_COLUMNS = list(PHASE_FIGURES)
-# Set on "total" rows only; the efficiency figures are `desim.metrics`' (on-chip energy,
-# TFLOPS/W and on-chip TFLOPS/W).
-EFFICIENCY_COLUMNS = list(DERIVED_RUN)
-TOTAL_COLUMNS = ["seconds", "speedup", "energy_ratio", *EFFICIENCY_COLUMNS, "pareto"]
-FIXED_COLUMNS = ["point_id", "run", "arch", "phase", *METRIC_COLUMNS, *TOTAL_COLUMNS,
-                 "status", "error", "elapsed_s"]
-# Then, on "total" rows, each component's joules (`energy_j.dram`, `energy_j.noc`, ...),
-# each part's busy share (`utilization.dram`, `utilization.mac_units`: summary.json's) and
-# the share of the time in layer-phases it was the busiest part of
-# (`time_by_busiest_part.dram`).
-COMPONENT_PREFIX = "energy_j."
-UTILIZATION_PREFIX = "utilization."
-BOUND_PREFIX = "time_by_busiest_part."
-PER_PART = (COMPONENT_PREFIX, UTILIZATION_PREFIX, BOUND_PREFIX)
-
-
-# --- points -------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Point:
-    """One design point: a value per axis."""
-
-    point_id: str
-    values: dict[str, Any]  # axis key path -> value, in the sweep's axis order
-
-    @property
-    def overrides(self) -> list[str]:
-        """The same point as `desim run --set` arguments."""
-        return [f"{key}={yaml_text(value)}" for key, value in self.values.items()]
-
-    def error_of(self, err: ConfigError, path: Path) -> ConfigError:
-        """`err`, met with this point's values applied as --set items, saying the sweep's
-        axis that set the value at fault rather than a --set the user never typed."""
-        message = err.message
-        for item in self.overrides:  # key=value, as the axis's key under sweep.axes
-            message = message.replace(f"--set {item}", f"the sweep's axis sweep.axes.{item} "
-                                      f"of {path}")
-        return ConfigError(message, file=err.file, key=err.key)
-
-
-def yaml_text(value: Any) -> str:
-    """`value` as YAML text that `--set` parses back to the same value (1e-05 stays a float:
-    PyYAML reads a bare `1e-05` as a string, so JSON would not do)."""
-    text = yaml.safe_dump(value, default_flow_style=True, width=1 << 30)
-    return text.removesuffix("\n...\n").strip()
-
-
-def point_id(values: dict[str, Any]) -> str:
-    """A hash of the overrides alone (sorted keys): stable across runs, processes, machines."""
-    text = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def plan_points(spec: SweepSpec) -> list[Point]:
-    """Every point of a grid (axis order, last axis fastest), or `budget` distinct random
-    points drawn with `seed`. Random points come from one generator in sequence, so a larger
-    budget keeps the points of a smaller one (a sweep extended by budget resumes)."""
-    from desim.sweep_spec import RangeAxis
-
-    keys = list(spec.axes)
-    if spec.mode == "grid":
-        combos: Iterator[tuple[Any, ...]] = itertools.product(*(spec.axes[k] for k in keys))
-        return _distinct(dict(zip(keys, combo, strict=True)) for combo in combos)
-
-    import numpy as np
-
-    rng = np.random.default_rng(spec.seed)
-
-    def draw(axis: list[Any] | RangeAxis) -> Any:
-        if isinstance(axis, list):
-            return axis[int(rng.integers(len(axis)))]
-        if axis.log:
-            value = float(np.exp(rng.uniform(np.log(axis.low), np.log(axis.high))))
-            return min(max(round(value), axis.low), axis.high) if axis.integer else value
-        if axis.integer:
-            return int(rng.integers(axis.low, axis.high + 1))
-        return float(rng.uniform(axis.low, axis.high))
-
-    assert spec.budget is not None  # SweepSpec checks it
-    # a small discrete space may hold fewer points than the budget: drawing stops once it
-    # holds them all (else 100 draws a point asked for, minutes for a budget of 10^5)
-    space = math.prod(len(axis) if isinstance(axis, list)
-                      else axis.high - axis.low + 1 if axis.integer else math.inf
-                      for axis in spec.axes.values())
-    points: dict[str, Point] = {}
-    for _ in range(spec.budget * 100):
-        values = {key: draw(spec.axes[key]) for key in keys}
-        points.setdefault(point_id(values), Point(point_id(values), values))
-        if len(points) in (spec.budget, space):
-            break
-    return list(points.values())
-
-
-def _distinct(all_values: Iterator[dict[str, Any]]) -> list[Point]:
-    points: dict[str, Point] = {}
-    for values in all_values:
-        points.setdefault(point_id(values), Point(point_id(values), values))
-    return list(points.values())
-
+# --- the sweep file -------------------------------------------------------------------------
 
 def load_sweep_spec(path: Path, overrides: Sequence[str] = ()) -> SweepSpec:
     """The experiment's `sweep:` section (after `--set` overrides), validated."""
@@ -274,7 +171,7 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
             _compute(path, out, base, todo, client, scheduler, log, bar)
     frame = gather(out, points, spec)
     frame.attrs["set"] = base  # kept in the file's metadata: read_parquet(...).attrs["set"]
-    _write_parquet(out / "results.parquet", frame)
+    write_parquet(out / "results.parquet", frame)
     plot_pareto(frame, spec.objectives, out / "pareto.png")
     for metric, axis in plots:
         plot_metric(frame, metric, axis, metric_plot_path(out, metric, axis))
@@ -392,15 +289,6 @@ def _finish(out: Path, point: Point, sets: list[str], experiment: Experiment | N
     bar.advance(result["status"] != "ok", point, result)
 
 
-def read_point(out: Path, pid: str) -> dict[str, Any] | None:
-    """A point's record, or None if it has no (readable) file: then it is computed again."""
-    try:
-        record = json.loads((out / "points" / f"{pid}.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) and "status" in record else None
-
-
 def _check_manifest(out: Path, path: Path, base: list[str]) -> str:
     """Refuse to resume into a folder whose points were computed from other inputs; return
     the inputs' fingerprint for `_write_manifest` (nothing is written here)."""
@@ -508,111 +396,6 @@ def _progress_bar(show: bool, total: int, done: int, failed: int) -> Iterator[_B
         bar = _Bar(progress, task)
         bar.failed = failed
         yield bar
-
-
-# --- results --------------------------------------------------------------------------------
-
-def gather(out: Path, points: list[Point], spec: SweepSpec) -> pd.DataFrame:
-    """One row per point, run and phase (FF, BP, WG, total) from the point files, in plan
-    order; a failed point is one row (run and phase empty, its error), a point without a
-    file one row with status "pending". `pareto` marks the total rows on the front of the
-    sweep's two objectives, over all points and runs; the total rows also hold the run's
-    time, its ratios to the baseline, its on-chip energy and TFLOPS/W (`desim.metrics`), each
-    energy component's joules (`energy_j.<component>`, after the fixed columns) and each part's
-    busy share (`utilization.<part>`) and share of the time as the busiest part
-    (`time_by_busiest_part.<part>`)."""
-    import pandas as pd
-
-    axes = list(spec.axes)
-    rows = []
-    for point in points:
-        record = read_point(out, point.point_id)
-        head = {"point_id": point.point_id, **point.values}
-        if record is None or record["status"] != "ok":
-            rows.append({**head, "status": "pending" if record is None else record["status"],
-                         "error": None if record is None else record["error"],
-                         "elapsed_s": None if record is None else record.get("elapsed_s")})
-            continue
-        for run_name, run in record["runs"].items():
-            common = {**head, "run": run_name, "arch": run["arch"], "status": "ok",
-                      "error": None, "elapsed_s": record.get("elapsed_s")}
-            for phase, metrics in run["phases"].items():
-                rows.append({**common, "phase": phase,
-                             **{m: metrics[m] for m in METRIC_COLUMNS}})
-            comparison = (record.get("comparison") or {}).get(run_name, {})
-            rows.append({**common, "phase": "total", **{m: run[m] for m in METRIC_COLUMNS
-                                                         if m in run},
-                         "processed_macs": sum(p["processed_macs"]
-                                               for p in run["phases"].values()),
-                         "seconds": run["seconds"], "speedup": comparison.get("speedup"),
-                         "energy_ratio": comparison.get("energy_ratio"),
-                         **{m: DERIVED_RUN[m](run) for m in EFFICIENCY_COLUMNS},
-                         **{COMPONENT_PREFIX + c: j for c, j in
-                            run.get("energy_by_component_j", {}).items()},
-                         **{UTILIZATION_PREFIX + part: share for part, share in
-                            run.get("utilization", {}).items()},
-                         **{BOUND_PREFIX + part: share for part, share in
-                            run.get("time_by_busiest_part", {}).items()}})
-    frame = pd.DataFrame(rows)
-    for column in FIXED_COLUMNS:
-        if column not in frame:
-            frame[column] = None
-    parts = sorted(c for c in frame.columns if c.startswith(PER_PART))
-    frame = frame[["point_id", *axes, *[c for c in FIXED_COLUMNS if c != "point_id"],
-                   *parts]]
-    for column in ("cycles", "macs", "effectual_macs", "processed_macs", "dram_bytes"):
-        frame[column] = frame[column].astype("Int64")
-    for column in ("energy_j", "seconds", "speedup", "energy_ratio", *EFFICIENCY_COLUMNS,
-                   "elapsed_s", *parts):
-        frame[column] = frame[column].astype("float64")
-    for column in ("point_id", "run", "arch", "phase", "status", "error"):
-        frame[column] = frame[column].astype("string")
-    for axis in axes:
-        frame[axis] = _axis_column(frame[axis])
-    frame["pareto"] = pareto_mask(frame, spec.objectives).astype("boolean")
-    return frame
-
-
-def _axis_column(column: pd.Series) -> pd.Series:
-    """One Parquet type per axis: numbers, booleans or strings as they are; anything mixed
-    or nested (lists, mappings) as its YAML text, the way `--set` would write it."""
-    values = [v for v in column if v is not None]
-    if all(isinstance(v, bool) for v in values):
-        return column.astype("boolean")
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        return column.astype("Int64")
-    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
-        return column.astype("float64")
-    if all(isinstance(v, str) for v in values):
-        return column.astype("string")
-    return column.map(yaml_text).astype("string")
-
-
-def pareto_mask(frame: pd.DataFrame, objectives: Sequence[str]) -> pd.Series:
-    """Total rows not dominated in both objectives (both minimized) by any other total row;
-    of identical designs only the first is marked."""
-    import pandas as pd
-
-    mask = pd.Series(False, index=frame.index)
-    totals = frame[(frame["phase"] == "total") & (frame["status"] == "ok")]
-    y, x = objectives
-    best = float("inf")
-    for index, row in totals.sort_values([x, y], kind="stable").iterrows():
-        if float(row[y]) < best:
-            best = float(row[y])
-            mask[index] = True
-    return mask
-
-
-def axis_columns(frame: pd.DataFrame) -> list[str]:
-    """The sweep's axes among results.parquet's columns."""
-    return [c for c in frame.columns
-            if c not in FIXED_COLUMNS and not c.startswith(PER_PART)]
-
-
-def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_parquet(tmp, index=False)
 
 
 # --- command line -----------------------------------------------------------------------------

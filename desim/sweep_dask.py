@@ -129,7 +129,7 @@ class SchedulerLost(Exception):
 def run_on_dask(client: Client, scheduler: str | None,
                 ready: list[tuple[Any, Experiment, list[str]]], out: Path
                 ) -> Iterator[tuple[Any, Experiment, dict[str, Any]]]:
-    """Submit the points (`desim.sweep.Point`s, each with its experiment and its captures'
+    """Submit the points (`desim.sweep_spec.Point`s, each with its experiment and its captures'
     cache keys; after the captures they need) and yield each with its result as it
     finishes. Losing the scheduler cancels every future left, or makes a call raise:
     then SchedulerLost, after the points that did finish. Only Dask's calls are made in

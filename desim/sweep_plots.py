@@ -4,10 +4,10 @@ plot of its two objectives (`DIR/pareto.png`), any metric of results.parquet aga
 names no metric, no axis of the sweep, or a component or part no run of its points has.
 
 It lives apart from `desim.sweep`, which plans, runs and gathers the points, because it only
-reads what that writes: results.parquet's table, whose columns are `desim.sweep`'s (imported
-from there; `desim.sweep` imports this module only once a sweep runs, so loading either is no
-import cycle, and `desim sweep --help` loads no plotting). Each plot is a figure of its own
-(`desim.plots.new_axes`, no pyplot state), written atomically (`desim.plots.save_figure`).
+reads what that writes: results.parquet's table, whose columns are `desim.sweep_results`'
+(`desim.sweep` imports this module only once a sweep runs, so `desim sweep --help` loads no
+plotting). Each plot is a figure of its own (`desim.plots.new_axes`, no pyplot state),
+written atomically (`desim.plots.save_figure`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from desim.errors import ConfigError
 from desim.plots import new_axes, save_figure
-from desim.sweep import (
+from desim.sweep_results import (
     BOUND_PREFIX,
     COMPONENT_PREFIX,
     EFFICIENCY_COLUMNS,
@@ -32,7 +32,7 @@ from desim.sweep import (
 if TYPE_CHECKING:
     import pandas as pd
 
-    from desim.sweep import Point
+    from desim.sweep_spec import Point
 
 LABELS = {"cycles": "cycles", "energy_j": "energy (J)", "macs": "MACs",
           "effectual_macs": "effectual MACs", "processed_macs": "processed MACs",

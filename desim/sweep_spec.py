@@ -1,4 +1,5 @@
-"""The `sweep:` section of an experiment file: which parameters to vary and how.
+"""The `sweep:` section of an experiment file: which parameters to vary and how, and the
+points it plans (`plan_points`).
 
 ```yaml
 sweep:
@@ -23,12 +24,20 @@ reproducible and resumable by its overrides alone.
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import json
 import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import yaml
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from desim.configio import Strict
+from desim.errors import ConfigError
 from mappings.specs import Seed
 
 # Metrics of a run (total or per phase) that a sweep records and can optimize or plot.
@@ -127,3 +136,85 @@ class SweepSpec(Strict):
         if self.mode == "grid" and self.budget is not None:
             raise ValueError("budget applies to mode: random only")
         return self
+
+
+# --- points ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Point:
+    """One design point: a value per axis."""
+
+    point_id: str
+    values: dict[str, Any]  # axis key path -> value, in the sweep's axis order
+
+    @property
+    def overrides(self) -> list[str]:
+        """The same point as `desim run --set` arguments."""
+        return [f"{key}={yaml_text(value)}" for key, value in self.values.items()]
+
+    def error_of(self, err: ConfigError, path: Path) -> ConfigError:
+        """`err`, met with this point's values applied as --set items, saying the sweep's
+        axis that set the value at fault rather than a --set the user never typed."""
+        message = err.message
+        for item in self.overrides:  # key=value, as the axis's key under sweep.axes
+            message = message.replace(f"--set {item}", f"the sweep's axis sweep.axes.{item} "
+                                      f"of {path}")
+        return ConfigError(message, file=err.file, key=err.key)
+
+
+def yaml_text(value: Any) -> str:
+    """`value` as YAML text that `--set` parses back to the same value (1e-05 stays a float:
+    PyYAML reads a bare `1e-05` as a string, so JSON would not do)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=1 << 30)
+    return text.removesuffix("\n...\n").strip()
+
+
+def point_id(values: dict[str, Any]) -> str:
+    """A hash of the overrides alone (sorted keys): stable across runs, processes, machines."""
+    text = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def plan_points(spec: SweepSpec) -> list[Point]:
+    """Every point of a grid (axis order, last axis fastest), or `budget` distinct random
+    points drawn with `seed`. Random points come from one generator in sequence, so a larger
+    budget keeps the points of a smaller one (a sweep extended by budget resumes)."""
+    keys = list(spec.axes)
+    if spec.mode == "grid":
+        combos: Iterator[tuple[Any, ...]] = itertools.product(*(spec.axes[k] for k in keys))
+        return _distinct(dict(zip(keys, combo, strict=True)) for combo in combos)
+
+    import numpy as np
+
+    rng = np.random.default_rng(spec.seed)
+
+    def draw(axis: list[Any] | RangeAxis) -> Any:
+        if isinstance(axis, list):
+            return axis[int(rng.integers(len(axis)))]
+        if axis.log:
+            value = float(np.exp(rng.uniform(np.log(axis.low), np.log(axis.high))))
+            return min(max(round(value), axis.low), axis.high) if axis.integer else value
+        if axis.integer:
+            return int(rng.integers(axis.low, axis.high + 1))
+        return float(rng.uniform(axis.low, axis.high))
+
+    assert spec.budget is not None  # SweepSpec checks it
+    # a small discrete space may hold fewer points than the budget: drawing stops once it
+    # holds them all (else 100 draws a point asked for, minutes for a budget of 10^5)
+    space = math.prod(len(axis) if isinstance(axis, list)
+                      else axis.high - axis.low + 1 if axis.integer else math.inf
+                      for axis in spec.axes.values())
+    points: dict[str, Point] = {}
+    for _ in range(spec.budget * 100):
+        values = {key: draw(spec.axes[key]) for key in keys}
+        points.setdefault(point_id(values), Point(point_id(values), values))
+        if len(points) in (spec.budget, space):
+            break
+    return list(points.values())
+
+
+def _distinct(all_values: Iterator[dict[str, Any]]) -> list[Point]:
+    points: dict[str, Point] = {}
+    for values in all_values:
+        points.setdefault(point_id(values), Point(point_id(values), values))
+    return list(points.values())

@@ -585,8 +585,7 @@ def test_a_random_sweep_stops_drawing_once_its_space_is_exhausted():
     for 10^5) to find the few there are; the points drawn are the same."""
     import time
 
-    from desim.sweep import plan_points
-    from desim.sweep_spec import SweepSpec
+    from desim.sweep_spec import SweepSpec, plan_points
 
     axes = {"workload.batch": [1, 2], "workload.seed": {"low": 0, "high": 2}}
     started = time.perf_counter()

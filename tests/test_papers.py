@@ -262,7 +262,8 @@ def test_trainer_sparsity_sweep_ends_at_the_peak_claims_runs():
     curve ends at the conversion ratio claim's two efficiencies, the same numbers to the bit."""
     import desim
     from desim.metrics import on_chip_tflops_per_w
-    from desim.sweep import load_sweep_spec, plan_points
+    from desim.sweep import load_sweep_spec
+    from desim.sweep_spec import plan_points
 
     path = EXPERIMENTS / "trainer_sparsity_sweep.yaml"
     points = plan_points(load_sweep_spec(path))

@@ -29,24 +29,19 @@ from desim.errors import ConfigError
 from desim.experiment import load_experiment
 from desim.runner import run, summarize
 from desim.sweep import (
-    Point,
     _Bar,
     _check_manifest,
     _compute,
     _Log,
     _write_manifest,
-    gather,
     load_sweep_spec,
-    pareto_mask,
-    plan_points,
-    point_id,
     sweep,
     time_left,
-    yaml_text,
 )
 from desim.sweep_dask import CANCEL_BEFORE_START_RACE
 from desim.sweep_plots import plot_metric, plot_pareto, plotted_rows
-from desim.sweep_spec import SweepSpec
+from desim.sweep_results import gather, pareto_mask
+from desim.sweep_spec import Point, SweepSpec, plan_points, point_id, yaml_text
 from mappings.workload import capture_workload
 
 ROOT = Path(__file__).resolve().parents[1]
