@@ -152,6 +152,7 @@ class Accelerator(Module):
         self.result_halves = Pool("result_halves", self, capacity=2)
         self.records: list[PhaseRecord] = []
         pe = cfg.pe_cluster
+        self.psum_bytes = ELEMENT_BYTES[pe.accumulates_in]  # a partial sum leaving the PEs
         self.prices = DesignPrices.of(cfg.technology, pe.precision, pe.accumulates_in,
                                       self.glb.bank_bytes, pe.local_buffer_kib * 1024,
                                       cfg.energy.given(), cfg.supply_voltage_v)
@@ -268,8 +269,14 @@ class Accelerator(Module):
             if _has_results(row):  # a tile whose sums stay in the PEs holds no result half
                 yield from self.result_halves.take(1)
             write = self.spawn(self.glb.access(_results_made(row), "write"))
+            added = row[col["reduced_psums"]]
+            if added:  # each partial sum after a tile's first is added into its running sum
+                read = self.spawn(self.glb.access(added * self.psum_bytes, "read"))
+                self.glb.count("psum_adds", added)
             yield from self.noc.gather(row[col["gather_bytes"]], row[col["active_clusters"]])
             yield write
+            if added:
+                yield read
             yield from q_out.put(row)
 
     def _writeback(self, tables: list[list[tuple]], q_in: Port) -> Generator:
@@ -349,6 +356,8 @@ class Accelerator(Module):
         if self.weight_generator is not None:
             energy["weight_generator.values"] = (of("weight_generator")["values"]
                                                  * price.weight_generator_pj_per_value)
+        if self.cfg.mapping.reduces_across_clusters:
+            energy["global_buffer.psum_adds"] = glb["psum_adds"] * price.psum_add_pj
         if self.vector is not None:
             energy["vector_unit.ops"] = of("vector_unit")["ops"] * price.vector_op_pj
         if self.speculator is not None:

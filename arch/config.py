@@ -221,6 +221,9 @@ class EnergyConfig(Strict):
     speculator_pj_per_op: Price | None = None   # one exponent-only product
     index_scan_pj_per_pair: Price | None = None  # one pair's bits ANDed
     index_match_pj_per_pair: Price | None = None  # one matched pair encoded
+    # one partial sum added at the global buffer (mapping.partition: reduction; table: an
+    # add at the accumulator's precision)
+    psum_add_pj: Price | None = None
 
     def given(self) -> dict[str, float]:
         """The prices this design sets, by name."""
@@ -228,9 +231,16 @@ class EnergyConfig(Strict):
 
 
 def priced_actions(cfg: ArchConfig, prices: dict[str, float]) -> dict[str, float]:
-    """`prices` less those of components `cfg` does not have."""
-    return {k: v for k, v in prices.items() if k not in OPTIONAL_COMPONENT_PRICES
-            or getattr(cfg, OPTIONAL_COMPONENT_PRICES[k]) is not None}
+    """`prices` less those of components `cfg` does not have, and of the partial sums' adds
+    at the global buffer unless its clusters may be dealt a reduction."""
+    return {k: v for k, v in prices.items()
+            if (k not in OPTIONAL_COMPONENT_PRICES
+                or getattr(cfg, OPTIONAL_COMPONENT_PRICES[k]) is not None)
+            and (k != "psum_add_pj" or cfg.mapping.reduces_across_clusters)}
+
+
+# What a tile's work may be dealt to the clusters by (`MappingConfig.partition`).
+Partition = Literal["channels", "rows", "reduction", "auto"]
 
 
 class MappingConfig(Strict):
@@ -247,12 +257,16 @@ class MappingConfig(Strict):
     """
 
     dataflow: Literal["auto", "weight_stationary", "input_stationary"] = "auto"
-    # How a tile's outputs are dealt to the clusters (mappings/tiling.py): `channels`, its
+    # How a tile's work is dealt to the clusters (mappings/tiling.py): `channels`, its
     # output channels (the channel operand, FF's weights, sent to one cluster each, the
     # stream operand, FF's input rows, multicast to all); `rows`, its output rows (each
     # cluster its rows' inputs with their halo, the channel operand multicast to all);
-    # `auto`, whichever `objective` prefers, per layer and phase.
-    partition: Literal["channels", "rows", "auto"] = "channels"
+    # `reduction`, its reduction (FF's input channels, BP's output channels, WG's images:
+    # each cluster its slice of both operands, unicast, for every output of the tile; the
+    # partial sums gathered and added at the global buffer, `psum_add_pj` each); `auto`,
+    # channels or rows, whichever `objective` prefers per layer and phase (the operand
+    # multicast: Trainer's adaptive dataflow); or a list of them to choose from likewise.
+    partition: Partition | list[Partition] = "channels"
     # Spread each tile's work evenly over its active PEs (true: ideal balancing, the bound
     # that Procrustes' load balancing of unstructured sparse work approaches); or over its
     # active clusters only (`clusters`: each PE slot's work evened across the clusters, as
@@ -271,6 +285,27 @@ class MappingConfig(Strict):
     # and WG read it later, except in an inference when nothing else reads it. Off: every
     # phase reads its input from DRAM (a per-layer simulator's view, SCALE-Sim's among them).
     inter_layer_reuse: bool = False
+
+    @field_validator("partition")
+    @classmethod
+    def _partitions_listed_once(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and (not value or len(set(value)) < len(value)):
+            raise ValueError("expected a partition, or a list of distinct ones to choose "
+                             "from")
+        return value
+
+    @property
+    def partitions(self) -> tuple[str, ...]:
+        """The partitions the mapper chooses from (`auto`: channels and rows)."""
+        choices = self.partition if isinstance(self.partition, list) else [self.partition]
+        return tuple(dict.fromkeys(p for c in choices
+                                   for p in (("channels", "rows") if c == "auto" else (c,))))
+
+    @property
+    def reduces_across_clusters(self) -> bool:
+        """Whether a tile's reduction may be dealt to the clusters, its partial sums then
+        added at the global buffer (priced `energy.psum_add_pj`)."""
+        return "reduction" in self.partitions
 
     @field_validator("load_balance", mode="before")
     @classmethod
@@ -326,6 +361,10 @@ class ArchConfig(Strict):
             if getattr(self.energy, key) is not None and getattr(self, component) is None:
                 raise ValueError(f"energy.{key}: this design has no {component} section, so "
                                  f"nothing would be priced at it")
+        if self.energy.psum_add_pj is not None and not self.mapping.reduces_across_clusters:
+            raise ValueError("energy.psum_add_pj: this design's clusters are never dealt a "
+                             "reduction (mapping.partition), so no partial sums are added "
+                             "at its global buffer")
         return self
 
     @model_validator(mode="after")
@@ -379,7 +418,7 @@ class ArchConfig(Strict):
         sparse += [key for key in ("selector", "speculator", "index_matching")
                    if getattr(self, key) is not None]
         sparse += ["mapping.load_balance"] if self.mapping.load_balance else []
-        if self.mapping.partition != "channels":
+        if self.mapping.partitions != ("channels",):
             raise ValueError(f"pe_cluster.systolic: the array computes each layer-phase as "
                              f"SCALE-Sim's one GEMM, whatever the clusters are dealt, so "
                              f"mapping.partition: {self.mapping.partition} would change the "

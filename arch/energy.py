@@ -34,6 +34,9 @@ Not in Horowitz, stated assumptions:
   8-bit add (0.03 / 8 pJ), and each matched pair's priority-encoder step and prefix-sum
   offsets as the selector's entry, 0.03 pJ (assumption: the same logic as the selector's).
 - the cluster's local buffer: an SRAM of its configured capacity, priced as above.
+- a partial sum added at the global buffer (a tile's reduction dealt to the clusters,
+  `mapping.partition: reduction`): one add at the accumulator's precision, Horowitz's
+  figure; the running sum's read and write are the buffer's.
 
 A design may set its own price for any of these actions (arch YAML `energy:`, `DesignPrices`):
 its figure, at its own node, replaces the table's.
@@ -125,6 +128,10 @@ class EnergyTable:
         """A multiply at `precision` and an add at `accumulator` (None: the same)."""
         return (MULTIPLY_PJ_45NM[precision] + ADD_PJ_45NM[accumulator or precision]) * self.scale
 
+    def add_pj(self, precision: str) -> float:
+        """One add at `precision`: a partial sum added into a running sum."""
+        return ADD_PJ_45NM[precision] * self.scale
+
     def sram_pj_per_byte(self, capacity_bytes: int) -> float:
         return sram_pj_per_64bit(capacity_bytes) / 8 * self.scale
 
@@ -164,6 +171,7 @@ class DesignPrices:
     speculator_pj_per_op: float
     index_scan_pj_per_pair: float
     index_match_pj_per_pair: float
+    psum_add_pj: float
 
     @property
     def noc_pj_per_byte_hop(self) -> float:
@@ -189,6 +197,7 @@ class DesignPrices:
             "speculator_pj_per_op": table.speculator_pj_per_op(),
             "index_scan_pj_per_pair": table.index_scan_pj_per_pair(),
             "index_match_pj_per_pair": table.index_match_pj_per_pair(),
+            "psum_add_pj": table.add_pj(accumulator or precision),
         }
         given = given or {}
         if "mac_pj" in given and "vector_op_pj" not in given:

@@ -32,8 +32,9 @@ TILE_DTYPE = np.dtype([
     ("unicast_bytes", np.int64),     # operand split among active clusters (sum over clusters)
     ("gather_bytes", np.int64),      # results returned by the clusters (sum over clusters)
     ("active_clusters", np.int32),
-    ("dealt_by_rows", np.int8),      # 1: the tile's output rows dealt to the clusters (its
-                                     # channel operand multicast), 0: its channels
+    ("dealt", np.int8),              # what the clusters were dealt: DEALT's index
+    ("reduced_psums", np.int64),     # partial sums the global buffer adds into running sums
+                                     # (a reduction dealt to the clusters)
     ("selector_entries", np.int64),  # entries the sparse-data selector scans
     ("regenerated_weights", np.int64),  # untracked weights regenerated from their PRNG seed
                                         # instead of read from DRAM (Procrustes)...
@@ -50,6 +51,13 @@ TILE_DTYPE = np.dtype([
     ("compute_cycles", np.int64),    # the tile's compute time when the PEs form a systolic
                                      # array (arch/systolic.py); unused otherwise
 ])
+
+
+# What a tile's work is dealt to the clusters by (`mapping.partition`), the event table's
+# `dealt`: its output channels (the stream operand multicast), its output rows (the channel
+# operand multicast), or its reduction (both operands unicast, the partial sums added at
+# the global buffer).
+DEALT = ("channels", "rows", "reduction")
 
 
 def empty_table(n: int) -> np.ndarray:

@@ -34,7 +34,7 @@ def hardware_view(acc: Accelerator) -> HardwareView:
         activation_format=s.activation_format, selector_entries_per_cycle=(
             acc.cfg.selector.entries_per_cycle if acc.cfg.selector else 0.0),
         selector_levels=acc.cfg.selector.levels if acc.cfg.selector else 2,
-        dataflow=acc.cfg.mapping.dataflow, partition=acc.cfg.mapping.partition,
+        dataflow=acc.cfg.mapping.dataflow, partitions=acc.cfg.mapping.partitions,
         skip_relu_masked_gradients=s.skip_relu_masked_gradients,
         load_balance=acc.cfg.mapping.load_balance,
         vector_lanes=acc.cfg.vector_unit.lanes if acc.cfg.vector_unit else 0,
@@ -90,6 +90,7 @@ def _move_prices(acc: Accelerator) -> dict[str, float]:
         "noc_multicast_pj_per_byte": hop * len(tree),
         "index_scan_pj": price.index_scan_pj_per_pair if acc.cfg.index_matching else 0.0,
         "index_match_pj": price.index_match_pj_per_pair if acc.cfg.index_matching else 0.0,
+        "psum_add_pj": price.psum_add_pj,
     }
 
 

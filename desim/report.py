@@ -222,10 +222,12 @@ def _slowest_table(results: Results) -> Table:
 
 def _unit_cell(row: Any) -> str:
     """"pe_array", or "pe_array, by rows" where its tiles were dealt to the clusters by rows
-    (layers.csv's `partition`; "channels", the default, is not said; a folder from before
-    the column has none)."""
-    dealt = {"rows": ", by rows", "both": ", by rows and channels"}
-    return row["unit"] + dealt.get(row.get("partition"), "")
+    (layers.csv's `partition`: "channels", the default, is not said; a folder from before
+    the column has none, and pandas reads an empty cell as NaN)."""
+    dealt = row.get("partition")
+    if not isinstance(dealt, str) or dealt in ("", "channels"):
+        return row["unit"]
+    return f"{row['unit']}, by {dealt.replace('+', ' and ')}"
 
 
 def _busiest_cell(row: Any) -> str:

@@ -25,7 +25,7 @@ from arch.systolic import SystolicConfig, apportion, layer_cycles
 from desim.clock import PS_PER_S, Clock, cycles_until
 from desim.elaborate import design_error, elaborate, workload_set_note
 from desim.errors import ConfigError
-from desim.events import PHASES, TILE_DTYPE
+from desim.events import DEALT, PHASES, TILE_DTYPE
 from desim.experiment import Experiment, ObserveSpec, RunSpec, load_experiment
 from desim.hardware_view import hardware_view
 from desim.module import Simulator
@@ -233,13 +233,11 @@ def planned_tiles(run: str, arch: str, work: list[PhaseWork], spans: list[list[l
 
 
 def dealt_to_clusters(table: np.ndarray) -> str:
-    """What a layer-phase's tiles dealt to the clusters (`mapping.partition`): their output
-    `channels` (the stream operand multicast), their `rows` (the channel operand multicast),
-    or `both` (tiles of a split reduction's chunks may differ); "" without a tile."""
-    rows = table["dealt_by_rows"].astype(bool)
-    if not len(rows):
-        return ""
-    return "rows" if rows.all() else "both" if rows.any() else "channels"
+    """What a layer-phase's tiles dealt to the clusters (`mapping.partition`, the names of
+    `desim.events.DEALT`): their output `channels` (the stream operand multicast), their
+    `rows` (the channel operand multicast) or their `reduction` (both unicast), joined by
+    "+" should its tiles differ; "" without a tile."""
+    return "+".join(DEALT[d] for d in sorted(set(table["dealt"].tolist())))
 
 
 def capture_needs(arch: ArchConfig) -> CaptureNeeds:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from desim.errors import ConfigError
-from desim.events import empty_table, holds_result
+from desim.events import DEALT, empty_table, holds_result
 from mappings.capture import LayerCapture
 from mappings.counting import (
     BP,
@@ -93,7 +93,10 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     # PE, ...): it depends on neither the order nor the budget, so orders and re-maps share it
     cache = kept.setdefault("tiling", {})
     best, first_error = None, None
-    for parts, maps, orders, shaped, macs in plans:
+    slices = _across_slices(layer, phase, hw, split, circulant_block)
+    # a design that deals only reductions deals channels where it cannot (`_across_slices`)
+    dealt_only = bool(slices) and set(hw.partitions) == {"reduction"}
+    for parts, maps, orders, shaped, macs in [] if dealt_only else plans:
         built: dict = {}  # tile_part's rows, shared by the orders that tile alike
         for order in orders:
             # sure to lose: not tiled
@@ -116,6 +119,27 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
                                      "output_bytes": out_bytes, "tile_buffer_bytes": need,
                                      "mapping": mapping_text(shape, len(parts), order,
                                                              phase, maps[0][2].shape)})
+    outputs = len(channels) * int(np.prod(plans[0][1][0][2].shape[1:]))
+    if slices and (best is None or _across_floor(totals, outputs, len(slices), hw)
+                   <= best[0][0] * (1 + 1e-9)):  # else sure to lose: its slices not counted
+        across = kept.setdefault("across", {})
+        if split not in across:
+            maps = [_count_maps(part, phase, hw, policy, pruned_grads_unused) for part in slices]
+            across[split] = (maps if len(channels) == maps[0][2].shape[0] else
+                             [tuple(None if t is None else t[channels] for t in m)
+                              for m in maps], [phase_shape(part, phase, hw) for part in slices])
+        maps, shaped = across[split]
+        try:
+            tiled = _tile_across(layer, slices, maps, shaped, channels, layer_index, phase, hw,
+                                 policy, where, pruned_grads_unused, resident, cache)
+        except ConfigError as err:   # its smallest tile does not fit
+            tiled, first_error = None, first_error or err
+        if tiled is not None and (best is None or tiled[4] < best[0]):
+            table, weight_bytes, out_bytes, need, key, shape = tiled
+            best = (key, table, {**totals, "weight_dram_bytes": weight_bytes,
+                                 "output_bytes": out_bytes, "tile_buffer_bytes": need,
+                                 "mapping": mapping_text(shape, len(slices), ACROSS, phase,
+                                                         maps[0][2].shape)})
     if best is None:
         raise first_error
     _, table, totals = best
@@ -217,6 +241,7 @@ WHOLE = "whole"      # no split: every output is final in its tile
 INNER = "inner"      # chunks innermost: a tile's outputs stay in its PEs from chunk to chunk
 KEPT = "kept"        # chunks outermost, partial sums kept in the global buffer between chunks
 SPILLED = "spilled"  # chunks outermost, partial sums written to DRAM and read back
+ACROSS = "across"    # slices side by side, one a cluster, their partial sums added at the buffer
 MIN_CHUNK_CHANNELS = 8  # a narrower reduction chunk saves too little to be worth a plan
 
 
@@ -471,20 +496,138 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
     return best
 
 
+def _across_slices(layer: LayerCapture, phase: int, hw: HardwareView,
+                   split: tuple[str, int] | None, circulant_block: int) -> list[LayerCapture]:
+    """The slices of a phase's reduction dealt to the clusters (`partition: reduction`): FF's
+    input channels, BP's output channels or WG's images, cut as evenly as can be into one a
+    cluster (fewer when the reduction is shorter). None when the design does not deal the
+    reduction, or the phase cannot: a grouped or FFT-domain layer (whose reduction is not
+    cut, as for chunks), a WG whose whole batch does not fit one tile (`_wg_split`: its
+    images are already chunks run one after the other), a reduction of one."""
+    if "reduction" not in hw.partitions or layer.groups != 1 or circulant_block:
+        return []
+    if phase == WG:
+        extent = layer.dy_nz.shape[0]
+        if split != ("images", extent):
+            return []
+    else:
+        extent = layer.w_nz.shape[1] if phase == FF else layer.w_nz.shape[0]
+    count = min(hw.clusters, extent)
+    cuts = [i * extent // count for i in range(count + 1)]
+    cut = (lambda a, b: _slice(layer, a, b)) if phase == WG else (
+        lambda a, b: _slice_reduction(layer, phase, a, b))
+    return [cut(a, b) for a, b in zip(cuts, cuts[1:], strict=False)] if count > 1 else []
+
+
+def _across_floor(totals: dict, outputs: int, slices: int, hw: HardwareView) -> float:
+    """A floor under the objective of a reduction dealt to `slices` clusters, before its
+    slices are counted: its MACs over every PE, and a partial sum of each of the `outputs`
+    from every slice over the port back, into the buffer, the running sums read and the
+    adds (`_estimated_pj`'s terms): no tiling of it does less."""
+    macs = float(totals["processed_macs"])
+    psums = float(slices * outputs * hw.psum_bytes)
+    cycles = max(macs / (hw.pes * hw.macs_per_pe_per_cycle),
+                 psums / hw.noc_port_bytes_per_cycle)
+    pj = hw.estimated_pj(macs=macs, unicast=psums, cycles=cycles,
+                         glb=psums * (2 * slices - 1) / slices,
+                         adds=float((slices - 1) * outputs))
+    return hw.objective_value(cycles, pj)
+
+
+# What the slices of a reduction dealt to the clusters add up to, tile by tile.
+ACROSS_SUMMED = ("dram_read_bytes", "weight_read_bytes", "dram_write_bytes", "glb_read_bytes",
+                 "selector_entries", "regenerated_weights", "regenerated_bytes",
+                 "speculated_ops", "scanned_pairs", "processed_macs", "effectual_macs", "macs")
+
+
+def _tile_across(layer: LayerCapture, slices: list[LayerCapture], maps: list[tuple],
+                 shaped: list[tuple], channels: torch.Tensor, layer_index: int, phase: int,
+                 hw: HardwareView, policy: SkipPolicy, where: str, pruned_grads_unused: bool,
+                 resident: tuple[bool, bool], cache: dict
+                 ) -> tuple[np.ndarray, int, int, int, tuple, TileShape]:
+    """`_tile_plan` of a reduction dealt to the clusters, a slice a cluster (`slices`, their
+    count maps and operand statistics): the tile search on the whole reduction
+    (`choose_tile`'s `slices`), then each candidate's rows (`_across_rows`)."""
+    _, n_img, n_rows, length = maps[0][2].shape
+    ps, win = summed_phase_shape(layer, phase, hw, shaped)
+    scanned = sum(0.0 if m[4] is None else float(m[4].sum()) for m in maps)
+    shapes = choose_tile(ps, win, len(channels), n_img, n_rows, length, hw, where,
+                         weights=phase != WG and layer.weight_is_parameter,
+                         stream_resident=resident[0], channel_resident=resident[1],
+                         processed=_sum_maps(maps)[2], cache=cache,
+                         tracked=tracked_weights(layer, phase, ps, hw, 0, cache),
+                         scanned=scanned, slices=len(slices))
+    best = None
+    for shape in shapes:
+        need = tile_bytes(shape, ps, win, (n_rows, length), int(ps.channel_operand.elems[0]),
+                          hw.element_bytes, *resident)
+        table, weight_bytes, out_bytes = _across_rows(
+            slices, maps, shaped, channels, layer_index, phase, hw, policy,
+            pruned_grads_unused, resident, shape, cache)
+        key = plan_key(table, hw, len(slices))
+        if best is None or key < best[4]:
+            best = (table, weight_bytes, out_bytes, need, key, shape)
+    assert best is not None  # choose_tile returns a shape or raises
+    return best
+
+
+def _across_rows(slices: list[LayerCapture], maps: list[tuple], shaped: list[tuple],
+                 channels: torch.Tensor, layer_index: int, phase: int, hw: HardwareView,
+                 policy: SkipPolicy, pruned_grads_unused: bool, resident: tuple[bool, bool],
+                 shape: TileShape, cache: dict) -> tuple[np.ndarray, int, int]:
+    """A reduction dealt to the clusters in tiles of `shape`: each slice tiled as its own
+    cluster's work (every channel of the tile to that one cluster, `tile_part`), the
+    slices' tile i run side by side as the plan's tile i. The tile lasts as long as the
+    busiest PE of any cluster; each cluster is sent its slice of both operands (unicast)
+    and sends back a partial sum of every output, at the accumulator's precision; the
+    global buffer adds each after the first into the running sum (`reduced_psums`: read,
+    added, written back) and writes the final outputs, the first slice's rows' (`last`:
+    the outputs of every slice are the same). Returns the rows, the weight bytes read from
+    DRAM and the final outputs' bytes."""
+    one = replace(hw, clusters=1, partitions=("channels",))
+    dealt = replace(shape, partition="channels")
+    tables, weight_bytes = [], 0
+    for i, (part, m) in enumerate(zip(slices, maps, strict=True)):
+        table, wb, psums = tile_part(part, shaped[i], layer_index, phase, one, policy, m,
+                                     channels, dealt, pruned_grads_unused=pruned_grads_unused,
+                                     last=i == 0, reuse=True, stream_resident=resident[0],
+                                     channel_resident=resident[1], cache=cache)
+        tables.append(table)
+        weight_bytes += wb
+    out_bytes = int(tables[0]["gather_bytes"].sum())
+    n = len(slices)
+    rows = tables[0].copy()
+    for column in ACROSS_SUMMED:
+        rows[column] = np.sum([t[column] for t in tables], axis=0)
+    rows["busiest_pe_macs"] = np.max([t["busiest_pe_macs"] for t in tables], axis=0)
+    rows["unicast_bytes"] = np.sum([t["multicast_bytes"] + t["unicast_bytes"] for t in tables],
+                                   axis=0)
+    rows["multicast_bytes"] = 0
+    rows["gather_bytes"] = n * psums
+    rows["reduced_psums"] = (n - 1) * psums // hw.psum_bytes
+    rows["glb_write_bytes"] = (rows["dram_read_bytes"] + rows["regenerated_bytes"]
+                               + rows["gather_bytes"])
+    rows["active_clusters"] = n
+    rows["dealt"] = DEALT.index("reduction")
+    return rows, weight_bytes, out_bytes
+
+
 def mapping_text(shape: TileShape, chunks: int, order: str, phase: int,
                  size: torch.Size) -> str:
     """A layer-phase's plan in words, as layers.csv's `mapping` gives it (Timeloop prints
     its mapping): the tile (output channels by whole images or by rows of one image; WG's
     "rows" are input channels), the operand that stays in the buffer across the inner loop
     (`mapping.dataflow`'s words: the weights, WG's dY, for weight stationary; the input
-    rows, WG's X, for input stationary) and the reduction, whole or in chunks (their
-    partial sums kept in the buffer, spilled to DRAM, or chunks innermost)."""
+    rows, WG's X, for input stationary) and the reduction, whole, in chunks (their
+    partial sums kept in the buffer, spilled to DRAM, or chunks innermost) or dealt to the
+    clusters (`ACROSS`)."""
     n_rows = size[2]
     row = "input channel" if phase == WG else "row"
     block = (f"{shape.images} image{'s' * (shape.images > 1)}" if shape.rows >= n_rows
              else f"{shape.rows} {row}{'s' * (shape.rows > 1)}")
     stationary = "input stationary" if shape.rows_outer else "weight stationary"
     reduction = ("whole reduction" if chunks == 1 else
+                 f"reduction across {chunks} clusters" if order == ACROSS else
                  f"{chunks} reduction chunks, " + {INNER: "innermost", KEPT: "sums kept",
                                                    SPILLED: "sums spilled"}[order])
     return f"{shape.ka} ch x {block}, {stationary}, {reduction}"
@@ -632,16 +775,18 @@ def compute_cycles(table: np.ndarray, hw: HardwareView) -> np.ndarray:
 def _estimated_pj(table: np.ndarray, hw: HardwareView, cycles: float) -> float:
     """A plan's energy at the view's prices: its MACs (and vector operations, priced as
     one each: arch/vector.py), the bytes it moves through DRAM, the global buffer (whose
-    write-backs read what goes to DRAM), the NoC and the clusters' buffers, and DRAM
-    standby while it runs."""
+    write-backs read what goes to DRAM), the NoC and the clusters' buffers, the partial
+    sums added at the buffer, and DRAM standby while it runs."""
     def total(column: str) -> float:
         return float(table[column].sum())
 
     local_writes = float((table["multicast_bytes"] * table["active_clusters"]).sum())
+    adds = total("reduced_psums")  # each a running sum read back
     return hw.estimated_pj(
         macs=total("processed_macs") + total("vector_ops"),
         dram=total("dram_read_bytes") + total("dram_write_bytes"),
-        glb=total("glb_read_bytes") + total("glb_write_bytes") + total("dram_write_bytes"),
+        glb=total("glb_read_bytes") + total("glb_write_bytes") + total("dram_write_bytes")
+        + adds * hw.psum_bytes, adds=adds,
         unicast=total("unicast_bytes") + total("gather_bytes"),
         multicast=total("multicast_bytes"), local=local_writes + total("unicast_bytes"),
         cycles=cycles, scanned=total("scanned_pairs"),

@@ -43,7 +43,9 @@ class HardwareView:
     selector_entries_per_cycle: float = 0.0
     selector_levels: int = 2             # 1: the channel operand's map only
     dataflow: str = "auto"               # auto | weight_stationary | input_stationary
-    partition: str = "channels"          # channels | rows | auto: what clusters are dealt
+    # what a tile's work may be dealt to the clusters by, the mapper choosing among them:
+    # channels, rows, reduction (`desim.events.DEALT`)
+    partitions: tuple[str, ...] = ("channels",)
     vector_lanes: int = 0                # 0: no vector unit, vector layers not simulated
     fused_relu: bool = True              # activations applied on the producer's output
     fused_batchnorm: bool = False        # one pass per phase (Trainer's BN unit)
@@ -77,6 +79,7 @@ class HardwareView:
     noc_multicast_pj_per_byte: float = 0.0  # over the tree to every cluster
     index_scan_pj: float = 0.0           # a pair's bitmap bits ANDed by index matching
     index_match_pj: float = 0.0          # a matched pair encoded for the MAC
+    psum_add_pj: float = 0.0             # a partial sum added at the global buffer
 
     @property
     def psum_bytes(self) -> int:
@@ -88,17 +91,18 @@ class HardwareView:
 
     def estimated_pj(self, *, macs: float = 0.0, dram: float = 0.0, glb: float = 0.0,
                      unicast: float = 0.0, multicast: float = 0.0, local: float = 0.0,
-                     cycles: float = 0.0, scanned: float = 0.0, matched: float = 0.0
-                     ) -> float:
+                     cycles: float = 0.0, scanned: float = 0.0, matched: float = 0.0,
+                     adds: float = 0.0) -> float:
         """Energy at the view's prices: MACs, bytes through DRAM and the global buffer, bytes
         over unicast routes (gathers included) and over multicast trees, bytes into or out
-        of the clusters' local buffers, DRAM standby for `cycles`, and the pairs index
-        matching scans and matches. The one pricing rule of the mapper's estimates (the
-        tile's and the plan's)."""
+        of the clusters' local buffers, DRAM standby for `cycles`, the pairs index matching
+        scans and matches, and the partial sums added at the global buffer. The one pricing
+        rule of the mapper's estimates (the tile's and the plan's)."""
         return (macs * self.mac_pj + dram * self.dram_pj_per_byte + glb * self.glb_pj_per_byte
                 + unicast * self.noc_pj_per_byte + multicast * self.noc_multicast_pj_per_byte
                 + local * self.local_pj_per_byte + cycles * self.static_pj_per_cycle
-                + scanned * self.index_scan_pj + matched * self.index_match_pj)
+                + scanned * self.index_scan_pj + matched * self.index_match_pj
+                + adds * self.psum_add_pj)
 
     def objective_value(self, cycles: float, pj: float) -> float:
         """What `objective` minimises, from an estimate's time and energy."""

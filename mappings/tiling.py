@@ -36,7 +36,7 @@ Every count is computed for all tiles at once with tensor reshapes; no loop over
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import TypeVar
 
@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from desim.errors import ConfigError
-from desim.events import empty_table
+from desim.events import DEALT, empty_table
 from mappings.capture import LayerCapture
 from mappings.circulant import fft_mac_ratio
 from mappings.counting import BP, FF, WG, SkipPolicy, count_total, exact_sum
@@ -263,7 +263,7 @@ class TileShape:
     images: int        # images per row block (>= 1 when rows == all rows)
     rows: int          # rows per block (== all rows when images > 1)
     rows_outer: bool = False  # loop order: row blocks outside channel blocks
-    partition: str = "channels"  # what the clusters are dealt: channels or rows
+    partition: str = "channels"  # what the clusters are dealt: channels, rows or reduction
 
 
 def _blocks(shape: TileShape, n_img: int, n_rows: int) -> tuple[np.ndarray, ...]:
@@ -530,7 +530,8 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                 stream_resident: bool = False, channel_resident: bool = False,
                 processed: torch.Tensor | None = None, psums_sent: float = 0.0,
                 psums_dram: float = 0.0, cache: dict | None = None,
-                tracked: Operand | None = None, scanned: float = 0.0) -> list[TileShape]:
+                tracked: Operand | None = None, scanned: float = 0.0, slices: int = 0
+                ) -> list[TileShape]:
     """The tile shapes and loop orders that minimise `hw.objective` (a small mapper search)
     under two estimates of time, the pipeline's and the bottleneck's (one shape when they
     agree); the planner builds both and keeps the one whose own rows estimate best.
@@ -570,6 +571,12 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     generator, working beside the reads, makes `hw.weight_generator` values a cycle of the rest.
     `scanned`: the pairs the PEs' index matching ANDs (`hw.index_matching_bits` a cycle
     each); the PEs take no less than all of them spread over every PE.
+    `slices` > 0: the search of a reduction dealt to that many clusters (`partition`
+    "reduction", `mappings.planner`), `ps` the whole reduction's: each cluster is sent its
+    slice of both operands (unicast, the sum of the slices' bytes the block's) and sends
+    back a partial sum of every output of the tile; its busiest PE is estimated as the
+    busiest of one cluster doing the whole reduction, over `slices` (the planner's rows
+    count each slice's own).
     """
     a_elems = int(ps.channel_operand.elems[0]) if len(ps.channel_operand.elems) else 0
     eb = hw.element_bytes
@@ -598,7 +605,11 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     out_dram = out_bytes if hw.output_to_dram else 0
     orders = {"auto": (False, True), "weight_stationary": (False,),
               "input_stationary": (True,)}[hw.dataflow]
-    partitions = {"auto": ("channels", "rows")}.get(hw.partition, (hw.partition,))
+    partitions = (("reduction",) if slices  # (a design that deals only reductions deals
+                  else tuple(p for p in hw.partitions if p != "reduction")  # channels where
+                  or ("channels",))                                  # it cannot)
+    one_cluster = replace(hw, clusters=1)   # a reduction's slice: all the tile's channels
+    gathered = out_bytes * hw.psum_bytes // eb * slices if slices else out_bytes
     best: dict[str, tuple] = {}   # estimate -> (key, shape)
     for images, rows in blocks:
         i0, i1, r0, r1 = _blocks(TileShape(1, images, rows), n_img, n_rows)
@@ -624,7 +635,11 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
             channel_active = int(clusters_holding(np.array([ka]), ka, hw)[0])
             for outer, partition in ((o, p) for o in orders for p in partitions):
                 by_rows = partition == "rows"
-                if by_rows:   # the channel operand to every cluster, each keeping it whole
+                if slices:    # each cluster its slice of both operands
+                    active = slices
+                    stream_to, stream_keep = stream_bytes, half_local * active
+                    channel_keep = half_local * active
+                elif by_rows:  # the channel operand to every cluster, each keeping it whole
                     active = rows_active
                     stream_to, stream_keep = run_bytes, half_local * active
                     channel_keep = half_local
@@ -647,6 +662,8 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                 dram += psums_dram
                 multicast, unicast = ((channel_sent, stream_sent) if by_rows
                                       else (stream_sent, channel_sent))
+                if slices:
+                    multicast, unicast = 0.0, multicast + unicast
                 unicast += psums_sent
                 tiles = na * nb
                 dram_time = dram / hw.dram_bytes_per_cycle
@@ -666,7 +683,7 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                           + tiles * hw.dram_latency_cycles + turns * hw.dram_switch_cycles,
                           port_time + tiles * hw.noc_latency_cycles,
                           tiles * hw.pipeline_cycles,   # the PEs' fill; their time added
-                          (out_bytes + psums_sent) / hw.noc_port_bytes_per_cycle
+                          (gathered + psums_sent) / hw.noc_port_bytes_per_cycle
                           + tiles * hw.noc_latency_cycles)
                 keys = {"bottleneck": _rank(hw, max(dram_time, port_time, ideal_compute),
                                             moves, tail)}
@@ -679,8 +696,12 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                     bound = _rank(hw, _pipelined(stages, ideal_compute, tiles), moves, tail)
                     if "pipelined" not in best or bound < best["pipelined"][0]:
                         if partition not in busiest_time:
-                            busiest = _per_tile_pe(processed, TileShape(
-                                ka, images, rows, partition=partition), hw, cache)[0]
+                            dealt = TileShape(ka, images, rows, partition="channels" if slices
+                                              else partition)
+                            busiest = _per_tile_pe(processed, dealt,
+                                                   one_cluster if slices else hw, cache)[0]
+                            if slices:
+                                busiest = -(-busiest // slices)
                             busiest_time[partition] = max(float(np.ceil(
                                 busiest / hw.macs_per_pe_per_cycle).sum()), scan_time)
                         keys["pipelined"] = _rank(hw, _pipelined(
@@ -944,7 +965,7 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
     table["regenerated_weights"] = regenerated[ia] * a_new
     table["regenerated_bytes"] = regenerated_bytes
     table["active_clusters"] = active
-    table["dealt_by_rows"] = by_rows
+    table["dealt"] = DEALT.index(shape.partition)
     if hw.selector_entries_per_cycle:
         # what is sent again is scanned again, in proportion; level 2 the streamed operand
         table["selector_entries"] = _share(a_lines[ia], a_sent, a_tile)

@@ -124,6 +124,20 @@ DENSE = ROOT / "configs" / "arch" / "dense.yaml"
      ["dense.yaml: sparsity.weight_group: sets the weights' line, which only the formats "
       "line_bitmap, csr and csc and a selector read; this design stores its weights as dense "
       "and has no selector"]),
+    # what the clusters are dealt: one partition, or a list to choose from, each once
+    (["arch.dense.mapping.partition=[rows, rows]"],
+     ["dense.yaml: mapping.partition: expected a partition, or a list of distinct ones to "
+      "choose from (got ['rows', 'rows'])"]),
+    (["arch.dense.mapping.partition=[]"],
+     ["dense.yaml: mapping.partition: expected a partition, or a list of distinct ones to "
+      "choose from (got [])"]),
+    (["arch.dense.mapping.partition=diagonal"],
+     ["dense.yaml: mapping.partition: Input should be 'channels', 'rows', 'reduction' or "
+      "'auto' (got 'diagonal')"]),
+    # a price of adds no design of this partition makes
+    (["arch.dense.energy.psum_add_pj=0.5"],
+     ["dense.yaml: energy.psum_add_pj: this design's clusters are never dealt a reduction "
+      "(mapping.partition), so no partial sums are added at its global buffer"]),
     # a run's name goes into file names (waves_<run>.vcd): 250 characters failed to write
     # its waveform after the whole simulation
     ([f"runs.1.name={'r' * 65}"],

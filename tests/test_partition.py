@@ -1,7 +1,9 @@
-"""Dealing a tile's outputs to the clusters by rows (`mapping.partition`): each cluster takes
-a run of the tile's output rows for every channel of the tile, is sent its rows' input window
-(unicast, halos overlapping) and the channel operand by multicast; closed forms on a small
-dense conv, and the choice `auto` makes."""
+"""What a tile's work is dealt to the clusters by (`mapping.partition`). By rows: each cluster
+takes a run of the tile's output rows for every channel of the tile, is sent its rows' input
+window (unicast, halos overlapping) and the channel operand by multicast. By reduction: each
+cluster takes a slice of the reduction for every output of the tile, is sent its slice of
+both operands (unicast) and sends back partial sums, which the global buffer adds. Closed
+forms on small dense layers, and the choices `auto` and a list make."""
 
 from dataclasses import replace
 
@@ -51,7 +53,7 @@ def test_one_tile_dealt_by_rows_or_channels(monkeypatch, partition):
     outputs of 27) fall 1,728 to each of the 16 PEs."""
     layer = dense_capture(nn.Conv2d(3, 8, 3, bias=False))
     _one_tile(monkeypatch, TileShape(8, 2, 8, False, partition))
-    hw = replace(DENSE_HW, partition=partition)
+    hw = replace(DENSE_HW, partitions=(partition,))
     table, totals = tile_phase(layer, 0, FF, hw, SkipPolicy(), pruned_grads_unused=True)
     assert totals["mapping"] == "8 ch x 2 images, weight stationary, whole reduction"
     by_rows = partition == "rows"
@@ -64,6 +66,61 @@ def test_one_tile_dealt_by_rows_or_channels(monkeypatch, partition):
     assert table["busiest_pe_macs"].tolist() == [1_728]
 
 
+def test_one_tile_dealt_by_reduction(monkeypatch):
+    """A dense 4 -> 8 channel 3x3 conv on 2 images of 10 x 10 (8 x 8 outputs), one FF tile
+    of every channel and both images, its 4 input channels dealt to 4 clusters of 4 PEs,
+    fp16. Each cluster is sent its channel of X (2 x 100 elements, 400 B) and of W (8 x 9,
+    144 B): 2,176 B unicast, nothing multicast; it computes a partial sum of each of the
+    1,024 outputs, 9 MACs each, 256 outputs a PE: 2,304 MACs its busiest PE. The 4 x 1,024
+    partial sums come back (8,192 B), and the buffer adds the 3 x 1,024 after each
+    output's first; it writes the 1,024 final outputs to DRAM (2,048 B)."""
+    layer = dense_capture(nn.Conv2d(4, 8, 3, bias=False), n=2, h=10)
+    monkeypatch.setattr(planner, "choose_tile",
+                        lambda *a, **k: [TileShape(8, 2, 8, False, "reduction")])
+    hw = replace(DENSE_HW, partitions=("reduction",))
+    table, totals = tile_phase(layer, 0, FF, hw, SkipPolicy(), pruned_grads_unused=True)
+    assert totals["mapping"] == ("8 ch x 2 images, weight stationary, reduction across 4 "
+                                 "clusters")
+    assert table["dealt"].tolist() == [2] and table["active_clusters"].tolist() == [4]
+    assert table["multicast_bytes"].tolist() == [0]
+    assert table["unicast_bytes"].tolist() == [2_176] == table["glb_read_bytes"].tolist()
+    assert table["dram_read_bytes"].tolist() == [2_176]
+    assert table["weight_read_bytes"].tolist() == [576]
+    assert table["gather_bytes"].tolist() == [8_192]
+    assert table["reduced_psums"].tolist() == [3_072]
+    assert table["glb_write_bytes"].tolist() == [2_176 + 8_192]
+    assert table["dram_write_bytes"].tolist() == [2_048] and totals["output_bytes"] == 2_048
+    assert table["processed_macs"].tolist() == [36_864] == table["macs"].tolist()
+    assert table["busiest_pe_macs"].tolist() == [2_304]
+
+
+@pytest.mark.parametrize("phase, slices", [(FF, 4), (BP, 2), (WG, 0)])
+def test_a_reduction_fills_the_clusters_that_channels_leave_idle(phase, slices):
+    """A 1x1 conv, 64 -> 2 channels, on one 4 x 4 image, 4 clusters of 4 PEs, memory that
+    binds nothing (64 B a cycle), under the delay objective. FF by channels: 2 clusters
+    busy, each PE 4 outputs of 64 MACs, 256 MACs; dealt by reduction, 16 input channels a
+    cluster, each PE 4 outputs of both channels of 16 MACs: 128, so the list chooses it.
+    BP reduces over the 2 output channels: 2 slices at most, and by channels the 64 input
+    channels fill every cluster already: channels stay. WG reduces over the one image: no
+    slices, channels alone are tried."""
+    layer = dense_capture(nn.Conv2d(64, 2, 1, bias=False), n=1, h=4)
+    fast = replace(DENSE_HW, objective="delay", dram_bytes_per_cycle=64.0,
+                   noc_port_bytes_per_cycle=64.0)
+    by_channels, _ = tile_phase(layer, 0, phase, fast, SkipPolicy(), pruned_grads_unused=True)
+    chosen, totals = tile_phase(layer, 0, phase, replace(
+        fast, partitions=("channels", "reduction")), SkipPolicy(), pruned_grads_unused=True)
+    assert len(planner._across_slices(layer, phase, replace(fast, partitions=("reduction",)),
+                                      ("images", 1) if phase == WG else None, 0)) == slices
+    if phase == FF:
+        assert by_channels["busiest_pe_macs"].sum() == 256
+        assert chosen["busiest_pe_macs"].sum() == 128
+        assert totals["mapping"].endswith("reduction across 4 clusters")
+        assert chosen["reduced_psums"].sum() == 3 * 2 * 16
+    else:
+        assert (chosen["dealt"] == 0).all() and chosen["reduced_psums"].sum() == 0
+        assert chosen.tolist() == by_channels.tolist()
+
+
 def test_a_run_s_outputs_go_to_its_pes_in_turn(monkeypatch):
     """One image of 8 x 8 outputs (a 1x1 conv, 1 -> 2 channels) by rows to 4 clusters of 4
     PEs: 2 rows (16 outputs) a cluster, 4 to each PE, for both channels: 8 MACs. With 3
@@ -71,7 +128,7 @@ def test_a_run_s_outputs_go_to_its_pes_in_turn(monkeypatch):
     layer = dense_capture(nn.Conv2d(1, 2, 1, bias=False), n=1, h=8)
     _one_tile(monkeypatch, TileShape(2, 1, 8, False, "rows"))
     for pes, busiest in ((4, 8), (3, 12)):
-        hw = replace(DENSE_HW, partition="rows", pes_per_cluster=pes)
+        hw = replace(DENSE_HW, partitions=("rows",), pes_per_cluster=pes)
         table, _ = tile_phase(layer, 0, FF, hw, SkipPolicy(), pruned_grads_unused=True)
         assert table["busiest_pe_macs"].tolist() == [busiest]
         assert table["processed_macs"].tolist() == [128]
@@ -89,8 +146,8 @@ def test_auto_multicasts_the_smaller_operand(conv, n, h, multicast):
     mesh: 64.5 and 10.1 pJ), `auto` deals by rows where the weights are the smaller operand
     and by channels where the inputs are."""
     layer = dense_capture(conv, n=n, h=h)
-    hw = replace(DENSE_HW, partition="auto", objective="energy", noc_pj_per_byte=10.08,
-                 noc_multicast_pj_per_byte=64.512)
+    hw = replace(DENSE_HW, partitions=("channels", "rows"), objective="energy",
+                 noc_pj_per_byte=10.08, noc_multicast_pj_per_byte=64.512)
     table, _ = tile_phase(layer, 0, FF, hw, SkipPolicy(), pruned_grads_unused=True)
     weights = int(np.prod(layer.w_nz.shape)) * 2
     sent = int(table["multicast_bytes"].sum())
@@ -121,11 +178,47 @@ def test_layers_csv_says_what_each_layer_phase_dealt(tmp_path):
         assert "| pe_array |" in text or partition == "rows"
 
 
+def test_a_run_dealt_by_reduction_prices_the_adds_at_the_buffer(tmp_path):
+    """LeNet-300 at batch 2 on dense.yaml (28 nm, fp16 products summed in fp32), its
+    reductions dealt to the clusters: the global buffer counts every partial sum its tiles
+    say it adds (`reduced_psums`), and each layer-phase's `global_buffer.psum_adds` is
+    those at an fp32 add, Horowitz's 0.9 pJ scaled to 28 nm (x 0.504): 0.4536 pJ.
+    layers.csv and the report say what was dealt. Dealt by channels the design lists no
+    such price and no such energy."""
+    import desim
+    from desim.report import build_report
+    from tests.small_experiments import lenet300_experiment
+
+    path = lenet300_experiment(tmp_path / "e.yaml", {"dense": {"method": "dense"}},
+                               observe={"tiles": True})
+    result = desim.run(path, ["arch.*.mapping.partition=reduction"])
+    run = result.runs["dense"]
+    assert run.energy_prices_pj["psum_add_pj"] == pytest.approx(0.9 * 0.504)
+    tiles = result.tiles
+    adds = tiles.groupby(["layer", "phase"])["reduced_psums"].sum()
+    assert run.stats["modules"]["dense.glb"]["actions"]["psum_adds"] == adds.sum() > 0
+    energy = result.layer_energy
+    priced = energy[energy["action"] == "psum_adds"].set_index(["layer", "phase"])["energy_j"]
+    for (layer, phase), count in adds.items():
+        assert priced[(layer, phase)] == pytest.approx(count * 0.4536e-12)
+    pe_array = result.layers[result.layers["unit"] == "pe_array"]
+    assert set(pe_array["partition"]) == {"reduction"}
+    result.write(tmp_path / "out")
+    md, _, _ = build_report([tmp_path / "out"], tmp_path / "report.md")
+    assert "| pe_array, by reduction |" in md.read_text()
+    by_channels = desim.run(path).runs["dense"]
+    assert "psum_add_pj" not in by_channels.energy_prices_pj
+    assert "global_buffer.psum_adds" not in by_channels.energy_by_action_j
+
+
 @pytest.mark.parametrize("arch", ["dense.yaml", "hppu.yaml"])
 def test_the_partition_moves_bytes_not_work(arch):
-    """LeNet-5 at batch 2, every layer-phase dealt by channels and by rows: the same nominal,
-    effectual and processed MACs (hppu.yaml compacts channels and scans with its selector),
-    and by rows the same sum of busiest-PE MACs no lower than an even share of the PEs."""
+    """LeNet-5 at batch 2, every layer-phase dealt by channels, by rows and by reduction
+    where it can be: the same nominal, effectual and processed MACs (hppu.yaml compacts
+    channels and scans with its selector), and busiest-PE MACs no lower than an even share
+    of the PEs. By reduction every layer-phase but the first conv's FF (one input channel)
+    is dealt so, its partial sums added at the buffer: a slice a cluster, fewer when the
+    reduction is shorter (WG's two images)."""
     from mappings.mapper import map_workload
     from mappings.specs import PruningSpec, WorkloadSpec
     from mappings.workload import capture_workload
@@ -135,18 +228,26 @@ def test_the_partition_moves_bytes_not_work(arch):
                                 PruningSpec(method="hybrid", sparsity=0.5)
                                 if arch == "hppu.yaml" else PruningSpec(method="dense"))
     view = arch_view(arch)
-    works = {p: map_workload(workload, replace(view, partition=p))
-             for p in ("channels", "rows")}
+    works = {p: map_workload(workload, replace(view, partitions=(p,)))
+             for p in ("channels", "rows", "reduction")}
     compared = 0
-    for by_channels, by_rows in zip(works["channels"], works["rows"], strict=True):
+    for by_channels, by_rows, by_reduction in zip(*works.values(), strict=True):
         if by_channels.layer < 0:
             continue
-        for column in ("macs", "effectual_macs", "processed_macs"):
-            assert by_channels.table[column].sum() == by_rows.table[column].sum(), column
-        assert by_rows.table["dealt_by_rows"].all() and not by_channels.table[
-            "dealt_by_rows"].any()
-        busiest = by_rows.table["busiest_pe_macs"]
-        assert (busiest * view.pes >= by_rows.table["processed_macs"]).all()
+        for other in (by_rows, by_reduction):
+            for column in ("macs", "effectual_macs", "processed_macs"):
+                assert by_channels.table[column].sum() == other.table[column].sum(), column
+            busiest = other.table["busiest_pe_macs"]
+            assert (busiest * view.pes >= other.table["processed_macs"]).all()
+        assert (by_rows.table["dealt"] == 1).all() and (by_channels.table["dealt"] == 0).all()
+        first_ff = by_channels.layer == 0 and by_channels.phase == FF
+        dealt = by_reduction.table
+        assert (dealt["dealt"] == (0 if first_ff else 2)).all()
+        clusters = min(view.clusters, 2 if by_channels.phase == WG else view.clusters)
+        if not first_ff:
+            assert (dealt["active_clusters"] <= clusters).all()
+            outputs = dealt["gather_bytes"] // (dealt["active_clusters"] * view.psum_bytes)
+            assert (dealt["reduced_psums"] == (dealt["active_clusters"] - 1) * outputs).all()
         compared += 1
     assert compared == 4 * 3 - 1   # 2 convs and 2 linear layers; the first conv has no BP
 
@@ -167,7 +268,7 @@ def test_a_balancer_of_the_clusters_evens_them_not_their_pes(monkeypatch, partit
     layer.w_nz[1] = False
     layer.x_nz[0, :, 0, 1] = False
     _one_tile(monkeypatch, TileShape(2, 1, 2, False, partition))
-    hw = replace(DENSE_HW, clusters=2, pes_per_cluster=2, partition=partition,
+    hw = replace(DENSE_HW, clusters=2, pes_per_cluster=2, partitions=(partition,),
                  skip_zero_weights=True, skip_zero_activations=True)
     for balance, expected in busiest.items():
         table, _ = tile_phase(layer, 0, FF, replace(hw, load_balance=balance),
@@ -189,3 +290,20 @@ def test_the_mapping_in_words():
         "64 ch x 1 input channel, weight stationary, 2 reduction chunks, sums spilled"
     assert planner.mapping_text(TileShape(64, 1, 16), 8, planner.INNER, FF, size) == \
         "64 ch x 1 image, weight stationary, 8 reduction chunks, innermost"
+    assert planner.mapping_text(TileShape(16, 8, 16, False, "reduction"), 16, planner.ACROSS,
+                                BP, size) == \
+        "16 ch x 8 images, weight stationary, reduction across 16 clusters"
+
+
+@pytest.mark.parametrize("partition, chosen_from", [
+    ("channels", ("channels",)), ("auto", ("channels", "rows")),
+    (["reduction", "auto"], ("reduction", "channels", "rows")),
+    (["rows", "reduction"], ("rows", "reduction"))])
+def test_what_the_mapper_chooses_from(partition, chosen_from):
+    """`mapping.partition`: one partition, `auto` (channels or rows, the operand multicast)
+    or a list of them, in the order given; only a reduction dealt prices adds."""
+    from arch.config import MappingConfig
+
+    mapping = MappingConfig(partition=partition)
+    assert mapping.partitions == chosen_from
+    assert mapping.reduces_across_clusters == ("reduction" in chosen_from)

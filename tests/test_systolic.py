@@ -156,9 +156,11 @@ def test_a_systolic_array_that_skips_zeros_is_refused() -> None:
                         ["arch.os.sparsity.skip_zero_weights=true"])
 
 
-def test_a_systolic_array_dealt_by_rows_is_refused() -> None:
+@pytest.mark.parametrize("partition", ["auto", "reduction", "[channels, rows]"])
+def test_a_systolic_array_dealt_by_rows_is_refused(partition) -> None:
     """SCALE-Sim's cycles do not depend on what the clusters are dealt: a partition by rows
-    (or a choice) would move the NoC's bytes alone, so it is refused before simulating."""
-    with pytest.raises(ConfigError, match=r"mapping.partition: auto would change the NoC"):
+    or by reduction (or a choice) would move the NoC's bytes alone, so it is refused before
+    simulating."""
+    with pytest.raises(ConfigError, match=r"mapping.partition: .* would change the NoC"):
         load_experiment(ROOT / "configs" / "experiments" / "scalesim_resnet18.yaml",
-                        ["arch.os.mapping.partition=auto"])
+                        [f"arch.os.mapping.partition={partition}"])
