@@ -249,11 +249,12 @@ class MappingConfig(Strict):
     Every tile keeps its partial sums until its outputs are final (output stationary within
     the tile), unless the mapper splits the layer's reduction into chunks run one after
     the other (mappings/planner.py), when the partial sums wait in the global buffer or
-    DRAM between chunks. Across tiles, `dataflow` picks which operand stays put while the other
-    streams: `weight_stationary` holds the channel operand (W in FF/BP, dY in WG) across the
-    inner loop, `input_stationary` holds the stream operand (X in FF and WG, dY in BP), and
-    `auto` chooses per layer and phase whichever `objective` prefers, on the operands'
-    current sparsity (Trainer's sparsity-adaptive dataflow does this per layer).
+    DRAM between chunks, or deals it to the clusters (`partition: reduction`), when the
+    global buffer adds theirs. Across tiles, `dataflow` picks which operand stays put while
+    the other streams: `weight_stationary` holds the channel operand (W in FF/BP, dY in WG)
+    across the inner loop, `input_stationary` holds the stream operand (X in FF and WG, dY in
+    BP), and `auto` chooses per layer and phase whichever `objective` prefers, on the
+    operands' current sparsity (Trainer's sparsity-adaptive dataflow does this per layer).
     """
 
     dataflow: Literal["auto", "weight_stationary", "input_stationary"] = "auto"

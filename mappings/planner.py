@@ -7,9 +7,12 @@ them to be read again and again; cutting the reduction (FF: input channels, BP: 
 channels, WG: images, or rows of one image) into chunks run one after the other, chunks
 outermost, lets each chunk's operands be read once while the partial sums go back and
 forth, kept in the global buffer or spilled to DRAM. Chunks innermost instead keep a
-tile's partial sums in its PEs and read both operands anew for every tile. Each phase takes
-the plan that minimises `HardwareView.objective` (energy x delay by default) on estimates
-made from the plan's own event rows.
+tile's partial sums in its PEs and read both operands anew for every tile. A design whose
+clusters may be dealt a reduction (`mapping.partition: reduction`) has one more plan: the
+reduction cut into a slice a cluster, the slices side by side, their partial sums added at
+the global buffer (`ACROSS`). Each phase takes the plan that minimises
+`HardwareView.objective` (energy x delay by default) on estimates made from the plan's own
+event rows.
 """
 
 from __future__ import annotations
@@ -92,56 +95,71 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     # what the tiler derives from each chunk's maps and part (its outputs per row block and
     # PE, ...): it depends on neither the order nor the budget, so orders and re-maps share it
     cache = kept.setdefault("tiling", {})
-    best, first_error = None, None
     slices = _across_slices(layer, phase, hw, split, circulant_block)
-    # a design that deals only reductions deals channels where it cannot (`_across_slices`)
-    dealt_only = bool(slices) and set(hw.partitions) == {"reduction"}
-    for parts, maps, orders, shaped, macs in [] if dealt_only else plans:
-        built: dict = {}  # tile_part's rows, shared by the orders that tile alike
-        for order in orders:
-            # sure to lose: not tiled
-            if best is not None and (_ChunkFloor(maps, channels, order, hw, macs).floor()
-                                     > best[0][0] * (1 + 1e-9)):  # (float rounding)
-                continue
-            try:
-                tiled = _tile_plan(
-                    parts, maps, shaped, channels, order, layer_index, phase, hw, policy,
-                    where, pruned_grads_unused, circulant_block, built, resident, cache,
-                    bound=None if best is None else best[0][0], chunk_macs=macs)
-            except ConfigError as err:   # this plan's smallest tile does not fit
-                first_error = first_error or err
-                continue
-            if tiled is None:  # every tile shape lost to the best plan part-way through
-                continue
-            table, weight_bytes, out_bytes, need, key, shape = tiled
-            if best is None or key < best[0]:
-                best = (key, table, {**totals, "weight_dram_bytes": weight_bytes,
-                                     "output_bytes": out_bytes, "tile_buffer_bytes": need,
-                                     "mapping": mapping_text(shape, len(parts), order,
-                                                             phase, maps[0][2].shape)})
-    outputs = len(channels) * int(np.prod(plans[0][1][0][2].shape[1:]))
-    if slices and (best is None or _across_floor(totals, outputs, len(slices), hw)
-                   <= best[0][0] * (1 + 1e-9)):  # else sure to lose: its slices not counted
+    best: tuple | None = None
+    errors: list[ConfigError] = []   # each plan's whose smallest tile does not fit
+
+    def chosen(tiled: tuple, chunks: int, order: str) -> None:
+        """Keep a tiled plan (`_tile_plan`'s) if it ranks best so far."""
+        nonlocal best
+        table, weight_bytes, out_bytes, need, key, shape = tiled
+        if best is None or key < best[0]:
+            best = (key, table, {**totals, "weight_dram_bytes": weight_bytes,
+                                 "output_bytes": out_bytes, "tile_buffer_bytes": need,
+                                 "mapping": mapping_text(shape, chunks, order, phase,
+                                                         plans[0][1][0][2].shape)})
+
+    def chunk_plans() -> None:
+        """The reduction whole or in chunks run one after the other."""
+        for parts, maps, orders, shaped, macs in plans:
+            built: dict = {}  # tile_part's rows, shared by the orders that tile alike
+            for order in orders:
+                # sure to lose: not tiled
+                if best is not None and (_ChunkFloor(maps, channels, order, hw, macs).floor()
+                                         > best[0][0] * (1 + 1e-9)):  # (float rounding)
+                    continue
+                try:
+                    tiled = _tile_plan(
+                        parts, maps, shaped, channels, order, layer_index, phase, hw, policy,
+                        where, pruned_grads_unused, circulant_block, built, resident, cache,
+                        bound=None if best is None else best[0][0], chunk_macs=macs)
+                except ConfigError as err:
+                    errors.append(err)
+                    continue
+                if tiled is not None:  # (None: every tile shape lost part-way through)
+                    chosen(tiled, len(parts), order)
+
+    def dealt_across() -> None:
+        """The reduction's slices side by side, a cluster each, counted once for the
+        phase and kept (unless its floor is above the best plan's: sure to lose)."""
+        outputs = len(channels) * int(np.prod(plans[0][1][0][2].shape[1:]))
+        if best is not None and (_across_floor(totals, outputs, len(slices), hw)
+                                 > best[0][0] * (1 + 1e-9)):
+            return
         across = kept.setdefault("across", {})
         if split not in across:
             maps = [_count_maps(part, phase, hw, policy, pruned_grads_unused) for part in slices]
-            across[split] = (maps if len(channels) == maps[0][2].shape[0] else
-                             [tuple(None if t is None else t[channels] for t in m)
+            across[split] = ([m if len(channels) == m[2].shape[0] else
+                              tuple(None if t is None else t[channels] for t in m)
                               for m in maps], [phase_shape(part, phase, hw) for part in slices])
         maps, shaped = across[split]
         try:
-            tiled = _tile_across(layer, slices, maps, shaped, channels, layer_index, phase, hw,
-                                 policy, where, pruned_grads_unused, resident, cache)
-        except ConfigError as err:   # its smallest tile does not fit
-            tiled, first_error = None, first_error or err
-        if tiled is not None and (best is None or tiled[4] < best[0]):
-            table, weight_bytes, out_bytes, need, key, shape = tiled
-            best = (key, table, {**totals, "weight_dram_bytes": weight_bytes,
-                                 "output_bytes": out_bytes, "tile_buffer_bytes": need,
-                                 "mapping": mapping_text(shape, len(slices), ACROSS, phase,
-                                                         maps[0][2].shape)})
+            chosen(_tile_across(layer, slices, maps, shaped, channels, layer_index, phase, hw,
+                                policy, where, pruned_grads_unused, resident, cache),
+                   len(slices), ACROSS)
+        except ConfigError as err:
+            errors.append(err)
+
+    if slices and set(hw.partitions) == {"reduction"}:  # dealt so wherever it can be
+        dealt_across()
+        if best is None:  # its tile does not fit the buffer: by channels, in chunks
+            chunk_plans()
+    else:  # (where the reduction cannot be dealt, `choose_tile` deals channels instead)
+        chunk_plans()
+        if slices:
+            dealt_across()
     if best is None:
-        raise first_error
+        raise errors[0]
     _, table, totals = best
     if circulant_block:
         totals["processed_macs"] = int(table["processed_macs"].sum())

@@ -605,9 +605,10 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     out_dram = out_bytes if hw.output_to_dram else 0
     orders = {"auto": (False, True), "weight_stationary": (False,),
               "input_stationary": (True,)}[hw.dataflow]
-    partitions = (("reduction",) if slices  # (a design that deals only reductions deals
-                  else tuple(p for p in hw.partitions if p != "reduction")  # channels where
-                  or ("channels",))                                  # it cannot)
+    # what the clusters may be dealt: a reduction's slices (`slices`), else the design's
+    # other partitions (a design that deals only reductions deals channels where it cannot)
+    partitions = (("reduction",) if slices else
+                  tuple(p for p in hw.partitions if p != "reduction") or ("channels",))
     one_cluster = replace(hw, clusters=1)   # a reduction's slice: all the tile's channels
     gathered = out_bytes * hw.psum_bytes // eb * slices if slices else out_bytes
     best: dict[str, tuple] = {}   # estimate -> (key, shape)

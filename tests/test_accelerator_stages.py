@@ -123,3 +123,26 @@ def test_a_full_buffer_stalls_the_fetcher_and_says_how_long():
     pool = collect_stats(sim)["modules"]["top.operand_halves"]
     assert pool == {"actions": {"give": 3, "take": 3, "wait_ps": 2_016_000}, "capacity": 2,
                     "kind": "Pool"}  # no busy time: a pool does no timed work
+
+
+def test_the_buffer_adds_a_reduction_s_partial_sums_as_they_come_back():
+    """A tile whose reduction was dealt to the 16 clusters: 16,000 B of fp32 partial sums
+    come back (dense.yaml accumulates in fp32), 250 outputs' 16 each, and the buffer adds
+    the 15 x 250 = 3,750 after each output's first: it reads those running sums (15,000 B)
+    and writes all 16,000 B, beside the gather, which takes as long as any 16,000 B gather
+    (its accesses take 61 and 65 cycles of its banks, under the port's 500). Each add is
+    an fp32 add, Horowitz's 0.9 pJ at 28 nm."""
+    table = empty_table(1)
+    table["gather_bytes"] = table["glb_write_bytes"] = 16_000
+    table["active_clusters"], table["reduced_psums"], table["dealt"] = 16, 3_750, 2
+    sim = Simulator()
+    acc = Accelerator(sim, load_arch(ARCH / "dense.yaml", ["mapping.partition=reduction"]))
+    acc.replay([table])
+    sim.run()
+    (record,) = acc.records
+    energy = acc.energy_pj(record.actions, record.since_ps, record.end_ps)
+    assert acc.env.now == 16_000 * PS_PER_BYTE + 8 * CYCLE_PS
+    assert acc.glb.actions == {"write_bytes": 16_000, "read_bytes": 15_000, "psum_adds": 3_750}
+    assert energy["global_buffer.psum_adds"] == pytest.approx(3_750 * 0.9 * SCALE_28NM)
+    assert energy["global_buffer.read_bytes"] == pytest.approx(
+        15_000 * acc.prices.global_buffer_pj_per_byte)

@@ -121,6 +121,23 @@ def test_a_reduction_fills_the_clusters_that_channels_leave_idle(phase, slices):
         assert chosen.tolist() == by_channels.tolist()
 
 
+def test_a_reduction_whose_tile_does_not_fit_is_dealt_by_channels_in_chunks():
+    """A 3x3 conv, 64 -> 64 channels, on one 4 x 4 image, on a design that deals only
+    reductions. Its whole reduction's smallest tile (4 channels' weights, 4,608 B, the 2
+    input rows of 64 channels the first output row needs, 1,024 B, and its 4 x 4 outputs,
+    32 B: 5,664 B) takes more than a 3,000 B half of the buffer, so no slice can be dealt;
+    8-channel chunks fit, dealt by channels one after the other. With a buffer that holds
+    it, the reduction is dealt."""
+    layer = dense_capture(nn.Conv2d(64, 64, 3, padding=1, bias=False), n=1, h=4)
+    hw = replace(DENSE_HW, partitions=("reduction",))
+    table, totals = tile_phase(layer, 0, FF, replace(hw, buffer_bytes=3_000), SkipPolicy(),
+                               pruned_grads_unused=True)
+    assert "reduction chunks" in totals["mapping"] and (table["dealt"] == 0).all()
+    table, totals = tile_phase(layer, 0, FF, hw, SkipPolicy(), pruned_grads_unused=True)
+    assert totals["mapping"].endswith("reduction across 4 clusters")
+    assert (table["dealt"] == 2).all()
+
+
 def test_a_run_s_outputs_go_to_its_pes_in_turn(monkeypatch):
     """One image of 8 x 8 outputs (a 1x1 conv, 1 -> 2 channels) by rows to 4 clusters of 4
     PEs: 2 rows (16 outputs) a cluster, 4 to each PE, for both channels: 8 MACs. With 3
