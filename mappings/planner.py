@@ -95,7 +95,12 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     # what the tiler derives from each chunk's maps and part (its outputs per row block and
     # PE, ...): it depends on neither the order nor the budget, so orders and re-maps share it
     cache = kept.setdefault("tiling", {})
-    slices = _across_slices(layer, phase, hw, split, circulant_block)
+    # a reduction dealt to the clusters: its slices, and once counted their maps and
+    # operand statistics (kept, as the plans are, for a re-map under another budget)
+    across = kept.setdefault("across", {})
+    if split not in across:
+        across[split] = [_across_slices(layer, phase, hw, split, circulant_block), None]
+    slices = across[split][0]
     best: tuple | None = None
     errors: list[ConfigError] = []   # each plan's whose smallest tile does not fit
 
@@ -130,19 +135,18 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
                     chosen(tiled, len(parts), order)
 
     def dealt_across() -> None:
-        """The reduction's slices side by side, a cluster each, counted once for the
-        phase and kept (unless its floor is above the best plan's: sure to lose)."""
+        """The reduction's slices side by side, a cluster each (not counted when its floor
+        is above the best plan's: sure to lose)."""
         outputs = len(channels) * int(np.prod(plans[0][1][0][2].shape[1:]))
         if best is not None and (_across_floor(totals, outputs, len(slices), hw)
                                  > best[0][0] * (1 + 1e-9)):
             return
-        across = kept.setdefault("across", {})
-        if split not in across:
+        if across[split][1] is None:
             maps = [_count_maps(part, phase, hw, policy, pruned_grads_unused) for part in slices]
-            across[split] = ([m if len(channels) == m[2].shape[0] else
-                              tuple(None if t is None else t[channels] for t in m)
-                              for m in maps], [phase_shape(part, phase, hw) for part in slices])
-        maps, shaped = across[split]
+            across[split][1] = ([m if len(channels) == m[2].shape[0] else
+                                 tuple(None if t is None else t[channels] for t in m)
+                                 for m in maps], [phase_shape(part, phase, hw) for part in slices])
+        maps, shaped = across[split][1]
         try:
             chosen(_tile_across(layer, slices, maps, shaped, channels, layer_index, phase, hw,
                                 policy, where, pruned_grads_unused, resident, cache),
