@@ -151,3 +151,65 @@ def test_per_tile_counts_equal_dealing_each_output_in_a_loop(case):
         got_busiest, got_total = _per_tile_pe(counts, shape, hw, cache)
         assert got_busiest.tolist() == busiest and got_total.tolist() == total
     assert _per_tile_total(counts, shape).tolist() == total
+
+
+@settings(max_examples=30, deadline=None)
+@given(layers(), st.sampled_from([FF, BP, WG]), st.booleans())
+def test_a_reduction_dealt_to_the_clusters_counts_what_a_whole_one_does(layer, phase, static):
+    """Dealt to the clusters where it can be (`partition: reduction`), a phase's nominal,
+    effectual and processed MACs are those of the whole reduction (brute force), and each
+    tile's partial sums are one an output from each active cluster, all but the first added
+    at the buffer."""
+    nominal, effectual = brute_force(layer, phase, static)
+    for hw, policy in ((DENSE, SkipPolicy()), (SPARSE, SkipPolicy(True, True, True, True))):
+        table, totals = tile_phase(layer, 0, phase, replace(hw, partitions=("reduction",)),
+                                   policy, pruned_grads_unused=static)
+        assert totals["macs"] == nominal
+        assert totals["effectual_macs"] == effectual == table["effectual_macs"].sum()
+        assert table["processed_macs"].sum() == totals["processed_macs"]
+        dealt = table[table["dealt"] == 2]
+        outputs = dealt["gather_bytes"] // (dealt["active_clusters"] * hw.psum_bytes)
+        assert (dealt["reduced_psums"] == (dealt["active_clusters"] - 1) * outputs).all()
+        assert (dealt["multicast_bytes"] == 0).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(layers())
+def test_a_reduction_s_busiest_pe_is_that_of_dealing_each_slice_in_a_loop(layer):
+    """FF in one tile of every channel and image, its input channels dealt to the clusters
+    in even slices (one a cluster, fewer when there are fewer channels): the tile's busiest
+    PE is the largest, over the slices, of each PE's effectual MACs when PE p of the
+    slice's cluster takes the outputs p, p + P, ... of every channel, the MACs counted by
+    looping over every index tuple of the slice."""
+    from unittest import mock
+
+    from mappings import planner
+
+    x, w = layer.x_nz, layer.w_nz
+    n, c, h, _ = x.shape
+    k, _, r, _ = w.shape
+    p = layer.dy_nz.shape[2]
+    hw = replace(SPARSE, partitions=("reduction",), buffer_bytes=1 << 20)
+    count = min(hw.clusters, c)
+    cuts = [i * c // count for i in range(count + 1)]
+    busiest = 0
+    for c0, c1 in zip(cuts, cuts[1:], strict=False):
+        work = [0] * hw.pes_per_cluster
+        for ki in range(k):
+            for pos, (ni, pi, qi) in enumerate(itertools.product(range(n), range(p), range(p))):
+                for ci, ri, si in itertools.product(range(c0, c1), range(r), range(r)):
+                    hi = pi * layer.stride - layer.padding + ri
+                    wi = qi * layer.stride - layer.padding + si
+                    if (0 <= hi < h and 0 <= wi < h and x[ni, ci, hi, wi]
+                            and w[ki, ci, ri, si]):
+                        work[pos % hw.pes_per_cluster] += 1
+        busiest = max(busiest, max(work))
+    shape = TileShape(k, n, p, False, "reduction")
+    with mock.patch.object(planner, "choose_tile", lambda *a, **kw: [shape]):
+        table, _ = tile_phase(layer, 0, FF, hw, SkipPolicy(True, True, True, True),
+                              pruned_grads_unused=True)
+    if not len(table):  # channel compaction: no output channel has work
+        assert busiest == 0
+    elif count > 1:
+        assert table["dealt"].tolist() == [2] and table["active_clusters"].tolist() == [count]
+        assert table["busiest_pe_macs"].tolist() == [busiest]
