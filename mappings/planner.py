@@ -522,10 +522,11 @@ def _across_slices(layer: LayerCapture, phase: int, hw: HardwareView,
                    split: tuple[str, int] | None, circulant_block: int) -> list[LayerCapture]:
     """The slices of a phase's reduction dealt to the clusters (`partition: reduction`): FF's
     input channels, BP's output channels or WG's images, cut as evenly as can be into one a
-    cluster (fewer when the reduction is shorter). None when the design does not deal the
-    reduction, or the phase cannot: a grouped or FFT-domain layer (whose reduction is not
-    cut, as for chunks), a WG whose whole batch does not fit one tile (`_wg_split`: its
-    images are already chunks run one after the other), a reduction of one."""
+    cluster (fewer when the reduction is shorter). None (an empty list) when the design
+    does not deal the reduction, or the phase cannot: a grouped or FFT-domain layer (whose
+    reduction is not cut, as for chunks), a WG whose whole batch does not fit one tile
+    (`_wg_split`: its images are already chunks run one after the other), a reduction of
+    one."""
     if "reduction" not in hw.partitions or layer.groups != 1 or circulant_block:
         return []
     if phase == WG:
@@ -610,6 +611,7 @@ def _across_rows(slices: list[LayerCapture], maps: list[tuple], shaped: list[tup
     dealt = replace(shape, partition="channels")
     tables, weight_bytes = [], 0
     for i, (part, m) in enumerate(zip(slices, maps, strict=True)):
+        # (each slice's partial sums: a tile's outputs at the accumulator's precision)
         table, wb, psums = tile_part(part, shaped[i], layer_index, phase, one, policy, m,
                                      channels, dealt, pruned_grads_unused=pruned_grads_unused,
                                      last=i == 0, reuse=True, stream_resident=resident[0],
