@@ -34,7 +34,7 @@ DESCRIBED = {"arch": "arch", "technology": "node", "clock_mhz": "clock (MHz)",
              "macs_per_dram_byte": "MACs / DRAM byte (ridge)", "noc": "NoC",
              "noc_port_gb_s": "NoC port (GB/s)",
              "vector_lanes": "vector lanes", "skips": "skips zero",
-             "sparse_units": "sparse units", "modules": "modules"}
+             "sparse_units": "sparse units", "dataflow": "dataflow", "modules": "modules"}
 
 # Architecture keys whose values the description shows as they are (the report's processors
 # table adds a row only for the other keys that differ between runs).
@@ -44,7 +44,7 @@ DESCRIBED_KEYS = frozenset({
     "global_buffer.capacity_kib",
     "dram.preset", "dram.channels", "dram.power_down", "noc.topology", "noc.shape",
     "vector_unit.lanes", "sparsity.skip_zero_weights", "sparsity.skip_zero_activations",
-    "sparsity.skip_zero_gradients"})
+    "sparsity.skip_zero_gradients", "mapping.dataflow", "mapping.partition"})
 
 
 def cell(value: Any) -> str:
@@ -89,8 +89,17 @@ def describe(name: str, arch: ArchConfig, acc: Accelerator | None = None) -> dic
             ("selector", arch.selector), ("speculator", arch.speculator),
             ("weight generator", arch.weight_generator),
             ("index matching", arch.index_matching)) if cfg) or "-",
+        "dataflow": dataflow_text(arch.mapping.dataflow, arch.mapping.partitions),
         "modules": sum(1 for _ in acc.sim.modules()),
     }
+
+
+def dataflow_text(order: str, partitions: tuple[str, ...]) -> str:
+    """A design's dataflow in words: its loop order (`mapping.dataflow`, "order chosen"
+    for auto) and what its clusters may be dealt ("by channels or rows")."""
+    dealt = (partitions[0] if len(partitions) == 1
+             else f"{', '.join(partitions[:-1])} or {partitions[-1]}")
+    return f"{'order chosen' if order == 'auto' else order.replace('_', ' ')}, by {dealt}"
 
 
 def summary_names(acc: Accelerator) -> dict[str, list[str]]:

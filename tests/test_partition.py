@@ -320,7 +320,14 @@ def test_what_the_mapper_chooses_from(partition, chosen_from):
     """`mapping.partition`: one partition, `auto` (channels or rows, the operand multicast)
     or a list of them, in the order given; only a reduction dealt prices adds."""
     from arch.config import MappingConfig
+    from desim.elaborate import dataflow_text
 
     mapping = MappingConfig(partition=partition)
     assert mapping.partitions == chosen_from
     assert mapping.reduces_across_clusters == ("reduction" in chosen_from)
+    # as `desim check` and the report's processors table say it
+    assert dataflow_text("auto", chosen_from).startswith("order chosen, by ")
+    assert dataflow_text("weight_stationary", ("rows", "reduction")) == (
+        "weight stationary, by rows or reduction")
+    assert dataflow_text("auto", ("channels", "rows", "reduction")) == (
+        "order chosen, by channels, rows or reduction")
