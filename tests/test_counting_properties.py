@@ -213,3 +213,29 @@ def test_a_reduction_s_busiest_pe_is_that_of_dealing_each_slice_in_a_loop(layer)
     elif count > 1:
         assert table["dealt"].tolist() == [2] and table["active_clusters"].tolist() == [count]
         assert table["busiest_pe_macs"].tolist() == [busiest]
+
+
+PRICED = dict(mac_pj=1.0, dram_pj_per_byte=20.0, glb_pj_per_byte=1.0, local_pj_per_byte=0.5,
+              noc_pj_per_byte=2.0, noc_multicast_pj_per_byte=8.0, static_pj_per_cycle=3.0,
+              psum_add_pj=0.4, dram_bytes_per_cycle=8.0, noc_port_bytes_per_cycle=4.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(layers(), st.sampled_from([FF, BP, WG]), st.sampled_from(["edp", "delay", "energy"]),
+       st.booleans(), st.integers(2, 4))
+def test_the_floor_under_a_dealt_reduction_is_below_its_plan(layer, phase, objective, sparse,
+                                                             clusters):
+    """`planner._across_floor`, by which the mapper skips counting a reduction's slices when
+    it cannot win, is never above the objective of the plan's own rows (a design that deals
+    only reductions takes that plan, so its rows are there to compare)."""
+    from mappings import planner
+
+    hw = replace(SPARSE if sparse else DENSE, clusters=clusters, partitions=("reduction",),
+                 objective=objective, **PRICED)
+    policy = SkipPolicy(True, True, True, True) if sparse else SkipPolicy()
+    table, totals = tile_phase(layer, 0, phase, hw, policy, pruned_grads_unused=True)
+    if not len(table) or not (table["dealt"] == 2).all():
+        return  # nothing to compute, or no reduction to deal (one slice, a batch that splits)
+    outputs = int((table["gather_bytes"] // (table["active_clusters"] * hw.psum_bytes)).sum())
+    floor = planner._across_floor(totals, outputs, int(table["active_clusters"][0]), hw)
+    assert floor <= planner.plan_key(table, hw, 1)[0] * (1 + 1e-9)
