@@ -7,7 +7,7 @@ the global buffer. See configs/arch/*.yaml for commented examples.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field, PositiveInt, field_validator, model_validator
 
@@ -287,13 +287,18 @@ class MappingConfig(Strict):
     # phase reads its input from DRAM (a per-layer simulator's view, SCALE-Sim's among them).
     inter_layer_reuse: bool = False
 
-    @field_validator("partition")
+    @field_validator("partition", mode="before")
     @classmethod
-    def _partitions_listed_once(cls, value: str | list[str]) -> str | list[str]:
-        if isinstance(value, list) and (not value or len(set(value)) < len(value)):
-            raise ValueError("expected a partition, or a list of distinct ones to choose "
-                             "from")
-        return value
+    def _a_partition_or_a_list_of_them(cls, value: object) -> object:
+        """Said here, whole: pydantic would name the single values alone, not the list."""
+        known = get_args(Partition)
+        if isinstance(value, str) and value in known:
+            return value
+        if (isinstance(value, list) and value and all(v in known for v in value)
+                and len(set(value)) == len(value)):
+            return value
+        raise ValueError(f"expected one of {', '.join(known)}, or a list of distinct ones to "
+                         "choose from")
 
     @property
     def partitions(self) -> tuple[str, ...]:

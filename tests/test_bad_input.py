@@ -126,14 +126,14 @@ DENSE = ROOT / "configs" / "arch" / "dense.yaml"
       "and has no selector"]),
     # what the clusters are dealt: one partition, or a list to choose from, each once
     (["arch.dense.mapping.partition=[rows, rows]"],
-     ["dense.yaml: mapping.partition: expected a partition, or a list of distinct ones to "
-      "choose from (got ['rows', 'rows'])"]),
+     ["dense.yaml: mapping.partition: expected one of channels, rows, reduction, auto, or a "
+      "list of distinct ones to choose from (got ['rows', 'rows'])"]),
     (["arch.dense.mapping.partition=[]"],
-     ["dense.yaml: mapping.partition: expected a partition, or a list of distinct ones to "
-      "choose from (got [])"]),
-    (["arch.dense.mapping.partition=diagonal"],
-     ["dense.yaml: mapping.partition: Input should be 'channels', 'rows', 'reduction' or "
-      "'auto' (got 'diagonal')"]),
+     ["dense.yaml: mapping.partition: expected one of channels, rows, reduction, auto, or a "
+      "list of distinct ones to choose from (got [])"]),
+    (["arch.dense.mapping.partition=[rows, diagonal]"],
+     ["dense.yaml: mapping.partition: expected one of channels, rows, reduction, auto, or a "
+      "list of distinct ones to choose from (got ['rows', 'diagonal'])"]),
     # a price of adds no design of this partition makes
     (["arch.dense.energy.psum_add_pj=0.5"],
      ["dense.yaml: energy.psum_add_pj: this design's clusters are never dealt a reduction "
