@@ -218,7 +218,8 @@ def planned_tiles(run: str, arch: str, work: list[PhaseWork], spans: list[list[l
                   clock: Clock) -> pd.DataFrame:
     """tiles.csv's rows of one run: every tile of every layer-phase in the order the
     hardware runs them within it, as the mapper planned it (the event table's columns,
-    `desim.events.TILE_DTYPE`, but the layer's index and the phase's number, named), and
+    `desim.events.TILE_DTYPE`, but the layer's index, the phase's number and what the
+    clusters were dealt, named), and
     when it ran (`spans`, the accelerator's `tile_spans`): from the cycle the fetcher turns
     to it (it may then wait for a free half of the buffer) to the cycle its results are in
     DRAM, as layers.csv counts a layer-phase's span."""
@@ -226,7 +227,8 @@ def planned_tiles(run: str, arch: str, work: list[PhaseWork], spans: list[list[l
                             "phase": PHASES[w.phase], "tile": np.arange(len(w.table)),
                             "start_cycle": [start // clock.period_ps for start, _ in span],
                             "end_cycle": [clock.cycles_until(end) for _, end in span],
-                            **{c: w.table[c] for c in EVENT_COLUMNS}})
+                            **{c: w.table[c] for c in EVENT_COLUMNS},
+                            "dealt": np.array(DEALT)[w.table["dealt"]]})
               for w, span in zip(work, spans, strict=True) if len(w.table)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=TILE_COLUMNS)

@@ -219,7 +219,7 @@ def test_a_run_dealt_by_reduction_prices_the_adds_at_the_buffer(tmp_path):
     for (layer, phase), count in adds.items():
         assert priced[(layer, phase)] == pytest.approx(count * 0.4536e-12)
     pe_array = result.layers[result.layers["unit"] == "pe_array"]
-    assert set(pe_array["partition"]) == {"reduction"}
+    assert set(pe_array["partition"]) == {"reduction"} == set(tiles["dealt"])
     result.write(tmp_path / "out")
     md, _, _ = build_report([tmp_path / "out"], tmp_path / "report.md")
     assert "| pe_array, by reduction |" in md.read_text()
