@@ -120,6 +120,9 @@ def _experiment_blocks(results: Results, slug: str, out_dir: Path) -> list[Block
     blocks.append(Heading(3, "Processors"))
     described = described_processors(results)
     blocks.append(_processors_table(results, described))
+    if {"mapping", "partition", "unit"} <= set(results.layers.columns):
+        blocks.append(Para(MAPPINGS_TEXT))
+        blocks.append(_mappings_table(results))
     blocks.append(Heading(3, "Energy by component"))
     energy_png = plot_energy(results, plot_path(out_dir, slug, "energy"))
     blocks.append(Image(f"{results.shown_name}: energy per component", energy_png.name))
@@ -195,6 +198,35 @@ ROOFLINE_TEXT = (
     "times that intensity; coloured by the part busiest over its span. A point well under "
     "both roofs waited on something else (the NoC, the buffer, the vector unit's phases "
     "beside it) or shares its span with its neighbours.")
+
+
+MAPPINGS_TEXT = (
+    "The plans the mapper chose for each run's conv and linear layer-phases (layers.csv's "
+    "`partition` and `mapping`), counted: what the clusters were dealt, the operand kept "
+    "in the buffer across the inner loop, and whether the reduction stayed whole in its "
+    "tiles, was cut into chunks run one after the other, or was dealt across the clusters.")
+
+# The mapping's words (`mappings.planner.mapping_text`) each column of the table counts.
+MAPPING_WORDS = {"weight stationary": "weight stationary",
+                 "input stationary": "input stationary", "whole": "whole reduction",
+                 "in chunks": "reduction chunks", "across clusters": "reduction across"}
+
+
+def _mappings_table(results: Results) -> Table:
+    """`MAPPINGS_TEXT`'s counts, a row per run: its PE array's layer-phases by what their
+    clusters were dealt (`partition`) and by the words of their `mapping`."""
+    partitions = ["channels", "rows", "reduction"]
+    rows = []
+    for run in results.summary["runs"]:
+        layers = results.layers[(results.layers["run"] == run)
+                                & (results.layers["unit"] == "pe_array")]
+        mapping = layers["mapping"].fillna("").astype(str)
+        rows.append([run, str(len(layers))]
+                    + [str(int((layers["partition"] == p).sum())) for p in partitions]
+                    + [str(int(mapping.str.contains(words, regex=False).sum()))
+                       for words in MAPPING_WORDS.values()])
+    return Table(["run", "layer-phases", *(f"by {p}" for p in partitions), *MAPPING_WORDS],
+                 rows, numeric=set(range(1, 2 + len(partitions) + len(MAPPING_WORDS))))
 
 
 SLOWEST = 5  # layer-phases a run in the report's table of the slowest

@@ -124,6 +124,15 @@ def check_markdown(results_dir: Path, out: Path) -> tuple[Path, Path]:
     assert "| NoC port (GB/s) | 16 | 16 |" in text  # every operand crosses
     assert "| sparse units | - | selector |" in text and "| skips zero | - | W X dY |" in text
     assert "| dataflow | order chosen, by channels | order chosen, by channels |" in text
+    # the plans the mapper chose, counted from layers.csv: both designs deal channels
+    for run in ("dense", "hppu"):
+        pe_array = results.layers[(results.layers["run"] == run)
+                                  & (results.layers["unit"] == "pe_array")]
+        stationary = pe_array["mapping"].str.contains("weight stationary").sum()
+        whole = pe_array["mapping"].str.contains("whole reduction").sum()
+        n = len(pe_array)
+        assert (f"| {run} | {n} | {n} | 0 | 0 | {stationary} | {n - stationary} | {whole} | "
+                f"{n - whole} | 0 |") in text
     # and every arch key whose value differs between the runs
     assert "| `sparsity.weight_format` | dense | line_bitmap |" in text
     assert "| `selector.levels` | - | 2 |" in text and "| `name` |" not in text
