@@ -14,7 +14,9 @@ import numpy as np
 
 T = TypeVar("T", int, np.ndarray)
 
-PHASES = ("FF", "BP", "WG")
+# The phases of a training iteration; WU, the optimizer's weight update, only where the
+# workload asks for one (`workload.weight_update`).
+PHASES = ("FF", "BP", "WG", "WU")
 
 TILE_DTYPE = np.dtype([
     ("layer", np.int32),             # index into the workload's layer list

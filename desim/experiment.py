@@ -120,7 +120,7 @@ CLAIM_METRICS = {
 # components, checked once it is built, `desim.elaborate.summary_names`). The workload's
 # statistics are checked against `WORKLOAD_STATS`.
 CLAIM_SECTIONS: dict[str, tuple[tuple[str, ...] | str, ...]] = {
-    "phases": (("FF", "BP", "WG"), PHASE_FIGURES),
+    "phases": (("FF", "BP", "WG", "WU"), PHASE_FIGURES),
     "units": (("pe_array", "vector_unit"), ("cycles", "energy_j")),
     "utilization": ("part",), "time_by_busiest_part": ("part",),
     "energy_by_component_j": ("component",), "energy_prices_pj": ("price",),
@@ -322,6 +322,7 @@ def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) ->
             workloads[run.name] = validate(WorkloadSpec, data, path,
                                            prefix=f"runs.{i}.workload_set")
         _check_speculation(path, spec, i, workloads[run.name], archs[run.name])
+        _check_weight_update(path, spec, i, workloads[run.name], archs[run.name])
         if workloads[run.name].scalesim_topology is not None and run.pruning.method != "dense":
             raise ConfigError(f"run {run.name!r} prunes a SCALE-Sim topology, whose layers are "
                               "dense (batch 1, no weights to prune); expected "
@@ -352,10 +353,17 @@ def _check_workload_claims(path: Path, spec: ExperimentSpec, archs: dict[str, Ar
                            workloads: dict[str, WorkloadSpec]) -> None:
     """A claim on a run's workload statistic names one that run will have
     (`WORKLOAD_STATS`): a typo (`runs.hppu.workload.zzz`), or `accuracy` of a run that does
-    not train, was found missing by the report only, after the simulation."""
+    not train, was found missing by the report only, after the simulation. So was a claim
+    on the weight update's phase of a run whose workload asks for none."""
     runs = {run.name: run for run in spec.runs}
     for key, metric in claim_metrics(spec.claims):
         parts = metric.split(".")
+        if parts[0] == "runs" and parts[2:4] == ["phases", "WU"]:
+            if workloads[parts[1]].weight_update == "none":
+                raise ConfigError(f"{metric!r}: run {parts[1]!r} will have no weight update "
+                                  "phase WU (its workload's weight_update is none)",
+                                  file=str(path), key=key)
+            continue
         if parts[0] != "runs" or parts[2] != "workload":
             continue
         run = runs[parts[1]]
@@ -406,6 +414,20 @@ def _check_speculation(path: Path, spec: ExperimentSpec, i: int, workload: Workl
                       "run a speculative_relu workload (set it on the runs whose design "
                       "has one: runs.N.workload_set: [speculative_relu=true])",
                       file=str(path), key=key)
+
+
+def _check_weight_update(path: Path, spec: ExperimentSpec, i: int, workload: WorkloadSpec,
+                         arch: ArchConfig) -> None:
+    """A weight update runs on the vector unit (`mappings.update`): a run whose design has
+    none would leave it out of the iteration without a word."""
+    if workload.weight_update == "none" or arch.vector_unit is not None:
+        return
+    run = spec.runs[i]
+    key = ("workload.weight_update" if spec.workload.weight_update != "none"
+           else f"runs.{i}.workload_set")
+    raise ConfigError(f"run {run.name!r} has no vector unit in its architecture {run.arch} to "
+                      f"apply the weight update ({workload.weight_update}) on; give it a "
+                      "vector_unit, or drop weight_update", file=str(path), key=key)
 
 
 def _naming_the_override(err: ConfigError, run_name: str,

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-PHASE_COLORS = {"FF": "#4c72b0", "BP": "#dd8452", "WG": "#55a868"}
+PHASE_COLORS = {"FF": "#4c72b0", "BP": "#dd8452", "WG": "#55a868", "WU": "#8172b3"}
 # Each energy component one colour in every plot of a report, whichever components a plot
 # shows: those desim's processors report (arch/accelerator.py) the ten of matplotlib's
 # tab10, in this order; any other a light tab20 colour picked by its name.

@@ -94,6 +94,8 @@ class RunResult:
         phases = {}
         for phase in PHASES:
             rows = self.layers[self.layers["phase"] == phase]
+            if phase == "WU" and not len(rows):  # no weight update asked for
+                continue
             phases[phase] = {
                 "cycles": int(rows["cycles"].sum()),
                 "energy_j": float(rows["energy_j"].sum()),
@@ -193,8 +195,8 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
             "tiles": len(w.table),
             "weight_dram_bytes": w.weight_dram_bytes,  # the weights read (FF, BP)
             "input_on_chip": w.input_resident,  # left in the buffer by the phase before
-            "unit": "pe_array" if w.layer >= 0 else "vector_unit",  # what computes it
-            "partition": dealt_to_clusters(w.table) if w.layer >= 0 else "",
+            "unit": "vector_unit" if w.on_vector_unit else "pe_array",  # what computes it
+            "partition": "" if w.on_vector_unit else dealt_to_clusters(w.table),
             "mapping": w.mapping,  # its plan in words: tile, stationary operand, reduction
             # the part busiest over its span, first fetch to last write-back (the NoC's: its
             # busiest link), and the share of the span it spent on this layer-phase's tiles:
@@ -255,7 +257,7 @@ def systolic_compute(work: list[PhaseWork], workload: Workload, cfg: SystolicCon
     GEMM view (`arch.systolic.layer_cycles` of `mappings.scalesim.gemm_view`), shared out
     over its tiles in proportion to their MACs (`compute_cycles` of the event table)."""
     for w in work:
-        if w.layer < 0 or not len(w.table):
+        if w.on_vector_unit or not len(w.table):
             continue
         m, n, k, groups = gemm_view(workload.layers[w.layer], w.phase)
         w.table["compute_cycles"] = apportion(w.table["macs"],

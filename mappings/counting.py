@@ -33,6 +33,7 @@ from torch.nn.grad import conv2d_input, conv2d_weight
 from mappings.capture import LayerCapture
 
 FF, BP, WG = 0, 1, 2
+WU = 3  # the optimizer's weight update (`workload.weight_update`): no MACs
 MAX_EXACT = 2**24
 
 

@@ -1,7 +1,8 @@
 """The mapper: a captured workload on a hardware view, as an event table per layer-phase.
 
 Phases run in training order: FF of every layer front to back, then for every layer back to
-front its BP (skipped for the first layer, whose input needs no gradient) and its WG. Vector
+front its BP (skipped for the first layer, whose input needs no gradient), its WG and, where
+the workload asks for one, its weight update WU (`mappings.update`). Vector
 layers (batch norm, activations, pooling, residual adds and forks, softmax) sit where they
 ran: FF after the conv/linear layer they follow, BP before its BP. A layer-phase starts once
 the phases whose outputs it reads are written back (`phase_waits`): a layer's WG overlaps
@@ -21,11 +22,12 @@ import numpy as np
 from desim.errors import ConfigError, out_of_memory_as
 from desim.events import PHASES
 from mappings.capture import LayerCapture, PackedLayer
-from mappings.counting import BP, FF, WG, SkipPolicy
+from mappings.counting import BP, FF, WG, WU, SkipPolicy
 from mappings.planner import plan_key, tile_phase
 from mappings.target import HardwareView
 from mappings.threads import counting_threads
 from mappings.tiling import written_bytes
+from mappings.update import update_tiles
 from mappings.vector import (
     result_bytes,
     stored_gradients,
@@ -55,6 +57,11 @@ class PhaseWork:
     input_resident: bool = False  # its input was left in the global buffer by the phase before
     buffer_bytes: int = 0   # the tile budget it was mapped under (HardwareView.buffer_bytes)
 
+    @property
+    def on_vector_unit(self) -> bool:
+        """A vector layer's phase or a weight update: the vector unit's, not the PEs'."""
+        return self.layer < 0 or self.phase == WU
+
 
 def training_order(workload: Workload) -> list[tuple[int, int]]:
     """(layer id, phase) in the order they run; vector layer v has id -1 - v."""
@@ -70,6 +77,8 @@ def training_order(workload: Workload) -> list[tuple[int, int]]:
         if workload.layers[i].needs_input_grad:
             order.append((i, BP))
         order.append((i, WG))
+        if workload.spec.weight_update != "none" and workload.layers[i].weight_is_parameter:
+            order.append((i, WU))
     order += [(v, BP) for v in reversed(following.get(-1, []))]
     if workload.spec.inference:
         order = [(layer, phase) for layer, phase in order if phase == FF]
@@ -101,6 +110,7 @@ class PhaseMapper:
         # of both branches' gradients (the fork's), not its own dX.
         self.writes_fork_sum = hw.fused_residual and not workload.spec.inference
         self._sum_rest: dict[str, int] = {}  # ... the bytes of the sum its BP did not write
+        self._dw_bytes: dict[int, int] = {}  # each layer's dW as its WG wrote it
         self._unpacked: dict[int, LayerCapture] = {}  # the last two layers unpacked
         self._counted: dict[tuple[int, int], dict] = {}  # ... and phases counted
 
@@ -142,6 +152,16 @@ class PhaseMapper:
                              input_elems=elems[phase != FF], output_elems=elems[phase == FF],
                              input_resident=input_resident, buffer_bytes=hw.buffer_bytes)
         layer = self.layer(layer_id)
+        circulant = self.circulant if layer.name in self.pruned else 0
+        if phase == WU:
+            table = update_tiles(layer, layer_id, hw, self.workload.spec.weight_update,
+                                 self._dw_bytes[layer_id], self._kept_gradients_only(layer),
+                                 circulant)
+            if not len(table):
+                return None
+            return PhaseWork(layer.name, layer_id, phase, table,
+                             output_elems=layer.w_nz.numel(), buffer_bytes=hw.buffer_bytes)
+
         def too_large() -> ConfigError:
             self._counted.clear()  # what the message is built with needs some room
             outputs = {FF: layer.dy_nz, BP: layer.x_nz, WG: layer.w_nz}[phase].numel()
@@ -156,10 +176,12 @@ class PhaseMapper:
             table, totals = tile_phase(
                 layer, layer_id, phase, hw, self.policy,
                 pruned_grads_unused=self.workload.pruned_grads_unused,
-                circulant_block=self.circulant if layer.name in self.pruned else 0,
+                circulant_block=circulant,
                 input_resident=input_resident,
                 counted=(_recent(self._counted, (layer_id, phase), dict)
                          if hw.inter_layer_reuse else None))  # only reuse re-maps
+        if phase == WG:
+            self._dw_bytes[layer_id] = totals["output_bytes"]
         if phase == BP and self.writes_fork_sum and layer.dx_sum_nz is not None:
             self._sum_rest[layer.name] = max(0, written_bytes(layer, BP, hw)
                                              - totals["output_bytes"])
@@ -168,6 +190,12 @@ class PhaseMapper:
         return PhaseWork(layer.name, layer_id, phase, table, **totals, input_elems=elems[0],
                          output_elems=elems[1], input_resident=input_resident,
                          buffer_bytes=hw.buffer_bytes)
+
+
+    def _kept_gradients_only(self, layer: LayerCapture) -> bool:
+        """Whether WG computed the kept weights' gradients only (tiling's rule for WG)."""
+        return (self.policy.pruned_weight_gradients and self.workload.pruned_grads_unused
+                and layer.weight_is_parameter)
 
 
 def _recent(cache: dict, key: object, make: Callable[[], object]) -> object:
@@ -205,6 +233,8 @@ def _map_phases(workload: Workload, hw: HardwareView) -> list[PhaseWork]:
         if phase == WG:
             if held and (work[producer].layer, work[producer].phase) == (layer_id, BP):
                 wg_reads_kept_gradient(work, maker, mapper, hw, held)
+            continue
+        if phase == WU:  # nothing later in the iteration reads the weights it writes
             continue
         # Only an inference's output may stay unwritten here: in training BP and WG read it
         # (a gradient both read on chip goes unwritten in wg_reads_kept_gradient).
@@ -331,16 +361,23 @@ def phase_waits(work: list[PhaseWork]) -> list[int]:
     first tile is fetched (-1: none); phases finish in order, so that one's end means every
     earlier one's.
 
-    Nothing in one training iteration reads a weight gradient, so no phase waits for a WG;
-    and a layer's WG reads X and dY, not the dX its BP makes, so it does not wait for that
-    BP either. Every other phase waits for all the phases before it: its input (FF's X,
-    BP's dY) is the latest output written, and which earlier phase also fed it (a residual
-    branch) is not tracked, so waiting for all of them is the safe rule."""
+    Nothing in one training iteration reads a weight gradient but the layer's own weight
+    update, which waits for its WG alone; nothing reads the weights an update writes. So no
+    other phase waits for a WG or a WU; and a layer's WG reads X and dY, not the dX its BP
+    makes, so it does not wait for that BP either. Every other phase waits for all the
+    phases before it: its input (FF's X, BP's dY) is the latest output written, and which
+    earlier phase also fed it (a residual branch) is not tracked, so waiting for all of
+    them is the safe rule."""
     waits = []
     for j, w in enumerate(work):
         k = j - 1
-        while k >= 0 and (work[k].phase == WG or (w.phase == WG and work[k].phase == BP
-                                                  and work[k].layer == w.layer)):
+        if w.phase == WU:  # its layer's WG
+            while k >= 0 and (work[k].layer, work[k].phase) != (w.layer, WG):
+                k -= 1
+            waits.append(k)
+            continue
+        while k >= 0 and (work[k].phase in (WG, WU) or (w.phase == WG and work[k].phase == BP
+                                                        and work[k].layer == w.layer)):
             k -= 1
         waits.append(k)
     return waits

@@ -217,6 +217,11 @@ class WorkloadSpec(Strict):
     # (mappings/speculation.py). Off: the exact pass; a speculating processor's work is
     # still counted from the prediction, its errors reported only.
     speculative_relu: bool = False
+    # After each weighted layer's WG, the optimizer's step, simulated as the phase WU on the
+    # vector unit (`mappings.vector.update_traffic`): reads W, dW and the optimizer's state
+    # (momentum: one value a weight; adam: two), writes W and the state. `none`: the
+    # iteration is FF, BP and WG, as the papers' claims count it.
+    weight_update: Literal["none", "sgd", "momentum", "adam"] = "none"
 
     @model_validator(mode="before")
     @classmethod
@@ -245,6 +250,9 @@ class WorkloadSpec(Strict):
                 raise ValueError(f"{unused[0]}: a SCALE-Sim topology takes its layers' shapes "
                                  "from its CSV and no data, weights or classes; drop "
                                  f"{', '.join(unused)}")
+        if self.inference and self.weight_update != "none":
+            raise ValueError(f"weight_update: an inference updates no weight, got "
+                             f"{self.weight_update!r}; drop it or the inference")
         if self.speculative_relu and self.model is None:
             raise ValueError("speculative_relu needs a `model`: a SCALE-Sim topology has no "
                              "values to speculate on")

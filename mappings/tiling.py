@@ -981,6 +981,15 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
     return table, int(a_dram.sum()) if weights else 0, (outputs * hw.psum_bytes)[ia, ib]
 
 
+def stored_weight_bytes(layer: LayerCapture, kept: torch.Tensor, hw: HardwareView) -> int:
+    """Bytes of a layer's weights where `kept` (a mask of W's shape) as DRAM holds them: in
+    the weight format with FF's lines (`_channel_line`), all of them in one block, as FF's
+    tiles read them."""
+    units = _unit_stats(_weight_units(kept, FF, layer.groups), _channel_line(layer, FF, hw),
+                        hw.weight_format)
+    return int(_channel_bytes(units, max(1, len(units.elems)), hw, weights=True).sum())
+
+
 def written_bytes(layer: LayerCapture, phase: int, hw: HardwareView) -> int:
     """Bytes of FF's or BP's whole output, every channel, as its tiles would write it: in the
     activation format from `_written_map`, else dense."""

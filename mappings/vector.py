@@ -244,33 +244,42 @@ def vector_tiles(v: VectorCapture, layer_id: int, phase: int, hw: HardwareView,
         return empty_table(0)
     read, result, ops = vector_traffic(v, phase, hw, stored_out, stored_dy, input_resident,
                                        stored_second)
-    write = result if hw.output_to_dram else 0   # kept on chip, read by later phases only
-    if read == result == ops == 0:
-        return empty_table(0)
-    n = max(1, -(-(read + write) // hw.buffer_bytes))
-    table = empty_table(n)
-    table["layer"], table["phase"] = layer_id, phase
-    # Into the buffer what DRAM sends, out of it what the unit reads (a kept input too, which
-    # DRAM did not send); the result (`with_result`) in (the write-back reads it out again).
+    # Out of the buffer what the unit reads: a kept input too, which DRAM did not send.
     operands = (vector_traffic(v, phase, hw, stored_out, stored_dy, False, stored_second)[0]
                 if input_resident else read)
+    return pass_tiles(layer_id, phase, hw, read, operands, ops, result)
+
+
+def pass_tiles(layer_id: int, phase: int, hw: HardwareView, read: int, operands: int, ops: int,
+               result: int, always_written: bool = False) -> np.ndarray:
+    """A vector pass in tiles whose data fits the tile's share of the buffer: `read` bytes
+    from DRAM into the buffer, `operands` out of it to the unit, `ops` operations, `result`
+    bytes made in the buffer and written back (unless `hw.output_to_dram` is off and the
+    result not `always_written`: kept on chip, read by later phases only)."""
+    written = always_written or hw.output_to_dram
+    if read == result == ops == 0:
+        return empty_table(0)
+    n = max(1, -(-(read + (result if written else 0)) // hw.buffer_bytes))
+    table = empty_table(n)
+    table["layer"], table["phase"] = layer_id, phase
     table["dram_read_bytes"] = table["glb_write_bytes"] = _split(read, n)
     table["glb_read_bytes"] = _split(operands, n)
     table["vector_ops"] = _split(ops, n)
-    return with_result(table, result, hw)
+    return with_result(table, result, hw, always_written)
 
 
-def with_result(table: np.ndarray, nbytes: int, hw: HardwareView) -> np.ndarray:
+def with_result(table: np.ndarray, nbytes: int, hw: HardwareView,
+                always_written: bool = False) -> np.ndarray:
     """A vector layer-phase's tiles with `nbytes` more of result, made in the buffer and
-    written back (unless `hw.output_to_dram` is off), shared over its tiles. (The
-    write-back's read of the buffer is the accelerator's to count, as for any tile: it
-    reads out what a tile writes to DRAM.)"""
+    written back (unless `hw.output_to_dram` is off and it is not `always_written`), shared
+    over its tiles. (The write-back's read of the buffer is the accelerator's to count, as
+    for any tile: it reads out what a tile writes to DRAM.)"""
     if nbytes <= 0:
         return table
     table = table.copy()
     made = _split(nbytes, len(table))
     table["glb_write_bytes"] += made
-    if hw.output_to_dram:
+    if always_written or hw.output_to_dram:
         table["dram_write_bytes"] += made
     return table
 

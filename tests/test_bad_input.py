@@ -124,6 +124,16 @@ DENSE = ROOT / "configs" / "arch" / "dense.yaml"
      ["dense.yaml: sparsity.weight_group: sets the weights' line, which only the formats "
       "line_bitmap, csr and csc and a selector read; this design stores its weights as dense "
       "and has no selector"]),
+    # the optimizer's weight update: an inference has none, and it runs on a vector unit
+    (["workload.weight_update=momentum", "workload.inference=true"],
+     ["quickstart.yaml: workload.weight_update: an inference updates no weight, got "
+      "'momentum'; drop it or the inference"]),
+    (["workload.weight_update=momentum", "arch.dense.vector_unit=null"],
+     ["quickstart.yaml: workload.weight_update: run 'dense' has no vector unit in its "
+      "architecture ../arch/dense.yaml to apply the weight update (momentum) on"]),
+    (["workload.weight_update=rmsprop"],
+     ["quickstart.yaml: workload.weight_update: Input should be 'none', 'sgd', 'momentum' "
+      "or 'adam' (got 'rmsprop')"]),
     # what the clusters are dealt: one partition, or a list to choose from, each once
     (["arch.dense.mapping.partition=[rows, rows]"],
      ["dense.yaml: mapping.partition: expected one of channels, rows, reduction, auto, or a "
@@ -769,7 +779,7 @@ def test_the_parts_a_plot_may_name_are_those_a_run_has(lenet_results):
 
 @pytest.mark.parametrize("claim, message", [
     ("runs.hppu.phases", "claims.0.metric: 'runs.hppu.phases' is no number; expected "
-     "runs.hppu.phases.<FF|BP|WG>.<cycles|energy_j|macs|effectual_macs|processed_macs|"
+     "runs.hppu.phases.<FF|BP|WG|WU>.<cycles|energy_j|macs|effectual_macs|processed_macs|"
      "dram_bytes>"),
     ("runs.hppu.phases.XX.cycles", "'runs.hppu.phases.XX.cycles': no 'XX' there; expected "
      "one of: FF, BP, WG"),
@@ -799,15 +809,16 @@ def test_a_claim_on_no_number_or_a_part_a_run_lacks_is_bad_input(claim, message)
 
 
 def test_the_sections_a_claim_may_name_are_those_a_run_has(lenet_results):
-    """CLAIM_SECTIONS' fixed keys against summary.json's: each phase's figures, each unit's."""
+    """CLAIM_SECTIONS' fixed keys against summary.json's: each phase's figures (WU's only
+    where the workload asks for a weight update: this one does not), each unit's."""
     import json
 
     from desim.experiment import CLAIM_SECTIONS
 
     run = json.loads((lenet_results / "summary.json").read_text())["runs"]["dense"]
     phases, figures = CLAIM_SECTIONS["phases"]
-    assert sorted(run["phases"]) == sorted(phases)
-    assert all(sorted(run["phases"][p]) == sorted(figures) for p in phases)
+    assert sorted(run["phases"]) == sorted(p for p in phases if p != "WU")
+    assert all(sorted(run["phases"][p]) == sorted(figures) for p in run["phases"])
     units, unit_figures = CLAIM_SECTIONS["units"]
     assert set(run["units"]) <= set(units)
     assert all(sorted(run["units"][u]) == sorted(unit_figures) for u in run["units"])

@@ -1,0 +1,72 @@
+"""The optimizer's weight update (phase WU): after a layer's WG, the optimizer reads each
+weight it updates, that weight's gradient and its own state, and writes the weight and its
+state back. A pass over the weights on the vector unit, with no MACs.
+
+A workload asks for it (`workload.weight_update`); it is off by default, as the papers'
+claims count an iteration as FF, BP and WG. Stated assumptions:
+- The weights updated are those the design stores and computes gradients of: DropBack's
+  tracked weights where a weight generator regenerates the others (they are not stored);
+  else the kept weights where WG computes the kept weights' gradients only (as WG does:
+  `SkipPolicy.pruned_weight_gradients` and a pruning that does not read the others); else
+  every weight.
+- Operations a weight, as fused multiply-adds on the vector unit (`mappings.vector`): sgd 1
+  (w - lr g); momentum 2 (v = mu v + g, then w - lr v); adam 9 (m: a multiply and a
+  multiply-add; v: g squared, a multiply and a multiply-add; the step: a square root, an add
+  of epsilon, a divide and a multiply-add; the bias corrections are per-step scalars).
+- The state, one value a weight (momentum) or two (adam), is kept at the datapath precision
+  beside the weights it follows, with no index of its own. The weights are read and written
+  as DRAM holds them (`tiling.stored_weight_bytes`), dW as WG wrote it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from desim.events import empty_table
+from mappings.capture import LayerCapture
+from mappings.counting import WU
+from mappings.target import HardwareView
+from mappings.tiling import stored_weight_bytes
+from mappings.vector import pass_tiles
+
+# Per optimizer: the vector unit's operations a weight, and the state's values a weight.
+OPTIMIZERS = {"sgd": (1, 0), "momentum": (2, 1), "adam": (9, 2)}
+
+
+def updated_weights(layer: LayerCapture, hw: HardwareView, kept_gradients_only: bool
+                    ) -> torch.Tensor:
+    """The mask of the weights the optimizer updates (the module's first assumption)."""
+    if hw.weight_generator and layer.w_tracked is not None:
+        return layer.w_tracked & layer.w_nz
+    if kept_gradients_only:
+        return layer.w_nz
+    return torch.ones_like(layer.w_nz)
+
+
+def update_traffic(layer: LayerCapture, hw: HardwareView, optimizer: str, dw_bytes: int,
+                   kept_gradients_only: bool, circulant_block: int = 0
+                   ) -> tuple[int, int, int]:
+    """(DRAM bytes read, DRAM bytes written, vector ops) of a layer's weight update: the
+    weights and their state read and written, the gradient `dw_bytes` read. A layer stored
+    as b x b circulant blocks (`circulant_block` b) keeps one row of each: b-fold fewer."""
+    ops, states = OPTIMIZERS[optimizer]
+    updated = updated_weights(layer, hw, kept_gradients_only)
+    count = int(updated.sum())
+    weights = stored_weight_bytes(layer, updated, hw)
+    if circulant_block:
+        count, weights = -(-count // circulant_block), -(-weights // circulant_block)
+    state = count * states * hw.element_bytes
+    return weights + dw_bytes + state, weights + state, count * ops
+
+
+def update_tiles(layer: LayerCapture, layer_id: int, hw: HardwareView, optimizer: str,
+                 dw_bytes: int, kept_gradients_only: bool, circulant_block: int = 0
+                 ) -> np.ndarray:
+    """The update's tiles on the vector unit (none without one), its writes to DRAM always:
+    the weights outlive the iteration."""
+    if hw.vector_lanes == 0:
+        return empty_table(0)
+    read, write, ops = update_traffic(layer, hw, optimizer, dw_bytes, kept_gradients_only,
+                                      circulant_block)
+    return pass_tiles(layer_id, WU, hw, read, read, ops, write, always_written=True)

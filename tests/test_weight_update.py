@@ -1,0 +1,128 @@
+"""The optimizer's weight update (`workload.weight_update`, phase WU, `mappings.update`): a
+pass over each weighted layer's weights on the vector unit after its WG, reading W, dW and
+the optimizer's state and writing W and the state. Closed forms on LeNet-300 (784-300-100-10,
+fp16: 2 bytes a value)."""
+
+from dataclasses import replace
+
+import pytest
+
+from mappings.counting import WG, WU
+from mappings.mapper import map_workload, phase_waits
+from mappings.specs import PruningSpec, WorkloadSpec
+from mappings.update import OPTIMIZERS, update_traffic
+from mappings.workload import capture_workload
+from tests.views import arch_view
+
+WEIGHTS = {"0": 784 * 300, "2": 300 * 100, "4": 100 * 10}   # LeNet-300's linear layers
+
+
+def lenet300(update: str, pruning: PruningSpec | None = None):
+    return capture_workload(WorkloadSpec(model="lenet300", batch=2, input_shape=[784],
+                                         seed=0, weight_update=update),
+                            pruning or PruningSpec(method="dense"))
+
+
+@pytest.mark.parametrize("optimizer, ops, states", [("sgd", 1, 0), ("momentum", 2, 1),
+                                                    ("adam", 9, 2)])
+def test_a_dense_update_reads_w_dw_and_the_state_and_writes_w_and_the_state(optimizer, ops,
+                                                                             states):
+    """dense.yaml, no pruning: every weight updated. A layer of n weights reads W (2n
+    bytes), dW as its WG wrote it (dense: 2n) and the state (2n a value a weight), writes W
+    and the state, and does `ops` vector operations a weight: momentum on the 784 x 300
+    layer reads 6 x 235,200 bytes and writes 4 x 235,200. Each WU runs on the vector unit
+    (no MACs) right after its layer's WG and waits for that WG alone."""
+    assert OPTIMIZERS[optimizer] == (ops, states)
+    work = map_workload(lenet300(optimizer), arch_view("dense.yaml"))
+    updates = [w for w in work if w.phase == WU]
+    assert [w.name for w in updates] == ["4", "2", "0"]
+    waits = phase_waits(work)
+    for w in updates:
+        n = WEIGHTS[w.name]
+        i = work.index(w)
+        assert (work[i - 1].name, work[i - 1].phase) == (w.name, WG) and waits[i] == i - 1
+        assert work[i - 1].output_bytes == 2 * n               # dW, dense
+        assert w.table["dram_read_bytes"].sum() == 2 * n * (2 + states)
+        assert w.table["dram_write_bytes"].sum() == 2 * n * (1 + states)
+        assert w.table["vector_ops"].sum() == ops * n
+        assert w.table["macs"].sum() == 0 and w.on_vector_unit
+    # nothing later waits for an update: the next phase waits for what it waited before
+    last = work.index(updates[0])
+    assert waits[last + 1] < last - 1
+
+
+def test_without_a_weight_update_the_iteration_is_ff_bp_wg():
+    work = map_workload(lenet300("none"), arch_view("dense.yaml"))
+    assert {w.phase for w in work} == {0, 1, 2}
+
+
+def test_a_design_that_computes_kept_gradients_updates_kept_weights_in_its_format():
+    """fine_grained.yaml on LeNet-300 pruned to 90% (magnitude): WG computes the kept
+    weights' gradients only, so the update touches the kept ones: their values and state,
+    with W as DRAM holds it (bitmap: a bit a weight besides the values) and dW as WG wrote
+    it."""
+    from mappings.tiling import stored_weight_bytes
+
+    workload = lenet300("momentum", PruningSpec(method="magnitude", sparsity=0.9))
+    view = arch_view("fine_grained.yaml")
+    work = map_workload(workload, view)
+    for i, w in enumerate(work):
+        if w.phase != WU:
+            continue
+        layer = workload.layers[w.layer]
+        layer = layer.unpack() if hasattr(layer, "unpack") else layer
+        kept = int(layer.w_nz.sum())
+        stored = stored_weight_bytes(layer, layer.w_nz, view)
+        if w.name in workload.pruned_layers:   # (the classifier is left whole)
+            assert kept < 0.2 * WEIGHTS[w.name] and stored < 2 * WEIGHTS[w.name]
+        dw = work[i - 1].output_bytes
+        assert w.table["dram_read_bytes"].sum() == stored + dw + 2 * kept
+        assert w.table["dram_write_bytes"].sum() == stored + 2 * kept
+        assert w.table["vector_ops"].sum() == 2 * kept
+
+
+def test_dropback_updates_only_its_tracked_weights():
+    """procrustes.yaml's weight generator regenerates DropBack's untracked weights, which are
+    not stored: the update reads and writes the tracked ones alone, as DRAM holds them
+    (`update_traffic`), their state beside them."""
+    from mappings.tiling import stored_weight_bytes
+
+    layer = lenet300("momentum", PruningSpec(method="dropback", sparsity=0.9)).layers[0]
+    layer = layer.unpack() if hasattr(layer, "unpack") else layer
+    view = arch_view("procrustes.yaml")
+    tracked_map = layer.w_tracked & layer.w_nz
+    tracked = int(tracked_map.sum())
+    assert 0 < tracked < 0.2 * layer.w_nz.numel()
+    stored = stored_weight_bytes(layer, tracked_map, view)
+    assert stored < 2 * layer.w_nz.numel()
+    read, write, ops = update_traffic(layer, view, "momentum", 1000, False)
+    assert (read, write, ops) == (stored + 1000 + 2 * tracked, stored + 2 * tracked,
+                                  2 * tracked)
+    # without a generator every weight is stored, and (its gradients all computed) updated
+    everyone = update_traffic(layer, replace(view, weight_generator=0.0), "momentum", 1000,
+                              False)
+    assert everyone[2] == 2 * layer.w_nz.numel()
+
+
+def test_a_run_reports_the_update_as_its_phase_wu(tmp_path):
+    """summary.json has the phase WU with the updates' DRAM bytes and energy, layers.csv a
+    row per update on the vector unit, and a claim may name it; a run whose workload asks
+    for none has no WU, and a claim on it is refused before simulating."""
+    import desim
+    from desim.errors import ConfigError
+    from tests.small_experiments import lenet300_experiment
+
+    path = lenet300_experiment(tmp_path / "e.yaml", {"dense": {"method": "dense"}})
+    result = desim.run(path, ["workload.weight_update=momentum",
+                              "claims=[{metric: runs.dense.phases.WU.dram_bytes, paper: 1, "
+                              "tolerance: 1e12}]"])
+    run = result.summary["runs"]["dense"]
+    moved = sum(10 * n for n in WEIGHTS.values())   # momentum: 6 reads + 4 writes of 2n
+    assert run["phases"]["WU"]["dram_bytes"] == moved and run["phases"]["WU"]["macs"] == 0
+    layers = result.layers[result.layers["phase"] == "WU"]
+    assert sorted(layers["layer"]) == ["0", "2", "4"]
+    assert set(layers["unit"]) == {"vector_unit"} and set(layers["partition"]) == {""}
+    assert "WU" not in desim.run(path).summary["runs"]["dense"]["phases"]
+    with pytest.raises(ConfigError, match="will have no weight update phase WU"):
+        desim.run(path, ["claims=[{metric: runs.dense.phases.WU.cycles, paper: 1, "
+                         "tolerance: 1}]"])
