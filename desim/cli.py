@@ -201,7 +201,10 @@ def print_summary(summary: dict[str, Any]) -> None:
         if share:  # a run with vector layers
             console.print(f"{name}: vector layers (batch norm, pooling, adds, softmax) take "
                           f"{100 * share:.0f}% of the time")
-        elif r["vector_layers_not_simulated"]:
+        if "WU" in r["phases"] and r["cycles"]:
+            console.print(f"{name}: the weight update (phase WU) takes "
+                          f"{100 * r['phases']['WU']['cycles'] / r['cycles']:.0f}% of the time")
+        if not share and r["vector_layers_not_simulated"]:
             console.print(f"{name}: [bold]no vector unit[/bold] (arch {r['arch']}): "
                           f"{r['vector_layers_not_simulated']} of the model's "
                           f"{r['workload']['vector_layers']} vector layers (batch norm, "

@@ -33,11 +33,13 @@ def more_or_less(ratio: float, less: str, more: str) -> str:
 
 def vector_share(run: dict[str, Any]) -> float | None:
     """The share of a run's time (summary.json's run) its vector layers take: batch norm,
-    pooling, adds, softmax, work that weight sparsity does not shrink. None for results written
-    before `units` existed, or a run of no time."""
+    pooling, adds, softmax, work that weight sparsity does not shrink (the vector unit's
+    time less the weight update's, phase WU). None for results written before `units`
+    existed, or a run of no time."""
     if "units" not in run or not run["cycles"]:
         return None
-    return run["units"].get("vector_unit", {}).get("cycles", 0) / run["cycles"]
+    update = run["phases"].get("WU", {}).get("cycles", 0)
+    return (run["units"].get("vector_unit", {}).get("cycles", 0) - update) / run["cycles"]
 
 
 def busy_text(run: dict[str, Any], parts: int | None = None) -> str:

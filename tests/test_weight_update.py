@@ -122,6 +122,12 @@ def test_a_run_reports_the_update_as_its_phase_wu(tmp_path):
     layers = result.layers[result.layers["phase"] == "WU"]
     assert sorted(layers["layer"]) == ["0", "2", "4"]
     assert set(layers["unit"]) == {"vector_unit"} and set(layers["partition"]) == {""}
+    # on the vector unit (LeNet-300's ReLUs are fused: its only work there), but not among
+    # the vector layers' share of the time
+    from desim.summary_text import vector_share
+
+    assert run["units"]["vector_unit"]["cycles"] == run["phases"]["WU"]["cycles"] > 0
+    assert vector_share(run) == 0
     assert "WU" not in desim.run(path).summary["runs"]["dense"]["phases"]
     with pytest.raises(ConfigError, match="will have no weight update phase WU"):
         desim.run(path, ["claims=[{metric: runs.dense.phases.WU.cycles, paper: 1, "
