@@ -2,11 +2,11 @@
 
 Phases run in training order: FF of every layer front to back, then for every layer back to
 front its BP (skipped for the first layer, whose input needs no gradient), its WG and, where
-the workload asks for one, its weight update WU (`mappings.update`). Vector
-layers (batch norm, activations, pooling, residual adds and forks, softmax) sit where they
-ran: FF after the conv/linear layer they follow, BP before its BP. A layer-phase starts once
-the phases whose outputs it reads are written back (`phase_waits`): a layer's WG overlaps
-its BP and what follows. With inter-layer reuse, a phase's output may stay in the global buffer
+the workload asks for one, its weight update WU (`mappings.update`). Vector layers (batch
+norm, activations, pooling, residual adds and forks, softmax) sit where they ran: FF after
+the conv/linear layer they follow, BP before its BP. A layer-phase starts once the phases
+whose outputs it reads are written back (`phase_waits`): a layer's WG overlaps its BP and
+what follows. With inter-layer reuse, a phase's output may stay in the global buffer
 for the next FF or BP that reads it (`keep_output_on_chip`), and a gradient kept for a
 layer's BP through its WG too (`wg_reads_kept_gradient`); what no later phase reads from
 DRAM is then not written there.
@@ -190,7 +190,6 @@ class PhaseMapper:
         return PhaseWork(layer.name, layer_id, phase, table, **totals, input_elems=elems[0],
                          output_elems=elems[1], input_resident=input_resident,
                          buffer_bytes=hw.buffer_bytes)
-
 
     def _kept_gradients_only(self, layer: LayerCapture) -> bool:
         """Whether WG computed the kept weights' gradients only (tiling's rule for WG)."""
