@@ -279,7 +279,7 @@ def keep_output_on_chip(work: list[PhaseWork], j: int, mapper: PhaseMapper, hw: 
     first = maker if unwritten and maker >= 0 and fused_add(producer) else j
 
     def remapped(w: PhaseWork, drop_write: bool) -> PhaseWork | None:
-        if w.layer >= 0 and w.tile_buffer_bytes <= budget and not drop_write:
+        if not w.on_vector_unit and w.tile_buffer_bytes <= budget and not drop_write:
             return w  # its plan still fits
         return mapper(w.layer, w.phase, replace(hw, buffer_bytes=budget,
                                                 output_to_dram=not drop_write), w.input_resident)
