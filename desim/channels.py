@@ -215,12 +215,15 @@ class Pool(Module):
         self.count("take")
         if self.env.now > asked:
             self.count("wait_ps", int(self.env.now) - asked)
-        if self.tracer:
-            self.tracer.depth(self, self.in_use, int(self.env.now))
+        self._traced()
 
     def give(self, amount: int) -> Generator:
         yield self.container.put(amount)
         self.count("give")
+        self._traced()
+
+    def _traced(self) -> None:
+        """The units in use from now on, to the tracer if there is one."""
         if self.tracer:
             self.tracer.depth(self, self.in_use, int(self.env.now))
 

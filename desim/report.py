@@ -43,6 +43,7 @@ from desim.claims import ClaimCheck
 from desim.configio import validate
 from desim.document import Block, Bullets, Heading, Image, Para, Table, to_html, to_markdown
 from desim.errors import ConfigError, guarded
+from desim.events import DEALT
 from desim.metrics import OFF_CHIP, on_chip_energy_j, on_chip_energy_ratio
 from desim.options import path_given
 from desim.plots import (
@@ -215,18 +216,17 @@ MAPPING_WORDS = {"weight stationary": "weight stationary",
 def _mappings_table(results: Results) -> Table:
     """`MAPPINGS_TEXT`'s counts, a row per run: its PE array's layer-phases by what their
     clusters were dealt (`partition`) and by the words of their `mapping`."""
-    partitions = ["channels", "rows", "reduction"]
     rows = []
     for run in results.summary["runs"]:
         layers = results.layers[(results.layers["run"] == run)
                                 & (results.layers["unit"] == "pe_array")]
         mapping = layers["mapping"].fillna("").astype(str)
         rows.append([run, str(len(layers))]
-                    + [str(int((layers["partition"] == p).sum())) for p in partitions]
+                    + [str(int((layers["partition"] == p).sum())) for p in DEALT]
                     + [str(int(mapping.str.contains(words, regex=False).sum()))
                        for words in MAPPING_WORDS.values()])
-    return Table(["run", "layer-phases", *(f"by {p}" for p in partitions), *MAPPING_WORDS],
-                 rows, numeric=set(range(1, 2 + len(partitions) + len(MAPPING_WORDS))))
+    return Table(["run", "layer-phases", *(f"by {p}" for p in DEALT), *MAPPING_WORDS],
+                 rows, numeric=set(range(1, 2 + len(DEALT) + len(MAPPING_WORDS))))
 
 
 SLOWEST = 5  # layer-phases a run in the report's table of the slowest

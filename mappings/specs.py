@@ -218,7 +218,7 @@ class WorkloadSpec(Strict):
     # still counted from the prediction, its errors reported only.
     speculative_relu: bool = False
     # After each weighted layer's WG, the optimizer's step, simulated as the phase WU on the
-    # vector unit (`mappings.vector.update_traffic`): reads W, dW and the optimizer's state
+    # vector unit (`mappings.update`): reads W, dW and the optimizer's state
     # (momentum: one value a weight; adam: two), writes W and the state. `none`: the
     # iteration is FF, BP and WG, as the papers' claims count it.
     weight_update: Literal["none", "sgd", "momentum", "adam"] = "none"

@@ -63,10 +63,11 @@ def update_traffic(layer: LayerCapture, hw: HardwareView, optimizer: str, dw_byt
 def update_tiles(layer: LayerCapture, layer_id: int, hw: HardwareView, optimizer: str,
                  dw_bytes: int, kept_gradients_only: bool, circulant_block: int = 0
                  ) -> np.ndarray:
-    """The update's tiles on the vector unit (none without one), its writes to DRAM always:
-    the weights outlive the iteration."""
+    """The update's tiles on the vector unit (none without one). Its writes go to DRAM: the
+    mapper maps it with `hw.output_to_dram` on, as it maps every phase but one whose output
+    the next phase keeps on chip, and nothing in the iteration reads what it writes."""
     if hw.vector_lanes == 0:
         return empty_table(0)
     read, write, ops = update_traffic(layer, hw, optimizer, dw_bytes, kept_gradients_only,
                                       circulant_block)
-    return pass_tiles(layer_id, WU, hw, read, read, ops, write, always_written=True)
+    return pass_tiles(layer_id, WU, hw, read, read, ops, write)

@@ -251,35 +251,34 @@ def vector_tiles(v: VectorCapture, layer_id: int, phase: int, hw: HardwareView,
 
 
 def pass_tiles(layer_id: int, phase: int, hw: HardwareView, read: int, operands: int, ops: int,
-               result: int, always_written: bool = False) -> np.ndarray:
+               result: int) -> np.ndarray:
     """A vector pass in tiles whose data fits the tile's share of the buffer: `read` bytes
     from DRAM into the buffer, `operands` out of it to the unit, `ops` operations, `result`
-    bytes made in the buffer and written back (unless `hw.output_to_dram` is off and the
-    result not `always_written`: kept on chip, read by later phases only)."""
-    written = always_written or hw.output_to_dram
+    bytes made in the buffer and written back (unless `hw.output_to_dram` is off: kept on
+    chip, read by later phases only)."""
+    write = result if hw.output_to_dram else 0
     if read == result == ops == 0:
         return empty_table(0)
-    n = max(1, -(-(read + (result if written else 0)) // hw.buffer_bytes))
+    n = max(1, -(-(read + write) // hw.buffer_bytes))
     table = empty_table(n)
     table["layer"], table["phase"] = layer_id, phase
     table["dram_read_bytes"] = table["glb_write_bytes"] = _split(read, n)
     table["glb_read_bytes"] = _split(operands, n)
     table["vector_ops"] = _split(ops, n)
-    return with_result(table, result, hw, always_written)
+    return with_result(table, result, hw)
 
 
-def with_result(table: np.ndarray, nbytes: int, hw: HardwareView,
-                always_written: bool = False) -> np.ndarray:
+def with_result(table: np.ndarray, nbytes: int, hw: HardwareView) -> np.ndarray:
     """A vector layer-phase's tiles with `nbytes` more of result, made in the buffer and
-    written back (unless `hw.output_to_dram` is off and it is not `always_written`), shared
-    over its tiles. (The write-back's read of the buffer is the accelerator's to count, as
-    for any tile: it reads out what a tile writes to DRAM.)"""
+    written back (unless `hw.output_to_dram` is off), shared over its tiles. (The
+    write-back's read of the buffer is the accelerator's to count, as for any tile: it
+    reads out what a tile writes to DRAM.)"""
     if nbytes <= 0:
         return table
     table = table.copy()
     made = _split(nbytes, len(table))
     table["glb_write_bytes"] += made
-    if always_written or hw.output_to_dram:
+    if hw.output_to_dram:
         table["dram_write_bytes"] += made
     return table
 
