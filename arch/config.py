@@ -186,6 +186,9 @@ class VectorUnitConfig(Strict):
     # A residual add on the output stream of the layer that writes its operand last (and a
     # fork's gradient sum on that of the branch written last): one extra read, no own pass.
     fused_residual: bool = True
+    # The optimizer's step (`workload.weight_update`) on the WG's output stream: each dW
+    # tile is updated as it is made, so dW neither goes to DRAM nor waits in the buffer.
+    fused_update: bool = False
 
 
 # The prices of components a design may lack, and the section that adds each.

@@ -41,6 +41,7 @@ def hardware_view(acc: Accelerator) -> HardwareView:
         fused_relu=acc.cfg.vector_unit.fused_relu if acc.cfg.vector_unit else True,
         fused_batchnorm=bool(acc.cfg.vector_unit and acc.cfg.vector_unit.fused_batchnorm),
         fused_residual=acc.cfg.vector_unit.fused_residual if acc.cfg.vector_unit else True,
+        fused_update=bool(acc.cfg.vector_unit and acc.cfg.vector_unit.fused_update),
         # a ternary datapath stores 2-bit weights unless the config says otherwise
         weight_bits=s.weight_bits or WEIGHT_BITS.get(acc.cfg.pe_cluster.precision, 0),
         weight_group=s.weight_group or 0,

@@ -7,9 +7,11 @@ norm, activations, pooling, residual adds and forks, softmax) sit where they ran
 the conv/linear layer they follow, BP before its BP. A layer-phase starts once the phases
 whose outputs it reads are written back (`phase_waits`): a layer's WG overlaps its BP and
 what follows. With inter-layer reuse, a phase's output may stay in the global buffer
-for the next FF or BP that reads it (`keep_output_on_chip`), and a gradient kept for a
-layer's BP through its WG too (`wg_reads_kept_gradient`); what no later phase reads from
-DRAM is then not written there.
+for the next FF or BP that reads it (`keep_output_on_chip`), a gradient kept for a
+layer's BP through its WG too (`wg_reads_kept_gradient`), and a WG's dW for its weight
+update (`update_reads_kept_gradient`); what no later phase reads from DRAM is then not
+written there. A design that fuses the update into the WG's output stream
+(`vector_unit.fused_update`) never writes dW.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class PhaseWork:
     output_elems: int = 0   # elements of its result
     input_resident: bool = False  # its input was left in the global buffer by the phase before
     buffer_bytes: int = 0   # the tile budget it was mapped under (HardwareView.buffer_bytes)
+    output_written: bool = True   # its result goes to DRAM (HardwareView.output_to_dram)
 
     @property
     def on_vector_unit(self) -> bool:
@@ -91,6 +94,7 @@ class PhaseMapper:
 
     def __init__(self, workload: Workload, hw: HardwareView) -> None:
         self.workload = workload
+        self.hw = hw  # the design's (each call gets its view: a budget, DRAM writes or not)
         self.policy = SkipPolicy(weights=hw.skip_zero_weights,
                                  activations=hw.skip_zero_activations,
                                  gradients=hw.skip_zero_gradients,
@@ -132,7 +136,7 @@ class PhaseMapper:
     def __call__(self, layer_id: int, phase: int, hw: HardwareView,
                  input_resident: bool = False) -> PhaseWork | None:
         """The phase's work, None when it has no tiles; `input_resident`: its input (FF's
-        X, BP's dY) is already in the global buffer."""
+        X, BP's dY, an update's dW) is already in the global buffer."""
         if layer_id < 0:
             v = -1 - layer_id
             vector = self.workload.vectors[v]
@@ -150,17 +154,21 @@ class PhaseMapper:
             elems = (vector.in_elems, vector.out_elems)
             return PhaseWork(vector.name, layer_id, phase, table, output_bytes=result,
                              input_elems=elems[phase != FF], output_elems=elems[phase == FF],
-                             input_resident=input_resident, buffer_bytes=hw.buffer_bytes)
+                             input_resident=input_resident, buffer_bytes=hw.buffer_bytes,
+                             output_written=hw.output_to_dram)
         layer = self.layer(layer_id)
         circulant = self.circulant if layer.name in self.pruned else 0
         if phase == WU:
+            input_resident = input_resident or hw.fused_update
             table = update_tiles(layer, layer_id, hw, self.workload.spec.weight_update,
                                  self._dw_bytes[layer_id], self._kept_gradients_only(layer),
-                                 circulant)
+                                 circulant, input_resident)
             if not len(table):
                 return None
             return PhaseWork(layer.name, layer_id, phase, table,
-                             output_elems=layer.w_nz.numel(), buffer_bytes=hw.buffer_bytes)
+                             output_elems=layer.w_nz.numel(), input_resident=input_resident,
+                             buffer_bytes=hw.buffer_bytes,
+                             output_written=hw.output_to_dram)
 
         def too_large() -> ConfigError:
             self._counted.clear()  # what the message is built with needs some room
@@ -172,6 +180,8 @@ class PhaseMapper:
                 f"{spec.model} at batch {spec.batch}; a smaller batch or input shape maps "
                 "in less", key="workload.batch")
 
+        if phase == WG and self.update_fused(layer_id):
+            hw = replace(hw, output_to_dram=False)  # its update takes dW off its stream
         with out_of_memory_as(too_large):
             table, totals = tile_phase(
                 layer, layer_id, phase, hw, self.policy,
@@ -189,7 +199,15 @@ class PhaseMapper:
         elems = {FF: (x, dy), BP: (dy, x), WG: (0, layer.w_nz.numel())}[phase]
         return PhaseWork(layer.name, layer_id, phase, table, **totals, input_elems=elems[0],
                          output_elems=elems[1], input_resident=input_resident,
-                         buffer_bytes=hw.buffer_bytes)
+                         buffer_bytes=hw.buffer_bytes,
+                             output_written=hw.output_to_dram)
+
+    def update_fused(self, layer_id: int) -> bool:
+        """Whether the layer's weight update runs on its WG's output stream
+        (`vector_unit.fused_update`): the WG then writes no dW to DRAM."""
+        return (self.hw.fused_update and self.hw.vector_lanes > 0
+                and self.workload.spec.weight_update != "none"
+                and self.workload.layers[layer_id].weight_is_parameter)
 
     def _kept_gradients_only(self, layer: LayerCapture) -> bool:
         """Whether WG computed the kept weights' gradients only (tiling's rule for WG)."""
@@ -234,6 +252,8 @@ def _map_phases(workload: Workload, hw: HardwareView) -> list[PhaseWork]:
                 wg_reads_kept_gradient(work, maker, mapper, hw, held)
             continue
         if phase == WU:  # nothing later in the iteration reads the weights it writes
+            if not hw.fused_update:
+                update_reads_kept_gradient(work, mapper, hw)
             continue
         # Only an inference's output may stay unwritten here: in training BP and WG read it
         # (a gradient both read on chip goes unwritten in wg_reads_kept_gradient).
@@ -279,10 +299,16 @@ def keep_output_on_chip(work: list[PhaseWork], j: int, mapper: PhaseMapper, hw: 
     first = maker if unwritten and maker >= 0 and fused_add(producer) else j
 
     def remapped(w: PhaseWork, drop_write: bool) -> PhaseWork | None:
-        if not w.on_vector_unit and w.tile_buffer_bytes <= budget and not drop_write:
+        # (a WG's dW kept for its update shares the buffer with the output kept here)
+        room = min(budget, (2 * w.buffer_bytes - kept) // 2)
+        if room <= 0:
+            return None
+        if not w.on_vector_unit and w.tile_buffer_bytes <= room and not drop_write:
             return w  # its plan still fits
-        return mapper(w.layer, w.phase, replace(hw, buffer_bytes=budget,
-                                                output_to_dram=not drop_write), w.input_resident)
+        return mapper(w.layer, w.phase,
+                      replace(hw, buffer_bytes=room,
+                              output_to_dram=w.output_written and not drop_write),
+                      w.input_resident)
     try:
         span = [remapped(w, unwritten and i == 0) for i, w in enumerate(work[j:k])]
         span.append(mapper(consumer.layer, consumer.phase,
@@ -313,6 +339,33 @@ def wg_reads_kept_gradient(work: list[PhaseWork], maker: int, mapper: PhaseMappe
     except ConfigError:  # the WG's smallest tile no longer fits
         return
     _replace_if_better(work, maker, span, hw)
+
+
+def update_reads_kept_gradient(work: list[PhaseWork], mapper: PhaseMapper,
+                               hw: HardwareView) -> None:
+    """Inter-layer reuse of a weight gradient: whether the layer's WG, work[-2], leaves dW
+    in the global buffer for its weight update, the last phase of `work`, instead of
+    writing it to DRAM for the update to read back (nothing else reads dW). The gradient
+    takes its bytes out of the buffer from the WG's first tile to the update's last: the
+    WG is tiled in what is left of its budget (which a dY it kept may already have
+    shrunk), the update in what is left of the whole buffer. Both are mapped again in
+    place when the mapper's estimate (`_span_key`) of the two says so."""
+    k = len(work) - 1
+    wg, update = work[k - 1], work[k]
+    if (wg.layer, wg.phase) != (update.layer, WG):  # its WG had no tiles
+        return
+    kept = wg.output_bytes
+    budget = (2 * wg.buffer_bytes - kept) // 2
+    if kept <= 0 or budget <= 0:
+        return
+    try:
+        span = [mapper(wg.layer, WG, replace(hw, buffer_bytes=budget, output_to_dram=False),
+                       wg.input_resident),
+                mapper(update.layer, WU, replace(hw, buffer_bytes=(2 * hw.buffer_bytes - kept)
+                                                 // 2), True)]
+    except ConfigError:  # the WG's smallest tile no longer fits
+        return
+    _replace_if_better(work, k - 1, span, hw)
 
 
 def _unwritten(w: PhaseWork, mapper: PhaseMapper, hw: HardwareView) -> PhaseWork | None:

@@ -50,6 +50,7 @@ class HardwareView:
     fused_relu: bool = True              # activations applied on the producer's output
     fused_batchnorm: bool = False        # one pass per phase (Trainer's BN unit)
     fused_residual: bool = True          # residual adds / forks on the producer's stream
+    fused_update: bool = False           # the weight update on the WG's output stream
     weight_bits: int = 0                 # bits of a stored weight value; 0: 8 * element_bytes
     weight_group: int = 0                # weights' line (line_bitmap, csr); 0: a kernel row,
     # for csr a row of the weight matrix (tiling._weight_line)

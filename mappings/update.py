@@ -15,7 +15,12 @@ claims count an iteration as FF, BP and WG. Stated assumptions:
   of epsilon, a divide and a multiply-add; the bias corrections are per-step scalars).
 - The state, one value a weight (momentum) or two (adam), is kept at the datapath precision
   beside the weights it follows, with no index of its own. The weights are read and written
-  as DRAM holds them (`tiling.stored_weight_bytes`), dW as WG wrote it.
+  as DRAM holds them (`tiling.stored_weight_bytes`), dW as WG wrote it: from DRAM, or from
+  the global buffer where inter-layer reuse kept it there (`mappings.mapper`,
+  `update_reads_kept_gradient`), or off the WG's output stream on a design that fuses the
+  two (`vector_unit.fused_update`: no dW reaches DRAM). The update is still a phase of its
+  own after its WG, as a fused residual add is after its producer: its ops and its reads of
+  W and the state are not overlapped with the WG's tiles.
 """
 
 from __future__ import annotations
@@ -61,13 +66,15 @@ def update_traffic(layer: LayerCapture, hw: HardwareView, optimizer: str, dw_byt
 
 
 def update_tiles(layer: LayerCapture, layer_id: int, hw: HardwareView, optimizer: str,
-                 dw_bytes: int, kept_gradients_only: bool, circulant_block: int = 0
-                 ) -> np.ndarray:
-    """The update's tiles on the vector unit (none without one). Its writes go to DRAM: the
-    mapper maps it with `hw.output_to_dram` on, as it maps every phase but one whose output
-    the next phase keeps on chip, and nothing in the iteration reads what it writes."""
+                 dw_bytes: int, kept_gradients_only: bool, circulant_block: int = 0,
+                 dw_resident: bool = False) -> np.ndarray:
+    """The update's tiles on the vector unit (none without one); `dw_resident`: WG left dW
+    in the global buffer, so only the weights and the state come from DRAM. Its writes go
+    to DRAM: the mapper maps it with `hw.output_to_dram` on, as it maps every phase but one
+    whose output a later phase keeps on chip, and nothing in the iteration reads what it
+    writes."""
     if hw.vector_lanes == 0:
         return empty_table(0)
     read, write, ops = update_traffic(layer, hw, optimizer, dw_bytes, kept_gradients_only,
                                       circulant_block)
-    return pass_tiles(layer_id, WU, hw, read, read, ops, write)
+    return pass_tiles(layer_id, WU, hw, read - dw_bytes * dw_resident, read, ops, write)

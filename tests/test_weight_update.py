@@ -31,9 +31,11 @@ def test_a_dense_update_reads_w_dw_and_the_state_and_writes_w_and_the_state(opti
     bytes), dW as its WG wrote it (dense: 2n) and the state (2n a value a weight), writes W
     and the state, and does `ops` vector operations a weight: momentum on the 784 x 300
     layer reads 6 x 235,200 bytes and writes 4 x 235,200. Each WU runs on the vector unit
-    (no MACs) right after its layer's WG and waits for that WG alone."""
+    (no MACs) right after its layer's WG and waits for that WG alone. (Without inter-layer
+    reuse, which would keep dW on chip: the next test.)"""
     assert OPTIMIZERS[optimizer] == (ops, states)
-    work = map_workload(lenet300(optimizer), arch_view("dense.yaml"))
+    work = map_workload(lenet300(optimizer),
+                        arch_view("dense.yaml", "mapping.inter_layer_reuse=false"))
     updates = [w for w in work if w.phase == WU]
     assert [w.name for w in updates] == ["4", "2", "0"]
     waits = phase_waits(work)
@@ -49,6 +51,67 @@ def test_a_dense_update_reads_w_dw_and_the_state_and_writes_w_and_the_state(opti
     # nothing later waits for an update: the next phase waits for what it waited before
     last = work.index(updates[0])
     assert waits[last + 1] < last - 1
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+def test_inter_layer_reuse_keeps_a_weight_gradient_on_chip_for_its_update(optimizer):
+    """dense.yaml (inter-layer reuse on, 2 x 256 KiB buffer halves): every LeNet-300 layer's
+    dW (2n bytes) fits, so its WG writes nothing to DRAM and its update reads only W and the
+    state from DRAM (2n (1 + states)) but all three from the buffer (2n (2 + states)), in
+    tiles of what the kept dW leaves of the buffer: (2 x 262,144 - 2n) // 2 bytes, less
+    half of what else it keeps meanwhile (the 100 x 10 layer's BP's dX, 2 x 100 fp16
+    values, stays for the next BP). With
+    a 2 x 128 KiB buffer the 784 x 300 layer's dW (470,400 bytes) no longer fits: its WG
+    writes it and its update reads it back from DRAM, as the smaller layers' still do not."""
+    _, states = OPTIMIZERS[optimizer]
+    half = 256 * 1024
+    also_kept = {"4": 2 * 100 * 2, "2": 0, "0": 0}
+    for capacity, not_kept in ((512, set()), (256, {"0"})):
+        view = arch_view("dense.yaml", f"global_buffer.capacity_kib={capacity}")
+        assert view.buffer_bytes == capacity * 1024 // 2
+        work = map_workload(lenet300(optimizer), view)
+        for i, w in enumerate(work):
+            if w.phase != WU:
+                continue
+            n, wg = WEIGHTS[w.name], work[i - 1]
+            kept = w.name not in not_kept
+            assert w.input_resident == kept
+            assert wg.table["dram_write_bytes"].sum() == (0 if kept else 2 * n)
+            assert w.table["dram_read_bytes"].sum() == 2 * n * (1 + states + (not kept))
+            assert w.table["glb_read_bytes"].sum() == 2 * n * (2 + states)
+            assert w.table["dram_write_bytes"].sum() == 2 * n * (1 + states)
+            if kept and capacity == 512:
+                budget = (2 * half - 2 * n - also_kept[w.name]) // 2
+                assert w.buffer_bytes == budget
+                moved = 2 * n * (1 + states) + 2 * n * (1 + states)
+                assert len(w.table) == -(-moved // budget)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_an_update_fused_into_the_wg_stream_never_moves_dw(optimizer):
+    """`vector_unit.fused_update`: every WG writes no dW, whatever its size (the 784 x 300
+    layer's 470,400 bytes too, under 2 x 128 KiB halves, where reuse could not keep it), and
+    keeps its whole budget; each update reads W and the state from DRAM, all three from the
+    buffer. Without an update asked for, the switch changes nothing."""
+    _, states = OPTIMIZERS[optimizer]
+    view = arch_view("dense.yaml", "global_buffer.capacity_kib=256",
+                     "vector_unit.fused_update=true")
+    assert view.fused_update
+    work = map_workload(lenet300(optimizer), view)
+    updates = [w for w in work if w.phase == WU]
+    assert [w.name for w in updates] == ["4", "2", "0"]
+    for w in updates:
+        n, wg = WEIGHTS[w.name], work[work.index(w) - 1]
+        assert wg.phase == WG and not wg.output_written and wg.output_bytes == 2 * n
+        assert wg.table["dram_write_bytes"].sum() == 0
+        assert w.input_resident
+        assert w.table["dram_read_bytes"].sum() == 2 * n * (1 + states)
+        assert w.table["glb_read_bytes"].sum() == 2 * n * (2 + states)
+        assert w.table["dram_write_bytes"].sum() == 2 * n * (1 + states)
+    assert work[-1].buffer_bytes == view.buffer_bytes   # the 784 x 300 layer: no room held
+    plain = map_workload(lenet300("none"), view)
+    assert all(w.table["dram_write_bytes"].sum() == 2 * WEIGHTS[w.name]
+               for w in plain if w.phase == WG)
 
 
 def test_without_a_weight_update_the_iteration_is_ff_bp_wg():
@@ -75,8 +138,9 @@ def test_a_design_that_computes_kept_gradients_updates_kept_weights_in_its_forma
         stored = stored_weight_bytes(layer, layer.w_nz, view)
         if w.name in workload.pruned_layers:   # (the classifier is left whole)
             assert kept < 0.2 * WEIGHTS[w.name] and stored < 2 * WEIGHTS[w.name]
-        dw = work[i - 1].output_bytes
-        assert w.table["dram_read_bytes"].sum() == stored + dw + 2 * kept
+        dw = work[i - 1].output_bytes   # (from DRAM unless WG left it on chip)
+        assert w.table["dram_read_bytes"].sum() == stored + dw * (not w.input_resident) + 2 * kept
+        assert w.table["glb_read_bytes"].sum() == stored + dw + 2 * kept
         assert w.table["dram_write_bytes"].sum() == stored + 2 * kept
         assert w.table["vector_ops"].sum() == 2 * kept
 
@@ -117,7 +181,9 @@ def test_a_run_reports_the_update_as_its_phase_wu(tmp_path):
                               "claims=[{metric: runs.dense.phases.WU.dram_bytes, paper: 1, "
                               "tolerance: 1e12}]"])
     run = result.summary["runs"]["dense"]
-    moved = sum(10 * n for n in WEIGHTS.values())   # momentum: 6 reads + 4 writes of 2n
+    # momentum: 4 reads (W and its state; dW stays on chip, the previous test) and 4 writes
+    # of 2n bytes
+    moved = sum(8 * n for n in WEIGHTS.values())
     assert run["phases"]["WU"]["dram_bytes"] == moved and run["phases"]["WU"]["macs"] == 0
     layers = result.layers[result.layers["phase"] == "WU"]
     assert sorted(layers["layer"]) == ["0", "2", "4"]
