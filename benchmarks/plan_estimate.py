@@ -1,6 +1,6 @@
 """How true the mapper's time estimate is: each layer-phase's plan, estimated and replayed.
 
-The mapper ranks a phase's plans by `planner._estimated_cycles` (the tiles through the
+The mapper ranks a phase's plans by `pipeline.estimated_cycles` (the tiles through the
 two-deep pipeline, each stage at its rate). This maps every run of an experiment, replays
 each layer-phase's chosen plan alone on its accelerator and prints replay / estimate: the
 median, the 90th percentile, the whole run's and the worst phases. What the estimate leaves
@@ -23,7 +23,7 @@ from desim.experiment import Experiment, load_experiment
 from desim.hardware_view import hardware_view
 from desim.module import Simulator
 from mappings.mapper import map_workload
-from mappings.planner import _estimated_cycles
+from mappings.pipeline import estimated_cycles
 from mappings.workload import capture_workload
 
 
@@ -44,7 +44,7 @@ def estimate_vs_replay(experiment: Experiment) -> pd.DataFrame:
             sim.run()
             rows.append({"run": run.name, "layer": work.name, "phase": work.phase,
                          "tiles": len(work.table),
-                         "estimated": _estimated_cycles(work.table, hw),
+                         "estimated": estimated_cycles(work.table, hw),
                          "replayed": acc.clock.to_cycles(sim.env.now)})
     table = pd.DataFrame(rows)
     table["ratio"] = table["replayed"] / table["estimated"]

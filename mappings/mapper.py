@@ -25,7 +25,8 @@ from desim.errors import ConfigError, out_of_memory_as
 from desim.events import PHASES
 from mappings.capture import LayerCapture, PackedLayer
 from mappings.counting import BP, FF, WG, WU, SkipPolicy
-from mappings.planner import plan_key, tile_phase
+from mappings.pipeline import plan_key
+from mappings.planner import tile_phase
 from mappings.target import HardwareView
 from mappings.threads import counting_threads
 from mappings.tiling import written_bytes

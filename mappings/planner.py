@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from desim.errors import ConfigError
-from desim.events import DEALT, empty_table, holds_result
+from desim.events import DEALT, empty_table
 from mappings.capture import LayerCapture
 from mappings.counting import (
     BP,
@@ -39,7 +39,7 @@ from mappings.counting import (
     processed_operands,
     reduction_size,
 )
-from mappings.pipeline import buffered_schedule
+from mappings.pipeline import estimated_pj, plan_key, stage_cycles
 from mappings.target import HardwareView
 from mappings.tiling import (
     BUFFER_KEY,
@@ -436,9 +436,9 @@ class _ChunkFloor:
 
     def add(self, table: np.ndarray) -> float:
         """Take one more chunk's rows; the floor with the rest untiled."""
-        stages, read, write = _stage_cycles(table, self.hw)
+        stages, read, write = stage_cycles(table, self.hw)
         self.stages += np.append(stages.sum(axis=0), read.sum() + write.sum())
-        self.pj += _estimated_pj(table, self.hw, 0.0)
+        self.pj += estimated_pj(table, self.hw, 0.0)
         self.done += 1
         return self.floor()
 
@@ -546,7 +546,7 @@ def _across_floor(totals: dict, outputs: int, slices: int, hw: HardwareView) -> 
     """A floor under the objective of a reduction dealt to `slices` clusters, before its
     slices are counted: its MACs over every PE, and a partial sum of each of the `outputs`
     from every slice over the port back, into the buffer, the running sums read and the
-    adds (`_estimated_pj`'s terms): no tiling of it does less."""
+    adds (`estimated_pj`'s terms): no tiling of it does less."""
     macs = float(totals["processed_macs"])
     psums = float(slices * outputs * hw.psum_bytes)
     cycles = max(macs / (hw.pes * hw.macs_per_pe_per_cycle),
@@ -713,108 +713,6 @@ def _plan_rows(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
         return np.stack(tables, axis=1).reshape(-1), weight_bytes, out_bytes
     # (chunk 0: every tile, chunk 1: ...)
     return np.concatenate(tables), weight_bytes, out_bytes
-
-
-def plan_key(table: np.ndarray, hw: HardwareView, chunks: int,
-             gates: np.ndarray | None = None) -> tuple:
-    """What ranks the plans of a phase, smallest first: `hw.objective` on the estimates,
-    then time, DRAM bytes and fewer chunks (so that without prices time decides). `gates`:
-    of a run of phases, `buffered_schedule`'s."""
-    cycles = _estimated_cycles(table, hw, gates)
-    pj = _estimated_pj(table, hw, cycles)
-    dram = int(table["dram_read_bytes"].sum() + table["dram_write_bytes"].sum())
-    return (hw.objective_value(cycles, pj), cycles, pj, dram, chunks)
-
-
-def _estimated_cycles(table: np.ndarray, hw: HardwareView,
-                      gates: np.ndarray | None = None) -> float:
-    """A plan's time: its tiles through the pipeline's stages (`_stage_cycles`), through
-    the two-deep buffers (`mappings.pipeline.buffered_schedule`, which takes DRAM's reads
-    and writes as independent), and no earlier than one channel can serve them both
-    (`dram_busy_until`). Trainer's speculation, a stage of its own, is not counted."""
-    stages, read, write = _stage_cycles(table, hw)
-    end, fetches, writes = buffered_schedule(
-        stages, holds_result(table["gather_bytes"], table["dram_write_bytes"]), gates)
-    return max(end, dram_busy_until(fetches, writes, read, write, hw.dram_switch_cycles))
-
-
-def _stage_cycles(table: np.ndarray, hw: HardwareView
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each tile's cycles in the pipeline's five stages (DRAM read, with the weight
-    generator beside it; the selector's scan and the global buffer's NoC port out, the PEs,
-    the port back, DRAM write), each a tile's bytes or MACs at its rate plus its fixed
-    latency; and its DRAM read and write alone."""
-    def stage(work: np.ndarray, rate: float, latency: float) -> np.ndarray:
-        return np.where(work > 0, work / rate + latency, 0.0)
-
-    dram, port = hw.dram_bytes_per_cycle, hw.noc_port_bytes_per_cycle
-    read = stage(table["dram_read_bytes"], dram, hw.dram_latency_cycles)
-    fetch = read
-    if hw.weight_generator:  # it makes a tile's untracked weights while DRAM reads the rest
-        fetch = np.maximum(read, np.ceil(table["regenerated_weights"] / hw.weight_generator))
-    scan = 0.0  # the selector scans a tile's maps before the port sends what it picked
-    if hw.selector_entries_per_cycle:
-        scan = np.ceil(table["selector_entries"] / hw.selector_entries_per_cycle)
-    write = stage(table["dram_write_bytes"], dram, hw.dram_latency_cycles)
-    stages = np.stack([
-        fetch, stage(table["multicast_bytes"] + table["unicast_bytes"], port,
-                    hw.noc_latency_cycles) + scan,
-        compute_cycles(table, hw),
-        stage(table["gather_bytes"], port, hw.noc_latency_cycles), write], axis=1)
-    return stages, read, write
-
-
-def dram_busy_until(fetches: list[float], writes: list[float], read: np.ndarray,
-                    write: np.ndarray, switch: float) -> float:
-    """The earliest DRAM's one channel can finish the tiles' reads (`read` cycles each,
-    starting no earlier than `fetches`) and writes (`write`, from `writes`): from any of
-    those starts on, the channel still has every transaction that starts later to serve,
-    and the bus turns between them (`switch` cycles each)."""
-    events = sorted([(t, 0, c) for t, c in zip(fetches, read.tolist(), strict=True) if c]
-                    + [(t, 1, c) for t, c in zip(writes, write.tolist(), strict=True) if c])
-    until, work, last = 0.0, 0.0, None
-    for t, direction, cycles in reversed(events):   # the work from each start on
-        work += cycles + (switch if last is not None and last != direction else 0.0)
-        last = direction
-        until = max(until, t + work)
-    return until
-
-
-def compute_cycles(table: np.ndarray, hw: HardwareView) -> np.ndarray:
-    """Each tile's time on the PEs, as arch/pe.py counts it: its busiest PE's MACs, or its
-    pairs' scan over the active PEs when index matching takes longer, plus fill and drain;
-    a vector layer's tile, its operations over the vector unit's lanes (arch/vector.py)."""
-    cycles = np.ceil(table["busiest_pe_macs"] / hw.macs_per_pe_per_cycle)
-    if hw.index_matching_bits:
-        # in float64: clusters x PEs x bits a cycle can pass int32's range on a large design
-        lanes = np.maximum(table["active_clusters"], 1).astype(np.float64) * hw.pes_per_cluster
-        cycles = np.maximum(cycles, np.ceil(table["scanned_pairs"]
-                                            / (lanes * hw.index_matching_bits)))
-    cycles = np.where(cycles > 0, cycles + hw.pipeline_cycles, 0.0)
-    if hw.vector_lanes:
-        cycles = cycles + np.ceil(table["vector_ops"] / hw.vector_lanes)
-    return cycles
-
-
-def _estimated_pj(table: np.ndarray, hw: HardwareView, cycles: float) -> float:
-    """A plan's energy at the view's prices: its MACs (and vector operations, priced as
-    one each: arch/vector.py), the bytes it moves through DRAM, the global buffer (whose
-    write-backs read what goes to DRAM), the NoC and the clusters' buffers, the partial
-    sums added at the buffer, and DRAM standby while it runs."""
-    def total(column: str) -> float:
-        return float(table[column].sum())
-
-    local_writes = float((table["multicast_bytes"] * table["active_clusters"]).sum())
-    adds = total("reduced_psums")  # each a running sum read back
-    return hw.estimated_pj(
-        macs=total("processed_macs") + total("vector_ops"),
-        dram=total("dram_read_bytes") + total("dram_write_bytes"),
-        glb=total("glb_read_bytes") + total("glb_write_bytes") + total("dram_write_bytes")
-        + adds * hw.psum_bytes, adds=adds,
-        unicast=total("unicast_bytes") + total("gather_bytes"),
-        multicast=total("multicast_bytes"), local=local_writes + total("unicast_bytes"),
-        cycles=cycles, scanned=total("scanned_pairs"),
-        matched=float(table["processed_macs"][table["scanned_pairs"] > 0].sum()))
 
 
 def _wg_chunks(layer: LayerCapture, hw: HardwareView, dy_resident: bool = False

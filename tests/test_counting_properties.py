@@ -228,7 +228,7 @@ def test_the_floor_under_a_dealt_reduction_is_below_its_plan(layer, phase, objec
     """`planner._across_floor`, by which the mapper skips counting a reduction's slices when
     it cannot win, is never above the objective of the plan's own rows (a design that deals
     only reductions takes that plan, so its rows are there to compare)."""
-    from mappings import planner
+    from mappings import pipeline, planner
 
     hw = replace(SPARSE if sparse else DENSE, clusters=clusters, partitions=("reduction",),
                  objective=objective, **PRICED)
@@ -238,4 +238,4 @@ def test_the_floor_under_a_dealt_reduction_is_below_its_plan(layer, phase, objec
         return  # nothing to compute, or no reduction to deal (one slice, a batch that splits)
     outputs = int((table["gather_bytes"] // (table["active_clusters"] * hw.psum_bytes)).sum())
     floor = planner._across_floor(totals, outputs, int(table["active_clusters"][0]), hw)
-    assert floor <= planner.plan_key(table, hw, 1)[0] * (1 + 1e-9)
+    assert floor <= pipeline.plan_key(table, hw, 1)[0] * (1 + 1e-9)

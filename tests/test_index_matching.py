@@ -19,7 +19,8 @@ from desim.errors import ConfigError
 from desim.events import empty_table
 from desim.experiment import load_arch
 from mappings.counting import BP, FF, WG, SkipPolicy
-from mappings.planner import compute_cycles, tile_phase
+from mappings.pipeline import compute_cycles
+from mappings.planner import tile_phase
 from mappings.target import HardwareView
 from tests.test_accelerator_stages import CYCLE_PS, SCALE_28NM, _run
 from tests.test_counting import dense_capture

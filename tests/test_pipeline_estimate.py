@@ -104,7 +104,7 @@ def test_the_plan_estimate_follows_the_replay_of_a_heavy_tile_behind_light_ones(
     at the peak rate)."""
     from desim.hardware_view import hardware_view
     from desim.module import Simulator
-    from mappings.planner import _estimated_cycles
+    from mappings.pipeline import estimated_cycles
 
     def replayed(table: np.ndarray) -> float:
         acc = _replay([table])
@@ -121,7 +121,7 @@ def test_the_plan_estimate_follows_the_replay_of_a_heavy_tile_behind_light_ones(
     assert light == 72.0 and fetch == pytest.approx(237.2155)
     assert replayed(table) == pytest.approx(3 * light + fetch + 64 / 32 + 8)
     estimated_fetch = 8_192 / hw.dram_bytes_per_cycle + hw.dram_latency_cycles
-    assert _estimated_cycles(table, hw) == pytest.approx(
+    assert estimated_cycles(table, hw) == pytest.approx(
         replayed(table) - (fetch - estimated_fetch))
     assert fetch - estimated_fetch == pytest.approx(0.6256, abs=1e-3)
 
@@ -130,7 +130,7 @@ def test_dram_serves_from_each_start_on_what_starts_later():
     """Reads of 30 cycles start at 0 and 50, a write of 30 at 60, the bus turning in 5: the
     channel reads until 80, turns and writes until 115 (the write's own start bounds it at
     90 only, the sum of the work at 65 only). Without the write, the last read ends at 80."""
-    from mappings.planner import dram_busy_until
+    from mappings.pipeline import dram_busy_until
 
     reads, writes = np.array([30.0, 30.0]), np.array([0.0, 30.0])
     assert dram_busy_until([0.0, 50.0], [40.0, 60.0], reads, writes, 5.0) == 115.0
@@ -148,7 +148,7 @@ def test_the_plan_estimate_follows_dram_that_waits_for_the_port():
     and writes hides part of them."""
     from desim.hardware_view import hardware_view
     from desim.module import Simulator
-    from mappings.planner import _estimated_cycles
+    from mappings.pipeline import estimated_cycles
 
     table = empty_table(16)
     for column in ("dram_read_bytes", "multicast_bytes", "gather_bytes", "dram_write_bytes"):
@@ -162,7 +162,7 @@ def test_the_plan_estimate_follows_dram_that_waits_for_the_port():
     acc = _replay([table])
     replayed = acc.env.now / acc.clock.period_ps
     assert replayed == pytest.approx(5_295.1065)
-    assert 1.0 < _estimated_cycles(table, hw) / replayed < 1.04
+    assert 1.0 < estimated_cycles(table, hw) / replayed < 1.04
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +228,7 @@ def test_the_mapper_weighs_a_run_of_phases_as_the_accelerator_runs_it():
     from desim.hardware_view import hardware_view
     from desim.module import Simulator
     from mappings.mapper import PhaseWork, _span_key, phase_waits
-    from mappings.planner import plan_key
+    from mappings.pipeline import plan_key
 
     def phase(layer: int, p: int, vector: bool) -> PhaseWork:
         table = empty_table(1)
@@ -262,14 +262,14 @@ def test_the_plan_energy_prices_the_write_backs_buffer_reads_and_vector_operatio
     them), DRAM moves 1,500 B."""
     from desim.hardware_view import hardware_view
     from desim.module import Simulator
-    from mappings.planner import _estimated_pj
+    from mappings.pipeline import estimated_pj
 
     table = empty_table(1)
     table["dram_read_bytes"], table["dram_write_bytes"] = 1_000, 500
     table["glb_read_bytes"], table["glb_write_bytes"] = 1_000, 1_500
     table["vector_ops"] = 640
     hw = hardware_view(Accelerator(Simulator(), load_arch(DENSE)))
-    assert _estimated_pj(table, hw, 100.0) == pytest.approx(
+    assert estimated_pj(table, hw, 100.0) == pytest.approx(
         640 * hw.mac_pj + 1_500 * hw.dram_pj_per_byte + 3_000 * hw.glb_pj_per_byte
         + 100 * hw.static_pj_per_cycle, rel=1e-12)
 
