@@ -200,8 +200,7 @@ class PhaseMapper:
         elems = {FF: (x, dy), BP: (dy, x), WG: (0, layer.w_nz.numel())}[phase]
         return PhaseWork(layer.name, layer_id, phase, table, **totals, input_elems=elems[0],
                          output_elems=elems[1], input_resident=input_resident,
-                         buffer_bytes=hw.buffer_bytes,
-                             output_written=hw.output_to_dram)
+                         buffer_bytes=hw.buffer_bytes, output_written=hw.output_to_dram)
 
     def update_fused(self, layer_id: int) -> bool:
         """Whether the layer's weight update runs on its WG's output stream
