@@ -34,6 +34,7 @@ from desim.configio import (
     yaml_problem,
 )
 from desim.errors import ConfigError
+from desim.events import PHASES
 from desim.metrics import DERIVED_RUN, PHASE_FIGURES
 from desim.sweep_spec import SweepSpec
 from mappings.model_path import is_file_model, resolve
@@ -120,7 +121,7 @@ CLAIM_METRICS = {
 # components, checked once it is built, `desim.elaborate.summary_names`). The workload's
 # statistics are checked against `WORKLOAD_STATS`.
 CLAIM_SECTIONS: dict[str, tuple[tuple[str, ...] | str, ...]] = {
-    "phases": (("FF", "BP", "WG", "WU"), PHASE_FIGURES),
+    "phases": (PHASES, PHASE_FIGURES),
     "units": (("pe_array", "vector_unit"), ("cycles", "energy_j")),
     "utilization": ("part",), "time_by_busiest_part": ("part",),
     "energy_by_component_j": ("component",), "energy_prices_pj": ("price",),

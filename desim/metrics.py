@@ -11,7 +11,8 @@ from typing import Any
 
 # The energy component a chip's own energy figure leaves out.
 OFF_CHIP = "dram"
-# What summary.json gives each phase of a run (runs.<run>.phases.<FF, BP or WG>, `desim.runner`):
+# What summary.json gives each phase of a run (runs.<run>.phases.<FF, BP, WG or WU>,
+# `desim.runner`):
 # what a claim may name there (`desim.experiment`), the figures of a sweep's table
 # (`desim.sweep_results`).
 PHASE_FIGURES = ("cycles", "energy_j", "macs", "effectual_macs", "processed_macs", "dram_bytes")

@@ -48,14 +48,14 @@ def read_point(out: Path, pid: str) -> dict[str, Any] | None:
 
 
 def gather(out: Path, points: list[Point], spec: SweepSpec) -> pd.DataFrame:
-    """One row per point, run and phase (FF, BP, WG, total) from the point files, in plan
-    order; a failed point is one row (run and phase empty, its error), a point without a
-    file one row with status "pending". `pareto` marks the total rows on the front of the
-    sweep's two objectives, over all points and runs; the total rows also hold the run's
-    time, its ratios to the baseline, its on-chip energy and TFLOPS/W (`desim.metrics`), each
-    energy component's joules (`energy_j.<component>`, after the fixed columns) and each part's
-    busy share (`utilization.<part>`) and share of the time as the busiest part
-    (`time_by_busiest_part.<part>`)."""
+    """One row per point, run and phase (FF, BP, WG, WU where the workload has one, total)
+    from the point files, in plan order; a failed point is one row (run and phase empty,
+    its error), a point without a file one row with status "pending". `pareto` marks the
+    total rows on the front of the sweep's two objectives, over all points and runs; the
+    total rows also hold the run's time, its ratios to the baseline, its on-chip energy and
+    TFLOPS/W (`desim.metrics`), each energy component's joules (`energy_j.<component>`,
+    after the fixed columns) and each part's busy share (`utilization.<part>`) and share of
+    the time as the busiest part (`time_by_busiest_part.<part>`)."""
     import pandas as pd
 
     axes = list(spec.axes)

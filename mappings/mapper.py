@@ -67,6 +67,13 @@ class PhaseWork:
         return self.layer < 0 or self.phase == WU
 
 
+def updated(workload: Workload, layer_id: int) -> bool:
+    """Whether the layer's weights get an update phase WU: the workload asks for one and
+    they are a parameter (a matmul's "weight" is an activation)."""
+    return (workload.spec.weight_update != "none"
+            and workload.layers[layer_id].weight_is_parameter)
+
+
 def training_order(workload: Workload) -> list[tuple[int, int]]:
     """(layer id, phase) in the order they run; vector layer v has id -1 - v."""
     n = len(workload.layers)
@@ -81,7 +88,7 @@ def training_order(workload: Workload) -> list[tuple[int, int]]:
         if workload.layers[i].needs_input_grad:
             order.append((i, BP))
         order.append((i, WG))
-        if workload.spec.weight_update != "none" and workload.layers[i].weight_is_parameter:
+        if updated(workload, i):
             order.append((i, WU))
     order += [(v, BP) for v in reversed(following.get(-1, []))]
     if workload.spec.inference:
@@ -95,7 +102,6 @@ class PhaseMapper:
 
     def __init__(self, workload: Workload, hw: HardwareView) -> None:
         self.workload = workload
-        self.hw = hw  # the design's (each call gets its view: a budget, DRAM writes or not)
         self.policy = SkipPolicy(weights=hw.skip_zero_weights,
                                  activations=hw.skip_zero_activations,
                                  gradients=hw.skip_zero_gradients,
@@ -181,7 +187,7 @@ class PhaseMapper:
                 f"{spec.model} at batch {spec.batch}; a smaller batch or input shape maps "
                 "in less", key="workload.batch")
 
-        if phase == WG and self.update_fused(layer_id):
+        if phase == WG and hw.fused_update and updated(self.workload, layer_id):
             hw = replace(hw, output_to_dram=False)  # its update takes dW off its stream
         with out_of_memory_as(too_large):
             table, totals = tile_phase(
@@ -201,13 +207,6 @@ class PhaseMapper:
         return PhaseWork(layer.name, layer_id, phase, table, **totals, input_elems=elems[0],
                          output_elems=elems[1], input_resident=input_resident,
                          buffer_bytes=hw.buffer_bytes, output_written=hw.output_to_dram)
-
-    def update_fused(self, layer_id: int) -> bool:
-        """Whether the layer's weight update runs on its WG's output stream
-        (`vector_unit.fused_update`): the WG then writes no dW to DRAM."""
-        return (self.hw.fused_update and self.hw.vector_lanes > 0
-                and self.workload.spec.weight_update != "none"
-                and self.workload.layers[layer_id].weight_is_parameter)
 
     def _kept_gradients_only(self, layer: LayerCapture) -> bool:
         """Whether WG computed the kept weights' gradients only (tiling's rule for WG)."""
@@ -252,8 +251,7 @@ def _map_phases(workload: Workload, hw: HardwareView) -> list[PhaseWork]:
                 wg_reads_kept_gradient(work, maker, mapper, hw, held)
             continue
         if phase == WU:  # nothing later in the iteration reads the weights it writes
-            if not hw.fused_update:
-                update_reads_kept_gradient(work, mapper, hw)
+            update_reads_kept_gradient(work, mapper, hw)
             continue
         # Only an inference's output may stay unwritten here: in training BP and WG read it
         # (a gradient both read on chip goes unwritten in wg_reads_kept_gradient).
@@ -349,11 +347,12 @@ def update_reads_kept_gradient(work: list[PhaseWork], mapper: PhaseMapper,
     takes its bytes out of the buffer from the WG's first tile to the update's last: the
     WG is tiled in what is left of its budget (which a dY it kept may already have
     shrunk), the update in what is left of the whole buffer. Both are mapped again in
-    place when the mapper's estimate (`_span_key`) of the two says so."""
+    place when the mapper's estimate (`_span_key`) of the two says so. (A WG that writes
+    no dW, its update fused into its stream, has none to keep.)"""
     k = len(work) - 1
     wg, update = work[k - 1], work[k]
-    if (wg.layer, wg.phase) != (update.layer, WG):  # its WG had no tiles
-        return
+    if (wg.layer, wg.phase) != (update.layer, WG) or not wg.output_written:
+        return  # (its WG had no tiles, or writes no dW)
     kept = wg.output_bytes
     budget = (2 * wg.buffer_bytes - kept) // 2
     if kept <= 0 or budget <= 0:

@@ -18,6 +18,7 @@ event rows.
 from __future__ import annotations
 
 from dataclasses import replace
+from itertools import pairwise
 
 import numpy as np
 import torch
@@ -539,7 +540,7 @@ def _across_slices(layer: LayerCapture, phase: int, hw: HardwareView,
     cuts = [i * extent // count for i in range(count + 1)]
     cut = (lambda a, b: _slice(layer, a, b)) if phase == WG else (
         lambda a, b: _slice_reduction(layer, phase, a, b))
-    return [cut(a, b) for a, b in zip(cuts, cuts[1:], strict=False)] if count > 1 else []
+    return [cut(a, b) for a, b in pairwise(cuts)] if count > 1 else []
 
 
 def _across_floor(totals: dict, outputs: int, slices: int, hw: HardwareView) -> float:
