@@ -267,3 +267,21 @@ def _fields_at(model: type[BaseModel], place: tuple) -> list[str]:
             return []
         current = sections[0]
     return list(current.model_fields)
+
+
+def optional_section(model: type[BaseModel], place: list[str]) -> bool:
+    """Whether `place` names a section of `model` that may be absent (its default None):
+    an optional component, whose presence changes what a design is."""
+    current: Any = model
+    for i, part in enumerate(place):
+        field = current.model_fields.get(part)
+        if field is None:
+            return False
+        sections = [t for t in _scalar_types(field.annotation)
+                    if isinstance(t, type) and issubclass(t, BaseModel)]
+        if not sections:
+            return False
+        if i == len(place) - 1:
+            return field.default is None
+        current = sections[0]
+    return False

@@ -29,6 +29,7 @@ from desim.configio import (
     DuplicateKeyError,
     Strict,
     load_yaml,
+    optional_section,
     parse_yaml,
     validate,
     yaml_problem,
@@ -214,8 +215,11 @@ class Experiment:
         self.overrides = list(overrides)
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str], file: str) -> dict[str, Any]:
-    """Set `key.path=value` pairs (values parsed as YAML) in a nested dict/list."""
+def apply_overrides(data: dict[str, Any], overrides: list[str], file: str,
+                    created: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """Set `key.path=value` pairs (values parsed as YAML) in a nested dict/list. A path
+    through a section the data lacks creates it; `created` (if given) gets each such
+    section's path, with the item that created it."""
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"expected key.path=value, got {item!r}", file=file)
@@ -247,6 +251,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], file: str) -> di
             else:
                 if isinstance(node, dict) and part not in node:
                     node[part] = {}
+                    if created is not None and not any(
+                            given == item for _, given in created):  # the outermost only
+                        created.append((".".join(parts[:i + 1]), item))
                 node = node[part]
     return data
 
@@ -515,7 +522,8 @@ def load_design(path: str | Path, kind: str | None = None,
     if "runs" in data and "workload" in data:
         raise ConfigError("this is an experiment file, not an architecture: its runs name "
                           "their architecture files (runs.N.arch)", file=str(path))
-    data = apply_overrides(data, overrides or [], str(path))
+    created: list[tuple[str, str]] = []
+    data = apply_overrides(data, overrides or [], str(path), created)
     found = data.get("kind")
     if found is not None and (not isinstance(found, str) or found not in DESIGN_KINDS):
         raise ConfigError(f"unknown kind {found!r}; expected one of: "
@@ -524,14 +532,33 @@ def load_design(path: str | Path, kind: str | None = None,
     if kind is not None and found != kind:
         raise ConfigError(f"expected kind {kind}, got {found or 'none (a training processor)'}",
                           file=str(path), key="kind")
+    schema = DESIGN_KINDS[found][0] if found else ArchConfig
+    _refuse_added_components(schema, created, path)
     try:
-        design = validate(DESIGN_KINDS[found][0] if found else ArchConfig, data, path)
+        design = validate(schema, data, path)
     except ConfigError as err:
         raise _kind_forgotten(err, data) if found is None else err from None
     _check_whole_numbers(design, path)
     if isinstance(design, ArchConfig):
         _check_graph(design, path)
     return design
+
+
+def _refuse_added_components(schema: type[BaseModel], created: list[tuple[str, str]],
+                             path: str | Path) -> None:
+    """A ConfigError for an override that reaches into an optional component the design
+    lacks (`vector_unit.fused_residual=false` on a systolic array without a vector unit):
+    setting it would add the component, every other key at its default, and change what
+    is simulated, where the user meant to adjust a switch. Adding one is said whole."""
+    for section, item in created:
+        if optional_section(schema, section.split(".")):
+            key, _, value = item.partition("=")
+            rest = key.removeprefix(f"{section}.")
+            raise ConfigError(f"the design has no {section}; setting a key inside it would "
+                              f"add one, every other key at its default. To add it, give "
+                              f"the section whole: "
+                              f"{section}={{{rest.replace('.', ': {')}: {value}"
+                              f"{'}' * (rest.count('.') + 1)}", file=str(path), key=section)
 
 
 def _kind_forgotten(err: ConfigError, data: dict[str, Any]) -> ConfigError:

@@ -156,6 +156,19 @@ DENSE = ROOT / "configs" / "arch" / "dense.yaml"
     # was taken for none, the claim judged as the bare metric
     (["claims=[{metric: comparison.hppu.speedup, over: '', paper: 1, tolerance: 1}]"],
      ["quickstart.yaml: claims.0: metric and over name a dotted path of summary.json"]),
+    # a key inside an optional component the design lacks added the component with every
+    # other key at its default: `vector_unit.fused_residual=false` gave a systolic array a
+    # 64-lane vector unit, and simulated vector layers it had not before
+    (["arch.dense.speculator.ops_per_cycle=4096"],
+     ["dense.yaml: speculator: the design has no speculator; setting a key inside it would "
+      "add one, every other key at its default. To add it, give the section whole: "
+      "speculator={ops_per_cycle: 4096} (with --set arch.dense.speculator.ops_per_cycle=4096, "
+      "for run dense)"]),
+    (["arch.*.pe_cluster.systolic.cols=16"],
+     ["dense.yaml: pe_cluster.systolic: the design has no pe_cluster.systolic;", "give the "
+      "section whole: pe_cluster.systolic={cols: 16} (with --set arch.*.pe_cluster.systolic"]),
+    (["arch.hppu.weight_generator.seed.bits=8"],
+     ["give the section whole: weight_generator={seed: {bits: 8}}"]),
     # a value quoted in an error is cut short: a pasted blob made a message of megabytes
     ([f"workload.data={'x' * 10_000}"],
      ["quickstart.yaml: workload.data: Input should be 'digits', 'mnist' or 'random' (got "
@@ -170,6 +183,16 @@ def test_bad_input_names_file_key_and_expectation(overrides, fragments):
             Accelerator(Simulator(), arch)
     for fragment in fragments:
         assert fragment in str(err.value)
+
+
+def test_a_section_given_whole_adds_a_component_and_a_default_section_takes_keys(tmp_path):
+    arch = load_arch(DENSE, ["speculator={ops_per_cycle: 4096}"])
+    assert arch.speculator is not None and arch.speculator.ops_per_cycle == 4096
+    data = yaml.safe_load(DENSE.read_text())
+    del data["mapping"]  # a section with defaults, no component: a key inside it is set
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(yaml.safe_dump(data))
+    assert load_arch(bare, ["mapping.objective=energy"]).mapping.objective == "energy"
 
 
 @pytest.mark.parametrize("edges, message", [

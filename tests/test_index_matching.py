@@ -73,7 +73,7 @@ def test_the_plan_estimate_counts_the_tiles_as_the_pes_do():
 
 def test_a_design_must_skip_two_operands_zeros_to_match_them(tmp_path):
     with pytest.raises(ConfigError, match="index_matching: pairs the non-zeros of two"):
-        load_arch(ARCH / "dense.yaml", ["index_matching.bits_per_cycle=128"])
+        load_arch(ARCH / "dense.yaml", ["index_matching={bits_per_cycle: 128}"])
     with pytest.raises(ConfigError, match="index_matching.bits_per_cycle"):
         load_arch(ARCH / "fine_grained.yaml", ["index_matching.bits_per_cycle=0"])
 
