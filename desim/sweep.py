@@ -97,23 +97,53 @@ def load_sweep_spec(path: Path, overrides: Sequence[str] = ()) -> SweepSpec:
 
 def fingerprint(path: Path, overrides: Sequence[str]) -> str:
     """What a sweep folder's points depend on besides their own overrides: the experiment
-    file (less its sweep section), the `--set` overrides and the architecture files' text."""
+    file (less its sweep section), the `--set` overrides, the architecture files' text, and
+    the bytes of the other files the experiment, its overrides or its axes name (a model's
+    Python file, a SCALE-Sim topology CSV): an edited file is another sweep."""
     from desim.configio import load_yaml
     from desim.experiment import apply_overrides, split_overrides
 
     kept = [item for item in overrides if item.partition("=")[0].split(".")[0] != "sweep"]
     experiment_sets, _ = split_overrides(kept, path)
     raw = apply_overrides(load_yaml(path), experiment_sets, str(path))
-    raw.pop("sweep", None)
-    archs = {}
+    axes = raw.pop("sweep", None)
+    archs, arch_paths = {}, set()
     for run in raw.get("runs") or []:
         if isinstance(run, dict) and isinstance(run.get("arch"), str):
+            arch_paths.add(run["arch"])
             arch_path = path.parent / run["arch"]
             archs[str(run.get("name"))] = (arch_path.read_bytes().decode("utf-8", "replace")
                                             if arch_path.is_file() else None)
-    text = json.dumps({"experiment": raw, "overrides": kept, "archs": archs},
-                      sort_keys=True, default=str)
+    inputs = {"experiment": raw, "overrides": kept, "archs": archs}
+    files = _named_files([raw, axes], path.parent, arch_paths)
+    if files:  # (absent: the folder of a sweep that names no such file keeps its fingerprint)
+        inputs["files"] = files
+    text = json.dumps(inputs, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _named_files(values: Any, folder: Path, skip: set[str]) -> dict[str, str]:
+    """The sha256 of each file that a string among `values` names (but those in `skip`),
+    relative to `folder` or absolute: the whole string, or what follows a `key=` (a run's
+    `workload_set` item), less a model file's `:factory`."""
+    found: dict[str, str] = {}
+    stack = [values]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, str):
+            name = value.rpartition("=")[2].strip()
+            file, _, factory = name.rpartition(":")
+            name = file if file and factory.isidentifier() else name
+            try:
+                if name not in skip and (folder / name).is_file():
+                    found[name] = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+            except (OSError, ValueError):  # no file's name: too long, a NUL character
+                pass
+    return found
 
 
 # --- the sweep ------------------------------------------------------------------------------

@@ -45,13 +45,18 @@ def capture_code_sha256() -> str:
 
 def cache_key(workload: WorkloadSpec, pruning: PruningSpec) -> str:
     """Stable across processes and machines running the same code: a hash of the two
-    specs' JSON (keys sorted), of the capturing code (`capture_code_sha256`), and for a
-    model from the user's file, of the file's bytes: an edited file is another workload,
-    never the capture of its old version."""
+    specs' JSON (keys sorted), of the capturing code (`capture_code_sha256`), and of the
+    bytes of the files the workload reads (a model from the user's file, a SCALE-Sim
+    topology CSV): an edited file is another workload, never the capture of its old
+    version."""
     parts = {"code": capture_code_sha256(), "workload": workload.model_dump(mode="json"),
              "pruning": pruning.model_dump(mode="json")}
     if is_file_model(workload.model):
         parts["model_file_sha256"] = file_sha256(workload.model)
+    if workload.scalesim_topology is not None:
+        topology = Path(workload.scalesim_topology)
+        parts["topology_sha256"] = (hashlib.sha256(topology.read_bytes()).hexdigest()
+                                    if topology.is_file() else None)
     text = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 

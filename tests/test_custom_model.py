@@ -21,6 +21,8 @@ from desim.runner import run_file
 from desim.workload_cache import cache_key
 from mappings.models import INPUT_SHAPES, MODELS, UNCOUNTED, build_model
 from mappings.models.supported import FANOUT, refuse_uncounted
+from mappings.pruning import PruningSpec
+from mappings.workload import WorkloadSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 DENSE = ROOT / "configs" / "arch" / "dense.yaml"
@@ -97,6 +99,17 @@ def test_an_edited_file_is_another_cache_key(tmp_path):
     before = cache_key(workload, pruning)
     assert cache_key(workload, pruning) == before
     (tmp_path / "net.py").write_text((tmp_path / "net.py").read_text() + "# edited\n")
+    assert cache_key(workload, pruning) != before
+
+
+def test_an_edited_topology_csv_is_another_cache_key(tmp_path):
+    topology = tmp_path / "t.csv"
+    topology.write_text("Layer, IFMAP Height\n")
+    workload = WorkloadSpec(scalesim_topology=str(topology))
+    pruning = PruningSpec(method="dense")
+    before = cache_key(workload, pruning)
+    assert cache_key(workload, pruning) == before
+    topology.write_text("Layer, IFMAP Height\nconv1, 224\n")
     assert cache_key(workload, pruning) != before
 
 
