@@ -258,6 +258,33 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], file: str,
     return data
 
 
+def overlapping(a: str, b: str) -> bool:
+    """Whether key paths `a` and `b` set the same value, or one a part of the other's
+    (`runs.1.pruning` and `runs.1.pruning.sparsity`); `arch.*.` is every run's arch."""
+    parts_a, parts_b = a.split("."), b.split(".")
+    return all(x == y or (i == 1 and parts_a[0] == "arch" and "*" in (x, y))
+               for i, (x, y) in enumerate(zip(parts_a, parts_b, strict=False)))
+
+
+def _refuse_replaced_workload_sets(spec: ExperimentSpec, experiment_sets: list[str],
+                                   path: Path) -> None:
+    """A `--set workload.K=...` (or a sweep's axis) that a run's own `workload_set` sets
+    again: that run would keep its own value without a word, while the item reads as if it
+    applied to every run (a sweep labelled its points with batches its run never took)."""
+    for item in experiment_sets:
+        key = item.partition("=")[0]
+        if key.split(".")[0] != "workload":
+            continue
+        for i, run in enumerate(spec.runs):
+            own = next((given for given in run.workload_set
+                        if overlapping(f"workload.{given.partition('=')[0]}", key)), None)
+            if own is not None:
+                raise ConfigError(f"run {run.name!r} sets {own} in its own workload_set "
+                                  f"(runs.{i}.workload_set), which replaces --set {item} "
+                                  f"in that run: set it there, or drop one of the two",
+                                  file=str(path), key=key)
+
+
 def split_overrides(overrides: Sequence[str], path: Path
                     ) -> tuple[list[str], dict[str, list[str]]]:
     """Experiment overrides, and arch overrides by run name (with `arch.<run>.` removed)."""
@@ -295,6 +322,7 @@ def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) ->
     raw = apply_overrides(raw, experiment_sets, str(path))
     _resolve_workload_paths(raw.get("workload"), path)
     spec = validate(ExperimentSpec, raw, path)
+    _refuse_replaced_workload_sets(spec, experiment_sets, path)
     names = [run.name for run in spec.runs]
     for run_name in arch_sets:
         if run_name not in names and run_name != "*":

@@ -232,6 +232,42 @@ def test_check_refuses_the_sweeps_that_sweep_refuses(tmp_path, overrides, axes, 
     assert not (tmp_path / "out").exists()
 
 
+def test_two_axes_that_set_one_key_are_refused(tmp_path):
+    """The axis applied last won at every point, and the other's values labelled rows it
+    never changed (a run's cycles the same at `arch.*.pe_cluster.pes` 4 and 8)."""
+    from desim.check import check
+
+    path = write_experiment(tmp_path, {"arch.*.pe_cluster.pes": [4, 8],
+                                       "arch.hppu.pe_cluster.pes": [16, 2]})
+    with pytest.raises(ConfigError) as err:
+        check(path)
+    assert str(err.value) == (f"{path}: sweep.axes.arch.hppu.pe_cluster.pes: sets what the "
+                              "axis sweep.axes.arch.*.pe_cluster.pes sets too, so one would "
+                              "replace the other's values in every point: keep one")
+
+
+def test_a_workload_axis_a_runs_own_workload_set_replaces_is_refused(tmp_path):
+    """A run's `workload_set` is applied after the experiment's workload, --set and axes
+    included: the dense rows were labelled batch 1 and 2 with the same MACs."""
+    from desim.check import check
+
+    path = write_experiment(tmp_path, {"workload.batch": [1, 2]})
+    data = yaml.safe_load(path.read_text())
+    data["runs"][0]["workload_set"] = ["batch=4"]
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(ConfigError) as err:
+        check(path)
+    assert str(err.value).startswith(
+        f"{path}: workload.batch: run 'dense' sets batch=4 in its own workload_set "
+        "(runs.0.workload_set), which replaces the sweep's axis sweep.axes.workload.batch=1")
+    with pytest.raises(ConfigError) as err:  # and a --set, in a run as in a sweep
+        load_experiment(path, ["workload.batch=1"])
+    assert "run 'dense' sets batch=4 in its own workload_set (runs.0.workload_set), which " \
+        "replaces --set workload.batch=1 in that run: set it there, or drop one of the " \
+        "two" in str(err.value)
+    assert load_experiment(path, ["workload.seed=3"]).workloads["dense"].batch == 4
+
+
 @pytest.mark.parametrize("item, axis", [
     ("runs.1.pruning.sparsity=0.3", "runs.1.pruning.sparsity"),
     ("runs.1.pruning={method: magnitude, sparsity: 0.3}", "runs.1.pruning.sparsity"),
