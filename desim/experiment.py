@@ -359,10 +359,12 @@ def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) ->
                                            prefix=f"runs.{i}.workload_set")
         _check_speculation(path, spec, i, workloads[run.name], archs[run.name])
         _check_weight_update(path, spec, i, workloads[run.name], archs[run.name])
+        _check_regrowth(path, spec, i, workloads[run.name])
         if workloads[run.name].scalesim_topology is not None and run.pruning.method != "dense":
             raise ConfigError(f"run {run.name!r} prunes a SCALE-Sim topology, whose layers are "
                               "dense (batch 1, no weights to prune); expected "
                               "{method: dense}", file=str(path), key=f"runs.{i}.pruning")
+    _check_gradual(path, spec, workloads)
     _check_workload_claims(path, spec, archs, workloads)
     return Experiment(path, spec, archs, raw, workloads, overrides or [])
 
@@ -464,6 +466,45 @@ def _check_weight_update(path: Path, spec: ExperimentSpec, i: int, workload: Wor
     raise ConfigError(f"run {run.name!r} has no vector unit in its architecture {run.arch} to "
                       f"apply the weight update ({workload.weight_update}) on; give it a "
                       "vector_unit, or drop weight_update", file=str(path), key=key)
+
+
+REGROWING = {"set": "SET", "rigl": "RigL"}  # methods whose masks move every update_every
+
+
+def _check_regrowth(path: Path, spec: ExperimentSpec, i: int, workload: WorkloadSpec) -> None:
+    """SET and RigL drop and regrow weights between training iterations: without a
+    training, or with fewer iterations than one update takes, their masks never move and
+    the run is magnitude pruning under another name, its parameters read by nothing."""
+    pruning = spec.runs[i].pruning
+    if pruning.method not in REGROWING:
+        return
+    name, training = REGROWING[pruning.method], workload.training
+    given = [k for k in ("update_every", "regrow_fraction") if k in pruning.model_fields_set]
+    if training is None and given:
+        raise ConfigError(f"{name} drops and regrows weights between training iterations, and "
+                          "this run's workload trains none (workload.training): drop it, or "
+                          "train", file=str(path), key=f"runs.{i}.pruning.{given[0]}")
+    if training is not None and pruning.update_every > training.iterations:
+        raise ConfigError(f"{name} updates its masks every {pruning.update_every} iterations, "
+                          f"and the workload trains {training.iterations}: they would never "
+                          f"move; expected at most {training.iterations}", file=str(path),
+                          key=f"runs.{i}.pruning.update_every")
+
+
+def _check_gradual(path: Path, spec: ExperimentSpec, workloads: dict[str, WorkloadSpec]
+                   ) -> None:
+    """A gradual schedule that no run follows: only magnitude pruning has one
+    (`mappings.training`), and every other method trained as if it were off."""
+    gradual = [i for i, run in enumerate(spec.runs)
+               if (training := workloads[run.name].training) is not None and training.gradual]
+    if gradual and all(spec.runs[i].pruning.method != "magnitude" for i in gradual):
+        methods = ", ".join(sorted({spec.runs[i].pruning.method for i in gradual}))
+        own = spec.workload.training is None or not spec.workload.training.gradual
+        raise ConfigError("only magnitude pruning has a gradual schedule, and no run that "
+                          f"trains with it prunes by magnitude ({methods}): drop it, or prune "
+                          "by magnitude", file=str(path),
+                          key=f"runs.{gradual[0]}.workload_set" if own
+                          else "workload.training.gradual")
 
 
 def _naming_the_override(err: ConfigError, run_name: str,

@@ -115,6 +115,19 @@ DENSE = ROOT / "configs" / "arch" / "dense.yaml"
     (["workload.training={iterations: 2, ramp_fraction: 0.3}"],
      ["quickstart.yaml: workload.training.ramp_fraction: it shapes the gradual schedule, "
       "which is off"]),
+    # a gradual schedule no run follows (only magnitude pruning has one), and SET's or
+    # RigL's regrowth that never happens: each ran as if it were off, without a word
+    (["workload.training={iterations: 4, gradual: true}"],
+     ["quickstart.yaml: workload.training.gradual: only magnitude pruning has a gradual "
+      "schedule, and no run that trains with it prunes by magnitude (dense, hybrid): drop "
+      "it, or prune by magnitude"]),
+    (["runs.1.pruning={method: set, sparsity: 0.5, regrow_fraction: 0.9}"],
+     ["quickstart.yaml: runs.1.pruning.regrow_fraction: SET drops and regrows weights "
+      "between training iterations, and this run's workload trains none "
+      "(workload.training): drop it, or train"]),
+    (["runs.1.pruning={method: rigl, sparsity: 0.5}", "workload.training={iterations: 4}"],
+     ["quickstart.yaml: runs.1.pruning.update_every: RigL updates its masks every 10 "
+      "iterations, and the workload trains 4: they would never move; expected at most 4"]),
     # a timer for a power-down that is off was ignored without a word
     (["arch.dense.dram.power_down_idle_cycles=100"],
      ["dense.yaml: dram.power_down_idle_cycles: power_down is off, so no timer runs"]),
@@ -183,6 +196,15 @@ def test_bad_input_names_file_key_and_expectation(overrides, fragments):
             Accelerator(Simulator(), arch)
     for fragment in fragments:
         assert fragment in str(err.value)
+
+
+def test_a_schedule_a_run_follows_validates():
+    exp = load_experiment(QUICKSTART, ["runs.1.pruning={method: magnitude, sparsity: 0.5}",
+                                       "workload.training={iterations: 4, gradual: true}"])
+    assert exp.workloads["hppu"].training.gradual
+    exp = load_experiment(QUICKSTART, ["runs.1.pruning={method: rigl, sparsity: 0.5, "
+                                       "update_every: 4}", "workload.training={iterations: 4}"])
+    assert exp.spec.runs[1].pruning.update_every == 4
 
 
 def test_a_section_given_whole_adds_a_component_and_a_default_section_takes_keys(tmp_path):
