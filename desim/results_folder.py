@@ -101,11 +101,31 @@ def _check_tables_add_up(path: Path, summary: dict[str, Any], layers: pd.DataFra
             if rows.isna().any():
                 raise ConfigError(f"{name}: a row of run {run!r} has no {column}: {again}",
                                   file=str(path))
+            if name == "layers.csv":
+                _check_spans(path, run, table[table["run"] == run], figures["cycles"], again)
             total, expected = float(rows.sum()), float(figures[column])
             if not math.isclose(total, expected, rel_tol=1e-9):
                 raise ConfigError(f"{name}: the rows of run {run!r} add up to {total:,.8g} "
                                   f"{column}, but summary.json has {expected:,.8g}: {again}",
                                   file=str(path))
+
+
+def _check_spans(path: Path, run: str, rows: pd.DataFrame, cycles: int, again: str) -> None:
+    """Each layer-phase's span in layers.csv (what the timelines draw) a number of cycles
+    within its run's: a damaged cell failed drawing with a traceback, or was drawn far out
+    of the run without a word."""
+    import pandas as pd
+
+    start = pd.to_numeric(rows["start_cycle"], errors="coerce")
+    end = pd.to_numeric(rows["end_cycle"], errors="coerce")
+    if start.isna().any() or end.isna().any():
+        column = "start_cycle" if start.isna().any() else "end_cycle"
+        raise ConfigError(f"layers.csv: a row of run {run!r} has no {column}: {again}",
+                          file=str(path))
+    if not ((start >= 0) & (start <= end) & (end <= cycles)).all():
+        raise ConfigError(f"layers.csv: a row of run {run!r} spans cycles outside 0 to "
+                          f"{cycles:,} (its run's in summary.json), or ends before it starts: "
+                          f"{again}", file=str(path))
 
 
 def _read_json(path: Path, name: str) -> Any:
@@ -183,6 +203,12 @@ class WorkloadRead(BaseModel):
     gradient_sparsity: float | None = None
 
 
+class PhaseRead(BaseModel):
+    """What the report reads of a phase of a run in summary.json."""
+
+    cycles: int = 0
+
+
 class RunRead(BaseModel):
     """What the report reads of a run in summary.json (the rest passes unchecked)."""
 
@@ -192,6 +218,7 @@ class RunRead(BaseModel):
     energy_j: float
     energy_by_component_j: dict[str, float]
     units: dict[str, dict[str, float]]
+    phases: dict[str, PhaseRead] = {}
     workload: WorkloadRead = WorkloadRead()
     energy_prices_pj: dict[str, float] = {}
     utilization: dict[str, float] = {}  # none in a summary written before 2026-12-05
@@ -221,6 +248,7 @@ class ExperimentRead(BaseModel):
     of its assumptions): the rest passes unchecked."""
 
     runs: list[RunConfigRead] = []
+    description: str = ""
     workload: dict[str, Any] = {}
     notes: list[str] = []
     claims: list[Any] = []  # each then validated as a Claim

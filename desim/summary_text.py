@@ -38,7 +38,7 @@ def vector_share(run: dict[str, Any]) -> float | None:
     existed, or a run of no time."""
     if "units" not in run or not run["cycles"]:
         return None
-    update = run["phases"].get("WU", {}).get("cycles", 0)
+    update = run.get("phases", {}).get("WU", {}).get("cycles", 0)
     return (run["units"].get("vector_unit", {}).get("cycles", 0) - update) / run["cycles"]
 
 

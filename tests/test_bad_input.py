@@ -607,7 +607,24 @@ def lenet_results(tmp_path_factory) -> Path:
     return desim.run(exp).write(root / "results")
 
 
+def _cell(column: str, value: str):
+    """A layers.csv edit: the first row's `column` set to `value`."""
+    def edit(text: str) -> str:
+        lines = text.splitlines(keepends=True)
+        at = lines[0].rstrip("\n").split(",").index(column)
+        row = lines[1].rstrip("\n").split(",")
+        row[at] = value
+        return "".join([lines[0], ",".join(row) + "\n", *lines[2:]])
+    return edit
+
+
 @pytest.mark.parametrize("file, cut, message", [
+    # a span the timelines draw: a word failed drawing with a traceback, 1e30 was drawn
+    ("layers.csv", _cell("start_cycle", "abc"), "layers.csv: a row of run 'dense' has no "
+                                                "start_cycle"),
+    ("layers.csv", _cell("end_cycle", ""), "layers.csv: a row of run 'dense' has no end_cycle"),
+    ("layers.csv", _cell("end_cycle", "1e30"), "layers.csv: a row of run 'dense' spans cycles "
+                                               "outside 0 to "),
     # a copy stopped midway: a line and a half of layers.csv, or whole rows of energy.csv
     ("layers.csv", lambda text: text[:300],
      "layers.csv: the rows of run 'dense' add up to "),
@@ -630,6 +647,42 @@ def test_a_results_table_cut_short_is_bad_input(lenet_results, tmp_path, file, c
     assert code == 2, output
     assert message in output and "the file is cut short or from another folder" in output
     assert not (tmp_path / "r.md").exists()
+
+
+@pytest.mark.parametrize("file, edit, message", [
+    ("summary.json", lambda d: d["runs"]["dense"].update(phases=[]),
+     "summary.json: runs.dense.phases: Input should be a valid dictionary"),
+    ("config.json", lambda d: d["experiment"].update(description=5),
+     "config.json: experiment.description: Input should be a valid string"),
+])
+def test_a_damaged_key_the_report_reads_is_bad_input(lenet_results, tmp_path, file, edit,
+                                                     message):
+    """A summary's phases as a list, a description as a number: `desim report` failed with
+    a traceback where `desim compare` read the folder."""
+    import json
+    import shutil
+
+    folder = tmp_path / "results"
+    shutil.copytree(lenet_results, folder)
+    data = json.loads((folder / file).read_text())
+    edit(data)
+    (folder / file).write_text(json.dumps(data))
+    code, output = _cli("report", str(folder), "--out", str(tmp_path / "r.md"))
+    assert code == 2, output
+    assert message in output and "Traceback" not in output
+
+
+def test_a_summary_without_phases_is_reported(lenet_results, tmp_path):
+    import json
+    import shutil
+
+    folder = tmp_path / "results"
+    shutil.copytree(lenet_results, folder)
+    data = json.loads((folder / "summary.json").read_text())
+    del data["runs"]["dense"]["phases"]
+    (folder / "summary.json").write_text(json.dumps(data))
+    code, output = _cli("report", str(folder), "--out", str(tmp_path / "r.md"))
+    assert code == 0, output
 
 
 @pytest.mark.parametrize("sweep, message", [
