@@ -148,6 +148,11 @@ def _named_files(values: Any, folder: Path, skip: set[str]) -> dict[str, str]:
 
 # --- the sweep ------------------------------------------------------------------------------
 
+# The most worker processes of a local cluster (`--workers`): each imports torch (~0.5 GB);
+# 10^5 of them spun for minutes before a point ran, and would not stop on Ctrl-C.
+MAX_LOCAL_WORKERS = 256
+
+
 def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, workers: int = 2,
           *, overrides: Sequence[str] = (), retry_failed: bool = False,
           progress: bool = False, plots: Sequence[tuple[str, str]] = ()) -> pd.DataFrame:
@@ -169,8 +174,10 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
     )
 
     path, out = Path(path), Path(out)
-    if workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    if not 1 <= workers <= MAX_LOCAL_WORKERS:
+        raise ConfigError(f"--workers must be 1 to {MAX_LOCAL_WORKERS}, got {workers:,} (each is a "
+                          "process of its own, with torch imported: a larger sweep wants a Dask "
+                          "cluster, --scheduler)")
     base = list(overrides)
     spec = load_sweep_spec(path, base)
     for metric, axis in plots:
@@ -188,6 +195,7 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
             done[point.point_id] = record["status"]
     todo = [p for p in points if p.point_id not in done]
     failed_before = sum(status != "ok" for status in done.values())
+    workers = min(workers, len(todo))  # a worker no point waits for only takes starting
     # Connected first: a scheduler that is not there leaves the folder as it was.
     with dask_client(scheduler, workers) if todo else contextlib.nullcontext() as client:
         _write_manifest(out, path, base, spec, points, current)

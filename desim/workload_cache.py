@@ -70,9 +70,11 @@ def load_or_capture(workload: WorkloadSpec, pruning: PruningSpec,
     path = Path(cache_dir) / f"{cache_key(workload, pruning)}.pt"
     if path.is_file():
         try:
-            return torch.load(path, weights_only=False)
+            cached = torch.load(path, weights_only=False)
         except Exception:  # noqa: BLE001 - unreadable (another torch, a full disk): recompute
-            pass
+            cached = None
+        if isinstance(cached, Workload):  # else a file of another program's: recompute
+            return cached
     captured = capture_workload(workload, pruning)
     try:
         _save_atomic(path, captured)

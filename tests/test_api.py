@@ -128,6 +128,19 @@ def test_a_cached_capture_gives_the_same_numbers_and_skips_the_capture(tmp_path,
     assert plain.summary["runs"]["trainer"]["workload"]["speculated_layers"] > 0
 
 
+def test_a_cache_file_that_holds_no_workload_is_captured_again(lenet, tmp_path):
+    """A file of the cache's name that torch loads but holds something else (another
+    program's, a hand edit) failed the run with a traceback; it is captured again."""
+    import torch
+
+    exp, _, _ = lenet
+    cache = tmp_path / "cache"
+    first = desim.run(exp, cache=cache)
+    for file in cache.glob("*.pt"):
+        torch.save({"x": 1}, file)
+    assert desim.run(exp, cache=cache).summary == first.summary
+
+
 def test_a_cache_onto_a_file_is_bad_input(lenet, tmp_path):
     exp, _, _ = lenet
     (tmp_path / "file").write_text("")

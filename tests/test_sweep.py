@@ -232,6 +232,15 @@ def test_check_refuses_the_sweeps_that_sweep_refuses(tmp_path, overrides, axes, 
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("workers", [0, 257, 100_000])
+def test_a_local_cluster_of_no_or_too_many_workers_is_refused(tmp_path, workers):
+    """-j 100000 spun for minutes starting processes for a sweep of two points."""
+    path = write_experiment(tmp_path, {"workload.batch": [1, 2]})
+    with pytest.raises(ConfigError, match=f"--workers must be 1 to 256, got {workers:,}"):
+        sweep(path, tmp_path / "out", workers=workers)
+    assert not (tmp_path / "out").exists()
+
+
 def test_two_axes_that_set_one_key_are_refused(tmp_path):
     """The axis applied last won at every point, and the other's values labelled rows it
     never changed (a run's cycles the same at `arch.*.pe_cluster.pes` 4 and 8)."""
