@@ -15,7 +15,8 @@ validation (`--set workload.batch=4`, `--set runs.1.pruning.sparsity=0.5`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -348,7 +349,8 @@ def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) ->
             archs[run.name] = _run_arch(path, i, arch_path, run.arch_set,
                                         [item for _, item in named])
         except ConfigError as err:
-            raise _naming_the_override(err, run.name, named) from None
+            raise _naming_the_override(err, run.name, named,
+                                       partial(load_arch, arch_path, run.arch_set)) from None
         workloads[run.name] = spec.workload
         if run.workload_set:
             data = apply_overrides(spec.workload.model_dump(mode="json", exclude_unset=True),
@@ -507,12 +509,14 @@ def _check_gradual(path: Path, spec: ExperimentSpec, workloads: dict[str, Worklo
                           else "workload.training.gradual")
 
 
-def _naming_the_override(err: ConfigError, run_name: str,
-                         named: list[tuple[str, str]]) -> ConfigError:
+def _naming_the_override(err: ConfigError, run_name: str, named: list[tuple[str, str]],
+                         without: Callable[[], object]) -> ConfigError:
     """`err` of run `run_name`'s architecture, naming the `--set` that set its key
     (`arch.*.pe_cluster.pes=-1`: the file alone holds no such value), if one did, or else
     those that set a key within the section it is about (a check of `noc` as a whole, its
-    shape against its topology, after `--set arch.dense.noc.shape.1=0`)."""
+    shape against its topology, after `--set arch.dense.noc.shape.1=0`), or else, where the
+    design loads `without` them, all of them (a new `noc` leaves `global_buffer_router`
+    naming no router of it: the file's key is named, and it is right as written)."""
     if not (err.file and err.key):
         return err
     for given, item in reversed(named):  # the last one set wins
@@ -524,6 +528,14 @@ def _naming_the_override(err: ConfigError, run_name: str,
               if item.partition("=")[0].startswith(f"{err.key}.")]
     if inside:  # "with": the file's own values in the section may be the ones at fault
         return ConfigError(f"{err.message} (with --set {', --set '.join(inside)}, for run "
+                           f"{run_name})", file=err.file, key=err.key)
+    if named:
+        try:
+            without()
+        except ConfigError:
+            return err  # the file (and the run's arch_set) at fault whatever was set
+        given = [given for given, _ in named]
+        return ConfigError(f"{err.message} (with --set {', --set '.join(given)}, for run "
                            f"{run_name})", file=err.file, key=err.key)
     return err
 

@@ -169,6 +169,13 @@ DENSE = ROOT / "configs" / "arch" / "dense.yaml"
     # was taken for none, the claim judged as the bare metric
     (["claims=[{metric: comparison.hppu.speedup, over: '', paper: 1, tolerance: 1}]"],
      ["quickstart.yaml: claims.0: metric and over name a dotted path of summary.json"]),
+    # a --set that leaves another key of the file wrong: the file's key is named, and the
+    # --set that made it wrong, though it set none of that key
+    (["arch.dense.noc={topology: tree, shape: [1, 2], link_bandwidth_bytes_per_cycle: 8, "
+      "hop_latency_cycles: 1}"],
+     ["dense.yaml: global_buffer_router: 'r0_0' is not a router of the NoC; routers: r0, r1, "
+      "r2 (with --set arch.dense.noc={topology: tree, shape: [1, 2], "
+      "link_bandwidth_bytes_per_cycle: 8, hop_latency_cycles: 1}, for run dense)"]),
     # a key inside an optional component the design lacks added the component with every
     # other key at its default: `vector_unit.fused_residual=false` gave a systolic array a
     # 64-lane vector unit, and simulated vector layers it had not before
