@@ -273,17 +273,34 @@ def _refuse_replaced_workload_sets(spec: ExperimentSpec, experiment_sets: list[s
     again: that run would keep its own value without a word, while the item reads as if it
     applied to every run (a sweep labelled its points with batches its run never took)."""
     for item in experiment_sets:
-        key = item.partition("=")[0]
+        key, _, text = item.partition("=")
         if key.split(".")[0] != "workload":
             continue
         for i, run in enumerate(spec.runs):
             own = next((given for given in run.workload_set
-                        if overlapping(f"workload.{given.partition('=')[0]}", key)), None)
+                        if _gives(key.split(".")[1:], text, given.partition("=")[0])), None)
             if own is not None:
                 raise ConfigError(f"run {run.name!r} sets {own} in its own workload_set "
                                   f"(runs.{i}.workload_set), which replaces --set {item} "
                                   f"in that run: set it there, or drop one of the two",
                                   file=str(path), key=key)
+
+
+def _gives(parts: list[str], text: str, inner: str) -> bool:
+    """Whether a --set of the workload's key `parts` to the YAML `text` gives the value of
+    its key `inner` (a run's `workload_set` key): `inner` is the key or holds it, or the
+    value set holds `inner` (`workload={batch: 1}` gives batch, not training's rate)."""
+    inner_parts = inner.split(".")
+    if parts[:len(inner_parts)] == inner_parts:
+        return True
+    if inner_parts[:len(parts)] != parts:
+        return False
+    value: Any = parse_yaml(text)
+    for part in inner_parts[len(parts):]:
+        if not isinstance(value, dict) or part not in value:
+            return False
+        value = value[part]
+    return True
 
 
 def split_overrides(overrides: Sequence[str], path: Path

@@ -274,7 +274,11 @@ def test_a_workload_axis_a_runs_own_workload_set_replaces_is_refused(tmp_path):
     assert "run 'dense' sets batch=4 in its own workload_set (runs.0.workload_set), which " \
         "replaces --set workload.batch=1 in that run: set it there, or drop one of the " \
         "two" in str(err.value)
+    whole = "workload={model: lenet5, input_shape: [1, 28, 28], batch: 1}"
+    with pytest.raises(ConfigError, match=r"replaces --set workload=\{model: lenet5"):
+        load_experiment(path, [whole])  # a section that gives the key
     assert load_experiment(path, ["workload.seed=3"]).workloads["dense"].batch == 4
+    assert load_experiment(path, [whole.replace(", batch: 1", "")]).workloads["dense"].batch == 4
 
 
 @pytest.mark.parametrize("item, axis", [
@@ -1226,8 +1230,8 @@ def test_a_local_cluster_that_cannot_start_exits_1_in_one_line(tmp_path, monkeyp
             raise error
 
     monkeypatch.setattr(distributed, "LocalCluster", Broken)
-    path = write_experiment(tmp_path, {"runs.0.pruning.sparsity": [0.5, 0.6]},
-                            single_run=True)
+    path = write_experiment(tmp_path, {"runs.0.pruning.sparsity": [0.5, 0.6, 0.7]},
+                            single_run=True)  # (a cluster no larger than the points)
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exited:
         main([str(path), "--out", str(out), "--workers", "3"])
@@ -1238,6 +1242,26 @@ def test_a_local_cluster_that_cannot_start_exits_1_in_one_line(tmp_path, monkeyp
                       f"({type(error).__name__}: {cause}): nothing was computed; try fewer "
                       "--workers, or a running scheduler with --scheduler")
     assert list(out.iterdir()) == []
+
+
+def test_a_local_cluster_is_no_larger_than_the_points_to_compute(tmp_path, monkeypatch):
+    import distributed
+
+    from desim.sweep_dask import ClusterFailed
+
+    asked = {}
+
+    class Recorded:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            asked.update(kwargs)
+            raise RuntimeError("recorded")
+
+    monkeypatch.setattr(distributed, "LocalCluster", Recorded)
+    path = write_experiment(tmp_path, {"runs.0.pruning.sparsity": [0.5, 0.6]},
+                            single_run=True)
+    with pytest.raises(ClusterFailed, match="of 2 workers"):
+        sweep(path, tmp_path / "out", workers=8)
+    assert asked["n_workers"] == 2
 
 
 def test_a_client_that_cannot_join_the_local_cluster_closes_it(tmp_path, monkeypatch):
