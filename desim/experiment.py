@@ -259,14 +259,6 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], file: str,
     return data
 
 
-def overlapping(a: str, b: str) -> bool:
-    """Whether key paths `a` and `b` set the same value, or one a part of the other's
-    (`runs.1.pruning` and `runs.1.pruning.sparsity`); `arch.*.` is every run's arch."""
-    parts_a, parts_b = a.split("."), b.split(".")
-    return all(x == y or (i == 1 and parts_a[0] == "arch" and "*" in (x, y))
-               for i, (x, y) in enumerate(zip(parts_a, parts_b, strict=False)))
-
-
 def _refuse_replaced_workload_sets(spec: ExperimentSpec, experiment_sets: list[str],
                                    path: Path) -> None:
     """A `--set workload.K=...` (or a sweep's axis) that a run's own `workload_set` sets

@@ -225,11 +225,11 @@ def check_sweepable(path: Path, base: list[str], points: list[Point]) -> None:
     Refuse one that asks for traces or waveforms too: a point keeps its summary only, so
     they would be dropped without a word. `desim check` refuses what this refuses, by
     calling it (`desim.check`): a file it passes is a sweep `desim sweep` runs."""
-    from desim.experiment import load_experiment, overlapping
+    from desim.experiment import load_experiment
 
     keys = list(points[0].values) if points else []
     for i, key in enumerate(keys):
-        other = next((o for o in keys[:i] if overlapping(o, key)), None)
+        other = next((o for o in keys[:i] if _overlapping(o, key)), None)
         if other is not None:  # the one applied last would win, the other a mere label
             raise ConfigError(f"sets what the axis sweep.axes.{other} sets too, so one would "
                               "replace the other's values in every point: keep one",
@@ -239,7 +239,7 @@ def check_sweepable(path: Path, base: list[str], points: list[Point]) -> None:
                               "axis (trace one point with desim run and its values as --set)",
                               file=str(path), key=f"sweep.axes.{key}")
         for item in base:  # a point's values are applied after `base`: they would win
-            if overlapping(item.partition("=")[0], key):
+            if _overlapping(item.partition("=")[0], key):
                 raise ConfigError(f"also given by --set {item}, which every point would "
                                   "replace by the axis's values: drop the --set or the axis",
                                   file=str(path), key=f"sweep.axes.{key}")
@@ -259,6 +259,14 @@ def check_sweepable(path: Path, base: list[str], points: list[Point]) -> None:
     if first is not None:
         raise ConfigError(f"{first.message} (no point of the sweep is valid; the first: "
                           f"{points[0].values})", file=first.file, key=first.key)
+
+
+def _overlapping(a: str, b: str) -> bool:
+    """Whether key paths `a` and `b` set the same value, or one a part of the other's
+    (`runs.1.pruning` and `runs.1.pruning.sparsity`); `arch.*.` is every run's arch."""
+    parts_a, parts_b = a.split("."), b.split(".")
+    return all(x == y or (i == 1 and parts_a[0] == "arch" and "*" in (x, y))
+               for i, (x, y) in enumerate(zip(parts_a, parts_b, strict=False)))
 
 
 def _compute(path: Path, out: Path, base: list[str], todo: list[Point], client: Client | None,
