@@ -12,7 +12,7 @@ from typing import Annotated, Literal, get_args
 from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from arch.energy import NODES, SIGN_EXPONENT_BITS
-from arch.noc import NocSpec
+from arch.noc import NocEdge, NocSpec
 from arch.systolic import SystolicConfig
 from desim.configio import Strict
 
@@ -396,10 +396,14 @@ class ArchConfig(Strict):
 
     @model_validator(mode="after")
     def _links_move_bytes(self) -> ArchConfig:
-        if self.noc.link_bandwidth_bytes_per_cycle * self.core_clock_mhz * 1e6 < 1:
-            raise ValueError(f"noc.link_bandwidth_bytes_per_cycle: "
-                             f"{self.noc.link_bandwidth_bytes_per_cycle} bytes a cycle at "
-                             f"{self.core_clock_mhz} MHz is less than a byte a second")
+        own = [(f"noc.edges.{i}.bandwidth_bytes_per_cycle", edge.bandwidth_bytes_per_cycle)
+               for i, edge in enumerate(self.noc.edges or [])
+               if isinstance(edge, NocEdge) and edge.bandwidth_bytes_per_cycle is not None]
+        for key, width in [("noc.link_bandwidth_bytes_per_cycle",
+                            self.noc.link_bandwidth_bytes_per_cycle), *own]:
+            if width * self.core_clock_mhz * 1e6 < 1:
+                raise ValueError(f"{key}: {width} bytes a cycle at {self.core_clock_mhz} MHz "
+                                 "is less than a byte a second")
         return self
 
     @model_validator(mode="after")

@@ -35,6 +35,7 @@ port links at both ends. A multicast sends once on each link of the union of its
 from __future__ import annotations
 
 import math
+import re
 from collections import deque
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
@@ -340,6 +341,11 @@ def tree(fanout: int, depth: int, bandwidth_bytes_per_cycle: float,
     return graph
 
 
+# A router's name, as a hand-written NoC gives it: "c->d" broke the links' names ('u->v'),
+# "r 0" and "r_0" the waveform's scopes (a space becomes _ there).
+ROUTER_NAME = re.compile(r"[A-Za-z0-9_]+")
+
+
 def from_edges(edges: Sequence[Sequence[str] | dict[str, Any]],
                bandwidth_bytes_per_cycle: float, latency_cycles: int) -> nx.DiGraph:
     """Routers linked as listed: each item is a pair ("a", "b") or a dict
@@ -369,6 +375,12 @@ def from_edges(edges: Sequence[Sequence[str] | dict[str, Any]],
             raise ConfigError(f"expected a pair of router names, got {item!r}",
                               key=f"edges.{i}")
         a, b = pair
+        for name in pair:
+            if not ROUTER_NAME.fullmatch(name):
+                raise ConfigError(f"router name {name!r}: expected letters, digits and _ only "
+                                  "(a name becomes part of module paths, '.' separated, of "
+                                  "links' names, 'u->v', and of waveform scopes)",
+                                  key=f"edges.{i}")
         if a == b:
             raise ConfigError(f"router {a!r} is linked to itself", key=f"edges.{i}")
         if graph.has_edge(a, b):

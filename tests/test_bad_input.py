@@ -230,6 +230,12 @@ def test_a_section_given_whole_adds_a_component_and_a_default_section_takes_keys
     # a router may not take the name of a node the processor adds: it would replace the
     # router (dram) or fail when that node is attached (glb, cluster_<router>)
     ("[[dram, b]]", "noc.edges: 'dram': routers named as the processor's own nodes"),
+    # a name is part of module paths, links' names ('u->v') and waveform scopes: "c->d"
+    # broke the report after the run, "r 0" beside "r_0" the waveform
+    ("[[a, c->d]]", "noc.edges.0: router name 'c->d': expected letters, digits and _ only"),
+    ("[['r 0', r_0]]", "noc.edges.0: router name 'r 0': expected letters, digits and _ only"),
+    ("[[a, b], {u: b, v: c, bandwidth_bytes_per_cycle: 1.0e-12}]",
+     "noc.edges.1.bandwidth_bytes_per_cycle: 1e-12 bytes a cycle at"),
     ("[[glb, b], [b, cluster_glb]]",
      "noc.edges: 'cluster_glb', 'glb': routers named as the processor's own nodes"),
     ("[[a, c]]", "global_buffer_router: 'b' is not a router of the NoC; routers: a, c"),
