@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from desim.configio import shown
 from desim.experiment import Experiment, load_experiment
 from desim.runner import (
     RunResult,
@@ -122,6 +123,10 @@ def run(config: str | Path, overrides: Sequence[str] | str = (),
     Bad input raises `desim.errors.ConfigError` (the message names the file and the key)."""
     if isinstance(overrides, str):   # not its characters, one by one
         overrides = [overrides]
+    if (not isinstance(overrides, list | tuple)
+            or not all(isinstance(item, str) for item in overrides)):
+        raise TypeError(f"overrides: expected 'key.path=value' strings, as --set takes them "
+                        f"(a list of them, or one), got {shown(overrides)}")
     experiment = load_experiment(config, list(overrides))
     folder = results_folder(out) if out is not None else None
     result = Result(experiment, run_experiment(experiment, progress, folder,

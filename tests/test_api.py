@@ -83,6 +83,17 @@ def test_bad_input_raises_a_config_error(lenet):
         desim.simulate  # noqa: B018
 
 
+@pytest.mark.parametrize("overrides", [[5], [None], [["workload.batch=2"]], b"workload.batch=2",
+                                       {"workload.batch": 2}])
+def test_overrides_that_are_no_strings_are_a_type_error(lenet, overrides):
+    """An int failed deep inside ('int' object has no attribute 'partition'), bytes were
+    taken as numbers one by one, a dict's keys as items without a value."""
+    exp, _, _ = lenet
+    with pytest.raises(TypeError, match="overrides: expected 'key.path=value' strings, as "
+                                        "--set takes them"):
+        desim.run(exp, overrides)
+
+
 def test_a_clock_off_the_picosecond_grid_runs_on_its_exact_period(lenet):
     """1,200 MHz (833 1/3 ps a cycle): the run's cycles are the clock edges up to its end,
     and the layer-phases' shares add up to them."""
