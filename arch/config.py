@@ -11,7 +11,7 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import Field, PositiveInt, field_validator, model_validator
 
-from arch.energy import NODES, SIGN_EXPONENT_BITS
+from arch.energy import ELEMENT_BYTES, NODES, SIGN_EXPONENT_BITS
 from arch.noc import NocEdge, NocSpec
 from arch.systolic import SystolicConfig
 from desim.configio import Strict
@@ -162,7 +162,7 @@ class SparsityConfig(Strict):
     # Bits a stored weight value takes in DRAM, the buffers and the NoC (2: ternary codes,
     # Yang et al., AAAI 2020). None: the datapath precision's element width. Gradients and
     # activations keep the element width.
-    weight_bits: PositiveInt | None = None
+    weight_bits: PositiveInt | None = Field(None, le=32)  # at most fp32's (a master copy)
     # The weights' "line" (line_bitmap's line, csr's row, csc's columns): None, a kernel
     # row (1 x S, HPPU's line), and for csr and csc a row of the weight matrix (an output
     # channel's C*R*S weights in FF); n, every run of n consecutive weights of such a row: the
@@ -362,6 +362,14 @@ class ArchConfig(Strict):
             raise ValueError(f"pe_cluster.accumulator: {pe.accumulator!r} does not go with "
                              f"a {pe.precision!r} datapath (floating-point products need a "
                              f"floating-point accumulator, integer ones an integer one)")
+        if pe.accumulator == "ternary":
+            raise ValueError("pe_cluster.accumulator: a ternary code {-1, 0, +1} holds no sum; "
+                             "expected an integer accumulator (int8, int32)")
+        if pe.accumulator is not None and (ELEMENT_BYTES[pe.accumulator]
+                                           < ELEMENT_BYTES[pe.precision]):
+            raise ValueError(f"pe_cluster.accumulator: {pe.accumulator!r} is narrower than "
+                             f"the {pe.precision!r} products it would add up; expected "
+                             f"one at least as wide (or none: the datapath's)")
         return self
 
     @model_validator(mode="after")

@@ -176,6 +176,15 @@ DENSE = ROOT / "configs" / "arch" / "dense.yaml"
      ["dense.yaml: global_buffer_router: 'r0_0' is not a router of the NoC; routers: r0, r1, "
       "r2 (with --set arch.dense.noc={topology: tree, shape: [1, 2], "
       "link_bandwidth_bytes_per_cycle: 8, hop_latency_cycles: 1}, for run dense)"]),
+    # an accumulator narrower than its products (its energy and DRAM bytes fell), a
+    # ternary one, a stored weight of 1,000 bits
+    (["arch.dense.pe_cluster.accumulator=fp8"],
+     ["dense.yaml: pe_cluster.accumulator: 'fp8' is narrower than the 'fp16' products it "
+      "would add up; expected one at least as wide (or none: the datapath's)"]),
+    (["arch.dense.pe_cluster.precision=ternary", "arch.dense.pe_cluster.accumulator=ternary"],
+     ["dense.yaml: pe_cluster.accumulator: a ternary code {-1, 0, +1} holds no sum"]),
+    (["arch.dense.sparsity.weight_bits=1000"],
+     ["dense.yaml: sparsity.weight_bits: Input should be less than or equal to 32"]),
     # a key inside an optional component the design lacks added the component with every
     # other key at its default: `vector_unit.fused_residual=false` gave a systolic array a
     # 64-lane vector unit, and simulated vector layers it had not before
