@@ -50,6 +50,10 @@ class LayerCapture:
     groups: int = 1
     needs_input_grad: bool = True  # False for the first layer: no gradient for the data
     weight_is_parameter: bool = True  # False for a matmul, whose "weight" is an activation
+    # False for a frozen weight (`requires_grad` off: transfer learning's fixed layers): no
+    # WG, no update. A layer that no gradient reaches at all (frozen, and every layer before
+    # it) runs FF alone; its dy_nz is all zeros, only its shape read.
+    weight_trained: bool = True
     # For a slice of rows of a layer, X comes padded explicitly (padding = 0) and x_valid
     # marks the positions inside the image, so counting still skips the padding.
     x_valid: torch.Tensor | None = None
@@ -129,6 +133,7 @@ class PackedLayer:
     groups: int = 1
     needs_input_grad: bool = True
     weight_is_parameter: bool = True
+    weight_trained: bool = True
     w_tracked: BitMap | None = None
     y_spec: BitMap | None = None
     spec_false_zeros: int = 0
@@ -201,6 +206,9 @@ class VectorCapture:
     # A softmax that scales its input first (`ScaledSoftmax`: attention's 1/sqrt(d)), an op
     # an element more each way than a plain `nn.Softmax` (`mappings.vector`).
     scaled: bool = False
+    # Whether a gradient reaches its output: not in a frozen model's first layers, which
+    # run FF alone (`LayerCapture.weight_trained`).
+    has_gradient: bool = True
 
 
 def _as_4d(t: torch.Tensor, module: nn.Module) -> torch.Tensor:
@@ -285,7 +293,11 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
             records[name] = {"x_nz": keep(_as_4d(x != 0, module)),
                              "y_nz": keep(_as_4d(out.detach() != 0, module)),
                              "needs_input_grad": args[0].requires_grad,
+                             "weight_trained": module.weight.requires_grad,
                              "x_is_data": x.data_ptr() == inputs.data_ptr()}
+            if not out.requires_grad:  # frozen, as is all before it: FF alone, no gradient
+                records[name]["dy_nz"] = keep(torch.zeros(_as_4d(out, module).shape,
+                                                          dtype=torch.bool))
         return hook
 
     def on_matmul(name: str):
@@ -300,7 +312,11 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
             w = (b != 0).reshape(groups, k, n).transpose(1, 2).reshape(groups * n, k, 1, 1)
             order.append(name)
             records[name] = {"x_nz": keep(x), "w_nz": keep(w), "groups": groups,
-                             "needs_input_grad": args[0].requires_grad}
+                             "needs_input_grad": args[0].requires_grad,
+                             "weight_trained": args[1].requires_grad}  # WG: B's gradient
+            if not _out.requires_grad:  # in a frozen model's first layers: FF alone
+                records[name]["dy_nz"] = keep(torch.zeros(m, groups * n, 1, 1,
+                                                          dtype=torch.bool))
         return hook
 
     def on_matmul_backward(name: str):
@@ -355,6 +371,7 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
             if kind == "add":
                 v.second_stats = stats_of(other)
             v.scaled = isinstance(_m, ScaledSoftmax)
+            v.has_gradient = out.requires_grad
             v.foldable = (isinstance(_m, nn.BatchNorm1d | nn.BatchNorm2d)
                           and _m.track_running_stats and last_output[1]
                           and same_tensor(x, last_output[0]))
@@ -430,7 +447,8 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
             model.zero_grad(set_to_none=True)
             loss = loss_fn(model(inputs), targets)
-            loss.backward()
+            if loss.requires_grad:  # (a frozen model's inference: FF alone)
+                loss.backward()
     finally:
         for h in handles:
             h.remove()
@@ -446,6 +464,7 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
         if isinstance(module, MatMul):
             layers.append(make(name, "matmul", rec["x_nz"], rec["w_nz"], rec["dy_nz"],
                                groups=rec["groups"], needs_input_grad=rec["needs_input_grad"],
+                               weight_trained=rec["weight_trained"],
                                weight_is_parameter=False))  # A: an activation
             continue
         w_nz = _as_4d(module.weight.detach() != 0, module)
@@ -463,6 +482,7 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
         if isinstance(module, nn.Linear):
             layers.append(make(name, "linear", rec["x_nz"], keep(w_nz), rec["dy_nz"],
                                needs_input_grad=rec["needs_input_grad"],
+                               weight_trained=rec["weight_trained"],
                                x_is_data=rec["x_is_data"], **speculated))
         else:
             if module.padding_mode != "zeros" or isinstance(module.padding, str):
@@ -475,5 +495,6 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                 padding=_square(module.padding, "padding", name),
                 dilation=_square(module.dilation, "dilation", name),
                 groups=module.groups, needs_input_grad=rec["needs_input_grad"],
-                x_is_data=rec["x_is_data"], **speculated))
+                weight_trained=rec["weight_trained"], x_is_data=rec["x_is_data"],
+                **speculated))
     return layers

@@ -69,9 +69,10 @@ class PhaseWork:
 
 def updated(workload: Workload, layer_id: int) -> bool:
     """Whether the layer's weights get an update phase WU: the workload asks for one and
-    they are a parameter (a matmul's "weight" is an activation)."""
-    return (workload.spec.weight_update != "none"
-            and workload.layers[layer_id].weight_is_parameter)
+    they are a parameter (a matmul's "weight" is an activation) that trains (not frozen)."""
+    layer = workload.layers[layer_id]
+    return (workload.spec.weight_update != "none" and layer.weight_is_parameter
+            and layer.weight_trained)
 
 
 def training_order(workload: Workload) -> list[tuple[int, int]]:
@@ -83,14 +84,18 @@ def training_order(workload: Workload) -> list[tuple[int, int]]:
     order = [(v, FF) for v in following.get(-1, [])]
     for i in range(n):
         order += [(i, FF)] + [(v, FF) for v in following.get(i, [])]
+    def back(vectors: list[int]) -> list[tuple[int, int]]:  # those a gradient reaches
+        return [(v, BP) for v in reversed(vectors) if workload.vectors[-1 - v].has_gradient]
+
     for i in reversed(range(n)):
-        order += [(v, BP) for v in reversed(following.get(i, []))]
+        order += back(following.get(i, []))
         if workload.layers[i].needs_input_grad:
             order.append((i, BP))
-        order.append((i, WG))
+        if workload.layers[i].weight_trained:
+            order.append((i, WG))
         if updated(workload, i):
             order.append((i, WU))
-    order += [(v, BP) for v in reversed(following.get(-1, []))]
+    order += back(following.get(-1, []))
     if workload.spec.inference:
         order = [(layer, phase) for layer, phase in order if phase == FF]
     return order

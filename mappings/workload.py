@@ -24,7 +24,7 @@ from mappings.model_path import is_file_model
 from mappings.models import build_model, default_input_shape, input_shape_misfit
 from mappings.models.common import MatMul
 from mappings.models.from_file import build_file_model
-from mappings.models.supported import refuse_uncounted
+from mappings.models.supported import refuse_uncounted, refuse_untrainable
 from mappings.pruning import PruningSpec, prune_model
 from mappings.scalesim import read_topology
 from mappings.specs import WorkloadSpec
@@ -214,6 +214,7 @@ def _checked_file_model(spec: WorkloadSpec) -> tuple[torch.nn.Module, tuple[int,
                           f"{classes}] (one score a class, workload.num_classes)",
                           key="workload.num_classes")
     refuse_uncounted(model, repr(spec.model), shape)
+    refuse_untrainable(model, repr(spec.model), training=not spec.inference)
     return model, shape
 
 
@@ -289,7 +290,8 @@ def _stats(layers: list[PackedLayer], masks: dict[str, torch.Tensor],
     out = {
         "activation_sparsity": 1 - density([layer.x_nz for layer in layers
                                             if not layer.x_is_data]),
-        "gradient_sparsity": 1 - density([layer.dy_nz for layer in layers]),
+        "gradient_sparsity": 1 - density([layer.dy_nz for layer in layers  # (a gradient
+                                          if layer.needs_input_grad or layer.weight_trained]),
         "weight_sparsity": 1 - density([layer.w_nz for layer in layers]),
         "vector_layers": len(vectors),
     }

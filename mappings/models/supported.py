@@ -172,6 +172,39 @@ def _fanout(node: fx.Node, modules: dict[str, nn.Module], is_tensor: dict[fx.Nod
             "(see mappings/models/resnet.py)")
 
 
+# Layers the capture keeps one record of, by module name: a second call would replace the
+# first call's maps (`mappings.capture`).
+RECORDED_ONCE = (nn.Conv2d, nn.Linear, MatMul)
+
+
+def _shared_layers(graph: fx.GraphModule, modules: dict[str, nn.Module]) -> list[str]:
+    """Why each conv, linear or MatMul module called more than once in a forward pass would
+    be miscounted: its calls' maps replace one another (at two resolutions the run failed,
+    at one its first call's input zeros were lost)."""
+    calls: dict[str, int] = {}
+    for node in graph.graph.nodes:
+        target = str(node.target)
+        if node.op == "call_module" and isinstance(modules[target], RECORDED_ONCE):
+            calls[target] = calls.get(target, 0) + 1
+    return [f"layer {name!r} is called {n} times in one forward pass; desim captures a "
+            "layer module once, so give each call a module of its own (weights shared "
+            "between them are not modelled)" for name, n in calls.items() if n > 1]
+
+
+def refuse_untrainable(model: nn.Module, label: str, training: bool) -> None:
+    """A ConfigError (key `workload.model`) for a model with no conv, linear or MatMul layer
+    (nothing for the PE array), or, in `training`, with every parameter frozen (no gradient
+    anywhere: no BP, no WG; the capture's backward pass failed)."""
+    if not any(isinstance(m, RECORDED_ONCE) for m in model.modules()):
+        raise ConfigError(f"model {label} has no nn.Conv2d, nn.Linear or MatMul layer: "
+                          "nothing for the PE array to compute", key="workload.model")
+    if training and not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError(f"model {label}: every parameter is frozen (requires_grad off), so "
+                          "a training iteration computes no gradient; unfreeze the layers "
+                          "to train (frozen ones run FF alone), or set workload.inference",
+                          key="workload.model")
+
+
 def refuse_uncounted(model: nn.Module, label: str, shape: tuple[int, ...],
                      allowed: Collection[str] = ()) -> None:
     """A ConfigError (key `workload.model`) if `model` computes anything the capture does not
@@ -202,6 +235,7 @@ def refuse_uncounted(model: nn.Module, label: str, shape: tuple[int, ...],
     if FANOUT not in allowed:
         problems += [p for node in graph.graph.nodes
                      if (p := _fanout(node, modules, is_tensor)) is not None]
+    problems += _shared_layers(graph, modules)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise ConfigError(f"model {label}: {problems[0]}{more}", key="workload.model")
