@@ -349,26 +349,45 @@ def summarize(experiment: Experiment, results: dict[str, RunResult]) -> dict[str
 def write_results(out: Path, experiment: Experiment, results: dict[str, RunResult]
                   ) -> dict[str, Any]:
     """summary.json, layers.csv, energy.csv, the resolved configuration (config.json) and
-    the statistics (stats.json, stats.txt) in `out`."""
+    the statistics (stats.json, stats.txt) in `out`, with the trace, tiles and waveforms
+    asked for. Each is written whole under a hidden name first (`unpublished`), then all are
+    put in place together: the earlier summary.json removed first, this run's renamed last.
+    A run killed while writing (a large trace takes seconds) leaves the earlier results
+    whole, or a folder without summary.json, which no reader takes for results; never this
+    run's summary beside an earlier run's tables, trace or report."""
     summary = summarize(experiment, results)
-    write_json(out / "summary.json", summary)
-    write_csv(out / "layers.csv", pd.concat([r.layers for r in results.values()],
-                                            ignore_index=True))
-    write_csv(out / "energy.csv", layer_energy(results))
-    write_json(out / "config.json", resolved_config(experiment))
-    write_json(out / "stats.json", {name: r.stats for name, r in results.items()})
-    write_atomic(out / "stats.txt", "".join(f"# run {name}\n{stats_text(r.stats)}\n"
-                                            for name, r in results.items()))
-    traces = {name: r.trace for name, r in results.items() if r.trace is not None}
-    if traces:
-        write_json(out / "trace.json", merge_traces(traces))
-    tiles = [r.tiles for r in results.values() if r.tiles is not None]
-    if tiles:
-        write_csv(out / "tiles.csv", pd.concat(tiles, ignore_index=True))
-    for r in results.values():
-        if r.vcd is not None and unpublished(r.vcd).is_file():
-            os.replace(unpublished(r.vcd), r.vcd)
+    staged = [out / "summary.json"]  # each written at `unpublished(path)`, summary.json first
+    staged += [r.vcd for r in results.values()  # (the waveforms written while simulating)
+               if r.vcd is not None and unpublished(r.vcd).is_file()]
+
+    def stage(name: str) -> Path:
+        staged.append(out / name)
+        return unpublished(out / name)
+
+    try:
+        write_json(unpublished(staged[0]), summary)
+        write_csv(stage("layers.csv"), pd.concat([r.layers for r in results.values()],
+                                                 ignore_index=True))
+        write_csv(stage("energy.csv"), layer_energy(results))
+        write_json(stage("config.json"), resolved_config(experiment))
+        write_json(stage("stats.json"), {name: r.stats for name, r in results.items()})
+        write_atomic(stage("stats.txt"), "".join(f"# run {name}\n{stats_text(r.stats)}\n"
+                                                 for name, r in results.items()))
+        traces = {name: r.trace for name, r in results.items() if r.trace is not None}
+        if traces:
+            write_json(stage("trace.json"), merge_traces(traces))
+        tiles = [r.tiles for r in results.values() if r.tiles is not None]
+        if tiles:
+            write_csv(stage("tiles.csv"), pd.concat(tiles, ignore_index=True))
+    except BaseException:
+        for path in staged:
+            unpublished(path).unlink(missing_ok=True)
+        raise
+    (out / "summary.json").unlink(missing_ok=True)  # from here no results folder, until ...
+    for path in staged[1:]:
+        os.replace(unpublished(path), path)
     remove_stale_artifacts(out, results)
+    os.replace(unpublished(staged[0]), staged[0])  # ... this run's summary is in place
     return summary
 
 
@@ -400,11 +419,11 @@ def model_file(model: str) -> dict[str, str]:
     return {"path": str(split(model)[0]), "sha256": file_sha256(model)}
 
 
-def unpublished(vcd: Path) -> Path:
-    """Where a run writes its waveform `vcd` (a hidden file beside it) until `write_results`
-    renames it into place with the other results: a run that fails or is killed leaves no
-    waveform of its own beside an earlier run's summary."""
-    return vcd.with_name(f".{vcd.name}.tmp")
+def unpublished(path: Path) -> Path:
+    """Where a result file (a run's waveform too) is written, hidden beside `path`, until
+    `write_results` renames it into place with the others: a run that fails or is killed
+    leaves nothing of its own beside an earlier run's summary."""
+    return path.with_name(f".{path.name}.tmp")
 
 
 # What `write_results` writes into a results folder (besides the waveforms).
@@ -424,8 +443,10 @@ def remove_stale_artifacts(out: Path, results: dict[str, RunResult]) -> None:
     stale = [p for p in out.glob("waves_*.vcd") if p.resolve() not in written]
     stale += [p for pattern in report_files() for p in out.glob(pattern)]
     stale += out.glob(".waves_*.vcd.tmp")  # this run's are published by now
-    for name in RESULT_FILES:  # this run's are in place by now
+    for name in RESULT_FILES:  # this run's are in place by now (its summary.json last)
         stale += out.glob(f".{name}.*.tmp")
+        if name != "summary.json":
+            stale.append(unpublished(out / name))
     if all(r.trace is None for r in results.values()):
         stale.append(out / "trace.json")
     if all(r.tiles is None for r in results.values()):

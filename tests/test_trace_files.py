@@ -94,3 +94,37 @@ def test_a_killed_write_leaves_no_hidden_halves_after_the_next_run(tmp_path):
         path.write_text("half")
     runner.remove_stale_artifacts(out, {})
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in others)
+
+
+@pytest.mark.parametrize("at", ["energy.csv", "publishing"])
+def test_a_write_killed_midway_leaves_earlier_results_whole_or_none(tmp_path, monkeypatch, at):
+    """Killed while its files are written (a trace of 56 MB takes seconds), a run left its
+    summary.json beside the earlier run's layers.csv, trace and report, which `desim
+    report` then drew as its own. Killed before its files are put in place: the earlier
+    results, untouched, and no hidden file of its own. Killed while they are put in place:
+    no summary.json (no results folder to read), not a mixture."""
+    experiment = load_experiment(experiment_file(tmp_path), ["arch.bare.vector_unit=null"])
+    out = tmp_path / "out"
+    runner.run_and_write(experiment, out)
+    (out / "report.md").write_text("the earlier run's report\n")
+    before = listing(out)
+    real_write_csv, real_replace = runner.write_csv, runner.os.replace
+
+    def write_csv(path: Path, frame: Any) -> None:
+        if at == "energy.csv" and path.name == ".energy.csv.tmp":
+            raise KeyboardInterrupt
+        real_write_csv(path, frame)
+
+    def replace(source: Any, target: Any) -> None:
+        if at == "publishing" and Path(target).name == "energy.csv":
+            raise KeyboardInterrupt
+        real_replace(source, target)
+
+    monkeypatch.setattr(runner, "write_csv", write_csv)
+    monkeypatch.setattr(runner.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_and_write(experiment, out)
+    if at == "energy.csv":
+        assert listing(out) == before
+    else:
+        assert "summary.json" not in listing(out)
