@@ -54,7 +54,7 @@ from desim.plots import (
     plot_timeline,
     plot_topology,
 )
-from desim.results import DEFAULT_REPORT, plot_path, writable_file, write_atomic
+from desim.results import DEFAULT_REPORT, PLOT_KINDS, plot_path, writable_file, write_atomic
 from desim.results_folder import Results, load_results
 from desim.summary_text import bound_text, busy_text, fmt, more_or_less, times, vector_share
 
@@ -462,6 +462,11 @@ def build_report(dirs: list[Path], out: Path) -> tuple[Path, Path, list[Results]
         raise ConfigError(f"--out {out}: the report is Markdown (with an HTML copy beside "
                           "it); name it FILE.md")
     all_results = [load_results(Path(d)) for d in dirs]  # a folder that is none: said first
+    seen: dict[Path, Path] = {}
+    for d in map(Path, dirs):  # the same folder twice: its claims counted twice
+        if seen.setdefault(d.resolve(), d) is not d:
+            raise ConfigError(f"given twice (as {seen[d.resolve()]} and {d}); expected each "
+                              "results folder once", file=str(d))
     out_dir = writable_file(out).parent
     writable_file(out.with_suffix(".html"))
     names = [r.name for r in all_results]
@@ -478,19 +483,36 @@ def build_report(dirs: list[Path], out: Path) -> tuple[Path, Path, list[Results]
                               "these experiment files")))
     if rows:
         blocks.append(Table(CLAIM_HEADER, rows, numeric={2, 3}, status=5))
-    used: dict[str, int] = {}
-    for results in all_results:
-        slug = re.sub(r"[^A-Za-z0-9_-]+", "_", results.name)[:64] or "experiment"
-        used[slug] = used.get(slug, 0) + 1
-        if used[slug] > 1:
-            slug = f"{slug}_{used[slug]}"
-        # the plots take the report's name first: two reports in one folder keep their own
-        blocks += _experiment_blocks(results, f"{out.stem}_{slug}", out_dir)
     html_path = out.with_suffix(".html")
-    write_atomic(out, to_markdown(blocks))
+    for earlier in (out, html_path):  # an interrupted report leaves none beside new plots
+        earlier.unlink(missing_ok=True)
+    taken: set[str] = set()
+    for results in all_results:
+        # the plots take the report's name first: two reports in one folder keep their own
+        slug = _plot_slug(out.stem, results.name, list(results.summary["runs"]), taken)
+        blocks += _experiment_blocks(results, slug, out_dir)
     write_atomic(html_path, to_html(blocks, "desim report: " + ", ".join(r.shown_name for r in
                                                                          all_results)))
+    write_atomic(out, to_markdown(blocks))  # the report last: it names the plots and HTML
     return out, html_path, all_results
+
+
+def _plot_slug(stem: str, name: str, runs: list[str], taken: set[str]) -> str:
+    """The prefix of an experiment's plot files (`plot_path`: it, or it and a run's name,
+    then the kind): the report's `stem`, then the experiment's `name` made safe for a file
+    name, numbered where a plot of it would take the name of one in `taken` (an earlier
+    experiment's; it adds its own). Two folders of one experiment, and an experiment named
+    as another's "<name>_2" or "<name>_<run>", had their plots overwrite each other's, each
+    section showing the other's."""
+    base = f"{stem}_{re.sub(r'[^A-Za-z0-9_-]+', '_', name)[:64] or 'experiment'}"
+    for n in range(1, len(taken) + 2):
+        slug = base if n == 1 else f"{base}_{n}"
+        names = {plot_path(Path(), prefix, kind).name for prefix in
+                 (slug, *(f"{slug}_{run}" for run in runs)) for kind in PLOT_KINDS}
+        if not names & taken:
+            taken |= names
+            return slug
+    raise AssertionError("unreachable: a number beyond the plots taken frees a name")
 
 
 def register(app: typer.Typer) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import typer
+import yaml
 from small_experiments import lenet300_experiment
 from typer.testing import CliRunner
 
@@ -641,3 +642,56 @@ def test_a_folder_written_before_the_busiest_parts_is_reported_without_them(tmp_
     assert {"r_lenet300_dense_timeline.png", "r_lenet300_energy.png"} <= images
     assert not {"r_lenet300_busiest_part.png", "r_lenet300_dense_bound_timeline.png"} & images
     assert "busiest part (% of its span)" not in text and "### Where the time went" in text
+
+
+def test_plots_of_experiments_named_alike_keep_their_own_files(tmp_path):
+    """Two folders of one experiment and a third experiment named as the second folder's
+    plots were ("lenet300_2"), or as the first's plus a run ("lenet300_dense"): each plot
+    its own file, where the later section's overwrote the earlier's (each then showed the
+    other's numbers)."""
+    folders = []
+    for i, (name, run) in enumerate([("lenet300", "dense"), ("lenet300", "dense"),
+                                     ("lenet300_2", "dense"), ("lenet300_dense", "x")]):
+        path = lenet300_experiment(tmp_path / f"e{i}.yaml", {run: {"method": "dense"}},
+                                   data="random")
+        data = yaml.safe_load(path.read_text())
+        data["name"] = name
+        path.write_text(yaml.safe_dump(data))
+        run_file(path, tmp_path / f"r{i}", [f"workload.batch={i + 1}"])
+        folders.append(tmp_path / f"r{i}")
+    md, _, _ = build_report(folders, tmp_path / "rep" / "r.md")
+    sections = re.split(r"\n## ", md.read_text())[-4:]
+    images = [re.findall(r"!\[[^]]*\]\(([^)]+)\)", text) for text in sections]
+    assert all(images) and len({i for group in images for i in group}) == sum(map(len, images))
+    assert len(list((tmp_path / "rep").glob("*.png"))) == sum(map(len, images))
+
+
+def test_a_folder_given_twice_is_refused(tmp_path):
+    """Its claims were counted once a copy ("6 claims: 6 within" for three copies of 2)."""
+    experiment = lenet300_experiment(tmp_path / "e.yaml", {"dense": {"method": "dense"}},
+                                     data="random")
+    run_file(experiment, tmp_path / "r")
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(ConfigError, match=r"given twice \(as .*r and .*elsewhere/\.\./r\); "
+                                          "expected each results folder once"):
+        build_report([tmp_path / "r", tmp_path / "elsewhere" / ".." / "r"],
+                     tmp_path / "rep" / "r.md")
+
+
+def test_an_interrupted_report_leaves_no_earlier_report_beside_its_plots(tmp_path,
+                                                                        monkeypatch):
+    import desim.report
+
+    experiment = lenet300_experiment(tmp_path / "e.yaml", {"dense": {"method": "dense"}},
+                                     data="random")
+    run_file(experiment, tmp_path / "r")
+    out = tmp_path / "rep" / "r.md"
+    build_report([tmp_path / "r"], out)
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(desim.report, "plot_time_by_busiest_part", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_report([tmp_path / "r"], out)
+    assert not out.exists() and not out.with_suffix(".html").exists()
