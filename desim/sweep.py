@@ -309,6 +309,7 @@ def _compute(path: Path, out: Path, base: list[str], todo: list[Point], client: 
     try:
         for point, experiment, result in run_on_dask(client, scheduler, ready, out):
             _finish(out, point, base + point.overrides, experiment, result, log, bar)
+            _raise_if_stopped()
     except SchedulerLost as err:
         log(str(err))
         raise
@@ -506,6 +507,26 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (`kill`, a batch system's cancel) met by the sweep command."""
 
 
+# The signals `_stopped_quietly` met. Its handler raises where the signal finds the main
+# thread, and that may be inside a garbage-collection callback (Dask registers one), which
+# prints the exception and goes on: the sweep then ran to its end, exit 0. The loop over
+# the points raises again after each one it writes.
+_STOPPED: list[int] = []
+
+
+def _in_gc_callback(frame: Any) -> bool:
+    """Whether `frame` is that of a garbage-collection callback (`gc.callbacks`)."""
+    import gc
+
+    codes = {getattr(getattr(cb, "__func__", cb), "__code__", None) for cb in gc.callbacks}
+    return frame is not None and frame.f_code in codes
+
+
+def _raise_if_stopped() -> None:
+    if _STOPPED:
+        raise Terminated if _STOPPED[0] == signal.SIGTERM else KeyboardInterrupt
+
+
 @contextlib.contextmanager
 def _stopped_quietly() -> Iterator[None]:
     """A Ctrl-C (SIGINT) or SIGTERM stops the sweep with its cluster closed, the finished
@@ -515,8 +536,11 @@ def _stopped_quietly() -> Iterator[None]:
     it stood, and Python's resource tracker warned of the semaphores it left."""
     def stop(signum: int, frame: Any) -> None:
         logging.getLogger("distributed").setLevel(logging.CRITICAL)
-        raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        _STOPPED.append(signum)
+        if not _in_gc_callback(frame):  # (there, said with a traceback and dropped)
+            _raise_if_stopped()
 
+    _STOPPED.clear()
     level = logging.getLogger("distributed").level
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -211,20 +211,33 @@ CANCEL_BEFORE_START_RACE = _CancelBeforeStartRace()
 
 
 @contextlib.contextmanager
-def _spawned_ignoring_sigint() -> Iterator[None]:
-    """Processes spawned meanwhile ignore SIGINT (an ignored signal stays ignored across
-    exec, and Python then installs no KeyboardInterrupt handler): a Ctrl-C reaches the whole
-    process group, and each local worker printed its KeyboardInterrupt's traceback. This
-    process still gets it and closes the cluster, which stops the workers. A Ctrl-C while
-    the cluster starts (a second or two) is ignored."""
+def _signals_held_while_spawning() -> Iterator[None]:
+    """While the local cluster starts (a second or two):
+    - the processes spawned ignore SIGINT (an ignored signal stays ignored across exec, and
+      Python then installs no KeyboardInterrupt handler): a Ctrl-C reaches the whole
+      process group, and each local worker printed its KeyboardInterrupt's traceback. This
+      process still gets a later one and closes the cluster, which stops the workers. A
+      Ctrl-C meanwhile is ignored: the disposition is the process's, and a signal blocked
+      in this thread alone reached another thread, ignored there.
+    - a SIGTERM is held by a handler here and raised again once the cluster has started,
+      which is then closed whole (a handler is not inherited across exec: the workers still
+      stop on their nanny's SIGTERM). Met midway, it left a half-made cluster that Dask's
+      exit hook failed to close, with a traceback.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread may set a handler (a notebook's executor, say)
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    held: list[int] = []
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+                signal.SIGTERM: signal.signal(signal.SIGTERM,
+                                              lambda signum, _frame: held.append(signum))}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if held:
+            signal.raise_signal(signal.SIGTERM)
 
 
 @contextlib.contextmanager
@@ -265,7 +278,7 @@ def dask_client(scheduler: str | None, workers: int) -> Iterator[Client]:
                 # at ERROR (a race, seen once in CI), past silence_logs, which ends as the
                 # worker closes
                 os.environ["DASK_LOGGING__DISTRIBUTED"] = "critical"
-                with _spawned_ignoring_sigint():
+                with _signals_held_while_spawning():
                     cluster = stack.enter_context(LocalCluster(
                         n_workers=workers, threads_per_worker=1, processes=True,
                         dashboard_address=None, silence_logs=logging.ERROR,

@@ -718,6 +718,35 @@ def test_the_local_workers_ignore_sigint_and_the_client_keeps_its_handler():
     assert "DASK_LOGGING__DISTRIBUTED" not in os.environ  # ours again
 
 
+def test_a_sigterm_while_the_cluster_starts_stops_it_once_started(monkeypatch):
+    """A SIGTERM met midway through the cluster's start left a half-made cluster, and
+    Dask's exit hook a traceback; it now takes effect once the cluster has started, and
+    the cluster is closed."""
+    import distributed
+
+    from desim.sweep_dask import dask_client
+
+    started = []
+
+    class SignalledDuringStart(distributed.LocalCluster):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(distributed, "LocalCluster", SignalledDuringStart)
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        with pytest.raises(KeyboardInterrupt), dask_client(None, 1):
+            pytest.fail("the sweep went on")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert len(started) == 1 and started[0].status.name == "closed"
+
+
 def _group_ends(group: int, within_s: float) -> bool:
     """Whether process group `group` is empty within `within_s` seconds (the workers close
     after their sweep's process has exited)."""
@@ -1317,3 +1346,29 @@ def test_the_bar_counts_this_runs_points_for_its_time_left():
         shown = str(bar.progress.columns[-1].render(task))
         assert task.completed == 2
         assert shown == time_left(task.elapsed, 1, 4)
+
+
+def test_a_signal_met_in_a_gc_callback_stops_the_sweep_after_its_point():
+    """A SIGTERM that found the main thread in a garbage-collection callback (Dask
+    registers one) raised there, where Python prints the exception and goes on: the sweep
+    ran to its end, exit 0. It is now kept, and raised after the point being written."""
+    import gc
+    import types
+
+    from desim import sweep as sweep_module
+
+    def callback(phase: str, info: dict) -> None:
+        pass
+
+    gc.callbacks.append(callback)
+    try:
+        with sweep_module._stopped_quietly():
+            handler = signal.getsignal(signal.SIGTERM)
+            handler(signal.SIGTERM, types.SimpleNamespace(f_code=callback.__code__))
+            with pytest.raises(sweep_module.Terminated):
+                sweep_module._raise_if_stopped()
+            with pytest.raises(sweep_module.Terminated):  # elsewhere: at once
+                handler(signal.SIGTERM, None)
+    finally:
+        gc.callbacks.remove(callback)
+    sweep_module._STOPPED.clear()
