@@ -37,7 +37,10 @@ import numpy as np
 import pandas as pd
 
 from arch.config import ArchConfig
+from desim.errors import guarded
 from desim.experiment import load_experiment
+from desim.options import at_least, fraction
+from desim.results import writable_folder
 from desim.runner import simulate
 from mappings.workload import capture_workload
 
@@ -192,9 +195,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("--nets", nargs="+", choices=sorted(EXPERIMENTS),
                         default=["lenet5", "vgg16"])
-    parser.add_argument("--sparsity", type=float, nargs="+", default=DEFAULT_SPARSITIES)
-    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--sparsity", type=fraction, nargs="+", default=DEFAULT_SPARSITIES)
+    parser.add_argument("--batch", type=at_least(1), default=1)
     args = parser.parse_args(argv)
+    writable_folder(args.out)  # before the study, not after it
     results = [sweep(net, sorted(args.sparsity), args.batch) for net in args.nets]
     plots = [plot(r, args.out) for r in results]
     print(report(results))
@@ -203,4 +207,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    guarded(main)  # bad input: one line, exit 2

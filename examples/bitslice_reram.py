@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,8 +47,9 @@ import torch
 
 from arch.reram import ReramArch, ReramConfig, ReramEnergyTable, crossbar_jobs, simulate
 from desim.configio import validate
-from desim.errors import ConfigError
+from desim.errors import guarded
 from desim.experiment import load_design
+from desim.options import at_least
 from mappings.bitslice import (
     LayerSlices,
     accuracy,
@@ -288,21 +288,17 @@ def report(out: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pretrain-iters", type=int, default=2000)
-    parser.add_argument("--finetune-iters", type=int, default=600)
-    parser.add_argument("--calib", type=int, default=256)
-    parser.add_argument("--eval-samples", type=int, default=1000)
+    parser.add_argument("--pretrain-iters", type=at_least(0), default=2000)
+    parser.add_argument("--finetune-iters", type=at_least(0), default=600)
+    parser.add_argument("--calib", type=at_least(1), default=256)
+    parser.add_argument("--eval-samples", type=at_least(1), default=1000)
     parser.add_argument("--arch", type=Path, default=ARCH,
                         help="a kind: reram_crossbar architecture file (default: %(default)s)")
     parser.add_argument("--rows", type=int, default=None,
                         help="crossbar rows and columns, overriding the --arch file's")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    try:
-        arch = load_arch(args.arch, args.rows)
-    except ConfigError as err:  # one line and exit code 2, as the desim command line
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    arch = load_arch(args.arch, args.rows)  # bad input: guarded below, one line and exit 2
     out = study(args.pretrain_iters, args.finetune_iters, args.calib, args.eval_samples,
                 args.seed, arch.config(), arch.energy_table())
     print(report(out))
@@ -310,4 +306,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    guarded(main)  # bad input: one line, exit 2

@@ -29,7 +29,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from desim.errors import guarded
 from desim.experiment import load_experiment
+from desim.options import at_least
 from desim.runner import simulate
 from mappings.circulant import fft_mac_ratio, storage_ratio
 from mappings.pruning import PruningSpec
@@ -106,8 +108,8 @@ def report(out: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--blocks", type=int, nargs="+", default=[2, 4, 8, 16, 32, 64])
-    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--blocks", type=at_least(1), nargs="+", default=[2, 4, 8, 16, 32, 64])
+    parser.add_argument("--batch", type=at_least(1), default=2)
     args = parser.parse_args(argv)
     out = study(args.blocks, args.batch)
     print(report(out))
@@ -115,4 +117,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    guarded(main)  # bad input: one line, exit 2

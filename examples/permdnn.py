@@ -31,9 +31,11 @@ from typing import Any
 
 from arch.accelerator import Accelerator
 from arch.config import ArchConfig
+from desim.errors import guarded
 from desim.experiment import load_experiment
 from desim.hardware_view import hardware_view
 from desim.module import Simulator
+from desim.options import at_least
 from desim.runner import simulate
 from mappings.mapper import map_workload
 from mappings.workload import Workload, capture_workload
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", nargs="+", choices=sorted(EXPERIMENTS),
                         default=["lenet300", "transformer"])
-    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--batch", type=at_least(1), default=1)
     args = parser.parse_args(argv)
     results = [compare(name, args.batch) for name in args.workloads]
     print(report(results))
@@ -135,4 +137,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    guarded(main)  # bad input: one line, exit 2

@@ -32,7 +32,6 @@ Run:  .venv/bin/python examples/snn_split_time.py [--arch configs/arch/snn_split
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +39,9 @@ import torch
 
 from arch.snn import LayerSpikes, SnnArch, SnnArrayConfig, SnnResult, schedule, simulate
 from desim.configio import validate
-from desim.errors import ConfigError
+from desim.errors import guarded
 from desim.experiment import load_design
+from desim.options import at_least
 from mappings.bitslice import accuracy, shuffled_split, train_classifier
 from mappings.models import build_model
 from mappings.spikes import convert, rate_encode, row_fold_spikes, run, tw_spikes
@@ -186,22 +186,22 @@ def report(out: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=32)
-    parser.add_argument("--window", type=int, default=4)
-    parser.add_argument("--windows", type=int, nargs="+", default=[2, 4, 8])
-    parser.add_argument("--eval", type=int, default=500)
-    parser.add_argument("--train-iters", type=int, default=2000)
+    parser.add_argument("--steps", type=at_least(1), default=32)
+    parser.add_argument("--window", type=at_least(1), default=4)
+    parser.add_argument("--windows", type=at_least(1), nargs="+", default=[2, 4, 8])
+    parser.add_argument("--eval", type=at_least(1), default=500)
+    parser.add_argument("--train-iters", type=at_least(0), default=2000)
     parser.add_argument("--arch", type=Path, default=ARCH,
                         help="a kind: snn_systolic architecture file (default: %(default)s)")
     parser.add_argument("--rows", type=int, default=None,
                         help="array rows, columns and neuron lanes, overriding the file's")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    try:
-        arch = load_arch(args.arch, args.rows)
-    except ConfigError as err:  # one line and exit code 2, as the desim command line
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    uneven = [w for w in (args.window, *args.windows) if args.steps % w]
+    if uneven:
+        parser.error(f"--steps {args.steps} time steps do not split into windows of "
+                     f"{uneven[0]}: expected windows that divide --steps")
+    arch = load_arch(args.arch, args.rows)  # bad input: guarded below, one line and exit 2
     out = study(args.steps, args.window, args.eval, args.train_iters, tuple(args.windows),
                 args.seed, arch.config())
     print(report(out))
@@ -209,4 +209,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    guarded(main)  # bad input: one line, exit 2

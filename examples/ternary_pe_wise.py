@@ -38,7 +38,9 @@ import torch
 
 from arch.config import ArchConfig
 from arch.energy import ADD_PJ_45NM, MULTIPLY_PJ_45NM
+from desim.errors import guarded
 from desim.experiment import load_experiment
+from desim.options import at_least, fraction
 from desim.runner import RunResult, simulate
 from mappings.formats import BlockStats, operand_bytes
 from mappings.pruning import pruned_count
@@ -175,8 +177,8 @@ def report(out: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--sparsity", type=float, nargs="+", default=[0.0, 0.25, 0.5])
+    parser.add_argument("--batch", type=at_least(1), default=4)
+    parser.add_argument("--sparsity", type=fraction, nargs="+", default=[0.0, 0.25, 0.5])
     args = parser.parse_args(argv)
     out = study(args.batch, args.sparsity)
     print(report(out))
@@ -184,4 +186,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    guarded(main)  # bad input: one line, exit 2

@@ -40,7 +40,7 @@ from arch.reram import (
 from arch.reram import simulate as simulate_reram
 from arch.snn import LayerSpikes, SnnArch, SnnArrayConfig, SnnEnergyTable, fold_cycles, schedule
 from arch.snn import simulate as simulate_snn
-from desim.errors import ConfigError
+from desim.errors import ConfigError, guarded
 from desim.experiment import MAX_DESIGN_INT, load_arch, load_design
 from mappings.bitslice import (
     bit_slices,
@@ -369,19 +369,44 @@ def test_the_snn_designs_prices_stay_bounded(tmp_path):
 
 
 def test_examples_exit_2_on_a_bad_file_or_the_wrong_kind(tmp_path, capsys):
+    """As the scripts run (`guarded(main)`): one line, exit 2."""
     bad = _write(tmp_path, RERAM_YAML, "\nrows: 128", "\nrowz: 128")
     with pytest.raises(SystemExit) as exit_:
-        _example("bitslice_reram").main(["--arch", str(bad)])
+        guarded(lambda: _example("bitslice_reram").main(["--arch", str(bad)]))
     assert exit_.value.code == 2
     assert f"{bad}: rowz: unknown key" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
-        _example("snn_split_time").main(["--arch", str(RERAM_YAML)])
+        guarded(lambda: _example("snn_split_time").main(["--arch", str(RERAM_YAML)]))
     assert exit_.value.code == 2
     assert "kind: expected kind snn_systolic, got reram_crossbar" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
-        _example("snn_split_time").main(["--rows", "0"])
+        guarded(lambda: _example("snn_split_time").main(["--rows", "0"]))
     assert exit_.value.code == 2
     assert "rows: Input should be greater than 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script, args, message", [
+    ("bitslice_reram", ["--calib", "0"], "argument --calib: expected at least 1, got 0"),
+    ("bitslice_reram", ["--eval-samples", "-1"], "argument --eval-samples: expected at least 1"),
+    ("bitslice_reram", ["--pretrain-iters", "-5"],
+     "argument --pretrain-iters: expected at least 0"),
+    ("snn_split_time", ["--steps", "8", "--window", "16"],
+     "--steps 8 time steps do not split into windows of 16"),
+    ("snn_split_time", ["--windows", "0"], "argument --windows: expected at least 1, got 0"),
+    ("circnn", ["--blocks", "0"], "argument --blocks: expected at least 1, got 0"),
+    ("ternary_pe_wise", ["--sparsity", "1.5"], "argument --sparsity: expected a sparsity from 0 "
+                                               "up to 1 (not 1), got 1.5"),
+    ("admm_break_even", ["--batch", "0"], "argument --batch: expected at least 1, got 0"),
+    ("permdnn", ["--batch", "x"], "argument --batch: expected a whole number, got 'x'"),
+])
+def test_examples_refuse_counts_and_fractions_out_of_range(capsys, script, args, message):
+    """A calibration set of 0 images divided by zero, of -4 sized the ADCs on "-4 images";
+    a window longer than the steps, a batch of 0, a sparsity of 1.5 failed with tracebacks
+    (some after seconds of work)."""
+    with pytest.raises(SystemExit) as exit_:
+        _example(script).main(args)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
 
 
 def test_examples_take_their_hardware_from_the_file(tmp_path):
