@@ -64,6 +64,7 @@ class _Commands(TyperGroup):
 app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True,
                   help="desim: transaction-level simulation of sparse DNN training accelerators.")
 console = Console()
+err_console = Console(stderr=True)  # what stops a command, said on stderr
 
 
 # `--set key.path=value`, repeatable: the overrides `desim run` and `desim check` take.
@@ -109,8 +110,14 @@ def run(
     finally:
         gc.freeze()  # what the imports made lives as long as the process: left out of collections
         gc.enable()
-    with console.status("starting") as status:
-        summary = guarded(lambda: run_and_write(experiment, out, status.update, cache))
+    try:
+        with console.status("starting") as status:
+            summary = guarded(lambda: run_and_write(experiment, out, status.update, cache))
+    except KeyboardInterrupt:  # a Ctrl-C: said, as a sweep says it (exit 130)
+        left = ("the earlier results there are as they were" if (out / "summary.json").is_file()
+                else "no results there")
+        err_console.print(escape(f"interrupted: {out}: {left}"), highlight=False)
+        raise typer.Exit(130) from None
     print_summary(summary)
     from desim.runner import RESULT_FILES
 

@@ -203,8 +203,9 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
             for finished in (out / "results.parquet", out / "pareto.png", *plot_files(out)):
                 finished.unlink(missing_ok=True)
         log = _Log(out / "sweep.log")
-        log(f"start: {len(points)} points, {len(done)} already done, {len(todo)} to compute "
-            f"({'scheduler ' + scheduler if scheduler else f'local cluster, {workers} workers'})")
+        where = f"scheduler {scheduler}" if scheduler else f"local cluster, {workers} workers"
+        log(f"start: {len(points)} points, {len(done)} already done, {len(todo)} to compute"
+            + (f" ({where})" if todo else ""))
         with _progress_bar(progress, len(points), len(done), failed_before) as bar:
             _compute(path, out, base, todo, client, scheduler, log, bar)
     frame = gather(out, points, spec)
@@ -489,8 +490,11 @@ def register(app: typer.Typer) -> None:
         except (SchedulerLost, ClusterFailed) as err:  # a runtime failure, not bad input
             fail(1, str(err))
         except KeyboardInterrupt as err:  # 128 + the signal's number, as a shell reports it
-            errors.print(escape(f"interrupted: finished points are in {out}/points; run the "
-                                "same command again to compute the others"), highlight=False)
+            points = out / "points"
+            kept = (f"finished points are in {points}" if points.is_dir()
+                    and any(points.iterdir()) else "no point finished")
+            errors.print(escape(f"interrupted: {kept}; run the same command again to compute "
+                                "the others"), highlight=False)
             raise typer.Exit(143 if isinstance(err, Terminated) else 130) from None
         print_sweep(console, frame)
         status = frame.drop_duplicates("point_id")["status"]

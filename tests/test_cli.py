@@ -827,3 +827,20 @@ def test_every_commands_help_reads_as_paragraphs():
         paragraphs = text.split("\n\n")
         assert all("\n" not in p and p == p.strip() for p in paragraphs), (name, text)
         assert paragraphs[0].endswith(".") and paragraphs[0].count(". ") == 0, (name, text)
+
+
+def test_an_interrupted_run_says_what_it_left(tmp_path, monkeypatch):
+    """A Ctrl-C ended `desim run` with exit 130 and not a word."""
+    from typer.testing import CliRunner
+
+    import desim.runner
+    from desim.cli import app
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(desim.runner, "run_and_write", interrupted)
+    out = tmp_path / "o"
+    result = CliRunner().invoke(app, ["run", str(QUICKSTART), "--out", str(out)])
+    assert result.exit_code == 130
+    assert f"interrupted: {out}: no results there" in " ".join(result.output.split())

@@ -100,3 +100,17 @@ def test_a_runs_setting_reads_as_its_set_key():
     after = {"runs": [{"name": "a", "pruning": {"sparsity": 0.8}}], "shape": [2, 8]}
     assert config_differences({"before": before, "after": after}) == [
         ["`runs.0.pruning.sparsity`", "0.75", "0.8"], ["`shape`", "[4, 4]", "[2, 8]"]]
+
+
+def test_a_folder_against_itself_is_refused(tmp_path):
+    from small_experiments import lenet300_experiment
+
+    from desim.compare import compare
+    from desim.errors import ConfigError
+    from desim.runner import run_file
+
+    run_file(lenet300_experiment(tmp_path / "e.yaml", {"dense": {"method": "dense"}},
+                                 data="random"), tmp_path / "r")
+    with pytest.raises(ConfigError, match="the same folder as .*r: expected the folder of a "
+                                          "what-if against the one before it"):
+        compare(tmp_path / "r", tmp_path / "r")
