@@ -198,6 +198,12 @@ def _checked_file_model(spec: WorkloadSpec) -> tuple[torch.nn.Module, tuple[int,
     shape = input_shape(spec)
     classes = num_classes(spec)
     model = build_file_model(spec.model, spec.model_args, spec.num_classes)
+    other = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()
+                    if p.dtype != torch.float32})
+    if other:  # (its forward failed on the float32 input, said under input_shape)
+        raise ConfigError(f"model {spec.model!r} has parameters in {', '.join(other)}; the "
+                          "capture runs a float32 model (the datapath's precision is the "
+                          "design's: pe_cluster.precision)", key="workload.model")
     try:
         out = _check_input_shape(model, spec.model, shape)
     except ConfigError:

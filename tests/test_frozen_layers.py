@@ -106,10 +106,15 @@ def test_a_wholly_frozen_model_is_refused_in_training_and_runs_its_inference(tmp
         return Net()
     """, "layer 'conv' is called 2 times in one forward pass; desim captures a layer module "
          "once, so give each call a module of its own"),
+    ("""
+    def make(num_classes):
+        return nn.Sequential(nn.Flatten(), nn.Linear(192, num_classes)).double()
+    """, "has parameters in float64; the capture runs a float32 model"),
 ])
-def test_a_model_with_nothing_to_compute_or_a_shared_layer_is_refused(tmp_path, body, message):
+def test_a_model_the_capture_cannot_take_is_refused(tmp_path, body, message):
     """A shared conv called at one resolution lost its first call's input zeros (both calls
-    counted with the second's maps); at two, the run failed with a traceback."""
+    counted with the second's maps); at two, the run failed with a traceback. A float64
+    model was refused under workload.input_shape, with torch's dtype message."""
     path = write_model(tmp_path, body, workload={"num_classes": 192} if "ReLU())" in body
                        else None)
     with pytest.raises(ConfigError, match=message):
