@@ -287,6 +287,27 @@ class SummaryRead(BaseModel):
                              f"{list(self.runs)}")
         return self
 
+    @model_validator(mode="after")
+    def _ratios_are_the_runs(self) -> SummaryRead:
+        """Each run's speedup and energy ratio are the baseline's time and joules over its
+        own, as `desim run` writes them: a hand edit (a speedup of 0 beside a 2.7x cycle
+        ratio) was drawn as given."""
+        base = self.runs[self.baseline]
+        for name, run in self.runs.items():
+            for key, expected in (("speedup", _ratio(base.seconds, run.seconds)),
+                                  ("energy_ratio", _ratio(base.energy_j, run.energy_j))):
+                given = getattr(self.comparison[name], key)
+                if expected is not None and not math.isclose(given, expected, rel_tol=1e-6):
+                    raise ValueError(f"comparison.{name}.{key}: {given:g} is not the baseline's "
+                                     f"over the run's ({expected:g}); the file was edited or "
+                                     "is another folder's")
+        return self
+
+
+def _ratio(base: float, run: float) -> float | None:
+    """base / run, None where it is no number to check against (a run of no time)."""
+    return base / run if run > 0 and math.isfinite(base / run) else None
+
 
 LAYER_COLUMNS = {"run", "layer", "phase", "start_cycle", "end_cycle"}
 ENERGY_COLUMNS = {"run", "layer", "phase", "component", "energy_j"}

@@ -676,6 +676,9 @@ def test_a_results_table_cut_short_is_bad_input(lenet_results, tmp_path, file, c
      "summary.json: runs.dense.phases: Input should be a valid dictionary"),
     ("config.json", lambda d: d["experiment"].update(description=5),
      "config.json: experiment.description: Input should be a valid string"),
+    # a ratio that is not the runs' (drawn as given: a speedup of 0 beside a 2.7x cycle ratio)
+    ("summary.json", lambda d: d["comparison"]["mag"].update(speedup=0),
+     "summary.json: comparison.mag.speedup: 0 is not the baseline's over the run's"),
 ])
 def test_a_damaged_key_the_report_reads_is_bad_input(lenet_results, tmp_path, file, edit,
                                                      message):
