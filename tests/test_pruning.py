@@ -612,3 +612,24 @@ def test_pruning_spec_validation() -> None:
         PruningSpec(method="dropback", k=1000, sparsity=0.5)
     assert PruningSpec(method="dropback", k=1000).k == 1000
     assert PruningSpec(method="block", sparsity=0.5, block=(2, 4)).block == (2, 4)
+
+
+@pytest.mark.parametrize("method", [{"method": "magnitude", "sparsity": 0.9},
+                                    {"method": "n_m", "n": 2, "m": 4},
+                                    {"method": "dropback", "sparsity": 0.9}])
+def test_a_pruning_that_prunes_no_layer_is_refused(method):
+    """A model whose one conv is its first and whose one linear its last (the sparsity
+    probe): every method, skipping both by default, pruned nothing, and the run reported
+    "magnitude 0.9" beside 0% sparse weights and a speedup. With the skips off, it prunes."""
+    from mappings.pruning import prune_model
+
+    def probe() -> nn.Module:
+        return nn.Sequential(nn.Conv2d(8, 8, 3), nn.Flatten(), nn.Linear(8, 4))
+
+    with pytest.raises(ConfigError, match="prunes no layer of the model: its only conv and "
+                                          "linear layers are those skip_first_conv and "
+                                          "skip_last_linear leave dense") as err:
+        prune_model(probe(), PruningSpec(**method))
+    assert err.value.key == "skip_first_conv"
+    masks = prune_model(probe(), PruningSpec(**method, skip_first_conv=False))
+    assert list(masks) == ["0"]
