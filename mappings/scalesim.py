@@ -35,30 +35,52 @@ COLUMNS = ("Layer name", "IFMAP Height", "IFMAP Width", "Filter Height", "Filter
 
 def read_topology_rows(path: str | Path) -> list[tuple[str, int, int, int, int, int, int, int]]:
     """(name, H, W, R, S, C, K, stride) of every layer of a SCALE-Sim topology CSV."""
+    return [row for _, row in _numbered_rows(path)]
+
+
+def _numbered_rows(path: str | Path
+                   ) -> list[tuple[int, tuple[str, int, int, int, int, int, int, int]]]:
+    """`read_topology_rows`' rows, each with the file's line it starts on."""
     path = Path(path)
     if not path.exists():
         raise ConfigError("SCALE-Sim topology file not found", file=str(path))
     rows = []
     text = read_text(path, "a SCALE-Sim topology CSV")  # a directory, not UTF-8: said there
-    lines = [row for row in csv.reader(io.StringIO(text, newline=""))
-             if any(cell.strip() for cell in row)]
-    if lines and any(_is_integer(cell) for cell in lines[0][1:]):
+    reader = csv.reader(io.StringIO(text, newline=""))
+    lines, last = [], 0  # each row with the file's line it starts on (blank lines count)
+    for row in reader:
+        if any(cell.strip() for cell in row):
+            lines.append((last + 1, row))
+        last = reader.line_num
+    if lines and any(_is_integer(cell) for cell in lines[0][1][1:]):
         # the first row is always skipped as the header: a layer there was lost unsaid
-        raise ConfigError(f"the header row is missing: line 1 is a layer "
-                          f"({','.join(lines[0]).strip()}), where a SCALE-Sim topology starts "
-                          f"with the header row ({', '.join(COLUMNS)},)", file=str(path))
-    for i, row in enumerate(lines[1:], start=2):
+        raise ConfigError(f"the header row is missing: line {lines[0][0]} is a layer "
+                          f"({','.join(lines[0][1]).strip()}), where a SCALE-Sim topology "
+                          f"starts with the header row ({', '.join(COLUMNS)},)", file=str(path))
+    if lines:  # another tool's column order was read as SCALE-Sim's (C and K swapped)
+        given = [" ".join(cell.split()).lower() for cell in lines[0][1][:len(COLUMNS)]]
+        if given != [name.lower() for name in COLUMNS]:
+            raise ConfigError(f"line {lines[0][0]}: the header names "
+                              f"{', '.join(c.strip() for c in lines[0][1][:len(COLUMNS)])}; "
+                              f"expected SCALE-Sim's columns, in order: {', '.join(COLUMNS)}",
+                              file=str(path))
+    names: set[str] = set()
+    for i, row in lines[1:]:
         cells = [c.strip() for c in row]
         if cells and cells[-1] == "":
             cells = cells[:-1]  # the trailing comma SCALE-Sim's rows end with
         if len(cells) < len(COLUMNS):
             raise ConfigError(f"line {i}: expected {len(COLUMNS)} fields "
                               f"({', '.join(COLUMNS)}), got {len(cells)}", file=str(path))
-        try:
-            values = [int(c) for c in cells[1:len(COLUMNS)]]
-        except ValueError:
+        if not all(_is_integer(c) for c in cells[1:len(COLUMNS)]):
             raise ConfigError(f"line {i}: the fields after the layer name must be integers, "
-                              f"got {cells[1:len(COLUMNS)]}", file=str(path)) from None
+                              f"got {cells[1:len(COLUMNS)]}", file=str(path))
+        if not cells[0] or cells[0] in names:  # rows layers.csv would not tell apart
+            raise ConfigError(f"line {i}: layer name {cells[0]!r} is "
+                              + ("empty" if not cells[0] else "another row's too")
+                              + "; expected a name of its own", file=str(path))
+        names.add(cells[0])
+        values = [int(c) for c in cells[1:len(COLUMNS)]]
         h, w, r, s, c, k, stride = values
         if min(values) <= 0 or r > h or s > w:
             raise ConfigError(f"line {i}: sizes must be positive and the filter no larger "
@@ -66,18 +88,17 @@ def read_topology_rows(path: str | Path) -> list[tuple[str, int, int, int, int, 
         if max(values) >= 2**63:  # torch's sizes are 64-bit: a larger one was a TypeError
             raise ConfigError(f"line {i}: sizes must be less than 2^63, got {values}",
                               file=str(path))
-        rows.append((cells[0], h, w, r, s, c, k, stride))
+        rows.append((i, (cells[0], h, w, r, s, c, k, stride)))
     if not rows:
         raise ConfigError("no layers in the SCALE-Sim topology", file=str(path))
     return rows
 
 
 def _is_integer(cell: str) -> bool:
-    try:
-        int(cell)
-    except ValueError:
-        return False
-    return True
+    """Plain ASCII digits, a minus sign allowed (int() took "1_0" for 10, and other
+    scripts' digits)."""
+    digits = cell.strip().removeprefix("-")
+    return digits.isascii() and digits.isdigit()
 
 
 def ofmap_size(ifmap: int, filt: int, stride: int) -> int:
@@ -91,12 +112,12 @@ def read_topology(path: str | Path, packed: bool = False
     """Dense `LayerCapture`s (batch 1, padding 0) of a SCALE-Sim topology CSV's layers;
     bit-packed (`PackedLayer`, what workloads keep) when `packed`."""
     layers: list = []
-    for i, (name, h, w, r, s, c, k, stride) in enumerate(read_topology_rows(path)):
+    for i, (line, (name, h, w, r, s, c, k, stride)) in enumerate(_numbered_rows(path)):
         p, q = ofmap_size(h, r, stride), ofmap_size(w, s, stride)
         h_in, w_in = (p - 1) * stride + r, (q - 1) * stride + s
         # its maps are one byte an element: a layer too large is the CSV's fault
         with out_of_memory_as(ConfigError(
-                f"line {i + 2}: layer {name!r} (inputs {c} x {h_in} x {w_in}, weights {k} x "
+                f"line {line}: layer {name!r} (inputs {c} x {h_in} x {w_in}, weights {k} x "
                 f"{c} x {r} x {s}) does not fit in this machine's memory", file=str(path))):
             layer = LayerCapture(
                 name=name, kind="conv",

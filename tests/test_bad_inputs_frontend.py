@@ -259,3 +259,27 @@ def test_a_training_measures_accuracy_on_at_most_the_images_held_out(data):
                                          rf"{DATASET_HELD_OUT[data]} images to measure "
                                          rf"accuracy on, fewer than {DATASET_HELD_OUT[data] + 1}"):
         WorkloadSpec.model_validate(workload)
+
+
+@pytest.mark.parametrize("text, fragment", [
+    # the file's line, blank lines counted (it said line 3 for line 6)
+    (HEADER + "conv1, 34, 34, 3, 3, 3, 16, 1,\n\n\n\nconv2, 34, 34, 3, 3, 16, 0, 1,\n",
+     "line 6: sizes must be positive"),
+    # another tool's column order was read as SCALE-Sim's (C and K swapped)
+    (HEADER.replace("Channels, Num Filter", "Num Filter, Channels")
+     + "conv1, 34, 34, 3, 3, 16, 3, 1,\n",
+     "line 1: the header names Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter "
+     "Width, Num Filter, Channels, Strides; expected SCALE-Sim's columns, in order"),
+    # int() read "1_0" as 10, and other scripts' digits
+    (HEADER + "conv1, 34, 34, 3, 3, 3, 1_0, 1,\n", "line 2: the fields after the layer name "
+                                                  "must be integers"),
+    (HEADER + "conv1, 34, 34, 3, 3, 3, 16, 1,\nconv1, 32, 32, 3, 3, 16, 16, 1,\n",
+     "line 3: layer name 'conv1' is another row's too; expected a name of its own"),
+    (HEADER + ", 34, 34, 3, 3, 3, 16, 1,\n", "line 2: layer name '' is empty"),
+], ids=["blank lines", "columns swapped", "underscore", "duplicate", "empty name"])
+def test_a_topology_row_is_read_as_scalesim_writes_it(tmp_path, text, fragment):
+    topology = tmp_path / "t.csv"
+    topology.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        read_topology(topology)
+    assert err.value.file == str(topology) and fragment in err.value.message
