@@ -256,32 +256,35 @@ def _place(error: Any, data: Any) -> tuple[tuple, bool]:
 
 def _fields_at(model: type[BaseModel], place: tuple) -> list[str]:
     """Field names of the section at `place`, for 'expected one of' hints."""
-    current: Any = model
-    for part in place:
-        field = current.model_fields.get(part) if isinstance(part, str) else None
-        if field is None:  # an item of a list or a dict: the section its items are
-            continue
-        sections = [t for t in _scalar_types(field.annotation)
-                    if isinstance(t, type) and issubclass(t, BaseModel)]
-        if not sections:
-            return []
-        current = sections[0]
-    return list(current.model_fields)
+    section = _section_at(model, place)
+    return list(section.model_fields) if section is not None else []
 
 
 def optional_section(model: type[BaseModel], place: list[str]) -> bool:
     """Whether `place` names a section of `model` that may be absent (its default None):
     an optional component, whose presence changes what a design is."""
+    parent = _section_at(model, tuple(place[:-1]))
+    field = parent.model_fields.get(place[-1]) if parent is not None else None
+    return field is not None and field.default is None and bool(_sections(field))
+
+
+def _section_at(model: type[BaseModel], place: tuple) -> type[BaseModel] | None:
+    """The section (a model) at `place` in `model`, None where a field there is no section;
+    a part that names no field (an item of a list or a dict) stands for the section its
+    items are."""
     current: Any = model
-    for i, part in enumerate(place):
-        field = current.model_fields.get(part)
+    for part in place:
+        field = current.model_fields.get(part) if isinstance(part, str) else None
         if field is None:
-            return False
-        sections = [t for t in _scalar_types(field.annotation)
-                    if isinstance(t, type) and issubclass(t, BaseModel)]
+            continue
+        sections = _sections(field)
         if not sections:
-            return False
-        if i == len(place) - 1:
-            return field.default is None
+            return None
         current = sections[0]
-    return False
+    return current
+
+
+def _sections(field: Any) -> list[type[BaseModel]]:
+    """The models (sections) a field's annotation admits."""
+    return [t for t in _scalar_types(field.annotation)
+            if isinstance(t, type) and issubclass(t, BaseModel)]
