@@ -227,6 +227,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], file: str,
         key, text = item.split("=", 1)
         node: Any = data
         parts = key.split(".")
+        made = False  # whether this item created a section yet (`created` gets the outermost)
         if not all(parts):  # `=3`, `workload..batch`: set the top level or a key ""
             raise ConfigError(f"expected key.path=value, got {item!r} (an empty key)",
                               file=file)
@@ -252,9 +253,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], file: str,
             else:
                 if isinstance(node, dict) and part not in node:
                     node[part] = {}
-                    if created is not None and not any(
-                            given == item for _, given in created):  # the outermost only
+                    if created is not None and not made:
                         created.append((".".join(parts[:i + 1]), item))
+                    made = True
                 node = node[part]
     return data
 
