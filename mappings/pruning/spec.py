@@ -99,14 +99,15 @@ def check_layers(model: nn.Module, spec: PruningSpec) -> None:
     runs it on the untrained model (on the meta device) before any capture or training, as
     `prune_model` does before pruning."""
     check = SHAPE_CHECKS.get(spec.method)
-    if spec.method != "dense" and not prunable_layers(model, spec):  # the run passed for a
-        # pruned one: "magnitude 0.9" beside 0% sparse weights, and a speedup
+    layers = prunable_layers(model, spec)
+    if spec.method != "dense" and not layers:  # the run passed for a pruned one:
+        # "magnitude 0.9" beside 0% sparse weights, and a speedup
         raise ConfigError(f"{spec.method} prunes no layer of the model: its only conv and "
                           "linear layers are those skip_first_conv and skip_last_linear leave "
                           "dense; set them false to prune those", key="skip_first_conv")
     if spec.method == "dropback":  # one k over all its layers' weights
-        dropback_k(spec, sum(m.weight.numel() for _, m in prunable_layers(model, spec)))
-    for name, module in prunable_layers(model, spec):
+        dropback_k(spec, sum(m.weight.numel() for _, m in layers))
+    for name, module in layers:
         shape = tuple(module.weight.shape)
         try:
             if check is not None:
