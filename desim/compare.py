@@ -29,10 +29,10 @@ def compare(before: Path, after: Path, runs: list[str] | None = None) -> list[Bl
     """The blocks of the comparison: the folders' `--set` items, experiment differences and
     claims, then per run its architecture's differences and its gains (AFTER against
     BEFORE)."""
-    read_b, read_a = load_results(before), load_results(after)
     if Path(before).resolve() == Path(after).resolve():  # every ratio 1.00x, said as a gain
         raise ConfigError(f"the same folder as {before}: expected the folder of a what-if "
                           "against the one before it", file=str(after))
+    read_b, read_a = load_results(before), load_results(after)
     summary_b, config_b = read_b.summary, read_b.config
     summary_a, config_a = read_a.summary, read_a.config
     shared = [run for run in summary_a["runs"] if run in summary_b["runs"]]

@@ -461,12 +461,12 @@ def build_report(dirs: list[Path], out: Path) -> tuple[Path, Path, list[Results]
     if out.suffix.lower() != ".md":  # Markdown in a file named .pdf or .html misleads
         raise ConfigError(f"--out {out}: the report is Markdown (with an HTML copy beside "
                           "it); name it FILE.md")
-    all_results = [load_results(Path(d)) for d in dirs]  # a folder that is none: said first
     seen: dict[Path, Path] = {}
     for d in map(Path, dirs):  # the same folder twice: its claims counted twice
         if seen.setdefault(d.resolve(), d) is not d:
             raise ConfigError(f"given twice (as {seen[d.resolve()]} and {d}); expected each "
                               "results folder once", file=str(d))
+    all_results = [load_results(Path(d)) for d in dirs]  # a folder that is none: said first
     out_dir = writable_file(out).parent
     writable_file(out.with_suffix(".html"))
     names = [r.name for r in all_results]
