@@ -105,10 +105,10 @@ def plan_key(table: np.ndarray, hw: HardwareView, chunks: int,
 
 
 def estimated_cycles(table: np.ndarray, hw: HardwareView,
-                      gates: np.ndarray | None = None) -> float:
+                     gates: np.ndarray | None = None) -> float:
     """A plan's time: its tiles through the pipeline's stages (`stage_cycles`), through
-    the two-deep buffers (`buffered_schedule`, which takes DRAM's reads
-    and writes as independent), and no earlier than one channel can serve them both
+    the two-deep buffers (`buffered_schedule`, which takes DRAM's reads and writes as
+    independent), and no earlier than one channel can serve them both
     (`dram_busy_until`). Trainer's speculation, a stage of its own, is not counted."""
     stages, read, write = stage_cycles(table, hw)
     end, fetches, writes = buffered_schedule(
@@ -117,7 +117,7 @@ def estimated_cycles(table: np.ndarray, hw: HardwareView,
 
 
 def stage_cycles(table: np.ndarray, hw: HardwareView
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each tile's cycles in the pipeline's five stages (DRAM read, with the weight
     generator beside it; the selector's scan and the global buffer's NoC port out, the PEs,
     the port back, DRAM write), each a tile's bytes or MACs at its rate plus its fixed
