@@ -172,7 +172,13 @@ def print_summary(summary: dict[str, Any]) -> None:
     design has no vector unit, how many vector layers a run left out: all but the ReLUs it
     applies on the PE array's output (`mappings.vector.vector_layers_not_simulated`)."""
     from desim.metrics import on_chip_energy_ratio
-    from desim.summary_text import bound_text, busy_text, more_or_less, vector_share
+    from desim.summary_text import (
+        bound_text,
+        busy_text,
+        idle_sparse_units,
+        more_or_less,
+        vector_share,
+    )
 
     training = any(p["cycles"] for r in summary["runs"].values()
                    for phase, p in r["phases"].items() if phase != "FF")
@@ -218,6 +224,8 @@ def print_summary(summary: dict[str, Any]) -> None:
                           "pooling, residual adds, and ReLUs after them) are not simulated, "
                           "so its time and energy leave them out (a ReLU right after a conv "
                           "or linear layer is simulated, on the PE array's output)")
+        for idle in idle_sparse_units(r):
+            console.print(escape(f"{name}: {idle}"), highlight=False)
     for name, r in summary["runs"].items():
         console.print(escape(f"{name}: busy {busy_text(r)}"), highlight=False)
         console.print(escape(f"{name}: time by each layer-phase's busiest part: "

@@ -31,6 +31,25 @@ def more_or_less(ratio: float, less: str, more: str) -> str:
             else f"{times(1 / ratio)} {more}")
 
 
+# A design's sparse units, and the work each one does: a unit a run never gave any of that
+# work sits idle (0% busy), which `desim run` says in words rather than in the busy line only
+SPARSE_UNIT_WORK = {
+    "selector": "it selects the non-zero data of tiles whose weights or activations it skips",
+    "speculator": "it predicts the outputs of FF tiles of layers followed by a ReLU",
+    "weight_generator": "it regenerates the weights DropBack leaves untracked at their "
+                        "initial values, once trained; no other pruning leaves any",
+}
+
+
+def idle_sparse_units(run: dict[str, Any]) -> list[str]:
+    """What a run's sparse units that did no work at all would have done, one line each
+    (`SPARSE_UNIT_WORK`): a design's weight generator on a run pruned otherwise than by
+    DropBack had idled without a word."""
+    busy = run.get("utilization", {})
+    return [f"its {unit.replace('_', ' ')} did no work ({work})"
+            for unit, work in SPARSE_UNIT_WORK.items() if busy.get(unit) == 0]
+
+
 def vector_share(run: dict[str, Any]) -> float | None:
     """The share of a run's time (summary.json's run) its vector layers take: batch norm,
     pooling, adds, softmax, work that weight sparsity does not shrink (the vector unit's

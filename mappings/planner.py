@@ -184,7 +184,7 @@ def geometry_misfit(layer: LayerCapture, phase: int, hw: HardwareView,
     where = f"layer {layer.name} {('FF', 'BP', 'WG')[phase]}"
     k, cg, r, s = layer.w_nz.shape
     if phase == WG:
-        part = _wg_chunks(layer, hw)[0]
+        part = _wg_parts(layer, _wg_split(layer, hw), first_only=True)[0]
     else:
         c = cg if phase == FF else k
         finest = max(MIN_CHUNK_CHANNELS, -(-c // 8))
@@ -716,12 +716,6 @@ def _plan_rows(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
     return np.concatenate(tables), weight_bytes, out_bytes
 
 
-def _wg_chunks(layer: LayerCapture, hw: HardwareView, dy_resident: bool = False
-               ) -> list[LayerCapture]:
-    """WG's reduction split into as few chunks as fit (`_wg_split`)."""
-    return _wg_parts(layer, _wg_split(layer, hw, dy_resident))
-
-
 def _wg_split(layer: LayerCapture, hw: HardwareView, dy_resident: bool = False
               ) -> tuple[str, int]:
     """How WG's reduction (over images, then over output rows) splits into as few chunks as
@@ -745,14 +739,19 @@ def _wg_split(layer: LayerCapture, hw: HardwareView, dy_resident: bool = False
     return "images", n  # the whole batch: choose_tile reports the misfit
 
 
-def _wg_parts(layer: LayerCapture, split: tuple[str, int]) -> list[LayerCapture]:
-    """The chunks of WG's reduction `split` (`_wg_split`) describes, in order."""
+def _wg_parts(layer: LayerCapture, split: tuple[str, int], first_only: bool = False
+              ) -> list[LayerCapture]:
+    """The chunks of WG's reduction `split` (`_wg_split`) describes, in order (`first_only`:
+    the first one alone, for `desim check`: a large image has thousands of runs of rows)."""
     n, _, p, _ = layer.dy_nz.shape
     kind, size = split
+    starts = [(i, p0) for i in range(n) for p0 in range(0, p, size)] if kind == "rows" \
+        else [(i, 0) for i in range(0, n, size)]
+    if first_only:
+        starts = starts[:1]
     if kind == "rows":
-        return [_slice_rows(layer, i, p0, min(p0 + size, p))
-                for i in range(n) for p0 in range(0, p, size)]
-    return [_slice(layer, i, min(i + size, n)) for i in range(0, n, size)]
+        return [_slice_rows(layer, i, p0, min(p0 + size, p)) for i, p0 in starts]
+    return [_slice(layer, i, min(i + size, n)) for i, _ in starts]
 
 
 def _slice(layer: LayerCapture, n0: int, n1: int) -> LayerCapture:
@@ -761,12 +760,15 @@ def _slice(layer: LayerCapture, n0: int, n1: int) -> LayerCapture:
 
 
 def _slice_rows(layer: LayerCapture, n: int, p0: int, p1: int) -> LayerCapture:
-    """Output rows [p0, p1) of image n, with the input rows they need, padded explicitly."""
+    """Output rows [p0, p1) of image n, with the input rows they need, padded explicitly
+    (only those rows are cut and padded: a large image has thousands of such runs)."""
     pad, st = layer.padding, layer.stride
     reach = (layer.w_nz.shape[2] - 1) * layer.dilation
     h0, h1 = p0 * st, (p1 - 1) * st + reach + 1          # in padded coordinates
-    x = torch.nn.functional.pad(layer.x_nz[n:n + 1].to(torch.uint8), (pad,) * 4)
-    valid = torch.nn.functional.pad(torch.ones_like(layer.x_nz[n:n + 1], dtype=torch.uint8),
-                                    (pad,) * 4)
-    return replace(layer, x_nz=x[:, :, h0:h1].bool(), dy_nz=layer.dy_nz[n:n + 1, :, p0:p1],
-                   padding=0, x_valid=valid[:, :, h0:h1].bool())
+    height = layer.x_nz.shape[2]
+    rows = layer.x_nz[n:n + 1, :, max(0, h0 - pad):min(height, h1 - pad)]
+    around = (pad, pad, max(0, pad - h0), max(0, h1 - pad - height))  # left right top bottom
+    x = torch.nn.functional.pad(rows.to(torch.uint8), around)
+    valid = torch.nn.functional.pad(torch.ones_like(rows, dtype=torch.uint8), around)
+    return replace(layer, x_nz=x.bool(), dy_nz=layer.dy_nz[n:n + 1, :, p0:p1],
+                   padding=0, x_valid=valid.bool())

@@ -844,3 +844,38 @@ def test_an_interrupted_run_says_what_it_left(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["run", str(QUICKSTART), "--out", str(out)])
     assert result.exit_code == 130
     assert f"interrupted: {out}: no results there" in " ".join(result.output.split())
+
+
+def test_an_idle_weight_generator_is_said(tmp_path, monkeypatch):
+    """Procrustes' weight generator regenerates DropBack's untracked weights: on a run pruned
+    by magnitude it has nothing to do, and `desim run` says so beside the 0% in its busy
+    line; on a DropBack run trained a few steps (its untracked weights back at their initial
+    values, not zero) it works, and nothing is said."""
+    import io
+
+    from rich.console import Console
+
+    import desim
+    import desim.cli
+
+    experiment = tmp_path / "idle.yaml"
+    procrustes = str(ROOT / "configs" / "arch" / "procrustes.yaml")
+    experiment.write_text(yaml.safe_dump({
+        "name": "idle", "baseline": "magnitude",
+        "workload": {"model": "lenet300", "num_classes": 10, "batch": 2, "data": "digits",
+                     "seed": 0, "training": {"iterations": 2, "learning_rate": 0.05}},
+        "runs": [{"name": "magnitude", "arch": procrustes,
+                  "pruning": {"method": "magnitude", "sparsity": 0.9}},
+                 {"name": "dropback", "arch": procrustes,
+                  "pruning": {"method": "dropback", "sparsity": 0.9}}]}))
+    summary = desim.run(experiment).summary
+    busy = {name: r["utilization"]["weight_generator"] for name, r in summary["runs"].items()}
+    assert busy["magnitude"] == 0 and busy["dropback"] > 0
+    out = io.StringIO()
+    monkeypatch.setattr(desim.cli, "console", Console(file=out, width=400))
+    desim.cli.print_summary(summary)
+    printed = out.getvalue()
+    assert ("magnitude: its weight generator did no work (it regenerates the weights DropBack "
+            "leaves untracked at their initial values, once trained; no other pruning leaves "
+            "any)") in printed
+    assert "dropback: its weight generator" not in printed

@@ -17,8 +17,10 @@ from mappings.planner import (
     MIN_CHUNK_CHANNELS,
     _count_maps,
     _reduction_plans,
+    _slice_rows,
     _tile_plan,
-    _wg_chunks,
+    _wg_parts,
+    _wg_split,
     plan_key,
     tile_phase,
 )
@@ -71,7 +73,7 @@ def test_wg_chunks_outermost_write_dw_once_and_read_no_more_than_chunks_innermos
     layer = dense_capture(nn.Conv2d(c, k, r, bias=False), n=n, h=h)
     small = HardwareView(clusters=4, pes_per_cluster=4, buffer_bytes=2600, element_bytes=2)
     table, _ = tile_phase(layer, 0, WG, small, SkipPolicy(), pruned_grads_unused=True)
-    parts = _wg_chunks(layer, small)  # the chunks tile_phase made
+    parts = _wg_parts(layer, _wg_split(layer, small))  # the chunks tile_phase made
     assert len(parts) > 1
     maps = [_count_maps(p, WG, small, SkipPolicy(), True) for p in parts]
     shaped = [phase_shape(p, WG, small) for p in parts]
@@ -96,7 +98,7 @@ def test_partial_sums_travel_at_the_accumulators_width(accumulator_bytes):
     layer = dense_capture(nn.Conv2d(c, k, r, bias=False), n=n, h=h)
     hw = HardwareView(clusters=4, pes_per_cluster=4, buffer_bytes=2600, element_bytes=2,
                       accumulator_bytes=accumulator_bytes)
-    parts = _wg_chunks(layer, hw)
+    parts = _wg_parts(layer, _wg_split(layer, hw))
     maps = [_count_maps(p, WG, hw, SkipPolicy(), True) for p in parts]
     shaped = [phase_shape(p, WG, hw) for p in parts]
     kept, *_ = _tile_plan(parts, maps, shaped, torch.arange(k), KEPT, 0, WG, hw, SkipPolicy(),
@@ -106,6 +108,37 @@ def test_partial_sums_travel_at_the_accumulators_width(accumulator_bytes):
     assert chunks > 1
     assert kept["dram_write_bytes"].sum() == dw_elems * 2
     assert kept["gather_bytes"].sum() == dw_elems * 2 + (chunks - 1) * psum
+
+
+@pytest.mark.parametrize(("pad", "stride", "dilation"), [(0, 1, 1), (1, 1, 1), (2, 2, 1),
+                                                        (3, 1, 2), (1, 3, 1)])
+def test_a_run_of_rows_is_the_padded_images_rows(pad, stride, dilation):
+    """WG's runs of output rows (`_slice_rows`) carry exactly the rows of the padded input
+    they read, padding marked invalid: cut before padding (a large image has thousands of
+    runs), they equal the rows cut out of the whole padded image."""
+    torch.manual_seed(2)
+    n, c, k, h, r = 2, 3, 4, 11, 3
+    x = torch.rand(n, c, h, h) < 0.5
+    p = (h + 2 * pad - dilation * (r - 1) - 1) // stride + 1
+    layer = LayerCapture("rows", "conv", x, torch.ones(k, c, r, r, dtype=torch.bool),
+                         torch.rand(n, k, p, p) < 0.5, stride=stride, padding=pad,
+                         dilation=dilation)
+    padded = torch.nn.functional.pad(x.to(torch.uint8), (pad,) * 4).bool()
+    inside = torch.nn.functional.pad(torch.ones(n, c, h, h, dtype=torch.uint8), (pad,) * 4).bool()
+    for image in range(n):
+        for size in (1, 2, p):
+            for p0 in range(0, p, size):
+                p1 = min(p0 + size, p)
+                part = _slice_rows(layer, image, p0, p1)
+                h0, h1 = p0 * stride, (p1 - 1) * stride + (r - 1) * dilation + 1
+                assert torch.equal(part.x_nz, padded[image:image + 1, :, h0:h1])
+                assert torch.equal(part.x_valid, inside[image:image + 1, :, h0:h1])
+                assert torch.equal(part.dy_nz, layer.dy_nz[image:image + 1, :, p0:p1])
+                assert part.padding == 0
+    first, *_ = _wg_parts(layer, ("rows", 2))
+    alone, = _wg_parts(layer, ("rows", 2), first_only=True)
+    assert all(torch.equal(getattr(alone, t), getattr(first, t)) for t in ("x_nz", "dy_nz"))
+    assert len(_wg_parts(layer, ("rows", 2))) == n * -(-p // 2)
 
 
 def test_the_objective_ranks_plans_by_its_own_estimate():
