@@ -648,14 +648,15 @@ class Noc(Module):
             else:
                 routes = [self.table.route(d, self.src) for d in dsts]
                 tree = set()
-            uses: dict[Link, int] = {}
-            for route in routes:
+            crossing: dict[Link, list[int]] = {}  # the clusters whose routes cross a link
+            for j, route in enumerate(routes):
                 for edge in route:
-                    uses[edge] = uses.get(edge, 0) + 1
+                    crossing.setdefault(edge, []).append(j)
             # (links are made, the module tree's order, as routes and then the tree use them)
             latency = max(sum(self._link(e).latency_ps for e in r) for r in routes)
-            loads = {self._link(e): (int(e in tree), uses.get(e, 0))
-                     for e in sorted(set(uses) | tree)}
+            loads = {self._link(e): (int(e in tree), len(crossing.get(e, ())),
+                                     _counts_below(crossing.get(e, []), active))
+                     for e in sorted(set(crossing) | tree)}
             group = LinkGroup(list(loads))
             self._plans[key] = _Plan(group, [loads[link] for link in group.links], latency)
         return self._plans[key]
@@ -665,8 +666,9 @@ class Noc(Module):
         if active <= 0 or multicast_bytes + unicast_bytes <= 0:
             return
         plan = self._plan("out", active)
-        share = -(-unicast_bytes // active)
-        yield from plan.links.hold([m * multicast_bytes + u * share for m, u in plan.loads])
+        share, rest = divmod(unicast_bytes, active)  # the first `rest` clusters: a byte more
+        yield from plan.links.hold([m * multicast_bytes + u * share + below[rest]
+                                    for m, u, below in plan.loads])
         yield self.env.timeout(plan.latency_ps)
 
     def gather(self, nbytes: int, active: int) -> Generator:
@@ -674,15 +676,23 @@ class Noc(Module):
         if active <= 0 or nbytes <= 0:
             return
         plan = self._plan("in", active)
-        share = -(-nbytes // active)
-        yield from plan.links.hold([u * share for _, u in plan.loads])
+        share, rest = divmod(nbytes, active)
+        yield from plan.links.hold([u * share + below[rest] for _, u, below in plan.loads])
         yield self.env.timeout(plan.latency_ps)
+
+
+def _counts_below(clusters: list[int], active: int) -> tuple[int, ...]:
+    """For r in 0..active, how many of `clusters` (indices, ascending) come before the r-th:
+    the link crossed by their routes carries that many of a split's r odd bytes (a split of
+    B bytes over the active clusters gives the first B % active of them a byte more)."""
+    return tuple(sum(1 for j in clusters if j < r) for r in range(active + 1))
 
 
 @dataclass
 class _Plan:
     links: LinkGroup
     # per link of the group: (1 if it is on the multicast tree else 0, how many clusters'
-    # routes cross it); it carries the multicast bytes times the first, a share times the second
-    loads: list[tuple[int, int]]
+    # routes cross it, `_counts_below` of those clusters); it carries the multicast bytes
+    # times the first, a split's share times the second, and its odd bytes by the third
+    loads: list[tuple[int, int, tuple[int, ...]]]
     latency_ps: int

@@ -41,8 +41,11 @@ def gains(baseline: dict[str, float], run: dict[str, float]) -> pd.DataFrame:
     """Per part of an additive quantity (joules by component, seconds by binding part), rows in
     the baseline's order then the run's new parts, and a `total` row: its amount in each, how
     much it shrank (baseline / run), its share of the run's total, its share of the amount
-    saved (negative where it grew) and the total's ratio were it free in the run."""
-    parts = list(dict.fromkeys([*baseline, *run]))
+    saved (negative where it grew) and the total's ratio were it free in the run. A part
+    that is nothing in both (a vector unit neither run used) has no row: it was shown
+    as "new" where it is neither new nor gone."""
+    parts = [part for part in dict.fromkeys([*baseline, *run])
+             if baseline.get(part) or run.get(part)]
     base_total, run_total = sum(baseline.values()), sum(run.values())
     saved = base_total - run_total
     rows = {}
@@ -69,12 +72,11 @@ def energy_gains(baseline: dict[str, Any], run: dict[str, Any], on_chip: bool = 
 def time_gains(baseline: dict[str, Any], run: dict[str, Any]) -> pd.DataFrame:
     """`gains` of two summary.json runs' seconds by the part that bound them (the total's
     shrink is the speedup, in time: designs may differ in clock). Parts that bound nothing
-    in either run are left out."""
+    in either run are left out (`gains`)."""
     def seconds(r: dict[str, Any]) -> dict[str, float]:
         bound = {p: share * r["seconds"] for p, share in r["time_by_busiest_part"].items()}
         rest = r["seconds"] - sum(bound.values())
         if rest > 1e-9 * r["seconds"]:  # the shares cover the layer-phases that have a
             bound[UNATTRIBUTED] = rest  # busiest part (rounding aside)
         return bound
-    table = gains(seconds(baseline), seconds(run))
-    return table[(table["baseline"] > 0) | (table["run"] > 0)]
+    return gains(seconds(baseline), seconds(run))

@@ -29,7 +29,8 @@ Operations per element (stated assumptions, counted as fused multiply-adds on th
 unit): batch norm FF 4 (sum, sum of squares, scale, shift), BP 7 (two sums, then dX);
 activation 1 each way; pooling 1 per input element each way; an add's FF and a fork's BP 1
 per output element. Max pooling's BP and the ReLU's BP read one bit an element (the argmax /
-sign map) besides dY.
+sign map) besides dY; average pooling's BP spreads dY evenly over each window and reads
+dY alone.
 
 A softmax (attention's, over a row of scores: the sequence, which fits on chip) makes one
 pass each way. FF reads X and writes Y; BP reads dY and Y (its gradient needs its output,
@@ -55,7 +56,8 @@ from mappings.formats import BlockStats, operand_bytes
 from mappings.target import HardwareView
 
 OPS_PER_ELEMENT = {("batchnorm", FF): 4, ("batchnorm", BP): 7, ("relu", FF): 1, ("relu", BP): 1,
-                   ("pool", FF): 1, ("pool", BP): 1, ("add", FF): 1, ("add", BP): 0,
+                   ("pool", FF): 1, ("pool", BP): 1, ("avgpool", FF): 1, ("avgpool", BP): 1,
+                   ("add", FF): 1, ("add", BP): 0,
                    ("fork", FF): 0, ("fork", BP): 1, ("softmax", FF): 9, ("softmax", BP): 3}
 
 
@@ -96,6 +98,8 @@ def vector_traffic(v: VectorCapture, phase: int, hw: HardwareView,
         return operands, y, ops
     if v.kind == "softmax":  # a row on chip: one pass over dY and Y
         return operands + y, dx, ops
+    if v.kind == "avgpool":  # dY spread evenly over each window: nothing else to read
+        return operands, dx, ops
     return operands + -(-v.in_elems // 8), dx, ops    # dY plus a sign/argmax bit each
 
 

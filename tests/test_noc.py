@@ -318,18 +318,31 @@ def test_a_multicast_crosses_each_link_of_its_tree_once():
 
 @pytest.mark.parametrize("nbytes, end_ps", [
     (1600, 202_000),  # shares of 800: r0_0 -> r1_0 carries both, 1,600 B, 200 cycles, + 2
-    (1601, 202_250),  # shares of ceil(1601 / 2) = 801: 1,602 B at 8 B/ns = 200.25 ns, + 2
+    (1601, 202_125),  # 801 to the first cluster, 800 to the second: 1,601 B at 8 B/ns, + 2
 ])
 def test_a_split_operand_sends_each_cluster_its_share_along_its_route(nbytes, end_ps):
+    """Each byte of a split operand goes to one cluster: the first B % n clusters get a byte
+    more (shares rounded up had sent 1,602 B of 1,601)."""
     sim, noc = _row_of_two_clusters()
     sim.env.process(noc.distribute(0, nbytes, 2))
     sim.env.run()
     assert sim.env.now == end_ps
-    share = -(-nbytes // 2)
+    first, second = nbytes - nbytes // 2, nbytes // 2
     assert _bytes_by_link(noc) == {
-        ("glb", "r0_0"): 2 * share, ("r0_0", "r1_0"): 2 * share,
-        ("r1_0", "cluster_r1_0"): share, ("r1_0", "r2_0"): share,
-        ("r2_0", "cluster_r2_0"): share}
+        ("glb", "r0_0"): nbytes, ("r0_0", "r1_0"): nbytes,
+        ("r1_0", "cluster_r1_0"): first, ("r1_0", "r2_0"): second,
+        ("r2_0", "cluster_r2_0"): second}
+
+
+def test_an_odd_gather_carries_its_bytes_once():
+    """43 B of results from the two clusters: 22 from the first, 21 from the second; the
+    shared links carry the 43 B, not 44."""
+    sim, noc = _row_of_two_clusters()
+    sim.env.process(noc.gather(43, 2))
+    sim.env.run()
+    assert _bytes_by_link(noc) == {
+        ("cluster_r2_0", "r2_0"): 21, ("r2_0", "r1_0"): 21, ("cluster_r1_0", "r1_0"): 22,
+        ("r1_0", "r0_0"): 43, ("r0_0", "glb"): 43}
 
 
 def test_a_gather_brings_each_clusters_share_back():

@@ -113,3 +113,24 @@ def test_vector_layers_capture_their_gradients_and_read_and_write_them_in_format
     assert read == bitmap(grads["pool"][1]) + -(-v_pool.in_elems // 8)
     assert write == bitmap(grads["pool"][0])
     assert write < 2 * v_pool.in_elems  # max pooling's dX: one non-zero per window at most
+
+
+def test_average_pooling_reads_its_gradient_alone_and_max_pooling_its_argmax_too():
+    """Max pooling's BP routes each dY to its window's argmax, so it reads one bit an input
+    element besides dY; average pooling's spreads dY evenly over the window and reads dY
+    alone (the argmax bits had been charged to every pooling)."""
+    torch.manual_seed(6)
+    x = torch.randn(2, 4, 8, 8)
+    hw = HardwareView(**HW, vector_lanes=8)
+    reads = {}
+    for kind, pool in (("pool", nn.MaxPool2d(2)), ("avgpool", nn.AvgPool2d(2))):
+        vectors: list[VectorCapture] = []
+        model = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), pool, nn.Conv2d(4, 2, 3, padding=1))
+        capture(model, x, torch.ones(2, 2, 4, 4), loss_fn=lambda out, t: (out * t).sum(),
+                vectors=vectors)
+        v, = vectors
+        assert v.kind == kind and (v.in_elems, v.out_elems) == (2 * 4 * 8 * 8, 2 * 4 * 4 * 4)
+        reads[kind], _, ops = vector_traffic(v, BP, hw)
+        assert ops == v.in_elems
+    dy = 2 * 2 * 4 * 4 * 4   # dense dY at 2 bytes an element
+    assert reads == {"pool": dy + 2 * 4 * 8 * 8 // 8, "avgpool": dy}

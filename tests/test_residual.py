@@ -86,7 +86,7 @@ def test_capture_records_the_fork_and_the_add_with_their_real_operands():
     assert [(v.kind, v.in_elems, v.out_elems, v.after) for v in vectors] == [
         ("batchnorm", n, n, 0), ("relu", n, n, 0), ("fork", n, n, 0),
         ("batchnorm", n, n, 1), ("relu", n, n, 1), ("batchnorm", n, n, 2),
-        ("add", n, n, 2), ("relu", n, n, 2), ("pool", n, 2 * 8, 2)]
+        ("add", n, n, 2), ("relu", n, n, 2), ("avgpool", n, 2 * 8, 2)]
     fork, add = vectors[2], vectors[6]
     stem_out = model[2](model[1](model[0](x)))
     assert int(add.in_stats.nnz[0]) == n  # a batch norm's output: dense
@@ -110,7 +110,7 @@ def test_the_add_takes_the_operand_written_last_first():
     kinds = [(v.kind, v.after) for v in vectors]
     assert kinds == [("batchnorm", 0), ("relu", 0), ("fork", 0), ("batchnorm", 1),
                      ("relu", 1), ("batchnorm", 2), ("batchnorm", 3), ("add", 3),
-                     ("relu", 3), ("pool", 3)]
+                     ("relu", 3), ("avgpool", 3)]
     fork, add = vectors[2], vectors[7]
     assert (add.in_elems, add.out_elems) == (2 * 16 * 4 * 4,) * 2
     assert (fork.in_elems, fork.out_elems) == (2 * 8 * 8 * 8,) * 2
