@@ -60,13 +60,16 @@ class Result:
 
     def comparison(self) -> pd.DataFrame:
         """One row per run: its time and energy, and both against the baseline (baseline /
-        run: 2.0 is twice as fast, half the energy)."""
+        run: 2.0 is twice as fast, half the energy), and the vector layers it left out of
+        them (a design without a vector unit)."""
         from desim.summary_text import vector_share
 
         summary = self.summary
         rows = {name: {"arch": run["arch"], "cycles": run["cycles"],
                        "seconds": run["seconds"], "energy_j": run["energy_j"],
-                       **summary["comparison"][name], "vector_share": vector_share(run)}
+                       **summary["comparison"][name], "vector_share": vector_share(run),
+                       # those a design without a vector unit left out of both figures
+                       "vector_layers_not_simulated": run["vector_layers_not_simulated"]}
                 for name, run in summary["runs"].items()}
         return pd.DataFrame.from_dict(rows, orient="index").rename_axis("run")
 
@@ -97,7 +100,7 @@ class Result:
         from desim.gains import energy_gains
 
         summary = self.summary
-        return energy_gains(summary["runs"][summary["baseline"]], summary["runs"][run],
+        return energy_gains(summary["runs"][summary["baseline"]], self._run(run),
                             on_chip)
 
     def time_gains(self, run: str) -> pd.DataFrame:
@@ -106,12 +109,21 @@ class Result:
         from desim.gains import time_gains
 
         summary = self.summary
-        return time_gains(summary["runs"][summary["baseline"]], summary["runs"][run])
+        return time_gains(summary["runs"][summary["baseline"]], self._run(run))
+
+    def _run(self, run: str) -> dict[str, Any]:
+        """summary.json's entry of `run`; a name that is no run is a KeyError listing them."""
+        runs = self.summary["runs"]
+        if run not in runs:
+            raise KeyError(f"no run {run!r}; the runs are: {', '.join(runs)}")
+        return runs[run]
 
     def write(self, out: str | Path) -> Path:
-        """The results folder `desim run --out` writes (summary.json, layers.csv, ...)."""
-        write_results(Path(out), self.experiment, self.runs)
-        return Path(out)
+        """The results folder `desim run --out` writes (summary.json, layers.csv, ...,
+        and the waveforms, when the experiment asks for them)."""
+        folder = results_folder(out, self.experiment)
+        write_results(folder, self.experiment, self.runs)
+        return folder
 
 
 def run(config: str | Path, overrides: Sequence[str] | str = (),
@@ -128,7 +140,7 @@ def run(config: str | Path, overrides: Sequence[str] | str = (),
         raise TypeError(f"overrides: expected 'key.path=value' strings, as --set takes them "
                         f"(a list of them, or one), got {shown(overrides)}")
     experiment = load_experiment(config, list(overrides))
-    folder = results_folder(out) if out is not None else None
+    folder = results_folder(out, experiment) if out is not None else None
     result = Result(experiment, run_experiment(experiment, progress, folder,
                                                capture=cached_capture(cache)))
     if out is not None:

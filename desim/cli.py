@@ -102,6 +102,9 @@ def run(
     overrides += ["observe.tiles=true"] if tiles else []
     started = time.perf_counter()
     experiment = guarded(lambda: load_experiment(config, overrides))  # a typo: before torch
+    if experiment.spec.sweep is not None:  # run as it is: the file's own values
+        err_console.print(escape(f"note: {config}: its sweep: section is not run here; "
+                                 f"`desim sweep {config}` runs its points"), highlight=False)
     # torch, pandas and networkx make some 200,000 objects and next to no garbage: collected
     # as they load, then walked by each full collection of the run, they cost 0.4 s a run
     gc.disable()
@@ -121,8 +124,10 @@ def run(
     print_summary(summary)
     from desim.runner import RESULT_FILES
 
-    written = [n for n in RESULT_FILES if (out / n).is_file()]  # a stale trace is gone
-    written += sorted(p.name for p in out.glob("waves_*.vcd"))   # so are stale waveforms
+    observe = experiment.spec.observe  # what this run wrote: a file of another's is not
+    written = [n for n in RESULT_FILES if not (n == "trace.json" and not observe.trace
+                                               or n == "tiles.csv" and not observe.tiles)]
+    written += sorted(f"waves_{name}.vcd" for name in summary["runs"]) if observe.vcd else []
     if report:  # the plots in the results folder, in one command (DESIGN.md's folder)
         from desim.report import build_report
         from desim.results import DEFAULT_REPORT
@@ -175,8 +180,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     from desim.summary_text import (
         bound_text,
         busy_text,
-        idle_sparse_units,
         more_or_less,
+        run_notes,
         vector_share,
     )
 
@@ -217,15 +222,8 @@ def print_summary(summary: dict[str, Any]) -> None:
         if "WU" in r["phases"] and r["cycles"]:
             console.print(f"{name}: the weight update (phase WU) takes "
                           f"{100 * r['phases']['WU']['cycles'] / r['cycles']:.0f}% of the time")
-        if not share and r["vector_layers_not_simulated"]:
-            console.print(f"{name}: [bold]no vector unit[/bold] (arch {r['arch']}): "
-                          f"{r['vector_layers_not_simulated']} of the model's "
-                          f"{r['workload']['vector_layers']} vector layers (batch norm, "
-                          "pooling, residual adds, and ReLUs after them) are not simulated, "
-                          "so its time and energy leave them out (a ReLU right after a conv "
-                          "or linear layer is simulated, on the PE array's output)")
-        for idle in idle_sparse_units(r):
-            console.print(escape(f"{name}: {idle}"), highlight=False)
+        for note in run_notes(r):
+            console.print(escape(f"{name}: {note}"), highlight=False)
     for name, r in summary["runs"].items():
         console.print(escape(f"{name}: busy {busy_text(r)}"), highlight=False)
         console.print(escape(f"{name}: time by each layer-phase's busiest part: "

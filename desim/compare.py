@@ -17,12 +17,13 @@ from typing import Annotated
 
 import typer
 
-from desim.document import Block, Heading, Para, Table, print_blocks, to_markdown
+from desim.document import Block, Bullets, Heading, Para, Table, print_blocks, to_markdown
 from desim.errors import ConfigError, guarded
 from desim.options import path_given
 from desim.report import config_differences, gain_blocks
 from desim.results import writable_file, write_atomic
 from desim.results_folder import Results, load_results
+from desim.summary_text import run_notes
 
 
 def compare(before: Path, after: Path, runs: list[str] | None = None) -> list[Block]:
@@ -50,6 +51,15 @@ def compare(before: Path, after: Path, runs: list[str] | None = None) -> list[Bl
                                  or "none")
                  for label, config in (("before", config_b), ("after", config_a))]
     blocks.append(Para("--set items: " + "; ".join(overrides) + "."))
+    made = [config.get("desim") for config in (config_b, config_a)]
+    if made[0] != made[1]:  # the same configuration may give other numbers
+        blocks.append(Para("Made by other code: before " + _made_by(made[0]) + ", after "
+                           + _made_by(made[1]) + "."))
+    alone = [f"{label}'s {', '.join(f'`{r}`' for r in only)}" for label, only in (
+        ("before", [r for r in summary_b["runs"] if r not in shared]),
+        ("after", [r for r in summary_a["runs"] if r not in shared])) if only]
+    if alone:  # a run of one folder only has nothing to be read against
+        blocks.append(Para("Not compared, a run of one folder only: " + "; ".join(alone) + "."))
     changed = config_differences({"before": config_b.get("experiment", {}),
                                   "after": config_a.get("experiment", {})})
     if changed:
@@ -65,9 +75,23 @@ def compare(before: Path, after: Path, runs: list[str] | None = None) -> list[Bl
                                                             ("after", config_a))})
         blocks.append(Table(["architecture", "before", "after"], changed) if changed else
                       Para("Its architecture is the same in both."))
+        notes = [f"{label}: {note}" for label, summary in (("before", summary_b),
+                                                            ("after", summary_a))
+                 for note in run_notes(summary["runs"][run])]
+        if notes:  # what the figures below leave out
+            blocks.append(Bullets(notes))
         blocks += gain_blocks("before", summary_b["runs"][run], "after",
                               summary_a["runs"][run])
     return blocks
+
+
+def _made_by(made: dict | None) -> str:
+    """config.json's `desim` (`desim.runner.provenance`) in words."""
+    if not made:
+        return "a desim that did not record itself"
+    commit = f" at {made['commit'][:10]}" if made.get("commit") else ""
+    return f"desim {made.get('version', '?')}{commit}" + (
+        " with modified files" if made.get("modified") else "")
 
 
 def claim_rows(before: Results, after: Results) -> list[list[str]]:

@@ -61,7 +61,9 @@ def to_markdown(blocks: list[Block]) -> str:
             lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in b.rows]
             out.append("\n".join(lines))
         else:
-            out.append(f"![{b.alt}]({b.src})")
+            # a link in <...> may hold spaces and parentheses (CommonMark)
+            src = f"<{b.src}>" if re.search(r"[\s()<>]", b.src) else b.src
+            out.append(f"![{b.alt}]({src})")
     return "\n\n".join(out) + "\n"
 
 

@@ -152,7 +152,9 @@ NEEDS = {"pruning": "a pruning other than dense", "speculator": "a speculator in
 
 
 class ExperimentSpec(Strict):
-    name: str
+    # a heading of the report and part of its plots' names, as a run's name is of its files:
+    # one word, the same characters (prose goes in `description`)
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", max_length=64)
     description: str = ""
     notes: list[str] = Field(default_factory=list)  # assumptions, shown by `desim report`
     claims: list[Claim] = Field(default_factory=list)

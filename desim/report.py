@@ -31,6 +31,7 @@ folders are read by `desim.results_folder`, their claims checked by `desim.claim
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -56,7 +57,15 @@ from desim.plots import (
 )
 from desim.results import DEFAULT_REPORT, PLOT_KINDS, plot_path, writable_file, write_atomic
 from desim.results_folder import Results, load_results
-from desim.summary_text import bound_text, busy_text, fmt, more_or_less, times, vector_share
+from desim.summary_text import (
+    bound_text,
+    busy_text,
+    fmt,
+    more_or_less,
+    run_notes,
+    times,
+    vector_share,
+)
 
 CLAIM_HEADER = ["experiment", "claim", "paper", "desim", "accepted range", "verdict",
                 "source"]
@@ -118,6 +127,10 @@ def _experiment_blocks(results: Results, slug: str, out_dir: Path) -> list[Block
     blocks.append(Bullets(assumptions))
     blocks.append(Heading(3, "Runs"))
     blocks.append(_runs_table(results))
+    notes = [f"{name}: {note}" for name, run in results.summary["runs"].items()
+             for note in run_notes(run)]
+    if notes:  # what the table's figures leave out
+        blocks.append(Bullets(notes))
     blocks.append(Heading(3, "Processors"))
     described = described_processors(results)
     blocks.append(_processors_table(results, described))
@@ -489,7 +502,8 @@ def build_report(dirs: list[Path], out: Path) -> tuple[Path, Path, list[Results]
     taken: set[str] = set()
     for results in all_results:
         # the plots take the report's name first: two reports in one folder keep their own
-        slug = _plot_slug(out.stem, results.name, list(results.summary["runs"]), taken)
+        slug = _plot_slug(out.stem, results.name, list(results.summary["runs"]), taken,
+                          out_dir)
         blocks += _experiment_blocks(results, slug, out_dir)
     write_atomic(html_path, to_html(blocks, "desim report: " + ", ".join(r.shown_name for r in
                                                                          all_results)))
@@ -497,22 +511,23 @@ def build_report(dirs: list[Path], out: Path) -> tuple[Path, Path, list[Results]
     return out, html_path, all_results
 
 
-def _plot_slug(stem: str, name: str, runs: list[str], taken: set[str]) -> str:
+def _plot_slug(stem: str, name: str, runs: list[str], taken: set[str], out_dir: Path) -> str:
     """The prefix of an experiment's plot files (`plot_path`: it, or it and a run's name,
     then the kind): the report's `stem`, then the experiment's `name` made safe for a file
     name, numbered where a plot of it would take the name of one in `taken` (an earlier
-    experiment's; it adds its own). Two folders of one experiment, and an experiment named
-    as another's "<name>_2" or "<name>_<run>", had their plots overwrite each other's, each
-    section showing the other's."""
+    experiment's; it adds its own) or of a folder in `out_dir`. Two folders of one
+    experiment, and an experiment named as another's "<name>_2" or "<name>_<run>", had their
+    plots overwrite each other's, each section showing the other's; a folder of a plot's
+    name failed the plot's write with a traceback."""
     base = f"{stem}_{re.sub(r'[^A-Za-z0-9_-]+', '_', name)[:64] or 'experiment'}"
-    for n in range(1, len(taken) + 2):
+    for n in itertools.count(1):  # (the names taken, and folders, are finitely many)
         slug = base if n == 1 else f"{base}_{n}"
         names = {plot_path(Path(), prefix, kind).name for prefix in
                  (slug, *(f"{slug}_{run}" for run in runs)) for kind in PLOT_KINDS}
-        if not names & taken:
+        if not names & taken and not any((out_dir / name).is_dir() for name in names):
             taken |= names
             return slug
-    raise AssertionError("unreachable: a number beyond the plots taken frees a name")
+    raise AssertionError("unreachable")
 
 
 def register(app: typer.Typer) -> None:

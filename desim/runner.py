@@ -6,8 +6,12 @@ This is the only place (with the command line) that joins the kernel, the hardwa
 
 from __future__ import annotations
 
+import functools
 import gc
+import importlib.metadata
 import os
+import shutil
+import subprocess
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,6 +77,9 @@ class RunResult:
     vector_layers_not_simulated: int = 0
     mac_units: int = 0  # the PE array's MAC units: clusters x PEs x MACs a PE a cycle
     tiles: pd.DataFrame | None = None  # tiles.csv's rows of this run, when observed
+    # the waveform itself, when it was simulated with no folder to write it into (the API's
+    # `desim.run` without `out`): `write_results` writes it
+    vcd_text: str | None = None
 
     @property
     def cycles(self) -> int:
@@ -165,10 +172,13 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
     acc.replay([w.table for w in work], phase_waits(work))
     tracer = sim.enable_tracing() if observe.trace or observe.vcd else None
     sim.run()
-    vcd = None
-    if tracer is not None and observe.vcd and out is not None:
-        vcd = out / f"waves_{name}.vcd"  # published there by write_results, with the rest
-        unpublished(vcd).write_text(tracer.vcd_text(sim.now_ps))
+    vcd, vcd_text = None, None
+    if tracer is not None and observe.vcd:
+        if out is not None:
+            vcd = out / f"waves_{name}.vcd"  # published there by write_results, with the rest
+            unpublished(vcd).write_text(tracer.vcd_text(sim.now_ps))
+        else:
+            vcd_text = tracer.vcd_text(sim.now_ps)
     clock = acc.clock
     concurrency = {module.path: module.concurrency for module in sim.modules()}
     rows, energy_rows, by_component = [], [], Counter()
@@ -213,7 +223,7 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
                                                  bool(arch.vector_unit)),
                      acc.pes.peak_macs_per_cycle,
                      planned_tiles(name, arch.name, work, acc.tile_spans, clock)
-                     if observe.tiles else None)
+                     if observe.tiles else None, vcd_text)
 
 
 def planned_tiles(run: str, arch: str, work: list[PhaseWork], spans: list[list[list[int]]],
@@ -356,15 +366,27 @@ def write_results(out: Path, experiment: Experiment, results: dict[str, RunResul
     whole, or a folder without summary.json, which no reader takes for results; never this
     run's summary beside an earlier run's tables, trace or report."""
     summary = summarize(experiment, results)
+    earlier = held_results(out)  # (before any of this run's files is in place)
     staged = [out / "summary.json"]  # each written at `unpublished(path)`, summary.json first
-    staged += [r.vcd for r in results.values()  # (the waveforms written while simulating)
-               if r.vcd is not None and unpublished(r.vcd).is_file()]
 
     def stage(name: str) -> Path:
         staged.append(out / name)
         return unpublished(out / name)
 
     try:
+        for r in results.values():  # the waveforms: written while simulating, or kept
+            waves = f"waves_{r.name}.vcd"
+            if r.vcd_text is not None:
+                write_atomic(stage(waves), r.vcd_text)
+            elif r.vcd is None:
+                continue
+            elif unpublished(r.vcd).is_file():  # written here while simulating, or elsewhere
+                if r.vcd.resolve() == (out / waves).resolve():
+                    staged.append(out / waves)
+                else:
+                    shutil.copyfile(unpublished(r.vcd), stage(waves))
+            elif r.vcd.is_file():  # published in another folder (`Result.write` again)
+                shutil.copyfile(r.vcd, stage(waves))
         write_json(unpublished(staged[0]), summary)
         write_csv(stage("layers.csv"), pd.concat([r.layers for r in results.values()],
                                                  ignore_index=True))
@@ -386,7 +408,7 @@ def write_results(out: Path, experiment: Experiment, results: dict[str, RunResul
     (out / "summary.json").unlink(missing_ok=True)  # from here no results folder, until ...
     for path in staged[1:]:
         os.replace(unpublished(path), path)
-    remove_stale_artifacts(out, results)
+    remove_stale_artifacts(out, staged, earlier)
     os.replace(unpublished(staged[0]), staged[0])  # ... this run's summary is in place
     return summary
 
@@ -410,7 +432,28 @@ def resolved_config(experiment: Experiment) -> dict[str, Any]:
         # the --set items applied over the experiment file, which a reader of the file alone
         # would not know (desim report lists them)
         "overrides": experiment.overrides,
+        "desim": provenance(),
     }
+
+
+@functools.cache
+def provenance() -> dict[str, Any]:
+    """Which desim made the results (gem5 records its build beside its stats): the
+    package's version, and from a git checkout its commit and whether files tracked there
+    differ from it. Two folders of one configuration whose numbers differ were made by
+    different code; `desim compare` says so."""
+    root = Path(__file__).resolve().parents[1]
+    made: dict[str, Any] = {"version": importlib.metadata.version("desim")}
+    if (root / ".git").exists():
+        def git(*args: str) -> str:
+            return subprocess.run(["git", "-C", str(root), *args], capture_output=True,
+                                  text=True, timeout=30, check=True).stdout.strip()
+        try:
+            made["commit"] = git("rev-parse", "HEAD")
+            made["modified"] = bool(git("status", "--porcelain", "--untracked-files=no"))
+        except (OSError, subprocess.SubprocessError):  # no git here: the version alone
+            pass
+    return made
 
 
 def model_file(model: str) -> dict[str, str]:
@@ -431,26 +474,32 @@ RESULT_FILES = ("summary.json", "layers.csv", "energy.csv", "config.json", "stat
                 "stats.txt", "trace.json", "tiles.csv")
 
 
-def remove_stale_artifacts(out: Path, results: dict[str, RunResult]) -> None:
-    """Remove the trace.json, tiles.csv and waves_*.vcd an earlier run left in `out` that
-    these results did not write, and the report `desim report` wrote there by default (with
-    its plots): beside this run's summary they would pass for its own; and the unpublished
-    waveforms of a run killed before its results were written, and the hidden halves of the
-    result files a killed write left (`desim.results.atomic_path`'s names). Only those files
-    of desim's own; nothing else in the folder is touched (a report under another name
-    neither)."""
-    written = {r.vcd.resolve() for r in results.values() if r.vcd is not None}
-    stale = [p for p in out.glob("waves_*.vcd") if p.resolve() not in written]
-    stale += [p for pattern in report_files() for p in out.glob(pattern)]
-    stale += out.glob(".waves_*.vcd.tmp")  # this run's are published by now
+def held_results(out: Path) -> bool:
+    """Whether `out` holds what an earlier `desim run` wrote: its summary.json, or the other
+    files it puts in place before that one (a write killed between the two)."""
+    return any((out / name).is_file() for name in RESULT_FILES
+               if name not in ("trace.json", "tiles.csv"))
+
+
+def remove_stale_artifacts(out: Path, written: list[Path], earlier: bool) -> None:
+    """Remove the hidden halves of result files and waveforms that a killed run or write
+    left in `out` (`unpublished`'s and `desim.results.atomic_path`'s names); and where `out`
+    held an earlier run's results (`earlier`), the trace.json, tiles.csv and waves_*.vcd it
+    left that this run did not write (`written`), and the report `desim report` wrote there
+    by default (with its plots): beside this run's summary they would pass for its own.
+    Only those files of desim's own; nothing else in the folder is touched (a report under
+    another name neither), and in a folder that held no results, none of them either: they
+    are the user's own."""
+    stale = list(out.glob(".waves_*.vcd.tmp"))  # this run's are published by now
     for name in RESULT_FILES:  # this run's are in place by now (its summary.json last)
         stale += out.glob(f".{name}.*.tmp")
         if name != "summary.json":
             stale.append(unpublished(out / name))
-    if all(r.trace is None for r in results.values()):
-        stale.append(out / "trace.json")
-    if all(r.tiles is None for r in results.values()):
-        stale.append(out / "tiles.csv")
+    if earlier:
+        kept = {path.resolve() for path in written}
+        stale += [p for p in out.glob("waves_*.vcd") if p.resolve() not in kept]
+        stale += [p for pattern in report_files() for p in out.glob(pattern)]
+        stale += [out / name for name in ("trace.json", "tiles.csv") if out / name not in written]
     for path in stale:
         if path.is_file():
             path.unlink()
@@ -479,12 +528,15 @@ def run_file(path: str | Path, out: str | Path, overrides: list[str] | None = No
     return run_and_write(load_experiment(path, overrides), out, progress)
 
 
-def results_folder(out: str | Path) -> Path:
+def results_folder(out: str | Path, experiment: Experiment | None = None) -> Path:
     """`out` as a results folder to write (`writable_folder`) in which no folder takes the
-    name of a result file: the atomic rename onto it failed with a traceback, after the
-    simulation."""
+    name of a result file (nor of a waveform `experiment` asks for): the atomic rename onto
+    it failed with a traceback, after the simulation."""
     folder = writable_folder(out)
-    taken = [name for name in RESULT_FILES if (folder / name).is_dir()]
+    names = list(RESULT_FILES)
+    if experiment is not None and experiment.spec.observe.vcd:
+        names += [f"waves_{r.name}.vcd" for r in experiment.spec.runs]
+    taken = [name for name in names if (folder / name).is_dir()]
     if taken:
         raise ConfigError(f"{', '.join(taken)}: a folder where desim run writes that file; "
                           "expected a results folder without it", file=str(folder))
@@ -496,7 +548,8 @@ def run_and_write(experiment: Experiment, out: str | Path,
                   cache: str | Path | None = None) -> dict[str, Any]:
     """Simulate every run and write the results folder (`desim run`); returns summary.json.
     `cache`: a folder of captured workloads (`desim.workload_cache`), read and added to."""
-    results = run(experiment, progress, results_folder(out), capture=cached_capture(cache))
+    results = run(experiment, progress, results_folder(out, experiment),
+                  capture=cached_capture(cache))
     return write_results(Path(out), experiment, results)
 
 

@@ -41,13 +41,25 @@ SPARSE_UNIT_WORK = {
 }
 
 
-def idle_sparse_units(run: dict[str, Any]) -> list[str]:
-    """What a run's sparse units that did no work at all would have done, one line each
-    (`SPARSE_UNIT_WORK`): a design's weight generator on a run pruned otherwise than by
-    DropBack had idled without a word."""
+def run_notes(run: dict[str, Any]) -> list[str]:
+    """What a reader of a run's figures must know that the figures do not say, one line
+    each: the vector layers a design without a vector unit left out of its time and energy
+    (`mappings.vector.vector_layers_not_simulated`), and the sparse units that did no work
+    at all (`SPARSE_UNIT_WORK`: a weight generator on a run pruned otherwise than by
+    DropBack had idled without a word). `desim run`, `desim report` and `desim compare`
+    say the same."""
+    notes = []
+    if run.get("vector_layers_not_simulated"):
+        notes.append(f"no vector unit (arch {run['arch']}): "
+                     f"{run['vector_layers_not_simulated']} of the model's "
+                     f"{run['workload']['vector_layers']} vector layers (batch norm, pooling, "
+                     "residual adds, and ReLUs after them) are not simulated, so its time and "
+                     "energy leave them out (a ReLU right after a conv or linear layer is "
+                     "simulated, on the PE array's output)")
     busy = run.get("utilization", {})
-    return [f"its {unit.replace('_', ' ')} did no work ({work})"
-            for unit, work in SPARSE_UNIT_WORK.items() if busy.get(unit) == 0]
+    notes += [f"its {unit.replace('_', ' ')} did no work ({work})"
+              for unit, work in SPARSE_UNIT_WORK.items() if busy.get(unit) == 0]
+    return notes
 
 
 def vector_share(run: dict[str, Any]) -> float | None:

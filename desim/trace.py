@@ -144,7 +144,8 @@ class Tracer:
         return f'{{"traceEvents":[\n{lines}\n],{rest}}}\n'
 
     def vcd_text(self, end_ps: int) -> str:
-        """`busy` per module (high while any slice is open), `depth` per FIFO; 1 ps units."""
+        """`busy` per module (high while any slice is open; none for a container that did
+        no work of its own), `depth` per FIFO; 1 ps units."""
         busy_edges: dict[str, list[tuple[int, int]]] = defaultdict(list)
         for path, _track, _name, start, end, _args in self.slices:
             busy_edges[path] += [(start, 1), (end, -1)]
@@ -156,7 +157,9 @@ class Tracer:
                 if isinstance(module, Fifo | Pool):
                     var = writer.register_var(scope, _level_name(module), "integer", 32, init=0)
                     points = _last_per_time(self.depths.get(module.path, []))
-                else:
+                elif module.children and module.path not in busy_edges:
+                    continue  # a container that does no work of its own: no wire stuck at 0
+                else:               # (stats.json gives it no utilization either)
                     var = writer.register_var(scope, "busy", "wire", 1, init=0)
                     points = _levels(busy_edges.get(module.path, []))
                 previous = 0

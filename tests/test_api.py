@@ -65,6 +65,9 @@ def test_comparison_and_energy_tables_agree_with_the_runs(lenet):
     assert table.loc["hppu", "speedup"] == pytest.approx(dense.total_ps / hppu.total_ps)
     assert table.loc["dense", "speedup"] == 1.0
     assert table.loc["hppu", "cycles"] == hppu.cycles
+    assert table["vector_layers_not_simulated"].tolist() == [0, 0]  # both have a vector unit
+    with pytest.raises(KeyError, match="no run 'nope'; the runs are: dense, hppu"):
+        result.energy_gains("nope")
     energy = result.energy()
     assert energy.sum().to_dict() == pytest.approx({"dense": dense.energy_j,
                                                     "hppu": hppu.energy_j})
@@ -192,3 +195,40 @@ def test_no_layer_phase_beats_its_roofline(lenet):
         assert len(rows) >= 6   # LeNet-5's conv and linear layer-phases with DRAM traffic
         assert (rate <= peak["macs_per_cycle"]).all()
         assert (rate <= bandwidth * intensity * (1 + 1e-9)).all()
+
+
+def test_a_result_writes_its_waveforms_wherever_it_is_written(lenet, tmp_path):
+    """`Result.write` writes the folder `desim run --out` writes, waveforms included: a run
+    made without a folder keeps its waveform to write (it had been dropped, though
+    config.json said vcd: true), and one written already is copied to the next folder."""
+    exp, _, _ = lenet
+    kept = desim.run(exp, ["observe.vcd=true"])
+    first = kept.write(tmp_path / "first")
+    again = kept.write(tmp_path / "again")
+    for folder in (first, again):
+        waves = {name: (folder / f"waves_{name}.vcd").read_text() for name in ("dense", "hppu")}
+        assert all("$timescale" in text and "$enddefinitions" in text
+                   for text in waves.values())
+    assert (first / "waves_hppu.vcd").read_bytes() == (again / "waves_hppu.vcd").read_bytes()
+    written = desim.run(exp, ["observe.vcd=true"], out=tmp_path / "out")
+    copied = written.write(tmp_path / "copy")
+    assert (copied / "waves_dense.vcd").read_bytes() == \
+        (tmp_path / "out" / "waves_dense.vcd").read_bytes()
+    assert not [p.name for p in copied.iterdir() if p.name.startswith(".")]
+
+
+def test_a_result_written_onto_a_file_or_a_taken_name_is_bad_input(lenet, tmp_path):
+    """`Result.write` checks its folder as `desim run --out` does: a file, a folder where a
+    result file or a waveform goes, each a ConfigError before anything is written (they had
+    been OS errors, with hidden halves left behind)."""
+    exp, result, _ = lenet
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        result.write(tmp_path / "afile")
+    (tmp_path / "taken" / "summary.json").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="summary.json: a folder where desim run writes"):
+        result.write(tmp_path / "taken")
+    assert [p.name for p in (tmp_path / "taken").iterdir()] == ["summary.json"]
+    (tmp_path / "waves" / "waves_hppu.vcd").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="waves_hppu.vcd: a folder where desim run writes"):
+        desim.run(exp, ["observe.vcd=true"], out=tmp_path / "waves")

@@ -317,14 +317,15 @@ def test_topology_colours_by_utilization_from_a_run(quickstart_twice, tmp_path):
 def lenet300_twice(tmp_path_factory):
     """LeNet-300 at batch 2 (seconds a run) on dense.yaml, as is and without its vector unit,
     into one folder twice: first traced with waveforms, then plainly. Before the first, the
-    folder holds another run's waveform and files desim does not write; between the two,
-    `desim report` writes its report of the first into the folder."""
+    folder holds an earlier run's results (its summary.json and waveform) and files desim
+    does not write; between the two, `desim report` writes its report of the first into
+    the folder."""
     folder = tmp_path_factory.mktemp("lenet300")
     experiment = lenet300_experiment(folder / "experiment.yaml",
                                      {"dense": {"method": "dense"}, "bare": {"method": "dense"}})
     out = folder / "out"
     out.mkdir()
-    for name in ("waves_gone.vcd", "notes.txt", "trace.json.bak"):
+    for name in ("summary.json", "waves_gone.vcd", "notes.txt", "trace.json.bak"):
         (out / name).write_text("not this run's\n")
     base = ["run", str(experiment), "--out", str(out), "--set", "arch.bare.vector_unit=null"]
     first = desim(*base, "--trace", "--vcd")
@@ -421,6 +422,24 @@ def test_run_pauses_the_collector_for_its_imports_only(tmp_path):
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_a_run_into_a_folder_that_held_no_results_removes_nothing_of_it(tmp_path):
+    """desim's own names in a folder no earlier run wrote results into (no summary.json,
+    nor the files put in place before it) are the user's: a run writes its files beside
+    them and removes none (it had removed the user's report.md, trace.json and waves)."""
+    import desim
+
+    experiment = lenet300_experiment(tmp_path / "experiment.yaml", {"dense": {"method": "dense"}})
+    out = tmp_path / "mine"
+    out.mkdir()
+    mine = ["report.md", "report.html", "report_x_energy.png", "trace.json", "tiles.csv",
+            "waves_mine.vcd", "notes.md"]
+    for name in mine:
+        (out / name).write_text("mine\n")
+    desim.run(experiment, out=out)
+    assert all((out / name).read_text() == "mine\n" for name in mine)
+    assert (out / "summary.json").is_file()
 
 
 def test_a_rerun_removes_the_trace_waveforms_and_report_it_did_not_write(lenet300_twice):
@@ -879,3 +898,21 @@ def test_an_idle_weight_generator_is_said(tmp_path, monkeypatch):
             "leaves untracked at their initial values, once trained; no other pruning leaves "
             "any)") in printed
     assert "dropback: its weight generator" not in printed
+
+
+def test_desim_run_of_a_sweep_file_says_it_runs_the_files_own_values(tmp_path):
+    """An experiment with a sweep: section runs as it is under `desim run` (its own values),
+    which now says so and points to `desim sweep`; it had been silent. What it lists as
+    written is what this run wrote, not a user's trace.json of the same name."""
+    experiment = lenet300_experiment(
+        tmp_path / "e.yaml", {"dense": {"method": "dense"}}, data="random",
+        sweep={"mode": "grid", "axes": {"workload.batch": [1, 2]}})
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "trace.json").write_text("mine\n")
+    result = desim("run", str(experiment), "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    said = " ".join(result.stderr.split())
+    assert f"note: {experiment}: its sweep: section is not run here; `desim sweep {experiment}` " \
+           "runs its points" in said
+    assert "trace.json" not in result.stdout.split("results in")[-1]
+    assert (tmp_path / "out" / "trace.json").read_text() == "mine\n"

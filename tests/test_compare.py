@@ -114,3 +114,62 @@ def test_a_folder_against_itself_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="the same folder as .*r: expected the folder of a "
                                           "what-if against the one before it"):
         compare(tmp_path / "r", tmp_path / "r")
+
+
+def test_what_the_figures_leave_out_is_said_and_runs_of_one_folder_are_named(tmp_path):
+    """LeNet-5 without a vector unit leaves its two max pools out of its time and energy:
+    `desim run` says so, and now the report and the comparison say it too (they had shown
+    its figures as whole). A run of one folder only is named as not compared."""
+    import yaml
+
+    from desim.document import Bullets, Para, to_markdown
+    from desim.report import build_report
+    from desim.runner import run_file
+
+    dense = str(Path(__file__).resolve().parents[1] / "configs" / "arch" / "dense.yaml")
+    experiment = tmp_path / "lenet5.yaml"
+    experiment.write_text(yaml.safe_dump({
+        "name": "lenet5", "baseline": "dense",
+        "workload": {"model": "lenet5", "num_classes": 10, "batch": 1,
+                     "input_shape": [1, 28, 28], "data": "random", "seed": 0},
+        "runs": [{"name": "dense", "arch": dense},
+                 {"name": "bare", "arch": dense, "arch_set": ["vector_unit=null"]}]}))
+    run_file(experiment, tmp_path / "before")
+    run_file(experiment, tmp_path / "after", ["arch.*.pe_cluster.pes=8"])
+    note = ("no vector unit (arch dense): 2 of the model's 3 vector layers (batch norm, "
+            "pooling, residual adds, and ReLUs after them) are not simulated")
+    md, _, _ = build_report([tmp_path / "after"], tmp_path / "r.md")
+    assert f"bare: {note}" in md.read_text()
+    assert "dense: no vector unit" not in md.read_text()
+    said = to_markdown(compare(tmp_path / "before", tmp_path / "after"))
+    assert f"before: {note}" in said and f"after: {note}" in said
+    assert "Not compared" not in said
+    run_file(experiment, tmp_path / "one", ["runs=[{name: dense, arch: " + dense + "}]"])
+    blocks = compare(tmp_path / "after", tmp_path / "one")
+    assert Para("Not compared, a run of one folder only: before's `bare`.") in blocks
+    assert not any(isinstance(b, Bullets) for b in blocks)
+
+
+def test_folders_made_by_other_code_are_said_to_be(tmp_path):
+    """config.json records which desim made the results (version, commit, modified files):
+    two folders of one configuration whose numbers differ had compared as 'the same'."""
+    import json
+
+    from desim.document import to_markdown
+    from desim.runner import provenance, run_file
+
+    experiment = lenet300_experiment(tmp_path / "e.yaml", {"dense": {"method": "dense"}},
+                                     data="random")
+    for name in ("before", "after"):
+        run_file(experiment, tmp_path / name)
+    config = json.loads((tmp_path / "after" / "config.json").read_text())
+    assert config["desim"] == provenance() and config["desim"]["version"]
+    assert "Made by other code" not in to_markdown(compare(tmp_path / "before",
+                                                           tmp_path / "after"))
+    config["desim"] = {"version": "0.0.9", "commit": "0123456789abcdef", "modified": True}
+    (tmp_path / "after" / "config.json").write_text(json.dumps(config))
+    del (config := json.loads((tmp_path / "before" / "config.json").read_text()))["desim"]
+    (tmp_path / "before" / "config.json").write_text(json.dumps(config))
+    assert ("Made by other code: before a desim that did not record itself, after desim "
+            "0.0.9 at 0123456789 with modified files.") in to_markdown(
+                compare(tmp_path / "before", tmp_path / "after"))

@@ -385,7 +385,8 @@ def test_the_vcd_parses_back_with_monotonic_times(tmp_path: Path):
             scope.pop()
         elif t.kind is TokenKind.VAR:
             signals[".".join([*scope, t.var.reference])] = t.var.id_code
-    assert sorted(signals) == ["top.a.busy", "top.b.busy", "top.buf.busy", "top.busy",
+    # (no top.busy: the container does no work of its own, and a wire stuck at 0 said it idled)
+    assert sorted(signals) == ["top.a.busy", "top.b.busy", "top.buf.busy",
                                "top.q.depth", "top.slots.in_use"]
     times = [t.time_change for t in tokens if t.kind is TokenKind.CHANGE_TIME]
     assert times == sorted(set(times)) and times[-1] == sim.now_ps

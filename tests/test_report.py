@@ -695,3 +695,18 @@ def test_an_interrupted_report_leaves_no_earlier_report_beside_its_plots(tmp_pat
     with pytest.raises(KeyboardInterrupt):
         build_report([tmp_path / "r"], out)
     assert not out.exists() and not out.with_suffix(".html").exists()
+
+
+def test_a_folder_of_a_plots_name_and_a_report_name_with_spaces(tmp_path):
+    """A folder that takes a plot's file name moves the experiment's plots to the next free
+    name (the plot's write had failed with a traceback); a report named with a space links
+    its plots in <...>, as CommonMark reads a link with spaces (none had shown)."""
+    experiment = lenet300_experiment(tmp_path / "e.yaml", {"dense": {"method": "dense"}},
+                                     data="random")
+    run_file(experiment, tmp_path / "r")
+    (tmp_path / "rep" / "my r_lenet300_energy.png").mkdir(parents=True)
+    md, _, _ = build_report([tmp_path / "r"], tmp_path / "rep" / "my r.md")
+    images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md.read_text())
+    assert images and all(i.startswith("<my r_lenet300_2_") and i.endswith(".png>")
+                          for i in images)
+    assert all((tmp_path / "rep" / i.strip("<>")).is_file() for i in images)
