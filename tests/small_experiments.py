@@ -1,5 +1,6 @@
-"""LeNet-300 experiment files of a few runs on dense.yaml (seconds a run), for the tests of
-what surrounds a simulation (results folders, reports, traces) rather than its figures."""
+"""LeNet-300 (and LeNet-5) experiment files of a few runs on dense.yaml (seconds a run),
+for the tests of what surrounds a simulation (results folders, reports, traces) rather
+than its figures."""
 
 from __future__ import annotations
 
@@ -23,4 +24,17 @@ def lenet300_experiment(path: Path, runs: dict[str, dict[str, Any]], data: str =
         "runs": [{"name": name, "arch": DENSE, "pruning": pruning}
                  for name, pruning in runs.items()],
         **extra}))
+    return path
+
+
+def lenet5_bare_experiment(path: Path, batch: int = 1, data: str = "random") -> Path:
+    """`path` written as an experiment: LeNet-5 on dense.yaml as is (`dense`, the baseline)
+    and without its vector unit (`bare`), which leaves 2 of its 3 vector layers (the max
+    pools) out of its time and energy."""
+    path.write_text(yaml.safe_dump({
+        "name": "lenet5", "baseline": "dense",
+        "workload": {"model": "lenet5", "num_classes": 10, "batch": batch,
+                     "input_shape": [1, 28, 28], "data": data, "seed": 0},
+        "runs": [{"name": "dense", "arch": DENSE},
+                 {"name": "bare", "arch": DENSE, "arch_set": ["vector_unit=null"]}]}))
     return path

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from small_experiments import lenet300_experiment
+from small_experiments import lenet5_bare_experiment, lenet300_experiment
 
 from desim.metrics import on_chip_energy_ratio
 
@@ -378,14 +378,7 @@ def test_no_vector_unit_counts_the_layers_left_out_not_the_fused_relus(tmp_path,
     import desim
     import desim.cli
 
-    experiment = tmp_path / "lenet5.yaml"
-    dense = str(ROOT / "configs" / "arch" / "dense.yaml")
-    experiment.write_text(yaml.safe_dump({
-        "name": "lenet5", "baseline": "dense",
-        "workload": {"model": "lenet5", "num_classes": 10, "batch": 2,
-                     "input_shape": [1, 28, 28], "data": "digits", "seed": 0},
-        "runs": [{"name": "dense", "arch": dense},
-                 {"name": "bare", "arch": dense, "arch_set": ["vector_unit=null"]}]}))
+    experiment = lenet5_bare_experiment(tmp_path / "lenet5.yaml", batch=2, data="digits")
     summary = desim.run(experiment).summary
     assert [(r["workload"]["vector_layers"], r["vector_layers_not_simulated"])
             for r in summary["runs"].values()] == [(3, 0), (3, 2)]

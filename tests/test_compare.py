@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from small_experiments import lenet300_experiment
+from small_experiments import DENSE, lenet5_bare_experiment, lenet300_experiment
 
 from desim.compare import compare
 from desim.document import to_markdown
@@ -120,20 +120,11 @@ def test_what_the_figures_leave_out_is_said_and_runs_of_one_folder_are_named(tmp
     """LeNet-5 without a vector unit leaves its two max pools out of its time and energy:
     `desim run` says so, and now the report and the comparison say it too (they had shown
     its figures as whole). A run of one folder only is named as not compared."""
-    import yaml
-
     from desim.document import Bullets, Para, to_markdown
     from desim.report import build_report
     from desim.runner import run_file
 
-    dense = str(Path(__file__).resolve().parents[1] / "configs" / "arch" / "dense.yaml")
-    experiment = tmp_path / "lenet5.yaml"
-    experiment.write_text(yaml.safe_dump({
-        "name": "lenet5", "baseline": "dense",
-        "workload": {"model": "lenet5", "num_classes": 10, "batch": 1,
-                     "input_shape": [1, 28, 28], "data": "random", "seed": 0},
-        "runs": [{"name": "dense", "arch": dense},
-                 {"name": "bare", "arch": dense, "arch_set": ["vector_unit=null"]}]}))
+    experiment = lenet5_bare_experiment(tmp_path / "lenet5.yaml")
     run_file(experiment, tmp_path / "before")
     run_file(experiment, tmp_path / "after", ["arch.*.pe_cluster.pes=8"])
     note = ("no vector unit (arch dense): 2 of the model's 3 vector layers (batch norm, "
@@ -144,7 +135,7 @@ def test_what_the_figures_leave_out_is_said_and_runs_of_one_folder_are_named(tmp
     said = to_markdown(compare(tmp_path / "before", tmp_path / "after"))
     assert f"before: {note}" in said and f"after: {note}" in said
     assert "Not compared" not in said
-    run_file(experiment, tmp_path / "one", ["runs=[{name: dense, arch: " + dense + "}]"])
+    run_file(experiment, tmp_path / "one", ["runs=[{name: dense, arch: " + DENSE + "}]"])
     blocks = compare(tmp_path / "after", tmp_path / "one")
     assert Para("Not compared, a run of one folder only: before's `bare`.") in blocks
     assert not any(isinstance(b, Bullets) for b in blocks)
