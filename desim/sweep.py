@@ -99,7 +99,9 @@ def fingerprint(path: Path, overrides: Sequence[str]) -> str:
     """What a sweep folder's points depend on besides their own overrides: the experiment
     file (less its sweep section), the `--set` overrides, the architecture files' text, and
     the bytes of the other files the experiment, its overrides or its axes name (a model's
-    Python file, a SCALE-Sim topology CSV): an edited file is another sweep."""
+    Python file, a SCALE-Sim topology CSV): an edited file is another sweep; and which
+    desim computes them (its version and commit, `desim.runner.provenance`): points of
+    other code would be mixed in one table."""
     from desim.configio import load_yaml
     from desim.experiment import apply_overrides, split_overrides
 
@@ -114,7 +116,11 @@ def fingerprint(path: Path, overrides: Sequence[str]) -> str:
             arch_path = path.parent / run["arch"]
             archs[str(run.get("name"))] = (arch_path.read_bytes().decode("utf-8", "replace")
                                             if arch_path.is_file() else None)
-    inputs = {"experiment": raw, "overrides": kept, "archs": archs}
+    from desim.runner import provenance
+
+    made = provenance()
+    inputs = {"experiment": raw, "overrides": kept, "archs": archs,
+              "desim": [made["version"], made.get("commit")]}
     files = _named_files([raw, axes], path.parent, arch_paths)
     if files:  # (absent: the folder of a sweep that names no such file keeps its fingerprint)
         inputs["files"] = files
@@ -347,8 +353,8 @@ def _check_manifest(out: Path, path: Path, base: list[str]) -> str:
             previous = None
         if previous is not None and previous != current:
             raise ConfigError("this folder holds a sweep of other inputs (the experiment, its "
-                              "--set overrides or an architecture file changed since); use "
-                              "another --out, or delete the folder to start over",
+                              "--set overrides, a file it names or desim's code changed "
+                              "since); use another --out, or delete the folder to start over",
                               file=str(out))
     return current
 

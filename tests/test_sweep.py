@@ -1372,3 +1372,16 @@ def test_a_signal_met_in_a_gc_callback_stops_the_sweep_after_its_point():
     finally:
         gc.callbacks.remove(callback)
     sweep_module._STOPPED.clear()
+
+
+def test_a_sweep_of_other_code_is_another_sweep(tmp_path, monkeypatch):
+    """The fingerprint takes in which desim computes the points (version and commit): a
+    folder's points from before a code change would be resumed beside points of the new
+    code, one table of two models."""
+    import desim.runner
+
+    path = write_experiment(tmp_path, {"workload.batch": [1, 2]})
+    before = fingerprint(path, [])
+    monkeypatch.setattr(desim.runner, "provenance",
+                        lambda: {"version": "0.1.0", "commit": "f" * 40, "modified": False})
+    assert fingerprint(path, []) != before
