@@ -161,16 +161,19 @@ def phase_shape(layer: LayerCapture, phase: int, hw: HardwareView) -> tuple[Phas
     k, cg, r, s = layer.w_nz.shape
     g = layer.groups
     act_fmt = hw.activation_format
+    # FF's and BP's channel operand: W in the weight format, or a MatMul's second operand,
+    # an activation, as its producer wrote it (it had been read in the weight format)
+    w_fmt = hw.weight_format if layer.weight_is_parameter else act_fmt
     if phase == FF:
         units = _weight_units(layer.w_nz, FF, g)
-        chan = _unit_stats(units, _channel_line(layer, FF, hw), hw.weight_format)
+        chan = _unit_stats(units, _channel_line(layer, FF, hw), w_fmt)
         x = layer.x_nz
         stream_nnz = exact_sum(x, (1, 3))
         row_elems = x.shape[1] * x.shape[3]
         stream_rle, line_len = _row_rle(x, act_fmt), x.shape[3]
     elif phase == BP:
         units = _weight_units(layer.w_nz, BP, g)
-        chan = _unit_stats(units, _channel_line(layer, BP, hw), hw.weight_format)
+        chan = _unit_stats(units, _channel_line(layer, BP, hw), w_fmt)
         dy = layer.dy_nz
         stream_nnz = exact_sum(dy, (1, 3))
         row_elems = dy.shape[1] * dy.shape[3]
@@ -220,12 +223,14 @@ def summed_phase_shape(part: LayerCapture, phase: int, hw: HardwareView,
 
 
 def _channel_line(layer: LayerCapture, phase: int, hw: HardwareView) -> int:
-    """The channel operand's line before `_unit_stats` cuts it to a unit: a row of dY (WG)
-    or the weights' line (FF, BP; `_weight_line`)."""
+    """The channel operand's line before `_unit_stats` cuts it to a unit: a row of dY (WG),
+    the weights' line (FF, BP; `_weight_line`), or for a MatMul's second operand (an
+    activation) a row of it, as a unit."""
     k, cg, r, s = layer.w_nz.shape
     if phase == WG:
         return layer.dy_nz.shape[-1]
-    return _weight_line(cg * r * s if phase == FF else k // layer.groups * r * s, s, hw)
+    unit = cg * r * s if phase == FF else k // layer.groups * r * s
+    return _weight_line(unit, s, hw) if layer.weight_is_parameter else unit
 
 
 def _weight_line(unit: int, s: int, hw: HardwareView) -> int:

@@ -216,6 +216,14 @@ def test_attention_matmul_is_captured_and_counted_exactly():
         assert totals["effectual_macs"] == expected
         assert totals["macs"] == 6 * 5 * 5 * 4
         assert table["effectual_macs"].sum() == expected
+    # K is an activation: read in the activation format, whatever the weights' (it had been
+    # read in csc, 836 B where its producer wrote 512, in a transformer's attention)
+    from dataclasses import replace
+    for phase in (FF, BP):
+        reads = [tile_phase(layer, 0, phase, replace(DENSE_HW, weight_format=fmt),
+                            SkipPolicy(), pruned_grads_unused=True)[0]["dram_read_bytes"].sum()
+                 for fmt in ("dense", "csc", "csr", "coo")]
+        assert reads == [reads[0]] * 4
 
 
 def test_unsupported_layers_are_config_errors_naming_the_layer():
