@@ -27,8 +27,8 @@ captured; accuracy is measured on a held-out part of the data set after training
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 
 import torch
 from torch import nn
@@ -51,18 +51,34 @@ from mappings.specs import TrainingSpec
 from mappings.speculation import speculating
 
 
+@contextmanager
+def in_eval_mode(model: nn.Module) -> Iterator[None]:
+    """Within it, `model` as deployed: dropout off, batch norms on their running statistics
+    (an inference, a held-out accuracy); the mode it was in after. In training mode an
+    inference's dropout zeroed half the inputs of the layer after it, and a held-out
+    accuracy was measured with random units dropped."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 def train_and_capture(model: nn.Module, pruning: PruningSpec, spec: TrainingSpec,
                       data: Dataset, batch_size: int, input_shape: tuple[int, ...],
                       num_classes: int, seed: int, packed: bool = False,
                       vectors: list[VectorCapture] | None = None, speculative: bool = False,
-                      needs: CaptureNeeds = CaptureNeeds()
+                      needs: CaptureNeeds = CaptureNeeds(), inference: bool = False
                       ) -> tuple[list[LayerCapture] | list[PackedLayer], dict[str, torch.Tensor],
                                  dict[str, float]]:
     """Train for `spec.iterations`, capture the chosen iteration; return its layers (bit-packed
     with `packed`), the masks in force then, and the training statistics. `speculative`:
     every forward pass as hardware with ReLU speculation makes it (its false zeros applied;
     mappings/speculation.py); the held-out accuracy is then measured likewise, and also
-    without speculation (`exact_inference_accuracy`). `needs`: as `capture`'s."""
+    without speculation (`exact_inference_accuracy`). `needs`: as `capture`'s. The held-out
+    accuracy is measured in eval mode (dropout off, batch norms on their running
+    statistics), as is the captured iteration of an `inference` workload (`in_eval_mode`)."""
     last = spec.iterations - 1
     at = last if spec.capture_iteration is None else spec.capture_iteration
     if not 0 <= at <= last:
@@ -79,8 +95,9 @@ def train_and_capture(model: nn.Module, pruning: PruningSpec, spec: TrainingSpec
                                 offset=it * batch_size, generator=gen)
         masks = step.before(it)
         if it == at:
-            layers = capture(model, inputs, targets, packed=packed, vectors=vectors,
-                             speculative=speculative, needs=needs)
+            with in_eval_mode(model) if inference else nullcontext():
+                layers = capture(model, inputs, targets, packed=packed, vectors=vectors,
+                                 speculative=speculative, needs=needs)
             loss = None
         else:
             model.zero_grad(set_to_none=True)
@@ -92,7 +109,7 @@ def train_and_capture(model: nn.Module, pruning: PruningSpec, spec: TrainingSpec
         step.update(velocity, spec)
     _check_not_diverged(model, spec, spec.iterations)
     inputs, targets = held_out(data, spec.eval_samples, input_shape, num_classes)
-    with torch.no_grad():
+    with torch.no_grad(), in_eval_mode(model):
         step.before(spec.iterations)
         with speculating(model) if speculative else nullcontext():
             accuracy = float((model(inputs).argmax(1) == targets).float().mean())

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
@@ -28,7 +28,7 @@ from mappings.models.supported import refuse_uncounted, refuse_untrainable
 from mappings.pruning import PruningSpec, prune_model
 from mappings.scalesim import read_topology
 from mappings.specs import WorkloadSpec
-from mappings.training import train_and_capture
+from mappings.training import in_eval_mode, train_and_capture
 
 # Methods whose algorithm uses the gradients of pruned weights: DropBack ranks every weight by
 # its accumulated gradient; RigL regrows the weights of largest gradient magnitude. The others
@@ -255,15 +255,16 @@ def _capture(spec: WorkloadSpec, pruning: PruningSpec, model: torch.nn.Module,
                                                    spec.batch, shape, num_classes,
                                                    spec.seed, packed=True, vectors=vectors,
                                                    speculative=spec.speculative_relu,
-                                                   needs=needs)
+                                                   needs=needs, inference=spec.inference)
         _mark_tracked(layers, masks, pruning)
         return Workload(spec, pruning, layers, pruned_grads_unused,
                         {**_stats(layers, masks, vectors), **trained}, vectors, tuple(masks),
                         needs)
     inputs, targets = batch(spec.data, spec.batch, shape, num_classes, generator=gen)
     masks = prune_model(model, pruning)
-    layers = capture(model, inputs, targets, packed=True, vectors=vectors,
-                     speculative=spec.speculative_relu, needs=needs)
+    with in_eval_mode(model) if spec.inference else nullcontext():  # as deployed
+        layers = capture(model, inputs, targets, packed=True, vectors=vectors,
+                         speculative=spec.speculative_relu, needs=needs)
     _mark_tracked(layers, masks, pruning)
     return Workload(spec, pruning, layers, pruned_grads_unused, _stats(layers, masks, vectors),
                     vectors, tuple(masks), needs)

@@ -288,3 +288,39 @@ def test_a_sweep_loads_the_file_in_its_dask_workers(tmp_path, monkeypatch):
             "path": str(model_file), "sha256": hashlib.sha256(model_file.read_bytes()).hexdigest()}
         if point["overrides"]["workload.model_args.width"] == 8:
             assert point["runs"]["dense"]["macs"] == single["runs"]["dense"]["macs"]
+
+
+
+def test_an_inference_runs_the_model_as_deployed(tmp_path):
+    """At inference dropout is the identity and a batch norm uses its running statistics
+    (the model in eval mode). Captured in training mode, the dropout had zeroed about half of
+    the last layer's inputs (its effectual MACs halved), and the norm had used the batch's
+    statistics: with running means of 5, the ReLU after it zeroes every input of the next
+    layer, which then has no effectual MAC."""
+    import desim
+
+    experiment = write_model(tmp_path, """
+        class Net(nn.Module):
+            def __init__(self, num_classes):
+                super().__init__()
+                self.a = nn.Linear(192, 64, bias=False)
+                self.drop = nn.Dropout(0.5)
+                self.b = nn.Linear(64, 32, bias=False)
+                self.norm = nn.BatchNorm1d(32)
+                self.relu = nn.ReLU()
+                self.c = nn.Linear(32, num_classes, bias=False)
+                self.norm.running_mean.fill_(5.0)
+
+            def forward(self, x):
+                return self.c(self.relu(self.norm(self.b(self.drop(self.a(x.flatten(1)))))))
+
+        def make(num_classes):
+            return Net(num_classes)
+        """, workload={"inference": True, "input_shape": [192]})
+    layers = desim.run(experiment).layers
+    ff = layers[(layers["phase"] == "FF") & (layers["unit"] == "pe_array")].set_index("layer")
+    assert set(layers["phase"]) == {"FF"}
+    assert ff.loc["a", "effectual_macs"] == 2 * 192 * 64
+    assert ff.loc["b", "effectual_macs"] == 2 * 64 * 32  # no input dropped
+    assert ff.loc["c", "effectual_macs"] == 0    # (y - 5) / 1, then the ReLU: all zero
+    assert ff.loc["c", "macs"] == 2 * 32 * 10
