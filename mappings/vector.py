@@ -25,12 +25,17 @@ operand last (the body's batch norm in FF, its first conv's BP): that phase read
 operand as it writes and writes the sum instead of its own output, so the residual costs one
 read. Without, it is a pass of its own: both operands read, the sum written.
 
+A layer norm (`nn.LayerNorm`) computes as a batch norm does, over each token's features
+instead of each channel's batch: a token is a row, which fits on chip, as a softmax's row
+does, so it makes one pass each way whatever the tensor's size (it had been taken as a
+batch norm, two passes once the whole tensor outgrew the buffer).
+
 Operations per element (stated assumptions, counted as fused multiply-adds on the vector
-unit): batch norm FF 4 (sum, sum of squares, scale, shift), BP 7 (two sums, then dX);
-activation 1 each way; pooling 1 per input element each way; an add's FF and a fork's BP 1
-per output element. Max pooling's BP and the ReLU's BP read one bit an element (the argmax /
-sign map) besides dY; average pooling's BP spreads dY evenly over each window and reads
-dY alone.
+unit): batch norm and layer norm FF 4 (sum, sum of squares, scale, shift), BP 7 (two sums,
+then dX); activation 1 each way; pooling 1 per input element each way; an add's FF and a
+fork's BP 1 per output element. Max pooling's BP and the ReLU's BP read one bit an
+element (the argmax / sign map) besides dY; average pooling's BP spreads dY evenly over
+each window and reads dY alone.
 
 A softmax (attention's, over a row of scores: the sequence, which fits on chip) makes one
 pass each way. FF reads X and writes Y; BP reads dY and Y (its gradient needs its output,
@@ -55,7 +60,8 @@ from mappings.counting import BP, FF
 from mappings.formats import BlockStats, operand_bytes
 from mappings.target import HardwareView
 
-OPS_PER_ELEMENT = {("batchnorm", FF): 4, ("batchnorm", BP): 7, ("relu", FF): 1, ("relu", BP): 1,
+OPS_PER_ELEMENT = {("batchnorm", FF): 4, ("batchnorm", BP): 7, ("layernorm", FF): 4,
+                   ("layernorm", BP): 7, ("relu", FF): 1, ("relu", BP): 1,
                    ("pool", FF): 1, ("pool", BP): 1, ("avgpool", FF): 1, ("avgpool", BP): 1,
                    ("add", FF): 1, ("add", BP): 0,
                    ("fork", FF): 0, ("fork", BP): 1, ("softmax", FF): 9, ("softmax", BP): 3}
@@ -77,7 +83,8 @@ def vector_traffic(v: VectorCapture, phase: int, hw: HardwareView,
     eb = hw.element_bytes
     if v.kind in ("add", "fork"):
         return _residual_traffic(v, phase, hw, stored_out, input_resident, stored_second)
-    reads_x = phase == FF or v.kind == "batchnorm"
+    norm = v.kind in ("batchnorm", "layernorm")
+    reads_x = phase == FF or norm
     x = _in_format(v.in_stats, v.in_elems * eb, hw) if reads_x else 0
     ops = (OPS_PER_ELEMENT[(v.kind, phase)] + v.scaled) * v.in_elems
     needs_y = phase == FF or v.kind == "softmax"   # FF writes it, a softmax's BP reads it
@@ -91,8 +98,8 @@ def vector_traffic(v: VectorCapture, phase: int, hw: HardwareView,
     # A batch norm's second pass reads again what the first read from DRAM, unless that fits
     # the buffer. A kept input is not counted: a phase that reads one is mapped under a
     # budget with the kept bytes already taken out (mappings.mapper's reuse).
-    if v.kind == "batchnorm":
-        one_pass = hw.fused_batchnorm or operands <= hw.buffer_bytes
+    if norm:  # (a layer norm's statistics are a token's, a row on chip: one pass each way)
+        one_pass = hw.fused_batchnorm or v.kind == "layernorm" or operands <= hw.buffer_bytes
         return operands * (1 if one_pass else 2), (y if phase == FF else dx), ops
     if phase == FF:
         return operands, y, ops

@@ -7,6 +7,8 @@ layers (batch norm, pooling) read and write activations likewise.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
@@ -134,3 +136,25 @@ def test_average_pooling_reads_its_gradient_alone_and_max_pooling_its_argmax_too
         assert ops == v.in_elems
     dy = 2 * 2 * 4 * 4 * 4   # dense dY at 2 bytes an element
     assert reads == {"pool": dy + 2 * 4 * 8 * 8 // 8, "avgpool": dy}
+
+
+def test_a_layer_norm_makes_one_pass_each_way_whatever_its_size():
+    """A layer norm's statistics are each token's (a row, on chip): FF reads X once and BP
+    reads X and dY once, though the whole tensor is larger than the buffer, where a batch
+    norm's (over the batch, per channel) makes a second pass. Ops as a batch norm's: 4 and
+    7 an element."""
+    torch.manual_seed(7)
+    x = torch.randn(4, 64, 32)                       # 4 sequences of 64 tokens, 32 features
+    hw = HardwareView(**{**HW, "buffer_bytes": 4096}, vector_lanes=8)
+    vectors: list[VectorCapture] = []
+    model = nn.Sequential(nn.Linear(32, 32), nn.LayerNorm(32), nn.Linear(32, 2))
+    capture(model, x, torch.ones(4, 64, 2), loss_fn=lambda out, t: (out * t).sum(),
+            vectors=vectors)
+    norm, = vectors
+    elems = 4 * 64 * 32
+    assert norm.kind == "layernorm" and norm.in_elems == elems and 2 * elems > hw.buffer_bytes
+    assert vector_traffic(norm, FF, hw) == (2 * elems, 2 * elems, 4 * elems)
+    read, write, ops = vector_traffic(norm, BP, hw)
+    assert (read, write, ops) == (2 * 2 * elems, 2 * elems, 7 * elems)
+    as_batch_norm = replace(norm, kind="batchnorm")
+    assert vector_traffic(as_batch_norm, FF, hw)[0] == 2 * 2 * elems   # two passes
