@@ -912,7 +912,7 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
         occupied = np.diff(np.append(first, len(c0)))
     else:
         sent_elems, sent_bytes = s_elems, s_bytes
-    groups_frac = _groups_touched(layer, phase, channels, ka, na, ps.groups)
+    groups_frac, group_sets = _groups_touched(layer, phase, channels, ka, na, ps.groups)
 
     # Outputs: every output final in its tile (after the last chunk of a split reduction).
     written = (_kept(cache, ("written", id(layer), id(channels)), (layer, channels),
@@ -939,6 +939,8 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
     s_tile = np.round(s_bytes[ib] * groups_frac[ia]).astype(np.int64)
     s_to = np.round(sent_bytes[ib] * groups_frac[ia]).astype(np.int64)   # to the clusters
     a_new, s_new = (_changed(ia), _changed(ib)) if reuse else (np.ones(len(ia), bool),) * 2
+    if reuse:  # a grouped conv's stream block is new too where the channels' groups change
+        s_new |= _changed(group_sets[ia])
     a_dram = a_dram_bytes[ia] * a_new
     regenerated_bytes = (a_tile * a_new) - a_dram  # written into the buffer by the generator
     if channel_resident:  # WG's dY, kept in the buffer by its BP
@@ -1049,16 +1051,20 @@ def _activation_out_bytes(written: tuple[torch.Tensor, ...], shape: TileShape,
 
 
 def _groups_touched(layer: LayerCapture, phase: int, channels: torch.Tensor, ka: int, na: int,
-                    groups: int) -> np.ndarray:
-    """Grouped convolution: the share of the stream operand's groups each channel block needs."""
+                    groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Grouped convolution: the share of the stream operand's groups each channel block
+    needs, and which set of groups that is (a number per set): a tile whose channels need
+    other groups needs another part of the stream block, though its stream block is the
+    tile before's (a depthwise conv's next channels had been taken as holding their input)."""
     if groups == 1:
-        return np.ones(na)
+        return np.ones(na), np.zeros(na, np.int64)
     a_total = layer.x_nz.shape[1] if phase == BP else layer.w_nz.shape[0]
     group_of = (channels * groups) // a_total
     padded = torch.nn.functional.pad(group_of, (0, na * ka - len(channels)), value=-1)
     hit = torch.zeros(na, groups + 1, dtype=torch.bool)
     hit.scatter_(1, padded.reshape(na, ka) + 1, True)
-    return hit[:, 1:].sum(1).numpy() / groups
+    _, sets = np.unique(hit[:, 1:].numpy(), axis=0, return_inverse=True)
+    return hit[:, 1:].sum(1).numpy() / groups, sets.reshape(-1)
 
 
 def _window_sums(per_row: torch.Tensor, i0: np.ndarray, i1: np.ndarray, h0: np.ndarray,

@@ -1,5 +1,7 @@
 """Closed-form checks of capture, counting and tiling on small real layers."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -459,3 +461,23 @@ def test_hardware_skips_only_the_zeros_its_policy_detects(phase, policy, process
     assert int(counts.sum()) == processed
     if policy.pruned_weight_gradients:  # an algorithm that uses them: none may be skipped
         assert int(processed_map(layer, phase, policy, pruned_grads_unused=False).sum()) == 4
+
+
+
+def test_a_depthwise_wg_reads_each_channels_input_once():
+    """Depthwise 3x3 conv, 256 channels, 32 x 32, one image, on dense.yaml: WG's tiles take
+    128 channels a block, the two blocks in turn within each of 4 runs of rows. Each block's
+    channels need their own input rows: dY once (256 x 32 x 32 x 2 B = 524,288) and X once
+    with its halos (256 x 38 rows x 32 x 2 B = 622,592), 1,146,880 B. A tile whose channels
+    moved to the other groups while its rows stayed had been taken as holding their input
+    already: 835,584 B, half of X never read."""
+    from arch.accelerator import Accelerator
+    from desim.experiment import load_arch
+    from desim.hardware_view import hardware_view
+    from desim.module import Simulator
+
+    dense = Path(__file__).resolve().parents[1] / "configs" / "arch" / "dense.yaml"
+    hw = hardware_view(Accelerator(Simulator(), load_arch(dense)))
+    layer = dense_capture(nn.Conv2d(256, 256, 3, padding=1, groups=256, bias=False), n=1, h=32)
+    table, _ = tile_phase(layer, 0, WG, hw, SkipPolicy(), pruned_grads_unused=True)
+    assert table["dram_read_bytes"].sum() == 256 * 32 * 32 * 2 + 256 * 38 * 32 * 2
