@@ -164,7 +164,7 @@ class PackedLayer:
 
 VECTOR_KINDS: dict[type, str] = {
     nn.BatchNorm1d: "batchnorm", nn.BatchNorm2d: "batchnorm", nn.LayerNorm: "layernorm",
-    nn.ReLU: "relu", nn.ReLU6: "relu", nn.GELU: "relu",
+    nn.ReLU: "relu", nn.ReLU6: "relu", nn.GELU: "gelu",
     nn.MaxPool2d: "pool", nn.AvgPool2d: "avgpool", nn.AdaptiveAvgPool2d: "avgpool",
     Add: "add", Fork: "fork", nn.Softmax: "softmax", ScaledSoftmax: "softmax",
 }
@@ -177,7 +177,7 @@ class VectorCapture:
     conv/linear layer it follows in forward order (-1: before the first)."""
 
     name: str
-    kind: str  # batchnorm | layernorm | relu | pool (max) | avgpool | add | fork | softmax
+    kind: str  # batchnorm | layernorm | relu | gelu | pool (max) | avgpool | add | fork | softmax
     in_elems: int   # elements of its input (an add: of each of its two)
     out_elems: int  # elements of its output (a fork: of each of its two copies)
     after: int

@@ -37,6 +37,17 @@ fork's BP 1 per output element. Max pooling's BP and the ReLU's BP read one bit 
 element (the argmax / sign map) besides dY; average pooling's BP spreads dY evenly over
 each window and reads dY alone.
 
+A GELU (transformers' activation) is smooth: its BP multiplies dY by GELU'(X), so it reads
+its input X (16 bits an element, not a ReLU's sign bit) and it is not fused into the layer
+before (that layer would have to write X beside the GELU's output); it had been taken as a
+ReLU. The unit computes it as I-BERT's i-GELU does (Kim et al., ICML 2021, sec. 3.5):
+GELU(x) = x (1 + L(x / sqrt 2)) / 2, L(u) = sgn(u) (a (min(|u|, -b) + b)^2 + 1). FF is 8 an
+element: x / sqrt 2 (a multiply), |u| clipped (a compare), the polynomial (an add, a
+multiply, a multiply-add), its sign (a multiply), 1 + L (an add), times x (a multiply; the
+halving a shift, free). BP is 13: u, its clip and L(u) again (6), 1 + L (1), L'(u) = 2a (|u|
++ b) within the clip (an add and a multiply), x L'(u) / (2 sqrt 2) (two multiplies), the sum
+(an add) and the product with dY (a multiply).
+
 A softmax (attention's, over a row of scores: the sequence, which fits on chip) makes one
 pass each way. FF reads X and writes Y; BP reads dY and Y (its gradient needs its output,
 not its input) and writes dX = Y (dY - sum(dY Y)). The unit has no exp: it computes one as
@@ -62,6 +73,7 @@ from mappings.target import HardwareView
 
 OPS_PER_ELEMENT = {("batchnorm", FF): 4, ("batchnorm", BP): 7, ("layernorm", FF): 4,
                    ("layernorm", BP): 7, ("relu", FF): 1, ("relu", BP): 1,
+                   ("gelu", FF): 8, ("gelu", BP): 13,
                    ("pool", FF): 1, ("pool", BP): 1, ("avgpool", FF): 1, ("avgpool", BP): 1,
                    ("add", FF): 1, ("add", BP): 0,
                    ("fork", FF): 0, ("fork", BP): 1, ("softmax", FF): 9, ("softmax", BP): 3}
@@ -84,7 +96,7 @@ def vector_traffic(v: VectorCapture, phase: int, hw: HardwareView,
     if v.kind in ("add", "fork"):
         return _residual_traffic(v, phase, hw, stored_out, input_resident, stored_second)
     norm = v.kind in ("batchnorm", "layernorm")
-    reads_x = phase == FF or norm
+    reads_x = phase == FF or norm or v.kind == "gelu"  # (GELU's derivative takes X)
     x = _in_format(v.in_stats, v.in_elems * eb, hw) if reads_x else 0
     ops = (OPS_PER_ELEMENT[(v.kind, phase)] + v.scaled) * v.in_elems
     needs_y = phase == FF or v.kind == "softmax"   # FF writes it, a softmax's BP reads it
@@ -105,7 +117,7 @@ def vector_traffic(v: VectorCapture, phase: int, hw: HardwareView,
         return operands, y, ops
     if v.kind == "softmax":  # a row on chip: one pass over dY and Y
         return operands + y, dx, ops
-    if v.kind == "avgpool":  # dY spread evenly over each window: nothing else to read
+    if v.kind in ("avgpool", "gelu"):  # dY spread over each window; GELU's X read above
         return operands, dx, ops
     return operands + -(-v.in_elems // 8), dx, ops    # dY plus a sign/argmax bit each
 

@@ -158,3 +158,23 @@ def test_a_layer_norm_makes_one_pass_each_way_whatever_its_size():
     assert (read, write, ops) == (2 * 2 * elems, 2 * elems, 7 * elems)
     as_batch_norm = replace(norm, kind="batchnorm")
     assert vector_traffic(as_batch_norm, FF, hw)[0] == 2 * 2 * elems   # two passes
+
+
+def test_a_gelu_reads_its_input_in_bp_and_is_not_fused():
+    """GELU'(x) takes x: BP reads X and dY (2 bytes an element each, dense) and writes dX,
+    at 13 ops an element; FF reads X and writes Y at 8 (I-BERT's i-GELU). It is no ReLU: no
+    sign bit, and the layer before writes its own output (it had been fused as a ReLU and
+    its BP had read dY and a bit an element)."""
+    torch.manual_seed(8)
+    vectors: list[VectorCapture] = []
+    model = nn.Sequential(nn.Linear(16, 64), nn.GELU(), nn.Linear(64, 10))
+    capture(model, torch.randn(4, 16), torch.ones(4, 10), loss_fn=lambda out, t: (out * t).sum(),
+            vectors=vectors)
+    gelu, = vectors
+    elems = 4 * 64
+    hw = HardwareView(**HW, vector_lanes=8)
+    assert gelu.kind == "gelu" and gelu.in_elems == gelu.out_elems == elems
+    assert vector_traffic(gelu, FF, hw) == (2 * elems, 2 * elems, 8 * elems)
+    assert vector_traffic(gelu, BP, hw) == (2 * 2 * elems, 2 * elems, 13 * elems)
+    assert stored_outputs(vectors, hw)[0] is gelu.out_stats     # its own, written by it
+    assert stored_gradients(vectors, hw)[0] is gelu.dy_stats
