@@ -14,7 +14,9 @@ Activations and gradients take their bytes in the activation format, from their 
 non-zeros, as the conv/linear layers' operands do. A fused ReLU's BP (the mask) is applied
 on the stream where its consumer reads the gradient, so the layer before it reads the
 gradient as it was written: masked only when the layer that wrote it skips ReLU-masked
-gradients (`skip_relu_masked_gradients`).
+gradients (`skip_relu_masked_gradients`). The mask itself, a bit an element, is read by
+no tile (a known omission, some 1/16 of a dense fp16 dY's bytes): an unfused ReLU's BP
+reads it.
 
 A residual connection is two sums. Where the branches join (`add`), FF sums the operands
 (with a fused ReLU after it, the ReLU's output is what is stored); its BP is free, since each
