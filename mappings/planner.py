@@ -766,8 +766,10 @@ def _slice_rows(layer: LayerCapture, n: int, p0: int, p1: int) -> LayerCapture:
     reach = (layer.w_nz.shape[2] - 1) * layer.dilation
     h0, h1 = p0 * st, (p1 - 1) * st + reach + 1          # in padded coordinates
     height = layer.x_nz.shape[2]
-    rows = layer.x_nz[n:n + 1, :, max(0, h0 - pad):min(height, h1 - pad)]
-    around = (pad, pad, max(0, pad - h0), max(0, h1 - pad - height))  # left right top bottom
+    lo, hi = (min(max(h - pad, 0), height) for h in (h0, h1))  # the image's rows among them
+    rows = layer.x_nz[n:n + 1, :, lo:hi]
+    top = min(max(pad - h0, 0), h1 - h0)                        # the padding's above them
+    around = (pad, pad, top, h1 - h0 - top - (hi - lo))         # left right top bottom
     x = torch.nn.functional.pad(rows.to(torch.uint8), around)
     valid = torch.nn.functional.pad(torch.ones_like(rows, dtype=torch.uint8), around)
     return replace(layer, x_nz=x.bool(), dy_nz=layer.dy_nz[n:n + 1, :, p0:p1],

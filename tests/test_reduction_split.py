@@ -110,14 +110,16 @@ def test_partial_sums_travel_at_the_accumulators_width(accumulator_bytes):
     assert kept["gather_bytes"].sum() == dw_elems * 2 + (chunks - 1) * psum
 
 
-@pytest.mark.parametrize(("pad", "stride", "dilation"), [(0, 1, 1), (1, 1, 1), (2, 2, 1),
-                                                        (3, 1, 2), (1, 3, 1)])
-def test_a_run_of_rows_is_the_padded_images_rows(pad, stride, dilation):
+@pytest.mark.parametrize(("pad", "stride", "dilation", "r"), [
+    (0, 1, 1, 3), (1, 1, 1, 3), (2, 2, 1, 3), (3, 1, 2, 3), (1, 3, 1, 3),
+    (2, 1, 1, 1), (4, 1, 1, 3), (3, 2, 1, 1)])   # the last three: runs wholly in the padding
+def test_a_run_of_rows_is_the_padded_images_rows(pad, stride, dilation, r):
     """WG's runs of output rows (`_slice_rows`) carry exactly the rows of the padded input
     they read, padding marked invalid: cut before padding (a large image has thousands of
-    runs), they equal the rows cut out of the whole padded image."""
+    runs), they equal the rows cut out of the whole padded image, a run that lies wholly in
+    the padding too."""
     torch.manual_seed(2)
-    n, c, k, h, r = 2, 3, 4, 11, 3
+    n, c, k, h = 2, 3, 4, 11
     x = torch.rand(n, c, h, h) < 0.5
     p = (h + 2 * pad - dilation * (r - 1) - 1) // stride + 1
     layer = LayerCapture("rows", "conv", x, torch.ones(k, c, r, r, dtype=torch.bool),
