@@ -98,14 +98,14 @@ def train_and_capture(model: nn.Module, pruning: PruningSpec, spec: TrainingSpec
             with in_eval_mode(model) if inference else nullcontext():
                 layers = capture(model, inputs, targets, packed=packed, vectors=vectors,
                                  speculative=speculative, needs=needs)
-            loss = None
-        else:
-            model.zero_grad(set_to_none=True)
+        if it != at or inference:  # (an inference's capture, in eval mode, trains nothing:
+            model.zero_grad(set_to_none=True)  # the iteration's step is taken as in training)
             with speculating(model) if speculative else nullcontext():
                 loss = nn.functional.cross_entropy(model(inputs), targets)
             loss.backward()
-            losses.append(loss.item())
-            _check_not_diverged(model, spec, it, losses[-1])
+            if it != at:
+                losses.append(loss.item())
+                _check_not_diverged(model, spec, it, losses[-1])
         step.update(velocity, spec)
     _check_not_diverged(model, spec, spec.iterations)
     inputs, targets = held_out(data, spec.eval_samples, input_shape, num_classes)

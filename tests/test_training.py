@@ -145,3 +145,24 @@ def test_a_diverging_training_is_bad_input_before_any_capture_is_simulated():
     assert err.value.key == "workload.training.learning_rate"
     assert "training diverged: the loss is nan at iteration" in err.value.message
     assert "expected a smaller learning rate (got 1e+30)" in err.value.message
+
+
+@pytest.mark.parametrize("at", [0, None])
+def test_an_inference_trains_as_the_training_does(at):
+    """An inference after training captures its iteration in eval mode (dropout off, batch
+    norms on running statistics), and takes that iteration's training step as a training
+    does: the trained weights, running statistics and accuracy are the training's (the
+    eval-mode capture's gradients had fed the step, and the statistics missed a batch)."""
+    def trained(inference: bool):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(64, 64), nn.BatchNorm1d(64), nn.ReLU(),
+                              nn.Dropout(0.3), nn.Linear(64, 10))
+        _, _, stats = train_and_capture(
+            model, PruningSpec(method="dense"),
+            TrainingSpec(iterations=5, learning_rate=0.05, capture_iteration=at),
+            "digits", 16, (64,), 10, seed=0, inference=inference)
+        return model.state_dict(), stats
+
+    (weights, stats), (weights_inf, stats_inf) = trained(False), trained(True)
+    assert stats == stats_inf
+    assert all(torch.equal(weights[key], weights_inf[key]) for key in weights)
