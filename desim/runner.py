@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import hashlib
 import importlib.metadata
 import os
 import shutil
@@ -80,6 +81,9 @@ class RunResult:
     # the waveform itself, when it was simulated with no folder to write it into (the API's
     # `desim.run` without `out`): `write_results` writes it
     vcd_text: str | None = None
+    # the sha256 of the waveform written to `vcd`: a copy made later (`Result.write` into
+    # another folder) checks that the file is still this run's
+    vcd_sha256: str | None = None
 
     @property
     def cycles(self) -> int:
@@ -172,11 +176,13 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
     acc.replay([w.table for w in work], phase_waits(work))
     tracer = sim.enable_tracing() if observe.trace or observe.vcd else None
     sim.run()
-    vcd, vcd_text = None, None
+    vcd, vcd_text, vcd_sha256 = None, None, None
     if tracer is not None and observe.vcd:
         if out is not None:
             vcd = out / f"waves_{name}.vcd"  # published there by write_results, with the rest
-            unpublished(vcd).write_text(tracer.vcd_text(sim.now_ps))
+            text = tracer.vcd_text(sim.now_ps)
+            unpublished(vcd).write_text(text)
+            vcd_sha256 = hashlib.sha256(text.encode()).hexdigest()
         else:
             vcd_text = tracer.vcd_text(sim.now_ps)
     clock = acc.clock
@@ -223,7 +229,7 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
                                                  bool(arch.vector_unit)),
                      acc.pes.peak_macs_per_cycle,
                      planned_tiles(name, arch.name, work, acc.tile_spans, clock)
-                     if observe.tiles else None, vcd_text)
+                     if observe.tiles else None, vcd_text, vcd_sha256)
 
 
 def planned_tiles(run: str, arch: str, work: list[PhaseWork], spans: list[list[list[int]]],
@@ -380,13 +386,18 @@ def write_results(out: Path, experiment: Experiment, results: dict[str, RunResul
                 write_atomic(stage(waves), r.vcd_text)
             elif r.vcd is None:
                 continue
-            elif unpublished(r.vcd).is_file():  # written here while simulating, or elsewhere
-                if r.vcd.resolve() == (out / waves).resolve():
-                    staged.append(out / waves)
-                else:
-                    shutil.copyfile(unpublished(r.vcd), stage(waves))
-            elif r.vcd.is_file():  # published in another folder (`Result.write` again)
-                shutil.copyfile(r.vcd, stage(waves))
+            elif unpublished(r.vcd).is_file() and r.vcd.resolve() == (out / waves).resolve():
+                staged.append(out / waves)  # written here while simulating
+            else:  # written into another folder (`Result.write` again): copied if still its
+                source = unpublished(r.vcd) if unpublished(r.vcd).is_file() else r.vcd
+                found = hashlib.sha256(source.read_bytes()).hexdigest() \
+                    if source.is_file() else None
+                if found != r.vcd_sha256:
+                    raise ConfigError(f"the waveform of run {r.name!r} is no longer there: "
+                                      "another run wrote that folder since; expected this "
+                                      "run's own (simulate it again to write it)",
+                                      file=str(r.vcd))
+                shutil.copyfile(source, stage(waves))
         write_json(unpublished(staged[0]), summary)
         write_csv(stage("layers.csv"), pd.concat([r.layers for r in results.values()],
                                                  ignore_index=True))
@@ -439,18 +450,26 @@ def resolved_config(experiment: Experiment) -> dict[str, Any]:
 @functools.cache
 def provenance() -> dict[str, Any]:
     """Which desim made the results (gem5 records its build beside its stats): the
-    package's version, and from a git checkout its commit and whether files tracked there
-    differ from it. Two folders of one configuration whose numbers differ were made by
-    different code; `desim compare` says so."""
+    package's version (None when it runs from a source tree not installed), and from a git
+    checkout its commit and whether files tracked there differ from it, with the sha256 of
+    that difference (`git diff HEAD`). Two folders of one configuration whose numbers
+    differ were made by different code; `desim compare` says so."""
     root = Path(__file__).resolve().parents[1]
-    made: dict[str, Any] = {"version": importlib.metadata.version("desim")}
+    try:
+        version: str | None = importlib.metadata.version("desim")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    made: dict[str, Any] = {"version": version}
     if (root / ".git").exists():
         def git(*args: str) -> str:
             return subprocess.run(["git", "-C", str(root), *args], capture_output=True,
-                                  text=True, timeout=30, check=True).stdout.strip()
+                                  text=True, timeout=30, check=True).stdout
         try:
-            made["commit"] = git("rev-parse", "HEAD")
-            made["modified"] = bool(git("status", "--porcelain", "--untracked-files=no"))
+            made["commit"] = git("rev-parse", "HEAD").strip()
+            diff = git("diff", "HEAD")
+            made["modified"] = bool(diff)
+            if diff:
+                made["diff_sha256"] = hashlib.sha256(diff.encode()).hexdigest()
         except (OSError, subprocess.SubprocessError):  # no git here: the version alone
             pass
     return made
@@ -475,10 +494,10 @@ RESULT_FILES = ("summary.json", "layers.csv", "energy.csv", "config.json", "stat
 
 
 def held_results(out: Path) -> bool:
-    """Whether `out` holds what an earlier `desim run` wrote: its summary.json, or the other
-    files it puts in place before that one (a write killed between the two)."""
-    return any((out / name).is_file() for name in RESULT_FILES
-               if name not in ("trace.json", "tiles.csv"))
+    """Whether `out` holds what an earlier `desim run` wrote: its summary.json, or the
+    layers.csv it puts in place first (a write killed between the two). Not config.json,
+    a name a user's own file may well have."""
+    return (out / "summary.json").is_file() or (out / "layers.csv").is_file()
 
 
 def remove_stale_artifacts(out: Path, written: list[Path], earlier: bool) -> None:

@@ -53,9 +53,9 @@ def run_notes(run: dict[str, Any]) -> list[str]:
         notes.append(f"no vector unit (arch {run['arch']}): "
                      f"{run['vector_layers_not_simulated']} of the model's "
                      f"{run['workload']['vector_layers']} vector layers (batch norm, pooling, "
-                     "residual adds, and ReLUs after them) are not simulated, so its time and "
-                     "energy leave them out (a ReLU right after a conv or linear layer is "
-                     "simulated, on the PE array's output)")
+                     "residual adds, GELUs, and ReLUs after them) are not simulated, so its "
+                     "time and energy leave them out (a ReLU right after a conv or linear "
+                     "layer is simulated, on the PE array's output)")
     busy = run.get("utilization", {})
     notes += [f"its {unit.replace('_', ' ')} did no work ({work})"
               for unit, work in SPARSE_UNIT_WORK.items() if busy.get(unit) == 0]

@@ -120,7 +120,7 @@ def fingerprint(path: Path, overrides: Sequence[str]) -> str:
 
     made = provenance()
     inputs = {"experiment": raw, "overrides": kept, "archs": archs,
-              "desim": [made["version"], made.get("commit")]}
+              "desim": [made["version"], made.get("commit"), made.get("diff_sha256")]}
     files = _named_files([raw, axes], path.parent, arch_paths)
     if files:  # (absent: the folder of a sweep that names no such file keeps its fingerprint)
         inputs["files"] = files
@@ -344,17 +344,23 @@ def _finish(out: Path, point: Point, sets: list[str], experiment: Experiment | N
 def _check_manifest(out: Path, path: Path, base: list[str]) -> str:
     """Refuse to resume into a folder whose points were computed from other inputs; return
     the inputs' fingerprint for `_write_manifest` (nothing is written here)."""
+    from desim.runner import provenance
+
     current = fingerprint(path, base)
     manifest = out / "sweep.json"
     if manifest.is_file():
         try:
-            previous = json.loads(manifest.read_text()).get("fingerprint")
+            recorded = json.loads(manifest.read_text())
         except ValueError:
-            previous = None
+            recorded = {}
+        previous = recorded.get("fingerprint") if isinstance(recorded, dict) else None
         if previous is not None and previous != current:
-            raise ConfigError("this folder holds a sweep of other inputs (the experiment, its "
-                              "--set overrides, a file it names or desim's code changed "
-                              "since); use another --out, or delete the folder to start over",
+            code = recorded.get("desim") != provenance()  # (none: before it was recorded)
+            raise ConfigError("this folder holds a sweep of other inputs ("
+                              + ("desim's code changed since its points were computed"
+                                 if code else "the experiment, its --set overrides or a file "
+                                 "it names changed since")
+                              + "); use another --out, or delete the folder to start over",
                               file=str(out))
     return current
 
@@ -369,7 +375,10 @@ def _write_manifest(out: Path, path: Path, base: list[str], spec: SweepSpec,
     for folder in (out / "points", out / "cache", out):
         for stale in folder.glob(".*.tmp"):
             stale.unlink(missing_ok=True)
+    from desim.runner import provenance
+
     write_json(manifest, {"experiment": str(path.resolve()), "fingerprint": current,
+                          "desim": provenance(),  # the code its points were computed by
                           "overrides": base, "sweep": spec.model_dump(mode="json"),
                           "points": [{"point_id": p.point_id, "overrides": p.values}
                                      for p in points]})

@@ -87,11 +87,12 @@ def vector_traffic(v: VectorCapture, phase: int, hw: HardwareView,
                    ) -> tuple[int, int, int]:
     """(DRAM bytes read, DRAM bytes written, vector ops) of one phase of a vector layer.
 
-    FF reads X and writes Y; BP reads dY (and X again in batch norm, Y in a softmax) and
-    writes dX. Each takes its bytes in the activation format, from the captured statistics
-    (dense when none were captured); `stored_out` and `stored_dy` replace Y's and dY's when
-    a fused ReLU changes what is stored (`stored_outputs`, `stored_gradients`), and
-    `stored_second` a fork's second gradient (`stored_second_gradients`). `input_resident`:
+    FF reads X and writes Y; BP reads dY (and X again in a batch or layer norm and a GELU,
+    Y in a softmax) and writes dX. Each takes its bytes in the activation format, from the
+    captured statistics (dense when none were captured); `stored_out` and `stored_dy`
+    replace Y's and dY's when a fused ReLU changes what is stored (`stored_outputs`,
+    `stored_gradients`), and `stored_second` a fork's second gradient
+    (`stored_second_gradients`). `input_resident`:
     the phase before left FF's X (BP's dY) in the global buffer, so neither pass reads it
     from DRAM; for an add (a fork), the operand written last."""
     eb = hw.element_bytes

@@ -387,7 +387,7 @@ def test_no_vector_unit_counts_the_layers_left_out_not_the_fused_relus(tmp_path,
     desim.cli.print_summary(summary)
     printed = out.getvalue()
     assert ("bare: no vector unit (arch dense): 2 of the model's 3 vector layers (batch norm, "
-            "pooling, residual adds, and ReLUs after them) are not simulated") in printed
+            "pooling, residual adds, GELUs, and ReLUs after them) are not simulated") in printed
     assert "dense: no vector unit" not in printed
     assert "dense: vector layers (batch norm, pooling, adds, softmax) take" in printed
     assert "dense: 0 of" not in printed
@@ -419,8 +419,9 @@ def test_run_pauses_the_collector_for_its_imports_only(tmp_path):
 
 def test_a_run_into_a_folder_that_held_no_results_removes_nothing_of_it(tmp_path):
     """desim's own names in a folder no earlier run wrote results into (no summary.json,
-    nor the files put in place before it) are the user's: a run writes its files beside
-    them and removes none (it had removed the user's report.md, trace.json and waves)."""
+    nor the layers.csv put in place before it; a config.json may be anyone's) are the
+    user's: a run writes its files beside them and removes none (it had removed the user's
+    report.md, trace.json and waves)."""
     import desim
 
     experiment = lenet300_experiment(tmp_path / "experiment.yaml", {"dense": {"method": "dense"}})
@@ -430,6 +431,7 @@ def test_a_run_into_a_folder_that_held_no_results_removes_nothing_of_it(tmp_path
             "waves_mine.vcd", "notes.md"]
     for name in mine:
         (out / name).write_text("mine\n")
+    (out / "config.json").write_text("{}\n")  # a user's file of a name desim writes too
     desim.run(experiment, out=out)
     assert all((out / name).read_text() == "mine\n" for name in mine)
     assert (out / "summary.json").is_file()

@@ -128,7 +128,7 @@ def test_what_the_figures_leave_out_is_said_and_runs_of_one_folder_are_named(tmp
     run_file(experiment, tmp_path / "before")
     run_file(experiment, tmp_path / "after", ["arch.*.pe_cluster.pes=8"])
     note = ("no vector unit (arch dense): 2 of the model's 3 vector layers (batch norm, "
-            "pooling, residual adds, and ReLUs after them) are not simulated")
+            "pooling, residual adds, GELUs, and ReLUs after them) are not simulated")
     md, _, _ = build_report([tmp_path / "after"], tmp_path / "r.md")
     assert f"bare: {note}" in md.read_text()
     assert "dense: no vector unit" not in md.read_text()

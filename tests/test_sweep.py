@@ -359,8 +359,9 @@ def test_resume_into_a_folder_of_other_inputs_is_refused(tmp_path):
     resume([])  # same inputs: fine
     # extending the sweep section is fine (its points are new ids) ...
     resume(["sweep.seed=5"])
-    with pytest.raises(ConfigError, match="sweep of other inputs"):  # ... other numbers not
-        resume(["workload.seed=1"])
+    with pytest.raises(ConfigError, match=r"sweep of other inputs \(the experiment, its "
+                                          "--set overrides or a file it names changed"):
+        resume(["workload.seed=1"])   # ... other numbers not
 
 
 @pytest.mark.parametrize("where", ["workload", "axis", "workload_set"])
@@ -1375,13 +1376,26 @@ def test_a_signal_met_in_a_gc_callback_stops_the_sweep_after_its_point():
 
 
 def test_a_sweep_of_other_code_is_another_sweep(tmp_path, monkeypatch):
-    """The fingerprint takes in which desim computes the points (version and commit): a
-    folder's points from before a code change would be resumed beside points of the new
-    code, one table of two models."""
+    """The fingerprint takes in which desim computes the points (version, commit and the
+    sha256 of uncommitted edits): a folder's points from before a code change would be
+    resumed beside points of the new code, one table of two models. The refusal says that
+    the code is what changed."""
     import desim.runner
 
     path = write_experiment(tmp_path, {"workload.batch": [1, 2]})
-    before = fingerprint(path, [])
-    monkeypatch.setattr(desim.runner, "provenance",
-                        lambda: {"version": "0.1.0", "commit": "f" * 40, "modified": False})
-    assert fingerprint(path, []) != before
+    spec = load_sweep_spec(path)
+    out = tmp_path / "out"
+    out.mkdir()
+    before = _check_manifest(out, path, [])
+    _write_manifest(out, path, [], spec, plan_points(spec), before)
+    assert fingerprint(path, []) == before
+    edited = {"version": "0.1.0", "commit": "f" * 40, "modified": True, "diff_sha256": "0" * 64}
+    monkeypatch.setattr(desim.runner, "provenance", lambda: edited)
+    with_edits = fingerprint(path, [])
+    assert with_edits != before
+    with pytest.raises(ConfigError, match=r"sweep of other inputs \(desim's code changed "
+                                          r"since its points were computed\)"):
+        _check_manifest(out, path, [])
+    # other uncommitted edits to the same commit are other code too
+    monkeypatch.setattr(desim.runner, "provenance", lambda: {**edited, "diff_sha256": "1" * 64})
+    assert fingerprint(path, []) != with_edits
