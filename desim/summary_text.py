@@ -26,7 +26,10 @@ def times(x: float) -> str:
 
 
 def more_or_less(ratio: float, less: str, more: str) -> str:
-    """A baseline-over-run ratio as words: 2.00x less, or 1.25x more for 0.8."""
+    """A baseline-over-run ratio as words: 2.00x less, or 1.25x more for 0.8; "the same
+    (1.00x)" where it rounds to 1 ("1.00x less" had said a gain of two equal runs)."""
+    if ratio and times(ratio) == times(1.0) == times(1 / ratio):
+        return f"the same ({times(1.0)})"
     return (f"{times(ratio)} {less}" if not ratio or ratio >= 1
             else f"{times(1 / ratio)} {more}")
 

@@ -710,3 +710,15 @@ def test_a_folder_of_a_plots_name_and_a_report_name_with_spaces(tmp_path):
     assert images and all(i.startswith("<my r_lenet300_2_") and i.endswith(".png>")
                           for i in images)
     assert all((tmp_path / "rep" / i.strip("<>")).is_file() for i in images)
+
+
+def test_a_ratio_that_rounds_to_one_is_said_to_be_the_same():
+    """Two equal runs had read "1.00x less, 1.00x faster"; a ratio that rounds to 1.00x
+    either way is the same, and others keep their direction."""
+    from desim.summary_text import more_or_less
+
+    assert more_or_less(1.0, "less", "more") == "the same (1.00x)"
+    assert more_or_less(0.999, "faster", "slower") == "the same (1.00x)"
+    assert more_or_less(2.0, "less", "more") == "2.00x less"
+    assert more_or_less(0.8, "less", "more") == "1.25x more"
+    assert more_or_less(1.006, "less", "more") == "1.01x less"
