@@ -654,8 +654,7 @@ class Noc(Module):
                     crossing.setdefault(edge, []).append(j)
             # (links are made, the module tree's order, as routes and then the tree use them)
             latency = max(sum(self._link(e).latency_ps for e in r) for r in routes)
-            loads = {self._link(e): (int(e in tree), len(crossing.get(e, ())),
-                                     _counts_below(crossing.get(e, []), active))
+            loads = {self._link(e): (int(e in tree), _counts_below(crossing.get(e, []), active))
                      for e in sorted(set(crossing) | tree)}
             group = LinkGroup(list(loads))
             self._plans[key] = _Plan(group, [loads[link] for link in group.links], latency)
@@ -667,8 +666,8 @@ class Noc(Module):
             return
         plan = self._plan("out", active)
         share, rest = divmod(unicast_bytes, active)  # the first `rest` clusters: a byte more
-        yield from plan.links.hold([m * multicast_bytes + u * share + below[rest]
-                                    for m, u, below in plan.loads])
+        yield from plan.links.hold([m * multicast_bytes + below[-1] * share + below[rest]
+                                    for m, below in plan.loads])
         yield self.env.timeout(plan.latency_ps)
 
     def gather(self, nbytes: int, active: int) -> Generator:
@@ -677,22 +676,23 @@ class Noc(Module):
             return
         plan = self._plan("in", active)
         share, rest = divmod(nbytes, active)
-        yield from plan.links.hold([u * share + below[rest] for _, u, below in plan.loads])
+        yield from plan.links.hold([below[-1] * share + below[rest] for _, below in plan.loads])
         yield self.env.timeout(plan.latency_ps)
 
 
 def _counts_below(clusters: list[int], active: int) -> tuple[int, ...]:
     """For r in 0..active, how many of `clusters` (indices, ascending) come before the r-th:
     the link crossed by their routes carries that many of a split's r odd bytes (a split of
-    B bytes over the active clusters gives the first B % active of them a byte more)."""
+    B bytes over the active clusters gives the first B % active of them a byte more); the
+    last, for r = active, is how many shares of the split it carries."""
     return tuple(sum(1 for j in clusters if j < r) for r in range(active + 1))
 
 
 @dataclass
 class _Plan:
     links: LinkGroup
-    # per link of the group: (1 if it is on the multicast tree else 0, how many clusters'
-    # routes cross it, `_counts_below` of those clusters); it carries the multicast bytes
-    # times the first, a split's share times the second, and its odd bytes by the third
-    loads: list[tuple[int, int, tuple[int, ...]]]
+    # per link of the group: (1 if it is on the multicast tree else 0, `_counts_below` of
+    # the clusters whose routes cross it); it carries the multicast bytes times the first,
+    # and of a split the share times the last of the second and its odd bytes by the rest
+    loads: list[tuple[int, tuple[int, ...]]]
     latency_ps: int

@@ -86,7 +86,7 @@ def compare(before: Path, after: Path, runs: list[str] | None = None) -> list[Bl
 
 
 def _made_by(made: dict | None) -> str:
-    """config.json's `desim` (`desim.runner.provenance`) in words."""
+    """config.json's `desim` (`desim.results.provenance`) in words."""
     if not made:
         return "a desim that did not record itself"
     commit = f" at {made['commit'][:10]}" if made.get("commit") else ""

@@ -1,11 +1,16 @@
 """Writing results so that nothing is half-written: a temporary file, then an atomic rename;
-and the names of the files `desim report` writes beside them (which `desim run` removes when
-it writes the folder again, without importing the report)."""
+the names of the files `desim report` writes beside them (which `desim run` removes when
+it writes the folder again, without importing the report); and the record of which desim
+wrote them (`provenance`)."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib.metadata
 import json
 import os
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -94,3 +99,31 @@ def report_files(stem: str = Path(DEFAULT_REPORT).stem) -> tuple[str, ...]:
     """Glob patterns of what `desim.report.build_report` writes for a report named
     `stem`.md: the report, its HTML copy and its plots (`plot_path`)."""
     return (f"{stem}.md", f"{stem}.html", *(f"{stem}_*_{kind}.png" for kind in PLOT_KINDS))
+
+
+@functools.cache
+def provenance() -> dict[str, Any]:
+    """Which desim made the results (gem5 records its build beside its stats): the
+    package's version (None when it runs from a source tree not installed), and from a git
+    checkout its commit and whether files tracked there differ from it, with the sha256 of
+    that difference (`git diff HEAD`). Two folders of one configuration whose numbers
+    differ were made by different code; `desim compare` says so."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        version: str | None = importlib.metadata.version("desim")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    made: dict[str, Any] = {"version": version}
+    if (root / ".git").exists():
+        def git(*args: str) -> str:
+            return subprocess.run(["git", "-C", str(root), *args], capture_output=True,
+                                  text=True, timeout=30, check=True).stdout
+        try:
+            made["commit"] = git("rev-parse", "HEAD").strip()
+            diff = git("diff", "HEAD")
+            made["modified"] = bool(diff)
+            if diff:
+                made["diff_sha256"] = hashlib.sha256(diff.encode()).hexdigest()
+        except (OSError, subprocess.SubprocessError):  # no git here: the version alone
+            pass
+    return made

@@ -6,13 +6,10 @@ This is the only place (with the command line) that joins the kernel, the hardwa
 
 from __future__ import annotations
 
-import functools
 import gc
 import hashlib
-import importlib.metadata
 import os
 import shutil
-import subprocess
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +31,14 @@ from desim.events import DEALT, PHASES, TILE_DTYPE
 from desim.experiment import Experiment, ObserveSpec, RunSpec, load_experiment
 from desim.hardware_view import hardware_view
 from desim.module import Simulator
-from desim.results import report_files, writable_folder, write_atomic, write_csv, write_json
+from desim.results import (
+    provenance,
+    report_files,
+    writable_folder,
+    write_atomic,
+    write_csv,
+    write_json,
+)
 from desim.stats import busiest_part, busy_shares, collect_stats, stats_text
 from mappings.capture import CaptureNeeds
 from mappings.mapper import PhaseWork, map_workload, phase_waits
@@ -178,13 +182,11 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
     sim.run()
     vcd, vcd_text, vcd_sha256 = None, None, None
     if tracer is not None and observe.vcd:
-        if out is not None:
-            vcd = out / f"waves_{name}.vcd"  # published there by write_results, with the rest
-            text = tracer.vcd_text(sim.now_ps)
-            unpublished(vcd).write_text(text)
-            vcd_sha256 = hashlib.sha256(text.encode()).hexdigest()
-        else:
-            vcd_text = tracer.vcd_text(sim.now_ps)
+        vcd_text = tracer.vcd_text(sim.now_ps)
+        if out is not None:  # published there by write_results, with the rest
+            vcd = out / f"waves_{name}.vcd"
+            unpublished(vcd).write_text(vcd_text)
+            vcd_text, vcd_sha256 = None, hashlib.sha256(vcd_text.encode()).hexdigest()
     clock = acc.clock
     concurrency = {module.path: module.concurrency for module in sim.modules()}
     rows, energy_rows, by_component = [], [], Counter()
@@ -445,34 +447,6 @@ def resolved_config(experiment: Experiment) -> dict[str, Any]:
         "overrides": experiment.overrides,
         "desim": provenance(),
     }
-
-
-@functools.cache
-def provenance() -> dict[str, Any]:
-    """Which desim made the results (gem5 records its build beside its stats): the
-    package's version (None when it runs from a source tree not installed), and from a git
-    checkout its commit and whether files tracked there differ from it, with the sha256 of
-    that difference (`git diff HEAD`). Two folders of one configuration whose numbers
-    differ were made by different code; `desim compare` says so."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        version: str | None = importlib.metadata.version("desim")
-    except importlib.metadata.PackageNotFoundError:
-        version = None
-    made: dict[str, Any] = {"version": version}
-    if (root / ".git").exists():
-        def git(*args: str) -> str:
-            return subprocess.run(["git", "-C", str(root), *args], capture_output=True,
-                                  text=True, timeout=30, check=True).stdout
-        try:
-            made["commit"] = git("rev-parse", "HEAD").strip()
-            diff = git("diff", "HEAD")
-            made["modified"] = bool(diff)
-            if diff:
-                made["diff_sha256"] = hashlib.sha256(diff.encode()).hexdigest()
-        except (OSError, subprocess.SubprocessError):  # no git here: the version alone
-            pass
-    return made
 
 
 def model_file(model: str) -> dict[str, str]:

@@ -61,7 +61,7 @@ from rich.markup import escape
 
 from desim.errors import ConfigError, fail
 from desim.options import path_given
-from desim.results import writable_folder
+from desim.results import provenance, writable_folder
 from desim.sweep_dask import (
     ClusterFailed,
     SchedulerLost,
@@ -100,8 +100,8 @@ def fingerprint(path: Path, overrides: Sequence[str]) -> str:
     file (less its sweep section), the `--set` overrides, the architecture files' text, and
     the bytes of the other files the experiment, its overrides or its axes name (a model's
     Python file, a SCALE-Sim topology CSV): an edited file is another sweep; and which
-    desim computes them (its version and commit, `desim.runner.provenance`): points of
-    other code would be mixed in one table."""
+    desim computes them (its version, commit and uncommitted edits,
+    `desim.results.provenance`): points of other code would be mixed in one table."""
     from desim.configio import load_yaml
     from desim.experiment import apply_overrides, split_overrides
 
@@ -116,11 +116,7 @@ def fingerprint(path: Path, overrides: Sequence[str]) -> str:
             arch_path = path.parent / run["arch"]
             archs[str(run.get("name"))] = (arch_path.read_bytes().decode("utf-8", "replace")
                                             if arch_path.is_file() else None)
-    from desim.runner import provenance
-
-    made = provenance()
-    inputs = {"experiment": raw, "overrides": kept, "archs": archs,
-              "desim": [made["version"], made.get("commit"), made.get("diff_sha256")]}
+    inputs = {"experiment": raw, "overrides": kept, "archs": archs, "desim": provenance()}
     files = _named_files([raw, axes], path.parent, arch_paths)
     if files:  # (absent: the folder of a sweep that names no such file keeps its fingerprint)
         inputs["files"] = files
@@ -344,8 +340,6 @@ def _finish(out: Path, point: Point, sets: list[str], experiment: Experiment | N
 def _check_manifest(out: Path, path: Path, base: list[str]) -> str:
     """Refuse to resume into a folder whose points were computed from other inputs; return
     the inputs' fingerprint for `_write_manifest` (nothing is written here)."""
-    from desim.runner import provenance
-
     current = fingerprint(path, base)
     manifest = out / "sweep.json"
     if manifest.is_file():

@@ -228,18 +228,14 @@ def _check_input_shape(model: torch.nn.Module, name: str, shape: tuple[int, ...]
     """An input shape the model cannot take is bad input: one sample through it (in eval
     mode, so no statistics change) fails here rather than deep in the capture. Returns
     the model's output."""
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), in_eval_mode(model):
             return model(torch.zeros((1, *shape)))
     except (MemoryError, RuntimeError, ValueError) as err:
         what = "does not fit in this machine's memory" if out_of_memory(err) \
             else str(err).splitlines()[0]
         raise ConfigError(f"model {name!r} cannot take inputs of shape {list(shape)}: {what}",
                           key="workload.input_shape") from None
-    finally:
-        model.train(was_training)
 
 
 def _capture(spec: WorkloadSpec, pruning: PruningSpec, model: torch.nn.Module,

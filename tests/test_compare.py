@@ -147,7 +147,8 @@ def test_folders_made_by_other_code_are_said_to_be(tmp_path):
     import json
 
     from desim.document import to_markdown
-    from desim.runner import provenance, run_file
+    from desim.results import provenance
+    from desim.runner import run_file
 
     experiment = lenet300_experiment(tmp_path / "e.yaml", {"dense": {"method": "dense"}},
                                      data="random")

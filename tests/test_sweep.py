@@ -1380,7 +1380,7 @@ def test_a_sweep_of_other_code_is_another_sweep(tmp_path, monkeypatch):
     sha256 of uncommitted edits): a folder's points from before a code change would be
     resumed beside points of the new code, one table of two models. The refusal says that
     the code is what changed."""
-    import desim.runner
+    import desim.sweep
 
     path = write_experiment(tmp_path, {"workload.batch": [1, 2]})
     spec = load_sweep_spec(path)
@@ -1390,12 +1390,12 @@ def test_a_sweep_of_other_code_is_another_sweep(tmp_path, monkeypatch):
     _write_manifest(out, path, [], spec, plan_points(spec), before)
     assert fingerprint(path, []) == before
     edited = {"version": "0.1.0", "commit": "f" * 40, "modified": True, "diff_sha256": "0" * 64}
-    monkeypatch.setattr(desim.runner, "provenance", lambda: edited)
+    monkeypatch.setattr(desim.sweep, "provenance", lambda: edited)
     with_edits = fingerprint(path, [])
     assert with_edits != before
     with pytest.raises(ConfigError, match=r"sweep of other inputs \(desim's code changed "
                                           r"since its points were computed\)"):
         _check_manifest(out, path, [])
     # other uncommitted edits to the same commit are other code too
-    monkeypatch.setattr(desim.runner, "provenance", lambda: {**edited, "diff_sha256": "1" * 64})
+    monkeypatch.setattr(desim.sweep, "provenance", lambda: {**edited, "diff_sha256": "1" * 64})
     assert fingerprint(path, []) != with_edits
