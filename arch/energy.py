@@ -14,13 +14,14 @@ Not in Horowitz, stated assumptions:
   against fp16's 11, so 1.1 * (4/11)^2 = 0.145 pJ) and the adder halves from fp16 (0.2 pJ).
 - ternary ("add-only") MAC: a weight in {-1, 0, +1} turns the MAC into one 8-bit add or
   subtract of the activation: 0.03 pJ.
-- NoC: 0.5 pJ per bit per hop: a 1 mm link at 0.1 pJ/bit/mm (full-swing repeated wire;
+- NoC: 0.4 pJ per bit per hop: a 1 mm link at 0.1 pJ/bit/mm (full-swing repeated wire;
   Park et al., DATE 2013, measure 40.4 fJ/bit/mm for a low-swing 45 nm mesh datapath) plus
-  0.4 pJ/bit for the router's buffer, crossbar and arbitration (assumption). Checked against
+  0.3 pJ/bit for the router's buffer, crossbar and arbitration (assumption). Checked against
   a fabricated 45 nm 4x4 mesh (Park et al., DAC 2012: 892 Gb/s delivered at 531.4 mW, 1.1 V,
-  unicasts and broadcasts): 0.60 pJ per delivered bit, 0.49 at 1.0 V; a delivered bit took
-  1 (broadcast) to ~2.7 (unicast) hops there, so 0.18 to 0.49 pJ/bit/hop. This figure is at
-  the top of that range, for a router not built to the mesh's limits as that chip was.
+  unicasts and broadcasts): 0.60 pJ per delivered bit, 0.40 at Horowitz's 0.9 V; a delivered
+  bit took 1 (broadcast) to ~2.7 (unicast) hops there, so 0.15 to 0.40 pJ/bit/hop. This
+  figure is at the top of that range, for a router not built to the mesh's limits as that
+  chip was. (It had been 0.5, the top at 1.0 V, when 45 nm was taken to be at 1.0 V.)
 - weight generator (Procrustes): one regenerated weight is a 32-bit xorshift step (three
   shifts, wiring, and three XORs priced as 32-bit adds: 0.3 pJ) and its scaling to the
   initial distribution, one fp16 multiply-add (1.5 pJ): 1.8 pJ (assumption).
@@ -42,8 +43,10 @@ A design may set its own price for any of these actions (arch YAML `energy:`, `D
 its figure, at its own node, replaces the table's.
 
 Other nodes are derived from 45 nm by one rule, kept here: dynamic energy ~ C V^2 with C
-proportional to the feature size, at the nominal supply of each node (45 nm: 1.0 V, as the
-figures Horowitz quotes; 28 nm: 0.9 V). So E28 = E45 * (28/45) * (0.9/1.0)^2 = 0.504 E45.
+proportional to the feature size, at the nominal supply of each node (45 nm: 0.9 V, the
+supply of Horowitz's figures, his Fig. 1.1.9 "Rough energy costs for various operations in
+45nm 0.9V"; 28 nm: 0.9 V). So E28 = E45 * (28/45) * (0.9/0.9)^2 = 0.622 E45. (45 nm had been
+taken at 1.0 V, which priced every 28 nm action 19% low: 0.504 E45.)
 The same rule gives another operating point of a node: a design run at `supply_voltage_v`
 (arch YAML) pays (V / nominal)^2 of every on-chip price, its own `energy:` figures included
 (they are at the node's nominal supply). The clock is the design's to choose: desim does not
@@ -65,14 +68,14 @@ ADD_PJ_45NM = {"fp32": 0.9, "fp16": 0.4, "fp8": 0.4 / 2, "int8": 0.03, "int32": 
                "ternary": 0.03}
 MAC_PJ_45NM = {p: MULTIPLY_PJ_45NM[p] + ADD_PJ_45NM[p] for p in MULTIPLY_PJ_45NM}
 SRAM_64BIT_READ_PJ_45NM = ((8 * 1024, 10.0), (32 * 1024, 20.0), (1024 * 1024, 100.0))
-NOC_PJ_PER_BIT_HOP_45NM = 0.5
+NOC_PJ_PER_BIT_HOP_45NM = 0.4  # a 1 mm wire 0.1, the router 0.3
 SELECTOR_PJ_PER_ENTRY_45NM = 0.03
 WEIGHT_GENERATOR_PJ_PER_VALUE_45NM = 3 * 0.1 + 1.1 + 0.4
 SPECULATOR_PJ_PER_OP_45NM = 0.03 + 0.1
 INDEX_SCAN_PJ_PER_PAIR_45NM = 0.03 / 8
 INDEX_MATCH_PJ_PER_PAIR_45NM = SELECTOR_PJ_PER_ENTRY_45NM
 
-NODES = {"45nm": (45, 1.0), "28nm": (28, 0.9)}  # feature size (nm), nominal supply (V)
+NODES = {"45nm": (45, 0.9), "28nm": (28, 0.9)}  # feature size (nm), nominal supply (V)
 ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "fp8": 1, "int8": 1, "int32": 4, "ternary": 1}
 # Sign and exponent bits of the floating-point precisions (IEEE fp32 and fp16, fp8 as E4M3):
 # what exponent-only ReLU speculation reads of an element (arch/speculator.py).

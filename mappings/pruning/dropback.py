@@ -4,7 +4,15 @@ accelerates.
 
 Only k weights are "tracked" (trained); every other weight is held at its initial value, which
 the hardware never stores: it regenerates it from the PRNG seed that produced the
-initialisation. Tracked weights are the k with the largest accumulated gradient magnitude.
+initialisation. Tracked weights are the k that have moved farthest from their initial value,
+|w - w0| after each optimizer step: the paper's "highest total gradients" (for SGD, w - w0 is
+the learning rate times the sum of the updates, signed, so gradients that cancel out do not
+count), as its authors' code ranks them (compstruct/DropBack, `DropBack.update`) and as
+Golub's thesis says: DropBack "identifies the weights that have changed the most". An
+untracked weight is reset to w0 after each step, so it enters the top k only if one step
+moves it beyond a tracked weight's total. (desim had summed lr * |grad| instead, which
+ranked weights whose gradients cancel among the most changed.) Biases are trained dense,
+outside k (the authors' code counts them in k; a stated difference).
 """
 
 from __future__ import annotations
@@ -39,9 +47,8 @@ class DropBack:
 
     `DropBack(params, k)` clones `params` as the initial values. `DropBack(params, k, seed=s)`
     instead writes `regenerate(name, shape, s)` into `params` in place and keeps only the
-    seed, as the hardware does. Per step: `observe(grads, lr)` adds lr * |grad| to each
-    weight's score (the accumulated gradient magnitude), then `apply(params)` after the
-    optimizer step keeps the k highest-scoring weights (ties: higher flat index, in the
+    seed, as the hardware does. After each optimizer step, `apply(params)` scores every
+    weight by |w - w0|, keeps the k highest-scoring weights (ties: higher flat index, in the
     order of `params`, wins) and resets every other weight to its initial value.
     """
 
@@ -55,31 +62,19 @@ class DropBack:
             name: torch.zeros(p.shape, dtype=torch.float64, device=p.device)
             for name, p in model_params.items()
         }
-        self._initial: dict[str, Tensor] | None = None
-        if seed is None:
-            self._initial = {name: p.detach().clone() for name, p in model_params.items()}
-        else:
+        if seed is not None:
             with torch.no_grad():
                 for name, p in model_params.items():
                     p.copy_(regenerate(name, p.shape, seed))
+        # The simulator keeps w0 to compare against; the hardware regenerates it (`initial`).
+        self._initial = {name: p.detach().clone() for name, p in model_params.items()}
 
     def initial(self, name: str) -> Tensor:
-        """The initial value of tensor `name` (stored, or regenerated from the seed)."""
-        if self._initial is not None:
-            return self._initial[name]
-        assert self.seed is not None
-        return regenerate(name, self.shapes[name], self.seed)
-
-    def observe(self, grads: Mapping[str, Tensor | None], lr: float) -> None:
-        """Accumulate lr * |grad| for every tracked-candidate tensor in `grads`."""
-        for name, grad in grads.items():
-            if name not in self.scores:
-                raise ConfigError(f"DropBack got a gradient for unknown tensor {name!r}")
-            if grad is not None:
-                self.scores[name] += lr * grad.detach().abs().to(torch.float64)
+        """The initial value of tensor `name` (as stored, or as regenerated from the seed)."""
+        return self._initial[name]
 
     def masks(self) -> dict[str, Tensor]:
-        """Bool masks, True = tracked: the top-k accumulated scores over all tensors."""
+        """Bool masks, True = tracked: the top-k scores over all tensors."""
         names = list(self.scores)
         flat = torch.cat([self.scores[n].flatten() for n in names])
         keep = keep_top(flat, max(flat.numel() - self.k, 0))
@@ -90,10 +85,14 @@ class DropBack:
         }
 
     def apply(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """Reset untracked weights of `params` to their initial values in place; return masks."""
-        masks = self.masks()
+        """After an optimizer step: score each weight of `params` by |w - w0|, keep the top k,
+        reset the others to their initial values in place; return the masks."""
         with torch.no_grad():
+            for name, p in params.items():
+                self.scores[name] = (p.detach().to(torch.float64)
+                                     - self._initial[name].to(p.device, torch.float64)).abs()
+            masks = self.masks()
             for name, mask in masks.items():
                 p = params[name]
-                p.copy_(torch.where(mask, p, self.initial(name).to(p.device, p.dtype)))
+                p.copy_(torch.where(mask, p, self._initial[name].to(p.device, p.dtype)))
         return masks

@@ -70,7 +70,8 @@ def dynamic_prune(weight: Tensor, sparsity: float) -> Tensor:
     weight pruning): the mask is recomputed from the current magnitudes every iteration.
 
     This is magnitude pruning applied to the current dense weights; the caller keeps the dense
-    weights (so pruned weights still receive updates and can come back) and uses
-    weight * mask for that iteration's FF/BP/WG.
+    weights and uses weight * mask for that iteration's FF/BP/WG. Only the unpruned weights
+    are updated (Trainer's WG "only with unpruned weights"); a pruned weight keeps its value
+    and comes back when kept weights shrink below it.
     """
     return magnitude(weight, sparsity)
