@@ -16,6 +16,7 @@ written there. A design that fuses the update into the WG's output stream
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -29,7 +30,7 @@ from mappings.pipeline import plan_key
 from mappings.planner import tile_phase
 from mappings.target import HardwareView
 from mappings.threads import counting_threads
-from mappings.tiling import written_bytes
+from mappings.tiling import written_bytes, written_stats
 from mappings.update import update_tiles
 from mappings.vector import (
     result_bytes,
@@ -101,6 +102,23 @@ def training_order(workload: Workload) -> list[tuple[int, int]]:
     return order
 
 
+def _reads_speculated(workload: Workload, hw: HardwareView) -> set[int]:
+    """The vector layers (their indices) whose input is a speculated conv/linear layer's FF
+    output: the first after that layer, of its output's size. The layer writes its outputs
+    only where the prediction said non-zero (`tiling._written_map`), and that is what they
+    read; they had read the exact output, all of it (a batch norm's input is dense: twice
+    the bytes the layer wrote, in FF and again in BP)."""
+    if not hw.speculate_relu_outputs:
+        return set()
+    first: dict[int, int] = {}
+    for i, v in enumerate(workload.vectors):
+        first.setdefault(v.after, i)
+    return {i for after, i in first.items()
+            if after >= 0 and workload.layers[after].y_spec is not None
+            and workload.vectors[i].kind not in ("add", "fork")
+            and workload.vectors[i].in_elems == math.prod(workload.layers[after].dy_nz.shape)}
+
+
 class PhaseMapper:
     """Maps one layer-phase of a workload to its event rows, on a hardware view (a phase is
     mapped again when inter-layer reuse changes its buffer budget or input)."""
@@ -118,6 +136,9 @@ class PhaseMapper:
         self.stored = stored_outputs(workload.vectors, hw)  # what each vector layer writes in FF
         self.stored_dy = stored_gradients(workload.vectors, hw)  # ... and reads as dY in BP
         self.stored_second = stored_second_gradients(workload.vectors, hw)  # a fork's other
+        # The vector layer that reads a speculated layer's output (a batch norm between it and
+        # its ReLU): it reads what that layer wrote, the outputs predicted non-zero.
+        self.reads_speculated = _reads_speculated(workload, hw)
         # At inference, the layers whose batch norm is folded into their weights: they write
         # the norm's output (or its ReLU's), not their own.
         self.folded = ({v.after for v in workload.vectors if v.foldable}
@@ -154,6 +175,9 @@ class PhaseMapper:
             vector = self.workload.vectors[v]
             if vector.foldable and self.workload.spec.inference:
                 return None  # folded into the weights of the layer before it
+            if v in self.reads_speculated:
+                written = written_stats(self.layer(vector.after), FF, hw)
+                vector = replace(vector, in_stats=written or vector.in_stats)
             table = vector_tiles(vector, layer_id, phase, hw, self.stored[v], self.stored_dy[v],
                                  input_resident, self.stored_second[v])
             if not len(table):

@@ -54,6 +54,7 @@ from mappings.tiling import (
     tile_bytes,
     tile_part,
     tracked_weights,
+    written_ratio,
 )
 
 
@@ -500,7 +501,8 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                          processed=maps[0][2],  # the first chunk's, as the others
                          psums_sent=psums_sent, psums_dram=psums_dram, cache=cache,
                          tracked=tracked,
-                         scanned=0.0 if maps[0][4] is None else float(maps[0][4].sum()))
+                         scanned=0.0 if maps[0][4] is None else float(maps[0][4].sum()),
+                         out_ratio=written_ratio(parts[0], phase, hw))
     best = None
     for shape in shapes:   # the tile search's candidates, decided on their own rows
         need = psum_share + tile_bytes(shape, ps, win, (n_rows, length),
@@ -580,7 +582,8 @@ def _tile_across(layer: LayerCapture, slices: list[LayerCapture], maps: list[tup
                          stream_resident=resident[0], channel_resident=resident[1],
                          processed=_sum_maps(maps)[2], cache=cache,
                          tracked=tracked_weights(layer, phase, ps, hw, 0, cache),
-                         scanned=scanned, slices=len(slices))
+                         scanned=scanned, slices=len(slices),
+                         out_ratio=written_ratio(layer, phase, hw))
     best = None
     for shape in shapes:
         need = tile_bytes(shape, ps, win, (n_rows, length), int(ps.channel_operand.elems[0]),

@@ -535,8 +535,8 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                 stream_resident: bool = False, channel_resident: bool = False,
                 processed: torch.Tensor | None = None, psums_sent: float = 0.0,
                 psums_dram: float = 0.0, cache: dict | None = None,
-                tracked: Operand | None = None, scanned: float = 0.0, slices: int = 0
-                ) -> list[TileShape]:
+                tracked: Operand | None = None, scanned: float = 0.0, slices: int = 0,
+                out_ratio: float = 1.0) -> list[TileShape]:
     """The tile shapes and loop orders that minimise `hw.objective` (a small mapper search)
     under two estimates of time, the pipeline's and the bottleneck's (one shape when they
     agree); the planner builds both and keeps the one whose own rows estimate best.
@@ -550,38 +550,41 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     once and the other once per outer iteration; to the clusters, a block is sent again on every
     tile, but for what the clusters keep of it while it is unchanged (half their local buffer
     each: `resent`). The estimate of time is the tile pipeline's, with the tiles sharing alike
-    the DRAM time (the results' writes too, and a turn of DRAM's bus from reads to writes
-    and back on each tile that does both), the time on the global buffer's NoC port out and
-    back (the results, dense) and the PEs' time for the MACs of `processed` (the per-output
-    count map of the phase or chunk, when given) as the shape deals them to the PEs: each tile
-    as long as its busiest PE, as `tile_part` will count it, so that small blocks pay for the
-    PEs they leave idle and for sparse outputs dealt unevenly; each stage with its fixed latency
-    a tile (`mappings.pipeline.equal_tiles_cycles`: the busiest stage, plus the others' share of
-    one tile, so that one large tile that overlaps nothing does not look as fast as many that
-    do, nor many tiny ones, each paying its latencies, as fast as a few). The bottleneck's is
-    the largest of the DRAM time, the port time and the PEs' ideal time (every PE equally busy),
-    which favoured fewer tiles on ties. The estimate of energy is those MACs, the bytes from
-    DRAM (written into the buffer), the bytes sent (read from the buffer, over the NoC, into the
-    clusters' buffers: the channel operand unicast, the stream multicast over the tree into
-    every active cluster) and DRAM standby for that time, at the view's prices
-    (`HardwareView.estimated_pj`, as the full plans' estimate). Ties go to less time, fewer DRAM
-    bytes, fewer tiles, then more channels per tile. A resident operand (`stream_resident`,
-    `channel_resident`: an earlier phase left it in the buffer) takes no tile space and no DRAM
-    reads. A chunk of a split reduction also moves partial sums, whatever its tile: `psums_sent`
-    bytes back to the PEs over the port and `psums_dram` bytes to and from DRAM (spilled). They
-    count in every candidate's time and energy, so that a chunk whose spilled sums make it
-    DRAM-bound does not take a tile that re-reads an operand from DRAM as if those reads were
-    hidden under the port's time. `tracked`: the channel operand as DRAM holds it
-    (`tracked_weights`), when a weight generator makes the rest: DRAM reads only that, and the
-    generator, working beside the reads, makes `hw.weight_generator` values a cycle of the rest.
-    `scanned`: the pairs the PEs' index matching ANDs (`hw.index_matching_bits` a cycle
-    each); the PEs take no less than all of them spread over every PE.
-    `slices` > 0: the search of a reduction dealt to that many clusters (`partition`
-    "reduction", `mappings.planner`), `ps` the whole reduction's: each cluster is sent its
-    slice of both operands (unicast, the sum of the slices' bytes the block's) and sends
-    back a partial sum of every output of the tile; its busiest PE is estimated as the
-    busiest of one cluster doing the whole reduction, over `slices` (the planner's rows
-    count each slice's own).
+    the DRAM time (the results' writes too, and a turn of DRAM's bus from reads to writes and
+    back on each tile that does both), the time on the global buffer's NoC port out and back
+    (the results, at `out_ratio` of their dense bytes) and the PEs' time for the MACs of
+    `processed` (the per-output count map of the phase or chunk, when given) as the shape deals
+    them to the PEs: each tile as long as its busiest PE, as `tile_part` will count it, so that
+    small blocks pay for the PEs they leave idle and for sparse outputs dealt unevenly; each
+    stage with its fixed latency a tile (`mappings.pipeline.equal_tiles_cycles`: the busiest
+    stage, plus the others' share of one tile, so that one large tile that overlaps nothing does
+    not look as fast as many that do, nor many tiny ones, each paying its latencies, as fast as
+    a few). The bottleneck's is the largest of the DRAM time, the port time and the PEs' ideal
+    time (every PE equally busy), which favoured fewer tiles on ties. The estimate of energy is
+    those MACs, the bytes from DRAM (written into the buffer), the bytes sent (read from the
+    buffer, over the NoC, into the clusters' buffers: the channel operand unicast, the stream
+    multicast over the tree into every active cluster) and DRAM standby for that time, at the
+    view's prices (`HardwareView.estimated_pj`, as the full plans' estimate). Ties go to less
+    time, fewer DRAM bytes, fewer tiles, then more channels per tile. A resident operand
+    (`stream_resident`, `channel_resident`: an earlier phase left it in the buffer) takes no
+    tile space and no DRAM reads. A chunk of a split reduction also moves partial sums, whatever
+    its tile: `psums_sent` bytes back to the PEs over the port and `psums_dram` bytes to and
+    from DRAM (spilled). They count in every candidate's time and energy, so that a chunk whose
+    spilled sums make it DRAM-bound does not take a tile that re-reads an operand from DRAM as
+    if those reads were hidden under the port's time. `tracked`: the channel operand as DRAM
+    holds it (`tracked_weights`), when a weight generator makes the rest: DRAM reads only that,
+    and the generator, working beside the reads, makes `hw.weight_generator` values a cycle of
+    the rest. `scanned`: the pairs the PEs' index matching ANDs (`hw.index_matching_bits` a
+    cycle each); the PEs take no less than all of them spread over every PE. `slices` > 0: the
+    search of a reduction dealt to that many clusters (`partition` "reduction",
+    `mappings.planner`), `ps` the whole reduction's: each cluster is sent its slice of both
+    operands (unicast, the sum of the slices' bytes the block's) and sends back a partial sum of
+    every output of the tile; its busiest PE is estimated as the busiest of one cluster doing
+    the whole reduction, over `slices` (the planner's rows count each slice's own).
+    `out_ratio`: the whole output's bytes in its format over its dense bytes
+    (`written_ratio`): a speculated layer writes only the outputs predicted non-zero. The
+    results had been taken dense, which hid a slower dealing of the MACs behind DRAM time
+    that no tile spends (Trainer's stem dealt by rows, 1.8x the cycles by channels).
     """
     a_elems = int(ps.channel_operand.elems[0]) if len(ps.channel_operand.elems) else 0
     eb = hw.element_bytes
@@ -604,9 +607,10 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                                              lambda: count_total(processed))
     scan_time = scanned / (hw.pes * hw.index_matching_bits) if scanned else 0.0
     ideal_compute = max(macs / (hw.pes * hw.macs_per_pe_per_cycle), scan_time)
-    # the results, whatever the tile: gathered over the port and written to DRAM, taken
-    # dense here (the rows count them in their format)
-    out_bytes = a * n_img * n_rows * length * eb
+    # the results, whatever the tile: gathered over the port and written to DRAM, at the
+    # whole output's bytes in its format over dense (`out_ratio`; the rows count each tile's)
+    dense_out = a * n_img * n_rows * length * eb
+    out_bytes = dense_out * out_ratio
     out_dram = out_bytes if hw.output_to_dram else 0
     orders = {"auto": (False, True), "weight_stationary": (False,),
               "input_stationary": (True,)}[hw.dataflow]
@@ -615,7 +619,7 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     partitions = (("reduction",) if slices else
                   tuple(p for p in hw.partitions if p != "reduction") or ("channels",))
     one_cluster = replace(hw, clusters=1)   # a reduction's slice: all the tile's channels
-    gathered = out_bytes * hw.psum_bytes // eb * slices if slices else out_bytes
+    gathered = dense_out * hw.psum_bytes // eb * slices if slices else out_bytes
     best: dict[str, tuple] = {}   # estimate -> (key, shape)
     for images, rows in blocks:
         i0, i1, r0, r1 = _blocks(TileShape(1, images, rows), n_img, n_rows)
@@ -1000,10 +1004,27 @@ def stored_weight_bytes(layer: LayerCapture, kept: torch.Tensor, hw: HardwareVie
 def written_bytes(layer: LayerCapture, phase: int, hw: HardwareView) -> int:
     """Bytes of FF's or BP's whole output, every channel, as its tiles would write it: in the
     activation format from `_written_map`, else dense."""
-    written = _written_map(layer, phase, hw)
-    if written is None:
+    stats = written_stats(layer, phase, hw)
+    if stats is None:
         return (layer.dy_nz if phase == FF else layer.x_nz).numel() * hw.element_bytes
-    return int(operand_bytes(hw.activation_format, map_stats(written), hw.element_bytes)[0])
+    return int(operand_bytes(hw.activation_format, stats, hw.element_bytes)[0])
+
+
+def written_stats(layer: LayerCapture, phase: int, hw: HardwareView) -> BlockStats | None:
+    """FF's or BP's whole output as its tiles write it, as non-zero statistics (one block,
+    as a vector layer's); None: written dense (`_written_map`)."""
+    written = _written_map(layer, phase, hw)
+    return None if written is None else map_stats(written,
+                                                  rle=hw.activation_format == "rle")
+
+
+def written_ratio(layer: LayerCapture, phase: int, hw: HardwareView) -> float:
+    """FF's or BP's whole output, bytes as written over dense bytes: what the tile search
+    takes for the results' moves (WG's dW: 1, taken dense)."""
+    if phase == WG:
+        return 1.0
+    dense = (layer.dy_nz if phase == FF else layer.x_nz).numel() * hw.element_bytes
+    return written_bytes(layer, phase, hw) / dense if dense else 1.0
 
 
 def _written_map(layer: LayerCapture, phase: int, hw: HardwareView) -> torch.Tensor | None:

@@ -13,8 +13,9 @@ ReLU's output.
 Activations and gradients take their bytes in the activation format, from their captured
 non-zeros, as the conv/linear layers' operands do. A fused ReLU's BP (the mask) is applied
 on the stream where its consumer reads the gradient, so the layer before it reads the
-gradient as it was written: masked only when the layer that wrote it skips ReLU-masked
-gradients (`skip_relu_masked_gradients`). The mask itself, a bit an element, is read by
+gradient as it was written: masked only when the layer that wrote it is a conv/linear layer
+that skips ReLU-masked gradients (`skip_relu_masked_gradients`); a pooling writes it
+unmasked. The mask itself, a bit an element, is read by
 no tile (a known omission, some 1/16 of a dense fp16 dY's bytes): an unfused ReLU's BP
 reads it.
 
@@ -212,10 +213,25 @@ def stored_second_gradients(vectors: list[VectorCapture], hw: HardwareView
 def _stored_gradient(vectors: list[VectorCapture], j: int, own: BlockStats | None,
                      hw: HardwareView) -> BlockStats | None:
     """The gradient of layer j's output as stored: the one a fused ReLU after it received,
-    unless masked as written; else `own` (the gradient as the reader received it)."""
-    if _fused_relu_follows(vectors, j, hw) and not hw.skip_relu_masked_gradients:
+    unless masked as written (`_written_masked`); else `own` (the gradient as the reader
+    received it)."""
+    if _fused_relu_follows(vectors, j, hw) and not _written_masked(vectors, j + 1, hw):
         return vectors[j + 1].dy_stats
     return own
+
+
+def _written_masked(vectors: list[VectorCapture], r: int, hw: HardwareView) -> bool:
+    """Whether the gradient the ReLU `vectors[r]` receives was written ReLU-masked: by a
+    conv/linear layer's BP that skips ReLU-masked gradients (`skip_relu_masked_gradients`),
+    as is a fused fork's sum, which the block's first conv writes. A vector layer after the
+    ReLU (a pooling, a fork not fused) writes it unmasked: it had been read as masked, fewer
+    bytes than were written."""
+    if not hw.skip_relu_masked_gradients:
+        return False
+    nxt = vectors[r + 1] if r + 1 < len(vectors) else None
+    if nxt is None or nxt.after != vectors[r].after:
+        return True   # a conv/linear layer takes the ReLU's output
+    return nxt.kind == "fork" and hw.fused_residual and nxt.sum_writer is not None
 
 
 def _add_follows(vectors: list[VectorCapture], i: int) -> bool:

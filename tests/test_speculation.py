@@ -252,3 +252,53 @@ def test_a_design_without_speculator_needs_no_predictions():
     assert one.layers.equals(other.layers)
     with pytest.raises(ValueError, match="design needs"):
         simulate("t", load_arch(ARCH / "trainer.yaml"), without)
+
+
+def test_what_follows_a_speculated_layer_reads_what_it_wrote(tmp_path):
+    """configs/models/tiny_cnn.py on trainer.yaml (bitmap activations, speculation, BP that
+    skips ReLU-masked gradients), each phase's data through DRAM (inter-layer reuse off).
+    The stem's conv is speculated: its FF writes only the outputs predicted non-zero, and
+    its batch norm reads exactly those bytes in FF, and again in BP beside its dY; it had
+    read the exact output, dense before its ReLU (1,024 B of bitmap + 2 B x 8,192). Its dY
+    is what the max pool's BP wrote, unmasked: a pooling does not skip ReLU-masked
+    gradients (it had been read as masked, fewer bytes than were written)."""
+    import desim
+
+    (tmp_path / "e.yaml").write_text(f"""
+name: e
+workload: {{model: {ARCH.parent / 'models' / 'tiny_cnn.py'}:tiny_cnn, model_args: {{width: 16}},
+           input_shape: [3, 16, 16], batch: 2, data: random, num_classes: 10}}
+runs:
+  - {{name: trainer, arch: {ARCH / 'trainer.yaml'}}}
+baseline: trainer
+""")
+    result = desim.run(tmp_path / "e.yaml", ["observe.tiles=true",
+                                              "arch.*.mapping.inter_layer_reuse=false"])
+    moved = result.tiles.groupby(["layer", "phase"])[["dram_read_bytes",
+                                                      "dram_write_bytes"]].sum()
+    read, written = moved["dram_read_bytes"], moved["dram_write_bytes"]
+    conv_out = written["stem.0", "FF"]
+    assert conv_out < 1024 + 2 * 8192 * 3 // 4   # the prediction left a good part out
+    assert read["stem.1", "FF"] == conv_out
+    assert read["block.body.1", "FF"] == written["block.body.0", "FF"]
+    assert read["stem.1", "BP"] == conv_out + written["stem.3", "BP"]
+
+
+def test_the_tile_search_takes_a_speculated_output_at_its_written_bytes():
+    """`written_ratio`, what the tile search takes the results' moves to be over dense: a
+    speculated conv + ReLU writes in bitmap ceil(E / 8) + 2 B a non-zero of the outputs both
+    the ReLU and the prediction keep; without speculation, those the ReLU keeps; WG's dW is
+    taken dense."""
+    from mappings.tiling import written_ratio
+
+    layer = _speculated_layer()
+    flags = dict(activation_format="bitmap", fused_relu=True)
+    spec = HardwareView(**HW, **flags, speculate_relu_outputs=True)
+    plain = HardwareView(**HW, **flags)
+    elems = layer.y_nz.numel()
+    kept = int((layer.y_relu_nz & layer.y_spec).sum())
+    assert 0 < kept < int(layer.y_relu_nz.sum())
+    assert written_ratio(layer, FF, spec) == (-(-elems // 8) + 2 * kept) / (2 * elems)
+    assert written_ratio(layer, FF, plain) == (
+        (-(-elems // 8) + 2 * int(layer.y_relu_nz.sum())) / (2 * elems))
+    assert written_ratio(layer, WG, spec) == 1.0
