@@ -109,12 +109,34 @@ def test_vector_layers_capture_their_gradients_and_read_and_write_them_in_format
     bn_in = model[0](x)
     assert read == bitmap(bn_in) + bitmap(grads["relu"][1])
     assert write == bitmap(grads["bn"][0])
+    # A design whose convs' BP skips ReLU-masked gradients: the max pool, not a conv, wrote
+    # the ReLU's dY, unmasked, and that is what the batch norm reads.
     masked = HardwareView(**{**hw.__dict__, "skip_relu_masked_gradients": True})
-    assert stored_gradients(vectors, masked)[0] is v_bn.dy_stats
+    assert stored_gradients(vectors, masked)[0] is v_relu.dy_stats
     read, write, _ = vector_traffic(v_pool, BP, hw, stored_dy=stored[2])
     assert read == bitmap(grads["pool"][1]) + -(-v_pool.in_elems // 8)
     assert write == bitmap(grads["pool"][0])
     assert write < 2 * v_pool.in_elems  # max pooling's dX: one non-zero per window at most
+
+
+def test_a_relus_gradient_is_read_masked_only_where_a_conv_wrote_it_masked():
+    """conv -> BN -> ReLU -> conv: the second conv's BP writes the ReLU's dY. On a design
+    whose convs' BP skips ReLU-masked gradients it writes dX only where its input X (the
+    ReLU's output) is non-zero: the ReLU's dX, the batch norm's dY, which the batch norm
+    reads; otherwise it writes it unmasked, the ReLU's dY, and the batch norm reads that
+    (the mask applied as it reads)."""
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.Conv2d(4, 2, 3, padding=1))
+    vectors: list[VectorCapture] = []
+    capture(model, torch.randn(2, 3, 8, 8), torch.ones(2, 2, 8, 8),
+            loss_fn=lambda out, t: (out * t).sum(), vectors=vectors)
+    v_bn, v_relu = vectors
+    assert int(v_bn.dy_stats.nnz[0]) < int(v_relu.dy_stats.nnz[0])  # the ReLU masks it
+    hw = HardwareView(**HW, activation_format="bitmap", vector_lanes=8, fused_batchnorm=True)
+    masked = HardwareView(**{**hw.__dict__, "skip_relu_masked_gradients": True})
+    assert stored_gradients(vectors, hw)[0] is v_relu.dy_stats
+    assert stored_gradients(vectors, masked)[0] is v_bn.dy_stats
 
 
 def test_average_pooling_reads_its_gradient_alone_and_max_pooling_its_argmax_too():

@@ -115,8 +115,8 @@ def check_markdown(results_dir: Path, out: Path) -> tuple[Path, Path]:
     share = 100 * runs["hppu"]["units"]["vector_unit"]["cycles"] / runs["hppu"]["cycles"]
     assert 10 < share < 60  # batch norms and adds: a share weight pruning does not shrink
     assert re.search(rf"\| hppu \| hppu_like \|.* \| {share:.0f} \| ", text)
-    assert "| `noc_pj_per_bit_hop` | 0.252 | 0.252 |" in text  # 0.5 at 45 nm, 28 nm's C V^2
-    assert "| `selector_pj_per_entry` | - | 0.01512 |" in text  # only hppu_like has one
+    assert "| `noc_pj_per_bit_hop` | 0.2489 | 0.2489 |" in text  # 0.4 at 45 nm x 28/45
+    assert "| `selector_pj_per_entry` | - | 0.01867 |" in text  # only hppu_like has one
     # the processors compared, elaborated from config.json: 16 x 16 PEs x 4 MACs each
     assert "| processor | dense | hppu |" in text and "| MACs / cycle | 1,024 | 1,024 |" in text
     assert "| DRAM peak (GB/s) | 19.21 | 19.21 |" in text  # narrower than DRAM: the port
