@@ -45,6 +45,12 @@ FR-FCFS reordering within a transaction beyond open-row reuse (ACTs issue in str
 request queue limits, no ranks, no tRTP (read-to-precharge; hidden behind tRAS for these
 presets), no self refresh, no per-bank refresh, no I/O or termination energy
 (IDD core currents only), and for LPDDR4 only the VDD2 rail (VDD1 and VDDQ are left out).
+No overlap of transactions: the controller serves one to its last data beat before taking
+the next, and each requester (the fetch, the write-back) has one in flight, so each pays its
+CL (CWL) and first ACT again, which a controller with several requests queued would hide
+under the data before. Tile-sized transfers so fall short of the streaming bandwidth (over
+HBM2's 8 channels, 16 KiB ones reach 161 of 239 GB/s, 4 KiB ones 47%; one DDR4 channel,
+4 KiB ones 93%), the larger share the more channels a transfer is split over.
 
 Sources
 -------

@@ -87,7 +87,9 @@ class LayerCapture:
 
     @property
     def macs(self) -> int:
-        """Nominal multiply-accumulates of one phase: N*K*(C/g)*R*S*P*Q."""
+        """The layer's index space, N*K*(C/g)*R*S*P*Q: the conventional MAC count, padding
+        included. The MACs desim reports are the phases' `nominal` ones (mappings.counting),
+        which leave out the pairs with a padding operand."""
         n, k, p, q = self.dy_nz.shape
         _, cg, r, s = self.w_nz.shape
         return n * k * cg * r * s * p * q

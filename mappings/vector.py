@@ -15,9 +15,12 @@ non-zeros, as the conv/linear layers' operands do. A fused ReLU's BP (the mask) 
 on the stream where its consumer reads the gradient, so the layer before it reads the
 gradient as it was written: masked only when the layer that wrote it is a conv/linear layer
 that skips ReLU-masked gradients (`skip_relu_masked_gradients`); a pooling writes it
-unmasked. The mask itself, a bit an element, is read by
-no tile (a known omission, some 1/16 of a dense fp16 dY's bytes): an unfused ReLU's BP
-reads it.
+unmasked. The mask itself, a bit an element, is read by no tile (a known omission, some 1/16
+of a dense fp16 dY's bytes): an unfused ReLU's BP reads it. A conv/linear layer right before
+a fused ReLU (no batch norm between: LeNet, VGG) reads its dY at the bytes of the masked
+gradient, the one it computes with, though a writer that does not mask wrote the unmasked
+one (a known omission: the capture keeps the masked map alone; a compressed activation
+format only, its MACs exact).
 
 A residual connection is two sums. Where the branches join (`add`), FF sums the operands
 (with a fused ReLU after it, the ReLU's output is what is stored); its BP is free, since each
