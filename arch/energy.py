@@ -12,8 +12,9 @@ Components count actions; this module prices them. Every figure names its source
 Not in Horowitz, stated assumptions:
 - fp8 MAC: the multiplier scales with the square of the significand width (E4M3: 4 bits
   against fp16's 11, so 1.1 * (4/11)^2 = 0.145 pJ) and the adder halves from fp16 (0.2 pJ).
-- ternary ("add-only") MAC: a weight in {-1, 0, +1} turns the MAC into one 8-bit add or
-  subtract of the activation: 0.03 pJ.
+- ternary ("add-only") MAC: a weight in {-1, 0, +1} turns the MAC into one add or subtract
+  of the activation, no multiply: at an 8-bit accumulator 0.03 pJ, at an int32 one (as
+  ternary_pe_wise.yaml's) Horowitz's 32-bit add, 0.1 pJ.
 - NoC: 0.4 pJ per bit per hop: a 1 mm link at 0.1 pJ/bit/mm (full-swing repeated wire;
   Park et al., DATE 2013, measure 40.4 fJ/bit/mm for a low-swing 45 nm mesh datapath) plus
   0.3 pJ/bit for the router's buffer, crossbar and arbitration (assumption). Checked against

@@ -30,7 +30,6 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-import numpy as np
 from pydantic import PositiveInt
 
 from desim.configio import Strict
@@ -81,18 +80,3 @@ def layer_cycles(cfg: SystolicConfig, m: int, n: int, k: int, groups: int = 1) -
     return groups * gemm_cycles(cfg.rows, cfg.cols, cfg.dataflow, m, n, k)
 
 
-def apportion(weights: np.ndarray, total: int) -> np.ndarray:
-    """Split `total` cycles over tiles in proportion to `weights` (their MACs), as integers
-    summing exactly to `total` (largest remainders); equal shares when every weight is 0."""
-    weights = np.asarray(weights, dtype=np.float64)
-    n = len(weights)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    if weights.sum() <= 0:
-        weights = np.ones(n)
-    exact = weights / weights.sum() * total
-    out = np.floor(exact).astype(np.int64)
-    short = int(total - out.sum())
-    if short > 0:
-        out[np.argsort(-(exact - out), kind="stable")[:short]] += 1
-    return out

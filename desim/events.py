@@ -72,3 +72,24 @@ def holds_result(gather_bytes: T, dram_write_bytes: T) -> T:
     reduction whose partial sums stay in the PEs does neither). Of one row's values, as the
     accelerator runs it, or of a table's columns, as the mapper's estimate follows it."""
     return (gather_bytes > 0) | (dram_write_bytes > 0)
+
+
+def apportion(weights: np.ndarray, total: int) -> np.ndarray:
+    """Split `total` (cycles, MACs) over tiles in proportion to `weights` (their MACs), as
+    integers summing exactly to `total` (largest remainders); equal shares when every
+    weight is 0."""
+    weights = np.asarray(weights, dtype=np.float64)
+    n = len(weights)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    if weights.sum() <= 0:
+        weights = np.ones(n)
+    exact = weights / weights.sum() * total
+    out = np.floor(exact).astype(np.int64)
+    short = int(total - out.sum())   # (float rounding may overshoot by one)
+    order = np.argsort(-(exact - out), kind="stable")
+    if short > 0:
+        out[order[:short]] += 1
+    elif short < 0:
+        out[order[short:]] -= 1
+    return out

@@ -23,11 +23,11 @@ import torch
 
 from arch.accelerator import Accelerator
 from arch.config import ArchConfig, priced_actions
-from arch.systolic import SystolicConfig, apportion, layer_cycles
+from arch.systolic import SystolicConfig, layer_cycles
 from desim.clock import PS_PER_S, Clock, cycles_until
 from desim.elaborate import design_error, elaborate, workload_set_note
 from desim.errors import ConfigError
-from desim.events import DEALT, PHASES, TILE_DTYPE
+from desim.events import DEALT, PHASES, TILE_DTYPE, apportion
 from desim.experiment import Experiment, ObserveSpec, RunSpec, load_experiment
 from desim.hardware_view import hardware_view
 from desim.module import Simulator

@@ -17,6 +17,7 @@ event rows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from itertools import pairwise
 
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 from desim.errors import ConfigError
-from desim.events import DEALT, empty_table
+from desim.events import DEALT, apportion, empty_table
 from mappings.capture import LayerCapture
 from mappings.counting import (
     BP,
@@ -83,6 +84,27 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     pruned_grads_unused = pruned_grads_unused and layer.weight_is_parameter
     if circulant_block and not layer.weight_is_parameter:
         circulant_block = 0
+    layer, before, after = _compacted(layer, phase, hw, policy, pruned_grads_unused,
+                                      circulant_block)
+    table, totals = _tile_phase(layer, layer_index, phase, hw, policy, where,
+                                pruned_grads_unused, circulant_block, input_resident, counted)
+    # The nominal MACs are the whole layer's, what channel compaction leaves out too: every
+    # channel of the reduction takes the same pairs (its compacted ones `before / after` of
+    # them, exactly), and the totals hold every output channel. The tiles are credited the
+    # pairs no tile computes in proportion to their own (they had summed to the compacted
+    # layer's alone: a compacted phase's MACs read lower than the same layer's elsewhere).
+    full = totals["macs"] * before // after
+    if len(table) and int(table["macs"].sum()) != full:
+        table = table.copy()
+        table["macs"] = apportion(table["macs"], full)
+    return table, {**totals, "macs": full}
+
+
+def _tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareView,
+                policy: SkipPolicy, where: str, pruned_grads_unused: bool,
+                circulant_block: int, input_resident: bool, counted: dict | None
+                ) -> tuple[np.ndarray, dict]:
+    """`tile_phase` of a layer as compacted."""
     resident = (input_resident and phase != WG, input_resident and phase == WG)
     kept = {} if counted is None else counted
     split = _wg_split(layer, hw, resident[1]) if phase == WG else None
@@ -344,10 +366,17 @@ def _sum_maps(maps: list[tuple]) -> tuple:
 
 def _slice_reduction(layer: LayerCapture, phase: int, c0: int, c1: int) -> LayerCapture:
     """FF: input channels [c0, c1) (of X and W); BP: output channels [c0, c1) (of dY and W)."""
-    def cut(t: torch.Tensor | None, dim: int) -> torch.Tensor | None:
-        return None if t is None else t.narrow(dim, c0, c1 - c0)
+    return _reduction_part(layer, phase, lambda t, dim: t.narrow(dim, c0, c1 - c0))
 
-    if phase == FF:
+
+def _reduction_part(layer: LayerCapture, phase: int,
+                    take: Callable[[torch.Tensor, int], torch.Tensor]) -> LayerCapture:
+    """The layer with `take` applied to its reduction's channels: FF's and WG's input
+    channels (of X and W), BP's output channels (of dY and W)."""
+    def cut(t: torch.Tensor | None, dim: int) -> torch.Tensor | None:
+        return None if t is None else take(t, dim)
+
+    if phase in (FF, WG):
         return replace(layer, x_nz=cut(layer.x_nz, 1), w_nz=cut(layer.w_nz, 1),
                        x_valid=cut(layer.x_valid, 1), w_tracked=cut(layer.w_tracked, 1),
                        dx_nz=cut(layer.dx_nz, 1))
@@ -356,6 +385,29 @@ def _slice_reduction(layer: LayerCapture, phase: int, c0: int, c1: int) -> Layer
                    y_nz=cut(layer.y_nz, 1), y_relu_nz=cut(layer.y_relu_nz, 1),
                    y_folded_nz=cut(layer.y_folded_nz, 1),
                    y_folded_relu_nz=cut(layer.y_folded_relu_nz, 1))
+
+
+def _compacted(layer: LayerCapture, phase: int, hw: HardwareView, policy: SkipPolicy,
+               pruned_grads_unused: bool, circulant_block: int
+               ) -> tuple[LayerCapture, int, int]:
+    """Channel compaction of the reduction's input (`hw.channel_compaction`): the layer
+    without the channels whose weights are all pruned, with the channel counts before and
+    after. FF and WG drop such input channels of X (WG only when it skips pruned weights'
+    gradients: their dW is all it would make of them), BP such output channels of dY: no
+    output needs them, so they are not read, sent, scanned or dealt a PE, as HPPU's level-1
+    selector and a loop bound over the active channels do. Only output channels had been
+    compacted: X's pruned channels crossed DRAM, the NoC and the selector for nothing. Not
+    for a grouped or FFT-domain layer, whose reduction is not cut."""
+    c = layer.w_nz.shape[0 if phase == BP else 1]
+    masked_wg = policy.pruned_weight_gradients and pruned_grads_unused
+    if (not hw.channel_compaction or layer.groups != 1 or circulant_block
+            or (phase == WG and not masked_wg)):
+        return layer, c, c
+    active = torch.nonzero(layer.w_nz.any(dim=(1, 2, 3) if phase == BP else (0, 2, 3)))[:, 0]
+    if len(active) in (0, c):
+        return layer, c, c
+    return _reduction_part(layer, phase, lambda t, dim: t.index_select(dim, active)), c, len(
+        active)
 
 
 def _count_maps(part: LayerCapture, phase: int, hw: HardwareView, policy: SkipPolicy,

@@ -129,6 +129,35 @@ def test_channel_compaction_balances_what_pruning_leaves(whole_phase_tiles):
     assert t_tight["busiest_pe_macs"].sum() * 2 == t_loose["busiest_pe_macs"].sum()
 
 
+@pytest.mark.parametrize("phase", [FF, WG])
+def test_channel_compaction_leaves_pruned_input_channels_unread(phase, whole_phase_tiles):
+    """A 6 -> 8 conv on 10 x 10 maps, batch 2, two of its six input channels pruned (W[:,
+    c] all zero), on a dense-data design with channel compaction, one tile: FF's and WG's
+    stream X is read from DRAM and multicast for the 4 active channels only, 2 x 4 x 10 x 10
+    x 2 B = 1,600 B (it had been all 6: 2,400 B), and the processed MACs are theirs, 2 x 8 x
+    4 x 9 x 8 x 8. The nominal MACs stay the whole layer's, 6 channels' (N K C R S P Q),
+    in the totals and over the tiles. Without compaction, all 6 channels' X is read."""
+    layer = dense_capture(nn.Conv2d(6, K, R, bias=False), n=2)
+    layer.w_nz[:, [1, 4]] = False
+    flags = dict(skip_zero_weights=True, skip_pruned_weight_gradients=True)
+    tight = HardwareView(**{**DENSE_HW.__dict__, **flags, "channel_compaction": True})
+    loose = HardwareView(**{**DENSE_HW.__dict__, **flags})
+    policy = SkipPolicy(weights=True, pruned_weight_gradients=True)
+    p = H - R + 1
+    x_bytes = {ch: 2 * ch * H * H * 2 for ch in (4, 6)}
+    for hw, channels in ((tight, 4), (loose, 6)):
+        table, totals = tile_phase(layer, 0, phase, hw, policy, pruned_grads_unused=True)
+        assert len(table) == 1
+        stream = table["multicast_bytes"].sum()
+        assert stream == x_bytes[channels]
+        if phase == FF:
+            weights = K * channels * R * R * 2
+            assert table["dram_read_bytes"].sum() == x_bytes[channels] + weights
+        processed = totals["processed_macs"]
+        assert processed == table["processed_macs"].sum() == 2 * K * 4 * R * R * p * p
+        assert totals["macs"] == table["macs"].sum() == 2 * K * 6 * R * R * p * p
+
+
 def test_a_tile_larger_than_the_buffer_is_a_config_error():
     layer = dense_capture(nn.Conv2d(C, K, R, bias=False))
     tiny = HardwareView(clusters=4, pes_per_cluster=4, buffer_bytes=64, element_bytes=2)

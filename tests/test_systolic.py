@@ -16,12 +16,12 @@ import pytest
 
 from arch.systolic import (
     SystolicConfig,
-    apportion,
     folds_and_fold_cycles,
     gemm_cycles,
     layer_cycles,
 )
 from desim.errors import ConfigError
+from desim.events import apportion
 from desim.experiment import load_experiment
 from desim.runner import run
 from mappings.counting import BP, FF, WG

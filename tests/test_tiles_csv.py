@@ -44,9 +44,11 @@ def test_tiles_add_up_to_their_layer_phases(tmp_path):
 
 
 def test_a_compacting_designs_tiles_hold_only_the_channels_it_keeps(tmp_path):
-    """With channel compaction (HPPU's level-1 selector) a channel with no work has no tile:
-    the tiles still add up to the layer-phase's effectual and processed MACs, but their
-    nominal MACs leave the dropped channels out (layers.csv counts the dense layer). Channel
+    """With channel compaction (HPPU's level-1 selector) a channel with no work has no tile,
+    and a pruned input channel is not read. The tiles still add up to the layer-phase's
+    nominal, effectual and processed MACs: the nominal ones are the whole layer's, the same
+    as the dense run's (the pairs of the dropped channels credited to the tiles; they had
+    been left out, a compacted phase's MACs reading lower than the dense run's). Channel
     pruning of LeNet-300 at 50% leaves channels of a hidden layer's BP with no work."""
     experiment = lenet300_experiment(tmp_path / "lenet300.yaml", {
         "dense": {"method": "dense"}, "pruned": {"method": "channel", "sparsity": 0.5}})
@@ -57,10 +59,10 @@ def test_a_compacting_designs_tiles_hold_only_the_channels_it_keeps(tmp_path):
     sums = result.tiles.groupby(keys, sort=False)[
         ["macs", "effectual_macs", "processed_macs"]].sum().reset_index()
     layers = result.layers.merge(sums, on=keys, suffixes=("", "_of_tiles"))
-    for column in ("effectual_macs", "processed_macs"):
+    for column in ("macs", "effectual_macs", "processed_macs"):
         assert (layers[column] == layers[f"{column}_of_tiles"]).all(), column
-    assert (layers["macs_of_tiles"] <= layers["macs"]).all()
-    cut = layers[layers["macs_of_tiles"] < layers["macs"]]
-    assert set(cut["run"]) == {"pruned"} and len(cut) >= 1
-    # what a compacted layer-phase's tiles hold: its processed MACs, every kept MAC done
-    assert (cut["macs_of_tiles"] == cut["processed_macs"]).all()
+    by_run = {run: rows.set_index(["layer", "phase"]) for run, rows in layers.groupby("run")}
+    assert (by_run["pruned"]["macs"] == by_run["dense"]["macs"]).all()
+    # the compacted phases do half the pairs or fewer: what pruning left them
+    pruned = by_run["pruned"]
+    assert (pruned["processed_macs"] <= pruned["macs"] // 2 + 1).sum() >= 1
