@@ -406,8 +406,8 @@ def _compacted(layer: LayerCapture, phase: int, hw: HardwareView, policy: SkipPo
     active = torch.nonzero(layer.w_nz.any(dim=(1, 2, 3) if phase == BP else (0, 2, 3)))[:, 0]
     if len(active) in (0, c):
         return layer, c, c
-    return _reduction_part(layer, phase, lambda t, dim: t.index_select(dim, active)), c, len(
-        active)
+    compacted = _reduction_part(layer, phase, lambda t, dim: t.index_select(dim, active))
+    return compacted, c, len(active)
 
 
 def _count_maps(part: LayerCapture, phase: int, hw: HardwareView, policy: SkipPolicy,
