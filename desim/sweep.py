@@ -61,7 +61,7 @@ from rich.markup import escape
 
 from desim.errors import ConfigError, fail
 from desim.options import path_given
-from desim.results import provenance, writable_folder
+from desim.results import provenance, writable_folder, write_json
 from desim.sweep_dask import (
     ClusterFailed,
     SchedulerLost,
@@ -321,7 +321,6 @@ def _compute(path: Path, out: Path, base: list[str], todo: list[Point], client: 
 def _finish(out: Path, point: Point, sets: list[str], experiment: Experiment | None,
             result: dict[str, Any], log: _Log, bar: _Bar) -> None:
     """Write the point's file (atomically: the point is done exactly when it exists)."""
-    from desim.results import write_json
     from desim.runner import resolved_config
 
     # config.json's, as `desim run` with `sets` writes it: the base --set items included
@@ -362,15 +361,11 @@ def _check_manifest(out: Path, path: Path, base: list[str]) -> str:
 def _write_manifest(out: Path, path: Path, base: list[str], spec: SweepSpec,
                     points: list[Point], current: str) -> None:
     """DIR/sweep.json: what the folder is a sweep of (`current`: `_check_manifest`'s)."""
-    from desim.results import write_json
-
     manifest = out / "sweep.json"
     # writes cut short by a kill: point files, captures (large), the table, the plots
     for folder in (out / "points", out / "cache", out):
         for stale in folder.glob(".*.tmp"):
             stale.unlink(missing_ok=True)
-    from desim.runner import provenance
-
     write_json(manifest, {"experiment": str(path.resolve()), "fingerprint": current,
                           "desim": provenance(),  # the code its points were computed by
                           "overrides": base, "sweep": spec.model_dump(mode="json"),

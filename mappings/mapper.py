@@ -26,6 +26,7 @@ from desim.errors import ConfigError, out_of_memory_as
 from desim.events import PHASES
 from mappings.capture import LayerCapture, PackedLayer
 from mappings.counting import BP, FF, WG, WU, SkipPolicy
+from mappings.formats import BlockStats
 from mappings.pipeline import plan_key
 from mappings.planner import tile_phase
 from mappings.target import HardwareView
@@ -137,8 +138,10 @@ class PhaseMapper:
         self.stored_dy = stored_gradients(workload.vectors, hw)  # ... and reads as dY in BP
         self.stored_second = stored_second_gradients(workload.vectors, hw)  # a fork's other
         # The vector layer that reads a speculated layer's output (a batch norm between it and
-        # its ReLU): it reads what that layer wrote, the outputs predicted non-zero.
-        self.reads_speculated = _reads_speculated(workload, hw)
+        # its ReLU): it reads what that layer wrote, the outputs predicted non-zero (their
+        # statistics, counted once: FF, BP and any re-map read the same)
+        self.reads_speculated: dict[int, BlockStats | None] = dict.fromkeys(
+            _reads_speculated(workload, hw))
         # At inference, the layers whose batch norm is folded into their weights: they write
         # the norm's output (or its ReLU's), not their own.
         self.folded = ({v.after for v in workload.vectors if v.foldable}
@@ -176,8 +179,9 @@ class PhaseMapper:
             if vector.foldable and self.workload.spec.inference:
                 return None  # folded into the weights of the layer before it
             if v in self.reads_speculated:
-                written = written_stats(self.layer(vector.after), FF, hw)
-                vector = replace(vector, in_stats=written or vector.in_stats)
+                if self.reads_speculated[v] is None:
+                    self.reads_speculated[v] = written_stats(self.layer(vector.after), FF, hw)
+                vector = replace(vector, in_stats=self.reads_speculated[v] or vector.in_stats)
             table = vector_tiles(vector, layer_id, phase, hw, self.stored[v], self.stored_dy[v],
                                  input_resident, self.stored_second[v])
             if not len(table):

@@ -119,6 +119,9 @@ def _tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareV
     # what the tiler derives from each chunk's maps and part (its outputs per row block and
     # PE, ...): it depends on neither the order nor the budget, so orders and re-maps share it
     cache = kept.setdefault("tiling", {})
+    if "out_ratio" not in kept:  # the output's bytes as written over dense: every plan's
+        kept["out_ratio"] = written_ratio(layer, phase, hw)
+    out_ratio = kept["out_ratio"]
     # a reduction dealt to the clusters: its slices, and once counted their maps and
     # operand statistics (kept, as the plans are, for a re-map under another budget)
     across = kept.setdefault("across", {})
@@ -151,7 +154,8 @@ def _tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareV
                     tiled = _tile_plan(
                         parts, maps, shaped, channels, order, layer_index, phase, hw, policy,
                         where, pruned_grads_unused, circulant_block, built, resident, cache,
-                        bound=None if best is None else best[0][0], chunk_macs=macs)
+                        bound=None if best is None else best[0][0], chunk_macs=macs,
+                        out_ratio=out_ratio)
                 except ConfigError as err:
                     errors.append(err)
                     continue
@@ -173,7 +177,8 @@ def _tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareV
         maps, shaped = across[split][1]
         try:
             chosen(_tile_across(layer, slices, maps, shaped, channels, layer_index, phase, hw,
-                                policy, where, pruned_grads_unused, resident, cache),
+                                policy, where, pruned_grads_unused, resident, cache,
+                                out_ratio),
                    len(slices), ACROSS)
         except ConfigError as err:
             errors.append(err)
@@ -518,7 +523,8 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                hw: HardwareView, policy: SkipPolicy, where: str, pruned_grads_unused: bool,
                circulant_block: int, built: dict,
                resident: tuple[bool, bool] = (False, False), cache: dict | None = None,
-               bound: float | None = None, chunk_macs: list[float] | None = None
+               bound: float | None = None, chunk_macs: list[float] | None = None,
+               out_ratio: float = 1.0
                ) -> tuple[np.ndarray, int, int, int, tuple, TileShape] | None:
     """The event rows of one plan (its chunks in `order`), the weight bytes it reads, the
     bytes of its final outputs, the buffer budget its tiles need, the rows' `plan_key`
@@ -529,7 +535,9 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
     Chunks outermost pass partial sums between chunks: they go to the PEs' accumulators
     with a tile and come back after it, dense at the accumulator's precision, through the
     global buffer (KEPT) and also DRAM (SPILLED). `resident`: whether the stream and the
-    channel operand are already in the buffer (`tile_part`)."""
+    channel operand are already in the buffer (`tile_part`). `out_ratio`: the phase's output
+    as written over dense (`written_ratio`; 1 for a dense format), the tile search's
+    estimate of the results."""
     _, n_img, n_rows, length = maps[0][2].shape
     tiling_hw, psum_share = hw, 0
     n = len(parts)
@@ -554,7 +562,7 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                          psums_sent=psums_sent, psums_dram=psums_dram, cache=cache,
                          tracked=tracked,
                          scanned=0.0 if maps[0][4] is None else float(maps[0][4].sum()),
-                         out_ratio=written_ratio(parts[0], phase, hw))
+                         out_ratio=out_ratio)
     best = None
     for shape in shapes:   # the tile search's candidates, decided on their own rows
         need = psum_share + tile_bytes(shape, ps, win, (n_rows, length),
@@ -621,7 +629,7 @@ ACROSS_SUMMED = ("dram_read_bytes", "weight_read_bytes", "dram_write_bytes", "gl
 def _tile_across(layer: LayerCapture, slices: list[LayerCapture], maps: list[tuple],
                  shaped: list[tuple], channels: torch.Tensor, layer_index: int, phase: int,
                  hw: HardwareView, policy: SkipPolicy, where: str, pruned_grads_unused: bool,
-                 resident: tuple[bool, bool], cache: dict
+                 resident: tuple[bool, bool], cache: dict, out_ratio: float
                  ) -> tuple[np.ndarray, int, int, int, tuple, TileShape]:
     """`_tile_plan` of a reduction dealt to the clusters, a slice a cluster (`slices`, their
     count maps and operand statistics): the tile search on the whole reduction
@@ -634,8 +642,7 @@ def _tile_across(layer: LayerCapture, slices: list[LayerCapture], maps: list[tup
                          stream_resident=resident[0], channel_resident=resident[1],
                          processed=_sum_maps(maps)[2], cache=cache,
                          tracked=tracked_weights(layer, phase, ps, hw, 0, cache),
-                         scanned=scanned, slices=len(slices),
-                         out_ratio=written_ratio(layer, phase, hw))
+                         scanned=scanned, slices=len(slices), out_ratio=out_ratio)
     best = None
     for shape in shapes:
         need = tile_bytes(shape, ps, win, (n_rows, length), int(ps.channel_operand.elems[0]),

@@ -231,23 +231,28 @@ def _written_masked(vectors: list[VectorCapture], r: int, hw: HardwareView) -> b
     bytes than were written."""
     if not hw.skip_relu_masked_gradients:
         return False
-    nxt = vectors[r + 1] if r + 1 < len(vectors) else None
+    nxt = _next(vectors, r)
     if nxt is None or nxt.after != vectors[r].after:
         return True   # a conv/linear layer takes the ReLU's output
     return nxt.kind == "fork" and hw.fused_residual and nxt.sum_writer is not None
 
 
+def _next(vectors: list[VectorCapture], i: int) -> VectorCapture | None:
+    """The vector layer after layer i in forward order; None after the last."""
+    return vectors[i + 1] if i + 1 < len(vectors) else None
+
+
 def _add_follows(vectors: list[VectorCapture], i: int) -> bool:
     """Whether layer i's output is the operand an add takes last (the next vector layer is an
     add, after the same conv/linear layer)."""
-    nxt = vectors[i + 1] if i + 1 < len(vectors) else None
+    nxt = _next(vectors, i)
     return nxt is not None and nxt.kind == "add" and nxt.after == vectors[i].after
 
 
 def _fused_relu_follows(vectors: list[VectorCapture], i: int, hw: HardwareView) -> bool:
     """Whether layer i's output goes straight into a fused ReLU (the next vector layer,
     after the same conv/linear layer, of the output's size)."""
-    nxt = vectors[i + 1] if i + 1 < len(vectors) else None
+    nxt = _next(vectors, i)
     return (hw.fused_relu and nxt is not None and nxt.kind == "relu" and vectors[i].kind != "fork"
             and nxt.after == vectors[i].after and nxt.in_elems == vectors[i].out_elems)
 

@@ -56,7 +56,6 @@ class DropBack:
         if k < 0:
             raise ConfigError(f"DropBack k must be >= 0, got {k}", key="k")
         self.k = k
-        self.seed = seed
         self.shapes = {name: tuple(p.shape) for name, p in model_params.items()}
         self.scores = {
             name: torch.zeros(p.shape, dtype=torch.float64, device=p.device)
