@@ -204,8 +204,9 @@ def geometry_misfit(layer: LayerCapture, phase: int, hw: HardwareView,
     """What `tile_phase` would say if no plan of this layer-phase had a tile that fits the
     buffer, found from the layer's geometry alone (a tile's size does not depend on its
     sparsity), so before the trained model is captured: the smallest tile of the plan with
-    the finest reduction chunks (FF, BP; spilled partial sums take no buffer) or of WG's
-    chunks, under the whole buffer, as the mapper's first pass maps every phase. Channel
+    the finest reduction chunks (FF, BP; their partial sums spilled, `output_room`) or of
+    WG's chunks (innermost, the partial sums in the PEs), under the whole buffer, as the
+    mapper's first pass maps every phase. Channel
     compaction may leave a layer fewer channels than clusters: taken as one channel, so
     that the check never refuses what the mapper would map. `circulant`: the layer runs by
     FFT (its reduction is not split). None when it fits."""
@@ -218,13 +219,17 @@ def geometry_misfit(layer: LayerCapture, phase: int, hw: HardwareView,
         finest = max(MIN_CHUNK_CHANNELS, -(-c // 8))
         whole = layer.groups != 1 or circulant or finest >= c
         part = layer if whole else _slice_reduction(layer, phase, 0, finest)
+        room = 0 if whole else output_room(SPILLED, -(-c // finest), hw)
     ps, win = phase_shape(part, phase, hw)
     a, n_rows, length = {FF: (k, *layer.dy_nz.shape[2:]), BP: layer.x_nz.shape[1:],
                          WG: (k, cg, r * s)}[phase]
     if hw.channel_compaction:
         a = 1
-    _, need = smallest_tile(ps, win, a, n_rows, length, hw)
-    return None if need <= hw.buffer_bytes else misfit(ps, win, a, n_rows, length, hw, where)
+    if phase == WG:
+        room = 0
+    _, need = smallest_tile(ps, win, a, n_rows, length, hw, out_elem_bytes=room)
+    return (None if need <= hw.buffer_bytes
+            else misfit(ps, win, a, n_rows, length, hw, where, room))
 
 
 def _prepared_plans(plans: list[tuple], phase: int, hw: HardwareView, circulant_block: int = 0
@@ -294,6 +299,20 @@ KEPT = "kept"        # chunks outermost, partial sums kept in the global buffer 
 SPILLED = "spilled"  # chunks outermost, partial sums written to DRAM and read back
 ACROSS = "across"    # slices side by side, one a cluster, their partial sums added at the buffer
 MIN_CHUNK_CHANNELS = 8  # a narrower reduction chunk saves too little to be worth a plan
+
+
+def output_room(order: str, chunks: int, hw: HardwareView) -> int:
+    """The buffer bytes an output of a tile takes under a plan's `order` (0: its element's
+    bytes). Spilled partial sums pass through the buffer with each tile: read back from
+    DRAM at the accumulator's precision (every chunk but the first), and gathered back at
+    that precision (every chunk but the last, which gathers the final outputs). A
+    reduction dealt to the clusters adds each cluster's partial sum into a running sum at
+    the accumulator's precision. Kept partial sums have their own room (`_tile_plan`'s
+    `psum_share`), and chunks innermost keep theirs in the PEs."""
+    eb, psum = hw.element_bytes, hw.psum_bytes
+    if order == SPILLED and chunks > 1:
+        return psum + (max(psum, eb) if chunks > 2 else eb)
+    return max(psum, eb) if order == ACROSS else 0
 
 
 def _reduction_plans(layer: LayerCapture, phase: int, hw: HardwareView, policy: SkipPolicy,
@@ -554,6 +573,7 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                               "global buffer", key=BUFFER_KEY)
         tiling_hw = replace(hw, buffer_bytes=budget)
     ps, win = shaped[0]
+    room = output_room(order, n, hw)
     tracked = tracked_weights(parts[0], phase, ps, hw, circulant_block, cache)
     shapes = choose_tile(ps, win, len(channels), n_img, n_rows, length, tiling_hw, where,
                          weights=phase != WG and parts[0].weight_is_parameter,
@@ -562,12 +582,12 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                          psums_sent=psums_sent, psums_dram=psums_dram, cache=cache,
                          tracked=tracked,
                          scanned=0.0 if maps[0][4] is None else float(maps[0][4].sum()),
-                         out_ratio=out_ratio)
+                         out_ratio=out_ratio, out_elem_bytes=room)
     best = None
     for shape in shapes:   # the tile search's candidates, decided on their own rows
         need = psum_share + tile_bytes(shape, ps, win, (n_rows, length),
                                        int(ps.channel_operand.elems[0]), hw.element_bytes,
-                                       *resident)
+                                       *resident, out_elem_bytes=room)
         limit = bound if best is None else min(best[4][0], np.inf if bound is None else bound)
         rows = _plan_rows(parts, maps, shaped, channels, order, layer_index, phase, hw, policy,
                           pruned_grads_unused, circulant_block, built, resident, shape, cache,
@@ -642,11 +662,13 @@ def _tile_across(layer: LayerCapture, slices: list[LayerCapture], maps: list[tup
                          stream_resident=resident[0], channel_resident=resident[1],
                          processed=_sum_maps(maps)[2], cache=cache,
                          tracked=tracked_weights(layer, phase, ps, hw, 0, cache),
-                         scanned=scanned, slices=len(slices), out_ratio=out_ratio)
+                         scanned=scanned, slices=len(slices), out_ratio=out_ratio,
+                         out_elem_bytes=output_room(ACROSS, len(slices), hw))
     best = None
     for shape in shapes:
         need = tile_bytes(shape, ps, win, (n_rows, length), int(ps.channel_operand.elems[0]),
-                          hw.element_bytes, *resident)
+                          hw.element_bytes, *resident,
+                          out_elem_bytes=output_room(ACROSS, len(slices), hw))
         table, weight_bytes, out_bytes = _across_rows(
             slices, maps, shaped, channels, layer_index, phase, hw, policy,
             pruned_grads_unused, resident, shape, cache)

@@ -508,26 +508,29 @@ def clusters_holding(channels_in_block: np.ndarray, ka: int, hw: HardwareView) -
 
 def tile_bytes(shape: TileShape, ps: PhaseShape, win: _Window, out_rows_len: tuple[int, int],
                a_elems: int, eb: int, stream_resident: bool = False,
-               channel_resident: bool = False) -> int:
+               channel_resident: bool = False, out_elem_bytes: int = 0) -> int:
     """The buffer bytes of a tile's channel block, stream block and outputs; a resident
-    operand (inter-layer reuse) is already in the buffer, outside the tile."""
+    operand (inter-layer reuse) is already in the buffer, outside the tile. An output takes
+    `eb` bytes, or `out_elem_bytes` where partial sums pass through the buffer with the
+    tile (`mappings.planner.output_room`)."""
     n_rows, length = out_rows_len
     rows = min(shape.rows, n_rows)
     in_rows = win.rows_in
-    if shape.rows < n_rows:
-        h0, h1 = win(np.array([0]), np.array([rows]))
-        in_rows = int(h1[0] - h0[0])
+    if shape.rows < n_rows:  # the widest window of a block (the first's padding clips it)
+        r0 = np.arange(0, n_rows, rows)
+        h0, h1 = win(r0, np.minimum(r0 + rows, n_rows))
+        in_rows = int((h1 - h0).max())
     stream = 0 if stream_resident else shape.images * in_rows * ps.stream_row_elems
     out = shape.ka * shape.images * rows * length
     chan = 0 if channel_resident else shape.ka * a_elems
-    return (chan + stream + out) * eb
+    return (chan + stream) * eb + out * (out_elem_bytes or eb)
 
 
 def fits(shape: TileShape, ps: PhaseShape, win: _Window, out_rows_len: tuple[int, int],
          a_elems: int, eb: int, budget: int, stream_resident: bool = False,
-         channel_resident: bool = False) -> bool:
+         channel_resident: bool = False, out_elem_bytes: int = 0) -> bool:
     return tile_bytes(shape, ps, win, out_rows_len, a_elems, eb, stream_resident,
-                      channel_resident) <= budget
+                      channel_resident, out_elem_bytes) <= budget
 
 
 def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, length: int,
@@ -536,7 +539,7 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                 processed: torch.Tensor | None = None, psums_sent: float = 0.0,
                 psums_dram: float = 0.0, cache: dict | None = None,
                 tracked: Operand | None = None, scanned: float = 0.0, slices: int = 0,
-                out_ratio: float = 1.0) -> list[TileShape]:
+                out_ratio: float = 1.0, out_elem_bytes: int = 0) -> list[TileShape]:
     """The tile shapes and loop orders that minimise `hw.objective` (a small mapper search)
     under two estimates of time, the pipeline's and the bottleneck's (one shape when they
     agree); the planner builds both and keeps the one whose own rows estimate best.
@@ -582,7 +585,9 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     every output of the tile; its busiest PE is estimated as the busiest of one cluster doing
     the whole reduction, over `slices` (the planner's rows count each slice's own).
     `out_ratio`: the whole output's bytes in its format over its dense bytes
-    (`written_ratio`): a speculated layer writes only the outputs predicted non-zero. The
+    (`written_ratio`): a speculated layer writes only the outputs predicted non-zero.
+    `out_elem_bytes`: an output's room in the buffer where partial sums pass through it with
+    the tile (`tile_bytes`). The
     results had been taken dense, which hid a slower dealing of the MACs behind DRAM time
     that no tile spends (Trainer's stem dealt by rows, 1.8x the cycles by channels).
     """
@@ -637,7 +642,7 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
         for ka in ka_options:
             shape = TileShape(ka, images, rows)
             if not fits(shape, ps, win, (n_rows, length), a_elems, eb, hw.buffer_bytes,
-                        stream_resident, channel_resident):
+                        stream_resident, channel_resident, out_elem_bytes):
                 continue
             na = -(-a // ka)
             busiest_time = {}  # the PEs' time as the shape deals the MACs, when it matters
@@ -721,24 +726,25 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                         best[estimate] = (key, TileShape(ka, images, rows, outer, partition))
     if best:
         return list(dict.fromkeys(best[e][1] for e in ("pipelined", "bottleneck")))
-    raise misfit(ps, win, a, n_rows, length, hw, where)
+    raise misfit(ps, win, a, n_rows, length, hw, where, out_elem_bytes)
 
 
 def smallest_tile(ps: PhaseShape, win: _Window, a: int, n_rows: int, length: int,
-                  hw: HardwareView, channel_resident: bool = False) -> tuple[TileShape, int]:
+                  hw: HardwareView, channel_resident: bool = False, out_elem_bytes: int = 0
+                  ) -> tuple[TileShape, int]:
     """The smallest tile the search considers, one row of one image over as many channels
     as there are clusters (or channels), and the buffer bytes it takes (`tile_bytes`). Like
     every tile's size it depends on the layer's geometry alone, not on its sparsity."""
     shape = TileShape(max(1, min(a, hw.clusters)), 1, 1)
     a_elems = int(ps.channel_operand.elems[0]) if len(ps.channel_operand.elems) else 0
     return shape, tile_bytes(shape, ps, win, (n_rows, length), a_elems, hw.element_bytes,
-                             channel_resident=channel_resident)
+                             channel_resident=channel_resident, out_elem_bytes=out_elem_bytes)
 
 
 def misfit(ps: PhaseShape, win: _Window, a: int, n_rows: int, length: int, hw: HardwareView,
-           where: str) -> ConfigError:
+           where: str, out_elem_bytes: int = 0) -> ConfigError:
     """The error for a phase whose smallest tile does not fit the buffer's tile half."""
-    shape, need = smallest_tile(ps, win, a, n_rows, length, hw)
+    shape, need = smallest_tile(ps, win, a, n_rows, length, hw, out_elem_bytes=out_elem_bytes)
     channels = f"{shape.ka} channel" + ("s" if shape.ka > 1 else "")
     # a tile deals a channel to each cluster at least: many clusters make a large tile
     fewer = (f", or use fewer PE clusters (of the {hw.clusters}, it deals one channel to "

@@ -117,12 +117,15 @@ def test_an_axis_of_batch_sizes_runs_the_untrained_iteration_once(model, batches
 
 
 def test_desim_check_refuses_a_buffer_too_small_before_any_training(tmp_path):
-    """dropback_lenet trains for 600 iterations before its capture: the check does not."""
+    """dropback_lenet trains for 600 iterations before its capture: the check does not.
+    The smallest tile of layer 0's FF (784 inputs cut into 8 chunks of 98, the partial sums
+    spilled): 16 channels x 98 weights and 98 inputs at 2 bytes, and 16 outputs at 8 (a
+    partial sum read back and one gathered, 4 bytes each): 3,136 + 196 + 128."""
     configs = copy_configs(tmp_path)
     edit_yaml(configs / "arch" / "dense.yaml", lambda d: d["global_buffer"].update(capacity_kib=1))
     result = desim("check", str(configs / "experiments" / "dropback_lenet.yaml"))
     assert_config_error(result, "dropback_lenet.yaml: runs.0.arch:", "layer 0 FF: the smallest "
-                        "tile (16 channels x 1 row) needs 3364 bytes but the global buffer "
+                        "tile (16 channels x 1 row) needs 3460 bytes but the global buffer "
                         "gives a tile 512 bytes; enlarge the buffer or shrink the batch, or use "
                         "fewer PE clusters (of the 16, it deals one channel to each of 16)",
                         "(run 'dense', architecture ../arch/dense.yaml: "

@@ -394,3 +394,35 @@ def test_a_coarse_chunks_summed_statistics_are_its_own(phase, view):
             assert (summed.stream_row_elems, summed.stream_line_len, summed.groups) == \
                 (own.stream_row_elems, own.stream_line_len, own.groups)
             assert vars(win) == vars(own_win)
+
+
+@pytest.mark.parametrize("phase", [FF, BP, WG])
+def test_every_tile_of_a_split_plan_fits_its_half_of_the_buffer(phase):
+    """A tile holds its operands as they come into the buffer (from DRAM, or read out to
+    the clusters, whichever is more; spilled partial sums read back included) and its
+    results as they are gathered (partial sums at the accumulator's 4 bytes): together no
+    more than the room its plan says it needs, and that no more than the tile budget. Spilled
+    sums had been given no room: a tile then held 1.3x its half (a 256 -> 512 conv on
+    dense.yaml)."""
+    from mappings.planner import SPILLED, _prepared_plans, output_room
+
+    hw = HardwareView(**{**HW.__dict__, "accumulator_bytes": 4})
+    layer = dense_capture(nn.Conv2d(CH, CH, 3, padding=1, bias=False), n=2, h=H)
+    _, channels, plans = _prepared_plans(
+        _reduction_plans(layer, phase, hw, SkipPolicy(), True, 0), phase, hw)
+    assert (output_room(SPILLED, 2, hw), output_room(SPILLED, 3, hw), output_room(KEPT, 4, hw),
+            output_room(INNER, 4, hw)) == (4 + 2, 4 + 4, 0, 0)
+    spilled = 0
+    for parts, maps, orders, shaped, _ in plans:
+        for order in orders:
+            try:
+                table, _, _, need, *_ = _tile_plan(parts, maps, shaped, channels, order, 0,
+                                                   phase, hw, SkipPolicy(), "test", True, 0,
+                                                   {})
+            except ConfigError:  # no tile of this plan fits: the search skips it too
+                continue
+            held = (np.maximum(table["dram_read_bytes"] + table["regenerated_bytes"],
+                               table["glb_read_bytes"]) + table["gather_bytes"])
+            assert held.max() <= need <= hw.buffer_bytes, (len(parts), order)
+            spilled += order == SPILLED and len(parts) > 1
+    assert spilled > 0
