@@ -150,6 +150,11 @@ class Accelerator(Module):
         # result half (if it has results) from its collection until they are in DRAM.
         self.operand_halves = Pool("operand_halves", self, capacity=2)
         self.result_halves = Pool("result_halves", self, capacity=2)
+        # The clusters' local buffers are double-buffered too: a tile's operands go into one
+        # half while the PEs compute on the other's, so a tile is sent only once the PEs are
+        # done with the tile two before it. (A tile whose share is larger than a half is
+        # taken as streamed through it as the PEs consume it.)
+        self.local_halves = Pool("local_halves", self, capacity=2)
         self.records: list[PhaseRecord] = []
         pe = cfg.pe_cluster
         self.psum_bytes = ELEMENT_BYTES[pe.accumulates_in]  # a partial sum leaving the PEs
@@ -226,6 +231,8 @@ class Accelerator(Module):
         while True:
             row = yield from q_in.get()
             self._serve(row)
+            if not row[col["vector_ops"]]:  # (a vector layer's tile goes to the vector unit)
+                yield from self.local_halves.take(1)
             if self.selector is not None:
                 yield from self.selector.scan(row[col["selector_entries"]])
             read = self.spawn(self.glb.access(row[col["glb_read_bytes"]], "read"))
@@ -259,6 +266,7 @@ class Accelerator(Module):
             yield from self.pes.compute(row[col["busiest_pe_macs"]], row[col["processed_macs"]],
                                         received, row[col["compute_cycles"]],
                                         row[col["scanned_pairs"]], row[col["active_clusters"]])
+            yield from self.local_halves.give(1)
             yield from q_out.put(row)
 
     def _collect(self, q_in: Port, q_out: Port) -> Generator:

@@ -31,13 +31,14 @@ def equal_tiles_cycles(stage_cycles: list[float], tiles: int) -> float:
     return busiest + (sum(stage_cycles) - busiest) / max(tiles, 1)
 
 
-def buffered_cycles(times: np.ndarray, has_results: np.ndarray | None = None) -> float:
+def buffered_cycles(times: np.ndarray, has_results: np.ndarray | None = None,
+                    on_pes: np.ndarray | None = None) -> float:
     """When the last of `times`' tiles leaves the pipeline (`buffered_schedule`)."""
-    return buffered_schedule(times, has_results)[0]
+    return buffered_schedule(times, has_results, on_pes=on_pes)[0]
 
 
 def buffered_schedule(times: np.ndarray, has_results: np.ndarray | None = None,
-                      gates: np.ndarray | None = None
+                      gates: np.ndarray | None = None, on_pes: np.ndarray | None = None
                       ) -> tuple[float, list[float], list[float]]:
     """When the last of `times`' tiles leaves the pipeline as arch/accelerator.py runs it,
     and when each tile's fetch and write-back start (the order DRAM sees them in).
@@ -47,7 +48,9 @@ def buffered_schedule(times: np.ndarray, has_results: np.ndarray | None = None,
     started the tile two before it. A tile holds one of the global buffer's two operand
     halves from the start of its fetch to the end of its distribution, and a tile with
     results (`has_results`, default every tile) one of its two result halves from the start
-    of its collection to the end of its write-back. DRAM's reads and writes are taken as
+    of its collection to the end of its write-back; a tile the PEs compute (`on_pes`,
+    default every tile; not a vector layer's) one of the clusters' two local halves from
+    the start of its distribution to the end of its compute. DRAM's reads and writes are taken as
     independent here (the caller bounds the time by one channel serving both from the
     starts this returns: `dram_busy_until`, below). `gates`, of a run of
     layer-phases: for each tile, the earlier tile whose write-back must end before it is
@@ -61,23 +64,27 @@ def buffered_schedule(times: np.ndarray, has_results: np.ndarray | None = None,
     rows = np.asarray(times, dtype=np.float64).tolist()
     holds = ([True] * len(rows) if has_results is None
              else np.asarray(has_results, dtype=bool).tolist())
+    pes = [True] * len(rows) if on_pes is None else np.asarray(on_pes, dtype=bool).tolist()
     # per stage: when it may take its next tile (it passed its last on), and when it
     # started the last two tiles (the FIFO before it has room for a third once it has
     # started the first of them); when the halves come free, in order
     f_free = d_free = c_free = g_free = w_end = 0.0
     d_starts = c_starts = g_starts = w_starts = (0.0, 0.0)
-    operand = result = (0.0, 0.0)
+    operand = result = local = (0.0, 0.0)
     waits = [-1] * len(rows) if gates is None else np.asarray(gates).tolist()
     fetches, writes, ends = [], [], []
-    for (fetch, distribute, compute, collect, write), has, gate in zip(rows, holds, waits,
-                                                                        strict=True):
+    for (fetch, distribute, compute, collect, write), has, gate, pe in zip(
+            rows, holds, waits, pes, strict=True):
         f0 = max(f_free, operand[0], ends[gate] if gate >= 0 else 0.0)
         fetches.append(f0)
         f_free = max(f0 + fetch, d_starts[0])
-        d0 = max(f_free, d_free)
+        d_get = max(f_free, d_free)   # it takes the tile, then waits for a local half
+        d0 = max(d_get, local[0]) if pe else d_get
         operand = (operand[1], d0 + distribute)
         d_free = max(d0 + distribute, c_starts[0])
         c0 = max(d_free, c_free)
+        if pe:
+            local = (local[1], c0 + compute)
         c_free = max(c0 + compute, g_starts[0])
         g_get = max(c_free, g_free)   # it takes the tile, then waits for a result half
         g0 = max(g_get, result[0]) if has else g_get
@@ -88,7 +95,7 @@ def buffered_schedule(times: np.ndarray, has_results: np.ndarray | None = None,
         ends.append(w_end)
         if has:
             result = (result[1], w_end)
-        d_starts, c_starts = (d_starts[1], d0), (c_starts[1], c0)
+        d_starts, c_starts = (d_starts[1], d_get), (c_starts[1], c0)
         g_starts, w_starts = (g_starts[1], g_get), (w_starts[1], w0)
     return w_end, fetches, writes
 
@@ -112,7 +119,8 @@ def estimated_cycles(table: np.ndarray, hw: HardwareView,
     (`dram_busy_until`). Trainer's speculation, a stage of its own, is not counted."""
     stages, read, write = stage_cycles(table, hw)
     end, fetches, writes = buffered_schedule(
-        stages, holds_result(table["gather_bytes"], table["dram_write_bytes"]), gates)
+        stages, holds_result(table["gather_bytes"], table["dram_write_bytes"]), gates,
+        table["vector_ops"] == 0)
     return max(end, dram_busy_until(fetches, writes, read, write, hw.dram_switch_cycles))
 
 

@@ -63,6 +63,33 @@ def test_only_tiles_with_results_wait_for_a_result_half():
     assert buffered_cycles(times) == 50.0
 
 
+def test_a_tile_is_sent_once_the_pes_are_done_with_the_tile_two_before_it():
+    """The clusters' local buffers are double-buffered: a tile computing for 10 cycles, one
+    for 1, then one the NoC port sends for 10. The third takes a local half when the
+    first's compute ends, at 11: it is sent until 21 and computed by 22. Through the
+    two-deep FIFOs alone it would have been sent from 2, under the first's compute, and the
+    run would end at 13, as it does for tiles the clusters do not hold (a vector layer's)."""
+    times = np.array([[0.0, 1.0, 10.0, 0.0, 0.0], [0.0, 1.0, 1.0, 0.0, 0.0],
+                      [0.0, 10.0, 1.0, 0.0, 0.0]])
+    assert buffered_cycles(times) == 22.0
+    assert buffered_cycles(times, on_pes=np.zeros(3, bool)) == 13.0
+
+
+def test_the_replay_sends_a_tile_once_the_pes_are_done_with_the_tile_two_before_it():
+    """The same on dense.yaml, to the nearest cluster (2 links, a cycle each; 32 B a
+    cycle; 4 MACs a PE a cycle and 4 cycles of fill): 32 B and 4,000 MACs (3 and 1,004
+    cycles), 32 B and 4 MACs (3 and 5), 32,000 B and 4 MACs (1,002 and 5). The third is
+    sent once the first is computed, at 1,007: the run ends at 1,007 + 1,002 + 5 = 2,014
+    cycles. The clusters once took it as soon as the FIFO had room, under the first's
+    compute: 1,017 cycles, though their 16 KiB could not have held it beside the first's
+    operands."""
+    table = empty_table(3)
+    table["unicast_bytes"] = table["glb_read_bytes"] = [32, 32, 32_000]
+    table["active_clusters"] = 1
+    table["busiest_pe_macs"] = table["processed_macs"] = [4_000, 4, 4]
+    assert _run_ps(table) == 2_014 * 2_000
+
+
 def _run_ps(table: np.ndarray) -> int:
     """The run's time of one layer-phase's tiles on dense.yaml."""
     return int(_replay([table]).env.now)
@@ -188,9 +215,11 @@ def test_a_larger_buffer_does_not_make_the_run_slower(buffer_sweep):
 def test_the_plan_estimate_is_the_replay_on_a_dense_lenet(tmp_path):
     """LeNet-5 at batch 2 on dense.yaml, every conv and linear layer-phase's chosen plan
     replayed alone (benchmarks/plan_estimate.py): the estimate is within 3.5% of the replay
-    in each of the 11 (0.968 to 1.002: what it leaves out, DRAM's own timing and its reads
-    against its writes, goes either way; the worst is the last layer's FF, 529 cycles in 8
-    small tiles), and within 0.2% over them all (0.9994; 1.0012 before DRAM's rate in the estimate
+    in each of the 11 (0.968 to 1.017: what it leaves out, DRAM's own timing and its reads
+    against its writes, goes either way; the worst are the last layer's FF, 529 cycles in 8
+    small tiles, and the first layer's FF, whose fetches, paced by its compute through the
+    clusters' two local halves, meet its write-backs on DRAM), and within 0.2% over them
+    all (0.9998; 0.9994 before the local halves, 1.0012 before DRAM's rate in the estimate
     left out refresh's share). Taking each tile as long as its busiest stage, the estimate
     was 70% short on one of the quickstart's phases."""
     from benchmarks.plan_estimate import estimate_vs_replay
@@ -204,7 +233,7 @@ baseline: dense
 """)
     table = estimate_vs_replay(load_experiment(tmp_path / "e.yaml"))
     assert len(table) == 11                           # 4 layers x 3 phases, but the first BP
-    assert table["ratio"].between(0.965, 1.01).all(), table
+    assert table["ratio"].between(0.965, 1.02).all(), table
     assert table["replayed"].sum() / table["estimated"].sum() == pytest.approx(1.0, abs=2e-3)
 
 
