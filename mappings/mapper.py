@@ -62,6 +62,9 @@ class PhaseWork:
     input_resident: bool = False  # its input was left in the global buffer by the phase before
     buffer_bytes: int = 0   # the tile budget it was mapped under (HardwareView.buffer_bytes)
     output_written: bool = True   # its result goes to DRAM (HardwareView.output_to_dram)
+    # a MatMul's WG: the gradient of its second operand, an activation, which the BP of the
+    # layer that made that operand reads (a weight gradient only the layer's update reads)
+    activation_gradient: bool = False
 
     @property
     def on_vector_unit(self) -> bool:
@@ -239,7 +242,8 @@ class PhaseMapper:
         elems = {FF: (x, dy), BP: (dy, x), WG: (0, layer.w_nz.numel())}[phase]
         return PhaseWork(layer.name, layer_id, phase, table, **totals, input_elems=elems[0],
                          output_elems=elems[1], input_resident=input_resident,
-                         buffer_bytes=hw.buffer_bytes, output_written=hw.output_to_dram)
+                         buffer_bytes=hw.buffer_bytes, output_written=hw.output_to_dram,
+                         activation_gradient=phase == WG and not layer.weight_is_parameter)
 
     def _kept_gradients_only(self, layer: LayerCapture) -> bool:
         """Whether WG computed the kept weights' gradients only (tiling's rule for WG)."""
@@ -448,10 +452,12 @@ def phase_waits(work: list[PhaseWork]) -> list[int]:
     Nothing in one training iteration reads a weight gradient but the layer's own weight
     update, which waits for its WG alone; nothing reads the weights an update writes. So no
     other phase waits for a WG or a WU; and a layer's WG reads X and dY, not the dX its BP
-    makes, so it does not wait for that BP either. Every other phase waits for all the
-    phases before it: its input (FF's X, BP's dY) is the latest output written, and which
-    earlier phase also fed it (a residual branch) is not tracked, so waiting for all of
-    them is the safe rule."""
+    makes, so it does not wait for that BP either. A MatMul's WG is the exception: it makes
+    the gradient of its second operand, an activation, which the BP (and WG) of the layer
+    that made it reads, so later phases wait for it (`activation_gradient`). Every other
+    phase waits for all the phases before it: its input (FF's X, BP's dY) is the latest
+    output written, and which earlier phase also fed it (a residual branch) is not
+    tracked, so waiting for all of them is the safe rule."""
     waits = []
     for j, w in enumerate(work):
         k = j - 1
@@ -460,8 +466,9 @@ def phase_waits(work: list[PhaseWork]) -> list[int]:
                 k -= 1
             waits.append(k)
             continue
-        while k >= 0 and (work[k].phase in (WG, WU) or (w.phase == WG and work[k].phase == BP
-                                                        and work[k].layer == w.layer)):
+        while k >= 0 and ((work[k].phase in (WG, WU) and not work[k].activation_gradient)
+                          or (w.phase == WG and work[k].phase == BP
+                              and work[k].layer == w.layer)):
             k -= 1
         waits.append(k)
     return waits

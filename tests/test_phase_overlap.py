@@ -30,6 +30,36 @@ def test_only_a_layers_wg_skips_its_bp_and_nothing_waits_for_a_wg():
     assert phase_waits([_work(*p) for p in order]) == [-1, 0, 1, 2, 2, 3, 5]
 
 
+def test_the_bp_of_a_matmuls_second_operand_waits_for_the_matmuls_wg():
+    """a = A(x), b = B(x), s = a b^T: the MatMul's WG makes db, which B's BP and WG read as
+    their dY; so they wait for it (and all before it), not only for the MatMul's BP. B's BP
+    had run before db was written. A weight layer's WG is still waited for by nothing."""
+    from mappings.counting import WG as W
+
+    order = [(0, FF), (1, FF), (2, FF), (2, BP), (2, W), (1, BP), (1, W), (0, BP), (0, W)]
+    work = [_work(*p) for p in order]
+    work[4].activation_gradient = True   # the MatMul's (layer 2's) WG
+    assert phase_waits(work) == [-1, 0, 1, 2, 2, 4, 4, 5, 5]
+
+
+def test_the_mapper_marks_a_matmuls_wg_as_an_activations_gradient():
+    """The transformer block's two MatMuls (Q K^T, attention V): their WGs make K's and V's
+    gradients; the linear layers' WGs make weight gradients."""
+    from desim.experiment import load_arch
+    from desim.hardware_view import hardware_view
+    from mappings.mapper import map_workload
+    from mappings.pruning import PruningSpec
+    from mappings.workload import WorkloadSpec, capture_workload
+
+    workload = capture_workload(WorkloadSpec(model="transformer_block", batch=1,
+                                             input_shape=[8, 32], data="random",
+                                             model_args={"dim": 32, "seq_len": 8}),
+                                PruningSpec(method="dense"))
+    hw = hardware_view(Accelerator(Simulator(), load_arch(DENSE)))
+    marked = {w.name for w in map_workload(workload, hw) if w.activation_gradient}
+    assert marked == {"scores", "mix"}
+
+
 def _tile(layer: int, phase: int, *, macs: int = 0, read: int = 0) -> np.ndarray:
     table = empty_table(1)
     table["layer"], table["phase"] = layer, phase
