@@ -84,6 +84,9 @@ class LayerCapture:
     # X is the model's input itself (or a view of it, e.g. flattened): the data, not an
     # activation (the workload's activation sparsity leaves it out).
     x_is_data: bool = False
+    # X is the output of the module hooked just before this one (in forward order, through
+    # reshapes and dropout), which inter-layer reuse may leave on chip (`reads_previous`)
+    reads_previous: bool = True
 
     @property
     def macs(self) -> int:
@@ -148,6 +151,7 @@ class PackedLayer:
     y_folded_relu_nz: BitMap | None = None
     dx_sum_nz: BitMap | None = None
     x_is_data: bool = False
+    reads_previous: bool = True
 
     def unpack(self) -> LayerCapture:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -211,6 +215,15 @@ class VectorCapture:
     # Whether a gradient reaches its output: not in a frozen model's first layers, which
     # run FF alone (`LayerCapture.weight_trained`).
     has_gradient: bool = True
+    # Its input (an add's: the operand written last) is the output of the module hooked
+    # just before it (`LayerCapture.reads_previous`)
+    reads_previous: bool = True
+
+
+def _same_data(a: torch.Tensor, b: torch.Tensor | None) -> bool:
+    """The same elements, whatever the shape: a tensor and a view of it (flattened,
+    transposed, split into heads), as a layer reads what the one before it wrote."""
+    return b is not None and a.data_ptr() == b.data_ptr() and a.numel() == b.numel()
 
 
 def _as_4d(t: torch.Tensor, module: nn.Module) -> torch.Tensor:
@@ -291,8 +304,10 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
             took_fork_copy(name, x)
             speculator.layer(name, module, x, out)
             order.append(name)
+            reads_previous = _same_data(x, last_output[0])
             last_output[:] = [out, True]
-            records[name] = {"x_nz": keep(_as_4d(x != 0, module)),
+            records[name] = {"reads_previous": reads_previous,
+                             "x_nz": keep(_as_4d(x != 0, module)),
                              "y_nz": keep(_as_4d(out.detach() != 0, module)),
                              "needs_input_grad": args[0].requires_grad,
                              "weight_trained": module.weight.requires_grad,
@@ -313,7 +328,10 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
             x = (a != 0).reshape(groups, m, k).transpose(0, 1).reshape(m, groups * k, 1, 1)
             w = (b != 0).reshape(groups, k, n).transpose(1, 2).reshape(groups * n, k, 1, 1)
             order.append(name)
-            records[name] = {"x_nz": keep(x), "w_nz": keep(w), "groups": groups,
+            reads_previous = _same_data(args[0], last_output[0])
+            last_output[:] = [_out, False]
+            records[name] = {"reads_previous": reads_previous,
+                             "x_nz": keep(x), "w_nz": keep(w), "groups": groups,
                              "needs_input_grad": args[0].requires_grad,
                              "weight_trained": args[1].requires_grad}  # WG: B's gradient
             if not _out.requires_grad:  # in a frozen model's first layers: FF alone
@@ -360,7 +378,8 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
             took_fork_copy(None, x)
             if kind == "fork":  # FF hands x on; BP sums its two copies' gradients, if wanted
                 if args[0].requires_grad:
-                    v = VectorCapture(name, kind, x.numel(), x.numel(), len(order) - 1)
+                    v = VectorCapture(name, kind, x.numel(), x.numel(), len(order) - 1,
+                                      reads_previous=_same_data(x, last_output[0]))
                     _record(v)
                     fork_out[:] = [v, x]
                 return
@@ -369,7 +388,8 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                 if last_output[0] is not None and same_tensor(other, last_output[0]):
                     x, other = other, x
             v = VectorCapture(name, kind, x.numel(), out.numel(), len(order) - 1,
-                              stats_of(x), stats_of(out))
+                              stats_of(x), stats_of(out),
+                              reads_previous=_same_data(x, last_output[0]))
             if kind == "add":
                 v.second_stats = stats_of(other)
             v.scaled = isinstance(_m, ScaledSoftmax)
@@ -423,6 +443,11 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     def on_other(module: nn.Module, args, out):
         return speculator.other(module, args[0], out)
 
+    def on_dropout(_m, args, out):
+        """Dropout hands its input on, zeros added: what follows reads the same tensor."""
+        if _same_data(args[0], last_output[0]):
+            last_output[0] = out
+
     speculator = ReluSpeculator(apply=speculative,
                                 predict=needs.relu_predictions or speculative)
     for name, module in model.named_modules():
@@ -432,6 +457,8 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
         if vectors is not None and kind is not None:
             handles.append(module.register_forward_hook(on_vector(name, kind)))
             handles.append(module.register_full_backward_hook(on_vector_backward(name)))
+        if isinstance(module, nn.Dropout):
+            handles.append(module.register_forward_hook(on_dropout))
         if isinstance(module, MatMul):
             handles.append(module.register_forward_hook(on_matmul(name)))
             handles.append(module.register_full_backward_hook(on_matmul_backward(name)))
@@ -467,7 +494,8 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
             layers.append(make(name, "matmul", rec["x_nz"], rec["w_nz"], rec["dy_nz"],
                                groups=rec["groups"], needs_input_grad=rec["needs_input_grad"],
                                weight_trained=rec["weight_trained"],
-                               weight_is_parameter=False))  # A: an activation
+                               weight_is_parameter=False,  # A: an activation
+                               reads_previous=rec["reads_previous"]))
             continue
         w_nz = _as_4d(module.weight.detach() != 0, module)
         spec = speculator.results.get(name)
@@ -485,7 +513,8 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
             layers.append(make(name, "linear", rec["x_nz"], keep(w_nz), rec["dy_nz"],
                                needs_input_grad=rec["needs_input_grad"],
                                weight_trained=rec["weight_trained"],
-                               x_is_data=rec["x_is_data"], **speculated))
+                               x_is_data=rec["x_is_data"],
+                               reads_previous=rec["reads_previous"], **speculated))
         else:
             if module.padding_mode != "zeros" or isinstance(module.padding, str):
                 raise ConfigError(f"layer {name}: padding {module.padding!r} in mode "
@@ -498,5 +527,5 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                 dilation=_square(module.dilation, "dilation", name),
                 groups=module.groups, needs_input_grad=rec["needs_input_grad"],
                 weight_trained=rec["weight_trained"], x_is_data=rec["x_is_data"],
-                **speculated))
+                reads_previous=rec["reads_previous"], **speculated))
     return layers

@@ -157,6 +157,13 @@ class PhaseMapper:
         self._unpacked: dict[int, LayerCapture] = {}  # the last two layers unpacked
         self._counted: dict[tuple[int, int], dict] = {}  # ... and phases counted
 
+    def reads_previous(self, layer_id: int) -> bool:
+        """Whether the layer's input is the output of the layer just before it in forward
+        order (`LayerCapture.reads_previous`), so that inter-layer reuse may find it on chip."""
+        if layer_id < 0:
+            return self.workload.vectors[-1 - layer_id].reads_previous
+        return self.workload.layers[layer_id].reads_previous
+
     def layer(self, layer_id: int) -> LayerCapture:
         def unpacked() -> LayerCapture:
             layer = self.workload.layers[layer_id]
@@ -274,11 +281,18 @@ def _map_phases(workload: Workload, hw: HardwareView) -> list[PhaseWork]:
     producer, held = -1, 0  # the last FF/BP phase's index, and its input's bytes kept on chip
     maker = -1              # the FF/BP phase before it, which made that input
     forked = False          # whether a fork hands the producer's output to a second branch
+    # whether each layer from the producer's to this one (in forward order) read the output
+    # of the one before it: FF's input is then the producer's output, BP's dY its dX
+    chained = True
     for layer_id, phase in training_order(workload):
         if mapper.kind(layer_id) == "fork":
             forked = True
+        if phase in (FF, BP):
+            chained = chained and (phase == BP or mapper.reads_previous(layer_id))
         w = mapper(layer_id, phase, hw)
         if w is None:
+            if phase == BP:  # (in BP the chain runs from the producer back to this one)
+                chained = chained and mapper.reads_previous(layer_id)
             continue
         work.append(w)
         if not hw.inter_layer_reuse:
@@ -294,8 +308,9 @@ def _map_phases(workload: Workload, hw: HardwareView) -> list[PhaseWork]:
         # (a gradient both read on chip goes unwritten in wg_reads_kept_gradient).
         written = not workload.spec.inference or forked
         held = (keep_output_on_chip(work, producer, mapper, hw, held, written, maker)
-                if producer >= 0 else 0)
+                if producer >= 0 and chained else 0)
         maker, producer, forked = producer, len(work) - 1, False
+        chained = phase == FF or mapper.reads_previous(layer_id)
     return work
 
 
@@ -305,10 +320,13 @@ def keep_output_on_chip(work: list[PhaseWork], j: int, mapper: PhaseMapper, hw: 
     phase of `work`, the next FF or BP; if so, both (and the WGs between) are mapped again
     in place. Returns the bytes that phase's input now keeps in the buffer (0: none).
 
-    FF's Y is the next FF's X and BP's dX the next BP's dY, when their sizes match (the
-    WGs between read neither). A residual add keeps the operand written last (its body's
-    output), a fork the gradient written last (its body's); the other branch's tensor,
-    written earlier, is read from DRAM, as is a shortcut conv's X.
+    FF's Y is the next FF's X and BP's dX the next BP's dY, when each layer from the one to
+    the other read the output of the layer before it (`LayerCapture.reads_previous`, from
+    the capture's tensors: q, k and v of an attention all read one norm's output, sizes
+    alike) and their sizes match (the WGs between read neither). A residual add keeps the
+    operand written last (its body's output), a fork the gradient written last (its
+    body's); the other branch's tensor, written earlier, is read from DRAM, as is a
+    shortcut conv's X.
     While the output is kept, it takes its bytes out of the buffer: the producer (less its
     own input, `held`, if that was kept too), the WGs between and the consumer are tiled
     in what is left, half of it a tile; a plan whose tiles still fit is kept. The consumer

@@ -257,3 +257,41 @@ def test_the_global_buffer_takes_a_vector_result_in_once_and_gives_it_out_once()
         glb = _replay([table]).glb.actions
         assert glb["write_bytes"] == 80_000 + 20_000
         assert glb["read_bytes"] == 80_000 + drained
+
+
+def test_reuse_keeps_an_output_only_for_the_layer_that_reads_it():
+    """A transformer block: q, k and v all read the first norm's output, and the scores
+    MatMul reads q and k, not v, the layer just before it. Sizes match throughout (8 x 32
+    everywhere), so they cannot tell who reads what; the capture's tensors do
+    (`reads_previous`). Inter-layer reuse keeps q's input on chip (norm1's output), not
+    k's, v's or the scores' (each reads its X from DRAM: 512 B beside W's 2,048), and in
+    BP no gradient of v, k or q is taken from the layer before it, whose dX is another
+    tensor. The scores' dX (q's gradient) is written for q's BP, which reads it later.
+    Before, by sizes alone, k and v took q's and k's outputs as their inputs, and v, k and
+    q their neighbours' gradients; the scores' dX was never written."""
+    workload = capture_workload(WorkloadSpec(model="transformer_block", batch=1,
+                                             input_shape=[8, 32], data="random",
+                                             model_args={"dim": 32, "seq_len": 8}),
+                                PruningSpec(method="dense"))
+    assert {layer.name: layer.reads_previous for layer in workload.layers} == {
+        "q": True, "k": False, "v": False, "scores": False, "mix": True,
+        "out": False,     # (mixed's heads are merged by a copy: a new tensor)
+        "mlp.0": True, "mlp.2": True, "head": False}
+    work = {(w.name, w.phase): w for w in map_workload(workload, _view(True))}
+    assert work["q", FF].input_resident
+    assert int(work["q", FF].table["dram_read_bytes"].sum()) == 32 * 32 * 2
+    for name in ("k", "v"):
+        assert not work[name, FF].input_resident
+        assert int(work[name, FF].table["dram_read_bytes"].sum()) == 32 * 32 * 2 + 8 * 32 * 2
+    assert not work["scores", FF].input_resident
+    assert not any(work[name, BP].input_resident for name in ("v", "k", "q"))
+    assert work["scores", BP].output_written
+
+
+def test_a_layer_after_dropout_reads_the_output_of_the_layer_before_it():
+    """Dropout (unhooked, a routing module) hands its input on with zeros added: the layer
+    after it still reads the previous layer's output, for inter-layer reuse."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 4))
+    layers = capture(model, torch.randn(2, 8), torch.tensor([0, 1]), vectors=[])
+    assert [layer.reads_previous for layer in layers] == [False, True]
