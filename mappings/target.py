@@ -95,13 +95,15 @@ class HardwareView:
                      cycles: float = 0.0, scanned: float = 0.0, matched: float = 0.0,
                      adds: float = 0.0) -> float:
         """Energy at the view's prices: MACs, bytes through DRAM and the global buffer, bytes
-        over unicast routes (gathers included) and over multicast trees, bytes into or out
-        of the clusters' local buffers, DRAM standby for `cycles`, the pairs index matching
-        scans and matches, and the partial sums added at the global buffer. The one pricing
-        rule of the mapper's estimates (the tile's and the plan's)."""
+        over unicast routes (gathers included) and over multicast trees, bytes into the
+        clusters' local buffers (each written there and read once by the PEs, as
+        arch/accelerator.py prices them; the reads had been left out), DRAM standby for
+        `cycles`, the pairs index matching scans and matches, and the partial sums added at
+        the global buffer. The one pricing rule of the mapper's estimates (the tile's and
+        the plan's)."""
         return (macs * self.mac_pj + dram * self.dram_pj_per_byte + glb * self.glb_pj_per_byte
                 + unicast * self.noc_pj_per_byte + multicast * self.noc_multicast_pj_per_byte
-                + local * self.local_pj_per_byte + cycles * self.static_pj_per_cycle
+                + 2 * local * self.local_pj_per_byte + cycles * self.static_pj_per_cycle
                 + scanned * self.index_scan_pj + matched * self.index_match_pj
                 + adds * self.psum_add_pj)
 

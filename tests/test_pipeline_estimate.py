@@ -303,6 +303,28 @@ def test_the_plan_energy_prices_the_write_backs_buffer_reads_and_vector_operatio
         + 100 * hw.static_pj_per_cycle, rel=1e-12)
 
 
+def test_the_plan_energy_prices_the_local_buffers_as_the_replay_does():
+    """A tile multicasting 2,000 B to 16 clusters and unicasting 1,600 B among them: the
+    clusters' local buffers take 16 x 2,000 + 1,600 B, each byte written there and read
+    once by the PEs. The estimate prices both, as the replay does (it had priced the writes
+    alone, multicast at some 20% under its cost)."""
+    from desim.hardware_view import hardware_view
+    from desim.module import Simulator
+    from mappings.pipeline import estimated_pj
+
+    table = empty_table(1)
+    table["multicast_bytes"], table["unicast_bytes"] = 2_000, 1_600
+    table["active_clusters"] = 16
+    hw = hardware_view(Accelerator(Simulator(), load_arch(DENSE)))
+    acc = _replay([table])
+    (record,) = acc.records
+    energy = acc.energy_pj(record.actions, record.since_ps, record.end_ps)
+    local = energy["local_buffers.write_bytes"] + energy["local_buffers.read_bytes"]
+    assert local == pytest.approx(2 * (16 * 2_000 + 1_600) * hw.local_pj_per_byte, rel=1e-12)
+    noc = 2_000 * hw.noc_multicast_pj_per_byte + 1_600 * hw.noc_pj_per_byte
+    assert estimated_pj(table, hw, 0.0) == pytest.approx(local + noc, rel=1e-12)
+
+
 def test_the_bound_windows_check_splits_the_run_as_desim_does(tmp_path):
     """benchmarks/bound_windows.py: its "own" split is summary.json's time_by_busiest_part
     (the same labels, the same shares of the run), and both splits share out the whole run."""
