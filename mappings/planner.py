@@ -582,7 +582,8 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                          psums_sent=psums_sent, psums_dram=psums_dram, cache=cache,
                          tracked=tracked,
                          scanned=0.0 if maps[0][4] is None else float(maps[0][4].sum()),
-                         out_ratio=out_ratio, out_elem_bytes=room)
+                         out_ratio=out_ratio, out_elem_bytes=room,
+                         inner=n if order == INNER else 0)
     best = None
     for shape in shapes:   # the tile search's candidates, decided on their own rows
         need = psum_share + tile_bytes(shape, ps, win, (n_rows, length),

@@ -539,7 +539,8 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                 processed: torch.Tensor | None = None, psums_sent: float = 0.0,
                 psums_dram: float = 0.0, cache: dict | None = None,
                 tracked: Operand | None = None, scanned: float = 0.0, slices: int = 0,
-                out_ratio: float = 1.0, out_elem_bytes: int = 0) -> list[TileShape]:
+                out_ratio: float = 1.0, out_elem_bytes: int = 0, inner: int = 0
+                ) -> list[TileShape]:
     """The tile shapes and loop orders that minimise `hw.objective` (a small mapper search)
     under two estimates of time, the pipeline's and the bottleneck's (one shape when they
     agree); the planner builds both and keeps the one whose own rows estimate best.
@@ -587,7 +588,11 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     `out_ratio`: the whole output's bytes in its format over its dense bytes
     (`written_ratio`): a speculated layer writes only the outputs predicted non-zero.
     `out_elem_bytes`: an output's room in the buffer where partial sums pass through it with
-    the tile (`tile_bytes`). The
+    the tile (`tile_bytes`). `inner` > 0: `ps`, `processed` and `scanned` are the first of
+    that many reduction chunks run innermost (`mappings.planner`'s INNER): every tile of
+    every chunk reads and sends both its blocks anew, so the plan has `inner` times the
+    tiles, and its MACs and pairs (the search had taken one chunk alone, its blocks kept
+    from tile to tile: on Trainer's WGs a shape estimated 18x too fast). The
     results had been taken dense, which hid a slower dealing of the MACs behind DRAM time
     that no tile spends (Trainer's stem dealt by rows, 1.8x the cycles by channels).
     """
@@ -610,6 +615,8 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
         generated = a * int(chan.nnz.sum() - tracked.nnz.sum()) / max(1, len(chan.elems))
     macs = 0 if processed is None else _kept(cache, ("total", id(processed)), processed,
                                              lambda: count_total(processed))
+    chunks = max(1, inner)
+    macs, scanned = macs * chunks, scanned * chunks
     scan_time = scanned / (hw.pes * hw.index_matching_bits) if scanned else 0.0
     ideal_compute = max(macs / (hw.pes * hw.macs_per_pe_per_cycle), scan_time)
     # the results, whatever the tile: gathered over the port and written to DRAM, at the
@@ -674,13 +681,17 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                     channel_sent = na * resent(channel_block, nb, channel_keep)
                     stream_sent = (stream_to * na if nb > 1
                                    else resent(stream_block, na, stream_keep))
+                tiles = na * nb
+                if inner:  # chunks innermost: both blocks anew on every tile of every chunk
+                    dram = inner * (channel_dram * nb + stream_dram * na)
+                    channel_sent, stream_sent = inner * channel_bytes * nb, inner * stream_to * na
+                    tiles *= inner
                 dram += psums_dram
                 multicast, unicast = ((channel_sent, stream_sent) if by_rows
                                       else (stream_sent, channel_sent))
                 if slices:
                     multicast, unicast = 0.0, multicast + unicast
                 unicast += psums_sent
-                tiles = na * nb
                 dram_time = dram / hw.dram_bytes_per_cycle
                 if generated:  # the fetch waits for the slower of DRAM and the generator
                     dram_time = max(dram_time,
@@ -717,7 +728,7 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                                                    one_cluster if slices else hw, cache)[0]
                             if slices:
                                 busiest = -(-busiest // slices)
-                            busiest_time[partition] = max(float(np.ceil(
+                            busiest_time[partition] = max(chunks * float(np.ceil(
                                 busiest / hw.macs_per_pe_per_cycle).sum()), scan_time)
                         keys["pipelined"] = _rank(hw, _pipelined(
                             stages, busiest_time[partition], tiles), moves, tail)

@@ -426,3 +426,33 @@ def test_every_tile_of_a_split_plan_fits_its_half_of_the_buffer(phase):
             assert held.max() <= need <= hw.buffer_bytes, (len(parts), order)
             spilled += order == SPILLED and len(parts) > 1
     assert spilled > 0
+
+
+def test_the_tile_search_of_chunks_innermost_moves_what_their_rows_move(monkeypatch):
+    """WG of a 16 -> 4 3x3 conv on 8 images of 8 x 8 (dense, fp16), 6 KiB a tile: in 4
+    chunks of 2 images, chunks innermost, the plan takes tiles of 8 input channels, 2 a
+    chunk, 8 in all, each reading and sending both its blocks anew (24,576 B). The search
+    estimates the same tiles and bytes for that shape. It had taken the first chunk alone,
+    2 tiles and its blocks kept from tile to tile: on Trainer's WGs a shape 18x faster
+    than its rows, which won the search and lost the plan to a worse one."""
+    import mappings.tiling as tiling
+    from mappings.planner import _prepared_plans
+
+    layer = dense_capture(nn.Conv2d(16, 4, 3, padding=1, bias=False), n=8, h=8)
+    hw = HardwareView(**{**HW.__dict__, "buffer_bytes": 6 * 1024, "local_buffer_bytes": 1024})
+    _, channels, plans = _prepared_plans(_reduction_plans(layer, WG, hw, SkipPolicy(), True, 0),
+                                         WG, hw)
+    parts, maps, orders, shaped, _ = next(p for p in plans if len(p[0]) == 4)
+    searched = []
+    rank = tiling._rank
+    monkeypatch.setattr(tiling, "_rank", lambda hw, time, moves, tail:
+                        searched.append((moves, tail)) or rank(hw, time, moves, tail))
+    table, *_, shape = _tile_plan(parts, maps, shaped, channels, INNER, 0, WG, hw,
+                                  SkipPolicy(), "test", True, 0, {})
+    assert (shape.ka, shape.rows, len(table)) == (4, 8, 8)
+    dram = int(table["dram_read_bytes"].sum())
+    sent = int(table["multicast_bytes"].sum() + table["unicast_bytes"].sum())
+    assert dram == sent == 24_576
+    estimates = {(m["dram"], m["multicast"] + m["unicast"]) for m, tail in searched
+                 if tail[1:3] == (len(table), -shape.ka) and not tail[3]}
+    assert estimates == {(dram, sent)}
