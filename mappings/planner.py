@@ -120,7 +120,8 @@ def _tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareV
     # PE, ...): it depends on neither the order nor the budget, so orders and re-maps share it
     cache = kept.setdefault("tiling", {})
     if "out_ratio" not in kept:  # the output's bytes as written over dense: every plan's
-        kept["out_ratio"] = written_ratio(layer, phase, hw)
+        kept["out_ratio"] = written_ratio(layer, phase, hw, policy.pruned_weight_gradients
+                                          and pruned_grads_unused)
     out_ratio = kept["out_ratio"]
     # a reduction dealt to the clusters: its slices, and once counted their maps and
     # operand statistics (kept, as the plans are, for a re-map under another budget)

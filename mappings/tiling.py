@@ -1035,11 +1035,18 @@ def written_stats(layer: LayerCapture, phase: int, hw: HardwareView) -> BlockSta
                                                   rle=hw.activation_format == "rle")
 
 
-def written_ratio(layer: LayerCapture, phase: int, hw: HardwareView) -> float:
-    """FF's or BP's whole output, bytes as written over dense bytes: what the tile search
-    takes for the results' moves (WG's dW: 1, taken dense)."""
+def written_ratio(layer: LayerCapture, phase: int, hw: HardwareView,
+                  kept_gradients: bool = False) -> float:
+    """A phase's whole output, bytes as written over dense bytes: what the tile search
+    takes for the results' moves. WG's dW is dense, or with `kept_gradients` (WG computes
+    the kept weights' alone) theirs in the weight format, as one tile of every channel
+    writes them (`_wg_out_bytes`; the search had taken them dense, 2.4x HPPU's bytes)."""
     if phase == WG:
-        return 1.0
+        if not kept_gradients or not layer.w_nz.numel():
+            return 1.0
+        k, cg = layer.w_nz.shape[:2]
+        out = _wg_out_bytes(layer, torch.arange(k), TileShape(k, 1, cg), hw)
+        return float(out.sum()) / (layer.w_nz.numel() * hw.element_bytes)
     dense = (layer.dy_nz if phase == FF else layer.x_nz).numel() * hw.element_bytes
     return written_bytes(layer, phase, hw) / dense if dense else 1.0
 

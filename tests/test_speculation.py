@@ -302,3 +302,22 @@ def test_the_tile_search_takes_a_speculated_output_at_its_written_bytes():
     assert written_ratio(layer, FF, plain) == (
         (-(-elems // 8) + 2 * int(layer.y_relu_nz.sum())) / (2 * elems))
     assert written_ratio(layer, WG, spec) == 1.0
+
+
+def test_the_tile_search_takes_kept_weight_gradients_at_their_written_bytes():
+    """A WG that computes the kept weights' gradients alone writes them in the weight format
+    (bitmap: 2 B a kept weight and a bit a weight): the tile search's ratio is theirs over
+    dense (it had taken them dense); a WG of every weight's gradient writes them dense."""
+    from dataclasses import replace
+
+    from mappings.tiling import written_ratio
+
+    torch.manual_seed(0)
+    layer = _speculated_layer()
+    layer = replace(layer, w_nz=torch.rand(layer.w_nz.shape) < 0.3)
+    hw = HardwareView(**HW, weight_format="bitmap")
+    elems, kept = layer.w_nz.numel(), int(layer.w_nz.sum())
+    assert 0 < kept < elems
+    assert written_ratio(layer, WG, hw, kept_gradients=True) == (
+        (2 * kept + -(-elems // 8)) / (2 * elems))
+    assert written_ratio(layer, WG, hw) == 1.0
