@@ -287,11 +287,11 @@ def _map_phases(workload: Workload, hw: HardwareView) -> list[PhaseWork]:
     for layer_id, phase in training_order(workload):
         if mapper.kind(layer_id) == "fork":
             forked = True
-        if phase in (FF, BP):
-            chained = chained and (phase == BP or mapper.reads_previous(layer_id))
+        if phase == FF:  # (the chain runs from the producer on to this one)
+            chained = chained and mapper.reads_previous(layer_id)
         w = mapper(layer_id, phase, hw)
         if w is None:
-            if phase == BP:  # (in BP the chain runs from the producer back to this one)
+            if phase == BP:  # (in BP it runs from the producer back to the one after this)
                 chained = chained and mapper.reads_previous(layer_id)
             continue
         work.append(w)

@@ -50,9 +50,9 @@ def buffered_schedule(times: np.ndarray, has_results: np.ndarray | None = None,
     results (`has_results`, default every tile) one of its two result halves from the start
     of its collection to the end of its write-back; a tile the PEs compute (`on_pes`,
     default every tile; not a vector layer's) one of the clusters' two local halves from
-    the start of its distribution to the end of its compute. DRAM's reads and writes are taken as
-    independent here (the caller bounds the time by one channel serving both from the
-    starts this returns: `dram_busy_until`, below). `gates`, of a run of
+    the start of its distribution to the end of its compute. DRAM's reads and writes are
+    taken as independent here (the caller bounds the time by one channel serving both from
+    the starts this returns: `dram_busy_until`, below). `gates`, of a run of
     layer-phases: for each tile, the earlier tile whose write-back must end before it is
     fetched (a phase's first tile waits for the phases it needs, `mapper.phase_waits`), or
     -1.

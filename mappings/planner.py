@@ -204,33 +204,34 @@ def geometry_misfit(layer: LayerCapture, phase: int, hw: HardwareView,
                     circulant: bool = False) -> ConfigError | None:
     """What `tile_phase` would say if no plan of this layer-phase had a tile that fits the
     buffer, found from the layer's geometry alone (a tile's size does not depend on its
-    sparsity), so before the trained model is captured: the smallest tile of the plan with
-    the finest reduction chunks (FF, BP; their partial sums spilled, `output_room`) or of
-    WG's chunks (innermost, the partial sums in the PEs), under the whole buffer, as the
-    mapper's first pass maps every phase. Channel
+    sparsity), so before the trained model is captured: the smallest tile of the whole
+    reduction and of the plan with the finest reduction chunks (FF, BP; their partial sums
+    spilled, `output_room`), or of WG's chunks (innermost, the partial sums in the PEs),
+    under the whole buffer, as the mapper's first pass maps every phase. Channel
     compaction may leave a layer fewer channels than clusters: taken as one channel, so
     that the check never refuses what the mapper would map. `circulant`: the layer runs by
-    FFT (its reduction is not split). None when it fits."""
+    FFT (its reduction is not split). None when it fits; else the finest plan's error."""
     where = f"layer {layer.name} {('FF', 'BP', 'WG')[phase]}"
     k, cg, r, s = layer.w_nz.shape
     if phase == WG:
-        part = _wg_parts(layer, _wg_split(layer, hw), first_only=True)[0]
+        plans = [(_wg_parts(layer, _wg_split(layer, hw), first_only=True)[0], 0)]
     else:
         c = cg if phase == FF else k
         finest = max(MIN_CHUNK_CHANNELS, -(-c // 8))
-        whole = layer.groups != 1 or circulant or finest >= c
-        part = layer if whole else _slice_reduction(layer, phase, 0, finest)
-        room = 0 if whole else output_room(SPILLED, -(-c // finest), hw)
-    ps, win = phase_shape(part, phase, hw)
+        plans = [(layer, 0)]
+        if layer.groups == 1 and not circulant and finest < c:
+            plans.append((_slice_reduction(layer, phase, 0, finest),
+                          output_room(SPILLED, -(-c // finest), hw)))
     a, n_rows, length = {FF: (k, *layer.dy_nz.shape[2:]), BP: layer.x_nz.shape[1:],
                          WG: (k, cg, r * s)}[phase]
     if hw.channel_compaction:
         a = 1
-    if phase == WG:
-        room = 0
-    _, need = smallest_tile(ps, win, a, n_rows, length, hw, out_elem_bytes=room)
-    return (None if need <= hw.buffer_bytes
-            else misfit(ps, win, a, n_rows, length, hw, where, room))
+    for part, room in plans:
+        ps, win = phase_shape(part, phase, hw)
+        _, need = smallest_tile(ps, win, a, n_rows, length, hw, out_elem_bytes=room)
+        if need <= hw.buffer_bytes:
+            return None
+    return misfit(ps, win, a, n_rows, length, hw, where, room)
 
 
 def _prepared_plans(plans: list[tuple], phase: int, hw: HardwareView, circulant_block: int = 0
