@@ -586,15 +586,15 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     every output of the tile; its busiest PE is estimated as the busiest of one cluster doing
     the whole reduction, over `slices` (the planner's rows count each slice's own).
     `out_ratio`: the whole output's bytes in its format over its dense bytes
-    (`written_ratio`): a speculated layer writes only the outputs predicted non-zero.
+    (`written_ratio`): a speculated layer writes only the outputs predicted non-zero. The
+    results had been taken dense, which hid a slower dealing of the MACs behind DRAM time
+    that no tile spends (Trainer's stem dealt by rows, 1.8x the cycles by channels).
     `out_elem_bytes`: an output's room in the buffer where partial sums pass through it with
     the tile (`tile_bytes`). `inner` > 0: `ps`, `processed` and `scanned` are the first of
     that many reduction chunks run innermost (`mappings.planner`'s INNER): every tile of
     every chunk reads and sends both its blocks anew, so the plan has `inner` times the
     tiles, and its MACs and pairs (the search had taken one chunk alone, its blocks kept
-    from tile to tile: on Trainer's WGs a shape estimated 18x too fast). The
-    results had been taken dense, which hid a slower dealing of the MACs behind DRAM time
-    that no tile spends (Trainer's stem dealt by rows, 1.8x the cycles by channels).
+    from tile to tile: on Trainer's WGs a shape estimated 18x too fast).
     """
     a_elems = int(ps.channel_operand.elems[0]) if len(ps.channel_operand.elems) else 0
     eb = hw.element_bytes
