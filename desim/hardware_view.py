@@ -92,6 +92,7 @@ def _move_prices(acc: Accelerator) -> dict[str, float]:
         "index_scan_pj": price.index_scan_pj_per_pair if acc.cfg.index_matching else 0.0,
         "index_match_pj": price.index_match_pj_per_pair if acc.cfg.index_matching else 0.0,
         "psum_add_pj": price.psum_add_pj,
+        "vector_op_pj": price.vector_op_pj,
     }
 
 

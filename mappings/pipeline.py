@@ -183,8 +183,8 @@ def compute_cycles(table: np.ndarray, hw: HardwareView) -> np.ndarray:
 
 
 def estimated_pj(table: np.ndarray, hw: HardwareView, cycles: float) -> float:
-    """A plan's energy at the view's prices: its MACs (and vector operations, priced as
-    one each: arch/vector.py), the bytes it moves through DRAM, the global buffer (whose
+    """A plan's energy at the view's prices: its MACs and vector operations, the bytes it
+    moves through DRAM, the global buffer (whose
     write-backs read what goes to DRAM), the NoC and the clusters' buffers, the partial
     sums added at the buffer, and DRAM standby while it runs."""
     def total(column: str) -> float:
@@ -193,7 +193,7 @@ def estimated_pj(table: np.ndarray, hw: HardwareView, cycles: float) -> float:
     local_writes = float((table["multicast_bytes"] * table["active_clusters"]).sum())
     adds = total("reduced_psums")  # each a running sum read back
     return hw.estimated_pj(
-        macs=total("processed_macs") + total("vector_ops"),
+        macs=total("processed_macs"), vector_ops=total("vector_ops"),
         dram=total("dram_read_bytes") + total("dram_write_bytes"),
         glb=total("glb_read_bytes") + total("glb_write_bytes") + total("dram_write_bytes")
         + adds * hw.psum_bytes, adds=adds,

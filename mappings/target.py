@@ -81,6 +81,7 @@ class HardwareView:
     index_scan_pj: float = 0.0           # a pair's bitmap bits ANDed by index matching
     index_match_pj: float = 0.0          # a matched pair encoded for the MAC
     psum_add_pj: float = 0.0             # a partial sum added at the global buffer
+    vector_op_pj: float | None = None    # an operation of the vector unit (None: a MAC's)
 
     @property
     def psum_bytes(self) -> int:
@@ -93,19 +94,21 @@ class HardwareView:
     def estimated_pj(self, *, macs: float = 0.0, dram: float = 0.0, glb: float = 0.0,
                      unicast: float = 0.0, multicast: float = 0.0, local: float = 0.0,
                      cycles: float = 0.0, scanned: float = 0.0, matched: float = 0.0,
-                     adds: float = 0.0) -> float:
+                     adds: float = 0.0, vector_ops: float = 0.0) -> float:
         """Energy at the view's prices: MACs, bytes through DRAM and the global buffer, bytes
         over unicast routes (gathers included) and over multicast trees, bytes into the
         clusters' local buffers (each written there and read once by the PEs, as
         arch/accelerator.py prices them; the reads had been left out), DRAM standby for
-        `cycles`, the pairs index matching scans and matches, and the partial sums added at
-        the global buffer. The one pricing rule of the mapper's estimates (the tile's and
-        the plan's)."""
+        `cycles`, the pairs index matching scans and matches, the partial sums added at the
+        global buffer, and the vector unit's operations (they had been priced as MACs, wrong
+        where a design prices them apart). The one pricing rule of the mapper's estimates
+        (the tile's and the plan's)."""
         return (macs * self.mac_pj + dram * self.dram_pj_per_byte + glb * self.glb_pj_per_byte
                 + unicast * self.noc_pj_per_byte + multicast * self.noc_multicast_pj_per_byte
                 + 2 * local * self.local_pj_per_byte + cycles * self.static_pj_per_cycle
                 + scanned * self.index_scan_pj + matched * self.index_match_pj
-                + adds * self.psum_add_pj)
+                + adds * self.psum_add_pj
+                + vector_ops * (self.mac_pj if self.vector_op_pj is None else self.vector_op_pj))
 
     def objective_value(self, cycles: float, pj: float) -> float:
         """What `objective` minimises, from an estimate's time and energy."""

@@ -301,6 +301,12 @@ def test_the_plan_energy_prices_the_write_backs_buffer_reads_and_vector_operatio
     assert estimated_pj(table, hw, 100.0) == pytest.approx(
         640 * hw.mac_pj + 1_500 * hw.dram_pj_per_byte + 3_000 * hw.glb_pj_per_byte
         + 100 * hw.static_pj_per_cycle, rel=1e-12)
+    # a design that prices its vector unit's operations apart: at that price, as the replay
+    arch = load_arch(DENSE, ["energy.vector_op_pj=0.05"])
+    priced = hardware_view(Accelerator(Simulator(), arch))
+    assert priced.vector_op_pj == 0.05 != priced.mac_pj
+    assert estimated_pj(table, priced, 100.0) - estimated_pj(table, hw, 100.0) == (
+        pytest.approx(640 * (0.05 - hw.mac_pj), rel=1e-9))
 
 
 def test_the_plan_energy_prices_the_local_buffers_as_the_replay_does():
