@@ -270,7 +270,8 @@ class CaptureNeeds:
 def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
             loss_fn: nn.Module | None = None, packed: bool = False,
             vectors: list[VectorCapture] | None = None, speculative: bool = False,
-            needs: CaptureNeeds = CaptureNeeds()) -> list[LayerCapture] | list[PackedLayer]:
+            needs: CaptureNeeds = CaptureNeeds(), geometry_only: bool = False
+            ) -> list[LayerCapture] | list[PackedLayer]:
     """Run one forward and backward pass and return every conv/linear layer's capture.
 
     Layers come in forward order. The model's weights are used as they are (apply pruning
@@ -280,6 +281,9 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     Every layer that feeds a ReLU gets its ReLU speculation (`mappings.speculation`); with
     `speculative`, the pass runs as the speculating hardware runs it (false zeros applied).
     `needs`: what the designs that read this capture need beyond the maps (CaptureNeeds).
+    `geometry_only`: the forward pass alone, each dY all zeros of its shape: the layers'
+    shapes as `desim.elaborate` checks them, without the backward pass (half the time of a
+    large input's check); every layer is kept, on the loss's path or not.
     """
     keep = BitMap if packed else (lambda t: t)
     loss_fn = loss_fn or nn.CrossEntropyLoss()
@@ -312,7 +316,7 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                              "needs_input_grad": args[0].requires_grad,
                              "weight_trained": module.weight.requires_grad,
                              "x_is_data": x.data_ptr() == inputs.data_ptr()}
-            if not out.requires_grad:  # frozen, as is all before it: FF alone, no gradient
+            if not out.requires_grad or geometry_only:  # (frozen: FF alone, no gradient)
                 records[name]["dy_nz"] = keep(torch.zeros(_as_4d(out, module).shape,
                                                           dtype=torch.bool))
         return hook
@@ -334,7 +338,7 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                              "x_nz": keep(x), "w_nz": keep(w), "groups": groups,
                              "needs_input_grad": args[0].requires_grad,
                              "weight_trained": args[1].requires_grad}  # WG: B's gradient
-            if not _out.requires_grad:  # in a frozen model's first layers: FF alone
+            if not _out.requires_grad or geometry_only:  # (frozen: FF alone)
                 records[name]["dy_nz"] = keep(torch.zeros(m, groups * n, 1, 1,
                                                           dtype=torch.bool))
         return hook
@@ -476,7 +480,7 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
             model.zero_grad(set_to_none=True)
             loss = loss_fn(model(inputs), targets)
-            if loss.requires_grad:  # (a frozen model's inference: FF alone)
+            if loss.requires_grad and not geometry_only:  # (a frozen model: FF alone)
                 loss.backward()
     finally:
         for h in handles:

@@ -91,7 +91,8 @@ def untrained(spec: WorkloadSpec) -> Untrained:
     unpruned, captures them, and the model's modules. Their geometry (shapes, stride,
     padding, groups) is the trained model's, and neither a tile's size nor a pruning's
     constraints (`mappings.pruning.check_layers`) depend on anything else, so
-    `desim.elaborate` checks both before any training. The iteration takes `CHECK_IMAGES`
+    `desim.elaborate` checks both before any training. Its forward pass alone
+    (`capture`'s `geometry_only`: no gradient is read). The iteration takes `CHECK_IMAGES`
     images, not the batch (ResNet-18 at ImageNet size, batch 8: 1.7 s, not 4.4), unless the
     model multiplies activations (`MatMul`): the batch is those layers' groups."""
     if spec.scalesim_topology is not None:
@@ -104,7 +105,7 @@ def untrained(spec: WorkloadSpec) -> Untrained:
     def one_iteration() -> list[PackedLayer]:  # on random inputs: no data set to load
         gen = torch.Generator().manual_seed(spec.seed)
         return capture(model, *batch("random", images, shape, classes, generator=gen),
-                       packed=True, needs=CaptureNeeds.none())
+                       packed=True, needs=CaptureNeeds.none(), geometry_only=True)
     with _batch_norms_trainable(model):
         layers = _within_memory(spec, shape, one_iteration)
     # its weights' memory freed, shapes kept

@@ -18,7 +18,31 @@ from tests.views import arch_view
 
 @pytest.fixture(scope="module")
 def lenet5_layers():
-    return [p.unpack() for p in untrained(WorkloadSpec(model="lenet5", batch=2)).layers]
+    """LeNet-5's layers from one iteration, its backward pass included: the mapper maps
+    them with their gradients (the check's own iteration has its forward pass alone, and
+    the check reads the layers' shapes alone)."""
+    import torch
+
+    from mappings.capture import capture
+    from mappings.datasets import batch
+    from mappings.workload import checked_model
+
+    spec = WorkloadSpec(model="lenet5", batch=2)
+    model, shape = checked_model(spec)
+    gen = torch.Generator().manual_seed(spec.seed)
+    return [p.unpack() for p in capture(model, *batch("random", 2, shape, 10, generator=gen),
+                                        packed=True)]
+
+
+def test_the_checks_iteration_has_the_shapes_of_a_whole_one(lenet5_layers):
+    """The check's untrained iteration runs forward only (`geometry_only`): every layer, its
+    flags and the shapes of X, W and dY are those of a whole iteration's."""
+    checked = [p.unpack() for p in untrained(WorkloadSpec(model="lenet5", batch=2)).layers]
+    assert [(c.name, c.x_nz.shape, c.w_nz.shape, c.dy_nz.shape, c.needs_input_grad,
+             c.weight_trained) for c in checked] == [
+        (w.name, w.x_nz.shape, w.w_nz.shape, w.dy_nz.shape, w.needs_input_grad,
+         w.weight_trained) for w in lenet5_layers]
+    assert not any(c.dy_nz.any() for c in checked)   # no gradient was computed
 
 
 @pytest.mark.parametrize("arch", ["dense.yaml", "hppu.yaml"])
