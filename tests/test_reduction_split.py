@@ -456,3 +456,30 @@ def test_the_tile_search_of_chunks_innermost_moves_what_their_rows_move(monkeypa
     estimates = {(m["dram"], m["multicast"] + m["unicast"]) for m, tail in searched
                  if tail[1:3] == (len(table), -shape.ka) and not tail[3]}
     assert estimates == {(dram, sent)}
+
+
+@pytest.mark.parametrize("kib", [48, 64])
+def test_no_tile_of_a_mapped_run_holds_more_than_its_half_of_the_buffer(kib):
+    """LeNet-5 at batch 4 on dense.yaml with a 48 or 64 KiB buffer: its layers' plans split
+    their reductions (partial sums kept and spilled). Every tile of every conv and linear
+    phase holds no more than its half: its operands as they come in (from DRAM, or read
+    out to the clusters, less an input kept on chip by the phase before) and its results as
+    they are gathered. (A format that adds metadata, a bitmap's bit an element, makes
+    dense data take more than the room a tile is sized by: not here, dense.yaml stores
+    everything dense.)"""
+    from mappings.mapper import map_workload
+    from mappings.pruning import PruningSpec
+    from mappings.workload import WorkloadSpec, capture_workload
+    from tests.views import arch_view
+
+    workload = capture_workload(WorkloadSpec(model="lenet5", batch=4, data="digits"),
+                                PruningSpec(method="dense"))
+    work = [w for w in map_workload(workload, arch_view(
+        "dense.yaml", f"global_buffer.capacity_kib={kib}")) if not w.on_vector_unit]
+    assert any("spilled" in w.mapping for w in work) and any("kept" in w.mapping for w in work)
+    for w in work:
+        table = w.table
+        operands = table["dram_read_bytes"] + table["regenerated_bytes"]
+        if not w.input_resident:
+            operands = np.maximum(operands, table["glb_read_bytes"])
+        assert (operands + table["gather_bytes"]).max() <= w.buffer_bytes, (w.name, w.phase)
