@@ -42,7 +42,7 @@ from arch.weight_generator import WeightGenerator
 from desim.channels import Fifo, Pool
 from desim.clock import PS_PER_NS, Clock
 from desim.errors import ConfigError
-from desim.events import TILE_DTYPE, holds_result
+from desim.events import TILE_DTYPE, holds_local_half, holds_result
 from desim.module import Module, Port, Simulator
 
 COLUMNS = {name: i for i, name in enumerate(TILE_DTYPE.names)}
@@ -231,7 +231,7 @@ class Accelerator(Module):
         while True:
             row = yield from q_in.get()
             self._serve(row)
-            if not row[col["vector_ops"]]:  # (a vector layer's tile goes to the vector unit)
+            if holds_local_half(row[col["vector_ops"]]):
                 yield from self.local_halves.take(1)
             if self.selector is not None:
                 yield from self.selector.scan(row[col["selector_entries"]])

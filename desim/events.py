@@ -74,6 +74,13 @@ def holds_result(gather_bytes: T, dram_write_bytes: T) -> T:
     return (gather_bytes > 0) | (dram_write_bytes > 0)
 
 
+def holds_local_half(vector_ops: T) -> T:
+    """Whether a tile holds one of the clusters' two local halves, from its distribution to
+    the end of its compute: every tile the PEs compute, not a vector layer's (the vector
+    unit's). Of one row's value or of a table's column, as `holds_result`."""
+    return vector_ops == 0
+
+
 def apportion(weights: np.ndarray, total: int) -> np.ndarray:
     """Split `total` (cycles, MACs) over tiles in proportion to `weights` (their MACs), as
     integers summing exactly to `total` (largest remainders); equal shares when every

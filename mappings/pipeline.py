@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from desim.events import holds_result
+from desim.events import holds_local_half, holds_result
 from mappings.target import HardwareView
 
 
@@ -120,7 +120,7 @@ def estimated_cycles(table: np.ndarray, hw: HardwareView,
     stages, read, write = stage_cycles(table, hw)
     end, fetches, writes = buffered_schedule(
         stages, holds_result(table["gather_bytes"], table["dram_write_bytes"]), gates,
-        table["vector_ops"] == 0)
+        holds_local_half(table["vector_ops"]))
     return max(end, dram_busy_until(fetches, writes, read, write, hw.dram_switch_cycles))
 
 

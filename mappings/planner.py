@@ -74,8 +74,9 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     `input_resident`: the input an earlier phase made (FF's X, BP's and WG's dY) is already
     in the global buffer (inter-layer reuse): no tile reads it from DRAM. It is FF's and
     BP's stream operand and WG's channel operand.
-    `counted`: a dict the caller keeps for this layer and phase, where the reduction plans'
-    count maps (`_prepared_plans`) and the tiler's sums of them (`tiling._kept`) stay between
+    `counted`: a dict the caller keeps for this layer and phase, where the layer as compacted
+    (`_compacted`), the reduction plans' count maps (`_prepared_plans`) and the tiler's sums
+    of them (`tiling._kept`, keyed by the compacted layer's id) stay between
     calls with another budget or `output_to_dram` (inter-layer reuse), the only fields of
     `hw` its calls vary. FF's and BP's plans depend on neither; WG's chunks depend on the
     budget and on `input_resident` alone through `_wg_split`, so its plans are kept by that.
@@ -84,10 +85,13 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     pruned_grads_unused = pruned_grads_unused and layer.weight_is_parameter
     if circulant_block and not layer.weight_is_parameter:
         circulant_block = 0
-    layer, before, after = _compacted(layer, phase, hw, policy, pruned_grads_unused,
-                                      circulant_block)
+    kept = {} if counted is None else counted
+    if "compacted" not in kept:  # (a re-map under another budget compacts alike)
+        kept["compacted"] = _compacted(layer, phase, hw, policy, pruned_grads_unused,
+                                       circulant_block)
+    layer, before, after = kept["compacted"]
     table, totals = _tile_phase(layer, layer_index, phase, hw, policy, where,
-                                pruned_grads_unused, circulant_block, input_resident, counted)
+                                pruned_grads_unused, circulant_block, input_resident, kept)
     # The nominal MACs are the whole layer's, what channel compaction leaves out too: every
     # channel of the reduction takes the same pairs (its compacted ones `before / after` of
     # them, exactly), and the totals hold every output channel. The tiles are credited the
@@ -102,11 +106,10 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
 
 def _tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareView,
                 policy: SkipPolicy, where: str, pruned_grads_unused: bool,
-                circulant_block: int, input_resident: bool, counted: dict | None
+                circulant_block: int, input_resident: bool, kept: dict
                 ) -> tuple[np.ndarray, dict]:
-    """`tile_phase` of a layer as compacted."""
+    """`tile_phase` of a layer as compacted (`kept`: tile_phase's `counted`)."""
     resident = (input_resident and phase != WG, input_resident and phase == WG)
-    kept = {} if counted is None else counted
     split = _wg_split(layer, hw, resident[1]) if phase == WG else None
     prepared = kept.setdefault("plans", {})
     if split not in prepared:
@@ -660,18 +663,18 @@ def _tile_across(layer: LayerCapture, slices: list[LayerCapture], maps: list[tup
     _, n_img, n_rows, length = maps[0][2].shape
     ps, win = summed_phase_shape(layer, phase, hw, shaped)
     scanned = sum(0.0 if m[4] is None else float(m[4].sum()) for m in maps)
+    room = output_room(ACROSS, len(slices), hw)
     shapes = choose_tile(ps, win, len(channels), n_img, n_rows, length, hw, where,
                          weights=phase != WG and layer.weight_is_parameter,
                          stream_resident=resident[0], channel_resident=resident[1],
                          processed=_sum_maps(maps)[2], cache=cache,
                          tracked=tracked_weights(layer, phase, ps, hw, 0, cache),
                          scanned=scanned, slices=len(slices), out_ratio=out_ratio,
-                         out_elem_bytes=output_room(ACROSS, len(slices), hw))
+                         out_elem_bytes=room)
     best = None
     for shape in shapes:
         need = tile_bytes(shape, ps, win, (n_rows, length), int(ps.channel_operand.elems[0]),
-                          hw.element_bytes, *resident,
-                          out_elem_bytes=output_room(ACROSS, len(slices), hw))
+                          hw.element_bytes, *resident, out_elem_bytes=room)
         table, weight_bytes, out_bytes = _across_rows(
             slices, maps, shaped, channels, layer_index, phase, hw, policy,
             pruned_grads_unused, resident, shape, cache)
