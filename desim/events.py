@@ -30,6 +30,9 @@ TILE_DTYPE = np.dtype([
                                      # the vector unit); a write-back reads its DRAM bytes
     ("glb_write_bytes", np.int64),   # global buffer writes: DRAM fills and regenerated
                                      # weights, then results (gathered or the vector unit's)
+    ("held_bytes", np.int64),        # global buffer bytes the tile takes: its operand
+                                     # blocks as their formats store them (less one an
+                                     # earlier phase left there) and its results' room
     ("multicast_bytes", np.int64),   # operand sent once to every active cluster
     ("unicast_bytes", np.int64),     # operand split among active clusters (sum over clusters)
     ("gather_bytes", np.int64),      # results returned by the clusters (sum over clusters)

@@ -580,31 +580,68 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
     ps, win = shaped[0]
     room = output_room(order, n, hw)
     tracked = tracked_weights(parts[0], phase, ps, hw, circulant_block, cache)
-    shapes = choose_tile(ps, win, len(channels), n_img, n_rows, length, tiling_hw, where,
-                         weights=phase != WG and parts[0].weight_is_parameter,
-                         stream_resident=resident[0], channel_resident=resident[1],
-                         processed=maps[0][2],  # the first chunk's, as the others
-                         psums_sent=psums_sent, psums_dram=psums_dram, cache=cache,
-                         tracked=tracked,
-                         scanned=0.0 if maps[0][4] is None else float(maps[0][4].sum()),
-                         out_ratio=out_ratio, out_elem_bytes=room,
-                         inner=n if order == INNER else 0)
+
+    def search(budget: int) -> list[TileShape]:
+        return choose_tile(ps, win, len(channels), n_img, n_rows, length,
+                           replace(tiling_hw, buffer_bytes=budget), where,
+                           weights=phase != WG and parts[0].weight_is_parameter,
+                           stream_resident=resident[0], channel_resident=resident[1],
+                           processed=maps[0][2],  # the first chunk's, as the others
+                           psums_sent=psums_sent, psums_dram=psums_dram, cache=cache,
+                           tracked=tracked,
+                           scanned=0.0 if maps[0][4] is None else float(maps[0][4].sum()),
+                           out_ratio=out_ratio, out_elem_bytes=room,
+                           inner=n if order == INNER else 0)
+
     best = None
-    for shape in shapes:   # the tile search's candidates, decided on their own rows
-        need = psum_share + tile_bytes(shape, ps, win, (n_rows, length),
-                                       int(ps.channel_operand.elems[0]), hw.element_bytes,
-                                       *resident, out_elem_bytes=room)
+
+    def place(shape: TileShape) -> tuple[int, int] | None:
+        """Decide a candidate on its own rows (`searched`)."""
+        nonlocal best
         limit = bound if best is None else min(best[4][0], np.inf if bound is None else bound)
         rows = _plan_rows(parts, maps, shaped, channels, order, layer_index, phase, hw, policy,
                           pruned_grads_unused, circulant_block, built, resident, shape, cache,
                           bound=limit, chunk_macs=chunk_macs)
         if rows is None:  # sure to lose: its other chunks were not tiled
-            continue
+            return None
         table, weight_bytes, out_bytes = rows
+        held = int(table["held_bytes"].max())
+        sized = tile_bytes(shape, ps, win, (n_rows, length), int(ps.channel_operand.elems[0]),
+                           hw.element_bytes, *resident, out_elem_bytes=room)
+        if held > tiling_hw.buffer_bytes:  # its blocks as stored overflow its half
+            return held, sized
         key = plan_key(table, hw, n)
         if best is None or key < best[4]:
-            best = (table, weight_bytes, out_bytes, need, key, shape)
+            best = (table, weight_bytes, out_bytes, psum_share + max(held, sized), key, shape)
+        return held, sized
+
+    searched(search, tiling_hw.buffer_bytes, place)
     return best
+
+
+def searched(search: Callable[[int], list[TileShape]], budget: int,
+             place: Callable[[TileShape], tuple[int, int] | None]) -> None:
+    """Hand the tile search's shapes to `place`, which builds a shape's rows, keeps them if
+    no tile holds more than `budget`, and returns the most bytes one holds and the bytes the
+    search sized its tiles at (None: not built, sure to lose). The search sizes a tile by
+    its blocks' dense bytes, which a format can exceed (a bitmap adds a bit an element, 1/16
+    more than dense fp16 data): where a shape's tiles overflow, the search runs again in a
+    budget smaller by the overflow and too small for that shape, until the shapes it gives
+    fit (or none does: its error, unless a shape was kept)."""
+    room, kept = budget, False
+    while True:
+        try:
+            shapes = search(room)
+        except ConfigError:
+            if kept:
+                return
+            raise
+        placed = [p for p in map(place, shapes) if p is not None]
+        kept |= any(held <= budget for held, _ in placed)
+        over = [(held, sized) for held, sized in placed if held > budget]
+        if not over:
+            return
+        room = min(min(room * budget // held, sized - 1) for held, sized in over)
 
 
 def _across_slices(layer: LayerCapture, phase: int, hw: HardwareView,
@@ -648,7 +685,7 @@ def _across_floor(totals: dict, outputs: int, slices: int, hw: HardwareView) -> 
 
 # What the slices of a reduction dealt to the clusters add up to, tile by tile.
 ACROSS_SUMMED = ("dram_read_bytes", "weight_read_bytes", "dram_write_bytes", "glb_read_bytes",
-                 "selector_entries", "regenerated_weights", "regenerated_bytes",
+                 "held_bytes", "selector_entries", "regenerated_weights", "regenerated_bytes",
                  "speculated_ops", "scanned_pairs", "processed_macs", "effectual_macs", "macs")
 
 
@@ -664,31 +701,43 @@ def _tile_across(layer: LayerCapture, slices: list[LayerCapture], maps: list[tup
     ps, win = summed_phase_shape(layer, phase, hw, shaped)
     scanned = sum(0.0 if m[4] is None else float(m[4].sum()) for m in maps)
     room = output_room(ACROSS, len(slices), hw)
-    shapes = choose_tile(ps, win, len(channels), n_img, n_rows, length, hw, where,
-                         weights=phase != WG and layer.weight_is_parameter,
-                         stream_resident=resident[0], channel_resident=resident[1],
-                         processed=_sum_maps(maps)[2], cache=cache,
-                         tracked=tracked_weights(layer, phase, ps, hw, 0, cache),
-                         scanned=scanned, slices=len(slices), out_ratio=out_ratio,
-                         out_elem_bytes=room)
+
+    def search(budget: int) -> list[TileShape]:
+        return choose_tile(ps, win, len(channels), n_img, n_rows, length,
+                           replace(hw, buffer_bytes=budget), where,
+                           weights=phase != WG and layer.weight_is_parameter,
+                           stream_resident=resident[0], channel_resident=resident[1],
+                           processed=_sum_maps(maps)[2], cache=cache,
+                           tracked=tracked_weights(layer, phase, ps, hw, 0, cache),
+                           scanned=scanned, slices=len(slices), out_ratio=out_ratio,
+                           out_elem_bytes=room)
+
     best = None
-    for shape in shapes:
-        need = tile_bytes(shape, ps, win, (n_rows, length), int(ps.channel_operand.elems[0]),
-                          hw.element_bytes, *resident, out_elem_bytes=room)
+
+    def place(shape: TileShape) -> tuple[int, int]:
+        nonlocal best
         table, weight_bytes, out_bytes = _across_rows(
             slices, maps, shaped, channels, layer_index, phase, hw, policy,
-            pruned_grads_unused, resident, shape, cache)
+            pruned_grads_unused, resident, shape, cache, room)
+        held = int(table["held_bytes"].max())
+        sized = tile_bytes(shape, ps, win, (n_rows, length), int(ps.channel_operand.elems[0]),
+                           hw.element_bytes, *resident, out_elem_bytes=room)
+        if held > hw.buffer_bytes:  # its blocks as stored overflow its half
+            return held, sized
         key = plan_key(table, hw, len(slices))
         if best is None or key < best[4]:
-            best = (table, weight_bytes, out_bytes, need, key, shape)
-    assert best is not None  # choose_tile returns a shape or raises
+            best = (table, weight_bytes, out_bytes, max(held, sized), key, shape)
+        return held, sized
+
+    searched(search, hw.buffer_bytes, place)
+    assert best is not None  # a shape is kept, or the search raises
     return best
 
 
 def _across_rows(slices: list[LayerCapture], maps: list[tuple], shaped: list[tuple],
                  channels: torch.Tensor, layer_index: int, phase: int, hw: HardwareView,
                  policy: SkipPolicy, pruned_grads_unused: bool, resident: tuple[bool, bool],
-                 shape: TileShape, cache: dict) -> tuple[np.ndarray, int, int]:
+                 shape: TileShape, cache: dict, room: int) -> tuple[np.ndarray, int, int]:
     """A reduction dealt to the clusters in tiles of `shape`: each slice tiled as its own
     cluster's work (every channel of the tile to that one cluster, `tile_part`), the
     slices' tile i run side by side as the plan's tile i. The tile lasts as long as the
@@ -696,8 +745,9 @@ def _across_rows(slices: list[LayerCapture], maps: list[tuple], shaped: list[tup
     and sends back a partial sum of every output, at the accumulator's precision; the
     global buffer adds each after the first into the running sum (`reduced_psums`: read,
     added, written back) and writes the final outputs, the first slice's rows' (`last`:
-    the outputs of every slice are the same). Returns the rows, the weight bytes read from
-    DRAM and the final outputs' bytes."""
+    the outputs of every slice are the same), the running sums taking `room` bytes an
+    output in the buffer. Returns the rows, the weight bytes read from DRAM and the final
+    outputs' bytes."""
     one = replace(hw, clusters=1, partitions=("channels",))
     dealt = replace(shape, partition="channels")
     tables, weight_bytes = [], 0
@@ -720,6 +770,7 @@ def _across_rows(slices: list[LayerCapture], maps: list[tuple], shaped: list[tup
     rows["multicast_bytes"] = 0
     rows["gather_bytes"] = n * psums
     rows["reduced_psums"] = (n - 1) * psums // hw.psum_bytes
+    rows["held_bytes"] += psums // hw.psum_bytes * (room - hw.element_bytes)
     rows["glb_write_bytes"] = (rows["dram_read_bytes"] + rows["regenerated_bytes"]
                                + rows["gather_bytes"])
     rows["active_clusters"] = n
@@ -793,6 +844,9 @@ def _plan_rows(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                 table["glb_write_bytes"] += psums
                 if spilled:
                     table["dram_write_bytes"] += psums
+            if spilled:  # they pass through the buffer with the tile (`output_room`)
+                table["held_bytes"] += (psums // hw.psum_bytes
+                                        * (output_room(order, n, hw) - hw.element_bytes))
         tables.append(table)
         if floor is not None and i < n - 1 and floor.add(table) > bound * (1 + 1e-9):
             return None

@@ -991,6 +991,11 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
     table["dram_write_bytes"] = out_bytes if hw.output_to_dram else 0
     table["glb_read_bytes"] = s_sent + a_sent
     table["glb_write_bytes"] = dram_read + regenerated_bytes + out_bytes
+    # In the buffer, its blocks whole as stored (a kept block too), and room for its outputs:
+    # an element each, or their bytes as written where the format takes more
+    table["held_bytes"] = ((0 if channel_resident else a_tile)
+                           + (0 if stream_resident else s_tile)
+                           + np.maximum(out_bytes, outputs[ia, ib] * eb))
     table["regenerated_weights"] = regenerated[ia] * a_new
     table["regenerated_bytes"] = regenerated_bytes
     table["active_clusters"] = active

@@ -312,7 +312,7 @@ def pass_tiles(layer_id: int, phase: int, hw: HardwareView, read: int, operands:
     n = max(1, -(-(read + write) // hw.buffer_bytes))
     table = empty_table(n)
     table["layer"], table["phase"] = layer_id, phase
-    table["dram_read_bytes"] = table["glb_write_bytes"] = _split(read, n)
+    table["dram_read_bytes"] = table["glb_write_bytes"] = table["held_bytes"] = _split(read, n)
     table["glb_read_bytes"] = _split(operands, n)
     table["vector_ops"] = _split(ops, n)
     return with_result(table, result, hw)
@@ -328,8 +328,9 @@ def with_result(table: np.ndarray, nbytes: int, hw: HardwareView) -> np.ndarray:
     table = table.copy()
     made = _split(nbytes, len(table))
     table["glb_write_bytes"] += made
-    if hw.output_to_dram:
+    if hw.output_to_dram:  # (a result kept on chip has its room outside the tiles')
         table["dram_write_bytes"] += made
+        table["held_bytes"] += made
     return table
 
 
