@@ -9,10 +9,11 @@ time; one tile overlaps nothing and takes the sum of its stages. An estimate tha
 busiest stage alone would think one large tile as fast as many small ones, and a larger
 buffer (fewer, larger tiles) could then make a design slower by the mapper's own choice.
 `buffered_cycles` follows a plan's tiles through the stages one by one, as the accelerator
-runs them; `equal_tiles_cycles` is its closed form for equal tiles, which the tile search
-uses on every candidate shape. `estimated_cycles` adds what one DRAM channel can serve,
-`estimated_pj` prices a plan's event rows, and `plan_key` puts both on the design's
-objective.
+runs them, DRAM's one channel serving the fetches' reads and the write-backs in the order
+they are asked for (a fetch waits behind a long write-back); `equal_tiles_cycles` is its
+closed form for equal tiles, reads and writes apart, which the tile search uses on every
+candidate shape. `estimated_cycles` times a plan's tiles so, `estimated_pj` prices its
+event rows, and `plan_key` puts both on the design's objective.
 """
 
 from __future__ import annotations
@@ -26,33 +27,25 @@ from mappings.target import HardwareView
 def equal_tiles_cycles(stage_cycles: list[float], tiles: int) -> float:
     """The makespan of `tiles` equal tiles sharing each stage's total (`stage_cycles`): the
     busiest stage's total plus the others' share of one tile, the fill and drain (what
-    `buffered_cycles` gives for equal tiles)."""
+    `buffered_cycles` gives for equal tiles whose reads and writes do not meet on DRAM's
+    channel)."""
     busiest = max(stage_cycles)
     return busiest + (sum(stage_cycles) - busiest) / max(tiles, 1)
 
 
 def buffered_cycles(times: np.ndarray, has_results: np.ndarray | None = None,
-                    on_pes: np.ndarray | None = None) -> float:
-    """When the last of `times`' tiles leaves the pipeline (`buffered_schedule`)."""
-    return buffered_schedule(times, has_results, on_pes=on_pes)[0]
-
-
-def buffered_schedule(times: np.ndarray, has_results: np.ndarray | None = None,
-                      gates: np.ndarray | None = None, on_pes: np.ndarray | None = None
-                      ) -> tuple[float, list[float], list[float]]:
-    """When the last of `times`' tiles leaves the pipeline as arch/accelerator.py runs it,
-    and when each tile's fetch and write-back start (the order DRAM sees them in).
+                    gates: np.ndarray | None = None, on_pes: np.ndarray | None = None,
+                    reads: np.ndarray | None = None) -> float:
+    """When the last of `times`' tiles leaves the pipeline as arch/accelerator.py runs it.
     Rows are tiles, columns the cycles of their five stages: fetch, distribute, compute,
     collect, write back. Each stage takes one tile at a time, in order. Between two stages a
     two-deep FIFO: a stage that finished a tile waits to pass it on until the next stage has
-    started the tile two before it. A tile holds one of the global buffer's two operand
+    taken the tile two before it. A tile holds one of the global buffer's two operand
     halves from the start of its fetch to the end of its distribution, and a tile with
     results (`has_results`, default every tile) one of its two result halves from the start
     of its collection to the end of its write-back; a tile the PEs compute (`on_pes`,
     default every tile; not a vector layer's) one of the clusters' two local halves from
-    the start of its distribution to the end of its compute. DRAM's reads and writes are
-    taken as independent here (the caller bounds the time by one channel serving both from
-    the starts this returns: `dram_busy_until`, below). `gates`, of a run of
+    the start of its distribution to the end of its compute. `gates`, of a run of
     layer-phases: for each tile, the earlier tile whose write-back must end before it is
     fetched (a phase's first tile waits for the phases it needs, `mapper.phase_waits`), or
     -1.
@@ -60,51 +53,114 @@ def buffered_schedule(times: np.ndarray, has_results: np.ndarray | None = None,
     So it sees what depends on the buffers' depth: a heavy tile behind light ones that the
     NoC port holds up cannot fetch while they wait (there is no free half to fetch into),
     and its fetch adds to its distribution; each tile taken as long as its busiest stage,
-    others hidden under it, would miss that."""
-    rows = np.asarray(times, dtype=np.float64).tolist()
-    holds = ([True] * len(rows) if has_results is None
-             else np.asarray(has_results, dtype=bool).tolist())
-    pes = [True] * len(rows) if on_pes is None else np.asarray(on_pes, dtype=bool).tolist()
-    # per stage: when it may take its next tile (it passed its last on), and when it
-    # started the last two tiles (the FIFO before it has room for a third once it has
-    # started the first of them); when the halves come free, in order
-    f_free = d_free = c_free = g_free = w_end = 0.0
-    d_starts = c_starts = g_starts = w_starts = (0.0, 0.0)
-    operand = result = local = (0.0, 0.0)
-    waits = [-1] * len(rows) if gates is None else np.asarray(gates).tolist()
-    fetches, writes, ends = [], [], []
-    for (fetch, distribute, compute, collect, write), has, gate, pe in zip(
-            rows, holds, waits, pes, strict=True):
-        f0 = max(f_free, operand[0], ends[gate] if gate >= 0 else 0.0)
-        fetches.append(f0)
-        f_free = max(f0 + fetch, d_starts[0])
-        d_get = max(f_free, d_free)   # it takes the tile, then waits for a local half
-        d0 = max(d_get, local[0]) if pe else d_get
-        operand = (operand[1], d0 + distribute)
-        d_free = max(d0 + distribute, c_starts[0])
-        c0 = max(d_free, c_free)
-        if pe:
-            local = (local[1], c0 + compute)
-        c_free = max(c0 + compute, g_starts[0])
-        g_get = max(c_free, g_free)   # it takes the tile, then waits for a result half
-        g0 = max(g_get, result[0]) if has else g_get
-        g_free = max(g0 + collect, w_starts[0])
-        w0 = max(g_free, w_end)
-        writes.append(w0)
-        w_end = w0 + write
-        ends.append(w_end)
-        if has:
-            result = (result[1], w_end)
-        d_starts, c_starts = (d_starts[1], d_get), (c_starts[1], c0)
-        g_starts, w_starts = (g_starts[1], g_get), (w_starts[1], w0)
-    return w_end, fetches, writes
+    others hidden under it, would miss that.
+
+    DRAM has one channel for the fetches' reads (`reads`, each tile's part of its fetch
+    that DRAM serves, default all of it; the weight generator works beside it) and the
+    write-backs: like arch/dram.py's controller it serves them whole, one at a time, in
+    the order they are asked for (a write-back first where both are asked for at once, as
+    where a phase's first fetch waits for a write-back to end and the next one is queued).
+    So a fetch waits behind a long write-back asked for before it, as in the accelerator.
+    The bus's turns between reads and writes are not counted: the replay hides most of
+    them under the latency each transaction is charged here (counted, the estimate was
+    further from the replay: benchmarks/plan_estimate.py)."""
+    n, pad = len(times), 3   # three empty tiles, done at 0, stand before the first
+    cols = np.vstack([np.zeros((pad, 5)), np.asarray(times, dtype=np.float64).reshape(n, 5)])
+    fetch, distribute, compute, collect, write = cols.T.tolist()
+    read = fetch if reads is None else [0.0] * pad + np.asarray(reads, np.float64).tolist()
+    gate = [pad - 1] * (n + pad) if gates is None else (
+        [pad - 1] * pad + (np.asarray(gates) + pad).tolist())
+    result_wait = _half_waits(has_results, n, pad)   # the tile whose write-back frees its half
+    local_wait = _half_waits(on_pes, n, pad)         # ... whose compute frees its local half
+    # per tile: when its fetch and distribution end, its compute starts and ends, the
+    # collector takes it (then waits for a result half) and is done with it, its write-back
+    # is asked for and ends
+    f_end, d_end, c_start, c_end, g_take, g_end, w_ask, w_end = (
+        [0.0] * (n + pad) for _ in range(8))
+    # In tile order a later tile may ask to fetch before an earlier one asks to write back
+    # (up to some ten tiles apart, through the FIFOs and halves), so each stage counts the
+    # tiles it is done with: fetched, distributed, computed, taken and done by the
+    # collector, written back. DRAM is free from `free` on.
+    nf = nd = nc = nt = ng = nw = pad
+    free = 0.0
+
+    def serve(ask: float, cycles: float) -> float:
+        """When a transaction asked for at `ask` ends: DRAM takes it once it is free (one
+        of no bytes asks it for nothing)."""
+        nonlocal free
+        if not cycles:
+            return ask
+        free = max(ask, free) + cycles
+        return free
+
+    while nw < n + pad:
+        # The stages between DRAM's read and write take every tile whose times are known: a
+        # stage takes tile j once the stage before is done with it, it has passed tile j-1
+        # on (the stage after has taken j-3: the FIFO between them holds two) and it has
+        # its half (the distributor a local one, the collector a result one).
+        while True:
+            j = nd   # distribution
+            if j < nf and nc > j - 3 and nc > local_wait[j]:
+                d_end[j] = max(f_end[j], d_end[j - 1], c_start[j - 3],
+                               c_end[local_wait[j]]) + distribute[j]
+                nd += 1
+                continue
+            j = nc   # compute
+            if j < nd and nt > j - 3:
+                c_start[j] = max(d_end[j], c_end[j - 1], g_take[j - 3])
+                c_end[j] = c_start[j] + compute[j]
+                nc += 1
+                continue
+            j = nt   # the collector takes the tile (done with the one before)
+            if j < nc and j == ng and nw >= j - 3:
+                g_take[j] = max(c_end[j], g_end[j - 1], w_ask[j - 3])
+                nt += 1
+                continue
+            j = ng   # ... and collects it; the write-back stage asks for it if it is next
+            if j < nt and nw > result_wait[j]:
+                g_end[j] = max(g_take[j], w_end[result_wait[j]]) + collect[j]
+                ng += 1
+                if j == nw:
+                    w_ask[j] = max(g_end[j], w_end[j - 1])
+                continue
+            break
+        # DRAM serves the next read or the next write, whichever was asked for first. One
+        # not known yet waits for the other's end (a fetch, through the buffers, for an
+        # earlier tile's write-back; a write-back for its own tile's fetch): it is later.
+        j, ask = nf, None
+        if j < n + pad and nd > j - 2 and nw > gate[j]:
+            # the fetcher is done with tile j-1, a half is free (tile j-2 is distributed, so
+            # the FIFO after the fetcher has room too) and its gate is written back
+            ask = max(f_end[j - 1], d_end[j - 2], w_end[gate[j]])
+        if ask is not None and (nw == ng or ask < w_ask[nw]):
+            f_end[j] = max(serve(ask, read[j]), ask + fetch[j])
+            nf += 1
+        else:
+            w_end[nw] = serve(w_ask[nw], write[nw])
+            nw += 1
+            if nw < ng:
+                w_ask[nw] = max(g_end[nw], w_end[nw - 1])
+    return w_end[-1]
+
+
+def _half_waits(holds: np.ndarray | None, n: int, pad: int) -> list[int]:
+    """For each of `n` tiles after `pad` empty ones: the tile whose end frees the half of a
+    double buffer it takes, the one two before it of those that hold one (`holds`, default
+    every tile); `pad - 1` (an empty tile) where it holds none or waits for none."""
+    flags = [True] * n if holds is None else np.asarray(holds, dtype=bool).tolist()
+    waits, last = [pad - 1] * (n + pad), [pad - 1, pad - 1]
+    for j, holds_one in enumerate(flags, start=pad):
+        if holds_one:
+            waits[j] = last[0]
+            last = [last[1], j]
+    return waits
 
 
 def plan_key(table: np.ndarray, hw: HardwareView, chunks: int,
              gates: np.ndarray | None = None) -> tuple:
     """What ranks the plans of a phase, smallest first: `hw.objective` on the estimates,
     then time, DRAM bytes and fewer chunks (so that without prices time decides). `gates`:
-    of a run of phases, `buffered_schedule`'s."""
+    of a run of phases, `buffered_cycles`'s."""
     cycles = estimated_cycles(table, hw, gates)
     pj = estimated_pj(table, hw, cycles)
     dram = int(table["dram_read_bytes"].sum() + table["dram_write_bytes"].sum())
@@ -113,15 +169,14 @@ def plan_key(table: np.ndarray, hw: HardwareView, chunks: int,
 
 def estimated_cycles(table: np.ndarray, hw: HardwareView,
                      gates: np.ndarray | None = None) -> float:
-    """A plan's time: its tiles through the pipeline's stages (`stage_cycles`), through
-    the two-deep buffers (`buffered_schedule`, which takes DRAM's reads and writes as
-    independent), and no earlier than one channel can serve them both
-    (`dram_busy_until`). Trainer's speculation, a stage of its own, is not counted."""
-    stages, read, write = stage_cycles(table, hw)
-    end, fetches, writes = buffered_schedule(
+    """A plan's time: its tiles through the pipeline's stages (`stage_cycles`) and the
+    two-deep buffers, DRAM's one channel serving their reads and writes in the order they
+    are asked for (`buffered_cycles`). Trainer's speculation, a stage of its own, is not
+    counted."""
+    stages, read, _ = stage_cycles(table, hw)
+    return buffered_cycles(
         stages, holds_result(table["gather_bytes"], table["dram_write_bytes"]), gates,
-        holds_local_half(table["vector_ops"]))
-    return max(end, dram_busy_until(fetches, writes, read, write, hw.dram_switch_cycles))
+        holds_local_half(table["vector_ops"]), read)
 
 
 def stage_cycles(table: np.ndarray, hw: HardwareView
@@ -148,22 +203,6 @@ def stage_cycles(table: np.ndarray, hw: HardwareView
         compute_cycles(table, hw),
         stage(table["gather_bytes"], port, hw.noc_latency_cycles), write], axis=1)
     return stages, read, write
-
-
-def dram_busy_until(fetches: list[float], writes: list[float], read: np.ndarray,
-                    write: np.ndarray, switch: float) -> float:
-    """The earliest DRAM's one channel can finish the tiles' reads (`read` cycles each,
-    starting no earlier than `fetches`) and writes (`write`, from `writes`): from any of
-    those starts on, the channel still has every transaction that starts later to serve,
-    and the bus turns between them (`switch` cycles each)."""
-    events = sorted([(t, 0, c) for t, c in zip(fetches, read.tolist(), strict=True) if c]
-                    + [(t, 1, c) for t, c in zip(writes, write.tolist(), strict=True) if c])
-    until, work, last = 0.0, 0.0, None
-    for t, direction, cycles in reversed(events):   # the work from each start on
-        work += cycles + (switch if last is not None and last != direction else 0.0)
-        last = direction
-        until = max(until, t + work)
-    return until
 
 
 def compute_cycles(table: np.ndarray, hw: HardwareView) -> np.ndarray:
