@@ -608,7 +608,7 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
         held = int(table["held_bytes"].max())
         sized = tile_bytes(shape, ps, win, (n_rows, length), int(ps.channel_operand.elems[0]),
                            hw.element_bytes, *resident, out_elem_bytes=room)
-        if held > tiling_hw.buffer_bytes:  # its blocks as stored overflow its half
+        if held > tiling_hw.buffer_bytes >= sized:  # its blocks as stored overflow its half
             return held, sized
         key = plan_key(table, hw, n)
         if best is None or key < best[4]:
@@ -621,13 +621,13 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
 
 def searched(search: Callable[[int], list[TileShape]], budget: int,
              place: Callable[[TileShape], tuple[int, int] | None]) -> None:
-    """Hand the tile search's shapes to `place`, which builds a shape's rows, keeps them if
-    no tile holds more than `budget`, and returns the most bytes one holds and the bytes the
-    search sized its tiles at (None: not built, sure to lose). The search sizes a tile by
-    its blocks' dense bytes, which a format can exceed (a bitmap adds a bit an element, 1/16
-    more than dense fp16 data): where a shape's tiles overflow, the search runs again in a
-    budget smaller by the overflow and too small for that shape, until the shapes it gives
-    fit (or none does: its error, unless a shape was kept)."""
+    """Hand the tile search's shapes to `place`, which builds a shape's rows and returns
+    the most bytes one of its tiles holds and the bytes the search sized them at (None: not
+    built, sure to lose), keeping the rows unless they overflow: the search sized them
+    within `budget`, but at their blocks' dense bytes, which a format can exceed (a bitmap
+    adds a bit an element, 1/16 more than dense fp16 data). Where a shape overflows, the
+    search runs again in a budget smaller by the overflow and too small for that shape,
+    until the shapes it gives fit (or none does: its error, unless a shape was kept)."""
     room, kept = budget, False
     while True:
         try:
@@ -637,8 +637,8 @@ def searched(search: Callable[[int], list[TileShape]], budget: int,
                 return
             raise
         placed = [p for p in map(place, shapes) if p is not None]
-        kept |= any(held <= budget for held, _ in placed)
-        over = [(held, sized) for held, sized in placed if held > budget]
+        over = [(held, sized) for held, sized in placed if held > budget >= sized]
+        kept |= len(over) < len(placed)
         if not over:
             return
         room = min(min(room * budget // held, sized - 1) for held, sized in over)
@@ -722,7 +722,7 @@ def _tile_across(layer: LayerCapture, slices: list[LayerCapture], maps: list[tup
         held = int(table["held_bytes"].max())
         sized = tile_bytes(shape, ps, win, (n_rows, length), int(ps.channel_operand.elems[0]),
                            hw.element_bytes, *resident, out_elem_bytes=room)
-        if held > hw.buffer_bytes:  # its blocks as stored overflow its half
+        if held > hw.buffer_bytes >= sized:  # its blocks as stored overflow its half
             return held, sized
         key = plan_key(table, hw, len(slices))
         if best is None or key < best[4]:
