@@ -615,27 +615,35 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
             best = (table, weight_bytes, out_bytes, psum_share + max(held, sized), key, shape)
         return held, sized
 
-    searched(search, tiling_hw.buffer_bytes, place)
+    searched(search, tiling_hw.buffer_bytes, place, where)
     return best
 
 
 def searched(search: Callable[[int], list[TileShape]], budget: int,
-             place: Callable[[TileShape], tuple[int, int] | None]) -> None:
+             place: Callable[[TileShape], tuple[int, int] | None], where: str) -> None:
     """Hand the tile search's shapes to `place`, which builds a shape's rows and returns
     the most bytes one of its tiles holds and the bytes the search sized them at (None: not
     built, sure to lose), keeping the rows unless they overflow: the search sized them
     within `budget`, but at their blocks' dense bytes, which a format can exceed (a bitmap
     adds a bit an element, 1/16 more than dense fp16 data). Where a shape overflows, the
     search runs again in a budget smaller by the overflow and too small for that shape,
-    until the shapes it gives fit (or none does: its error, unless a shape was kept)."""
-    room, kept = budget, False
+    until the shapes it gives fit (or none does: an error that names the overflow,
+    unless a shape was kept)."""
+    room, kept, over = budget, False, []
     while True:
         try:
             shapes = search(room)
-        except ConfigError:
+        except ConfigError as err:
             if kept:
                 return
-            raise
+            if not over:
+                raise
+            held, sized = min(over)
+            raise ConfigError(
+                f"{where}: its smallest tile that fits the {budget} bytes the global buffer "
+                f"gives a tile at dense bytes ({sized}) holds {held} as its formats store "
+                "them (a bitmap adds a bit an element); enlarge the buffer or shrink the "
+                "batch", key=BUFFER_KEY) from err
         placed = [p for p in map(place, shapes) if p is not None]
         over = [(held, sized) for held, sized in placed if held > budget >= sized]
         kept |= len(over) < len(placed)
@@ -729,7 +737,7 @@ def _tile_across(layer: LayerCapture, slices: list[LayerCapture], maps: list[tup
             best = (table, weight_bytes, out_bytes, max(held, sized), key, shape)
         return held, sized
 
-    searched(search, hw.buffer_bytes, place)
+    searched(search, hw.buffer_bytes, place, where)
     assert best is not None  # a shape is kept, or the search raises
     return best
 

@@ -505,3 +505,18 @@ def test_a_tile_whose_bitmaps_overflow_its_half_is_cut_smaller():
                      totals["mapping"].split(",")[0])
     assert held["dense"] == ([960, 960], 960, "4 ch x 1 image")
     assert held["bitmap"] == ([884] * 4, 884, "4 ch x 2 rows")
+
+
+def test_a_buffer_that_fits_the_smallest_tile_dense_but_not_in_bitmaps_says_so():
+    """The same conv in an 820 B half: its smallest tile, 4 channels x 1 row, takes 576 B
+    of weights, 3 rows of X (192 B) and 4 x 4 outputs (32 B), 800 B dense; in bitmaps 612
+    + 204 + 34 = 850 B. The dense design maps it; the bitmap one stops with a message that
+    gives both sizes (it had said the tile needs 800 bytes of a budget it had shrunk)."""
+    layer = dense_capture(nn.Conv2d(8, 8, 3, padding=1, bias=False), n=1, h=4)
+    fmt = {"weight_format": "bitmap", "activation_format": "bitmap"}
+    table, _ = tile_phase(layer, 0, FF, HardwareView(**{**HW.__dict__, "buffer_bytes": 820}),
+                          SkipPolicy(), pruned_grads_unused=True)
+    assert table["held_bytes"].max() == 800
+    with pytest.raises(ConfigError, match=r"the 820 bytes .* \(800\) holds 850 as its formats"):
+        tile_phase(layer, 0, FF, HardwareView(**{**HW.__dict__, "buffer_bytes": 820, **fmt}),
+                   SkipPolicy(), pruned_grads_unused=True)
