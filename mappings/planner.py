@@ -104,13 +104,36 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     return table, {**totals, "macs": full}
 
 
+class StoredOverflow(ConfigError):
+    """No tile of a plan fits its half as its formats store it, though one fits at dense
+    bytes (`searched`): a finer cut of WG's reduction may."""
+
+
 def _tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareView,
                 policy: SkipPolicy, where: str, pruned_grads_unused: bool,
                 circulant_block: int, input_resident: bool, kept: dict
                 ) -> tuple[np.ndarray, dict]:
-    """`tile_phase` of a layer as compacted (`kept`: tile_phase's `counted`)."""
+    """`tile_phase` of a layer as compacted (`kept`: tile_phase's `counted`). WG's reduction
+    is cut into as few chunks as fit at dense bytes (`_wg_split`), or more where its tiles
+    as stored do not fit (ResNet-18's first WG at 224 x 224 on hppu_like.yaml, its maps in
+    bitmaps: its smallest tile of whole images, 253,344 B dense, overflows a 256 KiB half)."""
     resident = (input_resident and phase != WG, input_resident and phase == WG)
     split = _wg_split(layer, hw, resident[1]) if phase == WG else None
+    while True:
+        try:
+            return _tile_split(layer, layer_index, phase, hw, policy, where,
+                               pruned_grads_unused, circulant_block, resident, kept, split)
+        except StoredOverflow:
+            split = _wg_split(layer, hw, resident[1], finer_than=split) if split else None
+            if split is None:
+                raise
+
+
+def _tile_split(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareView,
+                policy: SkipPolicy, where: str, pruned_grads_unused: bool,
+                circulant_block: int, resident: tuple[bool, bool], kept: dict,
+                split: tuple[str, int] | None) -> tuple[np.ndarray, dict]:
+    """`_tile_phase` with WG's reduction cut as `split` says (None: FF, BP)."""
     prepared = kept.setdefault("plans", {})
     if split not in prepared:
         prepared[split] = _prepared_plans(
@@ -195,8 +218,8 @@ def _tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareV
         chunk_plans()
         if slices:
             dealt_across()
-    if best is None:
-        raise errors[0]
+    if best is None:  # (a finer cut may fit where a plan overflows as stored)
+        raise next((e for e in errors if isinstance(e, StoredOverflow)), errors[0])
     _, table, totals = best
     if circulant_block:
         totals["processed_macs"] = int(table["processed_macs"].sum())
@@ -639,7 +662,7 @@ def searched(search: Callable[[int], list[TileShape]], budget: int,
             if not over:
                 raise
             held, sized = min(over)
-            raise ConfigError(
+            raise StoredOverflow(
                 f"{where}: its smallest tile that fits the {budget} bytes the global buffer "
                 f"gives a tile at dense bytes ({sized}) holds {held} as its formats store "
                 "them (a bitmap adds a bit an element); enlarge the buffer or shrink the "
@@ -868,12 +891,13 @@ def _plan_rows(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
     return np.concatenate(tables), weight_bytes, out_bytes
 
 
-def _wg_split(layer: LayerCapture, hw: HardwareView, dy_resident: bool = False
-              ) -> tuple[str, int]:
+def _wg_split(layer: LayerCapture, hw: HardwareView, dy_resident: bool = False,
+              finer_than: tuple[str, int] | None = None) -> tuple[str, int] | None:
     """How WG's reduction (over images, then over output rows) splits into as few chunks as
-    fit: ("images", m), groups of m images (all of them when the whole batch fits), else
-    ("rows", r), runs of r output rows of one image (`dy_resident`: dY is in the buffer
-    already and takes no tile room). Its chunks are `_wg_parts`."""
+    fit at dense bytes: ("images", m), groups of m images (all of them when the whole batch
+    fits), else ("rows", r), runs of r output rows of one image (`dy_resident`: dY is in
+    the buffer already and takes no tile room). Its chunks are `_wg_parts`. `finer_than`:
+    the first split that fits after that one (None if there is none)."""
     n, _, p, _ = layer.dy_nz.shape
     k, cg, r, s = layer.w_nz.shape
 
@@ -882,13 +906,16 @@ def _wg_split(layer: LayerCapture, hw: HardwareView, dy_resident: bool = False
         _, need = smallest_tile(ps, win, k, cg, r * s, hw, channel_resident=dy_resident)
         return need <= hw.buffer_bytes
 
-    for m in sorted(set(halvings(n)), reverse=True):
-        if smallest_tile_fits(_slice(layer, 0, m)):
-            return "images", m
-    for rows in sorted(set(halvings(p)), reverse=True):
-        if smallest_tile_fits(_slice_rows(layer, 0, 0, rows)):
-            return "rows", rows
-    return "images", n  # the whole batch: choose_tile reports the misfit
+    splits = ([("images", m) for m in sorted(set(halvings(n)), reverse=True)]
+              + [("rows", rows) for rows in sorted(set(halvings(p)), reverse=True)])
+    if finer_than is not None:
+        splits = splits[splits.index(finer_than) + 1:]
+    for kind, size in splits:
+        part = _slice(layer, 0, size) if kind == "images" else _slice_rows(layer, 0, 0, size)
+        if smallest_tile_fits(part):
+            return kind, size
+    # the whole batch: choose_tile reports the misfit
+    return ("images", n) if finer_than is None else None
 
 
 def _wg_parts(layer: LayerCapture, split: tuple[str, int], first_only: bool = False

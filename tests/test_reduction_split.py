@@ -520,3 +520,28 @@ def test_a_buffer_that_fits_the_smallest_tile_dense_but_not_in_bitmaps_says_so()
     with pytest.raises(ConfigError, match=r"the 820 bytes .* \(800\) holds 850 as its formats"):
         tile_phase(layer, 0, FF, HardwareView(**{**HW.__dict__, "buffer_bytes": 820, **fmt}),
                    SkipPolicy(), pruned_grads_unused=True)
+
+
+def test_a_wg_whose_tiles_overflow_as_stored_is_cut_into_finer_chunks():
+    """ResNet-18's first WG at 224 x 224, batch 1, hybrid-pruned, on hppu_like.yaml (its
+    maps in bitmaps, 256 KiB halves): the fewest chunks whose smallest tile fits at dense
+    bytes are two runs of 56 output rows, whose smallest tile takes 253,344 B dense but
+    269,570 B in bitmaps. The mapper stopped there (so `desim bench`'s whole run did); it
+    now cuts the rows finer, until its tiles fit as stored."""
+    from mappings.pruning import PruningSpec
+    from mappings.workload import WorkloadSpec, capture_workload
+    from tests.views import arch_view
+
+    workload = capture_workload(WorkloadSpec(model="resnet18", num_classes=1000, batch=1,
+                                             input_shape=[3, 224, 224], data="random"),
+                                PruningSpec(method="hybrid", sparsity=0.7))
+    layer = next(x for x in workload.layers if x.name == "features.0").unpack()
+    hw = arch_view("hppu_like.yaml")
+    policy = SkipPolicy(weights=hw.skip_zero_weights, activations=hw.skip_zero_activations,
+                        gradients=hw.skip_zero_gradients,
+                        pruned_weight_gradients=hw.skip_pruned_weight_gradients)
+    assert _wg_split(layer, hw) == ("rows", 56)
+    table, totals = tile_phase(layer, 0, WG, hw, policy,
+                               pruned_grads_unused=workload.pruned_grads_unused)
+    assert totals["mapping"].endswith("4 reduction chunks, sums kept")
+    assert table["held_bytes"].max() <= totals["tile_buffer_bytes"] <= hw.buffer_bytes
