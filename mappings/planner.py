@@ -289,13 +289,14 @@ def _prepared_plans(plans: list[tuple], phase: int, hw: HardwareView, circulant_
     # MACs are sums of those (`summed_phase_shape`), not read again from their maps.
     fine_parts, fine_maps, _ = max(plans, key=lambda plan: len(plan[0]))
     fine_shapes = [phase_shape(part, phase, hw) for part in fine_parts]
-    fine_macs = _chunk_macs(kept(fine_maps), circulant_block)
+    fine_kept = kept(fine_maps)  # (cut once: the finest plan is among `plans` too)
+    fine_macs = _chunk_macs(fine_kept, circulant_block)
     prepared = []
     for parts, maps, orders in plans:
         runs = _fine_runs(parts, fine_parts, phase)
         shaped = [summed_phase_shape(part, phase, hw, [fine_shapes[i] for i in run])
                   for part, run in zip(parts, runs, strict=True)]
-        prepared.append((parts, kept(maps), orders, shaped,
+        prepared.append((parts, fine_kept if maps is fine_maps else kept(maps), orders, shaped,
                          [sum(fine_macs[i] for i in run) for run in runs]))
     return totals, channels, prepared
 
