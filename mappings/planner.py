@@ -802,7 +802,8 @@ def _across_rows(slices: list[LayerCapture], maps: list[tuple], shaped: list[tup
     rows["multicast_bytes"] = 0
     rows["gather_bytes"] = n * psums
     rows["reduced_psums"] = (n - 1) * psums // hw.psum_bytes
-    rows["held_bytes"] += psums // hw.psum_bytes * (room - hw.element_bytes)
+    # every slice's rows gave its outputs an element's room: the running sums take `room`
+    rows["held_bytes"] += psums // hw.psum_bytes * (room - n * hw.element_bytes)
     rows["glb_write_bytes"] = (rows["dram_read_bytes"] + rows["regenerated_bytes"]
                                + rows["gather_bytes"])
     rows["active_clusters"] = n

@@ -73,7 +73,9 @@ def test_one_tile_dealt_by_reduction(monkeypatch):
     144 B): 2,176 B unicast, nothing multicast; it computes a partial sum of each of the
     1,024 outputs, 9 MACs each, 256 outputs a PE: 2,304 MACs its busiest PE. The 4 x 1,024
     partial sums come back (8,192 B), and the buffer adds the 3 x 1,024 after each
-    output's first; it writes the 1,024 final outputs to DRAM (2,048 B)."""
+    output's first; it writes the 1,024 final outputs to DRAM (2,048 B). The tile holds
+    its operands and a running sum of each output, 2 B: 2,176 + 2,048 B (it had counted
+    each slice's room for the outputs, 4 x 2,048 B)."""
     layer = dense_capture(nn.Conv2d(4, 8, 3, bias=False), n=2, h=10)
     monkeypatch.setattr(planner, "choose_tile",
                         lambda *a, **k: [TileShape(8, 2, 8, False, "reduction")])
@@ -92,6 +94,7 @@ def test_one_tile_dealt_by_reduction(monkeypatch):
     assert table["dram_write_bytes"].tolist() == [2_048] and totals["output_bytes"] == 2_048
     assert table["processed_macs"].tolist() == [36_864] == table["macs"].tolist()
     assert table["busiest_pe_macs"].tolist() == [2_304]
+    assert table["held_bytes"].tolist() == [2_176 + 2_048]
 
 
 @pytest.mark.parametrize("phase, slices", [(FF, 4), (BP, 2), (WG, 0)])
