@@ -617,63 +617,67 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                            out_ratio=out_ratio, out_elem_bytes=room,
                            inner=n if order == INNER else 0)
 
-    best = None
-
-    def place(shape: TileShape) -> tuple[int, int] | None:
-        """Decide a candidate on its own rows (`searched`)."""
-        nonlocal best
+    def rows(shape: TileShape, best: tuple | None) -> tuple | None:
         limit = bound if best is None else min(best[4][0], np.inf if bound is None else bound)
-        rows = _plan_rows(parts, maps, shaped, channels, order, layer_index, phase, hw, policy,
+        return _plan_rows(parts, maps, shaped, channels, order, layer_index, phase, hw, policy,
                           pruned_grads_unused, circulant_block, built, resident, shape, cache,
                           bound=limit, chunk_macs=chunk_macs)
-        if rows is None:  # sure to lose: its other chunks were not tiled
-            return None
-        table, weight_bytes, out_bytes = rows
-        held = int(table["held_bytes"].max())
-        sized = tile_bytes(shape, ps, win, (n_rows, length), int(ps.channel_operand.elems[0]),
-                           hw.element_bytes, *resident, out_elem_bytes=room)
-        if held > tiling_hw.buffer_bytes >= sized:  # its blocks as stored overflow its half
-            return held, sized
-        key = plan_key(table, hw, n)
-        if best is None or key < best[4]:
-            best = (table, weight_bytes, out_bytes, psum_share + max(held, sized), key, shape)
-        return held, sized
 
-    searched(search, tiling_hw.buffer_bytes, place, where)
-    return best
+    def sized(shape: TileShape) -> int:
+        return tile_bytes(shape, ps, win, (n_rows, length), int(ps.channel_operand.elems[0]),
+                          hw.element_bytes, *resident, out_elem_bytes=room)
+
+    best = searched(search, tiling_hw.buffer_bytes, rows, sized, hw, n, where)
+    if best is None:
+        return None
+    table, weight_bytes, out_bytes, need, key, shape = best
+    return table, weight_bytes, out_bytes, psum_share + need, key, shape
 
 
 def searched(search: Callable[[int], list[TileShape]], budget: int,
-             place: Callable[[TileShape], tuple[int, int] | None], where: str) -> None:
-    """Hand the tile search's shapes to `place`, which builds a shape's rows and returns
-    the most bytes one of its tiles holds and the bytes the search sized them at (None: not
-    built, sure to lose), keeping the rows unless they overflow: the search sized them
-    within `budget`, but at their blocks' dense bytes, which a format can exceed (a bitmap
-    adds a bit an element, 1/16 more than dense fp16 data). Where a shape overflows, the
-    search runs again in a budget smaller by the overflow and too small for that shape,
-    until the shapes it gives fit (or none does: an error that names the overflow,
-    unless a shape was kept)."""
-    room, kept, over = budget, False, []
+             rows: Callable[[TileShape, tuple | None], tuple | None],
+             sized: Callable[[TileShape], int], hw: HardwareView, chunks: int, where: str
+             ) -> tuple | None:
+    """The best of the tile search's shapes, each decided on its own rows (`rows`: its
+    event rows, weight bytes and output bytes, given the best so far; None: sure to lose,
+    not built), ranked by `plan_key`: (rows, weight bytes, output bytes, the buffer bytes its
+    largest tile takes, key, shape), or None if every shape was sure to lose. The search
+    sizes a tile within `budget` at its blocks' dense bytes (`sized`), which a format can
+    exceed (a bitmap adds a bit an element, 1/16 more than dense fp16 data): a shape whose
+    tiles overflow as stored (`held_bytes`) is not kept, and the search runs again in a
+    budget smaller by the overflow and too small for that shape, until the shapes it gives
+    fit (or none does: an error that names the overflow, unless a shape was kept)."""
+    room, best, over = budget, None, []
     while True:
         try:
             shapes = search(room)
         except ConfigError as err:
-            if kept:
-                return
+            if best is not None:
+                return best
             if not over:
                 raise
-            held, sized = min(over)
+            held, size = min(over)
             raise StoredOverflow(
                 f"{where}: its smallest tile that fits the {budget} bytes the global buffer "
-                f"gives a tile at dense bytes ({sized}) holds {held} as its formats store "
+                f"gives a tile at dense bytes ({size}) holds {held} as its formats store "
                 "them (a bitmap adds a bit an element); enlarge the buffer or shrink the "
                 "batch", key=BUFFER_KEY) from err
-        placed = [p for p in map(place, shapes) if p is not None]
-        over = [(held, sized) for held, sized in placed if held > budget >= sized]
-        kept |= len(over) < len(placed)
+        over = []
+        for shape in shapes:
+            built = rows(shape, best)
+            if built is None:
+                continue
+            table, weight_bytes, out_bytes = built
+            held, size = int(table["held_bytes"].max()), sized(shape)
+            if held > budget >= size:  # its blocks as stored overflow its half
+                over.append((held, size))
+                continue
+            key = plan_key(table, hw, chunks)
+            if best is None or key < best[4]:
+                best = (table, weight_bytes, out_bytes, max(held, size), key, shape)
         if not over:
-            return
-        room = min(min(room * budget // held, sized - 1) for held, sized in over)
+            return best
+        room = min(min(room * budget // held, size - 1) for held, size in over)
 
 
 def _across_slices(layer: LayerCapture, phase: int, hw: HardwareView,
@@ -744,25 +748,16 @@ def _tile_across(layer: LayerCapture, slices: list[LayerCapture], maps: list[tup
                            scanned=scanned, slices=len(slices), out_ratio=out_ratio,
                            out_elem_bytes=room)
 
-    best = None
+    def rows(shape: TileShape, _best: tuple | None) -> tuple:
+        return _across_rows(slices, maps, shaped, channels, layer_index, phase, hw, policy,
+                            pruned_grads_unused, resident, shape, cache, room)
 
-    def place(shape: TileShape) -> tuple[int, int]:
-        nonlocal best
-        table, weight_bytes, out_bytes = _across_rows(
-            slices, maps, shaped, channels, layer_index, phase, hw, policy,
-            pruned_grads_unused, resident, shape, cache, room)
-        held = int(table["held_bytes"].max())
-        sized = tile_bytes(shape, ps, win, (n_rows, length), int(ps.channel_operand.elems[0]),
-                           hw.element_bytes, *resident, out_elem_bytes=room)
-        if held > hw.buffer_bytes >= sized:  # its blocks as stored overflow its half
-            return held, sized
-        key = plan_key(table, hw, len(slices))
-        if best is None or key < best[4]:
-            best = (table, weight_bytes, out_bytes, max(held, sized), key, shape)
-        return held, sized
+    def sized(shape: TileShape) -> int:
+        return tile_bytes(shape, ps, win, (n_rows, length), int(ps.channel_operand.elems[0]),
+                          hw.element_bytes, *resident, out_elem_bytes=room)
 
-    searched(search, hw.buffer_bytes, place, where)
-    assert best is not None  # a shape is kept, or the search raises
+    best = searched(search, hw.buffer_bytes, rows, sized, hw, len(slices), where)
+    assert best is not None  # every shape is built: one is kept, or the search raises
     return best
 
 
@@ -847,6 +842,8 @@ def _plan_rows(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
     tiles lose, and tiling their chunks was most of its time."""
     n = len(parts)
     tables, weight_bytes = [], 0
+    # spilled partial sums pass through the buffer with each tile, beside its outputs' room
+    psum_room = output_room(order, n, hw) - hw.element_bytes if order == SPILLED else 0
     floor = None
     if bound is not None:
         floor = _ChunkFloor(maps, channels, order, hw,
@@ -877,9 +874,7 @@ def _plan_rows(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                 table["glb_write_bytes"] += psums
                 if spilled:
                     table["dram_write_bytes"] += psums
-            if spilled:  # they pass through the buffer with the tile (`output_room`)
-                table["held_bytes"] += (psums // hw.psum_bytes
-                                        * (output_room(order, n, hw) - hw.element_bytes))
+            table["held_bytes"] += psums // hw.psum_bytes * psum_room
         tables.append(table)
         if floor is not None and i < n - 1 and floor.add(table) > bound * (1 + 1e-9):
             return None

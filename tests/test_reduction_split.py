@@ -528,6 +528,7 @@ def test_a_wg_whose_tiles_overflow_as_stored_is_cut_into_finer_chunks():
     bytes are two runs of 56 output rows, whose smallest tile takes 253,344 B dense but
     269,570 B in bitmaps. The mapper stopped there (so `desim bench`'s whole run did); it
     now cuts the rows finer, until its tiles fit as stored."""
+    from mappings.mapper import PhaseMapper
     from mappings.pruning import PruningSpec
     from mappings.workload import WorkloadSpec, capture_workload
     from tests.views import arch_view
@@ -537,9 +538,7 @@ def test_a_wg_whose_tiles_overflow_as_stored_is_cut_into_finer_chunks():
                                 PruningSpec(method="hybrid", sparsity=0.7))
     layer = next(x for x in workload.layers if x.name == "features.0").unpack()
     hw = arch_view("hppu_like.yaml")
-    policy = SkipPolicy(weights=hw.skip_zero_weights, activations=hw.skip_zero_activations,
-                        gradients=hw.skip_zero_gradients,
-                        pruned_weight_gradients=hw.skip_pruned_weight_gradients)
+    policy = PhaseMapper(workload, hw).policy   # what the design skips, as the mapper reads it
     assert _wg_split(layer, hw) == ("rows", 56)
     table, totals = tile_phase(layer, 0, WG, hw, policy,
                                pruned_grads_unused=workload.pruned_grads_unused)
