@@ -350,9 +350,12 @@ def _reduction_plans(layer: LayerCapture, phase: int, hw: HardwareView, policy: 
     """The ways to cut a phase's reduction into chunks: (chunks, their count maps, the loop
     orders to try) for each.
 
-    WG reduces over the batch: into the fewest chunks of images that fit (`_wg_chunks`), and
-    into two and four times as many, so that a chunk's share of an operand may fit the
-    clusters' local buffers and be sent once (runs of rows when one image does not fit). FF
+    WG reduces over the batch: into the fewest chunks of images that fit (`_wg_split`), and
+    into twice, four times ... as many, down to one image a chunk (runs of rows when one
+    image does not fit): a smaller chunk's share of an operand may fit the clusters' local
+    buffers and be sent once, or leave room for a tile that reads less (in hppu_vs_dense,
+    chunks of one image innermost halve the estimated energy x delay of some of ResNet-18's
+    deep WGs on hppu.yaml, where four chunks of two images had been the finest offered). FF
     reduces over input channels and BP over output channels: besides the whole reduction,
     chunks of f, 2f and 4f channels are tried (f: an eighth of them, at least
     `MIN_CHUNK_CHANNELS`), chunks outermost: a layer whose weights dwarf the buffer can then
@@ -369,8 +372,7 @@ def _reduction_plans(layer: LayerCapture, phase: int, hw: HardwareView, policy: 
         if kind == "rows":  # runs of rows: no finer image chunks
             chunks = _wg_parts(layer, (kind, m))
             return [(chunks, counted(chunks), (INNER, KEPT, SPILLED))]
-        sizes = [size for size in sorted({m, max(1, m // 2), max(1, m // 4)}, reverse=True)
-                 if size % max(1, m // 4) == 0]
+        sizes = halvings(m)  # m, m/2, ... one image: each a multiple of the last
         finest = sizes[-1]
         fine = counted([_slice(layer, i, min(i + finest, n)) for i in range(0, n, finest)])
         grouped: dict = {1: fine}

@@ -185,14 +185,14 @@ def test_bp_reads_exactly_the_dy_rows_each_block_of_dx_rows_needs(stride, pad, k
 
 
 def test_every_wg_image_chunking_counts_what_the_whole_batch_counts():
-    # WG is offered the fewest image chunks that fit and two and four times as many (so a
-    # chunk's share of dY may fit the clusters' local buffers); each plan, in each order,
-    # does the same MACs and writes dW once.
+    # WG is offered the fewest image chunks that fit and twice, four and eight times as
+    # many, down to one image a chunk (so a chunk's share of dY may fit the clusters' local
+    # buffers); each plan, in each order, does the same MACs and writes dW once.
     n, c, k, r, h = 8, 16, 4, 3, 8
     layer = dense_capture(nn.Conv2d(c, k, r, padding=1, bias=False), n=n, h=h)
     hw = HardwareView(**{**HW.__dict__, "buffer_bytes": 12 * 1024, "local_buffer_bytes": 1024})
     plans = _reduction_plans(layer, WG, hw, SkipPolicy(), True, 0)
-    assert [len(parts) for parts, _, _ in plans] == [1, 2, 4]
+    assert [len(parts) for parts, _, _ in plans] == [1, 2, 4, 8]
     macs = k * c * n * (3 * h - 2) ** 2  # in-bounds pairs, padding 1
     for parts, maps, orders in plans:
         shaped = [phase_shape(p, WG, hw) for p in parts]
