@@ -768,6 +768,12 @@ class DramEnergy:
             / self.bits_per_burst
 
     @property
+    def pj_per_bit_write(self) -> float:
+        """Streaming write: burst energy plus one activation amortised over a whole row."""
+        return (self.pj_per_write_burst + self.pj_per_activate / self.bursts_per_row) \
+            / self.bits_per_burst
+
+    @property
     def pj_per_bit_read_random(self) -> float:
         """Random read: one activation per burst."""
         return (self.pj_per_read_burst + self.pj_per_activate) / self.bits_per_burst

@@ -83,6 +83,7 @@ def _move_prices(acc: Accelerator) -> dict[str, float]:
     return {
         "mac_pj": price.mac_pj,
         "dram_pj_per_byte": dram.pj_per_bit_read * 8,
+        "dram_write_pj_per_byte": dram.pj_per_bit_write * 8,
         "static_pj_per_cycle": ((dram.background_mw + dram.refresh_mw) * acc.dram.channels
                                 + (acc.cfg.static_power_mw or 0.0)) * cycle_ns,
         "glb_pj_per_byte": price.global_buffer_pj_per_byte,

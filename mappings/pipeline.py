@@ -233,7 +233,7 @@ def estimated_pj(table: np.ndarray, hw: HardwareView, cycles: float) -> float:
     adds = total("reduced_psums")  # each a running sum read back
     return hw.estimated_pj(
         macs=total("processed_macs"), vector_ops=total("vector_ops"),
-        dram=total("dram_read_bytes") + total("dram_write_bytes"),
+        dram=total("dram_read_bytes"), dram_write=total("dram_write_bytes"),
         glb=total("glb_read_bytes") + total("glb_write_bytes") + total("dram_write_bytes")
         + adds * hw.psum_bytes, adds=adds,
         unicast=total("unicast_bytes") + total("gather_bytes"),

@@ -563,7 +563,7 @@ class _ChunkFloor:
         cycles = float(np.max(self.stages + [
             dram_in / dram, sent / port, macs / (hw.pes * hw.macs_per_pe_per_cycle),
             kept / port, dram_out / dram, (dram_in + dram_out) / dram]))
-        pj = self.pj + hw.estimated_pj(macs=macs, dram=dram_in + dram_out,
+        pj = self.pj + hw.estimated_pj(macs=macs, dram=dram_in, dram_write=dram_out,
                                        glb=sent + kept + dram_in, unicast=sent + kept,
                                        local=sent, cycles=cycles)
         return hw.objective_value(cycles, pj)

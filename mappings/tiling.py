@@ -700,7 +700,9 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                 # DRAM's bytes are written into the buffer, the sent ones read from it; the
                 # multicast goes over the tree into every active cluster's buffer
                 moves = {"macs": macs, "scanned": scanned, "matched": macs if scanned else 0,
-                         "dram": dram, "glb": dram + multicast + unicast,
+                         # (the spilled partial sums: half written out, half read back)
+                         "dram": dram - psums_dram / 2, "dram_write": psums_dram / 2,
+                         "glb": dram + multicast + unicast,
                          "unicast": unicast, "multicast": multicast,
                          "local": unicast + active * multicast}
                 tail = (dram, tiles, -ka, outer, by_rows)

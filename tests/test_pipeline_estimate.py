@@ -361,7 +361,8 @@ def test_the_plan_energy_prices_the_write_backs_buffer_reads_and_vector_operatio
     """A vector tile reading 1,000 B from DRAM into the buffer, 640 operations, 500 B of
     result written into the buffer and read out again to DRAM: the buffer moves 1,000 +
     1,000 + 500 + 500 B, the operations are priced as MACs (as arch/vector.py prices
-    them), DRAM moves 1,500 B."""
+    them), DRAM reads 1,000 B and writes 500 B, each at its own price (DDR4's write 13%
+    below its read, as arch/dram.py prices the bursts)."""
     from desim.hardware_view import hardware_view
     from desim.module import Simulator
     from mappings.pipeline import estimated_pj
@@ -372,8 +373,9 @@ def test_the_plan_energy_prices_the_write_backs_buffer_reads_and_vector_operatio
     table["vector_ops"] = 640
     hw = hardware_view(Accelerator(Simulator(), load_arch(DENSE)))
     assert estimated_pj(table, hw, 100.0) == pytest.approx(
-        640 * hw.mac_pj + 1_500 * hw.dram_pj_per_byte + 3_000 * hw.glb_pj_per_byte
-        + 100 * hw.static_pj_per_cycle, rel=1e-12)
+        640 * hw.mac_pj + 1_000 * hw.dram_pj_per_byte + 500 * hw.dram_write_pj_per_byte
+        + 3_000 * hw.glb_pj_per_byte + 100 * hw.static_pj_per_cycle, rel=1e-12)
+    assert hw.dram_write_pj_per_byte / hw.dram_pj_per_byte == pytest.approx(0.871, abs=1e-3)
     # a design that prices its vector unit's operations apart: at that price, as the replay
     arch = load_arch(DENSE, ["energy.vector_op_pj=0.05"])
     priced = hardware_view(Accelerator(Simulator(), arch))
