@@ -303,18 +303,6 @@ def _pad_to(t: torch.Tensor, dim: int, size: int) -> torch.Tensor:
     return torch.nn.functional.pad(t, pad)
 
 
-def _row_blocks(counts: torch.Tensor, shape: TileShape) -> torch.Tensor:
-    """A count map (A, I, R, L) as (A, nB, positions): each row block's outputs in order."""
-    a, n_img, n_rows, length = counts.shape
-    if shape.rows >= n_rows:
-        m = shape.images
-        c = _pad_to(counts, 1, -(-n_img // m) * m)
-        return c.reshape(a, -1, m * n_rows * length)
-    bt = shape.rows
-    c = _pad_to(counts, 2, -(-n_rows // bt) * bt)
-    return c.reshape(a, -1, bt * length)
-
-
 def _kept(cache: dict | None, key: tuple, held: object, make: Callable[[], T]) -> T:
     """`make()`, kept in `cache` (when given) under `key`. A key names the maps and parts it
     was made from by their ids, so the entry holds them (`held`): no other object takes one
@@ -389,13 +377,37 @@ def _per_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
     dealt to a cluster's PEs in turn (whatever the channel blocks). `cache`: kept there by
     map and row block, for a caller that holds the maps (a phase's tile search and rows)."""
     def dealt() -> torch.Tensor:
-        a = counts.shape[0]
-        c = _row_blocks(counts, shape)
-        used = min(hw.pes_per_cluster, c.shape[2])  # PEs past a block's outputs idle: none
-        c = _pad_to(c, 2, -(-c.shape[2] // used) * used)
-        return exact_sum(c.reshape(a, c.shape[1], -1, used), 2)
+        a, n_img, n_rows, length = counts.shape
+        if shape.rows >= n_rows:   # blocks of m images: (A, images, positions) in blocks
+            m, size, whole = shape.images, shape.images * n_rows * length, n_img
+            outer = counts.reshape(a, n_img, n_rows * length)
+        else:                      # blocks of bt rows, each image's in turn
+            m, size, whole = shape.rows, shape.rows * length, n_rows
+            outer = counts.reshape(a * n_img, n_rows, length)
+        used = min(hw.pes_per_cluster, size)  # PEs past a block's outputs idle: none
+        full = whole // m
+        blocks = _dealt_to_pes(outer[:, :full * m].reshape(outer.shape[0], full, size), used)
+        if whole > full * m:       # a shorter last block (of each image)
+            last = outer[:, full * m:].reshape(outer.shape[0], 1, -1)
+            blocks = torch.cat([blocks, _dealt_to_pes(last, used)], 1)
+        return blocks.reshape(a, -1, used)
     return _kept_per_pe(cache, ("per_pe", id(counts), shape.images, shape.rows), counts,
                         dealt)
+
+
+def _dealt_to_pes(blocks: torch.Tensor, used: int) -> torch.Tensor:
+    """Each block's positions (B, nB, positions) dealt to `used` PEs in turn: (B, nB, used)
+    int64 sums. Summed over views of the map: zero-padding the blocks and the positions to
+    whole multiples copied the map twice (a quarter of the time it took)."""
+    b, nb, n = blocks.shape
+    rounds = n // used
+    if rounds:
+        dealt = exact_sum(blocks[..., :rounds * used].reshape(b, nb, rounds, used), 2)
+    else:
+        dealt = torch.zeros(b, nb, used, dtype=torch.int64)
+    if n > rounds * used:          # the last round's positions: the first PEs'
+        dealt[..., :n - rounds * used] += blocks[..., rounds * used:]
+    return dealt
 
 
 def _per_tile_from_pe(per_pe: torch.Tensor, ka: int, hw: HardwareView
