@@ -88,7 +88,9 @@ def count_map(layer: LayerCapture, phase: int, *, x_nz: bool, w_nz: bool, dy_nz:
             and float(counts.max()) >= MAX_EXACT):
         raise ValueError(f"{layer.name}: a per-output count reaches 2**24; float32 counting "
                          "is no longer exact (split the batch)")
-    return counts.round().to(torch.int32)
+    # in place: `_maps` made `counts` for this call alone, and a new float map (ResNet-18
+    # 224's first at batch 8: 25 MB) took longer to allocate than to round
+    return counts.round_().to(torch.int32)
 
 
 # Maps from this many elements on are summed by `exact_sum`'s int32 route even when no bound
