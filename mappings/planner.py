@@ -351,11 +351,11 @@ def _reduction_plans(layer: LayerCapture, phase: int, hw: HardwareView, policy: 
     orders to try) for each.
 
     WG reduces over the batch: into the fewest chunks of images that fit (`_wg_split`), and
-    into twice, four times ... as many, down to one image a chunk (runs of rows when one
-    image does not fit): a smaller chunk's share of an operand may fit the clusters' local
-    buffers and be sent once, or leave room for a tile that reads less (in hppu_vs_dense,
-    chunks of one image innermost halve the estimated energy x delay of some of ResNet-18's
-    deep WGs on hppu.yaml, where four chunks of two images had been the finest offered). FF
+    into two, four and eight times as many (runs of rows when one image does not fit): a
+    smaller chunk's share of an operand may fit the clusters' local buffers and be sent
+    once, or leave room for a tile that reads less (in hppu_vs_dense, at batch 8, chunks of
+    one image innermost halve the estimated energy x delay of some of ResNet-18's deep WGs
+    on hppu.yaml, where four chunks of two images had been the finest offered). FF
     reduces over input channels and BP over output channels: besides the whole reduction,
     chunks of f, 2f and 4f channels are tried (f: an eighth of them, at least
     `MIN_CHUNK_CHANNELS`), chunks outermost: a layer whose weights dwarf the buffer can then
@@ -372,7 +372,11 @@ def _reduction_plans(layer: LayerCapture, phase: int, hw: HardwareView, policy: 
         if kind == "rows":  # runs of rows: no finer image chunks
             chunks = _wg_parts(layer, (kind, m))
             return [(chunks, counted(chunks), (INNER, KEPT, SPILLED))]
-        sizes = halvings(m)  # m, m/2, ... one image: each a multiple of the last
+        # m, m/2, m/4, m/8 (each a multiple of the finest): every chunk of every plan keeps
+        # count maps the size of dW, so a search down to one image at batch 32 had doubled
+        # the run's memory (ResNet-18 CIFAR on hppu.yaml, 1.45 to 2.84 GB)
+        sizes = halvings(m)[:4]
+        sizes = [size for size in sizes if size % sizes[-1] == 0]
         finest = sizes[-1]
         fine = counted([_slice(layer, i, min(i + finest, n)) for i in range(0, n, finest)])
         grouped: dict = {1: fine}

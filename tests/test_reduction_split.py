@@ -185,9 +185,9 @@ def test_bp_reads_exactly_the_dy_rows_each_block_of_dx_rows_needs(stride, pad, k
 
 
 def test_every_wg_image_chunking_counts_what_the_whole_batch_counts():
-    # WG is offered the fewest image chunks that fit and twice, four and eight times as
-    # many, down to one image a chunk (so a chunk's share of dY may fit the clusters' local
-    # buffers); each plan, in each order, does the same MACs and writes dW once.
+    # WG is offered the fewest image chunks that fit and two, four and eight times as many
+    # (so a chunk's share of dY may fit the clusters' local buffers); each plan, in each
+    # order, does the same MACs and writes dW once.
     n, c, k, r, h = 8, 16, 4, 3, 8
     layer = dense_capture(nn.Conv2d(c, k, r, padding=1, bias=False), n=n, h=h)
     hw = HardwareView(**{**HW.__dict__, "buffer_bytes": 12 * 1024, "local_buffer_bytes": 1024})
@@ -204,6 +204,19 @@ def test_every_wg_image_chunking_counts_what_the_whole_batch_counts():
             assert table["dram_write_bytes"].sum() >= k * c * r * r * 2, order
             if order != "spilled":
                 assert table["dram_write_bytes"].sum() == k * c * r * r * 2, order
+
+
+@pytest.mark.parametrize("n, chunks", [(32, [1, 2, 4, 8]), (20, [1, 2, 10]), (6, [1, 2, 6])])
+def test_wg_is_offered_at_most_eight_times_the_fewest_image_chunks(n, chunks):
+    # Every chunk of every plan keeps count maps the size of dW: the finest plan offered
+    # cuts the batch that fits into eight chunks at most (a batch of 32 into chunks of 4
+    # images, not 32 of one), each plan's chunks whole runs of the finest (20 images:
+    # chunks of 20, 10 and 2; 5 is not a run of 2s).
+    layer = dense_capture(nn.Conv2d(4, 4, 3, padding=1, bias=False), n=n, h=4)
+    hw = HardwareView(**{**HW.__dict__, "buffer_bytes": 1 << 20})
+    plans = _reduction_plans(layer, WG, hw, SkipPolicy(), True, 0)
+    assert [len(parts) for parts, _, _ in plans] == chunks
+    assert [parts[0].dy_nz.shape[0] for parts, _, _ in plans] == [n // c for c in chunks]
 
 
 def test_a_chunk_made_dram_bound_by_its_spilled_sums_takes_the_tile_that_reads_less():
