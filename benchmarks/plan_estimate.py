@@ -17,11 +17,14 @@ from __future__ import annotations
 import sys
 
 import pandas as pd
+import torch
 
 from arch.accelerator import Accelerator
-from desim.experiment import Experiment, load_experiment
+from desim.experiment import Experiment, RunSpec, load_experiment
 from desim.hardware_view import hardware_view
 from desim.module import Simulator
+from desim.runner import capture_needs
+from mappings.capture import CaptureNeeds
 from mappings.mapper import map_workload
 from mappings.pipeline import estimated_cycles
 from mappings.workload import capture_workload
@@ -29,11 +32,24 @@ from mappings.workload import capture_workload
 
 def estimate_vs_replay(experiment: Experiment) -> pd.DataFrame:
     """One row per run and conv/linear layer-phase: its tiles, the plan's estimate and its
-    replay alone on the run's accelerator (cycles)."""
+    replay alone on the run's accelerator (cycles). Each run's workload is captured as
+    `desim run` captures it: the model's float passes on one thread, with what the designs
+    sharing the capture need (`capture_needs`); else its maps, and so its plans, differ a
+    little from the run's (LeNet's exact_seed2 in trainer_speculation_accuracy: 13,173
+    cycles replayed phase by phase, where the run takes 13,125)."""
+    torch.set_num_threads(1)  # as desim.runner.run
+    def key(run: RunSpec) -> tuple[str, str]:  # the runs that share a capture
+        return experiment.workloads[run.name].model_dump_json(), run.pruning.model_dump_json()
+
+    needs: dict[tuple[str, str], CaptureNeeds] = {}
+    for run in experiment.spec.runs:
+        needs[key(run)] = (needs.get(key(run), CaptureNeeds.none())
+                           | capture_needs(experiment.archs[run.name]))
     rows = []
     for run in experiment.spec.runs:
         arch = experiment.archs[run.name]
-        workload = capture_workload(experiment.workloads[run.name], run.pruning)
+        workload = capture_workload(experiment.workloads[run.name], run.pruning,
+                                    needs[key(run)])
         hw = hardware_view(Accelerator(Simulator(), arch, name=run.name))
         for work in map_workload(workload, hw):
             if work.layer < 0 or not len(work.table):   # vector layers: no tile plan

@@ -294,6 +294,47 @@ baseline: dense
     assert table["replayed"].sum() / table["estimated"].sum() == pytest.approx(1.0, abs=2e-3)
 
 
+def test_the_plan_estimate_benchmark_captures_as_desim_run_does(tmp_path, monkeypatch):
+    """benchmarks/plan_estimate.py replays the plans `desim run` maps only if it captures
+    the same workload: the model's float passes on one thread and what every design sharing
+    the capture needs (trainer.yaml's speculator: the ReLU predictions). It had captured on
+    torch's default threads without them (LeNet's exact_seed2 in
+    trainer_speculation_accuracy: 13,173 cycles replayed phase by phase against the run's
+    13,125)."""
+    import torch
+
+    import benchmarks.plan_estimate as plan_estimate
+    from desim.experiment import load_experiment
+    from desim.runner import capture_needs
+
+    trainer = ROOT / "configs" / "arch" / "trainer.yaml"
+    (tmp_path / "e.yaml").write_text(f"""
+name: e
+workload: {{model: lenet5, batch: 2, data: digits, seed: 0}}
+runs:
+  - {{name: dense, arch: {DENSE}, pruning: {{method: dynamic, sparsity: 0.5}}}}
+  - {{name: trainer, arch: {trainer}, pruning: {{method: dynamic, sparsity: 0.5}}}}
+baseline: dense
+""")
+    experiment = load_experiment(tmp_path / "e.yaml")
+    seen = []
+    real = plan_estimate.capture_workload
+
+    def recorded(spec, pruning, needs):
+        seen.append((needs, torch.get_num_threads()))
+        return real(spec, pruning, needs)
+
+    monkeypatch.setattr(plan_estimate, "capture_workload", recorded)
+    threads = torch.get_num_threads()
+    try:
+        plan_estimate.estimate_vs_replay(experiment)
+    finally:
+        torch.set_num_threads(threads)
+    both = capture_needs(experiment.archs["dense"]) | capture_needs(experiment.archs["trainer"])
+    assert both != capture_needs(experiment.archs["dense"])  # the speculator's predictions
+    assert seen == [(both, 1), (both, 1)]
+
+
 def test_a_gated_tile_is_fetched_once_the_tile_it_waits_for_is_written_back():
     """Two tiles of (fetch 10, distribute 5, compute 20, collect 5, write 10): one after the
     other through the pipeline, the second fetched while the first computes (10 + 5 + 20 +
