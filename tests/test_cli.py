@@ -775,8 +775,17 @@ def test_bench_prints_the_large_linear_layer_without_a_target():
     console = Console(record=True, width=120)
     print_bench(result, console)
     text = console.export_text()
-    assert re.search(r"large linear layer: desim run \(s\) +│ +7\.26 │ +- │", text), text
-    assert re.search(r"its peak memory \(MiB per million weights\) +│ +95 │ +- │", text)
+    assert re.search(r"large linear layer: desim run \(s\) +│ +7\.26 │ +- │ +│", text), text
+    assert re.search(r"its peak memory \(MiB per million weights\) +│ +95 │ +- │ +│", text)
+    # each figure with a target says whether it meets it (these do)
+    assert re.search(r"desim run, batch 8, end to end \(s\) +│ +9\.00 │ +< 10\.0 │ ok", text)
+    frontend.update(run_batch1_s=7.06, run_batch8_s=13.73)  # session 36's, over target
+    console = Console(record=True, width=120)
+    print_bench(result, console)
+    text = console.export_text()
+    assert re.search(r"desim run, batch 1, end to end \(s\) +│ +7\.06 │ +< 5\.0 │ OVER TARGET",
+                     text), text
+    assert re.search(r"capture \+ count FF/BP/WG, batch 1 \(s\) +│ +0\.900 │ +< 1\.0 │ ok", text)
 
 
 def test_a_file_that_is_not_utf8_is_bad_input_for_every_command(tmp_path):
