@@ -20,11 +20,10 @@ import pandas as pd
 import torch
 
 from arch.accelerator import Accelerator
-from desim.experiment import Experiment, RunSpec, load_experiment
+from desim.experiment import Experiment, load_experiment
 from desim.hardware_view import hardware_view
 from desim.module import Simulator
-from desim.runner import capture_needs
-from mappings.capture import CaptureNeeds
+from desim.runner import capture_key, shared_capture_needs
 from mappings.mapper import map_workload
 from mappings.pipeline import estimated_cycles
 from mappings.workload import capture_workload
@@ -38,18 +37,12 @@ def estimate_vs_replay(experiment: Experiment) -> pd.DataFrame:
     little from the run's (LeNet's exact_seed2 in trainer_speculation_accuracy: 13,173
     cycles replayed phase by phase, where the run takes 13,125)."""
     torch.set_num_threads(1)  # as desim.runner.run
-    def key(run: RunSpec) -> tuple[str, str]:  # the runs that share a capture
-        return experiment.workloads[run.name].model_dump_json(), run.pruning.model_dump_json()
-
-    needs: dict[tuple[str, str], CaptureNeeds] = {}
-    for run in experiment.spec.runs:
-        needs[key(run)] = (needs.get(key(run), CaptureNeeds.none())
-                           | capture_needs(experiment.archs[run.name]))
+    needs = shared_capture_needs(experiment)
     rows = []
     for run in experiment.spec.runs:
         arch = experiment.archs[run.name]
         workload = capture_workload(experiment.workloads[run.name], run.pruning,
-                                    needs[key(run)])
+                                    needs[capture_key(experiment, run)])
         hw = hardware_view(Accelerator(Simulator(), arch, name=run.name))
         for work in map_workload(workload, hw):
             if work.layer < 0 or not len(work.table):   # vector layers: no tile plan

@@ -270,6 +270,21 @@ def capture_needs(arch: ArchConfig) -> CaptureNeeds:
                         rle_padding=arch.sparsity.activation_format == "rle")
 
 
+def capture_key(experiment: Experiment, run_spec: RunSpec) -> str:
+    """What names a run's capture: runs with the same workload and pruning share one."""
+    return (experiment.workloads[run_spec.name].model_dump_json()
+            + run_spec.pruning.model_dump_json())
+
+
+def shared_capture_needs(experiment: Experiment) -> dict[str, CaptureNeeds]:
+    """For each capture (`capture_key`), what every design that reads it needs."""
+    needs: dict[str, CaptureNeeds] = {}
+    for r in experiment.spec.runs:
+        key = capture_key(experiment, r)
+        needs[key] = needs.get(key, CaptureNeeds.none()) | capture_needs(experiment.archs[r.name])
+    return needs
+
+
 def systolic_compute(work: list[PhaseWork], workload: Workload, cfg: SystolicConfig) -> None:
     """Systolic mode: each conv/linear layer-phase computes for SCALE-Sim's cycles of its
     GEMM view (`arch.systolic.layer_cycles` of `mappings.scalesim.gemm_view`), shared out
@@ -305,18 +320,11 @@ def run(experiment: Experiment, progress: Callable[[str], None] | None = None,
     captured: dict[str, Workload] = {}
     results = {}
 
-    def capture_key(run_spec: RunSpec) -> str:
-        return experiment.workloads[run_spec.name].model_dump_json() + \
-            run_spec.pruning.model_dump_json()
-    needs: dict[str, CaptureNeeds] = {}  # what the designs that read each capture need
-    for r in spec.runs:
-        key = capture_key(r)
-        needs[key] = needs.get(key, CaptureNeeds.none()) | \
-            capture_needs(experiment.archs[r.name])
+    needs = shared_capture_needs(experiment)  # what the designs that read each capture need
     try:
         for i, run_spec in enumerate(spec.runs):
             workload = experiment.workloads[run_spec.name]
-            key = capture_key(run_spec)
+            key = capture_key(experiment, run_spec)
             if key not in captured:
                 if progress:
                     source = workload.model or workload.scalesim_topology
