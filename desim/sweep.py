@@ -50,6 +50,7 @@ import hashlib
 import json
 import logging
 import signal
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -516,18 +517,12 @@ class Terminated(KeyboardInterrupt):
 
 
 # The signals `_stopped_quietly` met. Its handler raises where the signal finds the main
-# thread, and that may be inside a garbage-collection callback (Dask registers one), which
-# prints the exception and goes on: the sweep then ran to its end, exit 0. The loop over
-# the points raises again after each one it writes.
+# thread, and that may be inside a finalizer (`__del__`, a weakref or garbage-collection
+# callback: Dask has all three), where Python cannot raise: it hands the exception to
+# `sys.unraisablehook`, which printed it with a traceback, and goes on. The hook installed
+# by `_stopped_quietly` drops those quietly, and the sweep raises again after each point it
+# writes and once more at its end.
 _STOPPED: list[int] = []
-
-
-def _in_gc_callback(frame: Any) -> bool:
-    """Whether `frame` is that of a garbage-collection callback (`gc.callbacks`)."""
-    import gc
-
-    codes = {getattr(getattr(cb, "__func__", cb), "__code__", None) for cb in gc.callbacks}
-    return frame is not None and frame.f_code in codes
 
 
 def _raise_if_stopped() -> None:
@@ -545,15 +540,21 @@ def _stopped_quietly() -> Iterator[None]:
     def stop(signum: int, frame: Any) -> None:
         logging.getLogger("distributed").setLevel(logging.CRITICAL)
         _STOPPED.append(signum)
-        if not _in_gc_callback(frame):  # (there, said with a traceback and dropped)
-            _raise_if_stopped()
+        _raise_if_stopped()
+
+    def unraisable(info: Any) -> None:  # a stop met in a finalizer: kept in _STOPPED
+        if not (_STOPPED and isinstance(info.exc_value, KeyboardInterrupt)):
+            previous_hook(info)
 
     _STOPPED.clear()
     level = logging.getLogger("distributed").level
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous_hook, sys.unraisablehook = sys.unraisablehook, unraisable
     try:
         yield
+        _raise_if_stopped()
     finally:
+        sys.unraisablehook = previous_hook
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         logging.getLogger("distributed").setLevel(level)

@@ -1349,30 +1349,51 @@ def test_the_bar_counts_this_runs_points_for_its_time_left():
         assert shown == time_left(task.elapsed, 1, 4)
 
 
-def test_a_signal_met_in_a_gc_callback_stops_the_sweep_after_its_point():
-    """A SIGTERM that found the main thread in a garbage-collection callback (Dask
-    registers one) raised there, where Python prints the exception and goes on: the sweep
-    ran to its end, exit 0. It is now kept, and raised after the point being written."""
+def test_a_signal_met_in_a_finalizer_stops_the_sweep_after_its_point_without_a_traceback(
+        capsys):
+    """A SIGTERM that found the main thread in a finalizer (a Dask Future's `__del__`, or a
+    garbage-collection callback) raised there, where Python printed the exception with a
+    traceback and went on: CI saw that traceback on stderr (stop 42). It is now dropped
+    quietly, kept, and raised after the point being written or at the sweep's end."""
     import gc
     import types
 
     from desim import sweep as sweep_module
 
-    def callback(phase: str, info: dict) -> None:
-        pass
+    class Finalized:
+        def __del__(self) -> None:
+            signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
 
-    gc.callbacks.append(callback)
+    def callback(phase: str, info: dict) -> None:
+        if phase == "start":
+            signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+
+    with pytest.raises(sweep_module.Terminated):  # at the context's end, had nothing else
+        with sweep_module._stopped_quietly():
+            Finalized()  # its __del__ runs here, and its Terminated cannot propagate
+            assert sweep_module._STOPPED == [signal.SIGTERM]
+            with pytest.raises(sweep_module.Terminated):  # after the next point
+                sweep_module._raise_if_stopped()
+            gc.callbacks.append(callback)
+            try:
+                gc.collect()
+            finally:
+                gc.callbacks.remove(callback)
+            assert sweep_module._STOPPED == [signal.SIGTERM] * 2
+            with pytest.raises(sweep_module.Terminated):  # elsewhere: at once
+                signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and "Exception ignored" not in captured.err
+    sweep_module._STOPPED.clear()
+
+    seen: list[BaseException] = []
+    previous, sys.unraisablehook = sys.unraisablehook, lambda info: seen.append(info.exc_value)
     try:
         with sweep_module._stopped_quietly():
-            handler = signal.getsignal(signal.SIGTERM)
-            handler(signal.SIGTERM, types.SimpleNamespace(f_code=callback.__code__))
-            with pytest.raises(sweep_module.Terminated):
-                sweep_module._raise_if_stopped()
-            with pytest.raises(sweep_module.Terminated):  # elsewhere: at once
-                handler(signal.SIGTERM, None)
+            sys.unraisablehook(types.SimpleNamespace(exc_value=ValueError("kept")))
     finally:
-        gc.callbacks.remove(callback)
-    sweep_module._STOPPED.clear()
+        sys.unraisablehook = previous
+    assert [str(e) for e in seen] == ["kept"]  # not a stop: still said
 
 
 def test_a_sweep_of_other_code_is_another_sweep(tmp_path, monkeypatch):
