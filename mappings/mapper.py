@@ -6,7 +6,8 @@ the workload asks for one, its weight update WU (`mappings.update`). Vector laye
 norm, activations, pooling, residual adds and forks, softmax) sit where they ran: FF after
 the conv/linear layer they follow, BP before its BP. A layer-phase starts once the phases
 whose outputs it reads are written back (`phase_waits`): a layer's WG overlaps its BP and
-what follows. With inter-layer reuse, a phase's output may stay in the global buffer
+what follows, and its plans are ranked by what they add between them (`pipeline.Overlap`,
+`bp_before`). With inter-layer reuse, a phase's output may stay in the global buffer
 for the next FF or BP that reads it (`keep_output_on_chip`), a gradient kept for a
 layer's BP through its WG too (`wg_reads_kept_gradient`), and a WG's dW for its weight
 update (`update_reads_kept_gradient`); what no later phase reads from DRAM is then not
@@ -17,7 +18,7 @@ written there. A design that fuses the update into the WG's output stream
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -27,7 +28,7 @@ from desim.events import PHASES
 from mappings.capture import LayerCapture, PackedLayer
 from mappings.counting import BP, FF, WG, WU, SkipPolicy
 from mappings.formats import BlockStats
-from mappings.pipeline import plan_key
+from mappings.pipeline import Overlap, plan_key
 from mappings.planner import tile_phase
 from mappings.target import HardwareView
 from mappings.threads import counting_threads
@@ -180,9 +181,12 @@ class PhaseMapper:
         return self.workload.vectors[-1 - layer_id].kind if layer_id < 0 else None
 
     def __call__(self, layer_id: int, phase: int, hw: HardwareView,
-                 input_resident: bool = False) -> PhaseWork | None:
+                 input_resident: bool = False, overlaps: PhaseWork | None = None
+                 ) -> PhaseWork | None:
         """The phase's work, None when it has no tiles; `input_resident`: its input (FF's
-        X, BP's dY, an update's dW) is already in the global buffer."""
+        X, BP's dY, an update's dW) is already in the global buffer. `overlaps`: of a WG,
+        its layer's BP just before it (`bp_before`), between which and the next phase its
+        plans are ranked (`pipeline.Overlap`)."""
         if layer_id < 0:
             v = -1 - layer_id
             vector = self.workload.vectors[v]
@@ -232,6 +236,9 @@ class PhaseMapper:
 
         if phase == WG and hw.fused_update and updated(self.workload, layer_id):
             hw = replace(hw, output_to_dram=False)  # its update takes dW off its stream
+        if phase == WG and overlaps is not None:
+            hw = replace(hw, overlap=Overlap.around(overlaps.table, hw,
+                                                    updated(self.workload, layer_id)))
         with out_of_memory_as(too_large):
             table, totals = tile_phase(
                 layer, layer_id, phase, hw, self.policy,
@@ -289,7 +296,7 @@ def _map_phases(workload: Workload, hw: HardwareView) -> list[PhaseWork]:
             forked = True
         if phase == FF:  # (the chain runs from the producer on to this one)
             chained = chained and mapper.reads_previous(layer_id)
-        w = mapper(layer_id, phase, hw)
+        w = mapper(layer_id, phase, hw, overlaps=bp_before(work, layer_id, phase))
         if w is None:
             if phase == BP:  # (in BP it runs from the producer back to the one after this)
                 chained = chained and mapper.reads_previous(layer_id)
@@ -351,7 +358,8 @@ def keep_output_on_chip(work: list[PhaseWork], j: int, mapper: PhaseMapper, hw: 
     unwritten = not written and not fused_add(consumer)
     first = maker if unwritten and maker >= 0 and fused_add(producer) else j
 
-    def remapped(w: PhaseWork, drop_write: bool) -> PhaseWork | None:
+    def remapped(w: PhaseWork, drop_write: bool, before: list[PhaseWork | None]
+                 ) -> PhaseWork | None:
         # (a WG's dW kept for its update shares the buffer with the output kept here)
         room = min(budget, (2 * w.buffer_bytes - kept) // 2)
         if room <= 0:
@@ -361,9 +369,11 @@ def keep_output_on_chip(work: list[PhaseWork], j: int, mapper: PhaseMapper, hw: 
         return mapper(w.layer, w.phase,
                       replace(hw, buffer_bytes=room,
                               output_to_dram=w.output_written and not drop_write),
-                      w.input_resident)
+                      w.input_resident, bp_before(before, w.layer, w.phase))
     try:
-        span = [remapped(w, unwritten and i == 0) for i, w in enumerate(work[j:k])]
+        span: list[PhaseWork | None] = []
+        for i, w in enumerate(work[j:k]):
+            span.append(remapped(w, unwritten and i == 0, span))
         span.append(mapper(consumer.layer, consumer.phase,
                            replace(hw, buffer_bytes=(capacity - kept) // 2), True))
         if first != j:  # the sum's stream
@@ -386,7 +396,8 @@ def wg_reads_kept_gradient(work: list[PhaseWork], maker: int, mapper: PhaseMappe
     wg = work[k]
     budget = (2 * hw.buffer_bytes - held) // 2
     try:
-        span = [*work[maker:k], mapper(wg.layer, WG, replace(hw, buffer_bytes=budget), True)]
+        span = [*work[maker:k], mapper(wg.layer, WG, replace(hw, buffer_bytes=budget), True,
+                                       bp_before(work[:k], wg.layer, WG))]
         if not _gradient_shared(mapper.workload, wg.layer, hw):
             span[0] = _unwritten(work[maker], mapper, hw)
     except ConfigError:  # the WG's smallest tile no longer fits
@@ -414,12 +425,22 @@ def update_reads_kept_gradient(work: list[PhaseWork], mapper: PhaseMapper,
         return
     try:
         span = [mapper(wg.layer, WG, replace(hw, buffer_bytes=budget, output_to_dram=False),
-                       wg.input_resident),
+                       wg.input_resident, bp_before(work[:k - 1], wg.layer, WG)),
                 mapper(update.layer, WU, replace(hw, buffer_bytes=(2 * hw.buffer_bytes - kept)
                                                  // 2), True)]
     except ConfigError:  # the WG's smallest tile no longer fits
         return
     _replace_if_better(work, k - 1, span, hw)
+
+
+def bp_before(work: Sequence[PhaseWork | None], layer_id: int, phase: int
+              ) -> PhaseWork | None:
+    """The last phase of `work` if `phase` is a WG and that is its layer's BP, whose tiles
+    its first ones overlap (a WG does not wait for its BP: `phase_waits`)."""
+    last = work[-1] if work else None
+    if phase != WG or last is None or (last.layer, last.phase) != (layer_id, BP):
+        return None
+    return last
 
 
 def _unwritten(w: PhaseWork, mapper: PhaseMapper, hw: HardwareView) -> PhaseWork | None:

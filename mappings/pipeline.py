@@ -13,10 +13,13 @@ runs them, DRAM's one channel serving the fetches' reads and the write-backs in 
 they are asked for (a fetch waits behind a long write-back); `equal_tiles_cycles` is its
 closed form for equal tiles, reads and writes apart, which the tile search uses on every
 candidate shape. `estimated_cycles` times a plan's tiles so, `estimated_pj` prices its
-event rows, and `plan_key` puts both on the design's objective.
+event rows, and `plan_key` puts both on the design's objective. A WG's plans are ranked
+with the tiles of the phases they overlap (`Overlap`).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -160,11 +163,79 @@ def plan_key(table: np.ndarray, hw: HardwareView, chunks: int,
              gates: np.ndarray | None = None) -> tuple:
     """What ranks the plans of a phase, smallest first: `hw.objective` on the estimates,
     then time, DRAM bytes and fewer chunks (so that without prices time decides). `gates`:
-    of a run of phases, `buffered_cycles`'s."""
-    cycles = estimated_cycles(table, hw, gates)
-    pj = estimated_pj(table, hw, cycles)
+    of a run of phases, `buffered_cycles`'s. A phase mapped with `hw.overlap` (a WG) is
+    estimated with its neighbours' tiles (`Overlap`)."""
+    if hw.overlap is not None and gates is None:  # with its neighbours' tiles
+        cycles = hw.overlap.cycles(table, hw)
+        pj = estimated_pj(table, hw, cycles) + hw.overlap.pj
+    else:
+        cycles = estimated_cycles(table, hw, gates)
+        pj = estimated_pj(table, hw, cycles)
     dram = int(table["dram_read_bytes"].sum() + table["dram_write_bytes"].sum())
     return (hw.objective_value(cycles, pj), cycles, pj, dram, chunks)
+
+
+@dataclass(frozen=True, eq=False)
+class Overlap:
+    """The tiles a layer's WG runs between. A WG does not wait for its layer's BP
+    (`mapper.phase_waits`): its first tiles are fetched while the BP's last ones are still
+    in the pipeline. Nor does the phase after it, the previous layer's BP, wait for it,
+    unless a weight update comes between (it waits for the WG's dW): that BP's first tiles
+    are fetched while the WG's last ones compute and write back. Ranked alone, a plan of
+    few large tiles paid a fill and a drain that the run hides, and the mapper chose finer
+    chunks than it should (LeNet-300-100 on trainer.yaml: 4 chunks where 2 took less
+    time). So a WG's plans are ranked as inter-layer reuse ranks a run of phases
+    (`mapper._span_key`): the objective of the plan's tiles between `before`, its BP's last
+    tiles, and `after`, the next phase's first tiles. That phase is mapped after the WG;
+    the BP's first tiles stand in for it (the previous layer's BP is tiled much alike);
+    none where an update follows. `base`, `pj`: the neighbours' cycles alone and their
+    energy (standby aside). `hidden`: for each of `_ChunkFloor`'s stage totals (fetch,
+    send, compute, collect, write, DRAM both ways), how far the cycles a plan adds to
+    `base` may fall below its own total on that stage (`around`)."""
+    before: np.ndarray
+    after: np.ndarray
+    base: float
+    pj: float
+    hidden: np.ndarray
+
+    TILES = 8  # of each neighbour: enough to fill the two-deep buffers between 5 stages
+
+    @classmethod
+    def around(cls, bp_rows: np.ndarray, hw: HardwareView, update_follows: bool) -> Overlap:
+        """The neighbours of the WG that follows BP rows `bp_rows`. A plan's tiles pass
+        each stage one after another, after `before`'s last fetch and before `after`'s
+        tiles pass it; so the run ends no sooner than that fetch's end (at least
+        `before`'s fetches, one after another) plus both totals on any stage, and the
+        cycles a plan adds are at least its total there less `hidden`, the rest of
+        `base`."""
+        before = bp_rows[-cls.TILES:]
+        after = bp_rows[:0 if update_follows else cls.TILES]
+        both = np.concatenate([before, after])
+        base = estimated_cycles(both, hw, _after_gated(len(before), 0, len(after)))
+        fetched = float(stage_cycles(before, hw)[0][:, 0].sum())
+        stages, read, write = stage_cycles(after, hw)
+        totals = np.append(stages.sum(axis=0), read.sum() + write.sum())
+        return cls(before, after, base, estimated_pj(both, hw, 0.0),
+                   np.maximum(base - fetched - totals, 0.0))
+
+    def cycles(self, table: np.ndarray, hw: HardwareView) -> float:
+        """The cycles of the neighbours with `table`'s tiles between them."""
+        rows = np.concatenate([self.before, table, self.after])
+        return estimated_cycles(rows, hw, _after_gated(len(self.before), len(table),
+                                                       len(self.after)))
+
+    def floor_cycles(self, totals: np.ndarray) -> float:
+        """A floor under `cycles` of a plan whose stage totals are at least `totals`."""
+        return self.base + max(float(np.max(totals - self.hidden)), 0.0)
+
+
+def _after_gated(before: int, tiles: int, after: int) -> np.ndarray:
+    """`buffered_cycles`'s gates of `before` tiles, `tiles` and `after` tiles: the after
+    phase's first tile waits for the before phase's write-backs, nothing else waits."""
+    gates = np.full(before + tiles + after, -1)
+    if after:
+        gates[before + tiles] = before - 1
+    return gates
 
 
 def estimated_cycles(table: np.ndarray, hw: HardwareView,

@@ -531,7 +531,8 @@ class _ChunkFloor:
     including them is shorter), plus the untiled chunks' MACs over every PE and their
     partial sums' moves, known before tiling (`_plan_rows` adds them: over the port both
     ways, through the buffer, and DRAM both ways when spilled); energy is additive. The
-    same for every loop order: chunks innermost interleave the same rows.
+    same for every loop order: chunks innermost interleave the same rows. A WG ranked
+    with its neighbours' tiles (`hw.overlap`): theirs added (`_floor_cycles`).
 
     Before any chunk is tiled it bounds the whole plan: `tile_phase` does not tile a split
     plan whose floor is above the best plan found so far (8 chunks, 8 tilings, most of the
@@ -564,13 +565,26 @@ class _ChunkFloor:
         dram_in, dram_out = (sent, kept) if self.order == SPILLED else (0, 0)
         macs = sum(self.macs[self.done:])
         dram, port = hw.dram_bytes_per_cycle, hw.noc_port_bytes_per_cycle
-        cycles = float(np.max(self.stages + [
+        cycles = _floor_cycles(hw, self.stages + [
             dram_in / dram, sent / port, macs / (hw.pes * hw.macs_per_pe_per_cycle),
-            kept / port, dram_out / dram, (dram_in + dram_out) / dram]))
+            kept / port, dram_out / dram, (dram_in + dram_out) / dram])
         pj = self.pj + hw.estimated_pj(macs=macs, dram=dram_in, dram_write=dram_out,
                                        glb=sent + kept + dram_in, unicast=sent + kept,
-                                       local=sent, cycles=cycles)
+                                       local=sent, cycles=cycles) + _neighbours_pj(hw)
         return hw.objective_value(cycles, pj)
+
+
+def _floor_cycles(hw: HardwareView, totals: np.ndarray) -> float:
+    """A floor under the cycles `plan_key` gives a plan whose stage totals (`_ChunkFloor`'s
+    six) are at least `totals`: the busiest, or for a WG ranked with its neighbours'
+    tiles, theirs and what its own may add (`pipeline.Overlap`)."""
+    return float(np.max(totals)) if hw.overlap is None else hw.overlap.floor_cycles(totals)
+
+
+def _neighbours_pj(hw: HardwareView) -> float:
+    """The energy `plan_key` adds to a plan's: its neighbours' (`pipeline.Overlap`)."""
+    return 0.0 if hw.overlap is None else hw.overlap.pj
+
 
 def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple],
                channels: torch.Tensor, order: str, layer_index: int, phase: int,
@@ -717,11 +731,11 @@ def _across_floor(totals: dict, outputs: int, slices: int, hw: HardwareView) -> 
     adds (`estimated_pj`'s terms): no tiling of it does less."""
     macs = float(totals["processed_macs"])
     psums = float(slices * outputs * hw.psum_bytes)
-    cycles = max(macs / (hw.pes * hw.macs_per_pe_per_cycle),
-                 psums / hw.noc_port_bytes_per_cycle)
+    cycles = _floor_cycles(hw, np.array([0.0, 0.0, macs / (hw.pes * hw.macs_per_pe_per_cycle),
+                                         psums / hw.noc_port_bytes_per_cycle, 0.0, 0.0]))
     pj = hw.estimated_pj(macs=macs, unicast=psums, cycles=cycles,
                          glb=psums * (2 * slices - 1) / slices,
-                         adds=float((slices - 1) * outputs))
+                         adds=float((slices - 1) * outputs)) + _neighbours_pj(hw)
     return hw.objective_value(cycles, pj)
 
 

@@ -7,6 +7,10 @@ architecture config and hands the mapper this view of it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mappings.pipeline import Overlap
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,8 @@ class HardwareView:
     # Set per phase by the mapper: False when the phase's result is kept on chip for the
     # next phase and nothing else reads it (an inference), so it is not written to DRAM.
     output_to_dram: bool = True
+    # ... and for a WG, the tiles it overlaps, by which its plans are ranked (None: alone)
+    overlap: Overlap | None = None
     mac_pj: float = 0.0
     dram_pj_per_byte: float = 0.0        # streaming read
     dram_write_pj_per_byte: float | None = None  # streaming write (None: a read's)

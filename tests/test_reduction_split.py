@@ -2,6 +2,8 @@
 (FF: input channels, BP: output channels, WG: images), chunks outermost, so that each operand
 is read from DRAM once and the partial sums stay on chip. Closed-form byte counts."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -262,15 +264,31 @@ FLOOR_VIEWS = [
 ]
 
 
+def _between(hw: HardwareView, layer: LayerCapture, phase: int | str) -> HardwareView:
+    """The view a WG is mapped on between its BP (`BP_WG`) and the next phase
+    (`pipeline.Overlap`, the BP's rows standing in for that phase's); `hw` otherwise."""
+    from mappings.pipeline import Overlap
+
+    if phase != BP_WG:
+        return hw
+    bp, _ = tile_phase(layer, 0, BP, hw, SkipPolicy(), pruned_grads_unused=True)
+    return replace(hw, overlap=Overlap.around(bp, hw, update_follows=False))
+
+
+BP_WG = "WG after its BP"
+
+
 @pytest.mark.parametrize("view", range(len(FLOOR_VIEWS)))
-@pytest.mark.parametrize("phase", [FF, BP, WG])
+@pytest.mark.parametrize("phase", [FF, BP, WG, BP_WG])
 def test_no_plan_is_estimated_below_its_floor(phase, view):
     """`_ChunkFloor`, before any chunk is tiled, bounds every plan's objective from below,
-    in every order: a plan the search skips for its floor could not have won."""
+    in every order: a plan the search skips for its floor could not have won. So too for a
+    WG ranked by what it adds between its neighbours (`BP_WG`)."""
     from mappings.planner import _chunk_macs, _ChunkFloor, _prepared_plans
 
-    hw = FLOOR_VIEWS[view]
     layer = dense_capture(nn.Conv2d(CH, CH, 3, padding=1, bias=False), n=2, h=8)
+    hw = _between(FLOOR_VIEWS[view], layer, phase)
+    phase = WG if phase == BP_WG else phase
     _, channels, plans = _prepared_plans(
         _reduction_plans(layer, phase, hw, SkipPolicy(), True, 0), phase, hw)
     seen = 0
@@ -313,11 +331,11 @@ def test_plans_skipped_for_their_floor_leave_the_choice_unchanged(phase, monkeyp
 
 
 @pytest.mark.parametrize("view", range(len(FLOOR_VIEWS)))
-@pytest.mark.parametrize("phase", [FF, BP, WG])
+@pytest.mark.parametrize("phase", [FF, BP, WG, BP_WG])
 def test_no_chunk_floor_is_above_its_plans_estimate(phase, view, monkeypatch):
     """`_ChunkFloor` bounds a plan's objective from below after each chunk it has tiled, for
     every plan, loop order and tile shape the search tries: a plan given up part-way
-    through could not have won."""
+    through could not have won (a WG's between its neighbours too: `BP_WG`)."""
     import mappings.planner as planner
 
     floors, checked = [], []
@@ -334,14 +352,15 @@ def test_no_chunk_floor_is_above_its_plans_estimate(phase, view, monkeypatch):
         checked.append(len(floors))
         return rows
 
-    monkeypatch.setattr(planner, "_plan_rows", every_chunk)
-    hw = FLOOR_VIEWS[view]
     layer = dense_capture(nn.Conv2d(CH, CH, 3, padding=1, bias=False), n=4, h=8)
-    tile_phase(layer, 0, phase, hw, SkipPolicy(), pruned_grads_unused=True)
+    hw = _between(FLOOR_VIEWS[view], layer, phase)
+    monkeypatch.setattr(planner, "_plan_rows", every_chunk)
+    tile_phase(layer, 0, WG if phase == BP_WG else phase, hw, SkipPolicy(),
+               pruned_grads_unused=True)
     assert sum(checked) >= 3  # floors taken after chunks (all but the last of each plan)
 
 
-@pytest.mark.parametrize("phase", [FF, BP, WG])
+@pytest.mark.parametrize("phase", [FF, BP, WG, BP_WG])
 def test_plans_given_up_part_way_leave_the_choice_unchanged(phase, monkeypatch):
     """Over the floor views, the search gives up some split plans after their first chunks
     (fewer chunk tilings) and takes byte-identical rows and totals to a search that tiles
@@ -349,6 +368,8 @@ def test_plans_given_up_part_way_leave_the_choice_unchanged(phase, monkeypatch):
     import mappings.planner as planner
 
     layer = dense_capture(nn.Conv2d(CH, CH, 3, padding=1, bias=False), n=4, h=8)
+    views = [_between(hw, layer, phase) for hw in FLOOR_VIEWS]
+    phase = WG if phase == BP_WG else phase
     tilings = []
     tile_part = planner.tile_part
     monkeypatch.setattr(planner, "tile_part",
@@ -357,7 +378,7 @@ def test_plans_given_up_part_way_leave_the_choice_unchanged(phase, monkeypatch):
     def search() -> tuple[list, int]:
         tilings.clear()
         found = [tile_phase(layer, 0, phase, hw, SkipPolicy(), pruned_grads_unused=True)
-                 for hw in FLOOR_VIEWS]
+                 for hw in views]
         return [(t.tobytes(), totals) for t, totals in found], len(tilings)
 
     chosen, fewer = search()
