@@ -8,10 +8,10 @@ the conv/linear layer they follow, BP before its BP. A layer-phase starts once t
 whose outputs it reads are written back (`phase_waits`): a layer's WG overlaps its BP and
 what follows, so its plans are ranked with those phases' tiles around theirs
 (`pipeline.Overlap`, `bp_before`). With inter-layer reuse, a phase's output may stay in
-the global buffer for the next FF or BP that reads it (`keep_output_on_chip`), a gradient kept for a
-layer's BP through its WG too (`wg_reads_kept_gradient`), and a WG's dW for its weight
-update (`update_reads_kept_gradient`); what no later phase reads from DRAM is then not
-written there. A design that fuses the update into the WG's output stream
+the global buffer for the next FF or BP that reads it (`keep_output_on_chip`), a gradient
+kept for a layer's BP through its WG too (`wg_reads_kept_gradient`), and a WG's dW for its
+weight update (`update_reads_kept_gradient`); what no later phase reads from DRAM is then
+not written there. A design that fuses the update into the WG's output stream
 (`vector_unit.fused_update`) never writes dW.
 """
 

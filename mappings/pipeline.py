@@ -213,10 +213,8 @@ class Overlap:
         both = np.concatenate([before, after])
         base = estimated_cycles(both, hw, _after_gated(len(before), 0, len(after)))
         fetched = float(stage_cycles(before, hw)[0][:, 0].sum())
-        stages, read, write = stage_cycles(after, hw)
-        totals = np.append(stages.sum(axis=0), read.sum() + write.sum())
         return cls(before, after, base, estimated_pj(both, hw, 0.0),
-                   np.maximum(base - fetched - totals, 0.0))
+                   np.maximum(base - fetched - stage_totals(after, hw), 0.0))
 
     def cycles(self, table: np.ndarray, hw: HardwareView) -> float:
         """The cycles of the neighbours with `table`'s tiles between them."""
@@ -274,6 +272,14 @@ def stage_cycles(table: np.ndarray, hw: HardwareView
         compute_cycles(table, hw),
         stage(table["gather_bytes"], port, hw.noc_latency_cycles), write], axis=1)
     return stages, read, write
+
+
+def stage_totals(table: np.ndarray, hw: HardwareView) -> np.ndarray:
+    """Each stage's cycles over a table's tiles (`stage_cycles`), and DRAM's reads and
+    writes together: no run of those tiles is shorter than any of the six, whatever else
+    it runs (the plan floors, `planner._ChunkFloor`, and `Overlap.hidden`)."""
+    stages, read, write = stage_cycles(table, hw)
+    return np.append(stages.sum(axis=0), read.sum() + write.sum())
 
 
 def compute_cycles(table: np.ndarray, hw: HardwareView) -> np.ndarray:

@@ -41,7 +41,7 @@ from mappings.counting import (
     processed_operands,
     reduction_size,
 )
-from mappings.pipeline import estimated_pj, plan_key, stage_cycles
+from mappings.pipeline import estimated_pj, plan_key, stage_totals
 from mappings.target import HardwareView
 from mappings.tiling import (
     BUFFER_KEY,
@@ -550,8 +550,7 @@ class _ChunkFloor:
 
     def add(self, table: np.ndarray) -> float:
         """Take one more chunk's rows; the floor with the rest untiled."""
-        stages, read, write = stage_cycles(table, self.hw)
-        self.stages += np.append(stages.sum(axis=0), read.sum() + write.sum())
+        self.stages += stage_totals(table, self.hw)
         self.pj += estimated_pj(table, self.hw, 0.0)
         self.done += 1
         return self.floor()

@@ -17,7 +17,7 @@ from mappings.pipeline import (
     buffered_cycles,
     equal_tiles_cycles,
     estimated_cycles,
-    stage_cycles,
+    stage_totals,
 )
 from mappings.target import HardwareView
 from tests.test_phase_overlap import _replay
@@ -427,8 +427,7 @@ def test_a_wg_adds_no_less_than_any_stage_total_less_what_its_neighbours_hide(bp
 
     plan = table(wg)
     between = Overlap.around(table(bp), UNIT, update_follows=update)
-    stages, read, write = stage_cycles(plan, UNIT)
-    totals = np.append(stages.sum(axis=0), read.sum() + write.sum())
+    totals = stage_totals(plan, UNIT)
     cycles = between.cycles(plan, UNIT)
     assert cycles >= between.floor_cycles(totals) - 1e-9 >= between.base - 1e-9
     assert (cycles - between.base >= totals - between.hidden - 1e-9).all()
