@@ -53,7 +53,7 @@ HBM2's 8 channels, 16 KiB ones reach 161 of 239 GB/s, 4 KiB ones 47%; one DDR4 c
 Beside DRAMsim3 (benchmarks/DRAMSIM3.md, DDR4-2400, the same timings): a transaction on an
 idle channel takes DRAMsim3's time to the cycle, less its 2-cycle front end and plus the
 refresh stretch (4.7% under tREFI; a 1 MiB stream within 0.6%); tiles from 16 KiB on
-within 2%, 4 KiB tiles 21% longer (the queue and reordering DRAMsim3 has).
+within 2%, 4 KiB tiles 20% longer (the queue and reordering DRAMsim3 has).
 
 Sources
 -------

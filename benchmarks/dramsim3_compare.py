@@ -94,17 +94,15 @@ def desim_cycles(timing: DramTiming, transfers: list[Transfer], queued: bool = F
 
 def dramsim3_ini(timing: DramTiming) -> str:
     """A DRAMsim3 configuration of one channel and one rank with `timing`'s figures and
-    desim's address mapping. tRTP is the data sheet's 7.5 ns (desim does not model it: it
-    hides behind tRAS in these cases); the rest of what DRAMsim3 asks for and desim has no
-    figure for is DRAMsim3's own DDR4-2400 file's. One queue for reads and writes,
+    desim's address mapping; what DRAMsim3 asks for and desim has no figure for (tCKE,
+    tXS, the preambles, ...) is DRAMsim3's own DDR4-2400 file's. One queue for reads and writes,
     served in the order they came: DRAMsim3's default, a read queue beside a write buffer
     drained only once it holds more than 8 writes with nothing else queued, posts writes
     and keeps up to 8 for good, where the tile pipeline writes each tile's results back
     when it asks."""
     t = timing
-    fields = {"ro": "ro", "ba": "ba", "co": "co", "bg": "bg", "ch": "ch"}
-    mapping = "".join(fields[f] for f in DEFAULT_SCHEME.split(":"))
-    mapping = mapping.replace("ro", "rora", 1)  # one rank: its field has no bits
+    # DRAMsim3 spells desim's fields alike, with a rank's beside them (one rank: no bits)
+    mapping = "".join(DEFAULT_SCHEME.split(":")).replace("ro", "rora", 1)
     chip_mbit = t.rows * t.columns * t.banks * t.device_width_bits // MIB
     channel_mb = chip_mbit * t.chips_per_rank // 8
     return f"""[dram_structure]
@@ -137,7 +135,7 @@ tWTR_L = {t.twtr_l}
 tFAW = {t.tfaw}
 tWR = {t.twr}
 tWR2 = {t.twr}
-tRTP = {-(-7500 // t.tck_ps)}
+tRTP = {t.trtp}
 tCCD_S = {t.tccd_s}
 tCCD_L = {t.tccd_l}
 tCKE = 6

@@ -613,28 +613,25 @@ def test_powered_down_time_adds_up_over_any_split_of_the_run(gap, timer, cuts):
 # first command 2 cycles after the transaction arrives.
 DRAMSIM3_DDR4_2400 = {
     "read 64 B": 38, "read 512 B": 66, "read 4 KiB": 290, "read 64 KiB": 4130,
-    "read 1 MiB": 68859, "write 64 B": 38, "write 4 KiB": 290, "write 64 KiB": 4130,
-    "write 1 MiB": 69060, "two reads, one bank's two rows": 124,
-    "read then write, 4 KiB each": 572, "16 tiles: read 4 KiB, write 1 KiB": 5380,
-    "16 tiles: read 16 KiB, write 4 KiB": 22014, "16 tiles: read 64 KiB, write 16 KiB": 86745,
-    "reads only, 64 x 4 KiB": 16900}
+    "read 1 MiB": 68849, "write 64 B": 38, "write 4 KiB": 290, "write 64 KiB": 4130,
+    "write 1 MiB": 69060, "two reads, one bank's two rows": 123,
+    "read then write, 4 KiB each": 571, "16 tiles: read 4 KiB, write 1 KiB": 5429,
+    "16 tiles: read 16 KiB, write 4 KiB": 22016, "16 tiles: read 64 KiB, write 16 KiB": 86760,
+    "reads only, 64 x 4 KiB": 16902}
 DRAMSIM3_FRONT_END = 2
 
 
 def test_the_timing_rules_give_dramsim3s_times_where_no_refresh_falls():
     """A transaction on an idle channel, shorter than tREFI (DRAMsim3 refreshes none), and
     two queued one behind the other (a row conflict; a read then a write): desim without
-    its refresh stretch gives DRAMsim3's time less its front end, to a cycle."""
+    its refresh stretch gives DRAMsim3's time less its front end, to the cycle."""
     from benchmarks.dramsim3_compare import cases, desim_cycles
     checked = 0
     for name, transfers in cases(DDR4).items():
         ours = desim_cycles(DDR4, transfers, queued=True, refresh=False)
         theirs = DRAMSIM3_DDR4_2400[name] - DRAMSIM3_FRONT_END
-        if theirs < DDR4.trefi and len(transfers) == 1:
+        if (theirs < DDR4.trefi and len(transfers) == 1) or len(transfers) == 2:
             assert ours == theirs, name
-            checked += 1
-        elif len(transfers) == 2:
-            assert abs(ours - theirs) <= 1, name
             checked += 1
     assert checked == 9
 
@@ -643,7 +640,7 @@ def test_long_streams_run_within_one_percent_of_dramsim3_and_tiles_of_16_kib_wit
     """With refresh, as arch/dram.py averages it, a 1 MiB stream ends within 1% of DRAMsim3
     (which refreshes every tREFI); tiles served one after another, as the accelerator asks
     for them, within 3% from 16 KiB on. Small tiles and back-to-back reads pay each
-    transaction's CAS latency and first ACT, which DRAMsim3's queue hides (21% and 9%)."""
+    transaction's CAS latency and first ACT, which DRAMsim3's queue hides (20% and 9%)."""
     from benchmarks.dramsim3_compare import cases, desim_cycles
     ratios = {name: desim_cycles(DDR4, transfers) / DRAMSIM3_DDR4_2400[name]
               for name, transfers in cases(DDR4).items()}
@@ -651,5 +648,5 @@ def test_long_streams_run_within_one_percent_of_dramsim3_and_tiles_of_16_kib_wit
         assert abs(ratios[name] - 1) < 0.01, name
     for tile in ("16 KiB, write 4 KiB", "64 KiB, write 16 KiB"):
         assert abs(ratios[f"16 tiles: read {tile}"] - 1) < 0.03, tile
-    assert 1.20 < ratios["16 tiles: read 4 KiB, write 1 KiB"] < 1.22
+    assert 1.19 < ratios["16 tiles: read 4 KiB, write 1 KiB"] < 1.21
     assert 1.08 < ratios["reads only, 64 x 4 KiB"] < 1.10
