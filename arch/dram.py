@@ -467,7 +467,7 @@ class DramChannelModel:
         return self._access_bursts(start_ps, coords["bank"], coords["bg"], coords["row"],
                                    nbytes, is_write)
 
-    def _write_recovery_ps(self, is_write: bool) -> int:
+    def _cas_to_precharge_ps(self, is_write: bool) -> int:
         """From a CAS to the earliest PRE of its bank: write recovery after the write's
         data, tRTP after a read."""
         t = self.timing
@@ -532,7 +532,7 @@ class DramChannelModel:
         def cas_ps(i: int, g_i: int) -> int:
             return g_i + ev_max[bisect.bisect_right(ev_idx, i) - 1]
 
-        rec = self._write_recovery_ps(is_write)
+        cas_to_pre = self._cas_to_precharge_ps(is_write)
         tras, trp, trcd, tfaw = t.ps(t.tras), t.ps(t.trp), t.ps(t.trcd), t.ps(t.tfaw)
         trrd_s, trrd_l = t.ps(t.trrd_s), t.ps(t.trrd_l)
         acts, last_act, last_bg = bus.acts, bus.last_act_ps, bus.last_act_bg
@@ -542,8 +542,8 @@ class DramChannelModel:
         for j, p, b, g, r, g_j, g_p in opens:
             if p >= 0:  # another row of this bank was used earlier in this transaction: PRE
                 pre = act_at[b] + tras
-                cas_rec = g_p + ev_max[bisect_right(ev_idx, p) - 1] + rec
-                act = (pre if pre > cas_rec else cas_rec) + trp
+                after_cas = g_p + ev_max[bisect_right(ev_idx, p) - 1] + cas_to_pre
+                act = (pre if pre > after_cas else after_cas) + trp
                 precharges += 1
             elif open_row[b] >= 0:  # another row left open by an earlier transaction: PRE
                 pre = pre_ready[b]
@@ -572,7 +572,7 @@ class DramChannelModel:
         # Bank state after the transaction: earliest PRE from the last CAS to each bank.
         touched = [b for b, _, _ in lasts]
         for b, i, g_i in lasts:
-            pre_ready[b] = max(act_at[b] + tras, cas_ps(i, g_i) + rec)
+            pre_ready[b] = max(act_at[b] + tras, cas_ps(i, g_i) + cas_to_pre)
         if self.page_policy == "closed":
             for b in touched:
                 act_ready[b] = pre_ready[b] + trp

@@ -205,8 +205,8 @@ def dramsim3_cycles(binary: Path, timing: DramTiming, transfers: list[Transfer])
     return float(max(ends))
 
 
-def compare(binary: Path, preset: str = "DDR4-2400") -> list[dict]:
-    timing = PRESETS[preset]
+def compare(binary: Path) -> list[dict]:
+    timing = PRESETS["DDR4-2400"]
     rows = []
     for name, transfers in cases(timing).items():
         ours, theirs = desim_cycles(timing, transfers), dramsim3_cycles(binary, timing,
@@ -224,11 +224,10 @@ def compare(binary: Path, preset: str = "DDR4-2400") -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dramsim3main", type=Path)
-    parser.add_argument("--preset", default="DDR4-2400", choices=["DDR4-2400"])
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    rows = compare(args.dramsim3main, args.preset)
-    print(f"{args.preset}, one channel, one rank, open page; the last data beat, tCK")
+    rows = compare(args.dramsim3main)
+    print("DDR4-2400, one channel, one rank, open page; the last data beat, tCK")
     print(f"{'case':38} {'desim':>8} {'queued':>8} {'DRAMsim3':>8} {'ratio':>6} "
           f"{'queued':>6} {'GB/s':>13}")
     for r in rows:
