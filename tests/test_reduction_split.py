@@ -283,7 +283,7 @@ BP_WG = "WG after its BP"
 def test_no_plan_is_estimated_below_its_floor(phase, view):
     """`_ChunkFloor`, before any chunk is tiled, bounds every plan's objective from below,
     in every order: a plan the search skips for its floor could not have won. So too for a
-    WG ranked by what it adds between its neighbours (`BP_WG`)."""
+    WG ranked with its neighbours' tiles (`BP_WG`)."""
     from mappings.planner import _chunk_macs, _ChunkFloor, _prepared_plans
 
     layer = dense_capture(nn.Conv2d(CH, CH, 3, padding=1, bias=False), n=2, h=8)
