@@ -7,7 +7,8 @@ norm, activations, pooling, residual adds and forks, softmax) sit where they ran
 the conv/linear layer they follow, BP before its BP. A layer-phase starts once the phases
 whose outputs it reads are written back (`phase_waits`): a layer's WG overlaps its BP and
 what follows, so its plans are ranked with those phases' tiles around theirs
-(`pipeline.Overlap`, `bp_before`). With inter-layer reuse, a phase's output may stay in
+(`pipeline.Overlap`, `bp_before`; the phase after it is mapped first for that,
+`PhaseMapper.next_tiles`). With inter-layer reuse, a phase's output may stay in
 the global buffer for the next FF or BP that reads it (`keep_output_on_chip`), a gradient
 kept for a layer's BP through its WG too (`wg_reads_kept_gradient`), and a WG's dW for its
 weight update (`update_reads_kept_gradient`); what no later phase reads from DRAM is then
@@ -24,7 +25,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from desim.errors import ConfigError, out_of_memory_as
-from desim.events import PHASES
+from desim.events import PHASES, empty_table
 from mappings.capture import LayerCapture, PackedLayer
 from mappings.counting import BP, FF, WG, WU, SkipPolicy
 from mappings.formats import BlockStats
@@ -157,6 +158,37 @@ class PhaseMapper:
         self._dw_bytes: dict[int, int] = {}  # each layer's dW as its WG wrote it
         self._unpacked: dict[int, LayerCapture] = {}  # the last two layers unpacked
         self._counted: dict[tuple[int, int], dict] = {}  # ... and phases counted
+        self.hw = hw  # the view every phase is first mapped on (`first`)
+        self.order = training_order(workload)
+        self._ahead: dict[tuple[int, int], PhaseWork | None] = {}  # mapped before their turn
+        self._after_wg: dict[int, np.ndarray] = {}  # the tiles after each layer's WG
+
+    def first(self, layer_id: int, phase: int, overlaps: PhaseWork | None = None
+              ) -> PhaseWork | None:
+        """The phase's first mapping, on the whole buffer with no input kept on chip (as
+        `__call__`): made now, or already by a WG's look-ahead (`next_tiles`)."""
+        if (layer_id, phase) in self._ahead:
+            return self._ahead.pop((layer_id, phase))
+        return self(layer_id, phase, self.hw, overlaps=overlaps)
+
+    def next_tiles(self, layer_id: int) -> np.ndarray:
+        """The first tiles of the phase that runs after the layer's WG (`Overlap.TILES`
+        of them; none where an update follows, which waits for its dW, or where no later
+        phase has tiles): that phase is mapped now, for `first` to hand over in its turn.
+        Nothing it reads is made by the WG (a WG writes only dW, which only the update
+        reads), so it maps the same now as then."""
+        if layer_id not in self._after_wg:
+            tiles = empty_table(0)
+            if not updated(self.workload, layer_id):
+                at = self.order.index((layer_id, WG))
+                for key in self.order[at + 1:]:
+                    if key not in self._ahead:
+                        self._ahead[key] = self(*key, self.hw)
+                    if self._ahead[key] is not None:
+                        tiles = self._ahead[key].table[:Overlap.TILES]
+                        break
+            self._after_wg[layer_id] = tiles
+        return self._after_wg[layer_id]
 
     def reads_previous(self, layer_id: int) -> bool:
         """Whether the layer's input is the output of the layer just before it in forward
@@ -186,7 +218,7 @@ class PhaseMapper:
         """The phase's work, None when it has no tiles; `input_resident`: its input (FF's
         X, BP's dY, an update's dW) is already in the global buffer. `overlaps`: of a WG,
         its layer's BP just before it (`bp_before`), between which and the next phase its
-        plans are ranked (`pipeline.Overlap`)."""
+        plans are ranked (`pipeline.Overlap`, `next_tiles`)."""
         if layer_id < 0:
             v = -1 - layer_id
             vector = self.workload.vectors[v]
@@ -237,8 +269,8 @@ class PhaseMapper:
         if phase == WG and hw.fused_update and updated(self.workload, layer_id):
             hw = replace(hw, output_to_dram=False)  # its update takes dW off its stream
         if phase == WG and overlaps is not None:
-            hw = replace(hw, overlap=Overlap.around(overlaps.table, hw,
-                                                    updated(self.workload, layer_id)))
+            hw = replace(hw, overlap=Overlap.around(overlaps.table, self.next_tiles(layer_id),
+                                                    hw))
         with out_of_memory_as(too_large):
             table, totals = tile_phase(
                 layer, layer_id, phase, hw, self.policy,
@@ -296,7 +328,7 @@ def _map_phases(workload: Workload, hw: HardwareView) -> list[PhaseWork]:
             forked = True
         if phase == FF:  # (the chain runs from the producer on to this one)
             chained = chained and mapper.reads_previous(layer_id)
-        w = mapper(layer_id, phase, hw, overlaps=bp_before(work, layer_id, phase))
+        w = mapper.first(layer_id, phase, bp_before(work, layer_id, phase))
         if w is None:
             if phase == BP:  # (in BP it runs from the producer back to the one after this)
                 chained = chained and mapper.reads_previous(layer_id)

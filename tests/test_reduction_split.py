@@ -272,7 +272,7 @@ def _between(hw: HardwareView, layer: LayerCapture, phase: int | str) -> Hardwar
     if phase != BP_WG:
         return hw
     bp, _ = tile_phase(layer, 0, BP, hw, SkipPolicy(), pruned_grads_unused=True)
-    return replace(hw, overlap=Overlap.around(bp, hw, update_follows=False))
+    return replace(hw, overlap=Overlap.around(bp, bp, hw))
 
 
 BP_WG = "WG after its BP"
