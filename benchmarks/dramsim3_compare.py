@@ -92,6 +92,14 @@ def desim_cycles(timing: DramTiming, transfers: list[Transfer], queued: bool = F
     return now / timing.tck_ps
 
 
+def protocol(timing: DramTiming) -> str:
+    """DRAMsim3's name for the standard of a desim preset (by the preset's name)."""
+    for name in ("DDR4", "LPDDR4", "HBM2"):
+        if timing.name.startswith(name):
+            return name
+    raise ValueError(f"no DRAMsim3 protocol for {timing.name!r}")
+
+
 def dramsim3_ini(timing: DramTiming) -> str:
     """A DRAMsim3 configuration of one channel and one rank with `timing`'s figures and
     desim's address mapping; what DRAMsim3 asks for and desim has no figure for (tCKE,
@@ -99,18 +107,29 @@ def dramsim3_ini(timing: DramTiming) -> str:
     served in the order they came: DRAMsim3's default, a read queue beside a write buffer
     drained only once it holds more than 8 writes with nothing else queued, posts writes
     and keeps up to 8 for good, where the tile pipeline writes each tile's results back
-    when it asks."""
+    when it asks.
+
+    Where DRAMsim3 treats a standard apart, the file says what desim's preset means:
+    HBM2's `columns` count two device widths each in DRAMsim3 (the 2n prefetch; it doubles
+    them), so the file has half of desim's; and its ACT-to-CAS are tRCDRD and tRCDWR,
+    both desim's tRCD. HBM2 keeps DRAMsim3's dual command bus (a row and a column command
+    in one cycle, as JESD235's separate row and column buses allow): desim assumes the
+    command bus never binds. LPDDR4's tPPD (a PRE to the next PRE) stays DRAMsim3's 0:
+    desim has no such rule (benchmarks/DRAMSIM3.md)."""
     t = timing
     # DRAMsim3 spells desim's fields alike, with a rank's beside them (one rank: no bits)
     mapping = "".join(DEFAULT_SCHEME.split(":")).replace("ro", "rora", 1)
     chip_mbit = t.rows * t.columns * t.banks * t.device_width_bits // MIB
     channel_mb = chip_mbit * t.chips_per_rank // 8
+    proto = protocol(t)
+    columns = t.columns // 2 if proto == "HBM2" else t.columns
+    rcd = f"tRCDRD = {t.trcd}\ntRCDWR = {t.trcd}" if proto == "HBM2" else f"tRCD = {t.trcd}"
     return f"""[dram_structure]
-protocol = DDR4
+protocol = {proto}
 bankgroups = {t.bank_groups}
 banks_per_group = {t.banks_per_group}
 rows = {t.rows}
-columns = {t.columns}
+columns = {columns}
 device_width = {t.device_width_bits}
 BL = {t.burst_length}
 
@@ -119,7 +138,7 @@ tCK = {t.tck_ps / 1000}
 AL = 0
 CL = {t.cl}
 CWL = {t.cwl}
-tRCD = {t.trcd}
+{rcd}
 tRP = {t.trp}
 tRAS = {t.tras}
 tRFC = {t.trfc}
@@ -141,7 +160,7 @@ tCCD_L = {t.tccd_l}
 tCKE = 6
 tCKESR = 7
 tXS = 432
-tXP = 8
+tXP = {t.txp}
 tRTRS = 1
 
 [power]
@@ -205,8 +224,8 @@ def dramsim3_cycles(binary: Path, timing: DramTiming, transfers: list[Transfer])
     return float(max(ends))
 
 
-def compare(binary: Path) -> list[dict]:
-    timing = PRESETS["DDR4-2400"]
+def compare(binary: Path, preset: str) -> list[dict]:
+    timing = PRESETS[preset]
     rows = []
     for name, transfers in cases(timing).items():
         ours, theirs = desim_cycles(timing, transfers), dramsim3_cycles(binary, timing,
@@ -224,18 +243,25 @@ def compare(binary: Path) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dramsim3main", type=Path)
+    parser.add_argument("--preset", choices=list(PRESETS), action="append",
+                        help="a preset to compare (again for more); all of them by default")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    rows = compare(args.dramsim3main)
-    print("DDR4-2400, one channel, one rank, open page; the last data beat, tCK")
-    print(f"{'case':38} {'desim':>8} {'queued':>8} {'DRAMsim3':>8} {'ratio':>6} "
-          f"{'queued':>6} {'GB/s':>13}")
-    for r in rows:
-        print(f"{r['case']:38} {r['desim']:8,.0f} {r['desim_queued']:8,.0f} "
-              f"{r['dramsim3']:8,.0f} {r['ratio']:6.3f} {r['queued_ratio']:6.3f} "
-              f"{r['desim_gbps']:6.2f} {r['dramsim3_gbps']:6.2f}")
+    results = {}
+    for preset in args.preset or list(PRESETS):
+        rows = results[preset] = compare(args.dramsim3main, preset)
+        tck_ns = PRESETS[preset].tck_ps / 1000
+        print(f"{preset}, one channel, one rank, open page; the last data beat, tCK "
+              f"({tck_ns:g} ns)")
+        print(f"{'case':38} {'desim':>8} {'queued':>8} {'DRAMsim3':>8} {'ratio':>6} "
+              f"{'queued':>6} {'GB/s':>13}")
+        for r in rows:
+            print(f"{r['case']:38} {r['desim']:8,.0f} {r['desim_queued']:8,.0f} "
+                  f"{r['dramsim3']:8,.0f} {r['ratio']:6.3f} {r['queued_ratio']:6.3f} "
+                  f"{r['desim_gbps']:6.2f} {r['dramsim3_gbps']:6.2f}")
+        print()
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+        args.json.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
