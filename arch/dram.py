@@ -48,7 +48,7 @@ No overlap of transactions: the controller serves one to its last data beat befo
 the next, and each requester (the fetch, the write-back) has one in flight, so each pays its
 CL (CWL) and first ACT again, which a controller with several requests queued would hide
 under the data before. Tile-sized transfers so fall short of the streaming bandwidth (over
-HBM2's 8 channels, 16 KiB ones reach 161 of 239 GB/s, 4 KiB ones 47%; one DDR4 channel,
+HBM2's 8 channels, 16 KiB ones reach 177 of 239 GB/s, 4 KiB ones 50%; one DDR4 channel,
 4 KiB ones 93%), the larger share the more channels a transfer is split over.
 Beside DRAMsim3 (benchmarks/DRAMSIM3.md, DDR4-2400, the same timings): a transaction on an
 idle channel takes DRAMsim3's time to the cycle, less its 2-cycle front end and plus the
@@ -61,7 +61,8 @@ Sources
 * LPDDR4-3200: tRCD/tRP 18 ns and tRAS 42 ns (JESD209-4) converted with ceil at tCK 0.625 ns;
   the other timings from Ramulator's LPDDR4_3200 preset (src/LPDDR4.h, 8Gb x16 die in
   src/LPDDR4.cpp); currents from DRAMSys configs/memspec/JEDEC_8Gb_LPDDR4-3200_16bit.json.
-* HBM2: DRAMsim3 configs/HBM2_8Gb_x128.ini.
+* HBM2: DRAMsim3 configs/HBM2_8Gb_x128.ini as DRAMsim3 reads it (a 2 KB row, JESD235's
+  legacy-mode page).
 * Energy: Micron TN-40-07, "Calculating Memory Power for DDR4 SDRAM".
 
 Time is integer picoseconds everywhere; currents are mA, voltages V, energy pJ (mA*V*ns = pJ).
@@ -252,7 +253,11 @@ PRESETS: dict[str, DramTiming] = {
         cl=14, cwl=4, trcd=14, trp=14, tras=34, trfc=260, trefi=3900,
         trrd_s=4, trrd_l=6, twtr_s=6, twtr_l=8, tfaw=30, twr=16, tccd_s=1, tccd_l=2,
         burst_length=4, bus_width_bits=128, device_width_bits=128,
-        bank_groups=4, banks_per_group=4, rows=32768, columns=64, channels=8,
+        # a 2 KB row (page) of the 128-bit legacy channel (JESD235; gem5's HBM_1000_4H_1x128,
+        # device_rowbuffer_size 2kB): 128 columns of 128 bits. The DRAMsim3 file says 64, which
+        # DRAMsim3 doubles for HBM (a column there is two device widths, the 2n prefetch), so
+        # its 8Gb channel is 1 GB, as the file's channel_size says.
+        bank_groups=4, banks_per_group=4, rows=32768, columns=128, channels=8,
         vdd=1.2, idd0=65, idd2n=40, idd3n=55, idd4r=390, idd4w=500, idd5ab=250,
         idd2p=28, idd3p=40, txp=8,
         trtp=6,  # that file's tRTP_L (a bank's own group)
@@ -720,7 +725,7 @@ class DramEnergy:
     =========== ============== ============================= ===========================
     DDR4-2400   5.8            12.3                          502
     LPDDR4-3200 5.3            9.4                           36
-    HBM2        1.7            3.2                           82
+    HBM2        1.6            3.2                           82
     =========== ============== ============================= ===========================
     """
 
