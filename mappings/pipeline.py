@@ -180,20 +180,20 @@ class Overlap:
     """The tiles a layer's WG runs between. A WG does not wait for its layer's BP
     (`mapper.phase_waits`): its first tiles are fetched while the BP's last ones are still
     in the pipeline. Nor does the phase after it (the previous layer's BP, or that of a
-    vector layer between the two) wait for it, unless a weight update comes between (it waits for the
-    WG's dW): that phase's first tiles are fetched while the WG's last ones compute and
-    write back. Ranked alone, a plan of
-    few large tiles paid a fill and a drain that the run hides, and the mapper chose finer
-    chunks than it should (LeNet-300-100 on trainer.yaml: 4 chunks where 2 took less
-    time). So a WG's plans are ranked as inter-layer reuse ranks a run of phases
-    (`mapper._span_key`): the objective of the plan's tiles between `before`, its BP's last
-    tiles, and `after`, the first tiles of the phase that runs next (`mapper.PhaseMapper`
-    maps it first); none where an update follows, or nothing does. (The BP's own first
-    tiles had stood in for that phase, mapped after the WG; in ResNet-18 it is a batch
-    norm's BP on the vector unit, nothing like a conv's tiles; with the WGs ranked between
-    their true neighbours, ResNet-18 at 32 x 32, batch 2, ran in 0.2-1.6% fewer cycles on
-    four designs.) `pj`: the neighbours' energy (standby aside). `fetched`, `after_totals`: what
-    floors the cycles of any plan between them (`floor_cycles`)."""
+    vector layer between the two) wait for it, unless a weight update comes between (it
+    waits for the WG's dW): that phase's first tiles are fetched while the WG's last ones
+    compute and write back. Ranked alone, a plan of few large tiles paid a fill and a
+    drain that the run hides, and the mapper chose finer chunks than it should
+    (LeNet-300-100 on trainer.yaml: 4 chunks where 2 took less time). So a WG's plans are
+    ranked as inter-layer reuse ranks a run of phases (`mapper._span_key`): the objective
+    of the plan's tiles between `before`, its BP's last tiles, and `after`, the first
+    tiles of the phase that runs next (`mapper.PhaseMapper` maps it first); none where an
+    update follows, or nothing does. (The BP's own first tiles had stood in for that
+    phase, mapped after the WG; in ResNet-18 it is a batch norm's BP on the vector unit,
+    nothing like a conv's tiles; with the WGs ranked between their true neighbours,
+    ResNet-18 at 32 x 32, batch 2, ran in 0.2-1.6% fewer cycles on four designs.) `pj`:
+    the neighbours' energy (standby aside). `fetched`, `after_totals`: what floors the
+    cycles of any plan between them (`floor_cycles`)."""
     before: np.ndarray
     after: np.ndarray
     pj: float
