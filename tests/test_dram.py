@@ -127,7 +127,6 @@ def test_system_one_burst_per_channel_ends_after_trcd_cl_burst():
     assert a.end_ps == (14 + 14 + 2) * 1000  # every channel in parallel: tRCD + CL + BL/2
 
 
-
 def test_hbm2_rows_are_2_kb_as_in_jesd235s_legacy_channels():
     """A 128-bit HBM2 channel's page is 2 KB (JESD235 legacy mode; gem5's HBM_1000_4H_1x128).
     DRAMsim3's HBM2_8Gb_x128.ini says 64 columns, which DRAMsim3 doubles for HBM (a column
@@ -136,6 +135,7 @@ def test_hbm2_rows_are_2_kb_as_in_jesd235s_legacy_channels():
     assert (HBM2.row_bytes, HBM2.bursts_per_row, HBM2.channel_bytes) == (2048, 32, 1 << 30)
     a = DramChannelModel(HBM2, refresh=False).access(0, 0, 8 * 1024, is_write=False)
     assert (a.activates, a.row_hits) == (4, 124)
+
 
 # --- closed forms: row misses, tFAW, turnarounds, refresh ----------------------------------------
 
