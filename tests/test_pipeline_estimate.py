@@ -476,6 +476,45 @@ baseline: trainer
     assert "1 image" in plans["2"] and "150 input channels" in alone_plans["2"]
 
 
+def test_a_wg_is_ranked_again_when_reuse_maps_the_phase_after_it_again(tmp_path,
+                                                                       monkeypatch):
+    """LeNet-5 on hppu.yaml (dynamic pruning to 90%, batch 32, digits, seed 2). conv2's WG
+    (layer "2") is first ranked against the first mapping of the phase after it, a pooling
+    BP; inter-layer reuse then maps that phase again with its input kept on chip
+    (`keep_output_on_chip`). Ranked again against those tiles (`follows`), the WG takes 8
+    one-image chunks innermost and the run 126,661 cycles; kept as first ranked, 4 chunks
+    and 127,584."""
+    import mappings.mapper as mapper
+    from desim.experiment import load_experiment
+    from desim.runner import run
+
+    (tmp_path / "e.yaml").write_text(f"""
+name: e
+workload: {{model: lenet5, batch: 32, data: digits, seed: 2}}
+runs: [{{name: hppu, arch: {ROOT / "configs" / "arch" / "hppu.yaml"},
+        pruning: {{method: dynamic, sparsity: 0.9, skip_last_linear: false}}}}]
+baseline: hppu
+""")
+
+    def ran() -> tuple[int, str]:
+        result = run(load_experiment(tmp_path / "e.yaml"))["hppu"]
+        layers = result.layers
+        wg = layers[(layers["phase"] == "WG") & (layers["layer"] == "2")]
+        return result.cycles, wg["mapping"].iloc[0]
+
+    again, plan = ran()
+    first_ranked = mapper.PhaseMapper.__call__
+
+    def ranked_once(self, layer_id, phase, hw, input_resident=False, overlaps=None,
+                    follows=None):
+        return first_ranked(self, layer_id, phase, hw, input_resident, overlaps)
+
+    monkeypatch.setattr(mapper.PhaseMapper, "__call__", ranked_once)
+    once, once_plan = ran()
+    assert (again, once) == (126_661, 127_584)
+    assert "8 reduction chunks" in plan and "4 reduction chunks" in once_plan
+
+
 def test_the_mapper_weighs_a_run_of_phases_as_the_accelerator_runs_it():
     """Reuse decisions compare runs of layer-phases (`mapper._span_key`). A phase waits for
     the one before it to be written back, so two phases that each read then write take
