@@ -374,15 +374,14 @@ def keep_output_on_chip(work: list[PhaseWork], j: int, mapper: PhaseMapper, hw: 
     just before the consumer, which is ranked again between its BP and the consumer's new
     tiles (it had been ranked against the consumer's first mapping, `next_tiles`, and
     kept a plan that lost to another against the tiles the run then had: LeNet-5 at batch
-    32 on hppu.yaml, 0.6% slower). The consumer
-    reads its input from the buffer, not DRAM, and its tiles need no room for it. The
-    output is still written to DRAM (BP and WG read it later) unless `written` is False (an
-    inference, no fork after it) and the consumer reads it itself (not a fused residual,
-    whose sum the producer's stream writes for later readers); when the producer is such a
-    fused add, the stream it was fused into, work[maker], wrote the sum and writes it no
-    more. It is kept when the mapper's
-    own estimate (`_span_key`, on `mapping.objective`) of the phases involved says so:
-    smaller tiles may read the weights more often than the kept input saves."""
+    32 on hppu.yaml, 0.6% slower). The consumer reads its input from the buffer, not DRAM,
+    and its tiles need no room for it. The output is still written to DRAM (BP and WG read
+    it later) unless `written` is False (an inference, no fork after it) and the consumer
+    reads it itself (not a fused residual, whose sum the producer's stream writes for later
+    readers); when the producer is such a fused add, the stream it was fused into,
+    work[maker], wrote the sum and writes it no more. It is kept when the mapper's own
+    estimate (`_span_key`, on `mapping.objective`) of the phases involved says so: smaller
+    tiles may read the weights more often than the kept input saves."""
     k = len(work) - 1
     producer, consumer = work[j], work[k]
     kept = producer.output_bytes
