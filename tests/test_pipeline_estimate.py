@@ -444,6 +444,20 @@ def test_a_tile_put_between_two_phases_can_shorten_them():
     assert between.floor_cycles(stage_totals(wg, UNIT)) == 2.0
 
 
+def _pruned_to_90(tmp_path: Path, model: str, design: str) -> Path:
+    """An experiment of one run, `model` at batch 32 on digits (seed 2) on
+    configs/arch/<design>.yaml, pruned dynamically to 90%; the run is named `design`."""
+    path = tmp_path / "e.yaml"
+    path.write_text(f"""
+name: e
+workload: {{model: {model}, batch: 32, data: digits, seed: 2}}
+runs: [{{name: {design}, arch: {ROOT / "configs" / "arch" / f"{design}.yaml"},
+        pruning: {{method: dynamic, sparsity: 0.9, skip_last_linear: false}}}}]
+baseline: {design}
+""")
+    return path
+
+
 def test_wg_plans_ranked_between_their_neighbours_make_the_run_faster(tmp_path,
                                                                     monkeypatch):
     """LeNet-300-100 on trainer.yaml (dynamic pruning to 90%, batch 32, seed 2). Ranked
@@ -455,16 +469,10 @@ def test_wg_plans_ranked_between_their_neighbours_make_the_run_faster(tmp_path,
     from desim.experiment import load_experiment
     from desim.runner import run
 
-    (tmp_path / "e.yaml").write_text(f"""
-name: e
-workload: {{model: lenet300, batch: 32, data: digits, seed: 2}}
-runs: [{{name: trainer, arch: {ROOT / "configs" / "arch" / "trainer.yaml"},
-        pruning: {{method: dynamic, sparsity: 0.9, skip_last_linear: false}}}}]
-baseline: trainer
-""")
+    experiment = _pruned_to_90(tmp_path, "lenet300", "trainer")
 
     def ran() -> tuple[int, dict[str, str]]:
-        result = run(load_experiment(tmp_path / "e.yaml"))["trainer"]
+        result = run(load_experiment(experiment))["trainer"]
         wg = result.layers[result.layers["phase"] == "WG"]
         return result.cycles, dict(zip(wg["layer"], wg["mapping"], strict=True))
 
@@ -488,16 +496,10 @@ def test_a_wg_is_ranked_again_when_reuse_maps_the_phase_after_it_again(tmp_path,
     from desim.experiment import load_experiment
     from desim.runner import run
 
-    (tmp_path / "e.yaml").write_text(f"""
-name: e
-workload: {{model: lenet5, batch: 32, data: digits, seed: 2}}
-runs: [{{name: hppu, arch: {ROOT / "configs" / "arch" / "hppu.yaml"},
-        pruning: {{method: dynamic, sparsity: 0.9, skip_last_linear: false}}}}]
-baseline: hppu
-""")
+    experiment = _pruned_to_90(tmp_path, "lenet5", "hppu")
 
     def ran() -> tuple[int, str]:
-        result = run(load_experiment(tmp_path / "e.yaml"))["hppu"]
+        result = run(load_experiment(experiment))["hppu"]
         layers = result.layers
         wg = layers[(layers["phase"] == "WG") & (layers["layer"] == "2")]
         return result.cycles, wg["mapping"].iloc[0]
