@@ -159,7 +159,7 @@ class PhaseMapper:
         self._unpacked: dict[int, LayerCapture] = {}  # the last two layers unpacked
         self._counted: dict[tuple[int, int], dict] = {}  # ... and phases counted
         self.hw = hw  # the view every phase is first mapped on (`first`)
-        self.order = training_order(workload)
+        self.order = training_order(workload)  # the phases in the order they run
         self._ahead: dict[tuple[int, int], PhaseWork | None] = {}  # mapped before their turn
         self._after_wg: dict[int, np.ndarray] = {}  # the tiles after each layer's WG
 
@@ -325,7 +325,7 @@ def _map_phases(workload: Workload, hw: HardwareView) -> list[PhaseWork]:
     # whether each layer from the producer's to this one (in forward order) read the output
     # of the one before it: FF's input is then the producer's output, BP's dY its dX
     chained = True
-    for layer_id, phase in training_order(workload):
+    for layer_id, phase in mapper.order:
         if mapper.kind(layer_id) == "fork":
             forked = True
         if phase == FF:  # (the chain runs from the producer on to this one)
