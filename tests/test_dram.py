@@ -16,6 +16,7 @@ from arch.dram import (
     DramCoord,
     DramEnergy,
     DramSystem,
+    DramTiming,
 )
 from desim.errors import ConfigError
 
@@ -631,19 +632,34 @@ DRAMSIM3_DDR4_2400 = {
 DRAMSIM3_FRONT_END = 2
 
 
+def _rule_cases(timing: DramTiming, measured: dict[str, int]) -> dict[str, float]:
+    """desim without refresh, every arrival at 0, less DRAMsim3's time less its front end
+    (tCK), for the cases the timing rules alone decide: the single transactions shorter
+    than tREFI (DRAMsim3 refreshes none) and the two queued pairs."""
+    from benchmarks.dramsim3_compare import cases, desim_cycles
+    out = {}
+    for name, transfers in cases(timing).items():
+        theirs = measured[name] - DRAMSIM3_FRONT_END
+        if (theirs < timing.trefi and len(transfers) == 1) or len(transfers) == 2:
+            out[name] = desim_cycles(timing, transfers, queued=True, refresh=False) - theirs
+    return out
+
+
+def _ratios(timing: DramTiming, measured: dict[str, int]) -> dict[str, float]:
+    """desim's time over DRAMsim3's for every case, with refresh as arch/dram.py averages
+    it and each transaction asked for when the one before it ends."""
+    from benchmarks.dramsim3_compare import cases, desim_cycles
+    return {name: desim_cycles(timing, transfers) / measured[name]
+            for name, transfers in cases(timing).items()}
+
+
 def test_the_timing_rules_give_dramsim3s_times_where_no_refresh_falls():
     """A transaction on an idle channel, shorter than tREFI (DRAMsim3 refreshes none), and
     two queued one behind the other (a row conflict; a read then a write): desim without
     its refresh stretch gives DRAMsim3's time less its front end, to the cycle."""
-    from benchmarks.dramsim3_compare import cases, desim_cycles
-    checked = 0
-    for name, transfers in cases(DDR4).items():
-        ours = desim_cycles(DDR4, transfers, queued=True, refresh=False)
-        theirs = DRAMSIM3_DDR4_2400[name] - DRAMSIM3_FRONT_END
-        if (theirs < DDR4.trefi and len(transfers) == 1) or len(transfers) == 2:
-            assert ours == theirs, name
-            checked += 1
-    assert checked == 9
+    diffs = _rule_cases(DDR4, DRAMSIM3_DDR4_2400)
+    assert len(diffs) == 9
+    assert set(diffs.values()) == {0}, diffs
 
 
 def test_long_streams_run_within_one_percent_of_dramsim3_and_tiles_of_16_kib_within_3():
@@ -651,9 +667,7 @@ def test_long_streams_run_within_one_percent_of_dramsim3_and_tiles_of_16_kib_wit
     (which refreshes every tREFI); tiles served one after another, as the accelerator asks
     for them, within 3% from 16 KiB on. Small tiles and back-to-back reads pay each
     transaction's CAS latency and first ACT, which DRAMsim3's queue hides (20% and 9%)."""
-    from benchmarks.dramsim3_compare import cases, desim_cycles
-    ratios = {name: desim_cycles(DDR4, transfers) / DRAMSIM3_DDR4_2400[name]
-              for name, transfers in cases(DDR4).items()}
+    ratios = _ratios(DDR4, DRAMSIM3_DDR4_2400)
     for name in ("read 1 MiB", "write 1 MiB"):
         assert abs(ratios[name] - 1) < 0.01, name
     for tile in ("16 KiB, write 4 KiB", "64 KiB, write 16 KiB"):
@@ -679,18 +693,6 @@ DRAMSIM3_HBM2 = {
     "read then write, 4 KiB each": 292, "16 tiles: read 4 KiB, write 1 KiB": 2766,
     "16 tiles: read 16 KiB, write 4 KiB": 11369, "16 tiles: read 64 KiB, write 16 KiB": 44660,
     "reads only, 64 x 4 KiB": 8831}
-
-
-def _rule_cases(timing, measured):
-    """desim without refresh, every arrival at 0, against DRAMsim3 less its front end: the
-    single transactions shorter than tREFI and the two queued pairs."""
-    from benchmarks.dramsim3_compare import cases, desim_cycles
-    out = {}
-    for name, transfers in cases(timing).items():
-        theirs = measured[name] - DRAMSIM3_FRONT_END
-        if (theirs < timing.trefi and len(transfers) == 1) or len(transfers) == 2:
-            out[name] = desim_cycles(timing, transfers, queued=True, refresh=False) - theirs
-    return out
 
 
 def test_lpddr4_timing_rules_give_dramsim3s_times_but_the_read_to_write_turnaround():
@@ -726,9 +728,7 @@ def test_lpddr4_and_hbm2_streams_and_tiles_run_near_dramsim3(timing, measured, s
     them again; tiles of 64 KiB within 2%; 16 KiB ones within 2% (LPDDR4) and 8.3% longer
     (HBM2: each tile's ACT ramp, above, which DRAMsim3 reorders away). Small tiles and
     back-to-back reads pay each transaction's latency, which DRAMsim3's queue hides."""
-    from benchmarks.dramsim3_compare import cases, desim_cycles
-    ratios = {name: desim_cycles(timing, transfers) / measured[name]
-              for name, transfers in cases(timing).items()}
+    ratios = _ratios(timing, measured)
     for name in ("read 1 MiB", "write 1 MiB"):
         assert 1 - stream < ratios[name] < 1, name
     assert abs(ratios["16 tiles: read 16 KiB, write 4 KiB"] - 1) < tiles[0]
