@@ -532,7 +532,8 @@ class _ChunkFloor:
     partial sums' moves, known before tiling (`_plan_rows` adds them: over the port both
     ways, through the buffer, and DRAM both ways when spilled); energy is additive. The
     same for every loop order: chunks innermost interleave the same rows. A WG ranked
-    with its neighbours' tiles (`hw.overlap`): theirs added (`_floor_cycles`).
+    with its neighbours' tiles (`hw.overlap`): the end of its BP's fetches before the
+    plan's and the next tiles' totals (`_floor_cycles`), and their energy added.
 
     Before any chunk is tiled it bounds the whole plan: `tile_phase` does not tile a split
     plan whose floor is above the best plan found so far (8 chunks, 8 tilings, most of the
@@ -575,8 +576,9 @@ class _ChunkFloor:
 
 def _floor_cycles(hw: HardwareView, totals: np.ndarray) -> float:
     """A floor under the cycles `plan_key` gives a plan whose stage totals (`_ChunkFloor`'s
-    six) are at least `totals`: the busiest, or for a WG ranked with its neighbours'
-    tiles, theirs and what its own may add (`pipeline.Overlap`)."""
+    six) are at least `totals`: the busiest; for a WG ranked with its neighbours' tiles,
+    the end of its BP's fetches plus its own and the next phase's first tiles' totals on
+    the busiest stage (`pipeline.Overlap.floor_cycles`)."""
     return float(np.max(totals)) if hw.overlap is None else hw.overlap.floor_cycles(totals)
 
 
