@@ -504,7 +504,9 @@ def _count_maps(part: LayerCapture, phase: int, hw: HardwareView, policy: SkipPo
     largest = reduction_size(part, phase)  # no output counts more pairs
 
     def row_totals(counts: torch.Tensor | None) -> torch.Tensor | None:
-        return None if counts is None else exact_sum(counts, 3, keepdim=True, largest=largest)
+        if counts is None or counts.shape[3] == 1:  # (rows of one output: the map itself,
+            return counts                           # int32, not an int64 copy of it)
+        return exact_sum(counts, 3, keepdim=True, largest=largest)
     return (row_totals(nominal), row_totals(effectual), processed, row_totals(speculated),
             row_totals(scanned))
 

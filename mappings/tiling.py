@@ -336,26 +336,58 @@ def _kept_per_pe(cache: dict | None, key: tuple, held: torch.Tensor,
     return cache[key][1]
 
 
-def _row_totals(counts: torch.Tensor) -> np.ndarray:
-    """A count map's (A, I, R, L) row totals, (A, I * R), rows image after image: int64
-    sums, or with rows of one output (a linear layer's, L = 1) a view of the map itself,
-    not an int64 copy of it (VGG-16's classifier WG: 411 MB saved a map). Sum them as
-    int64 (`_per_tile_total`)."""
+def _row_totals(counts: torch.Tensor) -> torch.Tensor:
+    """A count map's (A, I, R, L) row totals, (A, I, R), int64 sums; with rows of one output
+    (a linear layer's, L = 1) a view of the map itself, not an int64 copy of it (VGG-16's
+    classifier WG: 411 MB saved a map). Sum them as int64 (`_runs`)."""
     if counts.shape[3] == 1:
-        return counts.reshape(counts.shape[0], -1).numpy()
-    return counts.sum(3).reshape(counts.shape[0], -1).numpy()
+        return counts[..., 0]
+    return exact_sum(counts, 3)
+
+
+# Below this many elements an array's runs are summed by numpy's `reduceat` (a few us), above
+# it over torch views (`_runs`): the two cross near 30,000.
+SMALL_RUNS = 1 << 15
+
+
+def _runs(t: torch.Tensor, size: int, dim: int) -> torch.Tensor:
+    """Sums (int64, exact) of consecutive runs of `size` along `dim` of a count array, the
+    last run shorter where `size` does not divide it. Summed over views, in int32 where no
+    sum can overflow (`exact_sum`): numpy's `reduceat` casting int32 to int64 took 5x as
+    long on a 4 M map, and 30x on VGG-16's classifier WG (103 M outputs: 0.8 s a sum, 2.3
+    s for one run). Small arrays take numpy's route (`SMALL_RUNS`)."""
+    n = t.shape[dim]
+    if t.numel() < SMALL_RUNS:  # numpy's reduceat: fewer calls, less overhead
+        return torch.from_numpy(np.add.reduceat(t.numpy(), np.arange(0, n, size), axis=dim,
+                                                dtype=np.int64))
+    full = n // size * size
+    parts = []
+    if full:
+        split = (*t.shape[:dim], n // size, size, *t.shape[dim + 1:])
+        parts.append(exact_sum(t.narrow(dim, 0, full).reshape(split), dim + 1))
+    if n > full:
+        parts.append(exact_sum(t.narrow(dim, full, n - full), dim, keepdim=True))
+    return torch.cat(parts, dim) if len(parts) > 1 else parts[0]
 
 
 def _per_tile_total(counts: torch.Tensor, shape: TileShape, cache: dict | None = None
                     ) -> np.ndarray:
     """Total counts per tile (nA, nB) of a count map (A, I, R, L), from its `_row_totals`
-    (kept in `cache` by map: every tile shape of the search sums the same map). Row blocks
-    and channel blocks each cover their axis in order, so each is one `reduceat`."""
+    (kept in `cache` by map: every tile shape of the search sums the same map). A row
+    block is m whole images or a run of one image's rows (`_blocks`), a channel block a
+    run of ka channels, each in order: runs along one axis each (`_runs`)."""
     rows = _kept(cache, ("rows", id(counts)), counts, lambda: _row_totals(counts))
-    a, n_img, n_rows, _ = counts.shape
-    i0, _, r0, _ = _blocks(shape, n_img, n_rows)
-    per_block = np.add.reduceat(rows, i0 * n_rows + r0, axis=1, dtype=np.int64)  # (A, nB)
-    return np.add.reduceat(per_block, np.arange(0, a, shape.ka), axis=0)
+    a, n_img, n_rows = rows.shape
+    if rows.numel() < SMALL_RUNS:  # each axis in one `reduceat`, at its blocks' starts
+        i0, _, r0, _ = _blocks(shape, n_img, n_rows)
+        per_block = np.add.reduceat(rows.numpy().reshape(a, -1), i0 * n_rows + r0, axis=1,
+                                    dtype=np.int64)
+        return np.add.reduceat(per_block, np.arange(0, a, shape.ka), axis=0)
+    if shape.rows >= n_rows:         # blocks of whole images
+        per_block = _runs(exact_sum(rows, 2), shape.images, 1)
+    else:                            # each image's rows in runs
+        per_block = _runs(rows, shape.rows, 2).reshape(a, -1)
+    return _runs(per_block, shape.ka, 0).numpy()
 
 
 def _per_tile_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
@@ -468,10 +500,10 @@ def cluster_blocks(images: int, rows: int, n_img: int, n_rows: int, clusters: in
 
 def _per_pe_by_rows(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
                     cache: dict | None = None) -> torch.Tensor:
-    """Each channel's counts per cluster run (`cluster_blocks`) and PE, (A, runs, PEs used):
-    a run's outputs, contiguous in (image, row, position) order, dealt to its cluster's PEs
-    in turn. PEs past the longest run's outputs idle: none (a run of one output row of a
-    linear layer's WG uses one PE, and its map would be mostly zeros)."""
+    """Each channel's counts per cluster run (`cluster_blocks`) and PE, (A, runs, PEs used),
+    int32 or int64: a run's outputs, contiguous in (image, row, position) order, dealt to
+    its cluster's PEs in turn. PEs past the longest run's outputs idle: none (a run of one
+    output row of a linear layer's WG uses one PE, and its map would be mostly zeros)."""
     def dealt() -> torch.Tensor:
         a, n_img, n_rows, length = counts.shape
         i0, i1, r0, r1, _ = cluster_blocks(shape.images, shape.rows, n_img, n_rows,
@@ -483,9 +515,14 @@ def _per_pe_by_rows(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
         pos = np.arange(n_img * n_rows * length)
         run = np.searchsorted(end, pos, side="right")
         index = torch.from_numpy(run * used + (pos - start[run]) % p)
-        flat = counts.reshape(a, -1).to(torch.int64)
-        return torch.zeros(a, len(i0) * used, dtype=torch.int64).index_add_(
-            1, index, flat).reshape(a, len(i0), used)
+        flat = counts.reshape(a, -1)
+        # a PE's sum takes at most one output in p of its run: in int32 where that cannot
+        # overflow (an int64 copy of VGG-16's classifier WG map took 0.8 s and 822 MB)
+        per_pe = -(-int((end - start).max()) // p)
+        wide = flat.dtype != torch.int32 or per_pe * int(flat.amax()) >= 2**31
+        dtype = torch.int64 if wide else torch.int32
+        return torch.zeros(a, len(i0) * used, dtype=dtype).index_add_(
+            1, index, flat.to(dtype)).reshape(a, len(i0), used)
     return _kept_per_pe(cache, ("rows_pe", id(counts), shape.images, shape.rows), counts,
                         dealt)
 
@@ -497,7 +534,7 @@ def _per_tile_by_rows(per_pe: torch.Tensor, shape: TileShape, size: torch.Size,
     a, n_img, n_rows, length = size
     i0, i1, r0, r1, first = cluster_blocks(shape.images, shape.rows, n_img, n_rows,
                                            hw.clusters)
-    per_tile = np.add.reduceat(per_pe.numpy(), np.arange(0, a, shape.ka), axis=0)
+    per_tile = _runs(per_pe, shape.ka, 0).numpy()
     total = np.add.reduceat(per_tile.sum(2), first, axis=1)
     if hw.load_balance == "clusters":  # each PE slot's work evened over a block's clusters
         runs = np.diff(np.append(first, len(i0)))
@@ -1146,7 +1183,8 @@ def _wg_out_bytes(layer: LayerCapture, channels: torch.Tensor, shape: TileShape,
     k, cg, r, s = layer.w_nz.shape
     kernels = _kept(cache, ("kernels", id(layer), id(channels)), (layer, channels),
                     lambda: _kernel_stats(layer.w_nz[channels], hw.weight_format))
-    nnz, nz_lines, rle = (_per_tile_total(stat, shape, cache) for stat in kernels)
+    nnz, nz_lines = (_per_tile_total(stat, shape, cache) for stat in kernels[:2])
+    rle = np.zeros_like(nnz) if kernels[2] is None else _per_tile_total(kernels[2], shape, cache)
     in_block = _block_sums(np.ones(len(channels), np.int64), shape.ka)[:, None]
     _, _, r0, r1 = _blocks(shape, 1, cg)
     elems = in_block * (r1 - r0) * r * s
@@ -1157,11 +1195,17 @@ def _wg_out_bytes(layer: LayerCapture, channels: torch.Tensor, shape: TileShape,
                                                       rle), hw.element_bytes)
 
 
-def _kernel_stats(w: torch.Tensor, fmt: str) -> tuple[torch.Tensor, ...]:
+def _kernel_stats(w: torch.Tensor, fmt: str) -> tuple[torch.Tensor | None, ...]:
     """Of a weight map (A, C/g, R, S), per kernel as a count map (A, 1, C/g, 1): its
     non-zeros, its kernel rows with any, and its run-length padding entries in format
-    `fmt` (zeros unless run-length coding)."""
+    `fmt` (None unless run-length coding, the only format that reads them). Kept small: a
+    kernel of one weight (a linear layer's) is the map itself, bool, and wider ones count
+    in int32 (VGG-16's classifier WG had taken 2.5 GB of int64 maps here)."""
     a, cg, r, s = w.shape
-    return (exact_sum(w, (2, 3)).reshape(a, 1, cg, 1),
-            exact_sum(w.any(3), 2).reshape(a, 1, cg, 1),
-            _rle(w.reshape(-1, r * s), fmt).reshape(a, 1, cg, 1))
+    if r * s == 1:
+        nnz = lines = w.reshape(a, 1, cg, 1)
+    else:
+        nnz = w.sum((2, 3), dtype=torch.int32).reshape(a, 1, cg, 1)
+        lines = w.any(3).sum(2, dtype=torch.int32).reshape(a, 1, cg, 1)
+    rle = rle_padding(w.reshape(-1, r * s)).reshape(a, 1, cg, 1) if fmt == "rle" else None
+    return nnz, lines, rle
