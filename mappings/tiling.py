@@ -355,7 +355,10 @@ def _runs(t: torch.Tensor, size: int, dim: int) -> torch.Tensor:
     last run shorter where `size` does not divide it. Summed over views, in int32 where no
     sum can overflow (`exact_sum`): numpy's `reduceat` casting int32 to int64 took 5x as
     long on a 4 M map, and 30x on VGG-16's classifier WG (103 M outputs: 0.8 s a sum, 2.3
-    s for one run). Small arrays take numpy's route (`SMALL_RUNS`)."""
+    s for one run). Small arrays take numpy's route (`SMALL_RUNS`); runs of one are `t`
+    itself, as it is."""
+    if size == 1:
+        return t
     n = t.shape[dim]
     if t.numel() < SMALL_RUNS:  # numpy's reduceat: fewer calls, less overhead
         return torch.from_numpy(np.add.reduceat(t.numpy(), np.arange(0, n, size), axis=dim,
@@ -383,11 +386,14 @@ def _per_tile_total(counts: torch.Tensor, shape: TileShape, cache: dict | None =
         per_block = np.add.reduceat(rows.numpy().reshape(a, -1), i0 * n_rows + r0, axis=1,
                                     dtype=np.int64)
         return np.add.reduceat(per_block, np.arange(0, a, shape.ka), axis=0)
+    # channel blocks first: their sums are ka times smaller than the map, where row blocks
+    # of one row each (a linear layer's WG) would copy the whole map into int64
+    per_block = _runs(rows, shape.ka, 0)                        # (nA, I, R)
     if shape.rows >= n_rows:         # blocks of whole images
-        per_block = _runs(exact_sum(rows, 2), shape.images, 1)
+        per_tile = _runs(exact_sum(per_block, 2), shape.images, 1)
     else:                            # each image's rows in runs
-        per_block = _runs(rows, shape.rows, 2).reshape(a, -1)
-    return _runs(per_block, shape.ka, 0).numpy()
+        per_tile = _runs(per_block, shape.rows, 2).reshape(len(per_block), -1)
+    return per_tile.numpy().astype(np.int64, copy=False)
 
 
 def _per_tile_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
@@ -534,7 +540,7 @@ def _per_tile_by_rows(per_pe: torch.Tensor, shape: TileShape, size: torch.Size,
     a, n_img, n_rows, length = size
     i0, i1, r0, r1, first = cluster_blocks(shape.images, shape.rows, n_img, n_rows,
                                            hw.clusters)
-    per_tile = _runs(per_pe, shape.ka, 0).numpy()
+    per_tile = _runs(per_pe, shape.ka, 0).numpy().astype(np.int64, copy=False)
     total = np.add.reduceat(per_tile.sum(2), first, axis=1)
     if hw.load_balance == "clusters":  # each PE slot's work evened over a block's clusters
         runs = np.diff(np.append(first, len(i0)))

@@ -2,16 +2,20 @@
 
 import itertools
 from dataclasses import replace
+from unittest.mock import patch
 
+import numpy as np
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mappings import tiling
 from mappings.capture import LayerCapture
 from mappings.counting import BP, FF, WG, SkipPolicy
+from mappings.formats import rle_padding
 from mappings.planner import tile_phase
 from mappings.target import HardwareView
-from mappings.tiling import TileShape, _per_tile_pe, _per_tile_total
+from mappings.tiling import TileShape, _kernel_stats, _per_tile_pe, _per_tile_total
 
 SPARSE = HardwareView(clusters=2, pes_per_cluster=3, buffer_bytes=4096, element_bytes=2,
                       local_buffer_bytes=256, skip_zero_weights=True,
@@ -144,13 +148,23 @@ def dealt_by_loop(counts: torch.Tensor, shape: TileShape, hw: HardwareView
 @given(count_maps_and_shapes())
 def test_per_tile_counts_equal_dealing_each_output_in_a_loop(case):
     """The tile search's vectorized busiest PE and totals (`_per_tile_pe`, through its
-    phase cache too, and `_per_tile_total`) are those of dealing every output in a loop."""
+    phase cache too, and `_per_tile_total`) are those of dealing every output in a loop;
+    `_per_tile_total` by both of its routes (numpy's on small maps, torch views on large:
+    here every map takes each), of the map as int32 and as int64, and of a 0/1 map as
+    bool."""
     counts, shape, hw = case
     busiest, total = dealt_by_loop(counts, shape, hw)
     for cache in (None, {}):
         got_busiest, got_total = _per_tile_pe(counts, shape, hw, cache)
         assert got_busiest.tolist() == busiest and got_total.tolist() == total
-    assert _per_tile_total(counts, shape).tolist() == total
+    ones = counts % 2 == 1
+    _, ones_total = dealt_by_loop(ones.to(torch.int32), shape, hw)
+    for small in (tiling.SMALL_RUNS, 0):
+        with patch.object(tiling, "SMALL_RUNS", small):
+            assert _per_tile_total(counts, shape).tolist() == total
+            assert _per_tile_total(counts.to(torch.int64), shape).tolist() == total
+            got = _per_tile_total(ones, shape)
+            assert got.dtype == np.int64 and got.tolist() == ones_total
 
 
 @settings(max_examples=30, deadline=None)
@@ -241,3 +255,23 @@ def test_the_floor_under_a_dealt_reduction_is_below_its_plan(layer, phase, objec
     outputs = int((table["gather_bytes"] // (table["active_clusters"] * hw.psum_bytes)).sum())
     floor = planner._across_floor(totals, outputs, int(table["active_clusters"][0]), hw)
     assert floor <= pipeline.plan_key(table, hw, 1)[0] * (1 + 1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 5), st.integers(1, 6), st.sampled_from([(1, 1), (1, 3), (3, 3)]),
+       st.sampled_from(["bitmap", "csr", "rle"]), st.integers(0, 999))
+def test_kernel_statistics_count_each_kernel(k, c, kernel_shape, fmt, seed):
+    """A WG's output statistics per kernel (`_kernel_stats`): its non-zeros, its rows with
+    any and, in run-length coding only, its padding entries, counted kernel by kernel; a
+    linear layer's (1 x 1 kernels) are its weight map itself, as bool."""
+    w = torch.rand(k, c, *kernel_shape, generator=torch.Generator().manual_seed(seed)) < 0.5
+    nnz, lines, rle = _kernel_stats(w, fmt)
+    assert (rle is None) == (fmt != "rle")
+    for a, ch in itertools.product(range(k), range(c)):
+        kernel = w[a, ch]
+        assert int(nnz[a, 0, ch, 0]) == int(kernel.sum())
+        assert int(lines[a, 0, ch, 0]) == int(kernel.any(1).sum())
+        if rle is not None:
+            assert int(rle[a, 0, ch, 0]) == int(rle_padding(kernel.reshape(1, -1)).sum())
+    if kernel_shape == (1, 1):
+        assert nnz.dtype == torch.bool and nnz.data_ptr() == w.data_ptr()
