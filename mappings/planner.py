@@ -636,7 +636,7 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                            processed=maps[0][2],  # the first chunk's, as the others
                            psums_sent=psums_sent, psums_dram=psums_dram, cache=cache,
                            tracked=tracked,
-                           scanned=0.0 if maps[0][4] is None else float(maps[0][4].sum()),
+                           scanned=0.0 if maps[0][4] is None else float(count_total(maps[0][4])),
                            out_ratio=out_ratio, out_elem_bytes=room,
                            inner=n if order == INNER else 0)
 
