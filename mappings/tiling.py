@@ -524,8 +524,8 @@ def _per_pe_by_rows(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
         flat = counts.reshape(a, -1)
         # a PE's sum takes at most one output in p of its run: in int32 where that cannot
         # overflow (an int64 copy of VGG-16's classifier WG map took 0.8 s and 822 MB)
-        per_pe = -(-int((end - start).max()) // p)
-        wide = flat.dtype != torch.int32 or per_pe * int(flat.amax()) >= 2**31
+        outputs_per_pe = -(-int((end - start).max()) // p)
+        wide = flat.dtype != torch.int32 or outputs_per_pe * int(flat.amax()) >= 2**31
         dtype = torch.int64 if wide else torch.int32
         return torch.zeros(a, len(i0) * used, dtype=dtype).index_add_(
             1, index, flat.to(dtype)).reshape(a, len(i0), used)
