@@ -92,11 +92,14 @@ def _unit_stats(nz: torch.Tensor, line_len: int, fmt: str) -> Operand:
     elems = np.full(n, flat.shape[1], np.int64)
     line_len = max(1, min(line_len, flat.shape[1]))  # a line longer than the unit: the unit
     short = -flat.shape[1] % line_len
-    padded = torch.cat([flat, flat.new_zeros(n, short)], 1) if short else flat
-    lines_nz = padded.reshape(n, -1, line_len).any(-1)
-    return Operand(elems, _count_nonzero(flat),
-                   np.full(n, lines_nz.shape[1], np.int64), _count_nonzero(lines_nz),
-                   line_len, fmt, _rle(flat, fmt).numpy())
+    nnz = _count_nonzero(flat)
+    if line_len == 1:  # every element a line: the lines with any are the non-zeros
+        lines, nz_lines = elems.copy(), nnz.copy()
+    else:
+        padded = torch.cat([flat, flat.new_zeros(n, short)], 1) if short else flat
+        lines_nz = padded.reshape(n, -1, line_len).any(-1)
+        lines, nz_lines = np.full(n, lines_nz.shape[1], np.int64), _count_nonzero(lines_nz)
+    return Operand(elems, nnz, lines, nz_lines, line_len, fmt, _rle(flat, fmt).numpy())
 
 
 def _count_nonzero(nz: torch.Tensor) -> np.ndarray:
@@ -1189,7 +1192,10 @@ def _wg_out_bytes(layer: LayerCapture, channels: torch.Tensor, shape: TileShape,
     k, cg, r, s = layer.w_nz.shape
     kernels = _kept(cache, ("kernels", id(layer), id(channels)), (layer, channels),
                     lambda: _kernel_stats(layer.w_nz[channels], hw.weight_format))
-    nnz, nz_lines = (_per_tile_total(stat, shape, cache) for stat in kernels[:2])
+    nnz = _per_tile_total(kernels[0], shape, cache)
+    # (a linear layer's kernels are one weight: their rows with any are their non-zeros)
+    nz_lines = (nnz.copy() if kernels[1] is kernels[0]
+                else _per_tile_total(kernels[1], shape, cache))
     rle = np.zeros_like(nnz) if kernels[2] is None else _per_tile_total(kernels[2], shape, cache)
     in_block = _block_sums(np.ones(len(channels), np.int64), shape.ka)[:, None]
     _, _, r0, r1 = _blocks(shape, 1, cg)
