@@ -91,11 +91,11 @@ def _unit_stats(nz: torch.Tensor, line_len: int, fmt: str) -> Operand:
     flat = nz.reshape(n, -1)
     elems = np.full(n, flat.shape[1], np.int64)
     line_len = max(1, min(line_len, flat.shape[1]))  # a line longer than the unit: the unit
-    short = -flat.shape[1] % line_len
     nnz = _count_nonzero(flat)
     if line_len == 1:  # every element a line: the lines with any are the non-zeros
         lines, nz_lines = elems.copy(), nnz.copy()
     else:
+        short = -flat.shape[1] % line_len
         padded = torch.cat([flat, flat.new_zeros(n, short)], 1) if short else flat
         lines_nz = padded.reshape(n, -1, line_len).any(-1)
         lines, nz_lines = np.full(n, lines_nz.shape[1], np.int64), _count_nonzero(lines_nz)
@@ -520,14 +520,15 @@ def _per_pe_by_rows(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
         start = (i0 * n_rows + r0) * length      # each run's first output, flat
         end = ((i1 - 1) * n_rows + r1) * length  # (a run of whole images ends at n_rows)
         p = hw.pes_per_cluster
-        used = min(p, int((end - start).max()))  # (pos - start) % p is below it
+        longest = int((end - start).max())       # outputs in the longest run
+        used = min(p, longest)                   # (pos - start) % p is below it
         pos = np.arange(n_img * n_rows * length)
         run = np.searchsorted(end, pos, side="right")
         index = torch.from_numpy(run * used + (pos - start[run]) % p)
         flat = counts.reshape(a, -1)
         # a PE's sum takes at most one output in p of its run: in int32 where that cannot
         # overflow (an int64 copy of VGG-16's classifier WG map took 0.8 s and 822 MB)
-        outputs_per_pe = -(-int((end - start).max()) // p)
+        outputs_per_pe = -(-longest // p)
         wide = flat.dtype != torch.int32 or outputs_per_pe * int(flat.amax()) >= 2**31
         dtype = torch.int64 if wide else torch.int32
         return torch.zeros(a, len(i0) * used, dtype=dtype).index_add_(
