@@ -17,7 +17,9 @@ What is modelled
     - CL (reads) or CWL (writes) is paid once at the start of a pipelined stream: the transaction
       ends when the last data beat of its last burst is on the bus;
     - between transactions: tCCD/bus spacing for the same direction, tWTR_S/L from the last write
-      data to a read CAS, and a 2 tCK bus turnaround from read data to write data.
+      data to a read CAS, and a bus turnaround from read data to write data (a write CAS
+      CL + BL/2 - CWL + `read_to_write` after the read CAS; DDR4's 2 tCK, LPDDR4's JEDEC
+      rule); LPDDR4's write data starts tDQSS after CWL, so tWTR and tWR count from later.
   The only Python loop is over row visits (one per ACT), never over bursts or bytes; the burst
   arithmetic (decode, CAS spacing as a prefix sum, the in-order max-plus recurrence) is numpy.
   A 1 MiB sequential transaction takes 0.2-0.6 ms (more ACTs, more time).
@@ -54,11 +56,13 @@ Beside DRAMsim3 (benchmarks/DRAMSIM3.md, DDR4-2400, the same timings): a transac
 idle channel takes DRAMsim3's time to the cycle, less its 2-cycle front end and plus the
 refresh stretch (4.7% under tREFI; a 1 MiB stream within 0.6%); tiles from 16 KiB on
 within 2%, 4 KiB tiles 20% longer (the queue and reordering DRAMsim3 has).
-LPDDR4-3200 the same to the cycle, but a write after a read: desim turns the bus around in
-DDR4's 2 tCK, short of JESD209-4's RL + RU(tDQSCKmax/tCK) + BL/2 - WL + tWPRE + RD(tRPST)
-(8 tCK between the data at 3200; WRITE to READ and to PRECHARGE one tCK more than here),
-not modelled. HBM2: its ACTs come tRRD_S = 2 bursts apart, so in-order CAS issue costs a
-transaction on idle banks 6 cycles that DRAMsim3's reordering saves; 1 MiB within 1.3%.
+LPDDR4-3200 the same to the cycle but for JESD209-4's rules, which DRAMsim3 leaves out and
+DRAMSys applies: READ to WRITE RL + RU(tDQSCKmax/tCK) + BL/2 - WL + tWPRE + RD(tRPST) (7 tCK
+more than DRAMsim3's turnaround, 6 more than DDR4's 2 tCK), and the write data tDQSS
+(1 tCK) after WL, so a write ends a tCK later and WRITE to READ and to PRECHARGE are one tCK
+longer (WL + 1 + BL/2 + tWTR, WL + BL/2 + tWR + 1). HBM2: its ACTs come tRRD_S = 2 bursts
+apart, so in-order CAS issue costs a transaction on idle banks 6 cycles that DRAMsim3's
+reordering saves; 1 MiB within 1.3%.
 
 Sources
 -------
@@ -142,6 +146,10 @@ class DramTiming:
     idd3p: float | None = None  # active power-down current (CKE low, a row open)
     txp: int | None = None      # power-down exit to the next valid command
     trtp: int = 0               # a read CAS to the precharge of its bank
+    # A write CAS after a read CAS waits CL + BL/2 - CWL + this: the bus turnaround from
+    # the read's data to the write's (JESD79-4's 2 tCK with a 1 tCK write preamble).
+    read_to_write: int = 2
+    tdqss: int = 0              # the write data starts tDQSS after CWL (LPDDR4: 1 tCK)
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -247,6 +255,11 @@ PRESETS: dict[str, DramTiming] = {
         vdd=1.1, idd0=45, idd2n=27, idd3n=30, idd4r=275, idd4w=210, idd5ab=90,
         idd2p=3, idd3p=9, txp=12,  # DRAMSys: idd2p2, idd3p2 (VDD2) and XP
         trtp=12,  # max(8 tCK, 7.5 ns), JESD209-4
+        # JESD209-4 READ to WRITE: RL + RU(tDQSCKmax/tCK) + BL/2 - WL + tWPRE + RD(tRPST),
+        # tDQSCKmax 3.5 ns (6 tCK), tWPRE 2 tCK, tRPST 0.5 tCK (0); write data tDQSS (1 tCK,
+        # nominal) after WL: DRAMSys's memspec JEDEC_8Gb_LPDDR4-3200_16bit (DQSCK 6, WPRE 2,
+        # RPST 0, DQSS 1) and CheckerLPDDR4 (tRDWR, tWRRD, tWRPRE)
+        read_to_write=_ns_to_ck(3.5, _LP4_TCK) + 2 + 0, tdqss=1,
         source="tRCD/tRP 18 ns, tRAS 42 ns (JESD209-4, ceil at 0.625 ns); other timings and the"
                " 8Gb x16 organisation (two 16-bit channels a die) from Ramulator's LPDDR4_3200"
                " preset (src/LPDDR4.h, src/LPDDR4.cpp); VDD2 currents from DRAMSys"
@@ -452,6 +465,7 @@ class DramChannelModel:
         self._tb = t.burst_ps
         self._gap_s = max(t.ps(t.tccd_s), self._tb)  # CAS to CAS, other bank group
         self._gap_l = max(t.ps(t.tccd_l), self._tb)  # CAS to CAS, same bank group
+        self._write_data_ps = t.ps(t.cwl + t.tdqss)  # a write CAS to its first data beat
 
     def close_rows(self, at_ps: int) -> int:
         """Precharge every open row at `at_ps` (or as soon after as its bank allows; before
@@ -481,7 +495,7 @@ class DramChannelModel:
         """From a CAS to the earliest PRE of its bank: write recovery after the write's
         data, tRTP after a read."""
         t = self.timing
-        return t.ps(t.cwl) + self._tb + t.ps(t.twr) if is_write else t.ps(t.trtp)
+        return self._write_data_ps + self._tb + t.ps(t.twr) if is_write else t.ps(t.trtp)
 
     def _first_cas_ps(self, start_ps: int, bg0: int, is_write: bool) -> int:
         """Earliest CAS of a transaction's first burst, from the previous transaction."""
@@ -491,8 +505,8 @@ class DramChannelModel:
         same_bg = bg0 == bus.last_cas_bg
         if bus.last_write == is_write:
             earliest = bus.last_cas_ps + (self._gap_l if same_bg else self._gap_s)
-        elif is_write:  # read -> write: write data 2 tCK after the read data (bus turnaround)
-            earliest = bus.data_end_ps + t.ps(2) - t.ps(t.cwl)
+        elif is_write:  # read -> write: the bus turnaround after the read's data
+            earliest = bus.data_end_ps + t.ps(t.read_to_write - t.cwl)
         else:  # write -> read: tWTR from the end of the write data
             earliest = bus.data_end_ps + t.ps(t.twtr_l if same_bg else t.twtr_s)
         return max(earliest, start_ps)
@@ -577,7 +591,7 @@ class DramChannelModel:
         bus.last_act_ps, bus.last_act_bg = last_act, last_bg
 
         last_cas = cas_ps(n - 1, int(G[-1]))
-        data_end = last_cas + t.ps(t.cwl if is_write else t.cl) + self._tb
+        data_end = last_cas + (self._write_data_ps if is_write else t.ps(t.cl)) + self._tb
 
         # Bank state after the transaction: earliest PRE from the last CAS to each bank.
         touched = [b for b, _, _ in lasts]

@@ -222,6 +222,27 @@ def test_read_write_turnarounds_exact():
     assert rd2.end_ps == 71 * 833
 
 
+def test_lpddr4_turnarounds_follow_jesd209_4():
+    """LPDDR4-3200, one 32 B burst each (tCK 625 ps). The read: ACT 0, CAS at tRCD 29, data
+    ends 29 + CL 32 + BL/2 8 = 69. The write to that row: JESD209-4's READ to WRITE, RL 32
+    + RU(tDQSCKmax 3.5 ns / tCK) 6 + BL/2 8 - WL 18 + tWPRE 2 + RD(tRPST) 0 = 30 after the
+    read CAS: 59; its data tDQSS 1 after WL, 78 to 86. A read after it: WRITE to READ, WL 18
+    + 1 + BL/2 8 + tWTR 16 = 43 after the write CAS: 102, ends 142. A read of another row of
+    the bank after the write: WRITE to PRECHARGE, WL 18 + BL/2 8 + tWR 28 + 1 = 55 after
+    the write CAS: 114, ACT at + tRP 29 = 143, CAS + tRCD 29 = 172, ends 212."""
+    assert (LPDDR4.read_to_write, LPDDR4.tdqss) == (8, 1)
+    model = DramChannelModel(LPDDR4, refresh=False)
+    assert model.access(0, 0, 32, is_write=False).end_ps == 69 * 625
+    wr = model.access(0, 0, 32, is_write=True)
+    assert (wr.end_ps, wr.row_hits) == (86 * 625, 1)
+    assert model.access(0, 0, 32, is_write=False).end_ps == 142 * 625
+    model = DramChannelModel(LPDDR4, refresh=False)
+    model.access(0, 0, 32, is_write=False)
+    model.access(0, 0, 32, is_write=True)
+    other_row = model.access(0, coord_address(LPDDR4, 0, 0, 1), 32, is_write=False)
+    assert (other_row.end_ps, other_row.precharges) == (212 * 625, 1)
+
+
 def test_refresh_stretches_busy_time_by_trfc_over_trefi_minus_trfc():
     raw = DramChannelModel(DDR4, refresh=False).access(0, 0, 4096, False).end_ps
     with_refresh = DramChannelModel(DDR4).access(0, 0, 4096, False).end_ps
@@ -695,14 +716,16 @@ DRAMSIM3_HBM2 = {
     "reads only, 64 x 4 KiB": 8831}
 
 
-def test_lpddr4_timing_rules_give_dramsim3s_times_but_the_read_to_write_turnaround():
-    """LPDDR4-3200: every transaction under tREFI and the row conflict to the cycle. The
-    write after a read starts 1 tCK later in desim: its bus turnaround is 2 tCK after the
-    read data, the configuration's tRTRS 1 (JESD209-4 asks for more than either,
-    benchmarks/DRAMSIM3.md)."""
+def test_lpddr4_timing_rules_give_dramsim3s_times_but_jesd209_4s_write_rules():
+    """LPDDR4-3200: every read under tREFI and the row conflict to the cycle. Writes end
+    tDQSS (1 tCK) later in desim, whose write data starts tDQSS after WL (JESD209-4; DRAMsim3
+    starts it at WL); the write after a read 8 tCK later: that tCK, and a READ to WRITE 7 tCK
+    longer than DRAMsim3's (RL + BL/2 - WL + tRTRS 1 there; JESD209-4's tDQSCK, tWPRE and
+    tRPST here, benchmarks/DRAMSIM3.md)."""
     diffs = _rule_cases(LPDDR4, DRAMSIM3_LPDDR4_3200)
     assert len(diffs) == 7  # 64 KiB takes longer than tREFI here
-    assert diffs.pop("read then write, 4 KiB each") == 1
+    assert diffs.pop("read then write, 4 KiB each") == 7 + LPDDR4.tdqss
+    assert diffs.pop("write 64 B") == diffs.pop("write 4 KiB") == LPDDR4.tdqss
     assert set(diffs.values()) == {0}, diffs
 
 
