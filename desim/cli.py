@@ -69,7 +69,8 @@ err_console = Console(stderr=True)  # what stops a command, said on stderr
 
 # `--set key.path=value`, repeatable: the overrides `desim run` and `desim check` take.
 SetOption = Annotated[list[str] | None, typer.Option(
-    "--set", help="override key.path=value, or arch.<run or *>.<key.path>=value")]
+    "--set", help="override key.path=value (runs.<name or index>.<key>), or "
+                  "arch.<run or *>.<key.path>=value")]
 
 
 @app.command()

@@ -10,7 +10,8 @@ runs:
 baseline: dense
 ```
 Paths are relative to the experiment file. `--set key.path=value` overrides any key before
-validation (`--set workload.batch=4`, `--set runs.1.pruning.sparsity=0.5`).
+validation (`--set workload.batch=4`, `--set runs.1.pruning.sparsity=0.5`; a run by its
+name too, `runs.hppu.pruning.sparsity`).
 """
 
 from __future__ import annotations
@@ -218,6 +219,38 @@ class Experiment:
         self.overrides = list(overrides)
 
 
+def _list_index(items: list[Any], part: str, file: str, key: str) -> int:
+    """The item of a list that `part` names: its index, or the `name` it has (a run's:
+    `runs.hppu.pruning.sparsity`, as `arch.hppu.` names a run's architecture)."""
+    names = [item.get("name") for item in items if isinstance(item, dict)]
+    if part.isdigit() and int(part) < len(items):
+        return int(part)
+    if names.count(part) == 1:
+        return next(i for i, item in enumerate(items)
+                    if isinstance(item, dict) and item.get("name") == part)
+    if names.count(part) > 1:
+        raise ConfigError(f"{names.count(part)} list items are named {part!r}; give its "
+                          "index instead", file=file, key=key)
+    if not items:
+        raise ConfigError(f"no list item {part!r}; the list is empty", file=file, key=key)
+    named = [n for n in names if isinstance(n, str)]
+    raise ConfigError(f"no list item {part!r}; expected an index, 0 to {len(items) - 1}"
+                      + (f", or a name: {', '.join(named)}" if named else ""),
+                      file=file, key=key)
+
+
+def run_index_key(raw: dict[str, Any], key: str) -> str:
+    """`key` with a run named by its name (`runs.hppu.x`) named by its index instead
+    (`runs.1.x`), so that two keys of one value compare equal."""
+    parts = key.split(".")
+    runs = raw.get("runs")
+    if len(parts) > 1 and parts[0] == "runs" and isinstance(runs, list):
+        names = [run.get("name") if isinstance(run, dict) else None for run in runs]
+        if not parts[1].isdigit() and names.count(parts[1]) == 1:
+            parts[1] = str(names.index(parts[1]))
+    return ".".join(parts)
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str], file: str,
                     created: list[tuple[str, str]] | None = None) -> dict[str, Any]:
     """Set `key.path=value` pairs (values parsed as YAML) in a nested dict/list. A path
@@ -236,12 +269,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], file: str,
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
             if isinstance(node, list):
-                if not part.isdigit() or int(part) >= len(node):
-                    raise ConfigError(f"no list item {part!r}; expected an index, 0 to "
-                                      f"{len(node) - 1}" if node else
-                                      f"no list item {part!r}; the list is empty",
-                                      file=file, key=key)
-                part = int(part)
+                part = _list_index(node, part, file, key)
             elif not isinstance(node, dict):
                 raise ConfigError("cannot set a key inside a value", file=file, key=key)
             if last:

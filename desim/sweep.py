@@ -229,11 +229,14 @@ def check_sweepable(path: Path, base: list[str], points: list[Point]) -> None:
     Refuse one that asks for traces or waveforms too: a point keeps its summary only, so
     they would be dropped without a word. `desim check` refuses what this refuses, by
     calling it (`desim.check`): a file it passes is a sweep `desim sweep` runs."""
-    from desim.experiment import load_experiment
+    from desim.configio import load_yaml
+    from desim.experiment import load_experiment, run_index_key
 
+    raw = load_yaml(path)
     keys = list(points[0].values) if points else []
     for i, key in enumerate(keys):
-        other = next((o for o in keys[:i] if _overlapping(o, key)), None)
+        other = next((o for o in keys[:i] if _overlapping(run_index_key(raw, o),
+                                                          run_index_key(raw, key))), None)
         if other is not None:  # the one applied last would win, the other a mere label
             raise ConfigError(f"sets what the axis sweep.axes.{other} sets too, so one would "
                               "replace the other's values in every point: keep one",
@@ -243,7 +246,8 @@ def check_sweepable(path: Path, base: list[str], points: list[Point]) -> None:
                               "axis (trace one point with desim run and its values as --set)",
                               file=str(path), key=f"sweep.axes.{key}")
         for item in base:  # a point's values are applied after `base`: they would win
-            if _overlapping(item.partition("=")[0], key):
+            if _overlapping(run_index_key(raw, item.partition("=")[0]),
+                            run_index_key(raw, key)):
                 raise ConfigError(f"also given by --set {item}, which every point would "
                                   "replace by the axis's values: drop the --set or the axis",
                                   file=str(path), key=f"sweep.axes.{key}")

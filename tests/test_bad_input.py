@@ -44,16 +44,18 @@ DENSE = ROOT / "configs" / "arch" / "dense.yaml"
       "(in the architecture dense.yaml)"]),
     (["runs.0.arch_set=[noc.shape]"],
      ["runs.0.arch_set: expected key.path=value, got 'noc.shape'"]),
-    # an empty key set the top level's key "" ("(top level): unknown key"); a run named
-    # where runs take an index
+    # an empty key set the top level's key "" ("(top level): unknown key"); a run by a
+    # name it does not have
     (["=3"], ["quickstart.yaml: expected key.path=value, got '=3' (an empty key)"]),
     (["workload..batch=2"],
      ["quickstart.yaml: expected key.path=value, got 'workload..batch=2' (an empty key)"]),
     (["arch.dense.dram..channels=2"],
      ["dense.yaml: expected key.path=value, got 'dram..channels=2' (an empty key)"]),
-    (["runs.hppu.pruning.sparsity=0.5"],
-     ["quickstart.yaml: runs.hppu.pruning.sparsity: no list item 'hppu'; expected an index, "
-      "0 to 1"]),
+    (["runs.hpu.pruning.sparsity=0.5"],
+     ["quickstart.yaml: runs.hpu.pruning.sparsity: no list item 'hpu'; expected an index, "
+      "0 to 1, or a name: dense, hppu"]),
+    (["workload.input_shape.3=1"],
+     ["quickstart.yaml: workload.input_shape.3: no list item '3'; expected an index, 0 to 2"]),
     # named as the key it is, and the --set that gave it (was "address mapping: ...")
     (["arch.dense.dram.channels=3"],
      ["dense.yaml: dram.channels: must be a power of two (1, 2, 4, ...): the address mapping "
@@ -212,6 +214,19 @@ def test_bad_input_names_file_key_and_expectation(overrides, fragments):
             Accelerator(Simulator(), arch)
     for fragment in fragments:
         assert fragment in str(err.value)
+
+
+def test_a_run_is_set_by_its_name_as_by_its_index():
+    """`runs.hppu.` is the run named hppu, `runs.1.` here: the same experiment either way,
+    the other run untouched; a name two runs share is refused, not one of them picked."""
+    by_name = load_experiment(QUICKSTART, ["runs.hppu.pruning.sparsity=0.55"])
+    by_index = load_experiment(QUICKSTART, ["runs.1.pruning.sparsity=0.55"])
+    assert by_name.spec == by_index.spec
+    assert [run.pruning.sparsity for run in by_name.spec.runs][1] == 0.55
+    assert by_name.spec.runs[0] == load_experiment(QUICKSTART).spec.runs[0]
+    data = {"runs": [{"name": "a"}, {"name": "a"}]}
+    with pytest.raises(ConfigError, match="2 list items are named 'a'; give its index"):
+        apply_overrides(data, ["runs.a.arch=x"], "f.yaml")
 
 
 def test_a_schedule_a_run_follows_validates():

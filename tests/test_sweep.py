@@ -255,6 +255,20 @@ def test_two_axes_that_set_one_key_are_refused(tmp_path):
                               "replace the other's values in every point: keep one")
 
 
+def test_an_axis_naming_a_run_by_name_overlaps_the_one_by_index(tmp_path):
+    """`runs.hppu.` is `runs.1.`: two axes setting one run's sparsity, one by each, are
+    refused as two by index are."""
+    from desim.check import check
+
+    path = write_experiment(tmp_path, {"runs.1.pruning.sparsity": [0.5, 0.6],
+                                       "runs.hppu.pruning": [{"method": "hybrid"}] * 2})
+    with pytest.raises(ConfigError) as err:
+        check(path)
+    assert str(err.value) == (f"{path}: sweep.axes.runs.hppu.pruning: sets what the axis "
+                              "sweep.axes.runs.1.pruning.sparsity sets too, so one would "
+                              "replace the other's values in every point: keep one")
+
+
 def test_a_workload_axis_a_runs_own_workload_set_replaces_is_refused(tmp_path):
     """A run's `workload_set` is applied after the experiment's workload, --set and axes
     included: the dense rows were labelled batch 1 and 2 with the same MACs."""
