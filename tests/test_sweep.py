@@ -241,32 +241,23 @@ def test_a_local_cluster_of_no_or_too_many_workers_is_refused(tmp_path, workers)
     assert not (tmp_path / "out").exists()
 
 
-def test_two_axes_that_set_one_key_are_refused(tmp_path):
+@pytest.mark.parametrize("axes, first", [
+    ({"arch.*.pe_cluster.pes": [4, 8], "arch.hppu.pe_cluster.pes": [16, 2]},
+     "arch.*.pe_cluster.pes"),
+    # runs.hppu. is runs.1.
+    ({"runs.1.pruning.sparsity": [0.5, 0.6], "runs.hppu.pruning": [{"method": "hybrid"}] * 2},
+     "runs.1.pruning.sparsity")])
+def test_two_axes_that_set_one_key_are_refused(tmp_path, axes, first):
     """The axis applied last won at every point, and the other's values labelled rows it
     never changed (a run's cycles the same at `arch.*.pe_cluster.pes` 4 and 8)."""
     from desim.check import check
 
-    path = write_experiment(tmp_path, {"arch.*.pe_cluster.pes": [4, 8],
-                                       "arch.hppu.pe_cluster.pes": [16, 2]})
+    path = write_experiment(tmp_path, axes)
     with pytest.raises(ConfigError) as err:
         check(path)
-    assert str(err.value) == (f"{path}: sweep.axes.arch.hppu.pe_cluster.pes: sets what the "
-                              "axis sweep.axes.arch.*.pe_cluster.pes sets too, so one would "
-                              "replace the other's values in every point: keep one")
-
-
-def test_an_axis_naming_a_run_by_name_overlaps_the_one_by_index(tmp_path):
-    """`runs.hppu.` is `runs.1.`: two axes setting one run's sparsity, one by each, are
-    refused as two by index are."""
-    from desim.check import check
-
-    path = write_experiment(tmp_path, {"runs.1.pruning.sparsity": [0.5, 0.6],
-                                       "runs.hppu.pruning": [{"method": "hybrid"}] * 2})
-    with pytest.raises(ConfigError) as err:
-        check(path)
-    assert str(err.value) == (f"{path}: sweep.axes.runs.hppu.pruning: sets what the axis "
-                              "sweep.axes.runs.1.pruning.sparsity sets too, so one would "
-                              "replace the other's values in every point: keep one")
+    assert str(err.value) == (f"{path}: sweep.axes.{list(axes)[1]}: sets what the axis "
+                              f"sweep.axes.{first} sets too, so one would replace the other's "
+                              "values in every point: keep one")
 
 
 def test_a_workload_axis_a_runs_own_workload_set_replaces_is_refused(tmp_path):
