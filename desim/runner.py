@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import json
 import os
 import shutil
 from collections import Counter
@@ -32,6 +33,7 @@ from desim.experiment import Experiment, ObserveSpec, RunSpec, load_experiment
 from desim.hardware_view import hardware_view
 from desim.module import Simulator
 from desim.results import (
+    DEFAULT_REPORT,
     provenance,
     report_files,
     writable_folder,
@@ -382,7 +384,8 @@ def write_results(out: Path, experiment: Experiment, results: dict[str, RunResul
     whole, or a folder without summary.json, which no reader takes for results; never this
     run's summary beside an earlier run's tables, trace or report."""
     summary = summarize(experiment, results)
-    earlier = held_results(out)  # (before any of this run's files is in place)
+    # what an earlier run and report left, read before any of this run's files is in place
+    left = earlier_artifacts(out) if held_results(out) else []
     staged = [out / "summary.json"]  # each written at `unpublished(path)`, summary.json first
 
     def stage(name: str) -> Path:
@@ -429,7 +432,7 @@ def write_results(out: Path, experiment: Experiment, results: dict[str, RunResul
     (out / "summary.json").unlink(missing_ok=True)  # from here no results folder, until ...
     for path in staged[1:]:
         os.replace(unpublished(path), path)
-    remove_stale_artifacts(out, staged, earlier)
+    remove_stale_artifacts(out, staged, left)
     os.replace(unpublished(staged[0]), staged[0])  # ... this run's summary is in place
     return summary
 
@@ -482,28 +485,50 @@ def held_results(out: Path) -> bool:
     return (out / "summary.json").is_file() or (out / "layers.csv").is_file()
 
 
-def remove_stale_artifacts(out: Path, written: list[Path], earlier: bool) -> None:
+def remove_stale_artifacts(out: Path, written: list[Path], left: list[Path]) -> None:
     """Remove the hidden halves of result files and waveforms that a killed run or write
-    left in `out` (`unpublished`'s and `desim.results.atomic_path`'s names); and where `out`
-    held an earlier run's results (`earlier`), the trace.json, tiles.csv and waves_*.vcd it
-    left that this run did not write (`written`), and the report `desim report` wrote there
-    by default (with its plots): beside this run's summary they would pass for its own.
-    Only those files of desim's own; nothing else in the folder is touched (a report under
-    another name neither), and in a folder that held no results, none of them either: they
-    are the user's own."""
+    left in `out` (`unpublished`'s and `desim.results.atomic_path`'s names), and what an
+    earlier run there and `desim report` left (`left`, `earlier_artifacts`) that this run
+    did not write (`written`): beside this run's summary they would pass for its own.
+    Nothing else in the folder is touched: a trace.json the earlier run did not write, or
+    a report.md that is not desim's, is the user's own."""
     stale = list(out.glob(".waves_*.vcd.tmp"))  # this run's are published by now
     for name in RESULT_FILES:  # this run's are in place by now (its summary.json last)
         stale += out.glob(f".{name}.*.tmp")
         if name != "summary.json":
             stale.append(unpublished(out / name))
-    if earlier:
-        kept = {path.resolve() for path in written}
-        stale += [p for p in out.glob("waves_*.vcd") if p.resolve() not in kept]
-        stale += [p for pattern in report_files() for p in out.glob(pattern)]
-        stale += [out / name for name in ("trace.json", "tiles.csv") if out / name not in written]
+    kept = {path.resolve() for path in written}
+    stale += [p for p in left if p.resolve() not in kept]
     for path in stale:
         if path.is_file():
             path.unlink()
+
+
+def earlier_artifacts(out: Path) -> list[Path]:
+    """What the earlier run in `out` wrote beside its tables, as its config.json records
+    it (the trace, tiles and each run's waveform it observed; none where that file is gone
+    or damaged), and the report `desim report` wrote there by default, where its Markdown
+    or HTML says so, with its plots. Read before this run's config.json replaces that one."""
+    found: list[Path] = []
+    try:
+        config = json.loads((out / "config.json").read_text())
+        experiment = config["experiment"]
+        observe, runs = experiment.get("observe") or {}, experiment["runs"]
+        if observe.get("trace"):
+            found.append(out / "trace.json")
+        if observe.get("tiles"):
+            found.append(out / "tiles.csv")
+        if observe.get("vcd"):
+            found += [out / f"waves_{run['name']}.vcd" for run in runs]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    stem = Path(DEFAULT_REPORT).stem
+    md, html = out / f"{stem}.md", out / f"{stem}.html"
+    ours = [path for path, mark in ((md, "# desim report\n"), (html, "<title>desim report"))
+            if path.is_file() and mark in path.read_text(errors="replace")[:4096]]
+    if ours:
+        found += ours + [p for pattern in report_files()[2:] for p in out.glob(pattern)]
+    return found
 
 
 def layer_energy(results: dict[str, RunResult]) -> pd.DataFrame:

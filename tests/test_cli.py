@@ -441,9 +441,11 @@ def test_a_rerun_removes_the_trace_waveforms_and_report_it_did_not_write(lenet30
     """A report of the earlier run (report.md, report.html and their PNGs, `desim report
     DIR`'s default) would describe numbers the folder no longer holds."""
     out, files_first, results = lenet300_twice
+    # the waveform of a run "gone" kept: the folder's earlier results have no config.json
+    # to say desim wrote it (a user's file of a desim name, which a rerun had deleted)
     ours = {"summary.json", "layers.csv", "energy.csv", "config.json", "stats.json",
-            "stats.txt", "notes.txt", "trace.json.bak"}
-    # traced: its own trace and waveforms; another run's waveform gone, other files kept
+            "stats.txt", "notes.txt", "trace.json.bak", "waves_gone.vcd"}
+    # traced: its own trace and waveforms, other files kept
     assert set(files_first) == ours | {"trace.json", "waves_dense.vcd", "waves_bare.vcd"}
     # then not traced: no trace, waveform or report of the first run passes for the second's
     assert {p.name for p in out.iterdir()} == ours

@@ -92,7 +92,7 @@ def test_a_killed_write_leaves_no_hidden_halves_after_the_next_run(tmp_path):
     others = [out / ".notes.md.x.tmp", out / "summary.json.bak"]
     for path in halves + others:
         path.write_text("half")
-    runner.remove_stale_artifacts(out, [], earlier=False)
+    runner.remove_stale_artifacts(out, [], left=[])
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in others)
 
 
@@ -128,3 +128,32 @@ def test_a_write_killed_midway_leaves_earlier_results_whole_or_none(tmp_path, mo
         assert listing(out) == before
     else:
         assert "summary.json" not in listing(out)
+
+
+def test_a_users_files_of_desims_names_survive_runs_into_the_folder(tmp_path):
+    """A trace.json, tiles.csv, waveform and report.md of the user's in the folder stay
+    through two runs that write none of them (the second run had taken them for the
+    first's and deleted them); what an earlier run wrote (its config.json says it traced)
+    and the report `desim report` wrote there go, as they would pass for the new run's."""
+    experiment = load_experiment(experiment_file(tmp_path), ["observe.vcd=false"])
+    out = tmp_path / "out"
+    out.mkdir()
+    mine = {name: f"mine: {name}\n" for name in
+            ("trace.json", "tiles.csv", "waves_dense.vcd", "report.md", "report.html")}
+    for name, text in mine.items():
+        (out / name).write_text(text)
+    runner.run_and_write(experiment, out)
+    runner.run_and_write(experiment, out)
+    assert {name: (out / name).read_text() for name in mine} == mine
+    for name in mine:
+        (out / name).unlink()
+    traced = load_experiment(experiment_file(tmp_path), ["observe.trace=true"])
+    runner.run_and_write(traced, out)
+    assert {"trace.json", "waves_dense.vcd", "waves_bare.vcd"} <= {p.name for p in
+                                                                   out.iterdir()}
+    (out / "report.md").write_text("# desim report\n\nof this folder\n")
+    (out / "report_dense_energy.png").write_bytes(b"a plot")
+    runner.run_and_write(experiment, out)
+    left = {p.name for p in out.iterdir()}
+    assert not left & {"trace.json", "waves_dense.vcd", "waves_bare.vcd", "report.md",
+                       "report_dense_energy.png"}, left
