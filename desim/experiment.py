@@ -401,6 +401,7 @@ def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) ->
                                            prefix=f"runs.{i}.workload_set")
         _check_speculation(path, spec, i, workloads[run.name], archs[run.name])
         _check_weight_update(path, spec, i, workloads[run.name], archs[run.name])
+        _check_weight_storage(path, spec, i, archs[run.name])
         _check_regrowth(path, spec, i, workloads[run.name])
         if workloads[run.name].scalesim_topology is not None and run.pruning.method != "dense":
             raise ConfigError(f"run {run.name!r} prunes a SCALE-Sim topology, whose layers are "
@@ -508,6 +509,37 @@ def _check_weight_update(path: Path, spec: ExperimentSpec, i: int, workload: Wor
     raise ConfigError(f"run {run.name!r} has no vector unit in its architecture {run.arch} to "
                       f"apply the weight update ({workload.weight_update}) on; give it a "
                       "vector_unit, or drop weight_update", file=str(path), key=key)
+
+
+# Prunings that leave every weight's position implied by the structure, so that values
+# alone describe the weights (`values_only`): PermDNN's permuted diagonals, and those that
+# keep whole blocks or every weight.
+POSITIONS_IMPLIED = ("permuted_diagonal", "block_circulant", "dense")
+
+
+def _check_weight_storage(path: Path, spec: ExperimentSpec, i: int, arch: ArchConfig) -> None:
+    """What a design stores of the weights must describe the run's weights: `values_only`
+    keeps no index, so a pruning whose zeros fall anywhere would read fewer bytes than any
+    real format; and a value of two bits or fewer is a ternary code, which weights the run
+    does not ternarize do not fit (a 2-bit fp16 weight: a fifth of the DRAM bytes)."""
+    sparsity, run = arch.sparsity, spec.runs[i]
+    pruning = run.pruning
+    ternary = pruning.method == "ternarize" or pruning.ternary
+    if sparsity.weight_format == "values_only" and (pruning.method not in POSITIONS_IMPLIED
+                                                    or pruning.ternary):
+        raise ConfigError(
+            f"run {run.name!r}: its design stores the weights values_only (no index: "
+            f"sparsity.weight_format in {run.arch}), and pruning {pruning.method}"
+            f"{' with ternary' if pruning.ternary else ''} leaves zeros whose positions the "
+            "values alone cannot give; expected a pruning whose structure implies them "
+            f"({', '.join(POSITIONS_IMPLIED)}), or a format with an index (csr, bitmap, "
+            "...)", file=str(path), key=f"runs.{i}.pruning")
+    if sparsity.weight_bits is not None and sparsity.weight_bits <= 2 and not ternary:
+        raise ConfigError(
+            f"run {run.name!r}: its design stores a weight in {sparsity.weight_bits} bits "
+            f"(sparsity.weight_bits in {run.arch}), a ternary code, and pruning "
+            f"{pruning.method} does not ternarize the weights; expected ternarize, "
+            "ternary: true, or more bits", file=str(path), key=f"runs.{i}.pruning")
 
 
 REGROWING = {"set": "SET", "rigl": "RigL"}  # methods whose masks move every update_every

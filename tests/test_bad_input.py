@@ -51,6 +51,17 @@ DENSE = ROOT / "configs" / "arch" / "dense.yaml"
      ["quickstart.yaml: expected key.path=value, got 'workload..batch=2' (an empty key)"]),
     (["arch.dense.dram..channels=2"],
      ["dense.yaml: expected key.path=value, got 'dram..channels=2' (an empty key)"]),
+    # a design's weight storage that the run's weights do not fit: no index for zeros
+    # anywhere (the FF read a fifth of csr's bytes), a ternary code for fp16 weights
+    (["arch.hppu.sparsity.weight_format=values_only"],
+     ["quickstart.yaml: runs.1.pruning: run 'hppu': its design stores the weights "
+      "values_only (no index: sparsity.weight_format in ../arch/hppu_like.yaml), and pruning "
+      "hybrid leaves zeros whose positions the values alone cannot give; expected a pruning "
+      "whose structure implies them (permuted_diagonal, block_circulant, dense)"]),
+    (["arch.dense.sparsity.weight_bits=2"],
+     ["quickstart.yaml: runs.0.pruning: run 'dense': its design stores a weight in 2 bits "
+      "(sparsity.weight_bits in ../arch/dense.yaml), a ternary code, and pruning dense does "
+      "not ternarize the weights; expected ternarize, ternary: true, or more bits"]),
     (["runs.hpu.pruning.sparsity=0.5"],
      ["quickstart.yaml: runs.hpu.pruning.sparsity: no list item 'hpu'; expected an index, "
       "0 to 1, or a name: dense, hppu"]),
