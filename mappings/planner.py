@@ -17,6 +17,7 @@ event rows.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import replace
 from itertools import pairwise
@@ -218,8 +219,12 @@ def _tile_split(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareV
         chunk_plans()
         if slices:
             dealt_across()
-    if best is None:  # (a finer cut may fit where a plan overflows as stored)
-        raise next((e for e in errors if isinstance(e, StoredOverflow)), errors[0])
+    if best is None:  # (a finer cut may fit where a plan overflows as stored); else, of
+        # the plans given the whole budget (kept partial sums take part of it), the one
+        # whose smallest tile needs least: what the buffer must grow to, as the check says
+        whole = [e for e in errors if getattr(e, "given_bytes", None) == hw.buffer_bytes]
+        raise next((e for e in errors if isinstance(e, StoredOverflow)),
+                   min(whole or errors, key=lambda e: getattr(e, "need_bytes", math.inf)))
     _, table, totals = best
     if circulant_block:
         totals["processed_macs"] = int(table["processed_macs"].sum())
@@ -232,15 +237,18 @@ def geometry_misfit(layer: LayerCapture, phase: int, hw: HardwareView,
     buffer, found from the layer's geometry alone (a tile's size does not depend on its
     sparsity), so before the trained model is captured: the smallest tile of the whole
     reduction and of the plan with the finest reduction chunks (FF, BP; their partial sums
-    spilled, `output_room`), or of WG's chunks (innermost, the partial sums in the PEs),
+    spilled, `output_room`), or of WG's finest chunks (innermost, the partial sums in the
+    PEs),
     under the whole buffer, as the mapper's first pass maps every phase. Channel
     compaction may leave a layer fewer channels than clusters: taken as one channel, so
     that the check never refuses what the mapper would map. `circulant`: the layer runs by
     FFT (its reduction is not split). None when it fits; else the finest plan's error."""
     where = f"layer {layer.name} {('FF', 'BP', 'WG')[phase]}"
     k, cg, r, s = layer.w_nz.shape
-    if phase == WG:
-        plans = [(_wg_parts(layer, _wg_split(layer, hw), first_only=True)[0], 0)]
+    if phase == WG:  # the finest chunks the mapper tries (`_reduction_plans`)
+        kind, m = _wg_split(layer, hw)
+        finest = (kind, _wg_chunk_sizes(m)[-1] if kind == "images" else m)
+        plans = [(_wg_parts(layer, finest, first_only=True)[0], 0)]
     else:
         c = cg if phase == FF else k
         finest = max(MIN_CHUNK_CHANNELS, -(-c // 8))
@@ -375,8 +383,7 @@ def _reduction_plans(layer: LayerCapture, phase: int, hw: HardwareView, policy: 
         # m, m/2, m/4, m/8 (each a multiple of the finest): every chunk of every plan keeps
         # count maps the size of dW, so a search down to one image at batch 32 had doubled
         # the run's memory (hppu_vs_dense.yaml at batch 32: 1.45 to 2.84 GB)
-        sizes = halvings(m)[:4]
-        sizes = [size for size in sizes if size % sizes[-1] == 0]
+        sizes = _wg_chunk_sizes(m)
         finest = sizes[-1]
         fine = counted([_slice(layer, i, min(i + finest, n)) for i in range(0, n, finest)])
         grouped: dict = {1: fine}
@@ -402,6 +409,13 @@ def _reduction_plans(layer: LayerCapture, phase: int, hw: HardwareView, policy: 
         parts = [_slice_reduction(layer, phase, c0, min(c0 + size, c)) for c0 in range(0, c, size)]
         plans.append((parts, _grouped_maps(grouped, group), (KEPT, SPILLED)))
     return plans
+
+
+def _wg_chunk_sizes(images: int) -> list[int]:
+    """The images a chunk of WG's plans holds, from `_wg_split`'s `images` down to an
+    eighth of them, each a multiple of the finest."""
+    sizes = halvings(images)[:4]
+    return [size for size in sizes if size % sizes[-1] == 0]
 
 
 def _grouped_maps(grouped: dict[int, list[tuple]], group: int) -> list[tuple]:
