@@ -573,10 +573,18 @@ def run_and_write(experiment: Experiment, out: str | Path,
                   progress: Callable[[str], None] | None = None,
                   cache: str | Path | None = None) -> dict[str, Any]:
     """Simulate every run and write the results folder (`desim run`); returns summary.json.
-    `cache`: a folder of captured workloads (`desim.workload_cache`), read and added to."""
-    results = run(experiment, progress, results_folder(out, experiment),
-                  capture=cached_capture(cache))
-    return write_results(Path(out), experiment, results)
+    `cache`: a folder of captured workloads (`desim.workload_cache`), read and added to.
+    A run that fails removes the folder it made, if nothing is in it (an empty folder was
+    left as if something had run)."""
+    made = not Path(out).exists()
+    try:
+        results = run(experiment, progress, results_folder(out, experiment),
+                      capture=cached_capture(cache))
+        return write_results(Path(out), experiment, results)
+    except BaseException:
+        if made and Path(out).is_dir() and not any(Path(out).iterdir()):
+            Path(out).rmdir()
+        raise
 
 
 def cached_capture(cache: str | Path | None) -> Callable[..., Workload] | None:

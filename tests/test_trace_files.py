@@ -157,3 +157,24 @@ def test_a_users_files_of_desims_names_survive_runs_into_the_folder(tmp_path):
     left = {p.name for p in out.iterdir()}
     assert not left & {"trace.json", "waves_dense.vcd", "waves_bare.vcd", "report.md",
                        "report_dense_energy.png"}, left
+
+
+def test_a_failed_run_leaves_no_folder_it_made(tmp_path, monkeypatch):
+    """A run that fails after its folder was made (a model whose forward raises, found at
+    capture) removes that folder again, empty: it was left behind as if something had run.
+    A folder that was there before stays, as it was."""
+    from desim.errors import ConfigError
+
+    experiment = load_experiment(experiment_file(tmp_path))
+
+    def fails(*args: Any, **kwargs: Any) -> None:
+        raise ConfigError("the model's forward failed")
+
+    monkeypatch.setattr(runner, "simulate", fails)
+    for out in (tmp_path / "new" / "out", tmp_path / "there"):
+        if out.name == "there":
+            out.mkdir()
+        with pytest.raises(ConfigError, match="forward failed"):
+            runner.run_and_write(experiment, out)
+    assert not (tmp_path / "new" / "out").exists()
+    assert (tmp_path / "there").is_dir() and not any((tmp_path / "there").iterdir())
