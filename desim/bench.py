@@ -32,6 +32,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from desim.console import console as make_console
 from desim.options import path_given
 
 TARGET_DESIM_VS_SIMPY = 0.5
@@ -107,7 +108,7 @@ def run_bench(json_path: Path | None = None, *, items: int = 10_000, stages: int
 
 
 def print_bench(result: dict[str, Any], console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or make_console()
     cfg = result["config"]
     table = Table(title=f"kernel pipeline: {cfg['items']:,} items x {cfg['stages']} stages "
                         f"= {cfg['transactions']:,} transactions, best of {cfg['repeats']}")

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
+from desim.console import console as make_console
 from desim.errors import ConfigError, fail, guarded
 from desim.options import path_given
 
@@ -63,8 +63,8 @@ class _Commands(TyperGroup):
 
 app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True,
                   help="desim: transaction-level simulation of sparse DNN training accelerators.")
-console = Console()
-err_console = Console(stderr=True)  # what stops a command, said on stderr
+console = make_console()
+err_console = make_console(stderr=True)  # what stops a command, said on stderr
 
 
 # `--set key.path=value`, repeatable: the overrides `desim run` and `desim check` take.

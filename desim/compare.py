@@ -121,12 +121,12 @@ def register(app: typer.Typer) -> None:
         What differs between the two folders' configurations, where it moved the claims,
         and where it moved each run's time and energy (component by component, part by
         part)."""
-        from rich.console import Console
+        from desim.console import console as make_console
 
         blocks = guarded(lambda: compare(before, after, run))
         if out is not None:
             guarded(lambda: write_atomic(writable_file(out), to_markdown(blocks)))
-        print_blocks(Console(), blocks)
+        print_blocks(make_console(), blocks)
         if out is not None:
-            Console().print(f"wrote {out}", highlight=False, markup=False)
+            make_console().print(f"wrote {out}", highlight=False, markup=False)
 

@@ -546,12 +546,13 @@ def register(app: typer.Typer) -> None:
                             "it (or its metric is missing)")] = False,
     ) -> None:
         """Write a Markdown and HTML report of results folders: claims vs paper, energy, time."""
-        from rich.console import Console
         from rich.markup import escape
+
+        from desim.console import console as make_console
 
 
         # folder names and messages are printed as they are, never read as rich markup
-        console = Console()
+        console = make_console()
         md, page, all_results = guarded(
             lambda: build_report(dirs, out or dirs[0] / DEFAULT_REPORT))
         surprises = 0

@@ -483,11 +483,10 @@ def register(app: typer.Typer) -> None:
 
         Resumable: run it again after any interruption and only the missing points are
         computed."""
-        from rich.console import Console
-
+        from desim.console import console as make_console
         from desim.sweep_plots import parse_plot
 
-        console, errors = Console(), Console(stderr=True)
+        console, errors = make_console(), make_console(stderr=True)
         started = time.perf_counter()
         try:
             plots = [parse_plot(p) for p in plot or []]
