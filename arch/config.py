@@ -327,7 +327,7 @@ class MappingConfig(Strict):
 
 
 class ArchConfig(Strict):
-    name: str
+    name: str  # the results' `arch` column and the report's: not empty (`_named`)
     technology: Literal["45nm", "28nm"] = "45nm"
     # a period of 1 ps or more; 1 MHz or more (`_clock_in_mhz`: a clock in GHz, caught)
     core_clock_mhz: float = Field(1000.0, gt=0, le=1_000_000)
@@ -353,6 +353,15 @@ class ArchConfig(Strict):
     mapping: MappingConfig = MappingConfig()
     vector_unit: VectorUnitConfig | None = None  # None: vector layers are not simulated
     energy: EnergyConfig = EnergyConfig()  # the design's own prices; unset: the table's
+
+    @field_validator("name")
+    @classmethod
+    def _named(cls, value: str) -> str:
+        """An empty name left the results' `arch` column blank."""
+        if not value.strip():
+            raise ValueError("expected a name for the design (the results' arch column), "
+                             "not an empty one")
+        return value
 
     @model_validator(mode="after")
     def _accumulator_like_the_datapath(self) -> ArchConfig:

@@ -67,6 +67,29 @@ console = make_console()
 err_console = make_console(stderr=True)  # what stops a command, said on stderr
 
 
+def _print_version(asked: bool) -> None:
+    """`desim --version`: the package's version and, from a git checkout, its commit (and
+    whether tracked files differ from it), as config.json records them."""
+    if not asked:
+        return
+    from desim.results import provenance
+
+    made = provenance()
+    commit = made.get("commit")
+    where = (f" (commit {commit[:12]}{', modified' if made.get('modified') else ''})"
+             if commit else "")
+    console.print(f"desim {made['version'] or 'from a source tree, not installed'}{where}",
+                  highlight=False, markup=False)
+    raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="print desim's version (and git commit) and exit")] = False) -> None:
+    """desim: transaction-level simulation of sparse DNN training accelerators."""
+
+
 # `--set key.path=value`, repeatable: the overrides `desim run` and `desim check` take.
 SetOption = Annotated[list[str] | None, typer.Option(
     "--set", help="override key.path=value (runs.<name or index>.<key>), or "

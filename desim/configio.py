@@ -213,6 +213,10 @@ def validate(model: type[M], data: Any, file: str | Path, prefix: str = "") -> M
         elif (first["type"] != "missing" and first["loc"]
               and not (first["type"] == "value_error" and isinstance(first.get("input"), dict))):
             message += f" (got {shown(first.get('input'))})"  # not after a section's check
+            given = first.get("input")
+            if isinstance(given, str) and re.fullmatch(r"[-+]?\d+[eE][-+]?\d+", given):
+                message += (f": YAML reads {given} as text, a number in exponent form needs "
+                            "a dot (1.0e3), or write it out (1000)")
         raise ConfigError(message, file=str(file), key=key or "(top level)") from None
 
 

@@ -62,6 +62,13 @@ DENSE = ROOT / "configs" / "arch" / "dense.yaml"
      ["quickstart.yaml: runs.0.pruning: run 'dense': its design stores a weight in 2 bits "
       "(sparsity.weight_bits in ../arch/dense.yaml), a ternary code, and pruning dense does "
       "not ternarize the weights; expected ternarize, ternary: true, or more bits"]),
+    # an empty design name left the results' arch column blank; YAML reads 1e3 as text
+    (["arch.dense.name=''"],
+     ["dense.yaml: name: expected a name for the design (the results' arch column), not an "
+      "empty one"]),
+    (["arch.dense.global_buffer.capacity_kib=1e3"],
+     ["dense.yaml: global_buffer.capacity_kib: ", "(got '1e3'): YAML reads 1e3 as text, a "
+      "number in exponent form needs a dot (1.0e3), or write it out (1000)"]),
     (["runs.hpu.pruning.sparsity=0.5"],
      ["quickstart.yaml: runs.hpu.pruning.sparsity: no list item 'hpu'; expected an index, "
       "0 to 1, or a name: dense, hppu"]),

@@ -922,3 +922,16 @@ def test_desim_run_of_a_sweep_file_says_it_runs_the_files_own_values(tmp_path):
            "runs its points" in said
     assert "trace.json" not in result.stdout.split("results in")[-1]
     assert (tmp_path / "out" / "trace.json").read_text() == "mine\n"
+
+
+def test_version_says_the_package_and_its_commit():
+    """`desim --version` (there was none): the version config.json records, and from a git
+    checkout its commit."""
+    from desim.results import provenance
+
+    result = desim("--version")
+    assert result.returncode == 0, result.stderr
+    made = provenance()
+    assert result.stdout.startswith(f"desim {made['version'] or 'from a source tree'}")
+    if made.get("commit"):
+        assert f"(commit {made['commit'][:12]}" in result.stdout

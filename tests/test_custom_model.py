@@ -154,6 +154,14 @@ def test_edited_capturing_code_is_another_cache_key(tmp_path, monkeypatch):
     (f"def make(width: int = 4):\n    return nn.Sequential({HEAD})\n",
      {"model_args": {"depth": 3}}, "workload.model_args.depth",
      ["takes no argument 'depth'; it takes width"]),
+    # a factory of no arguments given one; one of a required argument given none (had
+    # said "it takes " and "missing required argument, got ArgsKwargs(())")
+    (f"def make():\n    return nn.Sequential({HEAD})\n",
+     {"model_args": {"depth": 3}}, "workload.model_args.depth",
+     ["takes no argument 'depth'; it takes none"]),
+    (f"def make(width: int):\n    return nn.Sequential({HEAD})\n", {},
+     "workload.model_args.width",
+     ["needs argument 'width', which workload.model_args does not give; it takes width"]),
     (f"def make(width: int = 4):\n    return nn.Sequential({HEAD})\n",
      {"model_args": {"width": "4"}}, "workload.model_args.width",
      ["argument 'width': input should be a valid integer, got '4'"]),

@@ -101,9 +101,13 @@ def call_checked(label: str, builder: Callable[..., Any], kwargs: Mapping[str, o
     except ValidationError as err:
         first = err.errors()[0]
         arg = ".".join(str(part) for part in first["loc"])
+        params = ", ".join(inspect.signature(builder).parameters)
         if first["type"] == "unexpected_keyword_argument":
-            params = ", ".join(inspect.signature(builder).parameters)
-            message = f"model {label} takes no argument {arg!r}; it takes {params}"
+            message = (f"model {label} takes no argument {arg!r}; "
+                       + (f"it takes {params}" if params else "it takes none"))
+        elif first["type"] == "missing_argument":
+            message = (f"model {label} needs argument {arg!r}, which workload.model_args "
+                       f"does not give; it takes {params}")
         else:
             message = (f"model {label}, argument {arg!r}: {first['msg'].lower()}, "
                        f"got {first['input']!r}")
