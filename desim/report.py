@@ -550,7 +550,6 @@ def register(app: typer.Typer) -> None:
 
         from desim.console import console as make_console
 
-
         # folder names and messages are printed as they are, never read as rich markup
         console = make_console()
         md, page, all_results = guarded(

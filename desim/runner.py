@@ -520,8 +520,8 @@ def earlier_artifacts(out: Path) -> list[Path]:
             found.append(out / "tiles.csv")
         if observe.get("vcd"):
             found += [out / f"waves_{run['name']}.vcd" for run in runs]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass  # (not a config.json of desim's: nothing of the run's is known)
     stem = Path(DEFAULT_REPORT).stem
     md, html = out / f"{stem}.md", out / f"{stem}.html"
     ours = [path for path, mark in ((md, "# desim report\n"), (html, "<title>desim report"))

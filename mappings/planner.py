@@ -17,7 +17,6 @@ event rows.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import replace
 from itertools import pairwise
@@ -46,6 +45,7 @@ from mappings.pipeline import estimated_pj, plan_key, stage_totals
 from mappings.target import HardwareView
 from mappings.tiling import (
     BUFFER_KEY,
+    TileMisfit,
     TileShape,
     choose_tile,
     halvings,
@@ -222,9 +222,10 @@ def _tile_split(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareV
     if best is None:  # (a finer cut may fit where a plan overflows as stored); else, of
         # the plans given the whole budget (kept partial sums take part of it), the one
         # whose smallest tile needs least: what the buffer must grow to, as the check says
-        whole = [e for e in errors if getattr(e, "given_bytes", None) == hw.buffer_bytes]
+        whole = [e for e in errors
+                 if isinstance(e, TileMisfit) and e.given_bytes == hw.buffer_bytes]
         raise next((e for e in errors if isinstance(e, StoredOverflow)),
-                   min(whole or errors, key=lambda e: getattr(e, "need_bytes", math.inf)))
+                   min(whole, key=lambda e: e.need_bytes) if whole else errors[0])
     _, table, totals = best
     if circulant_block:
         totals["processed_macs"] = int(table["processed_macs"].sum())
@@ -238,8 +239,7 @@ def geometry_misfit(layer: LayerCapture, phase: int, hw: HardwareView,
     sparsity), so before the trained model is captured: the smallest tile of the whole
     reduction and of the plan with the finest reduction chunks (FF, BP; their partial sums
     spilled, `output_room`), or of WG's finest chunks (innermost, the partial sums in the
-    PEs),
-    under the whole buffer, as the mapper's first pass maps every phase. Channel
+    PEs), under the whole buffer, as the mapper's first pass maps every phase. Channel
     compaction may leave a layer fewer channels than clusters: taken as one channel, so
     that the check never refuses what the mapper would map. `circulant`: the layer runs by
     FFT (its reduction is not split). None when it fits; else the finest plan's error."""

@@ -821,12 +821,19 @@ def misfit(ps: PhaseShape, win: _Window, a: int, n_rows: int, length: int, hw: H
     # a tile deals a channel to each cluster at least: many clusters make a large tile
     fewer = (f", or use fewer PE clusters (of the {hw.clusters}, it deals one channel to "
              f"each of {shape.ka})" if shape.ka > 1 else "")
-    err = ConfigError(f"{where}: the smallest tile ({channels} x 1 row) needs "
+    return TileMisfit(f"{where}: the smallest tile ({channels} x 1 row) needs "
                       f"{need} bytes but the global buffer gives a tile "
                       f"{hw.buffer_bytes} bytes; enlarge the buffer or shrink the "
-                      f"batch{fewer}", key=BUFFER_KEY)
-    err.need_bytes, err.given_bytes = need, hw.buffer_bytes  # (`planner._tile_split`)
-    return err
+                      f"batch{fewer}", need, hw.buffer_bytes)
+
+
+class TileMisfit(ConfigError):
+    """A plan's smallest tile larger than the budget it was given: `need_bytes` and
+    `given_bytes`, so that of several plans the one nearest to fitting is said."""
+
+    def __init__(self, message: str, need_bytes: int, given_bytes: int):
+        super().__init__(message, key=BUFFER_KEY)
+        self.need_bytes, self.given_bytes = need_bytes, given_bytes
 
 
 def _rank(hw: HardwareView, time: float, moves: dict[str, float], tail: tuple) -> tuple:
