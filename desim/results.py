@@ -47,7 +47,7 @@ def writable_file(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         raise ConfigError("is a folder; expected a file to write", file=str(path))
-    writable_folder(path.parent)
+    writable_folder(path.parent, path.name)  # (a report's folder: not "results")
     return path
 
 

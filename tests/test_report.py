@@ -239,6 +239,17 @@ def test_report_out_must_be_a_markdown_file(tmp_path, name):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_report_under_a_file_says_what_it_writes_there(tmp_path):
+    """`--out afile/r.md` where afile is a file: exit 2, naming the file and the report it
+    would hold (it said "a folder to write results in")."""
+    from desim.results import writable_file
+
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ConfigError, match="afile: is a file, not a folder; expected a folder "
+                                          "to write r.md in"):
+        writable_file(tmp_path / "afile" / "r.md")
+
+
 def test_report_prints_a_folder_name_as_it_is(tmp_path):
     """A folder name with brackets is not rich markup: the error names it verbatim."""
     app = typer.Typer()
