@@ -24,6 +24,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import networkx as nx
 from matplotlib.cm import ScalarMappable
 from matplotlib.collections import LineCollection
@@ -69,7 +70,10 @@ def draw_topology(graph: nx.DiGraph, out: Path, utilization: dict | None = None)
         if suffix == ".dot":
             tmp.write_text(to_dot(graph, nodes_util, links_util))
         else:
-            _draw_figure(graph, nodes_util, links_util).savefig(tmp, format=suffix[1:])
+            # the same drawing, the same bytes: an SVG had carried the date and random ids
+            with matplotlib.rc_context({"svg.hashsalt": "desim"}):
+                _draw_figure(graph, nodes_util, links_util).savefig(
+                    tmp, format=suffix[1:], metadata={"Date": None} if suffix == ".svg" else None)
     return out
 
 

@@ -9,12 +9,14 @@ what the folder would: `summary` is summary.json, `layers` is layers.csv, and
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from desim.configio import shown
 from desim.experiment import Experiment, load_experiment
@@ -140,9 +142,16 @@ def run(config: str | Path, overrides: Sequence[str] | str = (),
         raise TypeError(f"overrides: expected 'key.path=value' strings, as --set takes them "
                         f"(a list of them, or one), got {shown(overrides)}")
     experiment = load_experiment(config, list(overrides))
+    if experiment.spec.sweep is not None:  # run as it is, as `desim run` says
+        warnings.warn(f"{config}: its sweep: section is not run here; `desim sweep {config}` "
+                      "runs its points", stacklevel=2)
     folder = results_folder(out, experiment) if out is not None else None
-    result = Result(experiment, run_experiment(experiment, progress, folder,
-                                               capture=cached_capture(cache)))
-    if out is not None:
-        result.write(out)
+    threads = torch.get_num_threads()  # the run takes one thread: the caller's back after
+    try:
+        result = Result(experiment, run_experiment(experiment, progress, folder,
+                                                   capture=cached_capture(cache)))
+        if out is not None:
+            result.write(out)
+    finally:
+        torch.set_num_threads(threads)
     return result

@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from desim.document import Block, Bullets, Heading, Para, Table, print_blocks, to_markdown
-from desim.errors import ConfigError, guarded
+from desim.errors import ConfigError, fail, guarded
 from desim.options import path_given
 from desim.report import config_differences, gain_blocks
 from desim.results import writable_file, write_atomic
@@ -90,7 +90,9 @@ def _made_by(made: dict | None) -> str:
     if not made:
         return "a desim that did not record itself"
     commit = f" at {made['commit'][:10]}" if made.get("commit") else ""
+    diff = made.get("diff_sha256")  # two edits of one commit told apart
     return f"desim {made.get('version', '?')}{commit}" + (
+        f" with modified files (diff {diff[:10]})" if made.get("modified") and diff else
         " with modified files" if made.get("modified") else "")
 
 
@@ -123,6 +125,8 @@ def register(app: typer.Typer) -> None:
         part)."""
         from desim.console import console as make_console
 
+        if out is not None and out.suffix.lower() != ".md":  # as `desim report` refuses
+            fail(2, f"--out {out}: the comparison is Markdown; name it FILE.md")
         blocks = guarded(lambda: compare(before, after, run))
         if out is not None:
             guarded(lambda: write_atomic(writable_file(out), to_markdown(blocks)))

@@ -27,6 +27,8 @@ def writable_folder(path: str | Path, holding: str = "results") -> Path:
     """`path`, created if need be and checked writable: a folder results (or what
     `holding` says: "the workload cache (--cache)") cannot go to is bad input, said before
     anything is simulated rather than after."""
+    if not str(path).strip():  # Path("") is the current folder: results beside one's files
+        raise ConfigError(f"an empty path; expected a folder to write {holding} in")
     path = Path(path)
     if path.exists() and not path.is_dir():  # mkdir's "File exists" named no cause
         raise ConfigError(f"is a file, not a folder; expected a folder to write {holding} in",

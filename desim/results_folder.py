@@ -266,7 +266,7 @@ class RunStatsRead(BaseModel):
 
 
 class ConfigRead(BaseModel):
-    experiment: ExperimentRead = ExperimentRead()
+    experiment: ExperimentRead  # what every desim wrote: `{}` is no results folder's
     overrides: list[str] = []  # the run's --set items (none before 2026-12-04)
     architectures: dict[str, dict[str, Any] | None] = {}  # each run's resolved design
 

@@ -244,3 +244,33 @@ def test_a_result_whose_waveform_was_written_over_is_not_copied(lenet, tmp_path)
     with pytest.raises(ConfigError, match="the waveform of run 'dense' is no longer there"):
         first.write(tmp_path / "copy")
     assert not list((tmp_path / "copy").iterdir())
+
+
+def test_a_run_leaves_torchs_threads_as_it_found_them_and_refuses_an_empty_folder(
+        lenet, tmp_path):
+    """The run counts on one thread (its numbers do not depend on the count): a notebook's
+    later torch work had run on one thread too. An empty `out` had written the results
+    into the current folder, beside the user's files (the command line refuses it)."""
+    import torch
+
+    exp, _, _ = lenet
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        desim.run(exp, ["workload.batch=1"])
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ConfigError, match="an empty path; expected a folder to write results"):
+        desim.run(exp, out="")
+
+
+def test_a_sweep_file_run_from_python_says_its_sweep_is_not_run(lenet, tmp_path):
+    """As `desim run` notes it: the file's own values run, its sweep: section does not."""
+    exp, _, _ = lenet
+    data = yaml.safe_load(exp.read_text())
+    data["sweep"] = {"mode": "grid", "axes": {"workload.batch": [1, 2]}}
+    swept = tmp_path / "swept.yaml"
+    swept.write_text(yaml.safe_dump(data))
+    with pytest.warns(UserWarning, match="its sweep: section is not run here"):
+        desim.run(swept, ["workload.batch=1"])

@@ -165,3 +165,24 @@ def test_folders_made_by_other_code_are_said_to_be(tmp_path):
     assert ("Made by other code: before a desim that did not record itself, after desim "
             "0.0.9 at 0123456789 with modified files.") in to_markdown(
                 compare(tmp_path / "before", tmp_path / "after"))
+    # two edits of one commit: told apart by their diffs' hashes
+    for name, diff in (("before", "aaaaaaaaaaaa"), ("after", "bbbbbbbbbbbb")):
+        config = json.loads((tmp_path / name / "config.json").read_text())
+        config["desim"] = {"version": "0.0.9", "commit": "0123456789abcdef", "modified": True,
+                           "diff_sha256": diff}
+        (tmp_path / name / "config.json").write_text(json.dumps(config))
+    assert ("Made by other code: before desim 0.0.9 at 0123456789 with modified files (diff "
+            "aaaaaaaaaa), after desim 0.0.9 at 0123456789 with modified files (diff "
+            "bbbbbbbbbb).") in to_markdown(compare(tmp_path / "before", tmp_path / "after"))
+
+
+def test_compare_writes_markdown_only_to_a_markdown_name(tmp_path):
+    """`--out c.html` had written Markdown into c.html, exit 0 (report refuses it too)."""
+    from tests.test_cli import desim
+
+    result = desim("compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out",
+                   str(tmp_path / "c.html"))
+    assert result.returncode == 2, result.stderr
+    assert "--out " in result.stderr and "the comparison is Markdown; name it FILE.md" in \
+        " ".join(result.stderr.split())
+    assert not (tmp_path / "c.html").exists()

@@ -34,6 +34,8 @@ def test_png_and_svg_are_written_with_their_magic_bytes(tmp_path, suffix, magic)
     assert len(data) > 1000 and data.startswith(magic)
     if suffix == ".svg":
         assert b"<svg" in data
+    # the same drawing again, the same bytes (an SVG had carried its date and random ids)
+    assert draw_topology(system(), tmp_path / f"again{suffix}").read_bytes() == data
 
 
 def test_dot_text_has_every_node_and_edge(tmp_path):
@@ -146,7 +148,7 @@ def test_a_drawing_that_fails_leaves_the_earlier_one_whole(tmp_path, monkeypatch
     before = out.read_bytes()
 
     class HalfDrawn:
-        def savefig(self, path, format):
+        def savefig(self, path, format, metadata=None):
             path.write_bytes(PNG_MAGIC)  # a start, then the failure
             raise OSError("disk full")
 

@@ -322,6 +322,9 @@ def check_damaged_folders(results: Path, root: Path) -> None:
         "unknown", lambda s: s.update(baseline="nope"))
     assert "config.json: experiment.claims.0.tolerance: Input should be greater" in damaged(
         "claim", lambda c: c["experiment"]["claims"][0].update(tolerance=-1))
+    # a config.json of {}: its report had shown "?" for the model, batch and pruning
+    assert "config.json: experiment: Field required" in damaged(
+        "empty_config", lambda c: c.clear(), config=True)
     # what the tables read beyond the figures: each failed inside a table with a traceback
     assert "summary.json: runs.hppu.arch: Field required" in damaged(
         "arch", lambda s: s["runs"]["hppu"].pop("arch"))
