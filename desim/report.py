@@ -34,7 +34,9 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import re
+import shutil
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -497,17 +499,27 @@ def build_report(dirs: list[Path], out: Path) -> tuple[Path, Path, list[Results]
     if rows:
         blocks.append(Table(CLAIM_HEADER, rows, numeric={2, 3}, status=5))
     html_path = out.with_suffix(".html")
-    for earlier in (out, html_path):  # an interrupted report leaves none beside new plots
-        earlier.unlink(missing_ok=True)
-    taken: set[str] = set()
-    for results in all_results:
-        # the plots take the report's name first: two reports in one folder keep their own
-        slug = _plot_slug(out.stem, results.name, list(results.summary["runs"]), taken,
-                          out_dir)
-        blocks += _experiment_blocks(results, slug, out_dir)
-    write_atomic(html_path, to_html(blocks, "desim report: " + ", ".join(r.shown_name for r in
-                                                                         all_results)))
-    write_atomic(out, to_markdown(blocks))  # the report last: it names the plots and HTML
+    # The plots are drawn in a hidden folder and moved into place with the report: one
+    # stopped while drawing (seconds) leaves the earlier report and its plots whole.
+    staged = out_dir / f".{out.name}.plots.tmp"
+    shutil.rmtree(staged, ignore_errors=True)  # (what a killed report left)
+    staged.mkdir()
+    try:
+        taken: set[str] = set()
+        for results in all_results:
+            # the plots take the report's name first: two reports in one folder keep theirs
+            slug = _plot_slug(out.stem, results.name, list(results.summary["runs"]), taken,
+                              out_dir)
+            blocks += _experiment_blocks(results, slug, staged)
+        html = to_html(blocks, "desim report: " + ", ".join(r.shown_name for r in all_results))
+        for earlier in (out, html_path):  # stopped while the plots move: no report beside
+            earlier.unlink(missing_ok=True)  # plots it did not draw
+        for plot in sorted(staged.iterdir()):
+            os.replace(plot, out_dir / plot.name)
+        write_atomic(html_path, html)
+        write_atomic(out, to_markdown(blocks))  # the report last: it names the plots and HTML
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
     return out, html_path, all_results
 
 

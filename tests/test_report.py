@@ -692,8 +692,10 @@ def test_a_folder_given_twice_is_refused(tmp_path):
                      tmp_path / "rep" / "r.md")
 
 
-def test_an_interrupted_report_leaves_no_earlier_report_beside_its_plots(tmp_path,
-                                                                        monkeypatch):
+def test_an_interrupted_report_leaves_the_earlier_report_whole(tmp_path, monkeypatch):
+    """Stopped while drawing its plots, a report leaves the earlier one and its plots as
+    they were, and nothing of its own (it had deleted the earlier report.md and report.html
+    and left its own plots mixed with the earlier ones)."""
     import desim.report
 
     experiment = lenet300_experiment(tmp_path / "e.yaml", {"dense": {"method": "dense"}},
@@ -705,10 +707,18 @@ def test_an_interrupted_report_leaves_no_earlier_report_beside_its_plots(tmp_pat
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
+    before = {p.name: p.read_bytes() for p in out.parent.iterdir()}
+    assert {"r.md", "r.html"} < set(before) and len(before) > 4   # the report and its plots
+    (tmp_path / "r2").mkdir()
+    for name in ("summary.json", "layers.csv", "energy.csv", "config.json"):
+        (tmp_path / "r2" / name).write_bytes((tmp_path / "r" / name).read_bytes())
+    summary = json.loads((tmp_path / "r2" / "summary.json").read_text())
+    summary["wall_seconds"] = 99.0   # another report's text, the same plots' names
+    (tmp_path / "r2" / "summary.json").write_text(json.dumps(summary))
     monkeypatch.setattr(desim.report, "plot_time_by_busiest_part", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        build_report([tmp_path / "r"], out)
-    assert not out.exists() and not out.with_suffix(".html").exists()
+        build_report([tmp_path / "r2"], out)
+    assert {p.name: p.read_bytes() for p in out.parent.iterdir()} == before
 
 
 def test_a_folder_of_a_plots_name_and_a_report_name_with_spaces(tmp_path):
