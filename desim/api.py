@@ -101,6 +101,8 @@ class Result:
         the saving, the ratio were it free; `on_chip`: DRAM left out."""
         from desim.gains import energy_gains
 
+        if not isinstance(on_chip, bool):  # "yes", "no": both read as true
+            raise TypeError(f"on_chip: expected True or False, got {shown(on_chip)}")
         summary = self.summary
         return energy_gains(summary["runs"][summary["baseline"]], self._run(run),
                             on_chip)
@@ -141,6 +143,8 @@ def run(config: str | Path, overrides: Sequence[str] | str = (),
             or not all(isinstance(item, str) for item in overrides)):
         raise TypeError(f"overrides: expected 'key.path=value' strings, as --set takes them "
                         f"(a list of them, or one), got {shown(overrides)}")
+    if progress is not None and not callable(progress):  # failed deep in the run
+        raise TypeError(f"progress: expected a function of one message, got {shown(progress)}")
     experiment = load_experiment(config, list(overrides))
     if experiment.spec.sweep is not None:  # run as it is, as `desim run` says
         warnings.warn(f"{config}: its sweep: section is not run here; `desim sweep {config}` "

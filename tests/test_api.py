@@ -274,3 +274,13 @@ def test_a_sweep_file_run_from_python_says_its_sweep_is_not_run(lenet, tmp_path)
     swept.write_text(yaml.safe_dump(data))
     with pytest.warns(UserWarning, match="its sweep: section is not run here"):
         desim.run(swept, ["workload.batch=1"])
+
+
+def test_arguments_of_the_wrong_type_are_said_at_the_call(lenet):
+    """`progress=3` failed deep in the run with a bare TypeError; `on_chip="no"` read as
+    true."""
+    exp, result, _ = lenet
+    with pytest.raises(TypeError, match="progress: expected a function of one message, got 3"):
+        desim.run(exp, progress=3)
+    with pytest.raises(TypeError, match="on_chip: expected True or False, got 'no'"):
+        result.energy_gains("hppu", on_chip="no")
