@@ -132,7 +132,8 @@ def plot_timeline(results: Results, run: str, path: Path, by: str = "phase") -> 
     ax.set_xlabel("cycle")
     ax.set_title(f"{results.shown_name}: {run}, layer timeline"
                  + (", coloured by the busiest part" if by != "phase" else ""))
-    ax.legend(fontsize=8, loc="lower right")
+    # beside the axes: the last layers, at the bottom, end at the right, under a legend there
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return save_figure(fig, path)
 
 
