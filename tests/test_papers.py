@@ -256,6 +256,8 @@ def test_sparsity_probe_feeds_its_conv_the_density_asked():
     assert abs(density - 0.1) < 4 * (0.1 * 0.9 / x.numel()) ** 0.5
 
 
+# each corner is run as `desim run --set` of its values: that the sweep is not, is known
+@pytest.mark.filterwarnings("ignore:.*its sweep. section is not run here")
 def test_trainer_sparsity_sweep_ends_at_the_peak_claims_runs():
     """trainer_sparsity_sweep's corners are peak_efficiency's two Trainer runs on FP16: the
     probe at density 1 with nothing pruned (trainer_dense) and at 90% / 90% (trainer). So its
