@@ -175,8 +175,12 @@ def _draw_figure(graph: nx.DiGraph, nodes_util: dict[str, float],
     kinds = sorted({graph.nodes[n].get("kind", "?") for n in nodes})
     handles = [Line2D([], [], marker="o", linestyle="", markersize=9,
                       color=KIND_COLOURS.get(k, UNKNOWN_COLOUR), label=k) for k in kinds]
+    if utilized and (len(links_util) < len(edges) or len(nodes_util) < len(nodes)):
+        # (a port into the NoC, a node the run's statistics give no busy share)
+        handles.append(Line2D([], [], color=NO_VALUE_COLOUR, linewidth=3,
+                              label="no busy share"))
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False,
-              ncol=max(1, len(handles)))
+              ncol=max(1, min(len(handles), 5)))
     topology = graph.graph.get("topology")
     if topology:
         shape = list(graph.graph.get("shape", ()))

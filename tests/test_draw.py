@@ -72,6 +72,13 @@ def test_utilization_colours_links_and_nodes(tmp_path):
     text = draw_topology(g, tmp_path / "util.dot", utilization).read_text()
     assert '"r0_0" -> "r1_0" [label="32 B/cycle 100%"]' in text
     assert "r0_0\\nrouter\\n90%" in text
+    # the grey of the links and nodes without a value is in the legend (it was not)
+    from arch.draw import _check_utilization, _draw_figure
+
+    legend = _draw_figure(g, *_check_utilization(g, utilization)).axes[0].get_legend()
+    assert "no busy share" in [t.get_text() for t in legend.get_texts()]
+    legend = _draw_figure(g, {}, {}).axes[0].get_legend()   # no utilization: no grey
+    assert "no busy share" not in [t.get_text() for t in legend.get_texts()]
 
 
 def test_a_graph_of_many_links_draws_a_line_a_connection():
