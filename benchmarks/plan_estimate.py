@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from arch.accelerator import Accelerator
+from desim.errors import guarded
 from desim.experiment import Experiment, load_experiment
 from desim.hardware_view import hardware_view
 from desim.module import Simulator
@@ -73,4 +74,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    if not sys.argv[1:] or sys.argv[1] in ("-h", "--help"):  # (was an IndexError)
+        print(__doc__)
+        sys.exit(0 if sys.argv[1:] else 2)
+    guarded(lambda: main(sys.argv[1:]))  # bad input: one line, exit 2

@@ -359,7 +359,8 @@ def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) ->
         raise ConfigError("this is an architecture file, not an experiment: "
                           + (f"a {kind} design runs through {script} --arch FILE" if script
                              else "an experiment (configs/experiments/*.yaml) names it in "
-                             "its runs, with a workload"), file=str(path))
+                             "its runs, with a workload; `desim topology FILE -o x.png` "
+                             "checks and draws the design alone"), file=str(path))
     raw = apply_overrides(raw, experiment_sets, str(path))
     _resolve_workload_paths(raw.get("workload"), path)
     spec = validate(ExperimentSpec, raw, path)

@@ -158,8 +158,8 @@ def report(out: dict[str, Any]) -> str:
         "- compression: the paper's 16/(1-s) stores no index; the simulator stores one bit a "
         "group of 16 (which groups survive), so it lands slightly below; reads exceed the "
         "stored bytes where the plan the mapper picks for a layer (on energy x delay) "
-        "cuts its reduction into chunks, which pass 32-bit partial sums between them, and "
-        "reads that layer's weights twice;",
+        "keeps its inputs stationary and reads its weights again for each block of images "
+        "(docs/DESIGNS.md);",
         "- speedup: beyond the pruned groups the add-only PEs skip the ternary zeros too "
         f"({zeros:.0%} of the kept weights fall under TWN's threshold), but those are "
         "irregular, so the busiest PE sets the time; the 8-bit array skips nothing;",

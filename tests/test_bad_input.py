@@ -370,7 +370,8 @@ def test_every_shipped_yaml_file_loads():
 
 def test_a_file_of_the_other_kind_says_which_it_is():
     with pytest.raises(ConfigError, match="dense.yaml: this is an architecture file, not an "
-                                          "experiment"):
+                                          "experiment.*`desim topology FILE -o x.png` checks "
+                                          "and draws the design alone"):
         load_experiment(DENSE)
     with pytest.raises(ConfigError, match="a reram_crossbar design runs through "
                                           "examples/bitslice_reram.py"):
