@@ -484,7 +484,7 @@ def register(app: typer.Typer) -> None:
         Resumable: run it again after any interruption and only the missing points are
         computed."""
         from desim.console import console as make_console
-        from desim.sweep_plots import parse_plot
+        from desim.sweep_plots import metric_plot_path, parse_plot
 
         console, errors = make_console(), make_console(stderr=True)
         started = time.perf_counter()
@@ -507,8 +507,10 @@ def register(app: typer.Typer) -> None:
         print_sweep(console, frame)
         status = frame.drop_duplicates("point_id")["status"]
         failed = int((status == "failed").sum())
-        console.print(f"results in {escape(str(out))}/ (results.parquet, pareto.png, points/, "
-                      "sweep.log); "
+        drawn = "".join(f", {metric_plot_path(out, metric, axis).name}" for metric, axis in plots)
+        cache = ", cache/" if (out / "cache").is_dir() else ""  # the points' captures
+        console.print(f"results in {escape(str(out))}/ (results.parquet, pareto.png{escape(drawn)}"
+                      f", points/{cache}, sweep.json, sweep.log); "
                       f"{time.perf_counter() - started:.1f} s"
                       + (f"; {failed} of {len(status)} points failed: exit 1" if failed else ""))
         if failed:  # everything that succeeded is written; a script must still be told

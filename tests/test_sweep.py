@@ -946,6 +946,24 @@ def test_an_error_is_printed_as_it_is_not_as_rich_markup(tmp_path):
             f"error: --plot: unknown metric {metric!r}; expected one of cycles"), result.stderr
 
 
+def test_the_closing_line_names_every_file_the_sweep_wrote(tmp_path):
+    """`--plot`'s image and sweep.json were written and not listed."""
+    path = write_experiment(tmp_path, {"runs.0.pruning.sparsity": [0.5]}, single_run=True)
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-c", "from desim.sweep import main; main()", str(path), "--out",
+         str(out), "--workers", "1", "--plot", "cycles:runs.0.pruning.sparsity"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ,
+                                                                   "COLUMNS": "400"})
+    assert result.returncode == 0, result.stderr
+    listed = " ".join(result.stdout.split()).split("results in ")[-1]
+    image = "cycles_vs_runs.0.pruning.sparsity.png"
+    assert listed.startswith(f"{out}/ (results.parquet, pareto.png, {image}, points/, "
+                             "cache/, sweep.json, sweep.log);"), listed
+    assert {p.name for p in out.iterdir()} == {"results.parquet", "pareto.png", image,
+                                               "points", "cache", "sweep.json", "sweep.log"}
+
+
 def test_a_lost_scheduler_exits_1_and_its_unfinished_points_stay_to_compute(tmp_path):
     """A Dask scheduler (and one worker without a nanny) in processes of their own; the
     sweep runs on it and the scheduler is SIGKILLed once the first point is written: the
