@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
 from desim.configio import shown
 from desim.experiment import Experiment, load_experiment
@@ -150,12 +149,8 @@ def run(config: str | Path, overrides: Sequence[str] | str = (),
         warnings.warn(f"{config}: its sweep: section is not run here; `desim sweep {config}` "
                       "runs its points", stacklevel=2)
     folder = results_folder(out, experiment) if out is not None else None
-    threads = torch.get_num_threads()  # the run takes one thread: the caller's back after
-    try:
-        result = Result(experiment, run_experiment(experiment, progress, folder,
-                                                   capture=cached_capture(cache)))
-        if out is not None:
-            result.write(out)
-    finally:
-        torch.set_num_threads(threads)
+    result = Result(experiment, run_experiment(experiment, progress, folder,
+                                               capture=cached_capture(cache)))
+    if out is not None:
+        result.write(out)
     return result

@@ -312,18 +312,19 @@ def run(experiment: Experiment, progress: Callable[[str], None] | None = None,
     (workload spec, pruning spec) -> Workload if given (a sweep's shared cache), else here.
     `elaborated`: the caller has elaborated the experiment already (a sweep, for each point
     before dispatching it), so it is not done again. `out`: the results folder, where the
-    runs' waveforms wait, hidden, for `write_results` (removed if a run fails)."""
+    runs' waveforms wait, hidden, for `write_results` (removed if a run fails). The caller's
+    thread count is given back at the end (a notebook's later torch work had kept one)."""
     # The model's float passes on one thread: their summation order, hence their bits, would
     # change with the thread count. Counting, which is exact, borrows more (mappings.threads).
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    if not elaborated:
-        elaborate(experiment)  # every design and model checked before the first capture
     spec = experiment.spec
     captured: dict[str, Workload] = {}
     results = {}
-
-    needs = shared_capture_needs(experiment)  # what the designs that read each capture need
     try:
+        if not elaborated:
+            elaborate(experiment)  # every design and model checked before the first capture
+        needs = shared_capture_needs(experiment)  # what the designs reading each capture need
         for i, run_spec in enumerate(spec.runs):
             workload = experiment.workloads[run_spec.name]
             key = capture_key(experiment, run_spec)
@@ -358,6 +359,8 @@ def run(experiment: Experiment, progress: Callable[[str], None] | None = None,
             for run_spec in spec.runs:
                 unpublished(out / f"waves_{run_spec.name}.vcd").unlink(missing_ok=True)
         raise
+    finally:
+        torch.set_num_threads(threads)
     return results
 
 
