@@ -219,23 +219,29 @@ class Experiment:
         self.overrides = list(overrides)
 
 
+def _named(items: list[Any], name: str) -> list[int]:
+    """The indexes of the list's items (a run's section) whose `name` is `name`."""
+    return [i for i, item in enumerate(items) if isinstance(item, dict)
+            and item.get("name") == name]
+
+
 def _list_index(items: list[Any], part: str, file: str, key: str) -> int:
     """The item of a list that `part` names: its index, or the `name` it has (a run's:
     `runs.hppu.pruning.sparsity`, as `arch.hppu.` names a run's architecture)."""
-    names = [item.get("name") for item in items if isinstance(item, dict)]
     if part.isdigit() and int(part) < len(items):
         return int(part)
-    if names.count(part) == 1:
-        return next(i for i, item in enumerate(items)
-                    if isinstance(item, dict) and item.get("name") == part)
-    if names.count(part) > 1:
-        raise ConfigError(f"{names.count(part)} list items are named {part!r}; give its "
-                          "index instead", file=file, key=key)
+    named = _named(items, part)
+    if len(named) == 1:
+        return named[0]
+    if named:
+        raise ConfigError(f"{len(named)} list items are named {part!r}; give its index "
+                          "instead", file=file, key=key)
     if not items:
         raise ConfigError(f"no list item {part!r}; the list is empty", file=file, key=key)
-    named = [n for n in names if isinstance(n, str)]
+    names = [item["name"] for item in items
+             if isinstance(item, dict) and isinstance(item.get("name"), str)]
     raise ConfigError(f"no list item {part!r}; expected an index, 0 to {len(items) - 1}"
-                      + (f", or a name: {', '.join(named)}" if named else ""),
+                      + (f", or a name: {', '.join(names)}" if names else ""),
                       file=file, key=key)
 
 
@@ -244,10 +250,9 @@ def run_index_key(raw: dict[str, Any], key: str) -> str:
     (`runs.1.x`), so that two keys of one value compare equal."""
     parts = key.split(".")
     runs = raw.get("runs")
-    if len(parts) > 1 and parts[0] == "runs" and isinstance(runs, list):
-        names = [run.get("name") if isinstance(run, dict) else None for run in runs]
-        if not parts[1].isdigit() and names.count(parts[1]) == 1:
-            parts[1] = str(names.index(parts[1]))
+    if len(parts) > 1 and parts[0] == "runs" and isinstance(runs, list) \
+            and not parts[1].isdigit() and len(named := _named(runs, parts[1])) == 1:
+        parts[1] = str(named[0])
     return ".".join(parts)
 
 

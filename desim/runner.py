@@ -33,7 +33,6 @@ from desim.experiment import Experiment, ObserveSpec, RunSpec, load_experiment
 from desim.hardware_view import hardware_view
 from desim.module import Simulator
 from desim.results import (
-    DEFAULT_REPORT,
     provenance,
     report_files,
     writable_folder,
@@ -525,12 +524,11 @@ def earlier_artifacts(out: Path) -> list[Path]:
             found += [out / f"waves_{run['name']}.vcd" for run in runs]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass  # (not a config.json of desim's: nothing of the run's is known)
-    stem = Path(DEFAULT_REPORT).stem
-    md, html = out / f"{stem}.md", out / f"{stem}.html"
-    ours = [path for path, mark in ((md, "# desim report\n"), (html, "<title>desim report"))
-            if path.is_file() and mark in path.read_text(errors="replace")[:4096]]
+    md, html, *plots = report_files()  # (of the default report's name)
+    ours = [out / name for name, mark in ((md, "# desim report\n"), (html, "<title>desim report"))
+            if (out / name).is_file() and mark in (out / name).read_text(errors="replace")[:4096]]
     if ours:
-        found += ours + [p for pattern in report_files()[2:] for p in out.glob(pattern)]
+        found += ours + [p for pattern in plots for p in out.glob(pattern)]
     return found
 
 
