@@ -160,7 +160,8 @@ class Accelerator(Module):
         self.psum_bytes = ELEMENT_BYTES[pe.accumulates_in]  # a partial sum leaving the PEs
         self.prices = DesignPrices.of(cfg.technology, pe.precision, pe.accumulates_in,
                                       self.glb.bank_bytes, pe.local_buffer_kib * 1024,
-                                      cfg.energy.given(), cfg.supply_voltage_v)
+                                      cfg.energy.given(), cfg.supply_voltage_v,
+                                      cfg.vector_unit.precision if cfg.vector_unit else None)
 
     def _clusters_by_distance(self) -> list[str]:
         """Clusters in the order tiles fill them: nearest the GLB port first."""

@@ -17,6 +17,7 @@ from arch.systolic import SystolicConfig
 from desim.configio import Strict
 
 Precision = Literal["fp32", "fp16", "fp8", "int8", "int32", "ternary"]
+VectorPrecision = Literal["fp32", "fp16", "fp8", "int8", "int32"]  # a ternary code is a weight's
 FLOAT_PRECISIONS = tuple(SIGN_EXPONENT_BITS)  # with an exponent to speculate on
 MIN_CLOCK_MHZ = 1  # a processor clocked slower is a clock written in GHz, not a design
 # A supply the C V^2 rule is meant for: from near-threshold operation (chips quote their
@@ -181,6 +182,10 @@ class VectorUnitConfig(Strict):
     softmax (mappings/vector.py)."""
 
     lanes: PositiveInt = 64          # vector operations a cycle
+    # The datapath of its operations (a BN's multiply-add, a pooling compare, a residual
+    # add), priced as a multiply and an add at this precision (arch/energy.py). None: the
+    # PE array's MAC on its activations (a ternary array's: 8-bit, into its accumulator).
+    precision: VectorPrecision | None = None
     fused_relu: bool = True          # activations applied on the producing layer's output
     fused_batchnorm: bool = False    # Trainer's decoupled BN unit: one data pass a phase
     # A residual add on the output stream of the layer that writes its operand last (and a
@@ -215,7 +220,9 @@ class EnergyConfig(Strict):
     the components this design has. DRAM is priced from its IDD currents (`dram.preset`)."""
 
     mac_pj: Price | None = None                 # one MAC of the PE datapath
-    vector_op_pj: Price | None = None           # one vector-unit op (table: a MAC)
+    vector_op_pj: Price | None = None           # one vector-unit op (table: a MAC
+                                                # on the activations, or at
+                                                # vector_unit.precision)
     global_buffer_pj_per_byte: Price | None = None  # read or written
     local_buffer_pj_per_byte: Price | None = None   # a cluster's, read or written
     noc_pj_per_bit_hop: Price | None = None     # one bit over one router and link

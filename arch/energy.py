@@ -84,6 +84,9 @@ SIGN_EXPONENT_BITS = {"fp32": 9, "fp16": 6, "fp8": 5}
 # Bits a stored weight takes, where it differs from the datapath's element: a ternary code
 # {-1, 0, +1} in 2 bits (Yang, He, Fan, AAAI 2020); its activations stay 8-bit (ELEMENT_BYTES).
 WEIGHT_BITS = {"ternary": 2}
+# The precision of a datapath's activations, where it differs from its weights': a ternary
+# array adds 8-bit activations (what its vector unit's batch norms multiply).
+ACTIVATION_PRECISION = {"ternary": "int8"}
 
 
 def weight_bits(precision: str, configured: int | None = None) -> int:
@@ -131,6 +134,17 @@ class EnergyTable:
     def mac_pj(self, precision: str, accumulator: str | None = None) -> float:
         """A multiply at `precision` and an add at `accumulator` (None: the same)."""
         return (MULTIPLY_PJ_45NM[precision] + ADD_PJ_45NM[accumulator or precision]) * self.scale
+
+    def vector_op_pj(self, precision: str | None, pe_precision: str,
+                     pe_accumulator: str | None = None) -> float:
+        """One vector-unit op: a multiply and an add at `precision` (the vector unit's
+        own), or, where it has none, the PE array's MAC on its activations (a ternary
+        array's: an 8-bit multiply, an add at its accumulator). Assumption: an add, multiply
+        or compare of the unit costs about a MAC."""
+        if precision is not None:
+            return self.mac_pj(precision)
+        return self.mac_pj(ACTIVATION_PRECISION.get(pe_precision, pe_precision),
+                           pe_accumulator or pe_precision)
 
     def add_pj(self, precision: str) -> float:
         """One add at `precision`: a partial sum added into a running sum."""
@@ -185,14 +199,15 @@ class DesignPrices:
     def of(cls, technology: str, precision: str, accumulator: str | None,
            global_buffer_bank_bytes: int, local_buffer_bytes: int,
            given: dict[str, float] | None = None,
-           supply_v: float | None = None) -> DesignPrices:
+           supply_v: float | None = None, vector_precision: str | None = None
+           ) -> DesignPrices:
         """The table's prices for a design, with `given` (name -> pJ) in their place, both
         at the node's nominal supply, then scaled to `supply_v` (`supply_scale`)."""
         table = EnergyTable(technology)
         mac = table.mac_pj(precision, accumulator)
         prices = {
             "mac_pj": mac,
-            "vector_op_pj": mac,  # assumption: a vector op (add, multiply, compare) ~ a MAC
+            "vector_op_pj": table.vector_op_pj(vector_precision, precision, accumulator),
             "global_buffer_pj_per_byte": table.sram_pj_per_byte(global_buffer_bank_bytes),
             "local_buffer_pj_per_byte": table.sram_pj_per_byte(local_buffer_bytes),
             "noc_pj_per_bit_hop": table.noc_pj_per_byte_hop() / 8,
@@ -204,7 +219,8 @@ class DesignPrices:
             "psum_add_pj": table.add_pj(accumulator or precision),
         }
         given = given or {}
-        if "mac_pj" in given and "vector_op_pj" not in given:
+        if ("mac_pj" in given and "vector_op_pj" not in given and vector_precision is None
+                and precision not in ACTIVATION_PRECISION):  # the vector op is the PEs' MAC
             prices["vector_op_pj"] = given["mac_pj"]
         scale = supply_scale(technology, supply_v)
         return cls(**{name: pj * scale for name, pj in (prices | given).items()})

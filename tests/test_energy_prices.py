@@ -67,6 +67,27 @@ def test_a_mac_price_also_prices_vector_ops_unless_they_have_their_own() -> None
     assert DesignPrices.of(*args, {"mac_pj": 0.5, "vector_op_pj": 0.2}).vector_op_pj == 0.2
 
 
+def test_the_vector_unit_multiplies_activations_at_its_own_precision() -> None:
+    """A vector op (a BN's multiply-add) is a MAC on the activations: on a ternary array an
+    8-bit multiply and its int32 add, 0.2 + 0.1 pJ at 45 nm, as the int8 array's, not the
+    ternary PE's add alone (0.1); `vector_unit.precision` prices it at its own (fp32:
+    3.7 + 0.9); a design's own MAC price carries to the vector op only where that op is the
+    PEs' MAC."""
+    ternary = load_arch(ROOT / "configs" / "arch" / "ternary_pe_wise.yaml")
+    int8 = load_arch(ROOT / "configs" / "arch" / "int8_dense.yaml")
+    scale = 28 / 45
+    for cfg, mac in ((ternary, 0.1), (int8, 0.3)):
+        prices = Accelerator(Simulator(), cfg).prices
+        assert prices.mac_pj == pytest.approx(mac * scale)
+        assert prices.vector_op_pj == pytest.approx(0.3 * scale)
+    fp32 = load_arch(DENSE, ["vector_unit.precision=fp32"])
+    assert Accelerator(Simulator(), fp32).prices.vector_op_pj == pytest.approx(4.6 * scale)
+    args = ("28nm", "ternary", "int32", 32 * 1024, 16 * 1024)
+    assert DesignPrices.of(*args, {"mac_pj": 0.05}).vector_op_pj == pytest.approx(0.3 * scale)
+    assert DesignPrices.of("28nm", "fp16", "fp32", 32 * 1024, 16 * 1024, {"mac_pj": 0.5},
+                           vector_precision="fp16").vector_op_pj == pytest.approx(1.5 * scale)
+
+
 def test_own_prices_replace_the_tables_in_the_run(one_conv) -> None:
     table = load_arch(DENSE, BY_DELAY)
     own = load_arch(DENSE, [*BY_DELAY, "energy.mac_pj=2.0", "energy.noc_pj_per_bit_hop=0",
