@@ -32,7 +32,7 @@ import numpy as np
 from arch.config import ArchConfig
 from arch.dram import DramController
 from arch.energy import ELEMENT_BYTES, DesignPrices
-from arch.noc import Noc, attach, build_noc, check_connected
+from arch.noc import Noc, attach, build_noc, check_connected, link_role
 from arch.pe import PeArray
 from arch.selector import Selector
 from arch.speculator import Speculator
@@ -339,13 +339,16 @@ class Accelerator(Module):
             return actions.get(f"{self.path}.{module}", Counter())
 
         glb, pes = of("glb"), of("pe_array")
+        noc_bytes = Counter()  # bytes over the NoC's links, by what they pass (`link_role`)
+        for edge, link in self.noc.links.items():
+            noc_bytes[link_role(self.graph, edge)] += actions.get(link.path, Counter())["bytes"]
         energy = {f"dram.{action}": pj
                   for action, pj in self.dram.energy_pj(of("dram"), since_ps, end_ps).items()}
         energy.update({
             "global_buffer.read_bytes": glb["read_bytes"] * price.global_buffer_pj_per_byte,
             "global_buffer.write_bytes": glb["write_bytes"] * price.global_buffer_pj_per_byte,
-            "noc.byte_hops": price.noc_pj_per_byte_hop * sum(
-                c["bytes"] for path, c in actions.items() if path.startswith(f"{self.path}.noc.")),
+            "noc.byte_hops": price.noc_pj_per_byte_hop * noc_bytes["hop"],
+            "noc.port_bytes": price.noc_pj_per_byte_port * noc_bytes["port_in"],
             "local_buffers.write_bytes": pes["local_buffer_write_bytes"]
             * price.local_buffer_pj_per_byte,
             "local_buffers.read_bytes": pes["local_buffer_read_bytes"]

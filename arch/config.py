@@ -225,7 +225,9 @@ class EnergyConfig(Strict):
                                                 # vector_unit.precision)
     global_buffer_pj_per_byte: Price | None = None  # read or written
     local_buffer_pj_per_byte: Price | None = None   # a cluster's, read or written
-    noc_pj_per_bit_hop: Price | None = None     # one bit over one router and link
+    noc_pj_per_bit_hop: Price | None = None     # one bit over a link between routers and
+                                                # the router it enters (from a port into
+                                                # the mesh: that router, 3/4 of it)
     selector_pj_per_entry: Price | None = None  # one non-zero-map entry scanned
     weight_generator_pj_per_value: Price | None = None  # one weight regenerated
     speculator_pj_per_op: Price | None = None   # one exponent-only product

@@ -23,6 +23,13 @@ Not in Horowitz, stated assumptions:
   bit took 1 (broadcast) to ~2.7 (unicast) hops there, so 0.15 to 0.40 pJ/bit/hop. This
   figure is at the top of that range, for a router not built to the mesh's limits as that
   chip was. (It had been 0.5, the top at 1.0 V, when 45 nm was taken to be at 1.0 V.)
+  A hop is a link between two routers and the router it enters. A bit entering the mesh
+  from an endpoint (the global buffer's port, a cluster sending results back) pays its first
+  router alone, 3/4 of a hop (the port's wire lies within the router's tile: assumption);
+  leaving the mesh into an endpoint it pays nothing more (its last router is paid). So a
+  unicast over h hops costs h + 3/4 hops, and a multicast tree of h links between routers
+  h + 3/4. (Until session 42 every port link was priced as a whole hop: h + 2 a unicast, and
+  a multicast to n clusters n + 1 more than now.)
 - weight generator (Procrustes): one regenerated weight is a 32-bit xorshift step (three
   shifts, wiring, and three XORs priced as 32-bit adds: 0.3 pJ) and its scaling to the
   initial distribution, one fp16 multiply-add (1.5 pJ): 1.8 pJ (assumption).
@@ -70,6 +77,7 @@ ADD_PJ_45NM = {"fp32": 0.9, "fp16": 0.4, "fp8": 0.4 / 2, "int8": 0.03, "int32": 
 MAC_PJ_45NM = {p: MULTIPLY_PJ_45NM[p] + ADD_PJ_45NM[p] for p in MULTIPLY_PJ_45NM}
 SRAM_64BIT_READ_PJ_45NM = ((8 * 1024, 10.0), (32 * 1024, 20.0), (1024 * 1024, 100.0))
 NOC_PJ_PER_BIT_HOP_45NM = 0.4  # a 1 mm wire 0.1, the router 0.3
+NOC_ROUTER_SHARE_OF_HOP = 0.3 / 0.4  # what a bit entering from an endpoint's port pays
 SELECTOR_PJ_PER_ENTRY_45NM = 0.03
 WEIGHT_GENERATOR_PJ_PER_VALUE_45NM = 3 * 0.1 + 1.1 + 0.4
 SPECULATOR_PJ_PER_OP_45NM = 0.03 + 0.1
@@ -193,7 +201,14 @@ class DesignPrices:
 
     @property
     def noc_pj_per_byte_hop(self) -> float:
+        """A byte over a link between routers and through the router it enters."""
         return self.noc_pj_per_bit_hop * 8
+
+    @property
+    def noc_pj_per_byte_port(self) -> float:
+        """A byte entering the NoC from an endpoint's port: its first router, the router's
+        share of a hop (a design's own hop price carries to it)."""
+        return self.noc_pj_per_byte_hop * NOC_ROUTER_SHARE_OF_HOP
 
     @classmethod
     def of(cls, technology: str, precision: str, accumulator: str | None,

@@ -427,6 +427,16 @@ def attach(graph: nx.DiGraph, endpoint: str, kind: str, router: str,
     _link(graph, endpoint, router, bandwidth_bytes_per_cycle, latency_cycles, kind="port")
 
 
+def link_role(graph: nx.DiGraph, edge: Link) -> Literal["hop", "port_in", "port_out"]:
+    """What a byte crossing `edge` passes through, for the energy table: `hop`, a link
+    between two routers and the router it enters; `port_in`, an endpoint's port into its
+    router (that router alone); `port_out`, a router's port into an endpoint (nothing more:
+    the byte's last router is paid by the link that entered it)."""
+    if graph.nodes[edge[1]].get("kind") != "router":
+        return "port_out"
+    return "port_in" if graph.nodes[edge[0]].get("kind") != "router" else "hop"
+
+
 def _names(nodes: Iterable[str], limit: int = 8) -> str:
     nodes = sorted(nodes)
     return ", ".join(nodes[:limit]) + (f", ... ({len(nodes)} nodes)" if len(nodes) > limit else "")

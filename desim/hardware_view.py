@@ -7,8 +7,11 @@ stages and the prices its estimates use, all read from the elaborated modules.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from arch.accelerator import Accelerator
 from arch.energy import ELEMENT_BYTES, WEIGHT_BITS
+from arch.noc import Link, link_role
 from mappings.target import HardwareView
 
 
@@ -77,9 +80,8 @@ def _move_prices(acc: Accelerator) -> dict[str, float]:
     dram = acc.dram.energy
     cycle_ns = 1e3 / acc.cfg.core_clock_mhz
     noc = acc.noc
-    routes = [len(route) for route in _cluster_routes(acc)]
+    routes = [_noc_pj_per_byte(acc, route) for route in _cluster_routes(acc)]
     tree = noc.table.multicast_tree(noc.src, noc.clusters)
-    hop = price.noc_pj_per_byte_hop
     return {
         "mac_pj": price.mac_pj,
         "dram_pj_per_byte": dram.pj_per_bit_read * 8,
@@ -88,13 +90,21 @@ def _move_prices(acc: Accelerator) -> dict[str, float]:
                                 + (acc.cfg.static_power_mw or 0.0)) * cycle_ns,
         "glb_pj_per_byte": price.global_buffer_pj_per_byte,
         "local_pj_per_byte": price.local_buffer_pj_per_byte,
-        "noc_pj_per_byte": hop * sum(routes) / len(routes),
-        "noc_multicast_pj_per_byte": hop * len(tree),
+        "noc_pj_per_byte": sum(routes) / len(routes),
+        "noc_multicast_pj_per_byte": _noc_pj_per_byte(acc, tree),
         "index_scan_pj": price.index_scan_pj_per_pair if acc.cfg.index_matching else 0.0,
         "index_match_pj": price.index_match_pj_per_pair if acc.cfg.index_matching else 0.0,
         "psum_add_pj": price.psum_add_pj,
         "vector_op_pj": price.vector_op_pj,
     }
+
+
+def _noc_pj_per_byte(acc: Accelerator, links: Iterable[Link]) -> float:
+    """A byte sent once over each of these NoC links, as the run's energy prices it: a hop
+    between routers, the first router from a port, nothing into an endpoint (`link_role`)."""
+    price = {"hop": acc.prices.noc_pj_per_byte_hop, "port_in": acc.prices.noc_pj_per_byte_port,
+             "port_out": 0.0}
+    return sum(price[link_role(acc.graph, edge)] for edge in links)
 
 
 def _cluster_routes(acc: Accelerator) -> list[list]:

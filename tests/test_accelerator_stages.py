@@ -5,8 +5,11 @@ in energy.
 dense.yaml: 500 MHz (2 ns a cycle); a 4x4 mesh of 32 B/cycle links, 1 cycle a hop; the GLB's
 port on r0_0 and a cluster on every router, both attached by one link; XY routing. So the
 route from the port to the cluster at (x, y) takes 1 + (x + y) + 1 links, 8 to the far
-corner, and the multicast tree to all 16 clusters takes 1 + 15 + 16 = 32 links. The 28 nm
-prices are Horowitz's 45 nm figures times (28/45)(0.9/0.9)^2 = 0.622 (arch/energy.py).
+corner, and the multicast tree to all 16 clusters takes 1 + 15 + 16 = 32 links. A byte pays
+a hop (0.4 pJ a bit at 45 nm: a 1 mm link and the router it enters) over each link between
+routers, the first router alone (0.3) over the port into the mesh, nothing into a cluster.
+The 28 nm prices are Horowitz's 45 nm figures times (28/45)(0.9/0.9)^2 = 0.622
+(arch/energy.py).
 """
 
 from pathlib import Path
@@ -24,6 +27,7 @@ CYCLE_PS = 2_000
 PS_PER_BYTE = 62.5            # one 32 B/cycle link at 500 MHz: 16 GB/s
 SCALE_28NM = 28 / 45           # C V^2, both nodes at 0.9 V (arch/energy.py)
 NOC_PJ_PER_BYTE_HOP = 0.4 * 8 * SCALE_28NM
+NOC_PJ_PER_BYTE_PORT = 0.3 * 8 * SCALE_28NM
 
 
 def _run(arch: str, **columns: int) -> tuple[Accelerator, dict[str, float], dict[str, int]]:
@@ -45,11 +49,13 @@ def _run(arch: str, **columns: int) -> tuple[Accelerator, dict[str, float], dict
 
 def test_a_multicast_crosses_each_link_of_its_tree_once():
     """32,000 bytes to all 16 clusters: every link of the 32-link tree carries them once,
-    all at once: 1,000 cycles of serialization, then the 8 hops to the far corner."""
+    all at once: 1,000 cycles of serialization, then the 8 hops to the far corner. They
+    enter the 16 routers once each: r0_0 from the port, the 15 others over a hop."""
     acc, energy, noc = _run("dense.yaml", multicast_bytes=32_000, active_clusters=16)
     assert acc.env.now == 32_000 * PS_PER_BYTE + 8 * CYCLE_PS == 2_016_000
     assert len(noc) == 32 and set(noc.values()) == {32_000}
-    assert energy["noc.byte_hops"] == pytest.approx(32 * 32_000 * NOC_PJ_PER_BYTE_HOP)
+    assert energy["noc.byte_hops"] == pytest.approx(15 * 32_000 * NOC_PJ_PER_BYTE_HOP)
+    assert energy["noc.port_bytes"] == pytest.approx(32_000 * NOC_PJ_PER_BYTE_PORT)
     # each active cluster's local buffer receives the whole multicast block
     assert energy["local_buffers.write_bytes"] == pytest.approx(
         16 * 32_000 * acc.prices.local_buffer_pj_per_byte)
@@ -64,27 +70,30 @@ def test_one_active_cluster_is_the_nearest_two_links_away():
 def test_a_unicast_splits_into_equal_shares_along_each_clusters_route():
     """16,000 bytes to 16 clusters: 1,000 each. The port's link carries all 16 shares (the
     bound: 500 cycles); r0_0 -> r1_0 the 12 shares of the clusters at x >= 1 (routers are
-    named r<x>_<y>; XY goes along x first, then y). Byte-hops:
-    each share times its route, 1,000 x (16 x 2 + the 48 mesh hops from (0, 0) to the 16
-    routers: 4 x (0+1+2+3) in x and as many in y)."""
+    named r<x>_<y>; XY goes along x first, then y). Bytes over links: each share times its
+    route, 1,000 x (16 x 2 + the 48 mesh hops from (0, 0) to the 16 routers: 4 x (0+1+2+3)
+    in x and as many in y); priced, the 48,000 hops and the 16,000 bytes into r0_0."""
     acc, energy, noc = _run("dense.yaml", unicast_bytes=16_000, active_clusters=16)
     assert noc["glb->r0_0"] == 16_000 and noc["r0_0->r1_0"] == 12_000
     assert noc["r3_2->r3_3"] == 1_000 and noc["r3_3->cluster_r3_3"] == 1_000
     assert sum(noc.values()) == 1_000 * (16 * 2 + 48) == 80_000
     assert acc.env.now == 16_000 * PS_PER_BYTE + 8 * CYCLE_PS == 1_016_000
-    assert energy["noc.byte_hops"] == pytest.approx(80_000 * NOC_PJ_PER_BYTE_HOP)
+    assert energy["noc.byte_hops"] == pytest.approx(48_000 * NOC_PJ_PER_BYTE_HOP)
+    assert energy["noc.port_bytes"] == pytest.approx(16_000 * NOC_PJ_PER_BYTE_PORT)
 
 
 def test_a_gather_takes_each_clusters_xy_route_back():
     """The unicast's shares, from each cluster to the port along x first: so r1_0 -> r0_0
     now carries the 3 clusters at y = 0, x >= 1, and r0_1 -> r0_0 the 12 at y >= 1. The
-    routes are as long as the unicast's: the same byte-hops and time."""
+    routes are as long as the unicast's: the same byte-hops and time; the 16 shares enter
+    the mesh from their clusters' ports, and leave it into the port for nothing more."""
     acc, energy, noc = _run("dense.yaml", gather_bytes=16_000, active_clusters=16)
     assert noc["r0_0->glb"] == 16_000 and noc["r0_1->r0_0"] == 12_000
     assert noc["r1_0->r0_0"] == 3_000
     assert sum(noc.values()) == 80_000
     assert acc.env.now == 16_000 * PS_PER_BYTE + 8 * CYCLE_PS
-    assert energy["noc.byte_hops"] == pytest.approx(80_000 * NOC_PJ_PER_BYTE_HOP)
+    assert energy["noc.byte_hops"] == pytest.approx(48_000 * NOC_PJ_PER_BYTE_HOP)
+    assert energy["noc.port_bytes"] == pytest.approx(16_000 * NOC_PJ_PER_BYTE_PORT)
 
 
 def test_the_selector_scans_its_entries_per_cycle_at_its_price():

@@ -101,12 +101,16 @@ def test_own_prices_replace_the_tables_in_the_run(one_conv) -> None:
     assert eb["macs.macs"] == pytest.approx(macs * 2.0e-12)
     # each priced action is the modules' own count (stats.json) at the price in force
     modules = a.stats["modules"]
-    byte_hops = sum(m["actions"]["bytes"] for path, m in modules.items()
-                    if path.startswith("table.noc.") and "actions" in m)
+
+    def link_bytes(between_routers: bool) -> int:  # over links between routers, or into one
+        return sum(m["actions"]["bytes"] for path, m in modules.items()
+                   if (path.startswith("table.noc.r") == between_routers and "->r" in path
+                       and "actions" in m))
     prices = a.energy_prices_pj
-    assert ea["noc.byte_hops"] == pytest.approx(byte_hops * 8 * prices["noc_pj_per_bit_hop"]
-                                                * 1e-12)
-    assert byte_hops > 0 and eb["noc.byte_hops"] == 0
+    hop = prices["noc_pj_per_bit_hop"]
+    assert ea["noc.byte_hops"] == pytest.approx(link_bytes(True) * 8 * hop * 1e-12)
+    assert ea["noc.port_bytes"] == pytest.approx(link_bytes(False) * 8 * hop * 0.75 * 1e-12)
+    assert link_bytes(True) > 0 and eb["noc.byte_hops"] == eb["noc.port_bytes"] == 0
     for action, module, count, unit, new in (
             ("global_buffer.read_bytes", "glb", "read_bytes", "global_buffer_pj_per_byte", 0.5),
             ("local_buffers.write_bytes", "pe_array", "local_buffer_write_bytes",

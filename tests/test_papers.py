@@ -279,4 +279,4 @@ def test_trainer_sparsity_sweep_ends_at_the_peak_claims_runs():
         assert run["energy_j"] == peak[name]["energy_j"], key
         assert run["cycles"] == peak[name]["cycles"], key
     ratio = on_chip_tflops_per_w(peak["trainer"]) / on_chip_tflops_per_w(peak["trainer_dense"])
-    assert 14 < ratio < 15   # the claim's 14.5 (docs/PAPERS.md), far from the chip's 80.9
+    assert 17 < ratio < 18.5   # the claim's 17.7 (docs/PAPERS.md), far from the chip's 80.9
