@@ -21,6 +21,7 @@ element, packed inside the hooks as the pass runs; the mapper unpacks one layer 
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from dataclasses import dataclass, fields
@@ -238,9 +239,33 @@ def _square(v: int | tuple[int, ...], what: str, name: str) -> int:
         return v
     if len(set(v)) != 1:
         raise ConfigError(f"layer {name}: non-square {what} {tuple(v)} is not supported "
-                          "(desim counts square kernels, strides, paddings and dilations)",
+                          "(desim counts strides, paddings and dilations the same along "
+                          "height and width; a kernel may be rectangular)",
                           key="workload.model")
     return int(v[0])
+
+
+def _positional(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+    """A forward pre-hook: a module called with keyword arguments (`conv(input=x)`,
+    `add(a, b=b)`) called with them as positional ones, as the hooks read their inputs
+    (`args[0]`) and a full backward hook sees the gradients of those alone. A call its
+    forward cannot take is left to fail as it would."""
+    if not kwargs:
+        return None
+    try:
+        bound = inspect.signature(module.forward).bind(*args, **kwargs)
+    except TypeError:
+        return None
+    return bound.args, bound.kwargs
+
+
+def call_positionally(model: nn.Module) -> None:
+    """Have every module that desim hooks take keyword arguments as positional ones
+    (`_positional`), in every pass (the capture's, training's, a design's own hooks')."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d | nn.Linear | MatMul | nn.Dropout) \
+                or type(module) in VECTOR_KINDS:
+            module.register_forward_pre_hook(_positional, with_kwargs=True, prepend=True)
 
 
 @dataclass(frozen=True)
@@ -491,8 +516,10 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     layers = []
     for name in order:
         module, rec = modules[name], records[name]
-        if "dy_nz" not in rec:  # layer not on the loss's path
-            continue
+        if "dy_nz" not in rec:  # off the loss's path: no gradient reached it
+            raise ConfigError(f"layer {name!r}: its output reaches no loss (no gradient "
+                              "reaches it, so its work would be left out); remove it or use "
+                              "it", key="workload.model")
         make = PackedLayer if packed else LayerCapture
         if isinstance(module, MatMul):
             layers.append(make(name, "matmul", rec["x_nz"], rec["w_nz"], rec["dy_nz"],

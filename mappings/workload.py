@@ -18,13 +18,24 @@ from typing import TypeVar
 import torch
 
 from desim.errors import ConfigError, out_of_memory, out_of_memory_as
-from mappings.capture import BitMap, CaptureNeeds, PackedLayer, VectorCapture, capture
+from mappings.capture import (
+    BitMap,
+    CaptureNeeds,
+    PackedLayer,
+    VectorCapture,
+    call_positionally,
+    capture,
+)
 from mappings.datasets import batch
 from mappings.model_path import is_file_model
 from mappings.models import build_model, default_input_shape, input_shape_misfit
 from mappings.models.common import MatMul
 from mappings.models.from_file import build_file_model
-from mappings.models.supported import refuse_uncounted, refuse_untrainable
+from mappings.models.supported import (
+    make_paddings_numeric,
+    refuse_uncounted,
+    refuse_untrainable,
+)
 from mappings.pruning import PruningSpec, prune_model
 from mappings.scalesim import read_topology
 from mappings.specs import WorkloadSpec
@@ -199,6 +210,8 @@ def _checked_file_model(spec: WorkloadSpec) -> tuple[torch.nn.Module, tuple[int,
     shape = input_shape(spec)
     classes = num_classes(spec)
     model = build_file_model(spec.model, spec.model_args, spec.num_classes)
+    call_positionally(model)  # `conv(input=x)`: the hooks read positional inputs
+    make_paddings_numeric(model)
     other = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()
                     if p.dtype != torch.float32})
     if other:  # (its forward failed on the float32 input, said under input_shape)
@@ -209,7 +222,7 @@ def _checked_file_model(spec: WorkloadSpec) -> tuple[torch.nn.Module, tuple[int,
         out = _check_input_shape(model, spec.model, shape)
     except ConfigError:
         raise
-    except Exception as err:  # noqa: BLE001 - the user's forward: any error is theirs
+    except (Exception, SystemExit) as err:  # noqa: BLE001 - the user's forward: theirs
         text = str(err).strip().splitlines()
         raise ConfigError(f"model {spec.model!r} cannot take inputs of shape {list(shape)}: "
                           f"{type(err).__name__}: {text[0] if text else '(no message)'}",
@@ -220,7 +233,9 @@ def _checked_file_model(spec: WorkloadSpec) -> tuple[torch.nn.Module, tuple[int,
                           f"{list(shape)}; the capture's classification loss needs [1, "
                           f"{classes}] (one score a class, workload.num_classes)",
                           key="workload.num_classes")
-    refuse_uncounted(model, repr(spec.model), shape)
+    # checked in the mode the capture runs it in (`_capture`)
+    refuse_uncounted(model, repr(spec.model), shape,
+                     training=model.training and not spec.inference)
     refuse_untrainable(model, repr(spec.model), training=not spec.inference)
     return model, shape
 

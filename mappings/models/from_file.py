@@ -73,7 +73,7 @@ def build_file_model(model: str, model_args: Mapping[str, Any], num_classes: int
         built = call_checked(label, factory, kwargs)
     except ConfigError:
         raise
-    except Exception as err:  # noqa: BLE001 - the user's code: said, not a desim bug
+    except (Exception, SystemExit) as err:  # noqa: BLE001 - the user's code: said
         raise ConfigError(f"model {label} raised {type(err).__name__}: {_first_line(err)}",
                           key="workload.model") from None
     if not isinstance(built, nn.Module):
