@@ -54,7 +54,9 @@ Other nodes are derived from 45 nm by one rule, kept here: dynamic energy ~ C V^
 proportional to the feature size, at the nominal supply of each node (45 nm: 0.9 V, the
 supply of Horowitz's figures, his Fig. 1.1.9 "Rough energy costs for various operations in
 45nm 0.9V"; 28 nm: 0.9 V). So E28 = E45 * (28/45) * (0.9/0.9)^2 = 0.622 E45. (45 nm had been
-taken at 1.0 V, which priced every 28 nm action 19% low: 0.504 E45.)
+taken at 1.0 V, which priced every 28 nm action 19% low: 0.504 E45.) The NoC's wire scales
+with the rest: a wire's energy per mm barely changes from node to node, but a link between
+routers spans a cluster's tile, whose side shrinks with the feature size (assumption).
 The same rule gives another operating point of a node: a design run at `supply_voltage_v`
 (arch YAML) pays (V / nominal)^2 of every on-chip price, its own `energy:` figures included
 (they are at the node's nominal supply). The clock is the design's to choose: desim does not
