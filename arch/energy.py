@@ -243,4 +243,5 @@ class DesignPrices:
         return cls(**{name: pj * scale for name, pj in (prices | given).items()})
 
     def as_dict(self) -> dict[str, float]:
-        return asdict(self)
+        """Every price a run uses, the port's too (derived from the hop's, so not settable)."""
+        return asdict(self) | {"noc_pj_per_bit_port": self.noc_pj_per_byte_port / 8}
