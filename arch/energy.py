@@ -29,7 +29,7 @@ Not in Horowitz, stated assumptions:
   leaving the mesh into an endpoint it pays nothing more (its last router is paid). So a
   unicast over h hops costs h + 3/4 hops, and a multicast tree of h links between routers
   h + 3/4. (Until session 42 every port link was priced as a whole hop: h + 2 a unicast, and
-  a multicast to n clusters n + 1 more than now.)
+  h + n + 1 a multicast tree to n clusters.)
 - weight generator (Procrustes): one regenerated weight is a 32-bit xorshift step (three
   shifts, wiring, and three XORs priced as 32-bit adds: 0.3 pJ) and its scaling to the
   initial distribution, one fp16 multiply-add (1.5 pJ): 1.8 pJ (assumption).
