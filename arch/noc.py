@@ -626,7 +626,8 @@ class Noc(Module):
     cluster's share along its own route), and both go together, each link carrying the sum of
     what crosses it. It lasts as long as the most loaded link needs, plus the longest route's
     latency. The results come back the same way in reverse (a gather). Actions per link:
-    `bytes` (each byte crossing one link is one byte-hop for the energy table), `transfers`.
+    `bytes` (the bytes crossing a link, priced by what they pass, `link_role`: a hop
+    between routers, the first router from a port, nothing into an endpoint), `transfers`.
     """
 
     def __init__(self, name: str, parent: Module, graph: nx.DiGraph, routing: str, clock: Clock,

@@ -327,8 +327,21 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
             fork_out[0].sum_writer = name
         fork_out[:] = [None, None]
 
+    grads_on = torch.is_grad_enabled()  # the pass's own setting (on, but to train nothing)
+
+    def refuse_cut_gradient(name: str) -> None:
+        """A layer run with gradients off inside a forward that has them on (`torch.no_grad()`
+        in the model) gets no gradient, where the capture would count its BP and WG."""
+        if grads_on and not torch.is_grad_enabled():
+            raise ConfigError(f"layer {name!r} runs with gradients off (torch.no_grad() or "
+                              "torch.inference_mode() in the model's forward): its gradient "
+                              "is cut, which desim does not model; freeze its weights "
+                              "instead (requires_grad off: a frozen layer runs FF alone)",
+                              key="workload.model")
+
     def on_forward(name: str, module: nn.Module):
         def hook(_m, args, out):
+            refuse_cut_gradient(name)
             x = args[0].detach()
             took_fork_copy(name, x)
             speculator.layer(name, module, x, out)
@@ -348,6 +361,7 @@ def capture(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
 
     def on_matmul(name: str):
         def hook(_m, args, _out):
+            refuse_cut_gradient(name)
             a, b = args
             batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
             a, b = a.detach().expand(*batch, *a.shape[-2:]), b.detach().expand(*batch,

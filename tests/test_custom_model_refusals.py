@@ -264,7 +264,8 @@ def test_same_and_valid_paddings_count_as_the_numbers_they_pad(tmp_path, padding
 @pytest.mark.parametrize(("conv", "fragment"), [
     ("nn.Conv2d(3, 4, 2, padding='same')", "padding 'same' with kernel (2, 2) and dilation "
      "(1, 1) pads one side more than the other, which desim does not count"),
-    ("nn.Conv2d(3, 4, (3, 1), padding='same')", "non-square padding (1, 0)"),
+    ("nn.Conv2d(3, 4, (3, 1), padding='same')", "padding 'same' with kernel (3, 1) and "
+     "dilation (1, 1) pads (1, 0), not the same along height and width"),
     ("nn.Conv2d(3, 4, 3, padding=1, padding_mode='reflect')", "padding mode 'reflect'"),
 ])
 def test_a_padding_desim_does_not_count_is_refused(tmp_path, conv, fragment):
@@ -290,6 +291,8 @@ def test_a_rectangular_kernel_counts_its_closed_form(tmp_path):
     ("self.relu = nn.ReLU()", "y = self.relu(self.conv(x)).detach()",
      ["the call 'detach' at net.py:", "cuts the gradient, which desim does not model",
       "freeze those layers instead"]),
+    ("self.relu = nn.ReLU()", "y = self.relu(self.conv(x)).data",
+     ["the call 'data' at net.py:", "cuts the gradient, which desim does not model"]),
     ("self.c2 = nn.Conv2d(4, 4, 3, padding=1); self.relu = nn.ReLU(); "
      "self.c3 = nn.Conv2d(4, 4, 3, padding=1); self.c3.weight = self.c2.weight",
      "y = self.c3(self.relu(self.c2(self.conv(x))))",
@@ -306,3 +309,29 @@ def test_what_the_capture_would_miscount_is_refused_for_what_it_is(tmp_path, ext
     assert err.key == "workload.model"
     for fragment in fragments:
         assert fragment in err.message, err.message
+
+
+def test_a_layer_run_with_gradients_off_is_refused(tmp_path):
+    """`torch.no_grad()` inside the forward: the layer gets no gradient, where the capture
+    counted its BP and WG (an audit's model: 1.1 M processed MACs of WG that never run,
+    exit 0). fx does not see the context, so the capture refuses it (as `desim check`)."""
+    body = """
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv = nn.Conv2d(3, 4, 3, padding=1)
+                self.side = nn.Conv2d(4, 4, 3, padding=1)
+                self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                          nn.Linear(4, 10))
+
+            def forward(self, x):
+                y = self.conv(x)
+                with torch.no_grad():
+                    y = self.side(y)
+                return self.head(y)
+
+        def make(num_classes):
+            return Net()
+        """
+    with pytest.raises(ConfigError, match="layer 'side' runs with gradients off"):
+        desim.run(write_model(tmp_path, body))

@@ -87,12 +87,11 @@ MODULE_HINTS: dict[str, str] = {
 
 
 # Calls that do no arithmetic but change what the capture would see, with why, by name.
-CALL_REFUSALS: dict[str, str] = {
-    "detach": "cuts the gradient, which desim does not model (no gradient would reach the "
-              "layers before it: they would be left out of the counts); remove it, or "
-              "freeze those layers instead (requires_grad off: a frozen first part of a "
-              "model runs FF alone)",
-}
+_CUTS_THE_GRADIENT = ("cuts the gradient, which desim does not model (no gradient would "
+                      "reach the layers before it: they would be left out of the counts); "
+                      "remove it, or freeze those layers instead (requires_grad off: a "
+                      "frozen first part of a model runs FF alone)")
+CALL_REFUSALS: dict[str, str] = {"detach": _CUTS_THE_GRADIENT, "data": _CUTS_THE_GRADIENT}
 
 
 class _Tracer(fx.Tracer):
@@ -210,6 +209,8 @@ def _problem(node: fx.Node, modules: dict[str, nn.Module], holds_tensor: dict[fx
     if node.op not in ("call_function", "call_method"):
         return None  # the input, a parameter read, the output
     name = _call_name(node)
+    if name == "getattr" and len(node.args) > 1 and node.args[1] == "data":
+        name = "data"  # `x.data`: the tensor without its gradient, as `x.detach()`
     if name in CALL_REFUSALS and name not in allowed:
         return f"the call {name!r}{_where(node)} {CALL_REFUSALS[name]}"
     if name in ROUTING_CALLS or name in allowed or not holds_tensor.get(node, True):
@@ -315,6 +316,13 @@ def _numeric_padding(module: nn.Conv2d, name: str) -> tuple[int, ...]:
                               f"{tuple(module.dilation)} pads one side more than the other, "
                               "which desim does not count (symmetric zero padding only); use "
                               "an odd kernel or a numeric padding", key="workload.model")
+        if len({t // 2 for t in total}) > 1:
+            raise ConfigError(f"layer {name}: padding 'same' with kernel "
+                              f"{tuple(module.kernel_size)} and dilation "
+                              f"{tuple(module.dilation)} pads {tuple(t // 2 for t in total)}, "
+                              "not the same along height and width, which desim does not "
+                              "count; use a square kernel (at equal dilations) or a numeric "
+                              "padding", key="workload.model")
         return tuple(t // 2 for t in total)
     return tuple(padding)
 
