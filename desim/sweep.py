@@ -91,7 +91,8 @@ def load_sweep_spec(path: Path, overrides: Sequence[str] = ()) -> SweepSpec:
     experiment_sets, _ = split_overrides(overrides, path)
     raw = apply_overrides(load_yaml(path), experiment_sets, str(path))
     if raw.get("sweep") is None:
-        raise ConfigError("no sweep: section (mode, axes; see desim/sweep_spec.py)",
+        what = "an empty sweep: section" if "sweep" in raw else "no sweep: section"
+        raise ConfigError(f"{what} (expected mode and axes; see desim/sweep_spec.py)",
                           file=str(path), key="sweep")
     return validate(SweepSpec, raw["sweep"], path, prefix="sweep")
 
@@ -206,9 +207,10 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
             for finished in (out / "results.parquet", out / "pareto.png", *plot_files(out)):
                 finished.unlink(missing_ok=True)
         log = _Log(out / "sweep.log")
-        where = f"scheduler {scheduler}" if scheduler else f"local cluster, {workers} workers"
-        log(f"start: {len(points)} points, {len(done)} already done, {len(todo)} to compute"
-            + (f" ({where})" if todo else ""))
+        where = (f"scheduler {scheduler}" if scheduler
+                 else f"local cluster, {_count(workers, 'worker')}")
+        log(f"start: {_count(len(points), 'point')}, {len(done)} already done, "
+            f"{len(todo)} to compute" + (f" ({where})" if todo else ""))
         with _progress_bar(progress, len(points), len(done), failed_before) as bar:
             _compute(path, out, base, todo, client, scheduler, log, bar)
     frame = gather(out, points, spec)
@@ -571,7 +573,7 @@ def print_sweep(console: Any, frame: pd.DataFrame) -> None:
 
     per_point = frame.drop_duplicates("point_id")
     count = per_point["status"].value_counts()
-    console.print(f"{len(per_point)} points: {count.get('ok', 0)} ok, "
+    console.print(f"{_count(len(per_point), 'point')}: {count.get('ok', 0)} ok, "
                   f"{count.get('failed', 0)} failed"
                   + (f", {count['pending']} pending (run the sweep again to compute them)"
                      if count.get("pending") else ""))
@@ -587,12 +589,17 @@ def print_sweep(console: Any, frame: pd.DataFrame) -> None:
             table.add_row(str(row["point_id"]), str(row["run"]),
                           *(escape(str(row[a])) for a in axes),
                           f"{int(row['cycles']):,}", f"{row['seconds'] * 1e3:.4g}",
-                          f"{row['energy_j'] * 1e3:.3f}",
-                          *([f"{row['on_chip_energy_j'] * 1e3:.3f}"] if on_chip else []))
+                          f"{row['energy_j'] * 1e3:#.4g}",
+                          *([f"{row['on_chip_energy_j'] * 1e3:#.4g}"] if on_chip else []))
         console.print(table)
     for _, row in per_point[per_point["status"] == "failed"].head(5).iterrows():
         console.print(f"[red]failed[/] {row['point_id']}: " + escape(str(row["error"])),
                       highlight=False)
+
+
+def _count(n: int, noun: str) -> str:
+    """`n` and the noun, plural but for one: "1 point", "6 points"."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -120,6 +120,8 @@ class SweepSpec(Strict):
                                  f"the sweep section), got {key!r}")
             if isinstance(values, list) and not values:
                 raise ValueError(f"axes.{key}: expected one value or more, got an empty list")
+            if isinstance(values, list):
+                self.axes[key] = _once_each(values)
             if self.mode == "grid" and isinstance(values, RangeAxis):
                 raise ValueError(f"axes.{key}: a grid needs a list of values, not a range "
                                  "(ranges are for mode: random)")
@@ -167,6 +169,17 @@ def yaml_text(value: Any) -> str:
     PyYAML reads a bare `1e-05` as a string, so JSON would not do)."""
     text = yaml.safe_dump(value, default_flow_style=True, width=1 << 30)
     return text.removesuffix("\n...\n").strip()
+
+
+def _once_each(values: list[Any]) -> list[Any]:
+    """An axis's values, each once, the first spelling kept: `0` and `0.0` are one value
+    (one design: its point ids, hashes of their text, had differed, and it ran twice)."""
+    kept: list[Any] = []
+    for value in values:
+        if not any(value == seen and isinstance(value, bool) == isinstance(seen, bool)
+                   for seen in kept):
+            kept.append(value)
+    return kept
 
 
 def point_id(values: dict[str, Any]) -> str:

@@ -62,7 +62,9 @@ def weight_only(arch: ArchConfig, fmt: str) -> ArchConfig:
 
 
 def break_even(sparsities: list[float], ratios: list[float]) -> float:
-    """Least sparsity with ratio (sparse / dense) < 1, linearly interpolated; nan if none."""
+    """Least sparsity with ratio (sparse / dense) < 1, linearly interpolated; nan if none.
+    The first of `sparsities` is 0 (`main`), so a ratio under 1 there is a break-even at 0,
+    not at some sparsity below the least sampled."""
     for i, (s, r) in enumerate(zip(sparsities, ratios, strict=True)):
         if r < 1:
             if i == 0:
@@ -195,11 +197,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("--nets", nargs="+", choices=sorted(EXPERIMENTS),
                         default=["lenet5", "vgg16"])
-    parser.add_argument("--sparsity", type=fraction, nargs="+", default=DEFAULT_SPARSITIES)
+    parser.add_argument("--sparsity", type=fraction, nargs="+", default=DEFAULT_SPARSITIES,
+                        help="the weight sparsities to sweep; 0 is always added: a layer "
+                             "that beats dense at the least sparsity given breaks even at "
+                             "or below it, which only s = 0 pins down")
     parser.add_argument("--batch", type=at_least(1), default=1)
     args = parser.parse_args(argv)
     writable_folder(args.out)  # before the study, not after it
-    results = [sweep(net, sorted(args.sparsity), args.batch) for net in args.nets]
+    sparsities = sorted({0.0, *args.sparsity})
+    results = [sweep(net, sparsities, args.batch) for net in args.nets]
     plots = [plot(r, args.out) for r in results]
     print(report(results))
     print("plots: " + ", ".join(str(p) for p in plots))

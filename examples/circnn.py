@@ -29,7 +29,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from desim.errors import guarded
+from desim.errors import ConfigError, guarded
 from desim.experiment import load_experiment
 from desim.options import at_least
 from desim.runner import simulate
@@ -51,7 +51,10 @@ def study(blocks: list[int], batch: int) -> dict[str, Any]:
     rows = []
     for b in blocks:
         pruning = PruningSpec(method="block_circulant", b=b)
-        workload = capture_workload(spec.workload, pruning)
+        try:
+            workload = capture_workload(spec.workload, pruning)
+        except ConfigError as err:  # named as this script's option, not the pruning's key
+            raise ConfigError(f"--blocks {b}: {err.message}") from None
         result = simulate(circ_run.name, experiment.archs[circ_run.name], workload)
         ff = result.layers[result.layers["phase"] == "FF"].set_index("layer")
         names = list(workload.pruned_layers)

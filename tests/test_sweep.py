@@ -85,6 +85,9 @@ def test_grid_plans_every_combination_with_stable_ids():
     assert point_id({"workload.batch": 1}) == "7a0cfeb97e15ae65"  # sha256 of sorted JSON, 16 hex
     assert len({p.point_id for p in points}) == 4
     assert points[0].overrides == ["workload.batch=1", "runs.1.pruning.sparsity=0.5"]
+    # 0 and 0.0 are one value, one point (their ids had differed: one design run twice)
+    once = plan_points(SweepSpec(axes={"runs.1.pruning.sparsity": [0, 0.0, 0.5, True, 1]}))
+    assert [p.values["runs.1.pruning.sparsity"] for p in once] == [0, 0.5, True, 1]
 
 
 def test_random_plan_is_seeded_in_bounds_and_extends():
@@ -554,7 +557,7 @@ def test_a_front_over_clocks_can_be_of_time_not_cycles():
     rows = [line.replace("│", " ").split() for line in out.getvalue().splitlines()
             if any(p in line for p in ("p250", "p500", "p1000"))]
     assert "time (ms)" in out.getvalue()
-    assert rows == [["p1000", "dense", "1000", "65,606", "0.06561", "0.100"]]
+    assert rows == [["p1000", "dense", "1000", "65,606", "0.06561", "0.1000"]]
     # a narrow terminal folds a cell onto more lines, never cuts it: the whole point id
     # names its points/<id>.json
     frame.loc[2, "point_id"] = "41c9f0a8d2b7e6c1"
@@ -1443,3 +1446,15 @@ def test_a_sweep_of_other_code_is_another_sweep(tmp_path, monkeypatch):
     # other uncommitted edits to the same commit are other code too
     monkeypatch.setattr(desim.sweep, "provenance", lambda: {**edited, "diff_sha256": "1" * 64})
     assert fingerprint(path, []) != with_edits
+
+
+@pytest.mark.parametrize("section, said", [("", "no sweep: section"),
+                                           ("sweep:\n", "an empty sweep: section")])
+def test_a_missing_or_empty_sweep_section_is_said_as_it_is(tmp_path, section, said):
+    """A `sweep:` key with nothing under it had been called missing."""
+    path = write_experiment(tmp_path, {"workload.batch": [1]})
+    data = yaml.safe_load(path.read_text())
+    del data["sweep"]
+    path.write_text(yaml.safe_dump(data) + section)
+    with pytest.raises(ConfigError, match=f"{said} \\(expected mode and axes"):
+        load_sweep_spec(path)
