@@ -55,7 +55,7 @@ import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -490,14 +490,6 @@ def register(app: typer.Typer) -> None:
 
         console, errors = make_console(), make_console(stderr=True)
         started = time.perf_counter()
-
-        def interrupted(terminated: bool) -> NoReturn:  # 128 + the signal's number
-            points = out / "points"
-            kept = (f"finished points are in {points}" if points.is_dir()
-                    and any(points.iterdir()) else "no point finished")
-            errors.print(escape(f"interrupted: {kept}; run the same command again to compute "
-                                "the others"), highlight=False)
-            raise typer.Exit(143 if terminated else 130) from None
         try:
             plots = [parse_plot(p) for p in plot or []]
             with _stopped_quietly():
@@ -507,15 +499,13 @@ def register(app: typer.Typer) -> None:
             fail(2, str(err))
         except (SchedulerLost, ClusterFailed) as err:  # a runtime failure, not bad input
             fail(1, str(err))
-        except Exception:
-            # A stop that found the main thread inside a lock's wait (Dask's as_completed)
-            # leaves the lock unheld, and the `with` releasing it raises RuntimeError in
-            # place of the stop: a stop still, not a failure.
-            if not _STOPPED:
-                raise
-            interrupted(_STOPPED[0] == signal.SIGTERM)
-        except KeyboardInterrupt as err:
-            interrupted(isinstance(err, Terminated))
+        except KeyboardInterrupt as err:  # 128 + the signal's number, as a shell reports it
+            points = out / "points"
+            kept = (f"finished points are in {points}" if points.is_dir()
+                    and any(points.iterdir()) else "no point finished")
+            errors.print(escape(f"interrupted: {kept}; run the same command again to compute "
+                                "the others"), highlight=False)
+            raise typer.Exit(143 if isinstance(err, Terminated) else 130) from None
         print_sweep(console, frame)
         status = frame.drop_duplicates("point_id")["status"]
         failed = int((status == "failed").sum())
@@ -570,6 +560,12 @@ def _stopped_quietly() -> Iterator[None]:
     try:
         yield
         _raise_if_stopped()
+    except Exception:
+        # A stop that found the main thread inside a lock's wait (Dask's as_completed)
+        # leaves the lock unheld, and the `with` releasing it raises RuntimeError in the
+        # stop's place: a stop still, not a failure.
+        _raise_if_stopped()
+        raise
     finally:
         sys.unraisablehook = previous_hook
         for sig, handler in previous.items():
