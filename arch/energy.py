@@ -212,6 +212,12 @@ class DesignPrices:
         share of a hop (a design's own hop price carries to it)."""
         return self.noc_pj_per_byte_hop * NOC_ROUTER_SHARE_OF_HOP
 
+    def noc_pj_per_byte(self, role: str) -> float:
+        """A byte over a NoC link, by what it passes (`arch.noc.link_role`): a hop between
+        routers, the first router from a port, nothing into an endpoint."""
+        return {"hop": self.noc_pj_per_byte_hop, "port_in": self.noc_pj_per_byte_port,
+                "port_out": 0.0}[role]
+
     @classmethod
     def of(cls, technology: str, precision: str, accumulator: str | None,
            global_buffer_bank_bytes: int, local_buffer_bytes: int,

@@ -102,9 +102,7 @@ def _move_prices(acc: Accelerator) -> dict[str, float]:
 def _noc_pj_per_byte(acc: Accelerator, links: Iterable[Link]) -> float:
     """A byte sent once over each of these NoC links, as the run's energy prices it: a hop
     between routers, the first router from a port, nothing into an endpoint (`link_role`)."""
-    price = {"hop": acc.prices.noc_pj_per_byte_hop, "port_in": acc.prices.noc_pj_per_byte_port,
-             "port_out": 0.0}
-    return sum(price[link_role(acc.graph, edge)] for edge in links)
+    return sum(acc.prices.noc_pj_per_byte(link_role(acc.graph, edge)) for edge in links)
 
 
 def _cluster_routes(acc: Accelerator) -> list[list]:
