@@ -99,6 +99,12 @@ WEIGHT_BITS = {"ternary": 2}
 ACTIVATION_PRECISION = {"ternary": "int8"}
 
 
+def vector_op_is_pe_mac(vector_precision: str | None, pe_precision: str) -> bool:
+    """Whether a vector-unit op is priced as the PE array's own MAC: the unit has no
+    precision of its own and the array multiplies its activations at its weights'."""
+    return vector_precision is None and pe_precision not in ACTIVATION_PRECISION
+
+
 def weight_bits(precision: str, configured: int | None = None) -> int:
     """Bits of one stored weight: `configured` (sparsity.weight_bits) when given, else
     WEIGHT_BITS' figure for `precision`, else its element width."""
@@ -151,10 +157,11 @@ class EnergyTable:
         own), or, where it has none, the PE array's MAC on its activations (a ternary
         array's: an 8-bit multiply, an add at its accumulator). Assumption: an add, multiply
         or compare of the unit costs about a MAC."""
+        if vector_op_is_pe_mac(precision, pe_precision):
+            return self.mac_pj(pe_precision, pe_accumulator)
         if precision is not None:
             return self.mac_pj(precision)
-        return self.mac_pj(ACTIVATION_PRECISION.get(pe_precision, pe_precision),
-                           pe_accumulator or pe_precision)
+        return self.mac_pj(ACTIVATION_PRECISION[pe_precision], pe_accumulator or pe_precision)
 
     def add_pj(self, precision: str) -> float:
         """One add at `precision`: a partial sum added into a running sum."""
@@ -242,8 +249,8 @@ class DesignPrices:
             "psum_add_pj": table.add_pj(accumulator or precision),
         }
         given = given or {}
-        if ("mac_pj" in given and "vector_op_pj" not in given and vector_precision is None
-                and precision not in ACTIVATION_PRECISION):  # the vector op is the PEs' MAC
+        if ("mac_pj" in given and "vector_op_pj" not in given
+                and vector_op_is_pe_mac(vector_precision, precision)):
             prices["vector_op_pj"] = given["mac_pj"]
         scale = supply_scale(technology, supply_v)
         return cls(**{name: pj * scale for name, pj in (prices | given).items()})

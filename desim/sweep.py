@@ -66,6 +66,7 @@ from desim.results import provenance, writable_folder, write_json
 from desim.sweep_dask import (
     ClusterFailed,
     SchedulerLost,
+    count,
     dask_client,
     failure_record,
     run_on_dask,
@@ -208,8 +209,8 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
                 finished.unlink(missing_ok=True)
         log = _Log(out / "sweep.log")
         where = (f"scheduler {scheduler}" if scheduler
-                 else f"local cluster, {_count(workers, 'worker')}")
-        log(f"start: {_count(len(points), 'point')}, {len(done)} already done, "
+                 else f"local cluster, {count(workers, 'worker')}")
+        log(f"start: {count(len(points), 'point')}, {len(done)} already done, "
             f"{len(todo)} to compute" + (f" ({where})" if todo else ""))
         with _progress_bar(progress, len(points), len(done), failed_before) as bar:
             _compute(path, out, base, todo, client, scheduler, log, bar)
@@ -579,7 +580,7 @@ def print_sweep(console: Any, frame: pd.DataFrame) -> None:
 
     per_point = frame.drop_duplicates("point_id")
     count = per_point["status"].value_counts()
-    console.print(f"{_count(len(per_point), 'point')}: {count.get('ok', 0)} ok, "
+    console.print(f"{count(len(per_point), 'point')}: {count.get('ok', 0)} ok, "
                   f"{count.get('failed', 0)} failed"
                   + (f", {count['pending']} pending (run the sweep again to compute them)"
                      if count.get("pending") else ""))
@@ -601,11 +602,6 @@ def print_sweep(console: Any, frame: pd.DataFrame) -> None:
     for _, row in per_point[per_point["status"] == "failed"].head(5).iterrows():
         console.print(f"[red]failed[/] {row['point_id']}: " + escape(str(row["error"])),
                       highlight=False)
-
-
-def _count(n: int, noun: str) -> str:
-    """`n` and the noun, plural but for one: "1 point", "6 points"."""
-    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -176,6 +176,15 @@ VECTOR_KINDS: dict[type, str] = {
     Add: "add", Fork: "fork", nn.Softmax: "softmax", ScaledSoftmax: "softmax",
 }
 
+# The modules besides the vector kinds whose calls the capture hooks: the counted layers,
+# the attention's matmuls, and dropout (which hands its input on).
+HOOKED_TYPES = (nn.Conv2d, nn.Linear, MatMul, nn.Dropout)
+
+
+def is_hooked(module: nn.Module) -> bool:
+    """Whether the capture hooks this module's calls (so reads their inputs)."""
+    return isinstance(module, HOOKED_TYPES) or type(module) in VECTOR_KINDS
+
 
 @dataclass
 class VectorCapture:
@@ -263,8 +272,7 @@ def call_positionally(model: nn.Module) -> None:
     """Have every module that desim hooks take keyword arguments as positional ones
     (`_positional`), in every pass (the capture's, training's, a design's own hooks')."""
     for module in model.modules():
-        if isinstance(module, nn.Conv2d | nn.Linear | MatMul | nn.Dropout) \
-                or type(module) in VECTOR_KINDS:
+        if is_hooked(module):
             module.register_forward_pre_hook(_positional, with_kwargs=True, prepend=True)
 
 

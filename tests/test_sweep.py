@@ -1152,21 +1152,21 @@ def test_a_sweep_lost_unfinished_leaves_no_earlier_table(tmp_path, monkeypatch):
     (out / "mine_vs_yours.png").write_text("not desim's")
 
     def lost(client, scheduler, ready, folder):
-        raise SchedulerLost(f"lost the connection: {len(ready)} of {len(ready)} points "
-                            "unfinished")
+        raise SchedulerLost(f"lost the connection: {len(ready)} of "
+                            f"{desim.sweep_dask.count(len(ready), 'point')} unfinished")
         yield  # a generator, as run_on_dask is
 
     monkeypatch.setattr(desim.sweep, "dask_client", lambda *a: contextlib.nullcontext(object()))
     monkeypatch.setattr(desim.sweep, "run_on_dask", lost)
     extended = write_experiment(tmp_path, {"runs.0.pruning.sparsity": [0.5, 0.6]},
                                 single_run=True)
-    with pytest.raises(SchedulerLost, match="1 of 1 points unfinished"):
+    with pytest.raises(SchedulerLost, match="1 of 1 point unfinished"):
         sweep(extended, out)
     assert not (out / "results.parquet").exists() and not (out / "pareto.png").exists()
     assert not any(p.exists() for p in plots)  # the --plot images went with the table
     assert (out / "mine_vs_yours.png").read_text() == "not desim's"
     assert [p.name for p in (out / "points").glob("*.json")] == [f"{first.point_id}.json"]
-    assert "1 of 1 points unfinished" in (out / "sweep.log").read_text().splitlines()[-1]
+    assert "1 of 1 point unfinished" in (out / "sweep.log").read_text().splitlines()[-1]
     monkeypatch.undo()
     write_experiment(tmp_path, {"runs.0.pruning.sparsity": [0.5]}, single_run=True)
     again = sweep(path, out)
