@@ -42,7 +42,7 @@ from typing import Literal
 
 import networkx as nx
 import numpy as np
-from pydantic import PositiveInt
+from pydantic import PositiveInt, ValidationInfo, field_validator
 
 from arch.energy import EnergyTable, node_scale
 from desim.clock import Clock
@@ -59,7 +59,8 @@ ADD32_PJ_45NM = 0.1
 class SnnArrayConfig:
     """The array and its buffers. Defaults (assumptions: the abstract gives no size): a 32 x 32
     array at 500 MHz in 28 nm, 8-bit weights, 32-bit partial sums and membrane potentials, a
-    512 KiB global buffer for weights and spikes (holds LeNet-300-100's weights), a 32 KiB
+    512 KiB global buffer for weights and spikes (holds LeNet-300-100's weights) in 16 banks
+    (as dense.yaml's; an access is priced at a bank's size, as the training designs'), a 32 KiB
     accumulator buffer for partial sums (as SCALE-Sim's separate output SRAM; it holds a
     300-neuron layer's sums for 16 TWs), a 32-lane neuron unit with an 8 KiB membrane
     buffer."""
@@ -73,18 +74,19 @@ class SnnArrayConfig:
     membrane_bytes: int = 4
     lanes: int = 32
     buffer_kib: int = 512
+    buffer_banks: int = 16
     psum_buffer_kib: int = 32
     membrane_buffer_kib: int = 8
 
     def __post_init__(self) -> None:
-        if min(self.rows, self.cols, self.lanes, self.clock_mhz) < 1:
-            raise ValueError("rows, cols, lanes and clock_mhz must be >= 1")
+        if min(self.rows, self.cols, self.lanes, self.clock_mhz, self.buffer_banks) < 1:
+            raise ValueError("rows, cols, lanes, clock_mhz and buffer_banks must be >= 1")
 
 
 class SnnArch(Strict):
     """`kind: snn_systolic` architecture files: `SnnArrayConfig`'s fields by the same names
     (defaults: its defaults). The energy table (`SnnEnergyTable`) follows from `technology`
-    and the three buffer sizes. `config()` builds the dataclass."""
+    and the buffers' sizes and banks. `config()` builds the dataclass."""
 
     kind: Literal["snn_systolic"]
     name: str
@@ -97,8 +99,18 @@ class SnnArch(Strict):
     membrane_bytes: PositiveInt = SnnArrayConfig.membrane_bytes
     lanes: PositiveInt = SnnArrayConfig.lanes
     buffer_kib: PositiveInt = SnnArrayConfig.buffer_kib
+    buffer_banks: PositiveInt = SnnArrayConfig.buffer_banks
     psum_buffer_kib: PositiveInt = SnnArrayConfig.psum_buffer_kib
     membrane_buffer_kib: PositiveInt = SnnArrayConfig.membrane_buffer_kib
+
+    @field_validator("buffer_banks")
+    @classmethod
+    def _banks_hold_bytes(cls, v: int, info: ValidationInfo) -> int:
+        kib = info.data.get("buffer_kib")
+        if kib and v > kib * 1024:
+            raise ValueError(f"{v} banks in buffer_kib {kib} ({kib * 1024} bytes): a bank "
+                             "holds at least a byte")
+        return v
 
     def config(self) -> SnnArrayConfig:
         return SnnArrayConfig(**{f.name: getattr(self, f.name) for f in fields(SnnArrayConfig)})
@@ -114,7 +126,8 @@ def snn_graph(cfg: SnnArrayConfig, name: str = "snn") -> nx.DiGraph:
     potentials of its buffer and writes its spikes back to the global buffer. Nodes carry
     `kind` (the picture's colour) and `pos`."""
     g = nx.DiGraph(topology=f"{name}: {cfg.rows}x{cfg.cols} array, {cfg.lanes} neuron lanes")
-    g.add_node("global_buffer", kind="sram", pos=(0.0, 0.0), capacity_kib=cfg.buffer_kib)
+    g.add_node("global_buffer", kind="sram", pos=(0.0, 0.0), capacity_kib=cfg.buffer_kib,
+               banks=cfg.buffer_banks)
     g.add_node("systolic_array", kind="systolic_array", pos=(1.0, 0.0), rows=cfg.rows,
                cols=cfg.cols)
     g.add_node("psum_buffer", kind="sram", pos=(2.0, 0.0), capacity_kib=cfg.psum_buffer_kib)
@@ -256,17 +269,19 @@ class SnnAccelerator(Module):
 
 @dataclass(frozen=True)
 class SnnEnergyTable:
-    """pJ per action at `technology` (Horowitz's 45 nm figures scaled by `node_scale`)."""
+    """pJ per action at `technology` (Horowitz's 45 nm figures scaled by `node_scale`); a
+    global-buffer byte at the size of one of its `buffer_banks`, the access's bank."""
 
     technology: str = "28nm"
     buffer_kib: int = 512
     psum_buffer_kib: int = 32
     membrane_buffer_kib: int = 8
+    buffer_banks: int = 16
 
     def energy_pj(self, actions: Counter[str]) -> dict[str, float]:
         table = EnergyTable(self.technology)
         add = ADD32_PJ_45NM * node_scale(self.technology)
-        glb = table.sram_pj_per_byte(self.buffer_kib * 1024)
+        glb = table.sram_pj_per_byte(self.buffer_kib * 1024 // self.buffer_banks)
         acc = table.sram_pj_per_byte(self.psum_buffer_kib * 1024)
         mem = table.sram_pj_per_byte(self.membrane_buffer_kib * 1024)
         return {
@@ -299,6 +314,6 @@ def simulate(jobs: Sequence[FoldJob | NeuronJob], cfg: SnnArrayConfig) -> SnnRes
     sim.run()
     actions = top.array.actions + top.neurons.actions
     table = SnnEnergyTable(cfg.technology, cfg.buffer_kib, cfg.psum_buffer_kib,
-                           cfg.membrane_buffer_kib)
+                           cfg.membrane_buffer_kib, cfg.buffer_banks)
     return SnnResult(sim.now_ps, sim.now_ps // top.clock.period_ps, Counter(actions),
                      table.energy_pj(actions))

@@ -252,7 +252,7 @@ def test_systolic_fold_and_schedule_closed_form():
     assert a["spike_write_bytes"] == math.ceil(150 / 8)
     table = EnergyTable(cfg.technology)
     add = 0.1 * node_scale(cfg.technology)              # a 32-bit add, Horowitz
-    glb = table.sram_pj_per_byte(cfg.buffer_kib * 1024)
+    glb = table.sram_pj_per_byte(cfg.buffer_kib * 1024 // 16)  # a bank of 16
     e = itt.energy_pj
     assert e["pe_adds"] == pytest.approx(a["pe_adds"] * add)
     assert e["weights"] == pytest.approx(40 * 50 * cfg.weight_bytes * glb)
@@ -366,6 +366,10 @@ def test_the_snn_designs_prices_stay_bounded(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_design(big)
     assert err.value.key == "buffer_kib"
+    banks = _write(tmp_path, SNN_YAML, "\nbuffer_banks: 16", "\nbuffer_banks: 524289")
+    with pytest.raises(ConfigError, match="524289 banks in buffer_kib 512 .524288 bytes.") as err:
+        load_design(banks)
+    assert err.value.key == "buffer_banks"
 
 
 def test_examples_exit_2_on_a_bad_file_or_the_wrong_kind(tmp_path, capsys):
