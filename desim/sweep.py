@@ -66,9 +66,9 @@ from desim.results import provenance, writable_folder, write_json
 from desim.sweep_dask import (
     ClusterFailed,
     SchedulerLost,
-    count,
     dask_client,
     failure_record,
+    plural,
     run_on_dask,
 )
 from desim.sweep_results import axis_columns, gather, read_point, write_parquet
@@ -209,8 +209,8 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
                 finished.unlink(missing_ok=True)
         log = _Log(out / "sweep.log")
         where = (f"scheduler {scheduler}" if scheduler
-                 else f"local cluster, {count(workers, 'worker')}")
-        log(f"start: {count(len(points), 'point')}, {len(done)} already done, "
+                 else f"local cluster, {plural(workers, 'worker')}")
+        log(f"start: {plural(len(points), 'point')}, {len(done)} already done, "
             f"{len(todo)} to compute" + (f" ({where})" if todo else ""))
         with _progress_bar(progress, len(points), len(done), failed_before) as bar:
             _compute(path, out, base, todo, client, scheduler, log, bar)
@@ -580,7 +580,7 @@ def print_sweep(console: Any, frame: pd.DataFrame) -> None:
 
     per_point = frame.drop_duplicates("point_id")
     count = per_point["status"].value_counts()
-    console.print(f"{count(len(per_point), 'point')}: {count.get('ok', 0)} ok, "
+    console.print(f"{plural(len(per_point), 'point')}: {count.get('ok', 0)} ok, "
                   f"{count.get('failed', 0)} failed"
                   + (f", {count['pending']} pending (run the sweep again to compute them)"
                      if count.get("pending") else ""))

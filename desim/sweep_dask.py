@@ -114,7 +114,7 @@ def failure_record(err: BaseException, tb: Any) -> dict[str, Any]:
             "runs": None, "comparison": None}
 
 
-def count(n: int, noun: str) -> str:
+def plural(n: int, noun: str) -> str:
     """`n` and the noun, plural but for one: "1 point", "6 points"."""
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
@@ -181,7 +181,7 @@ def run_on_dask(client: Client, scheduler: str | None,
         raise SchedulerLost(
             "lost the connection to the Dask scheduler "
             f"{'at ' + scheduler if scheduler else 'of the local cluster'}{cause}: "
-            f"{len(ready) - finished} of {count(len(ready), 'point')} unfinished (the finished "
+            f"{len(ready) - finished} of {plural(len(ready), 'point')} unfinished (the finished "
             "ones are written): run the same command again to compute them")
 
 
@@ -296,7 +296,7 @@ def dask_client(scheduler: str | None, workers: int) -> Iterator[Client]:
             # times out (TimeoutError is an OSError): not the user's input, nothing computed
             except (OSError, RuntimeError) as err:
                 raise ClusterFailed(
-                    f"could not start a local Dask cluster of {count(workers, 'worker')} "
+                    f"could not start a local Dask cluster of {plural(workers, 'worker')} "
                     f"({type(err).__name__}: "
                     f"{' '.join(str(err).split()) or 'no message'}): nothing was computed; "
                     "try fewer --workers, or a running scheduler with --scheduler") from None

@@ -1153,7 +1153,7 @@ def test_a_sweep_lost_unfinished_leaves_no_earlier_table(tmp_path, monkeypatch):
 
     def lost(client, scheduler, ready, folder):
         raise SchedulerLost(f"lost the connection: {len(ready)} of "
-                            f"{desim.sweep_dask.count(len(ready), 'point')} unfinished")
+                            f"{desim.sweep_dask.plural(len(ready), 'point')} unfinished")
         yield  # a generator, as run_on_dask is
 
     monkeypatch.setattr(desim.sweep, "dask_client", lambda *a: contextlib.nullcontext(object()))
