@@ -16,8 +16,9 @@ What is modelled
       transaction and over the queue of earlier transactions), never before the request arrives;
     - CL (reads) or CWL (writes) is paid once at the start of a pipelined stream: the transaction
       ends when the last data beat of its last burst is on the bus;
-    - between transactions: tCCD/bus spacing for the same direction, tWTR_S/L from the last write
-      data to a read CAS, and a bus turnaround from read data to write data (a write CAS
+    - between transactions: tCCD/bus spacing for the same direction, tWTR_S from the last write
+      data to a read CAS and tWTR_L from the last write data in the read CAS's bank group,
+      and a bus turnaround from read data to write data (a write CAS
       CL + BL/2 - CWL + `read_to_write` after the read CAS; DDR4's 2 tCK, LPDDR4's JEDEC
       rule); LPDDR4's write data starts tDQSS after CWL, so tWTR and tWR count from later.
   The only Python loop is over row visits (one per ACT), never over bursts or bytes; the burst
@@ -67,9 +68,11 @@ reordering saves; 1 MiB within 1.3%.
 Sources
 -------
 * DDR4-2400: DRAMsim3 configs/DDR4_8Gb_x8_2400.ini (Micron MT40A1G8PM-083E, JEDEC JESD79-4).
-* LPDDR4-3200: tRCD/tRP 18 ns and tRAS 42 ns (JESD209-4) converted with ceil at tCK 0.625 ns;
-  the other timings from Ramulator's LPDDR4_3200 preset (src/LPDDR4.h, 8Gb x16 die in
-  src/LPDDR4.cpp); currents from DRAMSys configs/memspec/JEDEC_8Gb_LPDDR4-3200_16bit.json.
+* LPDDR4-3200: RL 28 and WL 14 (JESD209-4, read DBI off, WL set A), tRCD/tRP 18 ns, tRAS
+  42 ns and tWR 18 ns (JESD209-4) converted with ceil at tCK 0.625 ns (as DRAMSys's
+  JEDEC_8Gb_LPDDR4-3200_16bit memspec); the other timings from Ramulator's LPDDR4_3200
+  preset (src/LPDDR4.h, 8Gb x16 die in src/LPDDR4.cpp); currents from DRAMSys
+  configs/memspec/JEDEC_8Gb_LPDDR4-3200_16bit.json.
 * HBM2: DRAMsim3 configs/HBM2_8Gb_x128.ini as DRAMsim3 reads it (a 2 KB row, JESD235's
   legacy-mode page).
 * Energy: Micron TN-40-07, "Calculating Memory Power for DDR4 SDRAM".
@@ -145,6 +148,7 @@ class DramTiming:
     idd2p: float | None = None  # precharge power-down current (CKE low, all banks closed)
     idd3p: float | None = None  # active power-down current (CKE low, a row open)
     txp: int | None = None      # power-down exit to the next valid command
+    tcke: int = 0               # CKE's least time low: a power-down lasts at least this
     trtp: int = 0               # a read CAS to the precharge of its bank
     # A write CAS after a read CAS waits CL + BL/2 - CWL + this: the bus turnaround from
     # the read's data to the write's (JESD79-4's 2 tCK with a 1 tCK write preamble).
@@ -237,7 +241,7 @@ PRESETS: dict[str, DramTiming] = {
         burst_length=8, bus_width_bits=64, device_width_bits=8,
         bank_groups=4, banks_per_group=4, rows=65536, columns=1024, channels=1,
         vdd=1.2, idd0=48, idd2n=34, idd3n=43, idd4r=135, idd4w=123, idd5ab=250,
-        idd2p=25, idd3p=37, txp=8,
+        idd2p=25, idd3p=37, txp=8, tcke=6,  # tCKE max(3 tCK, 5 ns), DRAMsim3's file too
         trtp=9,  # max(4 tCK, 7.5 ns), JESD79-4; DRAMsim3's file has 9 too
         source="DRAMsim3 configs/DDR4_8Gb_x8_2400.ini (Micron MT40A1G8PM-083E 8Gb x8, JESD79-4);"
                " a 64-bit rank of 8 chips",
@@ -245,25 +249,29 @@ PRESETS: dict[str, DramTiming] = {
     "LPDDR4-3200": DramTiming(
         name="LPDDR4-3200",
         tck_ps=_LP4_TCK,  # 1600 MHz, exactly 0.625 ns
-        cl=32, cwl=18,
+        # RL 28 (read DBI off; 32 with it), WL 14 (JESD209-4's set A at 3200 Mb/s; set B 26)
+        cl=28, cwl=14,
         trcd=_ns_to_ck(18, _LP4_TCK), trp=_ns_to_ck(18, _LP4_TCK), tras=_ns_to_ck(42, _LP4_TCK),
         trfc=288, trefi=6247,  # tRFCab 180 ns (8Gb die), tREFI 3.9 us
-        trrd_s=16, trrd_l=16, twtr_s=16, twtr_l=16, tfaw=64, twr=28, tccd_s=8, tccd_l=8,
+        trrd_s=16, trrd_l=16, twtr_s=16, twtr_l=16, tfaw=64, tccd_s=8, tccd_l=8,
+        twr=_ns_to_ck(18, _LP4_TCK),  # tWR max(18 ns, 6 tCK), JESD209-4
         burst_length=16, bus_width_bits=16, device_width_bits=16,
         bank_groups=1, banks_per_group=8, rows=32768, columns=1024, channels=2,
         # VDD2 rail only (VDD1 1.8 V and VDDQ ignored); idd5ab is the refresh burst current IDD52.
         vdd=1.1, idd0=45, idd2n=27, idd3n=30, idd4r=275, idd4w=210, idd5ab=90,
         idd2p=3, idd3p=9, txp=12,  # DRAMSys: idd2p2, idd3p2 (VDD2) and XP
+        tcke=_ns_to_ck(7.5, _LP4_TCK),  # max(7.5 ns, 4 tCK), JESD209-4
         trtp=12,  # max(8 tCK, 7.5 ns), JESD209-4
         # JESD209-4 READ to WRITE: RL + RU(tDQSCKmax/tCK) + BL/2 - WL + tWPRE + RD(tRPST),
         # tDQSCKmax 3.5 ns (6 tCK), tWPRE 2 tCK, tRPST 0.5 tCK (0); write data tDQSS (1 tCK,
         # nominal) after WL: DRAMSys's memspec JEDEC_8Gb_LPDDR4-3200_16bit (DQSCK 6, WPRE 2,
         # RPST 0, DQSS 1) and CheckerLPDDR4 (tRDWR, tWRRD, tWRPRE)
         read_to_write=_ns_to_ck(3.5, _LP4_TCK) + 2 + 0, tdqss=1,
-        source="tRCD/tRP 18 ns, tRAS 42 ns (JESD209-4, ceil at 0.625 ns); other timings and the"
-               " 8Gb x16 organisation (two 16-bit channels a die) from Ramulator's LPDDR4_3200"
-               " preset (src/LPDDR4.h, src/LPDDR4.cpp); VDD2 currents from DRAMSys"
-               " configs/memspec/JEDEC_8Gb_LPDDR4-3200_16bit.json",
+        source="RL 28, WL 14, tRCD/tRP 18 ns, tRAS 42 ns, tWR 18 ns (JESD209-4, ceil at"
+               " 0.625 ns; DRAMSys configs/memspec/JEDEC_8Gb_LPDDR4-3200_16bit.json has the"
+               " same); other timings and the 8Gb x16 organisation (two 16-bit channels a die)"
+               " from Ramulator's LPDDR4_3200 preset (src/LPDDR4.h, src/LPDDR4.cpp); VDD2"
+               " currents from that DRAMSys file",
     ),
     "HBM2": DramTiming(
         name="HBM2",
@@ -277,7 +285,7 @@ PRESETS: dict[str, DramTiming] = {
         # its 8Gb channel is 1 GB, as the file's channel_size says.
         bank_groups=4, banks_per_group=4, rows=32768, columns=128, channels=8,
         vdd=1.2, idd0=65, idd2n=40, idd3n=55, idd4r=390, idd4w=500, idd5ab=250,
-        idd2p=28, idd3p=40, txp=8,
+        idd2p=28, idd3p=40, txp=8, tcke=8,
         trtp=6,  # that file's tRTP_L (a bank's own group)
         source="DRAMsim3 configs/HBM2_8Gb_x128.ini (8 legacy 128-bit channels a stack; tWTR,"
                " IDD2N, IDD2P, IDD3P, IDD5AB and tXP also from that file); currents per channel",
@@ -437,6 +445,9 @@ class _Bus:
     last_act_ps: int = _NEVER
     last_act_bg: int = -1
     acts: deque[int] = field(default_factory=lambda: deque(maxlen=4))
+    # per bank group, the end of the last write data there: a read CAS in that group waits
+    # tWTR_L after it (in another group tWTR_S after the last write's data, `data_end_ps`)
+    write_end_by_bg: dict[int, int] = field(default_factory=dict)
 
 
 class DramChannelModel:
@@ -507,9 +518,23 @@ class DramChannelModel:
             earliest = bus.last_cas_ps + (self._gap_l if same_bg else self._gap_s)
         elif is_write:  # read -> write: the bus turnaround after the read's data
             earliest = bus.data_end_ps + t.ps(t.read_to_write - t.cwl)
-        else:  # write -> read: tWTR from the end of the write data
-            earliest = bus.data_end_ps + t.ps(t.twtr_l if same_bg else t.twtr_s)
+        else:  # write -> read: tWTR_S from the end of the write data (tWTR_L in a group the
+            earliest = bus.data_end_ps + t.ps(t.twtr_s)  # writes used: `_write_to_read`)
         return max(earliest, start_ps)
+
+    def _write_to_read(self, bg: np.ndarray, G: np.ndarray, first_cas_ps: int
+                       ) -> list[tuple[int, int]]:
+        """A read's bounds from the writes before it: the first burst in each bank group
+        that a write used waits tWTR_L after that group's last write data (JESD79-4;
+        DRAMsim3's write_to_read_l). As (burst, that bound less G there), in issue order;
+        none when the read's first CAS is already late enough for every group."""
+        ends = self._bus.write_end_by_bg
+        twtr_l = self.timing.ps(self.timing.twtr_l)
+        if not ends or max(ends.values()) + twtr_l <= first_cas_ps:
+            return []
+        groups, first = np.unique(bg, return_index=True)
+        return sorted((i, ends[g] + twtr_l - int(G[i]))
+                      for g, i in zip(groups.tolist(), first.tolist(), strict=True) if g in ends)
 
     def _access_bursts(self, start_ps: int, bank: np.ndarray, bg: np.ndarray, row: np.ndarray,
                        nbytes: int, is_write: bool) -> DramAccess:
@@ -552,6 +577,7 @@ class DramChannelModel:
 
         ev_idx = [0]  # burst indices carrying a readiness bound, and the running max of
         ev_max = [self._first_cas_ps(start_ps, int(bg[0]), is_write)]  # (ready_k - G_k) there
+        wtr = [] if is_write else self._write_to_read(bg, G, ev_max[0])
 
         def cas_ps(i: int, g_i: int) -> int:
             return g_i + ev_max[bisect.bisect_right(ev_idx, i) - 1]
@@ -564,6 +590,12 @@ class DramChannelModel:
         run_max, precharges = ev_max[0], 0
         # One iteration per ACT (row visit); plain comparisons instead of max() keep it ~1 us.
         for j, p, b, g, r, g_j, g_p in opens:
+            while wtr and wtr[0][0] <= j:  # a tWTR_L bound at or before this burst
+                k, bound = wtr.pop(0)
+                if bound > run_max:
+                    run_max = bound
+                ev_idx.append(k)
+                ev_max.append(run_max)
             if p >= 0:  # another row of this bank was used earlier in this transaction: PRE
                 pre = act_at[b] + tras
                 after_cas = g_p + ev_max[bisect_right(ev_idx, p) - 1] + cas_to_pre
@@ -587,6 +619,11 @@ class DramChannelModel:
             if ready > run_max:
                 run_max = ready
             ev_idx.append(j)
+            ev_max.append(run_max)
+        for k, bound in wtr:  # those after the last ACT
+            if bound > run_max:
+                run_max = bound
+            ev_idx.append(k)
             ev_max.append(run_max)
         bus.last_act_ps, bus.last_act_bg = last_act, last_bg
 
@@ -618,6 +655,11 @@ class DramChannelModel:
                 bus.last_act_ps += stall
         bus.last_cas_ps, bus.last_cas_bg = last_cas + stall, int(bg[-1])
         bus.last_write, bus.data_end_ps = is_write, data_end + stall
+        if is_write:  # each bank group's last write data, for a later read's tWTR_L
+            groups, from_end = np.unique(bg[::-1], return_index=True)
+            tail = self._write_data_ps + self._tb + stall
+            for g, i in zip(groups.tolist(), (n - 1 - from_end).tolist(), strict=True):
+                bus.write_end_by_bg[g] = cas_ps(i, int(G[i])) + tail
 
         misses = len(opens)
         return DramAccess(start_ps=start_ps, end_ps=data_end + stall, bursts=n, bytes=nbytes,
@@ -829,7 +871,9 @@ class DramController(Module):
     """The DRAM as a simulation module: one SimPy event per transaction, timed by the model.
 
     Transactions are served one at a time, in arrival order (the controller's queue); each is
-    timed in one call of `DramSystem.access` from the banks' open rows and the timing rules.
+    timed in one call of `DramSystem.access` from the banks' open rows and the timing rules,
+    from the DRAM clock's first edge at or after it arrives (its commands issue on that
+    clock, edges every tCK from time 0; no synchronizer latency is added, an assumption).
     Tiles stream through two address regions, reads from the bottom half and writes from the
     top half, each advancing sequentially (operands are laid out in the order tiles use them).
     Actions: `read_bytes`, `write_bytes`, `activates`, `precharges`, `read_bursts`,
@@ -852,7 +896,8 @@ class DramController(Module):
         # Power-down: after `_pd_after_ps` without a transaction the channels power down; the
         # intervals spent so, [from, to), and when the last transaction ended.
         self.power_down = cfg.power_down
-        self._pd_mw = {"off": 0.0, "active": self.energy.active_power_down_mw,
+        self._pd_mw = {"off": self.energy.background_mw,
+                       "active": self.energy.active_power_down_mw,
                        "precharge": self.energy.precharge_power_down_mw}[cfg.power_down]
         if self.power_down != "off" and (self.timing.txp is None or self._pd_mw is None):
             raise ConfigError(f"DRAM {cfg.preset!r} has no tXP or power-down current",
@@ -861,6 +906,7 @@ class DramController(Module):
         self._pd_from: list[int] = []
         self._pd_to: list[int] = []
         self._idle_since_ps = 0
+        self._down_ready_ps = 0  # the earliest power-down entry after the last transaction
 
     def transfer(self, nbytes: int, is_write: bool) -> Generator:
         """Read or write `nbytes` as one transaction."""
@@ -874,27 +920,46 @@ class DramController(Module):
                 address = base  # wrap around the region
             self._next[is_write] = address + nbytes
             now = int(self.env.now)
-            start = now + self._wake_up_ps(now)
+            edge = -(-now // self.timing.tck_ps) * self.timing.tck_ps  # the DRAM's clock
+            start = edge + self._wake_up_ps(edge)
             access = self.system.access(start, address, nbytes, is_write)
             yield from self.busy_for(access.end_ps - now, "write" if is_write else "read",
                                      args={"bytes": nbytes})
             self._idle_since_ps = access.end_ps
+            # power-down entry after the last data: a write's recovery first (tWRPDEN, WL +
+            # BL/2 + tWR from its CAS), a read's tRDPDEN (RL + BL/2 + 1) a tCK (JESD79-4)
+            t = self.timing
+            self._down_ready_ps = access.end_ps + t.ps(t.twr if is_write else 1)
         self.count_all({"write_bytes" if is_write else "read_bytes": nbytes, **access.actions,
                         "row_hits": access.row_hits, "row_misses": access.row_misses})
 
     def _wake_up_ps(self, now: int) -> int:
-        """The power-down exit this transaction waits for (tXP), 0 if the channels are up; a
-        power-down interval ends here."""
-        down_from = self._idle_since_ps + self._pd_after_ps
+        """What this transaction waits for the channels to leave power-down, 0 if they are
+        up: they went down once the idle timer ran out and the last transaction allowed it
+        (`_down_ready_ps`), stay down at least tCKE, and take tXP to exit. A power-down
+        interval ends where the exit starts."""
+        down_from = self._down_from_ps()
         if self.power_down == "off" or now <= down_from:
             return 0
+        exit_at = max(now, down_from + self.timing.ps(self.timing.tcke))
         self._pd_from.append(down_from)
-        self._pd_to.append(now)
+        self._pd_to.append(exit_at)
         self.count("power_down_exits")
         if self.power_down == "precharge":
             self.count("precharges", sum(ch.close_rows(down_from)
                                          for ch in self.system.channel_models))
-        return self.timing.ps(self.timing.txp)
+        return exit_at - now + self.timing.ps(self.timing.txp)
+
+    @property
+    def idle_standby_mw(self) -> float:
+        """A channel's background power while idle long enough to power down: IDD3P or
+        IDD2P with power-down on, the active standby IDD3N with it off (refresh apart)."""
+        return self._pd_mw
+
+    def _down_from_ps(self) -> int:
+        """When the channels power down if no transaction comes: the idle timer run out
+        after the last one, and its own rule for entry (`_down_ready_ps`) met."""
+        return max(self._idle_since_ps + self._pd_after_ps, self._down_ready_ps)
 
     def powered_down_ps(self, since_ps: int, end_ps: int) -> int:
         """How long the channels were powered down within [since_ps, end_ps); after the last
@@ -906,7 +971,7 @@ class DramController(Module):
             if self._pd_from[i] >= end_ps:
                 break
             total += min(self._pd_to[i], end_ps) - max(self._pd_from[i], since_ps)
-        tail_from = max(self._idle_since_ps + self._pd_after_ps, since_ps)
+        tail_from = max(self._down_from_ps(), since_ps)
         return total + max(0, end_ps - tail_from)
 
     def energy_pj(self, actions: Mapping[str, int], since_ps: int, end_ps: int

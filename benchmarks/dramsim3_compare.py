@@ -61,6 +61,11 @@ def cases(timing: DramTiming) -> dict[str, list[Transfer]]:
                                              Transfer(next_row, 512, False)]
     out["read then write, 4 KiB each"] = [Transfer(0, 4 * KIB, False),
                                           Transfer(top, 4 * KIB, True)]
+    # row hits whose first burst is in the bank group written next to last: tWTR_L after
+    # that group's write data binds, not tWTR_S after the write's last. Bytes the write
+    # did not write: DRAMsim3 serves a read of written ones from its write queue.
+    out["write 4 KiB, then read 512 B of its rows"] = [
+        Transfer(top, 4 * KIB, True), Transfer(top + 4 * KIB + 128, 512, False)]
     for tile, result in ((4 * KIB, KIB), (16 * KIB, 4 * KIB), (64 * KIB, 16 * KIB)):
         stream, read_at, write_at = [], 0, top
         for _ in range(16):  # a tile's operands read, then its results written back

@@ -86,8 +86,9 @@ def _move_prices(acc: Accelerator) -> dict[str, float]:
         "mac_pj": price.mac_pj,
         "dram_pj_per_byte": dram.pj_per_bit_read * 8,
         "dram_write_pj_per_byte": dram.pj_per_bit_write * 8,
-        "static_pj_per_cycle": ((dram.background_mw + dram.refresh_mw) * acc.dram.channels
+        "static_pj_per_cycle": ((acc.dram.idle_standby_mw + dram.refresh_mw) * acc.dram.channels
                                 + (acc.cfg.static_power_mw or 0.0)) * cycle_ns,
+        "dram_awake_pj_per_byte": _dram_awake_pj_per_byte(acc),
         "glb_pj_per_byte": price.global_buffer_pj_per_byte,
         "local_pj_per_byte": price.local_buffer_pj_per_byte,
         "noc_pj_per_byte": sum(routes) / len(routes),
@@ -97,6 +98,17 @@ def _move_prices(acc: Accelerator) -> dict[str, float]:
         "psum_add_pj": price.psum_add_pj,
         "vector_op_pj": price.vector_op_pj,
     }
+
+
+def _dram_awake_pj_per_byte(acc: Accelerator) -> float:
+    """The standby above the idle one (`idle_standby_mw`) a byte moved keeps the channels
+    drawing: the active standby while they stream it at their streaming bandwidth. 0 with
+    power-down off, where idle and busy channels draw the same. An estimate: a tile-sized
+    transfer keeps them up longer (its latency), and an idle gap shorter than the timer
+    too."""
+    dram = acc.dram
+    ns_per_byte = 1e9 / dram.system.streaming_bandwidth_bytes_per_s
+    return (dram.energy.background_mw - dram.idle_standby_mw) * dram.channels * ns_per_byte
 
 
 def _noc_pj_per_byte(acc: Accelerator, links: Iterable[Link]) -> float:

@@ -79,8 +79,10 @@ class HardwareView:
     mac_pj: float = 0.0
     dram_pj_per_byte: float = 0.0        # streaming read
     dram_write_pj_per_byte: float | None = None  # streaming write (None: a read's)
-    static_pj_per_cycle: float = 0.0     # DRAM background and refresh, every
+    static_pj_per_cycle: float = 0.0     # DRAM idle background and refresh, every
                                          # channel; the chip's static power
+    dram_awake_pj_per_byte: float = 0.0  # the DRAM standby above idle a byte moved costs
+                                         # (its channels powered up; 0: no power-down)
     glb_pj_per_byte: float = 0.0
     local_pj_per_byte: float = 0.0
     noc_pj_per_byte: float = 0.0         # along the mean route between the buffer and a cluster
@@ -108,13 +110,15 @@ class HardwareView:
         over unicast routes (gathers included) and over multicast trees, bytes into the
         clusters' local buffers (each written there and read once by the PEs, as
         arch/accelerator.py prices them; the reads had been left out), DRAM standby for
-        `cycles`, the pairs index matching scans and matches, the partial sums added at the
-        global buffer, and the vector unit's operations (they had been priced as MACs, wrong
-        where a design prices them apart). The one pricing rule of the mapper's estimates
-        (the tile's and the plan's)."""
+        `cycles` (idle, powered down where the design powers down, and powered up while
+        it moves the DRAM bytes), the pairs index matching scans and matches, the partial
+        sums added at the global buffer, and the vector unit's operations (they had been
+        priced as MACs, wrong where a design prices them apart). The one pricing rule of
+        the mapper's estimates (the tile's and the plan's)."""
         write_pj = (self.dram_pj_per_byte if self.dram_write_pj_per_byte is None
                     else self.dram_write_pj_per_byte)
         return (macs * self.mac_pj + dram * self.dram_pj_per_byte + dram_write * write_pj
+                + (dram + dram_write) * self.dram_awake_pj_per_byte
                 + glb * self.glb_pj_per_byte
                 + unicast * self.noc_pj_per_byte + multicast * self.noc_multicast_pj_per_byte
                 + 2 * local * self.local_pj_per_byte + cycles * self.static_pj_per_cycle

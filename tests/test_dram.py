@@ -223,24 +223,26 @@ def test_read_write_turnarounds_exact():
 
 
 def test_lpddr4_turnarounds_follow_jesd209_4():
-    """LPDDR4-3200, one 32 B burst each (tCK 625 ps). The read: ACT 0, CAS at tRCD 29, data
-    ends 29 + CL 32 + BL/2 8 = 69. The write to that row: JESD209-4's READ to WRITE, RL 32
-    + RU(tDQSCKmax 3.5 ns / tCK) 6 + BL/2 8 - WL 18 + tWPRE 2 + RD(tRPST) 0 = 30 after the
-    read CAS: 59; its data tDQSS 1 after WL, 78 to 86. A read after it: WRITE to READ, WL 18
-    + 1 + BL/2 8 + tWTR 16 = 43 after the write CAS: 102, ends 142. A read of another row of
-    the bank after the write: WRITE to PRECHARGE, WL 18 + BL/2 8 + tWR 28 + 1 = 55 after
-    the write CAS: 114, ACT at + tRP 29 = 143, CAS + tRCD 29 = 172, ends 212."""
+    """LPDDR4-3200, one 32 B burst each (tCK 625 ps; RL 28, WL 14, tWR 29: JESD209-4, as
+    DRAMSys's memspec). The read: ACT 0, CAS at tRCD 29, data ends 29 + RL 28 + BL/2 8 = 65.
+    The write to that row: JESD209-4's READ to WRITE, RL 28 + RU(tDQSCKmax 3.5 ns / tCK) 6
+    + BL/2 8 - WL 14 + tWPRE 2 + RD(tRPST) 0 = 30 after the read CAS: 59; its data tDQSS 1
+    after WL, 74 to 82. A read after it: WRITE to READ, WL 14 + 1 + BL/2 8 + tWTR 16 = 39
+    after the write CAS: 98, ends 134. A read of another row of the bank after the write:
+    WRITE to PRECHARGE, WL 14 + BL/2 8 + tWR 29 + 1 = 52 after the write CAS: 111, ACT at
+    + tRP 29 = 140, CAS + tRCD 29 = 169, ends 205."""
+    assert (LPDDR4.cl, LPDDR4.cwl, LPDDR4.twr) == (28, 14, 29)
     assert (LPDDR4.read_to_write, LPDDR4.tdqss) == (8, 1)
     model = DramChannelModel(LPDDR4, refresh=False)
-    assert model.access(0, 0, 32, is_write=False).end_ps == 69 * 625
+    assert model.access(0, 0, 32, is_write=False).end_ps == 65 * 625
     wr = model.access(0, 0, 32, is_write=True)
-    assert (wr.end_ps, wr.row_hits) == (86 * 625, 1)
-    assert model.access(0, 0, 32, is_write=False).end_ps == 142 * 625
+    assert (wr.end_ps, wr.row_hits) == (82 * 625, 1)
+    assert model.access(0, 0, 32, is_write=False).end_ps == 134 * 625
     model = DramChannelModel(LPDDR4, refresh=False)
     model.access(0, 0, 32, is_write=False)
     model.access(0, 0, 32, is_write=True)
     other_row = model.access(0, coord_address(LPDDR4, 0, 0, 1), 32, is_write=False)
-    assert (other_row.end_ps, other_row.precharges) == (212 * 625, 1)
+    assert (other_row.end_ps, other_row.precharges) == (205 * 625, 1)
 
 
 def test_refresh_stretches_busy_time_by_trfc_over_trefi_minus_trfc():
@@ -263,6 +265,23 @@ def test_write_to_read_in_another_bank_group_waits_twtr_s():
     assert model.access(0, coord_address(DDR4, 0, 0, 0), 64, is_write=True).end_ps == 36 * 833
     rd = model.access(0, coord_address(DDR4, 1, 0, 0), 64, is_write=False)
     assert (rd.end_ps, rd.activates) == (59 * 833, 1)
+
+
+def test_a_read_waits_twtr_l_after_the_write_data_of_its_own_bank_group():
+    """A 128 B write over bank groups 0 and 1: ACTs at 0 and tRRD_S 4, CASes at tRCD 16 and
+    20, data ending 16 + CWL 16 + BL/2 4 = 36 (group 0) and 40 (group 1). A read of the row
+    open in group 0: tWTR_S 3 after the write's last data (43) is not enough, its own group's
+    write data ended at 36 and tWTR_L 9 holds: CAS at 45, ends 45 + CL 16 + 4 = 65 tCK (63
+    had the read waited on the last burst's group alone; DRAMsim3's write_to_read_l)."""
+    model = DramChannelModel(DDR4, refresh=False)
+    assert model.access(0, 0, 128, is_write=True).end_ps == 40 * 833
+    rd = model.access(0, 0, 64, is_write=False)
+    assert (rd.end_ps, rd.row_hits) == (65 * 833, 1)
+    # in group 2, which the write did not use: tWTR_S after the data, ACT at tRRD_S after
+    # group 1's (8), CAS at max(8 + 16, 40 + 3) = 43, ends 63
+    model = DramChannelModel(DDR4, refresh=False)
+    model.access(0, 0, 128, is_write=True)
+    assert model.access(0, coord_address(DDR4, 2, 0, 0), 64, False).end_ps == 63 * 833
 
 
 def test_back_to_back_reads_are_tccd_l_apart_in_one_bank_group_tccd_s_in_two():
@@ -523,9 +542,10 @@ def test_one_mib_transaction_is_timed_without_a_step_per_burst():
 
 # --- power-down (the controller) ---------------------------------------------------------------
 
-def _two_reads_apart(gap_ps: int, **dram_keys):
-    """A DRAM controller alone: 4 KiB read at t=0, another 4 KiB read `gap_ps` after the first
-    ended; the run stops 1 us after the second. Returns (controller, [(start, end)], end)."""
+def _two_reads_apart(gap_ps: int, first_write: bool = False, **dram_keys):
+    """A DRAM controller alone: 4 KiB read (or written) at t=0, another 4 KiB read `gap_ps`
+    after the first ended; the run stops 1 us after the second. Returns (controller,
+    [(start, end)], end)."""
     from arch.config import DramConfig
     from arch.dram import DramController
     from desim.module import Simulator
@@ -535,10 +555,10 @@ def _two_reads_apart(gap_ps: int, **dram_keys):
     spans = []
 
     def reads():
-        for wait in (0, gap_ps):
+        for wait, is_write in ((0, first_write), (gap_ps, False)):
             yield sim.env.timeout(wait)
             start = int(sim.env.now)
-            yield from dram.transfer(4096, is_write=False)
+            yield from dram.transfer(4096, is_write=is_write)
             spans.append((start, int(sim.env.now)))
         yield sim.env.timeout(1_000_000)
 
@@ -557,10 +577,15 @@ def test_power_down_wakes_up_in_txp_and_prices_idd3p_while_down():
     (a0, a1), (d0, d1) = awake_spans[1], down_spans[1]
     assert d0 == a0 and d1 - d0 == (a1 - a0) + txp_ps
     assert down_end == end + txp_ps
-    # down from the end of the first read to the second, and from the end of the second on
+    # down from a tCK after the first read's data (tRDPDEN) to the DRAM clock's edge after
+    # the second arrives (its exit starts there), and from a tCK after the second's on
     first_end = down_spans[0][1]
-    assert down.powered_down_ps(0, down_end) == gap + (down_end - d1)
-    assert down.powered_down_ps(first_end + 100, first_end + 200) == 100  # a window inside
+    edge = -(-d0 // 833) * 833
+    assert 0 < edge - d0 < 833
+    assert down.powered_down_ps(0, down_end) == \
+        (gap - 833) + (edge - d0) + (down_end - d1 - 833)
+    assert down.powered_down_ps(first_end + 900, first_end + 1000) == 100  # a window inside
+    assert down.powered_down_ps(first_end, first_end + 833) == 0
     assert down.actions["power_down_exits"] == 1 and "power_down_exits" not in awake.actions
     # standby: VDD * chips * (IDD3N awake, IDD3P down) + refresh, over the whole run
     e = DramEnergy.from_timing(DDR4)
@@ -571,6 +596,50 @@ def test_power_down_wakes_up_in_txp_and_prices_idd3p_while_down():
     assert awake.energy_pj({}, 0, end)["standby"] == pytest.approx(
         (e.background_mw + e.refresh_mw) * end / 1000, rel=1e-12)
     assert awake.powered_down_ps(0, end) == 0
+
+
+def test_power_down_lasts_tcke_and_starts_after_write_recovery():
+    """JESD79-4: CKE stays low at least tCKE (6 tCK); a write's recovery (tWR 19 tCK after
+    its data) comes before power-down entry, a read's tCK. A read arriving a tCK after the
+    first read's power-down began (on a DRAM clock edge) waits to tCKE from the entry, then
+    tXP; one arriving 1 ps after a write's data waits for no power-down at all."""
+    tck = 833
+    awake, awake_spans, _ = _two_reads_apart(0)
+    entry = awake_spans[0][1] + tck          # the read's data end + tRDPDEN's tCK
+    gap = -(-(entry + tck) // tck) * tck - awake_spans[0][1]   # arrive on the edge after it
+    awake, awake_spans, _ = _two_reads_apart(gap)
+    down, down_spans, _ = _two_reads_apart(gap, power_down="active")
+    arrive = down_spans[1][0]
+    assert arrive % tck == 0 and arrive - entry < 6 * tck
+    assert down_spans[1][1] - awake_spans[1][1] == (entry + 6 * tck - arrive) + 8 * tck
+    assert down.powered_down_ps(0, arrive) == arrive - entry
+    awake, awake_spans, _ = _two_reads_apart(1, first_write=True)
+    down, down_spans, _ = _two_reads_apart(1, first_write=True, power_down="precharge")
+    assert down_spans == awake_spans and down.powered_down_ps(0, down_spans[1][0]) == 0
+    assert "power_down_exits" not in down.actions
+
+
+def test_a_transaction_starts_on_the_dram_clock():
+    """Commands issue on the DRAM's clock (edges every tCK from 0): a read arriving 1 ps
+    after time 0 starts at the next edge, 833 ps, and ends as one arriving there."""
+    from arch.config import DramConfig
+    from arch.dram import DramController
+    from desim.module import Simulator
+
+    ends = []
+    for arrive in (1, 833):
+        sim = Simulator()
+        dram = DramController("dram", sim, DramConfig(preset="DDR4-2400"))
+
+        def read(arrive=arrive, sim=sim, dram=dram):
+            yield sim.env.timeout(arrive)
+            yield from dram.transfer(64, is_write=False)
+            ends.append(int(sim.env.now))
+
+        sim.env.process(read())
+        sim.run()
+    raw = 833 + 36 * 833   # tRCD + CL + BL/2 on an idle bank, from the edge
+    assert ends == [raw + 36 * 833 * 420 // (9364 - 420)] * 2   # and the refresh stretch
 
 
 def test_power_down_waits_for_the_idle_timer():
@@ -647,7 +716,8 @@ DRAMSIM3_DDR4_2400 = {
     "read 64 B": 38, "read 512 B": 66, "read 4 KiB": 290, "read 64 KiB": 4130,
     "read 1 MiB": 68849, "write 64 B": 38, "write 4 KiB": 290, "write 64 KiB": 4130,
     "write 1 MiB": 69060, "two reads, one bank's two rows": 123,
-    "read then write, 4 KiB each": 571, "16 tiles: read 4 KiB, write 1 KiB": 5429,
+    "read then write, 4 KiB each": 571,
+    "write 4 KiB, then read 512 B of its rows": 341, "16 tiles: read 4 KiB, write 1 KiB": 5429,
     "16 tiles: read 16 KiB, write 4 KiB": 22016, "16 tiles: read 64 KiB, write 16 KiB": 86760,
     "reads only, 64 x 4 KiB": 16902}
 DRAMSIM3_FRONT_END = 2
@@ -679,7 +749,13 @@ def test_the_timing_rules_give_dramsim3s_times_where_no_refresh_falls():
     two queued one behind the other (a row conflict; a read then a write): desim without
     its refresh stretch gives DRAMsim3's time less its front end, to the cycle."""
     diffs = _rule_cases(DDR4, DRAMSIM3_DDR4_2400)
-    assert len(diffs) == 9
+    assert len(diffs) == 10
+    # but where DRAMsim3 reorders: a read after a write, its first burst in the group
+    # written next to last, waits tWTR_L after that group's data (4 tCK before the last
+    # write data) in desim, which issues in stream order: 9 - 4 against tWTR_S 3 after the
+    # last, 2 tCK; DRAMsim3 (FR-FCFS) issues the read's other groups' bursts first
+    assert diffs.pop("write 4 KiB, then read 512 B of its rows") == \
+        DDR4.twtr_l - DDR4.twtr_s - DDR4.tccd_s == 2
     assert set(diffs.values()) == {0}, diffs
 
 
@@ -701,17 +777,19 @@ def test_long_streams_run_within_one_percent_of_dramsim3_and_tiles_of_16_kib_wit
 # 2981759, CMD_TRACE build; benchmarks/DRAMSIM3.md):
 #   python -m benchmarks.dramsim3_compare dramsim3main --preset LPDDR4-3200 --preset HBM2
 DRAMSIM3_LPDDR4_3200 = {
-    "read 64 B": 79, "read 512 B": 191, "read 4 KiB": 1087, "read 64 KiB": 17151,
-    "read 1 MiB": 277901, "write 64 B": 65, "write 4 KiB": 1073, "write 64 KiB": 17225,
-    "write 1 MiB": 279457, "two reads, one bank's two rows": 381,
-    "read then write, 4 KiB each": 2112, "16 tiles: read 4 KiB, write 1 KiB": 22296,
-    "16 tiles: read 16 KiB, write 4 KiB": 87325, "16 tiles: read 64 KiB, write 16 KiB": 348292,
-    "reads only, 64 x 4 KiB": 69462}
+    "read 64 B": 75, "read 512 B": 187, "read 4 KiB": 1083, "read 64 KiB": 17147,
+    "read 1 MiB": 277897, "write 64 B": 61, "write 4 KiB": 1069, "write 64 KiB": 17207,
+    "write 1 MiB": 279339, "two reads, one bank's two rows": 377,
+    "read then write, 4 KiB each": 2108,
+    "write 4 KiB, then read 512 B of its rows": 1241, "16 tiles: read 4 KiB, write 1 KiB": 22266,
+    "16 tiles: read 16 KiB, write 4 KiB": 87307, "16 tiles: read 64 KiB, write 16 KiB": 348308,
+    "reads only, 64 x 4 KiB": 69458}
 DRAMSIM3_HBM2 = {
     "read 64 B": 32, "read 512 B": 46, "read 4 KiB": 158, "read 64 KiB": 2078,
     "read 1 MiB": 35615, "write 64 B": 22, "write 4 KiB": 148, "write 64 KiB": 2068,
     "write 1 MiB": 35570, "two reads, one bank's two rows": 94,
-    "read then write, 4 KiB each": 292, "16 tiles: read 4 KiB, write 1 KiB": 2766,
+    "read then write, 4 KiB each": 292,
+    "write 4 KiB, then read 512 B of its rows": 184, "16 tiles: read 4 KiB, write 1 KiB": 2766,
     "16 tiles: read 16 KiB, write 4 KiB": 11369, "16 tiles: read 64 KiB, write 16 KiB": 44660,
     "reads only, 64 x 4 KiB": 8831}
 
@@ -723,9 +801,10 @@ def test_lpddr4_timing_rules_give_dramsim3s_times_but_jesd209_4s_write_rules():
     longer than DRAMsim3's (RL + BL/2 - WL + tRTRS 1 there; JESD209-4's tDQSCK, tWPRE and
     tRPST here, benchmarks/DRAMSIM3.md)."""
     diffs = _rule_cases(LPDDR4, DRAMSIM3_LPDDR4_3200)
-    assert len(diffs) == 7  # 64 KiB takes longer than tREFI here
+    assert len(diffs) == 8  # 64 KiB takes longer than tREFI here
     assert diffs.pop("read then write, 4 KiB each") == 7 + LPDDR4.tdqss
     assert diffs.pop("write 64 B") == diffs.pop("write 4 KiB") == LPDDR4.tdqss
+    assert diffs.pop("write 4 KiB, then read 512 B of its rows") == LPDDR4.tdqss
     assert set(diffs.values()) == {0}, diffs
 
 
@@ -736,7 +815,7 @@ def test_hbm2_timing_rules_give_dramsim3s_times_but_its_reordering():
     groups already open: 3 x (tRRD_S - BL/2) = 6 cycles; the read then the write, whose
     rows are each a conflict, 22."""
     diffs = _rule_cases(HBM2, DRAMSIM3_HBM2)
-    assert len(diffs) == 9
+    assert len(diffs) == 10
     assert diffs.pop("read 64 B") == diffs.pop("write 64 B") == 0
     assert diffs.pop("read then write, 4 KiB each") == 22
     assert set(diffs.values()) == {3 * (HBM2.trrd_s - HBM2.burst_cycles)}, diffs

@@ -213,3 +213,20 @@ def test_static_power_is_paid_over_the_whole_run_and_counted_on_chip(one_conv) -
 def test_static_power_out_of_range_is_refused(value) -> None:
     with pytest.raises(ConfigError, match=r"dense\.yaml: static_power_mw: "):
         load_arch(DENSE, [f"static_power_mw={value}"])
+
+
+def test_the_estimate_prices_dram_standby_as_the_run_does_with_power_down() -> None:
+    """With power-down the channels draw IDD2P (precharge) when idle and IDD3N while they
+    move bytes: the estimate's standby is the idle one over the cycles, plus the active's
+    excess over the time its bytes take at the streaming bandwidth. Off, both are IDD3N
+    and a byte adds nothing. dense.yaml: one DDR4-2400 channel of 8 chips at 1.2 V, IDD3N
+    43 mA, IDD2P 25 mA; 500 MHz (2 ns a cycle)."""
+    views = {pd: hardware_view(Accelerator(Simulator(), load_arch(
+        DENSE, [] if pd == "off" else [f"dram.power_down={pd}"]))) for pd in ("off", "precharge")}
+    awake_mw, idle_mw = 1.2 * 8 * 43, 1.2 * 8 * 25
+    assert views["off"].dram_awake_pj_per_byte == 0
+    assert views["off"].static_pj_per_cycle - views["precharge"].static_pj_per_cycle == \
+        pytest.approx((awake_mw - idle_mw) * 2, rel=1e-12)
+    streaming = 19.2e9 * (1 - 420 / 9364) * (833.33 / 833)   # the ps grid's 833 ps tCK
+    assert views["precharge"].dram_awake_pj_per_byte == pytest.approx(
+        (awake_mw - idle_mw) * 1e9 / streaming, rel=1e-4)

@@ -76,11 +76,18 @@ def _replay(tables: list[np.ndarray], waits: list[int] | None = None) -> Acceler
     return acc
 
 
+def _dram_edge(ps: int) -> int:
+    """The DRAM clock's first edge at or after `ps` (DDR4-2400's 833 ps tCK), where a
+    transaction asked for at `ps` starts."""
+    return -(-ps // DDR4.tck_ps) * DDR4.tck_ps
+
+
 def test_wg_fetches_while_its_bp_computes_and_the_run_is_shared_out_exactly():
     """BP computes for 64,000 cycles (and the MAC pipeline's fill); WG only reads 1 us from
     DRAM. With a
     barrier the run takes the sum of the two alone; overlapped, WG's read hides under BP's
-    compute and the run takes BP's time alone. Either way the phases' shares (previous end
+    compute and the run takes BP's time alone (after the barrier, the read starts on the
+    DRAM clock's next edge). Either way the phases' shares (previous end
     to own end) add up to the run, and each span runs from its first fetch to its last
     write-back; the read is WG's action, though it happens in BP's share of the time."""
     bp, wg = _tile(0, BP, macs=MACS), _tile(0, WG, read=READ)
@@ -91,7 +98,7 @@ def test_wg_fetches_while_its_bp_computes_and_the_run_is_shared_out_exactly():
     assert alone_wg == DramChannelModel(DDR4).access(0, 0, READ, False).end_ps  # the read
 
     barrier = _replay([bp, wg])                        # default: each waits for the last
-    assert barrier.env.now == alone_bp + alone_wg
+    assert barrier.env.now == _dram_edge(alone_bp) + alone_wg
     overlapped = _replay([bp, wg], phase_waits([_work(0, BP), _work(0, WG)]))
     assert overlapped.env.now == alone_bp
     first, second = overlapped.records
@@ -115,7 +122,7 @@ def test_a_phase_reads_its_first_tiles_weights_before_the_phase_it_waits_for_end
     assert waits == [-1, 0]
     alone_ff0, alone_ff1 = _replay([ff0]).env.now, _replay([activations]).env.now
     assert _replay([weights]).env.now == alone_ff1      # nothing to wait for: one read
-    assert _replay([ff0, activations], waits).env.now == alone_ff0 + alone_ff1
+    assert _replay([ff0, activations], waits).env.now == _dram_edge(alone_ff0) + alone_ff1
     prefetched = _replay([ff0, weights], waits)
     assert prefetched.env.now == alone_ff0
     assert prefetched.records[1].start_ps == 0           # its span starts with the prefetch
