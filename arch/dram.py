@@ -518,8 +518,9 @@ class DramChannelModel:
             earliest = bus.last_cas_ps + (self._gap_l if same_bg else self._gap_s)
         elif is_write:  # read -> write: the bus turnaround after the read's data
             earliest = bus.data_end_ps + t.ps(t.read_to_write - t.cwl)
-        else:  # write -> read: tWTR_S from the end of the write data (tWTR_L in a group the
-            earliest = bus.data_end_ps + t.ps(t.twtr_s)  # writes used: `_write_to_read`)
+        else:  # write -> read: tWTR_S from the end of the write data (tWTR_L in a bank
+            # group the writes used: `_write_to_read`)
+            earliest = bus.data_end_ps + t.ps(t.twtr_s)
         return max(earliest, start_ps)
 
     def _write_to_read(self, bg: np.ndarray, G: np.ndarray, first_cas_ps: int
