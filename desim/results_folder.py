@@ -148,7 +148,36 @@ def read_summary_and_config(path: Path) -> tuple[dict[str, Any], dict[str, Any]]
     summary, config = _read_json(path, "summary.json"), _read_json(path, "config.json")
     validate(SummaryRead, summary, path / "summary.json")
     validate(ConfigRead, config, path / "config.json")
+    _check_config_is_the_summarys(path, summary, config)
     return summary, config
+
+
+def _check_config_is_the_summarys(path: Path, summary: dict[str, Any],
+                                  config: dict[str, Any]) -> None:
+    """config.json describes the runs summary.json holds: the experiment's name and
+    baseline, its runs' names and each run's design's name are summary.json's. Another
+    folder's config.json copied in had the report check that experiment's claims against
+    these numbers and describe its workload and processors, exit 0. (A key an older desim
+    did not write is not compared.)"""
+    experiment, designs = config["experiment"], config.get("architectures", {})
+    pairs = [("experiment", experiment.get("name"), summary["experiment"]),
+             ("baseline", experiment.get("baseline"), summary["baseline"])]
+    if experiment.get("runs"):
+        pairs.append(("runs", sorted(run["name"] for run in experiment["runs"]),
+                      sorted(summary["runs"])))
+    pairs += [(f"run {run}'s arch", (designs.get(run) or {}).get("name"), figures["arch"])
+              for run, figures in summary["runs"].items()]
+    disagree = [f"{what} {_listed(theirs)} where summary.json has {_listed(ours)}"
+                for what, theirs, ours in pairs if theirs is not None and theirs != ours]
+    if disagree:
+        raise ConfigError(f"config.json is not summary.json's: {'; '.join(disagree)}; the "
+                          "file is from another folder: write the folder again (desim run)",
+                          file=str(path))
+
+
+def _listed(value: Any) -> str:
+    """A name quoted, a list of names as "a, b"."""
+    return ", ".join(value) if isinstance(value, list) else repr(value)
 
 
 def read_run_stats(path: Path, run: str) -> dict[str, Any]:
@@ -247,6 +276,8 @@ class ExperimentRead(BaseModel):
     """What the report reads of config.json's experiment (its runs' pruning, the workload
     of its assumptions): the rest passes unchecked."""
 
+    name: str | None = None  # checked against summary.json's, as are the runs' names
+    baseline: str | None = None
     runs: list[RunConfigRead] = []
     description: str = ""
     workload: dict[str, Any] = {}

@@ -746,3 +746,28 @@ def test_a_ratio_that_rounds_to_one_is_said_to_be_the_same():
     assert more_or_less(2.0, "less", "more") == "2.00x less"
     assert more_or_less(0.8, "less", "more") == "1.25x more"
     assert more_or_less(1.006, "less", "more") == "1.01x less"
+
+
+def test_a_config_json_of_another_folder_is_refused(tmp_path):
+    """config.json copied from another results folder: the report had checked that
+    experiment's claims against these numbers and described its workload, exit 0. Its
+    experiment, baseline, runs and each run's design must be summary.json's; `desim
+    compare` reads the folder the same way."""
+    from desim.compare import compare
+    from tests.test_cli import desim
+
+    runs = {"dense": {"method": "dense"}, "pruned": {"method": "magnitude", "sparsity": 0.5}}
+    run_file(lenet300_experiment(tmp_path / "a.yaml", runs, data="random"), tmp_path / "a")
+    run_file(lenet300_experiment(tmp_path / "b.yaml", runs, data="random"), tmp_path / "b",
+             ["name=other", "runs.1.name=sparse", "arch.dense.name=dense2"])
+    (tmp_path / "a" / "config.json").write_bytes((tmp_path / "b" / "config.json").read_bytes())
+    fault = ("config.json is not summary.json's: experiment 'other' where summary.json has "
+             "'lenet300'; runs dense, sparse where summary.json has dense, pruned; run dense's "
+             "arch 'dense2' where summary.json has 'dense'; the file is from another folder")
+    with pytest.raises(ConfigError, match=re.escape(f"{tmp_path / 'a'}: {fault}")):
+        build_report([tmp_path / "a"], tmp_path / "r.md")
+    with pytest.raises(ConfigError, match=re.escape(fault)):
+        compare(tmp_path / "b", tmp_path / "a")
+    refused = desim("report", str(tmp_path / "a"), "--out", str(tmp_path / "r.md"))
+    assert refused.returncode == 2 and fault in " ".join(refused.stderr.split())
+    assert not (tmp_path / "r.md").exists()
