@@ -40,10 +40,14 @@ def _ratio(a: float, b: float) -> float:
 def gains(baseline: dict[str, float], run: dict[str, float]) -> pd.DataFrame:
     """Per part of an additive quantity (joules by component, seconds by binding part), rows in
     the baseline's order then the run's new parts, and a `total` row: its amount in each, how
-    much it shrank (baseline / run), its share of the run's total, its share of the amount
-    saved (negative where it grew) and the total's ratio were it free in the run. A part
-    that is nothing in both (a vector unit neither run used) has no row: it was shown
-    as "new" where it is neither new nor gone."""
+    much it shrank (baseline / run), its share of the run's total, its share of the saving
+    and the total's ratio were it free in the run. The share of the saving is the part's
+    own saving (baseline - run) over the size of the total's: positive where the part
+    shrank, negative where it grew, whichever way the total went; the parts add up to 1
+    where the run saves and to -1 where it spends more (the total's row says which). Over
+    a negative total saving a part that grew had read positive. A part that is nothing in
+    both (a vector unit neither run used) has no row: it was shown as "new" where it is
+    neither new nor gone."""
     parts = [part for part in dict.fromkeys([*baseline, *run])
              if baseline.get(part) or run.get(part)]
     base_total, run_total = sum(baseline.values()), sum(run.values())
@@ -52,10 +56,10 @@ def gains(baseline: dict[str, float], run: dict[str, float]) -> pd.DataFrame:
     for part in parts:
         b, r = baseline.get(part, 0.0), run.get(part, 0.0)
         rows[part] = [b, r, _ratio(b, r), _ratio(r, run_total),
-                      _ratio(b - r, saved) if saved else math.nan,
+                      (b - r) / abs(saved) if saved else math.nan,
                       _ratio(base_total, run_total - r)]
     rows[TOTAL] = [base_total, run_total, _ratio(base_total, run_total), 1.0,
-                   1.0 if saved else math.nan, math.nan]
+                   math.copysign(1.0, saved) if saved else math.nan, math.nan]
     return pd.DataFrame.from_dict(rows, orient="index", columns=COLUMNS).rename_axis("part")
 
 

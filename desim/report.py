@@ -398,11 +398,13 @@ GAINS_TEXT = (
     "Each run against the baseline, part by part (`desim.gains`): its energy by component, "
     "and its time by the part that bound it (each layer-phase's time goes to the part "
     "busiest over its span, `time_by_busiest_part`). \"Shrinks\" is the baseline's "
-    "amount over the run's; \"% of the saving\" what the part gave of the total saved "
-    "(negative where it grew); \"if free\" the total ratio were that part to cost nothing "
-    "in the run: a part that shrinks little and holds a large share of the run caps the "
-    "ratio, however much the rest shrinks. It is accounting, not a second simulation: with "
-    "a part free the mapper would choose other tiles, and another part would bind.")
+    "amount over the run's; \"% of the saving\" the part's own saving over the size of "
+    "the total's (negative where the part grew; the parts add up to 100, or to -100 where "
+    "the run spends more than the baseline); \"if free\" the total ratio were that part "
+    "to cost nothing in the run: a part that shrinks little and holds a large share of "
+    "the run caps the ratio, however much the rest shrinks. It is accounting, not a second "
+    "simulation: with a part free the mapper would choose other tiles, and another part "
+    "would bind.")
 
 
 def gain_blocks(base: str, base_run: dict[str, Any], name: str, run: dict[str, Any]

@@ -82,7 +82,8 @@ def test_a_part_that_is_the_whole_run_caps_nothing_when_free():
 
 @given(st.lists(st.tuples(st.floats(0.0, 1e3), st.floats(0.0, 1e3)), min_size=1, max_size=6))
 def test_the_split_adds_up_whatever_the_amounts(amounts):
-    """The shares of the run add up to 1, those of the saving too (when anything was saved);
+    """The shares of the run add up to 1, those of the saving to 1 where the run saves and
+    to -1 where it spends more (each part's sign its own change's);
     a part made free never lowers the ratio, and lifts it by its share of the run:
     B / (R - r) = (B / R) / (1 - r / R); the total's shrink is the two totals' ratio."""
     base = {f"p{i}": b for i, (b, _) in enumerate(amounts)}
@@ -94,9 +95,21 @@ def test_the_split_adds_up_whatever_the_amounts(amounts):
     assert parts["share_of_run"].sum() == pytest.approx(1.0)
     saved = sum(base.values()) - sum(run.values())
     if abs(saved) > 1e-6 * sum(base.values()):
-        assert parts["share_of_saving"].sum() == pytest.approx(1.0)
+        assert parts["share_of_saving"].sum() == pytest.approx(math.copysign(1.0, saved))
+        assert total["share_of_saving"] == math.copysign(1.0, saved)
     for _, row in parts.iterrows():
         if row["share_of_run"] < 1 - 1e-9:
             assert row["ratio_if_free"] == pytest.approx(
                 total["shrink"] / (1 - row["share_of_run"]), rel=1e-6)
             assert row["ratio_if_free"] >= total["shrink"] * (1 - 1e-12)
+
+
+def test_a_part_that_grew_has_a_negative_share_when_the_total_grew_too():
+    """Base 6 + 4 = 10 J, run 8 + 3 = 11 J: 1 J more. DRAM grew by 2 J, -200% of the
+    1 J total change; the NoC shrank by 1 J, +100%; they add up to -100%, the total's row,
+    which says the run spends more. (DRAM's share had read +200%: (6 - 8) / (10 - 11).)"""
+    table = gains({"dram": 6.0, "noc": 4.0}, {"dram": 8.0, "noc": 3.0})
+    assert table.loc["dram", "share_of_saving"] == pytest.approx(-2.0)
+    assert table.loc["noc", "share_of_saving"] == pytest.approx(1.0)
+    assert table.loc["total", "share_of_saving"] == -1.0
+    assert table.loc[["dram", "noc"], "share_of_saving"].sum() == pytest.approx(-1.0)
