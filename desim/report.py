@@ -381,12 +381,10 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _value_text(value: Any) -> str:
-    """A configuration value as its YAML would read: true, [a, b], 4,096, auto."""
-    from desim.elaborate import cell
-
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return json.dumps(value)
-    return cell(value)
+    """A configuration value as its YAML would read, exactly: true, [1, 2], 4096, 0.70001,
+    auto. A difference is shown by its values, so none is rounded: through the tables' 4
+    significant digits 0.70001 against 0.7 had read 0.7 twice, and 126.04 as 126."""
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _vector_share(run: dict[str, Any]) -> str:

@@ -102,6 +102,18 @@ def test_a_runs_setting_reads_as_its_set_key():
         ["`runs.0.pruning.sparsity`", "0.75", "0.8"], ["`shape`", "[4, 4]", "[2, 8]"]]
 
 
+def test_a_configuration_difference_prints_its_values_exactly():
+    """Values are printed as written, never rounded: through the tables' 4 significant
+    digits 0.70001 against 0.7 and 500.01 against 500 had read as equal, 126.04 as 126."""
+    from desim.report import config_differences
+
+    before = {"sparsity": 0.7, "clock_mhz": 500, "lanes": 126.04, "big": 1048576}
+    after = {"sparsity": 0.70001, "clock_mhz": 500.01, "lanes": 126, "big": 1048577}
+    assert config_differences({"before": before, "after": after}) == [
+        ["`sparsity`", "0.7", "0.70001"], ["`clock_mhz`", "500", "500.01"],
+        ["`lanes`", "126.04", "126"], ["`big`", "1048576", "1048577"]]
+
+
 def test_a_folder_against_itself_is_refused(tmp_path):
     from small_experiments import lenet300_experiment
 
