@@ -292,12 +292,12 @@ def _runs_table(results: Results) -> Table:
     header = ["run", "arch", "pruning", "cycles", "time (ms)", "energy (mJ)", "on-chip (mJ)",
               "speedup", "energy ratio", "on-chip ratio", "vector layers (% time)",
               "sparsity W / X / dY", "busiest (% of the time)"]
-    rows, nan = [], float("nan")
+    rows = []
     for name, run in summary["runs"].items():
         p = pruning.get(name, {})
         method = p.get("method", "?") + (f" {p['sparsity']:g}" if p.get("sparsity") else "")
         w = run.get("workload", {})
-        sparsity = " / ".join(f"{nan if w.get(k) is None else w[k]:.2f}" for k in
+        sparsity = " / ".join("-" if w.get(k) is None else f"{w[k]:.2f}" for k in  # dY: none
                               ("weight_sparsity", "activation_sparsity", "gradient_sparsity"))
         comp = summary["comparison"][name]
         rows.append([name, run["arch"], method, f"{run['cycles']:,}",

@@ -771,3 +771,23 @@ def test_a_config_json_of_another_folder_is_refused(tmp_path):
     refused = desim("report", str(tmp_path / "a"), "--out", str(tmp_path / "r.md"))
     assert refused.returncode == 2 and fault in " ".join(refused.stderr.split())
     assert not (tmp_path / "r.md").exists()
+
+
+def test_an_inference_reports_no_gradient_sparsity(tmp_path):
+    """An inference simulates no backward pass (BP and WG 0 cycles), so it has no dY
+    sparsity: null in summary.json and "-" in the report's runs table (the capture's dY had
+    been reported, 0.50 for permdnn_lenet300). A training of the same has one."""
+    experiment = lenet300_experiment(tmp_path / "e.yaml", {"dense": {"method": "dense"}},
+                                     data="random")
+    run_file(experiment, tmp_path / "infer", ["workload.inference=true"])
+    run_file(experiment, tmp_path / "train")
+    infer, train = (json.loads((tmp_path / name / "summary.json").read_text())["runs"]["dense"]
+                    for name in ("infer", "train"))
+    assert infer["phases"]["BP"]["cycles"] == infer["phases"]["WG"]["cycles"] == 0
+    assert infer["workload"]["gradient_sparsity"] is None
+    assert 0 < train["workload"]["gradient_sparsity"] < 1
+    assert infer["workload"]["activation_sparsity"] == train["workload"]["activation_sparsity"]
+    md, _, _ = build_report([tmp_path / "infer"], tmp_path / "r.md")
+    row = next(line for line in md.read_text().splitlines() if line.startswith("| dense |"))
+    w, x = infer["workload"]["weight_sparsity"], infer["workload"]["activation_sparsity"]
+    assert f"| {w:.2f} / {x:.2f} / - |" in row
