@@ -21,8 +21,11 @@ assumed to get them. For every results folder (`desim run ... --out DIR`) the re
   each run's gain over the baseline comes from (`desim.gains`: energy by component, time by
   binding part) and,
   per run, a timeline of its layers (start and end cycle of each layer-phase from
-  layers.csv) and its energy per layer and component (from energy.csv, where the folder
-  has one).
+  layers.csv) and its energy per layer and component (from energy.csv).
+
+A folder must hold summary.json, config.json, layers.csv and energy.csv, as `desim run`
+writes them; a section drawn from what an older desim did not write (stats.json, layers.csv's
+busiest parts and mappings) is replaced by a line saying why it is not drawn.
 
 Markdown and HTML carry the same content: both are rendered from one list of blocks
 (`desim.document`). Plots (`desim.plots`) are PNG files written next to the report. The
@@ -136,9 +139,13 @@ def _experiment_blocks(results: Results, slug: str, out_dir: Path) -> list[Block
     blocks.append(Heading(3, "Processors"))
     described = described_processors(results)
     blocks.append(_processors_table(results, described))
-    if {"mapping", "partition", "unit"} <= set(results.layers.columns):
+    columns = set(results.layers.columns)
+    if {"mapping", "partition"} <= columns:
         blocks.append(Para(MAPPINGS_TEXT))
         blocks.append(_mappings_table(results))
+    else:
+        blocks.append(_not_drawn("The plans the mapper chose", _lacks(
+            "layers.csv", {"mapping", "partition"} - columns)))
     blocks.append(Heading(3, "Energy by component"))
     energy_png = plot_energy(results, plot_path(out_dir, slug, "energy"))
     blocks.append(Image(f"{results.shown_name}: energy per component", energy_png.name))
@@ -146,6 +153,8 @@ def _experiment_blocks(results: Results, slug: str, out_dir: Path) -> list[Block
     if any("energy_prices_pj" in r for r in summary["runs"].values()):
         blocks.append(Heading(3, "Energy prices"))
         blocks.append(_prices_table(results))
+    else:
+        blocks.append(_not_drawn("Energy prices", _lacks("summary.json", {"energy_prices_pj"})))
     if len(summary["runs"]) > 1:
         blocks.append(Heading(3, "Where the gain comes from"))
         blocks.append(Para(GAINS_TEXT))
@@ -175,12 +184,16 @@ def _experiment_blocks(results: Results, slug: str, out_dir: Path) -> list[Block
                                        for name, run in summary["runs"].items()) + "."))
         blocks.append(Image(f"{results.shown_name}: time by each layer-phase's busiest part",
                             bound.name))
-    if {"cycles", "unit", "busiest_part", "busiest_share"} <= set(results.layers.columns):
+    else:
+        blocks.append(_not_drawn("The time by each layer-phase's busiest part", _lacks(
+            "summary.json", {"time_by_busiest_part"})))
+    if {"busiest_part", "busiest_share"} <= columns:
         blocks.append(Para(f"The {SLOWEST} layer-phases that take the most of each run's "
                            "time, and the part busiest over each one's span:"))
         blocks.append(_slowest_table(results))
-        if not isinstance(described, str) and {"processed_macs", "dram_bytes"} <= set(
-                results.layers.columns):
+        if isinstance(described, str):
+            blocks.append(_not_drawn("Rooflines", "the processors are not described (above)"))
+        else:
             blocks.append(Para(ROOFLINE_TEXT))
             for run in summary["runs"]:
                 if run in described:
@@ -194,17 +207,31 @@ def _experiment_blocks(results: Results, slug: str, out_dir: Path) -> list[Block
             png = plot_timeline(results, run, plot_path(out_dir, f"{slug}_{run}",
                                                         "bound_timeline"), by="busiest_part")
             blocks.append(Image(f"{results.shown_name}: {run} timeline by busiest part", png.name))
+    else:
+        blocks.append(_not_drawn("The slowest layer-phases, rooflines and timelines by busiest "
+                                 "part", _lacks("layers.csv",
+                                                {"busiest_part", "busiest_share"} - columns)))
     blocks.append(Heading(3, "Layer timelines"))
     for run in summary["runs"]:
         png = plot_timeline(results, run, plot_path(out_dir, f"{slug}_{run}", "timeline"))
         blocks.append(Image(f"{results.shown_name}: {run} timeline", png.name))
-    if results.energy is not None:
-        blocks.append(Heading(3, "Energy by layer"))
-        for run in summary["runs"]:
-            png = plot_layer_energy(results, run,
-                                    plot_path(out_dir, f"{slug}_{run}", "layer_energy"))
-            blocks.append(Image(f"{results.shown_name}: {run} energy per layer", png.name))
+    blocks.append(Heading(3, "Energy by layer"))
+    for run in summary["runs"]:
+        png = plot_layer_energy(results, run,
+                                plot_path(out_dir, f"{slug}_{run}", "layer_energy"))
+        blocks.append(Image(f"{results.shown_name}: {run} energy per layer", png.name))
     return blocks
+
+
+def _not_drawn(what: str, why: str) -> Para:
+    """Why a section is missing from the report: a folder written by an older desim lacks
+    what it is drawn from, and the reader is told so, not left to miss it."""
+    return Para(f"{what}: not drawn, {why}.")
+
+
+def _lacks(file: str, keys: set[str]) -> str:
+    return (f"{file} has no {', '.join(f'`{key}`' for key in sorted(keys))} (written by an "
+            "older desim)")
 
 
 ROOFLINE_TEXT = (
@@ -435,6 +462,12 @@ def gain_blocks(base: str, base_run: dict[str, Any], name: str, run: dict[str, A
         blocks.append(Table(["time bound by", f"{base} (ms)", f"{name} (ms)",
                              "shrinks", f"% of {name}", "% of the saving", "speedup if free"],
                             rows, numeric=set(range(1, 7))))
+    else:
+        older = [label for label, r in ((base, base_run), (name, run))
+                 if "time_by_busiest_part" not in r]
+        blocks.append(_not_drawn("Its time by binding part", f"summary.json has no "
+                                 f"`time_by_busiest_part` for {' and '.join(older)} (written "
+                                 "by an older desim)"))
     return blocks
 
 

@@ -31,7 +31,7 @@ class Results:
     config: dict[str, Any]
     layers: pd.DataFrame
     checks: list[ClaimCheck] = field(default_factory=list)
-    energy: pd.DataFrame | None = None  # energy.csv (folders written before it: None)
+    energy: pd.DataFrame | None = None  # energy.csv
     # what a report calls it where another folder of the same experiment is beside it
     # (`desim.report.build_report`): the experiment's name and the folder's path
     label: str = ""
@@ -67,9 +67,8 @@ def load_results(path: Path) -> Results:
     """Read summary.json, config.json, layers.csv and (where there is one) energy.csv of a
     results folder; check its claims."""
     summary, config = read_summary_and_config(path)
-    layers = _read_table(path, "layers.csv", LAYER_COLUMNS, "not a results folder: ")
-    energy = (_read_table(path, "energy.csv", ENERGY_COLUMNS)
-              if (path / "energy.csv").exists() else None)  # none before desim wrote it
+    layers = _read_table(path, "layers.csv", LAYER_COLUMNS, summary, "not a results folder: ")
+    energy = _read_table(path, "energy.csv", ENERGY_COLUMNS, summary)
     _check_tables_add_up(path, summary, layers, energy)
     results = Results(path, summary, config, layers, energy=energy)
     claims = [validate(Claim, c, path / "config.json", f"experiment.claims.{i}")
@@ -79,7 +78,7 @@ def load_results(path: Path) -> Results:
 
 
 def _check_tables_add_up(path: Path, summary: dict[str, Any], layers: pd.DataFrame,
-                         energy: pd.DataFrame | None) -> None:
+                         energy: pd.DataFrame) -> None:
     """Each run's rows of layers.csv add up to its cycles in summary.json, and of energy.csv
     to its joules, as `desim run` writes them: a file cut short (a copy stopped midway) or
     from another folder read as it was, and the report's tables and timelines showed part
@@ -89,8 +88,6 @@ def _check_tables_add_up(path: Path, summary: dict[str, Any], layers: pd.DataFra
     again = "the file is cut short or from another folder; write the folder again (desim run)"
     tables = [("layers.csv", layers, "cycles"), ("energy.csv", energy, "energy_j")]
     for name, table, column in tables:
-        if table is None or column not in table.columns:  # no energy.csv (older folders)
-            continue
         strays = sorted(set(table["run"].astype(str)) - set(summary["runs"]))
         if strays:
             raise ConfigError(f"{name} has rows of run(s) {', '.join(map(repr, strays))} that "
@@ -340,20 +337,31 @@ def _ratio(base: float, run: float) -> float | None:
     return base / run if run > 0 and math.isfinite(base / run) else None
 
 
-LAYER_COLUMNS = {"run", "layer", "phase", "start_cycle", "end_cycle"}
+# The columns the report reads that every desim able to write a summary.json it reads
+# has written (`units`, 2026-12-02, is required there); layers.csv's busiest_part,
+# busiest_share, mapping and partition came later: a report without them says so.
+LAYER_COLUMNS = {"run", "layer", "phase", "cycles", "start_cycle", "end_cycle", "unit",
+                 "processed_macs", "dram_bytes"}
 ENERGY_COLUMNS = {"run", "layer", "phase", "component", "energy_j"}
 
 
-def _read_table(path: Path, name: str, columns: set[str], fault: str = "") -> pd.DataFrame:
+def _read_table(path: Path, name: str, columns: set[str], summary: dict[str, Any],
+                fault: str = "") -> pd.DataFrame:
     """A CSV of a results folder with the columns the report reads; anything else is bad
-    input naming the folder, the file and what it lacks (`fault` leads the message)."""
+    input naming the folder, the file and what it lacks (`fault` leads the message). Both
+    tables are required: `desim run` writes them with summary.json (energy.csv since
+    2026-12-03), and a folder without one had its section left out without a word."""
     import pandas as pd  # here, not at the top: the CLI starts without pandas
 
+    if not (path / name).is_file():
+        raise ConfigError(f"{fault}no {name}, which desim run writes beside summary.json: "
+                          "the folder is incomplete; write it again (desim run)", file=str(path))
     try:
         table = pd.read_csv(path / name, dtype={"run": str, "arch": str, "layer": str})
     except (OSError, ValueError) as err:
         raise ConfigError(f"{fault}cannot read {name} ({err})", file=str(path)) from None
-    if "run" not in table.columns and "arch" in table.columns:
+    if "run" not in table.columns and "arch" in table.columns and set(
+            table["arch"].dropna()) <= set(summary["runs"]):
         table = table.rename(columns={"arch": "run"})  # written before 2026-12-03: run names
     missing = columns - set(table.columns)
     if missing:

@@ -279,11 +279,13 @@ def test_report_of_a_sweeps_folder_says_where_its_results_are(tmp_path):
 def check_folder_without_claims(results: Path, old: Path) -> None:
     """Results written before claims existed have none in config.json: the report says so.
     Before 2026-12-03 layers.csv named each row's run in its `arch` column, and had no
-    `run` one: the report reads that too."""
+    `run` one: the report reads that too (not where the `arch` column holds other names
+    than the runs': a `run` column renamed had been read as runs named as the designs)."""
     import pandas as pd
 
     old.mkdir()
     (old / "summary.json").write_bytes((results / "summary.json").read_bytes())
+    (old / "energy.csv").write_bytes((results / "energy.csv").read_bytes())
     layers = pd.read_csv(results / "layers.csv")
     layers.drop(columns="arch").rename(columns={"run": "arch"}).to_csv(old / "layers.csv",
                                                                      index=False)
@@ -295,7 +297,9 @@ def check_folder_without_claims(results: Path, old: Path) -> None:
     assert "No claims in this experiment file." in md.read_text()
     assert "Run with --set" not in md.read_text()
     assert "r_quickstart_hppu_timeline.png" in md.read_text()
-    assert "Energy by layer" not in md.read_text()  # nor energy.csv: that section is left out
+    layers.rename(columns={"run": "xrun"}).to_csv(old / "layers.csv", index=False)
+    with pytest.raises(ConfigError, match="not a results folder: layers.csv lacks run$"):
+        build_report([old], old / "r.md")
 
 
 def check_damaged_folders(results: Path, root: Path) -> None:
@@ -304,7 +308,7 @@ def check_damaged_folders(results: Path, root: Path) -> None:
     def damaged(name: str, change, config: bool = False) -> str:
         folder = root / name
         folder.mkdir(parents=True)
-        for file in ("summary.json", "config.json", "layers.csv"):
+        for file in ("summary.json", "config.json", "layers.csv", "energy.csv"):
             (folder / file).write_bytes((results / file).read_bytes())
         target = folder / ("config.json" if name == "claim" or config else "summary.json")
         data = json.loads(target.read_text())
@@ -349,9 +353,17 @@ def check_damaged_folders(results: Path, root: Path) -> None:
     folder.mkdir(parents=True)
     for file in ("summary.json", "config.json", "layers.csv"):
         (folder / file).write_bytes((results / file).read_bytes())
+    with pytest.raises(ConfigError, match="no energy.csv, which desim run writes beside "
+                                          "summary.json: the folder is incomplete"):
+        build_report([folder], folder / "r.md")  # its "Energy by layer" had been left out
     (folder / "energy.csv").write_text("arch,layer,joules\ndense,fc,1.0\n")
     with pytest.raises(ConfigError, match="energy.csv lacks component, energy_j, phase"):
         build_report([folder], folder / "r.md")
+    layers = pd.read_csv(results / "layers.csv")
+    (folder / "energy.csv").write_bytes((results / "energy.csv").read_bytes())
+    layers.rename(columns={"cycles": "cycl"}).to_csv(folder / "layers.csv", index=False)
+    with pytest.raises(ConfigError, match="layers.csv lacks cycles$"):  # its slowest
+        build_report([folder], folder / "r.md")  # layer-phases and timelines had gone
 
 
 SUMMARY = {
@@ -656,6 +668,11 @@ def test_a_folder_written_before_the_busiest_parts_is_reported_without_them(tmp_
     assert {"r_lenet300_dense_timeline.png", "r_lenet300_energy.png"} <= images
     assert not {"r_lenet300_busiest_part.png", "r_lenet300_dense_bound_timeline.png"} & images
     assert "busiest part (% of its span)" not in text and "### Where the time went" in text
+    assert ("The slowest layer-phases, rooflines and timelines by busiest part: not drawn, "
+            "layers.csv has no `busiest_part`, `busiest_share` (written by an older desim)."
+            in text)
+    assert ("The time by each layer-phase's busiest part: not drawn, summary.json has no "
+            "`time_by_busiest_part` (written by an older desim)." in text)
 
 
 def test_plots_of_experiments_named_alike_keep_their_own_files(tmp_path):
