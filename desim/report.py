@@ -121,14 +121,7 @@ def _experiment_blocks(results: Results, slug: str, out_dir: Path) -> list[Block
         if notes:
             blocks.append(Bullets(notes))
     blocks.append(Heading(3, "Assumptions"))
-    workload = exp.get("workload", {})
-    assumptions = [f"Workload: `{workload.get('model', '?')}` "
-                   f"{json.dumps(workload.get('model_args', {}))}, batch "
-                   f"{workload.get('batch', '?')}, input "
-                   f"{workload.get('input_shape') or 'the model default'}, data "
-                   f"`{workload.get('data', '?')}`"
-                   + (", trained first" if workload.get("training") else "")]
-    assumptions += list(exp.get("notes", []))
+    assumptions = [workload_text(exp.get("workload", {}))] + list(exp.get("notes", []))
     blocks.append(Bullets(assumptions))
     blocks.append(Heading(3, "Runs"))
     blocks.append(_runs_table(results))
@@ -232,6 +225,23 @@ def _not_drawn(what: str, why: str) -> Para:
 def _lacks(file: str, keys: set[str]) -> str:
     return (f"{file} has no {', '.join(f'`{key}`' for key in sorted(keys))} (written by an "
             "older desim)")
+
+
+def workload_text(workload: dict[str, Any]) -> str:
+    """config.json's workload in a line: the model, its arguments, batch, input and data;
+    or a SCALE-Sim topology's file and batch, which has no model, arguments, input or data
+    to name (its line had read "`None` {}, ..., data `digits`")."""
+    if workload.get("scalesim_topology"):
+        text = (f"Workload: SCALE-Sim topology `{workload['scalesim_topology']}` (dense layers), "
+                f"batch {workload.get('batch', '?')}")
+    else:
+        text = (f"Workload: `{workload.get('model', '?')}` "
+                f"{json.dumps(workload.get('model_args', {}))}, batch "
+                f"{workload.get('batch', '?')}, input "
+                f"{workload.get('input_shape') or 'the model default'}, data "
+                f"`{workload.get('data', '?')}`")
+    return (text + (", trained first" if workload.get("training") else "")
+            + (", inference" if workload.get("inference") else ""))
 
 
 ROOFLINE_TEXT = (

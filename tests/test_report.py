@@ -808,3 +808,21 @@ def test_an_inference_reports_no_gradient_sparsity(tmp_path):
     row = next(line for line in md.read_text().splitlines() if line.startswith("| dense |"))
     w, x = infer["workload"]["weight_sparsity"], infer["workload"]["activation_sparsity"]
     assert f"| {w:.2f} / {x:.2f} / - |" in row
+
+
+def test_the_assumptions_name_a_topology_file_not_a_model():
+    """A SCALE-Sim topology has no model, arguments, input or data: its line had read
+    "Workload: `None` {}, batch 1, input the model default, data `digits`"."""
+    from desim.report import workload_text
+
+    topology = {"model": None, "scalesim_topology": "/c/workloads/resnet18_scalesim.csv",
+                "model_args": {}, "batch": 1, "input_shape": None, "data": "digits",
+                "training": None, "inference": True}
+    assert workload_text(topology) == ("Workload: SCALE-Sim topology "
+                                       "`/c/workloads/resnet18_scalesim.csv` (dense layers), "
+                                       "batch 1, inference")
+    model = {"model": "lenet5", "scalesim_topology": None, "model_args": {}, "batch": 2,
+             "input_shape": [1, 28, 28], "data": "digits", "training": {"iterations": 5},
+             "inference": False}
+    assert workload_text(model) == ("Workload: `lenet5` {}, batch 2, input [1, 28, 28], data "
+                                    "`digits`, trained first")
