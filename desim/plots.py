@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from desim.configio import validate
 from desim.errors import ConfigError
+from desim.events import PHASES
 from desim.results import atomic_path
 from desim.results_folder import Results, graph_utilization, read_run_stats
 
@@ -176,9 +177,12 @@ def plot_roofline(results: Results, run: str, described: dict[str, Any], path: P
 
 
 def plot_layer_energy(results: Results, run: str, path: Path) -> Path:
-    """Horizontal stacked bars: each layer's energy (uJ, its three phases together) of `run`,
-    one segment per component, layers in forward order (from energy.csv)."""
+    """Horizontal stacked bars: each layer's energy (uJ, its phases together) of `run`, one
+    segment per component, layers in forward order (from energy.csv). The x-label names the
+    phases summed, those the run's rows have: FF alone for an inference, FF + BP + WG + WU
+    with a weight update (it had read "FF + BP + WG" whatever the run)."""
     rows = results.energy[results.energy["run"] == run]
+    phases = [phase for phase in PHASES if phase in set(rows["phase"])]
     table = rows.pivot_table(index="layer", columns="component", values="energy_j",
                              aggfunc="sum", fill_value=0.0, sort=False) * 1e6
     names = list(dict.fromkeys(results.layers.loc[results.layers["run"] == run, "layer"]))
@@ -190,7 +194,7 @@ def plot_layer_energy(results: Results, run: str, path: Path) -> Path:
     ax.set_yticks(range(len(table)), list(table.index),
                   fontsize=max(4, min(8, 400 // max(len(table), 1))))
     ax.invert_yaxis()
-    ax.set_xlabel("energy (uJ), FF + BP + WG")
+    ax.set_xlabel(f"energy (uJ), {' + '.join(phases)}")
     ax.set_title(f"{results.shown_name}: {run}, energy per layer")
     return save_figure(fig, path)
 

@@ -826,3 +826,25 @@ def test_the_assumptions_name_a_topology_file_not_a_model():
              "inference": False}
     assert workload_text(model) == ("Workload: `lenet5` {}, batch 2, input [1, 28, 28], data "
                                     "`digits`, trained first")
+
+
+@pytest.mark.parametrize("phases, label", [
+    (["FF"], "energy (uJ), FF"),                          # an inference
+    (["FF", "BP", "WG"], "energy (uJ), FF + BP + WG"),
+    (["WU", "FF", "WG", "BP"], "energy (uJ), FF + BP + WG + WU"),   # weight_update: sgd
+])
+def test_the_layer_energy_plot_names_the_phases_it_sums(tmp_path, monkeypatch, phases, label):
+    """Each layer's bar sums every phase energy.csv has for the run; its x-label had read
+    "FF + BP + WG" for an inference (FF alone) and with a weight update (WU too)."""
+    import desim.plots
+    from desim.plots import plot_layer_energy
+
+    drawn = []
+    monkeypatch.setattr(desim.plots, "save_figure",
+                        lambda fig, path: drawn.append(fig.axes[0].get_xlabel()) or path)
+    energy = pd.DataFrame({"run": "r", "layer": "fc1", "phase": phases, "component": "macs",
+                           "energy_j": 1e-6})
+    layers = pd.DataFrame({"run": ["r"], "layer": ["fc1"]})
+    results = Results(tmp_path, {"runs": {"r": {}}}, {}, layers, energy=energy)
+    plot_layer_energy(results, "r", tmp_path / "e.png")
+    assert drawn == [label]
