@@ -20,6 +20,7 @@ Precision = Literal["fp32", "fp16", "fp8", "int8", "int32", "ternary"]
 VectorPrecision = Literal["fp32", "fp16", "fp8", "int8", "int32"]  # a ternary code is a weight's
 FLOAT_PRECISIONS = tuple(SIGN_EXPONENT_BITS)  # with an exponent to speculate on
 MIN_CLOCK_MHZ = 1  # a processor clocked slower is a clock written in GHz, not a design
+MAX_CLOCK_MHZ = 1_000_000  # a period of a picosecond, the simulation's grain (desim/clock.py)
 # A supply the C V^2 rule is meant for: from near-threshold operation (chips quote their
 # peak efficiency down there, ~0.5 V) to an overdrive of half the nominal again
 MIN_SUPPLY_V = 0.3
@@ -339,7 +340,7 @@ class ArchConfig(Strict):
     name: str  # the results' `arch` column and the report's: not empty (`_named`)
     technology: Literal["45nm", "28nm"] = "45nm"
     # a period of 1 ps or more; 1 MHz or more (`_clock_in_mhz`: a clock in GHz, caught)
-    core_clock_mhz: float = Field(1000.0, gt=0, le=1_000_000)
+    core_clock_mhz: float = Field(1000.0, gt=0, le=MAX_CLOCK_MHZ)
     # the logic's and SRAMs' supply (V); default: the node's nominal (arch/energy.py NODES).
     # Every on-chip price scales by (V / nominal)^2; the clock stays `core_clock_mhz`
     supply_voltage_v: float | None = Field(None, gt=0)

@@ -42,8 +42,9 @@ from typing import Literal
 
 import networkx as nx
 import numpy as np
-from pydantic import PositiveInt, ValidationInfo, field_validator
+from pydantic import Field, PositiveInt, ValidationInfo, field_validator
 
+from arch.config import MAX_CLOCK_MHZ, MIN_CLOCK_MHZ
 from arch.energy import EnergyTable, node_scale
 from desim.clock import Clock
 from desim.configio import Strict
@@ -79,8 +80,11 @@ class SnnArrayConfig:
     membrane_buffer_kib: int = 8
 
     def __post_init__(self) -> None:
-        if min(self.rows, self.cols, self.lanes, self.clock_mhz, self.buffer_banks) < 1:
-            raise ValueError("rows, cols, lanes, clock_mhz and buffer_banks must be >= 1")
+        if min(self.rows, self.cols, self.lanes, self.buffer_banks) < 1:
+            raise ValueError("rows, cols, lanes and buffer_banks must be >= 1")
+        if not MIN_CLOCK_MHZ <= self.clock_mhz <= MAX_CLOCK_MHZ:
+            raise ValueError(f"clock_mhz {self.clock_mhz}: expected {MIN_CLOCK_MHZ} to "
+                             f"{MAX_CLOCK_MHZ:,} MHz (a period of a picosecond or more)")
 
 
 class SnnArch(Strict):
@@ -92,7 +96,9 @@ class SnnArch(Strict):
     name: str
     rows: PositiveInt = SnnArrayConfig.rows
     cols: PositiveInt = SnnArrayConfig.cols
-    clock_mhz: PositiveInt = SnnArrayConfig.clock_mhz
+    # as a training processor's clock: 1 to 1,000,000 MHz, a period of a picosecond or more
+    # (10,000,000 had passed here and failed in the study, naming no file or key)
+    clock_mhz: int = Field(SnnArrayConfig.clock_mhz, ge=MIN_CLOCK_MHZ, le=MAX_CLOCK_MHZ)
     technology: Literal["45nm", "28nm"] = SnnArrayConfig.technology
     weight_bytes: PositiveInt = SnnArrayConfig.weight_bytes
     psum_bytes: PositiveInt = SnnArrayConfig.psum_bytes

@@ -344,8 +344,13 @@ def _write(tmp_path: Path, src: Path, old: str, new: str) -> Path:
     (SNN_YAML, "\nlanes: 32", "\nlanes: many", "lanes", "valid integer"),
     (SNN_YAML, "\ntechnology: 28nm", "\ntechnology: 7nm", "technology", "'45nm' or '28nm'"),
     (SNN_YAML, "\nkind: snn_systolic", "\nkind: snn", "kind", "unknown kind 'snn'"),
+    # a training processor's limits: a period of a picosecond or more (10^7 MHz had passed
+    # and failed in the study naming no file or key), 1 MHz or more
+    (SNN_YAML, "\nclock_mhz: 500", "\nclock_mhz: 10000000", "clock_mhz",
+     "less than or equal to 1000000"),
+    (SNN_YAML, "\nclock_mhz: 500", "\nclock_mhz: 0", "clock_mhz", "greater than or equal to 1"),
 ], ids=["typo", "slices", "adcs", "energy", "energy-nan", "energy-inf", "energy-huge", "type",
-        "node", "kind"])
+        "node", "kind", "clock-fast", "clock-zero"])
 def test_bad_files_name_file_and_key(tmp_path, src, old, new, key, expected):
     bad = _write(tmp_path, src, old, new)
     with pytest.raises(ConfigError) as err:
