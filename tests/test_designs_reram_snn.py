@@ -265,6 +265,23 @@ def test_systolic_fold_and_schedule_closed_form():
     assert fold.tolist() == [[32.0, 8.0], [32.0, 8.0]]
 
 
+def test_a_clock_off_the_picosecond_grid_keeps_the_schedules_cycles():
+    """At 1,200 MHz (833 1/3 ps) each of the serial schedule's 1,000 x (4 folds + 1 neuron
+    batch) waits is rounded up to the picosecond: the time drifts by 1,000 ps, more than a
+    cycle; the cycles do not (they had been the time over the period, the roundings
+    counted as cycles: 849,283 for LeNet-300's baseline of 849,280)."""
+    cfg, steps = SnnArrayConfig(clock_mhz=1200), 1000
+    layer = LayerSpikes(40, 50, np.full((steps, 2), 4.0))
+    waits = [fold_cycles(r, c, 1) for r, c in ((32, 32), (32, 18), (8, 32), (8, 18))]
+    waits.append(math.ceil(50 / 32))
+    assert waits == [95, 81, 47, 33, 2]
+    serial = simulate_snn(schedule([layer], cfg, "serial"), cfg)
+    assert serial.cycles == steps * sum(waits) == 258_000
+    # a wait of n cycles takes ceil(n x 2500/3) ps: 1/3, 0, 1/3, 0 and 1/3 ps over
+    assert serial.latency_ps == 258_000 * 2500 // 3 + steps == 215_001_000
+    assert serial.latency_ps * 3 // 2500 == 258_001   # the old count
+
+
 # ---------------------------------------------------------------- architecture files
 def _keys_and_comments(path: Path) -> dict[str, str]:
     """Every `key: value` line of a YAML file: key -> its comment (text after '#')."""
