@@ -48,6 +48,7 @@ from arch.config import MAX_CLOCK_MHZ, MIN_CLOCK_MHZ
 from arch.energy import EnergyTable, node_scale
 from desim.clock import Clock
 from desim.configio import Strict
+from desim.errors import ConfigError
 from desim.module import Module, Simulator
 
 # Horowitz (ISSCC 2014), 45 nm: 32-bit integer add 0.1 pJ. Membrane potentials and partial
@@ -63,8 +64,9 @@ class SnnArrayConfig:
     512 KiB global buffer for weights and spikes (holds LeNet-300-100's weights) in 16 banks
     (as dense.yaml's; an access is priced at a bank's size, as the training designs'), a 32 KiB
     accumulator buffer for partial sums (as SCALE-Sim's separate output SRAM; it holds a
-    300-neuron layer's sums for 16 TWs), a 32-lane neuron unit with an 8 KiB membrane
-    buffer."""
+    300-neuron layer's sums for 27 TWs), a 32-lane neuron unit with an 8 KiB membrane
+    buffer (2,048 neurons' potentials). What each buffer must hold for a schedule is
+    `buffer_needs`; `schedule` refuses a design whose buffers cannot."""
 
     rows: int = 32
     cols: int = 32
@@ -175,6 +177,16 @@ class NeuronJob:
 
 
 @dataclass(frozen=True)
+class LayerShape:
+    """A fully connected layer as the buffers see it: its inputs and outputs, and whether it
+    spikes (False: the output layer integrates only, no neuron update)."""
+
+    in_features: int
+    out_features: int
+    spiking: bool = True
+
+
+@dataclass(frozen=True)
 class LayerSpikes:
     """What the schedule needs of one layer: its shape and the mean input spikes of each row
     fold at each step or TW, shape (steps, ceil(in_features / rows))."""
@@ -184,17 +196,79 @@ class LayerSpikes:
     fold_spikes: np.ndarray
     spiking: bool = True   # False: the output layer integrates only (no neuron update)
 
+    @property
+    def shape(self) -> LayerShape:
+        return LayerShape(self.in_features, self.out_features, self.spiking)
+
+
+def buffer_needs(layers: Sequence[LayerShape], cfg: SnnArrayConfig, mode: str, steps: int
+                 ) -> dict[str, tuple[int, str]]:
+    """The bytes each buffer must hold at once to run `layers` on `steps` steps or TWs in
+    `mode` (`schedule`), by its key, with what they are:
+
+    - `buffer_kib`, the global buffer: the network's weights, every layer's (there is no
+      DRAM: the serial schedule reads every layer's folds at every step, ITT each once, both
+      from here), and the spikes of the layer in flight, a bit a neuron and vector: its
+      input and the output the neuron unit writes back (a vector serially, the T / w TWs
+      with ITT);
+    - `psum_buffer_kib`: a layer's partial sums, all its outputs for every vector a fold
+      streams (one serially, the TWs with ITT): the row folds are the outer loop, so each
+      column fold's sums wait there for the next row fold, and the neuron unit reads them
+      when the last is done;
+    - `membrane_buffer_kib`: the membrane potentials the neuron unit keeps between its
+      batches: serially every spiking layer's (a step visits them all before the next),
+      with ITT the layer's in flight (its TWs in order, then the next layer)."""
+    itt = mode == "itt"
+    vectors = steps if itt else 1
+    per = f"{vectors} TWs" if itt else "1 vector"
+    weights = sum(lay.in_features * lay.out_features for lay in layers) * cfg.weight_bytes
+    spikes, at = max((math.ceil(lay.in_features * vectors / 8)
+                      + math.ceil(lay.out_features * vectors / 8), i)
+                     for i, lay in enumerate(layers))
+    sums, widest = max((lay.out_features * vectors * cfg.psum_bytes, i)
+                       for i, lay in enumerate(layers))
+    spiking = [(lay.out_features, i) for i, lay in enumerate(layers) if lay.spiking]
+    if itt:  # the widest spiking layer's
+        neurons, kept = max(spiking, default=(0, 0))
+        membranes = f"layer {kept}'s membrane potentials"
+    else:
+        neurons, membranes = sum(n for n, _ in spiking), "every spiking layer's membrane potentials"
+    return {
+        "buffer_kib": (weights + spikes, f"the network's weights ({weights:,} bytes) and "
+                       f"layer {at}'s spikes for {per} ({spikes:,} bytes)"),
+        "psum_buffer_kib": (sums, f"layer {widest}'s partial sums: "
+                            f"{layers[widest].out_features} outputs x {per} x "
+                            f"{cfg.psum_bytes} bytes"),
+        "membrane_buffer_kib": (neurons * cfg.membrane_bytes, f"{membranes}: {neurons} "
+                                f"neurons x {cfg.membrane_bytes} bytes"),
+    }
+
+
+def check_buffers(layers: Sequence[LayerShape], cfg: SnnArrayConfig, mode: str, steps: int
+                  ) -> None:
+    """Refuse a design whose buffers cannot hold what `mode`'s schedule keeps in them
+    (`buffer_needs`), naming the key: their sizes had only been priced, so a 1 KiB global
+    buffer ran LeNet-300-100 (266,200 bytes of weights) and reported less energy."""
+    mode_text = "ITT" if mode == "itt" else "the serial schedule"
+    for key, (needed, what) in buffer_needs(layers, cfg, mode, steps).items():
+        kib = getattr(cfg, key)
+        if needed > kib * 1024:
+            raise ConfigError(f"{kib} KiB ({kib * 1024:,} bytes) cannot hold {what} = "
+                              f"{needed:,} bytes, under {mode_text}", key=key)
+
 
 def schedule(layers: Sequence[LayerSpikes], cfg: SnnArrayConfig, mode: str
              ) -> list[FoldJob | NeuronJob]:
     """The jobs in order. `serial`: for each step, each layer, each fold one vector.
-    `itt`: for each layer, each fold once with all the steps (TWs) as its vectors."""
+    `itt`: for each layer, each fold once with all the steps (TWs) as its vectors. A
+    design whose buffers cannot hold what the schedule keeps is refused (`check_buffers`)."""
     if mode not in ("serial", "itt"):
         raise ValueError(f"mode must be 'serial' or 'itt', got {mode!r}")
     steps = {int(lay.fold_spikes.shape[0]) for lay in layers}
     if len(steps) != 1:
         raise ValueError(f"layers disagree on the number of steps: {sorted(steps)}")
     t = steps.pop()
+    check_buffers([lay.shape for lay in layers], cfg, mode, t)
 
     def layer_jobs(i: int, lay: LayerSpikes, step_slice: slice) -> list[FoldJob | NeuronJob]:
         spikes = lay.fold_spikes[step_slice].sum(0)

@@ -37,9 +37,18 @@ from typing import Any
 
 import torch
 
-from arch.snn import LayerSpikes, SnnArch, SnnArrayConfig, SnnResult, schedule, simulate
+from arch.snn import (
+    LayerShape,
+    LayerSpikes,
+    SnnArch,
+    SnnArrayConfig,
+    SnnResult,
+    check_buffers,
+    schedule,
+    simulate,
+)
 from desim.configio import validate
-from desim.errors import guarded
+from desim.errors import ConfigError, guarded
 from desim.experiment import load_design
 from desim.options import at_least
 from mappings.bitslice import accuracy, shuffled_split, train_classifier
@@ -58,6 +67,19 @@ def load_arch(path: str | Path = ARCH, rows: int | None = None) -> SnnArch:
         arch = validate(SnnArch, {**arch.model_dump(), "rows": rows, "cols": rows,
                                   "lanes": rows}, f"{path} with --rows {rows}")
     return arch
+
+
+def check_fits(cfg: SnnArrayConfig, steps: int, windows: tuple[int, ...]) -> None:
+    """Every schedule the study simulates fits the design's buffers (`arch.snn.check_buffers`),
+    LeNet-300-100's layers being known before it is trained: the baseline and STT's TWs one
+    by one stream a vector a fold, ITT the steps / w TWs of each window. Checked before the
+    training, so an impossible design stops at once (`schedule` would refuse it later)."""
+    linears = [m for m in build_model("lenet300") if isinstance(m, torch.nn.Linear)]
+    shapes = [LayerShape(m.in_features, m.out_features, spiking=m is not linears[-1])
+              for m in linears]
+    check_buffers(shapes, cfg, "serial", steps)
+    for w in windows:
+        check_buffers(shapes, cfg, "itt", steps // w)
 
 
 def layer_spikes(spikes: list[torch.Tensor], layers: list[Any], rows: int
@@ -202,6 +224,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error(f"--steps {args.steps} time steps do not split into windows of "
                      f"{uneven[0]}: expected windows that divide --steps")
     arch = load_arch(args.arch, args.rows)  # bad input: guarded below, one line and exit 2
+    try:
+        check_fits(arch.config(), args.steps, (args.window, *args.windows))
+    except ConfigError as err:  # a buffer too small for the study's schedules: the file's
+        raise err.in_file(str(args.arch)) from None
     out = study(args.steps, args.window, args.eval, args.train_iters, tuple(args.windows),
                 args.seed, arch.config())
     print(report(out))

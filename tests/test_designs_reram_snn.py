@@ -38,7 +38,17 @@ from arch.reram import (
     crossbar_jobs,
 )
 from arch.reram import simulate as simulate_reram
-from arch.snn import LayerSpikes, SnnArch, SnnArrayConfig, SnnEnergyTable, fold_cycles, schedule
+from arch.snn import (
+    LayerShape,
+    LayerSpikes,
+    SnnArch,
+    SnnArrayConfig,
+    SnnEnergyTable,
+    buffer_needs,
+    check_buffers,
+    fold_cycles,
+    schedule,
+)
 from arch.snn import simulate as simulate_snn
 from desim.errors import ConfigError, guarded
 from desim.experiment import MAX_DESIGN_INT, load_arch, load_design
@@ -280,6 +290,69 @@ def test_a_clock_off_the_picosecond_grid_keeps_the_schedules_cycles():
     # a wait of n cycles takes ceil(n x 2500/3) ps: 1/3, 0, 1/3, 0 and 1/3 ps over
     assert serial.latency_ps == 258_000 * 2500 // 3 + steps == 215_001_000
     assert serial.latency_ps * 3 // 2500 == 258_001   # the old count
+
+
+LENET300 = [LayerShape(784, 300), LayerShape(300, 100), LayerShape(100, 10, spiking=False)]
+
+
+def test_what_each_buffer_must_hold_closed_form():
+    """LeNet-300-100 on the default design. Global buffer: the network's weights, 784 x 300
+    + 300 x 100 + 100 x 10 = 266,200 bytes, and the first layer's spikes, (784 + 300) bits
+    a vector (136 bytes serially, 8 x 1,084 / 8 with ITT's 8 TWs). Accumulator: 300 outputs
+    x 4 bytes a vector. Membranes: serially the 400 spiking neurons', with ITT the first
+    layer's 300, 4 bytes each."""
+    cfg = SnnArrayConfig()
+    serial = {k: n for k, (n, _) in buffer_needs(LENET300, cfg, "serial", 32).items()}
+    assert serial == {"buffer_kib": 266_200 + 98 + 38, "psum_buffer_kib": 300 * 4,
+                      "membrane_buffer_kib": 400 * 4}
+    itt = {k: n for k, (n, _) in buffer_needs(LENET300, cfg, "itt", 8).items()}
+    assert itt == {"buffer_kib": 266_200 + 784 + 300, "psum_buffer_kib": 300 * 8 * 4,
+                   "membrane_buffer_kib": 300 * 4}
+    check_buffers(LENET300, cfg, "itt", 27)     # 32,400 bytes of sums in 32 KiB
+
+
+@pytest.mark.parametrize("cfg, mode, steps, key, message", [
+    # its weights had been priced only: a 1 KiB buffer ran and reported less energy
+    (SnnArrayConfig(buffer_kib=1), "serial", 32, "buffer_kib",
+     "1 KiB (1,024 bytes) cannot hold the network's weights (266,200 bytes) and layer 0's "
+     "spikes for 1 vector (136 bytes) = 266,336 bytes, under the serial schedule"),
+    # --steps 64 --window 2: 32 TWs of a 300-neuron layer's sums
+    (SnnArrayConfig(), "itt", 32, "psum_buffer_kib",
+     "32 KiB (32,768 bytes) cannot hold layer 0's partial sums: 300 outputs x 32 TWs x 4 "
+     "bytes = 38,400 bytes, under ITT"),
+    (SnnArrayConfig(membrane_buffer_kib=1), "serial", 8, "membrane_buffer_kib",
+     "1 KiB (1,024 bytes) cannot hold every spiking layer's membrane potentials: 400 "
+     "neurons x 4 bytes = 1,600 bytes"),
+])
+def test_a_buffer_too_small_for_its_schedule_is_refused(cfg, mode, steps, key, message):
+    with pytest.raises(ConfigError) as err:
+        check_buffers(LENET300, cfg, mode, steps)
+    assert err.value.key == key and message in str(err.value)
+    layers = [LayerSpikes(s.in_features, s.out_features,
+                          np.zeros((steps, -(-s.in_features // 32))), s.spiking)
+              for s in LENET300]
+    with pytest.raises(ConfigError, match=key):       # before simulating
+        schedule(layers, cfg, mode)
+
+
+@pytest.mark.parametrize("args, edit, message", [
+    (["--steps", "64", "--window", "2"], None,
+     "psum_buffer_kib: 32 KiB (32,768 bytes) cannot hold layer 0's partial sums: 300 outputs "
+     "x 32 TWs x 4 bytes = 38,400 bytes, under ITT"),
+    ([], ("\nbuffer_kib: 512", "\nbuffer_kib: 1"), "buffer_kib: 1 KiB (1,024 bytes) cannot "
+     "hold the network's weights (266,200 bytes)"),
+])
+def test_the_snn_example_refuses_a_design_too_small_before_training(tmp_path, capsys, args,
+                                                                     edit, message):
+    """One line naming the file and the key, exit 2, before the network is trained (the
+    run had completed)."""
+    arch = _write(tmp_path, SNN_YAML, *edit) if edit else SNN_YAML
+    ex = _example("snn_split_time")
+    ex.study = None                               # never reached
+    with pytest.raises(SystemExit) as exit_:
+        guarded(lambda: ex.main(["--arch", str(arch), *args]))
+    assert exit_.value.code == 2
+    assert f"{arch}: {message}" in " ".join(capsys.readouterr().err.split())
 
 
 # ---------------------------------------------------------------- architecture files
