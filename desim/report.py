@@ -40,6 +40,7 @@ import math
 import os
 import re
 import shutil
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -60,7 +61,14 @@ from desim.plots import (
     plot_timeline,
     plot_topology,
 )
-from desim.results import DEFAULT_REPORT, PLOT_KINDS, plot_path, writable_file, write_atomic
+from desim.results import (
+    DEFAULT_REPORT,
+    PLOT_KINDS,
+    plot_path,
+    report_files,
+    writable_file,
+    write_atomic,
+)
 from desim.results_folder import Results, load_results
 from desim.summary_text import (
     bound_text,
@@ -555,8 +563,11 @@ def build_report(dirs: list[Path], out: Path) -> tuple[Path, Path, list[Results]
                               out_dir)
             blocks += _experiment_blocks(results, slug, staged)
         html = to_html(blocks, "desim report: " + ", ".join(r.shown_name for r in all_results))
+        stale = earlier_plots(out) - {plot.name for plot in staged.iterdir()}
         for earlier in (out, html_path):  # stopped while the plots move: no report beside
             earlier.unlink(missing_ok=True)  # plots it did not draw
+        for name in sorted(stale):  # the earlier report's, which this one does not draw
+            (out_dir / name).unlink(missing_ok=True)
         for plot in sorted(staged.iterdir()):
             os.replace(plot, out_dir / plot.name)
         write_atomic(html_path, html)
@@ -564,6 +575,27 @@ def build_report(dirs: list[Path], out: Path) -> tuple[Path, Path, list[Results]
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     return out, html_path, all_results
+
+
+IMAGE_LINE = re.compile(r"^!\[.*\]\((?:<(.+)>|(\S+))\)$", re.M)  # as `to_markdown` writes
+
+
+def earlier_plots(out: Path) -> set[str]:
+    """The plots the earlier report at `out` shows, where it is desim's (its Markdown opens
+    "# desim report"): the names of its images that are files beside it of the report's own
+    naming (`report_files`). Those it does not draw again are removed as it is written; they
+    had stayed, shown by no report (r_custom_model_* beside a report of another experiment).
+    A file no report of that name shows, or of another name, is left alone."""
+    try:
+        text = out.read_text(errors="replace")
+    except OSError:
+        return set()
+    if not text.startswith("# desim report\n"):
+        return set()
+    patterns = report_files(out.stem)[2:]  # its plots' patterns, not the report's own names
+    names = {quoted or bare for quoted, bare in IMAGE_LINE.findall(text)}
+    return {name for name in names if "/" not in name and (out.parent / name).is_file()
+            and any(fnmatchcase(name, pattern) for pattern in patterns)}
 
 
 def _plot_slug(stem: str, name: str, runs: list[str], taken: set[str], out_dir: Path) -> str:

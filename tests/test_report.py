@@ -848,3 +848,30 @@ def test_the_layer_energy_plot_names_the_phases_it_sums(tmp_path, monkeypatch, p
     results = Results(tmp_path, {"runs": {"r": {}}}, {}, layers, energy=energy)
     plot_layer_energy(results, "r", tmp_path / "e.png")
     assert drawn == [label]
+
+
+def test_a_report_written_again_removes_the_earlier_ones_plots(tmp_path):
+    """`desim report` of another folder to the same --out left the earlier report's plots
+    behind, shown by nothing (r_lenet300_*.png beside a report of lenet5). It removes those
+    the earlier report showed and this one does not draw; a file of the same pattern that
+    no report showed, another report's plots and other files stay."""
+    from small_experiments import lenet5_bare_experiment
+
+    run_file(lenet300_experiment(tmp_path / "a.yaml", {"dense": {"method": "dense"}},
+                                 data="random"), tmp_path / "a")
+    run_file(lenet5_bare_experiment(tmp_path / "b.yaml"), tmp_path / "b")
+    rep = tmp_path / "rep"
+    build_report([tmp_path / "a"], rep / "r.md")
+    build_report([tmp_path / "a"], rep / "q.md")
+    first = {p.name for p in rep.glob("r_*.png")}
+    assert "r_lenet300_dense_timeline.png" in first
+    keep = {"r_mine_energy.png", "notes.txt", "r_lenet300.png"}  # none a report showed
+    for name in keep:
+        (rep / name).write_text("mine")
+    build_report([tmp_path / "b"], rep / "r.md")
+    md = (rep / "r.md").read_text()
+    shown = set(re.findall(r"!\[[^]]*\]\(([^)]+)\)", md))
+    plots = {p.name for p in rep.glob("r_*.png")} - keep
+    assert plots == shown and all(name.startswith("r_lenet5_") for name in plots)
+    assert all((rep / name).read_text() == "mine" for name in keep)
+    assert {p.name for p in rep.glob("q_*.png")} == {n.replace("r_", "q_", 1) for n in first}
