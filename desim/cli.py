@@ -272,7 +272,7 @@ def largest_parts(base: dict[str, Any], run: dict[str, Any], base_name: str) -> 
 
     def against(row: Any) -> str:
         return (f"none in {base_name}" if not row["baseline"]
-                else f"{more_or_less(row['shrink'], 'less', 'more')} than {base_name}'s")
+                else more_or_less(row["shrink"], "less", "more", f"{base_name}'s"))
 
     energy = energy_gains(base, run).drop("total")
     top = energy.loc[energy["share_of_run"].idxmax()]

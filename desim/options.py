@@ -21,6 +21,13 @@ def path_given(value: str | Path) -> Path:
     return Path(value)
 
 
+def path_text_given(value: str) -> str:
+    """`path_given`'s check, the text kept as typed: `./r/` stays `./r/` (a Path reads `r`),
+    for a message that quotes the argument."""
+    path_given(value)
+    return value
+
+
 def at_least(least: int) -> Callable[[str], int]:
     """An argparse type: a whole number of at least `least` (a batch of 0, a calibration
     set of 0 images or -4 failed deep in the study, or printed a conclusion of nothing)."""

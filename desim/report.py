@@ -40,6 +40,7 @@ import math
 import os
 import re
 import shutil
+from collections.abc import Sequence
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Annotated, Any
@@ -52,7 +53,7 @@ from desim.document import Block, Bullets, Heading, Image, Para, Table, to_html,
 from desim.errors import ConfigError, guarded
 from desim.events import DEALT
 from desim.metrics import OFF_CHIP, on_chip_energy_j, on_chip_energy_ratio
-from desim.options import path_given
+from desim.options import path_given, path_text_given
 from desim.plots import (
     plot_energy,
     plot_layer_energy,
@@ -76,6 +77,7 @@ from desim.summary_text import (
     fmt,
     more_or_less,
     run_notes,
+    the_same,
     times,
     vector_share,
 )
@@ -411,11 +413,15 @@ def config_differences(sections: dict[str, dict[str, Any]], leave_out: set[str] 
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested section as dotted keys to values, null values left out; a list of sections
-    (an experiment's runs) by index, as `--set runs.1.pruning.sparsity` names them, and a
-    list of plain values (a mesh's shape) as one value."""
+    """A nested section as dotted keys to values, null values and empty lists left out (a
+    list of no sections, `claims: []`, had read "[]" against the other's "-" beside its
+    claims' own rows); a list of sections (an experiment's runs) by index, as `--set
+    runs.1.pruning.sparsity` names them, and a list of plain values (a mesh's shape) as one
+    value."""
     out: dict[str, Any] = {}
     for key, value in tree.items():
+        if value == []:
+            continue
         if isinstance(value, list) and any(isinstance(item, dict) for item in value):
             value = {str(i): item for i, item in enumerate(value)}
         if isinstance(value, dict):
@@ -464,8 +470,10 @@ def gain_blocks(base: str, base_run: dict[str, Any], name: str, run: dict[str, A
     said = [f"`{name}` against `{base}`: energy "
             f"{more_or_less(energy.loc[TOTAL, 'shrink'], 'less', 'more')}, "
             f"{more_or_less(on_chip.loc[TOTAL, 'shrink'], 'less', 'more')} on chip"]
-    if time is not None:
-        said.append(more_or_less(time.loc[TOTAL, "shrink"], "faster", "slower"))
+    if time is not None:  # "the same (1.00x)" alone had named nothing
+        speedup = time.loc[TOTAL, "shrink"]
+        said.append(("time " if the_same(speedup) else "")
+                    + more_or_less(speedup, "faster", "slower"))
     blocks: list[Block] = [Para(", ".join(said) + ".")]
     chip = OFF_CHIP in energy.index
     rows = [_gain_cells(part, row, 1e3) + (
@@ -521,17 +529,19 @@ def _prices_table(results: Results) -> Table:
     return Table(["price (pJ)", *runs], rows, numeric=set(range(1, len(runs) + 1)))
 
 
-def build_report(dirs: list[Path], out: Path) -> tuple[Path, Path, list[Results]]:
+def build_report(dirs: Sequence[str | Path], out: Path) -> tuple[Path, Path, list[Results]]:
     """Write `out` (Markdown), the same content as HTML beside it, and the plots; return the
-    two paths and the results read (with their claim checks)."""
+    two paths and the results read (with their claim checks). `dirs` as given: a folder
+    named twice is refused quoting both (`./r/` and `r` had read "as r and r")."""
     if out.suffix.lower() != ".md":  # Markdown in a file named .pdf or .html misleads
         raise ConfigError(f"--out {out}: the report is Markdown (with an HTML copy beside "
                           "it); name it FILE.md")
-    seen: dict[Path, Path] = {}
-    for d in map(Path, dirs):  # the same folder twice: its claims counted twice
-        if seen.setdefault(d.resolve(), d) is not d:
-            raise ConfigError(f"given twice (as {seen[d.resolve()]} and {d}); expected each "
-                              "results folder once", file=str(d))
+    seen: dict[Path, str | Path] = {}
+    for d in dirs:  # the same folder twice: its claims counted twice
+        if Path(d).resolve() in seen:
+            raise ConfigError(f"given twice (as {seen[Path(d).resolve()]} and {d}); expected "
+                              "each results folder once", file=str(d))
+        seen[Path(d).resolve()] = d
     all_results = [load_results(Path(d)) for d in dirs]  # a folder that is none: said first
     out_dir = writable_file(out).parent
     writable_file(out.with_suffix(".html"))
@@ -622,8 +632,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("report")
     def report(
-        dirs: Annotated[list[Path], typer.Argument(help="results folders (desim run --out DIR)",
-                                                   parser=path_given)],
+        dirs: Annotated[list[str], typer.Argument(help="results folders (desim run --out DIR)",
+                                                  parser=path_text_given)],
         out: Annotated[Path | None, typer.Option(
             "--out", "-o", help="FILE.md; FILE.html and the plots go beside it "
                                 "(default: FIRST_DIR/report.md, removed when desim run writes "
@@ -640,7 +650,7 @@ def register(app: typer.Typer) -> None:
         # folder names and messages are printed as they are, never read as rich markup
         console = make_console()
         md, page, all_results = guarded(
-            lambda: build_report(dirs, out or dirs[0] / DEFAULT_REPORT))
+            lambda: build_report(dirs, out or Path(dirs[0]) / DEFAULT_REPORT))
         surprises = 0
         for results in all_results:
             for c in results.checks:

@@ -10,14 +10,16 @@ from typing import Any
 
 
 def fmt(v: float | None, digits: int = 4) -> str:
-    """A figure to `digits` significant digits; a large one in full, with thousands
-    separators (4,242,000, not 4.242e+06), a tiny one in e-notation."""
+    """A figure to `digits` significant digits; a large one in full, to the unit, with
+    thousands separators (4,242,123, not 4.242e+06, nor 4,242,000: its zeros read as exact
+    digits, a claim's 12,989,544 / 2,797,167 as "12,990,000 / 2,797,000"), a tiny one in
+    e-notation."""
     if v is None:
         return "-"
     if math.isinf(v) or math.isnan(v):
         return str(v)
     if abs(v) >= 1e4:
-        return f"{round(v, digits - 1 - math.floor(math.log10(abs(v)))):,.0f}"
+        return f"{v:,.0f}"
     return f"{v:.{digits}g}"
 
 
@@ -25,13 +27,20 @@ def times(x: float) -> str:
     return f"{x:.2f}x" if math.isfinite(x) else "-"
 
 
-def more_or_less(ratio: float, less: str, more: str) -> str:
+def the_same(ratio: float) -> bool:
+    """Whether a ratio rounds to 1.00x either way."""
+    return bool(ratio) and times(ratio) == times(1.0) == times(1 / ratio)
+
+
+def more_or_less(ratio: float, less: str, more: str, other: str = "") -> str:
     """A baseline-over-run ratio as words: 2.00x less, or 1.25x more for 0.8; "the same
-    (1.00x)" where it rounds to 1 ("1.00x less" had said a gain of two equal runs)."""
-    if ratio and times(ratio) == times(1.0) == times(1 / ratio):
-        return f"the same ({times(1.0)})"
-    return (f"{times(ratio)} {less}" if not ratio or ratio >= 1
+    (1.00x)" where it rounds to 1 ("1.00x less" had said a gain of two equal runs); with
+    `other`, against it: "2.00x less than dense's", "the same (1.00x) as dense's"."""
+    if the_same(ratio):
+        return f"the same ({times(1.0)})" + (f" as {other}" if other else "")
+    said = (f"{times(ratio)} {less}" if not ratio or ratio >= 1
             else f"{times(1 / ratio)} {more}")
+    return said + (f" than {other}" if other else "")
 
 
 # A design's sparse units, and the work each one does: a unit a run never gave any of that

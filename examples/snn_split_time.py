@@ -153,7 +153,8 @@ def report(out: dict[str, Any]) -> str:
         f"({t // w} TWs), {cfg.rows}x{cfg.cols} weight-stationary systolic array, "
         f"{cfg.clock_mhz} MHz, {cfg.technology}",
         f"accuracy: ANN {out['ann_accuracy']:.1%}, SNN (T steps) {out['snn_accuracy']:.1%}, "
-        f"SNN with STT {m['accuracy']:.1%} (change {m['accuracy'] - out['snn_accuracy']:+.1%})",
+        f"SNN with STT {m['accuracy']:.1%} (change "
+        f"{100 * (m['accuracy'] - out['snn_accuracy']):+.1f} points)",
         f"input spikes of all layers per inference: baseline {out['baseline_spikes']:.0f}, "
         f"STT {m['spikes']:.0f} ({out['baseline_spikes'] / max(m['spikes'], 1e-9):.2f}x fewer)",
         "",

@@ -565,7 +565,7 @@ def test_ranges_keep_the_papers_digits_and_large_figures_print_in_full():
 
     check = ClaimCheck(Claim(metric="runs.x.cycles", paper=173.28, tolerance=34.66), 16.6)
     assert check.range_text == "138.62 to 207.94"
-    assert _fmt(4_242_123.0) == "4,242,000" and _fmt(12_345.6) == "12,350"
+    assert _fmt(4_242_123.0) == "4,242,123" and _fmt(12_345.6) == "12,346"
     assert _fmt(0.0004) == "0.0004" and _fmt(1.2197) == "1.22"
 
 
@@ -697,7 +697,7 @@ def test_plots_of_experiments_named_alike_keep_their_own_files(tmp_path):
     assert len(list((tmp_path / "rep").glob("*.png"))) == sum(map(len, images))
 
 
-def test_a_folder_given_twice_is_refused(tmp_path):
+def test_a_folder_given_twice_is_refused(tmp_path, monkeypatch):
     """Its claims were counted once a copy ("6 claims: 6 within" for three copies of 2)."""
     experiment = lenet300_experiment(tmp_path / "e.yaml", {"dense": {"method": "dense"}},
                                      data="random")
@@ -707,6 +707,14 @@ def test_a_folder_given_twice_is_refused(tmp_path):
                                           "expected each results folder once"):
         build_report([tmp_path / "r", tmp_path / "elsewhere" / ".." / "r"],
                      tmp_path / "rep" / "r.md")
+    # on the command line, each as typed: "./r/" had read as "r" ("as r and r")
+    from desim.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    twice = CliRunner().invoke(app, ["report", "r", "./r/"])
+    assert twice.exit_code == 2
+    assert "./r/: given twice (as r and ./r/); expected each results folder once" in " ".join(
+        twice.output.split())
 
 
 def test_an_interrupted_report_leaves_the_earlier_report_whole(tmp_path, monkeypatch):
@@ -763,6 +771,44 @@ def test_a_ratio_that_rounds_to_one_is_said_to_be_the_same():
     assert more_or_less(2.0, "less", "more") == "2.00x less"
     assert more_or_less(0.8, "less", "more") == "1.25x more"
     assert more_or_less(1.006, "less", "more") == "1.01x less"
+    # against another's: "than", or "as" where the same ("the same (1.00x) than dense's")
+    assert more_or_less(2.0, "less", "more", "dense's") == "2.00x less than dense's"
+    assert more_or_less(1.0, "less", "more", "dense's") == "the same (1.00x) as dense's"
+
+
+def test_equal_folders_compare_with_every_clause_named(tmp_path):
+    """Two runs of one file: "energy the same (1.00x), the same (1.00x) on chip, the same
+    (1.00x)." had left the time's clause without its noun; `desim run`'s line against the
+    baseline said "the same (1.00x) than dense's"; and compare's experiment table showed
+    "claims | [] | -" where one folder had claims and the other none."""
+    from desim.cli import largest_parts
+    from desim.compare import compare
+    from desim.document import Table, to_markdown
+
+    runs = {"dense": {"method": "dense"}, "twin": {"method": "dense"}}
+    claim = {"metric": "comparison.twin.speedup", "paper": 1.0, "tolerance": 0.5}
+    experiment = lenet300_experiment(tmp_path / "e.yaml", runs, data="random", claims=[claim])
+    run_file(experiment, tmp_path / "a")
+    run_file(experiment, tmp_path / "b", ["claims=[]"])
+    blocks = compare(tmp_path / "a", tmp_path / "b")
+    text = to_markdown(blocks)
+    assert ("`after` against `before`: energy the same (1.00x), the same (1.00x) on chip, "
+            "time the same (1.00x).") in text
+    table = next(b for b in blocks if isinstance(b, Table) and b.header[0] == "experiment")
+    assert ["`claims`", "-", "[]"] not in table.rows
+    assert ["`claims.0.metric`", "comparison.twin.speedup", "-"] in table.rows
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    said = largest_parts(summary["runs"]["dense"], summary["runs"]["twin"], "dense")
+    assert said.startswith("largest: dram, ") and "(the same (1.00x) as dense's)" in said
+
+
+def test_a_claims_operands_are_shown_in_full():
+    """hppu_vs_dense's conv-and-linear speedup read "4.644 (12,990,000 / 2,797,000)" for
+    12,989,544 / 2,797,167 cycles: rounded figures whose zeros looked exact."""
+    summary = {"runs": {"dense": {"cycles": 12_989_544}, "hppu": {"cycles": 2_797_167}}}
+    check = check_claim(summary, Claim(metric="runs.dense.cycles", over="runs.hppu.cycles",
+                                       paper=4.69, tolerance=0.94))
+    assert check.value_text == "4.644 (12,989,544 / 2,797,167)"
 
 
 def test_a_config_json_of_another_folder_is_refused(tmp_path):
