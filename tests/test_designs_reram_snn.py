@@ -590,6 +590,10 @@ def test_bitslice_example_end_to_end_tiny():
     out = ex.study(pretrain_iters=60, finetune_iters=30, calib=32, eval_samples=64)
     text = ex.report(out)
     assert "paper vs simulated" in text
+    # how long it trained, in epochs of the 4,000 training images (it had read "for a few
+    # epochs" whatever the iterations): 60 x 64 / 4,000 and 30 x 64 / 4,000
+    assert ("LeNet-300-100 trained 60 pretraining + 30 fine-tuning iterations at batch 64 on "
+            "4,000 MNIST images (about 0.96 + 0.48 epochs)") in " ".join(text.split())
     for r in out["regimes"]:
         e = r.energy
         assert e["per-slice"]["adc_nj"] < e["full-range"]["adc_nj"]
