@@ -213,7 +213,7 @@ def test_activation_sparsity_counts_every_input_but_the_data():
             fc.bias.zero_()
     x = torch.tensor([[0.1, 0.2, 0.3, 0.9] * 2] * 4)             # 3 of 4 below 0.5
     layers = capture(model, x, torch.zeros(4, dtype=torch.long))
-    assert _stats(layers, {}, [])["activation_sparsity"] == pytest.approx(24 / 48)
+    assert _stats(layers, {}, [], False)["activation_sparsity"] == pytest.approx(24 / 48)
     assert [layer.x_is_data for layer in layers] == [False, False]
 
     data_first = _DataFirst()
@@ -221,7 +221,7 @@ def test_activation_sparsity_counts_every_input_but_the_data():
         data_first.fc1.weight.copy_(torch.ones(4, 8) * torch.tensor([[1.0], [1], [-1], [1]]))
         data_first.fc1.bias.zero_()
     layers = capture(data_first, x.reshape(4, 2, 4), torch.zeros(4, dtype=torch.long))
-    assert _stats(layers, {}, [])["activation_sparsity"] == pytest.approx(4 / 16)
+    assert _stats(layers, {}, [], False)["activation_sparsity"] == pytest.approx(4 / 16)
     assert [layer.x_is_data for layer in layers] == [True, False]
 
 
