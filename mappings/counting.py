@@ -72,14 +72,17 @@ def count_map(layer: LayerCapture, phase: int, *, x_nz: bool, w_nz: bool, dy_nz:
               mask_wg: bool = False) -> torch.Tensor:
     """Pair counts per output (int32, tiling layout), using the non-zero map of the operands
     flagged True and all-ones for the others."""
-    def operand(nz: torch.Tensor, use: bool) -> torch.Tensor:
+    def operand(nz: torch.Tensor, use: bool, convolved: bool) -> torch.Tensor:
+        if not convolved:  # the phase reads its shape alone (FF's dY, BP's X, WG's W): a
+            # view of one value, not a map of ones (FF's dY at batch 8: MBs a chunk)
+            return torch.ones(()).expand(nz.shape)
         return nz.to(torch.float32) if use else torch.ones(nz.shape, dtype=torch.float32)
 
-    x = operand(layer.x_nz, x_nz)
-    if not x_nz and layer.x_valid is not None:
+    x = operand(layer.x_nz, x_nz, phase != BP)
+    if not x_nz and phase != BP and layer.x_valid is not None:
         x = layer.x_valid.to(torch.float32)
-    w = operand(layer.w_nz, w_nz)
-    dy = operand(layer.dy_nz, dy_nz)
+    w = operand(layer.w_nz, w_nz, phase != WG)
+    dy = operand(layer.dy_nz, dy_nz, phase != FF)
     counts = _maps(layer, phase, x, w, dy)
     if phase == WG and mask_wg:
         k, cg, r, s = layer.w_nz.shape
@@ -89,8 +92,10 @@ def count_map(layer: LayerCapture, phase: int, *, x_nz: bool, w_nz: bool, dy_nz:
         raise ValueError(f"{layer.name}: a per-output count reaches 2**24; float32 counting "
                          "is no longer exact (split the batch)")
     # in place: `_maps` made `counts` for this call alone, and a new float map (ResNet-18
-    # 224's first at batch 8: 25 MB) took longer to allocate than to round
-    return counts.round_().to(torch.int32)
+    # 224's first at batch 8: 25 MB) took longer to allocate than to round. Made contiguous
+    # by the cast, which copies anyway: FF's and BP's maps are permuted views, which the
+    # tiler's reshapes would otherwise copy again for every tile shape.
+    return counts.round_().to(torch.int32, memory_format=torch.contiguous_format)
 
 
 # Maps from this many elements on are summed by `exact_sum`'s int32 route even when no bound
