@@ -280,3 +280,27 @@ def test_trainer_sparsity_sweep_ends_at_the_peak_claims_runs():
         assert run["cycles"] == peak[name]["cycles"], key
     ratio = on_chip_tflops_per_w(peak["trainer"]) / on_chip_tflops_per_w(peak["trainer_dense"])
     assert 17 < ratio < 18.5   # the claim's 17.7 (docs/PAPERS.md), far from the chip's 80.9
+
+
+@pytest.mark.filterwarnings("ignore:.*its sweep. section is not run here")
+def test_hppu_assumptions_sweep_spans_hppu_vs_dense():
+    """hppu_assumptions_sweep varies the two assumptions HPPU's claims within rest on (the
+    pruning ratio; skipping zero activations and gradients): 3 x 2 x 2 points, one of which
+    (75%, both skips on) is hppu_vs_dense's experiment itself, the same designs and runs."""
+    from desim.sweep import load_sweep_spec
+    from desim.sweep_spec import plan_points
+
+    path = EXPERIMENTS / "hppu_assumptions_sweep.yaml"
+    points = plan_points(load_sweep_spec(path))
+    assert len(points) == 3 * 2 * 2
+    (shipped,) = [p for p in points if p.values == {
+        "runs.1.pruning.sparsity": 0.75, "arch.hppu.sparsity.skip_zero_activations": True,
+        "arch.hppu.sparsity.skip_zero_gradients": True}]
+    point = load_experiment(path, list(shipped.overrides))
+    paper = load_experiment(EXPERIMENTS / "hppu_vs_dense.yaml")
+    assert point.archs == paper.archs
+    assert point.spec.workload == paper.spec.workload
+    assert point.spec.runs == paper.spec.runs
+    off = [p for p in points if not p.values["arch.hppu.sparsity.skip_zero_activations"]]
+    assert all(not load_experiment(path, list(p.overrides)).archs["hppu"].sparsity
+               .skip_zero_activations for p in off)
