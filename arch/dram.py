@@ -34,10 +34,12 @@ What is modelled
   results combined (end = the latest channel's end).
 * Energy from IDD currents by Micron's DDR4 method (TN-40-07): see `DramEnergy`.
 * Power-down (`dram.power_down`; "off" by default, as gem5's `enable_dram_powerdown`: it
-  costs time): once no transaction has been queued for `power_down_idle_cycles`, the
+  costs time): once no transaction has been queued for `power_down_idle_cycles`, and the
+  last one allows it (a write's recovery, tWRPDEN; a read's data and a tCK, tRDPDEN), the
   controller drops CKE and every channel draws a power-down current instead of the active
-  standby IDD3N until the next transaction, which waits tXP for the exit before its first
-  command. "active": rows stay open, IDD3P. "precharge": the open rows are closed first (a
+  standby IDD3N until the next transaction. The channels stay down at least tCKE; the next
+  transaction waits for that, then tXP for the exit, before its first command. "active":
+  rows stay open, IDD3P. "precharge": the open rows are closed first (a
   PRE each, in the idle time, tRP before the bank may activate again), IDD2P; the next
   transaction then opens its rows again. Refresh is still priced over all elapsed time.
 

@@ -13,14 +13,18 @@ def fmt(v: float | None, digits: int = 4) -> str:
     """A figure to `digits` significant digits; a large one in full, to the unit, with
     thousands separators (4,242,123, not 4.242e+06, nor 4,242,000: its zeros read as exact
     digits, a claim's 12,989,544 / 2,797,167 as "12,990,000 / 2,797,000"), a tiny one in
-    e-notation."""
+    e-notation; one that rounds up to 10,000 in full too (9,999.5 had read "1e+04"), and a
+    zero as 0 (-0.0 had read "-0")."""
     if v is None:
         return "-"
     if math.isinf(v) or math.isnan(v):
         return str(v)
-    if abs(v) >= 1e4:
+    if v == 0:
+        return "0"
+    text = f"{v:.{digits}g}"
+    if abs(v) >= 1e4 or "e+" in text:
         return f"{v:,.0f}"
-    return f"{v:.{digits}g}"
+    return text
 
 
 def times(x: float) -> str:

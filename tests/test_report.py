@@ -566,6 +566,7 @@ def test_ranges_keep_the_papers_digits_and_large_figures_print_in_full():
     check = ClaimCheck(Claim(metric="runs.x.cycles", paper=173.28, tolerance=34.66), 16.6)
     assert check.range_text == "138.62 to 207.94"
     assert _fmt(4_242_123.0) == "4,242,123" and _fmt(12_345.6) == "12,346"
+    assert _fmt(9_999.5) == "10,000" and _fmt(-9_999.7) == "-10,000" and _fmt(-0.0) == "0"
     assert _fmt(0.0004) == "0.0004" and _fmt(1.2197) == "1.22"
 
 
