@@ -31,6 +31,11 @@ def times(x: float) -> str:
     return f"{x:.2f}x" if math.isfinite(x) else "-"
 
 
+def plural(n: int, noun: str) -> str:
+    """`n` and the noun, plural but for one: "1 point", "6 points"."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def the_same(ratio: float) -> bool:
     """Whether a ratio rounds to 1.00x either way."""
     return bool(ratio) and times(ratio) == times(1.0) == times(1 / ratio)

@@ -63,12 +63,12 @@ from rich.markup import escape
 from desim.errors import ConfigError, fail
 from desim.options import path_given
 from desim.results import provenance, writable_folder, write_json
+from desim.summary_text import plural
 from desim.sweep_dask import (
     ClusterFailed,
     SchedulerLost,
     dask_client,
     failure_record,
-    plural,
     run_on_dask,
 )
 from desim.sweep_results import axis_columns, gather, read_point, write_parquet

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from desim.errors import ConfigError
+from desim.summary_text import plural
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -112,11 +113,6 @@ def failure_record(err: BaseException, tb: Any) -> dict[str, Any]:
     return {"status": "failed", "error": str(err) or type(err).__name__,
             "error_type": type(err).__name__, "traceback": "".join(lines),
             "runs": None, "comparison": None}
-
-
-def plural(n: int, noun: str) -> str:
-    """`n` and the noun, plural but for one: "1 point", "6 points"."""
-    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 class ClusterFailed(Exception):

@@ -28,6 +28,7 @@ import yaml
 from desim.errors import ConfigError
 from desim.experiment import load_experiment
 from desim.runner import run, summarize
+from desim.summary_text import plural
 from desim.sweep import (
     _Bar,
     _check_manifest,
@@ -1153,7 +1154,7 @@ def test_a_sweep_lost_unfinished_leaves_no_earlier_table(tmp_path, monkeypatch):
 
     def lost(client, scheduler, ready, folder):
         raise SchedulerLost(f"lost the connection: {len(ready)} of "
-                            f"{desim.sweep_dask.plural(len(ready), 'point')} unfinished")
+                            f"{plural(len(ready), 'point')} unfinished")
         yield  # a generator, as run_on_dask is
 
     monkeypatch.setattr(desim.sweep, "dask_client", lambda *a: contextlib.nullcontext(object()))
