@@ -538,10 +538,11 @@ def build_report(dirs: Sequence[str | Path], out: Path) -> tuple[Path, Path, lis
                           "it); name it FILE.md")
     seen: dict[Path, str | Path] = {}
     for d in dirs:  # the same folder twice: its claims counted twice
-        if Path(d).resolve() in seen:
-            raise ConfigError(f"given twice (as {seen[Path(d).resolve()]} and {d}); expected "
-                              "each results folder once", file=str(d))
-        seen[Path(d).resolve()] = d
+        folder = Path(d).resolve()
+        if folder in seen:
+            raise ConfigError(f"given twice (as {seen[folder]} and {d}); expected each "
+                              "results folder once", file=str(d))
+        seen[folder] = d
     all_results = [load_results(Path(d)) for d in dirs]  # a folder that is none: said first
     out_dir = writable_file(out).parent
     writable_file(out.with_suffix(".html"))
