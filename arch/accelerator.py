@@ -133,7 +133,7 @@ class Accelerator(Module):
         # the speculator (FF only) pairs non-zeros when the PEs do, on FF's two operands
         self._speculator_matches = (cfg.index_matching is not None
                                     and cfg.sparsity.skip_zero_weights
-                                    and cfg.sparsity.skip_zero_activations)
+                                    and "FF" in cfg.sparsity.activation_phases)
         # The pipeline's stages talk through ports bound to two-deep FIFOs.
         stages = ("fetch", "distribute", *(("speculate",) if self.speculator else ()),
                   "compute", "collect", "writeback")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, get_args
 
-from pydantic import Field, PositiveInt, field_validator, model_validator
+from pydantic import Field, PositiveInt, ValidationInfo, field_validator, model_validator
 
 from arch.energy import ELEMENT_BYTES, NODES, SIGN_EXPONENT_BITS
 from arch.noc import NocEdge, NocSpec
@@ -146,14 +146,42 @@ class IndexMatchingConfig(Strict):
     bits_per_cycle: PositiveInt
 
 
+def _phases(flag: bool | list[str], every: tuple[str, ...]) -> tuple[str, ...]:
+    return (every if flag else ()) if isinstance(flag, bool) else tuple(
+        p for p in every if p in flag)
+
+
 class SparsityConfig(Strict):
     """Which zeros the datapath skips, and how operands are stored."""
 
     skip_zero_weights: bool = False
-    skip_zero_activations: bool = False
-    skip_zero_gradients: bool = False
+    # Zero activations X (in FF and WG) and output gradients dY (in BP and WG): true, false,
+    # or the phases a datapath skips them in (Procrustes: X in WG only, `[WG]`).
+    skip_zero_activations: bool | list[Literal["FF", "WG"]] = False
+    skip_zero_gradients: bool | list[Literal["BP", "WG"]] = False
     skip_pruned_weight_gradients: bool = False
     channel_compaction: bool = False
+    @field_validator("skip_zero_activations", "skip_zero_gradients", mode="before")
+    @classmethod
+    def _true_false_or_phases(cls, value: object, info: ValidationInfo) -> object:
+        """Said here, whole: pydantic would name the list's items alone."""
+        phases = ("FF", "WG") if info.field_name == "skip_zero_activations" else ("BP", "WG")
+        if isinstance(value, bool) or (isinstance(value, list) and value and all(
+                v in phases for v in value) and len(set(value)) == len(value)):
+            return value
+        raise ValueError(f"expected true, false, or a list of the phases to skip them in "
+                         f"({' and '.join(phases)}, distinct)")
+
+    @property
+    def activation_phases(self) -> tuple[str, ...]:
+        """The phases zero activations are skipped in."""
+        return _phases(self.skip_zero_activations, ("FF", "WG"))
+
+    @property
+    def gradient_phases(self) -> tuple[str, ...]:
+        """The phases zero output gradients are skipped in."""
+        return _phases(self.skip_zero_gradients, ("BP", "WG"))
+
     # BP computes dX only where the layer's input X is non-zero: where X is zero the ReLU that
     # produced it zeroes that gradient anyway (Trainer's speculation, the part that is exact).
     # Valid when every layer's input comes from a ReLU, directly or through pooling.
@@ -437,7 +465,7 @@ class ArchConfig(Strict):
     def _matching_needs_two_sided_skipping(self) -> ArchConfig:
         s = self.sparsity
         if self.index_matching is not None and sum(
-                (s.skip_zero_weights, s.skip_zero_activations, s.skip_zero_gradients)) < 2:
+                (s.skip_zero_weights, bool(s.activation_phases), bool(s.gradient_phases))) < 2:
             raise ValueError("index_matching: pairs the non-zeros of two operands, but this "
                              "design skips the zeros of one operand at most (sparsity."
                              "skip_zero_weights, skip_zero_activations, skip_zero_gradients)")
@@ -480,10 +508,11 @@ class ArchConfig(Strict):
         weights = s.skip_zero_weights and s.weight_format in ("bitmap", "line_bitmap")
         streamed = s.activation_format == "bitmap"
         pairs = [name for name, on in (
-            ("weights with activations (FF)", weights and streamed and s.skip_zero_activations),
-            ("weights with gradients (BP)", weights and streamed and s.skip_zero_gradients),
-            ("activations with gradients (WG)", streamed and s.skip_zero_activations
-             and s.skip_zero_gradients)) if on]
+            ("weights with activations (FF)",
+             weights and streamed and "FF" in s.activation_phases),
+            ("weights with gradients (BP)", weights and streamed and "BP" in s.gradient_phases),
+            ("activations with gradients (WG)", streamed and "WG" in s.activation_phases
+             and "WG" in s.gradient_phases)) if on]
         level_two = self.selector is not None and self.selector.levels == 2
         if pairs and not level_two and self.index_matching is None:
             have = ("a selector of levels 1 (channels and lines only)" if self.selector

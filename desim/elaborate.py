@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from arch.accelerator import Accelerator
-from arch.config import ArchConfig, priced_actions
+from arch.config import ArchConfig, SparsityConfig, priced_actions
 from desim.channels import UNTIMED
 from desim.errors import ConfigError
 from desim.experiment import Experiment, RunSpec, claim_metrics
@@ -82,9 +82,7 @@ def describe(name: str, arch: ArchConfig, acc: Accelerator | None = None) -> dic
         "noc_port_gb_s": acc.graph.edges[acc.port, arch.global_buffer_router][
             "bandwidth_bytes_per_cycle"] * acc.clock.frequency_hz / 1e9,
         "vector_lanes": arch.vector_unit.lanes if arch.vector_unit else "-",
-        "skips": " ".join(operand for operand, on in (
-            ("W", arch.sparsity.skip_zero_weights), ("X", arch.sparsity.skip_zero_activations),
-            ("dY", arch.sparsity.skip_zero_gradients)) if on) or "-",
+        "skips": skips_text(arch.sparsity),
         "sparse_units": ", ".join(unit for unit, cfg in (
             ("selector", arch.selector), ("speculator", arch.speculator),
             ("weight generator", arch.weight_generator),
@@ -92,6 +90,17 @@ def describe(name: str, arch: ArchConfig, acc: Accelerator | None = None) -> dic
         "dataflow": dataflow_text(arch.mapping.dataflow, arch.mapping.partitions),
         "modules": sum(1 for _ in acc.sim.modules()),
     }
+
+
+def skips_text(s: SparsityConfig) -> str:
+    """The zeros a design skips, "W X dY"; an operand skipped in some of its phases only
+    with them, "X (WG)"."""
+    parts = ["W"] if s.skip_zero_weights else []
+    for operand, phases, every in (("X", s.activation_phases, ("FF", "WG")),
+                                   ("dY", s.gradient_phases, ("BP", "WG"))):
+        if phases:
+            parts.append(operand if phases == every else f"{operand} ({', '.join(phases)})")
+    return " ".join(parts) or "-"
 
 
 def dataflow_text(order: str, partitions: tuple[str, ...]) -> str:

@@ -30,8 +30,9 @@ def hardware_view(acc: Accelerator) -> HardwareView:
         **_tile_latencies(acc),
         element_bytes=ELEMENT_BYTES[acc.cfg.pe_cluster.precision],
         accumulator_bytes=ELEMENT_BYTES[acc.cfg.pe_cluster.accumulates_in],
-        skip_zero_weights=s.skip_zero_weights, skip_zero_activations=s.skip_zero_activations,
-        skip_zero_gradients=s.skip_zero_gradients,
+        skip_zero_weights=s.skip_zero_weights,
+        skip_zero_activations=_all_or_some(s.activation_phases, ("FF", "WG")),
+        skip_zero_gradients=_all_or_some(s.gradient_phases, ("BP", "WG")),
         skip_pruned_weight_gradients=s.skip_pruned_weight_gradients,
         channel_compaction=s.channel_compaction, weight_format=s.weight_format,
         activation_format=s.activation_format, selector_entries_per_cycle=(
@@ -56,6 +57,12 @@ def hardware_view(acc: Accelerator) -> HardwareView:
                              else 0),
         objective=acc.cfg.mapping.objective,
         inter_layer_reuse=acc.cfg.mapping.inter_layer_reuse, **_move_prices(acc))
+
+
+def _all_or_some(phases: tuple[str, ...], every: tuple[str, ...]) -> bool | tuple[str, ...]:
+    """An operand's skip flag for the mapper: True in all its phases, else the phases named
+    (empty: False)."""
+    return phases == every or (phases if phases else False)
 
 
 def _tile_latencies(acc: Accelerator) -> dict[str, float]:

@@ -37,20 +37,37 @@ WU = 3  # the optimizer's weight update (`workload.weight_update`): no MACs
 MAX_EXACT = 2**24
 
 
+PHASE_NAMES = ("FF", "BP", "WG")
+
+
 @dataclass(frozen=True)
 class SkipPolicy:
-    """Which zeros a datapath detects and skips."""
+    """Which zeros a datapath detects and skips. An operand's flag is True (in every phase
+    it takes part in), False, or the names of the phases it is skipped in (Procrustes skips
+    zero activations in WG and not in FF: `("WG",)`)."""
 
     weights: bool = False
-    activations: bool = False   # X, in FF and WG
-    gradients: bool = False     # dY, in BP and WG
+    activations: bool | tuple[str, ...] = False   # X, in FF and WG
+    gradients: bool | tuple[str, ...] = False     # dY, in BP and WG
     pruned_weight_gradients: bool = False  # WG of pruned weights, when the algorithm
     # never uses their gradients
+
+    def skips_activations(self, phase: int) -> bool:
+        """Whether zero X are skipped in `phase` (X takes part in FF and WG)."""
+        return phase != BP and _named(self.activations, phase)
+
+    def skips_gradients(self, phase: int) -> bool:
+        """Whether zero dY are skipped in `phase` (dY takes part in BP and WG)."""
+        return phase != FF and _named(self.gradients, phase)
 
     @property
     def dense(self) -> bool:
         return not (self.weights or self.activations or self.gradients
                     or self.pruned_weight_gradients)
+
+
+def _named(flag: bool | tuple[str, ...], phase: int) -> bool:
+    return flag if isinstance(flag, bool) else PHASE_NAMES[phase] in flag
 
 
 def _maps(layer: LayerCapture, phase: int, x: torch.Tensor, w: torch.Tensor,
@@ -173,8 +190,8 @@ def processed_operands(phase: int, policy: SkipPolicy, pruned_grads_unused: bool
                        ) -> dict[str, bool]:
     """The non-zero maps hardware with `policy` skips on (it never skips a MAC the
     algorithm needs)."""
-    return {"x_nz": policy.activations and phase != BP, "w_nz": policy.weights and phase != WG,
-            "dy_nz": policy.gradients and phase != FF,
+    return {"x_nz": policy.skips_activations(phase), "w_nz": policy.weights and phase != WG,
+            "dy_nz": policy.skips_gradients(phase),
             "mask_wg": policy.pruned_weight_gradients and pruned_grads_unused}
 
 

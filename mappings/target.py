@@ -34,8 +34,10 @@ class HardwareView:
     noc_latency_cycles: float = 0.0
     pipeline_cycles: int = 0
     skip_zero_weights: bool = False      # PEs skip MACs whose weight is zero
-    skip_zero_activations: bool = False  # ... whose activation X is zero (FF, WG)
-    skip_zero_gradients: bool = False    # ... whose output gradient dY is zero (BP, WG)
+    skip_zero_activations: bool | tuple[str, ...] = False  # ... whose activation X is zero
+    # (FF, WG; a tuple: in the phases it names, `counting.SkipPolicy`)
+    skip_zero_gradients: bool | tuple[str, ...] = False  # ... whose output gradient dY is
+    # zero (BP, WG; likewise)
     skip_pruned_weight_gradients: bool = False  # WG computes only kept weights' gradients
     channel_compaction: bool = False     # inactive output channels are removed before tiling
     skip_relu_masked_gradients: bool = False  # BP skips dX where X is zero (ReLU masks it)

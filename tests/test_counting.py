@@ -480,6 +480,14 @@ def _one_by_one_layer():
     (WG, SkipPolicy(gradients=True), 2),
     (WG, SkipPolicy(activations=True, gradients=True), 1),
     (WG, SkipPolicy(pruned_weight_gradients=True), 3),
+    # an operand skipped in the phases named only (Procrustes: X in WG, not in FF)
+    (FF, SkipPolicy(weights=True, activations=("WG",)), 3),
+    (WG, SkipPolicy(weights=True, activations=("WG",)), 2),
+    (FF, SkipPolicy(activations=("FF",)), 2),
+    (WG, SkipPolicy(activations=("FF",)), 4),
+    (BP, SkipPolicy(gradients=("WG",)), 4),
+    (WG, SkipPolicy(gradients=("WG",)), 2),
+    (WG, SkipPolicy(gradients=("BP",)), 4),
 ])
 def test_hardware_skips_only_the_zeros_its_policy_detects(phase, policy, processed):
     from mappings.counting import processed_map
