@@ -166,11 +166,13 @@ class SparsityConfig(Strict):
     def _true_false_or_phases(cls, value: object, info: ValidationInfo) -> object:
         """Said here, whole: pydantic would name the list's items alone."""
         phases = ("FF", "WG") if info.field_name == "skip_zero_activations" else ("BP", "WG")
+        if isinstance(value, list) and sorted(value) == list(phases):
+            return True  # every phase: the same design as `true` (compare, sweeps)
         if isinstance(value, bool) or (isinstance(value, list) and value and all(
                 v in phases for v in value) and len(set(value)) == len(value)):
             return value
-        raise ValueError(f"expected true, false, or a list of the phases to skip them in "
-                         f"({' and '.join(phases)}, distinct)")
+        raise ValueError(f"expected true, false, or a non-empty list of the phases to skip "
+                         f"them in ({' and '.join(phases)}, distinct)")
 
     @property
     def activation_phases(self) -> tuple[str, ...]:
@@ -181,6 +183,14 @@ class SparsityConfig(Strict):
     def gradient_phases(self) -> tuple[str, ...]:
         """The phases zero output gradients are skipped in."""
         return _phases(self.skip_zero_gradients, ("BP", "WG"))
+
+    @property
+    def two_sided_phases(self) -> tuple[str, ...]:
+        """The phases whose MACs are skipped on the zeros of both their operands (FF: W and
+        X, BP: W and dY, WG: X and dY): where index matching has pairs to find."""
+        w, x, dy = self.skip_zero_weights, self.activation_phases, self.gradient_phases
+        return tuple(phase for phase, on in (("FF", w and "FF" in x), ("BP", w and "BP" in dy),
+                                             ("WG", "WG" in x and "WG" in dy)) if on)
 
     # BP computes dX only where the layer's input X is non-zero: where X is zero the ReLU that
     # produced it zeroes that gradient anyway (Trainer's speculation, the part that is exact).
@@ -464,10 +474,10 @@ class ArchConfig(Strict):
     @model_validator(mode="after")
     def _matching_needs_two_sided_skipping(self) -> ArchConfig:
         s = self.sparsity
-        if self.index_matching is not None and sum(
-                (s.skip_zero_weights, bool(s.activation_phases), bool(s.gradient_phases))) < 2:
+        if self.index_matching is not None and not s.two_sided_phases:
             raise ValueError("index_matching: pairs the non-zeros of two operands, but this "
-                             "design skips the zeros of one operand at most (sparsity."
+                             "design skips the zeros of one operand at most in every phase "
+                             "(FF: W and X, BP: W and dY, WG: X and dY; sparsity."
                              "skip_zero_weights, skip_zero_activations, skip_zero_gradients)")
         return self
 
@@ -507,12 +517,11 @@ class ArchConfig(Strict):
         s = self.sparsity
         weights = s.skip_zero_weights and s.weight_format in ("bitmap", "line_bitmap")
         streamed = s.activation_format == "bitmap"
+        both = s.two_sided_phases
         pairs = [name for name, on in (
-            ("weights with activations (FF)",
-             weights and streamed and "FF" in s.activation_phases),
-            ("weights with gradients (BP)", weights and streamed and "BP" in s.gradient_phases),
-            ("activations with gradients (WG)", streamed and "WG" in s.activation_phases
-             and "WG" in s.gradient_phases)) if on]
+            ("weights with activations (FF)", weights and streamed and "FF" in both),
+            ("weights with gradients (BP)", weights and streamed and "BP" in both),
+            ("activations with gradients (WG)", streamed and "WG" in both)) if on]
         level_two = self.selector is not None and self.selector.levels == 2
         if pairs and not level_two and self.index_matching is None:
             have = ("a selector of levels 1 (channels and lines only)" if self.selector

@@ -67,7 +67,9 @@ class SkipPolicy:
 
 
 def _named(flag: bool | tuple[str, ...], phase: int) -> bool:
-    return flag if isinstance(flag, bool) else PHASE_NAMES[phase] in flag
+    if isinstance(flag, bool):
+        return flag
+    return phase < len(PHASE_NAMES) and PHASE_NAMES[phase] in flag  # WU: no MACs
 
 
 def _maps(layer: LayerCapture, phase: int, x: torch.Tensor, w: torch.Tensor,

@@ -39,11 +39,11 @@ DENSE = ROOT / "configs" / "arch" / "dense.yaml"
       "or false (got 'cluster')"]),
     # an operand's zeros skipped in the phases it takes part in, named (X: FF, WG)
     (["arch.dense.sparsity.skip_zero_activations=[BP]"],
-     ["dense.yaml: sparsity.skip_zero_activations: expected true, false, or a list of the "
-      "phases to skip them in (FF and WG, distinct) (got ['BP'])"]),
+     ["dense.yaml: sparsity.skip_zero_activations: expected true, false, or a non-empty list "
+      "of the phases to skip them in (FF and WG, distinct) (got ['BP'])"]),
     (["arch.dense.sparsity.skip_zero_gradients=[WG, WG]"],
-     ["sparsity.skip_zero_gradients: expected true, false, or a list of the phases to skip "
-      "them in (BP and WG, distinct)"]),
+     ["sparsity.skip_zero_gradients: expected true, false, or a non-empty list of the phases "
+      "to skip them in (BP and WG, distinct)"]),
     (["runs.1.pruning.sparsty=0.5"],
      ["runs.1.pruning.sparsty: unknown key; expected one of: ", "sparsity"]),
     (["runs.0.arch_set=[noc.shap=2]"],

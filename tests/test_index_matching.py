@@ -76,6 +76,24 @@ def test_a_design_must_skip_two_operands_zeros_to_match_them(tmp_path):
         load_arch(ARCH / "dense.yaml", ["index_matching={bits_per_cycle: 128}"])
     with pytest.raises(ConfigError, match="index_matching.bits_per_cycle"):
         load_arch(ARCH / "fine_grained.yaml", ["index_matching.bits_per_cycle=0"])
+    # two operands skipped, but never in the same phase: nothing to pair
+    for skips in (["sparsity.skip_zero_activations=[FF]", "sparsity.skip_zero_gradients=[BP]"],
+                  ["sparsity.skip_zero_weights=true", "sparsity.skip_zero_activations=[WG]"]):
+        with pytest.raises(ConfigError, match="one operand at most in every phase"):
+            load_arch(ARCH / "dense.yaml", ["index_matching={bits_per_cycle: 128}", *skips])
+    paired = load_arch(ARCH / "dense.yaml", ["index_matching={bits_per_cycle: 128}",
+                                             "sparsity.skip_zero_activations=[WG]",
+                                             "sparsity.skip_zero_gradients=[WG]"])
+    assert paired.sparsity.two_sided_phases == ("WG",)
+
+
+def test_an_operand_skipped_in_all_its_phases_is_the_same_design_as_true():
+    """[WG, FF] is `true`: compare and sweeps see one design, not two."""
+    arch = load_arch(ARCH / "dense.yaml", ["sparsity.skip_zero_activations=[WG, FF]",
+                                           "sparsity.skip_zero_gradients=[BP, WG]"])
+    assert arch.sparsity.skip_zero_activations is True
+    assert arch.sparsity.skip_zero_gradients is True
+    assert arch.sparsity.activation_phases == ("FF", "WG")
 
 
 HW = HardwareView(clusters=4, pes_per_cluster=4, buffer_bytes=64 * 1024, element_bytes=2,
