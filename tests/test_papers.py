@@ -34,7 +34,7 @@ EXPERIMENTS = ROOT / "configs" / "experiments"
 ARCH = ROOT / "configs" / "arch"
 PAPER_EXPERIMENTS = ["hppu_vs_dense", "hppu_vs_fine_grained", "hppu_pruning_ratio",
                      "trainer_vs_prior", "procrustes_vs_dense", "dropback_lenet",
-                     "peak_efficiency", "trainer_speculation_accuracy"]
+                     "peak_efficiency", "trainer_speculation_accuracy", "trainer_ablation"]
 SAME_RESOURCES_AS_DENSE = ["fine_grained", "coarse_grained", "hppu", "trainer",
                            "prior_sparse_trainer", "pnpu", "procrustes", "hppu_like", "circnn"]
 
