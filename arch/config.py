@@ -161,6 +161,29 @@ class SparsityConfig(Strict):
     skip_zero_gradients: bool | list[Literal["BP", "WG"]] = False
     skip_pruned_weight_gradients: bool = False
     channel_compaction: bool = False
+    # BP computes dX only where the layer's input X is non-zero: where X is zero the ReLU that
+    # produced it zeroes that gradient anyway (Trainer's speculation, the part that is exact).
+    # Valid when every layer's input comes from a ReLU, directly or through pooling.
+    skip_relu_masked_gradients: bool = False
+    weight_format: Literal["dense", "bitmap", "line_bitmap", "csr", "csc", "coo", "rle",
+                           "values_only"] = "dense"
+    activation_format: Literal["dense", "bitmap", "csr", "csc", "coo", "rle"] = "dense"
+    # Bits a stored weight value takes in DRAM, the buffers and the NoC (2: ternary codes,
+    # Yang et al., AAAI 2020). None: the datapath precision's element width. Gradients and
+    # activations keep the element width.
+    weight_bits: PositiveInt | None = Field(None, le=32)  # at most fp32's (a master copy)
+    # The weights' "line" (line_bitmap's line, csr's row, csc's columns): None, a kernel
+    # row (1 x S, HPPU's line), and for csr and csc a row of the weight matrix (an output
+    # channel's C*R*S weights in FF); n, every run of n consecutive weights of such a row: the
+    # group of PE-wise pruning when n = pe_cols (a short last run is stored whole); n at
+    # least C*R*S, the whole row (csr then has a pointer per output channel).
+    weight_group: PositiveInt | None = None
+    # CirCNN (Ding et al., MICRO 2017): layers the run prunes block-circulant (method
+    # block_circulant, block b) keep each b x b block's first row only (b-fold fewer weight
+    # bytes) and multiply in the FFT domain: their MACs become the closed-form effective
+    # MACs of `mappings.circulant`. No effect on other layers or other pruning methods.
+    circulant_fft: bool = False
+
     @field_validator("skip_zero_activations", "skip_zero_gradients", mode="before")
     @classmethod
     def _true_false_or_phases(cls, value: object, info: ValidationInfo) -> object:
@@ -191,29 +214,6 @@ class SparsityConfig(Strict):
         w, x, dy = self.skip_zero_weights, self.activation_phases, self.gradient_phases
         return tuple(phase for phase, on in (("FF", w and "FF" in x), ("BP", w and "BP" in dy),
                                              ("WG", "WG" in x and "WG" in dy)) if on)
-
-    # BP computes dX only where the layer's input X is non-zero: where X is zero the ReLU that
-    # produced it zeroes that gradient anyway (Trainer's speculation, the part that is exact).
-    # Valid when every layer's input comes from a ReLU, directly or through pooling.
-    skip_relu_masked_gradients: bool = False
-    weight_format: Literal["dense", "bitmap", "line_bitmap", "csr", "csc", "coo", "rle",
-                           "values_only"] = "dense"
-    activation_format: Literal["dense", "bitmap", "csr", "csc", "coo", "rle"] = "dense"
-    # Bits a stored weight value takes in DRAM, the buffers and the NoC (2: ternary codes,
-    # Yang et al., AAAI 2020). None: the datapath precision's element width. Gradients and
-    # activations keep the element width.
-    weight_bits: PositiveInt | None = Field(None, le=32)  # at most fp32's (a master copy)
-    # The weights' "line" (line_bitmap's line, csr's row, csc's columns): None, a kernel
-    # row (1 x S, HPPU's line), and for csr and csc a row of the weight matrix (an output
-    # channel's C*R*S weights in FF); n, every run of n consecutive weights of such a row: the
-    # group of PE-wise pruning when n = pe_cols (a short last run is stored whole); n at
-    # least C*R*S, the whole row (csr then has a pointer per output channel).
-    weight_group: PositiveInt | None = None
-    # CirCNN (Ding et al., MICRO 2017): layers the run prunes block-circulant (method
-    # block_circulant, block b) keep each b x b block's first row only (b-fold fewer weight
-    # bytes) and multiply in the FFT domain: their MACs become the closed-form effective
-    # MACs of `mappings.circulant`. No effect on other layers or other pruning methods.
-    circulant_fft: bool = False
 
 
 class VectorUnitConfig(Strict):
