@@ -76,7 +76,7 @@ _TAKES: dict[str, tuple[str, ...]] = {
     "permuted_diagonal": ("p", "seed"),
     "block_circulant": ("b",),
     "ternarize": ("threshold_ratio",),
-    "dropback": ("sparsity", "k", "seed"),
+    "dropback": ("sparsity", "k", "seed", "init_decay"),
     "set": ("sparsity", "seed", "regrow_fraction", "update_every"),
     "rigl": ("sparsity", "seed", "regrow_fraction", "update_every"),  # seed: a layer
 }                                                   # without a gradient regrows as SET does
@@ -106,6 +106,11 @@ class PruningSpec(Strict):
     p: PositiveInt | None = None
     b: PositiveInt | None = None
     k: PositiveInt | None = None  # DropBack: weights tracked (0 would train none)
+    # DropBack: the factor the untracked weights' initial values decay by, a training step
+    # (Procrustes' adaptation: 0.9 in its authors' runs; 1, DropBack proper). Below 1 the
+    # untracked weights tend to zero, and the captured iteration computes them as zeros, as
+    # Procrustes' hardware skips them (mappings/training.py).
+    init_decay: float = Field(1.0, gt=0.0, le=1.0)
     threshold_ratio: float = Field(0.7, ge=0.0)
     seed: Seed = 0
     regrow_fraction: float = Field(0.3, ge=0.0, le=1.0)  # SET / RigL: share dropped and regrown

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import torch
 from torch import nn
@@ -96,7 +96,7 @@ def train_and_capture(model: nn.Module, pruning: PruningSpec, spec: TrainingSpec
                                 offset=it * batch_size, generator=gen)
         masks = step.before(it)
         if it == at:
-            with in_eval_mode(model) if inference else nullcontext():
+            with in_eval_mode(model) if inference else nullcontext(), step.as_hardware_runs():
                 layers = capture(model, inputs, targets, packed=packed, vectors=vectors,
                                  speculative=speculative, needs=needs)
         if it != at or inference:  # (an inference's capture, in eval mode, trains nothing:
@@ -178,6 +178,11 @@ class _Stepper:
 
     def before(self, iteration: int) -> dict[str, torch.Tensor]:
         return self.masks
+
+    def as_hardware_runs(self) -> AbstractContextManager[None]:
+        """Within it, the weights as the simulated hardware computes with them (the captured
+        iteration): as trained, but for Procrustes' decayed DropBack."""
+        return nullcontext()
 
     def update(self, velocity: dict[str, torch.Tensor], spec: TrainingSpec) -> None:
         with torch.no_grad():
@@ -274,12 +279,33 @@ class _DropBack(_Stepper):
         super().__init__(model, pruning)
         params = {n: m.weight.data for n, m in self.layers.items()}
         k = dropback_k(pruning, sum(p.numel() for p in params.values()))
-        self.dropback = DropBack(params, k, seed=pruning.seed)
+        self.dropback = DropBack(params, k, seed=pruning.seed, init_decay=pruning.init_decay)
         self.params = params
         self.masks = self.dropback.masks()
 
     def after_step(self, spec: TrainingSpec) -> None:
         self.masks = self.dropback.apply(self.params)
+
+    @contextmanager
+    def as_hardware_runs(self) -> Iterator[None]:
+        """Procrustes' decayed DropBack (init_decay < 1): its hardware computes with the
+        tracked weights only (its authors' Timeloop model masks FF and BP with them), the
+        untracked ones, d w0, taken as the zeros they decay to; DropBack proper (1)
+        regenerates them, non-zero, and computes them. Restored after: training goes on
+        with d w0."""
+        if self.dropback.init_decay == 1 or not self.dropback.steps:  # (before any step
+            yield                                       # every weight is its initial value)
+            return
+        kept = {name: p.clone() for name, p in self.params.items()}
+        with torch.no_grad():
+            for name, p in self.params.items():
+                p.mul_(self.factor(name))
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for name, p in self.params.items():
+                    p.copy_(kept[name])
 
 
 def _stepper(model: nn.Module, pruning: PruningSpec, spec: TrainingSpec) -> _Stepper:

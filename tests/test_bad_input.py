@@ -44,6 +44,11 @@ DENSE = ROOT / "configs" / "arch" / "dense.yaml"
     (["arch.dense.sparsity.skip_zero_gradients=[WG, WG]"],
      ["sparsity.skip_zero_gradients: expected true, false, or a non-empty list of the phases "
       "to skip them in (BP and WG, distinct)"]),
+    # Procrustes' decay of DropBack's initial values: DropBack's alone, at most 1
+    (["runs.1.pruning.init_decay=0.9"],
+     ["runs.1.pruning.init_decay: method 'hybrid' does not use it"]),
+    (["runs.1.pruning={method: dropback, sparsity: 0.9, init_decay: 1.5}"],
+     ["runs.1.pruning.init_decay: Input should be less than or equal to 1 (got 1.5)"]),
     (["runs.1.pruning.sparsty=0.5"],
      ["runs.1.pruning.sparsty: unknown key; expected one of: ", "sparsity"]),
     (["runs.0.arch_set=[noc.shap=2]"],

@@ -426,6 +426,25 @@ def test_dropback_ranks_by_the_net_move_not_the_summed_gradient_magnitude() -> N
     assert params["w"].tolist() == pytest.approx([0.0, 0.6])
 
 
+def test_procrustes_dropback_decays_the_initial_values_after_the_first_step() -> None:
+    """init_decay 0.5 (the authors' rule, compstruct/procrustes-ml-models): d = 1 at the first
+    step, then 0.5, 0.25; weights scored by |w - d w0|, the untracked reset to d w0. Two
+    weights from w0 = (1, 2), k = 1. Step 1 (d = 1) moves them by (0.3, 0.1): scores 0.3 and
+    0.1, the first tracked (1.3), the second reset to 2. Step 2 (d = 0.5): no move, scores
+    |1.3 - 0.5| = 0.8 and |2 - 1| = 1: the second is tracked (2), the first reset to 0.5.
+    Step 3 (d = 0.25): scores |0.5 - 0.25| = 0.25, |2 - 0.5| = 1.5: the first reset to 0.25."""
+    params = {"w": torch.tensor([1.0, 2.0])}
+    db = DropBack(params, k=1, init_decay=0.5)
+    params["w"] += torch.tensor([0.3, 0.1])
+    assert db.apply(params)["w"].tolist() == [True, False] and db.rate == 1.0
+    assert params["w"].tolist() == pytest.approx([1.3, 2.0])
+    assert db.apply(params)["w"].tolist() == [False, True] and db.rate == 0.5
+    assert params["w"].tolist() == pytest.approx([0.5, 2.0])
+    assert db.apply(params)["w"].tolist() == [False, True] and db.rate == 0.25
+    assert params["w"].tolist() == pytest.approx([0.25, 2.0])
+    assert db.initial("w").tolist() == [1.0, 2.0]  # what the generator regenerates, then scales
+
+
 def test_dropback_k_larger_than_model_tracks_all() -> None:
     params = {"w": torch.ones(3)}
     assert DropBack(params, k=10).apply(params)["w"].all()

@@ -74,6 +74,28 @@ def test_dropback_tracks_exactly_k_and_regenerates_the_rest():
     assert stats["accuracy"] > 0.3             # 0.39 measured, 6% of weights; chance 0.1
 
 
+def test_procrustes_dropback_captures_the_untracked_weights_as_zeros():
+    """With init_decay < 1 (Procrustes) the untracked weights are d w0, decaying; the captured
+    iteration computes them as zeros (its hardware skips them), so the captured W maps are
+    the tracked masks, and training goes on with d w0 (restored after the capture).
+    DropBack proper (1) computes them, non-zero."""
+    spec = PruningSpec(method="dropback", k=1000, seed=7, init_decay=0.9)
+    model, layers, masks, stats = train(spec, iterations=40, capture_iteration=20)
+    assert sum(int(m.sum()) for m in masks.values()) == 1000
+    assert sum(int(layer.w_nz.sum()) for layer in layers[:2]) <= 1000  # the tracked, at most
+    # after the last of 40 steps d = 0.9^39: the untracked weights hold d w0, not zero
+    d = 0.9 ** 39
+    for i in (0, 2):
+        w, mask = model[i].weight.detach(), masks[str(i)]
+        start = regenerate(str(i), w.shape, 7) * d
+        assert torch.allclose(w[~mask], start[~mask])
+        assert (w[~mask] != 0).any()
+    assert stats["weight_compression"] == (64 * 128 * 2) / 1000
+    _, proper, _, _ = train(PruningSpec(method="dropback", k=1000, seed=7), iterations=40,
+                            capture_iteration=20)
+    assert sum(int(layer.w_nz.sum()) for layer in proper[:2]) > 0.99 * 64 * 128 * 2
+
+
 def test_gradual_magnitude_pruning_reaches_its_target():
     spec = PruningSpec(method="magnitude", sparsity=0.9)
     _, _, masks, stats = train(spec, iterations=100, gradual=True)

@@ -13,6 +13,12 @@ untracked weight is reset to w0 after each step, so it enters the top k only if 
 moves it beyond a tracked weight's total. (desim had summed lr * |grad| instead, which
 ranked weights whose gradients cancel among the most changed.) Biases are trained dense,
 outside k (the authors' code counts them in k; a stated difference).
+
+Procrustes' adaptation (Yang et al., MICRO 2020; its authors' code, compstruct/
+procrustes-ml-models, utils/dropback_qe.py): the initial values decay, `init_decay` a step
+after the first (0.9 in their runs), so the untracked weights tend to zero and sparse
+hardware can skip them. Weights are then scored by |w - d w0|, d the decayed factor, and an
+untracked weight is reset to d w0. `init_decay` 1 is DropBack proper.
 """
 
 from __future__ import annotations
@@ -48,14 +54,19 @@ class DropBack:
     `DropBack(params, k)` clones `params` as the initial values. `DropBack(params, k, seed=s)`
     instead writes `regenerate(name, shape, s)` into `params` in place and keeps only the
     seed, as the hardware does. After each optimizer step, `apply(params)` scores every
-    weight by |w - w0|, keeps the k highest-scoring weights (ties: higher flat index, in the
-    order of `params`, wins) and resets every other weight to its initial value.
+    weight by |w - d w0|, keeps the k highest-scoring weights (ties: higher flat index, in the
+    order of `params`, wins) and resets every other weight to d w0: d = 1 in DropBack proper,
+    `init_decay` to the power of the steps after the first in Procrustes' adaptation.
     """
 
-    def __init__(self, model_params: Mapping[str, Tensor], k: int, seed: int | None = None):
+    def __init__(self, model_params: Mapping[str, Tensor], k: int, seed: int | None = None,
+                 init_decay: float = 1.0):
         if k < 0:
             raise ConfigError(f"DropBack k must be >= 0, got {k}", key="k")
         self.k = k
+        self.init_decay = init_decay
+        self.rate = 1.0  # d: the factor on the initial values, init_decay a step after the first
+        self.steps = 0  # optimizer steps applied so far
         self.shapes = {name: tuple(p.shape) for name, p in model_params.items()}
         self.scores = {
             name: torch.zeros(p.shape, dtype=torch.float64, device=p.device)
@@ -84,14 +95,19 @@ class DropBack:
         }
 
     def apply(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """After an optimizer step: score each weight of `params` by |w - w0|, keep the top k,
-        reset the others to their initial values in place; return the masks."""
+        """After an optimizer step: decay the initial values' factor d (but after the first
+        step), score each weight of `params` by |w - d w0|, keep the top k, reset the others
+        to d w0 in place; return the masks."""
+        if self.steps:
+            self.rate *= self.init_decay
+        self.steps += 1
         with torch.no_grad():
             for name, p in params.items():
-                self.scores[name] = (p.detach().to(torch.float64)
-                                     - self._initial[name].to(p.device, torch.float64)).abs()
+                start = self._initial[name].to(p.device, torch.float64) * self.rate
+                self.scores[name] = (p.detach().to(torch.float64) - start).abs()
             masks = self.masks()
             for name, mask in masks.items():
                 p = params[name]
-                p.copy_(torch.where(mask, p, self._initial[name].to(p.device, p.dtype)))
+                start = (self._initial[name] * self.rate).to(p.device, p.dtype)
+                p.copy_(torch.where(mask, p, start))
         return masks
