@@ -94,13 +94,17 @@ def train_and_capture(model: nn.Module, pruning: PruningSpec, spec: TrainingSpec
         _check_not_diverged(model, spec, it)
         inputs, targets = batch(data, batch_size, input_shape, num_classes,
                                 offset=it * batch_size, generator=gen)
-        masks = step.before(it)
+        in_force = step.before(it)
         if it == at:
+            masks = dict(in_force)  # (the steppers replace a layer's mask, never alter it)
             with in_eval_mode(model) if inference else nullcontext(), step.as_hardware_runs():
                 layers = capture(model, inputs, targets, packed=packed, vectors=vectors,
                                  speculative=speculative, needs=needs)
-        if it != at or inference:  # (an inference's capture, in eval mode, trains nothing:
-            model.zero_grad(set_to_none=True)  # the iteration's step is taken as in training)
+        # The captured iteration's step takes the capture's gradients, unless the capture
+        # ran otherwise than training does: an inference's, in eval mode, trains nothing;
+        # Procrustes' hardware computes without the untracked weights training keeps.
+        if it != at or inference or step.hardware_differs():
+            model.zero_grad(set_to_none=True)
             with speculating(model) if speculative else nullcontext():
                 loss = nn.functional.cross_entropy(model(inputs), targets)
             loss.backward()
@@ -183,6 +187,10 @@ class _Stepper:
         """Within it, the weights as the simulated hardware computes with them (the captured
         iteration): as trained, but for Procrustes' decayed DropBack."""
         return nullcontext()
+
+    def hardware_differs(self) -> bool:
+        """Whether `as_hardware_runs` changes the weights now."""
+        return False
 
     def update(self, velocity: dict[str, torch.Tensor], spec: TrainingSpec) -> None:
         with torch.no_grad():
@@ -286,6 +294,11 @@ class _DropBack(_Stepper):
     def after_step(self, spec: TrainingSpec) -> None:
         self.masks = self.dropback.apply(self.params)
 
+    def hardware_differs(self) -> bool:
+        """Decayed (init_decay < 1) and stepped at least twice: before, the untracked weights
+        are their initial values, d = 1, which no hardware takes as zeros."""
+        return self.dropback.init_decay < 1 and self.dropback.steps > 1
+
     @contextmanager
     def as_hardware_runs(self) -> Iterator[None]:
         """Procrustes' decayed DropBack (init_decay < 1): its hardware computes with the
@@ -293,8 +306,8 @@ class _DropBack(_Stepper):
         untracked ones, d w0, taken as the zeros they decay to; DropBack proper (1)
         regenerates them, non-zero, and computes them. Restored after: training goes on
         with d w0."""
-        if self.dropback.init_decay == 1 or not self.dropback.steps:  # (before any step
-            yield                                       # every weight is its initial value)
+        if not self.hardware_differs():
+            yield
             return
         kept = {name: p.clone() for name, p in self.params.items()}
         with torch.no_grad():

@@ -96,6 +96,24 @@ def test_procrustes_dropback_captures_the_untracked_weights_as_zeros():
     assert sum(int(layer.w_nz.sum()) for layer in proper[:2]) > 0.99 * 64 * 128 * 2
 
 
+def test_the_captured_iteration_neither_changes_the_training_nor_its_masks():
+    """Where the capture runs otherwise than training (Procrustes' untracked weights as
+    zeros), the captured iteration's step still takes training's gradients: the trained
+    weights do not depend on which iteration is captured. And the masks returned are those
+    in force at the captured iteration (they had been the last iteration's): dynamic
+    pruning's captured W is exactly its mask then."""
+    spec = PruningSpec(method="dropback", k=1000, seed=7, init_decay=0.9)
+    trained = [torch.cat([p.detach().flatten() for p in train(spec, iterations=40,
+                                                                 capture_iteration=at)[0]
+                          .parameters()]) for at in (20, 39)]
+    assert torch.equal(*trained)
+    _, layers, masks, _ = train(PruningSpec(method="dynamic", sparsity=0.75), iterations=10,
+                                capture_iteration=3)
+    _, _, last, _ = train(PruningSpec(method="dynamic", sparsity=0.75), iterations=10)
+    assert torch.equal(layers[1].w_nz.reshape(masks["2"].shape).bool(), masks["2"].bool())
+    assert not torch.equal(masks["2"], last["2"])
+
+
 def test_gradual_magnitude_pruning_reaches_its_target():
     spec = PruningSpec(method="magnitude", sparsity=0.9)
     _, _, masks, stats = train(spec, iterations=100, gradual=True)
