@@ -58,7 +58,8 @@ SPARSE_UNIT_WORK = {
     "selector": "it selects the non-zero data of tiles whose weights or activations it skips",
     "speculator": "it predicts the outputs of FF tiles of layers followed by a ReLU",
     "weight_generator": "it regenerates the weights DropBack leaves untracked at their "
-                        "initial values, once trained; no other pruning leaves any",
+                        "initial values (init_decay 1); no other pruning, nor Procrustes' "
+                        "decay, leaves any",
 }
 
 

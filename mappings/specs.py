@@ -109,7 +109,8 @@ class PruningSpec(Strict):
     # DropBack: the factor the untracked weights' initial values decay by, a training step
     # (Procrustes' adaptation: 0.9 in its authors' runs; 1, DropBack proper). Below 1 the
     # untracked weights tend to zero, and the captured iteration computes them as zeros, as
-    # Procrustes' hardware skips them (mappings/training.py).
+    # Procrustes' hardware skips them (mappings/training.py); without training, they are
+    # zeros (the limit), and with 1 they keep their initial values (mappings/pruning/spec.py).
     init_decay: float = Field(1.0, gt=0.0, le=1.0)
     threshold_ratio: float = Field(0.7, ge=0.0)
     seed: Seed = 0

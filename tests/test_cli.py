@@ -901,7 +901,8 @@ def test_an_idle_weight_generator_is_said(tmp_path, monkeypatch):
     desim.cli.print_summary(summary)
     printed = out.getvalue()
     assert ("magnitude: its weight generator did no work (it regenerates the weights DropBack "
-            "leaves untracked at their initial values, once trained; no other pruning leaves "
+            "leaves untracked at their initial values (init_decay 1); no other pruning, nor "
+            "Procrustes' decay, leaves "
             "any)") in printed
     assert "dropback: its weight generator" not in printed
 

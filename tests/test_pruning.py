@@ -530,7 +530,7 @@ SPECS = [
     {"method": "permuted_diagonal", "p": 4, "seed": 1},
     {"method": "block_circulant", "b": 4},
     {"method": "ternarize", "threshold_ratio": 0.7},
-    {"method": "dropback", "k": 500},
+    {"method": "dropback", "k": 500, "init_decay": 0.9},
 ]
 
 
@@ -621,6 +621,24 @@ def test_a_pruning_that_leaves_a_layer_no_weight_is_refused(spec: dict, key: str
     with pytest.raises(ConfigError, match="leaves it no non-zero weight") as err:
         prune_model(SmallNet(), PruningSpec(**spec))
     assert err.value.key == key
+
+
+def test_one_shot_dropback_zeroes_the_untracked_only_where_they_decay() -> None:
+    """Without training, DropBack keeps the k largest |w| over the pruned layers; Procrustes'
+    decay (init_decay < 1) takes the untracked to the zeros they decay to, DropBack proper
+    (1) leaves them their initial values, for its hardware to regenerate and compute."""
+    torch.manual_seed(0)
+    net = SmallNet()
+    before = {n: getattr(net, n).weight.detach().clone() for n in PRUNED}
+    masks = prune_model(net, PruningSpec(method="dropback", k=500))
+    assert sum(int(m.sum()) for m in masks.values()) == 500
+    assert all(torch.equal(getattr(net, n).weight, before[n]) for n in PRUNED)
+    decayed = SmallNet()
+    for n in PRUNED:
+        getattr(decayed, n).weight.data.copy_(before[n])
+    again = prune_model(decayed, PruningSpec(method="dropback", k=500, init_decay=0.9))
+    assert all(torch.equal(again[n], masks[n]) for n in PRUNED)
+    assert all(torch.equal(getattr(decayed, n).weight, before[n] * masks[n]) for n in PRUNED)
 
 
 def test_prune_model_dense_and_no_skips() -> None:

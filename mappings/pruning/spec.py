@@ -174,9 +174,11 @@ def prune_model(model: nn.Module, spec: PruningSpec) -> dict[str, Tensor]:
     "dense" returns {}. Weights are multiplied by their mask, except that "ternarize" replaces
     a weight by scale * ternary and "block_circulant" by its projection (mask = non-zeros).
     "dropback" has no training history here, so it keeps the k weights of largest |w| over all
-    pruned layers together (use `DropBack` during training). With `ternary`, the kept weights
-    are then ternarized (`ternarize_kept`); the mask stays the method's. Biases are not
-    touched.
+    pruned layers together (use `DropBack` during training); the untracked ones are zeroed
+    with `init_decay` < 1 (Procrustes: the limit their decayed initial values reach) and
+    keep their values with 1 (DropBack proper: its hardware regenerates and computes them).
+    With `ternary`, the kept weights are then ternarized (`ternarize_kept`); the mask stays
+    the method's. Biases are not touched.
     """
     if spec.method == "dense":
         return {}
@@ -191,7 +193,8 @@ def prune_model(model: nn.Module, spec: PruningSpec) -> dict[str, Tensor]:
             parts = torch.split(keep, [m.weight.numel() for _, m in layers])
             for (name, module), part in zip(layers, parts, strict=True):
                 masks[name] = part.view(module.weight.shape)
-                module.weight.mul_(masks[name])
+                if spec.init_decay < 1:
+                    module.weight.mul_(masks[name])
             return masks
         for name, module in layers:
             mask, replacement = _layer_mask(module.weight, spec)
