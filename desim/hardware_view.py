@@ -31,8 +31,8 @@ def hardware_view(acc: Accelerator) -> HardwareView:
         element_bytes=ELEMENT_BYTES[acc.cfg.pe_cluster.precision],
         accumulator_bytes=ELEMENT_BYTES[acc.cfg.pe_cluster.accumulates_in],
         skip_zero_weights=s.skip_zero_weights,
-        skip_zero_activations=_all_or_some(s.activation_phases, ("FF", "WG")),
-        skip_zero_gradients=_all_or_some(s.gradient_phases, ("BP", "WG")),
+        skip_zero_activations=_skip_flag(s.skip_zero_activations),
+        skip_zero_gradients=_skip_flag(s.skip_zero_gradients),
         skip_pruned_weight_gradients=s.skip_pruned_weight_gradients,
         channel_compaction=s.channel_compaction, weight_format=s.weight_format,
         activation_format=s.activation_format, selector_entries_per_cycle=(
@@ -59,10 +59,11 @@ def hardware_view(acc: Accelerator) -> HardwareView:
         inter_layer_reuse=acc.cfg.mapping.inter_layer_reuse, **_move_prices(acc))
 
 
-def _all_or_some(phases: tuple[str, ...], every: tuple[str, ...]) -> bool | tuple[str, ...]:
-    """An operand's skip flag for the mapper: True in all its phases, else the phases named
-    (empty: False)."""
-    return phases == every or (phases if phases else False)
+def _skip_flag(flag: bool | list[str]) -> bool | tuple[str, ...]:
+    """An operand's skip flag for the mapper, as the design gives it (true, false, or the
+    phases named: the config has made a list of every phase true): a list as a tuple, for
+    the frozen view."""
+    return tuple(flag) if isinstance(flag, list) else flag
 
 
 def _tile_latencies(acc: Accelerator) -> dict[str, float]:
