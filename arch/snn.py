@@ -364,6 +364,12 @@ class SnnEnergyTable:
     membrane_buffer_kib: int = 8
     buffer_banks: int = 16
 
+    @classmethod
+    def of(cls, cfg: SnnArrayConfig) -> SnnEnergyTable:
+        """The table of a design: its node and its buffers' sizes and banks."""
+        return cls(cfg.technology, cfg.buffer_kib, cfg.psum_buffer_kib,
+                   cfg.membrane_buffer_kib, cfg.buffer_banks)
+
     def energy_pj(self, actions: Counter[str]) -> dict[str, float]:
         table = EnergyTable(self.technology)
         add = ADD32_PJ_45NM * node_scale(self.technology)
@@ -404,7 +410,5 @@ def simulate(jobs: Sequence[FoldJob | NeuronJob], cfg: SnnArrayConfig) -> SnnRes
     top.add_process(top.play, jobs)
     sim.run()
     actions = top.array.actions + top.neurons.actions
-    table = SnnEnergyTable(cfg.technology, cfg.buffer_kib, cfg.psum_buffer_kib,
-                           cfg.membrane_buffer_kib, cfg.buffer_banks)
     return SnnResult(sim.now_ps, top.cycles, Counter(actions),
-                     table.energy_pj(actions))
+                     SnnEnergyTable.of(cfg).energy_pj(actions))

@@ -388,8 +388,7 @@ def test_snn_yaml_is_the_examples_design():
         (32, 32, 32, 500, "28nm")
     assert (cfg.buffer_kib, cfg.psum_buffer_kib, cfg.membrane_buffer_kib) == (512, 32, 8)
     # the energy table follows: Horowitz's 0.1 pJ 32-bit add x 28/45 (28 nm), 2 per update
-    table = SnnEnergyTable(cfg.technology, cfg.buffer_kib, cfg.psum_buffer_kib,
-                           cfg.membrane_buffer_kib)
+    table = SnnEnergyTable.of(cfg)
     e = table.energy_pj(Counter(pe_adds=10, neuron_updates=1))
     assert e["pe_adds"] == pytest.approx(10 * 0.1 * 28 / 45)
     assert e["neurons"] == pytest.approx(2 * 0.1 * 28 / 45)
