@@ -12,7 +12,8 @@ Why it is built this way:
   are invalid fails at once, recorded with its error, and the others go on. A sweep none of
   whose points is valid (a misspelt axis) is refused before it writes anything. Workers receive
   the resolved `Experiment`, so they need neither the YAML files nor the results folder; a
-  remote `--scheduler` works as a local cluster does.
+  remote `--scheduler` works as a local cluster does. Points that resolve to one design
+  (two spellings of a value) are computed once, and each gets its file.
 - The tasks the workers run, and the cluster they run on, are `desim.sweep_dask`'s.
 - The points a sweep section plans are `desim.sweep_spec`'s; the table they are gathered
   into, `desim.sweep_results`'; its plots, and the refusals of a `--plot` before any point
@@ -291,6 +292,8 @@ def _compute(path: Path, out: Path, base: list[str], todo: list[Point], client: 
     from desim.workload_cache import cache_key
 
     ready: list[tuple[Point, Experiment, list[str]]] = []
+    # a resolved design -> the points that spell it, each with its own experiment
+    twins: dict[str, list[tuple[Point, Experiment]]] = {}
     shared = Shared()  # the points' untrained iterations and tile checks, each made once
     for point in todo:
         sets = base + point.overrides
@@ -309,6 +312,11 @@ def _compute(path: Path, out: Path, base: list[str], todo: list[Point], client: 
             _finish(out, point, sets, experiment, {**failure_record(err, None), "elapsed_s": 0.0,
                                                    "worker": None}, log, bar)
             continue
+        design = one_design(experiment)
+        if design in twins:  # another spelling of a point already planned: computed once
+            twins[design].append((point, experiment))
+            continue
+        twins[design] = [(point, experiment)]
         keys = [cache_key(experiment.workloads[run.name], run.pruning)
                 for run in experiment.spec.runs]
         ready.append((point, experiment, keys))
@@ -316,14 +324,26 @@ def _compute(path: Path, out: Path, base: list[str], todo: list[Point], client: 
         return
     # Points sharing captures run together, so a capture's memory is freed early.
     ready.sort(key=lambda item: item[2])
+    spellings = {group[0][0].point_id: group for group in twins.values()}
     assert client is not None
     try:
-        for point, experiment, result in run_on_dask(client, scheduler, ready, out):
-            _finish(out, point, base + point.overrides, experiment, result, log, bar)
+        for point, _, result in run_on_dask(client, scheduler, ready, out):
+            for twin, spelt in spellings[point.point_id]:  # the first spelling's file first
+                _finish(out, twin, base + twin.overrides, spelt, result, log, bar)
             _raise_if_stopped()
     except SchedulerLost as err:
         log(str(err))
         raise
+
+
+def one_design(experiment: Experiment) -> str:
+    """The resolved experiment and architectures as text: two points with the same text
+    are one design spelt two ways (`true` and the list of all an operand's phases; `0` and
+    `0.0` an axis already merges), so the sweep computes it once and writes both files."""
+    from desim.runner import resolved_config
+
+    config = resolved_config(experiment)
+    return json.dumps([config["experiment"], config["architectures"]], sort_keys=True)
 
 
 def _finish(out: Path, point: Point, sets: list[str], experiment: Experiment | None,

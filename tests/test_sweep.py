@@ -666,6 +666,34 @@ def test_grid_matches_single_runs(tmp_path):
     assert list(frame.columns[-len(per_part):]) == sorted(per_part)
 
 
+def test_two_spellings_of_one_design_are_computed_once(tmp_path, monkeypatch):
+    """`true` and the list of all X's phases are one design (the config makes the list
+    `true`): computed once, each point's file written, with its own values and the same
+    numbers; the other spelling, [WG], is a design of its own."""
+    import desim.sweep as sweep_module
+
+    submitted: list[int] = []
+    real = sweep_module.run_on_dask
+
+    def counted(client: Any, scheduler: Any, ready: list, out: Path) -> Iterator:
+        submitted.append(len(ready))
+        return real(client, scheduler, ready, out)
+
+    monkeypatch.setattr(sweep_module, "run_on_dask", counted)
+    axes = {"arch.hppu.sparsity.skip_zero_activations": [True, ["FF", "WG"], ["WG"]]}
+    path = write_experiment(tmp_path, axes, single_run=True)
+    frame = totals(sweep(path, tmp_path / "out", workers=1))
+    assert submitted == [2]
+    assert len(frame) == 3 and (frame["status"] == "ok").all()
+    cycles = frame.set_index("arch.hppu.sparsity.skip_zero_activations")["cycles"]
+    assert cycles["true"] == cycles["[FF, WG]"] != cycles["[WG]"]  # (the values as YAML)
+    records = [json.loads(p.read_text()) for p in (tmp_path / "out" / "points").glob("*.json")]
+    assert sorted(str(r["overrides"]) for r in records) == sorted(
+        str({"arch.hppu.sparsity.skip_zero_activations": v}) for v in axes[
+            "arch.hppu.sparsity.skip_zero_activations"])
+    assert all(r["config"]["overrides"] == r["set"] for r in records)
+
+
 def sweep_process(path: Path, out: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", "from desim.sweep import main; main()", str(path),
