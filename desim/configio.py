@@ -7,11 +7,13 @@ than 0 (got -4)`.
 
 from __future__ import annotations
 
+import math
 import re
 import reprlib
 from collections.abc import Hashable
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from types import UnionType
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
@@ -25,7 +27,10 @@ class Strict(BaseModel):
     """Base of every config section: unknown keys are errors, a number is finite (YAML's
     `.inf` and `.nan` would price or time a design at infinity or NaN and reach
     summary.json), and a boolean is not taken for a number nor anything else for a boolean
-    (pydantic would read `pes: true` as 1 and `skip_zero_weights: 'yes'` as true)."""
+    (pydantic would read `pes: true` as 1 and `skip_zero_weights: 'yes'` as true), nor a
+    quoted string for a number (`channels: "8"`: most likely a slip, and `"1e3"` would be
+    refused where `"1000"` passed). A number in exponent form (`1e3`) is a number, as YAML
+    1.2 reads it (`UniqueKeyLoader`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -42,6 +47,9 @@ class Strict(BaseModel):
                 raise ValueError(f"{name}: expected a number, got a boolean ({value!r})")
             if bool in types and not isinstance(value, bool) and not types - {bool, type(None)}:
                 raise ValueError(f"{name}: expected true or false, got {value!r}")
+            if _quoted_number(value) and _a_number_only(field.annotation):
+                raise ValueError(f"{name}: expected a number, got the string {value!r} (a "
+                                 "number in quotes: write it without them)")
         return data
 
 
@@ -56,6 +64,28 @@ def _scalar_types(annotation: Any) -> set[type]:
     for arg in get_args(annotation):
         out |= _scalar_types(arg) if not isinstance(arg, type) else {arg}
     return out
+
+
+def _quoted_number(value: Any) -> bool:
+    """Whether `value` is text that reads as a finite number (`"8"`, `"0.5"`): YAML made a
+    string of it because it was quoted (`inf`, `nan` and words are pydantic's to refuse)."""
+    try:
+        return isinstance(value, str) and math.isfinite(float(value))
+    except ValueError:
+        return False
+
+
+def _a_number_only(annotation: Any) -> bool:
+    """Whether an annotation admits a number and nothing else (None aside): `int`, `float |
+    None`, `Annotated[int, Field(gt=0)]`; not `int | str`, a Literal, `list[int]`."""
+    if isinstance(annotation, type):
+        return annotation in (int, float)
+    if hasattr(annotation, "__metadata__"):  # Annotated[T, ...]: T
+        return _a_number_only(get_args(annotation)[0])
+    if get_origin(annotation) not in (Union, UnionType):
+        return False  # a Literal, list[int], dict[str, float]...
+    args = [arg for arg in get_args(annotation) if arg is not type(None)]
+    return all(_a_number_only(arg) for arg in args)
 
 
 class DuplicateKeyError(yaml.constructor.ConstructorError):
@@ -102,6 +132,14 @@ class UniqueKeyLoader(yaml.SafeLoader):
                     raise DuplicateKeyError([*path, key], lines[key], key_node.start_mark)
                 lines[key] = key_node.start_mark.line + 1
             self._refuse_duplicate_keys(value_node, [*path, key], seen)
+
+
+# Numbers in exponent form as YAML 1.2 reads them: PyYAML (YAML 1.1) reads `1e3`, `2e6` and
+# `1.0e3` as strings, a float only with a dot and a signed exponent (`1.0e+3`)
+UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
 
 
 def read_text(path: str | Path, expected: str = "a YAML file") -> str:
@@ -213,10 +251,6 @@ def validate(model: type[M], data: Any, file: str | Path, prefix: str = "") -> M
         elif (first["type"] != "missing" and first["loc"]
               and not (first["type"] == "value_error" and isinstance(first.get("input"), dict))):
             message += f" (got {shown(first.get('input'))})"  # not after a section's check
-            given = first.get("input")
-            if isinstance(given, str) and re.fullmatch(r"[-+]?\d+[eE][-+]?\d+", given):
-                message += (f": YAML reads {given} as text, a number in exponent form needs "
-                            "a dot (1.0e3), or write it out (1000)")
         raise ConfigError(message, file=str(file), key=key or "(top level)") from None
 
 

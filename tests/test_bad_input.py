@@ -12,7 +12,7 @@ import pytest
 import yaml
 from small_experiments import lenet300_experiment
 
-from desim.configio import load_yaml
+from desim.configio import load_yaml, parse_yaml
 from desim.errors import ConfigError
 from desim.experiment import apply_overrides, load_arch, load_design, load_experiment
 
@@ -74,13 +74,16 @@ DENSE = ROOT / "configs" / "arch" / "dense.yaml"
      ["quickstart.yaml: runs.0.pruning: run 'dense': its design stores a weight in 2 bits "
       "(sparsity.weight_bits in ../arch/dense.yaml), a ternary code, and pruning dense does "
       "not ternarize the weights; expected ternarize, ternary: true, or more bits"]),
-    # an empty design name left the results' arch column blank; YAML reads 1e3 as text
+    # an empty design name left the results' arch column blank
     (["arch.dense.name=''"],
      ["dense.yaml: name: expected a name for the design (the results' arch column), not an "
       "empty one"]),
-    (["arch.dense.global_buffer.capacity_kib=1e3"],
-     ["dense.yaml: global_buffer.capacity_kib: ", "(got '1e3'): YAML reads 1e3 as text, a "
-      "number in exponent form needs a dot (1.0e3), or write it out (1000)"]),
+    # a number in quotes is a string: pydantic took "8" as 8 (and refused "1e3")
+    (["arch.dense.dram.channels='8'"],
+     ["dense.yaml: dram.channels: expected a number, got the string '8' (a number in quotes: "
+      "write it without them)"]),
+    (["runs.1.pruning.sparsity='0.5'"],
+     ["quickstart.yaml: runs.1.pruning.sparsity: expected a number, got the string '0.5'"]),
     (["runs.hpu.pruning.sparsity=0.5"],
      ["quickstart.yaml: runs.hpu.pruning.sparsity: no list item 'hpu'; expected an index, "
       "0 to 1, or a name: dense, hppu"]),
@@ -391,6 +394,18 @@ def test_a_file_of_the_other_kind_says_which_it_is():
     with pytest.raises(ConfigError, match="quickstart.yaml: this is an experiment file, not "
                                           "an architecture"):
         load_design(QUICKSTART)
+
+
+def test_a_number_in_exponent_form_is_a_number():
+    """PyYAML reads `1e3` and `1.0e3` as text (YAML 1.1 wants a dot and a signed exponent);
+    desim reads them as YAML 1.2 does: it had refused `capacity_kib: 1e3`, with a hint that
+    `1.0e3` would do, which PyYAML read as text too."""
+    arch = load_experiment(QUICKSTART, ["arch.dense.global_buffer.capacity_kib=1e3",
+                                        "arch.dense.core_clock_mhz=1.0e3",
+                                        "arch.dense.energy.mac_pj=2.5E-1"]).archs["dense"]
+    assert arch.global_buffer.capacity_kib == 1000 and arch.core_clock_mhz == 1000
+    assert arch.energy.mac_pj == 0.25
+    assert parse_yaml("[1e3, '1e3', 1e, e3]") == [1000.0, "1e3", "1e", "e3"]
 
 
 def test_every_shipped_architecture_still_validates():
