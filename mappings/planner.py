@@ -247,7 +247,7 @@ def geometry_misfit(layer: LayerCapture, phase: int, hw: HardwareView,
     if phase == WG:  # the finest chunks the mapper tries (`_reduction_plans`)
         kind, m = _wg_split(layer, hw)
         finest = (kind, _wg_chunk_sizes(m)[-1] if kind == "images" else m)
-        plans = [(_wg_parts(layer, finest, first_only=True)[0], 0)]
+        plans = [(_widest_wg_part(layer, finest), 0)]
     else:
         c = cg if phase == FF else k
         finest = max(MIN_CHUNK_CHANNELS, -(-c // 8))
@@ -395,7 +395,8 @@ def _reduction_plans(layer: LayerCapture, phase: int, hw: HardwareView, policy: 
         plans = []
         for size in sizes:   # the fewest chunks first: they win ties
             parts = [_slice(layer, i, min(i + size, n)) for i in range(0, n, size)]
-            maps = _grouped_maps(grouped, size // finest)
+            maps = (_grouped_maps(grouped, size // finest) if size % finest == 0
+                    else counted(parts))  # (an odd `m`: its chunks counted alone)
             plans.append((parts, maps, (INNER, KEPT, SPILLED) if len(parts) > 1 else (WHOLE,)))
         return plans
     c = layer.w_nz.shape[1] if phase == FF else layer.w_nz.shape[0]
@@ -417,10 +418,11 @@ def _reduction_plans(layer: LayerCapture, phase: int, hw: HardwareView, policy: 
 
 
 def _wg_chunk_sizes(images: int) -> list[int]:
-    """The images a chunk of WG's plans holds, from `_wg_split`'s `images` down to an
-    eighth of them, each a multiple of the finest."""
+    """The images a chunk of WG's plans holds: `_wg_split`'s `images`, then its halvings
+    down to an eighth of it that are multiples of the finest (17: 17, 8, 4, 2; 17 had been
+    left out, not a multiple of 2, so an odd batch of 17 or more was never mapped whole)."""
     sizes = halvings(images)[:4]
-    return [size for size in sizes if size % sizes[-1] == 0]
+    return sizes[:1] + [size for size in sizes[1:] if size % sizes[-1] == 0]
 
 
 def _grouped_maps(grouped: dict[int, list[tuple]], group: int) -> list[tuple]:
@@ -643,9 +645,11 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
             raise ConfigError(f"{where}: the partial sums ({psums} bytes) do not fit the "
                               "global buffer", key=BUFFER_KEY)
         tiling_hw = replace(hw, buffer_bytes=budget)
-    ps, win = shaped[0]
+    # sized by the chunk whose tiles take the most room: WG's runs of rows differ in their
+    # input windows (the first is cut short by the padding), other chunks only shrink
+    ps, win = max(shaped, key=lambda shape: shape[0].stream_row_elems)
     room = output_room(order, n, hw)
-    tracked = tracked_weights(parts[0], phase, ps, hw, circulant_block, cache)
+    tracked = tracked_weights(parts[0], phase, shaped[0][0], hw, circulant_block, cache)
 
     def search(budget: int) -> list[TileShape]:
         return choose_tile(ps, win, len(channels), n_img, n_rows, length,
@@ -858,9 +862,12 @@ def mapping_text(shape: TileShape, chunks: int, order: str, phase: int,
     partial sums kept in the buffer, spilled to DRAM, or chunks innermost) or dealt to the
     clusters (`ACROSS`)."""
     n_rows = size[2]
-    row = "input channel" if phase == WG else "row"
-    block = (f"{shape.images} image{'s' * (shape.images > 1)}" if shape.rows >= n_rows
-             else f"{shape.rows} {row}{'s' * (shape.rows > 1)}")
+    rows = min(shape.rows, n_rows)
+    if phase == WG:  # dW has no images: a tile of all its rows is of every input channel
+        block = f"{rows} input channel{'s' * (rows > 1)}"
+    else:
+        block = (f"{shape.images} image{'s' * (shape.images > 1)}" if shape.rows >= n_rows
+                 else f"{rows} row{'s' * (rows > 1)}")
     stationary = "input stationary" if shape.rows_outer else "weight stationary"
     reduction = ("whole reduction" if chunks == 1 else
                  f"reduction across {chunks} clusters" if order == ACROSS else
@@ -950,26 +957,47 @@ def _wg_split(layer: LayerCapture, hw: HardwareView, dy_resident: bool = False,
     if finer_than is not None:
         splits = splits[splits.index(finer_than) + 1:]
     for kind, size in splits:
-        part = _slice(layer, 0, size) if kind == "images" else _slice_rows(layer, 0, 0, size)
-        if smallest_tile_fits(part):
+        if smallest_tile_fits(_widest_wg_part(layer, (kind, size))):
             return kind, size
     # the whole batch: choose_tile reports the misfit
     return ("images", n) if finer_than is None else None
 
 
-def _wg_parts(layer: LayerCapture, split: tuple[str, int], first_only: bool = False
-              ) -> list[LayerCapture]:
-    """The chunks of WG's reduction `split` (`_wg_split`) describes, in order (`first_only`:
-    the first one alone, for `desim check`: a large image has thousands of runs of rows)."""
+def _wg_parts(layer: LayerCapture, split: tuple[str, int]) -> list[LayerCapture]:
+    """The chunks of WG's reduction `split` (`_wg_split`) describes, in order."""
     n, _, p, _ = layer.dy_nz.shape
     kind, size = split
     starts = [(i, p0) for i in range(n) for p0 in range(0, p, size)] if kind == "rows" \
         else [(i, 0) for i in range(0, n, size)]
-    if first_only:
-        starts = starts[:1]
     if kind == "rows":
         return [_slice_rows(layer, i, p0, min(p0 + size, p)) for i, p0 in starts]
     return [_slice(layer, i, min(i + size, n)) for i, _ in starts]
+
+
+def _widest_wg_part(layer: LayerCapture, split: tuple[str, int]) -> LayerCapture:
+    """The chunk of WG's `split` whose tiles take the most buffer: the first of whole
+    images; of runs of rows, the first run with the most input rows in the image (the
+    first run's window is cut short by the padding above it: sized by it, a run in the
+    middle had overflowed the buffer `desim check` had passed)."""
+    kind, size = split
+    if kind == "images":
+        return _slice(layer, 0, size)
+    p = layer.dy_nz.shape[2]
+    runs = [(p0, min(p0 + size, p)) for p0 in range(0, p, size)]
+    def rows_in(run: tuple[int, int]) -> int:  # the image's rows among the window's
+        _, _, lo, hi = _input_window(layer, *run)
+        return hi - lo
+    return _slice_rows(layer, 0, *max(runs, key=rows_in))
+
+
+def _input_window(layer: LayerCapture, p0: int, p1: int) -> tuple[int, int, int, int]:
+    """The input rows [h0, h1) output rows [p0, p1) need, in padded coordinates, and the
+    image's rows [lo, hi) among them."""
+    reach = (layer.w_nz.shape[2] - 1) * layer.dilation
+    h0, h1 = p0 * layer.stride, (p1 - 1) * layer.stride + reach + 1
+    height = layer.x_nz.shape[2]
+    lo, hi = (min(max(h - layer.padding, 0), height) for h in (h0, h1))
+    return h0, h1, lo, hi
 
 
 def _slice(layer: LayerCapture, n0: int, n1: int) -> LayerCapture:
@@ -980,11 +1008,8 @@ def _slice(layer: LayerCapture, n0: int, n1: int) -> LayerCapture:
 def _slice_rows(layer: LayerCapture, n: int, p0: int, p1: int) -> LayerCapture:
     """Output rows [p0, p1) of image n, with the input rows they need, padded explicitly
     (only those rows are cut and padded: a large image has thousands of such runs)."""
-    pad, st = layer.padding, layer.stride
-    reach = (layer.w_nz.shape[2] - 1) * layer.dilation
-    h0, h1 = p0 * st, (p1 - 1) * st + reach + 1          # in padded coordinates
-    height = layer.x_nz.shape[2]
-    lo, hi = (min(max(h - pad, 0), height) for h in (h0, h1))  # the image's rows among them
+    pad = layer.padding
+    h0, h1, lo, hi = _input_window(layer, p0, p1)
     rows = layer.x_nz[n:n + 1, :, lo:hi]
     top = min(max(pad - h0, 0), h1 - h0)                        # the padding's above them
     around = (pad, pad, top, h1 - h0 - top - (hi - lo))         # left right top bottom

@@ -408,8 +408,33 @@ def _per_tile_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
     turn."""
     if shape.partition == "rows":
         per_pe = _per_pe_by_rows(counts, shape, hw, cache)
-        return _per_tile_by_rows(per_pe, shape, counts.shape, hw)
-    return _per_tile_from_pe(_per_pe(counts, shape, hw, cache), shape.ka, hw)
+        busiest, total = _per_tile_by_rows(per_pe, shape, counts.shape, hw)
+    else:
+        busiest, total = _per_tile_from_pe(_per_pe(counts, shape, hw, cache), shape.ka, hw)
+    if hw.load_balance:  # a balancer moves whole outputs, never splits one's sum: the
+        # busiest PE takes at least the tile's largest output (a short block's one output
+        # had been shared by the PEs of a full block)
+        busiest = np.maximum(busiest, _per_tile_max(counts, shape, cache))
+    return busiest, total
+
+
+def _per_tile_max(counts: torch.Tensor, shape: TileShape, cache: dict | None = None
+                  ) -> np.ndarray:
+    """The largest output's count in each tile (nA, nB) of a count map (A, I, R, L): over
+    each row block's outputs (`_blocks`) and each run of ka channels."""
+    def largest() -> np.ndarray:
+        a, n_img, n_rows, _ = counts.shape
+        i0, _, r0, _ = _blocks(shape, n_img, n_rows)
+        if shape.rows >= n_rows:     # blocks of whole images
+            per_image = counts.reshape(a, n_img, -1).amax(2).numpy()
+            per_block = np.maximum.reduceat(per_image, i0, axis=1)
+        else:                        # each image's rows in runs
+            per_row = counts.amax(3).numpy().reshape(a, -1)
+            per_block = np.maximum.reduceat(per_row, i0 * n_rows + r0, axis=1)
+        return np.maximum.reduceat(per_block, np.arange(0, a, shape.ka), axis=0).astype(
+            np.int64, copy=False)
+    return _kept(cache, ("max", id(counts), shape.images, shape.rows, shape.ka), counts,
+                 largest)
 
 
 def _per_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
@@ -471,7 +496,7 @@ def _per_tile_from_pe(per_pe: torch.Tensor, ka: int, hw: HardwareView
         if hw.load_balance == "clusters":  # each PE slot's work evened over the clusters
             busiest = (-(-per_pe.sum(1) // holding[:, None, None])).amax(dim=2)
         else:  # ideal balancing: the tile's work shared by its active PEs, those that hold
-            # outputs (an output's sum is not split between PEs)
+            # outputs (an output's sum is not split between PEs: `_per_tile_pe`)
             busiest = -(-total // (holding * used)[:, None])
     return busiest.numpy(), total.numpy()
 
@@ -551,7 +576,7 @@ def _per_tile_by_rows(per_pe: torch.Tensor, shape: TileShape, size: torch.Size,
         per_slot = np.add.reduceat(per_tile, first, axis=1)
         return (-(-per_slot // runs[None, :, None])).max(2), total
     if hw.load_balance:  # ideal balancing: the tile's work shared by the PEs that hold its
-        # outputs (an output's sum is not split between PEs)
+        # outputs (an output's sum is not split between PEs: `_per_tile_pe`)
         outputs = (i1 - i0) * (r1 - r0) * length
         holding = np.add.reduceat(np.minimum(outputs, hw.pes_per_cluster), first)
         return -(-total // holding), total

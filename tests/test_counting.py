@@ -192,8 +192,8 @@ def test_wg_row_chunks_count_exactly_what_the_whole_layer_counts():
     # the plans differ (layers.csv's `mapping`): 4 chunks of runs of rows against 2 of
     # one image each
     assert t_rows.pop("mapping").endswith("4 reduction chunks, innermost")
-    assert t_whole.pop("mapping") == ("8 ch x 1 image, weight stationary, 2 reduction chunks, "
-                                      "innermost")
+    assert t_whole.pop("mapping") == ("8 ch x 8 input channels, weight stationary, 2 "
+                                      "reduction chunks, innermost")
     assert t_rows == t_whole
     assert t_whole["macs"] == 2 * 8 * 8 * (3 * 16 - 2) ** 2  # in-bounds pairs, padding 1
     assert rows["effectual_macs"].sum() == t_whole["effectual_macs"]

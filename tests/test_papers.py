@@ -158,6 +158,25 @@ def test_load_balance_shares_a_tile_among_the_pes_that_hold_its_outputs():
     assert clusters_holding(np.array([4, 3]), 4, hw).tolist() == [4, 3]
 
 
+@pytest.mark.parametrize("load_balance", [True, "clusters"])
+def test_a_balancer_splits_no_output_between_pes(load_balance):
+    """One channel, 5 images of one 16-MAC output each, blocks of 4 images on 4 PEs: the
+    short last block's one output takes 16 cycles of one PE, balanced or not (ideal
+    balancing had shared it by the full block's 4 PEs: 4). A 4-image block of outputs of
+    16, 2, 2 and 2 MACs: 16, not the 6 its 22 MACs over 4 PEs would give."""
+    from mappings.tiling import TileShape, _per_tile_pe
+
+    hw = HardwareView(clusters=1, pes_per_cluster=4, buffer_bytes=1 << 16, element_bytes=2)
+    counts = torch.full((1, 5, 1, 1), 16, dtype=torch.int32)
+    for balancer in (False, load_balance):
+        busiest, total = _per_tile_pe(counts, TileShape(1, 4, 1), replace(
+            hw, load_balance=balancer))
+        assert busiest.tolist() == [[16, 16]] and total.tolist() == [[64, 16]]
+    uneven = torch.tensor([16, 2, 2, 2], dtype=torch.int32).reshape(1, 4, 1, 1)
+    busiest, _ = _per_tile_pe(uneven, TileShape(1, 4, 1), replace(hw, load_balance=True))
+    assert busiest.tolist() == [[16]]
+
+
 # -- the experiments, end to end ---------------------------------------------------------------
 
 

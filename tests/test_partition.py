@@ -273,17 +273,18 @@ def test_the_partition_moves_bytes_not_work(arch):
 
 
 @pytest.mark.parametrize("partition, busiest", [
-    ("channels", {False: 8, "clusters": 4, True: 3}),
-    ("rows", {False: 4, "clusters": 4, True: 3}),
+    ("channels", {False: 8, "clusters": 4, True: 4}),
+    ("rows", {False: 4, "clusters": 4, True: 4}),
 ])
 def test_a_balancer_of_the_clusters_evens_them_not_their_pes(monkeypatch, partition, busiest):
     """A 1x1 conv, 4 -> 2 channels, on one 2 x 2 image: 4 MACs an output where X is
     non-zero; channel 1's weights pruned, X zero at output (0, 1). 2 clusters of 2 PEs,
     zeros skipped, one tile. By channels channel 0 is cluster 0's: its PE 0 takes outputs
     0 and 2 (8 MACs), PE 1 output 3 (4), and cluster 1 idles. Evening the clusters (a
-    weight sparsity balancer) halves each PE slot: 4; ideal balancing spreads the 12 MACs
-    over the 4 PEs: 3. By rows each cluster takes a row of both channels: PE 0 of each
-    does 4 MACs, PE 1 of cluster 0 none: the clusters are even already, 4."""
+    weight sparsity balancer) halves each PE slot: 4; ideal balancing spreads the three
+    outputs over the 4 PEs: 4, an output's sum not split (it had been, 12 MACs over 4 PEs:
+    3). By rows each cluster takes a row of both channels: PE 0 of each does 4 MACs, PE 1
+    of cluster 0 none: the clusters are even already, 4."""
     layer = dense_capture(nn.Conv2d(4, 2, 1, bias=False), n=1, h=2)
     layer.w_nz[1] = False
     layer.x_nz[0, :, 0, 1] = False
@@ -310,6 +311,10 @@ def test_the_mapping_in_words():
         "64 ch x 1 input channel, weight stationary, 2 reduction chunks, sums spilled"
     assert planner.mapping_text(TileShape(64, 1, 16), 8, planner.INNER, FF, size) == \
         "64 ch x 1 image, weight stationary, 8 reduction chunks, innermost"
+    # a WG tile of all dW's rows is of every input channel (it said "1 image", whatever
+    # the batch: dW has no images)
+    assert planner.mapping_text(TileShape(64, 1, 16), 2, planner.INNER, WG, size) == \
+        "64 ch x 16 input channels, weight stationary, 2 reduction chunks, innermost"
     assert planner.mapping_text(TileShape(16, 8, 16, False, "reduction"), 16, planner.ACROSS,
                                 BP, size) == \
         "16 ch x 8 images, weight stationary, reduction across 16 clusters"

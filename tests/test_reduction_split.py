@@ -139,10 +139,34 @@ def test_a_run_of_rows_is_the_padded_images_rows(pad, stride, dilation, r):
                 assert torch.equal(part.x_valid, inside[image:image + 1, :, h0:h1])
                 assert torch.equal(part.dy_nz, layer.dy_nz[image:image + 1, :, p0:p1])
                 assert part.padding == 0
-    first, *_ = _wg_parts(layer, ("rows", 2))
-    alone, = _wg_parts(layer, ("rows", 2), first_only=True)
-    assert all(torch.equal(getattr(alone, t), getattr(first, t)) for t in ("x_nz", "dy_nz"))
     assert len(_wg_parts(layer, ("rows", 2))) == n * -(-p // 2)
+
+
+def test_a_wg_split_in_runs_of_rows_is_sized_by_its_widest_run():
+    """A 3x3, padding-1 conv's WG in runs of one output row on a buffer of 460 bytes: the
+    first run's window holds 2 of the image's rows (the padding above), every other run's
+    3. Smallest tile, 4 output channels x 1 input channel at fp16: dY 4 x 32 x 2 = 256 B,
+    dW 4 x 9 x 2 = 72 B, X 2 x 32 x 2 = 128 B in the first run (456, fits) and 192 B in the
+    others (520, does not). Sized by the first run, `desim check` passed it and the run
+    failed, blaming a bitmap among dense formats; now the check refuses it."""
+    from mappings.planner import _widest_wg_part, geometry_misfit
+
+    layer = LayerCapture(name="L", kind="conv", x_nz=torch.ones(1, 8, 32, 32, dtype=torch.bool),
+                         w_nz=torch.ones(16, 8, 3, 3, dtype=torch.bool),
+                         dy_nz=torch.ones(1, 16, 32, 32, dtype=torch.bool), padding=1)
+    hw = HardwareView(clusters=4, pes_per_cluster=4, buffer_bytes=460, element_bytes=2)
+    widest = _widest_wg_part(layer, ("rows", 1))
+    assert widest.x_valid.sum().item() == 8 * 3 * 32  # a middle run's three rows
+    assert _widest_wg_part(layer, ("images", 1)).x_nz.shape[0] == 1
+    misfit = geometry_misfit(layer, WG, hw)
+    assert misfit is not None and "layer L WG" in misfit.message
+    with pytest.raises(ConfigError) as err:
+        tile_phase(layer, 0, WG, hw, SkipPolicy(), pruned_grads_unused=True)
+    assert "bitmap" not in err.value.message
+    roomy = replace(hw, buffer_bytes=520)  # the middle runs' smallest tile fits: mapped
+    assert geometry_misfit(layer, WG, roomy) is None
+    table, _ = tile_phase(layer, 0, WG, roomy, SkipPolicy(), pruned_grads_unused=True)
+    assert table["held_bytes"].max() <= 520
 
 
 def test_the_objective_ranks_plans_by_its_own_estimate():
@@ -578,3 +602,23 @@ def test_a_wg_whose_tiles_overflow_as_stored_is_cut_into_finer_chunks():
                                pruned_grads_unused=workload.pruned_grads_unused)
     assert totals["mapping"].endswith("4 reduction chunks, sums kept")
     assert table["held_bytes"].max() <= totals["tile_buffer_bytes"] <= hw.buffer_bytes
+
+
+@pytest.mark.parametrize("batch, offered", [(16, [16, 8, 4, 2]), (17, [17, 8, 4, 2]),
+                                            (25, [25, 12, 6, 3]), (3, [3, 1])])
+def test_wg_offers_the_whole_split_then_its_halvings(batch, offered):
+    """WG's image chunks: `_wg_split`'s images, then halvings down to an eighth that are
+    multiples of the finest. An odd batch of 17 or more had lost its whole-batch plan (17
+    is no multiple of 2), so a WG that fit whole was cut into 9 chunks of 2: every plan's
+    maps sum the images it names."""
+    from mappings.planner import _wg_chunk_sizes
+
+    assert _wg_chunk_sizes(batch) == offered
+    layer = dense_capture(nn.Conv2d(4, 4, 3, padding=1, bias=False), n=batch, h=4)
+    roomy = replace(HW, buffer_bytes=1 << 20)
+    plans = _reduction_plans(layer, WG, roomy, SkipPolicy(), True, 0, wg_split=("images", batch))
+    assert [len(parts) for parts, _, _ in plans] == [-(-batch // s) for s in offered]
+    whole_macs = _count_maps(layer, WG, roomy, SkipPolicy(), True)[0].sum()
+    for parts, maps, _ in plans:
+        assert sum(int(m[0].sum()) for m in maps) == whole_macs
+        assert sum(part.dy_nz.shape[0] for part in parts) == batch
