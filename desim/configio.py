@@ -153,13 +153,23 @@ def read_text(path: str | Path, expected: str = "a YAML file") -> str:
     if not path.is_file():
         raise ConfigError(f"not a regular file (a pipe or a device); expected {expected}"
                           if path.exists() else "no such file", file=str(path))
-    data = path.read_bytes()
+    data = read_bytes(path, expected)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
         raise ConfigError(f"not UTF-8 text: byte {data[err.start]:#04x} at offset {err.start} "
                           f"(line {line}); expected {expected} saved as UTF-8",
+                          file=str(path)) from None
+
+
+def read_bytes(path: Path, expected: str) -> bytes:
+    """The bytes of the file at `path`; one that cannot be read (no permission, an I/O
+    error) is one ConfigError naming it and why, not a traceback."""
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"cannot read it ({err.strerror or err}); expected {expected}",
                           file=str(path)) from None
 
 

@@ -41,7 +41,14 @@ def resolve(model: str, folder: Path) -> str:
 def file_sha256(model: str) -> str:
     """The sha256 of the model's file's bytes: what the workload cache keys and config.json
     records, so that an edited file is never mistaken for the one that ran."""
-    return hashlib.sha256(existing(split(model)[0]).read_bytes()).hexdigest()
+    return hashlib.sha256(model_bytes(split(model)[0])).hexdigest()
+
+
+def model_bytes(path: Path) -> bytes:
+    """The bytes of the model's file (`existing`); one that cannot be read is said so."""
+    from desim.configio import read_bytes
+
+    return read_bytes(existing(path), "a Python file defining the model")
 
 
 def existing(path: Path) -> Path:

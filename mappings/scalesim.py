@@ -6,7 +6,9 @@ IFMAP width, filter height, filter width, channels, number of filters, stride, a
 trailing comma (the reader drops the last field). There is no padding field: the ifmap sizes
 include the padding. The output size is `ceil((H - R + stride) / stride)`
 (`topologies.topo_calc_hyperparams`); one stride serves both directions. An optional
-ninth field "N:M" gives a structured-sparsity ratio; it is read and ignored here (dense layers).
+ninth field "N:M" gives a structured-sparsity ratio: refused here, as any field past the
+eighth, rather than ignored (the layers run dense; a user who wrote 2:4 would get dense
+figures without a word).
 
 `read_topology` turns each row into a dense `LayerCapture`: all-ones non-zero maps, batch 1,
 padding 0, the given stride, so the whole pipeline (tiling, counting, simulation) runs on it.
@@ -72,6 +74,12 @@ def _numbered_rows(path: str | Path
         if len(cells) < len(COLUMNS):
             raise ConfigError(f"line {i}: expected {len(COLUMNS)} fields "
                               f"({', '.join(COLUMNS)}), got {len(cells)}", file=str(path))
+        if any(cells[len(COLUMNS):]):
+            raise ConfigError(f"line {i}: a field past the {len(COLUMNS)} of SCALE-Sim's "
+                              f"columns, {','.join(cells[len(COLUMNS):])!r} (its N:M sparsity?), "
+                              "which desim does not model: a topology's layers run dense; "
+                              "remove it (N:M sparse weights: a model with pruning method "
+                              "n_m)", file=str(path))
         if not all(_is_integer(c) for c in cells[1:len(COLUMNS)]):
             raise ConfigError(f"line {i}: the fields after the layer name must be integers, "
                               f"got {cells[1:len(COLUMNS)]}", file=str(path))

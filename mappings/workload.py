@@ -33,6 +33,7 @@ from mappings.models.common import MatMul
 from mappings.models.from_file import build_file_model
 from mappings.models.supported import (
     make_paddings_numeric,
+    refuse_empty_layers,
     refuse_uncounted,
     refuse_untrainable,
 )
@@ -218,6 +219,7 @@ def _checked_file_model(spec: WorkloadSpec) -> tuple[torch.nn.Module, tuple[int,
         raise ConfigError(f"model {spec.model!r} has parameters in {', '.join(other)}; the "
                           "capture runs a float32 model (the datapath's precision is the "
                           "design's: pe_cluster.precision)", key="workload.model")
+    refuse_empty_layers(model, repr(spec.model))
     try:
         out = _check_input_shape(model, spec.model, shape)
     except ConfigError:

@@ -127,6 +127,49 @@ def test_a_topology_without_its_header_row_is_refused(tmp_path):
     assert [layer.name for layer in read_topology(topology)] == ["conv1", "conv2"]
 
 
+def test_a_topology_field_past_the_eighth_is_refused_not_ignored(tmp_path):
+    """SCALE-Sim's optional N:M sparsity field: read and ignored, a 2:4 (or any word) ran
+    the layer dense without a word."""
+    topology = tmp_path / "nm.csv"
+    for extra in ("2:4", "banana"):
+        topology.write_text(HEADER + f"conv1, 34, 34, 3, 3, 3, 16, 1, {extra},\n")
+        with pytest.raises(ConfigError) as err:
+            read_topology(topology)
+        assert err.value.message == (
+            f"line 2: a field past the 8 of SCALE-Sim's columns, '{extra}' (its N:M "
+            "sparsity?), which desim does not model: a topology's layers run dense; remove it "
+            "(N:M sparse weights: a model with pruning method n_m)")
+    topology.write_text(HEADER + "conv1, 34, 34, 3, 3, 3, 16, 1, ,\n")  # an empty one: none
+    assert [layer.name for layer in read_topology(topology)] == ["conv1"]
+
+
+def test_an_unreadable_input_file_is_one_line_not_a_traceback(tmp_path, monkeypatch):
+    """A file without read permission (the experiment, an arch, a model, a topology) was a
+    PermissionError's traceback, exit 1; the same as a missing file now, exit 2."""
+    from mappings.model_path import file_sha256
+    from mappings.models.from_file import load_factory
+
+    denied = {tmp_path / "exp.yaml", tmp_path / "net.py"}
+    real = Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:
+        if self in denied:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    for path in denied:
+        path.write_text("x")
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    with pytest.raises(ConfigError) as err:
+        load_experiment(tmp_path / "exp.yaml")
+    assert str(err.value) == (f"{tmp_path / 'exp.yaml'}: cannot read it (Permission denied); "
+                              "expected a YAML file")
+    for read in (load_factory, file_sha256):
+        with pytest.raises(ConfigError, match=r"net.py: cannot read it \(Permission denied\); "
+                           "expected a Python file defining the model"):
+            read(f"{tmp_path / 'net.py'}:net")
+
+
 DROPBACK_LENET = ROOT / "configs" / "experiments" / "dropback_lenet.yaml"
 
 

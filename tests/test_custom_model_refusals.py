@@ -335,3 +335,22 @@ def test_a_layer_run_with_gradients_off_is_refused(tmp_path):
         """
     with pytest.raises(ConfigError, match="layer 'side' runs with gradients off"):
         desim.run(write_model(tmp_path, body))
+
+
+@pytest.mark.parametrize("layers, named", [
+    ("nn.Flatten(), nn.Linear(192, width), nn.ReLU(), nn.Linear(width, num_classes)",
+     "layer '1' (Linear) has no weights, shape [0, 192]"),
+    ("nn.Conv2d(3, width, 3), nn.Flatten(), nn.Linear(0, num_classes)",
+     "layer '0' (Conv2d) has no weights, shape [0, 3, 3, 3]"),
+])
+def test_a_layer_of_zero_features_is_refused_before_the_capture(tmp_path, layers, named):
+    """`nn.Linear(192, 0)` runs in torch; its empty maps failed the capture with a
+    RuntimeError's traceback (a model argument of 0)."""
+    path = write_model(tmp_path, f"""
+        def make(num_classes, width=0):
+            return nn.Sequential({layers})
+        """)
+    err = refusal(path)
+    assert err.key == "workload.model"
+    assert err.message == (f"model '{tmp_path / 'net.py'}:make': {named}: 0 channels or "
+                           "features (a model argument of 0?)")

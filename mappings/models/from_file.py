@@ -23,7 +23,7 @@ from typing import Any
 from torch import nn
 
 from desim.errors import ConfigError
-from mappings.model_path import existing, split
+from mappings.model_path import model_bytes, split
 from mappings.models import call_checked
 
 
@@ -32,7 +32,7 @@ def load_factory(model: str) -> Callable[..., Any]:
     is registered in sys.modules (under a name from the file's hash, so an edited file is
     imported afresh), so that its classes pickle by reference within this process."""
     path, factory = split(model)
-    source = existing(path).read_bytes()
+    source = model_bytes(path)
     name = f"desim_user_model_{hashlib.sha256(source).hexdigest()[:16]}"
     module = sys.modules.get(name)
     if module is None:

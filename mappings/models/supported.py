@@ -337,6 +337,19 @@ def make_paddings_numeric(model: nn.Module) -> None:
             module.padding = _numeric_padding(module, name)
 
 
+def refuse_empty_layers(model: nn.Module, label: str) -> None:
+    """A ConfigError (key `workload.model`) for a conv or linear layer with no weights (0
+    channels or features: `nn.Linear(784, 0)` runs in torch, and its empty maps failed the
+    capture with a traceback)."""
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(module, RECORDED_ONCE) and isinstance(weight, torch.Tensor) \
+                and weight.numel() == 0:
+            raise ConfigError(f"model {label}: layer {name!r} ({type(module).__name__}) has "
+                              f"no weights, shape {list(weight.shape)}: 0 channels or "
+                              "features (a model argument of 0?)", key="workload.model")
+
+
 def refuse_untrainable(model: nn.Module, label: str, training: bool) -> None:
     """A ConfigError (key `workload.model`) for a model with no conv, linear or MatMul layer
     (nothing for the PE array), or, in `training`, with every parameter frozen (no gradient
