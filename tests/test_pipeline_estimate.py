@@ -468,7 +468,7 @@ def test_wg_plans_ranked_between_their_neighbours_make_the_run_faster(tmp_path,
     alone, each WG's plan paid a fill and a drain that its BP before and the next BP hide,
     and the mapper cut the last layer's reduction into 4 chunks, the middle layer's into
     tiles of 150 input channels. Ranked between them (`pipeline.Overlap`): 2 chunks and
-    whole images, and the run takes 13,024 cycles against 13,122."""
+    tiles of all 300 input channels, and the run takes 13,024 cycles against 13,122."""
     import mappings.mapper as mapper
     from desim.experiment import load_experiment
     from desim.runner import run
@@ -485,7 +485,7 @@ def test_wg_plans_ranked_between_their_neighbours_make_the_run_faster(tmp_path,
     alone, alone_plans = ran()
     assert (between, alone) == (13_024, 13_122)
     assert "2 reduction chunks" in plans["4"] and "4 reduction chunks" in alone_plans["4"]
-    assert "1 image" in plans["2"] and "150 input channels" in alone_plans["2"]
+    assert "300 input channels" in plans["2"] and "150 input channels" in alone_plans["2"]
 
 
 def test_a_wg_is_ranked_again_when_reuse_maps_the_phase_after_it_again(tmp_path,
