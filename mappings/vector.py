@@ -297,6 +297,9 @@ def vector_tiles(v: VectorCapture, layer_id: int, phase: int, hw: HardwareView,
     # Out of the buffer what the unit reads: a kept input too, which DRAM did not send.
     operands = (vector_traffic(v, phase, hw, stored_out, stored_dy, False, stored_second)[0]
                 if input_resident else read)
+    if v.kind == "batchnorm" and not hw.fused_batchnorm and operands <= hw.buffer_bytes:
+        operands *= 2  # it fits: DRAM sends it once, and the second pass reads the buffer
+        # again (it had been counted once, as the fused unit's one pass)
     return pass_tiles(layer_id, phase, hw, read, operands, ops, result)
 
 

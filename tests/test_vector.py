@@ -19,7 +19,18 @@ def test_plain_batchnorm_makes_two_passes_unless_it_fits():
     assert vector_traffic(bn, FF, HW) == (2 * 2000, 2000, 4 * 1000)   # 2 KB > 1 KB buffer
     assert vector_traffic(bn, BP, HW) == (2 * 4000, 2000, 7 * 1000)   # X and dY, twice
     small = VectorCapture("bn", "batchnorm", 100, 100, 0)
-    assert vector_traffic(small, FF, HW) == (200, 200, 400)           # fits: one pass
+    assert vector_traffic(small, FF, HW) == (200, 200, 400)           # fits: one DRAM pass
+    # ... and two passes over the buffer either way (the second read the buffer alone:
+    # it had been counted once, as the fused unit's one pass); the fused unit makes one
+    fused = HardwareView(**{**HW.__dict__, "fused_batchnorm": True})
+    for phase, once in ((FF, 200), (BP, 400)):
+        for design, passes in ((HW, 2), (fused, 1)):
+            table = vector_tiles(small, 0, phase, design)
+            assert table["dram_read_bytes"].sum() == once
+            assert table["glb_read_bytes"].sum() == passes * once, (phase, passes)
+    for phase, once in ((FF, 2000), (BP, 4000)):  # too large: both passes from DRAM
+        table = vector_tiles(bn, 0, phase, HW)
+        assert table["dram_read_bytes"].sum() == table["glb_read_bytes"].sum() == 2 * once
 
 
 def test_decoupled_batchnorm_unit_makes_one_pass():
