@@ -47,6 +47,19 @@ def test_striped_default_is_unchanged() -> None:
     assert cycles == 10
 
 
+def test_two_accesses_on_one_port_serialize() -> None:
+    """Five 100 B reads at once, no banks named: each is 2 + ceil(100 / 128) = 3 cycles, and
+    the one read port takes them one after another, 5 x 3 = 15 cycles (two at a time would
+    end at 3 x 3 = 9); each port queues alone, so five writes beside them end at 15 too."""
+    reads = [{"nbytes": 100, "kind": "read"}] * 5
+    cycles, glb = run_accesses(*reads)
+    assert glb.access_ps(100) == 3 * PERIOD
+    assert cycles == 5 * (2 + -(-100 // (8 * 16))) == 15
+    assert glb.actions["read_bytes"] == 500
+    cycles, _ = run_accesses(*reads, *[{"nbytes": 100, "kind": "write"}] * 5)
+    assert cycles == 15
+
+
 def test_one_bank_access() -> None:
     n = 1000  # latency + ceil(n / bank_width) = 2 + 63
     cycles, glb = run_accesses({"nbytes": n, "kind": "read", "bank": 3, "banks_touched": 1})
