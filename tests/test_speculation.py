@@ -105,10 +105,9 @@ def test_ff_computes_only_outputs_predicted_nonzero():
         assert ta == tb and b["speculated_ops"].sum() == 0
 
 
-def test_speculator_times_and_prices_its_products():
-    """trainer.yaml's speculator, 4,096 products a cycle at 500 MHz: 10,000 products take 3
-    cycles (2 ns each); each costs 0.13 pJ x 28/45 (45 -> 28 nm); it reads 6 of every 16
-    operand bits (FP16's sign and exponent) from the local buffers."""
+def _predicted(*args: int):
+    """trainer.yaml's accelerator after its speculator's one `predict(*args)` from time 0;
+    the times (ps) it ended at."""
     from arch.accelerator import Accelerator
     from desim.module import Simulator
 
@@ -117,15 +116,49 @@ def test_speculator_times_and_prices_its_products():
     done = []
 
     def run():
-        yield from acc.speculator.predict(10_000, 1600)
+        yield from acc.speculator.predict(*args)
         done.append(sim.env.now)
 
     sim.env.process(run())
     sim.env.run()
+    return acc, done
+
+
+def test_speculator_times_and_prices_its_products():
+    """trainer.yaml's speculator, 4,096 products a cycle at 500 MHz: 10,000 products take 3
+    cycles (2 ns each); each costs 0.13 pJ x 28/45 (45 -> 28 nm); it reads 6 of every 16
+    operand bits (FP16's sign and exponent) from the local buffers."""
+    acc, done = _predicted(10_000, 1600)
     assert done == [3 * 2000]
     assert acc.speculator.actions["local_buffer_read_bytes"] == 600
     energy = acc.energy_pj({acc.speculator.path: acc.speculator.actions}, 0, 0)
     assert energy["speculator.ops"] == pytest.approx(10_000 * 0.13 * 28 / 45)
+
+
+def test_speculator_matches_as_many_pairs_as_it_has_products():
+    """trainer.yaml pairs operands by index matching: its speculator's 10,000 products are
+    the pairs it matched among the 25,000 it scanned, so it counts 10,000 matched pairs,
+    priced as the PEs' (a selector entry, 0.03 pJ x 28/45 at 28 nm): 186.67 pJ; not the
+    25,000 scanned (466.67 pJ)."""
+    acc, _ = _predicted(10_000, 1600, 25_000)
+    assert acc.speculator.actions["matched_pairs"] == 10_000
+    energy = acc.energy_pj({acc.speculator.path: acc.speculator.actions}, 0, 0)
+    assert energy["index_matching.matched_pairs"] == pytest.approx(10_000 * 0.03 * 28 / 45)
+    assert energy["index_matching.matched_pairs"] == pytest.approx(186.667, abs=1e-3)
+
+
+def test_speculator_counts_and_prices_the_pairs_it_scans():
+    """The same tile's 25,000 scanned pairs: counted by the speculator and priced in the
+    design's index matching at a scan's price, 0.03 / 8 pJ a pair at 45 nm, x 28/45 at 28 nm:
+    25,000 x 0.00375 x 28/45 = 58.33 pJ (the PEs scanned nothing here, so all of it is the
+    speculator's); the scan keeps pace with the products, still 3 cycles."""
+    acc, done = _predicted(10_000, 1600, 25_000)
+    assert done == [3 * 2000]
+    assert acc.speculator.actions["scanned_pairs"] == 25_000
+    energy = acc.energy_pj({acc.speculator.path: acc.speculator.actions}, 0, 0)
+    assert energy["index_matching.scanned_pairs"] == pytest.approx(
+        25_000 * 0.03 / 8 * 28 / 45)
+    assert energy["index_matching.scanned_pairs"] == pytest.approx(58.333, abs=1e-3)
 
 
 def test_speculation_needs_a_floating_point_datapath():
