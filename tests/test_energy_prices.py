@@ -88,6 +88,29 @@ def test_the_vector_unit_multiplies_activations_at_its_own_precision() -> None:
                            vector_precision="fp16").vector_op_pj == pytest.approx(1.5 * scale)
 
 
+def test_a_runs_vector_ops_are_priced_at_the_vector_op_price(tmp_path) -> None:
+    """A 3x3 conv (C 3, K 4, no padding) on 2 images of 6 x 6, then a batch norm: its
+    2 x 4 x 4 x 4 = 128 outputs are the BN's elements, 4 ops each in FF and 7 in BP (X and
+    dY), 128 x 11 = 1,408 vector-unit ops, at the design's own 0.5 pJ a vector op: 704 pJ,
+    not the MAC's 2.0 pJ (2,816 pJ); the MACs keep theirs."""
+    (tmp_path / "net.py").write_text(
+        "from torch import nn\n\n\ndef make(num_classes):\n    return nn.Sequential("
+        "nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.Flatten())\n")
+    workload = capture_workload(
+        WorkloadSpec(model=f"{tmp_path / 'net.py'}:make", batch=2, input_shape=[3, 6, 6],
+                     num_classes=64, data="random"), PruningSpec(method="dense"))
+    own = load_arch(DENSE, [*BY_DELAY, "energy.mac_pj=2.0", "energy.vector_op_pj=0.5"])
+    result = simulate("own", own, workload)
+    ops = result.stats["modules"]["own.vector_unit"]["actions"]["ops"]
+    assert ops == 2 * 4 * 4 * 4 * (4 + 7) == 1408
+    assert result.energy_prices_pj["vector_op_pj"] == 0.5
+    assert result.energy_by_action_j["vector_unit.ops"] == pytest.approx(1408 * 0.5e-12, rel=1e-12)
+    assert result.energy_by_component_j["vector_unit"] == pytest.approx(704e-12, rel=1e-12)
+    macs = int(result.layers["macs"].sum())
+    assert macs == 2 * 4 * 3 * 9 * 4 * 4 * 2  # FF and WG (a first layer has no BP)
+    assert result.energy_by_action_j["macs.macs"] == pytest.approx(macs * 2.0e-12)
+
+
 def test_own_prices_replace_the_tables_in_the_run(one_conv) -> None:
     table = load_arch(DENSE, BY_DELAY)
     own = load_arch(DENSE, [*BY_DELAY, "energy.mac_pj=2.0", "energy.noc_pj_per_bit_hop=0",
