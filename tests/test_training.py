@@ -121,6 +121,34 @@ def test_gradual_magnitude_pruning_reaches_its_target():
     assert stats["accuracy"] > 0.3             # 0.39 measured at 90% sparsity; chance 0.1
 
 
+def test_dropback_tracks_the_largest_initial_weights_before_its_first_step():
+    """A capture at iteration 0 computes with DropBack's masks before any step: the k
+    weights of largest |w0| over the pruned layers, as the one-shot DropBack's (all-zero
+    scores had left them to the ties: layer 0 untracked, layer 2 20% tracked)."""
+    from mappings.pruning.dropback import regenerate
+
+    spec = PruningSpec(method="dropback", k=1000, seed=7)
+    _, _, masks, _ = train(spec, iterations=1)
+    shapes = {"0": (128, 64), "2": (64, 128)}
+    assert {name: tuple(m.shape) for name, m in masks.items()} == shapes
+    w0 = torch.cat([regenerate(name, shape, 7).abs().flatten()
+                    for name, shape in shapes.items()])
+    tracked = torch.cat([masks[name].flatten() for name in shapes])
+    assert int(tracked.sum()) == 1000
+    assert w0[tracked].min() >= w0[~tracked].max()
+
+
+@pytest.mark.parametrize("iterations, ramp", [(1, 0.5), (4, 1.0), (10, 1.0), (10, 0.5)])
+def test_the_gradual_schedule_reaches_its_target_by_the_captured_iteration(iterations, ramp):
+    """The ramp's last iteration takes the target (it had been the iteration after it: a
+    ramp over every iteration left the captured one short, 0.7875 of 0.8 at 4 iterations,
+    and one iteration captured a dense network). 80% of layer 2's 64 x 128 weights."""
+    spec = PruningSpec(method="magnitude", sparsity=0.8)
+    _, layers, masks, _ = train(spec, iterations=iterations, gradual=True, ramp_fraction=ramp)
+    assert int(masks["2"].sum()) == round(0.2 * 64 * 128)
+    assert int(layers[1].w_nz.sum()) == round(0.2 * 64 * 128)
+
+
 def test_the_final_loss_is_the_last_step_s_and_absent_without_one():
     """The captured iteration takes no loss step (capture runs it): one iteration has no
     loss to report, and says none rather than NaN (which summary.json would carry)."""

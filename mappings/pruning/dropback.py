@@ -68,16 +68,15 @@ class DropBack:
         self.rate = 1.0  # d: the factor on the initial values, init_decay a step after the first
         self.steps = 0  # optimizer steps applied so far
         self.shapes = {name: tuple(p.shape) for name, p in model_params.items()}
-        self.scores = {
-            name: torch.zeros(p.shape, dtype=torch.float64, device=p.device)
-            for name, p in model_params.items()
-        }
         if seed is not None:
             with torch.no_grad():
                 for name, p in model_params.items():
                     p.copy_(regenerate(name, p.shape, seed))
         # The simulator keeps w0 to compare against; the hardware regenerates it (`initial`).
         self._initial = {name: p.detach().clone() for name, p in model_params.items()}
+        # Before any step, the tracked weights are the k of largest |w0|, as the one-shot's
+        # (`prune_model`): all-zero scores had left them to the ties (the last k in order)
+        self.scores = {name: p.abs().to(torch.float64) for name, p in self._initial.items()}
 
     def initial(self, name: str) -> Tensor:
         """The initial value of tensor `name` (as stored, or as regenerated from the seed)."""
