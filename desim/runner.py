@@ -448,10 +448,18 @@ def resolved_config(experiment: Experiment) -> dict[str, Any]:
     # a model from the user's file: which file, and exactly which bytes, ran
     if is_file_model(experiment.spec.workload.model):
         resolved["workload"]["model_file"] = model_file(experiment.spec.workload.model)
+    # a SCALE-Sim topology: exactly which bytes of it ran (its path alone would say the
+    # same of an edited file)
+    topology = experiment.spec.workload.scalesim_topology
+    if topology is not None:
+        resolved["workload"]["scalesim_topology_sha256"] = topology_sha256(topology)
     for i, run_spec in enumerate(experiment.spec.runs):  # a run's workload_set naming another
-        model = experiment.workloads[run_spec.name].model
-        if is_file_model(model) and model != experiment.spec.workload.model:
-            resolved["runs"][i]["model_file"] = model_file(model)
+        workload = experiment.workloads[run_spec.name]
+        if is_file_model(workload.model) and workload.model != experiment.spec.workload.model:
+            resolved["runs"][i]["model_file"] = model_file(workload.model)
+        if workload.scalesim_topology not in (None, topology):
+            resolved["runs"][i]["scalesim_topology_sha256"] = topology_sha256(
+                workload.scalesim_topology)
     return {
         "experiment": resolved,
         "architectures": {n: a.model_dump(mode="json") for n, a in experiment.archs.items()},
@@ -466,6 +474,13 @@ def model_file(model: str) -> dict[str, str]:
     """config.json's record of a model from a file ("file.py:factory", its path resolved
     by the experiment loader): the file's path and the sha256 of its bytes."""
     return {"path": str(split(model)[0]), "sha256": file_sha256(model)}
+
+
+def topology_sha256(path: str) -> str:
+    """The sha256 of a SCALE-Sim topology CSV's bytes, as config.json records it."""
+    from desim.configio import read_bytes
+
+    return hashlib.sha256(read_bytes(Path(path), "a SCALE-Sim topology CSV")).hexdigest()
 
 
 def unpublished(path: Path) -> Path:

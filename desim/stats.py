@@ -180,6 +180,6 @@ def write_stats(stats: dict[str, Any], out_dir: str | Path) -> list[Path]:
 
 
 def _format(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.6f}"
-    return str(value)
+    """A value as stats.json has it: a float's shortest exact text (six decimals had
+    printed 7.163285e-05 s as 0.000072, and a share under 5e-7 as 0)."""
+    return repr(value) if isinstance(value, float) else str(value)

@@ -427,6 +427,11 @@ def test_two_runs_give_byte_identical_stats(tmp_path: Path):
     names = [line.split()[0] for line in lines]
     assert names == sorted(names) and "top.q.depth_hist_ps::2" in names
     assert len({line.index("#") for line in lines}) == 1  # aligned
+    # each value as stats.json has it, to the last digit (six decimals had printed
+    # 7.163285e-05 as 0.000072)
+    text = {line.split()[0]: line.split()[1] for line in lines}
+    assert text["top.a.utilization"] == repr(link["utilization"])
+    assert float(text["top.a.utilization"]) == link["utilization"]
 
 
 # -- bench ------------------------------------------------------------------------------------

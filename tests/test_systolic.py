@@ -164,3 +164,21 @@ def test_a_systolic_array_dealt_by_rows_is_refused(partition) -> None:
     with pytest.raises(ConfigError, match=r"mapping.partition: .* would change the NoC"):
         load_experiment(ROOT / "configs" / "experiments" / "scalesim_resnet18.yaml",
                         [f"arch.os.mapping.partition={partition}"])
+
+
+def test_config_json_records_the_topology_csv_bytes(tmp_path):
+    """config.json gave a SCALE-Sim topology's path alone: an edited CSV gave other numbers
+    under the same config. Its sha256 is recorded now, as a model file's is."""
+    import hashlib
+
+    from desim.experiment import load_experiment
+    from desim.runner import resolved_config
+
+    root = Path(__file__).resolve().parents[1]
+    csv = tmp_path / "topology.csv"
+    csv.write_bytes((root / "configs" / "workloads" / "resnet18_scalesim.csv").read_bytes())
+    experiment = load_experiment(root / "configs" / "experiments" / "scalesim_resnet18.yaml",
+                                 [f"workload.scalesim_topology={csv}"])
+    recorded = resolved_config(experiment)["experiment"]["workload"]
+    assert recorded["scalesim_topology"] == str(csv)
+    assert recorded["scalesim_topology_sha256"] == hashlib.sha256(csv.read_bytes()).hexdigest()
