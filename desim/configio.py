@@ -134,12 +134,18 @@ class UniqueKeyLoader(yaml.SafeLoader):
             self._refuse_duplicate_keys(value_node, [*path, key], seen)
 
 
+class YamlDumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, quoting the strings `UniqueKeyLoader` would read as numbers
+    (`"1e3"`: a sweep's value written for --set came back a float)."""
+
+
 # Numbers in exponent form as YAML 1.2 reads them: PyYAML (YAML 1.1) reads `1e3`, `2e6` and
 # `1.0e3` as strings, a float only with a dot and a signed exponent (`1.0e+3`)
-UniqueKeyLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."))
+for _resolving in (UniqueKeyLoader, YamlDumper):
+    _resolving.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+        list("-+0123456789."))
 
 
 def read_text(path: str | Path, expected: str = "a YAML file") -> str:

@@ -36,7 +36,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from desim.configio import Strict
+from desim.configio import Strict, YamlDumper
 from desim.errors import ConfigError
 from mappings.specs import Seed
 
@@ -167,7 +167,7 @@ class Point:
 def yaml_text(value: Any) -> str:
     """`value` as YAML text that `--set` parses back to the same value (1e-05 stays a float:
     PyYAML reads a bare `1e-05` as a string, so JSON would not do)."""
-    text = yaml.safe_dump(value, default_flow_style=True, width=1 << 30)
+    text = yaml.dump(value, Dumper=YamlDumper, default_flow_style=True, width=1 << 30)
     return text.removesuffix("\n...\n").strip()
 
 

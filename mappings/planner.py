@@ -246,7 +246,8 @@ def geometry_misfit(layer: LayerCapture, phase: int, hw: HardwareView,
     k, cg, r, s = layer.w_nz.shape
     if phase == WG:  # the finest chunks the mapper tries (`_reduction_plans`)
         kind, m = _wg_split(layer, hw)
-        finest = (kind, _wg_chunk_sizes(m)[-1] if kind == "images" else m)
+        finest = (kind, _wg_chunk_sizes(m, layer.dy_nz.shape[0])[-1] if kind == "images"
+                  else m)
         plans = [(_widest_wg_part(layer, finest), 0)]
     else:
         c = cg if phase == FF else k
@@ -388,7 +389,7 @@ def _reduction_plans(layer: LayerCapture, phase: int, hw: HardwareView, policy: 
         # m, m/2, m/4, m/8 (each a multiple of the finest): every chunk of every plan keeps
         # count maps the size of dW, so a search down to one image at batch 32 had doubled
         # the run's memory (hppu_vs_dense.yaml at batch 32: 1.45 to 2.84 GB)
-        sizes = _wg_chunk_sizes(m)
+        sizes = _wg_chunk_sizes(m, n)
         finest = sizes[-1]
         fine = counted([_slice(layer, i, min(i + finest, n)) for i in range(0, n, finest)])
         grouped: dict = {1: fine}
@@ -396,7 +397,7 @@ def _reduction_plans(layer: LayerCapture, phase: int, hw: HardwareView, policy: 
         for size in sizes:   # the fewest chunks first: they win ties
             parts = [_slice(layer, i, min(i + size, n)) for i in range(0, n, size)]
             maps = (_grouped_maps(grouped, size // finest) if size % finest == 0
-                    else counted(parts))  # (an odd `m`: its chunks counted alone)
+                    else counted(parts))  # (the whole batch, an odd `m`: counted alone)
             plans.append((parts, maps, (INNER, KEPT, SPILLED) if len(parts) > 1 else (WHOLE,)))
         return plans
     c = layer.w_nz.shape[1] if phase == FF else layer.w_nz.shape[0]
@@ -417,12 +418,16 @@ def _reduction_plans(layer: LayerCapture, phase: int, hw: HardwareView, policy: 
     return plans
 
 
-def _wg_chunk_sizes(images: int) -> list[int]:
+def _wg_chunk_sizes(images: int, batch: int) -> list[int]:
     """The images a chunk of WG's plans holds: `_wg_split`'s `images`, then its halvings
-    down to an eighth of it that are multiples of the finest (17: 17, 8, 4, 2; 17 had been
-    left out, not a multiple of 2, so an odd batch of 17 or more was never mapped whole)."""
+    down to an eighth of it, each a multiple of the finest, which every chunk's bounds must
+    be (`_fine_runs`). `images` itself is offered where it is one or where it is the whole
+    batch (17 at batch 17: 17, 8, 4, 2; the whole batch had been left out, so a WG that
+    fit whole was cut into 9 chunks; at batch 34, 8, 4, 2: a chunk of 17 would end inside
+    a finest chunk of 2)."""
     sizes = halvings(images)[:4]
-    return sizes[:1] + [size for size in sizes[1:] if size % sizes[-1] == 0]
+    whole = images % sizes[-1] == 0 or images >= batch
+    return sizes[:1] * whole + [size for size in sizes[1:] if size % sizes[-1] == 0]
 
 
 def _grouped_maps(grouped: dict[int, list[tuple]], group: int) -> list[tuple]:

@@ -219,7 +219,8 @@ class _Gradual(_Stepper):
         super().__init__(model, pruning)
         # the ramp's last iteration (0-based) takes the target: it had been the one after,
         # so a ramp over every iteration never reached it, nor one iteration anything
-        ramp = math.ceil(spec.iterations * spec.ramp_fraction)
+        ramp = math.ceil(round(spec.iterations * spec.ramp_fraction, 9))  # (100 x 0.55 is
+        # 55.000000000000004 in floats: its ceiling 56)
         self.target, self.end = pruning.sparsity, max(0, ramp - 1)
         self.pruning = pruning
 

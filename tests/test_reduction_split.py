@@ -604,20 +604,25 @@ def test_a_wg_whose_tiles_overflow_as_stored_is_cut_into_finer_chunks():
     assert table["held_bytes"].max() <= totals["tile_buffer_bytes"] <= hw.buffer_bytes
 
 
-@pytest.mark.parametrize("batch, offered", [(16, [16, 8, 4, 2]), (17, [17, 8, 4, 2]),
-                                            (25, [25, 12, 6, 3]), (3, [3, 1])])
-def test_wg_offers_the_whole_split_then_its_halvings(batch, offered):
-    """WG's image chunks: `_wg_split`'s images, then halvings down to an eighth that are
-    multiples of the finest. An odd batch of 17 or more had lost its whole-batch plan (17
-    is no multiple of 2), so a WG that fit whole was cut into 9 chunks of 2: every plan's
-    maps sum the images it names."""
+@pytest.mark.parametrize("split, batch, offered", [
+    (16, 16, [16, 8, 4, 2]), (17, 17, [17, 8, 4, 2]), (25, 25, [25, 12, 6, 3]), (3, 3, [3, 1]),
+    (17, 34, [8, 4, 2]), (16, 32, [16, 8, 4, 2])])
+def test_wg_offers_the_whole_split_then_its_halvings(split, batch, offered):
+    """WG's image chunks: `_wg_split`'s images, where they are the whole batch or a multiple
+    of the finest chunk, then halvings down to an eighth that are. An odd batch of 17 or
+    more had lost its whole-batch plan (17 is no multiple of 2), so a WG that fit whole was
+    cut into 9 chunks of 2; at batch 34 a chunk of 17 would end inside a finest chunk of 2
+    (offering it crashed the mapper). Every plan's maps sum the images it names."""
     from mappings.planner import _wg_chunk_sizes
 
-    assert _wg_chunk_sizes(batch) == offered
+    assert _wg_chunk_sizes(split, batch) == offered
     layer = dense_capture(nn.Conv2d(4, 4, 3, padding=1, bias=False), n=batch, h=4)
     roomy = replace(HW, buffer_bytes=1 << 20)
-    plans = _reduction_plans(layer, WG, roomy, SkipPolicy(), True, 0, wg_split=("images", batch))
+    plans = _reduction_plans(layer, WG, roomy, SkipPolicy(), True, 0, wg_split=("images", split))
     assert [len(parts) for parts, _, _ in plans] == [-(-batch // s) for s in offered]
+    table, _ = tile_phase(layer, 0, WG, replace(HW, buffer_bytes=2800), SkipPolicy(),
+                          pruned_grads_unused=True)  # maps, whatever the split it takes
+    assert table["macs"].sum() == 4 * 4 * 100 * batch  # 3x3 in-bounds pairs of a 4x4 map
     whole_macs = _count_maps(layer, WG, roomy, SkipPolicy(), True)[0].sum()
     for parts, maps, _ in plans:
         assert sum(int(m[0].sum()) for m in maps) == whole_macs

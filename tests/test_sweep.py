@@ -333,9 +333,15 @@ def test_a_set_beside_the_axes_is_no_conflict(tmp_path):
 
 
 @pytest.mark.parametrize("value", [1e-05, 0.1, 3, True, "digits", [3, 16, 16], None,
-                                   {"method": "hybrid", "sparsity": 0.5}, "1e-05", "yes"])
+                                   {"method": "hybrid", "sparsity": 0.5}, "1e-05", "yes",
+                                   "1e3", "2E6", 1e300])
 def test_override_text_round_trips(value):
-    assert yaml.safe_load(yaml_text(value)) == value
+    """As --set reads it back (`parse_yaml`, YAML 1.2's numbers: a string "1e3" written
+    bare had come back the float 1000.0)."""
+    from desim.configio import parse_yaml
+
+    assert parse_yaml(yaml_text(value)) == value
+    assert type(parse_yaml(yaml_text(value))) is type(value)
 
 
 def test_arch_override_changes_only_its_run(tmp_path):

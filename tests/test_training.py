@@ -138,6 +138,17 @@ def test_dropback_tracks_the_largest_initial_weights_before_its_first_step():
     assert w0[tracked].min() >= w0[~tracked].max()
 
 
+def test_the_gradual_ramp_ends_where_its_fraction_says():
+    """100 iterations at ramp_fraction 0.55 ramp over 55 (the target at iteration 54; the
+    float product 55.000000000000004 had made it 56), at 0.07 over 7."""
+    from mappings.training import _Gradual
+
+    for fraction, end in ((0.55, 54), (0.07, 6), (1.0, 99), (0.5, 49)):
+        gradual = _Gradual(mlp(), PruningSpec(method="magnitude", sparsity=0.8),
+                           TrainingSpec(iterations=100, gradual=True, ramp_fraction=fraction))
+        assert gradual.end == end, fraction
+
+
 @pytest.mark.parametrize("iterations, ramp", [(1, 0.5), (4, 1.0), (10, 1.0), (10, 0.5)])
 def test_the_gradual_schedule_reaches_its_target_by_the_captured_iteration(iterations, ramp):
     """The ramp's last iteration takes the target (it had been the iteration after it: a
