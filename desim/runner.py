@@ -44,7 +44,7 @@ from desim.stats import busiest_part, busy_shares, collect_stats, stats_text
 from mappings.capture import CaptureNeeds
 from mappings.mapper import PhaseWork, map_workload, phase_waits
 from mappings.model_path import file_sha256, is_file_model, split
-from mappings.scalesim import gemm_view
+from mappings.scalesim import gemm_view, topology_sha256
 from mappings.specs import PruningSpec
 from mappings.vector import vector_layers_not_simulated
 from mappings.workload import Workload, capture_workload, input_shape
@@ -474,13 +474,6 @@ def model_file(model: str) -> dict[str, str]:
     """config.json's record of a model from a file ("file.py:factory", its path resolved
     by the experiment loader): the file's path and the sha256 of its bytes."""
     return {"path": str(split(model)[0]), "sha256": file_sha256(model)}
-
-
-def topology_sha256(path: str) -> str:
-    """The sha256 of a SCALE-Sim topology CSV's bytes, as config.json records it."""
-    from desim.configio import read_bytes
-
-    return hashlib.sha256(read_bytes(Path(path), "a SCALE-Sim topology CSV")).hexdigest()
 
 
 def unpublished(path: Path) -> Path:

@@ -165,8 +165,8 @@ class Point:
 
 
 def yaml_text(value: Any) -> str:
-    """`value` as YAML text that `--set` parses back to the same value (1e-05 stays a float:
-    PyYAML reads a bare `1e-05` as a string, so JSON would not do)."""
+    """`value` as YAML text that `--set` parses back to the same value, a number as a number
+    and a string as a string (`YamlDumper` quotes "1e3", which `--set` reads as 1000.0)."""
     text = yaml.dump(value, Dumper=YamlDumper, default_flow_style=True, width=1 << 30)
     return text.removesuffix("\n...\n").strip()
 

@@ -24,6 +24,7 @@ import torch
 from desim.results import atomic_path
 from mappings.model_path import file_sha256, is_file_model
 from mappings.pruning import PruningSpec
+from mappings.scalesim import topology_sha256
 from mappings.workload import Workload, WorkloadSpec, capture_workload
 
 
@@ -55,8 +56,7 @@ def cache_key(workload: WorkloadSpec, pruning: PruningSpec) -> str:
         parts["model_file_sha256"] = file_sha256(workload.model)
     if workload.scalesim_topology is not None:
         topology = Path(workload.scalesim_topology)
-        parts["topology_sha256"] = (hashlib.sha256(topology.read_bytes()).hexdigest()
-                                    if topology.is_file() else None)
+        parts["topology_sha256"] = topology_sha256(topology) if topology.is_file() else None
     text = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from desim.configio import read_bytes
 from desim.errors import ConfigError
 
 SYNTAX = "'path/to/file.py:factory'"
@@ -46,8 +47,6 @@ def file_sha256(model: str) -> str:
 
 def model_bytes(path: Path) -> bytes:
     """The bytes of the model's file (`existing`); one that cannot be read is said so."""
-    from desim.configio import read_bytes
-
     return read_bytes(existing(path), "a Python file defining the model")
 
 

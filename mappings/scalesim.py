@@ -20,19 +20,26 @@ that the layer has exactly SCALE-Sim's P x Q outputs and MACs.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import math
 from pathlib import Path
 
 import torch
 
-from desim.configio import read_text
+from desim.configio import read_bytes, read_text
 from desim.errors import ConfigError, out_of_memory_as
 from mappings.capture import BitMap, LayerCapture, PackedLayer
 from mappings.counting import BP, FF, WG
 
 COLUMNS = ("Layer name", "IFMAP Height", "IFMAP Width", "Filter Height", "Filter Width",
            "Channels", "Num Filter", "Strides")
+
+
+def topology_sha256(path: str | Path) -> str:
+    """The sha256 of a topology CSV's bytes: what the workload cache keys and config.json
+    records, so that an edited file is never taken for the one that ran."""
+    return hashlib.sha256(read_bytes(Path(path), "a SCALE-Sim topology CSV")).hexdigest()
 
 
 def read_topology_rows(path: str | Path) -> list[tuple[str, int, int, int, int, int, int, int]]:
