@@ -98,8 +98,9 @@ SetOption = Annotated[list[str] | None, typer.Option(
 
 @app.command()
 def run(
-    config: Annotated[Path, typer.Argument(help="experiment YAML (configs/experiments/...)",
-                                           parser=path_given)],
+    config: Annotated[Path, typer.Argument(
+        help="experiment YAML (configs/experiments/...), or a results folder (its "
+             "config.json) to run again", parser=path_given)],
     out: Annotated[Path, typer.Option("--out", "-o", help="results folder",
                                       parser=path_given)] = Path("results"),
     set_: SetOption = None,
@@ -126,6 +127,12 @@ def run(
     overrides += ["observe.tiles=true"] if tiles else []
     started = time.perf_counter()
     experiment = guarded(lambda: load_experiment(config, overrides))  # a typo: before torch
+    if experiment.recorded is not None:  # a results folder's config.json, run again
+        from desim.resolved import made_elsewhere
+
+        differs = made_elsewhere(experiment.recorded.made_by)
+        if differs:
+            err_console.print(escape(f"note: {experiment.path}: {differs}"), highlight=False)
     if experiment.spec.sweep is not None:  # run as it is: the file's own values
         err_console.print(escape(f"note: {config}: its sweep: section is not run here; "
                                  f"`desim sweep {config}` runs its points"), highlight=False)
@@ -165,8 +172,9 @@ def run(
 
 @app.command()
 def check(
-    config: Annotated[Path, typer.Argument(help="experiment YAML (configs/experiments/...)",
-                                           parser=path_given)],
+    config: Annotated[Path, typer.Argument(
+        help="experiment YAML (configs/experiments/...), or a results folder (its "
+             "config.json)", parser=path_given)],
     set_: SetOption = None,
 ) -> None:
     """Validate an experiment and build each run's processor, without simulating.

@@ -191,7 +191,7 @@ def elaborate(experiment: Experiment, shared: Shared | None = None) -> list[dict
             acc = Accelerator(Simulator(), arch, name=run.name)
             described = describe(run.name, arch, acc)
         except ConfigError as err:  # the design's own file is the one to fix
-            raise err.in_file(str((experiment.path.parent / run.arch).resolve())) from None
+            raise err.in_file(experiment.design_file(i)) from None
         _check_part_claims(experiment, run.name, acc)
         circulant = run.pruning.method == "block_circulant"
         # by the iteration's layers: a batch-free one's serve every batch

@@ -16,6 +16,7 @@ name too, `runs.hppu.pruning.sparsity`).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
@@ -39,6 +40,7 @@ from desim.configio import (
 from desim.errors import ConfigError
 from desim.events import PHASES
 from desim.metrics import DERIVED_RUN, PHASE_FIGURES
+from desim.resolved import Recorded, is_resolved, read_resolved
 from desim.sweep_spec import SweepSpec
 from mappings.model_path import is_file_model, resolve
 from mappings.specs import PruningSpec, WorkloadSpec
@@ -213,10 +215,20 @@ class Experiment:
 
     def __init__(self, path: Path, spec: ExperimentSpec, archs: dict[str, ArchConfig],
                  raw: dict[str, Any], workloads: dict[str, WorkloadSpec] | None = None,
-                 overrides: Sequence[str] = ()) -> None:
+                 overrides: Sequence[str] = (), recorded: Recorded | None = None) -> None:
         self.path, self.spec, self.archs, self.raw = path, spec, archs, raw
         self.workloads = workloads or {run.name: spec.workload for run in spec.runs}
         self.overrides = list(overrides)
+        # read from a results folder's config.json: what it recorded (`desim.resolved`)
+        self.recorded = recorded
+        # the experiment file its relative paths are from (config.json's, when recorded)
+        self.source = recorded.source if recorded else path
+
+    def design_file(self, i: int) -> str:
+        """Where run i's design comes from: its architecture file, or config.json."""
+        if self.recorded:
+            return str(self.path)
+        return str((self.path.parent / self.spec.runs[i].arch).resolve())
 
 
 def _named(items: list[Any], name: str) -> list[int]:
@@ -354,10 +366,18 @@ def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) ->
     `arch.<run>.<key.path>=value` one of that run's architecture file (that run only, even
     when several runs share the file; applied after the run's own `arch_set`), so a bad
     value is a ConfigError naming the arch file and key. `arch.*.<key.path>=value` sets it
-    in every run's architecture (before any one run's own override)."""
+    in every run's architecture (before any one run's own override). A results folder, or
+    its config.json, is the experiment it records, its designs as resolved
+    (`desim.resolved`)."""
     path = Path(path)
+    if path.is_dir() and (path / "config.json").is_file():  # a results folder
+        path = path / "config.json"
     experiment_sets, arch_sets = split_overrides(overrides or [], path)
     raw = load_yaml(path)
+    recorded = read_resolved(raw, path) if is_resolved(raw) else None
+    if recorded is not None:
+        raw = recorded.experiment
+    source = recorded.source if recorded else path
     if "runs" not in raw and ("pe_cluster" in raw or "kind" in raw):
         kind = raw.get("kind")
         script = DESIGN_KINDS[kind][1] if kind in DESIGN_KINDS else None
@@ -367,7 +387,7 @@ def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) ->
                              "its runs, with a workload; `desim topology FILE -o x.png` "
                              "checks and draws the design alone"), file=str(path))
     raw = apply_overrides(raw, experiment_sets, str(path))
-    _resolve_workload_paths(raw.get("workload"), path)
+    _resolve_workload_paths(raw.get("workload"), source)
     spec = validate(ExperimentSpec, raw, path)
     _refuse_replaced_workload_sets(spec, experiment_sets, path)
     names = [run.name for run in spec.runs]
@@ -377,32 +397,18 @@ def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) ->
                               f"run)", file=str(path), key=f"arch.{run_name}")
     archs, workloads = {}, {}
     for i, run in enumerate(spec.runs):
-        arch_path = (path.parent / run.arch).resolve()
-        if not run.arch.strip():  # the experiment's own folder, said "is a directory"
-            raise ConfigError("empty; expected an architecture YAML file's path",
-                              file=str(path), key=f"runs.{i}.arch")
-        if arch_path.is_dir():
-            raise ConfigError(f"{run.arch!r} is a directory; expected an architecture YAML "
-                              "file", file=str(path), key=f"runs.{i}.arch")
-        if not arch_path.exists():
-            raise ConfigError(f"architecture file {run.arch!r} not found (looked at {arch_path})",
-                              file=str(path), key=f"runs.{i}.arch")
-        if not arch_path.is_file():  # a device, a pipe: /dev/null exists, it is no file
-            raise ConfigError(f"{run.arch!r} is not a regular file; expected an architecture "
-                              "YAML file", file=str(path), key=f"runs.{i}.arch")
         named = _arch_set_items(arch_sets, run.name)
-        try:
-            archs[run.name] = _run_arch(path, i, arch_path, run.arch_set,
-                                        [item for _, item in named])
-        except ConfigError as err:
-            raise _naming_the_override(err, run.name, named,
-                                       partial(load_arch, arch_path, run.arch_set)) from None
+        if recorded is not None:
+            archs[run.name] = _recorded_arch(recorded, run.name, path,
+                                             [item for _, item in named])
+        else:
+            archs[run.name] = _file_arch(path, i, run, named)
         workloads[run.name] = spec.workload
         if run.workload_set:
             data = apply_overrides(spec.workload.model_dump(mode="json", exclude_unset=True),
                                    run.workload_set,
                                    str(path))
-            _resolve_workload_paths(data, path)
+            _resolve_workload_paths(data, source)
             workloads[run.name] = validate(WorkloadSpec, data, path,
                                            prefix=f"runs.{i}.workload_set")
         _check_speculation(path, spec, i, workloads[run.name], archs[run.name])
@@ -416,7 +422,67 @@ def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) ->
                               "{method: dense}", file=str(path), key=f"runs.{i}.pruning")
     _check_gradual(path, spec, workloads)
     _check_workload_claims(path, spec, archs, workloads)
-    return Experiment(path, spec, archs, raw, workloads, overrides or [])
+    if recorded is not None:
+        _check_recorded_inputs(recorded, workloads, path)
+    overrides = [*recorded.overrides, *(overrides or [])] if recorded else overrides
+    return Experiment(path, spec, archs, raw, workloads, overrides or [], recorded)
+
+
+def _file_arch(path: Path, i: int, run: RunSpec, named: list[tuple[str, str]]) -> ArchConfig:
+    """Run i's architecture from its file, with its `arch_set` and the command line's
+    `arch.` items (`named`, as `_arch_set_items` gives them), each error naming where it
+    comes from."""
+    arch_path = (path.parent / run.arch).resolve()
+    if not run.arch.strip():  # the experiment's own folder, said "is a directory"
+        raise ConfigError("empty; expected an architecture YAML file's path",
+                          file=str(path), key=f"runs.{i}.arch")
+    if arch_path.is_dir():
+        raise ConfigError(f"{run.arch!r} is a directory; expected an architecture YAML "
+                          "file", file=str(path), key=f"runs.{i}.arch")
+    if not arch_path.exists():
+        raise ConfigError(f"architecture file {run.arch!r} not found (looked at {arch_path})",
+                          file=str(path), key=f"runs.{i}.arch")
+    if not arch_path.is_file():  # a device, a pipe: /dev/null exists, it is no file
+        raise ConfigError(f"{run.arch!r} is not a regular file; expected an architecture "
+                          "YAML file", file=str(path), key=f"runs.{i}.arch")
+    try:
+        return _run_arch(path, i, arch_path, run.arch_set, [item for _, item in named])
+    except ConfigError as err:
+        raise _naming_the_override(err, run.name, named,
+                                   partial(load_arch, arch_path, run.arch_set)) from None
+
+
+def _recorded_arch(recorded: Recorded, run_name: str, path: Path,
+                   command_line: list[str]) -> ArchConfig:
+    """Run `run_name`'s design as config.json recorded it (its `arch_set` and the recorded
+    `--set` items already applied), with this command line's `arch.` items."""
+    data = recorded.designs.get(run_name)
+    if not isinstance(data, dict):
+        raise ConfigError(f"no design recorded for run {run_name!r}; expected a mapping",
+                          file=str(path), key=f"architectures.{run_name}")
+    design = design_from(copy.deepcopy(data), path, overrides=command_line,
+                         prefix=f"architectures.{run_name}")
+    if not isinstance(design, ArchConfig):
+        raise ConfigError(f"a {design.kind} design is not a training processor",
+                          file=str(path), key=f"architectures.{run_name}.kind")
+    return design
+
+
+def _check_recorded_inputs(recorded: Recorded, workloads: dict[str, WorkloadSpec],
+                           path: Path) -> None:
+    """Each run's input as config.json recorded it: a run whose workload_set names another
+    model reads an input that depends on whether the experiment gave one
+    (`desim.resolved._drop_workload_defaults`); any doubt left is refused, not run."""
+    from mappings.workload import input_shape
+
+    for name, shape in recorded.input_shapes.items():
+        workload = workloads.get(name)
+        if workload is not None and workload.model is not None \
+                and list(input_shape(workload)) != shape:
+            raise ConfigError(f"run {name!r} would read input {list(input_shape(workload))}, "
+                              f"not the {shape} recorded; give workload.input_shape or the "
+                              "run's own in its workload_set", file=str(path),
+                              key=f"experiment.runs.{name}.input_shape")
 
 
 def workload_stat_names(run: RunSpec, workload: WorkloadSpec, arch: ArchConfig) -> list[str]:
@@ -700,6 +766,14 @@ def load_design(path: str | Path, kind: str | None = None,
     if "runs" in data and "workload" in data:
         raise ConfigError("this is an experiment file, not an architecture: its runs name "
                           "their architecture files (runs.N.arch)", file=str(path))
+    return design_from(data, path, kind, overrides)
+
+
+def design_from(data: dict[str, Any], path: str | Path, kind: str | None = None,
+                overrides: list[str] | None = None, prefix: str = "") -> Design:
+    """A design from `data`, read from `path` (under `prefix`, config.json's
+    `architectures.<run>`), with `key.path=value` overrides: validated as `load_design`
+    says."""
     created: list[tuple[str, str]] = []
     data = apply_overrides(data, overrides or [], str(path), created)
     found = data.get("kind")
@@ -713,7 +787,7 @@ def load_design(path: str | Path, kind: str | None = None,
     schema = DESIGN_KINDS[found][0] if found else ArchConfig
     _refuse_added_components(schema, created, path)
     try:
-        design = validate(schema, data, path)
+        design = validate(schema, data, path, prefix)
     except ConfigError as err:
         raise _kind_forgotten(err, data) if found is None else err from None
     _check_whole_numbers(design, path)

@@ -441,7 +441,8 @@ def write_results(out: Path, experiment: Experiment, results: dict[str, RunResul
 
 def resolved_config(experiment: Experiment) -> dict[str, Any]:
     """config.json: the experiment and its architectures as resolved, and the `--set` items
-    applied over the file; a sweep's point files record the same (`desim.sweep`)."""
+    applied over the file; a sweep's point files record the same (`desim.sweep`). `desim
+    run` reads it back as the experiment it records (`desim.resolved`)."""
     resolved = experiment.spec.model_dump(mode="json")
     if experiment.spec.workload.model:  # the input the capture used, default or not
         resolved["workload"]["input_shape"] = list(input_shape(experiment.spec.workload))
@@ -460,7 +461,12 @@ def resolved_config(experiment: Experiment) -> dict[str, Any]:
         if workload.scalesim_topology not in (None, topology):
             resolved["runs"][i]["scalesim_topology_sha256"] = topology_sha256(
                 workload.scalesim_topology)
+        if run_spec.workload_set and workload.model:  # the input this run's model read
+            resolved["runs"][i]["input_shape"] = list(input_shape(workload))
     return {
+        # the file the experiment's relative paths are from (`desim run` of this file
+        # resolves a run's workload_set from there)
+        "experiment_file": str(experiment.source.resolve()),
         "experiment": resolved,
         "architectures": {n: a.model_dump(mode="json") for n, a in experiment.archs.items()},
         # the --set items applied over the experiment file, which a reader of the file alone
