@@ -16,7 +16,7 @@ from typing import Any
 
 from desim.elaborate import Shared, elaborate
 from desim.errors import ConfigError
-from desim.experiment import load_experiment
+from desim.experiment import experiment_path, load_experiment
 
 
 @dataclass
@@ -37,6 +37,7 @@ def check(path: str | Path, overrides: list[str] | None = None, progress: bool =
     points) raises the ConfigError it raises. `progress`: a bar on stderr while a sweep's
     points are elaborated (some 10 ms each: a sweep of 100,000 points takes a quarter of
     an hour)."""
+    path = experiment_path(path)  # a results folder's: its config.json
     experiment = load_experiment(path, overrides)
     shared = Shared()  # each workload's model run once, for every point
     rows = elaborate(experiment, shared)

@@ -361,6 +361,24 @@ def split_overrides(overrides: Sequence[str], path: Path
     return experiment_sets, arch_sets
 
 
+def experiment_path(path: str | Path) -> Path:
+    """The file of the experiment at `path`: a results folder's is its config.json."""
+    path = Path(path)
+    return path / "config.json" if path.is_dir() and (path / "config.json").is_file() else path
+
+
+def read_experiment(path: str | Path) -> tuple[Path, dict[str, Any], Recorded | None]:
+    """The experiment at `path` as data, before validation, with its file
+    (`experiment_path`): an experiment file's, or the experiment a results folder's
+    config.json records (with what else it records: `desim.resolved`)."""
+    path = experiment_path(path)
+    raw = load_yaml(path)
+    if is_resolved(raw):
+        recorded = read_resolved(raw, path)
+        return path, recorded.experiment, recorded
+    return path, raw, None
+
+
 def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) -> Experiment:
     """An experiment file with `--set` overrides: `key.path=value` sets a key of the file,
     `arch.<run>.<key.path>=value` one of that run's architecture file (that run only, even
@@ -369,14 +387,8 @@ def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) ->
     in every run's architecture (before any one run's own override). A results folder, or
     its config.json, is the experiment it records, its designs as resolved
     (`desim.resolved`)."""
-    path = Path(path)
-    if path.is_dir() and (path / "config.json").is_file():  # a results folder
-        path = path / "config.json"
+    path, raw, recorded = read_experiment(path)
     experiment_sets, arch_sets = split_overrides(overrides or [], path)
-    raw = load_yaml(path)
-    recorded = read_resolved(raw, path) if is_resolved(raw) else None
-    if recorded is not None:
-        raw = recorded.experiment
     source = recorded.source if recorded else path
     if "runs" not in raw and ("pe_cluster" in raw or "kind" in raw):
         kind = raw.get("kind")

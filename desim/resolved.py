@@ -18,7 +18,6 @@ from typing import Any
 
 from desim.errors import ConfigError
 from mappings.model_path import file_sha256, is_file_model
-from mappings.scalesim import topology_sha256
 from mappings.specs import TOPOLOGY_UNUSED, PruningSpec, WorkloadSpec
 
 
@@ -90,6 +89,8 @@ def _check_files(section: dict[str, Any], where: str, key: str) -> None:
                     where, f"{key}.model_file.sha256")
     digest = section.pop("scalesim_topology_sha256", None)
     if digest is not None:
+        from mappings.scalesim import topology_sha256  # imports torch: only for a topology
+
         topology = section.get("scalesim_topology")
         if not isinstance(topology, str):  # a run's record: its workload_set names the CSV
             return

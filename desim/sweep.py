@@ -86,12 +86,13 @@ if TYPE_CHECKING:
 
 def load_sweep_spec(path: Path, overrides: Sequence[str] = ()) -> SweepSpec:
     """The experiment's `sweep:` section (after `--set` overrides), validated."""
-    from desim.configio import load_yaml, validate
-    from desim.experiment import apply_overrides, split_overrides
+    from desim.configio import validate
+    from desim.experiment import apply_overrides, read_experiment, split_overrides
     from desim.sweep_spec import SweepSpec
 
     experiment_sets, _ = split_overrides(overrides, path)
-    raw = apply_overrides(load_yaml(path), experiment_sets, str(path))
+    path, raw, _ = read_experiment(path)
+    raw = apply_overrides(raw, experiment_sets, str(path))
     if raw.get("sweep") is None:
         what = "an empty sweep: section" if "sweep" in raw else "no sweep: section"
         raise ConfigError(f"{what} (expected mode and axes; see desim/sweep_spec.py)",
@@ -106,22 +107,26 @@ def fingerprint(path: Path, overrides: Sequence[str]) -> str:
     Python file, a SCALE-Sim topology CSV): an edited file is another sweep; and which
     desim computes them (its version, commit and uncommitted edits,
     `desim.results.provenance`): points of other code would be mixed in one table."""
-    from desim.configio import load_yaml
-    from desim.experiment import apply_overrides, split_overrides
+    from desim.experiment import apply_overrides, read_experiment, split_overrides
 
     kept = [item for item in overrides if item.partition("=")[0].split(".")[0] != "sweep"]
     experiment_sets, _ = split_overrides(kept, path)
-    raw = apply_overrides(load_yaml(path), experiment_sets, str(path))
+    path, raw, recorded = read_experiment(path)
+    raw = apply_overrides(raw, experiment_sets, str(path))
     axes = raw.pop("sweep", None)
-    archs, arch_paths = {}, set()
+    # a results folder's config.json: its recorded designs, not their files
+    archs: dict[str, Any] = dict(recorded.designs) if recorded else {}
+    arch_paths = set()
     for run in raw.get("runs") or []:
         if isinstance(run, dict) and isinstance(run.get("arch"), str):
             arch_paths.add(run["arch"])
             arch_path = path.parent / run["arch"]
-            archs[str(run.get("name"))] = (arch_path.read_bytes().decode("utf-8", "replace")
-                                            if arch_path.is_file() else None)
+            if recorded is None:
+                archs[str(run.get("name"))] = (arch_path.read_bytes().decode("utf-8", "replace")
+                                                if arch_path.is_file() else None)
     inputs = {"experiment": raw, "overrides": kept, "archs": archs, "desim": provenance()}
-    files = _named_files([raw, axes], path.parent, arch_paths)
+    files = _named_files([raw, axes], (recorded.source if recorded else path).parent,
+                         arch_paths)
     if files:  # (absent: the folder of a sweep that names no such file keeps its fingerprint)
         inputs["files"] = files
     text = json.dumps(inputs, sort_keys=True, default=str)
@@ -170,6 +175,7 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
     applied to every point before its own. Returns results.parquet's table (see `gather`).
     Raises `SchedulerLost` if the scheduler goes away before every point is finished.
     """
+    from desim.experiment import experiment_path
     from desim.sweep_plots import (
         check_plot,
         check_plot_parts,
@@ -179,7 +185,7 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
         plot_pareto,
     )
 
-    path, out = Path(path), Path(out)
+    path, out = experiment_path(path), Path(out)  # a results folder's: its config.json
     if not 1 <= workers <= MAX_LOCAL_WORKERS:
         raise ConfigError(f"--workers must be 1 to {MAX_LOCAL_WORKERS}, got {workers:,} (each is a "
                           "process of its own, with torch imported: a larger sweep wants a Dask "
@@ -233,10 +239,9 @@ def check_sweepable(path: Path, base: list[str], points: list[Point]) -> None:
     Refuse one that asks for traces or waveforms too: a point keeps its summary only, so
     they would be dropped without a word. `desim check` refuses what this refuses, by
     calling it (`desim.check`): a file it passes is a sweep `desim sweep` runs."""
-    from desim.configio import load_yaml
-    from desim.experiment import load_experiment, run_index_key
+    from desim.experiment import load_experiment, read_experiment, run_index_key
 
-    raw = load_yaml(path)
+    raw = read_experiment(path)[1]
     keys = list(points[0].values) if points else []
     for i, key in enumerate(keys):
         other = next((o for o in keys[:i] if _overlapping(run_index_key(raw, o),
@@ -483,8 +488,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("sweep")
     def sweep_command(
-        config: Annotated[Path, typer.Argument(help="experiment YAML with a sweep: section",
-                                               parser=path_given)],
+        config: Annotated[Path, typer.Argument(
+            help="experiment YAML with a sweep: section (or a results folder whose "
+                 "config.json has one)", parser=path_given)],
         out: Annotated[Path, typer.Option("--out", "-o", help="sweep folder: points/, "
                                           "results.parquet, pareto.png, the --plot images, "
                                           "sweep.json, sweep.log, cache/", parser=path_given)],

@@ -189,3 +189,22 @@ def test_another_desim_is_named():
     other = {"version": here["version"], "commit": "0123456789" * 4, "modified": False}
     note = made_elsewhere(other)
     assert note is not None and note.startswith("written by desim commit 0123456789; this is ")
+
+
+def test_a_results_folders_sweep_is_its_recorded_sweep(tmp_path):
+    from desim.check import check
+    from desim.sweep import load_sweep_spec
+
+    exp = lenet300_experiment(
+        tmp_path / "exp.yaml", {"dense": {"method": "dense"},
+                                "pruned": {"method": "magnitude", "sparsity": 0.5}},
+        sweep={"mode": "grid", "axes": {"runs.1.pruning.sparsity": [0.5, 0.9],
+                                        "arch.pruned.global_buffer.capacity_kib": [1, 64, 128]}})
+    recorded = config_json(exp, tmp_path / "out")
+    assert load_sweep_spec(recorded.parent) == load_sweep_spec(exp)
+    checked = check(recorded.parent)  # the folder: its config.json's sweep, every point
+    assert checked.sweep_points == 6
+    invalid = [values for values, _ in checked.invalid_points]
+    assert invalid == [{"runs.1.pruning.sparsity": s,
+                        "arch.pruned.global_buffer.capacity_kib": 1} for s in (0.5, 0.9)]
+    assert invalid == [values for values, _ in check(exp).invalid_points]
