@@ -29,6 +29,14 @@ def config_json(experiment_path: Path, folder: Path, overrides: list[str] | None
     return path
 
 
+def dense_experiment(folder: Path, workload: dict) -> Path:
+    """folder/exp.yaml: `workload` on dense.yaml, one run."""
+    exp = folder / "exp.yaml"
+    exp.write_text(yaml.safe_dump({"name": "one", "baseline": "dense", "workload": workload,
+                                   "runs": [{"name": "dense", "arch": DENSE}]}))
+    return exp
+
+
 def test_a_results_folder_runs_again_to_the_same_bytes(tmp_path):
     exp = lenet300_experiment(tmp_path / "exp.yaml", {
         "dense": {"method": "dense"},
@@ -87,11 +95,8 @@ def test_an_edited_model_file_is_refused(tmp_path):
     model = tmp_path / "net.py"
     model.write_text("import torch.nn as nn\n\ndef net():\n"
                      "    return nn.Sequential(nn.Flatten(), nn.Linear(64, 10))\n")
-    exp = tmp_path / "exp.yaml"
-    exp.write_text(yaml.safe_dump({
-        "name": "mine", "baseline": "dense",
-        "workload": {"model": "net.py:net", "input_shape": [1, 8, 8], "batch": 2},
-        "runs": [{"name": "dense", "arch": DENSE}]}))
+    exp = dense_experiment(tmp_path, {"model": "net.py:net", "input_shape": [1, 8, 8],
+                                      "batch": 2})
     recorded = config_json(exp, tmp_path / "out")
     assert load_experiment(recorded).spec.workload.model == f"{model.resolve()}:net"
     model.write_text(model.read_text().replace("10))", "10), nn.ReLU())"))
@@ -105,10 +110,7 @@ def test_an_edited_topology_is_refused(tmp_path):
     topology = tmp_path / "net.csv"
     topology.write_text("Layer, IFMAP H, IFMAP W, Filter H, Filter W, Channels, Num Filter, "
                         "Strides,\nconv1, 8, 8, 3, 3, 4, 8, 1,\n")
-    exp = tmp_path / "exp.yaml"
-    exp.write_text(yaml.safe_dump({
-        "name": "csv", "baseline": "dense", "workload": {"scalesim_topology": "net.csv"},
-        "runs": [{"name": "dense", "arch": DENSE}]}))
+    exp = dense_experiment(tmp_path, {"scalesim_topology": "net.csv"})
     recorded = config_json(exp, tmp_path / "out")
     assert load_experiment(recorded).spec.workload == load_experiment(exp).spec.workload
     topology.write_text(topology.read_text().replace("4, 8, 1", "4, 16, 1"))
