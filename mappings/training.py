@@ -201,9 +201,11 @@ class _Stepper:
                     continue
                 velocity[name].mul_(spec.momentum).add_(p.grad)
                 p.sub_(spec.learning_rate * velocity[name])
-            self.after_step(spec)
+            self.after_step(spec, velocity)
 
-    def after_step(self, spec: TrainingSpec) -> None:
+    def after_step(self, spec: TrainingSpec, velocity: dict[str, torch.Tensor]) -> None:
+        """After a step: the masks applied again (and moved, by the steppers that move
+        them), `velocity` the optimizer's momentum by parameter name."""
         for name in self.masks:
             self.layers[name].weight.mul_(self.factor(name))
 
@@ -240,7 +242,12 @@ class _Regrow(_Static):
         self.pruning, self.steps = pruning, 0
         self.generator = torch.Generator().manual_seed(pruning.seed)
 
-    def after_step(self, spec: TrainingSpec) -> None:
+    def after_step(self, spec: TrainingSpec, velocity: dict[str, torch.Tensor]) -> None:
+        """Every `update_every` steps, each layer's mask moves. A regrown weight starts
+        from zero and without momentum, as RigL's authors' code grows its connections
+        (google-research/rigl, sparse_optimizers.py, `reset_momentum`): while pruned, its
+        gradients (dense here, as RigL's growth criterion needs) had built up momentum that
+        would have thrown it on its first step."""
         self.steps += 1
         if self.steps % self.pruning.update_every == 0:
             for name, module in self.layers.items():
@@ -251,8 +258,10 @@ class _Regrow(_Static):
                     new = set_regrow(weight, mask, self.pruning.regrow_fraction,
                                      self.generator)
                 weight.mul_(mask)                 # regrown weights start from zero
+                grown = new.bool() & ~mask.bool()
+                velocity[f"{name}.weight"].masked_fill_(grown, 0.0)
                 self.masks[name] = new
-        super().after_step(spec)
+        super().after_step(spec, velocity)
 
 
 class _Dynamic(_Stepper):
@@ -285,7 +294,7 @@ class _Dynamic(_Stepper):
                 kept = self.masks[name].bool()
                 self.dense[name] = torch.where(kept, module.weight, self.dense[name])
 
-    def after_step(self, spec: TrainingSpec) -> None:
+    def after_step(self, spec: TrainingSpec, velocity: dict[str, torch.Tensor]) -> None:
         """Nothing to re-mask: the next `before` does it."""
 
 
@@ -298,7 +307,7 @@ class _DropBack(_Stepper):
         self.params = params
         self.masks = self.dropback.masks()
 
-    def after_step(self, spec: TrainingSpec) -> None:
+    def after_step(self, spec: TrainingSpec, velocity: dict[str, torch.Tensor]) -> None:
         self.masks = self.dropback.apply(self.params)
 
     def hardware_differs(self) -> bool:

@@ -181,6 +181,29 @@ def test_set_and_rigl_move_their_masks_at_constant_sparsity():
         assert stats["accuracy"] > 0.3, method
 
 
+@pytest.mark.parametrize("method", ["set", "rigl"])
+def test_a_regrown_weight_starts_from_zero_without_momentum(method):
+    """As RigL's authors' code grows a connection (its `reset_momentum`): the momentum its
+    gradients built up while it was pruned is dropped, so its first step is the learning
+    rate times its gradient, not a throw of accumulated velocity."""
+    from mappings.training import _Regrow
+
+    model = mlp()
+    stepper = _Regrow(model, PruningSpec(method=method, sparsity=0.8, update_every=1))
+    before = {name: mask.bool().clone() for name, mask in stepper.masks.items()}
+    x = torch.randn(32, 64, generator=torch.Generator().manual_seed(0))
+    model(x).pow(2).sum().backward()
+    velocity = {n: torch.ones_like(p) for n, p in model.named_parameters()}  # built up
+    stepper.update(velocity, TrainingSpec(iterations=1))
+    for name, old in before.items():
+        new = stepper.masks[name].bool()
+        grown = new & ~old
+        assert int(grown.sum()) == round(0.3 * int(old.sum())), name  # as many as dropped
+        assert (velocity[f"{name}.weight"][grown] == 0).all(), name
+        assert (velocity[f"{name}.weight"][new & old] != 0).all(), name  # the kept: kept
+        assert (stepper.layers[name].weight[grown] == 0).all(), name
+
+
 def test_mnist_training_batches_and_held_out_set_mix_all_classes():
     from mappings.datasets import batch, held_out
     _, y = batch("mnist", 200, (784,), 10)
