@@ -374,20 +374,29 @@ def _check_manifest(out: Path, path: Path, base: list[str]) -> str:
     the inputs' fingerprint for `_write_manifest` (nothing is written here)."""
     current = fingerprint(path, base)
     manifest = out / "sweep.json"
+    recorded: Any = {}
     if manifest.is_file():
         try:
             recorded = json.loads(manifest.read_text())
-        except ValueError:
+        except (OSError, ValueError):
             recorded = {}
-        previous = recorded.get("fingerprint") if isinstance(recorded, dict) else None
-        if previous is not None and previous != current:
-            code = recorded.get("desim") != provenance()  # (none: before it was recorded)
-            raise ConfigError("this folder holds a sweep of other inputs ("
-                              + ("desim's code changed since its points were computed"
-                                 if code else "the experiment, its --set overrides or a file "
-                                 "it names changed since")
-                              + "); use another --out, or delete the folder to start over",
-                              file=str(out))
+    previous = recorded.get("fingerprint") if isinstance(recorded, dict) else None
+    if previous is None and any((out / "points").glob("*.json")):
+        # sweep.json is written before any point: without it (deleted, cut short, copied
+        # without it) nothing says which inputs the points were computed from, and they
+        # were taken for this sweep's
+        raise ConfigError("this folder holds points but no readable sweep.json saying what "
+                          "they are a sweep of: they cannot be told from another sweep's; "
+                          "use another --out, or delete the folder to start over",
+                          file=str(out))
+    if previous is not None and previous != current:
+        code = recorded.get("desim") != provenance()
+        raise ConfigError("this folder holds a sweep of other inputs ("
+                          + ("desim's code changed since its points were computed"
+                             if code else "the experiment, its --set overrides or a file "
+                             "it names changed since")
+                          + "); use another --out, or delete the folder to start over",
+                          file=str(out))
     return current
 
 

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -379,6 +379,36 @@ def test_resume_into_a_folder_of_other_inputs_is_refused(tmp_path):
         resume(["workload.seed=1"])   # ... other numbers not
 
 
+@pytest.mark.parametrize("manifest", ["deleted", "cut short", "without fingerprint"])
+def test_points_without_a_readable_sweep_json_are_no_sweeps_of_these_inputs(tmp_path,
+                                                                           manifest):
+    """An audit copied a batch-2 sweep's folder without its sweep.json and resumed it with
+    --set workload.batch=1: every point was taken as done, batch 2's cycles reported as
+    batch 1's. Nothing else says what the points were computed from: refused."""
+    path = write_experiment(tmp_path, {"workload.batch": [1, 2]})
+    spec = load_sweep_spec(path)
+    points = plan_points(spec)
+    out = tmp_path / "out"
+    out.mkdir()
+    _write_manifest(out, path, [], spec, points, _check_manifest(out, path, []))
+    (out / "points").mkdir()
+    (out / "points" / f"{points[0].point_id}.json").write_text('{"status": "ok"}')
+    assert _check_manifest(out, path, [])  # with its sweep.json: resumed
+    sweep_json = out / "sweep.json"
+    if manifest == "deleted":
+        sweep_json.unlink()
+    elif manifest == "cut short":
+        sweep_json.write_text(sweep_json.read_text()[:300])
+    else:
+        data = json.loads(sweep_json.read_text())
+        del data["fingerprint"]
+        sweep_json.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="holds points but no readable sweep.json"):
+        _check_manifest(out, path, ["workload.seed=1"])
+    (out / "points" / f"{points[0].point_id}.json").unlink()
+    assert _check_manifest(out, path, [])  # no point: a fresh start
+
+
 @pytest.mark.parametrize("where", ["workload", "axis", "workload_set"])
 def test_an_edited_file_the_sweep_names_makes_its_folder_another_sweep(tmp_path, where):
     """A model's Python file or a topology CSV is an input as the arch files are: a
@@ -404,6 +434,15 @@ def test_an_edited_file_the_sweep_names_makes_its_folder_another_sweep(tmp_path,
     assert fingerprint(path, ["workload.scalesim_topology=t.csv"]) != before
 
 
+def begun(out: Path, path: Path, base: Sequence[str] = ()) -> None:
+    """`out` as `desim sweep` leaves it before computing a point: its sweep.json written
+    (point files planted without it are no sweep's, `_check_manifest`)."""
+    out.mkdir(parents=True, exist_ok=True)
+    spec = load_sweep_spec(path, base)
+    _write_manifest(out, path, list(base), spec, plan_points(spec),
+                    _check_manifest(out, path, list(base)))
+
+
 def computed_failing_points(tmp_path: Path) -> tuple[Path, Path, list[str], list]:
     """A one-point sweep with the base --set item workload.seed=3 whose point fails at
     elaboration (no tile fits a 1 KiB buffer), computed without a Dask cluster: (experiment,
@@ -413,6 +452,7 @@ def computed_failing_points(tmp_path: Path) -> tuple[Path, Path, list[str], list
     base = ["workload.seed=3"]
     out = tmp_path / "out"
     points = plan_points(load_sweep_spec(path, base))
+    begun(out, path, base)
     _compute(path, out, base, points, None, None, _Log(out / "sweep.log"), _Bar(None, None))
     return path, out, base, points
 
@@ -477,6 +517,7 @@ def test_a_resumed_sweep_removes_what_a_kill_left_half_written(tmp_path):
     points = plan_points(load_sweep_spec(path))
     fake_frame(tmp_path)  # writes finished points' records: one, under this sweep's ids
     record = json.loads(next((tmp_path / "fake" / "points").glob("*.json")).read_text())
+    begun(out, path)
     (out / "points").mkdir(parents=True)
     (out / "cache").mkdir()
     for point in points:
@@ -1175,6 +1216,7 @@ def test_a_sweep_lost_unfinished_leaves_no_earlier_table(tmp_path, monkeypatch):
     fake_frame(tmp_path)  # a finished point's record, used for this sweep's one point
     record = json.loads(next((tmp_path / "fake" / "points").glob("*.json")).read_text())
     (first,) = plan_points(load_sweep_spec(path))
+    begun(out, path)
     (out / "points").mkdir(parents=True)
     (out / "points" / f"{first.point_id}.json").write_text(
         json.dumps({**record, "point_id": first.point_id}))
