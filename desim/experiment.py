@@ -40,7 +40,7 @@ from desim.configio import (
 from desim.errors import ConfigError
 from desim.events import PHASES
 from desim.metrics import DERIVED_RUN, PHASE_FIGURES
-from desim.resolved import Recorded, is_resolved, read_resolved
+from desim.resolved import Recorded, check_against_record, is_resolved, read_resolved
 from desim.sweep_spec import SweepSpec
 from mappings.model_path import is_file_model, resolve
 from mappings.specs import PruningSpec, WorkloadSpec
@@ -215,10 +215,14 @@ class Experiment:
 
     def __init__(self, path: Path, spec: ExperimentSpec, archs: dict[str, ArchConfig],
                  raw: dict[str, Any], workloads: dict[str, WorkloadSpec] | None = None,
-                 overrides: Sequence[str] = (), recorded: Recorded | None = None) -> None:
+                 overrides: Sequence[str] = (), recorded: Recorded | None = None,
+                 given_archs: dict[str, dict[str, Any]] | None = None) -> None:
         self.path, self.spec, self.archs, self.raw = path, spec, archs, raw
         self.workloads = workloads or {run.name: spec.workload for run in spec.runs}
         self.overrides = list(overrides)
+        # each run's design as given, before validation (config.json's `given`, which a
+        # rerun reads): its file with the run's arch_set and the --set arch. items applied
+        self.given_archs = given_archs or {}
         # read from a results folder's config.json: what it recorded (`desim.resolved`)
         self.recorded = recorded
         # the experiment file its relative paths are from (config.json's, when recorded)
@@ -364,7 +368,13 @@ def split_overrides(overrides: Sequence[str], path: Path
 def experiment_path(path: str | Path) -> Path:
     """The file of the experiment at `path`: a results folder's is its config.json."""
     path = Path(path)
-    return path / "config.json" if path.is_dir() and (path / "config.json").is_file() else path
+    if not path.is_dir():
+        return path
+    if not (path / "config.json").is_file():
+        raise ConfigError("is a directory without a config.json; expected an experiment YAML "
+                          "file, or a results folder (`desim run --out`) to run again",
+                          file=str(path))
+    return path / "config.json"
 
 
 def read_experiment(path: str | Path) -> tuple[Path, dict[str, Any], Recorded | None]:
@@ -407,14 +417,14 @@ def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) ->
         if run_name not in names and run_name != "*":
             raise ConfigError(f"no run {run_name!r}; runs: {', '.join(names)} (or *, every "
                               f"run)", file=str(path), key=f"arch.{run_name}")
-    archs, workloads = {}, {}
+    archs, workloads, given_archs = {}, {}, {}
     for i, run in enumerate(spec.runs):
         named = _arch_set_items(arch_sets, run.name)
         if recorded is not None:
-            archs[run.name] = _recorded_arch(recorded, run.name, path,
-                                             [item for _, item in named])
+            archs[run.name], given_archs[run.name] = _recorded_arch(recorded, run.name, path,
+                                                                    named)
         else:
-            archs[run.name] = _file_arch(path, i, run, named)
+            archs[run.name], given_archs[run.name] = _file_arch(path, i, run, named)
         workloads[run.name] = spec.workload
         if run.workload_set:
             data = apply_overrides(spec.workload.model_dump(mode="json", exclude_unset=True),
@@ -434,16 +444,20 @@ def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) ->
                               "{method: dense}", file=str(path), key=f"runs.{i}.pruning")
     _check_gradual(path, spec, workloads)
     _check_workload_claims(path, spec, archs, workloads)
+    applied = [*recorded.overrides, *(overrides or [])] if recorded else overrides or []
+    experiment = Experiment(path, spec, archs, raw, workloads, applied, recorded, given_archs)
     if recorded is not None:
-        _check_recorded_inputs(recorded, workloads, path)
-    overrides = [*recorded.overrides, *(overrides or [])] if recorded else overrides
-    return Experiment(path, spec, archs, raw, workloads, overrides or [], recorded)
+        from desim.runner import resolved_config
+
+        check_against_record(recorded, resolved_config(experiment), path, bool(overrides))
+    return experiment
 
 
-def _file_arch(path: Path, i: int, run: RunSpec, named: list[tuple[str, str]]) -> ArchConfig:
+def _file_arch(path: Path, i: int, run: RunSpec, named: list[tuple[str, str]]
+               ) -> tuple[ArchConfig, dict[str, Any]]:
     """Run i's architecture from its file, with its `arch_set` and the command line's
     `arch.` items (`named`, as `_arch_set_items` gives them), each error naming where it
-    comes from."""
+    comes from; and its data as given, before validation."""
     arch_path = (path.parent / run.arch).resolve()
     if not run.arch.strip():  # the experiment's own folder, said "is a directory"
         raise ConfigError("empty; expected an architecture YAML file's path",
@@ -457,44 +471,38 @@ def _file_arch(path: Path, i: int, run: RunSpec, named: list[tuple[str, str]]) -
     if not arch_path.is_file():  # a device, a pipe: /dev/null exists, it is no file
         raise ConfigError(f"{run.arch!r} is not a regular file; expected an architecture "
                           "YAML file", file=str(path), key=f"runs.{i}.arch")
+    items = [item for _, item in named]
     try:
-        return _run_arch(path, i, arch_path, run.arch_set, [item for _, item in named])
+        arch = _run_arch(path, i, arch_path, run.arch_set, items)
     except ConfigError as err:
         raise _naming_the_override(err, run.name, named,
                                    partial(load_arch, arch_path, run.arch_set)) from None
+    return arch, apply_overrides(load_yaml(arch_path), [*run.arch_set, *items], str(arch_path))
 
 
 def _recorded_arch(recorded: Recorded, run_name: str, path: Path,
-                   command_line: list[str]) -> ArchConfig:
-    """Run `run_name`'s design as config.json recorded it (its `arch_set` and the recorded
-    `--set` items already applied), with this command line's `arch.` items."""
+                   named: list[tuple[str, str]]) -> tuple[ArchConfig, dict[str, Any]]:
+    """Run `run_name`'s design as config.json's `given` section holds it (its `arch_set`
+    and the recorded `--set` items applied), with this command line's `arch.` items
+    (`named`); and its data as given."""
+    key = f"given.architectures.{run_name}"
     data = recorded.designs.get(run_name)
-    if not isinstance(data, dict):
-        raise ConfigError(f"no design recorded for run {run_name!r}; expected a mapping",
-                          file=str(path), key=f"architectures.{run_name}")
-    design = design_from(copy.deepcopy(data), path, overrides=command_line,
-                         prefix=f"architectures.{run_name}")
-    if not isinstance(design, ArchConfig):
-        raise ConfigError(f"a {design.kind} design is not a training processor",
-                          file=str(path), key=f"architectures.{run_name}.kind")
-    return design
+    if data is None:
+        raise ConfigError(f"no design recorded for run {run_name!r}", file=str(path), key=key)
 
+    def design(items: list[str]) -> Design:
+        return design_from(copy.deepcopy(data), path, overrides=items)
 
-def _check_recorded_inputs(recorded: Recorded, workloads: dict[str, WorkloadSpec],
-                           path: Path) -> None:
-    """Each run's input as config.json recorded it: a run whose workload_set names another
-    model reads an input that depends on whether the experiment gave one
-    (`desim.resolved._drop_workload_defaults`); any doubt left is refused, not run."""
-    from mappings.workload import input_shape
-
-    for name, shape in recorded.input_shapes.items():
-        workload = workloads.get(name)
-        if workload is not None and workload.model is not None \
-                and list(input_shape(workload)) != shape:
-            raise ConfigError(f"run {name!r} would read input {list(input_shape(workload))}, "
-                              f"not the {shape} recorded; give workload.input_shape or the "
-                              "run's own in its workload_set", file=str(path),
-                              key=f"experiment.runs.{name}.input_shape")
+    items = [item for _, item in named]
+    try:
+        arch = design(items)
+    except ConfigError as err:
+        raise _naming_the_override(err, run_name, named, partial(design, [])).within(
+            key) from None
+    if not isinstance(arch, ArchConfig):
+        raise ConfigError(f"a {arch.kind} design is not a training processor",
+                          file=str(path), key=f"{key}.kind")
+    return arch, apply_overrides(copy.deepcopy(data), items, str(path))
 
 
 def workload_stat_names(run: RunSpec, workload: WorkloadSpec, arch: ArchConfig) -> list[str]:
@@ -782,10 +790,9 @@ def load_design(path: str | Path, kind: str | None = None,
 
 
 def design_from(data: dict[str, Any], path: str | Path, kind: str | None = None,
-                overrides: list[str] | None = None, prefix: str = "") -> Design:
-    """A design from `data`, read from `path` (under `prefix`, config.json's
-    `architectures.<run>`), with `key.path=value` overrides: validated as `load_design`
-    says."""
+                overrides: list[str] | None = None) -> Design:
+    """A design from `data`, read from `path`, with `key.path=value` overrides: validated
+    as `load_design` says."""
     created: list[tuple[str, str]] = []
     data = apply_overrides(data, overrides or [], str(path), created)
     found = data.get("kind")
@@ -799,7 +806,7 @@ def design_from(data: dict[str, Any], path: str | Path, kind: str | None = None,
     schema = DESIGN_KINDS[found][0] if found else ArchConfig
     _refuse_added_components(schema, created, path)
     try:
-        design = validate(schema, data, path, prefix)
+        design = validate(schema, data, path)
     except ConfigError as err:
         raise _kind_forgotten(err, data) if found is None else err from None
     _check_whole_numbers(design, path)

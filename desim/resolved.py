@@ -1,161 +1,172 @@
-"""A results folder's config.json read back as the experiment it records, so that
-`desim run DIR/config.json` (or `desim run DIR`) runs that study again: its experiment as
-resolved, its architectures as they were resolved (each run's `arch_set` and `--set` applied),
-not the files they came from, which may have changed since. gem5 dumps its resolved
-configuration beside its statistics; this makes the dump an input too.
+"""A results folder's config.json read back as the study it records, so that `desim run
+DIR` (or `desim run DIR/config.json`) runs it again. gem5 dumps its resolved configuration
+beside its statistics; this makes the dump an input too.
 
-config.json records values an experiment file leaves out (every pruning parameter, a model's
-default input shape), and records which bytes of a model file or topology CSV ran. Reading it
-back drops the defaults a method does not read, as a file that never gave them, and refuses a
-file whose bytes changed since: a rerun of other bytes is not this run's."""
+config.json holds each section twice. `experiment` and `architectures` are the resolved
+ones, every default written out, for reading. `given` is what the user gave, which is what a
+rerun reads: the experiment as its file and the `--set` items made it, and each run's
+design as its architecture file, the run's `arch_set` and the `--set arch.` items made it,
+before validation filled in defaults. A rerun reads `given`, not the resolved sections,
+because a default is a rule, not a value: a method's unused parameters, a model's input
+shape, a NoC's routing follow from other keys, and new `--set` items must move them as they
+would in the file (an experiment file giving them is refused, or reads otherwise). The
+rerun then checks that `given` still resolves to the recorded sections: a file the study
+read whose bytes changed is refused, and so is a config.json edited by hand (a record is
+changed by `--set` items, which apply over it)."""
 
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from desim.errors import ConfigError
-from mappings.model_path import file_sha256, is_file_model
-from mappings.specs import TOPOLOGY_UNUSED, PruningSpec, WorkloadSpec
+
+# config.json's sections (`desim.runner.resolved_config`)
+SECTIONS = ("experiment_file", "experiment", "architectures", "given", "overrides", "desim")
 
 
 def is_resolved(raw: dict[str, Any]) -> bool:
-    """Whether `raw` is a config.json (`desim.runner.resolved_config`), not an experiment."""
-    return "experiment" in raw and "architectures" in raw and "runs" not in raw
+    """Whether `raw` is a config.json, not an experiment file (which has `runs`)."""
+    return "runs" not in raw and bool({"given", "architectures", "desim"} & set(raw))
 
 
 @dataclass
 class Recorded:
-    """What a config.json gives to run again."""
+    """What a config.json gives to run again, and what it says the run resolved to."""
 
-    experiment: dict[str, Any]  # its experiment section, as an experiment file gives it
-    designs: dict[str, Any]     # each run's resolved architecture, by run name
-    overrides: list[str]        # the --set items already applied to both
-    made_by: dict[str, Any]     # which desim wrote it (`desim.results.provenance`)
-    source: Path                # the experiment file its relative paths are from
-    input_shapes: dict[str, list[int]] = field(default_factory=dict)  # runs' recorded inputs
+    experiment: dict[str, Any]           # given: the experiment, as its file gives one
+    designs: dict[str, dict[str, Any]]   # given: each run's design data, by run name
+    resolved: dict[str, Any]             # the config.json: its resolved sections
+    overrides: list[str]                 # the --set items already applied to `given`
+    made_by: dict[str, Any]              # which desim wrote it (`provenance`)
+    source: Path                         # the experiment file its relative paths are from
+    notes: list[str] = field(default_factory=list)  # what a rerun should say
 
 
 def read_resolved(raw: dict[str, Any], path: Path) -> Recorded:
-    """config.json's sections, checked for shape, with the records an experiment file does
-    not take removed (each file's sha256 checked against the file as it is now)."""
+    """config.json's sections, checked for shape."""
     where = str(path)
-    experiment, designs = raw["experiment"], raw["architectures"]
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"unknown key; expected one of: {', '.join(SECTIONS)}", file=where,
+                          key=unknown[0])
+    given = raw.get("given")
+    if given is None:
+        source = raw.get("experiment_file")
+        instead = f"its experiment file ({source})" if isinstance(source, str) else \
+            "the experiment file it came from"
+        raise ConfigError("no given section: this config.json was written before desim could "
+                          f"run one again (2026-12-07); run {instead} instead", file=where,
+                          key="given")
+    for section, value in (("given", given), ("experiment", raw.get("experiment")),
+                           ("architectures", raw.get("architectures"))):
+        if not isinstance(value, dict):
+            raise ConfigError(f"expected a mapping, got {_kind(value)}", file=where,
+                              key=section)
+    for section in ("experiment", "architectures"):
+        if not isinstance(given.get(section), dict):
+            raise ConfigError(f"expected a mapping, got {_kind(given.get(section))}",
+                              file=where, key=f"given.{section}")
+    designs = given["architectures"]
+    for name, design in designs.items():
+        if not isinstance(design, dict):
+            raise ConfigError(f"expected a design's mapping, got {_kind(design)}", file=where,
+                              key=f"given.architectures.{name}")
     overrides, made_by = raw.get("overrides", []), raw.get("desim", {})
-    if not isinstance(experiment, dict):
-        raise ConfigError("expected the experiment as a mapping", file=where, key="experiment")
-    if not isinstance(designs, dict):
-        raise ConfigError("expected a mapping of run names to designs", file=where,
-                          key="architectures")
     if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
         raise ConfigError("expected a list of key.path=value items", file=where,
                           key="overrides")
-    experiment = copy.deepcopy(experiment)
     source = raw.get("experiment_file")
-    recorded = Recorded(experiment, designs, list(overrides),
-                        made_by if isinstance(made_by, dict) else {},
-                        Path(source) if isinstance(source, str) else path)
-    workload = experiment.get("workload")
-    if isinstance(workload, dict):
-        _check_files(workload, where, "experiment.workload")
-    runs = experiment.get("runs")
-    for i, run in enumerate(runs if isinstance(runs, list) else []):
-        if not isinstance(run, dict):
+    return Recorded(copy.deepcopy(given["experiment"]), copy.deepcopy(designs), raw,
+                    list(overrides), made_by if isinstance(made_by, dict) else {},
+                    Path(source) if isinstance(source, str) else path)
+
+
+def _kind(value: object) -> str:
+    return "nothing" if value is None else type(value).__name__
+
+
+def check_against_record(recorded: Recorded, config: dict[str, Any], path: Path,
+                         new_items: bool) -> None:
+    """The rerun's resolved configuration `config` (`resolved_config`) against the one
+    recorded: a file it reads whose bytes changed is refused; without new `--set` items
+    (`new_items`), any other difference is refused too where the same desim wrote the record
+    (a resolved section edited by hand: the rerun reads `given`), and noted where another
+    desim did (its defaults may differ)."""
+    now = dict(_files(config))
+    for name, (digest, key) in _files(recorded.resolved, keys=True):
+        if name in now and now[name][0] != digest:
+            raise ConfigError(f"{name} has changed since the run this file records (sha256 "
+                              f"{str(digest)[:12]}..., now {now[name][0][:12]}...): running it "
+                              "again would not be that run; run its experiment file instead",
+                              file=str(path), key=key)
+    if new_items:
+        return
+    for section in ("experiment", "architectures"):
+        found = _first_difference(recorded.resolved[section], config[section], section)
+        if found is None:
             continue
-        _check_files(run, where, f"experiment.runs.{i}")
-        shape = run.pop("input_shape", None)
-        if shape is not None and isinstance(run.get("name"), str):
-            recorded.input_shapes[run["name"]] = shape
-        if isinstance(run.get("pruning"), dict):
-            run["pruning"] = _as_given(run["pruning"])
-    if isinstance(workload, dict):
-        _drop_workload_defaults(workload, list(recorded.input_shapes.values()))
-    return recorded
+        key, was, now_value = found
+        if made_elsewhere(recorded.made_by) is None:
+            raise ConfigError(f"is {_text(was)}, but what the run was given resolves to "
+                              f"{_text(now_value)}: the file was edited after its run. It is "
+                              "the run's record: change a rerun with --set items, which apply "
+                              "over it", file=str(path), key=key)
+        recorded.notes.append(f"this desim resolves {key} to {_text(now_value)} (the record: "
+                              f"{_text(was)})")
+        return
 
 
-def _check_files(section: dict[str, Any], where: str, key: str) -> None:
-    """The records of the files a workload section ran (`model_file`,
-    `scalesim_topology_sha256`) removed from `section`, once the files they name are found
-    unchanged."""
-    record = section.pop("model_file", None)
-    if isinstance(record, dict):
-        model = section.get("model")
-        ran = model if isinstance(model, str) and is_file_model(model) else None
-        if ran is None:  # a run's record: its workload_set names the model
-            ran = f"{record.get('path')}:recorded"
-        _same_bytes(record.get("sha256"), lambda: file_sha256(ran), record.get("path"),
-                    where, f"{key}.model_file.sha256")
-    digest = section.pop("scalesim_topology_sha256", None)
-    if digest is not None:
-        from mappings.scalesim import topology_sha256  # imports torch: only for a topology
-
+def _files(config: dict[str, Any], keys: bool = False
+           ) -> list[tuple[str, tuple[Any, str]]]:
+    """The files a resolved configuration records the bytes of: (path, (sha256, key))."""
+    found = []
+    experiment = config.get("experiment")
+    if not isinstance(experiment, dict):
+        return found
+    runs = experiment.get("runs")
+    sections = [("experiment.workload", experiment.get("workload"))]
+    sections += [(f"experiment.runs.{i}", run)
+                 for i, run in enumerate(runs if isinstance(runs, list) else [])]
+    for key, section in sections:
+        if not isinstance(section, dict):
+            continue
+        model = section.get("model_file")
+        if isinstance(model, dict) and isinstance(model.get("path"), str):
+            found.append((model["path"], (model.get("sha256"), f"{key}.model_file.sha256")))
         topology = section.get("scalesim_topology")
-        if not isinstance(topology, str):  # a run's record: its workload_set names the CSV
-            return
-        _same_bytes(digest, lambda: topology_sha256(topology), topology, where,
-                    f"{key}.scalesim_topology_sha256")
+        if isinstance(topology, str) and "scalesim_topology_sha256" in section:
+            found.append((topology, (section["scalesim_topology_sha256"],
+                                     f"{key}.scalesim_topology_sha256")))
+    return found
 
 
-def _same_bytes(recorded: object, now: Any, name: object, where: str, key: str) -> None:
-    """A ConfigError unless the file's sha256 `now()` is the one recorded."""
-    try:
-        digest = now()
-    except ConfigError as err:
-        raise ConfigError(f"{err.message} (the run this file records read {name})",
-                          file=where, key=key) from None
-    if digest != recorded:
-        raise ConfigError(f"{name} has changed since the run this file records (sha256 "
-                          f"{str(recorded)[:12]}..., now {digest[:12]}...): running it again "
-                          "would not be that run; run its experiment file instead",
-                          file=where, key=key)
+def _first_difference(was: Any, now: Any, key: str) -> tuple[str, Any, Any] | None:
+    """The first dotted key where `was` and `now` differ, with both values; None if equal."""
+    if isinstance(was, dict) and isinstance(now, dict):
+        for name in [*was, *(k for k in now if k not in was)]:
+            found = _first_difference(was.get(name, _ABSENT), now.get(name, _ABSENT),
+                                      f"{key}.{name}")
+            if found:
+                return found
+        return None
+    if isinstance(was, list) and isinstance(now, list) and len(was) == len(now):
+        for i, (a, b) in enumerate(zip(was, now, strict=True)):
+            found = _first_difference(a, b, f"{key}.{i}")
+            if found:
+                return found
+        return None
+    return None if was == now else (key, was, now)
 
 
-def _as_given(pruning: dict[str, Any]) -> dict[str, Any]:
-    """A run's pruning without the parameters its method does not read, where they hold
-    their defaults (config.json records every one; an experiment file giving one is
-    refused, as a parameter that changes nothing). Any other value is kept, and refused by
-    the schema as the file's would be."""
-    try:
-        takes = PruningSpec.model_construct(**pruning).takes()
-    except (TypeError, KeyError):  # no such method: the schema says so
-        return pruning
-    fields = PruningSpec.model_fields
-    return {k: v for k, v in pruning.items()
-            if k == "method" or k in takes or k not in fields
-            or v != _json_default(PruningSpec, k)}
+_ABSENT = object()
 
 
-def _json_default(model: type[Any], name: str) -> Any:
-    """The default of `model`'s field `name`, as config.json writes it (tuples as lists)."""
-    default = model.model_fields[name].get_default(call_default_factory=True)
-    return list(default) if isinstance(default, tuple) else default
-
-
-def _drop_workload_defaults(workload: dict[str, Any], run_inputs: list[Any]) -> None:
-    """The workload as its file gave it: a SCALE-Sim topology's unused keys at their
-    defaults dropped, and a model's input shape dropped where it is the model's default,
-    unless it may have been given: a run whose workload_set names another model takes that
-    model's default input, unless the experiment gave one. The runs' recorded inputs
-    (`run_inputs`) tell: all the experiment's shape, it is kept (given or not, those runs
-    read it); any other, it was not given."""
-    if workload.get("scalesim_topology") is not None:
-        for key in TOPOLOGY_UNUSED:
-            if key in workload and workload[key] == _json_default(WorkloadSpec, key):
-                del workload[key]
-        return
-    model, shape = workload.get("model"), workload.get("input_shape")
-    if not isinstance(model, str) or is_file_model(model) or shape is None:
-        return
-    from mappings.models import default_input_shape
-
-    try:
-        default = list(default_input_shape(model, workload.get("model_args") or {}))
-    except (ConfigError, TypeError):  # an unknown model: the workload's check says so
-        return
-    if shape == default and not (run_inputs and all(r == shape for r in run_inputs)):
-        del workload["input_shape"]
+def _text(value: Any) -> str:
+    return "absent" if value is _ABSENT else json.dumps(value)
 
 
 def made_elsewhere(made_by: dict[str, Any]) -> str | None:
@@ -176,3 +187,9 @@ def made_elsewhere(made_by: dict[str, Any]) -> str | None:
     if not made_by or all(made_by.get(k) == here.get(k) for k in keys):
         return None
     return f"written by desim {name(made_by)}; this is {name(here)}: figures may differ"
+
+
+def json_data(data: Any) -> Any:
+    """`data` (a YAML file's, after overrides) as config.json can hold it: a value JSON has
+    no type for (a YAML date) as its text, which the rerun's validation then judges."""
+    return json.loads(json.dumps(data, default=str))

@@ -32,6 +32,7 @@ from desim.events import DEALT, PHASES, TILE_DTYPE, apportion
 from desim.experiment import Experiment, ObserveSpec, RunSpec, load_experiment
 from desim.hardware_view import hardware_view
 from desim.module import Simulator
+from desim.resolved import json_data
 from desim.results import (
     provenance,
     report_files,
@@ -459,6 +460,7 @@ def resolved_config(experiment: Experiment) -> dict[str, Any]:
         if is_file_model(workload.model) and workload.model != experiment.spec.workload.model:
             resolved["runs"][i]["model_file"] = model_file(workload.model)
         if workload.scalesim_topology not in (None, topology):
+            resolved["runs"][i]["scalesim_topology"] = workload.scalesim_topology
             resolved["runs"][i]["scalesim_topology_sha256"] = topology_sha256(
                 workload.scalesim_topology)
         if run_spec.workload_set and workload.model:  # the input this run's model read
@@ -469,6 +471,10 @@ def resolved_config(experiment: Experiment) -> dict[str, Any]:
         "experiment_file": str(experiment.source.resolve()),
         "experiment": resolved,
         "architectures": {n: a.model_dump(mode="json") for n, a in experiment.archs.items()},
+        # what the user gave, before validation filled in defaults: what `desim run` of this
+        # file reads (`desim.resolved`)
+        "given": {"experiment": json_data(experiment.raw),
+                  "architectures": {n: json_data(d) for n, d in experiment.given_archs.items()}},
         # the --set items applied over the experiment file, which a reader of the file alone
         # would not know (desim report lists them)
         "overrides": experiment.overrides,

@@ -3,6 +3,7 @@ whatever became of the files they came from, and the same bytes out."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from desim.runner import resolved_config, run_file
 from mappings.workload import input_shape
 
 RESULT_FILES = ("summary.json", "layers.csv", "energy.csv", "stats.json")
+TOPOLOGY = ("Layer, IFMAP H, IFMAP W, Filter H, Filter W, Channels, Num Filter, Strides,\n"
+            "conv1, 8, 8, 3, 3, 4, 8, 1,\n")
 
 
 def config_json(experiment_path: Path, folder: Path, overrides: list[str] | None = None
@@ -119,70 +122,141 @@ def test_an_edited_topology_is_refused(tmp_path):
     assert err.value.key == "experiment.workload.scalesim_topology_sha256"
 
 
-def test_a_dense_runs_recorded_defaults_load_and_another_value_is_refused(tmp_path):
+def test_a_config_json_edited_after_its_run_is_refused(tmp_path):
     exp = lenet300_experiment(tmp_path / "exp.yaml", {"dense": {"method": "dense"}})
     recorded = config_json(exp, tmp_path / "out")
     raw = json.loads(recorded.read_text())
     assert raw["experiment"]["runs"][0]["pruning"]["channel_share"] == 0.5  # all recorded
+    assert raw["given"]["experiment"]["runs"][0]["pruning"] == {"method": "dense"}
     assert load_experiment(recorded).spec.runs[0].pruning.model_fields_set == {"method"}
-    raw["experiment"]["runs"][0]["pruning"]["channel_share"] = 0.3  # no default: refused
-    recorded.write_text(json.dumps(raw))
-    with pytest.raises(ConfigError) as err:
-        load_experiment(recorded)
-    assert err.value.key == "runs.0.pruning.channel_share"
+    edits = {"experiment": ("runs", 0, "pruning", "channel_share", 0.3),
+             "given": ("experiment", "workload", "batch", 3),
+             "architectures": ("dense", "noc", "hop_latency_cycles", 9)}
+    keys = {"experiment": "experiment.runs.0.pruning.channel_share",
+            "given": "experiment.workload.batch",
+            "architectures": "architectures.dense.noc.hop_latency_cycles"}
+    for section, (*where, name, value) in edits.items():
+        edited = copy.deepcopy(raw)
+        node = edited[section]
+        for part in where:
+            node = node[part]
+        node[name] = value
+        recorded.write_text(json.dumps(edited))
+        with pytest.raises(ConfigError, match="edited after its run") as err:
+            load_experiment(recorded)
+        assert err.value.key == keys[section]
+        # --set items change a rerun, and the record is not checked against them
+        assert load_experiment(recorded, ["workload.batch=5"]).spec.workload.batch == 5
 
 
-def run_reading_another_model(tmp_path: Path, given: bool) -> tuple[Path, Path]:
-    """An experiment of LeNet-5 and a run of it whose workload_set names the sparsity probe
-    (default input [1, 14, 14] with one channel), the experiment's input given or not."""
-    workload = {"model": "lenet5", "batch": 1, "data": "random"}
-    if given:
-        workload["input_shape"] = [1, 28, 28]  # LeNet-5's default, given
-    exp = tmp_path / f"exp_{given}.yaml"
+def test_a_set_item_moves_the_defaults_that_follow_from_it(tmp_path):
+    """A rerun reads what the run was given, not the resolved defaults: a NoC's routing
+    follows its topology, a method's parameters the method, a model's input the model,
+    and a --set over the record moves them as it would over the experiment file."""
+    exp = lenet300_experiment(tmp_path / "exp.yaml", {
+        "dense": {"method": "dense"}, "hyb": {"method": "hybrid", "sparsity": 0.5}})
+    raw = yaml.safe_load(exp.read_text())
+    del raw["workload"]["input_shape"]
+    raw["runs"][0]["arch_set"] = [
+        "noc={topology: ring, shape: [16], link_bandwidth_bytes_per_cycle: 32, "
+        "hop_latency_cycles: 1}", "global_buffer_router=r0"]
+    raw["runs"][1]["workload_set"] = ["batch=4"]
+    exp.write_text(yaml.safe_dump(raw))
+    recorded = config_json(exp, tmp_path / "out")
+    mesh = ["arch.dense.noc.topology=mesh", "arch.dense.noc.shape=[4, 4]",
+            "arch.dense.global_buffer_router=r0_0"]
+    for sets in (mesh, ["runs.hyb.pruning.method=magnitude"],
+                 ["workload.model=lenet5", "workload.data=random"]):
+        again, fresh = load_experiment(recorded, sets), load_experiment(exp, sets)
+        assert again.archs == fresh.archs and again.spec == fresh.spec, sets
+        assert again.workloads == fresh.workloads, sets
+    assert load_experiment(recorded, mesh).archs["dense"].noc.routing == "xy"
+
+
+def test_set_without_training_and_a_runs_own_topology_run_again(tmp_path):
+    """Two studies the first reading of config.json (its resolved sections, less their
+    defaults) could not run again: SET without training (its update_every, recorded, read
+    as given), and a run whose workload_set makes it a SCALE-Sim topology's (the model's
+    data and seed, recorded, read as given)."""
+    (tmp_path / "net.csv").write_text(TOPOLOGY)
+    exp = lenet300_experiment(tmp_path / "exp.yaml", {
+        "dense": {"method": "dense"}, "set": {"method": "set", "sparsity": 0.5},
+        "csv": {"method": "dense"}})
+    raw = yaml.safe_load(exp.read_text())
+    raw["workload"] = {"model": "lenet300", "batch": 2}
+    raw["runs"][2]["workload_set"] = ["model=null", "scalesim_topology=net.csv", "batch=1"]
+    exp.write_text(yaml.safe_dump(raw))
+    fresh = load_experiment(exp)
+    assert fresh.workloads["csv"].scalesim_topology == str(tmp_path / "net.csv")
+    again = load_experiment(config_json(exp, tmp_path / "out"))
+    assert again.spec == fresh.spec and again.workloads == fresh.workloads
+    assert again.archs == fresh.archs
+
+
+def test_an_edited_topology_of_a_runs_workload_set_is_refused(tmp_path):
+    for name in ("a.csv", "b.csv"):
+        (tmp_path / name).write_text(TOPOLOGY)
+    exp = tmp_path / "exp.yaml"
     exp.write_text(yaml.safe_dump({
-        "name": "two", "baseline": "a", "workload": workload,
+        "name": "two", "baseline": "a", "workload": {"scalesim_topology": "a.csv"},
         "runs": [{"name": "a", "arch": DENSE},
-                 {"name": "b", "arch": DENSE, "workload_set": [
-                     "model=sparsity_probe", "model_args={channels: 1}"]}]}))
-    return exp, config_json(exp, tmp_path / f"out_{given}")
-
-
-@pytest.mark.parametrize("given", [False, True])
-def test_a_run_of_another_model_reads_the_input_it_read(tmp_path, given):
-    exp, recorded = run_reading_another_model(tmp_path, given)
-    shapes = [input_shape(w) for w in load_experiment(exp).workloads.values()]
-    assert shapes == [(1, 28, 28), (1, 28, 28) if given else (1, 14, 14)]
-    again = load_experiment(recorded)
-    assert [input_shape(w) for w in again.workloads.values()] == shapes
-    assert json.loads(recorded.read_text())["experiment"]["runs"][1]["input_shape"] \
-        == list(shapes[1])
-
-
-def test_a_recorded_input_that_cannot_be_read_back_is_refused(tmp_path):
-    _, recorded = run_reading_another_model(tmp_path, given=False)
-    raw = json.loads(recorded.read_text())
-    raw["experiment"]["runs"][1]["input_shape"] = [1, 20, 20]  # neither reading gives it
-    recorded.write_text(json.dumps(raw))
-    with pytest.raises(ConfigError) as err:
+                 {"name": "b", "arch": DENSE, "workload_set": ["scalesim_topology=b.csv"]}]}))
+    recorded = config_json(exp, tmp_path / "out")
+    load_experiment(recorded)
+    with (tmp_path / "b.csv").open("a") as f:
+        f.write("conv2, 6, 6, 3, 3, 8, 8, 1,\n")
+    with pytest.raises(ConfigError, match="has changed since the run") as err:
         load_experiment(recorded)
-    assert err.value.key == "experiment.runs.b.input_shape"
-    assert "[1, 14, 14], not the [1, 20, 20] recorded" in err.value.message
+    assert err.value.key == "experiment.runs.1.scalesim_topology_sha256"
+    with pytest.raises(ConfigError, match="has changed since the run"):  # --set or not
+        load_experiment(recorded, ["workload.batch=1"])
 
 
-def test_a_config_json_without_a_design_for_a_run_is_refused(tmp_path):
+def test_a_new_workload_set_of_a_run_applies_as_over_the_file(tmp_path):
+    exp = lenet300_experiment(tmp_path / "exp.yaml", {
+        "dense": {"method": "dense"}, "b": {"method": "dense"}})
+    raw = yaml.safe_load(exp.read_text())
+    raw["workload"] = {"model": "lenet5", "batch": 2}
+    raw["runs"][1]["workload_set"] = ["model=lenet300"]
+    exp.write_text(yaml.safe_dump(raw))
+    recorded = config_json(exp, tmp_path / "out")
+    assert input_shape(load_experiment(recorded).workloads["b"]) == (784,)
+    sets = ["runs.b.workload_set=[batch=3]"]
+    assert load_experiment(recorded, sets).workloads == load_experiment(exp, sets).workloads
+    assert input_shape(load_experiment(recorded, sets).workloads["b"]) == (1, 28, 28)
+
+
+def test_a_config_json_of_the_wrong_shape_is_one_line(tmp_path):
     exp = lenet300_experiment(tmp_path / "exp.yaml", {"dense": {"method": "dense"}})
     recorded = config_json(exp, tmp_path / "out")
     raw = json.loads(recorded.read_text())
-    raw["architectures"]["dense"]["pe_cluster"]["pes"] = "many"
+    cases = [("given", lambda r: r.pop("given"), "no given section"),
+             ("architectures", lambda r: r.pop("architectures"), "expected a mapping"),
+             ("extra", lambda r: r.update(extra=1), "unknown key"),
+             ("given.architectures.dense", lambda r: r["given"]["architectures"].pop("dense"),
+              "no design recorded for run 'dense'"),
+             ("runs.0.pruning.method",
+              lambda r: r["given"]["experiment"]["runs"][0]["pruning"].pop("method"),
+              "Field required"),
+             ("given.architectures.dense.kind",
+              lambda r: r["given"]["architectures"]["dense"].update(kind="bogus"),
+              "unknown kind 'bogus'"),
+             ("architectures.ghost", lambda r: r["architectures"].update(ghost={}),
+              "edited after its run")]
+    for key, edit, message in cases:
+        edited = copy.deepcopy(raw)
+        edit(edited)
+        recorded.write_text(json.dumps(edited))
+        with pytest.raises(ConfigError, match=message) as err:
+            load_experiment(recorded)
+        assert err.value.key == key, message
+    with pytest.raises(ConfigError, match="a directory without a config.json"):
+        load_experiment(tmp_path)
     recorded.write_text(json.dumps(raw))
-    with pytest.raises(ConfigError) as err:
-        load_experiment(recorded)
-    assert err.value.key == "architectures.dense.pe_cluster.pes"
-    del raw["architectures"]["dense"]
-    recorded.write_text(json.dumps(raw))
-    with pytest.raises(ConfigError) as err:
-        load_experiment(recorded)
-    assert err.value.key == "architectures.dense"
+    with pytest.raises(ConfigError) as err:  # a --set's error names the --set
+        load_experiment(recorded, ["arch.dense.pe_cluster.pes=-1"])
+    assert err.value.key == "given.architectures.dense.pe_cluster.pes"
+    assert "set by --set arch.dense.pe_cluster.pes=-1" in err.value.message
 
 
 def test_another_desim_is_named():
