@@ -22,7 +22,8 @@ spikes of a step feed the next layer of that step), so their times add.
 Transaction level: one event per fold (a tile) and one per neuron-unit batch; never per spike.
 
 Actions (priced by `SnnEnergyTable`): `pe_adds` (a spike meeting a weight: one accumulate;
-zero inputs are clock-gated and cost nothing, an assumption), `weight_read_bytes`,
+zero inputs are clock-gated and cost nothing, an assumption; a mean over the samples, so not
+a whole number, and not rounded: the same for any array size), `weight_read_bytes`,
 `spike_read_bytes` (global buffer), `psum_write_bytes`, `psum_read_bytes` (accumulator
 buffer); `neuron_updates`
 (integrate and compare), `membrane_read_bytes`, `membrane_write_bytes` (neuron buffer),
@@ -303,7 +304,9 @@ class SystolicArray(Module):
         cycles = fold_cycles(job.rows_used, job.cols_used, job.vectors)
         yield from self.busy_for(self.clock.cycles(cycles), f"L{job.layer}")
         self.count("folds")
-        self.count("pe_adds", round(job.spikes * job.cols_used))
+        # the mean over the samples, not rounded: rounded a fold at a time (until 2026-12-07)
+        # a 1 x 1 fold's half spikes went to the even integer (0.5 to 0, 1.5 to 2)
+        self.count("pe_adds", job.spikes * job.cols_used)
         self.count("weight_read_bytes", job.rows_used * job.cols_used * self.cfg.weight_bytes)
         self.count("spike_read_bytes", math.ceil(job.rows_used * job.vectors / 8))
         psums = job.cols_used * job.vectors * self.cfg.psum_bytes

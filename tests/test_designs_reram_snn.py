@@ -275,6 +275,22 @@ def test_systolic_fold_and_schedule_closed_form():
     assert fold.tolist() == [[32.0, 8.0], [32.0, 8.0]]
 
 
+@pytest.mark.parametrize("rows", [1, 2, 32])
+def test_snn_accumulations_are_the_mean_spikes_times_the_outputs_on_any_array(rows):
+    """Two samples, 2 steps, 4 inputs meeting 3 outputs: the inputs' mean spikes a step are
+    0.5, 0.5, 1 and 0.5 (2.5), so 2 x 2.5 x 3 = 15 accumulations an inference, serial or ITT,
+    on a 1 x 1, 2 x 2 or 32 x 32 array. Rounded a fold at a time (before 2026-12-07) they
+    were 6 serial and 15 ITT on 1 x 1 (a half spike went to 0), 16 and 16 on the others."""
+    spikes = torch.zeros((2, 2, 4), dtype=torch.bool)          # (steps, samples, inputs)
+    spikes[:, 0, [0, 2]] = True
+    spikes[:, 1, [1, 2, 3]] = True
+    cfg = SnnArrayConfig(rows=rows, cols=rows, lanes=rows)
+    layer = LayerSpikes(4, 3, row_fold_spikes(spikes, rows).numpy())
+    for mode in ("serial", "itt"):
+        result = simulate_snn(schedule([layer], cfg, mode), cfg)
+        assert result.actions["pe_adds"] == 2 * 2.5 * 3
+
+
 def test_a_clock_off_the_picosecond_grid_keeps_the_schedules_cycles():
     """At 1,200 MHz (833 1/3 ps) each of the serial schedule's 1,000 x (4 folds + 1 neuron
     batch) waits is rounded up to the picosecond: the time drifts by 1,000 ps, more than a
