@@ -95,8 +95,10 @@ def report(out: dict[str, Any]) -> str:
         "- storage is b-fold by construction, in the closed form and in the simulator's DRAM "
         "count alike;",
         "- compute: with a complex MAC or butterfly at 4 real MACs and the FFTs shared by a "
-        "layer's blocks, the FFT route costs 4/b + 2 log2(b) (1/K + 1/C) of the dense MACs: "
-        "it loses below b = 4; the products (4/b) rule large layers (a b/4 gain), the "
+        "layer's blocks, the FFT route costs 4/b + 2 log2(b) (1/K + 1/C) of the dense MACs "
+        "(the compute columns are its inverse): it loses up to b = 4, b = 4 included (the "
+        "products alone, 4/4, match the dense MACs and the transforms come on top), and "
+        "gains from b = 8; the products (4/b) rule large layers (a b/4 gain), the "
         "transforms small ones, so ResNet-18's layers (K, C = 64..512) reach only ~3.8x at "
         "b = 64; real-input FFT symmetry (about 2x) and reusing input FFTs across the 3x3 "
         "kernel positions are left out (conservative);",

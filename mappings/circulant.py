@@ -17,7 +17,8 @@ multiplies, their adds folded). So one matrix-vector product costs
     4 K C / b + 2 (K + C) log2(b)      real MACs, against K C dense,
 
 and the ratio `fft_mac_ratio` = 4 / b + 2 log2(b) (1/K + 1/C) tends to 4 / b for large layers
-(a compute reduction of b / 4; below b = 4 the FFT route costs more than the dense product).
+(a compute reduction of b / 4; up to b = 4, b = 4 included, the FFT route costs more than the
+dense product: there the products alone, 4/4, match it and the transforms come on top).
 Conservative simplifications: no real-input FFT symmetry (which would about halve the FFT and
 product work); a convolution is R*S such products, one per kernel position, each with its own
 input FFTs (no reuse across kernel positions). BP (the transposed product) has the same count

@@ -139,6 +139,11 @@ def test_fft_op_count():
     # 4 x 4 matrix of one 4 x 4 block: 4 complex products + 1 FFT + 1 inverse FFT
     assert fft_real_macs(4, 4, 4) == 4 * (4 + 2 * 4)
     assert fft_mac_ratio(64, 4096, 4096) == pytest.approx(4 / 64 + 12 * 2 / 4096)
+    # the FFT route loses up to b = 4, at b = 4 too (the products alone are the dense MACs,
+    # 4/4, the transforms come on top), and gains from b = 8 on ResNet-18's 64..512 channels
+    assert all(fft_mac_ratio(b, 4096, 4096) > 1 for b in (2, 4))
+    assert fft_mac_ratio(4, 4096, 4096) == pytest.approx(1 + 4 * 2 / 4096)
+    assert all(fft_mac_ratio(8, k, c) < 1 for k in (64, 512) for c in (64, 512))
     with pytest.raises(ConfigError):
         fft_ops(6)
     with pytest.raises(ConfigError):
