@@ -166,7 +166,7 @@ def _experiment_blocks(results: Results, slug: str, out_dir: Path) -> list[Block
                 blocks += gain_blocks(summary["baseline"], summary["runs"][summary[
                     "baseline"]], run, summary["runs"][run])
     topologies = [(run, plot_topology(results, run,
-                                      plot_path(out_dir, f"{slug}_{run}", "topology")))
+                                      plot_path(out_dir, slug, "topology", run)))
                   for run in summary["runs"]]
     blocks.append(Heading(3, "Where the time went"))
     blocks.append(Para("Each processor's links and nodes coloured by the share of the run "
@@ -201,14 +201,14 @@ def _experiment_blocks(results: Results, slug: str, out_dir: Path) -> list[Block
             for run in summary["runs"]:
                 if run in described:
                     png = plot_roofline(results, run, described[run],
-                                        plot_path(out_dir, f"{slug}_{run}", "roofline"))
+                                        plot_path(out_dir, slug, "roofline", run))
                     blocks.append(Image(f"{results.shown_name}: {run} roofline", png.name))
         blocks.append(Para("Each run's layer timeline, coloured by the part busiest over "
                            "each layer-phase's span: where in the iteration each part "
                            "bounds it."))
         for run in summary["runs"]:
-            png = plot_timeline(results, run, plot_path(out_dir, f"{slug}_{run}",
-                                                        "bound_timeline"), by="busiest_part")
+            png = plot_timeline(results, run, plot_path(out_dir, slug, "bound_timeline", run),
+                                by="busiest_part")
             blocks.append(Image(f"{results.shown_name}: {run} timeline by busiest part", png.name))
     else:
         blocks.append(_not_drawn("The slowest layer-phases, rooflines and timelines by busiest "
@@ -216,12 +216,12 @@ def _experiment_blocks(results: Results, slug: str, out_dir: Path) -> list[Block
                                                 {"busiest_part", "busiest_share"} - columns)))
     blocks.append(Heading(3, "Layer timelines"))
     for run in summary["runs"]:
-        png = plot_timeline(results, run, plot_path(out_dir, f"{slug}_{run}", "timeline"))
+        png = plot_timeline(results, run, plot_path(out_dir, slug, "timeline", run))
         blocks.append(Image(f"{results.shown_name}: {run} timeline", png.name))
     blocks.append(Heading(3, "Energy by layer"))
     for run in summary["runs"]:
         png = plot_layer_energy(results, run,
-                                plot_path(out_dir, f"{slug}_{run}", "layer_energy"))
+                                plot_path(out_dir, slug, "layer_energy", run))
         blocks.append(Image(f"{results.shown_name}: {run} energy per layer", png.name))
     return blocks
 
@@ -610,18 +610,18 @@ def earlier_plots(out: Path) -> set[str]:
 
 
 def _plot_slug(stem: str, name: str, runs: list[str], taken: set[str], out_dir: Path) -> str:
-    """The prefix of an experiment's plot files (`plot_path`: it, or it and a run's name,
-    then the kind): the report's `stem`, then the experiment's `name` made safe for a file
-    name, numbered where a plot of it would take the name of one in `taken` (an earlier
-    experiment's; it adds its own) or of a folder in `out_dir`. Two folders of one
-    experiment, and an experiment named as another's "<name>_2" or "<name>_<run>", had their
-    plots overwrite each other's, each section showing the other's; a folder of a plot's
-    name failed the plot's write with a traceback."""
+    """The prefix of an experiment's plot files (`plot_path`: it, the run's name if the plot
+    is one run's, then the kind): the report's `stem`, then the experiment's `name` made
+    safe for a file name, numbered where a plot of it would take the name of one in `taken`
+    (an earlier experiment's; it adds its own) or of a folder in `out_dir`. Two folders of
+    one experiment, and an experiment named as another's "<name>_2", had their plots
+    overwrite each other's, each section showing the other's; a folder of a plot's name
+    failed the plot's write with a traceback."""
     base = f"{stem}_{re.sub(r'[^A-Za-z0-9_-]+', '_', name)[:64] or 'experiment'}"
     for n in itertools.count(1):  # (the names taken, and folders, are finitely many)
         slug = base if n == 1 else f"{base}_{n}"
-        names = {plot_path(Path(), prefix, kind).name for prefix in
-                 (slug, *(f"{slug}_{run}" for run in runs)) for kind in PLOT_KINDS}
+        names = {plot_path(Path(), slug, kind, run).name
+                 for run in (None, *runs) for kind in PLOT_KINDS}
         if not names & taken and not any((out_dir / name).is_dir() for name in names):
             taken |= names
             return slug

@@ -90,17 +90,23 @@ PLOT_KINDS = ("energy", "busiest_part", "bound_timeline", "timeline", "layer_ene
               "topology", "roofline")
 
 
-def plot_path(out_dir: Path, prefix: str, kind: str) -> Path:
-    """A plot's file: `prefix` (the report's stem, the experiment's slug, the run if the
-    plot is one run's), then its kind, one of PLOT_KINDS, so that `report_files` finds it."""
+def plot_path(out_dir: Path, prefix: str, kind: str, run: str | None = None) -> Path:
+    """A plot's file: `prefix` (the report's stem and the experiment's slug), the run if the
+    plot is one run's, then its kind, one of PLOT_KINDS, so that `report_files` finds it;
+    joined by dots, which neither a slug nor a run's name holds (both [A-Za-z0-9_-]). Joined
+    by "_" as they were, run e's bound_timeline and run e_bound's timeline were one file
+    (r_x_e_bound_timeline.png), the later drawn over the earlier and both linked to it."""
     assert kind in PLOT_KINDS, kind
-    return out_dir / f"{prefix}_{kind}.png"
+    return out_dir / ".".join([prefix, *([run] if run is not None else []), kind, "png"])
 
 
 def report_files(stem: str = Path(DEFAULT_REPORT).stem) -> tuple[str, ...]:
     """Glob patterns of what `desim.report.build_report` writes for a report named
-    `stem`.md: the report, its HTML copy and its plots (`plot_path`)."""
-    return (f"{stem}.md", f"{stem}.html", *(f"{stem}_*_{kind}.png" for kind in PLOT_KINDS))
+    `stem`.md: the report, its HTML copy and its plots (`plot_path`), then the plots an
+    older desim named <stem>_..._<kind>.png (so that a report written again, or `desim run`
+    into its folder, removes those too)."""
+    return (f"{stem}.md", f"{stem}.html", *(f"{stem}_*.{kind}.png" for kind in PLOT_KINDS),
+            *(f"{stem}_*_{kind}.png" for kind in PLOT_KINDS))
 
 
 @functools.cache

@@ -490,8 +490,8 @@ def test_run_with_report_writes_the_report_and_its_plots_into_the_folder(tmp_pat
     result = desim("run", str(experiment), "--out", str(out), "--report")
     assert result.returncode == 0, result.stderr
     plots = sorted(p.name for p in out.glob("report_*.png"))
-    assert len(plots) == 12 and "report_lenet300_sparse_topology.png" in plots
-    assert "report_lenet300_sparse_roofline.png" in plots
+    assert len(plots) == 12 and "report_lenet300.sparse.topology.png" in plots
+    assert "report_lenet300.sparse.roofline.png" in plots
     assert "## Experiment `lenet300`" in (out / "report.md").read_text()
     assert (out / "report.html").is_file()
     said = " ".join(result.stdout.split())

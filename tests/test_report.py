@@ -145,13 +145,13 @@ def check_markdown(results_dir: Path, out: Path) -> tuple[Path, Path]:
     for name in images:
         png = md.parent / name
         assert png.read_bytes()[:8] == PNG and png.stat().st_size > 5000
-    assert {"report_quickstart_energy.png", "report_quickstart_dense_timeline.png",
-            "report_quickstart_hppu_timeline.png",
-            "report_quickstart_hppu_layer_energy.png",
-            "report_quickstart_hppu_topology.png",
-            "report_quickstart_busiest_part.png",
-            "report_quickstart_hppu_bound_timeline.png",
-            "report_quickstart_dense_roofline.png"} <= set(images)
+    assert {"report_quickstart.energy.png", "report_quickstart.dense.timeline.png",
+            "report_quickstart.hppu.timeline.png",
+            "report_quickstart.hppu.layer_energy.png",
+            "report_quickstart.hppu.topology.png",
+            "report_quickstart.busiest_part.png",
+            "report_quickstart.hppu.bound_timeline.png",
+            "report_quickstart.dense.roofline.png"} <= set(images)
     # where hppu's gain over dense comes from: its ratios, energy by component, time by
     # binding part, each total that of the comparison
     comp = results.summary["comparison"]["hppu"]
@@ -296,7 +296,7 @@ def check_folder_without_claims(results: Path, old: Path) -> None:
     md, _, _ = build_report([old], old / "r.md")
     assert "No claims in this experiment file." in md.read_text()
     assert "Run with --set" not in md.read_text()
-    assert "r_quickstart_hppu_timeline.png" in md.read_text()
+    assert "r_quickstart.hppu.timeline.png" in md.read_text()
     layers.rename(columns={"run": "xrun"}).to_csv(old / "layers.csv", index=False)
     with pytest.raises(ConfigError, match="not a results folder: layers.csv lacks run$"):
         build_report([old], old / "r.md")
@@ -631,9 +631,9 @@ def test_a_run_whose_design_this_desim_refuses_is_reported_without_its_topology(
     (results / "config.json").write_text(json.dumps(config))
     md, _, _ = build_report([results], tmp_path / "rep" / "r.md")
     images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md.read_text())
-    assert "r_lenet300_new_topology.png" in images
-    assert "r_lenet300_old_topology.png" not in images
-    assert {"r_lenet300_new_timeline.png", "r_lenet300_old_timeline.png"} <= set(images)
+    assert "r_lenet300.new.topology.png" in images
+    assert "r_lenet300.old.topology.png" not in images
+    assert {"r_lenet300.new.timeline.png", "r_lenet300.old.timeline.png"} <= set(images)
     # and it says why
     assert ("- old: not drawn, " in md.read_text()
             and "architectures.old.core_clock_mhz: 0.5 MHz; the clock is in MHz"
@@ -666,8 +666,8 @@ def test_a_folder_written_before_the_busiest_parts_is_reported_without_them(tmp_
     md, _, _ = build_report([results], tmp_path / "rep" / "r.md")
     text = md.read_text()
     images = set(re.findall(r"!\[[^]]*\]\(([^)]+)\)", text))
-    assert {"r_lenet300_dense_timeline.png", "r_lenet300_energy.png"} <= images
-    assert not {"r_lenet300_busiest_part.png", "r_lenet300_dense_bound_timeline.png"} & images
+    assert {"r_lenet300.dense.timeline.png", "r_lenet300.energy.png"} <= images
+    assert not {"r_lenet300.busiest_part.png", "r_lenet300.dense.bound_timeline.png"} & images
     assert "busiest part (% of its span)" not in text and "### Where the time went" in text
     assert ("The slowest layer-phases, rooflines and timelines by busiest part: not drawn, "
             "layers.csv has no `busiest_part`, `busiest_share` (written by an older desim)."
@@ -696,6 +696,34 @@ def test_plots_of_experiments_named_alike_keep_their_own_files(tmp_path):
     images = [re.findall(r"!\[[^]]*\]\(([^)]+)\)", text) for text in sections]
     assert all(images) and len({i for group in images for i in group}) == sum(map(len, images))
     assert len(list((tmp_path / "rep").glob("*.png"))) == sum(map(len, images))
+
+
+def test_plots_of_runs_named_as_another_run_plus_a_kind_keep_their_own_files(tmp_path):
+    """Runs `e` and `e_bound`: e's timeline by busiest part (kind bound_timeline) and
+    e_bound's timeline were one file, r_lenet300_e_bound_timeline.png (11 plots for 12,
+    both sections linking it). The parts of a plot's name are joined by dots, which no
+    run's name holds. An earlier report's plots of the older naming are removed as the
+    report is written again."""
+    experiment = lenet300_experiment(tmp_path / "e.yaml",
+                                     {"e": {"method": "dense"},
+                                      "e_bound": {"method": "magnitude", "sparsity": 0.5}},
+                                     data="random")
+    run_file(experiment, tmp_path / "r")
+    rep = tmp_path / "rep"
+    rep.mkdir()
+    (rep / "r.md").write_text("# desim report\n\n![e timeline](r_lenet300_e_timeline.png)\n")
+    (rep / "r_lenet300_e_timeline.png").write_bytes(PNG)  # an older desim's name
+    md, html, _ = build_report([tmp_path / "r"], rep / "r.md")
+    text = md.read_text()
+    images = re.findall(r"!\[([^]]*)\]\(([^)]+)\)", text)
+    assert len(images) == 12 and len({src for _, src in images}) == 12
+    shown = dict(images)
+    assert shown["lenet300: e timeline by busiest part"] == "r_lenet300.e.bound_timeline.png"
+    assert shown["lenet300: e_bound timeline"] == "r_lenet300.e_bound.timeline.png"
+    assert shown["lenet300: e timeline"] == "r_lenet300.e.timeline.png"
+    assert shown["lenet300: energy per component"] == "r_lenet300.energy.png"
+    assert {p.name for p in rep.glob("*.png")} == set(shown.values())
+    assert all((rep / src).read_bytes()[:8] == PNG for src in shown.values())
 
 
 def test_a_folder_given_twice_is_refused(tmp_path, monkeypatch):
@@ -754,10 +782,10 @@ def test_a_folder_of_a_plots_name_and_a_report_name_with_spaces(tmp_path):
     experiment = lenet300_experiment(tmp_path / "e.yaml", {"dense": {"method": "dense"}},
                                      data="random")
     run_file(experiment, tmp_path / "r")
-    (tmp_path / "rep" / "my r_lenet300_energy.png").mkdir(parents=True)
+    (tmp_path / "rep" / "my r_lenet300.energy.png").mkdir(parents=True)
     md, _, _ = build_report([tmp_path / "r"], tmp_path / "rep" / "my r.md")
     images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md.read_text())
-    assert images and all(i.startswith("<my r_lenet300_2_") and i.endswith(".png>")
+    assert images and all(i.startswith("<my r_lenet300_2.") and i.endswith(".png>")
                           for i in images)
     assert all((tmp_path / "rep" / i.strip("<>")).is_file() for i in images)
 
@@ -911,7 +939,7 @@ def test_a_report_written_again_removes_the_earlier_ones_plots(tmp_path):
     build_report([tmp_path / "a"], rep / "r.md")
     build_report([tmp_path / "a"], rep / "q.md")
     first = {p.name for p in rep.glob("r_*.png")}
-    assert "r_lenet300_dense_timeline.png" in first
+    assert "r_lenet300.dense.timeline.png" in first
     keep = {"r_mine_energy.png", "notes.txt", "r_lenet300.png"}  # none a report showed
     for name in keep:
         (rep / name).write_text("mine")
@@ -919,6 +947,6 @@ def test_a_report_written_again_removes_the_earlier_ones_plots(tmp_path):
     md = (rep / "r.md").read_text()
     shown = set(re.findall(r"!\[[^]]*\]\(([^)]+)\)", md))
     plots = {p.name for p in rep.glob("r_*.png")} - keep
-    assert plots == shown and all(name.startswith("r_lenet5_") for name in plots)
+    assert plots == shown and all(name.startswith("r_lenet5.") for name in plots)
     assert all((rep / name).read_text() == "mine" for name in keep)
     assert {p.name for p in rep.glob("q_*.png")} == {n.replace("r_", "q_", 1) for n in first}

@@ -152,11 +152,12 @@ def test_a_users_files_of_desims_names_survive_runs_into_the_folder(tmp_path):
     assert {"trace.json", "waves_dense.vcd", "waves_bare.vcd"} <= {p.name for p in
                                                                    out.iterdir()}
     (out / "report.md").write_text("# desim report\n\nof this folder\n")
-    (out / "report_dense_energy.png").write_bytes(b"a plot")
+    (out / "report_dense_energy.png").write_bytes(b"a plot")  # an older desim's name
+    (out / "report_dense.dense.timeline.png").write_bytes(b"a plot")
     runner.run_and_write(experiment, out)
     left = {p.name for p in out.iterdir()}
     assert not left & {"trace.json", "waves_dense.vcd", "waves_bare.vcd", "report.md",
-                       "report_dense_energy.png"}, left
+                       "report_dense_energy.png", "report_dense.dense.timeline.png"}, left
 
 
 def test_a_failed_run_leaves_no_folder_it_made(tmp_path, monkeypatch):
