@@ -9,6 +9,7 @@ import html
 import re
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 
 @dataclass
@@ -38,7 +39,7 @@ class Table:
 @dataclass
 class Image:
     alt: str
-    src: str
+    src: str  # a file's path relative to the document, as it is (percent-encoded when written)
 
 
 Block = Heading | Para | Bullets | Table | Image
@@ -61,8 +62,10 @@ def to_markdown(blocks: list[Block]) -> str:
             lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in b.rows]
             out.append("\n".join(lines))
         else:
-            # a link in <...> may hold spaces and parentheses (CommonMark)
-            src = f"<{b.src}>" if re.search(r"[\s()<>]", b.src) else b.src
+            # a link in <...> may hold spaces and parentheses (CommonMark); the rest of
+            # what a URL reads as its own (#, %, ?, <, >) percent-encoded
+            src = quote(b.src, safe="/ ()")
+            src = f"<{src}>" if re.search(r"[\s()]", src) else src
             out.append(f"![{b.alt}]({src})")
     return "\n\n".join(out) + "\n"
 
@@ -133,7 +136,8 @@ def to_html(blocks: list[Block], title: str) -> str:
                 rows.append(f"<tr{cls}>{cells}</tr>")
             out.append(f"<table>\n<tr>{head}</tr>\n" + "\n".join(rows) + "\n</table>")
         else:
-            out.append(f'<p><img src="{html.escape(b.src)}" alt="{html.escape(b.alt)}"></p>')
+            out.append(f'<p><img src="{html.escape(quote(b.src))}" alt="{html.escape(b.alt)}">'
+                       '</p>')
     return HTML_TEMPLATE.format(title=html.escape(title), body="\n".join(out))
 
 

@@ -44,6 +44,7 @@ from collections.abc import Sequence
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import unquote
 
 import typer
 
@@ -604,7 +605,9 @@ def earlier_plots(out: Path) -> set[str]:
     if not text.startswith("# desim report\n"):
         return set()
     patterns = report_files(out.stem)[2:]  # its plots' patterns, not the report's own names
-    names = {quoted or bare for quoted, bare in IMAGE_LINE.findall(text)}
+    links = [quoted or bare for quoted, bare in IMAGE_LINE.findall(text)]
+    # percent-encoded as `to_markdown` writes them; an older desim wrote them as they are
+    names = {unquote(link) for link in links} | set(links)
     return {name for name in names if "/" not in name and (out.parent / name).is_file()
             and any(fnmatchcase(name, pattern) for pattern in patterns)}
 

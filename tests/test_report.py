@@ -790,6 +790,39 @@ def test_a_folder_of_a_plots_name_and_a_report_name_with_spaces(tmp_path):
     assert all((tmp_path / "rep" / i.strip("<>")).is_file() for i in images)
 
 
+@pytest.mark.parametrize("name", ["r#1%20?", "my r#2 (b)"])
+def test_a_report_name_of_url_characters_links_its_plots(tmp_path, name):
+    """A report named with #, % or ?: its image links had held the file names as they are
+    (src="r#1%20?_lenet300.energy.png"), which a browser and a Markdown viewer read as a
+    fragment, an escape and a query: no image showed. The links are percent-encoded, in
+    <...> in the Markdown where they hold a space or parentheses; both resolve to the plots.
+    Written again of another experiment, the report removes the earlier one's plots."""
+    from html import unescape
+    from urllib.parse import unquote
+
+    from markdown_it import MarkdownIt
+
+    experiment = lenet300_experiment(tmp_path / "e.yaml", {"dense": {"method": "dense"}},
+                                     data="random")
+    run_file(experiment, tmp_path / "r")
+    rep = tmp_path / "rep"
+    md, html, _ = build_report([tmp_path / "r"], rep / f"{name}.md")
+    text = md.read_text()
+    encoded = name.replace("%", "%25").replace("#", "%23").replace("?", "%3F")
+    energy = (f"<{encoded}_lenet300.energy.png>" if " " in name
+              else f"{encoded}_lenet300.energy.png")
+    assert f"![lenet300: energy per component]({energy})" in text
+    shown = {p.name for p in rep.glob("*.png")}
+    assert len(shown) == 7
+    for page in (MarkdownIt("commonmark").render(text), html.read_text()):
+        srcs = re.findall(r'<img src="([^"]*)"', page)
+        assert {unquote(unescape(src)) for src in srcs} == shown
+    run_file(experiment, tmp_path / "other", ["name=other"])
+    build_report([tmp_path / "other"], rep / f"{name}.md")
+    assert {p.name for p in rep.glob("*.png")} == {
+        n.replace(f"{name}_lenet300", f"{name}_other") for n in shown}
+
+
 def test_a_ratio_that_rounds_to_one_is_said_to_be_the_same():
     """Two equal runs had read "1.00x less, 1.00x faster"; a ratio that rounds to 1.00x
     either way is the same, and others keep their direction."""
