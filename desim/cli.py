@@ -375,7 +375,9 @@ def _utilization(stats_dir: Path, run_name: str | None, arch: Path, cfg: ArchCon
             raise ConfigError(f"no run's design is {arch.name} as it is (runs: {runs})"
                               f"{same_name}", file=str(stats_dir))
         run_name = matching[0]
-    elif run_name in summary["runs"] and (why := mismatch(run_name)) is not None:
+    elif run_name not in summary["runs"]:  # (not stats.json's fault)
+        raise ConfigError(f"--run {run_name}: no such run; runs: {runs}", file=str(stats_dir))
+    elif (why := mismatch(run_name)) is not None:
         raise ConfigError(f"--run {run_name}: that run {why}; runs: {runs}", file=str(stats_dir))
     return graph_utilization(graph, read_run_stats(stats_dir, run_name)["modules"], run_name)
 

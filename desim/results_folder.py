@@ -184,8 +184,10 @@ def read_run_stats(path: Path, run: str) -> dict[str, Any]:
     if not isinstance(stats, dict):
         raise ConfigError(f"expected a mapping of runs, got {type(stats).__name__}",
                           file=str(path / "stats.json"))
-    if run not in stats:
-        raise ConfigError(f"no run {run!r}; runs: {', '.join(stats)}", file=str(path))
+    if run not in stats:  # (summary.json has it: its writing cut short, or the file edited)
+        raise ConfigError(f"has no entry for run {run!r} (its runs: "
+                          f"{', '.join(map(repr, stats)) or 'none'})",
+                          file=str(path / "stats.json"))
     validate(RunStatsRead, stats[run], path / "stats.json", prefix=run)
     return stats[run]
 

@@ -518,6 +518,31 @@ def test_topology_refuses_a_run_of_another_design_named_with_run(lenet300_twice,
     assert not (tmp_path / "h.dot").exists()
 
 
+def test_topology_names_the_stats_json_that_lacks_the_run(lenet300_twice, tmp_path):
+    """A stats.json without the run summary.json has (`{}`, its writing cut short) had read
+    "DIR: no run 'dense'; runs: " (an empty list, and not the file at fault): it names
+    stats.json and the run it lacks. A --run no run of the folder has is said to be none of
+    summary.json's runs."""
+    import shutil
+
+    out = tmp_path / "cut"
+    shutil.copytree(lenet300_twice[0], out)
+    (out / "stats.json").write_text("{}\n")
+    dense = str(ROOT / "configs" / "arch" / "dense.yaml")
+    drawn = desim("topology", dense, "-o", str(tmp_path / "d.dot"), "--stats", str(out))
+    assert_config_error(drawn, f"error: {out / 'stats.json'}: has no entry for run 'dense' "
+                        "(its runs: none)")
+    assert len(drawn.stderr.strip().splitlines()) == 1 and not (tmp_path / "d.dot").exists()
+    (out / "stats.json").write_text('{"bare": {"modules": {}}}\n')
+    drawn = desim("topology", dense, "-o", str(tmp_path / "d.dot"), "--stats", str(out))
+    assert_config_error(drawn, f"{out / 'stats.json'}: has no entry for run 'dense' (its "
+                        "runs: 'bare')")
+    nope = desim("topology", dense, "-o", str(tmp_path / "d.dot"), "--stats",
+                 str(lenet300_twice[0]), "--run", "nope")
+    assert_config_error(nope, f"{lenet300_twice[0]}: --run nope: no such run; runs: dense "
+                        "(arch dense), bare (arch dense)")
+
+
 def test_topology_refuses_a_damaged_summary_naming_its_key(lenet300_twice, tmp_path):
     """--stats reads each run's arch from summary.json: a run without one (a hand edit, a
     file another program wrote) is bad input naming the key, not a KeyError."""
