@@ -7,6 +7,7 @@ Every plot gives a part or an energy component the same colour (`component_color
 
 from __future__ import annotations
 
+import textwrap
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -55,11 +56,37 @@ def new_axes(width: float, height: float) -> tuple[Any, Any]:
     return fig, fig.add_subplot()
 
 
+def wrap_titles(fig: Any, texts: list[str]) -> bool:
+    """Wrap each axes' title (its text as set, `texts`, one an axes) that, as the figure was
+    last drawn, runs past its left or right edge (matplotlib cuts it there) onto more lines;
+    whether any was. A report of two folders of one experiment names each by its path:
+    "quickstart (/tmp/out/qs): hppu, roofline of its conv and linear layer-pha" had lost
+    its end. Broken at spaces, and a path longer than a line within itself."""
+    wrapped = False
+    for ax, text in zip(fig.axes, texts, strict=True):
+        title, page = ax.title, fig.bbox
+        box = title.get_window_extent()
+        if not text or (box.x0 >= page.x0 and box.x1 <= page.x1):
+            continue
+        middle = (box.x0 + box.x1) / 2  # a title is centred: its room, its narrower side's
+        room = 2 * min(middle - page.x0, page.x1 - middle)
+        longest = max(map(len, title.get_text().splitlines()))
+        width = max(8, min(longest - 1, int(0.95 * longest * room / box.width)))
+        title.set_text(textwrap.fill(text, width, break_on_hyphens=False))
+        wrapped = True
+    return wrapped
+
+
 def save_figure(fig: Any, path: Path, dpi: int = 100) -> Path:
     """Write the figure atomically, in the format its name says (a kill mid-write leaves the
-    earlier plot whole, never half a file)."""
+    earlier plot whole, never half a file); drawn again where a title did not fit
+    (`wrap_titles`: the drawing lays it out, a title that fits costs nothing more)."""
+    texts = [ax.get_title() for ax in fig.axes]
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format=path.suffix.removeprefix(".") or "png")
+        for _ in range(5):  # (each try narrower; one does, but for a path of its own)
+            fig.savefig(tmp, dpi=dpi, format=path.suffix.removeprefix(".") or "png")
+            if not wrap_titles(fig, texts):
+                break
     return path
 
 

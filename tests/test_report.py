@@ -984,3 +984,50 @@ def test_a_report_written_again_removes_the_earlier_ones_plots(tmp_path):
     assert plots == shown and all(name.startswith("r_lenet5.") for name in plots)
     assert all((rep / name).read_text() == "mine" for name in keep)
     assert {p.name for p in rep.glob("q_*.png")} == {n.replace("r_", "q_", 1) for n in first}
+
+
+@pytest.mark.parametrize("label", [
+    "quickstart (/tmp/fix_report_out/qs)",                           # two folders of one
+    "quickstart (/tmp/" + "a_folder_named_at_length/" * 4 + "qs2)",  # a path over a line
+])
+def test_a_plots_long_title_is_wrapped_to_fit_it(tmp_path, monkeypatch, label):
+    """A report of two folders of one experiment titles its plots with each folder's path:
+    the roofline's "quickstart (/tmp/fix_report_out/qs): hppu, roofline of its conv and
+    linear layer-phases" ran past the figure's right edge, cut at "layer-pha". A title that
+    does not fit is wrapped onto more lines (a path longer than a line broken within),
+    every character kept; one that fits is left on one line."""
+    import desim.plots
+    from desim.plots import plot_energy, plot_roofline
+
+    drawn = []
+    new_axes = desim.plots.new_axes
+    monkeypatch.setattr(desim.plots, "new_axes",
+                        lambda *size: drawn.append(new_axes(*size)) or drawn[-1])
+    layers = pd.DataFrame({"run": "hppu", "layer": ["c1", "c2"], "unit": "pe_array",
+                           "dram_bytes": [100, 400], "processed_macs": [1000, 1000],
+                           "start_cycle": [0, 10], "end_cycle": [10, 30],
+                           "busiest_part": ["dram", "pe_array"]})
+    summary = {"experiment": "quickstart",
+               "runs": {"dense": {"energy_by_component_j": {"macs": 1e-3}},
+                        "hppu": {"energy_by_component_j": {"macs": 5e-4}}}}
+    results = Results(tmp_path, summary, {}, layers, label=label)
+    plot_roofline(results, "hppu", {"macs_per_cycle": 64, "macs_per_dram_byte": 8.0},
+                  tmp_path / "roofline.png")
+    plot_energy(results, tmp_path / "energy.png")
+    results.label = ""  # (the experiment's name alone: it fits)
+    plot_energy(results, tmp_path / "short.png")
+    titles = []
+    for fig, ax in drawn:
+        box, page = ax.title.get_window_extent(), fig.bbox
+        assert page.x0 <= box.x0 and box.x1 <= page.x1, ax.get_title()
+        titles.append(ax.get_title())
+    roofline, energy, short = titles
+    def letters(text: str) -> str:
+        return "".join(text.split())
+
+    assert "\n" in roofline and letters(roofline) == letters(
+        f"{label}: hppu, roofline of its conv and linear layer-phases")
+    assert "\n" in energy and letters(energy) == letters(f"{label}: energy per component")
+    assert short == "quickstart: energy per component"
+    assert all((tmp_path / f"{name}.png").read_bytes()[:8] == PNG
+               for name in ("roofline", "energy", "short"))
