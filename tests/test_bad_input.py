@@ -456,11 +456,15 @@ def test_a_directory_given_for_a_file_is_said_to_be_one(tmp_path):
     from mappings.scalesim import read_topology_rows
 
     for read, expected in ((load_yaml, "a YAML file"), (load_arch, "a YAML file"),
-                           (load_experiment, "a YAML file"),
                            (read_topology_rows, "a SCALE-Sim topology CSV")):
         with pytest.raises(ConfigError) as err:
             read(tmp_path)
         assert str(err.value) == f"{tmp_path}: is a directory; expected {expected}"
+    with pytest.raises(ConfigError) as err:  # an experiment may be a results folder
+        load_experiment(tmp_path)
+    assert str(err.value) == (f"{tmp_path}: is a directory without a config.json; expected an "
+                              "experiment YAML file, or a results folder (`desim run --out`) "
+                              "to run again")
     pipe = tmp_path / "pipe.yaml"  # reading a FIFO would wait for a writer
     os.mkfifo(pipe)
     with pytest.raises(ConfigError) as err:
