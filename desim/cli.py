@@ -131,8 +131,8 @@ def run(
         from desim.resolved import made_elsewhere
 
         differs = made_elsewhere(experiment.recorded.made_by)
-        if differs:
-            err_console.print(escape(f"note: {experiment.path}: {differs}"), highlight=False)
+        for note in ([differs] if differs else []) + experiment.recorded.notes:
+            err_console.print(escape(f"note: {experiment.path}: {note}"), highlight=False)
     if experiment.spec.sweep is not None:  # run as it is: the file's own values
         err_console.print(escape(f"note: {config}: its sweep: section is not run here; "
                                  f"`desim sweep {config}` runs its points"), highlight=False)

@@ -17,6 +17,7 @@ name too, `runs.hppu.pruning.sparsity`).
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
@@ -34,13 +35,20 @@ from desim.configio import (
     load_yaml,
     optional_section,
     parse_yaml,
+    read_text,
     validate,
     yaml_problem,
 )
 from desim.errors import ConfigError
 from desim.events import PHASES
 from desim.metrics import DERIVED_RUN, PHASE_FIGURES
-from desim.resolved import Recorded, check_against_record, is_resolved, read_resolved
+from desim.resolved import (
+    Recorded,
+    check_against_record,
+    check_designs,
+    is_resolved,
+    read_resolved,
+)
 from desim.sweep_spec import SweepSpec
 from mappings.model_path import is_file_model, resolve
 from mappings.specs import PruningSpec, WorkloadSpec
@@ -370,6 +378,9 @@ def experiment_path(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_dir():
         return path
+    if (path / "sweep.json").is_file() and not (path / "config.json").is_file():
+        raise ConfigError("is a sweep's folder: each of its points runs again from its file, "
+                          "points/<point_id>.json", file=str(path))
     if not (path / "config.json").is_file():
         raise ConfigError("is a directory without a config.json; expected an experiment YAML "
                           "file, or a results folder (`desim run --out`) to run again",
@@ -382,11 +393,26 @@ def read_experiment(path: str | Path) -> tuple[Path, dict[str, Any], Recorded | 
     (`experiment_path`): an experiment file's, or the experiment a results folder's
     config.json records (with what else it records: `desim.resolved`)."""
     path = experiment_path(path)
-    raw = load_yaml(path)
+    raw = load_json(path) if path.suffix == ".json" else load_yaml(path)
+    if "point_id" in raw and isinstance(raw.get("config"), dict):  # a sweep's point file
+        raw = raw["config"]
     if is_resolved(raw):
-        recorded = read_resolved(raw, path)
-        return path, recorded.experiment, recorded
+        recorded = read_resolved(raw, path)  # (a copy: --set items apply to it in place)
+        return path, copy.deepcopy(recorded.experiment), recorded
     return path, raw, None
+
+
+def load_json(path: Path) -> dict[str, Any]:
+    """A JSON file (a results folder's config.json), read as JSON: its YAML reading turned
+    an escaped character outside the BMP into two lone surrogates, and NaN into text."""
+    try:
+        data = json.loads(read_text(path, "a JSON file"))
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"line {err.lineno}, column {err.colno}: not valid JSON ({err.msg})",
+                          file=str(path)) from None
+    if not isinstance(data, dict):
+        raise ConfigError("expected a mapping of keys at the top level", file=str(path))
+    return data
 
 
 def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) -> Experiment:
@@ -398,6 +424,9 @@ def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) ->
     its config.json, is the experiment it records, its designs as resolved
     (`desim.resolved`)."""
     path, raw, recorded = read_experiment(path)
+    if recorded is not None and overrides:
+        # the record as it ran first, checked against itself: new items would hide an edit
+        load_experiment(path)
     experiment_sets, arch_sets = split_overrides(overrides or [], path)
     source = recorded.source if recorded else path
     if "runs" not in raw and ("pe_cluster" in raw or "kind" in raw):
@@ -409,9 +438,16 @@ def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) ->
                              "its runs, with a workload; `desim topology FILE -o x.png` "
                              "checks and draws the design alone"), file=str(path))
     raw = apply_overrides(raw, experiment_sets, str(path))
-    _resolve_workload_paths(raw.get("workload"), source)
-    spec = validate(ExperimentSpec, raw, path)
+    try:
+        _resolve_workload_paths(raw.get("workload"), source)
+        spec = validate(ExperimentSpec, raw, path)
+    except ConfigError as err:
+        raise _in_record(err, path, recorded, overrides) from None
     _refuse_replaced_workload_sets(spec, experiment_sets, path)
+    if recorded is not None:
+        _refuse_new_designs(spec, recorded, path)
+        if not overrides:
+            check_designs(recorded, [run.name for run in spec.runs], path)
     names = [run.name for run in spec.runs]
     for run_name in arch_sets:
         if run_name not in names and run_name != "*":
@@ -451,6 +487,34 @@ def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) ->
 
         check_against_record(recorded, resolved_config(experiment), path, bool(overrides))
     return experiment
+
+
+def _in_record(err: ConfigError, path: Path, recorded: Recorded | None,
+               overrides: Sequence[str] | None) -> ConfigError:
+    """An error of config.json's own `given` experiment (no new --set item to blame) named
+    as config.json holds it, under given.experiment; any other error as it is."""
+    if recorded is None or overrides:
+        return err
+    key = f"given.experiment.{err.key}" if err.key else "given.experiment"
+    return ConfigError(err.message, file=str(path), key=key)
+
+
+def _refuse_new_designs(spec: ExperimentSpec, recorded: Recorded, path: Path) -> None:
+    """A rerun's run whose `arch` or `arch_set` a --set changed: its design is the one
+    recorded, that file and arch_set applied, so the change would not be read."""
+    runs = recorded.experiment.get("runs")
+    before = {run.get("name"): run for run in runs if isinstance(run, dict)} \
+        if isinstance(runs, list) else {}
+    for i, run in enumerate(spec.runs):
+        was = before.get(run.name)
+        if was is None:
+            continue
+        for key in ("arch", "arch_set"):
+            if getattr(run, key) != was.get(key, [] if key == "arch_set" else None):
+                raise ConfigError("a rerun reads each run's design as recorded, its arch file "
+                                  "and arch_set applied then: a new one would not be read; set "
+                                  f"its keys with arch.{run.name}.<key>=value, or run the "
+                                  "experiment file", file=str(path), key=f"runs.{i}.{key}")
 
 
 def _file_arch(path: Path, i: int, run: RunSpec, named: list[tuple[str, str]]

@@ -70,6 +70,10 @@ def read_resolved(raw: dict[str, Any], path: Path) -> Recorded:
         if not isinstance(given.get(section), dict):
             raise ConfigError(f"expected a mapping, got {_kind(given.get(section))}",
                               file=where, key=f"given.{section}")
+    extra = sorted(set(given) - {"experiment", "architectures"})
+    if extra:
+        raise ConfigError("unknown key; expected one of: experiment, architectures",
+                          file=where, key=f"given.{extra[0]}")
     designs = given["architectures"]
     for name, design in designs.items():
         if not isinstance(design, dict):
@@ -79,10 +83,23 @@ def read_resolved(raw: dict[str, Any], path: Path) -> Recorded:
     if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
         raise ConfigError("expected a list of key.path=value items", file=where,
                           key="overrides")
-    source = raw.get("experiment_file")
+    if not isinstance(made_by, dict):
+        raise ConfigError(f"expected a mapping (version, commit), got {_kind(made_by)}",
+                          file=where, key="desim")
+    source = raw.get("experiment_file", str(path))
+    if not isinstance(source, str) or not source or "\0" in source:
+        raise ConfigError("expected the path of the experiment file the study came from",
+                          file=where, key="experiment_file")
     return Recorded(copy.deepcopy(given["experiment"]), copy.deepcopy(designs), raw,
-                    list(overrides), made_by if isinstance(made_by, dict) else {},
-                    Path(source) if isinstance(source, str) else path)
+                    list(overrides), made_by, Path(source))
+
+
+def check_designs(recorded: Recorded, runs: list[str], path: Path) -> None:
+    """Every design config.json gives is one of its runs'."""
+    for name in recorded.designs:
+        if name not in runs:
+            raise ConfigError(f"a design for no run; runs: {', '.join(runs)}", file=str(path),
+                              key=f"given.architectures.{name}")
 
 
 def _kind(value: object) -> str:
@@ -178,8 +195,8 @@ def made_elsewhere(made_by: dict[str, Any]) -> str | None:
 
     def name(made: dict[str, Any]) -> str:
         commit = made.get("commit")
-        text = (f"commit {commit[:10]}" if isinstance(commit, str)
-                else f"version {made.get('version')}")
+        text = f"{made.get('version')}" + (f", commit {commit[:10]}"
+                                           if isinstance(commit, str) else "")
         diff = made.get("diff_sha256")
         return text + (f" (modified: diff {diff[:10]})" if isinstance(diff, str) else "")
 

@@ -468,7 +468,8 @@ def resolved_config(experiment: Experiment) -> dict[str, Any]:
     return {
         # the file the experiment's relative paths are from (`desim run` of this file
         # resolves a run's workload_set from there)
-        "experiment_file": str(experiment.source.resolve()),
+        "experiment_file": os.path.abspath(experiment.source),  # (a link as given: its
+        # folder is the one the run's relative paths were read from)
         "experiment": resolved,
         "architectures": {n: a.model_dump(mode="json") for n, a in experiment.archs.items()},
         # what the user gave, before validation filled in defaults: what `desim run` of this

@@ -145,8 +145,10 @@ def test_a_config_json_edited_after_its_run_is_refused(tmp_path):
         with pytest.raises(ConfigError, match="edited after its run") as err:
             load_experiment(recorded)
         assert err.value.key == keys[section]
-        # --set items change a rerun, and the record is not checked against them
-        assert load_experiment(recorded, ["workload.batch=5"]).spec.workload.batch == 5
+        with pytest.raises(ConfigError, match="edited after its run"):  # --set or not
+            load_experiment(recorded, ["workload.batch=5"])
+    recorded.write_text(json.dumps(raw))
+    assert load_experiment(recorded, ["workload.batch=5"]).spec.workload.batch == 5
 
 
 def test_a_set_item_moves_the_defaults_that_follow_from_it(tmp_path):
@@ -235,7 +237,7 @@ def test_a_config_json_of_the_wrong_shape_is_one_line(tmp_path):
              ("extra", lambda r: r.update(extra=1), "unknown key"),
              ("given.architectures.dense", lambda r: r["given"]["architectures"].pop("dense"),
               "no design recorded for run 'dense'"),
-             ("runs.0.pruning.method",
+             ("given.experiment.runs.0.pruning.method",
               lambda r: r["given"]["experiment"]["runs"][0]["pruning"].pop("method"),
               "Field required"),
              ("given.architectures.dense.kind",
@@ -264,7 +266,49 @@ def test_another_desim_is_named():
     assert made_elsewhere(here) is None
     other = {"version": here["version"], "commit": "0123456789" * 4, "modified": False}
     note = made_elsewhere(other)
-    assert note is not None and note.startswith("written by desim commit 0123456789; this is ")
+    assert note is not None and note.startswith(
+        f"written by desim {here['version']}, commit 0123456789; this is ")
+
+
+def test_a_new_arch_or_arch_set_of_a_recorded_run_is_refused(tmp_path):
+    """The run's design is recorded with its file and arch_set applied: a new one would
+    not be read (an audit's rerun simulated 500 MHz under a recorded arch_set of 400)."""
+    exp = lenet300_experiment(tmp_path / "exp.yaml", {"dense": {"method": "dense"}})
+    recorded = config_json(exp, tmp_path / "out")
+    for item, key in (("runs.0.arch_set=[core_clock_mhz=400]", "runs.0.arch_set"),
+                      ("runs.dense.arch=other.yaml", "runs.0.arch")):
+        with pytest.raises(ConfigError, match="a new one would not be read") as err:
+            load_experiment(recorded, [item])
+        assert err.value.key == key
+    clock = load_experiment(recorded, ["arch.dense.core_clock_mhz=400"])
+    assert clock.archs["dense"].core_clock_mhz == 400
+
+
+def test_a_sweeps_point_file_runs_again_and_its_folder_says_so(tmp_path):
+    exp = lenet300_experiment(tmp_path / "exp.yaml", {"dense": {"method": "dense"}})
+    config = resolved_config(load_experiment(exp, ["workload.batch=3"]))
+    sweep_folder = tmp_path / "sweep"
+    (sweep_folder / "points").mkdir(parents=True)
+    (sweep_folder / "sweep.json").write_text("{}")
+    point = sweep_folder / "points" / "0123456789abcdef.json"
+    point.write_text(json.dumps({"point_id": "0123456789abcdef", "status": "ok",
+                                 "config": config}))
+    assert load_experiment(point).spec.workload.batch == 3
+    with pytest.raises(ConfigError, match="is a sweep's folder"):
+        load_experiment(sweep_folder)
+
+
+def test_names_outside_the_bmp_and_a_linked_experiment_run_again(tmp_path):
+    (tmp_path / "real").mkdir()
+    exp = lenet300_experiment(tmp_path / "real" / "exp.yaml", {"dense": {"method": "dense"}})
+    (tmp_path / "link").mkdir()
+    (tmp_path / "link" / "exp.yaml").symlink_to(exp)
+    linked = tmp_path / "link" / "exp.yaml"
+    recorded = config_json(linked, tmp_path / "out", ["arch.dense.name=dense\U0001f600"])
+    assert json.loads(recorded.read_text())["experiment_file"] == str(linked)
+    again = load_experiment(recorded)
+    assert again.archs["dense"].name == "dense\U0001f600"
+    assert again.archs == load_experiment(linked, ["arch.dense.name=dense\U0001f600"]).archs
 
 
 def test_a_results_folders_sweep_is_its_recorded_sweep(tmp_path):
