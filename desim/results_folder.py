@@ -241,9 +241,10 @@ class RunRead(BaseModel):
     """What the report reads of a run in summary.json (the rest passes unchecked)."""
 
     arch: str
-    cycles: int
-    seconds: float
-    energy_j: float
+    # no run takes negative time or energy: a hand edit's -1 s was drawn as "-33x slower"
+    cycles: int = Field(ge=0)
+    seconds: float = Field(ge=0)
+    energy_j: float = Field(ge=0)
     energy_by_component_j: dict[str, float]
     units: dict[str, dict[str, float]]
     phases: dict[str, PhaseRead] = {}

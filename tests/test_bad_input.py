@@ -755,6 +755,9 @@ def test_a_results_table_cut_short_is_bad_input(lenet_results, tmp_path, file, c
     # a ratio that is not the runs' (drawn as given: a speedup of 0 beside a 2.7x cycle ratio)
     ("summary.json", lambda d: d["comparison"]["mag"].update(speedup=0),
      "summary.json: comparison.mag.speedup: 0 is not the baseline's over the run's"),
+    # no ratio to check a time of no run against: drawn as "-33x slower"
+    ("summary.json", lambda d: d["runs"]["mag"].update(seconds=-1.0),
+     "summary.json: runs.mag.seconds: Input should be greater than or equal to 0"),
 ])
 def test_a_damaged_key_the_report_reads_is_bad_input(lenet_results, tmp_path, file, edit,
                                                      message):
