@@ -421,7 +421,8 @@ def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) ->
     when several runs share the file; applied after the run's own `arch_set`), so a bad
     value is a ConfigError naming the arch file and key. `arch.*.<key.path>=value` sets it
     in every run's architecture (before any one run's own override). A results folder, or
-    its config.json, is the experiment it records, its designs as resolved
+    its config.json, is the study it records: its experiment and designs as they were
+    given, the `--set` items applied over them, checked against the record
     (`desim.resolved`)."""
     path, raw, recorded = read_experiment(path)
     if recorded is not None and overrides:
