@@ -191,7 +191,7 @@ def elaborate(experiment: Experiment, shared: Shared | None = None) -> list[dict
             acc = Accelerator(Simulator(), arch, name=run.name)
             described = describe(run.name, arch, acc)
         except ConfigError as err:  # the design's own file is the one to fix
-            raise err.in_file(experiment.design_file(i)) from None
+            raise experiment.in_design(i, err) from None
         _check_part_claims(experiment, run.name, acc)
         circulant = run.pruning.method == "block_circulant"
         # by the iteration's layers: a batch-free one's serve every batch
@@ -303,4 +303,4 @@ def design_error(err: ConfigError, experiment: Experiment, i: int) -> ConfigErro
         size = (f": {err.key} {arch.global_buffer.capacity_kib}"
                 + (f", set by {setter}" if setter else ""))
     return ConfigError(f"{err.message} (run {run.name!r}, architecture {run.arch}{size})",
-                       file=str(experiment.path), key=f"runs.{i}.arch")
+                       file=str(experiment.path), key=experiment.design_key(i))

@@ -236,11 +236,19 @@ class Experiment:
         # the experiment file its relative paths are from (config.json's, when recorded)
         self.source = recorded.source if recorded else path
 
-    def design_file(self, i: int) -> str:
-        """Where run i's design comes from: its architecture file, or config.json."""
+    def design_key(self, i: int) -> str:
+        """Where run i's design is given in the experiment's file: its `arch`, or in a
+        config.json its recorded design."""
+        return (f"given.architectures.{self.spec.runs[i].name}" if self.recorded
+                else f"runs.{i}.arch")
+
+    def in_design(self, i: int, err: ConfigError) -> ConfigError:
+        """An error of run i's design named in the file that gives it: its architecture
+        file, or config.json under the run's recorded design."""
         if self.recorded:
-            return str(self.path)
-        return str((self.path.parent / self.spec.runs[i].arch).resolve())
+            key = f"{self.design_key(i)}.{err.key}" if err.key else self.design_key(i)
+            return ConfigError(err.message, file=str(self.path), key=key)
+        return err.in_file(str((self.path.parent / self.spec.runs[i].arch).resolve()))
 
 
 def _named(items: list[Any], name: str) -> list[int]:
@@ -394,7 +402,11 @@ def read_experiment(path: str | Path) -> tuple[Path, dict[str, Any], Recorded | 
     config.json records (with what else it records: `desim.resolved`)."""
     path = experiment_path(path)
     raw = load_json(path) if path.suffix == ".json" else load_yaml(path)
-    if "point_id" in raw and isinstance(raw.get("config"), dict):  # a sweep's point file
+    if "point_id" in raw and "config" in raw:  # a sweep's point file
+        if not isinstance(raw["config"], dict):
+            raise ConfigError("a sweep's point that recorded no configuration to run again "
+                              f"(it failed before it had one: {raw.get('error')})",
+                              file=str(path), key="config")
         raw = raw["config"]
     if is_resolved(raw):
         recorded = read_resolved(raw, path)  # (a copy: --set items apply to it in place)
@@ -406,12 +418,33 @@ def load_json(path: Path) -> dict[str, Any]:
     """A JSON file (a results folder's config.json), read as JSON: its YAML reading turned
     an escaped character outside the BMP into two lone surrogates, and NaN into text."""
     try:
-        data = json.loads(read_text(path, "a JSON file"))
+        data = json.loads(read_text(path, "a JSON file"), object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as err:
         raise ConfigError(f"line {err.lineno}, column {err.colno}: not valid JSON ({err.msg})",
                           file=str(path)) from None
+    except RecursionError:
+        raise ConfigError("not valid JSON (nested too deeply)", file=str(path)) from None
+    except _GivenTwice as err:
+        raise ConfigError(f"key {err.args[0]!r} given twice in one mapping",
+                          file=str(path)) from None
+    except ValueError as err:  # int() of a number of more than 4,300 digits
+        raise ConfigError(f"not valid JSON ({err})", file=str(path)) from None
     if not isinstance(data, dict):
         raise ConfigError("expected a mapping of keys at the top level", file=str(path))
+    return data
+
+
+class _GivenTwice(Exception):
+    """A JSON object's key given twice (its argument)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's keys, each once: a key given twice is refused, as in a YAML file."""
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise _GivenTwice(key)
+        data[key] = value
     return data
 
 
@@ -427,7 +460,7 @@ def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) ->
     path, raw, recorded = read_experiment(path)
     if recorded is not None and overrides:
         # the record as it ran first, checked against itself: new items would hide an edit
-        load_experiment(path)
+        recorded.notes += load_experiment(path).recorded.notes  # type: ignore[union-attr]
     experiment_sets, arch_sets = split_overrides(overrides or [], path)
     source = recorded.source if recorded else path
     if "runs" not in raw and ("pe_cluster" in raw or "kind" in raw):

@@ -114,7 +114,7 @@ def check_against_record(recorded: Recorded, config: dict[str, Any], path: Path,
     (a resolved section edited by hand: the rerun reads `given`), and noted where another
     desim did (its defaults may differ)."""
     now = dict(_files(config))
-    for name, (digest, key) in _files(recorded.resolved, keys=True):
+    for name, (digest, key) in _files(recorded.resolved):
         if name in now and now[name][0] != digest:
             raise ConfigError(f"{name} has changed since the run this file records (sha256 "
                               f"{str(digest)[:12]}..., now {now[name][0][:12]}...): running it "
@@ -137,8 +137,7 @@ def check_against_record(recorded: Recorded, config: dict[str, Any], path: Path,
         return
 
 
-def _files(config: dict[str, Any], keys: bool = False
-           ) -> list[tuple[str, tuple[Any, str]]]:
+def _files(config: dict[str, Any]) -> list[tuple[str, tuple[Any, str]]]:
     """The files a resolved configuration records the bytes of: (path, (sha256, key))."""
     found = []
     experiment = config.get("experiment")

@@ -93,7 +93,8 @@ PLOT_KINDS = ("energy", "busiest_part", "bound_timeline", "timeline", "layer_ene
 def plot_path(out_dir: Path, prefix: str, kind: str, run: str | None = None) -> Path:
     """A plot's file: `prefix` (the report's stem and the experiment's slug), the run if the
     plot is one run's, then its kind, one of PLOT_KINDS, so that `report_files` finds it;
-    joined by dots, which neither a slug nor a run's name holds (both [A-Za-z0-9_-]). Joined
+    joined by dots, which neither a slug nor a run's name holds (both [A-Za-z0-9_-]): the
+    stem, whatever it holds, is the same for every plot of a report. Joined
     by "_" as they were, run e's bound_timeline and run e_bound's timeline were one file
     (r_x_e_bound_timeline.png), the later drawn over the earlier and both linked to it."""
     assert kind in PLOT_KINDS, kind

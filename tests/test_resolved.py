@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -328,3 +329,40 @@ def test_a_results_folders_sweep_is_its_recorded_sweep(tmp_path):
     assert invalid == [{"runs.1.pruning.sparsity": s,
                         "arch.pruned.global_buffer.capacity_kib": 1} for s in (0.5, 0.9)]
     assert invalid == [values for values, _ in check(exp).invalid_points]
+
+
+def test_another_desims_record_is_noted_with_or_without_set_items(tmp_path):
+    exp = lenet300_experiment(tmp_path / "exp.yaml", {"dense": {"method": "dense"}})
+    recorded = config_json(exp, tmp_path / "out")
+    raw = json.loads(recorded.read_text())
+    raw["desim"]["commit"] = "0" * 40
+    raw["architectures"]["dense"]["noc"]["hop_latency_cycles"] = 9
+    recorded.write_text(json.dumps(raw))
+    note = ("this desim resolves architectures.dense.noc.hop_latency_cycles to 1 (the "
+            "record: 9)")
+    assert load_experiment(recorded).recorded.notes == [note]
+    assert load_experiment(recorded, ["workload.batch=3"]).recorded.notes == [note]
+
+
+def test_unreadable_json_and_a_failed_point_are_one_line(tmp_path):
+    folder = tmp_path / "deep"
+    folder.mkdir()
+    for text, message in (("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+                          ('{"given": {}, "given": {}}', "key 'given' given twice"),
+                          ('{"desim": ' + "9" * 5000 + "}", "not valid JSON"),
+                          ('{"point_id": "ab", "status": "failed", "error": "no tile fits", '
+                           '"config": null}', "recorded no configuration to run again "
+                                              "(it failed before it had one: no tile fits)")):
+        (folder / "config.json").write_text(text)
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_experiment(folder)
+
+
+def test_a_reruns_design_error_is_named_in_its_record(tmp_path):
+    from desim.check import check
+
+    exp = lenet300_experiment(tmp_path / "exp.yaml", {"dense": {"method": "dense"}})
+    recorded = config_json(exp, tmp_path / "out")
+    with pytest.raises(ConfigError) as err:  # no tile fits 1 KiB
+        check(recorded.parent, ["arch.dense.global_buffer.capacity_kib=1"])
+    assert err.value.file == str(recorded) and err.value.key == "given.architectures.dense"
