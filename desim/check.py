@@ -17,6 +17,7 @@ from typing import Any
 from desim.elaborate import Shared, elaborate
 from desim.errors import ConfigError
 from desim.experiment import experiment_path, load_experiment
+from desim.resolved import rerun_notes
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Checked:
     runs: list[dict[str, Any]]
     sweep_points: int = 0
     invalid_points: list[tuple[dict[str, Any], ConfigError]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # a rerun's (`desim.resolved`)
 
 
 def check(path: str | Path, overrides: list[str] | None = None, progress: bool = False
@@ -41,9 +43,10 @@ def check(path: str | Path, overrides: list[str] | None = None, progress: bool =
     experiment = load_experiment(path, overrides)
     shared = Shared()  # each workload's model run once, for every point
     rows = elaborate(experiment, shared)
+    notes = [f"{path}: {note}" for note in rerun_notes(experiment.recorded)]
     if experiment.spec.sweep is None:
-        return Checked(rows)
-    return Checked(rows, *_sweep_points(path, overrides or [], shared, progress))
+        return Checked(rows, notes=notes)
+    return Checked(rows, *_sweep_points(path, overrides or [], shared, progress), notes=notes)
 
 
 def _sweep_points(path: str | Path, overrides: list[str], shared: Shared, progress: bool

@@ -127,12 +127,10 @@ def run(
     overrides += ["observe.tiles=true"] if tiles else []
     started = time.perf_counter()
     experiment = guarded(lambda: load_experiment(config, overrides))  # a typo: before torch
-    if experiment.recorded is not None:  # a results folder's config.json, run again
-        from desim.resolved import made_elsewhere
+    from desim.resolved import rerun_notes
 
-        differs = made_elsewhere(experiment.recorded.made_by)
-        for note in ([differs] if differs else []) + experiment.recorded.notes:
-            err_console.print(escape(f"note: {experiment.path}: {note}"), highlight=False)
+    for note in rerun_notes(experiment.recorded):  # a results folder's config.json, again
+        err_console.print(escape(f"note: {experiment.path}: {note}"), highlight=False)
     if experiment.spec.sweep is not None:  # run as it is: the file's own values
         err_console.print(escape(f"note: {config}: its sweep: section is not run here; "
                                  f"`desim sweep {config}` runs its points"), highlight=False)
@@ -185,6 +183,8 @@ def check(
     from desim.elaborate import DESCRIBED, cell
 
     checked = guarded(lambda: check_experiment(config, list(set_ or []), progress=True))
+    for note in checked.notes:  # a results folder's config.json: as `desim run` says them
+        err_console.print(escape(f"note: {note}"), highlight=False)
     rows = checked.runs
     table = Table(title=f"{config.name}: elaborated, not simulated")
     table.add_column("")

@@ -205,6 +205,15 @@ def made_elsewhere(made_by: dict[str, Any]) -> str | None:
     return f"written by desim {name(made_by)}; this is {name(here)}: figures may differ"
 
 
+def rerun_notes(recorded: Recorded | None) -> list[str]:
+    """What a rerun of `recorded` says before it runs: which desim wrote the record, if
+    another, and the first key this one resolves otherwise."""
+    if recorded is None:
+        return []
+    differs = made_elsewhere(recorded.made_by)
+    return ([differs] if differs else []) + recorded.notes
+
+
 def json_data(data: Any) -> Any:
     """`data` (a YAML file's, after overrides) as config.json can hold it: a value JSON has
     no type for (a YAML date) as its text, which the rerun's validation then judges."""

@@ -342,6 +342,11 @@ def test_another_desims_record_is_noted_with_or_without_set_items(tmp_path):
             "record: 9)")
     assert load_experiment(recorded).recorded.notes == [note]
     assert load_experiment(recorded, ["workload.batch=3"]).recorded.notes == [note]
+    from desim.check import check
+
+    written, noted = check(recorded.parent).notes  # `desim check` says them as run does
+    assert written.startswith(f"{recorded}: written by desim ") and "0000000000" in written
+    assert noted == f"{recorded}: {note}"
 
 
 def test_unreadable_json_and_a_failed_point_are_one_line(tmp_path):
