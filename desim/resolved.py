@@ -1,6 +1,6 @@
-"""A results folder's config.json read back as the study it records, so that `desim run
-DIR` (or `desim run DIR/config.json`) runs it again. gem5 dumps its resolved configuration
-beside its statistics; this makes the dump an input too.
+"""A results folder's config.json: written (`resolved_config`), and read back as the study
+it records, so that `desim run DIR` (or `desim run DIR/config.json`) runs it again. gem5
+dumps its resolved configuration beside its statistics; this makes the dump an input too.
 
 config.json holds each section twice. `experiment` and `architectures` are the resolved
 ones, every default written out, for reading. `given` is what the user gave, which is what a
@@ -18,14 +18,74 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from desim.errors import ConfigError
+from mappings.model_path import file_sha256, is_file_model, split
+
+if TYPE_CHECKING:
+    from desim.experiment import Experiment
 
 # config.json's sections (`desim.runner.resolved_config`)
 SECTIONS = ("experiment_file", "experiment", "architectures", "given", "overrides", "desim")
+
+
+def resolved_config(experiment: Experiment) -> dict[str, Any]:
+    """config.json: the experiment and its architectures as resolved, what they were given
+    (`given`), and the `--set` items applied over the file; a sweep's point files record the
+    same (`desim.sweep`). `read_resolved` reads it back."""
+    from desim.results import provenance
+    from mappings.scalesim import topology_sha256  # (torch: not for a typo's error)
+    from mappings.workload import input_shape
+
+    resolved = experiment.spec.model_dump(mode="json")
+    if experiment.spec.workload.model:  # the input the capture used, default or not
+        resolved["workload"]["input_shape"] = list(input_shape(experiment.spec.workload))
+    # a model from the user's file: which file, and exactly which bytes, ran
+    if is_file_model(experiment.spec.workload.model):
+        resolved["workload"]["model_file"] = model_file(experiment.spec.workload.model)
+    # a SCALE-Sim topology: exactly which bytes of it ran (its path alone would say the
+    # same of an edited file)
+    topology = experiment.spec.workload.scalesim_topology
+    if topology is not None:
+        resolved["workload"]["scalesim_topology_sha256"] = topology_sha256(topology)
+    for i, run_spec in enumerate(experiment.spec.runs):  # a run's workload_set naming another
+        workload = experiment.workloads[run_spec.name]
+        if is_file_model(workload.model) and workload.model != experiment.spec.workload.model:
+            resolved["runs"][i]["model_file"] = model_file(workload.model)
+        if workload.scalesim_topology not in (None, topology):
+            resolved["runs"][i]["scalesim_topology"] = workload.scalesim_topology
+            resolved["runs"][i]["scalesim_topology_sha256"] = topology_sha256(
+                workload.scalesim_topology)
+        if run_spec.workload_set and workload.model:  # the input this run's model read
+            resolved["runs"][i]["input_shape"] = list(input_shape(workload))
+    return {
+        # the file the experiment's relative paths are from (`desim run` of this file
+        # resolves a run's workload_set from there)
+        "experiment_file": os.path.abspath(experiment.source),  # (a link as given: its
+        # folder is the one the run's relative paths were read from)
+        "experiment": resolved,
+        "architectures": {n: a.model_dump(mode="json") for n, a in experiment.archs.items()},
+        # what the user gave, before validation filled in defaults: what `desim run` of this
+        # file reads (`desim.resolved`)
+        "given": {"experiment": json_data(experiment.raw),
+                  "architectures": {n: json_data(d)
+                                    for n, d in experiment.given_archs.items()}},
+        # the --set items applied over the experiment file, which a reader of the file alone
+        # would not know (desim report lists them)
+        "overrides": experiment.overrides,
+        "desim": provenance(),
+    }
+
+
+def model_file(model: str) -> dict[str, str]:
+    """config.json's record of a model from a file ("file.py:factory", its path resolved
+    by the experiment loader): the file's path and the sha256 of its bytes."""
+    return {"path": str(split(model)[0]), "sha256": file_sha256(model)}
+
 
 
 def is_resolved(raw: dict[str, Any]) -> bool:

@@ -32,9 +32,8 @@ from desim.events import DEALT, PHASES, TILE_DTYPE, apportion
 from desim.experiment import Experiment, ObserveSpec, RunSpec, load_experiment
 from desim.hardware_view import hardware_view
 from desim.module import Simulator
-from desim.resolved import json_data
+from desim.resolved import resolved_config
 from desim.results import (
-    provenance,
     report_files,
     writable_folder,
     write_atomic,
@@ -44,11 +43,10 @@ from desim.results import (
 from desim.stats import busiest_part, busy_shares, collect_stats, stats_text
 from mappings.capture import CaptureNeeds
 from mappings.mapper import PhaseWork, map_workload, phase_waits
-from mappings.model_path import file_sha256, is_file_model, split
-from mappings.scalesim import gemm_view, topology_sha256
+from mappings.scalesim import gemm_view
 from mappings.specs import PruningSpec
 from mappings.vector import vector_layers_not_simulated
-from mappings.workload import Workload, capture_workload, input_shape
+from mappings.workload import Workload, capture_workload
 
 LAYER_COLUMNS = ["run", "arch", "layer", "phase", "macs", "effectual_macs", "processed_macs",
                  "cycles", "energy_j", "dram_bytes", "start_cycle", "end_cycle", "tiles",
@@ -438,55 +436,6 @@ def write_results(out: Path, experiment: Experiment, results: dict[str, RunResul
     remove_stale_artifacts(out, staged, left)
     os.replace(unpublished(staged[0]), staged[0])  # ... this run's summary is in place
     return summary
-
-
-def resolved_config(experiment: Experiment) -> dict[str, Any]:
-    """config.json: the experiment and its architectures as resolved, and the `--set` items
-    applied over the file; a sweep's point files record the same (`desim.sweep`). `desim
-    run` reads it back as the experiment it records (`desim.resolved`)."""
-    resolved = experiment.spec.model_dump(mode="json")
-    if experiment.spec.workload.model:  # the input the capture used, default or not
-        resolved["workload"]["input_shape"] = list(input_shape(experiment.spec.workload))
-    # a model from the user's file: which file, and exactly which bytes, ran
-    if is_file_model(experiment.spec.workload.model):
-        resolved["workload"]["model_file"] = model_file(experiment.spec.workload.model)
-    # a SCALE-Sim topology: exactly which bytes of it ran (its path alone would say the
-    # same of an edited file)
-    topology = experiment.spec.workload.scalesim_topology
-    if topology is not None:
-        resolved["workload"]["scalesim_topology_sha256"] = topology_sha256(topology)
-    for i, run_spec in enumerate(experiment.spec.runs):  # a run's workload_set naming another
-        workload = experiment.workloads[run_spec.name]
-        if is_file_model(workload.model) and workload.model != experiment.spec.workload.model:
-            resolved["runs"][i]["model_file"] = model_file(workload.model)
-        if workload.scalesim_topology not in (None, topology):
-            resolved["runs"][i]["scalesim_topology"] = workload.scalesim_topology
-            resolved["runs"][i]["scalesim_topology_sha256"] = topology_sha256(
-                workload.scalesim_topology)
-        if run_spec.workload_set and workload.model:  # the input this run's model read
-            resolved["runs"][i]["input_shape"] = list(input_shape(workload))
-    return {
-        # the file the experiment's relative paths are from (`desim run` of this file
-        # resolves a run's workload_set from there)
-        "experiment_file": os.path.abspath(experiment.source),  # (a link as given: its
-        # folder is the one the run's relative paths were read from)
-        "experiment": resolved,
-        "architectures": {n: a.model_dump(mode="json") for n, a in experiment.archs.items()},
-        # what the user gave, before validation filled in defaults: what `desim run` of this
-        # file reads (`desim.resolved`)
-        "given": {"experiment": json_data(experiment.raw),
-                  "architectures": {n: json_data(d) for n, d in experiment.given_archs.items()}},
-        # the --set items applied over the experiment file, which a reader of the file alone
-        # would not know (desim report lists them)
-        "overrides": experiment.overrides,
-        "desim": provenance(),
-    }
-
-
-def model_file(model: str) -> dict[str, str]:
-    """config.json's record of a model from a file ("file.py:factory", its path resolved
-    by the experiment loader): the file's path and the sha256 of its bytes."""
-    return {"path": str(split(model)[0]), "sha256": file_sha256(model)}
 
 
 def unpublished(path: Path) -> Path:

@@ -345,7 +345,7 @@ def one_design(experiment: Experiment) -> str:
     """The resolved experiment and architectures as text: two points with the same text
     are one design spelt two ways (`true` and the list of all an operand's phases; `0` and
     `0.0` an axis already merges), so the sweep computes it once and writes both files."""
-    from desim.runner import resolved_config
+    from desim.resolved import resolved_config
 
     config = resolved_config(experiment)
     return json.dumps([config["experiment"], config["architectures"]], sort_keys=True)
@@ -354,7 +354,7 @@ def one_design(experiment: Experiment) -> str:
 def _finish(out: Path, point: Point, sets: list[str], experiment: Experiment | None,
             result: dict[str, Any], log: _Log, bar: _Bar) -> None:
     """Write the point's file (atomically: the point is done exactly when it exists)."""
-    from desim.runner import resolved_config
+    from desim.resolved import resolved_config
 
     # config.json's, as `desim run` with `sets` writes it: the base --set items included
     config = None if experiment is None else resolved_config(experiment)

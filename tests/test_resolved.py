@@ -14,9 +14,9 @@ from small_experiments import DENSE, lenet300_experiment
 
 from desim.errors import ConfigError
 from desim.experiment import load_experiment
-from desim.resolved import made_elsewhere
+from desim.resolved import made_elsewhere, resolved_config
 from desim.results import provenance
-from desim.runner import resolved_config, run_file
+from desim.runner import run_file
 from mappings.workload import input_shape
 
 RESULT_FILES = ("summary.json", "layers.csv", "energy.csv", "stats.json")

@@ -461,7 +461,7 @@ def test_a_points_config_records_the_sweeps_set_items_as_config_json_does(tmp_pa
     """A point's file holds config.json's configuration, the base --set items among its
     overrides: the point's folder says how it was produced. Points failing at elaboration
     (1 KiB: no tile fits) are written here without a Dask cluster."""
-    from desim.runner import resolved_config
+    from desim.resolved import resolved_config
 
     path, out, base, points = computed_failing_points(tmp_path)
     record = json.loads((out / "points" / f"{points[0].point_id}.json").read_text())

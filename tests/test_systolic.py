@@ -172,7 +172,7 @@ def test_config_json_records_the_topology_csv_bytes(tmp_path):
     import hashlib
 
     from desim.experiment import load_experiment
-    from desim.runner import resolved_config
+    from desim.resolved import resolved_config
 
     root = Path(__file__).resolve().parents[1]
     csv = tmp_path / "topology.csv"
