@@ -17,6 +17,7 @@ changed by `--set` items, which apply over it)."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -86,6 +87,15 @@ def model_file(model: str) -> dict[str, str]:
     by the experiment loader): the file's path and the sha256 of its bytes."""
     return {"path": str(split(model)[0]), "sha256": file_sha256(model)}
 
+
+
+def config_digest(config: dict[str, Any]) -> str:
+    """The sha256 of a config.json's resolved sections (its experiment and architectures),
+    which summary.json records: a results folder's files are one run's when they agree. A
+    rerun of the same study resolves to the same sections, so its summary.json is the
+    same bytes."""
+    text = json.dumps([config.get("experiment"), config.get("architectures")], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def is_resolved(raw: dict[str, Any]) -> bool:

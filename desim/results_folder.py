@@ -17,6 +17,7 @@ from desim.claims import ClaimCheck, check_claim
 from desim.configio import validate
 from desim.errors import ConfigError
 from desim.experiment import Claim
+from desim.resolved import config_digest
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -166,6 +167,10 @@ def _check_config_is_the_summarys(path: Path, summary: dict[str, Any],
               for run, figures in summary["runs"].items()]
     disagree = [f"{what} {_listed(theirs)} where summary.json has {_listed(ours)}"
                 for what, theirs, ours in pairs if theirs is not None and theirs != ours]
+    recorded = summary.get("config_sha256")  # (none before 2026-12-07)
+    if not disagree and recorded is not None and recorded != config_digest(config):
+        disagree = ["its resolved experiment or architectures are not those summary.json's "
+                    "run resolved (config_sha256)"]
     if disagree:
         raise ConfigError(f"config.json is not summary.json's: {'; '.join(disagree)}; the "
                           "file is from another folder: write the folder again (desim run)",

@@ -32,7 +32,7 @@ from desim.events import DEALT, PHASES, TILE_DTYPE, apportion
 from desim.experiment import Experiment, ObserveSpec, RunSpec, load_experiment
 from desim.hardware_view import hardware_view
 from desim.module import Simulator
-from desim.resolved import resolved_config
+from desim.resolved import config_digest, resolved_config
 from desim.results import (
     report_files,
     writable_folder,
@@ -372,6 +372,8 @@ def summarize(experiment: Experiment, results: dict[str, RunResult]) -> dict[str
         "comparison": {name: {"speedup": base.total_ps / r.total_ps,
                               "energy_ratio": base.energy_j / r.energy_j}
                        for name, r in results.items()},
+        # config.json's resolved sections, hashed: the folder's files are one run's
+        "config_sha256": config_digest(resolved_config(experiment)),
     }
 
 

@@ -899,6 +899,28 @@ def test_a_config_json_of_another_folder_is_refused(tmp_path):
     assert not (tmp_path / "r.md").exists()
 
 
+def test_a_config_json_of_another_what_if_of_the_experiment_is_refused(tmp_path):
+    """An audit copied a what-if's config.json (the same experiment, runs and designs'
+    names; a buffer of another size) into the first folder: `desim compare` then said "its
+    architecture is the same in both" beside different numbers. summary.json records the
+    resolved sections' sha256; they must be config.json's."""
+    from desim.compare import compare
+
+    runs = {"dense": {"method": "dense"}, "pruned": {"method": "magnitude", "sparsity": 0.5}}
+    exp = lenet300_experiment(tmp_path / "a.yaml", runs, data="random")
+    run_file(exp, tmp_path / "a")
+    run_file(exp, tmp_path / "b", ["arch.pruned.global_buffer.capacity_kib=256"])
+    compare(tmp_path / "a", tmp_path / "b")  # each folder whole: read
+    (tmp_path / "a" / "config.json").write_bytes((tmp_path / "b" / "config.json").read_bytes())
+    fault = ("config.json is not summary.json's: its resolved experiment or architectures are "
+             "not those summary.json's run resolved (config_sha256); the file is from another "
+             "folder")
+    with pytest.raises(ConfigError, match=re.escape(fault)):
+        compare(tmp_path / "a", tmp_path / "b")
+    with pytest.raises(ConfigError, match=re.escape(fault)):
+        build_report([tmp_path / "a"], tmp_path / "r.md")
+
+
 def test_an_inference_reports_no_gradient_sparsity(tmp_path):
     """An inference simulates no backward pass (BP and WG 0 cycles), so it has no dY
     sparsity: null in summary.json and "-" in the report's runs table (the capture's dY had
