@@ -39,6 +39,28 @@ def resolved_config(experiment: Experiment) -> dict[str, Any]:
     (`given`), and the `--set` items applied over the file; a sweep's point files record the
     same (`desim.sweep`). `read_resolved` reads it back."""
     from desim.results import provenance
+
+    return {
+        # the file the experiment's relative paths are from (`desim run` of this file
+        # resolves a run's workload_set from there)
+        "experiment_file": os.path.abspath(experiment.source),  # (a link as given: its
+        # folder is the one the run's relative paths were read from)
+        **resolved_sections(experiment),
+        # what the user gave, before validation filled in defaults: what `desim run` of this
+        # file reads (`desim.resolved`)
+        "given": {"experiment": json_data(experiment.raw),
+                  "architectures": {n: json_data(d)
+                                    for n, d in experiment.given_archs.items()}},
+        # the --set items applied over the experiment file, which a reader of the file alone
+        # would not know (desim report lists them)
+        "overrides": experiment.overrides,
+        "desim": provenance(),
+    }
+
+
+def resolved_sections(experiment: Experiment) -> dict[str, Any]:
+    """config.json's `experiment` and `architectures`: every default written out, and the
+    bytes of each file the workload read (`config_digest` hashes them)."""
     from mappings.scalesim import topology_sha256  # (torch: not for a typo's error)
     from mappings.workload import input_shape
 
@@ -63,23 +85,9 @@ def resolved_config(experiment: Experiment) -> dict[str, Any]:
                 workload.scalesim_topology)
         if run_spec.workload_set and workload.model:  # the input this run's model read
             resolved["runs"][i]["input_shape"] = list(input_shape(workload))
-    return {
-        # the file the experiment's relative paths are from (`desim run` of this file
-        # resolves a run's workload_set from there)
-        "experiment_file": os.path.abspath(experiment.source),  # (a link as given: its
-        # folder is the one the run's relative paths were read from)
-        "experiment": resolved,
-        "architectures": {n: a.model_dump(mode="json") for n, a in experiment.archs.items()},
-        # what the user gave, before validation filled in defaults: what `desim run` of this
-        # file reads (`desim.resolved`)
-        "given": {"experiment": json_data(experiment.raw),
-                  "architectures": {n: json_data(d)
-                                    for n, d in experiment.given_archs.items()}},
-        # the --set items applied over the experiment file, which a reader of the file alone
-        # would not know (desim report lists them)
-        "overrides": experiment.overrides,
-        "desim": provenance(),
-    }
+    return {"experiment": resolved,
+            "architectures": {n: a.model_dump(mode="json")
+                              for n, a in experiment.archs.items()}}
 
 
 def model_file(model: str) -> dict[str, str]:

@@ -32,7 +32,7 @@ from desim.events import DEALT, PHASES, TILE_DTYPE, apportion
 from desim.experiment import Experiment, ObserveSpec, RunSpec, load_experiment
 from desim.hardware_view import hardware_view
 from desim.module import Simulator
-from desim.resolved import config_digest, resolved_config
+from desim.resolved import config_digest, resolved_config, resolved_sections
 from desim.results import (
     report_files,
     writable_folder,
@@ -373,7 +373,7 @@ def summarize(experiment: Experiment, results: dict[str, RunResult]) -> dict[str
                               "energy_ratio": base.energy_j / r.energy_j}
                        for name, r in results.items()},
         # config.json's resolved sections, hashed: the folder's files are one run's
-        "config_sha256": config_digest(resolved_config(experiment)),
+        "config_sha256": config_digest(resolved_sections(experiment)),
     }
 
 
