@@ -72,9 +72,7 @@ def load_results(path: Path) -> Results:
     energy = _read_table(path, "energy.csv", ENERGY_COLUMNS, summary)
     _check_tables_add_up(path, summary, layers, energy)
     results = Results(path, summary, config, layers, energy=energy)
-    claims = [validate(Claim, c, path / "config.json", f"experiment.claims.{i}")
-              for i, c in enumerate(results.experiment.get("claims", []))]
-    results.checks = [check_claim(results.summary, c) for c in claims]
+    results.checks = [check_claim(results.summary, c) for c in _claims(path, config)]
     return results
 
 
@@ -146,8 +144,15 @@ def read_summary_and_config(path: Path) -> tuple[dict[str, Any], dict[str, Any]]
     summary, config = _read_json(path, "summary.json"), _read_json(path, "config.json")
     validate(SummaryRead, summary, path / "summary.json")
     validate(ConfigRead, config, path / "config.json")
+    _claims(path, config)  # a damaged key named before the hash says the file changed
     _check_config_is_the_summarys(path, summary, config)
     return summary, config
+
+
+def _claims(path: Path, config: dict[str, Any]) -> list[Claim]:
+    """config.json's claims, each validated."""
+    return [validate(Claim, c, path / "config.json", f"experiment.claims.{i}")
+            for i, c in enumerate(config.get("experiment", {}).get("claims", []))]
 
 
 def _check_config_is_the_summarys(path: Path, summary: dict[str, Any],
@@ -167,14 +172,16 @@ def _check_config_is_the_summarys(path: Path, summary: dict[str, Any],
               for run, figures in summary["runs"].items()]
     disagree = [f"{what} {_listed(theirs)} where summary.json has {_listed(ours)}"
                 for what, theirs, ours in pairs if theirs is not None and theirs != ours]
-    recorded = summary.get("config_sha256")  # (none before 2026-12-07)
-    if not disagree and recorded is not None and recorded != config_digest(config):
-        disagree = ["its resolved experiment or architectures are not those summary.json's "
-                    "run resolved (config_sha256)"]
     if disagree:
         raise ConfigError(f"config.json is not summary.json's: {'; '.join(disagree)}; the "
                           "file is from another folder: write the folder again (desim run)",
                           file=str(path))
+    recorded = summary.get("config_sha256")  # (none before 2026-12-07)
+    if recorded is not None and recorded != config_digest(config):
+        raise ConfigError("config.json is not summary.json's: its resolved experiment or "
+                          "architectures are not those summary.json's run resolved "
+                          "(config_sha256); the file was edited after the run or is another "
+                          "folder's: write the folder again (desim run)", file=str(path))
 
 
 def _listed(value: Any) -> str:

@@ -4,6 +4,7 @@ than its figures."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -38,3 +39,12 @@ def lenet5_bare_experiment(path: Path, batch: int = 1, data: str = "random") -> 
         "runs": [{"name": "dense", "arch": DENSE},
                  {"name": "bare", "arch": DENSE, "arch_set": ["vector_unit=null"]}]}))
     return path
+
+
+def as_older_desims(folder: Path) -> None:
+    """`folder`'s summary.json as a desim before 2026-12-07 wrote it, without the hash of
+    config.json's resolved sections (`config_sha256`): a test that edits config.json to
+    stand for an older desim's leaves summary.json as that desim's too."""
+    summary = json.loads((folder / "summary.json").read_text())
+    del summary["config_sha256"]
+    (folder / "summary.json").write_text(json.dumps(summary))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from small_experiments import lenet5_bare_experiment, lenet300_experiment
+from small_experiments import as_older_desims, lenet5_bare_experiment, lenet300_experiment
 
 from desim.metrics import on_chip_energy_ratio
 
@@ -469,6 +469,7 @@ def test_topology_colours_by_a_folder_written_before_a_design_key_existed(lenet3
     for design in config["architectures"].values():
         assert design.pop("supply_voltage_v") is None
     (out / "config.json").write_text(json.dumps(config))
+    as_older_desims(out)
     drawn = desim("topology", str(ROOT / "configs" / "arch" / "dense.yaml"), "-o",
                   str(tmp_path / "d.dot"), "--stats", str(out))
     assert drawn.returncode == 0, drawn.stderr

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import typer
 import yaml
-from small_experiments import lenet300_experiment
+from small_experiments import as_older_desims, lenet300_experiment
 from typer.testing import CliRunner
 
 from desim.claims import ClaimCheck, check_claim, resolve
@@ -289,6 +289,7 @@ def check_folder_without_claims(results: Path, old: Path) -> None:
     layers = pd.read_csv(results / "layers.csv")
     layers.drop(columns="arch").rename(columns={"run": "arch"}).to_csv(old / "layers.csv",
                                                                      index=False)
+    as_older_desims(old)
     config = json.loads((results / "config.json").read_text())
     del config["experiment"]["claims"]
     del config["overrides"]  # nor the --set items (before 2026-12-04)
@@ -629,6 +630,7 @@ def test_a_run_whose_design_this_desim_refuses_is_reported_without_its_topology(
     config = json.loads((results / "config.json").read_text())
     config["architectures"]["old"]["core_clock_mhz"] = 0.5
     (results / "config.json").write_text(json.dumps(config))
+    as_older_desims(results)
     md, _, _ = build_report([results], tmp_path / "rep" / "r.md")
     images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md.read_text())
     assert "r_lenet300.new.topology.png" in images
@@ -913,8 +915,8 @@ def test_a_config_json_of_another_what_if_of_the_experiment_is_refused(tmp_path)
     compare(tmp_path / "a", tmp_path / "b")  # each folder whole: read
     (tmp_path / "a" / "config.json").write_bytes((tmp_path / "b" / "config.json").read_bytes())
     fault = ("config.json is not summary.json's: its resolved experiment or architectures are "
-             "not those summary.json's run resolved (config_sha256); the file is from another "
-             "folder")
+             "not those summary.json's run resolved (config_sha256); the file was edited after "
+             "the run or is another folder's")
     with pytest.raises(ConfigError, match=re.escape(fault)):
         compare(tmp_path / "a", tmp_path / "b")
     with pytest.raises(ConfigError, match=re.escape(fault)):
