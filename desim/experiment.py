@@ -48,7 +48,7 @@ from desim.resolved import (
     check_designs,
     is_resolved,
     read_resolved,
-    resolved_config,
+    resolved_sections,
 )
 from desim.sweep_spec import SweepSpec
 from mappings.model_path import is_file_model, resolve
@@ -518,7 +518,7 @@ def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) ->
     applied = [*recorded.overrides, *(overrides or [])] if recorded else overrides or []
     experiment = Experiment(path, spec, archs, raw, workloads, applied, recorded, given_archs)
     if recorded is not None:
-        check_against_record(recorded, resolved_config(experiment), path, bool(overrides))
+        check_against_record(recorded, resolved_sections(experiment), path, bool(overrides))
     return experiment
 
 

@@ -30,7 +30,7 @@ from mappings.model_path import file_sha256, is_file_model, split
 if TYPE_CHECKING:
     from desim.experiment import Experiment
 
-# config.json's sections (`desim.runner.resolved_config`)
+# config.json's sections (`resolved_config`)
 SECTIONS = ("experiment_file", "experiment", "architectures", "given", "overrides", "desim")
 
 
@@ -94,7 +94,6 @@ def model_file(model: str) -> dict[str, str]:
     """config.json's record of a model from a file ("file.py:factory", its path resolved
     by the experiment loader): the file's path and the sha256 of its bytes."""
     return {"path": str(split(model)[0]), "sha256": file_sha256(model)}
-
 
 
 def config_digest(config: dict[str, Any]) -> str:
@@ -186,7 +185,7 @@ def _kind(value: object) -> str:
 
 def check_against_record(recorded: Recorded, config: dict[str, Any], path: Path,
                          new_items: bool) -> None:
-    """The rerun's resolved configuration `config` (`resolved_config`) against the one
+    """The rerun's resolved sections `config` (`resolved_sections`) against the ones
     recorded: a file it reads whose bytes changed is refused; without new `--set` items
     (`new_items`), any other difference is refused too where the same desim wrote the record
     (a resolved section edited by hand: the rerun reads `given`), and noted where another
