@@ -1,4 +1,4 @@
-"""Reading YAML configs with errors a user can act on.
+"""Reading YAML configs (and a results folder's config.json) with errors a user can act on.
 
 A typo or a wrong type becomes one `ConfigError` naming the file, the key path and what was
 expected, never a traceback: `configs/arch/x.yaml: pe_cluster.pes: Input should be greater
@@ -7,6 +7,7 @@ than 0 (got -4)`.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import reprlib
@@ -232,6 +233,40 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
                           key=err.key if isinstance(err, DuplicateKeyError) else None) from None
     if not isinstance(data, dict):
         raise ConfigError("expected a mapping of keys at the top level", file=str(path))
+    return data
+
+
+def load_json(path: Path) -> dict[str, Any]:
+    """A JSON file (a results folder's config.json), read as JSON: its YAML reading turned
+    an escaped character outside the BMP into two lone surrogates, and NaN into text."""
+    try:
+        data = json.loads(read_text(path, "a JSON file"), object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"line {err.lineno}, column {err.colno}: not valid JSON ({err.msg})",
+                          file=str(path)) from None
+    except RecursionError:
+        raise ConfigError("not valid JSON (nested too deeply)", file=str(path)) from None
+    except _GivenTwice as err:
+        raise ConfigError(f"key {err.args[0]!r} given twice in one mapping",
+                          file=str(path)) from None
+    except ValueError as err:  # int() of a number of more than 4,300 digits
+        raise ConfigError(f"not valid JSON ({err})", file=str(path)) from None
+    if not isinstance(data, dict):
+        raise ConfigError("expected a mapping of keys at the top level", file=str(path))
+    return data
+
+
+class _GivenTwice(Exception):
+    """A JSON object's key given twice (its argument)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's keys, each once: a key given twice is refused, as in a YAML file."""
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise _GivenTwice(key)
+        data[key] = value
     return data
 
 

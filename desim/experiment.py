@@ -17,7 +17,6 @@ name too, `runs.hppu.pruning.sparsity`).
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
@@ -32,10 +31,10 @@ from arch.snn import SnnArch
 from desim.configio import (
     DuplicateKeyError,
     Strict,
+    load_json,
     load_yaml,
     optional_section,
     parse_yaml,
-    read_text,
     validate,
     yaml_problem,
 )
@@ -413,40 +412,6 @@ def read_experiment(path: str | Path) -> tuple[Path, dict[str, Any], Recorded | 
         recorded = read_resolved(raw, path)  # (a copy: --set items apply to it in place)
         return path, copy.deepcopy(recorded.experiment), recorded
     return path, raw, None
-
-
-def load_json(path: Path) -> dict[str, Any]:
-    """A JSON file (a results folder's config.json), read as JSON: its YAML reading turned
-    an escaped character outside the BMP into two lone surrogates, and NaN into text."""
-    try:
-        data = json.loads(read_text(path, "a JSON file"), object_pairs_hook=_unique_keys)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"line {err.lineno}, column {err.colno}: not valid JSON ({err.msg})",
-                          file=str(path)) from None
-    except RecursionError:
-        raise ConfigError("not valid JSON (nested too deeply)", file=str(path)) from None
-    except _GivenTwice as err:
-        raise ConfigError(f"key {err.args[0]!r} given twice in one mapping",
-                          file=str(path)) from None
-    except ValueError as err:  # int() of a number of more than 4,300 digits
-        raise ConfigError(f"not valid JSON ({err})", file=str(path)) from None
-    if not isinstance(data, dict):
-        raise ConfigError("expected a mapping of keys at the top level", file=str(path))
-    return data
-
-
-class _GivenTwice(Exception):
-    """A JSON object's key given twice (its argument)."""
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object's keys, each once: a key given twice is refused, as in a YAML file."""
-    data: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in data:
-            raise _GivenTwice(key)
-        data[key] = value
-    return data
 
 
 def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) -> Experiment:
