@@ -105,6 +105,15 @@ def config_digest(config: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def stats_digest(stats: dict[str, Any]) -> str:
+    """The sha256 of a results folder's stats.json as data (each run's statistics), which
+    summary.json records beside `config_digest`: a stats.json copied from another folder
+    (a what-if of the same design) was drawn as this run's by `desim topology --stats` and
+    the report's topology, without a word."""
+    as_read = json.loads(json.dumps(stats))  # keys as text, as the file gives them back
+    return hashlib.sha256(json.dumps(as_read, sort_keys=True).encode()).hexdigest()
+
+
 def is_resolved(raw: dict[str, Any]) -> bool:
     """Whether `raw` is a config.json, not an experiment file (which has `runs`)."""
     return "runs" not in raw and bool({"given", "architectures", "desim"} & set(raw))

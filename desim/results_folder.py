@@ -17,7 +17,7 @@ from desim.claims import ClaimCheck, check_claim
 from desim.configio import validate
 from desim.errors import ConfigError
 from desim.experiment import Claim
-from desim.resolved import config_digest
+from desim.resolved import config_digest, stats_digest
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -191,10 +191,17 @@ def _listed(value: Any) -> str:
 
 def read_run_stats(path: Path, run: str) -> dict[str, Any]:
     """Run `run`'s entry of a results folder's stats.json, checked as `desim topology
-    --stats` reads it (`RunStatsRead`): its modules and their utilization."""
+    --stats` reads it (`RunStatsRead`): its modules and their utilization; the file the
+    one summary.json's run wrote (`stats_sha256`)."""
     stats = _read_json(path, "stats.json")
     if not isinstance(stats, dict):
         raise ConfigError(f"expected a mapping of runs, got {type(stats).__name__}",
+                          file=str(path / "stats.json"))
+    recorded = _read_json(path, "summary.json").get("stats_sha256")  # (none before 2026-12-07)
+    if recorded is not None and recorded != stats_digest(stats):
+        raise ConfigError("is not summary.json's: its statistics are not those summary.json's "
+                          "run recorded (stats_sha256); the file was edited after the run or "
+                          "is another folder's: write the folder again (desim run)",
                           file=str(path / "stats.json"))
     if run not in stats:  # (summary.json has it: its writing cut short, or the file edited)
         raise ConfigError(f"has no entry for run {run!r} (its runs: "

@@ -32,7 +32,7 @@ from desim.events import DEALT, PHASES, TILE_DTYPE, apportion
 from desim.experiment import Experiment, ObserveSpec, RunSpec, load_experiment
 from desim.hardware_view import hardware_view
 from desim.module import Simulator
-from desim.resolved import config_digest, resolved_config, resolved_sections
+from desim.resolved import config_digest, resolved_config, resolved_sections, stats_digest
 from desim.results import (
     report_files,
     writable_folder,
@@ -374,6 +374,8 @@ def summarize(experiment: Experiment, results: dict[str, RunResult]) -> dict[str
                        for name, r in results.items()},
         # config.json's resolved sections, hashed: the folder's files are one run's
         "config_sha256": config_digest(resolved_sections(experiment)),
+        # and stats.json's runs, hashed likewise
+        "stats_sha256": stats_digest({name: r.stats for name, r in results.items()}),
     }
 
 

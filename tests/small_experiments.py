@@ -42,9 +42,11 @@ def lenet5_bare_experiment(path: Path, batch: int = 1, data: str = "random") -> 
 
 
 def as_older_desims(folder: Path) -> None:
-    """`folder`'s summary.json as a desim before 2026-12-07 wrote it, without the hash of
-    config.json's resolved sections (`config_sha256`): a test that edits config.json to
-    stand for an older desim's leaves summary.json as that desim's too."""
+    """`folder`'s summary.json as a desim before 2026-12-07 wrote it, without the hashes of
+    config.json's resolved sections and of stats.json (`config_sha256`, `stats_sha256`): a
+    test that edits config.json or stats.json to stand for an older desim's leaves
+    summary.json as that desim's too."""
     summary = json.loads((folder / "summary.json").read_text())
     del summary["config_sha256"]
+    del summary["stats_sha256"]
     (folder / "summary.json").write_text(json.dumps(summary))

@@ -520,16 +520,30 @@ def test_topology_refuses_a_run_of_another_design_named_with_run(lenet300_twice,
 
 
 def test_topology_names_the_stats_json_that_lacks_the_run(lenet300_twice, tmp_path):
-    """A stats.json without the run summary.json has (`{}`, its writing cut short) had read
-    "DIR: no run 'dense'; runs: " (an empty list, and not the file at fault): it names
-    stats.json and the run it lacks. A --run no run of the folder has is said to be none of
-    summary.json's runs."""
+    """A stats.json that is not the one its summary.json's run wrote (another folder's, a
+    what-if of the same design, or edited: a busy share halved) had coloured the drawing
+    without a word: summary.json's `stats_sha256` refuses it. In a folder an older desim
+    wrote, without that hash, a stats.json without the run summary.json has (`{}`, its
+    writing cut short) had read "DIR: no run 'dense'; runs: " (an empty list, and not the
+    file at fault): it names stats.json and the run it lacks. A --run no run of the folder
+    has is said to be none of summary.json's runs."""
     import shutil
 
     out = tmp_path / "cut"
     shutil.copytree(lenet300_twice[0], out)
-    (out / "stats.json").write_text("{}\n")
     dense = str(ROOT / "configs" / "arch" / "dense.yaml")
+    stats = json.loads((out / "stats.json").read_text())
+    stats["dense"]["modules"]["dense.pe_array"]["utilization"] /= 2
+    for edited in (stats, {}):
+        (out / "stats.json").write_text(json.dumps(edited))
+        drawn = desim("topology", dense, "-o", str(tmp_path / "d.dot"), "--stats", str(out))
+        assert_config_error(drawn, f"error: {out / 'stats.json'}: is not summary.json's: its "
+                            "statistics are not those summary.json's run recorded "
+                            "(stats_sha256); the file was edited after the run or is another "
+                            "folder's: write the folder again (desim run)")
+        assert not (tmp_path / "d.dot").exists()
+    as_older_desims(out)
+    (out / "stats.json").write_text("{}\n")
     drawn = desim("topology", dense, "-o", str(tmp_path / "d.dot"), "--stats", str(out))
     assert_config_error(drawn, f"error: {out / 'stats.json'}: has no entry for run 'dense' "
                         "(its runs: none)")
@@ -569,6 +583,8 @@ def test_topology_refuses_a_damaged_summary_naming_its_key(lenet300_twice, tmp_p
         data = json.loads((out / name).read_text())
         damage(data)
         (damaged / name).write_text(json.dumps(data))
+        if name == "stats.json":  # (an edit summary.json's stats_sha256 would refuse first)
+            as_older_desims(damaged)
         result = desim("topology", str(ROOT / "configs" / "arch" / "dense.yaml"), "-o",
                        str(tmp_path / "d.dot"), "--stats", str(damaged))
         assert_config_error(result, message)
