@@ -42,6 +42,27 @@ def writable_folder(path: str | Path, holding: str = "results") -> Path:
     return path
 
 
+@contextmanager
+def held_by_this_process(folder: Path, what: str) -> Iterator[None]:
+    """Hold `folder` for this process while it writes `what` there: two `desim sweep`
+    commands on one folder had both computed every point, each writing its files over the
+    other's. The lock is the kernel's (`flock` on the folder itself: no file is left), so a
+    killed process's lock goes with it: a sweep resumed after a kill is never refused."""
+    import fcntl
+
+    handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"another desim is writing {what} in this folder now: wait for "
+                              "it to end (run the same command again then: what it finished "
+                              "is kept), or write elsewhere", file=str(folder)) from None
+        yield
+    finally:
+        os.close(handle)  # (the lock goes with it)
+
+
 def writable_file(path: str | Path) -> Path:
     """`path`, a file to write: its folder created and checked writable (`writable_folder`),
     and `path` itself no folder, which the atomic rename onto it would fail on with a

@@ -53,7 +53,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -63,7 +63,7 @@ from rich.markup import escape
 
 from desim.errors import ConfigError, fail
 from desim.options import path_given
-from desim.results import provenance, writable_folder, write_json
+from desim.results import held_by_this_process, provenance, writable_folder, write_json
 from desim.summary_text import plural
 from desim.sweep_dask import (
     ClusterFailed,
@@ -166,7 +166,8 @@ MAX_LOCAL_WORKERS = 256
 
 def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, workers: int = 2,
           *, overrides: Sequence[str] = (), retry_failed: bool = False,
-          progress: bool = False, plots: Sequence[tuple[str, str]] = ()) -> pd.DataFrame:
+          progress: bool = False, plots: Sequence[tuple[str, str]] = (),
+          tell: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Run (or resume) the sweep declared in the experiment file `path`; results in `out`.
 
     `scheduler`: address of a running Dask scheduler (`tcp://host:8786`); default a local
@@ -174,6 +175,9 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
     Python: processes, not threads, run points in parallel). `overrides`: `--set` items
     applied to every point before its own. Returns results.parquet's table (see `gather`).
     Raises `SchedulerLost` if the scheduler goes away before every point is finished.
+    `tell`: what is said of the sweep before it runs (a results folder's record written by
+    another desim, or resolved otherwise by this one: `desim.resolved.rerun_notes`), also
+    written to sweep.log. One sweep at a time writes a folder (`held_by_this_process`).
     """
     from desim.experiment import experiment_path
     from desim.sweep_plots import (
@@ -195,51 +199,58 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
     for metric, axis in plots:
         check_plot(metric, axis, list(spec.axes))
     points = plan_points(spec)
-    check_sweepable(path, base, points)
+    notes = check_sweepable(path, base, points)
+    for note in notes if tell is not None else []:  # as `desim run` says them
+        tell(f"note: {path}: {note}")
     check_plot_parts(path, base, points, [metric for metric, _ in plots])
     writable_folder(out)
-    current = _check_manifest(out, path, base)
+    with held_by_this_process(out, "a sweep"):
+        current = _check_manifest(out, path, base)
 
-    done = {}
-    for point in points:
-        record = read_point(out, point.point_id)
-        if record is not None and not (retry_failed and record["status"] != "ok"):
-            done[point.point_id] = record["status"]
-    todo = [p for p in points if p.point_id not in done]
-    failed_before = sum(status != "ok" for status in done.values())
-    workers = min(workers, len(todo))  # a worker no point waits for only takes starting
-    # Connected first: a scheduler that is not there leaves the folder as it was.
-    with dask_client(scheduler, workers) if todo else contextlib.nullcontext() as client:
-        _write_manifest(out, path, base, spec, points, current)
-        if todo:  # an earlier table (and its plots) would pass for this unfinished sweep's
-            for finished in (out / "results.parquet", out / "pareto.png", *plot_files(out)):
-                finished.unlink(missing_ok=True)
-        log = _Log(out / "sweep.log")
-        where = (f"scheduler {scheduler}" if scheduler
-                 else f"local cluster, {plural(workers, 'worker')}")
-        log(f"start: {plural(len(points), 'point')}, {len(done)} already done, "
-            f"{len(todo)} to compute" + (f" ({where})" if todo else ""))
-        with _progress_bar(progress, len(points), len(done), failed_before) as bar:
-            _compute(path, out, base, todo, client, scheduler, log, bar)
-    frame = gather(out, points, spec)
-    frame.attrs["set"] = base  # kept in the file's metadata: read_parquet(...).attrs["set"]
-    write_parquet(out / "results.parquet", frame)
-    plot_pareto(frame, spec.objectives, out / "pareto.png")
-    for metric, axis in plots:
-        plot_metric(frame, metric, axis, metric_plot_path(out, metric, axis))
-    totals = frame.drop_duplicates("point_id")
-    log(f"end: {int((totals['status'] == 'ok').sum())} ok, "
-        f"{int((totals['status'] == 'failed').sum())} failed")
-    return frame
+        done = {}
+        for point in points:
+            record = read_point(out, point.point_id)
+            if record is not None and not (retry_failed and record["status"] != "ok"):
+                done[point.point_id] = record["status"]
+        todo = [p for p in points if p.point_id not in done]
+        failed_before = sum(status != "ok" for status in done.values())
+        workers = min(workers, len(todo))  # a worker no point waits for only takes starting
+        # Connected first: a scheduler that is not there leaves the folder as it was.
+        with dask_client(scheduler, workers) if todo else contextlib.nullcontext() as client:
+            _write_manifest(out, path, base, spec, points, current)
+            if todo:  # an earlier table (and its plots) would pass for this unfinished sweep's
+                for finished in (out / "results.parquet", out / "pareto.png", *plot_files(out)):
+                    finished.unlink(missing_ok=True)
+            log = _Log(out / "sweep.log")
+            for note in notes:
+                log(f"note: {note}")
+            where = (f"scheduler {scheduler}" if scheduler
+                     else f"local cluster, {plural(workers, 'worker')}")
+            log(f"start: {plural(len(points), 'point')}, {len(done)} already done, "
+                f"{len(todo)} to compute" + (f" ({where})" if todo else ""))
+            with _progress_bar(progress, len(points), len(done), failed_before) as bar:
+                _compute(path, out, base, todo, client, scheduler, log, bar)
+        frame = gather(out, points, spec)
+        frame.attrs["set"] = base  # kept in the file's metadata: read_parquet(...).attrs["set"]
+        write_parquet(out / "results.parquet", frame)
+        plot_pareto(frame, spec.objectives, out / "pareto.png")
+        for metric, axis in plots:
+            plot_metric(frame, metric, axis, metric_plot_path(out, metric, axis))
+        totals = frame.drop_duplicates("point_id")
+        log(f"end: {int((totals['status'] == 'ok').sum())} ok, "
+            f"{int((totals['status'] == 'failed').sum())} failed")
+        return frame
 
 
-def check_sweepable(path: Path, base: list[str], points: list[Point]) -> None:
+def check_sweepable(path: Path, base: list[str], points: list[Point]) -> list[str]:
     """Refuse a sweep none of whose points is valid, before it writes anything: an axis's
     name or values are wrong then, not one point's (those fail alone, recorded, later).
     Refuse one that asks for traces or waveforms too: a point keeps its summary only, so
     they would be dropped without a word. `desim check` refuses what this refuses, by
-    calling it (`desim.check`): a file it passes is a sweep `desim sweep` runs."""
+    calling it (`desim.check`): a file it passes is a sweep `desim sweep` runs. Returns
+    the first valid point's rerun notes (`desim.resolved.rerun_notes`)."""
     from desim.experiment import load_experiment, read_experiment, run_index_key
+    from desim.resolved import rerun_notes
 
     raw = read_experiment(path)[1]
     keys = list(points[0].values) if points else []
@@ -263,19 +274,21 @@ def check_sweepable(path: Path, base: list[str], points: list[Point]) -> None:
     first: ConfigError | None = None
     for point in points:
         try:
-            observe = load_experiment(path, base + point.overrides).spec.observe
+            experiment = load_experiment(path, base + point.overrides)
         except ConfigError as err:
             first = first or point.error_of(err, path)
             continue
+        observe = experiment.spec.observe
         if observe.trace or observe.vcd or observe.tiles:
             asked = " and ".join(k for k in ("trace", "vcd", "tiles") if getattr(observe, k))
             raise ConfigError(f"a sweep's points keep their summaries only, not {asked}: "
                               "set observe off to sweep, and trace one point with desim run "
                               "and its values as --set", file=str(path), key="observe")
-        return
+        return rerun_notes(experiment.recorded)
     if first is not None:
         raise ConfigError(f"{first.message} (no point of the sweep is valid; the first: "
                           f"{points[0].values})", file=first.file, key=first.key)
+    return []
 
 
 def _overlapping(a: str, b: str) -> bool:
@@ -530,7 +543,8 @@ def register(app: typer.Typer) -> None:
             plots = [parse_plot(p) for p in plot or []]
             with _stopped_quietly():
                 frame = sweep(config, out, scheduler, workers, overrides=set_ or [],
-                              retry_failed=retry_failed, progress=True, plots=plots)
+                              retry_failed=retry_failed, progress=True, plots=plots,
+                              tell=lambda note: errors.print(escape(note), highlight=False))
         except ConfigError as err:
             fail(2, str(err))
         except (SchedulerLost, ClusterFailed) as err:  # a runtime failure, not bad input

@@ -349,6 +349,50 @@ def test_another_desims_record_is_noted_with_or_without_set_items(tmp_path):
     assert noted == f"{recorded}: {note}"
 
 
+def test_a_sweep_of_another_desims_record_says_so_and_one_sweep_holds_its_folder(tmp_path):
+    """`desim sweep DIR` tells what `desim run DIR` says of a record (`tell`, printed by the
+    command) before it runs. One sweep at a time writes a folder: a second, started while
+    the first runs, had computed every point again beside it; it is refused, naming the
+    first, before anything is computed. The lock dies with its process: a sweep killed
+    while it runs leaves a folder the next one resumes."""
+    import subprocess
+    import sys
+
+    from desim.results import held_by_this_process
+    from desim.sweep import sweep
+
+    exp = lenet300_experiment(tmp_path / "exp.yaml", {"dense": {"method": "dense"}},
+                              sweep={"mode": "grid", "axes": {"workload.batch": [2, 3]}})
+    recorded = config_json(exp, tmp_path / "out")
+    raw = json.loads(recorded.read_text())
+    raw["desim"]["commit"] = "0" * 40
+    recorded.write_text(json.dumps(raw))
+    out = tmp_path / "sweep"
+    out.mkdir()
+    told: list[str] = []
+    with held_by_this_process(out, "a sweep"), pytest.raises(ConfigError) as refused:
+        sweep(recorded.parent, out, tell=told.append)
+    assert refused.value.file == str(out)
+    assert refused.value.message == ("another desim is writing a sweep in this folder now: "
+                                     "wait for it to end (run the same command again then: "
+                                     "what it finished is kept), or write elsewhere")
+    assert len(told) == 1 and told[0].startswith(f"note: {recorded}: written by desim ")
+    assert not (out / "points").exists() and not (out / "sweep.json").exists()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from desim.results import "
+        "held_by_this_process as held\n"
+        f"with held(Path({str(out)!r}), 'a sweep'):\n"
+        "    print('held', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"
+    with pytest.raises(ConfigError, match="another desim is writing a sweep"):
+        with held_by_this_process(out, "a sweep"):
+            pass
+    holder.kill()
+    holder.wait()
+    with held_by_this_process(out, "a sweep"):  # its lock went with it
+        assert list(out.iterdir()) == []  # (and left no file)
+
+
 def test_unreadable_json_and_a_failed_point_are_one_line(tmp_path):
     folder = tmp_path / "deep"
     folder.mkdir()
