@@ -8,10 +8,12 @@ stages and the prices its estimates use, all read from the elaborated modules.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import partial
 
 from arch.accelerator import Accelerator
 from arch.energy import ELEMENT_BYTES, WEIGHT_BITS
 from arch.noc import Link, link_role
+from arch.systolic import layer_cycles
 from mappings.target import HardwareView
 
 
@@ -55,6 +57,8 @@ def hardware_view(acc: Accelerator) -> HardwareView:
         speculate_relu_outputs=acc.speculator is not None,
         index_matching_bits=(acc.cfg.index_matching.bits_per_cycle if acc.cfg.index_matching
                              else 0),
+        systolic=(partial(layer_cycles, acc.cfg.pe_cluster.systolic)
+                  if acc.cfg.pe_cluster.systolic is not None else None),
         objective=acc.cfg.mapping.objective,
         inter_layer_reuse=acc.cfg.mapping.inter_layer_reuse, **_move_prices(acc))
 

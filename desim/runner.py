@@ -24,11 +24,10 @@ import torch
 
 from arch.accelerator import Accelerator
 from arch.config import ArchConfig, priced_actions
-from arch.systolic import SystolicConfig, layer_cycles
 from desim.clock import PS_PER_S, Clock, cycles_until
 from desim.elaborate import design_error, elaborate, workload_set_note
 from desim.errors import ConfigError
-from desim.events import DEALT, PHASES, TILE_DTYPE, apportion
+from desim.events import DEALT, PHASES, TILE_DTYPE
 from desim.experiment import Experiment, ObserveSpec, RunSpec, load_experiment
 from desim.hardware_view import hardware_view
 from desim.module import Simulator
@@ -43,7 +42,6 @@ from desim.results import (
 from desim.stats import busiest_part, busy_shares, collect_stats, stats_text
 from mappings.capture import CaptureNeeds
 from mappings.mapper import PhaseWork, map_workload, phase_waits
-from mappings.scalesim import gemm_view
 from mappings.specs import PruningSpec
 from mappings.vector import vector_layers_not_simulated
 from mappings.workload import Workload, capture_workload
@@ -175,8 +173,6 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
     sim = Simulator()
     acc = Accelerator(sim, arch, name=name)
     work = map_workload(workload, hardware_view(acc))
-    if arch.pe_cluster.systolic is not None:
-        systolic_compute(work, workload, arch.pe_cluster.systolic)
     acc.replay([w.table for w in work], phase_waits(work))
     tracer = sim.enable_tracing() if observe.trace or observe.vcd else None
     sim.run()
@@ -283,18 +279,6 @@ def shared_capture_needs(experiment: Experiment) -> dict[str, CaptureNeeds]:
         key = capture_key(experiment, r)
         needs[key] = needs.get(key, CaptureNeeds.none()) | capture_needs(experiment.archs[r.name])
     return needs
-
-
-def systolic_compute(work: list[PhaseWork], workload: Workload, cfg: SystolicConfig) -> None:
-    """Systolic mode: each conv/linear layer-phase computes for SCALE-Sim's cycles of its
-    GEMM view (`arch.systolic.layer_cycles` of `mappings.scalesim.gemm_view`), shared out
-    over its tiles in proportion to their MACs (`compute_cycles` of the event table)."""
-    for w in work:
-        if w.on_vector_unit or not len(w.table):
-            continue
-        m, n, k, groups = gemm_view(workload.layers[w.layer], w.phase)
-        w.table["compute_cycles"] = apportion(w.table["macs"],
-                                              layer_cycles(cfg, m, n, k, groups))
 
 
 def _event_count(sim: Simulator) -> int:

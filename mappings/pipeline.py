@@ -287,7 +287,13 @@ def stage_totals(table: np.ndarray, hw: HardwareView) -> np.ndarray:
 def compute_cycles(table: np.ndarray, hw: HardwareView) -> np.ndarray:
     """Each tile's time on the PEs, as arch/pe.py counts it: its busiest PE's MACs, or its
     pairs' scan over the active PEs when index matching takes longer, plus fill and drain;
-    a vector layer's tile, its operations over the vector unit's lanes (arch/vector.py)."""
+    a vector layer's tile, its operations over the vector unit's lanes (arch/vector.py).
+    On a systolic array, its share of its layer-phase's closed-form cycles: at the rate
+    of the layer-phase being planned, or as its planned table gives it."""
+    if hw.systolic is not None:
+        if hw.systolic_cycles_per_mac:
+            return np.ceil(table["macs"] * hw.systolic_cycles_per_mac)
+        return table["compute_cycles"].astype(np.float64)
     cycles = np.ceil(table["busiest_pe_macs"] / hw.macs_per_pe_per_cycle)
     if hw.index_matching_bits:
         # in float64: clusters x PEs x bits a cycle can pass int32's range on a large design

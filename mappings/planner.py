@@ -42,6 +42,7 @@ from mappings.counting import (
     reduction_size,
 )
 from mappings.pipeline import estimated_pj, plan_key, stage_totals
+from mappings.scalesim import gemm_view
 from mappings.target import HardwareView
 from mappings.tiling import (
     BUFFER_KEY,
@@ -83,6 +84,10 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     budget and on `input_resident` alone through `_wg_split`, so its plans are kept by that.
     """
     where = f"layer {layer.name} {('FF', 'BP', 'WG')[phase]}"
+    systolic = hw.systolic is not None and layer.macs > 0
+    if systolic:  # every plan's tiles at the array's rate for this layer-phase
+        array_cycles = hw.systolic(*gemm_view(layer, phase))
+        hw = replace(hw, systolic_cycles_per_mac=array_cycles / layer.macs)
     pruned_grads_unused = pruned_grads_unused and layer.weight_is_parameter
     if circulant_block and not layer.weight_is_parameter:
         circulant_block = 0
@@ -102,6 +107,8 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     if len(table) and int(table["macs"].sum()) != full:
         table = table.copy()
         table["macs"] = apportion(table["macs"], full)
+    if systolic and len(table):  # the array's cycles shared out by the tiles' MACs
+        table["compute_cycles"] = apportion(table["macs"], array_cycles)
     return table, {**totals, "macs": full}
 
 
@@ -594,7 +601,7 @@ class _ChunkFloor:
         macs = sum(self.macs[self.done:])
         dram, port = hw.dram_bytes_per_cycle, hw.noc_port_bytes_per_cycle
         cycles = _floor_cycles(hw, self.stages + [
-            dram_in / dram, sent / port, macs / (hw.pes * hw.macs_per_pe_per_cycle),
+            dram_in / dram, sent / port, hw.ideal_compute_cycles(macs),
             kept / port, dram_out / dram, (dram_in + dram_out) / dram])
         pj = self.pj + hw.estimated_pj(macs=macs, dram=dram_in, dram_write=dram_out,
                                        glb=sent + kept + dram_in, unicast=sent + kept,
@@ -762,7 +769,7 @@ def _across_floor(totals: dict, outputs: int, slices: int, hw: HardwareView) -> 
     adds (`estimated_pj`'s terms): no tiling of it does less."""
     macs = float(totals["processed_macs"])
     psums = float(slices * outputs * hw.psum_bytes)
-    cycles = _floor_cycles(hw, np.array([0.0, 0.0, macs / (hw.pes * hw.macs_per_pe_per_cycle),
+    cycles = _floor_cycles(hw, np.array([0.0, 0.0, hw.ideal_compute_cycles(macs),
                                          psums / hw.noc_port_bytes_per_cycle, 0.0, 0.0]))
     pj = hw.estimated_pj(macs=macs, unicast=psums, cycles=cycles,
                          glb=psums * (2 * slices - 1) / slices,

@@ -6,6 +6,7 @@ architecture config and hands the mapper this view of it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,14 @@ class HardwareView:
     dram_switch_cycles: float = 0.0
     noc_latency_cycles: float = 0.0
     pipeline_cycles: int = 0
+    # Systolic mode (`pe_cluster.systolic`): the array's cycles of a layer-phase's GEMM view
+    # (M, N, K, groups: `mappings.scalesim.gemm_view`), SCALE-Sim's closed form
+    # (`arch.systolic.layer_cycles` bound to the design's array), shared out over the
+    # tiles by their MACs (`compute_cycles` of the event table); None: the PEs count MACs.
+    systolic: Callable[[int, int, int, int], int] | None = None
+    # ... and, while one layer-phase is planned (`planner.tile_phase`), its cycles a MAC:
+    # every plan's tiles at that rate, as the replay will take them
+    systolic_cycles_per_mac: float = 0.0
     skip_zero_weights: bool = False      # PEs skip MACs whose weight is zero
     skip_zero_activations: bool | tuple[str, ...] = False  # ... whose activation X is zero
     # (FF, WG; a tuple: in the phases it names, `counting.SkipPolicy`)
@@ -101,6 +110,13 @@ class HardwareView:
     @property
     def pes(self) -> int:
         return self.clusters * self.pes_per_cluster
+
+    def ideal_compute_cycles(self, macs: float) -> float:
+        """The fewest cycles `macs` take on the PEs, every PE busy (or, on a systolic
+        array, at its layer-phase's rate): what no tiling beats."""
+        if self.systolic_cycles_per_mac:
+            return macs * self.systolic_cycles_per_mac
+        return macs / (self.pes * self.macs_per_pe_per_cycle)
 
     def estimated_pj(self, *, macs: float = 0.0, dram: float = 0.0, dram_write: float = 0.0,
                      glb: float = 0.0, unicast: float = 0.0, multicast: float = 0.0,

@@ -702,7 +702,7 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     chunks = max(1, inner)
     macs, scanned = macs * chunks, scanned * chunks
     scan_time = scanned / (hw.pes * hw.index_matching_bits) if scanned else 0.0
-    ideal_compute = max(macs / (hw.pes * hw.macs_per_pe_per_cycle), scan_time)
+    ideal_compute = max(hw.ideal_compute_cycles(macs), scan_time)
     # the results, whatever the tile: gathered over the port and written to DRAM, at the
     # whole output's bytes in its format over dense (`out_ratio`; the rows count each tile's)
     dense_out = a * n_img * n_rows * length * eb
@@ -807,7 +807,9 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                     # step), its rank being no better than with that bound.
                     bound = _rank(hw, _pipelined(stages, ideal_compute, tiles), moves, tail)
                     if "pipelined" not in best or bound < best["pipelined"][0]:
-                        if partition not in busiest_time:
+                        if hw.systolic_cycles_per_mac:  # the array's: no PE is busiest
+                            busiest_time[partition] = ideal_compute
+                        elif partition not in busiest_time:
                             dealt = TileShape(ka, images, rows, partition="channels" if slices
                                               else partition)
                             busiest = _per_tile_pe(processed, dealt,
