@@ -57,6 +57,7 @@ class Simulator:
     def __init__(self) -> None:
         self.env = simpy.Environment()
         self.roots: list[Module] = []
+        self.paths: set[str] = set()  # every module's path: stats and traces are keyed by it
         self.elaborated = False
         self.tracer: Tracer | None = None
         # job -> module path -> action -> count: what each job's processes counted
@@ -166,9 +167,13 @@ class Port:
         self.channel: Any = None
 
     def put(self, item: Any) -> Any:
+        if self.direction != "out":  # elaboration's driver/reader check relies on it
+            raise ConfigError(f"{self.path}: put through an 'in' port (an in port only gets)")
         return self.channel.put(item)
 
     def get(self) -> Any:
+        if self.direction != "in":
+            raise ConfigError(f"{self.path}: get through an 'out' port (an out port only puts)")
         return self.channel.get()
 
     @property
@@ -189,9 +194,15 @@ class Module:
     def __init__(self, name: str, parent: Module | Simulator) -> None:
         if isinstance(parent, Simulator):
             self.sim, self.parent, self.path = parent, None, name
-            parent.roots.append(self)
         else:
             self.sim, self.parent, self.path = parent.sim, parent, f"{parent.path}.{name}"
+        if self.path in self.sim.paths:  # its stats and trace would be another's
+            raise ConfigError(f"two modules named {self.path}: a module's path must be unique "
+                              "(its stats and trace are keyed by it)")
+        self.sim.paths.add(self.path)
+        if isinstance(parent, Simulator):
+            parent.roots.append(self)
+        else:
             parent.children.append(self)
         self.name = name
         self.env: simpy.Environment = self.sim.env
@@ -208,8 +219,14 @@ class Module:
         """Declare a process; it starts when the simulator elaborates.
 
         `daemon=True` marks a process that may legitimately wait forever (a stage looping on
-        its input queue once all work is done): deadlock detection ignores it.
+        its input queue once all work is done): deadlock detection ignores it. As in SystemC,
+        declaring one once the simulator has elaborated is an error: it would never start
+        (`spawn` starts a sub-process during the run).
         """
+        if self.sim.elaborated:
+            raise ConfigError(f"{self.path}: process {getattr(fn, '__name__', fn)!r} declared "
+                              "after elaboration would never start; declare processes before "
+                              "Simulator.elaborate() or run(), or start one with spawn()")
         self._pending_processes.append((fn, args, daemon))
 
     def add_port(self, name: str, direction: str = "in") -> Port:

@@ -1,0 +1,67 @@
+"""The kernel refuses what it cannot simulate, at the call that is wrong, naming the module:
+processes declared too late, two modules of one path, links, FIFOs, pools and clocks with
+impossible parameters, ports used against their direction, `desim.run`'s arguments. And the
+exact figures of what it accepts: fractional bandwidths, fractional latencies, the time of a
+deadlock found after a run to a horizon."""
+
+from __future__ import annotations
+
+import pytest
+
+from desim.channels import Fifo
+from desim.errors import ConfigError
+from desim.module import Module, Simulator
+
+
+def _top() -> tuple[Simulator, Module]:
+    sim = Simulator()
+    return sim, Module("top", sim)
+
+
+def test_a_process_declared_after_elaboration_is_refused():
+    sim, top = _top()
+    sim.elaborate()
+
+    def late():
+        yield sim.env.timeout(5)
+
+    with pytest.raises(ConfigError) as err:
+        top.add_process(late)
+    assert str(err.value) == (
+        "top: process 'late' declared after elaboration would never start; declare processes "
+        "before Simulator.elaborate() or run(), or start one with spawn()")
+
+
+def test_two_modules_of_one_path_are_refused():
+    sim, top = _top()
+    Fifo("q", top, 1)
+    with pytest.raises(ConfigError) as err:
+        Fifo("q", top, 4)
+    assert str(err.value) == ("two modules named top.q: a module's path must be unique (its "
+                              "stats and trace are keyed by it)")
+    with pytest.raises(ConfigError, match="^two modules named top: "):
+        Module("top", sim)
+    assert [m.path for m in sim.modules()] == ["top", "top.q"]  # the refused ones not added
+
+
+def test_ports_are_used_in_their_direction():
+    sim, top = _top()
+    fifo = Fifo("q", top, 2)
+    inp, out = top.add_port("inp", "in"), top.add_port("out", "out")
+    inp.bind(fifo)
+    out.bind(fifo)
+    with pytest.raises(ConfigError) as err:
+        inp.put(1)
+    assert str(err.value) == "top.inp: put through an 'in' port (an in port only gets)"
+    with pytest.raises(ConfigError) as err:
+        out.get()
+    assert str(err.value) == "top.out: get through an 'out' port (an out port only puts)"
+    got = []
+
+    def through():
+        yield from out.put(5)
+        got.append((yield from inp.get()))
+
+    top.add_process(through)
+    sim.run()
+    assert got == [5]
