@@ -8,11 +8,12 @@ not a daemon is blocked for good; for each we name its module, its generator fun
 event it yielded (`Process.target`), described by the channel that owns it:
 
     top.ping: process 'ping' waits for Fifo top.qa get
-    top.dma: process 'fetch' waits for Resource request on top.noc.r0_0->r0_1 (held by ...)
+    top.dma: process 'fetch' waits for link top.noc.r0_0->r0_1 (held by top.dma: 'send')
 
 Events do not know which module owns them, so the map from SimPy resources (Store, Resource,
 Container) and plain events to module paths is built here, only when a deadlock is found, by
-looking at the modules' attributes. Nothing is paid while the simulation runs.
+looking at the modules' attributes; a link's wait names its link itself (`LinkWait`).
+Nothing is paid while the simulation runs.
 
 A timeout cannot deadlock (it is in the queue); a process waiting on another process is
 described through the chain of what that one waits for.
@@ -54,7 +55,9 @@ def raise_if_deadlocked(sim: Simulator) -> None:
     names = _Names(sim)
     lines = [f"  {module.path}: process {process.name!r} waits for "
              f"{names.describe(process.target)}" for module, process in blocked]
-    error = DeadlockError(f"deadlock at {sim.now_ps} ps: the event queue is empty but "
+    # a run to a time moves the clock past the moment the queue emptied (`Simulator.run`)
+    at = sim.now_ps if sim.idle_since_ps is None else sim.idle_since_ps
+    error = DeadlockError(f"deadlock at {at} ps: the event queue is empty but "
                           f"{len(blocked)} process(es) still wait:\n" + "\n".join(lines))
     error.blocked = [(module.path, process.name) for module, process in blocked]
     raise error

@@ -59,6 +59,9 @@ class Simulator:
         self.roots: list[Module] = []
         self.paths: set[str] = set()  # every module's path: stats and traces are keyed by it
         self.elaborated = False
+        # when the event queue emptied, if it did in a run that then moved the clock on to
+        # its `until` (the time a deadlock report gives; else `now_ps`)
+        self.idle_since_ps: int | None = None
         self.tracer: Tracer | None = None
         # job -> module path -> action -> count: what each job's processes counted
         self.booked: defaultdict[Hashable | None, defaultdict[str, Counter[str]]] = \
@@ -120,8 +123,15 @@ class Simulator:
         """
         if not self.elaborated:
             self.elaborate()
+        # an event something waits on is work: the queue empties later, if at all (a run to a
+        # time leaves SimPy's spent stop event queued, with no callbacks)
+        if any(event.callbacks for *_, event in self.env._queue):
+            self.idle_since_ps = None
         try:
-            self.env.run(until=until)
+            if until is None or isinstance(until, simpy.Event):
+                self.env.run(until=until)
+            else:
+                self._run_to(until)
         except RuntimeError:
             # SimPy's "No scheduled events left but 'until' event was not triggered"
             if isinstance(until, simpy.Event) and not until.triggered:
@@ -129,6 +139,17 @@ class Simulator:
             raise
         if until is None:
             raise_if_deadlocked(self)
+
+    def _run_to(self, until: float) -> None:
+        """`env.run(until)`, noting when the queue emptied if it did before `until`: SimPy
+        moves the clock on to `until` anyway, and a deadlock found by a later `run()` is to
+        be reported at the time the processes blocked, not there."""
+        env = self.env
+        while env.peek() < until:  # the events SimPy would run before its stop at `until`
+            env.step()
+        if self.idle_since_ps is None and env.peek() == simpy.core.Infinity:
+            self.idle_since_ps = self.now_ps
+        env.run(until=until)
 
     def enable_tracing(self, trace_path: str | Path | None = None,
                        vcd_path: str | Path | None = None) -> Tracer:
