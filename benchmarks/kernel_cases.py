@@ -31,7 +31,7 @@ from pathlib import Path
 
 import simpy
 
-from desim.channels import Fifo, Link, hold_links, release_links
+from desim.channels import Fifo, Link, _check_transfer, hold_links, release_links
 from desim.clock import PS_PER_S, transfer_ps
 from desim.module import Module, Simulator
 
@@ -128,6 +128,8 @@ class _UnhookedFifo(Fifo):
         now = int(self.env.now)
         self.depth_time_ps[self.depth] += now - self._depth_since
         self._depth_since, self.depth = now, depth
+        if depth == len(self.depth_time_ps):
+            self.depth_time_ps.append(0)
 
 
 def _unhooked_hold_links(links: Sequence[Link], nbytes: Sequence[int]) -> Generator:
@@ -138,6 +140,7 @@ def _unhooked_hold_links(links: Sequence[Link], nbytes: Sequence[int]) -> Genera
     if len(links) > 1:
         order = sorted(order, key=lambda i: links[i].path)
     links, nbytes = [links[i] for i in order], [int(nbytes[i]) for i in order]
+    _check_transfer(links, nbytes)
     hold = max(map(transfer_ps, nbytes, [link.bytes_per_s for link in links]), default=0)
     return _unhooked_hold_in_order(links, nbytes, hold)
 

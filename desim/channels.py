@@ -19,8 +19,11 @@ change of the units in use.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Generator, Sequence
+from itertools import pairwise
+from numbers import Integral, Real
 
 import simpy
 
@@ -34,13 +37,13 @@ class Fifo(Module):
 
     def __init__(self, name: str, parent: Module, capacity: int) -> None:
         super().__init__(name, parent)
-        if capacity < 1:
-            raise ConfigError(f"{self.path}: capacity must be >= 1, got {capacity}")
-        self.capacity = capacity
-        self.store = simpy.Store(self.env, capacity=capacity)
+        self.capacity = _whole_capacity(self.path, capacity)
+        self.store = simpy.Store(self.env, capacity=self.capacity)
         self.depth = 0                                         # items put and not yet got
         self._depth_since = 0
-        self.depth_time_ps: list[int] = [0] * (capacity + 1)  # time spent at each depth
+        # time spent at each depth, as deep as it has been (not one entry per possible depth:
+        # a FIFO may be made deep enough never to fill)
+        self.depth_time_ps: list[int] = [0]
 
     def put(self, item: object) -> Generator:
         yield self.store.put(item)
@@ -58,12 +61,15 @@ class Fifo(Module):
         now = int(self.env.now)
         self.depth_time_ps[self.depth] += now - self._depth_since
         self._depth_since, self.depth = now, depth
+        if depth == len(self.depth_time_ps):  # deeper than ever: one step at a time
+            self.depth_time_ps.append(0)
         if self.tracer:
             self.tracer.depth(self, depth, now)
 
     def depth_histogram_ps(self) -> list[int]:
-        """Time spent at each depth up to now (`depth_time_ps` plus the current stretch)."""
-        hist = list(self.depth_time_ps)
+        """Time spent at each depth from 0 to the capacity up to now (`depth_time_ps` plus
+        the current stretch, and the depths never reached)."""
+        hist = self.depth_time_ps + [0] * (self.capacity + 1 - len(self.depth_time_ps))
         hist[self.depth] += int(self.env.now) - self._depth_since
         return hist
 
@@ -72,15 +78,21 @@ class Fifo(Module):
 
 
 class Link(Module):
-    """A point-to-point link with a bandwidth (bytes/s) and a latency (ps)."""
+    """A point-to-point link with a bandwidth (bytes/s, finite, at least 1) and a latency
+    (ps, >= 0; a fraction of a picosecond is rounded up, as every time in the kernel is)."""
 
     def __init__(self, name: str, parent: Module, bytes_per_s: float, latency_ps: int) -> None:
         super().__init__(name, parent)
-        if bytes_per_s < 1 or latency_ps < 0:  # transfers are timed in whole bytes a second
-            raise ConfigError(f"{self.path}: bandwidth must be at least 1 B/s and latency "
-                              f">= 0, got {bytes_per_s} B/s and {latency_ps} ps")
+        if (not isinstance(bytes_per_s, Real) or isinstance(bytes_per_s, bool)
+                or not math.isfinite(bytes_per_s) or bytes_per_s < 1):
+            raise ConfigError(f"{self.path}: bandwidth must be a finite number of bytes/s, at "
+                              f"least 1, got {bytes_per_s!r}")
+        if (not isinstance(latency_ps, Real) or isinstance(latency_ps, bool)
+                or not math.isfinite(latency_ps) or latency_ps < 0):
+            raise ConfigError(f"{self.path}: latency must be a finite number of ps, >= 0, got "
+                              f"{latency_ps!r}")
         self.bytes_per_s = bytes_per_s
-        self.latency_ps = int(latency_ps)
+        self.latency_ps = math.ceil(latency_ps)
         self.holder: simpy.Process | None = None  # the process whose transfer holds it
         self._waiting: deque[LinkWait] = deque()
 
@@ -104,7 +116,7 @@ class Link(Module):
             self.holder = None
 
     def transfer(self, nbytes: int) -> Generator:
-        """Move `nbytes`: hold the link while serializing, then wait out the latency."""
+        """Move `nbytes` (>= 0): hold the link while serializing, then wait out the latency."""
         yield from hold_links([self], [nbytes])
         yield self.env.timeout(self.latency_ps)
 
@@ -135,6 +147,7 @@ def hold_links(links: Sequence[Link], nbytes: Sequence[int]) -> Generator:
     if len(links) > 1:
         order = sorted(order, key=lambda i: links[i].path)
     links, nbytes = [links[i] for i in order], [int(nbytes[i]) for i in order]
+    _check_transfer(links, nbytes)
     hold = max(map(transfer_ps, nbytes, [link.bytes_per_s for link in links]), default=0)
     return _hold_in_order(links, nbytes, hold)
 
@@ -146,6 +159,7 @@ class LinkGroup:
 
     def __init__(self, links: Sequence[Link]) -> None:
         self.links = sorted(links, key=lambda link: link.path)
+        _check_transfer(self.links, [])
         rates: dict[float, list[int]] = {}
         for i, link in enumerate(self.links):
             rates.setdefault(link.bytes_per_s, []).append(i)
@@ -153,10 +167,28 @@ class LinkGroup:
 
     def hold(self, nbytes: Sequence[int]) -> Generator:
         """`hold_links` over the group: link `self.links[i]` carries nbytes[i] (an int)."""
+        if len(nbytes) != len(self.links) or min(nbytes, default=0) < 0:
+            _check_transfer(self.links, nbytes)
         # transfer_ps grows with the bytes: at each bandwidth only the most loaded link counts
         hold = max((transfer_ps(max(nbytes[i] for i in at_rate), rate)
                     for rate, at_rate in self._by_rate), default=0)
         return _hold_in_order(self.links, nbytes, hold)
+
+
+def _check_transfer(links: list[Link], nbytes: Sequence[int]) -> None:
+    """Refuse a link listed twice in one transaction (`links` sorted by name; it would wait
+    for itself) and a byte count missing or negative (`nbytes` empty: the links alone)."""
+    for a, b in pairwise(links):
+        if a is b:
+            raise ValueError(f"{a.path}: listed twice in one transfer; a transfer holds each "
+                             "link once (give it the bytes of both)")
+    if not nbytes:
+        return
+    if len(nbytes) != len(links):
+        raise ValueError(f"{len(links)} links but {len(nbytes)} byte counts")
+    for link, b in zip(links, nbytes, strict=True):
+        if b < 0:
+            raise ValueError(f"{link.path}: a transfer of {b} bytes; bytes must be >= 0")
 
 
 def _hold_in_order(links: list[Link], nbytes: Sequence[int], hold: int) -> Generator:
@@ -204,6 +236,7 @@ class Pool(Module):
 
     def __init__(self, name: str, parent: Module, capacity: int) -> None:
         super().__init__(name, parent)
+        capacity = _whole_capacity(self.path, capacity)
         self.container = simpy.Container(self.env, capacity=capacity, init=capacity)
 
     def take(self, amount: int) -> Generator:
@@ -218,6 +251,11 @@ class Pool(Module):
         self._traced()
 
     def give(self, amount: int) -> Generator:
+        """Give back `amount` units; more than are in use is an error (the put would wait
+        forever for room, to end as a deadlock far from the bad give)."""
+        if amount > self.in_use:
+            raise ValueError(f"{self.path}: give of {amount} but only {self.in_use} in use "
+                             "(give back what was taken)")
         yield self.container.put(amount)
         self.count("give")
         self._traced()
@@ -231,6 +269,14 @@ class Pool(Module):
     def in_use(self) -> int:
         """Units taken and not given back."""
         return int(self.container.capacity - self.container.level)
+
+
+def _whole_capacity(path: str, capacity: object) -> int:
+    """A FIFO's or pool's capacity: a whole number, at least 1 (SimPy's own checks would
+    fail with no name, or not at all for an infinite FIFO)."""
+    if not isinstance(capacity, Integral) or isinstance(capacity, bool) or capacity < 1:
+        raise ConfigError(f"{path}: capacity must be a whole number >= 1, got {capacity!r}")
+    return int(capacity)
 
 
 # The channels that hold items or capacity and do no timed work of their own: no busy time

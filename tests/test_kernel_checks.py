@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from desim.channels import Fifo, Link
+from desim.channels import Fifo, Link, LinkGroup, Pool, hold_links
 from desim.errors import ConfigError, DeadlockError
 from desim.module import Module, Simulator
 
@@ -42,6 +42,113 @@ def test_two_modules_of_one_path_are_refused():
     with pytest.raises(ConfigError, match="^two modules named top: "):
         Module("top", sim)
     assert [m.path for m in sim.modules()] == ["top", "top.q"]  # the refused ones not added
+
+
+@pytest.mark.parametrize("bandwidth", [float("nan"), float("inf"), 0.5, True, "1e9"])
+def test_a_link_without_a_finite_bandwidth_is_refused(bandwidth):
+    _, top = _top()
+    with pytest.raises(ConfigError) as err:
+        Link("l", top, bandwidth, 0)
+    assert str(err.value) == ("top.l: bandwidth must be a finite number of bytes/s, at least 1, "
+                              f"got {bandwidth!r}")
+
+
+@pytest.mark.parametrize("latency", [float("nan"), float("inf"), -1, None])
+def test_a_link_without_a_finite_latency_is_refused(latency):
+    _, top = _top()
+    with pytest.raises(ConfigError) as err:
+        Link("l", top, 1e9, latency)
+    assert str(err.value) == f"top.l: latency must be a finite number of ps, >= 0, got {latency!r}"
+
+
+def test_a_fractional_latency_is_rounded_up_to_the_picosecond():
+    """1.7 ps is 2 (was 1: truncated): 1,000 bytes at 1 GB/s (1 us) then 2 ps."""
+    sim, top = _top()
+    link = Link("l", top, 10**9, 1.7)
+    assert link.latency_ps == 2
+
+    def send():
+        yield from link.transfer(1_000)
+
+    top.add_process(send)
+    sim.run()
+    assert sim.now_ps == 1_000_000 + 2
+
+
+def test_a_negative_transfer_is_refused():
+    sim, top = _top()
+    link = Link("l", top, 10**9, 100)
+
+    def send():
+        yield from link.transfer(-100)
+
+    top.add_process(send)
+    with pytest.raises(ValueError) as err:
+        sim.run()
+    assert str(err.value) == "top.l: a transfer of -100 bytes; bytes must be >= 0"
+    group = LinkGroup([link])
+    with pytest.raises(ValueError, match="^top.l: a transfer of -1 bytes; bytes must be >= 0$"):
+        group.hold([-1])
+    with pytest.raises(ValueError, match="^1 links but 2 byte counts$"):
+        group.hold([1, 2])
+
+
+def test_a_link_listed_twice_in_one_transfer_is_refused():
+    """It would wait for itself (a deadlock at 0 ps); a NoC's groups list each link once."""
+    sim, top = _top()
+    link = Link("l", top, 10**9, 0)
+    message = ("top.l: listed twice in one transfer; a transfer holds each link once (give it "
+               "the bytes of both)")
+    with pytest.raises(ValueError) as err:
+        hold_links([link, link], [10, 10])
+    assert str(err.value) == message
+    with pytest.raises(ValueError) as err:
+        LinkGroup([link, link])
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize("capacity", [0, -1, 2.0, float("inf"), True, None])
+@pytest.mark.parametrize("kind", [Fifo, Pool])
+def test_a_fifo_or_pool_without_a_whole_capacity_is_refused(kind, capacity):
+    _, top = _top()
+    with pytest.raises(ConfigError) as err:
+        kind("c", top, capacity)
+    assert str(err.value) == f"top.c: capacity must be a whole number >= 1, got {capacity!r}"
+
+
+def test_a_deep_fifo_keeps_only_the_depths_it_reached():
+    """A FIFO of 10^12 is made at once (was a list of 10^12 + 1 entries); three items put at
+    0, 10 and 30 ps and looked at 100 ps: depths 0, 1, 2 for 0, 10, 20 ps, 3 for the 70 up to
+    now."""
+    sim, top = _top()
+    fifo = Fifo("q", top, 10**12)
+
+    def producer():
+        for t in (0, 10, 20):
+            yield sim.env.timeout(t)
+            yield from fifo.put(t)
+
+    top.add_process(producer)
+    sim.run(until=100)
+    assert fifo.depth_time_ps == [0, 10, 20, 0]
+    assert fifo.depth == 3 and int(sim.env.now) - fifo._depth_since == 70
+
+
+def test_a_pool_refuses_a_give_of_more_than_is_in_use():
+    """3 taken, 4 given: refused at the give (was a put waiting for room, reported as a
+    deadlock)."""
+    sim, top = _top()
+    pool = Pool("p", top, 10)
+
+    def over():
+        yield from pool.take(3)
+        yield from pool.give(4)
+
+    top.add_process(over)
+    with pytest.raises(ValueError) as err:
+        sim.run()
+    assert str(err.value) == "top.p: give of 4 but only 3 in use (give back what was taken)"
+    assert pool.in_use == 3
 
 
 def test_a_deadlock_after_a_run_to_a_horizon_is_reported_when_the_queue_emptied():
