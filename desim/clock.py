@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
+from numbers import Real
 
 from desim.errors import ConfigError
 
@@ -32,15 +33,22 @@ class Clock:
         period = self.period_ps
         if isinstance(period, Fraction) and period.denominator == 1:
             object.__setattr__(self, "period_ps", period := int(period))
-        if (not isinstance(period, int | Fraction) or isinstance(period, bool)
-                or period < 1):
-            got = f"{float(period):.4g}" if isinstance(period, int | Fraction) else repr(period)
+        if not isinstance(period, int | Fraction) or isinstance(period, bool):
+            # a float is not exact: 833.33 would drift from 1,200 MHz's 833 1/3
+            raise ConfigError(f"clock {self.name!r}: period must be an int or a Fraction of "
+                              f"picoseconds (a float is not exact: use Clock.from_mhz or "
+                              f"Fraction), got {period!r} (a {type(period).__name__})")
+        if period < 1:
             raise ConfigError(f"clock {self.name!r}: period must be a picosecond or more (a "
-                              f"clock of 1,000,000 MHz or less), got {got} ps")
+                              f"clock of 1,000,000 MHz or less), got {float(period):.4g} ps")
 
     @classmethod
     def from_mhz(cls, mhz: float, name: str = "clk") -> Clock:
         """A clock of `mhz` MHz, as written (1200.5 is 12005/10 MHz exactly)."""
+        if (not isinstance(mhz, Real) or isinstance(mhz, bool) or not math.isfinite(mhz)
+                or mhz <= 0):
+            raise ConfigError(f"clock {name!r}: frequency must be a finite number of MHz, "
+                              f"above 0, got {mhz!r}")
         return cls(Fraction(1_000_000) / Fraction(str(mhz)), name)
 
     @property
@@ -69,7 +77,11 @@ def cycles_until(ps: int, period_ps: int | Fraction) -> int:
 
 
 def transfer_ps(nbytes: int, bytes_per_s: float) -> int:
-    """Picoseconds to move `nbytes` at `bytes_per_s`, rounded up to the next picosecond."""
+    """Picoseconds to move `nbytes` at `bytes_per_s`, rounded up to the next picosecond;
+    exact for any rate (a fractional one, 2.5 B/s, as the exact value of its float)."""
     if nbytes <= 0:
         return 0
-    return -(-int(nbytes) * PS_PER_S // int(bytes_per_s))
+    rate = int(bytes_per_s)
+    if rate == bytes_per_s:  # whole bytes a second, every clock's link: integers alone
+        return -(-int(nbytes) * PS_PER_S // rate)
+    return math.ceil(int(nbytes) * PS_PER_S / Fraction(bytes_per_s))

@@ -6,9 +6,12 @@ deadlock found after a run to a horizon."""
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import pytest
 
 from desim.channels import Fifo, Link, LinkGroup, Pool, hold_links
+from desim.clock import PS_PER_S, Clock, transfer_ps
 from desim.errors import ConfigError, DeadlockError
 from desim.module import Module, Simulator
 
@@ -93,6 +96,16 @@ def test_a_negative_transfer_is_refused():
         group.hold([1, 2])
 
 
+def test_fractional_bandwidths_are_timed_exactly():
+    """3 bytes at 2.5 B/s are 1.2 s (was 1.5 s: the rate truncated to 2 B/s); 1 byte at
+    1.5 GB/s is 666 2/3 ps, rounded up to 667; 1 byte at 0.75 TB/s, 1 1/3 ps, to 2."""
+    assert transfer_ps(3, 2.5) == 1_200_000_000_000 == Fraction(6, 5) * PS_PER_S
+    assert transfer_ps(1, 1.5e9) == 667
+    assert transfer_ps(1, 0.75e12) == 2
+    assert transfer_ps(5, Fraction(5, 2)) == 2 * PS_PER_S
+    assert transfer_ps(1000, 16 * 10**9) == 62_500  # whole rates as before
+
+
 def test_a_link_listed_twice_in_one_transfer_is_refused():
     """It would wait for itself (a deadlock at 0 ps); a NoC's groups list each link once."""
     sim, top = _top()
@@ -149,6 +162,23 @@ def test_a_pool_refuses_a_give_of_more_than_is_in_use():
         sim.run()
     assert str(err.value) == "top.p: give of 4 but only 3 in use (give back what was taken)"
     assert pool.in_use == 3
+
+
+@pytest.mark.parametrize("period", [1000.0, 0.5])
+def test_a_float_period_is_refused_as_a_float(period):
+    with pytest.raises(ConfigError) as err:
+        Clock(period)
+    assert str(err.value) == (
+        "clock 'clk': period must be an int or a Fraction of picoseconds (a float is not exact: "
+        f"use Clock.from_mhz or Fraction), got {period!r} (a float)")
+
+
+@pytest.mark.parametrize("mhz", [0, -5, float("nan"), float("inf"), "x", True, None])
+def test_a_clock_of_no_frequency_is_refused(mhz):
+    with pytest.raises(ConfigError) as err:
+        Clock.from_mhz(mhz)
+    assert str(err.value) == ("clock 'clk': frequency must be a finite number of MHz, above 0, "
+                              f"got {mhz!r}")
 
 
 def test_a_deadlock_after_a_run_to_a_horizon_is_reported_when_the_queue_emptied():
