@@ -9,6 +9,7 @@ what the folder would: `summary` is summary.json, `layers` is layers.csv, and
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -136,6 +137,13 @@ def run(config: str | Path, overrides: Sequence[str] | str = (),
     items (one may be given as a plain string). With `out`, the results folder is written
     too; with `cache`, captured workloads are kept there and reused (`desim run --cache`).
     Bad input raises `desim.errors.ConfigError` (the message names the file and the key)."""
+    if not isinstance(config, str | os.PathLike):  # failed inside pathlib
+        raise TypeError(f"config: expected the path of an experiment file or results folder "
+                        f"(a str or Path), got {shown(config)}")
+    for name, folder in (("out", out), ("cache", cache)):
+        if folder is not None and not isinstance(folder, str | os.PathLike):
+            raise TypeError(f"{name}: expected the path of a folder (a str or Path) or None, "
+                            f"got {shown(folder)}")
     if isinstance(overrides, str):   # not its characters, one by one
         overrides = [overrides]
     if (not isinstance(overrides, list | tuple)

@@ -10,6 +10,7 @@ from fractions import Fraction
 
 import pytest
 
+import desim
 from desim.channels import Fifo, Link, LinkGroup, Pool, hold_links
 from desim.clock import PS_PER_S, Clock, transfer_ps
 from desim.errors import ConfigError, DeadlockError
@@ -246,3 +247,17 @@ def test_ports_are_used_in_their_direction():
     top.add_process(through)
     sim.run()
     assert got == [5]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"config": None}, "config: expected the path of an experiment file or results folder "
+                       "(a str or Path), got None"),
+    ({"config": 3}, "config: expected the path of an experiment file or results folder "
+                    "(a str or Path), got 3"),
+    ({"out": 5}, "out: expected the path of a folder (a str or Path) or None, got 5"),
+    ({"cache": 5}, "cache: expected the path of a folder (a str or Path) or None, got 5"),
+])
+def test_desim_run_checks_its_paths(kwargs, message):
+    with pytest.raises(TypeError) as err:
+        desim.run(**{"config": "configs/experiments/quickstart.yaml", **kwargs})
+    assert str(err.value) == message
