@@ -40,6 +40,7 @@ from desim.results import (
     write_json,
 )
 from desim.stats import busiest_part, busy_shares, collect_stats, stats_text
+from desim.trace import chrome_trace_text
 from mappings.capture import CaptureNeeds
 from mappings.mapper import PhaseWork, map_workload, phase_waits
 from mappings.specs import PruningSpec
@@ -410,7 +411,7 @@ def write_results(out: Path, experiment: Experiment, results: dict[str, RunResul
                                                  for name, r in results.items()))
         traces = {name: r.trace for name, r in results.items() if r.trace is not None}
         if traces:
-            write_json(stage("trace.json"), merge_traces(traces))
+            write_atomic(stage("trace.json"), chrome_trace_text(merge_traces(traces)))
         tiles = [r.tiles for r in results.values() if r.tiles is not None]
         if tiles:
             write_csv(stage("tiles.csv"), pd.concat(tiles, ignore_index=True))
@@ -497,15 +498,21 @@ def layer_energy(results: dict[str, RunResult]) -> pd.DataFrame:
 
 
 def merge_traces(traces: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """One Perfetto trace of several runs: each run is a process (pid), its modules threads."""
+    """One Perfetto trace of several runs: each run is a process (pid), its modules threads;
+    the runs' `otherData` (the generator, `source_time_unit`) is kept."""
     events = []
+    other: dict[str, Any] = {}
     for pid, (name, trace) in enumerate(traces.items()):
         for event in trace["traceEvents"]:
             event = {**event, "pid": pid}
             if event.get("name") == "process_name":
                 event["args"] = {"name": name}
             events.append(event)
-    return {"traceEvents": events, "displayTimeUnit": "ns"}
+        other.update(trace.get("otherData", {}))
+    merged: dict[str, Any] = {"traceEvents": events, "displayTimeUnit": "ns"}
+    if other:
+        merged["otherData"] = other
+    return merged
 
 
 def run_file(path: str | Path, out: str | Path, overrides: list[str] | None = None,

@@ -137,11 +137,8 @@ class Tracer:
                 "otherData": {"generator": "desim", "source_time_unit": "ps"}}
 
     def chrome_trace_text(self) -> str:
-        """One event a line: compact, yet diffable."""
-        trace = self.chrome_trace()
-        lines = ",\n".join(json.dumps(e, separators=(",", ":")) for e in trace["traceEvents"])
-        rest = json.dumps({k: v for k, v in trace.items() if k != "traceEvents"})[1:-1]
-        return f'{{"traceEvents":[\n{lines}\n],{rest}}}\n'
+        """The trace as `chrome_trace_text` writes it, one event a line."""
+        return chrome_trace_text(self.chrome_trace())
 
     def vcd_text(self, end_ps: int) -> str:
         """`busy` per module (high while any slice is open; none for a container that did
@@ -172,6 +169,14 @@ class Tracer:
                 writer.change(var, t, value)
             writer.close(max(end_ps, changes[-1][0] if changes else 0))
         return buffer.getvalue()
+
+
+def chrome_trace_text(trace: dict[str, Any]) -> str:
+    """A Chrome/Perfetto trace as JSON text, one event a line: compact (a large trace is
+    most of a results folder), yet diffable."""
+    lines = ",\n".join(json.dumps(e, separators=(",", ":")) for e in trace["traceEvents"])
+    rest = json.dumps({k: v for k, v in trace.items() if k != "traceEvents"})[1:-1]
+    return f'{{"traceEvents":[\n{lines}\n],{rest}}}\n'
 
 
 def _us_span(start_ps: int, end_ps: int) -> tuple[float, float]:

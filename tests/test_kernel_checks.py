@@ -6,6 +6,7 @@ deadlock found after a run to a horizon."""
 
 from __future__ import annotations
 
+import json
 from fractions import Fraction
 
 import pytest
@@ -15,6 +16,8 @@ from desim.channels import Fifo, Link, LinkGroup, Pool, hold_links
 from desim.clock import PS_PER_S, Clock, transfer_ps
 from desim.errors import ConfigError, DeadlockError
 from desim.module import Module, Simulator
+from desim.runner import merge_traces
+from desim.trace import chrome_trace_text
 
 
 def _top() -> tuple[Simulator, Module]:
@@ -261,3 +264,30 @@ def test_desim_run_checks_its_paths(kwargs, message):
     with pytest.raises(TypeError) as err:
         desim.run(**{"config": "configs/experiments/quickstart.yaml", **kwargs})
     assert str(err.value) == message
+
+
+def test_merged_traces_keep_other_data_one_event_a_line():
+    """Two runs' traces merged: each run a pid, `otherData` kept, written one event a line
+    (a line per event, plus the opening and the closing one); each run's 1,000 bytes at
+    1 GB/s a 1 us slice."""
+    traces = {}
+    for name in ("a", "b"):
+        sim, top = _top()
+        link = Link("l", top, 10**9, 0)
+
+        def send(link=link):
+            yield from link.transfer(1_000)
+
+        top.add_process(send)
+        tracer = sim.enable_tracing()
+        sim.run()
+        traces[name] = tracer.chrome_trace()
+    merged = merge_traces(traces)
+    assert merged["otherData"] == {"generator": "desim", "source_time_unit": "ps"}
+    text = chrome_trace_text(merged)
+    events = json.loads(text)["traceEvents"]
+    assert json.loads(text) == merged
+    assert len(text.splitlines()) == len(events) + 2
+    assert {e["pid"] for e in events} == {0, 1}
+    slices = [e for e in events if e["ph"] == "X"]
+    assert [(e["pid"], e["ts"], e["dur"]) for e in slices] == [(0, 0.0, 1.0), (1, 0.0, 1.0)]

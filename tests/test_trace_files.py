@@ -7,6 +7,7 @@ LeNet-300 at batch 2 (seconds a run) on dense.yaml, as is and without its vector
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +180,19 @@ def test_a_failed_run_leaves_no_folder_it_made(tmp_path, monkeypatch):
             runner.run_and_write(experiment, out)
     assert not (tmp_path / "new" / "out").exists()
     assert (tmp_path / "there").is_dir() and not any((tmp_path / "there").iterdir())
+
+
+def test_the_trace_is_written_one_event_a_line_with_its_other_data(tmp_path):
+    """trace.json as the tracer's own files are (`chrome_trace_text`: a line per event, plus
+    the opening and the closing one; was indented, twice the size) and with `otherData`
+    (picoseconds the source unit; was dropped by the merge of the runs)."""
+    experiment = load_experiment(lenet300_experiment(
+        tmp_path / "experiment.yaml", {"dense": {"method": "dense"}, "bare": {"method": "dense"}},
+        observe={"trace": True}), ["arch.bare.vector_unit=null"])
+    out = tmp_path / "out"
+    runner.run_and_write(experiment, out)
+    text = (out / "trace.json").read_text()
+    trace = json.loads(text)
+    assert trace["otherData"] == {"generator": "desim", "source_time_unit": "ps"}
+    assert len(text.splitlines()) == len(trace["traceEvents"]) + 2
+    assert {e["pid"] for e in trace["traceEvents"]} == {0, 1}
