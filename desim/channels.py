@@ -204,11 +204,11 @@ def _hold_in_order(links: list[Link], nbytes: Sequence[int], hold: int) -> Gener
     if hold:
         yield env.timeout(hold)
     release_links(links, nbytes, hold)
-    tracer = links[0].tracer  # the simulator's, every module's alike (`enable_tracing`)
-    if tracer:
+    if links[0].sim.tracer:  # each link its own, none where no probe names it
         now = int(env.now)
         for link, b in zip(links, nbytes, strict=True):
-            tracer.slice(link, "transfer", now - hold, now, None, {"bytes": b})
+            if link.tracer:
+                link.tracer.slice(link, "transfer", now - hold, now, None, {"bytes": b})
 
 
 def release_links(links: Sequence[Link], nbytes: Sequence[int], hold: int) -> None:

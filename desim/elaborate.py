@@ -22,7 +22,7 @@ from arch.config import ArchConfig, SparsityConfig, priced_actions
 from desim.channels import UNTIMED
 from desim.errors import ConfigError
 from desim.experiment import Experiment, RunSpec, claim_metrics
-from desim.module import Simulator
+from desim.module import Simulator, probed
 
 if TYPE_CHECKING:
     from mappings.workload import Untrained
@@ -157,6 +157,32 @@ class Shared:
     fits: dict[str, ConfigError | None] = field(default_factory=dict)
 
 
+def probe_targets(acc: Accelerator) -> list[str]:
+    """What a probe (`observe.modules`) may name in a processor: its modules' paths below
+    the run, and its NoC links', which the NoC makes on their first transfer."""
+    graph = acc.graph
+    links = [f"noc.{u}->{v}" for u, v in graph.edges
+             if "router" in (graph.nodes[u]["kind"], graph.nodes[v]["kind"])]
+    below = [module.path.partition(".")[2] for module in acc.sim.modules()]
+    return [path for path in below if path] + links
+
+
+def _check_probes(experiment: Experiment, run: str, acc: Accelerator) -> None:
+    """Each probe names a module of every run: a typo had traced nothing, without a word."""
+    probes = experiment.spec.observe.modules
+    if not probes:
+        return
+    targets = probe_targets(acc)
+    for j, probe in enumerate(probes):
+        if not any(probed(f"{run}.{target}", [probe]) for target in targets):
+            modules = [t for t in targets if not t.startswith("noc.")]
+            links = len(targets) - len(modules)
+            raise ConfigError(f"{probe!r} names no module of run {run!r} (its modules: "
+                              f"{', '.join(modules)}, and noc.<from>-><to>, {links} links); "
+                              "expected a glob pattern of a module's path below the run",
+                              file=str(experiment.path), key=f"observe.modules.{j}")
+
+
 def elaborate(experiment: Experiment, shared: Shared | None = None) -> list[dict[str, Any]]:
     """Every run's processor elaborated, every workload's model and every run's pruning
     checked and every tile of every run checked to fit its design's buffer; the rows for
@@ -193,6 +219,7 @@ def elaborate(experiment: Experiment, shared: Shared | None = None) -> list[dict
         except ConfigError as err:  # the design's own file is the one to fix
             raise experiment.in_design(i, err) from None
         _check_part_claims(experiment, run.name, acc)
+        _check_probes(experiment, run.name, acc)
         circulant = run.pruning.method == "block_circulant"
         # by the iteration's layers: a batch-free one's serve every batch
         fit_key = (arch.model_dump_json() + str(id(iteration.layers)) + str(circulant)

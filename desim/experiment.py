@@ -75,6 +75,10 @@ class ObserveSpec(Strict):
     vcd: bool = False    # DIR/waves_<run>.vcd: busy signals and FIFO depths (GTKWave)
     tiles: bool = False  # DIR/tiles.csv: every tile the mapper planned, as the event table
     # gives it (what it moves and computes), one row per run, layer-phase and tile
+    # The probes: the modules the trace and the waveforms record, glob patterns of their
+    # paths below the run (`dram`, `noc.*`, `glb*`; `desim check` lists a design's
+    # modules); none: every module. A pattern no module of some run matches is refused.
+    modules: list[str] = []
 
 
 class Claim(Strict):

@@ -28,7 +28,8 @@ count what a module did, not how long it took): a job's share of each module's t
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable, Generator, Hashable, Iterator, Mapping
+from collections.abc import Callable, Generator, Hashable, Iterator, Mapping, Sequence
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +52,12 @@ class JobProcess(simpy.Process):
         self.job = job
 
 
+def probed(path: str, probes: Sequence[str]) -> bool:
+    """Whether a probe (a glob pattern) names the module at `path`, taken below its root."""
+    below = path.partition(".")[2]
+    return any(fnmatchcase(below, pattern) for pattern in probes)
+
+
 class Simulator:
     """The SimPy environment plus the module tree rooted at `top`."""
 
@@ -63,6 +70,8 @@ class Simulator:
         # its `until` (the time a deadlock report gives; else `now_ps`)
         self.idle_since_ps: int | None = None
         self.tracer: Tracer | None = None
+        # the probes: which modules the tracer records (`enable_tracing`'s `modules`)
+        self.probes: tuple[str, ...] = ()
         # job -> module path -> action -> count: what each job's processes counted
         self.booked: defaultdict[Hashable | None, defaultdict[str, Counter[str]]] = \
             defaultdict(lambda: defaultdict(Counter))
@@ -152,18 +161,30 @@ class Simulator:
         env.run(until=until)
 
     def enable_tracing(self, trace_path: str | Path | None = None,
-                       vcd_path: str | Path | None = None) -> Tracer:
+                       vcd_path: str | Path | None = None,
+                       modules: Sequence[str] = ()) -> Tracer:
         """Record transactions (Chrome/Perfetto JSON) and/or busy and depth signals (VCD).
 
         Call after building the module tree and before `run()`; modules built later inherit
-        the tracer too. `finish_tracing()` writes the files.
+        the tracer too. `finish_tracing()` writes the files. `modules`: the probes, glob
+        patterns (`fnmatch`) of the paths of the modules to record, each path taken below
+        its root (`noc.*` is `top.noc.r0_0->r0_1`); none: every module. A module left out
+        keeps no tracer, and its hooks cost what they cost with tracing off.
         """
         from desim.trace import Tracer
 
         self.tracer = Tracer(self, trace_path, vcd_path)
+        self.probes = tuple(modules)
         for module in self.modules():
-            module.tracer = self.tracer
+            module.tracer = self.tracer_of(module.path)
         return self.tracer
+
+    def tracer_of(self, path: str) -> Tracer | None:
+        """The tracer of the module at `path`: none where tracing is off or no probe
+        names it (`enable_tracing`)."""
+        if self.tracer is None or not self.probes:
+            return self.tracer
+        return self.tracer if probed(path, self.probes) else None
 
     def finish_tracing(self) -> list[Path]:
         """Write the trace and VCD files asked for in `enable_tracing`; return their paths."""
@@ -234,7 +255,7 @@ class Module:
         self._pending_processes: list[tuple[Callable[..., Generator], tuple, bool]] = []
         self.actions: Counter[str] = Counter()
         self.busy_ps = 0
-        self.tracer: Tracer | None = self.sim.tracer
+        self.tracer: Tracer | None = self.sim.tracer_of(self.path)
 
     def add_process(self, fn: Callable[..., Generator], *args: Any, daemon: bool = False) -> None:
         """Declare a process; it starts when the simulator elaborates.

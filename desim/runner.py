@@ -175,7 +175,8 @@ def simulate(name: str, arch: ArchConfig, workload: Workload,
     acc = Accelerator(sim, arch, name=name)
     work = map_workload(workload, hardware_view(acc))
     acc.replay([w.table for w in work], phase_waits(work))
-    tracer = sim.enable_tracing() if observe.trace or observe.vcd else None
+    tracer = (sim.enable_tracing(modules=observe.modules) if observe.trace or observe.vcd
+              else None)
     sim.run()
     vcd, vcd_text, vcd_sha256 = None, None, None
     if tracer is not None and observe.vcd:

@@ -142,7 +142,7 @@ class Tracer:
 
     def vcd_text(self, end_ps: int) -> str:
         """`busy` per module (high while any slice is open; none for a container that did
-        no work of its own), `depth` per FIFO; 1 ps units."""
+        no work of its own), `depth` per FIFO; 1 ps units; the probed modules alone."""
         busy_edges: dict[str, list[tuple[int, int]]] = defaultdict(list)
         for path, _track, _name, start, end, _args in self.slices:
             busy_edges[path] += [(start, 1), (end, -1)]
@@ -151,6 +151,8 @@ class Tracer:
         with VCDWriter(buffer, timescale="1 ps", date="simulated", version="desim") as writer:
             for order, module in enumerate(self.sim.modules()):
                 scope = module.path.replace(" ", "_")
+                if module.tracer is None:
+                    continue  # no probe names it (`Simulator.enable_tracing`'s `modules`)
                 if isinstance(module, Fifo | Pool):
                     var = writer.register_var(scope, _level_name(module), "integer", 32, init=0)
                     points = _last_per_time(self.depths.get(module.path, []))
