@@ -439,10 +439,85 @@ def test_two_runs_give_byte_identical_stats(tmp_path: Path):
 def test_run_bench_reports_rates_and_ratios(tmp_path: Path):
     result = run_bench(tmp_path / "bench.json", items=40, stages=2, repeats=1, memory_items=50)
     assert json.loads((tmp_path / "bench.json").read_text())["config"]["transactions"] == 80
-    assert set(result["transactions_per_s"]) == {"simpy", "desim", "desim_again",
-                                                 "desim_unhooked", "desim_traced"}
+    assert set(result["transactions_per_s"]) == {
+        "simpy", "simpy_resource", "desim", "desim_again", "desim_unhooked", "desim_traced",
+        "desim_timed", "desim_timed_unhooked"}
     assert result["noise_a_a"] == abs(result["transactions_per_s"]["desim"]
                                       / result["transactions_per_s"]["desim_again"] - 1)
     assert all(rate > 0 for rate in result["transactions_per_s"].values())
-    assert set(result["ratios"]) == {"desim_vs_simpy", "hooks_off_vs_unhooked", "traced_vs_off"}
+    assert set(result["ratios"]) == {"desim_vs_simpy", "desim_vs_simpy_resource",
+                                     "hooks_off_vs_unhooked", "timed_hooks_off_vs_unhooked",
+                                     "traced_vs_off"}
     assert all(v > 0 for v in result["memory_bytes_per_pending"].values())
+    # the floor schedules what desim schedules; SimPy with a Resource a request and a
+    # release more per transaction
+    events = result["events_scheduled"]
+    assert events["simpy"] == events["desim"] == events["desim_unhooked"]
+    assert events["simpy_resource"] - events["simpy"] == 2 * 80
+    assert result["events_differ"] == []
+
+
+def test_bench_refuses_cases_that_did_different_work(monkeypatch):
+    """A SimPy case whose sink is starved (fewer items delivered, fewer transactions) is
+    caught, not timed as if it had done the work."""
+    from desim.bench import load_cases
+
+    cases = load_cases()
+
+    def starved(items: int, stages: int):
+        return cases.raw_simpy(items - 1, stages)
+
+    monkeypatch.setitem(cases.TIMED_CASES, "simpy", starved)
+    with pytest.raises(RuntimeError, match="cases disagree on the work done"):
+        run_bench(None, items=20, stages=2, repeats=1, memory_items=10)
+
+
+def test_bench_flags_a_ratio_between_cases_that_scheduled_different_events(monkeypatch):
+    """The floor doing other events than desim (here SimPy with a Resource per link) is
+    named, and the ratio to it is not judged against the target."""
+    from rich.console import Console
+
+    from desim.bench import load_cases, print_bench
+
+    cases = load_cases()
+    monkeypatch.setitem(cases.TIMED_CASES, "simpy", cases.simpy_with_resource)
+    result = run_bench(None, items=20, stages=2, repeats=1, memory_items=10)
+    assert any(line.startswith("desim scheduled") for line in result["events_differ"])
+    console = Console(record=True, width=200)
+    print_bench(result, console)
+    text = console.export_text()
+    assert "events differ" in text and "NOT COMPARABLE" in text, text
+
+
+def test_the_bench_copies_without_hooks_do_what_the_kernel_does():
+    """kernel_cases' copies of `hold_links`, `Fifo._set_depth`, `Pool.take`/`give` and
+    `Module.busy_for` without their tracing hooks: the same statistics and booked actions as
+    the kernel's own (the hook cost is measured against them, so they must stay in step)."""
+    from desim.bench import load_cases
+
+    cases = load_cases()
+    for build in (lambda sim, hooks: cases._Pipeline(sim, 30, 3) if hooks else
+                  cases._Pipeline(sim, 30, 3, fifo=cases._UnhookedFifo,
+                                  hold=cases._unhooked_hold_links),
+                  lambda sim, hooks: cases._TimedPipeline(sim, 30, 3, hooks=hooks)):
+        seen = []
+        for hooks in (True, False):
+            sim = Simulator()
+            top = build(sim, hooks)
+            sim.run()
+            stats = collect_stats(sim)
+            for module in stats["modules"].values():
+                module.pop("kind")
+            seen.append((stats, {job: {p: dict(c) for p, c in paths.items()}
+                                 for job, paths in sim.booked.items()}, top.work()))
+        assert seen[0] == seen[1]
+
+
+def test_queued_bytes_are_net_of_the_fifos_own_cost():
+    """A FIFO's fixed cost (its depth histogram is sized by its capacity) is not charged to
+    the items queued in it: per item the same at capacity n and at capacity 100 n."""
+    from desim.bench import load_cases
+
+    cases = load_cases()
+    at_n, at_100n = cases.desim_queued_bytes(500), cases.desim_queued_bytes(500, 50_000)
+    assert abs(at_100n - at_n) < 2, (at_n, at_100n)
