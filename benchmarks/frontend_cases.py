@@ -6,9 +6,10 @@ end-to-end time includes what a user waits for. Targets (issue "Sparse-training 
 capture + counting of FF, BP and WG at 224x224, batch 1: under 1 s after import and under
 1 GiB; a whole `desim run` of that iteration on the HPPU-like processor: under 5 s (batch 8:
 under 10 s). The large linear layer (a quarter of ImageNet VGG-16's first classifier layer,
-12544 x 2048, on trainer.yaml) has no target: its peak memory per weight guards the mapper
-against keeping one map per block size of its WG again (session 26: VGG-16's full layer
-went from an OOM kill to 8.6 GB at batch 1).
+12544 x 2048, on trainer.yaml) has no target: the growth of its peak memory per weight (above
+the process once desim, torch and the rest are imported, before the layer is built) guards
+the mapper against keeping one map per block size of its WG again (session 26: VGG-16's full
+layer went from an OOM kill to 8.6 GB at batch 1).
 """
 
 from __future__ import annotations
@@ -82,29 +83,45 @@ baseline: trainer
 """
 
 
+# `desim run` in a process that first imports what the run will (the command line, the runner,
+# torch, the mapper) and reads its max RSS then: the baseline the run's growth is taken from
+LINEAR_PROBE = """
+import resource, runpy, sys
+import desim.cli, desim.experiment, desim.runner, mappings.capture, mappings.counting, torch
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+sys.argv = ['desim', 'run', {config!r}, '--out', {out!r}]
+code = 0
+try:
+    runpy.run_module('desim', run_name='__main__')
+except SystemExit as done:
+    code = done.code or 0
+print(code, base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
 def large_linear(inputs: int = 12544, outputs: int = 2048) -> dict[str, float]:
-    """Wall seconds and peak memory (MiB) of `desim run` of one large linear layer (and a
-    small head) on trainer.yaml, and that memory per million weights of the large layer."""
+    """Wall seconds of `desim run` of one large linear layer (and a small head) on
+    trainer.yaml, the process's peak memory (MiB, max RSS) and what it had after imports,
+    before the model was built (the baseline), and the growth from that baseline to the peak
+    per million weights of the large layer."""
     arch = ROOT / "configs" / "arch" / "trainer.yaml"
     with tempfile.TemporaryDirectory() as tmp:
         model, config = Path(tmp) / "model.py", Path(tmp) / "run.yaml"
         model.write_text(LINEAR_MODEL.format(inputs=inputs, outputs=outputs))
         config.write_text(LINEAR_YAML.format(model=model, inputs=inputs, arch=arch))
-        probe = ("import resource, runpy, sys; sys.argv = ['desim', 'run', "
-                 f"{str(config)!r}, '--out', {str(Path(tmp) / 'out')!r}]; code = 0\n"
-                 "try:\n    runpy.run_module('desim', run_name='__main__')\n"
-                 "except SystemExit as done:\n    code = done.code or 0\n"
-                 "print(code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+        probe = LINEAR_PROBE.format(config=str(config), out=str(Path(tmp) / "out"))
         start = time.perf_counter()
         out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
                              text=True, check=True)
         seconds = time.perf_counter() - start
-    code, peak = out.stdout.strip().splitlines()[-1].split()
+    code, base, peak = out.stdout.strip().splitlines()[-1].split()
     if code != "0":
         raise RuntimeError(f"desim run of the large linear layer exited {code}: {out.stderr}")
-    peak = float(peak)
+    base, peak = float(base), float(peak)
     return {"large_linear_s": round(seconds, 2), "large_linear_peak_mib": round(peak, 1),
-            "large_linear_mib_per_m_weights": round(peak / (inputs * outputs / 1e6), 1)}
+            "large_linear_baseline_mib": round(base, 1),
+            "large_linear_growth_mib_per_m_weights":
+                round((peak - base) / (inputs * outputs / 1e6), 1)}
 
 
 def capture_and_count(batch: int = 1) -> dict[str, float]:
