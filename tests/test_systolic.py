@@ -202,3 +202,40 @@ def test_config_json_records_the_topology_csv_bytes(tmp_path):
     recorded = resolved_config(experiment)["experiment"]["workload"]
     assert recorded["scalesim_topology"] == str(csv)
     assert recorded["scalesim_topology_sha256"] == hashlib.sha256(csv.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("dataflow", ["os", "ws"])
+def test_committed_scalesim_figures_are_its_closed_form(dataflow: str) -> None:
+    """benchmarks/scalesim_reference/: SCALE-Sim's cycles for ResNet-18 on 32 x 32, which
+    scalesim_compare.py reads by default, are the closed form on every layer (a figure copied
+    wrong would show here, not as a difference blamed on desim)."""
+    import csv
+
+    root = Path(__file__).resolve().parents[1]
+    topology = root / "configs" / "workloads" / "resnet18_scalesim.csv"
+    path = root / "benchmarks" / "scalesim_reference" / f"resnet18_scalesim_32x32_{dataflow}.csv"
+    with path.open() as f:
+        committed = {r["Layer"]: int(r["Total Cycles"]) for r in csv.DictReader(f)}
+    spec = WorkloadSpec(scalesim_topology=str(topology), batch=1, inference=True)
+    layers = capture_workload(spec, PruningSpec(method="dense")).layers
+    cfg = SystolicConfig(rows=32, cols=32, dataflow=dataflow)
+    assert committed == {layer.name: layer_cycles(cfg, *gemm_view(layer, FF))
+                         for layer in layers}
+
+
+def test_scalesim_compare_reads_the_simulated_array_busy_time(capsys) -> None:
+    """benchmarks/scalesim_compare.py's "desim" column is the PE array's busy time in the
+    simulation, layer by layer (adding up to stats.json's), checked against the closed form;
+    SCALE-Sim's column comes from the committed figures, with no SCALE-Sim installed."""
+    from benchmarks.scalesim_compare import main, run_desim
+
+    root = Path(__file__).resolve().parents[1]
+    main(["--layers", "layer2.0.downsample,fc"])
+    out = capsys.readouterr().out
+    assert "SCALE-Sim's figures from benchmarks/scalesim_reference/resnet18_scalesim_32x32_os" \
+        in out
+    assert "fc                          18,367      18,367    0.000" in out
+    assert "closed form on every layer" in out
+    topology = root / "configs" / "workloads" / "resnet18_scalesim.csv"
+    desim = run_desim(topology, 32, 32, "ws")
+    assert desim.busy == desim.closed_form and sum(desim.busy) == desim.array_total
