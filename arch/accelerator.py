@@ -13,7 +13,7 @@ buffers of real hardware):
 With a ReLU speculator (Trainer) a sixth stage, `speculate`, sits between distribute and
 compute: it predicts a tile's ReLU-zeroed outputs while the PEs compute the tile before.
 
-Each stage takes one tile at a time, one simulation event per transfer or computation. Layers
+Each stage takes one tile at a time, one timed transaction per transfer or computation. Layers
 run one after the other: the next layer's first fetch waits until the previous layer's last
 result is in DRAM (its outputs are the next layer's inputs). Within a stage the transfers that
 stream into each other (DRAM into the GLB, the GLB onto the NoC) overlap.

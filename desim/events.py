@@ -2,7 +2,7 @@
 
 One row per tile of one phase of one layer, in the order the hardware runs them. Each row
 carries what the tile moves and computes, counted exactly from the tensors; the hardware's
-processes replay the rows, one simulation event per transfer or computation, never per
+processes replay the rows, one timed transaction per transfer or computation, never per
 element. A numpy structured array keeps it compact and lets totals be computed vectorized.
 """
 
