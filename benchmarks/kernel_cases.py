@@ -20,7 +20,7 @@ transactions.
   the hooks when off is measured against. `_unhooked_hold_links` orders, takes and holds the
   links as `desim.channels.hold_links` does (keep those few lines in step) and counts the
   transfer with the same `release_links`.
-- `desim_timed` / `desim_timed_unhooked`: the pattern with timed components in place of
+- `desim_timed` (twice, A/A) / `desim_timed_unhooked`: the pattern with timed components in place of
   links, each stage taking a unit of a `Pool` (capacity 1), spending the time with
   `Module.busy_for` (which calls `Module.traced`) and giving the unit back: the other tracing
   hooks, with and without them (`_UnhookedPool`, `_unhooked_busy_for`: copies of
@@ -465,6 +465,7 @@ TIMED_CASES: dict[str, Callable[[int, int], Work]] = {
     "desim_unhooked": desim_unhooked,
     "desim_traced": lambda items, stages: desim_pipeline(items, stages, tracing=True),
     "desim_timed": desim_timed,
+    "desim_timed_again": desim_timed,  # the noise of that pattern's comparison (A/A)
     "desim_timed_unhooked": desim_timed_unhooked,
 }
 
@@ -477,6 +478,7 @@ CASE_LABELS = {
     "desim_unhooked": "desim, hooks cut out",
     "desim_traced": "desim, tracing on, files written",
     "desim_timed": "desim, Pool + busy_for stages, hooks off",
+    "desim_timed_again": "desim, Pool + busy_for stages, again (A/A)",
     "desim_timed_unhooked": "desim, Pool + busy_for stages, hooks cut out",
 }
 

@@ -441,7 +441,7 @@ def test_run_bench_reports_rates_and_ratios(tmp_path: Path):
     assert json.loads((tmp_path / "bench.json").read_text())["config"]["transactions"] == 80
     assert set(result["transactions_per_s"]) == {
         "simpy", "simpy_resource", "desim", "desim_again", "desim_unhooked", "desim_traced",
-        "desim_timed", "desim_timed_unhooked"}
+        "desim_timed", "desim_timed_again", "desim_timed_unhooked"}
     assert result["noise_a_a"] == abs(result["transactions_per_s"]["desim"]
                                       / result["transactions_per_s"]["desim_again"] - 1)
     assert all(rate > 0 for rate in result["transactions_per_s"].values())
