@@ -52,7 +52,8 @@ def readme_commands() -> list[list[str]]:
             elif not text.startswith(" "):
                 command = None
             if command is not None and text.strip():
-                command += shlex.split(text.replace("[", " ").replace("]", " "))
+                command += [word if "=[" in word else word.strip("[]")  # (a list value kept)
+                            for word in shlex.split(text) if word.strip("[]")]
     return commands
 
 
