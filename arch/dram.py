@@ -69,7 +69,9 @@ reordering saves; 1 MiB within 1.3%.
 
 Sources
 -------
-* DDR4-2400: DRAMsim3 configs/DDR4_8Gb_x8_2400.ini (Micron MT40A1G8PM-083E, JEDEC JESD79-4).
+* DDR4-2400: DRAMsim3 configs/DDR4_8Gb_x8_2400.ini as it was until its commit 7985fa0
+  (August 2017: Micron MT40A1G8PM-083E's CL16 bin, JEDEC JESD79-4); the file has held the
+  CL17 bin since 0ee9f69 (CL 17, CWL 12, tRCD and tRP 17; benchmarks/DRAMSIM3.md).
 * LPDDR4-3200: RL 28 and WL 14 (JESD209-4, read DBI off, WL set A), tRCD/tRP 18 ns, tRAS
   42 ns and tWR 18 ns (JESD209-4) converted with ceil at tCK 0.625 ns (as DRAMSys's
   JEDEC_8Gb_LPDDR4-3200_16bit memspec); the other timings from Ramulator's LPDDR4_3200
@@ -245,8 +247,9 @@ PRESETS: dict[str, DramTiming] = {
         vdd=1.2, idd0=48, idd2n=34, idd3n=43, idd4r=135, idd4w=123, idd5ab=250,
         idd2p=25, idd3p=37, txp=8, tcke=6,  # tCKE max(3 tCK, 5 ns), DRAMsim3's file too
         trtp=9,  # max(4 tCK, 7.5 ns), JESD79-4; DRAMsim3's file has 9 too
-        source="DRAMsim3 configs/DDR4_8Gb_x8_2400.ini (Micron MT40A1G8PM-083E 8Gb x8, JESD79-4);"
-               " a 64-bit rank of 8 chips",
+        source="DRAMsim3 configs/DDR4_8Gb_x8_2400.ini as it was until 7985fa0 (2017; Micron"
+               " MT40A1G8PM-083E 8Gb x8, its CL16 bin, JESD79-4; the file has the CL17 bin"
+               " since, CL 17, CWL 12, tRCD and tRP 17); a 64-bit rank of 8 chips",
     ),
     "LPDDR4-3200": DramTiming(
         name="LPDDR4-3200",
