@@ -25,8 +25,12 @@ Why it is built this way:
 - Only the client writes `DIR/points/<point_id>.json`, atomically, as each point finishes.
   A point is done exactly when its file exists: kill the sweep at any moment, start it again,
   and it computes only the points without a file. `DIR/sweep.json` records what the folder
-  is a sweep of; a resumed sweep whose experiment or architecture files changed is refused
-  rather than mixing old and new numbers.
+  is a sweep of (its inputs' `fingerprint`); a resumed sweep whose experiment or
+  architecture files changed is refused rather than mixing old and new numbers. Each point
+  file records that fingerprint too: a file that records another (copied from a sweep of
+  other inputs: a point's id is its axis values alone) or none (written by a desim before
+  points recorded it) is not taken as done nor gathered; the sweep computes the point
+  again, in its place, and says so in sweep.log.
 - At the end (and on every resume) the point files are gathered into `DIR/results.parquet`,
   one row per point, run and phase (and phase "total"), with the base `--set` items, which
   every point took, in its metadata (`attrs["set"]` of the frame pandas reads), and
@@ -207,10 +211,12 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
     with held_by_this_process(out, "a sweep"):
         current = _check_manifest(out, path, base)
 
-        done = {}
+        done, others = {}, []
         for point in points:
-            record = read_point(out, point.point_id)
-            if record is not None and not (retry_failed and record["status"] != "ok"):
+            record = read_point(out, point.point_id, current)
+            if record is None and read_point(out, point.point_id) is not None:
+                others.append(point)  # another sweep's file (`read_point`): computed again
+            elif record is not None and not (retry_failed and record["status"] != "ok"):
                 done[point.point_id] = record["status"]
         todo = [p for p in points if p.point_id not in done]
         failed_before = sum(status != "ok" for status in done.values())
@@ -224,13 +230,16 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
             log = _Log(out / "sweep.log")
             for note in notes:
                 log(f"note: {note}")
+            for point in others:
+                log(f"point {point.point_id}: its file is not this sweep's ("
+                    + _fingerprint_of(out, point, current) + f"): computed again {point.values}")
             where = (f"scheduler {scheduler}" if scheduler
                      else f"local cluster, {plural(workers, 'worker')}")
             log(f"start: {plural(len(points), 'point')}, {len(done)} already done, "
                 f"{len(todo)} to compute" + (f" ({where})" if todo else ""))
             with _progress_bar(progress, len(points), len(done), failed_before) as bar:
-                _compute(path, out, base, todo, client, scheduler, log, bar)
-        frame = gather(out, points, spec)
+                _compute(path, out, base, todo, client, scheduler, log, bar, current)
+        frame = gather(out, points, spec, current)
         frame.attrs["set"] = base  # kept in the file's metadata: read_parquet(...).attrs["set"]
         write_parquet(out / "results.parquet", frame)
         plot_pareto(frame, spec.objectives, out / "pareto.png")
@@ -300,11 +309,12 @@ def _overlapping(a: str, b: str) -> bool:
 
 
 def _compute(path: Path, out: Path, base: list[str], todo: list[Point], client: Client | None,
-             scheduler: str | None, log: _Log, bar: _Bar) -> None:
+             scheduler: str | None, log: _Log, bar: _Bar, current: str) -> None:
     """Resolve and elaborate each point here (as `desim check` does: a design or pruning a
     point cannot take fails it now, not after its capture), run the valid ones on Dask
     (`client`, None only when `todo` is empty; `scheduler`: its address, None for the local
-    cluster), write each file as it finishes."""
+    cluster), write each file as it finishes, recording the sweep's fingerprint
+    (`current`)."""
     from desim.elaborate import Shared, elaborate
     from desim.experiment import load_experiment
     from desim.workload_cache import cache_key
@@ -321,14 +331,14 @@ def _compute(path: Path, out: Path, base: list[str], todo: list[Point], client: 
             tb = None if isinstance(err, ConfigError) else err.__traceback__
             err = point.error_of(err, path) if isinstance(err, ConfigError) else err
             _finish(out, point, sets, None, {**failure_record(err, tb), "elapsed_s": 0.0,
-                                             "worker": None}, log, bar)
+                                             "worker": None}, log, bar, current)
             continue
         try:
             elaborate(experiment, shared)
         except ConfigError as err:  # its design, model or pruning: said before any capture
             err = point.error_of(err, path)
             _finish(out, point, sets, experiment, {**failure_record(err, None), "elapsed_s": 0.0,
-                                                   "worker": None}, log, bar)
+                                                   "worker": None}, log, bar, current)
             continue
         design = one_design(experiment)
         if design in twins:  # another spelling of a point already planned: computed once
@@ -347,7 +357,7 @@ def _compute(path: Path, out: Path, base: list[str], todo: list[Point], client: 
     try:
         for point, _, result in run_on_dask(client, scheduler, ready, out):
             for twin, spelt in spellings[point.point_id]:  # the first spelling's file first
-                _finish(out, twin, base + twin.overrides, spelt, result, log, bar)
+                _finish(out, twin, base + twin.overrides, spelt, result, log, bar, current)
             _raise_if_stopped()
     except SchedulerLost as err:
         log(str(err))
@@ -365,14 +375,16 @@ def one_design(experiment: Experiment) -> str:
 
 
 def _finish(out: Path, point: Point, sets: list[str], experiment: Experiment | None,
-            result: dict[str, Any], log: _Log, bar: _Bar) -> None:
-    """Write the point's file (atomically: the point is done exactly when it exists)."""
+            result: dict[str, Any], log: _Log, bar: _Bar, current: str) -> None:
+    """Write the point's file (atomically: the point is done exactly when it exists), with
+    the sweep's fingerprint (`current`, as sweep.json records it): a file of this id copied
+    from another sweep's folder is not taken for this one's (`read_point`)."""
     from desim.resolved import resolved_config
 
     # config.json's, as `desim run` with `sets` writes it: the base --set items included
     config = None if experiment is None else resolved_config(experiment)
-    record = {"point_id": point.point_id, "overrides": point.values, "set": sets,
-              **result, "config": config,
+    record = {"point_id": point.point_id, "fingerprint": current, "overrides": point.values,
+              "set": sets, **result, "config": config,
               "finished": datetime.now(UTC).isoformat(timespec="seconds")}
     write_json(out / "points" / f"{point.point_id}.json", record)
     if result["status"] == "ok":
@@ -380,6 +392,14 @@ def _finish(out: Path, point: Point, sets: list[str], experiment: Experiment | N
     else:
         log(f"point {point.point_id} failed {point.values}: {result['error']}")
     bar.advance(result["status"] != "ok", point, result)
+
+
+def _fingerprint_of(out: Path, point: Point, current: str) -> str:
+    """What sweep.log says of a point file that is not this sweep's (`read_point`)."""
+    theirs = (read_point(out, point.point_id) or {}).get("fingerprint")
+    # (none: written by a desim before point files recorded it, or by hand)
+    said = "it records none" if theirs is None else f"it records {theirs}"
+    return f"{said}, this sweep's fingerprint is {current}"
 
 
 def _check_manifest(out: Path, path: Path, base: list[str]) -> str:

@@ -38,19 +38,30 @@ BOUND_PREFIX = "time_by_busiest_part."
 PER_PART = (COMPONENT_PREFIX, UTILIZATION_PREFIX, BOUND_PREFIX)
 
 
-def read_point(out: Path, pid: str) -> dict[str, Any] | None:
-    """A point's record, or None if it has no (readable) file: then it is computed again."""
+def read_point(out: Path, pid: str, fingerprint: str | None = None) -> dict[str, Any] | None:
+    """A point's record, or None if it has no (readable) file: then it is computed again.
+    With `fingerprint` (the sweep's, as its sweep.json records it), None too for a file
+    that records another or none: a point's id is its axis values alone, and a file copied
+    from a sweep of other inputs (another --set: batch 2 in a batch-4 sweep's folder) was
+    taken as done and its numbers reported. A file written by a desim before point files
+    recorded the fingerprint is computed again likewise: nothing then says whose it is."""
     try:
         record = json.loads((out / "points" / f"{pid}.json").read_text())
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) and "status" in record else None
+    if not (isinstance(record, dict) and "status" in record):
+        return None
+    if fingerprint is not None and record.get("fingerprint") != fingerprint:
+        return None
+    return record
 
 
-def gather(out: Path, points: list[Point], spec: SweepSpec) -> pd.DataFrame:
+def gather(out: Path, points: list[Point], spec: SweepSpec,
+           fingerprint: str | None = None) -> pd.DataFrame:
     """One row per point, run and phase (FF, BP, WG, WU where the workload has one, total)
     from the point files, in plan order; a failed point is one row (run and phase empty,
-    its error), a point without a file one row with status "pending". `pareto` marks the
+    its error), a point without a file (or, given the sweep's `fingerprint`, without one
+    of this sweep's: `read_point`) one row with status "pending". `pareto` marks the
     total rows on the front of the sweep's two objectives, over all points and runs; the
     total rows also hold the run's time, its ratios to the baseline, its on-chip energy and
     TFLOPS/W (`desim.metrics`), each energy component's joules (`energy_j.<component>`,
@@ -61,7 +72,7 @@ def gather(out: Path, points: list[Point], spec: SweepSpec) -> pd.DataFrame:
     axes = list(spec.axes)
     rows = []
     for point in points:
-        record = read_point(out, point.point_id)
+        record = read_point(out, point.point_id, fingerprint)
         head = {"point_id": point.point_id, **point.values}
         if record is None or record["status"] != "ok":
             rows.append({**head, "status": "pending" if record is None else record["status"],

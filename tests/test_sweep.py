@@ -434,13 +434,15 @@ def test_an_edited_file_the_sweep_names_makes_its_folder_another_sweep(tmp_path,
     assert fingerprint(path, ["workload.scalesim_topology=t.csv"]) != before
 
 
-def begun(out: Path, path: Path, base: Sequence[str] = ()) -> None:
+def begun(out: Path, path: Path, base: Sequence[str] = ()) -> str:
     """`out` as `desim sweep` leaves it before computing a point: its sweep.json written
-    (point files planted without it are no sweep's, `_check_manifest`)."""
+    (point files planted without it are no sweep's, `_check_manifest`). Returns the sweep's
+    fingerprint, which a planted point file must record to be taken as this sweep's."""
     out.mkdir(parents=True, exist_ok=True)
     spec = load_sweep_spec(path, base)
-    _write_manifest(out, path, list(base), spec, plan_points(spec),
-                    _check_manifest(out, path, list(base)))
+    current = _check_manifest(out, path, list(base))
+    _write_manifest(out, path, list(base), spec, plan_points(spec), current)
+    return current
 
 
 def computed_failing_points(tmp_path: Path) -> tuple[Path, Path, list[str], list]:
@@ -452,8 +454,9 @@ def computed_failing_points(tmp_path: Path) -> tuple[Path, Path, list[str], list
     base = ["workload.seed=3"]
     out = tmp_path / "out"
     points = plan_points(load_sweep_spec(path, base))
-    begun(out, path, base)
-    _compute(path, out, base, points, None, None, _Log(out / "sweep.log"), _Bar(None, None))
+    current = begun(out, path, base)
+    _compute(path, out, base, points, None, None, _Log(out / "sweep.log"), _Bar(None, None),
+             current)
     return path, out, base, points
 
 
@@ -517,12 +520,12 @@ def test_a_resumed_sweep_removes_what_a_kill_left_half_written(tmp_path):
     points = plan_points(load_sweep_spec(path))
     fake_frame(tmp_path)  # writes finished points' records: one, under this sweep's ids
     record = json.loads(next((tmp_path / "fake" / "points").glob("*.json")).read_text())
-    begun(out, path)
+    current = begun(out, path)
     (out / "points").mkdir(parents=True)
     (out / "cache").mkdir()
     for point in points:
         (out / "points" / f"{point.point_id}.json").write_text(
-            json.dumps({**record, "point_id": point.point_id}))
+            json.dumps({**record, "point_id": point.point_id, "fingerprint": current}))
     stale = [out / "points" / ".abc.json.x1.tmp", out / "cache" / ".k.pt.x2.tmp",
              out / ".results.parquet.x3.tmp", out / ".pareto.png.x4.tmp"]
     kept = [out / "cache" / "k.pt", out / "notes.tmp", out / ".keep"]
@@ -1216,10 +1219,10 @@ def test_a_sweep_lost_unfinished_leaves_no_earlier_table(tmp_path, monkeypatch):
     fake_frame(tmp_path)  # a finished point's record, used for this sweep's one point
     record = json.loads(next((tmp_path / "fake" / "points").glob("*.json")).read_text())
     (first,) = plan_points(load_sweep_spec(path))
-    begun(out, path)
+    current = begun(out, path)
     (out / "points").mkdir(parents=True)
     (out / "points" / f"{first.point_id}.json").write_text(
-        json.dumps({**record, "point_id": first.point_id}))
+        json.dumps({**record, "point_id": first.point_id, "fingerprint": current}))
     before = sweep(path, out, plots=[("cycles", "runs.0.pruning.sparsity")])
     assert totals(before)["cycles"].tolist() == [200, int(record["runs"]["hppu"]["cycles"])]
     assert (out / "results.parquet").is_file() and (out / "pareto.png").is_file()
@@ -1249,6 +1252,61 @@ def test_a_sweep_lost_unfinished_leaves_no_earlier_table(tmp_path, monkeypatch):
     again = sweep(path, out)
     pd.testing.assert_frame_equal(again, before)
     pd.testing.assert_frame_equal(pd.read_parquet(out / "results.parquet"), before)
+
+
+@pytest.mark.parametrize("theirs", ["another sweep's", "none"])
+def test_a_point_file_of_another_sweep_is_computed_again(tmp_path, monkeypatch, theirs):
+    """A point's id is its axis values alone: a file copied from another sweep's folder (a
+    batch-2 sweep's point into a batch-4 sweep's) was taken as done on resume and its
+    numbers reported. Each point file records the sweep's fingerprint (sweep.json's); one
+    that records another, or none (a desim before this wrote it, or a hand), is not this
+    sweep's: the table of a sweep cut short lists it pending, and the sweep computes it
+    again, saying so in sweep.log. A point file of its own is kept."""
+    import contextlib
+
+    import desim.sweep
+
+    path = write_experiment(tmp_path, {"runs.0.pruning.sparsity": [0.5, 0.6]},
+                            single_run=True)
+    spec = load_sweep_spec(path)
+    first, second = plan_points(spec)
+    out = tmp_path / "out"
+    fake_frame(tmp_path)  # finished points' records, used as this sweep's and another's
+    record = json.loads(next((tmp_path / "fake" / "points").glob("*.json")).read_text())
+    current = begun(out, path)
+    (out / "points").mkdir(parents=True)
+    foreign = {**record, "point_id": first.point_id, "fingerprint": "0123456789abcdef"}
+    if theirs == "none":
+        del foreign["fingerprint"]
+    (out / "points" / f"{first.point_id}.json").write_text(json.dumps(foreign))
+    (out / "points" / f"{second.point_id}.json").write_text(
+        json.dumps({**record, "point_id": second.point_id, "fingerprint": current}))
+    cut_short = gather(out, [first, second], spec, current).drop_duplicates("point_id")
+    assert cut_short["status"].tolist() == ["pending", "ok"]
+    computed = []
+    ours = json.loads(json.dumps({key: record[key] for key in ("status", "error", "elapsed_s",
+                                                                 "runs", "comparison")}))
+    ours["runs"]["hppu"]["cycles"] = 4321  # (not the copied file's)
+
+    def run_on_dask(client, scheduler, ready, folder):
+        for point, experiment, _ in ready:
+            computed.append(point.point_id)
+            yield point, experiment, {**ours, "worker": "w"}
+
+    monkeypatch.setattr(desim.sweep, "dask_client", lambda *a: contextlib.nullcontext(object()))
+    monkeypatch.setattr(desim.sweep, "run_on_dask", run_on_dask)
+    frame = sweep(path, out)
+    assert computed == [first.point_id]
+    hppu = totals(frame)[totals(frame)["run"] == "hppu"]
+    assert hppu["cycles"].tolist() == [4321, record["runs"]["hppu"]["cycles"]]
+    written = json.loads((out / "points" / f"{first.point_id}.json").read_text())
+    assert written["fingerprint"] == current
+    said = "none" if theirs == "none" else "0123456789abcdef"
+    log = [line.split(" ", 2)[2] for line in (out / "sweep.log").read_text().splitlines()]
+    assert (f"point {first.point_id}: its file is not this sweep's (it records {said}, this "
+            f"sweep's fingerprint is {current}): computed again {first.values}") in log
+    assert sweep(path, out)["cycles"].equals(frame["cycles"])  # now its own: kept
+    assert computed == [first.point_id]
 
 
 @contextlib.contextmanager
