@@ -23,8 +23,8 @@ from desim.experiment import Experiment, load_experiment
 from desim.runner import (
     RunResult,
     cached_capture,
+    held_results_folder,
     layer_energy,
-    results_folder,
     summarize,
     write_results,
 )
@@ -125,8 +125,8 @@ class Result:
     def write(self, out: str | Path) -> Path:
         """The results folder `desim run --out` writes (summary.json, layers.csv, ...,
         and the waveforms, when the experiment asks for them)."""
-        folder = results_folder(out, self.experiment)
-        write_results(folder, self.experiment, self.runs)
+        with held_results_folder(out, self.experiment) as folder:  # one writer at a time
+            write_results(folder, self.experiment, self.runs)
         return folder
 
 
@@ -156,9 +156,13 @@ def run(config: str | Path, overrides: Sequence[str] | str = (),
     if experiment.spec.sweep is not None:  # run as it is, as `desim run` says
         warnings.warn(f"{config}: its sweep: section is not run here; `desim sweep {config}` "
                       "runs its points", stacklevel=2)
-    folder = results_folder(out, experiment) if out is not None else None
-    result = Result(experiment, run_experiment(experiment, progress, folder,
-                                               capture=cached_capture(cache)))
-    if out is not None:
-        result.write(out)
+    if out is None:
+        return Result(experiment, run_experiment(experiment, progress, None,
+                                                 capture=cached_capture(cache)))
+    # held from before the simulation (its waveforms are written there) to the last file,
+    # as `desim run` holds it: another desim writing there refuses this run at once
+    with held_results_folder(out, experiment) as folder:
+        result = Result(experiment, run_experiment(experiment, progress, folder,
+                                                   capture=cached_capture(cache)))
+        write_results(folder, experiment, result.runs)
     return result

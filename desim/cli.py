@@ -6,6 +6,7 @@ and exits with code 2; a deadlock exits with code 3. Never a traceback for the u
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import json
@@ -138,32 +139,38 @@ def run(
     # as they load, then walked by each full collection of the run, they cost 0.4 s a run
     gc.disable()
     try:
-        from desim.runner import run_and_write
+        from desim.runner import held_results_folder, run_and_write_held
     finally:
         gc.freeze()  # what the imports made lives as long as the process: left out of collections
         gc.enable()
-    try:
-        with console.status("starting") as status:
-            summary = guarded(lambda: run_and_write(experiment, out, status.update, cache))
-    except KeyboardInterrupt:  # a Ctrl-C: said, as a sweep says it (exit 130)
-        left = ("the earlier results there are as they were" if (out / "summary.json").is_file()
-                else "no results there")
-        err_console.print(escape(f"interrupted: {out}: {left}"), highlight=False)
-        raise typer.Exit(130) from None
-    print_summary(summary)
-    from desim.runner import RESULT_FILES
+    # The folder is held from before the simulation to after the report: another desim's
+    # run into it is refused at once (exit 2), as this one is while another holds it.
+    with contextlib.ExitStack() as holding:
+        try:
+            guarded(lambda: holding.enter_context(held_results_folder(out, experiment)))
+            with console.status("starting") as status:
+                summary = guarded(lambda: run_and_write_held(experiment, out, status.update,
+                                                             cache))
+        except KeyboardInterrupt:  # a Ctrl-C: said, as a sweep says it (exit 130)
+            left = ("the earlier results there are as they were"
+                    if (out / "summary.json").is_file() else "no results there")
+            err_console.print(escape(f"interrupted: {out}: {left}"), highlight=False)
+            raise typer.Exit(130) from None
+        print_summary(summary)
+        from desim.runner import RESULT_FILES
 
-    observe = experiment.spec.observe  # what this run wrote: a file of another's is not
-    written = [n for n in RESULT_FILES if not (n == "trace.json" and not observe.trace
-                                               or n == "tiles.csv" and not observe.tiles)]
-    written += sorted(f"waves_{name}.vcd" for name in summary["runs"]) if observe.vcd else []
-    if report:  # the plots in the results folder, in one command (DESIGN.md's folder)
-        from desim.report import build_report
-        from desim.results import DEFAULT_REPORT
+        observe = experiment.spec.observe  # what this run wrote: a file of another's is not
+        written = [n for n in RESULT_FILES if not (n == "trace.json" and not observe.trace
+                                                   or n == "tiles.csv" and not observe.tiles)]
+        written += (sorted(f"waves_{name}.vcd" for name in summary["runs"]) if observe.vcd
+                    else [])
+        if report:  # the plots in the results folder, in one command (DESIGN.md's folder)
+            from desim.report import build_report
+            from desim.results import DEFAULT_REPORT
 
-        md, page, _ = guarded(lambda: build_report([out], out / DEFAULT_REPORT))
-        plots = len(list(out.glob(f"{md.stem}_*.png")))
-        written += [md.name, page.name, f"{plots} plots ({md.stem}_*.png)"]
+            md, page, _ = guarded(lambda: build_report([out], out / DEFAULT_REPORT))
+            plots = len(list(out.glob(f"{md.stem}_*.png")))
+            written += [md.name, page.name, f"{plots} plots ({md.stem}_*.png)"]
     console.print(escape(f"results in {out}/ ({', '.join(written)}); "
                          f"{time.perf_counter() - started:.1f} s"), highlight=False)
 

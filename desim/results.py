@@ -43,21 +43,38 @@ def writable_folder(path: str | Path, holding: str = "results") -> Path:
 
 
 @contextmanager
-def held_by_this_process(folder: Path, what: str) -> Iterator[None]:
+def held_by_this_process(folder: Path, what: str,
+                         then: str | None = "run the same command again then: what it "
+                                            "finished is kept") -> Iterator[None]:
     """Hold `folder` for this process while it writes `what` there: two `desim sweep`
     commands on one folder had both computed every point, each writing its files over the
-    other's. The lock is the kernel's (`flock` on the folder itself: no file is left), so a
-    killed process's lock goes with it: a sweep resumed after a kill is never refused."""
+    other's, and two `desim run`s had each renamed and removed the other's files. The lock
+    is the kernel's (`flock` on the folder itself: no file is left), so a killed process's
+    lock goes with it: a sweep resumed after a kill is never refused. A second hold, by
+    this process too (another thread, a nested call), is refused: the holder must pass
+    the folder on. `then`: what the refusal advises once the other has ended."""
     import fcntl
 
-    handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:  # made, then removed by the desim that made it (its run failed)
+        raise ConfigError(f"removed by another desim while {what} were to be written "
+                          "there; run the same command again", file=str(folder)) from None
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            advice = f" ({then})" if then else ""
             raise ConfigError(f"another desim is writing {what} in this folder now: wait for "
-                              "it to end (run the same command again then: what it finished "
-                              "is kept), or write elsewhere", file=str(folder)) from None
+                              f"it to end{advice}, or write elsewhere", file=str(folder)
+                              ) from None
+        try:
+            moved = os.stat(folder).st_ino != os.fstat(handle).st_ino
+        except FileNotFoundError:
+            moved = True
+        if moved:  # removed (or replaced) by the desim whose lock this one waited for
+            raise ConfigError(f"removed by another desim while {what} were to be written "
+                              "there; run the same command again", file=str(folder))
         yield
     finally:
         os.close(handle)  # (the lock goes with it)

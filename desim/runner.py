@@ -12,7 +12,8 @@ import json
 import os
 import shutil
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -33,6 +34,7 @@ from desim.hardware_view import hardware_view
 from desim.module import Simulator
 from desim.resolved import config_digest, resolved_config, resolved_sections, stats_digest
 from desim.results import (
+    held_by_this_process,
     report_files,
     writable_folder,
     write_atomic,
@@ -541,17 +543,47 @@ def run_and_write(experiment: Experiment, out: str | Path,
                   cache: str | Path | None = None) -> dict[str, Any]:
     """Simulate every run and write the results folder (`desim run`); returns summary.json.
     `cache`: a folder of captured workloads (`desim.workload_cache`), read and added to.
-    A run that fails removes the folder it made, if nothing is in it (an empty folder was
-    left as if something had run)."""
+    The folder is held for the whole run (`held_results_folder`)."""
+    with held_results_folder(out, experiment) as folder:
+        return run_and_write_held(experiment, folder, progress, cache)
+
+
+def run_and_write_held(experiment: Experiment, folder: Path,
+                       progress: Callable[[str], None] | None = None,
+                       cache: str | Path | None = None) -> dict[str, Any]:
+    """`run_and_write` into a `folder` the caller holds (`held_results_folder`)."""
+    results = run(experiment, progress, folder, capture=cached_capture(cache))
+    return write_results(folder, experiment, results)
+
+
+@contextmanager
+def held_results_folder(out: str | Path, experiment: Experiment | None = None
+                        ) -> Iterator[Path]:
+    """`out` as a results folder (`results_folder`), held by this process
+    (`desim.results.held_by_this_process`) until the block ends: taken before anything is
+    simulated, so that a second run into the folder is refused at once (exit 2), not after
+    its work, and the waveforms written while simulating are covered too. Two runs into one
+    folder had each renamed and removed the other's files: one died with a traceback, and
+    the folder held both runs' files and no summary.json. A block that fails removes the
+    folder if this made it and nothing is in it (an empty folder was left as if something
+    had run); a run refused here leaves the folder to the one that holds it."""
     made = not Path(out).exists()
-    try:
-        results = run(experiment, progress, results_folder(out, experiment),
-                      capture=cached_capture(cache))
-        return write_results(Path(out), experiment, results)
-    except BaseException:
+
+    def remove_if_empty() -> None:
         if made and Path(out).is_dir() and not any(Path(out).iterdir()):
             Path(out).rmdir()
+
+    try:
+        folder = results_folder(out, experiment)
+    except BaseException:
+        remove_if_empty()
         raise
+    with held_by_this_process(folder, "a run's results", then=None):
+        try:
+            yield folder
+        except BaseException:
+            remove_if_empty()  # (held: no other run is writing there)
+            raise
 
 
 def cached_capture(cache: str | Path | None) -> Callable[..., Workload] | None:

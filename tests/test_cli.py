@@ -909,7 +909,7 @@ def test_an_interrupted_run_says_what_it_left(tmp_path, monkeypatch):
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(desim.runner, "run_and_write", interrupted)
+    monkeypatch.setattr(desim.runner, "run_and_write_held", interrupted)
     out = tmp_path / "o"
     result = CliRunner().invoke(app, ["run", str(QUICKSTART), "--out", str(out)])
     assert result.exit_code == 130

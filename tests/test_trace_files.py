@@ -196,3 +196,71 @@ def test_the_trace_is_written_one_event_a_line_with_its_other_data(tmp_path):
     assert trace["otherData"] == {"generator": "desim", "source_time_unit": "ps"}
     assert len(text.splitlines()) == len(trace["traceEvents"]) + 2
     assert {e["pid"] for e in trace["traceEvents"]} == {0, 1}
+
+
+HELD = ("another desim is writing a run's results in this folder now: wait for it to end, "
+        "or write elsewhere")
+
+
+def test_a_run_into_a_folder_another_desim_writes_is_refused_before_it_simulates(
+        tmp_path, monkeypatch):
+    """Two `desim run`s into one folder had each renamed and removed the other's files: one
+    died with a traceback, and the folder held both runs' files and no summary.json. A run
+    holds its folder from before it simulates to its last file; another, by the command
+    line (exit 2, one line) or the API (`desim.run(out=...)`, `Result.write`), is refused
+    at once, before any work, and leaves the folder as it was."""
+    import fcntl
+    import subprocess
+    import sys
+
+    import desim
+    from desim.errors import ConfigError
+    from desim.results import held_by_this_process
+
+    path = experiment_file(tmp_path)
+    result = desim.run(path)  # simulated with no folder, to write one later
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.json").write_text("the other run's\n")
+    before = listing(out)
+
+    def simulated(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("simulated in a folder another desim holds")
+
+    monkeypatch.setattr(runner, "simulate", simulated)
+    with held_by_this_process(out, "a sweep"):  # (whatever another desim writes there)
+        command = subprocess.run([sys.executable, "-m", "desim", "run", str(path), "--vcd",
+                                  "--out", str(out)], capture_output=True, text=True,
+                                 timeout=300)
+        assert command.returncode == 2, command.stderr
+        assert command.stderr == f"error: {out}: {HELD}\n"
+        for write in (lambda: desim.run(path, out=out), lambda: result.write(out),
+                      lambda: runner.run_and_write(result.experiment, out)):
+            with pytest.raises(ConfigError) as refused:
+                write()
+            assert (refused.value.file, refused.value.message) == (str(out), HELD)
+        assert listing(out) == before
+    # The folder removed by the run holding it (it made it, and failed), between this
+    # one's check of the folder and its lock, or while this one waited for the lock: said
+    gone = tmp_path / "gone"
+    removed = ConfigError("removed by another desim while a run's results were to be "
+                          "written there; run the same command again", file=str(gone))
+    with pytest.raises(ConfigError) as refused:
+        with held_by_this_process(gone, "a run's results"):
+            pass
+    assert str(refused.value) == str(removed)
+    gone.mkdir()
+    real_flock = fcntl.flock
+
+    def flock(handle: int, operation: int) -> None:
+        gone.rmdir()
+        real_flock(handle, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    with pytest.raises(ConfigError) as refused:
+        with held_by_this_process(gone, "a run's results"):
+            pass
+    assert str(refused.value) == str(removed)
+    monkeypatch.undo()
+    assert result.write(out) == out  # the holder gone: written
+    assert json.loads((out / "summary.json").read_text()) == result.summary
