@@ -372,7 +372,9 @@ def write_results(out: Path, experiment: Experiment, results: dict[str, RunResul
     """summary.json, layers.csv, energy.csv, the resolved configuration (config.json) and
     the statistics (stats.json, stats.txt) in `out`, with the trace, tiles and waveforms
     asked for. Each is written whole under a hidden name first (`unpublished`), then all are
-    put in place together: the earlier summary.json removed first, this run's renamed last.
+    put in place together: the earlier summary.json removed first, then what the earlier run
+    wrote and this one does not, then this run's config.json, its other files, and its
+    summary.json last.
     A run killed while writing (a large trace takes seconds) leaves the earlier results
     whole, or a folder without summary.json, which no reader takes for results; never this
     run's summary beside an earlier run's tables, trace or report."""
@@ -423,11 +425,26 @@ def write_results(out: Path, experiment: Experiment, results: dict[str, RunResul
             unpublished(path).unlink(missing_ok=True)
         raise
     (out / "summary.json").unlink(missing_ok=True)  # from here no results folder, until ...
-    for path in staged[1:]:
+    # The earlier run's files go before its config.json, which lists them, is replaced; this
+    # run's config.json is put in place before the files it lists (the trace, tiles and
+    # waveforms, last). Killed at any point, the folder's config.json lists every file of
+    # desim's there that the next run must remove: a run killed after its waveforms were
+    # in place, before its config.json, had left them for the next run to present as its own.
+    kept = {path.resolve() for path in staged}
+    for path in left:
+        if path.resolve() not in kept:
+            path.unlink(missing_ok=True)
+    for path in sorted(staged[1:], key=publishing_order):
         os.replace(unpublished(path), path)
     remove_stale_artifacts(out, staged, left)
     os.replace(unpublished(staged[0]), staged[0])  # ... this run's summary is in place
     return summary
+
+
+def publishing_order(path: Path) -> int:
+    """config.json first, then the tables (`RESULT_FILES`' order), then the waveforms."""
+    order = ["config.json", *RESULT_FILES]
+    return order.index(path.name) if path.name in order else len(order)
 
 
 def unpublished(path: Path) -> Path:
@@ -456,9 +473,12 @@ def remove_stale_artifacts(out: Path, written: list[Path], left: list[Path]) -> 
     did not write (`written`): beside this run's summary they would pass for its own.
     Nothing else in the folder is touched: a trace.json the earlier run did not write, or
     a report.md that is not desim's, is the user's own."""
-    stale = list(out.glob(".waves_*.vcd.tmp"))  # this run's are published by now
+    # this run's are published by now; and the halves of a waveform's hidden file that
+    # a kill left (`atomic_path` of `unpublished`: ..waves_<run>.vcd.tmp.XXXX.tmp)
+    stale = [*out.glob(".waves_*.vcd.tmp"), *out.glob("..waves_*.vcd.tmp.*.tmp")]
     for name in RESULT_FILES:  # this run's are in place by now (its summary.json last)
         stale += out.glob(f".{name}.*.tmp")
+        stale += out.glob(f".{unpublished(out / name).name}.*.tmp")  # (likewise)
         if name != "summary.json":
             stale.append(unpublished(out / name))
     kept = {path.resolve() for path in written}

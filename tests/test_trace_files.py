@@ -85,11 +85,15 @@ def test_a_failed_run_leaves_the_earlier_results_as_they_were(tmp_path, monkeypa
 
 def test_a_killed_write_leaves_no_hidden_halves_after_the_next_run(tmp_path):
     """A run killed while writing its results leaves the hidden halves of its files
-    (`atomic_path`'s `.summary.json.XXXX.tmp`); the next run into the folder removes them,
-    and nothing else of the folder's."""
+    (`atomic_path`'s `.summary.json.XXXX.tmp`, and `..summary.json.tmp.XXXX.tmp` of the
+    hidden name each is staged under, which were left); the next run into the folder
+    removes them, and nothing else of the folder's."""
     out = tmp_path / "out"
     out.mkdir()
     halves = [out / f".{name}.k1ll3d.tmp" for name in runner.RESULT_FILES]
+    # and those of its hidden files (`atomic_path` of `unpublished`)
+    halves += [out / f"..{name}.tmp.k1ll3d.tmp" for name in runner.RESULT_FILES]
+    halves.append(out / "..waves_dense.vcd.tmp.k1ll3d.tmp")
     others = [out / ".notes.md.x.tmp", out / "summary.json.bak"]
     for path in halves + others:
         path.write_text("half")
@@ -264,3 +268,35 @@ def test_a_run_into_a_folder_another_desim_writes_is_refused_before_it_simulates
     monkeypatch.undo()
     assert result.write(out) == out  # the holder gone: written
     assert json.loads((out / "summary.json").read_text()) == result.summary
+
+
+@pytest.mark.parametrize(("earlier", "killed", "at"), [
+    ("plain", "observed", "waves_bare.vcd"),  # the audit's case: waveforms put in place
+    ("observed", "plain", "stats.json"),      # its config.json (no waveform) in place
+    ("observed", "plain", "config.json")])
+def test_a_run_leaves_no_waveform_trace_or_tiles_of_a_run_killed_while_publishing(
+        tmp_path, monkeypatch, earlier, killed, at):
+    """A run killed while it put its files in place had published its waveforms before its
+    config.json, which lists them, and the next run, reading the earlier config.json, left
+    them beside its own summary as its own. Now the earlier run's files go first, then this
+    run's config.json, then its other files: killed anywhere, the folder's config.json lists
+    every observed file of desim's there, and the next run removes those it does not write."""
+    observed = ["observe.trace=true", "observe.tiles=true"]
+    sets = {"plain": ["observe.vcd=false"], "observed": observed}
+    path = experiment_file(tmp_path)
+    out = tmp_path / "out"
+    runner.run_and_write(load_experiment(path, sets[earlier]), out)
+    real_replace = runner.os.replace
+
+    def replace(source: Any, target: Any) -> None:
+        if Path(target).name == at:  # (a kill would leave what this leaves)
+            raise KeyboardInterrupt
+        real_replace(source, target)
+
+    monkeypatch.setattr(runner.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_and_write(load_experiment(path, [*sets[killed], "workload.batch=1"]), out)
+    monkeypatch.undo()
+    runner.run_and_write(load_experiment(path, sets["plain"]), out)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json", "energy.csv", "layers.csv", "stats.json", "stats.txt", "summary.json"]
