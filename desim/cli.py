@@ -22,7 +22,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from desim.console import console as make_console
-from desim.errors import ConfigError, fail, guarded
+from desim.errors import ConfigError, fail, guarded, interrupts_kept
 from desim.options import path_given
 
 if TYPE_CHECKING:
@@ -149,8 +149,11 @@ def run(
         try:
             guarded(lambda: holding.enter_context(held_results_folder(out, experiment)))
             with console.status("starting") as status:
-                summary = guarded(lambda: run_and_write_held(experiment, out, status.update,
-                                                             cache))
+                def kept() -> dict[str, Any]:  # (a Ctrl-C caught on the way is one still)
+                    with interrupts_kept():
+                        return run_and_write_held(experiment, out, status.update, cache)
+
+                summary = guarded(kept)
         except KeyboardInterrupt:  # a Ctrl-C: said, as a sweep says it (exit 130)
             left = ("the earlier results there are as they were"
                     if (out / "summary.json").is_file() else "no results there")

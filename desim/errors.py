@@ -60,6 +60,52 @@ def out_of_memory_as(error: ConfigError | Callable[[], ConfigError]) -> Iterator
         raise (error if isinstance(error, ConfigError) else error()) from None
 
 
+# The Ctrl-Cs (SIGINTs) met inside `interrupts_kept`, whether or not they were caught since
+_INTERRUPTED: list[int] = []
+
+
+@contextmanager
+def interrupts_kept() -> Iterator[None]:
+    """Within it (in the main thread, where Python's own Ctrl-C handler is in place; else
+    it does nothing), a Ctrl-C raises KeyboardInterrupt as always and is kept in mind too,
+    so that code that swallows it cannot lose it: an import torch makes lazily, cut short
+    by it, surfaced as an AttributeError ("partially initialized module"), which a broad
+    `except` then took for a fault of the model (a false input error, exit 2); and twice a
+    run went on to the end (exit 0), the interrupt lost where a library or a finalizer had
+    caught it. `raise_if_interrupted` raises it again; the block raises it at its end, in
+    place of any other error it ends with. Nested, the outermost keeps it."""
+    import signal
+    import threading
+
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield  # not ours to change: another thread, an installed handler (or ours, nested)
+        return
+
+    def kept(signum: int, frame: object) -> None:
+        _INTERRUPTED.append(signum)
+        raise KeyboardInterrupt
+
+    _INTERRUPTED.clear()
+    signal.signal(signal.SIGINT, kept)
+    try:
+        try:
+            yield
+        except BaseException:  # whatever the Ctrl-C surfaced as, it is the Ctrl-C
+            raise_if_interrupted()
+            raise
+        raise_if_interrupted()
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _INTERRUPTED.clear()
+
+
+def raise_if_interrupted() -> None:
+    """KeyboardInterrupt, if a Ctrl-C came within `interrupts_kept` (caught since or not)."""
+    if _INTERRUPTED:
+        raise KeyboardInterrupt
+
+
 class DeadlockError(Exception):
     """The simulation stopped with work left; the message lists who waits for what."""
 

@@ -27,7 +27,7 @@ from arch.accelerator import Accelerator
 from arch.config import ArchConfig, priced_actions
 from desim.clock import PS_PER_S, Clock, cycles_until
 from desim.elaborate import design_error, elaborate, workload_set_note
-from desim.errors import ConfigError
+from desim.errors import ConfigError, raise_if_interrupted
 from desim.events import DEALT, PHASES, TILE_DTYPE
 from desim.experiment import Experiment, ObserveSpec, RunSpec, load_experiment
 from desim.hardware_view import hardware_view
@@ -340,6 +340,7 @@ def run(experiment: Experiment, progress: Callable[[str], None] | None = None,
             # A run's mapping leaves large tensors in reference cycles: freed now, before
             # the next run, the peak is one run's (quickstart: 2.37 against 2.81 GiB).
             gc.collect()
+            raise_if_interrupted()  # a Ctrl-C caught on the way (`interrupts_kept`): stop
     except BaseException:  # its runs' waveforms go with it: no results to stand beside
         if out is not None:
             for run_spec in spec.runs:
@@ -420,6 +421,7 @@ def write_results(out: Path, experiment: Experiment, results: dict[str, RunResul
         tiles = [r.tiles for r in results.values() if r.tiles is not None]
         if tiles:
             write_csv(stage("tiles.csv"), pd.concat(tiles, ignore_index=True))
+        raise_if_interrupted()  # a Ctrl-C caught on the way (`interrupts_kept`): no results
     except BaseException:
         for path in staged:
             unpublished(path).unlink(missing_ok=True)

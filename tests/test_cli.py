@@ -981,3 +981,46 @@ def test_version_says_the_package_and_its_commit():
     assert result.stdout.startswith(f"desim {made['version'] or 'from a source tree'}")
     if made.get("commit"):
         assert f"(commit {made['commit'][:12]}" in result.stdout
+
+
+# `desim run` with a Ctrl-C (SIGINT to itself) while tracing the model's forward, which a
+# library met and turned into an error of its own ("error": torch's lazy import of
+# torch._dynamo, cut short, surfaced as an AttributeError) or swallowed ("swallowed":
+# mpmath's bare `except:` around an import); the one-layer trace that imports what tracing
+# imports is left alone.
+INTERRUPTED_WHILE_TRACING = """
+import os, signal, sys, time
+from mappings.models import supported
+real = supported._Tracer.trace
+def trace(self, root, *args, **kwargs):
+    if type(root).__name__ != "_OneLayer":
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            if sys.argv[1] == "error":
+                raise AttributeError("partially initialized module 'torch._dynamo' has no "
+                                     "attribute 'config' (most likely due to a circular "
+                                     "import)") from None
+    return real(self, root, *args, **kwargs)
+supported._Tracer.trace = trace
+from desim.cli import app
+app(sys.argv[2:], prog_name="desim")
+"""
+
+
+@pytest.mark.parametrize("met", ["error", "swallowed"])
+def test_a_ctrl_c_while_the_model_is_traced_is_an_interrupt(tmp_path, met):
+    """A Ctrl-C about 2 s into `desim run` (a model file's forward traced by torch.fx) was
+    reported as bad input, exit 2: "torch.fx cannot trace it in training mode
+    (AttributeError: partially initialized module 'torch._dynamo' ..."; twice it was lost
+    and the run went on to write its results (exit 0). Either way it is an interrupt now:
+    one line, exit 130, and no results."""
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_WHILE_TRACING, met, "run",
+         str(ROOT / "configs" / "experiments" / "custom_model.yaml"), "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 130, result.stderr
+    assert " ".join(result.stderr.split()) == f"interrupted: {out}: no results there"  # (wrapped)
+    assert not out.exists()

@@ -14,6 +14,7 @@ padding as the numbers it pads, which the capture counts.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from desim.errors import ConfigError
+from desim.errors import ConfigError, interrupts_kept, raise_if_interrupted
 from mappings.capture import VECTOR_KINDS
 from mappings.models.common import Fork, MatMul
 
@@ -364,6 +365,25 @@ def refuse_untrainable(model: nn.Module, label: str, training: bool) -> None:
                           key="workload.model")
 
 
+@functools.cache
+def _import_what_tracing_imports() -> None:
+    """Trace a model of one layer first, outside `refuse_uncounted`'s `except`: the first
+    trace imports some 1,200 modules lazily (torch._dynamo, torch._inductor, sympy: the
+    stack traces it records), and a Ctrl-C among them raised an error of torch's, which that
+    `except` reported as the user's model being untraceable."""
+    with interrupts_kept():
+        fx.GraphModule(_OneLayer(), _Tracer().trace(_OneLayer()))
+
+
+class _OneLayer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x).flatten(1)
+
+
 def refuse_uncounted(model: nn.Module, label: str, shape: tuple[int, ...],
                      allowed: Collection[str] = (), training: bool = True) -> None:
     """A ConfigError (key `workload.model`) if `model` computes anything the capture does not
@@ -377,11 +397,14 @@ def refuse_uncounted(model: nn.Module, label: str, shape: tuple[int, ...],
     `self.training` computes otherwise in the other). A model torch.fx cannot trace is
     refused too: desim cannot then tell what it computes."""
     mode = "training" if training else "eval"
+    _import_what_tracing_imports()
     was_training = model.training
     model.train(training)
     try:
-        graph = fx.GraphModule(model, _Tracer().trace(model))
+        with interrupts_kept():
+            graph = fx.GraphModule(model, _Tracer().trace(model))
     except (Exception, SystemExit) as err:  # noqa: BLE001 - any tracing failure: said
+        raise_if_interrupted()  # a Ctrl-C that surfaced as another error: no fault of its
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise ConfigError(
             f"model {label}: torch.fx cannot trace it in {mode} mode ({type(err).__name__}: "
@@ -390,6 +413,7 @@ def refuse_uncounted(model: nn.Module, label: str, shape: tuple[int, ...],
             key="workload.model") from None
     finally:
         model.train(was_training)
+    raise_if_interrupted()  # one a library caught while tracing imported it (mpmath does)
     model.eval()  # run in eval mode, so that no batch norm's statistics change
     try:
         values = _evaluate(graph, torch.zeros((1, *shape)), label, mode)
