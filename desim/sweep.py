@@ -641,6 +641,9 @@ def _stopped_quietly() -> Iterator[None]:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         logging.getLogger("distributed").setLevel(level)
+        # said by now: a later sweep of this process (`sweep()`, a notebook's) had raised
+        # KeyboardInterrupt after its first point, the stop still on record
+        _STOPPED.clear()
 
 
 def print_sweep(console: Any, frame: pd.DataFrame) -> None:

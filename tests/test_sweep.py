@@ -1615,3 +1615,6 @@ def test_a_stop_that_breaks_a_lock_is_still_a_stop(tmp_path, monkeypatch, capsys
         app([str(path), "--out", str(tmp_path / "out")], standalone_mode=True)
     assert done.value.code == 143
     assert "interrupted: no point finished" in capsys.readouterr().err
+    # said, it is off the record: a later sweep() of this process (a notebook's, the next
+    # test's) had been stopped by it after its first point
+    assert sweep_module._STOPPED == []
