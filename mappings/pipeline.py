@@ -288,19 +288,24 @@ def compute_cycles(table: np.ndarray, hw: HardwareView) -> np.ndarray:
     """Each tile's time on the PEs, as arch/pe.py counts it: its busiest PE's MACs, or its
     pairs' scan over the active PEs when index matching takes longer, plus fill and drain;
     a vector layer's tile, its operations over the vector unit's lanes (arch/vector.py).
-    On a systolic array, its share of its layer-phase's closed-form cycles: at the rate
-    of the layer-phase being planned, or as its planned table gives it."""
+    On a systolic array, a tile's share of its layer-phase's closed-form cycles, as its
+    planned table gives it (`compute_cycles`); the tiles of the layer-phase being planned
+    have none yet, and take its rate (`systolic_cycles_per_mac`)."""
     if hw.systolic is not None:
+        cycles = table["compute_cycles"].astype(np.float64)
         if hw.systolic_cycles_per_mac:
-            return np.ceil(table["macs"] * hw.systolic_cycles_per_mac)
-        return table["compute_cycles"].astype(np.float64)
-    cycles = np.ceil(table["busiest_pe_macs"] / hw.macs_per_pe_per_cycle)
-    if hw.index_matching_bits:
-        # in float64: clusters x PEs x bits a cycle can pass int32's range on a large design
-        lanes = np.maximum(table["active_clusters"], 1).astype(np.float64) * hw.pes_per_cluster
-        cycles = np.maximum(cycles, np.ceil(table["scanned_pairs"]
-                                            / (lanes * hw.index_matching_bits)))
-    cycles = np.where(cycles > 0, cycles + hw.pipeline_cycles, 0.0)
+            cycles = np.where(cycles > 0, cycles,
+                              np.ceil(table["macs"] * hw.systolic_cycles_per_mac))
+    else:
+        cycles = np.ceil(table["busiest_pe_macs"] / hw.macs_per_pe_per_cycle)
+        if hw.index_matching_bits:
+            # in float64: clusters x PEs x bits a cycle can pass int32's range on a large
+            # design
+            lanes = (np.maximum(table["active_clusters"], 1).astype(np.float64)
+                     * hw.pes_per_cluster)
+            cycles = np.maximum(cycles, np.ceil(table["scanned_pairs"]
+                                                / (lanes * hw.index_matching_bits)))
+        cycles = np.where(cycles > 0, cycles + hw.pipeline_cycles, 0.0)
     if hw.vector_lanes:
         cycles = cycles + np.ceil(table["vector_ops"] / hw.vector_lanes)
     return cycles

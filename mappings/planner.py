@@ -84,10 +84,12 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     budget and on `input_resident` alone through `_wg_split`, so its plans are kept by that.
     """
     where = f"layer {layer.name} {('FF', 'BP', 'WG')[phase]}"
-    systolic = hw.systolic is not None and layer.macs > 0
-    if systolic:  # every plan's tiles at the array's rate for this layer-phase
+    nominal = int(nominal_map(layer, phase).sum()) if hw.systolic is not None else 0
+    systolic = nominal > 0
+    if systolic:  # every plan's tiles at the array's rate for this layer-phase: its cycles
+        # over the MACs its tiles will share them by (nominal: a padding pair is no MAC)
         array_cycles = hw.systolic(*gemm_view(layer, phase))
-        hw = replace(hw, systolic_cycles_per_mac=array_cycles / layer.macs)
+        hw = replace(hw, systolic_cycles_per_mac=array_cycles / nominal)
     pruned_grads_unused = pruned_grads_unused and layer.weight_is_parameter
     if circulant_block and not layer.weight_is_parameter:
         circulant_block = 0
