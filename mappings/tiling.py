@@ -405,7 +405,23 @@ def _per_tile_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
     Dealt by channels: a row block's outputs are dealt to a cluster's PEs in turn, a
     channel's to a cluster. By rows: each cluster takes a run of the block's rows
     (`cluster_blocks`) for every channel of the tile, and deals its outputs to its PEs in
-    turn."""
+    turn. Kept in `cache` (read-only) by map, block and dealing: the tile search and then
+    `tile_part` (for each order and plan tiled alike) ask for the same shapes' counts."""
+    def made() -> tuple[np.ndarray, np.ndarray]:
+        busiest, total = _per_tile_pe_made(counts, shape, hw, cache)
+        for array in (busiest, total):
+            array.flags.writeable = False
+        return busiest, total
+    # (the loop order is not in the key: it orders the tiles, not their counts; the fields
+    # of `hw` read are, as a reduction dealt across deals each slice to one cluster)
+    return _kept(cache, ("tile_pe", id(counts), shape.ka, shape.images, shape.rows,
+                         shape.partition, hw.clusters, hw.pes_per_cluster, hw.load_balance),
+                 counts, made)
+
+
+def _per_tile_pe_made(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
+                      cache: dict | None) -> tuple[np.ndarray, np.ndarray]:
+    """`_per_tile_pe`, not kept."""
     if shape.partition == "rows":
         per_pe = _per_pe_by_rows(counts, shape, hw, cache)
         busiest, total = _per_tile_by_rows(per_pe, shape, counts.shape, hw)
