@@ -467,24 +467,42 @@ def _per_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
             m, size, whole = shape.rows, shape.rows * length, n_rows
             outer = counts.reshape(a * n_img, n_rows, length)
         used = min(hw.pes_per_cluster, size)  # PEs past a block's outputs idle: none
-        full = whole // m
-        blocks = _dealt_to_pes(outer[:, :full * m].reshape(outer.shape[0], full, size), used)
+        full, largest = whole // m, _largest(counts, cache)
+        blocks = _dealt_to_pes(outer[:, :full * m].reshape(outer.shape[0], full, size), used,
+                               largest)
         if whole > full * m:       # a shorter last block (of each image)
             last = outer[:, full * m:].reshape(outer.shape[0], 1, -1)
-            blocks = torch.cat([blocks, _dealt_to_pes(last, used)], 1)
+            blocks = torch.cat([blocks, _dealt_to_pes(last, used, largest)], 1)
         return blocks.reshape(a, -1, used)
     return _kept_per_pe(cache, ("per_pe", id(counts), shape.images, shape.rows), counts,
                         dealt)
 
 
-def _dealt_to_pes(blocks: torch.Tensor, used: int) -> torch.Tensor:
+def _largest(counts: torch.Tensor, cache: dict | None) -> int | None:
+    """An int32 count map's largest count (None for another map), `exact_sum`'s bound,
+    found once for every block size the search deals the map in (kept in `cache`): without
+    one, each sum of a large map had first found it, and a small map's summed in int64."""
+    if counts.dtype != torch.int32 or not counts.numel():
+        return None
+    return _kept(cache, ("largest", id(counts)), counts, lambda: int(counts.amax()))
+
+
+def _dealt_to_pes(blocks: torch.Tensor, used: int, largest: int | None = None
+                  ) -> torch.Tensor:
     """Each block's positions (B, nB, positions) dealt to `used` PEs in turn: (B, nB, used)
-    int64 sums. Summed over views of the map: zero-padding the blocks and the positions to
-    whole multiples copied the map twice (a quarter of the time it took)."""
+    int64 sums (`largest`: a bound on the counts, `exact_sum`'s). Summed over views of the
+    map: zero-padding the blocks and the positions to whole multiples copied the map twice
+    (a quarter of the time it took). One or two rounds are added as slices: torch's sum
+    over so short a dim took 2 to 4 times as long (a WG's blocks of a row or two of 9)."""
     b, nb, n = blocks.shape
     rounds = n // used
-    if rounds:
-        dealt = exact_sum(blocks[..., :rounds * used].reshape(b, nb, rounds, used), 2)
+    if rounds > 2:
+        dealt = exact_sum(blocks[..., :rounds * used].reshape(b, nb, rounds, used), 2,
+                          largest=largest)
+    elif rounds:
+        dealt = blocks[..., :used].to(torch.int64, copy=True)  # (never a view of the map)
+        if rounds == 2:
+            dealt += blocks[..., used:2 * used]
     else:
         dealt = torch.zeros(b, nb, used, dtype=torch.int64)
     if n > rounds * used:          # the last round's positions: the first PEs'
