@@ -1048,17 +1048,19 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
     # Stream operand, per row block, with its halo: 2-D prefix sums over (image, input row).
     i0, i1, r0, r1 = _blocks(shape, n_img, n_rows)
     h0, h1 = win(r0, r1)
-    s_nnz = _window_sums(ps.stream_nnz, i0, i1, h0, h1)
+    s_nnz = _window_sums(ps.stream_nnz, i0, i1, h0, h1, cache)
     s_elems = (i1 - i0) * (h1 - h0) * ps.stream_row_elems
-    s_bytes = _stream_bytes(ps, s_elems, s_nnz, _window_sums(ps.stream_rle, i0, i1, h0, h1), eb)
+    s_bytes = _stream_bytes(ps, s_elems, s_nnz,
+                            _window_sums(ps.stream_rle, i0, i1, h0, h1, cache), eb)
     by_rows = shape.partition == "rows"
     if by_rows:  # each cluster is sent its rows' window, per block: halos overlap
         c0, c1, q0, q1, first = cluster_blocks(shape.images, shape.rows, n_img, n_rows,
                                                hw.clusters)
         g0, g1 = win(q0, q1)
         run_elems = (c1 - c0) * (g1 - g0) * ps.stream_row_elems
-        run_bytes = _stream_bytes(ps, run_elems, _window_sums(ps.stream_nnz, c0, c1, g0, g1),
-                                  _window_sums(ps.stream_rle, c0, c1, g0, g1), eb)
+        run_bytes = _stream_bytes(ps, run_elems,
+                                  _window_sums(ps.stream_nnz, c0, c1, g0, g1, cache),
+                                  _window_sums(ps.stream_rle, c0, c1, g0, g1, cache), eb)
         sent_elems = np.add.reduceat(run_elems, first)
         sent_bytes = np.add.reduceat(run_bytes, first)
         occupied = np.diff(np.append(first, len(c0)))
@@ -1249,10 +1251,15 @@ def _groups_touched(layer: LayerCapture, phase: int, channels: torch.Tensor, ka:
 
 
 def _window_sums(per_row: torch.Tensor, i0: np.ndarray, i1: np.ndarray, h0: np.ndarray,
-                 h1: np.ndarray) -> np.ndarray:
-    """Sums of a (images, rows) array over [i0, i1) x [h0, h1), by 2-D prefix sums."""
-    prefix = np.zeros((per_row.shape[0] + 1, per_row.shape[1] + 1), np.int64)
-    prefix[1:, 1:] = per_row.cumsum(0).cumsum(1).numpy()
+                 h1: np.ndarray, cache: dict | None = None) -> np.ndarray:
+    """Sums of a (images, rows) array over [i0, i1) x [h0, h1), by 2-D prefix sums (kept
+    in `cache`: every tile shape of a chunk reads the same array)."""
+    def made() -> np.ndarray:
+        prefix = np.zeros((per_row.shape[0] + 1, per_row.shape[1] + 1), np.int64)
+        prefix[1:, 1:] = per_row.cumsum(0).cumsum(1).numpy()
+        prefix.flags.writeable = False
+        return prefix
+    prefix = _kept(cache, ("prefix", id(per_row)), per_row, made)
     return prefix[i1, h1] - prefix[i0, h1] - prefix[i1, h0] + prefix[i0, h0]
 
 
