@@ -158,13 +158,17 @@ def reduction_size(layer: LayerCapture, phase: int) -> int:
     return (cg * r * s, k // layer.groups * r * s, n * p * q)[phase]
 
 
-def nominal_map(layer: LayerCapture, phase: int) -> torch.Tensor:
+def nominal_map(layer: LayerCapture, phase: int, rows: bool = False) -> torch.Tensor:
     """Pairs in bounds per output. With every operand all ones, an output's count is its
     share of the reduction (FF: C/g channels, BP: K/g, WG: N images) times the in-bounds
     kernel-window positions, which depend on geometry alone: so one channel of one image is
-    counted and the rest is broadcast (a full count would convolve every channel)."""
+    counted and the rest is broadcast (a full count would convolve every channel).
+    `rows`: its row totals instead (A, I, R, 1), int64 (`exact_sum` over L), summed before
+    the broadcast, for a caller that reads no more (the map itself where rows are of one
+    output)."""
     if layer.x_valid is not None:  # a row slice: which inputs are padding varies per image
-        return count_map(layer, phase, x_nz=False, w_nz=False, dy_nz=False)
+        counts = count_map(layer, phase, x_nz=False, w_nz=False, dy_nz=False)
+        return exact_sum(counts, 3, keepdim=True) if rows and counts.shape[3] > 1 else counts
     n, c, h, w_ = layer.x_nz.shape
     k, cg, r, s = layer.w_nz.shape
     p, q = layer.dy_nz.shape[2:]
@@ -177,6 +181,8 @@ def nominal_map(layer: LayerCapture, phase: int) -> torch.Tensor:
         raise ValueError(f"{layer.name}: a per-output count reaches 2**24; float32 counting "
                          "is no longer exact (split the batch)")
     full = ((k, n, p, q), (c, n, h, w_), (k, 1, cg, r * s))[phase]
+    if rows and full[3] > 1:
+        return exact_sum(counts, 3, keepdim=True).expand(*full[:3], 1).contiguous()
     return counts.expand(full).contiguous()
 
 

@@ -511,11 +511,14 @@ def _count_maps(part: LayerCapture, phase: int, hw: HardwareView, policy: SkipPo
     (their sums over the row: the tiler only totals them per tile, and a row sum is a row
     length smaller). Scanned: the nominal pairs of the outputs the PEs compute, which their
     index matching ANDs, when they pair two operands' non-zeros in this phase."""
-    nominal = nominal_map(part, phase)
-    effectual = effectual_map(part, phase, pruned_grads_unused=pruned_grads_unused)
     skipped = processed_operands(phase, policy, pruned_grads_unused)
+    scans = bool(hw.index_matching_bits) and skipped["x_nz"] + skipped["w_nz"] + skipped[
+        "dy_nz"] >= 2
+    # the whole nominal map where the PEs take it or scan it, else its row totals alone
+    nominal = nominal_map(part, phase, rows=not (policy.dense or scans))
+    effectual = effectual_map(part, phase, pruned_grads_unused=pruned_grads_unused)
     scanned = None
-    if hw.index_matching_bits and skipped["x_nz"] + skipped["w_nz"] + skipped["dy_nz"] >= 2:
+    if scans:
         scanned = nominal
         if phase == WG and skipped["mask_wg"]:  # pruned weights' gradients are not computed
             k, cg, r, s = part.w_nz.shape

@@ -282,13 +282,17 @@ def test_non_square_kernels_count_exactly():
                          [(1, 0, 1, 1), (2, 1, 1, 1), (1, 2, 2, 1), (2, 1, 1, 2), (1, 1, 1, 4)])
 def test_nominal_map_broadcast_equals_counting_every_pair(stride, padding, dilation, groups):
     """nominal_map counts one channel of one image and broadcasts; it must equal the full
-    count with every operand all ones, output by output, in every phase."""
+    count with every operand all ones, output by output, in every phase; its row totals
+    (`rows`) the full count's, int64."""
     conv = nn.Conv2d(4, K, (3, 2), stride=stride, padding=padding, dilation=dilation,
                      groups=groups, bias=False)
     layer = dense_capture(conv, h=9)
     for phase in (FF, BP, WG):
         full = count_map(layer, phase, x_nz=False, w_nz=False, dy_nz=False)
         assert torch.equal(nominal_map(layer, phase), full)
+        rows = nominal_map(layer, phase, rows=True)
+        assert rows.dtype == torch.int64 and rows.is_contiguous()
+        assert torch.equal(rows, full.sum(3, keepdim=True, dtype=torch.int64))
     p, q = layer.dy_nz.shape[2:]
     assert int(nominal_map(layer, FF).sum()) == sum(
         1 for pi in range(p) for qi in range(q) for r in range(3) for s in range(2)
