@@ -381,7 +381,20 @@ def _per_tile_total(counts: torch.Tensor, shape: TileShape, cache: dict | None =
     """Total counts per tile (nA, nB) of a count map (A, I, R, L), from its `_row_totals`
     (kept in `cache` by map: every tile shape of the search sums the same map). A row
     block is m whole images or a run of one image's rows (`_blocks`), a channel block a
-    run of ka channels, each in order: runs along one axis each (`_runs`)."""
+    run of ka channels, each in order: runs along one axis each (`_runs`). Kept there too
+    (read-only) by map and blocks: both loop orders of a shape, and the plans that tile a
+    chunk alike, ask for the same totals."""
+    def made() -> np.ndarray:
+        totals = _per_tile_total_made(counts, shape, cache)
+        totals.flags.writeable = False
+        return totals
+    return _kept(cache, ("tile_total", id(counts), shape.ka, shape.images, shape.rows),
+                 counts, made)
+
+
+def _per_tile_total_made(counts: torch.Tensor, shape: TileShape, cache: dict | None
+                         ) -> np.ndarray:
+    """`_per_tile_total`, not kept."""
     rows = _kept(cache, ("rows", id(counts)), counts, lambda: _row_totals(counts))
     a, n_img, n_rows = rows.shape
     if rows.numel() < SMALL_RUNS:  # each axis in one `reduceat`, at its blocks' starts
