@@ -144,6 +144,16 @@ class _Window:
         self.reach = (layer.w_nz.shape[2] - 1) * layer.dilation
         self.rows_in = {FF: layer.x_nz.shape[2], BP: layer.dy_nz.shape[2],
                         WG: layer.w_nz.shape[1]}[phase]
+        self._widest: dict[tuple[int, int], int] = {}
+
+    def widest(self, rows: int, n_rows: int) -> int:
+        """The most input rows a block of `rows` of the `n_rows` output rows needs (blocks
+        from row 0 on), kept: the tile search sizes every channel block alike."""
+        if (rows, n_rows) not in self._widest:
+            r0 = np.arange(0, n_rows, rows)
+            h0, h1 = self(r0, np.minimum(r0 + rows, n_rows))
+            self._widest[rows, n_rows] = int((h1 - h0).max())
+        return self._widest[rows, n_rows]
 
     def __call__(self, r0: np.ndarray, r1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.phase == FF:
@@ -648,9 +658,7 @@ def tile_bytes(shape: TileShape, ps: PhaseShape, win: _Window, out_rows_len: tup
     rows = min(shape.rows, n_rows)
     in_rows = win.rows_in
     if shape.rows < n_rows:  # the widest window of a block (the first's padding clips it)
-        r0 = np.arange(0, n_rows, rows)
-        h0, h1 = win(r0, np.minimum(r0 + rows, n_rows))
-        in_rows = int((h1 - h0).max())
+        in_rows = win.widest(rows, n_rows)
     stream = 0 if stream_resident else shape.images * in_rows * ps.stream_row_elems
     out = shape.ka * shape.images * rows * length
     chan = 0 if channel_resident else shape.ka * a_elems
