@@ -23,7 +23,8 @@ rows = input channels, L = R*S).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -75,7 +76,13 @@ def _named(flag: bool | tuple[str, ...], phase: int) -> bool:
 def _maps(layer: LayerCapture, phase: int, x: torch.Tensor, w: torch.Tensor,
           dy: torch.Tensor) -> torch.Tensor:
     """Per-output pair counts for one phase, from float 0/1 operands, in tiling layout."""
-    st, pad, dil, g = layer.stride, layer.padding, layer.dilation, layer.groups
+    return _convolved(phase, x, w, dy, layer.stride, layer.padding, layer.dilation,
+                      layer.groups)
+
+
+def _convolved(phase: int, x: torch.Tensor, w: torch.Tensor, dy: torch.Tensor, st: int,
+               pad: int, dil: int, g: int) -> torch.Tensor:
+    """`_maps` of a layer of that stride, padding, dilation and groups."""
     if phase == FF:
         out = F.conv2d(x, w, None, st, pad, dil, g)           # (N, K, P, Q)
         return out.permute(1, 0, 2, 3)
@@ -172,11 +179,9 @@ def nominal_map(layer: LayerCapture, phase: int, rows: bool = False) -> torch.Te
     n, c, h, w_ = layer.x_nz.shape
     k, cg, r, s = layer.w_nz.shape
     p, q = layer.dy_nz.shape[2:]
-    one_channel = layer if layer.groups == 1 else replace(layer, groups=1)
-    one = _maps(one_channel, phase, torch.ones(1, 1, h, w_), torch.ones(1, 1, r, s),
-                torch.ones(1, 1, p, q))
     share = (cg, k // layer.groups, n)[phase]
-    counts = one.round().to(torch.int32) * share
+    counts = _in_bounds(phase, h, w_, r, s, p, q, layer.stride, layer.padding,
+                        layer.dilation) * share
     if counts.numel() and int(counts.max()) >= MAX_EXACT:
         raise ValueError(f"{layer.name}: a per-output count reaches 2**24; float32 counting "
                          "is no longer exact (split the batch)")
@@ -184,6 +189,17 @@ def nominal_map(layer: LayerCapture, phase: int, rows: bool = False) -> torch.Te
     if rows and full[3] > 1:
         return exact_sum(counts, 3, keepdim=True).expand(*full[:3], 1).contiguous()
     return counts.expand(full).contiguous()
+
+
+@lru_cache(maxsize=1024)
+def _in_bounds(phase: int, h: int, w: int, r: int, s: int, p: int, q: int, stride: int,
+               padding: int, dilation: int) -> torch.Tensor:
+    """One channel of one image's in-bounds kernel-window positions per output of the
+    phase (int32; shared, never written): every chunk of a layer's reduction, and every
+    layer of the same geometry, has the same (`nominal_map` had convolved them again)."""
+    one = _convolved(phase, torch.ones(1, 1, h, w), torch.ones(1, 1, r, s),
+                     torch.ones(1, 1, p, q), stride, padding, dilation, 1)
+    return one.round().to(torch.int32)
 
 
 def effectual_operands(phase: int, pruned_grads_unused: bool) -> dict[str, bool]:
