@@ -313,6 +313,9 @@ class _UnhookedPool(Pool):
             self.count("wait_ps", int(self.env.now) - asked)
 
     def give(self, amount: int) -> Generator:
+        if amount > self.in_use:  # (Pool.give's check: not the hook's cost)
+            raise ValueError(f"{self.path}: give of {amount} but only {self.in_use} in use "
+                             "(give back what was taken)")
         yield self.container.put(amount)
         self.count("give")
 

@@ -50,7 +50,9 @@ def held_by_this_process(folder: Path, what: str,
     commands on one folder had both computed every point, each writing its files over the
     other's, and two `desim run`s had each renamed and removed the other's files. The lock
     is the kernel's (`flock` on the folder itself: no file is left), so a killed process's
-    lock goes with it: a sweep resumed after a kill is never refused. A second hold, by
+    lock goes with it: a sweep resumed after a kill is never refused. Where the file
+    system cannot lock a folder (NFS, whose client takes `flock` for a write lock, which a
+    folder opened to read cannot have), the folder is not held. A second hold, by
     this process too (another thread, a nested call), is refused: the holder must pass
     the folder on. `then`: what the refusal advises once the other has ended."""
     import fcntl
@@ -63,11 +65,13 @@ def held_by_this_process(folder: Path, what: str,
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except BlockingIOError:  # (its `what` is not known here: a run's or a sweep's)
             advice = f" ({then})" if then else ""
-            raise ConfigError(f"another desim is writing {what} in this folder now: wait for "
-                              f"it to end{advice}, or write elsewhere", file=str(folder)
-                              ) from None
+            raise ConfigError(f"another desim is writing in this folder now: wait for it to "
+                              f"end{advice}, or write elsewhere", file=str(folder)) from None
+        except OSError:  # a file system that cannot lock a folder (NFS: EBADF, ENOLCK)
+            yield  # not held, as before there was a lock (README says so)
+            return
         try:
             moved = os.stat(folder).st_ino != os.fstat(handle).st_ino
         except FileNotFoundError:

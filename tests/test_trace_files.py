@@ -202,8 +202,7 @@ def test_the_trace_is_written_one_event_a_line_with_its_other_data(tmp_path):
     assert {e["pid"] for e in trace["traceEvents"]} == {0, 1}
 
 
-HELD = ("another desim is writing a run's results in this folder now: wait for it to end, "
-        "or write elsewhere")
+HELD = "another desim is writing in this folder now: wait for it to end, or write elsewhere"
 
 
 def test_a_run_into_a_folder_another_desim_writes_is_refused_before_it_simulates(
