@@ -100,6 +100,18 @@ def interrupts_kept() -> Iterator[None]:
         _INTERRUPTED.clear()
 
 
+def note_interrupt(signum: int) -> None:
+    """Keep a stop in mind as `interrupts_kept` does, for a command with a handler of its own
+    (`desim sweep`'s): a Ctrl-C that surfaced as another error while a model was traced
+    in its client had failed that point as bad input, and a resume took it as done."""
+    _INTERRUPTED.append(signum)
+
+
+def forget_interrupts() -> None:
+    """The stops `note_interrupt` kept, said by now: off the record."""
+    _INTERRUPTED.clear()
+
+
 def raise_if_interrupted() -> None:
     """KeyboardInterrupt, if a Ctrl-C came within `interrupts_kept` (caught since or not)."""
     if _INTERRUPTED:

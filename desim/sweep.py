@@ -65,7 +65,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from desim.errors import ConfigError, fail
+from desim.errors import ConfigError, fail, forget_interrupts, note_interrupt
 from desim.options import path_given
 from desim.results import held_by_this_process, provenance, writable_folder, write_json
 from desim.summary_text import plural
@@ -617,6 +617,7 @@ def _stopped_quietly() -> Iterator[None]:
     def stop(signum: int, frame: Any) -> None:
         logging.getLogger("distributed").setLevel(logging.CRITICAL)
         _STOPPED.append(signum)
+        note_interrupt(signum)  # (`raise_if_interrupted` in the code it stops sees it too)
         _raise_if_stopped()
 
     def unraisable(info: Any) -> None:  # a stop met in a finalizer: kept in _STOPPED
@@ -630,6 +631,9 @@ def _stopped_quietly() -> Iterator[None]:
     try:
         yield
         _raise_if_stopped()
+    except KeyboardInterrupt:  # one `raise_if_interrupted` raised: SIGTERM's, Terminated
+        _raise_if_stopped()
+        raise
     except Exception:
         # A stop that found the main thread inside a lock's wait (Dask's as_completed)
         # leaves the lock unheld, and the `with` releasing it raises RuntimeError in the
@@ -644,6 +648,7 @@ def _stopped_quietly() -> Iterator[None]:
         # said by now: a later sweep of this process (`sweep()`, a notebook's) had raised
         # KeyboardInterrupt after its first point, the stop still on record
         _STOPPED.clear()
+        forget_interrupts()
 
 
 def print_sweep(console: Any, frame: pd.DataFrame) -> None:

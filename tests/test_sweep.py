@@ -1618,3 +1618,23 @@ def test_a_stop_that_breaks_a_lock_is_still_a_stop(tmp_path, monkeypatch, capsys
     # said, it is off the record: a later sweep() of this process (a notebook's, the next
     # test's) had been stopped by it after its first point
     assert sweep_module._STOPPED == []
+
+
+def test_a_stop_a_library_swallowed_in_the_client_is_still_a_stop():
+    """A Ctrl-C or SIGTERM met while a model was traced in the sweep's client, caught where
+    torch imported lazily and surfaced as another error, had failed that point as bad input
+    (a resume took it as done): the sweep's handler keeps it where `refuse_uncounted` looks
+    (`desim.errors.raise_if_interrupted`), and the stop is off that record once said."""
+    from desim import errors
+    from desim import sweep as sweep_module
+
+    with pytest.raises(sweep_module.Terminated):
+        with sweep_module._stopped_quietly():
+            try:
+                signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+            except KeyboardInterrupt:
+                pass  # swallowed, as a library's broad except did
+            errors.raise_if_interrupted()
+            pytest.fail("the stop was lost")
+    assert errors._INTERRUPTED == [] and sweep_module._STOPPED == []
+    errors.raise_if_interrupted()  # (nothing on record: no stop)
