@@ -45,6 +45,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import simpy
 
@@ -106,18 +107,8 @@ class _FlagLink:
 def raw_simpy(items: int, stages: int) -> Work:
     """The floor: plain SimPy scheduling the events desim schedules (Store puts and gets, one
     timeout a transaction; a free link costs no event)."""
-    env = simpy.Environment()
-    stores = [simpy.Store(env, capacity=QUEUE_CAPACITY) for _ in range(stages + 1)]
-    links = [_FlagLink(env) for _ in range(stages)]
-    done = [0] * stages
-    received = [0]
-
-    def source() -> Generator:
-        for i in range(items):
-            yield stores[0].put(i)
-
-    def stage(k: int) -> Generator:
-        store_in, store_out, link = stores[k], stores[k + 1], links[k]
+    def stage(env: simpy.Environment, store_in: simpy.Store, store_out: simpy.Store,
+              link: _FlagLink, done: list[int], k: int) -> Generator:
         while True:
             item = yield store_in.get()
             wait = link.take()
@@ -128,34 +119,14 @@ def raw_simpy(items: int, stages: int) -> Work:
             done[k] += 1
             yield store_out.put(item)
 
-    def sink() -> Generator:
-        for _ in range(items):
-            yield stores[-1].get()
-            received[0] += 1
-
-    env.process(source())
-    for k in range(stages):
-        env.process(stage(k))
-    env.process(sink())
-    env.run()
-    return Work(sum(done), received[0], int(env.now), scheduled_events(env))
+    return _simpy_pipeline(items, stages, _FlagLink, stage)
 
 
 def simpy_with_resource(items: int, stages: int) -> Work:
     """Plain SimPy as usually written: each link a `Resource` (a request and a release event
     more per transaction than desim schedules)."""
-    env = simpy.Environment()
-    stores = [simpy.Store(env, capacity=QUEUE_CAPACITY) for _ in range(stages + 1)]
-    links = [simpy.Resource(env, capacity=1) for _ in range(stages)]
-    done = [0] * stages
-    received = [0]
-
-    def source() -> Generator:
-        for i in range(items):
-            yield stores[0].put(i)
-
-    def stage(k: int) -> Generator:
-        store_in, store_out, link = stores[k], stores[k + 1], links[k]
+    def stage(env: simpy.Environment, store_in: simpy.Store, store_out: simpy.Store,
+              link: simpy.Resource, done: list[int], k: int) -> Generator:
         while True:
             item = yield store_in.get()
             request = link.request()
@@ -165,6 +136,24 @@ def simpy_with_resource(items: int, stages: int) -> Work:
             done[k] += 1
             yield store_out.put(item)
 
+    return _simpy_pipeline(items, stages, lambda env: simpy.Resource(env, capacity=1), stage)
+
+
+def _simpy_pipeline(items: int, stages: int, make_link: Callable[[simpy.Environment], Any],
+                    stage: Callable[..., Generator]) -> Work:
+    """A source, `stages` stages (each its queue in, its link and its queue out) and a sink,
+    in plain SimPy; each stage loops in its own generator, as written by the caller (the
+    loop is what is timed: no call of ours between its events)."""
+    env = simpy.Environment()
+    stores = [simpy.Store(env, capacity=QUEUE_CAPACITY) for _ in range(stages + 1)]
+    links = [make_link(env) for _ in range(stages)]
+    done = [0] * stages
+    received = [0]
+
+    def source() -> Generator:
+        for i in range(items):
+            yield stores[0].put(i)
+
     def sink() -> Generator:
         for _ in range(items):
             yield stores[-1].get()
@@ -172,7 +161,7 @@ def simpy_with_resource(items: int, stages: int) -> Work:
 
     env.process(source())
     for k in range(stages):
-        env.process(stage(k))
+        env.process(stage(env, stores[k], stores[k + 1], links[k], done, k))
     env.process(sink())
     env.run()
     return Work(sum(done), received[0], int(env.now), scheduled_events(env))
