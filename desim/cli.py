@@ -132,6 +132,11 @@ def run(
 
     for note in rerun_notes(experiment.recorded):  # a results folder's config.json, again
         err_console.print(escape(f"note: {experiment.path}: {note}"), highlight=False)
+    observe = experiment.spec.observe
+    if observe.modules and not (observe.trace or observe.vcd):  # probes of nothing recorded
+        err_console.print(escape(f"note: {config}: observe.modules names what the trace and "
+                                 "the waveforms record, and neither is on (--trace, --vcd)"),
+                          highlight=False)
     if experiment.spec.sweep is not None:  # run as it is: the file's own values
         err_console.print(escape(f"note: {config}: its sweep: section is not run here; "
                                  f"`desim sweep {config}` runs its points"), highlight=False)

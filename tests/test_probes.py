@@ -84,3 +84,21 @@ def test_a_module_made_while_running_is_probed_by_its_path():
     made = [Module("later", top)]
     made += [Module("a", made[0]), Module("b", made[0])]
     assert [m.path for m in sim.modules() if m.tracer is tracer] == ["top.kept", "top.later.a"]
+
+
+def test_probes_without_a_trace_or_waveform_are_noted(tmp_path):
+    """Probes with neither the trace nor the waveforms on record nothing: said, not silent."""
+    from typer.testing import CliRunner
+
+    from desim.cli import app
+
+    path = lenet300_experiment(tmp_path / "exp.yaml", {"dense": {"method": "dense"}},
+                               observe={"modules": ["dram"]})
+    result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert " ".join(result.stderr.split()).startswith(
+        f"note: {path}: observe.modules names what the trace and the waveforms record, and "
+        "neither is on (--trace, --vcd)")
+    traced = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "out"),
+                                      "--trace"])
+    assert traced.exit_code == 0 and "observe.modules" not in traced.stderr
