@@ -29,15 +29,16 @@ import simpy
 
 from desim.clock import transfer_ps
 from desim.errors import ConfigError
-from desim.module import Module
+from desim.module import Module, path_of
 
 
 class Fifo(Module):
     """A bounded first-in first-out queue; `put` blocks the producer while it is full."""
 
     def __init__(self, name: str, parent: Module, capacity: int) -> None:
+        capacity = _whole_capacity(path_of(name, parent), capacity)  # (before joining the tree)
         super().__init__(name, parent)
-        self.capacity = _whole_capacity(self.path, capacity)
+        self.capacity = capacity
         self.store = simpy.Store(self.env, capacity=self.capacity)
         self.depth = 0                                         # items put and not yet got
         self._depth_since = 0
@@ -82,15 +83,16 @@ class Link(Module):
     (ps, >= 0; a fraction of a picosecond is rounded up, as every time in the kernel is)."""
 
     def __init__(self, name: str, parent: Module, bytes_per_s: float, latency_ps: int) -> None:
-        super().__init__(name, parent)
+        path = path_of(name, parent)  # (checked before it joins the tree)
         if (not isinstance(bytes_per_s, Real) or isinstance(bytes_per_s, bool)
                 or not math.isfinite(bytes_per_s) or bytes_per_s < 1):
-            raise ConfigError(f"{self.path}: bandwidth must be a finite number of bytes/s, at "
+            raise ConfigError(f"{path}: bandwidth must be a finite number of bytes/s, at "
                               f"least 1, got {bytes_per_s!r}")
         if (not isinstance(latency_ps, Real) or isinstance(latency_ps, bool)
                 or not math.isfinite(latency_ps) or latency_ps < 0):
-            raise ConfigError(f"{self.path}: latency must be a finite number of ps, >= 0, got "
+            raise ConfigError(f"{path}: latency must be a finite number of ps, >= 0, got "
                               f"{latency_ps!r}")
+        super().__init__(name, parent)
         self.bytes_per_s = bytes_per_s
         self.latency_ps = math.ceil(latency_ps)
         self.holder: simpy.Process | None = None  # the process whose transfer holds it
@@ -235,8 +237,8 @@ class Pool(Module):
     `wait_ps` counts the time takers waited for it: how long a full buffer stalled them."""
 
     def __init__(self, name: str, parent: Module, capacity: int) -> None:
+        capacity = _whole_capacity(path_of(name, parent), capacity)  # (before joining the tree)
         super().__init__(name, parent)
-        capacity = _whole_capacity(self.path, capacity)
         self.container = simpy.Container(self.env, capacity=capacity, init=capacity)
 
     def take(self, amount: int) -> Generator:

@@ -226,6 +226,13 @@ class Port:
         self.channel = channel
 
 
+def path_of(name: str, parent: Module | Simulator) -> str:
+    """The path a module named `name` takes below `parent`: what a subclass names in an
+    error of its own arguments, checked before it joins the tree (a failed one had stayed
+    in it, its path taken)."""
+    return name if isinstance(parent, Simulator) else f"{parent.path}.{name}"
+
+
 class Module:
     """A node of the hierarchy: a name, children, processes, ports and action counters."""
 
@@ -234,10 +241,11 @@ class Module:
     concurrency = 1
 
     def __init__(self, name: str, parent: Module | Simulator) -> None:
+        self.path = path_of(name, parent)
         if isinstance(parent, Simulator):
-            self.sim, self.parent, self.path = parent, None, name
+            self.sim, self.parent = parent, None
         else:
-            self.sim, self.parent, self.path = parent.sim, parent, f"{parent.path}.{name}"
+            self.sim, self.parent = parent.sim, parent
         if self.path in self.sim.paths:  # its stats and trace would be another's
             raise ConfigError(f"two modules named {self.path}: a module's path must be unique "
                               "(its stats and trace are keyed by it)")

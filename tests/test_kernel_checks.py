@@ -291,3 +291,17 @@ def test_merged_traces_keep_other_data_one_event_a_line():
     assert {e["pid"] for e in events} == {0, 1}
     slices = [e for e in events if e["ph"] == "X"]
     assert [(e["pid"], e["ts"], e["dur"]) for e in slices] == [(0, 0.0, 1.0), (1, 0.0, 1.0)]
+
+
+def test_a_channel_refused_for_its_arguments_leaves_no_module_behind():
+    """A Fifo, Pool or Link whose arguments are refused had joined the tree first: a
+    half-built child stayed under its parent, its path taken, so the corrected one was
+    refused as a second module of that path."""
+    sim = Simulator()
+    top = Module("top", sim)
+    for make in (lambda: Fifo("q", top, 0), lambda: Pool("q", top, -1),
+                 lambda: Link("q", top, float("nan"), 0)):
+        with pytest.raises(ConfigError, match=r"^top\.q: "):
+            make()
+        assert top.children == [] and sim.paths == {"top"}
+    assert Fifo("q", top, 4).path == "top.q"
