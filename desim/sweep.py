@@ -211,13 +211,7 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
     with held_by_this_process(out, "a sweep"):
         current = _check_manifest(out, path, base)
 
-        done, others = {}, []
-        for point in points:
-            record = read_point(out, point.point_id, current)
-            if record is None and read_point(out, point.point_id) is not None:
-                others.append(point)  # another sweep's file (`read_point`): computed again
-            elif record is not None and not (retry_failed and record["status"] != "ok"):
-                done[point.point_id] = record["status"]
+        done, foreign = _points_done(out, points, current, retry_failed)
         todo = [p for p in points if p.point_id not in done]
         failed_before = sum(status != "ok" for status in done.values())
         workers = min(workers, len(todo))  # a worker no point waits for only takes starting
@@ -230,9 +224,8 @@ def sweep(path: str | Path, out: str | Path, scheduler: str | None = None, worke
             log = _Log(out / "sweep.log")
             for note in notes:
                 log(f"note: {note}")
-            for point in others:
-                log(f"point {point.point_id}: its file is not this sweep's ("
-                    + _fingerprint_of(out, point, current) + f"): computed again {point.values}")
+            for line in foreign:
+                log(line)
             where = (f"scheduler {scheduler}" if scheduler
                      else f"local cluster, {plural(workers, 'worker')}")
             log(f"start: {plural(len(points), 'point')}, {len(done)} already done, "
@@ -394,12 +387,25 @@ def _finish(out: Path, point: Point, sets: list[str], experiment: Experiment | N
     bar.advance(result["status"] != "ok", point, result)
 
 
-def _fingerprint_of(out: Path, point: Point, current: str) -> str:
-    """What sweep.log says of a point file that is not this sweep's (`read_point`)."""
-    theirs = (read_point(out, point.point_id) or {}).get("fingerprint")
-    # (none: written by a desim before point files recorded it, or by hand)
-    said = "it records none" if theirs is None else f"it records {theirs}"
-    return f"{said}, this sweep's fingerprint is {current}"
+def _points_done(out: Path, points: list[Point], current: str, retry_failed: bool
+                 ) -> tuple[dict[str, str], list[str]]:
+    """The points whose files this sweep takes as done (id -> status; a failed one not,
+    with `retry_failed`), each file read once; and what sweep.log says of a file that is
+    not this sweep's (another fingerprint, or none: `read_point`), computed again."""
+    done, foreign = {}, []
+    for point in points:
+        record = read_point(out, point.point_id)
+        if record is None:
+            continue
+        theirs = record.get("fingerprint")
+        if theirs != current:  # (none: written by a desim before point files recorded it)
+            said = "it records none" if theirs is None else f"it records {theirs}"
+            foreign.append(f"point {point.point_id}: its file is not this sweep's ({said}, "
+                           f"this sweep's fingerprint is {current}): computed again "
+                           f"{point.values}")
+        elif not (retry_failed and record["status"] != "ok"):
+            done[point.point_id] = record["status"]
+    return done, foreign
 
 
 def _check_manifest(out: Path, path: Path, base: list[str]) -> str:
