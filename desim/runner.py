@@ -434,11 +434,11 @@ def write_results(out: Path, experiment: Experiment, results: dict[str, RunResul
     # in place, before its config.json, had left them for the next run to present as its own.
     kept = {path.resolve() for path in staged}
     for path in left:
-        if path.resolve() not in kept:
-            path.unlink(missing_ok=True)
+        if path.resolve() not in kept and path.is_file():  # (a folder of that name: kept)
+            path.unlink()
     for path in sorted(staged[1:], key=publishing_order):
         os.replace(unpublished(path), path)
-    remove_stale_artifacts(out, staged, left)
+    remove_stale_artifacts(out)
     os.replace(unpublished(staged[0]), staged[0])  # ... this run's summary is in place
     return summary
 
@@ -468,13 +468,11 @@ def held_results(out: Path) -> bool:
     return (out / "summary.json").is_file() or (out / "layers.csv").is_file()
 
 
-def remove_stale_artifacts(out: Path, written: list[Path], left: list[Path]) -> None:
+def remove_stale_artifacts(out: Path) -> None:
     """Remove the hidden halves of result files and waveforms that a killed run or write
-    left in `out` (`unpublished`'s and `desim.results.atomic_path`'s names), and what an
-    earlier run there and `desim report` left (`left`, `earlier_artifacts`) that this run
-    did not write (`written`): beside this run's summary they would pass for its own.
-    Nothing else in the folder is touched: a trace.json the earlier run did not write, or
-    a report.md that is not desim's, is the user's own."""
+    left in `out` (`unpublished`'s and `desim.results.atomic_path`'s names). (What an
+    earlier run and `desim report` left, `earlier_artifacts`, `write_results` removes
+    before it publishes.) Nothing else in the folder is touched."""
     # this run's are published by now; and the halves of a waveform's hidden file that
     # a kill left (`atomic_path` of `unpublished`: ..waves_<run>.vcd.tmp.XXXX.tmp)
     stale = [*out.glob(".waves_*.vcd.tmp"), *out.glob("..waves_*.vcd.tmp.*.tmp")]
@@ -483,8 +481,6 @@ def remove_stale_artifacts(out: Path, written: list[Path], left: list[Path]) -> 
         stale += out.glob(f".{unpublished(out / name).name}.*.tmp")  # (likewise)
         if name != "summary.json":
             stale.append(unpublished(out / name))
-    kept = {path.resolve() for path in written}
-    stale += [p for p in left if p.resolve() not in kept]
     for path in stale:
         if path.is_file():
             path.unlink()

@@ -97,7 +97,7 @@ def test_a_killed_write_leaves_no_hidden_halves_after_the_next_run(tmp_path):
     others = [out / ".notes.md.x.tmp", out / "summary.json.bak"]
     for path in halves + others:
         path.write_text("half")
-    runner.remove_stale_artifacts(out, [], left=[])
+    runner.remove_stale_artifacts(out)
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in others)
 
 
