@@ -351,8 +351,12 @@ def run(experiment: Experiment, progress: Callable[[str], None] | None = None,
     return results
 
 
-def summarize(experiment: Experiment, results: dict[str, RunResult]) -> dict[str, Any]:
+def summarize(experiment: Experiment, results: dict[str, RunResult],
+              config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """summary.json; `config`: config.json where the caller has it (`resolved_config`), so
+    its sections are not resolved again (a model file hashed twice) for their digest."""
     base = results[experiment.spec.baseline]
+    sections = resolved_sections(experiment) if config is None else config
     return {
         "experiment": experiment.spec.name,
         "baseline": experiment.spec.baseline,
@@ -362,7 +366,7 @@ def summarize(experiment: Experiment, results: dict[str, RunResult]) -> dict[str
                               "energy_ratio": base.energy_j / r.energy_j}
                        for name, r in results.items()},
         # config.json's resolved sections, hashed: the folder's files are one run's
-        "config_sha256": config_digest(resolved_sections(experiment)),
+        "config_sha256": config_digest(sections),
         # and stats.json's runs, hashed likewise
         "stats_sha256": stats_digest({name: r.stats for name, r in results.items()}),
     }
@@ -379,7 +383,8 @@ def write_results(out: Path, experiment: Experiment, results: dict[str, RunResul
     A run killed while writing (a large trace takes seconds) leaves the earlier results
     whole, or a folder without summary.json, which no reader takes for results; never this
     run's summary beside an earlier run's tables, trace or report."""
-    summary = summarize(experiment, results)
+    config = resolved_config(experiment)
+    summary = summarize(experiment, results, config)
     # what an earlier run and report left, read before any of this run's files is in place
     left = earlier_artifacts(out) if held_results(out) else []
     staged = [out / "summary.json"]  # each written at `unpublished(path)`, summary.json first
@@ -411,7 +416,7 @@ def write_results(out: Path, experiment: Experiment, results: dict[str, RunResul
         write_csv(stage("layers.csv"), pd.concat([r.layers for r in results.values()],
                                                  ignore_index=True))
         write_csv(stage("energy.csv"), layer_energy(results))
-        write_json(stage("config.json"), resolved_config(experiment))
+        write_json(stage("config.json"), config)
         write_json(stage("stats.json"), {name: r.stats for name, r in results.items()})
         write_atomic(stage("stats.txt"), "".join(f"# run {name}\n{stats_text(r.stats)}\n"
                                                  for name, r in results.items()))
