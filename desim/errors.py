@@ -60,8 +60,10 @@ def out_of_memory_as(error: ConfigError | Callable[[], ConfigError]) -> Iterator
         raise (error if isinstance(error, ConfigError) else error()) from None
 
 
-# The Ctrl-Cs (SIGINTs) met inside `interrupts_kept`, whether or not they were caught since
-_INTERRUPTED: list[int] = []
+# The stops met (signal numbers), whether or not they were caught since: the Ctrl-Cs inside
+# `interrupts_kept`, and those `desim sweep`'s own handler meets (its `_STOPPED`, the same
+# list): one record, which `raise_if_interrupted` reads.
+STOPS: list[int] = []
 
 
 @contextmanager
@@ -83,10 +85,10 @@ def interrupts_kept() -> Iterator[None]:
         return
 
     def kept(signum: int, frame: object) -> None:
-        _INTERRUPTED.append(signum)
+        STOPS.append(signum)
         raise KeyboardInterrupt
 
-    _INTERRUPTED.clear()
+    STOPS.clear()
     signal.signal(signal.SIGINT, kept)
     try:
         try:
@@ -97,24 +99,13 @@ def interrupts_kept() -> Iterator[None]:
         raise_if_interrupted()
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        _INTERRUPTED.clear()
-
-
-def note_interrupt(signum: int) -> None:
-    """Keep a stop in mind as `interrupts_kept` does, for a command with a handler of its own
-    (`desim sweep`'s): a Ctrl-C that surfaced as another error while a model was traced
-    in its client had failed that point as bad input, and a resume took it as done."""
-    _INTERRUPTED.append(signum)
-
-
-def forget_interrupts() -> None:
-    """The stops `note_interrupt` kept, said by now: off the record."""
-    _INTERRUPTED.clear()
+        STOPS.clear()
 
 
 def raise_if_interrupted() -> None:
-    """KeyboardInterrupt, if a Ctrl-C came within `interrupts_kept` (caught since or not)."""
-    if _INTERRUPTED:
+    """KeyboardInterrupt, if a stop is on record (`STOPS`: a Ctrl-C within `interrupts_kept`,
+    or a sweep's stop), caught since or not."""
+    if STOPS:
         raise KeyboardInterrupt
 
 

@@ -65,7 +65,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from desim.errors import ConfigError, fail, forget_interrupts, note_interrupt
+from desim.errors import STOPS, ConfigError, fail
 from desim.options import path_given
 from desim.results import held_by_this_process, provenance, writable_folder, write_json
 from desim.summary_text import plural
@@ -604,8 +604,10 @@ class Terminated(KeyboardInterrupt):
 # callback: Dask has all three), where Python cannot raise: it hands the exception to
 # `sys.unraisablehook`, which printed it with a traceback, and goes on. The hook installed
 # by `_stopped_quietly` drops those quietly, and the sweep raises again after each point it
-# writes and once more at its end.
-_STOPPED: list[int] = []
+# writes and once more at its end. The errors module's record (`desim.errors.STOPS`), the
+# same list: a stop a library swallowed while a model was traced in the client is seen by
+# `raise_if_interrupted` there too (it had failed that point as bad input).
+_STOPPED = STOPS
 
 
 def _raise_if_stopped() -> None:
@@ -623,7 +625,6 @@ def _stopped_quietly() -> Iterator[None]:
     def stop(signum: int, frame: Any) -> None:
         logging.getLogger("distributed").setLevel(logging.CRITICAL)
         _STOPPED.append(signum)
-        note_interrupt(signum)  # (`raise_if_interrupted` in the code it stops sees it too)
         _raise_if_stopped()
 
     def unraisable(info: Any) -> None:  # a stop met in a finalizer: kept in _STOPPED
@@ -654,7 +655,6 @@ def _stopped_quietly() -> Iterator[None]:
         # said by now: a later sweep of this process (`sweep()`, a notebook's) had raised
         # KeyboardInterrupt after its first point, the stop still on record
         _STOPPED.clear()
-        forget_interrupts()
 
 
 def print_sweep(console: Any, frame: pd.DataFrame) -> None:

@@ -1636,5 +1636,5 @@ def test_a_stop_a_library_swallowed_in_the_client_is_still_a_stop():
                 pass  # swallowed, as a library's broad except did
             errors.raise_if_interrupted()
             pytest.fail("the stop was lost")
-    assert errors._INTERRUPTED == [] and sweep_module._STOPPED == []
+    assert errors.STOPS == [] and sweep_module._STOPPED == []
     errors.raise_if_interrupted()  # (nothing on record: no stop)
