@@ -167,7 +167,7 @@ def run(
         print_summary(summary)
         from desim.runner import RESULT_FILES
 
-        observe = experiment.spec.observe  # what this run wrote: a file of another's is not
+        # what this run wrote (`observe`, as above): a file of another's is not
         written = [n for n in RESULT_FILES if not (n == "trace.json" and not observe.trace
                                                    or n == "tiles.csv" and not observe.tiles)]
         written += (sorted(f"waves_{name}.vcd" for name in summary["runs"]) if observe.vcd

@@ -57,11 +57,12 @@ def held_by_this_process(folder: Path, what: str,
     the folder on. `then`: what the refusal advises once the other has ended."""
     import fcntl
 
+    removed = ConfigError(f"removed by another desim while {what} were to be written there; "
+                          "run the same command again", file=str(folder))
     try:
         handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     except FileNotFoundError:  # made, then removed by the desim that made it (its run failed)
-        raise ConfigError(f"removed by another desim while {what} were to be written "
-                          "there; run the same command again", file=str(folder)) from None
+        raise removed from None
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -77,8 +78,7 @@ def held_by_this_process(folder: Path, what: str,
         except FileNotFoundError:
             moved = True
         if moved:  # removed (or replaced) by the desim whose lock this one waited for
-            raise ConfigError(f"removed by another desim while {what} were to be written "
-                              "there; run the same command again", file=str(folder))
+            raise removed
         yield
     finally:
         os.close(handle)  # (the lock goes with it)
