@@ -617,6 +617,18 @@ def bisection_bandwidth_bytes_per_cycle(graph: nx.DiGraph) -> float:
     return min(cuts) * bandwidth
 
 
+def is_noc_link(graph: nx.DiGraph, u: str, v: str) -> bool:
+    """Whether the NoC makes a `Link` of edge u -> v: one with a router at an end (between
+    routers, or an endpoint's port to its router); DRAM's port and the global buffer's link
+    to its selector are no NoC links."""
+    return "router" in (graph.nodes[u]["kind"], graph.nodes[v]["kind"])
+
+
+def link_name(u: str, v: str) -> str:
+    """A NoC link's module name below the NoC (`<run>.noc.<u>-><v>` in stats.json)."""
+    return f"{u}->{v}"
+
+
 class Noc(Module):
     """The network as simulated: one `Link` per directed edge between the GLB port and the
     clusters, and transfers that hold every link of their route (or tree) at once.
@@ -642,7 +654,7 @@ class Noc(Module):
         if edge not in self.links:
             data = self.graph.edges[edge]
             self.links[edge] = LinkChannel(
-                f"{edge[0]}->{edge[1]}", self,
+                link_name(*edge), self,
                 bytes_per_s=data["bandwidth_bytes_per_cycle"] * self.clock.frequency_hz,
                 latency_ps=self.clock.cycles(data["latency_cycles"]))
         return self.links[edge]

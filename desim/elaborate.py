@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from arch.accelerator import Accelerator
 from arch.config import ArchConfig, SparsityConfig, priced_actions
+from arch.noc import is_noc_link, link_name
 from desim.channels import UNTIMED
 from desim.errors import ConfigError
 from desim.experiment import Experiment, RunSpec, claim_metrics
@@ -161,8 +162,7 @@ def probe_targets(acc: Accelerator) -> list[str]:
     """What a probe (`observe.modules`) may name in a processor: its modules' paths below
     the run, and its NoC links', which the NoC makes on their first transfer."""
     graph = acc.graph
-    links = [f"noc.{u}->{v}" for u, v in graph.edges
-             if "router" in (graph.nodes[u]["kind"], graph.nodes[v]["kind"])]
+    links = [f"noc.{link_name(u, v)}" for u, v in graph.edges if is_noc_link(graph, u, v)]
     below = [module.path.partition(".")[2] for module in acc.sim.modules()]
     return [path for path in below if path] + links
 

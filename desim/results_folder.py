@@ -223,15 +223,16 @@ def graph_utilization(graph: Any, modules: dict[str, Any], run: str) -> dict[str
     a cluster's or the global buffer's port to its router); no other link has one. A node
     that serves several transactions at once (the global buffer's two ports): the mean of
     its ports' shares, as in summary.json (`desim.stats.busy_share`)."""
+    from arch.noc import is_noc_link, link_name
     from desim.stats import busy_share
 
     links = {}
     for u, v in graph.edges:
-        entry = modules.get(f"{run}.noc.{u}->{v}")
+        entry = modules.get(f"{run}.noc.{link_name(u, v)}")
         if entry is not None:
-            links[f"{u}->{v}"] = entry.get("utilization", 0.0)
-        elif "router" in (graph.nodes[u]["kind"], graph.nodes[v]["kind"]):
-            links[f"{u}->{v}"] = 0.0  # idle the whole run
+            links[link_name(u, v)] = entry.get("utilization", 0.0)
+        elif is_noc_link(graph, u, v):
+            links[link_name(u, v)] = 0.0  # idle the whole run
     nodes = {}
     for node, data in graph.nodes(data=True):
         module = {"pe_cluster": "pe_array"}.get(data["kind"], node)
