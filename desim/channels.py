@@ -23,11 +23,11 @@ import math
 from collections import deque
 from collections.abc import Callable, Generator, Sequence
 from itertools import pairwise
-from numbers import Integral, Real
+from numbers import Integral
 
 import simpy
 
-from desim.clock import transfer_ps
+from desim.clock import finite_number, transfer_ps
 from desim.errors import ConfigError
 from desim.module import Module, path_of
 
@@ -84,12 +84,10 @@ class Link(Module):
 
     def __init__(self, name: str, parent: Module, bytes_per_s: float, latency_ps: int) -> None:
         path = path_of(name, parent)  # (checked before it joins the tree)
-        if (not isinstance(bytes_per_s, Real) or isinstance(bytes_per_s, bool)
-                or not math.isfinite(bytes_per_s) or bytes_per_s < 1):
+        if not finite_number(bytes_per_s) or bytes_per_s < 1:
             raise ConfigError(f"{path}: bandwidth must be a finite number of bytes/s, at "
                               f"least 1, got {bytes_per_s!r}")
-        if (not isinstance(latency_ps, Real) or isinstance(latency_ps, bool)
-                or not math.isfinite(latency_ps) or latency_ps < 0):
+        if not finite_number(latency_ps) or latency_ps < 0:
             raise ConfigError(f"{path}: latency must be a finite number of ps, >= 0, got "
                               f"{latency_ps!r}")
         super().__init__(name, parent)

@@ -45,8 +45,7 @@ class Clock:
     @classmethod
     def from_mhz(cls, mhz: float, name: str = "clk") -> Clock:
         """A clock of `mhz` MHz, as written (1200.5 is 12005/10 MHz exactly)."""
-        if (not isinstance(mhz, Real) or isinstance(mhz, bool) or not math.isfinite(mhz)
-                or mhz <= 0):
+        if not finite_number(mhz) or mhz <= 0:
             raise ConfigError(f"clock {name!r}: frequency must be a finite number of MHz, "
                               f"above 0, got {mhz!r}")
         return cls(Fraction(1_000_000) / Fraction(str(mhz)), name)
@@ -74,6 +73,12 @@ def cycles_until(ps: int, period_ps: int | Fraction) -> int:
     if isinstance(period_ps, int):
         return -(-ps // period_ps)
     return 0 if ps <= 0 else math.floor((ps - 1) / period_ps) + 1
+
+
+def finite_number(value: object) -> bool:
+    """Whether `value` is a real, finite number, not a bool (a rate, a latency, a
+    frequency: NaN passed every `<` check, and True was taken for 1)."""
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def transfer_ps(nbytes: int, bytes_per_s: float) -> int:
