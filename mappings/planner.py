@@ -84,7 +84,7 @@ def tile_phase(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareVi
     budget and on `input_resident` alone through `_wg_split`, so its plans are kept by that.
     """
     where = f"layer {layer.name} {('FF', 'BP', 'WG')[phase]}"
-    nominal = int(nominal_map(layer, phase).sum()) if hw.systolic is not None else 0
+    nominal = int(nominal_map(layer, phase, rows=True).sum()) if hw.systolic is not None else 0
     systolic = nominal > 0
     if systolic:  # every plan's tiles at the array's rate for this layer-phase: its cycles
         # over the MACs its tiles will share them by (nominal: a padding pair is no MAC)
