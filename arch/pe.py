@@ -5,7 +5,7 @@ as long as its busiest PE, `ceil(busiest_pe_macs / macs_per_pe_per_cycle)` cycle
 datapath's fill and drain (`pipeline_cycles`). The mapper has already counted the busiest
 PE's MACs exactly, so load imbalance from sparsity shows up here as time.
 In systolic mode (`PeClusterConfig.systolic`) a tile instead takes the `compute_cycles` the
-top gave it: its share of SCALE-Sim's cycles for the layer-phase (arch/systolic.py).
+mapper gave it: its share of SCALE-Sim's cycles for the layer-phase (arch/systolic.py).
 With index matching (`IndexMatchingConfig`: PEs that pair two operands' non-zeros by
 ANDing their bitmaps), a tile also lasts no less than its pairs take to scan, spread over
 its active PEs at `bits_per_cycle` each.

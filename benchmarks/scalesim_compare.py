@@ -22,9 +22,10 @@ desim reads the same CSV (`mappings.scalesim`), runs the full pipeline on
 array resized), and reports per layer the cycles its simulated PE array was busy on the
 layer (the busy time the array's tiles booked to it: stats.json's `<run>.pe_array.busy_ps`,
 layer by layer), checked against arch/systolic.py's closed form for the layer's GEMM view
-(which the runner shares out over the layer's tiles), and the layer's simulated cycles with
-DRAM, buffer and NoC. Printed: per layer SCALE-Sim's and desim's compute cycles, their
-difference in % (target: within 2%), the simulated cycles, and both wall times.
+(which the mapper shares out over the layer's tiles, `mappings.planner.tile_phase`), and
+the layer's simulated cycles with DRAM, buffer and NoC. Printed: per layer SCALE-Sim's and
+desim's compute cycles, their difference in % (target: within 2%), the simulated cycles,
+and both wall times.
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ class DesimLayers(NamedTuple):
 def run_desim(topology: Path, rows: int, cols: int, dataflow: str) -> DesimLayers:
     """desim's full simulation of the topology: per layer, the cycles its PE array was busy
     (the busy time the array's tiles booked to the layer, `Simulator.booked`: what `desim run`
-    sums into stats.json's `<run>.pe_array.busy_ps`), the closed form the runner shares out
+    sums into stats.json's `<run>.pe_array.busy_ps`), the closed form the mapper shares out
     over the layer's tiles (a cross-check), and the layer's simulated cycles; the array's
     busy cycles over the whole run, and the wall time."""
     import desim.runner
