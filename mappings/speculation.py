@@ -13,7 +13,9 @@ abstract places the prediction in "lightweight" PEs; desim gives it a stage of i
 With batch norm between the layer and its ReLU (conv -> BN -> ReLU), the sign is that of the
 normalized output. We normalize the predicted outputs with their own batch statistics
 (assumption: the statistics come from the prediction pass, which is what a BN unit decoupled
-from the full pass, Trainer's third feature, makes available before it).
+from the full pass, Trainer's third feature, makes available before it). That is not exact
+training: BN's BP needs every output, and desim's BN reads only those the layer wrote while
+the layer's BP and WG take the exact gradient (docs/PAPERS.md brackets the effect).
 
 The prediction is wrong in two ways: an output predicted zero that is positive (a *false
 zero*: the hardware outputs 0 where the exact value is not; it changes the training), and one
