@@ -357,6 +357,13 @@ def optional_section(model: type[BaseModel], place: list[str]) -> bool:
     return field is not None and field.default is None and bool(_sections(field))
 
 
+def section_model(model: type[BaseModel], place: list[str]) -> type[BaseModel]:
+    """The model of the optional section at `place` (`optional_section`'s)."""
+    parent = _section_at(model, tuple(place[:-1]))
+    assert parent is not None
+    return _sections(parent.model_fields[place[-1]])[0]
+
+
 def _section_at(model: type[BaseModel], place: tuple) -> type[BaseModel] | None:
     """The section (a model) at `place` in `model`, None where a field there is no section;
     a part that names no field (an item of a list or a dict) stands for the section its

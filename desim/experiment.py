@@ -35,6 +35,7 @@ from desim.configio import (
     load_yaml,
     optional_section,
     parse_yaml,
+    section_model,
     validate,
     yaml_problem,
 )
@@ -367,6 +368,22 @@ def _gives(parts: list[str], text: str, inner: str) -> bool:
     return True
 
 
+def _refuse_replaced_items(overrides: Sequence[str], raw: dict[str, Any], path: Path
+                           ) -> None:
+    """Refuse a `--set` item that replaces an earlier one: the same key twice, or a section
+    after one of its keys (`workload.batch=2 workload.batch=4`, `runs.1.pruning.sparsity=0.5
+    runs.sparse.pruning={...}`): the last would win and the other be dropped without a word.
+    A key after its section (`selector={...} selector.levels=2`) sets a part of it, and
+    `arch.*.` against `arch.<run>.` is the documented precedence (the run's own wins)."""
+    keys = [run_index_key(raw, item.partition("=")[0]).split(".") for item in overrides]
+    for j, later in enumerate(keys):
+        for i in range(j):
+            if keys[i][:len(later)] == later:
+                raise ConfigError(f"--set {overrides[j]} replaces --set {overrides[i]}, "
+                                  "given before it: keep one", file=str(path),
+                                  key=".".join(later))
+
+
 def split_overrides(overrides: Sequence[str], path: Path
                     ) -> tuple[list[str], dict[str, list[str]]]:
     """Experiment overrides, and arch overrides by run name (with `arch.<run>.` removed)."""
@@ -431,6 +448,7 @@ def load_experiment(path: str | Path, overrides: Sequence[str] | None = None) ->
     if recorded is not None and overrides:
         # the record as it ran first, checked against itself: new items would hide an edit
         recorded.notes += load_experiment(path).recorded.notes  # type: ignore[union-attr]
+    _refuse_replaced_items(overrides or [], raw, path)
     experiment_sets, arch_sets = split_overrides(overrides or [], path)
     source = recorded.source if recorded else path
     if "runs" not in raw and ("pe_cluster" in raw or "kind" in raw):
@@ -891,10 +909,14 @@ def _refuse_added_components(schema: type[BaseModel], created: list[tuple[str, s
         if optional_section(schema, section.split(".")):
             key, _, value = item.partition("=")
             rest = key.removeprefix(f"{section}.")
+            model = section_model(schema, section.split("."))
+            needed = [name for name, field in model.model_fields.items()
+                      if field.is_required() and name != rest.split(".")[0]]
             raise ConfigError(f"the design has no {section}; setting a key inside it would "
                               f"add one, every other key at its default. To add it, give "
-                              f"the section whole: "
-                              f"{section}={{{rest.replace('.', ': {')}: {value}"
+                              f"the section whole"
+                              + (f", with its required {', '.join(needed)}" if needed else "")
+                              + f": {section}={{{rest.replace('.', ': {')}: {value}"
                               f"{'}' * (rest.count('.') + 1)}", file=str(path), key=section)
 
 

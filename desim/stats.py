@@ -152,8 +152,9 @@ def stats_lines(stats: dict[str, Any]) -> list[tuple[str, str, str]]:
         for key, value in module_stats.items():
             description = DESCRIPTIONS.get(key, key)
             if isinstance(value, dict):
-                rows += [(f"{path}.{key}.{k}", v, DESCRIPTIONS.get(f"{key}.{k}", description))
-                         for k, v in value.items()]
+                rows += [(f"{path}.{key}.{k}", v, DESCRIPTIONS.get(
+                    f"{key}.{k}", f"{description} (bytes)" if k.endswith("bytes")
+                    else description)) for k, v in value.items()]
             elif isinstance(value, list):
                 rows += [(f"{path}.{key}::{i}", v, description) for i, v in enumerate(value)]
             else:

@@ -329,7 +329,9 @@ def with_result(table: np.ndarray, nbytes: int, hw: HardwareView) -> np.ndarray:
     if nbytes <= 0:
         return table
     table = table.copy()
-    made = _split(nbytes, len(table))
+    # the last ones one larger, the operands' split's first ones: a tile's share of the
+    # whole stays within ceil(whole / tiles), so within its half of the buffer
+    made = _split(nbytes, len(table))[::-1]
     table["glb_write_bytes"] += made
     if hw.output_to_dram:  # (a result kept on chip has its room outside the tiles')
         table["dram_write_bytes"] += made

@@ -241,9 +241,11 @@ DENSE = ROOT / "configs" / "arch" / "dense.yaml"
       "for run dense)"]),
     (["arch.*.pe_cluster.systolic.cols=16"],
      ["dense.yaml: pe_cluster.systolic: the design has no pe_cluster.systolic;", "give the "
-      "section whole: pe_cluster.systolic={cols: 16} (with --set arch.*.pe_cluster.systolic"]),
+      "section whole, with its required rows: pe_cluster.systolic={cols: 16} (with --set "
+      "arch.*.pe_cluster.systolic"]),
     (["arch.hppu.weight_generator.seed.bits=8"],
-     ["give the section whole: weight_generator={seed: {bits: 8}}"]),
+     ["give the section whole, with its required values_per_cycle: "
+      "weight_generator={seed: {bits: 8}}"]),
     # a value quoted in an error is cut short: a pasted blob made a message of megabytes
     ([f"workload.data={'x' * 10_000}"],
      ["quickstart.yaml: workload.data: Input should be 'digits', 'mnist' or 'random' (got "
@@ -271,6 +273,27 @@ def test_a_run_is_set_by_its_name_as_by_its_index():
     data = {"runs": [{"name": "a"}, {"name": "a"}]}
     with pytest.raises(ConfigError, match="2 list items are named 'a'; give its index"):
         apply_overrides(data, ["runs.a.arch=x"], "f.yaml")
+
+
+def test_a_set_item_that_replaces_an_earlier_one_is_refused():
+    """The same key twice (by name or index), or a section after one of its keys: the
+    last would win and the other be dropped without a word. A key after its section sets
+    a part of it; `arch.*.` under `arch.<run>.` is the documented precedence."""
+    with pytest.raises(ConfigError, match=r"--set workload.batch=4 replaces --set "
+                                          r"workload.batch=2, given before it: keep one"):
+        load_experiment(QUICKSTART, ["workload.batch=2", "workload.batch=4"])
+    with pytest.raises(ConfigError, match=r"runs.hppu.pruning.sparsity=0.9 replaces --set "
+                                          r"runs.1.pruning.sparsity=0.5"):
+        load_experiment(QUICKSTART, ["runs.1.pruning.sparsity=0.5",
+                                     "runs.hppu.pruning.sparsity=0.9"])
+    with pytest.raises(ConfigError, match=r"replaces --set arch.hppu.pe_cluster.pes=32"):
+        load_experiment(QUICKSTART, ["arch.hppu.pe_cluster.pes=32",
+                                     "arch.hppu.pe_cluster={pes: 16}"])
+    exp = load_experiment(QUICKSTART, ["runs.1.pruning={method: magnitude, sparsity: 0.5}",
+                                       "runs.1.pruning.sparsity=0.6",
+                                       "arch.*.pe_cluster.pes=32", "arch.hppu.pe_cluster.pes=16"])
+    assert exp.spec.runs[1].pruning.sparsity == 0.6
+    assert [exp.archs[run.name].pe_cluster.pes for run in exp.spec.runs] == [32, 16]
 
 
 def test_a_schedule_a_run_follows_validates():
@@ -508,7 +531,8 @@ def test_a_pruning_parameter_the_method_does_not_use_is_refused(overrides, fragm
 def test_a_method_with_its_own_parameters_validates() -> None:
     """What the stricter check still takes: the whole mapping replaced, a method's own
     parameters (permuted_diagonal's seed, magnitude's layer choice, ternary's ratio)."""
-    load_experiment(PERMDNN_LENET300, ["runs.0.pruning={method: dense}", "runs.1.pruning.seed=3",
+    load_experiment(PERMDNN_LENET300, ["runs.0.pruning={method: dense}", "runs.1.pruning.seed=3"])
+    load_experiment(PERMDNN_LENET300, ["runs.1.pruning.seed=3",
                                        "runs.0.pruning={method: magnitude, sparsity: 0.5, "
                                        "skip_last_linear: false, ternary: true, "
                                        "threshold_ratio: 0.5}"])

@@ -432,6 +432,9 @@ def test_two_runs_give_byte_identical_stats(tmp_path: Path):
     text = {line.split()[0]: line.split()[1] for line in lines}
     assert text["top.a.utilization"] == repr(link["utilization"])
     assert float(text["top.a.utilization"]) == link["utilization"]
+    said = {line.split()[0]: line.split("#", 1)[1].strip() for line in lines}
+    assert said["top.a.actions.bytes"] == "action count (bytes)"  # 12 transfers' bytes
+    assert said["top.a.actions.transfers"] == "action count"
 
 
 # -- bench ------------------------------------------------------------------------------------

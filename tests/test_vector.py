@@ -8,7 +8,7 @@ from torch import nn
 from mappings.capture import VectorCapture, capture
 from mappings.counting import BP, FF
 from mappings.target import HardwareView
-from mappings.vector import vector_tiles, vector_traffic
+from mappings.vector import pass_tiles, vector_tiles, vector_traffic
 
 HW = HardwareView(clusters=4, pes_per_cluster=4, buffer_bytes=1000, element_bytes=2,
                   vector_lanes=8)
@@ -57,6 +57,12 @@ def test_tiles_fit_the_buffer_and_sum_to_the_layer():
     assert (table["dram_read_bytes"] + table["dram_write_bytes"] <= 1000).all()
     assert table["dram_read_bytes"].sum() == 8000 and table["vector_ops"].sum() == 7000
     assert (table["layer"] == -3).all() and table["macs"].sum() == 0
+    # shares that do not divide evenly: 2,998 read and 1,002 written in 4 tiles of 1,000
+    # room: 750, 750, 749, 749 read and 250, 250, 251, 251 written, never 1,001 (an audit
+    # found BN tiles of 2,049 bytes in a half-buffer of 2,048: both splits' first ones larger)
+    table = pass_tiles(0, FF, HW, read=2998, operands=2998, ops=0, result=1002)
+    assert table["held_bytes"].tolist() == [1000] * 4
+    assert table["dram_write_bytes"].tolist() == [250, 250, 251, 251]
 
 
 def test_capture_records_vector_layers_in_forward_order():
