@@ -84,6 +84,7 @@ def plot_metric(frame: pd.DataFrame, metric: str, axis: str, out: str | Path,
         raise ConfigError(f"--plot: no {metric!r} in this sweep; it has: {', '.join(parts)}")
     rows = plotted_rows(frame, metric, phase)
     others = [a for a in axes if a != axis]
+    rows = _unsplit_runs(rows, others, axis)
     keys = ["run", *others]
     groups = list(rows.groupby(keys, sort=False, dropna=False)) if len(rows) else []
     fig, ax = new_axes(7, 5)
@@ -96,7 +97,8 @@ def plot_metric(frame: pd.DataFrame, metric: str, axis: str, out: str | Path,
         for i, (key, group) in enumerate(groups):
             key = key if isinstance(key, tuple) else (key,)
             label = str(key[0]) + "".join(f", {o.split('.')[-1]}={v}"
-                                          for o, v in zip(others, key[1:], strict=True))
+                                          for o, v in zip(others, key[1:], strict=True)
+                                          if not pd.isna(v))
             group = group.sort_values(axis) if numeric else group
             ax.plot(_xs(group[axis], numeric), group[metric].astype(float), marker="o",
                     label=label, linestyle="-" if i < 10 else "--")  # past the 10 colours
@@ -108,6 +110,24 @@ def plot_metric(frame: pd.DataFrame, metric: str, axis: str, out: str | Path,
     out = Path(out)
     save_figure(fig, out, dpi=120)
     return out
+
+
+def _unsplit_runs(rows: pd.DataFrame, others: list[str], axis: str) -> pd.DataFrame:
+    """`rows` with each other axis that names another run (`arch.<run>.`, `runs.<run>.`)
+    blanked for the runs it does not set, and the rows that then repeat dropped: a run an
+    axis leaves alone had one line per value of it, the same line each time, labelled as if
+    the axis had moved it."""
+    names = list(dict.fromkeys(rows["run"]))  # the experiment's order: a point's runs in turn
+    rows = rows.copy()
+    for other in others:
+        parts = other.split(".")
+        if len(parts) < 2 or parts[0] not in ("arch", "runs") or parts[1] == "*":
+            continue
+        own = (names[int(parts[1])] if parts[0] == "runs" and parts[1].isdigit()
+               and int(parts[1]) < len(names) else parts[1])
+        if own in names:
+            rows[other] = rows[other].astype(object).where(rows["run"] == own, None)
+    return rows.drop_duplicates(subset=["run", *others, axis])
 
 
 def plotted_rows(frame: pd.DataFrame, metric: str, phase: str = "total") -> pd.DataFrame:

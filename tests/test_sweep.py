@@ -580,6 +580,28 @@ def test_gather_pareto_and_plots(tmp_path):
         plot_metric(frame, "busy.dram", "runs.1.pruning.sparsity", tmp_path / "z.png")
 
 
+def test_a_plot_splits_a_run_only_by_the_axes_that_set_it():
+    """An axis of one run's design (`arch.hppu.`) or section (`runs.1.`) leaves the other
+    runs alone: their line is one, not one per value of the axis, the same line labelled
+    as if the axis had moved it (an audit: "dense, channels=1/2/4", three equal lines)."""
+    from desim.sweep_plots import _unsplit_runs
+
+    rows = pd.DataFrame({"run": ["dense", "hppu"] * 4,
+                         "runs.1.pruning.sparsity": [0.5] * 4 + [0.9] * 4,
+                         "arch.hppu.dram.channels": [1, 1, 2, 2] * 2,
+                         "cycles": [100, 50, 100, 30, 100, 40, 100, 20]})
+    drawn = _unsplit_runs(rows, ["arch.hppu.dram.channels"], "runs.1.pruning.sparsity")
+    dense = drawn[drawn["run"] == "dense"]
+    assert dense["runs.1.pruning.sparsity"].tolist() == [0.5, 0.9]
+    assert dense["arch.hppu.dram.channels"].isna().all()
+    assert drawn[drawn["run"] == "hppu"]["cycles"].tolist() == [50, 30, 40, 20]
+    # the same by the run's index; an axis of every run's design splits every run
+    by_index = rows.rename(columns={"arch.hppu.dram.channels": "runs.1.seed"})
+    assert len(_unsplit_runs(by_index, ["runs.1.seed"], "runs.1.pruning.sparsity")) == 6
+    every = rows.rename(columns={"arch.hppu.dram.channels": "arch.*.dram.channels"})
+    assert len(_unsplit_runs(every, ["arch.*.dram.channels"], "runs.1.pruning.sparsity")) == 8
+
+
 def test_a_front_over_clocks_can_be_of_time_not_cycles():
     """LeNet-300 at batch 2 on dense.yaml at 250, 500 and 1000 MHz (its sweep's figures): a
     slower clock waits fewer cycles for DRAM, so every point is on a front of cycles, and
