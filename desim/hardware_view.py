@@ -74,7 +74,8 @@ def _tile_latencies(acc: Accelerator) -> dict[str, float]:
     """The fixed cycles a tile spends in the pipeline's stages besides moving its bytes and
     doing its MACs, for `hardware_view`: DRAM's activate-to-data latency (tRCD + CL) and
     the cost of turning its bus between reads and writes, the longest route from the
-    buffer's port to a cluster, the PEs' fill and drain."""
+    buffer's port to a cluster, the PEs' fill and drain; and the global buffer's rate and
+    latency, which a tile's reads and writes of it take."""
     t = acc.dram.timing
     return {
         "dram_latency_cycles": (t.trcd + t.cl) * t.tck_ps / float(acc.clock.period_ps),
@@ -82,6 +83,8 @@ def _tile_latencies(acc: Accelerator) -> dict[str, float]:
         "noc_latency_cycles": max(sum(acc.graph.edges[e]["latency_cycles"] for e in route)
                                   for route in _cluster_routes(acc)),
         "pipeline_cycles": acc.cfg.pe_cluster.pipeline_cycles,
+        "glb_bytes_per_cycle": float(acc.glb.bytes_per_cycle),
+        "glb_latency_cycles": float(acc.cfg.global_buffer.latency_cycles),
     }
 
 

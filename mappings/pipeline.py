@@ -255,7 +255,8 @@ def stage_cycles(table: np.ndarray, hw: HardwareView
     """Each tile's cycles in the pipeline's five stages (DRAM read, with the weight
     generator beside it; the selector's scan and the global buffer's NoC port out, the PEs,
     the port back, DRAM write), each a tile's bytes or MACs at its rate plus its fixed
-    latency; and its DRAM read and write alone."""
+    latency, the port's stages no shorter than the buffer's reads and writes beside them
+    (arch/accelerator.py's distribute and collect); and its DRAM read and write alone."""
     def stage(work: np.ndarray, rate: float, latency: float) -> np.ndarray:
         return np.where(work > 0, work / rate + latency, 0.0)
 
@@ -268,11 +269,21 @@ def stage_cycles(table: np.ndarray, hw: HardwareView
     if hw.selector_entries_per_cycle:
         scan = np.ceil(table["selector_entries"] / hw.selector_entries_per_cycle)
     write = stage(table["dram_write_bytes"], dram, hw.dram_latency_cycles)
-    stages = np.stack([
-        fetch, stage(table["multicast_bytes"] + table["unicast_bytes"], port,
-                    hw.noc_latency_cycles) + scan,
-        compute_cycles(table, hw),
-        stage(table["gather_bytes"], port, hw.noc_latency_cycles), write], axis=1)
+    send = stage(table["multicast_bytes"] + table["unicast_bytes"], port, hw.noc_latency_cycles)
+    gather = stage(table["gather_bytes"], port, hw.noc_latency_cycles)
+    if hw.glb_bytes_per_cycle:
+        # The buffer reads out what the port sends while it sends it, and writes the results
+        # (and reads the running sums they are added to) while the port gathers them: each
+        # stage takes the longer. A vector layer's tile sends and gathers nothing: the
+        # buffer's time alone.
+        def glb(nbytes: np.ndarray) -> np.ndarray:
+            return stage(nbytes, hw.glb_bytes_per_cycle, hw.glb_latency_cycles)
+
+        made = table["glb_write_bytes"] - table["dram_read_bytes"] - table["regenerated_bytes"]
+        send = np.maximum(send, glb(table["glb_read_bytes"]))
+        gather = np.maximum(gather, np.maximum(glb(made),
+                                               glb(table["reduced_psums"] * hw.psum_bytes)))
+    stages = np.stack([fetch, send + scan, compute_cycles(table, hw), gather, write], axis=1)
     return stages, read, write
 
 

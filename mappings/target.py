@@ -34,6 +34,10 @@ class HardwareView:
     dram_switch_cycles: float = 0.0
     noc_latency_cycles: float = 0.0
     pipeline_cycles: int = 0
+    # The global buffer's rate over all its banks, per port (one reads while the other
+    # writes), and an access's latency, for the estimate; 0: not counted.
+    glb_bytes_per_cycle: float = 0.0
+    glb_latency_cycles: float = 0.0
     # Systolic mode (`pe_cluster.systolic`): the array's cycles of a layer-phase's GEMM view
     # (M, N, K, groups: `mappings.scalesim.gemm_view`), SCALE-Sim's closed form
     # (`arch.systolic.layer_cycles` bound to the design's array), shared out over the

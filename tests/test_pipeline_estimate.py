@@ -164,6 +164,26 @@ def test_the_plan_estimate_follows_the_replay_of_a_heavy_tile_behind_light_ones(
     assert fetch - estimated_fetch == pytest.approx(0.6256, abs=1e-3)
 
 
+def test_the_plan_estimate_counts_the_buffers_reads_and_writes_of_a_vector_tile():
+    """A vector layer's tile sends nothing over the NoC and gathers nothing: the buffer
+    reads its operands out to the unit (51,200 bytes over 16 banks of 16: 200 cycles and
+    2 of latency), the unit takes 6,400 operations over 64 lanes (100), and the buffer
+    writes its 12,800 bytes of results (50 and 2), one after the other: 354 cycles, as the
+    replay takes. The estimate had counted the unit's 100 alone (one LeNet-5 pooling's FF,
+    1,503 cycles estimated and 1,952 replayed)."""
+    from desim.hardware_view import hardware_view
+    from desim.module import Simulator
+
+    table = empty_table(1)
+    table["glb_read_bytes"] = 51_200
+    table["vector_ops"] = 6_400
+    table["glb_write_bytes"] = 12_800
+    hw = hardware_view(Accelerator(Simulator(), load_arch(DENSE)))
+    assert estimated_cycles(table, hw) == 354.0
+    acc = _replay([table])
+    assert acc.env.now / acc.clock.period_ps == 354.0
+
+
 def test_the_plan_estimate_follows_the_replay_of_a_fetch_behind_a_write_back():
     """On dense.yaml, three tiles that each fetch 3,200 B (101 cycles): the first sends
     160 B (13 cycles) and writes 36,000 B back (994), the second sends 3,200 B (108), the
