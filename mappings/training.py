@@ -82,10 +82,9 @@ def train_and_capture(model: nn.Module, pruning: PruningSpec, spec: TrainingSpec
     without speculation (`exact_inference_accuracy`). `needs`: as `capture`'s. The held-out
     accuracy is measured in eval mode (dropout off, batch norms on their running
     statistics), as is the captured iteration of an `inference` workload (`in_eval_mode`)."""
-    last = spec.iterations - 1
-    at = last if spec.capture_iteration is None else spec.capture_iteration
-    if not 0 <= at <= last:
-        raise ValueError(f"capture_iteration {at} is outside 0..{last}")
+    at = captured_iteration(spec)
+    if not 0 <= at < spec.iterations:
+        raise ValueError(f"capture_iteration {at} is outside 0..{spec.iterations - 1}")
     gen = torch.Generator().manual_seed(seed)
     step = _stepper(model, pruning, spec)
     velocity = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
@@ -132,6 +131,19 @@ def train_and_capture(model: nn.Module, pruning: PruningSpec, spec: TrainingSpec
     if total:
         stats["weight_compression"] = total / max(kept, 1)
     return layers, masks, stats
+
+
+def captured_iteration(spec: TrainingSpec) -> int:
+    """The iteration `train_and_capture` captures (0-based): `capture_iteration`, by
+    default the last."""
+    return spec.iterations - 1 if spec.capture_iteration is None else spec.capture_iteration
+
+
+def regrows_after(pruning: PruningSpec, iteration: int) -> bool:
+    """Whether SET's or RigL's step after `iteration` (0-based) is one of its updates, which
+    drop and regrow weights (`_Regrow.after_step`: its steps counted from 1, an update
+    every `update_every`th)."""
+    return (iteration + 1) % pruning.update_every == 0
 
 
 def _check_not_diverged(model: nn.Module, spec: TrainingSpec, it: int,
@@ -249,7 +261,7 @@ class _Regrow(_Static):
         gradients (dense here, as RigL's growth criterion needs) had built up momentum that
         would have thrown it on its first step."""
         self.steps += 1
-        if self.steps % self.pruning.update_every == 0:
+        if regrows_after(self.pruning, self.steps - 1):
             for name, module in self.layers.items():
                 mask, weight = self.masks[name], module.weight
                 if self.pruning.method == "rigl" and weight.grad is not None:

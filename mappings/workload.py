@@ -39,14 +39,20 @@ from mappings.models.supported import (
 )
 from mappings.pruning import PruningSpec, prune_model
 from mappings.scalesim import read_topology
-from mappings.specs import WorkloadSpec
-from mappings.training import in_eval_mode, train_and_capture
+from mappings.specs import TrainingSpec, WorkloadSpec
+from mappings.training import (
+    captured_iteration,
+    in_eval_mode,
+    regrows_after,
+    train_and_capture,
+)
 
 # Methods whose algorithm uses the gradients of pruned weights: DropBack ranks every weight by
-# how far its updates moved it (an untracked one, by its last step's); RigL regrows the
-# weights of largest gradient magnitude. The others never read them: static masks; SET
-# regrows at random; Trainer's dynamic sparse training "performs FF, BP, and WG only with
-# unpruned weights" (shared/seeds/001), the mask of each iteration being known before its WG.
+# how far its updates moved it (an untracked one, by its last step's), every step; RigL
+# regrows the weights of largest gradient magnitude, on its update steps only
+# (`reads_pruned_gradients`). The others never read them: static masks; SET regrows at
+# random; Trainer's dynamic sparse training "performs FF, BP, and WG only with unpruned
+# weights" (shared/seeds/001), the mask of each iteration being known before its WG.
 PRUNED_GRADIENTS_USED = {"dropback", "rigl"}
 T = TypeVar("T")
 
@@ -262,7 +268,7 @@ def _capture(spec: WorkloadSpec, pruning: PruningSpec, model: torch.nn.Module,
     if spec.speculative_relu:  # applying the predictions needs them
         needs = replace(needs, relu_predictions=True)
     gen = torch.Generator().manual_seed(spec.seed)
-    pruned_grads_unused = pruning.method not in PRUNED_GRADIENTS_USED
+    pruned_grads_unused = not reads_pruned_gradients(pruning, spec.training)
     vectors: list[VectorCapture] = []
     if spec.training is not None:
         layers, masks, trained = train_and_capture(model, pruning, spec.training, spec.data,
@@ -283,6 +289,19 @@ def _capture(spec: WorkloadSpec, pruning: PruningSpec, model: torch.nn.Module,
     _mark_tracked(layers, masks, pruning)
     return Workload(spec, pruning, layers, pruned_grads_unused,
                     _stats(layers, masks, vectors, spec.inference), vectors, tuple(masks), needs)
+
+
+def reads_pruned_gradients(pruning: PruningSpec, training: TrainingSpec | None) -> bool:
+    """Whether the captured iteration's step reads the pruned weights' gradients, so that WG
+    computes every weight's (`PRUNED_GRADIENTS_USED`): DropBack's every step; RigL's only
+    where the captured iteration's step is one of its updates (`training.regrows_after`:
+    between them its masks are static and its step uses the kept weights' gradients
+    alone, as SET's). Without a training the captured iteration takes no step: RigL's
+    masks never move (magnitude pruning), and nothing reads the pruned weights'
+    gradients."""
+    if pruning.method != "rigl":
+        return pruning.method in PRUNED_GRADIENTS_USED
+    return training is not None and regrows_after(pruning, captured_iteration(training))
 
 
 def _mark_tracked(layers: list[PackedLayer], masks: dict[str, torch.Tensor],

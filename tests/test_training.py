@@ -268,3 +268,60 @@ def test_an_inference_trains_as_the_training_does(at):
     (weights, stats), (weights_inf, stats_inf) = trained(False), trained(True)
     assert stats == stats_inf
     assert all(torch.equal(weights[key], weights_inf[key]) for key in weights)
+
+
+def test_regrowth_steps_are_those_regrows_after_names():
+    """`regrows_after` (which the workload asks of RigL's captured iteration) names the
+    steps after which `_Regrow` moves its masks: with update_every 3, those after
+    iterations 2 and 5 (0-based) of 7."""
+    from mappings.training import _Regrow, regrows_after
+
+    model = mlp()
+    pruning = PruningSpec(method="rigl", sparsity=0.8, update_every=3)
+    stepper = _Regrow(model, pruning)
+    x = torch.randn(32, 64, generator=torch.Generator().manual_seed(0))
+    velocity = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    moved = []
+    for it in range(7):
+        before = {name: mask.clone() for name, mask in stepper.masks.items()}
+        model.zero_grad()
+        model(x).pow(2).sum().backward()
+        stepper.update(velocity, TrainingSpec(iterations=7))
+        if any(not torch.equal(before[n], m) for n, m in stepper.masks.items()):
+            moved.append(it)
+    assert moved == [2, 5] == [it for it in range(7) if regrows_after(pruning, it)]
+
+
+@pytest.mark.parametrize("captured, update_step", [(2, False), (3, True)])
+def test_rigl_computes_dense_weight_gradients_on_its_update_steps_only(captured, update_step):
+    """RigL reads every weight's gradient on its update steps alone (regrowing where |dW| is
+    largest); between them it trains as SET does, with the kept weights' gradients. LeNet-300
+    at 90%, 4 iterations, update_every 2: the step after iteration 3 is an update, the one
+    after iteration 2 is not. On prior_sparse_trainer.yaml (skips zero X and dY, and pruned
+    weights' gradients where no algorithm reads them) layer 0's WG processes, over the
+    batch's images b, sum_b sum_(o, i) [dY[b, o] != 0] [X[b, i] != 0], times the kept mask
+    [W[o, i] != 0] where the captured iteration is no update; dW is written dense (784 x 300
+    fp16 values: 470,400 bytes) on the update step."""
+    from mappings.mapper import map_workload
+    from mappings.specs import WorkloadSpec
+    from mappings.workload import capture_workload, reads_pruned_gradients
+    from tests.views import arch_view
+
+    pruning = PruningSpec(method="rigl", sparsity=0.9, update_every=2)
+    training = TrainingSpec(iterations=4, capture_iteration=captured)
+    assert reads_pruned_gradients(pruning, training) == update_step
+    assert not reads_pruned_gradients(pruning, None)                # no step: no regrowth
+    assert not reads_pruned_gradients(pruning.model_copy(update={"method": "set"}), training)
+    workload = capture_workload(WorkloadSpec(model="lenet300", batch=2, input_shape=[784],
+                                             data="mnist", seed=0, training=training), pruning)
+    assert workload.pruned_grads_unused == (not update_step)
+    layer = workload.layers[0].unpack()
+    dy, x = (m.reshape(2, -1).float() for m in (layer.dy_nz, layer.x_nz))   # (as 1 x 1 maps)
+    pairs = torch.einsum("bo,bi->oi", dy, x)
+    kept = layer.w_nz.reshape(pairs.shape)
+    assert 0 < int(kept.sum()) <= round(0.1 * 784 * 300)
+    expected = int(pairs.sum()) if update_step else int((pairs * kept).sum())
+    wg = next(w for w in map_workload(workload, arch_view("prior_sparse_trainer.yaml"))
+              if w.layer == 0 and w.phase == 2)
+    assert int(wg.table["processed_macs"].sum()) == expected
+    assert (wg.output_bytes == 784 * 300 * 2) == update_step
