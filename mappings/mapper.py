@@ -249,7 +249,9 @@ class PhaseMapper:
             input_resident = input_resident or hw.fused_update
             table = update_tiles(layer, layer_id, hw, self.workload.spec.weight_update,
                                  self._dw_bytes[layer_id], self._kept_gradients_only(layer),
-                                 circulant, input_resident)
+                                 circulant, input_resident,
+                                 ranked=(self.workload.pruning.method == "dynamic"
+                                         and layer.name in self.pruned))
             if not len(table):
                 return None
             return PhaseWork(layer.name, layer_id, phase, table,

@@ -21,6 +21,18 @@ claims count an iteration as FF, BP and WG. Stated assumptions:
   two (`vector_unit.fused_update`: no dW reaches DRAM). The update is still a phase of its
   own after its WG, as a fused residual add is after its producer: its ops and its reads of
   W and the state are not overlapped with the WG's tiles.
+- Dynamic pruning (`pruning.method: dynamic`, Trainer's; `training._Dynamic`) recomputes
+  each iteration's mask from the magnitudes of all the weights, the pruned ones' too: they
+  keep their values, kept aside dense, and come back when kept weights fall below them.
+  The update of a layer it pruned (`ranked`) also reads, from DRAM, the values of the
+  weights it does not update (the pruned ones), each at the weights' value bits
+  (`weight_bits`, else the datapath's), with no index (a dense copy); they are not
+  updated, so not written back. It ranks every weight for the next mask: one vector
+  operation a weight (|w| compared with the layer's threshold, the kept weights' new
+  values as the update makes them); finding the threshold (the k-th largest magnitude) is
+  not counted, as if carried over from the iteration before. The papers do not say how
+  the hardware keeps or ranks the pruned weights (assumption). The weights that enter or
+  leave the kept set as the mask moves are not moved between the two stores.
 """
 
 from __future__ import annotations
@@ -50,11 +62,13 @@ def updated_weights(layer: LayerCapture, hw: HardwareView, kept_gradients_only: 
 
 
 def update_traffic(layer: LayerCapture, hw: HardwareView, optimizer: str, dw_bytes: int,
-                   kept_gradients_only: bool, circulant_block: int = 0
+                   kept_gradients_only: bool, circulant_block: int = 0, ranked: bool = False
                    ) -> tuple[int, int, int]:
     """(DRAM bytes read, DRAM bytes written, vector ops) of a layer's weight update: the
     weights and their state read and written, the gradient `dw_bytes` read. A layer stored
-    as b x b circulant blocks (`circulant_block` b) keeps one row of each: b-fold fewer."""
+    as b x b circulant blocks (`circulant_block` b) keeps one row of each: b-fold fewer.
+    `ranked`: dynamic pruning's next mask is made here too (the module's last assumption):
+    the weights not updated are read dense, and every weight is compared once."""
     ops, states = OPTIMIZERS[optimizer]
     updated = updated_weights(layer, hw, kept_gradients_only)
     count = int(updated.sum())
@@ -62,19 +76,25 @@ def update_traffic(layer: LayerCapture, hw: HardwareView, optimizer: str, dw_byt
     if circulant_block:
         count, weights = -(-count // circulant_block), -(-weights // circulant_block)
     state = count * states * hw.element_bytes
-    return weights + dw_bytes + state, weights + state, count * ops
+    aside, ranking = 0, 0
+    if ranked:
+        ranking = updated.numel()
+        aside = -(-(ranking - int(updated.sum())) * (hw.weight_bits or 8 * hw.element_bytes)
+                  // 8)
+    return weights + dw_bytes + state + aside, weights + state, count * ops + ranking
 
 
 def update_tiles(layer: LayerCapture, layer_id: int, hw: HardwareView, optimizer: str,
                  dw_bytes: int, kept_gradients_only: bool, circulant_block: int = 0,
-                 dw_resident: bool = False) -> np.ndarray:
+                 dw_resident: bool = False, ranked: bool = False) -> np.ndarray:
     """The update's tiles on the vector unit (none without one); `dw_resident`: WG left dW
-    in the global buffer, so only the weights and the state come from DRAM. Its writes go
+    in the global buffer, so only the weights, the state (and with `ranked` the pruned
+    weights' dense values, `update_traffic`) come from DRAM. Its writes go
     to DRAM: the mapper maps it with `hw.output_to_dram` on, as it maps every phase but one
     whose output a later phase keeps on chip, and nothing in the iteration reads what it
     writes."""
     if hw.vector_lanes == 0:
         return empty_table(0)
     read, write, ops = update_traffic(layer, hw, optimizer, dw_bytes, kept_gradients_only,
-                                      circulant_block)
+                                      circulant_block, ranked)
     return pass_tiles(layer_id, WU, hw, read - dw_bytes * dw_resident, read, ops, write)

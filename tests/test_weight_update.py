@@ -145,6 +145,46 @@ def test_a_design_that_computes_kept_gradients_updates_kept_weights_in_its_forma
         assert w.table["vector_ops"].sum() == 2 * kept
 
 
+def test_dynamic_pruning_reads_its_pruned_weights_and_ranks_every_weight():
+    """Dynamic pruning (Trainer's) makes each iteration's mask from every weight's magnitude,
+    the pruned ones' too: the update of a layer it pruned also reads the n - k pruned
+    weights' values, dense at 2 bytes (fp16), writes none of them, and compares each of
+    the n weights once. trainer.yaml, momentum, LeNet-300 at 90%: a pruned layer reads
+    stored + dW + 2k (state) + 2(n - k), writes stored + 2k, and does 2k + n ops; the
+    classifier, left whole, as before (2k ops); magnitude pruning with the same masks'
+    size pays neither."""
+    from mappings.tiling import stored_weight_bytes
+
+    workload = lenet300("momentum", PruningSpec(method="dynamic", sparsity=0.9))
+    assert workload.pruned_layers == ("0", "2")
+    view = arch_view("trainer.yaml")
+    work = map_workload(workload, view)
+    updates = [w for w in work if w.phase == WU]
+    assert [w.name for w in updates] == ["4", "2", "0"]
+    for w in updates:
+        i, n = work.index(w), WEIGHTS[w.name]
+        layer = workload.layers[w.layer].unpack()
+        kept = int(layer.w_nz.sum())
+        stored = stored_weight_bytes(layer, layer.w_nz, view)
+        pruned = w.name in workload.pruned_layers
+        assert (kept == round(0.1 * n)) if pruned else (kept == n)
+        dw = work[i - 1].output_bytes * (not w.input_resident)
+        assert w.table["dram_read_bytes"].sum() == stored + dw + 2 * kept + 2 * (n - kept)
+        assert w.table["dram_write_bytes"].sum() == stored + 2 * kept
+        assert w.table["vector_ops"].sum() == 2 * kept + n * pruned
+        static = update_traffic(layer, view, "momentum", 1000, True)
+        ranked = update_traffic(layer, view, "momentum", 1000, True, ranked=True)
+        assert static == (stored + 1000 + 2 * kept, stored + 2 * kept, 2 * kept)
+        assert ranked == (static[0] + 2 * (n - kept), static[1], static[2] + n)
+    # a design that updates every weight (dense.yaml: WG computes all gradients) reads them
+    # all as it stores them already (dense: 2n, the state 2n; no dW here): nothing more to
+    # read, only the ranking
+    layer = workload.layers[0].unpack()
+    dense = arch_view("dense.yaml")
+    assert (update_traffic(layer, dense, "momentum", 0, False, ranked=True)
+            == (4 * WEIGHTS["0"], 4 * WEIGHTS["0"], 3 * WEIGHTS["0"]))
+
+
 def test_dropback_updates_only_its_tracked_weights():
     """procrustes.yaml's weight generator regenerates DropBack's untracked weights, which are
     not stored: the update reads and writes the tracked ones alone, as DRAM holds them
