@@ -49,6 +49,7 @@ from mappings.tiling import (
     TileMisfit,
     TileShape,
     choose_tile,
+    gradient_bytes,
     halvings,
     misfit,
     phase_shape,
@@ -237,7 +238,35 @@ def _tile_split(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareV
     _, table, totals = best
     if circulant_block:
         totals["processed_macs"] = int(table["processed_macs"].sum())
+    if phase == WG and len(channels) < layer.w_nz.shape[0]:
+        table, totals = _untiled_gradients_written(layer, channels, hw, table, totals,
+                                                   policy.pruned_weight_gradients
+                                                   and pruned_grads_unused, circulant_block)
     return table, totals
+
+
+def _untiled_gradients_written(layer: LayerCapture, channels: torch.Tensor, hw: HardwareView,
+                               table: np.ndarray, totals: dict, kept_gradients: bool,
+                               circulant_block: int) -> tuple[np.ndarray, dict]:
+    """WG's table and totals with the dW of the output channels channel compaction left
+    untiled (no processed work: a dY channel all zeros, or no kept weight meeting a
+    non-zero pair) written too: their gradients are zeros, but the update reads dW and
+    updates every weight it keeps (`mappings.update`), so dW is written whole, in the form
+    WG writes it (`tiling.gradient_bytes`), those zeros made in the buffer and written
+    back with the tiles that write outputs (in proportion to what they write), no PE
+    computing them. Before, WG wrote the tiled channels' alone and the update read those
+    bytes as all of dW (HPPU's first conv in an audit: 120 bytes of 183)."""
+    missing = torch.as_tensor(np.setdiff1d(np.arange(layer.w_nz.shape[0]), channels.numpy()))
+    rest = gradient_bytes(layer, missing, hw, kept_gradients, circulant_block)
+    if rest <= 0 or not len(table):
+        return table, totals
+    table = table.copy()
+    made = apportion(table["gather_bytes"], rest)
+    table["glb_write_bytes"] += made
+    table["held_bytes"] += made
+    if hw.output_to_dram:
+        table["dram_write_bytes"] += made
+    return table, {**totals, "output_bytes": totals["output_bytes"] + rest}
 
 
 def geometry_misfit(layer: LayerCapture, phase: int, hw: HardwareView,

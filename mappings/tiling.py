@@ -1210,6 +1210,19 @@ def written_ratio(layer: LayerCapture, phase: int, hw: HardwareView,
     return written_bytes(layer, phase, hw) / dense if dense else 1.0
 
 
+def gradient_bytes(layer: LayerCapture, channels: torch.Tensor, hw: HardwareView,
+                   kept_gradients: bool, circulant_block: int = 0) -> int:
+    """Bytes of WG's dW of the output `channels`, written as one tile of them: dense, or with
+    `kept_gradients` the kept weights' in the weight format (`_wg_out_bytes`, as
+    `written_ratio`); a circulant layer's b-fold fewer (each block's first row)."""
+    k, cg, r, s = layer.w_nz.shape
+    if not len(channels):
+        return 0
+    out = (int(_wg_out_bytes(layer, channels, TileShape(len(channels), 1, cg), hw).sum())
+           if kept_gradients else len(channels) * cg * r * s * hw.element_bytes)
+    return -(-out // circulant_block) if circulant_block else out
+
+
 def _written_map(layer: LayerCapture, phase: int, hw: HardwareView) -> torch.Tensor | None:
     """The non-zero map (A, images, rows, L) of what FF or BP writes, when the activation
     format compresses it and the capture has it; None: written dense.

@@ -1,5 +1,6 @@
 """Closed-form checks of capture, counting and tiling on small real layers."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -522,3 +523,32 @@ def test_a_depthwise_wg_reads_each_channels_input_once():
     layer = dense_capture(nn.Conv2d(256, 256, 3, padding=1, groups=256, bias=False), n=1, h=32)
     table, _ = tile_phase(layer, 0, WG, hw, SkipPolicy(), pruned_grads_unused=True)
     assert table["dram_read_bytes"].sum() == 256 * 32 * 32 * 2 + 256 * 38 * 32 * 2
+
+
+@pytest.mark.parametrize("kept_gradients", [True, False])
+def test_wg_writes_the_zero_gradients_of_the_channels_compaction_leaves_untiled(
+        kept_gradients, whole_phase_tiles):
+    """A 3 -> 8 conv, 3 x 3, batch 2, every weight kept, whose dY is zero in output channels
+    0 to 2 (a dead channel behind it): with channel compaction WG tiles the 5 others only
+    (their processed MACs, 2 x 5 x 3 x 9 x 8 x 8), but the update reads dW of every weight
+    it keeps, so WG writes it whole: 8 x 3 x 9 fp16 values, 432 bytes (it had written the
+    5 tiled channels' 270), whether dense dW or the kept weights' in a dense weight format
+    (`kept_gradients`: WG skips pruned weights' gradients), into the buffer and to DRAM."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(C, K, R, bias=False)
+    x = torch.rand(N, C, H, H) + 0.1
+    x.requires_grad_(True)
+    weights = torch.rand(conv(x).shape) + 0.1
+    weights[:, :3] = 0.0   # dY of channels 0..2: exactly zero
+    (layer,) = capture(conv, x, weights, loss_fn=lambda out, t: (out * t).sum())
+    assert not layer.dy_nz[:, :3].any() and layer.dy_nz[:, 3:].all() and layer.w_nz.all()
+    hw = HardwareView(**{**SPARSE_HW.__dict__, "weight_format": "dense"})
+    table, totals = tile_phase(layer, 0, WG, hw, SKIP_ALL, pruned_grads_unused=kept_gradients)
+    p = H - R + 1
+    assert totals["processed_macs"] == table["processed_macs"].sum() == N * 5 * C * R * R * p * p
+    assert totals["output_bytes"] == table["dram_write_bytes"].sum() == K * C * R * R * 2
+    assert table["gather_bytes"].sum() == 5 * C * R * R * 2   # the PEs make the tiled ones'
+    kept_on_chip = replace(hw, output_to_dram=False)
+    table, totals = tile_phase(layer, 0, WG, kept_on_chip, SKIP_ALL,
+                               pruned_grads_unused=kept_gradients)
+    assert totals["output_bytes"] == K * C * R * R * 2 and table["dram_write_bytes"].sum() == 0
