@@ -235,9 +235,12 @@ def _unhooked_hold_links(links: Sequence[Link], nbytes: Sequence[int]) -> Genera
     """`desim.channels.hold_links` (with its `_hold_in_order`) without the tracing hook."""
     if len(links) != len(nbytes):
         raise ValueError(f"hold_links: {len(links)} links but {len(nbytes)} byte counts")
-    order: Sequence[int] = range(len(links))  # one link, the common case, needs no sorting
-    if len(links) > 1:
-        order = sorted(order, key=lambda i: links[i].path)
+    if len(links) == 1:
+        link, b = links[0], int(nbytes[0])
+        if b < 0:
+            _check_transfer([link], [b])
+        return _unhooked_hold_in_order([link], [b], transfer_ps(b, link.bytes_per_s))
+    order = sorted(range(len(links)), key=lambda i: links[i].path)
     links, nbytes = [links[i] for i in order], [int(nbytes[i]) for i in order]
     _check_transfer(links, nbytes)
     hold = max(map(transfer_ps, nbytes, [link.bytes_per_s for link in links]), default=0)

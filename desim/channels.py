@@ -143,9 +143,14 @@ def hold_links(links: Sequence[Link], nbytes: Sequence[int]) -> Generator:
     """
     if len(links) != len(nbytes):
         raise ValueError(f"hold_links: {len(links)} links but {len(nbytes)} byte counts")
-    order: Sequence[int] = range(len(links))  # one link, the common case, needs no sorting
-    if len(links) > 1:
-        order = sorted(order, key=lambda i: links[i].path)
+    if len(links) == 1:
+        # the common case, a link of its own: nothing to put in order, no other link to be
+        # listed twice, one serialization (this path is most of a kernel transaction's cost)
+        link, b = links[0], int(nbytes[0])
+        if b < 0:
+            _check_transfer([link], [b])  # refuses it, in its words
+        return _hold_in_order([link], [b], transfer_ps(b, link.bytes_per_s))
+    order = sorted(range(len(links)), key=lambda i: links[i].path)
     links, nbytes = [links[i] for i in order], [int(nbytes[i]) for i in order]
     _check_transfer(links, nbytes)
     hold = max(map(transfer_ps, nbytes, [link.bytes_per_s for link in links]), default=0)
@@ -217,9 +222,12 @@ def release_links(links: Sequence[Link], nbytes: Sequence[int], hold: int) -> No
     (booked to the running process's job), with the job's counters looked up once for all
     the links. The one place a transfer's actions are counted: `hold_links` and
     `LinkGroup.hold` end here, and so does the bench's copy without tracing hooks
-    (benchmarks/kernel_cases.py)."""
+    (benchmarks/kernel_cases.py). Each of them has checked that `nbytes` has a count per
+    link, so the loop indexes it rather than `zip(..., strict=True)`, a keyword call that
+    cost a tenth of a microsecond a transfer."""
     book = links[0].sim.book()
-    for link, b in zip(links, nbytes, strict=True):
+    for i, link in enumerate(links):
+        b = nbytes[i]
         link.give()
         link.busy_ps += hold
         booked = book[link.path]
