@@ -292,7 +292,8 @@ def _unhooked_busy_for(module: Module, duration_ps: int) -> Generator:
 
 
 class _UnhookedPool(Pool):
-    """`Pool` without the tracing hook (`_traced`) in `take` and `give`."""
+    """`Pool` without the tracing hook (`if self.tracer: self._trace_in_use()`) in `take`
+    and `give`."""
 
     def take(self, amount: int) -> Generator:
         if amount > self.container.capacity:

@@ -256,7 +256,8 @@ class Pool(Module):
         self.count("take")
         if self.env.now > asked:
             self.count("wait_ps", int(self.env.now) - asked)
-        self._traced()
+        if self.tracer:
+            self._trace_in_use()
 
     def give(self, amount: int) -> Generator:
         """Give back `amount` units; more than are in use is an error (the put would wait
@@ -266,12 +267,13 @@ class Pool(Module):
                              "(give back what was taken)")
         yield self.container.put(amount)
         self.count("give")
-        self._traced()
-
-    def _traced(self) -> None:
-        """The units in use from now on, to the tracer if there is one."""
         if self.tracer:
-            self.tracer.depth(self, self.in_use, int(self.env.now))
+            self._trace_in_use()
+
+    def _trace_in_use(self) -> None:
+        """The units in use from now on, to the tracer (`take` and `give` test that there is
+        one before they call: with tracing off the hook is that test, not a call)."""
+        self.tracer.depth(self, self.in_use, int(self.env.now))
 
     @property
     def in_use(self) -> int:

@@ -312,15 +312,18 @@ class Module:
 
     def busy_for(self, duration_ps: int, name: str, track: str | None = None,
                  args: dict[str, Any] | None = None) -> Generator:
-        """Spend `duration_ps` on one transaction: wait it out, count it as busy time and
-        record it for the trace. The common body of every timed component."""
+        """Spend `duration_ps` (whole picoseconds) on one transaction: wait it out, count it
+        as busy time and record it for the trace. The common body of every timed component,
+        so with tracing off its hook is one test: the slice's start (now less `duration_ps`)
+        is worked out, and `traced` called, only when there is a tracer."""
         if duration_ps <= 0:
             return
-        start = int(self.env.now)
         yield self.env.timeout(duration_ps)
         self.busy_ps += duration_ps
         self.sim.book()[self.path]["busy_ps"] += duration_ps
-        self.traced(name, start, start + duration_ps, track, args)
+        if self.tracer:
+            end = int(self.env.now)
+            self.traced(name, end - duration_ps, end, track, args)
 
     def work_items(self, n: int, per_cycle: int, clock: Clock, name: str,
                    action: str) -> Generator:
