@@ -526,7 +526,11 @@ def _compacted(layer: LayerCapture, phase: int, hw: HardwareView, policy: SkipPo
     if (not hw.channel_compaction or layer.groups != 1 or circulant_block
             or (phase == WG and not masked_wg)):
         return layer, c, c
-    active = torch.nonzero(layer.w_nz.any(dim=(1, 2, 3) if phase == BP else (0, 2, 3)))[:, 0]
+    # the channels with a kept weight, found by numpy: torch reduces a bool map over several
+    # dims element by element (ResNet-18's largest weight map: 12 ms, against 0.4)
+    w = layer.w_nz.numpy()
+    kept = w.reshape(len(w), -1) if phase == BP else w.any(0).reshape(c, -1)
+    active = torch.from_numpy(np.flatnonzero(kept.any(1)))
     if len(active) in (0, c):
         return layer, c, c
     compacted = _reduction_part(layer, phase, lambda t, dim: t.index_select(dim, active))
