@@ -538,9 +538,9 @@ class DramChannelModel:
         twtr_l = self.timing.ps(self.timing.twtr_l)
         if not ends or max(ends.values()) + twtr_l <= first_cas_ps:
             return []
-        groups, first = np.unique(bg, return_index=True)
+        groups, first = _group_bursts(bg, self.timing.bank_groups)
         return sorted((i, ends[g] + twtr_l - int(G[i]))
-                      for g, i in zip(groups.tolist(), first.tolist(), strict=True) if g in ends)
+                      for g, i in zip(groups, first, strict=True) if g in ends)
 
     def _access_bursts(self, start_ps: int, bank: np.ndarray, bg: np.ndarray, row: np.ndarray,
                        nbytes: int, is_write: bool) -> DramAccess:
@@ -662,15 +662,27 @@ class DramChannelModel:
         bus.last_cas_ps, bus.last_cas_bg = last_cas + stall, int(bg[-1])
         bus.last_write, bus.data_end_ps = is_write, data_end + stall
         if is_write:  # each bank group's last write data, for a later read's tWTR_L
-            groups, from_end = np.unique(bg[::-1], return_index=True)
+            groups, last = _group_bursts(bg, t.bank_groups, last=True)
             tail = self._write_data_ps + self._tb + stall
-            for g, i in zip(groups.tolist(), (n - 1 - from_end).tolist(), strict=True):
+            for g, i in zip(groups, last, strict=True):
                 bus.write_end_by_bg[g] = cas_ps(i, int(G[i])) + tail
 
         misses = len(opens)
         return DramAccess(start_ps=start_ps, end_ps=data_end + stall, bursts=n, bytes=nbytes,
                           is_write=is_write, row_hits=n - misses, row_misses=misses,
                           activates=misses, precharges=precharges)
+
+
+def _group_bursts(bg: np.ndarray, groups: int, last: bool = False
+                  ) -> tuple[list[int], list[int]]:
+    """The bank groups the bursts `bg` (in issue order, each below `groups`) use, in group
+    order, with each one's first burst (its last with `last`): np.unique's `return_index`,
+    without its sort of the bursts (a transaction of 2,000 bursts: 20 us against 65)."""
+    none = -1 if last else len(bg)  # where a group has no burst
+    found = np.full(groups, none)
+    (np.maximum if last else np.minimum).at(found, bg, np.arange(len(bg)))
+    used = np.flatnonzero(found != none)
+    return used.tolist(), found[used].tolist()
 
 
 class DramSystem:
