@@ -837,3 +837,19 @@ def test_lpddr4_and_hbm2_streams_and_tiles_run_near_dramsim3(timing, measured, s
     assert abs(ratios["16 tiles: read 64 KiB, write 16 KiB"] - 1) < tiles[1]
     assert 1.05 < ratios["16 tiles: read 4 KiB, write 1 KiB"] < 1.35
     assert 1.05 < ratios["reads only, 64 x 4 KiB"] < 1.25
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 3), min_size=1, max_size=64))
+def test_each_bank_groups_first_and_last_burst_are_np_uniques(groups):
+    """`_group_bursts` is np.unique's return_index (first bursts) and, on the bursts
+    reversed, the last ones: the bursts the tWTR_L rules read."""
+    import numpy as np
+
+    from arch.dram import _group_bursts
+
+    bg = np.array(groups, dtype=np.int64)
+    used, first = np.unique(bg, return_index=True)
+    assert _group_bursts(bg, 4) == (used.tolist(), first.tolist())
+    used, from_end = np.unique(bg[::-1], return_index=True)
+    assert _group_bursts(bg, 4, last=True) == (used.tolist(), (len(bg) - 1 - from_end).tolist())

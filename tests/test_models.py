@@ -237,3 +237,29 @@ def test_the_sparsity_probe_keeps_its_density_and_a_finite_loss(density):
     out = probe(x)
     assert torch.isfinite(out).all()
     assert float((seen[0] != 0).float().mean()) == pytest.approx(density, abs=0.03)
+
+
+def test_a_built_in_models_input_shape_is_checked_once_and_refused_every_time(monkeypatch):
+    """`checked_model` runs its checking pass once for a built-in model, its arguments and
+    input shape (the capture after `desim.elaborate` does not run it again), whatever the
+    seed or batch; a shape it refuses is refused every time."""
+    from mappings import workload
+    from mappings.specs import WorkloadSpec
+
+    shapes = []
+    check = workload._check_input_shape
+
+    def counted(model, name, shape):
+        shapes.append(shape)
+        return check(model, name, shape)
+    monkeypatch.setattr(workload, "_check_input_shape", counted)
+    monkeypatch.setattr(workload, "_SHAPES_TAKEN", set())
+    spec = WorkloadSpec(model="lenet5", input_shape=[1, 28, 28])
+    workload.checked_model(spec)
+    workload.checked_model(spec.model_copy(update={"seed": 1, "batch": 4}))
+    assert shapes == [(1, 28, 28)]
+    small = spec.model_copy(update={"input_shape": [1, 4, 4]})
+    for _ in range(2):
+        with pytest.raises(ConfigError, match="cannot take inputs of shape"):
+            workload.checked_model(small)
+    assert shapes == [(1, 28, 28), (1, 4, 4), (1, 4, 4)]
