@@ -71,7 +71,7 @@ def update_traffic(layer: LayerCapture, hw: HardwareView, optimizer: str, dw_byt
     the weights not updated are read dense, and every weight is compared once."""
     ops, states = OPTIMIZERS[optimizer]
     updated = updated_weights(layer, hw, kept_gradients_only)
-    count = int(updated.sum())
+    kept = count = int(updated.sum())
     weights = stored_weight_bytes(layer, updated, hw)
     if circulant_block:
         count, weights = -(-count // circulant_block), -(-weights // circulant_block)
@@ -79,8 +79,7 @@ def update_traffic(layer: LayerCapture, hw: HardwareView, optimizer: str, dw_byt
     aside, ranking = 0, 0
     if ranked:
         ranking = updated.numel()
-        aside = -(-(ranking - int(updated.sum())) * (hw.weight_bits or 8 * hw.element_bytes)
-                  // 8)
+        aside = -(-(ranking - kept) * (hw.weight_bits or 8 * hw.element_bytes) // 8)
     return weights + dw_bytes + state + aside, weights + state, count * ops + ranking
 
 
