@@ -10,11 +10,15 @@ The dataflow (output-stationary, dealt to the clusters by channels or by rows):
   operand" (FF: rows of X with their halo; BP: rows of dY; WG: X[:, c]).
 - By channels (`HardwareView.partition`, the default): the Ka channels are dealt to the
   clusters, Ka / clusters consecutive channels each; inside a cluster, PE p takes every
-  output position p, p + P, p + 2P... of its channels. The channel operand is split among
+  output position p, p + P, p + 2P... of its channels. A row block with fewer positions than
+  the cluster has PEs (a linear layer's, one position an image) leaves the rest to other
+  channels: the PEs form P // positions groups, the cluster's channels dealt to them in turn
+  (`_pe_groups`). The channel operand is split among
   the clusters (unicast), the stream operand goes to every active cluster (multicast).
 - By rows: the block's output rows are dealt to the clusters in runs (`cluster_blocks`), each
   cluster computing every one of the Ka channels over its run, its PEs taking the run's
-  output positions in turn. Each cluster is sent its run's window of the stream operand
+  output positions in turn (in groups, the channels dealt to them in turn, where a run has
+  fewer outputs than PEs). Each cluster is sent its run's window of the stream operand
   (unicast; neighbouring windows overlap by the halo), the channel operand goes to every
   active cluster (multicast). `auto` tries both: multicasting the smaller operand saves NoC
   energy, multicasting the larger saves the global buffer's port.
@@ -428,8 +432,10 @@ def _per_tile_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
     Dealt by channels: a row block's outputs are dealt to a cluster's PEs in turn, a
     channel's to a cluster. By rows: each cluster takes a run of the block's rows
     (`cluster_blocks`) for every channel of the tile, and deals its outputs to its PEs in
-    turn. Kept in `cache` (read-only) by map, block and dealing: the tile search and then
-    `tile_part` (for each order and plan tiled alike) ask for the same shapes' counts."""
+    turn. Either way, where a block (run) has fewer outputs than a cluster has PEs, the PEs
+    form groups that take the cluster's channels in turn (`_pe_groups`). Kept in `cache`
+    (read-only) by map, block and dealing: the tile search and then `tile_part` (for each
+    order and plan tiled alike) ask for the same shapes' counts."""
     def made() -> tuple[np.ndarray, np.ndarray]:
         busiest, total = _per_tile_pe_made(counts, shape, hw, cache)
         for array in (busiest, total):
@@ -478,9 +484,12 @@ def _per_tile_max(counts: torch.Tensor, shape: TileShape, cache: dict | None = N
 
 def _per_pe(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
             cache: dict | None = None) -> torch.Tensor:
-    """Each channel's counts per row block and PE, (A, nB, PEs used): a row block's outputs
-    dealt to a cluster's PEs in turn (whatever the channel blocks). `cache`: kept there by
-    map and row block, for a caller that holds the maps (a phase's tile search and rows)."""
+    """Each channel's counts per row block and PE slot, (A, nB, PEs used): a row block's
+    outputs dealt to `used` PEs in turn, the block's positions where it has fewer than the
+    cluster's PEs (whatever the channel blocks: `_per_tile_from_pe` puts a cluster's
+    channels on its PEs, in groups of `used` where more than one fits, `_pe_groups`).
+    `cache`: kept there by map and row block, for a caller that holds the maps (a phase's
+    tile search and rows)."""
     def dealt() -> torch.Tensor:
         a, n_img, n_rows, length = counts.shape
         if shape.rows >= n_rows:   # blocks of m images: (A, images, positions) in blocks
@@ -536,7 +545,8 @@ def _dealt_to_pes(blocks: torch.Tensor, used: int, largest: int | None = None
 def _per_tile_from_pe(per_pe: torch.Tensor, ka: int, hw: HardwareView
                       ) -> tuple[np.ndarray, np.ndarray]:
     """`_per_tile_pe` from `_per_pe`'s counts: channels in blocks of `ka`, a channel to a
-    cluster (ka / clusters consecutive channels each)."""
+    cluster (ka / clusters consecutive channels each), a cluster's channels to its groups of
+    PEs in turn (`_pe_groups`)."""
     a, nb, used = per_pe.shape
     na = -(-a // ka)
     clusters = min(hw.clusters, ka)
@@ -544,18 +554,49 @@ def _per_tile_from_pe(per_pe: torch.Tensor, ka: int, hw: HardwareView
     per_pe = _pad_to(per_pe, 0, na * ka).reshape(na, ka, nb, used)
     if per_cluster > 1:
         per_pe = _pad_to(per_pe, 1, clusters * per_cluster)
-        per_pe = per_pe.reshape(na, clusters, per_cluster, nb, used).sum(2)
+        per_pe = _pe_groups(per_pe.reshape(na * clusters, per_cluster, nb, used),
+                            hw.pes_per_cluster).reshape(na, clusters, nb, -1)
     busiest = per_pe.amax(dim=(1, 3))
     total = per_pe.sum(dim=(1, 3))
     if hw.load_balance:
-        holding = torch.from_numpy(
-            clusters_holding(_block_sums(np.ones(a, np.int64), ka), ka, hw))
+        in_block = _block_sums(np.ones(a, np.int64), ka)
         if hw.load_balance == "clusters":  # each PE slot's work evened over the clusters
+            holding = torch.from_numpy(clusters_holding(in_block, ka, hw))
             busiest = (-(-per_pe.sum(1) // holding[:, None, None])).amax(dim=2)
         else:  # ideal balancing: the tile's work shared by its active PEs, those that hold
             # outputs (an output's sum is not split between PEs: `_per_tile_pe`)
-            busiest = -(-total // (holding * used)[:, None])
+            holding = torch.from_numpy(_pes_holding(in_block, ka, used, hw))
+            busiest = -(-total // holding[:, None])
     return busiest.numpy(), total.numpy()
+
+
+def _pe_groups(per_pe: torch.Tensor, pes: int) -> torch.Tensor:
+    """A cluster's PEs over its channels, (B, channels, nB, used) per channel and PE slot
+    to (B, nB, PEs used) per PE: where a row block has fewer output positions than the
+    cluster has PEs (`used` of them), its PEs form pes // used groups of `used`, each group
+    taking the block's positions of one channel, the channels dealt to the groups in turn
+    (channel j to group j mod groups); PEs past the last group idle. With as many positions
+    as PEs, one group takes them all, for every channel. Without the groups a linear
+    layer's FF at batch 2 (2 positions) kept 2 PEs of a cluster busy whatever its size
+    (LeNet-5's fc1: the same 101,122 cycles with 2, 64 or 128 PEs a cluster)."""
+    b, channels, nb, used = per_pe.shape
+    groups = min(pes // used, channels)
+    if groups > 1:   # (B, rounds, groups, nB, used): round r's channels, a group each
+        rounds = -(-channels // groups)
+        per_pe = _pad_to(per_pe, 1, rounds * groups).reshape(b, rounds, groups, nb, used)
+        return exact_sum(per_pe, 1).permute(0, 2, 1, 3).reshape(b, nb, groups * used)
+    return exact_sum(per_pe, 1)
+
+
+def _pes_holding(channels_in_block: np.ndarray, ka: int, used: int, hw: HardwareView
+                 ) -> np.ndarray:
+    """The PEs that can hold a channel block's outputs, per block, for a balancer that moves
+    whole outputs: each cluster's (`clusters_holding`), as many as it has outputs (its
+    channels times the `used` positions a row block deals it), up to all its PEs."""
+    per_cluster = -(-ka // min(hw.clusters, ka))
+    full, rest = channels_in_block // per_cluster, channels_in_block % per_cluster
+    pes = hw.pes_per_cluster
+    return full * min(pes, per_cluster * used) + np.minimum(pes, rest * used)
 
 
 @lru_cache(maxsize=1024)
@@ -593,8 +634,9 @@ def _per_pe_by_rows(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
                     cache: dict | None = None) -> torch.Tensor:
     """Each channel's counts per cluster run (`cluster_blocks`) and PE, (A, runs, PEs used),
     int32 or int64: a run's outputs, contiguous in (image, row, position) order, dealt to
-    its cluster's PEs in turn. PEs past the longest run's outputs idle: none (a run of one
-    output row of a linear layer's WG uses one PE, and its map would be mostly zeros)."""
+    its cluster's PEs in turn. The PE slots stop at the longest run's outputs (a run of one
+    output row of a linear layer's WG fills one slot, and its map would be mostly zeros);
+    `_per_tile_by_rows` deals the tile's channels to groups of that many PEs."""
     def dealt() -> torch.Tensor:
         a, n_img, n_rows, length = counts.shape
         i0, i1, r0, r1, _ = cluster_blocks(shape.images, shape.rows, n_img, n_rows,
@@ -622,27 +664,39 @@ def _per_pe_by_rows(counts: torch.Tensor, shape: TileShape, hw: HardwareView,
 def _per_tile_by_rows(per_pe: torch.Tensor, shape: TileShape, size: torch.Size,
                       hw: HardwareView) -> tuple[np.ndarray, np.ndarray]:
     """`_per_tile_pe` dealt by rows, from `_per_pe_by_rows`: each PE's counts over the
-    tile's `ka` channels; a tile lasts as long as its busiest PE, of any cluster."""
+    tile's `ka` channels, dealt to its cluster's groups of PEs in turn where a run has fewer
+    outputs than the cluster has PEs (`_pe_groups`); a tile lasts as long as its busiest PE,
+    of any cluster."""
     a, n_img, n_rows, length = size
     i0, i1, r0, r1, first = cluster_blocks(shape.images, shape.rows, n_img, n_rows,
                                            hw.clusters)
-    per_tile = _runs(per_pe, shape.ka, 0).numpy().astype(np.int64, copy=False)
+    ka, used = shape.ka, per_pe.shape[2]
+    if ka > 1 and hw.pes_per_cluster // used > 1:   # groups of PEs: per channel block
+        na = -(-a // ka)
+        blocks = _pad_to(per_pe, 0, na * ka).reshape(na, ka, len(i0), used)
+        per_tile = _pe_groups(blocks, hw.pes_per_cluster).numpy()
+    else:
+        per_tile = _runs(per_pe, ka, 0).numpy().astype(np.int64, copy=False)
     total = np.add.reduceat(per_tile.sum(2), first, axis=1)
     if hw.load_balance == "clusters":  # each PE slot's work evened over a block's clusters
         runs = np.diff(np.append(first, len(i0)))
         per_slot = np.add.reduceat(per_tile, first, axis=1)
         return (-(-per_slot // runs[None, :, None])).max(2), total
     if hw.load_balance:  # ideal balancing: the tile's work shared by the PEs that hold its
-        # outputs (an output's sum is not split between PEs: `_per_tile_pe`)
+        # outputs, as many as a run has outputs of the block's channels, up to all a
+        # cluster's (an output's sum is not split between PEs: `_per_tile_pe`)
         outputs = (i1 - i0) * (r1 - r0) * length
-        holding = np.add.reduceat(np.minimum(outputs, hw.pes_per_cluster), first)
+        in_block = _block_sums(np.ones(a, np.int64), ka)
+        holding = np.add.reduceat(np.minimum(np.outer(in_block, outputs),
+                                             hw.pes_per_cluster), first, axis=1)
         return -(-total // holding), total
     return np.maximum.reduceat(per_tile.max(2), first, axis=1), total
 
 
 def clusters_holding(channels_in_block: np.ndarray, ka: int, hw: HardwareView) -> np.ndarray:
     """The clusters a channel block's channels occupy, ka / clusters consecutive channels
-    each (`_per_tile_from_pe`): a short last block leaves some idle."""
+    each (`_per_tile_from_pe`): a short last block leaves some idle. (A cluster's PEs may
+    all work on one channel, or in groups on several: `_pe_groups`.)"""
     per_cluster = -(-ka // min(hw.clusters, ka))
     return -(-channels_in_block // per_cluster)
 

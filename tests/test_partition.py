@@ -13,6 +13,7 @@ from torch import nn
 
 from mappings import planner
 from mappings.counting import BP, FF, WG, SkipPolicy
+from mappings.pipeline import compute_cycles
 from mappings.planner import tile_phase
 from mappings.tiling import TileShape, cluster_blocks
 from tests.test_counting import DENSE_HW, dense_capture
@@ -155,6 +156,52 @@ def test_a_run_s_outputs_go_to_its_pes_in_turn(monkeypatch):
         balanced = tile_phase(layer, 0, FF, replace(hw, load_balance=True), SkipPolicy(),
                               pruned_grads_unused=True)[0]
         assert balanced["busiest_pe_macs"].tolist() == [-(-128 // (4 * pes))]
+
+
+def _linear_at_batch_2():
+    """A dense linear layer, 8 -> 256 features, at batch 2: 2 output positions."""
+    import torch
+
+    from mappings.capture import capture
+
+    torch.manual_seed(0)
+    lin = nn.Linear(8, 256, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.rand_like(lin.weight) + 0.1)
+    x = (torch.rand(2, 8) + 0.1).requires_grad_(True)
+    (layer,) = capture(lin, x, torch.rand(2, 256) + 0.1, loss_fn=lambda o, t: (o * t).sum())
+    return layer
+
+
+@pytest.mark.parametrize("partition, pes, busiest, balanced", [
+    # by channels: 64 channels x 2 images a cluster, 1,024 MACs; 64 PEs form 32 groups
+    # of 2, 2 channels a group, each PE 2 outputs of 8 MACs: 16 = 1,024 / 64 (it had been
+    # 512, 2 PEs of 64 working). 16 PEs: 8 groups, 64; 5: 2 groups of 2 (a PE idle), 256;
+    # balanced, the 512 MACs' 64 outputs of a group spread over the 5 PEs: 4,096 / 20
+    ("channels", 64, 16, 16), ("channels", 16, 64, 64), ("channels", 5, 256, 205),
+    # by rows: a run per image, 2 clusters busy, each with all 256 channels at one
+    # position: 64 groups of one PE, 4 channels each, 32 MACs (it had been 2,048)
+    ("rows", 64, 32, 32), ("rows", 16, 128, 128),
+])
+def test_a_linear_layer_s_few_positions_leave_no_pe_idle(monkeypatch, partition, pes,
+                                                        busiest, balanced):
+    """A linear layer at batch 2 has 2 output positions a channel: where a cluster's share
+    of a tile has fewer positions than PEs, the PEs form groups of that many, and the
+    cluster's channels go to the groups in turn, so its busiest PE does ceil(its outputs'
+    MACs over its PEs) while the groups divide the channels evenly. One FF tile of the 256
+    channels and both images, 4 clusters; the tile's compute cycles (busiest PE, one MAC a
+    cycle) fall as 1 / PEs. Ideal balancing (`load_balance: true`) spreads the tile's work
+    over every PE that can hold an output."""
+    layer = _linear_at_batch_2()
+    _one_tile(monkeypatch, TileShape(256, 2, 1, False, partition))
+    hw = replace(DENSE_HW, partitions=(partition,), pes_per_cluster=pes)
+    table, _ = tile_phase(layer, 0, FF, hw, SkipPolicy(), pruned_grads_unused=True)
+    assert table["processed_macs"].tolist() == [2 * 256 * 8]
+    assert table["busiest_pe_macs"].tolist() == [busiest]
+    assert compute_cycles(table, hw).tolist() == [busiest]
+    table, _ = tile_phase(layer, 0, FF, replace(hw, load_balance=True), SkipPolicy(),
+                          pruned_grads_unused=True)
+    assert table["busiest_pe_macs"].tolist() == [balanced]
 
 
 @pytest.mark.parametrize("conv, n, h, multicast", [
