@@ -120,7 +120,9 @@ def dealt_by_loop(counts: torch.Tensor, shape: TileShape, hw: HardwareView
     """Busiest PE and total of every tile (channel block x row block), by dealing each
     output in a loop as tiling's docstring says: a tile's ka channels go to the clusters in
     runs of ceil(ka / clusters), and PE p of a cluster takes the row block's outputs p,
-    p + P, p + 2P, ... of each of its channels."""
+    p + P, p + 2P, ... of each of its channels; where a full row block has fewer outputs
+    (n) than the cluster has PEs (P), its PEs form P // n groups of n, the cluster's j-th
+    channel dealt to group j mod groups (`_pe_groups`)."""
     a, n_img, n_rows, length = counts.shape
     if shape.rows >= n_rows:   # blocks of whole images
         blocks = [[(i, r) for i in range(i0, min(i0 + shape.images, n_img))
@@ -130,6 +132,8 @@ def dealt_by_loop(counts: torch.Tensor, shape: TileShape, hw: HardwareView
                   for i in range(n_img) for r0 in range(0, n_rows, shape.rows)]
     clusters = min(hw.clusters, shape.ka)
     per_cluster = -(-shape.ka // clusters)
+    used = min(hw.pes_per_cluster, len(blocks[0]) * length)  # a group's PEs
+    groups = min(hw.pes_per_cluster // used, per_cluster)
     busiest, total = [], []
     for c0 in range(0, a, shape.ka):
         busiest.append([]), total.append([])
@@ -137,7 +141,8 @@ def dealt_by_loop(counts: torch.Tensor, shape: TileShape, hw: HardwareView
             work: dict = {}
             for ch in range(c0, min(c0 + shape.ka, a)):
                 for pos, (i, r) in enumerate((i, r) for i, r in block for _ in range(length)):
-                    pe = ((ch - c0) // per_cluster, pos % hw.pes_per_cluster)
+                    group = (ch - c0) % per_cluster % groups
+                    pe = ((ch - c0) // per_cluster, group * used + pos % used)
                     work[pe] = work.get(pe, 0) + int(counts[ch, i, r, pos % length])
             busiest[-1].append(max(work.values()))
             total[-1].append(sum(work.values()))
@@ -194,8 +199,10 @@ def test_a_reduction_s_busiest_pe_is_that_of_dealing_each_slice_in_a_loop(layer)
     (channel compaction leaves out the others, whose X no output needs) dealt to the
     clusters in even slices (one a cluster, fewer when there are fewer): the tile's busiest
     PE is the largest, over the slices, of each PE's effectual MACs when PE p of the
-    slice's cluster takes the outputs p, p + P, ... of every channel, the MACs counted by
-    looping over every index tuple of the slice."""
+    slice's cluster takes the outputs p, p + P, ... of every channel (in groups of as many
+    PEs as the tile has positions where it has fewer than P, channel j to group j mod
+    groups: `tiling._pe_groups`), the MACs counted by looping over every index tuple of
+    the slice."""
     from unittest import mock
 
     from mappings import planner
@@ -208,6 +215,8 @@ def test_a_reduction_s_busiest_pe_is_that_of_dealing_each_slice_in_a_loop(layer)
     active = [ci for ci in range(c) if w[:, ci].any()] or list(range(c))
     count = min(hw.clusters, len(active))
     cuts = [i * len(active) // count for i in range(count + 1)]
+    used = min(hw.pes_per_cluster, n * p * p)  # a group's PEs
+    groups = min(hw.pes_per_cluster // used, k)
     busiest = 0
     for c0, c1 in zip(cuts, cuts[1:], strict=False):
         work = [0] * hw.pes_per_cluster
@@ -218,7 +227,7 @@ def test_a_reduction_s_busiest_pe_is_that_of_dealing_each_slice_in_a_loop(layer)
                     wi = qi * layer.stride - layer.padding + si
                     if (0 <= hi < h and 0 <= wi < h and x[ni, ci, hi, wi]
                             and w[ki, ci, ri, si]):
-                        work[pos % hw.pes_per_cluster] += 1
+                        work[ki % groups * used + pos % used] += 1
         busiest = max(busiest, max(work))
     shape = TileShape(k, n, p, False, "reduction")
     with mock.patch.object(planner, "choose_tile", lambda *a, **kw: [shape]):

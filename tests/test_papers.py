@@ -142,17 +142,24 @@ def test_load_balance_spreads_a_tile_over_its_active_pes():
 
 def test_load_balance_shares_a_tile_among_the_pes_that_hold_its_outputs():
     """6 channels on 4 clusters go 2 to a cluster, so 3 clusters hold them; each channel has
-    2 outputs in the row block, so 2 PEs of a cluster hold outputs. 50 MACs balanced over
-    those 6 PEs: 9 a PE (8.3, rounded up). (Balanced over all 16 PEs, which splits an
-    output's sum between PEs, it was 4; unbalanced, the busiest PE has 11.)"""
+    2 outputs in the row block, so a cluster's 4 PEs form 2 groups of 2, a channel to each
+    (`_pe_groups`), and all 4 hold outputs. Unbalanced, the busiest PE has 6 (channel 1's
+    output; before the groups, channels 0 and 1 shared 2 PEs: 11). 50 MACs balanced over the
+    12 PEs that hold outputs: 5 a PE (4.2, rounded up; over all 16 PEs, which would count the
+    idle cluster's, it would be 4); `_per_tile_pe` then takes no less than the largest
+    output, 6 (`test_a_balancer_splits_no_output_between_pes`)."""
     from mappings.tiling import _per_tile_from_pe, clusters_holding
 
     per_pe = torch.tensor([[[5, 5]], [[6, 6]], [[4, 4]], [[5, 5]], [[3, 3]], [[2, 2]]])
     hw = HardwareView(**HW)
     busiest, total = _per_tile_from_pe(per_pe, 6, hw)
-    assert total.tolist() == [[50]] and busiest.tolist() == [[11]]  # channels 0+1 on one PE
+    assert total.tolist() == [[50]] and busiest.tolist() == [[6]]  # a channel to 2 PEs
     balanced, _ = _per_tile_from_pe(per_pe, 6, replace(hw, load_balance=True))
-    assert balanced.tolist() == [[9]]
+    assert balanced.tolist() == [[5]]
+    # with 2 PEs a cluster, one group: a cluster's 2 channels on the same 2 PEs, as before
+    two = replace(hw, pes_per_cluster=2)
+    assert _per_tile_from_pe(per_pe, 6, two)[0].tolist() == [[11]]
+    assert _per_tile_from_pe(per_pe, 6, replace(two, load_balance=True))[0].tolist() == [[9]]
     # a short last block of 2 channels takes 1 cluster, not 2
     assert clusters_holding(np.array([6, 2]), 6, hw).tolist() == [3, 1]
     assert clusters_holding(np.array([4, 3]), 4, hw).tolist() == [4, 3]
