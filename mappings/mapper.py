@@ -168,7 +168,11 @@ class PhaseMapper:
         """The phase's first mapping, on the whole buffer with no input kept on chip (as
         `__call__`): made now, or already by a WG's look-ahead (`next_tiles`)."""
         if (layer_id, phase) in self._ahead:
-            return self._ahead.pop((layer_id, phase))
+            ahead = self._ahead.pop((layer_id, phase))
+            if layer_id >= 0 or overlaps is None:
+                return ahead
+            # a vector phase after the WG that mapped it ahead: its tile count is ranked
+            # again with the WG's tiles before it (`unwaited_before`)
         return self(layer_id, phase, self.hw, overlaps=overlaps)
 
     def next_tiles(self, layer_id: int) -> np.ndarray:
@@ -219,7 +223,13 @@ class PhaseMapper:
         X, BP's dY, an update's dW) is already in the global buffer. `overlaps`: of a WG,
         its layer's BP just before it (`bp_before`), between which and the next phase its
         plans are ranked (`pipeline.Overlap`): that phase's first mapping (`next_tiles`),
-        or `follows`, its tiles as inter-layer reuse mapped it again."""
+        or `follows`, its tiles as inter-layer reuse mapped it again. Of a vector phase, the
+        WG or update just before it (`unwaited_before`), after whose last tiles its tile
+        count is ranked: it does not wait for them, and its first tiles are fetched while
+        they compute, so larger tiles hide more of its reads than the pass alone shows
+        (ResNet-18's forks' BP after a WG on dense.yaml: ranked alone, 32 tiles and each
+        pass some 21,000 cycles past the WG's end; four of them had ended 2,500 after).
+        The WG was ranked against its first mapping (`next_tiles`)."""
         if layer_id < 0:
             v = -1 - layer_id
             vector = self.workload.vectors[v]
@@ -229,6 +239,8 @@ class PhaseMapper:
                 if self.reads_speculated[v] is None:
                     self.reads_speculated[v] = written_stats(self.layer(vector.after), FF, hw)
                 vector = replace(vector, in_stats=self.reads_speculated[v] or vector.in_stats)
+            if overlaps is not None:  # a WG or update before it, which it does not wait for
+                hw = replace(hw, overlap=Overlap.around(overlaps.table, empty_table(0), hw))
             table = vector_tiles(vector, layer_id, phase, hw, self.stored[v], self.stored_dy[v],
                                  input_resident, self.stored_second[v])
             if not len(table):
@@ -332,7 +344,8 @@ def _map_phases(workload: Workload, hw: HardwareView) -> list[PhaseWork]:
             forked = True
         if phase == FF:  # (the chain runs from the producer on to this one)
             chained = chained and mapper.reads_previous(layer_id)
-        w = mapper.first(layer_id, phase, bp_before(work, layer_id, phase))
+        w = mapper.first(layer_id, phase, bp_before(work, layer_id, phase)
+                         or unwaited_before(work, layer_id))
         if w is None:
             if phase == BP:  # (in BP it runs from the producer back to the one after this)
                 chained = chained and mapper.reads_previous(layer_id)
@@ -403,7 +416,8 @@ def keep_output_on_chip(work: list[PhaseWork], j: int, mapper: PhaseMapper, hw: 
         room = min(budget, (2 * w.buffer_bytes - kept) // 2)
         if room <= 0:
             return None
-        overlaps = bp_before(before, w.layer, w.phase)
+        overlaps = (bp_before(before, w.layer, w.phase)
+                    or unwaited_before(before or work[:j], w.layer))
         if (not w.on_vector_unit and w.tile_buffer_bytes <= room and not drop_write
                 and (follows is None or overlaps is None)):
             return w  # its plan still fits (and is not ranked again)
@@ -414,7 +428,8 @@ def keep_output_on_chip(work: list[PhaseWork], j: int, mapper: PhaseMapper, hw: 
     try:
         # the consumer first: the WG just before it is ranked again against its new tiles
         last = mapper(consumer.layer, consumer.phase,
-                      replace(hw, buffer_bytes=(capacity - kept) // 2), True)
+                      replace(hw, buffer_bytes=(capacity - kept) // 2), True,
+                      unwaited_before(work[:k], consumer.layer))
         span: list[PhaseWork | None] = []
         for i, w in enumerate(work[j:k]):
             follows = last.table if i == k - j - 1 and last is not None else None
@@ -483,6 +498,17 @@ def bp_before(work: Sequence[PhaseWork | None], layer_id: int, phase: int
     its first ones overlap (a WG does not wait for its BP: `phase_waits`)."""
     last = work[-1] if work else None
     if phase != WG or last is None or (last.layer, last.phase) != (layer_id, BP):
+        return None
+    return last
+
+
+def unwaited_before(work: Sequence[PhaseWork | None], layer_id: int) -> PhaseWork | None:
+    """The last phase of `work` if layer `layer_id` is a vector layer and that phase is a WG
+    or an update, which it does not wait for (`phase_waits`): its first tiles are fetched
+    while that phase's last ones compute, as a WG's while its BP's do (`bp_before`)."""
+    last = work[-1] if work else None
+    if (layer_id >= 0 or last is None or last.phase not in (WG, WU)
+            or last.activation_gradient):
         return None
     return last
 

@@ -75,6 +75,7 @@ from desim.events import empty_table
 from mappings.capture import VectorCapture
 from mappings.counting import BP, FF
 from mappings.formats import BlockStats, operand_bytes
+from mappings.pipeline import plan_key
 from mappings.target import HardwareView
 
 OPS_PER_ELEMENT = {("batchnorm", FF): 4, ("batchnorm", BP): 7, ("layernorm", FF): 4,
@@ -308,11 +309,38 @@ def pass_tiles(layer_id: int, phase: int, hw: HardwareView, read: int, operands:
     """A vector pass in tiles whose data fits the tile's share of the buffer: `read` bytes
     from DRAM into the buffer, `operands` out of it to the unit, `ops` operations, `result`
     bytes made in the buffer and written back (unless `hw.output_to_dram` is off: kept on
-    chip, read by later phases only)."""
+    chip, read by later phases only).
+
+    How many tiles is chosen as a conv/linear layer-phase's plan is (`planner.tile_phase`):
+    by the design's objective on the plan estimate (`pipeline.plan_key`). The fewest tiles
+    that fit overlap least: one tile fetches, computes and writes back one stage after
+    another, so a larger buffer (fewer, larger tiles) had made a vector pass slower (LeNet-5's
+    first pooling at batch 2 on a 128 KiB buffer: 1,952 cycles as one tile, 1,100 as four).
+    More tiles overlap their stages behind the busiest one, but each pays the stages' fixed
+    latencies. So the count doubles from the fewest that fit while the estimate improves: it
+    is a sum of a fill and drain that shrinks with the count and latencies that grow with it,
+    so the first doubling that does not improve is past its best. Nor is a tile made smaller
+    than one operation per lane (`hw.vector_lanes`): it would take the unit's cycle anyway
+    (the bound that stops a view with no latencies). The bytes and operations are the same
+    whatever the count: only their split changes."""
     write = result if hw.output_to_dram else 0
     if read == result == ops == 0:
         return empty_table(0)
-    n = max(1, -(-(read + write) // hw.buffer_bytes))
+    fewest = max(1, -(-(read + write) // hw.buffer_bytes))
+    most = max(fewest, -(-ops // max(hw.vector_lanes, 1)))
+    best, best_key, n = None, None, fewest
+    while n <= most:
+        table = _pass_table(layer_id, phase, hw, read, operands, ops, result, n)
+        key = plan_key(table, hw, n)
+        if best_key is not None and key >= best_key:
+            break
+        best, best_key, n = table, key, 2 * n
+    return best
+
+
+def _pass_table(layer_id: int, phase: int, hw: HardwareView, read: int, operands: int,
+                ops: int, result: int, n: int) -> np.ndarray:
+    """The pass (`pass_tiles`) in `n` near-equal tiles."""
     table = empty_table(n)
     table["layer"], table["phase"] = layer_id, phase
     table["dram_read_bytes"] = table["glb_write_bytes"] = table["held_bytes"] = _split(read, n)
