@@ -61,6 +61,19 @@ def test_a_heavy_tile_behind_port_bound_ones_cannot_fetch_early():
     assert buffered_cycles(times) == 19.0
 
 
+def test_a_gated_tile_reads_its_weights_ahead_of_its_gate():
+    """Two phases of a tile each, the second waiting for the first's write-back: the first
+    fetches in 10 cycles, computes in 100 and writes back in 10; the second reads 30, of
+    which 20 are weights (no phase writes them), and computes in 5. As arch/accelerator.py
+    fetches, the weights are read while the first tile computes, the rest after the
+    write-back: 10 + 100 + 10 + 10 + 5 cycles; all of it after the write-back, 20 more."""
+    times = np.array([[10, 0, 100, 0, 10], [30, 0, 5, 0, 0]], dtype=float)
+    gates, reads = np.array([-1, 0]), np.array([10.0, 30.0])
+    ahead = (np.array([0.0, 20.0]), np.array([10.0, 10.0]))
+    assert buffered_cycles(times, gates=gates, reads=reads, ahead=ahead) == 135
+    assert buffered_cycles(times, gates=gates, reads=reads) == 155
+
+
 def test_only_tiles_with_results_wait_for_a_result_half():
     """A tile gathering for 5 cycles and writing back for 20, one computing for 10 with no
     results, then the first again. The third tile collects at 10, into the half nobody
