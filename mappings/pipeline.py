@@ -227,22 +227,27 @@ class Overlap:
     pj: float
     fetched: float
     after_totals: np.ndarray
+    after_waits: bool = False
 
     TILES = 8  # of each neighbour: enough to fill the two-deep buffers between 5 stages
 
     @classmethod
-    def around(cls, bp_rows: np.ndarray, next_rows: np.ndarray, hw: HardwareView) -> Overlap:
+    def around(cls, bp_rows: np.ndarray, next_rows: np.ndarray, hw: HardwareView,
+               after_waits: bool = False) -> Overlap:
         """The neighbours of a WG: the last tiles of its BP (`bp_rows`) and the first of the
-        phase after it (`next_rows`; none where it waits for the WG)."""
+        phase after it (`next_rows`; none where it waits for the WG). Of a vector pass
+        (`mappings.mapper`): the last tiles of a WG or update it does not wait for, and the
+        first of the phase after it, which waits for it (`after_waits`)."""
         before, after = bp_rows[-cls.TILES:], next_rows[:cls.TILES]
         return cls(before, after, estimated_pj(np.concatenate([before, after]), hw, 0.0),
-                   float(stage_cycles(before, hw)[0][:, 0].sum()), stage_totals(after, hw))
+                   float(stage_cycles(before, hw)[0][:, 0].sum()), stage_totals(after, hw),
+                   after_waits)
 
     def cycles(self, table: np.ndarray, hw: HardwareView) -> float:
         """The cycles of the neighbours with `table`'s tiles between them."""
         rows = np.concatenate([self.before, table, self.after])
         return estimated_cycles(rows, hw, _after_gated(len(self.before), len(table),
-                                                       len(self.after)))
+                                                       len(self.after), self.after_waits))
 
     def floor_cycles(self, totals: np.ndarray) -> float:
         """A floor under `cycles` of a plan whose stage totals (`_ChunkFloor`'s six: fetch,
@@ -257,12 +262,14 @@ class Overlap:
         return self.fetched + float(np.max(totals + self.after_totals))
 
 
-def _after_gated(before: int, tiles: int, after: int) -> np.ndarray:
+def _after_gated(before: int, tiles: int, after: int, after_waits: bool = False
+                 ) -> np.ndarray:
     """`buffered_cycles`'s gates of `before` tiles, `tiles` and `after` tiles: the after
-    phase's first tile waits for the before phase's write-backs, nothing else waits."""
+    phase's first tile waits for the before phase's write-backs (`after_waits`: for the
+    tiles' too), nothing else waits."""
     gates = np.full(before + tiles + after, -1)
     if after:
-        gates[before + tiles] = before - 1
+        gates[before + tiles] = before + tiles * after_waits - 1
     return gates
 
 

@@ -312,7 +312,8 @@ def pass_tiles(layer_id: int, phase: int, hw: HardwareView, read: int, operands:
     chip, read by later phases only).
 
     How many tiles is chosen as a conv/linear layer-phase's plan is (`planner.tile_phase`):
-    by the design's objective on the plan estimate (`pipeline.plan_key`). The fewest tiles
+    by the design's objective on the plan estimate (`pipeline.plan_key`), between the
+    neighbours' tiles the mapper gives (`hw.overlap`: `mapper.PhaseMapper`). The fewest tiles
     that fit overlap least: one tile fetches, computes and writes back one stage after
     another, so a larger buffer (fewer, larger tiles) had made a vector pass slower (LeNet-5's
     first pooling at batch 2 on a 128 KiB buffer: 1,952 cycles as one tile, 1,100 as four).
