@@ -84,7 +84,10 @@ def test_inter_layer_reuse_keeps_a_weight_gradient_on_chip_for_its_update(optimi
                 budget = (2 * half - 2 * n - also_kept[w.name]) // 2
                 assert w.buffer_bytes == budget
                 moved = 2 * n * (1 + states) + 2 * n * (1 + states)
-                assert len(w.table) == -(-moved // budget)
+                # at least the fewest tiles that fit it, more where the estimate ranks more
+                # first (`vector.pass_tiles`), each within it
+                assert len(w.table) >= -(-moved // budget)
+                assert (w.table["held_bytes"] <= budget).all()
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
