@@ -41,7 +41,6 @@ from mappings.vector import (
     stored_outputs,
     stored_second_gradients,
     vector_tiles,
-    with_result,
 )
 from mappings.workload import Workload
 
@@ -272,15 +271,14 @@ class PhaseMapper:
             before = overlaps.table if overlaps is not None else empty_table(0)
             after = self.following_tiles(layer_id, phase) if follows is None else follows
             hw = replace(hw, overlap=Overlap.around(before, after, hw, after_waits=True))
+            # The channels of the sum that the writer's BP never tiled (no MACs there:
+            # channel compaction) hold the other branch's gradient alone: written here.
+            rest = self._sum_rest.get(vector.sum_writer, 0) if phase == BP else 0
             table = vector_tiles(vector, layer_id, phase, hw, self.stored[v], self.stored_dy[v],
-                                 input_resident, self.stored_second[v])
+                                 input_resident, self.stored_second[v], extra_result=rest)
             if not len(table):
                 return None
             result = result_bytes(vector, phase, hw, self.stored[v], self.stored_dy[v])
-            if phase == BP and vector.sum_writer in self._sum_rest:
-                # The channels of the sum that the writer's BP never tiled (no MACs there:
-                # channel compaction) hold the other branch's gradient alone: written here.
-                table = with_result(table, self._sum_rest[vector.sum_writer], hw)
             elems = (vector.in_elems, vector.out_elems)
             return PhaseWork(vector.name, layer_id, phase, table, output_bytes=result,
                              input_elems=elems[phase != FF], output_elems=elems[phase == FF],

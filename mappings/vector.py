@@ -287,10 +287,13 @@ def vector_layers_not_simulated(vectors: list[VectorCapture], inference: bool,
 
 def vector_tiles(v: VectorCapture, layer_id: int, phase: int, hw: HardwareView,
                  stored_out: BlockStats | None = None, stored_dy: BlockStats | None = None,
-                 input_resident: bool = False, stored_second: BlockStats | None = None
-                 ) -> np.ndarray:
+                 input_resident: bool = False, stored_second: BlockStats | None = None,
+                 extra_result: int = 0) -> np.ndarray:
     """The layer-phase cut into tiles whose data fits the tile's share of the buffer (its
-    result not written when `hw.output_to_dram` is off: kept on chip for later phases)."""
+    result not written when `hw.output_to_dram` is off: kept on chip for later phases).
+    `extra_result`: bytes of result made beside the layer's own, counted in the tiles' room
+    (a fork's BP writes the sum's channels its writer never tiled: `mapper.PhaseMapper`;
+    added to the tiles after they were cut, they had held up to 1.24x their half)."""
     if hw.vector_lanes == 0 or (v.kind == "relu" and hw.fused_relu):
         return empty_table(0)
     read, result, ops = vector_traffic(v, phase, hw, stored_out, stored_dy, input_resident,
@@ -301,7 +304,7 @@ def vector_tiles(v: VectorCapture, layer_id: int, phase: int, hw: HardwareView,
     if v.kind == "batchnorm" and not hw.fused_batchnorm and operands <= hw.buffer_bytes:
         operands *= 2  # it fits: DRAM sends it once, and the second pass reads the buffer
         # again (it had been counted once, as the fused unit's one pass)
-    return pass_tiles(layer_id, phase, hw, read, operands, ops, result)
+    return pass_tiles(layer_id, phase, hw, read, operands, ops, result + extra_result)
 
 
 def pass_tiles(layer_id: int, phase: int, hw: HardwareView, read: int, operands: int, ops: int,

@@ -533,7 +533,9 @@ def test_wg_writes_the_zero_gradients_of_the_channels_compaction_leaves_untiled(
     (their processed MACs, 2 x 5 x 3 x 9 x 8 x 8), but the update reads dW of every weight
     it keeps, so WG writes it whole: 8 x 3 x 9 fp16 values, 432 bytes (it had written the
     5 tiled channels' 270), whether dense dW or the kept weights' in a dense weight format
-    (`kept_gradients`: WG skips pruned weights' gradients), into the buffer and to DRAM."""
+    (`kept_gradients`: WG skips pruned weights' gradients), to DRAM. The zeros are read
+    out of one zeroed burst of the buffer: no buffer writes and no room in the tiles (made
+    in the tiles, 466 KB of them had overflowed a 64 KiB buffer's halves on HPPU)."""
     torch.manual_seed(0)
     conv = nn.Conv2d(C, K, R, bias=False)
     x = torch.rand(N, C, H, H) + 0.1
@@ -548,6 +550,9 @@ def test_wg_writes_the_zero_gradients_of_the_channels_compaction_leaves_untiled(
     assert totals["processed_macs"] == table["processed_macs"].sum() == N * 5 * C * R * R * p * p
     assert totals["output_bytes"] == table["dram_write_bytes"].sum() == K * C * R * R * 2
     assert table["gather_bytes"].sum() == 5 * C * R * R * 2   # the PEs make the tiled ones'
+    made_in_buffer = table["dram_read_bytes"] + table["gather_bytes"]
+    assert table["glb_write_bytes"].tolist() == made_in_buffer.tolist()
+    assert (table["held_bytes"] <= totals["tile_buffer_bytes"]).all()
     kept_on_chip = replace(hw, output_to_dram=False)
     table, totals = tile_phase(layer, 0, WG, kept_on_chip, SKIP_ALL,
                                pruned_grads_unused=kept_gradients)

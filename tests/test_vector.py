@@ -66,6 +66,18 @@ def test_tiles_fit_the_buffer_and_sum_to_the_layer():
     assert table["dram_write_bytes"].tolist() == [250, 250, 251, 251]
 
 
+def test_a_result_made_beside_the_layers_own_counts_in_the_tiles_room():
+    """A fork's BP also writes the sum's channels its writer never tiled (`extra_result`):
+    here 500 bytes read, nothing of its own written, and 1,000 bytes of that sum, in tiles
+    of 1,000 bytes of room: none over (added after the pass was cut for its own 500 bytes,
+    into one tile, that tile had held 1,500)."""
+    fork = VectorCapture("fork", "fork", 250, 250, 0)
+    assert vector_traffic(fork, BP, HW)[:2] == (500, 0)
+    table = vector_tiles(fork, -1, BP, HW, extra_result=1000)
+    assert len(table) >= 2 and table["held_bytes"].max() <= 1000
+    assert table["dram_read_bytes"].sum() == 500 and table["dram_write_bytes"].sum() == 1000
+
+
 def test_capture_records_vector_layers_in_forward_order():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
                           nn.Flatten(), nn.Linear(4 * 3 * 3, 10))
