@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from desim.errors import ConfigError, out_of_memory_as
-from desim.events import PHASES, empty_table
+from desim.events import PHASES, concat_tables, empty_table
 from mappings.capture import LayerCapture, PackedLayer
 from mappings.counting import BP, FF, WG, WU, SkipPolicy
 from mappings.formats import BlockStats
@@ -570,7 +570,7 @@ def _span_key(span: list[PhaseWork], hw: HardwareView) -> tuple:
     for p, k in enumerate(phase_waits(span)):
         if sizes[p] and k >= 0:
             gates[ends[p] - sizes[p] + 1] = ends[k]
-    return plan_key(np.concatenate([w.table for w in span]), hw, 0, gates)
+    return plan_key(concat_tables([w.table for w in span]), hw, 0, gates)
 
 
 def _gradient_shared(workload: Workload, layer_id: int, hw: HardwareView) -> bool:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from desim.events import holds_local_half, holds_result
+from desim.events import concat_tables, holds_local_half, holds_result
 from mappings.target import HardwareView
 
 
@@ -239,13 +239,13 @@ class Overlap:
         (`mappings.mapper`): the last tiles of a WG or update it does not wait for, and the
         first of the phase after it, which waits for it (`after_waits`)."""
         before, after = bp_rows[-cls.TILES:], next_rows[:cls.TILES]
-        return cls(before, after, estimated_pj(np.concatenate([before, after]), hw, 0.0),
+        return cls(before, after, estimated_pj(concat_tables([before, after]), hw, 0.0),
                    float(stage_cycles(before, hw)[0][:, 0].sum()), stage_totals(after, hw),
                    after_waits)
 
     def cycles(self, table: np.ndarray, hw: HardwareView) -> float:
         """The cycles of the neighbours with `table`'s tiles between them."""
-        rows = np.concatenate([self.before, table, self.after])
+        rows = concat_tables([self.before, table, self.after])
         return estimated_cycles(rows, hw, _after_gated(len(self.before), len(table),
                                                        len(self.after), self.after_waits))
 

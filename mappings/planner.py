@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from desim.errors import ConfigError
-from desim.events import DEALT, apportion, empty_table
+from desim.events import DEALT, TILE_DTYPE, apportion, concat_tables, empty_table
 from mappings.capture import LayerCapture
 from mappings.counting import (
     BP,
@@ -983,9 +983,9 @@ def _plan_rows(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
     if order == INNER:
         # (tile 0 chunk 0, tile 0 chunk 1, ..., tile 1 chunk 0, ...): every tile holds new
         # blocks of both operands (built with reuse=False).
-        return np.stack(tables, axis=1).reshape(-1), weight_bytes, out_bytes
+        return np.stack(tables, axis=1, dtype=TILE_DTYPE).reshape(-1), weight_bytes, out_bytes
     # (chunk 0: every tile, chunk 1: ...)
-    return np.concatenate(tables), weight_bytes, out_bytes
+    return concat_tables(tables), weight_bytes, out_bytes
 
 
 def _wg_split(layer: LayerCapture, hw: HardwareView, dy_resident: bool = False,
