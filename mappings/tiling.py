@@ -1098,9 +1098,8 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
     reads it from DRAM. `cache`: the tile search's, of what the shapes it tries derive
     alike from the maps and the part (`_kept`)."""
     nominal, effectual, processed, speculated, scanned = maps
-    ps, win = shaped
-    chan = ps.channel_operand.select(channels.numpy())
-    a, n_img, n_rows, length = processed.shape
+    ps, _ = shaped
+    _, n_img, n_rows, length = processed.shape
     busiest, work = _per_tile_pe(processed, shape, hw, cache)
     eff = _per_tile_total(effectual, shape, cache)
     nom = _per_tile_total(nominal, shape, cache)
@@ -1117,41 +1116,11 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
         busiest = np.ceil(busiest * ratio).astype(np.int64)
         work = np.ceil(work * ratio).astype(np.int64)
 
-    # Channel operand, per channel block.
-    if b and weights:  # each b x b block kept as its first row, stored dense
-        a_bytes = -(-operand_bytes("dense", chan.block_stats(ka), eb) // b)
-    else:
-        a_bytes = _channel_bytes(chan, ka, hw, weights)
-    a_lines = _block_sums(chan.lines, ka)
-    a_dram_bytes, regenerated = a_bytes, np.zeros(na, np.int64)
-    tracked = tracked_weights(layer, phase, ps, hw, b, cache)
-    if tracked is not None:  # DropBack: the generator makes the untracked weights
-        tracked = tracked.select(channels.numpy())
-        a_dram_bytes = _channel_bytes(tracked, ka, hw, weights=True)
-        regenerated = _block_sums(chan.nnz - tracked.nnz, ka)
-    channels_in_block = _block_sums(np.ones(a, np.int64), ka)
-
-    # Stream operand, per row block, with its halo: 2-D prefix sums over (image, input row).
-    i0, i1, r0, r1 = _blocks(shape, n_img, n_rows)
-    h0, h1 = win(r0, r1)
-    s_nnz = _window_sums(ps.stream_nnz, i0, i1, h0, h1, cache)
-    s_elems = (i1 - i0) * (h1 - h0) * ps.stream_row_elems
-    s_bytes = _stream_bytes(ps, s_elems, s_nnz,
-                            _window_sums(ps.stream_rle, i0, i1, h0, h1, cache), eb)
+    a_bytes, a_lines, a_dram_bytes, regenerated, channels_in_block = _channel_blocks(
+        layer, phase, ps, channels, ka, hw, weights, b, cache)
+    i0, i1, r0, r1, s_bytes, sent_elems, sent_bytes, occupied = _stream_blocks(
+        shaped, shape, n_img, n_rows, hw, cache)
     by_rows = shape.partition == "rows"
-    if by_rows:  # each cluster is sent its rows' window, per block: halos overlap
-        c0, c1, q0, q1, first = cluster_blocks(shape.images, shape.rows, n_img, n_rows,
-                                               hw.clusters)
-        g0, g1 = win(q0, q1)
-        run_elems = (c1 - c0) * (g1 - g0) * ps.stream_row_elems
-        run_bytes = _stream_bytes(ps, run_elems,
-                                  _window_sums(ps.stream_nnz, c0, c1, g0, g1, cache),
-                                  _window_sums(ps.stream_rle, c0, c1, g0, g1, cache), eb)
-        sent_elems = np.add.reduceat(run_elems, first)
-        sent_bytes = np.add.reduceat(run_bytes, first)
-        occupied = np.diff(np.append(first, len(c0)))
-    else:
-        sent_elems, sent_bytes = s_elems, s_bytes
     groups_frac, group_sets = _groups_touched(layer, phase, channels, ka, na, ps.groups)
 
     # Outputs: every output final in its tile (after the last chunk of a split reduction).
@@ -1231,6 +1200,78 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
     table["effectual_macs"] = eff[ia, ib]
     table["macs"] = nom[ia, ib]
     return table, int(a_dram.sum()) if weights else 0, (outputs * hw.psum_bytes)[ia, ib]
+
+
+def _channel_blocks(layer: LayerCapture, phase: int, ps: PhaseShape, channels: torch.Tensor,
+                    ka: int, hw: HardwareView, weights: bool, circulant_block: int,
+                    cache: dict | None) -> tuple[np.ndarray, ...]:
+    """`tile_part`'s channel operand (the kept `channels`) per block of `ka` channels: its
+    bytes as stored, its lines, its bytes from DRAM, the weights the generator makes
+    (DropBack) and the channels in each block (read-only). Kept in `cache`: the search's
+    shapes with `ka` channels a block (their row blocks and loop orders differ) share them."""
+    def made() -> tuple[np.ndarray, ...]:
+        chan = ps.channel_operand.select(channels.numpy())
+        b, eb = circulant_block, hw.element_bytes
+        if b and weights:  # each b x b block kept as its first row, stored dense
+            a_bytes = -(-operand_bytes("dense", chan.block_stats(ka), eb) // b)
+        else:
+            a_bytes = _channel_bytes(chan, ka, hw, weights)
+        a_dram_bytes, regenerated = a_bytes, np.zeros(len(a_bytes), np.int64)
+        tracked = tracked_weights(layer, phase, ps, hw, b, cache)
+        if tracked is not None:  # DropBack: the generator makes the untracked weights
+            tracked = tracked.select(channels.numpy())
+            a_dram_bytes = _channel_bytes(tracked, ka, hw, weights=True)
+            regenerated = _block_sums(chan.nnz - tracked.nnz, ka)
+        out = (a_bytes, _block_sums(chan.lines, ka), a_dram_bytes, regenerated,
+               _block_sums(np.ones(len(channels), np.int64), ka))
+        for array in out:
+            array.flags.writeable = False
+        return out
+    return _kept(cache, ("channel_blocks", id(layer), id(ps), id(channels), phase, ka, weights,
+                         circulant_block, hw.element_bytes, hw.weight_bits,
+                         hw.weight_generator), (layer, ps, channels), made)
+
+
+def _stream_blocks(shaped: tuple[PhaseShape, _Window], shape: TileShape, n_img: int,
+                   n_rows: int, hw: HardwareView, cache: dict | None
+                   ) -> tuple[np.ndarray | None, ...]:
+    """`tile_part`'s stream operand per row block of `shape`, with its halo (2-D prefix sums
+    over image and input row): the blocks' image and row ranges, their bytes as stored, and
+    the elements and bytes sent to the clusters, with the clusters each block occupies when
+    dealt by rows (else None; read-only). Kept in `cache`: the search's shapes with these
+    row blocks (their channel blocks and loop orders differ) share them."""
+    def made() -> tuple[np.ndarray | None, ...]:
+        ps, win = shaped
+        eb = hw.element_bytes
+        i0, i1, r0, r1 = _blocks(shape, n_img, n_rows)
+        h0, h1 = win(r0, r1)
+        s_nnz = _window_sums(ps.stream_nnz, i0, i1, h0, h1, cache)
+        s_elems = (i1 - i0) * (h1 - h0) * ps.stream_row_elems
+        s_bytes = _stream_bytes(ps, s_elems, s_nnz,
+                                _window_sums(ps.stream_rle, i0, i1, h0, h1, cache), eb)
+        occupied = None
+        if by_rows:  # each cluster is sent its rows' window, per block: halos overlap
+            c0, c1, q0, q1, first = cluster_blocks(shape.images, shape.rows, n_img, n_rows,
+                                                   hw.clusters)
+            g0, g1 = win(q0, q1)
+            run_elems = (c1 - c0) * (g1 - g0) * ps.stream_row_elems
+            run_bytes = _stream_bytes(ps, run_elems,
+                                      _window_sums(ps.stream_nnz, c0, c1, g0, g1, cache),
+                                      _window_sums(ps.stream_rle, c0, c1, g0, g1, cache), eb)
+            sent_elems = np.add.reduceat(run_elems, first)
+            sent_bytes = np.add.reduceat(run_bytes, first)
+            occupied = np.diff(np.append(first, len(c0)))
+        else:
+            sent_elems, sent_bytes = s_elems, s_bytes
+        out = (i0, i1, r0, r1, s_bytes, sent_elems, sent_bytes, occupied)
+        for array in out:
+            if array is not None:
+                array.flags.writeable = False
+        return out
+    by_rows = shape.partition == "rows"
+    return _kept(cache, ("stream_blocks", id(shaped[0]), id(shaped[1]), shape.images,
+                         shape.rows, by_rows, hw.clusters if by_rows else 0, hw.element_bytes,
+                         n_img, n_rows), shaped, made)
 
 
 def stored_weight_bytes(layer: LayerCapture, kept: torch.Tensor, hw: HardwareView) -> int:
