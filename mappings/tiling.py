@@ -834,6 +834,9 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                   tuple(p for p in hw.partitions if p != "reduction") or ("channels",))
     one_cluster = replace(hw, clusters=1)   # a reduction's slice: all the tile's channels
     gathered = dense_out * hw.psum_bytes // eb * slices if slices else out_bytes
+    # of each channel block size: the blocks, a block's bytes and the clusters it occupies
+    per_ka = {ka: (-(-a // ka), channel_bytes / -(-a // ka),
+                   int(clusters_holding(np.array([ka]), ka, hw)[0])) for ka in ka_options}
     best: dict[str, tuple] = {}   # estimate -> (key, shape)
     for images, rows in blocks:
         i0, i1, r0, r1 = _blocks(TileShape(1, images, rows), n_img, n_rows)
@@ -853,10 +856,8 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
             if not fits(shape, ps, win, (n_rows, length), a_elems, eb, hw.buffer_bytes,
                         stream_resident, channel_resident, out_elem_bytes):
                 continue
-            na = -(-a // ka)
+            na, channel_block, channel_active = per_ka[ka]
             busiest_time = {}  # the PEs' time as the shape deals the MACs, when it matters
-            channel_block = channel_bytes / na
-            channel_active = int(clusters_holding(np.array([ka]), ka, hw)[0])
             for outer, partition in ((o, p) for o in orders for p in partitions):
                 by_rows = partition == "rows"
                 if slices:    # each cluster its slice of both operands
