@@ -1061,6 +1061,21 @@ def _block_sums(values: np.ndarray, size: int) -> np.ndarray:
     return padded.reshape(-1, size).sum(1)
 
 
+@lru_cache(maxsize=256)
+def _tile_order(na: int, nb: int, rows_outer: bool) -> tuple[np.ndarray, ...]:
+    """Each tile's channel block and row block, in loop order (row blocks outside:
+    `rows_outer`), and where each block changes from the tile before (`_changed`);
+    read-only, made once: a run's thousands of tilings have a few hundred such orders."""
+    if rows_outer:
+        ia, ib = np.tile(np.arange(na), nb), np.repeat(np.arange(nb), na)
+    else:
+        ia, ib = np.repeat(np.arange(na), nb), np.tile(np.arange(nb), na)
+    out = (ia, ib, _changed(ia), _changed(ib))
+    for array in out:
+        array.flags.writeable = False
+    return out
+
+
 def _changed(index: np.ndarray) -> np.ndarray:
     """True where a tile needs a different block than the tile before it."""
     out = np.ones(len(index), dtype=bool)
@@ -1140,17 +1155,14 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
         out_bytes = outputs * eb  # dense
     if b and phase == WG:  # the gradient of each block's first row only
         out_bytes = -(-out_bytes // b)
-    if shape.rows_outer:
-        ia, ib = np.tile(np.arange(na), nb), np.repeat(np.arange(nb), na)
-    else:
-        ia, ib = np.repeat(np.arange(na), nb), np.tile(np.arange(nb), na)
+    ia, ib, a_changed, b_changed = _tile_order(na, nb, shape.rows_outer)
     out_bytes = out_bytes[ia, ib]
     a_tile = a_bytes[ia]
     s_tile = np.round(s_bytes[ib] * groups_frac[ia]).astype(np.int64)
     s_to = np.round(sent_bytes[ib] * groups_frac[ia]).astype(np.int64)   # to the clusters
-    a_new, s_new = (_changed(ia), _changed(ib)) if reuse else (np.ones(len(ia), bool),) * 2
+    a_new, s_new = (a_changed, b_changed) if reuse else (np.ones(len(ia), bool),) * 2
     if reuse:  # a grouped conv's stream block is new too where the channels' groups change
-        s_new |= _changed(group_sets[ia])
+        s_new = s_new | _changed(group_sets[ia])
     a_dram = a_dram_bytes[ia] * a_new
     regenerated_bytes = (a_tile * a_new) - a_dram  # written into the buffer by the generator
     if channel_resident:  # WG's dY, kept in the buffer by its BP
