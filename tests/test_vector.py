@@ -34,6 +34,18 @@ def test_plain_batchnorm_makes_two_passes_unless_it_fits():
         assert table["dram_read_bytes"].sum() == table["glb_read_bytes"].sum() == 2 * once
 
 
+def test_a_plain_batchnorm_read_once_stays_whole_in_the_buffer():
+    """A plain batch norm's two passes over what DRAM sent once need it all in the buffer:
+    100 elements in a 1,000-byte half take one tile, where the plan estimate splits the
+    fused unit's one pass in 2. Split so, a tile let its half go, its result written,
+    before the last tiles' inputs came in for the second pass (an audit: a run 10% too
+    fast)."""
+    small = VectorCapture("bn", "batchnorm", 100, 100, 0)
+    fused = HardwareView(**{**HW.__dict__, "fused_batchnorm": True})
+    assert len(vector_tiles(small, 0, FF, HW)) == 1
+    assert len(vector_tiles(small, 0, FF, fused)) == 2
+
+
 def test_decoupled_batchnorm_unit_makes_one_pass():
     fused = HardwareView(**{**HW.__dict__, "fused_batchnorm": True})
     bn = VectorCapture("bn", "batchnorm", 1000, 1000, 0)
