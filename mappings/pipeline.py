@@ -292,7 +292,8 @@ def estimated_cycles(table: np.ndarray, hw: HardwareView,
 
 
 def _dram_cycles(nbytes: np.ndarray, hw: HardwareView) -> np.ndarray:
-    """DRAM's cycles for each of these transactions, as `stage_cycles` counts a read."""
+    """DRAM's cycles for each of these transactions (a tile's read or write, `stage_cycles`):
+    its bytes at DRAM's rate plus its latency."""
     return np.where(nbytes > 0, nbytes / hw.dram_bytes_per_cycle + hw.dram_latency_cycles, 0.0)
 
 
@@ -306,15 +307,15 @@ def stage_cycles(table: np.ndarray, hw: HardwareView
     def stage(work: np.ndarray, rate: float, latency: float) -> np.ndarray:
         return np.where(work > 0, work / rate + latency, 0.0)
 
-    dram, port = hw.dram_bytes_per_cycle, hw.noc_port_bytes_per_cycle
-    read = stage(table["dram_read_bytes"], dram, hw.dram_latency_cycles)
+    port = hw.noc_port_bytes_per_cycle
+    read = _dram_cycles(table["dram_read_bytes"], hw)
     fetch = read
     if hw.weight_generator:  # it makes a tile's untracked weights while DRAM reads the rest
         fetch = np.maximum(read, np.ceil(table["regenerated_weights"] / hw.weight_generator))
     scan = 0.0  # the selector scans a tile's maps before the port sends what it picked
     if hw.selector_entries_per_cycle:
         scan = np.ceil(table["selector_entries"] / hw.selector_entries_per_cycle)
-    write = stage(table["dram_write_bytes"], dram, hw.dram_latency_cycles)
+    write = _dram_cycles(table["dram_write_bytes"], hw)
     send = stage(table["multicast_bytes"] + table["unicast_bytes"], port, hw.noc_latency_cycles)
     gather = stage(table["gather_bytes"], port, hw.noc_latency_cycles)
     if hw.glb_bytes_per_cycle:
