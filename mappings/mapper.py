@@ -205,16 +205,8 @@ class PhaseMapper:
         Nothing it reads is made by the WG (a WG writes only dW, which only the update
         reads), so it maps the same now as then."""
         if layer_id not in self._after_wg:
-            tiles = empty_table(0)
-            if not updated(self.workload, layer_id):
-                at = self.order.index((layer_id, WG))
-                for key in self.order[at + 1:]:
-                    if key not in self._ahead:
-                        self._ahead[key] = self(*key, self.hw)
-                    if self._ahead[key] is not None:
-                        tiles = self._ahead[key].table[:Overlap.TILES]
-                        break
-            self._after_wg[layer_id] = tiles
+            self._after_wg[layer_id] = (empty_table(0) if updated(self.workload, layer_id)
+                                        else self.following_tiles(layer_id, WG))
         return self._after_wg[layer_id]
 
     def reads_previous(self, layer_id: int) -> bool:
