@@ -27,13 +27,20 @@ from desim.events import concat_tables, holds_local_half, holds_result
 from mappings.target import HardwareView
 
 
-def equal_tiles_cycles(stage_cycles: list[float], tiles: int) -> float:
+def equal_tiles_cycles(stage_cycles: list[float], tiles: int, first_fetch: float = 0.0
+                       ) -> float:
     """The makespan of `tiles` equal tiles sharing each stage's total (`stage_cycles`): the
     busiest stage's total plus the others' share of one tile, the fill and drain (what
     `buffered_cycles` gives for equal tiles whose reads and writes do not meet on DRAM's
-    channel)."""
+    channel). `first_fetch`: the first tile's time in the first stage where it is longer
+    than the others' (a block held across the inner loop is fetched with the first tile of
+    its sweep): nothing overlaps it, so the plan takes no less than it and the other
+    stages' tiles after it (again what `buffered_cycles` gives)."""
     busiest = max(stage_cycles)
-    return busiest + (sum(stage_cycles) - busiest) / max(tiles, 1)
+    equal = busiest + (sum(stage_cycles) - busiest) / max(tiles, 1)
+    if first_fetch <= 0 or len(stage_cycles) < 2:
+        return equal
+    return max(equal, first_fetch + equal_tiles_cycles(stage_cycles[1:], tiles))
 
 
 def buffered_cycles(times: np.ndarray, has_results: np.ndarray | None = None,

@@ -49,6 +49,7 @@ from mappings.tiling import (
     TileMisfit,
     TileShape,
     choose_tile,
+    circulant_mac_ratio,
     gradient_bytes,
     halvings,
     misfit,
@@ -158,7 +159,7 @@ def _tile_split(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareV
     cache = kept.setdefault("tiling", {})
     if "out_ratio" not in kept:  # the output's bytes as written over dense: every plan's
         kept["out_ratio"] = written_ratio(layer, phase, hw, policy.pruned_weight_gradients
-                                          and pruned_grads_unused)
+                                          and pruned_grads_unused, circulant_block)
     out_ratio = kept["out_ratio"]
     # a reduction dealt to the clusters: its slices, and once counted their maps and
     # operand statistics (kept, as the plans are, for a re-map under another budget)
@@ -712,7 +713,9 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                            tracked=tracked,
                            scanned=0.0 if maps[0][4] is None else float(count_total(maps[0][4])),
                            out_ratio=out_ratio, out_elem_bytes=room,
-                           inner=n if order == INNER else 0)
+                           inner=n if order == INNER else 0, circulant_block=circulant_block,
+                           mac_ratio=(circulant_mac_ratio(parts[0], circulant_block)
+                                      if circulant_block else 1.0), first_waits=phase != WG)
 
     def rows(shape: TileShape, best: tuple | None) -> tuple | None:
         limit = bound if best is None else min(best[4][0], np.inf if bound is None else bound)
@@ -843,7 +846,7 @@ def _tile_across(layer: LayerCapture, slices: list[LayerCapture], maps: list[tup
                            processed=_sum_maps(maps)[2], cache=cache,
                            tracked=tracked_weights(layer, phase, ps, hw, 0, cache),
                            scanned=scanned, slices=len(slices), out_ratio=out_ratio,
-                           out_elem_bytes=room)
+                           out_elem_bytes=room, first_waits=phase != WG)
 
     def rows(shape: TileShape, _best: tuple | None) -> tuple:
         return _across_rows(slices, maps, shaped, channels, layer_index, phase, hw, policy,

@@ -740,7 +740,8 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                 processed: torch.Tensor | None = None, psums_sent: float = 0.0,
                 psums_dram: float = 0.0, cache: dict | None = None,
                 tracked: Operand | None = None, scanned: float = 0.0, slices: int = 0,
-                out_ratio: float = 1.0, out_elem_bytes: int = 0, inner: int = 0
+                out_ratio: float = 1.0, out_elem_bytes: int = 0, inner: int = 0,
+                circulant_block: int = 0, mac_ratio: float = 1.0, first_waits: bool = False
                 ) -> list[TileShape]:
     """The tile shapes and loop orders that minimise `hw.objective` (a small mapper search)
     under two estimates of time, the pipeline's (its best two, `KEPT`) and the
@@ -797,6 +798,15 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     every chunk reads and sends both its blocks anew, so the plan has `inner` times the
     tiles, and its MACs and pairs (the search had taken one chunk alone, its blocks kept
     from tile to tile: on Trainer's WGs a shape estimated 18x too fast).
+    `first_waits`: the phase's first tile waits for an earlier phase's write-back (FF's and
+    BP's, `mapper.phase_waits`), so its fetch of what was written overlaps nothing: one
+    block of each such operand (the weights are read ahead, under the phase before),
+    whichever loop holds it, where the equal tiles' estimate shares a block held across
+    the inner loop over the tiles of its sweep. `circulant_block` b > 0: the weights are
+    b x b circulant blocks run by FFT, as `tile_part` counts them: each block stored as its
+    first row (b-fold fewer bytes), the MACs `mac_ratio` times those of `processed`
+    (`circulant_mac_ratio`; the search had taken both as captured, CirCNN's weights b-fold
+    heavier than they are).
     """
     a_elems = int(ps.channel_operand.elems[0]) if len(ps.channel_operand.elems) else 0
     eb = hw.element_bytes
@@ -808,6 +818,8 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     blocks = [(m, n_rows) for m in sorted(set(halvings(n_img)), reverse=True)]
     blocks += [(1, r) for r in sorted(set(halvings(n_rows)), reverse=True) if r < n_rows]
     channel_ratio, stream_ratio = _compression(ps, hw, weights)
+    if circulant_block and weights:  # each b x b block stored as its first row, dense
+        channel_ratio = 1 / circulant_block
     channel_bytes = a * a_elems * eb * channel_ratio
     channel_dram = 0 if channel_resident else channel_bytes
     generated = 0.0  # values the weight generator makes for one read of the channel operand
@@ -818,7 +830,7 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     macs = 0 if processed is None else _kept(cache, ("total", id(processed)), processed,
                                              lambda: count_total(processed))
     chunks = max(1, inner)
-    macs, scanned = macs * chunks, scanned * chunks
+    macs, scanned = macs * chunks * mac_ratio, scanned * chunks
     scan_time = scanned / (hw.pes * hw.index_matching_bits) if scanned else 0.0
     ideal_compute = max(hw.ideal_compute_cycles(macs), scan_time)
     # the results, whatever the tile: gathered over the port and written to DRAM, at the
@@ -903,6 +915,14 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                 if generated:  # the fetch waits for the slower of DRAM and the generator
                     dram_time = max(dram_time,
                                     generated * channel_reads / hw.weight_generator)
+                # The first tile's fetch of what waits for an earlier phase's write-back: a
+                # block of the stream operand, and of the channel operand unless that is
+                # the weights (read ahead, under the phase before); nothing of the phase
+                # runs before it ends
+                first_fetch = 0.0
+                if first_waits:
+                    first_fetch = ((stream_dram / nb + (0 if weights else channel_dram / na))
+                                   / hw.dram_bytes_per_cycle + hw.dram_latency_cycles)
                 port_time = (multicast + unicast) / hw.noc_port_bytes_per_cycle
                 # DRAM's bytes are written into the buffer, the sent ones read from it; the
                 # multicast goes over the tree into every active cluster's buffer
@@ -923,12 +943,14 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                 keys = {"bottleneck": _rank(hw, max(dram_time, port_time, ideal_compute),
                                             moves, tail)}
                 if processed is None:
-                    keys["pipelined"] = _rank(hw, _pipelined(stages, 0.0, tiles), moves, tail)
+                    keys["pipelined"] = _rank(hw, _pipelined(stages, 0.0, tiles, first_fetch),
+                                              moves, tail)
                 else:
                     # The busiest PEs take no less than every PE equally busy: a shape that
                     # loses even so is not worth dealing its MACs out (the search's dearest
                     # step), its rank being no better than with that bound.
-                    bound = _rank(hw, _pipelined(stages, ideal_compute, tiles), moves, tail)
+                    bound = _rank(hw, _pipelined(stages, ideal_compute, tiles, first_fetch),
+                                  moves, tail)
                     if "pipelined" not in best or bound < best["pipelined"][-1][0]:
                         if hw.systolic_cycles_per_mac:  # the array's: no PE is busiest
                             busiest_time[partition] = ideal_compute
@@ -939,10 +961,13 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                                                    one_cluster if slices else hw, cache)[0]
                             if slices:
                                 busiest = -(-busiest // slices)
+                            if mac_ratio != 1.0:
+                                busiest = np.ceil(busiest * mac_ratio)
                             busiest_time[partition] = max(chunks * float(np.ceil(
                                 busiest / hw.macs_per_pe_per_cycle).sum()), scan_time)
                         keys["pipelined"] = _rank(hw, _pipelined(
-                            stages, busiest_time[partition], tiles), moves, tail)
+                            stages, busiest_time[partition], tiles, first_fetch),
+                            moves, tail)
                 shape = TileShape(ka, images, rows, outer, partition)
                 for estimate, key in keys.items():
                     kept = best.setdefault(estimate, [])
@@ -998,11 +1023,12 @@ def _rank(hw: HardwareView, time: float, moves: dict[str, float], tail: tuple) -
 
 
 def _pipelined(stages: tuple[float, float, float, float], compute: float,
-               tiles: int) -> float:
+               tiles: int, first_fetch: float = 0.0) -> float:
     """`equal_tiles_cycles` of a candidate's stages (DRAM, port out, the PEs' fill, port
-    back) with `compute` cycles of the PEs' work added to theirs."""
+    back) with `compute` cycles of the PEs' work added to theirs, its first tile's fetch
+    `first_fetch` cycles (`choose_tile`'s `first_waits`)."""
     dram, port, fill, back = stages
-    return equal_tiles_cycles([dram, port, fill + compute, back], tiles)
+    return equal_tiles_cycles([dram, port, fill + compute, back], tiles, first_fetch)
 
 
 def _compression(ps: PhaseShape, hw: HardwareView, weights: bool) -> tuple[float, float]:
@@ -1131,8 +1157,7 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
     weights = phase != WG and layer.weight_is_parameter  # the channel operand is W
     b = circulant_block
     if b:  # FFT-domain work: every PE's MACs scale alike (mappings.circulant)
-        k, cg = layer.w_nz.shape[:2]
-        ratio = fft_mac_ratio(b, k, cg * layer.groups)
+        ratio = circulant_mac_ratio(layer, b)
         busiest = np.ceil(busiest * ratio).astype(np.int64)
         work = np.ceil(work * ratio).astype(np.int64)
 
@@ -1217,6 +1242,13 @@ def tile_part(layer: LayerCapture, shaped: tuple[PhaseShape, _Window], layer_ind
     table["effectual_macs"] = eff[ia, ib]
     table["macs"] = nom[ia, ib]
     return table, int(a_dram.sum()) if weights else 0, (outputs * hw.psum_bytes)[ia, ib]
+
+
+def circulant_mac_ratio(layer: LayerCapture, circulant_block: int) -> float:
+    """A circulant layer's FFT-domain MACs over its dense ones, every PE's alike
+    (`mappings.circulant.fft_mac_ratio`)."""
+    k, cg = layer.w_nz.shape[:2]
+    return fft_mac_ratio(circulant_block, k, cg * layer.groups)
 
 
 def _channel_blocks(layer: LayerCapture, phase: int, ps: PhaseShape, channels: torch.Tensor,
@@ -1318,17 +1350,19 @@ def written_stats(layer: LayerCapture, phase: int, hw: HardwareView) -> BlockSta
 
 
 def written_ratio(layer: LayerCapture, phase: int, hw: HardwareView,
-                  kept_gradients: bool = False) -> float:
+                  kept_gradients: bool = False, circulant_block: int = 0) -> float:
     """A phase's whole output, bytes as written over dense bytes: what the tile search
     takes for the results' moves. WG's dW is dense, or with `kept_gradients` (WG computes
     the kept weights' alone) theirs in the weight format, as one tile of every channel
-    writes them (`_wg_out_bytes`; the search had taken them dense, 2.4x HPPU's bytes)."""
+    writes them (`_wg_out_bytes`; the search had taken them dense, 2.4x HPPU's bytes); a
+    circulant layer's b-fold fewer (`gradient_bytes`)."""
     if phase == WG:
         if not kept_gradients or not layer.w_nz.numel():
-            return 1.0
+            return 1.0 / max(circulant_block, 1)
         k, cg = layer.w_nz.shape[:2]
         out = _wg_out_bytes(layer, torch.arange(k), TileShape(k, 1, cg), hw)
-        return float(out.sum()) / (layer.w_nz.numel() * hw.element_bytes)
+        return (float(out.sum()) / (layer.w_nz.numel() * hw.element_bytes)
+                / max(circulant_block, 1))
     dense = (layer.dy_nz if phase == FF else layer.x_nz).numel() * hw.element_bytes
     return written_bytes(layer, phase, hw) / dense if dense else 1.0
 

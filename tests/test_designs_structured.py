@@ -168,6 +168,22 @@ def test_circulant_tiles_scale_macs_and_store_one_row_a_block(phase):
         assert circ["dram_write_bytes"].sum() * b == dense["dram_write_bytes"].sum()
 
 
+def test_the_tile_search_prices_circulant_weights_as_stored():
+    """A 256 x 256 linear layer of 16 x 16 circulant blocks, batch 64, on a 16 KiB tile
+    budget: its weights take 8,192 bytes (one row a block), its input 32,768. The plan reads
+    the light weights again for each of its 8 input blocks and the input once: 65,536 +
+    32,768 bytes from DRAM. The search had taken the weights at their captured 131,072
+    bytes, so it read them once and the input 16 times: 532,480 bytes."""
+    torch.manual_seed(0)
+    layer = linear_layer(256, 256, n=64, weight=block_circulant(torch.randn(256, 256) + 3, 16))
+    hw = HardwareView(clusters=8, pes_per_cluster=1, buffer_bytes=16 * 1024, element_bytes=2,
+                      dram_bytes_per_cycle=8, circulant_fft=True)
+    table, totals = tile_phase(layer, 0, FF, hw, SkipPolicy(), pruned_grads_unused=True,
+                               circulant_block=16)
+    assert totals["weight_dram_bytes"] == 8 * 8_192
+    assert int(table["dram_read_bytes"].sum()) == 8 * 8_192 + 32_768
+
+
 def test_inference_maps_the_forward_pass_only_and_circulant_needs_the_pruning():
     spec = WorkloadSpec(model="lenet300", batch=1, data="random", inference=True)
     workload = capture_workload(spec, PruningSpec(method="block_circulant", b=4))

@@ -51,6 +51,22 @@ def test_the_search_closed_form_is_the_pipeline_for_equal_tiles(stage, tiles):
         equal_tiles_cycles([c * tiles for c in stage], tiles), rel=1e-12)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 1000), min_size=5, max_size=5), st.integers(1, 40),
+       st.integers(0, 20000))
+def test_the_closed_form_takes_a_first_fetch_longer_than_the_others(stage, tiles, extra):
+    """A block held across the inner loop is fetched with the first tile of its sweep: that
+    tile's fetch is longer than the others' and, where the phase waits for an earlier one's
+    write-back, nothing overlaps it. The closed form, told the first fetch, is still the
+    pipeline's (the tile search's `first_waits`); as an equal share of the fetches it was
+    short by up to 46% of the pipeline's time on these random plans."""
+    times = np.tile(np.array(stage, dtype=np.float64), (tiles, 1))
+    times[0, 0] += extra
+    totals = times.sum(axis=0).tolist()
+    assert buffered_cycles(times, reads=np.zeros(tiles)) == pytest.approx(
+        equal_tiles_cycles(totals, tiles, first_fetch=times[0, 0]), rel=1e-12)
+
+
 def test_a_heavy_tile_behind_port_bound_ones_cannot_fetch_early():
     """Four tiles that take the NoC port 4 cycles each, then one that fetches for 6. It has
     a free half of the buffer (to fetch into) only once the third tile is distributed, at
