@@ -60,8 +60,9 @@ routers spans a cluster's tile, whose side shrinks with the feature size (assump
 The same rule gives another operating point of a node: a design run at `supply_voltage_v`
 (arch YAML) pays (V / nominal)^2 of every on-chip price, its own `energy:` figures included
 (they are at the node's nominal supply). The clock is the design's to choose: desim does not
-derive the highest clock a supply allows, and models no leakage, which a lower supply
-trades dynamic energy against.
+derive the highest clock a supply allows, nor how leakage changes with it, which a lower
+supply trades dynamic energy against: the chip's leakage is the user's `static_power_mw`,
+paid over the run's time whatever the supply.
 DRAM energy does not scale with the logic node: it comes from the DRAM's own IDD currents.
 """
 
