@@ -153,6 +153,11 @@ def _tile_split(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareV
                              split), phase, hw, circulant_block)
     totals, channels, plans = prepared[split]
     if len(channels) == 0:  # nothing left to compute in this phase
+        if phase == WG:  # but its dW, all zeros, is written still
+            return _untiled_gradients_written(
+                layer, channels, hw, empty_table(0), dict(totals),
+                policy.pruned_weight_gradients and pruned_grads_unused, circulant_block,
+                layer_index)
         return empty_table(0), dict(totals)
     # what the tiler derives from each chunk's maps and part (its outputs per row block and
     # PE, ...): it depends on neither the order nor the budget, so orders and re-maps share it
@@ -248,7 +253,8 @@ def _tile_split(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareV
 
 def _untiled_gradients_written(layer: LayerCapture, channels: torch.Tensor, hw: HardwareView,
                                table: np.ndarray, totals: dict, kept_gradients: bool,
-                               circulant_block: int) -> tuple[np.ndarray, dict]:
+                               circulant_block: int, layer_index: int = 0
+                               ) -> tuple[np.ndarray, dict]:
     """WG's table and totals with the dW of the output channels channel compaction left
     untiled (no processed work: a dY channel all zeros, or no kept weight meeting a
     non-zero pair) written too: their gradients are zeros, but the update reads dW and
@@ -259,11 +265,16 @@ def _untiled_gradients_written(layer: LayerCapture, channels: torch.Tensor, hw: 
     audit: 120 bytes of 183). The write-back reads them out of one zeroed burst of the
     buffer, again and again: they take no room in the tiles' halves, nor buffer writes
     (made in the tiles, 466 KB of zeros on HPPU's ResNet-18 at batch 4, the tiles of a
-    64 KiB buffer had held up to 1.19x their half)."""
+    64 KiB buffer had held up to 1.19x their half). A WG with no tile at all (every dY
+    channel zero) writes its dW so from one tile of its own, `layer_index`'s, that does
+    nothing else (it had written none, and the update read none)."""
     missing = torch.as_tensor(np.setdiff1d(np.arange(layer.w_nz.shape[0]), channels.numpy()))
     rest = gradient_bytes(layer, missing, hw, kept_gradients, circulant_block)
-    if rest <= 0 or not len(table):
+    if rest <= 0:
         return table, totals
+    if not len(table):
+        table = empty_table(1)
+        table["layer"], table["phase"] = layer_index, WG
     table = table.copy()
     made = apportion(table["gather_bytes"], rest)
     if hw.output_to_dram:

@@ -557,3 +557,27 @@ def test_wg_writes_the_zero_gradients_of_the_channels_compaction_leaves_untiled(
     table, totals = tile_phase(layer, 0, WG, kept_on_chip, SKIP_ALL,
                                pruned_grads_unused=kept_gradients)
     assert totals["output_bytes"] == K * C * R * R * 2 and table["dram_write_bytes"].sum() == 0
+
+
+def test_a_wg_whose_every_dy_channel_is_zero_writes_its_zero_gradients(whole_phase_tiles):
+    """The same conv with dY zero in every channel: channel compaction leaves WG nothing to
+    tile, but the update still reads dW whole, so WG writes its 432 zero bytes from one
+    tile that reads, sends and computes nothing (it had written none). The accelerator
+    runs that tile: DRAM's write of 432 bytes."""
+    from tests.test_phase_overlap import _replay
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(C, K, R, bias=False)
+    x = (torch.rand(N, C, H, H) + 0.1).requires_grad_(True)
+    (layer,) = capture(conv, x, torch.zeros(conv(x).shape),
+                       loss_fn=lambda out, t: (out * t).sum())
+    assert not layer.dy_nz.any()
+    hw = HardwareView(**{**SPARSE_HW.__dict__, "weight_format": "dense"})
+    table, totals = tile_phase(layer, 3, WG, hw, SKIP_ALL, pruned_grads_unused=True)
+    assert len(table) == 1 and (table["layer"][0], table["phase"][0]) == (3, WG)
+    assert totals["output_bytes"] == table["dram_write_bytes"].sum() == K * C * R * R * 2
+    for column in ("dram_read_bytes", "processed_macs", "glb_write_bytes", "held_bytes",
+                   "multicast_bytes", "unicast_bytes", "gather_bytes"):
+        assert table[column].sum() == 0
+    acc = _replay([table])
+    assert acc.env.now > 0
