@@ -1,6 +1,7 @@
 """DRAM timing and energy: closed-form checks against the rules in arch/dram.py."""
 
 import dataclasses
+import itertools
 import math
 import sys
 
@@ -839,17 +840,40 @@ def test_lpddr4_and_hbm2_streams_and_tiles_run_near_dramsim3(timing, measured, s
     assert 1.05 < ratios["reads only, 64 x 4 KiB"] < 1.25
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.integers(0, 3), min_size=1, max_size=64))
-def test_each_bank_groups_first_and_last_burst_are_np_uniques(groups):
-    """`_group_bursts` is np.unique's return_index (first bursts) and, on the bursts
-    reversed, the last ones: the bursts the tWTR_L rules read."""
+_SCHEMES = [":".join(p) for p in itertools.permutations(("ro", "ba", "co", "bg", "ch"))]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(sorted(PRESETS)), st.sampled_from([1, 2, 8]), st.sampled_from(_SCHEMES),
+       st.integers(0, 2**40), st.sampled_from([1, 3, 40, 600, 5000]), st.integers(0, 10**6))
+def test_channel_and_bank_ranges_are_the_decoded_bursts(preset, channels, scheme, where, bursts,
+                                                        size):
+    """The arithmetic that finds a transaction's bursts per channel and per bank without
+    decoding each (`channel_ranges`, `_Squeeze.runs`, the row visits of `_access_range`)
+    agrees with `decode_bursts` on every burst, for every field order."""
     import numpy as np
 
-    from arch.dram import _group_bursts
-
-    bg = np.array(groups, dtype=np.int64)
-    used, first = np.unique(bg, return_index=True)
-    assert _group_bursts(bg, 4) == (used.tolist(), first.tolist())
-    used, from_end = np.unique(bg[::-1], return_index=True)
-    assert _group_bursts(bg, 4, last=True) == (used.tolist(), (len(bg) - 1 - from_end).tolist())
+    timing = PRESETS[preset]
+    mapping = AddressMapping(timing, scheme, channels=channels)
+    nbytes = 1 + size % (bursts * timing.bytes_per_burst)
+    address = where % (mapping.capacity_bytes - nbytes)
+    decoded = mapping.decode_bursts(address, nbytes)
+    ranges = mapping.channel_ranges(address, nbytes)
+    assert [c for c, _, _ in ranges] == np.unique(decoded["ch"]).tolist()
+    squeeze = mapping._bank_squeeze
+    for c, lo, hi in ranges:
+        mine = decoded["ch"] == c
+        local = np.arange(lo, hi + 1)
+        assert len(local) == mine.sum()
+        field = {name: (local >> mapping.local_shift[name]) & ((1 << mapping.bits[name]) - 1)
+                 for name in ("bg", "ro")}
+        assert field["bg"].tolist() == decoded["bg"][mine].tolist()
+        assert field["ro"].tolist() == decoded["row"][mine].tolist()
+        runs = squeeze.runs(lo, hi, [pattern for _, _, pattern in mapping.banks])
+        for (bank, _, pattern), (first, last) in zip(mapping.banks, runs, strict=True):
+            in_bank = local[(decoded["bank"][mine] == bank)]
+            expanded = [squeeze.expand(m) | pattern for m in range(first, last + 1)]
+            assert expanded == in_bank.tolist()
+            rows = [(m >> mapping.bank_row_shift) & (timing.rows - 1)
+                    for m in range(first, last + 1)]
+            assert rows == decoded["row"][mine][decoded["bank"][mine] == bank].tolist()
