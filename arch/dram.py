@@ -371,6 +371,7 @@ class AddressMapping:
         self.banks = [(bg * timing.banks_per_group + ba, bg,
                        bg << self.local_shift["bg"] | ba << self.local_shift["ba"])
                       for bg in range(timing.bank_groups) for ba in range(timing.banks_per_group)]
+        self.bank_patterns = [pattern for _, _, pattern in self.banks]
         self.bank_row_shift = self._bank_squeeze.squeezed_shift(self.local_shift["ro"])
 
     @property
@@ -430,8 +431,8 @@ class AddressMapping:
         first = address >> self.offset_bits
         last = (address + nbytes - 1) >> self.offset_bits
         squeeze = self._channel_squeeze
-        runs = squeeze.runs(first, last, [c << squeeze.shift for c in range(self.channels)])
-        return [(c, lo, hi) for c, (lo, hi) in enumerate(runs) if lo <= hi]
+        bounds = squeeze.bounds(first, last, [c << squeeze.shift for c in range(self.channels)])
+        return [(c, squeeze(lo), squeeze(hi)) for c, (lo, hi) in enumerate(bounds) if lo <= hi]
 
 
 class _Squeeze:
@@ -448,9 +449,6 @@ class _Squeeze:
         fields = sorted((s, w) for s, w in fields if w)
         self.mask = sum(((1 << w) - 1) << s for s, w in fields)
         self.shift = fields[0][0] if fields else 0  # the lowest field's
-        top = fields[-1][0] + fields[-1][1] if fields else 0
-        self._kept_below = [p - sum((self.mask >> s) & 1 for s in range(p))
-                            for p in range(top + 1)]
         # The bits kept, as runs (shift in x, mask, shift squeezed); the top run is every bit
         # above the top field (mask -1: no upper bound).
         self._kept: list[tuple[int, int, int]] = []
@@ -464,9 +462,7 @@ class _Squeeze:
 
     def squeezed_shift(self, shift: int) -> int:
         """Where bit `shift` of x (not in a field taken out) lands: the kept bits below it."""
-        if shift < len(self._kept_below):
-            return self._kept_below[shift]
-        return self._kept_below[-1] + shift - (len(self._kept_below) - 1)
+        return shift - bin(self.mask & ((1 << shift) - 1)).count("1")
 
     def __call__(self, x: int) -> int:
         out = 0
@@ -481,33 +477,42 @@ class _Squeeze:
             out |= ((m >> t) & mask) << s
         return out
 
-    def runs(self, lo: int, hi: int, patterns: list[int]) -> list[tuple[int, int]]:
-        """For each pattern, the x in lo..hi whose taken-out fields hold it (x & mask ==
-        pattern), as the squeezed range first..last they fill (first > last: none).
+    def bounds(self, lo: int, hi: int, patterns: list[int]) -> list[tuple[int, int]]:
+        """For each pattern, the first and last x in lo..hi whose taken-out fields hold it
+        (x & mask == pattern); first > last where there is none. Between them, those x
+        squeeze to consecutive integers (squeezing keeps their order, and every squeezed
+        value comes from one x with the pattern), so they need not be enumerated.
 
-        Those x in increasing order squeeze to consecutive integers (squeezing keeps the
-        order of integers that agree in the fields, and every squeezed value comes from
-        one), so they fill a contiguous squeezed range and no x need be enumerated. Its
-        first end, from `lo` (the last, from `hi`, is the mirror image): if lo holds the
-        pattern, it is squeeze(lo). Otherwise let p be the highest bit where lo and the
-        pattern differ (a bit of the fields), and "above"/"below" mean lo's kept bits above
-        and below p. An x with the pattern that agrees with lo above is >= lo exactly when
-        the pattern has the 1 at p (integers compare at their highest differing bit),
-        whatever its kept bits below: the first then has them zero. Else x must exceed lo
-        above, and the first has lo's kept bits above plus one, and below zero.
+        The first, from lo (the last, from hi, is the mirror image): lo itself if it holds
+        the pattern. Otherwise let p be the highest bit where lo and the pattern differ (a
+        bit of the fields). An x with the pattern and lo's kept bits above p is above lo
+        exactly when the pattern has the 1 at p (integers compare at their highest differing
+        bit), whatever its bits below p: the first such x has its kept bits below p zero.
+        Else x must exceed lo in the kept bits above p: add one to them (setting the field
+        bits and the bits below p to ones first, so that the carry runs through them to the
+        next kept bit, leaving the bits below p zero).
         """
-        lo_squeezed, hi_squeezed = self(lo), self(hi)
-        lo_bits, hi_bits = lo & self.mask, hi & self.mask
-        kept_below = self._kept_below
+        mask = self.mask
+        lo_bits, hi_bits = lo & mask, hi & mask
         out = []
         for pattern in patterns:
-            first, last = lo_squeezed, hi_squeezed
-            if pattern != lo_bits:
-                below = kept_below[(pattern ^ lo_bits).bit_length() - 1]  # kept bits under p
-                first = ((first >> below) + (pattern < lo_bits)) << below
-            if pattern != hi_bits:  # the mirror image: x <= hi, its kept bits below p ones
-                below = kept_below[(pattern ^ hi_bits).bit_length() - 1]
-                last = (((last >> below) - (pattern > hi_bits) + 1) << below) - 1
+            first = last = None
+            if pattern == lo_bits:
+                first = lo
+            else:
+                below = (1 << ((pattern ^ lo_bits).bit_length() - 1)) - 1  # the bits below p
+                if pattern > lo_bits:
+                    first = lo & ~(mask | below) | pattern
+                else:
+                    first = ((lo | mask | below) + 1) & ~mask | pattern  # below p: 0s
+            if pattern == hi_bits:
+                last = hi
+            else:  # the mirror image: the kept bits below p ones; less one above p (borrow)
+                below = (1 << ((pattern ^ hi_bits).bit_length() - 1)) - 1
+                if pattern < hi_bits:
+                    last = (hi | below) & ~mask | pattern
+                else:
+                    last = ((hi & ~(mask | below)) - 1) & ~mask | pattern
             out.append((first, last))
         return out
 
@@ -638,19 +643,19 @@ class DramChannelModel:
             earliest = bus.data_end_ps + t.ps(t.twtr_s)
         return max(earliest, start_ps)
 
-    def _write_to_read(self, group_bursts: dict[int, list[int]], first_cas_ps: int
+    def _write_to_read(self, banks_here: list[tuple[int, ...]], first_cas_ps: int
                        ) -> list[tuple[int, int]]:
         """A read's bounds from the writes before it: the first burst in each bank group
         that a write used waits tWTR_L after that group's last write data (JESD79-4;
         DRAMsim3's write_to_read_l). As (burst, that bound less G there), in issue order;
         none when the read's first CAS is already late enough for every group.
-        `group_bursts`: each bank group's [first burst, G there, last burst, G there]."""
+        `banks_here`: as `_group_ends` takes them."""
         ends = self._bus.write_end_by_bg
         twtr_l = self.timing.ps(self.timing.twtr_l)
         if not ends or max(ends.values()) + twtr_l <= first_cas_ps:
             return []
         return sorted((i, ends[g] + twtr_l - g_i)
-                      for g, (i, g_i, _, _) in group_bursts.items() if g in ends)
+                      for g, (i, g_i) in _group_ends(banks_here).items() if g in ends)
 
     def _access_range(self, start_ps: int, lo: int, hi: int, nbytes: int, is_write: bool
                       ) -> DramAccess:
@@ -676,49 +681,40 @@ class DramChannelModel:
         def G(k: int) -> int:  # at local burst index k
             return (k - lo) * gap_l + ((k >> bg_shift) - lo_groups) * gap_change
 
-        # Row visits (one ACT each), bank by bank: a bank's bursts here are consecutive values
-        # first..last of its own burst index (`_Squeeze.runs`), its row a bit field of that,
-        # so a new visit starts wherever the row field changes: at each multiple of 2^row_shift
-        # after first (as for the bank group above). The index back to a local one: expand.
+        # Row visits (one ACT each), bank by bank: a bank's bursts here run from its first
+        # (local index) to its last (`_Squeeze.bounds`), consecutive values of the bank's own
+        # burst index (squeeze: the bank fields taken out), of which the row is a bit field;
+        # so a new visit starts wherever that index is a multiple of 2^row_shift (as for the
+        # bank group above), and there is one only if the bits from the row's up (the kept
+        # ones) differ between the first and the last burst.
         squeeze = mapping._bank_squeeze
-        expand = squeeze.expand
         row_shift, row_mask = mapping.bank_row_shift, t.rows - 1
-        row_step = 1 << row_shift if mapping.bits["ro"] else 0  # 0: one row, never changes
+        ro_shift = mapping.local_shift["ro"]
+        rows_and_up = ~squeeze.mask & -(1 << ro_shift) if mapping.bits["ro"] else 0
         opens = []   # the ACTs: (burst, the burst of its bank before it or -1, bank, group,
                      # row, G at both)
-        lasts = []   # every bank touched: (bank, its last burst, G there)
-        group_bursts: dict[int, list[int]] = {}  # each bank group's [first burst, G there,
-                                                 # last burst, G there]
-        runs = squeeze.runs(lo, hi, [pattern for _, _, pattern in mapping.banks])
-        for (b, g, pattern), (first, last) in zip(mapping.banks, runs, strict=True):
-            if first > last:  # no burst in this bank
+        here = []    # every bank touched: (bank, group, first burst, G there, last burst, G)
+        bounds = squeeze.bounds(lo, hi, mapping.bank_patterns)
+        for (b, g, pattern), (k_first, k_last) in zip(mapping.banks, bounds, strict=True):
+            if k_first > k_last:  # no burst in this bank
                 continue
-            k_first, k_last = expand(first) | pattern, expand(last) | pattern
-            i, g_i, i_last, g_last = k_first - lo, G(k_first), k_last - lo, G(k_last)
-            lasts.append((b, i_last, g_last))
-            row = (first >> row_shift) & row_mask
+            i, g_i = k_first - lo, G(k_first)
+            here.append((b, g, i, g_i, k_last - lo, G(k_last)))
+            row = (k_first >> ro_shift) & row_mask
             if open_row[b] != row:  # not a hit on the row an earlier transaction left open
                 opens.append((i, -1, b, g, row, g_i, 0))
-            # another row of the bank in this transaction: after the bank's burst before it
-            for m in range((first // row_step + 1) * row_step, last + 1, row_step) \
-                    if row_step else ():
-                k, k_before = expand(m) | pattern, expand(m - 1) | pattern
-                opens.append((k - lo, k_before - lo, b, g, (m >> row_shift) & row_mask,
-                              G(k), G(k_before)))
-            ends = group_bursts.get(g)
-            if ends is None:
-                group_bursts[g] = [i, g_i, i_last, g_last]
-            else:
-                if i < ends[0]:
-                    ends[0], ends[1] = i, g_i
-                if i_last > ends[2]:
-                    ends[2], ends[3] = i_last, g_last
+            if (k_first ^ k_last) & rows_and_up:  # more rows of the bank: each after the
+                step = 1 << row_shift             # bank's burst before it
+                for m in range((squeeze(k_first) // step + 1) * step, squeeze(k_last) + 1, step):
+                    k, k_before = squeeze.expand(m) | pattern, squeeze.expand(m - 1) | pattern
+                    opens.append((k - lo, k_before - lo, b, g, (m >> row_shift) & row_mask,
+                                  G(k), G(k_before)))
         opens.sort()  # in issue order
 
         ev_idx = [0]  # burst indices carrying a readiness bound, and the running max of
         ev_max = [self._first_cas_ps(start_ps, (lo >> bg_shift) & bg_mask, is_write)]
         # (ready_k - G_k) there
-        wtr = [] if is_write else self._write_to_read(group_bursts, ev_max[0])
+        wtr = [] if is_write else self._write_to_read(here, ev_max[0])
 
         def cas_ps(i: int, g_i: int) -> int:
             return g_i + ev_max[bisect.bisect_right(ev_idx, i) - 1]
@@ -772,8 +768,8 @@ class DramChannelModel:
         data_end = last_cas + (self._write_data_ps if is_write else t.ps(t.cl)) + self._tb
 
         # Bank state after the transaction: earliest PRE from the last CAS to each bank.
-        touched = [b for b, _, _ in lasts]
-        for b, i, g_i in lasts:
+        touched = [b for b, *_ in here]
+        for b, _, _, _, i, g_i in here:
             pre_ready[b] = max(act_at[b] + tras, cas_ps(i, g_i) + cas_to_pre)
         if self.page_policy == "closed":
             for b in touched:
@@ -798,13 +794,27 @@ class DramChannelModel:
         bus.last_write, bus.data_end_ps = is_write, data_end + stall
         if is_write:  # each bank group's last write data, for a later read's tWTR_L
             tail = self._write_data_ps + self._tb + stall
-            for g, (_, _, i, g_i) in group_bursts.items():
+            for g, (i, g_i) in _group_ends(here, last=True).items():
                 bus.write_end_by_bg[g] = cas_ps(i, g_i) + tail
 
         misses = len(opens)
         return DramAccess(start_ps=start_ps, end_ps=data_end + stall, bursts=n, bytes=nbytes,
                           is_write=is_write, row_hits=n - misses, row_misses=misses,
                           activates=misses, precharges=precharges)
+
+
+def _group_ends(banks_here: list[tuple[int, ...]], last: bool = False
+                ) -> dict[int, tuple[int, int]]:
+    """Each bank group's first burst (its last with `last`) and G there: the earliest
+    (latest) of its banks'. `banks_here`: (bank, group, first burst, G there, last burst, G
+    there) of each bank a transaction touched."""
+    ends: dict[int, tuple[int, int]] = {}
+    for _, g, i, g_i, i_last, g_last in banks_here:
+        if last:
+            i, g_i = i_last, g_last
+        if g not in ends or (i > ends[g][0] if last else i < ends[g][0]):
+            ends[g] = (i, g_i)
+    return ends
 
 
 class DramSystem:
