@@ -356,7 +356,7 @@ class AddressMapping:
         self.address_bits = shift
         # A burst's index is its address >> offset_bits. A channel's own ("local") burst index
         # is that with the channel field taken out: its bursts in address order are
-        # consecutive local indices (`_Squeeze.run`), the other fields bit fields of it.
+        # consecutive local indices (`_Squeeze.bounds`), the other fields bit fields of it.
         def burst_field(name: str) -> tuple[int, int]:  # (shift, bits) in the burst index
             return self.shift[name] - self.offset_bits, self.bits[name]
         self._channel_squeeze = _Squeeze([burst_field("ch")])
@@ -496,7 +496,6 @@ class _Squeeze:
         lo_bits, hi_bits = lo & mask, hi & mask
         out = []
         for pattern in patterns:
-            first = last = None
             if pattern == lo_bits:
                 first = lo
             else:
@@ -598,6 +597,11 @@ class DramChannelModel:
         self._gap_s = max(t.ps(t.tccd_s), self._tb)  # CAS to CAS, other bank group
         self._gap_l = max(t.ps(t.tccd_l), self._tb)  # CAS to CAS, same bank group
         self._write_data_ps = t.ps(t.cwl + t.tdqss)  # a write CAS to its first data beat
+        # the ACT rules in picoseconds: tRAS, tRP, tRCD, tFAW, tRRD_S, tRRD_L
+        self._act_rules_ps = tuple(t.ps(c) for c in (t.tras, t.trp, t.trcd, t.tfaw, t.trrd_s,
+                                                     t.trrd_l))
+        self._cas_to_pre_ps = {False: self._cas_to_precharge_ps(False),
+                               True: self._cas_to_precharge_ps(True)}
 
     def close_rows(self, at_ps: int) -> int:
         """Precharge every open row at `at_ps` (or as soon after as its bank allows; before
@@ -703,25 +707,25 @@ class DramChannelModel:
             row = (k_first >> ro_shift) & row_mask
             if open_row[b] != row:  # not a hit on the row an earlier transaction left open
                 opens.append((i, -1, b, g, row, g_i, 0))
-            if (k_first ^ k_last) & rows_and_up:  # more rows of the bank: each after the
-                step = 1 << row_shift             # bank's burst before it
+            if (k_first ^ k_last) & rows_and_up:
+                # more rows of this bank: each visit's ACT follows the bank's burst before it
+                step = 1 << row_shift
                 for m in range((squeeze(k_first) // step + 1) * step, squeeze(k_last) + 1, step):
                     k, k_before = squeeze.expand(m) | pattern, squeeze.expand(m - 1) | pattern
                     opens.append((k - lo, k_before - lo, b, g, (m >> row_shift) & row_mask,
                                   G(k), G(k_before)))
         opens.sort()  # in issue order
 
-        ev_idx = [0]  # burst indices carrying a readiness bound, and the running max of
+        # the bursts carrying a readiness bound, and the running max of (ready_k - G_k) there
+        ev_idx = [0]
         ev_max = [self._first_cas_ps(start_ps, (lo >> bg_shift) & bg_mask, is_write)]
-        # (ready_k - G_k) there
         wtr = [] if is_write else self._write_to_read(here, ev_max[0])
 
         def cas_ps(i: int, g_i: int) -> int:
             return g_i + ev_max[bisect.bisect_right(ev_idx, i) - 1]
 
-        cas_to_pre = self._cas_to_precharge_ps(is_write)
-        tras, trp, trcd, tfaw = t.ps(t.tras), t.ps(t.trp), t.ps(t.trcd), t.ps(t.tfaw)
-        trrd_s, trrd_l = t.ps(t.trrd_s), t.ps(t.trrd_l)
+        cas_to_pre = self._cas_to_pre_ps[is_write]
+        tras, trp, trcd, tfaw, trrd_s, trrd_l = self._act_rules_ps
         acts, last_act, last_bg = bus.acts, bus.last_act_ps, bus.last_act_bg
         bisect_right = bisect.bisect_right
         run_max, precharges = ev_max[0], 0
@@ -784,7 +788,7 @@ class DramChannelModel:
             for b in touched:  # refresh pushes this transaction's bank state later too
                 pre_ready[b] += stall
                 act_ready[b] += stall
-            for b in {b for _, _, b, *_ in opens}:
+            for b in {act[2] for act in opens}:  # the banks ACTed
                 act_at[b] += stall
             for k in range(max(0, len(acts) - len(opens)), len(acts)):
                 acts[k] += stall
