@@ -360,6 +360,7 @@ class AddressMapping:
         def burst_field(name: str) -> tuple[int, int]:  # (shift, bits) in the burst index
             return self.shift[name] - self.offset_bits, self.bits[name]
         self._channel_squeeze = _Squeeze([burst_field("ch")])
+        self._channel_patterns = [c << self._channel_squeeze.shift for c in range(self.channels)]
         self.local_shift = {name: self._channel_squeeze.squeezed_shift(burst_field(name)[0])
                             for name in ("bg", "ba", "co", "ro")}
         # The same for a bank: the bank group and bank fields out of a local burst index give
@@ -431,7 +432,7 @@ class AddressMapping:
         first = address >> self.offset_bits
         last = (address + nbytes - 1) >> self.offset_bits
         squeeze = self._channel_squeeze
-        bounds = squeeze.bounds(first, last, [c << squeeze.shift for c in range(self.channels)])
+        bounds = squeeze.bounds(first, last, self._channel_patterns)
         return [(c, squeeze(lo), squeeze(hi)) for c, (lo, hi) in enumerate(bounds) if lo <= hi]
 
 
