@@ -25,8 +25,9 @@ What is modelled
   bursts or bytes: a contiguous range's bursts in one channel, and in one bank of it, are
   contiguous ranges of an index with those address fields taken out (`_Squeeze`), found by
   bit arithmetic from the range's ends, and the CAS spacing's sum of gaps is in closed form.
-  A 1 MiB sequential transaction on one channel takes 0.3-0.9 ms (DDR4, HBM2, LPDDR4: more
-  ACTs, more time), a quarter to two thirds of what decoding and sorting each burst took.
+  A 1 MiB sequential transaction on one channel takes 0.26-0.86 ms (DDR4, LPDDR4, HBM2: more
+  ACTs, more time), a quarter to three fifths of what decoding and sorting each burst took
+  (1.0-2.1 ms, side by side on a busy machine).
 * Page policy "open" (rows stay open between transactions; row hits are reused) or "closed"
   (every bank the transaction opened is precharged after its last burst).
 * Refresh as an average overhead, not as windows: each transaction's busy time on the channel
@@ -406,7 +407,9 @@ class AddressMapping:
 
     def decode_bursts(self, address: int, nbytes: int) -> dict[str, np.ndarray]:
         """Channel, flat bank (bank group * banks a group + bank), bank group and row of every
-        burst touched by bytes [address, address + nbytes), as int64 arrays in address order."""
+        burst touched by bytes [address, address + nbytes), as int64 arrays in address order.
+        The timing does not decode each burst (`channel_ranges`, `_Squeeze.bounds`); this is
+        the reference the tests hold that arithmetic to."""
         if nbytes <= 0 or address < 0 or address + nbytes > self.capacity_bytes:
             raise ValueError(f"bytes [{address:#x}, {address + nbytes:#x}) are not a non-empty "
                              f"range inside the {self.capacity_bytes:#x}-byte address space")
