@@ -775,23 +775,24 @@ class DramChannelModel:
         last_cas = cas_ps(n - 1, G(hi))
         data_end = last_cas + (self._write_data_ps if is_write else t.ps(t.cl)) + self._tb
 
-        # Bank state after the transaction: earliest PRE from the last CAS to each bank.
-        touched = [b for b, *_ in here]
-        for b, _, _, _, i, g_i in here:
-            pre_ready[b] = max(act_at[b] + tras, cas_ps(i, g_i) + cas_to_pre)
-        if self.page_policy == "closed":
-            for b in touched:
-                act_ready[b] = pre_ready[b] + trp
-                open_row[b] = -1
-            precharges += len(touched)
-
-        stall = 0
+        stall = 0  # refresh's stretch of the busy time; it pushes the state below later too
         if self.refresh:
             busy = data_end - max(start_ps, bus.data_end_ps)
             stall = busy * t.trfc // (t.trefi - t.trfc)
-            for b in touched:  # refresh pushes this transaction's bank state later too
-                pre_ready[b] += stall
+
+        # Bank state after the transaction: earliest PRE from the last CAS to each bank; in
+        # closed-page mode that PRE closes the bank.
+        closed = self.page_policy == "closed"
+        for b, _, _, _, i, g_i in here:
+            pre_ready[b] = max(act_at[b] + tras, cas_ps(i, g_i) + cas_to_pre) + stall
+            if closed:
+                act_ready[b] = pre_ready[b] + trp
+                open_row[b] = -1
+            else:
                 act_ready[b] += stall
+        if closed:
+            precharges += len(here)
+        if stall:
             for b in {act[2] for act in opens}:  # the banks ACTed
                 act_at[b] += stall
             for k in range(max(0, len(acts) - len(opens)), len(acts)):
