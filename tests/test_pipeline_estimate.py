@@ -67,6 +67,36 @@ def test_the_closed_form_takes_a_first_fetch_longer_than_the_others(stage, tiles
         equal_tiles_cycles(totals, tiles, first_fetch=times[0, 0]), rel=1e-12)
 
 
+def test_the_search_takes_the_first_fetch_of_the_phases_that_wait(monkeypatch):
+    """FF and BP wait for the phase that wrote their input (`mapper.phase_waits`), so the
+    tile search prices their first fetch as nothing overlaps it; a WG overlaps its BP and
+    its search does not."""
+    import torch
+    from torch import nn
+
+    import mappings.planner as planner
+    from mappings.capture import capture
+    from mappings.counting import BP, WG, SkipPolicy
+
+    seen = []
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs["first_waits"])
+        return choose_tile(*args, **kwargs)
+
+    choose_tile = planner.choose_tile
+    monkeypatch.setattr(planner, "choose_tile", recording)
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 8, 3, padding=1, bias=False)
+    x = (torch.rand(2, 4, 6, 6) + 0.1).requires_grad_(True)
+    (layer,) = capture(conv, x, torch.rand(2, 8, 6, 6), loss_fn=lambda o, t: (o * t).sum())
+    hw = HardwareView(clusters=2, pes_per_cluster=2, buffer_bytes=4096, element_bytes=2)
+    for phase in (FF, BP, WG):
+        seen.clear()
+        planner.tile_phase(layer, 0, phase, hw, SkipPolicy(), pruned_grads_unused=True)
+        assert seen and set(seen) == {phase != WG}
+
+
 def test_a_heavy_tile_behind_port_bound_ones_cannot_fetch_early():
     """Four tiles that take the NoC port 4 cycles each, then one that fetches for 6. It has
     a free half of the buffer (to fetch into) only once the third tile is distributed, at
