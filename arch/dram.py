@@ -368,13 +368,13 @@ class AddressMapping:
         # the bank's own burst index (its bursts in address order are consecutive values),
         # whose fields are the column and the row. `banks`: (flat bank, bank group, the
         # fields' bits in a local burst index) of every bank.
-        self._bank_squeeze = _Squeeze([(self.local_shift[name], self.bits[name])
+        self.bank_squeeze = _Squeeze([(self.local_shift[name], self.bits[name])
                                        for name in ("bg", "ba")])
         self.banks = [(bg * timing.banks_per_group + ba, bg,
                        bg << self.local_shift["bg"] | ba << self.local_shift["ba"])
                       for bg in range(timing.bank_groups) for ba in range(timing.banks_per_group)]
         self.bank_patterns = [pattern for _, _, pattern in self.banks]
-        self.bank_row_shift = self._bank_squeeze.squeezed_shift(self.local_shift["ro"])
+        self.bank_row_shift = self.bank_squeeze.squeezed_shift(self.local_shift["ro"])
 
     @property
     def capacity_bytes(self) -> int:
@@ -405,16 +405,20 @@ class AddressMapping:
             address |= value << self.shift[name]
         return address
 
+    def _burst_range(self, address: int, nbytes: int) -> tuple[int, int]:
+        """The first and last burst index (address >> offset_bits) of bytes [address,
+        address + nbytes), which must be a non-empty range inside the address space."""
+        if nbytes <= 0 or address < 0 or address + nbytes > self.capacity_bytes:
+            raise ValueError(f"bytes [{address:#x}, {address + nbytes:#x}) are not a non-empty "
+                             f"range inside the {self.capacity_bytes:#x}-byte address space")
+        return address >> self.offset_bits, (address + nbytes - 1) >> self.offset_bits
+
     def decode_bursts(self, address: int, nbytes: int) -> dict[str, np.ndarray]:
         """Channel, flat bank (bank group * banks a group + bank), bank group and row of every
         burst touched by bytes [address, address + nbytes), as int64 arrays in address order.
         The timing does not decode each burst (`channel_ranges`, `_Squeeze.bounds`); this is
         the reference the tests hold that arithmetic to."""
-        if nbytes <= 0 or address < 0 or address + nbytes > self.capacity_bytes:
-            raise ValueError(f"bytes [{address:#x}, {address + nbytes:#x}) are not a non-empty "
-                             f"range inside the {self.capacity_bytes:#x}-byte address space")
-        first = address >> self.offset_bits
-        last = (address + nbytes - 1) >> self.offset_bits
+        first, last = self._burst_range(address, nbytes)
         bursts = np.arange(first, last + 1, dtype=np.int64)  # addresses >> offset_bits
 
         def field(name: str) -> np.ndarray:
@@ -429,11 +433,7 @@ class AddressMapping:
     def channel_ranges(self, address: int, nbytes: int) -> list[tuple[int, int, int]]:
         """The channels that bytes [address, address + nbytes) touch, in channel order, each as
         (channel, first, last): its bursts are local burst indices first..last (inclusive)."""
-        if nbytes <= 0 or address < 0 or address + nbytes > self.capacity_bytes:
-            raise ValueError(f"bytes [{address:#x}, {address + nbytes:#x}) are not a non-empty "
-                             f"range inside the {self.capacity_bytes:#x}-byte address space")
-        first = address >> self.offset_bits
-        last = (address + nbytes - 1) >> self.offset_bits
+        first, last = self._burst_range(address, nbytes)
         squeeze = self._channel_squeeze
         bounds = squeeze.bounds(first, last, self._channel_patterns)
         return [(c, squeeze(lo), squeeze(hi)) for c, (lo, hi) in enumerate(bounds) if lo <= hi]
@@ -695,7 +695,7 @@ class DramChannelModel:
         # so a new visit starts wherever that index is a multiple of 2^row_shift (as for the
         # bank group above), and there is one only if the bits from the row's up (the kept
         # ones) differ between the first and the last burst.
-        squeeze = mapping._bank_squeeze
+        squeeze = mapping.bank_squeeze
         row_shift, row_mask = mapping.bank_row_shift, t.rows - 1
         ro_shift = mapping.local_shift["ro"]
         rows_and_up = ~squeeze.mask & -(1 << ro_shift) if mapping.bits["ro"] else 0

@@ -247,13 +247,14 @@ def _tile_split(layer: LayerCapture, layer_index: int, phase: int, hw: HardwareV
     if phase == WG and len(channels) < layer.w_nz.shape[0]:
         table, totals = _untiled_gradients_written(layer, channels, hw, table, totals,
                                                    policy.pruned_weight_gradients
-                                                   and pruned_grads_unused, circulant_block)
+                                                   and pruned_grads_unused, circulant_block,
+                                                   layer_index)
     return table, totals
 
 
 def _untiled_gradients_written(layer: LayerCapture, channels: torch.Tensor, hw: HardwareView,
                                table: np.ndarray, totals: dict, kept_gradients: bool,
-                               circulant_block: int, layer_index: int = 0
+                               circulant_block: int, layer_index: int
                                ) -> tuple[np.ndarray, dict]:
     """WG's table and totals with the dW of the output channels channel compaction left
     untiled (no processed work: a dY channel all zeros, or no kept weight meeting a
@@ -266,8 +267,8 @@ def _untiled_gradients_written(layer: LayerCapture, channels: torch.Tensor, hw: 
     buffer, again and again: they take no room in the tiles' halves, nor buffer writes
     (made in the tiles, 466 KB of zeros on HPPU's ResNet-18 at batch 4, the tiles of a
     64 KiB buffer had held up to 1.19x their half). A WG with no tile at all (every dY
-    channel zero) writes its dW so from one tile of its own, `layer_index`'s, that does
-    nothing else (it had written none, and the update read none)."""
+    channel zero) writes its dW so from one tile of its own (of layer `layer_index`), that
+    does nothing else (it had written none, and the update read none)."""
     missing = torch.as_tensor(np.setdiff1d(np.arange(layer.w_nz.shape[0]), channels.numpy()))
     rest = gradient_bytes(layer, missing, hw, kept_gradients, circulant_block)
     if rest <= 0:
@@ -713,6 +714,7 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
     ps, win = max(shaped, key=lambda shape: shape[0].stream_row_elems)
     room = output_room(order, n, hw)
     tracked = tracked_weights(parts[0], phase, shaped[0][0], hw, circulant_block, cache)
+    mac_ratio = circulant_mac_ratio(parts[0], circulant_block) if circulant_block else 1.0
 
     def search(budget: int) -> list[TileShape]:
         return choose_tile(ps, win, len(channels), n_img, n_rows, length,
@@ -725,8 +727,7 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                            scanned=0.0 if maps[0][4] is None else float(count_total(maps[0][4])),
                            out_ratio=out_ratio, out_elem_bytes=room,
                            inner=n if order == INNER else 0, circulant_block=circulant_block,
-                           mac_ratio=(circulant_mac_ratio(parts[0], circulant_block)
-                                      if circulant_block else 1.0), first_waits=phase != WG)
+                           mac_ratio=mac_ratio, first_waits=phase != WG)
 
     def rows(shape: TileShape, best: tuple | None) -> tuple | None:
         limit = bound if best is None else min(best[4][0], np.inf if bound is None else bound)

@@ -1357,12 +1357,12 @@ def written_ratio(layer: LayerCapture, phase: int, hw: HardwareView,
     writes them (`_wg_out_bytes`; the search had taken them dense, 2.4x HPPU's bytes); a
     circulant layer's b-fold fewer (`gradient_bytes`)."""
     if phase == WG:
-        if not kept_gradients or not layer.w_nz.numel():
-            return 1.0 / max(circulant_block, 1)
-        k, cg = layer.w_nz.shape[:2]
-        out = _wg_out_bytes(layer, torch.arange(k), TileShape(k, 1, cg), hw)
-        return (float(out.sum()) / (layer.w_nz.numel() * hw.element_bytes)
-                / max(circulant_block, 1))
+        ratio = 1.0
+        if kept_gradients and layer.w_nz.numel():
+            k, cg = layer.w_nz.shape[:2]
+            out = _wg_out_bytes(layer, torch.arange(k), TileShape(k, 1, cg), hw)
+            ratio = float(out.sum()) / (layer.w_nz.numel() * hw.element_bytes)
+        return ratio / max(circulant_block, 1)
     dense = (layer.dy_nz if phase == FF else layer.x_nz).numel() * hw.element_bytes
     return written_bytes(layer, phase, hw) / dense if dense else 1.0
 

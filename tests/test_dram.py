@@ -860,7 +860,7 @@ def test_channel_and_bank_ranges_are_the_decoded_bursts(preset, channels, scheme
     decoded = mapping.decode_bursts(address, nbytes)
     ranges = mapping.channel_ranges(address, nbytes)
     assert [c for c, _, _ in ranges] == np.unique(decoded["ch"]).tolist()
-    squeeze = mapping._bank_squeeze
+    squeeze = mapping.bank_squeeze
     for c, lo, hi in ranges:
         mine = decoded["ch"] == c
         local = np.arange(lo, hi + 1)
