@@ -304,6 +304,8 @@ class PhaseMapper:
 
         if phase == WG and hw.fused_update and updated(self.workload, layer_id):
             hw = replace(hw, output_to_dram=False)  # its update takes dW off its stream
+        if (layer_id, phase) == self.order[0]:  # no phase before it to read weights under
+            hw = replace(hw, first_phase=True)
         if phase == WG and overlaps is not None:
             after = (self.next_tiles(layer_id) if follows is None
                      or updated(self.workload, layer_id) else follows)

@@ -55,6 +55,7 @@ from mappings.tiling import (
     misfit,
     phase_shape,
     smallest_tile,
+    stored_ratios,
     summed_phase_shape,
     tile_bytes,
     tile_part,
@@ -735,9 +736,12 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
                           pruned_grads_unused, circulant_block, built, resident, shape, cache,
                           bound=limit, chunk_macs=chunk_macs)
 
+    stored = stored_ratios(ps, hw, phase != WG and parts[0].weight_is_parameter,
+                           circulant_block)
+
     def sized(shape: TileShape) -> int:
         return tile_bytes(shape, ps, win, (n_rows, length), int(ps.channel_operand.elems[0]),
-                          hw.element_bytes, *resident, out_elem_bytes=room)
+                          hw.element_bytes, *resident, out_elem_bytes=room, stored=stored)
 
     best = searched(search, tiling_hw.buffer_bytes, rows, sized, hw, n, where)
     if best is None:
@@ -754,11 +758,13 @@ def searched(search: Callable[[int], list[TileShape]], budget: int,
     event rows, weight bytes and output bytes, given the best so far; None: sure to lose,
     not built), ranked by `plan_key`: (rows, weight bytes, output bytes, the buffer bytes its
     largest tile takes, key, shape), or None if every shape was sure to lose. The search
-    sizes a tile within `budget` at its blocks' dense bytes (`sized`), which a format can
-    exceed (a bitmap adds a bit an element, 1/16 more than dense fp16 data): a shape whose
-    tiles overflow as stored (`held_bytes`) is not kept, and the search runs again in a
-    budget smaller by the overflow and too small for that shape, until the shapes it gives
-    fit (or none does: an error that names the overflow, unless a shape was kept)."""
+    sizes a tile within `budget` at its blocks' bytes as the layer's compression estimates
+    them, no more than dense (`sized`, `tiling.tile_bytes`), which a block can exceed: one
+    denser than the layer, or a format larger than dense (a bitmap adds a bit an element,
+    1/16 more than dense fp16 data). A shape whose tiles overflow as stored (`held_bytes`)
+    is not kept, and the search runs again in a budget smaller by the overflow and too
+    small for that shape, until the shapes it gives fit (or none does: an error that names
+    the overflow, unless a shape was kept)."""
     room, best, over = budget, None, []
     while True:
         try:
@@ -771,7 +777,7 @@ def searched(search: Callable[[int], list[TileShape]], budget: int,
             held, size = min(over)
             raise StoredOverflow(
                 f"{where}: its smallest tile that fits the {budget} bytes the global buffer "
-                f"gives a tile at dense bytes ({size}) holds {held} as its formats store "
+                f"gives a tile (estimated at {size}) holds {held} as its formats store "
                 "them (a bitmap adds a bit an element); enlarge the buffer or shrink the "
                 "batch", key=BUFFER_KEY) from err
         over = []
@@ -864,9 +870,11 @@ def _tile_across(layer: LayerCapture, slices: list[LayerCapture], maps: list[tup
         return _across_rows(slices, maps, shaped, channels, layer_index, phase, hw, policy,
                             pruned_grads_unused, resident, shape, cache, room)
 
+    stored = stored_ratios(ps, hw, phase != WG and layer.weight_is_parameter)
+
     def sized(shape: TileShape) -> int:
         return tile_bytes(shape, ps, win, (n_rows, length), int(ps.channel_operand.elems[0]),
-                          hw.element_bytes, *resident, out_elem_bytes=room)
+                          hw.element_bytes, *resident, out_elem_bytes=room, stored=stored)
 
     best = searched(search, hw.buffer_bytes, rows, sized, hw, len(slices), where)
     assert best is not None  # every shape is built: one is kept, or the search raises

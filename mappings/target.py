@@ -91,6 +91,9 @@ class HardwareView:
     output_to_dram: bool = True
     # ... and for a WG, the tiles it overlaps, by which its plans are ranked (None: alone)
     overlap: Overlap | None = None
+    # ... and True for the iteration's first phase: no phase runs before it, under which
+    # its first tile's weights could be read ahead
+    first_phase: bool = False
     mac_pj: float = 0.0
     dram_pj_per_byte: float = 0.0        # streaming read
     dram_write_pj_per_byte: float | None = None  # streaming write (None: a read's)

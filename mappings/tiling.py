@@ -39,6 +39,7 @@ Every count is computed for all tiles at once with tensor reshapes; no loop over
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -703,11 +704,16 @@ def clusters_holding(channels_in_block: np.ndarray, ka: int, hw: HardwareView) -
 
 def tile_bytes(shape: TileShape, ps: PhaseShape, win: _Window, out_rows_len: tuple[int, int],
                a_elems: int, eb: int, stream_resident: bool = False,
-               channel_resident: bool = False, out_elem_bytes: int = 0) -> int:
+               channel_resident: bool = False, out_elem_bytes: int = 0,
+               stored: tuple[float, float] = (1.0, 1.0)) -> int:
     """The buffer bytes of a tile's channel block, stream block and outputs; a resident
     operand (inter-layer reuse) is already in the buffer, outside the tile. An output takes
     `eb` bytes, or `out_elem_bytes` where partial sums pass through the buffer with the
-    tile (`mappings.planner.output_room`)."""
+    tile (`mappings.planner.output_room`). `stored`: the channel and the stream operand's
+    bytes as stored over dense (`stored_ratios`), each taken at most 1: a compressed block
+    takes less room than dense (a sparse design's tiles grow as its operands thin); one
+    stored larger than dense (a bitmap of dense data), or denser than the layer, is found
+    on the tile's own rows (`held_bytes`, `planner.searched`)."""
     n_rows, length = out_rows_len
     rows = min(shape.rows, n_rows)
     in_rows = win.rows_in
@@ -716,14 +722,16 @@ def tile_bytes(shape: TileShape, ps: PhaseShape, win: _Window, out_rows_len: tup
     stream = 0 if stream_resident else shape.images * in_rows * ps.stream_row_elems
     out = shape.ka * shape.images * rows * length
     chan = 0 if channel_resident else shape.ka * a_elems
-    return (chan + stream) * eb + out * (out_elem_bytes or eb)
+    operands = chan * eb * min(1.0, stored[0]) + stream * eb * min(1.0, stored[1])
+    return math.ceil(operands) + out * (out_elem_bytes or eb)
 
 
 def fits(shape: TileShape, ps: PhaseShape, win: _Window, out_rows_len: tuple[int, int],
          a_elems: int, eb: int, budget: int, stream_resident: bool = False,
-         channel_resident: bool = False, out_elem_bytes: int = 0) -> bool:
+         channel_resident: bool = False, out_elem_bytes: int = 0,
+         stored: tuple[float, float] = (1.0, 1.0)) -> bool:
     return tile_bytes(shape, ps, win, out_rows_len, a_elems, eb, stream_resident,
-                      channel_resident, out_elem_bytes) <= budget
+                      channel_resident, out_elem_bytes, stored) <= budget
 
 
 # The shapes the search hands the planner, by estimate of time: the closed form of the
@@ -802,11 +810,14 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     BP's, `mapper.phase_waits`), so its fetch of what was written overlaps nothing: one
     block of each such operand (the weights are read ahead, under the phase before),
     whichever loop holds it, where the equal tiles' estimate shares a block held across
-    the inner loop over the tiles of its sweep. `circulant_block` b > 0: the weights are
-    b x b circulant blocks run by FFT, as `tile_part` counts them: each block stored as its
-    first row (b-fold fewer bytes), the MACs `mac_ratio` times those of `processed`
-    (`circulant_mac_ratio`; the search had taken both as captured, CirCNN's weights b-fold
-    heavier than they are).
+    the inner loop over the tiles of its sweep; the iteration's first phase
+    (`hw.first_phase`) has no phase before it to read its weights under, so their block
+    counts too (with tiles sized as stored, LeNet-300's first layer on procrustes.yaml
+    had taken all its weights in one block, fetched before anything could run).
+    `circulant_block` b > 0: the weights are b x b circulant blocks run by FFT, as
+    `tile_part` counts them: each block stored as its first row (b-fold fewer bytes), the
+    MACs `mac_ratio` times those of `processed` (`circulant_mac_ratio`; the search had
+    taken both as captured, CirCNN's weights b-fold heavier than they are).
     """
     a_elems = int(ps.channel_operand.elems[0]) if len(ps.channel_operand.elems) else 0
     eb = hw.element_bytes
@@ -817,9 +828,7 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     ka_options = sorted({min(a, hw.clusters * 2**i) for i in range(16)} | {a})
     blocks = [(m, n_rows) for m in sorted(set(halvings(n_img)), reverse=True)]
     blocks += [(1, r) for r in sorted(set(halvings(n_rows)), reverse=True) if r < n_rows]
-    channel_ratio, stream_ratio = _compression(ps, hw, weights)
-    if circulant_block and weights:  # each b x b block stored as its first row, dense
-        channel_ratio = 1 / circulant_block
+    channel_ratio, stream_ratio = stored_ratios(ps, hw, weights, circulant_block)
     channel_bytes = a * a_elems * eb * channel_ratio
     channel_dram = 0 if channel_resident else channel_bytes
     generated = 0.0  # values the weight generator makes for one read of the channel operand
@@ -866,7 +875,8 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
         for ka in ka_options:
             shape = TileShape(ka, images, rows)
             if not fits(shape, ps, win, (n_rows, length), a_elems, eb, hw.buffer_bytes,
-                        stream_resident, channel_resident, out_elem_bytes):
+                        stream_resident, channel_resident, out_elem_bytes,
+                        (channel_ratio, stream_ratio)):
                 continue
             na, channel_block, channel_active = per_ka[ka]
             busiest_time = {}  # the PEs' time as the shape deals the MACs, when it matters
@@ -921,7 +931,8 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                 # runs before it ends
                 first_fetch = 0.0
                 if first_waits:
-                    first_fetch = ((stream_dram / nb + (0 if weights else channel_dram / na))
+                    ahead = weights and not hw.first_phase
+                    first_fetch = ((stream_dram / nb + (0 if ahead else channel_dram / na))
                                    / hw.dram_bytes_per_cycle + hw.dram_latency_cycles)
                 port_time = (multicast + unicast) / hw.noc_port_bytes_per_cycle
                 # DRAM's bytes are written into the buffer, the sent ones read from it; the
@@ -982,8 +993,9 @@ def smallest_tile(ps: PhaseShape, win: _Window, a: int, n_rows: int, length: int
                   hw: HardwareView, channel_resident: bool = False, out_elem_bytes: int = 0
                   ) -> tuple[TileShape, int]:
     """The smallest tile the search considers, one row of one image over as many channels
-    as there are clusters (or channels), and the buffer bytes it takes (`tile_bytes`). Like
-    every tile's size it depends on the layer's geometry alone, not on its sparsity."""
+    as there are clusters (or channels), and the buffer bytes it takes (`tile_bytes`) at
+    dense bytes: the layer's geometry alone, what the check before the capture knows (its
+    operands as stored take no more, `tile_bytes`, but for a format larger than dense)."""
     shape = TileShape(max(1, min(a, hw.clusters)), 1, 1)
     a_elems = int(ps.channel_operand.elems[0]) if len(ps.channel_operand.elems) else 0
     return shape, tile_bytes(shape, ps, win, (n_rows, length), a_elems, hw.element_bytes,
@@ -1029,6 +1041,18 @@ def _pipelined(stages: tuple[float, float, float, float], compute: float,
     `first_fetch` cycles (`choose_tile`'s `first_waits`)."""
     dram, port, fill, back = stages
     return equal_tiles_cycles([dram, port, fill + compute, back], tiles, first_fetch)
+
+
+def stored_ratios(ps: PhaseShape, hw: HardwareView, weights: bool, circulant_block: int = 0
+                  ) -> tuple[float, float]:
+    """Bytes as stored over dense of the channel and the stream operand, whole layer
+    (`_compression`): what the tile search estimates each block's bytes by, from DRAM, sent
+    and in the buffer (`tile_bytes`). Circulant weights (`circulant_block` b > 0) are
+    stored as each b x b block's first row, dense."""
+    channel_ratio, stream_ratio = _compression(ps, hw, weights)
+    if circulant_block and weights:
+        channel_ratio = 1 / circulant_block
+    return channel_ratio, stream_ratio
 
 
 def _compression(ps: PhaseShape, hw: HardwareView, weights: bool) -> tuple[float, float]:

@@ -170,18 +170,39 @@ def test_circulant_tiles_scale_macs_and_store_one_row_a_block(phase):
 
 def test_the_tile_search_prices_circulant_weights_as_stored():
     """A 256 x 256 linear layer of 16 x 16 circulant blocks, batch 64, on a 16 KiB tile
-    budget: its weights take 8,192 bytes (one row a block), its input 32,768. The plan reads
-    the light weights again for each of its 8 input blocks and the input once: 65,536 +
-    32,768 bytes from DRAM. The search had taken the weights at their captured 131,072
-    bytes, so it read them once and the input 16 times: 532,480 bytes."""
+    budget: its weights take 8,192 bytes (one row a block), its input 32,768. The search
+    sizes and prices the weights as stored: they are read once, in two blocks held while
+    the input streams past each (8,192 + 2 x 32,768 bytes: 16 tiles that overlap better than
+    8 holding all the weights). Sized at their captured 131,072 bytes, they were read again
+    for each of 8 input blocks (65,536 + 32,768 bytes); priced so as well, they were read
+    once and the input 16 times (532,480 bytes)."""
     torch.manual_seed(0)
     layer = linear_layer(256, 256, n=64, weight=block_circulant(torch.randn(256, 256) + 3, 16))
     hw = HardwareView(clusters=8, pes_per_cluster=1, buffer_bytes=16 * 1024, element_bytes=2,
                       dram_bytes_per_cycle=8, circulant_fft=True)
     table, totals = tile_phase(layer, 0, FF, hw, SkipPolicy(), pruned_grads_unused=True,
                                circulant_block=16)
-    assert totals["weight_dram_bytes"] == 8 * 8_192
-    assert int(table["dram_read_bytes"].sum()) == 8 * 8_192 + 32_768
+    assert totals["weight_dram_bytes"] == 8_192
+    assert int(table["dram_read_bytes"].sum()) == 8_192 + 2 * 32_768 and len(table) == 16
+
+
+def test_compressed_weights_get_a_tile_only_their_stored_bytes_fit():
+    """A 256 x 256 linear layer with 90% of its weights zero, stored in CSR (27,180 bytes;
+    131,072 dense), batch 64, 512 PEs, on a 64 KiB tile budget: the search sizes a tile at
+    its operands' bytes as stored, so the weights fit whole beside half the input and the
+    plan reads each operand once (27,180 + 32,768 bytes, 2 tiles), as with a budget that
+    holds everything. Sized at dense bytes, the weights were cut into blocks: 8 tiles in 2
+    reduction chunks that read them twice (89,200 bytes)."""
+    torch.manual_seed(0)
+    weight = torch.randn(256, 256)
+    weight[torch.rand(256, 256) < 0.9] = 0
+    layer = linear_layer(256, 256, n=64, weight=weight)
+    hw = HardwareView(clusters=8, pes_per_cluster=64, buffer_bytes=64 * 1024, element_bytes=2,
+                      dram_bytes_per_cycle=1, weight_format="csr")
+    table, totals = tile_phase(layer, 0, FF, hw, SkipPolicy(), pruned_grads_unused=True)
+    assert totals["weight_dram_bytes"] == 27_180
+    assert int(table["dram_read_bytes"].sum()) == 27_180 + 32_768 and len(table) == 2
+    assert int(table["held_bytes"].max()) == 59_948 <= hw.buffer_bytes
 
 
 def test_inference_maps_the_forward_pass_only_and_circulant_needs_the_pruning():

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from arch.accelerator import Accelerator
 from desim.events import empty_table
 from desim.experiment import load_arch
+from desim.module import Simulator
 from mappings.counting import FF
 from mappings.pipeline import (
     Overlap,
@@ -95,6 +96,70 @@ def test_the_search_takes_the_first_fetch_of_the_phases_that_wait(monkeypatch):
         seen.clear()
         planner.tile_phase(layer, 0, phase, hw, SkipPolicy(), pruned_grads_unused=True)
         assert seen and set(seen) == {phase != WG}
+
+
+def test_the_first_phase_of_the_iteration_fetches_its_weights_before_anything_runs():
+    """A phase with none before it cannot read its first tile's weights ahead, so the tile
+    search counts them in its first fetch (`hw.first_phase`, which the mapper sets on the
+    first phase it maps alone). LeNet-300-100's first layer (784 -> 300, batch 32, 10% of
+    its weights kept) on trainer.yaml: taken as read ahead, the search held all the
+    weights (their CSR fits a tile whole) in 8 tiles of 4 images, 6,960 cycles replayed,
+    the first tile's whole weight fetch overlapping nothing; counted, it keeps blocks of 32
+    channels over the whole batch: 10 tiles, 6,210."""
+    from dataclasses import replace
+
+    import torch
+
+    from mappings.counting import SkipPolicy
+    from mappings.planner import tile_phase
+    from tests.test_designs_structured import linear_layer
+    from tests.views import ARCH, arch_view
+
+    torch.manual_seed(0)
+    weight = torch.randn(300, 784)
+    weight[torch.rand(300, 784) > 0.1] = 0
+    layer = linear_layer(300, 784, n=32, weight=weight)
+    hw = arch_view("trainer.yaml")
+
+    def replayed(table: np.ndarray) -> float:
+        sim = Simulator()
+        acc = Accelerator(sim, load_arch(ARCH / "trainer.yaml"))
+        acc.replay([table])
+        sim.run()
+        return acc.env.now / acc.clock.period_ps
+
+    plans = {first: tile_phase(layer, 0, FF, replace(hw, first_phase=first),
+                               SkipPolicy(True, True, True, True), pruned_grads_unused=True)
+             for first in (False, True)}
+    ahead, first = plans[False], plans[True]
+    assert ahead[1]["mapping"] == "300 ch x 4 images, weight stationary, whole reduction"
+    assert first[1]["mapping"] == "32 ch x 32 images, weight stationary, whole reduction"
+    assert (len(ahead[0]), len(first[0])) == (8, 10)
+    assert replayed(ahead[0]) == pytest.approx(6_959.9, abs=0.1)
+    assert replayed(first[0]) == pytest.approx(6_209.7, abs=0.1)
+
+
+def test_the_mapper_marks_the_first_phase_of_the_iteration_only(monkeypatch):
+    """`hw.first_phase` reaches the tile search of the iteration's first phase (LeNet-5's
+    first conv's FF) and of no other."""
+    import mappings.mapper as mapper
+    from mappings.pruning import PruningSpec
+    from mappings.workload import WorkloadSpec, capture_workload
+    from tests.views import arch_view
+
+    marked = []
+
+    def recording(layer, layer_index, phase, hw, *args, **kwargs):
+        marked.append(((layer_index, phase), hw.first_phase))
+        return tile_phase(layer, layer_index, phase, hw, *args, **kwargs)
+
+    tile_phase = mapper.tile_phase
+    monkeypatch.setattr(mapper, "tile_phase", recording)
+    workload = capture_workload(WorkloadSpec(model="lenet5", batch=2, data="random"),
+                                PruningSpec(method="dense"))
+    mapper.map_workload(workload, arch_view("dense.yaml"))
+    assert {key for key, first in marked if first} == {(0, FF)}
+    assert len(marked) > 10
 
 
 def test_a_heavy_tile_behind_port_bound_ones_cannot_fetch_early():
