@@ -156,7 +156,11 @@ class PhaseMapper:
         self._sum_rest: dict[str, int] = {}  # ... the bytes of the sum its BP did not write
         self._dw_bytes: dict[int, int] = {}  # each layer's dW as its WG wrote it
         self._unpacked: dict[int, LayerCapture] = {}  # the last two layers unpacked
-        self._counted: dict[tuple[int, int], dict] = {}  # ... and phases counted
+        # ... and the last four phases counted: between a BP's first mapping (made ahead,
+        # `next_tiles`) and inter-layer reuse's re-map of it, three others are counted (the
+        # WG of the layer after it, the next BP's first mapping, its own WG); with two kept,
+        # each such BP was counted twice (~0.25 s of ResNet-18's ImageNet run at batch 8)
+        self._counted: dict[tuple[int, int], dict] = {}
         self.hw = hw  # the view every phase is first mapped on (`first`)
         self.order = training_order(workload)  # the phases in the order they run
         self._ahead: dict[tuple[int, int], PhaseWork | None] = {}  # mapped before their turn
@@ -316,7 +320,7 @@ class PhaseMapper:
                 pruned_grads_unused=self.workload.pruned_grads_unused,
                 circulant_block=circulant,
                 input_resident=input_resident,
-                counted=(_recent(self._counted, (layer_id, phase), dict)
+                counted=(_recent(self._counted, (layer_id, phase), dict, size=4)
                          if hw.inter_layer_reuse else None))  # only reuse re-maps
         if phase == WG:
             self._dw_bytes[layer_id] = totals["output_bytes"]
@@ -336,10 +340,10 @@ class PhaseMapper:
                 and layer.weight_is_parameter)
 
 
-def _recent(cache: dict, key: object, make: Callable[[], object]) -> object:
-    """cache[key], made if missing; the cache keeps the two entries made last."""
+def _recent(cache: dict, key: object, make: Callable[[], object], size: int = 2) -> object:
+    """cache[key], made if missing; the cache keeps the `size` entries made last."""
     if key not in cache:
-        if len(cache) == 2:
+        if len(cache) == size:
             del cache[next(iter(cache))]
         cache[key] = make()
     return cache[key]
