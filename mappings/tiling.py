@@ -832,6 +832,13 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     blocks = [(m, n_rows) for m in sorted(set(halvings(n_img)), reverse=True)]
     blocks += [(1, r) for r in sorted(set(halvings(n_rows)), reverse=True) if r < n_rows]
     channel_ratio, stream_ratio = stored_ratios(ps, hw, weights, circulant_block)
+    # Tiles are sized as stored, but the design must hold its smallest tile at dense bytes,
+    # all the check before the capture can know (`planner.geometry_misfit`): else a sparse
+    # layer would map where the check refuses the design, and a denser one would not
+    smallest = TileShape(max(1, min(a, hw.clusters)), 1, 1)
+    if not fits(smallest, ps, win, (n_rows, length), a_elems, eb, hw.buffer_bytes,
+                stream_resident, channel_resident, out_elem_bytes):
+        raise misfit(ps, win, a, n_rows, length, hw, where, out_elem_bytes)
     channel_bytes = a * a_elems * eb * channel_ratio
     channel_dram = 0 if channel_resident else channel_bytes
     generated = 0.0  # values the weight generator makes for one read of the channel operand

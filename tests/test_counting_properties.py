@@ -201,8 +201,8 @@ def test_a_reduction_s_busiest_pe_is_that_of_dealing_each_slice_in_a_loop(layer)
     PE is the largest, over the slices, of each PE's effectual MACs when PE p of the
     slice's cluster takes the outputs p, p + P, ... of every channel (in groups of as many
     PEs as the tile has positions where it has fewer than P, channel j to group j mod
-    groups: `tiling._pe_groups`), the MACs counted by looping over every index tuple of
-    the slice."""
+    groups: `tiling._pe_groups`; j counts the output channels channel compaction keeps,
+    those with work), the MACs counted by looping over every index tuple of the slice."""
     from unittest import mock
 
     from mappings import planner
@@ -216,18 +216,29 @@ def test_a_reduction_s_busiest_pe_is_that_of_dealing_each_slice_in_a_loop(layer)
     count = min(hw.clusters, len(active))
     cuts = [i * len(active) // count for i in range(count + 1)]
     used = min(hw.pes_per_cluster, n * p * p)  # a group's PEs
-    groups = min(hw.pes_per_cluster // used, k)
+
+    def pairs(ki: int, ci: int, ni: int, pi: int, qi: int) -> int:
+        """The effectual pairs of output (ki, ni, pi, qi) over input channel ci."""
+        total = 0
+        for ri, si in itertools.product(range(r), range(r)):
+            hi = pi * layer.stride - layer.padding + ri
+            wi = qi * layer.stride - layer.padding + si
+            total += bool(0 <= hi < h and 0 <= wi < h and x[ni, ci, hi, wi]
+                          and w[ki, ci, ri, si])
+        return total
+
+    outputs = list(itertools.product(range(n), range(p), range(p)))
+    # the output channels channel compaction keeps (those with work), dealt in turn
+    kept = [ki for ki in range(k)
+            if any(pairs(ki, ci, *o) for ci in active for o in outputs)]
+    groups = min(hw.pes_per_cluster // used, max(1, len(kept)))
     busiest = 0
     for c0, c1 in zip(cuts, cuts[1:], strict=False):
         work = [0] * hw.pes_per_cluster
-        for ki in range(k):
-            for pos, (ni, pi, qi) in enumerate(itertools.product(range(n), range(p), range(p))):
-                for ci, ri, si in itertools.product(active[c0:c1], range(r), range(r)):
-                    hi = pi * layer.stride - layer.padding + ri
-                    wi = qi * layer.stride - layer.padding + si
-                    if (0 <= hi < h and 0 <= wi < h and x[ni, ci, hi, wi]
-                            and w[ki, ci, ri, si]):
-                        work[ki % groups * used + pos % used] += 1
+        for j, ki in enumerate(kept):
+            for pos, o in enumerate(outputs):
+                work[j % groups * used + pos % used] += sum(pairs(ki, ci, *o)
+                                                            for ci in active[c0:c1])
         busiest = max(busiest, max(work))
     shape = TileShape(k, n, p, False, "reduction")
     with mock.patch.object(planner, "choose_tile", lambda *a, **kw: [shape]):

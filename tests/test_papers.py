@@ -330,7 +330,7 @@ def test_trainer_sparsity_sweep_ends_at_the_peak_claims_runs():
         assert run["energy_j"] == peak[name]["energy_j"], key
         assert run["cycles"] == peak[name]["cycles"], key
     ratio = on_chip_tflops_per_w(peak["trainer"]) / on_chip_tflops_per_w(peak["trainer_dense"])
-    assert 17 < ratio < 18.5   # the claim's 17.7 (docs/PAPERS.md), far from the chip's 80.9
+    assert 22 < ratio < 23   # the claim's 22.5 (docs/PAPERS.md), far from the chip's 80.9
 
 
 @pytest.mark.filterwarnings("ignore:.*its sweep. section is not run here")
