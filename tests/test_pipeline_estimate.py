@@ -101,7 +101,7 @@ def test_the_search_takes_the_first_fetch_of_the_phases_that_wait(monkeypatch):
 def test_the_first_phase_of_the_iteration_fetches_its_weights_before_anything_runs():
     """A phase with none before it cannot read its first tile's weights ahead, so the tile
     search counts them in its first fetch (`hw.first_phase`, which the mapper sets on the
-    first phase it maps alone). LeNet-300-100's first layer (784 -> 300, batch 32, 10% of
+    iteration's first phase). LeNet-300-100's first layer (784 -> 300, batch 32, 10% of
     its weights kept) on trainer.yaml: taken as read ahead, the search held all the
     weights (their CSR fits a tile whole) in 8 tiles of 4 images, 6,960 cycles replayed,
     the first tile's whole weight fetch overlapping nothing; counted, it keeps blocks of 32
