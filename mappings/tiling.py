@@ -834,11 +834,12 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     channel_ratio, stream_ratio = stored_ratios(ps, hw, weights, circulant_block)
     # Tiles are sized as stored, but the design must hold its smallest tile at dense bytes,
     # all the check before the capture can know (`planner.geometry_misfit`): else a sparse
-    # layer would map where the check refuses the design, and a denser one would not
-    smallest = TileShape(max(1, min(a, hw.clusters)), 1, 1)
-    if not fits(smallest, ps, win, (n_rows, length), a_elems, eb, hw.buffer_bytes,
-                stream_resident, channel_resident, out_elem_bytes):
+    # layer would map where the check refuses the design, and a denser one would not. (That
+    # tile, no larger as stored, is then among the candidates: the search always has one.)
+    if smallest_tile(ps, win, a, n_rows, length, hw, channel_resident, out_elem_bytes,
+                     stream_resident)[1] > hw.buffer_bytes:
         raise misfit(ps, win, a, n_rows, length, hw, where, out_elem_bytes)
+    weights_ahead = weights and not hw.first_phase  # read under the phase before (below)
     channel_bytes = a * a_elems * eb * channel_ratio
     channel_dram = 0 if channel_resident else channel_bytes
     generated = 0.0  # values the weight generator makes for one read of the channel operand
@@ -941,8 +942,7 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                 # runs before it ends
                 first_fetch = 0.0
                 if first_waits:
-                    ahead = weights and not hw.first_phase
-                    first_fetch = ((stream_dram / nb + (0 if ahead else channel_dram / na))
+                    first_fetch = ((stream_dram / nb + (0 if weights_ahead else channel_dram / na))
                                    / hw.dram_bytes_per_cycle + hw.dram_latency_cycles)
                 port_time = (multicast + unicast) / hw.noc_port_bytes_per_cycle
                 # DRAM's bytes are written into the buffer, the sent ones read from it; the
@@ -994,14 +994,12 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                     kept = best.setdefault(estimate, [])
                     if len(kept) < KEPT[estimate] or key < kept[-1][0]:
                         kept[:] = sorted([*kept, (key, shape)], key=lambda k: k[0])[:KEPT[estimate]]
-    if best:
-        return list(dict.fromkeys(s for e in ("pipelined", "bottleneck") for _, s in best[e]))
-    raise misfit(ps, win, a, n_rows, length, hw, where, out_elem_bytes)
+    return list(dict.fromkeys(s for e in ("pipelined", "bottleneck") for _, s in best[e]))
 
 
 def smallest_tile(ps: PhaseShape, win: _Window, a: int, n_rows: int, length: int,
-                  hw: HardwareView, channel_resident: bool = False, out_elem_bytes: int = 0
-                  ) -> tuple[TileShape, int]:
+                  hw: HardwareView, channel_resident: bool = False, out_elem_bytes: int = 0,
+                  stream_resident: bool = False) -> tuple[TileShape, int]:
     """The smallest tile the search considers, one row of one image over as many channels
     as there are clusters (or channels), and the buffer bytes it takes (`tile_bytes`) at
     dense bytes: the layer's geometry alone, what the check before the capture knows (its
@@ -1009,7 +1007,7 @@ def smallest_tile(ps: PhaseShape, win: _Window, a: int, n_rows: int, length: int
     shape = TileShape(max(1, min(a, hw.clusters)), 1, 1)
     a_elems = int(ps.channel_operand.elems[0]) if len(ps.channel_operand.elems) else 0
     return shape, tile_bytes(shape, ps, win, (n_rows, length), a_elems, hw.element_bytes,
-                             channel_resident=channel_resident, out_elem_bytes=out_elem_bytes)
+                             stream_resident, channel_resident, out_elem_bytes)
 
 
 def misfit(ps: PhaseShape, win: _Window, a: int, n_rows: int, length: int, hw: HardwareView,
