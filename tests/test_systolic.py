@@ -26,7 +26,7 @@ from desim.experiment import load_experiment
 from desim.runner import run
 from mappings.counting import BP, FF, WG
 from mappings.pruning import PruningSpec
-from mappings.scalesim import gemm_view, read_topology
+from mappings.scalesim import gemm_view, read_topology, read_topology_rows
 from mappings.workload import WorkloadSpec, capture_workload
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,6 +89,15 @@ def test_reader_shapes_and_strided_ceil(tmp_path: Path) -> None:
     topo.write_text(TINY.splitlines()[0] + "\ne, 10, 10, 3, 3, 1, 1, 2,\n")
     e = read_topology(topo)[0]
     assert tuple(e.dy_nz.shape)[2:] == (5, 5) and tuple(e.x_nz.shape)[2:] == (11, 11)
+
+
+def test_a_row_without_its_trailing_comma_reads_the_same(tmp_path: Path) -> None:
+    """SCALE-Sim's rows end with a comma; a hand-written row often does not. Both are the
+    same eight fields (the last one, the stride, not lost or merged)."""
+    topo = tmp_path / "t.csv"
+    topo.write_text(TINY.splitlines()[0] + "\nd, 9, 9, 3, 3, 5, 7, 2\ne, 10, 10, 3, 3, 1, 1, 2,\n")
+    assert read_topology_rows(topo) == [("d", 9, 9, 3, 3, 5, 7, 2), ("e", 10, 10, 3, 3, 1, 1, 2)]
+    assert read_topology(topo)[0].stride == 2
 
 
 def test_reader_errors(tmp_path: Path) -> None:
