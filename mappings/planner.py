@@ -718,10 +718,12 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
     tracked = tracked_weights(parts[0], phase, shaped[0][0], hw, circulant_block, cache)
     mac_ratio = circulant_mac_ratio(parts[0], circulant_block) if circulant_block else 1.0
     weights = phase != WG and parts[0].weight_is_parameter  # the channel operand is W
+    stored = stored_ratios(ps, hw, weights, circulant_block)  # the search's and the sizing's
 
     def search(budget: int) -> list[TileShape]:
         return choose_tile(ps, win, len(channels), n_img, n_rows, length,
                            replace(tiling_hw, buffer_bytes=budget), where, weights=weights,
+                           stored=stored,
                            stream_resident=resident[0], channel_resident=resident[1],
                            processed=maps[0][2],  # the first chunk's, as the others
                            psums_sent=psums_sent, psums_dram=psums_dram, cache=cache,
@@ -736,8 +738,6 @@ def _tile_plan(parts: list[LayerCapture], maps: list[tuple], shaped: list[tuple]
         return _plan_rows(parts, maps, shaped, channels, order, layer_index, phase, hw, policy,
                           pruned_grads_unused, circulant_block, built, resident, shape, cache,
                           bound=limit, chunk_macs=chunk_macs)
-
-    stored = stored_ratios(ps, hw, weights, circulant_block)
 
     def sized(shape: TileShape) -> int:
         return tile_bytes(shape, ps, win, (n_rows, length), int(ps.channel_operand.elems[0]),
@@ -856,10 +856,12 @@ def _tile_across(layer: LayerCapture, slices: list[LayerCapture], maps: list[tup
     scanned = sum(0.0 if m[4] is None else float(m[4].sum()) for m in maps)
     room = output_room(ACROSS, len(slices), hw)
     weights = phase != WG and layer.weight_is_parameter  # the channel operand is W
+    stored = stored_ratios(ps, hw, weights)  # the search's and the sizing's
 
     def search(budget: int) -> list[TileShape]:
         return choose_tile(ps, win, len(channels), n_img, n_rows, length,
                            replace(hw, buffer_bytes=budget), where, weights=weights,
+                           stored=stored,
                            stream_resident=resident[0], channel_resident=resident[1],
                            processed=_sum_maps(maps)[2], cache=cache,
                            tracked=tracked_weights(layer, phase, ps, hw, 0, cache),
@@ -869,8 +871,6 @@ def _tile_across(layer: LayerCapture, slices: list[LayerCapture], maps: list[tup
     def rows(shape: TileShape, _best: tuple | None) -> tuple:
         return _across_rows(slices, maps, shaped, channels, layer_index, phase, hw, policy,
                             pruned_grads_unused, resident, shape, cache, room)
-
-    stored = stored_ratios(ps, hw, weights)
 
     def sized(shape: TileShape) -> int:
         return tile_bytes(shape, ps, win, (n_rows, length), int(ps.channel_operand.elems[0]),

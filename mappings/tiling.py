@@ -752,8 +752,8 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                 psums_dram: float = 0.0, cache: dict | None = None,
                 tracked: Operand | None = None, scanned: float = 0.0, slices: int = 0,
                 out_ratio: float = 1.0, out_elem_bytes: int = 0, inner: int = 0,
-                circulant_block: int = 0, mac_ratio: float = 1.0, first_waits: bool = False
-                ) -> list[TileShape]:
+                circulant_block: int = 0, mac_ratio: float = 1.0, first_waits: bool = False,
+                stored: tuple[float, float] | None = None) -> list[TileShape]:
     """The tile shapes and loop orders that minimise `hw.objective` (a small mapper search)
     under two estimates of time, the pipeline's (its best two, `KEPT`) and the
     bottleneck's (up to three shapes; fewer when they agree); the planner builds each and
@@ -831,7 +831,8 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     ka_options = sorted({min(a, hw.clusters * 2**i) for i in range(16)} | {a})
     blocks = [(m, n_rows) for m in sorted(set(halvings(n_img)), reverse=True)]
     blocks += [(1, r) for r in sorted(set(halvings(n_rows)), reverse=True) if r < n_rows]
-    channel_ratio, stream_ratio = stored_ratios(ps, hw, weights, circulant_block)
+    # `stored`: `stored_ratios`, given by a caller that searches in several budgets
+    channel_ratio, stream_ratio = stored or stored_ratios(ps, hw, weights, circulant_block)
     # Tiles are sized as stored, but the design must hold its smallest tile at dense bytes,
     # all the check before the capture can know (`planner.geometry_misfit`): else a sparse
     # layer would map where the check refuses the design, and a denser one would not. (That
