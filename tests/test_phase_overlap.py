@@ -68,9 +68,10 @@ def _tile(layer: int, phase: int, *, macs: int = 0, read: int = 0) -> np.ndarray
     return table
 
 
-def _replay(tables: list[np.ndarray], waits: list[int] | None = None) -> Accelerator:
+def _replay(tables: list[np.ndarray], waits: list[int] | None = None,
+            arch: Path = DENSE) -> Accelerator:
     sim = Simulator()
-    acc = Accelerator(sim, load_arch(DENSE))
+    acc = Accelerator(sim, load_arch(arch))
     acc.replay(tables, waits)
     sim.run()
     return acc

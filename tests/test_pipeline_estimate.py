@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from arch.accelerator import Accelerator
 from desim.events import empty_table
 from desim.experiment import load_arch
-from desim.module import Simulator
 from mappings.counting import FF
 from mappings.pipeline import (
     Overlap,
@@ -121,13 +120,6 @@ def test_the_first_phase_of_the_iteration_fetches_its_weights_before_anything_ru
     layer = linear_layer(300, 784, n=32, weight=weight)
     hw = arch_view("trainer.yaml")
 
-    def replayed(table: np.ndarray) -> float:
-        sim = Simulator()
-        acc = Accelerator(sim, load_arch(ARCH / "trainer.yaml"))
-        acc.replay([table])
-        sim.run()
-        return acc.env.now / acc.clock.period_ps
-
     plans = {first: tile_phase(layer, 0, FF, replace(hw, first_phase=first),
                                SkipPolicy(True, True, True, True), pruned_grads_unused=True)
              for first in (False, True)}
@@ -135,8 +127,8 @@ def test_the_first_phase_of_the_iteration_fetches_its_weights_before_anything_ru
     assert ahead[1]["mapping"] == "300 ch x 4 images, weight stationary, whole reduction"
     assert first[1]["mapping"] == "32 ch x 32 images, weight stationary, whole reduction"
     assert (len(ahead[0]), len(first[0])) == (8, 10)
-    assert replayed(ahead[0]) == pytest.approx(6_959.9, abs=0.1)
-    assert replayed(first[0]) == pytest.approx(6_209.7, abs=0.1)
+    assert _replayed(ahead[0], ARCH / "trainer.yaml") == pytest.approx(6_959.9, abs=0.1)
+    assert _replayed(first[0], ARCH / "trainer.yaml") == pytest.approx(6_209.7, abs=0.1)
 
 
 def test_the_mapper_marks_the_first_phase_of_the_iteration_only(monkeypatch):
@@ -228,6 +220,12 @@ def _run_ps(table: np.ndarray) -> int:
     return int(_replay([table]).env.now)
 
 
+def _replayed(table: np.ndarray, arch: Path = DENSE) -> float:
+    """The run's time of one layer-phase's tiles, in the design's core cycles."""
+    acc = _replay([table], arch=arch)
+    return acc.env.now / acc.clock.period_ps
+
+
 def test_a_tile_without_results_holds_no_result_half():
     """A reduction in chunks innermost: a tile's sums stay in the PEs until its last chunk.
     Four such pairs (no results; then 64,000 B gathered over the port's 32 B/cycle link,
@@ -267,10 +265,6 @@ def test_the_plan_estimate_follows_the_replay_of_a_heavy_tile_behind_light_ones(
     from desim.module import Simulator
     from mappings.pipeline import estimated_cycles
 
-    def replayed(table: np.ndarray) -> float:
-        acc = _replay([table])
-        return acc.env.now / acc.clock.period_ps
-
     table = empty_table(5)
     table["multicast_bytes"][:4] = table["glb_read_bytes"][:4] = 2_048
     table["dram_read_bytes"][4] = table["glb_write_bytes"][4] = 8_192
@@ -278,13 +272,13 @@ def test_the_plan_estimate_follows_the_replay_of_a_heavy_tile_behind_light_ones(
     table["active_clusters"] = 16
     hw = hardware_view(Accelerator(Simulator(), load_arch(DENSE)))
     light = 2_048 / 32 + hw.noc_latency_cycles                    # the port, per tile
-    fetch = replayed(table[4:5]) - (64 / 32 + hw.noc_latency_cycles)  # the read alone
+    fetch = _replayed(table[4:5]) - (64 / 32 + hw.noc_latency_cycles)  # the read alone
     assert light == 72.0 and fetch == pytest.approx(237.2155)
-    edge_wait = replayed(table) - (3 * light + fetch + 64 / 32 + 8)
+    edge_wait = _replayed(table) - (3 * light + fetch + 64 / 32 + 8)
     assert 0 < edge_wait * 2_000 < 833          # ps: asked for between two DRAM clock edges
     estimated_fetch = 8_192 / hw.dram_bytes_per_cycle + hw.dram_latency_cycles
     assert estimated_cycles(table, hw) == pytest.approx(
-        replayed(table) - (fetch - estimated_fetch) - edge_wait)
+        _replayed(table) - (fetch - estimated_fetch) - edge_wait)
     assert fetch - estimated_fetch == pytest.approx(0.6256, abs=1e-3)
 
 
@@ -322,10 +316,6 @@ def test_the_plan_estimate_follows_the_replay_of_a_fetch_behind_a_write_back():
     from desim.module import Simulator
     from mappings.pipeline import estimated_cycles
 
-    def replayed(table: np.ndarray) -> float:
-        acc = _replay([table])
-        return acc.env.now / acc.clock.period_ps
-
     table = empty_table(3)
     table["dram_read_bytes"] = table["glb_write_bytes"] = 3_200
     table["multicast_bytes"] = table["glb_read_bytes"] = [160, 3_200, 160]
@@ -335,9 +325,9 @@ def test_the_plan_estimate_follows_the_replay_of_a_fetch_behind_a_write_back():
     hw = hardware_view(Accelerator(Simulator(), load_arch(DENSE)))
 
     def gap(rows: np.ndarray) -> float:   # the replay's time less the estimate's
-        return replayed(rows) - estimated_cycles(rows, hw)
+        return _replayed(rows) - estimated_cycles(rows, hw)
 
-    assert replayed(table) == pytest.approx(3_324.2455)
+    assert _replayed(table) == pytest.approx(3_324.2455)
     assert estimated_cycles(table, hw) == pytest.approx(3_313.078, abs=1e-3)
     # the first tile's read and write, then two reads, each as DRAM times it alone, and
     # the later transactions' waits for the DRAM clock's next edge (under a tCK each)
