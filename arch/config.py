@@ -133,6 +133,12 @@ class SpeculatorConfig(Strict):
     products a cycle over the whole array."""
 
     ops_per_cycle: PositiveInt
+    # What a batch norm between a speculated layer and its ReLU reads in BP. `written`: the
+    # outputs the layer wrote, those predicted non-zero (the others were never computed), as
+    # in FF. Not exact training: exact BN's dX needs x-hat at every position, dX being
+    # non-zero where the ReLU gave zero. `every`: every output, as exact training reads it
+    # (a bracket: what the outputs never computed would cost to read back, not to compute).
+    norm_backward_reads: Literal["written", "every"] = "written"
 
 
 class IndexMatchingConfig(Strict):

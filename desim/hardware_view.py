@@ -55,6 +55,8 @@ def hardware_view(acc: Accelerator) -> HardwareView:
         weight_generator=(acc.cfg.weight_generator.values_per_cycle if acc.cfg.weight_generator
                           else 0.0),
         speculate_relu_outputs=acc.speculator is not None,
+        speculated_norm_reads_every=bool(acc.cfg.speculator and
+                                         acc.cfg.speculator.norm_backward_reads == "every"),
         index_matching_bits=(acc.cfg.index_matching.bits_per_cycle if acc.cfg.index_matching
                              else 0),
         systolic=(partial(layer_cycles, acc.cfg.pe_cluster.systolic)

@@ -143,7 +143,8 @@ class PhaseMapper:
         self.stored_second = stored_second_gradients(workload.vectors, hw)  # a fork's other
         # The vector layer that reads a speculated layer's output (a batch norm between it and
         # its ReLU): it reads what that layer wrote, the outputs predicted non-zero (their
-        # statistics, counted once: FF, BP and any re-map read the same)
+        # statistics, counted once: FF, BP and any re-map read the same), but in BP every
+        # output where the design says exact training does (`speculated_norm_reads_every`)
         self.reads_speculated: dict[int, BlockStats | None] = dict.fromkeys(
             _reads_speculated(workload, hw))
         # At inference, the layers whose batch norm is folded into their weights: they write
@@ -258,7 +259,8 @@ class PhaseMapper:
             vector = self.workload.vectors[v]
             if vector.foldable and self.workload.spec.inference:
                 return None  # folded into the weights of the layer before it
-            if v in self.reads_speculated:
+            if v in self.reads_speculated and not (phase == BP
+                                                   and hw.speculated_norm_reads_every):
                 if self.reads_speculated[v] is None:
                     self.reads_speculated[v] = written_stats(self.layer(vector.after), FF, hw)
                 vector = replace(vector, in_stats=self.reads_speculated[v] or vector.in_stats)

@@ -78,6 +78,9 @@ class HardwareView:
     # weights on chip instead of reading them from DRAM; 0: none
     weight_generator: float = 0.0
     speculate_relu_outputs: bool = False  # Trainer: FF skips outputs predicted ReLU-zeroed
+    # ... and a batch norm between such a layer and its ReLU reads every output in BP (exact
+    # training), not only those the layer wrote (`speculator.norm_backward_reads`)
+    speculated_norm_reads_every: bool = False
     # pairs a cycle each PE's index matching ANDs, where it pairs two operands' non-zeros;
     # 0: no index matching (pairing is free)
     index_matching_bits: int = 0

@@ -277,6 +277,7 @@ def test_trainer_ablation_switches_one_feature_per_run():
         return {k for k in keys if archs[name].get(k) != archs["prior"].get(k)}
 
     assert changed("speculation") == {"speculator.ops_per_cycle",
+                                      "speculator.norm_backward_reads",  # (its default)
                                       "sparsity.skip_relu_masked_gradients"}
     assert changed("adaptive_dataflow") == {"mapping.dataflow", "mapping.partition"}
     assert changed("bn_unit") == {"vector_unit.fused_batchnorm"}

@@ -294,7 +294,9 @@ def test_what_follows_a_speculated_layer_reads_what_it_wrote(tmp_path):
     its batch norm reads exactly those bytes in FF, and again in BP beside its dY; it had
     read the exact output, dense before its ReLU (1,024 B of bitmap + 2 B x 8,192). Its dY
     is what the max pool's BP wrote, unmasked: a pooling does not skip ReLU-masked
-    gradients (it had been read as masked, fewer bytes than were written)."""
+    gradients (it had been read as masked, fewer bytes than were written). A design that
+    says its BN reads every output in BP (`speculator.norm_backward_reads: every`) reads
+    them there."""
     import desim
 
     (tmp_path / "e.yaml").write_text(f"""
@@ -315,6 +317,17 @@ baseline: trainer
     assert read["stem.1", "FF"] == conv_out
     assert read["block.body.1", "FF"] == written["block.body.0", "FF"]
     assert read["stem.1", "BP"] == conv_out + written["stem.3", "BP"]
+    # Exact training's batch norm reads every output in BP (x-hat at every position): the
+    # exact output, dense before its ReLU; FF reads what the conv wrote as before.
+    exact = desim.run(tmp_path / "e.yaml", ["observe.tiles=true",
+                                             "arch.*.mapping.inter_layer_reuse=false",
+                                             "arch.*.speculator.norm_backward_reads=every"])
+    moved = exact.tiles.groupby(["layer", "phase"])[["dram_read_bytes",
+                                                     "dram_write_bytes"]].sum()
+    assert moved["dram_write_bytes"]["stem.0", "FF"] == conv_out
+    assert moved["dram_read_bytes"]["stem.1", "FF"] == conv_out
+    assert moved["dram_read_bytes"]["stem.1", "BP"] == (
+        1024 + 2 * 8192 + moved["dram_write_bytes"]["stem.3", "BP"])
 
 
 def test_the_tile_search_takes_a_speculated_output_at_its_written_bytes():
