@@ -19,6 +19,7 @@ with the tiles of the phases they overlap (`Overlap`).
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -311,32 +312,38 @@ def stage_cycles(table: np.ndarray, hw: HardwareView
     the port back, DRAM write), each a tile's bytes or MACs at its rate plus its fixed
     latency, the port's stages no shorter than the buffer's reads and writes beside them
     (arch/accelerator.py's distribute and collect); and its DRAM read and write alone."""
-    def stage(work: np.ndarray, rate: float, latency: float) -> np.ndarray:
-        return np.where(work > 0, work / rate + latency, 0.0)
-
-    port = hw.noc_port_bytes_per_cycle
-    read = _dram_cycles(table["dram_read_bytes"], hw)
+    # Each transfer's bytes (a row each: DRAM read and write, the port out and back, and
+    # the buffer's reads, results and running sums) at its rate plus its latency, as
+    # `_dram_cycles`: in one array, as a plan's few tiles made a numpy call per column the
+    # estimates' dearest part.
+    dram, port = hw.dram_bytes_per_cycle, hw.noc_port_bytes_per_cycle
+    works = [table["dram_read_bytes"], table["dram_write_bytes"],
+             table["multicast_bytes"] + table["unicast_bytes"], table["gather_bytes"]]
+    rates = [dram, dram, port, port]
+    latencies = [hw.dram_latency_cycles] * 2 + [hw.noc_latency_cycles] * 2
+    if hw.glb_bytes_per_cycle:
+        works += [table["glb_read_bytes"],
+                  table["glb_write_bytes"] - table["dram_read_bytes"] - table["regenerated_bytes"],
+                  table["reduced_psums"] * hw.psum_bytes]
+        rates += [hw.glb_bytes_per_cycle] * 3
+        latencies += [hw.glb_latency_cycles] * 3
+    work = np.array(works, dtype=np.float64)
+    cycles = np.where(work > 0, work / np.array(rates)[:, None] + np.array(latencies)[:, None],
+                      0.0)
+    read, write, send, gather = cycles[:4]
     fetch = read
     if hw.weight_generator:  # it makes a tile's untracked weights while DRAM reads the rest
         fetch = np.maximum(read, np.ceil(table["regenerated_weights"] / hw.weight_generator))
     scan = 0.0  # the selector scans a tile's maps before the port sends what it picked
     if hw.selector_entries_per_cycle:
         scan = np.ceil(table["selector_entries"] / hw.selector_entries_per_cycle)
-    write = _dram_cycles(table["dram_write_bytes"], hw)
-    send = stage(table["multicast_bytes"] + table["unicast_bytes"], port, hw.noc_latency_cycles)
-    gather = stage(table["gather_bytes"], port, hw.noc_latency_cycles)
     if hw.glb_bytes_per_cycle:
         # The buffer reads out what the port sends while it sends it, and writes the results
         # (and reads the running sums they are added to) while the port gathers them: each
         # stage takes the longer. A vector layer's tile sends and gathers nothing: the
         # buffer's time alone.
-        def glb(nbytes: np.ndarray) -> np.ndarray:
-            return stage(nbytes, hw.glb_bytes_per_cycle, hw.glb_latency_cycles)
-
-        made = table["glb_write_bytes"] - table["dram_read_bytes"] - table["regenerated_bytes"]
-        send = np.maximum(send, glb(table["glb_read_bytes"]))
-        gather = np.maximum(gather, np.maximum(glb(made),
-                                               glb(table["reduced_psums"] * hw.psum_bytes)))
+        send = np.maximum(send, cycles[4])
+        gather = np.maximum(gather, np.maximum(cycles[5], cycles[6]))
     stages = np.stack([fetch, send + scan, compute_cycles(table, hw), gather, write], axis=1)
     return stages, read, write
 
@@ -381,10 +388,13 @@ def estimated_pj(table: np.ndarray, hw: HardwareView, cycles: float) -> float:
     moves through DRAM, the global buffer (whose
     write-backs read what goes to DRAM), the NoC and the clusters' buffers, the partial
     sums added at the buffer, and DRAM standby while it runs."""
+    # Summed as Python ints: a plan has a few rows, and numpy's sum call of each of the
+    # thirteen columns took several times as long (the estimates price thousands of plans).
     def total(column: str) -> float:
-        return float(table[column].sum())
+        return float(sum(table[column].tolist()))
 
-    local_writes = float((table["multicast_bytes"] * table["active_clusters"]).sum())
+    local_writes = float(sum(map(operator.mul, table["multicast_bytes"].tolist(),
+                                 table["active_clusters"].tolist())))
     adds = total("reduced_psums")  # each a running sum read back
     return hw.estimated_pj(
         macs=total("processed_macs"), vector_ops=total("vector_ops"),
@@ -394,4 +404,6 @@ def estimated_pj(table: np.ndarray, hw: HardwareView, cycles: float) -> float:
         unicast=total("unicast_bytes") + total("gather_bytes"),
         multicast=total("multicast_bytes"), local=local_writes + total("unicast_bytes"),
         cycles=cycles, scanned=total("scanned_pairs"),
-        matched=float(table["processed_macs"][table["scanned_pairs"] > 0].sum()))
+        matched=float(sum(macs for macs, pairs in zip(table["processed_macs"].tolist(),
+                                                      table["scanned_pairs"].tolist(),
+                                                      strict=True) if pairs > 0)))
