@@ -314,8 +314,8 @@ def stage_cycles(table: np.ndarray, hw: HardwareView
     (arch/accelerator.py's distribute and collect); and its DRAM read and write alone."""
     # Each transfer's bytes (a row each: DRAM read and write, the port out and back, and
     # the buffer's reads, results and running sums) at its rate plus its latency, as
-    # `_dram_cycles`: in one array, as a plan's few tiles made a numpy call per column the
-    # estimates' dearest part.
+    # `_dram_cycles` times them, all in one array: with a plan's few tiles, a numpy call
+    # per column had been the estimates' dearest part.
     dram, port = hw.dram_bytes_per_cycle, hw.noc_port_bytes_per_cycle
     works = [table["dram_read_bytes"], table["dram_write_bytes"],
              table["multicast_bytes"] + table["unicast_bytes"], table["gather_bytes"]]
