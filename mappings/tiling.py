@@ -865,7 +865,9 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
     # other partitions (a design that deals only reductions deals channels where it cannot)
     partitions = (("reduction",) if slices else
                   tuple(p for p in hw.partitions if p != "reduction") or ("channels",))
-    one_cluster = replace(hw, clusters=1)   # a reduction's slice: all the tile's channels
+    # the PEs a tile's busiest is counted on: a reduction's slice takes all the tile's
+    # channels in one cluster
+    pe_view = replace(hw, clusters=1) if slices else hw
     gathered = dense_out * hw.psum_bytes // eb * slices if slices else out_bytes
     # of each channel block size: the blocks, a block's bytes and the clusters it occupies
     per_ka = {ka: (-(-a // ka), channel_bytes / -(-a // ka),
@@ -979,8 +981,7 @@ def choose_tile(ps: PhaseShape, win: _Window, a: int, n_img: int, n_rows: int, l
                         elif partition not in busiest_time:
                             dealt = TileShape(ka, images, rows, partition="channels" if slices
                                               else partition)
-                            busiest = _per_tile_pe(processed, dealt,
-                                                   one_cluster if slices else hw, cache)[0]
+                            busiest = _per_tile_pe(processed, dealt, pe_view, cache)[0]
                             if slices:
                                 busiest = -(-busiest // slices)
                             if mac_ratio != 1.0:
