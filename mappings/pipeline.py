@@ -299,10 +299,17 @@ def estimated_cycles(table: np.ndarray, hw: HardwareView,
         holds_local_half(table["vector_ops"]), read, ahead)
 
 
+def _transfer_cycles(nbytes: np.ndarray, rate: float | np.ndarray,
+                     latency: float | np.ndarray) -> np.ndarray:
+    """Each transfer's cycles: its bytes at `rate` plus its fixed `latency`, none where it
+    moves nothing (rates and latencies may be a column each for rows of transfers)."""
+    return np.where(nbytes > 0, nbytes / rate + latency, 0.0)
+
+
 def _dram_cycles(nbytes: np.ndarray, hw: HardwareView) -> np.ndarray:
     """DRAM's cycles for each of these transactions (a tile's read or write, `stage_cycles`):
     its bytes at DRAM's rate plus its latency."""
-    return np.where(nbytes > 0, nbytes / hw.dram_bytes_per_cycle + hw.dram_latency_cycles, 0.0)
+    return _transfer_cycles(nbytes, hw.dram_bytes_per_cycle, hw.dram_latency_cycles)
 
 
 def stage_cycles(table: np.ndarray, hw: HardwareView
@@ -313,9 +320,9 @@ def stage_cycles(table: np.ndarray, hw: HardwareView
     latency, the port's stages no shorter than the buffer's reads and writes beside them
     (arch/accelerator.py's distribute and collect); and its DRAM read and write alone."""
     # Each transfer's bytes (a row each: DRAM read and write, the port out and back, and
-    # the buffer's reads, results and running sums) at its rate plus its latency, as
-    # `_dram_cycles` times them, all in one array: with a plan's few tiles, a numpy call
-    # per column had been the estimates' dearest part.
+    # the buffer's reads, results and running sums) at its rate plus its latency, all in
+    # one array: with a plan's few tiles, a numpy call per column had been the estimates'
+    # dearest part.
     dram, port = hw.dram_bytes_per_cycle, hw.noc_port_bytes_per_cycle
     works = [table["dram_read_bytes"], table["dram_write_bytes"],
              table["multicast_bytes"] + table["unicast_bytes"], table["gather_bytes"]]
@@ -327,9 +334,8 @@ def stage_cycles(table: np.ndarray, hw: HardwareView
                   table["reduced_psums"] * hw.psum_bytes]
         rates += [hw.glb_bytes_per_cycle] * 3
         latencies += [hw.glb_latency_cycles] * 3
-    work = np.array(works, dtype=np.float64)
-    cycles = np.where(work > 0, work / np.array(rates)[:, None] + np.array(latencies)[:, None],
-                      0.0)
+    cycles = _transfer_cycles(np.array(works, dtype=np.float64), np.array(rates)[:, None],
+                              np.array(latencies)[:, None])
     read, write, send, gather = cycles[:4]
     fetch = read
     if hw.weight_generator:  # it makes a tile's untracked weights while DRAM reads the rest
