@@ -307,11 +307,16 @@ runs:
   - {{name: trainer, arch: {ARCH / 'trainer.yaml'}}}
 baseline: trainer
 """)
-    result = desim.run(tmp_path / "e.yaml", ["observe.tiles=true",
-                                              "arch.*.mapping.inter_layer_reuse=false"])
-    moved = result.tiles.groupby(["layer", "phase"])[["dram_read_bytes",
-                                                      "dram_write_bytes"]].sum()
-    read, written = moved["dram_read_bytes"], moved["dram_write_bytes"]
+    def moved(*sets: str) -> tuple:
+        """DRAM bytes read and written by each layer-phase of the run with `sets`."""
+        result = desim.run(tmp_path / "e.yaml", ["observe.tiles=true",
+                                                  "arch.*.mapping.inter_layer_reuse=false",
+                                                  *sets])
+        sums = result.tiles.groupby(["layer", "phase"])[["dram_read_bytes",
+                                                         "dram_write_bytes"]].sum()
+        return sums["dram_read_bytes"], sums["dram_write_bytes"]
+
+    read, written = moved()
     conv_out = written["stem.0", "FF"]
     assert conv_out < 1024 + 2 * 8192 * 3 // 4   # the prediction left a good part out
     assert read["stem.1", "FF"] == conv_out
@@ -319,15 +324,9 @@ baseline: trainer
     assert read["stem.1", "BP"] == conv_out + written["stem.3", "BP"]
     # Exact training's batch norm reads every output in BP (x-hat at every position): the
     # exact output, dense before its ReLU; FF reads what the conv wrote as before.
-    exact = desim.run(tmp_path / "e.yaml", ["observe.tiles=true",
-                                             "arch.*.mapping.inter_layer_reuse=false",
-                                             "arch.*.speculator.norm_backward_reads=every"])
-    moved = exact.tiles.groupby(["layer", "phase"])[["dram_read_bytes",
-                                                     "dram_write_bytes"]].sum()
-    assert moved["dram_write_bytes"]["stem.0", "FF"] == conv_out
-    assert moved["dram_read_bytes"]["stem.1", "FF"] == conv_out
-    assert moved["dram_read_bytes"]["stem.1", "BP"] == (
-        1024 + 2 * 8192 + moved["dram_write_bytes"]["stem.3", "BP"])
+    read, written = moved("arch.*.speculator.norm_backward_reads=every")
+    assert written["stem.0", "FF"] == read["stem.1", "FF"] == conv_out
+    assert read["stem.1", "BP"] == 1024 + 2 * 8192 + written["stem.3", "BP"]
 
 
 def test_the_tile_search_takes_a_speculated_output_at_its_written_bytes():
